@@ -1,0 +1,64 @@
+# Top-level build: the engine as a position-independent static library,
+# the command-line tool, the test programs, and the nginx module.
+# CUDA parts build only where nvcc exists (NVCC= disables them).
+
+CC       ?= cc
+NVCC     ?= $(shell command -v nvcc 2>/dev/null)
+BUILD    := build
+PKGS     := libcjson libpng openblas libutf8proc
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=c11 -fPIC -Wall -Wextra -D_GNU_SOURCE -Iengine $(PKG_CFLAGS)
+LDLIBS   := $(PKG_LIBS) -lpthread -lm
+
+ENGINE_SRC := $(filter-out engine/sd_cli.c,$(wildcard engine/*.c))
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
+KERNEL_SRC := $(wildcard kernels/*.cu)
+
+ifneq ($(strip $(NVCC)),)
+ifneq ($(strip $(KERNEL_SRC)),)
+CUDA_HOME  ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+KERNEL_OBJ := $(KERNEL_SRC:%.cu=$(BUILD)/%.o)
+CFLAGS     += -DSD_HAVE_CUDA -I$(CUDA_HOME)/include
+LDLIBS     += -L$(CUDA_HOME)/lib64 -lcublasLt -lcudart
+NVFLAGS    ?= -O3 -std=c++17 -arch=sm_90a -Xcompiler -fPIC -Iengine
+endif
+endif
+
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+LIB      := $(BUILD)/libsd.a
+
+.PHONY: all lib test clean
+all: $(LIB) $(BUILD)/sd-cli $(TEST_BIN)
+
+lib: $(LIB)
+
+$(BUILD)/%.o: %.c $(wildcard engine/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu $(wildcard kernels/*.h engine/*.h)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(LIB): $(ENGINE_OBJ) $(KERNEL_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/sd-cli: $(BUILD)/engine/sd_cli.o $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/t.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDLIBS)
+
+# The README's test command: everything that needs no GPU.
+test: all
+	tests/run.sh
+
+clean:
+	rm -rf $(BUILD)

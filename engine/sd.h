@@ -1,0 +1,124 @@
+/*
+ * sd.h: the engine's public interface, the only engine header that the nginx
+ * module includes.
+ *
+ * An sd_engine owns one loaded model on one device. sd_generate() blocks the
+ * calling thread until the images are done, cancelled or failed; it may be
+ * called from several threads, and the engine serialises work per device.
+ * Every failure is returned as an sd_status with a message; the library never
+ * prints, exits or aborts.
+ */
+
+#ifndef SD_H
+#define SD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+
+typedef enum {
+    SD_OK = 0,
+    SD_ERR_INVALID,         /* bad argument or request field */
+    SD_ERR_IO,              /* file missing or unreadable */
+    SD_ERR_FORMAT,          /* malformed model, config or vocabulary file */
+    SD_ERR_NOMEM,           /* host or device allocation failed */
+    SD_ERR_UNSUPPORTED,     /* valid but not implemented here */
+    SD_ERR_CANCELLED,       /* the cancel flag was raised */
+    SD_ERR_BACKEND,         /* a compute backend call failed */
+    SD_ERR_INTERNAL         /* an invariant broke: a bug */
+} sd_status;
+
+const char *sd_status_str(sd_status s);
+
+
+typedef enum {
+    SD_RNG_CUDA = 0,        /* torch CUDA generator (Philox): A1111 default */
+    SD_RNG_CPU              /* torch CPU generator (mt19937): ComfyUI */
+} sd_rng_source;
+
+
+typedef enum {
+    SD_DEVICE_CPU = 0,
+    SD_DEVICE_CUDA
+} sd_device;
+
+
+typedef struct {
+    const char     *model_dir;      /* diffusers folder */
+    const char     *name;           /* display name; default: folder name */
+    sd_device       device;
+    int             device_index;   /* GPU ordinal for SD_DEVICE_CUDA */
+    int             threads;        /* CPU threads for the CPU backend, 0 =
+                                       library default */
+} sd_engine_config;
+
+void sd_engine_config_init(sd_engine_config *cfg);
+
+
+typedef struct sd_engine  sd_engine;
+
+sd_status sd_engine_open(const sd_engine_config *cfg, sd_engine **out,
+    char *errbuf, size_t errlen);
+void sd_engine_close(sd_engine *e);
+
+/* Model facts for API listings; strings live as long as the engine. */
+const char *sd_engine_model_name(const sd_engine *e);
+const char *sd_engine_model_hash(const sd_engine *e);   /* 10 hex chars */
+size_t sd_engine_memory_bytes(const sd_engine *e);
+
+
+typedef struct {
+    const char     *prompt;
+    const char     *negative_prompt;
+    int             width;
+    int             height;
+    int             steps;
+    float           cfg_scale;
+    int64_t         seed;           /* -1: pick one at random */
+    int64_t         subseed;        /* -1: random; used when strength > 0 */
+    float           subseed_strength;
+    int             batch_size;     /* images per forward pass */
+    int             n_iter;         /* batches one after another */
+    sd_rng_source   rng;
+    const char     *sampler;        /* A1111 name, e.g. "Euler" */
+    const char     *scheduler;      /* A1111 name, e.g. "Automatic" */
+    /* skip-layer guidance (SD3.5 Medium); slg_scale 0 disables it */
+    float           slg_scale;
+    float           slg_start;      /* fraction of steps */
+    float           slg_stop;
+    int             slg_layers[16];
+    int             slg_n_layers;
+} sd_request;
+
+/* Fill A1111's txt2img defaults. */
+void sd_request_init(sd_request *req);
+
+
+typedef struct {
+    unsigned char  *png;
+    size_t          png_len;
+    uint64_t        seed;
+    uint64_t        subseed;
+    char           *infotext;
+} sd_image;
+
+typedef struct {
+    sd_image       *images;
+    int             n_images;
+} sd_result;
+
+void sd_result_free(sd_result *res);
+
+
+/*
+ * Progress callback: called from the generating thread after each sampling
+ * step (job is the image batch index, step counts from 1).
+ */
+typedef void (*sd_progress_fn)(void *data, int job, int jobs, int step,
+    int steps);
+
+sd_status sd_generate(sd_engine *e, const sd_request *req,
+    sd_progress_fn progress, void *progress_data, volatile int *cancel,
+    sd_result *res, char *errbuf, size_t errlen);
+
+#endif /* SD_H */

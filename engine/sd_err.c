@@ -1,0 +1,127 @@
+/*
+ * sd_err.c: error recording and small checked helpers shared by the engine.
+ *
+ * Nothing here prints or exits: failures become an sd_status plus text.
+ */
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sd_err.h"
+
+
+sd_status
+sd_errorf(sd_err *err, sd_status s, const char *fmt, ...)
+{
+    va_list  ap;
+
+    if (err == NULL || err->status != SD_OK) {
+        return s;
+    }
+
+    err->status = s;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    va_end(ap);
+
+    return s;
+}
+
+
+void
+sd_err_clear(sd_err *err)
+{
+    err->status = SD_OK;
+    err->msg[0] = '\0';
+}
+
+
+void *
+sd_malloc(sd_err *err, size_t n, const char *what)
+{
+    void  *p;
+
+    p = malloc(n ? n : 1);
+    if (p == NULL) {
+        sd_errorf(err, SD_ERR_NOMEM, "out of memory allocating %zu bytes "
+                  "for %s", n, what);
+    }
+    return p;
+}
+
+
+void *
+sd_calloc(sd_err *err, size_t n, size_t size, const char *what)
+{
+    void  *p;
+
+    p = calloc(n ? n : 1, size ? size : 1);
+    if (p == NULL) {
+        sd_errorf(err, SD_ERR_NOMEM, "out of memory allocating %zu x %zu "
+                  "bytes for %s", n, size, what);
+    }
+    return p;
+}
+
+
+sd_status
+sd_read_file(sd_err *err, const char *path, char **data, size_t *len)
+{
+    FILE    *f;
+    char    *buf;
+    long     size;
+    size_t   got;
+
+    *data = NULL;
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        return sd_errorf(err, SD_ERR_IO, "open(\"%s\") failed: %s", path,
+                         strerror(errno));
+    }
+
+    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0
+        || fseek(f, 0, SEEK_SET) != 0)
+    {
+        fclose(f);
+        return sd_errorf(err, SD_ERR_IO, "seek in \"%s\" failed", path);
+    }
+
+    buf = sd_malloc(err, (size_t) size + 1, path);
+    if (buf == NULL) {
+        fclose(f);
+        return SD_ERR_NOMEM;
+    }
+
+    got = fread(buf, 1, (size_t) size, f);
+    fclose(f);
+    if (got != (size_t) size) {
+        free(buf);
+        return sd_errorf(err, SD_ERR_IO, "read(\"%s\") failed: short read",
+                         path);
+    }
+
+    buf[size] = '\0';
+    *data = buf;
+    if (len) {
+        *len = (size_t) size;
+    }
+    return SD_OK;
+}
+
+
+sd_status
+sd_path_join(sd_err *err, char *dst, size_t dstlen, const char *a,
+    const char *b)
+{
+    int  n;
+
+    n = snprintf(dst, dstlen, "%s/%s", a, b);
+    if (n < 0 || (size_t) n >= dstlen) {
+        return sd_errorf(err, SD_ERR_INVALID, "path too long: \"%s/%s\"",
+                         a, b);
+    }
+    return SD_OK;
+}

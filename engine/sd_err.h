@@ -1,0 +1,61 @@
+/*
+ * sd_err.h: the engine's internal error record and check macros.
+ *
+ * Invariant: every fallible engine function returns an sd_status and, on
+ * failure, leaves a human-readable message in the sd_err it was given; the
+ * first message set wins so the root cause is never overwritten by callers.
+ */
+
+#ifndef SD_ERR_H
+#define SD_ERR_H
+
+#include <stddef.h>
+#include "sd.h"
+
+
+typedef struct {
+    sd_status   status;
+    char        msg[512];
+} sd_err;
+
+
+/* Record an error (printf-style) unless one is already recorded; returns s. */
+sd_status sd_errorf(sd_err *err, sd_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+void sd_err_clear(sd_err *err);
+
+/* Return early with the status of a failing call; the callee set the text. */
+#define SD_TRY(call)                                                        \
+    do {                                                                    \
+        sd_status sd_try_s_ = (call);                                       \
+        if (sd_try_s_ != SD_OK) {                                           \
+            return sd_try_s_;                                               \
+        }                                                                   \
+    } while (0)
+
+/* Like SD_TRY but jumps to a label (single exit with cleanup). */
+#define SD_TRY_GOTO(st, call, label)                                        \
+    do {                                                                    \
+        (st) = (call);                                                      \
+        if ((st) != SD_OK) {                                                \
+            goto label;                                                     \
+        }                                                                   \
+    } while (0)
+
+/* Allocation that reports failure as SD_ERR_NOMEM with file:line. */
+void *sd_malloc(sd_err *err, size_t n, const char *what);
+void *sd_calloc(sd_err *err, size_t n, size_t size, const char *what);
+
+/* Read a whole file into a NUL-terminated malloc'd buffer. */
+sd_status sd_read_file(sd_err *err, const char *path, char **data,
+    size_t *len);
+
+/* dst = a "/" b, checked for overflow of dst. */
+sd_status sd_path_join(sd_err *err, char *dst, size_t dstlen, const char *a,
+    const char *b);
+
+#endif /* SD_ERR_H */
