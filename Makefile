@@ -10,8 +10,8 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -fPIC -Wall -Wextra -D_GNU_SOURCE -Iengine $(PKG_CFLAGS)
-LDLIBS   := $(PKG_LIBS) -lpthread -lm
+CFLAGS   += -std=c11 -fPIC -fopenmp -Wall -Wextra -D_GNU_SOURCE -Iengine $(PKG_CFLAGS)
+LDLIBS   := $(PKG_LIBS) -fopenmp -lpthread -lm
 
 ENGINE_SRC := $(filter-out engine/sd_cli.c,$(wildcard engine/*.c))
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)

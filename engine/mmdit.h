@@ -1,0 +1,48 @@
+/*
+ * mmdit.h: the SD3.5 diffusion transformer, MMDiT (Large, Large Turbo) and
+ * MMDiT-X (Medium: layers in dual_attention_layers add an image-only second
+ * attention), written once against backend.h.
+ *
+ * Invariant: every size comes from transformer/config.json and the tensor
+ * shapes of the checkpoint; weights are uploaded once at load.
+ */
+
+#ifndef SD_MMDIT_H
+#define SD_MMDIT_H
+
+#include "backend.h"
+
+
+typedef struct sd_mmdit  sd_mmdit;
+
+typedef struct {
+    int     in_channels;
+    int     out_channels;
+    int     patch_size;
+    int     num_layers;
+    int     heads;
+    int     head_dim;
+    int     width;              /* heads * head_dim */
+    int     joint_dim;          /* context width (T5 width) */
+    int     pooled_dim;
+    int     pos_max;            /* pos_embed_max_size */
+} sd_mmdit_info;
+
+/* dir: the transformer/ folder (config.json + safetensors). */
+sd_status sd_mmdit_load(sd_err *err, sd_backend *be, const char *dir,
+    sd_mmdit **out);
+void sd_mmdit_free(sd_mmdit *m);
+const sd_mmdit_info *sd_mmdit_get_info(const sd_mmdit *m);
+
+/*
+ * One transformer call.
+ * x: (B, C, H, W) latent; t: B timesteps in [0, 1000] (host);
+ * context: (B, L, joint_dim); pooled: (B, pooled_dim);
+ * skip: layer indices whose joint blocks are skipped (skip-layer guidance),
+ * or NULL; out: (B, out_channels, H, W).
+ */
+sd_status sd_mmdit_forward(sd_err *err, sd_mmdit *m, const sd_tensor *x,
+    const float *t, const sd_tensor *context, const sd_tensor *pooled,
+    const int *skip, int n_skip, sd_tensor *out);
+
+#endif /* SD_MMDIT_H */
