@@ -43,6 +43,12 @@
 /* sentencepiece.SentencePiece.Type */
 #define SD_SP_UNKNOWN       2
 
+/* darts-clone double-array units (the precompiled charsmap) */
+#define SD_DA_OFFSET(x)     (((x) >> 10) << (((x) & (1u << 9)) >> 6))
+#define SD_DA_LABEL(x)      ((x) & ((1u << 31) | 0xff))
+#define SD_DA_HAS_LEAF(x)   (((x) >> 8) & 1)
+#define SD_DA_VALUE(x)      ((x) & ((1u << 31) - 1))
+
 
 typedef struct {
     const uint8_t  *p;
@@ -697,11 +703,6 @@ sd_t5_charsmap(const sd_t5_tok *tok, const uint8_t *s, size_t n,
         return 0;
     }
 
-#define SD_DA_OFFSET(x)   (((x) >> 10) << (((x) & (1u << 9)) >> 6))
-#define SD_DA_LABEL(x)    ((x) & ((1u << 31) | 0xff))
-#define SD_DA_HAS_LEAF(x) (((x) >> 8) & 1)
-#define SD_DA_VALUE(x)    ((x) & ((1u << 31) - 1))
-
     pos = SD_DA_OFFSET(u[0]);
 
     for (i = 0; i < n && s[i] != 0; i++) {
@@ -732,11 +733,6 @@ sd_t5_charsmap(const sd_t5_tok *tok, const uint8_t *s, size_t n,
             return 1;
         }
     }
-
-#undef SD_DA_OFFSET
-#undef SD_DA_LABEL
-#undef SD_DA_HAS_LEAF
-#undef SD_DA_VALUE
 
     return 0;
 }

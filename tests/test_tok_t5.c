@@ -384,7 +384,7 @@ t5_test_malformed(const char *model_dir)
     uint32_t             x = 2463534242u;
     sd_err               err;
     sd_status            st;
-    int                  quiet;
+    int                  quiet, loaded;
 
     sd_err_clear(&err);
     snprintf(path, sizeof(path), "%s/spiece.model", model_dir);
@@ -428,20 +428,27 @@ t5_test_malformed(const char *model_dir)
     st = t5_try_model(dir, copy, n, &err);
     T_CHECK(st == SD_ERR_FORMAT, "huge piece length: status %d", (int) st);
 
-    /* random bytes over the charsmap (the last ~237 KB): never a crash */
+    /*
+     * random bytes over the charsmap trie (in the standard T5 spiece.model
+     * its units span about bytes 554115..731267): loads that still pass
+     * must encode without reading outside the trie
+     */
 
-    cm = n > 240000 ? n - 240000 : 0;
-    for (k = 0; k < 20; k++) {
-        memcpy(copy, data, n);
-        for (i = 0; i < 2000; i++) {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            copy[cm + 16 + x % (n - cm - 16)] ^= (char) (x >> 24);
+    loaded = 0;
+    if (n > 200000) {
+        cm = n - 200000;
+        for (k = 0; k < 20; k++) {
+            memcpy(copy, data, n);
+            for (i = 0; i < 500; i++) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                copy[cm + x % 120000] ^= (char) (x >> 24);
+            }
+            loaded += t5_try_model(dir, copy, n, &err) == SD_OK;
         }
-        (void) t5_try_model(dir, copy, n, &err);
     }
-    T_CHECK(1, "corrupted charsmaps did not crash");
+    printf("info: %d of 20 corrupted charsmaps loaded and encoded\n", loaded);
 
     rmdir(dir);
     free(copy);
