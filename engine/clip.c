@@ -1,0 +1,376 @@
+/*
+ * clip.c: the CLIP text transformer with projection (CLIPTextModelWith-
+ * Projection of transformers), as SD3.5 uses it twice: CLIP-L (quick_gelu)
+ * and CLIP-G (gelu).
+ *
+ * Reference: transformers/models/clip/modeling_clip.py. Pre-norm layers with
+ * a causal mask; "penultimate" is hidden_states[-2], the input of the last
+ * layer, without the final layer norm; the pooled output is the final-norm
+ * hidden state at the first EOS token (eos_token_id from the config).
+ */
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "textenc.h"
+
+
+typedef struct {
+    sd_tensor  *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    sd_tensor  *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b;
+    sd_tensor  *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+} sd_clip_layer;
+
+
+struct sd_clip {
+    sd_backend     *be;
+    int             width, heads, layers, ffn, proj, max_pos, vocab;
+    int             eos_id;
+    float           eps;
+    sd_act          act;
+    sd_tensor      *tok_emb, *pos_emb, *final_w, *final_b, *proj_w;
+    sd_clip_layer  *layer;
+};
+
+
+static sd_status
+clip_weight(sd_err *err, sd_clip *c, const sd_st *st, const char *fmt,
+    int idx, int ndim, int64_t d0, int64_t d1, sd_tensor **out)
+{
+    char     name[256];
+    int64_t  shape[2] = { d0, d1 };
+
+    snprintf(name, sizeof(name), fmt, idx);
+    return sd_weight_load(err, c->be, st, name, ndim, shape, out);
+}
+
+
+static sd_status
+clip_load_layer(sd_err *err, sd_clip *c, const sd_st *st, int i)
+{
+    sd_clip_layer  *l = &c->layer[i];
+    const char     *p = "text_model.encoder.layers.%d.";
+    char            f[128];
+    int             d = c->width;
+
+#define W(field, suffix, nd, a, b)                                          \
+    snprintf(f, sizeof(f), "%s%s", p, suffix);                              \
+    SD_TRY(clip_weight(err, c, st, f, i, nd, a, b, &l->field))
+
+    W(ln1_w, "layer_norm1.weight", 1, d, 0);
+    W(ln1_b, "layer_norm1.bias", 1, d, 0);
+    W(ln2_w, "layer_norm2.weight", 1, d, 0);
+    W(ln2_b, "layer_norm2.bias", 1, d, 0);
+    W(q_w, "self_attn.q_proj.weight", 2, d, d);
+    W(q_b, "self_attn.q_proj.bias", 1, d, 0);
+    W(k_w, "self_attn.k_proj.weight", 2, d, d);
+    W(k_b, "self_attn.k_proj.bias", 1, d, 0);
+    W(v_w, "self_attn.v_proj.weight", 2, d, d);
+    W(v_b, "self_attn.v_proj.bias", 1, d, 0);
+    W(o_w, "self_attn.out_proj.weight", 2, d, d);
+    W(o_b, "self_attn.out_proj.bias", 1, d, 0);
+    W(fc1_w, "mlp.fc1.weight", 2, c->ffn, d);
+    W(fc1_b, "mlp.fc1.bias", 1, c->ffn, 0);
+    W(fc2_w, "mlp.fc2.weight", 2, d, c->ffn);
+    W(fc2_b, "mlp.fc2.bias", 1, d, 0);
+
+#undef W
+    return SD_OK;
+}
+
+
+static sd_status
+clip_config(sd_err *err, sd_clip *c, const char *dir)
+{
+    cJSON       *cfg;
+    const char  *act = NULL;
+    char         path[4096];
+    sd_status    s;
+
+    SD_TRY(sd_config_load(err, dir, "config.json", &cfg));
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+
+    c->eps = 1e-5f;
+    c->eos_id = 2;
+    c->max_pos = 77;
+    if ((s = sd_config_int(err, cfg, path, "hidden_size", &c->width))
+        || (s = sd_config_int(err, cfg, path, "num_attention_heads",
+                              &c->heads))
+        || (s = sd_config_int(err, cfg, path, "num_hidden_layers",
+                              &c->layers))
+        || (s = sd_config_int(err, cfg, path, "intermediate_size", &c->ffn))
+        || (s = sd_config_int(err, cfg, path, "projection_dim", &c->proj))
+        || (s = sd_config_int(err, cfg, path, "vocab_size", &c->vocab))
+        || (s = sd_config_int_opt(err, cfg, path, "max_position_embeddings",
+                                  &c->max_pos))
+        || (s = sd_config_int_opt(err, cfg, path, "eos_token_id",
+                                  &c->eos_id))
+        || (s = sd_config_float_opt(err, cfg, path, "layer_norm_eps",
+                                    &c->eps))
+        || (s = sd_config_str(err, cfg, path, "hidden_act", &act)))
+    {
+        cJSON_Delete(cfg);
+        return s;
+    }
+
+    if (strcmp(act, "quick_gelu") == 0) {
+        c->act = SD_ACT_QUICK_GELU;
+    } else if (strcmp(act, "gelu") == 0) {
+        c->act = SD_ACT_GELU;
+    } else if (strcmp(act, "gelu_new") == 0 
+               || strcmp(act, "gelu_pytorch_tanh") == 0)
+    {
+        c->act = SD_ACT_GELU_TANH;
+    } else {
+        s = sd_errorf(err, SD_ERR_UNSUPPORTED, "\"%s\": hidden_act \"%s\" "
+                      "is not supported", path, act);
+    }
+    cJSON_Delete(cfg);
+    if (s != SD_OK) {
+        return s;
+    }
+
+    if (c->width <= 0 || c->heads <= 0 || c->width % c->heads != 0
+        || c->layers < 2 || c->ffn <= 0 || c->proj <= 0 || c->vocab <= 0)
+    {
+        return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": inconsistent sizes "
+                         "(hidden %d, heads %d, layers %d)", path, c->width,
+                         c->heads, c->layers);
+    }
+    return SD_OK;
+}
+
+
+sd_status
+sd_clip_load(sd_err *err, sd_backend *be, const char *dir, sd_clip **out)
+{
+    sd_clip   *c;
+    sd_st     *st = NULL;
+    sd_status  s;
+    int        i;
+
+    *out = NULL;
+    c = sd_calloc(err, 1, sizeof(sd_clip), "clip");
+    if (c == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    c->be = be;
+
+    SD_TRY_GOTO(s, clip_config(err, c, dir), fail);
+    c->layer = sd_calloc(err, c->layers, sizeof(sd_clip_layer), "clip");
+    if (c->layer == NULL) {
+        s = SD_ERR_NOMEM;
+        goto fail;
+    }
+    SD_TRY_GOTO(s, sd_st_open_dir(err, dir, &st), fail);
+
+    SD_TRY_GOTO(s, clip_weight(err, c, st,
+                "text_model.embeddings.token_embedding.weight", 0, 2,
+                c->vocab, c->width, &c->tok_emb), fail);
+    SD_TRY_GOTO(s, clip_weight(err, c, st,
+                "text_model.embeddings.position_embedding.weight", 0, 2,
+                c->max_pos, c->width, &c->pos_emb), fail);
+    SD_TRY_GOTO(s, clip_weight(err, c, st, "text_model.final_layer_norm."
+                "weight", 0, 1, c->width, 0, &c->final_w), fail);
+    SD_TRY_GOTO(s, clip_weight(err, c, st, "text_model.final_layer_norm."
+                "bias", 0, 1, c->width, 0, &c->final_b), fail);
+    SD_TRY_GOTO(s, clip_weight(err, c, st, "text_projection.weight", 0, 2,
+                c->proj, c->width, &c->proj_w), fail);
+    for (i = 0; i < c->layers; i++) {
+        SD_TRY_GOTO(s, clip_load_layer(err, c, st, i), fail);
+    }
+
+    sd_st_close(st);
+    *out = c;
+    return SD_OK;
+
+fail:
+    sd_st_close(st);
+    sd_clip_free(c);
+    return s;
+}
+
+
+void
+sd_clip_free(sd_clip *c)
+{
+    int  i;
+
+    if (c == NULL) {
+        return;
+    }
+    if (c->layer) {
+        for (i = 0; i < c->layers; i++) {
+            sd_tensor **f = (sd_tensor **) &c->layer[i];
+            size_t      j;
+
+            for (j = 0; j < sizeof(sd_clip_layer) / sizeof(sd_tensor *); j++) {
+                sd_tensor_free(f[j]);
+            }
+        }
+        free(c->layer);
+    }
+    sd_tensor_free(c->tok_emb);
+    sd_tensor_free(c->pos_emb);
+    sd_tensor_free(c->final_w);
+    sd_tensor_free(c->final_b);
+    sd_tensor_free(c->proj_w);
+    free(c);
+}
+
+
+int
+sd_clip_width(const sd_clip *c)
+{
+    return c->width;
+}
+
+
+int
+sd_clip_proj_dim(const sd_clip *c)
+{
+    return c->proj;
+}
+
+
+int
+sd_clip_max_len(const sd_clip *c)
+{
+    return c->max_pos;
+}
+
+
+/* x: (B, L, d) += attn(ln1(x)); x += mlp(ln2(x)). Scratch tensors given. */
+static sd_status
+clip_layer_forward(sd_err *err, sd_clip *c, const sd_clip_layer *l,
+    sd_tensor *x, sd_tensor *h, sd_tensor *q, sd_tensor *k, sd_tensor *v,
+    sd_tensor *f)
+{
+    int  d = c->width;
+
+    /* CLIPEncoderLayer.forward: residual + self_attn(layer_norm1(x)) */
+    SD_TRY(sd_layer_norm(err, h, x, l->ln1_w, l->ln1_b, c->eps));
+    SD_TRY(sd_linear(err, q, h, l->q_w, l->q_b));
+    SD_TRY(sd_linear(err, k, h, l->k_w, l->k_b));
+    SD_TRY(sd_linear(err, v, h, l->v_w, l->v_b));
+    SD_TRY(sd_attention(err, h, q, k, v, c->heads, 1, NULL,
+                        1.0f / sqrtf((float) (d / c->heads))));
+    SD_TRY(sd_linear(err, q, h, l->o_w, l->o_b));
+    SD_TRY(sd_add(err, x, x, q));
+
+    /* residual + mlp(layer_norm2(x)): fc2(act(fc1(.))) */
+    SD_TRY(sd_layer_norm(err, h, x, l->ln2_w, l->ln2_b, c->eps));
+    SD_TRY(sd_linear(err, f, h, l->fc1_w, l->fc1_b));
+    SD_TRY(sd_act_apply(err, f, f, c->act));
+    SD_TRY(sd_linear(err, h, f, l->fc2_w, l->fc2_b));
+    return sd_add(err, x, x, h);
+}
+
+
+sd_status
+sd_clip_forward(sd_err *err, sd_clip *c, const int32_t *ids, int batch,
+    int len, sd_tensor **penultimate, sd_tensor **last, sd_tensor **embeds)
+{
+    sd_tensor  *x = NULL, *h = NULL, *q = NULL, *k = NULL, *v = NULL;
+    sd_tensor  *f = NULL, *pen = NULL, *fin = NULL, *pool = NULL, *emb = NULL;
+    sd_tensor   row, pos;
+    sd_status   s;
+    int64_t     n = (int64_t) batch * len;
+    int         i, b, eos;
+
+    if (penultimate) *penultimate = NULL;
+    if (last) *last = NULL;
+    if (embeds) *embeds = NULL;
+    if (len > c->max_pos || len <= 0 || batch <= 0) {
+        return sd_errorf(err, SD_ERR_INVALID, "clip: %d tokens, the model "
+                         "takes at most %d", len, c->max_pos);
+    }
+
+    SD_TRY_GOTO(s, sd_tensor_new3(err, c->be, batch, len, c->width, &x), out);
+    SD_TRY_GOTO(s, sd_tensor_new3(err, c->be, batch, len, c->width, &h), out);
+    SD_TRY_GOTO(s, sd_tensor_new3(err, c->be, batch, len, c->width, &q), out);
+    SD_TRY_GOTO(s, sd_tensor_new3(err, c->be, batch, len, c->width, &k), out);
+    SD_TRY_GOTO(s, sd_tensor_new3(err, c->be, batch, len, c->width, &v), out);
+    SD_TRY_GOTO(s, sd_tensor_new3(err, c->be, batch, len, c->ffn, &f), out);
+
+    /* CLIPTextEmbeddings: token_embedding(ids) + position_embedding(0..L) */
+    SD_TRY_GOTO(s, sd_embed(err, x, c->tok_emb, ids), out);
+    for (b = 0; b < batch; b++) {
+        int64_t  shape[2] = { len, c->width };
+
+        SD_TRY_GOTO(s, sd_tensor_view(err, x, (int64_t) b * len * c->width,
+                                      2, shape, &row), out);
+        SD_TRY_GOTO(s, sd_tensor_view(err, c->pos_emb, 0, 2, shape, &pos),
+                    out);
+        SD_TRY_GOTO(s, sd_add(err, &row, &row, &pos), out);
+    }
+
+    for (i = 0; i < c->layers; i++) {
+        if (i == c->layers - 1 && penultimate) {
+            /* hidden_states[-2]: the input of the last layer */
+            SD_TRY_GOTO(s, sd_tensor_new3(err, c->be, batch, len, c->width,
+                                          &pen), out);
+            SD_TRY_GOTO(s, sd_copy2d(err, pen, 0, 0, x, 0, 0, 1, n * c->width),
+                        out);
+        }
+        SD_TRY_GOTO(s, clip_layer_forward(err, c, &c->layer[i], x, h, q, k, v,
+                                          f), out);
+    }
+
+    /* final_layer_norm */
+    SD_TRY_GOTO(s, sd_layer_norm(err, x, x, c->final_w, c->final_b, c->eps),
+                out);
+
+    if (embeds) {
+        /* pooled: row of the first EOS token (argmax of ids if eos is 2) */
+        SD_TRY_GOTO(s, sd_tensor_new2(err, c->be, batch, c->width, &pool),
+                    out);
+        for (b = 0; b < batch; b++) {
+            const int32_t  *r = ids + (int64_t) b * len;
+
+            eos = 0;
+            for (i = 0; i < len; i++) {
+                if (c->eos_id == 2 ? r[i] > r[eos] : r[i] == c->eos_id) {
+                    eos = i;
+                    if (c->eos_id != 2) {
+                        break;
+                    }
+                }
+            }
+            SD_TRY_GOTO(s, sd_copy2d(err, pool, (int64_t) b * c->width, 0, x,
+                                     ((int64_t) b * len + eos) * c->width, 0,
+                                     1, c->width), out);
+        }
+        /* text_projection (no bias) */
+        SD_TRY_GOTO(s, sd_tensor_new2(err, c->be, batch, c->proj, &emb), out);
+        SD_TRY_GOTO(s, sd_linear(err, emb, pool, c->proj_w, NULL), out);
+    }
+
+    if (last) {
+        fin = x;
+        x = NULL;
+    }
+    s = SD_OK;
+
+out:
+    sd_tensor_free(x);
+    sd_tensor_free(h);
+    sd_tensor_free(q);
+    sd_tensor_free(k);
+    sd_tensor_free(v);
+    sd_tensor_free(f);
+    sd_tensor_free(pool);
+    if (s != SD_OK) {
+        sd_tensor_free(pen);
+        sd_tensor_free(fin);
+        sd_tensor_free(emb);
+        return s;
+    }
+    if (penultimate) *penultimate = pen;
+    if (last) *last = fin;
+    if (embeds) *embeds = emb;
+    return SD_OK;
+}

@@ -1,0 +1,140 @@
+/*
+ * config.c: checked access to config.json fields.
+ */
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "config.h"
+
+
+sd_status
+sd_config_load(sd_err *err, const char *dir, const char *name, cJSON **out)
+{
+    char        path[4096];
+    char       *text;
+    size_t      len;
+    cJSON      *json;
+    const char *end;
+
+    *out = NULL;
+    SD_TRY(sd_path_join(err, path, sizeof(path), dir, name));
+    SD_TRY(sd_read_file(err, path, &text, &len));
+
+    json = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (json == NULL || !cJSON_IsObject(json)) {
+        sd_errorf(err, SD_ERR_FORMAT, "\"%s\": not a JSON object (error near "
+                  "byte %ld)", path,
+                  json ? 0L : (long) (cJSON_GetErrorPtr() ?
+                                      cJSON_GetErrorPtr() - text : 0));
+        cJSON_Delete(json);
+        free(text);
+        return SD_ERR_FORMAT;
+    }
+    free(text);
+    *out = json;
+    return SD_OK;
+}
+
+
+static sd_status
+number(sd_err *err, const cJSON *cfg, const char *path, const char *key,
+    int required, double *out, int *found)
+{
+    const cJSON  *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+
+    *found = 0;
+    if (v == NULL || cJSON_IsNull(v)) {
+        if (required) {
+            return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": missing \"%s\"",
+                             path, key);
+        }
+        return SD_OK;
+    }
+    if (!cJSON_IsNumber(v)) {
+        return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": \"%s\" is not a number",
+                         path, key);
+    }
+    *out = v->valuedouble;
+    *found = 1;
+    return SD_OK;
+}
+
+
+static sd_status
+to_int(sd_err *err, const char *path, const char *key, double d, int *out)
+{
+    if (d != floor(d) || d < -2147483648.0 || d > 2147483647.0) {
+        return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": \"%s\" is not an "
+                         "integer", path, key);
+    }
+    *out = (int) d;
+    return SD_OK;
+}
+
+
+sd_status
+sd_config_int(sd_err *err, const cJSON *cfg, const char *path,
+    const char *key, int *out)
+{
+    double  d = 0;
+    int     found;
+
+    SD_TRY(number(err, cfg, path, key, 1, &d, &found));
+    return to_int(err, path, key, d, out);
+}
+
+
+sd_status
+sd_config_int_opt(sd_err *err, const cJSON *cfg, const char *path,
+    const char *key, int *out)
+{
+    double  d = 0;
+    int     found;
+
+    SD_TRY(number(err, cfg, path, key, 0, &d, &found));
+    return found ? to_int(err, path, key, d, out) : SD_OK;
+}
+
+
+sd_status
+sd_config_float(sd_err *err, const cJSON *cfg, const char *path,
+    const char *key, float *out)
+{
+    double  d = 0;
+    int     found;
+
+    SD_TRY(number(err, cfg, path, key, 1, &d, &found));
+    *out = (float) d;
+    return SD_OK;
+}
+
+
+sd_status
+sd_config_float_opt(sd_err *err, const cJSON *cfg, const char *path,
+    const char *key, float *out)
+{
+    double  d = 0;
+    int     found;
+
+    SD_TRY(number(err, cfg, path, key, 0, &d, &found));
+    if (found) {
+        *out = (float) d;
+    }
+    return SD_OK;
+}
+
+
+sd_status
+sd_config_str(sd_err *err, const cJSON *cfg, const char *path,
+    const char *key, const char **out)
+{
+    const cJSON  *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+
+    if (v == NULL || !cJSON_IsString(v)) {
+        return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": missing string \"%s\"",
+                         path, key);
+    }
+    *out = v->valuestring;
+    return SD_OK;
+}
