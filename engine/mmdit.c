@@ -1,0 +1,1080 @@
+/*
+ * mmdit.c: the SD3.5 diffusion transformer, diffusers'
+ * SD3Transformer2DModel (models/transformers/transformer_sd3.py), for
+ * SD3.5 Large (MMDiT) and SD3.5 Medium (MMDiT-X: the blocks listed in
+ * dual_attention_layers add a second, image-only attention "attn2").
+ *
+ * The code follows the reference module by module, in the same order:
+ * PatchEmbed (+ cropped stored position table), CombinedTimestepTextProj-
+ * Embeddings, context_embedder, JointTransformerBlock x num_layers (the last
+ * one context_pre_only), AdaLayerNormContinuous norm_out, proj_out,
+ * unpatchify. Weight names are diffusers' checkpoint names as they are.
+ *
+ * Invariant: every size comes from config.json or from a checkpoint tensor
+ * shape, and all tensor math goes through backend.h ops (the host computes
+ * only the B x 256 sinusoidal timestep table). The forward pass allocates
+ * nothing quadratic in the token count; per-block temporaries are freed
+ * before the next block, so peak memory is the weights plus a few
+ * (B, L, width) activations and one (B, L, 4 width) feed-forward hidden.
+ */
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+
+#include "mmdit.h"
+
+
+#define SD_MMDIT_EPS        1e-6f       /* every LayerNorm and RMSNorm */
+#define SD_MMDIT_MAX_PERIOD 10000.0     /* Timesteps: max_period */
+#define SD_MMDIT_NAME_LEN   160
+
+
+typedef struct {
+    sd_tensor      *w;                  /* (out, in) */
+    sd_tensor      *b;                  /* (out) */
+} sd_mmdit_linear;
+
+
+/* One stream of an Attention module: q, k, v, output and QK RMSNorms. */
+typedef struct {
+    sd_mmdit_linear qkv[3];             /* to_q/to_k/to_v or add_*_proj */
+    sd_mmdit_linear out;                /* to_out.0 or to_add_out; may be
+                                           empty (context_pre_only) */
+    sd_tensor      *norm[3];            /* norm_q, norm_k, NULL: (head_dim) */
+} sd_mmdit_attn;
+
+
+typedef struct {
+    sd_mmdit_linear proj;               /* net.0.proj: (ff, width) */
+    sd_mmdit_linear down;               /* net.2: (width, ff) */
+} sd_mmdit_ff;
+
+
+typedef struct {
+    int             dual;               /* SD35AdaLayerNormZeroX + attn2 */
+    int             pre_only;           /* context_pre_only (last block) */
+    sd_mmdit_linear norm1;              /* (6 or 9 width, width) */
+    sd_mmdit_linear norm1_context;      /* (6 or 2 width, width) */
+    sd_mmdit_attn   attn_x;             /* attn, image stream */
+    sd_mmdit_attn   attn_c;             /* attn, context stream */
+    sd_mmdit_attn   attn2;              /* dual only */
+    sd_mmdit_ff     ff;
+    sd_mmdit_ff     ff_context;         /* not pre_only */
+} sd_mmdit_block;
+
+
+struct sd_mmdit {
+    sd_backend     *be;
+    sd_mmdit_info   info;
+    int             t_channels;         /* Timesteps num_channels (256) */
+
+    sd_tensor      *pos_embed;          /* (1, pos_max^2, width) */
+    sd_mmdit_linear patch;              /* pos_embed.proj, conv weight
+                                           (width, in, p, p) */
+    sd_mmdit_linear t_lin1, t_lin2;     /* timestep_embedder */
+    sd_mmdit_linear p_lin1, p_lin2;     /* text_embedder */
+    sd_mmdit_linear context_embedder;   /* (width, joint_dim) */
+    sd_mmdit_block *blocks;
+    sd_mmdit_linear norm_out;           /* (2 width, width) */
+    sd_mmdit_linear proj_out;           /* (p * p * out, width) */
+
+    int            *dual;               /* num_layers flags from config */
+    int             qk_norm;            /* qk_norm == "rms_norm" */
+
+    sd_tensor     **owned;              /* every weight, for sd_mmdit_free */
+    size_t          n_owned, cap_owned;
+};
+
+
+/* config.json */
+
+static sd_status
+sd_mmdit_cfg_int(sd_err *err, const cJSON *cfg, const char *path,
+    const char *key, int required, int *out)
+{
+    const cJSON  *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    double        d;
+
+    if (v == NULL || cJSON_IsNull(v)) {
+        if (required) {
+            return sd_errorf(err, SD_ERR_FORMAT, "transformer config \"%s\": "
+                             "missing \"%s\"", path, key);
+        }
+        return SD_OK;
+    }
+    d = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    if (d < 1 || d > (1 << 20) || d != floor(d)) {
+        return sd_errorf(err, SD_ERR_FORMAT, "transformer config \"%s\": "
+                         "\"%s\" is not a positive integer", path, key);
+    }
+    *out = (int) d;
+    return SD_OK;
+}
+
+
+static sd_status
+sd_mmdit_parse_config(sd_err *err, sd_mmdit *m, const cJSON *cfg,
+    const char *path)
+{
+    sd_mmdit_info  *in = &m->info;
+    const cJSON    *v, *e;
+    int             caption, i;
+
+    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "in_channels", 1,
+                            &in->in_channels));
+    in->out_channels = in->in_channels;     /* diffusers: None -> in */
+    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "out_channels", 0,
+                            &in->out_channels));
+    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "patch_size", 1,
+                            &in->patch_size));
+    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "num_layers", 1,
+                            &in->num_layers));
+    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "num_attention_heads", 1,
+                            &in->heads));
+    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "attention_head_dim", 1,
+                            &in->head_dim));
+    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "joint_attention_dim", 1,
+                            &in->joint_dim));
+    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "caption_projection_dim", 1,
+                            &caption));
+    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "pooled_projection_dim", 1,
+                            &in->pooled_dim));
+    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "pos_embed_max_size", 1,
+                            &in->pos_max));
+
+    if ((int64_t) in->heads * in->head_dim > (1 << 20)) {
+        return sd_errorf(err, SD_ERR_FORMAT, "transformer config \"%s\": "
+                         "%d heads of %d is too wide", path, in->heads,
+                         in->head_dim);
+    }
+    in->width = in->heads * in->head_dim;   /* inner_dim */
+    if (caption != in->width) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "transformer config "
+                         "\"%s\": caption_projection_dim %d differs from "
+                         "the width %d", path, caption, in->width);
+    }
+
+    /* qk_norm: None (SD3.0) or "rms_norm" (SD3.5) */
+    v = cJSON_GetObjectItemCaseSensitive(cfg, "qk_norm");
+    if (v != NULL && !cJSON_IsNull(v)) {
+        if (!cJSON_IsString(v) || strcmp(v->valuestring, "rms_norm") != 0) {
+            return sd_errorf(err, SD_ERR_UNSUPPORTED, "transformer config "
+                             "\"%s\": qk_norm other than \"rms_norm\"",
+                             path);
+        }
+        m->qk_norm = 1;
+    }
+
+    m->dual = sd_calloc(err, in->num_layers, sizeof(int), "dual layers");
+    if (m->dual == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(cfg, "dual_attention_layers");
+    if (v == NULL || cJSON_IsNull(v)) {
+        return SD_OK;
+    }
+    if (!cJSON_IsArray(v)) {
+        return sd_errorf(err, SD_ERR_FORMAT, "transformer config \"%s\": "
+                         "\"dual_attention_layers\" is not an array", path);
+    }
+    cJSON_ArrayForEach(e, v) {
+        i = cJSON_IsNumber(e) ? (int) e->valuedouble : -1;
+        if (!cJSON_IsNumber(e) || e->valuedouble != i || i < 0
+            || i >= in->num_layers)
+        {
+            return sd_errorf(err, SD_ERR_FORMAT, "transformer config \"%s\": "
+                             "bad entry in \"dual_attention_layers\" (%d "
+                             "layers)", path, in->num_layers);
+        }
+        m->dual[i] = 1;
+    }
+    return SD_OK;
+}
+
+
+static sd_status
+sd_mmdit_read_config(sd_err *err, sd_mmdit *m, const char *dir)
+{
+    char       path[1024], *text;
+    cJSON     *cfg;
+    sd_status  s;
+
+    SD_TRY(sd_path_join(err, path, sizeof(path), dir, "config.json"));
+    SD_TRY(sd_read_file(err, path, &text, NULL));
+
+    cfg = cJSON_Parse(text);
+    free(text);
+    if (cfg == NULL || !cJSON_IsObject(cfg)) {
+        cJSON_Delete(cfg);
+        return sd_errorf(err, SD_ERR_FORMAT, "transformer config \"%s\": "
+                         "not a JSON object", path);
+    }
+    s = sd_mmdit_parse_config(err, m, cfg, path);
+    cJSON_Delete(cfg);
+    return s;
+}
+
+
+/* Weights */
+
+static sd_status
+sd_mmdit_own(sd_err *err, sd_mmdit *m, sd_tensor *t)
+{
+    sd_tensor  **p;
+    size_t       cap;
+
+    if (m->n_owned == m->cap_owned) {
+        cap = m->cap_owned ? 2 * m->cap_owned : 64;
+        p = realloc(m->owned, cap * sizeof(sd_tensor *));
+        if (p == NULL) {
+            sd_tensor_free(t);
+            return sd_errorf(err, SD_ERR_NOMEM, "out of memory listing "
+                             "transformer weights");
+        }
+        m->owned = p;
+        m->cap_owned = cap;
+    }
+    m->owned[m->n_owned++] = t;
+    return SD_OK;
+}
+
+
+/* Load name with exactly this shape (ndim 0: as stored); m owns it. */
+static sd_status
+sd_mmdit_weight(sd_err *err, sd_mmdit *m, const sd_st *st, const char *name,
+    int ndim, const int64_t *shape, sd_tensor **out)
+{
+    SD_TRY(sd_weight_load(err, m->be, st, name, ndim, shape, out));
+    return sd_mmdit_own(err, m, *out);
+}
+
+
+/*
+ * prefix.weight (out, in) and prefix.bias (out); out <= 0: take the stored
+ * row count (the feed-forward width).
+ */
+static sd_status
+sd_mmdit_linear_load(sd_err *err, sd_mmdit *m, const sd_st *st,
+    const char *prefix, int64_t out, int64_t in, sd_mmdit_linear *lin)
+{
+    char                 name[SD_MMDIT_NAME_LEN];
+    const sd_st_tensor  *t;
+    int64_t              shape[2];
+
+    if (snprintf(name, sizeof(name), "%s.weight", prefix)
+        >= (int) sizeof(name))
+    {
+        return sd_errorf(err, SD_ERR_INTERNAL, "name \"%s\" too long",
+                         prefix);
+    }
+    if (out <= 0) {
+        t = sd_st_find(st, name);
+        if (t == NULL || t->ndim != 2) {
+            return sd_errorf(err, SD_ERR_FORMAT, "transformer: tensor \"%s\" "
+                             "missing or not a matrix", name);
+        }
+        out = t->shape[0];
+    }
+    shape[0] = out;
+    shape[1] = in;
+    SD_TRY(sd_mmdit_weight(err, m, st, name, 2, shape, &lin->w));
+
+    snprintf(name, sizeof(name), "%s.bias", prefix);
+    return sd_mmdit_weight(err, m, st, name, 1, shape, &lin->b);
+}
+
+
+/*
+ * One stream of attention: prefix "transformer_blocks.i.attn"; names[]:
+ * q, k, v, out projections and q, k norms (out NULL: none).
+ */
+static sd_status
+sd_mmdit_attn_load(sd_err *err, sd_mmdit *m, const sd_st *st,
+    const char *prefix, const char *const names[6], sd_mmdit_attn *a)
+{
+    char     name[SD_MMDIT_NAME_LEN];
+    int64_t  w = m->info.width, d = m->info.head_dim;
+    int      j;
+
+    for (j = 0; j < 4; j++) {
+        if (names[j] == NULL) {
+            continue;
+        }
+        snprintf(name, sizeof(name), "%s.%s", prefix, names[j]);
+        SD_TRY(sd_mmdit_linear_load(err, m, st, name, w, w,
+                                    j < 3 ? &a->qkv[j] : &a->out));
+    }
+    for (j = 0; j < 2 && m->qk_norm; j++) {
+        snprintf(name, sizeof(name), "%s.%s.weight", prefix, names[4 + j]);
+        SD_TRY(sd_mmdit_weight(err, m, st, name, 1, &d, &a->norm[j]));
+    }
+    return SD_OK;
+}
+
+
+/* JointTransformerBlock.__init__ (attention.py) */
+static sd_status
+sd_mmdit_block_load(sd_err *err, sd_mmdit *m, const sd_st *st, int i)
+{
+    static const char *const  x_names[6] = {
+        "to_q", "to_k", "to_v", "to_out.0", "norm_q", "norm_k"
+    };
+    static const char *const  c_names[6] = {
+        "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
+        "norm_added_q", "norm_added_k"
+    };
+    static const char *const  c_pre_names[6] = {
+        "add_q_proj", "add_k_proj", "add_v_proj", NULL,
+        "norm_added_q", "norm_added_k"
+    };
+    sd_mmdit_block  *b = &m->blocks[i];
+    char             p[40], name[SD_MMDIT_NAME_LEN];
+    int64_t          w = m->info.width;
+
+    b->dual = m->dual[i];
+    b->pre_only = (i == m->info.num_layers - 1);
+    snprintf(p, sizeof(p), "transformer_blocks.%d", i);
+
+    snprintf(name, sizeof(name), "%s.norm1.linear", p);
+    SD_TRY(sd_mmdit_linear_load(err, m, st, name, (b->dual ? 9 : 6) * w, w,
+                                &b->norm1));
+    snprintf(name, sizeof(name), "%s.norm1_context.linear", p);
+    SD_TRY(sd_mmdit_linear_load(err, m, st, name, (b->pre_only ? 2 : 6) * w,
+                                w, &b->norm1_context));
+
+    snprintf(name, sizeof(name), "%s.attn", p);
+    SD_TRY(sd_mmdit_attn_load(err, m, st, name, x_names, &b->attn_x));
+    SD_TRY(sd_mmdit_attn_load(err, m, st, name,
+                              b->pre_only ? c_pre_names : c_names,
+                              &b->attn_c));
+    if (b->dual) {
+        snprintf(name, sizeof(name), "%s.attn2", p);
+        SD_TRY(sd_mmdit_attn_load(err, m, st, name, x_names, &b->attn2));
+    }
+
+    snprintf(name, sizeof(name), "%s.ff.net.0.proj", p);
+    SD_TRY(sd_mmdit_linear_load(err, m, st, name, 0, w, &b->ff.proj));
+    snprintf(name, sizeof(name), "%s.ff.net.2", p);
+    SD_TRY(sd_mmdit_linear_load(err, m, st, name, w, b->ff.proj.w->ne[0],
+                                &b->ff.down));
+    if (!b->pre_only) {
+        snprintf(name, sizeof(name), "%s.ff_context.net.0.proj", p);
+        SD_TRY(sd_mmdit_linear_load(err, m, st, name, 0, w,
+                                    &b->ff_context.proj));
+        snprintf(name, sizeof(name), "%s.ff_context.net.2", p);
+        SD_TRY(sd_mmdit_linear_load(err, m, st, name, w,
+                                    b->ff_context.proj.w->ne[0],
+                                    &b->ff_context.down));
+    }
+    return SD_OK;
+}
+
+
+/* SD3Transformer2DModel.__init__ */
+static sd_status
+sd_mmdit_load_weights(sd_err *err, sd_mmdit *m, const sd_st *st)
+{
+    const sd_mmdit_info  *in = &m->info;
+    const sd_st_tensor   *t;
+    int64_t               w = in->width, shape[4];
+    int                   i;
+
+    /* PatchEmbed: proj conv (width, in, p, p), stored pos_embed table */
+    shape[0] = w;
+    shape[1] = in->in_channels;
+    shape[2] = in->patch_size;
+    shape[3] = in->patch_size;
+    SD_TRY(sd_mmdit_weight(err, m, st, "pos_embed.proj.weight", 4, shape,
+                           &m->patch.w));
+    SD_TRY(sd_mmdit_weight(err, m, st, "pos_embed.proj.bias", 1, shape,
+                           &m->patch.b));
+    shape[0] = 1;
+    shape[1] = (int64_t) in->pos_max * in->pos_max;
+    shape[2] = w;
+    SD_TRY(sd_mmdit_weight(err, m, st, "pos_embed.pos_embed", 3, shape,
+                           &m->pos_embed));
+
+    /* CombinedTimestepTextProjEmbeddings */
+    t = sd_st_find(st, "time_text_embed.timestep_embedder.linear_1.weight");
+    if (t == NULL || t->ndim != 2 || t->shape[1] < 2 || t->shape[1] % 2) {
+        return sd_errorf(err, SD_ERR_FORMAT, "transformer: timestep_embedder"
+                         ".linear_1.weight missing or of odd width");
+    }
+    m->t_channels = (int) t->shape[1];
+    SD_TRY(sd_mmdit_linear_load(err, m, st,
+                                "time_text_embed.timestep_embedder.linear_1",
+                                w, m->t_channels, &m->t_lin1));
+    SD_TRY(sd_mmdit_linear_load(err, m, st,
+                                "time_text_embed.timestep_embedder.linear_2",
+                                w, w, &m->t_lin2));
+    SD_TRY(sd_mmdit_linear_load(err, m, st,
+                                "time_text_embed.text_embedder.linear_1",
+                                w, in->pooled_dim, &m->p_lin1));
+    SD_TRY(sd_mmdit_linear_load(err, m, st,
+                                "time_text_embed.text_embedder.linear_2",
+                                w, w, &m->p_lin2));
+
+    SD_TRY(sd_mmdit_linear_load(err, m, st, "context_embedder", w,
+                                in->joint_dim, &m->context_embedder));
+
+    for (i = 0; i < in->num_layers; i++) {
+        SD_TRY(sd_mmdit_block_load(err, m, st, i));
+    }
+
+    SD_TRY(sd_mmdit_linear_load(err, m, st, "norm_out.linear", 2 * w, w,
+                                &m->norm_out));
+    return sd_mmdit_linear_load(err, m, st, "proj_out",
+                                (int64_t) in->patch_size * in->patch_size
+                                * in->out_channels, w, &m->proj_out);
+}
+
+
+sd_status
+sd_mmdit_load(sd_err *err, sd_backend *be, const char *dir, sd_mmdit **out)
+{
+    sd_mmdit   *m;
+    sd_st      *st = NULL;
+    sd_status   s;
+
+    *out = NULL;
+    m = sd_calloc(err, 1, sizeof(sd_mmdit), "transformer");
+    if (m == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    m->be = be;
+
+    SD_TRY_GOTO(s, sd_mmdit_read_config(err, m, dir), failed);
+
+    m->blocks = sd_calloc(err, m->info.num_layers, sizeof(sd_mmdit_block),
+                          "transformer blocks");
+    if (m->blocks == NULL) {
+        s = SD_ERR_NOMEM;
+        goto failed;
+    }
+
+    SD_TRY_GOTO(s, sd_st_open_dir(err, dir, &st), failed);
+    SD_TRY_GOTO(s, sd_mmdit_load_weights(err, m, st), failed);
+    sd_st_close(st);
+
+    *out = m;
+    return SD_OK;
+
+failed:
+    sd_st_close(st);
+    sd_mmdit_free(m);
+    return s;
+}
+
+
+void
+sd_mmdit_free(sd_mmdit *m)
+{
+    size_t  i;
+
+    if (m == NULL) {
+        return;
+    }
+    for (i = 0; i < m->n_owned; i++) {
+        sd_tensor_free(m->owned[i]);
+    }
+    free(m->owned);
+    free(m->blocks);
+    free(m->dual);
+    free(m);
+}
+
+
+const sd_mmdit_info *
+sd_mmdit_get_info(const sd_mmdit *m)
+{
+    return &m->info;
+}
+
+
+/* Forward */
+
+/* y: (N..., out) = x @ w^T + b */
+static sd_status
+sd_mmdit_linear_fwd(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_mmdit_linear *lin)
+{
+    return sd_linear(err, y, x, lin->w, lin->b);
+}
+
+
+/* chunk k of mod: (n, B, W), the permuted (B, n * W) modulation: (B, W) */
+static sd_status
+sd_mmdit_chunk(sd_err *err, const sd_tensor *mod, int k, sd_tensor *view)
+{
+    int64_t  shape[2] = { mod->ne[1], mod->ne[2] };
+
+    return sd_tensor_view(err, mod, k * shape[0] * shape[1], 2, shape, view);
+}
+
+
+/*
+ * The adaLN modulation vector: linear(silu(temb)) chunked n ways
+ * (normalization.py AdaLayerNormZero / SD35AdaLayerNormZeroX /
+ * AdaLayerNormContinuous: "emb = self.linear(self.silu(emb))").
+ * temb_silu: (B, W) -> *out: (n, B, W), chunk k contiguous.
+ */
+static sd_status
+sd_mmdit_modulation(sd_err *err, sd_mmdit *m, const sd_mmdit_linear *lin,
+    const sd_tensor *temb_silu, sd_tensor **out)
+{
+    static const int  perm[3] = { 1, 0, 2 };
+    sd_tensor        *mod;
+    sd_status         s;
+    int64_t           b = temb_silu->ne[0], w = m->info.width;
+    int64_t           n = lin->w->ne[0] / w;
+
+    *out = NULL;
+    /* mod: (B, n * W) */
+    SD_TRY(sd_tensor_new2(err, m->be, b, n * w, &mod));
+    s = sd_mmdit_linear_fwd(err, mod, temb_silu, lin);
+    if (s == SD_OK) {
+        /* (B, n, W) -> (n, B, W) */
+        s = sd_tensor_reshape(err, mod, 3, (int64_t[3]) { b, n, w });
+    }
+    if (s == SD_OK) {
+        s = sd_tensor_new3(err, m->be, n, b, w, out);
+    }
+    if (s == SD_OK) {
+        s = sd_permute(err, *out, mod, perm);
+    }
+    sd_tensor_free(mod);
+    if (s != SD_OK) {
+        sd_tensor_free(*out);
+        *out = NULL;
+    }
+    return s;
+}
+
+
+/*
+ * One stream's projection into the joint sequence, JointAttnProcessor2_0:
+ * "query = attn.to_q(hidden_states) ... query = attn.norm_q(query)" and
+ * "torch.cat([query, encoder_hidden_states_query_proj], dim=2)".
+ * h: (B, n, W) -> rows [r0, r0 + n) of each batch of dst: (B, L, W);
+ * tmp holds at least B * n * W floats.
+ */
+static sd_status
+sd_mmdit_project(sd_err *err, sd_mmdit *m, const sd_mmdit_linear *lin,
+    const sd_tensor *norm, const sd_tensor *h, sd_tensor *tmp,
+    sd_tensor *dst, int64_t r0)
+{
+    sd_tensor  tv, sv, dv;
+    int64_t    b = h->ne[0], n = h->ne[1], l = dst->ne[1];
+    int64_t    w = m->info.width, d = m->info.head_dim, bi;
+    int64_t    shape[3] = { b, n, w };
+
+    /* tv: (B, n, W) */
+    SD_TRY(sd_tensor_view(err, tmp, 0, 3, shape, &tv));
+    SD_TRY(sd_mmdit_linear_fwd(err, &tv, h, lin));
+
+    if (norm == NULL) {
+        return sd_copy2d(err, dst, r0 * w, l * w, &tv, 0, n * w, b, n * w);
+    }
+
+    /* RMSNorm(head_dim) per head: (n * heads, D) slabs, one per batch */
+    shape[0] = n * m->info.heads;
+    shape[1] = d;
+    for (bi = 0; bi < b; bi++) {
+        SD_TRY(sd_tensor_view(err, tmp, bi * n * w, 2, shape, &sv));
+        SD_TRY(sd_tensor_view(err, dst, (bi * l + r0) * w, 2, shape, &dv));
+        SD_TRY(sd_rms_norm(err, &dv, &sv, norm, SD_MMDIT_EPS));
+    }
+    return SD_OK;
+}
+
+
+/*
+ * Attention with JointAttnProcessor2_0 (attention_processor.py): image
+ * stream hx and, unless hc is NULL, context stream hc attend jointly over
+ * the sequence [image, context]; the result is split back and projected by
+ * to_out.0 (ox) and to_add_out (oc, skipped when oc is NULL:
+ * context_pre_only). hc == NULL is attn2's image-only self-attention.
+ * hx: (B, Lx, W), hc: (B, Lc, W) -> ox: (B, Lx, W), oc: (B, Lc, W).
+ */
+static sd_status
+sd_mmdit_attention(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *ax,
+    const sd_tensor *hx, const sd_mmdit_attn *ac, const sd_tensor *hc,
+    sd_tensor *ox, sd_tensor *oc)
+{
+    sd_tensor  *qkv[3] = { NULL, NULL, NULL }, *o = NULL, *tmp = NULL;
+    sd_tensor   tv;
+    sd_status   s;
+    int64_t     b = hx->ne[0], lx = hx->ne[1], lc = hc ? hc->ne[1] : 0;
+    int64_t     l = lx + lc, w = m->info.width;
+    int64_t     shape[3];
+    int         j;
+
+    /* q, k, v, o: (B, Lx + Lc, W); tmp: (B, max(Lx, Lc), W) */
+    for (j = 0; j < 3; j++) {
+        SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, l, w, &qkv[j]), done);
+    }
+    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, l, w, &o), done);
+    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lx > lc ? lx : lc, w, &tmp),
+                done);
+
+    for (j = 0; j < 3; j++) {
+        SD_TRY_GOTO(s, sd_mmdit_project(err, m, &ax->qkv[j], ax->norm[j], hx,
+                                        tmp, qkv[j], 0), done);
+        if (hc) {
+            SD_TRY_GOTO(s, sd_mmdit_project(err, m, &ac->qkv[j], ac->norm[j],
+                                            hc, tmp, qkv[j], lx), done);
+        }
+    }
+
+    /* F.scaled_dot_product_attention, scale 1 / sqrt(head_dim) */
+    SD_TRY_GOTO(s, sd_attention(err, o, qkv[0], qkv[1], qkv[2],
+                                m->info.heads, 0, NULL,
+                                (float) (1.0 / sqrt(m->info.head_dim))),
+                done);
+
+    /* "hidden_states[:, : residual.shape[1]]": (B, Lx, W) -> to_out.0 */
+    shape[0] = b;
+    shape[1] = lx;
+    shape[2] = w;
+    SD_TRY_GOTO(s, sd_tensor_view(err, tmp, 0, 3, shape, &tv), done);
+    SD_TRY_GOTO(s, sd_copy2d(err, &tv, 0, lx * w, o, 0, l * w, b, lx * w),
+                done);
+    SD_TRY_GOTO(s, sd_mmdit_linear_fwd(err, ox, &tv, &ax->out), done);
+
+    /* "hidden_states[:, residual.shape[1] :]": (B, Lc, W) -> to_add_out */
+    if (hc && oc) {
+        shape[1] = lc;
+        SD_TRY_GOTO(s, sd_tensor_view(err, tmp, 0, 3, shape, &tv), done);
+        SD_TRY_GOTO(s, sd_copy2d(err, &tv, 0, lc * w, o, lx * w, l * w, b,
+                                 lc * w), done);
+        SD_TRY_GOTO(s, sd_mmdit_linear_fwd(err, oc, &tv, &ac->out), done);
+    }
+    s = SD_OK;
+
+done:
+    for (j = 0; j < 3; j++) {
+        sd_tensor_free(qkv[j]);
+    }
+    sd_tensor_free(o);
+    sd_tensor_free(tmp);
+    return s;
+}
+
+
+/*
+ * FeedForward(dim, dim_out=dim, activation_fn="gelu-approximate"):
+ * net.0 = GELU(proj, approximate="tanh"), net.2 = Linear.
+ * x: (B, L, W) -> y: (B, L, W) through h: (B, L, ff).
+ */
+static sd_status
+sd_mmdit_ff_fwd(sd_err *err, sd_mmdit *m, const sd_mmdit_ff *ff,
+    const sd_tensor *x, sd_tensor *y)
+{
+    sd_tensor  *h;
+    sd_status   s;
+
+    SD_TRY(sd_tensor_new3(err, m->be, x->ne[0], x->ne[1], ff->proj.w->ne[0],
+                          &h));
+    s = sd_mmdit_linear_fwd(err, h, x, &ff->proj);
+    if (s == SD_OK) {
+        s = sd_act_apply(err, h, h, SD_ACT_GELU_TANH);
+    }
+    if (s == SD_OK) {
+        s = sd_mmdit_linear_fwd(err, y, h, &ff->down);
+    }
+    sd_tensor_free(h);
+    return s;
+}
+
+
+/* y = LayerNorm(x, no affine, eps 1e-6) * (1 + scale) + shift; (B, L, W) */
+static sd_status
+sd_mmdit_norm_mod(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *shift, const sd_tensor *scale)
+{
+    SD_TRY(sd_layer_norm(err, y, x, NULL, NULL, SD_MMDIT_EPS));
+    return sd_modulate(err, y, y, shift, scale);
+}
+
+
+/*
+ * JointTransformerBlock.forward (attention.py), in its order.
+ * x: (B, Lx, W) image stream, c: (B, Lc, W) context stream, both updated
+ * in place (c is left as it was by the context_pre_only block, whose
+ * context output the reference drops); temb_silu: (B, W) = silu(temb).
+ */
+static sd_status
+sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, const sd_mmdit_block *blk,
+    sd_tensor *x, sd_tensor *c, const sd_tensor *temb_silu)
+{
+    enum { SH_MSA, SC_MSA, G_MSA, SH_MLP, SC_MLP, G_MLP, SH_MSA2, SC_MSA2,
+           G_MSA2 };
+    sd_tensor  *mod = NULL, *cmod = NULL, *nx = NULL, *hx = NULL;
+    sd_tensor  *nc = NULL, *ax = NULL, *ac = NULL;
+    sd_tensor   k[9], ck[6];
+    sd_status   s;
+    int64_t     b = x->ne[0], lx = x->ne[1], lc = c->ne[1];
+    int64_t     w = m->info.width;
+    int         j;
+
+    /* norm1 (AdaLayerNormZero or SD35AdaLayerNormZeroX): mod: (6|9, B, W) */
+    SD_TRY_GOTO(s, sd_mmdit_modulation(err, m, &blk->norm1, temb_silu, &mod),
+                done);
+    for (j = 0; j < (blk->dual ? 9 : 6); j++) {
+        SD_TRY_GOTO(s, sd_mmdit_chunk(err, mod, j, &k[j]), done);
+    }
+    /* norm1_context: (6, B, W), or AdaLayerNormContinuous (2, B, W) */
+    SD_TRY_GOTO(s, sd_mmdit_modulation(err, m, &blk->norm1_context,
+                                       temb_silu, &cmod), done);
+    for (j = 0; j < (blk->pre_only ? 2 : 6); j++) {
+        SD_TRY_GOTO(s, sd_mmdit_chunk(err, cmod, j, &ck[j]), done);
+    }
+
+    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lx, w, &nx), done);
+    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lx, w, &hx), done);
+    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lx, w, &ax), done);
+    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lc, w, &nc), done);
+    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lc, w, &ac), done);
+
+    /* "norm_hidden_states = norm(x) * (1 + scale_msa) + shift_msa";
+       ZeroX also "norm_hidden_states2" from the same norm(x) */
+    SD_TRY_GOTO(s, sd_layer_norm(err, nx, x, NULL, NULL, SD_MMDIT_EPS), done);
+    SD_TRY_GOTO(s, sd_modulate(err, hx, nx, &k[SH_MSA], &k[SC_MSA]), done);
+    if (blk->dual) {
+        SD_TRY_GOTO(s, sd_modulate(err, nx, nx, &k[SH_MSA2], &k[SC_MSA2]),
+                    done);
+    }
+
+    /* norm1_context; AdaLayerNormContinuous chunks are (scale, shift) */
+    if (blk->pre_only) {
+        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, nc, c, &ck[1], &ck[0]), done);
+    } else {
+        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, nc, c, &ck[SH_MSA],
+                                         &ck[SC_MSA]), done);
+    }
+
+    /* "attn_output, context_attn_output = self.attn(...)" */
+    SD_TRY_GOTO(s, sd_mmdit_attention(err, m, &blk->attn_x, hx, &blk->attn_c,
+                                      nc, ax, blk->pre_only ? NULL : ac),
+                done);
+    /* "hidden_states = hidden_states + gate_msa * attn_output" */
+    SD_TRY_GOTO(s, sd_gate_add(err, x, &k[G_MSA], ax), done);
+
+    if (blk->dual) {
+        /* "attn_output2 = self.attn2(hidden_states=norm_hidden_states2)" */
+        SD_TRY_GOTO(s, sd_mmdit_attention(err, m, &blk->attn2, nx, NULL,
+                                          NULL, ax, NULL), done);
+        SD_TRY_GOTO(s, sd_gate_add(err, x, &k[G_MSA2], ax), done);
+    }
+
+    /* "norm_hidden_states = self.norm2(hidden_states) * (1 + scale_mlp)
+       + shift_mlp; hidden_states += gate_mlp * self.ff(...)" */
+    SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, hx, x, &k[SH_MLP], &k[SC_MLP]),
+                done);
+    SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, m, &blk->ff, hx, ax), done);
+    SD_TRY_GOTO(s, sd_gate_add(err, x, &k[G_MLP], ax), done);
+
+    if (!blk->pre_only) {
+        /* "encoder_hidden_states = encoder_hidden_states + c_gate_msa *
+           context_attn_output", norm2_context, modulate, ff_context,
+           "+ c_gate_mlp * context_ff_output" */
+        SD_TRY_GOTO(s, sd_gate_add(err, c, &ck[G_MSA], ac), done);
+        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, nc, c, &ck[SH_MLP],
+                                         &ck[SC_MLP]), done);
+        SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, m, &blk->ff_context, nc, ac),
+                    done);
+        SD_TRY_GOTO(s, sd_gate_add(err, c, &ck[G_MLP], ac), done);
+    }
+    s = SD_OK;
+
+done:
+    sd_tensor_free(mod);
+    sd_tensor_free(cmod);
+    sd_tensor_free(nx);
+    sd_tensor_free(hx);
+    sd_tensor_free(ax);
+    sd_tensor_free(nc);
+    sd_tensor_free(ac);
+    return s;
+}
+
+
+/*
+ * PatchEmbed.forward (embeddings.py) with pos_embed_max_size: conv with
+ * kernel = stride = patch, "flatten(2).transpose(1, 2)", plus the stored
+ * table center-cropped as cropped_pos_embed() does.
+ * x: (B, C, H, W) -> hs: (B, h * w, W) with h = H / p, w = W / p.
+ */
+static sd_status
+sd_mmdit_patch_embed(sd_err *err, sd_mmdit *m, const sd_tensor *x,
+    sd_tensor *hs)
+{
+    static const int  perm[3] = { 0, 2, 1 };
+    sd_tensor        *pe = NULL, *pos = NULL, hv;
+    sd_status         s;
+    int64_t           b = x->ne[0], p = m->info.patch_size;
+    int64_t           h = x->ne[2] / p, w = x->ne[3] / p, n = h * w;
+    int64_t           cw = m->info.width, max = m->info.pos_max;
+    int64_t           top = (max - h) / 2, left = (max - w) / 2, bi;
+
+    /* pe: (B, W, h, w) -> (B, W, h * w) -> hs: (B, h * w, W) */
+    SD_TRY_GOTO(s, sd_tensor_new4(err, m->be, b, cw, h, w, &pe), done);
+    SD_TRY_GOTO(s, sd_conv2d(err, pe, x, m->patch.w, m->patch.b, (int) p, 0),
+                done);
+    SD_TRY_GOTO(s, sd_tensor_reshape(err, pe, 3, (int64_t[3]) { b, cw, n }),
+                done);
+    SD_TRY_GOTO(s, sd_permute(err, hs, pe, perm), done);
+
+    /* pos: (h * w, W) = pos_embed.reshape(max, max, W)[top:top + h,
+       left:left + w] */
+    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, n, cw, &pos), done);
+    SD_TRY_GOTO(s, sd_copy2d(err, pos, 0, w * cw, m->pos_embed,
+                             (top * max + left) * cw, max * cw, h, w * cw),
+                done);
+    for (bi = 0; bi < b; bi++) {
+        SD_TRY_GOTO(s, sd_tensor_view(err, hs, bi * n * cw, 2,
+                                      (int64_t[2]) { n, cw }, &hv), done);
+        SD_TRY_GOTO(s, sd_add(err, &hv, &hv, pos), done);
+    }
+    s = SD_OK;
+
+done:
+    sd_tensor_free(pe);
+    sd_tensor_free(pos);
+    return s;
+}
+
+
+/*
+ * CombinedTimestepTextProjEmbeddings.forward: Timesteps(256,
+ * flip_sin_to_cos=True, downscale_freq_shift=0) on the host (float32 as
+ * get_timestep_embedding computes it), TimestepEmbedding (linear, silu,
+ * linear) plus PixArtAlphaTextProjection (linear, silu, linear) of pooled.
+ * t: B host floats, pooled: (B, P) -> temb: (B, W).
+ */
+static sd_status
+sd_mmdit_time_text(sd_err *err, sd_mmdit *m, const float *t,
+    const sd_tensor *pooled, sd_tensor *temb)
+{
+    sd_tensor  *ts = NULL, *h = NULL, *e = NULL;
+    sd_status   s;
+    float      *host = NULL, f, arg;
+    int64_t     b = pooled->ne[0], w = m->info.width, bi;
+    int         half = m->t_channels / 2, j;
+
+    host = sd_malloc(err, (size_t) b * m->t_channels * sizeof(float),
+                     "timestep embedding");
+    if (host == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    /* emb = exp(-log(10000) * arange(half) / half); cat([cos, sin]) */
+    for (j = 0; j < half; j++) {
+        f = expf((float) -log(SD_MMDIT_MAX_PERIOD) * (float) j
+                 / (float) half);
+        for (bi = 0; bi < b; bi++) {
+            arg = t[bi] * f;
+            host[bi * m->t_channels + j] = (float) cos((double) arg);
+            host[bi * m->t_channels + half + j] = (float) sin((double) arg);
+        }
+    }
+
+    /* ts: (B, 256); h, e: (B, W) */
+    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, b, m->t_channels, &ts), done);
+    SD_TRY_GOTO(s, sd_tensor_upload(err, ts, host), done);
+    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, b, w, &h), done);
+    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, b, w, &e), done);
+
+    SD_TRY_GOTO(s, sd_mmdit_linear_fwd(err, h, ts, &m->t_lin1), done);
+    SD_TRY_GOTO(s, sd_act_apply(err, h, h, SD_ACT_SILU), done);
+    SD_TRY_GOTO(s, sd_mmdit_linear_fwd(err, temb, h, &m->t_lin2), done);
+
+    SD_TRY_GOTO(s, sd_mmdit_linear_fwd(err, h, pooled, &m->p_lin1), done);
+    SD_TRY_GOTO(s, sd_act_apply(err, h, h, SD_ACT_SILU), done);
+    SD_TRY_GOTO(s, sd_mmdit_linear_fwd(err, e, h, &m->p_lin2), done);
+
+    /* "conditioning = timesteps_emb + pooled_projections" */
+    SD_TRY_GOTO(s, sd_add(err, temb, temb, e), done);
+    s = SD_OK;
+
+done:
+    free(host);
+    sd_tensor_free(ts);
+    sd_tensor_free(h);
+    sd_tensor_free(e);
+    return s;
+}
+
+
+/*
+ * norm_out (AdaLayerNormContinuous: chunks scale, shift), proj_out and the
+ * unpatchify of SD3Transformer2DModel.forward:
+ * "reshape(n, h, w, p, q, c); einsum('nhwpqc->nchpwq')", done as two
+ * permutes of at most 4 dimensions.
+ * hs: (B, h * w, W) -> out: (B, C, h * p, w * p).
+ */
+static sd_status
+sd_mmdit_final(sd_err *err, sd_mmdit *m, const sd_tensor *hs,
+    const sd_tensor *temb_silu, int64_t h, int64_t w, sd_tensor *out)
+{
+    static const int  perm3[3] = { 0, 2, 1 };
+    static const int  perm4[4] = { 0, 2, 1, 3 };
+    sd_tensor        *mod = NULL, *n = NULL, *po = NULL, *tc = NULL;
+    sd_tensor         scale, shift, ov;
+    sd_status         s;
+    int64_t           b = hs->ne[0], l = hs->ne[1], p = m->info.patch_size;
+    int64_t           c = m->info.out_channels;
+
+    SD_TRY_GOTO(s, sd_mmdit_modulation(err, m, &m->norm_out, temb_silu,
+                                       &mod), done);
+    SD_TRY_GOTO(s, sd_mmdit_chunk(err, mod, 0, &scale), done);
+    SD_TRY_GOTO(s, sd_mmdit_chunk(err, mod, 1, &shift), done);
+
+    /* n: (B, L, W); po: (B, L, p * p * C) */
+    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, l, m->info.width, &n), done);
+    SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, n, hs, &shift, &scale), done);
+    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, l, p * p * c, &po), done);
+    SD_TRY_GOTO(s, sd_mmdit_linear_fwd(err, po, n, &m->proj_out), done);
+
+    /* (B, h w p q, C) -> tc: (B, C, h w p q) */
+    SD_TRY_GOTO(s, sd_tensor_reshape(err, po, 3,
+                                     (int64_t[3]) { b, l * p * p, c }),
+                done);
+    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, c, l * p * p, &tc), done);
+    SD_TRY_GOTO(s, sd_permute(err, tc, po, perm3), done);
+
+    /* (B C h, w, p, q) -> out: (B C h, p, w, q) = (B, C, h p, w q) */
+    SD_TRY_GOTO(s, sd_tensor_reshape(err, tc, 4,
+                                     (int64_t[4]) { b * c * h, w, p, p }),
+                done);
+    SD_TRY_GOTO(s, sd_tensor_view(err, out, 0, 4,
+                                  (int64_t[4]) { b * c * h, p, w, p }, &ov),
+                done);
+    SD_TRY_GOTO(s, sd_permute(err, &ov, tc, perm4), done);
+    s = SD_OK;
+
+done:
+    sd_tensor_free(mod);
+    sd_tensor_free(n);
+    sd_tensor_free(po);
+    sd_tensor_free(tc);
+    return s;
+}
+
+
+static sd_status
+sd_mmdit_check_args(sd_err *err, const sd_mmdit *m, const sd_tensor *x,
+    const float *t, const sd_tensor *context, const sd_tensor *pooled,
+    const int *skip, int n_skip, const sd_tensor *out)
+{
+    const sd_mmdit_info  *in = &m->info;
+    int64_t               b;
+    int                   i;
+
+    if (x->ndim != 4 || x->ne[1] != in->in_channels
+        || x->ne[2] % in->patch_size || x->ne[3] % in->patch_size
+        || x->ne[2] == 0 || x->ne[3] == 0)
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "transformer: latent must be "
+                         "(B, %d, H, W) with H, W multiples of %d",
+                         in->in_channels, in->patch_size);
+    }
+    if (x->ne[2] / in->patch_size > in->pos_max
+        || x->ne[3] / in->patch_size > in->pos_max)
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "transformer: latent %lldx%lld "
+                         "exceeds the position table (%d patches of %d)",
+                         (long long) x->ne[2], (long long) x->ne[3],
+                         in->pos_max, in->patch_size);
+    }
+    b = x->ne[0];
+    if (context->ndim != 3 || context->ne[0] != b
+        || context->ne[2] != in->joint_dim || context->ne[1] < 1
+        || sd_numel(pooled) != b * in->pooled_dim || pooled->ne[0] != b)
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "transformer: context must be "
+                         "(%lld, L, %d) and pooled (%lld, %d)", (long long) b,
+                         in->joint_dim, (long long) b, in->pooled_dim);
+    }
+    if (out->ndim != 4 || out->ne[0] != b || out->ne[1] != in->out_channels
+        || out->ne[2] != x->ne[2] || out->ne[3] != x->ne[3])
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "transformer: output must be "
+                         "(%lld, %d, %lld, %lld)", (long long) b,
+                         in->out_channels, (long long) x->ne[2],
+                         (long long) x->ne[3]);
+    }
+    if (t == NULL || n_skip < 0 || (n_skip > 0 && skip == NULL)) {
+        return sd_errorf(err, SD_ERR_INVALID, "transformer: no timesteps or "
+                         "bad skip list");
+    }
+    for (i = 0; i < n_skip; i++) {
+        if (skip[i] < 0 || skip[i] >= in->num_layers) {
+            return sd_errorf(err, SD_ERR_INVALID, "transformer: skip layer %d "
+                             "outside 0..%d", skip[i], in->num_layers - 1);
+        }
+    }
+    return SD_OK;
+}
+
+
+/* SD3Transformer2DModel.forward */
+sd_status
+sd_mmdit_forward(sd_err *err, sd_mmdit *m, const sd_tensor *x,
+    const float *t, const sd_tensor *context, const sd_tensor *pooled,
+    const int *skip, int n_skip, sd_tensor *out)
+{
+    sd_tensor  *hs = NULL, *c = NULL, *temb = NULL, *temb_silu = NULL;
+    sd_status   s;
+    int64_t     b, h, w, cw = m->info.width;
+    int         i, j, skipped;
+
+    SD_TRY(sd_mmdit_check_args(err, m, x, t, context, pooled, skip, n_skip,
+                               out));
+    b = x->ne[0];
+    h = x->ne[2] / m->info.patch_size;
+    w = x->ne[3] / m->info.patch_size;
+
+    /* "hidden_states = self.pos_embed(hidden_states)": hs: (B, h w, W) */
+    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, h * w, cw, &hs), done);
+    SD_TRY_GOTO(s, sd_mmdit_patch_embed(err, m, x, hs), done);
+
+    /* "temb = self.time_text_embed(timestep, pooled_projections)": (B, W);
+       every adaLN applies silu to it first, so do that once */
+    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, b, cw, &temb), done);
+    SD_TRY_GOTO(s, sd_mmdit_time_text(err, m, t, pooled, temb), done);
+    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, b, cw, &temb_silu), done);
+    SD_TRY_GOTO(s, sd_act_apply(err, temb_silu, temb, SD_ACT_SILU), done);
+
+    /* "encoder_hidden_states = self.context_embedder(...)": (B, Lc, W) */
+    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, context->ne[1], cw, &c),
+                done);
+    SD_TRY_GOTO(s, sd_mmdit_linear_fwd(err, c, context, &m->context_embedder),
+                done);
+
+    /* the blocks; "is_skip = index_block in skip_layers": pass through */
+    for (i = 0; i < m->info.num_layers; i++) {
+        skipped = 0;
+        for (j = 0; j < n_skip; j++) {
+            skipped |= (skip[j] == i);
+        }
+        if (!skipped) {
+            SD_TRY_GOTO(s, sd_mmdit_block_fwd(err, m, &m->blocks[i], hs, c,
+                                              temb_silu), done);
+        }
+    }
+
+    /* norm_out, proj_out, unpatchify: out: (B, C, H, W) */
+    SD_TRY_GOTO(s, sd_mmdit_final(err, m, hs, temb_silu, h, w, out), done);
+    s = SD_OK;
+
+done:
+    sd_tensor_free(hs);
+    sd_tensor_free(c);
+    sd_tensor_free(temb);
+    sd_tensor_free(temb_silu);
+    return s;
+}
