@@ -21,6 +21,14 @@ typedef struct {
 } sd_cpu;
 
 
+/*
+ * Loops fork threads only when each call has enough work: at the tiny
+ * fixture sizes a fork costs more than the loop, and OpenBLAS keeps its own
+ * threads for the matrix products.
+ */
+#define SD_PAR_MIN  (1 << 16)
+
+
 static int64_t
 numel(const sd_tensor *t)
 {
@@ -93,7 +101,7 @@ cpu_linear(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
     n = numel(x) / in;
 
     if (b) {
-        #pragma omp parallel for
+        #pragma omp parallel for if (n * out > SD_PAR_MIN)
         for (i = 0; i < n; i++) {
             memcpy(y->data + i * out, b->data, out * sizeof(float));
         }
@@ -115,7 +123,7 @@ cpu_layer_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     c = cols_of(x);
     n = numel(x) / c;
 
-    #pragma omp parallel for
+    #pragma omp parallel for if (n * c > SD_PAR_MIN)
     for (i = 0; i < n; i++) {
         const float  *xr = x->data + i * c;
         float        *yr = y->data + i * c;
@@ -158,7 +166,7 @@ cpu_rms_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     c = cols_of(x);
     n = numel(x) / c;
 
-    #pragma omp parallel for
+    #pragma omp parallel for if (n * c > SD_PAR_MIN)
     for (i = 0; i < n; i++) {
         const float  *xr = x->data + i * c;
         float        *yr = y->data + i * c;
@@ -190,7 +198,7 @@ cpu_group_norm(sd_err *err, sd_tensor *y, const sd_tensor *x, int groups,
     hw = x->ne[2] * x->ne[3];
     cg = c / groups;
 
-    #pragma omp parallel for
+    #pragma omp parallel for if (bsz * c * hw > SD_PAR_MIN)
     for (g = 0; g < bsz * groups; g++) {
         int64_t       bi = g / groups, gi = g % groups, ch, j;
         const float  *xg = x->data + (bi * c + gi * cg) * hw;
@@ -231,7 +239,7 @@ cpu_act(sd_err *err, sd_tensor *y, const sd_tensor *x, sd_act kind)
 
     (void) err;
 
-    #pragma omp parallel for
+    #pragma omp parallel for if (n > SD_PAR_MIN)
     for (i = 0; i < n; i++) {
         float  v = x->data[i];
 
@@ -264,12 +272,12 @@ cpu_binary(sd_err *err, sd_tensor *y, const sd_tensor *a, const sd_tensor *b,
 
     (void) err;
     if (op == SD_BIN_ADD) {
-        #pragma omp parallel for
+        #pragma omp parallel for if (n > SD_PAR_MIN)
         for (i = 0; i < n; i++) {
             y->data[i] = a->data[i] + b->data[i];
         }
     } else {
-        #pragma omp parallel for
+        #pragma omp parallel for if (n > SD_PAR_MIN)
         for (i = 0; i < n; i++) {
             y->data[i] = a->data[i] * b->data[i];
         }
@@ -284,7 +292,7 @@ cpu_scale(sd_err *err, sd_tensor *y, const sd_tensor *x, float s, float add)
     int64_t  n = numel(x), i;
 
     (void) err;
-    #pragma omp parallel for
+    #pragma omp parallel for if (n > SD_PAR_MIN)
     for (i = 0; i < n; i++) {
         y->data[i] = x->data[i] * s + add;
     }
@@ -308,7 +316,7 @@ cpu_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
     int64_t  job;
     int      failed = 0;
 
-    #pragma omp parallel
+    #pragma omp parallel if (bsz * heads * lq * lk > SD_PAR_MIN)
     {
         float  *s = malloc((size_t) SD_ATT_BLOCK * lk * sizeof(float));
 
@@ -414,7 +422,7 @@ cpu_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
             int64_t  kidx, c;
 
             /* col: (kk, rows * wo) */
-            #pragma omp parallel for
+            #pragma omp parallel for if (kk * n > SD_PAR_MIN)
             for (kidx = 0; kidx < kk; kidx++) {
                 int64_t  ch = kidx / (kh * kw), ky = (kidx / kw) % kh;
                 int64_t  kx = kidx % kw, oy, ox;
@@ -460,7 +468,7 @@ cpu_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
     int64_t  planes = x->ne[0] * x->ne[1], h = x->ne[2], w = x->ne[3], p;
 
     (void) err;
-    #pragma omp parallel for
+    #pragma omp parallel for if (planes * h * w > SD_PAR_MIN)
     for (p = 0; p < planes; p++) {
         const float  *xp = x->data + p * h * w;
         float        *yp = y->data + p * 4 * h * w;
@@ -498,7 +506,7 @@ cpu_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
     int64_t  bsz = x->ne[0], l = x->ne[1], c = x->ne[2], r;
 
     (void) err;
-    #pragma omp parallel for
+    #pragma omp parallel for if (bsz * l * c > SD_PAR_MIN)
     for (r = 0; r < bsz * l; r++) {
         int64_t       bi = r / l, j;
         const float  *sh = shift->data + bi * c, *sc = scale->data + bi * c;
@@ -518,7 +526,7 @@ cpu_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
     int64_t  bsz = x->ne[0], l = x->ne[1], c = x->ne[2], r;
 
     (void) err;
-    #pragma omp parallel for
+    #pragma omp parallel for if (bsz * l * c > SD_PAR_MIN)
     for (r = 0; r < bsz * l; r++) {
         const float  *gr = g->data + (r / l) * c;
         int64_t       j;
@@ -565,7 +573,7 @@ cpu_permute(sd_err *err, sd_tensor *y, const sd_tensor *x, const int *perm)
         ne[d] = y->ne[d];
     }
 
-    #pragma omp parallel for
+    #pragma omp parallel for if (n > SD_PAR_MIN)
     for (i = 0; i < n; i++) {
         int64_t  rem = i, off = 0;
         int      e;

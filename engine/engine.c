@@ -1,0 +1,394 @@
+/*
+ * engine.c: the public engine (sd.h): one model on one device, A1111
+ * request semantics (defaults, seeds, variation seeds, batches and
+ * iterations, infotext), PNG results.
+ *
+ * Ownership: the engine owns its backend and model; sd_generate() may be
+ * called from several threads and runs one request at a time per engine
+ * (a mutex), so the model's backend scratch is never shared. The caller
+ * owns the sd_result it receives.
+ */
+
+#include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "image.h"
+#include "pipeline.h"
+#include "sd.h"
+
+
+#define SD_VERSION  "sd35-nginx 0.1"
+
+
+struct sd_engine {
+    sd_backend         *be;
+    sd_model           *model;
+    pthread_mutex_t     lock;
+};
+
+
+void
+sd_engine_config_init(sd_engine_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->device = SD_DEVICE_CPU;
+}
+
+
+void
+sd_request_init(sd_request *req)
+{
+    /* A1111 StableDiffusionProcessingTxt2Img defaults */
+    memset(req, 0, sizeof(*req));
+    req->prompt = "";
+    req->negative_prompt = "";
+    req->width = 512;
+    req->height = 512;
+    req->steps = 50;
+    req->cfg_scale = 7.0f;
+    req->seed = -1;
+    req->subseed = -1;
+    req->subseed_strength = 0.0f;
+    req->batch_size = 1;
+    req->n_iter = 1;
+    req->rng = SD_RNG_CUDA;
+    req->sampler = "Euler";
+    req->scheduler = "Automatic";
+    req->slg_start = 0.01f;
+    req->slg_stop = 0.2f;
+}
+
+
+static void
+set_errbuf(char *errbuf, size_t errlen, const sd_err *err)
+{
+    if (errbuf && errlen) {
+        snprintf(errbuf, errlen, "%s", err->msg[0] ? err->msg
+                                                   : sd_status_str(err->status));
+    }
+}
+
+
+sd_status
+sd_engine_open(const sd_engine_config *cfg, sd_engine **out, char *errbuf,
+    size_t errlen)
+{
+    sd_engine  *e;
+    sd_err      err = {0};
+    sd_status   s;
+
+    *out = NULL;
+    if (cfg == NULL || cfg->model_dir == NULL || cfg->model_dir[0] == '\0') {
+        sd_errorf(&err, SD_ERR_INVALID, "no model folder given");
+        set_errbuf(errbuf, errlen, &err);
+        return SD_ERR_INVALID;
+    }
+    if (cfg->device != SD_DEVICE_CPU) {
+        sd_errorf(&err, SD_ERR_UNSUPPORTED, "device: this build has only "
+                  "the CPU backend");
+        set_errbuf(errbuf, errlen, &err);
+        return SD_ERR_UNSUPPORTED;
+    }
+
+    e = sd_calloc(&err, 1, sizeof(sd_engine), "engine");
+    if (e == NULL) {
+        set_errbuf(errbuf, errlen, &err);
+        return SD_ERR_NOMEM;
+    }
+    pthread_mutex_init(&e->lock, NULL);
+
+    s = sd_backend_cpu_create(&err, cfg->threads, &e->be);
+    if (s == SD_OK) {
+        s = sd_model_load(&err, e->be, cfg->model_dir, SD_PART_ALL,
+                          &e->model);
+    }
+    if (s != SD_OK) {
+        set_errbuf(errbuf, errlen, &err);
+        sd_engine_close(e);
+        return s;
+    }
+    if (cfg->name && cfg->name[0]) {
+        snprintf(e->model->name, sizeof(e->model->name), "%s", cfg->name);
+    }
+    *out = e;
+    return SD_OK;
+}
+
+
+void
+sd_engine_close(sd_engine *e)
+{
+    if (e == NULL) {
+        return;
+    }
+    sd_model_free(e->model);
+    sd_backend_destroy(e->be);
+    pthread_mutex_destroy(&e->lock);
+    free(e);
+}
+
+
+const char *
+sd_engine_model_name(const sd_engine *e)
+{
+    return e->model->name;
+}
+
+
+const char *
+sd_engine_model_hash(const sd_engine *e)
+{
+    return e->model->hash;
+}
+
+
+size_t
+sd_engine_memory_bytes(const sd_engine *e)
+{
+    return e->be->bytes_in_use;
+}
+
+
+void
+sd_result_free(sd_result *res)
+{
+    int  i;
+
+    if (res == NULL || res->images == NULL) {
+        return;
+    }
+    for (i = 0; i < res->n_images; i++) {
+        free(res->images[i].png);
+        free(res->images[i].infotext);
+    }
+    free(res->images);
+    res->images = NULL;
+    res->n_images = 0;
+}
+
+
+/* A1111 picks int(random.randrange(4294967294)) for seed -1. */
+static uint64_t
+random_seed(void)
+{
+    uint32_t  v;
+
+    if (getrandom(&v, sizeof(v), 0) != (ssize_t) sizeof(v)) {
+        v = (uint32_t) time(NULL) ^ (uint32_t) clock();
+    }
+    return v % 4294967294u;
+}
+
+
+/* Python's repr of a float as A1111 prints it: "7.0", "4.5", "0.1". */
+static void
+float_repr(char *buf, size_t len, float f)
+{
+    int  p;
+
+    for (p = 1; p <= 9; p++) {
+        snprintf(buf, len, "%.*g", p, (double) f);
+        if (strtof(buf, NULL) == f) {
+            break;
+        }
+    }
+    if (strpbrk(buf, ".eEn") == NULL) {
+        strncat(buf, ".0", len - strlen(buf) - 1);
+    }
+}
+
+
+/* The A1111 "parameters" text; *out is malloc'd. */
+static sd_status
+infotext(sd_err *err, const sd_engine *e, const sd_request *r, uint64_t seed,
+    uint64_t subseed, char **out)
+{
+    char    cfg[32], vs[32], var[128] = "";
+    size_t  len;
+    char   *s;
+
+    float_repr(cfg, sizeof(cfg), r->cfg_scale);
+    if (r->subseed_strength > 0.0f) {
+        float_repr(vs, sizeof(vs), r->subseed_strength);
+        snprintf(var, sizeof(var), ", Variation seed: %llu, Variation seed "
+                 "strength: %s", (unsigned long long) subseed, vs);
+    }
+
+    len = strlen(r->prompt) + strlen(r->negative_prompt) + 1024;
+    s = sd_malloc(err, len, "infotext");
+    if (s == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    snprintf(s, len, "%s\n%s%s%sSteps: %d, Sampler: %s, Schedule type: %s, "
+             "CFG scale: %s, Seed: %llu, Size: %dx%d, Model hash: %s, "
+             "Model: %s%s, Version: %s",
+             r->prompt,
+             r->negative_prompt[0] ? "Negative prompt: " : "",
+             r->negative_prompt,
+             r->negative_prompt[0] ? "\n" : "",
+             r->steps, "Euler", "Automatic", cfg, (unsigned long long) seed,
+             r->width, r->height, e->model->hash, e->model->name, var,
+             SD_VERSION);
+    *out = s;
+    return SD_OK;
+}
+
+
+static sd_status
+check_request(sd_err *err, const sd_request *r)
+{
+    if (r->prompt == NULL || r->negative_prompt == NULL) {
+        return sd_errorf(err, SD_ERR_INVALID, "prompt: must be a string");
+    }
+    if (r->sampler && r->sampler[0] && strcasecmp(r->sampler, "Euler") != 0)
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "sampler_name: \"%s\" is not "
+                         "supported; available: Euler", r->sampler);
+    }
+    if (r->scheduler && r->scheduler[0]
+        && strcasecmp(r->scheduler, "Automatic") != 0
+        && strcasecmp(r->scheduler, "Simple") != 0)
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "scheduler: \"%s\" is not "
+                         "supported; available: Automatic", r->scheduler);
+    }
+    if (r->n_iter < 1 || r->n_iter > 1000) {
+        return sd_errorf(err, SD_ERR_INVALID, "n_iter: must be between 1 and "
+                         "1000 (got %d)", r->n_iter);
+    }
+    if (r->batch_size < 1 || r->batch_size > 64) {
+        return sd_errorf(err, SD_ERR_INVALID, "batch_size: must be between 1 "
+                         "and 64 (got %d)", r->batch_size);
+    }
+    if (r->seed < -1 || r->subseed < -1) {
+        return sd_errorf(err, SD_ERR_INVALID, "seed: must be -1 (random) or "
+                         "a non-negative integer");
+    }
+    if (r->slg_n_layers < 0 || r->slg_n_layers > 16) {
+        return sd_errorf(err, SD_ERR_INVALID, "skip layer guidance: at most "
+                         "16 layers");
+    }
+    return SD_OK;
+}
+
+
+static sd_status
+generate(sd_err *err, sd_engine *e, const sd_request *r,
+    sd_progress_fn progress, void *data, volatile int *cancel,
+    sd_result *res)
+{
+    sd_pipe_args  a;
+    sd_cond       c, n;
+    uint64_t      seed, subseed;
+    uint8_t      *rgb = NULL;
+    sd_status     s;
+    size_t        px = (size_t) r->width * r->height * 3;
+    int           it, i, k;
+
+    memset(&c, 0, sizeof(c));
+    memset(&n, 0, sizeof(n));
+    memset(&a, 0, sizeof(a));
+    SD_TRY(check_request(err, r));
+
+    a.width = r->width;
+    a.height = r->height;
+    a.steps = r->steps;
+    a.cfg = r->cfg_scale;
+    a.batch = r->batch_size;
+    a.subseed_strength = r->subseed_strength;
+    a.rng = r->rng;
+    a.slg_scale = r->slg_scale;
+    a.slg_start = r->slg_start;
+    a.slg_stop = r->slg_stop;
+    a.slg_layers = r->slg_layers;
+    a.slg_n_layers = r->slg_n_layers;
+    a.progress = progress;
+    a.progress_data = data;
+    a.jobs = r->n_iter;
+    a.cancel = cancel;
+    SD_TRY(sd_pipe_validate(err, e->model, &a));
+
+    seed = r->seed == -1 ? random_seed() : (uint64_t) r->seed;
+    subseed = r->subseed == -1 ? random_seed() : (uint64_t) r->subseed;
+
+    res->images = sd_calloc(err, (size_t) r->n_iter * r->batch_size,
+                            sizeof(sd_image), "results");
+    if (res->images == NULL) {
+        return SD_ERR_NOMEM;
+    }
+
+    SD_TRY_GOTO(s, sd_cond_encode(err, e->model, r->prompt, &c), out);
+    if (r->cfg_scale > 1.0f) {
+        SD_TRY_GOTO(s, sd_cond_encode(err, e->model, r->negative_prompt, &n),
+                    out);
+    }
+
+    for (it = 0; it < r->n_iter; it++) {
+        /* A1111: seeds advance per image unless variation seeds do */
+        for (i = 0; i < r->batch_size; i++) {
+            k = it * r->batch_size + i;
+            a.seeds[i] = seed + (r->subseed_strength > 0.0f ? 0 : k);
+            a.subseeds[i] = subseed + k;
+        }
+        a.job = it;
+        SD_TRY_GOTO(s, sd_pipe_txt2img(err, e->model, &a, &c, &n, &rgb, NULL),
+                    out);
+
+        for (i = 0; i < r->batch_size; i++) {
+            sd_image *img = &res->images[res->n_images];
+
+            img->seed = a.seeds[i];
+            img->subseed = a.subseeds[i];
+            SD_TRY_GOTO(s, infotext(err, e, r, img->seed, img->subseed,
+                                    &img->infotext), out);
+            res->n_images++;
+            SD_TRY_GOTO(s, sd_png_encode(err, rgb + i * px, r->width,
+                                         r->height, img->infotext, &img->png,
+                                         &img->png_len), out);
+        }
+        free(rgb);
+        rgb = NULL;
+    }
+    s = SD_OK;
+
+out:
+    free(rgb);
+    sd_cond_free(&c);
+    sd_cond_free(&n);
+    if (s != SD_OK) {
+        sd_result_free(res);
+    }
+    return s;
+}
+
+
+sd_status
+sd_generate(sd_engine *e, const sd_request *req, sd_progress_fn progress,
+    void *progress_data, volatile int *cancel, sd_result *res, char *errbuf,
+    size_t errlen)
+{
+    sd_err     err = {0};
+    sd_status  s;
+
+    memset(res, 0, sizeof(*res));
+    if (e == NULL || req == NULL) {
+        sd_errorf(&err, SD_ERR_INVALID, "no engine or request");
+        set_errbuf(errbuf, errlen, &err);
+        return SD_ERR_INVALID;
+    }
+
+    pthread_mutex_lock(&e->lock);
+    s = generate(&err, e, req, progress, progress_data, cancel, res);
+    pthread_mutex_unlock(&e->lock);
+
+    if (s != SD_OK) {
+        set_errbuf(errbuf, errlen, &err);
+    }
+    return s;
+}

@@ -1,0 +1,514 @@
+/*
+ * pipeline.c: SD3.5 text-to-image sampling, as StableDiffusion3Pipeline
+ * .__call__ does it (diffusers pipelines/stable_diffusion_3/
+ * pipeline_stable_diffusion_3.py), with A1111's seeds and variation noise.
+ *
+ * Per step: the transformer sees [uncond batch ; cond batch] in one call
+ * (cond alone when cfg <= 1), guidance mixes the halves, optional skip-layer
+ * guidance adds (cond - cond_without_layers) * scale, and one Euler step
+ * x += (sigma_next - sigma) * v moves the latents.
+ *
+ * Invariant: host and backend agree on layouts: latents are (B, C, h, w)
+ * with h = height / 8; the batch's image i uses seeds[i].
+ */
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipeline.h"
+#include "rng.h"
+
+
+void
+sd_pipe_dump_free(sd_pipe_dump *d)
+{
+    free(d->noise);
+    free(d->sigmas);
+    free(d->timesteps);
+    free(d->latents_step0);
+    free(d->final_latents);
+    memset(d, 0, sizeof(*d));
+}
+
+
+/*
+ * FlowMatchEulerDiscreteScheduler: __init__ computes the shifted training
+ * sigmas in float32 (sigma_max, sigma_min); set_timesteps spaces N points
+ * linearly between them in float64 (numpy), shifts again, casts to
+ * float32, and timesteps = sigmas * num_train_timesteps in float32.
+ */
+void
+sd_flow_schedule(int steps, float shift, int train_steps, float *sigmas,
+    float *timesteps)
+{
+    float   s_first, s_last, smax, smin;
+    double  start, stop, step, s;
+    int     i;
+
+    s_first = (float) train_steps / (float) train_steps;
+    s_last = 1.0f / (float) train_steps;
+    smax = shift * s_first / (1.0f + (shift - 1.0f) * s_first);
+    smin = shift * s_last / (1.0f + (shift - 1.0f) * s_last);
+
+    start = (double) smax * train_steps;
+    stop = (double) smin * train_steps;
+    step = steps > 1 ? (stop - start) / (steps - 1) : 0.0;
+
+    for (i = 0; i < steps; i++) {
+        double t = (steps > 1 && i == steps - 1) ? stop : i * step + start;
+
+        s = t / train_steps;
+        s = shift * s / (1.0 + (shift - 1.0) * s);
+        sigmas[i] = (float) s;
+        timesteps[i] = sigmas[i] * (float) train_steps;
+    }
+    sigmas[steps] = 0.0f;
+}
+
+
+/*
+ * A1111 modules/processing.py slerp(val, low, high) on (C, H, W) noise:
+ * norms and dot products over dim 1 (H), one angle per (c, w) column;
+ * a plain linear mix when the two are nearly parallel on average.
+ */
+void
+sd_noise_slerp(float val, float *low, const float *high, int c, int h, int w)
+{
+    double  *dot, mean = 0;
+    size_t   n = (size_t) c * h * w, k;
+    int      ci, y, x;
+
+    dot = malloc((size_t) c * w * sizeof(double));
+    if (dot == NULL) {
+        return;
+    }
+    for (ci = 0; ci < c; ci++) {
+        for (x = 0; x < w; x++) {
+            double nl = 0, nh = 0, d = 0;
+
+            for (y = 0; y < h; y++) {
+                k = ((size_t) ci * h + y) * w + x;
+                nl += (double) low[k] * low[k];
+                nh += (double) high[k] * high[k];
+            }
+            nl = sqrt(nl);
+            nh = sqrt(nh);
+            for (y = 0; y < h; y++) {
+                k = ((size_t) ci * h + y) * w + x;
+                d += (low[k] / nl) * (high[k] / nh);
+            }
+            dot[(size_t) ci * w + x] = d;
+            mean += d;
+        }
+    }
+    mean /= (double) c * w;
+
+    if (mean > 0.9995) {
+        for (k = 0; k < n; k++) {
+            low[k] = low[k] * val + high[k] * (1.0f - val);
+        }
+        free(dot);
+        return;
+    }
+
+    for (ci = 0; ci < c; ci++) {
+        for (x = 0; x < w; x++) {
+            double om = acos(dot[(size_t) ci * w + x]), so = sin(om);
+            double a = sin((1.0 - val) * om) / so, b = sin(val * om) / so;
+
+            for (y = 0; y < h; y++) {
+                k = ((size_t) ci * h + y) * w + x;
+                low[k] = (float) (a * low[k] + b * high[k]);
+            }
+        }
+    }
+    free(dot);
+}
+
+
+sd_status
+sd_pipe_validate(sd_err *err, const sd_model *m, const sd_pipe_args *a)
+{
+    const sd_mmdit_info  *info = sd_mmdit_get_info(m->dit);
+    int                   unit = 8 * info->patch_size;
+    int                   max = 8 * info->patch_size * info->pos_max;
+
+    if (a->width < unit || a->width % unit != 0 || a->width > max) {
+        return sd_errorf(err, SD_ERR_INVALID, "width: must be a multiple of "
+                         "%d between %d and %d (got %d)", unit, unit, max,
+                         a->width);
+    }
+    if (a->height < unit || a->height % unit != 0 || a->height > max) {
+        return sd_errorf(err, SD_ERR_INVALID, "height: must be a multiple of "
+                         "%d between %d and %d (got %d)", unit, unit, max,
+                         a->height);
+    }
+    if (a->steps < 1 || a->steps > 1000) {
+        return sd_errorf(err, SD_ERR_INVALID, "steps: must be between 1 and "
+                         "1000 (got %d)", a->steps);
+    }
+    if (!(a->cfg >= 0.0f && a->cfg <= 100.0f)) {
+        return sd_errorf(err, SD_ERR_INVALID, "cfg_scale: must be between 0 "
+                         "and 100");
+    }
+    if (a->batch < 1 || a->batch > 64) {
+        return sd_errorf(err, SD_ERR_INVALID, "batch_size: must be between 1 "
+                         "and 64 (got %d)", a->batch);
+    }
+    if (!(a->subseed_strength >= 0.0f && a->subseed_strength <= 1.0f)) {
+        return sd_errorf(err, SD_ERR_INVALID, "subseed_strength: must be "
+                         "between 0 and 1");
+    }
+    if (a->slg_scale != 0.0f) {
+        int i;
+
+        if (!(a->slg_start >= 0.0f && a->slg_start <= a->slg_stop
+              && a->slg_stop <= 1.0f))
+        {
+            return sd_errorf(err, SD_ERR_INVALID, "skip layer guidance: "
+                             "start and stop must satisfy 0 <= start <= "
+                             "stop <= 1");
+        }
+        for (i = 0; i < a->slg_n_layers; i++) {
+            if (a->slg_layers[i] < 0 || a->slg_layers[i] >= info->num_layers)
+            {
+                return sd_errorf(err, SD_ERR_INVALID, "skip layer guidance: "
+                                 "layer %d outside 0..%d", a->slg_layers[i],
+                                 info->num_layers - 1);
+            }
+        }
+    }
+    return SD_OK;
+}
+
+
+/* Fill the host noise of image i: randn(seed) [slerp randn(subseed)]. */
+static sd_status
+make_noise(sd_err *err, const sd_pipe_args *a, int i, float *dst, int c,
+    int h, int w)
+{
+    size_t  n = (size_t) c * h * w;
+    float  *sub;
+
+    if (a->rng == SD_RNG_CPU) {
+        sd_randn_cpu(a->seeds[i], dst, n);
+    } else {
+        sd_randn_cuda(a->seeds[i], dst, n);
+    }
+    if (a->subseed_strength <= 0.0f) {
+        return SD_OK;
+    }
+    sub = sd_malloc(err, n * sizeof(float), "variation noise");
+    if (sub == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    if (a->rng == SD_RNG_CPU) {
+        sd_randn_cpu(a->subseeds[i], sub, n);
+    } else {
+        sd_randn_cuda(a->subseeds[i], sub, n);
+    }
+    sd_noise_slerp(a->subseed_strength, dst, sub, c, h, w);
+    free(sub);
+    return SD_OK;
+}
+
+
+/* Repeat a (1, ...) conditioning tensor n times into dst at row block r. */
+static sd_status
+repeat_into(sd_err *err, sd_tensor *dst, int r, int n, const sd_tensor *src)
+{
+    int64_t  len = sd_numel(src);
+    int      i;
+
+    for (i = 0; i < n; i++) {
+        SD_TRY(sd_copy2d(err, dst, (int64_t) (r + i) * len, 0, src, 0, 0, 1,
+                         len));
+    }
+    return SD_OK;
+}
+
+
+static void *
+dup_floats(const float *src, size_t n)
+{
+    float  *p = malloc(n * sizeof(float));
+
+    if (p) {
+        memcpy(p, src, n * sizeof(float));
+    }
+    return p;
+}
+
+
+typedef struct {
+    sd_tensor  *lat, *in, *out, *ctx, *pool, *tmp, *ctx1, *pool1, *skip;
+    float      *host;
+} sd_pipe_bufs;
+
+
+static void
+bufs_free(sd_pipe_bufs *b)
+{
+    sd_tensor_free(b->lat);
+    sd_tensor_free(b->in);
+    sd_tensor_free(b->out);
+    sd_tensor_free(b->ctx);
+    sd_tensor_free(b->pool);
+    sd_tensor_free(b->tmp);
+    sd_tensor_free(b->ctx1);
+    sd_tensor_free(b->pool1);
+    sd_tensor_free(b->skip);
+    free(b->host);
+}
+
+
+/* out = uncond + cfg * (cond - uncond), on the two halves of pred. */
+static sd_status
+guide(sd_err *err, sd_tensor *v, sd_tensor *pred, sd_tensor *tmp, int bsz,
+    float cfg)
+{
+    sd_tensor  un, co;
+    int64_t    n = sd_numel(v);
+
+    SD_TRY(sd_tensor_view(err, pred, 0, v->ndim, v->ne, &un));
+    SD_TRY(sd_tensor_view(err, pred, n, v->ndim, v->ne, &co));
+    (void) bsz;
+    SD_TRY(sd_scale(err, tmp, &un, -1.0f, 0.0f));
+    SD_TRY(sd_add(err, tmp, &co, tmp));
+    SD_TRY(sd_scale(err, tmp, tmp, cfg, 0.0f));
+    return sd_add(err, v, &un, tmp);
+}
+
+
+/* One sampling step i: v = guided prediction, lat += (s1 - s0) * v. */
+static sd_status
+step(sd_err *err, sd_model *m, const sd_pipe_args *a, sd_pipe_bufs *b,
+    const float *sigmas, const float *ts, int i)
+{
+    int         cfg_on = a->cfg > 1.0f, bsz = a->batch, k;
+    int64_t     n = sd_numel(b->lat);
+    float       t2[128];
+    sd_tensor   v, co;
+
+    for (k = 0; k < (cfg_on ? 2 : 1) * bsz; k++) {
+        t2[k] = ts[i];
+    }
+
+    if (cfg_on) {
+        /* latent_model_input = torch.cat([latents] * 2) */
+        SD_TRY(sd_copy2d(err, b->in, 0, 0, b->lat, 0, 0, 1, n));
+        SD_TRY(sd_copy2d(err, b->in, n, 0, b->lat, 0, 0, 1, n));
+        SD_TRY(sd_mmdit_forward(err, m->dit, b->in, t2, b->ctx, b->pool,
+                                NULL, 0, b->out));
+        SD_TRY(sd_tensor_view(err, b->out, 0, b->lat->ndim, b->lat->ne, &v));
+        /* guided prediction written over the uncond half */
+        SD_TRY(guide(err, &v, b->out, b->tmp, bsz, a->cfg));
+
+        if (a->slg_scale != 0.0f && a->slg_n_layers > 0
+            && i > a->steps * a->slg_start && i < a->steps * a->slg_stop)
+        {
+            /* noise_pred += (cond - cond_skipping_layers) * slg_scale */
+            SD_TRY(sd_mmdit_forward(err, m->dit, b->lat, t2, b->ctx1,
+                                    b->pool1, a->slg_layers, a->slg_n_layers,
+                                    b->skip));
+            SD_TRY(sd_tensor_view(err, b->out, n, b->lat->ndim, b->lat->ne,
+                                  &co));
+            SD_TRY(sd_scale(err, b->skip, b->skip, -1.0f, 0.0f));
+            SD_TRY(sd_add(err, b->skip, &co, b->skip));
+            SD_TRY(sd_scale(err, b->skip, b->skip, a->slg_scale, 0.0f));
+            SD_TRY(sd_add(err, &v, &v, b->skip));
+        }
+    } else {
+        SD_TRY(sd_mmdit_forward(err, m->dit, b->lat, t2, b->ctx, b->pool,
+                                NULL, 0, b->out));
+        SD_TRY(sd_tensor_view(err, b->out, 0, b->lat->ndim, b->lat->ne, &v));
+    }
+
+    /* FlowMatchEulerDiscreteScheduler.step: x + (sigma_next - sigma) v */
+    SD_TRY(sd_scale(err, &v, &v, sigmas[i + 1] - sigmas[i], 0.0f));
+    return sd_add(err, b->lat, b->lat, &v);
+}
+
+
+/* VAE decode of latents / scaling + shift, mapped to 8-bit RGB (H, W, 3). */
+static sd_status
+decode(sd_err *err, sd_model *m, const sd_pipe_args *a, sd_pipe_bufs *b,
+    uint8_t *rgb)
+{
+    float      sc = sd_vae_scaling_factor(m->vae);
+    float      sh = sd_vae_shift_factor(m->vae);
+    int64_t    n = sd_numel(b->lat), hw = (int64_t) a->width * a->height, k;
+    sd_tensor *img = NULL;
+    float     *px;
+    sd_status  s;
+    int        i, c;
+
+    SD_TRY(sd_tensor_download(err, b->lat, b->host));
+    for (k = 0; k < n; k++) {
+        b->host[k] = b->host[k] / sc + sh;
+    }
+    SD_TRY(sd_tensor_upload(err, b->lat, b->host));
+    SD_TRY(sd_vae_decode(err, m->vae, b->lat, &img));
+
+    px = sd_malloc(err, (size_t) sd_numel(img) * sizeof(float), "image");
+    if (px == NULL) {
+        sd_tensor_free(img);
+        return SD_ERR_NOMEM;
+    }
+    s = sd_tensor_download(err, img, px);
+    sd_tensor_free(img);
+    if (s != SD_OK) {
+        free(px);
+        return s;
+    }
+
+    /* VaeImageProcessor: (x / 2 + 0.5).clamp(0, 1), * 255, round */
+    for (i = 0; i < a->batch; i++) {
+        for (c = 0; c < 3; c++) {
+            const float  *src = px + ((int64_t) i * 3 + c) * hw;
+            uint8_t      *dst = rgb + (int64_t) i * hw * 3 + c;
+
+            for (k = 0; k < hw; k++) {
+                float v = src[k] / 2.0f + 0.5f;
+
+                v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+                dst[k * 3] = (uint8_t) nearbyintf(v * 255.0f);
+            }
+        }
+    }
+    free(px);
+    return SD_OK;
+}
+
+
+static sd_status
+alloc_bufs(sd_err *err, sd_model *m, const sd_pipe_args *a,
+    const sd_cond *cond, const sd_cond *ncond, sd_pipe_bufs *b, int c,
+    int h, int w)
+{
+    sd_backend  *be = m->be;
+    int          bsz = a->batch, cfg_on = a->cfg > 1.0f, bb;
+    int64_t      rows = cond->context->ne[1], jd = cond->context->ne[2];
+    int64_t      pd = cond->pooled->ne[1];
+
+    bb = cfg_on ? 2 * bsz : bsz;
+    SD_TRY(sd_tensor_new4(err, be, bsz, c, h, w, &b->lat));
+    SD_TRY(sd_tensor_new4(err, be, bb, c, h, w, &b->out));
+    SD_TRY(sd_tensor_new4(err, be, bsz, c, h, w, &b->tmp));
+    SD_TRY(sd_tensor_new3(err, be, bb, rows, jd, &b->ctx));
+    SD_TRY(sd_tensor_new2(err, be, bb, pd, &b->pool));
+    b->host = sd_malloc(err, (size_t) bsz * c * h * w * sizeof(float),
+                        "latents");
+    if (b->host == NULL) {
+        return SD_ERR_NOMEM;
+    }
+
+    /* prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds]) */
+    if (cfg_on) {
+        SD_TRY(sd_tensor_new4(err, be, bb, c, h, w, &b->in));
+        SD_TRY(repeat_into(err, b->ctx, 0, bsz, ncond->context));
+        SD_TRY(repeat_into(err, b->ctx, bsz, bsz, cond->context));
+        SD_TRY(repeat_into(err, b->pool, 0, bsz, ncond->pooled));
+        SD_TRY(repeat_into(err, b->pool, bsz, bsz, cond->pooled));
+        if (a->slg_scale != 0.0f && a->slg_n_layers > 0) {
+            SD_TRY(sd_tensor_new3(err, be, bsz, rows, jd, &b->ctx1));
+            SD_TRY(sd_tensor_new2(err, be, bsz, pd, &b->pool1));
+            SD_TRY(sd_tensor_new4(err, be, bsz, c, h, w, &b->skip));
+            SD_TRY(repeat_into(err, b->ctx1, 0, bsz, cond->context));
+            SD_TRY(repeat_into(err, b->pool1, 0, bsz, cond->pooled));
+        }
+    } else {
+        SD_TRY(repeat_into(err, b->ctx, 0, bsz, cond->context));
+        SD_TRY(repeat_into(err, b->pool, 0, bsz, cond->pooled));
+    }
+    return SD_OK;
+}
+
+
+sd_status
+sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
+    const sd_cond *cond, const sd_cond *ncond, uint8_t **rgb,
+    sd_pipe_dump *dump)
+{
+    sd_pipe_bufs  b;
+    sd_status     s;
+    float        *sigmas = NULL, *ts = NULL;
+    int           c, h, w, i;
+    size_t        per;
+
+    *rgb = NULL;
+    memset(&b, 0, sizeof(b));
+    SD_TRY(sd_pipe_validate(err, m, a));
+    if (m->vae == NULL || m->dit == NULL) {
+        return sd_errorf(err, SD_ERR_INTERNAL, "model not fully loaded");
+    }
+
+    c = sd_mmdit_get_info(m->dit)->in_channels;
+    h = a->height / 8;
+    w = a->width / 8;
+    per = (size_t) c * h * w;
+
+    sigmas = sd_malloc(err, (a->steps + 1) * sizeof(float), "sigmas");
+    ts = sd_malloc(err, a->steps * sizeof(float), "timesteps");
+    if (sigmas == NULL || ts == NULL) {
+        s = SD_ERR_NOMEM;
+        goto out;
+    }
+    sd_flow_schedule(a->steps, m->shift, m->train_steps, sigmas, ts);
+
+    SD_TRY_GOTO(s, alloc_bufs(err, m, a, cond, ncond, &b, c, h, w), out);
+
+    /* latents = randn per image, seed + i (prepare_latents) */
+    for (i = 0; i < a->batch; i++) {
+        SD_TRY_GOTO(s, make_noise(err, a, i, b.host + i * per, c, h, w), out);
+    }
+    SD_TRY_GOTO(s, sd_tensor_upload(err, b.lat, b.host), out);
+    if (dump) {
+        dump->latent_c = c;
+        dump->latent_h = h;
+        dump->latent_w = w;
+        dump->noise = dup_floats(b.host, per);
+        dump->sigmas = dup_floats(sigmas, a->steps + 1);
+        dump->timesteps = dup_floats(ts, a->steps);
+    }
+
+    for (i = 0; i < a->steps; i++) {
+        if (a->cancel && *a->cancel) {
+            s = sd_errorf(err, SD_ERR_CANCELLED, "cancelled at step %d of "
+                          "%d", i + 1, a->steps);
+            goto out;
+        }
+        SD_TRY_GOTO(s, step(err, m, a, &b, sigmas, ts, i), out);
+        if (dump && i == 0) {
+            SD_TRY_GOTO(s, sd_tensor_download(err, b.lat, b.host), out);
+            dump->latents_step0 = dup_floats(b.host, per);
+        }
+        if (a->progress) {
+            a->progress(a->progress_data, a->job, a->jobs, i + 1, a->steps);
+        }
+    }
+
+    if (dump) {
+        SD_TRY_GOTO(s, sd_tensor_download(err, b.lat, b.host), out);
+        dump->final_latents = dup_floats(b.host, per);
+    }
+
+    *rgb = sd_malloc(err, (size_t) a->batch * a->width * a->height * 3,
+                     "image");
+    if (*rgb == NULL) {
+        s = SD_ERR_NOMEM;
+        goto out;
+    }
+    s = decode(err, m, a, &b, *rgb);
+    if (s != SD_OK) {
+        free(*rgb);
+        *rgb = NULL;
+    }
+
+out:
+    free(sigmas);
+    free(ts);
+    bufs_free(&b);
+    return s;
+}

@@ -1,0 +1,70 @@
+/*
+ * pipeline.h: SD3.5 text-to-image on a loaded model: flow-matching
+ * schedule, noise, Euler sampling with classifier-free guidance and
+ * optional skip-layer guidance, VAE decode to 8-bit RGB.
+ *
+ * Invariant: everything a run needs arrives in sd_pipe_args; the run keeps
+ * no state between calls, so the dump of one run describes it completely.
+ */
+
+#ifndef SD_PIPELINE_H
+#define SD_PIPELINE_H
+
+#include "model.h"
+#include "sd.h"
+
+
+typedef struct {
+    int                 width, height, steps, batch;
+    float               cfg;
+    uint64_t            seeds[64];      /* one per image of the batch */
+    uint64_t            subseeds[64];
+    float               subseed_strength;
+    sd_rng_source       rng;
+    float               slg_scale, slg_start, slg_stop;
+    const int          *slg_layers;
+    int                 slg_n_layers;
+    sd_progress_fn      progress;
+    void               *progress_data;
+    int                 job, jobs;
+    volatile int       *cancel;
+} sd_pipe_args;
+
+
+/* Host copies of the first image's intermediates, for sd-cli --dump. */
+typedef struct {
+    float              *noise;          /* (C, h, w) */
+    float              *sigmas;         /* steps + 1 */
+    float              *timesteps;      /* steps */
+    float              *latents_step0;  /* (C, h, w) */
+    float              *final_latents;  /* (C, h, w) */
+    int                 latent_c, latent_h, latent_w;
+} sd_pipe_dump;
+
+void sd_pipe_dump_free(sd_pipe_dump *d);
+
+
+/* FlowMatchEulerDiscreteScheduler.set_timesteps without dynamic shift. */
+void sd_flow_schedule(int steps, float shift, int train_steps,
+    float *sigmas, float *timesteps);
+
+/* A1111's variation noise: slerp over dim 1 of (C, H, W), in place. */
+void sd_noise_slerp(float val, float *low, const float *high, int c, int h,
+    int w);
+
+/*
+ * Check a request against the model (sizes, steps, cfg, batch); the
+ * message names the field and the rule.
+ */
+sd_status sd_pipe_validate(sd_err *err, const sd_model *m,
+    const sd_pipe_args *a);
+
+/*
+ * rgb receives batch images of (height, width, 3) uint8, malloc'd.
+ * cond/ncond: prompt and negative conditioning (ncond unused if cfg <= 1).
+ */
+sd_status sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
+    const sd_cond *cond, const sd_cond *ncond, uint8_t **rgb,
+    sd_pipe_dump *dump);
+
+#endif /* SD_PIPELINE_H */

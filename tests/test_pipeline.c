@@ -1,0 +1,214 @@
+/*
+ * test_pipeline.c: the whole tiny pipeline for every public case of both
+ * models against the goldens: schedule, noise (CPU generator), the first
+ * Euler step, the final latents and the 8-bit image. Also the validation
+ * rules and the cost of one case.
+ */
+
+#include <cJSON.h>
+#include <time.h>
+
+#include "t.h"
+#include "pipeline.h"
+#include "safetensors.h"
+
+
+static void
+cmp(const sd_st *g, const char *key, const float *a, size_t n, double tol)
+{
+    const sd_st_tensor  *r = sd_st_find(g, key);
+    float               *b;
+    sd_err               err = {0};
+    double               e;
+
+    if (r == NULL || (size_t) r->numel != n || a == NULL) {
+        T_CHECK(0, "%s: golden missing or %zu elements vs %lld", key, n,
+                r ? (long long) r->numel : -1LL);
+        return;
+    }
+    b = malloc(n * sizeof(float));
+    sd_st_read_f32(&err, r, b);
+    e = t_rel_l2(a, b, n);
+    T_CHECK(e < tol, "%s: relative L2 %.3g (limit %g)", key, e, tol);
+    free(b);
+}
+
+
+static void
+check_u8(const sd_st *g, const char *key, const uint8_t *img, size_t n)
+{
+    const sd_st_tensor  *r = sd_st_find(g, key);
+    const uint8_t       *ref;
+    size_t               i, off = 0;
+
+    if (r == NULL || (size_t) r->numel != n) {
+        T_CHECK(0, "%s: golden missing or of another size", key);
+        return;
+    }
+    ref = r->data;
+    for (i = 0; i < n; i++) {
+        int d = (int) img[i] - (int) ref[i];
+        if (d > 1 || d < -1) {
+            off++;
+        }
+    }
+    T_CHECK(off <= n / 1000, "%s: %zu of %zu values differ by more than 1",
+            key, off, n);
+}
+
+
+static void
+run_case(const sd_st *g, sd_model *m, const char *model, const cJSON *cs)
+{
+    sd_pipe_args  a;
+    sd_pipe_dump  d;
+    sd_cond       c, n;
+    sd_err        err = {0};
+    uint8_t      *rgb;
+    char          pfx[128], key[256];
+    size_t        per;
+    struct timespec t0, t1;
+
+    memset(&a, 0, sizeof(a));
+    memset(&d, 0, sizeof(d));
+    a.width = cJSON_GetObjectItem(cs, "width")->valueint;
+    a.height = cJSON_GetObjectItem(cs, "height")->valueint;
+    a.steps = cJSON_GetObjectItem(cs, "steps")->valueint;
+    a.cfg = (float) cJSON_GetObjectItem(cs, "cfg")->valuedouble;
+    a.seeds[0] = (uint64_t) cJSON_GetObjectItem(cs, "seed")->valuedouble;
+    a.batch = 1;
+    a.rng = SD_RNG_CPU;
+    snprintf(pfx, sizeof(pfx), "%s.%s",
+             model, cJSON_GetObjectItem(cs, "name")->valuestring);
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (sd_cond_encode(&err, m, cJSON_GetObjectItem(cs, "prompt")->valuestring,
+                       &c) != SD_OK
+        || sd_cond_encode(&err, m, cJSON_GetObjectItem(cs,
+                          "negative_prompt")->valuestring, &n) != SD_OK)
+    {
+        T_CHECK(0, "%s: encode: %s", pfx, err.msg);
+        return;
+    }
+    if (sd_pipe_txt2img(&err, m, &a, &c, &n, &rgb, &d) != SD_OK) {
+        T_CHECK(0, "%s: txt2img: %s", pfx, err.msg);
+        sd_cond_free(&c);
+        sd_cond_free(&n);
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    printf("   %s: %dx%d, %d steps: %.0f ms\n", pfx, a.width, a.height,
+           a.steps, (t1.tv_sec - t0.tv_sec) * 1e3
+                    + (t1.tv_nsec - t0.tv_nsec) / 1e6);
+
+    per = (size_t) d.latent_c * d.latent_h * d.latent_w;
+    snprintf(key, sizeof(key), "%s.noise_cpu", pfx);
+    cmp(g, key, d.noise, per, 1e-12);
+    snprintf(key, sizeof(key), "%s.sigmas", pfx);
+    cmp(g, key, d.sigmas, a.steps + 1, 1e-7);
+    snprintf(key, sizeof(key), "%s.timesteps", pfx);
+    cmp(g, key, d.timesteps, a.steps, 1e-7);
+    snprintf(key, sizeof(key), "%s.latents_after_step0", pfx);
+    cmp(g, key, d.latents_step0, per, 1e-4);
+    snprintf(key, sizeof(key), "%s.final_latents", pfx);
+    cmp(g, key, d.final_latents, per, 1e-3);
+    snprintf(key, sizeof(key), "%s.image_u8", pfx);
+    check_u8(g, key, rgb, (size_t) a.width * a.height * 3);
+
+    free(rgb);
+    sd_pipe_dump_free(&d);
+    sd_cond_free(&c);
+    sd_cond_free(&n);
+}
+
+
+static void
+check_validation(sd_model *m)
+{
+    sd_pipe_args  a;
+    sd_err        err = {0};
+
+    memset(&a, 0, sizeof(a));
+    a.width = 64;
+    a.height = 64;
+    a.steps = 2;
+    a.batch = 1;
+    a.cfg = 1.0f;
+    T_CHECK(sd_pipe_validate(&err, m, &a) == SD_OK, "valid: %s", err.msg);
+
+    a.width = 72;
+    sd_err_clear(&err);
+    T_CHECK(sd_pipe_validate(&err, m, &a) == SD_ERR_INVALID
+            && strstr(err.msg, "width") && strstr(err.msg, "multiple of 16"),
+            "width 72: %s", err.msg);
+    a.width = 64;
+    a.steps = 0;
+    sd_err_clear(&err);
+    T_CHECK(sd_pipe_validate(&err, m, &a) == SD_ERR_INVALID
+            && strstr(err.msg, "steps"), "steps 0: %s", err.msg);
+    a.steps = 2;
+    a.height = 16 * 4096;
+    sd_err_clear(&err);
+    T_CHECK(sd_pipe_validate(&err, m, &a) == SD_ERR_INVALID
+            && strstr(err.msg, "height"), "height too big: %s", err.msg);
+}
+
+
+int
+main(void)
+{
+    static const char  *models[] = { "large", "medium" };
+    char                path[4096], *text;
+    size_t              len;
+    cJSON              *cases, *list;
+    sd_st              *g;
+    sd_model           *m;
+    sd_backend         *be;
+    sd_err              err = {0};
+    float               sg[5], ts[4];
+    int                 i, k;
+
+    /* the schedule alone: shift 3, 4 steps (diffusers' values) */
+    sd_flow_schedule(4, 3.0f, 1000, sg, ts);
+    T_CHECK(sg[0] == 1.0f && sg[4] == 0.0f && ts[0] == 1000.0f
+            && fabsf(sg[1] - 0.857692f) < 1e-5f, "schedule %g %g", sg[1],
+            sg[3]);
+
+    snprintf(path, sizeof(path), "%s/golden-public.safetensors",
+             t_fixtures());
+    if (sd_st_open(&err, path, &g) != SD_OK) {
+        T_SKIP("fixtures absent (%s): set SD_FIXTURES", err.msg);
+        return T_DONE();
+    }
+    snprintf(path, sizeof(path), "%s/cases-public.json", t_fixtures());
+    if (sd_read_file(&err, path, &text, &len) != SD_OK) {
+        T_CHECK(0, "%s", err.msg);
+        return T_DONE();
+    }
+    cases = cJSON_Parse(text);
+    free(text);
+    sd_backend_cpu_create(&err, 0, &be);
+
+    for (k = 0; k < 2; k++) {
+        snprintf(path, sizeof(path), "%s/tiny-sd35-%s", t_fixtures(),
+                 models[k]);
+        sd_err_clear(&err);
+        if (sd_model_load(&err, be, path, SD_PART_ALL, &m) != SD_OK) {
+            T_CHECK(0, "load %s: %s", path, err.msg);
+            continue;
+        }
+        list = cJSON_GetObjectItem(cases, models[k]);
+        for (i = 0; i < cJSON_GetArraySize(list); i++) {
+            run_case(g, m, models[k], cJSON_GetArrayItem(list, i));
+        }
+        if (k == 0) {
+            check_validation(m);
+        }
+        sd_model_free(m);
+    }
+
+    cJSON_Delete(cases);
+    sd_st_close(g);
+    sd_backend_destroy(be);
+    return T_DONE();
+}
