@@ -6,12 +6,19 @@ CC       ?= cc
 NVCC     ?= $(shell command -v nvcc 2>/dev/null)
 BUILD    := build
 PKGS     := libcjson libpng openblas libutf8proc
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# Recursively expanded on purpose: "make deps test" installs the packages
+# before any recipe asks pkg-config for their flags.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+# Debian packages the build, the tests and the server need.
+DEB_PKGS := build-essential pkg-config libcjson-dev libpng-dev \
+            libopenblas-dev libutf8proc-dev nginx nginx-dev python3 \
+            python3-pytest python3-requests openssl curl
 
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -fPIC -fopenmp -Wall -Wextra -D_GNU_SOURCE -Iengine $(PKG_CFLAGS)
-LDLIBS   := $(PKG_LIBS) -fopenmp -lpthread -lm
+LDLIBS    = $(PKG_LIBS) -fopenmp -lpthread -lm
 
 ENGINE_SRC := $(filter-out engine/sd_cli.c,$(wildcard engine/*.c))
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
@@ -31,7 +38,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 LIB      := $(BUILD)/libsd.a
 
-.PHONY: all lib test clean
+.PHONY: all lib test clean deps
 all: $(LIB) $(BUILD)/sd-cli $(TEST_BIN)
 
 lib: $(LIB)
@@ -62,3 +69,10 @@ test: all
 
 clean:
 	rm -rf $(BUILD)
+
+# Install the Debian packages above (as root, or through sudo).
+deps:
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$$SUDO apt-get update -qq && \
+	$$SUDO apt-get install -y -qq --no-install-recommends $(DEB_PKGS)

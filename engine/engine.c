@@ -205,9 +205,9 @@ float_repr(char *buf, size_t len, float f)
 
 
 /* The A1111 "parameters" text; *out is malloc'd. */
-static sd_status
-infotext(sd_err *err, const sd_engine *e, const sd_request *r, uint64_t seed,
-    uint64_t subseed, char **out)
+sd_status
+sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
+    uint64_t seed, uint64_t subseed, char **out)
 {
     char    cfg[32], vs[32], var[128] = "";
     size_t  len;
@@ -233,7 +233,7 @@ infotext(sd_err *err, const sd_engine *e, const sd_request *r, uint64_t seed,
              r->negative_prompt,
              r->negative_prompt[0] ? "\n" : "",
              r->steps, "Euler", "Automatic", cfg, (unsigned long long) seed,
-             r->width, r->height, e->model->hash, e->model->name, var,
+             r->width, r->height, m->hash, m->name, var,
              SD_VERSION);
     *out = s;
     return SD_OK;
@@ -345,8 +345,8 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
 
             img->seed = a.seeds[i];
             img->subseed = a.subseeds[i];
-            SD_TRY_GOTO(s, infotext(err, e, r, img->seed, img->subseed,
-                                    &img->infotext), out);
+            SD_TRY_GOTO(s, sd_infotext(err, e->model, r, img->seed,
+                                       img->subseed, &img->infotext), out);
             res->n_images++;
             SD_TRY_GOTO(s, sd_png_encode(err, rgb + i * px, r->width,
                                          r->height, img->infotext, &img->png,

@@ -67,4 +67,11 @@ sd_status sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     const sd_cond *cond, const sd_cond *ncond, uint8_t **rgb,
     sd_pipe_dump *dump);
 
+/*
+ * The A1111 infotext ("parameters") of one image: prompt, negative prompt,
+ * then "Steps: N, Sampler: ..., Seed: S, Size: WxH, Model hash: ...".
+ */
+sd_status sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
+    uint64_t seed, uint64_t subseed, char **out);
+
 #endif /* SD_PIPELINE_H */

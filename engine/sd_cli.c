@@ -1,13 +1,587 @@
 /*
- * sd_cli.c: the sd-cli command-line tool (placeholder main until the
- * subcommands land).
+ * sd_cli.c: the sd-cli command-line tool.
+ *
+ *   sd-cli encode  --model DIR --prompt TEXT [--negative TEXT] --dump FILE
+ *   sd-cli txt2img --model DIR --prompt TEXT [--negative TEXT] [--width W]
+ *                  [--height H] [--steps N] [--cfg F] [--seed S]
+ *                  [--rng cpu|cuda] [--sampler NAME] [--batch N]
+ *                  [--slg-scale F --slg-layers 7,8,9 --slg-start F
+ *                   --slg-stop F] --output FILE.png [--dump FILE]
+ *   sd-cli make-demo DIR [--seed S]
+ *
+ * Dumps are safetensors files whose tensor names and shapes are those of
+ * the reference goldens (batch dimension 1 first); they are how the
+ * pipeline is checked from outside, so the names are a stable interface.
  */
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "demo.h"
+#include "image.h"
+#include "pipeline.h"
+#include "safetensors.h"
+
+
+typedef struct {
+    const char     *model, *prompt, *negative, *dump, *output, *rng;
+    const char     *sampler, *slg_layers;
+    int             width, height, steps, batch;
+    double          cfg, slg_scale, slg_start, slg_stop;
+    long long       seed;
+} sd_cli_args;
+
+
+static int
+usage(void)
+{
+    fprintf(stderr,
+        "usage:\n"
+        "  sd-cli encode --model DIR --prompt TEXT [--negative TEXT] "
+        "--dump FILE\n"
+        "  sd-cli txt2img --model DIR --prompt TEXT [--negative TEXT]\n"
+        "         [--width W] [--height H] [--steps N] [--cfg F] [--seed S]\n"
+        "         [--rng cpu|cuda] [--sampler Euler] [--batch N]\n"
+        "         [--slg-scale F --slg-layers 7,8,9 --slg-start F "
+        "--slg-stop F]\n"
+        "         --output FILE.png [--dump FILE]\n"
+        "  sd-cli make-demo DIR [--seed S]\n");
+    return 2;
+}
+
+
+static int
+fail(const char *what, const sd_err *err)
+{
+    fprintf(stderr, "sd-cli: %s: %s\n", what, err->msg[0] ? err->msg
+                                          : sd_status_str(err->status));
+    return 1;
+}
+
+
+static int
+parse_int(const char *name, const char *v, long long lo, long long hi,
+    long long *out)
+{
+    char       *end;
+    long long   n;
+
+    errno = 0;
+    n = strtoll(v, &end, 10);
+    if (errno || end == v || *end || n < lo || n > hi) {
+        fprintf(stderr, "sd-cli: %s: \"%s\" is not an integer in %lld..%lld"
+                "\n", name, v, lo, hi);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+
+static int
+parse_double(const char *name, const char *v, double *out)
+{
+    char  *end;
+
+    errno = 0;
+    *out = strtod(v, &end);
+    if (errno || end == v || *end) {
+        fprintf(stderr, "sd-cli: %s: \"%s\" is not a number\n", name, v);
+        return -1;
+    }
+    return 0;
+}
+
+
+static int
+parse_args(int argc, char **argv, sd_cli_args *a)
+{
+    long long  n;
+    int        i;
+
+    memset(a, 0, sizeof(*a));
+    a->prompt = "";
+    a->negative = "";
+    a->width = 1024;
+    a->height = 1024;
+    a->steps = 28;
+    a->cfg = 4.5;
+    a->seed = 42;
+    a->batch = 1;
+    a->rng = "cuda";
+    a->sampler = "Euler";
+    a->slg_start = 0.01;
+    a->slg_stop = 0.2;
+
+    for (i = 0; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+        if (v == NULL) {
+            fprintf(stderr, "sd-cli: %s needs a value\n", k);
+            return -1;
+        }
+        i++;
+        if (strcmp(k, "--model") == 0) {
+            a->model = v;
+        } else if (strcmp(k, "--prompt") == 0) {
+            a->prompt = v;
+        } else if (strcmp(k, "--negative") == 0) {
+            a->negative = v;
+        } else if (strcmp(k, "--dump") == 0) {
+            a->dump = v;
+        } else if (strcmp(k, "--output") == 0) {
+            a->output = v;
+        } else if (strcmp(k, "--rng") == 0) {
+            a->rng = v;
+        } else if (strcmp(k, "--sampler") == 0) {
+            a->sampler = v;
+        } else if (strcmp(k, "--slg-layers") == 0) {
+            a->slg_layers = v;
+        } else if (strcmp(k, "--width") == 0) {
+            if (parse_int(k, v, 1, 1 << 16, &n)) return -1;
+            a->width = (int) n;
+        } else if (strcmp(k, "--height") == 0) {
+            if (parse_int(k, v, 1, 1 << 16, &n)) return -1;
+            a->height = (int) n;
+        } else if (strcmp(k, "--steps") == 0) {
+            if (parse_int(k, v, 0, 100000, &n)) return -1;
+            a->steps = (int) n;
+        } else if (strcmp(k, "--batch") == 0) {
+            if (parse_int(k, v, 1, 64, &n)) return -1;
+            a->batch = (int) n;
+        } else if (strcmp(k, "--seed") == 0) {
+            if (parse_int(k, v, 0, 0xffffffffffffLL, &n)) return -1;
+            a->seed = n;
+        } else if (strcmp(k, "--cfg") == 0) {
+            if (parse_double(k, v, &a->cfg)) return -1;
+        } else if (strcmp(k, "--slg-scale") == 0) {
+            if (parse_double(k, v, &a->slg_scale)) return -1;
+        } else if (strcmp(k, "--slg-start") == 0) {
+            if (parse_double(k, v, &a->slg_start)) return -1;
+        } else if (strcmp(k, "--slg-stop") == 0) {
+            if (parse_double(k, v, &a->slg_stop)) return -1;
+        } else {
+            fprintf(stderr, "sd-cli: unknown option \"%s\"\n", k);
+            return -1;
+        }
+    }
+    if (a->model == NULL) {
+        fprintf(stderr, "sd-cli: --model DIR is required\n");
+        return -1;
+    }
+    return 0;
+}
+
+
+/* A dump under construction: host copies owned until written. */
+typedef struct {
+    sd_st_out   t[32];
+    void       *own[32];
+    size_t      n;
+} sd_cli_dump;
+
+
+static int
+dump_add(sd_cli_dump *d, const char *name, sd_dtype dt, void *data,
+    int own, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+{
+    sd_st_out  *o = &d->t[d->n];
+
+    if (data == NULL || d->n == 32) {
+        return -1;
+    }
+    o->name = name;
+    o->dtype = dt;
+    o->ndim = ndim;
+    o->shape[0] = d0;
+    o->shape[1] = d1;
+    o->shape[2] = d2;
+    o->shape[3] = d3;
+    o->data = data;
+    d->own[d->n] = own ? data : NULL;
+    d->n++;
+    return 0;
+}
+
+
+static void
+dump_free(sd_cli_dump *d)
+{
+    size_t  i;
+
+    for (i = 0; i < d->n; i++) {
+        free(d->own[i]);
+    }
+    d->n = 0;
+}
+
+
+static float *
+host_copy(const sd_tensor *t)
+{
+    float   *p;
+    sd_err   err = {0};
+
+    if (t == NULL) {
+        return NULL;
+    }
+    p = malloc((size_t) sd_numel(t) * sizeof(float));
+    if (p && sd_tensor_download(&err, t, p) != SD_OK) {
+        free(p);
+        p = NULL;
+    }
+    return p;
+}
+
+
+/* The encode-stage tensors of the prompt and the negative prompt. */
+static int
+dump_cond(sd_cli_dump *d, const sd_model *m, const sd_cond *c,
+    const sd_cond *n)
+{
+    int64_t  rows = c->context->ne[1], jd = c->context->ne[2];
+    int      r = 0;
+
+    r |= dump_add(d, "clip_l.ids", SD_DT_I32, c->ids_l, 0, 2, 1,
+                  m->clip_len, 0, 0);
+    r |= dump_add(d, "clip_g.ids", SD_DT_I32, c->ids_g, 0, 2, 1,
+                  m->clip_len, 0, 0);
+    r |= dump_add(d, "t5.ids", SD_DT_I32, c->ids_t5, 0, 2, 1, m->t5_len, 0,
+                  0);
+    r |= dump_add(d, "clip_l.penultimate", SD_DT_F32, host_copy(c->pen_l), 1,
+                  3, 1, c->pen_l->ne[1], c->pen_l->ne[2], 0);
+    r |= dump_add(d, "clip_l.text_embeds", SD_DT_F32, host_copy(c->emb_l), 1,
+                  2, 1, c->emb_l->ne[1], 0, 0);
+    r |= dump_add(d, "clip_g.penultimate", SD_DT_F32, host_copy(c->pen_g), 1,
+                  3, 1, c->pen_g->ne[1], c->pen_g->ne[2], 0);
+    r |= dump_add(d, "clip_g.text_embeds", SD_DT_F32, host_copy(c->emb_g), 1,
+                  2, 1, c->emb_g->ne[1], 0, 0);
+    if (c->t5) {
+        r |= dump_add(d, "t5.hidden", SD_DT_F32, host_copy(c->t5), 1, 3, 1,
+                      c->t5->ne[1], c->t5->ne[2], 0);
+    }
+    r |= dump_add(d, "prompt_embeds", SD_DT_F32, host_copy(c->context), 1, 3,
+                  1, rows, jd, 0);
+    r |= dump_add(d, "pooled", SD_DT_F32, host_copy(c->pooled), 1, 2, 1,
+                  c->pooled->ne[1], 0, 0);
+    r |= dump_add(d, "neg_prompt_embeds", SD_DT_F32, host_copy(n->context), 1,
+                  3, 1, rows, jd, 0);
+    r |= dump_add(d, "neg_pooled", SD_DT_F32, host_copy(n->pooled), 1, 2, 1,
+                  n->pooled->ne[1], 0, 0);
+    return r;
+}
+
+
+static int
+cmd_encode(int argc, char **argv)
+{
+    sd_cli_args   a;
+    sd_backend   *be = NULL;
+    sd_model     *m = NULL;
+    sd_cond       c, n;
+    sd_cli_dump   d;
+    sd_err        err = {0};
+    int           rc = 1;
+
+    memset(&c, 0, sizeof(c));
+    memset(&n, 0, sizeof(n));
+    memset(&d, 0, sizeof(d));
+    if (parse_args(argc, argv, &a) != 0) {
+        return usage();
+    }
+    if (a.dump == NULL) {
+        fprintf(stderr, "sd-cli: encode needs --dump FILE\n");
+        return usage();
+    }
+    if (sd_backend_cpu_create(&err, 0, &be) != SD_OK
+        || sd_model_load(&err, be, a.model, SD_PART_TEXT, &m) != SD_OK)
+    {
+        rc = fail("loading the model", &err);
+        goto out;
+    }
+    if (sd_cond_encode(&err, m, a.prompt, &c) != SD_OK
+        || sd_cond_encode(&err, m, a.negative, &n) != SD_OK)
+    {
+        rc = fail("encoding", &err);
+        goto out;
+    }
+    if (dump_cond(&d, m, &c, &n) != 0) {
+        fprintf(stderr, "sd-cli: out of memory preparing the dump\n");
+        goto out;
+    }
+    if (sd_st_write(&err, a.dump, d.t, d.n) != SD_OK) {
+        rc = fail("writing the dump", &err);
+        goto out;
+    }
+    rc = 0;
+
+out:
+    dump_free(&d);
+    sd_cond_free(&c);
+    sd_cond_free(&n);
+    sd_model_free(m);
+    sd_backend_destroy(be);
+    return rc;
+}
+
+
+static void
+progress_bar(void *data, int job, int jobs, int step, int steps)
+{
+    const struct timespec  *t0 = data;
+    struct timespec         now;
+    double                  el;
+    int                     i, w = 30, done = w * step / steps;
+
+    (void) job;
+    (void) jobs;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    el = (now.tv_sec - t0->tv_sec) + (now.tv_nsec - t0->tv_nsec) / 1e9;
+    fprintf(stderr, "\r[");
+    for (i = 0; i < w; i++) {
+        fputc(i < done ? '#' : '.', stderr);
+    }
+    fprintf(stderr, "] step %d/%d  %.1fs%s", step, steps, el,
+            step == steps ? "\n" : "");
+    fflush(stderr);
+}
+
+
+static int
+parse_layers(const char *s, int *layers, int *n)
+{
+    char  *end;
+    long   v;
+
+    *n = 0;
+    while (s && *s) {
+        v = strtol(s, &end, 10);
+        if (end == s || *n == 16 || v < 0 || v > 1000) {
+            fprintf(stderr, "sd-cli: --slg-layers: expected a list like "
+                    "7,8,9\n");
+            return -1;
+        }
+        layers[(*n)++] = (int) v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') {
+            fprintf(stderr, "sd-cli: --slg-layers: expected a list like "
+                    "7,8,9\n");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+
+static int
+write_file(const char *path, const void *data, size_t len)
+{
+    FILE  *f = fopen(path, "wb");
+
+    if (f == NULL || fwrite(data, 1, len, f) != len) {
+        fprintf(stderr, "sd-cli: writing \"%s\" failed: %s\n", path,
+                strerror(errno));
+        if (f) {
+            fclose(f);
+        }
+        return -1;
+    }
+    if (fclose(f) != 0) {
+        fprintf(stderr, "sd-cli: writing \"%s\" failed: %s\n", path,
+                strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+
+static int
+cmd_txt2img(int argc, char **argv)
+{
+    sd_cli_args      a;
+    sd_pipe_args     p;
+    sd_pipe_dump     pd;
+    sd_request       req;
+    sd_backend      *be = NULL;
+    sd_model        *m = NULL;
+    sd_cond          c, n;
+    sd_cli_dump      d;
+    sd_err           err = {0};
+    uint8_t         *rgb = NULL;
+    unsigned char   *png = NULL;
+    size_t           png_len;
+    char            *info = NULL;
+    struct timespec  t0;
+    int              rc = 1, i, layers[16], nl = 0;
+
+    memset(&c, 0, sizeof(c));
+    memset(&n, 0, sizeof(n));
+    memset(&d, 0, sizeof(d));
+    memset(&p, 0, sizeof(p));
+    memset(&pd, 0, sizeof(pd));
+    if (parse_args(argc, argv, &a) != 0
+        || parse_layers(a.slg_layers, layers, &nl) != 0)
+    {
+        return usage();
+    }
+    if (a.output == NULL && a.dump == NULL) {
+        fprintf(stderr, "sd-cli: txt2img needs --output FILE.png or --dump "
+                "FILE\n");
+        return usage();
+    }
+    if (strcasecmp(a.sampler, "Euler") != 0) {
+        fprintf(stderr, "sd-cli: --sampler: \"%s\" is not supported; "
+                "available: Euler\n", a.sampler);
+        return 2;
+    }
+    if (strcmp(a.rng, "cpu") != 0 && strcmp(a.rng, "cuda") != 0) {
+        fprintf(stderr, "sd-cli: --rng: must be cpu or cuda\n");
+        return 2;
+    }
+
+    p.width = a.width;
+    p.height = a.height;
+    p.steps = a.steps;
+    p.batch = a.batch;
+    p.cfg = (float) a.cfg;
+    p.rng = strcmp(a.rng, "cpu") == 0 ? SD_RNG_CPU : SD_RNG_CUDA;
+    p.slg_scale = (float) a.slg_scale;
+    p.slg_start = (float) a.slg_start;
+    p.slg_stop = (float) a.slg_stop;
+    p.slg_layers = layers;
+    p.slg_n_layers = nl;
+    p.jobs = 1;
+    for (i = 0; i < a.batch; i++) {
+        p.seeds[i] = (uint64_t) a.seed + i;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (isatty(STDERR_FILENO)) {
+        p.progress = progress_bar;
+        p.progress_data = &t0;
+    }
+
+    if (sd_backend_cpu_create(&err, 0, &be) != SD_OK
+        || sd_model_load(&err, be, a.model, SD_PART_ALL, &m) != SD_OK)
+    {
+        rc = fail("loading the model", &err);
+        goto out;
+    }
+    if (sd_pipe_validate(&err, m, &p) != SD_OK) {
+        fprintf(stderr, "sd-cli: %s\n", err.msg);
+        rc = 2;
+        goto out;
+    }
+    if (sd_cond_encode(&err, m, a.prompt, &c) != SD_OK
+        || sd_cond_encode(&err, m, a.negative, &n) != SD_OK)
+    {
+        rc = fail("encoding", &err);
+        goto out;
+    }
+    if (sd_pipe_txt2img(&err, m, &p, &c, &n, &rgb, a.dump ? &pd : NULL)
+        != SD_OK)
+    {
+        rc = fail("generating", &err);
+        goto out;
+    }
+
+    if (a.output) {
+        sd_request_init(&req);
+        req.prompt = a.prompt;
+        req.negative_prompt = a.negative;
+        req.width = a.width;
+        req.height = a.height;
+        req.steps = a.steps;
+        req.cfg_scale = (float) a.cfg;
+        if (sd_infotext(&err, m, &req, p.seeds[0], 0, &info) != SD_OK
+            || sd_png_encode(&err, rgb, a.width, a.height, info, &png,
+                             &png_len) != SD_OK)
+        {
+            rc = fail("encoding the PNG", &err);
+            goto out;
+        }
+        if (write_file(a.output, png, png_len) != 0) {
+            goto out;
+        }
+    }
+
+    if (a.dump) {
+        int64_t  ch = pd.latent_c, h = pd.latent_h, w = pd.latent_w;
+
+        if (dump_cond(&d, m, &c, &n) != 0
+            || dump_add(&d, "noise", SD_DT_F32, pd.noise, 0, 4, 1, ch, h, w)
+            || dump_add(&d, "sigmas", SD_DT_F32, pd.sigmas, 0, 1,
+                        a.steps + 1, 0, 0, 0)
+            || dump_add(&d, "timesteps", SD_DT_F32, pd.timesteps, 0, 1,
+                        a.steps, 0, 0, 0)
+            || dump_add(&d, "latents_after_step0", SD_DT_F32,
+                        pd.latents_step0, 0, 4, 1, ch, h, w)
+            || dump_add(&d, "final_latents", SD_DT_F32, pd.final_latents, 0,
+                        4, 1, ch, h, w)
+            || dump_add(&d, "image_u8", SD_DT_U8, rgb, 0, 4, 1, a.height,
+                        a.width, 3))
+        {
+            fprintf(stderr, "sd-cli: out of memory preparing the dump\n");
+            goto out;
+        }
+        if (sd_st_write(&err, a.dump, d.t, d.n) != SD_OK) {
+            rc = fail("writing the dump", &err);
+            goto out;
+        }
+    }
+    rc = 0;
+
+out:
+    dump_free(&d);
+    sd_pipe_dump_free(&pd);
+    free(rgb);
+    free(png);
+    free(info);
+    sd_cond_free(&c);
+    sd_cond_free(&n);
+    sd_model_free(m);
+    sd_backend_destroy(be);
+    return rc;
+}
+
+
+static int
+cmd_make_demo(int argc, char **argv)
+{
+    sd_err     err = {0};
+    long long  seed = 0;
+
+    if (argc != 1 && !(argc == 3 && strcmp(argv[1], "--seed") == 0)) {
+        return usage();
+    }
+    if (argc == 3 && parse_int("--seed", argv[2], 0, 0xffffffffLL, &seed)) {
+        return 2;
+    }
+    if (sd_demo_write(&err, argv[0], (uint64_t) seed) != SD_OK) {
+        return fail("writing the demo model", &err);
+    }
+    return 0;
+}
+
 
 int
-main(void)
+main(int argc, char **argv)
 {
-    fprintf(stderr, "usage: sd-cli encode|txt2img|make-demo ...\n");
-    return 2;
+    if (argc < 2) {
+        return usage();
+    }
+    if (strcmp(argv[1], "encode") == 0) {
+        return cmd_encode(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "txt2img") == 0) {
+        return cmd_txt2img(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "make-demo") == 0) {
+        return cmd_make_demo(argc - 2, argv + 2);
+    }
+    return usage();
 }

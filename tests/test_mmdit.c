@@ -7,6 +7,7 @@
  * after a call than before it, so a leak of per-call temporaries fails.
  */
 
+#include <limits.h>
 #include <stdint.h>
 #include <unistd.h>
 #include <sys/stat.h>
@@ -190,7 +191,7 @@ done:
 static int
 t_write_config(const char *dir, const char *json)
 {
-    char   path[600], src[600];
+    char   path[600], src[600], abs[PATH_MAX];
     FILE  *f;
 
     snprintf(path, sizeof(path), "%s/config.json", dir);
@@ -206,10 +207,11 @@ t_write_config(const char *dir, const char *json)
     snprintf(src, sizeof(src), "%s/tiny-sd35-large/transformer/"
              "diffusion_pytorch_model.safetensors", t_fixtures());
     unlink(path);
-    if (access(src, R_OK) != 0) {
+    /* the link lives in /tmp: it must name the fixture absolutely */
+    if (access(src, R_OK) != 0 || realpath(src, abs) == NULL) {
         return 1;
     }
-    return symlink(src, path) == 0 ? 0 : -1;
+    return symlink(abs, path) == 0 ? 0 : -1;
 }
 
 

@@ -21,7 +21,9 @@ static char  tdir[256];
 static void
 t_path(char *buf, size_t len, const char *name)
 {
-    snprintf(buf, len, "%s/%s", tdir, name);
+    if ((size_t) snprintf(buf, len, "%.200s/%.50s", tdir, name) >= len) {
+        buf[0] = '\0';
+    }
 }
 
 
