@@ -76,3 +76,44 @@ deps:
 	export DEBIAN_FRONTEND=noninteractive; \
 	$$SUDO apt-get update -qq && \
 	$$SUDO apt-get install -y -qq --no-install-recommends $(DEB_PKGS)
+
+# The nginx dynamic module (ngx_module/, ./config): a copy of Debian's nginx
+# source tree (package nginx-dev) configured --with-compat, so the module
+# loads into the stock nginx, and linked with the engine library.
+NGX_SRC    ?= /usr/share/nginx/src
+NGX_BUILD  := $(BUILD)/nginx
+MODULE     := $(BUILD)/ngx_http_sd_module.so
+MODULE_DEP := config $(wildcard ngx_module/*.c ngx_module/*.h) engine/sd.h
+
+.PHONY: module serve
+module: $(MODULE)
+
+$(NGX_BUILD)/Makefile: config $(NGX_SRC)/configure | $(LIB)
+	rm -rf $(NGX_BUILD) && mkdir -p $(NGX_BUILD)
+	cp -a $(NGX_SRC)/. $(NGX_BUILD)/
+	cd $(NGX_BUILD) && SD_LIBS="$(LDLIBS)" ./configure --with-compat \
+	    --with-threads --add-dynamic-module=$(CURDIR) \
+	    --with-cc-opt="$(PKG_CFLAGS)"
+
+$(MODULE): $(NGX_BUILD)/Makefile $(MODULE_DEP) $(LIB)
+	rm -f $(NGX_BUILD)/objs/ngx_http_sd_module.so
+	$(MAKE) -C $(NGX_BUILD) -f objs/Makefile modules
+	cp $(NGX_BUILD)/objs/ngx_http_sd_module.so $@
+
+# make serve [MODEL=dir] [PORT=n]: nginx in the foreground, prefix build/serve.
+MODEL ?= $(BUILD)/demo-model
+PORT  ?= 7860
+SERVE := $(BUILD)/serve
+
+serve: all $(MODULE)
+	@if [ ! -d "$(MODEL)" ] && [ "$(MODEL)" = "$(BUILD)/demo-model" ]; then \
+	    $(BUILD)/sd-cli make-demo $(MODEL); fi
+	@test -d "$(MODEL)" || { echo "serve: no model folder $(MODEL)"; exit 1; }
+	mkdir -p $(SERVE)/logs $(SERVE)/tmp
+	sed -e 's#^\( *sd_model  *\)[^ ]*  *[^ ;]*#\1$(notdir $(abspath $(MODEL))) $(abspath $(MODEL))#' \
+	    -e 's#127\.0\.0\.1:7860#127.0.0.1:$(PORT)#' \
+	    -e 's#^load_module .*;#load_module $(abspath $(MODULE));#' \
+	    conf/nginx.conf > $(SERVE)/nginx.conf
+	@echo "serving $(MODEL) at http://127.0.0.1:$(PORT)/sdapi/v1/"
+	exec nginx -p $(abspath $(SERVE))/ -c nginx.conf -e stderr \
+	    -g 'daemon off;'

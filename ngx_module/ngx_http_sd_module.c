@@ -1,0 +1,707 @@
+
+/*
+ * ngx_http_sd_module.c: the module's directives, configuration, process
+ * hooks and the metrics log phase.
+ *
+ * The engine is never opened in the master: a CUDA context does not survive
+ * fork(). Each worker opens the default model in init_process, in a thread
+ * task, so the worker serves /internal/ping at once and answers txt2img
+ * with 503 "loading" until the engine is ready; exit_process closes the
+ * engines after the thread pools have been joined.
+ */
+
+#include "ngx_http_sd_module.h"
+
+
+static ngx_int_t ngx_http_sd_add_variables(ngx_conf_t *cf);
+static void *ngx_http_sd_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_sd_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_sd_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_sd_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_sd_postconfiguration(ngx_conf_t *cf);
+static char *ngx_http_sd_model(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_sd_device(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_sd_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_sd_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_sd_log_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_sd_init_process(ngx_cycle_t *cycle);
+static void ngx_http_sd_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_sd_timer_handler(ngx_event_t *ev);
+
+
+ngx_http_sd_worker_t  ngx_http_sd_worker;
+
+
+static ngx_conf_enum_t  ngx_http_sd_precisions[] = {
+    { ngx_string("auto"), 0 },
+    { ngx_string("fp32"), 1 },
+    { ngx_string("bf16"), 2 },
+    { ngx_string("fp8"), 3 },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_sd_commands[] = {
+
+    /* sd_model NAME PATH [default]: a diffusers folder to serve */
+    { ngx_string("sd_model"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE23,
+      ngx_http_sd_model,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    /* sd_device cpu | cuda | cuda:N */
+    { ngx_string("sd_device"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_sd_device,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    /* sd_precision auto | fp32 | bf16 | fp8 */
+    { ngx_string("sd_precision"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, precision),
+      &ngx_http_sd_precisions },
+
+    /* sd_cpu_threads N: threads of the CPU backend, 0 = its default */
+    { ngx_string("sd_cpu_threads"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, cpu_threads),
+      NULL },
+
+    /* sd_thread_pool NAME: the nginx thread_pool that runs the jobs */
+    { ngx_string("sd_thread_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, pool_name),
+      NULL },
+
+    /* sd_queue_size N: jobs that may wait, per worker */
+    { ngx_string("sd_queue_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, queue_size),
+      NULL },
+
+    /* sd_parallel N: jobs inside the engine at once, per worker */
+    { ngx_string("sd_parallel"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, parallel),
+      NULL },
+
+    /* sd_shm_size SIZE: the zone shared by the workers */
+    { ngx_string("sd_shm_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, shm_size),
+      NULL },
+
+    /* sd_api: this location answers the A1111 API */
+    { ngx_string("sd_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_sd_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    /* sd_metrics: this location answers the Prometheus metrics */
+    { ngx_string("sd_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_sd_metrics,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    /* limits, each a complex value: a map can give each tenant its own */
+    { ngx_string("sd_max_pixels"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_sd_loc_conf_t, max_pixels),
+      NULL },
+
+    { ngx_string("sd_max_steps"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_sd_loc_conf_t, max_steps),
+      NULL },
+
+    { ngx_string("sd_max_batch_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_sd_loc_conf_t, max_batch_size),
+      NULL },
+
+    { ngx_string("sd_max_n_iter"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_sd_loc_conf_t, max_n_iter),
+      NULL },
+
+    /* sd_tenant VALUE: the key of fair queueing and per-tenant counters */
+    { ngx_string("sd_tenant"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_sd_loc_conf_t, tenant),
+      NULL },
+
+    /* sd_tenant_queue N: a tenant's jobs (waiting + running), 0 = off */
+    { ngx_string("sd_tenant_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_sd_loc_conf_t, tenant_queue),
+      NULL },
+
+    /* sd_retry_after TIME: Retry-After of 503 and 429 answers */
+    { ngx_string("sd_retry_after"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_sd_loc_conf_t, retry_after),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_sd_module_ctx = {
+    ngx_http_sd_add_variables,             /* preconfiguration */
+    ngx_http_sd_postconfiguration,         /* postconfiguration */
+
+    ngx_http_sd_create_main_conf,          /* create main configuration */
+    ngx_http_sd_init_main_conf,            /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_sd_create_loc_conf,           /* create location configuration */
+    ngx_http_sd_merge_loc_conf             /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_sd_module = {
+    NGX_MODULE_V1,
+    &ngx_http_sd_module_ctx,               /* module context */
+    ngx_http_sd_commands,                  /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_sd_init_process,              /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_sd_exit_process,              /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_int_t
+ngx_http_sd_add_variables(ngx_conf_t *cf)
+{
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_sd_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_sd_main_conf_t  *smcf;
+
+    smcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_sd_main_conf_t));
+    if (smcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     smcf->pool_name = { 0, NULL };
+     *     smcf->thread_pool = NULL;
+     *     smcf->shm_zone = NULL;
+     *     smcf->used = 0;
+     */
+
+    if (ngx_array_init(&smcf->models, cf->pool, 2,
+                       sizeof(ngx_http_sd_model_conf_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    smcf->default_model = NGX_CONF_UNSET_UINT;
+    smcf->device = NGX_CONF_UNSET;
+    smcf->device_index = NGX_CONF_UNSET;
+    smcf->precision = NGX_CONF_UNSET_UINT;
+    smcf->cpu_threads = NGX_CONF_UNSET;
+    smcf->queue_size = NGX_CONF_UNSET_UINT;
+    smcf->parallel = NGX_CONF_UNSET_UINT;
+    smcf->shm_size = NGX_CONF_UNSET_SIZE;
+
+    return smcf;
+}
+
+
+static char *
+ngx_http_sd_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_sd_main_conf_t *smcf = conf;
+
+    ngx_conf_init_uint_value(smcf->default_model, 0);
+    ngx_conf_init_value(smcf->device, SD_DEVICE_CPU);
+    ngx_conf_init_value(smcf->device_index, -1);
+    ngx_conf_init_uint_value(smcf->precision, 0);
+    ngx_conf_init_value(smcf->cpu_threads, 0);
+    ngx_conf_init_uint_value(smcf->queue_size, 16);
+    ngx_conf_init_uint_value(smcf->parallel, 1);
+    ngx_conf_init_size_value(smcf->shm_size, 1024 * 1024);
+
+    if (smcf->pool_name.data == NULL) {
+        ngx_str_set(&smcf->pool_name, "default");
+    }
+
+    if (smcf->parallel == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"sd_parallel\" must be at least 1");
+        return NGX_CONF_ERROR;
+    }
+
+    if (smcf->precision != 0 && smcf->precision != 1
+        && smcf->device == SD_DEVICE_CPU)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"sd_precision\" other than fp32 needs "
+                           "\"sd_device cuda\"");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_sd_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_sd_loc_conf_t  *slcf;
+
+    slcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_sd_loc_conf_t));
+    if (slcf == NULL) {
+        return NULL;
+    }
+
+    slcf->api = NGX_CONF_UNSET;
+    slcf->metrics = NGX_CONF_UNSET;
+    slcf->max_pixels = NGX_CONF_UNSET_PTR;
+    slcf->max_steps = NGX_CONF_UNSET_PTR;
+    slcf->max_batch_size = NGX_CONF_UNSET_PTR;
+    slcf->max_n_iter = NGX_CONF_UNSET_PTR;
+    slcf->tenant = NGX_CONF_UNSET_PTR;
+    slcf->tenant_queue = NGX_CONF_UNSET_PTR;
+    slcf->retry_after = NGX_CONF_UNSET;
+
+    return slcf;
+}
+
+
+static char *
+ngx_http_sd_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_sd_loc_conf_t *prev = parent;
+    ngx_http_sd_loc_conf_t *conf = child;
+
+    ngx_conf_merge_value(conf->api, prev->api, 0);
+    ngx_conf_merge_value(conf->metrics, prev->metrics, 0);
+    ngx_conf_merge_ptr_value(conf->max_pixels, prev->max_pixels, NULL);
+    ngx_conf_merge_ptr_value(conf->max_steps, prev->max_steps, NULL);
+    ngx_conf_merge_ptr_value(conf->max_batch_size, prev->max_batch_size,
+                             NULL);
+    ngx_conf_merge_ptr_value(conf->max_n_iter, prev->max_n_iter, NULL);
+    ngx_conf_merge_ptr_value(conf->tenant, prev->tenant, NULL);
+    ngx_conf_merge_ptr_value(conf->tenant_queue, prev->tenant_queue, NULL);
+    ngx_conf_merge_sec_value(conf->retry_after, prev->retry_after, 5);
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_sd_postconfiguration(ngx_conf_t *cf)
+{
+    size_t                      size;
+    ngx_str_t                   name;
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+    ngx_http_sd_main_conf_t    *smcf;
+
+    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_sd_module);
+
+    if (!smcf->used) {
+        return NGX_OK;
+    }
+
+    if (smcf->models.nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"sd_api\" needs at least one \"sd_model\" "
+                           "in the http block");
+        return NGX_ERROR;
+    }
+
+    smcf->thread_pool = ngx_thread_pool_add(cf, &smcf->pool_name);
+    if (smcf->thread_pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    size = ngx_max(smcf->shm_size,
+                   ngx_align(sizeof(ngx_http_sd_shm_t), ngx_pagesize)
+                   + 8 * ngx_pagesize);
+
+    ngx_str_set(&name, "ngx_http_sd");
+
+    smcf->shm_zone = ngx_shared_memory_add(cf, &name, size,
+                                           &ngx_http_sd_module);
+    if (smcf->shm_zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    smcf->shm_zone->init = ngx_http_sd_shm_init;
+    smcf->shm_zone->data = smcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_sd_log_handler;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_sd_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_sd_main_conf_t *smcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_uint_t                 i;
+    ngx_http_sd_model_conf_t  *m;
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[1].len >= NGX_HTTP_SD_NAME_LEN) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid model name \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (smcf->models.nelts >= NGX_HTTP_SD_MAX_MODELS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many \"sd_model\" directives, at most %d",
+                           NGX_HTTP_SD_MAX_MODELS);
+        return NGX_CONF_ERROR;
+    }
+
+    m = smcf->models.elts;
+    for (i = 0; i < smcf->models.nelts; i++) {
+        if (m[i].name.len == value[1].len
+            && ngx_strncmp(m[i].name.data, value[1].data, value[1].len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate model name \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (cf->args->nelts == 4) {
+        if (ngx_strcmp(value[3].data, "default") != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[3]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (smcf->default_model != NGX_CONF_UNSET_UINT) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "more than one default model");
+            return NGX_CONF_ERROR;
+        }
+
+        smcf->default_model = smcf->models.nelts;
+    }
+
+    m = ngx_array_push(&smcf->models);
+    if (m == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* both strings are null-terminated: the engine takes C strings */
+    m->name = value[1];
+    m->path = value[2];
+
+    if (ngx_conf_full_name(cf->cycle, &m->path, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_sd_device(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_sd_main_conf_t *smcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (smcf->device != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "cpu") == 0) {
+        smcf->device = SD_DEVICE_CPU;
+        smcf->device_index = 0;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strcmp(value[1].data, "cuda") == 0) {
+        /* each worker takes the GPU of its number */
+        smcf->device = SD_DEVICE_CUDA;
+        smcf->device_index = -1;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value[1].data, "cuda:", 5) == 0) {
+        n = ngx_atoi(value[1].data + 5, value[1].len - 5);
+        if (n != NGX_ERROR) {
+            smcf->device = SD_DEVICE_CUDA;
+            smcf->device_index = n;
+            return NGX_CONF_OK;
+        }
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid device \"%V\", expected \"cpu\", \"cuda\" "
+                       "or \"cuda:N\"", &value[1]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_sd_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_sd_loc_conf_t *slcf = conf;
+
+    ngx_http_sd_main_conf_t   *smcf;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (slcf->api != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    slcf->api = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_sd_api_handler;
+
+    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_sd_module);
+    smcf->used = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_sd_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_sd_loc_conf_t *slcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (slcf->metrics != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    slcf->metrics = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_sd_metrics_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* Counts every answer of the API locations, nginx's own ones included. */
+
+static ngx_int_t
+ngx_http_sd_log_handler(ngx_http_request_t *r)
+{
+    ngx_uint_t               route;
+    ngx_http_sd_ctx_t       *ctx;
+    ngx_http_sd_loc_conf_t  *slcf;
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_sd_module);
+
+    if (!slcf->api && !slcf->metrics) {
+        return NGX_OK;
+    }
+
+    if (slcf->metrics) {
+        route = NGX_HTTP_SD_METRICS;
+
+    } else {
+        ctx = ngx_http_get_module_ctx(r, ngx_http_sd_module);
+        route = ctx ? ctx->route : (ngx_uint_t) ngx_http_sd_route(&r->uri);
+    }
+
+    ngx_http_sd_count(r, route, r->headers_out.status);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_sd_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                 i;
+    ngx_http_sd_worker_t      *w;
+    ngx_http_sd_model_conf_t  *mc;
+    ngx_http_sd_main_conf_t   *smcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    smcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_sd_module);
+
+    if (smcf == NULL || !smcf->used) {
+        return NGX_OK;
+    }
+
+    w = &ngx_http_sd_worker;
+    ngx_memzero(w, sizeof(ngx_http_sd_worker_t));
+
+    w->smcf = smcf;
+    w->log = cycle->log;
+    w->shm = ngx_http_sd_shm;
+    w->slot = ngx_worker < NGX_HTTP_SD_MAX_WORKERS ? ngx_worker
+                                                   : NGX_HTTP_SD_MAX_WORKERS - 1;
+    w->unload_gen = w->shm->unload_gen;
+    w->reload_gen = w->shm->reload_gen;
+
+    ngx_queue_init(&w->tenants);
+    ngx_queue_init(&w->ring);
+
+    ngx_http_sd_tasks_reap();
+
+    w->shm->queued[w->slot] = 0;
+    w->shm->running[w->slot] = 0;
+    w->shm->memory[w->slot] = 0;
+    w->shm->ready[w->slot] = 0;
+    w->shm->pid[w->slot] = ngx_pid;
+
+    w->nmodels = smcf->models.nelts;
+    w->models = ngx_pcalloc(cycle->pool,
+                            w->nmodels * sizeof(ngx_http_sd_model_t));
+    if (w->models == NULL) {
+        return NGX_ERROR;
+    }
+
+    mc = smcf->models.elts;
+
+    for (i = 0; i < w->nmodels; i++) {
+        w->models[i].name = mc[i].name;
+        w->models[i].path = mc[i].path;
+        w->models[i].state = NGX_HTTP_SD_UNLOADED;
+
+        w->models[i].task = ngx_thread_task_alloc(cycle->pool, 0);
+        if (w->models[i].task == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    w->active = 1;
+
+    w->timer.handler = ngx_http_sd_timer_handler;
+    w->timer.data = w;
+    w->timer.log = cycle->log;
+    w->timer.cancelable = 1;
+    ngx_add_timer(&w->timer, 1000);
+
+    i = w->shm->model < w->nmodels ? w->shm->model : smcf->default_model;
+
+    /* the worker answers at once; the engine loads in a thread */
+    (void) ngx_http_sd_model_load(i);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_sd_timer_handler(ngx_event_t *ev)
+{
+    if (ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    ngx_http_sd_models_check();
+    ngx_http_sd_dispatch();
+
+    ngx_add_timer(ev, 1000);
+}
+
+
+static void
+ngx_http_sd_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t             i;
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+
+    if (!w->active) {
+        return;
+    }
+
+    /* the thread pools are joined by now: no engine call is running */
+
+    for (i = 0; i < w->nmodels; i++) {
+        if (w->models[i].engine) {
+            sd_engine_close(w->models[i].engine);
+            w->models[i].engine = NULL;
+        }
+    }
+
+    if (w->shm && w->shm->pid[w->slot] == (ngx_atomic_uint_t) ngx_pid) {
+        w->shm->pid[w->slot] = 0;
+        w->shm->ready[w->slot] = 0;
+        w->shm->memory[w->slot] = 0;
+    }
+
+    w->active = 0;
+}

@@ -1,0 +1,351 @@
+
+/*
+ * ngx_http_sd_module.h: the types that the sd module's files share.
+ *
+ * Who owns what. The configuration (main and location conf) lives in the
+ * cycle's pools. Per worker process, one ngx_http_sd_worker_t (a static)
+ * owns the engines, the tenants and the job queue; it is touched only on
+ * the event loop. A job (ngx_http_sd_job_t) is malloc'ed: the queue owns it
+ * while it waits, its thread task while it runs (the thread function reads
+ * and writes the job and nothing else: never the request, never the
+ * worker), and the event loop frees it when it ends. job->r is touched only
+ * on the event loop. The shared zone (ngx_http_sd_shm_t) holds what every
+ * worker must see: task states for /internal/progress, options, metrics.
+ */
+
+#ifndef _NGX_HTTP_SD_MODULE_H_INCLUDED_
+#define _NGX_HTTP_SD_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <ngx_thread_pool.h>
+
+#include <cjson/cJSON.h>
+
+#include "sd.h"
+
+
+#define NGX_HTTP_SD_VERSION          "0.1.0"
+
+#define NGX_HTTP_SD_MAX_WORKERS      64
+#define NGX_HTTP_SD_MAX_MODELS       16
+#define NGX_HTTP_SD_MAX_TASKS        512
+#define NGX_HTTP_SD_MAX_TENANTS      64
+#define NGX_HTTP_SD_ID_LEN           64
+#define NGX_HTTP_SD_NAME_LEN         64
+#define NGX_HTTP_SD_HIST_BUCKETS     12
+#define NGX_HTTP_SD_ERRLEN           256
+
+/* defaults of the location limits (sd_max_*) */
+#define NGX_HTTP_SD_DEF_MAX_PIXELS   (2048 * 2048)
+#define NGX_HTTP_SD_DEF_MAX_STEPS    150
+#define NGX_HTTP_SD_DEF_MAX_BATCH    8
+#define NGX_HTTP_SD_DEF_MAX_N_ITER   16
+
+
+/* routes, as counted by the metrics */
+typedef enum {
+    NGX_HTTP_SD_TXT2IMG = 0,
+    NGX_HTTP_SD_PROGRESS,
+    NGX_HTTP_SD_INTERRUPT,
+    NGX_HTTP_SD_SKIP,
+    NGX_HTTP_SD_OPTIONS,
+    NGX_HTTP_SD_SD_MODELS,
+    NGX_HTTP_SD_SAMPLERS,
+    NGX_HTTP_SD_SCHEDULERS,
+    NGX_HTTP_SD_MEMORY,
+    NGX_HTTP_SD_PNG_INFO,
+    NGX_HTTP_SD_REFRESH,
+    NGX_HTTP_SD_UNLOAD,
+    NGX_HTTP_SD_RELOAD,
+    NGX_HTTP_SD_PING,
+    NGX_HTTP_SD_IPROGRESS,
+    NGX_HTTP_SD_PENDING,
+    NGX_HTTP_SD_METRICS,
+    NGX_HTTP_SD_ERROR,
+    NGX_HTTP_SD_OTHER,
+    NGX_HTTP_SD_NROUTES
+} ngx_http_sd_route_e;
+
+#define NGX_HTTP_SD_NCODES           13
+
+
+/* model states, per worker */
+typedef enum {
+    NGX_HTTP_SD_UNLOADED = 0,
+    NGX_HTTP_SD_LOADING,
+    NGX_HTTP_SD_READY,
+    NGX_HTTP_SD_FAILED,
+    NGX_HTTP_SD_CLOSING
+} ngx_http_sd_model_state_e;
+
+
+/* task states in the shared zone */
+typedef enum {
+    NGX_HTTP_SD_TASK_FREE = 0,
+    NGX_HTTP_SD_TASK_QUEUED,
+    NGX_HTTP_SD_TASK_RUNNING,
+    NGX_HTTP_SD_TASK_DONE
+} ngx_http_sd_task_state_e;
+
+
+/* configuration */
+
+typedef struct {
+    ngx_str_t                  name;
+    ngx_str_t                  path;        /* null-terminated */
+} ngx_http_sd_model_conf_t;
+
+
+typedef struct {
+    ngx_array_t                models;      /* ngx_http_sd_model_conf_t */
+    ngx_uint_t                 default_model;
+    ngx_int_t                  device;      /* sd_device, or NGX_CONF_UNSET */
+    ngx_int_t                  device_index;    /* -1: the worker number */
+    ngx_uint_t                 precision;
+    ngx_int_t                  cpu_threads;
+    ngx_str_t                  pool_name;
+    ngx_thread_pool_t         *thread_pool;
+    ngx_uint_t                 queue_size;
+    ngx_uint_t                 parallel;
+    size_t                     shm_size;
+    ngx_shm_zone_t            *shm_zone;
+    ngx_flag_t                 used;        /* some location has sd_api */
+} ngx_http_sd_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                 api;
+    ngx_flag_t                 metrics;
+    ngx_http_complex_value_t  *max_pixels;
+    ngx_http_complex_value_t  *max_steps;
+    ngx_http_complex_value_t  *max_batch_size;
+    ngx_http_complex_value_t  *max_n_iter;
+    ngx_http_complex_value_t  *tenant;
+    ngx_http_complex_value_t  *tenant_queue;
+    time_t                     retry_after;
+} ngx_http_sd_loc_conf_t;
+
+
+/* the shared zone */
+
+typedef struct {
+    ngx_atomic_t               buckets[NGX_HTTP_SD_HIST_BUCKETS];
+    ngx_atomic_t               count;
+    ngx_atomic_t               sum_us;
+} ngx_http_sd_hist_t;
+
+
+typedef struct {
+    u_char                     id[NGX_HTTP_SD_ID_LEN];  /* "" when free */
+    ngx_atomic_t               state;       /* ngx_http_sd_task_state_e */
+    ngx_pid_t                  pid;
+    ngx_atomic_t               seq;         /* arrival order, all workers */
+    ngx_atomic_t               position;    /* 1-based place in the queue */
+    ngx_atomic_t               job_no;      /* iteration, from 0 */
+    ngx_atomic_t               job_count;   /* n_iter */
+    ngx_atomic_t               step;
+    ngx_atomic_t               steps;
+    ngx_atomic_t               interrupted;
+    ngx_atomic_t               skipped;
+    ngx_atomic_t               start_ms;    /* wall clock, ms */
+    ngx_atomic_t               end_ms;
+    u_char                     timestamp[16];   /* A1111 job_timestamp */
+} ngx_http_sd_shm_task_t;
+
+
+typedef struct {
+    u_char                     name[NGX_HTTP_SD_NAME_LEN];
+    ngx_atomic_t               requests;
+    ngx_atomic_t               images;
+    ngx_atomic_t               rejected;    /* 429 answers */
+    ngx_atomic_t               queued;
+    ngx_atomic_t               running;
+} ngx_http_sd_shm_tenant_t;
+
+
+typedef struct {
+    ngx_atomic_t               interrupt_seq;
+    ngx_atomic_t               skip_seq;
+    ngx_atomic_t               unload_gen;
+    ngx_atomic_t               reload_gen;
+    ngx_atomic_t               model;       /* options: sd_model_checkpoint */
+    ngx_atomic_t               randn_cpu;   /* options: randn_source CPU */
+    ngx_atomic_t               seq;
+    u_char                     hash[NGX_HTTP_SD_MAX_MODELS][16];
+
+    ngx_atomic_t               requests[NGX_HTTP_SD_NROUTES]
+                                       [NGX_HTTP_SD_NCODES];
+    ngx_atomic_t               images;
+    ngx_atomic_t               jobs_failed;
+    ngx_atomic_t               jobs_cancelled;
+    ngx_atomic_t               queued[NGX_HTTP_SD_MAX_WORKERS];
+    ngx_atomic_t               running[NGX_HTTP_SD_MAX_WORKERS];
+    ngx_atomic_t               memory[NGX_HTTP_SD_MAX_WORKERS];
+    ngx_atomic_t               ready[NGX_HTTP_SD_MAX_WORKERS];
+    ngx_atomic_t               pid[NGX_HTTP_SD_MAX_WORKERS];
+    ngx_http_sd_hist_t         step_hist;
+    ngx_http_sd_hist_t         request_hist;
+
+    ngx_http_sd_shm_tenant_t   tenants[NGX_HTTP_SD_MAX_TENANTS];
+    ngx_http_sd_shm_task_t     tasks[NGX_HTTP_SD_MAX_TASKS];
+} ngx_http_sd_shm_t;
+
+
+/* per worker */
+
+typedef struct ngx_http_sd_job_s  ngx_http_sd_job_t;
+
+
+typedef struct {
+    ngx_str_t                  name;
+    ngx_str_t                  path;
+    sd_engine                 *engine;
+    ngx_uint_t                 state;       /* ngx_http_sd_model_state_e */
+    ngx_uint_t                 running;     /* jobs inside the engine */
+    unsigned                   unload:1;    /* close once idle */
+    ngx_thread_task_t         *task;        /* opens or closes the engine */
+    sd_engine                 *result;      /* of the open task */
+    sd_status                  status;
+    char                       err[NGX_HTTP_SD_ERRLEN];
+    char                       hash[16];
+    char                       display[NGX_HTTP_SD_NAME_LEN];
+} ngx_http_sd_model_t;
+
+
+typedef struct {
+    ngx_str_t                  name;        /* malloc'ed */
+    ngx_queue_t                link;        /* in worker->tenants */
+    ngx_queue_t                ring;        /* in worker->ring when queued */
+    ngx_queue_t                jobs;
+    ngx_uint_t                 queued;
+    ngx_uint_t                 running;
+    ngx_http_sd_shm_tenant_t  *shm;
+} ngx_http_sd_tenant_t;
+
+
+typedef struct {
+    ngx_http_sd_main_conf_t   *smcf;
+    ngx_log_t                 *log;
+    ngx_http_sd_shm_t         *shm;
+    ngx_http_sd_model_t       *models;
+    ngx_uint_t                 nmodels;
+    ngx_queue_t                tenants;     /* with queued or running jobs */
+    ngx_queue_t                ring;        /* round robin: with queued jobs */
+    ngx_uint_t                 queued;
+    ngx_uint_t                 running;
+    ngx_uint_t                 slot;        /* ngx_worker, clamped */
+    ngx_atomic_uint_t          unload_gen;
+    ngx_atomic_uint_t          reload_gen;
+    ngx_event_t                timer;
+    unsigned                   active:1;
+} ngx_http_sd_worker_t;
+
+
+struct ngx_http_sd_job_s {
+    ngx_thread_task_t          task;        /* task.ctx is the job */
+    ngx_http_request_t        *r;
+    ngx_http_sd_tenant_t      *tenant;
+    ngx_queue_t                queue;       /* in tenant->jobs */
+    ngx_uint_t                 state;       /* QUEUED or RUNNING */
+    ngx_uint_t                 model;
+    sd_engine                 *engine;
+    ngx_http_sd_shm_task_t    *slot;
+
+    /* the request, plain C; the strings are owned by the job */
+    sd_request                 req;
+    char                      *prompt;
+    char                      *negative_prompt;
+    char                      *sampler;
+    char                      *scheduler;
+    int                        n_iter;
+    int                        batch_size;
+    int64_t                    seed;        /* resolved: never -1 */
+    int64_t                    subseed;
+    unsigned                   send_images:1;
+    cJSON                     *params;      /* "parameters" of the answer */
+    cJSON                     *styles;
+    u_char                     id[NGX_HTTP_SD_ID_LEN];
+    size_t                     id_len;
+    u_char                     timestamp[16];
+
+    /* shared with the thread */
+    volatile int               cancel;
+    volatile int               client_gone;
+    volatile int               detached;
+    volatile int               interrupted;
+    volatile int               skipped;
+    volatile int               skip_hit;
+    ngx_atomic_uint_t          interrupt_seq;
+    ngx_atomic_uint_t          skip_seq;
+    uint64_t                   last_step_ns;
+
+    /* results, written by the thread */
+    sd_result                 *results;     /* n_iter of them */
+    int                        n_done;      /* iterations with images */
+    sd_status                  status;
+    char                       err[NGX_HTTP_SD_ERRLEN];
+
+    ngx_msec_t                 queued_at;
+    ngx_msec_t                 started_at;
+};
+
+
+typedef struct {
+    ngx_http_sd_job_t         *job;
+    ngx_uint_t                 route;
+    ngx_table_elt_t           *task_header;   /* X-Task-Id, txt2img */
+    u_char                     id[NGX_HTTP_SD_ID_LEN];
+    size_t                     id_len;
+} ngx_http_sd_ctx_t;
+
+
+extern ngx_module_t            ngx_http_sd_module;
+extern ngx_http_sd_worker_t    ngx_http_sd_worker;
+extern ngx_http_sd_shm_t      *ngx_http_sd_shm;
+
+
+/* ngx_http_sd_api.c */
+ngx_int_t ngx_http_sd_api_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_sd_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    cJSON *json);
+ngx_int_t ngx_http_sd_send_detail(ngx_http_request_t *r, ngx_uint_t status,
+    const char *detail, time_t retry_after);
+ngx_int_t ngx_http_sd_send_422(ngx_http_request_t *r, const char *field,
+    const char *msg, const char *type);
+ngx_int_t ngx_http_sd_send_500(ngx_http_request_t *r, const char *error,
+    const char *errors);
+ngx_int_t ngx_http_sd_txt2img_respond(ngx_http_request_t *r,
+    ngx_http_sd_job_t *job);
+ngx_int_t ngx_http_sd_route(ngx_str_t *uri);
+
+/* ngx_http_sd_queue.c */
+ngx_int_t ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
+    ngx_str_t *tenant, ngx_int_t tenant_queue, time_t retry_after);
+void ngx_http_sd_dispatch(void);
+void ngx_http_sd_job_free(ngx_http_sd_job_t *job);
+ngx_int_t ngx_http_sd_model_load(ngx_uint_t i);
+void ngx_http_sd_models_check(void);
+
+/* ngx_http_sd_shm.c */
+ngx_int_t ngx_http_sd_shm_init(ngx_shm_zone_t *shm_zone, void *data);
+ngx_http_sd_shm_task_t *ngx_http_sd_task_alloc(u_char *id, size_t len);
+ngx_http_sd_shm_task_t *ngx_http_sd_task_find(u_char *id, size_t len);
+void ngx_http_sd_task_end(ngx_http_sd_shm_task_t *t);
+void ngx_http_sd_tasks_reap(void);
+ngx_http_sd_shm_tenant_t *ngx_http_sd_tenant_shm(ngx_str_t *name);
+void ngx_http_sd_hist_observe(ngx_http_sd_hist_t *h, const double *le,
+    uint64_t us);
+void ngx_http_sd_count(ngx_http_request_t *r, ngx_uint_t route,
+    ngx_uint_t status);
+ngx_int_t ngx_http_sd_metrics_handler(ngx_http_request_t *r);
+uint64_t ngx_http_sd_now_ms(void);
+
+extern const double  ngx_http_sd_step_le[NGX_HTTP_SD_HIST_BUCKETS];
+extern const double  ngx_http_sd_request_le[NGX_HTTP_SD_HIST_BUCKETS];
+extern const char   *ngx_http_sd_route_names[NGX_HTTP_SD_NROUTES];
+
+
+#endif /* _NGX_HTTP_SD_MODULE_H_INCLUDED_ */

@@ -1,0 +1,1026 @@
+
+/*
+ * ngx_http_sd_queue.c: the per-worker job queue, the engines' lifetimes,
+ * and the thread side of a job.
+ *
+ * Jobs wait in per-tenant FIFOs; the tenants that have jobs waiting form a
+ * ring, and the dispatcher takes one job from the ring's head tenant, then
+ * moves that tenant to the tail: round robin, so that a tenant that floods
+ * the queue delays others by at most one job each. At most sd_parallel jobs
+ * of a worker are inside the engine at once; each runs as one nginx thread
+ * task (all its n_iter iterations), blocking its request
+ * (r->main->blocked) until the completion handler, on the event loop,
+ * answers and finalizes it.
+ *
+ * Invariant: the thread function and the progress callback touch only the
+ * job and the shared zone's atomic words; everything else, the request
+ * included, is touched on the event loop only. A job is freed exactly once:
+ * by the completion handler once it has run, or by whoever takes it out of
+ * the queue before it runs (client abort, request cleanup, model failure).
+ */
+
+#include "ngx_http_sd_module.h"
+
+#include <time.h>
+
+
+static ngx_http_sd_tenant_t *ngx_http_sd_tenant_get(ngx_str_t *name);
+static void ngx_http_sd_tenant_put(ngx_http_sd_tenant_t *t);
+static void ngx_http_sd_unqueue(ngx_http_sd_job_t *job);
+static void ngx_http_sd_positions(void);
+static void ngx_http_sd_fail_queued(ngx_http_sd_job_t *job,
+    const char *error, const char *msg);
+static ngx_int_t ngx_http_sd_start(ngx_http_sd_job_t *job);
+static void ngx_http_sd_job_thread(void *data, ngx_log_t *log);
+static void ngx_http_sd_job_progress(void *data, int job, int jobs, int step,
+    int steps);
+static void ngx_http_sd_job_done(ngx_event_t *ev);
+static void ngx_http_sd_check_broken(ngx_http_request_t *r);
+static void ngx_http_sd_abort(ngx_http_request_t *r);
+static void ngx_http_sd_cleanup(void *data);
+static void ngx_http_sd_model_open_thread(void *data, ngx_log_t *log);
+static void ngx_http_sd_model_opened(ngx_event_t *ev);
+static ngx_int_t ngx_http_sd_model_close(ngx_uint_t i);
+static void ngx_http_sd_model_close_thread(void *data, ngx_log_t *log);
+static void ngx_http_sd_model_closed(ngx_event_t *ev);
+static void ngx_http_sd_memory_gauge(void);
+static uint64_t ngx_http_sd_mono_ns(void);
+
+
+static ngx_http_sd_tenant_t *
+ngx_http_sd_tenant_get(ngx_str_t *name)
+{
+    ngx_queue_t           *q;
+    ngx_http_sd_tenant_t  *t;
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+
+    for (q = ngx_queue_head(&w->tenants);
+         q != ngx_queue_sentinel(&w->tenants);
+         q = ngx_queue_next(q))
+    {
+        t = ngx_queue_data(q, ngx_http_sd_tenant_t, link);
+
+        if (t->name.len == name->len
+            && ngx_strncmp(t->name.data, name->data, name->len) == 0)
+        {
+            return t;
+        }
+    }
+
+    t = ngx_calloc(sizeof(ngx_http_sd_tenant_t) + name->len, w->log);
+    if (t == NULL) {
+        return NULL;
+    }
+
+    t->name.data = (u_char *) t + sizeof(ngx_http_sd_tenant_t);
+    t->name.len = name->len;
+    ngx_memcpy(t->name.data, name->data, name->len);
+
+    ngx_queue_init(&t->jobs);
+    ngx_queue_init(&t->ring);
+    ngx_queue_insert_tail(&w->tenants, &t->link);
+
+    t->shm = ngx_http_sd_tenant_shm(name);
+
+    return t;
+}
+
+
+static void
+ngx_http_sd_tenant_put(ngx_http_sd_tenant_t *t)
+{
+    if (t->queued || t->running) {
+        return;
+    }
+
+    ngx_queue_remove(&t->link);
+    ngx_free(t);
+}
+
+
+void
+ngx_http_sd_job_free(ngx_http_sd_job_t *job)
+{
+    int  i;
+
+    if (job->results) {
+        for (i = 0; i < job->n_iter; i++) {
+            sd_result_free(&job->results[i]);
+        }
+        ngx_free(job->results);
+    }
+
+    if (job->params) {
+        cJSON_Delete(job->params);
+    }
+
+    if (job->styles) {
+        cJSON_Delete(job->styles);
+    }
+
+    ngx_free(job->prompt);
+    ngx_free(job->negative_prompt);
+    ngx_free(job->sampler);
+    ngx_free(job->scheduler);
+    ngx_free(job);
+}
+
+
+/*
+ * Takes the job into the queue, or answers why not. Returns NGX_DONE when
+ * queued (the request then belongs to the queue), else the status of the
+ * answer sent, for ngx_http_finalize_request().
+ */
+
+ngx_int_t
+ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
+    ngx_str_t *tenant, ngx_int_t tenant_queue, time_t retry_after)
+{
+    ngx_http_sd_ctx_t        *ctx;
+    ngx_http_sd_model_t      *m;
+    ngx_http_sd_worker_t     *w;
+    ngx_http_sd_tenant_t     *t;
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_sd_main_conf_t  *smcf;
+    u_char                    msg[NGX_HTTP_SD_ERRLEN];
+
+    w = &ngx_http_sd_worker;
+    smcf = w->smcf;
+    m = &w->models[job->model];
+
+    if (m->state == NGX_HTTP_SD_LOADING) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "sd model \"%V\" is loading, answering 503", &m->name);
+        return ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "loading", retry_after);
+    }
+
+    if (m->state == NGX_HTTP_SD_FAILED) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "sd model \"%V\" failed to load: %s", &m->name, m->err);
+        return ngx_http_sd_send_500(r, "ModelLoadError", m->err);
+    }
+
+    t = ngx_http_sd_tenant_get(tenant);
+    if (t == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    (void) ngx_atomic_fetch_add(&t->shm->requests, 1);
+
+    if (w->queued >= smcf->queue_size) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "sd queue is full (%ui jobs), answering 503",
+                      w->queued);
+        ngx_http_sd_tenant_put(t);
+        return ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "queue full", retry_after);
+    }
+
+    if (tenant_queue > 0
+        && t->queued + t->running >= (ngx_uint_t) tenant_queue)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "sd tenant \"%V\" has %ui jobs, over its share of %i, "
+                      "answering 429", tenant, t->queued + t->running,
+                      tenant_queue);
+        (void) ngx_atomic_fetch_add(&t->shm->rejected, 1);
+        ngx_http_sd_tenant_put(t);
+        ngx_snprintf(msg, sizeof(msg), "tenant \"%V\" is over its queue "
+                     "share of %i jobs%Z", tenant, tenant_queue);
+        return ngx_http_sd_send_detail(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                       (char *) msg, retry_after);
+    }
+
+    job->slot = ngx_http_sd_task_alloc(job->id, job->id_len);
+    if (job->slot == NULL) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "sd task table is full, answering 503");
+        ngx_http_sd_tenant_put(t);
+        return ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "queue full", retry_after);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_sd_module);
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        ngx_http_sd_task_end(job->slot);
+        ngx_http_sd_tenant_put(t);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_sd_cleanup;
+    cln->data = ctx;
+
+    ngx_memcpy(job->slot->timestamp, job->timestamp, sizeof(job->timestamp));
+    job->slot->job_count = job->n_iter;
+    job->slot->steps = job->req.steps;
+
+    job->r = r;
+    job->tenant = t;
+    job->state = NGX_HTTP_SD_TASK_QUEUED;
+    job->queued_at = ngx_current_msec;
+    ctx->job = job;
+
+    ngx_queue_insert_tail(&t->jobs, &job->queue);
+    if (t->queued == 0) {
+        ngx_queue_insert_tail(&w->ring, &t->ring);
+    }
+
+    t->queued++;
+    w->queued++;
+    (void) ngx_atomic_fetch_add(&t->shm->queued, 1);
+    (void) ngx_atomic_fetch_add(&w->shm->queued[w->slot], 1);
+
+    r->read_event_handler = ngx_http_sd_check_broken;
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    if ((ngx_event_flags & NGX_USE_LEVEL_EVENT)
+        && !r->connection->read->active)
+    {
+        if (ngx_handle_read_event(r->connection->read, 0) != NGX_OK) {
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "ngx_handle_read_event() failed");
+        }
+    }
+
+    ngx_http_sd_dispatch();
+
+    return NGX_DONE;
+}
+
+
+/* Takes a queued job out of its tenant's FIFO and the counters. */
+
+static void
+ngx_http_sd_unqueue(ngx_http_sd_job_t *job)
+{
+    ngx_http_sd_tenant_t  *t;
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+    t = job->tenant;
+
+    ngx_queue_remove(&job->queue);
+    t->queued--;
+    w->queued--;
+    (void) ngx_atomic_fetch_add(&t->shm->queued, -1);
+    (void) ngx_atomic_fetch_add(&w->shm->queued[w->slot], -1);
+
+    ngx_queue_remove(&t->ring);
+    if (t->queued) {
+        /* round robin: the tenant goes to the back of the ring */
+        ngx_queue_insert_tail(&w->ring, &t->ring);
+    } else {
+        ngx_queue_init(&t->ring);
+    }
+}
+
+
+/* Writes each queued job's place in dispatch order to its task slot. */
+
+static void
+ngx_http_sd_positions(void)
+{
+    ngx_uint_t             pos, k, i, more;
+    ngx_queue_t           *q, *jq;
+    ngx_http_sd_job_t     *job;
+    ngx_http_sd_tenant_t  *t;
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+    pos = 1;
+
+    for (k = 0; ; k++) {
+        more = 0;
+
+        for (q = ngx_queue_head(&w->ring);
+             q != ngx_queue_sentinel(&w->ring);
+             q = ngx_queue_next(q))
+        {
+            t = ngx_queue_data(q, ngx_http_sd_tenant_t, ring);
+
+            if (k >= t->queued) {
+                continue;
+            }
+
+            jq = ngx_queue_head(&t->jobs);
+            for (i = 0; i < k; i++) {
+                jq = ngx_queue_next(jq);
+            }
+
+            job = ngx_queue_data(jq, ngx_http_sd_job_t, queue);
+            job->slot->position = pos++;
+            more = 1;
+        }
+
+        if (!more) {
+            break;
+        }
+    }
+}
+
+
+static void
+ngx_http_sd_fail_queued(ngx_http_sd_job_t *job, const char *error,
+    const char *msg)
+{
+    ngx_int_t            rc;
+    ngx_http_request_t  *r;
+    ngx_http_sd_ctx_t   *ctx;
+
+    r = job->r;
+
+    ngx_http_sd_unqueue(job);
+    ngx_http_sd_task_end(job->slot);
+    ngx_http_sd_tenant_put(job->tenant);
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_sd_module);
+    ctx->job = NULL;
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "sd task \"%s\" failed: %s", job->id, msg);
+
+    ngx_http_sd_job_free(job);
+
+    r->read_event_handler = ngx_http_block_reading;
+
+    rc = ngx_http_sd_send_500(r, error, msg);
+    ngx_http_finalize_request(r, rc);
+}
+
+
+void
+ngx_http_sd_dispatch(void)
+{
+    ngx_queue_t           *q;
+    ngx_http_sd_job_t     *job;
+    ngx_http_sd_model_t   *m;
+    ngx_http_sd_tenant_t  *t;
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+
+    while (w->running < w->smcf->parallel && !ngx_queue_empty(&w->ring)) {
+
+        q = ngx_queue_head(&w->ring);
+        t = ngx_queue_data(q, ngx_http_sd_tenant_t, ring);
+        job = ngx_queue_data(ngx_queue_head(&t->jobs), ngx_http_sd_job_t,
+                             queue);
+        m = &w->models[job->model];
+
+        if (m->state == NGX_HTTP_SD_FAILED) {
+            ngx_http_sd_fail_queued(job, "ModelLoadError", m->err);
+            continue;
+        }
+
+        if (m->state == NGX_HTTP_SD_UNLOADED) {
+            (void) ngx_http_sd_model_load(job->model);
+            break;
+        }
+
+        if (m->state != NGX_HTTP_SD_READY || m->unload) {
+            break;
+        }
+
+        if (ngx_http_sd_start(job) != NGX_OK) {
+            ngx_http_sd_fail_queued(job, "InternalError",
+                                    "cannot start the job");
+        }
+    }
+
+    ngx_http_sd_positions();
+}
+
+
+static ngx_int_t
+ngx_http_sd_start(ngx_http_sd_job_t *job)
+{
+    ngx_http_sd_model_t   *m;
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+    m = &w->models[job->model];
+
+    job->engine = m->engine;
+    job->state = NGX_HTTP_SD_TASK_RUNNING;
+    job->started_at = ngx_current_msec;
+    job->interrupt_seq = w->shm->interrupt_seq;
+    job->skip_seq = w->shm->skip_seq;
+
+    job->results = ngx_calloc(job->n_iter * sizeof(sd_result), w->log);
+    if (job->results == NULL) {
+        return NGX_ERROR;
+    }
+
+    job->task.ctx = job;
+    job->task.handler = ngx_http_sd_job_thread;
+    job->task.event.data = job;
+    job->task.event.handler = ngx_http_sd_job_done;
+    job->task.event.log = job->r->connection->log;
+
+    if (ngx_thread_task_post(w->smcf->thread_pool, &job->task) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, job->r->connection->log, 0,
+                      "ngx_thread_task_post() failed for sd task \"%s\"",
+                      job->id);
+        return NGX_ERROR;
+    }
+
+    ngx_http_sd_unqueue(job);
+
+    job->r->main->blocked++;
+
+    job->slot->position = 0;
+    job->slot->start_ms = ngx_http_sd_now_ms();
+    job->slot->state = NGX_HTTP_SD_TASK_RUNNING;
+
+    m->running++;
+    w->running++;
+    job->tenant->running++;
+    (void) ngx_atomic_fetch_add(&job->tenant->shm->running, 1);
+    (void) ngx_atomic_fetch_add(&w->shm->running[w->slot], 1);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, job->r->connection->log, 0,
+                   "sd task \"%s\" started, %ui running",
+                   job->id, w->running);
+
+    return NGX_OK;
+}
+
+
+static uint64_t
+ngx_http_sd_mono_ns(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+
+/*
+ * The thread side: runs the iterations one after another, with A1111's
+ * seeds (seed + iteration * batch_size), so that "skip" can end one
+ * iteration and go on with the next, and "interrupt" keeps the images of
+ * the iterations already done.
+ */
+
+static void
+ngx_http_sd_job_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_sd_job_t  *job = data;
+
+    int                 it;
+    sd_status           rc;
+    sd_request          req;
+
+    for (it = 0; it < job->n_iter; it++) {
+
+        if (job->client_gone || job->detached || job->interrupted
+            || job->interrupt_seq != ngx_http_sd_shm->interrupt_seq)
+        {
+            job->interrupted = !job->client_gone && !job->detached;
+            job->status = SD_ERR_CANCELLED;
+            break;
+        }
+
+        req = job->req;
+        req.n_iter = 1;
+        req.seed = job->seed + (int64_t) it * job->batch_size;
+        req.subseed = job->subseed + (int64_t) it * job->batch_size;
+
+        job->slot->job_no = it;
+        job->slot->step = 0;
+        job->skip_hit = 0;
+        job->last_step_ns = ngx_http_sd_mono_ns();
+
+        rc = sd_generate(job->engine, &req, ngx_http_sd_job_progress, job,
+                         &job->cancel, &job->results[it], job->err,
+                         sizeof(job->err));
+
+        if (rc == SD_OK) {
+            job->n_done = it + 1;
+            continue;
+        }
+
+        if (rc == SD_ERR_CANCELLED && job->skip_hit && !job->client_gone
+            && !job->detached && !job->interrupted)
+        {
+            /* skipped: this iteration has no images, go on */
+            job->cancel = 0;
+            job->n_done = it + 1;
+            continue;
+        }
+
+        job->status = rc;
+        break;
+    }
+}
+
+
+static void
+ngx_http_sd_job_progress(void *data, int n, int jobs, int step, int steps)
+{
+    ngx_http_sd_job_t  *job = data;
+
+    uint64_t            now;
+    ngx_http_sd_shm_t  *shm;
+
+    shm = ngx_http_sd_shm;
+
+    now = ngx_http_sd_mono_ns();
+    ngx_http_sd_hist_observe(&shm->step_hist, ngx_http_sd_step_le,
+                             (now - job->last_step_ns) / 1000);
+    job->last_step_ns = now;
+
+    job->slot->step = step;
+    job->slot->steps = steps;
+
+    if (ngx_terminate) {
+        job->cancel = 1;
+        return;
+    }
+
+    if (shm->interrupt_seq != job->interrupt_seq) {
+        job->interrupted = 1;
+        job->slot->interrupted = 1;
+        job->cancel = 1;
+        return;
+    }
+
+    if (shm->skip_seq != job->skip_seq) {
+        job->skip_seq = shm->skip_seq;
+        job->skipped = 1;
+        job->skip_hit = 1;
+        job->slot->skipped = 1;
+        job->cancel = 1;
+    }
+}
+
+
+static void
+ngx_http_sd_job_done(ngx_event_t *ev)
+{
+    ngx_http_sd_job_t *job = ev->data;
+
+    int                    i, n;
+    ngx_int_t              rc;
+    ngx_connection_t      *c;
+    ngx_http_request_t    *r;
+    ngx_http_sd_ctx_t     *ctx;
+    ngx_http_sd_tenant_t  *t;
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+    t = job->tenant;
+    r = job->r;
+    c = r->connection;
+
+    w->models[job->model].running--;
+    w->running--;
+    t->running--;
+    (void) ngx_atomic_fetch_add(&t->shm->running, -1);
+    (void) ngx_atomic_fetch_add(&w->shm->running[w->slot], -1);
+    ngx_http_sd_task_end(job->slot);
+
+    n = 0;
+    for (i = 0; i < job->n_done; i++) {
+        n += job->results[i].n_images;
+    }
+
+    (void) ngx_atomic_fetch_add(&w->shm->images, n);
+    (void) ngx_atomic_fetch_add(&t->shm->images, n);
+
+    if (job->status == SD_ERR_CANCELLED) {
+        (void) ngx_atomic_fetch_add(&w->shm->jobs_cancelled, 1);
+
+    } else if (job->status != SD_OK) {
+        (void) ngx_atomic_fetch_add(&w->shm->jobs_failed, 1);
+    }
+
+    r->main->blocked--;
+
+    if (job->detached) {
+        /* the request was terminated meanwhile: let nginx free it */
+        ngx_http_sd_job_free(job);
+        ngx_http_sd_tenant_put(t);
+        ngx_http_sd_models_check();
+        ngx_http_sd_dispatch();
+
+        r->write_event_handler(r);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_sd_module);
+    ctx->job = NULL;
+    r->read_event_handler = ngx_http_block_reading;
+
+    if (job->client_gone) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "sd task \"%s\" cancelled: the client went away",
+                      job->id);
+        rc = NGX_HTTP_CLIENT_CLOSED_REQUEST;
+
+    } else {
+        rc = ngx_http_sd_txt2img_respond(r, job);
+    }
+
+    ngx_http_sd_job_free(job);
+    ngx_http_sd_tenant_put(t);
+    ngx_http_sd_models_check();
+    ngx_http_sd_dispatch();
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * The read handler while a job waits or runs: like the upstream module's
+ * check for a broken connection, a client that closes its side cancels its
+ * job.
+ */
+
+static void
+ngx_http_sd_check_broken(ngx_http_request_t *r)
+{
+    int                n;
+    char               buf[1];
+    ngx_err_t          err;
+    ngx_event_t       *ev;
+    ngx_connection_t  *c;
+
+    c = r->connection;
+    ev = c->read;
+
+    if (c->error) {
+        ngx_http_sd_abort(r);
+        return;
+    }
+
+#if (NGX_HTTP_V2)
+    if (r->stream) {
+        return;
+    }
+#endif
+
+#if (NGX_HAVE_EPOLLRDHUP)
+
+    if ((ngx_event_flags & NGX_USE_EPOLL_EVENT) && ngx_use_epoll_rdhup) {
+
+        if (!ev->pending_eof) {
+            return;
+        }
+
+        ev->eof = 1;
+        c->error = 1;
+        ngx_http_sd_abort(r);
+        return;
+    }
+
+#endif
+
+    n = recv(c->fd, buf, 1, MSG_PEEK);
+    err = ngx_socket_errno;
+
+    if (n > 0) {
+        /* pipelined data: stop polling in level-triggered mode */
+        if ((ngx_event_flags & NGX_USE_LEVEL_EVENT) && ev->active) {
+            if (ngx_del_event(ev, NGX_READ_EVENT, 0) != NGX_OK) {
+                ngx_log_error(NGX_LOG_ALERT, c->log, 0,
+                              "ngx_del_event() failed");
+            }
+        }
+        return;
+    }
+
+    if (n == -1) {
+        if (err == NGX_EAGAIN) {
+            return;
+        }
+        ev->error = 1;
+
+    } else {
+        ev->eof = 1;
+    }
+
+    c->error = 1;
+    ngx_http_sd_abort(r);
+}
+
+
+static void
+ngx_http_sd_abort(ngx_http_request_t *r)
+{
+    ngx_http_sd_ctx_t  *ctx;
+    ngx_http_sd_job_t  *job;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_sd_module);
+    job = ctx ? ctx->job : NULL;
+
+    r->read_event_handler = ngx_http_block_reading;
+
+    if (job == NULL) {
+        return;
+    }
+
+    if (job->state == NGX_HTTP_SD_TASK_RUNNING) {
+        /* the completion handler finalizes with 499 */
+        job->client_gone = 1;
+        job->cancel = 1;
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "sd task \"%s\" dropped from the queue: "
+                  "the client went away", job->id);
+
+    ngx_http_sd_unqueue(job);
+    ngx_http_sd_task_end(job->slot);
+    ngx_http_sd_tenant_put(job->tenant);
+    ctx->job = NULL;
+    ngx_http_sd_job_free(job);
+    (void) ngx_atomic_fetch_add(&ngx_http_sd_shm->jobs_cancelled, 1);
+
+    ngx_http_sd_dispatch();
+
+    ngx_http_finalize_request(r, NGX_HTTP_CLIENT_CLOSED_REQUEST);
+}
+
+
+/* The request is being freed or terminated: detach its job. */
+
+static void
+ngx_http_sd_cleanup(void *data)
+{
+    ngx_http_sd_ctx_t *ctx = data;
+
+    ngx_http_sd_job_t  *job;
+
+    job = ctx->job;
+    if (job == NULL) {
+        return;
+    }
+
+    ctx->job = NULL;
+
+    if (job->state == NGX_HTTP_SD_TASK_RUNNING) {
+        job->detached = 1;
+        job->cancel = 1;
+        return;
+    }
+
+    ngx_http_sd_unqueue(job);
+    ngx_http_sd_task_end(job->slot);
+    ngx_http_sd_tenant_put(job->tenant);
+    ngx_http_sd_job_free(job);
+}
+
+
+/* engines */
+
+ngx_int_t
+ngx_http_sd_model_load(ngx_uint_t i)
+{
+    ngx_http_sd_model_t   *m;
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+    m = &w->models[i];
+
+    if (m->state != NGX_HTTP_SD_UNLOADED && m->state != NGX_HTTP_SD_FAILED) {
+        return NGX_OK;
+    }
+
+    m->task->ctx = m;
+    m->task->handler = ngx_http_sd_model_open_thread;
+    m->task->event.data = m;
+    m->task->event.handler = ngx_http_sd_model_opened;
+    m->task->event.log = w->log;
+    m->result = NULL;
+    m->err[0] = '\0';
+
+    if (ngx_thread_task_post(w->smcf->thread_pool, m->task) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, w->log, 0,
+                      "ngx_thread_task_post() failed for sd model \"%V\"",
+                      &m->name);
+        m->state = NGX_HTTP_SD_FAILED;
+        ngx_cpystrn((u_char *) m->err, (u_char *) "cannot post a thread task",
+                    sizeof(m->err));
+        return NGX_ERROR;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, w->log, 0,
+                  "sd model \"%V\" loading from \"%V\"", &m->name, &m->path);
+
+    m->state = NGX_HTTP_SD_LOADING;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_sd_model_open_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_sd_model_t *m = data;
+
+    sd_engine_config          cfg;
+    ngx_http_sd_main_conf_t  *smcf;
+
+    smcf = ngx_http_sd_worker.smcf;
+
+    sd_engine_config_init(&cfg);
+    cfg.model_dir = (const char *) m->path.data;
+    cfg.name = (const char *) m->name.data;
+    cfg.device = (sd_device) smcf->device;
+    cfg.device_index = smcf->device_index >= 0 ? (int) smcf->device_index
+                                               : (int) ngx_worker;
+    cfg.threads = (int) smcf->cpu_threads;
+
+    m->status = sd_engine_open(&cfg, &m->result, m->err, sizeof(m->err));
+}
+
+
+static void
+ngx_http_sd_model_opened(ngx_event_t *ev)
+{
+    ngx_http_sd_model_t *m = ev->data;
+
+    const char            *s;
+    ngx_uint_t             i, level;
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+    i = m - w->models;
+
+    if (m->status != SD_OK || m->result == NULL) {
+        m->state = NGX_HTTP_SD_FAILED;
+        if (m->err[0] == '\0') {
+            ngx_cpystrn((u_char *) m->err,
+                        (u_char *) sd_status_str(m->status), sizeof(m->err));
+        }
+
+        level = (m->status == SD_ERR_IO) ? NGX_LOG_CRIT : NGX_LOG_ERR;
+        ngx_log_error(level, w->log, 0, "sd_engine_open(\"%V\") failed: %s",
+                      &m->path, m->err);
+
+        ngx_http_sd_dispatch();
+        return;
+    }
+
+    m->engine = m->result;
+    m->state = NGX_HTTP_SD_READY;
+
+    s = sd_engine_model_hash(m->engine);
+    if (s) {
+        ngx_cpystrn((u_char *) m->hash, (u_char *) s, sizeof(m->hash));
+        ngx_memcpy(w->shm->hash[i], m->hash, sizeof(m->hash));
+    }
+
+    s = sd_engine_model_name(m->engine);
+    if (s) {
+        ngx_cpystrn((u_char *) m->display, (u_char *) s,
+                    sizeof(m->display));
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, w->log, 0,
+                  "sd model \"%V\" ready (hash %s)", &m->name, m->hash);
+
+    ngx_http_sd_memory_gauge();
+    ngx_http_sd_models_check();
+    ngx_http_sd_dispatch();
+}
+
+
+static ngx_int_t
+ngx_http_sd_model_close(ngx_uint_t i)
+{
+    ngx_http_sd_model_t   *m;
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+    m = &w->models[i];
+
+    m->task->ctx = m;
+    m->task->handler = ngx_http_sd_model_close_thread;
+    m->task->event.data = m;
+    m->task->event.handler = ngx_http_sd_model_closed;
+    m->task->event.log = w->log;
+
+    if (ngx_thread_task_post(w->smcf->thread_pool, m->task) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, w->log, 0,
+                      "ngx_thread_task_post() failed for sd model \"%V\"",
+                      &m->name);
+        return NGX_ERROR;
+    }
+
+    m->state = NGX_HTTP_SD_CLOSING;
+    m->unload = 0;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_sd_model_close_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_sd_model_t *m = data;
+
+    sd_engine_close(m->engine);
+}
+
+
+static void
+ngx_http_sd_model_closed(ngx_event_t *ev)
+{
+    ngx_http_sd_model_t *m = ev->data;
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_http_sd_worker.log, 0,
+                  "sd model \"%V\" unloaded", &m->name);
+
+    m->engine = NULL;
+    m->state = NGX_HTTP_SD_UNLOADED;
+
+    ngx_http_sd_memory_gauge();
+    ngx_http_sd_models_check();
+    ngx_http_sd_dispatch();
+}
+
+
+static void
+ngx_http_sd_memory_gauge(void)
+{
+    size_t                 bytes;
+    ngx_uint_t             i, def;
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+    bytes = 0;
+
+    for (i = 0; i < w->nmodels; i++) {
+        if (w->models[i].state == NGX_HTTP_SD_READY) {
+            bytes += sd_engine_memory_bytes(w->models[i].engine);
+        }
+    }
+
+    def = w->shm->model < w->nmodels ? w->shm->model : 0;
+
+    w->shm->memory[w->slot] = bytes;
+    w->shm->ready[w->slot] = (w->models[def].state == NGX_HTTP_SD_READY);
+}
+
+
+/*
+ * Acts on what other workers asked through the zone (unload, reload) and
+ * closes the engines whose unload waited for their jobs to end.
+ */
+
+void
+ngx_http_sd_models_check(void)
+{
+    ngx_uint_t             i, def;
+    ngx_http_sd_model_t   *m;
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+
+    if (!w->active) {
+        return;
+    }
+
+    if (w->shm->unload_gen != w->unload_gen) {
+        w->unload_gen = w->shm->unload_gen;
+
+        for (i = 0; i < w->nmodels; i++) {
+            if (w->models[i].state == NGX_HTTP_SD_READY
+                || w->models[i].state == NGX_HTTP_SD_LOADING)
+            {
+                w->models[i].unload = 1;
+            }
+        }
+    }
+
+    if (w->shm->reload_gen != w->reload_gen) {
+        w->reload_gen = w->shm->reload_gen;
+
+        def = w->shm->model < w->nmodels ? w->shm->model : 0;
+        m = &w->models[def];
+        m->unload = 0;
+        (void) ngx_http_sd_model_load(def);
+    }
+
+    for (i = 0; i < w->nmodels; i++) {
+        m = &w->models[i];
+
+        if (m->unload && m->state == NGX_HTTP_SD_READY && m->running == 0) {
+            (void) ngx_http_sd_model_close(i);
+        }
+    }
+
+    ngx_http_sd_memory_gauge();
+}

@@ -1,0 +1,568 @@
+
+/*
+ * ngx_http_sd_shm.c: the zone that all worker processes share: task states
+ * (so that /internal/progress and /sdapi/v1/progress answer the same
+ * whichever worker takes the request), the options that POST options sets,
+ * and the Prometheus counters, which are served at the sd_metrics location.
+ *
+ * Invariant: counters and progress fields are single atomic words, written
+ * without the lock (from the event loop and from generating threads); the
+ * slab mutex guards only what spans several words: taking or finding a task
+ * slot by id and taking a tenant slot by name.
+ */
+
+#include "ngx_http_sd_module.h"
+
+#include <signal.h>
+
+
+static ngx_uint_t ngx_http_sd_code_index(ngx_uint_t status);
+static u_char *ngx_http_sd_print_hist(u_char *p, u_char *last,
+    const char *name, ngx_http_sd_hist_t *h, const double *le);
+static u_char *ngx_http_sd_print_label(u_char *p, u_char *last, u_char *s);
+
+
+static ngx_slab_pool_t    *ngx_http_sd_shpool;
+ngx_http_sd_shm_t         *ngx_http_sd_shm;
+
+
+/* slot by slot: the status codes that the metrics count by name */
+static const ngx_uint_t  ngx_http_sd_codes[NGX_HTTP_SD_NCODES - 1] = {
+    200,    /* images or JSON answers */
+    400,    /* malformed request line or headers */
+    401,    /* gateway: no or bad API key */
+    403,    /* gateway: forbidden */
+    404,    /* no such route */
+    405,    /* wrong method */
+    413,    /* body over client_max_body_size */
+    422,    /* invalid field */
+    429,    /* tenant over its queue share or limit_req */
+    499,    /* client closed the connection */
+    500,    /* engine failure */
+    503     /* loading or queue full */
+};
+
+
+const char  *ngx_http_sd_route_names[NGX_HTTP_SD_NROUTES] = {
+    "txt2img", "progress", "interrupt", "skip", "options", "sd-models",
+    "samplers", "schedulers", "memory", "png-info", "refresh-checkpoints",
+    "unload-checkpoint", "reload-checkpoint", "ping", "internal-progress",
+    "pending-tasks", "metrics", "error", "other"
+};
+
+
+/* histogram upper bounds in seconds; the last is +Inf */
+const double  ngx_http_sd_step_le[NGX_HTTP_SD_HIST_BUCKETS] = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, -1
+};
+
+const double  ngx_http_sd_request_le[NGX_HTTP_SD_HIST_BUCKETS] = {
+    0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, -1
+};
+
+
+ngx_int_t
+ngx_http_sd_shm_init(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_slab_pool_t          *shpool;
+    ngx_http_sd_shm_t        *shm;
+    ngx_http_sd_main_conf_t  *smcf;
+
+    smcf = shm_zone->data;
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (data) {
+        /* a reload: keep the counters and tasks of the old cycle */
+        shm_zone->data = data;
+        ngx_http_sd_shpool = shpool;
+        ngx_http_sd_shm = shpool->data;
+        return NGX_OK;
+    }
+
+    if (shm_zone->shm.exists) {
+        shm_zone->data = shpool->data;
+        ngx_http_sd_shpool = shpool;
+        ngx_http_sd_shm = shpool->data;
+        return NGX_OK;
+    }
+
+    shm = ngx_slab_calloc(shpool, sizeof(ngx_http_sd_shm_t));
+    if (shm == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "sd zone is too small for %uz bytes: "
+                      "increase sd_shm_size", sizeof(ngx_http_sd_shm_t));
+        return NGX_ERROR;
+    }
+
+    shm->model = smcf->default_model;
+    shpool->data = shm;
+    shm_zone->data = shm;
+
+    ngx_http_sd_shpool = shpool;
+    ngx_http_sd_shm = shm;
+
+    return NGX_OK;
+}
+
+
+uint64_t
+ngx_http_sd_now_ms(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (uint64_t) tp->sec * 1000 + tp->msec;
+}
+
+
+/* Takes a free slot, else the slot of the task that ended first. */
+
+ngx_http_sd_shm_task_t *
+ngx_http_sd_task_alloc(u_char *id, size_t len)
+{
+    ngx_uint_t               i;
+    ngx_http_sd_shm_t       *shm;
+    ngx_http_sd_shm_task_t  *t, *oldest;
+
+    shm = ngx_http_sd_shm;
+    oldest = NULL;
+
+    if (len >= NGX_HTTP_SD_ID_LEN) {
+        return NULL;
+    }
+
+    ngx_shmtx_lock(&ngx_http_sd_shpool->mutex);
+
+    for (i = 0; i < NGX_HTTP_SD_MAX_TASKS; i++) {
+        t = &shm->tasks[i];
+
+        if (t->state == NGX_HTTP_SD_TASK_FREE) {
+            oldest = t;
+            break;
+        }
+
+        if (t->state == NGX_HTTP_SD_TASK_DONE
+            && (oldest == NULL || t->end_ms < oldest->end_ms))
+        {
+            oldest = t;
+        }
+    }
+
+    if (oldest) {
+        t = oldest;
+        ngx_memzero(t, sizeof(ngx_http_sd_shm_task_t));
+        ngx_memcpy(t->id, id, len);
+        t->pid = ngx_pid;
+        t->seq = ngx_atomic_fetch_add(&shm->seq, 1) + 1;
+        t->job_count = 1;
+        t->state = NGX_HTTP_SD_TASK_QUEUED;
+    }
+
+    ngx_shmtx_unlock(&ngx_http_sd_shpool->mutex);
+
+    return oldest;
+}
+
+
+ngx_http_sd_shm_task_t *
+ngx_http_sd_task_find(u_char *id, size_t len)
+{
+    ngx_uint_t               i;
+    ngx_http_sd_shm_task_t  *t, *found;
+
+    found = NULL;
+
+    if (len == 0 || len >= NGX_HTTP_SD_ID_LEN) {
+        return NULL;
+    }
+
+    ngx_shmtx_lock(&ngx_http_sd_shpool->mutex);
+
+    for (i = 0; i < NGX_HTTP_SD_MAX_TASKS; i++) {
+        t = &ngx_http_sd_shm->tasks[i];
+
+        if (t->state != NGX_HTTP_SD_TASK_FREE
+            && ngx_strncmp(t->id, id, len) == 0 && t->id[len] == '\0'
+            && (found == NULL || t->seq > found->seq))
+        {
+            found = t;
+        }
+    }
+
+    ngx_shmtx_unlock(&ngx_http_sd_shpool->mutex);
+
+    return found;
+}
+
+
+void
+ngx_http_sd_task_end(ngx_http_sd_shm_task_t *t)
+{
+    if (t == NULL) {
+        return;
+    }
+
+    t->end_ms = ngx_http_sd_now_ms();
+    t->position = 0;
+    t->state = NGX_HTTP_SD_TASK_DONE;
+}
+
+
+/*
+ * At worker start: tasks left queued or running by a worker that is gone
+ * (it crashed) are marked done, and that worker's gauges are cleared.
+ */
+
+void
+ngx_http_sd_tasks_reap(void)
+{
+    ngx_uint_t               i;
+    ngx_pid_t                pid;
+    ngx_http_sd_shm_t       *shm;
+    ngx_http_sd_shm_task_t  *t;
+
+    shm = ngx_http_sd_shm;
+
+    for (i = 0; i < NGX_HTTP_SD_MAX_TASKS; i++) {
+        t = &shm->tasks[i];
+
+        if (t->state != NGX_HTTP_SD_TASK_QUEUED
+            && t->state != NGX_HTTP_SD_TASK_RUNNING)
+        {
+            continue;
+        }
+
+        pid = t->pid;
+
+        if (pid != ngx_pid && kill(pid, 0) == -1 && ngx_errno == ESRCH) {
+            ngx_http_sd_task_end(t);
+        }
+    }
+}
+
+
+/* The tenant's counters; the last slot collects the tenants that overflow. */
+
+ngx_http_sd_shm_tenant_t *
+ngx_http_sd_tenant_shm(ngx_str_t *name)
+{
+    size_t                     len;
+    ngx_uint_t                 i;
+    ngx_http_sd_shm_tenant_t  *t, *found;
+
+    found = NULL;
+    len = ngx_min(name->len, NGX_HTTP_SD_NAME_LEN - 1);
+
+    ngx_shmtx_lock(&ngx_http_sd_shpool->mutex);
+
+    for (i = 0; i < NGX_HTTP_SD_MAX_TENANTS - 1; i++) {
+        t = &ngx_http_sd_shm->tenants[i];
+
+        if (t->name[0] == '\0') {
+            ngx_memcpy(t->name, name->data, len);
+            t->name[len] = '\0';
+            found = t;
+            break;
+        }
+
+        if (ngx_strncmp(t->name, name->data, len) == 0
+            && t->name[len] == '\0')
+        {
+            found = t;
+            break;
+        }
+    }
+
+    if (found == NULL) {
+        found = &ngx_http_sd_shm->tenants[NGX_HTTP_SD_MAX_TENANTS - 1];
+        if (found->name[0] == '\0') {
+            ngx_memcpy(found->name, "(other)", sizeof("(other)"));
+        }
+    }
+
+    ngx_shmtx_unlock(&ngx_http_sd_shpool->mutex);
+
+    return found;
+}
+
+
+void
+ngx_http_sd_hist_observe(ngx_http_sd_hist_t *h, const double *le,
+    uint64_t us)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_SD_HIST_BUCKETS - 1; i++) {
+        if ((double) us <= le[i] * 1e6) {
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(&h->buckets[i], 1);
+    (void) ngx_atomic_fetch_add(&h->count, 1);
+    (void) ngx_atomic_fetch_add(&h->sum_us, us);
+}
+
+
+static ngx_uint_t
+ngx_http_sd_code_index(ngx_uint_t status)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_SD_NCODES - 1; i++) {
+        if (ngx_http_sd_codes[i] == status) {
+            return i;
+        }
+    }
+
+    return NGX_HTTP_SD_NCODES - 1;
+}
+
+
+void
+ngx_http_sd_count(ngx_http_request_t *r, ngx_uint_t route, ngx_uint_t status)
+{
+    uint64_t            ms;
+    ngx_time_t         *tp;
+    ngx_http_sd_shm_t  *shm;
+
+    shm = ngx_http_sd_shm;
+
+    if (shm == NULL || route >= NGX_HTTP_SD_NROUTES) {
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(
+                    &shm->requests[route][ngx_http_sd_code_index(status)], 1);
+
+    if (route == NGX_HTTP_SD_TXT2IMG && status == NGX_HTTP_OK) {
+        tp = ngx_timeofday();
+        ms = (uint64_t) (tp->sec - r->start_sec) * 1000
+             + tp->msec - r->start_msec;
+        ngx_http_sd_hist_observe(&shm->request_hist, ngx_http_sd_request_le,
+                                 ms * 1000);
+    }
+}
+
+
+static u_char *
+ngx_http_sd_print_label(u_char *p, u_char *last, u_char *s)
+{
+    for ( /* void */ ; *s && p + 2 < last; s++) {
+        if (*s == '"' || *s == '\\') {
+            *p++ = '\\';
+            *p++ = *s;
+
+        } else if (*s == '\n') {
+            *p++ = '\\';
+            *p++ = 'n';
+
+        } else {
+            *p++ = *s;
+        }
+    }
+
+    return p;
+}
+
+
+static u_char *
+ngx_http_sd_print_hist(u_char *p, u_char *last, const char *name,
+    ngx_http_sd_hist_t *h, const double *le)
+{
+    ngx_uint_t         i;
+    ngx_atomic_uint_t  cum;
+
+    p = ngx_slprintf(p, last, "# TYPE %s histogram\n", name);
+
+    cum = 0;
+
+    for (i = 0; i < NGX_HTTP_SD_HIST_BUCKETS; i++) {
+        cum += h->buckets[i];
+
+        if (le[i] < 0) {
+            p = ngx_slprintf(p, last, "%s_bucket{le=\"+Inf\"} %uA\n",
+                             name, cum);
+        } else {
+            p = ngx_slprintf(p, last, "%s_bucket{le=\"%.3f\"} %uA\n",
+                             name, le[i], cum);
+        }
+    }
+
+    p = ngx_slprintf(p, last, "%s_sum %.6f\n%s_count %uA\n",
+                     name, (double) h->sum_us / 1e6, name, h->count);
+
+    return p;
+}
+
+
+ngx_int_t
+ngx_http_sd_metrics_handler(ngx_http_request_t *r)
+{
+    size_t                     size;
+    u_char                    *p, *last;
+    ngx_int_t                  rc;
+    ngx_buf_t                 *b;
+    ngx_uint_t                 i, j, n;
+    ngx_chain_t                out;
+    ngx_http_sd_shm_t         *shm;
+    ngx_http_sd_shm_tenant_t  *t;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    shm = ngx_http_sd_shm;
+    if (shm == NULL) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    size = 4096
+           + NGX_HTTP_SD_NROUTES * NGX_HTTP_SD_NCODES * 80
+           + NGX_HTTP_SD_MAX_WORKERS * 4 * 64
+           + NGX_HTTP_SD_MAX_TENANTS * 5 * (2 * NGX_HTTP_SD_NAME_LEN + 64)
+           + 2 * NGX_HTTP_SD_HIST_BUCKETS * 80;
+
+    b = ngx_create_temp_buf(r->pool, size);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = b->pos;
+    last = b->end;
+
+    p = ngx_slprintf(p, last,
+                "# HELP sd_requests_total Requests answered, by route "
+                "and status.\n# TYPE sd_requests_total counter\n");
+
+    for (i = 0; i < NGX_HTTP_SD_NROUTES; i++) {
+        for (j = 0; j < NGX_HTTP_SD_NCODES; j++) {
+            n = shm->requests[i][j];
+            if (n == 0) {
+                continue;
+            }
+
+            if (j == NGX_HTTP_SD_NCODES - 1) {
+                p = ngx_slprintf(p, last, "sd_requests_total{route=\"%s\","
+                                 "code=\"other\"} %ui\n",
+                                 ngx_http_sd_route_names[i], n);
+            } else {
+                p = ngx_slprintf(p, last, "sd_requests_total{route=\"%s\","
+                                 "code=\"%ui\"} %ui\n",
+                                 ngx_http_sd_route_names[i],
+                                 ngx_http_sd_codes[j], n);
+            }
+        }
+    }
+
+    p = ngx_slprintf(p, last,
+                "# HELP sd_images_generated_total Images returned.\n"
+                "# TYPE sd_images_generated_total counter\n"
+                "sd_images_generated_total %uA\n"
+                "# TYPE sd_jobs_failed_total counter\n"
+                "sd_jobs_failed_total %uA\n"
+                "# TYPE sd_jobs_cancelled_total counter\n"
+                "sd_jobs_cancelled_total %uA\n",
+                shm->images, shm->jobs_failed, shm->jobs_cancelled);
+
+    p = ngx_slprintf(p, last,
+                "# HELP sd_queue_depth Jobs waiting, per worker.\n"
+                "# TYPE sd_queue_depth gauge\n");
+    for (i = 0; i < NGX_HTTP_SD_MAX_WORKERS; i++) {
+        if (shm->pid[i]) {
+            p = ngx_slprintf(p, last, "sd_queue_depth{worker=\"%ui\"} %uA\n",
+                             i, shm->queued[i]);
+        }
+    }
+
+    p = ngx_slprintf(p, last,
+                "# HELP sd_jobs_running Jobs inside the engine, per worker.\n"
+                "# TYPE sd_jobs_running gauge\n");
+    for (i = 0; i < NGX_HTTP_SD_MAX_WORKERS; i++) {
+        if (shm->pid[i]) {
+            p = ngx_slprintf(p, last, "sd_jobs_running{worker=\"%ui\"} %uA\n",
+                             i, shm->running[i]);
+        }
+    }
+
+    p = ngx_slprintf(p, last,
+                "# HELP sd_engine_memory_bytes Memory the engine holds.\n"
+                "# TYPE sd_engine_memory_bytes gauge\n");
+    for (i = 0; i < NGX_HTTP_SD_MAX_WORKERS; i++) {
+        if (shm->pid[i]) {
+            p = ngx_slprintf(p, last,
+                             "sd_engine_memory_bytes{worker=\"%ui\"} %uA\n",
+                             i, shm->memory[i]);
+        }
+    }
+
+    p = ngx_slprintf(p, last,
+                "# HELP sd_engine_ready The default model is loaded.\n"
+                "# TYPE sd_engine_ready gauge\n");
+    for (i = 0; i < NGX_HTTP_SD_MAX_WORKERS; i++) {
+        if (shm->pid[i]) {
+            p = ngx_slprintf(p, last, "sd_engine_ready{worker=\"%ui\"} %uA\n",
+                             i, shm->ready[i]);
+        }
+    }
+
+    p = ngx_http_sd_print_hist(p, last, "sd_step_seconds", &shm->step_hist,
+                               ngx_http_sd_step_le);
+    p = ngx_http_sd_print_hist(p, last, "sd_request_seconds",
+                               &shm->request_hist, ngx_http_sd_request_le);
+
+    p = ngx_slprintf(p, last,
+                "# HELP sd_tenant_requests_total txt2img requests, "
+                "per tenant.\n"
+                "# TYPE sd_tenant_requests_total counter\n"
+                "# TYPE sd_tenant_images_total counter\n"
+                "# TYPE sd_tenant_rejected_total counter\n"
+                "# TYPE sd_tenant_queued gauge\n"
+                "# TYPE sd_tenant_running gauge\n");
+
+    for (i = 0; i < NGX_HTTP_SD_MAX_TENANTS; i++) {
+        t = &shm->tenants[i];
+        if (t->name[0] == '\0') {
+            continue;
+        }
+
+#define ngx_http_sd_tenant_line(metric, value)                               \
+        p = ngx_slprintf(p, last, metric "{tenant=\"");                       \
+        p = ngx_http_sd_print_label(p, last, t->name);                        \
+        p = ngx_slprintf(p, last, "\"} %uA\n", value)
+
+        ngx_http_sd_tenant_line("sd_tenant_requests_total", t->requests);
+        ngx_http_sd_tenant_line("sd_tenant_images_total", t->images);
+        ngx_http_sd_tenant_line("sd_tenant_rejected_total", t->rejected);
+        ngx_http_sd_tenant_line("sd_tenant_queued", t->queued);
+        ngx_http_sd_tenant_line("sd_tenant_running", t->running);
+
+#undef ngx_http_sd_tenant_line
+    }
+
+    b->last = p;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type,
+                "text/plain; version=0.0.4; charset=utf-8");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
