@@ -1,0 +1,194 @@
+"""The HTTP tests' harness: each test starts a real nginx on loopback, on a
+free port, with the module (build/ngx_http_sd_module.so, built here with
+"make module" when missing or stale) and the tiny model from the fixtures
+on the CPU backend, and stops it afterwards. A test fails if nginx logged
+an alert, an emergency, a critical error or a crashed worker."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(os.environ.get("SD_FIXTURES") or ROOT / "../shared/fixtures")
+if not FIXTURES.is_absolute():
+    FIXTURES = ROOT / FIXTURES
+FIXTURES = FIXTURES.resolve()
+MODEL = FIXTURES / "tiny-sd35-large"
+GOLDEN = FIXTURES / "golden-public.safetensors"
+MODULE = ROOT / "build" / "ngx_http_sd_module.so"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+# A small, fast request (about a second on two cores) and a slow one.
+FAST = {"prompt": "a red cube", "width": 64, "height": 64, "steps": 2,
+        "cfg_scale": 1.0, "seed": 1}
+SLOW = {"prompt": "a slow job", "width": 256, "height": 256, "steps": 40,
+        "cfg_scale": 4.0, "seed": 2}
+
+# Workers must reach the test's prefix (pytest's tmp dirs are private).
+USER = "user root;" if os.geteuid() == 0 else ""
+
+BASE_CONF = """
+{user}
+load_module {module};
+worker_processes {workers};
+error_log error.log info;
+pid nginx.pid;
+thread_pool sd threads=8 max_queue=64;
+events {{ worker_connections 256; }}
+http {{
+    access_log access.log;
+    client_body_temp_path tmp/body;
+    proxy_temp_path tmp/proxy;
+    fastcgi_temp_path tmp/fastcgi;
+    uwsgi_temp_path tmp/uwsgi;
+    scgi_temp_path tmp/scgi;
+
+    sd_model tiny {model} default;
+    sd_thread_pool sd;
+    sd_queue_size {queue};
+    sd_parallel {parallel};
+    {http}
+    server {{
+        listen 127.0.0.1:{port};
+        location /sdapi/v1/ {{ sd_api; {loc} }}
+        location /internal/ {{ sd_api; }}
+        location = /metrics {{ sd_metrics; }}
+        error_page 413 /internal/error;
+    }}
+}}
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def module():
+    r = subprocess.run(["make", "-s", "module"], cwd=ROOT,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True)
+    assert r.returncode == 0, "make module failed:\n" + r.stdout[-4000:]
+    assert MODEL.is_dir(), f"no tiny model at {MODEL}"
+    return MODULE
+
+
+class Nginx:
+    """One nginx with its own prefix under the test's tmp_path."""
+
+    def __init__(self, prefix, conf, port, scheme="http"):
+        self.prefix = Path(prefix)
+        self.port = port
+        self.url = f"{scheme}://127.0.0.1:{port}"
+        self.proc = None
+        (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
+        (self.prefix / "logs").mkdir(exist_ok=True)
+        (self.prefix / "nginx.conf").write_text(conf)
+        self.log = self.prefix / "error.log"
+
+    def start(self, wait_ready=True, verify=True):
+        out = open(self.prefix / "stderr.log", "w")
+        self.proc = subprocess.Popen(
+            [NGINX, "-p", str(self.prefix) + "/", "-c", "nginx.conf",
+             "-e", "stderr", "-g", "daemon off;"],
+            stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("nginx exited:\n" + self.logs())
+            try:
+                r = requests.get(self.url + "/internal/ping", timeout=2,
+                                 verify=verify)
+                if not wait_ready or r.json().get("status") == "ready":
+                    return self
+            except (requests.ConnectionError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise AssertionError("nginx did not get ready:\n" + self.logs())
+
+    def logs(self):
+        text = ""
+        for name in ("stderr.log", "error.log"):
+            p = self.prefix / name
+            if p.exists():
+                text += p.read_text(errors="replace")
+        return text
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+
+    def check_log(self):
+        bad = re.findall(r".*\[(?:alert|emerg|crit)\].*|.*exited on signal.*",
+                         self.logs())
+        assert not bad, "nginx logged:\n" + "\n".join(bad)
+
+    def post(self, path, json=None, **kw):
+        kw.setdefault("timeout", 120)
+        return requests.post(self.url + path, json=json, **kw)
+
+    def get(self, path, **kw):
+        kw.setdefault("timeout", 30)
+        return requests.get(self.url + path, **kw)
+
+
+@pytest.fixture
+def nginx_factory(module, tmp_path):
+    started = []
+
+    def make(workers=1, queue=16, parallel=1, http="", loc="", conf=None,
+             port=None, wait_ready=True, scheme="http", verify=True):
+        port = port or free_port()
+        prefix = tmp_path / f"ngx{len(started)}"
+        if conf is None:
+            conf = BASE_CONF.format(user=USER, module=module, model=MODEL,
+                                    workers=workers, queue=queue,
+                                    parallel=parallel, http=http, loc=loc,
+                                    port=port)
+        n = Nginx(prefix, conf, port, scheme)
+        started.append(n)
+        return n.start(wait_ready=wait_ready, verify=verify)
+
+    yield make
+
+    for n in started:
+        n.stop()
+    for n in started:
+        n.check_log()
+
+
+@pytest.fixture
+def nginx(nginx_factory):
+    return nginx_factory()
+
+
+def rewrite_example(text, module, model, ports):
+    """A conf/ example with this checkout's module, the tiny model and free
+    ports in place of its defaults (the way "make serve" rewrites
+    conf/nginx.conf)."""
+    text = re.sub(r"(?m)^load_module .*;", f"load_module {module};", text)
+    text = re.sub(r"(?m)^(\s*sd_model\s+\S+\s+)\S+?(\s*(default)?;)",
+                  lambda m: m.group(1) + str(model) + m.group(2), text)
+    for old, new in ports.items():
+        text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+    text = re.sub(r"(?m)^error_log .*;", "error_log error.log info;", text)
+    return USER + "\n" + text
