@@ -154,6 +154,68 @@ check_validation(sd_model *m)
 }
 
 
+/*
+ * Skip-layer guidance on Medium: a window that holds no step leaves the
+ * result bit-identical; a window over the steps changes it.
+ */
+static void
+check_slg(sd_model *m)
+{
+    static const int  layers[] = { 1 };
+    sd_pipe_args      a;
+    sd_cond           c, n;
+    sd_err            err = {0};
+    uint8_t          *base = NULL, *off = NULL, *on = NULL;
+    size_t            px = 64 * 64 * 3;
+
+    memset(&a, 0, sizeof(a));
+    a.width = 64;
+    a.height = 64;
+    a.steps = 4;
+    a.batch = 1;
+    a.cfg = 4.0f;
+    a.seeds[0] = 7;
+    a.rng = SD_RNG_CPU;
+    if (sd_cond_encode(&err, m, "a cat", &c) != SD_OK
+        || sd_cond_encode(&err, m, "", &n) != SD_OK)
+    {
+        T_CHECK(0, "slg encode: %s", err.msg);
+        return;
+    }
+    T_CHECK(sd_pipe_txt2img(&err, m, &a, &c, &n, &base, NULL) == SD_OK,
+            "slg base: %s", err.msg);
+
+    a.slg_scale = 2.8f;
+    a.slg_layers = layers;
+    a.slg_n_layers = 1;
+    a.slg_start = 0.9f;
+    a.slg_stop = 0.9f;
+    T_CHECK(sd_pipe_txt2img(&err, m, &a, &c, &n, &off, NULL) == SD_OK,
+            "slg empty window: %s", err.msg);
+    a.slg_start = 0.0f;
+    a.slg_stop = 1.0f;
+    T_CHECK(sd_pipe_txt2img(&err, m, &a, &c, &n, &on, NULL) == SD_OK,
+            "slg on: %s", err.msg);
+    if (base && off && on) {
+        T_CHECK(memcmp(base, off, px) == 0, "slg outside its window "
+                "changed the image");
+        T_CHECK(memcmp(base, on, px) != 0, "slg inside its window left the "
+                "image unchanged");
+    }
+
+    a.slg_layers = (const int[]) { 99 };
+    sd_err_clear(&err);
+    T_CHECK(sd_pipe_validate(&err, m, &a) == SD_ERR_INVALID
+            && strstr(err.msg, "layer 99"), "slg layer 99: %s", err.msg);
+
+    free(base);
+    free(off);
+    free(on);
+    sd_cond_free(&c);
+    sd_cond_free(&n);
+}
+
+
 int
 main(void)
 {
@@ -203,6 +265,8 @@ main(void)
         }
         if (k == 0) {
             check_validation(m);
+        } else {
+            check_slg(m);
         }
         sd_model_free(m);
     }
