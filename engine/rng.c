@@ -33,13 +33,10 @@
  *
  * Exactness of the CUDA path: Philox, the uniforms, logf (libdevice's
  * __nv_logf, ported operation by operation and checked against the device
- * on every float in (0, 1]) and sqrtf are bit-exact. The sine is not: curand
- * calls __sincosf, the GPU's MUFU.SIN approximation (absolute error about
- * 2^-21), whose table is not public. We model it as the correctly rounded
- * sine of the revolutions value MUFU sees (v / 2pi rounded toward zero);
- * about 23% of elements come out bit-identical, the rest within about 1e-6
- * absolute. Bit-exact CUDA noise needs the GPU itself (curand_normal4 in a
- * kernel with the layout above reproduced the goldens exactly on an H100).
+ * on every float in (0, 1]) and sqrtf are bit-exact, and so is the sine:
+ * curand's __sincosf compiles on sm_90 to FMUL.RZ by 1/(2pi) (0x3E22F983)
+ * and MUFU.SIN / MUFU.COS of that value in turns, and sd_sfu_turn() below
+ * reproduces the H100's MUFU.SIN and MUFU.COS for every float in [0, 1).
  */
 
 #include <math.h>
@@ -82,8 +79,10 @@ static void sd_randn_cpu_small(sd_mt19937 *mt, float *out, size_t n);
 static void sd_philox4x32_10(const uint32_t ctr[4], uint32_t k0, uint32_t k1,
     uint32_t out[4]);
 static float sd_nv_logf(float a);
-static float sd_sfu_sinf(float v);
-static float sd_sfu_cosf(float v);
+static uint32_t sd_sfu_square(uint32_t t);
+static float sd_sfu_quadrant(uint32_t r);
+static float sd_sfu_turn(uint32_t k);
+static uint32_t sd_sfu_fixed(float v);
 
 
 /* ---------------------------------------------------------------- CPU */
@@ -416,37 +415,155 @@ sd_nv_logf(float a)
 
 
 /*
- * Model of __sinf / __cosf (MUFU): the argument is first scaled to
- * revolutions, v * (1 / 2pi) rounded toward zero, as the SASS does; the
- * sine of that is then rounded correctly, which the hardware does not.
+ * The H100's MUFU.SIN / MUFU.COS (sm_90), bit for bit. Facts, measured on
+ * an H100 by a probe that patched the FMUL.RZ immediate of __sinf to 1.0
+ * so that MUFU saw chosen inputs (every float in [2^-126, 1), the grid
+ * i * 2^-25 on [0, 1/2) and i * 2^-24 on [0, 1)):
+ *
+ *  - the argument x (in turns) is truncated to fixed point k = floor(x *
+ *    2^25): f(x) == f(k * 2^-25) for every float in [2^-126, 1);
+ *  - quadrant q = k >> 23 and r = k mod 2^23: sin is A(r), A(~r), -A(r),
+ *    -A(~r) in quadrants 0..3 (~r: 23-bit ones' complement), and cos(x) is
+ *    sin(x + 1/4); the negation gives -0 for a zero;
+ *  - A(r) ~ sin(2 pi r 2^-25) is a piecewise quadratic: segment j = r >> 17
+ *    (64 segments), t = r mod 2^17, and in units of 2^-37
+ *        P = C0[j] * 2^12 + C1[j] * t - C2[j] * sq(t),
+ *    where sq(t) is a truncated squarer: the partial products t_a t_b
+ *    2^(a + b) of t * t with a + b >= 18 summed, then shifted right by 19;
+ *  - the float result is P * 2^-37 truncated (toward zero) to 24
+ *    significant bits.
+ *
+ * The table holds C0, C1, C2 fitted exactly to those measurements by
+ * tests/data/mufu/fit.c: for each segment, integers that satisfy all 2^17
+ * interval constraints the truncated outputs impose (the lowest feasible
+ * C0 was a multiple of 2^12 in every segment; tests/data/mufu/probe.cu
+ * made the measurements). The model reproduces every measured value: all
+ * 2^23 r and, with the rules above, sin and cos of every float in [0, 1).
+ * On the H100 it also equalled __sincosf for all 2^32 curand arguments,
+ * and sd_randn_cuda equalled torch.randn for sizes up to 1081361.
+ * Assumptions: other sm_90 parts (H200) have the H100's MUFU, and the
+ * argument stays in [0, 1) turns (curand's v lies in (0, 2pi]).
  */
+
+static const struct {
+    uint32_t  c0;
+    uint16_t  c1;
+    uint16_t  c2;
+} sd_sfu_coef[64] = {
+    { 0x0000000u, 25737,   14 }, { 0x00c90a7u, 25730,   48 },
+    { 0x0191f64u, 25706,   76 }, { 0x025aa3eu, 25668,  110 },
+    { 0x0322f4au, 25613,  137 }, { 0x03eac9au, 25544,  171 },
+    { 0x04b203du, 25459,  201 }, { 0x057884eu, 25358,  229 },
+    { 0x063e2ddu, 25243,  262 }, { 0x0702e08u, 25112,  292 },
+    { 0x07c67e4u, 24966,  322 }, { 0x0888e92u, 24805,  352 },
+    { 0x094a02fu, 24629,  381 }, { 0x0a09ae5u, 24438,  410 },
+    { 0x0ac7cd1u, 24233,  441 }, { 0x0b84426u, 24013,  470 },
+    { 0x0c3ef15u, 23778,  497 }, { 0x0cf7bcbu, 23529,  525 },
+    { 0x0dae87fu, 23266,  553 }, { 0x0e63374u, 22989,  581 },
+    { 0x0f15aeau, 22698,  608 }, { 0x0fc5d24u, 22394,  637 },
+    { 0x1073876u, 22076,  664 }, { 0x111eb36u, 21744,  688 },
+    { 0x11c73b0u, 21400,  715 }, { 0x126d054u, 21042,  738 },
+    { 0x130ff7eu, 20672,  763 }, { 0x13affa2u, 20290,  790 },
+    { 0x144cf2fu, 19895,  812 }, { 0x14e6ca9u, 19489,  839 },
+    { 0x157d690u, 19070,  859 }, { 0x1610b72u, 18640,  881 },
+    { 0x16a09e5u, 18199,  904 }, { 0x172d082u, 17747,  926 },
+    { 0x17b5df2u, 17284,  946 }, { 0x183b0dfu, 16811,  967 },
+    { 0x18bc804u, 16328,  988 }, { 0x193a226u, 15834, 1004 },
+    { 0x19b3e02u, 15332, 1025 }, { 0x1a29a79u, 14820, 1043 },
+    { 0x1a9b660u, 14299, 1059 }, { 0x1b090a7u, 13769, 1074 },
+    { 0x1b72832u, 13232, 1093 }, { 0x1bd7c09u, 12686, 1107 },
+    { 0x1c38b2cu, 12133, 1123 }, { 0x1c954b0u, 11572, 1136 },
+    { 0x1ced7aeu, 11004, 1148 }, { 0x1d4134cu, 10430, 1162 },
+    { 0x1d906bdu,  9849, 1172 }, { 0x1ddb13au,  9263, 1185 },
+    { 0x1e2120eu,  8671, 1196 }, { 0x1e6288fu,  8073, 1203 },
+    { 0x1e9f416u,  7471, 1213 }, { 0x1ed7411u,  6864, 1220 },
+    { 0x1f0a7edu,  6254, 1230 }, { 0x1f38f3cu,  5639, 1236 },
+    { 0x1f6297eu,  5021, 1242 }, { 0x1f87650u,  4400, 1247 },
+    { 0x1fa7559u,  3776, 1250 }, { 0x1fc2647u,  3151, 1258 },
+    { 0x1fd88d9u,  2523, 1260 }, { 0x1fe9cddu,  1893, 1260 },
+    { 0x1ff621eu,  1263, 1263 }, { 0x1ffd886u,   632, 1265 },
+};
+
+
+/* sq(t): partial products of weight 2^18 and above of t * t, then >> 19. */
+static uint32_t
+sd_sfu_square(uint32_t t)
+{
+    uint64_t  sum = 0;
+    int       a;
+
+    for (a = 0; a < 17; a++) {
+        /* bit a of t times the bits b of t with a + b >= 18 */
+        sum += ((uint64_t) (t & ~((1u << (18 - a)) - 1)) << a)
+               & (0 - (uint64_t) (t >> a & 1));
+    }
+
+    return (uint32_t) (sum >> 19);
+}
+
+
+/* A(r) for r in [0, 2^23): the first quadrant's sine. */
 static float
-sd_sfu_sinf(float v)
+sd_sfu_quadrant(uint32_t r)
+{
+    uint32_t  j, t;
+    int64_t   p;
+    double    d;
+    float     f;
+
+    j = r >> 17;
+    t = r & 0x1ffff;
+
+    p = ((int64_t) sd_sfu_coef[j].c0 << 12)
+        + (int64_t) sd_sfu_coef[j].c1 * t
+        - (int64_t) sd_sfu_coef[j].c2 * sd_sfu_square(t);
+
+    /* to float toward zero (p is below 2^38, so d is exact; p >= 0) */
+    d = (double) p;
+    f = (float) d;
+    if ((double) f > d) {
+        f = nextafterf(f, 0.0f);
+    }
+
+    return f * sd_f32(0x2D000000u);                     /* 2^-37, exact */
+}
+
+
+/* MUFU.SIN of the fixed-point turn k * 2^-25 (k taken mod 2^25). */
+static float
+sd_sfu_turn(uint32_t k)
+{
+    uint32_t  q, r;
+    float     a;
+
+    q = (k >> 23) & 3;
+    r = k & 0x7fffff;
+    if (q & 1) {
+        r ^= 0x7fffff;
+    }
+    a = sd_sfu_quadrant(r);
+
+    return (q & 2) ? -a : a;
+}
+
+
+/*
+ * __sincosf's argument as MUFU sees it: v * (1 / 2pi) rounded toward zero
+ * (FMUL.RZ), then truncated to 25 fraction bits; v >= 0 here.
+ */
+static uint32_t
+sd_sfu_fixed(float v)
 {
     double  p;
     float   rev;
 
     p = (double) v * (double) sd_f32(0x3E22F983u);      /* exact product */
     rev = (float) p;
-    if (fabs((double) rev) > fabs(p)) {
+    if ((double) rev > p) {
         rev = nextafterf(rev, 0.0f);
     }
-    return (float) sin(6.283185307179586476925 * (double) rev);
-}
 
-
-static float
-sd_sfu_cosf(float v)
-{
-    double  p;
-    float   rev;
-
-    p = (double) v * (double) sd_f32(0x3E22F983u);
-    rev = (float) p;
-    if (fabs((double) rev) > fabs(p)) {
-        rev = nextafterf(rev, 0.0f);
-    }
-    return (float) cos(6.283185307179586476925 * (double) rev);
+    return (uint32_t) ((double) rev * 33554432.0);      /* floor(rev 2^25) */
 }
 
 
@@ -454,7 +571,7 @@ void
 sd_randn_cuda(uint64_t seed, float *out, size_t n)
 {
     uint64_t  grid, threads, k, rem, lane, t;
-    uint32_t  ctr[4], x[4], ux, uy;
+    uint32_t  ctr[4], x[4], ux, uy, turn;
     float     u, v, s;
     size_t    i;
 
@@ -489,7 +606,11 @@ sd_randn_cuda(uint64_t seed, float *out, size_t n)
         v = fmaf((float) uy, sd_f32(0x30C90FDBu), sd_f32(0x30490FDBu));
         s = sqrtf(-2.0f * sd_nv_logf(u));
 
-        out[i] = ((lane % 2 == 0) ? sd_sfu_sinf(v) * s : sd_sfu_cosf(v) * s)
-                 + 0.0f;                /* rand * std + mean */
+        /* __sincosf: MUFU.SIN and MUFU.COS of the same fixed-point turn */
+        turn = sd_sfu_fixed(v);
+        if (lane % 2 != 0) {
+            turn += 1u << 23;           /* cos(x) = sin(x + 1/4) */
+        }
+        out[i] = sd_sfu_turn(turn) * s + 0.0f;  /* rand * std + mean */
     }
 }
