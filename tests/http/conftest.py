@@ -4,6 +4,7 @@ free port, with the module (build/ngx_http_sd_module.so, built here with
 on the CPU backend, and stops it afterwards. A test fails if nginx logged
 an alert, an emergency, a critical error or a crashed worker."""
 
+import json
 import os
 import re
 import shutil
@@ -192,3 +193,48 @@ def rewrite_example(text, module, model, ports):
         text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
     text = re.sub(r"(?m)^error_log .*;", "error_log error.log info;", text)
     return USER + "\n" + text
+
+
+def raw_post(n, path, body, headers=None):
+    """Sends a POST on its own connection and returns the socket, so that a
+    test can read the answer later or close the connection (an abort)."""
+    s = socket.create_connection(("127.0.0.1", n.port))
+    data = json.dumps(body).encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n")
+    for k, v in (headers or {}).items():
+        head += f"{k}: {v}\r\n"
+    s.sendall(head.encode() + b"\r\n" + data)
+    return s
+
+
+def read_response(s, timeout=120):
+    """(status, headers, parsed JSON body) of a raw_post() answer."""
+    s.settimeout(timeout)
+    buf = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    s.close()
+    head, _, body = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, json.loads(body) if body else None
+
+
+def wait_state(n, task, state="active", timeout=60):
+    """Polls /internal/progress until the task is in the given state."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        p = n.post("/internal/progress", {"id_task": task}).json()
+        if p[state] and (state != "active" or (p["progress"] or 0) > 0):
+            return p
+        time.sleep(0.02)
+    raise AssertionError(f"task {task} never {state}: {p}")

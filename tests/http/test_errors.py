@@ -1,0 +1,128 @@
+"""Bad input answers as A1111 (FastAPI) does: 422 naming the field, 404,
+405, 413, and fields this server cannot honour refused, not dropped."""
+
+import pytest
+import requests
+
+from conftest import FAST
+
+
+def detail(r):
+    assert r.status_code == 422, r.text
+    d = r.json()["detail"]
+    assert isinstance(d, list) and len(d) == 1
+    assert set(d[0]) >= {"loc", "msg", "type"}
+    return d[0]
+
+
+@pytest.mark.parametrize("field,value,type_", [
+    ("width", 65, "multiple_of"),
+    ("height", 100, "multiple_of"),
+    ("width", 0, "greater_than_equal"),
+    ("steps", 0, "greater_than_equal"),
+    ("steps", 151, "less_than_equal"),
+    ("steps", "many", "int_parsing"),
+    ("steps", 2.5, "int_from_float"),
+    ("cfg_scale", "x", "float_parsing"),
+    ("cfg_scale", [1], "float_type"),
+    ("prompt", 5, "string_type"),
+    ("batch_size", 9, "less_than_equal"),
+    ("n_iter", 0, "greater_than_equal"),
+    ("send_images", "maybe", "bool_type"),
+    ("subseed_strength", 2, "less_than_equal"),
+    ("styles", "a", "list_type"),
+])
+def test_invalid_values(nginx, field, value, type_):
+    r = nginx.post("/sdapi/v1/txt2img", dict(FAST, **{field: value}))
+    d = detail(r)
+    assert d["loc"] == ["body", field]
+    assert d["type"] == type_
+    assert r.headers["X-Task-Id"]
+
+
+@pytest.mark.parametrize("field,value", [
+    ("enable_hr", True),
+    ("restore_faces", True),
+    ("tiling", True),
+    ("save_images", True),
+    ("script_name", "x/y/z plot"),
+    ("alwayson_scripts", {"controlnet": {"args": []}}),
+    ("refiner_checkpoint", "other"),
+    ("s_churn", 0.5),
+    ("seed_resize_from_w", 512),
+    ("infotext", "Steps: 20"),
+])
+def test_unsupported_fields(nginx, field, value):
+    d = detail(nginx.post("/sdapi/v1/txt2img", dict(FAST, **{field: value})))
+    assert d["loc"] == ["body", field]
+    assert d["type"] == "value_error"
+    assert "not supported" in d["msg"]
+
+
+def test_unsupported_defaults_accepted(nginx):
+    body = dict(FAST, enable_hr=False, restore_faces=None, script_name=None,
+                alwayson_scripts={}, script_args=[], s_churn=0,
+                refiner_checkpoint="", seed_resize_from_w=-1,
+                hr_upscaler="Latent", eta=None, do_not_save_grid=True)
+    assert nginx.post("/sdapi/v1/txt2img", body).status_code == 200
+
+
+def test_override_settings(nginx):
+    d = detail(nginx.post("/sdapi/v1/txt2img", dict(
+        FAST, override_settings={"randn_source": "NV"})))
+    assert d["loc"] == ["body", "override_settings"]
+    d = detail(nginx.post("/sdapi/v1/txt2img", dict(
+        FAST, override_settings={"sd_model_checkpoint": "missing"})))
+    assert d["loc"] == ["body", "override_settings"]
+    r = nginx.post("/sdapi/v1/txt2img", dict(
+        FAST, override_settings={"sd_model_checkpoint": "tiny",
+                                 "CLIP_stop_at_last_layers": 1}))
+    assert r.status_code == 200
+
+
+def test_malformed_json(nginx):
+    r = requests.post(nginx.url + "/sdapi/v1/txt2img",
+                      data=b'{"prompt": "x", "steps": }',
+                      headers={"Content-Type": "application/json"})
+    d = detail(r)
+    assert d["type"] == "json_invalid"
+    assert d["loc"][0] == "body" and d["loc"][1] == 25
+
+    d = detail(requests.post(nginx.url + "/sdapi/v1/txt2img", data=b"[1]"))
+    assert d["loc"] == ["body"]
+    d = detail(requests.post(nginx.url + "/sdapi/v1/txt2img", data=b""))
+    assert d["type"] == "missing"
+
+
+def test_unknown_sampler(nginx):
+    r = nginx.post("/sdapi/v1/txt2img", dict(FAST, sampler_name="Nope++"))
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["type"] == "value_error"
+
+
+def test_location_limits(nginx_factory):
+    n = nginx_factory(loc="sd_max_pixels 4096; sd_max_steps 3; "
+                          "sd_max_batch_size 1; sd_max_n_iter 1;")
+    d = detail(n.post("/sdapi/v1/txt2img", dict(FAST, width=128)))
+    assert d["loc"] == ["body", "width"] and "4096" in d["msg"]
+    d = detail(n.post("/sdapi/v1/txt2img", dict(FAST, steps=4)))
+    assert d["loc"] == ["body", "steps"]
+    d = detail(n.post("/sdapi/v1/txt2img", dict(FAST, batch_size=2)))
+    assert d["loc"] == ["body", "batch_size"]
+    d = detail(n.post("/sdapi/v1/txt2img", dict(FAST, n_iter=2)))
+    assert d["loc"] == ["body", "n_iter"]
+    assert n.post("/sdapi/v1/txt2img", FAST).status_code == 200
+
+
+def test_413(nginx_factory):
+    n = nginx_factory(http="client_max_body_size 1k;")
+    r = n.post("/sdapi/v1/txt2img", dict(FAST, prompt="x" * 4000))
+    assert r.status_code == 413
+    assert r.json() == {"detail": "Request Entity Too Large"}
+
+
+def test_engine_error_is_logged_once(nginx):
+    # an engine refusal is a client fault: logged at info, once
+    nginx.post("/sdapi/v1/txt2img", dict(FAST, sampler_name="Nope++"))
+    log = nginx.logs()
+    assert log.count("sd_generate() refused") == 1

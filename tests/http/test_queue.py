@@ -1,0 +1,211 @@
+"""The job queue: concurrency, overflow (503), a tenant's share (429),
+round robin between tenants, client aborts, progress, interrupt, skip."""
+
+import threading
+import time
+
+from conftest import FAST, SLOW, raw_post, read_response, wait_state
+
+MEDIUM = {"prompt": "medium", "width": 128, "height": 128, "steps": 6,
+          "cfg_scale": 1.0, "seed": 3}
+
+
+def metric(n, name):
+    for line in n.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def test_concurrent_requests(nginx_factory):
+    n = nginx_factory(parallel=2)
+    results = [None] * 4
+
+    def run(i):
+        results[i] = n.post("/sdapi/v1/txt2img", dict(FAST, seed=10 + i))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert [r.status_code for r in results] == [200] * 4
+    images = [r.json()["images"][0] for r in results]
+    assert len(set(images)) == 4
+    # the same seed alone gives the same image as under load
+    alone = n.post("/sdapi/v1/txt2img", dict(FAST, seed=12)).json()
+    assert alone["images"][0] == images[2]
+
+
+def test_queue_full_and_abort(nginx_factory):
+    n = nginx_factory(queue=1)
+    a = raw_post(n, "/sdapi/v1/txt2img", dict(SLOW, force_task_id="a"))
+    wait_state(n, "a")
+    b = raw_post(n, "/sdapi/v1/txt2img", dict(SLOW, force_task_id="b"))
+    wait_state(n, "b", "queued")
+
+    r = n.post("/sdapi/v1/txt2img", FAST)
+    assert r.status_code == 503
+    assert r.json() == {"detail": "queue full"}
+    assert int(r.headers["Retry-After"]) > 0
+
+    # a client that goes away while queued: dropped at once
+    b.close()
+    deadline = time.time() + 5
+    while n.get("/internal/pending-tasks").json()["size"] and \
+            time.time() < deadline:
+        time.sleep(0.02)
+    assert n.get("/internal/pending-tasks").json()["size"] == 0
+
+    # a client that goes away while running: cancelled within a step
+    a.close()
+    t0 = time.time()
+    while n.get("/sdapi/v1/progress").json()["state"]["job"] and \
+            time.time() - t0 < 10:
+        time.sleep(0.02)
+    assert time.time() - t0 < 3
+    assert metric(n, "sd_jobs_cancelled_total") == 2
+
+    # the worker lives on
+    r = n.post("/sdapi/v1/txt2img", FAST)
+    assert r.status_code == 200
+    log = n.logs()
+    assert 'sd task "a" cancelled: the client went away' in log
+    assert 'sd task "b" dropped from the queue' in log
+    assert "exited on signal" not in log
+
+
+def test_progress_and_interrupt(nginx):
+    s = raw_post(nginx, "/sdapi/v1/txt2img", dict(SLOW, force_task_id="p"))
+    p = wait_state(nginx, "p")
+    assert p["active"] is True and p["queued"] is False
+    assert 0 < p["progress"] < 1
+    assert p["textinfo"].startswith("Sampling step")
+
+    g = nginx.get("/sdapi/v1/progress").json()
+    assert g["state"]["job"] == "p"
+    assert g["state"]["sampling_steps"] == SLOW["steps"]
+    assert g["state"]["sampling_step"] >= 1
+    assert g["state"]["job_count"] == 1
+    assert 0 < g["progress"] < 1
+    assert g["eta_relative"] > 0
+
+    t0 = time.time()
+    assert nginx.post("/sdapi/v1/interrupt").json() == {}
+    status, headers, body = read_response(s)
+    assert time.time() - t0 < 3
+    assert status == 200
+    assert headers["x-task-id"] == "p"
+    assert body["images"] == []
+    assert nginx.get("/sdapi/v1/progress").json()["progress"] == 0
+    assert nginx.post("/sdapi/v1/txt2img", FAST).status_code == 200
+
+
+def test_skip(nginx):
+    job = dict(SLOW, steps=12, n_iter=2, force_task_id="s")
+    s = raw_post(nginx, "/sdapi/v1/txt2img", job)
+    wait_state(nginx, "s")
+    assert nginx.post("/sdapi/v1/skip").status_code == 200
+    status, _, body = read_response(s)
+    assert status == 200
+    # the first iteration was skipped, the second one ran
+    assert len(body["images"]) == 1
+    assert len(__import__("json").loads(body["info"])["infotexts"]) == 1
+
+
+def test_queue_position_and_pending(nginx):
+    a = raw_post(nginx, "/sdapi/v1/txt2img", dict(SLOW, force_task_id="a"))
+    wait_state(nginx, "a")
+    b = raw_post(nginx, "/sdapi/v1/txt2img", dict(FAST, force_task_id="b"))
+    c = raw_post(nginx, "/sdapi/v1/txt2img", dict(FAST, force_task_id="c"))
+    wait_state(nginx, "c", "queued")
+
+    pb = nginx.post("/internal/progress", {"id_task": "b"}).json()
+    pc = nginx.post("/internal/progress", {"id_task": "c"}).json()
+    assert pb["queued"] and pb["queue_position"] == 1
+    assert pc["queued"] and pc["queue_position"] == 2
+    assert pc["textinfo"] == "In queue: 2/2"
+    assert nginx.get("/internal/pending-tasks").json() == {
+        "size": 2, "tasks": ["b", "c"]}
+
+    nginx.post("/sdapi/v1/interrupt")
+    assert read_response(a)[0] == 200
+    assert read_response(b)[0] == 200
+    assert read_response(c)[0] == 200
+    assert nginx.post("/internal/progress",
+                      {"id_task": "c"}).json()["completed"] is True
+
+
+def test_tenants_round_robin(nginx_factory):
+    n = nginx_factory(loc="sd_tenant $http_x_tenant;")
+    order = []
+    lock = threading.Lock()
+
+    def run(tenant, i):
+        s = raw_post(n, "/sdapi/v1/txt2img", dict(MEDIUM, seed=i),
+                     {"X-Tenant": tenant})
+        status, _, _ = read_response(s)
+        with lock:
+            order.append((tenant, i, status))
+
+    threads = []
+    for i in range(4):
+        threads.append(threading.Thread(target=run, args=("flood", i)))
+        threads[-1].start()
+        time.sleep(0.1)
+    threads.append(threading.Thread(target=run, args=("quiet", 9)))
+    threads[-1].start()
+    for t in threads:
+        t.join()
+
+    assert all(st == 200 for _, _, st in order)
+    names = [t for t, _, _ in order]
+    # FIFO would finish "quiet" last; round robin, at the latest third
+    assert names.index("quiet") <= 2, order
+    m = n.get("/metrics").text
+    assert 'sd_tenant_requests_total{tenant="flood"} 4' in m
+    assert 'sd_tenant_images_total{tenant="quiet"} 1' in m
+
+
+def test_tenant_share(nginx_factory):
+    n = nginx_factory(loc="sd_tenant $http_x_tenant; sd_tenant_queue 2;")
+    a1 = raw_post(n, "/sdapi/v1/txt2img", dict(SLOW, force_task_id="a1"),
+                  {"X-Tenant": "a"})
+    wait_state(n, "a1")
+    a2 = raw_post(n, "/sdapi/v1/txt2img", dict(FAST, force_task_id="a2"),
+                  {"X-Tenant": "a"})
+    wait_state(n, "a2", "queued")
+
+    r = n.post("/sdapi/v1/txt2img", FAST, headers={"X-Tenant": "a"})
+    assert r.status_code == 429
+    assert "over its queue share" in r.json()["detail"]
+    assert int(r.headers["Retry-After"]) > 0
+
+    b = raw_post(n, "/sdapi/v1/txt2img", dict(FAST, force_task_id="b1"),
+                 {"X-Tenant": "b"})
+    wait_state(n, "b1", "queued")
+
+    n.post("/sdapi/v1/interrupt")
+    for s in (a1, a2, b):
+        assert read_response(s)[0] == 200
+    m = n.get("/metrics").text
+    assert 'sd_tenant_rejected_total{tenant="a"} 1' in m
+    assert 'sd_requests_total{route="txt2img",code="429"} 1' in m
+
+
+def test_loading_answers_503(nginx_factory):
+    # a worker answers at once; txt2img says "loading" until the model is in
+    n = nginx_factory(wait_ready=False)
+    seen = set()
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        ping = n.get("/internal/ping").json()["status"]
+        r = n.post("/sdapi/v1/txt2img", FAST)
+        seen.add(r.status_code)
+        if r.status_code == 503:
+            assert r.json() == {"detail": "loading"}
+            assert r.headers["Retry-After"]
+        if ping == "ready" and r.status_code == 200:
+            break
+    assert 200 in seen

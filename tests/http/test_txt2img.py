@@ -1,0 +1,133 @@
+"""txt2img: pixels against the golden images, info and infotext fields,
+A1111's defaults echoed in "parameters", batches and iterations."""
+
+import base64
+import json
+
+import pytest
+
+import sdutil
+from conftest import FAST, GOLDEN
+
+CASES = json.loads((GOLDEN.parent / "cases-public.json").read_text())
+
+
+def golden_case(name):
+    return next(c for c in CASES["large"] if c["name"] == name)
+
+
+@pytest.mark.parametrize("name", ["p0", "p2"])
+def test_golden_image(nginx, name):
+    c = golden_case(name)
+    body = {"prompt": c["prompt"], "negative_prompt": c["negative_prompt"],
+            "width": c["width"], "height": c["height"], "steps": c["steps"],
+            "cfg_scale": c["cfg"], "seed": c["seed"],
+            "sampler_name": "Euler",
+            "override_settings": {"randn_source": "CPU"}}
+    r = nginx.post("/sdapi/v1/txt2img", body)
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Task-Id"].startswith("task(")
+    out = r.json()
+    assert set(out) == {"images", "parameters", "info"}
+    assert len(out["images"]) == 1
+    assert not out["images"][0].startswith("data:")
+
+    png = base64.b64decode(out["images"][0])
+    w, h, ch, px = sdutil.png_decode(png)
+    assert (w, h) == (c["width"], c["height"])
+    dtype, shape, ref = sdutil.safetensors_read(GOLDEN,
+                                                f"large.{name}.image_u8")
+    assert dtype == "U8" and shape == [1, h, w, 3]
+    off = sum(1 for i in range(w * h) for k in range(3)
+              if abs(px[i * ch + k] - ref[i * 3 + k]) > 1)
+    assert off <= 0.001 * w * h * 3, f"{off} values differ by more than 1"
+
+    text = sdutil.png_text(png)["parameters"]
+    info = json.loads(out["info"])
+    assert info["infotexts"] == [text]
+    assert f"Seed: {c['seed']}" in text
+    assert f"Size: {w}x{h}" in text
+    assert f"Steps: {c['steps']}" in text
+    assert "Sampler: Euler" in text
+
+
+def test_info_and_parameters(nginx):
+    body = dict(FAST, batch_size=2, n_iter=2, seed=100, subseed=7,
+                styles=["none"], unknown_key="ignored")
+    r = nginx.post("/sdapi/v1/txt2img", body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert len(out["images"]) == 4
+
+    info = json.loads(out["info"])
+    for key in ("prompt", "all_prompts", "negative_prompt", "seed",
+                "all_seeds", "subseed", "all_subseeds", "width", "height",
+                "sampler_name", "cfg_scale", "steps", "batch_size",
+                "sd_model_name", "sd_model_hash", "infotexts",
+                "job_timestamp", "version"):
+        assert key in info, key
+    assert info["all_seeds"] == [100, 101, 102, 103]
+    assert info["all_subseeds"] == [7, 8, 9, 10]
+    assert info["all_prompts"] == ["a red cube"] * 4
+    assert info["batch_size"] == 2
+    assert info["sd_model_name"] == "tiny"
+    assert len(info["sd_model_hash"]) == 10
+    assert len(info["job_timestamp"]) == 14
+    assert info["styles"] == ["none"]
+
+    seeds = []
+    for img, text in zip(out["images"], info["infotexts"]):
+        t = sdutil.png_text(base64.b64decode(img))["parameters"]
+        assert t == text
+        seeds.append(int(t.split("Seed: ")[1].split(",")[0]))
+    assert seeds == [100, 101, 102, 103]
+
+    p = out["parameters"]
+    assert p["seed"] == 100 and p["n_iter"] == 2 and p["batch_size"] == 2
+    assert "unknown_key" not in p
+    # A1111's defaults for what the request left out
+    assert p["sampler_index"] == "Euler"
+    assert p["enable_hr"] is False
+    assert p["send_images"] is True
+    assert p["alwayson_scripts"] == {}
+    assert p["script_args"] == []
+    assert p["denoising_strength"] == 0.75
+    assert p["restore_faces"] is None
+    assert p["override_settings_restore_afterwards"] is True
+
+
+def test_seed_random_and_send_images(nginx):
+    r = nginx.post("/sdapi/v1/txt2img", dict(FAST, seed=-1,
+                                              send_images=False))
+    assert r.status_code == 200
+    out = r.json()
+    assert out["images"] == []
+    info = json.loads(out["info"])
+    assert 0 <= info["seed"] < 4294967294
+    assert out["parameters"]["seed"] == -1
+
+
+def test_same_seed_same_image(nginx):
+    a = nginx.post("/sdapi/v1/txt2img", FAST).json()["images"][0]
+    b = nginx.post("/sdapi/v1/txt2img", dict(FAST, sampler_name=None,
+                                              sampler_index="k_euler"))
+    assert b.status_code == 200
+    assert b.json()["images"][0] == a
+    c = nginx.post("/sdapi/v1/txt2img", dict(FAST, seed=2)).json()
+    assert c["images"][0] != a
+
+
+def test_randn_source_gpu_differs(nginx):
+    cpu = nginx.post("/sdapi/v1/txt2img", dict(
+        FAST, override_settings={"randn_source": "CPU"})).json()
+    gpu = nginx.post("/sdapi/v1/txt2img", dict(
+        FAST, override_settings={"randn_source": "GPU"})).json()
+    assert cpu["images"][0] != gpu["images"][0]
+
+
+def test_body_in_temp_file(nginx_factory):
+    # a body over client_body_buffer_size goes to a temp file first
+    n = nginx_factory(loc="client_body_buffer_size 1k;")
+    r = n.post("/sdapi/v1/txt2img", dict(FAST, negative_prompt="x " * 2000))
+    assert r.status_code == 200, r.text
+    assert len(r.json()["images"]) == 1
