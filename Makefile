@@ -98,7 +98,8 @@ $(NGX_BUILD)/Makefile: config $(NGX_SRC)/configure | $(LIB)
 $(MODULE): $(NGX_BUILD)/Makefile $(MODULE_DEP) $(LIB)
 	rm -f $(NGX_BUILD)/objs/ngx_http_sd_module.so
 	$(MAKE) -C $(NGX_BUILD) -f objs/Makefile modules
-	cp $(NGX_BUILD)/objs/ngx_http_sd_module.so $@
+	@# a new file, not rewritten in place: running nginx maps the old one
+	cp $(NGX_BUILD)/objs/ngx_http_sd_module.so $@.tmp && mv -f $@.tmp $@
 
 # make serve [MODEL=dir] [PORT=n]: nginx in the foreground, prefix build/serve.
 MODEL ?= $(BUILD)/demo-model

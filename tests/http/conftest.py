@@ -40,6 +40,8 @@ BASE_CONF = """
 {user}
 load_module {module};
 worker_processes {workers};
+worker_rlimit_core 1g;
+working_directory {prefix};
 error_log error.log info;
 pid nginx.pid;
 thread_pool sd threads=8 max_queue=64;
@@ -162,6 +164,7 @@ def nginx_factory(module, tmp_path):
         prefix = tmp_path / f"ngx{len(started)}"
         if conf is None:
             conf = BASE_CONF.format(user=USER, module=module, model=MODEL,
+                                    prefix=prefix,
                                     workers=workers, queue=queue,
                                     parallel=parallel, http=http, loc=loc,
                                     port=port)
