@@ -88,14 +88,14 @@ MODULE_DEP := config $(wildcard ngx_module/*.c ngx_module/*.h) engine/sd.h
 .PHONY: module serve
 module: $(MODULE)
 
-$(NGX_BUILD)/Makefile: config $(NGX_SRC)/configure | $(LIB)
+$(NGX_BUILD)/objs/Makefile: config $(NGX_SRC)/configure | $(LIB)
 	rm -rf $(NGX_BUILD) && mkdir -p $(NGX_BUILD)
 	cp -a $(NGX_SRC)/. $(NGX_BUILD)/
 	cd $(NGX_BUILD) && SD_LIBS="$(LDLIBS)" ./configure --with-compat \
 	    --with-threads --add-dynamic-module=$(CURDIR) \
 	    --with-cc-opt="$(PKG_CFLAGS)"
 
-$(MODULE): $(NGX_BUILD)/Makefile $(MODULE_DEP) $(LIB)
+$(MODULE): $(NGX_BUILD)/objs/Makefile $(MODULE_DEP) $(LIB)
 	rm -f $(NGX_BUILD)/objs/ngx_http_sd_module.so
 	$(MAKE) -C $(NGX_BUILD) -f objs/Makefile modules
 	@# a new file, not rewritten in place: running nginx maps the old one

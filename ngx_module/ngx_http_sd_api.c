@@ -288,6 +288,12 @@ ngx_http_sd_api_handler(ngx_http_request_t *r)
         case NGX_HTTP_BAD_REQUEST:
             reason = "Bad Request";
             break;
+        case NGX_HTTP_UNAUTHORIZED:
+            reason = "Not authenticated";
+            break;
+        case NGX_HTTP_FORBIDDEN:
+            reason = "Forbidden";
+            break;
         case NGX_HTTP_NOT_FOUND:
             reason = "Not Found";
             break;
@@ -1520,6 +1526,24 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
                                     "from", "model_attributes_type");
     }
 
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_sd_module);
+
+    ngx_str_set(&tenant, "-");
+
+    if (slcf->tenant) {
+        if (ngx_http_complex_value(r, slcf->tenant, &tenant) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (tenant.len == 0) {
+            ngx_str_set(&tenant, "-");
+        }
+    }
+
+    /* every txt2img with a JSON object counts for its tenant */
+    (void) ngx_atomic_fetch_add(&ngx_http_sd_tenant_shm(&tenant)->requests,
+                                1);
+
     job = ngx_calloc(sizeof(ngx_http_sd_job_t), r->connection->log);
     if (job == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1541,20 +1565,6 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    slcf = ngx_http_get_module_loc_conf(r, ngx_http_sd_module);
-
-    ngx_str_set(&tenant, "-");
-
-    if (slcf->tenant) {
-        if (ngx_http_complex_value(r, slcf->tenant, &tenant) != NGX_OK) {
-            ngx_http_sd_job_free(job);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        if (tenant.len == 0) {
-            ngx_str_set(&tenant, "-");
-        }
-    }
 
     if (ngx_http_sd_cv_int(r, slcf->tenant_queue, 0, &tq) != NGX_OK) {
         ngx_http_sd_job_free(job);

@@ -168,8 +168,6 @@ ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    (void) ngx_atomic_fetch_add(&t->shm->requests, 1);
-
     if (w->queued >= smcf->queue_size) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "sd queue is full (%ui jobs), answering 503",

@@ -188,7 +188,7 @@ def test_metrics(nginx):
     assert 'sd_jobs_running{worker="0"} 0' in text
     assert 'sd_step_seconds_bucket{le="+Inf"} 2' in text
     assert 'sd_request_seconds_count 1' in text
-    assert 'sd_tenant_requests_total{tenant="-"} 1' in text
+    assert 'sd_tenant_requests_total{tenant="-"} 2' in text
     assert 'sd_tenant_images_total{tenant="-"} 1' in text
     assert "sd_engine_memory_bytes" in text
     for line in text.splitlines():
