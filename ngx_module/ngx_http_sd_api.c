@@ -262,6 +262,25 @@ ngx_http_sd_route(ngx_str_t *uri)
 }
 
 
+/* The route of the URI the client sent, before any internal redirect. */
+
+ngx_uint_t
+ngx_http_sd_route_unparsed(ngx_http_request_t *r)
+{
+    u_char     *q;
+    ngx_str_t   uri;
+
+    uri = r->unparsed_uri;
+
+    q = ngx_strlchr(uri.data, uri.data + uri.len, '?');
+    if (q) {
+        uri.len = q - uri.data;
+    }
+
+    return ngx_http_sd_route(&uri);
+}
+
+
 ngx_int_t
 ngx_http_sd_api_handler(ngx_http_request_t *r)
 {
@@ -279,7 +298,7 @@ ngx_http_sd_api_handler(ngx_http_request_t *r)
 
     if (r->internal && r->err_status >= NGX_HTTP_BAD_REQUEST) {
         /* an error_page redirect, e.g. 413 from client_max_body_size */
-        ctx->route = NGX_HTTP_SD_ERROR;
+        ctx->route = ngx_http_sd_route_unparsed(r);
 
         switch (r->err_status) {
         case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:

@@ -574,7 +574,7 @@ ngx_http_sd_log_handler(ngx_http_request_t *r)
 
     } else {
         ctx = ngx_http_get_module_ctx(r, ngx_http_sd_module);
-        route = ctx ? ctx->route : (ngx_uint_t) ngx_http_sd_route(&r->uri);
+        route = ctx ? ctx->route : ngx_http_sd_route_unparsed(r);
     }
 
     ngx_http_sd_count(r, route, r->headers_out.status);

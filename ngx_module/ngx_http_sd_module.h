@@ -320,6 +320,7 @@ ngx_int_t ngx_http_sd_send_500(ngx_http_request_t *r, const char *error,
 ngx_int_t ngx_http_sd_txt2img_respond(ngx_http_request_t *r,
     ngx_http_sd_job_t *job);
 ngx_int_t ngx_http_sd_route(ngx_str_t *uri);
+ngx_uint_t ngx_http_sd_route_unparsed(ngx_http_request_t *r);
 
 /* ngx_http_sd_queue.c */
 ngx_int_t ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
