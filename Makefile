@@ -105,13 +105,14 @@ $(MODULE): $(NGX_BUILD)/objs/Makefile $(MODULE_DEP) $(LIB)
 MODEL ?= $(BUILD)/demo-model
 PORT  ?= 7860
 SERVE := $(BUILD)/serve
+SERVE_NAME = $(notdir $(abspath $(MODEL)))
 
 serve: all $(MODULE)
 	@if [ ! -d "$(MODEL)" ] && [ "$(MODEL)" = "$(BUILD)/demo-model" ]; then \
 	    $(BUILD)/sd-cli make-demo $(MODEL); fi
 	@test -d "$(MODEL)" || { echo "serve: no model folder $(MODEL)"; exit 1; }
 	mkdir -p $(SERVE)/logs $(SERVE)/tmp
-	sed -e 's#^\( *sd_model  *\)[^ ]*  *[^ ;]*#\1$(notdir $(abspath $(MODEL))) $(abspath $(MODEL))#' \
+	sed -e 's#^\( *sd_model  *\)[^ ]*  *[^ ;]*#\1$(SERVE_NAME) $(abspath $(MODEL))#' \
 	    -e 's#127\.0\.0\.1:7860#127.0.0.1:$(PORT)#' \
 	    -e 's#^load_module .*;#load_module $(abspath $(MODULE));#' \
 	    conf/nginx.conf > $(SERVE)/nginx.conf

@@ -609,8 +609,7 @@ ngx_http_sd_init_process(ngx_cycle_t *cycle)
     w->smcf = smcf;
     w->log = cycle->log;
     w->shm = ngx_http_sd_shm;
-    w->slot = ngx_worker < NGX_HTTP_SD_MAX_WORKERS ? ngx_worker
-                                                   : NGX_HTTP_SD_MAX_WORKERS - 1;
+    w->slot = ngx_min(ngx_worker, NGX_HTTP_SD_MAX_WORKERS - 1);
     w->unload_gen = w->shm->unload_gen;
     w->reload_gen = w->shm->reload_gen;
 
