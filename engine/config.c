@@ -2,6 +2,7 @@
  * config.c: checked access to config.json fields.
  */
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -62,14 +63,31 @@ number(sd_err *err, const cJSON *cfg, const char *path, const char *key,
 
 
 static sd_status
-to_int(sd_err *err, const char *path, const char *key, double d, int *out)
+to_int(sd_err *err, const char *path, const char *key, double d, int lo,
+    int hi, int *out)
 {
-    if (d != floor(d) || d < -2147483648.0 || d > 2147483647.0) {
-        return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": \"%s\" is not an "
-                         "integer", path, key);
+    if (d != floor(d) || d < lo || d > hi) {
+        if (lo == INT_MIN && hi == INT_MAX) {
+            return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": \"%s\" is not an "
+                             "integer", path, key);
+        }
+        return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": \"%s\" = %g is not an "
+                         "integer in [%d, %d]", path, key, d, lo, hi);
     }
     *out = (int) d;
     return SD_OK;
+}
+
+
+static sd_status
+integer(sd_err *err, const cJSON *cfg, const char *path, const char *key,
+    int required, int lo, int hi, int *out)
+{
+    double  d = 0;
+    int     found;
+
+    SD_TRY(number(err, cfg, path, key, required, &d, &found));
+    return found ? to_int(err, path, key, d, lo, hi, out) : SD_OK;
 }
 
 
@@ -77,11 +95,7 @@ sd_status
 sd_config_int(sd_err *err, const cJSON *cfg, const char *path,
     const char *key, int *out)
 {
-    double  d = 0;
-    int     found;
-
-    SD_TRY(number(err, cfg, path, key, 1, &d, &found));
-    return to_int(err, path, key, d, out);
+    return integer(err, cfg, path, key, 1, INT_MIN, INT_MAX, out);
 }
 
 
@@ -89,11 +103,23 @@ sd_status
 sd_config_int_opt(sd_err *err, const cJSON *cfg, const char *path,
     const char *key, int *out)
 {
-    double  d = 0;
-    int     found;
+    return integer(err, cfg, path, key, 0, INT_MIN, INT_MAX, out);
+}
 
-    SD_TRY(number(err, cfg, path, key, 0, &d, &found));
-    return found ? to_int(err, path, key, d, out) : SD_OK;
+
+sd_status
+sd_config_int_in(sd_err *err, const cJSON *cfg, const char *path,
+    const char *key, int lo, int hi, int *out)
+{
+    return integer(err, cfg, path, key, 1, lo, hi, out);
+}
+
+
+sd_status
+sd_config_int_in_opt(sd_err *err, const cJSON *cfg, const char *path,
+    const char *key, int lo, int hi, int *out)
+{
+    return integer(err, cfg, path, key, 0, lo, hi, out);
 }
 
 
@@ -136,5 +162,78 @@ sd_config_str(sd_err *err, const cJSON *cfg, const char *path,
                          path, key);
     }
     *out = v->valuestring;
+    return SD_OK;
+}
+
+
+sd_status
+sd_config_str_opt(sd_err *err, const cJSON *cfg, const char *path,
+    const char *key, const char **out)
+{
+    const cJSON  *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+
+    if (v == NULL || cJSON_IsNull(v)) {
+        return SD_OK;
+    }
+    if (!cJSON_IsString(v)) {
+        return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": \"%s\" is not a string",
+                         path, key);
+    }
+    *out = v->valuestring;
+    return SD_OK;
+}
+
+
+sd_status
+sd_config_bool_opt(sd_err *err, const cJSON *cfg, const char *path,
+    const char *key, int *out)
+{
+    const cJSON  *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+
+    if (v == NULL || cJSON_IsNull(v)) {
+        return SD_OK;
+    }
+    if (cJSON_IsBool(v)) {
+        *out = cJSON_IsTrue(v) ? 1 : 0;
+        return SD_OK;
+    }
+    if (cJSON_IsNumber(v) && (v->valuedouble == 0 || v->valuedouble == 1)) {
+        *out = (int) v->valuedouble;
+        return SD_OK;
+    }
+    return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": \"%s\" is not true or "
+                     "false", path, key);
+}
+
+
+sd_status
+sd_config_int_array(sd_err *err, const cJSON *cfg, const char *path,
+    const char *key, int lo, int hi, int *out, int cap, int *n)
+{
+    const cJSON  *v = cJSON_GetObjectItemCaseSensitive(cfg, key), *e;
+    int           i = 0;
+
+    *n = 0;
+    if (v == NULL || cJSON_IsNull(v)) {
+        return SD_OK;
+    }
+    if (!cJSON_IsArray(v)) {
+        return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": \"%s\" is not an array",
+                         path, key);
+    }
+    if (cJSON_GetArraySize(v) > cap) {
+        return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": \"%s\" has %d entries, "
+                         "at most %d", path, key, cJSON_GetArraySize(v), cap);
+    }
+    cJSON_ArrayForEach(e, v) {
+        if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble)
+            || e->valuedouble < lo || e->valuedouble > hi)
+        {
+            return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": \"%s\"[%d] is not "
+                             "an integer in [%d, %d]", path, key, i, lo, hi);
+        }
+        out[i++] = (int) e->valuedouble;
+    }
+    *n = i;
     return SD_OK;
 }

@@ -23,8 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cJSON.h>
-
+#include "config.h"
 #include "mmdit.h"
 
 
@@ -92,28 +91,7 @@ struct sd_mmdit {
 
 /* config.json */
 
-static sd_status
-sd_mmdit_cfg_int(sd_err *err, const cJSON *cfg, const char *path,
-    const char *key, int required, int *out)
-{
-    const cJSON  *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
-    double        d;
-
-    if (v == NULL || cJSON_IsNull(v)) {
-        if (required) {
-            return sd_errorf(err, SD_ERR_FORMAT, "transformer config \"%s\": "
-                             "missing \"%s\"", path, key);
-        }
-        return SD_OK;
-    }
-    d = cJSON_IsNumber(v) ? v->valuedouble : -1;
-    if (d < 1 || d > (1 << 20) || d != floor(d)) {
-        return sd_errorf(err, SD_ERR_FORMAT, "transformer config \"%s\": "
-                         "\"%s\" is not a positive integer", path, key);
-    }
-    *out = (int) d;
-    return SD_OK;
-}
+#define SD_MMDIT_MAX_DIM  (1 << 20)
 
 
 static sd_status
@@ -121,32 +99,40 @@ sd_mmdit_parse_config(sd_err *err, sd_mmdit *m, const cJSON *cfg,
     const char *path)
 {
     sd_mmdit_info  *in = &m->info;
-    const cJSON    *v, *e;
-    int             caption, i;
+    const char     *qk_norm = NULL;
+    int            *list, caption, i, n;
+    sd_status       s;
 
-    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "in_channels", 1,
-                            &in->in_channels));
+    if ((s = sd_config_int_in(err, cfg, path, "in_channels", 1,
+                              SD_MMDIT_MAX_DIM, &in->in_channels)))
+    {
+        return s;
+    }
     in->out_channels = in->in_channels;     /* diffusers: None -> in */
-    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "out_channels", 0,
-                            &in->out_channels));
-    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "patch_size", 1,
-                            &in->patch_size));
-    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "num_layers", 1,
-                            &in->num_layers));
-    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "num_attention_heads", 1,
-                            &in->heads));
-    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "attention_head_dim", 1,
-                            &in->head_dim));
-    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "joint_attention_dim", 1,
-                            &in->joint_dim));
-    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "caption_projection_dim", 1,
-                            &caption));
-    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "pooled_projection_dim", 1,
-                            &in->pooled_dim));
-    SD_TRY(sd_mmdit_cfg_int(err, cfg, path, "pos_embed_max_size", 1,
-                            &in->pos_max));
+    if ((s = sd_config_int_in_opt(err, cfg, path, "out_channels", 1,
+                                  SD_MMDIT_MAX_DIM, &in->out_channels))
+        || (s = sd_config_int_in(err, cfg, path, "patch_size", 1,
+                                 SD_MMDIT_MAX_DIM, &in->patch_size))
+        || (s = sd_config_int_in(err, cfg, path, "num_layers", 1,
+                                 SD_MMDIT_MAX_DIM, &in->num_layers))
+        || (s = sd_config_int_in(err, cfg, path, "num_attention_heads", 1,
+                                 SD_MMDIT_MAX_DIM, &in->heads))
+        || (s = sd_config_int_in(err, cfg, path, "attention_head_dim", 1,
+                                 SD_MMDIT_MAX_DIM, &in->head_dim))
+        || (s = sd_config_int_in(err, cfg, path, "joint_attention_dim", 1,
+                                 SD_MMDIT_MAX_DIM, &in->joint_dim))
+        || (s = sd_config_int_in(err, cfg, path, "caption_projection_dim", 1,
+                                 SD_MMDIT_MAX_DIM, &caption))
+        || (s = sd_config_int_in(err, cfg, path, "pooled_projection_dim", 1,
+                                 SD_MMDIT_MAX_DIM, &in->pooled_dim))
+        || (s = sd_config_int_in(err, cfg, path, "pos_embed_max_size", 1,
+                                 SD_MMDIT_MAX_DIM, &in->pos_max))
+        || (s = sd_config_str_opt(err, cfg, path, "qk_norm", &qk_norm)))
+    {
+        return s;
+    }
 
-    if ((int64_t) in->heads * in->head_dim > (1 << 20)) {
+    if ((int64_t) in->heads * in->head_dim > SD_MMDIT_MAX_DIM) {
         return sd_errorf(err, SD_ERR_FORMAT, "transformer config \"%s\": "
                          "%d heads of %d is too wide", path, in->heads,
                          in->head_dim);
@@ -159,9 +145,8 @@ sd_mmdit_parse_config(sd_err *err, sd_mmdit *m, const cJSON *cfg,
     }
 
     /* qk_norm: None (SD3.0) or "rms_norm" (SD3.5) */
-    v = cJSON_GetObjectItemCaseSensitive(cfg, "qk_norm");
-    if (v != NULL && !cJSON_IsNull(v)) {
-        if (!cJSON_IsString(v) || strcmp(v->valuestring, "rms_norm") != 0) {
+    if (qk_norm != NULL) {
+        if (strcmp(qk_norm, "rms_norm") != 0) {
             return sd_errorf(err, SD_ERR_UNSUPPORTED, "transformer config "
                              "\"%s\": qk_norm other than \"rms_norm\"",
                              path);
@@ -169,50 +154,32 @@ sd_mmdit_parse_config(sd_err *err, sd_mmdit *m, const cJSON *cfg,
         m->qk_norm = 1;
     }
 
+    /* dual_attention_layers: indices of the MMDiT-X blocks, as flags */
     m->dual = sd_calloc(err, in->num_layers, sizeof(int), "dual layers");
-    if (m->dual == NULL) {
+    list = sd_calloc(err, in->num_layers, sizeof(int), "dual layers");
+    if (m->dual == NULL || list == NULL) {
+        free(list);
         return SD_ERR_NOMEM;
     }
-    v = cJSON_GetObjectItemCaseSensitive(cfg, "dual_attention_layers");
-    if (v == NULL || cJSON_IsNull(v)) {
-        return SD_OK;
+    s = sd_config_int_array(err, cfg, path, "dual_attention_layers", 0,
+                            in->num_layers - 1, list, in->num_layers, &n);
+    for (i = 0; s == SD_OK && i < n; i++) {
+        m->dual[list[i]] = 1;
     }
-    if (!cJSON_IsArray(v)) {
-        return sd_errorf(err, SD_ERR_FORMAT, "transformer config \"%s\": "
-                         "\"dual_attention_layers\" is not an array", path);
-    }
-    cJSON_ArrayForEach(e, v) {
-        i = cJSON_IsNumber(e) ? (int) e->valuedouble : -1;
-        if (!cJSON_IsNumber(e) || e->valuedouble != i || i < 0
-            || i >= in->num_layers)
-        {
-            return sd_errorf(err, SD_ERR_FORMAT, "transformer config \"%s\": "
-                             "bad entry in \"dual_attention_layers\" (%d "
-                             "layers)", path, in->num_layers);
-        }
-        m->dual[i] = 1;
-    }
-    return SD_OK;
+    free(list);
+    return s;
 }
 
 
 static sd_status
 sd_mmdit_read_config(sd_err *err, sd_mmdit *m, const char *dir)
 {
-    char       path[1024], *text;
+    char       path[4096];
     cJSON     *cfg;
     sd_status  s;
 
     SD_TRY(sd_path_join(err, path, sizeof(path), dir, "config.json"));
-    SD_TRY(sd_read_file(err, path, &text, NULL));
-
-    cfg = cJSON_Parse(text);
-    free(text);
-    if (cfg == NULL || !cJSON_IsObject(cfg)) {
-        cJSON_Delete(cfg);
-        return sd_errorf(err, SD_ERR_FORMAT, "transformer config \"%s\": "
-                         "not a JSON object", path);
-    }
+    SD_TRY(sd_config_load(err, dir, "config.json", &cfg));
     s = sd_mmdit_parse_config(err, m, cfg, path);
     cJSON_Delete(cfg);
     return s;

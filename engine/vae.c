@@ -23,8 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cJSON.h>
-
+#include "config.h"
 #include "vae.h"
 
 
@@ -96,49 +95,6 @@ struct sd_vae {
 
 /* Config. */
 
-static sd_status
-vae_cfg_num(sd_err *err, const cJSON *cfg, const char *path, const char *key,
-    int required, double def, double *out)
-{
-    const cJSON  *it = cJSON_GetObjectItemCaseSensitive(cfg, key);
-
-    if (it == NULL || cJSON_IsNull(it)) {
-        if (required) {
-            return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": \"%s\" is missing",
-                             path, key);
-        }
-        *out = def;
-        return SD_OK;
-    }
-    if (cJSON_IsBool(it)) {
-        *out = cJSON_IsTrue(it) ? 1 : 0;
-        return SD_OK;
-    }
-    if (!cJSON_IsNumber(it)) {
-        return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": \"%s\" is not a number",
-                         path, key);
-    }
-    *out = it->valuedouble;
-    return SD_OK;
-}
-
-
-static sd_status
-vae_cfg_int(sd_err *err, const cJSON *cfg, const char *path, const char *key,
-    int required, int def, int lo, int hi, int *out)
-{
-    double  d;
-
-    SD_TRY(vae_cfg_num(err, cfg, path, key, required, def, &d));
-    if (d != floor(d) || d < lo || d > hi) {
-        return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": \"%s\" = %g is not an "
-                         "integer in [%d, %d]", path, key, d, lo, hi);
-    }
-    *out = (int) d;
-    return SD_OK;
-}
-
-
 /* Every entry of the optional array key must equal want. */
 static sd_status
 vae_cfg_types(sd_err *err, const cJSON *cfg, const char *path,
@@ -163,41 +119,26 @@ vae_cfg_types(sd_err *err, const cJSON *cfg, const char *path,
 }
 
 
+/* block_out_channels, act_fn and the block types. */
 static sd_status
-vae_parse_config(sd_err *err, sd_vae *v, const cJSON *cfg, const char *path)
+vae_parse_blocks(sd_err *err, sd_vae *v, const cJSON *cfg, const char *path)
 {
-    const cJSON  *arr, *it, *act;
-    double        d;
-    int           i, n;
+    const char  *act = NULL;
+    int          ch[SD_VAE_MAX_BLOCKS], i, n;
 
-    arr = cJSON_GetObjectItemCaseSensitive(cfg, "block_out_channels");
-    if (arr == NULL || !cJSON_IsArray(arr)) {
+    SD_TRY(sd_config_int_array(err, cfg, path, "block_out_channels", 1,
+                               65536, ch, SD_VAE_MAX_BLOCKS, &n));
+    if (n < 1) {
         return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": \"block_out_channels\" "
-                         "is missing or not an array", path);
+                         "is missing or empty", path);
     }
-    n = cJSON_GetArraySize(arr);
-    if (n < 1 || n > SD_VAE_MAX_BLOCKS) {
-        return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": \"block_out_channels\" "
-                         "has %d entries (1 to %d supported)", path, n,
-                         SD_VAE_MAX_BLOCKS);
-    }
-    i = 0;
-    cJSON_ArrayForEach(it, arr) {
-        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble)
-            || it->valuedouble < 1 || it->valuedouble > 65536)
-        {
-            return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": "
-                             "\"block_out_channels\"[%d] is not a positive "
-                             "integer", path, i);
-        }
-        v->ch[i++] = (int64_t) it->valuedouble;
+    for (i = 0; i < n; i++) {
+        v->ch[i] = ch[i];
     }
     v->nblocks = n;
 
-    act = cJSON_GetObjectItemCaseSensitive(cfg, "act_fn");
-    if (act != NULL && !cJSON_IsNull(act)
-        && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu") != 0))
-    {
+    SD_TRY(sd_config_str_opt(err, cfg, path, "act_fn", &act));
+    if (act != NULL && strcmp(act, "silu") != 0) {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "\"%s\": \"act_fn\" must be "
                          "\"silu\"", path);
     }
@@ -205,35 +146,57 @@ vae_parse_config(sd_err *err, sd_vae *v, const cJSON *cfg, const char *path)
                          "DownEncoderBlock2D", n));
     SD_TRY(vae_cfg_types(err, cfg, path, "up_block_types",
                          "UpDecoderBlock2D", n));
+    return SD_OK;
+}
+
+
+static sd_status
+vae_parse_config(sd_err *err, sd_vae *v, const cJSON *cfg, const char *path)
+{
+    int        in = 3, out = 3, latent, i;
+    sd_status  s;
+
+    SD_TRY(vae_parse_blocks(err, v, cfg, path));
 
     /* defaults are diffusers' AutoencoderKL defaults */
-    SD_TRY(vae_cfg_int(err, cfg, path, "layers_per_block", 0, 1, 1, 64,
-                       &v->layers));
-    SD_TRY(vae_cfg_int(err, cfg, path, "norm_num_groups", 0, 32, 1, 65536,
-                       &v->groups));
-    SD_TRY(vae_cfg_int(err, cfg, path, "in_channels", 0, 3, 1, 65536, &i));
-    v->in_ch = i;
-    SD_TRY(vae_cfg_int(err, cfg, path, "out_channels", 0, 3, 1, 65536, &i));
-    v->out_ch = i;
-    SD_TRY(vae_cfg_int(err, cfg, path, "latent_channels", 1, 0, 1, 65536,
-                       &i));
-    v->latent = i;
-    SD_TRY(vae_cfg_num(err, cfg, path, "scaling_factor", 1, 0, &d));
-    v->scaling = (float) d;
-    SD_TRY(vae_cfg_num(err, cfg, path, "shift_factor", 0, 0, &d));
-    v->shift = (float) d;
-    SD_TRY(vae_cfg_int(err, cfg, path, "use_quant_conv", 0, 1, 0, 1,
-                       &v->use_quant));
-    SD_TRY(vae_cfg_int(err, cfg, path, "use_post_quant_conv", 0, 1, 0, 1,
-                       &v->use_post_quant));
-    SD_TRY(vae_cfg_int(err, cfg, path, "mid_block_add_attention", 0, 1, 0, 1,
-                       &v->mid_attn));
+    v->layers = 1;
+    v->groups = 32;
+    v->shift = 0;
+    v->use_quant = 1;
+    v->use_post_quant = 1;
+    v->mid_attn = 1;
+    if ((s = sd_config_int_in_opt(err, cfg, path, "layers_per_block", 1, 64,
+                                  &v->layers))
+        || (s = sd_config_int_in_opt(err, cfg, path, "norm_num_groups", 1,
+                                     65536, &v->groups))
+        || (s = sd_config_int_in_opt(err, cfg, path, "in_channels", 1, 65536,
+                                     &in))
+        || (s = sd_config_int_in_opt(err, cfg, path, "out_channels", 1,
+                                     65536, &out))
+        || (s = sd_config_int_in(err, cfg, path, "latent_channels", 1, 65536,
+                                 &latent))
+        || (s = sd_config_float(err, cfg, path, "scaling_factor",
+                                &v->scaling))
+        || (s = sd_config_float_opt(err, cfg, path, "shift_factor",
+                                    &v->shift))
+        || (s = sd_config_bool_opt(err, cfg, path, "use_quant_conv",
+                                   &v->use_quant))
+        || (s = sd_config_bool_opt(err, cfg, path, "use_post_quant_conv",
+                                   &v->use_post_quant))
+        || (s = sd_config_bool_opt(err, cfg, path, "mid_block_add_attention",
+                                   &v->mid_attn)))
+    {
+        return s;
+    }
+    v->in_ch = in;
+    v->out_ch = out;
+    v->latent = latent;
 
     if (v->scaling == 0) {
         return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": \"scaling_factor\" is "
                          "0", path);
     }
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < v->nblocks; i++) {
         if (v->ch[i] % v->groups != 0) {
             return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": %lld channels are "
                              "not divisible into %d groups", path,
@@ -499,8 +462,7 @@ sd_vae_load(sd_err *err, sd_backend *be, const char *dir, sd_vae **out)
     sd_vae     *v;
     sd_st      *st = NULL;
     cJSON      *cfg = NULL;
-    char        path[4096], *text = NULL;
-    size_t      len;
+    char        path[4096];
     sd_status   s;
 
     *out = NULL;
@@ -512,12 +474,7 @@ sd_vae_load(sd_err *err, sd_backend *be, const char *dir, sd_vae **out)
 
     SD_TRY_GOTO(s, sd_path_join(err, path, sizeof(path), dir, "config.json"),
                 fail);
-    SD_TRY_GOTO(s, sd_read_file(err, path, &text, &len), fail);
-    cfg = cJSON_ParseWithLength(text, len);
-    if (cfg == NULL || !cJSON_IsObject(cfg)) {
-        s = sd_errorf(err, SD_ERR_FORMAT, "\"%s\": not a JSON object", path);
-        goto fail;
-    }
+    SD_TRY_GOTO(s, sd_config_load(err, dir, "config.json", &cfg), fail);
     SD_TRY_GOTO(s, vae_parse_config(err, v, cfg, path), fail);
 
     SD_TRY_GOTO(s, sd_st_open_dir(err, dir, &st), fail);
@@ -525,14 +482,12 @@ sd_vae_load(sd_err *err, sd_backend *be, const char *dir, sd_vae **out)
 
     sd_st_close(st);
     cJSON_Delete(cfg);
-    free(text);
     *out = v;
     return SD_OK;
 
 fail:
     sd_st_close(st);
     cJSON_Delete(cfg);
-    free(text);
     sd_vae_free(v);
     return s;
 }
