@@ -150,6 +150,50 @@ sd_tensor_free(sd_tensor *t)
 }
 
 
+void
+sd_tensors_free(sd_tensor **t, size_t n)
+{
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        sd_tensor_free(t[i]);
+    }
+}
+
+
+sd_status
+sd_tensor_list_add(sd_err *err, sd_tensor_list *l, sd_tensor *t)
+{
+    sd_tensor  **p;
+    size_t       cap;
+
+    if (l->n == l->cap) {
+        cap = l->cap ? 2 * l->cap : 64;
+        p = realloc(l->t, cap * sizeof(sd_tensor *));
+        if (p == NULL) {
+            sd_tensor_free(t);
+            return sd_errorf(err, SD_ERR_NOMEM, "out of memory listing %zu "
+                             "weights", l->n + 1);
+        }
+        l->t = p;
+        l->cap = cap;
+    }
+    l->t[l->n++] = t;
+    return SD_OK;
+}
+
+
+void
+sd_tensor_list_free(sd_tensor_list *l)
+{
+    sd_tensors_free(l->t, l->n);
+    free(l->t);
+    l->t = NULL;
+    l->n = 0;
+    l->cap = 0;
+}
+
+
 sd_status
 sd_tensor_view(sd_err *err, const sd_tensor *t, int64_t off, int ndim,
     const int64_t *shape, sd_tensor *view)

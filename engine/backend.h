@@ -34,6 +34,13 @@ typedef struct {
 } sd_tensor;
 
 
+/* The tensors a network owns (its weights), freed together. */
+typedef struct {
+    sd_tensor     **t;
+    size_t          n, cap;
+} sd_tensor_list;
+
+
 typedef enum {
     SD_ACT_GELU = 0,        /* exact, erf */
     SD_ACT_GELU_TANH,       /* tanh approximation ("gelu_new") */
@@ -111,6 +118,12 @@ sd_status sd_tensor_new3(sd_err *err, sd_backend *be, int64_t d0, int64_t d1,
 sd_status sd_tensor_new4(sd_err *err, sd_backend *be, int64_t d0, int64_t d1,
     int64_t d2, int64_t d3, sd_tensor **out);
 void sd_tensor_free(sd_tensor *t);
+/* Free t[0 .. n-1] (NULLs allowed), not the array. */
+void sd_tensors_free(sd_tensor **t, size_t n);
+/* Append t to l; on failure t is freed. */
+sd_status sd_tensor_list_add(sd_err *err, sd_tensor_list *l, sd_tensor *t);
+/* Free every tensor of l and its storage; l is empty after. */
+void sd_tensor_list_free(sd_tensor_list *l);
 /* A contiguous sub-block [off, off + numel(shape)) of t, reshaped. */
 sd_status sd_tensor_view(sd_err *err, const sd_tensor *t, int64_t off,
     int ndim, const int64_t *shape, sd_tensor *view);

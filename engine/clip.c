@@ -197,20 +197,13 @@ fail:
 void
 sd_clip_free(sd_clip *c)
 {
-    int  i;
-
     if (c == NULL) {
         return;
     }
     if (c->layer) {
-        for (i = 0; i < c->layers; i++) {
-            sd_tensor **f = (sd_tensor **) &c->layer[i];
-            size_t      j;
-
-            for (j = 0; j < sizeof(sd_clip_layer) / sizeof(sd_tensor *); j++) {
-                sd_tensor_free(f[j]);
-            }
-        }
+        /* sd_clip_layer holds tensor pointers only */
+        sd_tensors_free((sd_tensor **) c->layer, (size_t) c->layers
+                        * (sizeof(sd_clip_layer) / sizeof(sd_tensor *)));
         free(c->layer);
     }
     sd_tensor_free(c->tok_emb);

@@ -84,8 +84,7 @@ struct sd_mmdit {
     int            *dual;               /* num_layers flags from config */
     int             qk_norm;            /* qk_norm == "rms_norm" */
 
-    sd_tensor     **owned;              /* every weight, for sd_mmdit_free */
-    size_t          n_owned, cap_owned;
+    sd_tensor_list  owned;              /* every weight, for sd_mmdit_free */
 };
 
 
@@ -188,35 +187,13 @@ sd_mmdit_read_config(sd_err *err, sd_mmdit *m, const char *dir)
 
 /* Weights */
 
-static sd_status
-sd_mmdit_own(sd_err *err, sd_mmdit *m, sd_tensor *t)
-{
-    sd_tensor  **p;
-    size_t       cap;
-
-    if (m->n_owned == m->cap_owned) {
-        cap = m->cap_owned ? 2 * m->cap_owned : 64;
-        p = realloc(m->owned, cap * sizeof(sd_tensor *));
-        if (p == NULL) {
-            sd_tensor_free(t);
-            return sd_errorf(err, SD_ERR_NOMEM, "out of memory listing "
-                             "transformer weights");
-        }
-        m->owned = p;
-        m->cap_owned = cap;
-    }
-    m->owned[m->n_owned++] = t;
-    return SD_OK;
-}
-
-
 /* Load name with exactly this shape (ndim 0: as stored); m owns it. */
 static sd_status
 sd_mmdit_weight(sd_err *err, sd_mmdit *m, const sd_st *st, const char *name,
     int ndim, const int64_t *shape, sd_tensor **out)
 {
     SD_TRY(sd_weight_load(err, m->be, st, name, ndim, shape, out));
-    return sd_mmdit_own(err, m, *out);
+    return sd_tensor_list_add(err, &m->owned, *out);
 }
 
 
@@ -440,15 +417,10 @@ failed:
 void
 sd_mmdit_free(sd_mmdit *m)
 {
-    size_t  i;
-
     if (m == NULL) {
         return;
     }
-    for (i = 0; i < m->n_owned; i++) {
-        sd_tensor_free(m->owned[i]);
-    }
-    free(m->owned);
+    sd_tensor_list_free(&m->owned);
     free(m->blocks);
     free(m->dual);
     free(m);

@@ -202,20 +202,13 @@ fail:
 void
 sd_t5_free(sd_t5 *t)
 {
-    int  i;
-
     if (t == NULL) {
         return;
     }
     if (t->layer) {
-        for (i = 0; i < t->layers; i++) {
-            sd_tensor **f = (sd_tensor **) &t->layer[i];
-            size_t      j;
-
-            for (j = 0; j < sizeof(sd_t5_layer) / sizeof(sd_tensor *); j++) {
-                sd_tensor_free(f[j]);
-            }
-        }
+        /* sd_t5_layer holds tensor pointers only */
+        sd_tensors_free((sd_tensor **) t->layer, (size_t) t->layers
+                        * (sizeof(sd_t5_layer) / sizeof(sd_tensor *)));
         free(t->layer);
     }
     sd_tensor_free(t->embed);

@@ -88,8 +88,7 @@ struct sd_vae {
     sd_vae_coder    enc, dec;
 
     /* every weight tensor, owned here; the structs above borrow them */
-    sd_tensor     **owned;
-    size_t          nowned, cap;
+    sd_tensor_list  owned;
 };
 
 
@@ -209,28 +208,6 @@ vae_parse_config(sd_err *err, sd_vae *v, const cJSON *cfg, const char *path)
 
 /* Weights. */
 
-static sd_status
-vae_own(sd_err *err, sd_vae *v, sd_tensor *t)
-{
-    sd_tensor  **p;
-    size_t       cap;
-
-    if (v->nowned == v->cap) {
-        cap = v->cap ? 2 * v->cap : 256;
-        p = realloc(v->owned, cap * sizeof(sd_tensor *));
-        if (p == NULL) {
-            sd_tensor_free(t);
-            return sd_errorf(err, SD_ERR_NOMEM, "out of memory for the VAE "
-                             "weight list");
-        }
-        v->owned = p;
-        v->cap = cap;
-    }
-    v->owned[v->nowned++] = t;
-    return SD_OK;
-}
-
-
 /*
  * Load "<prefix>.weight" with shape wshape[0..wdim-1] and, when bias is set,
  * "<prefix>.bias" of wshape[0]. A linear (wdim 2) also accepts the
@@ -261,17 +238,17 @@ vae_param(sd_err *err, sd_vae *v, const sd_st *st, sd_vae_param *p,
         lin4[2] = 1;
         lin4[3] = 1;
         SD_TRY(sd_weight_load(err, v->be, st, name, 4, lin4, &p->w));
-        SD_TRY(vae_own(err, v, p->w));
+        SD_TRY(sd_tensor_list_add(err, &v->owned, p->w));
         SD_TRY(sd_tensor_reshape(err, p->w, 2, wshape));
     } else {
         SD_TRY(sd_weight_load(err, v->be, st, name, wdim, wshape, &p->w));
-        SD_TRY(vae_own(err, v, p->w));
+        SD_TRY(sd_tensor_list_add(err, &v->owned, p->w));
     }
 
     if (bias) {
         snprintf(name, sizeof(name), "%s.bias", prefix);
         SD_TRY(sd_weight_load(err, v->be, st, name, 1, wshape, &p->b));
-        SD_TRY(vae_own(err, v, p->b));
+        SD_TRY(sd_tensor_list_add(err, &v->owned, p->b));
     }
     return SD_OK;
 }
@@ -496,20 +473,16 @@ fail:
 void
 sd_vae_free(sd_vae *v)
 {
-    size_t  i;
-    int     b;
+    int  b;
 
     if (v == NULL) {
         return;
     }
-    for (i = 0; i < v->nowned; i++) {
-        sd_tensor_free(v->owned[i]);
-    }
+    sd_tensor_list_free(&v->owned);
     for (b = 0; b < SD_VAE_MAX_BLOCKS; b++) {
         free(v->enc.blocks[b].res);
         free(v->dec.blocks[b].res);
     }
-    free(v->owned);
     free(v);
 }
 
