@@ -5,9 +5,7 @@
  * (tests/data/enc_ref.safetensors, made by tests/data/make_ref.py).
  */
 
-#include <cJSON.h>
-
-#include "t.h"
+#include "golden.h"
 #include "model.h"
 #include "safetensors.h"
 
@@ -19,28 +17,21 @@ static sd_backend  *be;
 static void
 check_tensor(const sd_st *g, const char *key, const sd_tensor *t, double tol)
 {
-    const sd_st_tensor  *ref = sd_st_find(g, key);
-    float               *a, *b;
-    sd_err               err = {0};
-    double               e;
+    float   *a;
+    sd_err   err = {0};
 
-    if (ref == NULL) {
-        T_CHECK(0, "golden \"%s\" missing", key);
+    if (t == NULL) {
+        T_CHECK(0, "%s: no tensor to compare", key);
         return;
     }
-    if (t == NULL || ref->numel != sd_numel(t)) {
-        T_CHECK(0, "%s: %lld elements vs golden %lld", key,
-                t ? (long long) sd_numel(t) : -1LL, (long long) ref->numel);
+    a = malloc(sd_numel(t) * sizeof(float));
+    if (a == NULL) {
+        T_CHECK(0, "%s: out of memory", key);
         return;
     }
-    a = malloc(ref->numel * sizeof(float));
-    b = malloc(ref->numel * sizeof(float));
     sd_tensor_download(&err, t, a);
-    sd_st_read_f32(&err, ref, b);
-    e = t_rel_l2(a, b, ref->numel);
-    T_CHECK(e < tol, "%s: relative L2 error %.3g (limit %g)", key, e, tol);
+    t_golden_cmp(g, key, a, sd_numel(t), tol);
     free(a);
-    free(b);
 }
 
 
@@ -194,27 +185,15 @@ main(void)
 {
     static const char  *models[] = { "large", "medium" };
     char                path[4096];
-    char               *text;
-    size_t              len;
     cJSON              *cases;
     sd_st              *g;
     sd_model           *m;
     sd_err              err = {0};
     int                 i, k;
 
-    snprintf(path, sizeof(path), "%s/golden-public.safetensors",
-             t_fixtures());
-    if (sd_st_open(&err, path, &g) != SD_OK) {
-        T_SKIP("fixtures absent (%s): set SD_FIXTURES", err.msg);
+    if (t_golden_open(&g, &cases) != 0) {
         return T_DONE();
     }
-    snprintf(path, sizeof(path), "%s/cases-public.json", t_fixtures());
-    if (sd_read_file(&err, path, &text, &len) != SD_OK) {
-        T_CHECK(0, "%s", err.msg);
-        return T_DONE();
-    }
-    cases = cJSON_Parse(text);
-    free(text);
     sd_backend_cpu_create(&err, 0, &be);
 
     for (k = 0; k < 2; k++) {

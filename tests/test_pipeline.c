@@ -5,33 +5,11 @@
  * rules and the cost of one case.
  */
 
-#include <cJSON.h>
 #include <time.h>
 
-#include "t.h"
+#include "golden.h"
 #include "pipeline.h"
 #include "safetensors.h"
-
-
-static void
-cmp(const sd_st *g, const char *key, const float *a, size_t n, double tol)
-{
-    const sd_st_tensor  *r = sd_st_find(g, key);
-    float               *b;
-    sd_err               err = {0};
-    double               e;
-
-    if (r == NULL || (size_t) r->numel != n || a == NULL) {
-        T_CHECK(0, "%s: golden missing or %zu elements vs %lld", key, n,
-                r ? (long long) r->numel : -1LL);
-        return;
-    }
-    b = malloc(n * sizeof(float));
-    sd_st_read_f32(&err, r, b);
-    e = t_rel_l2(a, b, n);
-    T_CHECK(e < tol, "%s: relative L2 %.3g (limit %g)", key, e, tol);
-    free(b);
-}
 
 
 static void
@@ -103,15 +81,15 @@ run_case(const sd_st *g, sd_model *m, const char *model, const cJSON *cs)
 
     per = (size_t) d.latent_c * d.latent_h * d.latent_w;
     snprintf(key, sizeof(key), "%s.noise_cpu", pfx);
-    cmp(g, key, d.noise, per, 1e-12);
+    t_golden_cmp(g, key, d.noise, per, 1e-12);
     snprintf(key, sizeof(key), "%s.sigmas", pfx);
-    cmp(g, key, d.sigmas, a.steps + 1, 1e-7);
+    t_golden_cmp(g, key, d.sigmas, a.steps + 1, 1e-7);
     snprintf(key, sizeof(key), "%s.timesteps", pfx);
-    cmp(g, key, d.timesteps, a.steps, 1e-7);
+    t_golden_cmp(g, key, d.timesteps, a.steps, 1e-7);
     snprintf(key, sizeof(key), "%s.latents_after_step0", pfx);
-    cmp(g, key, d.latents_step0, per, 1e-4);
+    t_golden_cmp(g, key, d.latents_step0, per, 1e-4);
     snprintf(key, sizeof(key), "%s.final_latents", pfx);
-    cmp(g, key, d.final_latents, per, 1e-3);
+    t_golden_cmp(g, key, d.final_latents, per, 1e-3);
     snprintf(key, sizeof(key), "%s.image_u8", pfx);
     check_u8(g, key, rgb, (size_t) a.width * a.height * 3);
 
@@ -220,8 +198,7 @@ int
 main(void)
 {
     static const char  *models[] = { "large", "medium" };
-    char                path[4096], *text;
-    size_t              len;
+    char                path[4096];
     cJSON              *cases, *list;
     sd_st              *g;
     sd_model           *m;
@@ -236,19 +213,9 @@ main(void)
             && fabsf(sg[1] - 0.857692f) < 1e-5f, "schedule %g %g", sg[1],
             sg[3]);
 
-    snprintf(path, sizeof(path), "%s/golden-public.safetensors",
-             t_fixtures());
-    if (sd_st_open(&err, path, &g) != SD_OK) {
-        T_SKIP("fixtures absent (%s): set SD_FIXTURES", err.msg);
+    if (t_golden_open(&g, &cases) != 0) {
         return T_DONE();
     }
-    snprintf(path, sizeof(path), "%s/cases-public.json", t_fixtures());
-    if (sd_read_file(&err, path, &text, &len) != SD_OK) {
-        T_CHECK(0, "%s", err.msg);
-        return T_DONE();
-    }
-    cases = cJSON_Parse(text);
-    free(text);
     sd_backend_cpu_create(&err, 0, &be);
 
     for (k = 0; k < 2; k++) {

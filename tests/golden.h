@@ -1,0 +1,76 @@
+/*
+ * golden.h: the public goldens for the stage tests. t_golden_open() opens
+ * golden-public.safetensors and parses cases-public.json from the fixtures;
+ * t_golden_cmp() checks host floats against one golden tensor by relative
+ * L2 error. Fixtures that are absent are a skip, fixtures that are broken a
+ * failure.
+ */
+
+#ifndef SD_GOLDEN_H
+#define SD_GOLDEN_H
+
+#include <cJSON.h>
+
+#include "t.h"
+#include "safetensors.h"
+
+
+/* 0: *g and *cases are open; -1: the reason is recorded, nothing is open. */
+static inline int
+t_golden_open(sd_st **g, cJSON **cases)
+{
+    char    path[4096], *text;
+    size_t  len;
+    sd_err  err = {0};
+
+    *cases = NULL;
+    snprintf(path, sizeof(path), "%s/golden-public.safetensors",
+             t_fixtures());
+    if (sd_st_open(&err, path, g) != SD_OK) {
+        T_SKIP("fixtures absent (%s): set SD_FIXTURES", err.msg);
+        return -1;
+    }
+    snprintf(path, sizeof(path), "%s/cases-public.json", t_fixtures());
+    if (sd_read_file(&err, path, &text, &len) != SD_OK) {
+        T_CHECK(0, "%s", err.msg);
+        sd_st_close(*g);
+        return -1;
+    }
+    *cases = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (*cases == NULL) {
+        T_CHECK(0, "\"%s\" does not parse", path);
+        sd_st_close(*g);
+        return -1;
+    }
+    return 0;
+}
+
+
+/* a[0 .. n-1] against the golden key: relative L2 error below tol. */
+static inline void
+t_golden_cmp(const sd_st *g, const char *key, const float *a, size_t n,
+    double tol)
+{
+    const sd_st_tensor  *r = sd_st_find(g, key);
+    float               *b;
+    sd_err               err = {0};
+    double               e;
+
+    if (r == NULL || (size_t) r->numel != n || a == NULL) {
+        T_CHECK(0, "%s: golden missing or %zu elements vs %lld", key, n,
+                r ? (long long) r->numel : -1LL);
+        return;
+    }
+    b = malloc(n * sizeof(float));
+    if (b == NULL) {
+        T_CHECK(0, "%s: out of memory", key);
+        return;
+    }
+    sd_st_read_f32(&err, r, b);
+    e = t_rel_l2(a, b, n);
+    T_CHECK(e < tol, "%s: relative L2 error %.3g (limit %g)", key, e, tol);
+    free(b);
+}
+
+#endif /* SD_GOLDEN_H */
