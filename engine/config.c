@@ -123,16 +123,26 @@ sd_config_int_in_opt(sd_err *err, const cJSON *cfg, const char *path,
 }
 
 
-sd_status
-sd_config_float(sd_err *err, const cJSON *cfg, const char *path,
-    const char *key, float *out)
+static sd_status
+real(sd_err *err, const cJSON *cfg, const char *path, const char *key,
+    int required, float *out)
 {
     double  d = 0;
     int     found;
 
-    SD_TRY(number(err, cfg, path, key, 1, &d, &found));
-    *out = (float) d;
+    SD_TRY(number(err, cfg, path, key, required, &d, &found));
+    if (found) {
+        *out = (float) d;
+    }
     return SD_OK;
+}
+
+
+sd_status
+sd_config_float(sd_err *err, const cJSON *cfg, const char *path,
+    const char *key, float *out)
+{
+    return real(err, cfg, path, key, 1, out);
 }
 
 
@@ -140,14 +150,7 @@ sd_status
 sd_config_float_opt(sd_err *err, const cJSON *cfg, const char *path,
     const char *key, float *out)
 {
-    double  d = 0;
-    int     found;
-
-    SD_TRY(number(err, cfg, path, key, 0, &d, &found));
-    if (found) {
-        *out = (float) d;
-    }
-    return SD_OK;
+    return real(err, cfg, path, key, 0, out);
 }
 
 
