@@ -31,6 +31,7 @@ static ngx_int_t ngx_http_sd_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_sd_init_process(ngx_cycle_t *cycle);
 static void ngx_http_sd_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_sd_timer_handler(ngx_event_t *ev);
+static void ngx_http_sd_pin(ngx_cycle_t *cycle);
 
 
 ngx_http_sd_worker_t  ngx_http_sd_worker;
@@ -603,6 +604,8 @@ ngx_http_sd_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_http_sd_pin(cycle);
+
     w = &ngx_http_sd_worker;
     ngx_memzero(w, sizeof(ngx_http_sd_worker_t));
 
@@ -658,6 +661,32 @@ ngx_http_sd_init_process(ngx_cycle_t *cycle)
     (void) ngx_http_sd_model_load(i);
 
     return NGX_OK;
+}
+
+
+/*
+ * A worker dlclose()s its modules when it exits (the cycle pool's cleanup),
+ * which would unmap OpenMP's and OpenBLAS's code under their still running
+ * threads: the module and its libraries stay mapped until exit() instead.
+ */
+
+static void
+ngx_http_sd_pin(ngx_cycle_t *cycle)
+{
+    Dl_info  info;
+
+    if (dladdr((void *) ngx_http_sd_pin, &info) == 0
+        || info.dli_fname == NULL)
+    {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0, "dladdr() failed");
+        return;
+    }
+
+    if (dlopen(info.dli_fname, RTLD_NOW|RTLD_NOLOAD|RTLD_NODELETE) == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "dlopen(\"%s\", RTLD_NODELETE) failed: %s",
+                      info.dli_fname, dlerror());
+    }
 }
 
 

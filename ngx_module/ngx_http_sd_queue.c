@@ -142,7 +142,7 @@ ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
     ngx_http_sd_model_t      *m;
     ngx_http_sd_worker_t     *w;
     ngx_http_sd_tenant_t     *t;
-    ngx_pool_cleanup_t       *cln;
+    ngx_http_cleanup_t       *cln;
     ngx_http_sd_main_conf_t  *smcf;
     u_char                    msg[NGX_HTTP_SD_ERRLEN];
 
@@ -203,7 +203,8 @@ ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_sd_module);
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
+    /* runs when the request is terminated or freed: detaches the job */
+    cln = ngx_http_cleanup_add(r, 0);
     if (cln == NULL) {
         ngx_http_sd_task_end(job->slot);
         ngx_http_sd_tenant_put(t);
