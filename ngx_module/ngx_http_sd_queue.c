@@ -169,7 +169,7 @@ ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
     }
 
     if (w->queued >= smcf->queue_size) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "sd queue is full (%ui jobs), answering 503",
                       w->queued);
         ngx_http_sd_tenant_put(t);
@@ -194,7 +194,7 @@ ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
 
     job->slot = ngx_http_sd_task_alloc(job->id, job->id_len);
     if (job->slot == NULL) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "sd task table is full, answering 503");
         ngx_http_sd_tenant_put(t);
         return ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
