@@ -1606,7 +1606,7 @@ ngx_int_t
 ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
 {
     int                   i, k, n;
-    char                 *params, *info;
+    char                 *params, *info, field[32];
     size_t                len;
     u_char               *buf, *p;
     cJSON                *o, *a, *s, *infos;
@@ -1625,7 +1625,21 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                           "sd_generate() refused task \"%s\": %s",
                           job->id, job->err);
-            return ngx_http_sd_send_422(r, NULL, job->err, "value_error");
+
+            /* the engine's messages start with the field: "steps: ..." */
+            for (i = 0; job->err[i] == '_'
+                        || (job->err[i] >= 'a' && job->err[i] <= 'z'); i++)
+            {
+                field[i] = job->err[i];
+                if (i == (int) sizeof(field) - 2) {
+                    break;
+                }
+            }
+            field[i] = '\0';
+
+            return ngx_http_sd_send_422(r,
+                        (i && job->err[i] == ':') ? field : NULL,
+                        job->err, "value_error");
         }
 
         if (job->status == SD_ERR_CANCELLED) {
