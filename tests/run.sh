@@ -30,7 +30,10 @@ done
 if [ -d tests/http ] && [ "${SD_SKIP_HTTP:-0}" != 1 ]; then
     echo "== http (pytest)"
     log=build/pytest.log
-    python3 -m pytest -q -rs tests/http 2>&1 | tee "$log"
+    # Debian's python3 (with python3-pytest), not whatever else is on PATH
+    py=${SD_PYTHON:-/usr/bin/python3}
+    [ -x "$py" ] || py=python3
+    "$py" -m pytest -q -rs tests/http 2>&1 | tee "$log"
     line=$(grep -E '^=* ?[0-9]+ (passed|failed)' "$log" | tail -n 1)
     p=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
     f=$(echo "$line" | grep -oE '[0-9]+ (failed|error)' | grep -oE '[0-9]+' | paste -sd+ | bc 2>/dev/null || echo 0)
