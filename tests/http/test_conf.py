@@ -2,12 +2,14 @@
 multi-tenant gateway (API keys, per-tenant limits, limit_req/limit_conn)
 and the TLS server."""
 
+import json
 import subprocess
+import time
 import warnings
 
 import requests
 
-from conftest import FAST, MODEL, ROOT, free_port, rewrite_example
+from conftest import FAST, MODEL, ROOT, SLOW, free_port, rewrite_example
 
 
 def example(name, module, ports):
@@ -81,6 +83,24 @@ def test_tls_conf(nginx_factory, module, tmp_path):
     r = n.post("/sdapi/v1/txt2img", FAST, verify=str(cert))
     assert r.status_code == 200
     assert len(r.json()["images"]) == 1
+
+    # HTTP/2, and a client that goes away over HTTP/2 cancels its job
+    out = subprocess.run(
+        ["curl", "-s", "--http2", "--cacert", str(cert), "-o", "/dev/null",
+         "-w", "%{http_version} %{http_code}", "-d", json.dumps(FAST),
+         f"https://127.0.0.1:{port}/sdapi/v1/txt2img"],
+        capture_output=True, text=True)
+    assert out.stdout == "2 200"
+    slow = dict(SLOW, force_task_id="h2slow")
+    subprocess.run(
+        ["curl", "-s", "--http2", "--cacert", str(cert), "-m", "3",
+         "-o", "/dev/null", "-d", json.dumps(slow),
+         f"https://127.0.0.1:{port}/sdapi/v1/txt2img"])
+    for _ in range(100):
+        if 'sd task "h2slow" cancelled' in n.logs():
+            break
+        time.sleep(0.05)
+    assert 'sd task "h2slow" cancelled: the client went away' in n.logs()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
