@@ -86,6 +86,9 @@ static void ngx_http_sd_task_id(u_char *id, size_t *len);
 static ngx_int_t ngx_http_sd_png_text(u_char *p, size_t len, cJSON *items,
     char **info);
 static cJSON *ngx_http_sd_parse_infotext(const char *s);
+static ngx_int_t ngx_http_sd_job_error(ngx_http_request_t *r,
+    ngx_http_sd_job_t *job);
+static cJSON *ngx_http_sd_info(ngx_http_sd_job_t *job);
 
 static ngx_int_t ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body);
 static ngx_int_t ngx_http_sd_progress(ngx_http_request_t *r, cJSON *body);
@@ -1600,70 +1603,71 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
 }
 
 
-/* The answer to a job that ran: images, parameters, info. */
+/* The answer to a job that failed: 422, 503 or 500, logged once. */
 
-ngx_int_t
-ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
+static ngx_int_t
+ngx_http_sd_job_error(ngx_http_request_t *r, ngx_http_sd_job_t *job)
 {
-    int                   i, k, n;
-    char                 *params, *info, field[32];
-    size_t                len;
-    u_char               *buf, *p;
-    cJSON                *o, *a, *s, *infos;
+    int   i;
+    char  field[32];
+
+    if (job->status == SD_ERR_INVALID
+        || job->status == SD_ERR_UNSUPPORTED)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "sd_generate() refused task \"%s\": %s",
+                      job->id, job->err);
+
+        /* the engine's messages start with the field: "steps: ..." */
+        for (i = 0; job->err[i] == '_'
+                    || (job->err[i] >= 'a' && job->err[i] <= 'z'); i++)
+        {
+            field[i] = job->err[i];
+            if (i == (int) sizeof(field) - 2) {
+                break;
+            }
+        }
+        field[i] = '\0';
+
+        return ngx_http_sd_send_422(r,
+                    (i && job->err[i] == ':') ? field : NULL,
+                    job->err, "value_error");
+    }
+
+    if (job->status == SD_ERR_CANCELLED) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "sd task \"%s\" cancelled: shutting down",
+                      job->id);
+        return ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "shutting down", 0);
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "sd_generate() failed for task \"%s\": %s: %s",
+                  job->id, sd_status_str(job->status), job->err);
+    return ngx_http_sd_send_500(r, sd_status_str(job->status),
+                                job->err[0] ? job->err
+                                            : sd_status_str(job->status));
+}
+
+
+/* A1111's "info": what was generated, with every image's infotext. */
+
+static cJSON *
+ngx_http_sd_info(ngx_http_sd_job_t *job)
+{
+    int                   i, k;
+    cJSON                *o, *a, *infos;
     int64_t               total;
-    ngx_int_t             rc;
-    ngx_str_t             src, dst;
     sd_image             *img;
     ngx_http_sd_model_t  *m;
-
-    if (job->status != SD_OK
-        && !(job->status == SD_ERR_CANCELLED && job->interrupted))
-    {
-        if (job->status == SD_ERR_INVALID
-            || job->status == SD_ERR_UNSUPPORTED)
-        {
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "sd_generate() refused task \"%s\": %s",
-                          job->id, job->err);
-
-            /* the engine's messages start with the field: "steps: ..." */
-            for (i = 0; job->err[i] == '_'
-                        || (job->err[i] >= 'a' && job->err[i] <= 'z'); i++)
-            {
-                field[i] = job->err[i];
-                if (i == (int) sizeof(field) - 2) {
-                    break;
-                }
-            }
-            field[i] = '\0';
-
-            return ngx_http_sd_send_422(r,
-                        (i && job->err[i] == ':') ? field : NULL,
-                        job->err, "value_error");
-        }
-
-        if (job->status == SD_ERR_CANCELLED) {
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "sd task \"%s\" cancelled: shutting down",
-                          job->id);
-            return ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                           "shutting down", 0);
-        }
-
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "sd_generate() failed for task \"%s\": %s: %s",
-                      job->id, sd_status_str(job->status), job->err);
-        return ngx_http_sd_send_500(r, sd_status_str(job->status),
-                                    job->err[0] ? job->err
-                                                : sd_status_str(job->status));
-    }
 
     m = &ngx_http_sd_worker.models[job->model];
     total = (int64_t) job->batch_size * job->n_iter;
 
     o = cJSON_CreateObject();
     if (o == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
     cJSON_AddStringToObject(o, "prompt", job->prompt);
@@ -1713,13 +1717,11 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
     cJSON_AddNumberToObject(o, "index_of_first_image", 0);
 
     infos = cJSON_AddArrayToObject(o, "infotexts");
-    n = 0;
     for (i = 0; i < job->n_done; i++) {
         for (k = 0; k < job->results[i].n_images; k++) {
             img = &job->results[i].images[k];
             cJSON_AddItemToArray(infos, cJSON_CreateString(
                                      img->infotext ? img->infotext : ""));
-            n++;
         }
     }
 
@@ -1732,6 +1734,34 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
     cJSON_AddNumberToObject(o, "clip_skip", 1);
     cJSON_AddFalseToObject(o, "is_using_inpainting_conditioning");
     cJSON_AddStringToObject(o, "version", "sd-nginx " NGX_HTTP_SD_VERSION);
+
+    return o;
+}
+
+
+/* The answer to a job that ran: images, parameters, info. */
+
+ngx_int_t
+ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
+{
+    int          i, k, n;
+    char        *params, *info;
+    size_t       len;
+    u_char      *buf, *p;
+    cJSON       *o, *s;
+    ngx_str_t    src, dst;
+    sd_image    *img;
+
+    if (job->status != SD_OK
+        && !(job->status == SD_ERR_CANCELLED && job->interrupted))
+    {
+        return ngx_http_sd_job_error(r, job);
+    }
+
+    o = ngx_http_sd_info(job);
+    if (o == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     info = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -1804,9 +1834,7 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
                       "iterations", job->id, job->n_done, job->n_iter);
     }
 
-    rc = ngx_http_sd_send_body(r, NGX_HTTP_OK, buf, p - buf);
-
-    return rc;
+    return ngx_http_sd_send_body(r, NGX_HTTP_OK, buf, p - buf);
 }
 
 

@@ -64,7 +64,7 @@ def test_queue_full_and_abort(nginx_factory):
     while n.get("/sdapi/v1/progress").json()["state"]["job"] and \
             time.time() - t0 < 10:
         time.sleep(0.02)
-    assert time.time() - t0 < 3
+    assert time.time() - t0 < 5
     assert metric(n, "sd_jobs_cancelled_total") == 2
 
     # the worker lives on
@@ -94,7 +94,7 @@ def test_progress_and_interrupt(nginx):
     t0 = time.time()
     assert nginx.post("/sdapi/v1/interrupt").json() == {}
     status, headers, body = read_response(s)
-    assert time.time() - t0 < 3
+    assert time.time() - t0 < 5
     assert status == 200
     assert headers["x-task-id"] == "p"
     assert body["images"] == []
