@@ -131,3 +131,36 @@ def test_body_in_temp_file(nginx_factory):
     r = n.post("/sdapi/v1/txt2img", dict(FAST, negative_prompt="x " * 2000))
     assert r.status_code == 200, r.text
     assert len(r.json()["images"]) == 1
+
+
+def test_two_models(nginx_factory):
+    medium = GOLDEN.parent / "tiny-sd35-medium"
+    n = nginx_factory(http=f"sd_model medium {medium};")
+    models = n.get("/sdapi/v1/sd-models").json()
+    assert [m["model_name"] for m in models] == ["tiny", "medium"]
+    assert models[1]["hash"] is None        # not loaded yet
+
+    c = next(c for c in CASES["medium"] if c["name"] == "p0")
+    body = {"prompt": c["prompt"], "negative_prompt": c["negative_prompt"],
+            "width": c["width"], "height": c["height"], "steps": c["steps"],
+            "cfg_scale": c["cfg"], "seed": c["seed"],
+            "override_settings": {"randn_source": "CPU",
+                                  "sd_model_checkpoint": "medium"}}
+    # the first request for a model waits for it to load
+    r = n.post("/sdapi/v1/txt2img", body)
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    assert info["sd_model_name"] == "medium"
+    w, h, ch, px = sdutil.png_decode(base64.b64decode(r.json()["images"][0]))
+    _, _, ref = sdutil.safetensors_read(GOLDEN, "medium.p0.image_u8")
+    off = sum(1 for i in range(w * h) for k in range(3)
+              if abs(px[i * ch + k] - ref[i * 3 + k]) > 1)
+    assert off <= 0.001 * w * h * 3
+
+    # the default model through options, for every later request
+    assert n.post("/sdapi/v1/options",
+                  {"sd_model_checkpoint": "medium"}).status_code == 200
+    assert n.get("/sdapi/v1/options").json()[
+        "sd_model_checkpoint"].startswith("medium [")
+    r = n.post("/sdapi/v1/txt2img", FAST)
+    assert json.loads(r.json()["info"])["sd_model_name"] == "medium"
