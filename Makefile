@@ -101,9 +101,11 @@ $(MODULE): $(NGX_BUILD)/objs/Makefile $(MODULE_DEP) $(LIB)
 	@# a new file, not rewritten in place: running nginx maps the old one
 	cp $(NGX_BUILD)/objs/ngx_http_sd_module.so $@.tmp && mv -f $@.tmp $@
 
-# make serve [MODEL=dir] [PORT=n]: nginx in the foreground, prefix build/serve.
+# make serve [MODEL=dir] [PORT=n] [HOST=addr]: nginx in the foreground,
+# prefix build/serve.
 MODEL ?= $(BUILD)/demo-model
 PORT  ?= 7860
+HOST  ?= 127.0.0.1
 SERVE := $(BUILD)/serve
 SERVE_NAME = $(notdir $(abspath $(MODEL)))
 
@@ -113,9 +115,9 @@ serve: all $(MODULE)
 	@test -d "$(MODEL)" || { echo "serve: no model folder $(MODEL)"; exit 1; }
 	mkdir -p $(SERVE)/logs $(SERVE)/tmp
 	sed -e 's#^\( *sd_model  *\)[^ ]*  *[^ ;]*#\1$(SERVE_NAME) $(abspath $(MODEL))#' \
-	    -e 's#127\.0\.0\.1:7860#127.0.0.1:$(PORT)#' \
+	    -e 's#127\.0\.0\.1:7860#$(HOST):$(PORT)#' \
 	    -e 's#^load_module .*;#load_module $(abspath $(MODULE));#' \
 	    conf/nginx.conf > $(SERVE)/nginx.conf
-	@echo "serving $(MODEL) at http://127.0.0.1:$(PORT)/sdapi/v1/"
+	@echo "serving $(MODEL) at http://$(HOST):$(PORT)/sdapi/v1/"
 	exec nginx -p $(abspath $(SERVE))/ -c nginx.conf -e stderr \
 	    -g 'daemon off;'
