@@ -26,6 +26,52 @@
 #define SD_VERSION  "sd35-nginx 0.1"
 
 
+static const char *const  sd_samplers[] = { "Euler", "Euler a", NULL };
+static const char *const  sd_schedulers[] = { "Automatic", NULL };
+
+
+const char *const *
+sd_sampler_names(void)
+{
+    return sd_samplers;
+}
+
+
+const char *const *
+sd_scheduler_names(void)
+{
+    return sd_schedulers;
+}
+
+
+/* NULL or "" is the default (index 0); otherwise a name of the list. */
+static int
+name_index(const char *const *names, const char *name)
+{
+    int  i;
+
+    if (name == NULL || name[0] == '\0') {
+        return 0;
+    }
+    for (i = 0; names[i]; i++) {
+        if (strcasecmp(names[i], name) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+
+/* The canonical spelling of a request's sampler, for the infotext. */
+static const char *
+sampler_name(const sd_request *r)
+{
+    int  i = name_index(sd_samplers, r->sampler);
+
+    return sd_samplers[i < 0 ? 0 : i];
+}
+
+
 struct sd_engine {
     sd_backend         *be;
     sd_model           *model;
@@ -92,6 +138,14 @@ sd_engine_open(const sd_engine_config *cfg, sd_engine **out, char *errbuf,
     if (cfg->device != SD_DEVICE_CPU) {
         sd_errorf(&err, SD_ERR_UNSUPPORTED, "device: this build has only "
                   "the CPU backend");
+        set_errbuf(errbuf, errlen, &err);
+        return SD_ERR_UNSUPPORTED;
+    }
+    if (cfg->precision != SD_PRECISION_AUTO
+        && cfg->precision != SD_PRECISION_FP32)
+    {
+        sd_errorf(&err, SD_ERR_UNSUPPORTED, "precision: the CPU backend "
+                  "computes in fp32 only");
         set_errbuf(errbuf, errlen, &err);
         return SD_ERR_UNSUPPORTED;
     }
@@ -232,7 +286,8 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
              r->negative_prompt[0] ? "Negative prompt: " : "",
              r->negative_prompt,
              r->negative_prompt[0] ? "\n" : "",
-             r->steps, "Euler", "Automatic", cfg, (unsigned long long) seed,
+             r->steps, sampler_name(r), sd_schedulers[0], cfg,
+             (unsigned long long) seed,
              r->width, r->height, m->hash, m->name, var,
              SD_VERSION);
     *out = s;
@@ -246,15 +301,11 @@ check_request(sd_err *err, const sd_request *r)
     if (r->prompt == NULL || r->negative_prompt == NULL) {
         return sd_errorf(err, SD_ERR_INVALID, "prompt: must be a string");
     }
-    if (r->sampler && r->sampler[0] && strcasecmp(r->sampler, "Euler") != 0)
-    {
+    if (name_index(sd_samplers, r->sampler) < 0) {
         return sd_errorf(err, SD_ERR_INVALID, "sampler_name: \"%s\" is not "
-                         "supported; available: Euler", r->sampler);
+                         "supported; available: Euler, Euler a", r->sampler);
     }
-    if (r->scheduler && r->scheduler[0]
-        && strcasecmp(r->scheduler, "Automatic") != 0
-        && strcasecmp(r->scheduler, "Simple") != 0)
-    {
+    if (name_index(sd_schedulers, r->scheduler) < 0) {
         return sd_errorf(err, SD_ERR_INVALID, "scheduler: \"%s\" is not "
                          "supported; available: Automatic", r->scheduler);
     }
@@ -267,14 +318,63 @@ check_request(sd_err *err, const sd_request *r)
                          "and 64 (got %d)", r->batch_size);
     }
     if (r->seed < -1 || r->subseed < -1) {
-        return sd_errorf(err, SD_ERR_INVALID, "seed: must be -1 (random) or "
-                         "a non-negative integer");
+        return sd_errorf(err, SD_ERR_INVALID, "%s: must be -1 (random) or "
+                         "a non-negative integer",
+                         r->seed < -1 ? "seed" : "subseed");
     }
     if (r->slg_n_layers < 0 || r->slg_n_layers > 16) {
         return sd_errorf(err, SD_ERR_INVALID, "skip layer guidance: at most "
                          "16 layers");
     }
     return SD_OK;
+}
+
+
+/* The pipeline's arguments of a request (seeds are filled per batch). */
+static void
+pipe_args(const sd_request *r, sd_pipe_args *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->width = r->width;
+    a->height = r->height;
+    a->steps = r->steps;
+    a->cfg = r->cfg_scale;
+    a->batch = r->batch_size;
+    a->sampler = name_index(sd_samplers, r->sampler) == 1
+                 ? SD_SAMPLER_EULER_A : SD_SAMPLER_EULER;
+    a->subseed_strength = r->subseed_strength;
+    a->rng = r->rng;
+    a->slg_scale = r->slg_scale;
+    a->slg_start = r->slg_start;
+    a->slg_stop = r->slg_stop;
+    a->slg_layers = r->slg_layers;
+    a->slg_n_layers = r->slg_n_layers;
+    a->jobs = r->n_iter;
+}
+
+
+sd_status
+sd_request_check(const sd_engine *e, const sd_request *req, char *errbuf,
+    size_t errlen)
+{
+    sd_pipe_args  a;
+    sd_err        err = {0};
+    sd_status     s;
+
+    if (e == NULL || req == NULL) {
+        sd_errorf(&err, SD_ERR_INVALID, "no engine or request");
+        set_errbuf(errbuf, errlen, &err);
+        return SD_ERR_INVALID;
+    }
+    s = check_request(&err, req);
+    if (s == SD_OK) {
+        pipe_args(req, &a);
+        s = sd_pipe_validate(&err, e->model, &a);
+    }
+    if (s != SD_OK) {
+        set_errbuf(errbuf, errlen, &err);
+    }
+    return s;
 }
 
 
@@ -293,24 +393,11 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
 
     memset(&c, 0, sizeof(c));
     memset(&n, 0, sizeof(n));
-    memset(&a, 0, sizeof(a));
     SD_TRY(check_request(err, r));
 
-    a.width = r->width;
-    a.height = r->height;
-    a.steps = r->steps;
-    a.cfg = r->cfg_scale;
-    a.batch = r->batch_size;
-    a.subseed_strength = r->subseed_strength;
-    a.rng = r->rng;
-    a.slg_scale = r->slg_scale;
-    a.slg_start = r->slg_start;
-    a.slg_stop = r->slg_stop;
-    a.slg_layers = r->slg_layers;
-    a.slg_n_layers = r->slg_n_layers;
+    pipe_args(r, &a);
     a.progress = progress;
     a.progress_data = data;
-    a.jobs = r->n_iter;
     a.cancel = cancel;
     SD_TRY(sd_pipe_validate(err, e->model, &a));
 

@@ -106,21 +106,24 @@ component_dir(sd_err *err, const sd_model *m, const cJSON *index,
 }
 
 
-/* FNV-1a over model_index.json and the transformer's header bytes. */
+/*
+ * The "Model hash": FNV-1a over model_index.json and the transformer's
+ * config.json, 40 bits as 10 hex characters. Cheap (no weights are read)
+ * and stable for a folder; it is not A1111's sha256 of a single file.
+ */
 static void
-model_hash(sd_model *m, const char *index_text, size_t len)
+model_hash(const char *dir, const char *index_text, size_t len, char *out)
 {
-    uint64_t     h = 1469598103934665603ULL;
-    size_t       i;
-    char         path[4096];
-    FILE        *f;
-    unsigned char buf[4096];
-    size_t       n;
+    uint64_t       h = 1469598103934665603ULL;
+    size_t         i, n;
+    char           path[4096];
+    FILE          *f;
+    unsigned char  buf[4096];
 
     for (i = 0; i < len; i++) {
         h = (h ^ (unsigned char) index_text[i]) * 1099511628211ULL;
     }
-    if (snprintf(path, sizeof(path), "%s/transformer/config.json", m->dir)
+    if (snprintf(path, sizeof(path), "%s/transformer/config.json", dir)
         < (int) sizeof(path) && (f = fopen(path, "rb")) != NULL)
     {
         while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
@@ -130,8 +133,32 @@ model_hash(sd_model *m, const char *index_text, size_t len)
         }
         fclose(f);
     }
-    snprintf(m->hash, sizeof(m->hash), "%010llx",
-             (unsigned long long) (h & 0xffffffffffULL));
+    snprintf(out, 16, "%010llx", (unsigned long long) (h & 0xffffffffffULL));
+}
+
+
+sd_status
+sd_model_hash_dir(const char *dir, char out[16], char *errbuf, size_t errlen)
+{
+    sd_err     err = {0};
+    char       path[4096], *text;
+    size_t     len;
+    sd_status  s;
+
+    out[0] = '\0';
+    s = sd_path_join(&err, path, sizeof(path), dir, "model_index.json");
+    if (s == SD_OK) {
+        s = sd_read_file(&err, path, &text, &len);
+    }
+    if (s != SD_OK) {
+        if (errbuf && errlen) {
+            snprintf(errbuf, errlen, "%s", err.msg);
+        }
+        return s;
+    }
+    model_hash(dir, text, len, out);
+    free(text);
+    return SD_OK;
 }
 
 
@@ -234,7 +261,7 @@ sd_model_load(sd_err *err, sd_backend *be, const char *dir, int parts,
         s = sd_errorf(err, SD_ERR_FORMAT, "\"%s\": not a JSON object", d);
         goto fail;
     }
-    model_hash(m, text, len);
+    model_hash(m->dir, text, len, m->hash);
 
     if (parts & SD_PART_TEXT) {
         SD_TRY_GOTO(s, load_text(err, be, m, index), fail);

@@ -6,7 +6,11 @@
  * Per step: the transformer sees [uncond batch ; cond batch] in one call
  * (cond alone when cfg <= 1), guidance mixes the halves, optional skip-layer
  * guidance adds (cond - cond_without_layers) * scale, and one Euler step
- * x += (sigma_next - sigma) * v moves the latents.
+ * x += (sigma_next - sigma) * v moves the latents. "Euler a" instead steps
+ * to sigma_down and adds fresh noise back up to sigma_next, as k-diffusion's
+ * sample_euler_ancestral_RF does for rectified flow (eta 1); its noise is
+ * drawn per step from the image's seed (see ancestral_seed()), so it is
+ * deterministic but not A1111's own noise stream.
  *
  * Invariant: host and backend agree on layouts: latents are (B, C, h, w)
  * with h = height / 8; the batch's image i uses seeds[i].
@@ -243,7 +247,9 @@ dup_floats(const float *src, size_t n)
 
 typedef struct {
     sd_tensor  *lat, *in, *out, *ctx, *pool, *tmp, *ctx1, *pool1, *skip;
+    sd_tensor  *x0;             /* latest denoised estimate */
     float      *host;
+    int         have_x0;
 } sd_pipe_bufs;
 
 
@@ -259,6 +265,7 @@ bufs_free(sd_pipe_bufs *b)
     sd_tensor_free(b->ctx1);
     sd_tensor_free(b->pool1);
     sd_tensor_free(b->skip);
+    sd_tensor_free(b->x0);
     free(b->host);
 }
 
@@ -278,6 +285,68 @@ guide(sd_err *err, sd_tensor *v, sd_tensor *pred, sd_tensor *tmp, int bsz,
     SD_TRY(sd_add(err, tmp, &co, tmp));
     SD_TRY(sd_scale(err, tmp, tmp, cfg, 0.0f));
     return sd_add(err, v, &un, tmp);
+}
+
+
+/*
+ * The ancestral noise of step i for one image: a seed derived from the
+ * image's seed and the step, so runs repeat exactly.
+ */
+static uint64_t
+ancestral_seed(uint64_t seed, int i)
+{
+    uint64_t  z = seed + 0x9e3779b97f4a7c15ULL * (uint64_t) (i + 1);
+
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return (z ^ (z >> 31)) & 0xffffffffULL;
+}
+
+
+/*
+ * k-diffusion sample_euler_ancestral_RF, eta = 1, s_noise = 1:
+ * sigma_down = s1^2 / s0; x = (sd / s0) x + (1 - sd / s0) x0;
+ * x = (a1 / ad) x + sqrt(s1^2 - sd^2 a1^2 / ad^2) noise,
+ * with a1 = 1 - s1, ad = 1 - sd; the last step lands on x0.
+ */
+static sd_status
+ancestral_step(sd_err *err, const sd_pipe_args *a, sd_pipe_bufs *b,
+    const float *sigmas, int i)
+{
+    double   s0 = sigmas[i], s1 = sigmas[i + 1], sd, r, a1, ad, rn;
+    int64_t  per = sd_numel(b->lat) / a->batch;
+    int      k;
+
+    if (s1 == 0.0) {
+        return sd_copy2d(err, b->lat, 0, 0, b->x0, 0, 0, 1,
+                         sd_numel(b->lat));
+    }
+    sd = s1 * s1 / s0;
+    r = sd / s0;
+    a1 = 1.0 - s1;
+    ad = 1.0 - sd;
+    rn = s1 * s1 - sd * sd * a1 * a1 / (ad * ad);
+    rn = rn > 0.0 ? sqrt(rn) : 0.0;
+
+    /* lat = r lat + (1 - r) x0 */
+    SD_TRY(sd_scale(err, b->lat, b->lat, (float) r, 0.0f));
+    SD_TRY(sd_scale(err, b->tmp, b->x0, (float) (1.0 - r), 0.0f));
+    SD_TRY(sd_add(err, b->lat, b->lat, b->tmp));
+
+    /* lat = (a1 / ad) lat + rn noise */
+    for (k = 0; k < a->batch; k++) {
+        uint64_t seed = ancestral_seed(a->seeds[k], i);
+
+        if (a->rng == SD_RNG_CPU) {
+            sd_randn_cpu(seed, b->host + k * per, (size_t) per);
+        } else {
+            sd_randn_cuda(seed, b->host + k * per, (size_t) per);
+        }
+    }
+    SD_TRY(sd_tensor_upload(err, b->tmp, b->host));
+    SD_TRY(sd_scale(err, b->tmp, b->tmp, (float) rn, 0.0f));
+    SD_TRY(sd_scale(err, b->lat, b->lat, (float) (a1 / ad), 0.0f));
+    return sd_add(err, b->lat, b->lat, b->tmp);
 }
 
 
@@ -323,6 +392,15 @@ step(sd_err *err, sd_model *m, const sd_pipe_args *a, sd_pipe_bufs *b,
         SD_TRY(sd_mmdit_forward(err, m->dit, b->lat, t2, b->ctx, b->pool,
                                 NULL, 0, b->out));
         SD_TRY(sd_tensor_view(err, b->out, 0, b->lat->ndim, b->lat->ne, &v));
+    }
+
+    /* x0 = x - sigma v: the denoised estimate (kept for interrupts) */
+    SD_TRY(sd_scale(err, b->x0, &v, -sigmas[i], 0.0f));
+    SD_TRY(sd_add(err, b->x0, b->x0, b->lat));
+    b->have_x0 = 1;
+
+    if (a->sampler == SD_SAMPLER_EULER_A) {
+        return ancestral_step(err, a, b, sigmas, i);
     }
 
     /* FlowMatchEulerDiscreteScheduler.step: x + (sigma_next - sigma) v */
@@ -396,6 +474,7 @@ alloc_bufs(sd_err *err, sd_model *m, const sd_pipe_args *a,
     SD_TRY(sd_tensor_new4(err, be, bsz, c, h, w, &b->lat));
     SD_TRY(sd_tensor_new4(err, be, bb, c, h, w, &b->out));
     SD_TRY(sd_tensor_new4(err, be, bsz, c, h, w, &b->tmp));
+    SD_TRY(sd_tensor_new4(err, be, bsz, c, h, w, &b->x0));
     SD_TRY(sd_tensor_new3(err, be, bb, rows, jd, &b->ctx));
     SD_TRY(sd_tensor_new2(err, be, bb, pd, &b->pool));
     b->host = sd_malloc(err, (size_t) bsz * c * h * w * sizeof(float),
@@ -474,6 +553,14 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     }
 
     for (i = 0; i < a->steps; i++) {
+        if (a->cancel && *a->cancel == SD_CANCEL_STOP) {
+            /* A1111's interrupt: decode the latest denoised estimate */
+            if (b.have_x0) {
+                SD_TRY_GOTO(s, sd_copy2d(err, b.lat, 0, 0, b.x0, 0, 0, 1,
+                                         sd_numel(b.lat)), out);
+            }
+            break;
+        }
         if (a->cancel && *a->cancel) {
             s = sd_errorf(err, SD_ERR_CANCELLED, "cancelled at step %d of "
                           "%d", i + 1, a->steps);

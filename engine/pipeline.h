@@ -14,8 +14,15 @@
 #include "sd.h"
 
 
+typedef enum {
+    SD_SAMPLER_EULER = 0,       /* "Euler": the reference scheduler */
+    SD_SAMPLER_EULER_A          /* "Euler a": ancestral, rectified flow */
+} sd_sampler;
+
+
 typedef struct {
     int                 width, height, steps, batch;
+    sd_sampler          sampler;
     float               cfg;
     uint64_t            seeds[64];      /* one per image of the batch */
     uint64_t            subseeds[64];

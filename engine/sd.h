@@ -43,11 +43,20 @@ typedef enum {
 } sd_device;
 
 
+typedef enum {
+    SD_PRECISION_AUTO = 0,  /* the device's best: FP32 on the CPU */
+    SD_PRECISION_FP32,
+    SD_PRECISION_BF16,
+    SD_PRECISION_FP8
+} sd_precision;
+
+
 typedef struct {
     const char     *model_dir;      /* diffusers folder */
     const char     *name;           /* display name; default: folder name */
     sd_device       device;
     int             device_index;   /* GPU ordinal for SD_DEVICE_CUDA */
+    sd_precision    precision;
     int             threads;        /* CPU threads for the CPU backend, 0 =
                                        library default */
 } sd_engine_config;
@@ -65,6 +74,17 @@ void sd_engine_close(sd_engine *e);
 const char *sd_engine_model_name(const sd_engine *e);
 const char *sd_engine_model_hash(const sd_engine *e);   /* 10 hex chars */
 size_t sd_engine_memory_bytes(const sd_engine *e);
+
+/*
+ * The hash A1111 shows as "Model hash", of a model folder without loading
+ * it: out receives 10 hex characters and a NUL.
+ */
+sd_status sd_model_hash_dir(const char *dir, char out[16], char *errbuf,
+    size_t errlen);
+
+/* NULL-terminated lists of the A1111 names this engine accepts. */
+const char *const *sd_sampler_names(void);
+const char *const *sd_scheduler_names(void);
 
 
 typedef struct {
@@ -111,11 +131,31 @@ void sd_result_free(sd_result *res);
 
 
 /*
+ * Check a request against the engine's model without running it (sizes,
+ * steps, sampler, scheduler, seeds...). The message starts with the A1111
+ * field name and a colon, e.g. "width: must be a multiple of 16 ...".
+ */
+sd_status sd_request_check(const sd_engine *e, const sd_request *req,
+    char *errbuf, size_t errlen);
+
+
+/*
  * Progress callback: called from the generating thread after each sampling
  * step (job is the image batch index, step counts from 1).
  */
 typedef void (*sd_progress_fn)(void *data, int job, int jobs, int step,
     int steps);
+
+/*
+ * The cancel flag, polled before every sampling step: SD_CANCEL_ABORT ends
+ * the request with SD_ERR_CANCELLED; SD_CANCEL_STOP ends sampling early and
+ * still decodes the latest denoised estimate (A1111's interrupt), so the
+ * request succeeds with those images. On failure *res comes back zeroed;
+ * sd_result_free accepts a zeroed result. Error messages about a request
+ * field start with the field's A1111 name and a colon.
+ */
+#define SD_CANCEL_ABORT  1
+#define SD_CANCEL_STOP   2
 
 sd_status sd_generate(sd_engine *e, const sd_request *req,
     sd_progress_fn progress, void *progress_data, volatile int *cancel,

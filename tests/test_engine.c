@@ -1,0 +1,296 @@
+/*
+ * test_engine.c: the public engine API (sd.h) on the tiny Large model:
+ * request checks with A1111 field names, a generated image equal to the
+ * golden, batches and seeds, variation seeds, "Euler a", interrupt (stop
+ * and decode) and abort, the model hash without loading, and precision.
+ */
+
+#include <png.h>
+
+#include "t.h"
+#include "golden.h"
+#include "image.h"
+#include "sd.h"
+
+
+/* Decode an 8-bit RGB PNG from memory; returns malloc'd pixels or NULL. */
+static uint8_t *
+png_pixels(const unsigned char *png, size_t len, int *w, int *h)
+{
+    png_image  img;
+    uint8_t   *px;
+
+    memset(&img, 0, sizeof(img));
+    img.version = PNG_IMAGE_VERSION;
+    if (!png_image_begin_read_from_memory(&img, png, len)) {
+        return NULL;
+    }
+    img.format = PNG_FORMAT_RGB;
+    px = malloc(PNG_IMAGE_SIZE(img));
+    if (px && !png_image_finish_read(&img, NULL, px, 0, NULL)) {
+        free(px);
+        px = NULL;
+    }
+    *w = (int) img.width;
+    *h = (int) img.height;
+    return px;
+}
+
+
+static int  stop_at;
+static volatile int  flag;
+
+static void
+on_step(void *data, int job, int jobs, int step, int steps)
+{
+    (void) data;
+    (void) job;
+    (void) jobs;
+    (void) steps;
+    if (step == stop_at) {
+        flag = *(int *) data;
+    }
+}
+
+
+static void
+check_requests(sd_engine *e)
+{
+    sd_request  r;
+    char        msg[256];
+
+    sd_request_init(&r);
+    T_CHECK(r.width == 512 && r.height == 512 && r.steps == 50
+            && r.cfg_scale == 7.0f && r.seed == -1 && r.batch_size == 1
+            && r.n_iter == 1 && r.rng == SD_RNG_CUDA, "A1111 defaults");
+    r.width = 256;
+    r.height = 256;
+    T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_OK, "valid: %s",
+            msg);
+    r.width = 72;
+    T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_ERR_INVALID
+            && strncmp(msg, "width: ", 7) == 0, "width 72: %s", msg);
+    r.width = 256;
+    r.sampler = "DPM++ 2M";
+    T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_ERR_INVALID
+            && strncmp(msg, "sampler_name: ", 14) == 0, "sampler: %s", msg);
+    r.sampler = "euler a";
+    T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_OK,
+            "sampler names are matched without case: %s", msg);
+    r.scheduler = "Karras";
+    T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_ERR_INVALID
+            && strncmp(msg, "scheduler: ", 11) == 0, "scheduler: %s", msg);
+    r.scheduler = "Automatic";
+    r.steps = 0;
+    T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_ERR_INVALID
+            && strncmp(msg, "steps: ", 7) == 0, "steps 0: %s", msg);
+    r.steps = 4;
+    r.seed = -5;
+    T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_ERR_INVALID
+            && strncmp(msg, "seed: ", 6) == 0, "seed -5: %s", msg);
+}
+
+
+/* large p0 through sd_generate equals the golden image. */
+static void
+check_golden(sd_engine *e, const sd_st *g)
+{
+    const sd_st_tensor  *ref = sd_st_find(g, "large.p0.image_u8");
+    sd_request           r;
+    sd_result            res;
+    char                 msg[256];
+    uint8_t             *px;
+    size_t               i, off = 0;
+    int                  w = 0, h = 0;
+
+    sd_request_init(&r);
+    r.prompt = "a photo of an astronaut riding a horse on mars";
+    r.width = 128;
+    r.height = 128;
+    r.steps = 4;
+    r.cfg_scale = 4.5f;
+    r.seed = 42;
+    r.rng = SD_RNG_CPU;
+    if (sd_generate(e, &r, NULL, NULL, NULL, &res, msg, sizeof(msg))
+        != SD_OK)
+    {
+        T_CHECK(0, "generate: %s", msg);
+        return;
+    }
+    T_CHECK(res.n_images == 1 && res.images[0].seed == 42, "one image, seed");
+    px = png_pixels(res.images[0].png, res.images[0].png_len, &w, &h);
+    T_CHECK(px && w == 128 && h == 128 && ref && ref->numel == 128 * 128 * 3,
+            "png %dx%d", w, h);
+    if (px && ref && ref->numel == 128 * 128 * 3) {
+        for (i = 0; i < 128 * 128 * 3; i++) {
+            off += abs((int) px[i] - (int) ((uint8_t *) ref->data)[i]) > 1;
+        }
+        T_CHECK(off <= 49, "%zu values off by more than 1", off);
+    }
+    T_CHECK(strstr(res.images[0].infotext, "Steps: 4, Sampler: Euler, "
+                   "Schedule type: Automatic, CFG scale: 4.5, Seed: 42, "
+                   "Size: 128x128, Model hash: ") != NULL,
+            "infotext: %s", res.images[0].infotext);
+    free(px);
+    sd_result_free(&res);
+}
+
+
+static void
+check_batches(sd_engine *e)
+{
+    sd_request  r;
+    sd_result   a, b;
+    char        msg[256];
+
+    sd_request_init(&r);
+    r.prompt = "two dogs";
+    r.width = 64;
+    r.height = 64;
+    r.steps = 2;
+    r.seed = 100;
+    r.batch_size = 2;
+    r.n_iter = 2;
+    T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &a, msg, sizeof(msg))
+            == SD_OK && a.n_images == 4, "batch 2 x 2: %s", msg);
+    if (a.n_images == 4) {
+        T_CHECK(a.images[0].seed == 100 && a.images[1].seed == 101
+                && a.images[3].seed == 103, "seeds advance per image");
+        T_CHECK(a.images[0].png_len != a.images[1].png_len
+                || memcmp(a.images[0].png, a.images[1].png,
+                          a.images[0].png_len) != 0, "images differ");
+    }
+
+    /* variation seeds: the same seed, subseeds advancing */
+    r.batch_size = 2;
+    r.n_iter = 1;
+    r.subseed = 7;
+    r.subseed_strength = 0.5f;
+    T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &b, msg, sizeof(msg))
+            == SD_OK && b.n_images == 2, "variation: %s", msg);
+    if (b.n_images == 2) {
+        T_CHECK(b.images[0].seed == 100 && b.images[1].seed == 100
+                && b.images[0].subseed == 7 && b.images[1].subseed == 8
+                && strstr(b.images[1].infotext, "Variation seed: 8, "
+                          "Variation seed strength: 0.5"),
+                "variation seeds: %s", b.images[1].infotext);
+    }
+    sd_result_free(&a);
+    sd_result_free(&b);
+}
+
+
+static void
+check_samplers_and_stops(sd_engine *e)
+{
+    const char *const  *names = sd_sampler_names();
+    sd_request          r;
+    sd_result           eu, a1, a2, st, ab;
+    char                msg[256];
+    int                 code;
+
+    T_CHECK(names[0] && strcmp(names[0], "Euler") == 0 && names[1]
+            && strcmp(names[1], "Euler a") == 0 && names[2] == NULL,
+            "sampler names");
+    T_CHECK(strcmp(sd_scheduler_names()[0], "Automatic") == 0,
+            "scheduler names");
+
+    sd_request_init(&r);
+    r.prompt = "a lighthouse";
+    r.width = 64;
+    r.height = 64;
+    r.steps = 4;
+    r.seed = 5;
+    sd_generate(e, &r, NULL, NULL, NULL, &eu, msg, sizeof(msg));
+    r.sampler = "Euler a";
+    sd_generate(e, &r, NULL, NULL, NULL, &a1, msg, sizeof(msg));
+    sd_generate(e, &r, NULL, NULL, NULL, &a2, msg, sizeof(msg));
+    T_CHECK(eu.n_images == 1 && a1.n_images == 1 && a2.n_images == 1,
+            "three runs: %s", msg);
+    if (eu.n_images && a1.n_images && a2.n_images) {
+        T_CHECK(a1.images[0].png_len == a2.images[0].png_len
+                && memcmp(a1.images[0].png, a2.images[0].png,
+                          a1.images[0].png_len) == 0,
+                "Euler a repeats exactly for a seed");
+        T_CHECK(eu.images[0].png_len != a1.images[0].png_len
+                || memcmp(eu.images[0].png, a1.images[0].png,
+                          eu.images[0].png_len) != 0,
+                "Euler a differs from Euler");
+        T_CHECK(strstr(a1.images[0].infotext, "Sampler: Euler a,") != NULL,
+                "infotext names Euler a");
+    }
+
+    /* interrupt after step 2 of 4: an image, not the full run's */
+    r.sampler = "Euler";
+    stop_at = 2;
+    code = SD_CANCEL_STOP;
+    flag = 0;
+    T_CHECK(sd_generate(e, &r, on_step, &code, &flag, &st, msg, sizeof(msg))
+            == SD_OK && st.n_images == 1, "stop: %s", msg);
+    if (st.n_images == 1 && eu.n_images == 1) {
+        T_CHECK(st.images[0].png_len != eu.images[0].png_len
+                || memcmp(st.images[0].png, eu.images[0].png,
+                          st.images[0].png_len) != 0,
+                "a stopped run decodes an earlier estimate");
+    }
+
+    code = SD_CANCEL_ABORT;
+    flag = 0;
+    T_CHECK(sd_generate(e, &r, on_step, &code, &flag, &ab, msg, sizeof(msg))
+            == SD_ERR_CANCELLED && ab.n_images == 0 && ab.images == NULL,
+            "abort: %s", msg);
+    sd_result_free(&ab);
+
+    sd_result_free(&eu);
+    sd_result_free(&a1);
+    sd_result_free(&a2);
+    sd_result_free(&st);
+}
+
+
+int
+main(void)
+{
+    sd_engine_config  cfg;
+    sd_engine        *e, *x;
+    sd_st            *g;
+    cJSON            *cases;
+    char              dir[4096], msg[256], hash[16];
+
+    if (t_golden_open(&g, &cases) != 0) {
+        return T_DONE();
+    }
+    snprintf(dir, sizeof(dir), "%s/tiny-sd35-large", t_fixtures());
+    sd_engine_config_init(&cfg);
+    cfg.model_dir = dir;
+    if (sd_engine_open(&cfg, &e, msg, sizeof(msg)) != SD_OK) {
+        T_CHECK(0, "open: %s", msg);
+        return T_DONE();
+    }
+    T_CHECK(strcmp(sd_engine_model_name(e), "tiny-sd35-large") == 0
+            && sd_engine_memory_bytes(e) > 0, "name and memory");
+    T_CHECK(sd_model_hash_dir(dir, hash, msg, sizeof(msg)) == SD_OK
+            && strlen(hash) == 10
+            && strcmp(hash, sd_engine_model_hash(e)) == 0,
+            "hash without loading: %s vs %s", hash, sd_engine_model_hash(e));
+    T_CHECK(sd_model_hash_dir("/no/model", hash, msg, sizeof(msg))
+            == SD_ERR_IO && strstr(msg, "/no/model"), "hash: %s", msg);
+
+    check_requests(e);
+    check_golden(e, g);
+    check_batches(e);
+    check_samplers_and_stops(e);
+    sd_engine_close(e);
+
+    cfg.precision = SD_PRECISION_FP8;
+    T_CHECK(sd_engine_open(&cfg, &x, msg, sizeof(msg)) == SD_ERR_UNSUPPORTED
+            && strncmp(msg, "precision: ", 11) == 0, "fp8 on cpu: %s", msg);
+    cfg.precision = SD_PRECISION_AUTO;
+    cfg.model_dir = "/no/model";
+    T_CHECK(sd_engine_open(&cfg, &x, msg, sizeof(msg)) == SD_ERR_IO
+            && strstr(msg, "/no/model"), "missing model: %s", msg);
+
+    cJSON_Delete(cases);
+    sd_st_close(g);
+    return T_DONE();
+}
