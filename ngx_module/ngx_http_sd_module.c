@@ -37,11 +37,13 @@ static void ngx_http_sd_pin(ngx_cycle_t *cycle);
 ngx_http_sd_worker_t  ngx_http_sd_worker;
 
 
+/* sd_precision values, passed to the engine: it refuses what its backend
+   cannot compute (the CPU backend: fp32 only), failing the model's load */
 static ngx_conf_enum_t  ngx_http_sd_precisions[] = {
-    { ngx_string("auto"), 0 },
-    { ngx_string("fp32"), 1 },
-    { ngx_string("bf16"), 2 },
-    { ngx_string("fp8"), 3 },
+    { ngx_string("auto"), SD_PRECISION_AUTO },
+    { ngx_string("fp32"), SD_PRECISION_FP32 },
+    { ngx_string("bf16"), SD_PRECISION_BF16 },
+    { ngx_string("fp8"), SD_PRECISION_FP8 },
     { ngx_null_string, 0 }
 };
 
@@ -270,7 +272,7 @@ ngx_http_sd_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(smcf->default_model, 0);
     ngx_conf_init_value(smcf->device, SD_DEVICE_CPU);
     ngx_conf_init_value(smcf->device_index, -1);
-    ngx_conf_init_uint_value(smcf->precision, 0);
+    ngx_conf_init_uint_value(smcf->precision, SD_PRECISION_AUTO);
     ngx_conf_init_value(smcf->cpu_threads, 0);
     ngx_conf_init_uint_value(smcf->queue_size, 16);
     ngx_conf_init_uint_value(smcf->parallel, 1);
@@ -283,15 +285,6 @@ ngx_http_sd_init_main_conf(ngx_conf_t *cf, void *conf)
     if (smcf->parallel == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"sd_parallel\" must be at least 1");
-        return NGX_CONF_ERROR;
-    }
-
-    if (smcf->precision != 0 && smcf->precision != 1
-        && smcf->device == SD_DEVICE_CPU)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"sd_precision\" other than fp32 needs "
-                           "\"sd_device cuda\"");
         return NGX_CONF_ERROR;
     }
 

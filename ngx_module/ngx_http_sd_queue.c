@@ -29,7 +29,7 @@ static void ngx_http_sd_tenant_put(ngx_http_sd_tenant_t *t);
 static void ngx_http_sd_unqueue(ngx_http_sd_job_t *job);
 static void ngx_http_sd_positions(void);
 static void ngx_http_sd_fail_queued(ngx_http_sd_job_t *job,
-    const char *error, const char *msg);
+    ngx_uint_t level, const char *error, const char *msg);
 static ngx_int_t ngx_http_sd_start(ngx_http_sd_job_t *job);
 static void ngx_http_sd_job_thread(void *data, ngx_log_t *log);
 static void ngx_http_sd_job_progress(void *data, int job, int jobs, int step,
@@ -158,8 +158,10 @@ ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
     }
 
     if (m->state == NGX_HTTP_SD_FAILED) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "sd model \"%V\" failed to load: %s", &m->name, m->err);
+        /* the cause was logged at the load: one line per request here */
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "sd model \"%V\" failed to load, answering 500",
+                      &m->name);
         return ngx_http_sd_send_500(r, "ModelLoadError", m->err);
     }
 
@@ -324,8 +326,8 @@ ngx_http_sd_positions(void)
 
 
 static void
-ngx_http_sd_fail_queued(ngx_http_sd_job_t *job, const char *error,
-    const char *msg)
+ngx_http_sd_fail_queued(ngx_http_sd_job_t *job, ngx_uint_t level,
+    const char *error, const char *msg)
 {
     ngx_int_t            rc;
     ngx_http_request_t  *r;
@@ -340,7 +342,7 @@ ngx_http_sd_fail_queued(ngx_http_sd_job_t *job, const char *error,
     ctx = ngx_http_get_module_ctx(r, ngx_http_sd_module);
     ctx->job = NULL;
 
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+    ngx_log_error(level, r->connection->log, 0,
                   "sd task \"%s\" failed: %s", job->id, msg);
 
     ngx_http_sd_job_free(job);
@@ -372,7 +374,9 @@ ngx_http_sd_dispatch(void)
         m = &w->models[job->model];
 
         if (m->state == NGX_HTTP_SD_FAILED) {
-            ngx_http_sd_fail_queued(job, "ModelLoadError", m->err);
+            /* the load's failure is logged once, by the load */
+            ngx_http_sd_fail_queued(job, NGX_LOG_INFO, "ModelLoadError",
+                                    m->err);
             continue;
         }
 
@@ -386,7 +390,7 @@ ngx_http_sd_dispatch(void)
         }
 
         if (ngx_http_sd_start(job) != NGX_OK) {
-            ngx_http_sd_fail_queued(job, "InternalError",
+            ngx_http_sd_fail_queued(job, NGX_LOG_ERR, "InternalError",
                                     "cannot start the job");
         }
     }
@@ -839,6 +843,7 @@ ngx_http_sd_model_open_thread(void *data, ngx_log_t *log)
     cfg.device = (sd_device) smcf->device;
     cfg.device_index = smcf->device_index >= 0 ? (int) smcf->device_index
                                                : (int) ngx_worker;
+    cfg.precision = (sd_precision) smcf->precision;
     cfg.threads = (int) smcf->cpu_threads;
 
     m->status = sd_engine_open(&cfg, &m->result, m->err, sizeof(m->err));

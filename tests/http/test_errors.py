@@ -1,6 +1,8 @@
 """Bad input answers as A1111 (FastAPI) does: 422 naming the field, 404,
 405, 413, and fields this server cannot honour refused, not dropped."""
 
+import time
+
 import pytest
 import requests
 
@@ -128,3 +130,30 @@ def test_engine_error_is_logged_once(nginx):
     nginx.post("/sdapi/v1/txt2img", dict(FAST, sampler_name="Nope++"))
     log = nginx.logs()
     assert log.count("sd_generate() refused") == 1
+
+
+def test_precision_the_backend_lacks(nginx_factory):
+    # the CPU backend computes in fp32: the load fails, logged once at
+    # error, and txt2img answers 500 at once rather than waiting
+    n = nginx_factory(http="sd_precision bf16;", wait_ready=False)
+    for _ in range(400):
+        if n.get("/internal/ping").json()["status"] == "failed":
+            break
+        time.sleep(0.05)
+    assert n.get("/internal/ping").json()["status"] == "failed"
+    for _ in range(2):
+        r = n.post("/sdapi/v1/txt2img", FAST, timeout=10)
+        assert r.status_code == 500
+        body = r.json()
+        assert body["error"] == "ModelLoadError"
+        assert body["errors"].startswith("precision: ")
+    log = n.logs()
+    lines = [l for l in log.splitlines() if "sd_engine_open(" in l]
+    assert len(lines) == 1, log
+    assert "[error]" in lines[0] and "fp32" in lines[0]
+    assert log.count("fp32") == 1
+
+
+def test_precision_fp32(nginx_factory):
+    n = nginx_factory(http="sd_precision fp32;")
+    assert n.post("/sdapi/v1/txt2img", FAST).status_code == 200
