@@ -88,6 +88,12 @@ static ngx_int_t ngx_http_sd_png_text(u_char *p, size_t len, cJSON *items,
 static cJSON *ngx_http_sd_parse_infotext(const char *s);
 static ngx_int_t ngx_http_sd_job_error(ngx_http_request_t *r,
     ngx_http_sd_job_t *job);
+static ngx_int_t ngx_http_sd_send_refusal(ngx_http_request_t *r,
+    const char *msg);
+static const char *ngx_http_sd_engine_name(const char *const *names,
+    const char *s, ngx_flag_t scheduler);
+static void ngx_http_sd_scheduler_name(const char *label, char *buf,
+    size_t size);
 static cJSON *ngx_http_sd_info(ngx_http_sd_job_t *job);
 
 static ngx_int_t ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body);
@@ -226,13 +232,6 @@ static ngx_http_sd_param_t  ngx_http_sd_txt2img_params[] = {
     { "alwayson_scripts",             NGX_HTTP_SD_P_DICT, 0, NULL },
     { "infotext",                     NGX_HTTP_SD_P_NULL, 0, NULL },
     { NULL, 0, 0, NULL }
-};
-
-
-/* samplers this module knows, with A1111's aliases */
-static const char  *ngx_http_sd_samplers_tab[][3] = {
-    { "Euler", "k_euler", NULL },
-    { NULL, NULL, NULL }
 };
 
 
@@ -1320,6 +1319,57 @@ ngx_http_sd_params(cJSON *body)
 }
 
 
+/*
+ * The engine's spelling of a sampler or scheduler name, matched without
+ * case; a scheduler also by its A1111 name ("sgm_uniform" for the label
+ * "SGM Uniform"). Empty: the engine's default (its first). Anything else
+ * is returned as it is, for sd_request_check() to refuse with its list.
+ */
+
+static const char *
+ngx_http_sd_engine_name(const char *const *names, const char *s,
+    ngx_flag_t scheduler)
+{
+    char        name[NGX_HTTP_SD_NAME_LEN];
+    ngx_uint_t  i;
+
+    if (s == NULL || s[0] == '\0') {
+        return names[0] ? names[0] : "";
+    }
+
+    for (i = 0; names[i]; i++) {
+        if (ngx_strcasecmp((u_char *) s, (u_char *) names[i]) == 0) {
+            return names[i];
+        }
+
+        if (scheduler) {
+            ngx_http_sd_scheduler_name(names[i], name, sizeof(name));
+
+            if (ngx_strcmp(s, name) == 0) {
+                return names[i];
+            }
+        }
+    }
+
+    return s;
+}
+
+
+/* A1111's scheduler names: the label lowercased, spaces as underscores */
+
+static void
+ngx_http_sd_scheduler_name(const char *label, char *buf, size_t size)
+{
+    size_t  i;
+
+    for (i = 0; label[i] && i < size - 1; i++) {
+        buf[i] = (label[i] == ' ') ? '_' : ngx_tolower(label[i]);
+    }
+
+    buf[i] = '\0';
+}
+
+
 /* txt2img: from the body to a plain job; NGX_DECLINED fills e */
 
 static ngx_int_t
@@ -1331,7 +1381,6 @@ ngx_http_sd_parse_txt2img(ngx_http_request_t *r, cJSON *body,
     int64_t                  width, height, steps, batch, n_iter, seed;
     int64_t                  subseed;
     ngx_int_t                max_pixels, max_steps, max_batch, max_iter;
-    ngx_uint_t               i, j;
     ngx_flag_t               send_images;
     const char              *prompt, *negative, *sampler, *index, *sched;
     const char              *force_id;
@@ -1437,27 +1486,17 @@ ngx_http_sd_parse_txt2img(ngx_http_request_t *r, cJSON *body,
         ctx->task_header->value.len = ctx->id_len;
     }
 
-    /* the sampler: a known alias becomes its A1111 name */
+    /*
+     * sampler_name, else sampler_index; the engine's spelling of a name it
+     * lists, for the info; a name it does not list goes on as it is, for
+     * the engine to refuse
+     */
     if (sampler == NULL || sampler[0] == '\0') {
         sampler = index;
     }
 
-    for (i = 0; ngx_http_sd_samplers_tab[i][0]; i++) {
-        for (j = 0; j < 3 && ngx_http_sd_samplers_tab[i][j]; j++) {
-            if (ngx_strcasecmp((u_char *) sampler,
-                               (u_char *) ngx_http_sd_samplers_tab[i][j])
-                == 0)
-            {
-                sampler = ngx_http_sd_samplers_tab[i][0];
-            }
-        }
-    }
-
-    if (sched == NULL || sched[0] == '\0'
-        || ngx_strcasecmp((u_char *) sched, (u_char *) "automatic") == 0)
-    {
-        sched = "Automatic";
-    }
+    sampler = ngx_http_sd_engine_name(sd_sampler_names(), sampler, 0);
+    sched = ngx_http_sd_engine_name(sd_scheduler_names(), sched, 1);
 
     sd_request_init(&job->req);
 
@@ -1530,8 +1569,10 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
 {
     ngx_int_t                rc, tq;
     ngx_str_t                tenant;
+    sd_status                status;
     ngx_http_sd_job_t       *job;
     ngx_http_sd_verr_t       e;
+    ngx_http_sd_model_t     *m;
     ngx_http_sd_loc_conf_t  *slcf;
 
     if (body == NULL) {
@@ -1587,6 +1628,35 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /*
+     * the model's own limits, before the job waits in the queue; a model
+     * not loaded yet is checked by sd_generate() when the job runs
+     */
+    m = &ngx_http_sd_worker.models[job->model];
+
+    if (m->state == NGX_HTTP_SD_READY && m->engine) {
+        status = sd_request_check(m->engine, &job->req, job->err,
+                                  sizeof(job->err));
+
+        if (status == SD_ERR_INVALID || status == SD_ERR_UNSUPPORTED) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "sd_request_check() refused task \"%s\": %s",
+                          job->id, job->err);
+            rc = ngx_http_sd_send_refusal(r, job->err);
+            ngx_http_sd_job_free(job);
+            return rc;
+        }
+
+        if (status != SD_OK) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "sd_request_check() failed for task \"%s\": "
+                          "%s: %s", job->id, sd_status_str(status),
+                          job->err);
+            rc = ngx_http_sd_send_500(r, sd_status_str(status), job->err);
+            ngx_http_sd_job_free(job);
+            return rc;
+        }
+    }
 
     if (ngx_http_sd_cv_int(r, slcf->tenant_queue, 0, &tq) != NGX_OK) {
         ngx_http_sd_job_free(job);
@@ -1608,30 +1678,15 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
 static ngx_int_t
 ngx_http_sd_job_error(ngx_http_request_t *r, ngx_http_sd_job_t *job)
 {
-    int   i;
-    char  field[32];
-
     if (job->status == SD_ERR_INVALID
         || job->status == SD_ERR_UNSUPPORTED)
     {
+        /* the model was not loaded when the request came */
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "sd_generate() refused task \"%s\": %s",
                       job->id, job->err);
 
-        /* the engine's messages start with the field: "steps: ..." */
-        for (i = 0; job->err[i] == '_'
-                    || (job->err[i] >= 'a' && job->err[i] <= 'z'); i++)
-        {
-            field[i] = job->err[i];
-            if (i == (int) sizeof(field) - 2) {
-                break;
-            }
-        }
-        field[i] = '\0';
-
-        return ngx_http_sd_send_422(r,
-                    (i && job->err[i] == ':') ? field : NULL,
-                    job->err, "value_error");
+        return ngx_http_sd_send_refusal(r, job->err);
     }
 
     if (job->status == SD_ERR_CANCELLED) {
@@ -1648,6 +1703,32 @@ ngx_http_sd_job_error(ngx_http_request_t *r, ngx_http_sd_job_t *job)
     return ngx_http_sd_send_500(r, sd_status_str(job->status),
                                 job->err[0] ? job->err
                                             : sd_status_str(job->status));
+}
+
+
+/*
+ * The 422 of a request the engine refused: its messages start with the
+ * A1111 field, "steps: ...", which becomes loc ["body", "steps"].
+ */
+
+static ngx_int_t
+ngx_http_sd_send_refusal(ngx_http_request_t *r, const char *msg)
+{
+    size_t  i;
+    char    field[32];
+
+    for (i = 0; msg[i] == '_' || (msg[i] >= 'a' && msg[i] <= 'z'); i++) {
+        if (i == sizeof(field) - 1) {
+            break;
+        }
+
+        field[i] = msg[i];
+    }
+
+    field[i] = '\0';
+
+    return ngx_http_sd_send_422(r, (i && msg[i] == ':') ? field : NULL, msg,
+                                "value_error");
 }
 
 
@@ -2205,28 +2286,34 @@ ngx_http_sd_sd_models(ngx_http_request_t *r, cJSON *body)
 }
 
 
+/* the engine's samplers, as A1111 lists them */
+
 static ngx_int_t
 ngx_http_sd_samplers(ngx_http_request_t *r, cJSON *body)
 {
-    cJSON       *a, *o, *al;
-    ngx_int_t    rc;
-    ngx_uint_t   i, j;
+    cJSON              *a, *o;
+    ngx_int_t           rc;
+    ngx_uint_t          i;
+    const char *const  *names;
+
+    names = sd_sampler_names();
 
     a = cJSON_CreateArray();
     if (a == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    for (i = 0; ngx_http_sd_samplers_tab[i][0]; i++) {
+    for (i = 0; names[i]; i++) {
         o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "name", ngx_http_sd_samplers_tab[i][0]);
-        al = cJSON_AddArrayToObject(o, "aliases");
-        for (j = 1; j < 3 && ngx_http_sd_samplers_tab[i][j]; j++) {
-            cJSON_AddItemToArray(al,
-                        cJSON_CreateString(ngx_http_sd_samplers_tab[i][j]));
+        if (o == NULL) {
+            cJSON_Delete(a);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
-        cJSON_AddObjectToObject(o, "options");
+
         cJSON_AddItemToArray(a, o);
+        cJSON_AddStringToObject(o, "name", names[i]);
+        cJSON_AddArrayToObject(o, "aliases");
+        cJSON_AddObjectToObject(o, "options");
     }
 
     rc = ngx_http_sd_send_json(r, NGX_HTTP_OK, a);
@@ -2236,26 +2323,39 @@ ngx_http_sd_samplers(ngx_http_request_t *r, cJSON *body)
 }
 
 
+/* the engine's schedulers: its names are A1111's labels */
+
 static ngx_int_t
 ngx_http_sd_schedulers(ngx_http_request_t *r, cJSON *body)
 {
-    cJSON      *a, *o;
-    ngx_int_t   rc;
+    char                name[NGX_HTTP_SD_NAME_LEN];
+    cJSON              *a, *o;
+    ngx_int_t           rc;
+    ngx_uint_t          i;
+    const char *const  *names;
+
+    names = sd_scheduler_names();
 
     a = cJSON_CreateArray();
-    o = cJSON_CreateObject();
-    if (a == NULL || o == NULL) {
-        cJSON_Delete(a);
-        cJSON_Delete(o);
+    if (a == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    cJSON_AddStringToObject(o, "name", "automatic");
-    cJSON_AddStringToObject(o, "label", "Automatic");
-    cJSON_AddNullToObject(o, "aliases");
-    cJSON_AddNumberToObject(o, "default_rho", -1);
-    cJSON_AddFalseToObject(o, "need_inner_model");
-    cJSON_AddItemToArray(a, o);
+    for (i = 0; names[i]; i++) {
+        o = cJSON_CreateObject();
+        if (o == NULL) {
+            cJSON_Delete(a);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        cJSON_AddItemToArray(a, o);
+        ngx_http_sd_scheduler_name(names[i], name, sizeof(name));
+        cJSON_AddStringToObject(o, "name", name);
+        cJSON_AddStringToObject(o, "label", names[i]);
+        cJSON_AddNullToObject(o, "aliases");
+        cJSON_AddNumberToObject(o, "default_rho", -1);
+        cJSON_AddFalseToObject(o, "need_inner_model");
+    }
 
     rc = ngx_http_sd_send_json(r, NGX_HTTP_OK, a);
     cJSON_Delete(a);

@@ -29,13 +29,25 @@ def test_sd_models(nginx):
 
 
 def test_samplers_and_schedulers(nginx):
+    # exactly what the engine accepts (sd_sampler_names(), ...)
     samplers = nginx.get("/sdapi/v1/samplers").json()
-    assert {"name": "Euler", "aliases": ["k_euler"], "options": {}} in samplers
+    assert samplers == [{"name": "Euler", "aliases": [], "options": {}},
+                        {"name": "Euler a", "aliases": [], "options": {}}]
     schedulers = nginx.get("/sdapi/v1/schedulers").json()
-    assert schedulers[0]["name"] == "automatic"
-    assert schedulers[0]["label"] == "Automatic"
-    assert set(schedulers[0]) == {"name", "label", "aliases", "default_rho",
-                                  "need_inner_model"}
+    assert schedulers == [{"name": "automatic", "label": "Automatic",
+                           "aliases": None, "default_rho": -1,
+                           "need_inner_model": False}]
+
+    # each one listed is accepted, by its name in any case and by label
+    for s in samplers:
+        for sched in ("automatic", "Automatic", ""):
+            r = nginx.post("/sdapi/v1/txt2img", dict(
+                FAST, steps=1, sampler_name=s["name"].upper(),
+                scheduler=sched))
+            assert r.status_code == 200, r.text
+            info = json.loads(r.json()["info"])
+            assert info["sampler_name"] == s["name"]
+            assert f"Sampler: {s['name']}," in info["infotexts"][0]
 
 
 def test_options(nginx):

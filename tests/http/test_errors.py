@@ -6,7 +6,7 @@ import time
 import pytest
 import requests
 
-from conftest import FAST
+from conftest import FAST, SLOW, raw_post, read_response, wait_state
 
 
 def detail(r):
@@ -129,7 +129,44 @@ def test_engine_error_is_logged_once(nginx):
     # an engine refusal is a client fault: logged at info, once
     nginx.post("/sdapi/v1/txt2img", dict(FAST, sampler_name="Nope++"))
     log = nginx.logs()
+    assert log.count("refused") == 1
+    assert '[info]' in log.split("sd_request_check() refused")[0] \
+        .splitlines()[-1]
+
+
+def test_request_check_before_queueing(nginx):
+    # what only the model knows (the tiny model: at most 512 wide) is
+    # refused at once, not after the running job
+    s = raw_post(nginx, "/sdapi/v1/txt2img", dict(SLOW, force_task_id="r"))
+    wait_state(nginx, "r")
+    t0 = time.time()
+    d = detail(nginx.post("/sdapi/v1/txt2img", dict(FAST, width=1024)))
+    assert d["loc"] == ["body", "width"]
+    assert d["msg"].startswith("width: ") and "512" in d["msg"]
+    assert d["type"] == "value_error"
+    assert nginx.get("/sdapi/v1/progress").json()["state"]["job"] == "r"
+    assert time.time() - t0 < 2
+    assert nginx.get("/internal/pending-tasks").json()["size"] == 0
+    nginx.post("/sdapi/v1/interrupt")
+    assert read_response(s)[0] == 200
+    assert "sd_request_check() refused" in nginx.logs()
+
+
+def test_engine_refusal_when_not_loaded(nginx):
+    # no engine to check with: the job waits for the load, and the
+    # engine's own refusal answers the same 422
+    assert nginx.post("/sdapi/v1/unload-checkpoint").status_code == 200
+    for _ in range(200):
+        if nginx.get("/internal/ping").json()["status"] == "unloaded":
+            break
+        time.sleep(0.05)
+    d = detail(nginx.post("/sdapi/v1/txt2img",
+                          dict(FAST, scheduler="Karras")))
+    assert d["loc"] == ["body", "scheduler"]
+    assert "Karras" in d["msg"]
+    log = nginx.logs()
     assert log.count("sd_generate() refused") == 1
+    assert "sd_request_check() refused" not in log
 
 
 def test_precision_the_backend_lacks(nginx_factory):

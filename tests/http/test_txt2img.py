@@ -110,7 +110,7 @@ def test_seed_random_and_send_images(nginx):
 def test_same_seed_same_image(nginx):
     a = nginx.post("/sdapi/v1/txt2img", FAST).json()["images"][0]
     b = nginx.post("/sdapi/v1/txt2img", dict(FAST, sampler_name=None,
-                                              sampler_index="k_euler"))
+                                              sampler_index="euler"))
     assert b.status_code == 200
     assert b.json()["images"][0] == a
     c = nginx.post("/sdapi/v1/txt2img", dict(FAST, seed=2)).json()
@@ -164,3 +164,44 @@ def test_two_models(nginx_factory):
         "sd_model_checkpoint"].startswith("medium [")
     r = n.post("/sdapi/v1/txt2img", FAST)
     assert json.loads(r.json()["info"])["sd_model_name"] == "medium"
+
+
+# What a client library sends by default (webuiapi's txt2img() with only
+# a prompt given): "Euler a" and every hires/script field at its default.
+WEBUIAPI = {
+    "enable_hr": False, "denoising_strength": 0.7, "firstphase_width": 0,
+    "firstphase_height": 0, "hr_scale": 2, "hr_upscaler": "Latent",
+    "hr_second_pass_steps": 0, "hr_resize_x": 0, "hr_resize_y": 0,
+    "prompt": "a red cube", "styles": [], "seed": 7, "subseed": -1,
+    "subseed_strength": 0.0, "seed_resize_from_h": 0,
+    "seed_resize_from_w": 0, "sampler_name": "Euler a",
+    "sampler_index": "Euler a", "batch_size": 1, "n_iter": 1, "steps": 4,
+    "cfg_scale": 7.0, "width": 64, "height": 64, "restore_faces": False,
+    "tiling": False, "do_not_save_samples": False,
+    "do_not_save_grid": False, "negative_prompt": "", "eta": 1.0,
+    "s_churn": 0, "s_tmax": 0, "s_tmin": 0, "s_noise": 1,
+    "override_settings": {}, "override_settings_restore_afterwards": True,
+    "script_args": [], "script_name": None, "send_images": True,
+    "save_images": False, "alwayson_scripts": {},
+}
+
+
+def test_client_library_defaults(nginx):
+    r = nginx.post("/sdapi/v1/txt2img", WEBUIAPI)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert len(out["images"]) == 1
+    info = json.loads(out["info"])
+    assert info["sampler_name"] == "Euler a"
+    text = sdutil.png_text(base64.b64decode(out["images"][0]))["parameters"]
+    assert info["infotexts"] == [text]
+    assert "Sampler: Euler a," in text
+    assert "Seed: 7," in text and "Steps: 4," in text
+    assert out["parameters"]["sampler_index"] == "Euler a"
+
+    # deterministic per seed, and not the Euler image
+    again = nginx.post("/sdapi/v1/txt2img", WEBUIAPI).json()
+    assert again["images"] == out["images"]
+    euler = nginx.post("/sdapi/v1/txt2img", dict(
+        WEBUIAPI, sampler_name="Euler", sampler_index="Euler")).json()
+    assert euler["images"][0] != out["images"][0]
