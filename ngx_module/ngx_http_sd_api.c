@@ -2719,6 +2719,9 @@ ngx_http_sd_png_info(ngx_http_request_t *r, cJSON *body)
 static ngx_int_t
 ngx_http_sd_refresh(ngx_http_request_t *r, cJSON *body)
 {
+    /* the folders may have changed: their hashes again */
+    ngx_http_sd_models_hash();
+
     return ngx_http_sd_send_json(r, NGX_HTTP_OK, NULL);
 }
 

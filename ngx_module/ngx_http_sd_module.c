@@ -648,6 +648,8 @@ ngx_http_sd_init_process(ngx_cycle_t *cycle)
     w->timer.cancelable = 1;
     ngx_add_timer(&w->timer, 1000);
 
+    ngx_http_sd_models_hash();
+
     i = w->shm->model < w->nmodels ? w->shm->model : smcf->default_model;
 
     /* the worker answers at once; the engine loads in a thread */

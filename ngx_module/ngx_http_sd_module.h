@@ -329,6 +329,7 @@ void ngx_http_sd_dispatch(void);
 void ngx_http_sd_job_free(ngx_http_sd_job_t *job);
 ngx_int_t ngx_http_sd_model_load(ngx_uint_t i);
 void ngx_http_sd_models_check(void);
+void ngx_http_sd_models_hash(void);
 
 /* ngx_http_sd_shm.c */
 ngx_int_t ngx_http_sd_shm_init(ngx_shm_zone_t *shm_zone, void *data);

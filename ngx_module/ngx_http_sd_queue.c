@@ -1028,3 +1028,43 @@ ngx_http_sd_models_check(void)
 
     ngx_http_sd_memory_gauge();
 }
+
+
+/*
+ * The hash of each model not loaded, without loading it (two small files
+ * per model, read at worker start and on refresh-checkpoints), so that
+ * sd-models and options show it; a loaded model has its engine's.
+ */
+
+void
+ngx_http_sd_models_hash(void)
+{
+    char                   hash[16], err[NGX_HTTP_SD_ERRLEN];
+    ngx_uint_t             i;
+    ngx_http_sd_model_t   *m;
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+
+    for (i = 0; i < w->nmodels; i++) {
+        m = &w->models[i];
+
+        if (m->state == NGX_HTTP_SD_READY) {
+            continue;
+        }
+
+        if (sd_model_hash_dir((const char *) m->path.data, hash, err,
+                              sizeof(err))
+            != SD_OK)
+        {
+            /* not fatal: loading the model says what is wrong */
+            ngx_log_error(NGX_LOG_WARN, w->log, 0,
+                          "sd_model_hash_dir(\"%V\") failed: %s",
+                          &m->path, err);
+            continue;
+        }
+
+        ngx_memcpy(m->hash, hash, sizeof(m->hash));
+        ngx_memcpy(w->shm->hash[i], hash, sizeof(w->shm->hash[i]));
+    }
+}

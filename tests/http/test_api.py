@@ -24,8 +24,13 @@ def test_sd_models(nginx):
                       "config"}
     assert m["model_name"] == "tiny"
     assert len(m["hash"]) == 10
+    # the engine's hash is no sha256 of a file: null, as A1111 answers
+    # for a checkpoint whose sha256 it has not computed
+    assert m["sha256"] is None
     assert m["title"] == f"tiny [{m['hash']}]"
     assert m["filename"].endswith("tiny-sd35-large")
+    assert nginx.post("/sdapi/v1/refresh-checkpoints").status_code == 200
+    assert nginx.get("/sdapi/v1/sd-models").json() == models
 
 
 def test_samplers_and_schedulers(nginx):

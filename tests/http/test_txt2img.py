@@ -138,7 +138,10 @@ def test_two_models(nginx_factory):
     n = nginx_factory(http=f"sd_model medium {medium};")
     models = n.get("/sdapi/v1/sd-models").json()
     assert [m["model_name"] for m in models] == ["tiny", "medium"]
-    assert models[1]["hash"] is None        # not loaded yet
+    # not loaded yet, and yet hashed (sd_model_hash_dir)
+    assert len(models[1]["hash"]) == 10
+    assert models[1]["hash"] != models[0]["hash"]
+    assert models[1]["title"] == f"medium [{models[1]['hash']}]"
 
     c = next(c for c in CASES["medium"] if c["name"] == "p0")
     body = {"prompt": c["prompt"], "negative_prompt": c["negative_prompt"],
@@ -151,6 +154,8 @@ def test_two_models(nginx_factory):
     assert r.status_code == 200, r.text
     info = json.loads(r.json()["info"])
     assert info["sd_model_name"] == "medium"
+    assert info["sd_model_hash"] == models[1]["hash"]
+    assert n.get("/sdapi/v1/sd-models").json() == models
     w, h, ch, px = sdutil.png_decode(base64.b64decode(r.json()["images"][0]))
     _, _, ref = sdutil.safetensors_read(GOLDEN, "medium.p0.image_u8")
     off = sum(1 for i in range(w * h) for k in range(3)
