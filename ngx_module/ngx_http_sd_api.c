@@ -1833,9 +1833,8 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
     ngx_str_t    src, dst;
     sd_image    *img;
 
-    if (job->status != SD_OK
-        && !(job->status == SD_ERR_CANCELLED && job->interrupted))
-    {
+    /* an interrupted or skipped job succeeds with what it decoded */
+    if (job->status != SD_OK) {
         return ngx_http_sd_job_error(r, job);
     }
 
@@ -2127,10 +2126,21 @@ ngx_http_sd_pending(ngx_http_request_t *r, cJSON *body)
 static ngx_int_t
 ngx_http_sd_interrupt(ngx_http_request_t *r, cJSON *body)
 {
-    cJSON      *o;
-    ngx_int_t   rc;
+    cJSON                   *o;
+    ngx_int_t                rc;
+    ngx_uint_t               i;
+    ngx_http_sd_shm_task_t  *t;
 
     (void) ngx_atomic_fetch_add(&ngx_http_sd_shm->interrupt_seq, 1);
+
+    /* progress shows it at once; the jobs stop after their current step */
+    for (i = 0; i < NGX_HTTP_SD_MAX_TASKS; i++) {
+        t = &ngx_http_sd_shm->tasks[i];
+
+        if (t->state == NGX_HTTP_SD_TASK_RUNNING) {
+            t->interrupted = 1;
+        }
+    }
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "sd: interrupt requested");

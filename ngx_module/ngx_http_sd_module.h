@@ -277,7 +277,6 @@ struct ngx_http_sd_job_s {
     volatile int               detached;
     volatile int               interrupted;
     volatile int               skipped;
-    volatile int               skip_hit;
     ngx_atomic_uint_t          interrupt_seq;
     ngx_atomic_uint_t          skip_seq;
     uint64_t                   last_step_ns;

@@ -467,9 +467,14 @@ ngx_http_sd_mono_ns(void)
 
 /*
  * The thread side: runs the iterations one after another, with A1111's
- * seeds (seed + iteration * batch_size), so that "skip" can end one
- * iteration and go on with the next, and "interrupt" keeps the images of
- * the iterations already done.
+ * seeds (seed + iteration * batch_size). The cancel flag takes two values:
+ * SD_CANCEL_STOP (interrupt, skip) ends sampling and the engine decodes the
+ * latest denoised estimate, so the iteration still has its images; after a
+ * skip the next iteration runs, after an interrupt none does.
+ * SD_CANCEL_ABORT (client gone, request terminated, shutdown) fails the
+ * job. The event loop only ever raises ABORT, after setting client_gone or
+ * detached; those stay set, so the thread re-reads them rather than trust
+ * the flag it may have reset.
  */
 
 static void
@@ -483,12 +488,23 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
 
     for (it = 0; it < job->n_iter; it++) {
 
-        if (job->client_gone || job->detached || job->interrupted
-            || job->interrupt_seq != ngx_http_sd_shm->interrupt_seq)
-        {
-            job->interrupted = !job->client_gone && !job->detached;
+        if (job->client_gone || job->detached || ngx_terminate) {
             job->status = SD_ERR_CANCELLED;
             break;
+        }
+
+        if (job->interrupted
+            || job->interrupt_seq != ngx_http_sd_shm->interrupt_seq)
+        {
+            /* A1111: the iterations not started are not run */
+            job->interrupted = 1;
+            job->slot->interrupted = 1;
+            break;
+        }
+
+        if (job->cancel == SD_CANCEL_STOP) {
+            /* the previous iteration was skipped */
+            job->cancel = 0;
         }
 
         req = job->req;
@@ -498,29 +514,20 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
 
         job->slot->job_no = it;
         job->slot->step = 0;
-        job->skip_hit = 0;
+        job->slot->skipped = 0;
         job->last_step_ns = ngx_http_sd_mono_ns();
 
         rc = sd_generate(job->engine, &req, ngx_http_sd_job_progress, job,
                          &job->cancel, &job->results[it], job->err,
                          sizeof(job->err));
 
-        if (rc == SD_OK) {
-            job->n_done = it + 1;
-            continue;
+        if (rc != SD_OK) {
+            job->status = rc;
+            break;
         }
 
-        if (rc == SD_ERR_CANCELLED && job->skip_hit && !job->client_gone
-            && !job->detached && !job->interrupted)
-        {
-            /* skipped: this iteration has no images, go on */
-            job->cancel = 0;
-            job->n_done = it + 1;
-            continue;
-        }
-
-        job->status = rc;
-        break;
+        /* done, or stopped early by an interrupt or a skip: has images */
+        job->n_done = it + 1;
     }
 }
 
@@ -543,24 +550,27 @@ ngx_http_sd_job_progress(void *data, int n, int jobs, int step, int steps)
     job->slot->step = step;
     job->slot->steps = steps;
 
-    if (ngx_terminate) {
-        job->cancel = 1;
+    if (job->client_gone || job->detached || ngx_terminate) {
+        job->cancel = SD_CANCEL_ABORT;
+        return;
+    }
+
+    if (job->cancel) {
         return;
     }
 
     if (shm->interrupt_seq != job->interrupt_seq) {
         job->interrupted = 1;
         job->slot->interrupted = 1;
-        job->cancel = 1;
+        job->cancel = SD_CANCEL_STOP;
         return;
     }
 
     if (shm->skip_seq != job->skip_seq) {
         job->skip_seq = shm->skip_seq;
         job->skipped = 1;
-        job->skip_hit = 1;
         job->slot->skipped = 1;
-        job->cancel = 1;
+        job->cancel = SD_CANCEL_STOP;
     }
 }
 
@@ -735,7 +745,7 @@ ngx_http_sd_abort(ngx_http_request_t *r)
     if (job->state == NGX_HTTP_SD_TASK_RUNNING) {
         /* the completion handler finalizes with 499 */
         job->client_gone = 1;
-        job->cancel = 1;
+        job->cancel = SD_CANCEL_ABORT;
         return;
     }
 
@@ -774,7 +784,7 @@ ngx_http_sd_cleanup(void *data)
 
     if (job->state == NGX_HTTP_SD_TASK_RUNNING) {
         job->detached = 1;
-        job->cancel = 1;
+        job->cancel = SD_CANCEL_ABORT;
         return;
     }
 

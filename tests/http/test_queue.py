@@ -1,8 +1,12 @@
 """The job queue: concurrency, overflow (503), a tenant's share (429),
 round robin between tenants, client aborts, progress, interrupt, skip."""
 
+import base64
+import json
 import threading
 import time
+
+import sdutil
 
 from conftest import FAST, SLOW, raw_post, read_response, wait_state
 
@@ -77,7 +81,8 @@ def test_queue_full_and_abort(nginx_factory):
 
 
 def test_progress_and_interrupt(nginx):
-    s = raw_post(nginx, "/sdapi/v1/txt2img", dict(SLOW, force_task_id="p"))
+    s = raw_post(nginx, "/sdapi/v1/txt2img",
+                 dict(SLOW, n_iter=2, force_task_id="p"))
     p = wait_state(nginx, "p")
     assert p["active"] is True and p["queued"] is False
     assert 0 < p["progress"] < 1
@@ -87,31 +92,56 @@ def test_progress_and_interrupt(nginx):
     assert g["state"]["job"] == "p"
     assert g["state"]["sampling_steps"] == SLOW["steps"]
     assert g["state"]["sampling_step"] >= 1
-    assert g["state"]["job_count"] == 1
+    assert g["state"]["job_count"] == 2
+    assert g["state"]["interrupted"] is False
     assert 0 < g["progress"] < 1
     assert g["eta_relative"] > 0
 
     t0 = time.time()
     assert nginx.post("/sdapi/v1/interrupt").json() == {}
+    g = nginx.get("/sdapi/v1/progress").json()
+    if g["state"]["job"] == "p":            # not ended yet
+        assert g["state"]["interrupted"] is True
     status, headers, body = read_response(s)
     assert time.time() - t0 < 5
+    # A1111: the latest denoised estimate is decoded, the second
+    # iteration does not run, and the infotext is the request's
     assert status == 200
     assert headers["x-task-id"] == "p"
-    assert body["images"] == []
+    assert len(body["images"]) == 1
+    info = json.loads(body["info"])
+    text = sdutil.png_text(base64.b64decode(body["images"][0]))["parameters"]
+    assert info["infotexts"] == [text]
+    assert "Steps: 40," in text and "Seed: 2," in text
+    assert sdutil.png_decode(base64.b64decode(body["images"][0]))[:2] == \
+        (SLOW["width"], SLOW["height"])
+    assert 'sd task "p" interrupted after 1 of 2 iterations' in nginx.logs()
     assert nginx.get("/sdapi/v1/progress").json()["progress"] == 0
+    assert metric(nginx, "sd_jobs_cancelled_total") == 0
     assert nginx.post("/sdapi/v1/txt2img", FAST).status_code == 200
 
 
 def test_skip(nginx):
-    job = dict(SLOW, steps=12, n_iter=2, force_task_id="s")
+    job = dict(SLOW, width=128, height=128, steps=12, cfg_scale=1.0,
+               n_iter=2, force_task_id="s")
     s = raw_post(nginx, "/sdapi/v1/txt2img", job)
     wait_state(nginx, "s")
     assert nginx.post("/sdapi/v1/skip").status_code == 200
     status, _, body = read_response(s)
     assert status == 200
-    # the first iteration was skipped, the second one ran
-    assert len(body["images"]) == 1
-    assert len(__import__("json").loads(body["info"])["infotexts"]) == 1
+    # A1111: the skipped iteration ends with its latest denoised estimate,
+    # the next one runs in full
+    assert len(body["images"]) == 2
+    info = json.loads(body["info"])
+    assert len(info["infotexts"]) == 2
+    assert "Seed: 2," in info["infotexts"][0]
+    assert "Seed: 3," in info["infotexts"][1]
+    full = nginx.post("/sdapi/v1/txt2img", dict(job, n_iter=1, seed=3,
+                                                 force_task_id="f")).json()
+    assert full["images"] == body["images"][1:]
+    first = nginx.post("/sdapi/v1/txt2img", dict(job, n_iter=1,
+                                                  force_task_id="g")).json()
+    assert first["images"] != body["images"][:1]
 
 
 def test_queue_position_and_pending(nginx):
