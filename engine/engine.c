@@ -295,19 +295,38 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
 }
 
 
+/* "A, B, C" of a name list, for messages. */
+static const char *
+names_list(const char *const *names, char *buf, size_t len)
+{
+    size_t  n = 0;
+    int     i;
+
+    buf[0] = '\0';
+    for (i = 0; names[i] && n < len; i++) {
+        n += snprintf(buf + n, len - n, "%s%s", i ? ", " : "", names[i]);
+    }
+    return buf;
+}
+
+
 static sd_status
 check_request(sd_err *err, const sd_request *r)
 {
+    char  list[256];
+
     if (r->prompt == NULL || r->negative_prompt == NULL) {
         return sd_errorf(err, SD_ERR_INVALID, "prompt: must be a string");
     }
     if (name_index(sd_samplers, r->sampler) < 0) {
         return sd_errorf(err, SD_ERR_INVALID, "sampler_name: \"%s\" is not "
-                         "supported; available: Euler, Euler a", r->sampler);
+                         "supported; available: %s", r->sampler,
+                         names_list(sd_samplers, list, sizeof(list)));
     }
     if (name_index(sd_schedulers, r->scheduler) < 0) {
         return sd_errorf(err, SD_ERR_INVALID, "scheduler: \"%s\" is not "
-                         "supported; available: Automatic", r->scheduler);
+                         "supported; available: %s", r->scheduler,
+                         names_list(sd_schedulers, list, sizeof(list)));
     }
     if (r->n_iter < 1 || r->n_iter > 1000) {
         return sd_errorf(err, SD_ERR_INVALID, "n_iter: must be between 1 and "
@@ -426,6 +445,9 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
         a.job = it;
         SD_TRY_GOTO(s, sd_pipe_txt2img(err, e->model, &a, &c, &n, &rgb, NULL),
                     out);
+        if (rgb == NULL) {
+            break;              /* stopped before its first step */
+        }
 
         for (i = 0; i < r->batch_size; i++) {
             sd_image *img = &res->images[res->n_images];
@@ -441,6 +463,9 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
         }
         free(rgb);
         rgb = NULL;
+        if (cancel && *cancel == SD_CANCEL_STOP) {
+            break;              /* A1111: no iteration starts after one */
+        }
     }
     s = SD_OK;
 

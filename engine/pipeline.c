@@ -553,15 +553,20 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     }
 
     for (i = 0; i < a->steps; i++) {
-        if (a->cancel && *a->cancel == SD_CANCEL_STOP) {
-            /* A1111's interrupt: decode the latest denoised estimate */
-            if (b.have_x0) {
-                SD_TRY_GOTO(s, sd_copy2d(err, b.lat, 0, 0, b.x0, 0, 0, 1,
-                                         sd_numel(b.lat)), out);
+        int  flag = a->cancel ? *a->cancel : 0;
+
+        if (flag == SD_CANCEL_STOP) {
+            /* A1111's interrupt: decode the latest denoised estimate; with
+               none yet, there is no image (*rgb stays NULL) */
+            if (!b.have_x0) {
+                s = SD_OK;
+                goto out;
             }
+            SD_TRY_GOTO(s, sd_copy2d(err, b.lat, 0, 0, b.x0, 0, 0, 1,
+                                     sd_numel(b.lat)), out);
             break;
         }
-        if (a->cancel && *a->cancel) {
+        if (flag) {
             s = sd_errorf(err, SD_ERR_CANCELLED, "cancelled at step %d of "
                           "%d", i + 1, a->steps);
             goto out;

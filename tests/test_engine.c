@@ -73,7 +73,8 @@ check_requests(sd_engine *e)
     r.width = 256;
     r.sampler = "DPM++ 2M";
     T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_ERR_INVALID
-            && strncmp(msg, "sampler_name: ", 14) == 0, "sampler: %s", msg);
+            && strncmp(msg, "sampler_name: ", 14) == 0
+            && strstr(msg, "available: Euler, Euler a"), "sampler: %s", msg);
     r.sampler = "euler a";
     T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_OK,
             "sampler names are matched without case: %s", msg);
@@ -185,7 +186,7 @@ check_samplers_and_stops(sd_engine *e)
 {
     const char *const  *names = sd_sampler_names();
     sd_request          r;
-    sd_result           eu, a1, a2, st, ab;
+    sd_result           eu, a1, a2, st, st2, ab;
     char                msg[256];
     int                 code;
 
@@ -233,6 +234,22 @@ check_samplers_and_stops(sd_engine *e)
                           st.images[0].png_len) != 0,
                 "a stopped run decodes an earlier estimate");
     }
+
+    /* a stop ends the request: no later iteration runs */
+    r.n_iter = 3;
+    flag = 0;
+    T_CHECK(sd_generate(e, &r, on_step, &code, &flag, &st2, msg, sizeof(msg))
+            == SD_OK && st2.n_images == 1, "stop with n_iter 3: %d images, "
+            "%s", st2.n_images, msg);
+    sd_result_free(&st2);
+
+    /* stopped before the first step: nothing to decode, no image */
+    flag = SD_CANCEL_STOP;
+    T_CHECK(sd_generate(e, &r, NULL, NULL, &flag, &st2, msg, sizeof(msg))
+            == SD_OK && st2.n_images == 0, "stop before start: %d images",
+            st2.n_images);
+    sd_result_free(&st2);
+    r.n_iter = 1;
 
     code = SD_CANCEL_ABORT;
     flag = 0;
