@@ -17,8 +17,8 @@ DEB_PKGS := build-essential pkg-config libcjson-dev libpng-dev \
             python3-pytest python3-requests openssl curl
 
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -fPIC -fopenmp -Wall -Wextra -D_GNU_SOURCE -Iengine $(PKG_CFLAGS)
-LDLIBS    = $(PKG_LIBS) -fopenmp -lpthread -lm
+CFLAGS   += -std=c11 -fPIC -Wall -Wextra -D_GNU_SOURCE -Iengine $(PKG_CFLAGS)
+LDLIBS    = $(PKG_LIBS) -lpthread -lm
 
 ENGINE_SRC := $(filter-out engine/sd_cli.c,$(wildcard engine/*.c))
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)

@@ -1,7 +1,9 @@
 /*
  * backend_cpu.c: the float32 CPU backend, the reference every other backend
- * is checked against. Matrix products go through OpenBLAS; the rest are
- * plain loops, parallel over rows with OpenMP.
+ * is checked against. Matrix products go through OpenBLAS, which brings its
+ * own threads; the rest are plain single-threaded loops. (OpenMP loops were
+ * tried: their spinning threads and OpenBLAS's fought over the cores and
+ * made whole runs 2-5 times slower whenever anything else was running.)
  *
  * Invariant: tensors are host float32 arrays; shapes were checked by
  * backend.c, so nothing here re-validates them. Norm statistics are
@@ -20,13 +22,6 @@ typedef struct {
     int  threads;
 } sd_cpu;
 
-
-/*
- * Loops fork threads only when each call has enough work: at the tiny
- * fixture sizes a fork costs more than the loop, and OpenBLAS keeps its own
- * threads for the matrix products.
- */
-#define SD_PAR_MIN  (1 << 16)
 
 
 static int64_t
@@ -101,7 +96,6 @@ cpu_linear(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
     n = numel(x) / in;
 
     if (b) {
-        #pragma omp parallel for if (n * out > SD_PAR_MIN)
         for (i = 0; i < n; i++) {
             memcpy(y->data + i * out, b->data, out * sizeof(float));
         }
@@ -123,7 +117,6 @@ cpu_layer_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     c = cols_of(x);
     n = numel(x) / c;
 
-    #pragma omp parallel for if (n * c > SD_PAR_MIN)
     for (i = 0; i < n; i++) {
         const float  *xr = x->data + i * c;
         float        *yr = y->data + i * c;
@@ -166,7 +159,6 @@ cpu_rms_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     c = cols_of(x);
     n = numel(x) / c;
 
-    #pragma omp parallel for if (n * c > SD_PAR_MIN)
     for (i = 0; i < n; i++) {
         const float  *xr = x->data + i * c;
         float        *yr = y->data + i * c;
@@ -198,7 +190,6 @@ cpu_group_norm(sd_err *err, sd_tensor *y, const sd_tensor *x, int groups,
     hw = x->ne[2] * x->ne[3];
     cg = c / groups;
 
-    #pragma omp parallel for if (bsz * c * hw > SD_PAR_MIN)
     for (g = 0; g < bsz * groups; g++) {
         int64_t       bi = g / groups, gi = g % groups, ch, j;
         const float  *xg = x->data + (bi * c + gi * cg) * hw;
@@ -239,7 +230,6 @@ cpu_act(sd_err *err, sd_tensor *y, const sd_tensor *x, sd_act kind)
 
     (void) err;
 
-    #pragma omp parallel for if (n > SD_PAR_MIN)
     for (i = 0; i < n; i++) {
         float  v = x->data[i];
 
@@ -272,12 +262,10 @@ cpu_binary(sd_err *err, sd_tensor *y, const sd_tensor *a, const sd_tensor *b,
 
     (void) err;
     if (op == SD_BIN_ADD) {
-        #pragma omp parallel for if (n > SD_PAR_MIN)
         for (i = 0; i < n; i++) {
             y->data[i] = a->data[i] + b->data[i];
         }
     } else {
-        #pragma omp parallel for if (n > SD_PAR_MIN)
         for (i = 0; i < n; i++) {
             y->data[i] = a->data[i] * b->data[i];
         }
@@ -292,7 +280,6 @@ cpu_scale(sd_err *err, sd_tensor *y, const sd_tensor *x, float s, float add)
     int64_t  n = numel(x), i;
 
     (void) err;
-    #pragma omp parallel for if (n > SD_PAR_MIN)
     for (i = 0; i < n; i++) {
         y->data[i] = x->data[i] * s + add;
     }
@@ -314,78 +301,65 @@ cpu_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
     int64_t  bsz = q->ne[0], lq = q->ne[1], lk = k->ne[1], hd = q->ne[2];
     int64_t  d = hd / heads, nblk = (lq + SD_ATT_BLOCK - 1) / SD_ATT_BLOCK;
     int64_t  job;
-    int      failed = 0;
+    float   *s;
 
-    #pragma omp parallel if (bsz * heads * lq * lk > SD_PAR_MIN)
-    {
-        float  *s = malloc((size_t) SD_ATT_BLOCK * lk * sizeof(float));
-
-        if (s == NULL) {
-            #pragma omp atomic write
-            failed = 1;
-        }
-
-        #pragma omp for
-        for (job = 0; job < bsz * heads * nblk; job++) {
-            int64_t       bi = job / (heads * nblk);
-            int64_t       h = (job / nblk) % heads;
-            int64_t       r0 = (job % nblk) * SD_ATT_BLOCK, rows, i, j;
-            const float  *qp = q->data + (bi * lq + r0) * hd + h * d;
-            const float  *kp = k->data + bi * lk * hd + h * d;
-            const float  *vp = v->data + bi * lk * hd + h * d;
-            float        *op = o->data + (bi * lq + r0) * hd + h * d;
-
-            if (s == NULL) {
-                continue;
-            }
-            rows = lq - r0 < SD_ATT_BLOCK ? lq - r0 : SD_ATT_BLOCK;
-
-            /* s: (rows, lk) = q (rows, d) k^T (d, lk) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) rows,
-                        (int) lk, (int) d, scale, qp, (int) hd, kp, (int) hd,
-                        0.0f, s, (int) lk);
-
-            for (i = 0; i < rows; i++) {
-                float   *sr = s + i * lk, mx = -INFINITY;
-                double   sum = 0;
-                int64_t  lim = causal ? r0 + i + 1 : lk;
-
-                if (lim > lk) {
-                    lim = lk;
-                }
-                if (bias) {
-                    const float *br = bias->data + (h * lq + r0 + i) * lk;
-                    for (j = 0; j < lim; j++) {
-                        sr[j] += br[j];
-                    }
-                }
-                for (j = 0; j < lim; j++) {
-                    mx = sr[j] > mx ? sr[j] : mx;
-                }
-                for (j = 0; j < lim; j++) {
-                    sr[j] = expf(sr[j] - mx);
-                    sum += sr[j];
-                }
-                for (j = 0; j < lim; j++) {
-                    sr[j] = (float) (sr[j] / sum);
-                }
-                for (j = lim; j < lk; j++) {
-                    sr[j] = 0.0f;
-                }
-            }
-
-            /* o: (rows, d) = s (rows, lk) v (lk, d) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) rows,
-                        (int) d, (int) lk, 1.0f, s, (int) lk, vp, (int) hd,
-                        0.0f, op, (int) hd);
-        }
-        free(s);
-    }
-
-    if (failed) {
+    s = malloc((size_t) SD_ATT_BLOCK * lk * sizeof(float));
+    if (s == NULL) {
         return sd_errorf(err, SD_ERR_NOMEM, "out of memory for attention "
                          "scores (%lld keys)", (long long) lk);
     }
+
+    for (job = 0; job < bsz * heads * nblk; job++) {
+        int64_t       bi = job / (heads * nblk);
+        int64_t       h = (job / nblk) % heads;
+        int64_t       r0 = (job % nblk) * SD_ATT_BLOCK, rows, i, j;
+        const float  *qp = q->data + (bi * lq + r0) * hd + h * d;
+        const float  *kp = k->data + bi * lk * hd + h * d;
+        const float  *vp = v->data + bi * lk * hd + h * d;
+        float        *op = o->data + (bi * lq + r0) * hd + h * d;
+
+        rows = lq - r0 < SD_ATT_BLOCK ? lq - r0 : SD_ATT_BLOCK;
+
+        /* s: (rows, lk) = q (rows, d) k^T (d, lk) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) rows,
+                    (int) lk, (int) d, scale, qp, (int) hd, kp, (int) hd,
+                    0.0f, s, (int) lk);
+
+        for (i = 0; i < rows; i++) {
+            float   *sr = s + i * lk, mx = -INFINITY;
+            double   sum = 0;
+            int64_t  lim = causal ? r0 + i + 1 : lk;
+
+            if (lim > lk) {
+                lim = lk;
+            }
+            if (bias) {
+                const float *br = bias->data + (h * lq + r0 + i) * lk;
+                for (j = 0; j < lim; j++) {
+                    sr[j] += br[j];
+                }
+            }
+            for (j = 0; j < lim; j++) {
+                mx = sr[j] > mx ? sr[j] : mx;
+            }
+            for (j = 0; j < lim; j++) {
+                sr[j] = expf(sr[j] - mx);
+                sum += sr[j];
+            }
+            for (j = 0; j < lim; j++) {
+                sr[j] = (float) (sr[j] / sum);
+            }
+            for (j = lim; j < lk; j++) {
+                sr[j] = 0.0f;
+            }
+        }
+
+        /* o: (rows, d) = s (rows, lk) v (lk, d) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) rows,
+                    (int) d, (int) lk, 1.0f, s, (int) lk, vp, (int) hd,
+                    0.0f, op, (int) hd);
+    }
+    free(s);
     return SD_OK;
 }
 
@@ -422,7 +396,6 @@ cpu_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
             int64_t  kidx, c;
 
             /* col: (kk, rows * wo) */
-            #pragma omp parallel for if (kk * n > SD_PAR_MIN)
             for (kidx = 0; kidx < kk; kidx++) {
                 int64_t  ch = kidx / (kh * kw), ky = (kidx / kw) % kh;
                 int64_t  kx = kidx % kw, oy, ox;
@@ -468,7 +441,6 @@ cpu_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
     int64_t  planes = x->ne[0] * x->ne[1], h = x->ne[2], w = x->ne[3], p;
 
     (void) err;
-    #pragma omp parallel for if (planes * h * w > SD_PAR_MIN)
     for (p = 0; p < planes; p++) {
         const float  *xp = x->data + p * h * w;
         float        *yp = y->data + p * 4 * h * w;
@@ -506,7 +478,6 @@ cpu_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
     int64_t  bsz = x->ne[0], l = x->ne[1], c = x->ne[2], r;
 
     (void) err;
-    #pragma omp parallel for if (bsz * l * c > SD_PAR_MIN)
     for (r = 0; r < bsz * l; r++) {
         int64_t       bi = r / l, j;
         const float  *sh = shift->data + bi * c, *sc = scale->data + bi * c;
@@ -526,7 +497,6 @@ cpu_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
     int64_t  bsz = x->ne[0], l = x->ne[1], c = x->ne[2], r;
 
     (void) err;
-    #pragma omp parallel for if (bsz * l * c > SD_PAR_MIN)
     for (r = 0; r < bsz * l; r++) {
         const float  *gr = g->data + (r / l) * c;
         int64_t       j;
@@ -573,7 +543,6 @@ cpu_permute(sd_err *err, sd_tensor *y, const sd_tensor *x, const int *perm)
         ne[d] = y->ne[d];
     }
 
-    #pragma omp parallel for if (n > SD_PAR_MIN)
     for (i = 0; i < n; i++) {
         int64_t  rem = i, off = 0;
         int      e;
