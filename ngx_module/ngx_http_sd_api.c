@@ -60,6 +60,7 @@ static ngx_int_t ngx_http_sd_read_json(ngx_http_request_t *r, cJSON **out,
     ngx_int_t *rc);
 static ngx_int_t ngx_http_sd_send_body(ngx_http_request_t *r,
     ngx_uint_t status, u_char *p, size_t len);
+static ngx_int_t ngx_http_sd_send_empty(ngx_http_request_t *r);
 static ngx_int_t ngx_http_sd_add_header(ngx_http_request_t *r,
     const char *key, u_char *value, size_t len, ngx_table_elt_t **out);
 static ngx_int_t ngx_http_sd_cv_int(ngx_http_request_t *r,
@@ -110,6 +111,8 @@ static ngx_int_t ngx_http_sd_png_info(ngx_http_request_t *r, cJSON *body);
 static ngx_int_t ngx_http_sd_refresh(ngx_http_request_t *r, cJSON *body);
 static ngx_int_t ngx_http_sd_unload(ngx_http_request_t *r, cJSON *body);
 static ngx_int_t ngx_http_sd_reload(ngx_http_request_t *r, cJSON *body);
+static ngx_int_t ngx_http_sd_checkpoint(ngx_http_request_t *r,
+    ngx_atomic_t *gen, const char *what);
 static ngx_int_t ngx_http_sd_ping(ngx_http_request_t *r, cJSON *body);
 static ngx_int_t ngx_http_sd_iprogress(ngx_http_request_t *r, cJSON *body);
 static ngx_int_t ngx_http_sd_pending(ngx_http_request_t *r, cJSON *body);
@@ -650,6 +653,22 @@ ngx_http_sd_send_json(ngx_http_request_t *r, ngx_uint_t status, cJSON *json)
     cJSON_free(s);
 
     return ngx_http_sd_send_body(r, status, p, len);
+}
+
+
+/* {}, the answer of the action routes (null if cJSON cannot allocate it) */
+
+static ngx_int_t
+ngx_http_sd_send_empty(ngx_http_request_t *r)
+{
+    cJSON      *o;
+    ngx_int_t   rc;
+
+    o = cJSON_CreateObject();
+    rc = ngx_http_sd_send_json(r, NGX_HTTP_OK, o);
+    cJSON_Delete(o);
+
+    return rc;
 }
 
 
@@ -2126,8 +2145,6 @@ ngx_http_sd_pending(ngx_http_request_t *r, cJSON *body)
 static ngx_int_t
 ngx_http_sd_interrupt(ngx_http_request_t *r, cJSON *body)
 {
-    cJSON                   *o;
-    ngx_int_t                rc;
     ngx_uint_t               i;
     ngx_http_sd_shm_task_t  *t;
 
@@ -2145,11 +2162,7 @@ ngx_http_sd_interrupt(ngx_http_request_t *r, cJSON *body)
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "sd: interrupt requested");
 
-    o = cJSON_CreateObject();
-    rc = ngx_http_sd_send_json(r, NGX_HTTP_OK, o);
-    cJSON_Delete(o);
-
-    return rc;
+    return ngx_http_sd_send_empty(r);
 }
 
 
@@ -2739,40 +2752,33 @@ ngx_http_sd_refresh(ngx_http_request_t *r, cJSON *body)
 static ngx_int_t
 ngx_http_sd_unload(ngx_http_request_t *r, cJSON *body)
 {
-    cJSON      *o;
-    ngx_int_t   rc;
-
-    (void) ngx_atomic_fetch_add(&ngx_http_sd_shm->unload_gen, 1);
-    ngx_http_sd_models_check();
-
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "sd: unload-checkpoint requested");
-
-    o = cJSON_CreateObject();
-    rc = ngx_http_sd_send_json(r, NGX_HTTP_OK, o);
-    cJSON_Delete(o);
-
-    return rc;
+    return ngx_http_sd_checkpoint(r, &ngx_http_sd_shm->unload_gen, "unload");
 }
 
 
 static ngx_int_t
 ngx_http_sd_reload(ngx_http_request_t *r, cJSON *body)
 {
-    cJSON      *o;
-    ngx_int_t   rc;
+    return ngx_http_sd_checkpoint(r, &ngx_http_sd_shm->reload_gen, "reload");
+}
 
-    (void) ngx_atomic_fetch_add(&ngx_http_sd_shm->reload_gen, 1);
+
+/*
+ * unload-checkpoint and reload-checkpoint: a new generation in the zone
+ * asks every worker (this one at once, the others on their timer).
+ */
+
+static ngx_int_t
+ngx_http_sd_checkpoint(ngx_http_request_t *r, ngx_atomic_t *gen,
+    const char *what)
+{
+    (void) ngx_atomic_fetch_add(gen, 1);
     ngx_http_sd_models_check();
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "sd: reload-checkpoint requested");
+                  "sd: %s-checkpoint requested", what);
 
-    o = cJSON_CreateObject();
-    rc = ngx_http_sd_send_json(r, NGX_HTTP_OK, o);
-    cJSON_Delete(o);
-
-    return rc;
+    return ngx_http_sd_send_empty(r);
 }
 
 
