@@ -98,11 +98,45 @@ parse_double(const char *name, const char *v, double *out)
 }
 
 
+/*
+ * Each option takes one value, into the one field it names: a string (s),
+ * an int or a long long in lo..hi (i, ll), or a double (d).
+ */
+typedef struct {
+    const char     *name;
+    const char    **s;
+    int            *i;
+    long long      *ll, lo, hi;
+    double         *d;
+} sd_cli_opt;
+
+
 static int
 parse_args(int argc, char **argv, sd_cli_args *a)
 {
-    long long  n;
-    int        i;
+    long long   n;
+    int         i;
+
+    sd_cli_opt  opts[] = {
+        { "--model",      .s = &a->model },
+        { "--prompt",     .s = &a->prompt },
+        { "--negative",   .s = &a->negative },
+        { "--dump",       .s = &a->dump },
+        { "--output",     .s = &a->output },
+        { "--rng",        .s = &a->rng },
+        { "--sampler",    .s = &a->sampler },
+        { "--slg-layers", .s = &a->slg_layers },
+        { "--width",      .i = &a->width, .lo = 1, .hi = 1 << 16 },
+        { "--height",     .i = &a->height, .lo = 1, .hi = 1 << 16 },
+        { "--steps",      .i = &a->steps, .lo = 0, .hi = 100000 },
+        { "--batch",      .i = &a->batch, .lo = 1, .hi = 64 },
+        { "--seed",       .ll = &a->seed, .lo = 0, .hi = 0xffffffffffffLL },
+        { "--cfg",        .d = &a->cfg },
+        { "--slg-scale",  .d = &a->slg_scale },
+        { "--slg-start",  .d = &a->slg_start },
+        { "--slg-stop",   .d = &a->slg_stop },
+    };
+    const sd_cli_opt  *o, *end = opts + sizeof(opts) / sizeof(opts[0]);
 
     memset(a, 0, sizeof(*a));
     a->prompt = "";
@@ -126,48 +160,24 @@ parse_args(int argc, char **argv, sd_cli_args *a)
             return -1;
         }
         i++;
-        if (strcmp(k, "--model") == 0) {
-            a->model = v;
-        } else if (strcmp(k, "--prompt") == 0) {
-            a->prompt = v;
-        } else if (strcmp(k, "--negative") == 0) {
-            a->negative = v;
-        } else if (strcmp(k, "--dump") == 0) {
-            a->dump = v;
-        } else if (strcmp(k, "--output") == 0) {
-            a->output = v;
-        } else if (strcmp(k, "--rng") == 0) {
-            a->rng = v;
-        } else if (strcmp(k, "--sampler") == 0) {
-            a->sampler = v;
-        } else if (strcmp(k, "--slg-layers") == 0) {
-            a->slg_layers = v;
-        } else if (strcmp(k, "--width") == 0) {
-            if (parse_int(k, v, 1, 1 << 16, &n)) return -1;
-            a->width = (int) n;
-        } else if (strcmp(k, "--height") == 0) {
-            if (parse_int(k, v, 1, 1 << 16, &n)) return -1;
-            a->height = (int) n;
-        } else if (strcmp(k, "--steps") == 0) {
-            if (parse_int(k, v, 0, 100000, &n)) return -1;
-            a->steps = (int) n;
-        } else if (strcmp(k, "--batch") == 0) {
-            if (parse_int(k, v, 1, 64, &n)) return -1;
-            a->batch = (int) n;
-        } else if (strcmp(k, "--seed") == 0) {
-            if (parse_int(k, v, 0, 0xffffffffffffLL, &n)) return -1;
-            a->seed = n;
-        } else if (strcmp(k, "--cfg") == 0) {
-            if (parse_double(k, v, &a->cfg)) return -1;
-        } else if (strcmp(k, "--slg-scale") == 0) {
-            if (parse_double(k, v, &a->slg_scale)) return -1;
-        } else if (strcmp(k, "--slg-start") == 0) {
-            if (parse_double(k, v, &a->slg_start)) return -1;
-        } else if (strcmp(k, "--slg-stop") == 0) {
-            if (parse_double(k, v, &a->slg_stop)) return -1;
-        } else {
+        for (o = opts; o < end && strcmp(k, o->name) != 0; o++) {
+            /* void */
+        }
+        if (o == end) {
             fprintf(stderr, "sd-cli: unknown option \"%s\"\n", k);
             return -1;
+        }
+        if (o->s) {
+            *o->s = v;
+        } else if (o->d) {
+            if (parse_double(k, v, o->d)) return -1;
+        } else {
+            if (parse_int(k, v, o->lo, o->hi, &n)) return -1;
+            if (o->i) {
+                *o->i = (int) n;
+            } else {
+                *o->ll = n;
+            }
         }
     }
     if (a->model == NULL) {
@@ -361,18 +371,15 @@ parse_layers(const char *s, int *layers, int *n)
     *n = 0;
     while (s && *s) {
         v = strtol(s, &end, 10);
-        if (end == s || *n == 16 || v < 0 || v > 1000) {
+        if (end == s || *n == 16 || v < 0 || v > 1000
+            || (*end && *end != ','))
+        {
             fprintf(stderr, "sd-cli: --slg-layers: expected a list like "
                     "7,8,9\n");
             return -1;
         }
         layers[(*n)++] = (int) v;
         s = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',') {
-            fprintf(stderr, "sd-cli: --slg-layers: expected a list like "
-                    "7,8,9\n");
-            return -1;
-        }
     }
     return 0;
 }
