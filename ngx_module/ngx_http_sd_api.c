@@ -1520,8 +1520,7 @@ ngx_http_sd_parse_txt2img(ngx_http_request_t *r, cJSON *body,
     sd_request_init(&job->req);
 
     job->req.rng = ngx_http_sd_shm->randn_cpu ? SD_RNG_CPU : SD_RNG_CUDA;
-    job->model = ngx_http_sd_shm->model < ngx_http_sd_worker.nmodels
-                 ? ngx_http_sd_shm->model : 0;
+    job->model = ngx_http_sd_model_current();
 
     if (ngx_http_sd_overrides(body, job, e) != NGX_OK) {
         return NGX_DECLINED;
@@ -2234,8 +2233,7 @@ ngx_http_sd_options(ngx_http_request_t *r, cJSON *body)
         return ngx_http_sd_send_json(r, NGX_HTTP_OK, NULL);
     }
 
-    def = ngx_http_sd_shm->model < ngx_http_sd_worker.nmodels
-          ? ngx_http_sd_shm->model : 0;
+    def = ngx_http_sd_model_current();
     ngx_http_sd_model_title(def, title, sizeof(title));
 
     o = cJSON_CreateObject();
@@ -2792,7 +2790,7 @@ ngx_http_sd_ping(ngx_http_request_t *r, cJSON *body)
     ngx_http_sd_worker_t  *w;
 
     w = &ngx_http_sd_worker;
-    def = ngx_http_sd_shm->model < w->nmodels ? ngx_http_sd_shm->model : 0;
+    def = ngx_http_sd_model_current();
 
     switch (w->models[def].state) {
     case NGX_HTTP_SD_READY:

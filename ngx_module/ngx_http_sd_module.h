@@ -326,6 +326,7 @@ ngx_int_t ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
     ngx_str_t *tenant, ngx_int_t tenant_queue, time_t retry_after);
 void ngx_http_sd_dispatch(void);
 void ngx_http_sd_job_free(ngx_http_sd_job_t *job);
+ngx_uint_t ngx_http_sd_model_current(void);
 ngx_int_t ngx_http_sd_model_load(ngx_uint_t i);
 void ngx_http_sd_models_check(void);
 void ngx_http_sd_models_hash(void);

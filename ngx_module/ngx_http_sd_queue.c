@@ -797,6 +797,20 @@ ngx_http_sd_cleanup(void *data)
 
 /* engines */
 
+/* The model options chose (sd_model_checkpoint): the first when the index
+   in the zone is not one of this configuration's models. */
+
+ngx_uint_t
+ngx_http_sd_model_current(void)
+{
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+
+    return w->shm->model < w->nmodels ? w->shm->model : 0;
+}
+
+
 ngx_int_t
 ngx_http_sd_model_load(ngx_uint_t i)
 {
@@ -982,7 +996,7 @@ ngx_http_sd_memory_gauge(void)
         }
     }
 
-    def = w->shm->model < w->nmodels ? w->shm->model : 0;
+    def = ngx_http_sd_model_current();
 
     w->shm->memory[w->slot] = bytes;
     w->shm->ready[w->slot] = (w->models[def].state == NGX_HTTP_SD_READY);
@@ -1022,7 +1036,7 @@ ngx_http_sd_models_check(void)
     if (w->shm->reload_gen != w->reload_gen) {
         w->reload_gen = w->shm->reload_gen;
 
-        def = w->shm->model < w->nmodels ? w->shm->model : 0;
+        def = ngx_http_sd_model_current();
         m = &w->models[def];
         m->unload = 0;
         (void) ngx_http_sd_model_load(def);
