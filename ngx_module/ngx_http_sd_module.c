@@ -661,8 +661,8 @@ ngx_http_sd_init_process(ngx_cycle_t *cycle)
 
 /*
  * A worker dlclose()s its modules when it exits (the cycle pool's cleanup),
- * which would unmap OpenMP's and OpenBLAS's code under their still running
- * threads: the module and its libraries stay mapped until exit() instead.
+ * which would unmap OpenBLAS's code under its still running threads: the
+ * module and its libraries stay mapped until exit() instead.
  */
 
 static void
