@@ -62,6 +62,37 @@ name_index(const char *const *names, const char *name)
 }
 
 
+/* "A, B, C" of a name list, for messages. */
+static const char *
+names_list(const char *const *names, char *buf, size_t len)
+{
+    size_t  n = 0;
+    int     i;
+
+    buf[0] = '\0';
+    for (i = 0; names[i] && n < len; i++) {
+        n += snprintf(buf + n, len - n, "%s%s", i ? ", " : "", names[i]);
+    }
+    return buf;
+}
+
+
+sd_status
+sd_sampler_parse(sd_err *err, const char *name, sd_sampler *out)
+{
+    char  list[256];
+    int   i = name_index(sd_samplers, name);
+
+    if (i < 0) {
+        return sd_errorf(err, SD_ERR_INVALID, "sampler_name: \"%s\" is not "
+                         "supported; available: %s", name,
+                         names_list(sd_samplers, list, sizeof(list)));
+    }
+    *out = i == 1 ? SD_SAMPLER_EULER_A : SD_SAMPLER_EULER;
+    return SD_OK;
+}
+
+
 /* The canonical spelling of a request's sampler, for the infotext. */
 static const char *
 sampler_name(const sd_request *r)
@@ -295,34 +326,16 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
 }
 
 
-/* "A, B, C" of a name list, for messages. */
-static const char *
-names_list(const char *const *names, char *buf, size_t len)
-{
-    size_t  n = 0;
-    int     i;
-
-    buf[0] = '\0';
-    for (i = 0; names[i] && n < len; i++) {
-        n += snprintf(buf + n, len - n, "%s%s", i ? ", " : "", names[i]);
-    }
-    return buf;
-}
-
-
 static sd_status
 check_request(sd_err *err, const sd_request *r)
 {
-    char  list[256];
+    sd_sampler  sampler;
+    char        list[256];
 
     if (r->prompt == NULL || r->negative_prompt == NULL) {
         return sd_errorf(err, SD_ERR_INVALID, "prompt: must be a string");
     }
-    if (name_index(sd_samplers, r->sampler) < 0) {
-        return sd_errorf(err, SD_ERR_INVALID, "sampler_name: \"%s\" is not "
-                         "supported; available: %s", r->sampler,
-                         names_list(sd_samplers, list, sizeof(list)));
-    }
+    SD_TRY(sd_sampler_parse(err, r->sampler, &sampler));
     if (name_index(sd_schedulers, r->scheduler) < 0) {
         return sd_errorf(err, SD_ERR_INVALID, "scheduler: \"%s\" is not "
                          "supported; available: %s", r->scheduler,
@@ -359,8 +372,9 @@ pipe_args(const sd_request *r, sd_pipe_args *a)
     a->steps = r->steps;
     a->cfg = r->cfg_scale;
     a->batch = r->batch_size;
-    a->sampler = name_index(sd_samplers, r->sampler) == 1
-                 ? SD_SAMPLER_EULER_A : SD_SAMPLER_EULER;
+    if (sd_sampler_parse(NULL, r->sampler, &a->sampler) != SD_OK) {
+        a->sampler = SD_SAMPLER_EULER;      /* check_request refuses it */
+    }
     a->subseed_strength = r->subseed_strength;
     a->rng = r->rng;
     a->slg_scale = r->slg_scale;

@@ -76,6 +76,9 @@ sd_status sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     const sd_cond *cond, const sd_cond *ncond, uint8_t **rgb,
     sd_pipe_dump *dump);
 
+/* An A1111 sampler name (any case; NULL or "": Euler) to the sampler. */
+sd_status sd_sampler_parse(sd_err *err, const char *name, sd_sampler *out);
+
 /*
  * The A1111 infotext ("parameters") of one image: prompt, negative prompt,
  * then "Steps: N, Sampler: ..., Seed: S, Size: WxH, Model hash: ...".

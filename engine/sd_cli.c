@@ -46,7 +46,7 @@ usage(void)
         "--dump FILE\n"
         "  sd-cli txt2img --model DIR --prompt TEXT [--negative TEXT]\n"
         "         [--width W] [--height H] [--steps N] [--cfg F] [--seed S]\n"
-        "         [--rng cpu|cuda] [--sampler Euler] [--batch N]\n"
+        "         [--rng cpu|cuda] [--sampler Euler|'Euler a'] [--batch N]\n"
         "         [--slg-scale F --slg-layers 7,8,9 --slg-start F "
         "--slg-stop F]\n"
         "         --output FILE.png [--dump FILE]\n"
@@ -441,9 +441,10 @@ cmd_txt2img(int argc, char **argv)
                 "FILE\n");
         return usage();
     }
-    if (strcasecmp(a.sampler, "Euler") != 0) {
-        fprintf(stderr, "sd-cli: --sampler: \"%s\" is not supported; "
-                "available: Euler\n", a.sampler);
+    if (sd_sampler_parse(&err, a.sampler, &p.sampler) != SD_OK) {
+        /* the engine's message names the API field; name the option */
+        fprintf(stderr, "sd-cli: --sampler:%s\n",
+                strchr(err.msg, ':') ? strchr(err.msg, ':') + 1 : err.msg);
         return 2;
     }
     if (strcmp(a.rng, "cpu") != 0 && strcmp(a.rng, "cuda") != 0) {
@@ -504,6 +505,7 @@ cmd_txt2img(int argc, char **argv)
         req.height = a.height;
         req.steps = a.steps;
         req.cfg_scale = (float) a.cfg;
+        req.sampler = a.sampler;
         if (sd_infotext(&err, m, &req, p.seeds[0], 0, &info) != SD_OK
             || sd_png_encode(&err, rgb, a.width, a.height, info, &png,
                              &png_len) != SD_OK)

@@ -63,7 +63,9 @@ bad_args(const char *model)
     snprintf(cmd, sizeof(cmd), "build/sd-cli txt2img --model %s --prompt x "
              "--sampler 'DPM++ 9M' --output %s/x.png", model, tmp);
     rc = run(cmd, out, sizeof(out));
-    T_CHECK(rc == 2 && strstr(out, "sampler"), "sampler: %d %s", rc, out);
+    T_CHECK(rc == 2 && strstr(out, "--sampler: \"DPM++ 9M\" is not "
+                              "supported; available: Euler, Euler a"),
+            "sampler: %d %s", rc, out);
 
     snprintf(cmd, sizeof(cmd), "build/sd-cli txt2img --model /no/such/model "
              "--prompt x --output %s/x.png", tmp);
@@ -215,6 +217,22 @@ main(void)
     } else {
         T_CHECK(0, "reading %s: %s", path, err.msg);
     }
+    free(png);
+    free(text);
+
+    /* "Euler a" is accepted and named in the infotext */
+    snprintf(cmd, sizeof(cmd), "build/sd-cli txt2img --model %s --prompt "
+             "x --width 64 --height 64 --steps 2 --sampler 'euler a' "
+             "--output %s/a.png", model, tmp);
+    rc = run(cmd, out, sizeof(out));
+    T_CHECK(rc == 0, "euler a: %d %s", rc, out);
+    snprintf(path, sizeof(path), "%s/a.png", tmp);
+    png = NULL;
+    text = NULL;
+    T_CHECK(sd_read_file(&err, path, &png, &len) == SD_OK
+            && sd_png_info(&err, (unsigned char *) png, len, &text, &w, &h)
+               == SD_OK && text && strstr(text, "Sampler: Euler a,"),
+            "euler a infotext: %s", text ? text : err.msg);
     free(png);
     free(text);
 
