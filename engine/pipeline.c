@@ -272,15 +272,13 @@ bufs_free(sd_pipe_bufs *b)
 
 /* out = uncond + cfg * (cond - uncond), on the two halves of pred. */
 static sd_status
-guide(sd_err *err, sd_tensor *v, sd_tensor *pred, sd_tensor *tmp, int bsz,
-    float cfg)
+guide(sd_err *err, sd_tensor *v, sd_tensor *pred, sd_tensor *tmp, float cfg)
 {
     sd_tensor  un, co;
     int64_t    n = sd_numel(v);
 
     SD_TRY(sd_tensor_view(err, pred, 0, v->ndim, v->ne, &un));
     SD_TRY(sd_tensor_view(err, pred, n, v->ndim, v->ne, &co));
-    (void) bsz;
     SD_TRY(sd_scale(err, tmp, &un, -1.0f, 0.0f));
     SD_TRY(sd_add(err, tmp, &co, tmp));
     SD_TRY(sd_scale(err, tmp, tmp, cfg, 0.0f));
@@ -372,7 +370,7 @@ step(sd_err *err, sd_model *m, const sd_pipe_args *a, sd_pipe_bufs *b,
                                 NULL, 0, b->out));
         SD_TRY(sd_tensor_view(err, b->out, 0, b->lat->ndim, b->lat->ne, &v));
         /* guided prediction written over the uncond half */
-        SD_TRY(guide(err, &v, b->out, b->tmp, bsz, a->cfg));
+        SD_TRY(guide(err, &v, b->out, b->tmp, a->cfg));
 
         if (a->slg_scale != 0.0f && a->slg_n_layers > 0
             && i > a->steps * a->slg_start && i < a->steps * a->slg_stop)
