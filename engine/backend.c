@@ -55,6 +55,13 @@ sd_numel(const sd_tensor *t)
 }
 
 
+size_t
+sd_tensor_nbytes(const sd_tensor *t)
+{
+    return (size_t) sd_numel(t) * sd_dtype_size(t->dtype);
+}
+
+
 static int64_t
 rows_of(const sd_tensor *t)
 {
@@ -69,9 +76,9 @@ last_dim(const sd_tensor *t)
 }
 
 
-sd_status
-sd_tensor_new(sd_err *err, sd_backend *be, int ndim, const int64_t *shape,
-    sd_tensor **out)
+static sd_status
+tensor_new(sd_err *err, sd_backend *be, sd_mem mem, sd_dtype dt, int ndim,
+    const int64_t *shape, sd_tensor **out)
 {
     sd_tensor  *t;
     sd_status   s;
@@ -94,6 +101,8 @@ sd_tensor_new(sd_err *err, sd_backend *be, int ndim, const int64_t *shape,
         return SD_ERR_NOMEM;
     }
     t->be = be;
+    t->dtype = dt;
+    t->mem = mem;
     t->ndim = ndim;
     memcpy(t->ne, shape, ndim * sizeof(int64_t));
 
@@ -104,6 +113,22 @@ sd_tensor_new(sd_err *err, sd_backend *be, int ndim, const int64_t *shape,
     }
     *out = t;
     return SD_OK;
+}
+
+
+sd_status
+sd_tensor_new(sd_err *err, sd_backend *be, int ndim, const int64_t *shape,
+    sd_tensor **out)
+{
+    return tensor_new(err, be, SD_MEM_ACT, be->act_dtype, ndim, shape, out);
+}
+
+
+sd_status
+sd_tensor_new_as(sd_err *err, sd_backend *be, sd_mem mem, sd_dtype dt,
+    int ndim, const int64_t *shape, sd_tensor **out)
+{
+    return tensor_new(err, be, mem, dt, ndim, shape, out);
 }
 
 
@@ -214,9 +239,13 @@ sd_tensor_view(sd_err *err, const sd_tensor *t, int64_t off, int ndim,
     }
     memset(view, 0, sizeof(*view));
     view->be = t->be;
+    view->dtype = t->dtype;
+    view->mem = t->mem;
     view->ndim = ndim;
     memcpy(view->ne, shape, ndim * sizeof(int64_t));
-    view->data = t->data + off;
+    view->data = (char *) t->data + off * (int64_t) sd_dtype_size(t->dtype);
+    view->scale = t->scale;
+    view->n_scale = t->n_scale;
     view->view = 1;
     return SD_OK;
 }
@@ -255,38 +284,30 @@ sd_tensor_download(sd_err *err, const sd_tensor *t, float *dst)
 }
 
 
-sd_status
-sd_weight_load(sd_err *err, sd_backend *be, const sd_st *st,
-    const char *name, int ndim, const int64_t *shape, sd_tensor **out)
+/* Weights */
+
+static sd_status
+dtype_err(sd_err *err, const char *op, const sd_tensor *a, const sd_tensor *b)
 {
-    const sd_st_tensor  *st_t;
-    sd_tensor           *t;
-    sd_status            s;
-    float               *host;
-    int64_t              tshape[SD_MAX_DIMS];
-    int                  i, tdim;
+    return sd_errorf(err, SD_ERR_UNSUPPORTED, "%s: %s with %s is not "
+                     "supported on the %s backend", op,
+                     sd_dtype_name(a->dtype), sd_dtype_name(b->dtype),
+                     a->be->ops->name);
+}
 
-    *out = NULL;
-    SD_TRY(sd_st_get(err, st, name, ndim, ndim ? shape : NULL, &st_t));
 
-    tdim = st_t->ndim;
-    if (tdim == 0) {
-        tdim = 1;
-        tshape[0] = 1;
-    } else if (tdim > SD_MAX_DIMS) {
-        return sd_errorf(err, SD_ERR_FORMAT, "tensor \"%s\" in \"%s\" has %d "
-                         "dimensions", name, st_t->file, st_t->ndim);
-    } else {
-        for (i = 0; i < tdim; i++) {
-            tshape[i] = st_t->shape[i];
-        }
+/* The checkpoint tensor st_t into the new weight t (same numel). */
+static sd_status
+weight_fill(sd_err *err, sd_tensor *t, const sd_st_tensor *st_t)
+{
+    float      *host;
+    sd_status   s;
+
+    if (st_t->dtype == t->dtype) {
+        return t->be->ops->upload_raw(err, t, st_t->data);
     }
-
-    SD_TRY(sd_tensor_new(err, be, tdim, tshape, &t));
-
-    host = sd_malloc(err, (size_t) st_t->numel * sizeof(float), name);
+    host = sd_malloc(err, (size_t) st_t->numel * sizeof(float), st_t->name);
     if (host == NULL) {
-        sd_tensor_free(t);
         return SD_ERR_NOMEM;
     }
     s = sd_st_read_f32(err, st_t, host);
@@ -294,6 +315,49 @@ sd_weight_load(sd_err *err, sd_backend *be, const sd_st *st,
         s = sd_tensor_upload(err, t, host);
     }
     free(host);
+    return s;
+}
+
+
+static sd_status
+weight_shape(sd_err *err, const sd_st_tensor *st_t, int64_t *tshape,
+    int *tdim)
+{
+    int  i;
+
+    *tdim = st_t->ndim;
+    if (*tdim == 0) {
+        *tdim = 1;
+        tshape[0] = 1;
+    } else if (*tdim > SD_MAX_DIMS) {
+        return sd_errorf(err, SD_ERR_FORMAT, "tensor \"%s\" in \"%s\" has %d "
+                         "dimensions", st_t->name, st_t->file, st_t->ndim);
+    } else {
+        for (i = 0; i < *tdim; i++) {
+            tshape[i] = st_t->shape[i];
+        }
+    }
+    return SD_OK;
+}
+
+
+sd_status
+sd_weight_load(sd_err *err, sd_backend *be, const sd_st *st,
+    const char *name, int ndim, const int64_t *shape, sd_tensor **out)
+{
+    const sd_st_tensor  *st_t;
+    sd_tensor           *t;
+    sd_status            s;
+    int64_t              tshape[SD_MAX_DIMS];
+    int                  tdim;
+
+    *out = NULL;
+    SD_TRY(sd_st_get(err, st, name, ndim, ndim ? shape : NULL, &st_t));
+    SD_TRY(weight_shape(err, st_t, tshape, &tdim));
+    SD_TRY(tensor_new(err, be, SD_MEM_WEIGHT,
+                      sd_backend_weight_dtype(be, name, tdim, tshape), tdim,
+                      tshape, &t));
+    s = weight_fill(err, t, st_t);
     if (s != SD_OK) {
         sd_tensor_free(t);
         return s;
@@ -303,11 +367,105 @@ sd_weight_load(sd_err *err, sd_backend *be, const sd_st *st,
 }
 
 
-/* Ops: check, then dispatch. */
+sd_status
+sd_conv_weight_load(sd_err *err, sd_backend *be, const sd_st *st,
+    const char *name, const int64_t shape[4], sd_tensor **out)
+{
+    static const int  perm[4] = { 0, 2, 3, 1 };
+    sd_tensor        *raw, *t;
+    sd_status         s;
+    int64_t           khwc[4] = { shape[0], shape[2], shape[3], shape[1] };
+
+    *out = NULL;
+    SD_TRY(sd_weight_load(err, be, st, name, 4, shape, &raw));
+    if (shape[2] == 1 && shape[3] == 1) {
+        /* 1x1: (Co, Ci, 1, 1) is already (Co, 1, 1, Ci) in memory */
+        memcpy(raw->ne, khwc, sizeof(khwc));
+        *out = raw;
+        return SD_OK;
+    }
+    s = tensor_new(err, be, SD_MEM_WEIGHT, raw->dtype, 4, khwc, &t);
+    if (s == SD_OK) {
+        s = sd_permute(err, t, raw, perm);
+        if (s != SD_OK) {
+            sd_tensor_free(t);
+        }
+    }
+    sd_tensor_free(raw);
+    if (s == SD_OK) {
+        *out = t;
+    }
+    return s;
+}
+
 
 sd_status
-sd_linear(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
-    const sd_tensor *b)
+sd_weight_load_cat(sd_err *err, sd_backend *be, const sd_st *st,
+    const char *const *wnames, const char *const *bnames, int n,
+    const int64_t *rows, int64_t in, sd_tensor **w, sd_tensor **b)
+{
+    const sd_st_tensor  *st_t;
+    sd_status            s;
+    int64_t              total = 0, off, shape[2];
+    int                  i;
+
+    *w = NULL;
+    *b = NULL;
+    for (i = 0; i < n; i++) {
+        total += rows[i];
+    }
+    shape[0] = total;
+    shape[1] = in;
+    SD_TRY_GOTO(s, tensor_new(err, be, SD_MEM_WEIGHT,
+                              sd_backend_weight_dtype(be, wnames[0], 2,
+                                                      shape),
+                              2, shape, w), fail);
+    if (bnames && bnames[0]) {
+        SD_TRY_GOTO(s, tensor_new(err, be, SD_MEM_WEIGHT,
+                                  sd_backend_weight_dtype(be, bnames[0], 1,
+                                                          shape),
+                                  1, shape, b), fail);
+    }
+
+    for (i = 0, off = 0; i < n; off += rows[i], i++) {
+        sd_tensor  v;
+
+        shape[0] = rows[i];
+        SD_TRY_GOTO(s, sd_st_get(err, st, wnames[i], 2, shape, &st_t), fail);
+        SD_TRY_GOTO(s, sd_tensor_view(err, *w, off * in, 2, shape, &v),
+                    fail);
+        SD_TRY_GOTO(s, weight_fill(err, &v, st_t), fail);
+        if (*b) {
+            SD_TRY_GOTO(s, sd_st_get(err, st, bnames[i], 1, shape, &st_t),
+                        fail);
+            SD_TRY_GOTO(s, sd_tensor_view(err, *b, off, 1, shape, &v), fail);
+            SD_TRY_GOTO(s, weight_fill(err, &v, st_t), fail);
+        }
+    }
+    return SD_OK;
+
+fail:
+    sd_tensor_free(*w);
+    sd_tensor_free(*b);
+    *w = NULL;
+    *b = NULL;
+    return s;
+}
+
+
+/* Ops: check, then dispatch. */
+
+/* Activations of one op share a dtype. */
+static int
+same_dtype(const sd_tensor *a, const sd_tensor *b)
+{
+    return b == NULL || a->dtype == b->dtype;
+}
+
+
+sd_status
+sd_linear_act(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, sd_act act)
 {
     if (w->ndim != 2 || last_dim(x) != w->ne[1]) {
         return shape_err(err, "linear", "x and weight", x, w);
@@ -318,7 +476,18 @@ sd_linear(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
     if (b && sd_numel(b) != w->ne[0]) {
         return shape_err(err, "linear", "bias", b, w);
     }
-    return y->be->ops->linear(err, y, x, w, b);
+    if (!same_dtype(y, x)) {
+        return dtype_err(err, "linear", x, y);
+    }
+    return y->be->ops->linear(err, y, x, w, b, act);
+}
+
+
+sd_status
+sd_linear(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
+    const sd_tensor *b)
+{
+    return sd_linear_act(err, y, x, w, b, SD_ACT_NONE);
 }
 
 
@@ -332,7 +501,38 @@ sd_layer_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     {
         return shape_err(err, "layer_norm", "shapes", x, w ? w : y);
     }
+    if (!same_dtype(y, x)) {
+        return dtype_err(err, "layer_norm", x, y);
+    }
     return y->be->ops->layer_norm(err, y, x, w, b, eps);
+}
+
+
+static sd_status
+mod_check(sd_err *err, const char *op, const sd_tensor *y,
+    const sd_tensor *x, const sd_tensor *shift, const sd_tensor *scale)
+{
+    if (x->ndim != 3 || sd_numel(y) != sd_numel(x)
+        || sd_numel(shift) != x->ne[0] * x->ne[2]
+        || sd_numel(scale) != x->ne[0] * x->ne[2])
+    {
+        return shape_err(err, op, "shapes", x, shift);
+    }
+    if (!same_dtype(y, x) || !same_dtype(x, shift)
+        || !same_dtype(x, scale))
+    {
+        return dtype_err(err, op, x, same_dtype(x, shift) ? scale : shift);
+    }
+    return SD_OK;
+}
+
+
+sd_status
+sd_norm_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *shift, const sd_tensor *scale, float eps)
+{
+    SD_TRY(mod_check(err, "norm_modulate", y, x, shift, scale));
+    return y->be->ops->norm_modulate(err, y, x, shift, scale, eps);
 }
 
 
@@ -345,21 +545,55 @@ sd_rms_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     {
         return shape_err(err, "rms_norm", "shapes", x, w ? w : y);
     }
+    if (!same_dtype(y, x)) {
+        return dtype_err(err, "rms_norm", x, y);
+    }
     return y->be->ops->rms_norm(err, y, x, w, eps);
 }
 
 
 sd_status
+sd_qkv_split(sd_err *err, sd_tensor *q, sd_tensor *k, sd_tensor *v,
+    int64_t r0, const sd_tensor *src, const sd_tensor *nq,
+    const sd_tensor *nk, int heads, float eps)
+{
+    int64_t  b, n, w;
+
+    if (src->ndim != 3 || q->ndim != 3 || src->ne[2] % 3 != 0) {
+        return shape_err(err, "qkv_split", "src and q", src, q);
+    }
+    b = src->ne[0];
+    n = src->ne[1];
+    w = src->ne[2] / 3;
+    if (heads <= 0 || w % heads != 0 || q->ne[0] != b || q->ne[2] != w
+        || r0 < 0 || r0 + n > q->ne[1]
+        || sd_numel(k) != sd_numel(q) || sd_numel(v) != sd_numel(q)
+        || (nq && sd_numel(nq) != w / heads)
+        || (nk && sd_numel(nk) != w / heads) || (nq == NULL) != (nk == NULL))
+    {
+        return shape_err(err, "qkv_split", "src and q", src, q);
+    }
+    if (!same_dtype(q, src) || !same_dtype(k, src) || !same_dtype(v, src)) {
+        return dtype_err(err, "qkv_split", src, q);
+    }
+    return q->be->ops->qkv_split(err, q, k, v, r0, src, nq, nk, heads, eps);
+}
+
+
+sd_status
 sd_group_norm(sd_err *err, sd_tensor *y, const sd_tensor *x, int groups,
-    const sd_tensor *w, const sd_tensor *b, float eps)
+    const sd_tensor *w, const sd_tensor *b, float eps, sd_act act)
 {
     if (x->ndim != 4 || sd_numel(y) != sd_numel(x) || groups <= 0
-        || x->ne[1] % groups != 0
-        || (w && sd_numel(w) != x->ne[1]) || (b && sd_numel(b) != x->ne[1]))
+        || x->ne[3] % groups != 0
+        || (w && sd_numel(w) != x->ne[3]) || (b && sd_numel(b) != x->ne[3]))
     {
         return shape_err(err, "group_norm", "shapes", x, w ? w : y);
     }
-    return y->be->ops->group_norm(err, y, x, groups, w, b, eps);
+    if (!same_dtype(y, x)) {
+        return dtype_err(err, "group_norm", x, y);
+    }
+    return y->be->ops->group_norm(err, y, x, groups, w, b, eps, act);
 }
 
 
@@ -369,6 +603,13 @@ sd_act_apply(sd_err *err, sd_tensor *y, const sd_tensor *x, sd_act kind)
     if (sd_numel(y) != sd_numel(x)) {
         return shape_err(err, "act", "shapes", x, y);
     }
+    if (!same_dtype(y, x)) {
+        return dtype_err(err, "act", x, y);
+    }
+    if (kind == SD_ACT_NONE) {
+        return y->data == x->data ? SD_OK
+               : sd_copy2d(err, y, 0, 0, x, 0, 0, 1, sd_numel(x));
+    }
     return y->be->ops->act(err, y, x, kind);
 }
 
@@ -377,9 +618,13 @@ static sd_status
 binary(sd_err *err, sd_tensor *y, const sd_tensor *a, const sd_tensor *b,
     int op)
 {
+    const char  *name = op == SD_BIN_ADD ? "add" : "mul";
+
     if (sd_numel(y) != sd_numel(a) || sd_numel(a) != sd_numel(b)) {
-        return shape_err(err, op == SD_BIN_ADD ? "add" : "mul", "shapes", a,
-                         b);
+        return shape_err(err, name, "shapes", a, b);
+    }
+    if (!same_dtype(y, a) || !same_dtype(a, b)) {
+        return dtype_err(err, name, a, same_dtype(y, a) ? b : y);
     }
     return y->be->ops->binary(err, y, a, b, op);
 }
@@ -405,6 +650,9 @@ sd_scale(sd_err *err, sd_tensor *y, const sd_tensor *x, float s, float add)
     if (sd_numel(y) != sd_numel(x)) {
         return shape_err(err, "scale", "shapes", x, y);
     }
+    if (!same_dtype(y, x)) {
+        return dtype_err(err, "scale", x, y);
+    }
     return y->be->ops->scale(err, y, x, s, add);
 }
 
@@ -427,6 +675,11 @@ sd_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
     if (bias && (sd_numel(bias) != (int64_t) heads * q->ne[1] * k->ne[1])) {
         return shape_err(err, "attention", "bias", bias, q);
     }
+    if (!same_dtype(o, q) || !same_dtype(q, k) || !same_dtype(q, v)
+        || !same_dtype(q, bias))
+    {
+        return dtype_err(err, "attention", q, same_dtype(q, k) ? v : k);
+    }
     return o->be->ops->attention(err, o, q, k, v, heads, causal, bias,
                                  scale);
 }
@@ -438,16 +691,20 @@ sd_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
 {
     int64_t  ho, wo;
 
+    /* x: (B, H, W, Ci), w: (Co, kh, kw, Ci), y: (B, Ho, Wo, Co) */
     if (x->ndim != 4 || w->ndim != 4 || y->ndim != 4 || stride < 1
-        || w->ne[1] != x->ne[1] || y->ne[1] != w->ne[0]
+        || pad < 0 || w->ne[3] != x->ne[3] || y->ne[3] != w->ne[0]
         || y->ne[0] != x->ne[0] || (b && sd_numel(b) != w->ne[0]))
     {
         return shape_err(err, "conv2d", "x and weight", x, w);
     }
-    ho = (x->ne[2] + 2 * pad - w->ne[2]) / stride + 1;
-    wo = (x->ne[3] + 2 * pad - w->ne[3]) / stride + 1;
-    if (y->ne[2] != ho || y->ne[3] != wo) {
+    ho = (x->ne[1] + 2 * pad - w->ne[1]) / stride + 1;
+    wo = (x->ne[2] + 2 * pad - w->ne[2]) / stride + 1;
+    if (ho < 1 || wo < 1 || y->ne[1] != ho || y->ne[2] != wo) {
         return shape_err(err, "conv2d", "output", y, x);
+    }
+    if (!same_dtype(y, x)) {
+        return dtype_err(err, "conv2d", x, y);
     }
     return y->be->ops->conv2d(err, y, x, w, b, stride, pad);
 }
@@ -457,10 +714,13 @@ sd_status
 sd_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
 {
     if (x->ndim != 4 || y->ndim != 4 || y->ne[0] != x->ne[0]
-        || y->ne[1] != x->ne[1] || y->ne[2] != 2 * x->ne[2]
-        || y->ne[3] != 2 * x->ne[3])
+        || y->ne[3] != x->ne[3] || y->ne[1] != 2 * x->ne[1]
+        || y->ne[2] != 2 * x->ne[2])
     {
         return shape_err(err, "upsample2x", "shapes", x, y);
+    }
+    if (!same_dtype(y, x)) {
+        return dtype_err(err, "upsample2x", x, y);
     }
     return y->be->ops->upsample2x(err, y, x);
 }
@@ -491,12 +751,7 @@ sd_status
 sd_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *shift, const sd_tensor *scale)
 {
-    if (x->ndim != 3 || sd_numel(y) != sd_numel(x)
-        || sd_numel(shift) != x->ne[0] * x->ne[2]
-        || sd_numel(scale) != x->ne[0] * x->ne[2])
-    {
-        return shape_err(err, "modulate", "shapes", x, shift);
-    }
+    SD_TRY(mod_check(err, "modulate", y, x, shift, scale));
     return y->be->ops->modulate(err, y, x, shift, scale);
 }
 
@@ -509,6 +764,9 @@ sd_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
         || sd_numel(g) != x->ne[0] * x->ne[2])
     {
         return shape_err(err, "gate_add", "shapes", x, g);
+    }
+    if (!same_dtype(x, g) || !same_dtype(x, y)) {
+        return dtype_err(err, "gate_add", x, same_dtype(x, g) ? y : g);
     }
     return x->be->ops->gate_add(err, x, g, y);
 }
@@ -561,4 +819,22 @@ sd_backend_destroy(sd_backend *be)
     if (be) {
         be->ops->destroy(be);
     }
+}
+
+
+sd_status
+sd_backend_sync(sd_err *err, sd_backend *be)
+{
+    return be->ops->sync ? be->ops->sync(err, be) : SD_OK;
+}
+
+
+sd_dtype
+sd_backend_weight_dtype(const sd_backend *be, const char *name, int ndim,
+    const int64_t *shape)
+{
+    if (be->weight_policy) {
+        return be->weight_policy(be, name, ndim, shape);
+    }
+    return be->weight_dtype;
 }

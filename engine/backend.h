@@ -4,12 +4,27 @@
  * A backend owns device memory and implements a fixed set of ops on dense,
  * row-major tensors (shape as in PyTorch, last dimension contiguous). The
  * CPU backend (backend_cpu.c, float32, OpenBLAS) is the reference; the CUDA
- * backend implements the same table. Networks never touch tensor memory
- * directly: they upload weights once, call ops, and download results.
+ * backend (kernels/) implements the same table in F32 or BF16. Networks
+ * never touch tensor memory directly: they upload weights once, call ops,
+ * and download results.
  *
- * Invariant: the checked wrappers in backend.c validate every shape before
- * dispatching, so backend implementations may assume consistent arguments.
- * A view (sd_tensor_view) borrows its parent's memory and must not outlive it.
+ * Tensors carry a dtype. A backend has one activation dtype, chosen when it
+ * is created (sd_tensor_new allocates in it), and a weight dtype asked per
+ * weight (sd_backend_weight_dtype: the hook where a precision policy picks
+ * per weight name and shape). Ops take activations of one dtype; weights of
+ * the dtypes the backend supports for that op; copy2d and permute convert
+ * between dtypes. backend.c checks shapes and dtype pairs once and answers
+ * SD_ERR_UNSUPPORTED for pairs a backend lacks.
+ *
+ * Images are channels-last: conv2d, group_norm and upsample2x take
+ * (B, H, W, C) tensors and conv weights (Co, kh, kw, Ci), the layout the
+ * GPU's convolutions run fastest in (networks permute checkpoint weights
+ * once at load).
+ *
+ * Invariant: the checked wrappers in backend.c validate every shape and
+ * dtype before dispatching, so backend implementations may assume
+ * consistent arguments. A view (sd_tensor_view) borrows its parent's memory
+ * and must not outlive it.
  */
 
 #ifndef SD_BACKEND_H
@@ -25,11 +40,22 @@
 
 typedef struct sd_backend  sd_backend;
 
+/* Where a tensor's memory comes from. */
+typedef enum {
+    SD_MEM_ACT = 0,         /* activations: the run-time workspace */
+    SD_MEM_WEIGHT           /* weights: the load-time arena */
+} sd_mem;
+
 typedef struct {
     sd_backend     *be;
+    sd_dtype        dtype;
     int             ndim;
     int64_t         ne[SD_MAX_DIMS];    /* shape, outermost first */
-    float          *data;               /* backend memory (host for CPU) */
+    void           *data;               /* backend memory (host for CPU) */
+    float          *scale;              /* FP8 weights: F32 scales in
+                                           backend memory, else NULL */
+    int64_t         n_scale;            /* 1 (per tensor) or ne[0] */
+    sd_mem          mem;
     int             view;               /* borrows memory: not freed */
 } sd_tensor;
 
@@ -42,7 +68,8 @@ typedef struct {
 
 
 typedef enum {
-    SD_ACT_GELU = 0,        /* exact, erf */
+    SD_ACT_NONE = 0,
+    SD_ACT_GELU,            /* exact, erf */
     SD_ACT_GELU_TANH,       /* tanh approximation ("gelu_new") */
     SD_ACT_QUICK_GELU,      /* x * sigmoid(1.702 x) */
     SD_ACT_SILU
@@ -54,17 +81,28 @@ typedef struct {
 
     sd_status (*alloc)(sd_err *err, sd_backend *be, sd_tensor *t);
     void (*release)(sd_backend *be, sd_tensor *t);
+    /* host float32 in, converted to t's dtype */
     sd_status (*upload)(sd_err *err, sd_tensor *t, const float *src);
+    /* host bytes already in t's dtype */
+    sd_status (*upload_raw)(sd_err *err, sd_tensor *t, const void *src);
     sd_status (*download)(sd_err *err, const sd_tensor *t, float *dst);
+    /* wait for queued work; NULL when ops are synchronous */
+    sd_status (*sync)(sd_err *err, sd_backend *be);
 
     sd_status (*linear)(sd_err *err, sd_tensor *y, const sd_tensor *x,
-        const sd_tensor *w, const sd_tensor *b);
+        const sd_tensor *w, const sd_tensor *b, sd_act act);
     sd_status (*layer_norm)(sd_err *err, sd_tensor *y, const sd_tensor *x,
         const sd_tensor *w, const sd_tensor *b, float eps);
+    sd_status (*norm_modulate)(sd_err *err, sd_tensor *y, const sd_tensor *x,
+        const sd_tensor *shift, const sd_tensor *scale, float eps);
     sd_status (*rms_norm)(sd_err *err, sd_tensor *y, const sd_tensor *x,
         const sd_tensor *w, float eps);
+    sd_status (*qkv_split)(sd_err *err, sd_tensor *q, sd_tensor *k,
+        sd_tensor *v, int64_t r0, const sd_tensor *src, const sd_tensor *nq,
+        const sd_tensor *nk, int heads, float eps);
     sd_status (*group_norm)(sd_err *err, sd_tensor *y, const sd_tensor *x,
-        int groups, const sd_tensor *w, const sd_tensor *b, float eps);
+        int groups, const sd_tensor *w, const sd_tensor *b, float eps,
+        sd_act act);
     sd_status (*act)(sd_err *err, sd_tensor *y, const sd_tensor *x,
         sd_act kind);
     sd_status (*binary)(sd_err *err, sd_tensor *y, const sd_tensor *a,
@@ -95,6 +133,13 @@ typedef struct {
 
 struct sd_backend {
     const sd_backend_ops   *ops;
+    sd_dtype                act_dtype;      /* sd_tensor_new's dtype */
+    sd_dtype                weight_dtype;   /* the default weight dtype */
+    /* optional precision policy: the dtype of one weight (NULL: the
+       default above for every weight) */
+    sd_dtype              (*weight_policy)(const sd_backend *be,
+                                           const char *name, int ndim,
+                                           const int64_t *shape);
     size_t                  bytes_in_use;
     size_t                  bytes_peak;
     void                   *impl;
@@ -106,9 +151,16 @@ enum { SD_BIN_ADD = 0, SD_BIN_MUL };
 
 sd_status sd_backend_cpu_create(sd_err *err, int threads, sd_backend **out);
 void sd_backend_destroy(sd_backend *be);
+/* Wait for the backend's queued work (a no-op on the CPU). */
+sd_status sd_backend_sync(sd_err *err, sd_backend *be);
+/* The dtype a weight of this name and shape is stored in. */
+sd_dtype sd_backend_weight_dtype(const sd_backend *be, const char *name,
+    int ndim, const int64_t *shape);
 
 /* Tensors. */
 int64_t sd_numel(const sd_tensor *t);
+size_t sd_tensor_nbytes(const sd_tensor *t);
+/* An activation in the backend's activation dtype. */
 sd_status sd_tensor_new(sd_err *err, sd_backend *be, int ndim,
     const int64_t *shape, sd_tensor **out);
 sd_status sd_tensor_new2(sd_err *err, sd_backend *be, int64_t d0, int64_t d1,
@@ -117,6 +169,9 @@ sd_status sd_tensor_new3(sd_err *err, sd_backend *be, int64_t d0, int64_t d1,
     int64_t d2, sd_tensor **out);
 sd_status sd_tensor_new4(sd_err *err, sd_backend *be, int64_t d0, int64_t d1,
     int64_t d2, int64_t d3, sd_tensor **out);
+/* Any dtype, from the activation workspace or the weight arena. */
+sd_status sd_tensor_new_as(sd_err *err, sd_backend *be, sd_mem mem,
+    sd_dtype dt, int ndim, const int64_t *shape, sd_tensor **out);
 void sd_tensor_free(sd_tensor *t);
 /* Free t[0 .. n-1] (NULLs allowed), not the array. */
 void sd_tensors_free(sd_tensor **t, size_t n);
@@ -135,24 +190,60 @@ sd_status sd_tensor_download(sd_err *err, const sd_tensor *t, float *dst);
 
 /*
  * Load a checkpoint tensor as a weight: the stored shape must equal
- * shape[0..ndim-1] (ndim 0: take the stored shape as it is).
+ * shape[0..ndim-1] (ndim 0: take the stored shape as it is). Stored in
+ * sd_backend_weight_dtype()'s dtype; bytes already in that dtype are
+ * uploaded as they are.
  */
 sd_status sd_weight_load(sd_err *err, sd_backend *be, const sd_st *st,
     const char *name, int ndim, const int64_t *shape, sd_tensor **out);
+/*
+ * A conv weight stored (Co, Ci, kh, kw) loaded as (Co, kh, kw, Ci), the
+ * layout conv2d takes.
+ */
+sd_status sd_conv_weight_load(sd_err *err, sd_backend *be, const sd_st *st,
+    const char *name, const int64_t shape[4], sd_tensor **out);
+/*
+ * n checkpoint matrices (rows_i, in) stacked into one weight
+ * (sum rows_i, in), and their biases (rows_i) into one (sum rows_i), in
+ * the order given: fused projections (q, k, v) run as one product.
+ * bias names may be NULL (no bias: *b stays NULL).
+ */
+sd_status sd_weight_load_cat(sd_err *err, sd_backend *be, const sd_st *st,
+    const char *const *wnames, const char *const *bnames, int n,
+    const int64_t *rows, int64_t in, sd_tensor **w, sd_tensor **b);
 
 /* Ops; y may alias x for the elementwise ones. */
 /* y: (N..., out) = x: (N..., in) @ w: (out, in)^T + b: (out) */
 sd_status sd_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b);
+/* y = act(x @ w^T + b), the activation fused into the product */
+sd_status sd_linear_act(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, sd_act act);
 /* over the last dimension; w, b may be NULL */
 sd_status sd_layer_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, float eps);
+/*
+ * y = LayerNorm(x) (no affine) * (1 + scale) + shift in one pass;
+ * x: (B, L, C), shift, scale: (B, C).
+ */
+sd_status sd_norm_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *shift, const sd_tensor *scale, float eps);
 /* over the last dimension (which may be a head: x viewed as (N, d)) */
 sd_status sd_rms_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, float eps);
-/* x: (B, C, H, W) */
+/*
+ * A fused projection's output split into joint sequences, with the per-head
+ * RMSNorm of q and k: src: (B, n, 3 W) = [q | k | v] -> rows r0 .. r0 + n
+ * of each batch of q, k, v: (B, L, W); nq, nk: (W / heads) weights, or
+ * NULL for a plain copy.
+ */
+sd_status sd_qkv_split(sd_err *err, sd_tensor *q, sd_tensor *k, sd_tensor *v,
+    int64_t r0, const sd_tensor *src, const sd_tensor *nq,
+    const sd_tensor *nk, int heads, float eps);
+/* x: (B, H, W, C), channel groups; act applied after (SD_ACT_NONE) */
 sd_status sd_group_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
-    int groups, const sd_tensor *w, const sd_tensor *b, float eps);
+    int groups, const sd_tensor *w, const sd_tensor *b, float eps,
+    sd_act act);
 sd_status sd_act_apply(sd_err *err, sd_tensor *y, const sd_tensor *x,
     sd_act kind);
 sd_status sd_add(sd_err *err, sd_tensor *y, const sd_tensor *a,
@@ -170,10 +261,10 @@ sd_status sd_scale(sd_err *err, sd_tensor *y, const sd_tensor *x, float s,
 sd_status sd_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
     const sd_tensor *k, const sd_tensor *v, int heads, int causal,
     const sd_tensor *bias, float scale);
-/* x: (B, Ci, H, W), w: (Co, Ci, kh, kw), b: (Co) or NULL */
+/* x: (B, H, W, Ci), w: (Co, kh, kw, Ci), b: (Co) or NULL -> (B, Ho, Wo, Co) */
 sd_status sd_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, int stride, int pad);
-/* nearest, x: (B, C, H, W) -> (B, C, 2H, 2W) */
+/* nearest, x: (B, H, W, C) -> (B, 2H, 2W, C) */
 sd_status sd_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x);
 /* y: (N, C) = table[ids[i]] for i < N; ids are host memory */
 sd_status sd_embed(sd_err *err, sd_tensor *y, const sd_tensor *table,
@@ -186,12 +277,13 @@ sd_status sd_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
     const sd_tensor *y);
 /*
  * Strided 2D copy between flat buffers: rows x cols elements, row i of src
- * starts at src_off + i * src_stride. Slices, concatenation and chunks.
+ * starts at src_off + i * src_stride. Slices, concatenation and chunks;
+ * between different dtypes it converts.
  */
 sd_status sd_copy2d(sd_err *err, sd_tensor *dst, int64_t dst_off,
     int64_t dst_stride, const sd_tensor *src, int64_t src_off,
     int64_t src_stride, int64_t rows, int64_t cols);
-/* y = x.permute(perm) made contiguous; ndim of x, up to 4 */
+/* y = x.permute(perm) made contiguous (converting dtype); up to 4 dims */
 sd_status sd_permute(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const int *perm);
 

@@ -23,6 +23,10 @@ typedef struct {
 } sd_cpu;
 
 
+/* a tensor's memory as floats: every tensor here is F32 */
+#define F(t)  ((float *) (t)->data)
+
+
 
 static int64_t
 numel(const sd_tensor *t)
@@ -43,6 +47,11 @@ cpu_alloc(sd_err *err, sd_backend *be, sd_tensor *t)
 {
     size_t  n = (size_t) numel(t) * sizeof(float);
 
+    if (t->dtype != SD_DT_F32) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "the cpu backend holds "
+                         "F32 tensors only, not %s",
+                         sd_dtype_name(t->dtype));
+    }
     t->data = malloc(n ? n : sizeof(float));
     if (t->data == NULL) {
         return sd_errorf(err, SD_ERR_NOMEM, "out of memory allocating a "
@@ -69,7 +78,7 @@ static sd_status
 cpu_upload(sd_err *err, sd_tensor *t, const float *src)
 {
     (void) err;
-    memcpy(t->data, src, (size_t) numel(t) * sizeof(float));
+    memcpy(F(t), src, (size_t) numel(t) * sizeof(float));
     return SD_OK;
 }
 
@@ -78,15 +87,39 @@ static sd_status
 cpu_download(sd_err *err, const sd_tensor *t, float *dst)
 {
     (void) err;
-    memcpy(dst, t->data, (size_t) numel(t) * sizeof(float));
+    memcpy(dst, F(t), (size_t) numel(t) * sizeof(float));
     return SD_OK;
 }
 
 
-/* y: (N, out) = x: (N, in) w^T: (in, out) + b */
+static float
+cpu_act1(float v, sd_act kind)
+{
+    switch (kind) {
+    case SD_ACT_NONE:
+        break;
+    case SD_ACT_GELU:
+        v = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+        break;
+    case SD_ACT_GELU_TANH:
+        v = 0.5f * v * (1.0f + tanhf(0.79788456080286536f
+                                     * (v + 0.044715f * v * v * v)));
+        break;
+    case SD_ACT_QUICK_GELU:
+        v = v / (1.0f + expf(-1.702f * v));
+        break;
+    case SD_ACT_SILU:
+        v = v / (1.0f + expf(-v));
+        break;
+    }
+    return v;
+}
+
+
+/* y: (N, out) = act(x: (N, in) w^T: (in, out) + b) */
 static sd_status
 cpu_linear(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
-    const sd_tensor *b)
+    const sd_tensor *b, sd_act act)
 {
     int64_t  n, in, out, i;
 
@@ -97,12 +130,17 @@ cpu_linear(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
 
     if (b) {
         for (i = 0; i < n; i++) {
-            memcpy(y->data + i * out, b->data, out * sizeof(float));
+            memcpy(F(y) + i * out, F(b), out * sizeof(float));
         }
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) n, (int) out,
-                (int) in, 1.0f, x->data, (int) in, w->data, (int) in,
-                b ? 1.0f : 0.0f, y->data, (int) out);
+                (int) in, 1.0f, F(x), (int) in, F(w), (int) in,
+                b ? 1.0f : 0.0f, F(y), (int) out);
+    if (act != SD_ACT_NONE) {
+        for (i = 0; i < n * out; i++) {
+            F(y)[i] = cpu_act1(F(y)[i], act);
+        }
+    }
     return SD_OK;
 }
 
@@ -118,8 +156,8 @@ cpu_layer_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     n = numel(x) / c;
 
     for (i = 0; i < n; i++) {
-        const float  *xr = x->data + i * c;
-        float        *yr = y->data + i * c;
+        const float  *xr = F(x) + i * c;
+        float        *yr = F(y) + i * c;
         double        mean = 0, var = 0, d;
         float         inv;
         int64_t       j;
@@ -137,12 +175,35 @@ cpu_layer_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
         for (j = 0; j < c; j++) {
             float v = (float) (xr[j] - mean) * inv;
             if (w) {
-                v *= w->data[j];
+                v *= F(w)[j];
             }
             if (b) {
-                v += b->data[j];
+                v += F(b)[j];
             }
             yr[j] = v;
+        }
+    }
+    return SD_OK;
+}
+
+
+/* LayerNorm without affine, then x * (1 + scale) + shift per batch row */
+static sd_status
+cpu_norm_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *shift, const sd_tensor *scale, float eps)
+{
+    int64_t  l = x->ne[1], c = x->ne[2], bi, j;
+
+    SD_TRY(cpu_layer_norm(err, y, x, NULL, NULL, eps));
+    for (bi = 0; bi < x->ne[0]; bi++) {
+        const float  *sh = F(shift) + bi * c, *sc = F(scale) + bi * c;
+        float        *yb = F(y) + bi * l * c;
+        int64_t       r;
+
+        for (r = 0; r < l; r++) {
+            for (j = 0; j < c; j++) {
+                yb[r * c + j] = yb[r * c + j] * (1.0f + sc[j]) + sh[j];
+            }
         }
     }
     return SD_OK;
@@ -160,8 +221,8 @@ cpu_rms_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     n = numel(x) / c;
 
     for (i = 0; i < n; i++) {
-        const float  *xr = x->data + i * c;
-        float        *yr = y->data + i * c;
+        const float  *xr = F(x) + i * c;
+        float        *yr = F(y) + i * c;
         double        ss = 0;
         float         inv;
         int64_t       j;
@@ -171,51 +232,55 @@ cpu_rms_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
         }
         inv = (float) (1.0 / sqrt(ss / c + eps));
         for (j = 0; j < c; j++) {
-            yr[j] = xr[j] * inv * (w ? w->data[j] : 1.0f);
+            yr[j] = xr[j] * inv * (w ? F(w)[j] : 1.0f);
         }
     }
     return SD_OK;
 }
 
 
+/* x: (B, H, W, C): statistics over the pixels and channels of a group */
 static sd_status
 cpu_group_norm(sd_err *err, sd_tensor *y, const sd_tensor *x, int groups,
-    const sd_tensor *w, const sd_tensor *b, float eps)
+    const sd_tensor *w, const sd_tensor *b, float eps, sd_act act)
 {
     int64_t  bsz, c, hw, cg, g;
 
     (void) err;
     bsz = x->ne[0];
-    c = x->ne[1];
-    hw = x->ne[2] * x->ne[3];
+    c = x->ne[3];
+    hw = x->ne[1] * x->ne[2];
     cg = c / groups;
 
     for (g = 0; g < bsz * groups; g++) {
-        int64_t       bi = g / groups, gi = g % groups, ch, j;
-        const float  *xg = x->data + (bi * c + gi * cg) * hw;
-        float        *yg = y->data + (bi * c + gi * cg) * hw;
-        double        mean = 0, var = 0, d;
+        int64_t       bi = g / groups, c0 = (g % groups) * cg, p, ch;
+        const float  *xb = F(x) + bi * hw * c;
+        float        *yb = F(y) + bi * hw * c;
+        double        mean = 0, var = 0, d, n = (double) (cg * hw);
         float         inv;
 
-        for (j = 0; j < cg * hw; j++) {
-            mean += xg[j];
+        for (p = 0; p < hw; p++) {
+            for (ch = 0; ch < cg; ch++) {
+                mean += xb[p * c + c0 + ch];
+            }
         }
-        mean /= (double) (cg * hw);
-        for (j = 0; j < cg * hw; j++) {
-            d = xg[j] - mean;
-            var += d * d;
+        mean /= n;
+        for (p = 0; p < hw; p++) {
+            for (ch = 0; ch < cg; ch++) {
+                d = xb[p * c + c0 + ch] - mean;
+                var += d * d;
+            }
         }
-        var /= (double) (cg * hw);
+        var /= n;
         inv = (float) (1.0 / sqrt(var + eps));
 
-        for (ch = 0; ch < cg; ch++) {
-            int64_t  cc = gi * cg + ch;
-            float    sw = w ? w->data[cc] : 1.0f;
-            float    sb = b ? b->data[cc] : 0.0f;
+        for (p = 0; p < hw; p++) {
+            for (ch = 0; ch < cg; ch++) {
+                int64_t  cc = c0 + ch;
+                float    v = (float) (xb[p * c + cc] - mean) * inv;
 
-            for (j = 0; j < hw; j++) {
-                yg[ch * hw + j] = (float) (xg[ch * hw + j] - mean) * inv * sw
-                                  + sb;
+                v = v * (w ? F(w)[cc] : 1.0f) + (b ? F(b)[cc] : 0.0f);
+                yb[p * c + cc] = cpu_act1(v, act);
             }
         }
     }
@@ -229,26 +294,8 @@ cpu_act(sd_err *err, sd_tensor *y, const sd_tensor *x, sd_act kind)
     int64_t  n = numel(x), i;
 
     (void) err;
-
     for (i = 0; i < n; i++) {
-        float  v = x->data[i];
-
-        switch (kind) {
-        case SD_ACT_GELU:
-            v = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
-            break;
-        case SD_ACT_GELU_TANH:
-            v = 0.5f * v * (1.0f + tanhf(0.79788456080286536f
-                                         * (v + 0.044715f * v * v * v)));
-            break;
-        case SD_ACT_QUICK_GELU:
-            v = v / (1.0f + expf(-1.702f * v));
-            break;
-        case SD_ACT_SILU:
-            v = v / (1.0f + expf(-v));
-            break;
-        }
-        y->data[i] = v;
+        F(y)[i] = cpu_act1(F(x)[i], kind);
     }
     return SD_OK;
 }
@@ -263,11 +310,11 @@ cpu_binary(sd_err *err, sd_tensor *y, const sd_tensor *a, const sd_tensor *b,
     (void) err;
     if (op == SD_BIN_ADD) {
         for (i = 0; i < n; i++) {
-            y->data[i] = a->data[i] + b->data[i];
+            F(y)[i] = F(a)[i] + F(b)[i];
         }
     } else {
         for (i = 0; i < n; i++) {
-            y->data[i] = a->data[i] * b->data[i];
+            F(y)[i] = F(a)[i] * F(b)[i];
         }
     }
     return SD_OK;
@@ -281,7 +328,7 @@ cpu_scale(sd_err *err, sd_tensor *y, const sd_tensor *x, float s, float add)
 
     (void) err;
     for (i = 0; i < n; i++) {
-        y->data[i] = x->data[i] * s + add;
+        F(y)[i] = F(x)[i] * s + add;
     }
     return SD_OK;
 }
@@ -313,10 +360,10 @@ cpu_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
         int64_t       bi = job / (heads * nblk);
         int64_t       h = (job / nblk) % heads;
         int64_t       r0 = (job % nblk) * SD_ATT_BLOCK, rows, i, j;
-        const float  *qp = q->data + (bi * lq + r0) * hd + h * d;
-        const float  *kp = k->data + bi * lk * hd + h * d;
-        const float  *vp = v->data + bi * lk * hd + h * d;
-        float        *op = o->data + (bi * lq + r0) * hd + h * d;
+        const float  *qp = F(q) + (bi * lq + r0) * hd + h * d;
+        const float  *kp = F(k) + bi * lk * hd + h * d;
+        const float  *vp = F(v) + bi * lk * hd + h * d;
+        float        *op = F(o) + (bi * lq + r0) * hd + h * d;
 
         rows = lq - r0 < SD_ATT_BLOCK ? lq - r0 : SD_ATT_BLOCK;
 
@@ -334,7 +381,7 @@ cpu_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
                 lim = lk;
             }
             if (bias) {
-                const float *br = bias->data + (h * lq + r0 + i) * lk;
+                const float *br = F(bias) + (h * lq + r0 + i) * lk;
                 for (j = 0; j < lim; j++) {
                     sr[j] += br[j];
                 }
@@ -365,68 +412,66 @@ cpu_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
 
 
 /*
- * conv2d through im2col + sgemm, a band of output rows at a time so the
- * column buffer stays bounded (about 64 MB) at any image size.
+ * conv2d, channels-last, through im2col + sgemm: a band of output pixels at
+ * a time so the column buffer stays bounded (about 64 MB) at any size.
+ * col: (n, kh * kw * Ci) rows are the patches in the weight's (kh, kw, Ci)
+ * order; y (n, Co) = col w^T + b.
  */
 static sd_status
 cpu_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
     const sd_tensor *b, int stride, int pad)
 {
-    int64_t  bsz = x->ne[0], ci = x->ne[1], hi = x->ne[2], wi = x->ne[3];
-    int64_t  co = w->ne[0], kh = w->ne[2], kw = w->ne[3];
-    int64_t  ho = y->ne[2], wo = y->ne[3], kk = ci * kh * kw;
-    int64_t  band, bi, r0;
+    int64_t  bsz = x->ne[0], hi = x->ne[1], wi = x->ne[2], ci = x->ne[3];
+    int64_t  co = w->ne[0], kh = w->ne[1], kw = w->ne[2];
+    int64_t  ho = y->ne[1], wo = y->ne[2], kk = kh * kw * ci;
+    int64_t  band, bi, p0, npix = ho * wo;
     float   *col;
 
-    band = ((int64_t) 16 << 20) / (kk * wo > 0 ? kk * wo : 1);
-    band = band < 1 ? 1 : (band > ho ? ho : band);
+    band = ((int64_t) 16 << 20) / (kk > 0 ? kk : 1);
+    band = band < 1 ? 1 : (band > npix ? npix : band);
 
-    col = malloc((size_t) kk * band * wo * sizeof(float));
+    col = malloc((size_t) kk * band * sizeof(float));
     if (col == NULL) {
         return sd_errorf(err, SD_ERR_NOMEM, "out of memory for conv2d "
                          "columns");
     }
 
     for (bi = 0; bi < bsz; bi++) {
-        const float  *xb = x->data + bi * ci * hi * wi;
-        float        *yb = y->data + bi * co * ho * wo;
+        const float  *xb = F(x) + bi * hi * wi * ci;
+        float        *yb = F(y) + bi * npix * co;
 
-        for (r0 = 0; r0 < ho; r0 += band) {
-            int64_t  rows = ho - r0 < band ? ho - r0 : band, n = rows * wo;
-            int64_t  kidx, c;
+        for (p0 = 0; p0 < npix; p0 += band) {
+            int64_t  n = npix - p0 < band ? npix - p0 : band, i, r;
 
-            /* col: (kk, rows * wo) */
-            for (kidx = 0; kidx < kk; kidx++) {
-                int64_t  ch = kidx / (kh * kw), ky = (kidx / kw) % kh;
-                int64_t  kx = kidx % kw, oy, ox;
-                float   *cr = col + kidx * n;
+            for (i = 0; i < n; i++) {
+                int64_t  oy = (p0 + i) / wo, ox = (p0 + i) % wo, ky, kx;
+                float   *cr = col + i * kk;
 
-                for (oy = 0; oy < rows; oy++) {
-                    int64_t  iy = (r0 + oy) * stride - pad + ky;
+                for (ky = 0; ky < kh; ky++) {
+                    int64_t  iy = oy * stride - pad + ky;
 
-                    for (ox = 0; ox < wo; ox++) {
+                    for (kx = 0; kx < kw; kx++) {
                         int64_t  ix = ox * stride - pad + kx;
+                        float   *dst = cr + (ky * kw + kx) * ci;
 
-                        cr[oy * wo + ox] =
-                            (iy < 0 || iy >= hi || ix < 0 || ix >= wi)
-                            ? 0.0f : xb[(ch * hi + iy) * wi + ix];
+                        if (iy < 0 || iy >= hi || ix < 0 || ix >= wi) {
+                            memset(dst, 0, ci * sizeof(float));
+                        } else {
+                            memcpy(dst, xb + (iy * wi + ix) * ci,
+                                   ci * sizeof(float));
+                        }
                     }
                 }
             }
 
-            /* y[:, r0 * wo ...]: (co, n) = w (co, kk) col (kk, n) */
             if (b) {
-                for (c = 0; c < co; c++) {
-                    int64_t  j;
-                    for (j = 0; j < n; j++) {
-                        yb[c * ho * wo + r0 * wo + j] = b->data[c];
-                    }
+                for (r = 0; r < n; r++) {
+                    memcpy(yb + (p0 + r) * co, F(b), co * sizeof(float));
                 }
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) co,
-                        (int) n, (int) kk, 1.0f, w->data, (int) kk, col,
-                        (int) n, b ? 1.0f : 0.0f, yb + r0 * wo,
-                        (int) (ho * wo));
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) n,
+                        (int) co, (int) kk, 1.0f, col, (int) kk, F(w),
+                        (int) kk, b ? 1.0f : 0.0f, yb + p0 * co, (int) co);
         }
     }
 
@@ -435,21 +480,20 @@ cpu_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
 }
 
 
+/* nearest, channels-last: y[b, i, j, :] = x[b, i / 2, j / 2, :] */
 static sd_status
 cpu_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
 {
-    int64_t  planes = x->ne[0] * x->ne[1], h = x->ne[2], w = x->ne[3], p;
+    int64_t  h = x->ne[1], w = x->ne[2], c = x->ne[3], r;
 
     (void) err;
-    for (p = 0; p < planes; p++) {
-        const float  *xp = x->data + p * h * w;
-        float        *yp = y->data + p * 4 * h * w;
-        int64_t       i, j;
+    for (r = 0; r < x->ne[0] * 2 * h; r++) {
+        int64_t       bi = r / (2 * h), i = r % (2 * h), j;
+        const float  *xr = F(x) + (bi * h + i / 2) * w * c;
+        float        *yr = F(y) + r * 2 * w * c;
 
-        for (i = 0; i < 2 * h; i++) {
-            for (j = 0; j < 2 * w; j++) {
-                yp[i * 2 * w + j] = xp[(i / 2) * w + j / 2];
-            }
+        for (j = 0; j < 2 * w; j++) {
+            memcpy(yr + j * c, xr + (j / 2) * c, c * sizeof(float));
         }
     }
     return SD_OK;
@@ -464,7 +508,7 @@ cpu_embed(sd_err *err, sd_tensor *y, const sd_tensor *table,
 
     (void) err;
     for (i = 0; i < n; i++) {
-        memcpy(y->data + i * c, table->data + (int64_t) ids[i] * c,
+        memcpy(F(y) + i * c, F(table) + (int64_t) ids[i] * c,
                c * sizeof(float));
     }
     return SD_OK;
@@ -480,10 +524,10 @@ cpu_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
     (void) err;
     for (r = 0; r < bsz * l; r++) {
         int64_t       bi = r / l, j;
-        const float  *sh = shift->data + bi * c, *sc = scale->data + bi * c;
+        const float  *sh = F(shift) + bi * c, *sc = F(scale) + bi * c;
 
         for (j = 0; j < c; j++) {
-            y->data[r * c + j] = x->data[r * c + j] * (1.0f + sc[j]) + sh[j];
+            F(y)[r * c + j] = F(x)[r * c + j] * (1.0f + sc[j]) + sh[j];
         }
     }
     return SD_OK;
@@ -498,11 +542,56 @@ cpu_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
 
     (void) err;
     for (r = 0; r < bsz * l; r++) {
-        const float  *gr = g->data + (r / l) * c;
+        const float  *gr = F(g) + (r / l) * c;
         int64_t       j;
 
         for (j = 0; j < c; j++) {
-            x->data[r * c + j] += gr[j] * y->data[r * c + j];
+            F(x)[r * c + j] += gr[j] * F(y)[r * c + j];
+        }
+    }
+    return SD_OK;
+}
+
+
+/*
+ * src: (B, n, 3 W) = [q | k | v] rows -> rows r0 .. r0 + n of each batch
+ * of q, k, v: (B, L, W); q and k RMS-normalized per head when nq, nk.
+ */
+static sd_status
+cpu_qkv_split(sd_err *err, sd_tensor *q, sd_tensor *k, sd_tensor *v,
+    int64_t r0, const sd_tensor *src, const sd_tensor *nq,
+    const sd_tensor *nk, int heads, float eps)
+{
+    int64_t          b = src->ne[0], n = src->ne[1], w = src->ne[2] / 3;
+    int64_t          l = q->ne[1], d = w / heads, row, j, h, i;
+    sd_tensor       *dst[3] = { q, k, v };
+    const sd_tensor *nw[3] = { nq, nk, NULL };
+
+    (void) err;
+    for (row = 0; row < b * n; row++) {
+        int64_t       bi = row / n, ri = row % n;
+        const float  *sr = F(src) + row * 3 * w;
+
+        for (j = 0; j < 3; j++) {
+            float  *dr = F(dst[j]) + (bi * l + r0 + ri) * w;
+
+            if (nw[j] == NULL) {
+                memcpy(dr, sr + j * w, w * sizeof(float));
+                continue;
+            }
+            for (h = 0; h < heads; h++) {
+                const float  *xh = sr + j * w + h * d;
+                double        ss = 0;
+                float         inv;
+
+                for (i = 0; i < d; i++) {
+                    ss += (double) xh[i] * xh[i];
+                }
+                inv = (float) (1.0 / sqrt(ss / d + eps));
+                for (i = 0; i < d; i++) {
+                    dr[h * d + i] = xh[i] * inv * F(nw[j])[i];
+                }
+            }
         }
     }
     return SD_OK;
@@ -518,8 +607,8 @@ cpu_copy2d(sd_err *err, sd_tensor *dst, int64_t dst_off, int64_t dst_stride,
 
     (void) err;
     for (i = 0; i < rows; i++) {
-        memmove(dst->data + dst_off + i * dst_stride,
-                src->data + src_off + i * src_stride, cols * sizeof(float));
+        memmove(F(dst) + dst_off + i * dst_stride,
+                F(src) + src_off + i * src_stride, cols * sizeof(float));
     }
     return SD_OK;
 }
@@ -551,7 +640,7 @@ cpu_permute(sd_err *err, sd_tensor *y, const sd_tensor *x, const int *perm)
             off += (rem % ne[e]) * ys[e];
             rem /= ne[e];
         }
-        y->data[i] = x->data[off];
+        F(y)[i] = F(x)[off];
     }
     return SD_OK;
 }
@@ -565,13 +654,20 @@ cpu_destroy(sd_backend *be)
 }
 
 
+static sd_status
+cpu_upload_raw(sd_err *err, sd_tensor *t, const void *src)
+{
+    return cpu_upload(err, t, src);
+}
+
+
 static const sd_backend_ops  sd_cpu_ops = {
     "cpu",
-    cpu_alloc, cpu_release, cpu_upload, cpu_download,
-    cpu_linear, cpu_layer_norm, cpu_rms_norm, cpu_group_norm, cpu_act,
-    cpu_binary, cpu_scale, cpu_attention, cpu_conv2d, cpu_upsample2x,
-    cpu_embed, cpu_modulate, cpu_gate_add, cpu_copy2d, cpu_permute,
-    cpu_destroy
+    cpu_alloc, cpu_release, cpu_upload, cpu_upload_raw, cpu_download, NULL,
+    cpu_linear, cpu_layer_norm, cpu_norm_modulate, cpu_rms_norm,
+    cpu_qkv_split, cpu_group_norm, cpu_act, cpu_binary, cpu_scale,
+    cpu_attention, cpu_conv2d, cpu_upsample2x, cpu_embed, cpu_modulate,
+    cpu_gate_add, cpu_copy2d, cpu_permute, cpu_destroy
 };
 
 
@@ -594,6 +690,8 @@ sd_backend_cpu_create(sd_err *err, int threads, sd_backend **out)
         openblas_set_num_threads(threads);
     }
     be->ops = &sd_cpu_ops;
+    be->act_dtype = SD_DT_F32;
+    be->weight_dtype = SD_DT_F32;
     be->impl = cpu;
     *out = be;
     return SD_OK;

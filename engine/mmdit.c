@@ -38,12 +38,15 @@ typedef struct {
 } sd_mmdit_linear;
 
 
-/* One stream of an Attention module: q, k, v, output and QK RMSNorms. */
+/*
+ * One stream of an Attention module: q, k, v projections stacked into one
+ * (3 W, W) product, output projection and QK RMSNorms.
+ */
 typedef struct {
-    sd_mmdit_linear qkv[3];             /* to_q/to_k/to_v or add_*_proj */
+    sd_mmdit_linear qkv;                /* to_q/to_k/to_v or add_*_proj */
     sd_mmdit_linear out;                /* to_out.0 or to_add_out; may be
                                            empty (context_pre_only) */
-    sd_tensor      *norm[3];            /* norm_q, norm_k, NULL: (head_dim) */
+    sd_tensor      *norm[2];            /* norm_q, norm_k: (head_dim) */
 } sd_mmdit_attn;
 
 
@@ -240,17 +243,28 @@ static sd_status
 sd_mmdit_attn_load(sd_err *err, sd_mmdit *m, const sd_st *st,
     const char *prefix, const char *const names[6], sd_mmdit_attn *a)
 {
-    char     name[SD_MMDIT_NAME_LEN];
-    int64_t  w = m->info.width, d = m->info.head_dim;
-    int      j;
+    char         name[SD_MMDIT_NAME_LEN], wn[3][SD_MMDIT_NAME_LEN];
+    char         bn[3][SD_MMDIT_NAME_LEN];
+    const char  *wp[3], *bp[3];
+    int64_t      w = m->info.width, d = m->info.head_dim;
+    int64_t      rows[3] = { w, w, w };
+    int          j;
 
-    for (j = 0; j < 4; j++) {
-        if (names[j] == NULL) {
-            continue;
-        }
-        snprintf(name, sizeof(name), "%s.%s", prefix, names[j]);
-        SD_TRY(sd_mmdit_linear_load(err, m, st, name, w, w,
-                                    j < 3 ? &a->qkv[j] : &a->out));
+    /* to_q, to_k, to_v as one (3 W, W) weight and (3 W) bias */
+    for (j = 0; j < 3; j++) {
+        snprintf(wn[j], sizeof(wn[j]), "%s.%s.weight", prefix, names[j]);
+        snprintf(bn[j], sizeof(bn[j]), "%s.%s.bias", prefix, names[j]);
+        wp[j] = wn[j];
+        bp[j] = bn[j];
+    }
+    SD_TRY(sd_weight_load_cat(err, m->be, st, wp, bp, 3, rows, w,
+                              &a->qkv.w, &a->qkv.b));
+    SD_TRY(sd_tensor_list_add(err, &m->owned, a->qkv.w));
+    SD_TRY(sd_tensor_list_add(err, &m->owned, a->qkv.b));
+
+    if (names[3] != NULL) {
+        snprintf(name, sizeof(name), "%s.%s", prefix, names[3]);
+        SD_TRY(sd_mmdit_linear_load(err, m, st, name, w, w, &a->out));
     }
     for (j = 0; j < 2 && m->qk_norm; j++) {
         snprintf(name, sizeof(name), "%s.%s.weight", prefix, names[4 + j]);
@@ -332,8 +346,9 @@ sd_mmdit_load_weights(sd_err *err, sd_mmdit *m, const sd_st *st)
     shape[1] = in->in_channels;
     shape[2] = in->patch_size;
     shape[3] = in->patch_size;
-    SD_TRY(sd_mmdit_weight(err, m, st, "pos_embed.proj.weight", 4, shape,
-                           &m->patch.w));
+    SD_TRY(sd_conv_weight_load(err, m->be, st, "pos_embed.proj.weight",
+                               shape, &m->patch.w));
+    SD_TRY(sd_tensor_list_add(err, &m->owned, m->patch.w));
     SD_TRY(sd_mmdit_weight(err, m, st, "pos_embed.proj.bias", 1, shape,
                            &m->patch.b));
     shape[0] = 1;
@@ -497,37 +512,24 @@ sd_mmdit_modulation(sd_err *err, sd_mmdit *m, const sd_mmdit_linear *lin,
 /*
  * One stream's projection into the joint sequence, JointAttnProcessor2_0:
  * "query = attn.to_q(hidden_states) ... query = attn.norm_q(query)" and
- * "torch.cat([query, encoder_hidden_states_query_proj], dim=2)".
- * h: (B, n, W) -> rows [r0, r0 + n) of each batch of dst: (B, L, W);
- * tmp holds at least B * n * W floats.
+ * "torch.cat([query, encoder_hidden_states_query_proj], dim=2)", with
+ * q, k, v as one product.
+ * h: (B, n, W) -> rows [r0, r0 + n) of each batch of q, k, v: (B, L, W);
+ * tmp holds at least B * n * 3 W elements.
  */
 static sd_status
-sd_mmdit_project(sd_err *err, sd_mmdit *m, const sd_mmdit_linear *lin,
-    const sd_tensor *norm, const sd_tensor *h, sd_tensor *tmp,
-    sd_tensor *dst, int64_t r0)
+sd_mmdit_project(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *a,
+    const sd_tensor *h, sd_tensor *tmp, sd_tensor *q, sd_tensor *k,
+    sd_tensor *v, int64_t r0)
 {
-    sd_tensor  tv, sv, dv;
-    int64_t    b = h->ne[0], n = h->ne[1], l = dst->ne[1];
-    int64_t    w = m->info.width, d = m->info.head_dim, bi;
-    int64_t    shape[3] = { b, n, w };
+    sd_tensor  tv;
+    int64_t    shape[3] = { h->ne[0], h->ne[1], 3 * (int64_t) m->info.width };
 
-    /* tv: (B, n, W) */
+    /* tv: (B, n, 3 W) = [q | k | v] */
     SD_TRY(sd_tensor_view(err, tmp, 0, 3, shape, &tv));
-    SD_TRY(sd_mmdit_linear_fwd(err, &tv, h, lin));
-
-    if (norm == NULL) {
-        return sd_copy2d(err, dst, r0 * w, l * w, &tv, 0, n * w, b, n * w);
-    }
-
-    /* RMSNorm(head_dim) per head: (n * heads, D) slabs, one per batch */
-    shape[0] = n * m->info.heads;
-    shape[1] = d;
-    for (bi = 0; bi < b; bi++) {
-        SD_TRY(sd_tensor_view(err, tmp, bi * n * w, 2, shape, &sv));
-        SD_TRY(sd_tensor_view(err, dst, (bi * l + r0) * w, 2, shape, &dv));
-        SD_TRY(sd_rms_norm(err, &dv, &sv, norm, SD_MMDIT_EPS));
-    }
-    return SD_OK;
+    SD_TRY(sd_mmdit_linear_fwd(err, &tv, h, &a->qkv));
+    return sd_qkv_split(err, q, k, v, r0, &tv, a->norm[0], a->norm[1],
+                        m->info.heads, SD_MMDIT_EPS);
 }
 
 
@@ -552,21 +554,19 @@ sd_mmdit_attention(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *ax,
     int64_t     shape[3];
     int         j;
 
-    /* q, k, v, o: (B, Lx + Lc, W); tmp: (B, max(Lx, Lc), W) */
+    /* q, k, v, o: (B, Lx + Lc, W); tmp: (B, max(Lx, Lc), 3 W) */
     for (j = 0; j < 3; j++) {
         SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, l, w, &qkv[j]), done);
     }
     SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, l, w, &o), done);
-    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lx > lc ? lx : lc, w, &tmp),
-                done);
+    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lx > lc ? lx : lc, 3 * w,
+                                  &tmp), done);
 
-    for (j = 0; j < 3; j++) {
-        SD_TRY_GOTO(s, sd_mmdit_project(err, m, &ax->qkv[j], ax->norm[j], hx,
-                                        tmp, qkv[j], 0), done);
-        if (hc) {
-            SD_TRY_GOTO(s, sd_mmdit_project(err, m, &ac->qkv[j], ac->norm[j],
-                                            hc, tmp, qkv[j], lx), done);
-        }
+    SD_TRY_GOTO(s, sd_mmdit_project(err, m, ax, hx, tmp, qkv[0], qkv[1],
+                                    qkv[2], 0), done);
+    if (hc) {
+        SD_TRY_GOTO(s, sd_mmdit_project(err, m, ac, hc, tmp, qkv[0], qkv[1],
+                                        qkv[2], lx), done);
     }
 
     /* F.scaled_dot_product_attention, scale 1 / sqrt(head_dim) */
@@ -579,13 +579,18 @@ sd_mmdit_attention(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *ax,
     shape[0] = b;
     shape[1] = lx;
     shape[2] = w;
+    if (lc == 0) {
+        SD_TRY_GOTO(s, sd_mmdit_linear_fwd(err, ox, o, &ax->out), done);
+        s = SD_OK;
+        goto done;
+    }
     SD_TRY_GOTO(s, sd_tensor_view(err, tmp, 0, 3, shape, &tv), done);
     SD_TRY_GOTO(s, sd_copy2d(err, &tv, 0, lx * w, o, 0, l * w, b, lx * w),
                 done);
     SD_TRY_GOTO(s, sd_mmdit_linear_fwd(err, ox, &tv, &ax->out), done);
 
     /* "hidden_states[:, residual.shape[1] :]": (B, Lc, W) -> to_add_out */
-    if (hc && oc) {
+    if (oc) {
         shape[1] = lc;
         SD_TRY_GOTO(s, sd_tensor_view(err, tmp, 0, 3, shape, &tv), done);
         SD_TRY_GOTO(s, sd_copy2d(err, &tv, 0, lc * w, o, lx * w, l * w, b,
@@ -618,10 +623,7 @@ sd_mmdit_ff_fwd(sd_err *err, sd_mmdit *m, const sd_mmdit_ff *ff,
 
     SD_TRY(sd_tensor_new3(err, m->be, x->ne[0], x->ne[1], ff->proj.w->ne[0],
                           &h));
-    s = sd_mmdit_linear_fwd(err, h, x, &ff->proj);
-    if (s == SD_OK) {
-        s = sd_act_apply(err, h, h, SD_ACT_GELU_TANH);
-    }
+    s = sd_linear_act(err, h, x, ff->proj.w, ff->proj.b, SD_ACT_GELU_TANH);
     if (s == SD_OK) {
         s = sd_mmdit_linear_fwd(err, y, h, &ff->down);
     }
@@ -635,8 +637,7 @@ static sd_status
 sd_mmdit_norm_mod(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *shift, const sd_tensor *scale)
 {
-    SD_TRY(sd_layer_norm(err, y, x, NULL, NULL, SD_MMDIT_EPS));
-    return sd_modulate(err, y, y, shift, scale);
+    return sd_norm_modulate(err, y, x, shift, scale, SD_MMDIT_EPS);
 }
 
 
@@ -673,7 +674,9 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, const sd_mmdit_block *blk,
         SD_TRY_GOTO(s, sd_mmdit_chunk(err, cmod, j, &ck[j]), done);
     }
 
-    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lx, w, &nx), done);
+    if (blk->dual) {
+        SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lx, w, &nx), done);
+    }
     SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lx, w, &hx), done);
     SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lx, w, &ax), done);
     SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lc, w, &nc), done);
@@ -681,11 +684,11 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, const sd_mmdit_block *blk,
 
     /* "norm_hidden_states = norm(x) * (1 + scale_msa) + shift_msa";
        ZeroX also "norm_hidden_states2" from the same norm(x) */
-    SD_TRY_GOTO(s, sd_layer_norm(err, nx, x, NULL, NULL, SD_MMDIT_EPS), done);
-    SD_TRY_GOTO(s, sd_modulate(err, hx, nx, &k[SH_MSA], &k[SC_MSA]), done);
+    SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, hx, x, &k[SH_MSA], &k[SC_MSA]),
+                done);
     if (blk->dual) {
-        SD_TRY_GOTO(s, sd_modulate(err, nx, nx, &k[SH_MSA2], &k[SC_MSA2]),
-                    done);
+        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, nx, x, &k[SH_MSA2],
+                                         &k[SC_MSA2]), done);
     }
 
     /* norm1_context; AdaLayerNormContinuous chunks are (scale, shift) */
@@ -745,28 +748,30 @@ done:
 /*
  * PatchEmbed.forward (embeddings.py) with pos_embed_max_size: conv with
  * kernel = stride = patch, "flatten(2).transpose(1, 2)", plus the stored
- * table center-cropped as cropped_pos_embed() does.
+ * table center-cropped as cropped_pos_embed() does. Channels-last, the
+ * conv's output (B, h, w, W) is already the token sequence.
  * x: (B, C, H, W) -> hs: (B, h * w, W) with h = H / p, w = W / p.
  */
 static sd_status
 sd_mmdit_patch_embed(sd_err *err, sd_mmdit *m, const sd_tensor *x,
     sd_tensor *hs)
 {
-    static const int  perm[3] = { 0, 2, 1 };
-    sd_tensor        *pe = NULL, *pos = NULL, hv;
+    static const int  perm[4] = { 0, 2, 3, 1 };
+    sd_tensor        *xt = NULL, *pos = NULL, hv;
     sd_status         s;
     int64_t           b = x->ne[0], p = m->info.patch_size;
     int64_t           h = x->ne[2] / p, w = x->ne[3] / p, n = h * w;
     int64_t           cw = m->info.width, max = m->info.pos_max;
     int64_t           top = (max - h) / 2, left = (max - w) / 2, bi;
 
-    /* pe: (B, W, h, w) -> (B, W, h * w) -> hs: (B, h * w, W) */
-    SD_TRY_GOTO(s, sd_tensor_new4(err, m->be, b, cw, h, w, &pe), done);
-    SD_TRY_GOTO(s, sd_conv2d(err, pe, x, m->patch.w, m->patch.b, (int) p, 0),
-                done);
-    SD_TRY_GOTO(s, sd_tensor_reshape(err, pe, 3, (int64_t[3]) { b, cw, n }),
-                done);
-    SD_TRY_GOTO(s, sd_permute(err, hs, pe, perm), done);
+    /* xt: (B, H, W, C) -> hs viewed (B, h, w, W) */
+    SD_TRY_GOTO(s, sd_tensor_new4(err, m->be, b, x->ne[2], x->ne[3],
+                                  x->ne[1], &xt), done);
+    SD_TRY_GOTO(s, sd_permute(err, xt, x, perm), done);
+    SD_TRY_GOTO(s, sd_tensor_view(err, hs, 0, 4,
+                                  (int64_t[4]) { b, h, w, cw }, &hv), done);
+    SD_TRY_GOTO(s, sd_conv2d(err, &hv, xt, m->patch.w, m->patch.b, (int) p,
+                             0), done);
 
     /* pos: (h * w, W) = pos_embed.reshape(max, max, W)[top:top + h,
        left:left + w] */
@@ -782,7 +787,7 @@ sd_mmdit_patch_embed(sd_err *err, sd_mmdit *m, const sd_tensor *x,
     s = SD_OK;
 
 done:
-    sd_tensor_free(pe);
+    sd_tensor_free(xt);
     sd_tensor_free(pos);
     return s;
 }

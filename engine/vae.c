@@ -240,6 +240,10 @@ vae_param(sd_err *err, sd_vae *v, const sd_st *st, sd_vae_param *p,
         SD_TRY(sd_weight_load(err, v->be, st, name, 4, lin4, &p->w));
         SD_TRY(sd_tensor_list_add(err, &v->owned, p->w));
         SD_TRY(sd_tensor_reshape(err, p->w, 2, wshape));
+    } else if (wdim == 4) {
+        /* conv: stored (Co, Ci, kh, kw), kept (Co, kh, kw, Ci) */
+        SD_TRY(sd_conv_weight_load(err, v->be, st, name, wshape, &p->w));
+        SD_TRY(sd_tensor_list_add(err, &v->owned, p->w));
     } else {
         SD_TRY(sd_weight_load(err, v->be, st, name, wdim, wshape, &p->w));
         SD_TRY(sd_tensor_list_add(err, &v->owned, p->w));
@@ -508,13 +512,36 @@ sd_vae_latent_channels(const sd_vae *v)
 }
 
 
-/* Forward stages. Each replaces *xp with its output on success. */
+/*
+ * Forward stages, channels-last: activations are (B, H, W, C). Each stage
+ * replaces *xp with its output on success.
+ */
 
 static sd_status
 vae_new(sd_err *err, sd_vae *v, const sd_tensor *like, int64_t c,
     int64_t h, int64_t w, sd_tensor **out)
 {
-    return sd_tensor_new4(err, v->be, like->ne[0], c, h, w, out);
+    return sd_tensor_new4(err, v->be, like->ne[0], h, w, c, out);
+}
+
+
+/* *out = conv(x), a new tensor of the same spatial size (x is kept). */
+static sd_status
+vae_conv_new(sd_err *err, sd_vae *v, const sd_vae_param *p,
+    const sd_tensor *x, sd_tensor **out)
+{
+    sd_tensor  *y;
+    sd_status   s;
+
+    *out = NULL;
+    SD_TRY(vae_new(err, v, x, p->w->ne[0], x->ne[1], x->ne[2], &y));
+    s = sd_conv2d(err, y, x, p->w, p->b, 1, (int) (p->w->ne[1] / 2));
+    if (s != SD_OK) {
+        sd_tensor_free(y);
+        return s;
+    }
+    *out = y;
+    return SD_OK;
 }
 
 
@@ -522,16 +549,10 @@ vae_new(sd_err *err, sd_vae *v, const sd_tensor *like, int64_t c,
 static sd_status
 vae_conv_fwd(sd_err *err, sd_vae *v, const sd_vae_param *p, sd_tensor **xp)
 {
-    sd_tensor  *x = *xp, *y;
-    sd_status   s;
+    sd_tensor  *y;
 
-    SD_TRY(vae_new(err, v, x, p->w->ne[0], x->ne[2], x->ne[3], &y));
-    s = sd_conv2d(err, y, x, p->w, p->b, 1, (int) (p->w->ne[2] / 2));
-    if (s != SD_OK) {
-        sd_tensor_free(y);
-        return s;
-    }
-    sd_tensor_free(x);
+    SD_TRY(vae_conv_new(err, v, p, *xp, &y));
+    sd_tensor_free(*xp);
     *xp = y;
     return SD_OK;
 }
@@ -546,11 +567,9 @@ vae_norm_silu(sd_err *err, sd_vae *v, const sd_vae_param *p,
     sd_status   s;
 
     *out = NULL;
-    SD_TRY(vae_new(err, v, x, x->ne[1], x->ne[2], x->ne[3], &y));
-    s = sd_group_norm(err, y, x, v->groups, p->w, p->b, SD_VAE_EPS);
-    if (s == SD_OK) {
-        s = sd_act_apply(err, y, y, SD_ACT_SILU);
-    }
+    SD_TRY(vae_new(err, v, x, x->ne[3], x->ne[1], x->ne[2], &y));
+    s = sd_group_norm(err, y, x, v->groups, p->w, p->b, SD_VAE_EPS,
+                      SD_ACT_SILU);
     if (s != SD_OK) {
         sd_tensor_free(y);
         return s;
@@ -571,7 +590,7 @@ vae_resnet(sd_err *err, sd_vae *v, const sd_vae_resnet *r, sd_tensor **xp)
     sd_tensor  *x = *xp, *h = NULL, *sc = NULL;
     sd_status   s;
 
-    /* x: (B, cin, H, W) -> h: (B, cout, H, W) */
+    /* x: (B, H, W, cin) -> h: (B, H, W, cout) */
     SD_TRY(vae_norm_silu(err, v, &r->norm1, x, &h));
     SD_TRY_GOTO(s, vae_conv_fwd(err, v, &r->conv1, &h), fail);
     {
@@ -584,11 +603,8 @@ vae_resnet(sd_err *err, sd_vae *v, const sd_vae_resnet *r, sd_tensor **xp)
     SD_TRY_GOTO(s, vae_conv_fwd(err, v, &r->conv2, &h), fail);
 
     if (r->shortcut.w != NULL) {
-        /* sc: (B, cout, H, W) = conv_shortcut(x), 1x1 */
-        SD_TRY_GOTO(s, vae_new(err, v, x, r->cout, x->ne[2], x->ne[3], &sc),
-                    fail);
-        SD_TRY_GOTO(s, sd_conv2d(err, sc, x, r->shortcut.w, r->shortcut.b, 1,
-                                 0), fail);
+        /* sc: (B, H, W, cout) = conv_shortcut(x), 1x1 */
+        SD_TRY_GOTO(s, vae_conv_new(err, v, &r->shortcut, x, &sc), fail);
         SD_TRY_GOTO(s, sd_add(err, h, h, sc), fail);
         sd_tensor_free(sc);
     } else {
@@ -608,68 +624,51 @@ fail:
 
 /*
  * Attention with _from_deprecated_attn_block (attention_processor.py,
- * AttnProcessor2_0): group_norm over (B, C, H, W), then tokens (B, HW, C),
- * one head of C, scale 1/sqrt(C), to_out.0, back to (B, C, H, W),
+ * AttnProcessor2_0): group_norm, then tokens (B, HW, C) (channels-last
+ * already is that layout), one head of C, scale 1/sqrt(C), to_out.0,
  * + residual, / rescale_output_factor (1.0).
  */
 static sd_status
 vae_attention(sd_err *err, sd_vae *v, const sd_vae_attn *a, sd_tensor **xp)
 {
-    static const int  to_tok[4] = { 0, 2, 3, 1 }, to_img[4] = { 0, 3, 1, 2 };
-    sd_tensor        *x = *xp, *n = NULL, *t = NULL, *q = NULL, *k = NULL;
-    sd_tensor        *vv = NULL, *o = NULL, *y = NULL;
-    int64_t           bsz = x->ne[0], c = x->ne[1], hh = x->ne[2];
-    int64_t           ww = x->ne[3], l = hh * ww;
-    int64_t           tok3[3] = { bsz, l, c }, tok4[4] = { bsz, hh, ww, c };
-    sd_status         s;
+    sd_tensor  *x = *xp, *n = NULL, *q = NULL, *k = NULL, *vv = NULL;
+    sd_tensor  *o = NULL;
+    int64_t     bsz = x->ne[0], c = x->ne[3], hh = x->ne[1], ww = x->ne[2];
+    int64_t     tok3[3] = { bsz, hh * ww, c };
+    sd_status   s;
 
-    /* n: (B, C, H, W) = group_norm(x); t: (B, H, W, C) -> (B, HW, C) */
+    /* n: (B, H, W, C) = group_norm(x), as tokens (B, HW, C) */
     SD_TRY_GOTO(s, vae_new(err, v, x, c, hh, ww, &n), fail);
     SD_TRY_GOTO(s, sd_group_norm(err, n, x, v->groups, a->norm.w, a->norm.b,
-                                 SD_VAE_EPS), fail);
-    SD_TRY_GOTO(s, sd_tensor_new(err, v->be, 4, tok4, &t), fail);
-    SD_TRY_GOTO(s, sd_permute(err, t, n, to_tok), fail);
-    sd_tensor_free(n);
-    n = NULL;
-    SD_TRY_GOTO(s, sd_tensor_reshape(err, t, 3, tok3), fail);
+                                 SD_VAE_EPS, SD_ACT_NONE), fail);
+    SD_TRY_GOTO(s, sd_tensor_reshape(err, n, 3, tok3), fail);
 
     /* q, k, v: (B, HW, C) */
     SD_TRY_GOTO(s, sd_tensor_new(err, v->be, 3, tok3, &q), fail);
     SD_TRY_GOTO(s, sd_tensor_new(err, v->be, 3, tok3, &k), fail);
     SD_TRY_GOTO(s, sd_tensor_new(err, v->be, 3, tok3, &vv), fail);
-    SD_TRY_GOTO(s, sd_linear(err, q, t, a->q.w, a->q.b), fail);
-    SD_TRY_GOTO(s, sd_linear(err, k, t, a->k.w, a->k.b), fail);
-    SD_TRY_GOTO(s, sd_linear(err, vv, t, a->v.w, a->v.b), fail);
+    SD_TRY_GOTO(s, sd_linear(err, q, n, a->q.w, a->q.b), fail);
+    SD_TRY_GOTO(s, sd_linear(err, k, n, a->k.w, a->k.b), fail);
+    SD_TRY_GOTO(s, sd_linear(err, vv, n, a->v.w, a->v.b), fail);
 
-    /* o: (B, HW, C) = softmax(q k^T / sqrt(C)) v; t = to_out.0(o) */
+    /* o: (B, HW, C) = softmax(q k^T / sqrt(C)) v; n = to_out.0(o) */
     SD_TRY_GOTO(s, sd_tensor_new(err, v->be, 3, tok3, &o), fail);
     SD_TRY_GOTO(s, sd_attention(err, o, q, k, vv, 1, 0, NULL,
                                 (float) (1.0 / sqrt((double) c))), fail);
-    SD_TRY_GOTO(s, sd_linear(err, t, o, a->out.w, a->out.b), fail);
+    SD_TRY_GOTO(s, sd_linear(err, n, o, a->out.w, a->out.b), fail);
 
-    /* y: (B, C, H, W) = t^T + x */
-    SD_TRY_GOTO(s, sd_tensor_reshape(err, t, 4, tok4), fail);
-    SD_TRY_GOTO(s, vae_new(err, v, x, c, hh, ww, &y), fail);
-    SD_TRY_GOTO(s, sd_permute(err, y, t, to_img), fail);
-    SD_TRY_GOTO(s, sd_add(err, y, y, x), fail);
+    /* x += n */
+    SD_TRY_GOTO(s, sd_tensor_reshape(err, n, 4, x->ne), fail);
+    SD_TRY_GOTO(s, sd_add(err, x, x, n), fail);
 
-    sd_tensor_free(t);
-    sd_tensor_free(q);
-    sd_tensor_free(k);
-    sd_tensor_free(vv);
-    sd_tensor_free(o);
-    sd_tensor_free(x);
-    *xp = y;
-    return SD_OK;
+    s = SD_OK;
 
 fail:
     sd_tensor_free(n);
-    sd_tensor_free(t);
     sd_tensor_free(q);
     sd_tensor_free(k);
     sd_tensor_free(vv);
     sd_tensor_free(o);
-    sd_tensor_free(y);
     return s;
 }
 
@@ -677,15 +676,15 @@ fail:
 /*
  * Downsample2D with padding 0 (downsampling.py): F.pad(x, (0, 1, 0, 1))
  * then conv 3x3 stride 2 without padding. The pad is built from copies:
- * p: (B, C, H+1, W+1) gets x row by row, and zeros in its last column and
+ * p: (B, H+1, W+1, C) gets x row by row, and zeros in its last column and
  * last row from a small zero tensor read with stride 0.
  */
 static sd_status
 vae_downsample(sd_err *err, sd_vae *v, const sd_vae_param *cv, sd_tensor **xp)
 {
     sd_tensor  *x = *xp, *p = NULL, *z = NULL, *y = NULL;
-    int64_t     planes = x->ne[0] * x->ne[1], h = x->ne[2], w = x->ne[3];
-    int64_t     ph = h + 1, pw = w + 1, i;
+    int64_t     bsz = x->ne[0], h = x->ne[1], w = x->ne[2], c = x->ne[3];
+    int64_t     ph = h + 1, pw = w + 1, bi;
     float      *zeros = NULL;
     sd_status   s;
 
@@ -695,34 +694,27 @@ vae_downsample(sd_err *err, sd_vae *v, const sd_vae_param *cv, sd_tensor **xp)
                          (long long) h, (long long) w);
     }
 
-    /* z: (W+1) zeros */
-    zeros = sd_calloc(err, pw, sizeof(float), "VAE pad zeros");
+    /* z: (W+1) C zeros */
+    zeros = sd_calloc(err, pw * c, sizeof(float), "VAE pad zeros");
     if (zeros == NULL) {
         return SD_ERR_NOMEM;
     }
-    SD_TRY_GOTO(s, sd_tensor_new2(err, v->be, 1, pw, &z), fail);
+    SD_TRY_GOTO(s, sd_tensor_new2(err, v->be, 1, pw * c, &z), fail);
     SD_TRY_GOTO(s, sd_tensor_upload(err, z, zeros), fail);
 
-    SD_TRY_GOTO(s, vae_new(err, v, x, x->ne[1], ph, pw, &p), fail);
-    if (h <= planes) {
-        /* row i of every plane at once */
-        for (i = 0; i < h; i++) {
-            SD_TRY_GOTO(s, sd_copy2d(err, p, i * pw, ph * pw, x, i * w,
-                                     h * w, planes, w), fail);
-        }
-    } else {
-        /* every row of one plane at once */
-        for (i = 0; i < planes; i++) {
-            SD_TRY_GOTO(s, sd_copy2d(err, p, i * ph * pw, pw, x, i * h * w,
-                                     w, h, w), fail);
-        }
+    SD_TRY_GOTO(s, vae_new(err, v, x, c, ph, pw, &p), fail);
+    /* the H rows of W pixels of each image */
+    for (bi = 0; bi < bsz; bi++) {
+        SD_TRY_GOTO(s, sd_copy2d(err, p, bi * ph * pw * c, pw * c, x,
+                                 bi * h * w * c, w * c, h, w * c), fail);
     }
-    /* last column of every row, then the last row of every plane */
-    SD_TRY_GOTO(s, sd_copy2d(err, p, w, pw, z, 0, 0, planes * ph, 1), fail);
-    SD_TRY_GOTO(s, sd_copy2d(err, p, h * pw, ph * pw, z, 0, 0, planes, pw),
+    /* the last pixel of every row, then the last row of every image */
+    SD_TRY_GOTO(s, sd_copy2d(err, p, w * c, pw * c, z, 0, 0, bsz * ph, c),
                 fail);
+    SD_TRY_GOTO(s, sd_copy2d(err, p, h * pw * c, ph * pw * c, z, 0, 0, bsz,
+                             pw * c), fail);
 
-    /* y: (B, C, (H-2)/2+1, (W-2)/2+1) */
+    /* y: (B, (H-2)/2+1, (W-2)/2+1, C) */
     SD_TRY_GOTO(s, vae_new(err, v, x, cv->w->ne[0], (ph - 3) / 2 + 1,
                            (pw - 3) / 2 + 1, &y), fail);
     SD_TRY_GOTO(s, sd_conv2d(err, y, p, cv->w, cv->b, 2, 0), fail);
@@ -750,8 +742,8 @@ vae_upsample(sd_err *err, sd_vae *v, const sd_vae_param *cv, sd_tensor **xp)
     sd_tensor  *x = *xp, *u;
     sd_status   s;
 
-    /* u: (B, C, 2H, 2W) */
-    SD_TRY(vae_new(err, v, x, x->ne[1], 2 * x->ne[2], 2 * x->ne[3], &u));
+    /* u: (B, 2H, 2W, C) */
+    SD_TRY(vae_new(err, v, x, x->ne[3], 2 * x->ne[1], 2 * x->ne[2], &u));
     s = sd_upsample2x(err, u, x);
     if (s == SD_OK) {
         s = vae_conv_fwd(err, v, cv, &u);
@@ -791,22 +783,37 @@ vae_head(sd_err *err, sd_vae *v, const sd_vae_coder *c, sd_tensor **xp)
 }
 
 
-/* *out = conv(x), a new tensor (x is the caller's). */
+/* (B, C, H, W) <-> (B, H, W, C) at the VAE's boundaries, converting dtype */
 static sd_status
-vae_conv_new(sd_err *err, sd_vae *v, const sd_vae_param *p,
-    const sd_tensor *x, sd_tensor **out)
+vae_to_nhwc(sd_err *err, sd_vae *v, const sd_tensor *x, sd_tensor **out)
 {
-    sd_tensor  *y;
-    sd_status   s;
+    static const int  perm[4] = { 0, 2, 3, 1 };
 
-    *out = NULL;
-    SD_TRY(vae_new(err, v, x, p->w->ne[0], x->ne[2], x->ne[3], &y));
-    s = sd_conv2d(err, y, x, p->w, p->b, 1, (int) (p->w->ne[2] / 2));
-    if (s != SD_OK) {
-        sd_tensor_free(y);
-        return s;
+    SD_TRY(sd_tensor_new4(err, v->be, x->ne[0], x->ne[2], x->ne[3],
+                          x->ne[1], out));
+    if (sd_permute(err, *out, x, perm) != SD_OK) {
+        sd_tensor_free(*out);
+        *out = NULL;
+        return err->status;
     }
-    *out = y;
+    return SD_OK;
+}
+
+
+static sd_status
+vae_to_nchw(sd_err *err, sd_vae *v, sd_tensor **xp)
+{
+    static const int  perm[4] = { 0, 3, 1, 2 };
+    sd_tensor        *x = *xp, *y;
+
+    SD_TRY(sd_tensor_new4(err, v->be, x->ne[0], x->ne[3], x->ne[1],
+                          x->ne[2], &y));
+    if (sd_permute(err, y, x, perm) != SD_OK) {
+        sd_tensor_free(y);
+        return err->status;
+    }
+    sd_tensor_free(x);
+    *xp = y;
     return SD_OK;
 }
 
@@ -820,7 +827,7 @@ sd_status
 sd_vae_decode(sd_err *err, sd_vae *v, const sd_tensor *z, sd_tensor **img)
 {
     sd_vae_coder  *c = &v->dec;
-    sd_tensor     *x = NULL, *t;
+    sd_tensor     *x = NULL;
     sd_status      s;
     int            i, j;
 
@@ -832,15 +839,13 @@ sd_vae_decode(sd_err *err, sd_vae *v, const sd_tensor *z, sd_tensor **img)
                          "(B, %lld, h, w)", (long long) v->latent);
     }
 
-    /* x: (B, ch[-1], h, w) */
+    /* x: (B, h, w, latent) */
+    SD_TRY(vae_to_nhwc(err, v, z, &x));
     if (v->use_post_quant) {
-        SD_TRY(vae_conv_new(err, v, &v->post_quant, z, &t));
-        s = vae_conv_new(err, v, &c->conv_in, t, &x);
-        sd_tensor_free(t);
-        SD_TRY(s);
-    } else {
-        SD_TRY(vae_conv_new(err, v, &c->conv_in, z, &x));
+        SD_TRY_GOTO(s, vae_conv_fwd(err, v, &v->post_quant, &x), fail);
     }
+    /* x: (B, h, w, ch[-1]) */
+    SD_TRY_GOTO(s, vae_conv_fwd(err, v, &c->conv_in, &x), fail);
 
     SD_TRY_GOTO(s, vae_mid(err, v, c, &x), fail);
 
@@ -856,8 +861,9 @@ sd_vae_decode(sd_err *err, sd_vae *v, const sd_tensor *z, sd_tensor **img)
         }
     }
 
-    /* x: (B, out_channels, 8h, 8w) */
+    /* x: (B, 8h, 8w, out_channels) -> (B, out_channels, 8h, 8w) */
     SD_TRY_GOTO(s, vae_head(err, v, c, &x), fail);
+    SD_TRY_GOTO(s, vae_to_nchw(err, v, &x), fail);
     *img = x;
     return SD_OK;
 
@@ -884,10 +890,11 @@ vae_posterior(sd_err *err, sd_vae *v, const sd_tensor *mom, sd_tensor **mean,
     sd_tensor  *m = NULL, *d = NULL;
     sd_status   s;
 
-    SD_TRY_GOTO(s, vae_new(err, v, mom, v->latent, mom->ne[2], mom->ne[3],
-                           &m), fail);
-    SD_TRY_GOTO(s, vae_new(err, v, mom, v->latent, mom->ne[2], mom->ne[3],
-                           &d), fail);
+    /* m, d: (B, L, h, w), as the moments (channels first) */
+    SD_TRY_GOTO(s, sd_tensor_new4(err, v->be, bsz, v->latent, mom->ne[2],
+                                  mom->ne[3], &m), fail);
+    SD_TRY_GOTO(s, sd_tensor_new4(err, v->be, bsz, v->latent, mom->ne[2],
+                                  mom->ne[3], &d), fail);
 
     /* m: (B, L, h, w) = moments[:, :L] */
     SD_TRY_GOTO(s, sd_copy2d(err, m, 0, per, mom, 0, 2 * per, bsz, per),
@@ -948,8 +955,9 @@ sd_vae_encode(sd_err *err, sd_vae *v, const sd_tensor *img, sd_tensor **mean,
                          "(B, %lld, H, W)", (long long) v->in_ch);
     }
 
-    /* x: (B, ch[0], H, W) */
-    SD_TRY(vae_conv_new(err, v, &c->conv_in, img, &x));
+    /* x: (B, H, W, ch[0]) */
+    SD_TRY(vae_to_nhwc(err, v, img, &x));
+    SD_TRY_GOTO(s, vae_conv_fwd(err, v, &c->conv_in, &x), fail);
 
     /* down_blocks: resnets, then pad + conv stride 2 except the last */
     for (i = 0; i < v->nblocks; i++) {
@@ -965,11 +973,12 @@ sd_vae_encode(sd_err *err, sd_vae *v, const sd_tensor *img, sd_tensor **mean,
 
     SD_TRY_GOTO(s, vae_mid(err, v, c, &x), fail);
 
-    /* x: (B, 2L, H/8, W/8) moments */
+    /* x: (B, H/8, W/8, 2L) moments -> (B, 2L, H/8, W/8) */
     SD_TRY_GOTO(s, vae_head(err, v, c, &x), fail);
     if (v->use_quant) {
         SD_TRY_GOTO(s, vae_conv_fwd(err, v, &v->quant, &x), fail);
     }
+    SD_TRY_GOTO(s, vae_to_nchw(err, v, &x), fail);
 
     SD_TRY_GOTO(s, vae_posterior(err, v, x, mean, std), fail);
     sd_tensor_free(x);
