@@ -407,42 +407,49 @@ step(sd_err *err, sd_model *m, const sd_pipe_args *a, sd_pipe_bufs *b,
 }
 
 
-/* VAE decode of latents / scaling + shift, mapped to 8-bit RGB (H, W, 3). */
+/*
+ * VAE decode of latents / scaling + shift, mapped to 8-bit RGB (H, W, 3),
+ * one image at a time (the decoder's activations are the largest of the
+ * pipeline; one image bounds them whatever the batch).
+ */
 static sd_status
 decode(sd_err *err, sd_model *m, const sd_pipe_args *a, sd_pipe_bufs *b,
     uint8_t *rgb)
 {
     float      sc = sd_vae_scaling_factor(m->vae);
     float      sh = sd_vae_shift_factor(m->vae);
-    int64_t    n = sd_numel(b->lat), hw = (int64_t) a->width * a->height, k;
-    sd_tensor *img = NULL;
-    float     *px;
-    sd_status  s;
-    int        i, c;
+    int64_t    n = sd_numel(b->lat), per = n / a->batch, k;
+    int64_t    hw = (int64_t) a->width * a->height;
+    int64_t    shape[4] = { 1, b->lat->ne[1], b->lat->ne[2], b->lat->ne[3] };
+    sd_tensor  *img = NULL, lv;
+    float      *px;
+    sd_status   s = SD_OK;
+    int         i, c;
 
     SD_TRY(sd_tensor_download(err, b->lat, b->host));
     for (k = 0; k < n; k++) {
         b->host[k] = b->host[k] / sc + sh;
     }
     SD_TRY(sd_tensor_upload(err, b->lat, b->host));
-    SD_TRY(sd_vae_decode(err, m->vae, b->lat, &img));
 
-    px = sd_malloc(err, (size_t) sd_numel(img) * sizeof(float), "image");
+    px = sd_malloc(err, (size_t) hw * 3 * sizeof(float), "image");
     if (px == NULL) {
-        sd_tensor_free(img);
         return SD_ERR_NOMEM;
     }
-    s = sd_tensor_download(err, img, px);
-    sd_tensor_free(img);
-    if (s != SD_OK) {
-        free(px);
-        return s;
-    }
+    for (i = 0; i < a->batch && s == SD_OK; i++) {
+        SD_TRY_GOTO(s, sd_tensor_view(err, b->lat, i * per, 4, shape, &lv),
+                    out);
+        SD_TRY_GOTO(s, sd_vae_decode(err, m->vae, &lv, &img), out);
+        s = sd_tensor_download(err, img, px);
+        sd_tensor_free(img);
+        img = NULL;
+        if (s != SD_OK) {
+            break;
+        }
 
-    /* VaeImageProcessor: (x / 2 + 0.5).clamp(0, 1), * 255, round */
-    for (i = 0; i < a->batch; i++) {
+        /* VaeImageProcessor: (x / 2 + 0.5).clamp(0, 1), * 255, round */
         for (c = 0; c < 3; c++) {
-            const float  *src = px + ((int64_t) i * 3 + c) * hw;
+            const float  *src = px + c * hw;
             uint8_t      *dst = rgb + (int64_t) i * hw * 3 + c;
 
             for (k = 0; k < hw; k++) {
@@ -453,8 +460,22 @@ decode(sd_err *err, sd_model *m, const sd_pipe_args *a, sd_pipe_bufs *b,
             }
         }
     }
+
+out:
     free(px);
-    return SD_OK;
+    return s;
+}
+
+
+/* Latents stay F32 whatever the backend computes in: the sampler's sums
+   are where low precision would accumulate. */
+static sd_status
+latent_new(sd_err *err, sd_backend *be, int64_t b, int64_t c, int64_t h,
+    int64_t w, sd_tensor **out)
+{
+    int64_t  shape[4] = { b, c, h, w };
+
+    return sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F32, 4, shape, out);
 }
 
 
@@ -469,10 +490,10 @@ alloc_bufs(sd_err *err, sd_model *m, const sd_pipe_args *a,
     int64_t      pd = cond->pooled->ne[1];
 
     bb = cfg_on ? 2 * bsz : bsz;
-    SD_TRY(sd_tensor_new4(err, be, bsz, c, h, w, &b->lat));
-    SD_TRY(sd_tensor_new4(err, be, bb, c, h, w, &b->out));
-    SD_TRY(sd_tensor_new4(err, be, bsz, c, h, w, &b->tmp));
-    SD_TRY(sd_tensor_new4(err, be, bsz, c, h, w, &b->x0));
+    SD_TRY(latent_new(err, be, bsz, c, h, w, &b->lat));
+    SD_TRY(latent_new(err, be, bb, c, h, w, &b->out));
+    SD_TRY(latent_new(err, be, bsz, c, h, w, &b->tmp));
+    SD_TRY(latent_new(err, be, bsz, c, h, w, &b->x0));
     SD_TRY(sd_tensor_new3(err, be, bb, rows, jd, &b->ctx));
     SD_TRY(sd_tensor_new2(err, be, bb, pd, &b->pool));
     b->host = sd_malloc(err, (size_t) bsz * c * h * w * sizeof(float),
@@ -483,7 +504,7 @@ alloc_bufs(sd_err *err, sd_model *m, const sd_pipe_args *a,
 
     /* prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds]) */
     if (cfg_on) {
-        SD_TRY(sd_tensor_new4(err, be, bb, c, h, w, &b->in));
+        SD_TRY(latent_new(err, be, bb, c, h, w, &b->in));
         SD_TRY(repeat_into(err, b->ctx, 0, bsz, ncond->context));
         SD_TRY(repeat_into(err, b->ctx, bsz, bsz, cond->context));
         SD_TRY(repeat_into(err, b->pool, 0, bsz, ncond->pooled));
@@ -491,7 +512,7 @@ alloc_bufs(sd_err *err, sd_model *m, const sd_pipe_args *a,
         if (a->slg_scale != 0.0f && a->slg_n_layers > 0) {
             SD_TRY(sd_tensor_new3(err, be, bsz, rows, jd, &b->ctx1));
             SD_TRY(sd_tensor_new2(err, be, bsz, pd, &b->pool1));
-            SD_TRY(sd_tensor_new4(err, be, bsz, c, h, w, &b->skip));
+            SD_TRY(latent_new(err, be, bsz, c, h, w, &b->skip));
             SD_TRY(repeat_into(err, b->ctx1, 0, bsz, cond->context));
             SD_TRY(repeat_into(err, b->pool1, 0, bsz, cond->pooled));
         }
