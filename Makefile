@@ -20,17 +20,29 @@ CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -fPIC -Wall -Wextra -D_GNU_SOURCE -Iengine $(PKG_CFLAGS)
 LDLIBS    = $(PKG_LIBS) -lpthread -lm
 
-ENGINE_SRC := $(filter-out engine/sd_cli.c,$(wildcard engine/*.c))
+CLI_SRC    := $(wildcard engine/sd_cli*.c)
+ENGINE_SRC := $(filter-out $(CLI_SRC),$(wildcard engine/*.c))
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 KERNEL_SRC := $(wildcard kernels/*.cu)
 
+# CUDA_ARCH: the GPUs the kernels are compiled for (sm_90: H100/H200).
+# CUDNN_HOME: a cuDNN 9 outside the toolkit and the system paths (for
+# example the one inside PyTorch's environment); empty: the toolkit's or
+# the system's.
 ifneq ($(strip $(NVCC)),)
 ifneq ($(strip $(KERNEL_SRC)),)
 CUDA_HOME  ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCH  ?= -gencode arch=compute_90,code=sm_90
+ifneq ($(strip $(CUDNN_HOME)),)
+CUDNN_INC  := -I$(CUDNN_HOME)/include
+CUDNN_LIB  := -L$(CUDNN_HOME)/lib -Wl,-rpath,$(CUDNN_HOME)/lib
+endif
 KERNEL_OBJ := $(KERNEL_SRC:%.cu=$(BUILD)/%.o)
-CFLAGS     += -DSD_HAVE_CUDA -I$(CUDA_HOME)/include
-LDLIBS     += -L$(CUDA_HOME)/lib64 -lcublasLt -lcudart
-NVFLAGS    ?= -O3 -std=c++17 -arch=sm_90a -Xcompiler -fPIC -Iengine
+CFLAGS     += -DSD_HAVE_CUDA -I$(CUDA_HOME)/include $(CUDNN_INC)
+LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
+              $(CUDNN_LIB) -lcublasLt -l:libcudnn.so.9 -lcudart -lstdc++
+NVFLAGS    ?= -O3 -std=c++17 $(CUDA_ARCH) -Xcompiler -fPIC,-Wall,-Wextra \
+              -Iengine $(CUDNN_INC)
 endif
 endif
 
@@ -56,7 +68,7 @@ $(LIB): $(ENGINE_OBJ) $(KERNEL_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/sd-cli: $(BUILD)/engine/sd_cli.o $(LIB)
+$(BUILD)/sd-cli: $(CLI_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/t.h $(LIB)

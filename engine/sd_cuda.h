@@ -1,0 +1,51 @@
+/*
+ * sd_cuda.h: the CUDA backend as the engine sees it (implemented in
+ * kernels/, built only where nvcc exists: SD_HAVE_CUDA). No CUDA type
+ * appears here, so the engine stays plain C.
+ *
+ * Sizing: weights are taken at load; the activation workspace is sized
+ * once after load by running the largest request the engine will accept
+ * in measuring mode (ops allocate and free as they would, compute nothing),
+ * then reserved; a request that needs more answers SD_ERR_NOMEM.
+ */
+
+#ifndef SD_CUDA_H
+#define SD_CUDA_H
+
+#include <stddef.h>
+#include "backend.h"
+
+
+typedef struct {
+    size_t      weights;        /* bytes of the weight arena in use */
+    size_t      workspace;      /* bytes reserved for activations */
+    size_t      ws_high;        /* the workspace's high-water mark */
+    size_t      library;        /* cuBLASLt/cuDNN workspace and scratch */
+    size_t      device_used;    /* the whole device, as the driver sees it */
+    size_t      device_total;
+} sd_cuda_mem;
+
+
+/* Number of CUDA devices, 0 when none or no driver. */
+int sd_cuda_device_count(void);
+
+/* act: SD_DT_F32 (validation, no TF32) or SD_DT_BF16. */
+sd_status sd_backend_cuda_create(sd_err *err, int device, sd_dtype act,
+    sd_backend **out);
+
+/* Make be's device current in the calling thread. */
+sd_status sd_cuda_bind(sd_err *err, sd_backend *be);
+
+/* Measuring mode on/off; off returns the workspace bytes the run needed. */
+void sd_cuda_measure_begin(sd_backend *be);
+size_t sd_cuda_measure_end(sd_backend *be);
+/* Take the activation workspace (once; again frees the old one). */
+sd_status sd_cuda_reserve(sd_err *err, sd_backend *be, size_t bytes);
+
+sd_status sd_cuda_memory(sd_err *err, sd_backend *be, sd_cuda_mem *out);
+/* "NVIDIA H200, sm_90, CUDA 13.0, cuBLASLt 13.x, cuDNN 9.19.0" */
+const char *sd_cuda_info(const sd_backend *be);
+/* Route every attention through the GEMM path (tests, comparisons). */
+void sd_cuda_set_no_sdpa(sd_backend *be, int on);
+
+#endif /* SD_CUDA_H */

@@ -1,0 +1,414 @@
+/*
+ * attention.cu: softmax(scale q k^T + bias [causal]) v for the CUDA
+ * backend, two paths chosen per call:
+ *
+ * 1. cuDNN's fused SDPA (the single-node CUDNN_BACKEND_OPERATION_SDPA_FWD
+ *    of the cuDNN >= 9.13 backend C API) for BF16 without mask or bias and
+ *    head size a multiple of 8 up to 128: the MMDiT's joint attention.
+ *    No L x L matrix exists. Rules it relies on: tensors are logical
+ *    (B, H, S, D) with strides of our (B, S, H * D) layout
+ *    {S H D, D, H D, 1}; the scale is an F32 passed by value (a host
+ *    pointer in the variant pack); one plan per (B, H, Sq, Skv, D),
+ *    built the first time the shape runs, from the first engine config
+ *    of heuristic mode A that finalizes; its workspace comes from the
+ *    library workspace.
+ * 2. Products through cuBLASLt and a row softmax, for everything else
+ *    (F32 validation, CLIP's causal mask, T5's position bias, the VAE's
+ *    head of 512): per batch, a chunk of queries at a time, scores
+ *    S (H, cq, Lk) in F32 = scale Q K^T (one strided-batched product over
+ *    the heads), P = softmax(S + bias) in the activation dtype, O = P V.
+ *    The chunk keeps S and P under SD_ATT_SCRATCH bytes, so memory stays
+ *    bounded at any length; the chunk buffers come from the activation
+ *    workspace, and so are measured.
+ */
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda.h"
+
+
+#define SD_ATT_SCRATCH   ((int64_t) 256 << 20)
+#define SD_SDPA_UIDS     5
+
+
+struct sd_cuda_sdpa_plan {
+    int64_t                     b, h, sq, skv, d;
+    cudnnBackendDescriptor_t    plan;
+    int64_t                     ws;
+    sd_cuda_sdpa_plan          *next;
+};
+
+
+void
+sd_cuda_attention_free(sd_cuda *c)
+{
+    sd_cuda_sdpa_plan  *p, *next;
+
+    for (p = c->sdpa; p; p = next) {
+        next = p->next;
+        if (p->plan) {
+            cudnnBackendDestroyDescriptor(p->plan);
+        }
+        free(p);
+    }
+    c->sdpa = NULL;
+}
+
+
+/* A (B, H, S, D) tensor descriptor over the (B, S, H * D) layout. */
+static sd_status
+sdpa_tensor(sd_err *err, int64_t uid, int64_t b, int64_t h, int64_t s,
+    int64_t d, cudnnDataType_t dt, int by_value,
+    cudnnBackendDescriptor_t *out)
+{
+    cudnnBackendDescriptor_t  t;
+    int64_t                   dims[4] = { b, h, s, d };
+    int64_t                   strides[4] = { s * h * d, d, h * d, 1 };
+    int64_t                   one[4] = { 1, 1, 1, 1 }, align = 16;
+    bool                      bv = true;
+
+    SD_DNN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_TENSOR_DESCRIPTOR, &t));
+    *out = t;
+    SD_DNN(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_DATA_TYPE,
+                                    CUDNN_TYPE_DATA_TYPE, 1, &dt));
+    SD_DNN(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_DIMENSIONS,
+                                    CUDNN_TYPE_INT64, 4,
+                                    by_value ? one : dims));
+    SD_DNN(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_STRIDES,
+                                    CUDNN_TYPE_INT64, 4,
+                                    by_value ? one : strides));
+    SD_DNN(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_UNIQUE_ID,
+                                    CUDNN_TYPE_INT64, 1, &uid));
+    SD_DNN(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT,
+                                    CUDNN_TYPE_INT64, 1, &align));
+    if (by_value) {
+        SD_DNN(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_IS_BY_VALUE,
+                                        CUDNN_TYPE_BOOLEAN, 1, &bv));
+    }
+    SD_DNN(cudnnBackendFinalize(t));
+    return SD_OK;
+}
+
+
+static sd_status
+sdpa_build(sd_err *err, sd_cuda *c, sd_cuda_sdpa_plan *p)
+{
+    cudnnBackendDescriptor_t  t[SD_SDPA_UIDS] = { NULL };
+    cudnnBackendDescriptor_t  op = NULL, graph = NULL, heur = NULL;
+    cudnnBackendDescriptor_t  cfg[16] = { NULL }, plan = NULL;
+    cudnnBackendHeurMode_t    mode = CUDNN_HEUR_MODE_A;
+    int64_t                   n = 0, i;
+    sd_status                 s = SD_OK;
+    cudnnStatus_t             st;
+
+#define SD_SDPA_TRY(call)                                                   \
+    do {                                                                    \
+        if ((s = (call)) != SD_OK) {                                        \
+            goto done;                                                      \
+        }                                                                   \
+    } while (0)
+#define SD_SDPA_DNN(call)                                                   \
+    do {                                                                    \
+        if ((st = (call)) != CUDNN_STATUS_SUCCESS) {                        \
+            s = sd_cuda_dnn_fail(err, st, #call, __FILE__, __LINE__);       \
+            goto done;                                                      \
+        }                                                                   \
+    } while (0)
+
+    SD_SDPA_TRY(sdpa_tensor(err, 1, p->b, p->h, p->sq, p->d,
+                            CUDNN_DATA_BFLOAT16, 0, &t[0]));
+    SD_SDPA_TRY(sdpa_tensor(err, 2, p->b, p->h, p->skv, p->d,
+                            CUDNN_DATA_BFLOAT16, 0, &t[1]));
+    SD_SDPA_TRY(sdpa_tensor(err, 3, p->b, p->h, p->skv, p->d,
+                            CUDNN_DATA_BFLOAT16, 0, &t[2]));
+    SD_SDPA_TRY(sdpa_tensor(err, 4, p->b, p->h, p->sq, p->d,
+                            CUDNN_DATA_BFLOAT16, 0, &t[3]));
+    SD_SDPA_TRY(sdpa_tensor(err, 5, 1, 1, 1, 1, CUDNN_DATA_FLOAT, 1,
+                            &t[4]));
+
+    SD_SDPA_DNN(cudnnBackendCreateDescriptor(
+                    CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR, &op));
+    SD_SDPA_DNN(cudnnBackendSetAttribute(op,
+                    CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC,
+                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t[0]));
+    SD_SDPA_DNN(cudnnBackendSetAttribute(op,
+                    CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC,
+                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t[1]));
+    SD_SDPA_DNN(cudnnBackendSetAttribute(op,
+                    CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC,
+                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t[2]));
+    SD_SDPA_DNN(cudnnBackendSetAttribute(op,
+                    CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC,
+                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t[3]));
+    SD_SDPA_DNN(cudnnBackendSetAttribute(op,
+                    CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC,
+                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t[4]));
+    SD_SDPA_DNN(cudnnBackendFinalize(op));
+
+    SD_SDPA_DNN(cudnnBackendCreateDescriptor(
+                    CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph));
+    SD_SDPA_DNN(cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS,
+                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op));
+    SD_SDPA_DNN(cudnnBackendSetAttribute(graph,
+                    CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1,
+                    &c->dnn));
+    SD_SDPA_DNN(cudnnBackendFinalize(graph));
+
+    SD_SDPA_DNN(cudnnBackendCreateDescriptor(
+                    CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur));
+    SD_SDPA_DNN(cudnnBackendSetAttribute(heur,
+                    CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
+                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph));
+    SD_SDPA_DNN(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE,
+                    CUDNN_TYPE_HEUR_MODE, 1, &mode));
+    SD_SDPA_DNN(cudnnBackendFinalize(heur));
+
+    for (i = 0; i < 16; i++) {
+        SD_SDPA_DNN(cudnnBackendCreateDescriptor(
+                        CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfg[i]));
+    }
+    SD_SDPA_DNN(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 16, &n, cfg));
+
+    for (i = 0; i < n; i++) {
+        SD_SDPA_DNN(cudnnBackendCreateDescriptor(
+                        CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan));
+        if (cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
+                                     CUDNN_TYPE_HANDLE, 1, &c->dnn)
+                == CUDNN_STATUS_SUCCESS
+            && cudnnBackendSetAttribute(plan,
+                   CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg[i])
+                == CUDNN_STATUS_SUCCESS
+            && cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS)
+        {
+            break;
+        }
+        cudnnBackendDestroyDescriptor(plan);
+        plan = NULL;
+    }
+    if (plan == NULL) {
+        s = sd_errorf(err, SD_ERR_UNSUPPORTED, "cudnn: no SDPA engine for "
+                      "B %lld, H %lld, S %lld/%lld, D %lld (%lld configs)",
+                      (long long) p->b, (long long) p->h, (long long) p->sq,
+                      (long long) p->skv, (long long) p->d, (long long) n);
+        goto done;
+    }
+    SD_SDPA_DNN(cudnnBackendGetAttribute(plan,
+                    CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                    CUDNN_TYPE_INT64, 1, &n, &p->ws));
+    if (p->ws > (int64_t) SD_CUDA_LIB_WS) {
+        cudnnBackendDestroyDescriptor(plan);
+        s = sd_errorf(err, SD_ERR_UNSUPPORTED, "cudnn: SDPA wants %lld "
+                      "bytes of workspace", (long long) p->ws);
+        goto done;
+    }
+    p->plan = plan;
+
+done:
+    for (i = 0; i < 16; i++) {
+        if (cfg[i]) cudnnBackendDestroyDescriptor(cfg[i]);
+    }
+    if (heur) cudnnBackendDestroyDescriptor(heur);
+    if (graph) cudnnBackendDestroyDescriptor(graph);
+    if (op) cudnnBackendDestroyDescriptor(op);
+    for (i = 0; i < SD_SDPA_UIDS; i++) {
+        if (t[i]) cudnnBackendDestroyDescriptor(t[i]);
+    }
+    return s;
+#undef SD_SDPA_TRY
+#undef SD_SDPA_DNN
+}
+
+
+static sd_status
+sdpa_run(sd_err *err, sd_cuda *c, sd_tensor *o, const sd_tensor *q,
+    const sd_tensor *k, const sd_tensor *v, int heads, float scale)
+{
+    sd_cuda_sdpa_plan         *p;
+    cudnnBackendDescriptor_t   vp = NULL;
+    int64_t                    uids[SD_SDPA_UIDS] = { 1, 2, 3, 4, 5 };
+    void                      *ptrs[SD_SDPA_UIDS];
+    int64_t                    b = q->ne[0], d = q->ne[2] / heads;
+    sd_status                  s;
+    cudnnStatus_t              st;
+
+    for (p = c->sdpa; p; p = p->next) {
+        if (p->b == b && p->h == heads && p->sq == q->ne[1]
+            && p->skv == k->ne[1] && p->d == d)
+        {
+            break;
+        }
+    }
+    if (p == NULL) {
+        p = (sd_cuda_sdpa_plan *) sd_calloc(err, 1, sizeof(*p), "sdpa plan");
+        if (p == NULL) {
+            return SD_ERR_NOMEM;
+        }
+        p->b = b;
+        p->h = heads;
+        p->sq = q->ne[1];
+        p->skv = k->ne[1];
+        p->d = d;
+        s = sdpa_build(err, c, p);
+        if (s != SD_OK) {
+            free(p);
+            return s;
+        }
+        p->next = c->sdpa;
+        c->sdpa = p;
+    }
+
+    ptrs[0] = q->data;
+    ptrs[1] = k->data;
+    ptrs[2] = v->data;
+    ptrs[3] = o->data;
+    ptrs[4] = &scale;
+    SD_DNN(cudnnBackendCreateDescriptor(
+               CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp));
+    st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS,
+                                  CUDNN_TYPE_INT64, SD_SDPA_UIDS, uids);
+    if (st == CUDNN_STATUS_SUCCESS) {
+        st = cudnnBackendSetAttribute(vp,
+                 CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR,
+                 SD_SDPA_UIDS, ptrs);
+    }
+    if (st == CUDNN_STATUS_SUCCESS) {
+        st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE,
+                                      CUDNN_TYPE_VOID_PTR, 1, &c->lib_ws);
+    }
+    if (st == CUDNN_STATUS_SUCCESS) {
+        st = cudnnBackendFinalize(vp);
+    }
+    if (st == CUDNN_STATUS_SUCCESS) {
+        st = cudnnBackendExecute(c->dnn, p->plan, vp);
+    }
+    cudnnBackendDestroyDescriptor(vp);
+    if (st != CUDNN_STATUS_SUCCESS) {
+        return sd_cuda_dnn_fail(err, st, "cudnnBackendExecute(sdpa)",
+                                __FILE__, __LINE__);
+    }
+    return SD_OK;
+}
+
+
+static int
+sdpa_fits(const sd_cuda *c, const sd_tensor *q, int heads, int causal,
+    const sd_tensor *bias)
+{
+    int64_t  d = q->ne[2] / heads;
+
+    return !c->no_sdpa && q->dtype == SD_DT_BF16 && !causal && bias == NULL
+           && d % 8 == 0 && d <= 128;
+}
+
+
+/* The products-and-softmax path (see the top of the file). */
+static sd_status
+gemm_attention(sd_err *err, sd_cuda *c, sd_tensor *o, const sd_tensor *q,
+    const sd_tensor *k, const sd_tensor *v, int heads, int causal,
+    const sd_tensor *bias, float scale)
+{
+    sd_cuda_gemm_shape   g1, g2;
+    int64_t              bsz = q->ne[0], lq = q->ne[1], lk = k->ne[1];
+    int64_t              hd = q->ne[2], d = hd / heads, cq, i0, bi, n;
+    size_t               es = sd_dtype_size(q->dtype);
+    float               *sc = NULL;
+    void                *pr = NULL;
+    sd_status            s = SD_OK;
+
+    /* query rows per chunk: S (F32) and P for all heads within budget */
+    cq = SD_ATT_SCRATCH / ((int64_t) heads * lk * (4 + (int64_t) es));
+    cq = cq < 1 ? 1 : (cq > lq ? lq : cq);
+
+    SD_TRY(sd_cuda_scratch(err, c, (size_t) (heads * cq * lk) * 4,
+                           (void **) &sc));
+    s = sd_cuda_scratch(err, c, (size_t) (heads * cq * lk) * es, &pr);
+    if (s != SD_OK || c->measuring) {
+        goto done;
+    }
+
+    for (bi = 0; bi < bsz && s == SD_OK; bi++) {
+        const char  *qb = (const char *) q->data + bi * lq * hd * es;
+        const char  *kb = (const char *) k->data + bi * lk * hd * es;
+        const char  *vb = (const char *) v->data + bi * lk * hd * es;
+        char        *ob = (char *) o->data + bi * lq * hd * es;
+
+        for (i0 = 0; i0 < lq && s == SD_OK; i0 += cq) {
+            n = lq - i0 < cq ? lq - i0 : cq;
+
+            /* S_h^T (Lk x n) = K_h (D x Lk)^T Q_h (D x n), per head h */
+            memset(&g1, 0, sizeof(g1));
+            g1.transa = 1;
+            g1.m = lk;
+            g1.n = n;
+            g1.k = d;
+            g1.lda = hd;
+            g1.ldb = hd;
+            g1.ldd = lk;
+            g1.batch = heads;
+            g1.sa = d;
+            g1.sb = d;
+            g1.sd = n * lk;
+            g1.ta = k->dtype;
+            g1.tb = q->dtype;
+            g1.td = SD_DT_F32;
+            s = sd_cuda_gemm(err, c, &g1, scale, kb, qb + i0 * hd * es, sc,
+                             NULL);
+            if (s != SD_OK) {
+                break;
+            }
+            s = sd_cuda_softmax_rows(err, c, sc, pr, q->dtype, heads * n, lk,
+                                     i0, n, causal,
+                                     bias ? bias->data : NULL,
+                                     bias ? bias->dtype : q->dtype,
+                                     lq * lk);
+            if (s != SD_OK) {
+                break;
+            }
+
+            /* O_h^T (D x n) = V_h (D x Lk) P_h^T (Lk x n) */
+            memset(&g2, 0, sizeof(g2));
+            g2.m = d;
+            g2.n = n;
+            g2.k = lk;
+            g2.lda = hd;
+            g2.ldb = lk;
+            g2.ldd = hd;
+            g2.batch = heads;
+            g2.sa = d;
+            g2.sb = n * lk;
+            g2.sd = d;
+            g2.ta = v->dtype;
+            g2.tb = q->dtype;
+            g2.td = o->dtype;
+            s = sd_cuda_gemm(err, c, &g2, 1.0f, vb, pr, ob + i0 * hd * es,
+                             NULL);
+        }
+    }
+
+done:
+    sd_cuda_scratch_free(c, pr);
+    sd_cuda_scratch_free(c, sc);
+    return s;
+}
+
+
+sd_status
+sd_cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
+    const sd_tensor *k, const sd_tensor *v, int heads, int causal,
+    const sd_tensor *bias, float scale)
+{
+    sd_cuda  *c = sd_cuda_of(o);
+
+    if (sdpa_fits(c, q, heads, causal, bias)) {
+        if (c->measuring) {
+            return SD_OK;
+        }
+        return sdpa_run(err, c, o, q, k, v, heads, scale);
+    }
+    return gemm_attention(err, c, o, q, k, v, heads, causal, bias, scale);
+}

@@ -1,0 +1,703 @@
+/*
+ * backend_cuda.cu: the CUDA backend's table (backend.h): device memory,
+ * uploads and downloads, measuring mode, and the dispatch of each op to
+ * its launcher in the other kernels/ files.
+ *
+ * Memory: weights go into 1 GiB chunks taken while the model loads (a
+ * first-fit arena each, so a weight freed at load is reused); activations
+ * into one workspace whose size the engine measures after load by running
+ * its largest request in measuring mode. Measuring hands out offsets from
+ * an unbounded arena at a fake base and every op returns at once, so
+ * nothing is computed and no device memory is touched. A request that
+ * would pass the workspace gets SD_ERR_NOMEM naming the sizes.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda.h"
+
+
+/* Errors */
+
+sd_status
+sd_cuda_fail(sd_err *err, cudaError_t e, const char *call, const char *file,
+    int line)
+{
+    sd_status  s = (e == cudaErrorMemoryAllocation) ? SD_ERR_NOMEM
+                                                     : SD_ERR_BACKEND;
+
+    (void) cudaGetLastError();      /* clear a non-sticky error */
+    return sd_errorf(err, s, "cuda: %s failed: %s (%s:%d)", call,
+                     cudaGetErrorString(e), file, line);
+}
+
+
+sd_status
+sd_cuda_lt_fail(sd_err *err, cublasStatus_t e, const char *call,
+    const char *file, int line)
+{
+    sd_status  s = (e == CUBLAS_STATUS_ALLOC_FAILED) ? SD_ERR_NOMEM
+                                                      : SD_ERR_BACKEND;
+
+    return sd_errorf(err, s, "cublasLt: %s failed: status %d (%s:%d)", call,
+                     (int) e, file, line);
+}
+
+
+sd_status
+sd_cuda_dnn_fail(sd_err *err, cudnnStatus_t e, const char *call,
+    const char *file, int line)
+{
+    sd_status  s = (e == CUDNN_STATUS_ALLOC_FAILED) ? SD_ERR_NOMEM
+                                                     : SD_ERR_BACKEND;
+
+    return sd_errorf(err, s, "cudnn: %s failed: %s (%s:%d)", call,
+                     cudnnGetErrorString(e), file, line);
+}
+
+
+/* Memory */
+
+static int
+in_range(const void *p, const char *base, size_t size)
+{
+    return (const char *) p >= base && (const char *) p < base + size;
+}
+
+
+static sd_status
+weight_alloc(sd_err *err, sd_cuda *c, size_t n, void **out)
+{
+    sd_cuda_chunk  *ch;
+    size_t          off, size;
+    int             i;
+
+    for (i = 0; i < c->nchunks; i++) {
+        if (sd_arena_alloc(&c->chunks[i].arena, n, &off) == 0) {
+            *out = c->chunks[i].base + off;
+            return SD_OK;
+        }
+    }
+    if (c->nchunks == SD_CUDA_MAX_CHUNKS) {
+        return sd_errorf(err, SD_ERR_NOMEM, "cuda: more than %d weight "
+                         "chunks", SD_CUDA_MAX_CHUNKS);
+    }
+    size = n > SD_CUDA_CHUNK ? (n + SD_CUDA_ALIGN - 1)
+                               & ~(size_t) (SD_CUDA_ALIGN - 1)
+                             : SD_CUDA_CHUNK;
+    ch = &c->chunks[c->nchunks];
+    SD_CU(cudaMalloc((void **) &ch->base, size));
+    if (sd_arena_init(&ch->arena, size, SD_CUDA_ALIGN) != 0) {
+        cudaFree(ch->base);
+        return sd_errorf(err, SD_ERR_NOMEM, "out of host memory");
+    }
+    c->nchunks++;
+    if (sd_arena_alloc(&ch->arena, n, &off) != 0) {
+        return sd_errorf(err, SD_ERR_INTERNAL, "cuda: a fresh chunk of %zu "
+                         "bytes refused %zu", size, n);
+    }
+    *out = ch->base + off;
+    return SD_OK;
+}
+
+
+static sd_status
+act_alloc(sd_err *err, sd_cuda *c, size_t n, void **out)
+{
+    size_t  off;
+
+    if (c->measuring) {
+        if (sd_arena_alloc(&c->measure, n, &off) != 0) {
+            return sd_errorf(err, SD_ERR_NOMEM, "cuda: measuring arena "
+                             "refused %zu bytes", n);
+        }
+        *out = SD_CUDA_FAKE_BASE + off;
+        return SD_OK;
+    }
+    if (!c->ws_ready) {
+        return sd_errorf(err, SD_ERR_INTERNAL, "cuda: no activation "
+                         "workspace reserved");
+    }
+    if (sd_arena_alloc(&c->ws, n, &off) != 0) {
+        return sd_errorf(err, SD_ERR_NOMEM, "GPU workspace exhausted: %zu "
+                         "MiB more needed, %zu MiB free in one piece of the "
+                         "%zu MiB reserved at load (raise sd_gpu_workspace "
+                         "or lower the size or batch)",
+                         (n + (1 << 20) - 1) >> 20,
+                         sd_arena_largest_free(&c->ws) >> 20,
+                         c->ws.size >> 20);
+    }
+    *out = c->ws_base + off;
+    return SD_OK;
+}
+
+
+static void
+act_release(sd_cuda *c, void *p)
+{
+    if (c->ws_ready && in_range(p, c->ws_base, c->ws.size)) {
+        sd_arena_release(&c->ws, (size_t) ((char *) p - c->ws_base));
+    } else if (in_range(p, SD_CUDA_FAKE_BASE, c->measure.size)) {
+        sd_arena_release(&c->measure,
+                         (size_t) ((char *) p - SD_CUDA_FAKE_BASE));
+    }
+}
+
+
+sd_status
+sd_cuda_scratch(sd_err *err, sd_cuda *c, size_t n, void **p)
+{
+    return act_alloc(err, c, n, p);
+}
+
+
+void
+sd_cuda_scratch_free(sd_cuda *c, void *p)
+{
+    if (p) {
+        act_release(c, p);
+    }
+}
+
+
+static sd_status
+cuda_alloc(sd_err *err, sd_backend *be, sd_tensor *t)
+{
+    sd_cuda  *c = (sd_cuda *) be->impl;
+    size_t    n = sd_tensor_nbytes(t);
+
+    if (t->dtype != SD_DT_F32 && t->dtype != SD_DT_BF16) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: %s tensors are not "
+                         "supported", sd_dtype_name(t->dtype));
+    }
+    if (t->mem == SD_MEM_WEIGHT) {
+        SD_TRY(weight_alloc(err, c, n, &t->data));
+        c->weight_bytes += n;
+    } else {
+        SD_TRY(act_alloc(err, c, n, &t->data));
+    }
+    be->bytes_in_use = c->weight_bytes + c->ws.in_use;
+    if (be->bytes_in_use > be->bytes_peak) {
+        be->bytes_peak = be->bytes_in_use;
+    }
+    return SD_OK;
+}
+
+
+static void
+cuda_release(sd_backend *be, sd_tensor *t)
+{
+    sd_cuda  *c = (sd_cuda *) be->impl;
+    int       i;
+
+    if (t->mem == SD_MEM_WEIGHT) {
+        for (i = 0; i < c->nchunks; i++) {
+            if (in_range(t->data, c->chunks[i].base,
+                         c->chunks[i].arena.size))
+            {
+                sd_arena_release(&c->chunks[i].arena,
+                                 (size_t) ((char *) t->data
+                                           - c->chunks[i].base));
+                c->weight_bytes -= sd_tensor_nbytes(t);
+                break;
+            }
+        }
+    } else {
+        act_release(c, t->data);
+    }
+    be->bytes_in_use = c->weight_bytes + c->ws.in_use;
+    t->data = NULL;
+}
+
+
+/* Transfers: synchronous with the stream (pageable host memory). */
+
+static sd_status
+cuda_upload_raw(sd_err *err, sd_tensor *t, const void *src)
+{
+    sd_cuda  *c = sd_cuda_of(t);
+
+    if (c->measuring && t->mem == SD_MEM_ACT) {
+        return SD_OK;
+    }
+    SD_CU(cudaMemcpyAsync(t->data, src, sd_tensor_nbytes(t),
+                          cudaMemcpyHostToDevice, c->stream));
+    SD_CU(cudaStreamSynchronize(c->stream));
+    return SD_OK;
+}
+
+
+static sd_status
+cuda_upload(sd_err *err, sd_tensor *t, const float *src)
+{
+    int64_t    n = sd_numel(t), i;
+    uint16_t  *h;
+    sd_status  s;
+
+    if (t->dtype == SD_DT_F32) {
+        return cuda_upload_raw(err, t, src);
+    }
+    h = (uint16_t *) sd_malloc(err, (size_t) n * sizeof(uint16_t),
+                               "upload");
+    if (h == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    for (i = 0; i < n; i++) {
+        h[i] = sd_f32_to_bf16(src[i]);
+    }
+    s = cuda_upload_raw(err, t, h);
+    free(h);
+    return s;
+}
+
+
+static sd_status
+cuda_download(sd_err *err, const sd_tensor *t, float *dst)
+{
+    sd_cuda   *c = sd_cuda_of(t);
+    int64_t    n = sd_numel(t), i;
+    uint16_t  *h;
+
+    if (c->measuring && t->mem == SD_MEM_ACT) {
+        memset(dst, 0, (size_t) n * sizeof(float));
+        return SD_OK;
+    }
+    if (t->dtype == SD_DT_F32) {
+        SD_CU(cudaMemcpyAsync(dst, t->data, (size_t) n * sizeof(float),
+                              cudaMemcpyDeviceToHost, c->stream));
+        SD_CU(cudaStreamSynchronize(c->stream));
+        return SD_OK;
+    }
+    h = (uint16_t *) sd_malloc(err, (size_t) n * sizeof(uint16_t),
+                               "download");
+    if (h == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    if (cudaMemcpyAsync(h, t->data, (size_t) n * sizeof(uint16_t),
+                        cudaMemcpyDeviceToHost, c->stream) != cudaSuccess
+        || cudaStreamSynchronize(c->stream) != cudaSuccess)
+    {
+        free(h);
+        return sd_cuda_fail(err, cudaGetLastError(), "download", __FILE__,
+                            __LINE__);
+    }
+    for (i = 0; i < n; i++) {
+        dst[i] = sd_bf16_to_f32(h[i]);
+    }
+    free(h);
+    return SD_OK;
+}
+
+
+static sd_status
+cuda_sync(sd_err *err, sd_backend *be)
+{
+    sd_cuda  *c = (sd_cuda *) be->impl;
+
+    SD_CU(cudaStreamSynchronize(c->stream));
+    return SD_OK;
+}
+
+
+/* Ops: measuring mode returns before any launch. */
+
+#define SD_CUDA_MEASURED(t)                                                 \
+    do {                                                                    \
+        if (sd_cuda_of(t)->measuring) {                                     \
+            return SD_OK;                                                   \
+        }                                                                   \
+    } while (0)
+
+
+static sd_status
+cuda_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, sd_act act)
+{
+    SD_CUDA_MEASURED(y);
+    return sd_cuda_linear(err, y, x, w, b, act);
+}
+
+
+static sd_status
+cuda_layer_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, float eps)
+{
+    SD_CUDA_MEASURED(y);
+    return sd_cuda_layer_norm(err, y, x, w, b, eps);
+}
+
+
+static sd_status
+cuda_norm_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *shift, const sd_tensor *scale, float eps)
+{
+    SD_CUDA_MEASURED(y);
+    return sd_cuda_norm_modulate(err, y, x, shift, scale, eps);
+}
+
+
+static sd_status
+cuda_rms_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, float eps)
+{
+    SD_CUDA_MEASURED(y);
+    return sd_cuda_rms_norm(err, y, x, w, eps);
+}
+
+
+static sd_status
+cuda_qkv_split(sd_err *err, sd_tensor *q, sd_tensor *k, sd_tensor *v,
+    int64_t r0, const sd_tensor *src, const sd_tensor *nq,
+    const sd_tensor *nk, int heads, float eps)
+{
+    SD_CUDA_MEASURED(q);
+    return sd_cuda_qkv_split(err, q, k, v, r0, src, nq, nk, heads, eps);
+}
+
+
+static sd_status
+cuda_group_norm(sd_err *err, sd_tensor *y, const sd_tensor *x, int groups,
+    const sd_tensor *w, const sd_tensor *b, float eps, sd_act act)
+{
+    SD_CUDA_MEASURED(y);
+    return sd_cuda_group_norm(err, y, x, groups, w, b, eps, act);
+}
+
+
+static sd_status
+cuda_act(sd_err *err, sd_tensor *y, const sd_tensor *x, sd_act kind)
+{
+    SD_CUDA_MEASURED(y);
+    return sd_cuda_act(err, y, x, kind);
+}
+
+
+static sd_status
+cuda_binary(sd_err *err, sd_tensor *y, const sd_tensor *a,
+    const sd_tensor *b, int op)
+{
+    SD_CUDA_MEASURED(y);
+    return sd_cuda_binary(err, y, a, b, op);
+}
+
+
+static sd_status
+cuda_scale(sd_err *err, sd_tensor *y, const sd_tensor *x, float s,
+    float add)
+{
+    SD_CUDA_MEASURED(y);
+    return sd_cuda_scale(err, y, x, s, add);
+}
+
+
+/* attention measures its own scratch */
+static sd_status
+cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
+    const sd_tensor *k, const sd_tensor *v, int heads, int causal,
+    const sd_tensor *bias, float scale)
+{
+    return sd_cuda_attention(err, o, q, k, v, heads, causal, bias, scale);
+}
+
+
+static sd_status
+cuda_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, int stride, int pad)
+{
+    SD_CUDA_MEASURED(y);
+    return sd_cuda_conv2d(err, y, x, w, b, stride, pad);
+}
+
+
+static sd_status
+cuda_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
+{
+    SD_CUDA_MEASURED(y);
+    return sd_cuda_upsample2x(err, y, x);
+}
+
+
+static sd_status
+cuda_embed(sd_err *err, sd_tensor *y, const sd_tensor *table,
+    const int32_t *ids)
+{
+    SD_CUDA_MEASURED(y);
+    return sd_cuda_embed(err, y, table, ids);
+}
+
+
+static sd_status
+cuda_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *shift, const sd_tensor *scale)
+{
+    SD_CUDA_MEASURED(y);
+    return sd_cuda_modulate(err, y, x, shift, scale);
+}
+
+
+static sd_status
+cuda_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
+    const sd_tensor *y)
+{
+    SD_CUDA_MEASURED(x);
+    return sd_cuda_gate_add(err, x, g, y);
+}
+
+
+static sd_status
+cuda_copy2d(sd_err *err, sd_tensor *dst, int64_t dst_off,
+    int64_t dst_stride, const sd_tensor *src, int64_t src_off,
+    int64_t src_stride, int64_t rows, int64_t cols)
+{
+    SD_CUDA_MEASURED(dst);
+    return sd_cuda_copy2d(err, dst, dst_off, dst_stride, src, src_off,
+                          src_stride, rows, cols);
+}
+
+
+static sd_status
+cuda_permute(sd_err *err, sd_tensor *y, const sd_tensor *x, const int *perm)
+{
+    /* weights are permuted at load, before any measuring */
+    if (sd_cuda_of(y)->measuring && y->mem == SD_MEM_ACT) {
+        return SD_OK;
+    }
+    return sd_cuda_permute(err, y, x, perm);
+}
+
+
+static void
+cuda_destroy(sd_backend *be)
+{
+    sd_cuda  *c = (sd_cuda *) be->impl;
+    int       i;
+
+    if (c) {
+        cudaSetDevice(c->device);
+        if (c->stream) {
+            cudaStreamSynchronize(c->stream);
+        }
+        sd_cuda_gemm_free(c);
+        sd_cuda_attention_free(c);
+        sd_cuda_conv_free(c);
+        for (i = 0; i < c->nchunks; i++) {
+            sd_arena_free_all(&c->chunks[i].arena);
+            cudaFree(c->chunks[i].base);
+        }
+        if (c->ws_ready) {
+            sd_arena_free_all(&c->ws);
+            cudaFree(c->ws_base);
+        }
+        sd_arena_free_all(&c->measure);
+        cudaFree(c->lib_ws);
+        cudaFree(c->small);
+        if (c->dnn) {
+            cudnnDestroy(c->dnn);
+        }
+        if (c->lt) {
+            cublasLtDestroy(c->lt);
+        }
+        if (c->stream) {
+            cudaStreamDestroy(c->stream);
+        }
+        free(c);
+    }
+    free(be);
+}
+
+
+static const sd_backend_ops  sd_cuda_ops = {
+    "cuda",
+    cuda_alloc, cuda_release, cuda_upload, cuda_upload_raw, cuda_download,
+    cuda_sync,
+    cuda_linear, cuda_layer_norm, cuda_norm_modulate, cuda_rms_norm,
+    cuda_qkv_split, cuda_group_norm, cuda_act, cuda_binary, cuda_scale,
+    cuda_attention, cuda_conv2d, cuda_upsample2x, cuda_embed, cuda_modulate,
+    cuda_gate_add, cuda_copy2d, cuda_permute, cuda_destroy
+};
+
+
+/* The engine's side (sd_cuda.h) */
+
+extern "C" int
+sd_cuda_device_count(void)
+{
+    int  n = 0;
+
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void) cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+
+static sd_status
+cuda_init(sd_err *err, sd_cuda *c, int device)
+{
+    cudaDeviceProp  p;
+    int             rt = 0, drv = 0;
+    size_t          dnn;
+
+    c->device = device;
+    SD_CU(cudaSetDevice(device));
+    SD_CU(cudaGetDeviceProperties(&p, device));
+    if (p.major < 8) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "device: %s (sm_%d%d) is "
+                         "older than sm_80, which BF16 needs", p.name,
+                         p.major, p.minor);
+    }
+    c->sms = p.multiProcessorCount;
+    SD_CU(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    SD_LT(cublasLtCreate(&c->lt));
+    SD_DNN(cudnnCreate(&c->dnn));
+    SD_DNN(cudnnSetStream(c->dnn, c->stream));
+    SD_CU(cudaMalloc(&c->lib_ws, SD_CUDA_LIB_WS));
+    SD_CU(cudaMalloc(&c->small, SD_CUDA_SMALL));
+    if (sd_arena_init(&c->measure, (size_t) 1 << 50, SD_CUDA_ALIGN) != 0) {
+        return sd_errorf(err, SD_ERR_NOMEM, "out of host memory");
+    }
+
+    cudaRuntimeGetVersion(&rt);
+    cudaDriverGetVersion(&drv);
+    dnn = cudnnGetVersion();
+    snprintf(c->info, sizeof(c->info), "%.120s, sm_%d%d, %d SMs, %.0f GiB, "
+             "CUDA runtime %d.%d, driver %d.%d, cuBLASLt %zu, cuDNN "
+             "%zu.%zu.%zu", p.name, p.major, p.minor, c->sms,
+             (double) p.totalGlobalMem / (1 << 30), rt / 1000,
+             (rt % 1000) / 10, drv / 1000, (drv % 1000) / 10,
+             cublasLtGetVersion(), dnn / 10000, (dnn % 10000) / 100,
+             dnn % 100);
+    return SD_OK;
+}
+
+
+extern "C" sd_status
+sd_backend_cuda_create(sd_err *err, int device, sd_dtype act,
+    sd_backend **out)
+{
+    sd_backend  *be;
+    sd_cuda     *c;
+    sd_status    s;
+    int          n = sd_cuda_device_count();
+
+    *out = NULL;
+    if (act != SD_DT_F32 && act != SD_DT_BF16) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "precision: the CUDA "
+                         "backend computes in F32 or BF16, not %s",
+                         sd_dtype_name(act));
+    }
+    if (device < 0 || device >= n) {
+        return sd_errorf(err, SD_ERR_INVALID, "device: cuda:%d requested, "
+                         "%d CUDA device%s found", device, n,
+                         n == 1 ? "" : "s");
+    }
+    be = (sd_backend *) sd_calloc(err, 1, sizeof(sd_backend), "backend");
+    c = (sd_cuda *) sd_calloc(err, 1, sizeof(sd_cuda), "cuda backend");
+    if (be == NULL || c == NULL) {
+        free(be);
+        free(c);
+        return SD_ERR_NOMEM;
+    }
+    be->ops = &sd_cuda_ops;
+    be->impl = c;
+    be->act_dtype = act;
+    be->weight_dtype = act;
+    s = cuda_init(err, c, device);
+    if (s != SD_OK) {
+        cuda_destroy(be);
+        return s;
+    }
+    *out = be;
+    return SD_OK;
+}
+
+
+extern "C" sd_status
+sd_cuda_bind(sd_err *err, sd_backend *be)
+{
+    SD_CU(cudaSetDevice(((sd_cuda *) be->impl)->device));
+    return SD_OK;
+}
+
+
+extern "C" void
+sd_cuda_measure_begin(sd_backend *be)
+{
+    sd_cuda  *c = (sd_cuda *) be->impl;
+
+    sd_arena_free_all(&c->measure);
+    sd_arena_init(&c->measure, (size_t) 1 << 50, SD_CUDA_ALIGN);
+    c->measuring = 1;
+}
+
+
+extern "C" size_t
+sd_cuda_measure_end(sd_backend *be)
+{
+    sd_cuda  *c = (sd_cuda *) be->impl;
+
+    c->measuring = 0;
+    return c->measure.high;
+}
+
+
+extern "C" sd_status
+sd_cuda_reserve(sd_err *err, sd_backend *be, size_t bytes)
+{
+    sd_cuda  *c = (sd_cuda *) be->impl;
+
+    SD_CU(cudaSetDevice(c->device));
+    if (c->ws_ready) {
+        if (c->ws.in_use) {
+            return sd_errorf(err, SD_ERR_INTERNAL, "cuda: workspace resized "
+                             "while in use");
+        }
+        sd_arena_free_all(&c->ws);
+        cudaFree(c->ws_base);
+        c->ws_ready = 0;
+    }
+    bytes = (bytes + SD_CUDA_ALIGN - 1) & ~(size_t) (SD_CUDA_ALIGN - 1);
+    SD_CU(cudaMalloc((void **) &c->ws_base, bytes));
+    if (sd_arena_init(&c->ws, bytes, SD_CUDA_ALIGN) != 0) {
+        cudaFree(c->ws_base);
+        return sd_errorf(err, SD_ERR_NOMEM, "out of host memory");
+    }
+    c->ws_ready = 1;
+    return SD_OK;
+}
+
+
+extern "C" sd_status
+sd_cuda_memory(sd_err *err, sd_backend *be, sd_cuda_mem *out)
+{
+    sd_cuda  *c = (sd_cuda *) be->impl;
+    size_t    fr = 0, tot = 0;
+
+    memset(out, 0, sizeof(*out));
+    SD_CU(cudaSetDevice(c->device));
+    SD_CU(cudaMemGetInfo(&fr, &tot));
+    out->weights = c->weight_bytes;
+    out->workspace = c->ws_ready ? c->ws.size : 0;
+    out->ws_high = c->ws_ready ? c->ws.high : 0;
+    out->library = SD_CUDA_LIB_WS + SD_CUDA_SMALL;
+    out->device_used = tot - fr;
+    out->device_total = tot;
+    return SD_OK;
+}
+
+
+extern "C" const char *
+sd_cuda_info(const sd_backend *be)
+{
+    return ((const sd_cuda *) be->impl)->info;
+}
+
+
+extern "C" void
+sd_cuda_set_no_sdpa(sd_backend *be, int on)
+{
+    ((sd_cuda *) be->impl)->no_sdpa = on;
+}

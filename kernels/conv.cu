@@ -1,0 +1,181 @@
+/*
+ * conv.cu: 2D convolutions of the CUDA backend through cuDNN's convolution
+ * forward, channels-last, then the bias as one pass.
+ *
+ * Rules it relies on: x and y are CUDNN_TENSOR_NHWC tensors, the filter
+ * (Co, kh, kw, Ci) is cuDNN's NHWC filter format (KRSC); compute type F32;
+ * BF16 runs with CUDNN_TENSOR_OP_MATH, F32 with CUDNN_FMA_MATH so the F32
+ * backend never uses TF32 tensor cores. The algorithm is found once per
+ * shape (cudnnFindConvolutionForwardAlgorithmEx on the real operands,
+ * limited to the library workspace), skipping any result whose math type
+ * differs from the one asked. These are cuDNN's classic convolution calls,
+ * present through cuDNN 9 (marked for removal in a later major version).
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda.h"
+
+
+struct sd_cuda_conv_plan {
+    int64_t                         key[10];
+    cudnnTensorDescriptor_t         xd, yd;
+    cudnnFilterDescriptor_t         wd;
+    cudnnConvolutionDescriptor_t    cd;
+    cudnnConvolutionFwdAlgo_t       algo;
+    size_t                          ws;
+    int                             chosen;
+    sd_cuda_conv_plan              *next;
+};
+
+
+static void
+plan_destroy(sd_cuda_conv_plan *p)
+{
+    if (p->xd) cudnnDestroyTensorDescriptor(p->xd);
+    if (p->yd) cudnnDestroyTensorDescriptor(p->yd);
+    if (p->wd) cudnnDestroyFilterDescriptor(p->wd);
+    if (p->cd) cudnnDestroyConvolutionDescriptor(p->cd);
+    free(p);
+}
+
+
+void
+sd_cuda_conv_free(sd_cuda *c)
+{
+    sd_cuda_conv_plan  *p, *next;
+
+    for (p = c->conv; p; p = next) {
+        next = p->next;
+        plan_destroy(p);
+    }
+    c->conv = NULL;
+}
+
+
+static sd_status
+plan_build(sd_err *err, sd_cuda_conv_plan *p, const sd_tensor *y,
+    const sd_tensor *x, const sd_tensor *w, int stride, int pad)
+{
+    cudnnDataType_t  dt = x->dtype == SD_DT_BF16 ? CUDNN_DATA_BFLOAT16
+                                                 : CUDNN_DATA_FLOAT;
+    cudnnMathType_t  mt = x->dtype == SD_DT_BF16 ? CUDNN_TENSOR_OP_MATH
+                                                 : CUDNN_FMA_MATH;
+    int              n, ch, h, wd;
+
+    if (x->ne[0] > 0x7fffffff || sd_numel(x) > 0x7fffffff
+        || sd_numel(y) > 0x7fffffff)
+    {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda conv2d: a tensor of "
+                         "%lld elements is too large for cuDNN",
+                         (long long) sd_numel(x));
+    }
+    SD_DNN(cudnnCreateTensorDescriptor(&p->xd));
+    SD_DNN(cudnnCreateTensorDescriptor(&p->yd));
+    SD_DNN(cudnnCreateFilterDescriptor(&p->wd));
+    SD_DNN(cudnnCreateConvolutionDescriptor(&p->cd));
+    SD_DNN(cudnnSetTensor4dDescriptor(p->xd, CUDNN_TENSOR_NHWC, dt,
+                                      (int) x->ne[0], (int) x->ne[3],
+                                      (int) x->ne[1], (int) x->ne[2]));
+    SD_DNN(cudnnSetTensor4dDescriptor(p->yd, CUDNN_TENSOR_NHWC, dt,
+                                      (int) y->ne[0], (int) y->ne[3],
+                                      (int) y->ne[1], (int) y->ne[2]));
+    SD_DNN(cudnnSetFilter4dDescriptor(p->wd, dt, CUDNN_TENSOR_NHWC,
+                                      (int) w->ne[0], (int) w->ne[3],
+                                      (int) w->ne[1], (int) w->ne[2]));
+    SD_DNN(cudnnSetConvolution2dDescriptor(p->cd, pad, pad, stride, stride,
+                                           1, 1, CUDNN_CROSS_CORRELATION,
+                                           CUDNN_DATA_FLOAT));
+    SD_DNN(cudnnSetConvolutionMathType(p->cd, mt));
+    SD_DNN(cudnnGetConvolution2dForwardOutputDim(p->cd, p->xd, p->wd, &n,
+                                                 &ch, &h, &wd));
+    if (n != y->ne[0] || ch != y->ne[3] || h != y->ne[1] || wd != y->ne[2]) {
+        return sd_errorf(err, SD_ERR_INTERNAL, "cuda conv2d: cuDNN output "
+                         "%dx%dx%dx%d differs", n, h, wd, ch);
+    }
+    return SD_OK;
+}
+
+
+static sd_status
+plan_choose(sd_err *err, sd_cuda *c, sd_cuda_conv_plan *p,
+    const sd_tensor *y, const sd_tensor *x, const sd_tensor *w)
+{
+    cudnnConvolutionFwdAlgoPerf_t  perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    cudnnMathType_t                mt = x->dtype == SD_DT_BF16
+                                        ? CUDNN_TENSOR_OP_MATH
+                                        : CUDNN_FMA_MATH;
+    int                            n = 0, i;
+
+    SD_DNN(cudnnFindConvolutionForwardAlgorithmEx(c->dnn, p->xd, x->data,
+               p->wd, w->data, p->cd, p->yd, y->data,
+               CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf, c->lib_ws,
+               SD_CUDA_LIB_WS));
+    for (i = 0; i < n; i++) {
+        if (perf[i].status != CUDNN_STATUS_SUCCESS
+            || perf[i].memory > SD_CUDA_LIB_WS
+            || (x->dtype == SD_DT_F32 && perf[i].mathType != mt
+                && perf[i].mathType != CUDNN_DEFAULT_MATH))
+        {
+            continue;
+        }
+        p->algo = perf[i].algo;
+        p->ws = perf[i].memory;
+        p->chosen = 1;
+        return SD_OK;
+    }
+    return sd_errorf(err, SD_ERR_UNSUPPORTED, "cudnn: no convolution "
+                     "algorithm for %lldx%lldx%lldx%lld * %lldx%lldx%lld "
+                     "(%s)", (long long) x->ne[0], (long long) x->ne[1],
+                     (long long) x->ne[2], (long long) x->ne[3],
+                     (long long) w->ne[0], (long long) w->ne[1],
+                     (long long) w->ne[2], sd_dtype_name(x->dtype));
+}
+
+
+sd_status
+sd_cuda_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, int stride, int pad)
+{
+    sd_cuda            *c = sd_cuda_of(y);
+    sd_cuda_conv_plan  *p;
+    int64_t             key[10] = { x->ne[0], x->ne[1], x->ne[2], x->ne[3],
+                                    w->ne[0], w->ne[1], w->ne[2], stride,
+                                    pad, (int64_t) x->dtype };
+    float               one = 1.0f, zero = 0.0f;
+    sd_status           s;
+
+    if (w->dtype != x->dtype) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda conv2d: %s weights "
+                         "with %s activations", sd_dtype_name(w->dtype),
+                         sd_dtype_name(x->dtype));
+    }
+    for (p = c->conv; p; p = p->next) {
+        if (memcmp(p->key, key, sizeof(key)) == 0) {
+            break;
+        }
+    }
+    if (p == NULL) {
+        p = (sd_cuda_conv_plan *) sd_calloc(err, 1, sizeof(*p), "conv plan");
+        if (p == NULL) {
+            return SD_ERR_NOMEM;
+        }
+        memcpy(p->key, key, sizeof(key));
+        s = plan_build(err, p, y, x, w, stride, pad);
+        if (s != SD_OK) {
+            plan_destroy(p);
+            return s;
+        }
+        p->next = c->conv;
+        c->conv = p;
+    }
+    if (!p->chosen) {
+        SD_TRY(plan_choose(err, c, p, y, x, w));
+    }
+    SD_DNN(cudnnConvolutionForward(c->dnn, &one, p->xd, x->data, p->wd,
+                                   w->data, p->cd, p->algo, c->lib_ws, p->ws,
+                                   &zero, p->yd, y->data));
+    return b ? sd_cuda_bias_add(err, y, b) : SD_OK;
+}

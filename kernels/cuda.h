@@ -1,0 +1,257 @@
+/*
+ * cuda.h: what the CUDA backend's files share: the backend state, the
+ * error macro, dtype helpers, and the host launchers (sd_cuda_<op>) that
+ * backend_cuda.cu dispatches to. Only kernels/ includes this file; the
+ * engine sees sd_cuda.h alone.
+ *
+ * Who owns what: one sd_cuda per backend, used by one thread at a time
+ * (the engine serialises requests per engine). Every op runs on the
+ * backend's one stream, so library workspaces (cuBLASLt, cuDNN) share one
+ * buffer: calls on one stream never overlap. Weights live in arena chunks
+ * taken at load; activations in the workspace arena sized once after load
+ * (sd_cuda_reserve); nothing calls cudaMalloc on the request path.
+ */
+
+#ifndef SD_KERNELS_CUDA_H
+#define SD_KERNELS_CUDA_H
+
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cublasLt.h>
+#include <cudnn.h>
+
+extern "C" {
+#include "arena.h"
+#include "backend.h"
+#include "sd_cuda.h"
+}
+
+
+#define SD_CUDA_ALIGN        256                 /* every block's offset */
+#define SD_CUDA_CHUNK        ((size_t) 1 << 30)  /* weight arena chunk */
+#define SD_CUDA_LIB_WS       ((size_t) 256 << 20) /* cuBLASLt + cuDNN */
+#define SD_CUDA_LT_WS        ((size_t) 32 << 20) /* cuBLASLt's share */
+#define SD_CUDA_SMALL        ((size_t) 4 << 20)  /* stats, ids */
+#define SD_CUDA_MAX_CHUNKS   256
+#define SD_CUDA_FAKE_BASE    ((char *) (uintptr_t) 4096) /* measuring */
+
+
+typedef struct sd_cuda_gemm_plan  sd_cuda_gemm_plan;
+typedef struct sd_cuda_sdpa_plan  sd_cuda_sdpa_plan;
+typedef struct sd_cuda_conv_plan  sd_cuda_conv_plan;
+
+typedef struct {
+    char           *base;
+    sd_arena        arena;
+} sd_cuda_chunk;
+
+typedef struct {
+    int                 device;
+    cudaStream_t        stream;
+    cublasLtHandle_t    lt;
+    cudnnHandle_t       dnn;
+    int                 sms;
+
+    void               *lib_ws;         /* SD_CUDA_LIB_WS bytes */
+    void               *small;          /* SD_CUDA_SMALL bytes */
+
+    sd_cuda_chunk       chunks[SD_CUDA_MAX_CHUNKS];
+    int                 nchunks;
+    size_t              weight_bytes;
+
+    char               *ws_base;        /* activation workspace */
+    sd_arena            ws;
+    int                 ws_ready;
+    int                 measuring;      /* ops count memory only */
+    sd_arena            measure;
+
+    sd_cuda_gemm_plan  *gemm;           /* plan caches, lists */
+    sd_cuda_sdpa_plan  *sdpa;
+    sd_cuda_conv_plan  *conv;
+    int                 no_sdpa;        /* force the GEMM attention path */
+
+    char                info[512];      /* card and library versions */
+} sd_cuda;
+
+
+static inline sd_cuda *
+sd_cuda_of(const sd_tensor *t)
+{
+    return (sd_cuda *) t->be->impl;
+}
+
+
+/* A failed CUDA runtime call: out of memory is SD_ERR_NOMEM. */
+sd_status sd_cuda_fail(sd_err *err, cudaError_t e, const char *call,
+    const char *file, int line);
+sd_status sd_cuda_lt_fail(sd_err *err, cublasStatus_t e, const char *call,
+    const char *file, int line);
+sd_status sd_cuda_dnn_fail(sd_err *err, cudnnStatus_t e, const char *call,
+    const char *file, int line);
+
+#define SD_CU(call)                                                         \
+    do {                                                                    \
+        cudaError_t sd_cu_e_ = (call);                                      \
+        if (sd_cu_e_ != cudaSuccess) {                                      \
+            return sd_cuda_fail(err, sd_cu_e_, #call, __FILE__, __LINE__);  \
+        }                                                                   \
+    } while (0)
+
+#define SD_LT(call)                                                         \
+    do {                                                                    \
+        cublasStatus_t sd_lt_e_ = (call);                                   \
+        if (sd_lt_e_ != CUBLAS_STATUS_SUCCESS) {                            \
+            return sd_cuda_lt_fail(err, sd_lt_e_, #call, __FILE__,          \
+                                   __LINE__);                               \
+        }                                                                   \
+    } while (0)
+
+#define SD_DNN(call)                                                        \
+    do {                                                                    \
+        cudnnStatus_t sd_dnn_e_ = (call);                                   \
+        if (sd_dnn_e_ != CUDNN_STATUS_SUCCESS) {                            \
+            return sd_cuda_dnn_fail(err, sd_dnn_e_, #call, __FILE__,        \
+                                    __LINE__);                              \
+        }                                                                   \
+    } while (0)
+
+/* after a kernel launch */
+#define SD_CU_LAUNCHED()  SD_CU(cudaGetLastError())
+
+
+/* Element access in float, for kernels templated on the storage type. */
+template <typename T> __device__ __forceinline__ float sd_get(const T *p);
+template <> __device__ __forceinline__ float
+sd_get<float>(const float *p)
+{
+    return *p;
+}
+template <> __device__ __forceinline__ float
+sd_get<__nv_bfloat16>(const __nv_bfloat16 *p)
+{
+    return __bfloat162float(*p);
+}
+
+template <typename T> __device__ __forceinline__ void sd_put(T *p, float v);
+template <> __device__ __forceinline__ void
+sd_put<float>(float *p, float v)
+{
+    *p = v;
+}
+template <> __device__ __forceinline__ void
+sd_put<__nv_bfloat16>(__nv_bfloat16 *p, float v)
+{
+    *p = __float2bfloat16_rn(v);
+}
+
+
+/* Run stmt with T the storage type of dt (F32 or BF16). */
+#define SD_CUDA_DISPATCH(err, dt, T, ...)                                   \
+    do {                                                                    \
+        switch (dt) {                                                       \
+        case SD_DT_F32: {                                                   \
+            typedef float T;                                                \
+            __VA_ARGS__;                                                    \
+            break;                                                          \
+        }                                                                   \
+        case SD_DT_BF16: {                                                  \
+            typedef __nv_bfloat16 T;                                        \
+            __VA_ARGS__;                                                    \
+            break;                                                          \
+        }                                                                   \
+        default:                                                            \
+            return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: no kernel "    \
+                             "for %s tensors", sd_dtype_name(dt));          \
+        }                                                                   \
+    } while (0)
+
+
+static inline unsigned
+sd_cuda_blocks(int64_t n, int threads)
+{
+    int64_t  b = (n + threads - 1) / threads;
+
+    return (unsigned) (b < 1 ? 1 : (b > 65535 * 16 ? 65535 * 16 : b));
+}
+
+
+/* Activation scratch inside an op (measured like any tensor). */
+sd_status sd_cuda_scratch(sd_err *err, sd_cuda *c, size_t n, void **p);
+void sd_cuda_scratch_free(sd_cuda *c, void *p);
+
+
+/* gemm.cu: C = alpha op(A) op(B) (+ bias, act) through cuBLASLt. */
+typedef struct {
+    int             transa, transb;     /* column-major, as cuBLAS */
+    int64_t         m, n, k;            /* D is m x n */
+    int64_t         lda, ldb, ldd;
+    int             batch;
+    int64_t         sa, sb, sd;         /* strided batch offsets */
+    sd_dtype        ta, tb, td;
+    sd_act          act;                /* NONE or GELU_TANH */
+    int             bias;               /* bias of m (rows of D) */
+} sd_cuda_gemm_shape;
+
+sd_status sd_cuda_gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g,
+    float alpha, const void *a, const void *b, void *d, const void *bias);
+void sd_cuda_gemm_free(sd_cuda *c);
+
+sd_status sd_cuda_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, sd_act act);
+
+/* attention.cu */
+sd_status sd_cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
+    const sd_tensor *k, const sd_tensor *v, int heads, int causal,
+    const sd_tensor *bias, float scale);
+void sd_cuda_attention_free(sd_cuda *c);
+
+/* conv.cu */
+sd_status sd_cuda_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, int stride, int pad);
+void sd_cuda_conv_free(sd_cuda *c);
+sd_status sd_cuda_bias_add(sd_err *err, sd_tensor *y, const sd_tensor *b);
+
+/* norm.cu */
+sd_status sd_cuda_layer_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, float eps);
+sd_status sd_cuda_norm_modulate(sd_err *err, sd_tensor *y,
+    const sd_tensor *x, const sd_tensor *shift, const sd_tensor *scale,
+    float eps);
+sd_status sd_cuda_rms_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, float eps);
+sd_status sd_cuda_qkv_split(sd_err *err, sd_tensor *q, sd_tensor *k,
+    sd_tensor *v, int64_t r0, const sd_tensor *src, const sd_tensor *nq,
+    const sd_tensor *nk, int heads, float eps);
+sd_status sd_cuda_group_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    int groups, const sd_tensor *w, const sd_tensor *b, float eps,
+    sd_act act);
+
+/* elementwise.cu */
+sd_status sd_cuda_act(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    sd_act kind);
+sd_status sd_cuda_binary(sd_err *err, sd_tensor *y, const sd_tensor *a,
+    const sd_tensor *b, int op);
+sd_status sd_cuda_scale(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    float s, float add);
+sd_status sd_cuda_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *shift, const sd_tensor *scale);
+sd_status sd_cuda_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
+    const sd_tensor *y);
+sd_status sd_cuda_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x);
+sd_status sd_cuda_embed(sd_err *err, sd_tensor *y, const sd_tensor *table,
+    const int32_t *ids);
+sd_status sd_cuda_softmax_rows(sd_err *err, sd_cuda *c, const float *s,
+    void *p, sd_dtype pt, int64_t rows, int64_t cols, int64_t row0,
+    int64_t lq, int causal, const void *bias, sd_dtype bt,
+    int64_t bias_stride);
+
+/* copy.cu */
+sd_status sd_cuda_copy2d(sd_err *err, sd_tensor *dst, int64_t dst_off,
+    int64_t dst_stride, const sd_tensor *src, int64_t src_off,
+    int64_t src_stride, int64_t rows, int64_t cols);
+sd_status sd_cuda_permute(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const int *perm);
+sd_status sd_cuda_convert(sd_err *err, sd_cuda *c, void *dst, sd_dtype dt,
+    const void *src, sd_dtype st, int64_t n);
+
+#endif /* SD_KERNELS_CUDA_H */

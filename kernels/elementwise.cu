@@ -1,0 +1,394 @@
+/*
+ * elementwise.cu: the CUDA backend's pointwise ops (activations, add, mul,
+ * scale, modulate, gate + residual, conv bias), nearest upsampling, the
+ * embedding gather and the attention fallback's row softmax. Each kernel
+ * reads its operands in their storage type and computes in F32, as the
+ * CPU reference (backend_cpu.c) does.
+ *
+ * Invariant: shapes were checked by backend.c; every launcher checks the
+ * launch with cudaGetLastError().
+ */
+
+#include <math.h>
+
+#include "cuda.h"
+
+
+#define SD_EW_THREADS  256
+
+
+__device__ __forceinline__ float
+act_f(float v, int kind)
+{
+    switch (kind) {
+    case SD_ACT_GELU:
+        return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    case SD_ACT_GELU_TANH:
+        return 0.5f * v * (1.0f + tanhf(0.79788456080286536f
+                                        * (v + 0.044715f * v * v * v)));
+    case SD_ACT_QUICK_GELU:
+        return v / (1.0f + expf(-1.702f * v));
+    case SD_ACT_SILU:
+        return v / (1.0f + expf(-v));
+    default:
+        return v;
+    }
+}
+
+
+template <typename T>
+__global__ void
+act_kernel(T *y, const T *x, int64_t n, int kind)
+{
+    int64_t  i;
+
+    for (i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n;
+         i += (int64_t) gridDim.x * blockDim.x)
+    {
+        sd_put(y + i, act_f(sd_get(x + i), kind));
+    }
+}
+
+
+sd_status
+sd_cuda_act(sd_err *err, sd_tensor *y, const sd_tensor *x, sd_act kind)
+{
+    int64_t  n = sd_numel(x);
+
+    SD_CUDA_DISPATCH(err, y->dtype, T,
+        act_kernel<T><<<sd_cuda_blocks(n, SD_EW_THREADS), SD_EW_THREADS, 0,
+                        sd_cuda_of(y)->stream>>>((T *) y->data,
+                                                 (const T *) x->data, n,
+                                                 (int) kind));
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}
+
+
+template <typename T>
+__global__ void
+binary_kernel(T *y, const T *a, const T *b, int64_t n, int op)
+{
+    int64_t  i;
+
+    for (i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n;
+         i += (int64_t) gridDim.x * blockDim.x)
+    {
+        float  u = sd_get(a + i), v = sd_get(b + i);
+
+        sd_put(y + i, op == SD_BIN_ADD ? u + v : u * v);
+    }
+}
+
+
+sd_status
+sd_cuda_binary(sd_err *err, sd_tensor *y, const sd_tensor *a,
+    const sd_tensor *b, int op)
+{
+    int64_t  n = sd_numel(a);
+
+    SD_CUDA_DISPATCH(err, y->dtype, T,
+        binary_kernel<T><<<sd_cuda_blocks(n, SD_EW_THREADS), SD_EW_THREADS,
+                           0, sd_cuda_of(y)->stream>>>((T *) y->data,
+                               (const T *) a->data, (const T *) b->data, n,
+                               op));
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}
+
+
+template <typename T>
+__global__ void
+scale_kernel(T *y, const T *x, int64_t n, float s, float add)
+{
+    int64_t  i;
+
+    for (i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n;
+         i += (int64_t) gridDim.x * blockDim.x)
+    {
+        sd_put(y + i, sd_get(x + i) * s + add);
+    }
+}
+
+
+sd_status
+sd_cuda_scale(sd_err *err, sd_tensor *y, const sd_tensor *x, float s,
+    float add)
+{
+    int64_t  n = sd_numel(x);
+
+    SD_CUDA_DISPATCH(err, y->dtype, T,
+        scale_kernel<T><<<sd_cuda_blocks(n, SD_EW_THREADS), SD_EW_THREADS,
+                          0, sd_cuda_of(y)->stream>>>((T *) y->data,
+                              (const T *) x->data, n, s, add));
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}
+
+
+/* y = x * (1 + scale[b]) + shift[b]; x: (B, L, C) */
+template <typename T>
+__global__ void
+modulate_kernel(T *y, const T *x, const T *shift, const T *scale,
+    int64_t n, int64_t lc, int64_t c)
+{
+    int64_t  i;
+
+    for (i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n;
+         i += (int64_t) gridDim.x * blockDim.x)
+    {
+        int64_t  j = (i / lc) * c + i % c;
+
+        sd_put(y + i, sd_get(x + i) * (1.0f + sd_get(scale + j))
+                     + sd_get(shift + j));
+    }
+}
+
+
+sd_status
+sd_cuda_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *shift, const sd_tensor *scale)
+{
+    int64_t  n = sd_numel(x), c = x->ne[2], lc = x->ne[1] * c;
+
+    SD_CUDA_DISPATCH(err, y->dtype, T,
+        modulate_kernel<T><<<sd_cuda_blocks(n, SD_EW_THREADS),
+                             SD_EW_THREADS, 0, sd_cuda_of(y)->stream>>>(
+            (T *) y->data, (const T *) x->data, (const T *) shift->data,
+            (const T *) scale->data, n, lc, c));
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}
+
+
+/* x += g[b] * y; x: (B, L, C) */
+template <typename T>
+__global__ void
+gate_add_kernel(T *x, const T *g, const T *y, int64_t n, int64_t lc,
+    int64_t c)
+{
+    int64_t  i;
+
+    for (i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n;
+         i += (int64_t) gridDim.x * blockDim.x)
+    {
+        int64_t  j = (i / lc) * c + i % c;
+
+        sd_put(x + i, sd_get(x + i) + sd_get(g + j) * sd_get(y + i));
+    }
+}
+
+
+sd_status
+sd_cuda_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
+    const sd_tensor *y)
+{
+    int64_t  n = sd_numel(x), c = x->ne[2], lc = x->ne[1] * c;
+
+    SD_CUDA_DISPATCH(err, x->dtype, T,
+        gate_add_kernel<T><<<sd_cuda_blocks(n, SD_EW_THREADS),
+                             SD_EW_THREADS, 0, sd_cuda_of(x)->stream>>>(
+            (T *) x->data, (const T *) g->data, (const T *) y->data, n, lc,
+            c));
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}
+
+
+/* y[..., c] += b[c] over the last dimension */
+template <typename T>
+__global__ void
+bias_kernel(T *y, const T *b, int64_t n, int64_t c)
+{
+    int64_t  i;
+
+    for (i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n;
+         i += (int64_t) gridDim.x * blockDim.x)
+    {
+        sd_put(y + i, sd_get(y + i) + sd_get(b + i % c));
+    }
+}
+
+
+sd_status
+sd_cuda_bias_add(sd_err *err, sd_tensor *y, const sd_tensor *b)
+{
+    int64_t  n = sd_numel(y), c = sd_numel(b);
+
+    if (b->dtype != y->dtype) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: %s bias on %s",
+                         sd_dtype_name(b->dtype), sd_dtype_name(y->dtype));
+    }
+    SD_CUDA_DISPATCH(err, y->dtype, T,
+        bias_kernel<T><<<sd_cuda_blocks(n, SD_EW_THREADS), SD_EW_THREADS, 0,
+                         sd_cuda_of(y)->stream>>>((T *) y->data,
+                                                  (const T *) b->data, n,
+                                                  c));
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}
+
+
+/* nearest 2x, channels-last: y (B, 2H, 2W, C) */
+template <typename T>
+__global__ void
+upsample_kernel(T *y, const T *x, int64_t n, int64_t h, int64_t w,
+    int64_t c)
+{
+    int64_t  i;
+
+    for (i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n;
+         i += (int64_t) gridDim.x * blockDim.x)
+    {
+        int64_t  ch = i % c, p = i / c, ox = p % (2 * w);
+        int64_t  r = p / (2 * w), oy = r % (2 * h), bi = r / (2 * h);
+
+        y[i] = x[((bi * h + oy / 2) * w + ox / 2) * c + ch];
+    }
+}
+
+
+sd_status
+sd_cuda_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
+{
+    int64_t  n = sd_numel(y);
+
+    SD_CUDA_DISPATCH(err, y->dtype, T,
+        upsample_kernel<T><<<sd_cuda_blocks(n, SD_EW_THREADS),
+                             SD_EW_THREADS, 0, sd_cuda_of(y)->stream>>>(
+            (T *) y->data, (const T *) x->data, n, x->ne[1], x->ne[2],
+            x->ne[3]));
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}
+
+
+/* y (N, C) = table[ids]; table of the weight dtype, converted */
+template <typename T, typename W>
+__global__ void
+embed_kernel(T *y, const W *table, const int32_t *ids, int64_t n,
+    int64_t c)
+{
+    int64_t  i;
+
+    for (i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n;
+         i += (int64_t) gridDim.x * blockDim.x)
+    {
+        sd_put(y + i, sd_get(table + (int64_t) ids[i / c] * c + i % c));
+    }
+}
+
+
+sd_status
+sd_cuda_embed(sd_err *err, sd_tensor *y, const sd_tensor *table,
+    const int32_t *ids)
+{
+    sd_cuda  *c = sd_cuda_of(y);
+    int64_t   cols = table->ne[1], rows = sd_numel(y) / cols;
+    int64_t   n = sd_numel(y);
+
+    if ((size_t) rows * sizeof(int32_t) > SD_CUDA_SMALL) {
+        return sd_errorf(err, SD_ERR_INVALID, "cuda embed: %lld ids",
+                         (long long) rows);
+    }
+    SD_CU(cudaMemcpyAsync(c->small, ids, (size_t) rows * sizeof(int32_t),
+                          cudaMemcpyHostToDevice, c->stream));
+    if (table->dtype != y->dtype) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda embed: %s table for "
+                         "%s output", sd_dtype_name(table->dtype),
+                         sd_dtype_name(y->dtype));
+    }
+    SD_CUDA_DISPATCH(err, y->dtype, T,
+        embed_kernel<T, T><<<sd_cuda_blocks(n, SD_EW_THREADS),
+                             SD_EW_THREADS, 0, c->stream>>>(
+            (T *) y->data, (const T *) table->data,
+            (const int32_t *) c->small, n, cols));
+    SD_CU_LAUNCHED();
+    /* the ids buffer is reused by the next call: wait for this one */
+    SD_CU(cudaStreamSynchronize(c->stream));
+    return SD_OK;
+}
+
+
+/*
+ * The attention fallback's softmax over rows of F32 scores s (rows, cols):
+ * row r is query (row0 + r % lq) of head r / lq; bias (H, Lq_total, cols)
+ * with bias_stride = Lq_total * cols per head, added first; causal keeps
+ * key j <= query index. p receives the probabilities in its storage type.
+ */
+template <typename P, typename B>
+__global__ void
+softmax_kernel(const float *s, P *p, int64_t cols, int64_t row0,
+    int64_t lq, int causal, const B *bias, int64_t bias_stride)
+{
+    __shared__ float  red[32];
+    int64_t           r = blockIdx.x, h = r / lq, qi = row0 + r % lq, j;
+    const float      *sr = s + r * cols;
+    P                *pr = p + r * cols;
+    const B          *br = bias ? bias + h * bias_stride + qi * cols : NULL;
+    int64_t           lim = causal ? (qi + 1 < cols ? qi + 1 : cols) : cols;
+    float             mx = -INFINITY, sum = 0.0f, v;
+    int               lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    int               nw = blockDim.x >> 5, k;
+
+    for (j = threadIdx.x; j < lim; j += blockDim.x) {
+        v = sr[j] + (br ? sd_get(br + j) : 0.0f);
+        mx = fmaxf(mx, v);
+    }
+    for (k = 16; k; k >>= 1) {
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, k));
+    }
+    if (lane == 0) {
+        red[wid] = mx;
+    }
+    __syncthreads();
+    mx = red[0];
+    for (k = 1; k < nw; k++) {
+        mx = fmaxf(mx, red[k]);
+    }
+    __syncthreads();
+
+    for (j = threadIdx.x; j < lim; j += blockDim.x) {
+        sum += expf(sr[j] + (br ? sd_get(br + j) : 0.0f) - mx);
+    }
+    for (k = 16; k; k >>= 1) {
+        sum += __shfl_xor_sync(0xffffffffu, sum, k);
+    }
+    if (lane == 0) {
+        red[wid] = sum;
+    }
+    __syncthreads();
+    sum = 0.0f;
+    for (k = 0; k < nw; k++) {
+        sum += red[k];
+    }
+
+    for (j = threadIdx.x; j < cols; j += blockDim.x) {
+        v = j < lim ? expf(sr[j] + (br ? sd_get(br + j) : 0.0f) - mx) / sum
+                    : 0.0f;
+        sd_put(pr + j, v);
+    }
+}
+
+
+sd_status
+sd_cuda_softmax_rows(sd_err *err, sd_cuda *c, const float *s, void *p,
+    sd_dtype pt, int64_t rows, int64_t cols, int64_t row0, int64_t lq,
+    int causal, const void *bias, sd_dtype bt, int64_t bias_stride)
+{
+    if (rows > 0x7fffffff) {
+        return sd_errorf(err, SD_ERR_INVALID, "cuda softmax: %lld rows",
+                         (long long) rows);
+    }
+    if (bias && bt != pt) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda softmax: %s bias",
+                         sd_dtype_name(bt));
+    }
+    SD_CUDA_DISPATCH(err, pt, T,
+        softmax_kernel<T, T><<<(unsigned) rows, SD_EW_THREADS, 0,
+                               c->stream>>>(s, (T *) p, cols, row0, lq,
+                                            causal, (const T *) bias,
+                                            bias_stride));
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}

@@ -1,0 +1,352 @@
+/*
+ * gemm.cu: every matrix product of the CUDA backend, through cuBLASLt.
+ *
+ * The rules this file relies on, in one place:
+ * - cuBLAS is column-major. A row-major Y (M, N) = X (M, K) W (N, K)^T is
+ *   the column-major D (N x M) = W^T (N x K) X (K x M): A = W with
+ *   TRANSA = T (a K x N matrix, ld K), B = X with TRANSB = N (K x M, ld K),
+ *   D N x M with ld N. The bias epilogue adds a vector over D's rows: the
+ *   output features.
+ * - Compute is always CUBLAS_COMPUTE_32F with F32 scales: BF16 products
+ *   accumulate in F32, and F32 products stay true F32 (TF32 would need
+ *   CUBLAS_COMPUTE_32F_FAST_TF32, never used), so the F32 backend is a
+ *   validation path.
+ * - CUBLASLT_EPILOGUE_GELU(_BIAS) is the tanh approximation, which is what
+ *   SD3's feed-forward uses ("gelu-approximate"); other activations run as
+ *   a separate pass.
+ * - The bias type is the output type (the default); F32 output takes F32
+ *   bias, BF16 output BF16 bias.
+ * - cuBLASLt's heuristic assumes 256-byte aligned pointers unless told
+ *   otherwise; views into activations are often less aligned, so each
+ *   plan records the alignment of its pointers (MIN_ALIGNMENT prefs) and
+ *   alignment is part of the plan's key.
+ * - One plan per distinct shape: descriptor, layouts and an algorithm chosen
+ *   the first time the shape runs, by timing the heuristic's best
+ *   candidates (at most SD_GEMM_TRY) on the real operands.
+ * - The workspace (SD_CUDA_LT_WS, 32 MiB) is the start of the backend's
+ *   library workspace: one stream, so calls never overlap.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda.h"
+
+
+#define SD_GEMM_HEUR   8
+#define SD_GEMM_TRY    4
+#define SD_GEMM_REPS   3
+
+
+typedef struct {
+    sd_cuda_gemm_shape  g;
+    int                 align[4];       /* a, b, d, bias */
+} sd_gemm_key;
+
+struct sd_cuda_gemm_plan {
+    sd_gemm_key             key;
+    cublasLtMatmulDesc_t    desc;
+    cublasLtMatrixLayout_t  la, lb, ld;
+    cublasLtMatmulAlgo_t    algo;
+    int                     chosen;
+    sd_cuda_gemm_plan      *next;
+};
+
+
+static cudaDataType_t
+lt_type(sd_dtype dt)
+{
+    return dt == SD_DT_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+
+static int
+align_of(const void *p)
+{
+    uintptr_t  a = (uintptr_t) p;
+    int        al = 256;
+
+    while (al > 1 && (a % (uintptr_t) al) != 0) {
+        al /= 2;
+    }
+    return al;
+}
+
+
+static int
+min_align(int al, int64_t stride_bytes)
+{
+    int  s = align_of((const void *) (uintptr_t) stride_bytes);
+
+    return s < al ? s : al;
+}
+
+
+static void
+plan_destroy(sd_cuda_gemm_plan *p)
+{
+    if (p->la) cublasLtMatrixLayoutDestroy(p->la);
+    if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->ld) cublasLtMatrixLayoutDestroy(p->ld);
+    if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+    free(p);
+}
+
+
+void
+sd_cuda_gemm_free(sd_cuda *c)
+{
+    sd_cuda_gemm_plan  *p, *next;
+
+    for (p = c->gemm; p; p = next) {
+        next = p->next;
+        plan_destroy(p);
+    }
+    c->gemm = NULL;
+}
+
+
+static sd_status
+layout(sd_err *err, cublasLtMatrixLayout_t *l, sd_dtype dt, int64_t rows,
+    int64_t cols, int64_t ld, int batch, int64_t stride)
+{
+    int32_t  bc = batch;
+
+    SD_LT(cublasLtMatrixLayoutCreate(l, lt_type(dt), (uint64_t) rows,
+                                     (uint64_t) cols, ld));
+    if (batch > 1) {
+        SD_LT(cublasLtMatrixLayoutSetAttribute(*l,
+                  CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof(bc)));
+        SD_LT(cublasLtMatrixLayoutSetAttribute(*l,
+                  CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                  sizeof(stride)));
+    }
+    return SD_OK;
+}
+
+
+static sd_status
+plan_build(sd_err *err, const sd_gemm_key *key, sd_cuda_gemm_plan *p)
+{
+    const sd_cuda_gemm_shape  *g = &key->g;
+    cublasOperation_t          ta, tb;
+    cublasLtEpilogue_t         epi;
+
+    ta = g->transa ? CUBLAS_OP_T : CUBLAS_OP_N;
+    tb = g->transb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    SD_LT(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    SD_LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA,
+                                         &ta, sizeof(ta)));
+    SD_LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB,
+                                         &tb, sizeof(tb)));
+    if (g->act == SD_ACT_GELU_TANH) {
+        epi = g->bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
+    } else {
+        epi = g->bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    }
+    SD_LT(cublasLtMatmulDescSetAttribute(p->desc,
+                                         CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                         sizeof(epi)));
+
+    /* op(A) is m x k, op(B) k x n, D m x n */
+    SD_TRY(layout(err, &p->la, g->ta, g->transa ? g->k : g->m,
+                  g->transa ? g->m : g->k, g->lda, g->batch, g->sa));
+    SD_TRY(layout(err, &p->lb, g->tb, g->transb ? g->n : g->k,
+                  g->transb ? g->k : g->n, g->ldb, g->batch, g->sb));
+    SD_TRY(layout(err, &p->ld, g->td, g->m, g->n, g->ldd, g->batch, g->sd));
+    return SD_OK;
+}
+
+
+static sd_status
+run(sd_err *err, sd_cuda *c, sd_cuda_gemm_plan *p,
+    const cublasLtMatmulAlgo_t *algo, float alpha, const void *a,
+    const void *b, void *d)
+{
+    float  beta = 0.0f;
+
+    SD_LT(cublasLtMatmul(c->lt, p->desc, &alpha, a, p->la, b, p->lb, &beta,
+                         d, p->ld, d, p->ld, algo, c->lib_ws, SD_CUDA_LT_WS,
+                         c->stream));
+    return SD_OK;
+}
+
+
+/* The heuristic's candidates, each timed on these operands; keep the best. */
+static sd_status
+plan_choose(sd_err *err, sd_cuda *c, sd_cuda_gemm_plan *p, float alpha,
+    const void *a, const void *b, void *d)
+{
+    cublasLtMatmulPreference_t       pref;
+    cublasLtMatmulHeuristicResult_t  res[SD_GEMM_HEUR];
+    cudaEvent_t                      e0 = NULL, e1 = NULL;
+    uint64_t                         ws = SD_CUDA_LT_WS;
+    uint32_t                         al;
+    int                              n = 0, i, r, best = -1, k;
+    float                            ms, best_ms = 0.0f;
+    sd_status                        s = SD_OK;
+    cublasLtMatmulPreferenceAttributes_t  prefs[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES
+    };
+
+    SD_LT(cublasLtMatmulPreferenceCreate(&pref));
+    cublasLtMatmulPreferenceSetAttribute(pref,
+        CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+    for (k = 0; k < 4; k++) {
+        al = (uint32_t) p->key.align[k < 3 ? k : 2];
+        cublasLtMatmulPreferenceSetAttribute(pref, prefs[k], &al,
+                                             sizeof(al));
+    }
+    cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->ld,
+                                   p->ld, pref, SD_GEMM_HEUR, res, &n);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (n <= 0) {
+        const sd_cuda_gemm_shape *g = &p->key.g;
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cublasLt: no algorithm "
+                         "for %lldx%lldx%lld (%s x %s -> %s, batch %d, "
+                         "alignment %d/%d/%d)", (long long) g->m,
+                         (long long) g->n, (long long) g->k,
+                         sd_dtype_name(g->ta), sd_dtype_name(g->tb),
+                         sd_dtype_name(g->td), g->batch, p->key.align[0],
+                         p->key.align[1], p->key.align[2]);
+    }
+
+    if (n == 1) {
+        p->algo = res[0].algo;
+        p->chosen = 1;
+        return SD_OK;
+    }
+    SD_CU(cudaEventCreate(&e0));
+    SD_CU(cudaEventCreate(&e1));
+    for (i = 0; i < n && i < SD_GEMM_TRY; i++) {
+        if (res[i].state != CUBLAS_STATUS_SUCCESS) {
+            continue;
+        }
+        /* warm-up, then timed repetitions */
+        if (run(err, c, p, &res[i].algo, alpha, a, b, d) != SD_OK) {
+            sd_err_clear(err);
+            continue;
+        }
+        cudaEventRecord(e0, c->stream);
+        for (r = 0; r < SD_GEMM_REPS; r++) {
+            run(err, c, p, &res[i].algo, alpha, a, b, d);
+        }
+        cudaEventRecord(e1, c->stream);
+        if (cudaEventSynchronize(e1) != cudaSuccess) {
+            s = sd_cuda_fail(err, cudaGetLastError(), "gemm timing",
+                             __FILE__, __LINE__);
+            break;
+        }
+        cudaEventElapsedTime(&ms, e0, e1);
+        if (best < 0 || ms < best_ms) {
+            best = i;
+            best_ms = ms;
+        }
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    if (s != SD_OK) {
+        return s;
+    }
+    if (best < 0) {
+        return sd_errorf(err, SD_ERR_BACKEND, "cublasLt: every candidate "
+                         "algorithm failed for %lldx%lldx%lld",
+                         (long long) p->key.g.m, (long long) p->key.g.n,
+                         (long long) p->key.g.k);
+    }
+    p->algo = res[best].algo;
+    p->chosen = 1;
+    return SD_OK;
+}
+
+
+sd_status
+sd_cuda_gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g,
+    float alpha, const void *a, const void *b, void *d, const void *bias)
+{
+    sd_cuda_gemm_plan  *p;
+    sd_gemm_key         key;
+    sd_status           s;
+
+    memset(&key, 0, sizeof(key));
+    key.g = *g;
+    key.align[0] = align_of(a);
+    key.align[1] = align_of(b);
+    key.align[2] = align_of(d);
+    key.align[3] = bias ? align_of(bias) : 0;
+    if (g->batch > 1) {
+        /* every matrix of the batch must meet the alignment */
+        key.align[0] = min_align(key.align[0], g->sa * sd_dtype_size(g->ta));
+        key.align[1] = min_align(key.align[1], g->sb * sd_dtype_size(g->tb));
+        key.align[2] = min_align(key.align[2], g->sd * sd_dtype_size(g->td));
+    }
+
+    for (p = c->gemm; p; p = p->next) {
+        if (memcmp(&p->key, &key, sizeof(key)) == 0) {
+            break;
+        }
+    }
+    if (p == NULL) {
+        p = (sd_cuda_gemm_plan *) sd_calloc(err, 1, sizeof(*p), "gemm plan");
+        if (p == NULL) {
+            return SD_ERR_NOMEM;
+        }
+        p->key = key;
+        s = plan_build(err, &key, p);
+        if (s != SD_OK) {
+            plan_destroy(p);
+            return s;
+        }
+        p->next = c->gemm;
+        c->gemm = p;
+    }
+    if (bias) {
+        SD_LT(cublasLtMatmulDescSetAttribute(p->desc,
+                  CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    }
+    if (!p->chosen) {
+        SD_TRY(plan_choose(err, c, p, alpha, a, b, d));
+    }
+    return run(err, c, p, &p->algo, alpha, a, b, d);
+}
+
+
+/* y: (rows, out) = act(x: (rows, in) w: (out, in)^T + b) */
+sd_status
+sd_cuda_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, sd_act act)
+{
+    sd_cuda             *c = sd_cuda_of(y);
+    sd_cuda_gemm_shape   g;
+    int64_t              in = w->ne[1], out = w->ne[0];
+    int                  fused = act == SD_ACT_NONE
+                                 || act == SD_ACT_GELU_TANH;
+
+    if (w->dtype != x->dtype || (b && b->dtype != y->dtype)) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda linear: %s weights "
+                         "with %s activations", sd_dtype_name(w->dtype),
+                         sd_dtype_name(x->dtype));
+    }
+    memset(&g, 0, sizeof(g));
+    g.transa = 1;
+    g.transb = 0;
+    g.m = out;
+    g.n = sd_numel(x) / in;
+    g.k = in;
+    g.lda = in;
+    g.ldb = in;
+    g.ldd = out;
+    g.batch = 1;
+    g.ta = w->dtype;
+    g.tb = x->dtype;
+    g.td = y->dtype;
+    g.act = fused ? act : SD_ACT_NONE;
+    g.bias = b != NULL;
+    SD_TRY(sd_cuda_gemm(err, c, &g, 1.0f, w->data, x->data, y->data,
+                        b ? b->data : NULL));
+    return fused ? SD_OK : sd_cuda_act(err, y, y, act);
+}

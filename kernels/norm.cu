@@ -1,0 +1,545 @@
+/*
+ * norm.cu: the CUDA backend's normalizations: LayerNorm (with the fused
+ * adaLN modulation), RMSNorm, the fused QKV split with per-head QK RMSNorm,
+ * and GroupNorm (+ activation) over channels-last images.
+ *
+ * Numerics follow the CPU reference: statistics in F32 from the stored
+ * values, two passes (mean, then centred variance) so large means do not
+ * cancel; GroupNorm merges per-thread Welford partials in double.
+ */
+
+#include <math.h>
+
+#include "cuda.h"
+
+
+#define SD_NORM_THREADS  256
+
+
+/* Sum over the block; every thread gets the result. */
+__device__ __forceinline__ float
+block_sum(float v, float *red)
+{
+    int  lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    int  nw = (blockDim.x + 31) >> 5, k;
+
+    for (k = 16; k; k >>= 1) {
+        v += __shfl_xor_sync(0xffffffffu, v, k);
+    }
+    __syncthreads();                /* red may hold an earlier sum */
+    if (lane == 0) {
+        red[wid] = v;
+    }
+    __syncthreads();
+    v = 0.0f;
+    for (k = 0; k < nw; k++) {
+        v += red[k];
+    }
+    return v;
+}
+
+
+/*
+ * One block per row of c: y = (x - mean) / sqrt(var + eps) then either
+ * w, b (affine, may be NULL) or the modulation (1 + scale[b]) and
+ * shift[b] of the row's batch (rows_per_batch rows each).
+ */
+template <typename T>
+__global__ void
+layer_norm_kernel(T *y, const T *x, const T *w, const T *b, const T *shift,
+    const T *scale, int64_t c, int64_t rows_per_batch, float eps)
+{
+    __shared__ float  red[32];
+    int64_t           r = blockIdx.x, j;
+    const T          *xr = x + r * c;
+    T                *yr = y + r * c;
+    float             mean, var = 0.0f, inv, d;
+
+    d = 0.0f;
+    for (j = threadIdx.x; j < c; j += blockDim.x) {
+        d += sd_get(xr + j);
+    }
+    mean = block_sum(d, red) / (float) c;
+    for (j = threadIdx.x; j < c; j += blockDim.x) {
+        d = sd_get(xr + j) - mean;
+        var += d * d;
+    }
+    var = block_sum(var, red) / (float) c;
+    inv = rsqrtf(var + eps);
+
+    if (shift) {
+        const T  *sh = shift + (r / rows_per_batch) * c;
+        const T  *sc = scale + (r / rows_per_batch) * c;
+
+        for (j = threadIdx.x; j < c; j += blockDim.x) {
+            float v = (sd_get(xr + j) - mean) * inv;
+            sd_put(yr + j, v * (1.0f + sd_get(sc + j)) + sd_get(sh + j));
+        }
+        return;
+    }
+    for (j = threadIdx.x; j < c; j += blockDim.x) {
+        float v = (sd_get(xr + j) - mean) * inv;
+
+        if (w) {
+            v *= sd_get(w + j);
+        }
+        if (b) {
+            v += sd_get(b + j);
+        }
+        sd_put(yr + j, v);
+    }
+}
+
+
+static unsigned
+row_threads(int64_t c)
+{
+    return c >= 1024 ? 256 : (c >= 256 ? 128 : (c >= 64 ? 64 : 32));
+}
+
+
+sd_status
+sd_cuda_layer_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, float eps)
+{
+    int64_t  c = x->ne[x->ndim - 1], rows = sd_numel(x) / c;
+
+    if ((w && w->dtype != y->dtype) || (b && b->dtype != y->dtype)) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda layer_norm: mixed "
+                         "dtypes");
+    }
+    SD_CUDA_DISPATCH(err, y->dtype, T,
+        layer_norm_kernel<T><<<(unsigned) rows, row_threads(c), 0,
+                               sd_cuda_of(y)->stream>>>(
+            (T *) y->data, (const T *) x->data,
+            w ? (const T *) w->data : NULL, b ? (const T *) b->data : NULL,
+            NULL, NULL, c, rows, eps));
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}
+
+
+sd_status
+sd_cuda_norm_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *shift, const sd_tensor *scale, float eps)
+{
+    int64_t  c = x->ne[2], rows = sd_numel(x) / c;
+
+    SD_CUDA_DISPATCH(err, y->dtype, T,
+        layer_norm_kernel<T><<<(unsigned) rows, row_threads(c), 0,
+                               sd_cuda_of(y)->stream>>>(
+            (T *) y->data, (const T *) x->data, NULL, NULL,
+            (const T *) shift->data, (const T *) scale->data, c, x->ne[1],
+            eps));
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}
+
+
+template <typename T>
+__global__ void
+rms_norm_kernel(T *y, const T *x, const T *w, int64_t c, float eps)
+{
+    __shared__ float  red[32];
+    int64_t           r = blockIdx.x, j;
+    const T          *xr = x + r * c;
+    T                *yr = y + r * c;
+    float             ss = 0.0f, v, inv;
+
+    for (j = threadIdx.x; j < c; j += blockDim.x) {
+        v = sd_get(xr + j);
+        ss += v * v;
+    }
+    inv = rsqrtf(block_sum(ss, red) / (float) c + eps);
+    for (j = threadIdx.x; j < c; j += blockDim.x) {
+        v = sd_get(xr + j) * inv;
+        sd_put(yr + j, w ? v * sd_get(w + j) : v);
+    }
+}
+
+
+sd_status
+sd_cuda_rms_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, float eps)
+{
+    int64_t  c = x->ne[x->ndim - 1], rows = sd_numel(x) / c;
+
+    if (w && w->dtype != y->dtype) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda rms_norm: mixed "
+                         "dtypes");
+    }
+    SD_CUDA_DISPATCH(err, y->dtype, T,
+        rms_norm_kernel<T><<<(unsigned) rows, row_threads(c), 0,
+                             sd_cuda_of(y)->stream>>>(
+            (T *) y->data, (const T *) x->data,
+            w ? (const T *) w->data : NULL, c, eps));
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}
+
+
+/*
+ * One block per source row (3 W): a warp per head normalizes q and k
+ * (sum of squares by shuffles), every thread copies v.
+ */
+template <typename T>
+__global__ void
+qkv_split_kernel(T *q, T *k, T *v, const T *src, const T *nq, const T *nk,
+    int64_t n, int64_t l, int64_t r0, int64_t w, int heads, int64_t d,
+    float eps)
+{
+    int64_t   row = blockIdx.x, bi = row / n, ri = row % n, j;
+    int64_t   doff = (bi * l + r0 + ri) * w;
+    const T  *sr = src + row * 3 * w;
+    int       lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    int       nw = blockDim.x >> 5, h, t;
+
+    for (j = threadIdx.x; j < w; j += blockDim.x) {
+        v[doff + j] = sr[2 * w + j];
+    }
+    for (t = 0; t < 2; t++) {
+        T        *dst = t == 0 ? q : k;
+        const T  *nw_ = t == 0 ? nq : nk;
+
+        for (h = wid; h < heads; h += nw) {
+            const T  *xh = sr + t * w + h * d;
+            float     ss = 0.0f, x, inv;
+
+            if (nw_ == NULL) {
+                for (j = lane; j < d; j += 32) {
+                    dst[doff + h * d + j] = xh[j];
+                }
+                continue;
+            }
+            for (j = lane; j < d; j += 32) {
+                x = sd_get(xh + j);
+                ss += x * x;
+            }
+            for (int s = 16; s; s >>= 1) {
+                ss += __shfl_xor_sync(0xffffffffu, ss, s);
+            }
+            inv = rsqrtf(ss / (float) d + eps);
+            for (j = lane; j < d; j += 32) {
+                sd_put(dst + doff + h * d + j,
+                      sd_get(xh + j) * inv * sd_get(nw_ + j));
+            }
+        }
+    }
+}
+
+
+sd_status
+sd_cuda_qkv_split(sd_err *err, sd_tensor *q, sd_tensor *k, sd_tensor *v,
+    int64_t r0, const sd_tensor *src, const sd_tensor *nq,
+    const sd_tensor *nk, int heads, float eps)
+{
+    int64_t  rows = src->ne[0] * src->ne[1], w = src->ne[2] / 3;
+
+    if ((nq && nq->dtype != q->dtype) || (nk && nk->dtype != q->dtype)) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda qkv_split: mixed "
+                         "dtypes");
+    }
+    SD_CUDA_DISPATCH(err, q->dtype, T,
+        qkv_split_kernel<T><<<(unsigned) rows, SD_NORM_THREADS, 0,
+                              sd_cuda_of(q)->stream>>>(
+            (T *) q->data, (T *) k->data, (T *) v->data,
+            (const T *) src->data, nq ? (const T *) nq->data : NULL,
+            nk ? (const T *) nk->data : NULL, src->ne[1], q->ne[1], r0, w,
+            heads, w / heads, eps));
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}
+
+
+/*
+ * GroupNorm over x (B, HW, C), groups of cg = C / G channels.
+ * Pass 1 (gn_stats): grid (splits, B); block (s, b) walks a contiguous
+ * range of pixels. With 256 threads and C dividing 256 (or 256 dividing
+ * C), thread t always meets the same channels, so it keeps one Welford
+ * state per channel it owns (at most 4); the block then merges the states
+ * of each group in double: part[(b * splits + s) * G + g] = (n, mean, m2).
+ * Pass 2 (gn_final): merge the splits per (b, g) into mean and 1/std.
+ * Pass 3 (gn_apply): y = act((x - mean) * rstd * w + b).
+ * Other channel counts use gn_stats_slow: one block per (b, g).
+ */
+#define SD_GN_MAX_CPT  4
+
+template <typename T, int CPT>
+__global__ void
+gn_stats(const T *x, double *part, int64_t hw, int64_t c, int groups,
+    int splits)
+{
+    __shared__ float  sn[SD_NORM_THREADS * CPT], sm[SD_NORM_THREADS * CPT];
+    __shared__ float  sq[SD_NORM_THREADS * CPT];
+    int64_t           s = blockIdx.x, b = blockIdx.y;
+    int64_t           per = (hw + splits - 1) / splits;
+    int64_t           p0 = s * per, p1 = p0 + per < hw ? p0 + per : hw;
+    int64_t           e, e0, e1;
+    float             n[CPT], mean[CPT], m2[CPT];
+    int               t = threadIdx.x, k;
+
+    for (k = 0; k < CPT; k++) {
+        n[k] = 0.0f;
+        mean[k] = 0.0f;
+        m2[k] = 0.0f;
+    }
+    e0 = (b * hw + p0) * c;
+    e1 = (b * hw + (p1 > p0 ? p1 : p0)) * c;
+    for (e = e0 + t; e < e1; e += SD_NORM_THREADS * CPT) {
+        #pragma unroll
+        for (k = 0; k < CPT; k++) {
+            int64_t  ek = e + (int64_t) k * SD_NORM_THREADS;
+
+            if (ek < e1) {
+                float  v = sd_get(x + ek), dl = v - mean[k];
+
+                n[k] += 1.0f;
+                mean[k] += dl / n[k];
+                m2[k] += dl * (v - mean[k]);
+            }
+        }
+    }
+    for (k = 0; k < CPT; k++) {
+        sn[k * SD_NORM_THREADS + t] = n[k];
+        sm[k * SD_NORM_THREADS + t] = mean[k];
+        sq[k * SD_NORM_THREADS + t] = m2[k];
+    }
+    __syncthreads();
+
+    /* thread g merges every state whose channel is in group g */
+    for (int g = t; g < groups; g += SD_NORM_THREADS) {
+        int64_t  cg = c / groups;
+        double   an = 0.0, am = 0.0, aq = 0.0;
+        int      i;
+
+        for (i = 0; i < SD_NORM_THREADS * CPT; i++) {
+            /* slot i = k * 256 + t' holds channel (i % c): 256 and CPT*256
+               are multiples of c, or c = 256 * CPT */
+            int64_t  ch = i % c;
+            double   bn = sn[i], d, tot;
+
+            if (ch / cg != g || bn == 0.0) {
+                continue;
+            }
+            tot = an + bn;
+            d = (double) sm[i] - am;
+            am += d * bn / tot;
+            aq += (double) sq[i] + d * d * an * bn / tot;
+            an = tot;
+        }
+        part[((b * splits + s) * groups + g) * 3 + 0] = an;
+        part[((b * splits + s) * groups + g) * 3 + 1] = am;
+        part[((b * splits + s) * groups + g) * 3 + 2] = aq;
+    }
+}
+
+
+/* one block per (b, g), strided reads: any channel count */
+template <typename T>
+__global__ void
+gn_stats_slow(const T *x, double *part, int64_t hw, int64_t c, int groups)
+{
+    __shared__ double  r1[SD_NORM_THREADS], r2[SD_NORM_THREADS];
+    int64_t            b = blockIdx.x / groups, g = blockIdx.x % groups;
+    int64_t            cg = c / groups, n = hw * cg, i;
+    double             sum = 0.0, sq = 0.0, mean;
+    int                t = threadIdx.x, k;
+
+    for (i = t; i < n; i += SD_NORM_THREADS) {
+        sum += sd_get(x + (b * hw + i / cg) * c + g * cg + i % cg);
+    }
+    r1[t] = sum;
+    __syncthreads();
+    for (k = SD_NORM_THREADS / 2; k; k >>= 1) {
+        if (t < k) {
+            r1[t] += r1[t + k];
+        }
+        __syncthreads();
+    }
+    mean = r1[0] / (double) n;
+    for (i = t; i < n; i += SD_NORM_THREADS) {
+        double d = sd_get(x + (b * hw + i / cg) * c + g * cg + i % cg) - mean;
+        sq += d * d;
+    }
+    r2[t] = sq;
+    __syncthreads();
+    for (k = SD_NORM_THREADS / 2; k; k >>= 1) {
+        if (t < k) {
+            r2[t] += r2[t + k];
+        }
+        __syncthreads();
+    }
+    if (t == 0) {
+        part[(b * groups + g) * 3 + 0] = (double) n;
+        part[(b * groups + g) * 3 + 1] = mean;
+        part[(b * groups + g) * 3 + 2] = r2[0];
+    }
+}
+
+
+__global__ void
+gn_final(const double *part, float2 *stats, int splits, int groups, int nbg,
+    float eps)
+{
+    int  i = blockIdx.x * blockDim.x + threadIdx.x, s;
+
+    if (i >= nbg) {
+        return;
+    }
+    int     b = i / groups, g = i % groups;
+    double  an = 0.0, am = 0.0, aq = 0.0;
+
+    for (s = 0; s < splits; s++) {
+        const double  *p = part + ((int64_t) (b * splits + s) * groups + g)
+                                  * 3;
+        double         bn = p[0], d, tot;
+
+        if (bn == 0.0) {
+            continue;
+        }
+        tot = an + bn;
+        d = p[1] - am;
+        am += d * bn / tot;
+        aq += p[2] + d * d * an * bn / tot;
+        an = tot;
+    }
+    stats[i] = make_float2((float) am,
+                           (float) (1.0 / sqrt(aq / (an > 0 ? an : 1) + eps)));
+}
+
+
+__device__ __forceinline__ float
+gn_act(float v, int kind)
+{
+    return kind == SD_ACT_SILU ? v / (1.0f + expf(-v)) : v;
+}
+
+
+template <typename T>
+__global__ void
+gn_apply(T *y, const T *x, const T *w, const T *bb, const float2 *stats,
+    int64_t n, int64_t hwc, int64_t c, int64_t cg, int groups, int act)
+{
+    int64_t  i;
+
+    for (i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n;
+         i += (int64_t) gridDim.x * blockDim.x)
+    {
+        int64_t  ch = i % c;
+        float2   st = stats[(i / hwc) * groups + ch / cg];
+        float    v = (sd_get(x + i) - st.x) * st.y;
+
+        if (w) {
+            v *= sd_get(w + ch);
+        }
+        if (bb) {
+            v += sd_get(bb + ch);
+        }
+        sd_put(y + i, gn_act(v, act));
+    }
+}
+
+
+template <typename T>
+static sd_status
+group_norm_t(sd_err *err, sd_cuda *c, T *y, const T *x, const T *w,
+    const T *b, int64_t bsz, int64_t hw, int64_t ch, int groups, float eps,
+    sd_act act)
+{
+    double   *part = (double *) c->small;
+    float2   *stats;
+    int64_t   n = bsz * hw * ch, splits = 1;
+    int       nbg = (int) (bsz * groups), cpt = 0;
+
+    if (ch <= SD_NORM_THREADS && SD_NORM_THREADS % ch == 0) {
+        cpt = 1;
+    } else if (ch % SD_NORM_THREADS == 0
+               && ch / SD_NORM_THREADS <= SD_GN_MAX_CPT)
+    {
+        cpt = (int) (ch / SD_NORM_THREADS);
+    }
+    if (cpt) {
+        /* enough blocks to fill the GPU, each over >= 64 pixels */
+        splits = (4 * c->sms + bsz - 1) / (bsz > 0 ? bsz : 1);
+        splits = splits > hw / 64 ? hw / 64 : splits;
+        splits = splits < 1 ? 1 : (splits > 1024 ? 1024 : splits);
+    }
+    if ((size_t) (bsz * splits * groups * 3) * sizeof(double)
+        + (size_t) nbg * sizeof(float2) > SD_CUDA_SMALL)
+    {
+        splits = 1;
+        cpt = 0;
+    }
+    if ((size_t) (bsz * groups * 3) * sizeof(double)
+        + (size_t) nbg * sizeof(float2) > SD_CUDA_SMALL)
+    {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda group_norm: %lld "
+                         "images of %d groups", (long long) bsz, groups);
+    }
+    stats = (float2 *) (part + bsz * splits * groups * 3);
+
+    switch (cpt) {
+    case 1:
+        gn_stats<T, 1><<<dim3((unsigned) splits, (unsigned) bsz),
+                         SD_NORM_THREADS, 0, c->stream>>>(x, part, hw, ch,
+                                                          groups,
+                                                          (int) splits);
+        break;
+    case 2:
+        gn_stats<T, 2><<<dim3((unsigned) splits, (unsigned) bsz),
+                         SD_NORM_THREADS, 0, c->stream>>>(x, part, hw, ch,
+                                                          groups,
+                                                          (int) splits);
+        break;
+    case 3:
+        gn_stats<T, 3><<<dim3((unsigned) splits, (unsigned) bsz),
+                         SD_NORM_THREADS, 0, c->stream>>>(x, part, hw, ch,
+                                                          groups,
+                                                          (int) splits);
+        break;
+    case 4:
+        gn_stats<T, 4><<<dim3((unsigned) splits, (unsigned) bsz),
+                         SD_NORM_THREADS, 0, c->stream>>>(x, part, hw, ch,
+                                                          groups,
+                                                          (int) splits);
+        break;
+    default:
+        gn_stats_slow<T><<<(unsigned) nbg, SD_NORM_THREADS, 0, c->stream>>>(
+            x, part, hw, ch, groups);
+    }
+    SD_CU_LAUNCHED();
+    gn_final<<<(nbg + 127) / 128, 128, 0, c->stream>>>(part, stats,
+                                                       (int) splits, groups,
+                                                       nbg, eps);
+    SD_CU_LAUNCHED();
+    gn_apply<T><<<sd_cuda_blocks(n, SD_NORM_THREADS), SD_NORM_THREADS, 0,
+                  c->stream>>>(y, x, w, b, stats, n, hw * ch, ch,
+                               ch / groups, groups, (int) act);
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}
+
+
+sd_status
+sd_cuda_group_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    int groups, const sd_tensor *w, const sd_tensor *b, float eps,
+    sd_act act)
+{
+    int64_t  hw = x->ne[1] * x->ne[2];
+
+    if ((w && w->dtype != y->dtype) || (b && b->dtype != y->dtype)) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda group_norm: mixed "
+                         "dtypes");
+    }
+    if (act != SD_ACT_NONE && act != SD_ACT_SILU) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda group_norm: "
+                         "activation %d", (int) act);
+    }
+    SD_CUDA_DISPATCH(err, y->dtype, T,
+        SD_TRY(group_norm_t<T>(err, sd_cuda_of(y), (T *) y->data,
+                               (const T *) x->data,
+                               w ? (const T *) w->data : NULL,
+                               b ? (const T *) b->data : NULL, x->ne[0], hw,
+                               x->ne[3], groups, eps, act)));
+    return SD_OK;
+}

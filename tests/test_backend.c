@@ -1,0 +1,929 @@
+/*
+ * test_backend.c: every op of the backend interface against the CPU
+ * reference, as ggml's test-backend-ops does.
+ *
+ * Everywhere (CI too): the arena allocator, and each fused op of the CPU
+ * backend against the unfused ops it replaces (linear + act, LayerNorm +
+ * modulate, the QKV split with per-head RMSNorm, GroupNorm + SiLU).
+ * With a CUDA build and a GPU: each case runs on the CPU and on the GPU in
+ * F32 (tolerance 2e-5: no TF32 anywhere) and in BF16 (inputs rounded to
+ * BF16 on both sides, tolerance 1e-2), at SD3.5 shapes, printing the error
+ * and the GPU time; then cuDNN's fused attention against the GEMM path at
+ * the full Large shape, with both timed.
+ *
+ * Each case builds its inputs from a fixed seed, runs one op, and returns
+ * the output as host floats, so the same case runs on any backend.
+ */
+
+#include <stdint.h>
+#include <time.h>
+
+#include "t.h"
+#include "arena.h"
+#include "backend.h"
+#ifdef SD_HAVE_CUDA
+#include "sd_cuda.h"
+#endif
+
+
+static uint64_t  t_rng;
+static int       t_round;           /* round inputs to BF16 */
+
+
+static float
+frand(void)
+{
+    t_rng ^= t_rng << 13;
+    t_rng ^= t_rng >> 7;
+    t_rng ^= t_rng << 17;
+    return (float) ((t_rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+
+/* n random values in [-s, s), BF16-exact when t_round */
+static float *
+host_rand(int64_t n, float s)
+{
+    float   *h = malloc((size_t) n * sizeof(float));
+    int64_t  i;
+
+    for (i = 0; h && i < n; i++) {
+        h[i] = frand() * s;
+        if (t_round) {
+            h[i] = sd_bf16_to_f32(sd_f32_to_bf16(h[i]));
+        }
+    }
+    return h;
+}
+
+
+/* A tensor of be's activation dtype (weights: mem SD_MEM_WEIGHT) filled
+   with random values of scale s. */
+static sd_tensor *
+mk(sd_backend *be, sd_mem mem, int ndim, const int64_t *shape, float s)
+{
+    sd_tensor  *t = NULL;
+    sd_err      err = {0};
+    float      *h;
+
+    if (sd_tensor_new_as(&err, be, mem, be->act_dtype, ndim, shape, &t)
+        != SD_OK)
+    {
+        printf("   alloc: %s\n", err.msg);
+        return NULL;
+    }
+    h = host_rand(sd_numel(t), s);
+    if (h == NULL || sd_tensor_upload(&err, t, h) != SD_OK) {
+        printf("   upload: %s\n", err.msg);
+        sd_tensor_free(t);
+        t = NULL;
+    }
+    free(h);
+    return t;
+}
+
+#define MK(be, mem, s, ...)                                                 \
+    mk(be, mem, sizeof((int64_t[]) { __VA_ARGS__ }) / sizeof(int64_t),      \
+       (int64_t[]) { __VA_ARGS__ }, s)
+#define ACT  SD_MEM_ACT
+#define WGT  SD_MEM_WEIGHT
+
+
+static float *
+host_of(const sd_tensor *t, size_t *n)
+{
+    float   *h;
+    sd_err   err = {0};
+
+    *n = (size_t) sd_numel(t);
+    h = malloc(*n * sizeof(float));
+    if (h && sd_tensor_download(&err, t, h) != SD_OK) {
+        printf("   download: %s\n", err.msg);
+        free(h);
+        h = NULL;
+    }
+    return h;
+}
+
+
+static double
+now_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+
+/* One case: run an op on be; the output as host floats (malloc'd). */
+typedef float *(*t_case_fn)(sd_backend *be, size_t *n, double *ms);
+
+typedef struct {
+    const char  *name;
+    t_case_fn    fn;
+    double       flop;              /* for a rate, or 0 */
+} t_case;
+
+
+/* time the op between a sync before and after */
+#define T_TIMED(be, ms, call)                                               \
+    do {                                                                    \
+        double  t0_;                                                        \
+        sd_backend_sync(&err, be);                                          \
+        t0_ = now_ms();                                                     \
+        s = (call);                                                         \
+        sd_backend_sync(&err, be);                                          \
+        *(ms) = now_ms() - t0_;                                             \
+    } while (0)
+
+
+#define T_CASE_END(y)                                                       \
+    do {                                                                    \
+        if (s != SD_OK) {                                                   \
+            printf("   op failed: %s\n", err.msg);                          \
+            out = NULL;                                                     \
+        } else {                                                            \
+            out = host_of(y, n);                                            \
+        }                                                                   \
+    } while (0)
+
+
+/* linear, as the MMDiT's image stream: (1, 1024, 2432) -> 7296, bias */
+static float *
+case_linear(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *x = MK(be, ACT, 1.0f, 1, 1024, 2432);
+    sd_tensor  *w = MK(be, WGT, 0.02f, 7296, 2432);
+    sd_tensor  *b = MK(be, WGT, 0.1f, 7296);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 1, 1024, 7296);
+
+    T_TIMED(be, ms, sd_linear(&err, y, x, w, b));
+    T_CASE_END(y);
+    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(b);
+    sd_tensor_free(y);
+    return out;
+}
+
+
+/* feed-forward up with the GELU epilogue: (2, 333, 2432) -> 9728 */
+static float *
+case_linear_gelu(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *x = MK(be, ACT, 1.0f, 2, 333, 2432);
+    sd_tensor  *w = MK(be, WGT, 0.02f, 9728, 2432);
+    sd_tensor  *b = MK(be, WGT, 0.1f, 9728);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 2, 333, 9728);
+
+    T_TIMED(be, ms, sd_linear_act(&err, y, x, w, b, SD_ACT_GELU_TANH));
+    T_CASE_END(y);
+    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(b);
+    sd_tensor_free(y);
+    return out;
+}
+
+
+/* CLIP-L's MLP: quick GELU, no fused epilogue; no bias variant */
+static float *
+case_linear_qgelu(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *x = MK(be, ACT, 1.0f, 1, 77, 768);
+    sd_tensor  *w = MK(be, WGT, 0.05f, 3072, 768);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 1, 77, 3072);
+
+    T_TIMED(be, ms, sd_linear_act(&err, y, x, w, NULL, SD_ACT_QUICK_GELU));
+    T_CASE_END(y);
+    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(y);
+    return out;
+}
+
+
+static float *
+case_layer_norm(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *x = MK(be, ACT, 3.0f, 2, 77, 1280);
+    sd_tensor  *w = MK(be, WGT, 1.0f, 1280);
+    sd_tensor  *b = MK(be, WGT, 1.0f, 1280);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 2, 77, 1280);
+
+    T_TIMED(be, ms, sd_layer_norm(&err, y, x, w, b, 1e-5f));
+    T_CASE_END(y);
+    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(b);
+    sd_tensor_free(y);
+    return out;
+}
+
+
+/* the MMDiT's LayerNorm + adaLN modulation at 1024x1024, CFG batch 2 */
+static float *
+case_norm_mod(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *x = MK(be, ACT, 4.0f, 2, 4096, 2432);
+    sd_tensor  *sh = MK(be, ACT, 1.0f, 2, 2432);
+    sd_tensor  *sc = MK(be, ACT, 1.0f, 2, 2432);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 2, 4096, 2432);
+
+    T_TIMED(be, ms, sd_norm_modulate(&err, y, x, sh, sc, 1e-6f));
+    T_CASE_END(y);
+    sd_tensor_free(x); sd_tensor_free(sh); sd_tensor_free(sc);
+    sd_tensor_free(y);
+    return out;
+}
+
+
+static float *
+case_rms_norm(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *x = MK(be, ACT, 2.0f, 1, 256, 4096);
+    sd_tensor  *w = MK(be, WGT, 1.0f, 4096);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 1, 256, 4096);
+
+    T_TIMED(be, ms, sd_rms_norm(&err, y, x, w, 1e-6f));
+    T_CASE_END(y);
+    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(y);
+    return out;
+}
+
+
+/* the context stream's fused projection into the joint sequence */
+static float *
+case_qkv_split(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out = NULL, *hq = NULL, *hk = NULL, *hv = NULL;
+    size_t      nq, nk, nv;
+    sd_tensor  *src = MK(be, ACT, 2.0f, 2, 333, 3 * 2432);
+    sd_tensor  *wq = MK(be, WGT, 1.0f, 64);
+    sd_tensor  *wk = MK(be, WGT, 1.0f, 64);
+    sd_tensor  *q = MK(be, ACT, 0.5f, 2, 4429, 2432);
+    sd_tensor  *k = MK(be, ACT, 0.5f, 2, 4429, 2432);
+    sd_tensor  *v = MK(be, ACT, 0.5f, 2, 4429, 2432);
+
+    T_TIMED(be, ms, sd_qkv_split(&err, q, k, v, 4096, src, wq, wk, 38,
+                                 1e-6f));
+    if (s == SD_OK) {
+        hq = host_of(q, &nq);
+        hk = host_of(k, &nk);
+        hv = host_of(v, &nv);
+        out = malloc((nq + nk + nv) * sizeof(float));
+    } else {
+        printf("   op failed: %s\n", err.msg);
+    }
+    if (out && hq && hk && hv) {
+        memcpy(out, hq, nq * sizeof(float));
+        memcpy(out + nq, hk, nk * sizeof(float));
+        memcpy(out + nq + nk, hv, nv * sizeof(float));
+        *n = nq + nk + nv;
+    }
+    free(hq); free(hk); free(hv);
+    sd_tensor_free(src); sd_tensor_free(wq); sd_tensor_free(wk);
+    sd_tensor_free(q); sd_tensor_free(k); sd_tensor_free(v);
+    return out;
+}
+
+
+/* the VAE decoder's GroupNorm + SiLU: 32 groups of a 512-channel map */
+static float *
+case_group_norm(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *x = MK(be, ACT, 3.0f, 1, 128, 128, 512);
+    sd_tensor  *w = MK(be, WGT, 1.0f, 512);
+    sd_tensor  *b = MK(be, WGT, 1.0f, 512);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 1, 128, 128, 512);
+
+    T_TIMED(be, ms, sd_group_norm(&err, y, x, 32, w, b, 1e-6f,
+                                  SD_ACT_SILU));
+    T_CASE_END(y);
+    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(b);
+    sd_tensor_free(y);
+    return out;
+}
+
+
+/* channels that neither divide nor are divided by 256: the generic path */
+static float *
+case_group_norm_odd(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *x = MK(be, ACT, 3.0f, 2, 24, 20, 48);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 2, 24, 20, 48);
+
+    T_TIMED(be, ms, sd_group_norm(&err, y, x, 8, NULL, NULL, 1e-6f,
+                                  SD_ACT_NONE));
+    T_CASE_END(y);
+    sd_tensor_free(x); sd_tensor_free(y);
+    return out;
+}
+
+
+static float *
+case_acts(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s = SD_OK;
+    float      *out;
+    sd_tensor  *x = MK(be, ACT, 4.0f, 4, 4096);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 4, 4096);
+    sd_tensor   xv, yv;
+    int         k;
+
+    *ms = 0;
+    for (k = 0; k < 4 && s == SD_OK; k++) {
+        sd_tensor_view(&err, x, k * 4096, 1, (int64_t[]) { 4096 }, &xv);
+        sd_tensor_view(&err, y, k * 4096, 1, (int64_t[]) { 4096 }, &yv);
+        s = sd_act_apply(&err, &yv, &xv, (sd_act) (SD_ACT_GELU + k));
+    }
+    T_CASE_END(y);
+    sd_tensor_free(x); sd_tensor_free(y);
+    return out;
+}
+
+
+/* add, mul, scale, modulate, gate_add on one (2, 333, 256) tensor */
+static float *
+case_pointwise(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s = SD_OK;
+    float      *out;
+    sd_tensor  *a = MK(be, ACT, 1.0f, 2, 333, 256);
+    sd_tensor  *b = MK(be, ACT, 1.0f, 2, 333, 256);
+    sd_tensor  *g = MK(be, ACT, 1.0f, 2, 256);
+    sd_tensor  *h = MK(be, ACT, 1.0f, 2, 256);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 2, 333, 256);
+
+    *ms = 0;
+    if (s == SD_OK) s = sd_add(&err, y, a, b);
+    if (s == SD_OK) s = sd_mul(&err, y, y, a);
+    if (s == SD_OK) s = sd_scale(&err, y, y, 0.75f, 0.25f);
+    if (s == SD_OK) s = sd_modulate(&err, y, y, g, h);
+    if (s == SD_OK) s = sd_gate_add(&err, y, h, b);
+    T_CASE_END(y);
+    sd_tensor_free(a); sd_tensor_free(b); sd_tensor_free(g);
+    sd_tensor_free(h); sd_tensor_free(y);
+    return out;
+}
+
+
+/* 3x3 conv of the VAE decoder at 64x64, 512 -> 512, pad 1 */
+static float *
+case_conv3(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *x = MK(be, ACT, 1.0f, 1, 64, 64, 512);
+    sd_tensor  *w = MK(be, WGT, 0.02f, 512, 3, 3, 512);
+    sd_tensor  *b = MK(be, WGT, 0.1f, 512);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 1, 64, 64, 512);
+
+    T_TIMED(be, ms, sd_conv2d(&err, y, x, w, b, 1, 1));
+    T_CASE_END(y);
+    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(b);
+    sd_tensor_free(y);
+    return out;
+}
+
+
+/* the encoder's downsampling conv (stride 2, no pad) and conv_out to 3 */
+static float *
+case_conv_small(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out = NULL, *h1 = NULL, *h2 = NULL;
+    size_t      n1 = 0, n2 = 0;
+    sd_tensor  *x = MK(be, ACT, 1.0f, 1, 65, 65, 128);
+    sd_tensor  *w = MK(be, WGT, 0.05f, 128, 3, 3, 128);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 1, 32, 32, 128);
+    sd_tensor  *w3 = MK(be, WGT, 0.05f, 3, 3, 3, 128);
+    sd_tensor  *b3 = MK(be, WGT, 0.1f, 3);
+    sd_tensor  *y3 = MK(be, ACT, 0.0f, 1, 65, 65, 3);
+
+    T_TIMED(be, ms, sd_conv2d(&err, y, x, w, NULL, 2, 0));
+    if (s == SD_OK) {
+        s = sd_conv2d(&err, y3, x, w3, b3, 1, 1);
+    }
+    if (s == SD_OK) {
+        h1 = host_of(y, &n1);
+        h2 = host_of(y3, &n2);
+        out = malloc((n1 + n2) * sizeof(float));
+    } else {
+        printf("   op failed: %s\n", err.msg);
+    }
+    if (out && h1 && h2) {
+        memcpy(out, h1, n1 * sizeof(float));
+        memcpy(out + n1, h2, n2 * sizeof(float));
+        *n = n1 + n2;
+    }
+    free(h1); free(h2);
+    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(y);
+    sd_tensor_free(w3); sd_tensor_free(b3); sd_tensor_free(y3);
+    return out;
+}
+
+
+/* the MMDiT's patch embedding: 2x2 stride 2, 16 -> 2432 */
+static float *
+case_conv_patch(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *x = MK(be, ACT, 1.0f, 2, 128, 128, 16);
+    sd_tensor  *w = MK(be, WGT, 0.1f, 2432, 2, 2, 16);
+    sd_tensor  *b = MK(be, WGT, 0.1f, 2432);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 2, 64, 64, 2432);
+
+    T_TIMED(be, ms, sd_conv2d(&err, y, x, w, b, 2, 0));
+    T_CASE_END(y);
+    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(b);
+    sd_tensor_free(y);
+    return out;
+}
+
+
+static float *
+case_upsample_embed(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out = NULL, *h1 = NULL, *h2 = NULL;
+    size_t      n1 = 0, n2 = 0;
+    int32_t     ids[77];
+    int         i;
+    sd_tensor  *x = MK(be, ACT, 1.0f, 2, 16, 24, 64);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 2, 32, 48, 64);
+    sd_tensor  *tab = MK(be, WGT, 1.0f, 1000, 96);
+    sd_tensor  *e = MK(be, ACT, 0.0f, 1, 77, 96);
+
+    for (i = 0; i < 77; i++) {
+        ids[i] = (i * 37 + 11) % 1000;
+    }
+    T_TIMED(be, ms, sd_upsample2x(&err, y, x));
+    if (s == SD_OK) {
+        s = sd_embed(&err, e, tab, ids);
+    }
+    if (s == SD_OK) {
+        h1 = host_of(y, &n1);
+        h2 = host_of(e, &n2);
+        out = malloc((n1 + n2) * sizeof(float));
+    }
+    if (out && h1 && h2) {
+        memcpy(out, h1, n1 * sizeof(float));
+        memcpy(out + n1, h2, n2 * sizeof(float));
+        *n = n1 + n2;
+    }
+    free(h1); free(h2);
+    sd_tensor_free(x); sd_tensor_free(y); sd_tensor_free(tab);
+    sd_tensor_free(e);
+    return out;
+}
+
+
+/* copy2d (strided, broadcast), permutes, and F32 <-> activation casts */
+static float *
+case_copies(sd_backend *be, size_t *n, double *ms)
+{
+    static const int  p4[4] = { 0, 3, 1, 2 }, p3[3] = { 1, 0, 2 };
+    sd_err            err = {0};
+    sd_status         s = SD_OK;
+    float            *out;
+    int64_t           sh[4] = { 2, 16, 12, 10 };
+    sd_tensor        *x = MK(be, ACT, 1.0f, 2, 10, 12, 16);
+    sd_tensor        *y = MK(be, ACT, 0.0f, 2, 16, 10, 12);
+    sd_tensor        *z = MK(be, ACT, 0.0f, 10, 2, 192);
+    sd_tensor        *f = NULL, *g = MK(be, ACT, 0.0f, 2, 16, 10, 12);
+
+    *ms = 0;
+    if (sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F32, 4, sh, &f)
+        != SD_OK)
+    {
+        s = err.status;
+    }
+    if (s == SD_OK) s = sd_permute(&err, y, x, p4);
+    if (s == SD_OK) {
+        sd_tensor_reshape(&err, x, 3, (int64_t[]) { 2, 10, 192 });
+        s = sd_permute(&err, z, x, p3);
+    }
+    /* a row broadcast over 5 rows, a strided block */
+    if (s == SD_OK) s = sd_copy2d(&err, y, 7, 40, z, 3, 0, 5, 33);
+    if (s == SD_OK) s = sd_copy2d(&err, y, 900, 50, z, 100, 190, 9, 40);
+    /* to F32 and back */
+    if (s == SD_OK) s = sd_permute(&err, f, y, (int[]) { 0, 1, 3, 2 });
+    if (s == SD_OK) s = sd_copy2d(&err, g, 0, 0, f, 0, 0, 1, sd_numel(f));
+    T_CASE_END(g);
+    sd_tensor_free(x); sd_tensor_free(y); sd_tensor_free(z);
+    sd_tensor_free(f); sd_tensor_free(g);
+    return out;
+}
+
+
+/* attention as the MMDiT's joint attention, fewer heads for the CPU */
+static float *
+case_attn_joint(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *q = MK(be, ACT, 2.0f, 1, 4429, 4 * 64);
+    sd_tensor  *k = MK(be, ACT, 2.0f, 1, 4429, 4 * 64);
+    sd_tensor  *v = MK(be, ACT, 1.0f, 1, 4429, 4 * 64);
+    sd_tensor  *o = MK(be, ACT, 0.0f, 1, 4429, 4 * 64);
+
+    T_TIMED(be, ms, sd_attention(&err, o, q, k, v, 4, 0, NULL, 0.125f));
+    T_CASE_END(o);
+    sd_tensor_free(q); sd_tensor_free(k); sd_tensor_free(v);
+    sd_tensor_free(o);
+    return out;
+}
+
+
+/* CLIP's causal attention */
+static float *
+case_attn_causal(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *q = MK(be, ACT, 2.0f, 2, 77, 768);
+    sd_tensor  *k = MK(be, ACT, 2.0f, 2, 77, 768);
+    sd_tensor  *v = MK(be, ACT, 1.0f, 2, 77, 768);
+    sd_tensor  *o = MK(be, ACT, 0.0f, 2, 77, 768);
+
+    T_TIMED(be, ms, sd_attention(&err, o, q, k, v, 12, 1, NULL, 0.125f));
+    T_CASE_END(o);
+    sd_tensor_free(q); sd_tensor_free(k); sd_tensor_free(v);
+    sd_tensor_free(o);
+    return out;
+}
+
+
+/* T5's attention with its position bias (scale 1) */
+static float *
+case_attn_bias(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *q = MK(be, ACT, 1.0f, 1, 256, 64 * 64);
+    sd_tensor  *k = MK(be, ACT, 1.0f, 1, 256, 64 * 64);
+    sd_tensor  *v = MK(be, ACT, 1.0f, 1, 256, 64 * 64);
+    sd_tensor  *b = MK(be, ACT, 4.0f, 64, 256, 256);
+    sd_tensor  *o = MK(be, ACT, 0.0f, 1, 256, 64 * 64);
+
+    T_TIMED(be, ms, sd_attention(&err, o, q, k, v, 64, 0, b, 1.0f));
+    T_CASE_END(o);
+    sd_tensor_free(q); sd_tensor_free(k); sd_tensor_free(v);
+    sd_tensor_free(b); sd_tensor_free(o);
+    return out;
+}
+
+
+/* the VAE's mid-block attention: one head of 512 */
+static float *
+case_attn_vae(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *q = MK(be, ACT, 1.0f, 1, 4096, 512);
+    sd_tensor  *k = MK(be, ACT, 1.0f, 1, 4096, 512);
+    sd_tensor  *v = MK(be, ACT, 1.0f, 1, 4096, 512);
+    sd_tensor  *o = MK(be, ACT, 0.0f, 1, 4096, 512);
+
+    T_TIMED(be, ms, sd_attention(&err, o, q, k, v, 1, 0, NULL,
+                                 0.0441941738f));
+    T_CASE_END(o);
+    sd_tensor_free(q); sd_tensor_free(k); sd_tensor_free(v);
+    sd_tensor_free(o);
+    return out;
+}
+
+
+static const t_case  t_cases[] = {
+    { "linear 1024x2432->7296 +b", case_linear,
+      2.0 * 1024 * 2432 * 7296 },
+    { "linear+gelu 666x2432->9728", case_linear_gelu,
+      2.0 * 666 * 2432 * 9728 },
+    { "linear+quick_gelu 77x768->3072", case_linear_qgelu, 0 },
+    { "layer_norm 154x1280", case_layer_norm, 0 },
+    { "norm_modulate 2x4096x2432", case_norm_mod, 0 },
+    { "rms_norm 256x4096", case_rms_norm, 0 },
+    { "qkv_split 2x333 -> 2x4429x2432", case_qkv_split, 0 },
+    { "group_norm+silu 128x128x512", case_group_norm, 0 },
+    { "group_norm 24x20x48 (8 groups)", case_group_norm_odd, 0 },
+    { "act gelu/tanh/quick/silu", case_acts, 0 },
+    { "add mul scale modulate gate_add", case_pointwise, 0 },
+    { "conv3x3 64x64x512->512", case_conv3,
+      2.0 * 64 * 64 * 512 * 512 * 9 },
+    { "conv s2 + conv->3", case_conv_small, 0 },
+    { "conv patch 2x2 16->2432", case_conv_patch,
+      2.0 * 2 * 64 * 64 * 2432 * 64 },
+    { "upsample2x, embed", case_upsample_embed, 0 },
+    { "copy2d, permute, casts", case_copies, 0 },
+    { "attention 4429x4x64", case_attn_joint,
+      4.0 * 4429 * 4429 * 4 * 64 },
+    { "attention causal 2x77x12x64", case_attn_causal, 0 },
+    { "attention bias 256x64x64", case_attn_bias, 0 },
+    { "attention 4096x1x512", case_attn_vae,
+      4.0 * 4096 * 4096 * 512 },
+};
+
+
+/* Fused ops of the CPU backend against the ops they replace. */
+static void
+check_cpu_fusions(sd_backend *be)
+{
+    sd_err      err = {0};
+    float      *a, *b;
+    size_t      na, nb;
+    sd_tensor  *x, *w, *bb, *y1, *y2, *sh, *sc, *src, *q, *k, *v, *nq, *nk;
+    sd_tensor   sv, dv;
+    int64_t     r, h;
+
+    t_rng = 7;
+    /* linear + GELU */
+    x = MK(be, ACT, 1.0f, 3, 40, 64);
+    w = MK(be, WGT, 0.2f, 96, 64);
+    bb = MK(be, WGT, 0.5f, 96);
+    y1 = MK(be, ACT, 0.0f, 3, 40, 96);
+    y2 = MK(be, ACT, 0.0f, 3, 40, 96);
+    sd_linear_act(&err, y1, x, w, bb, SD_ACT_GELU_TANH);
+    sd_linear(&err, y2, x, w, bb);
+    sd_act_apply(&err, y2, y2, SD_ACT_GELU_TANH);
+    a = host_of(y1, &na);
+    b = host_of(y2, &nb);
+    T_CHECK(a && b && t_rel_l2(a, b, na) < 1e-7, "linear+gelu: %s",
+            err.msg);
+    free(a); free(b);
+    sd_tensor_free(w); sd_tensor_free(bb); sd_tensor_free(y1);
+    sd_tensor_free(y2);
+
+    /* LayerNorm + modulate */
+    sh = MK(be, ACT, 1.0f, 3, 64);
+    sc = MK(be, ACT, 1.0f, 3, 64);
+    y1 = MK(be, ACT, 0.0f, 3, 40, 64);
+    y2 = MK(be, ACT, 0.0f, 3, 40, 64);
+    sd_norm_modulate(&err, y1, x, sh, sc, 1e-6f);
+    sd_layer_norm(&err, y2, x, NULL, NULL, 1e-6f);
+    sd_modulate(&err, y2, y2, sh, sc);
+    a = host_of(y1, &na);
+    b = host_of(y2, &nb);
+    T_CHECK(a && b && t_rel_l2(a, b, na) < 1e-7, "norm_modulate: %s",
+            err.msg);
+    free(a); free(b);
+    sd_tensor_free(x); sd_tensor_free(sh); sd_tensor_free(sc);
+    sd_tensor_free(y1); sd_tensor_free(y2);
+
+    /* QKV split: q, k per-head RMSNorm, v copied, rows r0.. of (B, L, W) */
+    src = MK(be, ACT, 2.0f, 2, 5, 3 * 32);
+    nq = MK(be, WGT, 1.0f, 8);
+    nk = MK(be, WGT, 1.0f, 8);
+    q = MK(be, ACT, 0.0f, 2, 9, 32);
+    k = MK(be, ACT, 0.0f, 2, 9, 32);
+    v = MK(be, ACT, 0.0f, 2, 9, 32);
+    y1 = MK(be, ACT, 0.0f, 2, 9, 32);
+    sd_copy2d(&err, y1, 0, 0, q, 0, 0, 1, sd_numel(q));
+    T_CHECK(sd_qkv_split(&err, q, k, v, 3, src, nq, nk, 4, 1e-6f) == SD_OK,
+            "qkv_split: %s", err.msg);
+    for (r = 0; r < 2; r++) {
+        for (h = 0; h < 4; h++) {
+            /* q head h of row (r, 3..7) from src cols h*8.. */
+            sd_tensor_view(&err, src, r * 5 * 96 + h * 8, 1,
+                           (int64_t[]) { 8 }, &sv);
+            sd_tensor_view(&err, y1, (r * 9 + 3) * 32 + h * 8, 1,
+                           (int64_t[]) { 8 }, &dv);
+            sd_rms_norm(&err, &dv, &sv, nq, 1e-6f);
+        }
+    }
+    a = host_of(q, &na);
+    b = host_of(y1, &nb);
+    T_CHECK(a && b && a[0] == b[0] && a[3 * 32] == b[3 * 32]
+            && a[(9 + 3) * 32 + 5] == b[(9 + 3) * 32 + 5]
+            && a[4 * 32] != b[4 * 32], "qkv_split q rows");
+    free(a); free(b);
+    a = host_of(v, &na);
+    b = host_of(src, &nb);
+    T_CHECK(a && b && a[(9 + 3 + 4) * 32 + 31] == b[(5 + 4) * 96 + 64 + 31],
+            "qkv_split v row");
+    free(a); free(b);
+    sd_tensor_free(src); sd_tensor_free(nq); sd_tensor_free(nk);
+    sd_tensor_free(q); sd_tensor_free(k); sd_tensor_free(v);
+    sd_tensor_free(y1);
+
+    /* GroupNorm + SiLU */
+    x = MK(be, ACT, 3.0f, 2, 6, 5, 32);
+    w = MK(be, WGT, 1.0f, 32);
+    bb = MK(be, WGT, 1.0f, 32);
+    y1 = MK(be, ACT, 0.0f, 2, 6, 5, 32);
+    y2 = MK(be, ACT, 0.0f, 2, 6, 5, 32);
+    sd_group_norm(&err, y1, x, 8, w, bb, 1e-6f, SD_ACT_SILU);
+    sd_group_norm(&err, y2, x, 8, w, bb, 1e-6f, SD_ACT_NONE);
+    sd_act_apply(&err, y2, y2, SD_ACT_SILU);
+    a = host_of(y1, &na);
+    b = host_of(y2, &nb);
+    T_CHECK(a && b && t_rel_l2(a, b, na) < 1e-7, "group_norm+silu: %s",
+            err.msg);
+    free(a); free(b);
+    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(bb);
+    sd_tensor_free(y1); sd_tensor_free(y2);
+}
+
+
+static void
+check_arena(void)
+{
+    sd_arena  a;
+    size_t    o1, o2, o3, o4;
+
+    T_CHECK(sd_arena_init(&a, 1024, 256) == 0, "arena init");
+    T_CHECK(sd_arena_alloc(&a, 100, &o1) == 0 && o1 == 0, "first block");
+    T_CHECK(sd_arena_alloc(&a, 300, &o2) == 0 && o2 == 256, "second block");
+    T_CHECK(sd_arena_alloc(&a, 600, &o3) != 0, "too large refused");
+    T_CHECK(sd_arena_alloc(&a, 256, &o3) == 0 && o3 == 768, "third block");
+    sd_arena_release(&a, o2);
+    T_CHECK(sd_arena_largest_free(&a) == 512, "freed 512, got %zu",
+            sd_arena_largest_free(&a));
+    sd_arena_release(&a, o1);
+    T_CHECK(sd_arena_largest_free(&a) == 768, "merged with the previous");
+    T_CHECK(sd_arena_alloc(&a, 700, &o4) == 0 && o4 == 0, "reuse merged");
+    sd_arena_release(&a, o3);
+    sd_arena_release(&a, o4);
+    T_CHECK(a.in_use == 0 && sd_arena_largest_free(&a) == 1024
+            && a.high == 1024, "all free, high-water %zu", a.high);
+    sd_arena_free_all(&a);
+}
+
+
+#ifdef SD_HAVE_CUDA
+/* every case on the CPU and on be; inputs rounded to BF16 when bf16 */
+static void
+run_cases(sd_backend *cpu, sd_backend *be, int bf16, double tol)
+{
+    size_t  i, n1, n2;
+    double  ms_cpu, ms, e;
+    float  *a, *b;
+
+    for (i = 0; i < sizeof(t_cases) / sizeof(t_cases[0]); i++) {
+        const t_case *c = &t_cases[i];
+
+        t_round = bf16;
+        t_rng = 88172645463325252ull + i;
+        a = c->fn(cpu, &n1, &ms_cpu);
+        t_rng = 88172645463325252ull + i;
+        free(c->fn(be, &n2, &ms));          /* first run: plans, warm-up */
+        t_rng = 88172645463325252ull + i;
+        b = c->fn(be, &n2, &ms);
+        e = (a && b && n1 == n2) ? t_rel_l2(b, a, n1) : 1.0;
+        printf("   %-34s %s rel L2 %.2e  gpu %8.3f ms", c->name,
+               bf16 ? "bf16" : "f32 ", e, ms);
+        if (c->flop > 0 && ms > 0) {
+            printf("  %6.1f TFLOP/s", c->flop / ms / 1e9);
+        }
+        printf("\n");
+        T_CHECK(a && b && n1 == n2 && e < tol, "%s (%s): rel L2 %.3g >= %g",
+                c->name, bf16 ? "bf16" : "f32", e, tol);
+        free(a);
+        free(b);
+    }
+    t_round = 0;
+}
+
+
+/* cuDNN's fused attention against the GEMM path, SD3.5 Large at 1024^2 */
+static void
+check_sdpa_full(sd_backend *be)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    double      ms1 = 0, ms2 = 0, e, fl = 4.0 * 2 * 38 * 64 * 4429.0 * 4429;
+    float      *a = NULL, *b = NULL;
+    size_t      na = 0, nb = 0;
+    int         r;
+    sd_tensor  *q, *k, *v, *o1, *o2;
+
+    t_rng = 5;
+    q = MK(be, ACT, 2.0f, 2, 4429, 2432);
+    k = MK(be, ACT, 2.0f, 2, 4429, 2432);
+    v = MK(be, ACT, 1.0f, 2, 4429, 2432);
+    o1 = MK(be, ACT, 0.0f, 2, 4429, 2432);
+    o2 = MK(be, ACT, 0.0f, 2, 4429, 2432);
+    for (r = 0; r < 3; r++) {
+        sd_cuda_set_no_sdpa(be, 0);
+        T_TIMED(be, &ms1, sd_attention(&err, o1, q, k, v, 38, 0, NULL,
+                                       0.125f));
+        T_CHECK(s == SD_OK, "sdpa: %s", err.msg);
+        sd_cuda_set_no_sdpa(be, 1);
+        T_TIMED(be, &ms2, sd_attention(&err, o2, q, k, v, 38, 0, NULL,
+                                       0.125f));
+        T_CHECK(s == SD_OK, "gemm attention: %s", err.msg);
+    }
+    sd_cuda_set_no_sdpa(be, 0);
+    a = host_of(o1, &na);
+    b = host_of(o2, &nb);
+    e = (a && b) ? t_rel_l2(a, b, na) : 1.0;
+    printf("   attention 2x4429x38x64 bf16: cuDNN SDPA %.3f ms (%.0f TFLOP/s)"
+           ", GEMM path %.3f ms (%.0f TFLOP/s), rel L2 between %.2e\n",
+           ms1, fl / ms1 / 1e9, ms2, fl / ms2 / 1e9, e);
+    T_CHECK(e < 1e-2, "sdpa vs gemm attention: %.3g", e);
+    free(a);
+    free(b);
+    sd_tensor_free(q); sd_tensor_free(k); sd_tensor_free(v);
+    sd_tensor_free(o1); sd_tensor_free(o2);
+}
+
+
+/* A request over the workspace is an error, and the next one works. */
+static void
+check_oom(sd_backend *be)
+{
+    sd_err      err = {0};
+    sd_tensor  *t = NULL, *u = NULL;
+
+    T_CHECK(sd_tensor_new2(&err, be, (int64_t) 1 << 20, (int64_t) 1 << 12,
+                           &t) == SD_ERR_NOMEM
+            && strstr(err.msg, "workspace"), "oversized: %s", err.msg);
+    sd_err_clear(&err);
+    T_CHECK(sd_tensor_new2(&err, be, 1024, 1024, &u) == SD_OK,
+            "after: %s", err.msg);
+    sd_tensor_free(t);
+    sd_tensor_free(u);
+}
+
+
+static void
+check_cuda(sd_backend *cpu)
+{
+    sd_backend  *f32 = NULL, *bf = NULL;
+    sd_err       err = {0};
+
+    if (sd_cuda_device_count() == 0) {
+        T_SKIP("no CUDA device: the GPU backend is not checked");
+        return;
+    }
+    if (sd_backend_cuda_create(&err, 0, SD_DT_F32, &f32) != SD_OK
+        || sd_cuda_reserve(&err, f32, (size_t) 4 << 30) != SD_OK
+        || sd_backend_cuda_create(&err, 0, SD_DT_BF16, &bf) != SD_OK
+        || sd_cuda_reserve(&err, bf, (size_t) 4 << 30) != SD_OK)
+    {
+        T_CHECK(0, "cuda backend: %s", err.msg);
+        sd_backend_destroy(f32);
+        sd_backend_destroy(bf);
+        return;
+    }
+    printf("   %s\n", sd_cuda_info(f32));
+    run_cases(cpu, f32, 0, 2e-5);
+    run_cases(cpu, bf, 1, 1e-2);
+    check_sdpa_full(bf);
+    check_oom(bf);
+    sd_backend_destroy(f32);
+    sd_backend_destroy(bf);
+}
+#endif
+
+
+int
+main(void)
+{
+    sd_backend  *cpu;
+    sd_err       err = {0};
+
+    check_arena();
+    if (sd_backend_cpu_create(&err, 0, &cpu) != SD_OK) {
+        T_CHECK(0, "cpu backend: %s", err.msg);
+        return T_DONE();
+    }
+    check_cpu_fusions(cpu);
+#ifdef SD_HAVE_CUDA
+    check_cuda(cpu);
+#else
+    T_SKIP("built without CUDA: the GPU backend is not checked");
+#endif
+    sd_backend_destroy(cpu);
+    return T_DONE();
+}
