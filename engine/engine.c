@@ -21,6 +21,9 @@
 #include "image.h"
 #include "pipeline.h"
 #include "sd.h"
+#ifdef SD_HAVE_CUDA
+#include "sd_cuda.h"
+#endif
 
 
 #define SD_VERSION  "sd35-nginx 0.1"
@@ -107,7 +110,11 @@ struct sd_engine {
     sd_backend         *be;
     sd_model           *model;
     pthread_mutex_t     lock;
+    int                 cuda;           /* the backend is the GPU's */
+    char                device[640];
 };
+
+
 
 
 void
@@ -115,6 +122,9 @@ sd_engine_config_init(sd_engine_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->device = SD_DEVICE_CPU;
+    cfg->ws_width = SD_PIPE_WS_SIDE;
+    cfg->ws_height = SD_PIPE_WS_SIDE;
+    cfg->ws_batch = SD_PIPE_WS_BATCH;
 }
 
 
@@ -152,6 +162,45 @@ set_errbuf(char *errbuf, size_t errlen, const sd_err *err)
 }
 
 
+/* The backend of cfg's device and precision. */
+static sd_status
+engine_backend(sd_err *err, sd_engine *e, const sd_engine_config *cfg)
+{
+    sd_precision  p = cfg->precision;
+
+    if (cfg->device == SD_DEVICE_CPU) {
+        if (p != SD_PRECISION_AUTO && p != SD_PRECISION_FP32) {
+            return sd_errorf(err, SD_ERR_UNSUPPORTED, "precision: the CPU "
+                             "backend computes in fp32 only");
+        }
+        snprintf(e->device, sizeof(e->device), "cpu, fp32");
+        return sd_backend_cpu_create(err, cfg->threads, &e->be);
+    }
+    if (cfg->device != SD_DEVICE_CUDA) {
+        return sd_errorf(err, SD_ERR_INVALID, "device: unknown device %d",
+                         (int) cfg->device);
+    }
+#ifdef SD_HAVE_CUDA
+    if (p == SD_PRECISION_FP8) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "precision: fp8 is not "
+                         "available yet; use bf16");
+    }
+    SD_TRY(sd_backend_cuda_create(err, cfg->device_index,
+                                  p == SD_PRECISION_FP32 ? SD_DT_F32
+                                                         : SD_DT_BF16,
+                                  &e->be));
+    e->cuda = 1;
+    snprintf(e->device, sizeof(e->device), "cuda:%d %s, %s",
+             cfg->device_index, p == SD_PRECISION_FP32 ? "fp32" : "bf16",
+             sd_cuda_info(e->be));
+    return SD_OK;
+#else
+    return sd_errorf(err, SD_ERR_UNSUPPORTED, "device: this engine was "
+                     "built without CUDA (no nvcc at build time)");
+#endif
+}
+
+
 sd_status
 sd_engine_open(const sd_engine_config *cfg, sd_engine **out, char *errbuf,
     size_t errlen)
@@ -166,20 +215,6 @@ sd_engine_open(const sd_engine_config *cfg, sd_engine **out, char *errbuf,
         set_errbuf(errbuf, errlen, &err);
         return SD_ERR_INVALID;
     }
-    if (cfg->device != SD_DEVICE_CPU) {
-        sd_errorf(&err, SD_ERR_UNSUPPORTED, "device: this build has only "
-                  "the CPU backend");
-        set_errbuf(errbuf, errlen, &err);
-        return SD_ERR_UNSUPPORTED;
-    }
-    if (cfg->precision != SD_PRECISION_AUTO
-        && cfg->precision != SD_PRECISION_FP32)
-    {
-        sd_errorf(&err, SD_ERR_UNSUPPORTED, "precision: the CPU backend "
-                  "computes in fp32 only");
-        set_errbuf(errbuf, errlen, &err);
-        return SD_ERR_UNSUPPORTED;
-    }
 
     e = sd_calloc(&err, 1, sizeof(sd_engine), "engine");
     if (e == NULL) {
@@ -188,11 +223,17 @@ sd_engine_open(const sd_engine_config *cfg, sd_engine **out, char *errbuf,
     }
     pthread_mutex_init(&e->lock, NULL);
 
-    s = sd_backend_cpu_create(&err, cfg->threads, &e->be);
+    s = engine_backend(&err, e, cfg);
     if (s == SD_OK) {
         s = sd_model_load(&err, e->be, cfg->model_dir, SD_PART_ALL,
                           &e->model);
     }
+#ifdef SD_HAVE_CUDA
+    if (s == SD_OK && cfg->device == SD_DEVICE_CUDA) {
+        s = sd_pipe_reserve(&err, e->model, cfg->ws_bytes, cfg->ws_width,
+                            cfg->ws_height, cfg->ws_batch);
+    }
+#endif
     if (s != SD_OK) {
         set_errbuf(errbuf, errlen, &err);
         sd_engine_close(e);
@@ -203,6 +244,13 @@ sd_engine_open(const sd_engine_config *cfg, sd_engine **out, char *errbuf,
     }
     *out = e;
     return SD_OK;
+}
+
+
+const char *
+sd_engine_device_info(const sd_engine *e)
+{
+    return e->device;
 }
 
 
@@ -510,6 +558,17 @@ sd_generate(sd_engine *e, const sd_request *req, sd_progress_fn progress,
     }
 
     pthread_mutex_lock(&e->lock);
+#ifdef SD_HAVE_CUDA
+    /* the calling thread (an nginx thread-pool thread) uses our GPU */
+    if (e->cuda) {
+        s = sd_cuda_bind(&err, e->be);
+        if (s != SD_OK) {
+            pthread_mutex_unlock(&e->lock);
+            set_errbuf(errbuf, errlen, &err);
+            return s;
+        }
+    }
+#endif
     s = generate(&err, e, req, progress, progress_data, cancel, res);
     pthread_mutex_unlock(&e->lock);
 

@@ -264,8 +264,11 @@ sd_model_load(sd_err *err, sd_backend *be, const char *dir, int parts,
     model_hash(m->dir, text, len, m->hash);
 
     if (parts & SD_PART_TEXT) {
+        m->bytes_text = be->bytes_in_use;
         SD_TRY_GOTO(s, load_text(err, be, m, index), fail);
+        m->bytes_text = be->bytes_in_use - m->bytes_text;
     }
+    m->bytes_dit = be->bytes_in_use;
     if (parts & SD_PART_DIT) {
         SD_TRY_GOTO(s, component_dir(err, m, index, "transformer", 1, d,
                                      sizeof(d)), fail);
@@ -283,11 +286,14 @@ sd_model_load(sd_err *err, sd_backend *be, const char *dir, int parts,
                                      sizeof(d)), fail);
         SD_TRY_GOTO(s, load_scheduler(err, m, d), fail);
     }
+    m->bytes_dit = be->bytes_in_use - m->bytes_dit;
+    m->bytes_vae = be->bytes_in_use;
     if (parts & SD_PART_VAE) {
         SD_TRY_GOTO(s, component_dir(err, m, index, "vae", 1, d, sizeof(d)),
                     fail);
         SD_TRY_GOTO(s, sd_vae_load(err, be, d, &m->vae), fail);
     }
+    m->bytes_vae = be->bytes_in_use - m->bytes_vae;
     if ((parts & SD_PART_TEXT) && m->joint_dim == 0) {
         s = sd_errorf(err, SD_ERR_FORMAT, "model \"%s\": without T5 the "
                       "context width must come from the transformer", dir);

@@ -43,6 +43,9 @@ typedef struct {
     int             train_steps;
 
     sd_vae         *vae;
+
+    /* backend memory each part's weights took at load */
+    size_t          bytes_text, bytes_dit, bytes_vae;
 } sd_model;
 
 

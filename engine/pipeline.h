@@ -76,6 +76,22 @@ sd_status sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     const sd_cond *cond, const sd_cond *ncond, uint8_t **rgb,
     sd_pipe_dump *dump);
 
+/* The GPU workspace's default sizing request. */
+#define SD_PIPE_WS_SIDE   1536
+#define SD_PIPE_WS_BATCH  4
+
+#ifdef SD_HAVE_CUDA
+/*
+ * Reserve the GPU activation workspace of m's backend: ws_bytes when not
+ * 0, else what a width x height request of batch images needs (sizes
+ * above the position table are clamped to it), measured by running it:
+ * empty prompts (zero conditioning when the model has no text encoders),
+ * one CFG step, the decode, in the backend's measuring mode.
+ */
+sd_status sd_pipe_reserve(sd_err *err, sd_model *m, size_t ws_bytes,
+    int width, int height, int batch);
+#endif
+
 /* An A1111 sampler name (any case; NULL or "": Euler) to the sampler. */
 sd_status sd_sampler_parse(sd_err *err, const char *name, sd_sampler *out);
 

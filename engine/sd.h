@@ -59,6 +59,14 @@ typedef struct {
     sd_precision    precision;
     int             threads;        /* CPU threads for the CPU backend, 0 =
                                        library default */
+    /*
+     * GPU activation workspace: a fixed size in bytes, or 0 to measure
+     * what the largest request needs (ws_width x ws_height, ws_batch
+     * images per batch; defaults 1536 x 1536, 4). Requests beyond it
+     * answer SD_ERR_NOMEM.
+     */
+    size_t          ws_bytes;
+    int             ws_width, ws_height, ws_batch;
 } sd_engine_config;
 
 void sd_engine_config_init(sd_engine_config *cfg);
@@ -72,6 +80,8 @@ void sd_engine_close(sd_engine *e);
 
 /* Model facts for API listings; strings live as long as the engine. */
 const char *sd_engine_model_name(const sd_engine *e);
+/* "cpu, fp32" or "cuda:0 bf16, NVIDIA H200, sm_90, ..." for logs */
+const char *sd_engine_device_info(const sd_engine *e);
 const char *sd_engine_model_hash(const sd_engine *e);   /* 10 hex chars */
 size_t sd_engine_memory_bytes(const sd_engine *e);
 

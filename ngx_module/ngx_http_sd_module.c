@@ -22,6 +22,8 @@ static char *ngx_http_sd_merge_loc_conf(ngx_conf_t *cf, void *parent,
 static ngx_int_t ngx_http_sd_postconfiguration(ngx_conf_t *cf);
 static char *ngx_http_sd_model(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_sd_gpu_workspace(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_sd_device(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_sd_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
@@ -73,6 +75,16 @@ static ngx_command_t  ngx_http_sd_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_sd_main_conf_t, precision),
       &ngx_http_sd_precisions },
+
+    /* sd_gpu_workspace SIZE | auto [WIDTHxHEIGHT [BATCH]]: the GPU's
+       activation workspace, fixed or measured at load for the largest
+       request it must hold (default auto 1536x1536 4) */
+    { ngx_string("sd_gpu_workspace"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
+      ngx_http_sd_gpu_workspace,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
 
     /* sd_cpu_threads N: threads of the CPU backend, 0 = its default */
     { ngx_string("sd_cpu_threads"),
@@ -256,6 +268,10 @@ ngx_http_sd_create_main_conf(ngx_conf_t *cf)
     smcf->device_index = NGX_CONF_UNSET;
     smcf->precision = NGX_CONF_UNSET_UINT;
     smcf->cpu_threads = NGX_CONF_UNSET;
+    smcf->gpu_ws_bytes = NGX_CONF_UNSET_SIZE;
+    smcf->gpu_ws_width = NGX_CONF_UNSET;
+    smcf->gpu_ws_height = NGX_CONF_UNSET;
+    smcf->gpu_ws_batch = NGX_CONF_UNSET;
     smcf->queue_size = NGX_CONF_UNSET_UINT;
     smcf->parallel = NGX_CONF_UNSET_UINT;
     smcf->shm_size = NGX_CONF_UNSET_SIZE;
@@ -274,6 +290,10 @@ ngx_http_sd_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(smcf->device_index, -1);
     ngx_conf_init_uint_value(smcf->precision, SD_PRECISION_AUTO);
     ngx_conf_init_value(smcf->cpu_threads, 0);
+    ngx_conf_init_size_value(smcf->gpu_ws_bytes, 0);
+    ngx_conf_init_value(smcf->gpu_ws_width, 0);
+    ngx_conf_init_value(smcf->gpu_ws_height, 0);
+    ngx_conf_init_value(smcf->gpu_ws_batch, 0);
     ngx_conf_init_uint_value(smcf->queue_size, 16);
     ngx_conf_init_uint_value(smcf->parallel, 1);
     ngx_conf_init_size_value(smcf->shm_size, 1024 * 1024);
@@ -501,6 +521,71 @@ ngx_http_sd_device(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                        "or \"cuda:N\"", &value[1]);
 
     return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_sd_gpu_workspace(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_sd_main_conf_t *smcf = conf;
+
+    u_char     *x;
+    ssize_t     size;
+    ngx_int_t   w, h, b;
+    ngx_str_t  *value;
+
+    if (smcf->gpu_ws_bytes != NGX_CONF_UNSET_SIZE) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "auto") != 0) {
+        size = ngx_parse_size(&value[1]);
+        if (size <= 0 || cf->args->nelts != 2) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid workspace \"%V\", expected a size "
+                               "or \"auto [WIDTHxHEIGHT [BATCH]]\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+        smcf->gpu_ws_bytes = (size_t) size;
+        return NGX_CONF_OK;
+    }
+
+    smcf->gpu_ws_bytes = 0;
+    w = 0;
+    h = 0;
+    b = 0;
+
+    if (cf->args->nelts > 2) {
+        x = ngx_strlchr(value[2].data, value[2].data + value[2].len, 'x');
+        if (x != NULL) {
+            w = ngx_atoi(value[2].data, x - value[2].data);
+            h = ngx_atoi(x + 1, value[2].data + value[2].len - x - 1);
+        }
+        if (x == NULL || w <= 0 || h <= 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid size \"%V\", expected "
+                               "WIDTHxHEIGHT", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (cf->args->nelts > 3) {
+        b = ngx_atoi(value[3].data, value[3].len);
+        if (b <= 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid batch \"%V\"", &value[3]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    smcf->gpu_ws_width = w;
+    smcf->gpu_ws_height = h;
+    smcf->gpu_ws_batch = b;
+
+    return NGX_CONF_OK;
 }
 
 

@@ -106,6 +106,10 @@ typedef struct {
     ngx_int_t                  device_index;    /* -1: the worker number */
     ngx_uint_t                 precision;
     ngx_int_t                  cpu_threads;
+    size_t                     gpu_ws_bytes;    /* 0: measured */
+    ngx_int_t                  gpu_ws_width;    /* the request measured */
+    ngx_int_t                  gpu_ws_height;
+    ngx_int_t                  gpu_ws_batch;
     ngx_str_t                  pool_name;
     ngx_thread_pool_t         *thread_pool;
     ngx_uint_t                 queue_size;

@@ -869,6 +869,14 @@ ngx_http_sd_model_open_thread(void *data, ngx_log_t *log)
                                                : (int) ngx_worker;
     cfg.precision = (sd_precision) smcf->precision;
     cfg.threads = (int) smcf->cpu_threads;
+    cfg.ws_bytes = smcf->gpu_ws_bytes;
+    if (smcf->gpu_ws_width > 0) {
+        cfg.ws_width = (int) smcf->gpu_ws_width;
+        cfg.ws_height = (int) smcf->gpu_ws_height;
+    }
+    if (smcf->gpu_ws_batch > 0) {
+        cfg.ws_batch = (int) smcf->gpu_ws_batch;
+    }
 
     m->status = sd_engine_open(&cfg, &m->result, m->err, sizeof(m->err));
 }
@@ -917,7 +925,8 @@ ngx_http_sd_model_opened(ngx_event_t *ev)
     }
 
     ngx_log_error(NGX_LOG_NOTICE, w->log, 0,
-                  "sd model \"%V\" ready (hash %s)", &m->name, m->hash);
+                  "sd model \"%V\" ready (hash %s) on %s", &m->name, m->hash,
+                  sd_engine_device_info(m->engine));
 
     ngx_http_sd_memory_gauge();
     ngx_http_sd_models_check();

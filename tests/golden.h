@@ -12,7 +12,48 @@
 #include <cJSON.h>
 
 #include "t.h"
+#include "backend.h"
 #include "safetensors.h"
+#ifdef SD_HAVE_CUDA
+#include "sd_cuda.h"
+#endif
+
+
+/*
+ * The backend the golden tests run on, from SD_TEST_DEVICE: "cpu" (the
+ * default), "cuda" (the GPU in F32: the fixture tolerances hold) or
+ * "cuda-bf16" (the GPU in BF16: t_tol's second, looser bound).
+ */
+static int  t_dev_bf16;
+
+static inline sd_status
+t_backend(sd_err *err, sd_backend **be)
+{
+    const char  *d = getenv("SD_TEST_DEVICE");
+
+    if (d == NULL || d[0] == '\0' || strcmp(d, "cpu") == 0) {
+        return sd_backend_cpu_create(err, 0, be);
+    }
+#ifdef SD_HAVE_CUDA
+    if (strcmp(d, "cuda") == 0 || strcmp(d, "cuda-bf16") == 0) {
+        t_dev_bf16 = strcmp(d, "cuda-bf16") == 0;
+        printf("   device %s\n", d);
+        SD_TRY(sd_backend_cuda_create(err, 0, t_dev_bf16 ? SD_DT_BF16
+                                                         : SD_DT_F32, be));
+        return sd_cuda_reserve(err, *be, (size_t) 2 << 30);
+    }
+#endif
+    return sd_errorf(err, SD_ERR_UNSUPPORTED, "SD_TEST_DEVICE \"%s\" is not "
+                     "available in this build", d);
+}
+
+
+/* The tolerance of a check on the device under test. */
+static inline double
+t_tol(double f32, double bf16)
+{
+    return t_dev_bf16 ? bf16 : f32;
+}
 
 
 /* 0: *g and *cases are open; -1: the reason is recorded, nothing is open. */

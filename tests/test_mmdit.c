@@ -12,7 +12,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
-#include "t.h"
+#include "golden.h"
 #include "mmdit.h"
 
 
@@ -133,7 +133,7 @@ t_model(sd_backend *be, const sd_st *g, const char *model)
         sd_tensor_download(&err, out, got);
         e = t_rel_l2(got, ref, n);
         printf("%s: transformer rel L2 vs golden %.3g\n", model, e);
-        T_CHECK(e < 1e-4, "%s: rel L2 %.3g", model, e);
+        T_CHECK(e < t_tol(1e-4, 3e-2), "%s: rel L2 %.3g", model, e);
     }
 
     /* skip-layer guidance: skipping a block changes the output */
@@ -301,7 +301,7 @@ main(void)
     sd_backend  *be = NULL;
     sd_st       *g = NULL;
 
-    if (sd_backend_cpu_create(&err, 0, &be) != SD_OK) {
+    if (t_backend(&err, &be) != SD_OK) {
         T_CHECK(0, "cpu backend: %s", err.msg);
         return T_DONE();
     }
