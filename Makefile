@@ -100,7 +100,7 @@ MODULE_DEP := config $(wildcard ngx_module/*.c ngx_module/*.h) engine/sd.h
 .PHONY: module serve
 module: $(MODULE)
 
-$(NGX_BUILD)/objs/Makefile: config $(NGX_SRC)/configure | $(LIB)
+$(NGX_BUILD)/objs/Makefile: config Makefile $(NGX_SRC)/configure | $(LIB)
 	rm -rf $(NGX_BUILD) && mkdir -p $(NGX_BUILD)
 	cp -a $(NGX_SRC)/. $(NGX_BUILD)/
 	cd $(NGX_BUILD) && SD_LIBS="$(LDLIBS)" ./configure --with-compat \
@@ -116,6 +116,7 @@ $(MODULE): $(NGX_BUILD)/objs/Makefile $(MODULE_DEP) $(LIB)
 # make serve [MODEL=dir] [PORT=n] [HOST=addr]: nginx in the foreground,
 # prefix build/serve.
 MODEL ?= $(BUILD)/demo-model
+DEVICE ?=
 PORT  ?= 7860
 HOST  ?= 127.0.0.1
 SERVE := $(BUILD)/serve
@@ -126,10 +127,15 @@ serve: all $(MODULE)
 	    $(BUILD)/sd-cli make-demo $(MODEL); fi
 	@test -d "$(MODEL)" || { echo "serve: no model folder $(MODEL)"; exit 1; }
 	mkdir -p $(SERVE)/logs $(SERVE)/tmp
+	@# the GPU when this build has CUDA and the machine a GPU (DEVICE=cpu
+	@# or DEVICE=cuda:N to choose)
+	dev="$(DEVICE)"; [ -n "$$dev" ] || dev=$$($(BUILD)/sd-cli gpus \
+	    >/dev/null 2>&1 && echo cuda || echo cpu); \
 	sed -e 's#^\( *sd_model  *\)[^ ]*  *[^ ;]*#\1$(SERVE_NAME) $(abspath $(MODEL))#' \
 	    -e 's#127\.0\.0\.1:7860#$(HOST):$(PORT)#' \
 	    -e 's#^load_module .*;#load_module $(abspath $(MODULE));#' \
-	    conf/nginx.conf > $(SERVE)/nginx.conf
-	@echo "serving $(MODEL) at http://$(HOST):$(PORT)/sdapi/v1/"
+	    -e "s#^\( *sd_device  *\)cpu;#\1$$dev;#" \
+	    conf/nginx.conf > $(SERVE)/nginx.conf; \
+	echo "serving $(MODEL) at http://$(HOST):$(PORT)/sdapi/v1/ on $$dev"
 	exec nginx -p $(abspath $(SERVE))/ -c nginx.conf -e stderr \
 	    -g 'daemon off;'

@@ -26,19 +26,23 @@
 #include "image.h"
 #include "pipeline.h"
 #include "safetensors.h"
+#include "sd_cli.h"
+#ifdef SD_HAVE_CUDA
+#include "sd_cuda.h"
+#endif
 
 
 typedef struct {
     const char     *model, *prompt, *negative, *dump, *output, *rng;
-    const char     *sampler, *slg_layers;
+    const char     *sampler, *slg_layers, *device, *precision;
     int             width, height, steps, batch;
     double          cfg, slg_scale, slg_start, slg_stop;
     long long       seed;
 } sd_cli_args;
 
 
-static int
-usage(void)
+int
+sd_cli_usage(void)
 {
     fprintf(stderr,
         "usage:\n"
@@ -50,13 +54,25 @@ usage(void)
         "         [--slg-scale F --slg-layers 7,8,9 --slg-start F "
         "--slg-stop F]\n"
         "         --output FILE.png [--dump FILE]\n"
-        "  sd-cli make-demo DIR [--seed S]\n");
+        "  sd-cli make-demo DIR [--seed S]\n"
+        "  sd-cli gpus\n"
+        "  sd-cli make-random --config large|medium|large-turbo DIR "
+        "[--seed S]\n"
+        "  sd-cli bench --model DIR [--device cuda[:N]] "
+        "[--precision bf16|fp32]\n"
+        "         [--width W] [--height H] [--steps N] [--cfg F] "
+        "[--batch N] [--runs N]\n"
+        "  sd-cli step --model DIR --ref FILE [--ref-log FILE] "
+        "[--device cuda[:N]]\n"
+        "         [--precision bf16|fp32] [--reps N]\n"
+        "encode and txt2img also take --device cpu|cuda[:N] and --precision "
+        "fp32|bf16.\n");
     return 2;
 }
 
 
-static int
-fail(const char *what, const sd_err *err)
+int
+sd_cli_fail(const char *what, const sd_err *err)
 {
     fprintf(stderr, "sd-cli: %s: %s\n", what, err->msg[0] ? err->msg
                                           : sd_status_str(err->status));
@@ -64,8 +80,8 @@ fail(const char *what, const sd_err *err)
 }
 
 
-static int
-parse_int(const char *name, const char *v, long long lo, long long hi,
+int
+sd_cli_parse_int(const char *name, const char *v, long long lo, long long hi,
     long long *out)
 {
     char       *end;
@@ -83,8 +99,8 @@ parse_int(const char *name, const char *v, long long lo, long long hi,
 }
 
 
-static int
-parse_double(const char *name, const char *v, double *out)
+int
+sd_cli_parse_double(const char *name, const char *v, double *out)
 {
     char  *end;
 
@@ -98,59 +114,12 @@ parse_double(const char *name, const char *v, double *out)
 }
 
 
-/*
- * Each option takes one value, into the one field it names: a string (s),
- * an int or a long long in lo..hi (i, ll), or a double (d).
- */
-typedef struct {
-    const char     *name;
-    const char    **s;
-    int            *i;
-    long long      *ll, lo, hi;
-    double         *d;
-} sd_cli_opt;
-
-
-static int
-parse_args(int argc, char **argv, sd_cli_args *a)
+int
+sd_cli_parse(int argc, char **argv, const sd_cli_opt *opts, size_t nopts)
 {
-    long long   n;
-    int         i;
-
-    sd_cli_opt  opts[] = {
-        { "--model",      .s = &a->model },
-        { "--prompt",     .s = &a->prompt },
-        { "--negative",   .s = &a->negative },
-        { "--dump",       .s = &a->dump },
-        { "--output",     .s = &a->output },
-        { "--rng",        .s = &a->rng },
-        { "--sampler",    .s = &a->sampler },
-        { "--slg-layers", .s = &a->slg_layers },
-        { "--width",      .i = &a->width, .lo = 1, .hi = 1 << 16 },
-        { "--height",     .i = &a->height, .lo = 1, .hi = 1 << 16 },
-        { "--steps",      .i = &a->steps, .lo = 0, .hi = 100000 },
-        { "--batch",      .i = &a->batch, .lo = 1, .hi = 64 },
-        { "--seed",       .ll = &a->seed, .lo = 0, .hi = 0xffffffffffffLL },
-        { "--cfg",        .d = &a->cfg },
-        { "--slg-scale",  .d = &a->slg_scale },
-        { "--slg-start",  .d = &a->slg_start },
-        { "--slg-stop",   .d = &a->slg_stop },
-    };
-    const sd_cli_opt  *o, *end = opts + sizeof(opts) / sizeof(opts[0]);
-
-    memset(a, 0, sizeof(*a));
-    a->prompt = "";
-    a->negative = "";
-    a->width = 1024;
-    a->height = 1024;
-    a->steps = 28;
-    a->cfg = 4.5;
-    a->seed = 42;
-    a->batch = 1;
-    a->rng = "cuda";
-    a->sampler = "Euler";
-    a->slg_start = 0.01;
-    a->slg_stop = 0.2;
+    const sd_cli_opt  *o, *end = opts + nopts;
+    long long          n;
+    int                i;
 
     for (i = 0; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -170,15 +139,136 @@ parse_args(int argc, char **argv, sd_cli_args *a)
         if (o->s) {
             *o->s = v;
         } else if (o->d) {
-            if (parse_double(k, v, o->d)) return -1;
+            if (sd_cli_parse_double(k, v, o->d)) return -1;
         } else {
-            if (parse_int(k, v, o->lo, o->hi, &n)) return -1;
+            if (sd_cli_parse_int(k, v, o->lo, o->hi, &n)) return -1;
             if (o->i) {
                 *o->i = (int) n;
             } else {
                 *o->ll = n;
             }
         }
+    }
+    return 0;
+}
+
+
+int
+sd_cli_backend(const char *device, const char *precision, sd_backend **be,
+    sd_err *err)
+{
+    long long  idx = 0;
+    int        bf16;
+
+    *be = NULL;
+    if (device == NULL || strcmp(device, "cpu") == 0) {
+        if (precision && strcmp(precision, "fp32") != 0) {
+            fprintf(stderr, "sd-cli: --precision: the CPU computes in fp32 "
+                    "only\n");
+            return 2;
+        }
+        if (sd_backend_cpu_create(err, 0, be) != SD_OK) {
+            return sd_cli_fail("creating the backend", err);
+        }
+        return 0;
+    }
+    if (strcmp(device, "cuda") != 0
+        && (strncmp(device, "cuda:", 5) != 0
+            || sd_cli_parse_int("--device", device + 5, 0, 255, &idx)))
+    {
+        fprintf(stderr, "sd-cli: --device: cpu, cuda or cuda:N\n");
+        return 2;
+    }
+    if (precision && strcmp(precision, "bf16") != 0
+        && strcmp(precision, "fp32") != 0)
+    {
+        fprintf(stderr, "sd-cli: --precision: bf16 or fp32 on the GPU\n");
+        return 2;
+    }
+    bf16 = precision == NULL || strcmp(precision, "bf16") == 0;
+#ifdef SD_HAVE_CUDA
+    if (sd_backend_cuda_create(err, (int) idx, bf16 ? SD_DT_BF16 : SD_DT_F32,
+                               be) != SD_OK)
+    {
+        return sd_cli_fail("creating the CUDA backend", err);
+    }
+    fprintf(stderr, "sd-cli: %s, %s\n", sd_cuda_info(*be),
+            bf16 ? "bf16" : "fp32");
+    return 0;
+#else
+    (void) bf16;
+    fprintf(stderr, "sd-cli: --device %s: built without CUDA\n", device);
+    return 2;
+#endif
+}
+
+
+/*
+ * The GPU workspace for requests up to width x height x batch (nothing on
+ * the CPU).
+ */
+int
+sd_cli_reserve(sd_model *m, int width, int height, int batch, sd_err *err)
+{
+#ifdef SD_HAVE_CUDA
+    if (strcmp(m->be->ops->name, "cuda") == 0
+        && sd_pipe_reserve(err, m, 0, width, height, batch) != SD_OK)
+    {
+        return sd_cli_fail("sizing the GPU workspace", err);
+    }
+#else
+    (void) m;
+    (void) width;
+    (void) height;
+    (void) batch;
+    (void) err;
+#endif
+    return 0;
+}
+
+
+static int
+parse_args(int argc, char **argv, sd_cli_args *a)
+{
+    sd_cli_opt  opts[] = {
+        { "--model",      .s = &a->model },
+        { "--prompt",     .s = &a->prompt },
+        { "--negative",   .s = &a->negative },
+        { "--dump",       .s = &a->dump },
+        { "--output",     .s = &a->output },
+        { "--rng",        .s = &a->rng },
+        { "--sampler",    .s = &a->sampler },
+        { "--slg-layers", .s = &a->slg_layers },
+        { "--device",     .s = &a->device },
+        { "--precision",  .s = &a->precision },
+        { "--width",      .i = &a->width, .lo = 1, .hi = 1 << 16 },
+        { "--height",     .i = &a->height, .lo = 1, .hi = 1 << 16 },
+        { "--steps",      .i = &a->steps, .lo = 0, .hi = 100000 },
+        { "--batch",      .i = &a->batch, .lo = 1, .hi = 64 },
+        { "--seed",       .ll = &a->seed, .lo = 0, .hi = 0xffffffffffffLL },
+        { "--cfg",        .d = &a->cfg },
+        { "--slg-scale",  .d = &a->slg_scale },
+        { "--slg-start",  .d = &a->slg_start },
+        { "--slg-stop",   .d = &a->slg_stop },
+    };
+    memset(a, 0, sizeof(*a));
+    a->prompt = "";
+    a->negative = "";
+    a->width = 1024;
+    a->height = 1024;
+    a->steps = 28;
+    a->cfg = 4.5;
+    a->seed = 42;
+    a->batch = 1;
+    a->rng = "cuda";
+    a->sampler = "Euler";
+    a->slg_start = 0.01;
+    a->slg_stop = 0.2;
+
+    if (sd_cli_parse(argc, argv, opts, sizeof(opts) / sizeof(opts[0]))
+        != 0)
+    {
+        return -1;
     }
     if (a->model == NULL) {
         fprintf(stderr, "sd-cli: --model DIR is required\n");
@@ -302,22 +392,24 @@ cmd_encode(int argc, char **argv)
     memset(&n, 0, sizeof(n));
     memset(&d, 0, sizeof(d));
     if (parse_args(argc, argv, &a) != 0) {
-        return usage();
+        return sd_cli_usage();
     }
     if (a.dump == NULL) {
         fprintf(stderr, "sd-cli: encode needs --dump FILE\n");
-        return usage();
+        return sd_cli_usage();
     }
-    if (sd_backend_cpu_create(&err, 0, &be) != SD_OK
-        || sd_model_load(&err, be, a.model, SD_PART_TEXT, &m) != SD_OK)
-    {
-        rc = fail("loading the model", &err);
+    if ((rc = sd_cli_backend(a.device, a.precision, &be, &err)) != 0) {
+        goto out;
+    }
+    rc = 1;
+    if (sd_model_load(&err, be, a.model, SD_PART_TEXT, &m) != SD_OK) {
+        rc = sd_cli_fail("loading the model", &err);
         goto out;
     }
     if (sd_cond_encode(&err, m, a.prompt, &c) != SD_OK
         || sd_cond_encode(&err, m, a.negative, &n) != SD_OK)
     {
-        rc = fail("encoding", &err);
+        rc = sd_cli_fail("encoding", &err);
         goto out;
     }
     if (dump_cond(&d, m, &c, &n) != 0) {
@@ -325,7 +417,7 @@ cmd_encode(int argc, char **argv)
         goto out;
     }
     if (sd_st_write(&err, a.dump, d.t, d.n) != SD_OK) {
-        rc = fail("writing the dump", &err);
+        rc = sd_cli_fail("writing the dump", &err);
         goto out;
     }
     rc = 0;
@@ -434,12 +526,12 @@ cmd_txt2img(int argc, char **argv)
     if (parse_args(argc, argv, &a) != 0
         || parse_layers(a.slg_layers, layers, &nl) != 0)
     {
-        return usage();
+        return sd_cli_usage();
     }
     if (a.output == NULL && a.dump == NULL) {
         fprintf(stderr, "sd-cli: txt2img needs --output FILE.png or --dump "
                 "FILE\n");
-        return usage();
+        return sd_cli_usage();
     }
     if (sd_sampler_parse(&err, a.sampler, &p.sampler) != SD_OK) {
         /* the engine's message names the API field; name the option */
@@ -473,10 +565,15 @@ cmd_txt2img(int argc, char **argv)
         p.progress_data = &t0;
     }
 
-    if (sd_backend_cpu_create(&err, 0, &be) != SD_OK
-        || sd_model_load(&err, be, a.model, SD_PART_ALL, &m) != SD_OK)
-    {
-        rc = fail("loading the model", &err);
+    if ((rc = sd_cli_backend(a.device, a.precision, &be, &err)) != 0) {
+        goto out;
+    }
+    rc = 1;
+    if (sd_model_load(&err, be, a.model, SD_PART_ALL, &m) != SD_OK) {
+        rc = sd_cli_fail("loading the model", &err);
+        goto out;
+    }
+    if (sd_cli_reserve(m, a.width, a.height, a.batch, &err) != 0) {
         goto out;
     }
     if (sd_pipe_validate(&err, m, &p) != SD_OK) {
@@ -487,13 +584,13 @@ cmd_txt2img(int argc, char **argv)
     if (sd_cond_encode(&err, m, a.prompt, &c) != SD_OK
         || sd_cond_encode(&err, m, a.negative, &n) != SD_OK)
     {
-        rc = fail("encoding", &err);
+        rc = sd_cli_fail("encoding", &err);
         goto out;
     }
     if (sd_pipe_txt2img(&err, m, &p, &c, &n, &rgb, a.dump ? &pd : NULL)
         != SD_OK)
     {
-        rc = fail("generating", &err);
+        rc = sd_cli_fail("generating", &err);
         goto out;
     }
 
@@ -510,7 +607,7 @@ cmd_txt2img(int argc, char **argv)
             || sd_png_encode(&err, rgb, a.width, a.height, info, &png,
                              &png_len) != SD_OK)
         {
-            rc = fail("encoding the PNG", &err);
+            rc = sd_cli_fail("encoding the PNG", &err);
             goto out;
         }
         if (write_file(a.output, png, png_len) != 0) {
@@ -538,7 +635,7 @@ cmd_txt2img(int argc, char **argv)
             goto out;
         }
         if (sd_st_write(&err, a.dump, d.t, d.n) != SD_OK) {
-            rc = fail("writing the dump", &err);
+            rc = sd_cli_fail("writing the dump", &err);
             goto out;
         }
     }
@@ -565,15 +662,31 @@ cmd_make_demo(int argc, char **argv)
     long long  seed = 0;
 
     if (argc != 1 && !(argc == 3 && strcmp(argv[1], "--seed") == 0)) {
-        return usage();
+        return sd_cli_usage();
     }
-    if (argc == 3 && parse_int("--seed", argv[2], 0, 0xffffffffLL, &seed)) {
+    if (argc == 3 && sd_cli_parse_int("--seed", argv[2], 0, 0xffffffffLL, &seed)) {
         return 2;
     }
     if (sd_demo_write(&err, argv[0], (uint64_t) seed) != SD_OK) {
-        return fail("writing the demo model", &err);
+        return sd_cli_fail("writing the demo model", &err);
     }
     return 0;
+}
+
+
+/* The CUDA devices this build can use; exit 0 when there is one. */
+static int
+cmd_gpus(void)
+{
+#ifdef SD_HAVE_CUDA
+    int  n = sd_cuda_device_count();
+
+    printf("%d CUDA device%s\n", n, n == 1 ? "" : "s");
+    return n > 0 ? 0 : 1;
+#else
+    printf("built without CUDA\n");
+    return 1;
+#endif
 }
 
 
@@ -581,7 +694,7 @@ int
 main(int argc, char **argv)
 {
     if (argc < 2) {
-        return usage();
+        return sd_cli_usage();
     }
     if (strcmp(argv[1], "encode") == 0) {
         return cmd_encode(argc - 2, argv + 2);
@@ -592,5 +705,14 @@ main(int argc, char **argv)
     if (strcmp(argv[1], "make-demo") == 0) {
         return cmd_make_demo(argc - 2, argv + 2);
     }
-    return usage();
+    if (strcmp(argv[1], "gpus") == 0) {
+        return cmd_gpus();
+    }
+    if (strcmp(argv[1], "bench") == 0) {
+        return sd_cli_bench(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "step") == 0) {
+        return sd_cli_step(argc - 2, argv + 2);
+    }
+    return sd_cli_usage();
 }

@@ -110,6 +110,9 @@ t_golden_cmp(const sd_st *g, const char *key, const float *a, size_t n,
     }
     sd_st_read_f32(&err, r, b);
     e = t_rel_l2(a, b, n);
+    if (t_dev_bf16) {
+        printf("   %-34s rel L2 %.3g\n", key, e);
+    }
     T_CHECK(e < tol, "%s: relative L2 error %.3g (limit %g)", key, e, tol);
     free(b);
 }

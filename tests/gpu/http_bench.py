@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""txt2img through nginx from an HTTP client: waits for the model, times
+the whole request (JSON in, base64 PNG out) after a warm-up, then checks
+that a request larger than the GPU workspace answers 500 with the reason
+and that the next request still works. Prints a table.
+Usage: http_bench.py URL [--width W] [--height H] [--steps N] [--runs N]
+                         [--big WxHxB]"""
+import argparse, base64, json, statistics, sys, time
+import requests
+
+ap = argparse.ArgumentParser()
+ap.add_argument('url')
+ap.add_argument('--width', type=int, default=1024)
+ap.add_argument('--height', type=int, default=1024)
+ap.add_argument('--steps', type=int, default=28)
+ap.add_argument('--cfg', type=float, default=4.5)
+ap.add_argument('--runs', type=int, default=3)
+ap.add_argument('--big', default='1536x1536x8')
+a = ap.parse_args()
+
+t0 = time.time()
+while time.time() - t0 < 600:
+    try:
+        r = requests.get(a.url + '/sdapi/v1/sd-models', timeout=5)
+        p = requests.post(a.url + '/sdapi/v1/txt2img', timeout=600,
+                          json={'prompt': 'x', 'steps': 1, 'width': 64,
+                                'height': 64})
+        if p.status_code == 200:
+            break
+    except requests.RequestException:
+        pass
+    time.sleep(1)
+ready = time.time() - t0
+
+
+def txt2img(w, h, steps, batch=1, seed=1234):
+    body = {'prompt': 'a futuristic cityscape at sunset, cyberpunk style',
+            'negative_prompt': 'blurry, low-res, distortion',
+            'width': w, 'height': h, 'steps': steps, 'cfg_scale': a.cfg,
+            'seed': seed, 'batch_size': batch, 'sampler_name': 'Euler'}
+    t = time.time()
+    r = requests.post(a.url + '/sdapi/v1/txt2img', json=body, timeout=600)
+    return r, time.time() - t
+
+
+r, _ = txt2img(a.width, a.height, a.steps)          # warm-up
+ok = r.status_code == 200
+times = []
+for i in range(a.runs):
+    r, dt = txt2img(a.width, a.height, a.steps, seed=100 + i)
+    ok = ok and r.status_code == 200
+    times.append(dt)
+png = base64.b64decode(r.json()['images'][0]) if ok else b''
+bw, bh, bb = (int(x) for x in a.big.split('x'))
+big, bdt = txt2img(bw, bh, 2, batch=bb)
+after, adt = txt2img(512, 512, 4)
+print('| through nginx (HTTP client) | |')
+print('| --- | --- |')
+print(f'| ready (load + workspace sizing) | {ready:.1f} s |')
+print(f'| txt2img {a.width}x{a.height}, {a.steps} steps, cfg {a.cfg}, '
+      f'median of {a.runs} | {statistics.median(times):.3f} s |')
+print(f'| all runs | {", ".join(f"{t:.3f}" for t in times)} s |')
+print(f'| PNG bytes | {len(png)} |')
+print(f'| {bw}x{bh} batch {bb}: status | {big.status_code}: '
+      f'{big.text[:160]!r} |')
+print(f'| next request (512x512, 4 steps): status | {after.status_code} '
+      f'({adt:.2f} s) |')
+sys.exit(0 if ok and after.status_code == 200 and big.status_code == 500
+         else 1)

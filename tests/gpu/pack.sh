@@ -1,0 +1,38 @@
+#!/bin/sh
+# tests/gpu/pack.sh: build here (nvcc needed) and pack what the GPU machine
+# needs into .dev/gpu (ignored by git; carried by the device call): the
+# binaries, the module, the shared libraries they load that the GPU image
+# lacks (cJSON, libpng, utf8proc, OpenBLAS), nginx's Debian packages, the
+# fixtures, the reference scripts and the diffusers source when present.
+# Usage: tests/gpu/pack.sh [DIFFUSERS_GIT_DIR]
+set -eu
+cd "$(dirname "$0")/../.."
+fx=${SD_FIXTURES:-../shared/fixtures}
+out=.dev/gpu
+make -j"$(nproc)" all module >/dev/null
+rm -rf "$out" && mkdir -p "$out/lib" "$out/bin" "$out/debs"
+cp build/sd-cli build/ngx_http_sd_module.so "$out/bin/"
+cp build/tests/test_* "$out/bin/"
+for l in libcjson.so.1 libpng16.so.16 libutf8proc.so.2 libgfortran.so.5 \
+         libquadmath.so.0; do
+    cp -L "/usr/lib/x86_64-linux-gnu/$l" "$out/lib/" 2>/dev/null || true
+done
+cp -L /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
+      "$out/lib/"
+(cd "$out/debs" && apt-get download -q nginx nginx-common >/dev/null 2>&1) \
+    || echo "pack: nginx packages not downloaded" >&2
+tar cf - -C "$(dirname "$fx")" "$(basename "$fx")" | xz -1 -T0 \
+    > "$out/fixtures.tar.xz"
+if [ -d ../shared/bench ]; then
+    cp -r ../shared/bench "$out/bench"
+fi
+if [ "${1:-}" ]; then
+    mkdir -p "$out/ref"
+    git --git-dir="$1" archive HEAD src/diffusers | tar x -C "$out/ref"
+    (cd "$out/ref/src/diffusers/pipelines" && ls -d */ \
+        | grep -v '^stable_diffusion_3/\|^stable_diffusion/' \
+        | xargs rm -rf)
+    rm -rf "$out/ref/src/diffusers/modular_pipelines"/*
+fi
+(cd "$out/lib" && xz -T0 -1 libopenblas.so.0)
+du -sh "$out"
