@@ -595,6 +595,9 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
             SD_TRY_GOTO(s, sd_tensor_download(err, b.lat, b.host), out);
             dump->latents_step0 = dup_floats(b.host, per);
         }
+        /* the step is done on the device before it is reported, and the
+           cancel flag read next then stops within one step */
+        SD_TRY_GOTO(s, sd_backend_sync(err, m->be), out);
         if (a->progress) {
             a->progress(a->progress_data, a->job, a->jobs, i + 1, a->steps);
         }

@@ -674,6 +674,47 @@ cmd_make_demo(int argc, char **argv)
 }
 
 
+/* make-random --config NAME DIR [--seed S]: a full-size random model */
+static int
+cmd_make_random(int argc, char **argv)
+{
+    const sd_demo_config  *cfg;
+    const char            *name = NULL, *dir = NULL;
+    sd_err                 err = {0};
+    long long              seed = 0;
+    int                    i;
+
+    for (i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            name = argv[++i];
+        } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
+            if (sd_cli_parse_int("--seed", argv[++i], 0, 0xffffffffLL,
+                                 &seed))
+            {
+                return 2;
+            }
+        } else if (dir == NULL && argv[i][0] != '-') {
+            dir = argv[i];
+        } else {
+            return sd_cli_usage();
+        }
+    }
+    if (name == NULL || dir == NULL) {
+        return sd_cli_usage();
+    }
+    cfg = sd_demo_config_named(name);
+    if (cfg == NULL) {
+        fprintf(stderr, "sd-cli: --config: \"%s\" is not one of large, "
+                "medium, large-turbo, demo\n", name);
+        return 2;
+    }
+    if (sd_demo_write_config(&err, dir, cfg, (uint64_t) seed) != SD_OK) {
+        return sd_cli_fail("writing the model", &err);
+    }
+    return 0;
+}
+
+
 /* The CUDA devices this build can use; exit 0 when there is one. */
 static int
 cmd_gpus(void)
@@ -704,6 +745,9 @@ main(int argc, char **argv)
     }
     if (strcmp(argv[1], "make-demo") == 0) {
         return cmd_make_demo(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "make-random") == 0) {
+        return cmd_make_random(argc - 2, argv + 2);
     }
     if (strcmp(argv[1], "gpus") == 0) {
         return cmd_gpus();

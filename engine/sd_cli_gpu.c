@@ -144,7 +144,7 @@ sd_cli_bench(int argc, char **argv)
                               "style";
     const char      *negative = "blurry, low-res, distortion";
     int              width = 1024, height = 1024, steps = 28, batch = 1;
-    int              runs = 3, r, i, rc = 1;
+    int              runs = 3, r, i, rc = 1, profile = 0;
     double           cfg = 4.5, t0, t1, t2, t3, load_s;
     double           enc[SD_BENCH_MAX_RUNS], dec[SD_BENCH_MAX_RUNS];
     double           e2e[SD_BENCH_MAX_RUNS], *step_ms = NULL;
@@ -167,6 +167,7 @@ sd_cli_bench(int argc, char **argv)
         { "--steps",     .i = &steps, .lo = 1, .hi = SD_BENCH_MAX_STEPS },
         { "--batch",     .i = &batch, .lo = 1, .hi = 64 },
         { "--runs",      .i = &runs, .lo = 1, .hi = SD_BENCH_MAX_RUNS },
+        { "--profile",   .i = &profile, .lo = 0, .hi = 1 },
         { "--cfg",       .d = &cfg },
     };
 
@@ -217,8 +218,14 @@ sd_cli_bench(int argc, char **argv)
         goto out;
     }
 
-    /* run -1 is the warm-up: plans, algorithms, lazy loading */
-    for (r = -1; r < runs; r++) {
+    /* run -1 is the warm-up: plans, algorithms, lazy loading; with
+       --profile 1, run "runs" is one more, every op timed */
+    for (r = -1; r < runs + (profile ? 1 : 0); r++) {
+#ifdef SD_HAVE_CUDA
+        if (r == runs && strcmp(be->ops->name, "cuda") == 0) {
+            sd_cuda_profile(be, 1);
+        }
+#endif
         sd_backend_sync(&err, be);
         t0 = now_s();
         if (sd_cond_encode(&err, m, prompt, &c) != SD_OK
@@ -243,7 +250,7 @@ sd_cli_bench(int argc, char **argv)
         sd_cond_free(&c);
         sd_cond_free(&n);
         fprintf(stderr, "sd-cli: run %d: %.3f s\n", r, t3 - t0);
-        if (r < 0) {
+        if (r < 0 || r == runs) {
             continue;
         }
         enc[r] = (t1 - t0) * 1e3;
@@ -270,6 +277,20 @@ sd_cli_bench(int argc, char **argv)
     printf("| end to end (encode, %d steps, decode), median | %.3f s |\n",
            steps, quantile(e2e, runs, 0.5) / 1e3);
     print_memory(m);
+#ifdef SD_HAVE_CUDA
+    if (profile && strcmp(be->ops->name, "cuda") == 0) {
+        char  *rep = malloc(1 << 16);
+
+        if (rep) {
+            sd_cuda_profile_report(be, rep, 1 << 16);
+            printf("\n| op (one whole run, every op synchronised by events)"
+                   " | calls | ms | share |\n| --- | --- | --- | --- |\n%s",
+                   rep);
+            free(rep);
+        }
+        sd_cuda_profile(be, 0);
+    }
+#endif
     rc = 0;
 
 out:

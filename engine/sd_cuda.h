@@ -45,6 +45,14 @@ sd_status sd_cuda_reserve(sd_err *err, sd_backend *be, size_t bytes);
 sd_status sd_cuda_memory(sd_err *err, sd_backend *be, sd_cuda_mem *out);
 /* "NVIDIA H200, sm_90, CUDA 13.0, cuBLASLt 13.x, cuDNN 9.19.0" */
 const char *sd_cuda_info(const sd_backend *be);
+/*
+ * Profiling: while on, every op is timed with CUDA events and summed per op
+ * and shape; the report (a text table into buf, sorted by time) empties
+ * the sums. Adds a little host work per op: not for serving.
+ */
+void sd_cuda_profile(sd_backend *be, int on);
+size_t sd_cuda_profile_report(sd_backend *be, char *buf, size_t len);
+
 /* Route every attention through the GEMM path (tests, comparisons). */
 void sd_cuda_set_no_sdpa(sd_backend *be, int on);
 

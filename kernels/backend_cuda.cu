@@ -301,22 +301,108 @@ cuda_sync(sd_err *err, sd_backend *be)
 }
 
 
-/* Ops: measuring mode returns before any launch. */
+/* Profiling */
 
-#define SD_CUDA_MEASURED(t)                                                 \
+static sd_status
+prof_flush(sd_cuda *c)
+{
+    sd_cuda_prof  *p = c->prof;
+    float          ms;
+    int            i;
+
+    if (p->nev == 0) {
+        return SD_OK;
+    }
+    if (cudaEventSynchronize(p->ev[2 * p->nev - 1]) != cudaSuccess) {
+        (void) cudaGetLastError();
+        p->nev = 0;
+        return SD_ERR_BACKEND;
+    }
+    for (i = 0; i < p->nev; i++) {
+        if (cudaEventElapsedTime(&ms, p->ev[2 * i], p->ev[2 * i + 1])
+            == cudaSuccess)
+        {
+            p->rows[p->ev_row[i]].ms += ms;
+            p->rows[p->ev_row[i]].n++;
+        }
+    }
+    p->nev = 0;
+    return SD_OK;
+}
+
+
+int
+sd_cuda_prof_begin(sd_cuda *c, const char *key)
+{
+    sd_cuda_prof  *p = c->prof;
+    int            r;
+
+    if (!c->profiling || p == NULL || !p->ready) {
+        return -1;
+    }
+    if (p->nev == SD_PROF_EV) {
+        prof_flush(c);
+    }
+    for (r = 0; r < p->nrows && strcmp(p->rows[r].key, key) != 0; r++) {
+        /* void */
+    }
+    if (r == p->nrows) {
+        if (r == SD_PROF_ROWS) {
+            r--;                    /* the last row takes the overflow */
+            snprintf(p->rows[r].key, sizeof(p->rows[r].key), "(other)");
+        } else {
+            snprintf(p->rows[r].key, sizeof(p->rows[r].key), "%s", key);
+            p->nrows++;
+        }
+    }
+    p->ev_row[p->nev] = r;
+    cudaEventRecord(p->ev[2 * p->nev], c->stream);
+    return p->nev;
+}
+
+
+void
+sd_cuda_prof_end(sd_cuda *c, int slot)
+{
+    if (slot >= 0) {
+        cudaEventRecord(c->prof->ev[2 * slot + 1], c->stream);
+        c->prof->nev++;
+    }
+}
+
+
+/* Ops: measuring mode returns before any launch; profiling times each. */
+
+#define SD_CUDA_OP(t, call, ...)                                            \
     do {                                                                    \
-        if (sd_cuda_of(t)->measuring) {                                     \
+        sd_cuda    *c_ = sd_cuda_of(t);                                     \
+        sd_status   s_;                                                     \
+        char        k_[72];                                                 \
+        int         i_ = -1;                                                \
+                                                                            \
+        if (c_->measuring) {                                                \
             return SD_OK;                                                   \
         }                                                                   \
+        if (c_->profiling) {                                                \
+            snprintf(k_, sizeof(k_), __VA_ARGS__);                          \
+            i_ = sd_cuda_prof_begin(c_, k_);                                \
+        }                                                                   \
+        s_ = (call);                                                        \
+        sd_cuda_prof_end(c_, i_);                                           \
+        return s_;                                                          \
     } while (0)
+
+#define LL(v)  ((long long) (v))
 
 
 static sd_status
 cuda_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, sd_act act)
 {
-    SD_CUDA_MEASURED(y);
-    return sd_cuda_linear(err, y, x, w, b, act);
+    SD_CUDA_OP(y, sd_cuda_linear(err, y, x, w, b, act),
+               "linear %lldx%lld->%lld%s%s", LL(sd_numel(x) / w->ne[1]),
+               LL(w->ne[1]), LL(w->ne[0]), b ? " +b" : "",
+               act != SD_ACT_NONE ? " +act" : "");
 }
 
 
@@ -324,8 +410,8 @@ static sd_status
 cuda_layer_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, float eps)
 {
-    SD_CUDA_MEASURED(y);
-    return sd_cuda_layer_norm(err, y, x, w, b, eps);
+    SD_CUDA_OP(y, sd_cuda_layer_norm(err, y, x, w, b, eps),
+               "layer_norm %lld", LL(sd_numel(x)));
 }
 
 
@@ -333,8 +419,9 @@ static sd_status
 cuda_norm_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *shift, const sd_tensor *scale, float eps)
 {
-    SD_CUDA_MEASURED(y);
-    return sd_cuda_norm_modulate(err, y, x, shift, scale, eps);
+    SD_CUDA_OP(y, sd_cuda_norm_modulate(err, y, x, shift, scale, eps),
+               "norm_modulate %lldx%lld", LL(x->ne[0] * x->ne[1]),
+               LL(x->ne[2]));
 }
 
 
@@ -342,8 +429,8 @@ static sd_status
 cuda_rms_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, float eps)
 {
-    SD_CUDA_MEASURED(y);
-    return sd_cuda_rms_norm(err, y, x, w, eps);
+    SD_CUDA_OP(y, sd_cuda_rms_norm(err, y, x, w, eps), "rms_norm %lld",
+               LL(sd_numel(x)));
 }
 
 
@@ -352,8 +439,10 @@ cuda_qkv_split(sd_err *err, sd_tensor *q, sd_tensor *k, sd_tensor *v,
     int64_t r0, const sd_tensor *src, const sd_tensor *nq,
     const sd_tensor *nk, int heads, float eps)
 {
-    SD_CUDA_MEASURED(q);
-    return sd_cuda_qkv_split(err, q, k, v, r0, src, nq, nk, heads, eps);
+    SD_CUDA_OP(q, sd_cuda_qkv_split(err, q, k, v, r0, src, nq, nk, heads,
+                                     eps),
+               "qkv_split %lldx%lld", LL(src->ne[0] * src->ne[1]),
+               LL(src->ne[2]));
 }
 
 
@@ -361,16 +450,17 @@ static sd_status
 cuda_group_norm(sd_err *err, sd_tensor *y, const sd_tensor *x, int groups,
     const sd_tensor *w, const sd_tensor *b, float eps, sd_act act)
 {
-    SD_CUDA_MEASURED(y);
-    return sd_cuda_group_norm(err, y, x, groups, w, b, eps, act);
+    SD_CUDA_OP(y, sd_cuda_group_norm(err, y, x, groups, w, b, eps, act),
+               "group_norm %lldx%lldx%lld", LL(x->ne[1]), LL(x->ne[2]),
+               LL(x->ne[3]));
 }
 
 
 static sd_status
 cuda_act(sd_err *err, sd_tensor *y, const sd_tensor *x, sd_act kind)
 {
-    SD_CUDA_MEASURED(y);
-    return sd_cuda_act(err, y, x, kind);
+    SD_CUDA_OP(y, sd_cuda_act(err, y, x, kind), "act %lld",
+               LL(sd_numel(x)));
 }
 
 
@@ -378,8 +468,8 @@ static sd_status
 cuda_binary(sd_err *err, sd_tensor *y, const sd_tensor *a,
     const sd_tensor *b, int op)
 {
-    SD_CUDA_MEASURED(y);
-    return sd_cuda_binary(err, y, a, b, op);
+    SD_CUDA_OP(y, sd_cuda_binary(err, y, a, b, op), "%s %lld",
+               op == SD_BIN_ADD ? "add" : "mul", LL(sd_numel(a)));
 }
 
 
@@ -387,8 +477,8 @@ static sd_status
 cuda_scale(sd_err *err, sd_tensor *y, const sd_tensor *x, float s,
     float add)
 {
-    SD_CUDA_MEASURED(y);
-    return sd_cuda_scale(err, y, x, s, add);
+    SD_CUDA_OP(y, sd_cuda_scale(err, y, x, s, add), "scale %lld",
+               LL(sd_numel(x)));
 }
 
 
@@ -398,7 +488,22 @@ cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
     const sd_tensor *k, const sd_tensor *v, int heads, int causal,
     const sd_tensor *bias, float scale)
 {
-    return sd_cuda_attention(err, o, q, k, v, heads, causal, bias, scale);
+    sd_cuda    *c = sd_cuda_of(o);
+    sd_status   s;
+    char        k_[72];
+    int         i = -1;
+
+    /* measuring: the GEMM path counts its own scratch */
+    if (c->profiling && !c->measuring) {
+        snprintf(k_, sizeof(k_), "attention %lldx%lldx%lldx%lld%s%s",
+                 LL(q->ne[0]), LL(q->ne[1]), LL(heads),
+                 LL(q->ne[2] / heads), causal ? " causal" : "",
+                 bias ? " bias" : "");
+        i = sd_cuda_prof_begin(c, k_);
+    }
+    s = sd_cuda_attention(err, o, q, k, v, heads, causal, bias, scale);
+    sd_cuda_prof_end(c, i);
+    return s;
 }
 
 
@@ -406,16 +511,18 @@ static sd_status
 cuda_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, int stride, int pad)
 {
-    SD_CUDA_MEASURED(y);
-    return sd_cuda_conv2d(err, y, x, w, b, stride, pad);
+    SD_CUDA_OP(y, sd_cuda_conv2d(err, y, x, w, b, stride, pad),
+               "conv %lldx%lldx%lld->%lld k%lld s%d", LL(x->ne[1]),
+               LL(x->ne[2]), LL(x->ne[3]), LL(w->ne[0]), LL(w->ne[1]),
+               stride);
 }
 
 
 static sd_status
 cuda_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
 {
-    SD_CUDA_MEASURED(y);
-    return sd_cuda_upsample2x(err, y, x);
+    SD_CUDA_OP(y, sd_cuda_upsample2x(err, y, x), "upsample2x %lld",
+               LL(sd_numel(y)));
 }
 
 
@@ -423,8 +530,8 @@ static sd_status
 cuda_embed(sd_err *err, sd_tensor *y, const sd_tensor *table,
     const int32_t *ids)
 {
-    SD_CUDA_MEASURED(y);
-    return sd_cuda_embed(err, y, table, ids);
+    SD_CUDA_OP(y, sd_cuda_embed(err, y, table, ids), "embed %lld",
+               LL(sd_numel(y)));
 }
 
 
@@ -432,8 +539,8 @@ static sd_status
 cuda_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *shift, const sd_tensor *scale)
 {
-    SD_CUDA_MEASURED(y);
-    return sd_cuda_modulate(err, y, x, shift, scale);
+    SD_CUDA_OP(y, sd_cuda_modulate(err, y, x, shift, scale),
+               "modulate %lld", LL(sd_numel(x)));
 }
 
 
@@ -441,8 +548,8 @@ static sd_status
 cuda_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
     const sd_tensor *y)
 {
-    SD_CUDA_MEASURED(x);
-    return sd_cuda_gate_add(err, x, g, y);
+    SD_CUDA_OP(x, sd_cuda_gate_add(err, x, g, y), "gate_add %lld",
+               LL(sd_numel(x)));
 }
 
 
@@ -451,9 +558,10 @@ cuda_copy2d(sd_err *err, sd_tensor *dst, int64_t dst_off,
     int64_t dst_stride, const sd_tensor *src, int64_t src_off,
     int64_t src_stride, int64_t rows, int64_t cols)
 {
-    SD_CUDA_MEASURED(dst);
-    return sd_cuda_copy2d(err, dst, dst_off, dst_stride, src, src_off,
-                          src_stride, rows, cols);
+    SD_CUDA_OP(dst, sd_cuda_copy2d(err, dst, dst_off, dst_stride, src,
+                                   src_off, src_stride, rows, cols),
+               "copy2d %lldx%lld%s", LL(rows), LL(cols),
+               dst->dtype != src->dtype ? " cast" : "");
 }
 
 
@@ -464,7 +572,8 @@ cuda_permute(sd_err *err, sd_tensor *y, const sd_tensor *x, const int *perm)
     if (sd_cuda_of(y)->measuring && y->mem == SD_MEM_ACT) {
         return SD_OK;
     }
-    return sd_cuda_permute(err, y, x, perm);
+    SD_CUDA_OP(y, sd_cuda_permute(err, y, x, perm), "permute %lld%s",
+               LL(sd_numel(x)), y->dtype != x->dtype ? " cast" : "");
 }
 
 
@@ -478,6 +587,14 @@ cuda_destroy(sd_backend *be)
         cudaSetDevice(c->device);
         if (c->stream) {
             cudaStreamSynchronize(c->stream);
+        }
+        if (c->prof) {
+            int  i;
+
+            for (i = 0; c->prof->ready && i < 2 * SD_PROF_EV; i++) {
+                cudaEventDestroy(c->prof->ev[i]);
+            }
+            free(c->prof);
         }
         sd_cuda_gemm_free(c);
         sd_cuda_attention_free(c);
@@ -693,6 +810,72 @@ extern "C" const char *
 sd_cuda_info(const sd_backend *be)
 {
     return ((const sd_cuda *) be->impl)->info;
+}
+
+
+extern "C" void
+sd_cuda_profile(sd_backend *be, int on)
+{
+    sd_cuda  *c = (sd_cuda *) be->impl;
+    int       i;
+
+    if (on && c->prof == NULL) {
+        c->prof = (sd_cuda_prof *) calloc(1, sizeof(sd_cuda_prof));
+        if (c->prof == NULL) {
+            return;
+        }
+        for (i = 0; i < 2 * SD_PROF_EV; i++) {
+            if (cudaEventCreate(&c->prof->ev[i]) != cudaSuccess) {
+                (void) cudaGetLastError();
+                return;
+            }
+        }
+        c->prof->ready = 1;
+    }
+    c->profiling = on && c->prof && c->prof->ready;
+}
+
+
+static int
+prof_cmp(const void *a, const void *b)
+{
+    double  x = ((const sd_cuda_prof_row *) a)->ms;
+    double  y = ((const sd_cuda_prof_row *) b)->ms;
+
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+
+extern "C" size_t
+sd_cuda_profile_report(sd_backend *be, char *buf, size_t len)
+{
+    sd_cuda       *c = (sd_cuda *) be->impl;
+    sd_cuda_prof  *p = c->prof;
+    double         total = 0;
+    size_t         n = 0;
+    int            i;
+
+    if (len) {
+        buf[0] = '\0';
+    }
+    if (p == NULL) {
+        return 0;
+    }
+    prof_flush(c);
+    qsort(p->rows, p->nrows, sizeof(p->rows[0]), prof_cmp);
+    for (i = 0; i < p->nrows; i++) {
+        total += p->rows[i].ms;
+    }
+    for (i = 0; i < p->nrows && n < len; i++) {
+        n += snprintf(buf + n, len - n, "| %s | %ld | %.3f | %.1f%% |\n",
+                      p->rows[i].key, p->rows[i].n, p->rows[i].ms,
+                      total > 0 ? 100.0 * p->rows[i].ms / total : 0.0);
+    }
+    if (n < len) {
+        n += snprintf(buf + n, len - n, "| total | | %.3f | |\n", total);
+    }
+    p->nrows = 0;
+    return n < len ? n : len;
 }
 
 

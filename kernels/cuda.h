@@ -45,6 +45,25 @@ typedef struct {
     sd_arena        arena;
 } sd_cuda_chunk;
 
+/* Profiling: CUDA events around every op, summed per op and shape. */
+#define SD_PROF_ROWS   256
+#define SD_PROF_EV     4096
+
+typedef struct {
+    char                key[72];
+    double              ms;
+    long                n;
+} sd_cuda_prof_row;
+
+typedef struct {
+    sd_cuda_prof_row    rows[SD_PROF_ROWS];
+    int                 nrows;
+    cudaEvent_t         ev[2 * SD_PROF_EV];
+    int                 ev_row[SD_PROF_EV];
+    int                 nev;
+    int                 ready;          /* events created */
+} sd_cuda_prof;
+
 typedef struct {
     int                 device;
     cudaStream_t        stream;
@@ -69,6 +88,8 @@ typedef struct {
     sd_cuda_sdpa_plan  *sdpa;
     sd_cuda_conv_plan  *conv;
     int                 no_sdpa;        /* force the GEMM attention path */
+    int                 profiling;
+    sd_cuda_prof       *prof;
 
     char                info[512];      /* card and library versions */
 } sd_cuda;
@@ -174,6 +195,10 @@ sd_cuda_blocks(int64_t n, int threads)
     return (unsigned) (b < 1 ? 1 : (b > 65535 * 16 ? 65535 * 16 : b));
 }
 
+
+/* Profiling of one op: begin returns a slot (-1: not profiling). */
+int sd_cuda_prof_begin(sd_cuda *c, const char *key);
+void sd_cuda_prof_end(sd_cuda *c, int slot);
 
 /* Activation scratch inside an op (measured like any tensor). */
 sd_status sd_cuda_scratch(sd_err *err, sd_cuda *c, size_t n, void **p);

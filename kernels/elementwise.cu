@@ -179,11 +179,62 @@ gate_add_kernel(T *x, const T *g, const T *y, int64_t n, int64_t lc,
 }
 
 
+/*
+ * The BF16 fast path: 8 values (16 bytes) per thread, 32-bit indices;
+ * c a multiple of 8 and n below 2^31.
+ */
+__global__ void
+gate_add_bf16x8(__nv_bfloat16 *x, const __nv_bfloat16 *g,
+    const __nv_bfloat16 *y, unsigned n8, unsigned lc, unsigned c)
+{
+    unsigned  i = blockIdx.x * blockDim.x + threadIdx.x, e, j, k;
+    uint4     xv, yv, gv;
+
+    if (i >= n8) {
+        return;
+    }
+    e = i * 8;
+    j = (e / lc) * c + e % c;
+    xv = *(const uint4 *) (x + e);
+    yv = *(const uint4 *) (y + e);
+    gv = *(const uint4 *) (g + j);
+    {
+        __nv_bfloat162  *xp = (__nv_bfloat162 *) &xv;
+        __nv_bfloat162  *yp = (__nv_bfloat162 *) &yv;
+        __nv_bfloat162  *gp = (__nv_bfloat162 *) &gv;
+
+        for (k = 0; k < 4; k++) {
+            float2  a = __bfloat1622float2(xp[k]);
+            float2  b = __bfloat1622float2(yp[k]);
+            float2  w = __bfloat1622float2(gp[k]);
+
+            xp[k] = __floats2bfloat162_rn(a.x + w.x * b.x, a.y + w.y * b.y);
+        }
+    }
+    *(uint4 *) (x + e) = xv;
+}
+
+
 sd_status
 sd_cuda_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
     const sd_tensor *y)
 {
     int64_t  n = sd_numel(x), c = x->ne[2], lc = x->ne[1] * c;
+
+    if (x->dtype == SD_DT_BF16 && c % 8 == 0 && n < ((int64_t) 1 << 31)
+        && ((uintptr_t) x->data | (uintptr_t) y->data
+            | (uintptr_t) g->data) % 16 == 0)
+    {
+        unsigned  n8 = (unsigned) (n / 8);
+
+        gate_add_bf16x8<<<(n8 + 255) / 256, 256, 0,
+                          sd_cuda_of(x)->stream>>>(
+            (__nv_bfloat16 *) x->data, (const __nv_bfloat16 *) g->data,
+            (const __nv_bfloat16 *) y->data, n8, (unsigned) lc,
+            (unsigned) c);
+        SD_CU_LAUNCHED();
+        return SD_OK;
+    }
 
     SD_CUDA_DISPATCH(err, x->dtype, T,
         gate_add_kernel<T><<<sd_cuda_blocks(n, SD_EW_THREADS),

@@ -50,14 +50,14 @@ stage_tinyref() {
 
 # nginx from Debian's packages in a prefix, the module built with the
 # engine, serving MODEL on the GPU; the HTTP client times txt2img
-serve() {       # model-dir name
+serve() {       # model-dir name port
     local p=/tmp/sd/serve-$2
     mkdir -p /tmp/ngx $p/logs $p/tmp /var/lib/nginx
     for d in $G/debs/*.deb; do dpkg -x "$d" /tmp/ngx; done
     sed -e "s#^\( *sd_model  *\)[^ ]*  *[^ ;]*#\1$2 $1#" \
         -e "s#^load_module .*;#load_module $G/bin/ngx_http_sd_module.so;#" \
         -e "s#sd_device       cpu;#sd_device cuda; sd_precision bf16;#" \
-        -e "s#127\.0\.0\.1:7860#127.0.0.1:7861#" \
+        -e "s#127\.0\.0\.1:7860#127.0.0.1:$3#" \
         conf/nginx.conf > $p/nginx.conf
     /tmp/ngx/usr/sbin/nginx -p $p/ -c nginx.conf -e $p/logs/error.log \
         -g "daemon on;"
@@ -65,11 +65,42 @@ serve() {       # model-dir name
 
 stage_nginx() {
     [ -d /tmp/sd/demo ] || $G/bin/sd-cli make-demo /tmp/sd/demo > /dev/null
-    serve /tmp/sd/demo demo
+    serve /tmp/sd/demo demo 7861
     run "nginx demo txt2img 1024" nginx-demo.log python3 \
         tests/gpu/http_bench.py http://127.0.0.1:7861 --steps 28
     cp /tmp/sd/serve-demo/logs/error.log "$L/nginx-demo-error.log"
     /tmp/ngx/usr/sbin/nginx -p /tmp/sd/serve-demo/ -c nginx.conf -s quit
+}
+
+# a full-size random model, the reference's step beside ours, our
+# whole pipeline, and the same through nginx
+full() {        # config
+    local d=/dev/shm/sd-$1
+    [ -f $d/model_index.json ] || run "make-random $1" random-$1.log \
+        $G/bin/sd-cli make-random --config $1 $d
+    run "diffusers step $1 (bf16, f32)" stepref-$1.log \
+        env PYTHONPATH=$G/ref/src python3 $G/bench/step_ref.py --model $d \
+        --out /tmp/sd/step-$1.safetensors
+    run "ours step $1 (bf16)" step-$1.log $G/bin/sd-cli step --model $d \
+        --ref /tmp/sd/step-$1.safetensors --ref-log $L/stepref-$1.log
+    run "bench $1 bf16" bench-$1.log $G/bin/sd-cli bench --model $d \
+        --runs 3 --profile 1 ${BENCH_ARGS:-}
+}
+
+stage_large() {
+    full large
+}
+
+stage_medium() {
+    full medium
+}
+
+stage_nginx_large() {
+    serve /dev/shm/sd-large large 7862
+    run "nginx large txt2img 1024" nginx-large.log python3 \
+        tests/gpu/http_bench.py http://127.0.0.1:7862 --steps 28
+    cp /tmp/sd/serve-large/logs/error.log "$L/nginx-large-error.log"
+    /tmp/ngx/usr/sbin/nginx -p /tmp/sd/serve-large/ -c nginx.conf -s quit
 }
 
 stage_demo() {
