@@ -35,4 +35,8 @@ if [ "${1:-}" ]; then
     rm -rf "$out/ref/src/diffusers/modular_pipelines"/*
 fi
 (cd "$out/lib" && xz -T0 -1 libopenblas.so.0)
+if [ -d "$out/ref" ]; then
+    tar cf - -C "$out" ref | xz -T0 -6 > "$out/ref.tar.xz" && rm -rf "$out/ref"
+fi
+tar cf - -C "$out" bin | xz -T0 -6 > "$out/bin.tar.xz" && rm -rf "$out/bin"
 du -sh "$out"

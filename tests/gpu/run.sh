@@ -14,6 +14,8 @@ rm -rf $L
 mkdir -p "$OUT" /tmp/sd $L
 export LD_LIBRARY_PATH=$G/lib:${CUDNN_LIB:-/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cudnn/lib}:${LD_LIBRARY_PATH:-}
 [ -f $G/lib/libopenblas.so.0.xz ] && xz -d -f $G/lib/libopenblas.so.0.xz
+[ -f $G/bin.tar.xz ] && tar xJf $G/bin.tar.xz -C $G && rm $G/bin.tar.xz
+[ -f $G/ref.tar.xz ] && tar xJf $G/ref.tar.xz -C $G && rm $G/ref.tar.xz
 [ -d /tmp/sd/fixtures ] || tar xJf $G/fixtures.tar.xz -C /tmp/sd
 export SD_FIXTURES=/tmp/sd/fixtures
 export OPENBLAS_NUM_THREADS=16
@@ -28,6 +30,7 @@ run() {     # name log command...
     printf '%-40s rc=%d %6.1fs  %s\n' "$name" $rc \
         "$(python3 -c "print($t1 - $t0)")" "$(grep -E '^[0-9]+ passed' "$log" | tail -1)" \
         | tee -a "$summary"
+    tar czf "$OUT/logs.tgz" -C $L .     # what is done so far comes back
 }
 
 stage_check() {
