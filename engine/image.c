@@ -218,6 +218,9 @@ sd_latin1_to_utf8(const char *s, size_t n)
 }
 
 
+#define SD_PNG_ZLEVEL  1
+
+
 static int
 sd_png_encode_run(sd_png_ctx *ctx, const uint8_t *rgb, int w, int h)
 {
@@ -229,6 +232,12 @@ sd_png_encode_run(sd_png_ctx *ctx, const uint8_t *rgb, int w, int h)
     }
 
     png_set_write_fn(ctx->png, ctx, sd_png_write_data, sd_png_flush);
+    /* zlib level 1 and the Sub filter alone: about a tenth larger than
+       libpng's defaults (level 6, every filter tried per row) and 2.4
+       times faster (1024x1024: 135 ms instead of 325 on a slow core),
+       which matters next to a GPU that makes the image in two seconds */
+    png_set_compression_level(ctx->png, SD_PNG_ZLEVEL);
+    png_set_filter(ctx->png, 0, PNG_FILTER_SUB);
     png_set_IHDR(ctx->png, ctx->info, (png_uint_32) w, (png_uint_32) h, 8,
                  PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
