@@ -510,6 +510,62 @@ sd_mmdit_modulation(sd_err *err, sd_mmdit *m, const sd_mmdit_linear *lin,
 
 
 /*
+ * Per-image constants (sd_mmdit_cache_new): for every step of a schedule,
+ * each block's adaLN modulation and the final norm's, already chunked:
+ * mod[i]: (S, 6|9, B, W), cmod[i]: (S, 6|2, B, W), fin: (S, 2, B, W), and
+ * the context embedder's output ctx: (B, Lc, W), which no step changes.
+ */
+struct sd_mmdit_cache {
+    int             steps, layers;
+    int64_t         batch;
+    sd_tensor     **mod, **cmod;
+    sd_tensor      *fin;
+    sd_tensor      *ctx;
+};
+
+
+/*
+ * Where a forward pass takes a modulation from: computed from
+ * temb_silu (B, W) now, or step "step" of a cache.
+ */
+typedef struct {
+    const sd_tensor        *temb_silu;
+    const sd_mmdit_cache   *cache;
+    int                     step;
+} sd_mmdit_mods;
+
+
+/*
+ * The modulation (n, B, W) of lin (block i's norm1 when ctx is 0, its
+ * norm1_context when 1; the final norm when i < 0): a view of the cache,
+ * or computed into *owned (the caller frees it).
+ */
+static sd_status
+sd_mmdit_mod_get(sd_err *err, sd_mmdit *m, const sd_mmdit_mods *src,
+    const sd_mmdit_linear *lin, int i, int ctx, sd_tensor **owned,
+    sd_tensor *view)
+{
+    const sd_tensor  *t;
+    int64_t           shape[3];
+
+    *owned = NULL;
+    if (src->cache == NULL) {
+        SD_TRY(sd_mmdit_modulation(err, m, lin, src->temb_silu, owned));
+        *view = **owned;
+        view->view = 1;
+        return SD_OK;
+    }
+    t = i < 0 ? src->cache->fin : (ctx ? src->cache->cmod[i]
+                                       : src->cache->mod[i]);
+    shape[0] = t->ne[1];
+    shape[1] = t->ne[2];
+    shape[2] = t->ne[3];
+    return sd_tensor_view(err, t, src->step * shape[0] * shape[1] * shape[2],
+                          3, shape, view);
+}
+
+
+/*
  * One stream's projection into the joint sequence, JointAttnProcessor2_0:
  * "query = attn.to_q(hidden_states) ... query = attn.norm_q(query)" and
  * "torch.cat([query, encoder_hidden_states_query_proj], dim=2)", with
@@ -648,30 +704,31 @@ sd_mmdit_norm_mod(sd_err *err, sd_tensor *y, const sd_tensor *x,
  * context output the reference drops); temb_silu: (B, W) = silu(temb).
  */
 static sd_status
-sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, const sd_mmdit_block *blk,
-    sd_tensor *x, sd_tensor *c, const sd_tensor *temb_silu)
+sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
+    sd_tensor *c, const sd_mmdit_mods *src)
 {
     enum { SH_MSA, SC_MSA, G_MSA, SH_MLP, SC_MLP, G_MLP, SH_MSA2, SC_MSA2,
            G_MSA2 };
-    sd_tensor  *mod = NULL, *cmod = NULL, *nx = NULL, *hx = NULL;
-    sd_tensor  *nc = NULL, *ax = NULL, *ac = NULL;
-    sd_tensor   k[9], ck[6];
-    sd_status   s;
-    int64_t     b = x->ne[0], lx = x->ne[1], lc = c->ne[1];
-    int64_t     w = m->info.width;
-    int         j;
+    const sd_mmdit_block  *blk = &m->blocks[bi];
+    sd_tensor             *mod = NULL, *cmod = NULL, *nx = NULL, *hx = NULL;
+    sd_tensor             *nc = NULL, *ax = NULL, *ac = NULL;
+    sd_tensor              k[9], ck[6], mv, cmv;
+    sd_status              s;
+    int64_t                b = x->ne[0], lx = x->ne[1], lc = c->ne[1];
+    int64_t                w = m->info.width;
+    int                    j;
 
     /* norm1 (AdaLayerNormZero or SD35AdaLayerNormZeroX): mod: (6|9, B, W) */
-    SD_TRY_GOTO(s, sd_mmdit_modulation(err, m, &blk->norm1, temb_silu, &mod),
-                done);
+    SD_TRY_GOTO(s, sd_mmdit_mod_get(err, m, src, &blk->norm1, bi, 0, &mod,
+                                    &mv), done);
     for (j = 0; j < (blk->dual ? 9 : 6); j++) {
-        SD_TRY_GOTO(s, sd_mmdit_chunk(err, mod, j, &k[j]), done);
+        SD_TRY_GOTO(s, sd_mmdit_chunk(err, &mv, j, &k[j]), done);
     }
     /* norm1_context: (6, B, W), or AdaLayerNormContinuous (2, B, W) */
-    SD_TRY_GOTO(s, sd_mmdit_modulation(err, m, &blk->norm1_context,
-                                       temb_silu, &cmod), done);
+    SD_TRY_GOTO(s, sd_mmdit_mod_get(err, m, src, &blk->norm1_context, bi, 1,
+                                    &cmod, &cmv), done);
     for (j = 0; j < (blk->pre_only ? 2 : 6); j++) {
-        SD_TRY_GOTO(s, sd_mmdit_chunk(err, cmod, j, &ck[j]), done);
+        SD_TRY_GOTO(s, sd_mmdit_chunk(err, &cmv, j, &ck[j]), done);
     }
 
     if (blk->dual) {
@@ -862,20 +919,20 @@ done:
  */
 static sd_status
 sd_mmdit_final(sd_err *err, sd_mmdit *m, const sd_tensor *hs,
-    const sd_tensor *temb_silu, int64_t h, int64_t w, sd_tensor *out)
+    const sd_mmdit_mods *src, int64_t h, int64_t w, sd_tensor *out)
 {
     static const int  perm3[3] = { 0, 2, 1 };
     static const int  perm4[4] = { 0, 2, 1, 3 };
     sd_tensor        *mod = NULL, *n = NULL, *po = NULL, *tc = NULL;
-    sd_tensor         scale, shift, ov;
+    sd_tensor         scale, shift, ov, mv;
     sd_status         s;
     int64_t           b = hs->ne[0], l = hs->ne[1], p = m->info.patch_size;
     int64_t           c = m->info.out_channels;
 
-    SD_TRY_GOTO(s, sd_mmdit_modulation(err, m, &m->norm_out, temb_silu,
-                                       &mod), done);
-    SD_TRY_GOTO(s, sd_mmdit_chunk(err, mod, 0, &scale), done);
-    SD_TRY_GOTO(s, sd_mmdit_chunk(err, mod, 1, &shift), done);
+    SD_TRY_GOTO(s, sd_mmdit_mod_get(err, m, src, &m->norm_out, -1, 0, &mod,
+                                    &mv), done);
+    SD_TRY_GOTO(s, sd_mmdit_chunk(err, &mv, 0, &scale), done);
+    SD_TRY_GOTO(s, sd_mmdit_chunk(err, &mv, 1, &shift), done);
 
     /* n: (B, L, W); po: (B, L, p * p * C) */
     SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, l, m->info.width, &n), done);
@@ -909,14 +966,12 @@ done:
 }
 
 
+/* The latent x: (B, C, H, W) and out of the same shape, for this model. */
 static sd_status
-sd_mmdit_check_args(sd_err *err, const sd_mmdit *m, const sd_tensor *x,
-    const float *t, const sd_tensor *context, const sd_tensor *pooled,
-    const int *skip, int n_skip, const sd_tensor *out)
+sd_mmdit_check_x(sd_err *err, const sd_mmdit *m, const sd_tensor *x,
+    const sd_tensor *out)
 {
     const sd_mmdit_info  *in = &m->info;
-    int64_t               b;
-    int                   i;
 
     if (x->ndim != 4 || x->ne[1] != in->in_channels
         || x->ne[2] % in->patch_size || x->ne[3] % in->patch_size
@@ -934,6 +989,29 @@ sd_mmdit_check_args(sd_err *err, const sd_mmdit *m, const sd_tensor *x,
                          (long long) x->ne[2], (long long) x->ne[3],
                          in->pos_max, in->patch_size);
     }
+    if (out->ndim != 4 || out->ne[0] != x->ne[0]
+        || out->ne[1] != in->out_channels
+        || out->ne[2] != x->ne[2] || out->ne[3] != x->ne[3])
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "transformer: output must be "
+                         "(%lld, %d, %lld, %lld)", (long long) x->ne[0],
+                         in->out_channels, (long long) x->ne[2],
+                         (long long) x->ne[3]);
+    }
+    return SD_OK;
+}
+
+
+static sd_status
+sd_mmdit_check_args(sd_err *err, const sd_mmdit *m, const sd_tensor *x,
+    const float *t, const sd_tensor *context, const sd_tensor *pooled,
+    const int *skip, int n_skip, const sd_tensor *out)
+{
+    const sd_mmdit_info  *in = &m->info;
+    int64_t               b;
+    int                   i;
+
+    SD_TRY(sd_mmdit_check_x(err, m, x, out));
     b = x->ne[0];
     if (context->ndim != 3 || context->ne[0] != b
         || context->ne[2] != in->joint_dim || context->ne[1] < 1
@@ -942,14 +1020,6 @@ sd_mmdit_check_args(sd_err *err, const sd_mmdit *m, const sd_tensor *x,
         return sd_errorf(err, SD_ERR_INVALID, "transformer: context must be "
                          "(%lld, L, %d) and pooled (%lld, %d)", (long long) b,
                          in->joint_dim, (long long) b, in->pooled_dim);
-    }
-    if (out->ndim != 4 || out->ne[0] != b || out->ne[1] != in->out_channels
-        || out->ne[2] != x->ne[2] || out->ne[3] != x->ne[3])
-    {
-        return sd_errorf(err, SD_ERR_INVALID, "transformer: output must be "
-                         "(%lld, %d, %lld, %lld)", (long long) b,
-                         in->out_channels, (long long) x->ne[2],
-                         (long long) x->ne[3]);
     }
     if (t == NULL || n_skip < 0 || (n_skip > 0 && skip == NULL)) {
         return sd_errorf(err, SD_ERR_INVALID, "transformer: no timesteps or "
@@ -965,26 +1035,63 @@ sd_mmdit_check_args(sd_err *err, const sd_mmdit *m, const sd_tensor *x,
 }
 
 
+/*
+ * SD3Transformer2DModel.forward after the embeddings: patch embedding,
+ * the blocks, the final norm. c: (B, Lc, W), the embedded context, is
+ * updated in place.
+ */
+static sd_status
+sd_mmdit_run(sd_err *err, sd_mmdit *m, const sd_tensor *x, sd_tensor *c,
+    const sd_mmdit_mods *src, const int *skip, int n_skip, sd_tensor *out)
+{
+    sd_tensor  *hs = NULL;
+    sd_status   s;
+    int64_t     b = x->ne[0], h, w;
+    int         i, j, skipped;
+
+    h = x->ne[2] / m->info.patch_size;
+    w = x->ne[3] / m->info.patch_size;
+
+    /* "hidden_states = self.pos_embed(hidden_states)": hs: (B, h w, W) */
+    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, h * w, m->info.width, &hs),
+                done);
+    SD_TRY_GOTO(s, sd_mmdit_patch_embed(err, m, x, hs), done);
+
+    /* the blocks; "is_skip = index_block in skip_layers": pass through */
+    for (i = 0; i < m->info.num_layers; i++) {
+        skipped = 0;
+        for (j = 0; j < n_skip; j++) {
+            skipped |= (skip[j] == i);
+        }
+        if (!skipped) {
+            SD_TRY_GOTO(s, sd_mmdit_block_fwd(err, m, i, hs, c, src), done);
+        }
+    }
+
+    /* norm_out, proj_out, unpatchify: out: (B, C, H, W) */
+    SD_TRY_GOTO(s, sd_mmdit_final(err, m, hs, src, h, w, out), done);
+    s = SD_OK;
+
+done:
+    sd_tensor_free(hs);
+    return s;
+}
+
+
 /* SD3Transformer2DModel.forward */
 sd_status
 sd_mmdit_forward(sd_err *err, sd_mmdit *m, const sd_tensor *x,
     const float *t, const sd_tensor *context, const sd_tensor *pooled,
     const int *skip, int n_skip, sd_tensor *out)
 {
-    sd_tensor  *hs = NULL, *c = NULL, *temb = NULL, *temb_silu = NULL;
-    sd_status   s;
-    int64_t     b, h, w, cw = m->info.width;
-    int         i, j, skipped;
+    sd_tensor      *c = NULL, *temb = NULL, *temb_silu = NULL;
+    sd_mmdit_mods   src;
+    sd_status       s;
+    int64_t         b, cw = m->info.width;
 
     SD_TRY(sd_mmdit_check_args(err, m, x, t, context, pooled, skip, n_skip,
                                out));
     b = x->ne[0];
-    h = x->ne[2] / m->info.patch_size;
-    w = x->ne[3] / m->info.patch_size;
-
-    /* "hidden_states = self.pos_embed(hidden_states)": hs: (B, h w, W) */
-    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, h * w, cw, &hs), done);
-    SD_TRY_GOTO(s, sd_mmdit_patch_embed(err, m, x, hs), done);
 
     /* "temb = self.time_text_embed(timestep, pooled_projections)": (B, W);
        every adaLN applies silu to it first, so do that once */
@@ -999,26 +1106,168 @@ sd_mmdit_forward(sd_err *err, sd_mmdit *m, const sd_tensor *x,
     SD_TRY_GOTO(s, sd_mmdit_linear_fwd(err, c, context, &m->context_embedder),
                 done);
 
-    /* the blocks; "is_skip = index_block in skip_layers": pass through */
-    for (i = 0; i < m->info.num_layers; i++) {
-        skipped = 0;
-        for (j = 0; j < n_skip; j++) {
-            skipped |= (skip[j] == i);
-        }
-        if (!skipped) {
-            SD_TRY_GOTO(s, sd_mmdit_block_fwd(err, m, &m->blocks[i], hs, c,
-                                              temb_silu), done);
-        }
-    }
-
-    /* norm_out, proj_out, unpatchify: out: (B, C, H, W) */
-    SD_TRY_GOTO(s, sd_mmdit_final(err, m, hs, temb_silu, h, w, out), done);
-    s = SD_OK;
+    src.temb_silu = temb_silu;
+    src.cache = NULL;
+    src.step = 0;
+    s = sd_mmdit_run(err, m, x, c, &src, skip, n_skip, out);
 
 done:
-    sd_tensor_free(hs);
     sd_tensor_free(c);
     sd_tensor_free(temb);
     sd_tensor_free(temb_silu);
+    return s;
+}
+
+
+void
+sd_mmdit_cache_free(sd_mmdit_cache *cache)
+{
+    if (cache == NULL) {
+        return;
+    }
+    sd_tensors_free(cache->mod, (size_t) cache->layers);
+    sd_tensors_free(cache->cmod, (size_t) cache->layers);
+    sd_tensor_free(cache->fin);
+    sd_tensor_free(cache->ctx);
+    free(cache);
+}
+
+
+/* lin(temb_silu): (S B, n W) into dst: (S, n, B, W) */
+static sd_status
+sd_mmdit_cache_mod(sd_err *err, sd_mmdit *m, const sd_mmdit_linear *lin,
+    const sd_tensor *temb_silu, int steps, int64_t b, sd_tensor **dst)
+{
+    static const int  perm[4] = { 0, 2, 1, 3 };
+    sd_tensor        *mod = NULL;
+    sd_status         s;
+    int64_t           w = m->info.width, n = lin->w->ne[0] / w;
+
+    *dst = NULL;
+    SD_TRY(sd_tensor_new2(err, m->be, steps * b, n * w, &mod));
+    s = sd_mmdit_linear_fwd(err, mod, temb_silu, lin);
+    if (s == SD_OK) {
+        s = sd_tensor_reshape(err, mod, 4, (int64_t[4]) { steps, b, n, w });
+    }
+    if (s == SD_OK) {
+        s = sd_tensor_new4(err, m->be, steps, n, b, w, dst);
+    }
+    if (s == SD_OK) {
+        s = sd_permute(err, *dst, mod, perm);
+    }
+    sd_tensor_free(mod);
+    return s;
+}
+
+
+sd_status
+sd_mmdit_cache_new(sd_err *err, sd_mmdit *m, const float *t, int steps,
+    const sd_tensor *context, const sd_tensor *pooled, sd_mmdit_cache **out)
+{
+    sd_mmdit_cache  *cache;
+    sd_tensor       *prep = NULL, *temb = NULL, *temb_silu = NULL;
+    float           *ts = NULL;
+    sd_status        s;
+    int64_t          b = pooled->ne[0], cw = m->info.width;
+    int              i, k, nl = m->info.num_layers;
+
+    *out = NULL;
+    if (steps < 1 || pooled->ndim != 2 || context->ndim != 3
+        || context->ne[0] != b)
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "transformer cache: %d steps, "
+                         "pooled and context of other batches", steps);
+    }
+    cache = sd_calloc(err, 1, sizeof(*cache) + 2 * nl * sizeof(sd_tensor *),
+                      "transformer cache");
+    ts = sd_malloc(err, (size_t) steps * b * sizeof(float), "timesteps");
+    if (cache == NULL || ts == NULL) {
+        free(cache);
+        free(ts);
+        return SD_ERR_NOMEM;
+    }
+    cache->steps = steps;
+    cache->layers = nl;
+    cache->batch = b;
+    cache->mod = (sd_tensor **) (cache + 1);
+    cache->cmod = cache->mod + nl;
+
+    /* rows s B + j: step s, batch j: timestep t[s], pooled[j] */
+    for (i = 0; i < steps; i++) {
+        for (k = 0; k < b; k++) {
+            ts[i * b + k] = t[i];
+        }
+    }
+    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, steps * b, pooled->ne[1],
+                                  &prep), fail);
+    for (i = 0; i < steps; i++) {
+        SD_TRY_GOTO(s, sd_copy2d(err, prep, i * sd_numel(pooled), 0, pooled,
+                                 0, 0, 1, sd_numel(pooled)), fail);
+    }
+    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, steps * b, cw, &temb), fail);
+    SD_TRY_GOTO(s, sd_mmdit_time_text(err, m, ts, prep, temb), fail);
+    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, steps * b, cw, &temb_silu),
+                fail);
+    SD_TRY_GOTO(s, sd_act_apply(err, temb_silu, temb, SD_ACT_SILU), fail);
+
+    for (i = 0; i < nl; i++) {
+        SD_TRY_GOTO(s, sd_mmdit_cache_mod(err, m, &m->blocks[i].norm1,
+                                          temb_silu, steps, b,
+                                          &cache->mod[i]), fail);
+        SD_TRY_GOTO(s, sd_mmdit_cache_mod(err, m, &m->blocks[i].norm1_context,
+                                          temb_silu, steps, b,
+                                          &cache->cmod[i]), fail);
+    }
+    SD_TRY_GOTO(s, sd_mmdit_cache_mod(err, m, &m->norm_out, temb_silu, steps,
+                                      b, &cache->fin), fail);
+
+    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, context->ne[1], cw,
+                                  &cache->ctx), fail);
+    SD_TRY_GOTO(s, sd_mmdit_linear_fwd(err, cache->ctx, context,
+                                       &m->context_embedder), fail);
+    sd_tensor_free(prep);
+    sd_tensor_free(temb);
+    sd_tensor_free(temb_silu);
+    free(ts);
+    *out = cache;
+    return SD_OK;
+
+fail:
+    sd_tensor_free(prep);
+    sd_tensor_free(temb);
+    sd_tensor_free(temb_silu);
+    free(ts);
+    sd_mmdit_cache_free(cache);
+    return s;
+}
+
+
+sd_status
+sd_mmdit_forward_cached(sd_err *err, sd_mmdit *m, const sd_tensor *x,
+    const sd_mmdit_cache *cache, int step, sd_tensor *out)
+{
+    sd_tensor      *c = NULL;
+    sd_mmdit_mods   src;
+    sd_status       s;
+
+    if (step < 0 || step >= cache->steps || x->ndim != 4
+        || x->ne[0] != cache->batch)
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "transformer: step %d of a "
+                         "cache of %d, batch %lld", step, cache->steps,
+                         (long long) cache->batch);
+    }
+    SD_TRY(sd_mmdit_check_x(err, m, x, out));
+
+    /* the blocks update the context stream: a copy per step */
+    SD_TRY(sd_tensor_new(err, m->be, 3, cache->ctx->ne, &c));
+    s = sd_copy2d(err, c, 0, 0, cache->ctx, 0, 0, 1, sd_numel(c));
+    if (s == SD_OK) {
+        src.temb_silu = NULL;
+        src.cache = cache;
+        src.step = step;
+        s = sd_mmdit_run(err, m, x, c, &src, NULL, 0, out);
+    }
+    sd_tensor_free(c);
     return s;
 }

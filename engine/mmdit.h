@@ -45,4 +45,23 @@ sd_status sd_mmdit_forward(sd_err *err, sd_mmdit *m, const sd_tensor *x,
     const float *t, const sd_tensor *context, const sd_tensor *pooled,
     const int *skip, int n_skip, sd_tensor *out);
 
+/*
+ * Per-image constants for a schedule: the time and text embedding and
+ * every block's adaLN modulation for each of the steps timesteps t (the
+ * same for every batch row), and the embedded context, computed once;
+ * context: (B, L, joint_dim), pooled: (B, pooled_dim). Activations: free
+ * it before the end of the request.
+ */
+typedef struct sd_mmdit_cache  sd_mmdit_cache;
+
+sd_status sd_mmdit_cache_new(sd_err *err, sd_mmdit *m, const float *t,
+    int steps, const sd_tensor *context, const sd_tensor *pooled,
+    sd_mmdit_cache **out);
+void sd_mmdit_cache_free(sd_mmdit_cache *cache);
+
+/* sd_mmdit_forward at step "step" of a cache (no skip layers). */
+sd_status sd_mmdit_forward_cached(sd_err *err, sd_mmdit *m,
+    const sd_tensor *x, const sd_mmdit_cache *cache, int step,
+    sd_tensor *out);
+
 #endif /* SD_MMDIT_H */

@@ -246,10 +246,11 @@ dup_floats(const float *src, size_t n)
 
 
 typedef struct {
-    sd_tensor  *lat, *in, *out, *ctx, *pool, *tmp, *ctx1, *pool1, *skip;
-    sd_tensor  *x0;             /* latest denoised estimate */
-    float      *host;
-    int         have_x0;
+    sd_tensor       *lat, *in, *out, *ctx, *pool, *tmp, *ctx1, *pool1, *skip;
+    sd_tensor       *x0;            /* latest denoised estimate */
+    sd_mmdit_cache  *cache;         /* the transformer's per-image part */
+    float           *host;
+    int              have_x0;
 } sd_pipe_bufs;
 
 
@@ -266,6 +267,7 @@ bufs_free(sd_pipe_bufs *b)
     sd_tensor_free(b->pool1);
     sd_tensor_free(b->skip);
     sd_tensor_free(b->x0);
+    sd_mmdit_cache_free(b->cache);
     free(b->host);
 }
 
@@ -366,8 +368,8 @@ step(sd_err *err, sd_model *m, const sd_pipe_args *a, sd_pipe_bufs *b,
         /* latent_model_input = torch.cat([latents] * 2) */
         SD_TRY(sd_copy2d(err, b->in, 0, 0, b->lat, 0, 0, 1, n));
         SD_TRY(sd_copy2d(err, b->in, n, 0, b->lat, 0, 0, 1, n));
-        SD_TRY(sd_mmdit_forward(err, m->dit, b->in, t2, b->ctx, b->pool,
-                                NULL, 0, b->out));
+        SD_TRY(sd_mmdit_forward_cached(err, m->dit, b->in, b->cache, i,
+                                       b->out));
         SD_TRY(sd_tensor_view(err, b->out, 0, b->lat->ndim, b->lat->ne, &v));
         /* guided prediction written over the uncond half */
         SD_TRY(guide(err, &v, b->out, b->tmp, a->cfg));
@@ -387,8 +389,8 @@ step(sd_err *err, sd_model *m, const sd_pipe_args *a, sd_pipe_bufs *b,
             SD_TRY(sd_add(err, &v, &v, b->skip));
         }
     } else {
-        SD_TRY(sd_mmdit_forward(err, m->dit, b->lat, t2, b->ctx, b->pool,
-                                NULL, 0, b->out));
+        SD_TRY(sd_mmdit_forward_cached(err, m->dit, b->lat, b->cache, i,
+                                       b->out));
         SD_TRY(sd_tensor_view(err, b->out, 0, b->lat->ndim, b->lat->ne, &v));
     }
 
@@ -556,6 +558,10 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     sd_flow_schedule(a->steps, m->shift, m->train_steps, sigmas, ts);
 
     SD_TRY_GOTO(s, alloc_bufs(err, m, a, cond, ncond, &b, c, h, w), out);
+    /* the timestep and text embeddings and every adaLN modulation of every
+       step, and the embedded context: once per image */
+    SD_TRY_GOTO(s, sd_mmdit_cache_new(err, m->dit, ts, a->steps, b.ctx,
+                                      b.pool, &b.cache), out);
 
     /* latents = randn per image, seed + i (prepare_latents) */
     for (i = 0; i < a->batch; i++) {

@@ -33,6 +33,8 @@ struct sd_t5 {
     sd_act          act;
     float           eps;
     float          *rel_bias;       /* host (buckets, heads) */
+    sd_tensor      *bias;           /* (H, L, L) for bias_len, kept */
+    int             bias_len;
     sd_tensor      *embed, *final_ln;
     sd_t5_layer    *layer;
 };
@@ -213,6 +215,7 @@ sd_t5_free(sd_t5 *t)
     }
     sd_tensor_free(t->embed);
     sd_tensor_free(t->final_ln);
+    sd_tensor_free(t->bias);
     free(t->rel_bias);
     free(t);
 }
@@ -254,15 +257,27 @@ t5_bucket(int rel, int buckets, int max_distance)
 }
 
 
-/* bias: (H, L, L), bias[h][i][j] = rel_bias[bucket(j - i)][h] */
+/*
+ * bias: (H, L, L), bias[h][i][j] = rel_bias[bucket(j - i)][h]. It depends
+ * only on the length, so it is computed once and kept with the weights
+ * (the host loop and upload cost more than the whole encoder on a GPU).
+ */
 static sd_status
 t5_position_bias(sd_err *err, sd_t5 *t, int len, sd_tensor **out)
 {
     float      *host;
     sd_status   s;
     int         h, i, j, bk;
+    int64_t     shape[3] = { t->heads, len, len };
 
-    SD_TRY(sd_tensor_new3(err, t->be, t->heads, len, len, out));
+    if (t->bias && t->bias_len == len) {
+        *out = t->bias;
+        return SD_OK;
+    }
+    sd_tensor_free(t->bias);
+    t->bias = NULL;
+    SD_TRY(sd_tensor_new_as(err, t->be, SD_MEM_WEIGHT, t->be->act_dtype, 3,
+                            shape, out));
     host = sd_malloc(err, (size_t) t->heads * len * len * sizeof(float),
                      "t5 position bias");
     if (host == NULL) {
@@ -284,8 +299,11 @@ t5_position_bias(sd_err *err, sd_t5 *t, int len, sd_tensor **out)
     if (s != SD_OK) {
         sd_tensor_free(*out);
         *out = NULL;
+        return s;
     }
-    return s;
+    t->bias = *out;
+    t->bias_len = len;
+    return SD_OK;
 }
 
 
@@ -362,6 +380,5 @@ out:
     sd_tensor_free(a);
     sd_tensor_free(f0);
     sd_tensor_free(f1);
-    sd_tensor_free(bias);
     return s;
 }

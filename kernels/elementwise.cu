@@ -17,6 +17,45 @@
 #define SD_EW_THREADS  256
 
 
+/* BF16 vectors of 8 (16 bytes) for the memory-bound passes */
+__device__ __forceinline__ void
+ew_unpack8(uint4 u, float *f)
+{
+    const __nv_bfloat162  *h = (const __nv_bfloat162 *) &u;
+    int                    k;
+
+    for (k = 0; k < 4; k++) {
+        float2  t = __bfloat1622float2(h[k]);
+
+        f[2 * k] = t.x;
+        f[2 * k + 1] = t.y;
+    }
+}
+
+
+__device__ __forceinline__ uint4
+ew_pack8(const float *f)
+{
+    uint4             u;
+    __nv_bfloat162   *h = (__nv_bfloat162 *) &u;
+    int               k;
+
+    for (k = 0; k < 4; k++) {
+        h[k] = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
+    }
+    return u;
+}
+
+
+/* BF16 tensors whose elements go 8 at a time with 32-bit indices */
+static int
+vec8(const sd_tensor *a, int64_t n)
+{
+    return a->dtype == SD_DT_BF16 && n % 8 == 0 && n < ((int64_t) 1 << 31)
+           && ((uintptr_t) a->data & 15) == 0;
+}
+
+
 __device__ __forceinline__ float
 act_f(float v, int kind)
 {
@@ -81,11 +120,40 @@ binary_kernel(T *y, const T *a, const T *b, int64_t n, int op)
 }
 
 
+__global__ void
+binary_bf16x8(__nv_bfloat16 *y, const __nv_bfloat16 *a,
+    const __nv_bfloat16 *b, unsigned n8, int op)
+{
+    unsigned  i = blockIdx.x * blockDim.x + threadIdx.x, k;
+    float     u[8], v[8];
+
+    if (i >= n8) {
+        return;
+    }
+    ew_unpack8(((const uint4 *) a)[i], u);
+    ew_unpack8(((const uint4 *) b)[i], v);
+    for (k = 0; k < 8; k++) {
+        u[k] = op == SD_BIN_ADD ? u[k] + v[k] : u[k] * v[k];
+    }
+    ((uint4 *) y)[i] = ew_pack8(u);
+}
+
+
 sd_status
 sd_cuda_binary(sd_err *err, sd_tensor *y, const sd_tensor *a,
     const sd_tensor *b, int op)
 {
     int64_t  n = sd_numel(a);
+
+    if (vec8(y, n) && vec8(a, n) && vec8(b, n)) {
+        unsigned  n8 = (unsigned) (n / 8);
+
+        binary_bf16x8<<<(n8 + 255) / 256, 256, 0, sd_cuda_of(y)->stream>>>(
+            (__nv_bfloat16 *) y->data, (const __nv_bfloat16 *) a->data,
+            (const __nv_bfloat16 *) b->data, n8, op);
+        SD_CU_LAUNCHED();
+        return SD_OK;
+    }
 
     SD_CUDA_DISPATCH(err, y->dtype, T,
         binary_kernel<T><<<sd_cuda_blocks(n, SD_EW_THREADS), SD_EW_THREADS,
@@ -261,10 +329,39 @@ bias_kernel(T *y, const T *b, int64_t n, int64_t c)
 }
 
 
+__global__ void
+bias_bf16x8(__nv_bfloat16 *y, const __nv_bfloat16 *b, unsigned n8,
+    unsigned c)
+{
+    unsigned  i = blockIdx.x * blockDim.x + threadIdx.x, k;
+    float     u[8], v[8];
+
+    if (i >= n8) {
+        return;
+    }
+    ew_unpack8(((const uint4 *) y)[i], u);
+    ew_unpack8(*(const uint4 *) (b + (i * 8) % c), v);
+    for (k = 0; k < 8; k++) {
+        u[k] += v[k];
+    }
+    ((uint4 *) y)[i] = ew_pack8(u);
+}
+
+
 sd_status
 sd_cuda_bias_add(sd_err *err, sd_tensor *y, const sd_tensor *b)
 {
     int64_t  n = sd_numel(y), c = sd_numel(b);
+
+    if (vec8(y, n) && vec8(b, c) && b->dtype == y->dtype) {
+        unsigned  n8 = (unsigned) (n / 8);
+
+        bias_bf16x8<<<(n8 + 255) / 256, 256, 0, sd_cuda_of(y)->stream>>>(
+            (__nv_bfloat16 *) y->data, (const __nv_bfloat16 *) b->data, n8,
+            (unsigned) c);
+        SD_CU_LAUNCHED();
+        return SD_OK;
+    }
 
     if (b->dtype != y->dtype) {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: %s bias on %s",
@@ -299,10 +396,45 @@ upsample_kernel(T *y, const T *x, int64_t n, int64_t h, int64_t w,
 }
 
 
+/* 16 bytes per thread: cv = C * size / 16 vectors per pixel */
+__global__ void
+upsample_v16(uint4 *y, const uint4 *x, unsigned nv, unsigned h, unsigned w,
+    unsigned cv)
+{
+    unsigned  i = blockIdx.x * blockDim.x + threadIdx.x, ch, p, ox, r;
+    unsigned  oy, bi;
+
+    if (i >= nv) {
+        return;
+    }
+    ch = i % cv;
+    p = i / cv;
+    ox = p % (2 * w);
+    r = p / (2 * w);
+    oy = r % (2 * h);
+    bi = r / (2 * h);
+    y[i] = x[((bi * h + oy / 2) * w + ox / 2) * cv + ch];
+}
+
+
 sd_status
 sd_cuda_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
 {
     int64_t  n = sd_numel(y);
+    size_t   es = sd_dtype_size(y->dtype);
+
+    if ((x->ne[3] * es) % 16 == 0 && n * (int64_t) es / 16 < (1LL << 31)
+        && ((uintptr_t) x->data & 15) == 0 && ((uintptr_t) y->data & 15) == 0)
+    {
+        unsigned  nv = (unsigned) (n * es / 16);
+
+        upsample_v16<<<(nv + 255) / 256, 256, 0, sd_cuda_of(y)->stream>>>(
+            (uint4 *) y->data, (const uint4 *) x->data, nv,
+            (unsigned) x->ne[1], (unsigned) x->ne[2],
+            (unsigned) (x->ne[3] * es / 16));
+        SD_CU_LAUNCHED();
+        return SD_OK;
+    }
 
     SD_CUDA_DISPATCH(err, y->dtype, T,
         upsample_kernel<T><<<sd_cuda_blocks(n, SD_EW_THREADS),

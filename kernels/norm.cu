@@ -98,11 +98,200 @@ row_threads(int64_t c)
 }
 
 
+/*
+ * The BF16 fast path of the row norms: one warp per row, the row held in
+ * registers as 16-byte vectors (MAXV per lane: rows up to 256 MAXV), so x
+ * is read once; mean and centred variance by warp shuffles. mode:
+ * SD_RN_AFFINE (w, b may be NULL), SD_RN_MOD (shift, scale of the row's
+ * batch), SD_RN_RMS (no mean; w may be NULL).
+ */
+enum { SD_RN_AFFINE = 0, SD_RN_MOD, SD_RN_RMS };
+
+__device__ __forceinline__ float
+warp_sum(float v)
+{
+    int  k;
+
+    for (k = 16; k; k >>= 1) {
+        v += __shfl_xor_sync(0xffffffffu, v, k);
+    }
+    return v;
+}
+
+
+__device__ __forceinline__ void
+unpack8(uint4 u, float *f)
+{
+    const __nv_bfloat162  *h = (const __nv_bfloat162 *) &u;
+    int                    k;
+
+    for (k = 0; k < 4; k++) {
+        float2  t = __bfloat1622float2(h[k]);
+
+        f[2 * k] = t.x;
+        f[2 * k + 1] = t.y;
+    }
+}
+
+
+__device__ __forceinline__ uint4
+pack8(const float *f)
+{
+    uint4             u;
+    __nv_bfloat162   *h = (__nv_bfloat162 *) &u;
+    int               k;
+
+    for (k = 0; k < 4; k++) {
+        h[k] = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
+    }
+    return u;
+}
+
+
+template <int MAXV>
+__global__ void
+rownorm_bf16(__nv_bfloat16 *y, const __nv_bfloat16 *x,
+    const __nv_bfloat16 *w, const __nv_bfloat16 *b,
+    const __nv_bfloat16 *shift, const __nv_bfloat16 *scale, int rows,
+    int c, int rows_per_batch, int mode, float eps)
+{
+    int            row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    int            lane = threadIdx.x & 31, nv = c >> 3, i, k, j;
+    float          v[MAXV][8], o[8], p[8], q[8], sum = 0.0f, mean = 0.0f;
+    float          var = 0.0f, inv;
+    const uint4   *xr;
+    uint4         *yr;
+
+    if (row >= rows) {
+        return;
+    }
+    xr = (const uint4 *) (x + (size_t) row * c);
+    yr = (uint4 *) (y + (size_t) row * c);
+
+    #pragma unroll
+    for (i = 0; i < MAXV; i++) {
+        j = lane + 32 * i;
+        if (j < nv) {
+            unpack8(xr[j], v[i]);
+            #pragma unroll
+            for (k = 0; k < 8; k++) {
+                sum += v[i][k];
+            }
+        }
+    }
+    if (mode != SD_RN_RMS) {
+        mean = warp_sum(sum) / (float) c;
+    }
+    #pragma unroll
+    for (i = 0; i < MAXV; i++) {
+        if (lane + 32 * i < nv) {
+            #pragma unroll
+            for (k = 0; k < 8; k++) {
+                float d = v[i][k] - mean;
+                var += d * d;
+            }
+        }
+    }
+    inv = rsqrtf(warp_sum(var) / (float) c + eps);
+
+    #pragma unroll
+    for (i = 0; i < MAXV; i++) {
+        j = lane + 32 * i;
+        if (j >= nv) {
+            continue;
+        }
+        for (k = 0; k < 8; k++) {
+            o[k] = (v[i][k] - mean) * inv;
+        }
+        if (mode == SD_RN_MOD) {
+            size_t  bo = (size_t) (row / rows_per_batch) * c;
+
+            unpack8(((const uint4 *) (shift + bo))[j], p);
+            unpack8(((const uint4 *) (scale + bo))[j], q);
+            for (k = 0; k < 8; k++) {
+                o[k] = o[k] * (1.0f + q[k]) + p[k];
+            }
+        } else {
+            if (w) {
+                unpack8(((const uint4 *) w)[j], p);
+                for (k = 0; k < 8; k++) {
+                    o[k] *= p[k];
+                }
+            }
+            if (b) {
+                unpack8(((const uint4 *) b)[j], q);
+                for (k = 0; k < 8; k++) {
+                    o[k] += q[k];
+                }
+            }
+        }
+        yr[j] = pack8(o);
+    }
+}
+
+
+static int
+aligned16(const void *p)
+{
+    return ((uintptr_t) p & 15) == 0;
+}
+
+
+/* The fast path when it applies: 1 launched, 0 not applicable. */
+static int
+rownorm_fast(sd_cuda *c, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, const sd_tensor *shift,
+    const sd_tensor *scale, int64_t rows_per_batch, int mode, float eps)
+{
+    int64_t  ch = x->ne[x->ndim - 1], rows = sd_numel(x) / ch;
+    int64_t  nv = ch / 8;
+    unsigned blocks = (unsigned) ((rows + 7) / 8);
+
+    typedef __nv_bfloat16 B;
+#define SD_RN_ARGS                                                          \
+    (B *) y->data, (const B *) x->data, w ? (const B *) w->data : NULL,     \
+    b ? (const B *) b->data : NULL,                                         \
+    shift ? (const B *) shift->data : NULL,                                 \
+    scale ? (const B *) scale->data : NULL, (int) rows, (int) ch,           \
+    (int) rows_per_batch, mode, eps
+
+    if (y->dtype != SD_DT_BF16 || ch % 8 != 0 || nv > 32 * 16
+        || rows > 0x7fffffff || !aligned16(x->data) || !aligned16(y->data)
+        || (w && !aligned16(w->data)) || (b && !aligned16(b->data))
+        || (shift && (!aligned16(shift->data) || !aligned16(scale->data))))
+    {
+        return 0;
+    }
+    if (nv <= 32) {
+        rownorm_bf16<1><<<blocks, 256, 0, c->stream>>>(SD_RN_ARGS);
+    } else if (nv <= 64) {
+        rownorm_bf16<2><<<blocks, 256, 0, c->stream>>>(SD_RN_ARGS);
+    } else if (nv <= 128) {
+        rownorm_bf16<4><<<blocks, 256, 0, c->stream>>>(SD_RN_ARGS);
+    } else if (nv <= 256) {
+        rownorm_bf16<8><<<blocks, 256, 0, c->stream>>>(SD_RN_ARGS);
+    } else if (nv <= 384) {
+        rownorm_bf16<12><<<blocks, 256, 0, c->stream>>>(SD_RN_ARGS);
+    } else {
+        rownorm_bf16<16><<<blocks, 256, 0, c->stream>>>(SD_RN_ARGS);
+    }
+#undef SD_RN_ARGS
+    return 1;
+}
+
+
 sd_status
 sd_cuda_layer_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, float eps)
 {
     int64_t  c = x->ne[x->ndim - 1], rows = sd_numel(x) / c;
+
+    if (rownorm_fast(sd_cuda_of(y), y, x, w, b, NULL, NULL, rows,
+                     SD_RN_AFFINE, eps))
+    {
+        SD_CU_LAUNCHED();
+        return SD_OK;
+    }
 
     if ((w && w->dtype != y->dtype) || (b && b->dtype != y->dtype)) {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda layer_norm: mixed "
@@ -124,6 +313,13 @@ sd_cuda_norm_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *shift, const sd_tensor *scale, float eps)
 {
     int64_t  c = x->ne[2], rows = sd_numel(x) / c;
+
+    if (rownorm_fast(sd_cuda_of(y), y, x, NULL, NULL, shift, scale,
+                     x->ne[1], SD_RN_MOD, eps))
+    {
+        SD_CU_LAUNCHED();
+        return SD_OK;
+    }
 
     SD_CUDA_DISPATCH(err, y->dtype, T,
         layer_norm_kernel<T><<<(unsigned) rows, row_threads(c), 0,
@@ -163,6 +359,13 @@ sd_cuda_rms_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, float eps)
 {
     int64_t  c = x->ne[x->ndim - 1], rows = sd_numel(x) / c;
+
+    if (rownorm_fast(sd_cuda_of(y), y, x, w, NULL, NULL, NULL, rows,
+                     SD_RN_RMS, eps))
+    {
+        SD_CU_LAUNCHED();
+        return SD_OK;
+    }
 
     if (w && w->dtype != y->dtype) {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda rms_norm: mixed "
@@ -228,12 +431,81 @@ qkv_split_kernel(T *q, T *k, T *v, const T *src, const T *nq, const T *nk,
 }
 
 
+/*
+ * The BF16 fast path of the QKV split: one thread per 8 values (16 bytes);
+ * a head of d values is g = d / 8 consecutive lanes (g a power of two up to
+ * 32, heads aligned to g lanes since W is a multiple of d), whose sum of
+ * squares is a shuffle over g lanes. Every lane takes part in the shuffles
+ * (past-the-end lanes with zeros), so none leaves a group early.
+ */
+__global__ void
+qkv_split_bf16x8(__nv_bfloat16 *q, __nv_bfloat16 *k, __nv_bfloat16 *v,
+    const __nv_bfloat16 *src, const __nv_bfloat16 *nq,
+    const __nv_bfloat16 *nk, unsigned total, unsigned per_row, unsigned n,
+    unsigned l, unsigned r0, unsigned w, unsigned d, unsigned g, float eps)
+{
+    unsigned         t = blockIdx.x * blockDim.x + threadIdx.x;
+    unsigned         row = 0, e = 0, part = 0, col = 0, s;
+    int              active = t < total, kk;
+    float            f[8], ss = 0.0f, inv, wv[8];
+    __nv_bfloat16   *dst;
+    const __nv_bfloat16  *nw;
+
+    if (active) {
+        row = t / per_row;
+        e = (t % per_row) * 8;
+        part = e / w;
+        col = e % w;
+        unpack8(*(const uint4 *) (src + (size_t) row * 3 * w + e), f);
+        for (kk = 0; kk < 8; kk++) {
+            ss += f[kk] * f[kk];
+        }
+    }
+    for (s = g / 2; s; s >>= 1) {
+        ss += __shfl_xor_sync(0xffffffffu, ss, s);
+    }
+    if (!active) {
+        return;
+    }
+    nw = part == 0 ? nq : (part == 1 ? nk : NULL);
+    if (nw) {
+        inv = rsqrtf(ss / (float) d + eps);
+        unpack8(*(const uint4 *) (nw + col % d), wv);
+        for (kk = 0; kk < 8; kk++) {
+            f[kk] *= inv * wv[kk];
+        }
+    }
+    dst = part == 0 ? q : (part == 1 ? k : v);
+    *(uint4 *) (dst + ((size_t) (row / n) * l + r0 + row % n) * w + col) =
+        pack8(f);
+}
+
+
 sd_status
 sd_cuda_qkv_split(sd_err *err, sd_tensor *q, sd_tensor *k, sd_tensor *v,
     int64_t r0, const sd_tensor *src, const sd_tensor *nq,
     const sd_tensor *nk, int heads, float eps)
 {
     int64_t  rows = src->ne[0] * src->ne[1], w = src->ne[2] / 3;
+    int64_t  d = w / heads, g = d / 8, total = rows * (3 * w / 8);
+
+    if (q->dtype == SD_DT_BF16 && d % 8 == 0 && g <= 32 && (g & (g - 1)) == 0
+        && total < ((int64_t) 1 << 31) && aligned16(src->data)
+        && aligned16(q->data) && aligned16(k->data) && aligned16(v->data)
+        && (nq == NULL || (aligned16(nq->data) && aligned16(nk->data))))
+    {
+        qkv_split_bf16x8<<<(unsigned) ((total + 255) / 256), 256, 0,
+                           sd_cuda_of(q)->stream>>>(
+            (__nv_bfloat16 *) q->data, (__nv_bfloat16 *) k->data,
+            (__nv_bfloat16 *) v->data, (const __nv_bfloat16 *) src->data,
+            nq ? (const __nv_bfloat16 *) nq->data : NULL,
+            nk ? (const __nv_bfloat16 *) nk->data : NULL,
+            (unsigned) total, (unsigned) (3 * w / 8),
+            (unsigned) src->ne[1], (unsigned) q->ne[1], (unsigned) r0,
+            (unsigned) w, (unsigned) d, (unsigned) g, eps);
+        SD_CU_LAUNCHED();
+        return SD_OK;
+    }
 
     if ((nq && nq->dtype != q->dtype) || (nk && nk->dtype != q->dtype)) {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda qkv_split: mixed "
@@ -440,6 +712,40 @@ gn_apply(T *y, const T *x, const T *w, const T *bb, const float2 *stats,
 }
 
 
+/* gn_apply for BF16, 8 channels per thread, 32-bit indices */
+__global__ void
+gn_apply_bf16x8(__nv_bfloat16 *y, const __nv_bfloat16 *x,
+    const __nv_bfloat16 *w, const __nv_bfloat16 *bb, const float2 *stats,
+    unsigned n8, unsigned hwc, unsigned c, unsigned cg, unsigned groups,
+    int act)
+{
+    unsigned  i = blockIdx.x * blockDim.x + threadIdx.x, e, ch, kk;
+    float     f[8], wv[8], bv[8];
+
+    if (i >= n8) {
+        return;
+    }
+    e = i * 8;
+    ch = e % c;
+    unpack8(*(const uint4 *) (x + e), f);
+    if (w) {
+        unpack8(*(const uint4 *) (w + ch), wv);
+    }
+    if (bb) {
+        unpack8(*(const uint4 *) (bb + ch), bv);
+    }
+    for (kk = 0; kk < 8; kk++) {
+        float2  st = stats[(e / hwc) * groups + (ch + kk) / cg];
+        float   v = (f[kk] - st.x) * st.y;
+
+        v = w ? v * wv[kk] : v;
+        v = bb ? v + bv[kk] : v;
+        f[kk] = gn_act(v, act);
+    }
+    *(uint4 *) (y + e) = pack8(f);
+}
+
+
 template <typename T>
 static sd_status
 group_norm_t(sd_err *err, sd_cuda *c, T *y, const T *x, const T *w,
@@ -512,9 +818,22 @@ group_norm_t(sd_err *err, sd_cuda *c, T *y, const T *x, const T *w,
                                                        (int) splits, groups,
                                                        nbg, eps);
     SD_CU_LAUNCHED();
-    gn_apply<T><<<sd_cuda_blocks(n, SD_NORM_THREADS), SD_NORM_THREADS, 0,
-                  c->stream>>>(y, x, w, b, stats, n, hw * ch, ch,
-                               ch / groups, groups, (int) act);
+    if (sizeof(T) == 2 && ch % 8 == 0 && n < ((int64_t) 1 << 31)
+        && aligned16(x) && aligned16(y) && (w == NULL || aligned16(w))
+        && (b == NULL || aligned16(b)))
+    {
+        unsigned  n8 = (unsigned) (n / 8);
+
+        gn_apply_bf16x8<<<(n8 + 255) / 256, 256, 0, c->stream>>>(
+            (__nv_bfloat16 *) y, (const __nv_bfloat16 *) x,
+            (const __nv_bfloat16 *) w, (const __nv_bfloat16 *) b, stats, n8,
+            (unsigned) (hw * ch), (unsigned) ch, (unsigned) (ch / groups),
+            (unsigned) groups, (int) act);
+    } else {
+        gn_apply<T><<<sd_cuda_blocks(n, SD_NORM_THREADS), SD_NORM_THREADS,
+                      0, c->stream>>>(y, x, w, b, stats, n, hw * ch, ch,
+                                      ch / groups, groups, (int) act);
+    }
     SD_CU_LAUNCHED();
     return SD_OK;
 }

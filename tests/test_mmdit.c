@@ -148,6 +148,38 @@ t_model(sd_backend *be, const sd_st *g, const char *model)
                 "by %.3g", model, skip[0], e);
     }
 
+    /* the per-image cache: step 1 of a 3-step schedule equals an uncached
+       call at that step's timestep */
+    {
+        static const float  sched[3] = { 999.0f, 321.5f, 12.25f };
+        sd_mmdit_cache      *cache = NULL;
+        float                t1[2] = { sched[1], sched[1] };
+
+        s = sd_mmdit_forward(&err, m, x, t1, ctx, pooled, NULL, 0, out);
+        if (s == SD_OK && got) {
+            sd_tensor_download(&err, out, got);
+        }
+        if (s == SD_OK) {
+            s = sd_mmdit_cache_new(&err, m, sched, 3, ctx, pooled, &cache);
+        }
+        if (s == SD_OK) {
+            s = sd_mmdit_forward_cached(&err, m, x, cache, 1, out);
+        }
+        T_CHECK(s == SD_OK, "%s: cached forward: %s", model, err.msg);
+        if (s == SD_OK && got && got2) {
+            sd_tensor_download(&err, out, got2);
+            e = t_rel_l2(got2, got, n);
+            T_CHECK(e < t_tol(1e-6, 1e-2), "%s: cached vs uncached %.3g",
+                    model, e);
+        }
+        sd_err_clear(&err);
+        T_CHECK(cache && sd_mmdit_forward_cached(&err, m, x, cache, 3, out)
+                         == SD_ERR_INVALID, "%s: step past the cache: %s",
+                model, err.msg);
+        sd_mmdit_cache_free(cache);
+        T_CHECK(be->bytes_in_use == before, "%s: cache leaked", model);
+    }
+
     /* the last (context_pre_only) block can be skipped too */
     skip[0] = in->num_layers - 1;
     s = sd_mmdit_forward(&err, m, x, t, ctx, pooled, skip, 1, out);

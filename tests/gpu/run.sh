@@ -101,7 +101,7 @@ stage_medium() {
 stage_nginx_large() {
     serve /dev/shm/sd-large large 7862
     run "nginx large txt2img 1024" nginx-large.log python3 \
-        tests/gpu/http_bench.py http://127.0.0.1:7862 --steps 28
+        tests/gpu/http_bench.py http://127.0.0.1:7862 --steps 28 --expect-oom
     cp /tmp/sd/serve-large/logs/error.log "$L/nginx-large-error.log"
     /tmp/ngx/usr/sbin/nginx -p /tmp/sd/serve-large/ -c nginx.conf -s quit
 }
