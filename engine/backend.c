@@ -492,6 +492,26 @@ sd_linear(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
 
 
 sd_status
+sd_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x, int64_t r0,
+    const sd_tensor *w, const sd_tensor *b)
+{
+    if (x->ndim != 3 || y->ndim != 3 || w->ndim != 2
+        || x->ne[2] != w->ne[1] || y->ne[2] != w->ne[0]
+        || y->ne[0] != x->ne[0] || r0 < 0 || r0 + y->ne[1] > x->ne[1])
+    {
+        return shape_err(err, "linear_rows", "x, y and weight", x, y);
+    }
+    if (b && sd_numel(b) != w->ne[0]) {
+        return shape_err(err, "linear_rows", "bias", b, w);
+    }
+    if (!same_dtype(y, x)) {
+        return dtype_err(err, "linear_rows", x, y);
+    }
+    return y->be->ops->linear_rows(err, y, x, r0, w, b);
+}
+
+
+sd_status
 sd_layer_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, float eps)
 {
@@ -826,6 +846,23 @@ sd_status
 sd_backend_sync(sd_err *err, sd_backend *be)
 {
     return be->ops->sync ? be->ops->sync(err, be) : SD_OK;
+}
+
+
+sd_status
+sd_backend_lane(sd_err *err, sd_backend *be, int lane)
+{
+    if (lane != 0 && lane != 1) {
+        return sd_errorf(err, SD_ERR_INTERNAL, "lane %d", lane);
+    }
+    return be->ops->lane ? be->ops->lane(err, be, lane) : SD_OK;
+}
+
+
+sd_status
+sd_backend_join(sd_err *err, sd_backend *be)
+{
+    return be->ops->join ? be->ops->join(err, be) : SD_OK;
 }
 
 

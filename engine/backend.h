@@ -91,6 +91,11 @@ typedef struct {
 
     sd_status (*linear)(sd_err *err, sd_tensor *y, const sd_tensor *x,
         const sd_tensor *w, const sd_tensor *b, sd_act act);
+    sd_status (*linear_rows)(sd_err *err, sd_tensor *y, const sd_tensor *x,
+        int64_t r0, const sd_tensor *w, const sd_tensor *b);
+    /* queues: NULL when ops run in order (see sd_backend_lane) */
+    sd_status (*lane)(sd_err *err, sd_backend *be, int lane);
+    sd_status (*join)(sd_err *err, sd_backend *be);
     sd_status (*layer_norm)(sd_err *err, sd_tensor *y, const sd_tensor *x,
         const sd_tensor *w, const sd_tensor *b, float eps);
     sd_status (*norm_modulate)(sd_err *err, sd_tensor *y, const sd_tensor *x,
@@ -153,6 +158,17 @@ sd_status sd_backend_cpu_create(sd_err *err, int threads, sd_backend **out);
 void sd_backend_destroy(sd_backend *be);
 /* Wait for the backend's queued work (a no-op on the CPU). */
 sd_status sd_backend_sync(sd_err *err, sd_backend *be);
+/*
+ * Two lanes of work: after sd_backend_lane(be, 1) ops go to a second queue
+ * that starts after everything queued so far; sd_backend_lane(be, 0) goes
+ * back to the first; sd_backend_join() makes lane 0 wait for lane 1 (and
+ * selects lane 0). Independent work (the MMDiT's text stream beside its
+ * image stream) overlaps on a GPU; the CPU runs everything in order.
+ * Memory that lane 1 touches must stay allocated until the join: the
+ * allocators do not know the lanes.
+ */
+sd_status sd_backend_lane(sd_err *err, sd_backend *be, int lane);
+sd_status sd_backend_join(sd_err *err, sd_backend *be);
 /* The dtype a weight of this name and shape is stored in. */
 sd_dtype sd_backend_weight_dtype(const sd_backend *be, const char *name,
     int ndim, const int64_t *shape);
@@ -216,6 +232,12 @@ sd_status sd_weight_load_cat(sd_err *err, sd_backend *be, const sd_st *st,
 /* y: (N..., out) = x: (N..., in) @ w: (out, in)^T + b: (out) */
 sd_status sd_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b);
+/*
+ * A product over a block of rows of each batch:
+ * y: (B, n, out) = x[:, r0 : r0 + n, :] @ w^T + b, x: (B, L, in).
+ */
+sd_status sd_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    int64_t r0, const sd_tensor *w, const sd_tensor *b);
 /* y = act(x @ w^T + b), the activation fused into the product */
 sd_status sd_linear_act(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, sd_act act);

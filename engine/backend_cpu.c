@@ -145,6 +145,32 @@ cpu_linear(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
 }
 
 
+/* y: (B, n, out) = x[:, r0 : r0 + n] (B, L, in) w^T + b, batch by batch */
+static sd_status
+cpu_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x, int64_t r0,
+    const sd_tensor *w, const sd_tensor *b)
+{
+    int64_t  bi, n = y->ne[1], l = x->ne[1], in = w->ne[1], out = w->ne[0];
+    int64_t  i;
+
+    (void) err;
+    for (bi = 0; bi < x->ne[0]; bi++) {
+        float        *yb = F(y) + bi * n * out;
+        const float  *xb = F(x) + (bi * l + r0) * in;
+
+        if (b) {
+            for (i = 0; i < n; i++) {
+                memcpy(yb + i * out, F(b), out * sizeof(float));
+            }
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) n,
+                    (int) out, (int) in, 1.0f, xb, (int) in, F(w), (int) in,
+                    b ? 1.0f : 0.0f, yb, (int) out);
+    }
+    return SD_OK;
+}
+
+
 static sd_status
 cpu_layer_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, float eps)
@@ -664,7 +690,7 @@ cpu_upload_raw(sd_err *err, sd_tensor *t, const void *src)
 static const sd_backend_ops  sd_cpu_ops = {
     "cpu",
     cpu_alloc, cpu_release, cpu_upload, cpu_upload_raw, cpu_download, NULL,
-    cpu_linear, cpu_layer_norm, cpu_norm_modulate, cpu_rms_norm,
+    cpu_linear, cpu_linear_rows, NULL, NULL, cpu_layer_norm, cpu_norm_modulate, cpu_rms_norm,
     cpu_qkv_split, cpu_group_norm, cpu_act, cpu_binary, cpu_scale,
     cpu_attention, cpu_conv2d, cpu_upsample2x, cpu_embed, cpu_modulate,
     cpu_gate_add, cpu_copy2d, cpu_permute, cpu_destroy

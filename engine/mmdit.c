@@ -566,125 +566,132 @@ sd_mmdit_mod_get(sd_err *err, sd_mmdit *m, const sd_mmdit_mods *src,
 
 
 /*
- * One stream's projection into the joint sequence, JointAttnProcessor2_0:
- * "query = attn.to_q(hidden_states) ... query = attn.norm_q(query)" and
- * "torch.cat([query, encoder_hidden_states_query_proj], dim=2)", with
- * q, k, v as one product.
- * h: (B, n, W) -> rows [r0, r0 + n) of each batch of q, k, v: (B, L, W);
- * tmp holds at least B * n * 3 W elements.
+ * A forward pass's activations, taken once before the first block and
+ * reused by every block (no allocation inside the loop; and the text
+ * stream's work may still run on lane 1 when the image stream's ends, so
+ * nothing either touches is freed before the block's join).
+ * B batches, Lx image and Lc text tokens, L = Lx + Lc, W wide, F the
+ * feed-forward width.
  */
-static sd_status
-sd_mmdit_project(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *a,
-    const sd_tensor *h, sd_tensor *tmp, sd_tensor *q, sd_tensor *k,
-    sd_tensor *v, int64_t r0)
-{
-    sd_tensor  tv;
-    int64_t    shape[3] = { h->ne[0], h->ne[1], 3 * (int64_t) m->info.width };
+typedef struct {
+    sd_tensor      *hx;         /* (B, Lx, W) normalized image stream */
+    sd_tensor      *nx;         /* (B, Lx, W) the ZeroX second one, or NULL */
+    sd_tensor      *ax;         /* (B, Lx, W) an image-stream output */
+    sd_tensor      *nc, *ac;    /* (B, Lc, W) the same for the text */
+    sd_tensor      *q, *k, *v;  /* (B, L, W) the joint sequence */
+    sd_tensor      *o;          /* (B, L, W) attention output */
+    sd_tensor      *tx, *tc;    /* (B, Lx | Lc, 3 W) fused projections */
+    sd_tensor      *fx, *fc;    /* (B, Lx | Lc, F) feed-forward hidden */
+} sd_mmdit_acts;
 
-    /* tv: (B, n, 3 W) = [q | k | v] */
-    SD_TRY(sd_tensor_view(err, tmp, 0, 3, shape, &tv));
-    SD_TRY(sd_mmdit_linear_fwd(err, &tv, h, &a->qkv));
-    return sd_qkv_split(err, q, k, v, r0, &tv, a->norm[0], a->norm[1],
-                        m->info.heads, SD_MMDIT_EPS);
+
+static void
+sd_mmdit_acts_free(sd_mmdit_acts *a)
+{
+    sd_tensors_free((sd_tensor **) a, sizeof(*a) / sizeof(sd_tensor *));
+    memset(a, 0, sizeof(*a));
+}
+
+
+static sd_status
+sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
+    int64_t lc, sd_mmdit_acts *a)
+{
+    sd_backend  *be = m->be;
+    int64_t      w = m->info.width, f = 0, l = lx + lc;
+    int          i, dual = 0;
+
+    memset(a, 0, sizeof(*a));
+    for (i = 0; i < m->info.num_layers; i++) {
+        f = m->blocks[i].ff.proj.w->ne[0] > f ? m->blocks[i].ff.proj.w->ne[0]
+                                              : f;
+        dual |= m->blocks[i].dual;
+    }
+    if (dual) {
+        SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->nx));
+    }
+    SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->hx));
+    SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->ax));
+    SD_TRY(sd_tensor_new3(err, be, b, lc, w, &a->nc));
+    SD_TRY(sd_tensor_new3(err, be, b, lc, w, &a->ac));
+    SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->q));
+    SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->k));
+    SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->v));
+    SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->o));
+    SD_TRY(sd_tensor_new3(err, be, b, lx, 3 * w, &a->tx));
+    SD_TRY(sd_tensor_new3(err, be, b, lc, 3 * w, &a->tc));
+    SD_TRY(sd_tensor_new3(err, be, b, lx, f, &a->fx));
+    return sd_tensor_new3(err, be, b, lc, f, &a->fc);
 }
 
 
 /*
- * Attention with JointAttnProcessor2_0 (attention_processor.py): image
- * stream hx and, unless hc is NULL, context stream hc attend jointly over
- * the sequence [image, context]; the result is split back and projected by
- * to_out.0 (ox) and to_add_out (oc, skipped when oc is NULL:
- * context_pre_only). hc == NULL is attn2's image-only self-attention.
- * hx: (B, Lx, W), hc: (B, Lc, W) -> ox: (B, Lx, W), oc: (B, Lc, W).
+ * One stream's projection into the joint sequence, JointAttnProcessor2_0:
+ * "query = attn.to_q(hidden_states) ... query = attn.norm_q(query)" and
+ * "torch.cat([query, encoder_hidden_states_query_proj], dim=2)", with
+ * q, k, v as one product into t: (B, n, 3 W).
+ * h: (B, n, W) -> rows [r0, r0 + n) of each batch of q, k, v: (B, L', W)
+ * (L' = L, or Lx for attn2: views of the joint buffers).
  */
 static sd_status
-sd_mmdit_attention(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *ax,
-    const sd_tensor *hx, const sd_mmdit_attn *ac, const sd_tensor *hc,
-    sd_tensor *ox, sd_tensor *oc)
+sd_mmdit_project(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
+    const sd_tensor *h, sd_tensor *t, sd_tensor *q, sd_tensor *k,
+    sd_tensor *v, int64_t r0)
 {
-    sd_tensor  *qkv[3] = { NULL, NULL, NULL }, *o = NULL, *tmp = NULL;
-    sd_tensor   tv;
-    sd_status   s;
-    int64_t     b = hx->ne[0], lx = hx->ne[1], lc = hc ? hc->ne[1] : 0;
-    int64_t     l = lx + lc, w = m->info.width;
-    int64_t     shape[3];
-    int         j;
+    SD_TRY(sd_mmdit_linear_fwd(err, t, h, &at->qkv));
+    return sd_qkv_split(err, q, k, v, r0, t, at->norm[0], at->norm[1],
+                        m->info.heads, SD_MMDIT_EPS);
+}
 
-    /* q, k, v, o: (B, Lx + Lc, W); tmp: (B, max(Lx, Lc), 3 W) */
-    for (j = 0; j < 3; j++) {
-        SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, l, w, &qkv[j]), done);
-    }
-    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, l, w, &o), done);
-    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lx > lc ? lx : lc, 3 * w,
-                                  &tmp), done);
 
-    SD_TRY_GOTO(s, sd_mmdit_project(err, m, ax, hx, tmp, qkv[0], qkv[1],
-                                    qkv[2], 0), done);
-    if (hc) {
-        SD_TRY_GOTO(s, sd_mmdit_project(err, m, ac, hc, tmp, qkv[0], qkv[1],
-                                        qkv[2], lx), done);
-    }
+/* F.scaled_dot_product_attention over q, k, v into o, scale 1/sqrt(D) */
+static sd_status
+sd_mmdit_sdpa(sd_err *err, sd_mmdit *m, sd_tensor *o, const sd_tensor *q,
+    const sd_tensor *k, const sd_tensor *v)
+{
+    return sd_attention(err, o, q, k, v, m->info.heads, 0, NULL,
+                        (float) (1.0 / sqrt(m->info.head_dim)));
+}
 
-    /* F.scaled_dot_product_attention, scale 1 / sqrt(head_dim) */
-    SD_TRY_GOTO(s, sd_attention(err, o, qkv[0], qkv[1], qkv[2],
-                                m->info.heads, 0, NULL,
-                                (float) (1.0 / sqrt(m->info.head_dim))),
-                done);
 
-    /* "hidden_states[:, : residual.shape[1]]": (B, Lx, W) -> to_out.0 */
-    shape[0] = b;
-    shape[1] = lx;
-    shape[2] = w;
-    if (lc == 0) {
-        SD_TRY_GOTO(s, sd_mmdit_linear_fwd(err, ox, o, &ax->out), done);
-        s = SD_OK;
-        goto done;
-    }
-    SD_TRY_GOTO(s, sd_tensor_view(err, tmp, 0, 3, shape, &tv), done);
-    SD_TRY_GOTO(s, sd_copy2d(err, &tv, 0, lx * w, o, 0, l * w, b, lx * w),
-                done);
-    SD_TRY_GOTO(s, sd_mmdit_linear_fwd(err, ox, &tv, &ax->out), done);
+/*
+ * attn2 of an MMDiT-X block: image-only self-attention of nx, output
+ * projected into a->ax. Uses the first Lx rows' worth of the joint
+ * buffers, viewed as (B, Lx, W).
+ */
+static sd_status
+sd_mmdit_attn2(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
+    sd_mmdit_acts *a)
+{
+    sd_tensor  qv, kv, vv, ov;
 
-    /* "hidden_states[:, residual.shape[1] :]": (B, Lc, W) -> to_add_out */
-    if (oc) {
-        shape[1] = lc;
-        SD_TRY_GOTO(s, sd_tensor_view(err, tmp, 0, 3, shape, &tv), done);
-        SD_TRY_GOTO(s, sd_copy2d(err, &tv, 0, lc * w, o, lx * w, l * w, b,
-                                 lc * w), done);
-        SD_TRY_GOTO(s, sd_mmdit_linear_fwd(err, oc, &tv, &ac->out), done);
-    }
-    s = SD_OK;
-
-done:
-    for (j = 0; j < 3; j++) {
-        sd_tensor_free(qkv[j]);
-    }
-    sd_tensor_free(o);
-    sd_tensor_free(tmp);
-    return s;
+    SD_TRY(sd_tensor_view(err, a->q, 0, 3, a->hx->ne, &qv));
+    SD_TRY(sd_tensor_view(err, a->k, 0, 3, a->hx->ne, &kv));
+    SD_TRY(sd_tensor_view(err, a->v, 0, 3, a->hx->ne, &vv));
+    SD_TRY(sd_tensor_view(err, a->o, 0, 3, a->hx->ne, &ov));
+    SD_TRY(sd_mmdit_project(err, m, at, a->nx, a->tx, &qv, &kv, &vv, 0));
+    SD_TRY(sd_mmdit_sdpa(err, m, &ov, &qv, &kv, &vv));
+    return sd_mmdit_linear_fwd(err, a->ax, &ov, &at->out);
 }
 
 
 /*
  * FeedForward(dim, dim_out=dim, activation_fn="gelu-approximate"):
  * net.0 = GELU(proj, approximate="tanh"), net.2 = Linear.
- * x: (B, L, W) -> y: (B, L, W) through h: (B, L, ff).
+ * x: (B, n, W) -> y: (B, n, W) through h: (B, n, F) (a view of the
+ * preallocated hidden buffer).
  */
 static sd_status
-sd_mmdit_ff_fwd(sd_err *err, sd_mmdit *m, const sd_mmdit_ff *ff,
-    const sd_tensor *x, sd_tensor *y)
+sd_mmdit_ff_fwd(sd_err *err, const sd_mmdit_ff *ff, const sd_tensor *x,
+    sd_tensor *hbuf, sd_tensor *y)
 {
-    sd_tensor  *h;
-    sd_status   s;
+    sd_tensor  h;
+    int64_t    shape[3] = { x->ne[0], x->ne[1], ff->proj.w->ne[0] };
 
-    SD_TRY(sd_tensor_new3(err, m->be, x->ne[0], x->ne[1], ff->proj.w->ne[0],
-                          &h));
-    s = sd_linear_act(err, h, x, ff->proj.w, ff->proj.b, SD_ACT_GELU_TANH);
-    if (s == SD_OK) {
-        s = sd_mmdit_linear_fwd(err, y, h, &ff->down);
-    }
-    sd_tensor_free(h);
-    return s;
+    SD_TRY(sd_tensor_view(err, hbuf, 0, 3, shape, &h));
+    SD_TRY(sd_linear_act(err, &h, x, ff->proj.w, ff->proj.b,
+                         SD_ACT_GELU_TANH));
+    return sd_linear(err, y, &h, ff->down.w, ff->down.b);
 }
 
 
@@ -698,24 +705,26 @@ sd_mmdit_norm_mod(sd_err *err, sd_tensor *y, const sd_tensor *x,
 
 
 /*
- * JointTransformerBlock.forward (attention.py), in its order.
- * x: (B, Lx, W) image stream, c: (B, Lc, W) context stream, both updated
- * in place (c is left as it was by the context_pre_only block, whose
- * context output the reference drops); temb_silu: (B, W) = silu(temb).
+ * JointTransformerBlock.forward (attention.py), in its order, with
+ * JointAttnProcessor2_0 (attention_processor.py) inside. x: (B, Lx, W)
+ * image stream, c: (B, Lc, W) context stream, both updated in place (c is
+ * left as it was by the context_pre_only block, whose context output the
+ * reference drops).
+ * The two streams only meet in the attention: the text stream's work runs
+ * on lane 1 beside the image stream's, and the block ends with a join.
  */
 static sd_status
 sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
-    sd_tensor *c, const sd_mmdit_mods *src)
+    sd_tensor *c, const sd_mmdit_mods *src, sd_mmdit_acts *a)
 {
     enum { SH_MSA, SC_MSA, G_MSA, SH_MLP, SC_MLP, G_MLP, SH_MSA2, SC_MSA2,
            G_MSA2 };
     const sd_mmdit_block  *blk = &m->blocks[bi];
-    sd_tensor             *mod = NULL, *cmod = NULL, *nx = NULL, *hx = NULL;
-    sd_tensor             *nc = NULL, *ax = NULL, *ac = NULL;
+    sd_backend            *be = m->be;
+    sd_tensor             *mod = NULL, *cmod = NULL;
     sd_tensor              k[9], ck[6], mv, cmv;
     sd_status              s;
-    int64_t                b = x->ne[0], lx = x->ne[1], lc = c->ne[1];
-    int64_t                w = m->info.width;
+    int64_t                lx = x->ne[1];
     int                    j;
 
     /* norm1 (AdaLayerNormZero or SD35AdaLayerNormZeroX): mod: (6|9, B, W) */
@@ -731,73 +740,85 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
         SD_TRY_GOTO(s, sd_mmdit_chunk(err, &cmv, j, &ck[j]), done);
     }
 
-    if (blk->dual) {
-        SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lx, w, &nx), done);
-    }
-    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lx, w, &hx), done);
-    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lx, w, &ax), done);
-    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lc, w, &nc), done);
-    SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, lc, w, &ac), done);
-
-    /* "norm_hidden_states = norm(x) * (1 + scale_msa) + shift_msa";
-       ZeroX also "norm_hidden_states2" from the same norm(x) */
-    SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, hx, x, &k[SH_MSA], &k[SC_MSA]),
-                done);
-    if (blk->dual) {
-        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, nx, x, &k[SH_MSA2],
-                                         &k[SC_MSA2]), done);
-    }
-
-    /* norm1_context; AdaLayerNormContinuous chunks are (scale, shift) */
+    /* lane 1: norm1_context (AdaLayerNormContinuous chunks are (scale,
+       shift)), the text stream's q, k, v into rows Lx.. */
+    SD_TRY_GOTO(s, sd_backend_lane(err, be, 1), done);
     if (blk->pre_only) {
-        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, nc, c, &ck[1], &ck[0]), done);
+        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, a->nc, c, &ck[1], &ck[0]),
+                    done);
     } else {
-        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, nc, c, &ck[SH_MSA],
+        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, a->nc, c, &ck[SH_MSA],
                                          &ck[SC_MSA]), done);
     }
+    SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_c, a->nc, a->tc,
+                                    a->q, a->k, a->v, lx), done);
 
-    /* "attn_output, context_attn_output = self.attn(...)" */
-    SD_TRY_GOTO(s, sd_mmdit_attention(err, m, &blk->attn_x, hx, &blk->attn_c,
-                                      nc, ax, blk->pre_only ? NULL : ac),
+    /* lane 0: "norm_hidden_states = norm(x) * (1 + scale_msa) +
+       shift_msa" (ZeroX also "norm_hidden_states2" from the same norm),
+       the image stream's q, k, v into rows 0.. */
+    SD_TRY_GOTO(s, sd_backend_lane(err, be, 0), done);
+    SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, a->hx, x, &k[SH_MSA], &k[SC_MSA]),
                 done);
+    if (blk->dual) {
+        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, a->nx, x, &k[SH_MSA2],
+                                         &k[SC_MSA2]), done);
+    }
+    SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_x, a->hx, a->tx,
+                                    a->q, a->k, a->v, 0), done);
+
+    /* the joint attention, then each stream's part of it: to_add_out
+       (lane 1, unless context_pre_only), to_out.0 (lane 0) */
+    SD_TRY_GOTO(s, sd_backend_join(err, be), done);
+    SD_TRY_GOTO(s, sd_mmdit_sdpa(err, m, a->o, a->q, a->k, a->v), done);
+    if (!blk->pre_only) {
+        SD_TRY_GOTO(s, sd_backend_lane(err, be, 1), done);
+        SD_TRY_GOTO(s, sd_linear_rows(err, a->ac, a->o, lx, blk->attn_c.out.w,
+                                      blk->attn_c.out.b), done);
+        SD_TRY_GOTO(s, sd_backend_lane(err, be, 0), done);
+    }
+    SD_TRY_GOTO(s, sd_linear_rows(err, a->ax, a->o, 0, blk->attn_x.out.w,
+                                  blk->attn_x.out.b), done);
     /* "hidden_states = hidden_states + gate_msa * attn_output" */
-    SD_TRY_GOTO(s, sd_gate_add(err, x, &k[G_MSA], ax), done);
+    SD_TRY_GOTO(s, sd_gate_add(err, x, &k[G_MSA], a->ax), done);
 
     if (blk->dual) {
-        /* "attn_output2 = self.attn2(hidden_states=norm_hidden_states2)" */
-        SD_TRY_GOTO(s, sd_mmdit_attention(err, m, &blk->attn2, nx, NULL,
-                                          NULL, ax, NULL), done);
-        SD_TRY_GOTO(s, sd_gate_add(err, x, &k[G_MSA2], ax), done);
+        /* "attn_output2 = self.attn2(hidden_states=norm_hidden_states2)":
+           it reuses the joint buffers, so lane 1 must be done with o */
+        SD_TRY_GOTO(s, sd_backend_join(err, be), done);
+        SD_TRY_GOTO(s, sd_mmdit_attn2(err, m, &blk->attn2, a), done);
+        SD_TRY_GOTO(s, sd_gate_add(err, x, &k[G_MSA2], a->ax), done);
+    }
+
+    if (!blk->pre_only) {
+        /* lane 1: "encoder_hidden_states = encoder_hidden_states +
+           c_gate_msa * context_attn_output", norm2_context, modulate,
+           ff_context, "+ c_gate_mlp * context_ff_output" */
+        SD_TRY_GOTO(s, sd_backend_lane(err, be, 1), done);
+        SD_TRY_GOTO(s, sd_gate_add(err, c, &ck[G_MSA], a->ac), done);
+        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, a->nc, c, &ck[SH_MLP],
+                                         &ck[SC_MLP]), done);
+        SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, &blk->ff_context, a->nc, a->fc,
+                                       a->ac), done);
+        SD_TRY_GOTO(s, sd_gate_add(err, c, &ck[G_MLP], a->ac), done);
+        SD_TRY_GOTO(s, sd_backend_lane(err, be, 0), done);
     }
 
     /* "norm_hidden_states = self.norm2(hidden_states) * (1 + scale_mlp)
        + shift_mlp; hidden_states += gate_mlp * self.ff(...)" */
-    SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, hx, x, &k[SH_MLP], &k[SC_MLP]),
+    SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, a->hx, x, &k[SH_MLP], &k[SC_MLP]),
                 done);
-    SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, m, &blk->ff, hx, ax), done);
-    SD_TRY_GOTO(s, sd_gate_add(err, x, &k[G_MLP], ax), done);
-
-    if (!blk->pre_only) {
-        /* "encoder_hidden_states = encoder_hidden_states + c_gate_msa *
-           context_attn_output", norm2_context, modulate, ff_context,
-           "+ c_gate_mlp * context_ff_output" */
-        SD_TRY_GOTO(s, sd_gate_add(err, c, &ck[G_MSA], ac), done);
-        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, nc, c, &ck[SH_MLP],
-                                         &ck[SC_MLP]), done);
-        SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, m, &blk->ff_context, nc, ac),
-                    done);
-        SD_TRY_GOTO(s, sd_gate_add(err, c, &ck[G_MLP], ac), done);
-    }
+    SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, &blk->ff, a->hx, a->fx, a->ax),
+                done);
+    SD_TRY_GOTO(s, sd_gate_add(err, x, &k[G_MLP], a->ax), done);
     s = SD_OK;
 
 done:
+    /* both lanes done before anything is freed or reused */
+    if (sd_backend_join(err, be) != SD_OK && s == SD_OK) {
+        s = err->status;
+    }
     sd_tensor_free(mod);
     sd_tensor_free(cmod);
-    sd_tensor_free(nx);
-    sd_tensor_free(hx);
-    sd_tensor_free(ax);
-    sd_tensor_free(nc);
-    sd_tensor_free(ac);
     return s;
 }
 
@@ -1044,11 +1065,13 @@ static sd_status
 sd_mmdit_run(sd_err *err, sd_mmdit *m, const sd_tensor *x, sd_tensor *c,
     const sd_mmdit_mods *src, const int *skip, int n_skip, sd_tensor *out)
 {
-    sd_tensor  *hs = NULL;
-    sd_status   s;
-    int64_t     b = x->ne[0], h, w;
-    int         i, j, skipped;
+    sd_tensor      *hs = NULL;
+    sd_mmdit_acts   acts;
+    sd_status       s;
+    int64_t         b = x->ne[0], h, w;
+    int             i, j, skipped;
 
+    memset(&acts, 0, sizeof(acts));
     h = x->ne[2] / m->info.patch_size;
     w = x->ne[3] / m->info.patch_size;
 
@@ -1056,6 +1079,8 @@ sd_mmdit_run(sd_err *err, sd_mmdit *m, const sd_tensor *x, sd_tensor *c,
     SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, h * w, m->info.width, &hs),
                 done);
     SD_TRY_GOTO(s, sd_mmdit_patch_embed(err, m, x, hs), done);
+    SD_TRY_GOTO(s, sd_mmdit_acts_new(err, m, b, h * w, c->ne[1], &acts),
+                done);
 
     /* the blocks; "is_skip = index_block in skip_layers": pass through */
     for (i = 0; i < m->info.num_layers; i++) {
@@ -1064,15 +1089,18 @@ sd_mmdit_run(sd_err *err, sd_mmdit *m, const sd_tensor *x, sd_tensor *c,
             skipped |= (skip[j] == i);
         }
         if (!skipped) {
-            SD_TRY_GOTO(s, sd_mmdit_block_fwd(err, m, i, hs, c, src), done);
+            SD_TRY_GOTO(s, sd_mmdit_block_fwd(err, m, i, hs, c, src, &acts),
+                        done);
         }
     }
+    sd_mmdit_acts_free(&acts);
 
     /* norm_out, proj_out, unpatchify: out: (B, C, H, W) */
     SD_TRY_GOTO(s, sd_mmdit_final(err, m, hs, src, h, w, out), done);
     s = SD_OK;
 
 done:
+    sd_mmdit_acts_free(&acts);
     sd_tensor_free(hs);
     return s;
 }

@@ -296,7 +296,8 @@ cuda_sync(sd_err *err, sd_backend *be)
 {
     sd_cuda  *c = (sd_cuda *) be->impl;
 
-    SD_CU(cudaStreamSynchronize(c->stream));
+    SD_CU(cudaStreamSynchronize(c->streams[1]));
+    SD_CU(cudaStreamSynchronize(c->streams[0]));
     return SD_OK;
 }
 
@@ -403,6 +404,51 @@ cuda_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
                "linear %lldx%lld->%lld%s%s", LL(sd_numel(x) / w->ne[1]),
                LL(w->ne[1]), LL(w->ne[0]), b ? " +b" : "",
                act != SD_ACT_NONE ? " +act" : "");
+}
+
+
+static sd_status
+cuda_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x, int64_t r0,
+    const sd_tensor *w, const sd_tensor *b)
+{
+    SD_CUDA_OP(y, sd_cuda_linear_rows(err, y, x, r0, w, b),
+               "linear_rows %lldx%lld->%lld%s", LL(y->ne[0] * y->ne[1]),
+               LL(w->ne[1]), LL(w->ne[0]), b ? " +b" : "");
+}
+
+
+/* Lanes: lane 1 starts after what lane 0 has queued; join waits for it. */
+static sd_status
+cuda_lane(sd_err *err, sd_backend *be, int lane)
+{
+    sd_cuda  *c = (sd_cuda *) be->impl;
+
+    if (c->measuring || lane == c->lane) {
+        return SD_OK;
+    }
+    if (lane == 1) {
+        SD_CU(cudaEventRecord(c->fork_ev, c->streams[0]));
+        SD_CU(cudaStreamWaitEvent(c->streams[1], c->fork_ev, 0));
+    }
+    c->lane = lane;
+    c->stream = c->streams[lane];
+    return SD_OK;
+}
+
+
+static sd_status
+cuda_join(sd_err *err, sd_backend *be)
+{
+    sd_cuda  *c = (sd_cuda *) be->impl;
+
+    c->lane = 0;
+    c->stream = c->streams[0];
+    if (c->measuring) {
+        return SD_OK;
+    }
+    SD_CU(cudaEventRecord(c->join_ev, c->streams[1]));
+    SD_CU(cudaStreamWaitEvent(c->streams[0], c->join_ev, 0));
+    return SD_OK;
 }
 
 
@@ -585,8 +631,10 @@ cuda_destroy(sd_backend *be)
 
     if (c) {
         cudaSetDevice(c->device);
-        if (c->stream) {
-            cudaStreamSynchronize(c->stream);
+        for (i = 0; i < 2; i++) {
+            if (c->streams[i]) {
+                cudaStreamSynchronize(c->streams[i]);
+            }
         }
         if (c->prof) {
             int  i;
@@ -609,6 +657,7 @@ cuda_destroy(sd_backend *be)
         }
         sd_arena_free_all(&c->measure);
         cudaFree(c->lib_ws);
+        cudaFree(c->lt_ws1);
         cudaFree(c->small);
         if (c->dnn) {
             cudnnDestroy(c->dnn);
@@ -616,8 +665,16 @@ cuda_destroy(sd_backend *be)
         if (c->lt) {
             cublasLtDestroy(c->lt);
         }
-        if (c->stream) {
-            cudaStreamDestroy(c->stream);
+        for (i = 0; i < 2; i++) {
+            if (c->streams[i]) {
+                cudaStreamDestroy(c->streams[i]);
+            }
+        }
+        if (c->fork_ev) {
+            cudaEventDestroy(c->fork_ev);
+        }
+        if (c->join_ev) {
+            cudaEventDestroy(c->join_ev);
         }
         free(c);
     }
@@ -629,7 +686,7 @@ static const sd_backend_ops  sd_cuda_ops = {
     "cuda",
     cuda_alloc, cuda_release, cuda_upload, cuda_upload_raw, cuda_download,
     cuda_sync,
-    cuda_linear, cuda_layer_norm, cuda_norm_modulate, cuda_rms_norm,
+    cuda_linear, cuda_linear_rows, cuda_lane, cuda_join, cuda_layer_norm, cuda_norm_modulate, cuda_rms_norm,
     cuda_qkv_split, cuda_group_norm, cuda_act, cuda_binary, cuda_scale,
     cuda_attention, cuda_conv2d, cuda_upsample2x, cuda_embed, cuda_modulate,
     cuda_gate_add, cuda_copy2d, cuda_permute, cuda_destroy
@@ -667,11 +724,16 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
                          p.major, p.minor);
     }
     c->sms = p.multiProcessorCount;
-    SD_CU(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    SD_CU(cudaStreamCreateWithFlags(&c->streams[0], cudaStreamNonBlocking));
+    SD_CU(cudaStreamCreateWithFlags(&c->streams[1], cudaStreamNonBlocking));
+    SD_CU(cudaEventCreateWithFlags(&c->fork_ev, cudaEventDisableTiming));
+    SD_CU(cudaEventCreateWithFlags(&c->join_ev, cudaEventDisableTiming));
+    c->stream = c->streams[0];
     SD_LT(cublasLtCreate(&c->lt));
     SD_DNN(cudnnCreate(&c->dnn));
     SD_DNN(cudnnSetStream(c->dnn, c->stream));
     SD_CU(cudaMalloc(&c->lib_ws, SD_CUDA_LIB_WS));
+    SD_CU(cudaMalloc(&c->lt_ws1, SD_CUDA_LT_WS));
     SD_CU(cudaMalloc(&c->small, SD_CUDA_SMALL));
     if (sd_arena_init(&c->measure, (size_t) 1 << 50, SD_CUDA_ALIGN) != 0) {
         return sd_errorf(err, SD_ERR_NOMEM, "out of host memory");
@@ -799,7 +861,7 @@ sd_cuda_memory(sd_err *err, sd_backend *be, sd_cuda_mem *out)
     out->weights = c->weight_bytes;
     out->workspace = c->ws_ready ? c->ws.size : 0;
     out->ws_high = c->ws_ready ? c->ws.high : 0;
-    out->library = SD_CUDA_LIB_WS + SD_CUDA_SMALL;
+    out->library = SD_CUDA_LIB_WS + SD_CUDA_LT_WS + SD_CUDA_SMALL;
     out->device_used = tot - fr;
     out->device_total = tot;
     return SD_OK;

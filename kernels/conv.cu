@@ -147,6 +147,10 @@ sd_cuda_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x,
     float               one = 1.0f, zero = 0.0f;
     sd_status           s;
 
+    if (c->lane != 0) {
+        /* cuDNN's handle and workspace belong to lane 0 */
+        return sd_errorf(err, SD_ERR_INTERNAL, "cuda: conv2d on lane 1");
+    }
     if (w->dtype != x->dtype) {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda conv2d: %s weights "
                          "with %s activations", sd_dtype_name(w->dtype),

@@ -66,12 +66,16 @@ typedef struct {
 
 typedef struct {
     int                 device;
-    cudaStream_t        stream;
+    cudaStream_t        stream;         /* the current lane's stream */
+    cudaStream_t        streams[2];     /* lane 0, lane 1 */
+    cudaEvent_t         fork_ev, join_ev;
+    int                 lane;
     cublasLtHandle_t    lt;
     cudnnHandle_t       dnn;
     int                 sms;
 
-    void               *lib_ws;         /* SD_CUDA_LIB_WS bytes */
+    void               *lib_ws;         /* SD_CUDA_LIB_WS bytes, lane 0 */
+    void               *lt_ws1;         /* cuBLASLt's on lane 1 */
     void               *small;          /* SD_CUDA_SMALL bytes */
 
     sd_cuda_chunk       chunks[SD_CUDA_MAX_CHUNKS];
@@ -223,6 +227,8 @@ void sd_cuda_gemm_free(sd_cuda *c);
 
 sd_status sd_cuda_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, sd_act act);
+sd_status sd_cuda_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    int64_t r0, const sd_tensor *w, const sd_tensor *b);
 
 /* attention.cu */
 sd_status sd_cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,

@@ -35,7 +35,7 @@
 
 
 #define SD_GEMM_HEUR   8
-#define SD_GEMM_TRY    4
+#define SD_GEMM_TRY    8
 #define SD_GEMM_REPS   3
 
 
@@ -167,7 +167,8 @@ run(sd_err *err, sd_cuda *c, sd_cuda_gemm_plan *p,
     float  beta = 0.0f;
 
     SD_LT(cublasLtMatmul(c->lt, p->desc, &alpha, a, p->la, b, p->lb, &beta,
-                         d, p->ld, d, p->ld, algo, c->lib_ws, SD_CUDA_LT_WS,
+                         d, p->ld, d, p->ld, algo,
+                         c->lane ? c->lt_ws1 : c->lib_ws, SD_CUDA_LT_WS,
                          c->stream));
     return SD_OK;
 }
@@ -349,4 +350,40 @@ sd_cuda_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
     SD_TRY(sd_cuda_gemm(err, c, &g, 1.0f, w->data, x->data, y->data,
                         b ? b->data : NULL));
     return fused ? SD_OK : sd_cuda_act(err, y, y, act);
+}
+
+
+/* y: (B, n, out) = x[:, r0 : r0 + n] (B, L, in) w^T + b: one batched product */
+sd_status
+sd_cuda_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    int64_t r0, const sd_tensor *w, const sd_tensor *b)
+{
+    sd_cuda_gemm_shape   g;
+    int64_t              in = w->ne[1], out = w->ne[0];
+    size_t               es = sd_dtype_size(x->dtype);
+
+    if (w->dtype != x->dtype || (b && b->dtype != y->dtype)) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda linear_rows: %s "
+                         "weights with %s activations",
+                         sd_dtype_name(w->dtype), sd_dtype_name(x->dtype));
+    }
+    memset(&g, 0, sizeof(g));
+    g.transa = 1;
+    g.m = out;
+    g.n = y->ne[1];
+    g.k = in;
+    g.lda = in;
+    g.ldb = in;
+    g.ldd = out;
+    g.batch = (int) x->ne[0];
+    g.sa = 0;
+    g.sb = x->ne[1] * in;
+    g.sd = y->ne[1] * out;
+    g.ta = w->dtype;
+    g.tb = x->dtype;
+    g.td = y->dtype;
+    g.bias = b != NULL;
+    return sd_cuda_gemm(err, sd_cuda_of(y), &g, 1.0f, w->data,
+                        (const char *) x->data + r0 * in * es, y->data,
+                        b ? b->data : NULL);
 }

@@ -157,8 +157,10 @@ rownorm_bf16(__nv_bfloat16 *y, const __nv_bfloat16 *x,
 {
     int            row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     int            lane = threadIdx.x & 31, nv = c >> 3, i, k, j;
-    float          v[MAXV][8], o[8], p[8], q[8], sum = 0.0f, mean = 0.0f;
+    float          v[8], o[8], p[8], q[8], sum = 0.0f, mean = 0.0f;
     float          var = 0.0f, inv;
+    uint4          raw[MAXV];       /* the row stays packed: few registers,
+                                       more warps in flight */
     const uint4   *xr;
     uint4         *yr;
 
@@ -172,10 +174,11 @@ rownorm_bf16(__nv_bfloat16 *y, const __nv_bfloat16 *x,
     for (i = 0; i < MAXV; i++) {
         j = lane + 32 * i;
         if (j < nv) {
-            unpack8(xr[j], v[i]);
+            raw[i] = xr[j];
+            unpack8(raw[i], v);
             #pragma unroll
             for (k = 0; k < 8; k++) {
-                sum += v[i][k];
+                sum += v[k];
             }
         }
     }
@@ -185,9 +188,10 @@ rownorm_bf16(__nv_bfloat16 *y, const __nv_bfloat16 *x,
     #pragma unroll
     for (i = 0; i < MAXV; i++) {
         if (lane + 32 * i < nv) {
+            unpack8(raw[i], v);
             #pragma unroll
             for (k = 0; k < 8; k++) {
-                float d = v[i][k] - mean;
+                float d = v[k] - mean;
                 var += d * d;
             }
         }
@@ -200,8 +204,9 @@ rownorm_bf16(__nv_bfloat16 *y, const __nv_bfloat16 *x,
         if (j >= nv) {
             continue;
         }
+        unpack8(raw[i], v);
         for (k = 0; k < 8; k++) {
-            o[k] = (v[i][k] - mean) * inv;
+            o[k] = (v[k] - mean) * inv;
         }
         if (mode == SD_RN_MOD) {
             size_t  bo = (size_t) (row / rows_per_batch) * c;
@@ -270,6 +275,8 @@ rownorm_fast(sd_cuda *c, sd_tensor *y, const sd_tensor *x,
         rownorm_bf16<4><<<blocks, 256, 0, c->stream>>>(SD_RN_ARGS);
     } else if (nv <= 256) {
         rownorm_bf16<8><<<blocks, 256, 0, c->stream>>>(SD_RN_ARGS);
+    } else if (nv <= 320) {
+        rownorm_bf16<10><<<blocks, 256, 0, c->stream>>>(SD_RN_ARGS);
     } else if (nv <= 384) {
         rownorm_bf16<12><<<blocks, 256, 0, c->stream>>>(SD_RN_ARGS);
     } else {
@@ -541,63 +548,73 @@ __global__ void
 gn_stats(const T *x, double *part, int64_t hw, int64_t c, int groups,
     int splits)
 {
-    __shared__ float  sn[SD_NORM_THREADS * CPT], sm[SD_NORM_THREADS * CPT];
-    __shared__ float  sq[SD_NORM_THREADS * CPT];
+    __shared__ float  sn[SD_NORM_THREADS * CPT], s1[SD_NORM_THREADS * CPT];
+    __shared__ float  s2[SD_NORM_THREADS * CPT], sr[SD_NORM_THREADS * CPT];
     int64_t           s = blockIdx.x, b = blockIdx.y;
     int64_t           per = (hw + splits - 1) / splits;
     int64_t           p0 = s * per, p1 = p0 + per < hw ? p0 + per : hw;
     int64_t           e, e0, e1;
-    float             n[CPT], mean[CPT], m2[CPT];
-    int               t = threadIdx.x, k;
+    float             n[CPT], a1[CPT], a2[CPT], r[CPT];
+    int               t = threadIdx.x, k, cc = (int) c;
+    int               cg = cc / groups;
 
-    for (k = 0; k < CPT; k++) {
-        n[k] = 0.0f;
-        mean[k] = 0.0f;
-        m2[k] = 0.0f;
-    }
     e0 = (b * hw + p0) * c;
     e1 = (b * hw + (p1 > p0 ? p1 : p0)) * c;
+    /* each slot's values are shifted by the slot's first value, so the
+       sums of squares do not cancel (no division per element) */
+    #pragma unroll
+    for (k = 0; k < CPT; k++) {
+        int64_t  ek = e0 + t + (int64_t) k * SD_NORM_THREADS;
+
+        n[k] = 0.0f;
+        a1[k] = 0.0f;
+        a2[k] = 0.0f;
+        r[k] = ek < e1 ? sd_get(x + ek) : 0.0f;
+    }
     for (e = e0 + t; e < e1; e += SD_NORM_THREADS * CPT) {
         #pragma unroll
         for (k = 0; k < CPT; k++) {
             int64_t  ek = e + (int64_t) k * SD_NORM_THREADS;
 
             if (ek < e1) {
-                float  v = sd_get(x + ek), dl = v - mean[k];
+                float  d = sd_get(x + ek) - r[k];
 
                 n[k] += 1.0f;
-                mean[k] += dl / n[k];
-                m2[k] += dl * (v - mean[k]);
+                a1[k] += d;
+                a2[k] += d * d;
             }
         }
     }
     for (k = 0; k < CPT; k++) {
         sn[k * SD_NORM_THREADS + t] = n[k];
-        sm[k * SD_NORM_THREADS + t] = mean[k];
-        sq[k * SD_NORM_THREADS + t] = m2[k];
+        s1[k * SD_NORM_THREADS + t] = a1[k];
+        s2[k * SD_NORM_THREADS + t] = a2[k];
+        sr[k * SD_NORM_THREADS + t] = r[k];
     }
     __syncthreads();
 
-    /* thread g merges every state whose channel is in group g */
+    /* thread g merges the slots of group g: slot i holds channel i % c
+       (c divides 256, or c = 256 CPT) */
     for (int g = t; g < groups; g += SD_NORM_THREADS) {
-        int64_t  cg = c / groups;
         double   an = 0.0, am = 0.0, aq = 0.0;
-        int      i;
+        int      slots = SD_NORM_THREADS * CPT, j, u;
 
-        for (i = 0; i < SD_NORM_THREADS * CPT; i++) {
-            /* slot i = k * 256 + t' holds channel (i % c): 256 and CPT*256
-               are multiples of c, or c = 256 * CPT */
-            int64_t  ch = i % c;
-            double   bn = sn[i], d, tot;
+        for (j = 0; j < slots; j += cc) {
+            for (u = 0; u < cg; u++) {
+                int     i = j + g * cg + u;
+                double  bn = sn[i], bm, bq, d, tot;
 
-            if (ch / cg != g || bn == 0.0) {
-                continue;
+                if (bn == 0.0) {
+                    continue;
+                }
+                bm = sr[i] + s1[i] / bn;
+                bq = (double) s2[i] - (double) s1[i] * s1[i] / bn;
+                tot = an + bn;
+                d = bm - am;
+                am += d * bn / tot;
+                aq += bq + d * d * an * bn / tot;
+                an = tot;
             }
-            tot = an + bn;
-            d = (double) sm[i] - am;
-            am += d * bn / tot;
-            aq += (double) sq[i] + d * d * an * bn / tot;
-            an = tot;
         }
         part[((b * splits + s) * groups + g) * 3 + 0] = an;
         part[((b * splits + s) * groups + g) * 3 + 1] = am;

@@ -189,6 +189,26 @@ case_linear_gelu(sd_backend *be, size_t *n, double *ms)
 }
 
 
+/* the attention output's text rows into to_add_out, no copy */
+static float *
+case_linear_rows(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *x = MK(be, ACT, 1.0f, 2, 4429, 2432);
+    sd_tensor  *w = MK(be, WGT, 0.02f, 2432, 2432);
+    sd_tensor  *b = MK(be, WGT, 0.1f, 2432);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 2, 333, 2432);
+
+    T_TIMED(be, ms, sd_linear_rows(&err, y, x, 4096, w, b));
+    T_CASE_END(y);
+    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(b);
+    sd_tensor_free(y);
+    return out;
+}
+
+
 /* CLIP-L's MLP: quick GELU, no fused epilogue; no bias variant */
 static float *
 case_linear_qgelu(sd_backend *be, size_t *n, double *ms)
@@ -631,6 +651,8 @@ static const t_case  t_cases[] = {
     { "linear+gelu 666x2432->9728", case_linear_gelu,
       2.0 * 666 * 2432 * 9728 },
     { "linear+quick_gelu 77x768->3072", case_linear_qgelu, 0 },
+    { "linear_rows 2x333 of 4429 ->2432", case_linear_rows,
+      2.0 * 666 * 2432 * 2432 },
     { "layer_norm 154x1280", case_layer_norm, 0 },
     { "norm_modulate 2x4096x2432", case_norm_mod, 0 },
     { "rms_norm 256x4096", case_rms_norm, 0 },
@@ -683,6 +705,23 @@ check_cpu_fusions(sd_backend *be)
     free(a); free(b);
     sd_tensor_free(w); sd_tensor_free(bb); sd_tensor_free(y1);
     sd_tensor_free(y2);
+
+    /* linear_rows: rows 10..39 of each batch, as a copy then a product */
+    y1 = MK(be, ACT, 0.0f, 3, 30, 96);
+    y2 = MK(be, ACT, 0.0f, 3, 30, 96);
+    sh = MK(be, ACT, 0.0f, 3, 30, 64);
+    w = MK(be, WGT, 0.2f, 96, 64);
+    bb = MK(be, WGT, 0.5f, 96);
+    T_CHECK(sd_linear_rows(&err, y1, x, 10, w, bb) == SD_OK, "linear_rows: "
+            "%s", err.msg);
+    sd_copy2d(&err, sh, 0, 30 * 64, x, 10 * 64, 40 * 64, 3, 30 * 64);
+    sd_linear(&err, y2, sh, w, bb);
+    a = host_of(y1, &na);
+    b = host_of(y2, &nb);
+    T_CHECK(a && b && t_rel_l2(a, b, na) < 1e-7, "linear_rows: %s", err.msg);
+    free(a); free(b);
+    sd_tensor_free(y1); sd_tensor_free(y2); sd_tensor_free(sh);
+    sd_tensor_free(w); sd_tensor_free(bb);
 
     /* LayerNorm + modulate */
     sh = MK(be, ACT, 1.0f, 3, 64);
