@@ -423,7 +423,7 @@ cuda_lane(sd_err *err, sd_backend *be, int lane)
 {
     sd_cuda  *c = (sd_cuda *) be->impl;
 
-    if (c->measuring || lane == c->lane) {
+    if (c->measuring || lane == c->lane || c->no_lanes) {
         return SD_OK;
     }
     if (lane == 1) {
@@ -443,7 +443,7 @@ cuda_join(sd_err *err, sd_backend *be)
 
     c->lane = 0;
     c->stream = c->streams[0];
-    if (c->measuring) {
+    if (c->measuring || c->no_lanes) {
         return SD_OK;
     }
     SD_CU(cudaEventRecord(c->join_ev, c->streams[1]));
@@ -724,6 +724,11 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
                          p.major, p.minor);
     }
     c->sms = p.multiProcessorCount;
+    /* measurement knobs for the text stream's lane */
+    c->lane1_sms = getenv("SD_CUDA_LANE1_SMS")
+                   ? atoi(getenv("SD_CUDA_LANE1_SMS")) : 0;
+    c->no_lanes = getenv("SD_CUDA_NO_LANES")
+                  && strcmp(getenv("SD_CUDA_NO_LANES"), "1") == 0;
     SD_CU(cudaStreamCreateWithFlags(&c->streams[0], cudaStreamNonBlocking));
     SD_CU(cudaStreamCreateWithFlags(&c->streams[1], cudaStreamNonBlocking));
     SD_CU(cudaEventCreateWithFlags(&c->fork_ev, cudaEventDisableTiming));

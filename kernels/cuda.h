@@ -70,6 +70,9 @@ typedef struct {
     cudaStream_t        streams[2];     /* lane 0, lane 1 */
     cudaEvent_t         fork_ev, join_ev;
     int                 lane;
+    int                 lane1_sms;      /* SD_CUDA_LANE1_SMS: SMs a lane-1
+                                           product may use, 0: all */
+    int                 no_lanes;       /* SD_CUDA_NO_LANES=1: one queue */
     cublasLtHandle_t    lt;
     cudnnHandle_t       dnn;
     int                 sms;
@@ -219,6 +222,7 @@ typedef struct {
     sd_dtype        ta, tb, td;
     sd_act          act;                /* NONE or GELU_TANH */
     int             bias;               /* bias of m (rows of D) */
+    int             sms;                /* SMs it may use, 0: all */
 } sd_cuda_gemm_shape;
 
 sd_status sd_cuda_gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g,

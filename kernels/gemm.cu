@@ -148,6 +148,12 @@ plan_build(sd_err *err, const sd_gemm_key *key, sd_cuda_gemm_plan *p)
     SD_LT(cublasLtMatmulDescSetAttribute(p->desc,
                                          CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
                                          sizeof(epi)));
+    if (g->sms > 0) {
+        int32_t  sms = g->sms;
+
+        SD_LT(cublasLtMatmulDescSetAttribute(p->desc,
+                  CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET, &sms, sizeof(sms)));
+    }
 
     /* op(A) is m x k, op(B) k x n, D m x n */
     SD_TRY(layout(err, &p->la, g->ta, g->transa ? g->k : g->m,
@@ -275,6 +281,7 @@ sd_cuda_gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g,
 
     memset(&key, 0, sizeof(key));
     key.g = *g;
+    key.g.sms = c->lane ? c->lane1_sms : 0;
     key.align[0] = align_of(a);
     key.align[1] = align_of(b);
     key.align[2] = align_of(d);

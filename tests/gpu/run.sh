@@ -94,6 +94,17 @@ stage_large() {
     full large
 }
 
+# the text stream's lane: off, and its products held to fewer SMs
+stage_lanes() {
+    local d=/dev/shm/sd-large
+    run "bench large, one queue" bench-large-nolanes.log \
+        env SD_CUDA_NO_LANES=1 $G/bin/sd-cli bench --model $d --runs 3
+    for n in 16 32 66; do
+        run "bench large, lane 1 on $n SMs" bench-large-sm$n.log \
+            env SD_CUDA_LANE1_SMS=$n $G/bin/sd-cli bench --model $d --runs 3
+    done
+}
+
 stage_medium() {
     full medium
 }
