@@ -173,6 +173,37 @@ sd_put<__nv_bfloat16>(__nv_bfloat16 *p, float v)
 }
 
 
+/* 8 BF16 values (16 bytes) to and from floats, for the memory-bound
+   passes. */
+__device__ __forceinline__ void
+sd_unpack8(uint4 u, float *f)
+{
+    const __nv_bfloat162  *h = (const __nv_bfloat162 *) &u;
+    int                    k;
+
+    for (k = 0; k < 4; k++) {
+        float2  t = __bfloat1622float2(h[k]);
+
+        f[2 * k] = t.x;
+        f[2 * k + 1] = t.y;
+    }
+}
+
+
+__device__ __forceinline__ uint4
+sd_pack8(const float *f)
+{
+    uint4             u;
+    __nv_bfloat162   *h = (__nv_bfloat162 *) &u;
+    int               k;
+
+    for (k = 0; k < 4; k++) {
+        h[k] = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
+    }
+    return u;
+}
+
+
 /* Run stmt with T the storage type of dt (F32 or BF16). */
 #define SD_CUDA_DISPATCH(err, dt, T, ...)                                   \
     do {                                                                    \

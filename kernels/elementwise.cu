@@ -17,36 +17,6 @@
 #define SD_EW_THREADS  256
 
 
-/* BF16 vectors of 8 (16 bytes) for the memory-bound passes */
-__device__ __forceinline__ void
-ew_unpack8(uint4 u, float *f)
-{
-    const __nv_bfloat162  *h = (const __nv_bfloat162 *) &u;
-    int                    k;
-
-    for (k = 0; k < 4; k++) {
-        float2  t = __bfloat1622float2(h[k]);
-
-        f[2 * k] = t.x;
-        f[2 * k + 1] = t.y;
-    }
-}
-
-
-__device__ __forceinline__ uint4
-ew_pack8(const float *f)
-{
-    uint4             u;
-    __nv_bfloat162   *h = (__nv_bfloat162 *) &u;
-    int               k;
-
-    for (k = 0; k < 4; k++) {
-        h[k] = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
-    }
-    return u;
-}
-
-
 /* BF16 tensors whose elements go 8 at a time with 32-bit indices */
 static int
 vec8(const sd_tensor *a, int64_t n)
@@ -130,12 +100,12 @@ binary_bf16x8(__nv_bfloat16 *y, const __nv_bfloat16 *a,
     if (i >= n8) {
         return;
     }
-    ew_unpack8(((const uint4 *) a)[i], u);
-    ew_unpack8(((const uint4 *) b)[i], v);
+    sd_unpack8(((const uint4 *) a)[i], u);
+    sd_unpack8(((const uint4 *) b)[i], v);
     for (k = 0; k < 8; k++) {
         u[k] = op == SD_BIN_ADD ? u[k] + v[k] : u[k] * v[k];
     }
-    ((uint4 *) y)[i] = ew_pack8(u);
+    ((uint4 *) y)[i] = sd_pack8(u);
 }
 
 
@@ -339,12 +309,12 @@ bias_bf16x8(__nv_bfloat16 *y, const __nv_bfloat16 *b, unsigned n8,
     if (i >= n8) {
         return;
     }
-    ew_unpack8(((const uint4 *) y)[i], u);
-    ew_unpack8(*(const uint4 *) (b + (i * 8) % c), v);
+    sd_unpack8(((const uint4 *) y)[i], u);
+    sd_unpack8(*(const uint4 *) (b + (i * 8) % c), v);
     for (k = 0; k < 8; k++) {
         u[k] += v[k];
     }
-    ((uint4 *) y)[i] = ew_pack8(u);
+    ((uint4 *) y)[i] = sd_pack8(u);
 }
 
 

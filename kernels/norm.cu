@@ -119,35 +119,6 @@ warp_sum(float v)
 }
 
 
-__device__ __forceinline__ void
-unpack8(uint4 u, float *f)
-{
-    const __nv_bfloat162  *h = (const __nv_bfloat162 *) &u;
-    int                    k;
-
-    for (k = 0; k < 4; k++) {
-        float2  t = __bfloat1622float2(h[k]);
-
-        f[2 * k] = t.x;
-        f[2 * k + 1] = t.y;
-    }
-}
-
-
-__device__ __forceinline__ uint4
-pack8(const float *f)
-{
-    uint4             u;
-    __nv_bfloat162   *h = (__nv_bfloat162 *) &u;
-    int               k;
-
-    for (k = 0; k < 4; k++) {
-        h[k] = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
-    }
-    return u;
-}
-
-
 template <int MAXV>
 __global__ void
 rownorm_bf16(__nv_bfloat16 *y, const __nv_bfloat16 *x,
@@ -175,7 +146,7 @@ rownorm_bf16(__nv_bfloat16 *y, const __nv_bfloat16 *x,
         j = lane + 32 * i;
         if (j < nv) {
             raw[i] = xr[j];
-            unpack8(raw[i], v);
+            sd_unpack8(raw[i], v);
             #pragma unroll
             for (k = 0; k < 8; k++) {
                 sum += v[k];
@@ -188,7 +159,7 @@ rownorm_bf16(__nv_bfloat16 *y, const __nv_bfloat16 *x,
     #pragma unroll
     for (i = 0; i < MAXV; i++) {
         if (lane + 32 * i < nv) {
-            unpack8(raw[i], v);
+            sd_unpack8(raw[i], v);
             #pragma unroll
             for (k = 0; k < 8; k++) {
                 float d = v[k] - mean;
@@ -204,33 +175,33 @@ rownorm_bf16(__nv_bfloat16 *y, const __nv_bfloat16 *x,
         if (j >= nv) {
             continue;
         }
-        unpack8(raw[i], v);
+        sd_unpack8(raw[i], v);
         for (k = 0; k < 8; k++) {
             o[k] = (v[k] - mean) * inv;
         }
         if (mode == SD_RN_MOD) {
             size_t  bo = (size_t) (row / rows_per_batch) * c;
 
-            unpack8(((const uint4 *) (shift + bo))[j], p);
-            unpack8(((const uint4 *) (scale + bo))[j], q);
+            sd_unpack8(((const uint4 *) (shift + bo))[j], p);
+            sd_unpack8(((const uint4 *) (scale + bo))[j], q);
             for (k = 0; k < 8; k++) {
                 o[k] = o[k] * (1.0f + q[k]) + p[k];
             }
         } else {
             if (w) {
-                unpack8(((const uint4 *) w)[j], p);
+                sd_unpack8(((const uint4 *) w)[j], p);
                 for (k = 0; k < 8; k++) {
                     o[k] *= p[k];
                 }
             }
             if (b) {
-                unpack8(((const uint4 *) b)[j], q);
+                sd_unpack8(((const uint4 *) b)[j], q);
                 for (k = 0; k < 8; k++) {
                     o[k] += q[k];
                 }
             }
         }
-        yr[j] = pack8(o);
+        yr[j] = sd_pack8(o);
     }
 }
 
@@ -463,7 +434,7 @@ qkv_split_bf16x8(__nv_bfloat16 *q, __nv_bfloat16 *k, __nv_bfloat16 *v,
         e = (t % per_row) * 8;
         part = e / w;
         col = e % w;
-        unpack8(*(const uint4 *) (src + (size_t) row * 3 * w + e), f);
+        sd_unpack8(*(const uint4 *) (src + (size_t) row * 3 * w + e), f);
         for (kk = 0; kk < 8; kk++) {
             ss += f[kk] * f[kk];
         }
@@ -477,14 +448,14 @@ qkv_split_bf16x8(__nv_bfloat16 *q, __nv_bfloat16 *k, __nv_bfloat16 *v,
     nw = part == 0 ? nq : (part == 1 ? nk : NULL);
     if (nw) {
         inv = rsqrtf(ss / (float) d + eps);
-        unpack8(*(const uint4 *) (nw + col % d), wv);
+        sd_unpack8(*(const uint4 *) (nw + col % d), wv);
         for (kk = 0; kk < 8; kk++) {
             f[kk] *= inv * wv[kk];
         }
     }
     dst = part == 0 ? q : (part == 1 ? k : v);
     *(uint4 *) (dst + ((size_t) (row / n) * l + r0 + row % n) * w + col) =
-        pack8(f);
+        sd_pack8(f);
 }
 
 
@@ -744,12 +715,12 @@ gn_apply_bf16x8(__nv_bfloat16 *y, const __nv_bfloat16 *x,
     }
     e = i * 8;
     ch = e % c;
-    unpack8(*(const uint4 *) (x + e), f);
+    sd_unpack8(*(const uint4 *) (x + e), f);
     if (w) {
-        unpack8(*(const uint4 *) (w + ch), wv);
+        sd_unpack8(*(const uint4 *) (w + ch), wv);
     }
     if (bb) {
-        unpack8(*(const uint4 *) (bb + ch), bv);
+        sd_unpack8(*(const uint4 *) (bb + ch), bv);
     }
     for (kk = 0; kk < 8; kk++) {
         float2  st = stats[(e / hwc) * groups + (ch + kk) / cg];
@@ -759,7 +730,7 @@ gn_apply_bf16x8(__nv_bfloat16 *y, const __nv_bfloat16 *x,
         v = bb ? v + bv[kk] : v;
         f[kk] = gn_act(v, act);
     }
-    *(uint4 *) (y + e) = pack8(f);
+    *(uint4 *) (y + e) = sd_pack8(f);
 }
 
 
