@@ -38,12 +38,22 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 LIB      := $(BUILD)/libsd.a
 
+# The module's parsers that need no nginx: unit-tested and fuzzed as they are.
+PARSE_SRC := ngx_module/ngx_http_sd_json.c ngx_module/ngx_http_sd_parse.c
+PARSE_OBJ := $(PARSE_SRC:%.c=$(BUILD)/%.o)
+.SECONDARY: $(PARSE_OBJ)
+
 .PHONY: all lib test clean deps
 all: $(LIB) $(BUILD)/sd-cli $(TEST_BIN)
 
 lib: $(LIB)
 
 $(BUILD)/%.o: %.c $(wildcard engine/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/ngx_module/%.o: ngx_module/%.c ngx_module/ngx_http_sd_parse.h \
+                         engine/sd.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -59,9 +69,10 @@ $(LIB): $(ENGINE_OBJ) $(KERNEL_OBJ)
 $(BUILD)/sd-cli: $(BUILD)/engine/sd_cli.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/t.h $(LIB)
+$(BUILD)/tests/%: tests/%.c tests/t.h $(LIB) $(PARSE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDLIBS)
+	$(CC) $(CFLAGS) -Itests -Ingx_module -o $@ $< $(PARSE_OBJ) $(LIB) \
+	    $(LDLIBS)
 
 # The README's test command: everything that needs no GPU.
 test: all
@@ -121,3 +132,4 @@ serve: all $(MODULE)
 	@echo "serving $(MODEL) at http://$(HOST):$(PORT)/sdapi/v1/"
 	exec nginx -p $(abspath $(SERVE))/ -c nginx.conf -e stderr \
 	    -g 'daemon off;'
+
