@@ -133,3 +133,37 @@ serve: all $(MODULE)
 	exec nginx -p $(abspath $(SERVE))/ -c nginx.conf -e stderr \
 	    -g 'daemon off;'
 
+
+# ---------------------------------------------------------------------------
+# Reliability: the C tests under sanitizers, fuzzing, the README's commands
+# on a minimal Debian, load. Their outputs live in build/ like the rest.
+
+.PHONY: test-asan
+
+# make test-asan: the C tests and sd-cli built again with ASan and UBSan
+# (build/asan; any report fails the test) and run as "make test" runs them,
+# without the HTTP tests (nginx loads the module of the plain build).
+ASAN       := $(BUILD)/asan
+ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+              -fno-sanitize-recover=all
+ASAN_OBJ   := $(ENGINE_SRC:%.c=$(ASAN)/%.o) $(PARSE_SRC:%.c=$(ASAN)/%.o)
+ASAN_TESTS := $(TEST_SRC:tests/%.c=$(ASAN)/tests/%)
+.SECONDARY: $(ASAN_OBJ) $(ASAN)/engine/sd_cli.o
+
+$(ASAN)/%.o: %.c $(wildcard engine/*.h) ngx_module/ngx_http_sd_parse.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) -c $< -o $@
+
+$(ASAN)/sd-cli: $(ASAN)/engine/sd_cli.o $(ASAN_OBJ)
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $^ $(LDLIBS)
+
+$(ASAN)/tests/%: tests/%.c tests/t.h $(ASAN_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) -Itests -Ingx_module -o $@ $< \
+	    $(ASAN_OBJ) $(LDLIBS)
+
+test-asan: $(ASAN_TESTS) $(ASAN)/sd-cli
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	SD_CLI=$(ASAN)/sd-cli SD_TEST_BIN=$(ASAN)/tests SD_SKIP_HTTP=1 \
+	    tests/run.sh
