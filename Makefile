@@ -138,7 +138,7 @@ serve: all $(MODULE)
 # Reliability: the C tests under sanitizers, fuzzing, the README's commands
 # on a minimal Debian, load. Their outputs live in build/ like the rest.
 
-.PHONY: test-asan
+.PHONY: test-asan fuzz fuzz-build
 
 # make test-asan: the C tests and sd-cli built again with ASan and UBSan
 # (build/asan; any report fails the test) and run as "make test" runs them,
@@ -167,3 +167,41 @@ test-asan: $(ASAN_TESTS) $(ASAN)/sd-cli
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	SD_CLI=$(ASAN)/sd-cli SD_TEST_BIN=$(ASAN)/tests SD_SKIP_HTTP=1 \
 	    tests/run.sh
+
+# make fuzz [T=600]: each libFuzzer harness (tests/fuzz/fuzz_*.c; Debian's
+# clang, ASan and UBSan) for T seconds, from its committed seeds
+# (tests/fuzz/corpus/NAME) and what earlier runs found (build/fuzz/corpus/
+# NAME); a finding stops the run, its input saved in build/fuzz/findings/.
+# "make -j2 fuzz" runs two harnesses at once.
+T          ?= 60
+FUZZ_CC    ?= clang
+FUZZ       := $(BUILD)/fuzz
+FUZZ_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+              -fno-sanitize-recover=all
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN   := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ)/%)
+FUZZ_OBJ   := $(ENGINE_SRC:%.c=$(FUZZ)/%.o) $(PARSE_SRC:%.c=$(FUZZ)/%.o)
+.SECONDARY: $(FUZZ_OBJ) $(FUZZ_BIN)
+FUZZ_CFLAGS = -std=c11 -fPIC -D_GNU_SOURCE -Iengine -Ingx_module \
+              $(PKG_CFLAGS) $(FUZZ_FLAGS)
+
+$(FUZZ)/%.o: %.c $(wildcard engine/*.h) ngx_module/ngx_http_sd_parse.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) \
+	    $(LDLIBS)
+
+$(BUILD)/demo-model/model_index.json: | $(BUILD)/sd-cli
+	$(BUILD)/sd-cli make-demo $(BUILD)/demo-model
+
+fuzz-build: $(FUZZ_BIN) $(BUILD)/demo-model/model_index.json
+
+fuzz: $(FUZZ_SRC:tests/fuzz/%.c=fuzz-run-%)
+
+fuzz-run-fuzz_%: $(FUZZ)/fuzz_% $(BUILD)/demo-model/model_index.json
+	@mkdir -p $(FUZZ)/corpus/$* $(FUZZ)/findings/$*
+	SD_FUZZ_MODEL=$(BUILD)/demo-model $(FUZZ)/fuzz_$* -max_total_time=$(T) \
+	    -print_final_stats=1 -artifact_prefix=$(FUZZ)/findings/$*/ \
+	    -rss_limit_mb=4096 $(FUZZ)/corpus/$* tests/fuzz/corpus/$*
