@@ -131,14 +131,19 @@ serve: all $(MODULE)
 	    conf/nginx.conf > $(SERVE)/nginx.conf
 	@echo "serving $(MODEL) at http://$(HOST):$(PORT)/sdapi/v1/"
 	exec nginx -p $(abspath $(SERVE))/ -c nginx.conf -e stderr \
-	    -g 'daemon off;'
+	    -g 'daemon off;$(SERVE_USER)'
+
+# Started by root (as on a fresh system), nginx's workers would run as its
+# unprivileged default user and could not read a tree under /root: they
+# run as root then, for this demo server only.
+SERVE_USER = $(if $(filter 0,$(shell id -u)), user root;)
 
 
 # ---------------------------------------------------------------------------
 # Reliability: the C tests under sanitizers, fuzzing, the README's commands
 # on a minimal Debian, load. Their outputs live in build/ like the rest.
 
-.PHONY: test-asan fuzz fuzz-build
+.PHONY: test-asan fuzz fuzz-build check-minimal
 
 # make test-asan: the C tests and sd-cli built again with ASan and UBSan
 # (build/asan; any report fails the test) and run as "make test" runs them,
@@ -205,3 +210,12 @@ fuzz-run-fuzz_%: $(FUZZ)/fuzz_% $(BUILD)/demo-model/model_index.json
 	SD_FUZZ_MODEL=$(BUILD)/demo-model $(FUZZ)/fuzz_$* -max_total_time=$(T) \
 	    -print_final_stats=1 -artifact_prefix=$(FUZZ)/findings/$*/ \
 	    -rss_limit_mb=4096 $(FUZZ)/corpus/$* tests/fuzz/corpus/$*
+
+# make check-minimal: the README's two commands, as written, as root on a
+# minimal Debian 12 (debootstrap --variant=minbase bookworm, nothing else):
+# builds that system in build/minimal, copies this clone in, runs
+# "./make.sh deps serve" and checks that the demo server answers a
+# txt2img, then "./make.sh deps test". Needs root and the network (the
+# Debian mirror; DEBIAN_MIRROR to choose one). CI runs it.
+check-minimal:
+	tests/minimal.sh
