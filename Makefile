@@ -143,7 +143,7 @@ SERVE_USER = $(if $(filter 0,$(shell id -u)), user root;)
 # Reliability: the C tests under sanitizers, fuzzing, the README's commands
 # on a minimal Debian, load. Their outputs live in build/ like the rest.
 
-.PHONY: test-asan fuzz fuzz-build check-minimal
+.PHONY: test-asan fuzz fuzz-build check-minimal loadtest
 
 # make test-asan: the C tests and sd-cli built again with ASan and UBSan
 # (build/asan; any report fails the test) and run as "make test" runs them,
@@ -219,3 +219,9 @@ fuzz-run-fuzz_%: $(FUZZ)/fuzz_% $(BUILD)/demo-model/model_index.json
 # Debian mirror; DEBIAN_MIRROR to choose one). CI runs it.
 check-minimal:
 	tests/minimal.sh
+
+# make loadtest: 200 clients for 60 s on the tiny model, with 10 reloads
+# and a worker killed under load (not part of CI; the README has figures,
+# build/loadtest.json the last run's).
+loadtest: all $(MODULE)
+	/usr/bin/python3 tests/load/loadtest.py
