@@ -50,12 +50,22 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 LIB      := $(BUILD)/libsd.a
 
+# The module's parsers that need no nginx: unit-tested and fuzzed as they are.
+PARSE_SRC := ngx_module/ngx_http_sd_json.c ngx_module/ngx_http_sd_parse.c
+PARSE_OBJ := $(PARSE_SRC:%.c=$(BUILD)/%.o)
+.SECONDARY: $(PARSE_OBJ)
+
 .PHONY: all lib test clean deps
 all: $(LIB) $(BUILD)/sd-cli $(TEST_BIN)
 
 lib: $(LIB)
 
 $(BUILD)/%.o: %.c $(wildcard engine/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/ngx_module/%.o: ngx_module/%.c ngx_module/ngx_http_sd_parse.h \
+                         engine/sd.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -71,9 +81,10 @@ $(LIB): $(ENGINE_OBJ) $(KERNEL_OBJ)
 $(BUILD)/sd-cli: $(CLI_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/t.h $(LIB)
+$(BUILD)/tests/%: tests/%.c tests/t.h $(LIB) $(PARSE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDLIBS)
+	$(CC) $(CFLAGS) -Itests -Ingx_module -o $@ $< $(PARSE_OBJ) $(LIB) \
+	    $(LDLIBS)
 
 # The README's test command: everything that needs no GPU.
 test: all
@@ -138,4 +149,100 @@ serve: all $(MODULE)
 	    conf/nginx.conf > $(SERVE)/nginx.conf; \
 	echo "serving $(MODEL) at http://$(HOST):$(PORT)/sdapi/v1/ on $$dev"
 	exec nginx -p $(abspath $(SERVE))/ -c nginx.conf -e stderr \
-	    -g 'daemon off;'
+	    -g 'daemon off;$(SERVE_USER)'
+
+# Started by root (as on a fresh system), nginx's workers would run as its
+# unprivileged default user and could not read a tree under /root: they
+# run as root then, for this demo server only.
+SERVE_USER = $(if $(filter 0,$(shell id -u)), user root;)
+
+
+# ---------------------------------------------------------------------------
+# Reliability: the C tests under sanitizers, fuzzing, the README's commands
+# on a minimal Debian, load. Their outputs live in build/ like the rest.
+
+.PHONY: test-asan fuzz fuzz-build check-minimal loadtest
+
+# make test-asan: the C tests and sd-cli built again with ASan and UBSan
+# (build/asan; any report fails the test) and run as "make test" runs them,
+# without the HTTP tests (nginx loads the module of the plain build).
+ASAN       := $(BUILD)/asan
+ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+              -fno-sanitize-recover=all
+ASAN_OBJ   := $(ENGINE_SRC:%.c=$(ASAN)/%.o) $(PARSE_SRC:%.c=$(ASAN)/%.o)
+ASAN_TESTS := $(TEST_SRC:tests/%.c=$(ASAN)/tests/%)
+ASAN_CLI   := $(CLI_SRC:%.c=$(ASAN)/%.o)
+.SECONDARY: $(ASAN_OBJ) $(ASAN_CLI)
+# the CPU engine alone: the sanitizers do not see into the GPU's kernels
+ASAN_CFLAGS = $(filter-out -DSD_HAVE_CUDA,$(CFLAGS)) $(ASAN_FLAGS)
+
+$(ASAN)/%.o: %.c $(wildcard engine/*.h) ngx_module/ngx_http_sd_parse.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -c $< -o $@
+
+$(ASAN)/sd-cli: $(ASAN_CLI) $(ASAN_OBJ)
+	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(ASAN)/tests/%: tests/%.c tests/t.h $(ASAN_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -Itests -Ingx_module -o $@ $< \
+	    $(ASAN_OBJ) $(LDLIBS)
+
+test-asan: $(ASAN_TESTS) $(ASAN)/sd-cli
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	SD_CLI=$(ASAN)/sd-cli SD_TEST_BIN=$(ASAN)/tests SD_SKIP_HTTP=1 \
+	    tests/run.sh
+
+# make fuzz [T=600]: each libFuzzer harness (tests/fuzz/fuzz_*.c; Debian's
+# clang, ASan and UBSan) for T seconds, from its committed seeds
+# (tests/fuzz/corpus/NAME) and what earlier runs found (build/fuzz/corpus/
+# NAME); a finding stops the run, its input saved in build/fuzz/findings/.
+# "make -j2 fuzz" runs two harnesses at once.
+T          ?= 60
+FUZZ_CC    ?= clang
+FUZZ       := $(BUILD)/fuzz
+FUZZ_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+              -fno-sanitize-recover=all
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN   := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ)/%)
+FUZZ_OBJ   := $(ENGINE_SRC:%.c=$(FUZZ)/%.o) $(PARSE_SRC:%.c=$(FUZZ)/%.o)
+.SECONDARY: $(FUZZ_OBJ) $(FUZZ_BIN)
+FUZZ_CFLAGS = -std=c11 -fPIC -D_GNU_SOURCE -Iengine -Ingx_module \
+              $(PKG_CFLAGS) $(FUZZ_FLAGS)
+
+$(FUZZ)/%.o: %.c $(wildcard engine/*.h) ngx_module/ngx_http_sd_parse.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) \
+	    $(LDLIBS)
+
+$(BUILD)/demo-model/model_index.json: | $(BUILD)/sd-cli
+	$(BUILD)/sd-cli make-demo $(BUILD)/demo-model
+
+fuzz-build: $(FUZZ_BIN) $(BUILD)/demo-model/model_index.json
+
+fuzz: $(FUZZ_SRC:tests/fuzz/%.c=fuzz-run-%)
+
+fuzz-run-fuzz_%: $(FUZZ)/fuzz_% $(BUILD)/demo-model/model_index.json
+	@mkdir -p $(FUZZ)/corpus/$* $(FUZZ)/findings/$*
+	SD_FUZZ_MODEL=$(BUILD)/demo-model $(FUZZ)/fuzz_$* -max_total_time=$(T) \
+	    -print_final_stats=1 -artifact_prefix=$(FUZZ)/findings/$*/ \
+	    -rss_limit_mb=4096 $(FUZZ)/corpus/$* tests/fuzz/corpus/$*
+
+# make check-minimal: the README's two commands, as written, as root on a
+# minimal Debian 12 (debootstrap --variant=minbase bookworm, nothing else):
+# builds that system in build/minimal, copies this clone in, runs
+# "./make.sh deps serve" and checks that the demo server answers a
+# txt2img, then "./make.sh deps test". Needs root and the network (the
+# Debian mirror; DEBIAN_MIRROR to choose one). CI runs it.
+check-minimal:
+	tests/minimal.sh
+
+# make loadtest: 200 clients for 60 s on the tiny model, with 10 reloads
+# and a worker killed under load (not part of CI; the README has figures,
+# build/loadtest.json the last run's).
+loadtest: all $(MODULE)
+	/usr/bin/python3 tests/load/loadtest.py

@@ -6,8 +6,11 @@
  * The engine is never opened in the master: a CUDA context does not survive
  * fork(). Each worker opens the default model in init_process, in a thread
  * task, so the worker serves /internal/ping at once and answers txt2img
- * with 503 "loading" until the engine is ready; exit_process closes the
- * engines after the thread pools have been joined.
+ * with 503 "loading" until the engine is ready; exit_process answers the
+ * jobs still there (a fast shutdown) and closes the engines after the
+ * thread pools have been joined. The worker's timer reaps what dead
+ * workers left in the zone and, while nginx shuts the worker down
+ * gracefully, bounds its jobs by sd_shutdown_timeout.
  */
 
 #include "ngx_http_sd_module.h"
@@ -126,6 +129,23 @@ static ngx_command_t  ngx_http_sd_commands[] = {
       offsetof(ngx_http_sd_main_conf_t, shm_size),
       NULL },
 
+    /* sd_shutdown_timeout TIME: how long a worker that shuts down
+       gracefully (reload, quit) goes on with its jobs */
+    { ngx_string("sd_shutdown_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, shutdown_timeout),
+      NULL },
+
+    /* sd_test_gate DIR: tests only; a file DIR/ID holds task ID's job */
+    { ngx_string("sd_test_gate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, test_gate),
+      NULL },
+
     /* sd_api: this location answers the A1111 API */
     { ngx_string("sd_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -169,6 +189,23 @@ static ngx_command_t  ngx_http_sd_commands[] = {
       ngx_http_set_complex_value_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_sd_loc_conf_t, max_n_iter),
+      NULL },
+
+    /* sd_max_prompt_length VALUE: bytes of prompt, of negative_prompt */
+    { ngx_string("sd_max_prompt_length"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_sd_loc_conf_t, max_prompt),
+      NULL },
+
+    /* sd_operator on|off: the routes that change the server for everyone
+       (POST options, unload, reload, refresh), and every tenant's tasks */
+    { ngx_string("sd_operator"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_sd_loc_conf_t, operator),
       NULL },
 
     /* sd_tenant VALUE: the key of fair queueing and per-tenant counters */
@@ -251,6 +288,7 @@ ngx_http_sd_create_main_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     smcf->pool_name = { 0, NULL };
+     *     smcf->test_gate = { 0, NULL };
      *     smcf->thread_pool = NULL;
      *     smcf->shm_zone = NULL;
      *     smcf->used = 0;
@@ -275,6 +313,7 @@ ngx_http_sd_create_main_conf(ngx_conf_t *cf)
     smcf->queue_size = NGX_CONF_UNSET_UINT;
     smcf->parallel = NGX_CONF_UNSET_UINT;
     smcf->shm_size = NGX_CONF_UNSET_SIZE;
+    smcf->shutdown_timeout = NGX_CONF_UNSET_MSEC;
 
     return smcf;
 }
@@ -297,9 +336,17 @@ ngx_http_sd_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(smcf->queue_size, 16);
     ngx_conf_init_uint_value(smcf->parallel, 1);
     ngx_conf_init_size_value(smcf->shm_size, 1024 * 1024);
+    ngx_conf_init_msec_value(smcf->shutdown_timeout, 300000);
 
     if (smcf->pool_name.data == NULL) {
         ngx_str_set(&smcf->pool_name, "default");
+    }
+
+    /* relative to the prefix, as nginx's own paths */
+    if (smcf->test_gate.len
+        && ngx_conf_full_name(cf->cycle, &smcf->test_gate, 0) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
     }
 
     if (smcf->parallel == 0) {
@@ -328,9 +375,11 @@ ngx_http_sd_create_loc_conf(ngx_conf_t *cf)
     slcf->max_steps = NGX_CONF_UNSET_PTR;
     slcf->max_batch_size = NGX_CONF_UNSET_PTR;
     slcf->max_n_iter = NGX_CONF_UNSET_PTR;
+    slcf->max_prompt = NGX_CONF_UNSET_PTR;
     slcf->tenant = NGX_CONF_UNSET_PTR;
     slcf->tenant_queue = NGX_CONF_UNSET_PTR;
     slcf->retry_after = NGX_CONF_UNSET;
+    slcf->operator = NGX_CONF_UNSET;
 
     return slcf;
 }
@@ -349,9 +398,11 @@ ngx_http_sd_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->max_batch_size, prev->max_batch_size,
                              NULL);
     ngx_conf_merge_ptr_value(conf->max_n_iter, prev->max_n_iter, NULL);
+    ngx_conf_merge_ptr_value(conf->max_prompt, prev->max_prompt, NULL);
     ngx_conf_merge_ptr_value(conf->tenant, prev->tenant, NULL);
     ngx_conf_merge_ptr_value(conf->tenant_queue, prev->tenant_queue, NULL);
     ngx_conf_merge_sec_value(conf->retry_after, prev->retry_after, 5);
+    ngx_conf_merge_value(conf->operator, prev->operator, 0);
 
     return NGX_CONF_OK;
 }
@@ -690,20 +741,16 @@ ngx_http_sd_init_process(ngx_cycle_t *cycle)
     w->smcf = smcf;
     w->log = cycle->log;
     w->shm = ngx_http_sd_shm;
-    w->slot = ngx_min(ngx_worker, NGX_HTTP_SD_MAX_WORKERS - 1);
     w->unload_gen = w->shm->unload_gen;
     w->reload_gen = w->shm->reload_gen;
 
     ngx_queue_init(&w->tenants);
     ngx_queue_init(&w->ring);
+    ngx_queue_init(&w->jobs);
 
-    ngx_http_sd_tasks_reap();
-
-    w->shm->queued[w->slot] = 0;
-    w->shm->running[w->slot] = 0;
-    w->shm->memory[w->slot] = 0;
-    w->shm->ready[w->slot] = 0;
-    w->shm->pid[w->slot] = ngx_pid;
+    /* a respawned worker first clears what the dead one left */
+    w->slot = ngx_http_sd_slot_alloc();
+    ngx_http_sd_reap();
 
     w->nmodels = smcf->models.nelts;
     w->models = ngx_pcalloc(cycle->pool,
@@ -773,14 +820,34 @@ ngx_http_sd_pin(ngx_cycle_t *cycle)
 static void
 ngx_http_sd_timer_handler(ngx_event_t *ev)
 {
-    if (ngx_exiting || ngx_terminate) {
+    ngx_msec_t             t;
+    ngx_http_sd_worker_t  *w;
+
+    w = ev->data;
+
+    if (ngx_terminate) {
         return;
+    }
+
+    ngx_http_sd_reap();
+
+    if (ngx_exiting) {
+        ngx_http_sd_shutdown_check();
     }
 
     ngx_http_sd_models_check();
     ngx_http_sd_dispatch();
 
-    ngx_add_timer(ev, 1000);
+    t = 1000;
+
+    if (w->exiting && !w->shutdown
+        && (ngx_msec_int_t) (w->shutdown_at - ngx_current_msec) < 1000)
+    {
+        t = ngx_max((ngx_msec_int_t) (w->shutdown_at - ngx_current_msec),
+                    1);
+    }
+
+    ngx_add_timer(ev, t);
 }
 
 
@@ -798,6 +865,8 @@ ngx_http_sd_exit_process(ngx_cycle_t *cycle)
 
     /* the thread pools are joined by now: no engine call is running */
 
+    ngx_http_sd_terminate();
+
     for (i = 0; i < w->nmodels; i++) {
         if (w->models[i].engine) {
             sd_engine_close(w->models[i].engine);
@@ -805,11 +874,7 @@ ngx_http_sd_exit_process(ngx_cycle_t *cycle)
         }
     }
 
-    if (w->shm && w->shm->pid[w->slot] == (ngx_atomic_uint_t) ngx_pid) {
-        w->shm->pid[w->slot] = 0;
-        w->shm->ready[w->slot] = 0;
-        w->shm->memory[w->slot] = 0;
-    }
+    ngx_http_sd_slot_free(w->slot);
 
     w->active = 0;
 }

@@ -11,6 +11,9 @@
  * worker), and the event loop frees it when it ends. job->r is touched only
  * on the event loop. The shared zone (ngx_http_sd_shm_t) holds what every
  * worker must see: task states for /internal/progress, options, metrics.
+ * A worker process owns one slot of the zone's per-worker gauges, by pid,
+ * and the task states it created; when it exits, or dies, they are reaped
+ * (by itself, or by the first worker that finds its pid gone).
  */
 
 #ifndef _NGX_HTTP_SD_MODULE_H_INCLUDED_
@@ -25,24 +28,27 @@
 #include <cjson/cJSON.h>
 
 #include "sd.h"
+#include "ngx_http_sd_parse.h"
 
 
 #define NGX_HTTP_SD_VERSION          "0.1.0"
 
-#define NGX_HTTP_SD_MAX_WORKERS      64
+/* worker slots: twice the workers while a reload drains the old ones */
+#define NGX_HTTP_SD_MAX_WORKERS      128
 #define NGX_HTTP_SD_MAX_MODELS       16
 #define NGX_HTTP_SD_MAX_TASKS        512
 #define NGX_HTTP_SD_MAX_TENANTS      64
-#define NGX_HTTP_SD_ID_LEN           64
-#define NGX_HTTP_SD_NAME_LEN         64
 #define NGX_HTTP_SD_HIST_BUCKETS     12
-#define NGX_HTTP_SD_ERRLEN           256
+
+/* the zone's layout: a reload onto another layout is refused */
+#define NGX_HTTP_SD_SHM_MAGIC        0x73640a02
 
 /* defaults of the location limits (sd_max_*) */
 #define NGX_HTTP_SD_DEF_MAX_PIXELS   (2048 * 2048)
 #define NGX_HTTP_SD_DEF_MAX_STEPS    150
 #define NGX_HTTP_SD_DEF_MAX_BATCH    8
 #define NGX_HTTP_SD_DEF_MAX_N_ITER   16
+#define NGX_HTTP_SD_DEF_MAX_PROMPT   65536
 
 
 /* routes, as counted by the metrics */
@@ -116,6 +122,8 @@ typedef struct {
     ngx_uint_t                 parallel;
     size_t                     shm_size;
     ngx_shm_zone_t            *shm_zone;
+    ngx_msec_t                 shutdown_timeout;
+    ngx_str_t                  test_gate;   /* tests: a folder, or empty */
     ngx_flag_t                 used;        /* some location has sd_api */
 } ngx_http_sd_main_conf_t;
 
@@ -127,9 +135,11 @@ typedef struct {
     ngx_http_complex_value_t  *max_steps;
     ngx_http_complex_value_t  *max_batch_size;
     ngx_http_complex_value_t  *max_n_iter;
+    ngx_http_complex_value_t  *max_prompt;
     ngx_http_complex_value_t  *tenant;
     ngx_http_complex_value_t  *tenant_queue;
     time_t                     retry_after;
+    ngx_flag_t                 operator;    /* server-wide routes, tasks */
 } ngx_http_sd_loc_conf_t;
 
 
@@ -144,6 +154,8 @@ typedef struct {
 
 typedef struct {
     u_char                     id[NGX_HTTP_SD_ID_LEN];  /* "" when free */
+    u_char                     tenant[NGX_HTTP_SD_NAME_LEN];  /* owner */
+    ngx_atomic_t               tenant_slot; /* its counters, for gauges */
     ngx_atomic_t               state;       /* ngx_http_sd_task_state_e */
     ngx_pid_t                  pid;
     ngx_atomic_t               seq;         /* arrival order, all workers */
@@ -152,8 +164,9 @@ typedef struct {
     ngx_atomic_t               job_count;   /* n_iter */
     ngx_atomic_t               step;
     ngx_atomic_t               steps;
-    ngx_atomic_t               interrupted;
+    ngx_atomic_t               interrupted; /* asked: the job stops */
     ngx_atomic_t               skipped;
+    ngx_atomic_t               skip_req;    /* skips asked, a counter */
     ngx_atomic_t               start_ms;    /* wall clock, ms */
     ngx_atomic_t               end_ms;
     u_char                     timestamp[16];   /* A1111 job_timestamp */
@@ -165,14 +178,17 @@ typedef struct {
     ngx_atomic_t               requests;
     ngx_atomic_t               images;
     ngx_atomic_t               rejected;    /* 429 answers */
-    ngx_atomic_t               queued;
-    ngx_atomic_t               running;
 } ngx_http_sd_shm_tenant_t;
 
 
+/*
+ * The gauges of tenants (queued, running) are counted from the task states
+ * when the metrics are read, so a worker that dies leaves none behind.
+ */
+
 typedef struct {
-    ngx_atomic_t               interrupt_seq;
-    ngx_atomic_t               skip_seq;
+    ngx_atomic_t               magic;       /* NGX_HTTP_SD_SHM_MAGIC */
+    ngx_atomic_t               size;        /* sizeof(ngx_http_sd_shm_t) */
     ngx_atomic_t               unload_gen;
     ngx_atomic_t               reload_gen;
     ngx_atomic_t               model;       /* options: sd_model_checkpoint */
@@ -238,13 +254,17 @@ typedef struct {
     ngx_uint_t                 nmodels;
     ngx_queue_t                tenants;     /* with queued or running jobs */
     ngx_queue_t                ring;        /* round robin: with queued jobs */
+    ngx_queue_t                jobs;        /* running: in the thread pool */
     ngx_uint_t                 queued;
     ngx_uint_t                 running;
-    ngx_uint_t                 slot;        /* ngx_worker, clamped */
+    ngx_uint_t                 slot;        /* in the zone, owned by pid */
     ngx_atomic_uint_t          unload_gen;
     ngx_atomic_uint_t          reload_gen;
-    ngx_event_t                timer;
+    ngx_event_t                timer;       /* not cancelable with jobs */
+    ngx_msec_t                 shutdown_at; /* graceful: the jobs' bound */
     unsigned                   active:1;
+    unsigned                   exiting:1;
+    unsigned                   shutdown:1;  /* the bound has passed */
 } ngx_http_sd_worker_t;
 
 
@@ -252,37 +272,30 @@ struct ngx_http_sd_job_s {
     ngx_thread_task_t          task;        /* task.ctx is the job */
     ngx_http_request_t        *r;
     ngx_http_sd_tenant_t      *tenant;
-    ngx_queue_t                queue;       /* in tenant->jobs */
+    ngx_queue_t                queue;       /* tenant->jobs, or w->jobs */
     ngx_uint_t                 state;       /* QUEUED or RUNNING */
     ngx_uint_t                 model;
     sd_engine                 *engine;
     ngx_http_sd_shm_task_t    *slot;
+    time_t                     retry_after;
 
-    /* the request, plain C; the strings are owned by the job */
-    sd_request                 req;
-    char                      *prompt;
-    char                      *negative_prompt;
-    char                      *sampler;
-    char                      *scheduler;
-    int                        n_iter;
-    int                        batch_size;
-    int64_t                    seed;        /* resolved: never -1 */
-    int64_t                    subseed;
-    unsigned                   send_images:1;
-    cJSON                     *params;      /* "parameters" of the answer */
-    cJSON                     *styles;
+    /* the request, plain C, owned by the job; seeds resolved (never -1) */
+    ngx_http_sd_txt2img_t      in;
     u_char                     id[NGX_HTTP_SD_ID_LEN];
     size_t                     id_len;
     u_char                     timestamp[16];
+    char                      *gate;        /* sd_test_gate file, or NULL */
+    int                        gate_step;   /* -1: none; the thread's */
+    int                        it;          /* the thread's iteration */
 
     /* shared with the thread */
     volatile int               cancel;
     volatile int               client_gone;
     volatile int               detached;
+    volatile int               shutdown;    /* answers 503: shutting down */
     volatile int               interrupted;
     volatile int               skipped;
-    ngx_atomic_uint_t          interrupt_seq;
-    ngx_atomic_uint_t          skip_seq;
+    ngx_atomic_uint_t          skip_seen;
     uint64_t                   last_step_ns;
 
     /* results, written by the thread */
@@ -296,12 +309,18 @@ struct ngx_http_sd_job_s {
 };
 
 
+typedef struct ngx_http_sd_route_s  ngx_http_sd_route_t;
+
+
 typedef struct {
     ngx_http_sd_job_t         *job;
     ngx_uint_t                 route;
+    ngx_http_sd_route_t       *rt;
     ngx_table_elt_t           *task_header;   /* X-Task-Id, txt2img */
     u_char                     id[NGX_HTTP_SD_ID_LEN];
     size_t                     id_len;
+    ngx_str_t                  tenant;        /* "-": one tenant */
+    unsigned                   operator:1;    /* sees every tenant */
 } ngx_http_sd_ctx_t;
 
 
@@ -322,14 +341,16 @@ ngx_int_t ngx_http_sd_send_500(ngx_http_request_t *r, const char *error,
     const char *errors);
 ngx_int_t ngx_http_sd_txt2img_respond(ngx_http_request_t *r,
     ngx_http_sd_job_t *job);
-ngx_int_t ngx_http_sd_route(ngx_str_t *uri);
 ngx_uint_t ngx_http_sd_route_unparsed(ngx_http_request_t *r);
 
 /* ngx_http_sd_queue.c */
 ngx_int_t ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
-    ngx_str_t *tenant, ngx_int_t tenant_queue, time_t retry_after);
+    ngx_str_t *tenant, ngx_int_t tenant_queue);
 void ngx_http_sd_dispatch(void);
 void ngx_http_sd_job_free(ngx_http_sd_job_t *job);
+void ngx_http_sd_jobs_changed(void);
+void ngx_http_sd_shutdown_check(void);
+void ngx_http_sd_terminate(void);
 ngx_uint_t ngx_http_sd_model_current(void);
 ngx_int_t ngx_http_sd_model_load(ngx_uint_t i);
 void ngx_http_sd_models_check(void);
@@ -337,10 +358,16 @@ void ngx_http_sd_models_hash(void);
 
 /* ngx_http_sd_shm.c */
 ngx_int_t ngx_http_sd_shm_init(ngx_shm_zone_t *shm_zone, void *data);
-ngx_http_sd_shm_task_t *ngx_http_sd_task_alloc(u_char *id, size_t len);
-ngx_http_sd_shm_task_t *ngx_http_sd_task_find(u_char *id, size_t len);
+ngx_uint_t ngx_http_sd_slot_alloc(void);
+void ngx_http_sd_slot_free(ngx_uint_t slot);
+void ngx_http_sd_reap(void);
+ngx_http_sd_shm_task_t *ngx_http_sd_task_alloc(u_char *id, size_t len,
+    ngx_str_t *tenant, ngx_http_sd_shm_tenant_t *ts);
+ngx_http_sd_shm_task_t *ngx_http_sd_task_find(u_char *id, size_t len,
+    ngx_str_t *tenant);
+ngx_int_t ngx_http_sd_task_owned(ngx_http_sd_shm_task_t *t,
+    ngx_str_t *tenant);
 void ngx_http_sd_task_end(ngx_http_sd_shm_task_t *t);
-void ngx_http_sd_tasks_reap(void);
 ngx_http_sd_shm_tenant_t *ngx_http_sd_tenant_shm(ngx_str_t *name);
 void ngx_http_sd_hist_observe(ngx_http_sd_hist_t *h, const double *le,
     uint64_t us);

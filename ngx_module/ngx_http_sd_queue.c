@@ -12,16 +12,27 @@
  * (r->main->blocked) until the completion handler, on the event loop,
  * answers and finalizes it.
  *
+ * Shutting down. A graceful one (nginx -s reload, -s quit, SIGQUIT) loses
+ * nothing: while the worker has jobs its timer is not cancelable, so nginx
+ * keeps the worker until the running and queued jobs have answered, for at
+ * most sd_shutdown_timeout; then the queued ones answer 503 with
+ * Retry-After, the running ones stop within a step and answer the same. A
+ * fast one (SIGTERM, SIGINT, -s stop) answers every job 503 at once: the
+ * running ones once their thread has stopped, within a step.
+ *
  * Invariant: the thread function and the progress callback touch only the
  * job and the shared zone's atomic words; everything else, the request
  * included, is touched on the event loop only. A job is freed exactly once:
  * by the completion handler once it has run, or by whoever takes it out of
- * the queue before it runs (client abort, request cleanup, model failure).
+ * the queue before it runs (client abort, request cleanup, model failure,
+ * shutdown).
  */
 
 #include "ngx_http_sd_module.h"
 
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 
 static ngx_http_sd_tenant_t *ngx_http_sd_tenant_get(ngx_str_t *name);
@@ -30,8 +41,13 @@ static void ngx_http_sd_unqueue(ngx_http_sd_job_t *job);
 static void ngx_http_sd_positions(void);
 static void ngx_http_sd_fail_queued(ngx_http_sd_job_t *job,
     ngx_uint_t level, const char *error, const char *msg);
+static void ngx_http_sd_shutdown_queued(ngx_http_sd_job_t *job);
 static ngx_int_t ngx_http_sd_start(ngx_http_sd_job_t *job);
+static void ngx_http_sd_job_end(ngx_http_sd_job_t *job);
 static void ngx_http_sd_job_thread(void *data, ngx_log_t *log);
+static ngx_int_t ngx_http_sd_job_stopped(ngx_http_sd_job_t *job);
+static void ngx_http_sd_gate_open(ngx_http_sd_job_t *job);
+static void ngx_http_sd_gate_wait(ngx_http_sd_job_t *job);
 static void ngx_http_sd_job_progress(void *data, int job, int jobs, int step,
     int steps);
 static void ngx_http_sd_job_done(ngx_event_t *ev);
@@ -106,24 +122,14 @@ ngx_http_sd_job_free(ngx_http_sd_job_t *job)
     int  i;
 
     if (job->results) {
-        for (i = 0; i < job->n_iter; i++) {
+        for (i = 0; i < job->in.n_iter; i++) {
             sd_result_free(&job->results[i]);
         }
         ngx_free(job->results);
     }
 
-    if (job->params) {
-        cJSON_Delete(job->params);
-    }
-
-    if (job->styles) {
-        cJSON_Delete(job->styles);
-    }
-
-    ngx_free(job->prompt);
-    ngx_free(job->negative_prompt);
-    ngx_free(job->sampler);
-    ngx_free(job->scheduler);
+    ngx_http_sd_txt2img_free(&job->in);
+    ngx_free(job->gate);
     ngx_free(job);
 }
 
@@ -136,8 +142,10 @@ ngx_http_sd_job_free(ngx_http_sd_job_t *job)
 
 ngx_int_t
 ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
-    ngx_str_t *tenant, ngx_int_t tenant_queue, time_t retry_after)
+    ngx_str_t *tenant, ngx_int_t tenant_queue)
 {
+    size_t                    len;
+    time_t                    retry_after;
     ngx_http_sd_ctx_t        *ctx;
     ngx_http_sd_model_t      *m;
     ngx_http_sd_worker_t     *w;
@@ -149,6 +157,14 @@ ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
     w = &ngx_http_sd_worker;
     smcf = w->smcf;
     m = &w->models[job->model];
+    retry_after = job->retry_after;
+
+    if (w->shutdown) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "sd worker is shutting down, answering 503");
+        return ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "shutting down", retry_after);
+    }
 
     if (m->state == NGX_HTTP_SD_LOADING) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -194,7 +210,20 @@ ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
                                        (char *) msg, retry_after);
     }
 
-    job->slot = ngx_http_sd_task_alloc(job->id, job->id_len);
+    if (smcf->test_gate.len) {
+        len = smcf->test_gate.len + 1 + job->id_len + 1;
+
+        job->gate = ngx_alloc(len, r->connection->log);
+        if (job->gate == NULL) {
+            ngx_http_sd_tenant_put(t);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        (void) ngx_snprintf((u_char *) job->gate, len, "%V/%s%Z",
+                            &smcf->test_gate, job->id);
+    }
+
+    job->slot = ngx_http_sd_task_alloc(job->id, job->id_len, tenant, t->shm);
     if (job->slot == NULL) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "sd task table is full, answering 503");
@@ -217,8 +246,8 @@ ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
     cln->data = ctx;
 
     ngx_memcpy(job->slot->timestamp, job->timestamp, sizeof(job->timestamp));
-    job->slot->job_count = job->n_iter;
-    job->slot->steps = job->req.steps;
+    job->slot->job_count = job->in.n_iter;
+    job->slot->steps = job->in.req.steps;
 
     job->r = r;
     job->tenant = t;
@@ -233,7 +262,6 @@ ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
 
     t->queued++;
     w->queued++;
-    (void) ngx_atomic_fetch_add(&t->shm->queued, 1);
     (void) ngx_atomic_fetch_add(&w->shm->queued[w->slot], 1);
 
     r->read_event_handler = ngx_http_sd_check_broken;
@@ -268,7 +296,6 @@ ngx_http_sd_unqueue(ngx_http_sd_job_t *job)
     ngx_queue_remove(&job->queue);
     t->queued--;
     w->queued--;
-    (void) ngx_atomic_fetch_add(&t->shm->queued, -1);
     (void) ngx_atomic_fetch_add(&w->shm->queued[w->slot], -1);
 
     ngx_queue_remove(&t->ring);
@@ -346,10 +373,53 @@ ngx_http_sd_fail_queued(ngx_http_sd_job_t *job, ngx_uint_t level,
                   "sd task \"%s\" failed: %s", job->id, msg);
 
     ngx_http_sd_job_free(job);
+    ngx_http_sd_jobs_changed();
 
     r->read_event_handler = ngx_http_block_reading;
 
     rc = ngx_http_sd_send_500(r, error, msg);
+    ngx_http_finalize_request(r, rc);
+}
+
+
+/* A queued job when shutting down: 503 with Retry-After, never run. */
+
+static void
+ngx_http_sd_shutdown_queued(ngx_http_sd_job_t *job)
+{
+    time_t               retry_after;
+    ngx_int_t            rc;
+    ngx_http_request_t  *r;
+    ngx_http_sd_ctx_t   *ctx;
+
+    r = job->r;
+    retry_after = job->retry_after;
+
+    ngx_http_sd_unqueue(job);
+    ngx_http_sd_task_end(job->slot);
+    ngx_http_sd_tenant_put(job->tenant);
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_sd_module);
+    ctx->job = NULL;
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "sd task \"%s\" not run: shutting down", job->id);
+
+    ngx_http_sd_job_free(job);
+    (void) ngx_atomic_fetch_add(&ngx_http_sd_shm->jobs_cancelled, 1);
+
+    r->read_event_handler = ngx_http_block_reading;
+
+    rc = ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                 "shutting down", retry_after);
+
+    if (ngx_terminate || ngx_exiting) {
+        /* as in ngx_http_sd_terminate(): close, no lingering */
+        r->keepalive = 0;
+        r->lingering_close = 0;
+        r->connection->read->ready = 0;
+    }
+
     ngx_http_finalize_request(r, rc);
 }
 
@@ -396,6 +466,154 @@ ngx_http_sd_dispatch(void)
     }
 
     ngx_http_sd_positions();
+    ngx_http_sd_jobs_changed();
+}
+
+
+/*
+ * While the worker has jobs, its timer is not cancelable: nginx then does
+ * not end a worker that shuts down gracefully (ngx_event_no_timers_left()).
+ */
+
+void
+ngx_http_sd_jobs_changed(void)
+{
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+
+    if (!w->active) {
+        return;
+    }
+
+    w->timer.cancelable = (w->queued + w->running == 0);
+}
+
+
+/*
+ * Called on the timer while nginx shuts the worker down gracefully: the
+ * jobs go on until sd_shutdown_timeout, then answer 503.
+ */
+
+void
+ngx_http_sd_shutdown_check(void)
+{
+    ngx_queue_t           *q;
+    ngx_http_sd_job_t     *job;
+    ngx_http_sd_tenant_t  *t;
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+
+    if (!w->exiting) {
+        w->exiting = 1;
+        w->shutdown_at = ngx_current_msec + w->smcf->shutdown_timeout;
+
+        if (w->queued + w->running) {
+            ngx_log_error(NGX_LOG_NOTICE, w->log, 0,
+                          "sd worker shutting down: %ui jobs running, "
+                          "%ui queued, for at most %M ms", w->running,
+                          w->queued, w->smcf->shutdown_timeout);
+        }
+    }
+
+    if (w->shutdown
+        || (ngx_msec_int_t) (ngx_current_msec - w->shutdown_at) < 0)
+    {
+        return;
+    }
+
+    w->shutdown = 1;
+
+    if (w->queued + w->running) {
+        ngx_log_error(NGX_LOG_WARN, w->log, 0,
+                      "sd_shutdown_timeout passed: %ui running and %ui "
+                      "queued jobs answer 503", w->running, w->queued);
+    }
+
+    for (q = ngx_queue_head(&w->jobs);
+         q != ngx_queue_sentinel(&w->jobs);
+         q = ngx_queue_next(q))
+    {
+        job = ngx_queue_data(q, ngx_http_sd_job_t, queue);
+        job->shutdown = 1;
+        job->cancel = SD_CANCEL_ABORT;
+    }
+
+    while (!ngx_queue_empty(&w->ring)) {
+        t = ngx_queue_data(ngx_queue_head(&w->ring), ngx_http_sd_tenant_t,
+                           ring);
+        job = ngx_queue_data(ngx_queue_head(&t->jobs), ngx_http_sd_job_t,
+                             queue);
+        ngx_http_sd_shutdown_queued(job);
+    }
+
+    ngx_http_sd_jobs_changed();
+}
+
+
+/*
+ * exit_process of a fast shutdown (or of a graceful one that nginx's own
+ * worker_shutdown_timeout cut short): the thread pool is joined, so every
+ * running job's thread has stopped; each job still here answers 503.
+ */
+
+void
+ngx_http_sd_terminate(void)
+{
+    ngx_queue_t           *q;
+    ngx_http_sd_job_t     *job;
+    ngx_http_sd_tenant_t  *t;
+    ngx_http_sd_worker_t  *w;
+    ngx_http_request_t    *r;
+    ngx_http_sd_ctx_t     *ctx;
+    ngx_int_t              rc;
+
+    w = &ngx_http_sd_worker;
+
+    while (!ngx_queue_empty(&w->ring)) {
+        t = ngx_queue_data(ngx_queue_head(&w->ring), ngx_http_sd_tenant_t,
+                           ring);
+        job = ngx_queue_data(ngx_queue_head(&t->jobs), ngx_http_sd_job_t,
+                             queue);
+        ngx_http_sd_shutdown_queued(job);
+    }
+
+    while (!ngx_queue_empty(&w->jobs)) {
+        q = ngx_queue_head(&w->jobs);
+        job = ngx_queue_data(q, ngx_http_sd_job_t, queue);
+        r = job->r;
+
+        ngx_http_sd_job_end(job);
+        r->main->blocked--;
+
+        if (job->detached) {
+            ngx_http_sd_job_free(job);
+            continue;
+        }
+
+        ctx = ngx_http_get_module_ctx(r, ngx_http_sd_module);
+        ctx->job = NULL;
+        r->read_event_handler = ngx_http_block_reading;
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "sd task \"%s\" stopped: shutting down", job->id);
+
+        rc = ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     "shutting down", job->retry_after);
+        ngx_http_sd_job_free(job);
+
+        /*
+         * the process ends next: no keepalive, no lingering close that
+         * would leave the socket open (an alert if the worker had been
+         * shutting down gracefully, as after -s quit, then -s stop)
+         */
+        r->keepalive = 0;
+        r->lingering_close = 0;
+        r->connection->read->ready = 0;
+
+        ngx_http_finalize_request(r, rc);
+    }
 }
 
 
@@ -411,10 +629,9 @@ ngx_http_sd_start(ngx_http_sd_job_t *job)
     job->engine = m->engine;
     job->state = NGX_HTTP_SD_TASK_RUNNING;
     job->started_at = ngx_current_msec;
-    job->interrupt_seq = w->shm->interrupt_seq;
-    job->skip_seq = w->shm->skip_seq;
+    job->skip_seen = job->slot->skip_req;
 
-    job->results = ngx_calloc(job->n_iter * sizeof(sd_result), w->log);
+    job->results = ngx_calloc(job->in.n_iter * sizeof(sd_result), w->log);
     if (job->results == NULL) {
         return NGX_ERROR;
     }
@@ -433,6 +650,7 @@ ngx_http_sd_start(ngx_http_sd_job_t *job)
     }
 
     ngx_http_sd_unqueue(job);
+    ngx_queue_insert_tail(&w->jobs, &job->queue);
 
     job->r->main->blocked++;
 
@@ -443,7 +661,6 @@ ngx_http_sd_start(ngx_http_sd_job_t *job)
     m->running++;
     w->running++;
     job->tenant->running++;
-    (void) ngx_atomic_fetch_add(&job->tenant->shm->running, 1);
     (void) ngx_atomic_fetch_add(&w->shm->running[w->slot], 1);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, job->r->connection->log, 0,
@@ -467,14 +684,16 @@ ngx_http_sd_mono_ns(void)
 
 /*
  * The thread side: runs the iterations one after another, with A1111's
- * seeds (seed + iteration * batch_size). The cancel flag takes two values:
- * SD_CANCEL_STOP (interrupt, skip) ends sampling and the engine decodes the
- * latest denoised estimate, so the iteration still has its images; after a
- * skip the next iteration runs, after an interrupt none does.
- * SD_CANCEL_ABORT (client gone, request terminated, shutdown) fails the
- * job. The event loop only ever raises ABORT, after setting client_gone or
- * detached; those stay set, so the thread re-reads them rather than trust
- * the flag it may have reset.
+ * seeds (image k: seed + k, or seed itself with variation seeds; subseed
+ * + k). The cancel flag takes two values: SD_CANCEL_STOP (interrupt, skip)
+ * ends sampling and the engine decodes the latest denoised estimate, so
+ * the iteration still has its images; after a skip the next iteration
+ * runs, after an interrupt none does. SD_CANCEL_ABORT (client gone,
+ * request terminated, shutdown) fails the job. The event loop only ever
+ * raises ABORT, after setting client_gone, detached or shutdown; those
+ * stay set, so the thread re-reads them rather than trust the flag it may
+ * have reset. Interrupt and skip come through the job's task in the zone,
+ * from whichever worker took the request.
  */
 
 static void
@@ -483,22 +702,30 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
     ngx_http_sd_job_t  *job = data;
 
     int                 it;
+    int64_t             k;
     sd_status           rc;
     sd_request          req;
 
-    for (it = 0; it < job->n_iter; it++) {
+    job->gate_step = -1;
 
-        if (job->client_gone || job->detached || ngx_terminate) {
+    if (job->gate) {
+        ngx_http_sd_gate_open(job);
+    }
+
+    if (job->gate_step == 0) {
+        ngx_http_sd_gate_wait(job);
+    }
+
+    for (it = 0; it < job->in.n_iter; it++) {
+
+        if (ngx_http_sd_job_stopped(job)) {
             job->status = SD_ERR_CANCELLED;
             break;
         }
 
-        if (job->interrupted
-            || job->interrupt_seq != ngx_http_sd_shm->interrupt_seq)
-        {
+        if (job->interrupted || job->slot->interrupted) {
             /* A1111: the iterations not started are not run */
             job->interrupted = 1;
-            job->slot->interrupted = 1;
             break;
         }
 
@@ -507,11 +734,14 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
             job->cancel = 0;
         }
 
-        req = job->req;
-        req.n_iter = 1;
-        req.seed = job->seed + (int64_t) it * job->batch_size;
-        req.subseed = job->subseed + (int64_t) it * job->batch_size;
+        k = (int64_t) it * job->in.batch_size;
 
+        req = job->in.req;
+        req.n_iter = 1;
+        req.seed = ngx_http_sd_image_seed(&job->in, k);
+        req.subseed = job->in.subseed + k;
+
+        job->it = it;
         job->slot->job_no = it;
         job->slot->step = 0;
         job->slot->skipped = 0;
@@ -532,25 +762,86 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
 }
 
 
+static ngx_int_t
+ngx_http_sd_job_stopped(ngx_http_sd_job_t *job)
+{
+    return job->client_gone || job->detached || job->shutdown
+           || ngx_terminate;
+}
+
+
+/*
+ * sd_test_gate, for tests that must not depend on the machine's speed: the
+ * file DIR/ID holds the job of task ID, holding its place in the engine,
+ * before its first step (an empty file) or after step N of its first
+ * iteration (a file that reads N), until the file is removed or the job
+ * is aborted.
+ */
+
+static void
+ngx_http_sd_gate_open(ngx_http_sd_job_t *job)
+{
+    int          n;
+    FILE        *f;
+    struct stat  st;
+
+    if (stat(job->gate, &st) != 0 || !S_ISREG(st.st_mode)) {
+        return;
+    }
+
+    n = 0;
+
+    f = fopen(job->gate, "r");
+    if (f) {
+        if (fscanf(f, "%d", &n) != 1) {
+            n = 0;
+        }
+        fclose(f);
+    }
+
+    job->gate_step = n;
+}
+
+
+static void
+ngx_http_sd_gate_wait(ngx_http_sd_job_t *job)
+{
+    struct stat  st;
+
+    while (!ngx_http_sd_job_stopped(job)
+           && stat(job->gate, &st) == 0 && S_ISREG(st.st_mode))
+    {
+        (void) usleep(5000);
+    }
+}
+
+
 static void
 ngx_http_sd_job_progress(void *data, int n, int jobs, int step, int steps)
 {
     ngx_http_sd_job_t  *job = data;
 
-    uint64_t            now;
-    ngx_http_sd_shm_t  *shm;
+    uint64_t                 now;
+    ngx_atomic_uint_t        skips;
+    ngx_http_sd_shm_t       *shm;
+    ngx_http_sd_shm_task_t  *t;
 
     shm = ngx_http_sd_shm;
+    t = job->slot;
 
     now = ngx_http_sd_mono_ns();
     ngx_http_sd_hist_observe(&shm->step_hist, ngx_http_sd_step_le,
                              (now - job->last_step_ns) / 1000);
     job->last_step_ns = now;
 
-    job->slot->step = step;
-    job->slot->steps = steps;
+    t->step = step;
+    t->steps = steps;
 
-    if (job->client_gone || job->detached || ngx_terminate) {
+    if (job->it == 0 && step == job->gate_step) {
+        ngx_http_sd_gate_wait(job);
+    }
+
+    if (ngx_http_sd_job_stopped(job)) {
         job->cancel = SD_CANCEL_ABORT;
         return;
     }
@@ -559,44 +850,40 @@ ngx_http_sd_job_progress(void *data, int n, int jobs, int step, int steps)
         return;
     }
 
-    if (shm->interrupt_seq != job->interrupt_seq) {
+    if (t->interrupted) {
         job->interrupted = 1;
-        job->slot->interrupted = 1;
         job->cancel = SD_CANCEL_STOP;
         return;
     }
 
-    if (shm->skip_seq != job->skip_seq) {
-        job->skip_seq = shm->skip_seq;
+    skips = t->skip_req;
+
+    if (skips != job->skip_seen) {
+        job->skip_seen = skips;
         job->skipped = 1;
-        job->slot->skipped = 1;
+        t->skipped = 1;
         job->cancel = SD_CANCEL_STOP;
     }
 }
 
 
-static void
-ngx_http_sd_job_done(ngx_event_t *ev)
-{
-    ngx_http_sd_job_t *job = ev->data;
+/* The bookkeeping of a job whose thread has ended. */
 
+static void
+ngx_http_sd_job_end(ngx_http_sd_job_t *job)
+{
     int                    i, n;
-    ngx_int_t              rc;
-    ngx_connection_t      *c;
-    ngx_http_request_t    *r;
-    ngx_http_sd_ctx_t     *ctx;
     ngx_http_sd_tenant_t  *t;
     ngx_http_sd_worker_t  *w;
 
     w = &ngx_http_sd_worker;
     t = job->tenant;
-    r = job->r;
-    c = r->connection;
+
+    ngx_queue_remove(&job->queue);
 
     w->models[job->model].running--;
     w->running--;
     t->running--;
-    (void) ngx_atomic_fetch_add(&t->shm->running, -1);
     (void) ngx_atomic_fetch_add(&w->shm->running[w->slot], -1);
     ngx_http_sd_task_end(job->slot);
 
@@ -615,12 +902,31 @@ ngx_http_sd_job_done(ngx_event_t *ev)
         (void) ngx_atomic_fetch_add(&w->shm->jobs_failed, 1);
     }
 
+    ngx_http_sd_tenant_put(t);
+    ngx_http_sd_jobs_changed();
+}
+
+
+static void
+ngx_http_sd_job_done(ngx_event_t *ev)
+{
+    ngx_http_sd_job_t *job = ev->data;
+
+    ngx_int_t            rc;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+    ngx_http_sd_ctx_t   *ctx;
+
+    r = job->r;
+    c = r->connection;
+
+    ngx_http_sd_job_end(job);
+
     r->main->blocked--;
 
     if (job->detached) {
         /* the request was terminated meanwhile: let nginx free it */
         ngx_http_sd_job_free(job);
-        ngx_http_sd_tenant_put(t);
         ngx_http_sd_models_check();
         ngx_http_sd_dispatch();
 
@@ -644,7 +950,6 @@ ngx_http_sd_job_done(ngx_event_t *ev)
     }
 
     ngx_http_sd_job_free(job);
-    ngx_http_sd_tenant_put(t);
     ngx_http_sd_models_check();
     ngx_http_sd_dispatch();
 
@@ -792,6 +1097,7 @@ ngx_http_sd_cleanup(void *data)
     ngx_http_sd_task_end(job->slot);
     ngx_http_sd_tenant_put(job->tenant);
     ngx_http_sd_job_free(job);
+    ngx_http_sd_jobs_changed();
 }
 
 

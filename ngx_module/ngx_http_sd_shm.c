@@ -8,7 +8,10 @@
  * Invariant: counters and progress fields are single atomic words, written
  * without the lock (from the event loop and from generating threads); the
  * slab mutex guards only what spans several words: taking or finding a task
- * slot by id and taking a tenant slot by name.
+ * slot by id, taking a tenant slot by name, and taking or reaping a worker
+ * slot. A worker slot and the task states a worker made carry its pid;
+ * when the pid is gone (a crash, a kill) the first worker to see it reaps
+ * them, so progress, pending-tasks and the gauges show no ghost.
  */
 
 #include "ngx_http_sd_module.h"
@@ -16,6 +19,9 @@
 #include <signal.h>
 
 
+static ngx_int_t ngx_http_sd_pid_gone(ngx_pid_t pid);
+static void ngx_http_sd_slot_clear(ngx_uint_t slot);
+static void ngx_http_sd_tasks_end_pid(ngx_pid_t pid);
 static ngx_uint_t ngx_http_sd_code_index(ngx_uint_t status);
 static u_char *ngx_http_sd_print_hist(u_char *p, u_char *last,
     const char *name, ngx_http_sd_hist_t *h, const double *le);
@@ -71,18 +77,22 @@ ngx_http_sd_shm_init(ngx_shm_zone_t *shm_zone, void *data)
     smcf = shm_zone->data;
     shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
-    if (data) {
+    if (data || shm_zone->shm.exists) {
         /* a reload: keep the counters and tasks of the old cycle */
-        shm_zone->data = data;
-        ngx_http_sd_shpool = shpool;
-        ngx_http_sd_shm = shpool->data;
-        return NGX_OK;
-    }
+        shm = data ? data : shpool->data;
 
-    if (shm_zone->shm.exists) {
-        shm_zone->data = shpool->data;
+        if (shm->magic != NGX_HTTP_SD_SHM_MAGIC
+            || shm->size != sizeof(ngx_http_sd_shm_t))
+        {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "sd zone has the layout of another version of "
+                          "the module: restart nginx to change it");
+            return NGX_ERROR;
+        }
+
+        shm_zone->data = shm;
         ngx_http_sd_shpool = shpool;
-        ngx_http_sd_shm = shpool->data;
+        ngx_http_sd_shm = shm;
         return NGX_OK;
     }
 
@@ -94,6 +104,8 @@ ngx_http_sd_shm_init(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_ERROR;
     }
 
+    shm->magic = NGX_HTTP_SD_SHM_MAGIC;
+    shm->size = sizeof(ngx_http_sd_shm_t);
     shm->model = smcf->default_model;
     shpool->data = shm;
     shm_zone->data = shm;
@@ -116,10 +128,205 @@ ngx_http_sd_now_ms(void)
 }
 
 
-/* Takes a free slot, else the slot of the task that ended first. */
+/*
+ * This worker's slot for its gauges: the one of its number when free (the
+ * usual case, so the metrics' labels stay), else any free one; a slot is
+ * free when its pid is 0 or gone. While a reload drains the old workers,
+ * the new ones take other slots.
+ */
+
+ngx_uint_t
+ngx_http_sd_slot_alloc(void)
+{
+    ngx_uint_t          i, slot;
+    ngx_http_sd_shm_t  *shm;
+
+    shm = ngx_http_sd_shm;
+    slot = NGX_HTTP_SD_MAX_WORKERS;
+
+    ngx_shmtx_lock(&ngx_http_sd_shpool->mutex);
+
+    i = ngx_min((ngx_uint_t) ngx_worker, NGX_HTTP_SD_MAX_WORKERS - 1);
+
+    if (shm->pid[i] == 0 || ngx_http_sd_pid_gone(shm->pid[i])) {
+        slot = i;
+
+    } else {
+        for (i = 0; i < NGX_HTTP_SD_MAX_WORKERS; i++) {
+            if (shm->pid[i] == 0 || ngx_http_sd_pid_gone(shm->pid[i])) {
+                slot = i;
+                break;
+            }
+        }
+    }
+
+    if (slot == NGX_HTTP_SD_MAX_WORKERS) {
+        ngx_shmtx_unlock(&ngx_http_sd_shpool->mutex);
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "sd zone has no free worker slot of %d, sharing "
+                      "the last one", NGX_HTTP_SD_MAX_WORKERS);
+        return NGX_HTTP_SD_MAX_WORKERS - 1;
+    }
+
+    if (shm->pid[slot]) {
+        /* it died: what it left goes first */
+        ngx_http_sd_tasks_end_pid((ngx_pid_t) shm->pid[slot]);
+    }
+
+    ngx_http_sd_slot_clear(slot);
+    shm->pid[slot] = ngx_pid;
+
+    ngx_shmtx_unlock(&ngx_http_sd_shpool->mutex);
+
+    return slot;
+}
+
+
+/* At exit: this worker's tasks and gauges go with it. */
+
+void
+ngx_http_sd_slot_free(ngx_uint_t slot)
+{
+    ngx_http_sd_shm_t  *shm;
+
+    shm = ngx_http_sd_shm;
+
+    if (shm == NULL) {
+        return;
+    }
+
+    ngx_shmtx_lock(&ngx_http_sd_shpool->mutex);
+
+    ngx_http_sd_tasks_end_pid(ngx_pid);
+
+    if (shm->pid[slot] == (ngx_atomic_uint_t) ngx_pid) {
+        ngx_http_sd_slot_clear(slot);
+    }
+
+    ngx_shmtx_unlock(&ngx_http_sd_shpool->mutex);
+}
+
+
+/*
+ * The slots and tasks of workers that are gone (killed, crashed), reaped:
+ * called at worker start, on the workers' timer and before answering what
+ * reads them (progress, pending-tasks, metrics).
+ */
+
+void
+ngx_http_sd_reap(void)
+{
+    ngx_uint_t               i, j, live;
+    ngx_pid_t                pid;
+    ngx_http_sd_shm_t       *shm;
+    ngx_http_sd_shm_task_t  *t;
+
+    shm = ngx_http_sd_shm;
+
+    if (shm == NULL) {
+        return;
+    }
+
+    for (i = 0; i < NGX_HTTP_SD_MAX_WORKERS; i++) {
+        pid = (ngx_pid_t) shm->pid[i];
+
+        if (pid == 0 || pid == ngx_pid || !ngx_http_sd_pid_gone(pid)) {
+            continue;
+        }
+
+        ngx_shmtx_lock(&ngx_http_sd_shpool->mutex);
+
+        if (shm->pid[i] == (ngx_atomic_uint_t) pid) {
+            ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                          "sd reaps the tasks and gauges of worker %P, "
+                          "which is gone", pid);
+            ngx_http_sd_tasks_end_pid(pid);
+            ngx_http_sd_slot_clear(i);
+        }
+
+        ngx_shmtx_unlock(&ngx_http_sd_shpool->mutex);
+    }
+
+    /* tasks of a pid without a slot (the slots ran out) */
+    for (i = 0; i < NGX_HTTP_SD_MAX_TASKS; i++) {
+        t = &shm->tasks[i];
+
+        if ((t->state != NGX_HTTP_SD_TASK_QUEUED
+             && t->state != NGX_HTTP_SD_TASK_RUNNING)
+            || t->pid == ngx_pid)
+        {
+            continue;
+        }
+
+        live = 0;
+        for (j = 0; j < NGX_HTTP_SD_MAX_WORKERS; j++) {
+            if (shm->pid[j] == (ngx_atomic_uint_t) t->pid) {
+                live = 1;
+                break;
+            }
+        }
+
+        if (!live && ngx_http_sd_pid_gone(t->pid)) {
+            ngx_http_sd_task_end(t);
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_sd_pid_gone(ngx_pid_t pid)
+{
+    return kill(pid, 0) == -1 && ngx_errno == ESRCH;
+}
+
+
+/* with the lock held */
+
+static void
+ngx_http_sd_slot_clear(ngx_uint_t slot)
+{
+    ngx_http_sd_shm_t  *shm;
+
+    shm = ngx_http_sd_shm;
+
+    shm->queued[slot] = 0;
+    shm->running[slot] = 0;
+    shm->memory[slot] = 0;
+    shm->ready[slot] = 0;
+    shm->pid[slot] = 0;
+}
+
+
+/* with the lock held */
+
+static void
+ngx_http_sd_tasks_end_pid(ngx_pid_t pid)
+{
+    ngx_uint_t               i;
+    ngx_http_sd_shm_task_t  *t;
+
+    for (i = 0; i < NGX_HTTP_SD_MAX_TASKS; i++) {
+        t = &ngx_http_sd_shm->tasks[i];
+
+        if (t->pid == pid
+            && (t->state == NGX_HTTP_SD_TASK_QUEUED
+                || t->state == NGX_HTTP_SD_TASK_RUNNING))
+        {
+            ngx_http_sd_task_end(t);
+        }
+    }
+}
+
+
+/*
+ * Takes a free task slot, else the slot of the task that ended first. The
+ * task belongs to its tenant: only that tenant (or an sd_operator location)
+ * finds it by id, sees it in progress and pending-tasks, interrupts it.
+ */
 
 ngx_http_sd_shm_task_t *
-ngx_http_sd_task_alloc(u_char *id, size_t len)
+ngx_http_sd_task_alloc(u_char *id, size_t len, ngx_str_t *tenant,
+    ngx_http_sd_shm_tenant_t *ts)
 {
     ngx_uint_t               i;
     ngx_http_sd_shm_t       *shm;
@@ -128,7 +335,7 @@ ngx_http_sd_task_alloc(u_char *id, size_t len)
     shm = ngx_http_sd_shm;
     oldest = NULL;
 
-    if (len >= NGX_HTTP_SD_ID_LEN) {
+    if (len >= NGX_HTTP_SD_ID_LEN || tenant->len >= NGX_HTTP_SD_NAME_LEN) {
         return NULL;
     }
 
@@ -153,6 +360,8 @@ ngx_http_sd_task_alloc(u_char *id, size_t len)
         t = oldest;
         ngx_memzero(t, sizeof(ngx_http_sd_shm_task_t));
         ngx_memcpy(t->id, id, len);
+        ngx_memcpy(t->tenant, tenant->data, tenant->len);
+        t->tenant_slot = ts - shm->tenants;
         t->pid = ngx_pid;
         t->seq = ngx_atomic_fetch_add(&shm->seq, 1) + 1;
         t->job_count = 1;
@@ -165,8 +374,10 @@ ngx_http_sd_task_alloc(u_char *id, size_t len)
 }
 
 
+/* The latest task of that id, of the tenant (any tenant: NULL). */
+
 ngx_http_sd_shm_task_t *
-ngx_http_sd_task_find(u_char *id, size_t len)
+ngx_http_sd_task_find(u_char *id, size_t len, ngx_str_t *tenant)
 {
     ngx_uint_t               i;
     ngx_http_sd_shm_task_t  *t, *found;
@@ -184,6 +395,7 @@ ngx_http_sd_task_find(u_char *id, size_t len)
 
         if (t->state != NGX_HTTP_SD_TASK_FREE
             && ngx_strncmp(t->id, id, len) == 0 && t->id[len] == '\0'
+            && ngx_http_sd_task_owned(t, tenant)
             && (found == NULL || t->seq > found->seq))
         {
             found = t;
@@ -193,6 +405,21 @@ ngx_http_sd_task_find(u_char *id, size_t len)
     ngx_shmtx_unlock(&ngx_http_sd_shpool->mutex);
 
     return found;
+}
+
+
+/* Whether the task is the tenant's (NULL: an operator's, every task). */
+
+ngx_int_t
+ngx_http_sd_task_owned(ngx_http_sd_shm_task_t *t, ngx_str_t *tenant)
+{
+    if (tenant == NULL) {
+        return 1;
+    }
+
+    return tenant->len < NGX_HTTP_SD_NAME_LEN
+           && ngx_strncmp(t->tenant, tenant->data, tenant->len) == 0
+           && t->tenant[tenant->len] == '\0';
 }
 
 
@@ -206,39 +433,6 @@ ngx_http_sd_task_end(ngx_http_sd_shm_task_t *t)
     t->end_ms = ngx_http_sd_now_ms();
     t->position = 0;
     t->state = NGX_HTTP_SD_TASK_DONE;
-}
-
-
-/*
- * At worker start: tasks left queued or running by a worker that is gone
- * (it crashed) are marked done, and that worker's gauges are cleared.
- */
-
-void
-ngx_http_sd_tasks_reap(void)
-{
-    ngx_uint_t               i;
-    ngx_pid_t                pid;
-    ngx_http_sd_shm_t       *shm;
-    ngx_http_sd_shm_task_t  *t;
-
-    shm = ngx_http_sd_shm;
-
-    for (i = 0; i < NGX_HTTP_SD_MAX_TASKS; i++) {
-        t = &shm->tasks[i];
-
-        if (t->state != NGX_HTTP_SD_TASK_QUEUED
-            && t->state != NGX_HTTP_SD_TASK_RUNNING)
-        {
-            continue;
-        }
-
-        pid = t->pid;
-
-        if (pid != ngx_pid && kill(pid, 0) == -1 && ngx_errno == ESRCH) {
-            ngx_http_sd_task_end(t);
-        }
-    }
 }
 
 
@@ -407,7 +601,10 @@ ngx_http_sd_metrics_handler(ngx_http_request_t *r)
     ngx_uint_t                 i, j, n;
     ngx_chain_t                out;
     ngx_http_sd_shm_t         *shm;
+    ngx_http_sd_shm_task_t    *task;
     ngx_http_sd_shm_tenant_t  *t;
+    ngx_uint_t                 queued[NGX_HTTP_SD_MAX_TENANTS];
+    ngx_uint_t                 running[NGX_HTTP_SD_MAX_TENANTS];
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -423,9 +620,30 @@ ngx_http_sd_metrics_handler(ngx_http_request_t *r)
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
+    ngx_http_sd_reap();
+
+    ngx_memzero(queued, sizeof(queued));
+    ngx_memzero(running, sizeof(running));
+
+    for (i = 0; i < NGX_HTTP_SD_MAX_TASKS; i++) {
+        task = &shm->tasks[i];
+        j = task->tenant_slot;
+
+        if (j >= NGX_HTTP_SD_MAX_TENANTS) {
+            continue;
+        }
+
+        if (task->state == NGX_HTTP_SD_TASK_QUEUED) {
+            queued[j]++;
+
+        } else if (task->state == NGX_HTTP_SD_TASK_RUNNING) {
+            running[j]++;
+        }
+    }
+
     size = 4096
            + NGX_HTTP_SD_NROUTES * NGX_HTTP_SD_NCODES * 80
-           + NGX_HTTP_SD_MAX_WORKERS * 4 * 64
+           + NGX_HTTP_SD_MAX_WORKERS * 5 * 64
            + NGX_HTTP_SD_MAX_TENANTS * 5 * (2 * NGX_HTTP_SD_NAME_LEN + 64)
            + 2 * NGX_HTTP_SD_HIST_BUCKETS * 80;
 
@@ -503,6 +721,17 @@ ngx_http_sd_metrics_handler(ngx_http_request_t *r)
     }
 
     p = ngx_slprintf(p, last,
+                "# HELP sd_worker_info The process of each worker slot.\n"
+                "# TYPE sd_worker_info gauge\n");
+    for (i = 0; i < NGX_HTTP_SD_MAX_WORKERS; i++) {
+        if (shm->pid[i]) {
+            p = ngx_slprintf(p, last,
+                             "sd_worker_info{worker=\"%ui\",pid=\"%uA\"} 1\n",
+                             i, shm->pid[i]);
+        }
+    }
+
+    p = ngx_slprintf(p, last,
                 "# HELP sd_engine_ready The default model is loaded.\n"
                 "# TYPE sd_engine_ready gauge\n");
     for (i = 0; i < NGX_HTTP_SD_MAX_WORKERS; i++) {
@@ -540,8 +769,10 @@ ngx_http_sd_metrics_handler(ngx_http_request_t *r)
         ngx_http_sd_tenant_line("sd_tenant_requests_total", t->requests);
         ngx_http_sd_tenant_line("sd_tenant_images_total", t->images);
         ngx_http_sd_tenant_line("sd_tenant_rejected_total", t->rejected);
-        ngx_http_sd_tenant_line("sd_tenant_queued", t->queued);
-        ngx_http_sd_tenant_line("sd_tenant_running", t->running);
+        ngx_http_sd_tenant_line("sd_tenant_queued",
+                                (ngx_atomic_uint_t) queued[i]);
+        ngx_http_sd_tenant_line("sd_tenant_running",
+                                (ngx_atomic_uint_t) running[i]);
 
 #undef ngx_http_sd_tenant_line
     }

@@ -2,7 +2,8 @@
  * test_cli.c: sd-cli from the outside, as the reference checks it: bad
  * arguments give a message and a non-zero exit; "encode --dump" and
  * "txt2img --rng cpu --dump" write tensors equal to the goldens; the PNG
- * carries the A1111 infotext. Run from the project root (tests/run.sh).
+ * carries the A1111 infotext. Run from the project root (tests/run.sh);
+ * SD_CLI names another sd-cli (make test-asan: the sanitized one).
  */
 
 #include <sys/wait.h>
@@ -13,7 +14,8 @@
 #include "safetensors.h"
 
 
-static char  tmp[64];
+static char         tmp[64];
+static const char  *cli = "build/sd-cli";     /* SD_CLI: another build */
 
 
 /* Run a shell command; returns the exit status, output into out. */
@@ -45,41 +47,42 @@ bad_args(const char *model)
     char  cmd[8192], out[8192];
     int   rc;
 
-    rc = run("build/sd-cli", out, sizeof(out));
+    rc = run(cli, out, sizeof(out));
     T_CHECK(rc == 2 && strstr(out, "usage"), "no arguments: %d %s", rc, out);
 
-    snprintf(cmd, sizeof(cmd), "build/sd-cli txt2img --model %s --prompt x "
-             "--width 72 --height 64 --steps 2 --output %s/x.png", model,
+    snprintf(cmd, sizeof(cmd), "%s txt2img --model %s --prompt x "
+             "--width 72 --height 64 --steps 2 --output %s/x.png", cli, model,
              tmp);
     rc = run(cmd, out, sizeof(out));
     T_CHECK(rc == 2 && strstr(out, "width") && strstr(out, "multiple of 16"),
             "width 72: %d %s", rc, out);
 
-    snprintf(cmd, sizeof(cmd), "build/sd-cli txt2img --model %s --prompt x "
-             "--width 64 --height 64 --steps 0 --output %s/x.png", model, tmp);
+    snprintf(cmd, sizeof(cmd), "%s txt2img --model %s --prompt x "
+             "--width 64 --height 64 --steps 0 --output %s/x.png", cli,
+             model, tmp);
     rc = run(cmd, out, sizeof(out));
     T_CHECK(rc == 2 && strstr(out, "steps"), "steps 0: %d %s", rc, out);
 
-    snprintf(cmd, sizeof(cmd), "build/sd-cli txt2img --model %s --prompt x "
-             "--sampler 'DPM++ 9M' --output %s/x.png", model, tmp);
+    snprintf(cmd, sizeof(cmd), "%s txt2img --model %s --prompt x "
+             "--sampler 'DPM++ 9M' --output %s/x.png", cli, model, tmp);
     rc = run(cmd, out, sizeof(out));
     T_CHECK(rc == 2 && strstr(out, "--sampler: \"DPM++ 9M\" is not "
                               "supported; available: Euler, Euler a"),
             "sampler: %d %s", rc, out);
 
-    snprintf(cmd, sizeof(cmd), "build/sd-cli txt2img --model /no/such/model "
-             "--prompt x --output %s/x.png", tmp);
+    snprintf(cmd, sizeof(cmd), "%s txt2img --model /no/such/model "
+             "--prompt x --output %s/x.png", cli, tmp);
     rc = run(cmd, out, sizeof(out));
     T_CHECK(rc == 1 && strstr(out, "/no/such/model"), "missing model: %d %s",
             rc, out);
 
-    snprintf(cmd, sizeof(cmd), "build/sd-cli txt2img --model %s --steps x",
+    snprintf(cmd, sizeof(cmd), "%s txt2img --model %s --steps x", cli,
              model);
     rc = run(cmd, out, sizeof(out));
     T_CHECK(rc == 2 && strstr(out, "--steps"), "steps x: %d %s", rc, out);
 
-    snprintf(cmd, sizeof(cmd), "build/sd-cli txt2img --model %s --prompt x "
-             "--rng gpu --output %s/x.png", model, tmp);
+    snprintf(cmd, sizeof(cmd), "%s txt2img --model %s --prompt x "
+             "--rng gpu --output %s/x.png", cli, model, tmp);
     rc = run(cmd, out, sizeof(out));
     T_CHECK(rc == 2 && strstr(out, "--rng"), "rng gpu: %d %s", rc, out);
 }
@@ -162,8 +165,12 @@ main(void)
     sd_st        *g;
     sd_err        err = {0};
 
-    if (access("build/sd-cli", X_OK) != 0) {
-        T_CHECK(0, "build/sd-cli is not built (run from the project root)");
+    if (getenv("SD_CLI")) {
+        cli = getenv("SD_CLI");
+    }
+
+    if (access(cli, X_OK) != 0) {
+        T_CHECK(0, "%s is not built (run from the project root)", cli);
         return T_DONE();
     }
     snprintf(tmp, sizeof(tmp), "/tmp/test_cli.XXXXXX");
@@ -181,20 +188,21 @@ main(void)
     bad_args(model);
 
     /* large p1: prompt, negative, 192x128, 6 steps, cfg 3.5, seed 1234 */
-    snprintf(cmd, sizeof(cmd), "build/sd-cli encode --model %s --prompt "
+    snprintf(cmd, sizeof(cmd), "%s encode --model %s --prompt "
              "'A futuristic cityscape at sunset, cyberpunk style, neon "
              "lights!' --negative 'blurry, low-res, distortion' --dump "
-             "%s/enc.safetensors", model, tmp);
+             "%s/enc.safetensors", cli, model, tmp);
     rc = run(cmd, out, sizeof(out));
     T_CHECK(rc == 0, "encode: %d %s", rc, out);
     snprintf(path, sizeof(path), "%s/enc.safetensors", tmp);
     compare_dump(path, g, "large.p1");
 
-    snprintf(cmd, sizeof(cmd), "build/sd-cli txt2img --model %s --prompt "
+    snprintf(cmd, sizeof(cmd), "%s txt2img --model %s --prompt "
              "'A futuristic cityscape at sunset, cyberpunk style, neon "
              "lights!' --negative 'blurry, low-res, distortion' --width 192 "
              "--height 128 --steps 6 --cfg 3.5 --seed 1234 --rng cpu "
-             "--output %s/p1.png --dump %s/p1.safetensors", model, tmp, tmp);
+             "--output %s/p1.png --dump %s/p1.safetensors", cli, model,
+             tmp, tmp);
     rc = run(cmd, out, sizeof(out));
     T_CHECK(rc == 0, "txt2img: %d %s", rc, out);
     snprintf(path, sizeof(path), "%s/p1.safetensors", tmp);
@@ -221,9 +229,9 @@ main(void)
     free(text);
 
     /* "Euler a" is accepted and named in the infotext */
-    snprintf(cmd, sizeof(cmd), "build/sd-cli txt2img --model %s --prompt "
+    snprintf(cmd, sizeof(cmd), "%s txt2img --model %s --prompt "
              "x --width 64 --height 64 --steps 2 --sampler 'euler a' "
-             "--output %s/a.png", model, tmp);
+             "--output %s/a.png", cli, model, tmp);
     rc = run(cmd, out, sizeof(out));
     T_CHECK(rc == 0, "euler a: %d %s", rc, out);
     snprintf(path, sizeof(path), "%s/a.png", tmp);

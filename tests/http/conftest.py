@@ -58,13 +58,15 @@ http {{
     sd_thread_pool sd;
     sd_queue_size {queue};
     sd_parallel {parallel};
+    sd_test_gate {prefix}/gates;
     {http}
     server {{
         listen 127.0.0.1:{port};
-        location /sdapi/v1/ {{ sd_api; {loc} }}
-        location /internal/ {{ sd_api; }}
+        location /sdapi/v1/ {{ sd_api; sd_operator {operator}; {loc} }}
+        location /internal/ {{ sd_api; sd_operator {operator}; {internal} }}
         location = /metrics {{ sd_metrics; }}
         error_page 413 /internal/error;
+        {server}
     }}
 }}
 """
@@ -78,11 +80,14 @@ def free_port():
 
 @pytest.fixture(scope="session")
 def module():
+    # as the C tests do: without the fixtures, report skipped, not failed
+    if not MODEL.is_dir():
+        pytest.skip(f"fixtures not found: no tiny model at {MODEL} "
+                    "(set SD_FIXTURES)")
     r = subprocess.run(["make", "-s", "module"], cwd=ROOT,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        text=True)
     assert r.returncode == 0, "make module failed:\n" + r.stdout[-4000:]
-    assert MODEL.is_dir(), f"no tiny model at {MODEL}"
     return MODULE
 
 
@@ -94,8 +99,12 @@ class Nginx:
         self.port = port
         self.url = f"{scheme}://127.0.0.1:{port}"
         self.proc = None
+        self.killed = 0         # workers a test killed on purpose
+        self.nworkers = 1
+        self.metrics_url = self.url + "/metrics"
         (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
         (self.prefix / "logs").mkdir(exist_ok=True)
+        (self.prefix / "gates").mkdir(exist_ok=True)
         (self.prefix / "nginx.conf").write_text(conf)
         self.log = self.prefix / "error.log"
 
@@ -119,6 +128,46 @@ class Nginx:
             time.sleep(0.05)
         raise AssertionError("nginx did not get ready:\n" + self.logs())
 
+    def wait_workers_ready(self, count, exclude=(), timeout=60):
+        """Until `count` workers (not those in exclude) have their model
+        in, as the metrics say (slot -> pid from sd_worker_info)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            text = requests.get(self.metrics_url, timeout=30).text
+            pids = dict(re.findall(
+                r'(?m)^sd_worker_info\{worker="(\d+)",pid="(\d+)"\} 1$',
+                text))
+            ready = re.findall(r'(?m)^sd_engine_ready\{worker="(\d+)"\} 1$',
+                               text)
+            if len([w for w in ready
+                    if int(pids.get(w, 0)) not in exclude]) >= count:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{count} workers not ready:\n{text}")
+
+    def reload(self):
+        """nginx -s reload: returns once the old workers have stopped
+        taking connections and the new ones are all ready."""
+        old = set(self.workers())
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            logs = self.logs()
+            if all(f"{p}#{p}: gracefully shutting down" in logs
+                   or p not in self.workers() for p in old):
+                break
+            time.sleep(0.05)
+        self.wait_workers_ready(self.nworkers, exclude=old)
+
+    def gate(self, task, step=None):
+        """Holds task's job (sd_test_gate): before its first step, or after
+        step `step` of its first iteration, until release(task)."""
+        (self.prefix / "gates" / task).write_text(
+            "" if step is None else str(step))
+
+    def release(self, task):
+        (self.prefix / "gates" / task).unlink(missing_ok=True)
+
     def logs(self):
         text = ""
         for name in ("stderr.log", "error.log"):
@@ -140,10 +189,33 @@ class Nginx:
                     self.proc.kill()
                     self.proc.wait()
 
+    def workers(self):
+        """The pids of the master's worker processes (from /proc)."""
+        pids = []
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rpartition(")")[2].split()
+            if int(fields[1]) == self.proc.pid and fields[0] != "Z":
+                pids.append(int(d.name))
+        return sorted(pids)
+
+    def kill_worker(self, pid, sig=signal.SIGKILL):
+        self.killed += 1
+        os.kill(pid, sig)
+
     def check_log(self):
-        bad = re.findall(r".*\[(?:alert|emerg|crit)\].*|.*exited on signal.*",
-                         self.logs())
+        bad = [line for line in re.findall(r".*\[(?:alert|emerg|crit)\].*",
+                                           self.logs())
+               if "exited on signal" not in line]
         assert not bad, "nginx logged:\n" + "\n".join(bad)
+        exits = re.findall(r".*exited on signal.*", self.logs())
+        assert len(exits) == self.killed, "nginx logged:\n" + "\n".join(
+            exits)
 
     def post(self, path, json=None, **kw):
         kw.setdefault("timeout", 120)
@@ -159,7 +231,8 @@ def nginx_factory(module, tmp_path):
     started = []
 
     def make(workers=1, queue=16, parallel=1, http="", loc="", conf=None,
-             port=None, wait_ready=True, scheme="http", verify=True):
+             port=None, wait_ready=True, scheme="http", verify=True,
+             operator="on", internal="", server=""):
         port = port or free_port()
         prefix = tmp_path / f"ngx{len(started)}"
         if conf is None:
@@ -167,10 +240,15 @@ def nginx_factory(module, tmp_path):
                                     prefix=prefix,
                                     workers=workers, queue=queue,
                                     parallel=parallel, http=http, loc=loc,
-                                    port=port)
+                                    port=port, operator=operator,
+                                    internal=internal, server=server)
         n = Nginx(prefix, conf, port, scheme)
+        n.nworkers = workers
         started.append(n)
-        return n.start(wait_ready=wait_ready, verify=verify)
+        n.start(wait_ready=wait_ready, verify=verify)
+        if wait_ready and workers > 1:
+            n.wait_workers_ready(workers)
+        return n
 
     yield make
 
@@ -195,6 +273,9 @@ def rewrite_example(text, module, model, ports):
     for old, new in ports.items():
         text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
     text = re.sub(r"(?m)^error_log .*;", "error_log error.log info;", text)
+    # the tests' gates (sd_test_gate), in the prefix
+    text = re.sub(r"(?m)^http \{", "http {\n    sd_test_gate gates;", text,
+                  count=1)
     return USER + "\n" + text
 
 
@@ -232,12 +313,17 @@ def read_response(s, timeout=120):
     return status, headers, json.loads(body) if body else None
 
 
-def wait_state(n, task, state="active", timeout=60):
-    """Polls /internal/progress until the task is in the given state."""
+def wait_state(n, task, state="active", timeout=60, headers=None,
+               started=True):
+    """Polls /internal/progress until the task is in the given state (for
+    "active", with a step done unless started=False: a job held by its
+    gate before its first step)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        p = n.post("/internal/progress", {"id_task": task}).json()
-        if p[state] and (state != "active" or (p["progress"] or 0) > 0):
+        p = n.post("/internal/progress", {"id_task": task},
+                   headers=headers).json()
+        if p[state] and (state != "active" or not started
+                         or (p["progress"] or 0) > 0):
             return p
         time.sleep(0.02)
     raise AssertionError(f"task {task} never {state}: {p}")

@@ -70,9 +70,14 @@ def test_options(nginx):
     r = nginx.post("/sdapi/v1/options", {"sd_model_checkpoint": "tiny"})
     assert r.status_code == 200
 
-    r = nginx.post("/sdapi/v1/options", {"sd_model_checkpoint": "nope"})
-    assert r.status_code == 500
-    assert set(r.json()) == {"error", "detail", "body", "errors"}
+    # an unknown or malformed model is the client's fault: 422 naming it
+    for bad in ("nope", 5, ["tiny"], {"a": 1}):
+        r = nginx.post("/sdapi/v1/options", {"sd_model_checkpoint": bad})
+        assert r.status_code == 422, bad
+        assert r.json()["detail"][0]["loc"] == ["body",
+                                                "sd_model_checkpoint"]
+    assert nginx.get("/sdapi/v1/options").json()[
+        "sd_model_checkpoint"].startswith("tiny")
 
     r = nginx.post("/sdapi/v1/options", {"randn_source": "NV"})
     assert r.status_code == 422

@@ -20,8 +20,9 @@ def test_two_workers(nginx_factory):
             break
     assert 'sd_engine_ready{worker="1"} 1' in m
 
+    n.gate("w1", step=1)
     s = raw_post(n, "/sdapi/v1/txt2img",
-                 dict(SLOW, steps=150, force_task_id="w1"))
+                 dict(SLOW, force_task_id="w1"))
     wait_state(n, "w1")
 
     # every new connection may land on either worker: all see the task
@@ -43,6 +44,7 @@ def test_two_workers(nginx_factory):
     # interrupt reaches the job on whichever worker runs it: it answers
     # with its latest denoised estimate
     assert n.post("/sdapi/v1/interrupt").ok
+    n.release("w1")
     status, _, body = read_response(s)
     assert status == 200 and len(body["images"]) == 1
 

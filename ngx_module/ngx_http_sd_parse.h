@@ -1,0 +1,131 @@
+
+/*
+ * ngx_http_sd_parse.h: the sd module's request parsers that need no nginx
+ * (ngx_http_sd_json.c, ngx_http_sd_parse.c): a strict JSON reader into
+ * cJSON trees, the txt2img, options and png-info bodies into plain C, the
+ * task-id alphabet. Plain C11 with cJSON and sd.h only, so that the unit
+ * test and the fuzz harnesses call exactly what the module calls.
+ *
+ * Invariant: a parser never keeps a pointer into the body it was given;
+ * what it returns is owned by the caller (ngx_http_sd_txt2img_free(),
+ * cJSON_Delete()).
+ */
+
+#ifndef _NGX_HTTP_SD_PARSE_H_INCLUDED_
+#define _NGX_HTTP_SD_PARSE_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "sd.h"
+
+
+#define NGX_HTTP_SD_ID_LEN           64
+#define NGX_HTTP_SD_NAME_LEN         64
+#define NGX_HTTP_SD_ERRLEN           256
+
+/* JSON nesting deeper than this is refused (json_invalid) */
+#define NGX_HTTP_SD_JSON_DEPTH       256
+
+/* the task-id alphabet of force_task_id (A1111's UI sends "task(...)") */
+#define NGX_HTTP_SD_ID_CHARS                                                 \
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789()_.:-"
+
+
+typedef enum {
+    NGX_HTTP_SD_PARSE_OK = 0,
+    NGX_HTTP_SD_PARSE_INVALID,      /* the ngx_http_sd_verr_t says why */
+    NGX_HTTP_SD_PARSE_NOMEM
+} ngx_http_sd_parse_e;
+
+
+/* a refusal: becomes one entry of a 422 "detail" */
+typedef struct {
+    const char                *field;      /* NULL: the body itself */
+    const char                *type;       /* pydantic's error type */
+    char                       msg[NGX_HTTP_SD_ERRLEN];
+    size_t                     offset;     /* json_invalid: the byte */
+    const char                *reason;     /* json_invalid: what is wrong */
+} ngx_http_sd_verr_t;
+
+
+/* a location's limits, resolved for the request */
+typedef struct {
+    int64_t                    max_pixels;
+    int64_t                    max_steps;
+    int64_t                    max_batch_size;
+    int64_t                    max_n_iter;
+    int64_t                    max_prompt;     /* bytes, each prompt */
+} ngx_http_sd_limits_t;
+
+
+/* the models served, for sd_model_checkpoint */
+typedef struct {
+    const char                *name;
+    const char                *hash;       /* 10 hex, or "" */
+} ngx_http_sd_model_ref_t;
+
+
+/* a txt2img body, checked */
+typedef struct {
+    sd_request                 req;        /* strings point below */
+    char                      *prompt;
+    char                      *negative_prompt;
+    char                      *sampler;    /* the engine's spelling */
+    char                      *scheduler;
+    int64_t                    seed;       /* -1: the caller picks */
+    int64_t                    subseed;
+    int                        n_iter;
+    int                        batch_size;
+    unsigned                   send_images:1;
+    int                        model;      /* -1: the current one */
+    int                        rng;        /* -1: the options' choice */
+    char                       task_id[NGX_HTTP_SD_ID_LEN];  /* or "" */
+    cJSON                     *params;     /* "parameters" of the answer */
+    cJSON                     *styles;
+} ngx_http_sd_txt2img_t;
+
+
+/* a POST options body: -1 leaves an option as it is */
+typedef struct {
+    int                        model;
+    int                        randn_cpu;
+} ngx_http_sd_options_t;
+
+
+/* ngx_http_sd_json.c */
+cJSON *ngx_http_sd_json_parse(const char *p, size_t len,
+    ngx_http_sd_verr_t *e, int *nomem);
+cJSON *ngx_http_sd_json_int(int64_t v);
+void ngx_http_sd_json_exact(cJSON *item, int depth);
+cJSON *ngx_http_sd_json_detail(const ngx_http_sd_verr_t *e);
+
+/* ngx_http_sd_parse.c */
+
+int ngx_http_sd_task_id_valid(const char *s, size_t len);
+int ngx_http_sd_find_model(const char *s,
+    const ngx_http_sd_model_ref_t *models, size_t n);
+
+int ngx_http_sd_parse_txt2img(cJSON *body, const ngx_http_sd_limits_t *lim,
+    const ngx_http_sd_model_ref_t *models, size_t nmodels,
+    ngx_http_sd_txt2img_t *t, ngx_http_sd_verr_t *e);
+void ngx_http_sd_txt2img_free(ngx_http_sd_txt2img_t *t);
+int64_t ngx_http_sd_image_seed(const ngx_http_sd_txt2img_t *t, int64_t k);
+
+int ngx_http_sd_parse_options(cJSON *body,
+    const ngx_http_sd_model_ref_t *models, size_t nmodels,
+    ngx_http_sd_options_t *o, ngx_http_sd_verr_t *e);
+
+int ngx_http_sd_parse_png_info(cJSON *body, cJSON **out,
+    ngx_http_sd_verr_t *e);
+int ngx_http_sd_png_text(const unsigned char *p, size_t len, cJSON *items,
+    char **info);
+cJSON *ngx_http_sd_parse_infotext(const char *s);
+
+void ngx_http_sd_scheduler_name(const char *label, char *buf, size_t size);
+
+
+#endif /* _NGX_HTTP_SD_PARSE_H_INCLUDED_ */
