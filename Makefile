@@ -25,14 +25,18 @@ ENGINE_SRC := $(filter-out $(CLI_SRC),$(wildcard engine/*.c))
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 KERNEL_SRC := $(wildcard kernels/*.cu)
 
-# CUDA_ARCH: the GPUs the kernels are compiled for (sm_90: H100/H200).
+# CUDA_ARCH: the GPUs the kernels are compiled for (sm_80: A100, sm_89:
+# L4/L40/RTX 4090, sm_90: H100/H200; FP8 products need sm_90, the others
+# keep FP8 weights and widen them per layer).
 # CUDNN_HOME: a cuDNN 9 outside the toolkit and the system paths (for
 # example the one inside PyTorch's environment); empty: the toolkit's or
 # the system's.
 ifneq ($(strip $(NVCC)),)
 ifneq ($(strip $(KERNEL_SRC)),)
 CUDA_HOME  ?= $(patsubst %/bin/nvcc,%,$(NVCC))
-CUDA_ARCH  ?= -gencode arch=compute_90,code=sm_90
+CUDA_ARCH  ?= -gencode arch=compute_80,code=sm_80 \
+              -gencode arch=compute_89,code=sm_89 \
+              -gencode arch=compute_90,code=sm_90
 ifneq ($(strip $(CUDNN_HOME)),)
 CUDNN_INC  := -I$(CUDNN_HOME)/include
 CUDNN_LIB  := -L$(CUDNN_HOME)/lib -Wl,-rpath,$(CUDNN_HOME)/lib

@@ -246,6 +246,13 @@ sd_tensor_view(sd_err *err, const sd_tensor *t, int64_t off, int ndim,
     view->data = (char *) t->data + off * (int64_t) sd_dtype_size(t->dtype);
     view->scale = t->scale;
     view->n_scale = t->n_scale;
+    if (t->scale && t->n_scale > 1 && t->ndim == 2 && ndim == 2
+        && shape[1] == t->ne[1] && off % t->ne[1] == 0)
+    {
+        /* a block of rows of a per-row-scaled weight: its rows' scales */
+        view->scale = t->scale + off / t->ne[1];
+        view->n_scale = shape[0];
+    }
     view->view = 1;
     return SD_OK;
 }
@@ -303,6 +310,33 @@ weight_fill(sd_err *err, sd_tensor *t, const sd_st_tensor *st_t)
     float      *host;
     sd_status   s;
 
+    if (t->dtype == SD_DT_F8_E4M3 || t->dtype == SD_DT_F8_E5M2) {
+        /* FP8 weights: quantized (or copied with their scales) on the
+           device, from the checkpoint's bytes where the backend takes
+           their dtype */
+        if (t->be->ops->upload_from == NULL) {
+            return sd_errorf(err, SD_ERR_UNSUPPORTED, "%s: the %s backend "
+                             "has no FP8 weights", st_t->name,
+                             t->be->ops->name);
+        }
+        if (st_t->dtype == SD_DT_BF16 || st_t->dtype == SD_DT_F32
+            || st_t->dtype == t->dtype)
+        {
+            return t->be->ops->upload_from(err, t, st_t->data, st_t->dtype,
+                                           NULL, 0);
+        }
+        host = sd_malloc(err, (size_t) st_t->numel * sizeof(float),
+                         st_t->name);
+        if (host == NULL) {
+            return SD_ERR_NOMEM;
+        }
+        s = sd_st_read_f32(err, st_t, host);
+        if (s == SD_OK) {
+            s = t->be->ops->upload_from(err, t, host, SD_DT_F32, NULL, 0);
+        }
+        free(host);
+        return s;
+    }
     if (st_t->dtype == t->dtype) {
         return t->be->ops->upload_raw(err, t, st_t->data);
     }

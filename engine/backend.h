@@ -85,6 +85,15 @@ typedef struct {
     sd_status (*upload)(sd_err *err, sd_tensor *t, const float *src);
     /* host bytes already in t's dtype */
     sd_status (*upload_raw)(sd_err *err, sd_tensor *t, const void *src);
+    /*
+     * Optional (NULL: the backend has no FP8 weights): host data of dtype
+     * sdt into the FP8 weight t, converted on the device. sdt FP8: bytes
+     * as they are, with their dequantization scales (n_scale 1: one for
+     * the tensor, ne[0]: one per row; scales NULL: 1); sdt F32 or BF16:
+     * quantized per row (scale = row amax / 448).
+     */
+    sd_status (*upload_from)(sd_err *err, sd_tensor *t, const void *src,
+        sd_dtype sdt, const float *scales, int64_t n_scale);
     sd_status (*download)(sd_err *err, const sd_tensor *t, float *dst);
     /* wait for queued work; NULL when ops are synchronous */
     sd_status (*sync)(sd_err *err, sd_backend *be);
@@ -145,6 +154,8 @@ struct sd_backend {
     sd_dtype              (*weight_policy)(const sd_backend *be,
                                            const char *name, int ndim,
                                            const int64_t *shape);
+    unsigned                fp8_kinds;      /* sd_fp8_kind mask (precision.h)
+                                               for sd_fp8_weight_policy */
     size_t                  bytes_in_use;
     size_t                  bytes_peak;
     void                   *impl;

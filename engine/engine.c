@@ -23,6 +23,7 @@
 #include "sd.h"
 #ifdef SD_HAVE_CUDA
 #include "sd_cuda.h"
+#include "precision.h"
 #endif
 
 
@@ -181,18 +182,36 @@ engine_backend(sd_err *err, sd_engine *e, const sd_engine_config *cfg)
                          (int) cfg->device);
     }
 #ifdef SD_HAVE_CUDA
-    if (p == SD_PRECISION_FP8) {
-        return sd_errorf(err, SD_ERR_UNSUPPORTED, "precision: fp8 is not "
-                         "available yet; use bf16");
+    {
+        unsigned  keep = 0;
+        char      bad[64], kinds[256];
+
+        if (p == SD_PRECISION_FP8 && cfg->fp8_keep
+            && sd_fp8_parse_kinds(cfg->fp8_keep, &keep, bad,
+                                  sizeof(bad)) != 0)
+        {
+            return sd_errorf(err, SD_ERR_INVALID, "fp8_keep: unknown layer "
+                             "kind \"%s\"", bad);
+        }
+        SD_TRY(sd_backend_cuda_create(err, cfg->device_index,
+                                      p == SD_PRECISION_FP32 ? SD_DT_F32
+                                                             : SD_DT_BF16,
+                                      &e->be));
+        e->cuda = 1;
+        if (p == SD_PRECISION_FP8) {
+            e->be->fp8_kinds = sd_fp8_default_kinds() & ~keep;
+            e->be->weight_policy = sd_fp8_weight_policy;
+        }
+        snprintf(e->device, sizeof(e->device), "cuda:%d %s%s%s, %s",
+                 cfg->device_index,
+                 p == SD_PRECISION_FP32 ? "fp32"
+                 : p == SD_PRECISION_FP8 ? "fp8" : "bf16",
+                 p == SD_PRECISION_FP8 ? " " : "",
+                 p == SD_PRECISION_FP8
+                 ? sd_fp8_kinds_str(e->be->fp8_kinds, kinds, sizeof(kinds))
+                 : "",
+                 sd_cuda_info(e->be));
     }
-    SD_TRY(sd_backend_cuda_create(err, cfg->device_index,
-                                  p == SD_PRECISION_FP32 ? SD_DT_F32
-                                                         : SD_DT_BF16,
-                                  &e->be));
-    e->cuda = 1;
-    snprintf(e->device, sizeof(e->device), "cuda:%d %s, %s",
-             cfg->device_index, p == SD_PRECISION_FP32 ? "fp32" : "bf16",
-             sd_cuda_info(e->be));
     return SD_OK;
 #else
     return sd_errorf(err, SD_ERR_UNSUPPORTED, "device: this engine was "

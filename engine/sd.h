@@ -67,6 +67,12 @@ typedef struct {
      */
     size_t          ws_bytes;
     int             ws_width, ws_height, ws_batch;
+    /*
+     * SD_PRECISION_FP8: layer kinds kept in BF16 (comma-separated kind
+     * names of precision.h: "img_ff_down,t5_ff_down", groups "t5",
+     * "mmdit"); NULL: the default policy.
+     */
+    const char     *fp8_keep;
 } sd_engine_config;
 
 void sd_engine_config_init(sd_engine_config *cfg);

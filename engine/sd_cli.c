@@ -27,6 +27,7 @@
 #include "pipeline.h"
 #include "safetensors.h"
 #include "sd_cli.h"
+#include "precision.h"
 #ifdef SD_HAVE_CUDA
 #include "sd_cuda.h"
 #endif
@@ -59,9 +60,14 @@ sd_cli_usage(void)
         "  sd-cli make-random --config large|medium|large-turbo DIR "
         "[--seed S]\n"
         "  sd-cli bench --model DIR [--device cuda[:N]] "
-        "[--precision bf16|fp32]\n"
-        "         [--width W] [--height H] [--steps N] [--cfg F] "
-        "[--batch N] [--runs N]\n"
+        "[--precision bf16|fp8|fp32]\n"
+        "         [--fp8-keep KINDS] [--width W] [--height H] [--steps N] "
+        "[--cfg F]\n"
+        "         [--batch N] [--runs N] [--profile 1]\n"
+        "  sd-cli fp8-sweep --model DIR [--device cuda[:N]] "
+        "[--prompts FILE]\n"
+        "         [--kinds KINDS] [--width W] [--height H] [--steps N] "
+        "[--cfg F]\n"
         "  sd-cli step --model DIR --ref FILE [--ref-log FILE] "
         "[--device cuda[:N]]\n"
         "         [--precision bf16|fp32] [--reps N]\n"
@@ -153,12 +159,18 @@ sd_cli_parse(int argc, char **argv, const sd_cli_opt *opts, size_t nopts)
 }
 
 
+/* --fp8-keep of the command being run (layer kinds kept in BF16) */
+const char  *sd_cli_fp8_keep;
+
+
 int
 sd_cli_backend(const char *device, const char *precision, sd_backend **be,
     sd_err *err)
 {
     long long  idx = 0;
-    int        bf16;
+    int        bf16, fp8;
+    unsigned   keep = 0;
+    char       bad[64], kinds[256];
 
     *be = NULL;
     if (device == NULL || strcmp(device, "cpu") == 0) {
@@ -180,23 +192,39 @@ sd_cli_backend(const char *device, const char *precision, sd_backend **be,
         return 2;
     }
     if (precision && strcmp(precision, "bf16") != 0
-        && strcmp(precision, "fp32") != 0)
+        && strcmp(precision, "fp32") != 0 && strcmp(precision, "fp8") != 0)
     {
-        fprintf(stderr, "sd-cli: --precision: bf16 or fp32 on the GPU\n");
+        fprintf(stderr, "sd-cli: --precision: bf16, fp8 or fp32 on the "
+                "GPU\n");
         return 2;
     }
-    bf16 = precision == NULL || strcmp(precision, "bf16") == 0;
+    bf16 = precision == NULL || strcmp(precision, "fp32") != 0;
+    fp8 = precision && strcmp(precision, "fp8") == 0;
+    if (fp8 && sd_fp8_parse_kinds(sd_cli_fp8_keep ? sd_cli_fp8_keep : "",
+                                  &keep, bad, sizeof(bad)) != 0)
+    {
+        fprintf(stderr, "sd-cli: --fp8-keep: unknown layer kind \"%s\"\n",
+                bad);
+        return 2;
+    }
 #ifdef SD_HAVE_CUDA
     if (sd_backend_cuda_create(err, (int) idx, bf16 ? SD_DT_BF16 : SD_DT_F32,
                                be) != SD_OK)
     {
         return sd_cli_fail("creating the CUDA backend", err);
     }
-    fprintf(stderr, "sd-cli: %s, %s\n", sd_cuda_info(*be),
-            bf16 ? "bf16" : "fp32");
+    if (fp8) {
+        (*be)->fp8_kinds = sd_fp8_default_kinds() & ~keep;
+        (*be)->weight_policy = sd_fp8_weight_policy;
+    }
+    fprintf(stderr, "sd-cli: %s, %s%s%s\n", sd_cuda_info(*be),
+            fp8 ? "fp8 " : bf16 ? "bf16" : "fp32",
+            fp8 ? sd_fp8_kinds_str((*be)->fp8_kinds, kinds, sizeof(kinds))
+                : "", "");
     return 0;
 #else
     (void) bf16;
+    (void) kinds;
     fprintf(stderr, "sd-cli: --device %s: built without CUDA\n", device);
     return 2;
 #endif
@@ -754,6 +782,9 @@ main(int argc, char **argv)
     }
     if (strcmp(argv[1], "bench") == 0) {
         return sd_cli_bench(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "fp8-sweep") == 0) {
+        return sd_cli_fp8_sweep(argc - 2, argv + 2);
     }
     if (strcmp(argv[1], "step") == 0) {
         return sd_cli_step(argc - 2, argv + 2);

@@ -33,6 +33,8 @@ int sd_cli_parse_double(const char *name, const char *v, double *out);
 /* Options "--name value" into opts; -1 (after a message) on bad input. */
 int sd_cli_parse(int argc, char **argv, const sd_cli_opt *opts,
     size_t nopts);
+/* --fp8-keep LIST for --precision fp8 (NULL: the default policy) */
+extern const char *sd_cli_fp8_keep;
 /* The backend of --device and --precision; 0, or the exit status. */
 int sd_cli_backend(const char *device, const char *precision,
     sd_backend **be, sd_err *err);
@@ -43,5 +45,6 @@ int sd_cli_reserve(sd_model *m, int width, int height, int batch,
 
 int sd_cli_bench(int argc, char **argv);
 int sd_cli_step(int argc, char **argv);
+int sd_cli_fp8_sweep(int argc, char **argv);
 
 #endif /* SD_CLI_H */

@@ -160,6 +160,7 @@ sd_cli_bench(int argc, char **argv)
         { "--model",     .s = &model },
         { "--device",    .s = &device },
         { "--precision", .s = &precision },
+        { "--fp8-keep",  .s = &sd_cli_fp8_keep },
         { "--prompt",    .s = &prompt },
         { "--negative",  .s = &negative },
         { "--width",     .i = &width, .lo = 16, .hi = 1 << 14 },
@@ -261,9 +262,9 @@ sd_cli_bench(int argc, char **argv)
         }
     }
 
-    printf("\n| %s, %dx%d, %d steps, cfg %.1f, batch %d, %s | |\n",
+    printf("\n| %s, %dx%d, %d steps, cfg %.1f, batch %d, %s %s | |\n",
            m->name, width, height, steps, cfg, batch,
-           device ? device : "cpu");
+           device ? device : "cpu", precision ? precision : "");
     printf("| --- | --- |\n");
     printf("| load (weights + workspace sizing) | %.2f s |\n", load_s);
     printf("| text encoding (prompt + negative), median | %.1f ms |\n",
@@ -531,15 +532,16 @@ sd_cli_step(int argc, char **argv)
         goto out;
     }
 
-    printf("\n| one step, %lldx%lld latent, batch %lld, %s | ours | "
-           "diffusers | speed-up |\n", (long long) tx->shape[2],
-           (long long) tx->shape[3], (long long) tx->shape[0], device);
+    printf("\n| one step, %lldx%lld latent, batch %lld, %s, ours in %s | "
+           "ours | diffusers (BF16) | speed-up |\n",
+           (long long) tx->shape[2], (long long) tx->shape[3],
+           (long long) tx->shape[0], device, precision ? precision : "bf16");
     printf("| --- | --- | --- | --- |\n");
-    print_row("transformer call, median (BF16 vs BF16)",
+    print_row("transformer call, median",
               quantile(ms, reps, 0.5), log_value(ref_log,
                                                  "bf16.transformer_ms"),
               "ms");
-    print_row("VAE decode, median (BF16 vs BF16)", quantile(vms, reps, 0.5),
+    print_row("VAE decode, median", quantile(vms, reps, 0.5),
               log_value(ref_log, "bf16.vae_decode_ms"), "ms");
     printf("| transformer output: rel L2 vs diffusers F32 | %.3e | %.3e "
            "(diffusers BF16) | |\n", rel_l2(out, of, (size_t) rf->numel),

@@ -156,8 +156,46 @@ sd_cuda_scratch(sd_err *err, sd_cuda *c, size_t n, void **p)
 void
 sd_cuda_scratch_free(sd_cuda *c, void *p)
 {
-    if (p) {
-        act_release(c, p);
+    if (p == NULL) {
+        return;
+    }
+    /* while lane 1 runs, an op queued on one lane may still read scratch
+       the other lane would be handed next: hold it until the join */
+    if (c->forked && c->ndeferred < (int) (sizeof(c->deferred)
+                                           / sizeof(c->deferred[0])))
+    {
+        c->deferred[c->ndeferred++] = p;
+        return;
+    }
+    act_release(c, p);
+}
+
+
+static void
+release_deferred(sd_cuda *c)
+{
+    int  i;
+
+    c->forked = 0;
+    for (i = 0; i < c->ndeferred; i++) {
+        act_release(c, c->deferred[i]);
+    }
+    c->ndeferred = 0;
+}
+
+
+static void
+weight_free(sd_cuda *c, void *p, size_t n)
+{
+    int  i;
+
+    for (i = 0; i < c->nchunks; i++) {
+        if (in_range(p, c->chunks[i].base, c->chunks[i].arena.size)) {
+            sd_arena_release(&c->chunks[i].arena,
+                             (size_t) ((char *) p - c->chunks[i].base));
+            c->weight_bytes -= n;
+            break;
+        }
     }
 }
 
@@ -168,13 +206,30 @@ cuda_alloc(sd_err *err, sd_backend *be, sd_tensor *t)
     sd_cuda  *c = (sd_cuda *) be->impl;
     size_t    n = sd_tensor_nbytes(t);
 
-    if (t->dtype != SD_DT_F32 && t->dtype != SD_DT_BF16) {
+    if (t->dtype == SD_DT_F8_E4M3 && t->mem == SD_MEM_WEIGHT
+        && t->ndim == 2)
+    {
+        /* FP8 weights: the bytes, then one F32 scale per row */
+        size_t  sn = (size_t) t->ne[0] * sizeof(float);
+
+        SD_TRY(weight_alloc(err, c, n, &t->data));
+        if (weight_alloc(err, c, sn, (void **) &t->scale) != SD_OK) {
+            weight_free(c, t->data, n);
+            t->data = NULL;
+            return err->status;
+        }
+        t->n_scale = t->ne[0];
+        c->weight_bytes += n + sn;
+        n = 0;
+    } else if (t->dtype != SD_DT_F32 && t->dtype != SD_DT_BF16) {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: %s tensors are not "
                          "supported", sd_dtype_name(t->dtype));
     }
     if (t->mem == SD_MEM_WEIGHT) {
-        SD_TRY(weight_alloc(err, c, n, &t->data));
-        c->weight_bytes += n;
+        if (n) {
+            SD_TRY(weight_alloc(err, c, n, &t->data));
+            c->weight_bytes += n;
+        }
     } else {
         SD_TRY(act_alloc(err, c, n, &t->data));
     }
@@ -192,17 +247,12 @@ cuda_release(sd_backend *be, sd_tensor *t)
     sd_cuda  *c = (sd_cuda *) be->impl;
     int       i;
 
+    (void) i;
     if (t->mem == SD_MEM_WEIGHT) {
-        for (i = 0; i < c->nchunks; i++) {
-            if (in_range(t->data, c->chunks[i].base,
-                         c->chunks[i].arena.size))
-            {
-                sd_arena_release(&c->chunks[i].arena,
-                                 (size_t) ((char *) t->data
-                                           - c->chunks[i].base));
-                c->weight_bytes -= sd_tensor_nbytes(t);
-                break;
-            }
+        weight_free(c, t->data, sd_tensor_nbytes(t));
+        if (t->scale) {
+            weight_free(c, t->scale, (size_t) t->n_scale * sizeof(float));
+            t->scale = NULL;
         }
     } else {
         act_release(c, t->data);
@@ -254,11 +304,23 @@ cuda_upload(sd_err *err, sd_tensor *t, const float *src)
 
 
 static sd_status
+cuda_upload_from(sd_err *err, sd_tensor *t, const void *src, sd_dtype sdt,
+    const float *scales, int64_t n_scale)
+{
+    return sd_cuda_fp8_upload(err, t, src, sdt, scales, n_scale);
+}
+
+
+static sd_status
 cuda_download(sd_err *err, const sd_tensor *t, float *dst)
 {
     sd_cuda   *c = sd_cuda_of(t);
     int64_t    n = sd_numel(t), i;
     uint16_t  *h;
+
+    if (t->dtype == SD_DT_F8_E4M3) {
+        return sd_cuda_fp8_download(err, t, dst);
+    }
 
     if (c->measuring && t->mem == SD_MEM_ACT) {
         memset(dst, 0, (size_t) n * sizeof(float));
@@ -400,6 +462,19 @@ static sd_status
 cuda_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, sd_act act)
 {
+    int64_t  rows = sd_numel(x) / w->ne[1];
+
+    if (w->dtype == SD_DT_F8_E4M3) {
+        if (sd_cuda_of(y)->measuring) {     /* counts its scratch */
+            return sd_cuda_linear_fp8(err, y, x, w, b, act, 1, rows, rows,
+                                      0);
+        }
+        SD_CUDA_OP(y, sd_cuda_linear_fp8(err, y, x, w, b, act, 1, rows,
+                                         rows, 0),
+                   "linear fp8 %lldx%lld->%lld%s%s", LL(rows), LL(w->ne[1]),
+                   LL(w->ne[0]), b ? " +b" : "",
+                   act != SD_ACT_NONE ? " +act" : "");
+    }
     SD_CUDA_OP(y, sd_cuda_linear(err, y, x, w, b, act),
                "linear %lldx%lld->%lld%s%s", LL(sd_numel(x) / w->ne[1]),
                LL(w->ne[1]), LL(w->ne[0]), b ? " +b" : "",
@@ -411,6 +486,17 @@ static sd_status
 cuda_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x, int64_t r0,
     const sd_tensor *w, const sd_tensor *b)
 {
+    if (w->dtype == SD_DT_F8_E4M3) {
+        if (sd_cuda_of(y)->measuring) {
+            return sd_cuda_linear_fp8(err, y, x, w, b, SD_ACT_NONE,
+                                      x->ne[0], y->ne[1], x->ne[1], r0);
+        }
+        SD_CUDA_OP(y, sd_cuda_linear_fp8(err, y, x, w, b, SD_ACT_NONE,
+                                         x->ne[0], y->ne[1], x->ne[1], r0),
+                   "linear_rows fp8 %lldx%lld->%lld%s",
+                   LL(y->ne[0] * y->ne[1]), LL(w->ne[1]), LL(w->ne[0]),
+                   b ? " +b" : "");
+    }
     SD_CUDA_OP(y, sd_cuda_linear_rows(err, y, x, r0, w, b),
                "linear_rows %lldx%lld->%lld%s", LL(y->ne[0] * y->ne[1]),
                LL(w->ne[1]), LL(w->ne[0]), b ? " +b" : "");
@@ -423,6 +509,9 @@ cuda_lane(sd_err *err, sd_backend *be, int lane)
 {
     sd_cuda  *c = (sd_cuda *) be->impl;
 
+    if (lane == 1 && !c->no_lanes) {
+        c->forked = 1;                  /* measured as it will run */
+    }
     if (c->measuring || lane == c->lane || c->no_lanes) {
         return SD_OK;
     }
@@ -444,10 +533,13 @@ cuda_join(sd_err *err, sd_backend *be)
     c->lane = 0;
     c->stream = c->streams[0];
     if (c->measuring || c->no_lanes) {
+        release_deferred(c);
         return SD_OK;
     }
     SD_CU(cudaEventRecord(c->join_ev, c->streams[1]));
     SD_CU(cudaStreamWaitEvent(c->streams[0], c->join_ev, 0));
+    /* lane 0 now runs after everything queued on both lanes */
+    release_deferred(c);
     return SD_OK;
 }
 
@@ -645,6 +737,7 @@ cuda_destroy(sd_backend *be)
             free(c->prof);
         }
         sd_cuda_gemm_free(c);
+        sd_cuda_staging_free(c);
         sd_cuda_attention_free(c);
         sd_cuda_conv_free(c);
         for (i = 0; i < c->nchunks; i++) {
@@ -684,7 +777,8 @@ cuda_destroy(sd_backend *be)
 
 static const sd_backend_ops  sd_cuda_ops = {
     "cuda",
-    cuda_alloc, cuda_release, cuda_upload, cuda_upload_raw, cuda_download,
+    cuda_alloc, cuda_release, cuda_upload, cuda_upload_raw, cuda_upload_from,
+    cuda_download,
     cuda_sync,
     cuda_linear, cuda_linear_rows, cuda_lane, cuda_join, cuda_layer_norm, cuda_norm_modulate, cuda_rms_norm,
     cuda_qkv_split, cuda_group_norm, cuda_act, cuda_binary, cuda_scale,
@@ -727,6 +821,10 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     /* measurement knobs for the text stream's lane */
     c->lane1_sms = getenv("SD_CUDA_LANE1_SMS")
                    ? atoi(getenv("SD_CUDA_LANE1_SMS")) : 0;
+    /* FP8 products with per-row x per-token scales need sm_90 */
+    c->fp8_widen = p.major < 9 || (getenv("SD_CUDA_FP8_WIDEN")
+                                   && strcmp(getenv("SD_CUDA_FP8_WIDEN"),
+                                             "1") == 0);
     c->no_lanes = getenv("SD_CUDA_NO_LANES")
                   && strcmp(getenv("SD_CUDA_NO_LANES"), "1") == 0;
     SD_CU(cudaStreamCreateWithFlags(&c->streams[0], cudaStreamNonBlocking));
@@ -754,6 +852,12 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
              (rt % 1000) / 10, drv / 1000, (drv % 1000) / 10,
              cublasLtGetVersion(), dnn / 10000, (dnn % 10000) / 100,
              dnn % 100);
+    if (c->fp8_widen) {
+        size_t  l = strlen(c->info);
+
+        snprintf(c->info + l, sizeof(c->info) - l, ", FP8 weights widened "
+                 "to BF16 per layer");
+    }
     return SD_OK;
 }
 
@@ -834,6 +938,7 @@ sd_cuda_reserve(sd_err *err, sd_backend *be, size_t bytes)
     sd_cuda  *c = (sd_cuda *) be->impl;
 
     SD_CU(cudaSetDevice(c->device));
+    sd_cuda_staging_free(c);            /* loading is over */
     if (c->ws_ready) {
         if (c->ws.in_use) {
             return sd_errorf(err, SD_ERR_INTERNAL, "cuda: workspace resized "

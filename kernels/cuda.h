@@ -91,7 +91,18 @@ typedef struct {
     int                 measuring;      /* ops count memory only */
     sd_arena            measure;
 
+    void               *stage;          /* load-time staging buffer */
+    size_t              stage_size;
+    int                 fp8_widen;      /* no FP8 GEMMs: widen weights to
+                                           BF16 per layer (sm < 9.0, or
+                                           SD_CUDA_FP8_WIDEN=1) */
+    int                 forked;         /* lane 1 in use since the last join:
+                                           scratch frees wait for the join */
+    void               *deferred[256];
+    int                 ndeferred;
+
     sd_cuda_gemm_plan  *gemm;           /* plan caches, lists */
+    void               *algo_cache;     /* shapes cuBLASLt has or lacks */
     sd_cuda_sdpa_plan  *sdpa;
     sd_cuda_conv_plan  *conv;
     int                 no_sdpa;        /* force the GEMM attention path */
@@ -254,11 +265,28 @@ typedef struct {
     sd_act          act;                /* NONE or GELU_TANH */
     int             bias;               /* bias of m (rows of D) */
     int             sms;                /* SMs it may use, 0: all */
+    int             fp8;                /* E4M3 a, b with per-row (a) and
+                                           per-column (b) F32 scales */
+    int             no_fast_accum;      /* fp8: promote partial sums */
 } sd_cuda_gemm_shape;
 
 sd_status sd_cuda_gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g,
     float alpha, const void *a, const void *b, void *d, const void *bias);
+/* FP8 (g->fp8): D = (A ascale[m-row]) (B bscale[n-col]) (+ bias, act) */
+sd_status sd_cuda_gemm_scaled(sd_err *err, sd_cuda *c,
+    const sd_cuda_gemm_shape *g, const void *a, const void *b, void *d,
+    const void *bias, const float *ascale, const float *bscale);
 void sd_cuda_gemm_free(sd_cuda *c);
+int sd_cuda_gemm_has_algo(sd_cuda *c, const sd_cuda_gemm_shape *g);
+
+/* fp8.cu */
+sd_status sd_cuda_fp8_upload(sd_err *err, sd_tensor *t, const void *src,
+    sd_dtype sdt, const float *scales, int64_t n_scale);
+sd_status sd_cuda_fp8_download(sd_err *err, const sd_tensor *t, float *dst);
+sd_status sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, sd_act act, int64_t nb,
+    int64_t n, int64_t L, int64_t r0);
+void sd_cuda_staging_free(sd_cuda *c);
 
 sd_status sd_cuda_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, sd_act act);

@@ -44,6 +44,14 @@ typedef struct {
     int                 align[4];       /* a, b, d, bias */
 } sd_gemm_key;
 
+#define SD_ALGO_CACHE  128
+
+typedef struct {
+    sd_cuda_gemm_shape  g[SD_ALGO_CACHE];
+    int                 ok[SD_ALGO_CACHE];
+    int                 n;
+} sd_gemm_algo_cache;
+
 struct sd_cuda_gemm_plan {
     sd_gemm_key             key;
     cublasLtMatmulDesc_t    desc;
@@ -57,7 +65,12 @@ struct sd_cuda_gemm_plan {
 static cudaDataType_t
 lt_type(sd_dtype dt)
 {
-    return dt == SD_DT_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    switch (dt) {
+    case SD_DT_BF16:    return CUDA_R_16BF;
+    case SD_DT_F8_E4M3: return CUDA_R_8F_E4M3;
+    case SD_DT_F8_E5M2: return CUDA_R_8F_E5M2;
+    default:            return CUDA_R_32F;
+    }
 }
 
 
@@ -104,6 +117,8 @@ sd_cuda_gemm_free(sd_cuda *c)
         plan_destroy(p);
     }
     c->gemm = NULL;
+    free(c->algo_cache);
+    c->algo_cache = NULL;
 }
 
 
@@ -148,6 +163,25 @@ plan_build(sd_err *err, const sd_gemm_key *key, sd_cuda_gemm_plan *p)
     SD_LT(cublasLtMatmulDescSetAttribute(p->desc,
                                          CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
                                          sizeof(epi)));
+    if (g->fp8) {
+        /* per-row weight scales x per-token activation scales (GPU.md 1.3),
+           fast accumulation (1.4), bias in the output type */
+        cublasLtMatmulMatrixScale_t  mode =
+            CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+        int8_t                       fast = (int8_t) !g->no_fast_accum;
+        cudaDataType_t               bt = lt_type(g->td);
+
+        SD_LT(cublasLtMatmulDescSetAttribute(p->desc,
+                  CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof(mode)));
+        SD_LT(cublasLtMatmulDescSetAttribute(p->desc,
+                  CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof(mode)));
+        SD_LT(cublasLtMatmulDescSetAttribute(p->desc,
+                  CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)));
+        if (g->bias) {
+            SD_LT(cublasLtMatmulDescSetAttribute(p->desc,
+                      CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
+        }
+    }
     if (g->sms > 0) {
         int32_t  sms = g->sms;
 
@@ -271,9 +305,35 @@ plan_choose(sd_err *err, sd_cuda *c, sd_cuda_gemm_plan *p, float alpha,
 }
 
 
+static sd_status gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g,
+    float alpha, const void *a, const void *b, void *d, const void *bias,
+    const float *ascale, const float *bscale);
+
+
 sd_status
 sd_cuda_gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g,
     float alpha, const void *a, const void *b, void *d, const void *bias)
+{
+    if (g->fp8) {
+        return sd_errorf(err, SD_ERR_INTERNAL, "gemm: FP8 without scales");
+    }
+    return gemm(err, c, g, alpha, a, b, d, bias, NULL, NULL);
+}
+
+
+sd_status
+sd_cuda_gemm_scaled(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g,
+    const void *a, const void *b, void *d, const void *bias,
+    const float *ascale, const float *bscale)
+{
+    return gemm(err, c, g, 1.0f, a, b, d, bias, ascale, bscale);
+}
+
+
+static sd_status
+gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g, float alpha,
+    const void *a, const void *b, void *d, const void *bias,
+    const float *ascale, const float *bscale)
 {
     sd_cuda_gemm_plan  *p;
     sd_gemm_key         key;
@@ -315,6 +375,14 @@ sd_cuda_gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g,
     if (bias) {
         SD_LT(cublasLtMatmulDescSetAttribute(p->desc,
                   CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    }
+    if (g->fp8) {
+        SD_LT(cublasLtMatmulDescSetAttribute(p->desc,
+                  CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &ascale,
+                  sizeof(ascale)));
+        SD_LT(cublasLtMatmulDescSetAttribute(p->desc,
+                  CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &bscale,
+                  sizeof(bscale)));
     }
     if (!p->chosen) {
         SD_TRY(plan_choose(err, c, p, alpha, a, b, d));
@@ -393,4 +461,63 @@ sd_cuda_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x,
     return sd_cuda_gemm(err, sd_cuda_of(y), &g, 1.0f, w->data,
                         (const char *) x->data + r0 * in * es, y->data,
                         b ? b->data : NULL);
+}
+
+
+/*
+ * Whether cuBLASLt has an algorithm for this shape (operands 256-byte
+ * aligned): a heuristic query on the host, cached per shape, so it also
+ * answers in measuring mode. Some FP8 outer-vector shapes have none
+ * (2432x336x9728 in cuBLASLt 13.1).
+ */
+int
+sd_cuda_gemm_has_algo(sd_cuda *c, const sd_cuda_gemm_shape *g)
+{
+    sd_gemm_algo_cache                *ac;
+    cublasLtMatmulPreference_t         pref;
+    cublasLtMatmulHeuristicResult_t    res[1];
+    sd_gemm_key                        key;
+    sd_cuda_gemm_plan                 *p;
+    sd_err                             err;
+    uint64_t                           ws = SD_CUDA_LT_WS;
+    int                                i, n = 0;
+
+    memset(&err, 0, sizeof(err));
+
+    if (c->algo_cache == NULL) {
+        c->algo_cache = calloc(1, sizeof(sd_gemm_algo_cache));
+    }
+    ac = (sd_gemm_algo_cache *) c->algo_cache;
+    for (i = 0; ac && i < ac->n; i++) {
+        if (memcmp(&ac->g[i], g, sizeof(*g)) == 0) {
+            return ac->ok[i];
+        }
+    }
+    memset(&key, 0, sizeof(key));
+    key.g = *g;
+    key.align[0] = key.align[1] = key.align[2] = 256;
+    p = (sd_cuda_gemm_plan *) calloc(1, sizeof(*p));
+    if (p == NULL) {
+        return 1;
+    }
+    p->key = key;
+    if (plan_build(&err, &key, p) == SD_OK
+        && cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS)
+    {
+        cublasLtMatmulPreferenceSetAttribute(pref,
+            CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+        if (cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb,
+                                           p->ld, p->ld, pref, 1, res, &n)
+            != CUBLAS_STATUS_SUCCESS)
+        {
+            n = 0;
+        }
+        cublasLtMatmulPreferenceDestroy(pref);
+    }
+    plan_destroy(p);
+    if (ac && ac->n < SD_ALGO_CACHE) {
+        ac->g[ac->n] = *g;
+        ac->ok[ac->n++] = n > 0;
+    }
+    return n > 0;
 }

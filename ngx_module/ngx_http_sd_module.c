@@ -79,6 +79,15 @@ static ngx_command_t  ngx_http_sd_commands[] = {
       offsetof(ngx_http_sd_main_conf_t, precision),
       &ngx_http_sd_precisions },
 
+    /* sd_fp8_keep KIND[,KIND...]: with sd_precision fp8, layer kinds kept
+       in BF16 (README "FP8 precision policy"; checked at model load) */
+    { ngx_string("sd_fp8_keep"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, fp8_keep),
+      NULL },
+
     /* sd_gpu_workspace SIZE | auto [WIDTHxHEIGHT [BATCH]]: the GPU's
        activation workspace, fixed or measured at load for the largest
        request it must hold (default auto 1536x1536 4) */

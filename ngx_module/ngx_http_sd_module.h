@@ -111,6 +111,7 @@ typedef struct {
     ngx_int_t                  device;      /* sd_device, or NGX_CONF_UNSET */
     ngx_int_t                  device_index;    /* -1: the worker number */
     ngx_uint_t                 precision;
+    ngx_str_t                  fp8_keep;    /* kinds kept in BF16 */
     ngx_int_t                  cpu_threads;
     size_t                     gpu_ws_bytes;    /* 0: measured */
     ngx_int_t                  gpu_ws_width;    /* the request measured */

@@ -1183,6 +1183,9 @@ ngx_http_sd_model_open_thread(void *data, ngx_log_t *log)
     if (smcf->gpu_ws_batch > 0) {
         cfg.ws_batch = (int) smcf->gpu_ws_batch;
     }
+    if (smcf->fp8_keep.len) {
+        cfg.fp8_keep = (const char *) smcf->fp8_keep.data;
+    }
 
     m->status = sd_engine_open(&cfg, &m->result, m->err, sizeof(m->err));
 }

@@ -16,15 +16,18 @@
 #include "safetensors.h"
 #ifdef SD_HAVE_CUDA
 #include "sd_cuda.h"
+#include "precision.h"
 #endif
 
 
 /*
  * The backend the golden tests run on, from SD_TEST_DEVICE: "cpu" (the
  * default), "cuda" (the GPU in F32: the fixture tolerances hold) or
- * "cuda-bf16" (the GPU in BF16: t_tol's second, looser bound).
+ * "cuda-bf16" (the GPU in BF16: t_tol's second, looser bound) or
+ * "cuda-fp8" (BF16 with the default FP8 policy: four times that bound; the
+ * precision sweep measures FP8's error properly).
  */
-static int  t_dev_bf16;
+static int  t_dev_bf16, t_dev_fp8;
 
 static inline sd_status
 t_backend(sd_err *err, sd_backend **be)
@@ -35,11 +38,18 @@ t_backend(sd_err *err, sd_backend **be)
         return sd_backend_cpu_create(err, 0, be);
     }
 #ifdef SD_HAVE_CUDA
-    if (strcmp(d, "cuda") == 0 || strcmp(d, "cuda-bf16") == 0) {
-        t_dev_bf16 = strcmp(d, "cuda-bf16") == 0;
+    if (strcmp(d, "cuda") == 0 || strcmp(d, "cuda-bf16") == 0
+        || strcmp(d, "cuda-fp8") == 0)
+    {
+        t_dev_fp8 = strcmp(d, "cuda-fp8") == 0;
+        t_dev_bf16 = strcmp(d, "cuda-bf16") == 0 || t_dev_fp8;
         printf("   device %s\n", d);
         SD_TRY(sd_backend_cuda_create(err, 0, t_dev_bf16 ? SD_DT_BF16
                                                          : SD_DT_F32, be));
+        if (t_dev_fp8) {
+            (*be)->fp8_kinds = sd_fp8_default_kinds();
+            (*be)->weight_policy = sd_fp8_weight_policy;
+        }
         return sd_cuda_reserve(err, *be, (size_t) 2 << 30);
     }
 #endif
@@ -52,7 +62,7 @@ t_backend(sd_err *err, sd_backend **be)
 static inline double
 t_tol(double f32, double bf16)
 {
-    return t_dev_bf16 ? bf16 : f32;
+    return t_dev_fp8 ? 4 * bf16 : t_dev_bf16 ? bf16 : f32;
 }
 
 

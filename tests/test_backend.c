@@ -899,6 +899,238 @@ check_sdpa_full(sd_backend *be)
 }
 
 
+/* E4M3 (FN) rounding, written from the format's definition: 3 mantissa
+   bits, exponent bias 7, subnormals below 2^-6, largest finite 448;
+   round to nearest even (rint in the default rounding mode). */
+static float
+ref_e4m3(float v)
+{
+    double  a = fabs((double) v), step, q;
+    int     e;
+
+    if (a == 0.0) {
+        return 0.0f;
+    }
+    e = (int) floor(log2(a));
+    if (e < -6) {
+        e = -6;
+    }
+    step = ldexp(1.0, e - 3);
+    q = rint(a / step) * step;
+    if (q > 448.0) {
+        q = 448.0;
+    }
+    return (float) (v < 0 ? -q : q);
+}
+
+
+/* rows x K quantized per row as the backend does: q(x / s) s, s = amax/448 */
+static void
+ref_quant_rows(float *x, int64_t rows, int64_t K)
+{
+    int64_t  i, j;
+
+    for (i = 0; i < rows; i++) {
+        float  amax = 0.0f, s;
+
+        for (j = 0; j < K; j++) {
+            amax = fmaxf(amax, fabsf(x[i * K + j]));
+        }
+        s = amax > 0.0f ? amax / 448.0f : 1.0f;
+        for (j = 0; j < K; j++) {
+            x[i * K + j] = ref_e4m3(x[i * K + j]
+                                    * (amax > 0.0f ? 448.0f / amax : 1.0f))
+                           * s;
+        }
+    }
+}
+
+
+/* y = x w^T + b in double, optionally GELU (tanh) */
+static void
+ref_linear(const float *x, const float *w, const float *b, float *y,
+    int64_t rows, int64_t K, int64_t out, int gelu)
+{
+    int64_t  i, j, k;
+
+    for (i = 0; i < rows; i++) {
+        for (j = 0; j < out; j++) {
+            double  acc = b ? b[j] : 0.0;
+
+            for (k = 0; k < K; k++) {
+                acc += (double) x[i * K + k] * w[j * K + k];
+            }
+            if (gelu) {
+                acc = 0.5 * acc * (1.0 + tanh(0.7978845608028654
+                                              * (acc + 0.044715 * acc * acc
+                                                 * acc)));
+            }
+            y[i * out + j] = (float) acc;
+        }
+    }
+}
+
+
+/*
+ * FP8 weights and products on the GPU against the CPU reference of the
+ * same arithmetic (weights and activations rounded to E4M3 per row, the
+ * product in double), and the FP8 error against the unquantized product.
+ */
+static void
+check_fp8(sd_backend *be, int act_fp8)
+{
+    enum { R = 300, K = 512, O = 256, B = 2, L = 40, N = 24, R0 = 8 };
+    sd_err      err = {0};
+    sd_tensor  *w = NULL, *x, *bb, *y, *xr, *yr;
+    float      *hw, *hx, *hb, *wq, *xq, *ref, *exact, *got, *wd;
+    size_t      n;
+    double      e, eq, ex;
+    int         gelu;
+    int64_t     i;
+
+    t_round = 1;
+    t_rng = 4242;
+    hw = host_rand((int64_t) O * K, 0.05f);
+    hx = host_rand((int64_t) R * K, 2.0f);
+    hb = host_rand(O, 0.5f);
+    for (i = 0; i < 7; i++) {           /* a few outliers per row */
+        hx[i * 97 % (R * K)] *= 32.0f;
+        hw[i * 311 % (O * K)] *= 16.0f;
+    }
+    T_CHECK(sd_tensor_new_as(&err, be, SD_MEM_WEIGHT, SD_DT_F8_E4M3, 2,
+                             (int64_t[]) { O, K }, &w) == SD_OK
+            && w->scale && w->n_scale == O, "fp8 weight: %s", err.msg);
+    if (w == NULL) {
+        return;
+    }
+    T_CHECK(be->ops->upload_from(&err, w, hw, SD_DT_F32, NULL, 0) == SD_OK,
+            "fp8 upload: %s", err.msg);
+    wq = malloc(sizeof(float) * O * K);
+    memcpy(wq, hw, sizeof(float) * O * K);
+    ref_quant_rows(wq, O, K);
+    wd = host_of(w, &n);
+    e = wd ? t_rel_l2(wd, wq, n) : 1.0;
+    printf("   fp8 weight quantization: rel L2 vs reference %.2e, vs F32 "
+           "%.2e\n", e, wd ? t_rel_l2(wd, hw, n) : 1.0);
+    T_CHECK(e < 1e-6, "fp8 weight bytes and scales: %.3g", e);
+    free(wd);
+
+    /* the widened path keeps BF16 activations: only weights are E4M3 */
+    xq = malloc(sizeof(float) * R * K);
+    memcpy(xq, hx, sizeof(float) * R * K);
+    if (act_fp8) {
+        ref_quant_rows(xq, R, K);
+    }
+    ref = malloc(sizeof(float) * R * O);
+    exact = malloc(sizeof(float) * R * O);
+    x = MK(be, ACT, 0.0f, R, K);
+    bb = MK(be, WGT, 0.0f, O);
+    y = MK(be, ACT, 0.0f, R, O);
+    sd_tensor_upload(&err, x, hx);
+    sd_tensor_upload(&err, bb, hb);
+    for (gelu = 0; gelu < 2; gelu++) {
+        ref_linear(xq, wq, hb, ref, R, K, O, gelu);
+        ref_linear(hx, hw, hb, exact, R, K, O, gelu);
+        T_CHECK(sd_linear_act(&err, y, x, w, bb, gelu ? SD_ACT_GELU_TANH
+                                                      : SD_ACT_NONE)
+                == SD_OK, "fp8 linear: %s", err.msg);
+        got = host_of(y, &n);
+        eq = got ? t_rel_l2(got, ref, n) : 1.0;
+        ex = got ? t_rel_l2(got, exact, n) : 1.0;
+        printf("   fp8 linear %dx%d->%d%s: rel L2 %.2e vs the E4M3 "
+               "reference, %.2e vs unquantized\n", R, K, O,
+               gelu ? " +gelu" : "", eq, ex);
+        /* BF16 output rounding and fast accumulation: well under 1e-2 */
+        T_CHECK(eq < 1e-2, "fp8 linear%s vs reference: %.3g",
+                gelu ? "+gelu" : "", eq);
+        T_CHECK(ex < 0.1, "fp8 linear%s vs unquantized: %.3g",
+                gelu ? "+gelu" : "", ex);
+        free(got);
+    }
+
+    /* rows R0 .. R0 + N of each of B batches of L rows */
+    xr = MK(be, ACT, 0.0f, B, L, K);
+    yr = MK(be, ACT, 0.0f, B, N, O);
+    sd_tensor_upload(&err, xr, hx);
+    T_CHECK(sd_linear_rows(&err, yr, xr, R0, w, bb) == SD_OK,
+            "fp8 linear_rows: %s", err.msg);
+    {
+        float  *xs = malloc(sizeof(float) * B * N * K);
+        float  *rr = malloc(sizeof(float) * B * N * O);
+
+        for (i = 0; i < B; i++) {
+            memcpy(xs + i * N * K, hx + (i * L + R0) * K,
+                   sizeof(float) * N * K);
+        }
+        if (act_fp8) {
+            ref_quant_rows(xs, B * N, K);
+        }
+        ref_linear(xs, wq, hb, rr, B * N, K, O, 0);
+        got = host_of(yr, &n);
+        e = got ? t_rel_l2(got, rr, n) : 1.0;
+        printf("   fp8 linear_rows 2x24 of 40: rel L2 %.2e\n", e);
+        T_CHECK(e < 1e-2, "fp8 linear_rows: %.3g", e);
+        free(got); free(xs); free(rr);
+    }
+    free(hw); free(hx); free(hb); free(wq); free(xq); free(ref);
+    free(exact);
+    sd_tensor_free(w); sd_tensor_free(x); sd_tensor_free(bb);
+    sd_tensor_free(y); sd_tensor_free(xr); sd_tensor_free(yr);
+    t_round = 0;
+}
+
+
+/* FP8 against BF16 products at the MMDiT's image-stream shapes */
+static void
+bench_fp8(sd_backend *be)
+{
+    static const int64_t  shapes[][3] = {
+        { 8192, 2432, 7296 }, { 8192, 2432, 9728 }, { 8192, 9728, 2432 },
+        { 8192, 2432, 2432 }, { 666, 2432, 7296 }, { 666, 9728, 2432 },
+    };
+    sd_err      err = {0};
+    sd_status   s;
+    size_t      i;
+    int         r;
+    double      ms8, ms16, best8, best16, fl;
+
+    t_rng = 99;
+    for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        int64_t     M = shapes[i][0], K = shapes[i][1], N = shapes[i][2];
+        sd_tensor  *x = MK(be, ACT, 1.0f, M, K), *y = MK(be, ACT, 0.0f, M, N);
+        sd_tensor  *w16 = MK(be, WGT, 0.05f, N, K), *b = MK(be, WGT, 0.1f, N);
+        sd_tensor  *w8 = NULL;
+        float      *h = host_rand(N * K, 0.05f);
+
+        sd_tensor_new_as(&err, be, SD_MEM_WEIGHT, SD_DT_F8_E4M3, 2,
+                         (int64_t[]) { N, K }, &w8);
+        if (x && y && w16 && b && w8 && h
+            && be->ops->upload_from(&err, w8, h, SD_DT_F32, NULL, 0)
+               == SD_OK)
+        {
+            best8 = best16 = 1e30;
+            for (r = 0; r < 6; r++) {
+                T_TIMED(be, &ms8, sd_linear(&err, y, x, w8, b));
+                T_TIMED(be, &ms16, sd_linear(&err, y, x, w16, b));
+                if (r > 0) {
+                    best8 = ms8 < best8 ? ms8 : best8;
+                    best16 = ms16 < best16 ? ms16 : best16;
+                }
+            }
+            fl = 2.0 * M * K * N;
+            printf("   linear %lldx%lld->%lld: fp8 (with quantize) %.3f ms "
+                   "%.0f TFLOP/s, bf16 %.3f ms %.0f TFLOP/s\n",
+                   (long long) M, (long long) K, (long long) N, best8,
+                   fl / best8 / 1e9, best16, fl / best16 / 1e9);
+            (void) s;
+        }
+        free(h);
+        sd_tensor_free(x); sd_tensor_free(y); sd_tensor_free(w16);
+        sd_tensor_free(b); sd_tensor_free(w8);
+    }
+}
+
+
 /* A request over the workspace is an error, and the next one works. */
 static void
 check_oom(sd_backend *be)
@@ -941,6 +1173,24 @@ check_cuda(sd_backend *cpu)
     run_cases(cpu, f32, 0, 2e-5);
     run_cases(cpu, bf, 1, 1e-2);
     check_sdpa_full(bf);
+    check_fp8(bf, 1);
+    bench_fp8(bf);
+    {
+        /* the path of GPUs without FP8 products, forced */
+        sd_backend  *wd = NULL;
+
+        setenv("SD_CUDA_FP8_WIDEN", "1", 1);
+        if (sd_backend_cuda_create(&err, 0, SD_DT_BF16, &wd) == SD_OK
+            && sd_cuda_reserve(&err, wd, (size_t) 1 << 30) == SD_OK)
+        {
+            printf("   %s\n", sd_cuda_info(wd));
+            check_fp8(wd, 0);
+        } else {
+            T_CHECK(0, "cuda backend (fp8 widened): %s", err.msg);
+        }
+        unsetenv("SD_CUDA_FP8_WIDEN");
+        sd_backend_destroy(wd);
+    }
     check_oom(bf);
     sd_backend_destroy(f32);
     sd_backend_destroy(bf);

@@ -29,6 +29,9 @@ while time.time() - t0 < 600:
                                 'height': 64})
         if p.status_code == 200:
             break
+        if p.status_code not in (502, 503, 504):
+            print('warm-up request answered', p.status_code, p.text[:2000])
+            sys.exit(1)
     except requests.RequestException:
         pass
     time.sleep(1)

@@ -1,0 +1,450 @@
+/*
+ * fp8.cu: FP8 E4M3 weights and products on Hopper.
+ *
+ * Weights: E4M3 bytes, row-major (out, in), with one F32 dequantization
+ * scale per row (output channel) in t->scale: w ~ q * scale[row]. They
+ * are quantized on the device at load (row amax / 448) or copied from an
+ * FP8 checkpoint with its scales (a per-tensor scale is given to every
+ * row).
+ *
+ * Products: y (BF16) = x (BF16) w^T + b. The activation rows are quantized
+ * per row ("per token", scale = row amax / 448) into scratch by one pass,
+ * then one cuBLASLt FP8 GEMM in the outer-vector scaling mode (per-row
+ * weight scales x per-token activation scales, sm_90, CUDA 12.9+) with
+ * fast accumulation, BF16 output, bias and GELU fused as epilogues.
+ * (GPU.md 1.1-1.4.)
+ */
+
+#include <cuda_fp8.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cuda.h"
+
+
+#define E4M3_MAX  448.0f
+
+
+__device__ __forceinline__ uint16_t
+fp8x2(float a, float b)
+{
+    return (uint16_t) __nv_cvt_float2_to_fp8x2(make_float2(a, b),
+                                                __NV_SATFINITE, __NV_E4M3);
+}
+
+
+__device__ __forceinline__ float
+warp_max(float v)
+{
+    int  o;
+
+    for (o = 16; o > 0; o >>= 1) {
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    }
+    return v;
+}
+
+
+/*
+ * One warp per row: rows (b, r), b < nb, r < n, read from
+ * x[(b L + r0 + r) K ...] (BF16, K % 8 == 0), written compact to
+ * q[(b n + r) K ...] with scale[b n + r].
+ */
+__global__ void
+quant_rows_kernel(const __nv_bfloat16 *x, uint8_t *q, float *scale,
+    int64_t rows, int64_t rp, int64_t K, int64_t n, int64_t L, int64_t r0)
+{
+    int64_t       row = (int64_t) blockIdx.x * (blockDim.x / 32)
+                        + threadIdx.x / 32;
+    int           lane = threadIdx.x & 31;
+    int64_t       b, r, i, nv = K / 8;
+    const uint4  *src;
+    uint2        *dst;
+    float         amax = 0.0f, inv, f[8];
+    int           k;
+
+    if (row >= rows) {
+        /* padding rows up to the GEMM's multiple of 16: zeros */
+        if (row < rp) {
+            dst = (uint2 *) (q + row * K);
+            for (i = lane; i < nv; i += 32) {
+                dst[i] = make_uint2(0, 0);
+            }
+            if (lane == 0) {
+                scale[row] = 1.0f;
+            }
+        }
+        return;
+    }
+    b = row / n;
+    r = row - b * n;
+    src = (const uint4 *) (x + (b * L + r0 + r) * K);
+    for (i = lane; i < nv; i += 32) {
+        sd_unpack8(src[i], f);
+        for (k = 0; k < 8; k++) {
+            amax = fmaxf(amax, fabsf(f[k]));
+        }
+    }
+    amax = warp_max(amax);
+    inv = amax > 0.0f ? E4M3_MAX / amax : 1.0f;
+    dst = (uint2 *) (q + row * K);
+    for (i = lane; i < nv; i += 32) {
+        uint2  o;
+
+        sd_unpack8(src[i], f);
+        o.x = (uint32_t) fp8x2(f[0] * inv, f[1] * inv)
+              | ((uint32_t) fp8x2(f[2] * inv, f[3] * inv) << 16);
+        o.y = (uint32_t) fp8x2(f[4] * inv, f[5] * inv)
+              | ((uint32_t) fp8x2(f[6] * inv, f[7] * inv) << 16);
+        dst[i] = o;
+    }
+    if (lane == 0) {
+        scale[row] = amax > 0.0f ? amax / E4M3_MAX : 1.0f;
+    }
+}
+
+
+/* One block per row of a weight: row amax, scale, E4M3 bytes. */
+template <typename T>
+__global__ void
+quant_weight_kernel(const T *w, uint8_t *q, float *scale, int64_t K)
+{
+    __shared__ float  part[32];
+    const T          *src = w + (int64_t) blockIdx.x * K;
+    uint8_t          *dst = q + (int64_t) blockIdx.x * K;
+    float             amax = 0.0f, inv;
+    int64_t           j;
+    int               t = threadIdx.x, nw = blockDim.x / 32;
+
+    for (j = t; j < K; j += blockDim.x) {
+        amax = fmaxf(amax, fabsf(sd_get<T>(src + j)));
+    }
+    amax = warp_max(amax);
+    if ((t & 31) == 0) {
+        part[t / 32] = amax;
+    }
+    __syncthreads();
+    if (t < 32) {
+        amax = warp_max(t < nw ? part[t] : 0.0f);
+        if (t == 0) {
+            part[0] = amax;
+        }
+    }
+    __syncthreads();
+    amax = part[0];
+    inv = amax > 0.0f ? E4M3_MAX / amax : 1.0f;
+    for (j = t; j < K; j += blockDim.x) {
+        dst[j] = (uint8_t) __nv_cvt_float_to_fp8(sd_get<T>(src + j) * inv,
+                                                 __NV_SATFINITE, __NV_E4M3);
+    }
+    if (t == 0) {
+        scale[blockIdx.x] = amax > 0.0f ? amax / E4M3_MAX : 1.0f;
+    }
+}
+
+
+__global__ void
+fill_kernel(float *p, int64_t n, float v)
+{
+    int64_t  i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
+
+    if (i < n) {
+        p[i] = v;
+    }
+}
+
+
+/* Load-time staging buffer on the device (grows; freed at reserve). */
+static sd_status
+staging(sd_err *err, sd_cuda *c, size_t n, void **out)
+{
+    if (n > c->stage_size) {
+        if (c->stage) {
+            SD_CU(cudaStreamSynchronize(c->stream));
+            cudaFree(c->stage);
+            c->stage = NULL;
+            c->stage_size = 0;
+        }
+        SD_CU(cudaMalloc(&c->stage, n));
+        c->stage_size = n;
+    }
+    *out = c->stage;
+    return SD_OK;
+}
+
+
+void
+sd_cuda_staging_free(sd_cuda *c)
+{
+    if (c->stage) {
+        cudaStreamSynchronize(c->stream);
+        cudaFree(c->stage);
+        c->stage = NULL;
+        c->stage_size = 0;
+    }
+}
+
+
+sd_status
+sd_cuda_fp8_upload(sd_err *err, sd_tensor *t, const void *src, sd_dtype sdt,
+    const float *scales, int64_t n_scale)
+{
+    sd_cuda  *c = sd_cuda_of(t);
+    int64_t   rows = t->ne[0], K = sd_numel(t) / t->ne[0];
+    void     *dev = NULL;
+
+    if (t->dtype != SD_DT_F8_E4M3 || t->scale == NULL || t->ndim != 2) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: FP8 upload into a "
+                         "%s tensor of %d dimensions",
+                         sd_dtype_name(t->dtype), t->ndim);
+    }
+    if (sdt == SD_DT_F8_E4M3) {
+        SD_CU(cudaMemcpyAsync(t->data, src, (size_t) (rows * K),
+                              cudaMemcpyHostToDevice, c->stream));
+        if (scales && n_scale == rows) {
+            SD_CU(cudaMemcpyAsync(t->scale, scales,
+                                  (size_t) rows * sizeof(float),
+                                  cudaMemcpyHostToDevice, c->stream));
+        } else if (scales && n_scale != 1) {
+            return sd_errorf(err, SD_ERR_FORMAT, "FP8 weight of %lld rows "
+                             "with %lld scales", (long long) rows,
+                             (long long) n_scale);
+        } else {
+            fill_kernel<<<sd_cuda_blocks(rows, 256), 256, 0, c->stream>>>(
+                t->scale, rows, scales ? scales[0] : 1.0f);
+            SD_CU_LAUNCHED();
+        }
+        SD_CU(cudaStreamSynchronize(c->stream));
+        return SD_OK;
+    }
+    if (sdt != SD_DT_F32 && sdt != SD_DT_BF16) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: FP8 weights from "
+                         "%s data", sd_dtype_name(sdt));
+    }
+    SD_TRY(staging(err, c, (size_t) (rows * K) * sd_dtype_size(sdt), &dev));
+    SD_CU(cudaMemcpyAsync(dev, src, (size_t) (rows * K) * sd_dtype_size(sdt),
+                          cudaMemcpyHostToDevice, c->stream));
+    if (sdt == SD_DT_F32) {
+        quant_weight_kernel<float><<<(unsigned) rows, 256, 0, c->stream>>>(
+            (const float *) dev, (uint8_t *) t->data, t->scale, K);
+    } else {
+        quant_weight_kernel<__nv_bfloat16><<<(unsigned) rows, 256, 0,
+                                             c->stream>>>(
+            (const __nv_bfloat16 *) dev, (uint8_t *) t->data, t->scale, K);
+    }
+    SD_CU_LAUNCHED();
+    SD_CU(cudaStreamSynchronize(c->stream));
+    return SD_OK;
+}
+
+
+/* FP8 weight bytes and scales to host floats (tests, checks). */
+sd_status
+sd_cuda_fp8_download(sd_err *err, const sd_tensor *t, float *dst)
+{
+    sd_cuda   *c = sd_cuda_of(t);
+    int64_t    rows = t->ne[0], K = sd_numel(t) / t->ne[0], i, j;
+    uint8_t   *h;
+    float     *sc;
+
+    h = (uint8_t *) sd_malloc(err, (size_t) (rows * K) + (size_t) rows * 4,
+                              "fp8 download");
+    if (h == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    sc = (float *) (void *) (h + rows * K);
+    if (cudaMemcpyAsync(h, t->data, (size_t) (rows * K),
+                        cudaMemcpyDeviceToHost, c->stream) != cudaSuccess
+        || cudaMemcpyAsync(sc, t->scale, (size_t) rows * 4,
+                           cudaMemcpyDeviceToHost, c->stream) != cudaSuccess
+        || cudaStreamSynchronize(c->stream) != cudaSuccess)
+    {
+        free(h);
+        return sd_cuda_fail(err, cudaGetLastError(), "fp8 download",
+                            __FILE__, __LINE__);
+    }
+    for (i = 0; i < rows; i++) {
+        for (j = 0; j < K; j++) {
+            __nv_fp8_e4m3  v;
+
+            v.__x = h[i * K + j];
+            dst[i * K + j] = (float) v * sc[i];
+        }
+    }
+    free(h);
+    return SD_OK;
+}
+
+
+/* w (rows, K) BF16 = q * scale[row]: the widened weight, 8 per thread */
+__global__ void
+widen_kernel(const uint8_t *q, const float *scale, __nv_bfloat16 *w,
+    int64_t n8, int64_t K)
+{
+    int64_t         i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
+    float           f[8], s;
+    uint2           u;
+    const uint8_t  *b = (const uint8_t *) &u;
+    int             k;
+
+    if (i >= n8) {
+        return;
+    }
+    u = ((const uint2 *) q)[i];
+    s = scale[(i * 8) / K];
+    for (k = 0; k < 8; k++) {
+        __nv_fp8_e4m3  v;
+
+        v.__x = b[k];
+        f[k] = (float) v * s;
+    }
+    ((uint4 *) w)[i] = sd_pack8(f);
+}
+
+
+/*
+ * GPUs without FP8 tensor cores (sm_80, sm_89 without the scaling modes,
+ * or SD_CUDA_FP8_WIDEN=1): the layer's weights widened to BF16 in one
+ * scratch buffer just before a BF16 product.
+ */
+static sd_status
+linear_widened(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, sd_act act, int rows_op,
+    int64_t r0)
+{
+    sd_cuda    *c = sd_cuda_of(y);
+    int64_t     out = w->ne[0], K = w->ne[1], n8 = out * K / 8;
+    sd_tensor   wv;
+    void       *scr;
+    sd_status   s;
+
+    SD_TRY(sd_cuda_scratch(err, c, (size_t) (out * K) * 2, &scr));
+    if (c->measuring) {
+        sd_cuda_scratch_free(c, scr);
+        return SD_OK;
+    }
+    widen_kernel<<<sd_cuda_blocks(n8, 256), 256, 0, c->stream>>>(
+        (const uint8_t *) w->data, w->scale, (__nv_bfloat16 *) scr, n8, K);
+    {
+        cudaError_t  e = cudaGetLastError();
+
+        if (e != cudaSuccess) {
+            sd_cuda_scratch_free(c, scr);
+            return sd_cuda_fail(err, e, "widen", __FILE__, __LINE__);
+        }
+    }
+    wv = *w;
+    wv.dtype = SD_DT_BF16;
+    wv.data = scr;
+    wv.scale = NULL;
+    wv.n_scale = 0;
+    wv.view = 1;
+    s = rows_op ? sd_cuda_linear_rows(err, y, x, r0, &wv, b)
+                : sd_cuda_linear(err, y, x, &wv, b, act);
+    sd_cuda_scratch_free(c, scr);
+    return s;
+}
+
+
+/*
+ * y (nb, n, out) = x[:, r0 : r0 + n] (nb, L, K) w^T + b, act fused where
+ * cuBLASLt has the epilogue. Plain linear: nb 1, L = n = rows, r0 0.
+ */
+sd_status
+sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, sd_act act, int64_t nb,
+    int64_t n, int64_t L, int64_t r0)
+{
+    sd_cuda             *c = sd_cuda_of(y);
+    sd_cuda_gemm_shape   g;
+    int64_t              K = w->ne[1], out = w->ne[0], rows = nb * n;
+    /* cuBLASLt 13.1 has FP8 outer-vector algorithms for some row counts
+       and not others (666 and 8192 yes; 32, 333, 336, 672 no for K 9728):
+       the rows as they are, else padded to a multiple of 16 (product into
+       scratch), else the weights widened to BF16 */
+    int64_t              rp = rows;
+    size_t               qb, sb, db;
+    void                *scr, *dst;
+    uint8_t             *q;
+    float               *qs;
+    int                  fused = act == SD_ACT_NONE
+                                 || act == SD_ACT_GELU_TANH;
+    sd_status            s;
+
+    if (x->dtype != SD_DT_BF16 || y->dtype != SD_DT_BF16
+        || (b && b->dtype != SD_DT_BF16))
+    {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: FP8 weights take "
+                         "BF16 activations, not %s",
+                         sd_dtype_name(x->dtype));
+    }
+    if (K % 16 != 0 || out % 16 != 0 || w->scale == NULL) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: FP8 weight %lldx"
+                         "%lld: both sizes must be multiples of 16",
+                         (long long) out, (long long) K);
+    }
+    memset(&g, 0, sizeof(g));
+    g.transa = 1;
+    g.transb = 0;
+    g.m = out;
+    g.n = rows;
+    g.k = K;
+    g.lda = K;
+    g.ldb = K;
+    g.ldd = out;
+    g.batch = 1;
+    g.ta = SD_DT_F8_E4M3;
+    g.tb = SD_DT_F8_E4M3;
+    g.td = y->dtype;
+    g.act = fused ? act : SD_ACT_NONE;
+    g.bias = b != NULL;
+    g.fp8 = 1;
+    g.sms = c->lane ? c->lane1_sms : 0;
+    if (!c->fp8_widen && !sd_cuda_gemm_has_algo(c, &g)) {
+        rp = (rows + 15) & ~(int64_t) 15;
+        g.n = rp;
+    }
+    if (c->fp8_widen || !sd_cuda_gemm_has_algo(c, &g)) {
+        return linear_widened(err, y, x, w, b, act,
+                              !(nb == 1 && n == L && r0 == 0), r0);
+    }
+    qb = ((size_t) (rp * K) + 255) & ~(size_t) 255;
+    sb = ((size_t) rp * sizeof(float) + 255) & ~(size_t) 255;
+    db = rp != rows ? (size_t) (rp * out) * 2 : 0;
+    SD_TRY(sd_cuda_scratch(err, c, qb + sb + db, &scr));
+    if (c->measuring) {
+        sd_cuda_scratch_free(c, scr);
+        return SD_OK;
+    }
+    q = (uint8_t *) scr;
+    qs = (float *) (void *) ((char *) scr + qb);
+    dst = db ? (void *) ((char *) scr + qb + sb) : y->data;
+    quant_rows_kernel<<<sd_cuda_blocks(rp, 8), 256, 0, c->stream>>>(
+        (const __nv_bfloat16 *) x->data, q, qs, rows, rp, K, n, L, r0);
+    {
+        cudaError_t  e = cudaGetLastError();
+
+        s = e == cudaSuccess ? SD_OK
+            : sd_cuda_fail(err, e, "quant_rows", __FILE__, __LINE__);
+    }
+    if (s == SD_OK) {
+        g.sms = 0;                      /* sd_cuda_gemm sets it */
+        s = sd_cuda_gemm_scaled(err, c, &g, w->data, q, dst,
+                                b ? b->data : NULL, w->scale, qs);
+    }
+    if (s == SD_OK && db) {
+        cudaError_t  e = cudaMemcpyAsync(y->data, dst,
+                                         (size_t) (rows * out) * 2,
+                                         cudaMemcpyDeviceToDevice,
+                                         c->stream);
+
+        if (e != cudaSuccess) {
+            s = sd_cuda_fail(err, e, "fp8 rows copy", __FILE__, __LINE__);
+        }
+    }
+    sd_cuda_scratch_free(c, scr);
+    if (s == SD_OK && !fused) {
+        s = sd_cuda_act(err, y, y, act);
+    }
+    return s;
+}
