@@ -13,7 +13,10 @@
  * those of another live worker stops accepting connections (its listening
  * sockets leave its epoll set) until it is no longer the busier one; the
  * kernel then hands new connections to the others. The least loaded worker
- * always accepts, so /internal/ping and /metrics are always answered. It
+ * always accepts, so /internal/ping and /metrics are always answered. A
+ * job that ends while others wait in its worker's queue closes its
+ * connection after the answer, so that a keepalive client (a gateway)
+ * reconnects to the least busy worker. It
  * applies with several workers, accept_mutex off (nginx's default) and no
  * reuseport listeners; otherwise nginx's own accepting is left alone.
  *
@@ -482,6 +485,15 @@ ngx_http_sd_ops_job_done(ngx_http_sd_job_t *job)
 
     if (job->detached) {
         return;
+    }
+
+    /*
+     * jobs wait here: the client's next request comes on a new connection,
+     * which the least busy worker takes (a keepalive connection, as from a
+     * gateway, would bring it back to this worker's queue)
+     */
+    if (ngx_http_sd_balancing && w->queued) {
+        job->r->keepalive = 0;
     }
 
     ctx = ngx_http_get_module_ctx(job->r, ngx_http_sd_module);
