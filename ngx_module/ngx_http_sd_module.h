@@ -192,6 +192,7 @@ typedef struct {
     ngx_atomic_t               images_per_s_milli[NGX_HTTP_SD_MAX_WORKERS];
     ngx_atomic_t               accepting[NGX_HTTP_SD_MAX_WORKERS];
     ngx_atomic_t               refusing[NGX_HTTP_SD_MAX_WORKERS];
+    ngx_atomic_t               cycle[NGX_HTTP_SD_MAX_WORKERS];  /* reload */
     ngx_atomic_t               gen_ms_total;
     ngx_http_sd_hist_t         queue_wait_hist;
 } ngx_http_sd_shm_ops_t;

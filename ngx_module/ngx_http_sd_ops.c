@@ -253,6 +253,10 @@ ngx_http_sd_ops_init(ngx_cycle_t *cycle)
 #endif
     }
 
+    /* the workers of one configuration share the cycle's address: a
+       reload's old workers, closing their sockets, are not compared */
+    w->shm->ops.cycle[w->slot] = (ngx_atomic_uint_t) (uintptr_t) cycle;
+    w->shm->ops.refusing[w->slot] = 0;
     w->shm->ops.accepting[w->slot] = ngx_http_sd_balancing;
     ngx_http_sd_refusing = 0;
 
@@ -311,7 +315,9 @@ ngx_http_sd_balance(void)
     busier = 0;
 
     for (i = 0; mine && i < NGX_HTTP_SD_MAX_WORKERS; i++) {
-        if (i == w->slot || shm->pid[i] == 0 || !shm->ops.accepting[i]) {
+        if (i == w->slot || shm->pid[i] == 0 || !shm->ops.accepting[i]
+            || shm->ops.cycle[i] != (ngx_atomic_uint_t) (uintptr_t) ngx_cycle)
+        {
             continue;
         }
 
