@@ -12,7 +12,9 @@
  * balance at accept time: a worker whose jobs (queued + running) outnumber
  * those of another live worker stops accepting connections (its listening
  * sockets leave its epoll set) until it is no longer the busier one; the
- * kernel then hands new connections to the others. The least loaded worker
+ * kernel then hands new connections to the others. A worker whose model is
+ * not in (loading, or failed: more workers than GPUs) leaves them to the
+ * workers whose model is. The least loaded ready worker
  * always accepts, so /internal/ping and /metrics are always answered. A
  * job that ends while others wait in its worker's queue closes its
  * connection after the answer, so that a keepalive client (a gateway)
@@ -292,7 +294,7 @@ ngx_http_sd_ops_exit(void)
 void
 ngx_http_sd_balance(void)
 {
-    ngx_uint_t             i, mine, other, busier;
+    ngx_uint_t             i, mine, other, busier, ready;
     ngx_http_sd_shm_t     *shm;
     ngx_http_sd_worker_t  *w;
 
@@ -312,10 +314,14 @@ ngx_http_sd_balance(void)
     }
 
     mine = w->queued + w->running;
+    ready = shm->ready[w->slot];
     busier = 0;
 
-    for (i = 0; mine && i < NGX_HTTP_SD_MAX_WORKERS; i++) {
+    /* a worker whose model is not in (loading, failed) leaves the
+       connections to one that has it, whatever their jobs */
+    for (i = 0; (mine || !ready) && i < NGX_HTTP_SD_MAX_WORKERS; i++) {
         if (i == w->slot || shm->pid[i] == 0 || !shm->ops.accepting[i]
+            || !shm->ready[i]
             || shm->ops.cycle[i] != (ngx_atomic_uint_t) (uintptr_t) ngx_cycle)
         {
             continue;
@@ -323,7 +329,7 @@ ngx_http_sd_balance(void)
 
         other = shm->queued[i] + shm->running[i];
 
-        if (other < mine) {
+        if (!ready || other < mine) {
             busier = 1;
             break;
         }
@@ -339,7 +345,7 @@ ngx_http_sd_balance(void)
                        busier ? "leaves" : "takes");
     }
 
-    if (mine && !ngx_http_sd_balance_ev.timer_set) {
+    if ((mine || busier) && !ngx_http_sd_balance_ev.timer_set) {
         ngx_add_timer(&ngx_http_sd_balance_ev, NGX_HTTP_SD_BALANCE_MS);
     }
 }
