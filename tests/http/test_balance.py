@@ -4,6 +4,7 @@ worker and no engine idles while another has a backlog. Deterministic:
 the jobs are held by their gates (sd_test_gate), not timed."""
 
 import re
+import time
 
 from conftest import FAST, raw_post, read_response, wait_state
 
@@ -57,3 +58,23 @@ def test_jobs_spread_over_workers(nginx_factory):
     refusing = re.findall(r'(?m)^sd_worker_refusing\{worker="\d+",'
                           r'device="cpu"\} (\d+)$', text)
     assert refusing == ["0", "0"], text
+
+
+def test_device_per_worker(nginx_factory):
+    # sd_device cuda:N,M gives worker k the list's entry k; "cuda" gives
+    # worker k GPU k. Without a GPU here the engines fail to load, but the
+    # metrics name each worker's device
+    for device, want in (("cuda:3,5", {"cuda:3", "cuda:5"}),
+                         ("cuda", {"cuda:0", "cuda:1"})):
+        n = nginx_factory(workers=2, http=f"sd_device {device};",
+                          wait_ready=False)
+        for _ in range(200):
+            text = n.get("/metrics").text
+            got = set(re.findall(
+                r'(?m)^sd_gpu_memory_total_bytes\{worker="\d+",'
+                r'device="([^"]+)"\} \d+$', text))
+            if len(got) == 2:
+                break
+            time.sleep(0.05)
+        assert got == want, text
+        n.stop()
