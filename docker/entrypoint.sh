@@ -98,6 +98,15 @@ render() {
         done < "$SD_API_KEYS_FILE"
     fi
 
+    # /dev/stdout can be unopenable for a non-root user (a pipe owned by
+    # root): then a file in the prefix
+    access_log=$SD_ACCESS_LOG
+    if [ "$access_log" != off ] && ! (: >> "$access_log") 2>/dev/null; then
+        access_log=$out/logs/access.log
+        echo "entrypoint: cannot write $SD_ACCESS_LOG, access log in" \
+            "$access_log" >&2
+    fi
+
     if [ -s "$out/keys.conf" ]; then
         SD_AUTH='if ($sd_key_tenant = "") { return 401; }'
         SD_TENANT_VAR='$sd_key_tenant'
@@ -109,7 +118,7 @@ render() {
     sed -e "s#@SD_MODULE@#$SD_MODULE#g" \
         -e "s#@SD_WORKERS@#$SD_WORKERS#g" \
         -e "s#@SD_LOG_LEVEL@#$SD_LOG_LEVEL#g" \
-        -e "s#@SD_ACCESS_LOG@#$SD_ACCESS_LOG#g" \
+        -e "s#@SD_ACCESS_LOG@#$access_log#g" \
         -e "s#@SD_USER@#$SD_USER#g" \
         -e "s#@SD_THREADS@#$SD_THREADS#g" \
         -e "s#@SD_MODEL@#$SD_MODEL#g" \

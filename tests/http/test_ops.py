@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -193,6 +194,68 @@ def test_entrypoint_renders_a_config_nginx_serves(module, tmp_path):
     finally:
         n.stop()
     n.check_log()
+
+
+def test_entrypoint_runs_unprivileged(module):
+    """As in the image (USER sd): no "user" directive, every path in the
+    prefix, and the access log falls back to a file when /dev/stdout is
+    not the user's to open."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to run the server as nobody")
+    import pwd
+    import tempfile
+    nobody = pwd.getpwnam("nobody")
+    d = Path(tempfile.mkdtemp(prefix="sd-unpriv-", dir="/tmp"))
+    try:
+        os.chmod(d, 0o777)
+        for src in (DOCKER / "entrypoint.sh", DOCKER / "nginx.conf.template",
+                    module):
+            shutil.copy(src, d / src.name)
+            os.chmod(d / src.name, 0o755)
+        port = free_port()
+        env = {"PATH": os.environ["PATH"], "SD_PREFIX": str(d / "p"),
+               "SD_TEMPLATE": str(d / "nginx.conf.template"),
+               "SD_MODULE": str(d / module.name), "SD_DEVICE": "cpu",
+               "SD_MODEL_PATH": str(MODEL), "SD_PORT": str(port)}
+
+        def drop():
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+
+        log = open(d / "out.log", "w")
+        p = subprocess.Popen([str(d / "entrypoint.sh")], env=env,
+                             preexec_fn=drop, stdout=subprocess.PIPE,
+                             stderr=log)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            status = None
+            for _ in range(600):
+                try:
+                    status = requests.get(url + "/internal/ping",
+                                          timeout=2).json()["status"]
+                    if status == "ready":
+                        break
+                except (requests.ConnectionError, ValueError):
+                    pass
+                assert p.poll() is None, (d / "out.log").read_text()
+                time.sleep(0.05)
+            assert status == "ready", (d / "out.log").read_text()
+            conf = (d / "p" / "nginx.conf").read_text()
+            assert not re.search(r"(?m)^user ", conf)
+            r = requests.post(url + "/sdapi/v1/txt2img", json=FAST,
+                              timeout=120)
+            assert r.status_code == 200, r.text
+            assert os.stat(d / "p" / "nginx.pid").st_uid == nobody.pw_uid
+        finally:
+            p.send_signal(signal.SIGQUIT)
+            p.wait(30)
+        out = (d / "out.log").read_text()
+        assert not re.search(r"\[(alert|emerg|crit)\]", out), out
+        assert "cannot write /dev/stdout" in out
+        access = (d / "p" / "logs" / "access.log").read_text()
+        assert "size=64x64 steps=2 images=1" in access
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def k8s_docs():
