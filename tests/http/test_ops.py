@@ -320,7 +320,8 @@ def test_manifests_agree():
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert "sd-healthcheck" in c["readinessProbe"]["exec"]["command"][0]
     assert c["livenessProbe"]["httpGet"]["path"] == "/internal/ping"
-    assert "preStop" in c["lifecycle"]
+    stop = " ".join(c["lifecycle"]["preStop"]["exec"]["command"])
+    assert "-s quit" in stop and "/var/lib/sd/nginx.pid" in stop
     env = docs["ConfigMap/sd35-env"]["data"]
     shutdown = int(env["SD_SHUTDOWN_TIMEOUT"].rstrip("s"))
     assert pod["terminationGracePeriodSeconds"] > shutdown + 10
