@@ -213,14 +213,25 @@ def test_entrypoint_runs_unprivileged(module):
             shutil.copy(src, d / src.name)
             os.chmod(d / src.name, 0o755)
         port = free_port()
-        env = {"PATH": os.environ["PATH"], "SD_PREFIX": str(d / "p"),
-               "SD_TEMPLATE": str(d / "nginx.conf.template"),
-               "SD_MODULE": str(d / module.name), "SD_DEVICE": "cpu",
-               "SD_MODEL_PATH": str(MODEL), "SD_PORT": str(port)}
 
         def drop():
             os.setgid(nobody.pw_gid)
             os.setuid(nobody.pw_uid)
+
+        # the fixtures may lie where nobody cannot read (under /root): a
+        # copy for the test's run then
+        model = MODEL
+        if subprocess.run(["test", "-r", str(MODEL / "model_index.json")],
+                          preexec_fn=drop).returncode != 0:
+            model = d / "model"
+            shutil.copytree(MODEL, model)
+            for root, dirs, files in os.walk(d):
+                for x in dirs + files:
+                    os.chmod(os.path.join(root, x), 0o755)
+        env = {"PATH": os.environ["PATH"], "SD_PREFIX": str(d / "p"),
+               "SD_TEMPLATE": str(d / "nginx.conf.template"),
+               "SD_MODULE": str(d / module.name), "SD_DEVICE": "cpu",
+               "SD_MODEL_PATH": str(model), "SD_PORT": str(port)}
 
         log = open(d / "out.log", "w")
         p = subprocess.Popen([str(d / "entrypoint.sh")], env=env,
