@@ -15,6 +15,11 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 DEB_PKGS := build-essential pkg-config libcjson-dev libpng-dev \
             libopenblas-dev libutf8proc-dev nginx nginx-dev python3 \
             python3-pytest python3-requests openssl curl
+# and those the operations tests need (tests/http/test_ops.py; npm too,
+# where node brings none); "make deps DEPS_OPS=0" leaves them out (the
+# Docker build stages)
+DEB_OPS_PKGS := prometheus python3-yaml nodejs
+DEPS_OPS     ?= 1
 
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -fPIC -Wall -Wextra -D_GNU_SOURCE -Iengine $(PKG_CFLAGS)
@@ -102,7 +107,10 @@ deps:
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	export DEBIAN_FRONTEND=noninteractive; \
 	$$SUDO apt-get update -qq && \
-	$$SUDO apt-get install -y -qq --no-install-recommends $(DEB_PKGS)
+	$$SUDO apt-get install -y -qq --no-install-recommends $(DEB_PKGS) \
+	    $(if $(filter 1,$(DEPS_OPS)),$(DEB_OPS_PKGS)) && \
+	{ [ "$(DEPS_OPS)" != 1 ] || command -v npm >/dev/null || \
+	  $$SUDO apt-get install -y -qq --no-install-recommends npm; }
 
 # The nginx dynamic module (ngx_module/, ./config): a copy of Debian's nginx
 # source tree (package nginx-dev) configured --with-compat, so the module

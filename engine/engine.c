@@ -596,3 +596,48 @@ sd_generate(sd_engine *e, const sd_request *req, sd_progress_fn progress,
     }
     return s;
 }
+
+
+/*
+ * The engine's GPU as the driver sees it (cudaMemGetInfo): bytes in use by
+ * every process and the device's total. Callable from any thread, beside a
+ * running sd_generate(). The CPU backend has no such figures: zeros and
+ * SD_ERR_UNSUPPORTED.
+ */
+sd_status
+sd_engine_gpu_memory(const sd_engine *e, size_t *used, size_t *total,
+    char *errbuf, size_t errlen)
+{
+    sd_err     err;
+    sd_status  s;
+
+    sd_err_clear(&err);
+    *used = 0;
+    *total = 0;
+
+    if (e == NULL || !e->cuda) {
+        sd_errorf(&err, SD_ERR_UNSUPPORTED, "no GPU: the engine runs on "
+                  "the CPU");
+        set_errbuf(errbuf, errlen, &err);
+        return SD_ERR_UNSUPPORTED;
+    }
+#ifdef SD_HAVE_CUDA
+    {
+        sd_cuda_mem  m;
+
+        s = sd_cuda_memory(&err, e->be, &m);
+        if (s != SD_OK) {
+            set_errbuf(errbuf, errlen, &err);
+            return s;
+        }
+        *used = m.device_used;
+        *total = m.device_total;
+        return SD_OK;
+    }
+#else
+    s = SD_ERR_UNSUPPORTED;
+    sd_errorf(&err, s, "built without CUDA");
+    set_errbuf(errbuf, errlen, &err);
+    return s;
+#endif
+}

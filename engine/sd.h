@@ -90,6 +90,13 @@ const char *sd_engine_model_name(const sd_engine *e);
 const char *sd_engine_device_info(const sd_engine *e);
 const char *sd_engine_model_hash(const sd_engine *e);   /* 10 hex chars */
 size_t sd_engine_memory_bytes(const sd_engine *e);
+/*
+ * GPU memory of the engine's device as the driver sees it (all processes):
+ * used and total bytes. The CPU backend: zeros and SD_ERR_UNSUPPORTED.
+ * Safe beside a running sd_generate().
+ */
+sd_status sd_engine_gpu_memory(const sd_engine *e, size_t *used,
+    size_t *total, char *errbuf, size_t errlen);
 
 /*
  * The hash A1111 shows as "Model hash", of a model folder without loading

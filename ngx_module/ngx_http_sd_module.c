@@ -27,6 +27,8 @@ static char *ngx_http_sd_model(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_sd_gpu_workspace(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_sd_device_list(ngx_conf_t *cf,
+    ngx_http_sd_main_conf_t *smcf, ngx_str_t *value);
 static char *ngx_http_sd_device(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_sd_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
@@ -63,7 +65,7 @@ static ngx_command_t  ngx_http_sd_commands[] = {
       0,
       NULL },
 
-    /* sd_device cpu | cuda | cuda:N */
+    /* sd_device cpu | cuda | cuda:N | cuda:N,M,... */
     { ngx_string("sd_device"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_sd_device,
@@ -279,7 +281,7 @@ ngx_module_t  ngx_http_sd_module = {
 static ngx_int_t
 ngx_http_sd_add_variables(ngx_conf_t *cf)
 {
-    return NGX_OK;
+    return ngx_http_sd_ops_add_variables(cf);
 }
 
 
@@ -567,6 +569,13 @@ ngx_http_sd_device(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_OK;
     }
 
+    if (ngx_strncmp(value[1].data, "cuda:", 5) == 0
+        && ngx_strlchr(value[1].data, value[1].data + value[1].len, ',')
+           != NULL)
+    {
+        return ngx_http_sd_device_list(cf, smcf, &value[1]);
+    }
+
     if (ngx_strncmp(value[1].data, "cuda:", 5) == 0) {
         n = ngx_atoi(value[1].data + 5, value[1].len - 5);
         if (n != NGX_ERROR) {
@@ -577,10 +586,49 @@ ngx_http_sd_device(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid device \"%V\", expected \"cpu\", \"cuda\" "
-                       "or \"cuda:N\"", &value[1]);
+                       "invalid device \"%V\", expected \"cpu\", \"cuda\", "
+                       "\"cuda:N\" or \"cuda:N,M,...\"", &value[1]);
 
     return NGX_CONF_ERROR;
+}
+
+
+/* sd_device cuda:0,2: worker N takes the list's entry N mod its length */
+
+static char *
+ngx_http_sd_device_list(ngx_conf_t *cf, ngx_http_sd_main_conf_t *smcf,
+    ngx_str_t *value)
+{
+    u_char     *p, *last, *comma;
+    ngx_int_t   n;
+
+    p = value->data + 5;
+    last = value->data + value->len;
+
+    while (p <= last) {
+        comma = ngx_strlchr(p, last, ',');
+        if (comma == NULL) {
+            comma = last;
+        }
+
+        n = ngx_atoi(p, comma - p);
+
+        if (n == NGX_ERROR || smcf->ndevices == 16) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid device list \"%V\", expected "
+                               "\"cuda:N,M,...\" with at most 16 GPUs",
+                               value);
+            return NGX_CONF_ERROR;
+        }
+
+        smcf->devices[smcf->ndevices++] = n;
+        p = comma + 1;
+    }
+
+    smcf->device = SD_DEVICE_CUDA;
+    smcf->device_index = -1;
+
+    return NGX_CONF_OK;
 }
 
 
@@ -760,6 +808,7 @@ ngx_http_sd_init_process(ngx_cycle_t *cycle)
     /* a respawned worker first clears what the dead one left */
     w->slot = ngx_http_sd_slot_alloc();
     ngx_http_sd_reap();
+    ngx_http_sd_ops_init(cycle);
 
     w->nmodels = smcf->models.nelts;
     w->models = ngx_pcalloc(cycle->pool,
@@ -846,6 +895,7 @@ ngx_http_sd_timer_handler(ngx_event_t *ev)
 
     ngx_http_sd_models_check();
     ngx_http_sd_dispatch();
+    ngx_http_sd_ops_tick();
 
     t = 1000;
 
@@ -875,6 +925,7 @@ ngx_http_sd_exit_process(ngx_cycle_t *cycle)
     /* the thread pools are joined by now: no engine call is running */
 
     ngx_http_sd_terminate();
+    ngx_http_sd_ops_exit();
 
     for (i = 0; i < w->nmodels; i++) {
         if (w->models[i].engine) {

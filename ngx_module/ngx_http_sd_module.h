@@ -110,6 +110,8 @@ typedef struct {
     ngx_uint_t                 default_model;
     ngx_int_t                  device;      /* sd_device, or NGX_CONF_UNSET */
     ngx_int_t                  device_index;    /* -1: the worker number */
+    ngx_int_t                  devices[16];     /* sd_device cuda:0,1,... */
+    ngx_uint_t                 ndevices;        /* 0: no list */
     ngx_uint_t                 precision;
     ngx_str_t                  fp8_keep;    /* kinds kept in BF16 */
     ngx_int_t                  cpu_threads;
@@ -182,6 +184,21 @@ typedef struct {
 } ngx_http_sd_shm_tenant_t;
 
 
+/* ngx_http_sd_ops.c's words, per worker slot where an array */
+typedef struct {
+    ngx_atomic_t               device[NGX_HTTP_SD_MAX_WORKERS]; /* GPU+1 */
+    ngx_atomic_t               gpu_used[NGX_HTTP_SD_MAX_WORKERS];
+    ngx_atomic_t               gpu_total[NGX_HTTP_SD_MAX_WORKERS];
+    ngx_atomic_t               load_ms[NGX_HTTP_SD_MAX_WORKERS];
+    ngx_atomic_t               images_per_s_milli[NGX_HTTP_SD_MAX_WORKERS];
+    ngx_atomic_t               accepting[NGX_HTTP_SD_MAX_WORKERS];
+    ngx_atomic_t               refusing[NGX_HTTP_SD_MAX_WORKERS];
+    ngx_atomic_t               cycle[NGX_HTTP_SD_MAX_WORKERS];  /* reload */
+    ngx_atomic_t               gen_ms_total;
+    ngx_http_sd_hist_t         queue_wait_hist;
+} ngx_http_sd_shm_ops_t;
+
+
 /*
  * The gauges of tenants (queued, running) are counted from the task states
  * when the metrics are read, so a worker that dies leaves none behind.
@@ -212,6 +229,7 @@ typedef struct {
 
     ngx_http_sd_shm_tenant_t   tenants[NGX_HTTP_SD_MAX_TENANTS];
     ngx_http_sd_shm_task_t     tasks[NGX_HTTP_SD_MAX_TASKS];
+    ngx_http_sd_shm_ops_t      ops;
 } ngx_http_sd_shm_t;
 
 
@@ -313,6 +331,19 @@ struct ngx_http_sd_job_s {
 typedef struct ngx_http_sd_route_s  ngx_http_sd_route_t;
 
 
+/* what the access log's $sd_* variables show of a job that ran */
+typedef struct {
+    ngx_uint_t                 width;
+    ngx_uint_t                 height;
+    ngx_uint_t                 steps;
+    ngx_uint_t                 images;
+    ngx_uint_t                 worker;
+    ngx_msec_t                 queue_wait_ms;
+    ngx_msec_t                 gen_ms;
+    unsigned                   ran:1;
+} ngx_http_sd_ops_log_t;
+
+
 typedef struct {
     ngx_http_sd_job_t         *job;
     ngx_uint_t                 route;
@@ -322,6 +353,7 @@ typedef struct {
     size_t                     id_len;
     ngx_str_t                  tenant;        /* "-": one tenant */
     unsigned                   operator:1;    /* sees every tenant */
+    ngx_http_sd_ops_log_t      ops;
 } ngx_http_sd_ctx_t;
 
 
@@ -376,6 +408,19 @@ void ngx_http_sd_count(ngx_http_request_t *r, ngx_uint_t route,
     ngx_uint_t status);
 ngx_int_t ngx_http_sd_metrics_handler(ngx_http_request_t *r);
 uint64_t ngx_http_sd_now_ms(void);
+
+/* ngx_http_sd_ops.c */
+ngx_int_t ngx_http_sd_ops_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_sd_ops_device_index(ngx_http_sd_main_conf_t *smcf);
+void ngx_http_sd_ops_init(ngx_cycle_t *cycle);
+void ngx_http_sd_ops_exit(void);
+void ngx_http_sd_ops_tick(void);
+void ngx_http_sd_balance(void);
+void ngx_http_sd_ops_load_begin(ngx_uint_t i);
+void ngx_http_sd_ops_loaded(ngx_uint_t i);
+void ngx_http_sd_ops_job_done(ngx_http_sd_job_t *job);
+size_t ngx_http_sd_ops_metrics_size(void);
+u_char *ngx_http_sd_ops_metrics(u_char *p, u_char *last);
 
 extern const double  ngx_http_sd_step_le[NGX_HTTP_SD_HIST_BUCKETS];
 extern const double  ngx_http_sd_request_le[NGX_HTTP_SD_HIST_BUCKETS];

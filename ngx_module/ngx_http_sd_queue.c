@@ -487,6 +487,8 @@ ngx_http_sd_jobs_changed(void)
     }
 
     w->timer.cancelable = (w->queued + w->running == 0);
+
+    ngx_http_sd_balance();
 }
 
 
@@ -920,6 +922,7 @@ ngx_http_sd_job_done(ngx_event_t *ev)
     r = job->r;
     c = r->connection;
 
+    ngx_http_sd_ops_job_done(job);
     ngx_http_sd_job_end(job);
 
     r->main->blocked--;
@@ -1152,6 +1155,7 @@ ngx_http_sd_model_load(ngx_uint_t i)
                   "sd model \"%V\" loading from \"%V\"", &m->name, &m->path);
 
     m->state = NGX_HTTP_SD_LOADING;
+    ngx_http_sd_ops_load_begin(i);
 
     return NGX_OK;
 }
@@ -1171,8 +1175,8 @@ ngx_http_sd_model_open_thread(void *data, ngx_log_t *log)
     cfg.model_dir = (const char *) m->path.data;
     cfg.name = (const char *) m->name.data;
     cfg.device = (sd_device) smcf->device;
-    cfg.device_index = smcf->device_index >= 0 ? (int) smcf->device_index
-                                               : (int) ngx_worker;
+    /* the CPU: 0, as the engine expects */
+    cfg.device_index = (int) ngx_max(ngx_http_sd_ops_device_index(smcf), 0);
     cfg.precision = (sd_precision) smcf->precision;
     cfg.threads = (int) smcf->cpu_threads;
     cfg.ws_bytes = smcf->gpu_ws_bytes;
@@ -1237,6 +1241,7 @@ ngx_http_sd_model_opened(ngx_event_t *ev)
                   "sd model \"%V\" ready (hash %s) on %s", &m->name, m->hash,
                   sd_engine_device_info(m->engine));
 
+    ngx_http_sd_ops_loaded(i);
     ngx_http_sd_memory_gauge();
     ngx_http_sd_models_check();
     ngx_http_sd_dispatch();

@@ -293,6 +293,15 @@ main(void)
     T_CHECK(sd_model_hash_dir("/no/model", hash, msg, sizeof(msg))
             == SD_ERR_IO && strstr(msg, "/no/model"), "hash: %s", msg);
 
+    {
+        /* the CPU backend has no GPU memory to report */
+        size_t  used = 1, total = 1;
+
+        T_CHECK(sd_engine_gpu_memory(e, &used, &total, msg, sizeof(msg))
+                == SD_ERR_UNSUPPORTED && used == 0 && total == 0
+                && strstr(msg, "CPU"), "gpu memory on the CPU: %s", msg);
+    }
+
     check_requests(e);
     check_golden(e, g);
     check_batches(e);

@@ -9,6 +9,8 @@
 #           shape) and Medium, Large through nginx in FP8
 #   sweep   sd-cli fp8-sweep on the tiny and full-size models
 #   demo    sd-cli bench on the demo model
+#   scale   1 GPU against 2 GPUs under sustained load (scale_bench.py)
+#   capacity  images per minute per GPU for each model and precision
 # Logs go to $OUT (one file per stage); a summary prints last.
 set -u
 cd "$(dirname "$0")/../.."
@@ -209,6 +211,118 @@ stage_demo() {
     run "bench demo 1024 bf16" bench-demo.log $G/bin/sd-cli bench \
         --model /tmp/sd/demo --device cuda --width 1024 --height 1024 \
         --steps 10 --runs 2
+}
+
+# nginx serving MODEL with WORKERS workers on DEVICE (sd_device: "cuda"
+# puts worker N on GPU N), the access log in the sd format of
+# docker/nginx.conf.template
+serve_workers() {   # model-dir name port workers device precision
+    local p=/tmp/sd/serve-$2
+    mkdir -p /tmp/ngx $p/logs $p/tmp /var/lib/nginx
+    for d in $G/debs/*.deb; do dpkg -x "$d" /tmp/ngx; done
+    cat > $p/nginx.conf <<EOF
+load_module $G/bin/ngx_http_sd_module.so;
+worker_processes $4;
+error_log logs/error.log notice;
+pid nginx.pid;
+thread_pool sd threads=4 max_queue=256;
+events { worker_connections 1024; }
+http {
+    log_format sd '\$remote_addr [\$time_local] "\$request" \$status '
+                  '\$request_time tenant=\$sd_tenant task=\$sd_task_id '
+                  'size=\$sd_size steps=\$sd_steps images=\$sd_images '
+                  'wait=\$sd_queue_wait gen=\$sd_gen_time worker=\$sd_worker';
+    access_log logs/access.log sd;
+    client_body_temp_path tmp/body;
+    proxy_temp_path tmp/proxy;
+    fastcgi_temp_path tmp/fastcgi;
+    uwsgi_temp_path tmp/uwsgi;
+    scgi_temp_path tmp/scgi;
+    client_max_body_size 16m;
+    sd_model $2 $1 default;
+    sd_device $5;
+    sd_precision $6;
+    sd_thread_pool sd;
+    sd_queue_size 64;
+    server {
+        listen 127.0.0.1:$3;
+        location /sdapi/v1/ { sd_api; }
+        location /internal/ { sd_api; }
+        location = /metrics { sd_metrics; }
+    }
+}
+EOF
+    /tmp/ngx/usr/sbin/nginx -p $p/ -c nginx.conf -e $p/logs/error.log \
+        -g "daemon on;"
+}
+
+# stops the server of serve_workers (its metrics and logs kept) and waits
+# until it has exited, so that its GPUs are free
+stop_workers() {    # name port
+    local p=/tmp/sd/serve-$1 i
+    curl -s "http://127.0.0.1:$2/metrics" > "$L/metrics-$1.txt"
+    cp $p/logs/error.log "$L/nginx-$1-error.log"
+    cp $p/logs/access.log "$L/nginx-$1-access.log"
+    /tmp/ngx/usr/sbin/nginx -p $p/ -c nginx.conf -s quit
+    for i in $(seq 120); do [ -f $p/nginx.pid ] || break; sleep 1; done
+}
+
+# several GPUs: the same model on 1 GPU, then one worker per GPU on 2,
+# under sustained load at 1024x1024; the report, the plot (scale.svg, and
+# scale.png where matplotlib is), the JSON, the 2-GPU metrics and access
+# log go to $OUT/scale. Env: SCALE_MODEL (large), SCALE_PRECISION (bf16),
+# SCALE_STEPS (28), SCALE_DURATION (s per level, 45), SCALE_LEVELS1
+# (1,2,4), SCALE_LEVELS2 (1,2,4,8).
+stage_scale() {
+    local m=${SCALE_MODEL:-large} pr=${SCALE_PRECISION:-bf16}
+    local d=/dev/shm/sd-${SCALE_MODEL:-large} o=$OUT/scale
+    local args="--duration ${SCALE_DURATION:-45} --steps ${SCALE_STEPS:-28}"
+    mkdir -p $o
+    nvidia-smi -L > $o/gpus.txt 2>&1
+    [ -f $d/model_index.json ] || run "make-random $m" random-$m.log \
+        $G/bin/sd-cli make-random --config $m $d
+    serve_workers $d s1 7871 1 cuda:0 $pr
+    run "scale: $m $pr, 1 GPU" scale-1.log python3 tests/gpu/scale_bench.py \
+        run http://127.0.0.1:7871 --label "1 GPU" \
+        --levels ${SCALE_LEVELS1:-1,2,4} $args --out $o/scale-1.json
+    stop_workers s1 7871
+    serve_workers $d s2 7872 2 cuda $pr
+    run "scale: $m $pr, 2 GPUs" scale-2.log python3 \
+        tests/gpu/scale_bench.py run http://127.0.0.1:7872 --label "2 GPUs" \
+        --levels ${SCALE_LEVELS2:-1,2,4,8} $args --out $o/scale-2.json
+    stop_workers s2 7872
+    cp $L/metrics-s2.txt $L/nginx-s2-access.log $L/nginx-s2-error.log $o/
+    run "scale report (>= 1.9x)" scale-report.log python3 \
+        tests/gpu/scale_bench.py report $o/scale-1.json $o/scale-2.json \
+        --out $o
+    cat $L/scale-report.log
+}
+
+# capacity planning: images per minute of one GPU at 1024x1024 for each
+# model and precision (CAP_MODELS "large medium", CAP_PRECISIONS "bf16";
+# add fp8 once the engine has it), 2 clients back to back; JSON and table
+# in $OUT/capacity
+stage_capacity() {
+    local m pr d o=$OUT/capacity files=
+    mkdir -p $o
+    for m in ${CAP_MODELS:-large medium}; do
+        d=/dev/shm/sd-$m
+        [ -f $d/model_index.json ] || run "make-random $m" random-$m.log \
+            $G/bin/sd-cli make-random --config $m $d
+        for pr in ${CAP_PRECISIONS:-bf16}; do
+            serve_workers $d cap-$m-$pr 7873 1 cuda:0 $pr
+            run "capacity: $m $pr" cap-$m-$pr.log python3 \
+                tests/gpu/scale_bench.py run http://127.0.0.1:7873 \
+                --label "$m $pr" --levels 2 \
+                --duration ${CAP_DURATION:-45} --steps ${CAP_STEPS:-28} \
+                --out $o/$m-$pr.json
+            stop_workers cap-$m-$pr 7873
+            [ -f $o/$m-$pr.json ] && files="$files $o/$m-$pr.json"
+        done
+    done
+    [ -n "$files" ] && python3 tests/gpu/scale_bench.py report $files \
+        --out $o > /dev/null
+    cat $o/scale.md
 }
 
 for s in "${@:-check}"; do
