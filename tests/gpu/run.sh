@@ -143,6 +143,16 @@ randmodel() {   # config
         $G/bin/sd-cli make-random --config $1 $d
 }
 
+stage_fp8nginx() {
+    randmodel large
+    PREC=fp8 serve /dev/shm/sd-large large 7863
+    run "nginx large fp8 txt2img 1024" nginx-large-fp8.log python3 \
+        tests/gpu/http_bench.py http://127.0.0.1:7863 --steps 28
+    cp /tmp/sd/serve-large/logs/error.log "$L/nginx-large-fp8-error.log"
+    /tmp/ngx/usr/sbin/nginx -p /tmp/sd/serve-large/ -c nginx.conf -s quit
+    sleep 3
+}
+
 stage_fp8() {
     randmodel large
     run "bench large fp8" bench-large-fp8.log $G/bin/sd-cli bench \
