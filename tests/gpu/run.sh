@@ -69,11 +69,12 @@ stage_tinyref() {
 serve() {       # model-dir name port
     local p=/tmp/sd/serve-$2
     mkdir -p /tmp/ngx $p/logs $p/tmp /var/lib/nginx
-    for d in $G/debs/*.deb; do dpkg -x "$d" /tmp/ngx; done
+    for deb in $G/debs/*.deb; do dpkg -x "$deb" /tmp/ngx; done
     sed -e "s#^\( *sd_model  *\)[^ ]*  *[^ ;]*#\1$2 $1#" \
         -e "s#^load_module .*;#load_module $G/bin/ngx_http_sd_module.so;#" \
         -e "s#sd_device       cpu;#sd_device cuda; sd_precision ${PREC:-bf16};#" \
         -e "s#127\.0\.0\.1:7860#127.0.0.1:$3#" \
+        -e "s#^error_log .*;#error_log logs/error.log notice;\nenv LD_LIBRARY_PATH;#" \
         conf/nginx.conf > $p/nginx.conf
     /tmp/ngx/usr/sbin/nginx -p $p/ -c nginx.conf -e $p/logs/error.log \
         -g "daemon on;"
@@ -149,8 +150,13 @@ stage_fp8nginx() {
     run "nginx large fp8 txt2img 1024" nginx-large-fp8.log python3 \
         tests/gpu/http_bench.py http://127.0.0.1:7863 --steps 28
     cp /tmp/sd/serve-large/logs/error.log "$L/nginx-large-fp8-error.log"
+    cp /tmp/sd/serve-large/logs/access.log "$L/nginx-large-fp8-access.log"
     /tmp/ngx/usr/sbin/nginx -p /tmp/sd/serve-large/ -c nginx.conf -s quit
     sleep 3
+    run "txt2img large fp8 (sd-cli)" txt2img-large-fp8.log $G/bin/sd-cli \
+        txt2img --model /dev/shm/sd-large --device cuda --precision fp8 \
+        --prompt "a futuristic cityscape at sunset" --width 1024 \
+        --height 1024 --steps 28 --cfg 4.5 --output /tmp/sd/fp8.png
 }
 
 stage_fp8() {
@@ -229,7 +235,7 @@ stage_demo() {
 serve_workers() {   # model-dir name port workers device precision
     local p=/tmp/sd/serve-$2
     mkdir -p /tmp/ngx $p/logs $p/tmp /var/lib/nginx
-    for d in $G/debs/*.deb; do dpkg -x "$d" /tmp/ngx; done
+    for deb in $G/debs/*.deb; do dpkg -x "$deb" /tmp/ngx; done
     cat > $p/nginx.conf <<EOF
 load_module $G/bin/ngx_http_sd_module.so;
 worker_processes $4;
