@@ -747,6 +747,11 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
         job->slot->skipped = 0;
         job->last_step_ns = ngx_http_sd_mono_ns();
 
+        if (ngx_http_sd_breaker_injected(job->err, sizeof(job->err))) {
+            job->status = SD_ERR_BACKEND;   /* tests: see the breaker */
+            break;
+        }
+
         rc = sd_generate(job->engine, &req, ngx_http_sd_job_progress, job,
                          &job->cancel, &job->results[it], job->err,
                          sizeof(job->err));
@@ -894,6 +899,8 @@ ngx_http_sd_job_end(ngx_http_sd_job_t *job)
 
     (void) ngx_atomic_fetch_add(&w->shm->images, n);
     (void) ngx_atomic_fetch_add(&t->shm->images, n);
+
+    ngx_http_sd_breaker_result(job, job->status);
 
     if (job->status == SD_ERR_CANCELLED) {
         (void) ngx_atomic_fetch_add(&w->shm->jobs_cancelled, 1);

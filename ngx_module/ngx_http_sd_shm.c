@@ -645,7 +645,8 @@ ngx_http_sd_metrics_handler(ngx_http_request_t *r)
            + NGX_HTTP_SD_NROUTES * NGX_HTTP_SD_NCODES * 80
            + NGX_HTTP_SD_MAX_WORKERS * 5 * 64
            + NGX_HTTP_SD_MAX_TENANTS * 5 * (2 * NGX_HTTP_SD_NAME_LEN + 64)
-           + 2 * NGX_HTTP_SD_HIST_BUCKETS * 80;
+           + 2 * NGX_HTTP_SD_HIST_BUCKETS * 80
+           + ngx_http_sd_serve_metrics_size();
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -776,6 +777,8 @@ ngx_http_sd_metrics_handler(ngx_http_request_t *r)
 
 #undef ngx_http_sd_tenant_line
     }
+
+    p = ngx_http_sd_serve_metrics(p, last);
 
     b->last = p;
     b->last_buf = (r == r->main) ? 1 : 0;
