@@ -2058,7 +2058,7 @@ ngx_http_sd_ping(ngx_http_request_t *r, cJSON *body)
     cJSON                 *o;
     ngx_int_t              rc;
     ngx_uint_t             def;
-    const char            *status;
+    const char            *status, *breaker;
     ngx_http_sd_worker_t  *w;
 
     w = &ngx_http_sd_worker;
@@ -2086,9 +2086,13 @@ ngx_http_sd_ping(ngx_http_request_t *r, cJSON *body)
     cJSON_AddStringToObject(o, "status", status);
 
     /* ngx_http_sd_breaker.c: an open breaker routes the probes away */
-    cJSON_AddStringToObject(o, "breaker", ngx_http_sd_breaker_state());
+    breaker = ngx_http_sd_breaker_state();
 
-    if (ngx_strcmp(ngx_http_sd_breaker_state(), "open") == 0) {
+    if (breaker) {
+        cJSON_AddStringToObject(o, "breaker", breaker);
+    }
+
+    if (breaker && ngx_strcmp(breaker, "open") == 0) {
         cJSON_ReplaceItemInObject(o, "status",
                                   cJSON_CreateString("breaker open"));
         rc = ngx_http_sd_send_json(r, NGX_HTTP_SERVICE_UNAVAILABLE, o);

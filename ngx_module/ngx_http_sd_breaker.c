@@ -250,11 +250,25 @@ ngx_http_sd_breaker_result(ngx_http_sd_job_t *job, sd_status status)
 }
 
 
+/*
+ * For /internal/ping: NULL without a breaker; an open breaker past its
+ * cool-down takes a job.
+ */
+
 const char *
 ngx_http_sd_breaker_state(void)
 {
+    if (ngx_http_sd_breaker_conf() == NULL) {
+        return NULL;
+    }
+
     switch (ngx_http_sd_breaker.state) {
     case NGX_HTTP_SD_BREAKER_OPEN:
+        if ((ngx_msec_int_t) (ngx_current_msec
+                              - ngx_http_sd_breaker.open_until) >= 0)
+        {
+            return "half-open";
+        }
         return "open";
     case NGX_HTTP_SD_BREAKER_HALF_OPEN:
         return "half-open";
