@@ -67,6 +67,8 @@ typedef struct {
      */
     size_t          ws_bytes;
     int             ws_width, ws_height, ws_batch;
+    /* prompts kept encoded (textcache.h), besides the empty one; 0: none */
+    int             text_cache;
 } sd_engine_config;
 
 void sd_engine_config_init(sd_engine_config *cfg);
@@ -84,6 +86,9 @@ const char *sd_engine_model_name(const sd_engine *e);
 const char *sd_engine_device_info(const sd_engine *e);
 const char *sd_engine_model_hash(const sd_engine *e);   /* 10 hex chars */
 size_t sd_engine_memory_bytes(const sd_engine *e);
+/* The text-conditioning cache's counters; any thread may read them. */
+void sd_engine_text_cache_stats(const sd_engine *e, uint64_t *hits,
+    uint64_t *misses, int *entries);
 
 /*
  * The hash A1111 shows as "Model hash", of a model folder without loading

@@ -100,6 +100,7 @@ ngx_http_sd_cache_conf_create(ngx_http_sd_cache_conf_t *cc)
     cc->max_entry = NGX_CONF_UNSET_SIZE;
     cc->timeout = NGX_CONF_UNSET_MSEC;
     cc->log_interval = NGX_CONF_UNSET_MSEC;
+    cc->text_cache = NGX_CONF_UNSET;
 }
 
 
@@ -111,6 +112,7 @@ ngx_http_sd_cache_conf_merge(ngx_http_sd_cache_conf_t *cc)
     ngx_conf_init_size_value(cc->max_entry, 1024 * 1024);
     ngx_conf_init_msec_value(cc->timeout, 1000);
     ngx_conf_init_msec_value(cc->log_interval, NGX_HTTP_SD_CACHE_LOG_MS);
+    ngx_conf_init_value(cc->text_cache, 32);
 }
 
 
@@ -966,12 +968,54 @@ ngx_http_sd_mc_free(ngx_http_sd_mc_t *mc)
 }
 
 
+/*
+ * After a job's thread, on the event loop: the breaker counts it, and the
+ * engines' text-cache counters are copied to this worker's slot.
+ */
+
+void
+ngx_http_sd_serve_job_end(ngx_http_sd_job_t *job)
+{
+    int                    entries, e;
+    uint64_t               hits, misses, h, n;
+    ngx_uint_t             i;
+    ngx_http_sd_worker_t  *w;
+
+    ngx_http_sd_breaker_result(job, job->status);
+
+    w = &ngx_http_sd_worker;
+    if (w->shm == NULL || w->slot >= NGX_HTTP_SD_MAX_WORKERS) {
+        return;
+    }
+
+    h = 0;
+    n = 0;
+    entries = 0;
+
+    for (i = 0; i < w->nmodels; i++) {
+        if (w->models[i].engine == NULL) {
+            continue;
+        }
+
+        sd_engine_text_cache_stats(w->models[i].engine, &hits, &misses,
+                                   &e);
+        h += hits;
+        entries += e;
+        n += misses;
+    }
+
+    w->shm->serve.text_hits[w->slot] = h;
+    w->shm->serve.text_misses[w->slot] = n;
+    w->shm->serve.text_entries[w->slot] = entries;
+}
+
+
 /* the metrics of the breaker and the cache, after the module's own */
 
 size_t
 ngx_http_sd_serve_metrics_size(void)
 {
-    return 2048 + NGX_HTTP_SD_MAX_WORKERS * 64;
+    return 2048 + NGX_HTTP_SD_MAX_WORKERS * 4 * 64;
 }
 
 
@@ -993,6 +1037,24 @@ ngx_http_sd_serve_metrics(u_char *p, u_char *last)
         if (shm->pid[i]) {
             p = ngx_slprintf(p, last, "sd_breaker_state{worker=\"%ui\"} "
                              "%uA\n", i, s->breaker[i]);
+        }
+    }
+
+    p = ngx_slprintf(p, last,
+                "# HELP sd_text_cache_hits_total Prompts whose text "
+                "conditioning came from the engine's cache, per worker.\n"
+                "# TYPE sd_text_cache_hits_total counter\n"
+                "# TYPE sd_text_cache_misses_total counter\n"
+                "# TYPE sd_text_cache_entries gauge\n");
+    for (i = 0; i < NGX_HTTP_SD_MAX_WORKERS; i++) {
+        if (shm->pid[i]) {
+            p = ngx_slprintf(p, last,
+                             "sd_text_cache_hits_total{worker=\"%ui\"} %uA\n"
+                             "sd_text_cache_misses_total{worker=\"%ui\"} "
+                             "%uA\n"
+                             "sd_text_cache_entries{worker=\"%ui\"} %uA\n",
+                             i, s->text_hits[i], i, s->text_misses[i], i,
+                             s->text_entries[i]);
         }
     }
 

@@ -200,6 +200,15 @@ static ngx_command_t  ngx_http_sd_commands[] = {
       offsetof(ngx_http_sd_main_conf_t, cache.timeout),
       NULL },
 
+    /* sd_text_cache N: prompts whose text conditioning each engine keeps
+       (the empty prompt besides); 0: none */
+    { ngx_string("sd_text_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, cache.text_cache),
+      NULL },
+
     /* sd_api: this location answers the A1111 API */
     { ngx_string("sd_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,

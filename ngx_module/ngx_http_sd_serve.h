@@ -34,6 +34,7 @@ typedef struct {
     size_t                     max_entry;
     ngx_msec_t                 timeout;
     ngx_msec_t                 log_interval;    /* memcached down: 1 line */
+    ngx_int_t                  text_cache;  /* the engine's, in prompts */
 } ngx_http_sd_cache_conf_t;
 
 
@@ -46,6 +47,9 @@ typedef struct {
     ngx_atomic_t               cache_stores;
     ngx_atomic_t               cache_errors;
     ngx_atomic_t               cache_too_large;
+    ngx_atomic_t               text_hits[128];  /* per worker slot */
+    ngx_atomic_t               text_misses[128];
+    ngx_atomic_t               text_entries[128];
 } ngx_http_sd_serve_shm_t;
 
 
@@ -73,6 +77,7 @@ char *ngx_http_sd_cache_memcached(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t ngx_http_sd_cache_lookup(ngx_http_request_t *r,
     struct ngx_http_sd_job_s *job, ngx_int_t cacheable);
 void ngx_http_sd_cache_store(struct ngx_http_sd_job_s *job);
+void ngx_http_sd_serve_job_end(struct ngx_http_sd_job_s *job);
 
 
 #endif /* _NGX_HTTP_SD_SERVE_H_INCLUDED_ */

@@ -178,3 +178,31 @@ def test_entry_size_limit(nginx_factory, memcached):
         assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
     assert metric(n, "sd_cache_too_large_total") == 2
     assert memcached.stats()["cmd_set"] == 0
+
+
+def text_cache(n):
+    text = n.get("/metrics").text
+    return [int(re.search(rf'(?m)^sd_text_cache_{k}\{{worker="\d+"\}} '
+                          rf'(\d+)$', text).group(1))
+            for k in ("hits_total", "misses_total", "entries")]
+
+
+def test_text_cache_metrics(nginx_factory):
+    # the engine's prompt cache (sd_text_cache, on by default): a prompt
+    # seen again is not encoded again, whatever the seed
+    n = nginx_factory()
+    for seed in (1, 2):
+        assert n.post("/sdapi/v1/txt2img",
+                      dict(FAST, seed=seed)).status_code == 200
+    assert text_cache(n) == [1, 1, 1]
+    # with cfg > 1 the empty negative prompt is encoded once, then kept
+    for seed in (3, 4):
+        assert n.post("/sdapi/v1/txt2img",
+                      dict(FAST, seed=seed, cfg_scale=2.0)).status_code == 200
+    assert text_cache(n) == [4, 2, 1]
+
+    off = nginx_factory(http="sd_text_cache 0;")
+    for seed in (1, 2):
+        assert off.post("/sdapi/v1/txt2img",
+                        dict(FAST, seed=seed)).status_code == 200
+    assert text_cache(off) == [0, 0, 0]
