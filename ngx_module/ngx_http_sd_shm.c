@@ -294,6 +294,12 @@ ngx_http_sd_slot_clear(ngx_uint_t slot)
     shm->memory[slot] = 0;
     shm->ready[slot] = 0;
     shm->pid[slot] = 0;
+
+    /* ngx_http_sd_breaker.c, ngx_http_sd_cache.c */
+    shm->serve.breaker[slot] = 0;
+    shm->serve.text_hits[slot] = 0;
+    shm->serve.text_misses[slot] = 0;
+    shm->serve.text_entries[slot] = 0;
 }
 
 
