@@ -21,6 +21,7 @@
 #include "image.h"
 #include "pipeline.h"
 #include "sd.h"
+#include "textcache.h"
 #ifdef SD_HAVE_CUDA
 #include "sd_cuda.h"
 #include "precision.h"
@@ -111,6 +112,7 @@ struct sd_engine {
     sd_backend         *be;
     sd_model           *model;
     pthread_mutex_t     lock;
+    sd_tcache          *tcache;         /* NULL: none; under lock */
     int                 cuda;           /* the backend is the GPU's */
     char                device[640];
 };
@@ -261,6 +263,15 @@ sd_engine_open(const sd_engine_config *cfg, sd_engine **out, char *errbuf,
     if (cfg->name && cfg->name[0]) {
         snprintf(e->model->name, sizeof(e->model->name), "%s", cfg->name);
     }
+    if (cfg->text_cache > 0) {
+        e->tcache = sd_tcache_new(cfg->text_cache);
+        if (e->tcache == NULL) {
+            sd_errorf(&err, SD_ERR_NOMEM, "out of memory: text cache");
+            set_errbuf(errbuf, errlen, &err);
+            sd_engine_close(e);
+            return SD_ERR_NOMEM;
+        }
+    }
     *out = e;
     return SD_OK;
 }
@@ -279,6 +290,7 @@ sd_engine_close(sd_engine *e)
     if (e == NULL) {
         return;
     }
+    sd_tcache_free(e->tcache);          /* its tensors: the backend's */
     sd_model_free(e->model);
     sd_backend_destroy(e->be);
     pthread_mutex_destroy(&e->lock);
@@ -304,6 +316,14 @@ size_t
 sd_engine_memory_bytes(const sd_engine *e)
 {
     return e->be->bytes_in_use;
+}
+
+
+void
+sd_engine_text_cache_stats(const sd_engine *e, uint64_t *hits,
+    uint64_t *misses, int *entries)
+{
+    sd_tcache_stats(e ? e->tcache : NULL, hits, misses, entries);
 }
 
 
@@ -485,6 +505,7 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
 {
     sd_pipe_args  a;
     sd_cond       c, n;
+    const sd_cond *cp = NULL, *np = NULL;
     uint64_t      seed, subseed;
     uint8_t      *rgb = NULL;
     sd_status     s;
@@ -510,10 +531,13 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
         return SD_ERR_NOMEM;
     }
 
-    SD_TRY_GOTO(s, sd_cond_encode(err, e->model, r->prompt, &c), out);
+    /* textcache.h: from the cache when the engine has one (clip skip: 0
+       until requests carry it) */
+    SD_TRY_GOTO(s, sd_tcache_get(err, e->tcache, e->model, r->prompt, 0, &c,
+                                 &cp), out);
     if (r->cfg_scale > 1.0f) {
-        SD_TRY_GOTO(s, sd_cond_encode(err, e->model, r->negative_prompt, &n),
-                    out);
+        SD_TRY_GOTO(s, sd_tcache_get(err, e->tcache, e->model,
+                                     r->negative_prompt, 0, &n, &np), out);
     }
 
     for (it = 0; it < r->n_iter; it++) {
@@ -524,8 +548,8 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
             a.subseeds[i] = subseed + k;
         }
         a.job = it;
-        SD_TRY_GOTO(s, sd_pipe_txt2img(err, e->model, &a, &c, &n, &rgb, NULL),
-                    out);
+        SD_TRY_GOTO(s, sd_pipe_txt2img(err, e->model, &a, cp, np ? np : &n,
+                                       &rgb, NULL), out);
         if (rgb == NULL) {
             break;              /* stopped before its first step */
         }

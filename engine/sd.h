@@ -73,6 +73,8 @@ typedef struct {
      * "mmdit"); NULL: the default policy.
      */
     const char     *fp8_keep;
+    /* prompts kept encoded (textcache.h), besides the empty one; 0: none */
+    int             text_cache;
 } sd_engine_config;
 
 void sd_engine_config_init(sd_engine_config *cfg);
@@ -97,6 +99,9 @@ size_t sd_engine_memory_bytes(const sd_engine *e);
  */
 sd_status sd_engine_gpu_memory(const sd_engine *e, size_t *used,
     size_t *total, char *errbuf, size_t errlen);
+/* The text-conditioning cache's counters; any thread may read them. */
+void sd_engine_text_cache_stats(const sd_engine *e, uint64_t *hits,
+    uint64_t *misses, int *entries);
 
 /*
  * The hash A1111 shows as "Model hash", of a model folder without loading

@@ -8,7 +8,8 @@
  *               [--precision ...] [--reps N]
  *
  * bench times a whole txt2img, component by component (load, text
- * encoding, each denoising step, the VAE decode, end to end) after a
+ * encoding, and the same through the text-conditioning cache as a miss
+ * and as a hit, each denoising step, the VAE decode, end to end) after a
  * warm-up run, as the median of --runs runs, and prints a table with the
  * memory each part holds. Steps are timed by synchronizing in the
  * pipeline's progress callback, so each step's time is its own.
@@ -32,6 +33,7 @@
 #include "pipeline.h"
 #include "safetensors.h"
 #include "sd_cli.h"
+#include "textcache.h"
 #ifdef SD_HAVE_CUDA
 #include "sd_cuda.h"
 #endif
@@ -136,6 +138,69 @@ print_memory(sd_model *m)
 }
 
 
+/*
+ * The text-conditioning cache: per run, the prompt and negative encoded
+ * into an empty cache (a miss), then asked again (a hit), each timed to a
+ * synchronized device; medians after a warm-up run.
+ */
+static int
+bench_text_get(sd_tcache *tc, sd_backend *be, sd_model *m,
+    const char *prompt, const char *negative, double *ms)
+{
+    sd_cond         tmp;
+    const sd_cond  *out;
+    sd_err          err = {0};
+    double          t0;
+
+    sd_backend_sync(&err, be);
+    t0 = now_s();
+    if (sd_tcache_get(&err, tc, m, prompt, 0, &tmp, &out) != SD_OK
+        || (negative && sd_tcache_get(&err, tc, m, negative, 0, &tmp, &out)
+                        != SD_OK))
+    {
+        return sd_cli_fail("encoding", &err);
+    }
+    sd_backend_sync(&err, be);
+    *ms = (now_s() - t0) * 1e3;
+    return 0;
+}
+
+
+static int
+bench_text_cache(sd_backend *be, sd_model *m, const char *prompt,
+    const char *negative, int runs, double *miss_ms, double *hit_ms)
+{
+    sd_tcache  *tc;
+    double      miss[SD_BENCH_MAX_RUNS], hit[SD_BENCH_MAX_RUNS], t;
+    int         r, rc;
+
+    for (r = -1; r < runs; r++) {
+        tc = sd_tcache_new(4);
+        if (tc == NULL) {
+            fprintf(stderr, "sd-cli: out of memory\n");
+            return 1;
+        }
+        rc = bench_text_get(tc, be, m, prompt, negative, &t);
+        if (rc == 0 && r >= 0) {
+            miss[r] = t;
+        }
+        if (rc == 0) {
+            rc = bench_text_get(tc, be, m, prompt, negative, &t);
+        }
+        if (rc == 0 && r >= 0) {
+            hit[r] = t;
+        }
+        sd_tcache_free(tc);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    *miss_ms = quantile(miss, runs, 0.5);
+    *hit_ms = quantile(hit, runs, 0.5);
+    return 0;
+}
+
+
 int
 sd_cli_bench(int argc, char **argv)
 {
@@ -148,6 +213,7 @@ sd_cli_bench(int argc, char **argv)
     double           cfg = 4.5, t0, t1, t2, t3, load_s;
     double           enc[SD_BENCH_MAX_RUNS], dec[SD_BENCH_MAX_RUNS];
     double           e2e[SD_BENCH_MAX_RUNS], *step_ms = NULL;
+    double           tc_miss = 0, tc_hit = 0;
     int              nstep = 0;
     sd_backend      *be = NULL;
     sd_model        *m = NULL;
@@ -262,6 +328,13 @@ sd_cli_bench(int argc, char **argv)
         }
     }
 
+    /* textcache.h: what a prompt seen again costs (sd_text_cache) */
+    if (bench_text_cache(be, m, prompt, cfg > 1.0 ? negative : NULL, runs,
+                         &tc_miss, &tc_hit) != 0)
+    {
+        goto out;
+    }
+
     printf("\n| %s, %dx%d, %d steps, cfg %.1f, batch %d, %s %s | |\n",
            m->name, width, height, steps, cfg, batch,
            device ? device : "cpu", precision ? precision : "");
@@ -269,6 +342,10 @@ sd_cli_bench(int argc, char **argv)
     printf("| load (weights + workspace sizing) | %.2f s |\n", load_s);
     printf("| text encoding (prompt + negative), median | %.1f ms |\n",
            quantile(enc, runs, 0.5));
+    printf("| text encoding, sd_text_cache miss (encode + keep), median | %.1f ms "
+           "|\n", tc_miss);
+    printf("| text encoding, sd_text_cache hit, median | %.3f ms |\n",
+           tc_hit);
     printf("| denoising step, median | %.2f ms |\n",
            quantile(step_ms, nstep, 0.5));
     printf("| denoising step, p90 | %.2f ms |\n",

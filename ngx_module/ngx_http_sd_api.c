@@ -1025,7 +1025,7 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
 {
     size_t                    nrefs;
     ngx_tm_t                  tm;
-    ngx_int_t                 rc, tq;
+    ngx_int_t                 rc, cacheable;
     sd_status                 status;
     ngx_http_sd_ctx_t        *ctx;
     ngx_http_sd_job_t        *job;
@@ -1071,6 +1071,10 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
         ngx_http_sd_job_free(job);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    /* ngx_http_sd_cache.c: seed -1 (or a random subseed) is never cached */
+    cacheable = (in->seed != -1
+                 && !(in->req.subseed_strength > 0 && in->subseed == -1));
 
     /* what the request left to the server's options and chance */
     if (in->rng < 0) {
@@ -1140,7 +1144,40 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
         }
     }
 
+    /* ngx_http_sd_cache.c: NGX_DONE, the lookup answers or queues */
+    rc = ngx_http_sd_cache_lookup(r, job, cacheable);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    return ngx_http_sd_txt2img_queue(r, job);
+}
+
+
+/*
+ * A txt2img job to the queue, past the circuit breaker: NGX_DONE, or the
+ * status of the answer sent; the job is freed unless queued.
+ */
+
+ngx_int_t
+ngx_http_sd_txt2img_queue(ngx_http_request_t *r, ngx_http_sd_job_t *job)
+{
+    time_t                   retry_after;
+    ngx_int_t                rc, tq;
+    ngx_http_sd_ctx_t       *ctx;
+    ngx_http_sd_loc_conf_t  *slcf;
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_sd_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_sd_module);
+
+    if (ngx_http_sd_breaker_admit(r, job, &retry_after) != NGX_OK) {
+        ngx_http_sd_job_free(job);
+        return ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "circuit breaker open", retry_after);
+    }
+
     if (ngx_http_sd_cv_int(r, slcf->tenant_queue, 0, &tq) != NGX_OK) {
+        ngx_http_sd_breaker_refused(job);
         ngx_http_sd_job_free(job);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1148,6 +1185,7 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
     rc = ngx_http_sd_enqueue(r, job, &ctx->tenant, tq);
 
     if (rc != NGX_DONE) {
+        ngx_http_sd_breaker_refused(job);
         ngx_http_sd_job_free(job);
     }
 
@@ -1324,6 +1362,9 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
     if (job->status != SD_OK) {
         return ngx_http_sd_job_error(r, job);
     }
+
+    /* ngx_http_sd_cache.c: a fixed-seed result, whole, for the next */
+    ngx_http_sd_cache_store(job);
 
     o = ngx_http_sd_info(job);
     if (o == NULL) {
@@ -2017,7 +2058,7 @@ ngx_http_sd_ping(ngx_http_request_t *r, cJSON *body)
     cJSON                 *o;
     ngx_int_t              rc;
     ngx_uint_t             def;
-    const char            *status;
+    const char            *status, *breaker;
     ngx_http_sd_worker_t  *w;
 
     w = &ngx_http_sd_worker;
@@ -2043,6 +2084,21 @@ ngx_http_sd_ping(ngx_http_request_t *r, cJSON *body)
     }
 
     cJSON_AddStringToObject(o, "status", status);
+
+    /* ngx_http_sd_breaker.c: an open breaker routes the probes away */
+    breaker = ngx_http_sd_breaker_state();
+
+    if (breaker) {
+        cJSON_AddStringToObject(o, "breaker", breaker);
+    }
+
+    if (breaker && ngx_strcmp(breaker, "open") == 0) {
+        cJSON_ReplaceItemInObject(o, "status",
+                                  cJSON_CreateString("breaker open"));
+        rc = ngx_http_sd_send_json(r, NGX_HTTP_SERVICE_UNAVAILABLE, o);
+        cJSON_Delete(o);
+        return rc;
+    }
 
     rc = ngx_http_sd_send_json(r, NGX_HTTP_OK, o);
     cJSON_Delete(o);

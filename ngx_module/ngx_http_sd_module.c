@@ -157,6 +157,69 @@ static ngx_command_t  ngx_http_sd_commands[] = {
       offsetof(ngx_http_sd_main_conf_t, test_gate),
       NULL },
 
+    /* ngx_http_sd_breaker.c: sd_breaker_failures N (0: off), within
+       sd_breaker_window TIME, open it for sd_breaker_cooldown TIME */
+    { ngx_string("sd_breaker_failures"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, breaker.failures),
+      NULL },
+
+    { ngx_string("sd_breaker_window"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, breaker.window),
+      NULL },
+
+    { ngx_string("sd_breaker_cooldown"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, breaker.cooldown),
+      NULL },
+
+    /* ngx_http_sd_cache.c: sd_cache_memcached HOST:PORT enables the
+       result cache; entries live sd_cache_ttl TIME, at most
+       sd_cache_max_entry SIZE; sd_cache_timeout TIME per operation */
+    { ngx_string("sd_cache_memcached"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_sd_cache_memcached,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("sd_cache_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, cache.ttl),
+      NULL },
+
+    { ngx_string("sd_cache_max_entry"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, cache.max_entry),
+      NULL },
+
+    { ngx_string("sd_cache_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, cache.timeout),
+      NULL },
+
+    /* sd_text_cache N: prompts whose text conditioning each engine keeps
+       (the empty prompt besides); 0: none */
+    { ngx_string("sd_text_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, cache.text_cache),
+      NULL },
+
     /* sd_api: this location answers the A1111 API */
     { ngx_string("sd_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -325,6 +388,8 @@ ngx_http_sd_create_main_conf(ngx_conf_t *cf)
     smcf->parallel = NGX_CONF_UNSET_UINT;
     smcf->shm_size = NGX_CONF_UNSET_SIZE;
     smcf->shutdown_timeout = NGX_CONF_UNSET_MSEC;
+    ngx_http_sd_breaker_conf_create(&smcf->breaker);
+    ngx_http_sd_cache_conf_create(&smcf->cache);
 
     return smcf;
 }
@@ -348,6 +413,8 @@ ngx_http_sd_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(smcf->parallel, 1);
     ngx_conf_init_size_value(smcf->shm_size, 1024 * 1024);
     ngx_conf_init_msec_value(smcf->shutdown_timeout, 300000);
+    ngx_http_sd_breaker_conf_merge(&smcf->breaker);
+    ngx_http_sd_cache_conf_merge(&smcf->cache);
 
     if (smcf->pool_name.data == NULL) {
         ngx_str_set(&smcf->pool_name, "default");

@@ -29,6 +29,7 @@
 
 #include "sd.h"
 #include "ngx_http_sd_parse.h"
+#include "ngx_http_sd_serve.h"
 
 
 #define NGX_HTTP_SD_VERSION          "0.1.0"
@@ -41,7 +42,7 @@
 #define NGX_HTTP_SD_HIST_BUCKETS     12
 
 /* the zone's layout: a reload onto another layout is refused */
-#define NGX_HTTP_SD_SHM_MAGIC        0x73640a02
+#define NGX_HTTP_SD_SHM_MAGIC        0x73640a03
 
 /* defaults of the location limits (sd_max_*) */
 #define NGX_HTTP_SD_DEF_MAX_PIXELS   (2048 * 2048)
@@ -127,6 +128,8 @@ typedef struct {
     ngx_shm_zone_t            *shm_zone;
     ngx_msec_t                 shutdown_timeout;
     ngx_str_t                  test_gate;   /* tests: a folder, or empty */
+    ngx_http_sd_breaker_conf_t breaker;     /* ngx_http_sd_breaker.c */
+    ngx_http_sd_cache_conf_t   cache;       /* ngx_http_sd_cache.c */
     ngx_flag_t                 used;        /* some location has sd_api */
 } ngx_http_sd_main_conf_t;
 
@@ -230,6 +233,7 @@ typedef struct {
     ngx_http_sd_shm_tenant_t   tenants[NGX_HTTP_SD_MAX_TENANTS];
     ngx_http_sd_shm_task_t     tasks[NGX_HTTP_SD_MAX_TASKS];
     ngx_http_sd_shm_ops_t      ops;
+    ngx_http_sd_serve_shm_t    serve;       /* breaker, result cache */
 } ngx_http_sd_shm_t;
 
 
@@ -306,6 +310,8 @@ struct ngx_http_sd_job_s {
     char                      *gate;        /* sd_test_gate file, or NULL */
     int                        gate_step;   /* -1: none; the thread's */
     int                        it;          /* the thread's iteration */
+    u_char                     cache_key[NGX_HTTP_SD_CACHE_KEY_LEN];
+                                            /* "": not cached */
 
     /* shared with the thread */
     volatile int               cancel;
@@ -375,6 +381,8 @@ ngx_int_t ngx_http_sd_send_500(ngx_http_request_t *r, const char *error,
 ngx_int_t ngx_http_sd_txt2img_respond(ngx_http_request_t *r,
     ngx_http_sd_job_t *job);
 ngx_uint_t ngx_http_sd_route_unparsed(ngx_http_request_t *r);
+ngx_int_t ngx_http_sd_txt2img_queue(ngx_http_request_t *r,
+    ngx_http_sd_job_t *job);
 
 /* ngx_http_sd_queue.c */
 ngx_int_t ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,

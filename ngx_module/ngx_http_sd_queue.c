@@ -749,6 +749,11 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
         job->slot->skipped = 0;
         job->last_step_ns = ngx_http_sd_mono_ns();
 
+        if (ngx_http_sd_breaker_injected(job->err, sizeof(job->err))) {
+            job->status = SD_ERR_BACKEND;   /* tests: see the breaker */
+            break;
+        }
+
         rc = sd_generate(job->engine, &req, ngx_http_sd_job_progress, job,
                          &job->cancel, &job->results[it], job->err,
                          sizeof(job->err));
@@ -896,6 +901,8 @@ ngx_http_sd_job_end(ngx_http_sd_job_t *job)
 
     (void) ngx_atomic_fetch_add(&w->shm->images, n);
     (void) ngx_atomic_fetch_add(&t->shm->images, n);
+
+    ngx_http_sd_serve_job_end(job);     /* breaker, text cache stats */
 
     if (job->status == SD_ERR_CANCELLED) {
         (void) ngx_atomic_fetch_add(&w->shm->jobs_cancelled, 1);
@@ -1180,6 +1187,7 @@ ngx_http_sd_model_open_thread(void *data, ngx_log_t *log)
     cfg.precision = (sd_precision) smcf->precision;
     cfg.threads = (int) smcf->cpu_threads;
     cfg.ws_bytes = smcf->gpu_ws_bytes;
+    cfg.text_cache = (int) smcf->cache.text_cache;
     if (smcf->gpu_ws_width > 0) {
         cfg.ws_width = (int) smcf->gpu_ws_width;
         cfg.ws_height = (int) smcf->gpu_ws_height;

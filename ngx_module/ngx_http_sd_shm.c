@@ -294,6 +294,12 @@ ngx_http_sd_slot_clear(ngx_uint_t slot)
     shm->memory[slot] = 0;
     shm->ready[slot] = 0;
     shm->pid[slot] = 0;
+
+    /* ngx_http_sd_breaker.c, ngx_http_sd_cache.c */
+    shm->serve.breaker[slot] = 0;
+    shm->serve.text_hits[slot] = 0;
+    shm->serve.text_misses[slot] = 0;
+    shm->serve.text_entries[slot] = 0;
 }
 
 
@@ -646,7 +652,8 @@ ngx_http_sd_metrics_handler(ngx_http_request_t *r)
            + NGX_HTTP_SD_MAX_WORKERS * 5 * 64
            + NGX_HTTP_SD_MAX_TENANTS * 5 * (2 * NGX_HTTP_SD_NAME_LEN + 64)
            + 2 * NGX_HTTP_SD_HIST_BUCKETS * 80
-           + ngx_http_sd_ops_metrics_size();
+           + ngx_http_sd_ops_metrics_size()
+           + ngx_http_sd_serve_metrics_size();
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -779,6 +786,7 @@ ngx_http_sd_metrics_handler(ngx_http_request_t *r)
     }
 
     p = ngx_http_sd_ops_metrics(p, last);
+    p = ngx_http_sd_serve_metrics(p, last);
 
     b->last = p;
     b->last_buf = (r == r->main) ? 1 : 0;

@@ -255,7 +255,8 @@ HOSTILE = [
     (b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", 405),
     (b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: x\r\n"
      b"Transfer-Encoding: gzip\r\n\r\n", 501),
-    (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404),
+    (b"GET /no/such/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+     404),
     (b"GET /nothing.html HTTP/1.1\r\nHost: x\r\nConnection: close"
      b"\r\n\r\n", 404),
     (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"y" * 9000 + b"\r\n\r\n",
