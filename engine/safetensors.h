@@ -43,6 +43,14 @@ typedef struct {
     const void     *data;           /* into the mapping; read-only */
     size_t          nbytes;
     const char     *file;           /* path of the file holding it */
+    /*
+     * FP8 weights stored with a scale (ComfyUI scale_weight / weight_scale):
+     * F32 host copy of the dequantization scale(s), x = fp8 * scale; 1 or
+     * shape[0] values. NULL for plain-cast F8 (scale 1) and other dtypes.
+     */
+    const float    *scale;
+    int64_t         n_scale;
+    float           input_scale;    /* scale_input / input_scale, 0: none */
 } sd_st_tensor;
 
 
@@ -68,7 +76,8 @@ const char *sd_st_metadata(const sd_st *st, const char *key);
 
 /*
  * Convert a tensor of any float or integer dtype to float32; dst holds
- * numel floats. Conversions are exact (bf16, f16, fp8 are subsets of f32).
+ * numel floats. Conversions are exact (bf16, f16, fp8 are subsets of f32);
+ * F8_E4M3 / F8_E5M2 tensors with a scale are dequantized (x = fp8 * scale).
  */
 sd_status sd_st_read_f32(sd_err *err, const sd_st_tensor *t, float *dst);
 
