@@ -104,4 +104,17 @@ typedef struct {
 sd_status sd_st_write(sd_err *err, const char *path, const sd_st_out *t,
     size_t n);
 
+
+/*
+ * For checkpoint adapters (ckpt.c): memory owned by the set (zeroed, freed
+ * at close), mutable records, and views added under new names (a copy of
+ * the record t; its data must live as long as the set). Lookups see added
+ * views only after sd_st_reindex().
+ */
+void *sd_st_hold(sd_err *err, sd_st *st, size_t size, const char *what);
+sd_st_tensor *sd_st_at_mut(sd_st *st, size_t i);
+sd_status sd_st_add_view(sd_err *err, sd_st *st, const sd_st_tensor *t,
+    const char *name);
+sd_status sd_st_reindex(sd_err *err, sd_st *st);
+
 #endif /* SD_SAFETENSORS_H */
