@@ -121,11 +121,10 @@ static void
 sd_fp8_quantize_block(const float *x, int64_t n, float scale, uint8_t *q)
 {
     int64_t  i;
-    float    inv;
 
-    inv = 1.0f / scale;
+    /* a division, as torch's (w / scale).to(float8_e4m3fn) does */
     for (i = 0; i < n; i++) {
-        q[i] = sd_f32_to_e4m3(x[i] * inv);
+        q[i] = sd_f32_to_e4m3(x[i] / scale);
     }
 }
 
