@@ -762,6 +762,52 @@ test_pipeline_fp8(void)
 }
 
 
+/* sd-cli quantize, fp8-model and txt2img on the result, from outside. */
+static void
+test_cli(void)
+{
+    int          rc;
+    char         model[512], cmd[4096], out[4096];
+    FILE        *p;
+    size_t       n;
+    const char  *cli = getenv("SD_CLI");
+
+    cli = (cli && *cli) ? cli : "build/sd-cli";
+    tiny_dir(model, sizeof(model));
+    if (access(cli, X_OK) != 0 || access(model, R_OK) != 0) {
+        T_SKIP("no %s or no fixture", cli);
+        return;
+    }
+
+    snprintf(cmd, sizeof(cmd),
+             "%s quantize '%s' '%s/cli.safetensors' --keep adaln,bogus 2>&1;"
+             " echo rc=$?;"
+             " %s quantize '%s' '%s/cli.safetensors' --scale channel >/dev/null"
+             " && %s fp8-model '%s/climodel' --base '%s'"
+             " --file '%s/cli.safetensors'"
+             " && %s txt2img --model '%s/climodel' --prompt fox --width 64"
+             " --height 64 --steps 2 --output '%s/cli.png' >/dev/null;"
+             " echo rc=$?",
+             cli, model, tdir, cli, model, tdir, cli, tdir, model, tdir,
+             cli, tdir, tdir);
+    p = popen(cmd, "r");
+    n = p ? fread(out, 1, sizeof(out) - 1, p) : 0;
+    out[n] = '\0';
+    rc = p ? pclose(p) : -1;
+
+    T_CHECK(rc == 0 && strstr(out, "unknown layer kind \"bogus\"") != NULL
+            && strstr(out, "rc=1") != NULL,
+            "quantize --keep bogus must fail naming it: %s", out);
+    T_CHECK(strstr(out, "transformer: ") != NULL
+            && strstr(out, "text_encoder_3: ") != NULL
+            && strstr(out, "rc=0") != NULL,
+            "quantize, fp8-model, txt2img: %s", out);
+    snprintf(cmd, sizeof(cmd), "%s/cli.png", tdir);
+    T_CHECK(access(cmd, R_OK) == 0, "txt2img from the FP8 folder wrote no "
+            "PNG");
+}
+
+
 int
 main(void)
 {
@@ -779,6 +825,7 @@ main(void)
     test_policy();
     test_key_map();
     test_pipeline_fp8();
+    test_cli();
 
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tdir);
     if (system(cmd) != 0) {
