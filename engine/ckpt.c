@@ -137,8 +137,8 @@ sd_ckpt_read_scale(sd_err *err, sd_st *st, const sd_st_tensor *w,
     int      fits;
 
     if (!sd_ckpt_is_float(s->dtype)) {
-        return sd_errorf(err, SD_ERR_FORMAT, "tensor \"%s\": scale dtype "
-                         "%s, expected F32", s->name,
+        return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": tensor \"%s\": scale "
+                         "dtype %s, expected F32", s->file, s->name,
                          sd_dtype_name(s->dtype));
     }
 
@@ -148,9 +148,9 @@ sd_ckpt_read_scale(sd_err *err, sd_st *st, const sd_st_tensor *w,
                && (s->ndim == 1 || (s->ndim == 2 && s->shape[1] == 1)));
     if (!fits) {
         sd_ckpt_shape_str(shape, sizeof(shape), s);
-        return sd_errorf(err, SD_ERR_FORMAT, "tensor \"%s\": shape %s does "
-                         "not fit weight \"%s\" (%lld rows): one value%s "
-                         "expected", s->name, shape, w->name,
+        return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": tensor \"%s\": shape "
+                         "%s does not fit weight \"%s\" (%lld rows): one "
+                         "value%s expected", s->file, s->name, shape, w->name,
                          (long long) rows,
                          per_row_ok ? " or one per row" : "");
     }
@@ -163,9 +163,10 @@ sd_ckpt_read_scale(sd_err *err, sd_st *st, const sd_st_tensor *w,
 
     for (i = 0; i < s->numel; i++) {
         if (!isfinite(v[i]) || !(v[i] > 0.0f)) {
-            return sd_errorf(err, SD_ERR_FORMAT, "tensor \"%s\": value %g "
-                             "at %lld is not a positive finite scale",
-                             s->name, (double) v[i], (long long) i);
+            return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": tensor \"%s\": "
+                             "value %g at %lld is not a positive finite "
+                             "scale", s->file, s->name, (double) v[i],
+                             (long long) i);
         }
     }
 
@@ -186,9 +187,10 @@ sd_ckpt_check_quant(sd_err *err, const sd_st_tensor *cq,
     const cJSON  *fmt;
 
     if (cq->dtype != SD_DT_U8 || cq->ndim != 1) {
-        return sd_errorf(err, SD_ERR_FORMAT, "tensor \"%s\": expected U8 "
-                         "bytes of a JSON object, got %s with %d "
-                         "dimensions", cq->name, sd_dtype_name(cq->dtype),
+        return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": tensor \"%s\": "
+                         "expected U8 bytes of a JSON object, got %s with %d "
+                         "dimensions", cq->file, cq->name,
+                         sd_dtype_name(cq->dtype),
                          cq->ndim);
     }
 
@@ -196,8 +198,9 @@ sd_ckpt_check_quant(sd_err *err, const sd_st_tensor *cq,
     fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
     if (!cJSON_IsString(fmt)) {
         cJSON_Delete(root);
-        return sd_errorf(err, SD_ERR_FORMAT, "tensor \"%s\": not a JSON "
-                         "object with a \"format\" string", cq->name);
+        return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": tensor \"%s\": not "
+                         "a JSON object with a \"format\" string", cq->file,
+                         cq->name);
     }
 
     s = SD_OK;
@@ -206,16 +209,17 @@ sd_ckpt_check_quant(sd_err *err, const sd_st_tensor *cq,
     } else if (strncmp(fmt->valuestring, "float8_e5m2", 11) == 0) {
         want = SD_DT_F8_E5M2;
     } else {
-        s = sd_errorf(err, SD_ERR_UNSUPPORTED, "tensor \"%s\": format "
-                      "\"%s\" is not supported (float8_e4m3fn, float8_e5m2)",
-                      cq->name, fmt->valuestring);
+        s = sd_errorf(err, SD_ERR_UNSUPPORTED, "\"%s\": tensor \"%s\": "
+                      "format \"%s\" is not supported (float8_e4m3fn, "
+                      "float8_e5m2)", cq->file, cq->name, fmt->valuestring);
         cJSON_Delete(root);
         return s;
     }
 
     if (w->dtype != want) {
-        s = sd_errorf(err, SD_ERR_FORMAT, "tensor \"%s\": format \"%s\" but "
-                      "\"%s\" is %s", cq->name, fmt->valuestring, w->name,
+        s = sd_errorf(err, SD_ERR_FORMAT, "\"%s\": tensor \"%s\": format "
+                      "\"%s\" but \"%s\" is %s", cq->file, cq->name,
+                      fmt->valuestring, w->name,
                       sd_dtype_name(w->dtype));
     }
     cJSON_Delete(root);
@@ -265,9 +269,10 @@ sd_ckpt_attach_one(sd_err *err, sd_st *st, sd_st_tensor *w)
     sc = sd_ckpt_find2(st, base, "weight_scale", "scale_weight", name,
                        sizeof(name));
     if (sc == NULL && cq != NULL) {
-        return sd_errorf(err, SD_ERR_FORMAT, "tensor \"%s.weight_scale\": "
-                         "missing (\"%s.comfy_quant\" marks \"%s\" as scaled "
-                         "FP8)", base, base, w->name);
+        return sd_errorf(err, SD_ERR_FORMAT, "\"%s\": tensor "
+                         "\"%s.weight_scale\": missing (\"%s.comfy_quant\" "
+                         "marks \"%s\" as scaled FP8)", w->file, base, base,
+                         w->name);
     }
 
     if (sc != NULL) {
