@@ -751,6 +751,7 @@ sd_ckpt_w_add(sd_err *err, sd_ckpt_writer *w, const char *name, sd_dtype dt,
 /*
  * One output tensor "<oname>" (a name ending ".weight" or ".bias") from the
  * F32 values x of shape; quantized if the policy wants kind_name in FP8.
+ * x stays the caller's: what is written is a copy (FP8, BF16 or F32).
  */
 static sd_status
 sd_ckpt_w_emit(sd_err *err, sd_ckpt_writer *w, const char *oname,
@@ -774,7 +775,13 @@ sd_ckpt_w_emit(sd_err *err, sd_ckpt_writer *w, const char *oname,
 
     if (!sd_fp8_wanted(kind_name, ndim, shape, w->keep)) {
         if (keep_f32) {
-            return sd_ckpt_w_add(err, w, oname, SD_DT_F32, ndim, shape, x);
+            sc = sd_ckpt_w_alloc(err, w, (size_t) numel * sizeof(float),
+                                 "f32 tensor");
+            if (sc == NULL) {
+                return SD_ERR_NOMEM;
+            }
+            memcpy(sc, x, (size_t) numel * sizeof(float));
+            return sd_ckpt_w_add(err, w, oname, SD_DT_F32, ndim, shape, sc);
         }
         h = sd_ckpt_w_alloc(err, w, (size_t) numel * 2, "bf16 tensor");
         if (h == NULL) {
@@ -816,21 +823,24 @@ sd_ckpt_w_emit(sd_err *err, sd_ckpt_writer *w, const char *oname,
 }
 
 
-/* The F32 values of tensor t, in a writer-owned buffer. */
+/* Tensor t written through F32 (quantized or widened FP8 to BF16). */
 static sd_status
-sd_ckpt_w_read(sd_err *err, sd_ckpt_writer *w, const sd_st_tensor *t,
-    float **out)
+sd_ckpt_w_convert(sd_err *err, sd_ckpt_writer *w, const sd_st_tensor *t,
+    const char *oname)
 {
-    float  *x;
+    float      *x;
+    sd_status   s;
 
-    x = sd_ckpt_w_alloc(err, w, (size_t) t->numel * sizeof(float),
-                        "f32 tensor");
+    x = sd_malloc(err, (size_t) t->numel * sizeof(float), "f32 tensor");
     if (x == NULL) {
         return SD_ERR_NOMEM;
     }
-    SD_TRY(sd_st_read_f32(err, t, x));
-    *out = x;
-    return SD_OK;
+    s = sd_st_read_f32(err, t, x);
+    if (s == SD_OK) {
+        s = sd_ckpt_w_emit(err, w, oname, t->name, t->ndim, t->shape, x, 0);
+    }
+    free(x);
+    return s;
 }
 
 
@@ -844,6 +854,7 @@ sd_ckpt_w_mmdit_key(sd_err *err, sd_ckpt_writer *w, const sd_st *st,
     float               *x, *tmp;
     size_t               half;
     int64_t              shape[SD_ST_MAX_DIMS], off;
+    sd_status            s;
     const sd_st_tensor  *p[3];
 
     nb = sd_ckpt_mmdit_names(key, nlayers, names, &swap);
@@ -874,36 +885,46 @@ sd_ckpt_w_mmdit_key(sd_err *err, sd_ckpt_writer *w, const sd_st *st,
     memcpy(shape, p[0]->shape, sizeof(shape));
     shape[0] *= nb;
 
-    x = sd_ckpt_w_alloc(err, w, (size_t) p[0]->numel * (size_t) nb
-                        * sizeof(float), "f32 tensor");
-    if (x == NULL) {
-        return SD_ERR_NOMEM;
-    }
-    for (j = 0, off = 0; j < nb; j++, off += p[0]->numel) {
-        SD_TRY(sd_st_read_f32(err, p[j], x + off));
-    }
-
-    if (swap) {
-        if (shape[0] % 2 != 0) {
-            return sd_errorf(err, SD_ERR_FORMAT, "tensor \"%s\": odd rows, "
-                             "cannot swap halves", names[0]);
-        }
-        half = (size_t) p[0]->numel / 2;
-        tmp = sd_malloc(err, half * sizeof(float), "swap buffer");
-        if (tmp == NULL) {
-            return SD_ERR_NOMEM;
-        }
-        memcpy(tmp, x, half * sizeof(float));
-        memmove(x, x + half, half * sizeof(float));
-        memcpy(x + half, tmp, half * sizeof(float));
-        free(tmp);
-    }
-
     k = snprintf(oname, sizeof(oname), "%s%s", SD_CKPT_MMDIT_PREFIX, key);
     if (k < 0 || (size_t) k >= sizeof(oname)) {
         return sd_errorf(err, SD_ERR_INVALID, "name \"%s\" too long", key);
     }
-    return sd_ckpt_w_emit(err, w, oname, names[0], p[0]->ndim, shape, x, f32);
+    if (swap && shape[0] % 2 != 0) {
+        return sd_errorf(err, SD_ERR_FORMAT, "tensor \"%s\": odd rows, "
+                         "cannot swap halves", names[0]);
+    }
+
+    /* x: (nb x rows, ...) the parts one after another */
+    x = sd_malloc(err, (size_t) p[0]->numel * (size_t) nb * sizeof(float),
+                  "f32 tensor");
+    tmp = NULL;
+    if (x == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    s = SD_OK;
+    for (j = 0, off = 0; j < nb && s == SD_OK; j++, off += p[0]->numel) {
+        s = sd_st_read_f32(err, p[j], x + off);
+    }
+
+    if (s == SD_OK && swap) {
+        half = (size_t) p[0]->numel / 2;
+        tmp = sd_malloc(err, half * sizeof(float), "swap buffer");
+        if (tmp == NULL) {
+            s = SD_ERR_NOMEM;
+        } else {
+            memcpy(tmp, x, half * sizeof(float));
+            memmove(x, x + half, half * sizeof(float));
+            memcpy(x + half, tmp, half * sizeof(float));
+        }
+    }
+
+    if (s == SD_OK) {
+        s = sd_ckpt_w_emit(err, w, oname, names[0], p[0]->ndim, shape, x,
+                           f32);
+    }
+    free(tmp);
+    free(x);
+    return s;
 }
 
 
@@ -950,7 +971,6 @@ sd_ckpt_w_prefixed(sd_err *err, sd_ckpt_writer *w, const sd_st *st,
     const char *prefix)
 {
     char                 oname[SD_CKPT_NAME + 64];
-    float               *x;
     size_t               i;
     const sd_st_tensor  *t;
 
@@ -966,9 +986,7 @@ sd_ckpt_w_prefixed(sd_err *err, sd_ckpt_writer *w, const sd_st *st,
                                  t->data));
             continue;
         }
-        SD_TRY(sd_ckpt_w_read(err, w, t, &x));
-        SD_TRY(sd_ckpt_w_emit(err, w, oname, t->name, t->ndim, t->shape, x,
-                              0));
+        SD_TRY(sd_ckpt_w_convert(err, w, t, oname));
     }
     return SD_OK;
 }
