@@ -4,7 +4,8 @@
  * scale tensors (small files written here), the ComfyUI / SAI key map on a
  * file built from the tiny fixture transformer (our writer and an
  * independent Python writer, tests/fp8/comfy_fp8.py), quantize-at-load, and
- * the tiny pipeline's final latents from the FP8 file against BF16.
+ * the tiny pipeline's final latents from the FP8 file against BF16 (on
+ * the backend of SD_TEST_DEVICE, as the golden tests: cpu, cuda, cuda-bf16).
  *
  * Invariant: every comparison between two FP8 paths is exact (the same
  * codes times the same scales); only FP8 against BF16 has a tolerance.
@@ -677,7 +678,7 @@ latents(const char *model, float **out, size_t *n)
     a.batch = 1;
     a.rng = SD_RNG_CPU;
 
-    if (sd_backend_cpu_create(&err, 0, &be) != SD_OK
+    if (t_backend(&err, &be) != SD_OK
         || sd_model_load(&err, be, model, SD_PART_ALL, &m) != SD_OK)
     {
         T_CHECK(0, "%s: %s", model, err.msg);
