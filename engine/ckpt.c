@@ -552,6 +552,157 @@ sd_ckpt_map_prefix(sd_err *err, sd_st *st, const char *prefix)
 }
 
 
+/* ---- the LDM VAE key map ---------------------------------------------- */
+
+
+/*
+ * key (without "first_stage_model."): its diffusers AutoencoderKL name, as
+ * diffusers' convert_ldm_vae_checkpoint; nup: the decoder's up blocks
+ * (LDM numbers them from the bottom, diffusers from the top). *flat: a
+ * conv-shaped attention weight to view as a linear one. 0: not mapped.
+ */
+static int
+sd_ckpt_vae_name(const char *key, int nup, char *out, size_t len, int *flat)
+{
+    int          i, j, n;
+    char         part[16], rest[256];
+    const char  *p;
+
+    static const struct {
+        const char  *ldm, *diff;
+    } attn[] = {
+        { "norm.", "group_norm." }, { "q.", "to_q." }, { "k.", "to_k." },
+        { "v.", "to_v." }, { "proj_out.", "to_out.0." },
+    };
+
+    *flat = 0;
+    if (strncmp(key, "encoder.", 8) == 0) {
+        strcpy(part, "encoder");
+        p = key + 8;
+    } else if (strncmp(key, "decoder.", 8) == 0) {
+        strcpy(part, "decoder");
+        p = key + 8;
+    } else {
+        return 0;                   /* quant_conv: SD3's VAE has none */
+    }
+
+    if (strncmp(p, "norm_out.", 9) == 0) {
+        n = snprintf(out, len, "%s.conv_norm_out.%s", part, p + 9);
+
+    } else if (strncmp(p, "conv_in.", 8) == 0
+               || strncmp(p, "conv_out.", 9) == 0)
+    {
+        n = snprintf(out, len, "%s.%s", part, p);
+
+    } else if (sscanf(p, "down.%d.block.%d.%255s", &i, &j, rest) == 3) {
+        if (strncmp(rest, "nin_shortcut.", 13) == 0) {
+            n = snprintf(out, len, "%s.down_blocks.%d.resnets.%d."
+                         "conv_shortcut.%s", part, i, j, rest + 13);
+        } else {
+            n = snprintf(out, len, "%s.down_blocks.%d.resnets.%d.%s", part,
+                         i, j, rest);
+        }
+
+    } else if (sscanf(p, "down.%d.downsample.conv.%255s", &i, rest) == 2) {
+        n = snprintf(out, len, "%s.down_blocks.%d.downsamplers.0.conv.%s",
+                     part, i, rest);
+
+    } else if (sscanf(p, "up.%d.block.%d.%255s", &i, &j, rest) == 3) {
+        if (i < 0 || i >= nup) {
+            return 0;
+        }
+        if (strncmp(rest, "nin_shortcut.", 13) == 0) {
+            n = snprintf(out, len, "%s.up_blocks.%d.resnets.%d."
+                         "conv_shortcut.%s", part, nup - 1 - i, j, rest + 13);
+        } else {
+            n = snprintf(out, len, "%s.up_blocks.%d.resnets.%d.%s", part,
+                         nup - 1 - i, j, rest);
+        }
+
+    } else if (sscanf(p, "up.%d.upsample.conv.%255s", &i, rest) == 2) {
+        if (i < 0 || i >= nup) {
+            return 0;
+        }
+        n = snprintf(out, len, "%s.up_blocks.%d.upsamplers.0.conv.%s", part,
+                     nup - 1 - i, rest);
+
+    } else if (sscanf(p, "mid.block_%d.%255s", &i, rest) == 2) {
+        if (i < 1 || i > 2) {
+            return 0;
+        }
+        if (strncmp(rest, "nin_shortcut.", 13) == 0) {
+            n = snprintf(out, len, "%s.mid_block.resnets.%d.conv_shortcut.%s",
+                         part, i - 1, rest + 13);
+        } else {
+            n = snprintf(out, len, "%s.mid_block.resnets.%d.%s", part, i - 1,
+                         rest);
+        }
+
+    } else if (strncmp(p, "mid.attn_1.", 11) == 0) {
+        p += 11;
+        for (i = 0; i < 5; i++) {
+            if (strncmp(p, attn[i].ldm, strlen(attn[i].ldm)) == 0) {
+                break;
+            }
+        }
+        if (i == 5) {
+            return 0;
+        }
+        n = snprintf(out, len, "%s.mid_block.attentions.0.%s%s", part,
+                     attn[i].diff, p + strlen(attn[i].ldm));
+        *flat = i > 0;
+
+    } else {
+        return 0;
+    }
+
+    return n > 0 && (size_t) n < len;
+}
+
+
+static sd_status
+sd_ckpt_map_vae(sd_err *err, sd_st *st)
+{
+    int            nup, flat;
+    char           name[SD_CKPT_NAME], up[64];
+    size_t         i, n, plen;
+    const char    *prefix;
+    sd_st_tensor   v;
+
+    if (sd_st_find(st, "first_stage_model.decoder.mid.block_1.conv1.weight")
+        != NULL)
+    {
+        prefix = "first_stage_model.";
+    } else if (sd_st_find(st, "decoder.mid.block_1.conv1.weight") != NULL) {
+        prefix = "";
+    } else {
+        return SD_OK;                           /* diffusers names */
+    }
+
+    plen = strlen(prefix);
+    snprintf(up, sizeof(up), "%sdecoder.up.", prefix);
+    nup = sd_ckpt_count_blocks(st, up);
+
+    n = sd_st_count(st);
+    for (i = 0; i < n; i++) {
+        v = *sd_st_at(st, i);
+        if (strncmp(v.name, prefix, plen) != 0
+            || !sd_ckpt_vae_name(v.name + plen, nup, name, sizeof(name),
+                                 &flat))
+        {
+            continue;
+        }
+        if (flat && v.ndim == 4 && v.shape[2] == 1 && v.shape[3] == 1) {
+            v.ndim = 2;                         /* (C, C, 1, 1) as (C, C) */
+        } else if (flat && v.ndim == 3 && v.shape[2] == 1) {
+            v.ndim = 2;
+        }
+        SD_TRY(sd_st_add_view(err, st, &v, name));
+    }
+    return sd_st_reindex(err, st);
+}
+
+
 static sd_status
 sd_ckpt_map_component(sd_err *err, sd_st *st, const char *comp)
 {
@@ -559,6 +710,9 @@ sd_ckpt_map_component(sd_err *err, sd_st *st, const char *comp)
 
     if (strcmp(comp, "transformer") == 0) {
         return sd_ckpt_map_mmdit(err, st);
+    }
+    if (strcmp(comp, "vae") == 0) {
+        return sd_ckpt_map_vae(err, st);
     }
     for (i = 0; i < SD_CKPT_NTEXT; i++) {
         if (strcmp(comp, sd_ckpt_text_prefixes[i].component) == 0) {

@@ -27,10 +27,11 @@ sd_status sd_ckpt_attach_scales(sd_err *err, sd_st *st);
 /*
  * If st holds a single-file layout for the component named by the last
  * part of dir ("transformer", "text_encoder", "text_encoder_2",
- * "text_encoder_3"), add views under the diffusers names: MMDiT keys
+ * "text_encoder_3", "vae"), add views under the diffusers names: MMDiT keys
  * (model.diffusion_model.joint_blocks.N..., fused qkv split into views,
- * adaLN halves of the final layers swapped into copies), and the text
- * encoders' "text_encoders.{clip_l,clip_g,t5xxl}.transformer." prefixes.
+ * adaLN halves of the final layers swapped into copies), the text
+ * encoders' "text_encoders.{clip_l,clip_g,t5xxl}.transformer." prefixes,
+ * and the LDM VAE ("first_stage_model.encoder.down.N.block.M...").
  * Other folders and diffusers files are left as they are.
  */
 sd_status sd_ckpt_map_layout(sd_err *err, sd_st *st, const char *dir);

@@ -70,7 +70,7 @@ sd_cli_usage(void)
         "         [--keep KIND,...|default|none]\n"
         "  sd-cli fp8-model OUT_DIR --base DIR [--file F] [--transformer F]\n"
         "         [--text-encoder F] [--text-encoder-2 F] "
-        "[--text-encoder-3 F]\n"
+        "[--text-encoder-3 F] [--vae F]\n"
         "encode and txt2img also take --device cpu|cuda[:N] and --precision "
         "fp32|bf16.\n");
     return 2;

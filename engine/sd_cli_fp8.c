@@ -165,6 +165,7 @@ file_has(const char *file, const char *comp)
         { "text_encoder",   "text_encoders.clip_l.transformer." },
         { "text_encoder_2", "text_encoders.clip_g.transformer." },
         { "text_encoder_3", "text_encoders.t5xxl.transformer." },
+        { "vae",            "first_stage_model." },
     };
 
     if (sd_st_open(&err, file, &st) != SD_OK) {
@@ -188,7 +189,7 @@ file_has(const char *file, const char *comp)
 
 /*
  * fp8-model OUT --base DIR [--file F] [--transformer F] [--text-encoder F]
- *   [--text-encoder-2 F] [--text-encoder-3 F]
+ *   [--text-encoder-2 F] [--text-encoder-3 F] [--vae F]
  */
 int
 sd_cli_fp8_model(int argc, char **argv)
@@ -199,12 +200,13 @@ sd_cli_fp8_model(int argc, char **argv)
     size_t          k;
     sd_st          *st;
     sd_err          err = {0};
-    const char     *out, *base = NULL, *bundle = NULL, *file[4];
+    const char     *out, *base = NULL, *bundle = NULL, *file[5];
     struct dirent  *de;
     const sd_st_tensor  *t;
 
-    static const char  *comps[4] = {
-        "transformer", "text_encoder", "text_encoder_2", "text_encoder_3"
+    static const char  *comps[5] = {
+        "transformer", "text_encoder", "text_encoder_2", "text_encoder_3",
+        "vae"
     };
 
     memset(file, 0, sizeof(file));
@@ -215,13 +217,14 @@ sd_cli_fp8_model(int argc, char **argv)
         { "--text-encoder",   &file[1], NULL, NULL, 0, 0, NULL },
         { "--text-encoder-2", &file[2], NULL, NULL, 0, 0, NULL },
         { "--text-encoder-3", &file[3], NULL, NULL, 0, 0, NULL },
+        { "--vae",            &file[4], NULL, NULL, 0, 0, NULL },
     };
 
     if (argc < 1 || argv[0][0] == '-') {
         return sd_cli_usage();
     }
     out = argv[0];
-    if (sd_cli_parse(argc - 1, argv + 1, opts, 6) != 0) {
+    if (sd_cli_parse(argc - 1, argv + 1, opts, 7) != 0) {
         return 2;
     }
     if (base == NULL) {
@@ -229,17 +232,18 @@ sd_cli_fp8_model(int argc, char **argv)
                 "folder: configs, tokenizers, VAE)\n");
         return 2;
     }
-    for (i = 0; i < 4 && bundle != NULL; i++) {
+    for (i = 0; i < 5 && bundle != NULL; i++) {
         if (file[i] == NULL && file_has(bundle, comps[i])) {
             file[i] = bundle;
         }
     }
-    if (file[0] == NULL && file[1] == NULL && file[2] == NULL
-        && file[3] == NULL)
-    {
+    for (i = 0; i < 5 && file[i] == NULL; i++) {
+        /* void */
+    }
+    if (i == 5) {
         fprintf(stderr, "sd-cli: fp8-model: no component to replace (the "
                 "--file has none of model.diffusion_model.*, "
-                "text_encoders.*)\n");
+                "text_encoders.*, first_stage_model.*)\n");
         return 2;
     }
 
@@ -259,12 +263,12 @@ sd_cli_fp8_model(int argc, char **argv)
         if (de->d_name[0] == '.') {
             continue;
         }
-        for (i = 0; i < 4; i++) {
+        for (i = 0; i < 5; i++) {
             if (file[i] != NULL && strcmp(de->d_name, comps[i]) == 0) {
                 break;
             }
         }
-        if (i < 4) {
+        if (i < 5) {
             continue;
         }
         if (join(src, sizeof(src), base, de->d_name) != 0
@@ -277,7 +281,7 @@ sd_cli_fp8_model(int argc, char **argv)
     }
     closedir(d);
 
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < 5; i++) {
         if (file[i] == NULL) {
             continue;
         }
@@ -294,7 +298,8 @@ sd_cli_fp8_model(int argc, char **argv)
         for (k = 0; k < sd_st_count(st); k++) {
             t = sd_st_at(st, k);
             if (strncmp(t->name, "model.diffusion_model.", 22) == 0
-                || strncmp(t->name, "text_encoders.", 14) == 0)
+                || strncmp(t->name, "text_encoders.", 14) == 0
+                || strncmp(t->name, "first_stage_model.", 18) == 0)
             {
                 continue;                       /* the file's own names */
             }

@@ -5,6 +5,13 @@ nothing of this project's C code: numpy and a hand-written safetensors
 reader and writer.
 
     python3 tests/fp8/comfy_fp8.py DIFFUSERS_TRANSFORMER_DIR OUT.safetensors
+    python3 tests/fp8/comfy_fp8.py DIFFUSERS_MODEL_DIR OUT.safetensors
+
+Given a whole model folder (with model_index.json) it writes the bundle
+ComfyUI's SD3.5 checkpoints are: the transformer, the VAE in the LDM layout
+under "first_stage_model." (diffusers' attention Linear weights as 1x1
+convolutions) and the text encoders under "text_encoders.{clip_l,clip_g,
+t5xxl}.transformer." (T5's linear weights scaled FP8 as above, CLIP as is).
 
 Layout written (ComfyUI's older scaled_fp8 form, as in
 sd3.5_large_fp8_scaled.safetensors): the original MMDiT keys under
@@ -17,6 +24,7 @@ tensor), and for every linear weight of the joint blocks an F8_E4M3
 """
 
 import json
+import os
 import re
 import struct
 import sys
@@ -148,23 +156,88 @@ QUANT = re.compile(r"joint_blocks\.\d+\.(x|context)_block\."
                    r"\.weight$")
 
 
+def vae_to_ldm(sd):
+    """diffusers AutoencoderKL keys -> LDM (first_stage_model) keys."""
+    nup = 1 + max(int(k.split(".")[2]) for k in sd
+                  if k.startswith("decoder.up_blocks."))
+    out = {}
+    for k, (dt, shape, arr) in sd.items():
+        n = k.replace("conv_norm_out", "norm_out")
+        n = n.replace("conv_shortcut", "nin_shortcut")
+        n = re.sub(r"down_blocks\.(\d+)\.resnets\.", r"down.\1.block.", n)
+        n = re.sub(r"down_blocks\.(\d+)\.downsamplers\.0\.",
+                   r"down.\1.downsample.", n)
+        m = re.match(r"decoder\.up_blocks\.(\d+)\.(resnets|upsamplers\.0)"
+                     r"\.(.*)", n)
+        if m:
+            b = nup - 1 - int(m.group(1))
+            kind = "block" if m.group(2) == "resnets" else "upsample"
+            n = f"decoder.up.{b}.{kind}.{m.group(3)}"
+        n = re.sub(r"mid_block\.resnets\.(\d+)\.",
+                   lambda g: f"mid.block_{int(g.group(1)) + 1}.", n)
+        m = re.match(r"(\w+)\.mid_block\.attentions\.0\."
+                     r"(group_norm|to_q|to_k|to_v|to_out\.0)\.(weight|bias)", n)
+        if m:
+            ldm = {"group_norm": "norm", "to_q": "q", "to_k": "k",
+                   "to_v": "v", "to_out.0": "proj_out"}[m.group(2)]
+            n = f"{m.group(1)}.mid.attn_1.{ldm}.{m.group(3)}"
+            if ldm != "norm" and m.group(3) == "weight":
+                shape = list(shape) + [1, 1]
+        out[n] = (dt, shape, arr)
+    return out
+
+
+T5_QUANT = re.compile(r"encoder\.block\.\d+\.layer\.\d+\."
+                      r"(SelfAttention\.[qkvo]|DenseReluDense\.w[io](_[01])?)"
+                      r"\.weight$")
+
+
+def scaled(out, name, dt, shape, arr):
+    """name = scaled_fp8 E4M3 of the weight, with scale_weight/scale_input."""
+    w = to_f32(dt, arr)
+    amax = np.float32(np.abs(w).max())
+    s = amax / np.float32(448.0) if amax > 0 else np.float32(1.0)
+    base = name[:-len(".weight")]
+    out[name] = ("F8_E4M3", shape, e4m3(w / s))
+    out[base + ".scale_weight"] = ("F32", [], np.array([s], np.float32))
+    out[base + ".scale_input"] = ("F32", [], np.array([1.0], np.float32))
+
+
+def one_file(folder):
+    for n in ("diffusion_pytorch_model.safetensors", "model.safetensors"):
+        try:
+            return read_st(f"{folder}/{n}")
+        except FileNotFoundError:
+            pass
+    raise SystemExit(f"{folder}: no single safetensors file")
+
+
 def main():
     src, dst = sys.argv[1], sys.argv[2]
-    sd = read_st(f"{src}/diffusion_pytorch_model.safetensors")
+    bundle = os.path.exists(f"{src}/model_index.json")
+    tdir = f"{src}/transformer" if bundle else src
+    sd = one_file(tdir)
     pre = "model.diffusion_model."
     out = {pre + "scaled_fp8": ("F8_E4M3", [0], np.zeros(0, np.uint8))}
     for k, (dt, shape, arr) in to_original(sd).items():
-        if not QUANT.search(k):
+        if QUANT.search(k):
+            scaled(out, pre + k, dt, shape, arr)
+        else:
             out[pre + k] = (dt, shape, arr)
-            continue
-        w = to_f32(dt, arr)
-        amax = np.float32(np.abs(w).max())
-        s = amax / np.float32(448.0) if amax > 0 else np.float32(1.0)
-        base = pre + k[:-len(".weight")]
-        out[pre + k] = ("F8_E4M3", shape, e4m3(w / s))
-        out[base + ".scale_weight"] = ("F32", [], np.array([s], np.float32))
-        out[base + ".scale_input"] = ("F32", [],
-                                      np.array([1.0], np.float32))
+    if bundle:
+        for k, v in vae_to_ldm(one_file(f"{src}/vae")).items():
+            out["first_stage_model." + k] = v
+        for comp, name in (("text_encoder", "clip_l"),
+                           ("text_encoder_2", "clip_g"),
+                           ("text_encoder_3", "t5xxl")):
+            if not os.path.isdir(f"{src}/{comp}"):
+                continue
+            p = f"text_encoders.{name}.transformer."
+            for k, (dt, shape, arr) in one_file(f"{src}/{comp}").items():
+                if name == "t5xxl" and T5_QUANT.search(k):
+                    scaled(out, p + k, dt, shape, arr)
+                else:
+                    out[p + k] = (dt, shape, arr)
     write_st(dst, out)
 
 
