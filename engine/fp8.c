@@ -1,83 +1,94 @@
 /*
  * fp8.c: FP8 E4M3FN / E5M2 encoders and decoders and the CPU quantizer.
  *
- * Invariant: one encoder serves both formats: |x| is split into exponent
- * and mantissa, the mantissa rounded to the format's bits with rintf (the
- * default round-to-nearest-even mode), and a carry out of the mantissa
- * moves into the exponent field by plain integer addition; codes above the
- * largest finite one saturate. Decoders are exact (FP8 is a subset of F32).
+ * Invariant: one encoder serves both formats, on the float's bits: the
+ * rounding is to nearest even (integer arithmetic for normals, the FPU's
+ * default rounding mode for subnormals), a carry out of the mantissa moves
+ * into the exponent field by plain addition, and anything from the largest
+ * finite value up saturates to it (every tie above it rounds up, past it).
+ * Decoders are exact (FP8 is a subset of F32).
  */
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "fp8.h"
 #include "safetensors.h"
 
 
-typedef struct {
-    int         mbits;          /* mantissa bits */
-    int         bias;           /* exponent bias */
-    uint8_t     maxcode;        /* largest finite magnitude code */
-    uint8_t     nancode;        /* canonical NaN */
-    float       maxval;
-} sd_fp8_fmt;
-
-
-static const sd_fp8_fmt  sd_fp8_e4m3 = { 3, 7, 0x7e, 0x7f, SD_E4M3_MAX };
-static const sd_fp8_fmt  sd_fp8_e5m2 = { 2, 15, 0x7b, 0x7e, SD_E5M2_MAX };
-
-
-static uint8_t
-sd_fp8_encode(const sd_fp8_fmt *fmt, float x)
+static uint32_t
+sd_fp8_bits(float f)
 {
-    int       k, e;
-    float     a, m, q;
-    uint8_t   sign;
-    uint32_t  code;
+    uint32_t  u;
 
-    if (isnan(x)) {
-        return fmt->nancode;
+    memcpy(&u, &f, sizeof(u));
+    return u;
+}
+
+
+static float
+sd_fp8_float(uint32_t u)
+{
+    float  f;
+
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+
+/*
+ * |x| to mbits mantissa bits and an exponent of this bias. Below the
+ * smallest normal 2^(1 - bias), |x| is added to a power of two whose ulp is
+ * the subnormal quantum 2^(1 - bias - mbits): the FPU rounds (to nearest
+ * even) and the difference of the bit patterns is the code. Above it, the
+ * exponent is rebiased in place and the dropped mantissa bits rounded by
+ * adding half an ulp less one plus the lowest kept bit.
+ */
+static uint8_t
+sd_fp8_encode(float x, int mbits, int bias, float maxval, uint8_t maxcode,
+    uint8_t nancode)
+{
+    int       shift;
+    uint32_t  u, sign, magic, code;
+
+    u = sd_fp8_bits(x);
+    sign = (u >> 24) & 0x80;
+    u &= 0x7fffffffu;
+
+    if (u > 0x7f800000u) {
+        return nancode;
+    }
+    if (u >= sd_fp8_bits(maxval)) {                 /* also +-inf */
+        return (uint8_t) (sign | maxcode);
     }
 
-    sign = signbit(x) ? 0x80 : 0x00;
-    a = fabsf(x);
+    shift = 23 - mbits;
 
-    if (a >= fmt->maxval) {                         /* also +-inf */
-        return (uint8_t) (sign | fmt->maxcode);
+    if (u < (uint32_t) (127 + 1 - bias) << 23) {
+        /* subnormal: the quantum is 2^(1 - bias - mbits) */
+        magic = (uint32_t) (127 + 1 - bias - mbits + 23) << 23;
+        code = sd_fp8_bits(sd_fp8_float(u) + sd_fp8_float(magic)) - magic;
+        return (uint8_t) (sign | code);
     }
 
-    if (a < ldexpf(1.0f, 1 - fmt->bias)) {
-        /* subnormal range: units of 2^(1 - bias - mbits); q == 2^mbits is
-         * the smallest normal, whose code is exactly 2^mbits too */
-        q = rintf(ldexpf(a, fmt->bias - 1 + fmt->mbits));
-        return (uint8_t) (sign | (uint8_t) q);
-    }
-
-    (void) frexpf(a, &k);                           /* a = f 2^k, f in [.5,1) */
-    e = k - 1;
-    m = ldexpf(a, -e);                              /* [1, 2) */
-    q = rintf((m - 1.0f) * (float) (1 << fmt->mbits));
-    code = ((uint32_t) (e + fmt->bias) << fmt->mbits) + (uint32_t) q;
-
-    if (code > fmt->maxcode) {
-        code = fmt->maxcode;
-    }
-    return (uint8_t) (sign | code);
+    u += ((uint32_t) (bias - 127) << 23) + ((1u << (shift - 1)) - 1)
+         + ((u >> shift) & 1);
+    return (uint8_t) (sign | (u >> shift));
 }
 
 
 uint8_t
 sd_f32_to_e4m3(float x)
 {
-    return sd_fp8_encode(&sd_fp8_e4m3, x);
+    return sd_fp8_encode(x, 3, 7, SD_E4M3_MAX, 0x7e, 0x7f);
 }
 
 
 uint8_t
 sd_f32_to_e5m2(float x)
 {
-    return sd_fp8_encode(&sd_fp8_e5m2, x);
+    return sd_fp8_encode(x, 2, 15, SD_E5M2_MAX, 0x7b, 0x7e);
 }
 
 
