@@ -71,6 +71,9 @@ sd_cli_usage(void)
         "  sd-cli fp8-model OUT_DIR --base DIR [--file F] [--transformer F]\n"
         "         [--text-encoder F] [--text-encoder-2 F] "
         "[--text-encoder-3 F] [--vae F]\n"
+        "  sd-cli fp8-check MODEL_DIR FILE [--scale tensor|channel] "
+        "[--keep K]\n"
+        "         [--max-error F]\n"
         "encode and txt2img also take --device cpu|cuda[:N] and --precision "
         "fp32|bf16.\n");
     return 2;
@@ -769,6 +772,9 @@ main(int argc, char **argv)
     }
     if (strcmp(argv[1], "fp8-model") == 0) {
         return sd_cli_fp8_model(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "fp8-check") == 0) {
+        return sd_cli_fp8_check(argc - 2, argv + 2);
     }
     return sd_cli_usage();
 }

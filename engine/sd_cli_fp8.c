@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -311,4 +312,149 @@ sd_cli_fp8_model(int argc, char **argv)
         sd_st_close(st);
     }
     return 0;
+}
+
+
+/* The comparison of one component: counts and worst errors. */
+typedef struct {
+    size_t          n, missing, equal;
+    double          worst_ref, worst_q;
+    char            worst_name[256];
+} sd_cli_fp8_cmp;
+
+
+static void
+cmp_tensor(const sd_st_tensor *r, const sd_st_tensor *a,
+    const sd_st_tensor *q, sd_cli_fp8_cmp *c)
+{
+    float    *x, *y, *z;
+    double    dr, dq, nr, nq;
+    int64_t   i;
+    sd_err    err = {0};
+
+    x = malloc((size_t) r->numel * sizeof(float));
+    y = malloc((size_t) r->numel * sizeof(float));
+    z = malloc((size_t) r->numel * sizeof(float));
+    if (x == NULL || y == NULL || z == NULL
+        || sd_st_read_f32(&err, r, x) != SD_OK
+        || sd_st_read_f32(&err, a, y) != SD_OK
+        || sd_st_read_f32(&err, q, z) != SD_OK)
+    {
+        c->missing++;
+        free(x);
+        free(y);
+        free(z);
+        return;
+    }
+
+    dr = dq = nr = nq = 0;
+    for (i = 0; i < r->numel; i++) {
+        dr += ((double) y[i] - x[i]) * ((double) y[i] - x[i]);
+        dq += ((double) y[i] - z[i]) * ((double) y[i] - z[i]);
+        nr += (double) x[i] * x[i];
+        nq += (double) z[i] * z[i];
+    }
+    dr = nr > 0 ? sqrt(dr / nr) : sqrt(dr);
+    dq = nq > 0 ? sqrt(dq / nq) : sqrt(dq);
+    c->equal += memcmp(y, z, (size_t) r->numel * sizeof(float)) == 0;
+    if (dr > c->worst_ref) {
+        c->worst_ref = dr;
+        snprintf(c->worst_name, sizeof(c->worst_name), "%s", r->name);
+    }
+    if (dq > c->worst_q) {
+        c->worst_q = dq;
+    }
+    free(x);
+    free(y);
+    free(z);
+}
+
+
+/*
+ * fp8-check MODEL_DIR FILE [--scale tensor|channel] [--keep KINDS]
+ * [--max-error F]: every weight of the diffusers folder's components
+ * against FILE's (mapped) and against quantize-at-load of the folder.
+ */
+int
+sd_cli_fp8_check(int argc, char **argv)
+{
+    int             i, nq, bad;
+    char            dir[PATH_MAX];
+    size_t          k;
+    sd_st          *ref, *a, *q;
+    sd_err          err = {0};
+    double          maxerr = 0.1;
+    const char     *scale = "tensor", *keep = NULL;
+    sd_cli_fp8_cmp  c;
+    const sd_st_tensor  *r, *ta, *tq;
+
+    static const char  *comps[5] = {
+        "transformer", "text_encoder", "text_encoder_2", "text_encoder_3",
+        "vae"
+    };
+
+    sd_cli_opt  opts[] = {
+        { "--scale",     &scale, NULL, NULL, 0, 0, NULL },
+        { "--keep",      &keep,  NULL, NULL, 0, 0, NULL },
+        { "--max-error", NULL,   NULL, NULL, 0, 0, &maxerr },
+    };
+
+    if (argc < 2 || argv[0][0] == '-' || argv[1][0] == '-') {
+        return sd_cli_usage();
+    }
+    if (sd_cli_parse(argc - 2, argv + 2, opts, 3) != 0) {
+        return 2;
+    }
+
+    bad = 0;
+    printf("%-15s %7s %7s %7s %9s %9s  %s\n", "component", "tensors",
+           "missing", "=load", "vs bf16", "vs load", "worst tensor");
+    for (i = 0; i < 5; i++) {
+        if (!file_has(argv[1], comps[i]) && i != 3) {
+            continue;                           /* T5 may be bare */
+        }
+        if (join(dir, sizeof(dir), argv[0], comps[i]) != 0) {
+            return 1;
+        }
+        ref = a = q = NULL;
+        if (sd_st_open_dir(&err, dir, &ref) != SD_OK
+            || sd_st_open_dir(&err, dir, &q) != SD_OK
+            || sd_ckpt_quantize(&err, q, strcmp(scale, "channel") == 0,
+                                keep, &nq) != SD_OK
+            || sd_ckpt_open_file(&err, argv[1], comps[i], &a) != SD_OK)
+        {
+            sd_st_close(ref);
+            sd_st_close(q);
+            if (i == 3 && err.status == SD_ERR_IO) {
+                continue;                       /* no T5 in the folder */
+            }
+            return sd_cli_fail(comps[i], &err);
+        }
+
+        memset(&c, 0, sizeof(c));
+        for (k = 0; k < sd_st_count(ref); k++) {
+            r = sd_st_at(ref, k);
+            ta = sd_st_find(a, r->name);
+            tq = sd_st_find(q, r->name);
+            c.n++;
+            if (ta == NULL || tq == NULL || ta->numel != r->numel) {
+                c.missing++;
+                continue;
+            }
+            cmp_tensor(r, ta, tq, &c);
+        }
+        if (c.n == c.missing) {
+            sd_st_close(ref);
+            sd_st_close(q);
+            sd_st_close(a);
+            continue;                           /* the file lacks it */
+        }
+        printf("%-15s %7zu %7zu %7zu %9.4f %9.4f  %s\n", comps[i], c.n,
+               c.missing, c.equal, c.worst_ref, c.worst_q, c.worst_name);
+        bad += c.missing > 0 || c.worst_ref > maxerr;
+        sd_st_close(ref);
+        sd_st_close(q);
+        sd_st_close(a);
+    }
+    return bad ? 1 : 0;
 }

@@ -876,6 +876,18 @@ test_cli(void)
     snprintf(cmd, sizeof(cmd), "%s/cli.png", tdir);
     T_CHECK(access(cmd, R_OK) == 0, "txt2img from the FP8 folder wrote no "
             "PNG");
+
+    /* fp8-check: the per-channel file equals quantize-at-load exactly */
+    snprintf(cmd, sizeof(cmd), "%s fp8-check '%s' '%s/cli.safetensors' "
+             "--scale channel 2>&1; echo rc=$?", cli, model, tdir);
+    p = popen(cmd, "r");
+    n = p ? fread(out, 1, sizeof(out) - 1, p) : 0;
+    out[n] = '\0';
+    rc = p ? pclose(p) : -1;
+    T_CHECK(rc == 0 && strstr(out, "rc=0") != NULL
+            && strstr(out, "transformer         107       0     107") != NULL
+            && strstr(out, "text_encoder_3       21       0      21") != NULL,
+            "fp8-check: %s", out);
 }
 
 
