@@ -14,7 +14,7 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # Debian packages the build, the tests and the server need.
 DEB_PKGS := build-essential pkg-config libcjson-dev libpng-dev \
             libopenblas-dev libutf8proc-dev nginx nginx-dev python3 \
-            python3-pytest python3-requests openssl curl \
+            python3-pytest python3-requests python3-numpy openssl curl \
             memcached chromium chromium-driver python3-selenium
 # and those the operations tests need (tests/http/test_ops.py; npm too,
 # where node brings none); "make deps DEPS_OPS=0" leaves them out (the

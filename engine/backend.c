@@ -322,8 +322,12 @@ weight_fill(sd_err *err, sd_tensor *t, const sd_st_tensor *st_t)
         if (st_t->dtype == SD_DT_BF16 || st_t->dtype == SD_DT_F32
             || st_t->dtype == t->dtype)
         {
+            /* an FP8 checkpoint's scales: 1 or one per row; NULL: 1 */
             return t->be->ops->upload_from(err, t, st_t->data, st_t->dtype,
-                                           NULL, 0);
+                                           st_t->dtype == t->dtype
+                                           ? st_t->scale : NULL,
+                                           st_t->dtype == t->dtype
+                                           ? st_t->n_scale : 0);
         }
         host = sd_malloc(err, (size_t) st_t->numel * sizeof(float),
                          st_t->name);

@@ -25,6 +25,7 @@
 #include <cJSON.h>
 
 #include "safetensors.h"
+#include "ckpt.h"
 
 
 #define SD_ST_MAX_HEADER    (100u * 1024 * 1024)
@@ -54,6 +55,8 @@ struct sd_st {
     sd_st_tensor  **sorted;         /* by name, for bsearch */
     sd_st_meta     *meta;
     size_t          nmeta;
+    void          **held;           /* sd_st_hold() blocks, freed at close */
+    size_t          nheld;
 };
 
 
@@ -200,6 +203,9 @@ sd_st_open(sd_err *err, const char *path, sd_st **out)
         SD_TRY_GOTO(rc, sd_st_open_file(err, st, path, 1), failed);
         SD_TRY_GOTO(rc, sd_st_build_index(err, st), failed);
     }
+
+    /* FP8 scales (ComfyUI scale_weight / weight_scale) onto their weights */
+    SD_TRY_GOTO(rc, sd_ckpt_attach_scales(err, st), failed);
 
     *out = st;
     return SD_OK;
@@ -822,6 +828,7 @@ sd_st_open_dir(sd_err *err, const char *dir, sd_st **out)
     size_t          nindex, nfile;
     int             pref_index, pref_file;
     const char     *name;
+    sd_status       s;
     struct dirent  *de;
     char            first_index[256], first_file[256];
 
@@ -915,7 +922,15 @@ sd_st_open_dir(sd_err *err, const char *dir, sd_st **out)
 
     SD_TRY(sd_path_join(err, path, sizeof(path), dir, pick));
 
-    return sd_st_open(err, path, out);
+    SD_TRY(sd_st_open(err, path, out));
+
+    /* a single-file (SAI / ComfyUI) layout answers diffusers names too */
+    s = sd_ckpt_map_layout(err, *out, dir);
+    if (s != SD_OK) {
+        sd_st_close(*out);
+        *out = NULL;
+    }
+    return s;
 }
 
 
@@ -939,7 +954,11 @@ sd_st_close(sd_st *st)
         free(st->meta[i].key);
         free(st->meta[i].value);
     }
+    for (i = 0; i < st->nheld; i++) {
+        free(st->held[i]);
+    }
 
+    free(st->held);
     free(st->meta);
     free(st->sorted);
     free(st->tensors);
@@ -1154,6 +1173,32 @@ sd_f32_to_bf16(float f)
 }
 
 
+/* x = fp8 * scale: one scale, or one per row (shape[0] rows). */
+static void
+sd_st_apply_scale(const sd_st_tensor *t, float *dst)
+{
+    int64_t  i, r, cols;
+
+    if (t->scale == NULL || t->n_scale < 1) {
+        return;
+    }
+
+    if (t->n_scale == 1) {
+        for (i = 0; i < t->numel; i++) {
+            dst[i] *= t->scale[0];
+        }
+        return;
+    }
+
+    cols = t->numel / t->n_scale;
+    for (r = 0; r < t->n_scale; r++) {
+        for (i = 0; i < cols; i++) {
+            dst[r * cols + i] *= t->scale[r];
+        }
+    }
+}
+
+
 sd_status
 sd_st_read_f32(sd_err *err, const sd_st_tensor *t, float *dst)
 {
@@ -1197,12 +1242,14 @@ sd_st_read_f32(sd_err *err, const sd_st_tensor *t, float *dst)
         for (i = 0; i < n; i++) {
             dst[i] = sd_f8e4m3_to_f32(p[i]);
         }
+        sd_st_apply_scale(t, dst);
         break;
 
     case SD_DT_F8_E5M2:
         for (i = 0; i < n; i++) {
             dst[i] = sd_f8e5m2_to_f32(p[i]);
         }
+        sd_st_apply_scale(t, dst);
         break;
 
     case SD_DT_I32:
@@ -1399,4 +1446,78 @@ done:
     free(json);
     cJSON_Delete(root);
     return rc;
+}
+
+
+/* Checkpoint adapters (ckpt.c): extra tensor records and owned memory. */
+
+void *
+sd_st_hold(sd_err *err, sd_st *st, size_t size, const char *what)
+{
+    void   *p, **held;
+
+    held = realloc(st->held, (st->nheld + 1) * sizeof(void *));
+    if (held == NULL) {
+        sd_errorf(err, SD_ERR_NOMEM, "out of memory for %s", what);
+        return NULL;
+    }
+    st->held = held;
+
+    p = sd_calloc(err, 1, size ? size : 1, what);
+    if (p == NULL) {
+        return NULL;
+    }
+    st->held[st->nheld++] = p;
+    return p;
+}
+
+
+sd_st_tensor *
+sd_st_at_mut(sd_st *st, size_t i)
+{
+    if (st == NULL || i >= st->ntensors) {
+        return NULL;
+    }
+    return &st->tensors[i];
+}
+
+
+sd_status
+sd_st_add_view(sd_err *err, sd_st *st, const sd_st_tensor *t,
+    const char *name)
+{
+    size_t         cap;
+    sd_st_tensor  *tensors;
+
+    if (st->ntensors == st->cap) {
+        cap = st->cap ? st->cap * 2 : 64;
+        tensors = realloc(st->tensors, cap * sizeof(sd_st_tensor));
+        if (tensors == NULL) {
+            return sd_errorf(err, SD_ERR_NOMEM, "out of memory for tensor "
+                             "\"%s\"", name);
+        }
+        st->tensors = tensors;
+        st->cap = cap;
+    }
+
+    st->tensors[st->ntensors] = *t;
+    st->tensors[st->ntensors].name = sd_st_strdup(err, name);
+    if (st->tensors[st->ntensors].name == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    st->ntensors++;
+
+    /* the index is stale until sd_st_reindex() */
+    free(st->sorted);
+    st->sorted = NULL;
+    return SD_OK;
+}
+
+
+sd_status
+sd_st_reindex(sd_err *err, sd_st *st)
+{
+    free(st->sorted);
+    st->sorted = NULL;
+    return sd_st_build_index(err, st);
 }

@@ -43,6 +43,14 @@ typedef struct {
     const void     *data;           /* into the mapping; read-only */
     size_t          nbytes;
     const char     *file;           /* path of the file holding it */
+    /*
+     * FP8 weights stored with a scale (ComfyUI scale_weight / weight_scale):
+     * F32 host copy of the dequantization scale(s), x = fp8 * scale; 1 or
+     * shape[0] values. NULL for plain-cast F8 (scale 1) and other dtypes.
+     */
+    const float    *scale;
+    int64_t         n_scale;
+    float           input_scale;    /* scale_input / input_scale, 0: none */
 } sd_st_tensor;
 
 
@@ -68,7 +76,8 @@ const char *sd_st_metadata(const sd_st *st, const char *key);
 
 /*
  * Convert a tensor of any float or integer dtype to float32; dst holds
- * numel floats. Conversions are exact (bf16, f16, fp8 are subsets of f32).
+ * numel floats. Conversions are exact (bf16, f16, fp8 are subsets of f32);
+ * F8_E4M3 / F8_E5M2 tensors with a scale are dequantized (x = fp8 * scale).
  */
 sd_status sd_st_read_f32(sd_err *err, const sd_st_tensor *t, float *dst);
 
@@ -94,5 +103,18 @@ typedef struct {
 
 sd_status sd_st_write(sd_err *err, const char *path, const sd_st_out *t,
     size_t n);
+
+
+/*
+ * For checkpoint adapters (ckpt.c): memory owned by the set (zeroed, freed
+ * at close), mutable records, and views added under new names (a copy of
+ * the record t; its data must live as long as the set). Lookups see added
+ * views only after sd_st_reindex().
+ */
+void *sd_st_hold(sd_err *err, sd_st *st, size_t size, const char *what);
+sd_st_tensor *sd_st_at_mut(sd_st *st, size_t i);
+sd_status sd_st_add_view(sd_err *err, sd_st *st, const sd_st_tensor *t,
+    const char *name);
+sd_status sd_st_reindex(sd_err *err, sd_st *st);
 
 #endif /* SD_SAFETENSORS_H */

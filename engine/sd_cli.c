@@ -71,6 +71,15 @@ sd_cli_usage(void)
         "  sd-cli step --model DIR --ref FILE [--ref-log FILE] "
         "[--device cuda[:N]]\n"
         "         [--precision bf16|fp32] [--reps N]\n"
+        "  sd-cli quantize MODEL_DIR OUT.safetensors "
+        "[--scale tensor|channel]\n"
+        "         [--keep KIND,...|default|none]\n"
+        "  sd-cli fp8-model OUT_DIR --base DIR [--file F] [--transformer F]\n"
+        "         [--text-encoder F] [--text-encoder-2 F] "
+        "[--text-encoder-3 F] [--vae F]\n"
+        "  sd-cli fp8-check MODEL_DIR FILE [--scale tensor|channel] "
+        "[--keep K]\n"
+        "         [--max-error F]\n"
         "encode and txt2img also take --device cpu|cuda[:N] and --precision "
         "fp32|bf16.\n");
     return 2;
@@ -788,6 +797,15 @@ main(int argc, char **argv)
     }
     if (strcmp(argv[1], "step") == 0) {
         return sd_cli_step(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "quantize") == 0) {
+        return sd_cli_quantize(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "fp8-model") == 0) {
+        return sd_cli_fp8_model(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "fp8-check") == 0) {
+        return sd_cli_fp8_check(argc - 2, argv + 2);
     }
     return sd_cli_usage();
 }

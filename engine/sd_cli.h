@@ -46,5 +46,8 @@ int sd_cli_reserve(sd_model *m, int width, int height, int batch,
 int sd_cli_bench(int argc, char **argv);
 int sd_cli_step(int argc, char **argv);
 int sd_cli_fp8_sweep(int argc, char **argv);
+int sd_cli_quantize(int argc, char **argv);         /* sd_cli_fp8.c */
+int sd_cli_fp8_model(int argc, char **argv);
+int sd_cli_fp8_check(int argc, char **argv);
 
 #endif /* SD_CLI_H */
