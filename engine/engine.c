@@ -20,6 +20,7 @@
 
 #include "image.h"
 #include "pipeline.h"
+#include "prompt.h"
 #include "sampler.h"
 #include "sd.h"
 #ifdef SD_HAVE_CUDA
@@ -643,6 +644,51 @@ sd_request_check(const sd_engine *e, const sd_request *req, char *errbuf,
 }
 
 
+/*
+ * A prompt as A1111 encodes it: extra-network tags removed (and listed in
+ * the result), the emphasis syntax parsed; the runs' weights are not yet
+ * applied to the embeddings, so "(cat:1.3)" encodes as "cat".
+ */
+static sd_status
+encode_prompt(sd_err *err, sd_model *m, const char *prompt, sd_result *res,
+    sd_cond *c)
+{
+    sd_prompt_attn   a = { NULL, 0 };
+    char            *text = NULL, *plain = NULL, **tags = NULL, **l;
+    int              n = 0, i;
+    sd_status        s;
+
+    SD_TRY(sd_prompt_extra_networks(err, prompt, &text, &tags, &n));
+    if (n > 0) {
+        l = realloc(res->extra_networks,
+                    (size_t) (res->n_extra_networks + n) * sizeof(char *));
+        if (l == NULL) {
+            s = sd_errorf(err, SD_ERR_NOMEM, "out of memory for the "
+                          "extra networks");
+            goto out;
+        }
+        res->extra_networks = l;
+        for (i = 0; i < n; i++) {
+            l[res->n_extra_networks++] = tags[i];
+            tags[i] = NULL;
+        }
+    }
+    SD_TRY_GOTO(s, sd_prompt_attention(err, text, &a), out);
+    SD_TRY_GOTO(s, sd_prompt_plain(err, &a, &plain), out);
+    s = sd_cond_encode(err, m, plain, c);
+
+out:
+    for (i = 0; i < n; i++) {
+        free(tags[i]);
+    }
+    free(tags);
+    free(text);
+    free(plain);
+    sd_prompt_attention_free(&a);
+    return s;
+}
+
+
 static sd_status
 generate(sd_err *err, sd_engine *e, const sd_request *r,
     sd_progress_fn progress, void *data, volatile int *cancel,
@@ -678,10 +724,10 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     res->width = res->first_pass_width = r->width;
     res->height = res->first_pass_height = r->height;
 
-    SD_TRY_GOTO(s, sd_cond_encode(err, e->model, r->prompt, &c), out);
+    SD_TRY_GOTO(s, encode_prompt(err, e->model, r->prompt, res, &c), out);
     if (r->cfg_scale > 1.0f) {
-        SD_TRY_GOTO(s, sd_cond_encode(err, e->model, r->negative_prompt, &n),
-                    out);
+        SD_TRY_GOTO(s, encode_prompt(err, e->model, r->negative_prompt, res,
+                                     &n), out);
     }
 
     for (it = 0; it < r->n_iter; it++) {
@@ -707,10 +753,16 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
             img->height = r->height;
             img->prompt = strdup(r->prompt);
             img->negative_prompt = strdup(r->negative_prompt);
-            if (img->prompt == NULL || img->negative_prompt == NULL) {
+            img->rgb = malloc(px);
+            if (img->rgb) {
+                memcpy(img->rgb, rgb + i * px, px);
+            }
+            if (img->prompt == NULL || img->negative_prompt == NULL
+                || img->rgb == NULL)
+            {
                 res->n_images++;
-                s = sd_errorf(err, SD_ERR_NOMEM, "out of memory for the "
-                              "prompts");
+                s = sd_errorf(err, SD_ERR_NOMEM, "out of memory for an "
+                              "image's prompts and pixels");
                 goto out;
             }
             SD_TRY_GOTO(s, sd_infotext(err, e->model, r, img->seed,

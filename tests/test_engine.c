@@ -245,6 +245,42 @@ check_samplers_and_stops(sd_engine *e)
                 "infotext names Euler a");
     }
 
+    /* extra-network tags: removed before encoding, listed in the result;
+       the result carries the pixels and what ran */
+    {
+        sd_result  tag;
+
+        r.sampler = "Euler";
+        r.prompt = "a lighthouse <lora:foo:0.5>";
+        T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &tag, msg, sizeof(msg))
+                == SD_OK && tag.n_images == 1, "tags: %s", msg);
+        if (tag.n_images == 1 && eu.n_images == 1) {
+            T_CHECK(tag.n_extra_networks == 1
+                    && strcmp(tag.extra_networks[0], "lora:foo:0.5") == 0,
+                    "the tag is listed (%d)", tag.n_extra_networks);
+            T_CHECK(tag.images[0].rgb && eu.images[0].rgb
+                    && memcmp(tag.images[0].rgb, eu.images[0].rgb,
+                              64 * 64 * 3) == 0,
+                    "the tag does not reach the text encoders");
+            T_CHECK(strcmp(tag.images[0].prompt, r.prompt) == 0
+                    && strstr(tag.images[0].infotext, "<lora:foo:0.5>")
+                    && strcmp(tag.sampler, "Euler") == 0
+                    && strcmp(tag.scheduler, "Automatic") == 0
+                    && tag.width == 64 && tag.images[0].width == 64,
+                    "prompt, infotext and what ran");
+        }
+        sd_result_free(&tag);
+        r.prompt = "a lighthouse";
+        r.sampler = "DPM++ 2M Karras";
+        T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &tag, msg, sizeof(msg))
+                == SD_OK && tag.n_images == 1
+                && strcmp(tag.sampler, "DPM++ 2M") == 0
+                && strcmp(tag.scheduler, "Automatic") == 0
+                && strstr(tag.images[0].infotext, "Sampler: DPM++ 2M, "
+                          "Schedule type: Automatic,"), "DPM++ 2M: %s", msg);
+        sd_result_free(&tag);
+    }
+
     /* interrupt after step 2 of 4: an image, not the full run's */
     r.sampler = "Euler";
     stop_at = 2;
