@@ -574,10 +574,6 @@ check_request(sd_err *err, const sd_request *r)
     SD_TRY(check_hires(err, r));
 
     /* valid, not done yet */
-    if (r->clip_skip > 1) {
-        return sd_errorf(err, SD_ERR_UNSUPPORTED, "CLIP_stop_at_last_layers: "
-                         "not implemented yet");
-    }
     if (r->n_init_images > 0) {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "init_images: img2img is "
                          "not implemented yet");
@@ -650,8 +646,8 @@ sd_request_check(const sd_engine *e, const sd_request *req, char *errbuf,
  * applied to the embeddings, so "(cat:1.3)" encodes as "cat".
  */
 static sd_status
-encode_prompt(sd_err *err, sd_model *m, const char *prompt, sd_result *res,
-    sd_cond *c)
+encode_prompt(sd_err *err, sd_model *m, const char *prompt, int clip_skip,
+    sd_result *res, sd_cond *c)
 {
     sd_prompt_attn   a = { NULL, 0 };
     char            *text = NULL, *plain = NULL, **tags = NULL, **l;
@@ -675,7 +671,7 @@ encode_prompt(sd_err *err, sd_model *m, const char *prompt, sd_result *res,
     }
     SD_TRY_GOTO(s, sd_prompt_attention(err, text, &a), out);
     SD_TRY_GOTO(s, sd_prompt_plain(err, &a, &plain), out);
-    s = sd_cond_encode(err, m, plain, c);
+    s = sd_cond_encode_skip(err, m, plain, clip_skip, c);
 
 out:
     for (i = 0; i < n; i++) {
@@ -724,10 +720,11 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     res->width = res->first_pass_width = r->width;
     res->height = res->first_pass_height = r->height;
 
-    SD_TRY_GOTO(s, encode_prompt(err, e->model, r->prompt, res, &c), out);
+    SD_TRY_GOTO(s, encode_prompt(err, e->model, r->prompt, r->clip_skip, res,
+                                 &c), out);
     if (r->cfg_scale > 1.0f) {
-        SD_TRY_GOTO(s, encode_prompt(err, e->model, r->negative_prompt, res,
-                                     &n), out);
+        SD_TRY_GOTO(s, encode_prompt(err, e->model, r->negative_prompt,
+                                     r->clip_skip, res, &n), out);
     }
 
     for (it = 0; it < r->n_iter; it++) {

@@ -270,6 +270,22 @@ check_samplers_and_stops(sd_engine *e)
                     "prompt, infotext and what ran");
         }
         sd_result_free(&tag);
+
+        /* clip skip 2: hidden_states[-3] of both CLIPs, another image;
+           beyond the tiny CLIPs' 3 layers, refused naming the option */
+        r.prompt = "a lighthouse";
+        r.clip_skip = 2;
+        T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &tag, msg, sizeof(msg))
+                == SD_OK && tag.n_images == 1 && eu.n_images == 1
+                && memcmp(tag.images[0].rgb, eu.images[0].rgb, 64 * 64 * 3)
+                   != 0, "clip skip 2: %s", msg);
+        sd_result_free(&tag);
+        r.clip_skip = 4;
+        T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &tag, msg, sizeof(msg))
+                == SD_ERR_INVALID && strncmp(msg, "CLIP_stop_at_last_layers: ",
+                                             26) == 0, "clip skip 4: %s", msg);
+        sd_result_free(&tag);
+        r.clip_skip = 1;
         r.prompt = "a lighthouse";
         r.sampler = "DPM++ 2M Karras";
         T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &tag, msg, sizeof(msg))
