@@ -23,6 +23,7 @@
 #include "prompt.h"
 #include "sampler.h"
 #include "sd.h"
+#include "upscale.h"
 #ifdef SD_HAVE_CUDA
 #include "sd_cuda.h"
 #endif
@@ -400,7 +401,7 @@ sd_status
 sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
     uint64_t seed, uint64_t subseed, char **out)
 {
-    char         cfg[32], vs[32], var[128] = "";
+    char         cfg[32], vs[32], var[320] = "";
     const char  *smp, *sch;
     size_t       len;
     char        *s;
@@ -412,6 +413,30 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
         float_repr(vs, sizeof(vs), r->subseed_strength);
         snprintf(var, sizeof(var), ", Variation seed: %llu, Variation seed "
                  "strength: %s", (unsigned long long) subseed, vs);
+    }
+    /* A1111 create_infotext: Denoising strength, Clip skip, ENSD (when
+       the sampler draws noise per step) after the variation seeds */
+    if (r->n_init_images > 0 || r->enable_hr) {
+        float_repr(vs, sizeof(vs), r->denoising_strength);
+        snprintf(var + strlen(var), sizeof(var) - strlen(var),
+                 ", Denoising strength: %s", vs);
+    }
+    if (r->clip_skip > 1) {
+        snprintf(var + strlen(var), sizeof(var) - strlen(var),
+                 ", Clip skip: %d", r->clip_skip);
+    }
+    if (r->eta_noise_seed_delta != 0) {
+        sd_sampler  sm;
+        sd_sched    sc;
+        int         fb;
+
+        sd_sampler_resolve(r->sampler, r->scheduler, &sm, &sc, &fb);
+        if (sm == SD_SAMPLER_EULER_A || sm == SD_SAMPLER_DPMPP_2M_SDE
+            || sm == SD_SAMPLER_DPMPP_3M_SDE || sm == SD_SAMPLER_LCM)
+        {
+            snprintf(var + strlen(var), sizeof(var) - strlen(var),
+                     ", ENSD: %lld", (long long) r->eta_noise_seed_delta);
+        }
     }
 
     len = strlen(r->prompt) + strlen(r->negative_prompt) + 1024;
@@ -574,9 +599,13 @@ check_request(sd_err *err, const sd_request *r)
     SD_TRY(check_hires(err, r));
 
     /* valid, not done yet */
-    if (r->n_init_images > 0) {
-        return sd_errorf(err, SD_ERR_UNSUPPORTED, "init_images: img2img is "
-                         "not implemented yet");
+    if (r->n_init_images > 0 && r->resize_mode == 3) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "resize_mode: 3 (latent "
+                         "upscale) is not implemented yet");
+    }
+    if (r->n_init_images > 0 && r->mask.gray != NULL) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "mask: inpainting is not "
+                         "implemented yet");
     }
     if (r->enable_hr) {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "enable_hr: hires fix is "
@@ -604,6 +633,7 @@ pipe_args(const sd_request *r, sd_pipe_args *a)
     }
     a->eta = r->eta < 0.0f ? 1.0f : r->eta;     /* opts.eta_ancestral */
     a->ensd = (uint64_t) r->eta_noise_seed_delta;
+    a->strength = r->denoising_strength;
     a->subseed_strength = r->subseed_strength;
     a->rng = r->rng;
     a->slg_scale = r->slg_scale;
@@ -685,6 +715,36 @@ out:
 }
 
 
+/*
+ * img2img: the init latents of iteration it's batch, image i from
+ * init_images[(it * batch + i) % n], resized by resize_mode (A1111's
+ * resize_image) and encoded; init holds batch x per floats.
+ */
+static sd_status
+init_latents(sd_err *err, sd_engine *e, const sd_request *r, int it,
+    size_t per, float *init)
+{
+    uint8_t   *px = NULL;
+    sd_status  s = SD_OK;
+    int        i;
+
+    for (i = 0; i < r->batch_size && s == SD_OK; i++) {
+        const sd_rgb8  *im = &r->init_images[(it * r->batch_size + i)
+                                             % r->n_init_images];
+
+        s = sd_resize_image(err, r->resize_mode, im, r->width, r->height,
+                            &px);
+        if (s == SD_OK) {
+            s = sd_pipe_encode_image(err, e->model, px, r->width, r->height,
+                                     init + i * per);
+        }
+        free(px);
+        px = NULL;
+    }
+    return s;
+}
+
+
 static sd_status
 generate(sd_err *err, sd_engine *e, const sd_request *r,
     sd_progress_fn progress, void *data, volatile int *cancel,
@@ -694,8 +754,10 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     sd_cond       c, n;
     uint64_t      seed, subseed;
     uint8_t      *rgb = NULL;
+    float        *init = NULL;
     sd_status     s;
     size_t        px = (size_t) r->width * r->height * 3;
+    size_t        per = (size_t) 16 * (r->height / 8) * (r->width / 8);
     int           it, i, k;
 
     memset(&c, 0, sizeof(c));
@@ -735,6 +797,20 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
             a.subseeds[i] = subseed + k;
         }
         a.job = it;
+        if (r->n_init_images > 0) {
+            if (init == NULL) {
+                per = (size_t) sd_vae_latent_channels(e->model->vae)
+                      * (r->height / 8) * (r->width / 8);
+                init = sd_malloc(err, r->batch_size * per * sizeof(float),
+                                 "init latents");
+                if (init == NULL) {
+                    s = SD_ERR_NOMEM;
+                    goto out;
+                }
+            }
+            SD_TRY_GOTO(s, init_latents(err, e, r, it, per, init), out);
+            a.init = init;
+        }
         SD_TRY_GOTO(s, sd_pipe_txt2img(err, e->model, &a, &c, &n, &rgb, NULL),
                     out);
         if (rgb == NULL) {
@@ -779,6 +855,7 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
 
 out:
     free(rgb);
+    free(init);
     sd_cond_free(&c);
     sd_cond_free(&n);
     if (s != SD_OK) {

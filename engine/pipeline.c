@@ -480,6 +480,55 @@ out:
 }
 
 
+int
+sd_img2img_start(int steps, float strength)
+{
+    int  t_enc = (int) ((strength < 0.999f ? strength : 0.999f) * steps);
+
+    return steps - t_enc - 1;
+}
+
+
+sd_status
+sd_pipe_encode_image(sd_err *err, sd_model *m, const uint8_t *rgb,
+    int width, int height, float *out)
+{
+    int64_t     hw = (int64_t) width * height, k;
+    float      *px, sc, sh;
+    sd_tensor  *img = NULL, *mean = NULL, *std = NULL;
+    sd_status   s;
+    int         c;
+
+    px = sd_malloc(err, (size_t) hw * 3 * sizeof(float), "image");
+    if (px == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    /* A1111: x / 255 * 2 - 1, channels first */
+    for (c = 0; c < 3; c++) {
+        for (k = 0; k < hw; k++) {
+            px[c * hw + k] = (float) rgb[k * 3 + c] / 255.0f * 2.0f - 1.0f;
+        }
+    }
+    SD_TRY_GOTO(s, sd_tensor_new4(err, m->be, 1, 3, height, width, &img),
+                out);
+    SD_TRY_GOTO(s, sd_tensor_upload(err, img, px), out);
+    SD_TRY_GOTO(s, sd_vae_encode(err, m->vae, img, &mean, &std), out);
+    SD_TRY_GOTO(s, sd_tensor_download(err, mean, out), out);
+    sc = sd_vae_scaling_factor(m->vae);
+    sh = sd_vae_shift_factor(m->vae);
+    for (k = 0; k < sd_numel(mean); k++) {
+        out[k] = (out[k] - sh) * sc;
+    }
+
+out:
+    free(px);
+    sd_tensor_free(img);
+    sd_tensor_free(mean);
+    sd_tensor_free(std);
+    return s;
+}
+
+
 /* Latents stay F32 whatever the backend computes in: the sampler's sums
    are where low precision would accumulate. */
 static sd_status
@@ -592,6 +641,13 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
         goto out;
     }
     steps = ns - 1;
+    if (a->init) {
+        int  start = sd_img2img_start(steps, a->strength);
+
+        memmove(sigmas, sigmas + start, (ns - start) * sizeof(float));
+        ns -= start;
+        steps = ns - 1;
+    }
     for (i = 0; i < steps; i++) {
         ts[i] = sigmas[i] * (float) m->train_steps;
     }
@@ -607,7 +663,13 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     for (i = 0; i < a->batch; i++) {
         SD_TRY_GOTO(s, make_noise(err, a, i, b.host + i * per, c, h, w), out);
     }
-    if (sigmas[0] != 1.0f) {
+    if (a->init) {
+        /* add_noise_to_latent: x (1 - sigma) + noise sigma */
+        for (i = 0; i < (int) (a->batch * per); i++) {
+            b.host[i] = a->init[i] * (1.0f - sigmas[0])
+                        + b.host[i] * sigmas[0];
+        }
+    } else if (sigmas[0] != 1.0f) {
         for (i = 0; i < (int) (a->batch * per); i++) {
             b.host[i] *= sigmas[0];
         }

@@ -23,6 +23,10 @@ typedef struct {
     sd_sched            sched;
     float               eta;            /* ancestral / SDE eta */
     uint64_t            ensd;           /* eta_noise_seed_delta */
+    /* img2img: the images' latents (batch x (C, h, w), scaled and
+       shifted as the sampler sees them), host; NULL for txt2img */
+    const float        *init;
+    float               strength;       /* denoising_strength */
     float               cfg;
     uint64_t            seeds[64];      /* one per image of the batch */
     uint64_t            subseeds[64];
@@ -75,6 +79,20 @@ sd_status sd_pipe_validate(sd_err *err, const sd_model *m,
 sd_status sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     const sd_cond *cond, const sd_cond *ncond, uint8_t **rgb,
     sd_pipe_dump *dump);
+
+/*
+ * A1111's img2img steps: of the schedule for steps, the last
+ * int(min(strength, 0.999) * steps) + 1 sigmas run (setup_img2img_steps);
+ * returns the index of the first.
+ */
+int sd_img2img_start(int steps, float strength);
+
+/*
+ * The init latents of one RGB8 image of width x height: VAE encoder
+ * (posterior mean), (mean - shift) * scaling; out holds (C, h, w).
+ */
+sd_status sd_pipe_encode_image(sd_err *err, sd_model *m, const uint8_t *rgb,
+    int width, int height, float *out);
 
 /* The GPU workspace's default sizing request. */
 #define SD_PIPE_WS_SIDE   1536

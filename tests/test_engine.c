@@ -204,6 +204,17 @@ check_batches(sd_engine *e)
 }
 
 
+/* progress: the steps of the last job */
+static void
+count_steps(void *data, int job, int jobs, int step, int steps)
+{
+    (void) job;
+    (void) jobs;
+    (void) step;
+    *(int *) data = steps;
+}
+
+
 static void
 check_samplers_and_stops(sd_engine *e)
 {
@@ -286,6 +297,47 @@ check_samplers_and_stops(sd_engine *e)
                                              26) == 0, "clip skip 4: %s", msg);
         sd_result_free(&tag);
         r.clip_skip = 1;
+        /* img2img from the Euler image: A1111's step count for the
+           strength, deterministic, and the infotext says so */
+        {
+            sd_rgb8    init = { eu.images[0].rgb, 64, 64 };
+            sd_result  i1, i2;
+            int        last = 0;
+
+            r.prompt = "a lighthouse";
+            r.init_images = &init;
+            r.n_init_images = 1;
+            r.denoising_strength = 0.5f;
+            r.resize_mode = 1;
+            T_CHECK(sd_generate(e, &r, count_steps, &last, NULL, &i1, msg,
+                                sizeof(msg)) == SD_OK && i1.n_images == 1,
+                    "img2img: %s", msg);
+            T_CHECK(last == 3, "4 steps at strength 0.5 run 3 (%d)", last);
+            T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &i2, msg,
+                                sizeof(msg)) == SD_OK && i2.n_images == 1,
+                    "img2img again: %s", msg);
+            if (i1.n_images == 1 && i2.n_images == 1) {
+                T_CHECK(memcmp(i1.images[0].rgb, i2.images[0].rgb,
+                               64 * 64 * 3) == 0
+                        && memcmp(i1.images[0].rgb, eu.images[0].rgb,
+                                  64 * 64 * 3) != 0,
+                        "img2img repeats, and changes the image");
+                T_CHECK(strstr(i1.images[0].infotext,
+                               "Denoising strength: 0.5,") != NULL,
+                        "infotext: %s", i1.images[0].infotext);
+            }
+            sd_result_free(&i1);
+            sd_result_free(&i2);
+            r.resize_mode = 3;
+            T_CHECK(sd_request_check(e, &r, msg, sizeof(msg))
+                    == SD_ERR_UNSUPPORTED && strncmp(msg, "resize_mode: ",
+                                                     13) == 0,
+                    "resize_mode 3: %s", msg);
+            r.resize_mode = 0;
+            r.init_images = NULL;
+            r.n_init_images = 0;
+        }
+
         r.prompt = "a lighthouse";
         r.sampler = "DPM++ 2M Karras";
         T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &tag, msg, sizeof(msg))
