@@ -338,6 +338,50 @@ check_samplers_and_stops(sd_engine *e)
             r.n_init_images = 0;
         }
 
+        /* hires fix: 64x64 then 128x128 through a latent mode and through
+           Lanczos; the second pass's steps as A1111 counts them */
+        {
+            static const char *const  ups[] = { "Latent", "Lanczos",
+                                                "Latent (nearest-exact)" };
+            sd_result  hr;
+            int        last = 0, u;
+
+            r.prompt = "a lighthouse";
+            r.enable_hr = 1;
+            r.hr_scale = 2.0f;
+            r.denoising_strength = 0.5f;
+            r.hr_second_pass_steps = 2;
+            for (u = 0; u < 3; u++) {
+                r.hr_upscaler = ups[u];
+                T_CHECK(sd_generate(e, &r, count_steps, &last, NULL, &hr,
+                                    msg, sizeof(msg)) == SD_OK
+                        && hr.n_images == 1 && hr.width == 128
+                        && hr.images[0].width == 128 && hr.hr_steps == 2
+                        && last == 2, "hires %s: %s (%d steps)", ups[u], msg,
+                        last);
+                if (hr.n_images == 1) {
+                    T_CHECK(strstr(hr.images[0].infotext, "Size: 64x64,")
+                            && strstr(hr.images[0].infotext,
+                                      "Denoising strength: 0.5, Hires "
+                                      "upscale: 2.0, Hires steps: 2, Hires "
+                                      "upscaler: "), "infotext: %s",
+                            hr.images[0].infotext);
+                }
+                sd_result_free(&hr);
+            }
+            r.hr_scale = 1.125f;        /* 72 x 72: not a multiple of 16 */
+            T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &hr, msg,
+                                sizeof(msg)) == SD_ERR_INVALID
+                    && strncmp(msg, "hr_scale: the second pass at 72x72: "
+                               "width: ", 43) == 0 && hr.n_images == 0,
+                    "hires 72x72: %s", msg);
+            sd_result_free(&hr);
+            r.enable_hr = 0;
+            r.hr_upscaler = "Latent";
+            r.hr_second_pass_steps = 0;
+            r.denoising_strength = 0.75f;
+        }
+
         r.prompt = "a lighthouse";
         r.sampler = "DPM++ 2M Karras";
         T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &tag, msg, sizeof(msg))
