@@ -20,8 +20,11 @@
 
 #include "image.h"
 #include "pipeline.h"
+#include "prompt.h"
+#include "sampler.h"
 #include "sd.h"
 #include "textcache.h"
+#include "upscale.h"
 #ifdef SD_HAVE_CUDA
 #include "sd_cuda.h"
 #include "precision.h"
@@ -31,32 +34,83 @@
 #define SD_VERSION  "sd35-nginx 0.1"
 
 
-static const char *const  sd_samplers[] = { "Euler", "Euler a", NULL };
-static const char *const  sd_schedulers[] = { "Automatic", NULL };
+static const char *const  sd_upscalers[] = { "None", "Lanczos", "Nearest",
+                                             NULL };
+static const char *const  sd_latent_modes[] = {
+    "Latent", "Latent (antialiased)", "Latent (bicubic)",
+    "Latent (bicubic antialiased)", "Latent (nearest)",
+    "Latent (nearest-exact)", NULL
+};
 
 
 const char *const *
 sd_sampler_names(void)
 {
-    return sd_samplers;
+    return sd_sampler_labels;
 }
 
 
 const char *const *
 sd_scheduler_names(void)
 {
-    return sd_schedulers;
+    return sd_sched_labels;
 }
 
 
-/* NULL or "" is the default (index 0); otherwise a name of the list. */
+const char *const *
+sd_sampler_aliases(int i)
+{
+    static const char *const  aliases[SD_SAMPLER_COUNT][3] = {
+        { "k_euler", NULL, NULL },
+        { "k_euler_a", "k_euler_ancestral", NULL },
+        { "k_heun", NULL, NULL },
+        { "k_dpmpp_2m", NULL, NULL },
+        { "k_dpmpp_2m_sde", NULL, NULL },
+        { "k_dpmpp_3m_sde", NULL, NULL },
+        { "ddim", NULL, NULL },
+        { "unipc", NULL, NULL },
+        { "k_lcm", NULL, NULL },
+    };
+    static const char *const  none[1] = { NULL };
+
+    return i >= 0 && i < SD_SAMPLER_COUNT ? aliases[i] : none;
+}
+
+
+const char *
+sd_scheduler_name(int i)
+{
+    return i >= 0 && i < SD_SCHED_COUNT ? sd_sched_names[i] : NULL;
+}
+
+
+const char *const *
+sd_upscaler_names(void)
+{
+    return sd_upscalers;
+}
+
+
+const char *const *
+sd_latent_upscale_modes(void)
+{
+    return sd_latent_modes;
+}
+
+
+/* The index of name in names (exact, then any case), or -1. */
 static int
 name_index(const char *const *names, const char *name)
 {
     int  i;
 
-    if (name == NULL || name[0] == '\0') {
-        return 0;
+    if (name == NULL) {
+        return -1;
+    }
+    for (i = 0; names[i]; i++) {
+        if (strcmp(names[i], name) == 0) {
+            return i;
+        }
     }
     for (i = 0; names[i]; i++) {
         if (strcasecmp(names[i], name) == 0) {
@@ -67,44 +121,33 @@ name_index(const char *const *names, const char *name)
 }
 
 
-/* "A, B, C" of a name list, for messages. */
-static const char *
-names_list(const char *const *names, char *buf, size_t len)
-{
-    size_t  n = 0;
-    int     i;
-
-    buf[0] = '\0';
-    for (i = 0; names[i] && n < len; i++) {
-        n += snprintf(buf + n, len - n, "%s%s", i ? ", " : "", names[i]);
-    }
-    return buf;
-}
-
-
+/*
+ * Any name resolves (A1111 1.10's get_sampler_and_scheduler, sampler.c):
+ * this never fails; err is kept for the callers' signature.
+ */
 sd_status
 sd_sampler_parse(sd_err *err, const char *name, sd_sampler *out)
 {
-    char  list[256];
-    int   i = name_index(sd_samplers, name);
+    sd_sched  sch;
+    int       fb;
 
-    if (i < 0) {
-        return sd_errorf(err, SD_ERR_INVALID, "sampler_name: \"%s\" is not "
-                         "supported; available: %s", name,
-                         names_list(sd_samplers, list, sizeof(list)));
-    }
-    *out = i == 1 ? SD_SAMPLER_EULER_A : SD_SAMPLER_EULER;
+    (void) err;
+    sd_sampler_resolve(name, NULL, out, &sch, &fb);
     return SD_OK;
 }
 
 
-/* The canonical spelling of a request's sampler, for the infotext. */
-static const char *
-sampler_name(const sd_request *r)
+/* The labels of what a request runs, for the infotext and the result. */
+static void
+request_sampler(const sd_request *r, const char **smp, const char **sch)
 {
-    int  i = name_index(sd_samplers, r->sampler);
+    sd_sampler  s;
+    sd_sched    c;
+    int         fb;
 
-    return sd_samplers[i < 0 ? 0 : i];
+    sd_sampler_resolve(r->sampler, r->scheduler, &s, &c, &fb);
+    *smp = sd_sampler_labels[s];
+    *sch = sd_sched_labels[c];
 }
 
 
@@ -152,6 +195,15 @@ sd_request_init(sd_request *req)
     req->scheduler = "Automatic";
     req->slg_start = 0.01f;
     req->slg_stop = 0.2f;
+    req->clip_skip = 1;
+    req->eta = -1.0f;
+    /* A1111 StableDiffusionProcessingImg2Img / the hires fix defaults */
+    req->denoising_strength = 0.75f;
+    req->mask_blur_x = 4;
+    req->mask_blur_y = 4;
+    req->inpaint_full_res = 1;
+    req->hr_scale = 2.0f;
+    req->hr_upscaler = "Latent";
 }
 
 
@@ -332,16 +384,23 @@ sd_result_free(sd_result *res)
 {
     int  i;
 
-    if (res == NULL || res->images == NULL) {
+    if (res == NULL) {
         return;
     }
     for (i = 0; i < res->n_images; i++) {
         free(res->images[i].png);
         free(res->images[i].infotext);
+        free(res->images[i].prompt);
+        free(res->images[i].negative_prompt);
+        free(res->images[i].rgb);
     }
+    for (i = 0; i < res->n_extra_networks; i++) {
+        free(res->extra_networks[i]);
+    }
+    free(res->extra_networks);
+    free(res->comments);
     free(res->images);
-    res->images = NULL;
-    res->n_images = 0;
+    memset(res, 0, sizeof(*res));
 }
 
 
@@ -381,15 +440,62 @@ sd_status
 sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
     uint64_t seed, uint64_t subseed, char **out)
 {
-    char    cfg[32], vs[32], var[128] = "";
-    size_t  len;
-    char   *s;
+    char         cfg[32], vs[32], var[320] = "";
+    const char  *smp, *sch;
+    size_t       len;
+    char        *s;
+
+    request_sampler(r, &smp, &sch);
 
     float_repr(cfg, sizeof(cfg), r->cfg_scale);
     if (r->subseed_strength > 0.0f) {
         float_repr(vs, sizeof(vs), r->subseed_strength);
         snprintf(var, sizeof(var), ", Variation seed: %llu, Variation seed "
                  "strength: %s", (unsigned long long) subseed, vs);
+    }
+    /* A1111 create_infotext: Denoising strength, Clip skip, ENSD (when
+       the sampler draws noise per step) after the variation seeds */
+    if (r->n_init_images > 0 || r->enable_hr) {
+        float_repr(vs, sizeof(vs), r->denoising_strength);
+        snprintf(var + strlen(var), sizeof(var) - strlen(var),
+                 ", Denoising strength: %s", vs);
+    }
+    if (r->clip_skip > 1) {
+        snprintf(var + strlen(var), sizeof(var) - strlen(var),
+                 ", Clip skip: %d", r->clip_skip);
+    }
+    if (r->eta_noise_seed_delta != 0) {
+        sd_sampler  sm;
+        sd_sched    sc;
+        int         fb;
+
+        sd_sampler_resolve(r->sampler, r->scheduler, &sm, &sc, &fb);
+        if (sm == SD_SAMPLER_EULER_A || sm == SD_SAMPLER_DPMPP_2M_SDE
+            || sm == SD_SAMPLER_DPMPP_3M_SDE || sm == SD_SAMPLER_LCM)
+        {
+            snprintf(var + strlen(var), sizeof(var) - strlen(var),
+                     ", ENSD: %lld", (long long) r->eta_noise_seed_delta);
+        }
+    }
+    if (r->enable_hr) {
+        size_t  l = strlen(var);
+
+        if (r->hr_resize_x == 0 && r->hr_resize_y == 0) {
+            float_repr(vs, sizeof(vs), r->hr_scale);
+            l += snprintf(var + l, sizeof(var) - l, ", Hires upscale: %s", vs);
+        } else {
+            l += snprintf(var + l, sizeof(var) - l, ", Hires resize: %dx%d",
+                          r->hr_resize_x, r->hr_resize_y);
+        }
+        if (r->hr_second_pass_steps && l < sizeof(var)) {
+            l += snprintf(var + l, sizeof(var) - l, ", Hires steps: %d",
+                          r->hr_second_pass_steps);
+        }
+        if (l < sizeof(var)) {
+            snprintf(var + l, sizeof(var) - l, ", Hires upscaler: %.64s",
+                     r->hr_upscaler && r->hr_upscaler[0] ? r->hr_upscaler
+                                                         : "Latent");
+        }
     }
 
     len = strlen(r->prompt) + strlen(r->negative_prompt) + 1024;
@@ -404,7 +510,7 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
              r->negative_prompt[0] ? "Negative prompt: " : "",
              r->negative_prompt,
              r->negative_prompt[0] ? "\n" : "",
-             r->steps, sampler_name(r), sd_schedulers[0], cfg,
+             r->steps, smp, sch, cfg,
              (unsigned long long) seed,
              r->width, r->height, m->hash, m->name, var,
              SD_VERSION);
@@ -414,19 +520,111 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
 
 
 static sd_status
+check_img2img(sd_err *err, const sd_request *r)
+{
+    int  i;
+
+    if (r->n_init_images < 0 || r->n_init_images > 64
+        || (r->n_init_images > 0 && r->init_images == NULL))
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "init_images: at most 64 "
+                         "images");
+    }
+    for (i = 0; i < r->n_init_images; i++) {
+        const sd_rgb8  *im = &r->init_images[i];
+
+        if (im->rgb == NULL || im->width < 1 || im->height < 1
+            || im->width > 16384 || im->height > 16384)
+        {
+            return sd_errorf(err, SD_ERR_INVALID, "init_images: image %d "
+                             "is empty or larger than 16384 pixels a side",
+                             i);
+        }
+    }
+    if (r->n_init_images == 0) {
+        return SD_OK;           /* txt2img: the rest is not read */
+    }
+    if (r->resize_mode < 0 || r->resize_mode > 3) {
+        return sd_errorf(err, SD_ERR_INVALID, "resize_mode: must be 0, 1, 2 "
+                         "or 3 (got %d)", r->resize_mode);
+    }
+    if (!(r->denoising_strength >= 0.0f && r->denoising_strength <= 1.0f)) {
+        return sd_errorf(err, SD_ERR_INVALID, "denoising_strength: must be "
+                         "between 0 and 1");
+    }
+    if (r->mask.gray != NULL
+        && (r->mask.width < 1 || r->mask.height < 1 || r->mask.width > 16384
+            || r->mask.height > 16384))
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "mask: empty or larger than "
+                         "16384 pixels a side");
+    }
+    if (r->mask_blur_x < 0 || r->mask_blur_x > 256 || r->mask_blur_y < 0
+        || r->mask_blur_y > 256)
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "mask_blur: must be between 0 "
+                         "and 256");
+    }
+    if (r->inpainting_fill < 0 || r->inpainting_fill > 3) {
+        return sd_errorf(err, SD_ERR_INVALID, "inpainting_fill: must be 0, "
+                         "1, 2 or 3 (got %d)", r->inpainting_fill);
+    }
+    if (r->inpaint_full_res_padding < 0
+        || r->inpaint_full_res_padding > 4096)
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "inpaint_full_res_padding: "
+                         "must be between 0 and 4096");
+    }
+    return SD_OK;
+}
+
+
+static sd_status
+check_hires(sd_err *err, const sd_request *r)
+{
+    if (!r->enable_hr) {
+        return SD_OK;
+    }
+    if (r->n_init_images > 0) {
+        return sd_errorf(err, SD_ERR_INVALID, "enable_hr: hires fix is for "
+                         "txt2img only");
+    }
+    if (!(r->hr_scale >= 1.0f && r->hr_scale <= 8.0f)) {
+        return sd_errorf(err, SD_ERR_INVALID, "hr_scale: must be between 1 "
+                         "and 8");
+    }
+    if (r->hr_resize_x < 0 || r->hr_resize_y < 0 || r->hr_resize_x > 16384
+        || r->hr_resize_y > 16384)
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "%s: must be between 0 and "
+                         "16384", r->hr_resize_x < 0 || r->hr_resize_x > 16384
+                                  ? "hr_resize_x" : "hr_resize_y");
+    }
+    if (r->hr_second_pass_steps < 0 || r->hr_second_pass_steps > 1000) {
+        return sd_errorf(err, SD_ERR_INVALID, "hr_second_pass_steps: must be "
+                         "between 0 and 1000");
+    }
+    if (!(r->denoising_strength >= 0.0f && r->denoising_strength <= 1.0f)) {
+        return sd_errorf(err, SD_ERR_INVALID, "denoising_strength: must be "
+                         "between 0 and 1");
+    }
+    if (r->hr_upscaler && r->hr_upscaler[0]
+        && name_index(sd_upscalers, r->hr_upscaler) < 0
+        && name_index(sd_latent_modes, r->hr_upscaler) < 0)
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "hr_upscaler: \"%s\" is not "
+                         "an upscaler here; see /sdapi/v1/upscalers and "
+                         "/sdapi/v1/latent-upscale-modes", r->hr_upscaler);
+    }
+    return SD_OK;
+}
+
+
+static sd_status
 check_request(sd_err *err, const sd_request *r)
 {
-    sd_sampler  sampler;
-    char        list[256];
-
     if (r->prompt == NULL || r->negative_prompt == NULL) {
         return sd_errorf(err, SD_ERR_INVALID, "prompt: must be a string");
-    }
-    SD_TRY(sd_sampler_parse(err, r->sampler, &sampler));
-    if (name_index(sd_schedulers, r->scheduler) < 0) {
-        return sd_errorf(err, SD_ERR_INVALID, "scheduler: \"%s\" is not "
-                         "supported; available: %s", r->scheduler,
-                         names_list(sd_schedulers, list, sizeof(list)));
     }
     if (r->n_iter < 1 || r->n_iter > 1000) {
         return sd_errorf(err, SD_ERR_INVALID, "n_iter: must be between 1 and "
@@ -445,6 +643,29 @@ check_request(sd_err *err, const sd_request *r)
         return sd_errorf(err, SD_ERR_INVALID, "skip layer guidance: at most "
                          "16 layers");
     }
+    if (r->clip_skip < 1 || r->clip_skip > 12) {
+        return sd_errorf(err, SD_ERR_INVALID, "CLIP_stop_at_last_layers: "
+                         "must be between 1 and 12 (got %d)", r->clip_skip);
+    }
+    if (r->eta_noise_seed_delta < 0) {
+        return sd_errorf(err, SD_ERR_INVALID, "eta_noise_seed_delta: must "
+                         "not be negative");
+    }
+    if (r->eta > 10.0f) {
+        return sd_errorf(err, SD_ERR_INVALID, "eta: must be at most 10");
+    }
+    SD_TRY(check_img2img(err, r));
+    SD_TRY(check_hires(err, r));
+
+    /* valid, not done yet */
+    if (r->n_init_images > 0 && r->resize_mode == 3) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "resize_mode: 3 (latent "
+                         "upscale) is not implemented yet");
+    }
+    if (r->n_init_images > 0 && r->mask.gray != NULL) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "mask: inpainting is not "
+                         "implemented yet");
+    }
     return SD_OK;
 }
 
@@ -459,9 +680,15 @@ pipe_args(const sd_request *r, sd_pipe_args *a)
     a->steps = r->steps;
     a->cfg = r->cfg_scale;
     a->batch = r->batch_size;
-    if (sd_sampler_parse(NULL, r->sampler, &a->sampler) != SD_OK) {
-        a->sampler = SD_SAMPLER_EULER;      /* check_request refuses it */
+    {
+        int  fb;
+
+        sd_sampler_resolve(r->sampler, r->scheduler, &a->sampler, &a->sched,
+                           &fb);
     }
+    a->eta = r->eta < 0.0f ? 1.0f : r->eta;     /* opts.eta_ancestral */
+    a->ensd = (uint64_t) r->eta_noise_seed_delta;
+
     a->subseed_strength = r->subseed_strength;
     a->rng = r->rng;
     a->slg_scale = r->slg_scale;
@@ -498,6 +725,206 @@ sd_request_check(const sd_engine *e, const sd_request *req, char *errbuf,
 }
 
 
+/*
+ * A prompt as A1111 encodes it: extra-network tags removed (and listed in
+ * the result), the emphasis syntax parsed; the runs' weights are not yet
+ * applied to the embeddings, so "(cat:1.3)" encodes as "cat".
+ */
+static sd_status
+encode_prompt(sd_err *err, sd_engine *e, const char *prompt, int clip_skip,
+    sd_result *res, sd_cond *tmp, const sd_cond **out)
+{
+    sd_prompt_attn   a = { NULL, 0 };
+    char            *text = NULL, *plain = NULL, **tags = NULL, **l;
+    int              n = 0, i;
+    sd_status        s;
+
+    SD_TRY(sd_prompt_extra_networks(err, prompt, &text, &tags, &n));
+    if (n > 0) {
+        l = realloc(res->extra_networks,
+                    (size_t) (res->n_extra_networks + n) * sizeof(char *));
+        if (l == NULL) {
+            s = sd_errorf(err, SD_ERR_NOMEM, "out of memory for the "
+                          "extra networks");
+            goto out;
+        }
+        res->extra_networks = l;
+        for (i = 0; i < n; i++) {
+            l[res->n_extra_networks++] = tags[i];
+            tags[i] = NULL;
+        }
+    }
+    SD_TRY_GOTO(s, sd_prompt_attention(err, text, &a), out);
+    SD_TRY_GOTO(s, sd_prompt_plain(err, &a, &plain), out);
+    s = sd_tcache_get(err, e->tcache, e->model, plain, clip_skip, tmp, out);
+
+out:
+    for (i = 0; i < n; i++) {
+        free(tags[i]);
+    }
+    free(tags);
+    free(text);
+    free(plain);
+    sd_prompt_attention_free(&a);
+    return s;
+}
+
+
+/*
+ * img2img: the init latents of iteration it's batch, image i from
+ * init_images[(it * batch + i) % n], resized by resize_mode (A1111's
+ * resize_image) and encoded; init holds batch x per floats.
+ */
+static sd_status
+init_latents(sd_err *err, sd_engine *e, const sd_request *r, int it,
+    size_t per, float *init)
+{
+    uint8_t   *px = NULL;
+    sd_status  s = SD_OK;
+    int        i;
+
+    for (i = 0; i < r->batch_size && s == SD_OK; i++) {
+        const sd_rgb8  *im = &r->init_images[(it * r->batch_size + i)
+                                             % r->n_init_images];
+
+        s = sd_resize_image(err, r->resize_mode, im, r->width, r->height,
+                            &px);
+        if (s == SD_OK) {
+            s = sd_pipe_encode_image(err, e->model, px, r->width, r->height,
+                                     init + i * per);
+        }
+        free(px);
+        px = NULL;
+    }
+    return s;
+}
+
+
+/*
+ * Hires fix's target size (A1111 StableDiffusionProcessingTxt2Img
+ * .calculate_target_resolution): hr_scale, or hr_resize_x / _y with the
+ * other side from the aspect; both given: cover, then crop (*crop_x / _y
+ * latent columns / rows off, half each side).
+ */
+static void
+hires_size(const sd_request *r, int *tw, int *th, int *uw, int *uh)
+{
+    int  w = r->width, h = r->height;
+
+    if (r->hr_resize_x == 0 && r->hr_resize_y == 0) {
+        *uw = *tw = (int) (w * r->hr_scale);
+        *uh = *th = (int) (h * r->hr_scale);
+    } else if (r->hr_resize_y == 0) {
+        *uw = *tw = r->hr_resize_x;
+        *uh = *th = r->hr_resize_x * h / w;
+    } else if (r->hr_resize_x == 0) {
+        *uw = *tw = r->hr_resize_y * w / h;
+        *uh = *th = r->hr_resize_y;
+    } else {
+        *tw = r->hr_resize_x;
+        *th = r->hr_resize_y;
+        if ((double) w / h < (double) r->hr_resize_x / r->hr_resize_y) {
+            *uw = r->hr_resize_x;
+            *uh = r->hr_resize_x * h / w;
+        } else {
+            *uw = r->hr_resize_y * w / h;
+            *uh = r->hr_resize_y;
+        }
+    }
+}
+
+
+static int
+is_latent_mode(const char *u)
+{
+    return u == NULL || u[0] == '\0' || strncmp(u, "Latent", 6) == 0;
+}
+
+
+/*
+ * The second pass's init latents (batch x (C, th/8, tw/8)) from the first
+ * pass: its latents through a latent mode, or its pixels (rgb) through a
+ * PIL upscaler and the VAE encoder; a cover-size upscale (uw x uh) is
+ * cropped to the centre as A1111 truncates it.
+ */
+static sd_status
+hires_init(sd_err *err, sd_engine *e, const sd_request *r, const float *lat,
+    const uint8_t *rgb, int uw, int uh, int tw, int th, float *init)
+{
+    int        c = sd_vae_latent_channels(e->model->vae), i, y;
+    int        h = r->height / 8, w = r->width / 8;
+    int        lw = uw / 8, lh = uh / 8, ow = tw / 8, oh = th / 8;
+    int        cx = (lw - ow) / 2, cy = (lh - oh) / 2, k;
+    size_t     per = (size_t) c * oh * ow;
+    float     *up = NULL;
+    uint8_t   *px = NULL, *crop = NULL;
+    sd_status  s = SD_OK;
+
+    if (is_latent_mode(r->hr_upscaler)) {
+        up = sd_malloc(err, (size_t) r->batch_size * c * lh * lw
+                            * sizeof(float), "hires latents");
+        if (up == NULL) {
+            return SD_ERR_NOMEM;
+        }
+        s = sd_latent_upscale(err, r->hr_upscaler && r->hr_upscaler[0]
+                                   ? r->hr_upscaler : "Latent", lat,
+                              r->batch_size, c, h, w, up, lh, lw);
+        for (i = 0; s == SD_OK && i < r->batch_size * c; i++) {
+            for (y = 0; y < oh; y++) {
+                memcpy(init + (size_t) i * oh * ow + (size_t) y * ow,
+                       up + (size_t) i * lh * lw + (size_t) (y + cy) * lw
+                       + cx, ow * sizeof(float));
+            }
+        }
+        free(up);
+        return s;
+    }
+
+    up = sd_malloc(err, (size_t) c * lh * lw * sizeof(float), "hires");
+    if (up == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    for (i = 0; i < r->batch_size && s == SD_OK; i++) {
+        sd_rgb8  im = { rgb + (size_t) i * r->width * r->height * 3,
+                        r->width, r->height };
+        int      ow2, oh2;
+        char     msg[256];
+
+        if (sd_upscale_rgb8(r->hr_upscaler, &im, uw, uh, &px, &ow2, &oh2,
+                            msg, sizeof(msg)) != SD_OK)
+        {
+            s = sd_errorf(err, SD_ERR_INVALID, "%s", msg);
+            break;
+        }
+        if (ow2 != uw || oh2 != uh) {
+            /* "None" keeps the size: A1111's resize() then uses LANCZOS */
+            sd_rgb8  im2 = { px, ow2, oh2 };
+
+            s = sd_resize_image(err, 0, &im2, uw, uh, &crop);
+            free(px);
+            px = crop;
+            crop = NULL;
+            if (s != SD_OK) {
+                break;
+            }
+        }
+        s = sd_pipe_encode_image(err, e->model, px, lw * 8, lh * 8, up);
+        for (k = 0; s == SD_OK && k < c; k++) {
+            for (y = 0; y < oh; y++) {
+                memcpy(init + i * per + (size_t) k * oh * ow
+                       + (size_t) y * ow,
+                       up + (size_t) k * lh * lw + (size_t) (y + cy) * lw
+                       + cx, ow * sizeof(float));
+            }
+        }
+        free(px);
+        px = NULL;
+    }
+    free(up);
+    return s;
+}
+
+
 static sd_status
 generate(sd_err *err, sd_engine *e, const sd_request *r,
     sd_progress_fn progress, void *data, volatile int *cancel,
@@ -508,12 +935,20 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     const sd_cond *cp = NULL, *np = NULL;
     uint64_t      seed, subseed;
     uint8_t      *rgb = NULL;
+    float        *init = NULL, *first = NULL;
+    sd_pipe_args  a2;
+    sd_cond       hc, hn;
+    const sd_cond *pc = NULL, *pn = NULL;
+    int           tw = r->width, th = r->height, uw = 0, uh = 0;
     sd_status     s;
     size_t        px = (size_t) r->width * r->height * 3;
+    size_t        per = (size_t) 16 * (r->height / 8) * (r->width / 8);
     int           it, i, k;
 
     memset(&c, 0, sizeof(c));
     memset(&n, 0, sizeof(n));
+    memset(&hc, 0, sizeof(hc));
+    memset(&hn, 0, sizeof(hn));
     SD_TRY(check_request(err, r));
 
     pipe_args(r, &a);
@@ -530,14 +965,78 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     if (res->images == NULL) {
         return SD_ERR_NOMEM;
     }
+    request_sampler(r, &res->sampler, &res->scheduler);
+    res->width = res->first_pass_width = r->width;
+    res->height = res->first_pass_height = r->height;
 
-    /* textcache.h: from the cache when the engine has one (clip skip: 0
-       until requests carry it) */
-    SD_TRY_GOTO(s, sd_tcache_get(err, e->tcache, e->model, r->prompt, 0, &c,
+    /* through the text cache when the engine has one (textcache.h) */
+    SD_TRY_GOTO(s, encode_prompt(err, e, r->prompt, r->clip_skip, res, &c,
                                  &cp), out);
     if (r->cfg_scale > 1.0f) {
-        SD_TRY_GOTO(s, sd_tcache_get(err, e->tcache, e->model,
-                                     r->negative_prompt, 0, &n, &np), out);
+        SD_TRY_GOTO(s, encode_prompt(err, e, r->negative_prompt,
+                                     r->clip_skip, res, &n, &np), out);
+    }
+    pc = cp;
+    pn = np ? np : &n;
+
+    if (r->enable_hr) {
+        int  fb, c16 = sd_vae_latent_channels(e->model->vae);
+
+        hires_size(r, &tw, &th, &uw, &uh);
+        if (uw % 8 || uh % 8) {
+            s = sd_errorf(err, SD_ERR_INVALID, "hr_scale: the upscaled size "
+                          "%dx%d must be a multiple of 8", uw, uh);
+            goto out;
+        }
+        a2 = a;
+        a2.width = tw;
+        a2.height = th;
+        a2.steps = r->hr_second_pass_steps ? r->hr_second_pass_steps
+                                           : r->steps;
+        a2.start = sd_img2img_start(&a2.steps, r->denoising_strength,
+                                    a2.steps);
+        if (r->hr_sampler && r->hr_sampler[0]) {
+            sd_sampler_resolve(r->hr_sampler, r->hr_scheduler, &a2.sampler,
+                               &a2.sched, &fb);
+        }
+        if (sd_pipe_validate(err, e->model, &a2) != SD_OK) {
+            char  m[sizeof(err->msg)];
+
+            snprintf(m, sizeof(m), "%s", err->msg);
+            sd_err_clear(err);
+            s = sd_errorf(err, SD_ERR_INVALID, "%s: the second pass at "
+                          "%dx%d: %.400s", r->hr_resize_x || r->hr_resize_y
+                          ? "hr_resize_x" : "hr_scale", tw, th, m);
+            goto out;
+        }
+        res->width = tw;
+        res->height = th;
+        res->hr_steps = a2.steps - a2.start;
+        res->hr_sampler = sd_sampler_labels[a2.sampler];
+        res->hr_scheduler = sd_sched_labels[a2.sched];
+        px = (size_t) tw * th * 3;
+        first = sd_malloc(err, (size_t) r->batch_size * c16 * (r->height / 8)
+                               * (r->width / 8) * sizeof(float), "latents");
+        init = sd_malloc(err, (size_t) r->batch_size * c16 * (th / 8)
+                              * (tw / 8) * sizeof(float), "latents");
+        if (first == NULL || init == NULL) {
+            s = SD_ERR_NOMEM;
+            goto out;
+        }
+        if (r->hr_prompt && r->hr_prompt[0]
+            && strcmp(r->hr_prompt, r->prompt) != 0)
+        {
+            SD_TRY_GOTO(s, encode_prompt(err, e, r->hr_prompt,
+                                         r->clip_skip, res, &hc, &pc), out);
+        }
+        if (r->cfg_scale > 1.0f && r->hr_negative_prompt
+            && r->hr_negative_prompt[0]
+            && strcmp(r->hr_negative_prompt, r->negative_prompt) != 0)
+        {
+            SD_TRY_GOTO(s, encode_prompt(err, e,
+                                         r->hr_negative_prompt, r->clip_skip,
+                                         res, &hn, &pn), out);
+        }
     }
 
     for (it = 0; it < r->n_iter; it++) {
@@ -548,8 +1047,43 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
             a.subseeds[i] = subseed + k;
         }
         a.job = it;
-        SD_TRY_GOTO(s, sd_pipe_txt2img(err, e->model, &a, cp, np ? np : &n,
-                                       &rgb, NULL), out);
+        if (r->n_init_images > 0) {
+            if (init == NULL) {
+                per = (size_t) sd_vae_latent_channels(e->model->vae)
+                      * (r->height / 8) * (r->width / 8);
+                init = sd_malloc(err, r->batch_size * per * sizeof(float),
+                                 "init latents");
+                if (init == NULL) {
+                    s = SD_ERR_NOMEM;
+                    goto out;
+                }
+            }
+            SD_TRY_GOTO(s, init_latents(err, e, r, it, per, init), out);
+            a.init = init;
+            a.steps = r->steps;
+            a.start = sd_img2img_start(&a.steps, r->denoising_strength, 0);
+        }
+        if (r->enable_hr) {
+            a.latents_out = is_latent_mode(r->hr_upscaler) ? first : NULL;
+            SD_TRY_GOTO(s, sd_pipe_txt2img(err, e->model, &a, cp,
+                                           np ? np : &n, &rgb, NULL), out);
+            if (cancel && *cancel) {
+                break;          /* no second pass after an interrupt */
+            }
+            SD_TRY_GOTO(s, hires_init(err, e, r, first, rgb, uw, uh, tw, th,
+                                      init), out);
+            free(rgb);
+            rgb = NULL;
+            memcpy(a2.seeds, a.seeds, sizeof(a.seeds));
+            memcpy(a2.subseeds, a.subseeds, sizeof(a.subseeds));
+            a2.job = it;
+            a2.init = init;
+            SD_TRY_GOTO(s, sd_pipe_txt2img(err, e->model, &a2, pc, pn, &rgb,
+                                           NULL), out);
+        } else {
+            SD_TRY_GOTO(s, sd_pipe_txt2img(err, e->model, &a, cp,
+                                           np ? np : &n, &rgb, NULL), out);
+        }
         if (rgb == NULL) {
             break;              /* stopped before its first step */
         }
@@ -559,11 +1093,27 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
 
             img->seed = a.seeds[i];
             img->subseed = a.subseeds[i];
+            img->width = tw;
+            img->height = th;
+            img->prompt = strdup(r->prompt);
+            img->negative_prompt = strdup(r->negative_prompt);
+            img->rgb = malloc(px);
+            if (img->rgb) {
+                memcpy(img->rgb, rgb + i * px, px);
+            }
+            if (img->prompt == NULL || img->negative_prompt == NULL
+                || img->rgb == NULL)
+            {
+                res->n_images++;
+                s = sd_errorf(err, SD_ERR_NOMEM, "out of memory for an "
+                              "image's prompts and pixels");
+                goto out;
+            }
             SD_TRY_GOTO(s, sd_infotext(err, e->model, r, img->seed,
                                        img->subseed, &img->infotext), out);
             res->n_images++;
-            SD_TRY_GOTO(s, sd_png_encode(err, rgb + i * px, r->width,
-                                         r->height, img->infotext, &img->png,
+            SD_TRY_GOTO(s, sd_png_encode(err, rgb + i * px, tw, th,
+                                         img->infotext, &img->png,
                                          &img->png_len), out);
         }
         free(rgb);
@@ -576,8 +1126,12 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
 
 out:
     free(rgb);
+    free(init);
+    free(first);
     sd_cond_free(&c);
     sd_cond_free(&n);
+    sd_cond_free(&hc);
+    sd_cond_free(&hn);
     if (s != SD_OK) {
         sd_result_free(res);
     }

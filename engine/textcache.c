@@ -158,8 +158,11 @@ sd_tcache_get(sd_err *err, sd_tcache *tc, sd_model *m, const char *prompt,
     if (prompt == NULL) {
         prompt = "";
     }
+    if (clip_skip < 1) {
+        clip_skip = 1;          /* A1111's default: the last layer */
+    }
     if (tc == NULL) {
-        SD_TRY(sd_cond_encode(err, m, prompt, tmp));
+        SD_TRY(sd_cond_encode_skip(err, m, prompt, clip_skip, tmp));
         *out = tmp;
         return SD_OK;
     }
@@ -199,7 +202,7 @@ sd_tcache_get(sd_err *err, sd_tcache *tc, sd_model *m, const char *prompt,
     memcpy(en->text, prompt, n + 1);
     en->hash = h;
     en->clip_skip = clip_skip;
-    if (sd_cond_encode(err, m, prompt, &en->cond) != SD_OK) {
+    if (sd_cond_encode_skip(err, m, prompt, clip_skip, &en->cond) != SD_OK) {
         entry_free(en);
         return err->status;
     }

@@ -97,12 +97,18 @@ def test_malformed_json(nginx):
     assert d["type"] == "missing"
 
 
-def test_unknown_sampler(nginx):
-    r = nginx.post("/sdapi/v1/txt2img", dict(FAST, sampler_name="Nope++"))
-    d = detail(r)
-    assert d["type"] == "value_error"
-    assert d["loc"] == ["body", "sampler_name"]
-    assert "Nope++" in d["msg"]
+def test_unknown_sampler_falls_back(nginx):
+    # A1111 1.10 refuses no sampler or scheduler name: an unknown one runs
+    # its samplers[0] and "Automatic", and the infotext says so
+    r = nginx.post("/sdapi/v1/txt2img", dict(FAST, sampler_name="Nope++",
+                                             scheduler="Nope"))
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    assert "Sampler: DPM++ 2M, Schedule type: Automatic," \
+        in info["infotexts"][0]
+    r = nginx.post("/sdapi/v1/txt2img", dict(FAST,
+                                             sampler_name="DPM++ 2M Karras"))
+    assert r.status_code == 200, r.text
 
 
 def test_location_limits(nginx_factory):
@@ -133,7 +139,9 @@ def test_413(nginx_factory):
 
 def test_engine_error_is_logged_once(nginx):
     # an engine refusal is a client fault: logged at info, once
-    nginx.post("/sdapi/v1/txt2img", dict(FAST, sampler_name="Nope++"))
+    # (any sampler name is taken, as A1111 falls back: the model's size
+    # limit is what only the engine refuses)
+    nginx.post("/sdapi/v1/txt2img", dict(FAST, width=1024))
     log = nginx.logs()
     assert log.count("refused") == 1
     assert '[info]' in log.split("sd_request_check() refused")[0] \
@@ -169,10 +177,9 @@ def test_engine_refusal_when_not_loaded(nginx):
         if nginx.get("/internal/ping").json()["status"] == "unloaded":
             break
         time.sleep(0.05)
-    d = detail(nginx.post("/sdapi/v1/txt2img",
-                          dict(FAST, scheduler="Karras")))
-    assert d["loc"] == ["body", "scheduler"]
-    assert "Karras" in d["msg"]
+    d = detail(nginx.post("/sdapi/v1/txt2img", dict(FAST, width=1024)))
+    assert d["loc"] == ["body", "width"]
+    assert "512" in d["msg"]
     log = nginx.logs()
     assert log.count("sd_generate() refused") == 1
     assert "sd_request_check() refused" not in log
