@@ -253,8 +253,7 @@ engine_backend(sd_err *err, sd_engine *e, const sd_engine_config *cfg)
                                       &e->be));
         e->cuda = 1;
         if (p == SD_PRECISION_FP8) {
-            e->be->fp8_kinds = sd_fp8_default_kinds() & ~keep;
-            e->be->weight_policy = sd_fp8_weight_policy;
+            sd_fp8_apply(e->be, sd_fp8_default_kinds() & ~keep);
         }
         snprintf(e->device, sizeof(e->device), "cuda:%d %s%s%s, %s",
                  cfg->device_index,

@@ -210,3 +210,11 @@ sd_fp8_weight_policy(const sd_backend *be, const char *name, int ndim,
     }
     return be->weight_dtype;
 }
+
+
+void
+sd_fp8_apply(sd_backend *be, unsigned mask)
+{
+    be->fp8_kinds = mask;
+    be->weight_policy = sd_fp8_weight_policy;
+}

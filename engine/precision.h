@@ -63,4 +63,7 @@ const char *sd_fp8_kinds_str(unsigned mask, char *buf, size_t len);
 sd_dtype sd_fp8_weight_policy(const sd_backend *be, const char *name,
     int ndim, const int64_t *shape);
 
+/* Make be an FP8 backend storing the kinds of mask in FP8 (before loading). */
+void sd_fp8_apply(sd_backend *be, unsigned mask);
+
 #endif /* SD_PRECISION_H */

@@ -223,8 +223,7 @@ sd_cli_backend(const char *device, const char *precision, sd_backend **be,
         return sd_cli_fail("creating the CUDA backend", err);
     }
     if (fp8) {
-        (*be)->fp8_kinds = sd_fp8_default_kinds() & ~keep;
-        (*be)->weight_policy = sd_fp8_weight_policy;
+        sd_fp8_apply(*be, sd_fp8_default_kinds() & ~keep);
     }
     fprintf(stderr, "sd-cli: %s, %s%s%s\n", sd_cuda_info(*be),
             fp8 ? "fp8 " : bf16 ? "bf16" : "fp32",

@@ -101,8 +101,7 @@ sweep_run(const char *model, const char *device, long mask,
         return 1;
     }
     if (mask >= 0) {
-        be->fp8_kinds = (unsigned) mask;
-        be->weight_policy = sd_fp8_weight_policy;
+        sd_fp8_apply(be, (unsigned) mask);
     }
     if (sd_model_load(&err, be, model, SD_PART_ALL, &m) != SD_OK) {
         rc = sd_cli_fail("loading the model", &err);

@@ -48,8 +48,7 @@ t_backend(sd_err *err, sd_backend **be)
         SD_TRY(sd_backend_cuda_create(err, 0, t_dev_bf16 ? SD_DT_BF16
                                                          : SD_DT_F32, be));
         if (t_dev_fp8) {
-            (*be)->fp8_kinds = sd_fp8_default_kinds();
-            (*be)->weight_policy = sd_fp8_weight_policy;
+            sd_fp8_apply(*be, sd_fp8_default_kinds());
         }
         return sd_cuda_reserve(err, *be, (size_t) 2 << 30);
     }
