@@ -329,19 +329,59 @@ extern ngx_http_sd_worker_t    ngx_http_sd_worker;
 extern ngx_http_sd_shm_t      *ngx_http_sd_shm;
 
 
-/* ngx_http_sd_api.c */
+/* ngx_http_sd_api.c: routes */
 ngx_int_t ngx_http_sd_api_handler(ngx_http_request_t *r);
+ngx_uint_t ngx_http_sd_route_unparsed(ngx_http_request_t *r);
+
+/* ngx_http_sd_answer.c */
+ngx_int_t ngx_http_sd_add_header(ngx_http_request_t *r, const char *key,
+    u_char *value, size_t len, ngx_table_elt_t **out);
+ngx_int_t ngx_http_sd_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *p, size_t len);
 ngx_int_t ngx_http_sd_send_json(ngx_http_request_t *r, ngx_uint_t status,
     cJSON *json);
+ngx_int_t ngx_http_sd_send_empty(ngx_http_request_t *r);
 ngx_int_t ngx_http_sd_send_detail(ngx_http_request_t *r, ngx_uint_t status,
     const char *detail, time_t retry_after);
+ngx_int_t ngx_http_sd_send_verr(ngx_http_request_t *r,
+    ngx_http_sd_verr_t *e);
 ngx_int_t ngx_http_sd_send_422(ngx_http_request_t *r, const char *field,
     const char *msg, const char *type);
 ngx_int_t ngx_http_sd_send_500(ngx_http_request_t *r, const char *error,
     const char *errors);
+ngx_int_t ngx_http_sd_send_refusal(ngx_http_request_t *r,
+    const char *msg);
+ngx_int_t ngx_http_sd_job_error(ngx_http_request_t *r,
+    ngx_http_sd_job_t *job);
+
+/* ngx_http_sd_txt2img.c */
+ngx_int_t ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body);
 ngx_int_t ngx_http_sd_txt2img_respond(ngx_http_request_t *r,
     ngx_http_sd_job_t *job);
-ngx_uint_t ngx_http_sd_route_unparsed(ngx_http_request_t *r);
+void ngx_http_sd_task_id(u_char *id, size_t *len);
+
+/* ngx_http_sd_status.c */
+ngx_int_t ngx_http_sd_progress(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_iprogress(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_pending(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_interrupt(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_skip(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_memory(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_ping(ngx_http_request_t *r, cJSON *body);
+
+/* ngx_http_sd_server.c */
+size_t ngx_http_sd_model_refs(ngx_http_sd_model_ref_t *refs);
+ngx_int_t ngx_http_sd_options(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_sd_models(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_samplers(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_schedulers(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_png_info(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_refresh(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_unload(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_reload(ngx_http_request_t *r, cJSON *body);
+
+/* ngx_http_sd_metrics.c */
+ngx_int_t ngx_http_sd_metrics_handler(ngx_http_request_t *r);
 
 /* ngx_http_sd_queue.c */
 ngx_int_t ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
@@ -373,12 +413,12 @@ void ngx_http_sd_hist_observe(ngx_http_sd_hist_t *h, const double *le,
     uint64_t us);
 void ngx_http_sd_count(ngx_http_request_t *r, ngx_uint_t route,
     ngx_uint_t status);
-ngx_int_t ngx_http_sd_metrics_handler(ngx_http_request_t *r);
 uint64_t ngx_http_sd_now_ms(void);
 
 extern const double  ngx_http_sd_step_le[NGX_HTTP_SD_HIST_BUCKETS];
 extern const double  ngx_http_sd_request_le[NGX_HTTP_SD_HIST_BUCKETS];
 extern const char   *ngx_http_sd_route_names[NGX_HTTP_SD_NROUTES];
+extern const ngx_uint_t  ngx_http_sd_codes[NGX_HTTP_SD_NCODES - 1];
 
 
 #endif /* _NGX_HTTP_SD_MODULE_H_INCLUDED_ */
