@@ -184,6 +184,20 @@ ngx_http_sd_send_verr(ngx_http_request_t *r, ngx_http_sd_verr_t *e)
 }
 
 
+/* The one answer to an invalid field of a route's body: logged, then 422. */
+
+ngx_int_t
+ngx_http_sd_send_invalid(ngx_http_request_t *r, const char *route,
+    ngx_http_sd_verr_t *e)
+{
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "sd %s: invalid \"%s\": %s", route,
+                  e->field ? e->field : "body", e->msg);
+
+    return ngx_http_sd_send_verr(r, e);
+}
+
+
 ngx_int_t
 ngx_http_sd_send_422(ngx_http_request_t *r, const char *field,
     const char *msg, const char *type)
@@ -230,6 +244,17 @@ ngx_http_sd_send_500(ngx_http_request_t *r, const char *error,
 ngx_int_t
 ngx_http_sd_job_error(ngx_http_request_t *r, ngx_http_sd_job_t *job)
 {
+    if (job->error) {
+        /* the queue gave the job up, and logged why */
+        return ngx_http_sd_send_500(r, job->error, job->err);
+    }
+
+    if (job->shutdown && job->state == NGX_HTTP_SD_TASK_QUEUED) {
+        /* never run: the queue logged it */
+        return ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "shutting down", job->retry_after);
+    }
+
     if (job->status == SD_ERR_INVALID
         || job->status == SD_ERR_UNSUPPORTED)
     {
@@ -255,6 +280,39 @@ ngx_http_sd_job_error(ngx_http_request_t *r, ngx_http_sd_job_t *job)
     return ngx_http_sd_send_500(r, sd_status_str(job->status),
                                 job->err[0] ? job->err
                                             : sd_status_str(job->status));
+}
+
+
+/* The answer to a job that the queue did not take (logged there). */
+
+ngx_int_t
+ngx_http_sd_send_refused(ngx_http_request_t *r, ngx_http_sd_job_t *job,
+    ngx_http_sd_refusal_e why)
+{
+    switch (why) {
+
+    case NGX_HTTP_SD_REFUSE_SHUTDOWN:
+        return ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "shutting down", job->retry_after);
+
+    case NGX_HTTP_SD_REFUSE_LOADING:
+        return ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "loading", job->retry_after);
+
+    case NGX_HTTP_SD_REFUSE_LOAD_FAILED:
+        return ngx_http_sd_send_500(r, "ModelLoadError", job->err);
+
+    case NGX_HTTP_SD_REFUSE_FULL:
+        return ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "queue full", job->retry_after);
+
+    case NGX_HTTP_SD_REFUSE_TENANT:
+        return ngx_http_sd_send_detail(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                       job->err, job->retry_after);
+
+    default:
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 }
 
 

@@ -218,6 +218,27 @@ typedef struct {
 
 typedef struct ngx_http_sd_job_s  ngx_http_sd_job_t;
 
+/*
+ * The answer to a job, on the event loop, whatever ended it: it ran
+ * (job->status), or the queue gave it up (job->status and job->err, with
+ * job->error naming the exception or job->shutdown set). Returns the
+ * status for ngx_http_finalize_request(); the queue finalizes and frees.
+ */
+typedef ngx_int_t (*ngx_http_sd_answer_pt)(ngx_http_request_t *r,
+    ngx_http_sd_job_t *job);
+
+
+/* why ngx_http_sd_enqueue() did not take a job; the handler answers */
+typedef enum {
+    NGX_HTTP_SD_QUEUED = 0,
+    NGX_HTTP_SD_REFUSE_SHUTDOWN,    /* 503 "shutting down" */
+    NGX_HTTP_SD_REFUSE_LOADING,     /* 503 "loading" */
+    NGX_HTTP_SD_REFUSE_LOAD_FAILED, /* 500 ModelLoadError, job->err */
+    NGX_HTTP_SD_REFUSE_FULL,        /* 503 "queue full" */
+    NGX_HTTP_SD_REFUSE_TENANT,      /* 429, job->err */
+    NGX_HTTP_SD_REFUSE_ERROR        /* 500: no memory */
+} ngx_http_sd_refusal_e;
+
 
 typedef struct {
     ngx_str_t                  name;
@@ -271,6 +292,7 @@ typedef struct {
 struct ngx_http_sd_job_s {
     ngx_thread_task_t          task;        /* task.ctx is the job */
     ngx_http_request_t        *r;
+    ngx_http_sd_answer_pt      answer;      /* set by the route handler */
     ngx_http_sd_tenant_t      *tenant;
     ngx_queue_t                queue;       /* tenant->jobs, or w->jobs */
     ngx_uint_t                 state;       /* QUEUED or RUNNING */
@@ -303,6 +325,7 @@ struct ngx_http_sd_job_s {
     int                        n_done;      /* iterations with images */
     sd_status                  status;
     char                       err[NGX_HTTP_SD_ERRLEN];
+    const char                *error;       /* the queue's failure, a name */
 
     ngx_msec_t                 queued_at;
     ngx_msec_t                 started_at;
@@ -345,6 +368,8 @@ ngx_int_t ngx_http_sd_send_detail(ngx_http_request_t *r, ngx_uint_t status,
     const char *detail, time_t retry_after);
 ngx_int_t ngx_http_sd_send_verr(ngx_http_request_t *r,
     ngx_http_sd_verr_t *e);
+ngx_int_t ngx_http_sd_send_invalid(ngx_http_request_t *r, const char *route,
+    ngx_http_sd_verr_t *e);
 ngx_int_t ngx_http_sd_send_422(ngx_http_request_t *r, const char *field,
     const char *msg, const char *type);
 ngx_int_t ngx_http_sd_send_500(ngx_http_request_t *r, const char *error,
@@ -353,6 +378,8 @@ ngx_int_t ngx_http_sd_send_refusal(ngx_http_request_t *r,
     const char *msg);
 ngx_int_t ngx_http_sd_job_error(ngx_http_request_t *r,
     ngx_http_sd_job_t *job);
+ngx_int_t ngx_http_sd_send_refused(ngx_http_request_t *r,
+    ngx_http_sd_job_t *job, ngx_http_sd_refusal_e why);
 
 /* ngx_http_sd_txt2img.c */
 ngx_int_t ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body);
@@ -384,8 +411,8 @@ ngx_int_t ngx_http_sd_reload(ngx_http_request_t *r, cJSON *body);
 ngx_int_t ngx_http_sd_metrics_handler(ngx_http_request_t *r);
 
 /* ngx_http_sd_queue.c */
-ngx_int_t ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
-    ngx_str_t *tenant, ngx_int_t tenant_queue);
+ngx_http_sd_refusal_e ngx_http_sd_enqueue(ngx_http_request_t *r,
+    ngx_http_sd_job_t *job, ngx_str_t *tenant, ngx_int_t tenant_queue);
 void ngx_http_sd_dispatch(void);
 void ngx_http_sd_job_free(ngx_http_sd_job_t *job);
 void ngx_http_sd_jobs_changed(void);

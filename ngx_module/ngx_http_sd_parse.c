@@ -59,6 +59,7 @@ static int ngx_http_sd_get_str(cJSON *o, const char *key, const char *def,
 static int ngx_http_sd_get_bool(cJSON *o, const char *key, int def,
     int *out, ngx_http_sd_verr_t *e);
 static int ngx_http_sd_unsupported(cJSON *body, ngx_http_sd_verr_t *e);
+static int ngx_http_sd_randn_cpu(cJSON *v);
 static int ngx_http_sd_overrides(cJSON *body,
     const ngx_http_sd_model_ref_t *models, size_t nmodels,
     ngx_http_sd_txt2img_t *t, ngx_http_sd_verr_t *e);
@@ -633,13 +634,30 @@ unsupported:
 }
 
 
+/* randn_source, A1111's two values: 1 "CPU", 0 "GPU", -1 anything else */
+
+static int
+ngx_http_sd_randn_cpu(cJSON *v)
+{
+    if (!cJSON_IsString(v)) {
+        return -1;
+    }
+
+    if (strcmp(v->valuestring, "CPU") == 0) {
+        return 1;
+    }
+
+    return strcmp(v->valuestring, "GPU") == 0 ? 0 : -1;
+}
+
+
 /* override_settings: the options a request may set for itself */
 
 static int
 ngx_http_sd_overrides(cJSON *body, const ngx_http_sd_model_ref_t *models,
     size_t nmodels, ngx_http_sd_txt2img_t *t, ngx_http_sd_verr_t *e)
 {
-    int         i;
+    int         i, cpu;
     cJSON      *o, *v;
     const char  *field;
 
@@ -658,17 +676,15 @@ ngx_http_sd_overrides(cJSON *body, const ngx_http_sd_model_ref_t *models,
 
     v = cJSON_GetObjectItemCaseSensitive(o, "randn_source");
     if (v && !cJSON_IsNull(v)) {
-        if (cJSON_IsString(v) && strcmp(v->valuestring, "CPU") == 0) {
-            t->rng = SD_RNG_CPU;
+        cpu = ngx_http_sd_randn_cpu(v);
 
-        } else if (cJSON_IsString(v) && strcmp(v->valuestring, "GPU") == 0) {
-            t->rng = SD_RNG_CUDA;
-
-        } else {
+        if (cpu < 0) {
             ngx_http_sd_verr(e, field, "value_error", "Value error, "
                              "randn_source must be \"GPU\" or \"CPU\"");
             return -1;
         }
+
+        t->rng = cpu ? SD_RNG_CPU : SD_RNG_CUDA;
     }
 
     v = cJSON_GetObjectItemCaseSensitive(o, "sd_model_checkpoint");
@@ -1072,13 +1088,9 @@ ngx_http_sd_parse_options(cJSON *body, const ngx_http_sd_model_ref_t *models,
 
     v = cJSON_GetObjectItemCaseSensitive(body, "randn_source");
     if (v && !cJSON_IsNull(v)) {
-        if (cJSON_IsString(v) && strcmp(v->valuestring, "CPU") == 0) {
-            o->randn_cpu = 1;
+        o->randn_cpu = ngx_http_sd_randn_cpu(v);
 
-        } else if (cJSON_IsString(v) && strcmp(v->valuestring, "GPU") == 0) {
-            o->randn_cpu = 0;
-
-        } else {
+        if (o->randn_cpu < 0) {
             ngx_http_sd_verr(e, "randn_source", "value_error", "Value error, "
                              "randn_source must be \"GPU\" or \"CPU\"");
             return NGX_HTTP_SD_PARSE_INVALID;

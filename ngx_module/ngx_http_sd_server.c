@@ -75,10 +75,7 @@ ngx_http_sd_options(ngx_http_request_t *r, cJSON *body)
         if (ngx_http_sd_parse_options(body, refs, nrefs, &opt, &e)
             != NGX_HTTP_SD_PARSE_OK)
         {
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "sd options: invalid \"%s\": %s",
-                          e.field ? e.field : "body", e.msg);
-            return ngx_http_sd_send_verr(r, &e);
+            return ngx_http_sd_send_invalid(r, "options", &e);
         }
 
         if (opt.model >= 0) {
@@ -257,10 +254,7 @@ ngx_http_sd_png_info(ngx_http_request_t *r, cJSON *body)
     rc = ngx_http_sd_parse_png_info(body, &o, &e);
 
     if (rc == NGX_HTTP_SD_PARSE_INVALID) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "sd png-info: invalid \"%s\": %s",
-                      e.field ? e.field : "body", e.msg);
-        return ngx_http_sd_send_verr(r, &e);
+        return ngx_http_sd_send_invalid(r, "png-info", &e);
     }
 
     if (rc != NGX_HTTP_SD_PARSE_OK) {

@@ -13,6 +13,7 @@
 
 
 static ngx_str_t *ngx_http_sd_scope(ngx_http_request_t *r);
+static double ngx_http_sd_task_progress(ngx_http_sd_shm_task_t *t);
 
 
 /* The tasks a request sees: its tenant's, or all of them (sd_operator). */
@@ -25,6 +26,28 @@ ngx_http_sd_scope(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_sd_module);
 
     return ctx->operator ? NULL : &ctx->tenant;
+}
+
+
+/*
+ * A1111's progress fraction: the iterations done, and the steps of the
+ * current one, over n_iter (job_count), at most 1.
+ */
+
+static double
+ngx_http_sd_task_progress(ngx_http_sd_shm_task_t *t)
+{
+    double      progress;
+    ngx_uint_t  count;
+
+    count = t->job_count ? t->job_count : 1;
+    progress = (double) t->job_no / count;
+
+    if (t->steps > 0) {
+        progress += (double) t->step / t->steps / count;
+    }
+
+    return progress > 1 ? 1 : progress;
 }
 
 
@@ -60,14 +83,7 @@ ngx_http_sd_progress(ngx_http_request_t *r, cJSON *body)
     eta = 0;
 
     if (cur && cur->job_count > 0) {
-        progress = (double) cur->job_no / cur->job_count;
-        if (cur->steps > 0) {
-            progress += (double) cur->step / cur->steps / cur->job_count;
-        }
-        if (progress > 1) {
-            progress = 1;
-        }
-
+        progress = ngx_http_sd_task_progress(cur);
         elapsed = (double) (ngx_http_sd_now_ms() - cur->start_ms) / 1000;
         eta = progress > 0 ? elapsed / progress - elapsed : 0;
     }
@@ -137,15 +153,7 @@ ngx_http_sd_iprogress(ngx_http_request_t *r, cJSON *body)
                           t && t->state == NGX_HTTP_SD_TASK_DONE);
 
     if (t && t->state == NGX_HTTP_SD_TASK_RUNNING) {
-        progress = (double) t->job_no / (t->job_count ? t->job_count : 1);
-        if (t->steps > 0) {
-            progress += (double) t->step / t->steps
-                        / (t->job_count ? t->job_count : 1);
-        }
-        if (progress > 1) {
-            progress = 1;
-        }
-
+        progress = ngx_http_sd_task_progress(t);
         elapsed = (double) (ngx_http_sd_now_ms() - t->start_ms) / 1000;
 
         cJSON_AddNumberToObject(o, "progress", progress);

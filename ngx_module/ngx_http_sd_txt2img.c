@@ -169,6 +169,7 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
     ngx_http_sd_ctx_t        *ctx;
     ngx_http_sd_job_t        *job;
     ngx_http_sd_verr_t        e;
+    ngx_http_sd_refusal_e     why;
     ngx_http_sd_model_t      *m;
     ngx_http_sd_limits_t      lim;
     ngx_http_sd_txt2img_t    *in;
@@ -200,10 +201,7 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
 
     if (rc == NGX_HTTP_SD_PARSE_INVALID) {
         ngx_http_sd_job_free(job);
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "sd txt2img: invalid \"%s\": %s",
-                      e.field ? e.field : "body", e.msg);
-        return ngx_http_sd_send_verr(r, &e);
+        return ngx_http_sd_send_invalid(r, "txt2img", &e);
     }
 
     if (rc != NGX_HTTP_SD_PARSE_OK) {
@@ -284,11 +282,16 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_sd_enqueue(r, job, &ctx->tenant, tq);
+    job->answer = ngx_http_sd_txt2img_respond;
 
-    if (rc != NGX_DONE) {
-        ngx_http_sd_job_free(job);
+    why = ngx_http_sd_enqueue(r, job, &ctx->tenant, tq);
+
+    if (why == NGX_HTTP_SD_QUEUED) {
+        return NGX_DONE;
     }
+
+    rc = ngx_http_sd_send_refused(r, job, why);
+    ngx_http_sd_job_free(job);
 
     return rc;
 }
