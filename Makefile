@@ -51,7 +51,8 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 LIB      := $(BUILD)/libsd.a
 
 # The module's parsers that need no nginx: unit-tested and fuzzed as they are.
-PARSE_SRC := ngx_module/ngx_http_sd_json.c ngx_module/ngx_http_sd_parse.c
+PARSE_SRC := ngx_module/ngx_http_sd_json.c ngx_module/ngx_http_sd_parse.c \
+             ngx_module/ngx_http_sd_styles.c
 PARSE_OBJ := $(PARSE_SRC:%.c=$(BUILD)/%.o)
 .SECONDARY: $(PARSE_OBJ)
 

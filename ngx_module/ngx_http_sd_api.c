@@ -109,6 +109,61 @@ static ngx_http_sd_route_t  ngx_http_sd_routes[] = {
     { ngx_string("/internal/pending-tasks"), NGX_HTTP_SD_GET, 0, 0,
       NGX_HTTP_SD_PENDING, ngx_http_sd_pending },
 
+    /* listings (ngx_http_sd_lists.c) */
+    { ngx_string("/sdapi/v1/loras"), NGX_HTTP_SD_GET, 0, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_loras },
+
+    { ngx_string("/sdapi/v1/upscalers"), NGX_HTTP_SD_GET, 0, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_upscalers_list },
+
+    { ngx_string("/sdapi/v1/latent-upscale-modes"), NGX_HTTP_SD_GET, 0, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_latent_modes_list },
+
+    { ngx_string("/sdapi/v1/sd-vae"), NGX_HTTP_SD_GET, 0, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_vae_list },
+
+    { ngx_string("/sdapi/v1/prompt-styles"), NGX_HTTP_SD_GET, 0, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_styles_list },
+
+    { ngx_string("/sdapi/v1/embeddings"), NGX_HTTP_SD_GET, 0, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_embeddings },
+
+    { ngx_string("/sdapi/v1/scripts"), NGX_HTTP_SD_GET, 0, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_scripts },
+
+    { ngx_string("/sdapi/v1/script-info"), NGX_HTTP_SD_GET, 0, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_empty_list },
+
+    { ngx_string("/sdapi/v1/cmd-flags"), NGX_HTTP_SD_GET, 0, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_cmd_flags },
+
+    { ngx_string("/sdapi/v1/hypernetworks"), NGX_HTTP_SD_GET, 0, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_empty_list },
+
+    { ngx_string("/sdapi/v1/face-restorers"), NGX_HTTP_SD_GET, 0, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_empty_list },
+
+    { ngx_string("/sdapi/v1/realesrgan-models"), NGX_HTTP_SD_GET, 0, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_empty_list },
+
+    { ngx_string("/sdapi/v1/extensions"), NGX_HTTP_SD_GET, 0, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_empty_list },
+
+    { ngx_string("/sdapi/v1/sd-modules"), NGX_HTTP_SD_GET, 0, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_empty_list },
+
+    { ngx_string("/sdapi/v1/refresh-loras"), NGX_HTTP_POST, NGX_HTTP_POST, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_refresh_list },
+
+    { ngx_string("/sdapi/v1/refresh-vae"), NGX_HTTP_POST, NGX_HTTP_POST, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_refresh_list },
+
+    { ngx_string("/sdapi/v1/refresh-embeddings"), NGX_HTTP_POST, NGX_HTTP_POST, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_refresh_list },
+
+    { ngx_string("/sdapi/v1/interrogate"), NGX_HTTP_POST, NGX_HTTP_POST, 0,
+      NGX_HTTP_SD_LISTS, ngx_http_sd_interrogate },
+
     { ngx_null_string, 0, 0, 0, 0, NULL }
 };
 

@@ -41,7 +41,7 @@
 #define NGX_HTTP_SD_HIST_BUCKETS     12
 
 /* the zone's layout: a reload onto another layout is refused */
-#define NGX_HTTP_SD_SHM_MAGIC        0x73640a02
+#define NGX_HTTP_SD_SHM_MAGIC        0x73640b01
 
 /* defaults of the location limits (sd_max_*) */
 #define NGX_HTTP_SD_DEF_MAX_PIXELS   (2048 * 2048)
@@ -70,6 +70,7 @@ typedef enum {
     NGX_HTTP_SD_IPROGRESS,
     NGX_HTTP_SD_PENDING,
     NGX_HTTP_SD_METRICS,
+    NGX_HTTP_SD_LISTS,          /* loras, upscalers, styles, ... */
     NGX_HTTP_SD_ERROR,
     NGX_HTTP_SD_OTHER,
     NGX_HTTP_SD_NROUTES
@@ -124,6 +125,8 @@ typedef struct {
     ngx_shm_zone_t            *shm_zone;
     ngx_msec_t                 shutdown_timeout;
     ngx_str_t                  test_gate;   /* tests: a folder, or empty */
+    ngx_str_t                  lora_dir;    /* sd_lora_dir, or empty */
+    ngx_str_t                  styles_file; /* sd_styles_file, or empty */
     ngx_flag_t                 used;        /* some location has sd_api */
 } ngx_http_sd_main_conf_t;
 
@@ -406,6 +409,21 @@ ngx_int_t ngx_http_sd_png_info(ngx_http_request_t *r, cJSON *body);
 ngx_int_t ngx_http_sd_refresh(ngx_http_request_t *r, cJSON *body);
 ngx_int_t ngx_http_sd_unload(ngx_http_request_t *r, cJSON *body);
 ngx_int_t ngx_http_sd_reload(ngx_http_request_t *r, cJSON *body);
+
+/* ngx_http_sd_lists.c */
+ngx_int_t ngx_http_sd_loras(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_upscalers_list(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_latent_modes_list(ngx_http_request_t *r,
+    cJSON *body);
+ngx_int_t ngx_http_sd_vae_list(ngx_http_request_t *r, cJSON *body);
+cJSON *ngx_http_sd_styles_load(ngx_http_request_t *r);
+ngx_int_t ngx_http_sd_styles_list(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_embeddings(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_scripts(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_empty_list(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_cmd_flags(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_refresh_list(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_interrogate(ngx_http_request_t *r, cJSON *body);
 
 /* ngx_http_sd_metrics.c */
 ngx_int_t ngx_http_sd_metrics_handler(ngx_http_request_t *r);

@@ -127,5 +127,10 @@ cJSON *ngx_http_sd_parse_infotext(const char *s);
 
 void ngx_http_sd_scheduler_name(const char *label, char *buf, size_t size);
 
+/* ngx_http_sd_styles.c */
+cJSON *ngx_http_sd_styles_parse(const char *text, size_t len);
+char *ngx_http_sd_style_apply(const char *style, const char *prompt);
+int ngx_http_sd_styles_apply(ngx_http_sd_txt2img_t *t, cJSON *list);
+
 
 #endif /* _NGX_HTTP_SD_PARSE_H_INCLUDED_ */

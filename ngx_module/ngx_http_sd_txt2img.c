@@ -170,6 +170,7 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
     ngx_http_sd_job_t        *job;
     ngx_http_sd_verr_t        e;
     ngx_http_sd_refusal_e     why;
+    cJSON                    *styles;
     ngx_http_sd_model_t      *m;
     ngx_http_sd_limits_t      lim;
     ngx_http_sd_txt2img_t    *in;
@@ -207,6 +208,18 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
     if (rc != NGX_HTTP_SD_PARSE_OK) {
         ngx_http_sd_job_free(job);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* A1111's styles, from sd_styles_file, onto the prompts */
+    if (in->styles && cJSON_GetArraySize(in->styles) > 0) {
+        styles = ngx_http_sd_styles_load(r);
+        rc = styles ? ngx_http_sd_styles_apply(in, styles) : -1;
+        cJSON_Delete(styles);
+
+        if (rc != 0) {
+            ngx_http_sd_job_free(job);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     /* what the request left to the server's options and chance */
