@@ -69,9 +69,9 @@ static cJSON *ngx_http_sd_params(cJSON *body);
 static int ngx_http_sd_txt2img_read(cJSON *body,
     const ngx_http_sd_limits_t *lim, const ngx_http_sd_model_ref_t *models,
     size_t nmodels, ngx_http_sd_txt2img_t *t, ngx_http_sd_verr_t *e);
-static const char *ngx_http_sd_engine_name(const char *const *names,
-    const char *s, int scheduler);
 static char *ngx_http_sd_strdup(const char *s);
+static int ngx_http_sd_name_find(const char *const *names, const char *s,
+    size_t len, int scheduler);
 static int ngx_http_sd_base64_decode(const char *src, size_t len,
     unsigned char *dst, size_t *out);
 static int ngx_http_sd_base64_value(unsigned char c);
@@ -222,38 +222,109 @@ ngx_http_sd_scheduler_name(const char *label, char *buf, size_t size)
 
 
 /*
- * The engine's spelling of a sampler or scheduler name, matched without
- * case; a scheduler also by its A1111 name ("sgm_uniform" for the label
- * "SGM Uniform"). Empty: the engine's default (its first). Anything else
- * is returned as it is, for sd_request_check() to refuse with its list.
+ * The index of the name (len bytes of s) in names, matched without case, a
+ * scheduler also by its A1111 name ("sgm_uniform"); -1 when not there.
  */
 
-static const char *
-ngx_http_sd_engine_name(const char *const *names, const char *s,
+static int
+ngx_http_sd_name_find(const char *const *names, const char *s, size_t len,
     int scheduler)
 {
     char    name[NGX_HTTP_SD_NAME_LEN];
     size_t  i;
 
-    if (s == NULL || s[0] == '\0') {
-        return names[0] ? names[0] : "";
-    }
-
     for (i = 0; names[i]; i++) {
-        if (strcasecmp(s, names[i]) == 0) {
-            return names[i];
+        if (strlen(names[i]) == len && strncasecmp(s, names[i], len) == 0) {
+            return (int) i;
         }
 
         if (scheduler) {
             ngx_http_sd_scheduler_name(names[i], name, sizeof(name));
 
-            if (strcmp(s, name) == 0) {
-                return names[i];
+            if (strlen(name) == len && strncmp(s, name, len) == 0) {
+                return (int) i;
             }
         }
     }
 
-    return s;
+    return -1;
+}
+
+
+/*
+ * A1111 1.10's get_sampler_and_scheduler(): a scheduler not listed is the
+ * first (Automatic); a sampler name ending in " " + a scheduler's label
+ * or name ("DPM++ 2M Karras") is that sampler with that scheduler; a
+ * sampler not listed is the first (the default). Sets the engine's
+ * spellings and returns 1 when a name was corrected (the caller may log
+ * it), else 0. A1111 also turns a scheduler back into Automatic when it
+ * is the sampler's own default; here every listed sampler takes the
+ * scheduler it is given.
+ */
+
+int
+ngx_http_sd_sampler_resolve(const char *sampler, const char *sched,
+    const char **out_sampler, const char **out_sched)
+{
+    int                 k, found, fixed;
+    size_t              len, n;
+    const char         *label;
+    const char *const  *samplers, *const *scheds;
+    char                name[NGX_HTTP_SD_NAME_LEN];
+
+    samplers = sd_sampler_names();
+    scheds = sd_scheduler_names();
+    fixed = 0;
+
+    found = (sched && sched[0])
+            ? ngx_http_sd_name_find(scheds, sched, strlen(sched), 1) : 0;
+    if (found < 0) {
+        found = 0;
+        fixed = 1;
+    }
+
+    if (sampler == NULL || sampler[0] == '\0') {
+        sampler = samplers[0];
+    }
+
+    len = strlen(sampler);
+
+    /* a legacy combined name: "<sampler> <scheduler label or name>" */
+    if (ngx_http_sd_name_find(samplers, sampler, len, 0) < 0) {
+        for (k = 0; scheds[k]; k++) {
+            label = scheds[k];
+            ngx_http_sd_scheduler_name(label, name, sizeof(name));
+
+            n = strlen(label);
+            if (len > n + 1 && sampler[len - n - 1] == ' '
+                && strcasecmp(sampler + len - n, label) == 0)
+            {
+                found = k;
+                len -= n + 1;
+                break;
+            }
+
+            n = strlen(name);
+            if (len > n + 1 && sampler[len - n - 1] == ' '
+                && strcmp(sampler + len - n, name) == 0)
+            {
+                found = k;
+                len -= n + 1;
+                break;
+            }
+        }
+    }
+
+    k = ngx_http_sd_name_find(samplers, sampler, len, 0);
+    if (k < 0) {
+        k = 0;
+        fixed = 1;
+    }
+
+    *out_sampler = samplers[k];
+    *out_sched = scheds[found];
+
+    return fixed;
 }
 
 
@@ -543,8 +614,9 @@ ngx_http_sd_unsupported(cJSON *body, ngx_http_sd_verr_t *e)
     size_t       i;
     const char  *field;
 
+    /* save_images, do_not_save_*: accepted and ignored (no disk here) */
     static const char  *flags[] = {
-        "enable_hr", "restore_faces", "tiling", "save_images", NULL
+        "enable_hr", "restore_faces", "tiling", NULL
     };
 
     static const char  *strings[] = {
@@ -570,8 +642,11 @@ ngx_http_sd_unsupported(cJSON *body, ngx_http_sd_verr_t *e)
     for (i = 0; strings[i]; i++) {
         v = cJSON_GetObjectItemCaseSensitive(body, strings[i]);
 
+        /* "None" is how clients say none (refiner_checkpoint) */
         if (v == NULL || cJSON_IsNull(v)
-            || (cJSON_IsString(v) && v->valuestring[0] == '\0'))
+            || (cJSON_IsString(v) && (v->valuestring[0] == '\0'
+                                      || strcmp(v->valuestring, "None")
+                                         == 0)))
         {
             continue;
         }
@@ -834,6 +909,7 @@ ngx_http_sd_txt2img_read(cJSON *body, const ngx_http_sd_limits_t *lim,
     int64_t      max_steps, max_batch, max_iter;
     size_t       len;
     const char  *prompt, *negative, *sampler, *index, *sched, *force_id;
+    const char  *req_sampler, *req_sched;
 
     memset(t, 0, sizeof(ngx_http_sd_txt2img_t));
     memset(e, 0, sizeof(ngx_http_sd_verr_t));
@@ -962,16 +1038,22 @@ ngx_http_sd_txt2img_read(cJSON *body, const ngx_http_sd_limits_t *lim,
     }
 
     /*
-     * sampler_name, else sampler_index; the engine's spelling of a name it
-     * lists, for the info; a name it does not list goes on as it is, for
-     * the engine to refuse
+     * sampler_name, else sampler_index; the engine's spelling, for the
+     * info; names it does not list fall back as A1111 1.10's
+     * get_sampler_and_scheduler() does
      */
     if (sampler == NULL || sampler[0] == '\0') {
         sampler = index;
     }
 
-    sampler = ngx_http_sd_engine_name(sd_sampler_names(), sampler, 0);
-    sched = ngx_http_sd_engine_name(sd_scheduler_names(), sched, 1);
+    req_sampler = sampler;
+    req_sched = sched;
+
+    if (ngx_http_sd_sampler_resolve(sampler, sched, &sampler, &sched)) {
+        snprintf(t->fallback, sizeof(t->fallback),
+                 "\"%.60s\" / \"%.60s\"", req_sampler ? req_sampler : "",
+                 req_sched ? req_sched : "");
+    }
 
     if (ngx_http_sd_overrides(body, models, nmodels, t, e) != 0) {
         return NGX_HTTP_SD_PARSE_INVALID;

@@ -76,6 +76,8 @@ typedef struct {
     char                      *negative_prompt;
     char                      *sampler;    /* the engine's spelling */
     char                      *scheduler;
+    char                       fallback[NGX_HTTP_SD_NAME_LEN * 2];
+                                           /* names not served, or "" */
     int64_t                    seed;       /* -1: the caller picks */
     int64_t                    subseed;
     int                        n_iter;
@@ -126,6 +128,8 @@ int ngx_http_sd_png_text(const unsigned char *p, size_t len, cJSON *items,
 cJSON *ngx_http_sd_parse_infotext(const char *s);
 
 void ngx_http_sd_scheduler_name(const char *label, char *buf, size_t size);
+int ngx_http_sd_sampler_resolve(const char *sampler, const char *sched,
+    const char **out_sampler, const char **out_sched);
 
 /* ngx_http_sd_styles.c */
 cJSON *ngx_http_sd_styles_parse(const char *text, size_t len);

@@ -210,6 +210,13 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    if (in->fallback[0]) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "sd txt2img: sampler and scheduler %s not served: "
+                      "\"%s\" / \"%s\" run instead", in->fallback,
+                      in->sampler, in->scheduler);
+    }
+
     /* A1111's styles, from sd_styles_file, onto the prompts */
     if (in->styles && cJSON_GetArraySize(in->styles) > 0) {
         styles = ngx_http_sd_styles_load(r);
