@@ -39,6 +39,7 @@
 #define NGX_HTTP_SD_MAX_TASKS        512
 #define NGX_HTTP_SD_MAX_TENANTS      64
 #define NGX_HTTP_SD_HIST_BUCKETS     12
+#define NGX_HTTP_SD_OPTIONS_LEN      (64 * 1024)
 
 /* the zone's layout: a reload onto another layout is refused */
 #define NGX_HTTP_SD_SHM_MAGIC        0x73640b01
@@ -214,6 +215,10 @@ typedef struct {
 
     ngx_http_sd_shm_tenant_t   tenants[NGX_HTTP_SD_MAX_TENANTS];
     ngx_http_sd_shm_task_t     tasks[NGX_HTTP_SD_MAX_TASKS];
+
+    /* the A1111 options POST options set: a JSON object, under the lock */
+    size_t                     options_len;
+    u_char                     options[NGX_HTTP_SD_OPTIONS_LEN];
 } ngx_http_sd_shm_t;
 
 
@@ -459,6 +464,9 @@ void ngx_http_sd_hist_observe(ngx_http_sd_hist_t *h, const double *le,
 void ngx_http_sd_count(ngx_http_request_t *r, ngx_uint_t route,
     ngx_uint_t status);
 uint64_t ngx_http_sd_now_ms(void);
+void ngx_http_sd_zone_lock(void);
+void ngx_http_sd_zone_unlock(void);
+cJSON *ngx_http_sd_options_read(void);
 
 extern const double  ngx_http_sd_step_le[NGX_HTTP_SD_HIST_BUCKETS];
 extern const double  ngx_http_sd_request_le[NGX_HTTP_SD_HIST_BUCKETS];

@@ -69,6 +69,21 @@ typedef struct {
 } ngx_http_sd_model_ref_t;
 
 
+/* the images' format in an answer: samples_format and its options */
+typedef enum {
+    NGX_HTTP_SD_FMT_PNG = 0,
+    NGX_HTTP_SD_FMT_JPEG,
+    NGX_HTTP_SD_FMT_WEBP
+} ngx_http_sd_format_e;
+
+typedef struct {
+    int                        format;     /* ngx_http_sd_format_e */
+    int                        quality;    /* jpeg_quality, 1..100 */
+    int                        lossless;   /* webp_lossless */
+    int                        pnginfo;    /* enable_pnginfo */
+} ngx_http_sd_output_t;
+
+
 /* a txt2img body, checked */
 typedef struct {
     sd_request                 req;        /* strings point below */
@@ -87,6 +102,7 @@ typedef struct {
     int                        rng;        /* -1: the options' choice */
     char                       task_id[NGX_HTTP_SD_ID_LEN];  /* or "" */
     cJSON                     *params;     /* "parameters" of the answer */
+    ngx_http_sd_output_t       out;        /* set by the caller */
     cJSON                     *styles;
 } ngx_http_sd_txt2img_t;
 
@@ -130,6 +146,22 @@ cJSON *ngx_http_sd_parse_infotext(const char *s);
 void ngx_http_sd_scheduler_name(const char *label, char *buf, size_t size);
 int ngx_http_sd_sampler_resolve(const char *sampler, const char *sched,
     const char **out_sampler, const char **out_sched);
+
+/* ngx_http_sd_format.c */
+int ngx_http_sd_png_strip_info(const unsigned char *p, size_t len,
+    unsigned char **out, size_t *out_len);
+unsigned char *ngx_http_sd_exif_usercomment(const char *text, size_t *len);
+int ngx_http_sd_image_output(const unsigned char *png, size_t len,
+    const char *infotext, const ngx_http_sd_output_t *o,
+    unsigned char **out, size_t *out_len, char *err, size_t errlen);
+int ngx_http_sd_image_decode(const unsigned char *p, size_t len,
+    unsigned char **rgb, int *w, int *h, char *err, size_t errlen);
+
+/* ngx_http_sd_options.c */
+cJSON *ngx_http_sd_options_all(const char *stored, size_t len);
+int ngx_http_sd_options_apply(cJSON *stored, cJSON *body, const char *field,
+    ngx_http_sd_verr_t *e);
+void ngx_http_sd_options_output(cJSON *all, ngx_http_sd_output_t *out);
 
 /* ngx_http_sd_styles.c */
 cJSON *ngx_http_sd_styles_parse(const char *text, size_t len);

@@ -46,6 +46,8 @@ static ngx_int_t ngx_http_sd_start(ngx_http_sd_job_t *job);
 static void ngx_http_sd_job_end(ngx_http_sd_job_t *job);
 static void ngx_http_sd_job_thread(void *data, ngx_log_t *log);
 static ngx_int_t ngx_http_sd_job_stopped(ngx_http_sd_job_t *job);
+static ngx_int_t ngx_http_sd_images_output(ngx_http_sd_job_t *job,
+    sd_result *res);
 static void ngx_http_sd_gate_open(ngx_http_sd_job_t *job);
 static void ngx_http_sd_gate_wait(ngx_http_sd_job_t *job);
 static void ngx_http_sd_job_progress(void *data, int job, int jobs, int step,
@@ -754,9 +756,53 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
             break;
         }
 
+        /* the images as the options ask (samples_format, ...) */
+        if (ngx_http_sd_images_output(job, &job->results[it]) != NGX_OK) {
+            sd_result_free(&job->results[it]);
+            job->status = SD_ERR_INTERNAL;
+            break;
+        }
+
         /* done, or stopped early by an interrupt or a skip: has images */
         job->n_done = it + 1;
     }
+}
+
+
+/*
+ * In the thread: each image re-encoded in the answer's format (PNG with or
+ * without its infotext, JPEG, WebP; ngx_http_sd_format.c).
+ */
+
+static ngx_int_t
+ngx_http_sd_images_output(ngx_http_sd_job_t *job, sd_result *res)
+{
+    int             k;
+    size_t          len;
+    sd_image       *img;
+    unsigned char  *out;
+
+    if (job->in.out.format == NGX_HTTP_SD_FMT_PNG && job->in.out.pnginfo) {
+        return NGX_OK;
+    }
+
+    for (k = 0; k < res->n_images; k++) {
+        img = &res->images[k];
+
+        if (ngx_http_sd_image_output(img->png, img->png_len, img->infotext,
+                                     &job->in.out, &out, &len, job->err,
+                                     sizeof(job->err))
+            != 0)
+        {
+            return NGX_ERROR;
+        }
+
+        free(img->png);
+        img->png = out;
+        img->png_len = len;
+    }
+
+    return NGX_OK;
 }
 
 

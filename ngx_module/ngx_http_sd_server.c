@@ -13,6 +13,8 @@
 
 
 static void ngx_http_sd_model_title(ngx_uint_t i, char *buf, size_t size);
+static ngx_int_t ngx_http_sd_options_set(ngx_http_request_t *r,
+    cJSON *body);
 static ngx_int_t ngx_http_sd_checkpoint(ngx_http_request_t *r,
     ngx_atomic_t *gen, const char *what);
 
@@ -55,68 +57,124 @@ ngx_http_sd_model_title(ngx_uint_t i, char *buf, size_t size)
 }
 
 
-/* options: POST (sd_operator) sets them for every tenant and worker */
+/*
+ * options: GET answers every A1111 option with its value; POST (sd_operator)
+ * sets them for every tenant and worker: sd_model_checkpoint and
+ * randn_source in the zone's words, the others in the zone's stored JSON
+ * (ngx_http_sd_options.c checks those that apply here).
+ */
 
 ngx_int_t
 ngx_http_sd_options(ngx_http_request_t *r, cJSON *body)
 {
     char                     title[2 * NGX_HTTP_SD_NAME_LEN];
     cJSON                   *o;
-    size_t                   nrefs;
     ngx_int_t                rc;
     ngx_uint_t               def;
-    ngx_http_sd_verr_t       e;
-    ngx_http_sd_options_t    opt;
-    ngx_http_sd_model_ref_t  refs[NGX_HTTP_SD_MAX_MODELS];
 
     if (r->method == NGX_HTTP_POST) {
-        nrefs = ngx_http_sd_model_refs(refs);
+        return ngx_http_sd_options_set(r, body);
+    }
 
-        if (ngx_http_sd_parse_options(body, refs, nrefs, &opt, &e)
-            != NGX_HTTP_SD_PARSE_OK)
-        {
-            return ngx_http_sd_send_invalid(r, "options", &e);
-        }
-
-        if (opt.model >= 0) {
-            ngx_http_sd_shm->model = opt.model;
-        }
-
-        if (opt.randn_cpu >= 0) {
-            ngx_http_sd_shm->randn_cpu = opt.randn_cpu;
-        }
-
-        return ngx_http_sd_send_json(r, NGX_HTTP_OK, NULL);
+    o = ngx_http_sd_options_read();
+    if (o == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     def = ngx_http_sd_model_current();
     ngx_http_sd_model_title(def, title, sizeof(title));
 
-    o = cJSON_CreateObject();
-    if (o == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cJSON_AddStringToObject(o, "sd_model_checkpoint", title);
-    if (ngx_http_sd_shm->hash[def][0]) {
-        cJSON_AddStringToObject(o, "sd_checkpoint_hash",
-                                (char *) ngx_http_sd_shm->hash[def]);
-    } else {
-        cJSON_AddNullToObject(o, "sd_checkpoint_hash");
-    }
-    cJSON_AddStringToObject(o, "randn_source",
-                            ngx_http_sd_shm->randn_cpu ? "CPU" : "GPU");
-    cJSON_AddStringToObject(o, "samples_format", "png");
-    cJSON_AddNumberToObject(o, "CLIP_stop_at_last_layers", 1);
-    cJSON_AddNumberToObject(o, "eta_noise_seed_delta", 0);
-    cJSON_AddStringToObject(o, "sd_vae", "Automatic");
-    cJSON_AddFalseToObject(o, "live_previews_enable");
-    cJSON_AddTrueToObject(o, "enable_pnginfo");
+    cJSON_ReplaceItemInObjectCaseSensitive(o, "sd_model_checkpoint",
+                                           cJSON_CreateString(title));
+    cJSON_ReplaceItemInObjectCaseSensitive(o, "sd_checkpoint_hash",
+                ngx_http_sd_shm->hash[def][0]
+                ? cJSON_CreateString((char *) ngx_http_sd_shm->hash[def])
+                : cJSON_CreateNull());
+    cJSON_ReplaceItemInObjectCaseSensitive(o, "randn_source",
+                cJSON_CreateString(ngx_http_sd_shm->randn_cpu ? "CPU"
+                                                              : "GPU"));
 
     rc = ngx_http_sd_send_json(r, NGX_HTTP_OK, o);
     cJSON_Delete(o);
 
     return rc;
+}
+
+
+static ngx_int_t
+ngx_http_sd_options_set(ngx_http_request_t *r, cJSON *body)
+{
+    int                      n;
+    char                    *text;
+    cJSON                   *stored;
+    size_t                   nrefs, len;
+    ngx_http_sd_shm_t       *shm;
+    ngx_http_sd_verr_t       e;
+    ngx_http_sd_options_t    opt;
+    ngx_http_sd_model_ref_t  refs[NGX_HTTP_SD_MAX_MODELS];
+
+    nrefs = ngx_http_sd_model_refs(refs);
+
+    if (ngx_http_sd_parse_options(body, refs, nrefs, &opt, &e)
+        != NGX_HTTP_SD_PARSE_OK)
+    {
+        return ngx_http_sd_send_invalid(r, "options", &e);
+    }
+
+    shm = ngx_http_sd_shm;
+
+    /* read, merge and write under the lock: two POSTs lose nothing */
+    ngx_http_sd_zone_lock();
+
+    stored = shm->options_len
+             ? cJSON_ParseWithLength((char *) shm->options, shm->options_len)
+             : NULL;
+    if (stored == NULL || !cJSON_IsObject(stored)) {
+        cJSON_Delete(stored);
+        stored = cJSON_CreateObject();
+    }
+
+    n = stored ? (body ? ngx_http_sd_options_apply(stored, body, NULL, &e)
+                       : 0)
+               : -2;
+    text = (n == 0) ? cJSON_PrintUnformatted(stored) : NULL;
+    len = text ? ngx_strlen(text) : 0;
+
+    if (text && len <= NGX_HTTP_SD_OPTIONS_LEN) {
+        ngx_memcpy(shm->options, text, len);
+        shm->options_len = len;
+    }
+
+    ngx_http_sd_zone_unlock();
+
+    cJSON_Delete(stored);
+    cJSON_free(text);
+
+    if (n == -1) {
+        return ngx_http_sd_send_invalid(r, "options", &e);
+    }
+
+    if (n != 0 || text == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (len > NGX_HTTP_SD_OPTIONS_LEN) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "sd options: %uz bytes, over %d: not stored", len,
+                      NGX_HTTP_SD_OPTIONS_LEN);
+        return ngx_http_sd_send_500(r, "RuntimeError",
+                                    "the options are too large to store");
+    }
+
+    if (opt.model >= 0) {
+        shm->model = opt.model;
+    }
+
+    if (opt.randn_cpu >= 0) {
+        shm->randn_cpu = opt.randn_cpu;
+    }
+
+    return ngx_http_sd_send_json(r, NGX_HTTP_OK, NULL);
 }
 
 

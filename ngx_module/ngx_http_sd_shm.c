@@ -536,3 +536,35 @@ ngx_http_sd_count(ngx_http_request_t *r, ngx_uint_t route, ngx_uint_t status)
                                  ms * 1000);
     }
 }
+
+
+/* The zone's lock, for what spans words: the stored options. */
+
+void
+ngx_http_sd_zone_lock(void)
+{
+    ngx_shmtx_lock(&ngx_http_sd_shpool->mutex);
+}
+
+
+void
+ngx_http_sd_zone_unlock(void)
+{
+    ngx_shmtx_unlock(&ngx_http_sd_shpool->mutex);
+}
+
+
+/* Every A1111 option with its value (defaults and what was set), or NULL. */
+
+cJSON *
+ngx_http_sd_options_read(void)
+{
+    cJSON  *all;
+
+    ngx_http_sd_zone_lock();
+    all = ngx_http_sd_options_all((char *) ngx_http_sd_shm->options,
+                                  ngx_http_sd_shm->options_len);
+    ngx_http_sd_zone_unlock();
+
+    return all;
+}

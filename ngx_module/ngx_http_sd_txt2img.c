@@ -170,7 +170,7 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
     ngx_http_sd_job_t        *job;
     ngx_http_sd_verr_t        e;
     ngx_http_sd_refusal_e     why;
-    cJSON                    *styles;
+    cJSON                    *styles, *opts, *ov;
     ngx_http_sd_model_t      *m;
     ngx_http_sd_limits_t      lim;
     ngx_http_sd_txt2img_t    *in;
@@ -208,6 +208,25 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
     if (rc != NGX_HTTP_SD_PARSE_OK) {
         ngx_http_sd_job_free(job);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the images' format: the options, then the request's overrides */
+    opts = ngx_http_sd_options_read();
+    if (opts == NULL) {
+        ngx_http_sd_job_free(job);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ov = cJSON_GetObjectItemCaseSensitive(body, "override_settings");
+    rc = cJSON_IsObject(ov)
+         ? ngx_http_sd_options_apply(opts, ov, "override_settings", &e) : 0;
+    ngx_http_sd_options_output(opts, &in->out);
+    cJSON_Delete(opts);
+
+    if (rc != 0) {
+        ngx_http_sd_job_free(job);
+        return (rc == -1) ? ngx_http_sd_send_invalid(r, "txt2img", &e)
+                          : NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (in->fallback[0]) {
