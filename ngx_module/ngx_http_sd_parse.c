@@ -66,6 +66,7 @@ static int ngx_http_sd_overrides(cJSON *body,
 static int ngx_http_sd_seeds_fit(const char *field, int64_t seed,
     int64_t images, ngx_http_sd_verr_t *e);
 static cJSON *ngx_http_sd_params(cJSON *body);
+static cJSON *ngx_http_sd_param_typed(cJSON *v, int type);
 static int ngx_http_sd_txt2img_read(cJSON *body,
     const ngx_http_sd_limits_t *lim, const ngx_http_sd_model_ref_t *models,
     size_t nmodels, ngx_http_sd_txt2img_t *t, ngx_http_sd_verr_t *e);
@@ -819,6 +820,49 @@ ngx_http_sd_seeds_fit(const char *field, int64_t seed, int64_t images,
 }
 
 
+/*
+ * A request value as A1111 echoes it in "parameters": pydantic has made a
+ * number of a numeric string ("20" is 20, "7.5" is 7.5) and a boolean of
+ * 0 and 1; the rest as it came (numbers exact, ngx_http_sd_json_exact).
+ */
+
+static cJSON *
+ngx_http_sd_param_typed(cJSON *v, int type)
+{
+    int      over;
+    char    *end;
+    cJSON   *d;
+    double   x;
+    int64_t  n;
+
+    if (type == NGX_HTTP_SD_P_NUM && cJSON_IsString(v)) {
+        if (ngx_http_sd_int_text(v->valuestring, &n, &over) == 0
+            && over == 0)
+        {
+            return ngx_http_sd_json_int(n);
+        }
+
+        x = strtod(v->valuestring, &end);
+        if (end != v->valuestring && *end == '\0' && isfinite(x)) {
+            return cJSON_CreateNumber(x);
+        }
+    }
+
+    if (type == NGX_HTTP_SD_P_BOOL && cJSON_IsNumber(v)
+        && (v->valuedouble == 0 || v->valuedouble == 1))
+    {
+        return cJSON_CreateBool(v->valuedouble == 1);
+    }
+
+    d = cJSON_Duplicate(v, 1);
+    if (d) {
+        ngx_http_sd_json_exact(d, 0);
+    }
+
+    return d;
+}
+
+
 /* "parameters": A1111's fields with their defaults, overlaid by the body */
 
 static cJSON *
@@ -836,10 +880,7 @@ ngx_http_sd_params(cJSON *body)
         v = cJSON_GetObjectItemCaseSensitive(body, p->key);
 
         if (v) {
-            d = cJSON_Duplicate(v, 1);
-            if (d) {
-                ngx_http_sd_json_exact(d, 0);
-            }
+            d = ngx_http_sd_param_typed(v, p->type);
 
         } else {
             switch (p->type) {

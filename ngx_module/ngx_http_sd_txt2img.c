@@ -423,7 +423,8 @@ ngx_http_sd_info(ngx_http_sd_job_t *job)
     cJSON_AddStringToObject(o, "job_timestamp", (char *) job->timestamp);
     cJSON_AddNumberToObject(o, "clip_skip", 1);
     cJSON_AddFalseToObject(o, "is_using_inpainting_conditioning");
-    cJSON_AddStringToObject(o, "version", "sd-nginx " NGX_HTTP_SD_VERSION);
+    /* the infotext's "Version: ..." */
+    cJSON_AddStringToObject(o, "version", sd_version());
 
     return o;
 }
