@@ -20,6 +20,7 @@
 
 #include "image.h"
 #include "pipeline.h"
+#include "sampler.h"
 #include "sd.h"
 #ifdef SD_HAVE_CUDA
 #include "sd_cuda.h"
@@ -29,8 +30,13 @@
 #define SD_VERSION  "sd35-nginx 0.1"
 
 
-static const char *const  sd_samplers[] = { "Euler", "Euler a", NULL };
-static const char *const  sd_schedulers[] = { "Automatic", NULL };
+static const char *const  sd_upscalers[] = { "None", "Lanczos", "Nearest",
+                                             NULL };
+static const char *const  sd_latent_modes[] = {
+    "Latent", "Latent (antialiased)", "Latent (bicubic)",
+    "Latent (bicubic antialiased)", "Latent (nearest)",
+    "Latent (nearest-exact)", NULL
+};
 
 
 /* The version A1111's infotext and "info" name. */
@@ -44,25 +50,71 @@ sd_version(void)
 const char *const *
 sd_sampler_names(void)
 {
-    return sd_samplers;
+    return sd_sampler_labels;
 }
 
 
 const char *const *
 sd_scheduler_names(void)
 {
-    return sd_schedulers;
+    return sd_sched_labels;
 }
 
 
-/* NULL or "" is the default (index 0); otherwise a name of the list. */
+const char *const *
+sd_sampler_aliases(int i)
+{
+    static const char *const  aliases[SD_SAMPLER_COUNT][3] = {
+        { "k_euler", NULL, NULL },
+        { "k_euler_a", "k_euler_ancestral", NULL },
+        { "k_heun", NULL, NULL },
+        { "k_dpmpp_2m", NULL, NULL },
+        { "k_dpmpp_2m_sde", NULL, NULL },
+        { "k_dpmpp_3m_sde", NULL, NULL },
+        { "ddim", NULL, NULL },
+        { "unipc", NULL, NULL },
+        { "k_lcm", NULL, NULL },
+    };
+    static const char *const  none[1] = { NULL };
+
+    return i >= 0 && i < SD_SAMPLER_COUNT ? aliases[i] : none;
+}
+
+
+const char *
+sd_scheduler_name(int i)
+{
+    return i >= 0 && i < SD_SCHED_COUNT ? sd_sched_names[i] : NULL;
+}
+
+
+const char *const *
+sd_upscaler_names(void)
+{
+    return sd_upscalers;
+}
+
+
+const char *const *
+sd_latent_upscale_modes(void)
+{
+    return sd_latent_modes;
+}
+
+
+/* The index of name in names (exact, then any case), or -1. */
 static int
 name_index(const char *const *names, const char *name)
 {
     int  i;
 
-    if (name == NULL || name[0] == '\0') {
-        return 0;
+    if (name == NULL) {
+        return -1;
+    }
+    for (i = 0; names[i]; i++) {
+        if (strcmp(names[i], name) == 0) {
+            return i;
+        }
     }
     for (i = 0; names[i]; i++) {
         if (strcasecmp(names[i], name) == 0) {
@@ -73,44 +125,33 @@ name_index(const char *const *names, const char *name)
 }
 
 
-/* "A, B, C" of a name list, for messages. */
-static const char *
-names_list(const char *const *names, char *buf, size_t len)
-{
-    size_t  n = 0;
-    int     i;
-
-    buf[0] = '\0';
-    for (i = 0; names[i] && n < len; i++) {
-        n += snprintf(buf + n, len - n, "%s%s", i ? ", " : "", names[i]);
-    }
-    return buf;
-}
-
-
+/*
+ * Any name resolves (A1111 1.10's get_sampler_and_scheduler, sampler.c):
+ * this never fails; err is kept for the callers' signature.
+ */
 sd_status
 sd_sampler_parse(sd_err *err, const char *name, sd_sampler *out)
 {
-    char  list[256];
-    int   i = name_index(sd_samplers, name);
+    sd_sched  sch;
+    int       fb;
 
-    if (i < 0) {
-        return sd_errorf(err, SD_ERR_INVALID, "sampler_name: \"%s\" is not "
-                         "supported; available: %s", name,
-                         names_list(sd_samplers, list, sizeof(list)));
-    }
-    *out = i == 1 ? SD_SAMPLER_EULER_A : SD_SAMPLER_EULER;
+    (void) err;
+    sd_sampler_resolve(name, NULL, out, &sch, &fb);
     return SD_OK;
 }
 
 
-/* The canonical spelling of a request's sampler, for the infotext. */
-static const char *
-sampler_name(const sd_request *r)
+/* The labels of what a request runs, for the infotext and the result. */
+static void
+request_sampler(const sd_request *r, const char **smp, const char **sch)
 {
-    int  i = name_index(sd_samplers, r->sampler);
+    sd_sampler  s;
+    sd_sched    c;
+    int         fb;
 
-    return sd_samplers[i < 0 ? 0 : i];
+    sd_sampler_resolve(r->sampler, r->scheduler, &s, &c, &fb);
+    *smp = sd_sampler_labels[s];
+    *sch = sd_sched_labels[c];
 }
 
 
@@ -157,6 +198,15 @@ sd_request_init(sd_request *req)
     req->scheduler = "Automatic";
     req->slg_start = 0.01f;
     req->slg_stop = 0.2f;
+    req->clip_skip = 1;
+    req->eta = -1.0f;
+    /* A1111 StableDiffusionProcessingImg2Img / the hires fix defaults */
+    req->denoising_strength = 0.75f;
+    req->mask_blur_x = 4;
+    req->mask_blur_y = 4;
+    req->inpaint_full_res = 1;
+    req->hr_scale = 2.0f;
+    req->hr_upscaler = "Latent";
 }
 
 
@@ -301,16 +351,23 @@ sd_result_free(sd_result *res)
 {
     int  i;
 
-    if (res == NULL || res->images == NULL) {
+    if (res == NULL) {
         return;
     }
     for (i = 0; i < res->n_images; i++) {
         free(res->images[i].png);
         free(res->images[i].infotext);
+        free(res->images[i].prompt);
+        free(res->images[i].negative_prompt);
+        free(res->images[i].rgb);
     }
+    for (i = 0; i < res->n_extra_networks; i++) {
+        free(res->extra_networks[i]);
+    }
+    free(res->extra_networks);
+    free(res->comments);
     free(res->images);
-    res->images = NULL;
-    res->n_images = 0;
+    memset(res, 0, sizeof(*res));
 }
 
 
@@ -350,9 +407,12 @@ sd_status
 sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
     uint64_t seed, uint64_t subseed, char **out)
 {
-    char    cfg[32], vs[32], var[128] = "";
-    size_t  len;
-    char   *s;
+    char         cfg[32], vs[32], var[128] = "";
+    const char  *smp, *sch;
+    size_t       len;
+    char        *s;
+
+    request_sampler(r, &smp, &sch);
 
     float_repr(cfg, sizeof(cfg), r->cfg_scale);
     if (r->subseed_strength > 0.0f) {
@@ -373,7 +433,7 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
              r->negative_prompt[0] ? "Negative prompt: " : "",
              r->negative_prompt,
              r->negative_prompt[0] ? "\n" : "",
-             r->steps, sampler_name(r), sd_schedulers[0], cfg,
+             r->steps, smp, sch, cfg,
              (unsigned long long) seed,
              r->width, r->height, m->hash, m->name, var,
              r->rng == SD_RNG_CPU ? ", RNG: CPU" : "", SD_VERSION);
@@ -383,19 +443,111 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
 
 
 static sd_status
+check_img2img(sd_err *err, const sd_request *r)
+{
+    int  i;
+
+    if (r->n_init_images < 0 || r->n_init_images > 64
+        || (r->n_init_images > 0 && r->init_images == NULL))
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "init_images: at most 64 "
+                         "images");
+    }
+    for (i = 0; i < r->n_init_images; i++) {
+        const sd_rgb8  *im = &r->init_images[i];
+
+        if (im->rgb == NULL || im->width < 1 || im->height < 1
+            || im->width > 16384 || im->height > 16384)
+        {
+            return sd_errorf(err, SD_ERR_INVALID, "init_images: image %d "
+                             "is empty or larger than 16384 pixels a side",
+                             i);
+        }
+    }
+    if (r->n_init_images == 0) {
+        return SD_OK;           /* txt2img: the rest is not read */
+    }
+    if (r->resize_mode < 0 || r->resize_mode > 3) {
+        return sd_errorf(err, SD_ERR_INVALID, "resize_mode: must be 0, 1, 2 "
+                         "or 3 (got %d)", r->resize_mode);
+    }
+    if (!(r->denoising_strength >= 0.0f && r->denoising_strength <= 1.0f)) {
+        return sd_errorf(err, SD_ERR_INVALID, "denoising_strength: must be "
+                         "between 0 and 1");
+    }
+    if (r->mask.gray != NULL
+        && (r->mask.width < 1 || r->mask.height < 1 || r->mask.width > 16384
+            || r->mask.height > 16384))
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "mask: empty or larger than "
+                         "16384 pixels a side");
+    }
+    if (r->mask_blur_x < 0 || r->mask_blur_x > 256 || r->mask_blur_y < 0
+        || r->mask_blur_y > 256)
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "mask_blur: must be between 0 "
+                         "and 256");
+    }
+    if (r->inpainting_fill < 0 || r->inpainting_fill > 3) {
+        return sd_errorf(err, SD_ERR_INVALID, "inpainting_fill: must be 0, "
+                         "1, 2 or 3 (got %d)", r->inpainting_fill);
+    }
+    if (r->inpaint_full_res_padding < 0
+        || r->inpaint_full_res_padding > 4096)
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "inpaint_full_res_padding: "
+                         "must be between 0 and 4096");
+    }
+    return SD_OK;
+}
+
+
+static sd_status
+check_hires(sd_err *err, const sd_request *r)
+{
+    if (!r->enable_hr) {
+        return SD_OK;
+    }
+    if (r->n_init_images > 0) {
+        return sd_errorf(err, SD_ERR_INVALID, "enable_hr: hires fix is for "
+                         "txt2img only");
+    }
+    if (!(r->hr_scale >= 1.0f && r->hr_scale <= 8.0f)) {
+        return sd_errorf(err, SD_ERR_INVALID, "hr_scale: must be between 1 "
+                         "and 8");
+    }
+    if (r->hr_resize_x < 0 || r->hr_resize_y < 0 || r->hr_resize_x > 16384
+        || r->hr_resize_y > 16384)
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "%s: must be between 0 and "
+                         "16384", r->hr_resize_x < 0 || r->hr_resize_x > 16384
+                                  ? "hr_resize_x" : "hr_resize_y");
+    }
+    if (r->hr_second_pass_steps < 0 || r->hr_second_pass_steps > 1000) {
+        return sd_errorf(err, SD_ERR_INVALID, "hr_second_pass_steps: must be "
+                         "between 0 and 1000");
+    }
+    if (!(r->denoising_strength >= 0.0f && r->denoising_strength <= 1.0f)) {
+        return sd_errorf(err, SD_ERR_INVALID, "denoising_strength: must be "
+                         "between 0 and 1");
+    }
+    if (r->hr_upscaler && r->hr_upscaler[0]
+        && name_index(sd_upscalers, r->hr_upscaler) < 0
+        && name_index(sd_latent_modes, r->hr_upscaler) < 0)
+    {
+        return sd_errorf(err, SD_ERR_INVALID, "hr_upscaler: \"%s\" is not "
+                         "an upscaler here; see /sdapi/v1/upscalers and "
+                         "/sdapi/v1/latent-upscale-modes", r->hr_upscaler);
+    }
+    return SD_OK;
+}
+
+
+static sd_status
 check_request(sd_err *err, const sd_request *r)
 {
-    sd_sampler  sampler;
-    char        list[256];
-
     if (r->prompt == NULL || r->negative_prompt == NULL) {
         return sd_errorf(err, SD_ERR_INVALID, "prompt: must be a string");
-    }
-    SD_TRY(sd_sampler_parse(err, r->sampler, &sampler));
-    if (name_index(sd_schedulers, r->scheduler) < 0) {
-        return sd_errorf(err, SD_ERR_INVALID, "scheduler: \"%s\" is not "
-                         "supported; available: %s", r->scheduler,
-                         names_list(sd_schedulers, list, sizeof(list)));
     }
     if (r->n_iter < 1 || r->n_iter > 1000) {
         return sd_errorf(err, SD_ERR_INVALID, "n_iter: must be between 1 and "
@@ -414,6 +566,33 @@ check_request(sd_err *err, const sd_request *r)
         return sd_errorf(err, SD_ERR_INVALID, "skip layer guidance: at most "
                          "16 layers");
     }
+    if (r->clip_skip < 1 || r->clip_skip > 12) {
+        return sd_errorf(err, SD_ERR_INVALID, "CLIP_stop_at_last_layers: "
+                         "must be between 1 and 12 (got %d)", r->clip_skip);
+    }
+    if (r->eta_noise_seed_delta < 0) {
+        return sd_errorf(err, SD_ERR_INVALID, "eta_noise_seed_delta: must "
+                         "not be negative");
+    }
+    if (r->eta > 10.0f) {
+        return sd_errorf(err, SD_ERR_INVALID, "eta: must be at most 10");
+    }
+    SD_TRY(check_img2img(err, r));
+    SD_TRY(check_hires(err, r));
+
+    /* valid, not done yet */
+    if (r->clip_skip > 1) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "CLIP_stop_at_last_layers: "
+                         "not implemented yet");
+    }
+    if (r->n_init_images > 0) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "init_images: img2img is "
+                         "not implemented yet");
+    }
+    if (r->enable_hr) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "enable_hr: hires fix is "
+                         "not implemented yet");
+    }
     return SD_OK;
 }
 
@@ -428,9 +607,14 @@ pipe_args(const sd_request *r, sd_pipe_args *a)
     a->steps = r->steps;
     a->cfg = r->cfg_scale;
     a->batch = r->batch_size;
-    if (sd_sampler_parse(NULL, r->sampler, &a->sampler) != SD_OK) {
-        a->sampler = SD_SAMPLER_EULER;      /* check_request refuses it */
+    {
+        int  fb;
+
+        sd_sampler_resolve(r->sampler, r->scheduler, &a->sampler, &a->sched,
+                           &fb);
     }
+    a->eta = r->eta < 0.0f ? 1.0f : r->eta;     /* opts.eta_ancestral */
+    a->ensd = (uint64_t) r->eta_noise_seed_delta;
     a->subseed_strength = r->subseed_strength;
     a->rng = r->rng;
     a->slg_scale = r->slg_scale;
@@ -498,6 +682,9 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     if (res->images == NULL) {
         return SD_ERR_NOMEM;
     }
+    request_sampler(r, &res->sampler, &res->scheduler);
+    res->width = res->first_pass_width = r->width;
+    res->height = res->first_pass_height = r->height;
 
     SD_TRY_GOTO(s, sd_cond_encode(err, e->model, r->prompt, &c), out);
     if (r->cfg_scale > 1.0f) {
@@ -524,6 +711,16 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
 
             img->seed = a.seeds[i];
             img->subseed = a.subseeds[i];
+            img->width = r->width;
+            img->height = r->height;
+            img->prompt = strdup(r->prompt);
+            img->negative_prompt = strdup(r->negative_prompt);
+            if (img->prompt == NULL || img->negative_prompt == NULL) {
+                res->n_images++;
+                s = sd_errorf(err, SD_ERR_NOMEM, "out of memory for the "
+                              "prompts");
+                goto out;
+            }
             SD_TRY_GOTO(s, sd_infotext(err, e->model, r, img->seed,
                                        img->subseed, &img->infotext), out);
             res->n_images++;

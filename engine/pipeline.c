@@ -289,8 +289,9 @@ guide(sd_err *err, sd_tensor *v, sd_tensor *pred, sd_tensor *tmp, float cfg)
 
 
 /*
- * The ancestral noise of step i for one image: a seed derived from the
- * image's seed and the step, so runs repeat exactly.
+ * The stochastic samplers' noise of step i for one image: a seed derived
+ * from the image's seed (+ eta_noise_seed_delta) and the step, so runs
+ * repeat exactly (not A1111's continued generator: see sampler.c).
  */
 static uint64_t
 ancestral_seed(uint64_t seed, int i)
@@ -303,79 +304,69 @@ ancestral_seed(uint64_t seed, int i)
 }
 
 
-/*
- * k-diffusion sample_euler_ancestral_RF, eta = 1, s_noise = 1:
- * sigma_down = s1^2 / s0; x = (sd / s0) x + (1 - sd / s0) x0;
- * x = (a1 / ad) x + sqrt(s1^2 - sd^2 a1^2 / ad^2) noise,
- * with a1 = 1 - s1, ad = 1 - sd; the last step lands on x0.
- */
-static sd_status
-ancestral_step(sd_err *err, const sd_pipe_args *a, sd_pipe_bufs *b,
-    const float *sigmas, int i)
+/* What the sampler's callbacks need. */
+typedef struct {
+    sd_err             *err;
+    sd_model           *m;
+    const sd_pipe_args *a;
+    sd_pipe_bufs       *b;
+    const float        *sigmas;
+    int                 steps;
+    int                 stop;           /* the cancel flag seen, or 0 */
+    int                 stop_at;        /* the step it stopped before */
+    float              *step0;          /* dump: latents after step 0 */
+    const float        *x;              /* the sampler's latents */
+} sd_pipe_run;
+
+
+static void
+run_noise(void *ctx, int k, int step, float *out, size_t n)
 {
-    double   s0 = sigmas[i], s1 = sigmas[i + 1], sd, r, a1, ad, rn;
-    int64_t  per = sd_numel(b->lat) / a->batch;
-    int      k;
+    sd_pipe_run  *r = ctx;
+    uint64_t      seed = ancestral_seed(r->a->seeds[k] + r->a->ensd, step);
 
-    if (s1 == 0.0) {
-        return sd_copy2d(err, b->lat, 0, 0, b->x0, 0, 0, 1,
-                         sd_numel(b->lat));
+    if (r->a->rng == SD_RNG_CPU) {
+        sd_randn_cpu(seed, out, n);
+    } else {
+        sd_randn_cuda(seed, out, n);
     }
-    sd = s1 * s1 / s0;
-    r = sd / s0;
-    a1 = 1.0 - s1;
-    ad = 1.0 - sd;
-    rn = s1 * s1 - sd * sd * a1 * a1 / (ad * ad);
-    rn = rn > 0.0 ? sqrt(rn) : 0.0;
-
-    /* lat = r lat + (1 - r) x0 */
-    SD_TRY(sd_scale(err, b->lat, b->lat, (float) r, 0.0f));
-    SD_TRY(sd_scale(err, b->tmp, b->x0, (float) (1.0 - r), 0.0f));
-    SD_TRY(sd_add(err, b->lat, b->lat, b->tmp));
-
-    /* lat = (a1 / ad) lat + rn noise */
-    for (k = 0; k < a->batch; k++) {
-        uint64_t seed = ancestral_seed(a->seeds[k], i);
-
-        if (a->rng == SD_RNG_CPU) {
-            sd_randn_cpu(seed, b->host + k * per, (size_t) per);
-        } else {
-            sd_randn_cuda(seed, b->host + k * per, (size_t) per);
-        }
-    }
-    SD_TRY(sd_tensor_upload(err, b->tmp, b->host));
-    SD_TRY(sd_scale(err, b->tmp, b->tmp, (float) rn, 0.0f));
-    SD_TRY(sd_scale(err, b->lat, b->lat, (float) (a1 / ad), 0.0f));
-    return sd_add(err, b->lat, b->lat, b->tmp);
 }
 
 
-/* One sampling step i: v = guided prediction, lat += (s1 - s0) * v. */
+/*
+ * The guided denoised estimate at sigmas[j]: v = guided prediction (with
+ * skip-layer guidance), x0 = x - sigma v.
+ */
 static sd_status
-step(sd_err *err, sd_model *m, const sd_pipe_args *a, sd_pipe_bufs *b,
-    const float *sigmas, const float *ts, int i)
+run_denoise(void *ctx, const float *x, float sigma, int j, float *den)
 {
-    int         cfg_on = a->cfg > 1.0f, bsz = a->batch, k;
-    int64_t     n = sd_numel(b->lat);
-    float       t2[128];
-    sd_tensor   v, co;
+    sd_pipe_run         *r = ctx;
+    sd_err              *err = r->err;
+    const sd_pipe_args  *a = r->a;
+    sd_pipe_bufs        *b = r->b;
+    sd_model            *m = r->m;
+    int                  cfg_on = a->cfg > 1.0f, bsz = a->batch, k;
+    int64_t              n = sd_numel(b->lat);
+    float                t2[128];
+    sd_tensor            v, co;
 
     for (k = 0; k < (cfg_on ? 2 : 1) * bsz; k++) {
-        t2[k] = ts[i];
+        t2[k] = sigma * (float) m->train_steps;
     }
+    SD_TRY(sd_tensor_upload(err, b->lat, x));
 
     if (cfg_on) {
         /* latent_model_input = torch.cat([latents] * 2) */
         SD_TRY(sd_copy2d(err, b->in, 0, 0, b->lat, 0, 0, 1, n));
         SD_TRY(sd_copy2d(err, b->in, n, 0, b->lat, 0, 0, 1, n));
-        SD_TRY(sd_mmdit_forward_cached(err, m->dit, b->in, b->cache, i,
+        SD_TRY(sd_mmdit_forward_cached(err, m->dit, b->in, b->cache, j,
                                        b->out));
         SD_TRY(sd_tensor_view(err, b->out, 0, b->lat->ndim, b->lat->ne, &v));
         /* guided prediction written over the uncond half */
         SD_TRY(guide(err, &v, b->out, b->tmp, a->cfg));
 
         if (a->slg_scale != 0.0f && a->slg_n_layers > 0
-            && i > a->steps * a->slg_start && i < a->steps * a->slg_stop)
+            && j > r->steps * a->slg_start && j < r->steps * a->slg_stop)
         {
             /* noise_pred += (cond - cond_skipping_layers) * slg_scale */
             SD_TRY(sd_mmdit_forward(err, m->dit, b->lat, t2, b->ctx1,
@@ -389,23 +380,43 @@ step(sd_err *err, sd_model *m, const sd_pipe_args *a, sd_pipe_bufs *b,
             SD_TRY(sd_add(err, &v, &v, b->skip));
         }
     } else {
-        SD_TRY(sd_mmdit_forward_cached(err, m->dit, b->lat, b->cache, i,
+        SD_TRY(sd_mmdit_forward_cached(err, m->dit, b->lat, b->cache, j,
                                        b->out));
         SD_TRY(sd_tensor_view(err, b->out, 0, b->lat->ndim, b->lat->ne, &v));
     }
 
-    /* x0 = x - sigma v: the denoised estimate (kept for interrupts) */
-    SD_TRY(sd_scale(err, b->x0, &v, -sigmas[i], 0.0f));
+    /* x0 = x - sigma v: the denoised estimate */
+    SD_TRY(sd_scale(err, b->x0, &v, -sigma, 0.0f));
     SD_TRY(sd_add(err, b->x0, b->x0, b->lat));
+    SD_TRY(sd_tensor_download(err, b->x0, den));
     b->have_x0 = 1;
+    return SD_OK;
+}
 
-    if (a->sampler == SD_SAMPLER_EULER_A) {
-        return ancestral_step(err, a, b, sigmas, i);
+
+/* After each step: the dump, progress, then the cancel flag. */
+static int
+run_step(void *ctx, int i, int steps, const float *den)
+{
+    sd_pipe_run         *r = ctx;
+    const sd_pipe_args  *a = r->a;
+    int                  flag;
+
+    (void) den;
+    if (r->step0 && i == 0) {
+        memcpy(r->step0, r->x, sd_numel(r->b->lat) / a->batch
+                               * sizeof(float));
     }
-
-    /* FlowMatchEulerDiscreteScheduler.step: x + (sigma_next - sigma) v */
-    SD_TRY(sd_scale(err, &v, &v, sigmas[i + 1] - sigmas[i], 0.0f));
-    return sd_add(err, b->lat, b->lat, &v);
+    if (a->progress) {
+        a->progress(a->progress_data, a->job, a->jobs, i + 1, steps);
+    }
+    flag = a->cancel ? *a->cancel : 0;
+    if (flag && i + 1 < steps) {
+        r->stop = flag;
+        r->stop_at = i + 1;
+        return 1;
+    }
+    return 0;
 }
 
 
@@ -531,11 +542,14 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     const sd_cond *cond, const sd_cond *ncond, uint8_t **rgb,
     sd_pipe_dump *dump)
 {
-    sd_pipe_bufs  b;
-    sd_status     s;
-    float        *sigmas = NULL, *ts = NULL;
-    int           c, h, w, i;
-    size_t        per;
+    sd_pipe_bufs    b;
+    sd_pipe_run     run;
+    sd_sample_args  sa;
+    sd_flow_model   fm;
+    sd_status       s;
+    float          *sigmas = NULL, *ts = NULL, *den = NULL;
+    int             c, h, w, i, ns, steps, flag;
+    size_t          per;
 
     *rgb = NULL;
     memset(&b, 0, sizeof(b));
@@ -549,68 +563,107 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     w = a->width / 8;
     per = (size_t) c * h * w;
 
-    sigmas = sd_malloc(err, (a->steps + 1) * sizeof(float), "sigmas");
-    ts = sd_malloc(err, a->steps * sizeof(float), "timesteps");
-    if (sigmas == NULL || ts == NULL) {
+    sigmas = sd_malloc(err, (a->steps + 3) * sizeof(float), "sigmas");
+    ts = sd_malloc(err, (a->steps + 2) * sizeof(float), "timesteps");
+    den = sd_malloc(err, a->batch * per * sizeof(float), "denoised");
+    if (sigmas == NULL || ts == NULL || den == NULL) {
         s = SD_ERR_NOMEM;
         goto out;
     }
-    sd_flow_schedule(a->steps, m->shift, m->train_steps, sigmas, ts);
+    fm.shift = m->shift;
+    fm.train_steps = m->train_steps;
+    if (a->sampler == SD_SAMPLER_DPMPP_3M_SDE) {
+        /* A1111 discard_next_to_last_sigma: one more, then drop it */
+        ns = sd_sched_sigmas(err, &fm, a->sampler, a->sched, a->steps + 1,
+                             sigmas);
+        if (ns > 2) {
+            sigmas[ns - 2] = sigmas[ns - 1];
+            ns--;
+        }
+    } else {
+        ns = sd_sched_sigmas(err, &fm, a->sampler, a->sched, a->steps,
+                             sigmas);
+    }
+    if (ns < 2) {
+        s = ns < 0 ? err->status : sd_errorf(err, SD_ERR_INTERNAL, "empty "
+                                             "schedule");
+        goto out;
+    }
+    steps = ns - 1;
+    for (i = 0; i < steps; i++) {
+        ts[i] = sigmas[i] * (float) m->train_steps;
+    }
 
     SD_TRY_GOTO(s, alloc_bufs(err, m, a, cond, ncond, &b, c, h, w), out);
     /* the timestep and text embeddings and every adaLN modulation of every
        step, and the embedded context: once per image */
-    SD_TRY_GOTO(s, sd_mmdit_cache_new(err, m->dit, ts, a->steps, b.ctx,
+    SD_TRY_GOTO(s, sd_mmdit_cache_new(err, m->dit, ts, steps, b.ctx,
                                       b.pool, &b.cache), out);
 
-    /* latents = randn per image, seed + i (prepare_latents) */
+    /* latents = randn per image, seed + i (prepare_latents); flow
+       noise_scaling at sigmas[0] = 1 is the noise itself */
     for (i = 0; i < a->batch; i++) {
         SD_TRY_GOTO(s, make_noise(err, a, i, b.host + i * per, c, h, w), out);
     }
-    SD_TRY_GOTO(s, sd_tensor_upload(err, b.lat, b.host), out);
+    if (sigmas[0] != 1.0f) {
+        for (i = 0; i < (int) (a->batch * per); i++) {
+            b.host[i] *= sigmas[0];
+        }
+    }
     if (dump) {
         dump->latent_c = c;
         dump->latent_h = h;
         dump->latent_w = w;
         dump->noise = dup_floats(b.host, per);
-        dump->sigmas = dup_floats(sigmas, a->steps + 1);
-        dump->timesteps = dup_floats(ts, a->steps);
+        dump->sigmas = dup_floats(sigmas, ns);
+        dump->timesteps = dup_floats(ts, steps);
+        dump->latents_step0 = malloc(per * sizeof(float));
     }
 
-    for (i = 0; i < a->steps; i++) {
-        int  flag = a->cancel ? *a->cancel : 0;
-
-        if (flag == SD_CANCEL_STOP) {
-            /* A1111's interrupt: decode the latest denoised estimate; with
-               none yet, there is no image (*rgb stays NULL) */
-            if (!b.have_x0) {
-                s = SD_OK;
-                goto out;
-            }
-            SD_TRY_GOTO(s, sd_copy2d(err, b.lat, 0, 0, b.x0, 0, 0, 1,
-                                     sd_numel(b.lat)), out);
-            break;
-        }
-        if (flag) {
-            s = sd_errorf(err, SD_ERR_CANCELLED, "cancelled at step %d of "
-                          "%d", i + 1, a->steps);
-            goto out;
-        }
-        SD_TRY_GOTO(s, step(err, m, a, &b, sigmas, ts, i), out);
-        if (dump && i == 0) {
-            SD_TRY_GOTO(s, sd_tensor_download(err, b.lat, b.host), out);
-            dump->latents_step0 = dup_floats(b.host, per);
-        }
-        /* the step is done on the device before it is reported, and the
-           cancel flag read next then stops within one step */
-        SD_TRY_GOTO(s, sd_backend_sync(err, m->be), out);
-        if (a->progress) {
-            a->progress(a->progress_data, a->job, a->jobs, i + 1, a->steps);
-        }
+    flag = a->cancel ? *a->cancel : 0;
+    if (flag == SD_CANCEL_STOP) {
+        s = SD_OK;              /* nothing denoised yet: no image */
+        goto out;
     }
+    if (flag) {
+        s = sd_errorf(err, SD_ERR_CANCELLED, "cancelled at step 1 of %d",
+                      steps);
+        goto out;
+    }
+
+    memset(&run, 0, sizeof(run));
+    run.err = err;
+    run.m = m;
+    run.a = a;
+    run.b = &b;
+    run.sigmas = sigmas;
+    run.steps = steps;
+    run.step0 = dump ? dump->latents_step0 : NULL;
+    run.x = b.host;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sampler = a->sampler;
+    sa.eta = a->eta;
+    sa.s_noise = 1.0f;
+    sa.batch = a->batch;
+    sa.n = per;
+    sa.denoise = run_denoise;
+    sa.noise = run_noise;
+    sa.on_step = run_step;
+    sa.ctx = &run;
+    SD_TRY_GOTO(s, sd_sample(err, &sa, sigmas, ns, b.host, den), out);
+
+    if (run.stop == SD_CANCEL_STOP) {
+        /* A1111's interrupt: decode the latest denoised estimate */
+        memcpy(b.host, den, a->batch * per * sizeof(float));
+    } else if (run.stop) {
+        s = sd_errorf(err, SD_ERR_CANCELLED, "cancelled at step %d of %d",
+                      run.stop_at + 1, steps);
+        goto out;
+    }
+    SD_TRY_GOTO(s, sd_tensor_upload(err, b.lat, b.host), out);
 
     if (dump) {
-        SD_TRY_GOTO(s, sd_tensor_download(err, b.lat, b.host), out);
         dump->final_latents = dup_floats(b.host, per);
     }
 
@@ -629,6 +682,7 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
 out:
     free(sigmas);
     free(ts);
+    free(den);
     bufs_free(&b);
     return s;
 }

@@ -11,18 +11,18 @@
 #define SD_PIPELINE_H
 
 #include "model.h"
+#include "sampler.h"
 #include "sd.h"
 
 
-typedef enum {
-    SD_SAMPLER_EULER = 0,       /* "Euler": the reference scheduler */
-    SD_SAMPLER_EULER_A          /* "Euler a": ancestral, rectified flow */
-} sd_sampler;
 
 
 typedef struct {
     int                 width, height, steps, batch;
     sd_sampler          sampler;
+    sd_sched            sched;
+    float               eta;            /* ancestral / SDE eta */
+    uint64_t            ensd;           /* eta_noise_seed_delta */
     float               cfg;
     uint64_t            seeds[64];      /* one per image of the batch */
     uint64_t            subseeds[64];

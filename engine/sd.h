@@ -98,8 +98,80 @@ const char *sd_version(void);
 /* NULL-terminated lists of the A1111 names this engine accepts. */
 const char *const *sd_sampler_names(void);
 const char *const *sd_scheduler_names(void);
+/* The aliases of sampler i of sd_sampler_names() (NULL-terminated). */
+const char *const *sd_sampler_aliases(int i);
+/* Scheduler i's A1111 name ("karras") beside its label ("Karras"). */
+const char *sd_scheduler_name(int i);
+
+/* An 8-bit RGB image, (height, width, 3) row-major; the caller owns it. */
+typedef struct {
+    const uint8_t  *rgb;
+    int             width, height;
+} sd_rgb8;
+
+/* An 8-bit gray image (a mask), (height, width); 255 = inpaint there. */
+typedef struct {
+    const uint8_t  *gray;
+    int             width, height;
+} sd_gray8;
 
 
+/*
+ * The built-in upscalers: "None", "Lanczos", "Nearest" (A1111's
+ * UpscalerNone / UpscalerLanczos / UpscalerNearest: PIL resizes), and the
+ * latent modes used by hires fix ("Latent", "Latent (antialiased)",
+ * "Latent (bicubic)", "Latent (bicubic antialiased)", "Latent (nearest)",
+ * "Latent (nearest-exact)").
+ */
+const char *const *sd_upscaler_names(void);
+const char *const *sd_latent_upscale_modes(void);
+
+/*
+ * Resize an RGB8 image with a built-in upscaler to out_w x out_h ("None"
+ * returns a copy at the same size and ignores out_w/out_h). *out is
+ * malloc'd, (out_h, out_w, 3); the caller frees it. A latent mode here
+ * means its pixel-space counterpart (bilinear, bicubic, nearest).
+ */
+sd_status sd_upscale_rgb8(const char *upscaler, const sd_rgb8 *in,
+    int out_w, int out_h, uint8_t **out, int *w, int *h, char *errbuf,
+    size_t errlen);
+
+
+/*
+ * The request contract (A1111 1.10 semantics; the module parses JSON and
+ * images, the engine owns every A1111 rule):
+ *
+ * - sampler / scheduler: any string. The engine resolves A1111 labels,
+ *   names and aliases ("k_euler", "DPM++ 2M Karras" = sampler "DPM++ 2M"
+ *   with scheduler "Karras", "sgm_uniform"), any case, and falls back as
+ *   A1111 1.10's get_sampler_and_scheduler() does: an unknown sampler runs
+ *   the default ("Euler" here), an unknown scheduler "Automatic". Nothing
+ *   is refused; sd_result.sampler / .scheduler name what ran, and the
+ *   infotext too.
+ * - seed -1 / subseed -1: the engine picks them. Image k (counting over
+ *   n_iter batches of batch_size) gets seed + k and subseed + k; with
+ *   subseed_strength > 0 every image keeps seed (A1111's variation seeds).
+ *   The engine runs the n_iter loop; progress reports job = iteration.
+ *   Progress fraction (A1111 shared.state): (job + step / steps) / jobs,
+ *   with hires fix counting both passes in steps.
+ * - eta_noise_seed_delta: the stochastic samplers' per-step noise comes
+ *   from a generator seeded with seed + eta_noise_seed_delta (A1111's ENSD).
+ * - clip_skip: CLIP_stop_at_last_layers for both CLIP encoders (1 = last).
+ * - prompts: A1111 prompt syntax ((x:w), [x], BREAK, [a:b:when], [a|b],
+ *   <lora:name:w>); extra-network tags are stripped before encoding and
+ *   listed in sd_result.extra_networks; names not installed are reported
+ *   in sd_result.comments as A1111 does.
+ * - img2img: n_init_images > 0; the images are RGB8 at any size, resized
+ *   to width x height by resize_mode; denoising_strength picks the start
+ *   step (A1111: t_enc = int(min(strength, 0.999) * steps)). With a mask
+ *   (any size; resized like the images): blur, invert, fill, "only masked"
+ *   (inpaint_full_res) with its padding, and the result pasted back.
+ * - hires fix: enable_hr in txt2img: first pass at width x height, then
+ *   hr_upscaler to hr_resize_x x hr_resize_y (0 = from the other by
+ *   aspect) or hr_scale, then hr_second_pass_steps at denoising_strength.
+ * Fields that are valid but not implemented yet make sd_request_check()
+ * answer SD_ERR_UNSUPPORTED with "<field>: not implemented yet".
+ */
 typedef struct {
     const char     *prompt;
     const char     *negative_prompt;
@@ -121,6 +193,40 @@ typedef struct {
     float           slg_stop;
     int             slg_layers[16];
     int             slg_n_layers;
+
+    /* ---- issue 11: see "The request contract" above ---- */
+    int             clip_skip;      /* CLIP_stop_at_last_layers, 1..12 */
+    int64_t         eta_noise_seed_delta;   /* option; 0 = none */
+    float           eta;            /* ancestral eta; < 0: option default */
+
+    /* img2img: n_init_images > 0 makes the request an img2img one */
+    const sd_rgb8  *init_images;    /* image i of the batch uses
+                                       init_images[i % n_init_images] */
+    int             n_init_images;
+    int             resize_mode;    /* 0 just resize, 1 crop and resize,
+                                       2 resize and fill, 3 just resize
+                                       (latent upscale) */
+    float           denoising_strength;     /* img2img and hires, 0..1 */
+    sd_gray8        mask;           /* gray == NULL: no inpainting */
+    int             mask_blur_x;    /* px, A1111 mask_blur sets both */
+    int             mask_blur_y;
+    int             inpainting_fill;        /* 0 fill, 1 original,
+                                               2 latent noise, 3 nothing */
+    int             inpaint_full_res;       /* "Only masked" */
+    int             inpaint_full_res_padding;   /* px */
+    int             inpainting_mask_invert;
+
+    /* hires fix (txt2img only) */
+    int             enable_hr;
+    float           hr_scale;       /* used when hr_resize_x/y are 0 */
+    int             hr_resize_x, hr_resize_y;
+    const char     *hr_upscaler;    /* sd_upscaler_names() or a latent
+                                       mode of sd_latent_upscale_modes() */
+    int             hr_second_pass_steps;   /* 0: steps */
+    const char     *hr_prompt;      /* NULL or "": prompt */
+    const char     *hr_negative_prompt;
+    const char     *hr_sampler;     /* NULL or "": the first pass's */
+    const char     *hr_scheduler;
 } sd_request;
 
 /* Fill A1111's txt2img defaults. */
@@ -133,11 +239,31 @@ typedef struct {
     uint64_t        seed;
     uint64_t        subseed;
     char           *infotext;
+    char           *prompt;         /* A1111 all_prompts[i]: as sent, with
+                                       its extra-network tags */
+    char           *negative_prompt;
+    uint8_t        *rgb;            /* (height, width, 3), for formats
+                                       other than PNG; NULL when not kept */
+    int             width, height;
 } sd_image;
 
 typedef struct {
     sd_image       *images;
     int             n_images;
+    /* what actually ran (static strings, A1111 labels) */
+    const char     *sampler;        /* e.g. "DPM++ 2M" */
+    const char     *scheduler;      /* e.g. "Karras" or "Automatic" */
+    const char     *hr_sampler;     /* NULL without hires fix */
+    const char     *hr_scheduler;
+    int             width, height;  /* of the images (after hires) */
+    int             first_pass_width, first_pass_height;
+    int             hr_steps;       /* second-pass steps that ran, or 0 */
+    /* A1111 "extra_network_data" names, "lora:foo", "hypernet:bar",
+       n_extra_networks of them, malloc'd */
+    char          **extra_networks;
+    int             n_extra_networks;
+    /* A1111 "comments": "Lora not found: foo\n"..., malloc'd or NULL */
+    char           *comments;
 } sd_result;
 
 void sd_result_free(sd_result *res);

@@ -71,16 +71,39 @@ check_requests(sd_engine *e)
     T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_ERR_INVALID
             && strncmp(msg, "width: ", 7) == 0, "width 72: %s", msg);
     r.width = 256;
-    r.sampler = "DPM++ 2M";
-    T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_ERR_INVALID
-            && strncmp(msg, "sampler_name: ", 14) == 0
-            && strstr(msg, "available: Euler, Euler a"), "sampler: %s", msg);
+    /* any sampler and scheduler name resolves (A1111 1.10 falls back) */
+    r.sampler = "DPM++ 2M Karras";
+    T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_OK,
+            "legacy combined name: %s", msg);
+    r.sampler = "no such sampler";
+    r.scheduler = "no such scheduler";
+    T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_OK,
+            "unknown names fall back: %s", msg);
     r.sampler = "euler a";
     T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_OK,
             "sampler names are matched without case: %s", msg);
     r.scheduler = "Karras";
+    T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_OK,
+            "scheduler Karras: %s", msg);
+    r.clip_skip = 13;
     T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_ERR_INVALID
-            && strncmp(msg, "scheduler: ", 11) == 0, "scheduler: %s", msg);
+            && strncmp(msg, "CLIP_stop_at_last_layers: ", 26) == 0,
+            "clip skip 13: %s", msg);
+    r.clip_skip = 1;
+    r.enable_hr = 1;
+    r.hr_upscaler = "ESRGAN_4x";
+    T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_ERR_INVALID
+            && strncmp(msg, "hr_upscaler: ", 13) == 0, "hr_upscaler: %s",
+            msg);
+    r.enable_hr = 0;
+    r.hr_upscaler = "Latent";
+    r.resize_mode = 4;
+    r.n_init_images = 0;
+    r.denoising_strength = 1.5f;
+    T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_OK,
+            "img2img fields unused without init images: %s", msg);
+    r.denoising_strength = 0.75f;
+    r.resize_mode = 0;
     r.scheduler = "Automatic";
     r.steps = 0;
     T_CHECK(sd_request_check(e, &r, msg, sizeof(msg)) == SD_ERR_INVALID
@@ -191,7 +214,8 @@ check_samplers_and_stops(sd_engine *e)
     int                 code;
 
     T_CHECK(names[0] && strcmp(names[0], "Euler") == 0 && names[1]
-            && strcmp(names[1], "Euler a") == 0 && names[2] == NULL,
+            && strcmp(names[1], "Euler a") == 0 && names[8]
+            && strcmp(names[8], "LCM") == 0 && names[9] == NULL,
             "sampler names");
     T_CHECK(strcmp(sd_scheduler_names()[0], "Automatic") == 0,
             "scheduler names");
