@@ -28,20 +28,6 @@ static cJSON *ngx_http_sd_lora_metadata(const char *path);
 static ngx_int_t ngx_http_sd_send_list(ngx_http_request_t *r, cJSON *json);
 
 
-/* the upscalers built in (A1111's "None", "Lanczos", "Nearest") */
-static const char  *ngx_http_sd_upscalers[] = {
-    "None", "Lanczos", "Nearest", NULL
-};
-
-
-/* A1111's latent_upscale_modes, in its order */
-static const char  *ngx_http_sd_latent_modes[] = {
-    "Latent", "Latent (antialiased)", "Latent (bicubic)",
-    "Latent (bicubic antialiased)", "Latent (nearest)",
-    "Latent (nearest-exact)", NULL
-};
-
-
 /* sends json (NULL: no memory) and frees it */
 
 static ngx_int_t
@@ -243,20 +229,23 @@ ngx_http_sd_lora_metadata(const char *path)
 }
 
 
-/* GET /sdapi/v1/upscalers: the built-in ones, scale 4 as A1111 says */
+/* GET /sdapi/v1/upscalers: the engine's built-in ones, scale 4 as A1111 */
 
 ngx_int_t
 ngx_http_sd_upscalers_list(ngx_http_request_t *r, cJSON *body)
 {
-    cJSON       *a, *o;
-    ngx_uint_t   i;
+    cJSON              *a, *o;
+    ngx_uint_t          i;
+    const char *const  *names;
 
     a = cJSON_CreateArray();
     if (a == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    for (i = 0; ngx_http_sd_upscalers[i]; i++) {
+    names = sd_upscaler_names();
+
+    for (i = 0; names[i]; i++) {
         o = cJSON_CreateObject();
         if (o == NULL) {
             cJSON_Delete(a);
@@ -264,7 +253,7 @@ ngx_http_sd_upscalers_list(ngx_http_request_t *r, cJSON *body)
         }
 
         cJSON_AddItemToArray(a, o);
-        cJSON_AddStringToObject(o, "name", ngx_http_sd_upscalers[i]);
+        cJSON_AddStringToObject(o, "name", names[i]);
         cJSON_AddNullToObject(o, "model_name");
         cJSON_AddNullToObject(o, "model_path");
         cJSON_AddNullToObject(o, "model_url");
@@ -280,15 +269,18 @@ ngx_http_sd_upscalers_list(ngx_http_request_t *r, cJSON *body)
 ngx_int_t
 ngx_http_sd_latent_modes_list(ngx_http_request_t *r, cJSON *body)
 {
-    cJSON       *a, *o;
-    ngx_uint_t   i;
+    cJSON              *a, *o;
+    ngx_uint_t          i;
+    const char *const  *names;
 
     a = cJSON_CreateArray();
     if (a == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    for (i = 0; ngx_http_sd_latent_modes[i]; i++) {
+    names = sd_latent_upscale_modes();
+
+    for (i = 0; names[i]; i++) {
         o = cJSON_CreateObject();
         if (o == NULL) {
             cJSON_Delete(a);
@@ -296,7 +288,7 @@ ngx_http_sd_latent_modes_list(ngx_http_request_t *r, cJSON *body)
         }
 
         cJSON_AddItemToArray(a, o);
-        cJSON_AddStringToObject(o, "name", ngx_http_sd_latent_modes[i]);
+        cJSON_AddStringToObject(o, "name", names[i]);
     }
 
     return ngx_http_sd_send_list(r, a);

@@ -71,8 +71,6 @@ static int ngx_http_sd_txt2img_read(cJSON *body,
     const ngx_http_sd_limits_t *lim, const ngx_http_sd_model_ref_t *models,
     size_t nmodels, ngx_http_sd_txt2img_t *t, ngx_http_sd_verr_t *e);
 static char *ngx_http_sd_strdup(const char *s);
-static int ngx_http_sd_name_find(const char *const *names, const char *s,
-    size_t len, int scheduler);
 static int ngx_http_sd_base64_decode(const char *src, size_t len,
     unsigned char *dst, size_t *out);
 static int ngx_http_sd_base64_value(unsigned char c);
@@ -203,129 +201,6 @@ ngx_http_sd_find_model(const char *s, const ngx_http_sd_model_ref_t *models,
     }
 
     return -1;
-}
-
-
-/* A1111's scheduler names: the label lowercased, spaces as underscores */
-
-void
-ngx_http_sd_scheduler_name(const char *label, char *buf, size_t size)
-{
-    size_t  i;
-
-    for (i = 0; label[i] && i < size - 1; i++) {
-        buf[i] = (label[i] == ' ')
-                 ? '_' : (char) tolower((unsigned char) label[i]);
-    }
-
-    buf[i] = '\0';
-}
-
-
-/*
- * The index of the name (len bytes of s) in names, matched without case, a
- * scheduler also by its A1111 name ("sgm_uniform"); -1 when not there.
- */
-
-static int
-ngx_http_sd_name_find(const char *const *names, const char *s, size_t len,
-    int scheduler)
-{
-    char    name[NGX_HTTP_SD_NAME_LEN];
-    size_t  i;
-
-    for (i = 0; names[i]; i++) {
-        if (strlen(names[i]) == len && strncasecmp(s, names[i], len) == 0) {
-            return (int) i;
-        }
-
-        if (scheduler) {
-            ngx_http_sd_scheduler_name(names[i], name, sizeof(name));
-
-            if (strlen(name) == len && strncmp(s, name, len) == 0) {
-                return (int) i;
-            }
-        }
-    }
-
-    return -1;
-}
-
-
-/*
- * A1111 1.10's get_sampler_and_scheduler(): a scheduler not listed is the
- * first (Automatic); a sampler name ending in " " + a scheduler's label
- * or name ("DPM++ 2M Karras") is that sampler with that scheduler; a
- * sampler not listed is the first (the default). Sets the engine's
- * spellings and returns 1 when a name was corrected (the caller may log
- * it), else 0. A1111 also turns a scheduler back into Automatic when it
- * is the sampler's own default; here every listed sampler takes the
- * scheduler it is given.
- */
-
-int
-ngx_http_sd_sampler_resolve(const char *sampler, const char *sched,
-    const char **out_sampler, const char **out_sched)
-{
-    int                 k, found, fixed;
-    size_t              len, n;
-    const char         *label;
-    const char *const  *samplers, *const *scheds;
-    char                name[NGX_HTTP_SD_NAME_LEN];
-
-    samplers = sd_sampler_names();
-    scheds = sd_scheduler_names();
-    fixed = 0;
-
-    found = (sched && sched[0])
-            ? ngx_http_sd_name_find(scheds, sched, strlen(sched), 1) : 0;
-    if (found < 0) {
-        found = 0;
-        fixed = 1;
-    }
-
-    if (sampler == NULL || sampler[0] == '\0') {
-        sampler = samplers[0];
-    }
-
-    len = strlen(sampler);
-
-    /* a legacy combined name: "<sampler> <scheduler label or name>" */
-    if (ngx_http_sd_name_find(samplers, sampler, len, 0) < 0) {
-        for (k = 0; scheds[k]; k++) {
-            label = scheds[k];
-            ngx_http_sd_scheduler_name(label, name, sizeof(name));
-
-            n = strlen(label);
-            if (len > n + 1 && sampler[len - n - 1] == ' '
-                && strcasecmp(sampler + len - n, label) == 0)
-            {
-                found = k;
-                len -= n + 1;
-                break;
-            }
-
-            n = strlen(name);
-            if (len > n + 1 && sampler[len - n - 1] == ' '
-                && strcmp(sampler + len - n, name) == 0)
-            {
-                found = k;
-                len -= n + 1;
-                break;
-            }
-        }
-    }
-
-    k = ngx_http_sd_name_find(samplers, sampler, len, 0);
-    if (k < 0) {
-        k = 0;
-        fixed = 1;
-    }
-
-    *out_sampler = samplers[k];
-    *out_sched = scheds[found];
-
-    return fixed;
 }
 
 
@@ -778,21 +653,8 @@ ngx_http_sd_overrides(cJSON *body, const ngx_http_sd_model_ref_t *models,
         t->model = i;
     }
 
-    v = cJSON_GetObjectItemCaseSensitive(o, "CLIP_stop_at_last_layers");
-    if (v && cJSON_IsNumber(v) && v->valuedouble != 1) {
-        ngx_http_sd_verr(e, field, "value_error", "Value error, "
-                         "CLIP_stop_at_last_layers other than 1 is not "
-                         "supported by this server");
-        return -1;
-    }
-
-    v = cJSON_GetObjectItemCaseSensitive(o, "eta_noise_seed_delta");
-    if (v && cJSON_IsNumber(v) && v->valuedouble != 0) {
-        ngx_http_sd_verr(e, field, "value_error", "Value error, "
-                         "eta_noise_seed_delta other than 0 is not "
-                         "supported by this server");
-        return -1;
-    }
+    /* CLIP_stop_at_last_layers, eta_noise_seed_delta and the images'
+       format: ngx_http_sd_options_apply() with the server's options */
 
     return 0;
 }
@@ -950,7 +812,6 @@ ngx_http_sd_txt2img_read(cJSON *body, const ngx_http_sd_limits_t *lim,
     int64_t      max_steps, max_batch, max_iter;
     size_t       len;
     const char  *prompt, *negative, *sampler, *index, *sched, *force_id;
-    const char  *req_sampler, *req_sched;
 
     memset(t, 0, sizeof(ngx_http_sd_txt2img_t));
     memset(e, 0, sizeof(ngx_http_sd_verr_t));
@@ -1079,21 +940,12 @@ ngx_http_sd_txt2img_read(cJSON *body, const ngx_http_sd_limits_t *lim,
     }
 
     /*
-     * sampler_name, else sampler_index; the engine's spelling, for the
-     * info; names it does not list fall back as A1111 1.10's
-     * get_sampler_and_scheduler() does
+     * sampler_name, else sampler_index, as given: the engine resolves
+     * names, aliases and legacy combined names and falls back as A1111
+     * 1.10 does (sd.h, the request contract); its result names what ran
      */
     if (sampler == NULL || sampler[0] == '\0') {
         sampler = index;
-    }
-
-    req_sampler = sampler;
-    req_sched = sched;
-
-    if (ngx_http_sd_sampler_resolve(sampler, sched, &sampler, &sched)) {
-        snprintf(t->fallback, sizeof(t->fallback),
-                 "\"%.60s\" / \"%.60s\"", req_sampler ? req_sampler : "",
-                 req_sched ? req_sched : "");
     }
 
     if (ngx_http_sd_overrides(body, models, nmodels, t, e) != 0) {

@@ -89,10 +89,9 @@ typedef struct {
     sd_request                 req;        /* strings point below */
     char                      *prompt;
     char                      *negative_prompt;
-    char                      *sampler;    /* the engine's spelling */
+    char                      *sampler;    /* as asked; the result says
+                                              what ran */
     char                      *scheduler;
-    char                       fallback[NGX_HTTP_SD_NAME_LEN * 2];
-                                           /* names not served, or "" */
     int64_t                    seed;       /* -1: the caller picks */
     int64_t                    subseed;
     int                        n_iter;
@@ -143,9 +142,6 @@ int ngx_http_sd_png_text(const unsigned char *p, size_t len, cJSON *items,
     char **info);
 cJSON *ngx_http_sd_parse_infotext(const char *s);
 
-void ngx_http_sd_scheduler_name(const char *label, char *buf, size_t size);
-int ngx_http_sd_sampler_resolve(const char *sampler, const char *sched,
-    const char **out_sampler, const char **out_sched);
 
 /* ngx_http_sd_format.c */
 int ngx_http_sd_png_strip_info(const unsigned char *p, size_t len,

@@ -226,10 +226,10 @@ ngx_http_sd_sd_models(ngx_http_request_t *r, cJSON *body)
 ngx_int_t
 ngx_http_sd_samplers(ngx_http_request_t *r, cJSON *body)
 {
-    cJSON              *a, *o;
+    cJSON              *a, *o, *al;
     ngx_int_t           rc;
-    ngx_uint_t          i;
-    const char *const  *names;
+    ngx_uint_t          i, k;
+    const char *const  *names, *const *aliases;
 
     names = sd_sampler_names();
 
@@ -247,7 +247,12 @@ ngx_http_sd_samplers(ngx_http_request_t *r, cJSON *body)
 
         cJSON_AddItemToArray(a, o);
         cJSON_AddStringToObject(o, "name", names[i]);
-        cJSON_AddArrayToObject(o, "aliases");
+        al = cJSON_AddArrayToObject(o, "aliases");
+        for (k = 0, aliases = sd_sampler_aliases((int) i);
+             al && aliases && aliases[k]; k++)
+        {
+            cJSON_AddItemToArray(al, cJSON_CreateString(aliases[k]));
+        }
         cJSON_AddObjectToObject(o, "options");
     }
 
@@ -263,7 +268,6 @@ ngx_http_sd_samplers(ngx_http_request_t *r, cJSON *body)
 ngx_int_t
 ngx_http_sd_schedulers(ngx_http_request_t *r, cJSON *body)
 {
-    char                name[NGX_HTTP_SD_NAME_LEN];
     cJSON              *a, *o;
     ngx_int_t           rc;
     ngx_uint_t          i;
@@ -284,8 +288,7 @@ ngx_http_sd_schedulers(ngx_http_request_t *r, cJSON *body)
         }
 
         cJSON_AddItemToArray(a, o);
-        ngx_http_sd_scheduler_name(names[i], name, sizeof(name));
-        cJSON_AddStringToObject(o, "name", name);
+        cJSON_AddStringToObject(o, "name", sd_scheduler_name((int) i));
         cJSON_AddStringToObject(o, "label", names[i]);
         cJSON_AddNullToObject(o, "aliases");
         cJSON_AddNumberToObject(o, "default_rho", -1);

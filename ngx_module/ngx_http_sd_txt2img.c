@@ -170,7 +170,7 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
     ngx_http_sd_job_t        *job;
     ngx_http_sd_verr_t        e;
     ngx_http_sd_refusal_e     why;
-    cJSON                    *styles, *opts, *ov;
+    cJSON                    *styles, *opts, *ov, *v;
     ngx_http_sd_model_t      *m;
     ngx_http_sd_limits_t      lim;
     ngx_http_sd_txt2img_t    *in;
@@ -221,19 +221,24 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
     rc = cJSON_IsObject(ov)
          ? ngx_http_sd_options_apply(opts, ov, "override_settings", &e) : 0;
     ngx_http_sd_options_output(opts, &in->out);
+
+    /* the options the engine applies (sd.h: clip_skip, ENSD) */
+    v = cJSON_GetObjectItemCaseSensitive(opts, "CLIP_stop_at_last_layers");
+    if (cJSON_IsNumber(v)) {
+        in->req.clip_skip = (int) v->valuedouble;
+    }
+
+    v = cJSON_GetObjectItemCaseSensitive(opts, "eta_noise_seed_delta");
+    if (cJSON_IsNumber(v)) {
+        in->req.eta_noise_seed_delta = (int64_t) v->valuedouble;
+    }
+
     cJSON_Delete(opts);
 
     if (rc != 0) {
         ngx_http_sd_job_free(job);
         return (rc == -1) ? ngx_http_sd_send_invalid(r, "txt2img", &e)
                           : NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (in->fallback[0]) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "sd txt2img: sampler and scheduler %s not served: "
-                      "\"%s\" / \"%s\" run instead", in->fallback,
-                      in->sampler, in->scheduler);
     }
 
     /* A1111's styles, from sd_styles_file, onto the prompts */
@@ -384,7 +389,10 @@ ngx_http_sd_info(ngx_http_sd_job_t *job)
     cJSON_AddNumberToObject(o, "subseed_strength", in->req.subseed_strength);
     cJSON_AddNumberToObject(o, "width", in->req.width);
     cJSON_AddNumberToObject(o, "height", in->req.height);
-    cJSON_AddStringToObject(o, "sampler_name", in->sampler);
+    /* what ran: the engine resolved the name asked (A1111 fallback) */
+    cJSON_AddStringToObject(o, "sampler_name",
+                            (job->n_done && job->results[0].sampler)
+                            ? job->results[0].sampler : in->sampler);
     cJSON_AddNumberToObject(o, "cfg_scale", in->req.cfg_scale);
     cJSON_AddNumberToObject(o, "steps", in->req.steps);
     cJSON_AddNumberToObject(o, "batch_size", in->batch_size);
@@ -421,7 +429,7 @@ ngx_http_sd_info(ngx_http_sd_job_t *job)
         cJSON_AddArrayToObject(o, "styles");
     }
     cJSON_AddStringToObject(o, "job_timestamp", (char *) job->timestamp);
-    cJSON_AddNumberToObject(o, "clip_skip", 1);
+    cJSON_AddNumberToObject(o, "clip_skip", in->req.clip_skip);
     cJSON_AddFalseToObject(o, "is_using_inpainting_conditioning");
     /* the infotext's "Version: ..." */
     cJSON_AddStringToObject(o, "version", sd_version());
@@ -517,6 +525,19 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
 
     cJSON_free(info);
     cJSON_free(params);
+
+    if (job->n_done && job->results[0].sampler
+        && (ngx_strcasecmp((u_char *) job->results[0].sampler,
+                           (u_char *) job->in.sampler) != 0
+            || ngx_strcasecmp((u_char *) job->results[0].scheduler,
+                              (u_char *) job->in.scheduler) != 0))
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "sd task \"%s\": sampler \"%s\" / \"%s\" ran as "
+                      "\"%s\" / \"%s\"", job->id, job->in.sampler,
+                      job->in.scheduler, job->results[0].sampler,
+                      job->results[0].scheduler);
+    }
 
     if (job->interrupted) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,

@@ -158,3 +158,22 @@ def test_samples_format(nginx):
         FAST, override_settings={"samples_format": "bmp"}))
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"] == ["body", "override_settings"]
+
+
+def test_eta_noise_seed_delta(nginx):
+    # ENSD seeds the ancestral samplers' per-step noise (sd.h): it changes
+    # an "Euler a" image, not an "Euler" one; the option and a request's
+    # override_settings both reach the engine
+    def image(sampler, **kw):
+        r = nginx.post("/sdapi/v1/txt2img", dict(FAST, sampler_name=sampler,
+                                                 steps=3, **kw))
+        assert r.status_code == 200, r.text
+        return r.json()["images"][0]
+
+    base = image("Euler a")
+    ensd = {"override_settings": {"eta_noise_seed_delta": 31337}}
+    assert image("Euler a", **ensd) != base
+    assert image("Euler", **ensd) == image("Euler")
+    assert nginx.post("/sdapi/v1/options",
+                      {"eta_noise_seed_delta": 31337}).status_code == 200
+    assert image("Euler a") == image("Euler a", **ensd)
