@@ -161,6 +161,12 @@ static ngx_http_sd_route_t  ngx_http_sd_routes[] = {
     { ngx_string("/sdapi/v1/refresh-embeddings"), NGX_HTTP_POST, NGX_HTTP_POST, 0,
       NGX_HTTP_SD_LISTS, ngx_http_sd_refresh_list },
 
+    { ngx_string("/sdapi/v1/extra-single-image"), NGX_HTTP_POST,
+      NGX_HTTP_POST, 0, NGX_HTTP_SD_EXTRAS, ngx_http_sd_extra_single },
+
+    { ngx_string("/sdapi/v1/extra-batch-images"), NGX_HTTP_POST,
+      NGX_HTTP_POST, 0, NGX_HTTP_SD_EXTRAS, ngx_http_sd_extra_batch },
+
     { ngx_string("/sdapi/v1/interrogate"), NGX_HTTP_POST, NGX_HTTP_POST, 0,
       NGX_HTTP_SD_LISTS, ngx_http_sd_interrogate },
 

@@ -72,6 +72,7 @@ typedef enum {
     NGX_HTTP_SD_PENDING,
     NGX_HTTP_SD_METRICS,
     NGX_HTTP_SD_LISTS,          /* loras, upscalers, styles, ... */
+    NGX_HTTP_SD_EXTRAS,         /* extra-single-image, -batch-images */
     NGX_HTTP_SD_ERROR,
     NGX_HTTP_SD_OTHER,
     NGX_HTTP_SD_NROUTES
@@ -429,6 +430,10 @@ ngx_int_t ngx_http_sd_empty_list(ngx_http_request_t *r, cJSON *body);
 ngx_int_t ngx_http_sd_cmd_flags(ngx_http_request_t *r, cJSON *body);
 ngx_int_t ngx_http_sd_refresh_list(ngx_http_request_t *r, cJSON *body);
 ngx_int_t ngx_http_sd_interrogate(ngx_http_request_t *r, cJSON *body);
+
+/* ngx_http_sd_postprocess.c */
+ngx_int_t ngx_http_sd_extra_single(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_extra_batch(ngx_http_request_t *r, cJSON *body);
 
 /* ngx_http_sd_metrics.c */
 ngx_int_t ngx_http_sd_metrics_handler(ngx_http_request_t *r);

@@ -142,6 +142,48 @@ static const ngx_http_sd_param_t  ngx_http_sd_txt2img_params[] = {
 
 /* names */
 
+/*
+ * An image field as A1111 takes it: plain base64, or a data: URL
+ * ("data:image/png;base64,..."). *out is malloc'ed. Returns 0 or -1.
+ */
+
+int
+ngx_http_sd_image_b64(const char *s, unsigned char **out, size_t *len)
+{
+    size_t          n;
+    const char     *comma;
+    unsigned char  *buf;
+
+    if (strncmp(s, "data:", 5) == 0) {
+        comma = strchr(s, ',');
+        if (comma == NULL) {
+            return -1;
+        }
+
+        s = comma + 1;
+    }
+
+    n = strlen(s);
+    if (n == 0) {
+        return -1;
+    }
+
+    buf = malloc(n / 4 * 3 + 3);
+    if (buf == NULL) {
+        return -1;
+    }
+
+    if (ngx_http_sd_base64_decode(s, n, buf, len) != 0) {
+        free(buf);
+        return -1;
+    }
+
+    *out = buf;
+
+    return 0;
+}
+
+
 int
 ngx_http_sd_task_id_valid(const char *s, size_t len)
 {

@@ -84,6 +84,31 @@ typedef struct {
 } ngx_http_sd_output_t;
 
 
+/* extra-single-image / extra-batch-images, checked */
+#define NGX_HTTP_SD_EXTRAS_MAX       64
+
+typedef struct {
+    unsigned char             *data;       /* the image as sent, decoded */
+    size_t                     len;
+    unsigned char             *out;        /* the result, encoded */
+    size_t                     out_len;
+    int                        width, height;
+} ngx_http_sd_extras_image_t;
+
+typedef struct {
+    int                        resize_mode;    /* 0 scale by, 1 scale to */
+    double                     scale;          /* upscaling_resize */
+    int                        to_w, to_h;     /* upscaling_resize_w/_h */
+    int                        crop;           /* upscaling_crop */
+    const char                *upscaler;       /* the engine's spelling */
+    ngx_http_sd_output_t       out;            /* set by the caller */
+    ngx_http_sd_extras_image_t  *images;
+    int                        n_images;
+    int                        invalid;        /* run: the input's fault */
+    char                       err[NGX_HTTP_SD_ERRLEN];
+} ngx_http_sd_extras_t;
+
+
 /* a txt2img body, checked */
 typedef struct {
     sd_request                 req;        /* strings point below */
@@ -123,6 +148,7 @@ cJSON *ngx_http_sd_json_detail(const ngx_http_sd_verr_t *e);
 /* ngx_http_sd_parse.c */
 
 int ngx_http_sd_task_id_valid(const char *s, size_t len);
+int ngx_http_sd_image_b64(const char *s, unsigned char **out, size_t *len);
 int ngx_http_sd_find_model(const char *s,
     const ngx_http_sd_model_ref_t *models, size_t n);
 
@@ -152,6 +178,14 @@ int ngx_http_sd_image_output(const unsigned char *png, size_t len,
     unsigned char **out, size_t *out_len, char *err, size_t errlen);
 int ngx_http_sd_image_decode(const unsigned char *p, size_t len,
     unsigned char **rgb, int *w, int *h, char *err, size_t errlen);
+
+/* ngx_http_sd_extras.c */
+int ngx_http_sd_extras_parse(cJSON *body, int batch, ngx_http_sd_extras_t *x,
+    ngx_http_sd_verr_t *e);
+int ngx_http_sd_extras_run(ngx_http_sd_extras_t *x);
+void ngx_http_sd_extras_free(ngx_http_sd_extras_t *x);
+int ngx_http_sd_png_write(const unsigned char *rgb, int w, int h,
+    unsigned char **out, size_t *out_len);
 
 /* ngx_http_sd_options.c */
 cJSON *ngx_http_sd_options_all(const char *stored, size_t len);
