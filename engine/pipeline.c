@@ -563,8 +563,10 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     w = a->width / 8;
     per = (size_t) c * h * w;
 
-    sigmas = sd_malloc(err, (a->steps + 3) * sizeof(float), "sigmas");
-    ts = sd_malloc(err, (a->steps + 2) * sizeof(float), "timesteps");
+    sigmas = sd_malloc(err, SD_SCHED_MAX_SIGMAS(a->steps + 1)
+                            * sizeof(float), "sigmas");
+    ts = sd_malloc(err, SD_SCHED_MAX_SIGMAS(a->steps + 1) * sizeof(float),
+                   "timesteps");
     den = sd_malloc(err, a->batch * per * sizeof(float), "denoised");
     if (sigmas == NULL || ts == NULL || den == NULL) {
         s = SD_ERR_NOMEM;

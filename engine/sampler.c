@@ -350,12 +350,8 @@ sd_sched_sigmas(sd_err *err, const sd_flow_model *fm, sd_sampler smp,
         for (x = 1; x < t.n; x += ss) {
             cnt++;
         }
-        if (cnt > n) {
-            sd_errorf(err, SD_ERR_INTERNAL, "ddim schedule: %d > %d", cnt, n);
-            return -1;
-        }
-        /* reversed table entries 1, 1 + ss, ...; A1111 gives len(sigs)
-           which may be fewer than steps */
+        /* reversed table entries 1, 1 + ss, ...: A1111 gives len(sigs),
+           which may be more or fewer than steps (30 steps: 31) */
         for (x = 1 + (cnt - 1) * ss; x >= 1; x -= ss) {
             sigmas[k++] = t.sigmas[x];
         }
@@ -473,6 +469,90 @@ typedef struct {
 } sd_sample_bufs;
 
 
+/* UniPC's state between steps: its last order and how many it ran. */
+typedef struct {
+    int     prev_order;
+    int     lower_order_nums;
+} sd_unipc;
+
+
+/* lambda = log(alpha / sigma) with the flow alpha = 1 - sigma */
+static double
+flow_lambda(double s)
+{
+    return log(1.0 - s) - log(s);
+}
+
+
+/*
+ * diffusers UniPCMultistepScheduler.step (predict_x0, bh2, solver_order 2,
+ * lower_order_final, flow sigmas): the corrector uni_c with this step's
+ * denoised (den) on the latents the last predictor gave, then the
+ * predictor uni_p to sig[i + 1]. b->old1 / old2: the denoised of the last
+ * two steps; b->x2: the latents before the last predictor.
+ */
+static void
+unipc_step(sd_sample_bufs *b, sd_unipc *u, const float *sig, int steps,
+    int i, float *x, const float *den, size_t N)
+{
+    double  sT = sig[i], aT = 1.0 - sT, lT = flow_lambda(sT);
+    size_t  k;
+    int     order;
+
+    if (i > 0) {
+        double  sS = sig[i - 1], lS = flow_lambda(sS), h = lT - lS;
+        double  hh = -h, hp1 = expm1(hh), Bh = expm1(hh);
+        double  rc0 = 0.0, rcl = 0.5, rk = 1.0;
+
+        if (u->prev_order == 2) {
+            double  hpk = hp1 / hh - 1.0, b1, b2;
+
+            rk = (flow_lambda(sig[i - 2]) - lS) / h;
+            b1 = hpk / Bh;
+            b2 = (hpk / hh - 0.5) * 2.0 / Bh;
+            rc0 = (b1 - b2) / (1.0 - rk);
+            rcl = b1 - rc0;
+        }
+        for (k = 0; k < N; k++) {
+            double  xt = sT / sS * b->x2[k] - aT * hp1 * b->old1[k];
+            double  corr = u->prev_order == 2
+                           ? rc0 * (b->old2[k] - b->old1[k]) / rk : 0.0;
+
+            x[k] = (float) (xt - aT * Bh * (corr + rcl
+                                            * (den[k] - b->old1[k])));
+        }
+    }
+
+    order = steps - i < 2 ? steps - i : 2;
+    order = order < u->lower_order_nums + 1 ? order : u->lower_order_nums + 1;
+    memcpy(b->x2, x, N * sizeof(float));
+    if (sig[i + 1] == 0.0f) {
+        memcpy(x, den, N * sizeof(float));
+    } else {
+        double  sN = sig[i + 1], aN = 1.0 - sN, h = flow_lambda(sN) - lT;
+        double  hh = -h, hp1 = expm1(hh), Bh = expm1(hh), rk = 1.0;
+
+        if (order == 2) {
+            rk = (flow_lambda(sig[i - 1]) - lT) / h;
+        }
+        for (k = 0; k < N; k++) {
+            double  v = sN / sT * x[k] - aN * hp1 * den[k];
+
+            if (order == 2) {
+                v -= aN * Bh * 0.5 * (b->old1[k] - den[k]) / rk;
+            }
+            x[k] = (float) v;
+        }
+    }
+    memcpy(b->old2, b->old1, N * sizeof(float));
+    memcpy(b->old1, den, N * sizeof(float));
+    u->prev_order = order;
+    if (u->lower_order_nums < 2) {
+        u->lower_order_nums++;
+    }
+}
+
+
 static sd_status
 noise_all(const sd_sample_args *a, int step, float *out)
 {
@@ -520,6 +600,7 @@ sd_sample(sd_err *err, const sd_sample_args *a, const float *sig, int ns,
 {
     size_t          N = (size_t) a->batch * a->n, k;
     sd_sample_bufs  b;
+    sd_unipc        u = { 0, 0 };
     sd_status       s = SD_OK;
     int             i, steps = ns - 1, have1 = 0, have2 = 0;
     double          h1 = 0, h2 = 0, eta = a->eta, sn = a->s_noise;
@@ -690,64 +771,9 @@ sd_sample(sd_err *err, const sd_sample_args *a, const float *sig, int ns,
             break;
         }
 
-        case SD_SAMPLER_UNIPC: {
-            /*
-             * UniPC bh2, order 2, data prediction, flow alphas: corrector
-             * with this step's model output, then predictor (diffusers
-             * UniPCMultistepScheduler). lambda = log(alpha / sigma).
-             */
-            double  a0 = 1.0 - s0, l0 = log(a0) - log(s0);
-
-            if (have1) {
-                /* corrector on x (predicted at s0 from sp = sig[i - 1]) */
-                double  sp = sig[i - 1], lp = log(1.0 - sp) - log(sp);
-                double  hh = l0 - lp, hphi = -expm1(-hh), B = hphi;
-                double  hphi_k = hphi / hh - 1.0, rk, D1c, rhos_c;
-
-                (void) rk;
-                /* order 1 history: rks = [r_prev, 1]; for order 2 with one
-                   earlier point A1111-style we use rhos_c = 0.5 */
-                (void) hphi_k;
-                rhos_c = 0.5;
-                for (k = 0; k < N; k++) {
-                    /* x_t_ = sigma_t / sigma_prev * x_prev - alpha_t hphi
-                       m_prev; x = x_t_ - alpha_t B (rhos_c D1_t) with
-                       D1_t = den - m_prev; b.x2 keeps x_prev */
-                    double  xt = s0 / sp * b.x2[k] + a0 * hphi * b.old1[k];
-
-                    D1c = den[k] - b.old1[k];
-                    x[k] = (float) (xt + a0 * B * rhos_c * D1c);
-                }
-            }
-            /* predictor from s0 to s1 */
-            memcpy(b.x2, x, N * sizeof(float));
-            if (s1 == 0.0) {
-                memcpy(x, den, N * sizeof(float));
-            } else {
-                double  a1 = 1.0 - s1, l1 = log(a1) - log(s1);
-                double  hh = l1 - l0, hphi = -expm1(-hh);
-
-                for (k = 0; k < N; k++) {
-                    double  v = s1 / s0 * x[k] + a1 * hphi * den[k];
-
-                    if (have1) {
-                        double  sp = sig[i - 1];
-                        double  lp = log(1.0 - sp) - log(sp);
-                        double  r = (lp - l0) / hh;
-                        double  D1 = (b.old2[k] - den[k]) / r;
-
-                        /* rhos_p = 0.5 for order 2 */
-                        v += a1 * hphi * 0.5 * D1 * -1.0;
-                        (void) 0;
-                    }
-                    x[k] = (float) v;
-                }
-            }
-            memcpy(b.old2, b.old1, N * sizeof(float));
-            memcpy(b.old1, den, N * sizeof(float));
-            have1 = 1;
+        case SD_SAMPLER_UNIPC:
+            unipc_step(&b, &u, sig, steps, i, x, den, N);
             break;
-        }
 
         default:
             s = sd_errorf(err, SD_ERR_INTERNAL, "sampler %d unknown",

@@ -73,12 +73,17 @@ typedef struct {
     int     train_steps;        /* 1000 */
 } sd_flow_model;
 
+/* The most sigmas sd_sched_sigmas() writes for steps (DDIM may give more
+   than steps + 1). */
+#define SD_SCHED_MAX_SIGMAS(steps)  ((steps) + 2 > 1002 ? (steps) + 2 : 1002)
+
 /*
  * sigmas receives steps + 1 values (the last 0, except KL Optimal whose
  * last is sigma_min, as A1111's kl_optimal gives). Automatic: the
  * sampler's default; for samplers without one, diffusers'
  * FlowMatchEulerDiscreteScheduler schedule (the golden-tested one).
- * Returns the count written (steps + 1), or -1 with err set.
+ * Returns the count written (steps + 1; for DDIM, A1111's count of table
+ * entries every 1000 / steps, which can differ), or -1 with err set.
  */
 int sd_sched_sigmas(sd_err *err, const sd_flow_model *fm, sd_sampler smp,
     sd_sched sch, int steps, float *sigmas);

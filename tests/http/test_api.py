@@ -37,27 +37,30 @@ def test_samplers_and_schedulers(nginx):
     # what the engine serves (sd_sampler_names(), its aliases, ...), in
     # A1111's shapes
     samplers = nginx.get("/sdapi/v1/samplers").json()
-    names = [s["name"] for s in samplers]
-    assert names[:2] == ["Euler", "Euler a"]
-    assert {"Heun", "DPM++ 2M", "DDIM", "LCM"} <= set(names)
+    assert [s["name"] for s in samplers] == [
+        "Euler", "Euler a", "Heun", "DPM++ 2M", "DPM++ 2M SDE",
+        "DPM++ 3M SDE", "DDIM", "UniPC", "LCM"]
     assert all(set(s) == {"name", "aliases", "options"} for s in samplers)
     assert any(s["aliases"] for s in samplers)
     schedulers = nginx.get("/sdapi/v1/schedulers").json()
     assert schedulers[0] == {"name": "automatic", "label": "Automatic",
                              "aliases": None, "default_rho": -1,
                              "need_inner_model": False}
-    assert {"name": "karras", "label": "Karras", "aliases": None,
-            "default_rho": -1, "need_inner_model": False} in schedulers
+    assert [(s["name"], s["label"]) for s in schedulers[1:]] == [
+        ("uniform", "Uniform"), ("karras", "Karras"),
+        ("exponential", "Exponential"), ("sgm_uniform", "SGM Uniform"),
+        ("kl_optimal", "KL Optimal"), ("simple", "Simple"),
+        ("normal", "Normal"), ("ddim", "DDIM"), ("beta", "Beta")]
 
-    # each one listed runs, by its name in any case, or by an alias, and
-    # the info and the infotext name it
-    for s in samplers:
-        asked = s["aliases"][0] if s["aliases"] else s["name"].upper()
+    # each one listed is accepted, by its name in any case and by label
+    for i, s in enumerate(samplers):
+        sched = ("automatic", "Automatic", "")[i % 3]
         r = nginx.post("/sdapi/v1/txt2img", dict(
-            FAST, steps=2, sampler_name=asked, scheduler="karras"))
+            FAST, steps=1, sampler_name=s["name"].upper(),
+            scheduler=sched))
         assert r.status_code == 200, r.text
         info = json.loads(r.json()["info"])
-        assert info["sampler_name"] == s["name"], asked
+        assert info["sampler_name"] == s["name"]
         assert f"Sampler: {s['name']}," in info["infotexts"][0]
 
 

@@ -1,0 +1,41 @@
+#!/bin/sh
+# tests/gpu/sampler_ref.sh: the sampler reference data (sampler_ref.py).
+#   pack DIFFUSERS_GIT_DIR KDIFFUSION_GIT_DIR   here: fixtures, diffusers'
+#        source (schedulers, SD3 pipeline) and k_diffusion into .dev/sref
+#   run                                          on the GPU machine (CPU
+#        work, PyTorch from /opt/torch/.venv): writes
+#        $OUT/sampler_ref.safetensors
+set -eu
+cd "$(dirname "$0")/../.."
+d=.dev/sref
+case "${1:-}" in
+pack)
+    fx=${SD_FIXTURES:-../shared/fixtures}
+    rm -rf "$d" && mkdir -p "$d/ref" "$d/kd"
+    git --git-dir="$2" archive HEAD src/diffusers | tar x -C "$d/ref"
+    (cd "$d/ref/src/diffusers/pipelines" && ls -d */ \
+        | grep -v '^stable_diffusion_3/\|^stable_diffusion/' \
+        | xargs rm -rf)
+    rm -rf "$d/ref/src/diffusers/modular_pipelines"/*
+    git --git-dir="$3" archive HEAD k_diffusion | tar x -C "$d/kd"
+    tar cf - -C "$(dirname "$fx")" "$(basename "$fx")" | xz -1 -T0 \
+        > "$d/fixtures.tar.xz"
+    tar cf - -C "$d" ref kd | xz -T0 -6 > "$d/src.tar.xz"
+    rm -rf "$d/ref" "$d/kd"
+    du -sh "$d"
+    ;;
+run)
+    t=/tmp/sref
+    mkdir -p $t "${OUT:-/tmp/out}"
+    tar xJf "$d/fixtures.tar.xz" -C $t
+    tar xJf "$d/src.tar.xz" -C $t
+    py=/opt/torch/.venv/bin/python3
+    [ -x $py ] || py=python3
+    PYTHONPATH=$t/ref/src OMP_NUM_THREADS=8 $py tests/gpu/sampler_ref.py \
+        $t/fixtures $t/kd "${OUT:-/tmp/out}/sampler_ref.safetensors"
+    ;;
+*)
+    echo "usage: $0 pack DIFFUSERS_GIT_DIR KDIFFUSION_GIT_DIR | run" >&2
+    exit 2
+    ;;
+esac
