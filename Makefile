@@ -54,7 +54,8 @@ LIB      := $(BUILD)/libsd.a
 # The module's parsers that need no nginx: unit-tested and fuzzed as they are.
 PARSE_SRC := ngx_module/ngx_http_sd_json.c ngx_module/ngx_http_sd_parse.c \
              ngx_module/ngx_http_sd_styles.c ngx_module/ngx_http_sd_format.c \
-             ngx_module/ngx_http_sd_options.c ngx_module/ngx_http_sd_extras.c
+             ngx_module/ngx_http_sd_options.c ngx_module/ngx_http_sd_extras.c \
+             ngx_module/ngx_http_sd_img2img.c
 PARSE_OBJ := $(PARSE_SRC:%.c=$(BUILD)/%.o)
 .SECONDARY: $(PARSE_OBJ)
 

@@ -59,6 +59,9 @@ static ngx_http_sd_route_t  ngx_http_sd_routes[] = {
     { ngx_string("/sdapi/v1/txt2img"), NGX_HTTP_POST, NGX_HTTP_POST, 0,
       NGX_HTTP_SD_TXT2IMG, ngx_http_sd_txt2img },
 
+    { ngx_string("/sdapi/v1/img2img"), NGX_HTTP_POST, NGX_HTTP_POST, 0,
+      NGX_HTTP_SD_IMG2IMG, ngx_http_sd_img2img },
+
     { ngx_string("/sdapi/v1/progress"), NGX_HTTP_SD_GET, 0, 0,
       NGX_HTTP_SD_PROGRESS, ngx_http_sd_progress },
 
@@ -371,7 +374,9 @@ ngx_http_sd_api_handler(ngx_http_request_t *r)
                : NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (rt->route == NGX_HTTP_SD_TXT2IMG) {
+    if (rt->route == NGX_HTTP_SD_TXT2IMG
+        || rt->route == NGX_HTTP_SD_IMG2IMG)
+    {
         ngx_http_sd_task_id(ctx->id, &ctx->id_len);
         if (ngx_http_sd_add_header(r, "X-Task-Id", ctx->id, ctx->id_len,
                                    &ctx->task_header)

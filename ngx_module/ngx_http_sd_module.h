@@ -73,6 +73,7 @@ typedef enum {
     NGX_HTTP_SD_METRICS,
     NGX_HTTP_SD_LISTS,          /* loras, upscalers, styles, ... */
     NGX_HTTP_SD_EXTRAS,         /* extra-single-image, -batch-images */
+    NGX_HTTP_SD_IMG2IMG,
     NGX_HTTP_SD_ERROR,
     NGX_HTTP_SD_OTHER,
     NGX_HTTP_SD_NROUTES
@@ -392,6 +393,7 @@ ngx_int_t ngx_http_sd_send_refused(ngx_http_request_t *r,
 
 /* ngx_http_sd_txt2img.c */
 ngx_int_t ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_img2img(ngx_http_request_t *r, cJSON *body);
 ngx_int_t ngx_http_sd_txt2img_respond(ngx_http_request_t *r,
     ngx_http_sd_job_t *job);
 void ngx_http_sd_task_id(u_char *id, size_t *len);

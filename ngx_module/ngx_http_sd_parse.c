@@ -533,8 +533,9 @@ ngx_http_sd_unsupported(cJSON *body, ngx_http_sd_verr_t *e)
     const char  *field;
 
     /* save_images, do_not_save_*: accepted and ignored (no disk here) */
+    /* enable_hr goes to the engine (sd.h: hires fix) */
     static const char  *flags[] = {
-        "enable_hr", "restore_faces", "tiling", NULL
+        "restore_faces", "tiling", NULL
     };
 
     static const char  *strings[] = {
@@ -834,6 +835,10 @@ ngx_http_sd_parse_txt2img(cJSON *body, const ngx_http_sd_limits_t *lim,
 
     rc = ngx_http_sd_txt2img_read(body, lim, models, nmodels, t, e);
 
+    if (rc == NGX_HTTP_SD_PARSE_OK) {
+        rc = ngx_http_sd_parse_hires(body, lim, t, e);
+    }
+
     if (rc != NGX_HTTP_SD_PARSE_OK) {
         ngx_http_sd_txt2img_free(t);
     }
@@ -1035,6 +1040,7 @@ ngx_http_sd_txt2img_read(cJSON *body, const ngx_http_sd_limits_t *lim,
 void
 ngx_http_sd_txt2img_free(ngx_http_sd_txt2img_t *t)
 {
+    ngx_http_sd_io_free(t);
     cJSON_Delete(t->params);
     cJSON_Delete(t->styles);
     free(t->prompt);

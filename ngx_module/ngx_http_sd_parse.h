@@ -109,6 +109,10 @@ typedef struct {
 } ngx_http_sd_extras_t;
 
 
+/* decoded img2img images and hires strings (ngx_http_sd_img2img.c) */
+typedef struct ngx_http_sd_io_s  ngx_http_sd_io_t;
+
+
 /* a txt2img body, checked */
 typedef struct {
     sd_request                 req;        /* strings point below */
@@ -127,6 +131,8 @@ typedef struct {
     char                       task_id[NGX_HTTP_SD_ID_LEN];  /* or "" */
     cJSON                     *params;     /* "parameters" of the answer */
     ngx_http_sd_output_t       out;        /* set by the caller */
+    ngx_http_sd_io_t          *io;         /* img2img, hires, or NULL */
+    unsigned                   img2img:1;
     cJSON                     *styles;
 } ngx_http_sd_txt2img_t;
 
@@ -186,6 +192,14 @@ int ngx_http_sd_extras_run(ngx_http_sd_extras_t *x);
 void ngx_http_sd_extras_free(ngx_http_sd_extras_t *x);
 int ngx_http_sd_png_write(const unsigned char *rgb, int w, int h,
     unsigned char **out, size_t *out_len);
+
+/* ngx_http_sd_img2img.c */
+int ngx_http_sd_parse_hires(cJSON *body, const ngx_http_sd_limits_t *lim,
+    ngx_http_sd_txt2img_t *t, ngx_http_sd_verr_t *e);
+int ngx_http_sd_parse_img2img(cJSON *body, const ngx_http_sd_limits_t *lim,
+    const ngx_http_sd_model_ref_t *models, size_t nmodels,
+    ngx_http_sd_txt2img_t *t, ngx_http_sd_verr_t *e);
+void ngx_http_sd_io_free(ngx_http_sd_txt2img_t *t);
 
 /* ngx_http_sd_options.c */
 cJSON *ngx_http_sd_options_all(const char *stored, size_t len);

@@ -51,7 +51,8 @@ const char  *ngx_http_sd_route_names[NGX_HTTP_SD_NROUTES] = {
     "txt2img", "progress", "interrupt", "skip", "options", "sd-models",
     "samplers", "schedulers", "memory", "png-info", "refresh-checkpoints",
     "unload-checkpoint", "reload-checkpoint", "ping", "internal-progress",
-    "pending-tasks", "metrics", "lists", "extras", "error", "other"
+    "pending-tasks", "metrics", "lists", "extras", "img2img", "error",
+    "other"
 };
 
 

@@ -1,7 +1,8 @@
 
 /*
- * ngx_http_sd_txt2img.c: POST /sdapi/v1/txt2img: the location's limits,
- * the body parsed into a job (ngx_http_sd_parse.c), what the request left
+ * ngx_http_sd_txt2img.c: POST /sdapi/v1/txt2img and img2img: the
+ * location's limits, the body parsed into a job (ngx_http_sd_parse.c,
+ * ngx_http_sd_img2img.c), what the request left
  * to the server (model, seeds, randn_source), the queue, and the answer to
  * the job that ran: images, parameters and A1111's "info".
  *
@@ -19,6 +20,8 @@ static ngx_int_t ngx_http_sd_cv_size(ngx_http_request_t *r,
 static ngx_int_t ngx_http_sd_limits(ngx_http_request_t *r,
     ngx_http_sd_limits_t *lim);
 static int64_t ngx_http_sd_random_seed(void);
+static ngx_int_t ngx_http_sd_generate(ngx_http_request_t *r, cJSON *body,
+    ngx_uint_t img2img);
 static cJSON *ngx_http_sd_info(ngx_http_sd_job_t *job);
 
 
@@ -162,6 +165,22 @@ ngx_http_sd_random_seed(void)
 ngx_int_t
 ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
 {
+    return ngx_http_sd_generate(r, body, 0);
+}
+
+
+/* POST /sdapi/v1/img2img: txt2img's flow with init_images and a mask */
+
+ngx_int_t
+ngx_http_sd_img2img(ngx_http_request_t *r, cJSON *body)
+{
+    return ngx_http_sd_generate(r, body, 1);
+}
+
+
+static ngx_int_t
+ngx_http_sd_generate(ngx_http_request_t *r, cJSON *body, ngx_uint_t img2img)
+{
     size_t                    nrefs;
     ngx_tm_t                  tm;
     ngx_int_t                 rc, tq;
@@ -198,11 +217,14 @@ ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body)
     in = &job->in;
     nrefs = ngx_http_sd_model_refs(refs);
 
-    rc = ngx_http_sd_parse_txt2img(body, &lim, refs, nrefs, in, &e);
+    rc = img2img
+         ? ngx_http_sd_parse_img2img(body, &lim, refs, nrefs, in, &e)
+         : ngx_http_sd_parse_txt2img(body, &lim, refs, nrefs, in, &e);
 
     if (rc == NGX_HTTP_SD_PARSE_INVALID) {
         ngx_http_sd_job_free(job);
-        return ngx_http_sd_send_invalid(r, "txt2img", &e);
+        return ngx_http_sd_send_invalid(r, img2img ? "img2img" : "txt2img",
+                                        &e);
     }
 
     if (rc != NGX_HTTP_SD_PARSE_OK) {
@@ -410,7 +432,12 @@ ngx_http_sd_info(ngx_http_sd_job_t *job)
     cJSON_AddNullToObject(o, "sd_vae_hash");
     cJSON_AddNumberToObject(o, "seed_resize_from_w", -1);
     cJSON_AddNumberToObject(o, "seed_resize_from_h", -1);
-    cJSON_AddNullToObject(o, "denoising_strength");
+    if (in->img2img || in->req.enable_hr) {
+        cJSON_AddNumberToObject(o, "denoising_strength",
+                                in->req.denoising_strength);
+    } else {
+        cJSON_AddNullToObject(o, "denoising_strength");
+    }
     cJSON_AddObjectToObject(o, "extra_generation_params");
     cJSON_AddNumberToObject(o, "index_of_first_image", 0);
 
