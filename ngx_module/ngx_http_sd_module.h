@@ -259,6 +259,7 @@ typedef struct {
     unsigned                   unload:1;    /* close once idle */
     ngx_thread_task_t         *task;        /* opens or closes the engine */
     sd_engine                 *result;      /* of the open task */
+    sd_engine                 *closing;     /* the close task's engine */
     sd_status                  status;
     char                       err[NGX_HTTP_SD_ERRLEN];
     char                       hash[16];

@@ -1299,10 +1299,20 @@ ngx_http_sd_model_close(ngx_uint_t i)
     m->task->event.handler = ngx_http_sd_model_closed;
     m->task->event.log = w->log;
 
+    /*
+     * the task owns the engine: a worker that exits before the completion
+     * event runs (the pool's queued tasks run first, then it is joined)
+     * must not close it a second time in exit_process
+     */
+    m->closing = m->engine;
+    m->engine = NULL;
+
     if (ngx_thread_task_post(w->smcf->thread_pool, m->task) != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, w->log, 0,
                       "ngx_thread_task_post() failed for sd model \"%V\"",
                       &m->name);
+        m->engine = m->closing;
+        m->closing = NULL;
         return NGX_ERROR;
     }
 
@@ -1318,7 +1328,8 @@ ngx_http_sd_model_close_thread(void *data, ngx_log_t *log)
 {
     ngx_http_sd_model_t *m = data;
 
-    sd_engine_close(m->engine);
+    sd_engine_close(m->closing);
+    m->closing = NULL;
 }
 
 

@@ -44,7 +44,6 @@ def test_invalid_values(nginx, field, value, type_):
 
 
 @pytest.mark.parametrize("field,value", [
-    ("enable_hr", True),
     ("restore_faces", True),
     ("tiling", True),
     ("script_name", "x/y/z plot"),
