@@ -267,6 +267,16 @@ sd_status
 sd_clip_forward(sd_err *err, sd_clip *c, const int32_t *ids, int batch,
     int len, sd_tensor **penultimate, sd_tensor **last, sd_tensor **embeds)
 {
+    return sd_clip_forward_skip(err, c, ids, batch, len, 1, penultimate,
+                                last, embeds);
+}
+
+
+sd_status
+sd_clip_forward_skip(sd_err *err, sd_clip *c, const int32_t *ids, int batch,
+    int len, int skip, sd_tensor **penultimate, sd_tensor **last,
+    sd_tensor **embeds)
+{
     sd_tensor  *x = NULL, *h = NULL, *q = NULL, *k = NULL, *v = NULL;
     sd_tensor  *f = NULL, *pen = NULL, *fin = NULL, *pool = NULL, *emb = NULL;
     sd_tensor   row, pos;
@@ -280,6 +290,11 @@ sd_clip_forward(sd_err *err, sd_clip *c, const int32_t *ids, int batch,
     if (len > c->max_pos || len <= 0 || batch <= 0) {
         return sd_errorf(err, SD_ERR_INVALID, "clip: %d tokens, the model "
                          "takes at most %d", len, c->max_pos);
+    }
+    if (skip < 1 || skip > c->layers) {
+        return sd_errorf(err, SD_ERR_INVALID, "CLIP_stop_at_last_layers: "
+                         "must be between 1 and %d (got %d)", c->layers,
+                         skip);
     }
 
     SD_TRY_GOTO(s, sd_tensor_new3(err, c->be, batch, len, c->width, &x), out);
@@ -302,8 +317,8 @@ sd_clip_forward(sd_err *err, sd_clip *c, const int32_t *ids, int batch,
     }
 
     for (i = 0; i < c->layers; i++) {
-        if (i == c->layers - 1 && penultimate) {
-            /* hidden_states[-2]: the input of the last layer */
+        if (i == c->layers - skip && penultimate) {
+            /* hidden_states[-(skip + 1)]: the input of layer L - skip */
             SD_TRY_GOTO(s, sd_tensor_new3(err, c->be, batch, len, c->width,
                                           &pen), out);
             SD_TRY_GOTO(s, sd_copy2d(err, pen, 0, 0, x, 0, 0, 1, n * c->width),

@@ -20,8 +20,10 @@
 
 #include "image.h"
 #include "pipeline.h"
+#include "prompt.h"
 #include "sampler.h"
 #include "sd.h"
+#include "upscale.h"
 #ifdef SD_HAVE_CUDA
 #include "sd_cuda.h"
 #endif
@@ -407,7 +409,7 @@ sd_status
 sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
     uint64_t seed, uint64_t subseed, char **out)
 {
-    char         cfg[32], vs[32], var[128] = "";
+    char         cfg[32], vs[32], var[320] = "";
     const char  *smp, *sch;
     size_t       len;
     char        *s;
@@ -419,6 +421,50 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
         float_repr(vs, sizeof(vs), r->subseed_strength);
         snprintf(var, sizeof(var), ", Variation seed: %llu, Variation seed "
                  "strength: %s", (unsigned long long) subseed, vs);
+    }
+    /* A1111 create_infotext: Denoising strength, Clip skip, ENSD (when
+       the sampler draws noise per step) after the variation seeds */
+    if (r->n_init_images > 0 || r->enable_hr) {
+        float_repr(vs, sizeof(vs), r->denoising_strength);
+        snprintf(var + strlen(var), sizeof(var) - strlen(var),
+                 ", Denoising strength: %s", vs);
+    }
+    if (r->clip_skip > 1) {
+        snprintf(var + strlen(var), sizeof(var) - strlen(var),
+                 ", Clip skip: %d", r->clip_skip);
+    }
+    if (r->eta_noise_seed_delta != 0) {
+        sd_sampler  sm;
+        sd_sched    sc;
+        int         fb;
+
+        sd_sampler_resolve(r->sampler, r->scheduler, &sm, &sc, &fb);
+        if (sm == SD_SAMPLER_EULER_A || sm == SD_SAMPLER_DPMPP_2M_SDE
+            || sm == SD_SAMPLER_DPMPP_3M_SDE || sm == SD_SAMPLER_LCM)
+        {
+            snprintf(var + strlen(var), sizeof(var) - strlen(var),
+                     ", ENSD: %lld", (long long) r->eta_noise_seed_delta);
+        }
+    }
+    if (r->enable_hr) {
+        size_t  l = strlen(var);
+
+        if (r->hr_resize_x == 0 && r->hr_resize_y == 0) {
+            float_repr(vs, sizeof(vs), r->hr_scale);
+            l += snprintf(var + l, sizeof(var) - l, ", Hires upscale: %s", vs);
+        } else {
+            l += snprintf(var + l, sizeof(var) - l, ", Hires resize: %dx%d",
+                          r->hr_resize_x, r->hr_resize_y);
+        }
+        if (r->hr_second_pass_steps && l < sizeof(var)) {
+            l += snprintf(var + l, sizeof(var) - l, ", Hires steps: %d",
+                          r->hr_second_pass_steps);
+        }
+        if (l < sizeof(var)) {
+            snprintf(var + l, sizeof(var) - l, ", Hires upscaler: %.64s",
+                     r->hr_upscaler && r->hr_upscaler[0] ? r->hr_upscaler
+                                                         : "Latent");
+        }
     }
 
     len = strlen(r->prompt) + strlen(r->negative_prompt) + 1024;
@@ -581,17 +627,13 @@ check_request(sd_err *err, const sd_request *r)
     SD_TRY(check_hires(err, r));
 
     /* valid, not done yet */
-    if (r->clip_skip > 1) {
-        return sd_errorf(err, SD_ERR_UNSUPPORTED, "CLIP_stop_at_last_layers: "
-                         "not implemented yet");
+    if (r->n_init_images > 0 && r->resize_mode == 3) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "resize_mode: 3 (latent "
+                         "upscale) is not implemented yet");
     }
-    if (r->n_init_images > 0) {
-        return sd_errorf(err, SD_ERR_UNSUPPORTED, "init_images: img2img is "
-                         "not implemented yet");
-    }
-    if (r->enable_hr) {
-        return sd_errorf(err, SD_ERR_UNSUPPORTED, "enable_hr: hires fix is "
-                         "not implemented yet");
+    if (r->n_init_images > 0 && r->mask.gray != NULL) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "mask: inpainting is not "
+                         "implemented yet");
     }
     return SD_OK;
 }
@@ -615,6 +657,7 @@ pipe_args(const sd_request *r, sd_pipe_args *a)
     }
     a->eta = r->eta < 0.0f ? 1.0f : r->eta;     /* opts.eta_ancestral */
     a->ensd = (uint64_t) r->eta_noise_seed_delta;
+
     a->subseed_strength = r->subseed_strength;
     a->rng = r->rng;
     a->slg_scale = r->slg_scale;
@@ -651,6 +694,206 @@ sd_request_check(const sd_engine *e, const sd_request *req, char *errbuf,
 }
 
 
+/*
+ * A prompt as A1111 encodes it: extra-network tags removed (and listed in
+ * the result), the emphasis syntax parsed; the runs' weights are not yet
+ * applied to the embeddings, so "(cat:1.3)" encodes as "cat".
+ */
+static sd_status
+encode_prompt(sd_err *err, sd_model *m, const char *prompt, int clip_skip,
+    sd_result *res, sd_cond *c)
+{
+    sd_prompt_attn   a = { NULL, 0 };
+    char            *text = NULL, *plain = NULL, **tags = NULL, **l;
+    int              n = 0, i;
+    sd_status        s;
+
+    SD_TRY(sd_prompt_extra_networks(err, prompt, &text, &tags, &n));
+    if (n > 0) {
+        l = realloc(res->extra_networks,
+                    (size_t) (res->n_extra_networks + n) * sizeof(char *));
+        if (l == NULL) {
+            s = sd_errorf(err, SD_ERR_NOMEM, "out of memory for the "
+                          "extra networks");
+            goto out;
+        }
+        res->extra_networks = l;
+        for (i = 0; i < n; i++) {
+            l[res->n_extra_networks++] = tags[i];
+            tags[i] = NULL;
+        }
+    }
+    SD_TRY_GOTO(s, sd_prompt_attention(err, text, &a), out);
+    SD_TRY_GOTO(s, sd_prompt_plain(err, &a, &plain), out);
+    s = sd_cond_encode_skip(err, m, plain, clip_skip, c);
+
+out:
+    for (i = 0; i < n; i++) {
+        free(tags[i]);
+    }
+    free(tags);
+    free(text);
+    free(plain);
+    sd_prompt_attention_free(&a);
+    return s;
+}
+
+
+/*
+ * img2img: the init latents of iteration it's batch, image i from
+ * init_images[(it * batch + i) % n], resized by resize_mode (A1111's
+ * resize_image) and encoded; init holds batch x per floats.
+ */
+static sd_status
+init_latents(sd_err *err, sd_engine *e, const sd_request *r, int it,
+    size_t per, float *init)
+{
+    uint8_t   *px = NULL;
+    sd_status  s = SD_OK;
+    int        i;
+
+    for (i = 0; i < r->batch_size && s == SD_OK; i++) {
+        const sd_rgb8  *im = &r->init_images[(it * r->batch_size + i)
+                                             % r->n_init_images];
+
+        s = sd_resize_image(err, r->resize_mode, im, r->width, r->height,
+                            &px);
+        if (s == SD_OK) {
+            s = sd_pipe_encode_image(err, e->model, px, r->width, r->height,
+                                     init + i * per);
+        }
+        free(px);
+        px = NULL;
+    }
+    return s;
+}
+
+
+/*
+ * Hires fix's target size (A1111 StableDiffusionProcessingTxt2Img
+ * .calculate_target_resolution): hr_scale, or hr_resize_x / _y with the
+ * other side from the aspect; both given: cover, then crop (*crop_x / _y
+ * latent columns / rows off, half each side).
+ */
+static void
+hires_size(const sd_request *r, int *tw, int *th, int *uw, int *uh)
+{
+    int  w = r->width, h = r->height;
+
+    if (r->hr_resize_x == 0 && r->hr_resize_y == 0) {
+        *uw = *tw = (int) (w * r->hr_scale);
+        *uh = *th = (int) (h * r->hr_scale);
+    } else if (r->hr_resize_y == 0) {
+        *uw = *tw = r->hr_resize_x;
+        *uh = *th = r->hr_resize_x * h / w;
+    } else if (r->hr_resize_x == 0) {
+        *uw = *tw = r->hr_resize_y * w / h;
+        *uh = *th = r->hr_resize_y;
+    } else {
+        *tw = r->hr_resize_x;
+        *th = r->hr_resize_y;
+        if ((double) w / h < (double) r->hr_resize_x / r->hr_resize_y) {
+            *uw = r->hr_resize_x;
+            *uh = r->hr_resize_x * h / w;
+        } else {
+            *uw = r->hr_resize_y * w / h;
+            *uh = r->hr_resize_y;
+        }
+    }
+}
+
+
+static int
+is_latent_mode(const char *u)
+{
+    return u == NULL || u[0] == '\0' || strncmp(u, "Latent", 6) == 0;
+}
+
+
+/*
+ * The second pass's init latents (batch x (C, th/8, tw/8)) from the first
+ * pass: its latents through a latent mode, or its pixels (rgb) through a
+ * PIL upscaler and the VAE encoder; a cover-size upscale (uw x uh) is
+ * cropped to the centre as A1111 truncates it.
+ */
+static sd_status
+hires_init(sd_err *err, sd_engine *e, const sd_request *r, const float *lat,
+    const uint8_t *rgb, int uw, int uh, int tw, int th, float *init)
+{
+    int        c = sd_vae_latent_channels(e->model->vae), i, y;
+    int        h = r->height / 8, w = r->width / 8;
+    int        lw = uw / 8, lh = uh / 8, ow = tw / 8, oh = th / 8;
+    int        cx = (lw - ow) / 2, cy = (lh - oh) / 2, k;
+    size_t     per = (size_t) c * oh * ow;
+    float     *up = NULL;
+    uint8_t   *px = NULL, *crop = NULL;
+    sd_status  s = SD_OK;
+
+    if (is_latent_mode(r->hr_upscaler)) {
+        up = sd_malloc(err, (size_t) r->batch_size * c * lh * lw
+                            * sizeof(float), "hires latents");
+        if (up == NULL) {
+            return SD_ERR_NOMEM;
+        }
+        s = sd_latent_upscale(err, r->hr_upscaler && r->hr_upscaler[0]
+                                   ? r->hr_upscaler : "Latent", lat,
+                              r->batch_size, c, h, w, up, lh, lw);
+        for (i = 0; s == SD_OK && i < r->batch_size * c; i++) {
+            for (y = 0; y < oh; y++) {
+                memcpy(init + (size_t) i * oh * ow + (size_t) y * ow,
+                       up + (size_t) i * lh * lw + (size_t) (y + cy) * lw
+                       + cx, ow * sizeof(float));
+            }
+        }
+        free(up);
+        return s;
+    }
+
+    up = sd_malloc(err, (size_t) c * lh * lw * sizeof(float), "hires");
+    if (up == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    for (i = 0; i < r->batch_size && s == SD_OK; i++) {
+        sd_rgb8  im = { rgb + (size_t) i * r->width * r->height * 3,
+                        r->width, r->height };
+        int      ow2, oh2;
+        char     msg[256];
+
+        if (sd_upscale_rgb8(r->hr_upscaler, &im, uw, uh, &px, &ow2, &oh2,
+                            msg, sizeof(msg)) != SD_OK)
+        {
+            s = sd_errorf(err, SD_ERR_INVALID, "%s", msg);
+            break;
+        }
+        if (ow2 != uw || oh2 != uh) {
+            /* "None" keeps the size: A1111's resize() then uses LANCZOS */
+            sd_rgb8  im2 = { px, ow2, oh2 };
+
+            s = sd_resize_image(err, 0, &im2, uw, uh, &crop);
+            free(px);
+            px = crop;
+            crop = NULL;
+            if (s != SD_OK) {
+                break;
+            }
+        }
+        s = sd_pipe_encode_image(err, e->model, px, lw * 8, lh * 8, up);
+        for (k = 0; s == SD_OK && k < c; k++) {
+            for (y = 0; y < oh; y++) {
+                memcpy(init + i * per + (size_t) k * oh * ow
+                       + (size_t) y * ow,
+                       up + (size_t) k * lh * lw + (size_t) (y + cy) * lw
+                       + cx, ow * sizeof(float));
+            }
+        }
+        free(px);
+        px = NULL;
+    }
+    free(up);
+    return s;
+}
+
+
 static sd_status
 generate(sd_err *err, sd_engine *e, const sd_request *r,
     sd_progress_fn progress, void *data, volatile int *cancel,
@@ -660,12 +903,19 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     sd_cond       c, n;
     uint64_t      seed, subseed;
     uint8_t      *rgb = NULL;
+    float        *init = NULL, *first = NULL;
+    sd_pipe_args  a2;
+    sd_cond       hc, hn, *pc = &c, *pn = &n;
+    int           tw = r->width, th = r->height, uw = 0, uh = 0;
     sd_status     s;
     size_t        px = (size_t) r->width * r->height * 3;
+    size_t        per = (size_t) 16 * (r->height / 8) * (r->width / 8);
     int           it, i, k;
 
     memset(&c, 0, sizeof(c));
     memset(&n, 0, sizeof(n));
+    memset(&hc, 0, sizeof(hc));
+    memset(&hn, 0, sizeof(hn));
     SD_TRY(check_request(err, r));
 
     pipe_args(r, &a);
@@ -686,10 +936,73 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     res->width = res->first_pass_width = r->width;
     res->height = res->first_pass_height = r->height;
 
-    SD_TRY_GOTO(s, sd_cond_encode(err, e->model, r->prompt, &c), out);
+    SD_TRY_GOTO(s, encode_prompt(err, e->model, r->prompt, r->clip_skip, res,
+                                 &c), out);
     if (r->cfg_scale > 1.0f) {
-        SD_TRY_GOTO(s, sd_cond_encode(err, e->model, r->negative_prompt, &n),
-                    out);
+        SD_TRY_GOTO(s, encode_prompt(err, e->model, r->negative_prompt,
+                                     r->clip_skip, res, &n), out);
+    }
+
+    if (r->enable_hr) {
+        int  fb, c16 = sd_vae_latent_channels(e->model->vae);
+
+        hires_size(r, &tw, &th, &uw, &uh);
+        if (uw % 8 || uh % 8) {
+            s = sd_errorf(err, SD_ERR_INVALID, "hr_scale: the upscaled size "
+                          "%dx%d must be a multiple of 8", uw, uh);
+            goto out;
+        }
+        a2 = a;
+        a2.width = tw;
+        a2.height = th;
+        a2.steps = r->hr_second_pass_steps ? r->hr_second_pass_steps
+                                           : r->steps;
+        a2.start = sd_img2img_start(&a2.steps, r->denoising_strength,
+                                    a2.steps);
+        if (r->hr_sampler && r->hr_sampler[0]) {
+            sd_sampler_resolve(r->hr_sampler, r->hr_scheduler, &a2.sampler,
+                               &a2.sched, &fb);
+        }
+        if (sd_pipe_validate(err, e->model, &a2) != SD_OK) {
+            char  m[sizeof(err->msg)];
+
+            snprintf(m, sizeof(m), "%s", err->msg);
+            sd_err_clear(err);
+            s = sd_errorf(err, SD_ERR_INVALID, "%s: the second pass at "
+                          "%dx%d: %.400s", r->hr_resize_x || r->hr_resize_y
+                          ? "hr_resize_x" : "hr_scale", tw, th, m);
+            goto out;
+        }
+        res->width = tw;
+        res->height = th;
+        res->hr_steps = a2.steps - a2.start;
+        res->hr_sampler = sd_sampler_labels[a2.sampler];
+        res->hr_scheduler = sd_sched_labels[a2.sched];
+        px = (size_t) tw * th * 3;
+        first = sd_malloc(err, (size_t) r->batch_size * c16 * (r->height / 8)
+                               * (r->width / 8) * sizeof(float), "latents");
+        init = sd_malloc(err, (size_t) r->batch_size * c16 * (th / 8)
+                              * (tw / 8) * sizeof(float), "latents");
+        if (first == NULL || init == NULL) {
+            s = SD_ERR_NOMEM;
+            goto out;
+        }
+        if (r->hr_prompt && r->hr_prompt[0]
+            && strcmp(r->hr_prompt, r->prompt) != 0)
+        {
+            SD_TRY_GOTO(s, encode_prompt(err, e->model, r->hr_prompt,
+                                         r->clip_skip, res, &hc), out);
+            pc = &hc;
+        }
+        if (r->cfg_scale > 1.0f && r->hr_negative_prompt
+            && r->hr_negative_prompt[0]
+            && strcmp(r->hr_negative_prompt, r->negative_prompt) != 0)
+        {
+            SD_TRY_GOTO(s, encode_prompt(err, e->model,
+                                         r->hr_negative_prompt, r->clip_skip,
+                                         res, &hn), out);
+            pn = &hn;
+        }
     }
 
     for (it = 0; it < r->n_iter; it++) {
@@ -700,8 +1013,43 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
             a.subseeds[i] = subseed + k;
         }
         a.job = it;
-        SD_TRY_GOTO(s, sd_pipe_txt2img(err, e->model, &a, &c, &n, &rgb, NULL),
-                    out);
+        if (r->n_init_images > 0) {
+            if (init == NULL) {
+                per = (size_t) sd_vae_latent_channels(e->model->vae)
+                      * (r->height / 8) * (r->width / 8);
+                init = sd_malloc(err, r->batch_size * per * sizeof(float),
+                                 "init latents");
+                if (init == NULL) {
+                    s = SD_ERR_NOMEM;
+                    goto out;
+                }
+            }
+            SD_TRY_GOTO(s, init_latents(err, e, r, it, per, init), out);
+            a.init = init;
+            a.steps = r->steps;
+            a.start = sd_img2img_start(&a.steps, r->denoising_strength, 0);
+        }
+        if (r->enable_hr) {
+            a.latents_out = is_latent_mode(r->hr_upscaler) ? first : NULL;
+            SD_TRY_GOTO(s, sd_pipe_txt2img(err, e->model, &a, &c, &n, &rgb,
+                                           NULL), out);
+            if (cancel && *cancel) {
+                break;          /* no second pass after an interrupt */
+            }
+            SD_TRY_GOTO(s, hires_init(err, e, r, first, rgb, uw, uh, tw, th,
+                                      init), out);
+            free(rgb);
+            rgb = NULL;
+            memcpy(a2.seeds, a.seeds, sizeof(a.seeds));
+            memcpy(a2.subseeds, a.subseeds, sizeof(a.subseeds));
+            a2.job = it;
+            a2.init = init;
+            SD_TRY_GOTO(s, sd_pipe_txt2img(err, e->model, &a2, pc, pn, &rgb,
+                                           NULL), out);
+        } else {
+            SD_TRY_GOTO(s, sd_pipe_txt2img(err, e->model, &a, &c, &n, &rgb,
+                                           NULL), out);
+        }
         if (rgb == NULL) {
             break;              /* stopped before its first step */
         }
@@ -711,21 +1059,27 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
 
             img->seed = a.seeds[i];
             img->subseed = a.subseeds[i];
-            img->width = r->width;
-            img->height = r->height;
+            img->width = tw;
+            img->height = th;
             img->prompt = strdup(r->prompt);
             img->negative_prompt = strdup(r->negative_prompt);
-            if (img->prompt == NULL || img->negative_prompt == NULL) {
+            img->rgb = malloc(px);
+            if (img->rgb) {
+                memcpy(img->rgb, rgb + i * px, px);
+            }
+            if (img->prompt == NULL || img->negative_prompt == NULL
+                || img->rgb == NULL)
+            {
                 res->n_images++;
-                s = sd_errorf(err, SD_ERR_NOMEM, "out of memory for the "
-                              "prompts");
+                s = sd_errorf(err, SD_ERR_NOMEM, "out of memory for an "
+                              "image's prompts and pixels");
                 goto out;
             }
             SD_TRY_GOTO(s, sd_infotext(err, e->model, r, img->seed,
                                        img->subseed, &img->infotext), out);
             res->n_images++;
-            SD_TRY_GOTO(s, sd_png_encode(err, rgb + i * px, r->width,
-                                         r->height, img->infotext, &img->png,
+            SD_TRY_GOTO(s, sd_png_encode(err, rgb + i * px, tw, th,
+                                         img->infotext, &img->png,
                                          &img->png_len), out);
         }
         free(rgb);
@@ -738,8 +1092,12 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
 
 out:
     free(rgb);
+    free(init);
+    free(first);
     sd_cond_free(&c);
     sd_cond_free(&n);
+    sd_cond_free(&hc);
+    sd_cond_free(&hn);
     if (s != SD_OK) {
         sd_result_free(res);
     }

@@ -394,6 +394,14 @@ cond_join(sd_err *err, sd_model *m, sd_cond *c, sd_backend *be)
 sd_status
 sd_cond_encode(sd_err *err, sd_model *m, const char *prompt, sd_cond *c)
 {
+    return sd_cond_encode_skip(err, m, prompt, 1, c);
+}
+
+
+sd_status
+sd_cond_encode_skip(sd_err *err, sd_model *m, const char *prompt,
+    int clip_skip, sd_cond *c)
+{
     sd_status  s;
 
     memset(c, 0, sizeof(*c));
@@ -413,10 +421,12 @@ sd_cond_encode(sd_err *err, sd_model *m, const char *prompt, sd_cond *c)
                                       m->clip_len), fail);
     SD_TRY_GOTO(s, sd_clip_tok_encode(err, m->tok_g, prompt, c->ids_g,
                                       m->clip_len), fail);
-    SD_TRY_GOTO(s, sd_clip_forward(err, m->clip_l, c->ids_l, 1, m->clip_len,
-                                   &c->pen_l, NULL, &c->emb_l), fail);
-    SD_TRY_GOTO(s, sd_clip_forward(err, m->clip_g, c->ids_g, 1, m->clip_len,
-                                   &c->pen_g, NULL, &c->emb_g), fail);
+    SD_TRY_GOTO(s, sd_clip_forward_skip(err, m->clip_l, c->ids_l, 1,
+                                        m->clip_len, clip_skip, &c->pen_l,
+                                        NULL, &c->emb_l), fail);
+    SD_TRY_GOTO(s, sd_clip_forward_skip(err, m->clip_g, c->ids_g, 1,
+                                        m->clip_len, clip_skip, &c->pen_g,
+                                        NULL, &c->emb_g), fail);
     if (m->t5) {
         SD_TRY_GOTO(s, sd_t5_tok_encode(err, m->tok_t5, prompt, c->ids_t5,
                                         m->t5_len), fail);

@@ -66,6 +66,9 @@ typedef struct {
 
 sd_status sd_cond_encode(sd_err *err, sd_model *m, const char *prompt,
     sd_cond *c);
+/* With A1111's CLIP_stop_at_last_layers (1: sd_cond_encode's). */
+sd_status sd_cond_encode_skip(sd_err *err, sd_model *m, const char *prompt,
+    int clip_skip, sd_cond *c);
 void sd_cond_free(sd_cond *c);
 
 #endif /* SD_MODEL_H */

@@ -480,6 +480,169 @@ out:
 }
 
 
+int
+sd_img2img_start(int *steps, float strength, int requested)
+{
+    float  d = strength < 0.999f ? strength : 0.999f;
+    int    t_enc;
+
+    if (requested > 0) {
+        *steps = d > 0.0f ? (int) ((float) requested / d) : 0;
+        *steps = *steps < requested ? requested : *steps;
+        t_enc = requested - 1;
+    } else {
+        t_enc = (int) (d * (float) *steps);
+    }
+    return *steps - t_enc - 1;
+}
+
+
+/* PyTorch's upsample source index, align_corners False */
+static float
+src_index(float scale, int dst, int cubic)
+{
+    float  s = scale * ((float) dst + 0.5f) - 0.5f;
+
+    return (!cubic && s < 0.0f) ? 0.0f : s;
+}
+
+
+static float
+cubic_w(float x, int k)
+{
+    const float  A = -0.75f;
+    float        t;
+
+    /* weights of taps -1, 0, 1, 2 at fraction x (upsample_bicubic2d) */
+    switch (k) {
+    case 0:
+        t = x + 1.0f;
+        return ((A * t - 5.0f * A) * t + 8.0f * A) * t - 4.0f * A;
+    case 1:
+        return ((A + 2.0f) * x - (A + 3.0f)) * x * x + 1.0f;
+    case 2:
+        t = 1.0f - x;
+        return ((A + 2.0f) * t - (A + 3.0f)) * t * t + 1.0f;
+    default:
+        t = 2.0f - x;
+        return ((A * t - 5.0f * A) * t + 8.0f * A) * t - 4.0f * A;
+    }
+}
+
+
+sd_status
+sd_latent_upscale(sd_err *err, const char *mode, const float *in, int b,
+    int c, int h, int w, float *out, int oh, int ow)
+{
+    float  sy = (float) h / (float) oh, sx = (float) w / (float) ow;
+    int    kind, p, y, x, i, j;
+
+    if (strncmp(mode, "Latent (nearest-exact)", 22) == 0) {
+        kind = 3;
+    } else if (strncmp(mode, "Latent (nearest)", 16) == 0) {
+        kind = 2;
+    } else if (strncmp(mode, "Latent (bicubic", 15) == 0) {
+        kind = 1;
+    } else if (strncmp(mode, "Latent", 6) == 0) {
+        kind = 0;
+    } else {
+        return sd_errorf(err, SD_ERR_INVALID, "hr_upscaler: \"%s\" is not "
+                         "a latent mode", mode);
+    }
+    for (p = 0; p < b * c; p++) {
+        const float  *src = in + (size_t) p * h * w;
+        float        *dst = out + (size_t) p * oh * ow;
+
+        for (y = 0; y < oh; y++) {
+            for (x = 0; x < ow; x++) {
+                float  v = 0.0f;
+
+                if (kind >= 2) {
+                    int  yi = kind == 2 ? (int) floorf(y * sy)
+                                        : (int) floorf((y + 0.5f) * sy);
+                    int  xi = kind == 2 ? (int) floorf(x * sx)
+                                        : (int) floorf((x + 0.5f) * sx);
+
+                    yi = yi > h - 1 ? h - 1 : yi;
+                    xi = xi > w - 1 ? w - 1 : xi;
+                    v = src[yi * w + xi];
+                } else if (kind == 0) {
+                    float  fy = src_index(sy, y, 0), fx = src_index(sx, x, 0);
+                    int    y0 = (int) fy, x0 = (int) fx;
+                    int    y1 = y0 + (y0 < h - 1), x1 = x0 + (x0 < w - 1);
+                    float  ly = fy - y0, lx = fx - x0;
+
+                    v = (1 - ly) * ((1 - lx) * src[y0 * w + x0]
+                                    + lx * src[y0 * w + x1])
+                        + ly * ((1 - lx) * src[y1 * w + x0]
+                                + lx * src[y1 * w + x1]);
+                } else {
+                    float  fy = src_index(sy, y, 1), fx = src_index(sx, x, 1);
+                    int    y0 = (int) floorf(fy), x0 = (int) floorf(fx);
+                    float  ty = fy - y0, tx = fx - x0;
+
+                    for (i = 0; i < 4; i++) {
+                        int    yy = y0 - 1 + i;
+                        float  row = 0.0f;
+
+                        yy = yy < 0 ? 0 : (yy > h - 1 ? h - 1 : yy);
+                        for (j = 0; j < 4; j++) {
+                            int  xx = x0 - 1 + j;
+
+                            xx = xx < 0 ? 0 : (xx > w - 1 ? w - 1 : xx);
+                            row += cubic_w(tx, j) * src[yy * w + xx];
+                        }
+                        v += cubic_w(ty, i) * row;
+                    }
+                }
+                dst[y * ow + x] = v;
+            }
+        }
+    }
+    return SD_OK;
+}
+
+
+sd_status
+sd_pipe_encode_image(sd_err *err, sd_model *m, const uint8_t *rgb,
+    int width, int height, float *out)
+{
+    int64_t     hw = (int64_t) width * height, k;
+    float      *px, sc, sh;
+    sd_tensor  *img = NULL, *mean = NULL, *std = NULL;
+    sd_status   s;
+    int         c;
+
+    px = sd_malloc(err, (size_t) hw * 3 * sizeof(float), "image");
+    if (px == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    /* A1111: x / 255 * 2 - 1, channels first */
+    for (c = 0; c < 3; c++) {
+        for (k = 0; k < hw; k++) {
+            px[c * hw + k] = (float) rgb[k * 3 + c] / 255.0f * 2.0f - 1.0f;
+        }
+    }
+    SD_TRY_GOTO(s, sd_tensor_new4(err, m->be, 1, 3, height, width, &img),
+                out);
+    SD_TRY_GOTO(s, sd_tensor_upload(err, img, px), out);
+    SD_TRY_GOTO(s, sd_vae_encode(err, m->vae, img, &mean, &std), out);
+    SD_TRY_GOTO(s, sd_tensor_download(err, mean, out), out);
+    sc = sd_vae_scaling_factor(m->vae);
+    sh = sd_vae_shift_factor(m->vae);
+    for (k = 0; k < sd_numel(mean); k++) {
+        out[k] = (out[k] - sh) * sc;
+    }
+
+out:
+    free(px);
+    sd_tensor_free(img);
+    sd_tensor_free(mean);
+    sd_tensor_free(std);
+    return s;
+}
+
+
 /* Latents stay F32 whatever the backend computes in: the sampler's sums
    are where low precision would accumulate. */
 static sd_status
@@ -592,6 +755,13 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
         goto out;
     }
     steps = ns - 1;
+    if (a->init) {
+        int  start = a->start < ns - 1 ? a->start : ns - 2;
+
+        memmove(sigmas, sigmas + start, (ns - start) * sizeof(float));
+        ns -= start;
+        steps = ns - 1;
+    }
     for (i = 0; i < steps; i++) {
         ts[i] = sigmas[i] * (float) m->train_steps;
     }
@@ -607,7 +777,13 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     for (i = 0; i < a->batch; i++) {
         SD_TRY_GOTO(s, make_noise(err, a, i, b.host + i * per, c, h, w), out);
     }
-    if (sigmas[0] != 1.0f) {
+    if (a->init) {
+        /* add_noise_to_latent: x (1 - sigma) + noise sigma */
+        for (i = 0; i < (int) (a->batch * per); i++) {
+            b.host[i] = a->init[i] * (1.0f - sigmas[0])
+                        + b.host[i] * sigmas[0];
+        }
+    } else if (sigmas[0] != 1.0f) {
         for (i = 0; i < (int) (a->batch * per); i++) {
             b.host[i] *= sigmas[0];
         }
@@ -667,6 +843,11 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
 
     if (dump) {
         dump->final_latents = dup_floats(b.host, per);
+    }
+    if (a->latents_out) {
+        memcpy(a->latents_out, b.host, a->batch * per * sizeof(float));
+        s = SD_OK;
+        goto out;
     }
 
     *rgb = sd_malloc(err, (size_t) a->batch * a->width * a->height * 3,

@@ -23,6 +23,14 @@ typedef struct {
     sd_sched            sched;
     float               eta;            /* ancestral / SDE eta */
     uint64_t            ensd;           /* eta_noise_seed_delta */
+    /* img2img: the images' latents (batch x (C, h, w), scaled and
+       shifted as the sampler sees them), host; NULL for txt2img */
+    const float        *init;
+    int                 start;          /* with init: the first sigma of
+                                           the schedule for steps */
+    float              *latents_out;    /* non-NULL: the final latents
+                                           (batch x (C, h, w)) go here and
+                                           nothing is decoded */
     float               cfg;
     uint64_t            seeds[64];      /* one per image of the batch */
     uint64_t            subseeds[64];
@@ -75,6 +83,30 @@ sd_status sd_pipe_validate(sd_err *err, const sd_model *m,
 sd_status sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     const sd_cond *cond, const sd_cond *ncond, uint8_t **rgb,
     sd_pipe_dump *dump);
+
+/*
+ * A1111's setup_img2img_steps: img2img runs the schedule of *steps from
+ * index steps - int(min(strength, 0.999) * steps) - 1; hires fix
+ * (requested > 0) the schedule of int(requested / min(strength, 0.999))
+ * steps from its requested-th sigma from the end. Returns the start index
+ * and sets *steps to the schedule's length.
+ */
+int sd_img2img_start(int *steps, float strength, int requested);
+
+/*
+ * torch.nn.functional.interpolate of (B, C, h, w) latents to (oh, ow) for
+ * the latent upscale modes ("Latent" bilinear, "(bicubic)", "(nearest)",
+ * "(nearest-exact)"; the antialiased ones equal theirs when enlarging).
+ */
+sd_status sd_latent_upscale(sd_err *err, const char *mode, const float *in,
+    int b, int c, int h, int w, float *out, int oh, int ow);
+
+/*
+ * The init latents of one RGB8 image of width x height: VAE encoder
+ * (posterior mean), (mean - shift) * scaling; out holds (C, h, w).
+ */
+sd_status sd_pipe_encode_image(sd_err *err, sd_model *m, const uint8_t *rgb,
+    int width, int height, float *out);
 
 /* The GPU workspace's default sizing request. */
 #define SD_PIPE_WS_SIDE   1536

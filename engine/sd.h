@@ -243,7 +243,7 @@ typedef struct {
                                        its extra-network tags */
     char           *negative_prompt;
     uint8_t        *rgb;            /* (height, width, 3), for formats
-                                       other than PNG; NULL when not kept */
+                                       other than PNG and for extras */
     int             width, height;
 } sd_image;
 

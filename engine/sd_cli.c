@@ -533,11 +533,24 @@ cmd_txt2img(int argc, char **argv)
                 "FILE\n");
         return sd_cli_usage();
     }
-    if (sd_sampler_parse(&err, a.sampler, &p.sampler) != SD_OK) {
-        /* the engine's message names the API field; name the option */
-        fprintf(stderr, "sd-cli: --sampler:%s\n",
-                strchr(err.msg, ':') ? strchr(err.msg, ':') + 1 : err.msg);
-        return 2;
+    {
+        /* the API falls back on unknown names as A1111 does; a command
+           line refuses them */
+        const char *const  *names = sd_sampler_names();
+        char                list[256] = "";
+        int                 fb, k;
+
+        sd_sampler_resolve(a.sampler, NULL, &p.sampler, &p.sched, &fb);
+        if (fb) {
+            for (k = 0; names[k]; k++) {
+                snprintf(list + strlen(list), sizeof(list) - strlen(list),
+                         "%s%s", k ? ", " : "", names[k]);
+            }
+            fprintf(stderr, "sd-cli: --sampler: \"%s\" is not supported; "
+                    "available: %s\n", a.sampler, list);
+            return 2;
+        }
+        p.eta = 1.0f;
     }
     if (strcmp(a.rng, "cpu") != 0 && strcmp(a.rng, "cuda") != 0) {
         fprintf(stderr, "sd-cli: --rng: must be cpu or cuda\n");

@@ -32,6 +32,15 @@ sd_status sd_clip_forward(sd_err *err, sd_clip *c, const int32_t *ids,
     int batch, int len, sd_tensor **penultimate, sd_tensor **last,
     sd_tensor **embeds);
 
+/*
+ * The same with A1111's clip skip (CLIP_stop_at_last_layers, 1 = the
+ * default): *penultimate receives hidden_states[-(skip + 1)] (diffusers'
+ * clip_skip = skip - 1); last and embeds are unchanged.
+ */
+sd_status sd_clip_forward_skip(sd_err *err, sd_clip *c, const int32_t *ids,
+    int batch, int len, int skip, sd_tensor **penultimate, sd_tensor **last,
+    sd_tensor **embeds);
+
 
 typedef struct sd_t5  sd_t5;
 

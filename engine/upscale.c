@@ -18,6 +18,7 @@
 
 #include "sd.h"
 #include "sd_err.h"
+#include "upscale.h"
 
 
 #define SD_PREC_BITS  (32 - 8 - 2)
@@ -304,4 +305,123 @@ fail:
         snprintf(errbuf, errlen, "%s", err.msg);
     }
     return err.status;
+}
+
+
+/* PIL's resize of a zero-size box at the edge (in0 = in1 = at): 2 taps */
+static void
+edge_taps(int n, int at, int *i0, int *i1, int *k0, int *k1)
+{
+    double  w0, w1, ww;
+    int     xmin = (int) (at - 2.0 + 0.5), xmax = (int) (at + 2.0 + 0.5);
+
+    xmin = xmin < 0 ? 0 : xmin;
+    xmax = xmax > n ? n : xmax;
+    *i0 = xmin;
+    *i1 = xmax - xmin > 1 ? xmin + 1 : xmin;
+    w0 = filter_bicubic(xmin - at + 0.5);
+    w1 = xmax - xmin > 1 ? filter_bicubic(xmin + 1 - at + 0.5) : 0.0;
+    ww = w0 + w1;
+    w0 /= ww;
+    w1 /= ww;
+    *k0 = w0 < 0 ? (int) (-0.5 + w0 * (1 << SD_PREC_BITS))
+                 : (int) (0.5 + w0 * (1 << SD_PREC_BITS));
+    *k1 = w1 < 0 ? (int) (-0.5 + w1 * (1 << SD_PREC_BITS))
+                 : (int) (0.5 + w1 * (1 << SD_PREC_BITS));
+}
+
+
+sd_status
+sd_resize_image(sd_err *err, int mode, const sd_rgb8 *in, int width,
+    int height, uint8_t **out)
+{
+    double    ratio = (double) width / height;
+    double    src_ratio = (double) in->width / in->height;
+    int       sw, sh, ox, oy, x, y, c;
+    uint8_t  *res, *rs = NULL;
+
+    *out = NULL;
+    res = calloc((size_t) width * height, 3);
+    if (res == NULL) {
+        return sd_errorf(err, SD_ERR_NOMEM, "out of memory resizing");
+    }
+    if (mode == 0) {
+        sw = width;
+        sh = height;
+    } else if (mode == 1) {
+        sw = ratio > src_ratio ? width : in->width * height / in->height;
+        sh = ratio <= src_ratio ? height : in->height * width / in->width;
+    } else {
+        sw = ratio < src_ratio ? width : in->width * height / in->height;
+        sh = ratio >= src_ratio ? height : in->height * width / in->width;
+    }
+    sw = sw < 1 ? 1 : sw;
+    sh = sh < 1 ? 1 : sh;
+    rs = malloc((size_t) sw * sh * 3);
+    if (rs == NULL || resample(in, sw, sh, &sd_lanczos, rs) != 0) {
+        free(rs);
+        free(res);
+        return sd_errorf(err, SD_ERR_NOMEM, "out of memory resizing");
+    }
+    /* paste at (width // 2 - sw // 2, height // 2 - sh // 2), cropping */
+    ox = width / 2 - sw / 2;
+    oy = height / 2 - sh / 2;
+    for (y = 0; y < sh; y++) {
+        for (x = 0; x < sw; x++) {
+            if (x + ox >= 0 && x + ox < width && y + oy >= 0
+                && y + oy < height)
+            {
+                memcpy(res + ((size_t) (y + oy) * width + x + ox) * 3,
+                       rs + ((size_t) y * sw + x) * 3, 3);
+            }
+        }
+    }
+
+    if (mode == 2 && ratio < src_ratio && oy > 0) {
+        int  i0, i1, k0, k1, j0, j1, q0, q1;
+
+        edge_taps(sh, 0, &i0, &i1, &k0, &k1);
+        edge_taps(sh, sh, &j0, &j1, &q0, &q1);
+        for (x = 0; x < width; x++) {
+            for (c = 0; c < 3; c++) {
+                int  top = (1 << (SD_PREC_BITS - 1))
+                           + rs[((size_t) i0 * sw + x) * 3 + c] * k0
+                           + rs[((size_t) i1 * sw + x) * 3 + c] * k1;
+                int  bot = (1 << (SD_PREC_BITS - 1))
+                           + rs[((size_t) j0 * sw + x) * 3 + c] * q0
+                           + rs[((size_t) j1 * sw + x) * 3 + c] * q1;
+
+                for (y = 0; y < oy; y++) {
+                    res[((size_t) y * width + x) * 3 + c] = clip8(top);
+                }
+                for (y = oy + sh; y < height && y < 2 * oy + sh; y++) {
+                    res[((size_t) y * width + x) * 3 + c] = clip8(bot);
+                }
+            }
+        }
+    } else if (mode == 2 && ratio > src_ratio && ox > 0) {
+        int  i0, i1, k0, k1, j0, j1, q0, q1;
+
+        edge_taps(sw, 0, &i0, &i1, &k0, &k1);
+        edge_taps(sw, sw, &j0, &j1, &q0, &q1);
+        for (y = 0; y < height; y++) {
+            for (c = 0; c < 3; c++) {
+                const uint8_t  *row = rs + (size_t) y * sw * 3;
+                int  left = (1 << (SD_PREC_BITS - 1)) + row[i0 * 3 + c] * k0
+                            + row[i1 * 3 + c] * k1;
+                int  right = (1 << (SD_PREC_BITS - 1)) + row[j0 * 3 + c] * q0
+                             + row[j1 * 3 + c] * q1;
+
+                for (x = 0; x < ox; x++) {
+                    res[((size_t) y * width + x) * 3 + c] = clip8(left);
+                }
+                for (x = ox + sw; x < width && x < 2 * ox + sw; x++) {
+                    res[((size_t) y * width + x) * 3 + c] = clip8(right);
+                }
+            }
+        }
+    }
+    free(rs);
+    *out = res;
+    return SD_OK;
 }

@@ -67,6 +67,7 @@ sd_pipe_reserve(sd_err *err, sd_model *m, size_t ws_bytes, int width,
     a.steps = 1;
     a.cfg = 4.5f;
     a.sampler = SD_SAMPLER_EULER_A;
+    a.eta = 1.0f;
     a.jobs = 1;
     for (i = 0; i < a.batch; i++) {
         a.seeds[i] = (uint64_t) i;

@@ -204,6 +204,17 @@ check_batches(sd_engine *e)
 }
 
 
+/* progress: the steps of the last job */
+static void
+count_steps(void *data, int job, int jobs, int step, int steps)
+{
+    (void) job;
+    (void) jobs;
+    (void) step;
+    *(int *) data = steps;
+}
+
+
 static void
 check_samplers_and_stops(sd_engine *e)
 {
@@ -243,6 +254,143 @@ check_samplers_and_stops(sd_engine *e)
                 "Euler a differs from Euler");
         T_CHECK(strstr(a1.images[0].infotext, "Sampler: Euler a,") != NULL,
                 "infotext names Euler a");
+    }
+
+    /* extra-network tags: removed before encoding, listed in the result;
+       the result carries the pixels and what ran */
+    {
+        sd_result  tag;
+
+        r.sampler = "Euler";
+        r.prompt = "a lighthouse <lora:foo:0.5>";
+        T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &tag, msg, sizeof(msg))
+                == SD_OK && tag.n_images == 1, "tags: %s", msg);
+        if (tag.n_images == 1 && eu.n_images == 1) {
+            T_CHECK(tag.n_extra_networks == 1
+                    && strcmp(tag.extra_networks[0], "lora:foo:0.5") == 0,
+                    "the tag is listed (%d)", tag.n_extra_networks);
+            T_CHECK(tag.images[0].rgb && eu.images[0].rgb
+                    && memcmp(tag.images[0].rgb, eu.images[0].rgb,
+                              64 * 64 * 3) == 0,
+                    "the tag does not reach the text encoders");
+            T_CHECK(strcmp(tag.images[0].prompt, r.prompt) == 0
+                    && strstr(tag.images[0].infotext, "<lora:foo:0.5>")
+                    && strcmp(tag.sampler, "Euler") == 0
+                    && strcmp(tag.scheduler, "Automatic") == 0
+                    && tag.width == 64 && tag.images[0].width == 64,
+                    "prompt, infotext and what ran");
+        }
+        sd_result_free(&tag);
+
+        /* clip skip 2: hidden_states[-3] of both CLIPs, another image;
+           beyond the tiny CLIPs' 3 layers, refused naming the option */
+        r.prompt = "a lighthouse";
+        r.clip_skip = 2;
+        T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &tag, msg, sizeof(msg))
+                == SD_OK && tag.n_images == 1 && eu.n_images == 1
+                && memcmp(tag.images[0].rgb, eu.images[0].rgb, 64 * 64 * 3)
+                   != 0, "clip skip 2: %s", msg);
+        sd_result_free(&tag);
+        r.clip_skip = 4;
+        T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &tag, msg, sizeof(msg))
+                == SD_ERR_INVALID && strncmp(msg, "CLIP_stop_at_last_layers: ",
+                                             26) == 0, "clip skip 4: %s", msg);
+        sd_result_free(&tag);
+        r.clip_skip = 1;
+        /* img2img from the Euler image: A1111's step count for the
+           strength, deterministic, and the infotext says so */
+        {
+            sd_rgb8    init = { eu.images[0].rgb, 64, 64 };
+            sd_result  i1, i2;
+            int        last = 0;
+
+            r.prompt = "a lighthouse";
+            r.init_images = &init;
+            r.n_init_images = 1;
+            r.denoising_strength = 0.5f;
+            r.resize_mode = 1;
+            T_CHECK(sd_generate(e, &r, count_steps, &last, NULL, &i1, msg,
+                                sizeof(msg)) == SD_OK && i1.n_images == 1,
+                    "img2img: %s", msg);
+            T_CHECK(last == 3, "4 steps at strength 0.5 run 3 (%d)", last);
+            T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &i2, msg,
+                                sizeof(msg)) == SD_OK && i2.n_images == 1,
+                    "img2img again: %s", msg);
+            if (i1.n_images == 1 && i2.n_images == 1) {
+                T_CHECK(memcmp(i1.images[0].rgb, i2.images[0].rgb,
+                               64 * 64 * 3) == 0
+                        && memcmp(i1.images[0].rgb, eu.images[0].rgb,
+                                  64 * 64 * 3) != 0,
+                        "img2img repeats, and changes the image");
+                T_CHECK(strstr(i1.images[0].infotext,
+                               "Denoising strength: 0.5,") != NULL,
+                        "infotext: %s", i1.images[0].infotext);
+            }
+            sd_result_free(&i1);
+            sd_result_free(&i2);
+            r.resize_mode = 3;
+            T_CHECK(sd_request_check(e, &r, msg, sizeof(msg))
+                    == SD_ERR_UNSUPPORTED && strncmp(msg, "resize_mode: ",
+                                                     13) == 0,
+                    "resize_mode 3: %s", msg);
+            r.resize_mode = 0;
+            r.init_images = NULL;
+            r.n_init_images = 0;
+        }
+
+        /* hires fix: 64x64 then 128x128 through a latent mode and through
+           Lanczos; the second pass's steps as A1111 counts them */
+        {
+            static const char *const  ups[] = { "Latent", "Lanczos",
+                                                "Latent (nearest-exact)" };
+            sd_result  hr;
+            int        last = 0, u;
+
+            r.prompt = "a lighthouse";
+            r.enable_hr = 1;
+            r.hr_scale = 2.0f;
+            r.denoising_strength = 0.5f;
+            r.hr_second_pass_steps = 2;
+            for (u = 0; u < 3; u++) {
+                r.hr_upscaler = ups[u];
+                T_CHECK(sd_generate(e, &r, count_steps, &last, NULL, &hr,
+                                    msg, sizeof(msg)) == SD_OK
+                        && hr.n_images == 1 && hr.width == 128
+                        && hr.images[0].width == 128 && hr.hr_steps == 2
+                        && last == 2, "hires %s: %s (%d steps)", ups[u], msg,
+                        last);
+                if (hr.n_images == 1) {
+                    T_CHECK(strstr(hr.images[0].infotext, "Size: 64x64,")
+                            && strstr(hr.images[0].infotext,
+                                      "Denoising strength: 0.5, Hires "
+                                      "upscale: 2.0, Hires steps: 2, Hires "
+                                      "upscaler: "), "infotext: %s",
+                            hr.images[0].infotext);
+                }
+                sd_result_free(&hr);
+            }
+            r.hr_scale = 1.125f;        /* 72 x 72: not a multiple of 16 */
+            T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &hr, msg,
+                                sizeof(msg)) == SD_ERR_INVALID
+                    && strncmp(msg, "hr_scale: the second pass at 72x72: "
+                               "width: ", 43) == 0 && hr.n_images == 0,
+                    "hires 72x72: %s", msg);
+            sd_result_free(&hr);
+            r.enable_hr = 0;
+            r.hr_upscaler = "Latent";
+            r.hr_second_pass_steps = 0;
+            r.denoising_strength = 0.75f;
+        }
+
+        r.prompt = "a lighthouse";
+        r.sampler = "DPM++ 2M Karras";
+        T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &tag, msg, sizeof(msg))
+                == SD_OK && tag.n_images == 1
+                && strcmp(tag.sampler, "DPM++ 2M") == 0
+                && strcmp(tag.scheduler, "Automatic") == 0
+                && strstr(tag.images[0].infotext, "Sampler: DPM++ 2M, "
+                          "Schedule type: Automatic,"), "DPM++ 2M: %s", msg);
+        sd_result_free(&tag);
     }
 
     /* interrupt after step 2 of 4: an image, not the full run's */

@@ -426,6 +426,57 @@ check_gauss_ref(void)
 }
 
 
+/* sd_latent_upscale against torch's interpolate (make_latent_ref.py) */
+static void
+check_latent_upscale(void)
+{
+    static float  in[2 * 5 * 7], out[2 * 10 * 14];
+    sd_err        err = {0};
+    cJSON        *ref, *it;
+    char         *text, mode[64];
+    size_t        len;
+    int           c, y, x, oh, ow, i, n = 0;
+
+    for (c = 0; c < 2; c++) {
+        for (y = 0; y < 5; y++) {
+            for (x = 0; x < 7; x++) {
+                in[(c * 5 + y) * 7 + x] = (float) ((((c * 5 + y) * 7 + x)
+                                                    * 37 % 23) / 7.0 - 1.5);
+            }
+        }
+    }
+    if (sd_read_file(&err, "tests/data/latent_upscale_ref.json", &text, &len)
+        != SD_OK)
+    {
+        T_CHECK(0, "%s", err.msg);
+        return;
+    }
+    ref = cJSON_ParseWithLength(text, len);
+    free(text);
+    cJSON_ArrayForEach(it, ref) {
+        double  worst = 0;
+
+        if (sscanf(it->string, "%63[^|]|%dx%d", mode, &oh, &ow) != 3
+            || cJSON_GetArraySize(it) != 2 * oh * ow)
+        {
+            T_CHECK(0, "%s: reference shape", it->string);
+            continue;
+        }
+        T_CHECK(sd_latent_upscale(&err, mode, in, 1, 2, 5, 7, out, oh, ow)
+                == SD_OK, "%s: %s", it->string, err.msg);
+        for (i = 0; i < 2 * oh * ow; i++) {
+            double d = fabs(out[i] - cJSON_GetArrayItem(it, i)->valuedouble);
+
+            worst = d > worst ? d : worst;
+        }
+        T_CHECK(worst < 1e-5, "%s: worst difference %.3g", it->string, worst);
+        n++;
+    }
+    T_CHECK(n == 8, "%d latent upscale cases", n);
+    cJSON_Delete(ref);
+}
+
+
 /* The reference cases of sampler_ref.py through the pipeline. */
 static void
 check_reference(void)
@@ -529,6 +580,7 @@ main(void)
     check_schedules();
     check_samplers();
     check_gauss_ref();
+    check_latent_upscale();
     check_reference();
     return T_DONE();
 }
