@@ -377,6 +377,7 @@ ngx_http_sd_info(ngx_http_sd_job_t *job)
     sd_image               *img;
     ngx_http_sd_model_t    *m;
     ngx_http_sd_txt2img_t  *in;
+    char                    num[32];
 
     in = &job->in;
     m = &ngx_http_sd_worker.models[job->model];
@@ -433,8 +434,11 @@ ngx_http_sd_info(ngx_http_sd_job_t *job)
     cJSON_AddNumberToObject(o, "seed_resize_from_w", -1);
     cJSON_AddNumberToObject(o, "seed_resize_from_h", -1);
     if (in->img2img || in->req.enable_hr) {
+        /* the float as the client wrote it: 0.4, not 0.4000000059 */
+        ngx_snprintf((u_char *) num, sizeof(num), "%.6f%Z",
+                     (double) in->req.denoising_strength);
         cJSON_AddNumberToObject(o, "denoising_strength",
-                                in->req.denoising_strength);
+                                strtod(num, NULL));
     } else {
         cJSON_AddNullToObject(o, "denoising_strength");
     }
