@@ -5,7 +5,7 @@
 CC       ?= cc
 NVCC     ?= $(shell command -v nvcc 2>/dev/null)
 BUILD    := build
-PKGS     := libcjson libpng openblas libutf8proc
+PKGS     := libcjson libpng openblas libutf8proc libjpeg libwebp libwebpmux
 # Recursively expanded on purpose: "make deps test" installs the packages
 # before any recipe asks pkg-config for their flags.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -13,7 +13,8 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 # Debian packages the build, the tests and the server need.
 DEB_PKGS := build-essential pkg-config libcjson-dev libpng-dev \
-            libopenblas-dev libutf8proc-dev nginx nginx-dev python3 \
+            libopenblas-dev libutf8proc-dev libjpeg62-turbo-dev libwebp-dev \
+            nginx nginx-dev python3 \
             python3-pytest python3-requests python3-numpy openssl curl \
             memcached chromium chromium-driver python3-selenium
 # and those the operations tests need (tests/http/test_ops.py; npm too,
@@ -61,7 +62,10 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 LIB      := $(BUILD)/libsd.a
 
 # The module's parsers that need no nginx: unit-tested and fuzzed as they are.
-PARSE_SRC := ngx_module/ngx_http_sd_json.c ngx_module/ngx_http_sd_parse.c
+PARSE_SRC := ngx_module/ngx_http_sd_json.c ngx_module/ngx_http_sd_parse.c \
+             ngx_module/ngx_http_sd_styles.c ngx_module/ngx_http_sd_format.c \
+             ngx_module/ngx_http_sd_options.c ngx_module/ngx_http_sd_extras.c \
+             ngx_module/ngx_http_sd_img2img.c
 PARSE_OBJ := $(PARSE_SRC:%.c=$(BUILD)/%.o)
 .SECONDARY: $(PARSE_OBJ)
 

@@ -43,6 +43,14 @@ static const char *const  sd_latent_modes[] = {
 };
 
 
+/* The version A1111's infotext and "info" name. */
+const char *
+sd_version(void)
+{
+    return SD_VERSION;
+}
+
+
 const char *const *
 sd_sampler_names(void)
 {
@@ -504,7 +512,7 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
     }
     snprintf(s, len, "%s\n%s%s%sSteps: %d, Sampler: %s, Schedule type: %s, "
              "CFG scale: %s, Seed: %llu, Size: %dx%d, Model hash: %s, "
-             "Model: %s%s, Version: %s",
+             "Model: %s%s%s, Version: %s",
              r->prompt,
              r->negative_prompt[0] ? "Negative prompt: " : "",
              r->negative_prompt,
@@ -512,7 +520,7 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
              r->steps, smp, sch, cfg,
              (unsigned long long) seed,
              r->width, r->height, m->hash, m->name, var,
-             SD_VERSION);
+             r->rng == SD_RNG_CPU ? ", RNG: CPU" : "", SD_VERSION);
     *out = s;
     return SD_OK;
 }

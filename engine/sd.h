@@ -110,6 +110,9 @@ void sd_engine_text_cache_stats(const sd_engine *e, uint64_t *hits,
 sd_status sd_model_hash_dir(const char *dir, char out[16], char *errbuf,
     size_t errlen);
 
+/* The version string of the infotext ("Version: ..."). */
+const char *sd_version(void);
+
 /* NULL-terminated lists of the A1111 names this engine accepts. */
 const char *const *sd_sampler_names(void);
 const char *const *sd_scheduler_names(void);

@@ -220,6 +220,22 @@ static ngx_command_t  ngx_http_sd_commands[] = {
       offsetof(ngx_http_sd_main_conf_t, cache.text_cache),
       NULL },
 
+    /* sd_lora_dir DIR: the LoRA files that /sdapi/v1/loras lists */
+    { ngx_string("sd_lora_dir"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, lora_dir),
+      NULL },
+
+    /* sd_styles_file FILE: A1111's styles.csv, listed and applied */
+    { ngx_string("sd_styles_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, styles_file),
+      NULL },
+
     /* sd_api: this location answers the A1111 API */
     { ngx_string("sd_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -423,6 +439,15 @@ ngx_http_sd_init_main_conf(ngx_conf_t *cf, void *conf)
     /* relative to the prefix, as nginx's own paths */
     if (smcf->test_gate.len
         && ngx_conf_full_name(cf->cycle, &smcf->test_gate, 0) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if ((smcf->lora_dir.len
+         && ngx_conf_full_name(cf->cycle, &smcf->lora_dir, 0) != NGX_OK)
+        || (smcf->styles_file.len
+            && ngx_conf_full_name(cf->cycle, &smcf->styles_file, 0)
+               != NGX_OK))
     {
         return NGX_CONF_ERROR;
     }

@@ -40,9 +40,10 @@
 #define NGX_HTTP_SD_MAX_TASKS        512
 #define NGX_HTTP_SD_MAX_TENANTS      64
 #define NGX_HTTP_SD_HIST_BUCKETS     12
+#define NGX_HTTP_SD_OPTIONS_LEN      (64 * 1024)
 
 /* the zone's layout: a reload onto another layout is refused */
-#define NGX_HTTP_SD_SHM_MAGIC        0x73640a03
+#define NGX_HTTP_SD_SHM_MAGIC        0x73640b02
 
 /* defaults of the location limits (sd_max_*) */
 #define NGX_HTTP_SD_DEF_MAX_PIXELS   (2048 * 2048)
@@ -71,6 +72,9 @@ typedef enum {
     NGX_HTTP_SD_IPROGRESS,
     NGX_HTTP_SD_PENDING,
     NGX_HTTP_SD_METRICS,
+    NGX_HTTP_SD_LISTS,          /* loras, upscalers, styles, ... */
+    NGX_HTTP_SD_EXTRAS,         /* extra-single-image, -batch-images */
+    NGX_HTTP_SD_IMG2IMG,
     NGX_HTTP_SD_ERROR,
     NGX_HTTP_SD_OTHER,
     NGX_HTTP_SD_NROUTES
@@ -130,6 +134,8 @@ typedef struct {
     ngx_str_t                  test_gate;   /* tests: a folder, or empty */
     ngx_http_sd_breaker_conf_t breaker;     /* ngx_http_sd_breaker.c */
     ngx_http_sd_cache_conf_t   cache;       /* ngx_http_sd_cache.c */
+    ngx_str_t                  lora_dir;    /* sd_lora_dir, or empty */
+    ngx_str_t                  styles_file; /* sd_styles_file, or empty */
     ngx_flag_t                 used;        /* some location has sd_api */
 } ngx_http_sd_main_conf_t;
 
@@ -234,12 +240,37 @@ typedef struct {
     ngx_http_sd_shm_task_t     tasks[NGX_HTTP_SD_MAX_TASKS];
     ngx_http_sd_shm_ops_t      ops;
     ngx_http_sd_serve_shm_t    serve;       /* breaker, result cache */
+
+    /* the A1111 options POST options set: a JSON object, under the lock */
+    size_t                     options_len;
+    u_char                     options[NGX_HTTP_SD_OPTIONS_LEN];
 } ngx_http_sd_shm_t;
 
 
 /* per worker */
 
 typedef struct ngx_http_sd_job_s  ngx_http_sd_job_t;
+
+/*
+ * The answer to a job, on the event loop, whatever ended it: it ran
+ * (job->status), or the queue gave it up (job->status and job->err, with
+ * job->error naming the exception or job->shutdown set). Returns the
+ * status for ngx_http_finalize_request(); the queue finalizes and frees.
+ */
+typedef ngx_int_t (*ngx_http_sd_answer_pt)(ngx_http_request_t *r,
+    ngx_http_sd_job_t *job);
+
+
+/* why ngx_http_sd_enqueue() did not take a job; the handler answers */
+typedef enum {
+    NGX_HTTP_SD_QUEUED = 0,
+    NGX_HTTP_SD_REFUSE_SHUTDOWN,    /* 503 "shutting down" */
+    NGX_HTTP_SD_REFUSE_LOADING,     /* 503 "loading" */
+    NGX_HTTP_SD_REFUSE_LOAD_FAILED, /* 500 ModelLoadError, job->err */
+    NGX_HTTP_SD_REFUSE_FULL,        /* 503 "queue full" */
+    NGX_HTTP_SD_REFUSE_TENANT,      /* 429, job->err */
+    NGX_HTTP_SD_REFUSE_ERROR        /* 500: no memory */
+} ngx_http_sd_refusal_e;
 
 
 typedef struct {
@@ -251,6 +282,7 @@ typedef struct {
     unsigned                   unload:1;    /* close once idle */
     ngx_thread_task_t         *task;        /* opens or closes the engine */
     sd_engine                 *result;      /* of the open task */
+    sd_engine                 *closing;     /* the close task's engine */
     sd_status                  status;
     char                       err[NGX_HTTP_SD_ERRLEN];
     char                       hash[16];
@@ -294,6 +326,7 @@ typedef struct {
 struct ngx_http_sd_job_s {
     ngx_thread_task_t          task;        /* task.ctx is the job */
     ngx_http_request_t        *r;
+    ngx_http_sd_answer_pt      answer;      /* set by the route handler */
     ngx_http_sd_tenant_t      *tenant;
     ngx_queue_t                queue;       /* tenant->jobs, or w->jobs */
     ngx_uint_t                 state;       /* QUEUED or RUNNING */
@@ -328,6 +361,7 @@ struct ngx_http_sd_job_s {
     int                        n_done;      /* iterations with images */
     sd_status                  status;
     char                       err[NGX_HTTP_SD_ERRLEN];
+    const char                *error;       /* the queue's failure, a name */
 
     ngx_msec_t                 queued_at;
     ngx_msec_t                 started_at;
@@ -368,25 +402,90 @@ extern ngx_http_sd_worker_t    ngx_http_sd_worker;
 extern ngx_http_sd_shm_t      *ngx_http_sd_shm;
 
 
-/* ngx_http_sd_api.c */
+/* ngx_http_sd_api.c: routes */
 ngx_int_t ngx_http_sd_api_handler(ngx_http_request_t *r);
+ngx_uint_t ngx_http_sd_route_unparsed(ngx_http_request_t *r);
+
+/* ngx_http_sd_answer.c */
+ngx_int_t ngx_http_sd_add_header(ngx_http_request_t *r, const char *key,
+    u_char *value, size_t len, ngx_table_elt_t **out);
+ngx_int_t ngx_http_sd_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *p, size_t len);
 ngx_int_t ngx_http_sd_send_json(ngx_http_request_t *r, ngx_uint_t status,
     cJSON *json);
+ngx_int_t ngx_http_sd_send_empty(ngx_http_request_t *r);
 ngx_int_t ngx_http_sd_send_detail(ngx_http_request_t *r, ngx_uint_t status,
     const char *detail, time_t retry_after);
+ngx_int_t ngx_http_sd_send_verr(ngx_http_request_t *r,
+    ngx_http_sd_verr_t *e);
+ngx_int_t ngx_http_sd_send_invalid(ngx_http_request_t *r, const char *route,
+    ngx_http_sd_verr_t *e);
 ngx_int_t ngx_http_sd_send_422(ngx_http_request_t *r, const char *field,
     const char *msg, const char *type);
 ngx_int_t ngx_http_sd_send_500(ngx_http_request_t *r, const char *error,
     const char *errors);
+ngx_int_t ngx_http_sd_send_refusal(ngx_http_request_t *r,
+    const char *msg);
+ngx_int_t ngx_http_sd_job_error(ngx_http_request_t *r,
+    ngx_http_sd_job_t *job);
+ngx_int_t ngx_http_sd_send_refused(ngx_http_request_t *r,
+    ngx_http_sd_job_t *job, ngx_http_sd_refusal_e why);
+
+/* ngx_http_sd_txt2img.c */
+ngx_int_t ngx_http_sd_txt2img(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_img2img(ngx_http_request_t *r, cJSON *body);
 ngx_int_t ngx_http_sd_txt2img_respond(ngx_http_request_t *r,
     ngx_http_sd_job_t *job);
 ngx_uint_t ngx_http_sd_route_unparsed(ngx_http_request_t *r);
 ngx_int_t ngx_http_sd_txt2img_queue(ngx_http_request_t *r,
     ngx_http_sd_job_t *job);
+void ngx_http_sd_task_id(u_char *id, size_t *len);
+
+/* ngx_http_sd_status.c */
+ngx_int_t ngx_http_sd_progress(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_iprogress(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_pending(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_interrupt(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_skip(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_memory(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_ping(ngx_http_request_t *r, cJSON *body);
+
+/* ngx_http_sd_server.c */
+size_t ngx_http_sd_model_refs(ngx_http_sd_model_ref_t *refs);
+ngx_int_t ngx_http_sd_options(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_sd_models(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_samplers(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_schedulers(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_png_info(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_refresh(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_unload(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_reload(ngx_http_request_t *r, cJSON *body);
+
+/* ngx_http_sd_lists.c */
+ngx_int_t ngx_http_sd_loras(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_upscalers_list(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_latent_modes_list(ngx_http_request_t *r,
+    cJSON *body);
+ngx_int_t ngx_http_sd_vae_list(ngx_http_request_t *r, cJSON *body);
+cJSON *ngx_http_sd_styles_load(ngx_http_request_t *r);
+ngx_int_t ngx_http_sd_styles_list(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_embeddings(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_scripts(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_empty_list(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_cmd_flags(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_refresh_list(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_interrogate(ngx_http_request_t *r, cJSON *body);
+
+/* ngx_http_sd_postprocess.c */
+ngx_int_t ngx_http_sd_extra_single(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_extra_batch(ngx_http_request_t *r, cJSON *body);
+
+/* ngx_http_sd_metrics.c */
+ngx_int_t ngx_http_sd_metrics_handler(ngx_http_request_t *r);
 
 /* ngx_http_sd_queue.c */
-ngx_int_t ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
-    ngx_str_t *tenant, ngx_int_t tenant_queue);
+ngx_http_sd_refusal_e ngx_http_sd_enqueue(ngx_http_request_t *r,
+    ngx_http_sd_job_t *job, ngx_str_t *tenant, ngx_int_t tenant_queue);
 void ngx_http_sd_dispatch(void);
 void ngx_http_sd_job_free(ngx_http_sd_job_t *job);
 void ngx_http_sd_jobs_changed(void);
@@ -414,8 +513,10 @@ void ngx_http_sd_hist_observe(ngx_http_sd_hist_t *h, const double *le,
     uint64_t us);
 void ngx_http_sd_count(ngx_http_request_t *r, ngx_uint_t route,
     ngx_uint_t status);
-ngx_int_t ngx_http_sd_metrics_handler(ngx_http_request_t *r);
 uint64_t ngx_http_sd_now_ms(void);
+void ngx_http_sd_zone_lock(void);
+void ngx_http_sd_zone_unlock(void);
+cJSON *ngx_http_sd_options_read(void);
 
 /* ngx_http_sd_ops.c */
 ngx_int_t ngx_http_sd_ops_add_variables(ngx_conf_t *cf);
@@ -433,6 +534,7 @@ u_char *ngx_http_sd_ops_metrics(u_char *p, u_char *last);
 extern const double  ngx_http_sd_step_le[NGX_HTTP_SD_HIST_BUCKETS];
 extern const double  ngx_http_sd_request_le[NGX_HTTP_SD_HIST_BUCKETS];
 extern const char   *ngx_http_sd_route_names[NGX_HTTP_SD_NROUTES];
+extern const ngx_uint_t  ngx_http_sd_codes[NGX_HTTP_SD_NCODES - 1];
 
 
 #endif /* _NGX_HTTP_SD_MODULE_H_INCLUDED_ */

@@ -59,17 +59,17 @@ static int ngx_http_sd_get_str(cJSON *o, const char *key, const char *def,
 static int ngx_http_sd_get_bool(cJSON *o, const char *key, int def,
     int *out, ngx_http_sd_verr_t *e);
 static int ngx_http_sd_unsupported(cJSON *body, ngx_http_sd_verr_t *e);
+static int ngx_http_sd_randn_cpu(cJSON *v);
 static int ngx_http_sd_overrides(cJSON *body,
     const ngx_http_sd_model_ref_t *models, size_t nmodels,
     ngx_http_sd_txt2img_t *t, ngx_http_sd_verr_t *e);
 static int ngx_http_sd_seeds_fit(const char *field, int64_t seed,
     int64_t images, ngx_http_sd_verr_t *e);
 static cJSON *ngx_http_sd_params(cJSON *body);
+static cJSON *ngx_http_sd_param_typed(cJSON *v, int type);
 static int ngx_http_sd_txt2img_read(cJSON *body,
     const ngx_http_sd_limits_t *lim, const ngx_http_sd_model_ref_t *models,
     size_t nmodels, ngx_http_sd_txt2img_t *t, ngx_http_sd_verr_t *e);
-static const char *ngx_http_sd_engine_name(const char *const *names,
-    const char *s, int scheduler);
 static char *ngx_http_sd_strdup(const char *s);
 static int ngx_http_sd_base64_decode(const char *src, size_t len,
     unsigned char *dst, size_t *out);
@@ -142,6 +142,48 @@ static const ngx_http_sd_param_t  ngx_http_sd_txt2img_params[] = {
 
 /* names */
 
+/*
+ * An image field as A1111 takes it: plain base64, or a data: URL
+ * ("data:image/png;base64,..."). *out is malloc'ed. Returns 0 or -1.
+ */
+
+int
+ngx_http_sd_image_b64(const char *s, unsigned char **out, size_t *len)
+{
+    size_t          n;
+    const char     *comma;
+    unsigned char  *buf;
+
+    if (strncmp(s, "data:", 5) == 0) {
+        comma = strchr(s, ',');
+        if (comma == NULL) {
+            return -1;
+        }
+
+        s = comma + 1;
+    }
+
+    n = strlen(s);
+    if (n == 0) {
+        return -1;
+    }
+
+    buf = malloc(n / 4 * 3 + 3);
+    if (buf == NULL) {
+        return -1;
+    }
+
+    if (ngx_http_sd_base64_decode(s, n, buf, len) != 0) {
+        free(buf);
+        return -1;
+    }
+
+    *out = buf;
+
+    return 0;
+}
+
+
 int
 ngx_http_sd_task_id_valid(const char *s, size_t len)
 {
@@ -201,58 +243,6 @@ ngx_http_sd_find_model(const char *s, const ngx_http_sd_model_ref_t *models,
     }
 
     return -1;
-}
-
-
-/* A1111's scheduler names: the label lowercased, spaces as underscores */
-
-void
-ngx_http_sd_scheduler_name(const char *label, char *buf, size_t size)
-{
-    size_t  i;
-
-    for (i = 0; label[i] && i < size - 1; i++) {
-        buf[i] = (label[i] == ' ')
-                 ? '_' : (char) tolower((unsigned char) label[i]);
-    }
-
-    buf[i] = '\0';
-}
-
-
-/*
- * The engine's spelling of a sampler or scheduler name, matched without
- * case; a scheduler also by its A1111 name ("sgm_uniform" for the label
- * "SGM Uniform"). Empty: the engine's default (its first). Anything else
- * is returned as it is, for sd_request_check() to refuse with its list.
- */
-
-static const char *
-ngx_http_sd_engine_name(const char *const *names, const char *s,
-    int scheduler)
-{
-    char    name[NGX_HTTP_SD_NAME_LEN];
-    size_t  i;
-
-    if (s == NULL || s[0] == '\0') {
-        return names[0] ? names[0] : "";
-    }
-
-    for (i = 0; names[i]; i++) {
-        if (strcasecmp(s, names[i]) == 0) {
-            return names[i];
-        }
-
-        if (scheduler) {
-            ngx_http_sd_scheduler_name(names[i], name, sizeof(name));
-
-            if (strcmp(s, name) == 0) {
-                return names[i];
-            }
-        }
-    }
-
-    return s;
 }
 
 
@@ -542,8 +532,10 @@ ngx_http_sd_unsupported(cJSON *body, ngx_http_sd_verr_t *e)
     size_t       i;
     const char  *field;
 
+    /* save_images, do_not_save_*: accepted and ignored (no disk here) */
+    /* enable_hr goes to the engine (sd.h: hires fix) */
     static const char  *flags[] = {
-        "enable_hr", "restore_faces", "tiling", "save_images", NULL
+        "restore_faces", "tiling", NULL
     };
 
     static const char  *strings[] = {
@@ -569,8 +561,11 @@ ngx_http_sd_unsupported(cJSON *body, ngx_http_sd_verr_t *e)
     for (i = 0; strings[i]; i++) {
         v = cJSON_GetObjectItemCaseSensitive(body, strings[i]);
 
+        /* "None" is how clients say none (refiner_checkpoint) */
         if (v == NULL || cJSON_IsNull(v)
-            || (cJSON_IsString(v) && v->valuestring[0] == '\0'))
+            || (cJSON_IsString(v) && (v->valuestring[0] == '\0'
+                                      || strcmp(v->valuestring, "None")
+                                         == 0)))
         {
             continue;
         }
@@ -633,13 +628,30 @@ unsupported:
 }
 
 
+/* randn_source, A1111's two values: 1 "CPU", 0 "GPU", -1 anything else */
+
+static int
+ngx_http_sd_randn_cpu(cJSON *v)
+{
+    if (!cJSON_IsString(v)) {
+        return -1;
+    }
+
+    if (strcmp(v->valuestring, "CPU") == 0) {
+        return 1;
+    }
+
+    return strcmp(v->valuestring, "GPU") == 0 ? 0 : -1;
+}
+
+
 /* override_settings: the options a request may set for itself */
 
 static int
 ngx_http_sd_overrides(cJSON *body, const ngx_http_sd_model_ref_t *models,
     size_t nmodels, ngx_http_sd_txt2img_t *t, ngx_http_sd_verr_t *e)
 {
-    int         i;
+    int         i, cpu;
     cJSON      *o, *v;
     const char  *field;
 
@@ -658,17 +670,15 @@ ngx_http_sd_overrides(cJSON *body, const ngx_http_sd_model_ref_t *models,
 
     v = cJSON_GetObjectItemCaseSensitive(o, "randn_source");
     if (v && !cJSON_IsNull(v)) {
-        if (cJSON_IsString(v) && strcmp(v->valuestring, "CPU") == 0) {
-            t->rng = SD_RNG_CPU;
+        cpu = ngx_http_sd_randn_cpu(v);
 
-        } else if (cJSON_IsString(v) && strcmp(v->valuestring, "GPU") == 0) {
-            t->rng = SD_RNG_CUDA;
-
-        } else {
+        if (cpu < 0) {
             ngx_http_sd_verr(e, field, "value_error", "Value error, "
                              "randn_source must be \"GPU\" or \"CPU\"");
             return -1;
         }
+
+        t->rng = cpu ? SD_RNG_CPU : SD_RNG_CUDA;
     }
 
     v = cJSON_GetObjectItemCaseSensitive(o, "sd_model_checkpoint");
@@ -686,21 +696,8 @@ ngx_http_sd_overrides(cJSON *body, const ngx_http_sd_model_ref_t *models,
         t->model = i;
     }
 
-    v = cJSON_GetObjectItemCaseSensitive(o, "CLIP_stop_at_last_layers");
-    if (v && cJSON_IsNumber(v) && v->valuedouble != 1) {
-        ngx_http_sd_verr(e, field, "value_error", "Value error, "
-                         "CLIP_stop_at_last_layers other than 1 is not "
-                         "supported by this server");
-        return -1;
-    }
-
-    v = cJSON_GetObjectItemCaseSensitive(o, "eta_noise_seed_delta");
-    if (v && cJSON_IsNumber(v) && v->valuedouble != 0) {
-        ngx_http_sd_verr(e, field, "value_error", "Value error, "
-                         "eta_noise_seed_delta other than 0 is not "
-                         "supported by this server");
-        return -1;
-    }
+    /* CLIP_stop_at_last_layers, eta_noise_seed_delta and the images'
+       format: ngx_http_sd_options_apply() with the server's options */
 
     return 0;
 }
@@ -728,6 +725,49 @@ ngx_http_sd_seeds_fit(const char *field, int64_t seed, int64_t images,
 }
 
 
+/*
+ * A request value as A1111 echoes it in "parameters": pydantic has made a
+ * number of a numeric string ("20" is 20, "7.5" is 7.5) and a boolean of
+ * 0 and 1; the rest as it came (numbers exact, ngx_http_sd_json_exact).
+ */
+
+static cJSON *
+ngx_http_sd_param_typed(cJSON *v, int type)
+{
+    int      over;
+    char    *end;
+    cJSON   *d;
+    double   x;
+    int64_t  n;
+
+    if (type == NGX_HTTP_SD_P_NUM && cJSON_IsString(v)) {
+        if (ngx_http_sd_int_text(v->valuestring, &n, &over) == 0
+            && over == 0)
+        {
+            return ngx_http_sd_json_int(n);
+        }
+
+        x = strtod(v->valuestring, &end);
+        if (end != v->valuestring && *end == '\0' && isfinite(x)) {
+            return cJSON_CreateNumber(x);
+        }
+    }
+
+    if (type == NGX_HTTP_SD_P_BOOL && cJSON_IsNumber(v)
+        && (v->valuedouble == 0 || v->valuedouble == 1))
+    {
+        return cJSON_CreateBool(v->valuedouble == 1);
+    }
+
+    d = cJSON_Duplicate(v, 1);
+    if (d) {
+        ngx_http_sd_json_exact(d, 0);
+    }
+
+    return d;
+}
+
+
 /* "parameters": A1111's fields with their defaults, overlaid by the body */
 
 static cJSON *
@@ -745,10 +785,7 @@ ngx_http_sd_params(cJSON *body)
         v = cJSON_GetObjectItemCaseSensitive(body, p->key);
 
         if (v) {
-            d = cJSON_Duplicate(v, 1);
-            if (d) {
-                ngx_http_sd_json_exact(d, 0);
-            }
+            d = ngx_http_sd_param_typed(v, p->type);
 
         } else {
             switch (p->type) {
@@ -797,6 +834,10 @@ ngx_http_sd_parse_txt2img(cJSON *body, const ngx_http_sd_limits_t *lim,
     int  rc;
 
     rc = ngx_http_sd_txt2img_read(body, lim, models, nmodels, t, e);
+
+    if (rc == NGX_HTTP_SD_PARSE_OK) {
+        rc = ngx_http_sd_parse_hires(body, lim, t, e);
+    }
 
     if (rc != NGX_HTTP_SD_PARSE_OK) {
         ngx_http_sd_txt2img_free(t);
@@ -946,16 +987,13 @@ ngx_http_sd_txt2img_read(cJSON *body, const ngx_http_sd_limits_t *lim,
     }
 
     /*
-     * sampler_name, else sampler_index; the engine's spelling of a name it
-     * lists, for the info; a name it does not list goes on as it is, for
-     * the engine to refuse
+     * sampler_name, else sampler_index, as given: the engine resolves
+     * names, aliases and legacy combined names and falls back as A1111
+     * 1.10 does (sd.h, the request contract); its result names what ran
      */
     if (sampler == NULL || sampler[0] == '\0') {
         sampler = index;
     }
-
-    sampler = ngx_http_sd_engine_name(sd_sampler_names(), sampler, 0);
-    sched = ngx_http_sd_engine_name(sd_scheduler_names(), sched, 1);
 
     if (ngx_http_sd_overrides(body, models, nmodels, t, e) != 0) {
         return NGX_HTTP_SD_PARSE_INVALID;
@@ -1002,6 +1040,7 @@ ngx_http_sd_txt2img_read(cJSON *body, const ngx_http_sd_limits_t *lim,
 void
 ngx_http_sd_txt2img_free(ngx_http_sd_txt2img_t *t)
 {
+    ngx_http_sd_io_free(t);
     cJSON_Delete(t->params);
     cJSON_Delete(t->styles);
     free(t->prompt);
@@ -1072,13 +1111,9 @@ ngx_http_sd_parse_options(cJSON *body, const ngx_http_sd_model_ref_t *models,
 
     v = cJSON_GetObjectItemCaseSensitive(body, "randn_source");
     if (v && !cJSON_IsNull(v)) {
-        if (cJSON_IsString(v) && strcmp(v->valuestring, "CPU") == 0) {
-            o->randn_cpu = 1;
+        o->randn_cpu = ngx_http_sd_randn_cpu(v);
 
-        } else if (cJSON_IsString(v) && strcmp(v->valuestring, "GPU") == 0) {
-            o->randn_cpu = 0;
-
-        } else {
+        if (o->randn_cpu < 0) {
             ngx_http_sd_verr(e, "randn_source", "value_error", "Value error, "
                              "randn_source must be \"GPU\" or \"CPU\"");
             return NGX_HTTP_SD_PARSE_INVALID;

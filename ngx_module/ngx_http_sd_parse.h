@@ -69,12 +69,57 @@ typedef struct {
 } ngx_http_sd_model_ref_t;
 
 
+/* the images' format in an answer: samples_format and its options */
+typedef enum {
+    NGX_HTTP_SD_FMT_PNG = 0,
+    NGX_HTTP_SD_FMT_JPEG,
+    NGX_HTTP_SD_FMT_WEBP
+} ngx_http_sd_format_e;
+
+typedef struct {
+    int                        format;     /* ngx_http_sd_format_e */
+    int                        quality;    /* jpeg_quality, 1..100 */
+    int                        lossless;   /* webp_lossless */
+    int                        pnginfo;    /* enable_pnginfo */
+} ngx_http_sd_output_t;
+
+
+/* extra-single-image / extra-batch-images, checked */
+#define NGX_HTTP_SD_EXTRAS_MAX       64
+
+typedef struct {
+    unsigned char             *data;       /* the image as sent, decoded */
+    size_t                     len;
+    unsigned char             *out;        /* the result, encoded */
+    size_t                     out_len;
+    int                        width, height;
+} ngx_http_sd_extras_image_t;
+
+typedef struct {
+    int                        resize_mode;    /* 0 scale by, 1 scale to */
+    double                     scale;          /* upscaling_resize */
+    int                        to_w, to_h;     /* upscaling_resize_w/_h */
+    int                        crop;           /* upscaling_crop */
+    const char                *upscaler;       /* the engine's spelling */
+    ngx_http_sd_output_t       out;            /* set by the caller */
+    ngx_http_sd_extras_image_t  *images;
+    int                        n_images;
+    int                        invalid;        /* run: the input's fault */
+    char                       err[NGX_HTTP_SD_ERRLEN];
+} ngx_http_sd_extras_t;
+
+
+/* decoded img2img images and hires strings (ngx_http_sd_img2img.c) */
+typedef struct ngx_http_sd_io_s  ngx_http_sd_io_t;
+
+
 /* a txt2img body, checked */
 typedef struct {
     sd_request                 req;        /* strings point below */
     char                      *prompt;
     char                      *negative_prompt;
-    char                      *sampler;    /* the engine's spelling */
+    char                      *sampler;    /* as asked; the result says
+                                              what ran */
     char                      *scheduler;
     int64_t                    seed;       /* -1: the caller picks */
     int64_t                    subseed;
@@ -85,6 +130,9 @@ typedef struct {
     int                        rng;        /* -1: the options' choice */
     char                       task_id[NGX_HTTP_SD_ID_LEN];  /* or "" */
     cJSON                     *params;     /* "parameters" of the answer */
+    ngx_http_sd_output_t       out;        /* set by the caller */
+    ngx_http_sd_io_t          *io;         /* img2img, hires, or NULL */
+    unsigned                   img2img:1;
     cJSON                     *styles;
 } ngx_http_sd_txt2img_t;
 
@@ -106,6 +154,7 @@ cJSON *ngx_http_sd_json_detail(const ngx_http_sd_verr_t *e);
 /* ngx_http_sd_parse.c */
 
 int ngx_http_sd_task_id_valid(const char *s, size_t len);
+int ngx_http_sd_image_b64(const char *s, unsigned char **out, size_t *len);
 int ngx_http_sd_find_model(const char *s,
     const ngx_http_sd_model_ref_t *models, size_t n);
 
@@ -125,7 +174,43 @@ int ngx_http_sd_png_text(const unsigned char *p, size_t len, cJSON *items,
     char **info);
 cJSON *ngx_http_sd_parse_infotext(const char *s);
 
-void ngx_http_sd_scheduler_name(const char *label, char *buf, size_t size);
+
+/* ngx_http_sd_format.c */
+int ngx_http_sd_png_strip_info(const unsigned char *p, size_t len,
+    unsigned char **out, size_t *out_len);
+unsigned char *ngx_http_sd_exif_usercomment(const char *text, size_t *len);
+int ngx_http_sd_image_output(const unsigned char *png, size_t len,
+    const char *infotext, const ngx_http_sd_output_t *o,
+    unsigned char **out, size_t *out_len, char *err, size_t errlen);
+int ngx_http_sd_image_decode(const unsigned char *p, size_t len,
+    unsigned char **rgb, int *w, int *h, char *err, size_t errlen);
+
+/* ngx_http_sd_extras.c */
+int ngx_http_sd_extras_parse(cJSON *body, int batch, ngx_http_sd_extras_t *x,
+    ngx_http_sd_verr_t *e);
+int ngx_http_sd_extras_run(ngx_http_sd_extras_t *x);
+void ngx_http_sd_extras_free(ngx_http_sd_extras_t *x);
+int ngx_http_sd_png_write(const unsigned char *rgb, int w, int h,
+    unsigned char **out, size_t *out_len);
+
+/* ngx_http_sd_img2img.c */
+int ngx_http_sd_parse_hires(cJSON *body, const ngx_http_sd_limits_t *lim,
+    ngx_http_sd_txt2img_t *t, ngx_http_sd_verr_t *e);
+int ngx_http_sd_parse_img2img(cJSON *body, const ngx_http_sd_limits_t *lim,
+    const ngx_http_sd_model_ref_t *models, size_t nmodels,
+    ngx_http_sd_txt2img_t *t, ngx_http_sd_verr_t *e);
+void ngx_http_sd_io_free(ngx_http_sd_txt2img_t *t);
+
+/* ngx_http_sd_options.c */
+cJSON *ngx_http_sd_options_all(const char *stored, size_t len);
+int ngx_http_sd_options_apply(cJSON *stored, cJSON *body, const char *field,
+    ngx_http_sd_verr_t *e);
+void ngx_http_sd_options_output(cJSON *all, ngx_http_sd_output_t *out);
+
+/* ngx_http_sd_styles.c */
+cJSON *ngx_http_sd_styles_parse(const char *text, size_t len);
+char *ngx_http_sd_style_apply(const char *style, const char *prompt);
+int ngx_http_sd_styles_apply(ngx_http_sd_txt2img_t *t, cJSON *list);
 
 
 #endif /* _NGX_HTTP_SD_PARSE_H_INCLUDED_ */

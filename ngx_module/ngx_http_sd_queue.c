@@ -46,6 +46,8 @@ static ngx_int_t ngx_http_sd_start(ngx_http_sd_job_t *job);
 static void ngx_http_sd_job_end(ngx_http_sd_job_t *job);
 static void ngx_http_sd_job_thread(void *data, ngx_log_t *log);
 static ngx_int_t ngx_http_sd_job_stopped(ngx_http_sd_job_t *job);
+static ngx_int_t ngx_http_sd_images_output(ngx_http_sd_job_t *job,
+    sd_result *res);
 static void ngx_http_sd_gate_open(ngx_http_sd_job_t *job);
 static void ngx_http_sd_gate_wait(ngx_http_sd_job_t *job);
 static void ngx_http_sd_job_progress(void *data, int job, int jobs, int step,
@@ -135,42 +137,37 @@ ngx_http_sd_job_free(ngx_http_sd_job_t *job)
 
 
 /*
- * Takes the job into the queue, or answers why not. Returns NGX_DONE when
- * queued (the request then belongs to the queue), else the status of the
- * answer sent, for ngx_http_finalize_request().
+ * Takes the job into the queue, or says why not (logged here, answered by
+ * the caller; a message, if any, in job->err). NGX_HTTP_SD_QUEUED: the
+ * request then belongs to the queue, which answers it through job->answer.
  */
 
-ngx_int_t
+ngx_http_sd_refusal_e
 ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
     ngx_str_t *tenant, ngx_int_t tenant_queue)
 {
     size_t                    len;
-    time_t                    retry_after;
     ngx_http_sd_ctx_t        *ctx;
     ngx_http_sd_model_t      *m;
     ngx_http_sd_worker_t     *w;
     ngx_http_sd_tenant_t     *t;
     ngx_http_cleanup_t       *cln;
     ngx_http_sd_main_conf_t  *smcf;
-    u_char                    msg[NGX_HTTP_SD_ERRLEN];
 
     w = &ngx_http_sd_worker;
     smcf = w->smcf;
     m = &w->models[job->model];
-    retry_after = job->retry_after;
 
     if (w->shutdown) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "sd worker is shutting down, answering 503");
-        return ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                       "shutting down", retry_after);
+        return NGX_HTTP_SD_REFUSE_SHUTDOWN;
     }
 
     if (m->state == NGX_HTTP_SD_LOADING) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "sd model \"%V\" is loading, answering 503", &m->name);
-        return ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                       "loading", retry_after);
+        return NGX_HTTP_SD_REFUSE_LOADING;
     }
 
     if (m->state == NGX_HTTP_SD_FAILED) {
@@ -178,12 +175,14 @@ ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "sd model \"%V\" failed to load, answering 500",
                       &m->name);
-        return ngx_http_sd_send_500(r, "ModelLoadError", m->err);
+        ngx_cpystrn((u_char *) job->err, (u_char *) m->err,
+                    sizeof(job->err));
+        return NGX_HTTP_SD_REFUSE_LOAD_FAILED;
     }
 
     t = ngx_http_sd_tenant_get(tenant);
     if (t == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_HTTP_SD_REFUSE_ERROR;
     }
 
     if (w->queued >= smcf->queue_size) {
@@ -191,8 +190,7 @@ ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
                       "sd queue is full (%ui jobs), answering 503",
                       w->queued);
         ngx_http_sd_tenant_put(t);
-        return ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                       "queue full", retry_after);
+        return NGX_HTTP_SD_REFUSE_FULL;
     }
 
     if (tenant_queue > 0
@@ -204,10 +202,10 @@ ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
                       tenant_queue);
         (void) ngx_atomic_fetch_add(&t->shm->rejected, 1);
         ngx_http_sd_tenant_put(t);
-        ngx_snprintf(msg, sizeof(msg), "tenant \"%V\" is over its queue "
-                     "share of %i jobs%Z", tenant, tenant_queue);
-        return ngx_http_sd_send_detail(r, NGX_HTTP_TOO_MANY_REQUESTS,
-                                       (char *) msg, retry_after);
+        ngx_snprintf((u_char *) job->err, sizeof(job->err),
+                     "tenant \"%V\" is over its queue share of %i jobs%Z",
+                     tenant, tenant_queue);
+        return NGX_HTTP_SD_REFUSE_TENANT;
     }
 
     if (smcf->test_gate.len) {
@@ -216,7 +214,7 @@ ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
         job->gate = ngx_alloc(len, r->connection->log);
         if (job->gate == NULL) {
             ngx_http_sd_tenant_put(t);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_HTTP_SD_REFUSE_ERROR;
         }
 
         (void) ngx_snprintf((u_char *) job->gate, len, "%V/%s%Z",
@@ -228,8 +226,7 @@ ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "sd task table is full, answering 503");
         ngx_http_sd_tenant_put(t);
-        return ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                       "queue full", retry_after);
+        return NGX_HTTP_SD_REFUSE_FULL;
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_sd_module);
@@ -239,7 +236,7 @@ ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
     if (cln == NULL) {
         ngx_http_sd_task_end(job->slot);
         ngx_http_sd_tenant_put(t);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_HTTP_SD_REFUSE_ERROR;
     }
 
     cln->handler = ngx_http_sd_cleanup;
@@ -278,7 +275,7 @@ ngx_http_sd_enqueue(ngx_http_request_t *r, ngx_http_sd_job_t *job,
 
     ngx_http_sd_dispatch();
 
-    return NGX_DONE;
+    return NGX_HTTP_SD_QUEUED;
 }
 
 
@@ -372,12 +369,17 @@ ngx_http_sd_fail_queued(ngx_http_sd_job_t *job, ngx_uint_t level,
     ngx_log_error(level, r->connection->log, 0,
                   "sd task \"%s\" failed: %s", job->id, msg);
 
-    ngx_http_sd_job_free(job);
-    ngx_http_sd_jobs_changed();
+    job->status = SD_ERR_INTERNAL;
+    job->error = error;
+    ngx_cpystrn((u_char *) job->err, (u_char *) msg, sizeof(job->err));
 
     r->read_event_handler = ngx_http_block_reading;
 
-    rc = ngx_http_sd_send_500(r, error, msg);
+    rc = job->answer(r, job);
+
+    ngx_http_sd_job_free(job);
+    ngx_http_sd_jobs_changed();
+
     ngx_http_finalize_request(r, rc);
 }
 
@@ -387,13 +389,11 @@ ngx_http_sd_fail_queued(ngx_http_sd_job_t *job, ngx_uint_t level,
 static void
 ngx_http_sd_shutdown_queued(ngx_http_sd_job_t *job)
 {
-    time_t               retry_after;
     ngx_int_t            rc;
     ngx_http_request_t  *r;
     ngx_http_sd_ctx_t   *ctx;
 
     r = job->r;
-    retry_after = job->retry_after;
 
     ngx_http_sd_unqueue(job);
     ngx_http_sd_task_end(job->slot);
@@ -405,13 +405,14 @@ ngx_http_sd_shutdown_queued(ngx_http_sd_job_t *job)
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "sd task \"%s\" not run: shutting down", job->id);
 
-    ngx_http_sd_job_free(job);
     (void) ngx_atomic_fetch_add(&ngx_http_sd_shm->jobs_cancelled, 1);
 
     r->read_event_handler = ngx_http_block_reading;
 
-    rc = ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                 "shutting down", retry_after);
+    job->shutdown = 1;
+    job->status = SD_ERR_CANCELLED;
+    rc = job->answer(r, job);
+    ngx_http_sd_job_free(job);
 
     if (ngx_terminate || ngx_exiting) {
         /* as in ngx_http_sd_terminate(): close, no lingering */
@@ -598,11 +599,10 @@ ngx_http_sd_terminate(void)
         ctx->job = NULL;
         r->read_event_handler = ngx_http_block_reading;
 
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "sd task \"%s\" stopped: shutting down", job->id);
-
-        rc = ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                     "shutting down", job->retry_after);
+        /* the answer logs it: "cancelled: shutting down" */
+        job->shutdown = 1;
+        job->status = SD_ERR_CANCELLED;
+        rc = job->answer(r, job);
         ngx_http_sd_job_free(job);
 
         /*
@@ -763,9 +763,53 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
             break;
         }
 
+        /* the images as the options ask (samples_format, ...) */
+        if (ngx_http_sd_images_output(job, &job->results[it]) != NGX_OK) {
+            sd_result_free(&job->results[it]);
+            job->status = SD_ERR_INTERNAL;
+            break;
+        }
+
         /* done, or stopped early by an interrupt or a skip: has images */
         job->n_done = it + 1;
     }
+}
+
+
+/*
+ * In the thread: each image re-encoded in the answer's format (PNG with or
+ * without its infotext, JPEG, WebP; ngx_http_sd_format.c).
+ */
+
+static ngx_int_t
+ngx_http_sd_images_output(ngx_http_sd_job_t *job, sd_result *res)
+{
+    int             k;
+    size_t          len;
+    sd_image       *img;
+    unsigned char  *out;
+
+    if (job->in.out.format == NGX_HTTP_SD_FMT_PNG && job->in.out.pnginfo) {
+        return NGX_OK;
+    }
+
+    for (k = 0; k < res->n_images; k++) {
+        img = &res->images[k];
+
+        if (ngx_http_sd_image_output(img->png, img->png_len, img->infotext,
+                                     &job->in.out, &out, &len, job->err,
+                                     sizeof(job->err))
+            != 0)
+        {
+            return NGX_ERROR;
+        }
+
+        free(img->png);
+        img->png = out;
+        img->png_len = len;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -956,7 +1000,7 @@ ngx_http_sd_job_done(ngx_event_t *ev)
         rc = NGX_HTTP_CLIENT_CLOSED_REQUEST;
 
     } else {
-        rc = ngx_http_sd_txt2img_respond(r, job);
+        rc = job->answer(r, job);
     }
 
     ngx_http_sd_job_free(job);
@@ -1271,10 +1315,20 @@ ngx_http_sd_model_close(ngx_uint_t i)
     m->task->event.handler = ngx_http_sd_model_closed;
     m->task->event.log = w->log;
 
+    /*
+     * the task owns the engine: a worker that exits before the completion
+     * event runs (the pool's queued tasks run first, then it is joined)
+     * must not close it a second time in exit_process
+     */
+    m->closing = m->engine;
+    m->engine = NULL;
+
     if (ngx_thread_task_post(w->smcf->thread_pool, m->task) != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, w->log, 0,
                       "ngx_thread_task_post() failed for sd model \"%V\"",
                       &m->name);
+        m->engine = m->closing;
+        m->closing = NULL;
         return NGX_ERROR;
     }
 
@@ -1290,7 +1344,8 @@ ngx_http_sd_model_close_thread(void *data, ngx_log_t *log)
 {
     ngx_http_sd_model_t *m = data;
 
-    sd_engine_close(m->engine);
+    sd_engine_close(m->closing);
+    m->closing = NULL;
 }
 
 

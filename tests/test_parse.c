@@ -258,7 +258,8 @@ t_txt2img_cases(void)
               NULL, NULL) == 0)
     {
         T_CHECK(strcmp(t.task_id, "task(abc123xyz)") == 0, "task id");
-        T_CHECK(strcmp(t.sampler, "Euler a") == 0, "sampler %s",
+        /* as asked: the engine resolves names (sd.h) */
+        T_CHECK(strcmp(t.sampler, "euler A") == 0, "sampler %s",
                 t.sampler);
         T_CHECK(t.model == -1 && t.rng == -1, "defaults");
         ngx_http_sd_txt2img_free(&t);
@@ -317,7 +318,21 @@ t_txt2img_cases(void)
     t_t2i("{\"width\": 65}", &t, "width", "multiple_of");
     t_t2i("{\"steps\": 151}", &t, "steps", "less_than_equal");
     t_t2i("{\"steps\": 2.5}", &t, "steps", "int_from_float");
-    t_t2i("{\"enable_hr\": true}", &t, "enable_hr", "value_error");
+    /* hires fix goes to the engine: its fields checked here */
+    if (t_t2i("{\"enable_hr\": true, \"hr_scale\": \"1.5\", "
+              "\"hr_upscaler\": \"Lanczos\", \"hr_prompt\": \"x\"}", &t,
+              NULL, NULL) == 0)
+    {
+        T_CHECK(t.req.enable_hr == 1 && t.req.hr_scale == 1.5f
+                && strcmp(t.req.hr_upscaler, "Lanczos") == 0
+                && strcmp(t.req.hr_prompt, "x") == 0
+                && t.req.denoising_strength == 0.75f, "hires fields");
+        ngx_http_sd_txt2img_free(&t);
+    }
+    t_t2i("{\"enable_hr\": true, \"hr_scale\": 9}", &t, "hr_scale",
+          "value_error");
+    t_t2i("{\"enable_hr\": true, \"denoising_strength\": 2}", &t,
+          "denoising_strength", "value_error");
     t_t2i("{\"styles\": \"a\"}", &t, "styles", "list_type");
 }
 

@@ -34,11 +34,14 @@ def test_sd_models(nginx):
 
 
 def test_samplers_and_schedulers(nginx):
-    # exactly what the engine accepts (sd_sampler_names(), ...)
+    # what the engine serves (sd_sampler_names(), its aliases, ...), in
+    # A1111's shapes
     samplers = nginx.get("/sdapi/v1/samplers").json()
     assert [s["name"] for s in samplers] == [
         "Euler", "Euler a", "Heun", "DPM++ 2M", "DPM++ 2M SDE",
         "DPM++ 3M SDE", "DDIM", "UniPC", "LCM"]
+    assert all(set(s) == {"name", "aliases", "options"} for s in samplers)
+    assert any(s["aliases"] for s in samplers)
     schedulers = nginx.get("/sdapi/v1/schedulers").json()
     assert schedulers[0] == {"name": "automatic", "label": "Automatic",
                              "aliases": None, "default_rho": -1,

@@ -44,10 +44,8 @@ def test_invalid_values(nginx, field, value, type_):
 
 
 @pytest.mark.parametrize("field,value", [
-    ("enable_hr", True),
     ("restore_faces", True),
     ("tiling", True),
-    ("save_images", True),
     ("script_name", "x/y/z plot"),
     ("alwayson_scripts", {"controlnet": {"args": []}}),
     ("refiner_checkpoint", "other"),
@@ -106,6 +104,11 @@ def test_unknown_sampler_falls_back(nginx):
     info = json.loads(r.json()["info"])
     assert "Sampler: DPM++ 2M, Schedule type: Automatic," \
         in info["infotexts"][0]
+    # the info names what ran, "parameters" what was asked; logged
+    assert info["sampler_name"] == "DPM++ 2M"
+    assert r.json()["parameters"]["sampler_name"] == "Nope++"
+    assert '"Nope++" / "Nope" ran as "DPM++ 2M" / "Automatic"' \
+        in nginx.logs()
     r = nginx.post("/sdapi/v1/txt2img", dict(FAST,
                                              sampler_name="DPM++ 2M Karras"))
     assert r.status_code == 200, r.text
