@@ -38,8 +38,8 @@ cleanup() {
             kill -9 "${p#/proc/}" 2>/dev/null || true
         fi
     done
-    for d in root/shared/fixtures var/cache/apt/archives dev/pts dev sys \
-             proc; do
+    for d in root/shared/fixtures var/cache/apt/archives dev/shm dev/pts \
+             dev sys proc; do
         if mountpoint -q "$R/$d" 2>/dev/null; then
             umount -l "$R/$d" || true
         fi
@@ -71,8 +71,15 @@ mount -t proc proc "$R/proc"
 mount -t sysfs sys "$R/sys"
 mount --bind /dev "$R/dev"
 mount --bind /dev/pts "$R/dev/pts"
+# a /dev/shm of its own: Chromium (the web page's test) needs one
+mount -t tmpfs -o mode=1777 shm "$R/dev/shm"
 mount --bind "$M/cache/apt" "$R/var/cache/apt/archives"
 cp /etc/resolv.conf "$R/etc/resolv.conf"
+# this machine's trust store, for the npm registry behind a TLS proxy that
+# signs with a local authority (NODE_EXTRA_CA_CERTS below)
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    cp /etc/ssl/certs/ca-certificates.crt "$R/root/host-ca.crt"
+fi
 
 # the clone: what git tracks or would track, as a fresh checkout has it
 mkdir -p "$R/root/sd35-nginx"
@@ -88,9 +95,13 @@ else
     say "no fixtures at $fixtures: the tests that need them will skip"
 fi
 
+ca=
+[ -f "$R/root/host-ca.crt" ] && ca=/root/host-ca.crt
+
 in_root() {
     chroot "$R" /usr/bin/env -i HOME=/root TERM=dumb \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        ${ca:+NODE_EXTRA_CA_CERTS=$ca} \
         "$@"
 }
 
