@@ -75,6 +75,12 @@ mount --bind /dev/pts "$R/dev/pts"
 mount -t tmpfs -o mode=1777 shm "$R/dev/shm"
 mount --bind "$M/cache/apt" "$R/var/cache/apt/archives"
 cp /etc/resolv.conf "$R/etc/resolv.conf"
+# a Debian install has an /etc/hosts, debootstrap writes none: "localhost"
+# (chromedriver's address for selenium) must resolve
+if [ ! -s "$R/etc/hosts" ]; then
+    printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' \
+        > "$R/etc/hosts"
+fi
 # this machine's trust store, for the npm registry behind a TLS proxy that
 # signs with a local authority (NODE_EXTRA_CA_CERTS below)
 if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
