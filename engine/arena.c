@@ -130,3 +130,18 @@ sd_arena_largest_free(const sd_arena *a)
     }
     return best;
 }
+
+
+uint64_t
+sd_arena_signature(const sd_arena *a)
+{
+    const sd_arena_block  *b;
+    uint64_t               h = 0xcbf29ce484222325ULL;
+
+    for (b = a->head; b; b = b->next) {
+        h = (h ^ (uint64_t) b->off) * 0x100000001b3ULL;
+        h = (h ^ (uint64_t) b->size) * 0x100000001b3ULL;
+        h = (h ^ (uint64_t) b->used) * 0x100000001b3ULL;
+    }
+    return h;
+}

@@ -38,5 +38,8 @@ int sd_arena_alloc(sd_arena *a, size_t n, size_t *off);
 void sd_arena_release(sd_arena *a, size_t off);
 /* The largest free block, for messages. */
 size_t sd_arena_largest_free(const sd_arena *a);
+/* A hash of the blocks (offsets, sizes, in use): equal for two states
+   that lay out the next allocations the same way. */
+uint64_t sd_arena_signature(const sd_arena *a);
 
 #endif /* SD_ARENA_H */

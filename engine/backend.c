@@ -379,6 +379,15 @@ weight_shape(sd_err *err, const sd_st_tensor *st_t, int64_t *tshape,
 }
 
 
+/* Matrices go where the loading component asked; vectors stay. */
+static sd_mem
+weight_mem(const sd_backend *be, int ndim)
+{
+    return be->load_mem == SD_MEM_HOST && ndim == 2 ? SD_MEM_HOST
+                                                    : SD_MEM_WEIGHT;
+}
+
+
 sd_status
 sd_weight_load(sd_err *err, sd_backend *be, const sd_st *st,
     const char *name, int ndim, const int64_t *shape, sd_tensor **out)
@@ -392,7 +401,7 @@ sd_weight_load(sd_err *err, sd_backend *be, const sd_st *st,
     *out = NULL;
     SD_TRY(sd_st_get(err, st, name, ndim, ndim ? shape : NULL, &st_t));
     SD_TRY(weight_shape(err, st_t, tshape, &tdim));
-    SD_TRY(tensor_new(err, be, SD_MEM_WEIGHT,
+    SD_TRY(tensor_new(err, be, weight_mem(be, tdim),
                       sd_backend_weight_dtype(be, name, tdim, tshape), tdim,
                       tshape, &t));
     s = weight_fill(err, t, st_t);
@@ -454,7 +463,7 @@ sd_weight_load_cat(sd_err *err, sd_backend *be, const sd_st *st,
     }
     shape[0] = total;
     shape[1] = in;
-    SD_TRY_GOTO(s, tensor_new(err, be, SD_MEM_WEIGHT,
+    SD_TRY_GOTO(s, tensor_new(err, be, weight_mem(be, 2),
                               sd_backend_weight_dtype(be, wnames[0], 2,
                                                       shape),
                               2, shape, w), fail);
@@ -901,6 +910,51 @@ sd_status
 sd_backend_join(sd_err *err, sd_backend *be)
 {
     return be->ops->join ? be->ops->join(err, be) : SD_OK;
+}
+
+
+int
+sd_offload_parse(const char *s, unsigned *mask)
+{
+    const char  *p = s, *e;
+    size_t       n;
+
+    *mask = 0;
+    while (p && *p) {
+        e = strchr(p, ',');
+        n = e ? (size_t) (e - p) : strlen(p);
+        if (n == 2 && strncmp(p, "t5", 2) == 0) {
+            *mask |= SD_OFFLOAD_T5;
+        } else if (n == 4 && strncmp(p, "clip", 4) == 0) {
+            *mask |= SD_OFFLOAD_CLIP;
+        } else if (n == 4 && strncmp(p, "text", 4) == 0) {
+            *mask |= SD_OFFLOAD_T5 | SD_OFFLOAD_CLIP;
+        } else if (!(n == 4 && strncmp(p, "none", 4) == 0)) {
+            return -1;
+        }
+        p = e ? e + 1 : NULL;
+    }
+    return 0;
+}
+
+
+sd_status
+sd_backend_replay(sd_err *err, sd_backend *be, void **rec, const void *key,
+    size_t key_len, sd_status (*fn)(sd_err *err, void *data), void *data)
+{
+    if (be->ops->replay) {
+        return be->ops->replay(err, be, rec, key, key_len, fn, data);
+    }
+    return fn(err, data);
+}
+
+
+void
+sd_backend_replay_free(sd_backend *be, void *rec)
+{
+    if (be && rec && be->ops->replay_free) {
+        be->ops->replay_free(be, rec);
+    }
 }
 
 

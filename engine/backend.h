@@ -43,8 +43,16 @@ typedef struct sd_backend  sd_backend;
 /* Where a tensor's memory comes from. */
 typedef enum {
     SD_MEM_ACT = 0,         /* activations: the run-time workspace */
-    SD_MEM_WEIGHT           /* weights: the load-time arena */
+    SD_MEM_WEIGHT,          /* weights: the load-time arena */
+    SD_MEM_HOST             /* weights kept in host memory (a GPU backend
+                               copies them in per use; the CPU: WEIGHT) */
 } sd_mem;
+
+/* Text encoders whose matrices stay in host memory (sd_backend.offload) */
+enum {
+    SD_OFFLOAD_T5 = 1,
+    SD_OFFLOAD_CLIP = 2
+};
 
 typedef struct {
     sd_backend     *be;
@@ -105,6 +113,11 @@ typedef struct {
     /* queues: NULL when ops run in order (see sd_backend_lane) */
     sd_status (*lane)(sd_err *err, sd_backend *be, int lane);
     sd_status (*join)(sd_err *err, sd_backend *be);
+    /* recording: NULL when fn just runs (see sd_backend_replay) */
+    sd_status (*replay)(sd_err *err, sd_backend *be, void **rec,
+        const void *key, size_t key_len,
+        sd_status (*fn)(sd_err *err, void *data), void *data);
+    void (*replay_free)(sd_backend *be, void *rec);
     sd_status (*layer_norm)(sd_err *err, sd_tensor *y, const sd_tensor *x,
         const sd_tensor *w, const sd_tensor *b, float eps);
     sd_status (*norm_modulate)(sd_err *err, sd_tensor *y, const sd_tensor *x,
@@ -156,6 +169,12 @@ struct sd_backend {
                                            const int64_t *shape);
     unsigned                fp8_kinds;      /* sd_fp8_kind mask (precision.h)
                                                for sd_fp8_weight_policy */
+    unsigned                offload;        /* SD_OFFLOAD_* the loaders
+                                               honour */
+    sd_mem                  load_mem;       /* where sd_weight_load puts
+                                               matrices (0: SD_MEM_WEIGHT);
+                                               set by a loader for its
+                                               component */
     size_t                  bytes_in_use;
     size_t                  bytes_peak;
     void                   *impl;
@@ -166,6 +185,11 @@ enum { SD_BIN_ADD = 0, SD_BIN_MUL };
 
 
 sd_status sd_backend_cpu_create(sd_err *err, int threads, sd_backend **out);
+/*
+ * "t5", "clip", "t5,clip" or "text" (both), "none" or "": the SD_OFFLOAD_*
+ * mask; -1 for anything else.
+ */
+int sd_offload_parse(const char *s, unsigned *mask);
 void sd_backend_destroy(sd_backend *be);
 /* Wait for the backend's queued work (a no-op on the CPU). */
 sd_status sd_backend_sync(sd_err *err, sd_backend *be);
@@ -180,6 +204,22 @@ sd_status sd_backend_sync(sd_err *err, sd_backend *be);
  */
 sd_status sd_backend_lane(sd_err *err, sd_backend *be, int lane);
 sd_status sd_backend_join(sd_err *err, sd_backend *be);
+
+/*
+ * fn(data) queues work that reads and writes device memory only (no
+ * transfers, no host decisions from results); key (key_len bytes) names
+ * everything it depends on besides the backend's weights: its buffers'
+ * addresses and sizes. A backend may record the work one call and replay
+ * the recording on later calls with the same key while its activation
+ * memory is laid out as it was (the CUDA backend: one CUDA graph, recorded
+ * the second call, after a first that chose the GEMM algorithms). fn must
+ * free what it takes. *rec (NULL at first) holds the recording; free it
+ * with sd_backend_replay_free. Without recording, fn just runs.
+ */
+sd_status sd_backend_replay(sd_err *err, sd_backend *be, void **rec,
+    const void *key, size_t key_len,
+    sd_status (*fn)(sd_err *err, void *data), void *data);
+void sd_backend_replay_free(sd_backend *be, void *rec);
 /* The dtype a weight of this name and shape is stored in. */
 sd_dtype sd_backend_weight_dtype(const sd_backend *be, const char *name,
     int ndim, const int64_t *shape);

@@ -167,9 +167,14 @@ sd_clip_load(sd_err *err, sd_backend *be, const char *dir, sd_clip **out)
     }
     SD_TRY_GOTO(s, sd_st_open_dir(err, dir, &st), fail);
 
-    SD_TRY_GOTO(s, clip_weight(err, c, st,
-                "text_model.embeddings.token_embedding.weight", 0, 2,
-                c->vocab, c->width, &c->tok_emb), fail);
+    /* the token table is read a few rows per prompt: host memory */
+    be->load_mem = SD_MEM_HOST;
+    s = clip_weight(err, c, st, "text_model.embeddings.token_embedding."
+                    "weight", 0, 2, c->vocab, c->width, &c->tok_emb);
+    be->load_mem = SD_MEM_WEIGHT;
+    if (s != SD_OK) {
+        goto fail;
+    }
     SD_TRY_GOTO(s, clip_weight(err, c, st,
                 "text_model.embeddings.position_embedding.weight", 0, 2,
                 c->max_pos, c->width, &c->pos_emb), fail);
@@ -177,10 +182,18 @@ sd_clip_load(sd_err *err, sd_backend *be, const char *dir, sd_clip **out)
                 "weight", 0, 1, c->width, 0, &c->final_w), fail);
     SD_TRY_GOTO(s, clip_weight(err, c, st, "text_model.final_layer_norm."
                 "bias", 0, 1, c->width, 0, &c->final_b), fail);
-    SD_TRY_GOTO(s, clip_weight(err, c, st, "text_projection.weight", 0, 2,
-                c->proj, c->width, &c->proj_w), fail);
-    for (i = 0; i < c->layers; i++) {
-        SD_TRY_GOTO(s, clip_load_layer(err, c, st, i), fail);
+    /* offloaded: the layers' matrices and the projection stay in host
+       memory */
+    be->load_mem = (be->offload & SD_OFFLOAD_CLIP) ? SD_MEM_HOST
+                                                   : SD_MEM_WEIGHT;
+    s = clip_weight(err, c, st, "text_projection.weight", 0, 2, c->proj,
+                    c->width, &c->proj_w);
+    for (i = 0; s == SD_OK && i < c->layers; i++) {
+        s = clip_load_layer(err, c, st, i);
+    }
+    be->load_mem = SD_MEM_WEIGHT;
+    if (s != SD_OK) {
+        goto fail;
     }
 
     sd_st_close(st);

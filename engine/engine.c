@@ -225,13 +225,32 @@ set_errbuf(char *errbuf, size_t errlen, const sd_err *err)
 }
 
 
+int
+sd_engine_offload_valid(const char *s)
+{
+    unsigned  mask;
+
+    return s != NULL && sd_offload_parse(s, &mask) == 0;
+}
+
+
 /* The backend of cfg's device and precision. */
 static sd_status
 engine_backend(sd_err *err, sd_engine *e, const sd_engine_config *cfg)
 {
     sd_precision  p = cfg->precision;
 
+    unsigned      off = 0;
+
+    if (cfg->offload && sd_offload_parse(cfg->offload, &off) != 0) {
+        return sd_errorf(err, SD_ERR_INVALID, "offload: \"%s\": t5, clip, "
+                         "text or none", cfg->offload);
+    }
     if (cfg->device == SD_DEVICE_CPU) {
+        if (off) {
+            return sd_errorf(err, SD_ERR_INVALID, "offload: the CPU backend "
+                             "holds every weight in host memory already");
+        }
         if (p != SD_PRECISION_AUTO && p != SD_PRECISION_FP32) {
             return sd_errorf(err, SD_ERR_UNSUPPORTED, "precision: the CPU "
                              "backend computes in fp32 only");
@@ -260,6 +279,7 @@ engine_backend(sd_err *err, sd_engine *e, const sd_engine_config *cfg)
                                                              : SD_DT_BF16,
                                       &e->be));
         e->cuda = 1;
+        e->be->offload = off;
         if (p == SD_PRECISION_FP8) {
             sd_fp8_apply(e->be, sd_fp8_default_kinds() & ~keep);
         }

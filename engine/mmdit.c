@@ -88,6 +88,8 @@ struct sd_mmdit {
     int             qk_norm;            /* qk_norm == "rms_norm" */
 
     sd_tensor_list  owned;              /* every weight, for sd_mmdit_free */
+    void           *rec;                /* a recorded cached step
+                                           (sd_backend_replay) */
 };
 
 
@@ -435,6 +437,7 @@ sd_mmdit_free(sd_mmdit *m)
     if (m == NULL) {
         return;
     }
+    sd_backend_replay_free(m->be, m->rec);
     sd_tensor_list_free(&m->owned);
     free(m->blocks);
     free(m->dual);
@@ -511,15 +514,20 @@ sd_mmdit_modulation(sd_err *err, sd_mmdit *m, const sd_mmdit_linear *lin,
 
 /*
  * Per-image constants (sd_mmdit_cache_new): for every step of a schedule,
- * each block's adaLN modulation and the final norm's, already chunked:
- * mod[i]: (S, 6|9, B, W), cmod[i]: (S, 6|2, B, W), fin: (S, 2, B, W), and
+ * each block's adaLN modulation and the final norm's, already chunked,
+ * one row of all: (S, P) per step: block i's norm1 (6|9, B, W) at moff[i],
+ * its norm1_context (6|2, B, W) at coff[i], the final norm's (2, B, W) at
+ * foff. A step runs from cur (P): its row copied there first, so every
+ * step reads the same addresses (a recorded step replays unchanged). And
  * the context embedder's output ctx: (B, Lc, W), which no step changes.
  */
 struct sd_mmdit_cache {
     int             steps, layers;
     int64_t         batch;
-    sd_tensor     **mod, **cmod;
-    sd_tensor      *fin;
+    int64_t         per_step;           /* P */
+    int64_t        *moff, *coff;        /* layers each */
+    int64_t         foff;
+    sd_tensor      *all, *cur;
     sd_tensor      *ctx;
 };
 
@@ -545,8 +553,7 @@ sd_mmdit_mod_get(sd_err *err, sd_mmdit *m, const sd_mmdit_mods *src,
     const sd_mmdit_linear *lin, int i, int ctx, sd_tensor **owned,
     sd_tensor *view)
 {
-    const sd_tensor  *t;
-    int64_t           shape[3];
+    int64_t  shape[3], off;
 
     *owned = NULL;
     if (src->cache == NULL) {
@@ -555,13 +562,12 @@ sd_mmdit_mod_get(sd_err *err, sd_mmdit *m, const sd_mmdit_mods *src,
         view->view = 1;
         return SD_OK;
     }
-    t = i < 0 ? src->cache->fin : (ctx ? src->cache->cmod[i]
-                                       : src->cache->mod[i]);
-    shape[0] = t->ne[1];
-    shape[1] = t->ne[2];
-    shape[2] = t->ne[3];
-    return sd_tensor_view(err, t, src->step * shape[0] * shape[1] * shape[2],
-                          3, shape, view);
+    shape[0] = lin->w->ne[0] / m->info.width;
+    shape[1] = src->cache->batch;
+    shape[2] = m->info.width;
+    off = i < 0 ? src->cache->foff : (ctx ? src->cache->coff[i]
+                                          : src->cache->moff[i]);
+    return sd_tensor_view(err, src->cache->cur, off, 3, shape, view);
 }
 
 
@@ -1153,36 +1159,40 @@ sd_mmdit_cache_free(sd_mmdit_cache *cache)
     if (cache == NULL) {
         return;
     }
-    sd_tensors_free(cache->mod, (size_t) cache->layers);
-    sd_tensors_free(cache->cmod, (size_t) cache->layers);
-    sd_tensor_free(cache->fin);
+    sd_tensor_free(cache->all);
+    sd_tensor_free(cache->cur);
     sd_tensor_free(cache->ctx);
     free(cache);
 }
 
 
-/* lin(temb_silu): (S B, n W) into dst: (S, n, B, W) */
+/* lin(temb_silu): (S B, n W) into all[:, off : off + n B W] as (S, n, B, W) */
 static sd_status
 sd_mmdit_cache_mod(sd_err *err, sd_mmdit *m, const sd_mmdit_linear *lin,
-    const sd_tensor *temb_silu, int steps, int64_t b, sd_tensor **dst)
+    const sd_tensor *temb_silu, sd_mmdit_cache *cache, int64_t off)
 {
     static const int  perm[4] = { 0, 2, 1, 3 };
-    sd_tensor        *mod = NULL;
+    sd_tensor        *mod = NULL, *tmp = NULL;
     sd_status         s;
     int64_t           w = m->info.width, n = lin->w->ne[0] / w;
+    int64_t           b = cache->batch, steps = cache->steps;
 
-    *dst = NULL;
     SD_TRY(sd_tensor_new2(err, m->be, steps * b, n * w, &mod));
     s = sd_mmdit_linear_fwd(err, mod, temb_silu, lin);
     if (s == SD_OK) {
         s = sd_tensor_reshape(err, mod, 4, (int64_t[4]) { steps, b, n, w });
     }
     if (s == SD_OK) {
-        s = sd_tensor_new4(err, m->be, steps, n, b, w, dst);
+        s = sd_tensor_new4(err, m->be, steps, n, b, w, &tmp);
     }
     if (s == SD_OK) {
-        s = sd_permute(err, *dst, mod, perm);
+        s = sd_permute(err, tmp, mod, perm);
     }
+    if (s == SD_OK) {
+        s = sd_copy2d(err, cache->all, off, cache->per_step, tmp, 0,
+                      n * b * w, steps, n * b * w);
+    }
+    sd_tensor_free(tmp);
     sd_tensor_free(mod);
     return s;
 }
@@ -1196,7 +1206,7 @@ sd_mmdit_cache_new(sd_err *err, sd_mmdit *m, const float *t, int steps,
     sd_tensor       *prep = NULL, *temb = NULL, *temb_silu = NULL;
     float           *ts = NULL;
     sd_status        s;
-    int64_t          b = pooled->ne[0], cw = m->info.width;
+    int64_t          b = pooled->ne[0], cw = m->info.width, p = 0;
     int              i, k, nl = m->info.num_layers;
 
     *out = NULL;
@@ -1206,7 +1216,7 @@ sd_mmdit_cache_new(sd_err *err, sd_mmdit *m, const float *t, int steps,
         return sd_errorf(err, SD_ERR_INVALID, "transformer cache: %d steps, "
                          "pooled and context of other batches", steps);
     }
-    cache = sd_calloc(err, 1, sizeof(*cache) + 2 * nl * sizeof(sd_tensor *),
+    cache = sd_calloc(err, 1, sizeof(*cache) + 2 * nl * sizeof(int64_t),
                       "transformer cache");
     ts = sd_malloc(err, (size_t) steps * b * sizeof(float), "timesteps");
     if (cache == NULL || ts == NULL) {
@@ -1217,8 +1227,21 @@ sd_mmdit_cache_new(sd_err *err, sd_mmdit *m, const float *t, int steps,
     cache->steps = steps;
     cache->layers = nl;
     cache->batch = b;
-    cache->mod = (sd_tensor **) (cache + 1);
-    cache->cmod = cache->mod + nl;
+    cache->moff = (int64_t *) (cache + 1);
+    cache->coff = cache->moff + nl;
+
+    /* one step's row: each modulation (n, B, W) in turn */
+    for (i = 0; i < nl; i++) {
+        cache->moff[i] = p;
+        p += m->blocks[i].norm1.w->ne[0] * b;
+        cache->coff[i] = p;
+        p += m->blocks[i].norm1_context.w->ne[0] * b;
+    }
+    cache->foff = p;
+    p += m->norm_out.w->ne[0] * b;
+    cache->per_step = p;
+    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, steps, p, &cache->all), fail);
+    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, 1, p, &cache->cur), fail);
 
     /* rows s B + j: step s, batch j: timestep t[s], pooled[j] */
     for (i = 0; i < steps; i++) {
@@ -1240,14 +1263,14 @@ sd_mmdit_cache_new(sd_err *err, sd_mmdit *m, const float *t, int steps,
 
     for (i = 0; i < nl; i++) {
         SD_TRY_GOTO(s, sd_mmdit_cache_mod(err, m, &m->blocks[i].norm1,
-                                          temb_silu, steps, b,
-                                          &cache->mod[i]), fail);
+                                          temb_silu, cache, cache->moff[i]),
+                    fail);
         SD_TRY_GOTO(s, sd_mmdit_cache_mod(err, m, &m->blocks[i].norm1_context,
-                                          temb_silu, steps, b,
-                                          &cache->cmod[i]), fail);
+                                          temb_silu, cache, cache->coff[i]),
+                    fail);
     }
-    SD_TRY_GOTO(s, sd_mmdit_cache_mod(err, m, &m->norm_out, temb_silu, steps,
-                                      b, &cache->fin), fail);
+    SD_TRY_GOTO(s, sd_mmdit_cache_mod(err, m, &m->norm_out, temb_silu, cache,
+                                      cache->foff), fail);
 
     SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, context->ne[1], cw,
                                   &cache->ctx), fail);
@@ -1270,13 +1293,43 @@ fail:
 }
 
 
+/* One recorded step: everything it reads and writes is in device memory. */
+typedef struct {
+    sd_mmdit               *m;
+    const sd_tensor        *x;
+    const sd_mmdit_cache   *cache;
+    sd_tensor              *out;
+} sd_mmdit_step;
+
+
+static sd_status
+sd_mmdit_step_run(sd_err *err, void *data)
+{
+    sd_mmdit_step  *st = data;
+    sd_tensor      *c = NULL;
+    sd_mmdit_mods   src;
+    sd_status       s;
+
+    /* the blocks update the context stream: a copy per step */
+    SD_TRY(sd_tensor_new(err, st->m->be, 3, st->cache->ctx->ne, &c));
+    s = sd_copy2d(err, c, 0, 0, st->cache->ctx, 0, 0, 1, sd_numel(c));
+    if (s == SD_OK) {
+        src.temb_silu = NULL;
+        src.cache = st->cache;
+        src.step = 0;
+        s = sd_mmdit_run(err, st->m, st->x, c, &src, NULL, 0, st->out);
+    }
+    sd_tensor_free(c);
+    return s;
+}
+
+
 sd_status
 sd_mmdit_forward_cached(sd_err *err, sd_mmdit *m, const sd_tensor *x,
     const sd_mmdit_cache *cache, int step, sd_tensor *out)
 {
-    sd_tensor      *c = NULL;
-    sd_mmdit_mods   src;
-    sd_status       s;
+    sd_mmdit_step  st;
+    const void    *key[6];
 
     if (step < 0 || step >= cache->steps || x->ndim != 4
         || x->ne[0] != cache->batch)
@@ -1287,15 +1340,23 @@ sd_mmdit_forward_cached(sd_err *err, sd_mmdit *m, const sd_tensor *x,
     }
     SD_TRY(sd_mmdit_check_x(err, m, x, out));
 
-    /* the blocks update the context stream: a copy per step */
-    SD_TRY(sd_tensor_new(err, m->be, 3, cache->ctx->ne, &c));
-    s = sd_copy2d(err, c, 0, 0, cache->ctx, 0, 0, 1, sd_numel(c));
-    if (s == SD_OK) {
-        src.temb_silu = NULL;
-        src.cache = cache;
-        src.step = step;
-        s = sd_mmdit_run(err, m, x, c, &src, NULL, 0, out);
-    }
-    sd_tensor_free(c);
-    return s;
+    /* this step's modulations where every step reads them */
+    SD_TRY(sd_copy2d(err, cache->cur, 0, 0, cache->all,
+                     step * cache->per_step, 0, 1, cache->per_step));
+
+    /* the same buffers and sizes replay the same recording */
+    st.m = m;
+    st.x = x;
+    st.cache = cache;
+    st.out = out;
+    memset(key, 0, sizeof(key));
+    key[0] = x->data;
+    key[1] = out->data;
+    key[2] = cache->cur->data;
+    key[3] = cache->ctx->data;
+    key[4] = (const void *) (uintptr_t) (x->ne[2] << 32 | x->ne[3]);
+    key[5] = (const void *) (uintptr_t) (cache->ctx->ne[1] << 8
+                                         | (int64_t) x->ne[0]);
+    return sd_backend_replay(err, m->be, &m->rec, key, sizeof(key),
+                             sd_mmdit_step_run, &st);
 }

@@ -73,11 +73,20 @@ typedef struct {
      * "mmdit"); NULL: the default policy.
      */
     const char     *fp8_keep;
+    /*
+     * Text encoders whose matrices stay in host memory and are copied to
+     * the GPU per use (an encode costs their transfer; the text cache
+     * skips it for prompts seen before): "t5", "clip", "text" (both),
+     * NULL or "none": all on the GPU.
+     */
+    const char     *offload;
     /* prompts kept encoded (textcache.h), besides the empty one; 0: none */
     int             text_cache;
 } sd_engine_config;
 
 void sd_engine_config_init(sd_engine_config *cfg);
+/* 1 when s is a value sd_engine_config.offload takes, else 0. */
+int sd_engine_offload_valid(const char *s);
 
 
 typedef struct sd_engine  sd_engine;

@@ -61,9 +61,10 @@ sd_cli_usage(void)
         "[--seed S]\n"
         "  sd-cli bench --model DIR [--device cuda[:N]] "
         "[--precision bf16|fp8|fp32]\n"
-        "         [--fp8-keep KINDS] [--width W] [--height H] [--steps N] "
-        "[--cfg F]\n"
-        "         [--batch N] [--runs N] [--profile 1]\n"
+        "         [--fp8-keep KINDS] [--offload t5|clip|text] [--width W] "
+        "[--height H]\n"
+        "         [--steps N] [--cfg F] [--batch N] [--runs N] "
+        "[--profile 1]\n"
         "  sd-cli fp8-sweep --model DIR [--device cuda[:N]] "
         "[--prompts FILE]\n"
         "         [--kinds KINDS] [--width W] [--height H] [--steps N] "
@@ -170,6 +171,8 @@ sd_cli_parse(int argc, char **argv, const sd_cli_opt *opts, size_t nopts)
 
 /* --fp8-keep of the command being run (layer kinds kept in BF16) */
 const char  *sd_cli_fp8_keep;
+/* --offload of the command being run (text encoders in host memory) */
+const char  *sd_cli_offload;
 
 
 int
@@ -221,6 +224,12 @@ sd_cli_backend(const char *device, const char *precision, sd_backend **be,
                                be) != SD_OK)
     {
         return sd_cli_fail("creating the CUDA backend", err);
+    }
+    if (sd_cli_offload
+        && sd_offload_parse(sd_cli_offload, &(*be)->offload) != 0)
+    {
+        fprintf(stderr, "sd-cli: --offload: t5, clip, text or none\n");
+        return 2;
     }
     if (fp8) {
         sd_fp8_apply(*be, sd_fp8_default_kinds() & ~keep);

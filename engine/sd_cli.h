@@ -35,6 +35,7 @@ int sd_cli_parse(int argc, char **argv, const sd_cli_opt *opts,
     size_t nopts);
 /* --fp8-keep LIST for --precision fp8 (NULL: the default policy) */
 extern const char *sd_cli_fp8_keep;
+extern const char *sd_cli_offload;
 /* The backend of --device and --precision; 0, or the exit status. */
 int sd_cli_backend(const char *device, const char *precision,
     sd_backend **be, sd_err *err);

@@ -129,6 +129,19 @@ print_memory(sd_model *m)
             printf("| GPU memory in use, whole process (driver) | %.2f of "
                    "%.0f GiB |\n", gib(mem.device_used),
                    gib(mem.device_total));
+            printf("| weights in pinned host memory (embedding tables, "
+                   "offloaded encoders) | %.2f GiB |\n", gib(mem.host));
+        }
+        {
+            long         rec, rep, fail;
+            const char  *why;
+
+            sd_cuda_graph_stats(m->be, &rec, &rep, &fail, &why);
+            printf("| transformer steps as CUDA graphs (recorded / "
+                   "replayed / failed) | %ld / %ld / %ld%s%s |\n", rec, rep,
+                   fail, why[0] ? ": " : "", why);
+            printf("| FP8 products widened to BF16 (no FP8 algorithm) | "
+                   "%ld |\n", sd_cuda_fp8_widened(m->be));
         }
         return;
     }
@@ -227,6 +240,7 @@ sd_cli_bench(int argc, char **argv)
         { "--device",    .s = &device },
         { "--precision", .s = &precision },
         { "--fp8-keep",  .s = &sd_cli_fp8_keep },
+        { "--offload",   .s = &sd_cli_offload },
         { "--prompt",    .s = &prompt },
         { "--negative",  .s = &negative },
         { "--width",     .i = &width, .lo = 16, .hi = 1 << 14 },

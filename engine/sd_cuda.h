@@ -23,6 +23,8 @@ typedef struct {
     size_t      library;        /* cuBLASLt/cuDNN workspace and scratch */
     size_t      device_used;    /* the whole device, as the driver sees it */
     size_t      device_total;
+    size_t      host;           /* weights kept in pinned host memory */
+    size_t      host_staged;    /* their bytes copied to the GPU so far */
 } sd_cuda_mem;
 
 
@@ -52,6 +54,21 @@ const char *sd_cuda_info(const sd_backend *be);
  */
 void sd_cuda_profile(sd_backend *be, int on);
 size_t sd_cuda_profile_report(sd_backend *be, char *buf, size_t len);
+
+/*
+ * Recorded steps (sd_backend_replay as CUDA graphs): on by default
+ * (SD_CUDA_NO_GRAPHS=1 turns them off); the counts since creation and the
+ * last reason a capture failed ("" when none did).
+ */
+void sd_cuda_set_graphs(sd_backend *be, int on);
+void sd_cuda_graph_stats(const sd_backend *be, long *recorded, long *replayed,
+    long *failed, const char **why);
+
+/*
+ * FP8 products that ran widened to BF16 on a card with FP8 GEMMs (a shape
+ * cuBLASLt has no FP8 algorithm for, even padded): should stay 0.
+ */
+long sd_cuda_fp8_widened(const sd_backend *be);
 
 /* Route every attention through the GEMM path (tests, comparisons). */
 void sd_cuda_set_no_sdpa(sd_backend *be, int on);

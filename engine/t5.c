@@ -180,15 +180,28 @@ sd_t5_load(sd_err *err, sd_backend *be, const char *dir, sd_t5 **out)
                                           : "encoder.embed_tokens.weight";
     shape[0] = t->vocab;
     shape[1] = t->d_model;
-    SD_TRY_GOTO(s, sd_weight_load(err, be, st, emb, 2, shape, &t->embed),
-                fail);
+    /* the embedding table is read a few rows per prompt: host memory */
+    be->load_mem = SD_MEM_HOST;
+    s = sd_weight_load(err, be, st, emb, 2, shape, &t->embed);
+    be->load_mem = SD_MEM_WEIGHT;
+    if (s != SD_OK) {
+        goto fail;
+    }
     shape[0] = t->d_model;
     SD_TRY_GOTO(s, sd_weight_load(err, be, st, "encoder.final_layer_norm."
                                   "weight", 1, shape, &t->final_ln), fail);
     SD_TRY_GOTO(s, t5_load_bias(err, t, st), fail);
+    /* offloaded: the layers' matrices stay in host memory */
+    be->load_mem = (be->offload & SD_OFFLOAD_T5) ? SD_MEM_HOST
+                                                 : SD_MEM_WEIGHT;
     for (i = 0; i < t->layers; i++) {
-        SD_TRY_GOTO(s, t5_load_layer(err, t, st, i), fail);
+        s = t5_load_layer(err, t, st, i);
+        if (s != SD_OK) {
+            be->load_mem = SD_MEM_WEIGHT;
+            goto fail;
+        }
     }
+    be->load_mem = SD_MEM_WEIGHT;
 
     sd_st_close(st);
     *out = t;

@@ -200,11 +200,67 @@ weight_free(sd_cuda *c, void *p, size_t n)
 }
 
 
+/*
+ * Host memory (SD_MEM_HOST): pinned and mapped, so a kernel may read it
+ * where it stands (the embedding gather: a few rows) and copies to the
+ * device run at full speed (the matrices, staged per use).
+ */
+static sd_status
+host_alloc(sd_err *err, sd_cuda *c, size_t n, void **out)
+{
+    void  *d = NULL;
+
+    *out = NULL;
+    SD_CU(cudaHostAlloc(out, n ? n : 1, cudaHostAllocMapped
+                                         | cudaHostAllocPortable));
+    if (cudaHostGetDevicePointer(&d, *out, 0) != cudaSuccess || d != *out) {
+        (void) cudaGetLastError();
+        cudaFreeHost(*out);
+        *out = NULL;
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: pinned host memory "
+                         "is not addressed alike on the device (no unified "
+                         "addressing): weights cannot stay in host memory");
+    }
+    c->host_bytes += n;
+    return SD_OK;
+}
+
+
+static sd_status
+host_tensor_alloc(sd_err *err, sd_cuda *c, sd_tensor *t)
+{
+    size_t  n = sd_tensor_nbytes(t);
+
+    if (t->dtype == SD_DT_F8_E4M3 && t->ndim == 2) {
+        SD_TRY(host_alloc(err, c, n, &t->data));
+        if (host_alloc(err, c, (size_t) t->ne[0] * sizeof(float),
+                       (void **) &t->scale) != SD_OK)
+        {
+            cudaFreeHost(t->data);
+            c->host_bytes -= n;
+            t->data = NULL;
+            return err->status;
+        }
+        t->n_scale = t->ne[0];
+        return SD_OK;
+    }
+    if (t->dtype != SD_DT_F32 && t->dtype != SD_DT_BF16) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: %s tensors are not "
+                         "supported", sd_dtype_name(t->dtype));
+    }
+    return host_alloc(err, c, n, &t->data);
+}
+
+
 static sd_status
 cuda_alloc(sd_err *err, sd_backend *be, sd_tensor *t)
 {
     sd_cuda  *c = (sd_cuda *) be->impl;
     size_t    n = sd_tensor_nbytes(t);
+
+    if (t->mem == SD_MEM_HOST) {
+        return host_tensor_alloc(err, c, t);
+    }
 
     if (t->dtype == SD_DT_F8_E4M3 && t->mem == SD_MEM_WEIGHT
         && t->ndim == 2)
@@ -248,6 +304,17 @@ cuda_release(sd_backend *be, sd_tensor *t)
     int       i;
 
     (void) i;
+    if (t->mem == SD_MEM_HOST) {
+        c->host_bytes -= sd_tensor_nbytes(t);
+        cudaFreeHost(t->data);
+        if (t->scale) {
+            c->host_bytes -= (size_t) t->n_scale * sizeof(float);
+            cudaFreeHost(t->scale);
+            t->scale = NULL;
+        }
+        t->data = NULL;
+        return;
+    }
     if (t->mem == SD_MEM_WEIGHT) {
         weight_free(c, t->data, sd_tensor_nbytes(t));
         if (t->scale) {
@@ -273,7 +340,7 @@ cuda_upload_raw(sd_err *err, sd_tensor *t, const void *src)
         return SD_OK;
     }
     SD_CU(cudaMemcpyAsync(t->data, src, sd_tensor_nbytes(t),
-                          cudaMemcpyHostToDevice, c->stream));
+                          cudaMemcpyDefault, c->stream));
     SD_CU(cudaStreamSynchronize(c->stream));
     return SD_OK;
 }
@@ -328,7 +395,7 @@ cuda_download(sd_err *err, const sd_tensor *t, float *dst)
     }
     if (t->dtype == SD_DT_F32) {
         SD_CU(cudaMemcpyAsync(dst, t->data, (size_t) n * sizeof(float),
-                              cudaMemcpyDeviceToHost, c->stream));
+                              cudaMemcpyDefault, c->stream));
         SD_CU(cudaStreamSynchronize(c->stream));
         return SD_OK;
     }
@@ -338,7 +405,7 @@ cuda_download(sd_err *err, const sd_tensor *t, float *dst)
         return SD_ERR_NOMEM;
     }
     if (cudaMemcpyAsync(h, t->data, (size_t) n * sizeof(uint16_t),
-                        cudaMemcpyDeviceToHost, c->stream) != cudaSuccess
+                        cudaMemcpyDefault, c->stream) != cudaSuccess
         || cudaStreamSynchronize(c->stream) != cudaSuccess)
     {
         free(h);
@@ -458,11 +525,70 @@ sd_cuda_prof_end(sd_cuda *c, int slot)
 #define LL(v)  ((long long) (v))
 
 
+/*
+ * A matrix in host memory copied into scratch for one product: *v is its
+ * device view (*scr to free after the op; stream order keeps it live).
+ */
+static sd_status
+stage_weight(sd_err *err, sd_cuda *c, const sd_tensor *w, sd_tensor *v,
+    void **scr)
+{
+    size_t  nb = sd_tensor_nbytes(w), na = (nb + 255) & ~(size_t) 255;
+    size_t  sb = w->scale ? (size_t) w->n_scale * sizeof(float) : 0;
+
+    *v = *w;
+    SD_TRY(sd_cuda_scratch(err, c, na + sb, scr));
+    v->data = *scr;
+    v->scale = sb ? (float *) (void *) ((char *) *scr + na) : NULL;
+    v->mem = SD_MEM_WEIGHT;
+    v->view = 1;
+    if (c->measuring) {
+        return SD_OK;
+    }
+    SD_CU(cudaMemcpyAsync(v->data, w->data, nb, cudaMemcpyDefault,
+                          c->stream));
+    if (sb) {
+        SD_CU(cudaMemcpyAsync(v->scale, w->scale, sb, cudaMemcpyDefault,
+                              c->stream));
+    }
+    c->host_staged += nb + sb;
+    return SD_OK;
+}
+
+
+static sd_status cuda_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, sd_act act);
+static sd_status cuda_linear_rows(sd_err *err, sd_tensor *y,
+    const sd_tensor *x, int64_t r0, const sd_tensor *w, const sd_tensor *b);
+
+
+/* An op on a staged copy of a host matrix (linear: rows_r0 < 0). */
+static sd_status
+staged(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
+    const sd_tensor *b, sd_act act, int64_t rows_r0)
+{
+    sd_cuda    *c = sd_cuda_of(y);
+    sd_tensor   v;
+    void       *scr = NULL;
+    sd_status   s;
+
+    SD_TRY(stage_weight(err, c, w, &v, &scr));
+    s = rows_r0 < 0 ? cuda_linear(err, y, x, &v, b, act)
+                    : cuda_linear_rows(err, y, x, rows_r0, &v, b);
+    sd_cuda_scratch_free(c, scr);
+    return s;
+}
+
+
 static sd_status
 cuda_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, sd_act act)
 {
     int64_t  rows = sd_numel(x) / w->ne[1];
+
+    if (w->mem == SD_MEM_HOST) {
+        return staged(err, y, x, w, b, act, -1);
+    }
 
     if (w->dtype == SD_DT_F8_E4M3) {
         if (sd_cuda_of(y)->measuring) {     /* counts its scratch */
@@ -486,6 +612,9 @@ static sd_status
 cuda_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x, int64_t r0,
     const sd_tensor *w, const sd_tensor *b)
 {
+    if (w->mem == SD_MEM_HOST) {
+        return staged(err, y, x, w, b, SD_ACT_NONE, r0);
+    }
     if (w->dtype == SD_DT_F8_E4M3) {
         if (sd_cuda_of(y)->measuring) {
             return sd_cuda_linear_fp8(err, y, x, w, b, SD_ACT_NONE,
@@ -541,6 +670,129 @@ cuda_join(sd_err *err, sd_backend *be)
     /* lane 0 now runs after everything queued on both lanes */
     release_deferred(c);
     return SD_OK;
+}
+
+
+/*
+ * Recording (sd_backend_replay): one CUDA graph per recording slot. The
+ * first call with a key runs fn as it is (GEMM algorithms are chosen by
+ * timing then, which a capture cannot do); the second captures fn's work
+ * on both lanes into a graph and launches it; later calls with the same
+ * key and the same workspace layout launch the graph alone, no host work
+ * per op. A capture that fails (an op that cannot be captured) runs fn
+ * as it is, and after two failures the slot stops trying.
+ */
+typedef struct {
+    unsigned char    key[128];
+    size_t           key_len;
+    uint64_t         sig;           /* the workspace layout it assumes */
+    int              seen;          /* direct runs with this key */
+    int              failed;        /* captures that failed */
+    int              valid;         /* exec holds this key's work */
+    cudaGraphExec_t  exec;
+} sd_cuda_rec;
+
+
+static sd_status
+cuda_replay(sd_err *err, sd_backend *be, void **recp, const void *key,
+    size_t key_len, sd_status (*fn)(sd_err *err, void *data), void *data)
+{
+    sd_cuda                        *c = (sd_cuda *) be->impl;
+    sd_cuda_rec                    *r = (sd_cuda_rec *) *recp;
+    cudaGraph_t                     g = NULL;
+    cudaGraphExecUpdateResultInfo   info;
+    cudaError_t                     e;
+    uint64_t                        sig;
+    sd_status                       s;
+
+    if (c->measuring || c->profiling || c->no_graphs || c->lane != 0
+        || c->forked || !c->ws_ready || key_len > sizeof(r->key))
+    {
+        return fn(err, data);
+    }
+    if (r == NULL) {
+        r = (sd_cuda_rec *) calloc(1, sizeof(*r));
+        if (r == NULL) {
+            return fn(err, data);
+        }
+        *recp = r;
+    }
+    sig = sd_arena_signature(&c->ws);
+    if (r->key_len != key_len || memcmp(r->key, key, key_len) != 0
+        || r->sig != sig)
+    {
+        /* other buffers or another layout: the recording does not apply */
+        memcpy(r->key, key, key_len);
+        r->key_len = key_len;
+        r->sig = sig;
+        r->seen = 0;
+        r->valid = 0;
+    }
+    if (r->valid) {
+        SD_CU(cudaGraphLaunch(r->exec, c->streams[0]));
+        c->graph_replays++;
+        return SD_OK;
+    }
+    if (r->seen == 0 || r->failed >= 2) {
+        r->seen++;
+        return fn(err, data);
+    }
+
+    SD_CU(cudaStreamBeginCapture(c->streams[0],
+                                 cudaStreamCaptureModeThreadLocal));
+    c->capturing = 1;
+    s = fn(err, data);
+    c->capturing = 0;
+    e = cudaStreamEndCapture(c->streams[0], &g);
+    if (s == SD_OK && e == cudaSuccess && sd_arena_signature(&c->ws) != sig) {
+        s = sd_errorf(err, SD_ERR_INTERNAL, "the recorded work left "
+                      "workspace taken");
+    }
+    if (s == SD_OK && e == cudaSuccess) {
+        if (r->exec && cudaGraphExecUpdate(r->exec, g, &info)
+                       != cudaSuccess)
+        {
+            (void) cudaGetLastError();
+            cudaGraphExecDestroy(r->exec);
+            r->exec = NULL;
+        }
+        if (r->exec == NULL) {
+            e = cudaGraphInstantiate(&r->exec, g, 0);
+            if (e != cudaSuccess) {
+                r->exec = NULL;
+            }
+        }
+    }
+    if (g) {
+        cudaGraphDestroy(g);
+    }
+    if (s != SD_OK || e != cudaSuccess) {
+        /* not recordable: say why once, then run the work as it is */
+        snprintf(c->graph_why, sizeof(c->graph_why), "%.150s",
+                 s != SD_OK ? err->msg : cudaGetErrorString(e));
+        (void) cudaGetLastError();
+        sd_err_clear(err);
+        r->failed++;
+        c->graph_failures++;
+        return fn(err, data);
+    }
+    r->valid = 1;
+    c->graph_records++;
+    SD_CU(cudaGraphLaunch(r->exec, c->streams[0]));
+    return SD_OK;
+}
+
+
+static void
+cuda_replay_free(sd_backend *be, void *rec)
+{
+    sd_cuda_rec  *r = (sd_cuda_rec *) rec;
+
+    (void) be;
+    if (r->exec) {
+        cudaGraphExecDestroy(r->exec);
+    }
+    free(r);
 }
 
 
@@ -780,7 +1032,8 @@ static const sd_backend_ops  sd_cuda_ops = {
     cuda_alloc, cuda_release, cuda_upload, cuda_upload_raw, cuda_upload_from,
     cuda_download,
     cuda_sync,
-    cuda_linear, cuda_linear_rows, cuda_lane, cuda_join, cuda_layer_norm, cuda_norm_modulate, cuda_rms_norm,
+    cuda_linear, cuda_linear_rows, cuda_lane, cuda_join, cuda_replay,
+    cuda_replay_free, cuda_layer_norm, cuda_norm_modulate, cuda_rms_norm,
     cuda_qkv_split, cuda_group_norm, cuda_act, cuda_binary, cuda_scale,
     cuda_attention, cuda_conv2d, cuda_upsample2x, cuda_embed, cuda_modulate,
     cuda_gate_add, cuda_copy2d, cuda_permute, cuda_destroy
@@ -827,6 +1080,8 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
                                              "1") == 0);
     c->no_lanes = getenv("SD_CUDA_NO_LANES")
                   && strcmp(getenv("SD_CUDA_NO_LANES"), "1") == 0;
+    c->no_graphs = getenv("SD_CUDA_NO_GRAPHS")
+                   && strcmp(getenv("SD_CUDA_NO_GRAPHS"), "1") == 0;
     SD_CU(cudaStreamCreateWithFlags(&c->streams[0], cudaStreamNonBlocking));
     SD_CU(cudaStreamCreateWithFlags(&c->streams[1], cudaStreamNonBlocking));
     SD_CU(cudaEventCreateWithFlags(&c->fork_ev, cudaEventDisableTiming));
@@ -974,6 +1229,8 @@ sd_cuda_memory(sd_err *err, sd_backend *be, sd_cuda_mem *out)
     out->library = SD_CUDA_LIB_WS + SD_CUDA_LT_WS + SD_CUDA_SMALL;
     out->device_used = tot - fr;
     out->device_total = tot;
+    out->host = c->host_bytes;
+    out->host_staged = c->host_staged;
     return SD_OK;
 }
 
@@ -1048,6 +1305,33 @@ sd_cuda_profile_report(sd_backend *be, char *buf, size_t len)
     }
     p->nrows = 0;
     return n < len ? n : len;
+}
+
+
+extern "C" void
+sd_cuda_set_graphs(sd_backend *be, int on)
+{
+    ((sd_cuda *) be->impl)->no_graphs = !on;
+}
+
+
+extern "C" void
+sd_cuda_graph_stats(const sd_backend *be, long *recorded, long *replayed,
+    long *failed, const char **why)
+{
+    const sd_cuda  *c = (const sd_cuda *) be->impl;
+
+    *recorded = c->graph_records;
+    *replayed = c->graph_replays;
+    *failed = c->graph_failures;
+    *why = c->graph_why;
+}
+
+
+extern "C" long
+sd_cuda_fp8_widened(const sd_backend *be)
+{
+    return ((const sd_cuda *) be->impl)->fp8_widened_calls;
 }
 
 

@@ -106,6 +106,14 @@ typedef struct {
     sd_cuda_sdpa_plan  *sdpa;
     sd_cuda_conv_plan  *conv;
     int                 no_sdpa;        /* force the GEMM attention path */
+    int                 no_graphs;      /* SD_CUDA_NO_GRAPHS=1: never record */
+    int                 capturing;      /* a recording is being captured */
+    long                graph_records, graph_replays, graph_failures;
+    size_t              host_bytes;     /* SD_MEM_HOST weights */
+    size_t              host_staged;    /* their bytes copied in, total */
+    long                fp8_widened_calls;  /* FP8 products widened on a
+                                               card that has FP8 GEMMs */
+    char                graph_why[160]; /* the last capture's failure */
     int                 profiling;
     sd_cuda_prof       *prof;
 

@@ -200,11 +200,11 @@ sd_cuda_fp8_upload(sd_err *err, sd_tensor *t, const void *src, sd_dtype sdt,
     }
     if (sdt == SD_DT_F8_E4M3) {
         SD_CU(cudaMemcpyAsync(t->data, src, (size_t) (rows * K),
-                              cudaMemcpyHostToDevice, c->stream));
+                              cudaMemcpyDefault, c->stream));
         if (scales && n_scale == rows) {
             SD_CU(cudaMemcpyAsync(t->scale, scales,
                                   (size_t) rows * sizeof(float),
-                                  cudaMemcpyHostToDevice, c->stream));
+                                  cudaMemcpyDefault, c->stream));
         } else if (scales && n_scale != 1) {
             return sd_errorf(err, SD_ERR_FORMAT, "FP8 weight of %lld rows "
                              "with %lld scales", (long long) rows,
@@ -254,9 +254,9 @@ sd_cuda_fp8_download(sd_err *err, const sd_tensor *t, float *dst)
     }
     sc = (float *) (void *) (h + rows * K);
     if (cudaMemcpyAsync(h, t->data, (size_t) (rows * K),
-                        cudaMemcpyDeviceToHost, c->stream) != cudaSuccess
+                        cudaMemcpyDefault, c->stream) != cudaSuccess
         || cudaMemcpyAsync(sc, t->scale, (size_t) rows * 4,
-                           cudaMemcpyDeviceToHost, c->stream) != cudaSuccess
+                           cudaMemcpyDefault, c->stream) != cudaSuccess
         || cudaStreamSynchronize(c->stream) != cudaSuccess)
     {
         free(h);
@@ -360,8 +360,8 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
     int64_t              K = w->ne[1], out = w->ne[0], rows = nb * n;
     /* cuBLASLt 13.1 has FP8 outer-vector algorithms for some row counts
        and not others (666 and 8192 yes; 32, 333, 336, 672 no for K 9728):
-       the rows as they are, else padded to a multiple of 16 (product into
-       scratch), else the weights widened to BF16 */
+       the rows as they are, else padded to a multiple of 16, 64, 128 or
+       256 (product into scratch), else the weights widened to BF16 */
     int64_t              rp = rows;
     size_t               qb, sb, db;
     void                *scr, *dst;
@@ -401,10 +401,21 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
     g.fp8 = 1;
     g.sms = c->lane ? c->lane1_sms : 0;
     if (!c->fp8_widen && !sd_cuda_gemm_has_algo(c, &g)) {
-        rp = (rows + 15) & ~(int64_t) 15;
-        g.n = rp;
+        static const int64_t  pads[] = { 16, 64, 128, 256 };
+        size_t                i;
+
+        for (i = 0; i < sizeof(pads) / sizeof(pads[0]); i++) {
+            rp = (rows + pads[i] - 1) / pads[i] * pads[i];
+            g.n = rp;
+            if (sd_cuda_gemm_has_algo(c, &g)) {
+                break;
+            }
+        }
     }
     if (c->fp8_widen || !sd_cuda_gemm_has_algo(c, &g)) {
+        if (!c->fp8_widen && !c->measuring) {
+            c->fp8_widened_calls++;         /* FP8 GEMMs exist, not this */
+        }
         return linear_widened(err, y, x, w, b, act,
                               !(nb == 1 && n == L && r0 == 0), r0);
     }

@@ -44,12 +44,14 @@ typedef struct {
     int                 align[4];       /* a, b, d, bias */
 } sd_gemm_key;
 
-#define SD_ALGO_CACHE  128
+typedef struct {
+    sd_cuda_gemm_shape  g;
+    int                 ok;
+} sd_gemm_algo_entry;
 
 typedef struct {
-    sd_cuda_gemm_shape  g[SD_ALGO_CACHE];
-    int                 ok[SD_ALGO_CACHE];
-    int                 n;
+    sd_gemm_algo_entry *e;
+    int                 n, cap;
 } sd_gemm_algo_cache;
 
 struct sd_cuda_gemm_plan {
@@ -117,6 +119,9 @@ sd_cuda_gemm_free(sd_cuda *c)
         plan_destroy(p);
     }
     c->gemm = NULL;
+    if (c->algo_cache) {
+        free(((sd_gemm_algo_cache *) c->algo_cache)->e);
+    }
     free(c->algo_cache);
     c->algo_cache = NULL;
 }
@@ -385,6 +390,13 @@ gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g, float alpha,
                   sizeof(bscale)));
     }
     if (!p->chosen) {
+        if (c->capturing) {
+            /* timing candidates needs the GPU to run them */
+            return sd_errorf(err, SD_ERR_BACKEND, "gemm: shape %lldx%lldx"
+                             "%lld first seen while recording",
+                             (long long) g->m, (long long) g->n,
+                             (long long) g->k);
+        }
         SD_TRY(plan_choose(err, c, p, alpha, a, b, d));
     }
     return run(err, c, p, &p->algo, alpha, a, b, d);
@@ -489,8 +501,8 @@ sd_cuda_gemm_has_algo(sd_cuda *c, const sd_cuda_gemm_shape *g)
     }
     ac = (sd_gemm_algo_cache *) c->algo_cache;
     for (i = 0; ac && i < ac->n; i++) {
-        if (memcmp(&ac->g[i], g, sizeof(*g)) == 0) {
-            return ac->ok[i];
+        if (memcmp(&ac->e[i].g, g, sizeof(*g)) == 0) {
+            return ac->e[i].ok;
         }
     }
     memset(&key, 0, sizeof(key));
@@ -504,6 +516,20 @@ sd_cuda_gemm_has_algo(sd_cuda *c, const sd_cuda_gemm_shape *g)
     if (plan_build(&err, &key, p) == SD_OK
         && cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS)
     {
+        /* the heuristic answers none for outer-vector FP8 scaling while
+           the scale pointers are unset: any device address stands in */
+        const void  *dev = c->small;
+
+        if (g->fp8) {
+            cublasLtMatmulDescSetAttribute(p->desc,
+                CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dev, sizeof(dev));
+            cublasLtMatmulDescSetAttribute(p->desc,
+                CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &dev, sizeof(dev));
+        }
+        if (g->bias) {
+            cublasLtMatmulDescSetAttribute(p->desc,
+                CUBLASLT_MATMUL_DESC_BIAS_POINTER, &dev, sizeof(dev));
+        }
         cublasLtMatmulPreferenceSetAttribute(pref,
             CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
         if (cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb,
@@ -515,9 +541,19 @@ sd_cuda_gemm_has_algo(sd_cuda *c, const sd_cuda_gemm_shape *g)
         cublasLtMatmulPreferenceDestroy(pref);
     }
     plan_destroy(p);
-    if (ac && ac->n < SD_ALGO_CACHE) {
-        ac->g[ac->n] = *g;
-        ac->ok[ac->n++] = n > 0;
+    if (ac && ac->n == ac->cap) {
+        int                  cap = ac->cap ? 2 * ac->cap : 64;
+        sd_gemm_algo_entry  *e = (sd_gemm_algo_entry *)
+                                 realloc(ac->e, cap * sizeof(*e));
+
+        if (e) {
+            ac->e = e;
+            ac->cap = cap;
+        }
+    }
+    if (ac && ac->n < ac->cap) {
+        ac->e[ac->n].g = *g;
+        ac->e[ac->n++].ok = n > 0;
     }
     return n > 0;
 }

@@ -32,6 +32,12 @@ static char *ngx_http_sd_device_list(ngx_conf_t *cf,
 static char *ngx_http_sd_device(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_sd_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_sd_offload_check(ngx_conf_t *cf, void *post,
+    void *data);
+
+static ngx_conf_post_t  ngx_http_sd_offload_post = {
+    ngx_http_sd_offload_check
+};
 static char *ngx_http_sd_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_sd_log_handler(ngx_http_request_t *r);
@@ -89,6 +95,15 @@ static ngx_command_t  ngx_http_sd_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_sd_main_conf_t, fp8_keep),
       NULL },
+
+    /* sd_offload t5 | clip | text | none: text encoders whose matrices
+       stay in host memory, copied to the GPU per encode (default none) */
+    { ngx_string("sd_offload"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, offload),
+      &ngx_http_sd_offload_post },
 
     /* sd_gpu_workspace SIZE | auto [WIDTHxHEIGHT [BATCH]]: the GPU's
        activation workspace, fixed or measured at load for the largest
@@ -1029,4 +1044,22 @@ ngx_http_sd_exit_process(ngx_cycle_t *cycle)
     ngx_http_sd_slot_free(w->slot);
 
     w->active = 0;
+}
+
+
+/* sd_offload's value, checked when the configuration is read */
+static char *
+ngx_http_sd_offload_check(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *v = data;
+
+    (void) post;
+
+    if (!sd_engine_offload_valid((const char *) v->data)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"sd_offload\": t5, "
+                           "clip, text or none", v);
+        return NGX_CONF_ERROR;
+    }
+    return NGX_CONF_OK;
 }

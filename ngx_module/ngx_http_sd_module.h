@@ -119,6 +119,7 @@ typedef struct {
     ngx_uint_t                 ndevices;        /* 0: no list */
     ngx_uint_t                 precision;
     ngx_str_t                  fp8_keep;    /* kinds kept in BF16 */
+    ngx_str_t                  offload;     /* encoders in host memory */
     ngx_int_t                  cpu_threads;
     size_t                     gpu_ws_bytes;    /* 0: measured */
     ngx_int_t                  gpu_ws_width;    /* the request measured */

@@ -1242,6 +1242,9 @@ ngx_http_sd_model_open_thread(void *data, ngx_log_t *log)
     if (smcf->fp8_keep.len) {
         cfg.fp8_keep = (const char *) smcf->fp8_keep.data;
     }
+    if (smcf->offload.len) {
+        cfg.offload = (const char *) smcf->offload.data;
+    }
 
     m->status = sd_engine_open(&cfg, &m->result, m->err, sizeof(m->err));
 }

@@ -34,9 +34,18 @@ static inline sd_status
 t_backend(sd_err *err, sd_backend **be)
 {
     const char  *d = getenv("SD_TEST_DEVICE");
+    const char  *off = getenv("SD_TEST_OFFLOAD");
+    unsigned     mask = 0;
 
+    /* SD_TEST_OFFLOAD=t5|clip|text: those encoders' matrices in host
+       memory (on the CPU the loaders' other path, same numbers) */
+    if (off && sd_offload_parse(off, &mask) != 0) {
+        return sd_errorf(err, SD_ERR_INVALID, "SD_TEST_OFFLOAD \"%s\"", off);
+    }
     if (d == NULL || d[0] == '\0' || strcmp(d, "cpu") == 0) {
-        return sd_backend_cpu_create(err, 0, be);
+        SD_TRY(sd_backend_cpu_create(err, 0, be));
+        (*be)->offload = mask;
+        return SD_OK;
     }
 #ifdef SD_HAVE_CUDA
     if (strcmp(d, "cuda") == 0 || strcmp(d, "cuda-bf16") == 0
@@ -50,6 +59,7 @@ t_backend(sd_err *err, sd_backend **be)
         if (t_dev_fp8) {
             sd_fp8_apply(*be, sd_fp8_default_kinds());
         }
+        (*be)->offload = mask;
         return sd_cuda_reserve(err, *be, (size_t) 2 << 30);
     }
 #endif

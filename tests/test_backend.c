@@ -800,9 +800,20 @@ static void
 check_arena(void)
 {
     sd_arena  a;
-    size_t    o1, o2, o3, o4;
+    size_t    o1, o2, o3, o4, o5;
+    uint64_t  s0, s1;
 
     T_CHECK(sd_arena_init(&a, 1024, 256) == 0, "arena init");
+    /* the signature follows the layout: back to equal when a block taken
+       and returned leaves the blocks as they were */
+    s0 = sd_arena_signature(&a);
+    T_CHECK(sd_arena_alloc(&a, 10, &o5) == 0, "signature block");
+    s1 = sd_arena_signature(&a);
+    sd_arena_release(&a, o5);
+    T_CHECK(s0 != s1 && sd_arena_signature(&a) == s0, "arena signature "
+            "%llx %llx %llx", (unsigned long long) s0,
+            (unsigned long long) s1,
+            (unsigned long long) sd_arena_signature(&a));
     T_CHECK(sd_arena_alloc(&a, 100, &o1) == 0 && o1 == 0, "first block");
     T_CHECK(sd_arena_alloc(&a, 300, &o2) == 0 && o2 == 256, "second block");
     T_CHECK(sd_arena_alloc(&a, 600, &o3) != 0, "too large refused");
@@ -1080,6 +1091,113 @@ check_fp8(sd_backend *be, int act_fp8)
 }
 
 
+/*
+ * Weights in host memory (SD_MEM_HOST: embedding tables, offloaded text
+ * encoders): products with a staged copy and the gather read in place give
+ * the bits of the same weights on the device; BF16 and FP8.
+ */
+static void
+check_host_weights(sd_backend *be)
+{
+    enum { R = 96, K = 320, O = 192, V = 50 };
+    static const int32_t  ids[6] = { 3, 0, 49, 7, 7, 21 };
+    sd_err       err = {0};
+    sd_tensor   *wd = NULL, *wh = NULL, *x, *b, *y1, *y2;
+    float       *hw, *g1, *g2;
+    size_t       n1, n2;
+    sd_cuda_mem  m0, m1;
+    int          f8;
+
+    t_round = 1;
+    t_rng = 777;
+    x = MK(be, ACT, 1.0f, 2, R / 2, K);
+    b = MK(be, WGT, 0.2f, O);
+    y1 = MK(be, ACT, 0.0f, R, O);
+    y2 = MK(be, ACT, 0.0f, R, O);
+    hw = host_rand((int64_t) O * K, 0.05f);
+    for (f8 = 0; f8 < 2 && x && b && y1 && y2 && hw; f8++) {
+        sd_dtype  dt = f8 ? SD_DT_F8_E4M3 : SD_DT_BF16;
+
+        sd_cuda_memory(&err, be, &m0);
+        T_CHECK(sd_tensor_new_as(&err, be, SD_MEM_WEIGHT, dt, 2,
+                                 (int64_t[]) { O, K }, &wd) == SD_OK
+                && sd_tensor_new_as(&err, be, SD_MEM_HOST, dt, 2,
+                                    (int64_t[]) { O, K }, &wh) == SD_OK,
+                "host weight %s: %s", sd_dtype_name(dt), err.msg);
+        if (wd == NULL || wh == NULL) {
+            break;
+        }
+        sd_cuda_memory(&err, be, &m1);
+        T_CHECK(m1.host - m0.host >= (size_t) O * K * (f8 ? 1 : 2)
+                && m1.weights - m0.weights >= (size_t) O * K * (f8 ? 1 : 2)
+                && m1.weights - m0.weights < (size_t) O * K * 3,
+                "host weight %s: %zu host bytes, %zu device bytes",
+                sd_dtype_name(dt), m1.host - m0.host,
+                m1.weights - m0.weights);
+        if (f8) {
+            be->ops->upload_from(&err, wd, hw, SD_DT_F32, NULL, 0);
+            be->ops->upload_from(&err, wh, hw, SD_DT_F32, NULL, 0);
+        } else {
+            sd_tensor_upload(&err, wd, hw);
+            sd_tensor_upload(&err, wh, hw);
+        }
+        T_CHECK(sd_linear_act(&err, y1, x, wd, b, SD_ACT_GELU_TANH) == SD_OK
+                && sd_linear_act(&err, y2, x, wh, b, SD_ACT_GELU_TANH)
+                   == SD_OK, "host weight %s linear: %s", sd_dtype_name(dt),
+                err.msg);
+        g1 = host_of(y1, &n1);
+        g2 = host_of(y2, &n2);
+        T_CHECK(g1 && g2 && n1 == n2
+                && memcmp(g1, g2, n1 * sizeof(float)) == 0,
+                "host weight %s linear differs from the device weight's",
+                sd_dtype_name(dt));
+        free(g1);
+        free(g2);
+        sd_tensor_free(wd);
+        sd_tensor_free(wh);
+        wd = wh = NULL;
+    }
+    free(hw);
+
+    /* the gather reads the rows where they are */
+    hw = host_rand((int64_t) V * K, 1.0f);
+    sd_tensor_free(y1);
+    sd_tensor_free(y2);
+    y1 = MK(be, ACT, 0.0f, 6, K);
+    y2 = MK(be, ACT, 0.0f, 6, K);
+    if (hw && y1 && y2
+        && sd_tensor_new_as(&err, be, SD_MEM_WEIGHT, be->act_dtype, 2,
+                            (int64_t[]) { V, K }, &wd) == SD_OK
+        && sd_tensor_new_as(&err, be, SD_MEM_HOST, be->act_dtype, 2,
+                            (int64_t[]) { V, K }, &wh) == SD_OK)
+    {
+        sd_tensor_upload(&err, wd, hw);
+        sd_tensor_upload(&err, wh, hw);
+        T_CHECK(sd_embed(&err, y1, wd, ids) == SD_OK
+                && sd_embed(&err, y2, wh, ids) == SD_OK,
+                "host table embed: %s", err.msg);
+        g1 = host_of(y1, &n1);
+        g2 = host_of(y2, &n2);
+        T_CHECK(g1 && g2 && memcmp(g1, g2, n1 * sizeof(float)) == 0
+                && g2[0] == sd_bf16_to_f32(sd_f32_to_bf16(hw[3 * K])),
+                "host table embed differs");
+        free(g1);
+        free(g2);
+    } else {
+        T_CHECK(0, "host table: %s", err.msg);
+    }
+    printf("   host weights: staged products and gathers equal the "
+           "device's\n");
+    free(hw);
+    sd_tensor_free(wd);
+    sd_tensor_free(wh);
+    sd_tensor_free(x);
+    sd_tensor_free(b);
+    sd_tensor_free(y1);
+    sd_tensor_free(y2);
+}
+
+
 /* FP8 against BF16 products at the MMDiT's image-stream shapes */
 static void
 bench_fp8(sd_backend *be)
@@ -1087,6 +1205,7 @@ bench_fp8(sd_backend *be)
     static const int64_t  shapes[][3] = {
         { 8192, 2432, 7296 }, { 8192, 2432, 9728 }, { 8192, 9728, 2432 },
         { 8192, 2432, 2432 }, { 666, 2432, 7296 }, { 666, 9728, 2432 },
+        { 32, 9728, 2432 }, { 336, 9728, 2432 },
     };
     sd_err      err = {0};
     sd_status   s;
@@ -1101,6 +1220,7 @@ bench_fp8(sd_backend *be)
         sd_tensor  *w16 = MK(be, WGT, 0.05f, N, K), *b = MK(be, WGT, 0.1f, N);
         sd_tensor  *w8 = NULL;
         float      *h = host_rand(N * K, 0.05f);
+        long        wide0 = sd_cuda_fp8_widened(be);
 
         sd_tensor_new_as(&err, be, SD_MEM_WEIGHT, SD_DT_F8_E4M3, 2,
                          (int64_t[]) { N, K }, &w8);
@@ -1118,6 +1238,12 @@ bench_fp8(sd_backend *be)
                 }
             }
             fl = 2.0 * M * K * N;
+            /* the MMDiT's shapes have FP8 algorithms (as they are or
+               padded): none may fall back to widened weights */
+            T_CHECK(sd_cuda_fp8_widened(be) == wide0,
+                    "linear %lldx%lld->%lld: %ld FP8 products widened",
+                    (long long) M, (long long) K, (long long) N,
+                    sd_cuda_fp8_widened(be) - wide0);
             printf("   linear %lldx%lld->%lld: fp8 (with quantize) %.3f ms "
                    "%.0f TFLOP/s, bf16 %.3f ms %.0f TFLOP/s\n",
                    (long long) M, (long long) K, (long long) N, best8,
@@ -1174,6 +1300,7 @@ check_cuda(sd_backend *cpu)
     run_cases(cpu, bf, 1, 1e-2);
     check_sdpa_full(bf);
     check_fp8(bf, 1);
+    check_host_weights(bf);
     bench_fp8(bf);
     {
         /* the path of GPUs without FP8 products, forced */

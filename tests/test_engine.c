@@ -484,6 +484,24 @@ main(void)
     T_CHECK(sd_engine_open(&cfg, &x, msg, sizeof(msg)) == SD_ERR_UNSUPPORTED
             && strncmp(msg, "precision: ", 11) == 0, "fp8 on cpu: %s", msg);
     cfg.precision = SD_PRECISION_AUTO;
+
+    /* offload: the values, and the CPU, where it means nothing */
+    T_CHECK(sd_engine_offload_valid("t5") && sd_engine_offload_valid("clip")
+            && sd_engine_offload_valid("text")
+            && sd_engine_offload_valid("t5,clip")
+            && sd_engine_offload_valid("none") && sd_engine_offload_valid("")
+            && !sd_engine_offload_valid("t5,,x")
+            && !sd_engine_offload_valid("vae")
+            && !sd_engine_offload_valid("t55")
+            && !sd_engine_offload_valid(NULL), "offload values");
+    cfg.offload = "vae";
+    T_CHECK(sd_engine_open(&cfg, &x, msg, sizeof(msg)) == SD_ERR_INVALID
+            && strstr(msg, "offload") && strstr(msg, "vae"),
+            "offload vae: %s", msg);
+    cfg.offload = "t5";
+    T_CHECK(sd_engine_open(&cfg, &x, msg, sizeof(msg)) == SD_ERR_INVALID
+            && strstr(msg, "offload: the CPU"), "offload on cpu: %s", msg);
+    cfg.offload = NULL;
     cfg.model_dir = "/no/model";
     T_CHECK(sd_engine_open(&cfg, &x, msg, sizeof(msg)) == SD_ERR_IO
             && strstr(msg, "/no/model"), "missing model: %s", msg);

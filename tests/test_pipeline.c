@@ -8,6 +8,9 @@
 #include <time.h>
 
 #include "golden.h"
+#ifdef SD_HAVE_CUDA
+#include "sd_cuda.h"
+#endif
 #include "pipeline.h"
 #include "safetensors.h"
 
@@ -227,6 +230,73 @@ check_slg(sd_model *m)
 }
 
 
+#ifdef SD_HAVE_CUDA
+/*
+ * Recorded steps (CUDA graphs): the same image with the transformer's steps
+ * replayed from one recording as with every op launched, and the steps
+ * after the second are replays.
+ */
+static void
+check_graphs(sd_model *m)
+{
+    sd_pipe_args  a;
+    sd_cond       c, n;
+    sd_err        err = {0};
+    uint8_t      *off = NULL, *off2 = NULL, *on = NULL;
+    size_t        px = 64 * 64 * 3, i, diff = 0;
+    long          r0, p0, f0, r1, p1, f1;
+    const char   *why;
+
+    if (strcmp(m->be->ops->name, "cuda") != 0) {
+        return;
+    }
+    memset(&a, 0, sizeof(a));
+    a.width = 64;
+    a.height = 64;
+    a.steps = 6;
+    a.batch = 1;
+    a.cfg = 4.0f;
+    a.seeds[0] = 11;
+    a.rng = SD_RNG_CPU;
+    if (sd_cond_encode(&err, m, "a red cube", &c) != SD_OK
+        || sd_cond_encode(&err, m, "", &n) != SD_OK)
+    {
+        T_CHECK(0, "graphs encode: %s", err.msg);
+        return;
+    }
+    sd_cuda_set_graphs(m->be, 0);
+    T_CHECK(sd_pipe_txt2img(&err, m, &a, &c, &n, &off, NULL) == SD_OK,
+            "graphs off: %s", err.msg);
+    T_CHECK(sd_pipe_txt2img(&err, m, &a, &c, &n, &off2, NULL) == SD_OK,
+            "graphs off again: %s", err.msg);
+    sd_cuda_set_graphs(m->be, 1);
+    sd_cuda_graph_stats(m->be, &r0, &p0, &f0, &why);
+    T_CHECK(sd_pipe_txt2img(&err, m, &a, &c, &n, &on, NULL) == SD_OK,
+            "graphs on: %s", err.msg);
+    sd_cuda_graph_stats(m->be, &r1, &p1, &f1, &why);
+    printf("   graphs: %ld recorded, %ld replayed, %ld failed%s%s\n",
+           r1 - r0, p1 - p0, f1 - f0, why[0] ? ": " : "", why);
+    T_CHECK(f1 == f0 && r1 - r0 == 1 && p1 - p0 == a.steps - 2,
+            "graphs: %ld recorded, %ld replayed, %ld failed (%s)",
+            r1 - r0, p1 - p0, f1 - f0, why);
+    if (off && off2 && on) {
+        for (i = 0; i < px; i++) {
+            diff += off[i] != on[i];
+        }
+        /* a run that differs from itself bounds what a replay may */
+        T_CHECK(diff == 0 || memcmp(off, off2, px) != 0,
+                "graphs: %zu of %zu bytes differ from the launched run",
+                diff, px);
+    }
+    free(off);
+    free(off2);
+    free(on);
+    sd_cond_free(&c);
+    sd_cond_free(&n);
+}
+#endif
+
+
 int
 main(void)
 {
@@ -268,6 +338,9 @@ main(void)
         }
         if (k == 0) {
             check_validation(m);
+#ifdef SD_HAVE_CUDA
+            check_graphs(m);
+#endif
         } else {
             check_slg(m);
         }

@@ -14,6 +14,7 @@ rm -rf "$out" && mkdir -p "$out/lib" "$out/bin" "$out/debs"
 cp build/sd-cli build/ngx_http_sd_module.so "$out/bin/"
 cp build/tests/test_* "$out/bin/"
 for l in libcjson.so.1 libpng16.so.16 libutf8proc.so.2 libgfortran.so.5 \
+         libjpeg.so.62 libwebp.so.7 libwebpmux.so.3 libsharpyuv.so.0 \
          libquadmath.so.0; do
     cp -L "/usr/lib/x86_64-linux-gnu/$l" "$out/lib/" 2>/dev/null || true
 done

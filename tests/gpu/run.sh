@@ -176,6 +176,57 @@ stage_fp8() {
         --model /dev/shm/sd-medium --precision fp8 --runs 3
 }
 
+# CUDA graphs per step: the pipeline tests (graph on = off), then Large
+# FP8 and BF16 with and without recorded steps, and FP8 through nginx
+stage_graphs() {
+    for dev in cuda-bf16 cuda-fp8; do
+        run "test_pipeline ($dev)" "pipeline-$dev.log" env \
+            SD_TEST_DEVICE=$dev $G/bin/test_pipeline
+    done
+    randmodel large
+    run "bench large fp8 (graphs)" bench-large-fp8.log $G/bin/sd-cli bench \
+        --model /dev/shm/sd-large --precision fp8 --runs 3
+    run "bench large fp8 (no graphs)" bench-large-fp8-nograph.log env \
+        SD_CUDA_NO_GRAPHS=1 $G/bin/sd-cli bench --model /dev/shm/sd-large \
+        --precision fp8 --runs 3
+    run "bench large bf16 (graphs)" bench-large-bf16.log $G/bin/sd-cli \
+        bench --model /dev/shm/sd-large --runs 3
+    run "bench large fp8, 4 steps cfg 1 (turbo)" bench-turbo-fp8.log \
+        $G/bin/sd-cli bench --model /dev/shm/sd-large --precision fp8 \
+        --runs 3 --steps 4 --cfg 1
+    PREC=fp8 serve /dev/shm/sd-large large 7863
+    run "nginx large fp8 txt2img 1024" nginx-large-fp8.log python3 \
+        tests/gpu/http_bench.py http://127.0.0.1:7863 --steps 28
+    curl -s http://127.0.0.1:7863/metrics | grep -E "^sd_step_seconds_(sum|count)" \
+        > "$L/nginx-large-fp8-metrics.txt" 2>&1
+    cp /tmp/sd/serve-large/logs/error.log "$L/nginx-large-fp8-error.log"
+    /tmp/ngx/usr/sbin/nginx -p /tmp/sd/serve-large/ -c nginx.conf -s quit
+    sleep 3
+    randmodel medium
+    run "bench medium fp8" bench-medium-fp8.log $G/bin/sd-cli bench \
+        --model /dev/shm/sd-medium --precision fp8 --runs 3
+}
+
+# the recorded-step checks and FP8 through nginx alone (graphs' second half)
+stage_graphs2() {
+    for dev in cuda-bf16 cuda-fp8; do
+        run "test_pipeline ($dev)" "pipeline-$dev.log" env \
+            SD_TEST_DEVICE=$dev $G/bin/test_pipeline
+    done
+    randmodel large
+    run "bench large bf16 (no graphs)" bench-large-bf16-nograph.log env \
+        SD_CUDA_NO_GRAPHS=1 $G/bin/sd-cli bench --model /dev/shm/sd-large \
+        --runs 3
+    PREC=fp8 serve /dev/shm/sd-large large 7863
+    run "nginx large fp8 txt2img 1024" nginx-large-fp8.log python3 \
+        tests/gpu/http_bench.py http://127.0.0.1:7863 --steps 28
+    curl -s http://127.0.0.1:7863/metrics | grep -E "^sd_step_seconds_(sum|count)" \
+        > "$L/nginx-large-fp8-metrics.txt" 2>&1
+    cp /tmp/sd/serve-large/logs/error.log "$L/nginx-large-fp8-error.log"
+    /tmp/ngx/usr/sbin/nginx -p /tmp/sd/serve-large/ -c nginx.conf -s quit
+    sleep 3
+}
+
 # the path of GPUs without FP8 products (A100), forced on the H200
 stage_widen() {
     randmodel large

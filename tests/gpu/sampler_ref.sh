@@ -27,7 +27,12 @@ pack)
 run)
     t=/tmp/sref
     mkdir -p $t "${OUT:-/tmp/out}"
-    tar xJf "$d/fixtures.tar.xz" -C $t
+    # the fixtures from here or from pack.sh's folder (one copy carried)
+    if [ -f "$d/fixtures.tar.xz" ]; then
+        tar xJf "$d/fixtures.tar.xz" -C $t
+    else
+        tar xJf .dev/gpu/fixtures.tar.xz -C $t
+    fi
     tar xJf "$d/src.tar.xz" -C $t
     py=/opt/torch/.venv/bin/python3
     [ -x $py ] || py=python3
