@@ -283,9 +283,8 @@ ngx_http_sd_generate(ngx_http_request_t *r, cJSON *body, ngx_uint_t img2img)
         in->model = (int) ngx_http_sd_model_current();
     }
 
-    /* ngx_http_sd_cache.c: seed -1 (or a random subseed) is never cached;
-       img2img is not cached yet (its init images are not in the key) */
-    cacheable = (!img2img && in->seed != -1
+    /* ngx_http_sd_cache.c: seed -1 (or a random subseed) is never cached */
+    cacheable = (in->seed != -1
                  && !(in->req.subseed_strength > 0 && in->subseed == -1));
 
     if (in->seed == -1) {
