@@ -36,7 +36,7 @@
 #include "ngx_http_sd_module.h"
 
 
-#define NGX_HTTP_SD_CACHE_MAGIC  "SDC1"
+#define NGX_HTTP_SD_CACHE_MAGIC  "SDC2"
 #define NGX_HTTP_SD_CACHE_LOG_MS 10000
 
 
@@ -376,7 +376,11 @@ ngx_http_sd_cache_key(ngx_http_request_t *r, ngx_http_sd_job_t *job)
 }
 
 
-/* the entry: "SDC1", n_iter, then per iteration its images */
+/*
+ * The entry: "SDC2", n_iter, the sampler and scheduler that ran (their
+ * labels: the answer's "sampler_name" is what ran, not what was asked),
+ * then per iteration its images.
+ */
 
 static u_char *
 ngx_http_sd_cache_u32(u_char *p, uint32_t v)
@@ -394,6 +398,41 @@ ngx_http_sd_cache_u64(u_char *p, uint64_t v)
 }
 
 
+/* the label of the sampler (which 0) or scheduler (1) that ran, or "" */
+
+static const char *
+ngx_http_sd_cache_ran(ngx_http_sd_job_t *job, int which)
+{
+    const char  *s;
+
+    if (job->n_done == 0) {
+        return "";
+    }
+
+    s = which ? job->results[0].scheduler : job->results[0].sampler;
+
+    return s ? s : "";
+}
+
+
+/*
+ * A label read back as the engine's own static string (sd_result's are),
+ * or NULL (the answer then says what was asked) if this engine has none.
+ */
+
+static const char *
+ngx_http_sd_cache_label(const char *const *names, u_char *p, size_t len)
+{
+    for ( /* void */ ; *names; names++) {
+        if (ngx_strlen(*names) == len && ngx_strncmp(*names, p, len) == 0) {
+            return *names;
+        }
+    }
+
+    return NULL;
+}
+
+
 static size_t
 ngx_http_sd_cache_size(ngx_http_sd_job_t *job)
 {
@@ -401,7 +440,8 @@ ngx_http_sd_cache_size(ngx_http_sd_job_t *job)
     size_t     len;
     sd_image  *img;
 
-    len = 8;
+    len = 8 + 8 + ngx_strlen(ngx_http_sd_cache_ran(job, 0))
+          + ngx_strlen(ngx_http_sd_cache_ran(job, 1));
     for (i = 0; i < job->n_done; i++) {
         len += 4;
         for (k = 0; k < job->results[i].n_images; k++) {
@@ -424,6 +464,12 @@ ngx_http_sd_cache_encode(ngx_http_sd_job_t *job, u_char *p)
 
     p = ngx_cpymem(p, NGX_HTTP_SD_CACHE_MAGIC, 4);
     p = ngx_http_sd_cache_u32(p, job->n_done);
+
+    for (i = 0; i < 2; i++) {
+        n = ngx_strlen(ngx_http_sd_cache_ran(job, i));
+        p = ngx_http_sd_cache_u32(p, n);
+        p = ngx_cpymem(p, ngx_http_sd_cache_ran(job, i), n);
+    }
 
     for (i = 0; i < job->n_done; i++) {
         p = ngx_http_sd_cache_u32(p, job->results[i].n_images);
@@ -450,10 +496,11 @@ ngx_http_sd_cache_encode(ngx_http_sd_job_t *job, u_char *p)
 static ngx_int_t
 ngx_http_sd_cache_decode(ngx_http_sd_job_t *job, u_char *p, size_t len)
 {
-    int        i, k;
-    u_char    *last;
-    uint32_t   n, png_len, info_len;
-    sd_image  *img;
+    int          i, k;
+    u_char      *last;
+    uint32_t     n, png_len, info_len;
+    sd_image    *img;
+    const char  *label;
 
     last = p + len;
 
@@ -471,6 +518,39 @@ ngx_http_sd_cache_decode(ngx_http_sd_job_t *job, u_char *p, size_t len)
     job->results = ngx_calloc(n * sizeof(sd_result), ngx_cycle->log);
     if (job->results == NULL) {
         return NGX_ERROR;
+    }
+
+    for (i = 0; i < 2; i++) {
+        if (last - p < 4) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(&info_len, p, 4);
+        p += 4;
+
+        if ((size_t) (last - p) < info_len) {
+            return NGX_ERROR;
+        }
+
+        label = ngx_http_sd_cache_label(i ? sd_scheduler_names()
+                                          : sd_sampler_names(),
+                                        p, info_len);
+        p += info_len;
+
+        if (i) {
+            job->results[0].scheduler = label;
+
+        } else {
+            job->results[0].sampler = label;
+        }
+    }
+
+    /* both or neither: the answer reads the scheduler with the sampler */
+    if (job->results[0].sampler == NULL
+        || job->results[0].scheduler == NULL)
+    {
+        job->results[0].sampler = NULL;
+        job->results[0].scheduler = NULL;
     }
 
     for (i = 0; i < (int) n; i++) {

@@ -49,15 +49,24 @@ def images(r):
     return [base64.b64decode(x) for x in r.json()["images"]]
 
 
+def info(r):
+    """The answer's info but for what is each request's own."""
+    o = json.loads(r.json()["info"])
+    for k in ("job_timestamp", "subseed", "all_subseeds"):
+        del o[k]
+    return o
+
+
 def check_apart(n, mc, path, base, variants, headers=None):
     """base, then every variant: each a miss and an entry of its own; then
-    each again: a hit with the bytes of its own first answer."""
-    first = []
+    each again: a hit with the bytes and info of its own first answer."""
+    first, infos = [], []
     for i, body in enumerate([base] + variants):
         r = n.post(path, body, headers=headers)
         assert r.status_code == 200, (i, r.text)
         assert r.headers["X-Cache"] == "MISS", i
         first.append(images(r))
+        infos.append(info(r))
         wait_items(mc, i + 1)
 
     steps = steps_run(n)
@@ -65,6 +74,7 @@ def check_apart(n, mc, path, base, variants, headers=None):
         r = n.post(path, body, headers=headers)
         assert r.headers.get("X-Cache") == "HIT", (i, r.text[:200])
         assert images(r) == first[i], i
+        assert info(r) == infos[i], i
     assert steps_run(n) == steps
     return first
 
@@ -72,7 +82,8 @@ def check_apart(n, mc, path, base, variants, headers=None):
 def test_img2img_cached(nginx_factory, memcached):
     n = cached_server(nginx_factory, memcached)
     init = png_encode(64, 64, gradient)
-    body = dict(BASE, init_images=[init], denoising_strength=0.5)
+    body = dict(BASE, init_images=[init], denoising_strength=0.5,
+                sampler_name="k_euler")
     a = {"X-Tenant": "a"}
 
     r1 = n.post("/sdapi/v1/img2img", body, headers=a)
@@ -91,9 +102,10 @@ def test_img2img_cached(nginx_factory, memcached):
     assert r2.headers["X-Cache"] == "HIT", r2.text
     assert r2.headers["X-Task-Id"] != r1.headers["X-Task-Id"]
     assert images(r2) == images(r1)
-    i1, i2 = json.loads(r1.json()["info"]), json.loads(r2.json()["info"])
-    assert i1["infotexts"] == i2["infotexts"]
-    assert i2["denoising_strength"] == 0.5
+    # the info too, "sampler_name" included: what ran, not the alias asked
+    assert info(r2) == info(r1)
+    assert info(r2)["sampler_name"] == "Euler"
+    assert info(r2)["denoising_strength"] == 0.5
     # the parameters are the request's own (include_init_images echoes)
     assert r2.json()["parameters"]["init_images"] == same["init_images"]
     assert r1.json()["parameters"]["init_images"] is None
