@@ -510,37 +510,21 @@ ngx_http_sd_styles_list(ngx_http_request_t *r, cJSON *body)
 }
 
 
-/* GET /sdapi/v1/embeddings: {"loaded": {}, "skipped": {}} */
+/* GET /sdapi/v1/embeddings and /sdapi/v1/scripts: constant answers */
 
 ngx_int_t
 ngx_http_sd_embeddings(ngx_http_request_t *r, cJSON *body)
 {
-    cJSON  *o;
-
-    o = cJSON_CreateObject();
-    if (o) {
-        cJSON_AddObjectToObject(o, "loaded");
-        cJSON_AddObjectToObject(o, "skipped");
-    }
-
-    return ngx_http_sd_send_list(r, o);
+    return ngx_http_sd_send_list(r, cJSON_Parse("{\"loaded\":{},"
+                                                "\"skipped\":{}}"));
 }
 
-
-/* GET /sdapi/v1/scripts: {"txt2img": [], "img2img": []} */
 
 ngx_int_t
 ngx_http_sd_scripts(ngx_http_request_t *r, cJSON *body)
 {
-    cJSON  *o;
-
-    o = cJSON_CreateObject();
-    if (o) {
-        cJSON_AddArrayToObject(o, "txt2img");
-        cJSON_AddArrayToObject(o, "img2img");
-    }
-
-    return ngx_http_sd_send_list(r, o);
+    return ngx_http_sd_send_list(r, cJSON_Parse("{\"txt2img\":[],"
+                                                "\"img2img\":[]}"));
 }
 
 
