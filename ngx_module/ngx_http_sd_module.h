@@ -482,6 +482,8 @@ ngx_int_t ngx_http_sd_extra_batch(ngx_http_request_t *r, cJSON *body);
 
 /* ngx_http_sd_metrics.c */
 ngx_int_t ngx_http_sd_metrics_handler(ngx_http_request_t *r);
+u_char *ngx_http_sd_print_hist(u_char *p, u_char *last, const char *name,
+    const char *help, ngx_http_sd_hist_t *h, const double *le);
 
 /* ngx_http_sd_queue.c */
 ngx_http_sd_refusal_e ngx_http_sd_enqueue(ngx_http_request_t *r,
