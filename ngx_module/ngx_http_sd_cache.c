@@ -5,11 +5,12 @@
  * A txt2img or img2img request with a fixed seed is a pure function of its
  * canonical form: every field that changes the pixels (an img2img's init
  * images and mask by their pixels), the answer's image format, the
- * model's hash, the device and the precision. Its MD5, under a namespace that is the MD5 of the
- * tenant, names a memcached entry that holds the images and infotexts of
- * the whole answer; the answer itself (task id, parameters, info) is built
- * again for each request, so a hit differs from the first answer only in
- * what is the request's own.
+ * model's hash, the device and the precision. Its MD5, under a namespace
+ * that is the MD5 of the tenant, names a memcached entry that holds the
+ * images and infotexts of the whole answer (and the sampler that ran);
+ * the answer itself (task id, parameters, info) is built again for each
+ * request, so a hit differs from the first answer only in what is the
+ * request's own.
  *
  * The client: memcached's text protocol ("get", "set") over a connection
  * of its own per operation, made with ngx_event_connect_peer() and driven
@@ -680,8 +681,9 @@ ngx_http_sd_cache_header(ngx_http_request_t *r, const char *value)
 
 
 /*
- * Before a txt2img or img2img job is queued: NGX_DONE when a lookup is under way (it
- * answers the request or queues the job), NGX_DECLINED to queue it now.
+ * Before a txt2img or img2img job is queued: NGX_DONE when a lookup is
+ * under way (it answers the request or queues the job), NGX_DECLINED to
+ * queue it now.
  */
 
 ngx_int_t

@@ -5,8 +5,9 @@
  * of sd_lora_dir, the engine's samplers and schedulers, the built-in
  * upscalers and latent upscale modes, the VAE choices (these five from
  * one table-driven builder), prompt styles of sd_styles_file, and empty
- * lists where this server has nothing (embeddings, hypernetworks, face restorers, scripts,
- * extensions...). Interrogate answers 501: no interrogator is installed.
+ * lists where this server has nothing (embeddings, hypernetworks, face
+ * restorers, scripts, extensions...). Interrogate answers 501: no
+ * interrogator is installed.
  *
  * Invariant: a listing reads the folder or file when asked (A1111 lists
  * what it found at its last refresh; here every request is a refresh), on
