@@ -166,11 +166,16 @@ def test_txt2img_key_fields(nginx_factory, memcached, tmp_path):
              denoising_strength=0.4),
         dict(BASE, enable_hr=True, hr_scale=1.5, hr_second_pass_steps=1,
              hr_upscaler="Lanczos"),
+        dict(BASE, override_settings={"samples_format": "webp"}),
+        dict(BASE, override_settings={"samples_format": "webp",
+                                      "webp_lossless": True}),
     ])
     # the entries hold what was sent: PNG, JPEG at two qualities
     assert first[0][0][:4] == b"\x89PNG"
     assert first[6][0][:2] == first[7][0][:2] == b"\xff\xd8"
     assert first[6][0] != first[7][0]
+    assert first[12][0][8:12] == first[13][0][8:12] == b"WEBP"
+    assert first[12][0] != first[13][0]
 
     # a style that is not in the file changes nothing the engine reads:
     # the first entry, with the request's own styles in its info
