@@ -2,13 +2,15 @@
 /*
  * ngx_http_sd_cache.c: the result cache, in memcached.
  *
- * A txt2img request with a fixed seed is a pure function of its canonical
- * form: every field that changes the pixels, the model's hash, the device
- * and the precision. Its MD5, under a namespace that is the MD5 of the
- * tenant, names a memcached entry that holds the images and infotexts of
- * the whole answer; the answer itself (task id, parameters, info) is built
- * again for each request, so a hit differs from the first answer only in
- * what is the request's own.
+ * A txt2img or img2img request with a fixed seed is a pure function of its
+ * canonical form: every field that changes the pixels (an img2img's init
+ * images and mask by their pixels), the answer's image format, the
+ * model's hash, the device and the precision. Its MD5, under a namespace
+ * that is the MD5 of the tenant, names a memcached entry that holds the
+ * images and infotexts of the whole answer (and the sampler that ran);
+ * the answer itself (task id, parameters, info) is built again for each
+ * request, so a hit differs from the first answer only in what is the
+ * request's own.
  *
  * The client: memcached's text protocol ("get", "set") over a connection
  * of its own per operation, made with ngx_event_connect_peer() and driven
@@ -35,7 +37,7 @@
 #include "ngx_http_sd_module.h"
 
 
-#define NGX_HTTP_SD_CACHE_MAGIC  "SDC1"
+#define NGX_HTTP_SD_CACHE_MAGIC  "SDC2"
 #define NGX_HTTP_SD_CACHE_LOG_MS 10000
 
 
@@ -67,6 +69,7 @@ static void ngx_http_sd_cache_num(ngx_md5_t *md5, const char *name,
     int64_t v);
 static void ngx_http_sd_cache_float(ngx_md5_t *md5, const char *name,
     float v);
+static void ngx_http_sd_cache_img2img(ngx_md5_t *md5, sd_request *q);
 static ngx_int_t ngx_http_sd_cache_key(ngx_http_request_t *r,
     ngx_http_sd_job_t *job);
 static ngx_int_t ngx_http_sd_cache_decode(ngx_http_sd_job_t *job, u_char *p,
@@ -218,10 +221,55 @@ ngx_http_sd_cache_float(ngx_md5_t *md5, const char *name, float v)
 
 
 /*
- * The canonical form of a txt2img job: every field of the request that
- * the engine reads, with the model and the device. A field added to
- * sd_request (clip skip, an init image) must be added here, or two
- * requests that differ by it would share an entry.
+ * img2img's part of the key: the init images and the mask by their decoded
+ * pixels (what the engine reads: one image sent as PNG or as JPEG of the
+ * same pixels is one entry), each after its size, and the numbers.
+ */
+
+static void
+ngx_http_sd_cache_img2img(ngx_md5_t *md5, sd_request *q)
+{
+    int             i;
+    const sd_rgb8  *im;
+
+    ngx_http_sd_cache_num(md5, "n_init_images", q->n_init_images);
+
+    for (i = 0; i < q->n_init_images; i++) {
+        im = &q->init_images[i];
+        ngx_http_sd_cache_num(md5, "init_width", im->width);
+        ngx_http_sd_cache_num(md5, "init_height", im->height);
+        ngx_md5_update(md5, im->rgb, (size_t) im->width * im->height * 3);
+    }
+
+    ngx_http_sd_cache_num(md5, "resize_mode", q->resize_mode);
+    ngx_http_sd_cache_float(md5, "denoising_strength",
+                            q->denoising_strength);
+
+    if (q->mask.gray == NULL) {
+        return;
+    }
+
+    ngx_http_sd_cache_num(md5, "mask_width", q->mask.width);
+    ngx_http_sd_cache_num(md5, "mask_height", q->mask.height);
+    ngx_md5_update(md5, q->mask.gray, (size_t) q->mask.width
+                                      * q->mask.height);
+    ngx_http_sd_cache_num(md5, "mask_blur_x", q->mask_blur_x);
+    ngx_http_sd_cache_num(md5, "mask_blur_y", q->mask_blur_y);
+    ngx_http_sd_cache_num(md5, "inpainting_fill", q->inpainting_fill);
+    ngx_http_sd_cache_num(md5, "inpaint_full_res", q->inpaint_full_res);
+    ngx_http_sd_cache_num(md5, "inpaint_full_res_padding",
+                          q->inpaint_full_res_padding);
+    ngx_http_sd_cache_num(md5, "inpainting_mask_invert",
+                          q->inpainting_mask_invert);
+}
+
+
+/*
+ * The canonical form of a txt2img or img2img job: every field of the
+ * request that the engine reads, with the model and the device, and the
+ * format the images are sent in. A field added to sd_request or to the
+ * answer's format must be added here, or two requests that differ by it
+ * would share an entry (tests/http/test_cache_key.py tries each).
  */
 
 static ngx_int_t
@@ -289,6 +337,38 @@ ngx_http_sd_cache_key(ngx_http_request_t *r, ngx_http_sd_job_t *job)
     ngx_http_sd_cache_str(&md5, "prompt", q->prompt);
     ngx_http_sd_cache_str(&md5, "negative_prompt", q->negative_prompt);
 
+    /* the options the engine applies (styles are in the prompts now) */
+    ngx_http_sd_cache_num(&md5, "clip_skip", q->clip_skip);
+    ngx_http_sd_cache_num(&md5, "eta_noise_seed_delta",
+                          q->eta_noise_seed_delta);
+    ngx_http_sd_cache_float(&md5, "eta", q->eta);
+
+    /* the images are stored as they were sent: in the answer's format */
+    ngx_http_sd_cache_num(&md5, "samples_format", job->in.out.format);
+    ngx_http_sd_cache_num(&md5, "jpeg_quality", job->in.out.quality);
+    ngx_http_sd_cache_num(&md5, "webp_lossless", job->in.out.lossless);
+    ngx_http_sd_cache_num(&md5, "enable_pnginfo", job->in.out.pnginfo);
+
+    if (q->enable_hr) {
+        ngx_http_sd_cache_float(&md5, "hr_scale", q->hr_scale);
+        ngx_http_sd_cache_num(&md5, "hr_resize_x", q->hr_resize_x);
+        ngx_http_sd_cache_num(&md5, "hr_resize_y", q->hr_resize_y);
+        ngx_http_sd_cache_str(&md5, "hr_upscaler", q->hr_upscaler);
+        ngx_http_sd_cache_num(&md5, "hr_second_pass_steps",
+                              q->hr_second_pass_steps);
+        ngx_http_sd_cache_str(&md5, "hr_prompt", q->hr_prompt);
+        ngx_http_sd_cache_str(&md5, "hr_negative_prompt",
+                              q->hr_negative_prompt);
+        ngx_http_sd_cache_str(&md5, "hr_sampler", q->hr_sampler);
+        ngx_http_sd_cache_str(&md5, "hr_scheduler", q->hr_scheduler);
+        ngx_http_sd_cache_float(&md5, "hr_denoising_strength",
+                                q->denoising_strength);
+    }
+
+    if (q->n_init_images > 0) {
+        ngx_http_sd_cache_img2img(&md5, q);
+    }
+
     ngx_http_sd_cache_hex(p, &md5);
     p += 32;
     *p = '\0';
@@ -297,7 +377,11 @@ ngx_http_sd_cache_key(ngx_http_request_t *r, ngx_http_sd_job_t *job)
 }
 
 
-/* the entry: "SDC1", n_iter, then per iteration its images */
+/*
+ * The entry: "SDC2", n_iter, the sampler and scheduler that ran (their
+ * labels: the answer's "sampler_name" is what ran, not what was asked),
+ * then per iteration its images.
+ */
 
 static u_char *
 ngx_http_sd_cache_u32(u_char *p, uint32_t v)
@@ -315,6 +399,41 @@ ngx_http_sd_cache_u64(u_char *p, uint64_t v)
 }
 
 
+/* the label of the sampler (which 0) or scheduler (1) that ran, or "" */
+
+static const char *
+ngx_http_sd_cache_ran(ngx_http_sd_job_t *job, int which)
+{
+    const char  *s;
+
+    if (job->n_done == 0) {
+        return "";
+    }
+
+    s = which ? job->results[0].scheduler : job->results[0].sampler;
+
+    return s ? s : "";
+}
+
+
+/*
+ * A label read back as the engine's own static string (sd_result's are),
+ * or NULL (the answer then says what was asked) if this engine has none.
+ */
+
+static const char *
+ngx_http_sd_cache_label(const char *const *names, u_char *p, size_t len)
+{
+    for ( /* void */ ; *names; names++) {
+        if (ngx_strlen(*names) == len && ngx_strncmp(*names, p, len) == 0) {
+            return *names;
+        }
+    }
+
+    return NULL;
+}
+
+
 static size_t
 ngx_http_sd_cache_size(ngx_http_sd_job_t *job)
 {
@@ -322,7 +441,8 @@ ngx_http_sd_cache_size(ngx_http_sd_job_t *job)
     size_t     len;
     sd_image  *img;
 
-    len = 8;
+    len = 8 + 8 + ngx_strlen(ngx_http_sd_cache_ran(job, 0))
+          + ngx_strlen(ngx_http_sd_cache_ran(job, 1));
     for (i = 0; i < job->n_done; i++) {
         len += 4;
         for (k = 0; k < job->results[i].n_images; k++) {
@@ -345,6 +465,12 @@ ngx_http_sd_cache_encode(ngx_http_sd_job_t *job, u_char *p)
 
     p = ngx_cpymem(p, NGX_HTTP_SD_CACHE_MAGIC, 4);
     p = ngx_http_sd_cache_u32(p, job->n_done);
+
+    for (i = 0; i < 2; i++) {
+        n = ngx_strlen(ngx_http_sd_cache_ran(job, i));
+        p = ngx_http_sd_cache_u32(p, n);
+        p = ngx_cpymem(p, ngx_http_sd_cache_ran(job, i), n);
+    }
 
     for (i = 0; i < job->n_done; i++) {
         p = ngx_http_sd_cache_u32(p, job->results[i].n_images);
@@ -371,10 +497,11 @@ ngx_http_sd_cache_encode(ngx_http_sd_job_t *job, u_char *p)
 static ngx_int_t
 ngx_http_sd_cache_decode(ngx_http_sd_job_t *job, u_char *p, size_t len)
 {
-    int        i, k;
-    u_char    *last;
-    uint32_t   n, png_len, info_len;
-    sd_image  *img;
+    int          i, k;
+    u_char      *last;
+    uint32_t     n, png_len, info_len;
+    sd_image    *img;
+    const char  *label;
 
     last = p + len;
 
@@ -392,6 +519,39 @@ ngx_http_sd_cache_decode(ngx_http_sd_job_t *job, u_char *p, size_t len)
     job->results = ngx_calloc(n * sizeof(sd_result), ngx_cycle->log);
     if (job->results == NULL) {
         return NGX_ERROR;
+    }
+
+    for (i = 0; i < 2; i++) {
+        if (last - p < 4) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(&info_len, p, 4);
+        p += 4;
+
+        if ((size_t) (last - p) < info_len) {
+            return NGX_ERROR;
+        }
+
+        label = ngx_http_sd_cache_label(i ? sd_scheduler_names()
+                                          : sd_sampler_names(),
+                                        p, info_len);
+        p += info_len;
+
+        if (i) {
+            job->results[0].scheduler = label;
+
+        } else {
+            job->results[0].sampler = label;
+        }
+    }
+
+    /* both or neither: the answer reads the scheduler with the sampler */
+    if (job->results[0].sampler == NULL
+        || job->results[0].scheduler == NULL)
+    {
+        job->results[0].sampler = NULL;
+        job->results[0].scheduler = NULL;
     }
 
     for (i = 0; i < (int) n; i++) {
@@ -521,8 +681,9 @@ ngx_http_sd_cache_header(ngx_http_request_t *r, const char *value)
 
 
 /*
- * Before a txt2img job is queued: NGX_DONE when a lookup is under way (it
- * answers the request or queues the job), NGX_DECLINED to queue it now.
+ * Before a txt2img or img2img job is queued: NGX_DONE when a lookup is
+ * under way (it answers the request or queues the job), NGX_DECLINED to
+ * queue it now.
  */
 
 ngx_int_t
@@ -1063,7 +1224,7 @@ ngx_http_sd_serve_metrics(u_char *p, u_char *last)
                 "sd_breaker_opened_total %uA\n"
                 "# TYPE sd_breaker_rejected_total counter\n"
                 "sd_breaker_rejected_total %uA\n"
-                "# HELP sd_cache_hits_total txt2img answered from "
+                "# HELP sd_cache_hits_total txt2img and img2img answered from "
                 "memcached.\n"
                 "# TYPE sd_cache_hits_total counter\n"
                 "sd_cache_hits_total %uA\n"

@@ -60,11 +60,8 @@ ngx_http_sd_extras_num(cJSON *body, const char *key, double def, double min,
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)
         || v->valuedouble < min || v->valuedouble > max)
     {
-        memset(e, 0, sizeof(ngx_http_sd_verr_t));
-        e->field = key;
-        e->type = "value_error";
-        snprintf(e->msg, sizeof(e->msg), "Value error, %s must be a number "
-                 "from %g to %g", key, min, max);
+        ngx_http_sd_verr(e, key, "value_error", "Value error, %s must be a "
+                         "number from %g to %g", key, min, max);
         return -1;
     }
 
@@ -86,20 +83,14 @@ ngx_http_sd_extras_image(ngx_http_sd_extras_t *x, cJSON *v,
     memset(im, 0, sizeof(*im));
 
     if (!cJSON_IsString(v) || v->valuestring[0] == '\0') {
-        memset(e, 0, sizeof(ngx_http_sd_verr_t));
-        e->field = field;
-        e->type = "value_error";
-        snprintf(e->msg, sizeof(e->msg), "Value error, %s needs a base64 "
-                 "image", field);
+        ngx_http_sd_verr(e, field, "value_error", "Value error, %s needs a "
+                         "base64 image", field);
         return -1;
     }
 
     if (ngx_http_sd_image_b64(v->valuestring, &im->data, &im->len) != 0) {
-        memset(e, 0, sizeof(ngx_http_sd_verr_t));
-        e->field = field;
-        e->type = "value_error";
-        snprintf(e->msg, sizeof(e->msg), "Value error, %s is not base64 "
-                 "(or a data: URL)", field);
+        ngx_http_sd_verr(e, field, "value_error", "Value error, %s is not "
+                         "base64 (or a data: URL)", field);
         return -1;
     }
 

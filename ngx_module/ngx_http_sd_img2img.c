@@ -73,11 +73,8 @@ ngx_http_sd_io_num(cJSON *body, const char *key, double def, double min,
     }
 
     if (!isfinite(d) || d < min || d > max) {
-        memset(e, 0, sizeof(ngx_http_sd_verr_t));
-        e->field = key;
-        e->type = "value_error";
-        snprintf(e->msg, sizeof(e->msg), "Value error, %s must be a number "
-                 "from %g to %g", key, min, max);
+        ngx_http_sd_verr(e, key, "value_error", "Value error, %s must be a "
+                         "number from %g to %g", key, min, max);
         return -1;
     }
 
@@ -99,10 +96,8 @@ ngx_http_sd_io_str(cJSON *body, const char *key, const char *def,
     v = cJSON_GetObjectItemCaseSensitive(body, key);
 
     if (v && !cJSON_IsNull(v) && !cJSON_IsString(v)) {
-        memset(e, 0, sizeof(ngx_http_sd_verr_t));
-        e->field = key;
-        e->type = "string_type";
-        snprintf(e->msg, sizeof(e->msg), "Input should be a valid string");
+        ngx_http_sd_verr(e, key, "string_type",
+                         "Input should be a valid string");
         return -1;
     }
 
@@ -316,21 +311,17 @@ ngx_http_sd_img2img_read(cJSON *body, ngx_http_sd_txt2img_t *t,
 
     v = cJSON_GetObjectItemCaseSensitive(body, "init_images");
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0) {
-        memset(e, 0, sizeof(ngx_http_sd_verr_t));
-        e->field = "init_images";
-        e->type = v ? "value_error" : "missing";
-        snprintf(e->msg, sizeof(e->msg), v ? "Value error, init_images "
-                 "needs at least one image" : "Field required");
+        ngx_http_sd_verr(e, "init_images", v ? "value_error" : "missing",
+                         "%s", v ? "Value error, init_images needs at "
+                         "least one image" : "Field required");
         return NGX_HTTP_SD_PARSE_INVALID;
     }
 
     n = cJSON_GetArraySize(v);
     if (n > NGX_HTTP_SD_EXTRAS_MAX) {
-        memset(e, 0, sizeof(ngx_http_sd_verr_t));
-        e->field = "init_images";
-        e->type = "value_error";
-        snprintf(e->msg, sizeof(e->msg), "Value error, at most %d images",
-                 NGX_HTTP_SD_EXTRAS_MAX);
+        ngx_http_sd_verr(e, "init_images", "value_error",
+                         "Value error, at most %d images",
+                         NGX_HTTP_SD_EXTRAS_MAX);
         return NGX_HTTP_SD_PARSE_INVALID;
     }
 

@@ -2,10 +2,12 @@
 /*
  * ngx_http_sd_lists.c: A1111's listing routes, in its shapes, so that
  * clients that list before they generate find lists, not 404s: LoRA files
- * of sd_lora_dir, the built-in upscalers and latent upscale modes, the
- * VAE choices, prompt styles of sd_styles_file, and empty lists where this
- * server has nothing (embeddings, hypernetworks, face restorers, scripts,
- * extensions...). Interrogate answers 501: no interrogator is installed.
+ * of sd_lora_dir, the engine's samplers and schedulers, the built-in
+ * upscalers and latent upscale modes, the VAE choices (these five from
+ * one table-driven builder), prompt styles of sd_styles_file, and empty
+ * lists where this server has nothing (embeddings, hypernetworks, face
+ * restorers, scripts, extensions...). Interrogate answers 501: no
+ * interrogator is installed.
  *
  * Invariant: a listing reads the folder or file when asked (A1111 lists
  * what it found at its last refresh; here every request is a refresh), on
@@ -22,10 +24,34 @@
 #define NGX_HTTP_SD_LORA_DEPTH  8
 
 
+/* a member of each object of a listing of names (the tables below) */
+typedef enum {
+    NGX_HTTP_SD_LIST_NAME = 0,      /* "key": the name */
+    NGX_HTTP_SD_LIST_STRING,        /* "key": string(i) */
+    NGX_HTTP_SD_LIST_STRINGS,       /* "key": [strings(i)...] */
+    NGX_HTTP_SD_LIST_NULL,          /* "key": null */
+    NGX_HTTP_SD_LIST_NUMBER,        /* "key": number */
+    NGX_HTTP_SD_LIST_FALSE,         /* "key": false */
+    NGX_HTTP_SD_LIST_OBJECT         /* "key": {} */
+} ngx_http_sd_list_type_e;
+
+typedef struct {
+    const char                 *key;
+    ngx_http_sd_list_type_e     type;
+    double                      number;
+    const char                *(*string)(int i);
+    const char *const         *(*strings)(int i);
+} ngx_http_sd_list_member_t;
+
+
 static ngx_int_t ngx_http_sd_lora_scan(ngx_http_request_t *r, cJSON *a,
     const char *dir, ngx_uint_t depth);
 static cJSON *ngx_http_sd_lora_metadata(const char *path);
 static ngx_int_t ngx_http_sd_send_list(ngx_http_request_t *r, cJSON *json);
+static cJSON *ngx_http_sd_list_member(cJSON *o,
+    const ngx_http_sd_list_member_t *m, const char *name, int i);
+static ngx_int_t ngx_http_sd_list_names(ngx_http_request_t *r,
+    const char *const *names, const ngx_http_sd_list_member_t *members);
 
 
 /* sends json (NULL: no memory) and frees it */
@@ -229,100 +255,182 @@ ngx_http_sd_lora_metadata(const char *path)
 }
 
 
+/*
+ * The listings of names (samplers, schedulers, upscalers, latent modes,
+ * VAEs): one object a name, its members as a table says, slot by slot.
+ */
+
+
+/* GET /sdapi/v1/samplers: the engine's, with their A1111 aliases */
+
+static const ngx_http_sd_list_member_t  ngx_http_sd_sampler_members[] = {
+    { "name", NGX_HTTP_SD_LIST_NAME, 0, NULL, NULL },
+    { "aliases", NGX_HTTP_SD_LIST_STRINGS, 0, NULL, sd_sampler_aliases },
+    { "options", NGX_HTTP_SD_LIST_OBJECT, 0, NULL, NULL },
+    { NULL, 0, 0, NULL, NULL }
+};
+
+/* GET /sdapi/v1/schedulers: the engine's names are A1111's labels */
+
+static const ngx_http_sd_list_member_t  ngx_http_sd_scheduler_members[] = {
+    { "name", NGX_HTTP_SD_LIST_STRING, 0, sd_scheduler_name, NULL },
+    { "label", NGX_HTTP_SD_LIST_NAME, 0, NULL, NULL },
+    { "aliases", NGX_HTTP_SD_LIST_NULL, 0, NULL, NULL },
+    { "default_rho", NGX_HTTP_SD_LIST_NUMBER, -1, NULL, NULL },
+    { "need_inner_model", NGX_HTTP_SD_LIST_FALSE, 0, NULL, NULL },
+    { NULL, 0, 0, NULL, NULL }
+};
+
 /* GET /sdapi/v1/upscalers: the engine's built-in ones, scale 4 as A1111 */
+
+static const ngx_http_sd_list_member_t  ngx_http_sd_upscaler_members[] = {
+    { "name", NGX_HTTP_SD_LIST_NAME, 0, NULL, NULL },
+    { "model_name", NGX_HTTP_SD_LIST_NULL, 0, NULL, NULL },
+    { "model_path", NGX_HTTP_SD_LIST_NULL, 0, NULL, NULL },
+    { "model_url", NGX_HTTP_SD_LIST_NULL, 0, NULL, NULL },
+    { "scale", NGX_HTTP_SD_LIST_NUMBER, 4, NULL, NULL },
+    { NULL, 0, 0, NULL, NULL }
+};
+
+/* GET /sdapi/v1/latent-upscale-modes: [{"name"}] */
+
+static const ngx_http_sd_list_member_t  ngx_http_sd_latent_members[] = {
+    { "name", NGX_HTTP_SD_LIST_NAME, 0, NULL, NULL },
+    { NULL, 0, 0, NULL, NULL }
+};
+
+/* GET /sdapi/v1/sd-vae: the model's own VAE, as "Automatic" and "None" */
+
+static const ngx_http_sd_list_member_t  ngx_http_sd_vae_members[] = {
+    { "model_name", NGX_HTTP_SD_LIST_NAME, 0, NULL, NULL },
+    { "filename", NGX_HTTP_SD_LIST_NAME, 0, NULL, NULL },
+    { NULL, 0, 0, NULL, NULL }
+};
+
+static const char  *ngx_http_sd_vae_names[] = { "Automatic", "None", NULL };
+
+
+/* one member of name i's object; NULL: no memory */
+
+static cJSON *
+ngx_http_sd_list_member(cJSON *o, const ngx_http_sd_list_member_t *m,
+    const char *name, int i)
+{
+    cJSON              *a, *v;
+    ngx_uint_t          k;
+    const char *const  *strings;
+
+    switch (m->type) {
+
+    case NGX_HTTP_SD_LIST_NAME:
+        return cJSON_AddStringToObject(o, m->key, name);
+
+    case NGX_HTTP_SD_LIST_STRING:
+        return cJSON_AddStringToObject(o, m->key, m->string(i));
+
+    case NGX_HTTP_SD_LIST_STRINGS:
+        a = cJSON_AddArrayToObject(o, m->key);
+        strings = m->strings(i);
+
+        for (k = 0; a && strings && strings[k]; k++) {
+            v = cJSON_CreateString(strings[k]);
+            if (v == NULL) {
+                return NULL;
+            }
+
+            cJSON_AddItemToArray(a, v);
+        }
+
+        return a;
+
+    case NGX_HTTP_SD_LIST_NULL:
+        return cJSON_AddNullToObject(o, m->key);
+
+    case NGX_HTTP_SD_LIST_NUMBER:
+        return cJSON_AddNumberToObject(o, m->key, m->number);
+
+    case NGX_HTTP_SD_LIST_FALSE:
+        return cJSON_AddFalseToObject(o, m->key);
+
+    default: /* NGX_HTTP_SD_LIST_OBJECT */
+        return cJSON_AddObjectToObject(o, m->key);
+    }
+}
+
+
+/* [{...}, ...]: an object a name of the NULL-terminated names, sent */
+
+static ngx_int_t
+ngx_http_sd_list_names(ngx_http_request_t *r, const char *const *names,
+    const ngx_http_sd_list_member_t *members)
+{
+    int                               i;
+    cJSON                            *a, *o;
+    const ngx_http_sd_list_member_t  *m;
+
+    a = cJSON_CreateArray();
+    if (a == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (i = 0; names[i]; i++) {
+        o = cJSON_CreateObject();
+        if (o == NULL) {
+            cJSON_Delete(a);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        cJSON_AddItemToArray(a, o);
+
+        for (m = members; m->key; m++) {
+            if (ngx_http_sd_list_member(o, m, names[i], i) == NULL) {
+                cJSON_Delete(a);
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
+    }
+
+    return ngx_http_sd_send_list(r, a);
+}
+
+
+ngx_int_t
+ngx_http_sd_samplers(ngx_http_request_t *r, cJSON *body)
+{
+    return ngx_http_sd_list_names(r, sd_sampler_names(),
+                                  ngx_http_sd_sampler_members);
+}
+
+
+ngx_int_t
+ngx_http_sd_schedulers(ngx_http_request_t *r, cJSON *body)
+{
+    return ngx_http_sd_list_names(r, sd_scheduler_names(),
+                                  ngx_http_sd_scheduler_members);
+}
+
 
 ngx_int_t
 ngx_http_sd_upscalers_list(ngx_http_request_t *r, cJSON *body)
 {
-    cJSON              *a, *o;
-    ngx_uint_t          i;
-    const char *const  *names;
-
-    a = cJSON_CreateArray();
-    if (a == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    names = sd_upscaler_names();
-
-    for (i = 0; names[i]; i++) {
-        o = cJSON_CreateObject();
-        if (o == NULL) {
-            cJSON_Delete(a);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        cJSON_AddItemToArray(a, o);
-        cJSON_AddStringToObject(o, "name", names[i]);
-        cJSON_AddNullToObject(o, "model_name");
-        cJSON_AddNullToObject(o, "model_path");
-        cJSON_AddNullToObject(o, "model_url");
-        cJSON_AddNumberToObject(o, "scale", 4);
-    }
-
-    return ngx_http_sd_send_list(r, a);
+    return ngx_http_sd_list_names(r, sd_upscaler_names(),
+                                  ngx_http_sd_upscaler_members);
 }
 
-
-/* GET /sdapi/v1/latent-upscale-modes: [{"name"}] */
 
 ngx_int_t
 ngx_http_sd_latent_modes_list(ngx_http_request_t *r, cJSON *body)
 {
-    cJSON              *a, *o;
-    ngx_uint_t          i;
-    const char *const  *names;
-
-    a = cJSON_CreateArray();
-    if (a == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    names = sd_latent_upscale_modes();
-
-    for (i = 0; names[i]; i++) {
-        o = cJSON_CreateObject();
-        if (o == NULL) {
-            cJSON_Delete(a);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        cJSON_AddItemToArray(a, o);
-        cJSON_AddStringToObject(o, "name", names[i]);
-    }
-
-    return ngx_http_sd_send_list(r, a);
+    return ngx_http_sd_list_names(r, sd_latent_upscale_modes(),
+                                  ngx_http_sd_latent_members);
 }
 
-
-/* GET /sdapi/v1/sd-vae: the model's own VAE, as "Automatic" and "None" */
 
 ngx_int_t
 ngx_http_sd_vae_list(ngx_http_request_t *r, cJSON *body)
 {
-    cJSON       *a, *o;
-    ngx_uint_t   i;
-
-    static const char  *names[] = { "Automatic", "None", NULL };
-
-    a = cJSON_CreateArray();
-    if (a == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    for (i = 0; names[i]; i++) {
-        o = cJSON_CreateObject();
-        if (o == NULL) {
-            cJSON_Delete(a);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        cJSON_AddItemToArray(a, o);
-        cJSON_AddStringToObject(o, "model_name", names[i]);
-        cJSON_AddStringToObject(o, "filename", names[i]);
-    }
-
-    return ngx_http_sd_send_list(r, a);
+    return ngx_http_sd_list_names(r, ngx_http_sd_vae_names,
+                                  ngx_http_sd_vae_members);
 }
 
 
@@ -403,37 +511,21 @@ ngx_http_sd_styles_list(ngx_http_request_t *r, cJSON *body)
 }
 
 
-/* GET /sdapi/v1/embeddings: {"loaded": {}, "skipped": {}} */
+/* GET /sdapi/v1/embeddings and /sdapi/v1/scripts: constant answers */
 
 ngx_int_t
 ngx_http_sd_embeddings(ngx_http_request_t *r, cJSON *body)
 {
-    cJSON  *o;
-
-    o = cJSON_CreateObject();
-    if (o) {
-        cJSON_AddObjectToObject(o, "loaded");
-        cJSON_AddObjectToObject(o, "skipped");
-    }
-
-    return ngx_http_sd_send_list(r, o);
+    return ngx_http_sd_send_list(r, cJSON_Parse("{\"loaded\":{},"
+                                                "\"skipped\":{}}"));
 }
 
-
-/* GET /sdapi/v1/scripts: {"txt2img": [], "img2img": []} */
 
 ngx_int_t
 ngx_http_sd_scripts(ngx_http_request_t *r, cJSON *body)
 {
-    cJSON  *o;
-
-    o = cJSON_CreateObject();
-    if (o) {
-        cJSON_AddArrayToObject(o, "txt2img");
-        cJSON_AddArrayToObject(o, "img2img");
-    }
-
-    return ngx_http_sd_send_list(r, o);
+    return ngx_http_sd_send_list(r, cJSON_Parse("{\"txt2img\":[],"
+                                                "\"img2img\":[]}"));
 }
 
 

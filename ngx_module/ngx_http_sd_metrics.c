@@ -11,8 +11,6 @@
 #include "ngx_http_sd_module.h"
 
 
-static u_char *ngx_http_sd_print_hist(u_char *p, u_char *last,
-    const char *name, ngx_http_sd_hist_t *h, const double *le);
 static u_char *ngx_http_sd_print_label(u_char *p, u_char *last, u_char *s);
 
 
@@ -37,12 +35,18 @@ ngx_http_sd_print_label(u_char *p, u_char *last, u_char *s)
 }
 
 
-static u_char *
+/* a histogram in Prometheus' text format; help may be NULL */
+
+u_char *
 ngx_http_sd_print_hist(u_char *p, u_char *last, const char *name,
-    ngx_http_sd_hist_t *h, const double *le)
+    const char *help, ngx_http_sd_hist_t *h, const double *le)
 {
     ngx_uint_t         i;
     ngx_atomic_uint_t  cum;
+
+    if (help) {
+        p = ngx_slprintf(p, last, "# HELP %s %s\n", name, help);
+    }
 
     p = ngx_slprintf(p, last, "# TYPE %s histogram\n", name);
 
@@ -219,9 +223,9 @@ ngx_http_sd_metrics_handler(ngx_http_request_t *r)
         }
     }
 
-    p = ngx_http_sd_print_hist(p, last, "sd_step_seconds", &shm->step_hist,
-                               ngx_http_sd_step_le);
-    p = ngx_http_sd_print_hist(p, last, "sd_request_seconds",
+    p = ngx_http_sd_print_hist(p, last, "sd_step_seconds", NULL,
+                               &shm->step_hist, ngx_http_sd_step_le);
+    p = ngx_http_sd_print_hist(p, last, "sd_request_seconds", NULL,
                                &shm->request_hist, ngx_http_sd_request_le);
 
     p = ngx_slprintf(p, last,

@@ -455,8 +455,6 @@ ngx_int_t ngx_http_sd_ping(ngx_http_request_t *r, cJSON *body);
 size_t ngx_http_sd_model_refs(ngx_http_sd_model_ref_t *refs);
 ngx_int_t ngx_http_sd_options(ngx_http_request_t *r, cJSON *body);
 ngx_int_t ngx_http_sd_sd_models(ngx_http_request_t *r, cJSON *body);
-ngx_int_t ngx_http_sd_samplers(ngx_http_request_t *r, cJSON *body);
-ngx_int_t ngx_http_sd_schedulers(ngx_http_request_t *r, cJSON *body);
 ngx_int_t ngx_http_sd_png_info(ngx_http_request_t *r, cJSON *body);
 ngx_int_t ngx_http_sd_refresh(ngx_http_request_t *r, cJSON *body);
 ngx_int_t ngx_http_sd_unload(ngx_http_request_t *r, cJSON *body);
@@ -464,6 +462,8 @@ ngx_int_t ngx_http_sd_reload(ngx_http_request_t *r, cJSON *body);
 
 /* ngx_http_sd_lists.c */
 ngx_int_t ngx_http_sd_loras(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_samplers(ngx_http_request_t *r, cJSON *body);
+ngx_int_t ngx_http_sd_schedulers(ngx_http_request_t *r, cJSON *body);
 ngx_int_t ngx_http_sd_upscalers_list(ngx_http_request_t *r, cJSON *body);
 ngx_int_t ngx_http_sd_latent_modes_list(ngx_http_request_t *r,
     cJSON *body);
@@ -483,6 +483,8 @@ ngx_int_t ngx_http_sd_extra_batch(ngx_http_request_t *r, cJSON *body);
 
 /* ngx_http_sd_metrics.c */
 ngx_int_t ngx_http_sd_metrics_handler(ngx_http_request_t *r);
+u_char *ngx_http_sd_print_hist(u_char *p, u_char *last, const char *name,
+    const char *help, ngx_http_sd_hist_t *h, const double *le);
 
 /* ngx_http_sd_queue.c */
 ngx_http_sd_refusal_e ngx_http_sd_enqueue(ngx_http_request_t *r,

@@ -38,8 +38,6 @@ static void ngx_http_sd_balance_timer(ngx_event_t *ev);
 static void ngx_http_sd_accept(ngx_uint_t on);
 static ngx_int_t ngx_http_sd_var(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
-static u_char *ngx_http_sd_ops_hist(u_char *p, u_char *last,
-    const char *name, ngx_http_sd_hist_t *h, const double *le);
 
 
 /* the access log's variables: data is the field */
@@ -589,36 +587,8 @@ ngx_http_sd_ops_metrics(u_char *p, u_char *last)
                      "sd_generation_seconds_total %.3f\n",
                      (double) shm->ops.gen_ms_total / 1000);
 
-    return ngx_http_sd_ops_hist(p, last, "sd_queue_wait_seconds",
-                                &shm->ops.queue_wait_hist,
-                                ngx_http_sd_request_le);
-}
-
-
-static u_char *
-ngx_http_sd_ops_hist(u_char *p, u_char *last, const char *name,
-    ngx_http_sd_hist_t *h, const double *le)
-{
-    ngx_uint_t         i;
-    ngx_atomic_uint_t  cum;
-
-    p = ngx_slprintf(p, last, "# HELP %s Seconds jobs waited in the queue."
-                     "\n# TYPE %s histogram\n", name, name);
-
-    cum = 0;
-
-    for (i = 0; i < NGX_HTTP_SD_HIST_BUCKETS; i++) {
-        cum += h->buckets[i];
-
-        if (le[i] < 0) {
-            p = ngx_slprintf(p, last, "%s_bucket{le=\"+Inf\"} %uA\n",
-                             name, cum);
-        } else {
-            p = ngx_slprintf(p, last, "%s_bucket{le=\"%.3f\"} %uA\n",
-                             name, le[i], cum);
-        }
-    }
-
-    return ngx_slprintf(p, last, "%s_sum %.6f\n%s_count %uA\n", name,
-                        (double) h->sum_us / 1e6, name, h->count);
+    return ngx_http_sd_print_hist(p, last, "sd_queue_wait_seconds",
+                                  "Seconds jobs waited in the queue.",
+                                  &shm->ops.queue_wait_hist,
+                                  ngx_http_sd_request_le);
 }

@@ -399,11 +399,11 @@ ngx_http_sd_options_apply(cJSON *stored, cJSON *body, const char *field,
         }
 
         if (bad) {
-            memset(e, 0, sizeof(ngx_http_sd_verr_t));
-            e->field = field ? field : ngx_http_sd_option_find(k)->key;
-            e->type = "value_error";
-            snprintf(e->msg, sizeof(e->msg), "Value error, %s%s%s",
-                     why[0] == 'm' ? k : "", why[0] == 'm' ? " " : "", why);
+            ngx_http_sd_verr(e, field ? field
+                                      : ngx_http_sd_option_find(k)->key,
+                             "value_error", "Value error, %s%s%s",
+                             why[0] == 'm' ? k : "",
+                             why[0] == 'm' ? " " : "", why);
             return -1;
         }
 

@@ -43,12 +43,6 @@ typedef struct {
 } ngx_http_sd_param_t;
 
 
-static void ngx_http_sd_verr(ngx_http_sd_verr_t *e, const char *field,
-    const char *type, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 4, 5)))
-#endif
-    ;
 static int ngx_http_sd_int_text(const char *s, int64_t *v, int *over);
 static int ngx_http_sd_get_int(cJSON *o, const char *key, int64_t def,
     int64_t min, int64_t max, int64_t *out, ngx_http_sd_verr_t *e);
@@ -265,12 +259,15 @@ ngx_http_sd_strdup(const char *s)
 
 /* fields */
 
-static void
+/* A refusal of field (NULL: the body), pydantic's type, a message. */
+
+void
 ngx_http_sd_verr(ngx_http_sd_verr_t *e, const char *field, const char *type,
     const char *fmt, ...)
 {
     va_list  args;
 
+    memset(e, 0, sizeof(ngx_http_sd_verr_t));
     e->field = field;
     e->type = type;
 

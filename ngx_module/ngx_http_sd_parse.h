@@ -153,6 +153,12 @@ cJSON *ngx_http_sd_json_detail(const ngx_http_sd_verr_t *e);
 
 /* ngx_http_sd_parse.c */
 
+void ngx_http_sd_verr(ngx_http_sd_verr_t *e, const char *field,
+    const char *type, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
 int ngx_http_sd_task_id_valid(const char *s, size_t len);
 int ngx_http_sd_image_b64(const char *s, unsigned char **out, size_t *len);
 int ngx_http_sd_find_model(const char *s,

@@ -1,8 +1,8 @@
 
 /*
  * ngx_http_sd_server.c: the routes about the server itself: options,
- * sd-models, samplers, schedulers, png-info and the checkpoint actions
- * (refresh, unload, reload).
+ * sd-models, png-info and the checkpoint actions (refresh, unload,
+ * reload); the samplers and schedulers are listed by ngx_http_sd_lists.c.
  *
  * Invariant: what POST options changes lives in the shared zone, so every
  * worker and every tenant sees it; only an sd_operator location changes it
@@ -212,87 +212,6 @@ ngx_http_sd_sd_models(ngx_http_request_t *r, cJSON *body)
         cJSON_AddStringToObject(o, "filename", (char *) m->path.data);
         cJSON_AddNullToObject(o, "config");
         cJSON_AddItemToArray(a, o);
-    }
-
-    rc = ngx_http_sd_send_json(r, NGX_HTTP_OK, a);
-    cJSON_Delete(a);
-
-    return rc;
-}
-
-
-/* the engine's samplers, as A1111 lists them */
-
-ngx_int_t
-ngx_http_sd_samplers(ngx_http_request_t *r, cJSON *body)
-{
-    cJSON              *a, *o, *al;
-    ngx_int_t           rc;
-    ngx_uint_t          i, k;
-    const char *const  *names, *const *aliases;
-
-    names = sd_sampler_names();
-
-    a = cJSON_CreateArray();
-    if (a == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    for (i = 0; names[i]; i++) {
-        o = cJSON_CreateObject();
-        if (o == NULL) {
-            cJSON_Delete(a);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        cJSON_AddItemToArray(a, o);
-        cJSON_AddStringToObject(o, "name", names[i]);
-        al = cJSON_AddArrayToObject(o, "aliases");
-        for (k = 0, aliases = sd_sampler_aliases((int) i);
-             al && aliases && aliases[k]; k++)
-        {
-            cJSON_AddItemToArray(al, cJSON_CreateString(aliases[k]));
-        }
-        cJSON_AddObjectToObject(o, "options");
-    }
-
-    rc = ngx_http_sd_send_json(r, NGX_HTTP_OK, a);
-    cJSON_Delete(a);
-
-    return rc;
-}
-
-
-/* the engine's schedulers: its names are A1111's labels */
-
-ngx_int_t
-ngx_http_sd_schedulers(ngx_http_request_t *r, cJSON *body)
-{
-    cJSON              *a, *o;
-    ngx_int_t           rc;
-    ngx_uint_t          i;
-    const char *const  *names;
-
-    names = sd_scheduler_names();
-
-    a = cJSON_CreateArray();
-    if (a == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    for (i = 0; names[i]; i++) {
-        o = cJSON_CreateObject();
-        if (o == NULL) {
-            cJSON_Delete(a);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        cJSON_AddItemToArray(a, o);
-        cJSON_AddStringToObject(o, "name", sd_scheduler_name((int) i));
-        cJSON_AddStringToObject(o, "label", names[i]);
-        cJSON_AddNullToObject(o, "aliases");
-        cJSON_AddNumberToObject(o, "default_rho", -1);
-        cJSON_AddFalseToObject(o, "need_inner_model");
     }
 
     rc = ngx_http_sd_send_json(r, NGX_HTTP_OK, a);

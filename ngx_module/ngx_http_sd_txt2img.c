@@ -13,10 +13,9 @@
 #include "ngx_http_sd_module.h"
 
 
-static ngx_int_t ngx_http_sd_cv_int(ngx_http_request_t *r,
-    ngx_http_complex_value_t *cv, ngx_int_t def, ngx_int_t *out);
-static ngx_int_t ngx_http_sd_cv_size(ngx_http_request_t *r,
-    ngx_http_complex_value_t *cv, ssize_t def, ssize_t *out);
+static ngx_int_t ngx_http_sd_cv_num(ngx_http_request_t *r,
+    ngx_http_complex_value_t *cv, ngx_int_t def, ngx_uint_t size,
+    ngx_int_t *out);
 static ngx_int_t ngx_http_sd_limits(ngx_http_request_t *r,
     ngx_http_sd_limits_t *lim);
 static int64_t ngx_http_sd_random_seed(void);
@@ -25,9 +24,14 @@ static ngx_int_t ngx_http_sd_generate(ngx_http_request_t *r, cJSON *body,
 static cJSON *ngx_http_sd_info(ngx_http_sd_job_t *job);
 
 
+/*
+ * A number (size: a size, 65536, 64k, 1m) from a complex value; def when
+ * unset, empty or not a number (that logged).
+ */
+
 static ngx_int_t
-ngx_http_sd_cv_int(ngx_http_request_t *r, ngx_http_complex_value_t *cv,
-    ngx_int_t def, ngx_int_t *out)
+ngx_http_sd_cv_num(ngx_http_request_t *r, ngx_http_complex_value_t *cv,
+    ngx_int_t def, ngx_uint_t size, ngx_int_t *out)
 {
     ngx_int_t  n;
     ngx_str_t  v;
@@ -46,46 +50,11 @@ ngx_http_sd_cv_int(ngx_http_request_t *r, ngx_http_complex_value_t *cv,
         return NGX_OK;
     }
 
-    n = ngx_atoi(v.data, v.len);
+    n = size ? ngx_parse_size(&v) : ngx_atoi(v.data, v.len);
     if (n == NGX_ERROR) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "sd limit \"%V\" is not a number, using %i", &v, def);
-        return NGX_OK;
-    }
-
-    *out = n;
-
-    return NGX_OK;
-}
-
-
-/* A size (65536, 64k, 1m) from a complex value; def when unset or empty. */
-
-static ngx_int_t
-ngx_http_sd_cv_size(ngx_http_request_t *r, ngx_http_complex_value_t *cv,
-    ssize_t def, ssize_t *out)
-{
-    ssize_t    n;
-    ngx_str_t  v;
-
-    *out = def;
-
-    if (cv == NULL) {
-        return NGX_OK;
-    }
-
-    if (ngx_http_complex_value(r, cv, &v) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (v.len == 0) {
-        return NGX_OK;
-    }
-
-    n = ngx_parse_size(&v);
-    if (n == NGX_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "sd limit \"%V\" is not a size, using %z", &v, def);
+                      "sd limit \"%V\" is not a %s, using %i", &v,
+                      size ? "size" : "number", def);
         return NGX_OK;
     }
 
@@ -100,22 +69,21 @@ ngx_http_sd_cv_size(ngx_http_request_t *r, ngx_http_complex_value_t *cv,
 static ngx_int_t
 ngx_http_sd_limits(ngx_http_request_t *r, ngx_http_sd_limits_t *lim)
 {
-    ssize_t                  prompt;
-    ngx_int_t                pixels, steps, batch, n_iter;
+    ngx_int_t                pixels, steps, batch, n_iter, prompt;
     ngx_http_sd_loc_conf_t  *slcf;
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_sd_module);
 
-    if (ngx_http_sd_cv_int(r, slcf->max_pixels, NGX_HTTP_SD_DEF_MAX_PIXELS,
-                           &pixels) != NGX_OK
-        || ngx_http_sd_cv_int(r, slcf->max_steps, NGX_HTTP_SD_DEF_MAX_STEPS,
-                              &steps) != NGX_OK
-        || ngx_http_sd_cv_int(r, slcf->max_batch_size,
-                              NGX_HTTP_SD_DEF_MAX_BATCH, &batch) != NGX_OK
-        || ngx_http_sd_cv_int(r, slcf->max_n_iter, NGX_HTTP_SD_DEF_MAX_N_ITER,
-                              &n_iter) != NGX_OK
-        || ngx_http_sd_cv_size(r, slcf->max_prompt,
-                               NGX_HTTP_SD_DEF_MAX_PROMPT, &prompt)
+    if (ngx_http_sd_cv_num(r, slcf->max_pixels, NGX_HTTP_SD_DEF_MAX_PIXELS,
+                           0, &pixels) != NGX_OK
+        || ngx_http_sd_cv_num(r, slcf->max_steps, NGX_HTTP_SD_DEF_MAX_STEPS,
+                              0, &steps) != NGX_OK
+        || ngx_http_sd_cv_num(r, slcf->max_batch_size,
+                              NGX_HTTP_SD_DEF_MAX_BATCH, 0, &batch) != NGX_OK
+        || ngx_http_sd_cv_num(r, slcf->max_n_iter, NGX_HTTP_SD_DEF_MAX_N_ITER,
+                              0, &n_iter) != NGX_OK
+        || ngx_http_sd_cv_num(r, slcf->max_prompt,
+                              NGX_HTTP_SD_DEF_MAX_PROMPT, 1, &prompt)
            != NGX_OK)
     {
         return NGX_ERROR;
@@ -283,9 +251,8 @@ ngx_http_sd_generate(ngx_http_request_t *r, cJSON *body, ngx_uint_t img2img)
         in->model = (int) ngx_http_sd_model_current();
     }
 
-    /* ngx_http_sd_cache.c: seed -1 (or a random subseed) is never cached;
-       img2img is not cached yet (its init images are not in the key) */
-    cacheable = (!img2img && in->seed != -1
+    /* ngx_http_sd_cache.c: seed -1 (or a random subseed) is never cached */
+    cacheable = (in->seed != -1
                  && !(in->req.subseed_strength > 0 && in->subseed == -1));
 
     if (in->seed == -1) {
@@ -383,7 +350,7 @@ ngx_http_sd_txt2img_queue(ngx_http_request_t *r, ngx_http_sd_job_t *job)
                                        "circuit breaker open", retry_after);
     }
 
-    if (ngx_http_sd_cv_int(r, slcf->tenant_queue, 0, &tq) != NGX_OK) {
+    if (ngx_http_sd_cv_num(r, slcf->tenant_queue, 0, 0, &tq) != NGX_OK) {
         ngx_http_sd_breaker_refused(job);
         ngx_http_sd_job_free(job);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

@@ -52,25 +52,8 @@ pkg.utils = utils
 K = importlib.import_module('k_diffusion.sampling')
 Kext = importlib.import_module('k_diffusion.external')
 
-from diffusers import StableDiffusion3Pipeline, FlowMatchEulerDiscreteScheduler
-
-
-def staged(src):
-    """The fixture folder with its link files (a path as the content, as
-    git stores symbolic links) made real symbolic links."""
-    dst = f'/tmp/sd/sampler-ref-{os.path.basename(src)}'
-    os.makedirs(dst, exist_ok=True)
-    for e in os.listdir(src):
-        p, q = os.path.join(src, e), os.path.join(dst, e)
-        if os.path.lexists(q):
-            continue
-        if os.path.isfile(p) and os.path.getsize(p) < 256 and e != \
-                'model_index.json':
-            target = os.path.normpath(os.path.join(src, open(p).read().strip()))
-            os.symlink(target if os.path.isdir(target) else p, q)
-        else:
-            os.symlink(os.path.abspath(p), q)
-    return dst
+from diffusers import FlowMatchEulerDiscreteScheduler
+from sdref import tiny_pipeline
 
 
 SHIFT, TRAIN = 3.0, 1000
@@ -242,8 +225,7 @@ for sched in ('diffusers', 'uniform', 'sgm_uniform', 'karras', 'exponential',
         tensors[f'sigmas.{sched}.{n}'] = sigmas_for(sched, n).contiguous()
 
 for model in ('large', 'medium'):
-    pipe = StableDiffusion3Pipeline.from_pretrained(
-        staged(f'{fx}/tiny-sd35-{model}'), torch_dtype=torch.float32)
+    pipe = tiny_pipeline(fx, model, torch.float32, 'sampler-ref')
     pe, ne, pp, npool = pipe.encode_prompt(
         prompt=PROMPT, prompt_2=None, prompt_3=None, negative_prompt=NEG,
         do_classifier_free_guidance=True)
