@@ -227,6 +227,32 @@ stage_graphs2() {
     sleep 3
 }
 
+# text encoders in host memory: the goldens with offload, then Large FP8
+# with and without it (memory, encode time), graphs on and off in BF16
+stage_offload() {
+    for t in encoders pipeline; do
+        run "test_$t (cuda-fp8, offload text)" "$t-fp8-offload.log" env \
+            SD_TEST_DEVICE=cuda-fp8 SD_TEST_OFFLOAD=text $G/bin/test_$t
+    done
+    randmodel large
+    run "bench large fp8" bench-large-fp8.log $G/bin/sd-cli bench \
+        --model /dev/shm/sd-large --precision fp8 --runs 3
+    run "bench large fp8, offload text" bench-large-fp8-offload.log \
+        $G/bin/sd-cli bench --model /dev/shm/sd-large --precision fp8 \
+        --offload text --runs 3
+    run "bench large fp8, offload t5" bench-large-fp8-offload-t5.log \
+        $G/bin/sd-cli bench --model /dev/shm/sd-large --precision fp8 \
+        --offload t5 --runs 3
+    run "bench large fp8, 4 steps cfg 1 (turbo)" bench-turbo-fp8.log \
+        $G/bin/sd-cli bench --model /dev/shm/sd-large --precision fp8 \
+        --runs 3 --steps 4 --cfg 1
+    run "bench large bf16 (graphs)" bench-large-bf16.log $G/bin/sd-cli \
+        bench --model /dev/shm/sd-large --runs 3
+    run "bench large bf16 (no graphs)" bench-large-bf16-nograph.log env \
+        SD_CUDA_NO_GRAPHS=1 $G/bin/sd-cli bench --model /dev/shm/sd-large \
+        --runs 3
+}
+
 # the path of GPUs without FP8 products (A100), forced on the H200
 stage_widen() {
     randmodel large

@@ -29,6 +29,9 @@ def stub(name, **attrs):
     except Exception:
         m = types.ModuleType(name)
         m.__dict__.update(attrs)
+        # diffusers asks importlib.util.find_spec of optional packages,
+        # which refuses a module without a spec
+        m.__spec__ = importlib.machinery.ModuleSpec(name, None)
         sys.modules[name] = m
         return m
 
