@@ -14,7 +14,7 @@ step), so they are compared exactly too.
 
 Usage: sampler_ref.py FIXTURES KDIFFUSION_CHECKOUT OUT.safetensors
 (diffusers importable; torchsde, torchdiffeq, scipy, tqdm optional)."""
-import importlib, json, math, os, sys, types
+import importlib, importlib.machinery, json, math, os, sys, types
 
 import torch
 from safetensors.torch import save_file
