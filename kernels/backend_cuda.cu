@@ -3,7 +3,7 @@
  * uploads and downloads, measuring mode, and the dispatch of each op to
  * its launcher in the other kernels/ files.
  *
- * Memory: weights go into 1 GiB chunks taken while the model loads (a
+ * Memory: weights go into 256 MiB chunks taken while the model loads (a
  * first-fit arena each, so a weight freed at load is reused); activations
  * into one workspace whose size the engine measures after load by running
  * its largest request in measuring mode. Measuring hands out offsets from

@@ -28,11 +28,13 @@ extern "C" {
 
 
 #define SD_CUDA_ALIGN        256                 /* every block's offset */
-#define SD_CUDA_CHUNK        ((size_t) 1 << 30)  /* weight arena chunk */
+#define SD_CUDA_CHUNK        ((size_t) 256 << 20) /* weight arena chunk:
+                                                    at most this much of
+                                                    the device idles */
 #define SD_CUDA_LIB_WS       ((size_t) 256 << 20) /* cuBLASLt + cuDNN */
 #define SD_CUDA_LT_WS        ((size_t) 32 << 20) /* cuBLASLt's share */
 #define SD_CUDA_SMALL        ((size_t) 4 << 20)  /* stats, ids */
-#define SD_CUDA_MAX_CHUNKS   256
+#define SD_CUDA_MAX_CHUNKS   1024
 #define SD_CUDA_FAKE_BASE    ((char *) (uintptr_t) 4096) /* measuring */
 
 

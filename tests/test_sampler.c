@@ -529,6 +529,15 @@ check_reference(void)
             const char    *name = cJSON_GetObjectItem(cs, "name")
                                   ->valuestring;
             int            fb, ok;
+
+            /* every case on Large; on Medium (the same sampler code on
+               another transformer) three, to keep the suite short */
+            if (k == 1 && strcmp(name, "euler.automatic") != 0
+                && strcmp(name, "dpmpp_2m.automatic") != 0
+                && strcmp(name, "euler_a.automatic") != 0)
+            {
+                continue;
+            }
             sd_pipe_args   a;
             sd_pipe_dump   d;
             uint8_t       *rgb = NULL;
