@@ -253,6 +253,31 @@ stage_offload() {
         --runs 3
 }
 
+# FP8 beside the reference's best in one call: our bench (Large FP8, with
+# the encoders offloaded, BF16; Medium FP8) and nginx, then diffusers'
+# whole pipeline in BF16 eager and with FP8 linears + torch.compile
+stage_final() {
+    randmodel large
+    run "bench large fp8" bench-large-fp8.log $G/bin/sd-cli bench \
+        --model /dev/shm/sd-large --precision fp8 --runs 3
+    run "bench large fp8, offload text" bench-large-fp8-offload.log \
+        $G/bin/sd-cli bench --model /dev/shm/sd-large --precision fp8 \
+        --offload text --runs 3
+    run "bench large bf16" bench-large-bf16.log $G/bin/sd-cli bench \
+        --model /dev/shm/sd-large --runs 3
+    PREC=fp8 serve /dev/shm/sd-large large 7863
+    run "nginx large fp8 txt2img 1024" nginx-large-fp8.log python3 \
+        tests/gpu/http_bench.py http://127.0.0.1:7863 --steps 28
+    /tmp/ngx/usr/sbin/nginx -p /tmp/sd/serve-large/ -c nginx.conf -s quit
+    sleep 3
+    randmodel medium
+    run "bench medium fp8" bench-medium-fp8.log $G/bin/sd-cli bench \
+        --model /dev/shm/sd-medium --precision fp8 --runs 3
+    STAGE_TIMEOUT=${REF_TIMEOUT:-330} run "diffusers e2e large (bf16 eager, fp8 compiled)" \
+        e2e-ref-large.log env PYTHONPATH=$G/ref/src:$G/bench python3 \
+        $G/bench/e2e_peer.py $SD_FIXTURES/tiny-sd35-large --compile
+}
+
 # the path of GPUs without FP8 products (A100), forced on the H200
 stage_widen() {
     randmodel large
