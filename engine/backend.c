@@ -523,7 +523,10 @@ sd_linear_act(sd_err *err, sd_tensor *y, const sd_tensor *x,
     if (b && sd_numel(b) != w->ne[0]) {
         return shape_err(err, "linear", "bias", b, w);
     }
-    if (!same_dtype(y, x)) {
+    if (!same_dtype(y, x)
+        && !(x->dtype == SD_DT_F8_E4M3 && w->dtype == SD_DT_F8_E4M3
+             && x->be->fp8_act))
+    {
         return dtype_err(err, "linear", x, y);
     }
     return y->be->ops->linear(err, y, x, w, b, act);
@@ -585,8 +588,9 @@ mod_check(sd_err *err, const char *op, const sd_tensor *y,
     {
         return shape_err(err, op, "shapes", x, shift);
     }
-    if (!same_dtype(y, x) || !same_dtype(x, shift)
-        || !same_dtype(x, scale))
+    if ((!same_dtype(y, x)
+         && !(y->dtype == SD_DT_F8_E4M3 && y->be->fp8_act))
+        || !same_dtype(x, shift) || !same_dtype(x, scale))
     {
         return dtype_err(err, op, x, same_dtype(x, shift) ? scale : shift);
     }
@@ -819,6 +823,9 @@ sd_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *shift, const sd_tensor *scale)
 {
     SD_TRY(mod_check(err, "modulate", y, x, shift, scale));
+    if (!same_dtype(y, x)) {
+        return dtype_err(err, "modulate", x, y);
+    }
     return y->be->ops->modulate(err, y, x, shift, scale);
 }
 

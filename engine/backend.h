@@ -171,6 +171,10 @@ struct sd_backend {
                                                for sd_fp8_weight_policy */
     unsigned                offload;        /* SD_OFFLOAD_* the loaders
                                                honour */
+    int                     fp8_act;        /* norm_modulate may write
+                                               E4M3 rows with their scales
+                                               for a linear with E4M3
+                                               weights (never on the CPU) */
     sd_mem                  load_mem;       /* where sd_weight_load puts
                                                matrices (0: SD_MEM_WEIGHT);
                                                set by a loader for its

@@ -588,6 +588,9 @@ typedef struct {
     sd_tensor      *o;          /* (B, L, W) attention output */
     sd_tensor      *tx, *tc;    /* (B, Lx | Lc, 3 W) fused projections */
     sd_tensor      *fx, *fc;    /* (B, Lx | Lc, F) feed-forward hidden */
+    /* E4M3 twins of hx, nx, nc (be->fp8_act): a norm that feeds a
+       product with E4M3 weights writes its rows quantized */
+    sd_tensor      *hx8, *nx8, *nc8;
 } sd_mmdit_acts;
 
 
@@ -596,6 +599,28 @@ sd_mmdit_acts_free(sd_mmdit_acts *a)
 {
     sd_tensors_free((sd_tensor **) a, sizeof(*a) / sizeof(sd_tensor *));
     memset(a, 0, sizeof(*a));
+}
+
+
+/* Whether a block's product that follows a norm has E4M3 weights. */
+static int
+sd_mmdit_any_fp8(const sd_mmdit *m)
+{
+    int  i;
+
+    for (i = 0; i < m->info.num_layers; i++) {
+        const sd_mmdit_block  *k = &m->blocks[i];
+
+        if (k->attn_x.qkv.w->dtype == SD_DT_F8_E4M3
+            || k->attn_c.qkv.w->dtype == SD_DT_F8_E4M3
+            || k->ff.proj.w->dtype == SD_DT_F8_E4M3
+            || (k->ff_context.proj.w
+                && k->ff_context.proj.w->dtype == SD_DT_F8_E4M3))
+        {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 
@@ -627,7 +652,28 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
     SD_TRY(sd_tensor_new3(err, be, b, lx, 3 * w, &a->tx));
     SD_TRY(sd_tensor_new3(err, be, b, lc, 3 * w, &a->tc));
     SD_TRY(sd_tensor_new3(err, be, b, lx, f, &a->fx));
-    return sd_tensor_new3(err, be, b, lc, f, &a->fc);
+    SD_TRY(sd_tensor_new3(err, be, b, lc, f, &a->fc));
+    if (be->fp8_act && sd_mmdit_any_fp8(m)) {
+        int64_t  sx[3] = { b, lx, w }, sc[3] = { b, lc, w };
+
+        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sx,
+                                &a->hx8));
+        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sc,
+                                &a->nc8));
+        if (dual) {
+            SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3,
+                                    sx, &a->nx8));
+        }
+    }
+    return SD_OK;
+}
+
+
+/* The buffer a norm writes for the product with weights w: E4M3 when w is */
+static sd_tensor *
+sd_mmdit_norm_out(const sd_tensor *w, sd_tensor *bf, sd_tensor *f8)
+{
+    return f8 && w->dtype == SD_DT_F8_E4M3 ? f8 : bf;
 }
 
 
@@ -675,7 +721,9 @@ sd_mmdit_attn2(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
     SD_TRY(sd_tensor_view(err, a->k, 0, 3, a->hx->ne, &kv));
     SD_TRY(sd_tensor_view(err, a->v, 0, 3, a->hx->ne, &vv));
     SD_TRY(sd_tensor_view(err, a->o, 0, 3, a->hx->ne, &ov));
-    SD_TRY(sd_mmdit_project(err, m, at, a->nx, a->tx, &qv, &kv, &vv, 0));
+    SD_TRY(sd_mmdit_project(err, m, at, sd_mmdit_norm_out(at->qkv.w, a->nx,
+                                                          a->nx8),
+                            a->tx, &qv, &kv, &vv, 0));
     SD_TRY(sd_mmdit_sdpa(err, m, &ov, &qv, &kv, &vv));
     return sd_mmdit_linear_fwd(err, a->ax, &ov, &at->out);
 }
@@ -727,7 +775,7 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
            G_MSA2 };
     const sd_mmdit_block  *blk = &m->blocks[bi];
     sd_backend            *be = m->be;
-    sd_tensor             *mod = NULL, *cmod = NULL;
+    sd_tensor             *mod = NULL, *cmod = NULL, *hx, *nc;
     sd_tensor              k[9], ck[6], mv, cmv;
     sd_status              s;
     int64_t                lx = x->ne[1];
@@ -749,27 +797,30 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
     /* lane 1: norm1_context (AdaLayerNormContinuous chunks are (scale,
        shift)), the text stream's q, k, v into rows Lx.. */
     SD_TRY_GOTO(s, sd_backend_lane(err, be, 1), done);
+    nc = sd_mmdit_norm_out(blk->attn_c.qkv.w, a->nc, a->nc8);
     if (blk->pre_only) {
-        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, a->nc, c, &ck[1], &ck[0]),
-                    done);
+        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, nc, c, &ck[1], &ck[0]), done);
     } else {
-        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, a->nc, c, &ck[SH_MSA],
+        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, nc, c, &ck[SH_MSA],
                                          &ck[SC_MSA]), done);
     }
-    SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_c, a->nc, a->tc,
+    SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_c, nc, a->tc,
                                     a->q, a->k, a->v, lx), done);
 
     /* lane 0: "norm_hidden_states = norm(x) * (1 + scale_msa) +
        shift_msa" (ZeroX also "norm_hidden_states2" from the same norm),
        the image stream's q, k, v into rows 0.. */
     SD_TRY_GOTO(s, sd_backend_lane(err, be, 0), done);
-    SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, a->hx, x, &k[SH_MSA], &k[SC_MSA]),
+    hx = sd_mmdit_norm_out(blk->attn_x.qkv.w, a->hx, a->hx8);
+    SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, hx, x, &k[SH_MSA], &k[SC_MSA]),
                 done);
     if (blk->dual) {
-        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, a->nx, x, &k[SH_MSA2],
+        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, sd_mmdit_norm_out(
+                                             blk->attn2.qkv.w, a->nx,
+                                             a->nx8), x, &k[SH_MSA2],
                                          &k[SC_MSA2]), done);
     }
-    SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_x, a->hx, a->tx,
+    SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_x, hx, a->tx,
                                     a->q, a->k, a->v, 0), done);
 
     /* the joint attention, then each stream's part of it: to_add_out
@@ -801,9 +852,10 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
            ff_context, "+ c_gate_mlp * context_ff_output" */
         SD_TRY_GOTO(s, sd_backend_lane(err, be, 1), done);
         SD_TRY_GOTO(s, sd_gate_add(err, c, &ck[G_MSA], a->ac), done);
-        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, a->nc, c, &ck[SH_MLP],
+        nc = sd_mmdit_norm_out(blk->ff_context.proj.w, a->nc, a->nc8);
+        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, nc, c, &ck[SH_MLP],
                                          &ck[SC_MLP]), done);
-        SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, &blk->ff_context, a->nc, a->fc,
+        SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, &blk->ff_context, nc, a->fc,
                                        a->ac), done);
         SD_TRY_GOTO(s, sd_gate_add(err, c, &ck[G_MLP], a->ac), done);
         SD_TRY_GOTO(s, sd_backend_lane(err, be, 0), done);
@@ -811,10 +863,10 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
 
     /* "norm_hidden_states = self.norm2(hidden_states) * (1 + scale_mlp)
        + shift_mlp; hidden_states += gate_mlp * self.ff(...)" */
-    SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, a->hx, x, &k[SH_MLP], &k[SC_MLP]),
+    hx = sd_mmdit_norm_out(blk->ff.proj.w, a->hx, a->hx8);
+    SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, hx, x, &k[SH_MLP], &k[SC_MLP]),
                 done);
-    SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, &blk->ff, a->hx, a->fx, a->ax),
-                done);
+    SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, &blk->ff, hx, a->fx, a->ax), done);
     SD_TRY_GOTO(s, sd_gate_add(err, x, &k[G_MLP], a->ax), done);
     s = SD_OK;
 

@@ -261,6 +261,22 @@ cuda_alloc(sd_err *err, sd_backend *be, sd_tensor *t)
     if (t->mem == SD_MEM_HOST) {
         return host_tensor_alloc(err, c, t);
     }
+    if (t->dtype == SD_DT_F8_E4M3 && t->mem == SD_MEM_ACT) {
+        /* E4M3 activations: the bytes, then one F32 scale per row (of the
+           last dimension), one block of the workspace */
+        int64_t  rows = sd_numel(t) / t->ne[t->ndim - 1];
+        size_t   na = (n + 255) & ~(size_t) 255;
+
+        SD_TRY(act_alloc(err, c, na + (size_t) rows * sizeof(float),
+                         &t->data));
+        t->scale = (float *) (void *) ((char *) t->data + na);
+        t->n_scale = rows;
+        be->bytes_in_use = c->weight_bytes + c->ws.in_use;
+        if (be->bytes_in_use > be->bytes_peak) {
+            be->bytes_peak = be->bytes_in_use;
+        }
+        return SD_OK;
+    }
 
     if (t->dtype == SD_DT_F8_E4M3 && t->mem == SD_MEM_WEIGHT
         && t->ndim == 2)
@@ -323,6 +339,9 @@ cuda_release(sd_backend *be, sd_tensor *t)
         }
     } else {
         act_release(c, t->data);
+        if (t->dtype == SD_DT_F8_E4M3) {
+            t->scale = NULL;            /* in the same block */
+        }
     }
     be->bytes_in_use = c->weight_bytes + c->ws.in_use;
     t->data = NULL;
@@ -1148,6 +1167,11 @@ sd_backend_cuda_create(sd_err *err, int device, sd_dtype act,
     be->impl = c;
     be->act_dtype = act;
     be->weight_dtype = act;
+    /* norm_modulate writes E4M3 for the FP8 products after it (BF16 only;
+       SD_CUDA_NO_FP8_ACT=1: the products quantize their input instead) */
+    be->fp8_act = act == SD_DT_BF16
+                  && !(getenv("SD_CUDA_NO_FP8_ACT")
+                       && strcmp(getenv("SD_CUDA_NO_FP8_ACT"), "1") == 0);
     s = cuda_init(err, c, device);
     if (s != SD_OK) {
         cuda_destroy(be);

@@ -259,6 +259,11 @@ sd_cuda_blocks(int64_t n, int threads)
 int sd_cuda_prof_begin(sd_cuda *c, const char *key);
 void sd_cuda_prof_end(sd_cuda *c, int slot);
 
+/* fp8.cu: LayerNorm + modulate of BF16 rows into E4M3 with row scales */
+sd_status sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y,
+    const sd_tensor *x, const sd_tensor *shift, const sd_tensor *scale,
+    float eps);
+
 /* Activation scratch inside an op (measured like any tensor). */
 sd_status sd_cuda_scratch(sd_err *err, sd_cuda *c, size_t n, void **p);
 void sd_cuda_scratch_free(sd_cuda *c, void *p);

@@ -45,6 +45,155 @@ warp_max(float v)
 }
 
 
+__device__ __forceinline__ float
+warp_add(float v)
+{
+    int  o;
+
+    for (o = 16; o > 0; o >>= 1) {
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    }
+    return v;
+}
+
+
+/*
+ * LayerNorm (no affine) * (1 + scale) + shift of BF16 rows, written as E4M3
+ * with one F32 scale per row (row amax / 448), the input of an FP8
+ * product: what the quantize pass of sd_cuda_linear_fp8 would make of the
+ * BF16 result, from the F32 values and in one pass over the row. One warp
+ * per row; the row stays packed in registers (MAXV uint4 per lane).
+ */
+template <int MAXV>
+__global__ void
+norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
+    const __nv_bfloat16 *shift, const __nv_bfloat16 *scale, int rows,
+    int c, int rows_per_batch, float eps)
+{
+    int            row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    int            lane = threadIdx.x & 31, nv = c >> 3, i, k, j;
+    float          v[8], p[8], q[8], sum = 0.0f, var = 0.0f, amax = 0.0f;
+    float          mean, inv, qi;
+    uint4          raw[MAXV];
+    const uint4   *xr, *sh, *sc;
+    uint2         *yr;
+
+    if (row >= rows) {
+        return;
+    }
+    xr = (const uint4 *) (x + (size_t) row * c);
+    yr = (uint2 *) (y + (size_t) row * c);
+    sh = (const uint4 *) (shift + (size_t) (row / rows_per_batch) * c);
+    sc = (const uint4 *) (scale + (size_t) (row / rows_per_batch) * c);
+
+    #pragma unroll
+    for (i = 0; i < MAXV; i++) {
+        j = lane + 32 * i;
+        if (j < nv) {
+            raw[i] = xr[j];
+            sd_unpack8(raw[i], v);
+            #pragma unroll
+            for (k = 0; k < 8; k++) {
+                sum += v[k];
+            }
+        }
+    }
+    mean = warp_add(sum) / (float) c;
+    #pragma unroll
+    for (i = 0; i < MAXV; i++) {
+        if (lane + 32 * i < nv) {
+            sd_unpack8(raw[i], v);
+            #pragma unroll
+            for (k = 0; k < 8; k++) {
+                float d = v[k] - mean;
+                var += d * d;
+            }
+        }
+    }
+    inv = rsqrtf(warp_add(var) / (float) c + eps);
+
+    /* the modulated row's amax, then the row in E4M3 */
+    #pragma unroll
+    for (i = 0; i < MAXV; i++) {
+        j = lane + 32 * i;
+        if (j < nv) {
+            sd_unpack8(raw[i], v);
+            sd_unpack8(sh[j], p);
+            sd_unpack8(sc[j], q);
+            #pragma unroll
+            for (k = 0; k < 8; k++) {
+                amax = fmaxf(amax, fabsf((v[k] - mean) * inv
+                                         * (1.0f + q[k]) + p[k]));
+            }
+        }
+    }
+    amax = warp_max(amax);
+    qi = amax > 0.0f ? E4M3_MAX / amax : 1.0f;
+    #pragma unroll
+    for (i = 0; i < MAXV; i++) {
+        j = lane + 32 * i;
+        if (j < nv) {
+            uint2  o;
+            float  f[8];
+
+            sd_unpack8(raw[i], v);
+            sd_unpack8(sh[j], p);
+            sd_unpack8(sc[j], q);
+            #pragma unroll
+            for (k = 0; k < 8; k++) {
+                f[k] = ((v[k] - mean) * inv * (1.0f + q[k]) + p[k]) * qi;
+            }
+            o.x = (uint32_t) fp8x2(f[0], f[1])
+                  | ((uint32_t) fp8x2(f[2], f[3]) << 16);
+            o.y = (uint32_t) fp8x2(f[4], f[5])
+                  | ((uint32_t) fp8x2(f[6], f[7]) << 16);
+            yr[j] = o;
+        }
+    }
+    if (lane == 0) {
+        ys[row] = amax > 0.0f ? amax / E4M3_MAX : 1.0f;
+    }
+}
+
+
+sd_status
+sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *shift, const sd_tensor *scale, float eps)
+{
+    sd_cuda   *c = sd_cuda_of(y);
+    int64_t    ch = x->ne[2], rows = sd_numel(x) / ch, nv = ch / 8;
+    unsigned   blocks = (unsigned) ((rows + 7) / 8);
+    uintptr_t  al = (uintptr_t) x->data | (uintptr_t) y->data
+                    | (uintptr_t) shift->data | (uintptr_t) scale->data;
+
+    if (x->dtype != SD_DT_BF16 || shift->dtype != SD_DT_BF16
+        || y->scale == NULL || y->n_scale != rows || ch % 8 != 0
+        || nv > 32 * 12 || (al & 15) != 0 || rows > 0x7fffffff)
+    {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: norm_modulate into "
+                         "E4M3 takes aligned BF16 rows of a multiple of 8 up "
+                         "to 3072 wide (%lld)", (long long) ch);
+    }
+#define SD_NMF_ARGS                                                             (uint8_t *) y->data, y->scale, (const __nv_bfloat16 *) x->data,             (const __nv_bfloat16 *) shift->data,                                        (const __nv_bfloat16 *) scale->data, (int) rows, (int) ch,                  (int) x->ne[1], eps
+    if (nv <= 64) {
+        norm_mod_fp8_kernel<2><<<blocks, 256, 0, c->stream>>>(SD_NMF_ARGS);
+    } else if (nv <= 128) {
+        norm_mod_fp8_kernel<4><<<blocks, 256, 0, c->stream>>>(SD_NMF_ARGS);
+    } else if (nv <= 256) {
+        norm_mod_fp8_kernel<8><<<blocks, 256, 0, c->stream>>>(SD_NMF_ARGS);
+    } else {
+        norm_mod_fp8_kernel<12><<<blocks, 256, 0, c->stream>>>(SD_NMF_ARGS);
+    }
+#undef SD_NMF_ARGS
+    {
+        cudaError_t  e = cudaGetLastError();
+
+        return e == cudaSuccess ? SD_OK
+               : sd_cuda_fail(err, e, "norm_mod_fp8", __FILE__, __LINE__);
+    }
+}
+
+
 /*
  * One warp per row: rows (b, r), b < nb, r < n, read from
  * x[(b L + r0 + r) K ...] (BF16, K % 8 == 0), written compact to
@@ -243,7 +392,7 @@ sd_status
 sd_cuda_fp8_download(sd_err *err, const sd_tensor *t, float *dst)
 {
     sd_cuda   *c = sd_cuda_of(t);
-    int64_t    rows = t->ne[0], K = sd_numel(t) / t->ne[0], i, j;
+    int64_t    K = t->ne[t->ndim - 1], rows = sd_numel(t) / K, i, j;
     uint8_t   *h;
     float     *sc;
 
@@ -346,6 +495,58 @@ linear_widened(sd_err *err, sd_tensor *y, const sd_tensor *x,
 }
 
 
+/* E4M3 rows with their scales back to BF16 (8 values per thread) */
+__global__ void
+dequant_rows_kernel(const uint8_t *q, const float *scale, __nv_bfloat16 *x,
+    int64_t n8, int64_t K)
+{
+    int64_t  i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
+    float    f[8], s;
+    int      k;
+
+    if (i >= n8) {
+        return;
+    }
+    s = scale[i * 8 / K];
+    for (k = 0; k < 8; k++) {
+        __nv_fp8_e4m3  v;
+
+        v.__x = q[i * 8 + k];
+        f[k] = (float) v * s;
+    }
+    ((uint4 *) x)[i] = sd_pack8(f);
+}
+
+
+/* The widened product of E4M3 activations: dequantized to BF16 first */
+static sd_status
+widened_from_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, sd_act act)
+{
+    sd_cuda    *c = sd_cuda_of(y);
+    int64_t     K = x->ne[x->ndim - 1], n8 = sd_numel(x) / 8;
+    sd_tensor   xv;
+    void       *scr;
+    sd_status   s;
+
+    SD_TRY(sd_cuda_scratch(err, c, (size_t) sd_numel(x) * 2, &scr));
+    xv = *x;
+    xv.dtype = SD_DT_BF16;
+    xv.data = scr;
+    xv.scale = NULL;
+    xv.n_scale = 0;
+    xv.view = 1;
+    if (!c->measuring) {
+        dequant_rows_kernel<<<sd_cuda_blocks(n8, 256), 256, 0, c->stream>>>(
+            (const uint8_t *) x->data, x->scale, (__nv_bfloat16 *) scr, n8,
+            K);
+    }
+    s = linear_widened(err, y, &xv, w, b, act, 0, 0);
+    sd_cuda_scratch_free(c, scr);
+    return s;
+}
+
+
 /*
  * y (nb, n, out) = x[:, r0 : r0 + n] (nb, L, K) w^T + b, act fused where
  * cuBLASLt has the epilogue. Plain linear: nb 1, L = n = rows, r0 0.
@@ -371,12 +572,22 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
                                  || act == SD_ACT_GELU_TANH;
     sd_status            s;
 
-    if (x->dtype != SD_DT_BF16 || y->dtype != SD_DT_BF16
-        || (b && b->dtype != SD_DT_BF16))
+    if ((x->dtype != SD_DT_BF16 && x->dtype != SD_DT_F8_E4M3)
+        || y->dtype != SD_DT_BF16 || (b && b->dtype != SD_DT_BF16))
     {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: FP8 weights take "
                          "BF16 activations, not %s",
                          sd_dtype_name(x->dtype));
+    }
+    if (x->dtype == SD_DT_F8_E4M3
+        && (!(nb == 1 && n == L && r0 == 0) || x->scale == NULL
+            || x->n_scale != rows))
+    {
+        /* quantized by the op that made them (norm_modulate): whole
+           tensors with per-row scales */
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: E4M3 activations "
+                         "of %lld rows (%lld scales) into a row range",
+                         (long long) rows, (long long) x->n_scale);
     }
     if (K % 16 != 0 || out % 16 != 0 || w->scale == NULL) {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: FP8 weight %lldx"
@@ -416,12 +627,28 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
         if (!c->fp8_widen && !c->measuring) {
             c->fp8_widened_calls++;         /* FP8 GEMMs exist, not this */
         }
+        if (x->dtype == SD_DT_F8_E4M3) {
+            return widened_from_fp8(err, y, x, w, b, act);
+        }
         return linear_widened(err, y, x, w, b, act,
                               !(nb == 1 && n == L && r0 == 0), r0);
     }
     qb = ((size_t) (rp * K) + 255) & ~(size_t) 255;
     sb = ((size_t) rp * sizeof(float) + 255) & ~(size_t) 255;
     db = rp != rows ? (size_t) (rp * out) * 2 : 0;
+    if (x->dtype == SD_DT_F8_E4M3 && rp == rows) {
+        /* already E4M3 with its scales: the product alone */
+        if (c->measuring) {
+            return SD_OK;
+        }
+        g.sms = 0;
+        s = sd_cuda_gemm_scaled(err, c, &g, w->data, x->data, y->data,
+                                b ? b->data : NULL, w->scale, x->scale);
+        if (s == SD_OK && !fused) {
+            s = sd_cuda_act(err, y, y, act);
+        }
+        return s;
+    }
     SD_TRY(sd_cuda_scratch(err, c, qb + sb + db, &scr));
     if (c->measuring) {
         sd_cuda_scratch_free(c, scr);
@@ -430,8 +657,20 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
     q = (uint8_t *) scr;
     qs = (float *) (void *) ((char *) scr + qb);
     dst = db ? (void *) ((char *) scr + qb + sb) : y->data;
-    quant_rows_kernel<<<sd_cuda_blocks(rp, 8), 256, 0, c->stream>>>(
-        (const __nv_bfloat16 *) x->data, q, qs, rows, rp, K, n, L, r0);
+    if (x->dtype == SD_DT_F8_E4M3) {
+        /* E4M3 rows padded: copied, the padding zeros (scale 0) */
+        cudaMemcpyAsync(q, x->data, (size_t) (rows * K),
+                        cudaMemcpyDeviceToDevice, c->stream);
+        cudaMemsetAsync(q + rows * K, 0, (size_t) ((rp - rows) * K),
+                        c->stream);
+        cudaMemcpyAsync(qs, x->scale, (size_t) rows * sizeof(float),
+                        cudaMemcpyDeviceToDevice, c->stream);
+        cudaMemsetAsync(qs + rows, 0, (size_t) (rp - rows) * sizeof(float),
+                        c->stream);
+    } else {
+        quant_rows_kernel<<<sd_cuda_blocks(rp, 8), 256, 0, c->stream>>>(
+            (const __nv_bfloat16 *) x->data, q, qs, rows, rp, K, n, L, r0);
+    }
     {
         cudaError_t  e = cudaGetLastError();
 

@@ -292,6 +292,9 @@ sd_cuda_norm_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
 {
     int64_t  c = x->ne[2], rows = sd_numel(x) / c;
 
+    if (y->dtype == SD_DT_F8_E4M3) {
+        return sd_cuda_norm_modulate_fp8(err, y, x, shift, scale, eps);
+    }
     if (rownorm_fast(sd_cuda_of(y), y, x, NULL, NULL, shift, scale,
                      x->ne[1], SD_RN_MOD, eps))
     {

@@ -1198,6 +1198,98 @@ check_host_weights(sd_backend *be)
 }
 
 
+/*
+ * norm_modulate writing E4M3 rows with their scales (the input of an FP8
+ * product, quantized by the kernel that makes it), against the CPU's
+ * norm_modulate quantized per row as the reference does; then the product
+ * from those rows against the product that quantizes a BF16 norm itself,
+ * and the widened product from them.
+ */
+static void
+check_norm_fp8(sd_backend *cpu, sd_backend *be)
+{
+    enum { B = 2, L = 40, C = 512, O = 256 };
+    sd_err      err = {0};
+    sd_tensor  *xc, *shc, *scc, *yc, *x, *sh, *sc, *y8 = NULL, *yb, *w = NULL;
+    sd_tensor  *o1, *o2;
+    float      *hx, *hs, *hq, *ref, *got, *g1, *g2, *hw;
+    size_t      n, n1, n2;
+    double      e;
+
+    t_round = 1;
+    t_rng = 31337;
+    hx = host_rand((int64_t) B * L * C, 3.0f);
+    hs = host_rand((int64_t) B * C, 0.5f);
+    hq = host_rand((int64_t) B * C, 0.5f);
+    hw = host_rand((int64_t) O * C, 0.05f);
+    xc = MK(cpu, ACT, 0.0f, B, L, C);
+    shc = MK(cpu, ACT, 0.0f, B, C);
+    scc = MK(cpu, ACT, 0.0f, B, C);
+    yc = MK(cpu, ACT, 0.0f, B, L, C);
+    x = MK(be, ACT, 0.0f, B, L, C);
+    sh = MK(be, ACT, 0.0f, B, C);
+    sc = MK(be, ACT, 0.0f, B, C);
+    yb = MK(be, ACT, 0.0f, B, L, C);
+    o1 = MK(be, ACT, 0.0f, B * L, O);
+    o2 = MK(be, ACT, 0.0f, B * L, O);
+    T_CHECK(sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3,
+                             (int64_t[]) { B, L, C }, &y8) == SD_OK
+            && y8->scale && y8->n_scale == B * L
+            && sd_tensor_new_as(&err, be, SD_MEM_WEIGHT, SD_DT_F8_E4M3, 2,
+                                (int64_t[]) { O, C }, &w) == SD_OK,
+            "E4M3 activations: %s", err.msg);
+    if (!(xc && shc && scc && yc && x && sh && sc && yb && o1 && o2 && y8
+          && w && hx && hs && hq && hw))
+    {
+        goto done;
+    }
+    sd_tensor_upload(&err, xc, hx);
+    sd_tensor_upload(&err, shc, hs);
+    sd_tensor_upload(&err, scc, hq);
+    sd_tensor_upload(&err, x, hx);
+    sd_tensor_upload(&err, sh, hs);
+    sd_tensor_upload(&err, sc, hq);
+    be->ops->upload_from(&err, w, hw, SD_DT_F32, NULL, 0);
+    T_CHECK(sd_norm_modulate(&err, yc, xc, shc, scc, 1e-6f) == SD_OK
+            && sd_norm_modulate(&err, y8, x, sh, sc, 1e-6f) == SD_OK
+            && sd_norm_modulate(&err, yb, x, sh, sc, 1e-6f) == SD_OK,
+            "norm_modulate into E4M3: %s", err.msg);
+    ref = host_of(yc, &n);
+    got = host_of(y8, &n1);
+    if (ref && got && n == n1) {
+        ref_quant_rows(ref, B * L, C);
+        e = t_rel_l2(got, ref, n);
+        printf("   norm_modulate -> E4M3 rows: rel L2 %.2e vs the CPU's "
+               "quantized per row\n", e);
+        T_CHECK(e < 5e-3, "norm_modulate E4M3: %.3g", e);
+    }
+    free(ref);
+    free(got);
+
+    /* the product from E4M3 rows, and from the BF16 norm it quantizes */
+    T_CHECK(sd_linear(&err, o1, y8, w, NULL) == SD_OK
+            && sd_linear(&err, o2, yb, w, NULL) == SD_OK,
+            "linear from E4M3 rows: %s", err.msg);
+    g1 = host_of(o1, &n1);
+    g2 = host_of(o2, &n2);
+    if (g1 && g2) {
+        e = t_rel_l2(g1, g2, n1);
+        printf("   linear from E4M3 rows: rel L2 %.2e vs quantizing the "
+               "BF16 norm\n", e);
+        T_CHECK(e < 2e-2, "linear from E4M3 rows: %.3g", e);
+    }
+    free(g1);
+    free(g2);
+
+done:
+    free(hx); free(hs); free(hq); free(hw);
+    sd_tensor_free(xc); sd_tensor_free(shc); sd_tensor_free(scc);
+    sd_tensor_free(yc); sd_tensor_free(x); sd_tensor_free(sh);
+    sd_tensor_free(sc); sd_tensor_free(y8); sd_tensor_free(yb);
+    sd_tensor_free(w); sd_tensor_free(o1); sd_tensor_free(o2);
+}
+
+
 /* FP8 against BF16 products at the MMDiT's image-stream shapes */
 static void
 bench_fp8(sd_backend *be)
@@ -1300,6 +1392,7 @@ check_cuda(sd_backend *cpu)
     run_cases(cpu, bf, 1, 1e-2);
     check_sdpa_full(bf);
     check_fp8(bf, 1);
+    check_norm_fp8(cpu, bf);
     check_host_weights(bf);
     bench_fp8(bf);
     {
@@ -1312,6 +1405,7 @@ check_cuda(sd_backend *cpu)
         {
             printf("   %s\n", sd_cuda_info(wd));
             check_fp8(wd, 0);
+            check_norm_fp8(cpu, wd);
         } else {
             T_CHECK(0, "cuda backend (fp8 widened): %s", err.msg);
         }
