@@ -21,6 +21,7 @@
 #include "image.h"
 #include "pipeline.h"
 #include "prompt.h"
+#include "promptenc.h"
 #include "sampler.h"
 #include "sd.h"
 #include "textcache.h"
@@ -734,15 +735,14 @@ sd_request_check(const sd_engine *e, const sd_request *req, char *errbuf,
 
 /*
  * A prompt as A1111 encodes it: extra-network tags removed (and listed in
- * the result), the emphasis syntax parsed; the runs' weights are not yet
- * applied to the embeddings, so "(cat:1.3)" encodes as "cat".
+ * the result); the rest through the text cache, which encodes it with the
+ * emphasis and the chunks of promptenc.h.
  */
 static sd_status
 encode_prompt(sd_err *err, sd_engine *e, const char *prompt, int clip_skip,
     sd_result *res, sd_cond *tmp, const sd_cond **out)
 {
-    sd_prompt_attn   a = { NULL, 0 };
-    char            *text = NULL, *plain = NULL, **tags = NULL, **l;
+    char            *text = NULL, **tags = NULL, **l;
     int              n = 0, i;
     sd_status        s;
 
@@ -761,9 +761,7 @@ encode_prompt(sd_err *err, sd_engine *e, const char *prompt, int clip_skip,
             tags[i] = NULL;
         }
     }
-    SD_TRY_GOTO(s, sd_prompt_attention(err, text, &a), out);
-    SD_TRY_GOTO(s, sd_prompt_plain(err, &a, &plain), out);
-    s = sd_tcache_get(err, e->tcache, e->model, plain, clip_skip, tmp, out);
+    s = sd_tcache_get(err, e->tcache, e->model, text, clip_skip, tmp, out);
 
 out:
     for (i = 0; i < n; i++) {
@@ -771,8 +769,40 @@ out:
     }
     free(tags);
     free(text);
-    free(plain);
-    sd_prompt_attention_free(&a);
+    return s;
+}
+
+
+/*
+ * A prompt and its negative of different chunk counts: the shorter one
+ * gets empty chunks (A1111's empty_chunk(), as for the texts of one batch)
+ * so that both go through the transformer in one batch; *pc / *pn then
+ * point at the padded copy in *tc / *tn (freed by the caller).
+ */
+static sd_status
+pad_pair(sd_err *err, sd_engine *e, int clip_skip, const sd_cond **pc,
+    const sd_cond **pn, sd_cond *tc, sd_cond *tn)
+{
+    const sd_cond  *empty;
+    sd_cond         tmp;
+    int             a = sd_cond_chunks(e->model, *pc);
+    int             b = sd_cond_chunks(e->model, *pn);
+    sd_status       s;
+
+    if (a == b) {
+        return SD_OK;
+    }
+    /* the empty prompt is pinned in the cache: it outlives this call */
+    SD_TRY(sd_tcache_get(err, e->tcache, e->model, "", clip_skip, &tmp,
+                         &empty));
+    if (a < b) {
+        s = sd_cond_pad_chunks(err, e->model, *pc, empty, b, tc);
+        *pc = tc;
+    } else {
+        s = sd_cond_pad_chunks(err, e->model, *pn, empty, a, tn);
+        *pn = tn;
+    }
+    sd_cond_free(&tmp);
     return s;
 }
 
@@ -944,7 +974,7 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     uint8_t      *rgb = NULL;
     float        *init = NULL, *first = NULL;
     sd_pipe_args  a2;
-    sd_cond       hc, hn;
+    sd_cond       hc, hn, pad[4];
     const sd_cond *pc = NULL, *pn = NULL;
     int           tw = r->width, th = r->height, uw = 0, uh = 0;
     sd_status     s;
@@ -956,6 +986,7 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     memset(&n, 0, sizeof(n));
     memset(&hc, 0, sizeof(hc));
     memset(&hn, 0, sizeof(hn));
+    memset(pad, 0, sizeof(pad));
     SD_TRY(check_request(err, r));
 
     pipe_args(r, &a);
@@ -982,6 +1013,8 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     if (r->cfg_scale > 1.0f) {
         SD_TRY_GOTO(s, encode_prompt(err, e, r->negative_prompt,
                                      r->clip_skip, res, &n, &np), out);
+        SD_TRY_GOTO(s, pad_pair(err, e, r->clip_skip, &cp, &np, &pad[0],
+                                &pad[1]), out);
     }
     pc = cp;
     pn = np ? np : &n;
@@ -1043,6 +1076,10 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
             SD_TRY_GOTO(s, encode_prompt(err, e,
                                          r->hr_negative_prompt, r->clip_skip,
                                          res, &hn, &pn), out);
+        }
+        if (r->cfg_scale > 1.0f) {
+            SD_TRY_GOTO(s, pad_pair(err, e, r->clip_skip, &pc, &pn, &pad[2],
+                                    &pad[3]), out);
         }
     }
 
@@ -1139,6 +1176,9 @@ out:
     sd_cond_free(&n);
     sd_cond_free(&hc);
     sd_cond_free(&hn);
+    for (i = 0; i < 4; i++) {
+        sd_cond_free(&pad[i]);
+    }
     if (s != SD_OK) {
         sd_result_free(res);
     }
