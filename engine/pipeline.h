@@ -43,6 +43,13 @@ typedef struct {
     void               *progress_data;
     int                 job, jobs;
     volatile int       *cancel;
+    /* prompt editing (A1111's reconstruct_cond_batch, resolved by the
+       caller): n_seg > 0: sampling steps from seg_end[i - 1] (0 for i = 0)
+       below seg_end[i] use seg_cond[i] / seg_ncond[i] instead of cond /
+       ncond, the last segment to the end; every context of the same rows */
+    int                 n_seg;
+    const int          *seg_end;
+    const sd_cond     **seg_cond, **seg_ncond;
 } sd_pipe_args;
 
 
