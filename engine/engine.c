@@ -22,6 +22,7 @@
 #include "pipeline.h"
 #include "prompt.h"
 #include "promptenc.h"
+#include "promptsched.h"
 #include "sampler.h"
 #include "sd.h"
 #include "textcache.h"
@@ -808,6 +809,185 @@ pad_pair(sd_err *err, sd_engine *e, int clip_skip, const sd_cond **pc,
 
 
 /*
+ * Prompt editing and alternation for one pass (promptsched.h): the
+ * prompt's and the negative's schedules, each distinct text encoded
+ * (through the text cache, then copied: a cache entry may be evicted by
+ * the next ones) and padded to one chunk count, and the segments of steps
+ * where the pair of entries in use stays the same. n 0: no editing.
+ */
+typedef struct {
+    int             n;
+    int            *end;
+    const sd_cond **c, **u;
+    sd_cond        *own;
+    int             n_own;
+} sd_edit;
+
+
+static void
+edit_free(sd_edit *ed)
+{
+    int  i;
+
+    for (i = 0; i < ed->n_own; i++) {
+        sd_cond_free(&ed->own[i]);
+    }
+    free(ed->own);
+    free(ed->end);
+    free(ed->c);
+    free(ed->u);
+    memset(ed, 0, sizeof(*ed));
+}
+
+
+/* *edited: the schedule is more than the prompt itself */
+static sd_status
+edit_schedule(sd_err *err, const char *prompt, int base, int hires,
+    sd_prompt_sched *ps, int *edited)
+{
+    char     *text, **tags;
+    int       n, i;
+    sd_status s;
+
+    memset(ps, 0, sizeof(*ps));
+    SD_TRY(sd_prompt_extra_networks(err, prompt ? prompt : "", &text, &tags,
+                                    &n));
+    for (i = 0; i < n; i++) {
+        free(tags[i]);
+    }
+    free(tags);
+    s = sd_prompt_schedule(err, text, base, hires, ps);
+    if (s == SD_OK && (ps->n > 1 || strcmp(ps->e[0].text, text) != 0)) {
+        *edited = 1;
+    }
+    free(text);
+    return s;
+}
+
+
+/* the texts of both schedules into ed->own, padded to one chunk count */
+static sd_status
+edit_encode(sd_err *err, sd_engine *e, int clip_skip,
+    const sd_prompt_sched *sc, const sd_prompt_sched *su, sd_edit *ed)
+{
+    sd_cond         tmp, t2;
+    const sd_cond  *out, *empty;
+    int             i, most = 1, k;
+
+    ed->own = sd_calloc(err, sc->n + su->n, sizeof(sd_cond), "prompts");
+    if (ed->own == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    for (i = 0; i < sc->n + su->n; i++) {
+        const char  *t = i < sc->n ? sc->e[i].text : su->e[i - sc->n].text;
+
+        SD_TRY(sd_tcache_get(err, e->tcache, e->model, t, clip_skip, &tmp,
+                             &out));
+        k = sd_cond_chunks(e->model, out);
+        most = k > most ? k : most;
+        if (sd_cond_pad_chunks(err, e->model, out, out, k, &ed->own[i])
+            != SD_OK)
+        {
+            sd_cond_free(&tmp);
+            return err->status;
+        }
+        ed->n_own++;
+        sd_cond_free(&tmp);
+    }
+    SD_TRY(sd_tcache_get(err, e->tcache, e->model, "", clip_skip, &tmp,
+                         &empty));
+    for (i = 0; i < ed->n_own; i++) {
+        if (sd_cond_chunks(e->model, &ed->own[i]) == most) {
+            continue;
+        }
+        if (sd_cond_pad_chunks(err, e->model, &ed->own[i], empty, most, &t2)
+            != SD_OK)
+        {
+            sd_cond_free(&tmp);
+            return err->status;
+        }
+        sd_cond_free(&ed->own[i]);
+        ed->own[i] = t2;
+    }
+    sd_cond_free(&tmp);
+    return SD_OK;
+}
+
+
+static sd_status
+edit_prepare(sd_err *err, sd_engine *e, const char *prompt,
+    const char *negative, int cfg_on, int base, int hires, int clip_skip,
+    sd_edit *ed)
+{
+    sd_prompt_sched  sc, su;
+    int              steps = hires > 0 ? hires : base, j, ic, iu, pc = -1;
+    int              pu = -1, edited = 0;
+    sd_status        s;
+
+    memset(ed, 0, sizeof(*ed));
+    memset(&su, 0, sizeof(su));
+    SD_TRY(edit_schedule(err, prompt, base, hires, &sc, &edited));
+    if (cfg_on) {
+        SD_TRY_GOTO(s, edit_schedule(err, negative, base, hires, &su,
+                                     &edited), out);
+    }
+    if (!edited) {
+        s = SD_OK;              /* the plain path encodes them */
+        goto out;
+    }
+    SD_TRY_GOTO(s, edit_encode(err, e, clip_skip, &sc, &su, ed), out);
+    ed->end = sd_calloc(err, steps, sizeof(int), "segments");
+    ed->c = sd_calloc(err, steps, sizeof(*ed->c), "segments");
+    ed->u = sd_calloc(err, steps, sizeof(*ed->u), "segments");
+    if (ed->end == NULL || ed->c == NULL || ed->u == NULL) {
+        s = SD_ERR_NOMEM;
+        goto out;
+    }
+    /* reconstruct_cond_batch at each step: a new segment where it moves */
+    for (j = 0; j < steps; j++) {
+        ic = sd_prompt_sched_at(&sc, j);
+        iu = cfg_on ? sd_prompt_sched_at(&su, j) : 0;
+        if (ic != pc || iu != pu) {
+            if (ed->n > 0) {
+                ed->end[ed->n - 1] = j;
+            }
+            ed->c[ed->n] = &ed->own[ic];
+            ed->u[ed->n] = cfg_on ? &ed->own[sc.n + iu] : &ed->own[ic];
+            ed->n++;
+            pc = ic;
+            pu = iu;
+        }
+    }
+    ed->end[ed->n - 1] = steps;
+    s = SD_OK;
+
+out:
+    sd_prompt_sched_free(&sc);
+    sd_prompt_sched_free(&su);
+    if (s != SD_OK) {
+        edit_free(ed);
+    }
+    return s;
+}
+
+
+static void
+edit_args(const sd_edit *ed, sd_pipe_args *a, const sd_cond **c,
+    const sd_cond **u)
+{
+    if (ed->n == 0) {
+        return;
+    }
+    a->n_seg = ed->n;
+    a->seg_end = ed->end;
+    a->seg_cond = ed->c;
+    a->seg_ncond = ed->u;
+    *c = ed->c[0];
+    *u = ed->u[0];
+}
+
+
+/*
  * img2img: the init latents of iteration it's batch, image i from
  * init_images[(it * batch + i) % n], resized by resize_mode (A1111's
  * resize_image) and encoded; init holds batch x per floats.
@@ -975,6 +1155,7 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     float        *init = NULL, *first = NULL;
     sd_pipe_args  a2;
     sd_cond       hc, hn, pad[4];
+    sd_edit       ed[2];
     const sd_cond *pc = NULL, *pn = NULL;
     int           tw = r->width, th = r->height, uw = 0, uh = 0;
     sd_status     s;
@@ -987,6 +1168,7 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     memset(&hc, 0, sizeof(hc));
     memset(&hn, 0, sizeof(hn));
     memset(pad, 0, sizeof(pad));
+    memset(ed, 0, sizeof(ed));
     SD_TRY(check_request(err, r));
 
     pipe_args(r, &a);
@@ -1013,6 +1195,12 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     if (r->cfg_scale > 1.0f) {
         SD_TRY_GOTO(s, encode_prompt(err, e, r->negative_prompt,
                                      r->clip_skip, res, &n, &np), out);
+    }
+    SD_TRY_GOTO(s, edit_prepare(err, e, r->prompt, r->negative_prompt,
+                                r->cfg_scale > 1.0f, r->steps, 0,
+                                r->clip_skip, &ed[0]), out);
+    edit_args(&ed[0], &a, &cp, &np);
+    if (r->cfg_scale > 1.0f) {
         SD_TRY_GOTO(s, pad_pair(err, e, r->clip_skip, &cp, &np, &pad[0],
                                 &pad[1]), out);
     }
@@ -1077,6 +1265,20 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
                                          r->hr_negative_prompt, r->clip_skip,
                                          res, &hn, &pn), out);
         }
+        SD_TRY_GOTO(s, edit_prepare(err, e, r->hr_prompt && r->hr_prompt[0]
+                                            ? r->hr_prompt : r->prompt,
+                                    r->hr_negative_prompt
+                                    && r->hr_negative_prompt[0]
+                                    ? r->hr_negative_prompt
+                                    : r->negative_prompt,
+                                    r->cfg_scale > 1.0f, r->steps,
+                                    r->hr_second_pass_steps
+                                    ? r->hr_second_pass_steps : r->steps,
+                                    r->clip_skip, &ed[1]), out);
+        if (ed[1].n == 0) {
+            a2.n_seg = 0;       /* a copy of the first pass's args */
+        }
+        edit_args(&ed[1], &a2, &pc, &pn);
         if (r->cfg_scale > 1.0f) {
             SD_TRY_GOTO(s, pad_pair(err, e, r->clip_skip, &pc, &pn, &pad[2],
                                     &pad[3]), out);
@@ -1179,6 +1381,8 @@ out:
     for (i = 0; i < 4; i++) {
         sd_cond_free(&pad[i]);
     }
+    edit_free(&ed[0]);
+    edit_free(&ed[1]);
     if (s != SD_OK) {
         sd_result_free(res);
     }

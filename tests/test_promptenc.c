@@ -372,16 +372,17 @@ check_cond(sd_model *m)
 
 
 static int
-generate(sd_engine *e, const char *prompt, sd_result *res)
+generate_neg(sd_engine *e, const char *prompt, const char *negative,
+    int steps, sd_result *res)
 {
     sd_request  r;
     char        msg[512];
 
     sd_request_init(&r);
     r.prompt = prompt;
-    r.negative_prompt = "";
+    r.negative_prompt = negative;
     r.width = r.height = 64;
-    r.steps = 2;
+    r.steps = steps;
     r.seed = 7;
     r.cfg_scale = 4.0f;
     if (sd_generate(e, &r, NULL, NULL, NULL, res, msg, sizeof(msg))
@@ -391,6 +392,79 @@ generate(sd_engine *e, const char *prompt, sd_result *res)
         return 0;
     }
     return 1;
+}
+
+
+static int
+generate(sd_engine *e, const char *prompt, sd_result *res)
+{
+    return generate_neg(e, prompt, "", 2, res);
+}
+
+
+static int
+same_rgb(const sd_result *a, const sd_result *b)
+{
+    return memcmp(a->images[0].rgb, b->images[0].rgb, 64 * 64 * 3) == 0;
+}
+
+
+/* at most 0.1 % of the values off, by 1: the per-step modulations of a
+   segment come from products of other row counts (rounding) */
+static int
+near_rgb(const sd_result *a, const sd_result *b)
+{
+    int  i, off = 0;
+
+    for (i = 0; i < 64 * 64 * 3; i++) {
+        int  d = abs(a->images[0].rgb[i] - b->images[0].rgb[i]);
+
+        if (d > 1) {
+            return 0;
+        }
+        off += d;
+    }
+    return off <= 64 * 64 * 3 / 1000;
+}
+
+
+/*
+ * Prompt editing through the engine, 4 steps: [cat:dog:0.5] is cat for
+ * steps 0-2 and dog for step 3, unlike either; an edit to the same text
+ * (two segments) and an alternation of one text (three segments) give
+ * the plain prompt's image (within rounding); [cat:dog:0] is dog
+ * throughout, exactly;
+ * the negative prompt edited, and a 2-chunk entry beside 1-chunk ones.
+ */
+static void
+check_editing(sd_engine *e)
+{
+    const char  *p[9] = { "cat", "dog", "[cat:dog:0.5]", "[cat:cat:0.5]",
+                          "[cat|cat]", "[cat:dog:0]", "cat", "cat",
+                          "[cat:dog BREAK red:0.5]" };
+    const char  *n[9] = { "", "", "", "", "", "", "[ugly:blurry:0.5]",
+                          "ugly", "" };
+    sd_result    res[9];
+    int          i, ok = 1;
+
+    memset(res, 0, sizeof(res));
+    for (i = 0; i < 9; i++) {
+        ok &= generate_neg(e, p[i], n[i], 4, &res[i]);
+    }
+    T_CHECK(ok, "generate with prompt editing");
+    if (ok) {
+        T_CHECK(!same_rgb(&res[2], &res[0]) && !same_rgb(&res[2], &res[1]),
+                "[cat:dog:0.5] differs from cat and from dog");
+        T_CHECK(near_rgb(&res[3], &res[0]), "[cat:cat:0.5] is cat");
+        T_CHECK(near_rgb(&res[4], &res[0]), "[cat|cat] is cat");
+        T_CHECK(same_rgb(&res[5], &res[1]), "[cat:dog:0] is dog");
+        T_CHECK(!same_rgb(&res[6], &res[7]) && !same_rgb(&res[6], &res[0]),
+                "an edited negative prompt changes the image");
+        T_CHECK(!same_rgb(&res[8], &res[2]), "an entry of 2 chunks");
+    }
+    for (i = 0; i < 9; i++) {
+        sd_result_free(&res[i]);
+    }
 }
 
 
@@ -440,6 +514,8 @@ check_engine(const char *dir)
     for (i = 0; i < 4; i++) {
         sd_result_free(&res[i]);
     }
+    check_editing(ec);          /* 4 entries: texts evicted and encoded
+                                   again while a request holds copies */
     sd_engine_close(e);
     sd_engine_close(ec);
 }
