@@ -19,10 +19,12 @@
 #include <time.h>
 
 #include "image.h"
+#include "inpaint.h"
 #include "pipeline.h"
 #include "prompt.h"
 #include "promptenc.h"
 #include "promptsched.h"
+#include "rng.h"
 #include "sampler.h"
 #include "sd.h"
 #include "textcache.h"
@@ -671,10 +673,6 @@ check_request(sd_err *err, const sd_request *r)
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "resize_mode: 3 (latent "
                          "upscale) is not implemented yet");
     }
-    if (r->n_init_images > 0 && r->mask.gray != NULL) {
-        return sd_errorf(err, SD_ERR_UNSUPPORTED, "mask: inpainting is not "
-                         "implemented yet");
-    }
     return SD_OK;
 }
 
@@ -994,24 +992,60 @@ edit_args(const sd_edit *ed, sd_pipe_args *a, const sd_cond **c,
  */
 static sd_status
 init_latents(sd_err *err, sd_engine *e, const sd_request *r, int it,
-    size_t per, float *init)
+    size_t per, float *init, sd_inpaint *ip, const uint64_t *seeds,
+    uint8_t **ov, int *ow, int *oh)
 {
     uint8_t   *px = NULL;
     sd_status  s = SD_OK;
     int        i;
+    size_t     k, hw = (size_t) (r->width / 8) * (r->height / 8);
 
     for (i = 0; i < r->batch_size && s == SD_OK; i++) {
         const sd_rgb8  *im = &r->init_images[(it * r->batch_size + i)
                                              % r->n_init_images];
 
-        s = sd_resize_image(err, r->resize_mode, im, r->width, r->height,
-                            &px);
+        if (ip->active) {
+            free(ov[i]);
+            ov[i] = NULL;
+            s = sd_inpaint_image(err, r, ip, im, &px, &ov[i], &ow[i],
+                                 &oh[i]);
+        } else {
+            s = sd_resize_image(err, r->resize_mode, im, r->width,
+                                r->height, &px);
+        }
         if (s == SD_OK) {
             s = sd_pipe_encode_image(err, e->model, px, r->width, r->height,
                                      init + i * per);
         }
         free(px);
         px = NULL;
+        if (s != SD_OK || !ip->active || r->inpainting_fill < 2) {
+            continue;
+        }
+        /* fill 2: the seed's noise (create_random_tensors) in the masked
+           latents; fill 3: zeros */
+        if (r->inpainting_fill == 2) {
+            float  *nz = sd_malloc(err, per * sizeof(float), "noise");
+
+            if (nz == NULL) {
+                return SD_ERR_NOMEM;
+            }
+            if (r->rng == SD_RNG_CPU) {
+                sd_randn_cpu(seeds[i], nz, per);
+            } else {
+                sd_randn_cuda(seeds[i], nz, per);
+            }
+            for (k = 0; k < per; k++) {
+                float  nm = ip->latmask[k % hw];
+
+                init[i * per + k] = init[i * per + k] * (1 - nm) + nz[k] * nm;
+            }
+            free(nz);
+        } else {
+            for (k = 0; k < per; k++) {
+                init[i * per + k] *= 1 - ip->latmask[k % hw];
+            }
+        }
     }
     return s;
 }
@@ -1156,6 +1190,9 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     sd_pipe_args  a2;
     sd_cond       hc, hn, pad[4];
     sd_edit       ed[2];
+    sd_inpaint    ip;
+    uint8_t      *ov[64], *comp = NULL;
+    int           ow[64], oh[64];
     const sd_cond *pc = NULL, *pn = NULL;
     int           tw = r->width, th = r->height, uw = 0, uh = 0;
     sd_status     s;
@@ -1169,6 +1206,8 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     memset(&hn, 0, sizeof(hn));
     memset(pad, 0, sizeof(pad));
     memset(ed, 0, sizeof(ed));
+    memset(&ip, 0, sizeof(ip));
+    memset(ov, 0, sizeof(ov));
     SD_TRY(check_request(err, r));
 
     pipe_args(r, &a);
@@ -1285,6 +1324,13 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
         }
     }
 
+    if (r->n_init_images > 0 && r->mask.gray != NULL) {
+        SD_TRY_GOTO(s, sd_inpaint_prepare(err, r, &ip), out);
+        if (ip.comment[0] && res->comments == NULL) {
+            res->comments = strdup(ip.comment);
+        }
+    }
+
     for (it = 0; it < r->n_iter; it++) {
         /* A1111: seeds advance per image unless variation seeds do */
         for (i = 0; i < r->batch_size; i++) {
@@ -1304,7 +1350,9 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
                     goto out;
                 }
             }
-            SD_TRY_GOTO(s, init_latents(err, e, r, it, per, init), out);
+            SD_TRY_GOTO(s, init_latents(err, e, r, it, per, init, &ip,
+                                        a.seeds, ov, ow, oh), out);
+            a.mask = ip.active ? ip.latmask : NULL;
             a.init = init;
             a.steps = r->steps;
             a.start = sd_img2img_start(&a.steps, r->denoising_strength, 0);
@@ -1335,17 +1383,29 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
         }
 
         for (i = 0; i < r->batch_size; i++) {
-            sd_image *img = &res->images[res->n_images];
+            sd_image       *img = &res->images[res->n_images];
+            const uint8_t  *pix = rgb + i * px;
+            int             iw = tw, ih = th;
 
+            if (ip.active) {
+                /* inpainting: put back into (the box of) the original */
+                free(comp);
+                comp = NULL;
+                SD_TRY_GOTO(s, sd_inpaint_compose(err, r, &ip, pix, ov[i],
+                                                  ow[i], oh[i], &comp), out);
+                pix = comp;
+                iw = ow[i];
+                ih = oh[i];
+            }
             img->seed = a.seeds[i];
             img->subseed = a.subseeds[i];
-            img->width = tw;
-            img->height = th;
+            img->width = iw;
+            img->height = ih;
             img->prompt = strdup(r->prompt);
             img->negative_prompt = strdup(r->negative_prompt);
-            img->rgb = malloc(px);
+            img->rgb = malloc((size_t) iw * ih * 3);
             if (img->rgb) {
-                memcpy(img->rgb, rgb + i * px, px);
+                memcpy(img->rgb, pix, (size_t) iw * ih * 3);
             }
             if (img->prompt == NULL || img->negative_prompt == NULL
                 || img->rgb == NULL)
@@ -1358,7 +1418,7 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
             SD_TRY_GOTO(s, sd_infotext(err, e->model, r, img->seed,
                                        img->subseed, &img->infotext), out);
             res->n_images++;
-            SD_TRY_GOTO(s, sd_png_encode(err, rgb + i * px, tw, th,
+            SD_TRY_GOTO(s, sd_png_encode(err, pix, iw, ih,
                                          img->infotext, &img->png,
                                          &img->png_len), out);
         }
@@ -1383,6 +1443,11 @@ out:
     }
     edit_free(&ed[0]);
     edit_free(&ed[1]);
+    sd_inpaint_free(&ip);
+    free(comp);
+    for (i = 0; i < 64; i++) {
+        free(ov[i]);
+    }
     if (s != SD_OK) {
         sd_result_free(res);
     }

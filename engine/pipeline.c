@@ -349,6 +349,23 @@ run_noise(void *ctx, int k, int step, float *out, size_t n)
 }
 
 
+/* inpainting: x = x nmask + init (1 - nmask), every image and channel */
+static void
+mask_blend(const sd_pipe_args *a, float *x, size_t per, int64_t hw)
+{
+    size_t  i;
+
+    if (a->mask == NULL || a->init == NULL) {
+        return;
+    }
+    for (i = 0; i < a->batch * per; i++) {
+        float  nm = a->mask[i % hw];
+
+        x[i] = x[i] * nm + a->init[i] * (1.0f - nm);
+    }
+}
+
+
 /*
  * Prompt editing: the cache of the segment holding step *j, *j made
  * relative to it; skip-layer guidance's cond-only batch follows it.
@@ -437,6 +454,7 @@ run_denoise(void *ctx, const float *x, float sigma, int j, float *den)
     SD_TRY(sd_scale(err, b->x0, &v, -sigma, 0.0f));
     SD_TRY(sd_add(err, b->x0, b->x0, b->lat));
     SD_TRY(sd_tensor_download(err, b->x0, den));
+    mask_blend(a, den, n / bsz, b->lat->ne[2] * b->lat->ne[3]);
     b->have_x0 = 1;
     return SD_OK;
 }
@@ -938,6 +956,7 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
                       run.stop_at + 1, steps);
         goto out;
     }
+    mask_blend(a, b.host, per, (int64_t) h * w);
     SD_TRY_GOTO(s, sd_tensor_upload(err, b.lat, b.host), out);
 
     if (dump) {

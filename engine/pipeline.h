@@ -28,6 +28,10 @@ typedef struct {
     const float        *init;
     int                 start;          /* with init: the first sigma of
                                            the schedule for steps */
+    /* inpainting, with init: (h, w), 1 where to inpaint; the denoised
+       estimate of every step and the final latents keep init elsewhere
+       (A1111's CFGDenoiser blend, mask_before_denoising off) */
+    const float        *mask;
     float              *latents_out;    /* non-NULL: the final latents
                                            (batch x (C, h, w)) go here and
                                            nothing is decoded */

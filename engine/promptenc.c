@@ -35,6 +35,11 @@ chunk_close(sd_err *err, sd_chunker *ck, int32_t bos, int32_t eos,
     int32_t           *ids;
     float             *mult;
 
+    if (k == SD_PROMPT_MAX_CHUNKS) {
+        ck->ncur = 0;           /* past the limit: dropped */
+        ck->last_comma = -1;
+        return SD_OK;
+    }
     t->token_count += is_last ? ck->ncur : L - 2;
     if (k == ck->cap) {
         int  cap = ck->cap ? 2 * ck->cap : 4;
@@ -77,7 +82,7 @@ chunk_add(sd_err *err, sd_chunker *ck, const int32_t *tok, int n, float w,
 {
     int  p, full = ck->out->chunk_len - 2;
 
-    for (p = 0; p < n; p++) {
+    for (p = 0; p < n && ck->out->n_chunks < SD_PROMPT_MAX_CHUNKS; p++) {
         if (tok[p] == comma) {
             ck->last_comma = ck->ncur;
         } else if (SD_COMMA_BACKTRACK != 0 && ck->ncur == full
@@ -206,7 +211,9 @@ sd_prompt_tokenize(sd_err *err, const sd_clip_tok *clip, const sd_t5_tok *t5,
         SD_TRY_GOTO(s, chunk_add(err, ck, tok, n, (float) a.runs[i].weight,
                                  comma, bos, eos), out);
     }
-    if (ck->ncur > 0 || out->n_chunks == 0) {
+    if ((ck->ncur > 0 && out->n_chunks < SD_PROMPT_MAX_CHUNKS)
+        || out->n_chunks == 0)
+    {
         SD_TRY_GOTO(s, chunk_close(err, ck, bos, eos, 1), out);
     }
     if (t5) {

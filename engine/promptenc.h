@@ -36,6 +36,9 @@
 
 
 #define SD_COMMA_BACKTRACK  20      /* A1111's comma_padding_backtrack */
+/* chunks kept (A1111 has no limit): 1200 CLIP tokens, the rest dropped, so
+   that a 64 KiB prompt costs a bounded context */
+#define SD_PROMPT_MAX_CHUNKS  16
 
 
 typedef struct {

@@ -186,6 +186,16 @@ check_tokens(sd_model *m)
     sd_prompt_tokens_free(&t);
     free(s);
 
+    /* 2000 words: 16 chunks kept, the rest dropped */
+    s = words("cat", 2000, "");
+    T_CHECK(sd_prompt_tokenize(&err, m->tok_l, m->tok_t5, s, 77, 256, &t)
+            == SD_OK && t.n_chunks == SD_PROMPT_MAX_CHUNKS
+            && t.token_count == 75 * SD_PROMPT_MAX_CHUNKS
+            && t.ids[77 * 15 + 75] == CAT, "2000 words: %d chunks",
+            t.n_chunks);
+    sd_prompt_tokens_free(&t);
+    free(s);
+
     /* the empty prompt: one chunk of BOS and EOS */
     T_CHECK(sd_prompt_tokenize(&err, m->tok_l, NULL, "", 77, 0, &t) == SD_OK
             && t.n_chunks == 1 && t.token_count == 0
