@@ -451,7 +451,7 @@ sd_status
 sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
     uint64_t seed, uint64_t subseed, char **out)
 {
-    char         cfg[32], vs[32], var[320] = "";
+    char         cfg[32], vs[32], var[320] = "", inp[200] = "";
     const char  *smp, *sch;
     size_t       len;
     char        *s;
@@ -509,6 +509,36 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
         }
     }
 
+    /* inpainting's extra_generation_params, in A1111's order, after RNG */
+    if (r->n_init_images > 0 && r->mask.gray != NULL) {
+        static const char  *content[4] = { "fill", NULL, "latent noise",
+                                           "latent nothing" };
+        size_t              l;
+
+        l = strlen(inp);
+        if (r->inpainting_mask_invert) {
+            l += snprintf(inp + l, sizeof(inp) - l,
+                          ", Mask mode: Inpaint not masked");
+        }
+        if ((r->mask_blur_x > 0 || r->mask_blur_y > 0)
+            && r->mask_blur_x == r->mask_blur_y)
+        {
+            l += snprintf(inp + l, sizeof(inp) - l, ", Mask blur: %d",
+                          r->mask_blur_x);
+        }
+        if (r->inpaint_full_res) {
+            l += snprintf(inp + l, sizeof(inp) - l, ", Inpaint area: Only "
+                          "masked, Masked area padding: %d",
+                          r->inpaint_full_res_padding);
+        }
+        if (r->inpainting_fill >= 0 && r->inpainting_fill < 4
+            && content[r->inpainting_fill])
+        {
+            snprintf(inp + l, sizeof(inp) - l, ", Masked content: %s",
+                     content[r->inpainting_fill]);
+        }
+    }
+
     len = strlen(r->prompt) + strlen(r->negative_prompt) + 1024;
     s = sd_malloc(err, len, "infotext");
     if (s == NULL) {
@@ -516,7 +546,7 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
     }
     snprintf(s, len, "%s\n%s%s%sSteps: %d, Sampler: %s, Schedule type: %s, "
              "CFG scale: %s, Seed: %llu, Size: %dx%d, Model hash: %s, "
-             "Model: %s%s%s, Version: %s",
+             "Model: %s%s%s%s, Version: %s",
              r->prompt,
              r->negative_prompt[0] ? "Negative prompt: " : "",
              r->negative_prompt,
@@ -524,7 +554,7 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
              r->steps, smp, sch, cfg,
              (unsigned long long) seed,
              r->width, r->height, m->hash, m->name, var,
-             r->rng == SD_RNG_CPU ? ", RNG: CPU" : "", SD_VERSION);
+             r->rng == SD_RNG_CPU ? ", RNG: CPU" : "", inp, SD_VERSION);
     *out = s;
     return SD_OK;
 }

@@ -138,6 +138,11 @@ main(void)
         T_CHECK(same_box(&r[0], 0, 0, 32, H) && !same_box(&r[0], 32, 0, W, H),
                 "half mask: the left half is the original, the right not");
         T_CHECK(same_box(&r[1], 0, 0, W, H), "empty mask: the original");
+        T_CHECK(strstr(r[0].images[0].infotext, ", Denoising strength: 0.5, "
+                       "Version: ") != NULL, "fill 1: no inpainting fields "
+                "(%s)", r[0].images[0].infotext);
+        T_CHECK(strstr(r[3].images[0].infotext, ", Mask mode: Inpaint not "
+                       "masked, Version: ") != NULL, "inverted: Mask mode");
         T_CHECK(memcmp(r[2].images[0].rgb, plain.images[0].rgb, W * H * 3)
                 == 0, "full mask: plain img2img");
         T_CHECK(same_box(&r[3], 32, 0, W, H) && !same_box(&r[3], 0, 0, 32, H),
@@ -158,6 +163,9 @@ main(void)
                 "only masked: untouched outside the box");
         T_CHECK(!same_box(&r[4], 60, 40, 76, 56), "only masked: the masked "
                 "square changes");
+        T_CHECK(strstr(r[4].images[0].infotext, ", Inpaint area: Only "
+                       "masked, Masked area padding: 4, Version: ") != NULL,
+                "only masked: the infotext (%s)", r[4].images[0].infotext);
     }
     /* a blank mask: img2img, with A1111's comment */
     make(W, H);
@@ -174,6 +182,10 @@ main(void)
     if (ok) {
         T_CHECK(same_box(&r[6], 0, 0, 32, H) && same_box(&r[7], 0, 0, 32, H),
                 "fill 0 and 2 keep the unmasked half");
+        T_CHECK(strstr(r[6].images[0].infotext, ", Masked content: fill, "
+                       "Version") && strstr(r[7].images[0].infotext,
+                                            ", Masked content: latent noise"),
+                "fills in the infotext");
         T_CHECK(memcmp(r[6].images[0].rgb, r[0].images[0].rgb, W * H * 3)
                 != 0, "fill 0 differs from fill 1");
         T_CHECK(memcmp(r[7].images[0].rgb, r[0].images[0].rgb, W * H * 3)
