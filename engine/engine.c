@@ -699,9 +699,9 @@ check_request(sd_err *err, const sd_request *r)
     SD_TRY(check_hires(err, r));
 
     /* valid, not done yet */
-    if (r->n_init_images > 0 && r->resize_mode == 3) {
+    if (r->n_init_images > 0 && r->resize_mode == 3 && r->mask.gray) {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "resize_mode: 3 (latent "
-                         "upscale) is not implemented yet");
+                         "upscale) with a mask is not implemented yet");
     }
     return SD_OK;
 }
@@ -1016,6 +1016,40 @@ edit_args(const sd_edit *ed, sd_pipe_args *a, const sd_cond **c,
 
 
 /*
+ * resize_mode 3 ("Just resize (latent upscale)"): the image encoded at its
+ * own size (the encoder gives floor(H / 8) x floor(W / 8) latents), then
+ * F.interpolate(mode="bilinear") to the request's latent size.
+ */
+static sd_status
+latent_resize(sd_err *err, sd_engine *e, const sd_request *r,
+    const sd_rgb8 *im, float *out)
+{
+    int        c = sd_vae_latent_channels(e->model->vae);
+    int        h = im->height / 8, w = im->width / 8;
+    float     *lat;
+    sd_status  s;
+
+    if (h < 1 || w < 1) {
+        return sd_errorf(err, SD_ERR_INVALID, "init_images: %dx%d is too "
+                         "small for resize_mode 3 (8x8 at least)",
+                         im->width, im->height);
+    }
+    lat = sd_malloc(err, (size_t) c * h * w * sizeof(float), "latents");
+    if (lat == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    s = sd_pipe_encode_image(err, e->model, im->rgb, im->width, im->height,
+                             lat);
+    if (s == SD_OK) {
+        s = sd_latent_upscale(err, "Latent", lat, 1, c, h, w, out,
+                              r->height / 8, r->width / 8);
+    }
+    free(lat);
+    return s;
+}
+
+
+/*
  * img2img: the init latents of iteration it's batch, image i from
  * init_images[(it * batch + i) % n], resized by resize_mode (A1111's
  * resize_image) and encoded; init holds batch x per floats.
@@ -1039,6 +1073,9 @@ init_latents(sd_err *err, sd_engine *e, const sd_request *r, int it,
             ov[i] = NULL;
             s = sd_inpaint_image(err, r, ip, im, &px, &ov[i], &ow[i],
                                  &oh[i]);
+        } else if (r->resize_mode == 3) {
+            s = latent_resize(err, e, r, im, init + i * per);
+            continue;
         } else {
             s = sd_resize_image(err, r->resize_mode, im, r->width,
                                 r->height, &px);

@@ -5,7 +5,9 @@
  * img2img, an inverted mask keeps the other side, "only masked" answers
  * at the init image's size with the pixels outside its box untouched, a
  * blank mask there falls back to img2img with A1111's comment, and the
- * fills change the masked area.
+ * fills change the masked area. And img2img's resize_mode 3 (latent
+ * upscale): at the same size it is resize_mode 0's image, from 128 x 128
+ * another one.
  */
 
 #include <sys/stat.h>
@@ -17,7 +19,7 @@
 #define W  64
 #define H  64
 
-static uint8_t  img[96 * 80 * 3], half[96 * 80], none[96 * 80],
+static uint8_t  img[128 * 128 * 3], half[96 * 80], none[96 * 80],
                 full[96 * 80], box[96 * 80];
 
 
@@ -41,6 +43,9 @@ make(int w, int h)
         }
     }
 }
+
+
+static int  resize_mode;
 
 
 static int
@@ -73,6 +78,7 @@ gen(sd_engine *e, int iw, int ih, const uint8_t *mask, int fill,
     r.inpaint_full_res = full_res;
     r.inpaint_full_res_padding = 4;
     r.inpainting_mask_invert = invert;
+    r.resize_mode = resize_mode;
     if (sd_generate(e, &r, NULL, NULL, NULL, res, msg, sizeof(msg))
         != SD_OK || res->n_images != 1)
     {
@@ -192,6 +198,32 @@ main(void)
                 != 0, "fill 2 differs from fill 1");
         T_CHECK(memcmp(r[6].images[0].rgb, r[7].images[0].rgb, W * H * 3)
                 != 0, "fill 2 differs from fill 0");
+    }
+
+    /* resize_mode 3 */
+    resize_mode = 3;
+    make(W, H);
+    {
+        sd_result  b3, b0, m3;
+        int        k, ok2;
+
+        ok2 = gen(e, W, H, NULL, 1, 0, 0, &m3);
+        T_CHECK(ok2 && memcmp(m3.images[0].rgb, plain.images[0].rgb,
+                              W * H * 3) == 0, "resize_mode 3 at the same "
+                "size: resize_mode 0's image");
+        sd_result_free(&m3);
+        for (k = 0; k < 128 * 128 * 3; k++) {
+            img[k] = (uint8_t) (k * 7 / 3);
+        }
+        ok2 = gen(e, 128, 128, NULL, 1, 0, 0, &b3);
+        resize_mode = 0;
+        ok2 &= gen(e, 128, 128, NULL, 1, 0, 0, &b0);
+        T_CHECK(ok2 && b3.images[0].width == W
+                && memcmp(b3.images[0].rgb, b0.images[0].rgb, W * H * 3)
+                   != 0, "resize_mode 3 from 128 x 128: encoded, then the "
+                "latents resized");
+        sd_result_free(&b3);
+        sd_result_free(&b0);
     }
 
     sd_result_free(&plain);
