@@ -18,12 +18,11 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "condsched.h"
 #include "image.h"
 #include "inpaint.h"
 #include "pipeline.h"
 #include "prompt.h"
-#include "promptenc.h"
-#include "promptsched.h"
 #include "rng.h"
 #include "sampler.h"
 #include "sd.h"
@@ -803,219 +802,6 @@ out:
 
 
 /*
- * A prompt and its negative of different chunk counts: the shorter one
- * gets empty chunks (A1111's empty_chunk(), as for the texts of one batch)
- * so that both go through the transformer in one batch; *pc / *pn then
- * point at the padded copy in *tc / *tn (freed by the caller).
- */
-static sd_status
-pad_pair(sd_err *err, sd_engine *e, int clip_skip, const sd_cond **pc,
-    const sd_cond **pn, sd_cond *tc, sd_cond *tn)
-{
-    const sd_cond  *empty;
-    sd_cond         tmp;
-    int             a = sd_cond_chunks(e->model, *pc);
-    int             b = sd_cond_chunks(e->model, *pn);
-    sd_status       s;
-
-    if (a == b) {
-        return SD_OK;
-    }
-    /* the empty prompt is pinned in the cache: it outlives this call */
-    SD_TRY(sd_tcache_get(err, e->tcache, e->model, "", clip_skip, &tmp,
-                         &empty));
-    if (a < b) {
-        s = sd_cond_pad_chunks(err, e->model, *pc, empty, b, tc);
-        *pc = tc;
-    } else {
-        s = sd_cond_pad_chunks(err, e->model, *pn, empty, a, tn);
-        *pn = tn;
-    }
-    sd_cond_free(&tmp);
-    return s;
-}
-
-
-/*
- * Prompt editing and alternation for one pass (promptsched.h): the
- * prompt's and the negative's schedules, each distinct text encoded
- * (through the text cache, then copied: a cache entry may be evicted by
- * the next ones) and padded to one chunk count, and the segments of steps
- * where the pair of entries in use stays the same. n 0: no editing.
- */
-typedef struct {
-    int             n;
-    int            *end;
-    const sd_cond **c, **u;
-    sd_cond        *own;
-    int             n_own;
-} sd_edit;
-
-
-static void
-edit_free(sd_edit *ed)
-{
-    int  i;
-
-    for (i = 0; i < ed->n_own; i++) {
-        sd_cond_free(&ed->own[i]);
-    }
-    free(ed->own);
-    free(ed->end);
-    free(ed->c);
-    free(ed->u);
-    memset(ed, 0, sizeof(*ed));
-}
-
-
-/* *edited: the schedule is more than the prompt itself */
-static sd_status
-edit_schedule(sd_err *err, const char *prompt, int base, int hires,
-    sd_prompt_sched *ps, int *edited)
-{
-    char     *text, **tags;
-    int       n, i;
-    sd_status s;
-
-    memset(ps, 0, sizeof(*ps));
-    SD_TRY(sd_prompt_extra_networks(err, prompt ? prompt : "", &text, &tags,
-                                    &n));
-    for (i = 0; i < n; i++) {
-        free(tags[i]);
-    }
-    free(tags);
-    s = sd_prompt_schedule(err, text, base, hires, ps);
-    if (s == SD_OK && (ps->n > 1 || strcmp(ps->e[0].text, text) != 0)) {
-        *edited = 1;
-    }
-    free(text);
-    return s;
-}
-
-
-/* the texts of both schedules into ed->own, padded to one chunk count */
-static sd_status
-edit_encode(sd_err *err, sd_engine *e, int clip_skip,
-    const sd_prompt_sched *sc, const sd_prompt_sched *su, sd_edit *ed)
-{
-    sd_cond         tmp, t2;
-    const sd_cond  *out, *empty;
-    int             i, most = 1, k;
-
-    ed->own = sd_calloc(err, sc->n + su->n, sizeof(sd_cond), "prompts");
-    if (ed->own == NULL) {
-        return SD_ERR_NOMEM;
-    }
-    for (i = 0; i < sc->n + su->n; i++) {
-        const char  *t = i < sc->n ? sc->e[i].text : su->e[i - sc->n].text;
-
-        SD_TRY(sd_tcache_get(err, e->tcache, e->model, t, clip_skip, &tmp,
-                             &out));
-        k = sd_cond_chunks(e->model, out);
-        most = k > most ? k : most;
-        if (sd_cond_pad_chunks(err, e->model, out, out, k, &ed->own[i])
-            != SD_OK)
-        {
-            sd_cond_free(&tmp);
-            return err->status;
-        }
-        ed->n_own++;
-        sd_cond_free(&tmp);
-    }
-    SD_TRY(sd_tcache_get(err, e->tcache, e->model, "", clip_skip, &tmp,
-                         &empty));
-    for (i = 0; i < ed->n_own; i++) {
-        if (sd_cond_chunks(e->model, &ed->own[i]) == most) {
-            continue;
-        }
-        if (sd_cond_pad_chunks(err, e->model, &ed->own[i], empty, most, &t2)
-            != SD_OK)
-        {
-            sd_cond_free(&tmp);
-            return err->status;
-        }
-        sd_cond_free(&ed->own[i]);
-        ed->own[i] = t2;
-    }
-    sd_cond_free(&tmp);
-    return SD_OK;
-}
-
-
-static sd_status
-edit_prepare(sd_err *err, sd_engine *e, const char *prompt,
-    const char *negative, int cfg_on, int base, int hires, int clip_skip,
-    sd_edit *ed)
-{
-    sd_prompt_sched  sc, su;
-    int              steps = hires > 0 ? hires : base, j, ic, iu, pc = -1;
-    int              pu = -1, edited = 0;
-    sd_status        s;
-
-    memset(ed, 0, sizeof(*ed));
-    memset(&su, 0, sizeof(su));
-    SD_TRY(edit_schedule(err, prompt, base, hires, &sc, &edited));
-    if (cfg_on) {
-        SD_TRY_GOTO(s, edit_schedule(err, negative, base, hires, &su,
-                                     &edited), out);
-    }
-    if (!edited) {
-        s = SD_OK;              /* the plain path encodes them */
-        goto out;
-    }
-    SD_TRY_GOTO(s, edit_encode(err, e, clip_skip, &sc, &su, ed), out);
-    ed->end = sd_calloc(err, steps, sizeof(int), "segments");
-    ed->c = sd_calloc(err, steps, sizeof(*ed->c), "segments");
-    ed->u = sd_calloc(err, steps, sizeof(*ed->u), "segments");
-    if (ed->end == NULL || ed->c == NULL || ed->u == NULL) {
-        s = SD_ERR_NOMEM;
-        goto out;
-    }
-    /* reconstruct_cond_batch at each step: a new segment where it moves */
-    for (j = 0; j < steps; j++) {
-        ic = sd_prompt_sched_at(&sc, j);
-        iu = cfg_on ? sd_prompt_sched_at(&su, j) : 0;
-        if (ic != pc || iu != pu) {
-            if (ed->n > 0) {
-                ed->end[ed->n - 1] = j;
-            }
-            ed->c[ed->n] = &ed->own[ic];
-            ed->u[ed->n] = cfg_on ? &ed->own[sc.n + iu] : &ed->own[ic];
-            ed->n++;
-            pc = ic;
-            pu = iu;
-        }
-    }
-    ed->end[ed->n - 1] = steps;
-    s = SD_OK;
-
-out:
-    sd_prompt_sched_free(&sc);
-    sd_prompt_sched_free(&su);
-    if (s != SD_OK) {
-        edit_free(ed);
-    }
-    return s;
-}
-
-
-static void
-edit_args(const sd_edit *ed, sd_pipe_args *a, const sd_cond **c,
-    const sd_cond **u)
-{
-    if (ed->n == 0) {
-        return;
-    }
-    a->n_seg = ed->n;
-    a->seg_end = ed->end;
-    a->seg_cond = ed->c;
-    a->seg_ncond = ed->u;
-    *c = ed->c[0];
-    *u = ed->u[0];
-}
-
-
-/*
  * resize_mode 3 ("Just resize (latent upscale)"): the image encoded at its
  * own size (the encoder gives floor(H / 8) x floor(W / 8) latents), then
  * F.interpolate(mode="bilinear") to the request's latent size.
@@ -1302,12 +1088,12 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
         SD_TRY_GOTO(s, encode_prompt(err, e, r->negative_prompt,
                                      r->clip_skip, res, &n, &np), out);
     }
-    SD_TRY_GOTO(s, edit_prepare(err, e, r->prompt, r->negative_prompt,
+    SD_TRY_GOTO(s, sd_edit_prepare(err, e->tcache, e->model, r->prompt, r->negative_prompt,
                                 r->cfg_scale > 1.0f, r->steps, 0,
                                 r->clip_skip, &ed[0]), out);
-    edit_args(&ed[0], &a, &cp, &np);
+    sd_edit_args(&ed[0], &a, &cp, &np);
     if (r->cfg_scale > 1.0f) {
-        SD_TRY_GOTO(s, pad_pair(err, e, r->clip_skip, &cp, &np, &pad[0],
+        SD_TRY_GOTO(s, sd_cond_pad_pair(err, e->tcache, e->model, r->clip_skip, &cp, &np, &pad[0],
                                 &pad[1]), out);
     }
     pc = cp;
@@ -1371,7 +1157,7 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
                                          r->hr_negative_prompt, r->clip_skip,
                                          res, &hn, &pn), out);
         }
-        SD_TRY_GOTO(s, edit_prepare(err, e, r->hr_prompt && r->hr_prompt[0]
+        SD_TRY_GOTO(s, sd_edit_prepare(err, e->tcache, e->model, r->hr_prompt && r->hr_prompt[0]
                                             ? r->hr_prompt : r->prompt,
                                     r->hr_negative_prompt
                                     && r->hr_negative_prompt[0]
@@ -1384,9 +1170,9 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
         if (ed[1].n == 0) {
             a2.n_seg = 0;       /* a copy of the first pass's args */
         }
-        edit_args(&ed[1], &a2, &pc, &pn);
+        sd_edit_args(&ed[1], &a2, &pc, &pn);
         if (r->cfg_scale > 1.0f) {
-            SD_TRY_GOTO(s, pad_pair(err, e, r->clip_skip, &pc, &pn, &pad[2],
+            SD_TRY_GOTO(s, sd_cond_pad_pair(err, e->tcache, e->model, r->clip_skip, &pc, &pn, &pad[2],
                                     &pad[3]), out);
         }
     }
@@ -1508,8 +1294,8 @@ out:
     for (i = 0; i < 4; i++) {
         sd_cond_free(&pad[i]);
     }
-    edit_free(&ed[0]);
-    edit_free(&ed[1]);
+    sd_edit_free(&ed[0]);
+    sd_edit_free(&ed[1]);
     sd_inpaint_free(&ip);
     free(comp);
     for (i = 0; i < 64; i++) {
