@@ -697,6 +697,23 @@ check_request(sd_err *err, const sd_request *r)
     SD_TRY(check_img2img(err, r));
     SD_TRY(check_hires(err, r));
 
+    if (r->n_init_images > 0 && r->mask.gray && r->inpaint_full_res) {
+        int  i;
+
+        for (i = 0; i < r->n_init_images; i++) {
+            if (r->init_images[i].width != r->mask.width
+                || r->init_images[i].height != r->mask.height)
+            {
+                return sd_errorf(err, SD_ERR_INVALID, "mask: %dx%d, init "
+                                 "image %d is %dx%d; inpaint_full_res "
+                                 "(\"only masked\") needs them the same "
+                                 "size", r->mask.width, r->mask.height, i,
+                                 r->init_images[i].width,
+                                 r->init_images[i].height);
+            }
+        }
+    }
+
     /* valid, not done yet */
     if (r->n_init_images > 0 && r->resize_mode == 3 && r->mask.gray) {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "resize_mode: 3 (latent "

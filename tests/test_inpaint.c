@@ -173,6 +173,27 @@ main(void)
                        "masked, Masked area padding: 4, Version: ") != NULL,
                 "only masked: the infotext (%s)", r[4].images[0].infotext);
     }
+    /* only masked needs the mask at the image's size: a 422 on "mask" */
+    {
+        sd_request  q;
+        sd_rgb8     im = { img, 96, 80 };
+
+        sd_request_init(&q);
+        q.init_images = &im;
+        q.n_init_images = 1;
+        q.width = W;
+        q.height = H;
+        q.mask.gray = box;
+        q.mask.width = 64;
+        q.mask.height = 64;
+        q.inpaint_full_res = 1;
+        T_CHECK(sd_request_check(e, &q, msg, sizeof(msg)) == SD_ERR_INVALID
+                && strncmp(msg, "mask: ", 6) == 0, "mask size: %s", msg);
+        q.inpaint_full_res = 0;
+        T_CHECK(sd_request_check(e, &q, msg, sizeof(msg)) == SD_OK,
+                "mask of another size, resized: %s", msg);
+    }
+
     /* a blank mask: img2img, with A1111's comment */
     make(W, H);
     ok = gen(e, W, H, none, 1, 1, 0, &r[5]);
