@@ -18,9 +18,12 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "condsched.h"
 #include "image.h"
+#include "inpaint.h"
 #include "pipeline.h"
 #include "prompt.h"
+#include "rng.h"
 #include "sampler.h"
 #include "sd.h"
 #include "textcache.h"
@@ -467,7 +470,7 @@ sd_status
 sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
     uint64_t seed, uint64_t subseed, char **out)
 {
-    char         cfg[32], vs[32], var[320] = "";
+    char         cfg[32], vs[32], var[320] = "", inp[200] = "";
     const char  *smp, *sch;
     size_t       len;
     char        *s;
@@ -525,6 +528,36 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
         }
     }
 
+    /* inpainting's extra_generation_params, in A1111's order, after RNG */
+    if (r->n_init_images > 0 && r->mask.gray != NULL) {
+        static const char  *content[4] = { "fill", NULL, "latent noise",
+                                           "latent nothing" };
+        size_t              l;
+
+        l = strlen(inp);
+        if (r->inpainting_mask_invert) {
+            l += snprintf(inp + l, sizeof(inp) - l,
+                          ", Mask mode: Inpaint not masked");
+        }
+        if ((r->mask_blur_x > 0 || r->mask_blur_y > 0)
+            && r->mask_blur_x == r->mask_blur_y)
+        {
+            l += snprintf(inp + l, sizeof(inp) - l, ", Mask blur: %d",
+                          r->mask_blur_x);
+        }
+        if (r->inpaint_full_res) {
+            l += snprintf(inp + l, sizeof(inp) - l, ", Inpaint area: Only "
+                          "masked, Masked area padding: %d",
+                          r->inpaint_full_res_padding);
+        }
+        if (r->inpainting_fill >= 0 && r->inpainting_fill < 4
+            && content[r->inpainting_fill])
+        {
+            snprintf(inp + l, sizeof(inp) - l, ", Masked content: %s",
+                     content[r->inpainting_fill]);
+        }
+    }
+
     len = strlen(r->prompt) + strlen(r->negative_prompt) + 1024;
     s = sd_malloc(err, len, "infotext");
     if (s == NULL) {
@@ -532,7 +565,7 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
     }
     snprintf(s, len, "%s\n%s%s%sSteps: %d, Sampler: %s, Schedule type: %s, "
              "CFG scale: %s, Seed: %llu, Size: %dx%d, Model hash: %s, "
-             "Model: %s%s%s, Version: %s",
+             "Model: %s%s%s%s, Version: %s",
              r->prompt,
              r->negative_prompt[0] ? "Negative prompt: " : "",
              r->negative_prompt,
@@ -540,7 +573,7 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
              r->steps, smp, sch, cfg,
              (unsigned long long) seed,
              r->width, r->height, m->hash, m->name, var,
-             r->rng == SD_RNG_CPU ? ", RNG: CPU" : "", SD_VERSION);
+             r->rng == SD_RNG_CPU ? ", RNG: CPU" : "", inp, SD_VERSION);
     *out = s;
     return SD_OK;
 }
@@ -684,14 +717,27 @@ check_request(sd_err *err, const sd_request *r)
     SD_TRY(check_img2img(err, r));
     SD_TRY(check_hires(err, r));
 
-    /* valid, not done yet */
-    if (r->n_init_images > 0 && r->resize_mode == 3) {
-        return sd_errorf(err, SD_ERR_UNSUPPORTED, "resize_mode: 3 (latent "
-                         "upscale) is not implemented yet");
+    if (r->n_init_images > 0 && r->mask.gray && r->inpaint_full_res) {
+        int  i;
+
+        for (i = 0; i < r->n_init_images; i++) {
+            if (r->init_images[i].width != r->mask.width
+                || r->init_images[i].height != r->mask.height)
+            {
+                return sd_errorf(err, SD_ERR_INVALID, "mask: %dx%d, init "
+                                 "image %d is %dx%d; inpaint_full_res "
+                                 "(\"only masked\") needs them the same "
+                                 "size", r->mask.width, r->mask.height, i,
+                                 r->init_images[i].width,
+                                 r->init_images[i].height);
+            }
+        }
     }
-    if (r->n_init_images > 0 && r->mask.gray != NULL) {
-        return sd_errorf(err, SD_ERR_UNSUPPORTED, "mask: inpainting is not "
-                         "implemented yet");
+
+    /* valid, not done yet */
+    if (r->n_init_images > 0 && r->resize_mode == 3 && r->mask.gray) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "resize_mode: 3 (latent "
+                         "upscale) with a mask is not implemented yet");
     }
     return SD_OK;
 }
@@ -754,15 +800,14 @@ sd_request_check(const sd_engine *e, const sd_request *req, char *errbuf,
 
 /*
  * A prompt as A1111 encodes it: extra-network tags removed (and listed in
- * the result), the emphasis syntax parsed; the runs' weights are not yet
- * applied to the embeddings, so "(cat:1.3)" encodes as "cat".
+ * the result); the rest through the text cache, which encodes it with the
+ * emphasis and the chunks of promptenc.h.
  */
 static sd_status
 encode_prompt(sd_err *err, sd_engine *e, const char *prompt, int clip_skip,
     sd_result *res, sd_cond *tmp, const sd_cond **out)
 {
-    sd_prompt_attn   a = { NULL, 0 };
-    char            *text = NULL, *plain = NULL, **tags = NULL, **l;
+    char            *text = NULL, **tags = NULL, **l;
     int              n = 0, i;
     sd_status        s;
 
@@ -781,9 +826,7 @@ encode_prompt(sd_err *err, sd_engine *e, const char *prompt, int clip_skip,
             tags[i] = NULL;
         }
     }
-    SD_TRY_GOTO(s, sd_prompt_attention(err, text, &a), out);
-    SD_TRY_GOTO(s, sd_prompt_plain(err, &a, &plain), out);
-    s = sd_tcache_get(err, e->tcache, e->model, plain, clip_skip, tmp, out);
+    s = sd_tcache_get(err, e->tcache, e->model, text, clip_skip, tmp, out);
 
 out:
     for (i = 0; i < n; i++) {
@@ -791,8 +834,40 @@ out:
     }
     free(tags);
     free(text);
-    free(plain);
-    sd_prompt_attention_free(&a);
+    return s;
+}
+
+
+/*
+ * resize_mode 3 ("Just resize (latent upscale)"): the image encoded at its
+ * own size (the encoder gives floor(H / 8) x floor(W / 8) latents), then
+ * F.interpolate(mode="bilinear") to the request's latent size.
+ */
+static sd_status
+latent_resize(sd_err *err, sd_engine *e, const sd_request *r,
+    const sd_rgb8 *im, float *out)
+{
+    int        c = sd_vae_latent_channels(e->model->vae);
+    int        h = im->height / 8, w = im->width / 8;
+    float     *lat;
+    sd_status  s;
+
+    if (h < 1 || w < 1) {
+        return sd_errorf(err, SD_ERR_INVALID, "init_images: %dx%d is too "
+                         "small for resize_mode 3 (8x8 at least)",
+                         im->width, im->height);
+    }
+    lat = sd_malloc(err, (size_t) c * h * w * sizeof(float), "latents");
+    if (lat == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    s = sd_pipe_encode_image(err, e->model, im->rgb, im->width, im->height,
+                             lat);
+    if (s == SD_OK) {
+        s = sd_latent_upscale(err, "Latent", lat, 1, c, h, w, out,
+                              r->height / 8, r->width / 8);
+    }
+    free(lat);
     return s;
 }
 
@@ -804,24 +879,63 @@ out:
  */
 static sd_status
 init_latents(sd_err *err, sd_engine *e, const sd_request *r, int it,
-    size_t per, float *init)
+    size_t per, float *init, sd_inpaint *ip, const uint64_t *seeds,
+    uint8_t **ov, int *ow, int *oh)
 {
     uint8_t   *px = NULL;
     sd_status  s = SD_OK;
     int        i;
+    size_t     k, hw = (size_t) (r->width / 8) * (r->height / 8);
 
     for (i = 0; i < r->batch_size && s == SD_OK; i++) {
         const sd_rgb8  *im = &r->init_images[(it * r->batch_size + i)
                                              % r->n_init_images];
 
-        s = sd_resize_image(err, r->resize_mode, im, r->width, r->height,
-                            &px);
+        if (ip->active) {
+            free(ov[i]);
+            ov[i] = NULL;
+            s = sd_inpaint_image(err, r, ip, im, &px, &ov[i], &ow[i],
+                                 &oh[i]);
+        } else if (r->resize_mode == 3) {
+            s = latent_resize(err, e, r, im, init + i * per);
+            continue;
+        } else {
+            s = sd_resize_image(err, r->resize_mode, im, r->width,
+                                r->height, &px);
+        }
         if (s == SD_OK) {
             s = sd_pipe_encode_image(err, e->model, px, r->width, r->height,
                                      init + i * per);
         }
         free(px);
         px = NULL;
+        if (s != SD_OK || !ip->active || r->inpainting_fill < 2) {
+            continue;
+        }
+        /* fill 2: the seed's noise (create_random_tensors) in the masked
+           latents; fill 3: zeros */
+        if (r->inpainting_fill == 2) {
+            float  *nz = sd_malloc(err, per * sizeof(float), "noise");
+
+            if (nz == NULL) {
+                return SD_ERR_NOMEM;
+            }
+            if (r->rng == SD_RNG_CPU) {
+                sd_randn_cpu(seeds[i], nz, per);
+            } else {
+                sd_randn_cuda(seeds[i], nz, per);
+            }
+            for (k = 0; k < per; k++) {
+                float  nm = ip->latmask[k % hw];
+
+                init[i * per + k] = init[i * per + k] * (1 - nm) + nz[k] * nm;
+            }
+            free(nz);
+        } else {
+            for (k = 0; k < per; k++) {
+                init[i * per + k] *= 1 - ip->latmask[k % hw];
+            }
+        }
     }
     return s;
 }
@@ -964,7 +1078,11 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     uint8_t      *rgb = NULL;
     float        *init = NULL, *first = NULL;
     sd_pipe_args  a2;
-    sd_cond       hc, hn;
+    sd_cond       hc, hn, pad[4];
+    sd_edit       ed[2];
+    sd_inpaint    ip;
+    uint8_t      *ov[64], *comp = NULL;
+    int           ow[64], oh[64];
     const sd_cond *pc = NULL, *pn = NULL;
     int           tw = r->width, th = r->height, uw = 0, uh = 0;
     sd_status     s;
@@ -976,6 +1094,10 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     memset(&n, 0, sizeof(n));
     memset(&hc, 0, sizeof(hc));
     memset(&hn, 0, sizeof(hn));
+    memset(pad, 0, sizeof(pad));
+    memset(ed, 0, sizeof(ed));
+    memset(&ip, 0, sizeof(ip));
+    memset(ov, 0, sizeof(ov));
     SD_TRY(check_request(err, r));
 
     pipe_args(r, &a);
@@ -1002,6 +1124,14 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     if (r->cfg_scale > 1.0f) {
         SD_TRY_GOTO(s, encode_prompt(err, e, r->negative_prompt,
                                      r->clip_skip, res, &n, &np), out);
+    }
+    SD_TRY_GOTO(s, sd_edit_prepare(err, e->tcache, e->model, r->prompt, r->negative_prompt,
+                                r->cfg_scale > 1.0f, r->steps, 0,
+                                r->clip_skip, &ed[0]), out);
+    sd_edit_args(&ed[0], &a, &cp, &np);
+    if (r->cfg_scale > 1.0f) {
+        SD_TRY_GOTO(s, sd_cond_pad_pair(err, e->tcache, e->model, r->clip_skip, &cp, &np, &pad[0],
+                                &pad[1]), out);
     }
     pc = cp;
     pn = np ? np : &n;
@@ -1064,6 +1194,31 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
                                          r->hr_negative_prompt, r->clip_skip,
                                          res, &hn, &pn), out);
         }
+        SD_TRY_GOTO(s, sd_edit_prepare(err, e->tcache, e->model, r->hr_prompt && r->hr_prompt[0]
+                                            ? r->hr_prompt : r->prompt,
+                                    r->hr_negative_prompt
+                                    && r->hr_negative_prompt[0]
+                                    ? r->hr_negative_prompt
+                                    : r->negative_prompt,
+                                    r->cfg_scale > 1.0f, r->steps,
+                                    r->hr_second_pass_steps
+                                    ? r->hr_second_pass_steps : r->steps,
+                                    r->clip_skip, &ed[1]), out);
+        if (ed[1].n == 0) {
+            a2.n_seg = 0;       /* a copy of the first pass's args */
+        }
+        sd_edit_args(&ed[1], &a2, &pc, &pn);
+        if (r->cfg_scale > 1.0f) {
+            SD_TRY_GOTO(s, sd_cond_pad_pair(err, e->tcache, e->model, r->clip_skip, &pc, &pn, &pad[2],
+                                    &pad[3]), out);
+        }
+    }
+
+    if (r->n_init_images > 0 && r->mask.gray != NULL) {
+        SD_TRY_GOTO(s, sd_inpaint_prepare(err, r, &ip), out);
+        if (ip.comment[0] && res->comments == NULL) {
+            res->comments = strdup(ip.comment);
+        }
     }
 
     for (it = 0; it < r->n_iter; it++) {
@@ -1085,7 +1240,9 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
                     goto out;
                 }
             }
-            SD_TRY_GOTO(s, init_latents(err, e, r, it, per, init), out);
+            SD_TRY_GOTO(s, init_latents(err, e, r, it, per, init, &ip,
+                                        a.seeds, ov, ow, oh), out);
+            a.mask = ip.active ? ip.latmask : NULL;
             a.init = init;
             a.steps = r->steps;
             a.start = sd_img2img_start(&a.steps, r->denoising_strength, 0);
@@ -1116,17 +1273,29 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
         }
 
         for (i = 0; i < r->batch_size; i++) {
-            sd_image *img = &res->images[res->n_images];
+            sd_image       *img = &res->images[res->n_images];
+            const uint8_t  *pix = rgb + i * px;
+            int             iw = tw, ih = th;
 
+            if (ip.active) {
+                /* inpainting: put back into (the box of) the original */
+                free(comp);
+                comp = NULL;
+                SD_TRY_GOTO(s, sd_inpaint_compose(err, r, &ip, pix, ov[i],
+                                                  ow[i], oh[i], &comp), out);
+                pix = comp;
+                iw = ow[i];
+                ih = oh[i];
+            }
             img->seed = a.seeds[i];
             img->subseed = a.subseeds[i];
-            img->width = tw;
-            img->height = th;
+            img->width = iw;
+            img->height = ih;
             img->prompt = strdup(r->prompt);
             img->negative_prompt = strdup(r->negative_prompt);
-            img->rgb = malloc(px);
+            img->rgb = malloc((size_t) iw * ih * 3);
             if (img->rgb) {
-                memcpy(img->rgb, rgb + i * px, px);
+                memcpy(img->rgb, pix, (size_t) iw * ih * 3);
             }
             if (img->prompt == NULL || img->negative_prompt == NULL
                 || img->rgb == NULL)
@@ -1139,7 +1308,7 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
             SD_TRY_GOTO(s, sd_infotext(err, e->model, r, img->seed,
                                        img->subseed, &img->infotext), out);
             res->n_images++;
-            SD_TRY_GOTO(s, sd_png_encode(err, rgb + i * px, tw, th,
+            SD_TRY_GOTO(s, sd_png_encode(err, pix, iw, ih,
                                          img->infotext, &img->png,
                                          &img->png_len), out);
         }
@@ -1159,6 +1328,16 @@ out:
     sd_cond_free(&n);
     sd_cond_free(&hc);
     sd_cond_free(&hn);
+    for (i = 0; i < 4; i++) {
+        sd_cond_free(&pad[i]);
+    }
+    sd_edit_free(&ed[0]);
+    sd_edit_free(&ed[1]);
+    sd_inpaint_free(&ip);
+    free(comp);
+    for (i = 0; i < 64; i++) {
+        free(ov[i]);
+    }
     if (s != SD_OK) {
         sd_result_free(res);
     }

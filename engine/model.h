@@ -62,6 +62,7 @@ typedef struct {
     sd_tensor      *t5;                         /* (1, 256, d) or NULL */
     sd_tensor      *context;                    /* (1, 77 + 256, joint) */
     sd_tensor      *pooled;                     /* (1, proj_l + proj_g) */
+    int             chunks;     /* CLIP chunks of 77 in context (0: one) */
 } sd_cond;
 
 sd_status sd_cond_encode(sd_err *err, sd_model *m, const char *prompt,

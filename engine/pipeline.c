@@ -245,18 +245,30 @@ dup_floats(const float *src, size_t n)
 }
 
 
+/* prompt editing: sampling steps [start, stop) with the args' segment arg */
+typedef struct {
+    sd_mmdit_cache  *cache;
+    int              start, stop, arg;
+} sd_pipe_seg;
+
+
 typedef struct {
     sd_tensor       *lat, *in, *out, *ctx, *pool, *tmp, *ctx1, *pool1, *skip;
     sd_tensor       *x0;            /* latest denoised estimate */
     sd_mmdit_cache  *cache;         /* the transformer's per-image part */
     float           *host;
     int              have_x0;
+    /* prompt editing: a cache per segment of steps */
+    sd_pipe_seg     *seg;
+    int              nseg, seg_cur;
 } sd_pipe_bufs;
 
 
 static void
 bufs_free(sd_pipe_bufs *b)
 {
+    int  i;
+
     sd_tensor_free(b->lat);
     sd_tensor_free(b->in);
     sd_tensor_free(b->out);
@@ -268,6 +280,10 @@ bufs_free(sd_pipe_bufs *b)
     sd_tensor_free(b->skip);
     sd_tensor_free(b->x0);
     sd_mmdit_cache_free(b->cache);
+    for (i = 0; i < b->nseg; i++) {
+        sd_mmdit_cache_free(b->seg[i].cache);
+    }
+    free(b->seg);
     free(b->host);
 }
 
@@ -333,6 +349,52 @@ run_noise(void *ctx, int k, int step, float *out, size_t n)
 }
 
 
+/* inpainting: x = x nmask + init (1 - nmask), every image and channel */
+static void
+mask_blend(const sd_pipe_args *a, float *x, size_t per, int64_t hw)
+{
+    size_t  i;
+
+    if (a->mask == NULL || a->init == NULL) {
+        return;
+    }
+    for (i = 0; i < a->batch * per; i++) {
+        float  nm = a->mask[i % hw];
+
+        x[i] = x[i] * nm + a->init[i] * (1.0f - nm);
+    }
+}
+
+
+/*
+ * Prompt editing: the cache of the segment holding step *j, *j made
+ * relative to it; skip-layer guidance's cond-only batch follows it.
+ */
+static sd_status
+seg_select(sd_err *err, sd_pipe_run *r, int *j, const sd_mmdit_cache **cache)
+{
+    sd_pipe_bufs        *b = r->b;
+    const sd_pipe_args  *a = r->a;
+    const sd_cond       *c;
+    int                  k;
+
+    if (b->nseg == 0) {
+        return SD_OK;
+    }
+    for (k = 0; k < b->nseg - 1 && *j >= b->seg[k].stop; k++) {
+    }
+    *cache = b->seg[k].cache;
+    *j -= b->seg[k].start;
+    if (k != b->seg_cur && b->ctx1) {
+        c = a->seg_cond[b->seg[k].arg];
+        SD_TRY(repeat_into(err, b->ctx1, 0, a->batch, c->context));
+        SD_TRY(repeat_into(err, b->pool1, 0, a->batch, c->pooled));
+    }
+    b->seg_cur = k;
+    return SD_OK;
+}
+
+
 /*
  * The guided denoised estimate at sigmas[j]: v = guided prediction (with
  * skip-layer guidance), x0 = x - sigma v.
@@ -349,17 +411,20 @@ run_denoise(void *ctx, const float *x, float sigma, int j, float *den)
     int64_t              n = sd_numel(b->lat);
     float                t2[128];
     sd_tensor            v, co;
+    const sd_mmdit_cache *cache = b->cache;
+    int                  cj = j;
 
     for (k = 0; k < (cfg_on ? 2 : 1) * bsz; k++) {
         t2[k] = sigma * (float) m->train_steps;
     }
     SD_TRY(sd_tensor_upload(err, b->lat, x));
+    SD_TRY(seg_select(err, r, &cj, &cache));
 
     if (cfg_on) {
         /* latent_model_input = torch.cat([latents] * 2) */
         SD_TRY(sd_copy2d(err, b->in, 0, 0, b->lat, 0, 0, 1, n));
         SD_TRY(sd_copy2d(err, b->in, n, 0, b->lat, 0, 0, 1, n));
-        SD_TRY(sd_mmdit_forward_cached(err, m->dit, b->in, b->cache, j,
+        SD_TRY(sd_mmdit_forward_cached(err, m->dit, b->in, cache, cj,
                                        b->out));
         SD_TRY(sd_tensor_view(err, b->out, 0, b->lat->ndim, b->lat->ne, &v));
         /* guided prediction written over the uncond half */
@@ -380,7 +445,7 @@ run_denoise(void *ctx, const float *x, float sigma, int j, float *den)
             SD_TRY(sd_add(err, &v, &v, b->skip));
         }
     } else {
-        SD_TRY(sd_mmdit_forward_cached(err, m->dit, b->lat, b->cache, j,
+        SD_TRY(sd_mmdit_forward_cached(err, m->dit, b->lat, cache, cj,
                                        b->out));
         SD_TRY(sd_tensor_view(err, b->out, 0, b->lat->ndim, b->lat->ne, &v));
     }
@@ -389,6 +454,7 @@ run_denoise(void *ctx, const float *x, float sigma, int j, float *den)
     SD_TRY(sd_scale(err, b->x0, &v, -sigma, 0.0f));
     SD_TRY(sd_add(err, b->x0, b->x0, b->lat));
     SD_TRY(sd_tensor_download(err, b->x0, den));
+    mask_blend(a, den, n / bsz, b->lat->ne[2] * b->lat->ne[3]);
     b->have_x0 = 1;
     return SD_OK;
 }
@@ -700,6 +766,58 @@ alloc_bufs(sd_err *err, sd_model *m, const sd_pipe_args *a,
 }
 
 
+/*
+ * The transformer's per-image caches: one over all steps, or with prompt
+ * editing one per segment, each from its conditionings.
+ */
+static sd_status
+caches_new(sd_err *err, sd_model *m, const sd_pipe_args *a, sd_pipe_bufs *b,
+    const float *ts, int steps)
+{
+    int  i, start = 0, stop, bsz = a->batch, cfg_on = a->cfg > 1.0f;
+
+    if (a->n_seg == 0) {
+        return sd_mmdit_cache_new(err, m->dit, ts, steps, b->ctx, b->pool,
+                                  &b->cache);
+    }
+    b->seg = sd_calloc(err, a->n_seg, sizeof(*b->seg), "prompt segments");
+    if (b->seg == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    b->seg_cur = -1;
+    for (i = 0; i < a->n_seg && start < steps; i++) {
+        const sd_cond  *c = a->seg_cond[i], *n = a->seg_ncond[i];
+        sd_pipe_seg    *g = &b->seg[b->nseg];
+
+        stop = i == a->n_seg - 1 || a->seg_end[i] > steps ? steps
+                                                           : a->seg_end[i];
+        if (stop <= start) {
+            continue;
+        }
+        if (c->context->ne[1] != b->ctx->ne[1]
+            || (cfg_on && n->context->ne[1] != b->ctx->ne[1]))
+        {
+            return sd_errorf(err, SD_ERR_INTERNAL, "prompt editing: "
+                             "contexts of different lengths");
+        }
+        if (cfg_on) {
+            SD_TRY(repeat_into(err, b->ctx, 0, bsz, n->context));
+            SD_TRY(repeat_into(err, b->pool, 0, bsz, n->pooled));
+        }
+        SD_TRY(repeat_into(err, b->ctx, cfg_on ? bsz : 0, bsz, c->context));
+        SD_TRY(repeat_into(err, b->pool, cfg_on ? bsz : 0, bsz, c->pooled));
+        g->start = start;
+        g->stop = stop;
+        g->arg = i;
+        SD_TRY(sd_mmdit_cache_new(err, m->dit, ts + start, stop - start,
+                                  b->ctx, b->pool, &g->cache));
+        b->nseg++;
+        start = stop;
+    }
+    return SD_OK;
+}
+
+
 sd_status
 sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     const sd_cond *cond, const sd_cond *ncond, uint8_t **rgb,
@@ -769,8 +887,7 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     SD_TRY_GOTO(s, alloc_bufs(err, m, a, cond, ncond, &b, c, h, w), out);
     /* the timestep and text embeddings and every adaLN modulation of every
        step, and the embedded context: once per image */
-    SD_TRY_GOTO(s, sd_mmdit_cache_new(err, m->dit, ts, steps, b.ctx,
-                                      b.pool, &b.cache), out);
+    SD_TRY_GOTO(s, caches_new(err, m, a, &b, ts, steps), out);
 
     /* latents = randn per image, seed + i (prepare_latents); flow
        noise_scaling at sigmas[0] = 1 is the noise itself */
@@ -839,6 +956,7 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
                       run.stop_at + 1, steps);
         goto out;
     }
+    mask_blend(a, b.host, per, (int64_t) h * w);
     SD_TRY_GOTO(s, sd_tensor_upload(err, b.lat, b.host), out);
 
     if (dump) {

@@ -28,6 +28,10 @@ typedef struct {
     const float        *init;
     int                 start;          /* with init: the first sigma of
                                            the schedule for steps */
+    /* inpainting, with init: (h, w), 1 where to inpaint; the denoised
+       estimate of every step and the final latents keep init elsewhere
+       (A1111's CFGDenoiser blend, mask_before_denoising off) */
+    const float        *mask;
     float              *latents_out;    /* non-NULL: the final latents
                                            (batch x (C, h, w)) go here and
                                            nothing is decoded */
@@ -43,6 +47,13 @@ typedef struct {
     void               *progress_data;
     int                 job, jobs;
     volatile int       *cancel;
+    /* prompt editing (A1111's reconstruct_cond_batch, resolved by the
+       caller): n_seg > 0: sampling steps from seg_end[i - 1] (0 for i = 0)
+       below seg_end[i] use seg_cond[i] / seg_ncond[i] instead of cond /
+       ncond, the last segment to the end; every context of the same rows */
+    int                 n_seg;
+    const int          *seg_end;
+    const sd_cond     **seg_cond, **seg_ncond;
 } sd_pipe_args;
 
 

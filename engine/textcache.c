@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "promptenc.h"
 #include "textcache.h"
 
 
@@ -162,7 +163,8 @@ sd_tcache_get(sd_err *err, sd_tcache *tc, sd_model *m, const char *prompt,
         clip_skip = 1;          /* A1111's default: the last layer */
     }
     if (tc == NULL) {
-        SD_TRY(sd_cond_encode_skip(err, m, prompt, clip_skip, tmp));
+        SD_TRY(sd_cond_encode_prompt(err, m, prompt, clip_skip, m->t5_len,
+                                     tmp));
         *out = tmp;
         return SD_OK;
     }
@@ -202,7 +204,9 @@ sd_tcache_get(sd_err *err, sd_tcache *tc, sd_model *m, const char *prompt,
     memcpy(en->text, prompt, n + 1);
     en->hash = h;
     en->clip_skip = clip_skip;
-    if (sd_cond_encode_skip(err, m, prompt, clip_skip, &en->cond) != SD_OK) {
+    if (sd_cond_encode_prompt(err, m, prompt, clip_skip, m->t5_len,
+                              &en->cond) != SD_OK)
+    {
         entry_free(en);
         return err->status;
     }

@@ -146,6 +146,8 @@ static int sd_clip_merge_less(const sd_clip_merge *a,
 static void sd_clip_heap_push(sd_clip_merge *heap, size_t *n,
     sd_clip_merge m);
 static sd_clip_merge sd_clip_heap_pop(sd_clip_merge *heap, size_t *n);
+static sd_status sd_clip_tokens(sd_err *err, const sd_clip_tok *tok,
+    const char *text, int32_t *ids, int cap, int *n);
 
 
 sd_status
@@ -211,24 +213,19 @@ sd_clip_tok_eos(const sd_clip_tok *tok)
 }
 
 
-sd_status
-sd_clip_tok_encode(sd_err *err, const sd_clip_tok *tok, const char *text,
-    int32_t *ids, int max_len)
+/* the ids of text, no BOS / EOS: at most cap of them into ids, *n set */
+static sd_status
+sd_clip_tokens(sd_err *err, const sd_clip_tok *tok, const char *text,
+    int32_t *ids, int cap, int *n)
 {
-    int                   i;
     size_t                len, pos, start;
     sd_status             st;
     sd_clip_work          w;
     const sd_clip_added  *a;
 
-    if (tok == NULL || text == NULL || ids == NULL || max_len < 2) {
-        return sd_errorf(err, SD_ERR_INVALID, "clip tokenizer: bad "
-                         "arguments (max_len %d, at least 2)", max_len);
-    }
-
     memset(&w, 0, sizeof(w));
-    w.ids = ids + 1;
-    w.cap = max_len - 2;
+    w.ids = ids;
+    w.cap = cap;
     st = SD_OK;
 
     len = strlen(text);
@@ -261,17 +258,58 @@ sd_clip_tok_encode(sd_err *err, const sd_clip_tok *tok, const char *text,
         pos = start + a->len;
     }
 
-    ids[0] = tok->bos;
-    ids[1 + w.n] = tok->eos;
-    for (i = 2 + w.n; i < max_len; i++) {
-        ids[i] = tok->pad;
-    }
-
 done:
+    *n = w.n;
     free(w.bytes);
     free(w.syms);
     free(w.heap);
     return st;
+}
+
+
+sd_status
+sd_clip_tok_encode(sd_err *err, const sd_clip_tok *tok, const char *text,
+    int32_t *ids, int max_len)
+{
+    int        i, n;
+    sd_status  st;
+
+    if (tok == NULL || text == NULL || ids == NULL || max_len < 2) {
+        return sd_errorf(err, SD_ERR_INVALID, "clip tokenizer: bad "
+                         "arguments (max_len %d, at least 2)", max_len);
+    }
+
+    st = sd_clip_tokens(err, tok, text, ids + 1, max_len - 2, &n);
+    if (st != SD_OK) {
+        return st;
+    }
+
+    ids[0] = tok->bos;
+    ids[1 + n] = tok->eos;
+    for (i = 2 + n; i < max_len; i++) {
+        ids[i] = tok->pad;
+    }
+    return SD_OK;
+}
+
+
+sd_status
+sd_clip_tok_tokens(sd_err *err, const sd_clip_tok *tok, const char *text,
+    int32_t *ids, int cap, int *n)
+{
+    *n = 0;
+    if (tok == NULL || text == NULL || ids == NULL || cap < 0) {
+        return sd_errorf(err, SD_ERR_INVALID, "clip tokenizer: bad "
+                         "arguments (cap %d)", cap);
+    }
+    return sd_clip_tokens(err, tok, text, ids, cap, n);
+}
+
+
+int32_t
+sd_clip_tok_bos(const sd_clip_tok *tok)
+{
+    return tok->bos;
 }
 
 

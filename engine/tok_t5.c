@@ -1019,9 +1019,10 @@ sd_t5_segment(sd_err *err, const sd_t5_tok *tok, sd_t5_work *w,
 }
 
 
-sd_status
-sd_t5_tok_encode(sd_err *err, const sd_t5_tok *tok, const char *text,
-    int32_t *ids, int max_len)
+/* the ids of text, no "</s>": at most limit of them into ids, *count set */
+static sd_status
+sd_t5_tokens(sd_err *err, const sd_t5_tok *tok, const char *text,
+    int32_t *ids, int limit, int *count)
 {
     const uint8_t  *s = (const uint8_t *) text;
     uint32_t        cp;
@@ -1029,13 +1030,8 @@ sd_t5_tok_encode(sd_err *err, const sd_t5_tok *tok, const char *text,
     int32_t         sid;
     sd_status       st = SD_OK;
     sd_t5_work      w;
-    int             count, limit;
 
-    if (tok == NULL || text == NULL || ids == NULL || max_len < 1) {
-        return sd_errorf(err, SD_ERR_INVALID, "sd_t5_tok_encode(): bad "
-                         "argument (max_len %d)", max_len);
-    }
-
+    *count = 0;
     n = strlen(text);
     for (i = 0; i < n; i += len) {
         len = sd_t5_utf8_dec(s + i, n - i, &cp);
@@ -1046,15 +1042,13 @@ sd_t5_tok_encode(sd_err *err, const sd_t5_tok *tok, const char *text,
     }
 
     memset(&w, 0, sizeof(w));
-    count = 0;
-    limit = max_len - 1;
     seg = 0;
 
     i = 0;
 
     /* "<" is ASCII, so a byte scan never stops inside a character */
 
-    while (count < limit) {
+    while (*count < limit) {
         len = 0;
         while (i < n && (len = sd_t5_special(tok, s + i, &sid)) == 0) {
             i++;
@@ -1062,22 +1056,17 @@ sd_t5_tok_encode(sd_err *err, const sd_t5_tok *tok, const char *text,
 
         if (i > seg) {
             SD_TRY_GOTO(st, sd_t5_segment(err, tok, &w, s + seg, i - seg,
-                                          ids, &count, limit), done);
+                                          ids, count, limit), done);
         }
 
         if (len == 0) {
             break;
         }
-        if (count < limit) {
-            ids[count++] = sid;
+        if (*count < limit) {
+            ids[(*count)++] = sid;
         }
         i += len;
         seg = i;
-    }
-
-    ids[count++] = tok->eos_id;
-    while (count < max_len) {
-        ids[count++] = tok->pad_id;
     }
 
 done:
@@ -1088,4 +1077,55 @@ done:
     free(w.tid);
     free(w.rev);
     return st;
+}
+
+
+sd_status
+sd_t5_tok_encode(sd_err *err, const sd_t5_tok *tok, const char *text,
+    int32_t *ids, int max_len)
+{
+    int        count;
+    sd_status  st;
+
+    if (tok == NULL || text == NULL || ids == NULL || max_len < 1) {
+        return sd_errorf(err, SD_ERR_INVALID, "sd_t5_tok_encode(): bad "
+                         "argument (max_len %d)", max_len);
+    }
+
+    st = sd_t5_tokens(err, tok, text, ids, max_len - 1, &count);
+    if (st != SD_OK) {
+        return st;
+    }
+    ids[count++] = tok->eos_id;
+    while (count < max_len) {
+        ids[count++] = tok->pad_id;
+    }
+    return SD_OK;
+}
+
+
+sd_status
+sd_t5_tok_tokens(sd_err *err, const sd_t5_tok *tok, const char *text,
+    int32_t *ids, int cap, int *n)
+{
+    *n = 0;
+    if (tok == NULL || text == NULL || ids == NULL || cap < 0) {
+        return sd_errorf(err, SD_ERR_INVALID, "sd_t5_tok_tokens(): bad "
+                         "argument (cap %d)", cap);
+    }
+    return sd_t5_tokens(err, tok, text, ids, cap, n);
+}
+
+
+int32_t
+sd_t5_tok_eos(const sd_t5_tok *tok)
+{
+    return tok->eos_id;
+}
+
+
+int32_t
+sd_t5_tok_pad(const sd_t5_tok *tok)
+{
+    return tok->pad_id;
 }

@@ -33,6 +33,15 @@ sd_status sd_clip_tok_encode(sd_err *err, const sd_clip_tok *tok,
     const char *text, int32_t *ids, int max_len);
 
 int32_t sd_clip_tok_eos(const sd_clip_tok *tok);
+int32_t sd_clip_tok_bos(const sd_clip_tok *tok);
+
+/*
+ * The ids of text alone (add_special_tokens=False, truncation=False, as
+ * A1111 tokenizes each run of a prompt): at most cap into ids, *n of them.
+ * A text of k bytes never gives more than k ids.
+ */
+sd_status sd_clip_tok_tokens(sd_err *err, const sd_clip_tok *tok,
+    const char *text, int32_t *ids, int cap, int *n);
 
 
 typedef struct sd_t5_tok  sd_t5_tok;
@@ -47,5 +56,11 @@ void sd_t5_tok_free(sd_t5_tok *tok);
  */
 sd_status sd_t5_tok_encode(sd_err *err, const sd_t5_tok *tok,
     const char *text, int32_t *ids, int max_len);
+
+/* The ids of text alone, no "</s>": at most cap into ids, *n of them. */
+sd_status sd_t5_tok_tokens(sd_err *err, const sd_t5_tok *tok,
+    const char *text, int32_t *ids, int cap, int *n);
+int32_t sd_t5_tok_eos(const sd_t5_tok *tok);
+int32_t sd_t5_tok_pad(const sd_t5_tok *tok);
 
 #endif /* SD_TOKENIZER_H */

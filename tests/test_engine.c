@@ -329,10 +329,13 @@ check_samplers_and_stops(sd_engine *e)
             sd_result_free(&i1);
             sd_result_free(&i2);
             r.resize_mode = 3;
+            r.mask.gray = eu.images[0].rgb;     /* any 64 x 64 bytes */
+            r.mask.width = r.mask.height = 64;
             T_CHECK(sd_request_check(e, &r, msg, sizeof(msg))
                     == SD_ERR_UNSUPPORTED && strncmp(msg, "resize_mode: ",
                                                      13) == 0,
-                    "resize_mode 3: %s", msg);
+                    "resize_mode 3 with a mask: %s", msg);
+            r.mask.gray = NULL;
             r.resize_mode = 0;
             r.init_images = NULL;
             r.n_init_images = 0;
