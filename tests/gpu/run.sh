@@ -253,6 +253,27 @@ stage_offload() {
         --runs 3
 }
 
+# this session's checks: recorded steps, E4M3 norms, host weights, the
+# prompt encoder on the GPU; Large FP8 with the norms' E4M3 rows on and
+# off; the encoders offloaded
+stage_check2() {
+    for dev in cuda-bf16 cuda-fp8; do
+        run "test_pipeline ($dev)" "pipeline-$dev.log" env \
+            SD_TEST_DEVICE=$dev $G/bin/test_pipeline
+    done
+    run "test_promptenc (cuda)" promptenc-cuda.log env SD_TEST_DEVICE=cuda \
+        $G/bin/test_promptenc
+    randmodel large
+    run "bench large fp8" bench-large-fp8.log $G/bin/sd-cli bench \
+        --model /dev/shm/sd-large --precision fp8 --runs 3
+    run "bench large fp8, no E4M3 norms" bench-large-fp8-noact.log env \
+        SD_CUDA_NO_FP8_ACT=1 $G/bin/sd-cli bench --model /dev/shm/sd-large \
+        --precision fp8 --runs 3
+    run "bench large fp8, offload text" bench-large-fp8-offload.log \
+        $G/bin/sd-cli bench --model /dev/shm/sd-large --precision fp8 \
+        --offload text --runs 3
+}
+
 # FP8 beside the reference's best in one call: our bench (Large FP8, with
 # the encoders offloaded, BF16; Medium FP8) and nginx, then diffusers'
 # whole pipeline in BF16 eager and with FP8 linears + torch.compile
@@ -260,11 +281,6 @@ stage_final() {
     randmodel large
     run "bench large fp8" bench-large-fp8.log $G/bin/sd-cli bench \
         --model /dev/shm/sd-large --precision fp8 --runs 3
-    run "bench large fp8, offload text" bench-large-fp8-offload.log \
-        $G/bin/sd-cli bench --model /dev/shm/sd-large --precision fp8 \
-        --offload text --runs 3
-    run "bench large bf16" bench-large-bf16.log $G/bin/sd-cli bench \
-        --model /dev/shm/sd-large --runs 3
     PREC=fp8 serve /dev/shm/sd-large large 7863
     run "nginx large fp8 txt2img 1024" nginx-large-fp8.log python3 \
         tests/gpu/http_bench.py http://127.0.0.1:7863 --steps 28
