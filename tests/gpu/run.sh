@@ -278,6 +278,13 @@ stage_check2() {
 # the encoders offloaded, BF16; Medium FP8) and nginx, then diffusers'
 # whole pipeline in BF16 eager and with FP8 linears + torch.compile
 stage_final() {
+    run "test_backend" backend.log $G/bin/test_backend
+    run "test_promptenc (cuda)" promptenc-cuda.log env SD_TEST_DEVICE=cuda \
+        $G/bin/test_promptenc
+    run "test_promptenc (cuda, one lane)" promptenc-cuda-nolanes.log env \
+        SD_TEST_DEVICE=cuda SD_CUDA_NO_LANES=1 $G/bin/test_promptenc
+    run "test_promptenc (cuda-bf16)" promptenc-cuda-bf16.log env \
+        SD_TEST_DEVICE=cuda-bf16 $G/bin/test_promptenc
     randmodel large
     run "bench large fp8" bench-large-fp8.log $G/bin/sd-cli bench \
         --model /dev/shm/sd-large --precision fp8 --runs 3
