@@ -280,7 +280,7 @@ check_cond(sd_model *m)
         }
     }
     T_CHECK(sd_numel(w.context) == (77 + T) * j
-            && rows_match(hw, 0, exp, 0, 77, j, 1e-6),
+            && rows_match(hw, 0, exp, 0, 77, j, t_tol(1e-6, 2e-2)),
             "(cat:1.5): the CLIP rows weighted, the mean restored");
     T_CHECK(rows_match(hw, 77, hu, 77, T, j, 0), "(cat:1.5): T5 unweighted");
     T_CHECK(!rows_match(hw, 0, hu, 0, 77, j, 1e-3), "(cat:1.5) differs "
@@ -305,8 +305,8 @@ check_cond(sd_model *m)
     hb = host(b.context);
     hp = host(p.context);
     T_CHECK(a.chunks == 2 && sd_numel(a.context) == (154 + T) * j
-            && rows_match(ha, 0, hb, 0, 77, j, 1e-6)
-            && rows_match(ha, 77, hp, 0, 77, j, 1e-6),
+            && rows_match(ha, 0, hb, 0, 77, j, t_tol(1e-6, 2e-2))
+            && rows_match(ha, 77, hp, 0, 77, j, t_tol(1e-6, 2e-2)),
             "BREAK: (1, 154 + %lld, %lld), chunk by chunk", (long long) T,
             (long long) j);
     free(ha);
@@ -350,15 +350,19 @@ check_cond(sd_model *m)
     ha = host(a.context);
     hb = host(b.context);
     hp = host(p.context);
-    T_CHECK(a.chunks == 2 && rows_match(ha, 0, hb, 0, 77, j, 1e-6)
-            && rows_match(ha, 77, hp, 0, 77, j, 1e-6),
+    T_CHECK(a.chunks == 2 && rows_match(ha, 0, hb, 0, 77, j, t_tol(1e-6, 2e-2))
+            && rows_match(ha, 77, hp, 0, 77, j, t_tol(1e-6, 2e-2)),
             "80 tokens: two chunks of 75 and 5");
     free(ha);
     free(hb);
     free(hp);
     ha = host(a.pooled);
     hb = host(b.pooled);
-    T_CHECK(memcmp(ha, hb, sizeof(float) * sd_numel(a.pooled)) == 0,
+    /* chunk 0's pooled: the same values (the GPU's products over two
+       chunks round differently from one chunk's, so not the same bits) */
+    T_CHECK(sd_numel(a.pooled) == sd_numel(b.pooled)
+            && rows_match(ha, 0, hb, 0, 1, sd_numel(a.pooled),
+                          t_tol(1e-6, 2e-2)),
             "80 tokens: pooled from chunk 0");
     free(ha);
     free(hb);
