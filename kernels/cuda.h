@@ -225,6 +225,61 @@ sd_pack8(const float *f)
 }
 
 
+__device__ __forceinline__ float
+sd_warp_sum(float v)
+{
+    int  k;
+
+    for (k = 16; k; k >>= 1) {
+        v += __shfl_xor_sync(0xffffffffu, v, k);
+    }
+    return v;
+}
+
+
+/*
+ * A BF16 row of c values held by one warp, packed, MAXV uint4 per lane
+ * (lane l holds 8-value groups l, l + 32, ...): loads it into raw and
+ * gives the mean (0 when rms) and 1 / sqrt(variance + eps) about it.
+ */
+template <int MAXV>
+__device__ __forceinline__ void
+sd_row_load_stats(const uint4 *xr, uint4 *raw, int lane, int c, int rms,
+    float eps, float *mean, float *inv)
+{
+    int    nv = c >> 3, i, k;
+    float  v[8], sum = 0.0f, var = 0.0f, m = 0.0f;
+
+    #pragma unroll
+    for (i = 0; i < MAXV; i++) {
+        if (lane + 32 * i < nv) {
+            raw[i] = xr[lane + 32 * i];
+            sd_unpack8(raw[i], v);
+            #pragma unroll
+            for (k = 0; k < 8; k++) {
+                sum += v[k];
+            }
+        }
+    }
+    if (!rms) {
+        m = sd_warp_sum(sum) / (float) c;
+    }
+    #pragma unroll
+    for (i = 0; i < MAXV; i++) {
+        if (lane + 32 * i < nv) {
+            sd_unpack8(raw[i], v);
+            #pragma unroll
+            for (k = 0; k < 8; k++) {
+                float d = v[k] - m;
+                var += d * d;
+            }
+        }
+    }
+    *mean = m;
+    *inv = rsqrtf(sd_warp_sum(var) / (float) c + eps);
+}
+
+
 /* Run stmt with T the storage type of dt (F32 or BF16). */
 #define SD_CUDA_DISPATCH(err, dt, T, ...)                                   \
     do {                                                                    \

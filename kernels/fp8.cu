@@ -45,18 +45,6 @@ warp_max(float v)
 }
 
 
-__device__ __forceinline__ float
-warp_add(float v)
-{
-    int  o;
-
-    for (o = 16; o > 0; o >>= 1) {
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    }
-    return v;
-}
-
-
 /*
  * LayerNorm (no affine) * (1 + scale) + shift of BF16 rows, written as E4M3
  * with one F32 scale per row (row amax / 448), the input of an FP8
@@ -72,45 +60,19 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
 {
     int            row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     int            lane = threadIdx.x & 31, nv = c >> 3, i, k, j;
-    float          v[8], p[8], q[8], sum = 0.0f, var = 0.0f, amax = 0.0f;
-    float          mean, inv, qi;
+    float          v[8], p[8], q[8], amax = 0.0f, mean, inv, qi;
     uint4          raw[MAXV];
-    const uint4   *xr, *sh, *sc;
+    const uint4   *sh, *sc;
     uint2         *yr;
 
     if (row >= rows) {
         return;
     }
-    xr = (const uint4 *) (x + (size_t) row * c);
     yr = (uint2 *) (y + (size_t) row * c);
     sh = (const uint4 *) (shift + (size_t) (row / rows_per_batch) * c);
     sc = (const uint4 *) (scale + (size_t) (row / rows_per_batch) * c);
-
-    #pragma unroll
-    for (i = 0; i < MAXV; i++) {
-        j = lane + 32 * i;
-        if (j < nv) {
-            raw[i] = xr[j];
-            sd_unpack8(raw[i], v);
-            #pragma unroll
-            for (k = 0; k < 8; k++) {
-                sum += v[k];
-            }
-        }
-    }
-    mean = warp_add(sum) / (float) c;
-    #pragma unroll
-    for (i = 0; i < MAXV; i++) {
-        if (lane + 32 * i < nv) {
-            sd_unpack8(raw[i], v);
-            #pragma unroll
-            for (k = 0; k < 8; k++) {
-                float d = v[k] - mean;
-                var += d * d;
-            }
-        }
-    }
-    inv = rsqrtf(warp_add(var) / (float) c + eps);
+    sd_row_load_stats<MAXV>((const uint4 *) (x + (size_t) row * c), raw,
+                            lane, c, 0, eps, &mean, &inv);
 
     /* the modulated row's amax, then the row in E4M3 */
     #pragma unroll

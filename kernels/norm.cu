@@ -107,17 +107,6 @@ row_threads(int64_t c)
  */
 enum { SD_RN_AFFINE = 0, SD_RN_MOD, SD_RN_RMS };
 
-__device__ __forceinline__ float
-warp_sum(float v)
-{
-    int  k;
-
-    for (k = 16; k; k >>= 1) {
-        v += __shfl_xor_sync(0xffffffffu, v, k);
-    }
-    return v;
-}
-
 
 template <int MAXV>
 __global__ void
@@ -128,46 +117,17 @@ rownorm_bf16(__nv_bfloat16 *y, const __nv_bfloat16 *x,
 {
     int            row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     int            lane = threadIdx.x & 31, nv = c >> 3, i, k, j;
-    float          v[8], o[8], p[8], q[8], sum = 0.0f, mean = 0.0f;
-    float          var = 0.0f, inv;
+    float          v[8], o[8], p[8], q[8], mean, inv;
     uint4          raw[MAXV];       /* the row stays packed: few registers,
                                        more warps in flight */
-    const uint4   *xr;
     uint4         *yr;
 
     if (row >= rows) {
         return;
     }
-    xr = (const uint4 *) (x + (size_t) row * c);
     yr = (uint4 *) (y + (size_t) row * c);
-
-    #pragma unroll
-    for (i = 0; i < MAXV; i++) {
-        j = lane + 32 * i;
-        if (j < nv) {
-            raw[i] = xr[j];
-            sd_unpack8(raw[i], v);
-            #pragma unroll
-            for (k = 0; k < 8; k++) {
-                sum += v[k];
-            }
-        }
-    }
-    if (mode != SD_RN_RMS) {
-        mean = warp_sum(sum) / (float) c;
-    }
-    #pragma unroll
-    for (i = 0; i < MAXV; i++) {
-        if (lane + 32 * i < nv) {
-            sd_unpack8(raw[i], v);
-            #pragma unroll
-            for (k = 0; k < 8; k++) {
-                float d = v[k] - mean;
-                var += d * d;
-            }
-        }
-    }
-    inv = rsqrtf(warp_sum(var) / (float) c + eps);
+    sd_row_load_stats<MAXV>((const uint4 *) (x + (size_t) row * c), raw,
+                            lane, c, mode == SD_RN_RMS, eps, &mean, &inv);
 
     #pragma unroll
     for (i = 0; i < MAXV; i++) {
