@@ -228,6 +228,22 @@ set_errbuf(char *errbuf, size_t errlen, const sd_err *err)
 }
 
 
+int64_t
+sd_image_seed(int64_t seed, float subseed_strength, int64_t k)
+{
+    /* unsigned: wraps as the engine's uint64_t seeds do, never overflows */
+    return subseed_strength > 0.0f ? seed
+                                   : (int64_t) ((uint64_t) seed + (uint64_t) k);
+}
+
+
+int64_t
+sd_image_subseed(int64_t subseed, int64_t k)
+{
+    return (int64_t) ((uint64_t) subseed + (uint64_t) k);
+}
+
+
 int
 sd_engine_offload_valid(const char *s)
 {
@@ -1225,8 +1241,10 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
         /* A1111: seeds advance per image unless variation seeds do */
         for (i = 0; i < r->batch_size; i++) {
             k = it * r->batch_size + i;
-            a.seeds[i] = seed + (r->subseed_strength > 0.0f ? 0 : k);
-            a.subseeds[i] = subseed + k;
+            a.seeds[i] = (uint64_t) sd_image_seed((int64_t) seed,
+                                                  r->subseed_strength, k);
+            a.subseeds[i] = (uint64_t) sd_image_subseed((int64_t) subseed,
+                                                        k);
         }
         a.job = it;
         if (r->n_init_images > 0) {

@@ -85,6 +85,16 @@ typedef struct {
 } sd_engine_config;
 
 void sd_engine_config_init(sd_engine_config *cfg);
+
+/*
+ * A1111's seeds of image k of a request (counting over all n_iter batches
+ * of batch_size) from the first image's: seed + k, or seed itself with
+ * variation seeds (subseed_strength > 0); subseed + k. The one home of the
+ * rule: the engine's loop, and the module's answers (all_seeds,
+ * all_subseeds) and iterations use these.
+ */
+int64_t sd_image_seed(int64_t seed, float subseed_strength, int64_t k);
+int64_t sd_image_subseed(int64_t subseed, int64_t k);
 /* 1 when s is a value sd_engine_config.offload takes, else 0. */
 int sd_engine_offload_valid(const char *s);
 

@@ -1062,7 +1062,7 @@ ngx_http_sd_txt2img_free(ngx_http_sd_txt2img_t *t)
 int64_t
 ngx_http_sd_image_seed(const ngx_http_sd_txt2img_t *t, int64_t k)
 {
-    return (t->req.subseed_strength > 0) ? t->seed : t->seed + k;
+    return sd_image_seed(t->seed, t->req.subseed_strength, k);
 }
 
 

@@ -741,7 +741,7 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
         req = job->in.req;
         req.n_iter = 1;
         req.seed = ngx_http_sd_image_seed(&job->in, k);
-        req.subseed = job->in.subseed + k;
+        req.subseed = sd_image_subseed(job->in.subseed, k);
 
         job->it = it;
         job->slot->job_no = it;

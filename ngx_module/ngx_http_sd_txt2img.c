@@ -414,7 +414,8 @@ ngx_http_sd_info(ngx_http_sd_job_t *job)
     cJSON_AddItemToObject(o, "subseed", ngx_http_sd_json_int(in->subseed));
     a = cJSON_AddArrayToObject(o, "all_subseeds");
     for (n = 0; n < total; n++) {
-        cJSON_AddItemToArray(a, ngx_http_sd_json_int(in->subseed + n));
+        cJSON_AddItemToArray(a, ngx_http_sd_json_int(
+                                    sd_image_subseed(in->subseed, n)));
     }
     cJSON_AddNumberToObject(o, "subseed_strength", in->req.subseed_strength);
     cJSON_AddNumberToObject(o, "width", in->req.width);

@@ -488,6 +488,12 @@ main(void)
             && strncmp(msg, "precision: ", 11) == 0, "fp8 on cpu: %s", msg);
     cfg.precision = SD_PRECISION_AUTO;
 
+    /* A1111's seeds of image k: one rule for the engine and the module */
+    T_CHECK(sd_image_seed(5, 0.0f, 3) == 8 && sd_image_seed(5, 0.5f, 3) == 5
+            && sd_image_subseed(7, 2) == 9 && sd_image_seed(5, 0.0f, 0) == 5
+            && sd_image_seed(INT64_MAX, 0.0f, 1) == INT64_MIN,
+            "image seeds");
+
     /* offload: the values, and the CPU, where it means nothing */
     T_CHECK(sd_engine_offload_valid("t5") && sd_engine_offload_valid("clip")
             && sd_engine_offload_valid("text")
