@@ -256,7 +256,7 @@ static sd_status
 cuda_alloc(sd_err *err, sd_backend *be, sd_tensor *t)
 {
     sd_cuda  *c = (sd_cuda *) be->impl;
-    size_t    n = sd_tensor_nbytes(t);
+    size_t    n = sd_tensor_nbytes(t), na = 0;
 
     if (t->mem == SD_MEM_HOST) {
         return host_tensor_alloc(err, c, t);
@@ -264,21 +264,10 @@ cuda_alloc(sd_err *err, sd_backend *be, sd_tensor *t)
     if (t->dtype == SD_DT_F8_E4M3 && t->mem == SD_MEM_ACT) {
         /* E4M3 activations: the bytes, then one F32 scale per row (of the
            last dimension), one block of the workspace */
-        int64_t  rows = sd_numel(t) / t->ne[t->ndim - 1];
-        size_t   na = (n + 255) & ~(size_t) 255;
-
-        SD_TRY(act_alloc(err, c, na + (size_t) rows * sizeof(float),
-                         &t->data));
-        t->scale = (float *) (void *) ((char *) t->data + na);
-        t->n_scale = rows;
-        be->bytes_in_use = c->weight_bytes + c->ws.in_use;
-        if (be->bytes_in_use > be->bytes_peak) {
-            be->bytes_peak = be->bytes_in_use;
-        }
-        return SD_OK;
-    }
-
-    if (t->dtype == SD_DT_F8_E4M3 && t->mem == SD_MEM_WEIGHT
+        t->n_scale = sd_numel(t) / t->ne[t->ndim - 1];
+        na = (n + 255) & ~(size_t) 255;
+        n = na + (size_t) t->n_scale * sizeof(float);
+    } else if (t->dtype == SD_DT_F8_E4M3 && t->mem == SD_MEM_WEIGHT
         && t->ndim == 2)
     {
         /* FP8 weights: the bytes, then one F32 scale per row */
@@ -304,6 +293,9 @@ cuda_alloc(sd_err *err, sd_backend *be, sd_tensor *t)
         }
     } else {
         SD_TRY(act_alloc(err, c, n, &t->data));
+        if (na) {
+            t->scale = (float *) (void *) ((char *) t->data + na);
+        }
     }
     be->bytes_in_use = c->weight_bytes + c->ws.in_use;
     if (be->bytes_in_use > be->bytes_peak) {

@@ -147,12 +147,8 @@ sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
         norm_mod_fp8_kernel<12><<<blocks, 256, 0, c->stream>>>(SD_NMF_ARGS);
     }
 #undef SD_NMF_ARGS
-    {
-        cudaError_t  e = cudaGetLastError();
-
-        return e == cudaSuccess ? SD_OK
-               : sd_cuda_fail(err, e, "norm_mod_fp8", __FILE__, __LINE__);
-    }
+    SD_CU_LAUNCHED();
+    return SD_OK;
 }
 
 
