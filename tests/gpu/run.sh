@@ -11,6 +11,10 @@
 #   demo    sd-cli bench on the demo model
 #   scale   1 GPU against 2 GPUs under sustained load (scale_bench.py)
 #   capacity  images per minute per GPU for each model and precision
+#   graphs  steps as CUDA graphs against launched ops (FP8, BF16, nginx)
+#   offload  the text encoders in host memory (goldens, memory, encode)
+#   check2  the pipeline goldens, the prompt encoder, E4M3 norms on/off
+#   final   our FP8 bench and server beside diffusers' e2e in one call
 # Logs go to $OUT (one file per stage); a summary prints last.
 set -u
 cd "$(dirname "$0")/../.."
@@ -176,128 +180,103 @@ stage_fp8() {
         --model /dev/shm/sd-medium --precision fp8 --runs 3
 }
 
-# CUDA graphs per step: the pipeline tests (graph on = off), then Large
-# FP8 and BF16 with and without recorded steps, and FP8 through nginx
-stage_graphs() {
-    for dev in cuda-bf16 cuda-fp8; do
-        run "test_pipeline ($dev)" "pipeline-$dev.log" env \
-            SD_TEST_DEVICE=$dev $G/bin/test_pipeline
-    done
-    randmodel large
-    run "bench large fp8 (graphs)" bench-large-fp8.log $G/bin/sd-cli bench \
-        --model /dev/shm/sd-large --precision fp8 --runs 3
-    run "bench large fp8 (no graphs)" bench-large-fp8-nograph.log env \
-        SD_CUDA_NO_GRAPHS=1 $G/bin/sd-cli bench --model /dev/shm/sd-large \
-        --precision fp8 --runs 3
-    run "bench large bf16 (graphs)" bench-large-bf16.log $G/bin/sd-cli \
-        bench --model /dev/shm/sd-large --runs 3
-    run "bench large fp8, 4 steps cfg 1 (turbo)" bench-turbo-fp8.log \
-        $G/bin/sd-cli bench --model /dev/shm/sd-large --precision fp8 \
-        --runs 3 --steps 4 --cfg 1
-    PREC=fp8 serve /dev/shm/sd-large large 7863
-    run "nginx large fp8 txt2img 1024" nginx-large-fp8.log python3 \
-        tests/gpu/http_bench.py http://127.0.0.1:7863 --steps 28
-    curl -s http://127.0.0.1:7863/metrics | grep -E "^sd_step_seconds_(sum|count)" \
-        > "$L/nginx-large-fp8-metrics.txt" 2>&1
-    cp /tmp/sd/serve-large/logs/error.log "$L/nginx-large-fp8-error.log"
-    /tmp/ngx/usr/sbin/nginx -p /tmp/sd/serve-large/ -c nginx.conf -s quit
-    sleep 3
-    randmodel medium
-    run "bench medium fp8" bench-medium-fp8.log $G/bin/sd-cli bench \
-        --model /dev/shm/sd-medium --precision fp8 --runs 3
+# sd-cli bench of the random model MODEL, 3 runs; environment set before
+# the call reaches it (SD_CUDA_NO_GRAPHS=1 bench ...)
+bench() {       # model log name [bench args]
+    local m=$1 log=$2 name=$3
+    shift 3
+    run "$name" $log $G/bin/sd-cli bench --model /dev/shm/sd-$m --runs 3 "$@"
 }
 
-# the recorded-step checks and FP8 through nginx alone (graphs' second half)
-stage_graphs2() {
+# the pipeline's golden tests on the GPU in BF16 and FP8 (they also check
+# that recorded steps give the images launched ones do)
+pipeline_tests() {
     for dev in cuda-bf16 cuda-fp8; do
         run "test_pipeline ($dev)" "pipeline-$dev.log" env \
             SD_TEST_DEVICE=$dev $G/bin/test_pipeline
     done
-    randmodel large
-    run "bench large bf16 (no graphs)" bench-large-bf16-nograph.log env \
-        SD_CUDA_NO_GRAPHS=1 $G/bin/sd-cli bench --model /dev/shm/sd-large \
-        --runs 3
+}
+
+# Large FP8 through nginx from an HTTP client, with the server's own step
+# histogram and error log
+nginx_large_fp8() {
     PREC=fp8 serve /dev/shm/sd-large large 7863
     run "nginx large fp8 txt2img 1024" nginx-large-fp8.log python3 \
         tests/gpu/http_bench.py http://127.0.0.1:7863 --steps 28
-    curl -s http://127.0.0.1:7863/metrics | grep -E "^sd_step_seconds_(sum|count)" \
+    curl -s http://127.0.0.1:7863/metrics \
+        | grep -E "^sd_step_seconds_(sum|count)" \
         > "$L/nginx-large-fp8-metrics.txt" 2>&1
     cp /tmp/sd/serve-large/logs/error.log "$L/nginx-large-fp8-error.log"
     /tmp/ngx/usr/sbin/nginx -p /tmp/sd/serve-large/ -c nginx.conf -s quit
     sleep 3
+}
+
+# CUDA graphs per step: Large FP8 and BF16 with and without recorded
+# steps, Turbo's shape, FP8 through nginx, Medium FP8
+stage_graphs() {
+    pipeline_tests
+    randmodel large
+    bench large bench-large-fp8.log "bench large fp8 (graphs)" \
+        --precision fp8
+    SD_CUDA_NO_GRAPHS=1 bench large bench-large-fp8-nograph.log \
+        "bench large fp8 (no graphs)" --precision fp8
+    bench large bench-large-bf16.log "bench large bf16 (graphs)"
+    SD_CUDA_NO_GRAPHS=1 bench large bench-large-bf16-nograph.log \
+        "bench large bf16 (no graphs)"
+    bench large bench-turbo-fp8.log \
+        "bench large fp8, 4 steps cfg 1 (turbo)" --precision fp8 --steps 4 \
+        --cfg 1
+    nginx_large_fp8
+    randmodel medium
+    bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
 }
 
 # text encoders in host memory: the goldens with offload, then Large FP8
-# with and without it (memory, encode time), graphs on and off in BF16
+# with them offloaded (memory, encode time)
 stage_offload() {
     for t in encoders pipeline; do
         run "test_$t (cuda-fp8, offload text)" "$t-fp8-offload.log" env \
             SD_TEST_DEVICE=cuda-fp8 SD_TEST_OFFLOAD=text $G/bin/test_$t
     done
     randmodel large
-    run "bench large fp8" bench-large-fp8.log $G/bin/sd-cli bench \
-        --model /dev/shm/sd-large --precision fp8 --runs 3
-    run "bench large fp8, offload text" bench-large-fp8-offload.log \
-        $G/bin/sd-cli bench --model /dev/shm/sd-large --precision fp8 \
-        --offload text --runs 3
-    run "bench large fp8, offload t5" bench-large-fp8-offload-t5.log \
-        $G/bin/sd-cli bench --model /dev/shm/sd-large --precision fp8 \
-        --offload t5 --runs 3
-    run "bench large fp8, 4 steps cfg 1 (turbo)" bench-turbo-fp8.log \
-        $G/bin/sd-cli bench --model /dev/shm/sd-large --precision fp8 \
-        --runs 3 --steps 4 --cfg 1
-    run "bench large bf16 (graphs)" bench-large-bf16.log $G/bin/sd-cli \
-        bench --model /dev/shm/sd-large --runs 3
-    run "bench large bf16 (no graphs)" bench-large-bf16-nograph.log env \
-        SD_CUDA_NO_GRAPHS=1 $G/bin/sd-cli bench --model /dev/shm/sd-large \
-        --runs 3
+    bench large bench-large-fp8.log "bench large fp8" --precision fp8
+    bench large bench-large-fp8-offload.log "bench large fp8, offload text" \
+        --precision fp8 --offload text
+    bench large bench-large-fp8-offload-t5.log "bench large fp8, offload t5" \
+        --precision fp8 --offload t5
 }
 
-# this session's checks: recorded steps, E4M3 norms, host weights, the
-# prompt encoder on the GPU; Large FP8 with the norms' E4M3 rows on and
-# off; the encoders offloaded
+# this session's checks: recorded steps, the prompt encoder on the GPU;
+# Large FP8 with the norms' E4M3 rows on and off, the encoders offloaded
 stage_check2() {
-    for dev in cuda-bf16 cuda-fp8; do
-        run "test_pipeline ($dev)" "pipeline-$dev.log" env \
-            SD_TEST_DEVICE=$dev $G/bin/test_pipeline
-    done
+    pipeline_tests
     run "test_promptenc (cuda)" promptenc-cuda.log env SD_TEST_DEVICE=cuda \
         $G/bin/test_promptenc
     randmodel large
-    run "bench large fp8" bench-large-fp8.log $G/bin/sd-cli bench \
-        --model /dev/shm/sd-large --precision fp8 --runs 3
-    run "bench large fp8, no E4M3 norms" bench-large-fp8-noact.log env \
-        SD_CUDA_NO_FP8_ACT=1 $G/bin/sd-cli bench --model /dev/shm/sd-large \
-        --precision fp8 --runs 3
-    run "bench large fp8, offload text" bench-large-fp8-offload.log \
-        $G/bin/sd-cli bench --model /dev/shm/sd-large --precision fp8 \
-        --offload text --runs 3
+    bench large bench-large-fp8.log "bench large fp8" --precision fp8
+    SD_CUDA_NO_FP8_ACT=1 bench large bench-large-fp8-noact.log \
+        "bench large fp8, no E4M3 norms" --precision fp8
+    bench large bench-large-fp8-offload.log "bench large fp8, offload text" \
+        --precision fp8 --offload text
 }
 
-# FP8 beside the reference's best in one call: our bench (Large FP8, with
-# the encoders offloaded, BF16; Medium FP8) and nginx, then diffusers'
+# FP8 beside the reference's best in one call: the op and prompt-encoder
+# checks, our bench (Large FP8, Medium FP8) and nginx, then diffusers'
 # whole pipeline in BF16 eager and with FP8 linears + torch.compile
 stage_final() {
     run "test_backend" backend.log $G/bin/test_backend
     run "test_promptenc (cuda)" promptenc-cuda.log env SD_TEST_DEVICE=cuda \
         $G/bin/test_promptenc
-    run "test_promptenc (cuda, one lane)" promptenc-cuda-nolanes.log env \
-        SD_TEST_DEVICE=cuda SD_CUDA_NO_LANES=1 $G/bin/test_promptenc
     run "test_promptenc (cuda-bf16)" promptenc-cuda-bf16.log env \
         SD_TEST_DEVICE=cuda-bf16 $G/bin/test_promptenc
     randmodel large
-    run "bench large fp8" bench-large-fp8.log $G/bin/sd-cli bench \
-        --model /dev/shm/sd-large --precision fp8 --runs 3
-    PREC=fp8 serve /dev/shm/sd-large large 7863
-    run "nginx large fp8 txt2img 1024" nginx-large-fp8.log python3 \
-        tests/gpu/http_bench.py http://127.0.0.1:7863 --steps 28
-    /tmp/ngx/usr/sbin/nginx -p /tmp/sd/serve-large/ -c nginx.conf -s quit
-    sleep 3
+    bench large bench-large-fp8.log "bench large fp8" --precision fp8
+    nginx_large_fp8
     randmodel medium
-    run "bench medium fp8" bench-medium-fp8.log $G/bin/sd-cli bench \
-        --model /dev/shm/sd-medium --precision fp8 --runs 3
-    STAGE_TIMEOUT=${REF_TIMEOUT:-330} run "diffusers e2e large (bf16 eager, fp8 compiled)" \
-        e2e-ref-large.log env PYTHONPATH=$G/ref/src:$G/bench python3 \
+    bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
+    STAGE_TIMEOUT=${REF_TIMEOUT:-330} run \
+        "diffusers e2e large (bf16 eager, fp8 compiled)" e2e-ref-large.log \
+        env PYTHONPATH=$G/ref/src:$G/bench python3 \
         $G/bench/e2e_peer.py $SD_FIXTURES/tiny-sd35-large --compile
 }
 
