@@ -293,7 +293,7 @@ cuda_alloc(sd_err *err, sd_backend *be, sd_tensor *t)
         }
     } else {
         SD_TRY(act_alloc(err, c, n, &t->data));
-        if (na) {
+        if (t->dtype == SD_DT_F8_E4M3) {
             t->scale = (float *) (void *) ((char *) t->data + na);
         }
     }
