@@ -31,6 +31,7 @@ CLI_SRC    := $(wildcard engine/sd_cli*.c)
 ENGINE_SRC := $(filter-out $(CLI_SRC),$(wildcard engine/*.c))
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 KERNEL_SRC := $(wildcard kernels/*.cu)
+comma      := ,
 
 # CUDA_ARCH: the GPUs the kernels are compiled for (sm_80: A100, sm_89:
 # L4/L40/RTX 4090, sm_90: H100/H200; FP8 products need sm_90, the others
@@ -86,6 +87,11 @@ $(BUILD)/ngx_module/%.o: ngx_module/%.c ngx_module/ngx_http_sd_parse.h \
 $(BUILD)/%.o: %.cu $(wildcard kernels/*.h engine/*.h)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+# The own attention kernel needs Hopper's arch-specific code (wgmma,
+# setmaxnreg): sm_90a replaces sm_90 for this file alone, so an H100/H200
+# loads that code and no plain sm_90 stand-in.
+$(BUILD)/kernels/fattn.o: CUDA_ARCH := $(subst compute_90$(comma)code=sm_90,compute_90a$(comma)code=sm_90a,$(CUDA_ARCH))
 
 $(LIB): $(ENGINE_OBJ) $(KERNEL_OBJ)
 	@mkdir -p $(dir $@)

@@ -143,6 +143,22 @@ print_memory(sd_model *m)
             printf("| FP8 products widened to BF16 (no FP8 algorithm) | "
                    "%ld |\n", sd_cuda_fp8_widened(m->be));
         }
+        {
+            char   info[2048], *line, *save = NULL;
+
+            /* which attention kernel each shape ran, and why */
+            sd_cuda_attention_info(m->be, info, sizeof(info));
+            for (line = strtok_r(info, "\n", &save); line;
+                 line = strtok_r(NULL, "\n", &save))
+            {
+                char  *sep = strstr(line, ": ");
+
+                if (sep != NULL) {
+                    *sep = '\0';
+                    printf("| %s | %s |\n", line, sep + 2);
+                }
+            }
+        }
         return;
     }
 #endif

@@ -73,4 +73,15 @@ long sd_cuda_fp8_widened(const sd_backend *be);
 /* Route every attention through the GEMM path (tests, comparisons). */
 void sd_cuda_set_no_sdpa(sd_backend *be, int on);
 
+/*
+ * The own attention kernel (kernels/fattn.cu, Hopper): mode 1 wherever it
+ * fits, 0 where it is faster than cuDNN at the shape (the default), -1
+ * never (as SD_CUDA_NO_FATTN=1). Returns whether it can run here.
+ */
+int sd_cuda_set_fattn(sd_backend *be, int mode);
+
+/* The attention shapes seen and which kernel each runs, with the times
+   that decided it: one line per shape into buf. */
+void sd_cuda_attention_info(const sd_backend *be, char *buf, size_t size);
+
 #endif /* SD_CUDA_H */

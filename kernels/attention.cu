@@ -2,7 +2,12 @@
  * attention.cu: softmax(scale q k^T + bias [causal]) v for the CUDA
  * backend, two paths chosen per call:
  *
- * 1. cuDNN's fused SDPA (the single-node CUDNN_BACKEND_OPERATION_SDPA_FWD
+ * 1. For BF16 at head size 64 without mask or bias on Hopper (the MMDiT's
+ *    joint attention), our own kernel (fattn.cu) or cuDNN's fused SDPA,
+ *    whichever is faster at the shape: both are timed the first time a
+ *    shape runs outside a graph capture, and the pick is kept with the
+ *    shape's cuDNN plan (SD_CUDA_NO_FATTN=1: cuDNN only).
+ *    cuDNN's fused SDPA (the single-node CUDNN_BACKEND_OPERATION_SDPA_FWD
  *    of the cuDNN >= 9.13 backend C API) for BF16 without mask or bias and
  *    head size a multiple of 8 up to 128: the MMDiT's joint attention.
  *    No L x L matrix exists. Rules it relies on: tensors are logical
@@ -36,8 +41,11 @@
 
 struct sd_cuda_sdpa_plan {
     int64_t                     b, h, sq, skv, d;
-    cudnnBackendDescriptor_t    plan;
+    cudnnBackendDescriptor_t    plan;       /* NULL: cuDNN has none */
     int64_t                     ws;
+    int                         pick;       /* -1 not yet timed, 0 cuDNN,
+                                               1 fattn */
+    float                       ms[2];      /* their times when timed */
     sd_cuda_sdpa_plan          *next;
 };
 
@@ -224,43 +232,58 @@ done:
 }
 
 
+/* The shape's record: its cuDNN plan (built on first use) and pick. */
 static sd_status
-sdpa_run(sd_err *err, sd_cuda *c, sd_tensor *o, const sd_tensor *q,
-    const sd_tensor *k, const sd_tensor *v, int heads, float scale)
+sdpa_plan(sd_err *err, sd_cuda *c, const sd_tensor *q, const sd_tensor *k,
+    int heads, int fattn, sd_cuda_sdpa_plan **out)
 {
-    sd_cuda_sdpa_plan         *p;
-    cudnnBackendDescriptor_t   vp = NULL;
-    int64_t                    uids[SD_SDPA_UIDS] = { 1, 2, 3, 4, 5 };
-    void                      *ptrs[SD_SDPA_UIDS];
-    int64_t                    b = q->ne[0], d = q->ne[2] / heads;
-    sd_status                  s;
-    cudnnStatus_t              st;
+    sd_cuda_sdpa_plan  *p;
+    int64_t             b = q->ne[0], d = q->ne[2] / heads;
+    sd_status           s;
 
     for (p = c->sdpa; p; p = p->next) {
         if (p->b == b && p->h == heads && p->sq == q->ne[1]
             && p->skv == k->ne[1] && p->d == d)
         {
-            break;
+            *out = p;
+            return SD_OK;
         }
     }
+    p = (sd_cuda_sdpa_plan *) sd_calloc(err, 1, sizeof(*p), "sdpa plan");
     if (p == NULL) {
-        p = (sd_cuda_sdpa_plan *) sd_calloc(err, 1, sizeof(*p), "sdpa plan");
-        if (p == NULL) {
-            return SD_ERR_NOMEM;
-        }
-        p->b = b;
-        p->h = heads;
-        p->sq = q->ne[1];
-        p->skv = k->ne[1];
-        p->d = d;
-        s = sdpa_build(err, c, p);
-        if (s != SD_OK) {
+        return SD_ERR_NOMEM;
+    }
+    p->b = b;
+    p->h = heads;
+    p->sq = q->ne[1];
+    p->skv = k->ne[1];
+    p->d = d;
+    p->pick = -1;
+    s = sdpa_build(err, c, p);
+    if (s != SD_OK) {
+        if (!fattn) {
             free(p);
             return s;
         }
-        p->next = c->sdpa;
-        c->sdpa = p;
+        /* our kernel covers the shape: cuDNN's refusal is no error */
+        sd_err_clear(err);
+        p->pick = 1;
     }
+    p->next = c->sdpa;
+    c->sdpa = p;
+    *out = p;
+    return SD_OK;
+}
+
+
+static sd_status
+sdpa_run(sd_err *err, sd_cuda *c, sd_cuda_sdpa_plan *p, sd_tensor *o,
+    const sd_tensor *q, const sd_tensor *k, const sd_tensor *v, float scale)
+{
+    cudnnBackendDescriptor_t   vp = NULL;
+    int64_t                    uids[SD_SDPA_UIDS] = { 1, 2, 3, 4, 5 };
+    void                      *ptrs[SD_SDPA_UIDS];
+    cudnnStatus_t              st;
 
     ptrs[0] = q->data;
     ptrs[1] = k->data;
@@ -303,6 +326,76 @@ sdpa_fits(const sd_cuda *c, const sd_tensor *q, int heads, int causal,
 
     return !c->no_sdpa && q->dtype == SD_DT_BF16 && !causal && bias == NULL
            && d % 8 == 0 && d <= 128;
+}
+
+
+/* Whether our kernel takes the call: see sdpa_fits, and head size 64. */
+static int
+fattn_fits(const sd_cuda *c, const sd_tensor *q, const sd_tensor *k,
+    int heads)
+{
+    return c->fattn_ok && c->fattn_mode >= 0
+           && q->ne[2] == (int64_t) heads * 64
+           && q->ne[1] <= INT32_MAX && k->ne[1] <= INT32_MAX
+           && q->ne[0] <= 65535 && heads <= 65535;
+}
+
+
+static sd_status
+fattn_run(sd_err *err, sd_cuda *c, sd_tensor *o, const sd_tensor *q,
+    const sd_tensor *k, const sd_tensor *v, int heads, float scale)
+{
+    cudaError_t  e;
+
+    e = sd_cuda_fattn_bf16(o->data, q->data, k->data, v->data,
+                           (int) q->ne[0], (int) q->ne[1], (int) k->ne[1],
+                           heads, scale, c->stream);
+    if (e != cudaSuccess) {
+        return sd_cuda_fail(err, e, "fattn", __FILE__, __LINE__);
+    }
+    return SD_OK;
+}
+
+
+/*
+ * Times our kernel and cuDNN's at the shape (a warm-up, then three calls
+ * each) and keeps the faster. Outside a capture only: it synchronizes.
+ */
+static sd_status
+attention_pick(sd_err *err, sd_cuda *c, sd_cuda_sdpa_plan *p, sd_tensor *o,
+    const sd_tensor *q, const sd_tensor *k, const sd_tensor *v, int heads,
+    float scale)
+{
+    cudaEvent_t  ev[3] = { NULL, NULL, NULL };
+    sd_status    s = SD_OK;
+    int          i, r;
+
+    for (i = 0; i < 3; i++) {
+        SD_CU(cudaEventCreate(&ev[i]));
+    }
+    for (i = 0; i < 2 && s == SD_OK; i++) {
+        for (r = 0; r < 4 && s == SD_OK; r++) {
+            if (r == 1) {
+                cudaEventRecord(ev[i], c->stream);
+            }
+            s = i == 0 ? sdpa_run(err, c, p, o, q, k, v, scale)
+                       : fattn_run(err, c, o, q, k, v, heads, scale);
+        }
+    }
+    cudaEventRecord(ev[2], c->stream);
+    if (s == SD_OK && cudaEventSynchronize(ev[2]) != cudaSuccess) {
+        s = sd_cuda_fail(err, cudaGetLastError(), "attention timing",
+                         __FILE__, __LINE__);
+    }
+    if (s == SD_OK) {
+        cudaEventElapsedTime(&p->ms[0], ev[0], ev[1]);
+        cudaEventElapsedTime(&p->ms[1], ev[1], ev[2]);
+        p->pick = p->ms[1] < p->ms[0];
+    }
+    for (i = 0; i < 3; i++) {
+        cudaEventDestroy(ev[i]);
+    }
+    return s;
 }
 
 
@@ -397,6 +490,38 @@ done:
 }
 
 
+void
+sd_cuda_attention_picks(const sd_cuda *c, char *buf, size_t size)
+{
+    const sd_cuda_sdpa_plan  *p;
+    size_t                    n = 0;
+
+    if (size == 0) {
+        return;
+    }
+    buf[0] = '\0';
+    for (p = c->sdpa; p && n + 1 < size; p = p->next) {
+        const char  *who = p->pick == 1 ? "own kernel" : "cuDNN";
+
+        if (p->pick >= 0 && p->plan) {
+            n += snprintf(buf + n, size - n, "attention %lld x %lld x %lld "
+                          "x %lld (B x L x H x D): %s (own %.3f ms, cuDNN "
+                          "%.3f ms)\n", (long long) p->b, (long long) p->sq,
+                          (long long) p->h, (long long) p->d, who,
+                          p->ms[1] / 3, p->ms[0] / 3);
+        } else {
+            n += snprintf(buf + n, size - n, "attention %lld x %lld x %lld "
+                          "x %lld (B x L x H x D): %s\n", (long long) p->b,
+                          (long long) p->sq, (long long) p->h,
+                          (long long) p->d, who);
+        }
+        if (n >= size) {
+            n = size - 1;
+        }
+    }
+}
+
+
 sd_status
 sd_cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
     const sd_tensor *k, const sd_tensor *v, int heads, int causal,
@@ -410,10 +535,24 @@ sd_cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
         return sd_errorf(err, SD_ERR_INTERNAL, "cuda: attention on lane 1");
     }
     if (sdpa_fits(c, q, heads, causal, bias)) {
+        sd_cuda_sdpa_plan  *p;
+        int                 fa = fattn_fits(c, q, k, heads);
+
         if (c->measuring) {
             return SD_OK;
         }
-        return sdpa_run(err, c, o, q, k, v, heads, scale);
+        SD_TRY(sdpa_plan(err, c, q, k, heads, fa, &p));
+        if (fa && c->fattn_mode > 0) {
+            return fattn_run(err, c, o, q, k, v, heads, scale);
+        }
+        if (fa && p->pick < 0 && !c->capturing) {
+            SD_TRY(attention_pick(err, c, p, o, q, k, v, heads, scale));
+        }
+        if (fa && p->pick != 0) {
+            /* picked, or a capture came first: the kernel that is ours */
+            return fattn_run(err, c, o, q, k, v, heads, scale);
+        }
+        return sdpa_run(err, c, p, o, q, k, v, scale);
     }
     return gemm_attention(err, c, o, q, k, v, heads, causal, bias, scale);
 }

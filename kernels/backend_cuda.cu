@@ -1093,6 +1093,9 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
                   && strcmp(getenv("SD_CUDA_NO_LANES"), "1") == 0;
     c->no_graphs = getenv("SD_CUDA_NO_GRAPHS")
                    && strcmp(getenv("SD_CUDA_NO_GRAPHS"), "1") == 0;
+    c->fattn_ok = !(getenv("SD_CUDA_NO_FATTN")
+                    && strcmp(getenv("SD_CUDA_NO_FATTN"), "1") == 0)
+                  && sd_cuda_fattn_ok(device);
     SD_CU(cudaStreamCreateWithFlags(&c->streams[0], cudaStreamNonBlocking));
     SD_CU(cudaStreamCreateWithFlags(&c->streams[1], cudaStreamNonBlocking));
     SD_CU(cudaEventCreateWithFlags(&c->fork_ev, cudaEventDisableTiming));
@@ -1355,4 +1358,23 @@ extern "C" void
 sd_cuda_set_no_sdpa(sd_backend *be, int on)
 {
     ((sd_cuda *) be->impl)->no_sdpa = on;
+}
+
+
+extern "C" int
+sd_cuda_set_fattn(sd_backend *be, int mode)
+{
+    sd_cuda  *c = (sd_cuda *) be->impl;
+
+    c->fattn_mode = mode < 0 ? -1 : mode > 0;
+    return c->fattn_ok;
+}
+
+
+extern "C" void
+sd_cuda_attention_info(const sd_backend *be, char *buf, size_t size)
+{
+    const sd_cuda  *c = (const sd_cuda *) be->impl;
+
+    sd_cuda_attention_picks(c, buf, size);
 }

@@ -108,6 +108,10 @@ typedef struct {
     sd_cuda_sdpa_plan  *sdpa;
     sd_cuda_conv_plan  *conv;
     int                 no_sdpa;        /* force the GEMM attention path */
+    int                 fattn_ok;       /* fattn.cu runs here (sm_90a) and
+                                           SD_CUDA_NO_FATTN is not 1 */
+    int                 fattn_mode;     /* 1 wherever it fits, 0 where
+                                           faster, -1 never */
     int                 no_graphs;      /* SD_CUDA_NO_GRAPHS=1: never record */
     int                 capturing;      /* a recording is being captured */
     long                graph_records, graph_replays, graph_failures;
@@ -368,6 +372,13 @@ sd_status sd_cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
     const sd_tensor *k, const sd_tensor *v, int heads, int causal,
     const sd_tensor *bias, float scale);
 void sd_cuda_attention_free(sd_cuda *c);
+void sd_cuda_attention_picks(const sd_cuda *c, char *buf, size_t size);
+
+/* fattn.cu */
+int sd_cuda_fattn_ok(int device);
+cudaError_t sd_cuda_fattn_bf16(void *o, const void *q, const void *k,
+    const void *v, int b, int lq, int lk, int h, float scale,
+    cudaStream_t st);
 
 /* conv.cu */
 sd_status sd_cuda_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x,

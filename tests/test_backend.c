@@ -8,8 +8,10 @@
  * With a CUDA build and a GPU: each case runs on the CPU and on the GPU in
  * F32 (tolerance 2e-5: no TF32 anywhere) and in BF16 (inputs rounded to
  * BF16 on both sides, tolerance 1e-2), at SD3.5 shapes, printing the error
- * and the GPU time; then cuDNN's fused attention against the GEMM path at
- * the full Large shape, with both timed.
+ * and the GPU time; the own attention kernel (Hopper) forced, against the
+ * CPU at awkward lengths; then it, cuDNN's fused attention and the GEMM
+ * path at the full Large shape, all timed, and the pick between the first
+ * two.
  *
  * Each case builds its inputs from a fixed seed, runs one op, and returns
  * the output as host floats, so the same case runs on any backend.
@@ -867,46 +869,143 @@ run_cases(sd_backend *cpu, sd_backend *be, int bf16, double tol)
 }
 
 
-/* cuDNN's fused attention against the GEMM path, SD3.5 Large at 1024^2 */
+/* attention at (fa_b, fa_lq | fa_lk, fa_h x 64), BF16-rounded inputs */
+static int64_t  fa_b, fa_lq, fa_lk, fa_h;
+
+static float *
+case_attn_shape(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *q = MK(be, ACT, 2.0f, fa_b, fa_lq, fa_h * 64);
+    sd_tensor  *k = MK(be, ACT, 2.0f, fa_b, fa_lk, fa_h * 64);
+    sd_tensor  *v = MK(be, ACT, 1.0f, fa_b, fa_lk, fa_h * 64);
+    sd_tensor  *o = MK(be, ACT, 0.0f, fa_b, fa_lq, fa_h * 64);
+
+    T_TIMED(be, ms, sd_attention(&err, o, q, k, v, (int) fa_h, 0, NULL,
+                                 0.125f));
+    T_CASE_END(o);
+    sd_tensor_free(q); sd_tensor_free(k); sd_tensor_free(v);
+    sd_tensor_free(o);
+    return out;
+}
+
+
+/*
+ * The own attention kernel (kernels/fattn.cu), forced, against the CPU:
+ * lengths that are and are not multiples of its tiles (64-row query
+ * boxes, 128-row key tiles), fewer and more keys than queries, several
+ * batches and heads.
+ */
+static void
+check_fattn(sd_backend *cpu, sd_backend *be)
+{
+    static const int64_t  shapes[][4] = {
+        { 1, 128, 128, 1 }, { 2, 77, 77, 2 }, { 2, 333, 333, 3 },
+        { 1, 300, 1000, 2 }, { 2, 1000, 77, 2 }, { 1, 4429, 4429, 4 },
+        { 1, 193, 129, 1 }
+    };
+    size_t   i, n1, n2;
+    double   ms, e;
+    float   *a, *b;
+
+    if (!sd_cuda_set_fattn(be, 1)) {
+        T_SKIP("own attention kernel: not on this GPU (sm_90 only)");
+        return;
+    }
+    t_round = 1;
+    for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        fa_b = shapes[i][0];
+        fa_lq = shapes[i][1];
+        fa_lk = shapes[i][2];
+        fa_h = shapes[i][3];
+        t_rng = 99 + i;
+        a = case_attn_shape(cpu, &n1, &ms);
+        t_rng = 99 + i;
+        b = case_attn_shape(be, &n2, &ms);
+        e = (a && b && n1 == n2) ? t_rel_l2(b, a, n1) : 1.0;
+        printf("   own attention %lldx%lld|%lldx%lldx64 bf16 rel L2 %.2e\n",
+               (long long) fa_b, (long long) fa_lq, (long long) fa_lk,
+               (long long) fa_h, e);
+        T_CHECK(e < 1e-2, "own attention %lldx%lld|%lldx%lld: rel L2 %.3g",
+                (long long) fa_b, (long long) fa_lq, (long long) fa_lk,
+                (long long) fa_h, e);
+        free(a);
+        free(b);
+    }
+    t_round = 0;
+    sd_cuda_set_fattn(be, 0);
+}
+
+
+/*
+ * The attention paths at the full Large shape (1024^2, 38 heads): the own
+ * kernel, cuDNN's fused SDPA and the GEMM path, timed, each against the
+ * GEMM path; then the pick the backend makes by timing the first two.
+ */
 static void
 check_sdpa_full(sd_backend *be)
 {
     sd_err      err = {0};
     sd_status   s;
-    double      ms1 = 0, ms2 = 0, e, fl = 4.0 * 2 * 38 * 64 * 4429.0 * 4429;
-    float      *a = NULL, *b = NULL;
-    size_t      na = 0, nb = 0;
-    int         r;
-    sd_tensor  *q, *k, *v, *o1, *o2;
+    double      ms[3] = { 0, 0, 0 }, e[3], fl = 4.0 * 2 * 38 * 64 * 4429.0
+                                                * 4429;
+    float      *h[3] = { NULL, NULL, NULL };
+    size_t      nh[3] = { 0, 0, 0 };
+    int         r, i, own;
+    char        info[512];
+    sd_tensor  *q, *k, *v, *o[3];
 
     t_rng = 5;
     q = MK(be, ACT, 2.0f, 2, 4429, 2432);
     k = MK(be, ACT, 2.0f, 2, 4429, 2432);
     v = MK(be, ACT, 1.0f, 2, 4429, 2432);
-    o1 = MK(be, ACT, 0.0f, 2, 4429, 2432);
-    o2 = MK(be, ACT, 0.0f, 2, 4429, 2432);
+    for (i = 0; i < 3; i++) {
+        o[i] = MK(be, ACT, 0.0f, 2, 4429, 2432);
+    }
+    own = sd_cuda_set_fattn(be, 1);
     for (r = 0; r < 3; r++) {
-        sd_cuda_set_no_sdpa(be, 0);
-        T_TIMED(be, &ms1, sd_attention(&err, o1, q, k, v, 38, 0, NULL,
-                                       0.125f));
-        T_CHECK(s == SD_OK, "sdpa: %s", err.msg);
-        sd_cuda_set_no_sdpa(be, 1);
-        T_TIMED(be, &ms2, sd_attention(&err, o2, q, k, v, 38, 0, NULL,
-                                       0.125f));
-        T_CHECK(s == SD_OK, "gemm attention: %s", err.msg);
+        for (i = own ? 0 : 1; i < 3; i++) {
+            sd_cuda_set_fattn(be, i == 0 ? 1 : -1);
+            sd_cuda_set_no_sdpa(be, i == 2);
+            T_TIMED(be, &ms[i], sd_attention(&err, o[i], q, k, v, 38, 0,
+                                             NULL, 0.125f));
+            T_CHECK(s == SD_OK, "attention path %d: %s", i, err.msg);
+        }
     }
     sd_cuda_set_no_sdpa(be, 0);
-    a = host_of(o1, &na);
-    b = host_of(o2, &nb);
-    e = (a && b) ? t_rel_l2(a, b, na) : 1.0;
-    printf("   attention 2x4429x38x64 bf16: cuDNN SDPA %.3f ms (%.0f TFLOP/s)"
-           ", GEMM path %.3f ms (%.0f TFLOP/s), rel L2 between %.2e\n",
-           ms1, fl / ms1 / 1e9, ms2, fl / ms2 / 1e9, e);
-    T_CHECK(e < 1e-2, "sdpa vs gemm attention: %.3g", e);
-    free(a);
-    free(b);
+    for (i = 0; i < 3; i++) {
+        h[i] = (i > 0 || own) ? host_of(o[i], &nh[i]) : NULL;
+    }
+    for (i = 0; i < 2; i++) {
+        e[i] = (h[i] && h[2] && nh[i] == nh[2])
+               ? t_rel_l2(h[i], h[2], nh[2]) : 1.0;
+    }
+    printf("   attention 2x4429x38x64 bf16: own kernel %.3f ms (%.0f "
+           "TFLOP/s, rel L2 to GEMM path %.2e), cuDNN SDPA %.3f ms (%.0f "
+           "TFLOP/s, %.2e), GEMM path %.3f ms (%.0f TFLOP/s)\n",
+           ms[0], own ? fl / ms[0] / 1e9 : 0.0, own ? e[0] : 0.0, ms[1],
+           fl / ms[1] / 1e9, e[1], ms[2], fl / ms[2] / 1e9);
+    T_CHECK(e[1] < 1e-2, "sdpa vs gemm attention: %.3g", e[1]);
+    T_CHECK(!own || e[0] < 1e-2, "own vs gemm attention: %.3g", e[0]);
+    if (own) {
+        /* the backend's own choice, timed at this shape */
+        sd_cuda_set_fattn(be, 0);
+        T_TIMED(be, &ms[0], sd_attention(&err, o[0], q, k, v, 38, 0, NULL,
+                                         0.125f));
+        T_CHECK(s == SD_OK, "attention, picked: %s", err.msg);
+        sd_cuda_attention_info(be, info, sizeof(info));
+        printf("   %s", info);
+        T_CHECK(strstr(info, "2 x 4429 x 38 x 64") != NULL
+                && strstr(info, " ms, cuDNN ") != NULL,
+                "the pick at the Large shape was timed: %s", info);
+    }
+    for (i = 0; i < 3; i++) {
+        free(h[i]);
+        sd_tensor_free(o[i]);
+    }
     sd_tensor_free(q); sd_tensor_free(k); sd_tensor_free(v);
-    sd_tensor_free(o1); sd_tensor_free(o2);
 }
 
 
@@ -1399,6 +1498,7 @@ check_cuda(sd_backend *cpu)
     printf("   %s\n", sd_cuda_info(f32));
     run_cases(cpu, f32, 0, 2e-5);
     run_cases(cpu, bf, 1, 1e-2);
+    check_fattn(cpu, bf);
     check_sdpa_full(bf);
     check_fp8(bf, 1);
     check_norm_fp8(cpu, bf);
@@ -1443,6 +1543,7 @@ main(void)
 #ifdef SD_HAVE_CUDA
     check_cuda(cpu);
 #else
+    (void) t_cases;             /* the GPU's cases */
     T_SKIP("built without CUDA: the GPU backend is not checked");
 #endif
     sd_backend_destroy(cpu);

@@ -15,6 +15,9 @@
 #   offload  the text encoders in host memory (goldens, memory, encode)
 #   check2  the pipeline goldens, the prompt encoder, E4M3 norms on/off
 #   final   our FP8 bench and server beside diffusers' e2e in one call
+#   fattn   the own attention kernel alone (fattn_check: error, time)
+#   attn    fattn, test_backend, the GPU goldens in BF16, Large and Medium
+#           benches in BF16 and FP8 (the attention kernel's effect)
 # Logs go to $OUT (one file per stage); a summary prints last.
 set -u
 cd "$(dirname "$0")/../.."
@@ -54,6 +57,26 @@ stage_check() {
                 $G/bin/test_$t
         done
     done
+}
+
+stage_fattn() {
+    run "fattn_check" fattn.log $G/bin/fattn_check
+    grep -E '^\|' $L/fattn.log
+}
+
+stage_attn() {
+    stage_fattn
+    stage_backend
+    for t in mmdit pipeline; do
+        run "test_$t (cuda-bf16)" "$t-cuda-bf16.log" env \
+            SD_TEST_DEVICE=cuda-bf16 $G/bin/test_$t
+    done
+    randmodel large
+    bench large bench-large-bf16.log "bench large bf16"
+    bench large bench-large-fp8.log "bench large fp8" --precision fp8
+    randmodel medium
+    bench medium bench-medium-bf16.log "bench medium bf16"
+    bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
 }
 
 stage_backend() {

@@ -1,0 +1,229 @@
+/*
+ * fattn_check.cu: the own Hopper attention (kernels/fattn.cu) alone, on
+ * the GPU machine: error against an F32 reference computed on the GPU
+ * (a sample of query rows at the large shapes, every row at the small
+ * ones) and time per call at the MMDiT's shapes, after warm-up, median
+ * of back-to-back calls. Prints a table.
+ *
+ * Build (tests/gpu/run.sh fattn): nvcc -gencode arch=compute_90a,...
+ *   tests/gpu/fattn_check.cu kernels/fattn.cu
+ */
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <stdint.h>
+#include <algorithm>
+#include <vector>
+
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+
+int sd_cuda_fattn_ok(int device);
+cudaError_t sd_cuda_fattn_bf16(void *o, const void *q, const void *k,
+    const void *v, int b, int lq, int lk, int h, float scale,
+    cudaStream_t st);
+
+#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { \
+    printf("cuda error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, \
+           __LINE__); exit(1); } } while (0)
+
+
+/* one block per sampled (b, h, row): F32 scores in shared memory */
+__global__ void
+ref_kernel(float *out, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+    const __nv_bfloat16 *v, int lq, int lk, int h, int rstep, float scale)
+{
+    extern __shared__ float  sc[];
+    __shared__ float         red[2];
+    int                      nr = (lq + rstep - 1) / rstep;
+    int                      ri = blockIdx.x % nr, hi = blockIdx.x / nr % h;
+    int                      bi = blockIdx.x / nr / h, row = ri * rstep;
+    int64_t                  ld = (int64_t) h * 64;
+    const __nv_bfloat16     *qr = q + ((int64_t) bi * lq + row) * ld + hi * 64;
+    float                    mx = -INFINITY, sum = 0.f;
+
+    for (int j = threadIdx.x; j < lk; j += blockDim.x) {
+        const __nv_bfloat16 *kr = k + ((int64_t) bi * lk + j) * ld + hi * 64;
+        float  s = 0.f;
+
+        for (int d = 0; d < 64; d++) {
+            s += __bfloat162float(qr[d]) * __bfloat162float(kr[d]);
+        }
+        sc[j] = s * scale;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int j = 0; j < lk; j++) {
+            mx = fmaxf(mx, sc[j]);
+        }
+        for (int j = 0; j < lk; j++) {
+            sum += expf(sc[j] - mx);
+        }
+        red[0] = mx;
+        red[1] = sum;
+    }
+    __syncthreads();
+    if (threadIdx.x < 64) {
+        float  acc = 0.f;
+        int    d = threadIdx.x;
+
+        for (int j = 0; j < lk; j++) {
+            acc += expf(sc[j] - red[0])
+                   * __bfloat162float(v[((int64_t) bi * lk + j) * ld
+                                        + hi * 64 + d]);
+        }
+        out[(int64_t) blockIdx.x * 64 + d] = acc / red[1];
+    }
+}
+
+
+static uint64_t  rng = 88172645463325252ull;
+
+static float
+gauss(void)
+{
+    double  u1, u2;
+
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    u1 = ((rng >> 11) + 1.0) / 9007199254740993.0;
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    u2 = (rng >> 11) / 9007199254740992.0;
+    return (float) (sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+
+static void
+fill(std::vector<__nv_bfloat16> &x, float amp)
+{
+    for (auto &e : x) {
+        e = __float2bfloat16(gauss() * amp);
+    }
+}
+
+
+static int
+run(int b, int lq, int lk, int h, float amp, int rstep, int timed)
+{
+    size_t   nq = (size_t) b * lq * h * 64, nk = (size_t) b * lk * h * 64;
+    std::vector<__nv_bfloat16>  hq(nq), hk(nk), hv(nk), ho(nq);
+    __nv_bfloat16  *q, *k, *v, *o;
+    float          *ref, scale = 0.125f;
+    int             nr = (lq + rstep - 1) / rstep, nref = b * h * nr;
+    std::vector<float>  hr((size_t) nref * 64);
+    double          e2 = 0, r2 = 0, emax = 0, ms = 0;
+
+    fill(hq, amp);
+    fill(hk, amp);
+    fill(hv, 1.f);
+    CK(cudaMalloc(&q, nq * 2));
+    CK(cudaMalloc(&k, nk * 2));
+    CK(cudaMalloc(&v, nk * 2));
+    CK(cudaMalloc(&o, nq * 2));
+    CK(cudaMalloc(&ref, hr.size() * 4));
+    CK(cudaMemcpy(q, hq.data(), nq * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(k, hk.data(), nk * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(v, hv.data(), nk * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemset(o, 0xff, nq * 2));
+
+    CK(sd_cuda_fattn_bf16(o, q, k, v, b, lq, lk, h, scale, 0));
+    CK(cudaDeviceSynchronize());
+    CK(cudaFuncSetAttribute(ref_kernel,
+                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            lk * 4));
+    ref_kernel<<<nref, 128, lk * 4>>>(ref, q, k, v, lq, lk, h, rstep, scale);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(ho.data(), o, nq * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hr.data(), ref, hr.size() * 4, cudaMemcpyDeviceToHost));
+
+    for (int i = 0; i < nref; i++) {
+        int  ri = i % nr, hi = i / nr % h, bi = i / nr / h, row = ri * rstep;
+
+        for (int d = 0; d < 64; d++) {
+            double  x = __bfloat162float(ho[((size_t) bi * lq + row) * h * 64
+                                            + hi * 64 + d]);
+            double  y = hr[(size_t) i * 64 + d];
+
+            if (!(fabs(x - y) <= emax)) {
+                emax = isnan(x) ? INFINITY : fabs(x - y);
+            }
+            e2 += (x - y) * (x - y);
+            r2 += y * y;
+        }
+    }
+
+    if (timed) {
+        cudaEvent_t          e0, e1;
+        std::vector<float>   t;
+
+        CK(cudaEventCreate(&e0));
+        CK(cudaEventCreate(&e1));
+        for (int i = 0; i < 20; i++) {
+            CK(sd_cuda_fattn_bf16(o, q, k, v, b, lq, lk, h, scale, 0));
+        }
+        for (int r = 0; r < 15; r++) {
+            float  x;
+
+            CK(cudaEventRecord(e0));
+            for (int i = 0; i < 10; i++) {
+                CK(sd_cuda_fattn_bf16(o, q, k, v, b, lq, lk, h, scale, 0));
+            }
+            CK(cudaEventRecord(e1));
+            CK(cudaEventSynchronize(e1));
+            CK(cudaEventElapsedTime(&x, e0, e1));
+            t.push_back(x / 10);
+        }
+        std::sort(t.begin(), t.end());
+        ms = t[t.size() / 2];
+    }
+
+    printf("| %d | %d | %d | %d | %.1f | %.3e | %.3e | %.4f | %.0f |\n", b,
+           lq, lk, h, amp, sqrt(e2 / r2), emax, ms,
+           ms > 0 ? 4.0 * b * h * (double) lq * lk * 64 / (ms * 1e-3) / 1e12
+                  : 0.0);
+    cudaFree(q); cudaFree(k); cudaFree(v); cudaFree(o); cudaFree(ref);
+    return sqrt(e2 / r2) < 1e-2 ? 0 : 1;
+}
+
+
+int
+main(int argc, char **argv)
+{
+    int  bad = 0;
+
+    if (argc > 1) {             /* prof H: three calls, for ncu */
+        size_t  n = (size_t) 2 * 4429 * atoi(argv[1]) * 64 * 2;
+        void   *q, *k, *v, *o;
+
+        sd_cuda_fattn_ok(0);
+        CK(cudaMalloc(&q, n)); CK(cudaMalloc(&k, n));
+        CK(cudaMalloc(&v, n)); CK(cudaMalloc(&o, n));
+        CK(cudaMemset(q, 0, n)); CK(cudaMemset(k, 0, n));
+        CK(cudaMemset(v, 0, n));
+        for (int i = 0; i < 3; i++) {
+            CK(sd_cuda_fattn_bf16(o, q, k, v, 2, 4429, 4429, atoi(argv[1]),
+                                  0.125f, 0));
+        }
+        CK(cudaDeviceSynchronize());
+        return 0;
+    }
+
+    if (!sd_cuda_fattn_ok(0)) {
+        printf("fattn: not available on this device\n");
+        return 1;
+    }
+    printf("| B | Lq | Lk | H | amp | rel L2 | max abs | ms | TFLOP/s |\n");
+    printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    bad += run(1, 128, 128, 1, 1.f, 1, 0);
+    bad += run(1, 77, 77, 2, 1.f, 1, 0);
+    bad += run(2, 333, 333, 3, 2.f, 1, 0);
+    bad += run(1, 300, 1000, 2, 3.f, 1, 0);
+    bad += run(2, 1000, 300, 2, 1.f, 1, 0);
+    bad += run(2, 4429, 4429, 38, 1.f, 37, 1);
+    bad += run(2, 4429, 4429, 38, 3.f, 37, 0);
+    bad += run(2, 4429, 4429, 24, 1.f, 37, 1);
+    bad += run(2, 4096, 4096, 24, 1.f, 37, 1);
+    printf("fattn: %s\n", bad ? "FAILED" : "ok");
+    return bad;
+}
