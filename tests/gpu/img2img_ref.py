@@ -54,10 +54,9 @@ from sdref import tiny_pipeline
 fx, out_path = sys.argv[1], sys.argv[2]
 torch.set_grad_enabled(False)
 
-import diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3_img2img \
-    as m_i2i
-import diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3_inpaint \
-    as m_inp
+from diffusers.pipelines.stable_diffusion_3 import \
+    pipeline_stable_diffusion_3_img2img as m_i2i, \
+    pipeline_stable_diffusion_3_inpaint as m_inp
 
 
 def retrieve_mean(encoder_output, generator=None, sample_mode='sample'):
