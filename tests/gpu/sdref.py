@@ -1,5 +1,5 @@
 """Shared by the reference scripts of tests/gpu (sampler_ref.py,
-tiny_ref.py): the tiny SD3.5 fixtures loaded into diffusers'
+tiny_ref.py, img2img_ref.py): the tiny SD3.5 fixtures loaded into diffusers'
 StableDiffusion3Pipeline. Imported from the scripts' own folder."""
 import os
 
@@ -23,9 +23,11 @@ def staged(src, tag):
     return dst
 
 
-def tiny_pipeline(fx, model, dtype, tag):
+def tiny_pipeline(fx, model, dtype, tag, cls=None, **kw):
     """diffusers' pipeline of FX/tiny-sd35-MODEL ('large' or 'medium') in
-    dtype, on the CPU."""
-    from diffusers import StableDiffusion3Pipeline
-    return StableDiffusion3Pipeline.from_pretrained(
-        staged(f'{fx}/tiny-sd35-{model}', tag), torch_dtype=dtype)
+    dtype, on the CPU: StableDiffusion3Pipeline or the class cls, kw for
+    from_pretrained (text_encoder=None...)."""
+    if cls is None:
+        from diffusers import StableDiffusion3Pipeline as cls
+    return cls.from_pretrained(staged(f'{fx}/tiny-sd35-{model}', tag),
+                               torch_dtype=dtype, **kw)
