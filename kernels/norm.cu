@@ -475,6 +475,117 @@ sd_cuda_qkv_split(sd_err *err, sd_tensor *q, sd_tensor *k, sd_tensor *v,
  * Pass 3 (gn_apply): y = act((x - mean) * rstd * w + b).
  * Other channel counts use gn_stats_slow: one block per (b, g).
  */
+/*
+ * A block's Welford states into part[g * 3 + (n, mean, m2)] per group g:
+ * slot i (of slots) holds channel i % c, its count, shifted sums and
+ * shift; thread g merges group g's slots in double.
+ */
+__device__ void
+gn_merge(const float *sn, const float *s1, const float *s2, const float *sr,
+    int slots, int cc, int groups, double *part)
+{
+    int  cg = cc / groups;
+
+    for (int g = threadIdx.x; g < groups; g += blockDim.x) {
+        double   an = 0.0, am = 0.0, aq = 0.0;
+        int      j, u;
+
+        for (j = 0; j < slots; j += cc) {
+            for (u = 0; u < cg; u++) {
+                int     i = j + g * cg + u;
+                double  bn = sn[i], bm, bq, d, tot;
+
+                if (bn == 0.0) {
+                    continue;
+                }
+                bm = sr[i] + s1[i] / bn;
+                bq = (double) s2[i] - (double) s1[i] * s1[i] / bn;
+                tot = an + bn;
+                d = bm - am;
+                am += d * bn / tot;
+                aq += bq + d * d * an * bn / tot;
+                an = tot;
+            }
+        }
+        part[g * 3 + 0] = an;
+        part[g * 3 + 1] = am;
+        part[g * 3 + 2] = aq;
+    }
+}
+
+
+/*
+ * gn_stats for BF16 with C dividing 2048 (the VAE's 128, 256, 512): each
+ * thread reads 8 channels of a pixel as one 16-byte load, 4 loads in
+ * flight, so the pass runs at memory speed; slot 8 t + k holds channel
+ * (8 t + k) % C.
+ */
+#define SD_GN_V8_SLOTS  (SD_NORM_THREADS * 8)
+
+__global__ void
+gn_stats_bf16x8(const __nv_bfloat16 *x, double *part, int64_t hw, int cc,
+    int groups, int splits)
+{
+    __shared__ float  sn[SD_GN_V8_SLOTS], s1[SD_GN_V8_SLOTS];
+    __shared__ float  s2[SD_GN_V8_SLOTS], sr[SD_GN_V8_SLOTS];
+    int64_t           s = blockIdx.x, b = blockIdx.y;
+    int64_t           per = (hw + splits - 1) / splits;
+    int64_t           p0 = s * per, p1 = p0 + per < hw ? p0 + per : hw;
+    int64_t           e, e0, e1;
+    float             n = 0.0f, a1[8], a2[8], r[8], f[8];
+    int               t = threadIdx.x, k, u;
+
+    e0 = (b * hw + p0) * cc;
+    e1 = (b * hw + (p1 > p0 ? p1 : p0)) * cc;
+    /* shifted by the thread's first values: no cancellation */
+    if (e0 + 8 * t < e1) {
+        sd_unpack8(*(const uint4 *) (x + e0 + 8 * t), r);
+    } else {
+        for (k = 0; k < 8; k++) {
+            r[k] = 0.0f;
+        }
+    }
+    for (k = 0; k < 8; k++) {
+        a1[k] = 0.0f;
+        a2[k] = 0.0f;
+    }
+    for (e = e0 + 8 * t; e < e1; e += 4 * SD_GN_V8_SLOTS) {
+        uint4  raw[4];
+
+        #pragma unroll
+        for (u = 0; u < 4; u++) {
+            int64_t  eu = e + (int64_t) u * SD_GN_V8_SLOTS;
+
+            raw[u] = eu < e1 ? *(const uint4 *) (x + eu) : make_uint4(0, 0,
+                                                                      0, 0);
+        }
+        #pragma unroll
+        for (u = 0; u < 4; u++) {
+            if (e + (int64_t) u * SD_GN_V8_SLOTS < e1) {
+                sd_unpack8(raw[u], f);
+                n += 1.0f;
+                #pragma unroll
+                for (k = 0; k < 8; k++) {
+                    float  d = f[k] - r[k];
+
+                    a1[k] += d;
+                    a2[k] += d * d;
+                }
+            }
+        }
+    }
+    for (k = 0; k < 8; k++) {
+        sn[8 * t + k] = n;
+        s1[8 * t + k] = a1[k];
+        s2[8 * t + k] = a2[k];
+        sr[8 * t + k] = r[k];
+    }
+    __syncthreads();
+    gn_merge(sn, s1, s2, sr, SD_GN_V8_SLOTS, cc, groups,
+             part + (b * splits + s) * groups * 3);
+}
+
+
 #define SD_GN_MAX_CPT  4
 
 template <typename T, int CPT>
@@ -490,7 +601,6 @@ gn_stats(const T *x, double *part, int64_t hw, int64_t c, int groups,
     int64_t           e, e0, e1;
     float             n[CPT], a1[CPT], a2[CPT], r[CPT];
     int               t = threadIdx.x, k, cc = (int) c;
-    int               cg = cc / groups;
 
     e0 = (b * hw + p0) * c;
     e1 = (b * hw + (p1 > p0 ? p1 : p0)) * c;
@@ -527,33 +637,8 @@ gn_stats(const T *x, double *part, int64_t hw, int64_t c, int groups,
     }
     __syncthreads();
 
-    /* thread g merges the slots of group g: slot i holds channel i % c
-       (c divides 256, or c = 256 CPT) */
-    for (int g = t; g < groups; g += SD_NORM_THREADS) {
-        double   an = 0.0, am = 0.0, aq = 0.0;
-        int      slots = SD_NORM_THREADS * CPT, j, u;
-
-        for (j = 0; j < slots; j += cc) {
-            for (u = 0; u < cg; u++) {
-                int     i = j + g * cg + u;
-                double  bn = sn[i], bm, bq, d, tot;
-
-                if (bn == 0.0) {
-                    continue;
-                }
-                bm = sr[i] + s1[i] / bn;
-                bq = (double) s2[i] - (double) s1[i] * s1[i] / bn;
-                tot = an + bn;
-                d = bm - am;
-                am += d * bn / tot;
-                aq += bq + d * d * an * bn / tot;
-                an = tot;
-            }
-        }
-        part[((b * splits + s) * groups + g) * 3 + 0] = an;
-        part[((b * splits + s) * groups + g) * 3 + 1] = am;
-        part[((b * splits + s) * groups + g) * 3 + 2] = aq;
-    }
+    gn_merge(sn, s1, s2, sr, SD_NORM_THREADS * CPT, cc, groups,
+             part + (b * splits + s) * groups * 3);
 }
 
 
@@ -685,13 +770,24 @@ gn_apply_bf16x8(__nv_bfloat16 *y, const __nv_bfloat16 *x,
     if (bb) {
         sd_unpack8(*(const uint4 *) (bb + ch), bv);
     }
-    for (kk = 0; kk < 8; kk++) {
-        float2  st = stats[(e / hwc) * groups + (ch + kk) / cg];
-        float   v = (f[kk] - st.x) * st.y;
+    {
+        const float2  *sb = stats + (e / hwc) * groups;
+        unsigned       g = ch / cg, rem = ch - g * cg;
 
-        v = w ? v * wv[kk] : v;
-        v = bb ? v + bv[kk] : v;
-        f[kk] = gn_act(v, act);
+        for (kk = 0; kk < 8; kk++, rem++) {
+            float2  st;
+            float   v;
+
+            if (rem == cg) {            /* the next group's channels */
+                g++;
+                rem = 0;
+            }
+            st = sb[g];
+            v = (f[kk] - st.x) * st.y;
+            v = w ? v * wv[kk] : v;
+            v = bb ? v + bv[kk] : v;
+            f[kk] = gn_act(v, act);
+        }
     }
     *(uint4 *) (y + e) = sd_pack8(f);
 }
@@ -735,7 +831,19 @@ group_norm_t(sd_err *err, sd_cuda *c, T *y, const T *x, const T *w,
     }
     stats = (float2 *) (part + bsz * splits * groups * 3);
 
+    if (sizeof(T) == 2 && cpt && SD_GN_V8_SLOTS % ch == 0 && ch % 8 == 0
+        && aligned16(x))
+    {
+        gn_stats_bf16x8<<<dim3((unsigned) splits, (unsigned) bsz),
+                          SD_NORM_THREADS, 0, c->stream>>>(
+            (const __nv_bfloat16 *) x, part, hw, (int) ch, groups,
+            (int) splits);
+        cpt = -1;
+    }
+
     switch (cpt) {
+    case -1:
+        break;
     case 1:
         gn_stats<T, 1><<<dim3((unsigned) splits, (unsigned) bsz),
                          SD_NORM_THREADS, 0, c->stream>>>(x, part, hw, ch,

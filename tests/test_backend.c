@@ -362,6 +362,29 @@ case_group_norm_odd(sd_backend *be, size_t *n, double *ms)
 }
 
 
+/* 8-channel loads whose 8 channels span two groups (4 per group), a
+   pixel count that no split divides, weights, bias and SiLU: the
+   vectorized BF16 path */
+static float *
+case_group_norm_v8(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *x = MK(be, ACT, 3.0f, 2, 37, 29, 128);
+    sd_tensor  *w = MK(be, WGT, 1.0f, 128);
+    sd_tensor  *b = MK(be, WGT, 0.5f, 128);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 2, 37, 29, 128);
+
+    T_TIMED(be, ms, sd_group_norm(&err, y, x, 32, w, b, 1e-6f,
+                                  SD_ACT_SILU));
+    T_CASE_END(y);
+    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(b);
+    sd_tensor_free(y);
+    return out;
+}
+
+
 static float *
 case_acts(sd_backend *be, size_t *n, double *ms)
 {
@@ -661,6 +684,7 @@ static const t_case  t_cases[] = {
     { "qkv_split 2x333 -> 2x4429x2432", case_qkv_split, 0 },
     { "group_norm+silu 128x128x512", case_group_norm, 0 },
     { "group_norm 24x20x48 (8 groups)", case_group_norm_odd, 0 },
+    { "group_norm+silu 37x29x128 (32 groups)", case_group_norm_v8, 0 },
     { "act gelu/tanh/quick/silu", case_acts, 0 },
     { "add mul scale modulate gate_add", case_pointwise, 0 },
     { "conv3x3 64x64x512->512", case_conv3,
