@@ -702,9 +702,9 @@ check_request(sd_err *err, const sd_request *r)
     if (r->prompt == NULL || r->negative_prompt == NULL) {
         return sd_errorf(err, SD_ERR_INVALID, "prompt: must be a string");
     }
-    if (r->n_iter < 1 || r->n_iter > 1000) {
+    if (r->n_iter < 1 || r->n_iter > 4096) {
         return sd_errorf(err, SD_ERR_INVALID, "n_iter: must be between 1 and "
-                         "1000 (got %d)", r->n_iter);
+                         "4096 (got %d)", r->n_iter);
     }
     if (r->batch_size < 1 || r->batch_size > 64) {
         return sd_errorf(err, SD_ERR_INVALID, "batch_size: must be between 1 "
@@ -889,14 +889,16 @@ latent_resize(sd_err *err, sd_engine *e, const sd_request *r,
 
 
 /*
- * img2img: the init latents of iteration it's batch, image i from
- * init_images[(it * batch + i) % n], resized by resize_mode (A1111's
- * resize_image) and encoded; init holds batch x per floats.
+ * img2img: the init latents of an iteration's batch, image i from
+ * init_images[i % n] in every iteration (sd.h; A1111 encodes the batch's
+ * init images once for all iterations), resized by resize_mode (A1111's
+ * resize_image) and encoded; init holds batch x per floats. Only inpaint
+ * fill 2 differs between iterations: it adds the seeds' noise.
  */
 static sd_status
-init_latents(sd_err *err, sd_engine *e, const sd_request *r, int it,
-    size_t per, float *init, sd_inpaint *ip, const uint64_t *seeds,
-    uint8_t **ov, int *ow, int *oh)
+init_latents(sd_err *err, sd_engine *e, const sd_request *r, size_t per,
+    float *init, sd_inpaint *ip, const uint64_t *seeds, uint8_t **ov,
+    int *ow, int *oh)
 {
     uint8_t   *px = NULL;
     sd_status  s = SD_OK;
@@ -904,8 +906,7 @@ init_latents(sd_err *err, sd_engine *e, const sd_request *r, int it,
     size_t     k, hw = (size_t) (r->width / 8) * (r->height / 8);
 
     for (i = 0; i < r->batch_size && s == SD_OK; i++) {
-        const sd_rgb8  *im = &r->init_images[(it * r->batch_size + i)
-                                             % r->n_init_images];
+        const sd_rgb8  *im = &r->init_images[i % r->n_init_images];
 
         if (ip->active) {
             free(ov[i]);
@@ -1104,7 +1105,7 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     sd_status     s;
     size_t        px = (size_t) r->width * r->height * 3;
     size_t        per = (size_t) 16 * (r->height / 8) * (r->width / 8);
-    int           it, i, k;
+    int           it, i, k, flag;
 
     memset(&c, 0, sizeof(c));
     memset(&n, 0, sizeof(n));
@@ -1237,7 +1238,26 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
         }
     }
 
+    /*
+     * A1111's n_iter loop (process_images): iteration it runs images it *
+     * batch_size ... with their seeds; an interrupt lets no later one
+     * begin, a skip ends only the current one.
+     */
     for (it = 0; it < r->n_iter; it++) {
+        if (progress) {
+            progress(data, it, r->n_iter, 0, r->steps);
+        }
+        flag = cancel ? *cancel : 0;
+        if (flag == SD_CANCEL_ABORT) {
+            s = sd_errorf(err, SD_ERR_CANCELLED, "cancelled before "
+                          "iteration %d of %d", it + 1, r->n_iter);
+            goto out;
+        }
+        if (flag == SD_CANCEL_STOP) {
+            break;              /* A1111: none begins after an interrupt */
+        }
+        res->iterations++;
+
         /* A1111: seeds advance per image unless variation seeds do */
         for (i = 0; i < r->batch_size; i++) {
             k = it * r->batch_size + i;
@@ -1258,8 +1278,8 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
                     goto out;
                 }
             }
-            SD_TRY_GOTO(s, init_latents(err, e, r, it, per, init, &ip,
-                                        a.seeds, ov, ow, oh), out);
+            SD_TRY_GOTO(s, init_latents(err, e, r, per, init, &ip, a.seeds,
+                                        ov, ow, oh), out);
             a.mask = ip.active ? ip.latmask : NULL;
             a.init = init;
             a.steps = r->steps;
@@ -1270,7 +1290,7 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
             SD_TRY_GOTO(s, sd_pipe_txt2img(err, e->model, &a, cp,
                                            np ? np : &n, &rgb, NULL), out);
             if (cancel && *cancel) {
-                break;          /* no second pass after an interrupt */
+                goto next;      /* no second pass after a stop or skip */
             }
             SD_TRY_GOTO(s, hires_init(err, e, r, first, rgb, uw, uh, tw, th,
                                       init), out);
@@ -1287,7 +1307,7 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
                                            np ? np : &n, &rgb, NULL), out);
         }
         if (rgb == NULL) {
-            break;              /* stopped before its first step */
+            goto next;          /* stopped before its first step */
         }
 
         for (i = 0; i < r->batch_size; i++) {
@@ -1330,10 +1350,17 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
                                          img->infotext, &img->png,
                                          &img->png_len), out);
         }
+
+    next:
+
         free(rgb);
         rgb = NULL;
-        if (cancel && *cancel == SD_CANCEL_STOP) {
-            break;              /* A1111: no iteration starts after one */
+        flag = cancel ? *cancel : 0;
+        if (flag == SD_CANCEL_SKIP) {
+            *cancel = 0;        /* skipped: the next iteration runs */
+
+        } else if (flag == SD_CANCEL_STOP) {
+            break;              /* A1111: none begins after an interrupt */
         }
     }
     s = SD_OK;

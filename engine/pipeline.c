@@ -916,7 +916,7 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     }
 
     flag = a->cancel ? *a->cancel : 0;
-    if (flag == SD_CANCEL_STOP) {
+    if (flag == SD_CANCEL_STOP || flag == SD_CANCEL_SKIP) {
         s = SD_OK;              /* nothing denoised yet: no image */
         goto out;
     }
@@ -948,8 +948,8 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     sa.ctx = &run;
     SD_TRY_GOTO(s, sd_sample(err, &sa, sigmas, ns, b.host, den), out);
 
-    if (run.stop == SD_CANCEL_STOP) {
-        /* A1111's interrupt: decode the latest denoised estimate */
+    if (run.stop == SD_CANCEL_STOP || run.stop == SD_CANCEL_SKIP) {
+        /* A1111's interrupt or skip: decode the latest denoised estimate */
         memcpy(b.host, den, a->batch * per * sizeof(float));
     } else if (run.stop) {
         s = sd_errorf(err, SD_ERR_CANCELLED, "cancelled at step %d of %d",

@@ -87,8 +87,8 @@ sd_status sd_pipe_validate(sd_err *err, const sd_model *m,
 
 /*
  * rgb receives batch images of (height, width, 3) uint8, malloc'd; it stays
- * NULL (and SD_OK is returned) when SD_CANCEL_STOP came before the first
- * step, so there was nothing to decode.
+ * NULL (and SD_OK is returned) when SD_CANCEL_STOP or SD_CANCEL_SKIP came
+ * before the first step, so there was nothing to decode.
  * cond/ncond: prompt and negative conditioning (ncond unused if cfg <= 1).
  */
 sd_status sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,

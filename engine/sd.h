@@ -90,8 +90,8 @@ void sd_engine_config_init(sd_engine_config *cfg);
  * A1111's seeds of image k of a request (counting over all n_iter batches
  * of batch_size) from the first image's: seed + k, or seed itself with
  * variation seeds (subseed_strength > 0); subseed + k. The one home of the
- * rule: the engine's loop, and the module's answers (all_seeds,
- * all_subseeds) and iterations use these.
+ * rule: the engine's n_iter loop and the module's answers (all_seeds,
+ * all_subseeds) use these.
  */
 int64_t sd_image_seed(int64_t seed, float subseed_strength, int64_t k);
 int64_t sd_image_subseed(int64_t subseed, int64_t k);
@@ -188,9 +188,12 @@ sd_status sd_upscale_rgb8(const char *upscaler, const sd_rgb8 *in,
  * - seed -1 / subseed -1: the engine picks them. Image k (counting over
  *   n_iter batches of batch_size) gets seed + k and subseed + k; with
  *   subseed_strength > 0 every image keeps seed (A1111's variation seeds).
- *   The engine runs the n_iter loop; progress reports job = iteration.
- *   Progress fraction (A1111 shared.state): (job + step / steps) / jobs,
- *   with hires fix counting both passes in steps.
+ *   The engine runs the n_iter loop (one sd_generate() call for the
+ *   whole request); progress reports job = iteration. Progress fraction
+ *   (A1111 shared.state): (job + step / steps) / jobs, with hires fix
+ *   counting both passes in steps.
+ * - interrupt and skip (A1111 /sdapi/v1/interrupt, /sdapi/v1/skip): see
+ *   the cancel flag below.
  * - eta_noise_seed_delta: the stochastic samplers' per-step noise comes
  *   from a generator seeded with seed + eta_noise_seed_delta (A1111's ENSD).
  * - clip_skip: CLIP_stop_at_last_layers for both CLIP encoders (1 = last).
@@ -301,6 +304,14 @@ typedef struct {
     int             n_extra_networks;
     /* A1111 "comments": "Lora not found: foo\n"..., malloc'd or NULL */
     char           *comments;
+    /*
+     * The iterations that ran, stopped ones included: n_iter, or fewer
+     * after an interrupt. images holds them one after another, batch_size
+     * images each, except that an iteration stopped before it had
+     * anything to decode has none (and so has a hires fix one stopped in
+     * its first pass): n_images can be less than iterations * batch_size.
+     */
+    int             iterations;
 } sd_result;
 
 void sd_result_free(sd_result *res);
@@ -316,22 +327,37 @@ sd_status sd_request_check(const sd_engine *e, const sd_request *req,
 
 
 /*
- * Progress callback: called from the generating thread after each sampling
- * step (job is the image batch index, step counts from 1).
+ * Progress callback, called from the generating thread: with step 0 when
+ * iteration job (0 .. jobs - 1, A1111's job_no) begins, steps then being
+ * the request's steps; then after each sampling step, step counting from
+ * 1 to the pass's steps (img2img and hires fix run fewer or more than the
+ * request's). The cancel flag is read after each call, so a callback may
+ * raise it.
  */
 typedef void (*sd_progress_fn)(void *data, int job, int jobs, int step,
     int steps);
 
 /*
- * The cancel flag, polled before every sampling step: SD_CANCEL_ABORT ends
- * the request with SD_ERR_CANCELLED; SD_CANCEL_STOP ends sampling early and
- * still decodes the latest denoised estimate (A1111's interrupt), so the
- * request succeeds with those images. On failure *res comes back zeroed;
- * sd_result_free accepts a zeroed result. Error messages about a request
- * field start with the field's A1111 name and a colon.
+ * The cancel flag, polled when an iteration begins and before every
+ * sampling step (A1111's shared.state.interrupted and .skipped):
+ * - SD_CANCEL_ABORT ends the request with SD_ERR_CANCELLED.
+ * - SD_CANCEL_STOP (interrupt) ends sampling early and still decodes the
+ *   latest denoised estimate, so the iteration keeps its images; no later
+ *   iteration begins, and the request succeeds with the images so far.
+ * - SD_CANCEL_SKIP (skip) ends the current iteration's sampling as STOP
+ *   does; once that iteration is done the engine sets the flag back to 0
+ *   and the next iteration runs.
+ * The engine writes the flag only to clear a SKIP: a caller that raises
+ * ABORT from another thread, where it may meet that write, raises it again
+ * from its progress callback (called as each iteration begins).
+ *
+ * On failure *res comes back zeroed; sd_result_free accepts a zeroed
+ * result. Error messages about a request field start with the field's
+ * A1111 name and a colon.
  */
 #define SD_CANCEL_ABORT  1
 #define SD_CANCEL_STOP   2
+#define SD_CANCEL_SKIP   3
 
 sd_status sd_generate(sd_engine *e, const sd_request *req,
     sd_progress_fn progress, void *progress_data, volatile int *cancel,

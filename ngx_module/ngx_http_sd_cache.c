@@ -380,7 +380,8 @@ ngx_http_sd_cache_key(ngx_http_request_t *r, ngx_http_sd_job_t *job)
 /*
  * The entry: "SDC2", n_iter, the sampler and scheduler that ran (their
  * labels: the answer's "sampler_name" is what ran, not what was asked),
- * then per iteration its images.
+ * then per iteration its images (batch_size of them: only whole results
+ * are stored; job->result holds them one iteration after another).
  */
 
 static u_char *
@@ -406,11 +407,11 @@ ngx_http_sd_cache_ran(ngx_http_sd_job_t *job, int which)
 {
     const char  *s;
 
-    if (job->n_done == 0) {
+    if (job->result.iterations == 0) {
         return "";
     }
 
-    s = which ? job->results[0].scheduler : job->results[0].sampler;
+    s = which ? job->result.scheduler : job->result.sampler;
 
     return s ? s : "";
 }
@@ -437,19 +438,18 @@ ngx_http_sd_cache_label(const char *const *names, u_char *p, size_t len)
 static size_t
 ngx_http_sd_cache_size(ngx_http_sd_job_t *job)
 {
-    int        i, k;
+    int        k;
     size_t     len;
     sd_image  *img;
 
     len = 8 + 8 + ngx_strlen(ngx_http_sd_cache_ran(job, 0))
-          + ngx_strlen(ngx_http_sd_cache_ran(job, 1));
-    for (i = 0; i < job->n_done; i++) {
-        len += 4;
-        for (k = 0; k < job->results[i].n_images; k++) {
-            img = &job->results[i].images[k];
-            len += 24 + img->png_len
-                   + (img->infotext ? ngx_strlen(img->infotext) : 0);
-        }
+          + ngx_strlen(ngx_http_sd_cache_ran(job, 1))
+          + 4 * (size_t) job->result.iterations;
+
+    for (k = 0; k < job->result.n_images; k++) {
+        img = &job->result.images[k];
+        len += 24 + img->png_len
+               + (img->infotext ? ngx_strlen(img->infotext) : 0);
     }
 
     return len;
@@ -464,7 +464,7 @@ ngx_http_sd_cache_encode(ngx_http_sd_job_t *job, u_char *p)
     sd_image  *img;
 
     p = ngx_cpymem(p, NGX_HTTP_SD_CACHE_MAGIC, 4);
-    p = ngx_http_sd_cache_u32(p, job->n_done);
+    p = ngx_http_sd_cache_u32(p, job->result.iterations);
 
     for (i = 0; i < 2; i++) {
         n = ngx_strlen(ngx_http_sd_cache_ran(job, i));
@@ -472,11 +472,11 @@ ngx_http_sd_cache_encode(ngx_http_sd_job_t *job, u_char *p)
         p = ngx_cpymem(p, ngx_http_sd_cache_ran(job, i), n);
     }
 
-    for (i = 0; i < job->n_done; i++) {
-        p = ngx_http_sd_cache_u32(p, job->results[i].n_images);
+    for (i = 0; i < job->result.iterations; i++) {
+        p = ngx_http_sd_cache_u32(p, job->in.batch_size);
 
-        for (k = 0; k < job->results[i].n_images; k++) {
-            img = &job->results[i].images[k];
+        for (k = 0; k < job->in.batch_size; k++) {
+            img = &job->result.images[i * job->in.batch_size + k];
             n = img->infotext ? ngx_strlen(img->infotext) : 0;
 
             p = ngx_http_sd_cache_u64(p, img->seed);
@@ -492,15 +492,16 @@ ngx_http_sd_cache_encode(ngx_http_sd_job_t *job, u_char *p)
 }
 
 
-/* An entry into job->results, checked: NGX_ERROR is a miss. */
+/* An entry into job->result, checked: NGX_ERROR is a miss. */
 
 static ngx_int_t
 ngx_http_sd_cache_decode(ngx_http_sd_job_t *job, u_char *p, size_t len)
 {
     int          i, k;
     u_char      *last;
-    uint32_t     n, png_len, info_len;
+    uint32_t     n, count, png_len, info_len;
     sd_image    *img;
+    sd_result   *res;
     const char  *label;
 
     last = p + len;
@@ -516,10 +517,16 @@ ngx_http_sd_cache_decode(ngx_http_sd_job_t *job, u_char *p, size_t len)
         return NGX_ERROR;
     }
 
-    job->results = ngx_calloc(n * sizeof(sd_result), ngx_cycle->log);
-    if (job->results == NULL) {
+    res = &job->result;
+
+    /* zeroed images: sd_result_free() takes back a half-decoded entry */
+    res->images = ngx_calloc(n * job->in.batch_size * sizeof(sd_image),
+                             ngx_cycle->log);
+    if (res->images == NULL) {
         return NGX_ERROR;
     }
+
+    res->n_images = n * job->in.batch_size;
 
     for (i = 0; i < 2; i++) {
         if (last - p < 4) {
@@ -539,19 +546,17 @@ ngx_http_sd_cache_decode(ngx_http_sd_job_t *job, u_char *p, size_t len)
         p += info_len;
 
         if (i) {
-            job->results[0].scheduler = label;
+            res->scheduler = label;
 
         } else {
-            job->results[0].sampler = label;
+            res->sampler = label;
         }
     }
 
     /* both or neither: the answer reads the scheduler with the sampler */
-    if (job->results[0].sampler == NULL
-        || job->results[0].scheduler == NULL)
-    {
-        job->results[0].sampler = NULL;
-        job->results[0].scheduler = NULL;
+    if (res->sampler == NULL || res->scheduler == NULL) {
+        res->sampler = NULL;
+        res->scheduler = NULL;
     }
 
     for (i = 0; i < (int) n; i++) {
@@ -559,24 +564,15 @@ ngx_http_sd_cache_decode(ngx_http_sd_job_t *job, u_char *p, size_t len)
             return NGX_ERROR;
         }
 
-        ngx_memcpy(&job->results[i].n_images, p, 4);
+        ngx_memcpy(&count, p, 4);
         p += 4;
 
-        if (job->results[i].n_images != job->in.batch_size) {
-            job->results[i].n_images = 0;
-            return NGX_ERROR;
-        }
-
-        job->results[i].images = ngx_calloc(job->in.batch_size
-                                            * sizeof(sd_image),
-                                            ngx_cycle->log);
-        if (job->results[i].images == NULL) {
-            job->results[i].n_images = 0;
+        if (count != (uint32_t) job->in.batch_size) {
             return NGX_ERROR;
         }
 
         for (k = 0; k < job->in.batch_size; k++) {
-            img = &job->results[i].images[k];
+            img = &res->images[i * job->in.batch_size + k];
 
             if (last - p < 24) {
                 return NGX_ERROR;
@@ -607,7 +603,7 @@ ngx_http_sd_cache_decode(ngx_http_sd_job_t *job, u_char *p, size_t len)
         }
     }
 
-    job->n_done = n;
+    res->iterations = n;
     job->status = SD_OK;
 
     return (p == last) ? NGX_OK : NGX_ERROR;
@@ -619,17 +615,7 @@ ngx_http_sd_cache_decode(ngx_http_sd_job_t *job, u_char *p, size_t len)
 static void
 ngx_http_sd_cache_unfill(ngx_http_sd_job_t *job)
 {
-    int  i;
-
-    if (job->results) {
-        for (i = 0; i < job->in.n_iter; i++) {
-            sd_result_free(&job->results[i]);
-        }
-        ngx_free(job->results);
-        job->results = NULL;
-    }
-
-    job->n_done = 0;
+    sd_result_free(&job->result);
     job->status = SD_OK;
 }
 
@@ -835,7 +821,8 @@ ngx_http_sd_cache_store(ngx_http_sd_job_t *job)
     cc = &ngx_http_sd_worker.smcf->cache;
 
     if (cc->url == NULL || job->cache_key[0] == '\0' || job->interrupted
-        || job->skipped || job->n_done != job->in.n_iter)
+        || job->skipped || job->result.iterations != job->in.n_iter
+        || job->result.n_images != job->in.n_iter * job->in.batch_size)
     {
         return;
     }

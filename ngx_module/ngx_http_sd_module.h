@@ -343,7 +343,6 @@ struct ngx_http_sd_job_s {
     u_char                     timestamp[16];
     char                      *gate;        /* sd_test_gate file, or NULL */
     int                        gate_step;   /* -1: none; the thread's */
-    int                        it;          /* the thread's iteration */
     u_char                     cache_key[NGX_HTTP_SD_CACHE_KEY_LEN];
                                             /* "": not cached */
 
@@ -357,9 +356,12 @@ struct ngx_http_sd_job_s {
     ngx_atomic_uint_t          skip_seen;
     uint64_t                   last_step_ns;
 
-    /* results, written by the thread */
-    sd_result                 *results;     /* n_iter of them */
-    int                        n_done;      /* iterations with images */
+    /*
+     * results, written by the thread: every iteration's images in one
+     * sd_result (result.iterations ran, fewer than n_iter after an
+     * interrupt), or those read back from the result cache
+     */
+    sd_result                  result;
     sd_status                  status;
     char                       err[NGX_HTTP_SD_ERRLEN];
     const char                *error;       /* the queue's failure, a name */

@@ -465,7 +465,6 @@ ngx_http_sd_ops_loaded(ngx_uint_t i)
 void
 ngx_http_sd_ops_job_done(ngx_http_sd_job_t *job)
 {
-    int                     i;
     ngx_uint_t              n;
     ngx_msec_t              gen, wait;
     ngx_http_sd_ctx_t      *ctx;
@@ -480,10 +479,7 @@ ngx_http_sd_ops_job_done(ngx_http_sd_job_t *job)
     wait = job->started_at - job->queued_at;
     gen = ngx_current_msec - job->started_at;
 
-    n = 0;
-    for (i = 0; i < job->n_done; i++) {
-        n += job->results[i].n_images;
-    }
+    n = job->result.n_images;
 
     ngx_http_sd_hist_observe(&ops->queue_wait_hist, ngx_http_sd_request_le,
                              (uint64_t) wait * 1000);

@@ -1022,7 +1022,7 @@ ngx_http_sd_txt2img_read(cJSON *body, const ngx_http_sd_limits_t *lim,
     t->req.subseed = subseed;
     t->req.subseed_strength = (float) strength;
     t->req.batch_size = (int) batch;
-    t->req.n_iter = 1;
+    t->req.n_iter = (int) n_iter;
 
     t->seed = seed;
     t->subseed = subseed;
@@ -1051,18 +1051,6 @@ ngx_http_sd_txt2img_free(ngx_http_sd_txt2img_t *t)
     t->negative_prompt = NULL;
     t->sampler = NULL;
     t->scheduler = NULL;
-}
-
-
-/*
- * The seed of image k of the request (A1111's all_seeds): seed + k, or
- * the seed itself for every image when variation seeds are on.
- */
-
-int64_t
-ngx_http_sd_image_seed(const ngx_http_sd_txt2img_t *t, int64_t k)
-{
-    return sd_image_seed(t->seed, t->req.subseed_strength, k);
 }
 
 

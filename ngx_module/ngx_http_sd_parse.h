@@ -168,7 +168,6 @@ int ngx_http_sd_parse_txt2img(cJSON *body, const ngx_http_sd_limits_t *lim,
     const ngx_http_sd_model_ref_t *models, size_t nmodels,
     ngx_http_sd_txt2img_t *t, ngx_http_sd_verr_t *e);
 void ngx_http_sd_txt2img_free(ngx_http_sd_txt2img_t *t);
-int64_t ngx_http_sd_image_seed(const ngx_http_sd_txt2img_t *t, int64_t k);
 
 int ngx_http_sd_parse_options(cJSON *body,
     const ngx_http_sd_model_ref_t *models, size_t nmodels,

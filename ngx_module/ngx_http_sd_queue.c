@@ -121,15 +121,7 @@ ngx_http_sd_tenant_put(ngx_http_sd_tenant_t *t)
 void
 ngx_http_sd_job_free(ngx_http_sd_job_t *job)
 {
-    int  i;
-
-    if (job->results) {
-        for (i = 0; i < job->in.n_iter; i++) {
-            sd_result_free(&job->results[i]);
-        }
-        ngx_free(job->results);
-    }
-
+    sd_result_free(&job->result);
     ngx_http_sd_txt2img_free(&job->in);
     ngx_free(job->gate);
     ngx_free(job);
@@ -633,11 +625,6 @@ ngx_http_sd_start(ngx_http_sd_job_t *job)
     job->started_at = ngx_current_msec;
     job->skip_seen = job->slot->skip_req;
 
-    job->results = ngx_calloc(job->in.n_iter * sizeof(sd_result), w->log);
-    if (job->results == NULL) {
-        return NGX_ERROR;
-    }
-
     job->task.ctx = job;
     job->task.handler = ngx_http_sd_job_thread;
     job->task.event.data = job;
@@ -685,17 +672,21 @@ ngx_http_sd_mono_ns(void)
 
 
 /*
- * The thread side: runs the iterations one after another, with A1111's
- * seeds (image k: seed + k, or seed itself with variation seeds; subseed
- * + k). The cancel flag takes two values: SD_CANCEL_STOP (interrupt, skip)
- * ends sampling and the engine decodes the latest denoised estimate, so
- * the iteration still has its images; after a skip the next iteration
- * runs, after an interrupt none does. SD_CANCEL_ABORT (client gone,
+ * The thread side: one sd_generate() for the whole request; the engine
+ * runs the n_iter iterations with A1111's seeds and reports each one's
+ * beginning and steps to ngx_http_sd_job_progress(), which turns the
+ * zone's interrupt and skip requests into the cancel flag: SD_CANCEL_STOP
+ * (interrupt) and SD_CANCEL_SKIP (skip) end sampling and the engine
+ * decodes the latest denoised estimate, so the iteration still has its
+ * images; after a skip the engine clears the flag and the next iteration
+ * runs, after an interrupt none begins. SD_CANCEL_ABORT (client gone,
  * request terminated, shutdown) fails the job. The event loop only ever
  * raises ABORT, after setting client_gone, detached or shutdown; those
- * stay set, so the thread re-reads them rather than trust the flag it may
- * have reset. Interrupt and skip come through the job's task in the zone,
- * from whichever worker took the request.
+ * stay set, so the progress callback re-reads them rather than trust a
+ * flag that the engine may have cleared after a skip. Interrupt and skip
+ * come through the job's task in the zone, from whichever worker took the
+ * request. The images are re-encoded in the answer's format afterwards,
+ * outside the engine's lock.
  */
 
 static void
@@ -703,10 +694,7 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
 {
     ngx_http_sd_job_t  *job = data;
 
-    int                 it;
-    int64_t             k;
     sd_status           rc;
-    sd_request          req;
 
     job->gate_step = -1;
 
@@ -718,60 +706,32 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
         ngx_http_sd_gate_wait(job);
     }
 
-    for (it = 0; it < job->in.n_iter; it++) {
+    if (ngx_http_sd_job_stopped(job)) {
+        job->status = SD_ERR_CANCELLED;
+        return;
+    }
 
-        if (ngx_http_sd_job_stopped(job)) {
-            job->status = SD_ERR_CANCELLED;
-            break;
-        }
+    if (ngx_http_sd_breaker_injected(job->err, sizeof(job->err))) {
+        job->status = SD_ERR_BACKEND;   /* tests: see the breaker */
+        return;
+    }
 
-        if (job->interrupted || job->slot->interrupted) {
-            /* A1111: the iterations not started are not run */
-            job->interrupted = 1;
-            break;
-        }
+    job->last_step_ns = ngx_http_sd_mono_ns();
 
-        if (job->cancel == SD_CANCEL_STOP) {
-            /* the previous iteration was skipped */
-            job->cancel = 0;
-        }
+    /* in.req: n_iter, and the seeds resolved (never -1) */
+    rc = sd_generate(job->engine, &job->in.req, ngx_http_sd_job_progress,
+                     job, &job->cancel, &job->result, job->err,
+                     sizeof(job->err));
 
-        k = (int64_t) it * job->in.batch_size;
+    if (rc != SD_OK) {
+        job->status = rc;
+        return;
+    }
 
-        req = job->in.req;
-        req.n_iter = 1;
-        req.seed = ngx_http_sd_image_seed(&job->in, k);
-        req.subseed = sd_image_subseed(job->in.subseed, k);
-
-        job->it = it;
-        job->slot->job_no = it;
-        job->slot->step = 0;
-        job->slot->skipped = 0;
-        job->last_step_ns = ngx_http_sd_mono_ns();
-
-        if (ngx_http_sd_breaker_injected(job->err, sizeof(job->err))) {
-            job->status = SD_ERR_BACKEND;   /* tests: see the breaker */
-            break;
-        }
-
-        rc = sd_generate(job->engine, &req, ngx_http_sd_job_progress, job,
-                         &job->cancel, &job->results[it], job->err,
-                         sizeof(job->err));
-
-        if (rc != SD_OK) {
-            job->status = rc;
-            break;
-        }
-
-        /* the images as the options ask (samples_format, ...) */
-        if (ngx_http_sd_images_output(job, &job->results[it]) != NGX_OK) {
-            sd_result_free(&job->results[it]);
-            job->status = SD_ERR_INTERNAL;
-            break;
-        }
-
-        /* done, or stopped early by an interrupt or a skip: has images */
-        job->n_done = it + 1;
+    /* the images as the options ask (samples_format, ...) */
+    if (ngx_http_sd_images_output(job, &job->result) != NGX_OK) {
+        sd_result_free(&job->result);
+        job->status = SD_ERR_INTERNAL;
     }
 }
 
@@ -867,6 +827,14 @@ ngx_http_sd_gate_wait(ngx_http_sd_job_t *job)
 }
 
 
+/*
+ * The engine's progress: step 0 when iteration n begins (A1111's job_no,
+ * the zone's skipped flag cleared as A1111 does), then after each step.
+ * An interrupt is taken at either (one that came between iterations lets
+ * no more begin); a skip after a step only, so that one asked between
+ * iterations ends the next one after its first step.
+ */
+
 static void
 ngx_http_sd_job_progress(void *data, int n, int jobs, int step, int steps)
 {
@@ -881,14 +849,22 @@ ngx_http_sd_job_progress(void *data, int n, int jobs, int step, int steps)
     t = job->slot;
 
     now = ngx_http_sd_mono_ns();
-    ngx_http_sd_hist_observe(&shm->step_hist, ngx_http_sd_step_le,
-                             (now - job->last_step_ns) / 1000);
+
+    if (step == 0) {
+        t->job_no = n;
+        t->step = 0;
+        t->skipped = 0;
+
+    } else {
+        ngx_http_sd_hist_observe(&shm->step_hist, ngx_http_sd_step_le,
+                                 (now - job->last_step_ns) / 1000);
+        t->step = step;
+        t->steps = steps;
+    }
+
     job->last_step_ns = now;
 
-    t->step = step;
-    t->steps = steps;
-
-    if (job->it == 0 && step == job->gate_step) {
+    if (n == 0 && step > 0 && step == job->gate_step) {
         ngx_http_sd_gate_wait(job);
     }
 
@@ -909,11 +885,11 @@ ngx_http_sd_job_progress(void *data, int n, int jobs, int step, int steps)
 
     skips = t->skip_req;
 
-    if (skips != job->skip_seen) {
+    if (step > 0 && skips != job->skip_seen) {
         job->skip_seen = skips;
         job->skipped = 1;
         t->skipped = 1;
-        job->cancel = SD_CANCEL_STOP;
+        job->cancel = SD_CANCEL_SKIP;
     }
 }
 
@@ -923,7 +899,7 @@ ngx_http_sd_job_progress(void *data, int n, int jobs, int step, int steps)
 static void
 ngx_http_sd_job_end(ngx_http_sd_job_t *job)
 {
-    int                    i, n;
+    int                    n;
     ngx_http_sd_tenant_t  *t;
     ngx_http_sd_worker_t  *w;
 
@@ -938,10 +914,7 @@ ngx_http_sd_job_end(ngx_http_sd_job_t *job)
     (void) ngx_atomic_fetch_add(&w->shm->running[w->slot], -1);
     ngx_http_sd_task_end(job->slot);
 
-    n = 0;
-    for (i = 0; i < job->n_done; i++) {
-        n += job->results[i].n_images;
-    }
+    n = job->result.n_images;
 
     (void) ngx_atomic_fetch_add(&w->shm->images, n);
     (void) ngx_atomic_fetch_add(&t->shm->images, n);

@@ -378,7 +378,7 @@ ngx_http_sd_txt2img_queue(ngx_http_request_t *r, ngx_http_sd_job_t *job)
 static cJSON *
 ngx_http_sd_info(ngx_http_sd_job_t *job)
 {
-    int                     i, k;
+    int                     k;
     cJSON                  *o, *a, *infos;
     int64_t                 total, n;
     sd_image               *img;
@@ -408,8 +408,8 @@ ngx_http_sd_info(ngx_http_sd_job_t *job)
     cJSON_AddItemToObject(o, "seed", ngx_http_sd_json_int(in->seed));
     a = cJSON_AddArrayToObject(o, "all_seeds");
     for (n = 0; n < total; n++) {
-        cJSON_AddItemToArray(a,
-                    ngx_http_sd_json_int(ngx_http_sd_image_seed(in, n)));
+        cJSON_AddItemToArray(a, ngx_http_sd_json_int(sd_image_seed(
+                                    in->seed, in->req.subseed_strength, n)));
     }
     cJSON_AddItemToObject(o, "subseed", ngx_http_sd_json_int(in->subseed));
     a = cJSON_AddArrayToObject(o, "all_subseeds");
@@ -422,8 +422,8 @@ ngx_http_sd_info(ngx_http_sd_job_t *job)
     cJSON_AddNumberToObject(o, "height", in->req.height);
     /* what ran: the engine resolved the name asked (A1111 fallback) */
     cJSON_AddStringToObject(o, "sampler_name",
-                            (job->n_done && job->results[0].sampler)
-                            ? job->results[0].sampler : in->sampler);
+                            (job->result.iterations && job->result.sampler)
+                            ? job->result.sampler : in->sampler);
     cJSON_AddNumberToObject(o, "cfg_scale", in->req.cfg_scale);
     cJSON_AddNumberToObject(o, "steps", in->req.steps);
     cJSON_AddNumberToObject(o, "batch_size", in->batch_size);
@@ -454,12 +454,10 @@ ngx_http_sd_info(ngx_http_sd_job_t *job)
     cJSON_AddNumberToObject(o, "index_of_first_image", 0);
 
     infos = cJSON_AddArrayToObject(o, "infotexts");
-    for (i = 0; i < job->n_done; i++) {
-        for (k = 0; k < job->results[i].n_images; k++) {
-            img = &job->results[i].images[k];
-            cJSON_AddItemToArray(infos, cJSON_CreateString(
-                                     img->infotext ? img->infotext : ""));
-        }
+    for (k = 0; k < job->result.n_images; k++) {
+        img = &job->result.images[k];
+        cJSON_AddItemToArray(infos, cJSON_CreateString(
+                                 img->infotext ? img->infotext : ""));
     }
 
     if (in->styles) {
@@ -482,7 +480,7 @@ ngx_http_sd_info(ngx_http_sd_job_t *job)
 ngx_int_t
 ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
 {
-    int          i, k, n;
+    int          k;
     char        *params, *info;
     size_t       len;
     u_char      *buf, *p;
@@ -525,11 +523,9 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
           + ngx_strlen(params) + ngx_strlen(info);
 
     if (job->in.send_images) {
-        for (i = 0; i < job->n_done; i++) {
-            for (k = 0; k < job->results[i].n_images; k++) {
-                img = &job->results[i].images[k];
-                len += ngx_base64_encoded_length(img->png_len) + 3;
-            }
+        for (k = 0; k < job->result.n_images; k++) {
+            img = &job->result.images[k];
+            len += ngx_base64_encoded_length(img->png_len) + 3;
         }
     }
 
@@ -542,24 +538,21 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
 
     p = ngx_cpymem(buf, "{\"images\":[", sizeof("{\"images\":[") - 1);
 
-    n = 0;
     if (job->in.send_images) {
-        for (i = 0; i < job->n_done; i++) {
-            for (k = 0; k < job->results[i].n_images; k++) {
-                img = &job->results[i].images[k];
+        for (k = 0; k < job->result.n_images; k++) {
+            img = &job->result.images[k];
 
-                if (n++) {
-                    *p++ = ',';
-                }
-
-                *p++ = '"';
-                src.data = img->png;
-                src.len = img->png_len;
-                dst.data = p;
-                ngx_encode_base64(&dst, &src);
-                p += dst.len;
-                *p++ = '"';
+            if (k) {
+                *p++ = ',';
             }
+
+            *p++ = '"';
+            src.data = img->png;
+            src.len = img->png_len;
+            dst.data = p;
+            ngx_encode_base64(&dst, &src);
+            p += dst.len;
+            *p++ = '"';
         }
     }
 
@@ -568,23 +561,24 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
     cJSON_free(info);
     cJSON_free(params);
 
-    if (job->n_done && job->results[0].sampler
-        && (ngx_strcasecmp((u_char *) job->results[0].sampler,
+    if (job->result.iterations && job->result.sampler
+        && (ngx_strcasecmp((u_char *) job->result.sampler,
                            (u_char *) job->in.sampler) != 0
-            || ngx_strcasecmp((u_char *) job->results[0].scheduler,
+            || ngx_strcasecmp((u_char *) job->result.scheduler,
                               (u_char *) job->in.scheduler) != 0))
     {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "sd task \"%s\": sampler \"%s\" / \"%s\" ran as "
                       "\"%s\" / \"%s\"", job->id, job->in.sampler,
-                      job->in.scheduler, job->results[0].sampler,
-                      job->results[0].scheduler);
+                      job->in.scheduler, job->result.sampler,
+                      job->result.scheduler);
     }
 
     if (job->interrupted) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "sd task \"%s\" interrupted after %d of %d "
-                      "iterations", job->id, job->n_done, job->in.n_iter);
+                      "iterations", job->id, job->result.iterations,
+                      job->in.n_iter);
     }
 
     return ngx_http_sd_send_body(r, NGX_HTTP_OK, buf, p - buf);

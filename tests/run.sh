@@ -10,11 +10,15 @@
 #
 # SD_TEST_BIN: the folder of the test programs (build/tests; build/asan/
 # tests for "make test-asan"). SD_HTTP_TESTS: the pytest folder
-# (tests/http). SD_SKIP_HTTP=1: the programs only.
+# (tests/http). SD_SKIP_HTTP=1: the programs only. SD_TEST_OUT: where
+# pytest's log and exit status go (build; tests/http/test_runner.py runs
+# this script inside the HTTP tests and must not overwrite the outer
+# run's log, whose counts would then be lost).
 set -u
 cd "$(dirname "$0")/.."
 
 bin=${SD_TEST_BIN:-build/tests}
+outdir=${SD_TEST_OUT:-build}
 http=${SD_HTTP_TESTS:-tests/http}
 
 passed=0; failed=0; skipped=0; broken=0
@@ -60,15 +64,15 @@ fi
 
 if [ -d "$http" ] && [ "${SD_SKIP_HTTP:-0}" != 1 ]; then
     echo "== http (pytest)"
-    mkdir -p build
-    log=build/pytest.log
+    mkdir -p "$outdir"
+    log=$outdir/pytest.log
     # Debian's python3 (with python3-pytest), not whatever else is on PATH
     py=${SD_PYTHON:-/usr/bin/python3}
     [ -x "$py" ] || py=python3
     # pytest's exit status survives the pipe through tee in this file
-    { "$py" -m pytest -q -rs "$http" 2>&1; echo "$?" > build/pytest.rc; } |
-        tee "$log"
-    rc=$(cat build/pytest.rc 2>/dev/null || echo 1)
+    { "$py" -m pytest -q -rs "$http" 2>&1
+      echo "$?" > "$outdir/pytest.rc"; } | tee "$log"
+    rc=$(cat "$outdir/pytest.rc" 2>/dev/null || echo 1)
     line=$(grep -E '[0-9]+ (passed|failed|skipped|errors?)' "$log" |
            tail -n 1)
     p=$(count passed "$line"); f=$(count failed "$line")

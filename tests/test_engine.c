@@ -215,6 +215,167 @@ count_steps(void *data, int job, int jobs, int step, int steps)
 }
 
 
+/*
+ * The n_iter loop's cancel flag: at (job, step) the callback raises code
+ * (step 0: as iteration job begins); it records the step-0 calls.
+ */
+typedef struct {
+    int           job, step, code;
+    int           begun[8];         /* the jobs whose step 0 came, in order */
+    int           n_begun, jobs;
+    volatile int *flag;
+} it_probe;
+
+
+static void
+on_iteration_step(void *data, int job, int jobs, int step, int steps)
+{
+    it_probe  *p = data;
+
+    (void) steps;
+    if (step == 0 && p->n_begun < 8) {
+        p->begun[p->n_begun++] = job;
+        p->jobs = jobs;
+    }
+    if (job == p->job && step == p->step) {
+        *p->flag = p->code;
+    }
+}
+
+
+static int
+same_png(const sd_image *a, const sd_image *b)
+{
+    return a->png_len == b->png_len
+           && memcmp(a->png, b->png, a->png_len) == 0;
+}
+
+
+/* image k of res, over all its iterations, has seed + k (A1111) */
+static int
+seeds_of(const sd_result *res, int64_t seed)
+{
+    int  i;
+
+    for (i = 0; i < res->n_images; i++) {
+        if (res->images[i].seed != (uint64_t) (seed + i)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+
+static void
+check_iterations(sd_engine *e)
+{
+    sd_request    r;
+    sd_result     full, sk, in, nx, ab;
+    char          msg[256];
+    int           i;
+    volatile int  fl = 0;
+    it_probe      p;
+
+    sd_request_init(&r);
+    r.prompt = "a harbour";
+    r.width = 64;
+    r.height = 64;
+    r.steps = 4;
+    r.seed = 40;
+    r.batch_size = 2;
+    r.n_iter = 3;
+
+    /* every iteration in full: progress begins each with step 0 */
+    memset(&p, 0, sizeof(p));
+    p.job = -1;
+    p.flag = &fl;
+    T_CHECK(sd_generate(e, &r, on_iteration_step, &p, &fl, &full, msg,
+                        sizeof(msg)) == SD_OK
+            && full.n_images == 6 && full.iterations == 3
+            && seeds_of(&full, 40), "3 x 2: %d images, %s",
+            full.n_images, msg);
+    T_CHECK(p.n_begun == 3 && p.begun[0] == 0 && p.begun[1] == 1
+            && p.begun[2] == 2 && p.jobs == 3, "step 0 per iteration: %d",
+            p.n_begun);
+
+    /* a skip after step 2 of iteration 1 ends that one only, with its
+       latest estimate; the flag is cleared and iteration 2 runs in full */
+    memset(&p, 0, sizeof(p));
+    p.job = 1;
+    p.step = 2;
+    p.code = SD_CANCEL_SKIP;
+    p.flag = &fl;
+    fl = 0;
+    T_CHECK(sd_generate(e, &r, on_iteration_step, &p, &fl, &sk, msg,
+                        sizeof(msg)) == SD_OK
+            && sk.n_images == 6 && sk.iterations == 3 && fl == 0
+            && seeds_of(&sk, 40), "skip: %d images, flag %d, %s",
+            sk.n_images, fl, msg);
+    if (sk.n_images == 6 && full.n_images == 6) {
+        for (i = 0; i < 6; i++) {
+            T_CHECK(same_png(&sk.images[i], &full.images[i])
+                    == (i / 2 != 1), "skip: image %d %s the full run's", i,
+                    i / 2 == 1 ? "differs from" : "is");
+        }
+    }
+
+    /* an interrupt in iteration 1: its images, no iteration 2 */
+    p.n_begun = 0;
+    p.code = SD_CANCEL_STOP;
+    fl = 0;
+    T_CHECK(sd_generate(e, &r, on_iteration_step, &p, &fl, &in, msg,
+                        sizeof(msg)) == SD_OK
+            && in.n_images == 4 && in.iterations == 2 && p.n_begun == 2
+            && seeds_of(&in, 40), "interrupt: %d images, %d iterations",
+            in.n_images, in.iterations);
+    if (in.n_images == 4) {
+        T_CHECK(same_png(&in.images[1], &full.images[1])
+                && !same_png(&in.images[2], &full.images[2]),
+                "interrupt: iteration 0 whole, 1 stopped");
+    }
+    sd_result_free(&in);
+
+    /* an interrupt as iteration 1 begins: it does not run */
+    p.step = 0;
+    fl = 0;
+    T_CHECK(sd_generate(e, &r, on_iteration_step, &p, &fl, &in, msg,
+                        sizeof(msg)) == SD_OK
+            && in.n_images == 2 && in.iterations == 1,
+            "interrupt between iterations: %d images, %d iterations",
+            in.n_images, in.iterations);
+
+    /* a skip as iteration 1 begins: nothing to decode there, 2 runs */
+    p.code = SD_CANCEL_SKIP;
+    fl = 0;
+    T_CHECK(sd_generate(e, &r, on_iteration_step, &p, &fl, &nx, msg,
+                        sizeof(msg)) == SD_OK
+            && nx.n_images == 4 && nx.iterations == 3 && fl == 0,
+            "skip before a step: %d images, %d iterations",
+            nx.n_images, nx.iterations);
+    if (nx.n_images == 4 && full.n_images == 6) {
+        T_CHECK(same_png(&nx.images[1], &full.images[1])
+                && same_png(&nx.images[2], &full.images[4])
+                && nx.images[2].seed == 44 && nx.images[3].seed == 45,
+                "skip before a step: iteration 2's images and seeds");
+    }
+
+    /* an abort as iteration 2 begins fails the request */
+    p.job = 2;
+    p.code = SD_CANCEL_ABORT;
+    fl = 0;
+    T_CHECK(sd_generate(e, &r, on_iteration_step, &p, &fl, &ab, msg,
+                        sizeof(msg)) == SD_ERR_CANCELLED
+            && ab.n_images == 0 && ab.iterations == 0
+            && strstr(msg, "iteration 3 of 3"), "abort: %s", msg);
+
+    sd_result_free(&full);
+    sd_result_free(&sk);
+    sd_result_free(&in);
+    sd_result_free(&nx);
+    sd_result_free(&ab);
+}
+
+
 static void
 check_samplers_and_stops(sd_engine *e)
 {
@@ -481,6 +642,7 @@ main(void)
     check_golden(e, g);
     check_batches(e);
     check_samplers_and_stops(e);
+    check_iterations(e);
     sd_engine_close(e);
 
     cfg.precision = SD_PRECISION_FP8;

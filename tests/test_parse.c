@@ -210,7 +210,8 @@ t_seed_cases(void)
     if (t_t2i("{\"seed\": 9223372036854775806, \"batch_size\": 2}", &t,
               NULL, NULL) == 0)
     {
-        T_CHECK(ngx_http_sd_image_seed(&t, 1) == INT64_MAX, "last seed");
+        T_CHECK(sd_image_seed(t.seed, t.req.subseed_strength, 1)
+                == INT64_MAX, "last seed");
         ngx_http_sd_txt2img_free(&t);
     }
 
@@ -219,15 +220,20 @@ t_seed_cases(void)
               "\"n_iter\": 2, \"subseed\": 5, \"subseed_strength\": 0.5}",
               &t, NULL, NULL) == 0)
     {
-        T_CHECK(ngx_http_sd_image_seed(&t, 3) == INT64_MAX,
-                "variation: seed kept");
+        T_CHECK(sd_image_seed(t.seed, t.req.subseed_strength, 3)
+                == INT64_MAX, "variation: seed kept");
         ngx_http_sd_txt2img_free(&t);
     }
 
     if (t_t2i("{\"seed\": 100, \"n_iter\": 2, \"batch_size\": 2}", &t,
               NULL, NULL) == 0)
     {
-        T_CHECK(ngx_http_sd_image_seed(&t, 3) == 103, "seed + k");
+        T_CHECK(sd_image_seed(t.seed, t.req.subseed_strength, 3) == 103,
+                "seed + k");
+        /* the engine runs the iterations: the request carries n_iter */
+        T_CHECK(t.req.n_iter == 2 && t.n_iter == 2 && t.req.seed == 100
+                && t.req.batch_size == 2, "n_iter %d for the engine",
+                t.req.n_iter);
         ngx_http_sd_txt2img_free(&t);
     }
 }

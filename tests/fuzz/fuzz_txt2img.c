@@ -84,7 +84,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (t.seed >= 0) {
             /* every image's seed is a seed: no overflow */
             for (k = 0; k < (int64_t) t.batch_size * t.n_iter; k++) {
-                FUZZ_CHECK(ngx_http_sd_image_seed(&t, k) >= t.seed);
+                FUZZ_CHECK(sd_image_seed(t.seed, t.req.subseed_strength,
+                                         k) >= t.seed);
             }
         }
 

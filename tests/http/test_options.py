@@ -160,6 +160,33 @@ def test_samples_format(nginx):
     assert r.json()["detail"][0]["loc"] == ["body", "override_settings"]
 
 
+def test_samples_format_iterations(nginx):
+    # the engine runs the n_iter loop; every iteration's images come back
+    # re-encoded as asked, each with its own seed's infotext in its EXIF
+    r = nginx.post("/sdapi/v1/txt2img", dict(
+        FAST, n_iter=2, batch_size=2, seed=200,
+        override_settings={"samples_format": "jpg"}))
+    assert r.status_code == 200, r.text
+    out = r.json()
+    info = json.loads(out["info"])
+    assert info["all_seeds"] == [200, 201, 202, 203]
+    assert len(out["images"]) == 4 and len(info["infotexts"]) == 4
+    seeds = []
+    for img, text in zip(out["images"], info["infotexts"]):
+        jpg = base64.b64decode(img)
+        assert jpg[:3] == b"\xff\xd8\xff"
+        assert exif_user_comment(jpeg_exif(jpg)) == text
+        seeds.append(int(text.split("Seed: ")[1].split(",")[0]))
+    assert seeds == [200, 201, 202, 203]
+    assert len(set(out["images"])) == 4
+
+    # iteration 1 is the same as a request that starts at its seed
+    r = nginx.post("/sdapi/v1/txt2img", dict(
+        FAST, batch_size=2, seed=202,
+        override_settings={"samples_format": "jpg"}))
+    assert r.json()["images"] == out["images"][2:]
+
+
 def test_eta_noise_seed_delta(nginx):
     # ENSD seeds the ancestral samplers' per-step noise (sd.h): it changes
     # an "Euler a" image, not an "Euler" one; the option and a request's

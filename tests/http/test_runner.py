@@ -34,8 +34,9 @@ def run(tmp_path, http_tests, programs=None):
                  "mkdir", "tail", "sh"):
         if not (tools / tool).exists():
             (tools / tool).symlink_to(shutil.which(tool))
+    # its pytest log beside the rest, not over the outer run's
     env = dict(os.environ, SD_TEST_BIN=str(bin_dir), SD_HTTP_TESTS=str(http),
-               PATH=str(tools))
+               SD_TEST_OUT=str(tmp_path / "out"), PATH=str(tools))
     r = subprocess.run(["/bin/sh", str(RUN)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
     return r.returncode, r.stdout.strip().splitlines()[-1], r.stdout
@@ -49,6 +50,8 @@ def test_runner_passes(tmp_path):
     rc, last, out = run(tmp_path, {"test_x.py": GOOD})
     assert rc == 0, out
     assert last == "5 passed, 0 failed, 1 skipped"
+    # SD_TEST_OUT: its log there, the outer run's build/pytest.log intact
+    assert "2 passed" in (tmp_path / "out" / "pytest.log").read_text()
 
 
 def test_runner_fails_on_a_pytest_failure(tmp_path):
