@@ -18,6 +18,8 @@
 #   fattn   the own attention kernel alone (fattn_check: error, time)
 #   attn    fattn, test_backend, the GPU goldens in BF16, Large and Medium
 #           benches in BF16 and FP8 (the attention kernel's effect)
+#   bf16    test_backend, the BF16 goldens, Large in BF16 beside diffusers'
+#           step (one step's error, step, VAE) and through nginx
 # Logs go to $OUT (one file per stage); a summary prints last.
 set -u
 cd "$(dirname "$0")/../.."
@@ -77,6 +79,16 @@ stage_attn() {
     randmodel medium
     bench medium bench-medium-bf16.log "bench medium bf16"
     bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
+}
+
+stage_bf16() {
+    stage_backend
+    for t in vae pipeline; do
+        run "test_$t (cuda-bf16)" "$t-cuda-bf16.log" env \
+            SD_TEST_DEVICE=cuda-bf16 $G/bin/test_$t
+    done
+    full large
+    stage_nginx_large
 }
 
 stage_backend() {
@@ -292,8 +304,11 @@ stage_final() {
         $G/bin/test_promptenc
     run "test_promptenc (cuda-bf16)" promptenc-cuda-bf16.log env \
         SD_TEST_DEVICE=cuda-bf16 $G/bin/test_promptenc
+    pipeline_tests
     randmodel large
     bench large bench-large-fp8.log "bench large fp8" --precision fp8
+    bench large bench-turbo-fp8.log "bench large fp8, 4 steps cfg 1" \
+        --precision fp8 --steps 4 --cfg 1
     nginx_large_fp8
     randmodel medium
     bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
