@@ -847,6 +847,20 @@ sd_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
 
 
 sd_status
+sd_abs_diff_sum(sd_err *err, sd_tensor *out, const sd_tensor *a,
+    const sd_tensor *b)
+{
+    if (sd_numel(a) != sd_numel(b) || sd_numel(out) != 2) {
+        return shape_err(err, "abs_diff_sum", "shapes", a, b);
+    }
+    if (!same_dtype(a, b) || out->dtype != SD_DT_F32) {
+        return dtype_err(err, "abs_diff_sum", a, same_dtype(a, b) ? out : b);
+    }
+    return a->be->ops->abs_diff_sum(err, out, a, b);
+}
+
+
+sd_status
 sd_copy2d(sd_err *err, sd_tensor *dst, int64_t dst_off, int64_t dst_stride,
     const sd_tensor *src, int64_t src_off, int64_t src_stride, int64_t rows,
     int64_t cols)

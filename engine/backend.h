@@ -148,6 +148,8 @@ typedef struct {
         const sd_tensor *shift, const sd_tensor *scale);
     sd_status (*gate_add)(sd_err *err, sd_tensor *x, const sd_tensor *g,
         const sd_tensor *y);
+    sd_status (*abs_diff_sum)(sd_err *err, sd_tensor *out,
+        const sd_tensor *a, const sd_tensor *b);
     sd_status (*copy2d)(sd_err *err, sd_tensor *dst, int64_t dst_off,
         int64_t dst_stride, const sd_tensor *src, int64_t src_off,
         int64_t src_stride, int64_t rows, int64_t cols);
@@ -352,6 +354,13 @@ sd_status sd_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
 /* x: (B, L, C) += g: (B, C) * y: (B, L, C) */
 sd_status sd_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
     const sd_tensor *y);
+/*
+ * out: F32 (2) = (sum |a - b|, sum |b|) over all elements of a and b (same
+ * dtype and count): the relative L1 change of b to a, on the device (a
+ * recorded step can read it back after its replay).
+ */
+sd_status sd_abs_diff_sum(sd_err *err, sd_tensor *out, const sd_tensor *a,
+    const sd_tensor *b);
 /*
  * Strided 2D copy between flat buffers: rows x cols elements, row i of src
  * starts at src_off + i * src_stride. Slices, concatenation and chunks;

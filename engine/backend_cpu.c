@@ -579,6 +579,24 @@ cpu_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
 }
 
 
+static sd_status
+cpu_abs_diff_sum(sd_err *err, sd_tensor *out, const sd_tensor *a,
+    const sd_tensor *b)
+{
+    int64_t  n = sd_numel(a), i;
+    double   d = 0.0, r = 0.0;
+
+    (void) err;
+    for (i = 0; i < n; i++) {
+        d += fabs((double) F(a)[i] - F(b)[i]);
+        r += fabs((double) F(b)[i]);
+    }
+    F(out)[0] = (float) d;
+    F(out)[1] = (float) r;
+    return SD_OK;
+}
+
+
 /*
  * src: (B, n, 3 W) = [q | k | v] rows -> rows r0 .. r0 + n of each batch
  * of q, k, v: (B, L, W); q and k RMS-normalized per head when nq, nk.
@@ -694,7 +712,7 @@ static const sd_backend_ops  sd_cpu_ops = {
     cpu_linear, cpu_linear_rows, NULL, NULL, NULL, NULL, cpu_layer_norm, cpu_norm_modulate, cpu_rms_norm,
     cpu_qkv_split, cpu_group_norm, cpu_act, cpu_binary, cpu_scale,
     cpu_attention, cpu_conv2d, cpu_upsample2x, cpu_embed, cpu_modulate,
-    cpu_gate_add, cpu_copy2d, cpu_permute, cpu_destroy
+    cpu_gate_add, cpu_abs_diff_sum, cpu_copy2d, cpu_permute, cpu_destroy
 };
 
 

@@ -267,6 +267,17 @@ typedef struct {
     const char     *hr_negative_prompt;
     const char     *hr_sampler;     /* NULL or "": the first pass's */
     const char     *hr_scheduler;
+
+    /*
+     * Step caching (first-block cache; 0, the default, is off): from the
+     * third step on, a step runs the transformer's first block and, when
+     * that block's residual has changed by less than step_cache since
+     * the last full step (relative L1, summed over the steps since), adds
+     * the other blocks' residual of the last full step instead of running
+     * them; at most 3 steps in a row, never the last. 0.05-0.15 is the
+     * useful range. The infotext says "Step cache: <value>".
+     */
+    float           step_cache;
 } sd_request;
 
 /* Fill A1111's txt2img defaults. */
@@ -312,6 +323,7 @@ typedef struct {
      * its first pass): n_images can be less than iterations * batch_size.
      */
     int             iterations;
+    int             steps_cached;   /* steps that reused the residual */
 } sd_result;
 
 void sd_result_free(sd_result *res);

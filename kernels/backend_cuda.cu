@@ -955,6 +955,15 @@ cuda_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
 
 
 static sd_status
+cuda_abs_diff_sum(sd_err *err, sd_tensor *out, const sd_tensor *a,
+    const sd_tensor *b)
+{
+    SD_CUDA_OP(out, sd_cuda_abs_diff_sum(err, out, a, b),
+               "abs_diff_sum %lld", LL(sd_numel(a)));
+}
+
+
+static sd_status
 cuda_copy2d(sd_err *err, sd_tensor *dst, int64_t dst_off,
     int64_t dst_stride, const sd_tensor *src, int64_t src_off,
     int64_t src_stride, int64_t rows, int64_t cols)
@@ -1047,7 +1056,8 @@ static const sd_backend_ops  sd_cuda_ops = {
     cuda_replay_free, cuda_layer_norm, cuda_norm_modulate, cuda_rms_norm,
     cuda_qkv_split, cuda_group_norm, cuda_act, cuda_binary, cuda_scale,
     cuda_attention, cuda_conv2d, cuda_upsample2x, cuda_embed, cuda_modulate,
-    cuda_gate_add, cuda_copy2d, cuda_permute, cuda_destroy
+    cuda_gate_add, cuda_abs_diff_sum, cuda_copy2d, cuda_permute,
+    cuda_destroy
 };
 
 

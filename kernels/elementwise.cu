@@ -284,6 +284,66 @@ sd_cuda_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
 }
 
 
+/*
+ * out[0] += sum |a - b|, out[1] += sum |b| (F32 atomics, one per block
+ * after a block sum in F32: the caller compares a ratio, not bits).
+ */
+template <typename T>
+__global__ void
+abs_diff_sum_kernel(float *out, const T *a, const T *b, int64_t n)
+{
+    __shared__ float  rd[32], rr[32];
+    float             d = 0.0f, r = 0.0f;
+    int64_t           i;
+    int               lane = threadIdx.x % 32, w = threadIdx.x / 32, k;
+
+    for (i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n;
+         i += (int64_t) gridDim.x * blockDim.x)
+    {
+        float  x = sd_get(a + i), y = sd_get(b + i);
+
+        d += fabsf(x - y);
+        r += fabsf(y);
+    }
+    for (k = 16; k; k >>= 1) {
+        d += __shfl_xor_sync(0xffffffff, d, k);
+        r += __shfl_xor_sync(0xffffffff, r, k);
+    }
+    if (lane == 0) {
+        rd[w] = d;
+        rr[w] = r;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (k = 1; k < (int) blockDim.x / 32; k++) {
+            d += rd[k];
+            r += rr[k];
+        }
+        atomicAdd(&out[0], d);
+        atomicAdd(&out[1], r);
+    }
+}
+
+
+sd_status
+sd_cuda_abs_diff_sum(sd_err *err, sd_tensor *out, const sd_tensor *a,
+    const sd_tensor *b)
+{
+    sd_cuda  *c = sd_cuda_of(out);
+    int64_t   n = sd_numel(a), blocks = sd_cuda_blocks(n, SD_EW_THREADS);
+
+    blocks = blocks > 2 * c->sms ? 2 * c->sms : (blocks < 1 ? 1 : blocks);
+    SD_CU(cudaMemsetAsync(out->data, 0, 2 * sizeof(float), c->stream));
+    SD_CUDA_DISPATCH(err, a->dtype, T,
+        abs_diff_sum_kernel<T><<<(unsigned) blocks, SD_EW_THREADS, 0,
+                                 c->stream>>>(
+            (float *) out->data, (const T *) a->data, (const T *) b->data,
+            n));
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}
+
+
 /* y[..., c] += b[c] over the last dimension */
 template <typename T>
 __global__ void

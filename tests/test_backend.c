@@ -385,6 +385,30 @@ case_group_norm_v8(sd_backend *be, size_t *n, double *ms)
 }
 
 
+/* the step cache's measure: (sum |a - b|, sum |b|) as two F32 */
+static float *
+case_abs_diff(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *a = MK(be, ACT, 1.0f, 2, 4096, 2432);
+    sd_tensor  *b = MK(be, ACT, 1.5f, 2, 4096, 2432);
+    sd_tensor  *o = NULL;
+
+    if (sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F32, 1,
+                         (int64_t[1]) { 2 }, &o) != SD_OK)
+    {
+        printf("   alloc: %s\n", err.msg);
+        return NULL;
+    }
+    T_TIMED(be, ms, sd_abs_diff_sum(&err, o, a, b));
+    T_CASE_END(o);
+    sd_tensor_free(a); sd_tensor_free(b); sd_tensor_free(o);
+    return out;
+}
+
+
 static float *
 case_acts(sd_backend *be, size_t *n, double *ms)
 {
@@ -685,6 +709,7 @@ static const t_case  t_cases[] = {
     { "group_norm+silu 128x128x512", case_group_norm, 0 },
     { "group_norm 24x20x48 (8 groups)", case_group_norm_odd, 0 },
     { "group_norm+silu 37x29x128 (32 groups)", case_group_norm_v8, 0 },
+    { "abs_diff_sum 2x4096x2432", case_abs_diff, 0 },
     { "act gelu/tanh/quick/silu", case_acts, 0 },
     { "add mul scale modulate gate_add", case_pointwise, 0 },
     { "conv3x3 64x64x512->512", case_conv3,
@@ -701,6 +726,37 @@ static const t_case  t_cases[] = {
     { "attention 4096x1x512", case_attn_vae,
       4.0 * 4096 * 4096 * 512 },
 };
+
+
+/* The step cache's measure on the CPU against a hand count. */
+static void
+check_abs_diff(sd_backend *be)
+{
+    static const float  ha[4] = { 1.0f, -2.0f, 3.0f, 0.0f };
+    static const float  hb[4] = { 0.5f, -1.0f, 5.0f, -0.25f };
+    sd_err              err = {0};
+    sd_tensor          *a = NULL, *b = NULL, *o = NULL;
+    float               r[2] = { 0, 0 };
+
+    if (sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F32, 2,
+                         (int64_t[2]) { 2, 2 }, &a) != SD_OK
+        || sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F32, 2,
+                            (int64_t[2]) { 2, 2 }, &b) != SD_OK
+        || sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F32, 1,
+                            (int64_t[1]) { 2 }, &o) != SD_OK
+        || sd_tensor_upload(&err, a, ha) != SD_OK
+        || sd_tensor_upload(&err, b, hb) != SD_OK
+        || sd_abs_diff_sum(&err, o, a, b) != SD_OK
+        || sd_tensor_download(&err, o, r) != SD_OK)
+    {
+        T_CHECK(0, "abs_diff_sum: %s", err.msg);
+    }
+    T_CHECK(r[0] == 3.75f && r[1] == 6.75f, "abs_diff_sum: %g %g (want "
+            "3.75 6.75)", r[0], r[1]);
+    T_CHECK(sd_abs_diff_sum(&err, o, a, o) != SD_OK, "abs_diff_sum: "
+            "different counts refused");
+    sd_tensor_free(a); sd_tensor_free(b); sd_tensor_free(o);
+}
 
 
 /* Fused ops of the CPU backend against the ops they replace. */
@@ -1564,6 +1620,7 @@ main(void)
         return T_DONE();
     }
     check_cpu_fusions(cpu);
+    check_abs_diff(cpu);
 #ifdef SD_HAVE_CUDA
     check_cuda(cpu);
 #else
