@@ -544,6 +544,12 @@ sd_infotext(sd_err *err, const sd_model *m, const sd_request *r,
         }
     }
 
+    if (r->step_cache > 0.0f && strlen(var) < sizeof(var)) {
+        float_repr(vs, sizeof(vs), r->step_cache);
+        snprintf(var + strlen(var), sizeof(var) - strlen(var),
+                 ", Step cache: %s", vs);
+    }
+
     /* inpainting's extra_generation_params, in A1111's order, after RNG */
     if (r->n_init_images > 0 && r->mask.gray != NULL) {
         static const char  *content[4] = { "fill", NULL, "latent noise",
@@ -715,6 +721,10 @@ check_request(sd_err *err, const sd_request *r)
                          "a non-negative integer",
                          r->seed < -1 ? "seed" : "subseed");
     }
+    if (!(r->step_cache >= 0.0f && r->step_cache <= 1.0f)) {
+        return sd_errorf(err, SD_ERR_INVALID, "step_cache: must be between "
+                         "0 (off) and 1");
+    }
     if (r->slg_n_layers < 0 || r->slg_n_layers > 16) {
         return sd_errorf(err, SD_ERR_INVALID, "skip layer guidance: at most "
                          "16 layers");
@@ -786,6 +796,7 @@ pipe_args(const sd_request *r, sd_pipe_args *a)
     a->slg_layers = r->slg_layers;
     a->slg_n_layers = r->slg_n_layers;
     a->jobs = r->n_iter;
+    a->step_cache = r->step_cache;
 }
 
 
@@ -1105,7 +1116,8 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     sd_status     s;
     size_t        px = (size_t) r->width * r->height * 3;
     size_t        per = (size_t) 16 * (r->height / 8) * (r->width / 8);
-    int           it, i, k, flag;
+    int           it, i, k, flag, fb_off = 0;
+    sd_request    rinfo = *r;
 
     memset(&c, 0, sizeof(c));
     memset(&n, 0, sizeof(n));
@@ -1121,6 +1133,8 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     a.progress = progress;
     a.progress_data = data;
     a.cancel = cancel;
+    a.steps_cached = &res->steps_cached;
+    a.step_cache_off = &fb_off;
     SD_TRY(sd_pipe_validate(err, e->model, &a));
 
     seed = r->seed == -1 ? random_seed() : (uint64_t) r->seed;
@@ -1343,7 +1357,16 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
                               "image's prompts and pixels");
                 goto out;
             }
-            SD_TRY_GOTO(s, sd_infotext(err, e->model, r, img->seed,
+            if (fb_off && rinfo.step_cache > 0.0f) {
+                /* the workspace could not hold the step cache: none ran */
+                rinfo.step_cache = 0.0f;
+                if (res->comments == NULL) {
+                    res->comments = strdup("Step cache off: the GPU "
+                                           "workspace cannot hold it at "
+                                           "this size\n");
+                }
+            }
+            SD_TRY_GOTO(s, sd_infotext(err, e->model, &rinfo, img->seed,
                                        img->subseed, &img->infotext), out);
             res->n_images++;
             SD_TRY_GOTO(s, sd_png_encode(err, pix, iw, ih,

@@ -90,6 +90,8 @@ struct sd_mmdit {
     sd_tensor_list  owned;              /* every weight, for sd_mmdit_free */
     void           *rec;                /* a recorded cached step
                                            (sd_backend_replay) */
+    void           *rec_fb[3];          /* with step caching: the first
+                                           block, the others, the reuse */
 };
 
 
@@ -438,6 +440,9 @@ sd_mmdit_free(sd_mmdit *m)
         return;
     }
     sd_backend_replay_free(m->be, m->rec);
+    sd_backend_replay_free(m->be, m->rec_fb[0]);
+    sd_backend_replay_free(m->be, m->rec_fb[1]);
+    sd_backend_replay_free(m->be, m->rec_fb[2]);
     sd_tensor_list_free(&m->owned);
     free(m->blocks);
     free(m->dual);
@@ -529,6 +534,17 @@ struct sd_mmdit_cache {
     int64_t         foff;
     sd_tensor      *all, *cur;
     sd_tensor      *ctx;
+
+    /*
+     * Step caching (first-block cache), thr > 0: the image stream hs and
+     * the context stream cx live here across a step's parts; r1 is this
+     * step's first-block residual, r1_full the last full step's, rest the
+     * other blocks' residual of the last full step, hs1n minus hs after
+     * the first block, meas (sum |r1 - r1_full|, sum |r1_full|).
+     */
+    float           thr;
+    sd_tensor      *hs, *cx, *r1, *r1_full, *rest, *hs1n, *meas;
+    int             full_steps, run, cached;
 };
 
 
@@ -1205,16 +1221,63 @@ done:
 }
 
 
+/* the step cache's tensors, newest first (the arena's order) */
+static void
+sd_mmdit_fb_free(sd_mmdit_cache *cache)
+{
+    sd_tensor_free(cache->meas);
+    sd_tensor_free(cache->hs1n);
+    sd_tensor_free(cache->rest);
+    sd_tensor_free(cache->r1_full);
+    sd_tensor_free(cache->r1);
+    sd_tensor_free(cache->cx);
+    sd_tensor_free(cache->hs);
+    cache->meas = cache->hs1n = cache->rest = cache->r1_full = NULL;
+    cache->r1 = cache->cx = cache->hs = NULL;
+}
+
+
 void
 sd_mmdit_cache_free(sd_mmdit_cache *cache)
 {
     if (cache == NULL) {
         return;
     }
+    sd_mmdit_fb_free(cache);
     sd_tensor_free(cache->all);
     sd_tensor_free(cache->cur);
     sd_tensor_free(cache->ctx);
     free(cache);
+}
+
+
+void
+sd_mmdit_cache_set_step_cache(sd_mmdit_cache *cache, float thr)
+{
+    cache->thr = thr > 0.0f ? thr : 0.0f;
+}
+
+
+void
+sd_mmdit_cache_drop_step_cache(sd_mmdit_cache *cache)
+{
+    if (cache) {
+        sd_mmdit_fb_free(cache);
+    }
+}
+
+
+int
+sd_mmdit_cache_steps_cached(const sd_mmdit_cache *cache)
+{
+    return cache ? cache->cached : 0;
+}
+
+
+int
+sd_mmdit_cache_step_cache_on(const sd_mmdit_cache *cache)
+{
+    return cache && cache->thr > 0.0f;
 }
 
 
@@ -1349,7 +1412,7 @@ fail:
 typedef struct {
     sd_mmdit               *m;
     const sd_tensor        *x;
-    const sd_mmdit_cache   *cache;
+    sd_mmdit_cache         *cache;
     sd_tensor              *out;
 } sd_mmdit_step;
 
@@ -1376,12 +1439,166 @@ sd_mmdit_step_run(sd_err *err, void *data)
 }
 
 
+/*
+ * Step caching, part 1 (recorded): the context stream's copy, the patch
+ * embedding and the first block into cache->hs / cx; r1 = hs after the
+ * block - hs before it; hs1n = -hs.
+ */
+static sd_status
+sd_mmdit_fb_first(sd_err *err, void *data)
+{
+    sd_mmdit_step   *st = data;
+    sd_mmdit        *m = st->m;
+    sd_mmdit_cache  *k = st->cache;
+    sd_mmdit_acts    acts;
+    sd_mmdit_mods    src;
+    sd_status        s;
+
+    memset(&acts, 0, sizeof(acts));
+    src.temb_silu = NULL;
+    src.cache = k;
+    src.step = 0;
+    SD_TRY(sd_copy2d(err, k->cx, 0, 0, k->ctx, 0, 0, 1, sd_numel(k->cx)));
+    SD_TRY(sd_mmdit_patch_embed(err, m, st->x, k->hs));
+    SD_TRY(sd_scale(err, k->r1, k->hs, -1.0f, 0.0f));
+    SD_TRY(sd_mmdit_acts_new(err, m, k->hs->ne[0], k->hs->ne[1],
+                             k->cx->ne[1], &acts));
+    s = sd_mmdit_block_fwd(err, m, 0, k->hs, k->cx, &src, &acts);
+    sd_mmdit_acts_free(&acts);
+    SD_TRY(s);
+    SD_TRY(sd_add(err, k->r1, k->r1, k->hs));
+    return sd_scale(err, k->hs1n, k->hs, -1.0f, 0.0f);
+}
+
+
+/* Part 2, a full step (recorded): the other blocks, their residual kept,
+   the final layer */
+static sd_status
+sd_mmdit_fb_rest(sd_err *err, void *data)
+{
+    sd_mmdit_step   *st = data;
+    sd_mmdit        *m = st->m;
+    sd_mmdit_cache  *k = st->cache;
+    sd_mmdit_acts    acts;
+    sd_mmdit_mods    src;
+    sd_status        s = SD_OK;
+    int              i;
+
+    memset(&acts, 0, sizeof(acts));
+    src.temb_silu = NULL;
+    src.cache = k;
+    src.step = 0;
+    SD_TRY(sd_mmdit_acts_new(err, m, k->hs->ne[0], k->hs->ne[1],
+                             k->cx->ne[1], &acts));
+    for (i = 1; i < m->info.num_layers && s == SD_OK; i++) {
+        s = sd_mmdit_block_fwd(err, m, i, k->hs, k->cx, &src, &acts);
+    }
+    sd_mmdit_acts_free(&acts);
+    SD_TRY(s);
+    SD_TRY(sd_add(err, k->rest, k->hs, k->hs1n));
+    SD_TRY(sd_copy2d(err, k->r1_full, 0, 0, k->r1, 0, 0, 1,
+                     sd_numel(k->r1)));
+    return sd_mmdit_final(err, m, k->hs, &src,
+                          st->x->ne[2] / m->info.patch_size,
+                          st->x->ne[3] / m->info.patch_size, st->out);
+}
+
+
+/* Part 2, a reused step (recorded): hs after the first block + the last
+   full step's residual of the others, the final layer */
+static sd_status
+sd_mmdit_fb_reuse(sd_err *err, void *data)
+{
+    sd_mmdit_step   *st = data;
+    sd_mmdit        *m = st->m;
+    sd_mmdit_cache  *k = st->cache;
+    sd_mmdit_mods    src;
+
+    src.temb_silu = NULL;
+    src.cache = k;
+    src.step = 0;
+    SD_TRY(sd_add(err, k->hs, k->hs, k->rest));
+    return sd_mmdit_final(err, m, k->hs, &src,
+                          st->x->ne[2] / m->info.patch_size,
+                          st->x->ne[3] / m->info.patch_size, st->out);
+}
+
+
+/*
+ * A step with step caching: part 1, then the host reads the change of the
+ * first block's residual since the last full step and runs the other
+ * blocks, or reuses their residual when the change is below the
+ * threshold (from the third step on, at most 3 in a row, never the last;
+ * the first two steps are full). The step cache's tensors are taken on
+ * the first step, before the step's own; if the workspace cannot hold
+ * them, caching turns off for this image.
+ */
+static sd_status
+sd_mmdit_forward_fb(sd_err *err, sd_mmdit *m, const sd_tensor *x,
+    sd_mmdit_cache *k, int step, sd_mmdit_step *st, const void **key,
+    size_t key_len)
+{
+    int64_t    b = x->ne[0], l, w = m->info.width;
+    float      meas[2] = { 1.0f, 0.0f };
+    int        reuse;
+    sd_err     e2 = {0};
+
+    if (k->hs == NULL) {
+        l = (x->ne[2] / m->info.patch_size) * (x->ne[3] / m->info.patch_size);
+        if (sd_tensor_new3(&e2, m->be, b, l, w, &k->hs) != SD_OK
+            || sd_tensor_new(&e2, m->be, 3, k->ctx->ne, &k->cx) != SD_OK
+            || sd_tensor_new3(&e2, m->be, b, l, w, &k->r1) != SD_OK
+            || sd_tensor_new3(&e2, m->be, b, l, w, &k->r1_full) != SD_OK
+            || sd_tensor_new3(&e2, m->be, b, l, w, &k->rest) != SD_OK
+            || sd_tensor_new3(&e2, m->be, b, l, w, &k->hs1n) != SD_OK
+            || sd_tensor_new_as(&e2, m->be, SD_MEM_ACT, SD_DT_F32, 1,
+                                (int64_t[1]) { 2 }, &k->meas) != SD_OK)
+        {
+            /* no room: this image runs without */
+            sd_mmdit_fb_free(k);
+            k->thr = 0.0f;
+            return sd_backend_replay(err, m->be, &m->rec, key, key_len,
+                                     sd_mmdit_step_run, st);
+        }
+    }
+    if (step == 0) {
+        k->full_steps = 0;
+        k->run = 0;
+    }
+
+    key[6] = k->hs->data;
+    key[7] = k->rest->data;
+    SD_TRY(sd_backend_replay(err, m->be, &m->rec_fb[0], key, key_len,
+                             sd_mmdit_fb_first, st));
+
+    /* meas = (|r1 - r1_full|, |r1_full|), where a reuse may follow (r1_full
+       is written by then) */
+    reuse = step >= 2 && k->full_steps >= 2 && step < k->steps - 1
+            && k->run < 3;
+    if (reuse) {
+        SD_TRY(sd_abs_diff_sum(err, k->meas, k->r1, k->r1_full));
+        SD_TRY(sd_tensor_download(err, k->meas, meas));
+        reuse = meas[1] > 0.0f && meas[0] < k->thr * meas[1];
+    }
+    if (reuse) {
+        k->run++;
+        k->cached++;
+        return sd_backend_replay(err, m->be, &m->rec_fb[2], key, key_len,
+                                 sd_mmdit_fb_reuse, st);
+    }
+    k->run = 0;
+    k->full_steps++;
+    return sd_backend_replay(err, m->be, &m->rec_fb[1], key, key_len,
+                             sd_mmdit_fb_rest, st);
+}
+
+
 sd_status
 sd_mmdit_forward_cached(sd_err *err, sd_mmdit *m, const sd_tensor *x,
-    const sd_mmdit_cache *cache, int step, sd_tensor *out)
+    sd_mmdit_cache *cache, int step, sd_tensor *out)
 {
     sd_mmdit_step  st;
-    const void    *key[6];
+    const void    *key[8];
 
     if (step < 0 || step >= cache->steps || x->ndim != 4
         || x->ne[0] != cache->batch)
@@ -1409,6 +1626,10 @@ sd_mmdit_forward_cached(sd_err *err, sd_mmdit *m, const sd_tensor *x,
     key[4] = (const void *) (uintptr_t) (x->ne[2] << 32 | x->ne[3]);
     key[5] = (const void *) (uintptr_t) (cache->ctx->ne[1] << 8
                                          | (int64_t) x->ne[0]);
+    if (cache->thr > 0.0f) {
+        return sd_mmdit_forward_fb(err, m, x, cache, step, &st, key,
+                                   sizeof(key));
+    }
     return sd_backend_replay(err, m->be, &m->rec, key, sizeof(key),
                              sd_mmdit_step_run, &st);
 }

@@ -59,9 +59,20 @@ sd_status sd_mmdit_cache_new(sd_err *err, sd_mmdit *m, const float *t,
     sd_mmdit_cache **out);
 void sd_mmdit_cache_free(sd_mmdit_cache *cache);
 
-/* sd_mmdit_forward at step "step" of a cache (no skip layers). */
+/*
+ * sd_mmdit_forward at step "step" of a cache (no skip layers). With step
+ * caching on (sd_mmdit_cache_set_step_cache) a step may reuse the blocks
+ * after the first from the last full step; the cache counts those.
+ */
 sd_status sd_mmdit_forward_cached(sd_err *err, sd_mmdit *m,
-    const sd_tensor *x, const sd_mmdit_cache *cache, int step,
-    sd_tensor *out);
+    const sd_tensor *x, sd_mmdit_cache *cache, int step, sd_tensor *out);
+
+/* thr 0: off (the default); see sd_request.step_cache */
+void sd_mmdit_cache_set_step_cache(sd_mmdit_cache *cache, float thr);
+int sd_mmdit_cache_steps_cached(const sd_mmdit_cache *cache);
+/* frees the step cache's tensors (sampling done); the counts stay */
+void sd_mmdit_cache_drop_step_cache(sd_mmdit_cache *cache);
+/* 0 once the workspace could not hold the step cache's tensors */
+int sd_mmdit_cache_step_cache_on(const sd_mmdit_cache *cache);
 
 #endif /* SD_MMDIT_H */

@@ -264,6 +264,31 @@ typedef struct {
 } sd_pipe_bufs;
 
 
+/* what step caching did, into the caller's counters; its tensors freed
+   before the decoder needs the workspace */
+static void
+step_cache_report(const sd_pipe_args *a, const sd_pipe_bufs *b)
+{
+    int  i, n = sd_mmdit_cache_steps_cached(b->cache), on = 1;
+
+    if (b->cache) {
+        on = sd_mmdit_cache_step_cache_on(b->cache);
+        sd_mmdit_cache_drop_step_cache(b->cache);
+    }
+    for (i = 0; i < b->nseg; i++) {
+        n += sd_mmdit_cache_steps_cached(b->seg[i].cache);
+        on &= sd_mmdit_cache_step_cache_on(b->seg[i].cache);
+        sd_mmdit_cache_drop_step_cache(b->seg[i].cache);
+    }
+    if (a->steps_cached) {
+        *a->steps_cached += n;
+    }
+    if (a->step_cache_off && a->step_cache > 0.0f && !on) {
+        *a->step_cache_off = 1;
+    }
+}
+
+
 static void
 bufs_free(sd_pipe_bufs *b)
 {
@@ -371,7 +396,7 @@ mask_blend(const sd_pipe_args *a, float *x, size_t per, int64_t hw)
  * relative to it; skip-layer guidance's cond-only batch follows it.
  */
 static sd_status
-seg_select(sd_err *err, sd_pipe_run *r, int *j, const sd_mmdit_cache **cache)
+seg_select(sd_err *err, sd_pipe_run *r, int *j, sd_mmdit_cache **cache)
 {
     sd_pipe_bufs        *b = r->b;
     const sd_pipe_args  *a = r->a;
@@ -411,7 +436,7 @@ run_denoise(void *ctx, const float *x, float sigma, int j, float *den)
     int64_t              n = sd_numel(b->lat);
     float                t2[128];
     sd_tensor            v, co;
-    const sd_mmdit_cache *cache = b->cache;
+    sd_mmdit_cache      *cache = b->cache;
     int                  cj = j;
 
     for (k = 0; k < (cfg_on ? 2 : 1) * bsz; k++) {
@@ -888,6 +913,12 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     /* the timestep and text embeddings and every adaLN modulation of every
        step, and the embedded context: once per image */
     SD_TRY_GOTO(s, caches_new(err, m, a, &b, ts, steps), out);
+    if (b.cache) {
+        sd_mmdit_cache_set_step_cache(b.cache, a->step_cache);
+    }
+    for (i = 0; i < b.nseg; i++) {
+        sd_mmdit_cache_set_step_cache(b.seg[i].cache, a->step_cache);
+    }
 
     /* latents = randn per image, seed + i (prepare_latents); flow
        noise_scaling at sigmas[0] = 1 is the noise itself */
@@ -946,7 +977,11 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     sa.noise = run_noise;
     sa.on_step = run_step;
     sa.ctx = &run;
-    SD_TRY_GOTO(s, sd_sample(err, &sa, sigmas, ns, b.host, den), out);
+    s = sd_sample(err, &sa, sigmas, ns, b.host, den);
+    step_cache_report(a, &b);
+    if (s != SD_OK) {
+        goto out;
+    }
 
     if (run.stop == SD_CANCEL_STOP || run.stop == SD_CANCEL_SKIP) {
         /* A1111's interrupt or skip: decode the latest denoised estimate */

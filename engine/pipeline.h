@@ -54,6 +54,12 @@ typedef struct {
     int                 n_seg;
     const int          *seg_end;
     const sd_cond     **seg_cond, **seg_ncond;
+    /* step caching (sd_request.step_cache), 0 off; steps_cached, when not
+       NULL, is increased by the steps that reused the residual and
+       step_cache_off set when the workspace could not hold the cache */
+    float               step_cache;
+    int                *steps_cached;
+    int                *step_cache_off;
 } sd_pipe_args;
 
 

@@ -15,6 +15,7 @@
  */
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,35 @@ sd_cli_usage(void)
         "encode and txt2img also take --device cpu|cuda[:N] and --precision "
         "fp32|bf16.\n");
     return 2;
+}
+
+
+double
+sd_cli_rel_l2(const float *a, const float *b, size_t n)
+{
+    double  num = 0, den = 0, d;
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        d = (double) a[i] - b[i];
+        num += d * d;
+        den += (double) b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+
+double
+sd_cli_psnr(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    double  mse = 0;
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        mse += ((double) a[i] - b[i]) * ((double) a[i] - b[i]);
+    }
+    mse /= (double) (n ? n : 1);
+    return mse > 0 ? 10.0 * log10(255.0 * 255.0 / mse) : 99.0;
 }
 
 

@@ -27,6 +27,9 @@ typedef struct {
 int sd_cli_usage(void);
 /* Print "sd-cli: what: message"; returns 1. */
 int sd_cli_fail(const char *what, const sd_err *err);
+/* ||a - b|| / ||b||; PSNR of 8-bit images in dB (99 when equal) */
+double sd_cli_rel_l2(const float *a, const float *b, size_t n);
+double sd_cli_psnr(const uint8_t *a, const uint8_t *b, size_t n);
 int sd_cli_parse_int(const char *name, const char *v, long long lo,
     long long hi, long long *out);
 int sd_cli_parse_double(const char *name, const char *v, double *out);

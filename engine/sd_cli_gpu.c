@@ -230,6 +230,63 @@ bench_text_cache(sd_backend *be, sd_model *m, const char *prompt,
 }
 
 
+/*
+ * With step caching: the steps that reused the residual per image, and
+ * the first image against the same image without the cache (same seed and
+ * prompts): final latents (relative L2) and 8-bit pixels (PSNR).
+ */
+static int
+bench_step_cache(sd_model *m, sd_pipe_args *a, const char *prompt,
+    const char *negative, double cfg, int nruns, int cached)
+{
+    sd_pipe_dump  d[2];
+    sd_cond       c, n;
+    sd_err        err = {0};
+    uint8_t      *rgb[2] = { NULL, NULL };
+    float         thr = a->step_cache;
+    int           i, rc = 1, once = 0;
+
+    memset(d, 0, sizeof(d));
+    memset(&c, 0, sizeof(c));
+    memset(&n, 0, sizeof(n));
+    if (sd_cond_encode(&err, m, prompt, &c) != SD_OK
+        || (cfg > 1.0 && sd_cond_encode(&err, m, negative, &n) != SD_OK))
+    {
+        rc = sd_cli_fail("encoding", &err);
+        goto out;
+    }
+    for (i = 0; i < 2; i++) {
+        a->step_cache = i ? thr : 0.0f;
+        a->steps_cached = i ? &once : NULL;
+        if (sd_pipe_txt2img(&err, m, a, &c, &n, &rgb[i], &d[i]) != SD_OK) {
+            rc = sd_cli_fail("generating", &err);
+            goto out;
+        }
+    }
+    printf("| step cache %.3g: steps reusing the residual, per image | "
+           "%.1f of %d |\n", thr, (double) cached / nruns, a->steps);
+    printf("| step cache: final latents vs without, rel. L2 | %.3e |\n",
+           sd_cli_rel_l2(d[1].final_latents, d[0].final_latents,
+                         (size_t) d[0].latent_c * d[0].latent_h
+                         * d[0].latent_w));
+    printf("| step cache: image vs without, PSNR | %.1f dB (%d steps "
+           "reused) |\n", sd_cli_psnr(rgb[1], rgb[0], (size_t) a->width
+                                                      * a->height * 3),
+           once);
+    rc = 0;
+
+out:
+    a->step_cache = thr;
+    for (i = 0; i < 2; i++) {
+        free(rgb[i]);
+        sd_pipe_dump_free(&d[i]);
+    }
+    sd_cond_free(&c);
+    sd_cond_free(&n);
+    return rc;
+}
+
+
 int
 sd_cli_bench(int argc, char **argv)
 {
@@ -242,8 +299,8 @@ sd_cli_bench(int argc, char **argv)
     double           cfg = 4.5, t0, t1, t2, t3, load_s;
     double           enc[SD_BENCH_MAX_RUNS], dec[SD_BENCH_MAX_RUNS];
     double           e2e[SD_BENCH_MAX_RUNS], *step_ms = NULL;
-    double           tc_miss = 0, tc_hit = 0;
-    int              nstep = 0;
+    double           tc_miss = 0, tc_hit = 0, step_cache = 0;
+    int              nstep = 0, cached = 0;
     sd_backend      *be = NULL;
     sd_model        *m = NULL;
     sd_pipe_args     a;
@@ -266,6 +323,7 @@ sd_cli_bench(int argc, char **argv)
         { "--runs",      .i = &runs, .lo = 1, .hi = SD_BENCH_MAX_RUNS },
         { "--profile",   .i = &profile, .lo = 0, .hi = 1 },
         { "--cfg",       .d = &cfg },
+        { "--step-cache", .d = &step_cache },
     };
 
     memset(&c, 0, sizeof(c));
@@ -308,6 +366,8 @@ sd_cli_bench(int argc, char **argv)
     }
     a.progress = bench_progress;
     a.progress_data = clk;
+    a.step_cache = (float) step_cache;
+    a.steps_cached = &cached;
     clk->be = be;
     if (sd_pipe_validate(&err, m, &a) != SD_OK) {
         fprintf(stderr, "sd-cli: %s\n", err.msg);
@@ -384,6 +444,11 @@ sd_cli_bench(int argc, char **argv)
            quantile(dec, runs, 0.5));
     printf("| end to end (encode, %d steps, decode), median | %.3f s |\n",
            steps, quantile(e2e, runs, 0.5) / 1e3);
+    if (step_cache > 0 && bench_step_cache(m, &a, prompt, negative, cfg,
+                                           runs + 1 + profile, cached) != 0)
+    {
+        goto out;
+    }
     print_memory(m);
 #ifdef SD_HAVE_CUDA
     if (profile && strcmp(be->ops->name, "cuda") == 0) {
@@ -433,21 +498,6 @@ ref_get(const sd_st *st, const char *name, const sd_st_tensor **out)
         return NULL;
     }
     return h;
-}
-
-
-static double
-rel_l2(const float *a, const float *b, size_t n)
-{
-    double  num = 0, den = 0, d;
-    size_t  i;
-
-    for (i = 0; i < n; i++) {
-        d = (double) a[i] - b[i];
-        num += d * d;
-        den += (double) b[i] * b[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
 
@@ -651,13 +701,13 @@ sd_cli_step(int argc, char **argv)
     print_row("VAE decode, median", quantile(vms, reps, 0.5),
               log_value(ref_log, "bf16.vae_decode_ms"), "ms");
     printf("| transformer output: rel L2 vs diffusers F32 | %.3e | %.3e "
-           "(diffusers BF16) | |\n", rel_l2(out, of, (size_t) rf->numel),
-           rel_l2(ob, of, (size_t) rf->numel));
+           "(diffusers BF16) | |\n", sd_cli_rel_l2(out, of, (size_t) rf->numel),
+           sd_cli_rel_l2(ob, of, (size_t) rf->numel));
     printf("| transformer output: rel L2 vs diffusers BF16 | %.3e | | |\n",
-           rel_l2(out, ob, (size_t) rb->numel));
+           sd_cli_rel_l2(out, ob, (size_t) rb->numel));
     printf("| VAE image: rel L2 vs diffusers F32 | %.3e | %.3e "
-           "(diffusers BF16) | |\n", rel_l2(img_h, imf, (size_t) iff->numel),
-           rel_l2(imb, imf, (size_t) iff->numel));
+           "(diffusers BF16) | |\n", sd_cli_rel_l2(img_h, imf, (size_t) iff->numel),
+           sd_cli_rel_l2(imb, imf, (size_t) iff->numel));
     print_memory(m);
     rc = 0;
 

@@ -42,34 +42,6 @@ static const char *const default_prompts[] = {
 };
 
 
-static double
-rel_l2(const float *a, const float *b, size_t n)
-{
-    double  d = 0, r = 0;
-    size_t  i;
-
-    for (i = 0; i < n; i++) {
-        d += ((double) a[i] - b[i]) * ((double) a[i] - b[i]);
-        r += (double) b[i] * b[i];
-    }
-    return r > 0 ? sqrt(d / r) : sqrt(d);
-}
-
-
-static double
-psnr(const uint8_t *a, const uint8_t *b, size_t n)
-{
-    double  mse = 0;
-    size_t  i;
-
-    for (i = 0; i < n; i++) {
-        mse += ((double) a[i] - b[i]) * ((double) a[i] - b[i]);
-    }
-    mse /= (double) n;
-    return mse > 0 ? 10.0 * log10(255.0 * 255.0 / mse) : 99.0;
-}
-
-
 static void
 out_free(sweep_out *o)
 {
@@ -272,9 +244,9 @@ sd_cli_fp8_sweep(int argc, char **argv)
             goto out;
         }
         for (j = 0; j < np; j++) {
-            e0 += rel_l2(cur[j].step0, base[j].step0, base[j].nlat) / np;
-            e1 += rel_l2(cur[j].final, base[j].final, base[j].nlat) / np;
-            ps += psnr(cur[j].rgb, base[j].rgb, base[j].npix) / np;
+            e0 += sd_cli_rel_l2(cur[j].step0, base[j].step0, base[j].nlat) / np;
+            e1 += sd_cli_rel_l2(cur[j].final, base[j].final, base[j].nlat) / np;
+            ps += sd_cli_psnr(cur[j].rgb, base[j].rgb, base[j].npix) / np;
             out_free(&cur[j]);
         }
         printf("| %s%s%s | %.2f | %.2e | %.2e | %.1f |\n", names[i],

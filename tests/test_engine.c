@@ -204,6 +204,63 @@ check_batches(sd_engine *e)
 }
 
 
+/*
+ * Step caching: a threshold no change is below runs the split step (the
+ * first block, then the others) and gives the pixels of the plain step;
+ * the largest threshold reuses some steps, never the first two, the last
+ * or more than 3 in a row, changes the image and says so in the infotext;
+ * values outside [0, 1] are refused naming the field.
+ */
+static void
+check_step_cache(sd_engine *e)
+{
+    sd_request  r;
+    sd_result   a, b, c;
+    char        msg[256];
+    size_t      n = 64 * 64 * 3;
+
+    sd_request_init(&r);
+    r.prompt = "a red fox in the snow";
+    r.width = 64;
+    r.height = 64;
+    r.steps = 10;
+    r.seed = 5;
+    T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &a, msg, sizeof(msg))
+            == SD_OK && a.n_images == 1 && a.steps_cached == 0,
+            "no step cache: %s", msg);
+    r.step_cache = 1e-6f;
+    T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &b, msg, sizeof(msg))
+            == SD_OK && b.n_images == 1 && b.steps_cached == 0,
+            "step cache 1e-6: %s", msg);
+    r.step_cache = 1.0f;
+    T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &c, msg, sizeof(msg))
+            == SD_OK && c.n_images == 1, "step cache 1: %s", msg);
+    if (a.n_images == 1 && b.n_images == 1 && c.n_images == 1) {
+        T_CHECK(memcmp(a.images[0].rgb, b.images[0].rgb, n) == 0,
+                "the split step gives the same pixels");
+        T_CHECK(c.steps_cached >= 1 && c.steps_cached <= 6,
+                "steps reused: %d (1..6 of 10)", c.steps_cached);
+        T_CHECK(memcmp(a.images[0].rgb, c.images[0].rgb, n) != 0,
+                "reused steps change the image");
+        T_CHECK(strstr(c.images[0].infotext, ", Step cache: 1.0,") != NULL
+                && strstr(a.images[0].infotext, "Step cache") == NULL,
+                "infotext: %s", c.images[0].infotext);
+    }
+    sd_result_free(&a);
+    sd_result_free(&b);
+    sd_result_free(&c);
+
+    r.step_cache = 1.5f;
+    T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &a, msg, sizeof(msg))
+            == SD_ERR_INVALID && strstr(msg, "step_cache") != NULL,
+            "step cache 1.5: %s", msg);
+    r.step_cache = -0.1f;
+    T_CHECK(sd_generate(e, &r, NULL, NULL, NULL, &a, msg, sizeof(msg))
+            == SD_ERR_INVALID && strstr(msg, "step_cache") != NULL,
+            "step cache -0.1: %s", msg);
+}
+
+
 /* progress: the steps of the last job */
 static void
 count_steps(void *data, int job, int jobs, int step, int steps)
@@ -643,6 +700,7 @@ main(void)
     check_batches(e);
     check_samplers_and_stops(e);
     check_iterations(e);
+    check_step_cache(e);
     sd_engine_close(e);
 
     cfg.precision = SD_PRECISION_FP8;
