@@ -18,6 +18,8 @@
 #   fattn   the own attention kernel alone (fattn_check: error, time)
 #   attn    fattn, test_backend, the GPU goldens in BF16, Large and Medium
 #           benches in BF16 and FP8 (the attention kernel's effect)
+#   stepcache  Large FP8 with step caching at a few thresholds: speed,
+#           steps reused, the image against the uncached one
 #   bf16    test_backend, the BF16 goldens, Large in BF16 beside diffusers'
 #           step (one step's error, step, VAE) and through nginx
 # Logs go to $OUT (one file per stage); a summary prints last.
@@ -79,6 +81,14 @@ stage_attn() {
     randmodel medium
     bench medium bench-medium-bf16.log "bench medium bf16"
     bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
+}
+
+stage_stepcache() {
+    randmodel large
+    for t in ${STEP_CACHES:-0.1 0.3 0.6}; do
+        bench large bench-large-fp8-sc$t.log "bench large fp8, step cache $t" \
+            --precision fp8 --step-cache $t
+    done
 }
 
 stage_bf16() {
