@@ -1439,6 +1439,45 @@ sd_mmdit_step_run(sd_err *err, void *data)
 }
 
 
+/* Step caching: blocks [i0, i1) over cache->hs / cx, this step's mods */
+static sd_status
+sd_mmdit_fb_blocks(sd_err *err, sd_mmdit_step *st, int i0, int i1)
+{
+    sd_mmdit_cache  *k = st->cache;
+    sd_mmdit_acts    acts;
+    sd_mmdit_mods    src;
+    sd_status        s = SD_OK;
+    int              i;
+
+    memset(&acts, 0, sizeof(acts));
+    src.temb_silu = NULL;
+    src.cache = k;
+    src.step = 0;
+    SD_TRY(sd_mmdit_acts_new(err, st->m, k->hs->ne[0], k->hs->ne[1],
+                             k->cx->ne[1], &acts));
+    for (i = i0; i < i1 && s == SD_OK; i++) {
+        s = sd_mmdit_block_fwd(err, st->m, i, k->hs, k->cx, &src, &acts);
+    }
+    sd_mmdit_acts_free(&acts);
+    return s;
+}
+
+
+/* Step caching: the final layer of cache->hs into the step's output */
+static sd_status
+sd_mmdit_fb_final(sd_err *err, sd_mmdit_step *st)
+{
+    sd_mmdit_mods  src;
+    int64_t        p = st->m->info.patch_size;
+
+    src.temb_silu = NULL;
+    src.cache = st->cache;
+    src.step = 0;
+    return sd_mmdit_final(err, st->m, st->cache->hs, &src, st->x->ne[2] / p,
+                          st->x->ne[3] / p, st->out);
+}
+
+
 /*
  * Step caching, part 1 (recorded): the context stream's copy, the patch
  * embedding and the first block into cache->hs / cx; r1 = hs after the
@@ -1448,24 +1487,12 @@ static sd_status
 sd_mmdit_fb_first(sd_err *err, void *data)
 {
     sd_mmdit_step   *st = data;
-    sd_mmdit        *m = st->m;
     sd_mmdit_cache  *k = st->cache;
-    sd_mmdit_acts    acts;
-    sd_mmdit_mods    src;
-    sd_status        s;
 
-    memset(&acts, 0, sizeof(acts));
-    src.temb_silu = NULL;
-    src.cache = k;
-    src.step = 0;
     SD_TRY(sd_copy2d(err, k->cx, 0, 0, k->ctx, 0, 0, 1, sd_numel(k->cx)));
-    SD_TRY(sd_mmdit_patch_embed(err, m, st->x, k->hs));
+    SD_TRY(sd_mmdit_patch_embed(err, st->m, st->x, k->hs));
     SD_TRY(sd_scale(err, k->r1, k->hs, -1.0f, 0.0f));
-    SD_TRY(sd_mmdit_acts_new(err, m, k->hs->ne[0], k->hs->ne[1],
-                             k->cx->ne[1], &acts));
-    s = sd_mmdit_block_fwd(err, m, 0, k->hs, k->cx, &src, &acts);
-    sd_mmdit_acts_free(&acts);
-    SD_TRY(s);
+    SD_TRY(sd_mmdit_fb_blocks(err, st, 0, 1));
     SD_TRY(sd_add(err, k->r1, k->r1, k->hs));
     return sd_scale(err, k->hs1n, k->hs, -1.0f, 0.0f);
 }
@@ -1477,30 +1504,13 @@ static sd_status
 sd_mmdit_fb_rest(sd_err *err, void *data)
 {
     sd_mmdit_step   *st = data;
-    sd_mmdit        *m = st->m;
     sd_mmdit_cache  *k = st->cache;
-    sd_mmdit_acts    acts;
-    sd_mmdit_mods    src;
-    sd_status        s = SD_OK;
-    int              i;
 
-    memset(&acts, 0, sizeof(acts));
-    src.temb_silu = NULL;
-    src.cache = k;
-    src.step = 0;
-    SD_TRY(sd_mmdit_acts_new(err, m, k->hs->ne[0], k->hs->ne[1],
-                             k->cx->ne[1], &acts));
-    for (i = 1; i < m->info.num_layers && s == SD_OK; i++) {
-        s = sd_mmdit_block_fwd(err, m, i, k->hs, k->cx, &src, &acts);
-    }
-    sd_mmdit_acts_free(&acts);
-    SD_TRY(s);
+    SD_TRY(sd_mmdit_fb_blocks(err, st, 1, st->m->info.num_layers));
     SD_TRY(sd_add(err, k->rest, k->hs, k->hs1n));
     SD_TRY(sd_copy2d(err, k->r1_full, 0, 0, k->r1, 0, 0, 1,
                      sd_numel(k->r1)));
-    return sd_mmdit_final(err, m, k->hs, &src,
-                          st->x->ne[2] / m->info.patch_size,
-                          st->x->ne[3] / m->info.patch_size, st->out);
+    return sd_mmdit_fb_final(err, st);
 }
 
 
@@ -1510,17 +1520,9 @@ static sd_status
 sd_mmdit_fb_reuse(sd_err *err, void *data)
 {
     sd_mmdit_step   *st = data;
-    sd_mmdit        *m = st->m;
-    sd_mmdit_cache  *k = st->cache;
-    sd_mmdit_mods    src;
 
-    src.temb_silu = NULL;
-    src.cache = k;
-    src.step = 0;
-    SD_TRY(sd_add(err, k->hs, k->hs, k->rest));
-    return sd_mmdit_final(err, m, k->hs, &src,
-                          st->x->ne[2] / m->info.patch_size,
-                          st->x->ne[3] / m->info.patch_size, st->out);
+    SD_TRY(sd_add(err, st->cache->hs, st->cache->hs, st->cache->rest));
+    return sd_mmdit_fb_final(err, st);
 }
 
 
