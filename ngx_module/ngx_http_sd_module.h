@@ -153,6 +153,8 @@ typedef struct {
     ngx_http_complex_value_t  *tenant_queue;
     time_t                     retry_after;
     ngx_flag_t                 operator;    /* server-wide routes, tasks */
+    double                     step_cache;  /* sd_step_cache: 0 off, or
+                                               (0, 1]; -1 unset */
 } ngx_http_sd_loc_conf_t;
 
 
