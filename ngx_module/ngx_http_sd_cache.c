@@ -343,6 +343,14 @@ ngx_http_sd_cache_key(ngx_http_request_t *r, ngx_http_sd_job_t *job)
                           q->eta_noise_seed_delta);
     ngx_http_sd_cache_float(&md5, "eta", q->eta);
 
+    /*
+     * step caching changes the pixels a little; off, the key is the one
+     * it was before the field existed (those entries were computed off)
+     */
+    if (q->step_cache != 0) {
+        ngx_http_sd_cache_float(&md5, "step_cache", q->step_cache);
+    }
+
     /* the images are stored as they were sent: in the answer's format */
     ngx_http_sd_cache_num(&md5, "samples_format", job->in.out.format);
     ngx_http_sd_cache_num(&md5, "jpeg_quality", job->in.out.quality);

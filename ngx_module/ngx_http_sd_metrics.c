@@ -168,8 +168,13 @@ ngx_http_sd_metrics_handler(ngx_http_request_t *r)
                 "# TYPE sd_jobs_failed_total counter\n"
                 "sd_jobs_failed_total %uA\n"
                 "# TYPE sd_jobs_cancelled_total counter\n"
-                "sd_jobs_cancelled_total %uA\n",
-                shm->images, shm->jobs_failed, shm->jobs_cancelled);
+                "sd_jobs_cancelled_total %uA\n"
+                "# HELP sd_steps_cached_total Sampling steps that reused "
+                "the transformer's residual (step caching).\n"
+                "# TYPE sd_steps_cached_total counter\n"
+                "sd_steps_cached_total %uA\n",
+                shm->images, shm->jobs_failed, shm->jobs_cancelled,
+                shm->steps_cached);
 
     p = ngx_slprintf(p, last,
                 "# HELP sd_queue_depth Jobs waiting, per worker.\n"

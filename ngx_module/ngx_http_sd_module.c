@@ -34,6 +34,8 @@ static char *ngx_http_sd_device(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_sd_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_sd_offload_check(ngx_conf_t *cf, void *post,
     void *data);
+static char *ngx_http_sd_step_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 static ngx_conf_post_t  ngx_http_sd_offload_post = {
     ngx_http_sd_offload_check
@@ -337,6 +339,15 @@ static ngx_command_t  ngx_http_sd_commands[] = {
       offsetof(ngx_http_sd_loc_conf_t, retry_after),
       NULL },
 
+    /* sd_step_cache off | NUMBER: the step_cache of requests that send
+       none (sd.h: step caching; a number over 0, at most 1) */
+    { ngx_string("sd_step_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_sd_step_cache,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -498,6 +509,7 @@ ngx_http_sd_create_loc_conf(ngx_conf_t *cf)
     slcf->tenant_queue = NGX_CONF_UNSET_PTR;
     slcf->retry_after = NGX_CONF_UNSET;
     slcf->operator = NGX_CONF_UNSET;
+    slcf->step_cache = -1;
 
     return slcf;
 }
@@ -521,6 +533,10 @@ ngx_http_sd_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->tenant_queue, prev->tenant_queue, NULL);
     ngx_conf_merge_sec_value(conf->retry_after, prev->retry_after, 5);
     ngx_conf_merge_value(conf->operator, prev->operator, 0);
+
+    if (conf->step_cache < 0) {
+        conf->step_cache = prev->step_cache < 0 ? 0 : prev->step_cache;
+    }
 
     return NGX_CONF_OK;
 }
@@ -1061,5 +1077,67 @@ ngx_http_sd_offload_check(ngx_conf_t *cf, void *post, void *data)
                            "clip, text or none", v);
         return NGX_CONF_ERROR;
     }
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * sd_step_cache off | NUMBER: decimal digits with at most one point
+ * ("0.1", ".05", "1"), over 0 and at most 1; "off" is 0
+ */
+
+static char *
+ngx_http_sd_step_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_sd_loc_conf_t *slcf = conf;
+
+    u_char      *p;
+    double       v;
+    ngx_str_t   *value;
+    ngx_uint_t   digits, points;
+
+    if (slcf->step_cache >= 0) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        slcf->step_cache = 0;
+        return NGX_CONF_OK;
+    }
+
+    digits = 0;
+    points = 0;
+
+    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
+        if (*p >= '0' && *p <= '9') {
+            digits++;
+
+        } else if (*p == '.') {
+            points++;
+
+        } else {
+            break;
+        }
+    }
+
+    v = 0;
+
+    if (p == value[1].data + value[1].len && digits > 0 && points <= 1) {
+        /* the arguments are null-terminated */
+        v = strtod((char *) value[1].data, NULL);
+    }
+
+    if (!(v > 0 && v <= 1)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\": \"off\" or a "
+                           "number over 0 and at most 1, such as 0.1",
+                           &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    slcf->step_cache = v;
+
     return NGX_CONF_OK;
 }

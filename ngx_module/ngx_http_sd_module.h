@@ -43,7 +43,7 @@
 #define NGX_HTTP_SD_OPTIONS_LEN      (64 * 1024)
 
 /* the zone's layout: a reload onto another layout is refused */
-#define NGX_HTTP_SD_SHM_MAGIC        0x73640b02
+#define NGX_HTTP_SD_SHM_MAGIC        0x73640b03
 
 /* defaults of the location limits (sd_max_*) */
 #define NGX_HTTP_SD_DEF_MAX_PIXELS   (2048 * 2048)
@@ -153,6 +153,8 @@ typedef struct {
     ngx_http_complex_value_t  *tenant_queue;
     time_t                     retry_after;
     ngx_flag_t                 operator;    /* server-wide routes, tasks */
+    double                     step_cache;  /* sd_step_cache: 0 off, or
+                                               (0, 1]; -1 unset */
 } ngx_http_sd_loc_conf_t;
 
 
@@ -229,6 +231,7 @@ typedef struct {
     ngx_atomic_t               images;
     ngx_atomic_t               jobs_failed;
     ngx_atomic_t               jobs_cancelled;
+    ngx_atomic_t               steps_cached;    /* sd_result.steps_cached */
     ngx_atomic_t               queued[NGX_HTTP_SD_MAX_WORKERS];
     ngx_atomic_t               running[NGX_HTTP_SD_MAX_WORKERS];
     ngx_atomic_t               memory[NGX_HTTP_SD_MAX_WORKERS];

@@ -851,7 +851,7 @@ ngx_http_sd_txt2img_read(cJSON *body, const ngx_http_sd_limits_t *lim,
 {
     int          send_images;
     cJSON       *v;
-    double       cfg, strength;
+    double       cfg, strength, step_cache;
     int64_t      width, height, steps, batch, n_iter, seed, subseed;
     int64_t      max_steps, max_batch, max_iter;
     size_t       len;
@@ -861,6 +861,7 @@ ngx_http_sd_txt2img_read(cJSON *body, const ngx_http_sd_limits_t *lim,
     memset(e, 0, sizeof(ngx_http_sd_verr_t));
     t->model = -1;
     t->rng = -1;
+    t->step_cache = -1;
 
     /*
      * sizes stay far from int overflows whatever a location allows; a
@@ -910,6 +911,8 @@ ngx_http_sd_txt2img_read(cJSON *body, const ngx_http_sd_limits_t *lim,
         || ngx_http_sd_get_int(body, "n_iter", 1, 1, max_iter, &n_iter, e)
            != 0
         || ngx_http_sd_get_bool(body, "send_images", 1, &send_images, e)
+           != 0
+        || ngx_http_sd_get_num(body, "step_cache", -1, 0, 1, &step_cache, e)
            != 0
         || ngx_http_sd_unsupported(body, e) != 0)
     {
@@ -1023,6 +1026,16 @@ ngx_http_sd_txt2img_read(cJSON *body, const ngx_http_sd_limits_t *lim,
     t->req.subseed_strength = (float) strength;
     t->req.batch_size = (int) batch;
     t->req.n_iter = (int) n_iter;
+
+    /*
+     * step_cache is this server's own field (sd.h: step caching), not an
+     * A1111 one: not in "parameters", not an option of override_settings;
+     * absent or null, the location's sd_step_cache applies (the caller)
+     */
+    if (step_cache >= 0) {
+        t->req.step_cache = (float) step_cache;
+        t->step_cache = step_cache;
+    }
 
     t->seed = seed;
     t->subseed = subseed;

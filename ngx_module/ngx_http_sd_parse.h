@@ -128,6 +128,8 @@ typedef struct {
     unsigned                   send_images:1;
     int                        model;      /* -1: the current one */
     int                        rng;        /* -1: the options' choice */
+    double                     step_cache; /* as sent, or -1: the
+                                              location's sd_step_cache */
     char                       task_id[NGX_HTTP_SD_ID_LEN];  /* or "" */
     cJSON                     *params;     /* "parameters" of the answer */
     ngx_http_sd_output_t       out;        /* set by the caller */

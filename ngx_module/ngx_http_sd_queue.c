@@ -919,6 +919,11 @@ ngx_http_sd_job_end(ngx_http_sd_job_t *job)
     (void) ngx_atomic_fetch_add(&w->shm->images, n);
     (void) ngx_atomic_fetch_add(&t->shm->images, n);
 
+    if (job->result.steps_cached > 0) {
+        (void) ngx_atomic_fetch_add(&w->shm->steps_cached,
+                                    job->result.steps_cached);
+    }
+
     ngx_http_sd_serve_job_end(job);     /* breaker, text cache stats */
 
     if (job->status == SD_ERR_CANCELLED) {

@@ -2,9 +2,9 @@
 /*
  * ngx_http_sd_txt2img.c: POST /sdapi/v1/txt2img and img2img: the
  * location's limits, the body parsed into a job (ngx_http_sd_parse.c,
- * ngx_http_sd_img2img.c), what the request left
- * to the server (model, seeds, randn_source), the queue, and the answer to
- * the job that ran: images, parameters and A1111's "info".
+ * ngx_http_sd_img2img.c), what the request left to the server (model,
+ * seeds, randn_source, sd_step_cache), the queue, and the answer to the
+ * job that ran: images, parameters and A1111's "info".
  *
  * Invariant: the job belongs to this file until ngx_http_sd_enqueue()
  * takes it (NGX_DONE); on every other path it is freed here.
@@ -249,6 +249,10 @@ ngx_http_sd_generate(ngx_http_request_t *r, cJSON *body, ngx_uint_t img2img)
 
     if (in->model < 0) {
         in->model = (int) ngx_http_sd_model_current();
+    }
+
+    if (in->step_cache < 0) {
+        in->req.step_cache = (float) slcf->step_cache;
     }
 
     /* ngx_http_sd_cache.c: seed -1 (or a random subseed) is never cached */

@@ -343,6 +343,89 @@ t_txt2img_cases(void)
 }
 
 
+/*
+ * step_cache: this server's own field (sd.h: step caching), a number
+ * 0..1; absent or null, the location's sd_step_cache applies (t.step_cache
+ * -1 says so); never echoed in A1111's "parameters"
+ */
+static void
+t_step_cache_cases(void)
+{
+    int                      rc;
+    cJSON                   *b;
+    ngx_http_sd_verr_t       e;
+    ngx_http_sd_txt2img_t    t;
+
+    if (t_t2i("{\"prompt\": \"x\"}", &t, NULL, NULL) == 0) {
+        T_CHECK(t.step_cache == -1 && t.req.step_cache == 0,
+                "absent: %g, %g", t.step_cache, (double) t.req.step_cache);
+        T_CHECK(cJSON_GetObjectItem(t.params, "step_cache") == NULL,
+                "absent: not in parameters");
+        ngx_http_sd_txt2img_free(&t);
+    }
+
+    if (t_t2i("{\"step_cache\": null}", &t, NULL, NULL) == 0) {
+        T_CHECK(t.step_cache == -1, "null: %g", t.step_cache);
+        ngx_http_sd_txt2img_free(&t);
+    }
+
+    if (t_t2i("{\"step_cache\": 0.1}", &t, NULL, NULL) == 0) {
+        T_CHECK(t.step_cache == 0.1 && t.req.step_cache == 0.1f,
+                "0.1: %g, %g", t.step_cache, (double) t.req.step_cache);
+        T_CHECK(cJSON_GetObjectItem(t.params, "step_cache") == NULL,
+                "0.1: not in parameters");
+        T_CHECK(cJSON_GetArraySize(t.params) == 55, "parameters: %d keys",
+                cJSON_GetArraySize(t.params));
+        ngx_http_sd_txt2img_free(&t);
+    }
+
+    /* 0 is sent, and off: the location's default does not apply */
+    if (t_t2i("{\"step_cache\": 0}", &t, NULL, NULL) == 0) {
+        T_CHECK(t.step_cache == 0 && t.req.step_cache == 0, "0: %g",
+                t.step_cache);
+        ngx_http_sd_txt2img_free(&t);
+    }
+
+    if (t_t2i("{\"step_cache\": 1}", &t, NULL, NULL) == 0) {
+        T_CHECK(t.req.step_cache == 1.0f, "1: %g",
+                (double) t.req.step_cache);
+        ngx_http_sd_txt2img_free(&t);
+    }
+
+    /* a numeric string, as pydantic takes it */
+    if (t_t2i("{\"step_cache\": \"0.05\"}", &t, NULL, NULL) == 0) {
+        T_CHECK(t.req.step_cache == 0.05f, "\"0.05\": %g",
+                (double) t.req.step_cache);
+        ngx_http_sd_txt2img_free(&t);
+    }
+
+    t_t2i("{\"step_cache\": 2}", &t, "step_cache", "less_than_equal");
+    t_t2i("{\"step_cache\": 1.0001}", &t, "step_cache", "less_than_equal");
+    t_t2i("{\"step_cache\": -0.1}", &t, "step_cache",
+          "greater_than_equal");
+    t_t2i("{\"step_cache\": \"abc\"}", &t, "step_cache", "float_parsing");
+    t_t2i("{\"step_cache\": true}", &t, "step_cache", "float_type");
+    t_t2i("{\"step_cache\": [0.1]}", &t, "step_cache", "float_type");
+
+    /* the message a client sees (422 detail[0].msg) */
+    b = t_json("{\"step_cache\": 2}", &e);
+    rc = ngx_http_sd_parse_txt2img(b, &t_lim, t_models, 2, &t, &e);
+    T_CHECK(rc == NGX_HTTP_SD_PARSE_INVALID
+            && strcmp(e.msg, "Input should be less than or equal to 1.0")
+               == 0, "message: %s", e.msg);
+    cJSON_Delete(b);
+
+    /* override_settings holds A1111 options: step_cache is none of them */
+    if (t_t2i("{\"override_settings\": {\"step_cache\": 0.1}}", &t, NULL,
+              NULL) == 0)
+    {
+        T_CHECK(t.step_cache == -1 && t.req.step_cache == 0,
+                "override_settings: %g", t.step_cache);
+        ngx_http_sd_txt2img_free(&t);
+    }
+}
+
+
 static void
 t_options_cases(void)
 {
@@ -486,6 +569,7 @@ main(void)
     t_json_cases();
     t_seed_cases();
     t_txt2img_cases();
+    t_step_cache_cases();
     t_options_cases();
     t_png_info_cases();
 
