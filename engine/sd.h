@@ -272,7 +272,7 @@ typedef struct {
      * Step caching (first-block cache; 0, the default, is off): from the
      * third step on, a step runs the transformer's first block and, when
      * that block's residual has changed by less than step_cache since
-     * the last full step (relative L1, summed over the steps since), adds
+     * the last full step (relative L1 against that step's), adds
      * the other blocks' residual of the last full step instead of running
      * them; at most 3 steps in a row, never the last. 0.05-0.15 is the
      * useful range. The infotext says "Step cache: <value>".
