@@ -68,13 +68,18 @@ stage_fattn() {
     grep -E '^\|' $L/fattn.log
 }
 
-stage_attn() {
-    stage_fattn
-    stage_backend
-    for t in mmdit pipeline; do
+# stage tests on the GPU in BF16: bf16_tests NAME...
+bf16_tests() {
+    for t in "$@"; do
         run "test_$t (cuda-bf16)" "$t-cuda-bf16.log" env \
             SD_TEST_DEVICE=cuda-bf16 $G/bin/test_$t
     done
+}
+
+stage_attn() {
+    stage_fattn
+    stage_backend
+    bf16_tests mmdit pipeline
     randmodel large
     bench large bench-large-bf16.log "bench large bf16"
     bench large bench-large-fp8.log "bench large fp8" --precision fp8
@@ -93,10 +98,7 @@ stage_stepcache() {
 
 stage_bf16() {
     stage_backend
-    for t in vae pipeline; do
-        run "test_$t (cuda-bf16)" "$t-cuda-bf16.log" env \
-            SD_TEST_DEVICE=cuda-bf16 $G/bin/test_$t
-    done
+    bf16_tests vae pipeline
     full large
     stage_nginx_large
 }
