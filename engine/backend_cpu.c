@@ -709,7 +709,8 @@ static const sd_backend_ops  sd_cpu_ops = {
     "cpu",
     cpu_alloc, cpu_release, cpu_upload, cpu_upload_raw, NULL, cpu_download,
     NULL,
-    cpu_linear, cpu_linear_rows, NULL, NULL, NULL, NULL, cpu_layer_norm, cpu_norm_modulate, cpu_rms_norm,
+    cpu_linear, cpu_linear_rows, NULL, NULL, NULL, NULL, cpu_layer_norm,
+    cpu_norm_modulate, cpu_rms_norm,
     cpu_qkv_split, cpu_group_norm, cpu_act, cpu_binary, cpu_scale,
     cpu_attention, cpu_conv2d, cpu_upsample2x, cpu_embed, cpu_modulate,
     cpu_gate_add, cpu_abs_diff_sum, cpu_copy2d, cpu_permute, cpu_destroy

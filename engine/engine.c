@@ -222,8 +222,8 @@ static void
 set_errbuf(char *errbuf, size_t errlen, const sd_err *err)
 {
     if (errbuf && errlen) {
-        snprintf(errbuf, errlen, "%s", err->msg[0] ? err->msg
-                                                   : sd_status_str(err->status));
+        snprintf(errbuf, errlen, "%s",
+                 err->msg[0] ? err->msg : sd_status_str(err->status));
     }
 }
 
@@ -1156,13 +1156,14 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
         SD_TRY_GOTO(s, encode_prompt(err, e, r->negative_prompt,
                                      r->clip_skip, res, &n, &np), out);
     }
-    SD_TRY_GOTO(s, sd_edit_prepare(err, e->tcache, e->model, r->prompt, r->negative_prompt,
-                                r->cfg_scale > 1.0f, r->steps, 0,
-                                r->clip_skip, &ed[0]), out);
+    SD_TRY_GOTO(s, sd_edit_prepare(err, e->tcache, e->model, r->prompt,
+                                   r->negative_prompt, r->cfg_scale > 1.0f,
+                                   r->steps, 0, r->clip_skip, &ed[0]), out);
     sd_edit_args(&ed[0], &a, &cp, &np);
     if (r->cfg_scale > 1.0f) {
-        SD_TRY_GOTO(s, sd_cond_pad_pair(err, e->tcache, e->model, r->clip_skip, &cp, &np, &pad[0],
-                                &pad[1]), out);
+        SD_TRY_GOTO(s, sd_cond_pad_pair(err, e->tcache, e->model,
+                                        r->clip_skip, &cp, &np, &pad[0],
+                                        &pad[1]), out);
     }
     pc = cp;
     pn = np ? np : &n;
@@ -1225,23 +1226,25 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
                                          r->hr_negative_prompt, r->clip_skip,
                                          res, &hn, &pn), out);
         }
-        SD_TRY_GOTO(s, sd_edit_prepare(err, e->tcache, e->model, r->hr_prompt && r->hr_prompt[0]
-                                            ? r->hr_prompt : r->prompt,
-                                    r->hr_negative_prompt
-                                    && r->hr_negative_prompt[0]
-                                    ? r->hr_negative_prompt
-                                    : r->negative_prompt,
-                                    r->cfg_scale > 1.0f, r->steps,
-                                    r->hr_second_pass_steps
-                                    ? r->hr_second_pass_steps : r->steps,
-                                    r->clip_skip, &ed[1]), out);
+        SD_TRY_GOTO(s, sd_edit_prepare(err, e->tcache, e->model,
+                                       r->hr_prompt && r->hr_prompt[0]
+                                       ? r->hr_prompt : r->prompt,
+                                       r->hr_negative_prompt
+                                       && r->hr_negative_prompt[0]
+                                       ? r->hr_negative_prompt
+                                       : r->negative_prompt,
+                                       r->cfg_scale > 1.0f, r->steps,
+                                       r->hr_second_pass_steps
+                                       ? r->hr_second_pass_steps : r->steps,
+                                       r->clip_skip, &ed[1]), out);
         if (ed[1].n == 0) {
             a2.n_seg = 0;       /* a copy of the first pass's args */
         }
         sd_edit_args(&ed[1], &a2, &pc, &pn);
         if (r->cfg_scale > 1.0f) {
-            SD_TRY_GOTO(s, sd_cond_pad_pair(err, e->tcache, e->model, r->clip_skip, &pc, &pn, &pad[2],
-                                    &pad[3]), out);
+            SD_TRY_GOTO(s, sd_cond_pad_pair(err, e->tcache, e->model,
+                                            r->clip_skip, &pc, &pn, &pad[2],
+                                            &pad[3]), out);
         }
     }
 

@@ -752,7 +752,9 @@ cmd_make_demo(int argc, char **argv)
     if (argc != 1 && !(argc == 3 && strcmp(argv[1], "--seed") == 0)) {
         return sd_cli_usage();
     }
-    if (argc == 3 && sd_cli_parse_int("--seed", argv[2], 0, 0xffffffffLL, &seed)) {
+    if (argc == 3
+        && sd_cli_parse_int("--seed", argv[2], 0, 0xffffffffLL, &seed))
+    {
         return 2;
     }
     if (sd_demo_write(&err, argv[0], (uint64_t) seed) != SD_OK) {

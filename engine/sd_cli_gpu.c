@@ -432,8 +432,8 @@ sd_cli_bench(int argc, char **argv)
     printf("| load (weights + workspace sizing) | %.2f s |\n", load_s);
     printf("| text encoding (prompt + negative), median | %.1f ms |\n",
            quantile(enc, runs, 0.5));
-    printf("| text encoding, sd_text_cache miss (encode + keep), median | %.1f ms "
-           "|\n", tc_miss);
+    printf("| text encoding, sd_text_cache miss (encode + keep), median | "
+           "%.1f ms |\n", tc_miss);
     printf("| text encoding, sd_text_cache hit, median | %.3f ms |\n",
            tc_hit);
     printf("| denoising step, median | %.2f ms |\n",
@@ -701,12 +701,14 @@ sd_cli_step(int argc, char **argv)
     print_row("VAE decode, median", quantile(vms, reps, 0.5),
               log_value(ref_log, "bf16.vae_decode_ms"), "ms");
     printf("| transformer output: rel L2 vs diffusers F32 | %.3e | %.3e "
-           "(diffusers BF16) | |\n", sd_cli_rel_l2(out, of, (size_t) rf->numel),
+           "(diffusers BF16) | |\n",
+           sd_cli_rel_l2(out, of, (size_t) rf->numel),
            sd_cli_rel_l2(ob, of, (size_t) rf->numel));
     printf("| transformer output: rel L2 vs diffusers BF16 | %.3e | | |\n",
            sd_cli_rel_l2(out, ob, (size_t) rb->numel));
     printf("| VAE image: rel L2 vs diffusers F32 | %.3e | %.3e "
-           "(diffusers BF16) | |\n", sd_cli_rel_l2(img_h, imf, (size_t) iff->numel),
+           "(diffusers BF16) | |\n",
+           sd_cli_rel_l2(img_h, imf, (size_t) iff->numel),
            sd_cli_rel_l2(imb, imf, (size_t) iff->numel));
     print_memory(m);
     rc = 0;
