@@ -22,7 +22,6 @@
  */
 
 #include <stdint.h>
-#include <string.h>
 
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -31,14 +30,22 @@
 
 
 #define FA_D        64                  /* head size */
-#define FA_MAXWG     3                  /* consumer warpgroups, at most */
+
+/*
+ * The configuration kept, measured on the H200 at B = 2, 4429 tokens, 38
+ * heads (tests/gpu/fattn_check.cu, cuDNN's SDPA: 0.93 ms, 410 TFLOP/s):
+ * three consumer warpgroups (192 query rows), three K/V stages and the
+ * overlap: 0.776 ms, 492 TFLOP/s. Two consumers: 0.91; no overlap: 0.80;
+ * two stages: 0.91; a quarter of the exponentials as polynomials: 0.89.
+ */
+#define FA_NWG      3                   /* consumer warpgroups */
 #define FA_BOX      64                  /* rows of one TMA box */
 #define FA_BN       128                 /* key rows per tile */
 #define FA_STAGES   3                   /* K/V tiles in flight */
 #define FA_TILE     (FA_BN * FA_D * 2)  /* bytes of one K or V tile */
 
 typedef struct {
-    __nv_bfloat16   q[FA_MAXWG * 64 * FA_D];
+    __nv_bfloat16   q[FA_NWG * 64 * FA_D];
     __nv_bfloat16   k[FA_STAGES][FA_BN * FA_D];
     __nv_bfloat16   v[FA_STAGES][FA_BN * FA_D];
     uint64_t        full[FA_STAGES];
@@ -234,10 +241,7 @@ fa_wgmma_m64n64k16_rs_bf16(float *d, const uint32_t *a, uint64_t db)
 
 
 
-#endif /* __CUDA_ARCH_FEAT_SM90_ALL */
 
-
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
 /*
  * The online softmax of one score tile, in place: s[4 n + 2 r + c] is
@@ -344,15 +348,14 @@ fa_issue_pv(float *o, const uint32_t *pa, const void *v)
 
 
 /*
- * grid (ceil(Lq / (64 NWG)), H, B), 128 (NWG + 1) threads: warpgroup 0
- * the producer, 1..NWG the consumers of query rows [64 (wg - 1), 64 wg)
- * of the block.
+ * grid (ceil(Lq / (64 FA_NWG)), H, B), 128 (FA_NWG + 1) threads:
+ * warpgroup 0 the producer, 1..FA_NWG the consumers of query rows
+ * [64 (wg - 1), 64 wg) of the block.
  * o: (B, Lq, H * 64) BF16; sl2 = scale * log2(e). The product of tile
  * j + 1's scores and tile j's P V are in flight while tile j + 1's softmax
  * runs (FlashAttention-3's intra-warpgroup overlap).
  */
-template <int NWG>
-__global__ void __launch_bounds__(128 * (NWG + 1), 1)
+__global__ void __launch_bounds__(128 * (FA_NWG + 1), 1)
 fattn_bf16_kernel(const __grid_constant__ CUtensorMap tq,
     const __grid_constant__ CUtensorMap tk,
     const __grid_constant__ CUtensorMap tv, __nv_bfloat16 *o, int lq,
@@ -369,7 +372,7 @@ fattn_bf16_kernel(const __grid_constant__ CUtensorMap tq,
     if (threadIdx.x == 0) {
         for (s = 0; s < FA_STAGES; s++) {
             fa_mbar_init(&sm->full[s], 1);
-            fa_mbar_init(&sm->empty[s], 4 * NWG);
+            fa_mbar_init(&sm->empty[s], 4 * FA_NWG);
         }
         fa_mbar_init(&sm->qbar, 1);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -379,10 +382,10 @@ fattn_bf16_kernel(const __grid_constant__ CUtensorMap tq,
     if (wg == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
         if (t == 0) {
-            fa_mbar_expect(&sm->qbar, NWG * 64 * FA_D * 2);
-            for (j = 0; j < NWG; j++) {
+            fa_mbar_expect(&sm->qbar, FA_NWG * 64 * FA_D * 2);
+            for (j = 0; j < FA_NWG; j++) {
                 fa_tma_load(sm->q + j * 64 * FA_D, &tq, h,
-                            (qb * NWG + j) * 64, b, &sm->qbar);
+                            (qb * FA_NWG + j) * 64, b, &sm->qbar);
             }
             for (j = 0; j < nkv; j++) {
                 s = j % FA_STAGES;
@@ -401,11 +404,8 @@ fattn_bf16_kernel(const __grid_constant__ CUtensorMap tq,
         return;
     }
 
-    if (NWG == 2) {
-        asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n");
-    } else {
-        asm volatile("setmaxnreg.inc.sync.aligned.u32 160;\n");
-    }
+    /* 128 x 24 + 3 x 128 x 160 registers of the 64 K */
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 160;\n");
 
     {
         int       w = t / 32, lane = t % 32, g = lane / 4, qd = lane % 4;
@@ -473,7 +473,8 @@ fattn_bf16_kernel(const __grid_constant__ CUtensorMap tq,
         l[1] = 1.f / l[1];
 
         {
-            int64_t  row0 = (int64_t) (qb * NWG + cw) * 64 + 16 * w + g;
+            int64_t  row0 = (int64_t) (qb * FA_NWG + cw) * 64 + 16 * w
+                            + g;
             int64_t  ld = (int64_t) hh * FA_D;
 
             for (i = 0; i < 32; i += 4) {
@@ -548,20 +549,6 @@ fa_map(CUtensorMap *m, const void *p, int64_t b, int64_t l, int64_t h)
 }
 
 
-/*
- * The configuration kept, measured on the H200 at B = 2, 4429 tokens, 38
- * heads (tests/gpu/fattn_check.cu, cuDNN's SDPA: 0.93 ms, 410 TFLOP/s):
- * three consumer warpgroups (192 query rows), three K/V stages and the
- * overlap: 0.776 ms, 492 TFLOP/s. Two consumers: 0.91; no overlap: 0.80;
- * two stages: 0.91; a quarter of the exponentials as polynomials: 0.89.
- */
-#define FA_NWG  3
-
-static void (*const fa_kernel)(const CUtensorMap, const CUtensorMap,
-    const CUtensorMap, __nv_bfloat16 *, int, int, float) =
-    fattn_bf16_kernel<FA_NWG>;
-
-
 /* 1 where the sm_90a code runs (else the empty kernel was loaded) */
 __global__ void
 fattn_probe_kernel(int *out)
@@ -590,10 +577,10 @@ sd_cuda_fattn_ok(int device)
         || cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor,
                                   device) != cudaSuccess
         || major != 9 || minor != 0 || !fa_encode_load()
-        || cudaFuncGetAttributes(&fa, (const void *) fa_kernel)
+        || cudaFuncGetAttributes(&fa, (const void *) fattn_bf16_kernel)
                != cudaSuccess
         || fa.binaryVersion < 90
-        || cudaFuncSetAttribute((const void *) fa_kernel,
+        || cudaFuncSetAttribute((const void *) fattn_bf16_kernel,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 (int) FA_SMEM_BYTES) != cudaSuccess)
     {
@@ -629,8 +616,9 @@ sd_cuda_fattn_bf16(void *o, const void *q, const void *k, const void *v,
     {
         return cudaErrorInvalidValue;
     }
-    fa_kernel<<<dim3((lq + 64 * FA_NWG - 1) / (64 * FA_NWG), h, b),
-                128 * (FA_NWG + 1), FA_SMEM_BYTES, st>>>(
+    fattn_bf16_kernel<<<dim3((lq + 64 * FA_NWG - 1) / (64 * FA_NWG), h,
+                             b),
+                        128 * (FA_NWG + 1), FA_SMEM_BYTES, st>>>(
         mq, mk, mv, (__nv_bfloat16 *) o, lq, lk,
         scale * 1.4426950408889634f);
     return cudaGetLastError();
