@@ -36,6 +36,7 @@
 
 
 #define SD_ATT_SCRATCH   ((int64_t) 256 << 20)
+#define SD_ATT_PICK_REPS 3              /* timed calls of each kernel */
 #define SD_SDPA_UIDS     5
 
 
@@ -45,7 +46,8 @@ struct sd_cuda_sdpa_plan {
     int64_t                     ws;
     int                         pick;       /* -1 not yet timed, 0 cuDNN,
                                                1 fattn */
-    float                       ms[2];      /* their times when timed */
+    float                       ms[2];      /* cuDNN's and fattn's time
+                                               per call, when timed */
     sd_cuda_sdpa_plan          *next;
 };
 
@@ -358,8 +360,9 @@ fattn_run(sd_err *err, sd_cuda *c, sd_tensor *o, const sd_tensor *q,
 
 
 /*
- * Times our kernel and cuDNN's at the shape (a warm-up, then three calls
- * each) and keeps the faster. Outside a capture only: it synchronizes.
+ * Times our kernel and cuDNN's at the shape (a warm-up, then
+ * SD_ATT_PICK_REPS calls each) and keeps the faster. Outside a capture
+ * only: it synchronizes.
  */
 static sd_status
 attention_pick(sd_err *err, sd_cuda *c, sd_cuda_sdpa_plan *p, sd_tensor *o,
@@ -367,14 +370,15 @@ attention_pick(sd_err *err, sd_cuda *c, sd_cuda_sdpa_plan *p, sd_tensor *o,
     float scale)
 {
     cudaEvent_t  ev[3] = { NULL, NULL, NULL };
+    cudaError_t  e = cudaSuccess;
     sd_status    s = SD_OK;
     int          i, r;
 
-    for (i = 0; i < 3; i++) {
-        SD_CU(cudaEventCreate(&ev[i]));
+    for (i = 0; i < 3 && e == cudaSuccess; i++) {
+        e = cudaEventCreate(&ev[i]);
     }
-    for (i = 0; i < 2 && s == SD_OK; i++) {
-        for (r = 0; r < 4 && s == SD_OK; r++) {
+    for (i = 0; i < 2 && e == cudaSuccess && s == SD_OK; i++) {
+        for (r = 0; r <= SD_ATT_PICK_REPS && s == SD_OK; r++) {
             if (r == 1) {
                 cudaEventRecord(ev[i], c->stream);
             }
@@ -382,18 +386,23 @@ attention_pick(sd_err *err, sd_cuda *c, sd_cuda_sdpa_plan *p, sd_tensor *o,
                        : fattn_run(err, c, o, q, k, v, heads, scale);
         }
     }
-    cudaEventRecord(ev[2], c->stream);
-    if (s == SD_OK && cudaEventSynchronize(ev[2]) != cudaSuccess) {
-        s = sd_cuda_fail(err, cudaGetLastError(), "attention timing",
-                         __FILE__, __LINE__);
+    if (e == cudaSuccess && s == SD_OK) {
+        cudaEventRecord(ev[2], c->stream);
+        e = cudaEventSynchronize(ev[2]);
     }
-    if (s == SD_OK) {
-        cudaEventElapsedTime(&p->ms[0], ev[0], ev[1]);
-        cudaEventElapsedTime(&p->ms[1], ev[1], ev[2]);
+    if (e != cudaSuccess) {
+        s = sd_cuda_fail(err, e, "attention timing", __FILE__, __LINE__);
+    } else if (s == SD_OK) {
+        for (i = 0; i < 2; i++) {
+            cudaEventElapsedTime(&p->ms[i], ev[i], ev[i + 1]);
+            p->ms[i] /= SD_ATT_PICK_REPS;
+        }
         p->pick = p->ms[1] < p->ms[0];
     }
     for (i = 0; i < 3; i++) {
-        cudaEventDestroy(ev[i]);
+        if (ev[i]) {
+            cudaEventDestroy(ev[i]);
+        }
     }
     return s;
 }
@@ -490,10 +499,12 @@ done:
 }
 
 
-void
-sd_cuda_attention_picks(const sd_cuda *c, char *buf, size_t size)
+extern "C" void
+sd_cuda_attention_info(const sd_backend *be, char *buf, size_t size)
 {
+    const sd_cuda            *c = (const sd_cuda *) be->impl;
     const sd_cuda_sdpa_plan  *p;
+    char                      why[64];
     size_t                    n = 0;
 
     if (size == 0) {
@@ -501,20 +512,15 @@ sd_cuda_attention_picks(const sd_cuda *c, char *buf, size_t size)
     }
     buf[0] = '\0';
     for (p = c->sdpa; p && n + 1 < size; p = p->next) {
-        const char  *who = p->pick == 1 ? "own kernel" : "cuDNN";
-
+        why[0] = '\0';
         if (p->pick >= 0 && p->plan) {
-            n += snprintf(buf + n, size - n, "attention %lld x %lld x %lld "
-                          "x %lld (B x L x H x D): %s (own %.3f ms, cuDNN "
-                          "%.3f ms)\n", (long long) p->b, (long long) p->sq,
-                          (long long) p->h, (long long) p->d, who,
-                          p->ms[1] / 3, p->ms[0] / 3);
-        } else {
-            n += snprintf(buf + n, size - n, "attention %lld x %lld x %lld "
-                          "x %lld (B x L x H x D): %s\n", (long long) p->b,
-                          (long long) p->sq, (long long) p->h,
-                          (long long) p->d, who);
+            snprintf(why, sizeof(why), " (own %.3f ms, cuDNN %.3f ms)",
+                     p->ms[1], p->ms[0]);
         }
+        n += snprintf(buf + n, size - n, "attention %lld x %lld x %lld x "
+                      "%lld (B x L x H x D): %s%s\n", (long long) p->b,
+                      (long long) p->sq, (long long) p->h, (long long) p->d,
+                      p->pick == 1 ? "own kernel" : "cuDNN", why);
         if (n >= size) {
             n = size - 1;
         }

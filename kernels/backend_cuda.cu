@@ -1379,12 +1379,3 @@ sd_cuda_set_fattn(sd_backend *be, int mode)
     c->fattn_mode = mode < 0 ? -1 : mode > 0;
     return c->fattn_ok;
 }
-
-
-extern "C" void
-sd_cuda_attention_info(const sd_backend *be, char *buf, size_t size)
-{
-    const sd_cuda  *c = (const sd_cuda *) be->impl;
-
-    sd_cuda_attention_picks(c, buf, size);
-}

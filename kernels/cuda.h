@@ -372,7 +372,6 @@ sd_status sd_cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
     const sd_tensor *k, const sd_tensor *v, int heads, int causal,
     const sd_tensor *bias, float scale);
 void sd_cuda_attention_free(sd_cuda *c);
-void sd_cuda_attention_picks(const sd_cuda *c, char *buf, size_t size);
 
 /* fattn.cu */
 int sd_cuda_fattn_ok(int device);
