@@ -473,8 +473,12 @@ sd_cuda_qkv_split(sd_err *err, sd_tensor *q, sd_tensor *k, sd_tensor *v,
  * of each group in double: part[(b * splits + s) * G + g] = (n, mean, m2).
  * Pass 2 (gn_final): merge the splits per (b, g) into mean and 1/std.
  * Pass 3 (gn_apply): y = act((x - mean) * rstd * w + b).
- * Other channel counts use gn_stats_slow: one block per (b, g).
+ * BF16 with C dividing 2048 reads 8 channels a load in pass 1
+ * (gn_stats_bf16x8); other channel counts use gn_stats_slow: one block per
+ * (b, g). Both per-block kernels merge their states with gn_merge.
  */
+
+
 /*
  * A block's Welford states into part[g * 3 + (n, mean, m2)] per group g:
  * slot i (of slots) holds channel i % c, its count, shifted sums and
