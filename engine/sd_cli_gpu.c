@@ -151,12 +151,7 @@ print_memory(sd_model *m)
             for (line = strtok_r(info, "\n", &save); line;
                  line = strtok_r(NULL, "\n", &save))
             {
-                char  *sep = strstr(line, ": ");
-
-                if (sep != NULL) {
-                    *sep = '\0';
-                    printf("| %s | %s |\n", line, sep + 2);
-                }
+                printf("| %s |\n", line);
             }
         }
         return;

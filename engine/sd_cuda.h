@@ -81,7 +81,7 @@ void sd_cuda_set_no_sdpa(sd_backend *be, int on);
 int sd_cuda_set_fattn(sd_backend *be, int mode);
 
 /* The attention shapes seen and which kernel each runs, with the times
-   that decided it: one line per shape into buf. */
+   that decided it: one line per shape into buf, "shape | kernel (times)". */
 void sd_cuda_attention_info(const sd_backend *be, char *buf, size_t size);
 
 #endif /* SD_CUDA_H */

@@ -518,7 +518,7 @@ sd_cuda_attention_info(const sd_backend *be, char *buf, size_t size)
                      p->ms[1], p->ms[0]);
         }
         n += snprintf(buf + n, size - n, "attention %lld x %lld x %lld x "
-                      "%lld (B x L x H x D): %s%s\n", (long long) p->b,
+                      "%lld (B x L x H x D) | %s%s\n", (long long) p->b,
                       (long long) p->sq, (long long) p->h, (long long) p->d,
                       p->pick == 1 ? "own kernel" : "cuDNN", why);
         if (n >= size) {
