@@ -78,6 +78,22 @@ def free_port():
         return s.getsockname()[1]
 
 
+def nginx_t(module, tmp_path, name, http="", server="", loc=""):
+    """nginx -t on a one-location configuration of the tiny model with
+    directives added at each level; the CompletedProcess (stderr: its
+    messages)."""
+    prefix = tmp_path / name
+    (prefix / "logs").mkdir(parents=True)
+    (prefix / "nginx.conf").write_text(
+        f"load_module {module};\nerror_log stderr;\npid nginx.pid;\n"
+        f"events {{}}\nhttp {{ sd_model tiny {MODEL} default;\n{http}\n"
+        f"server {{ listen 127.0.0.1:{free_port()}; {server}\n"
+        f"location / {{ sd_api; {loc} }} }} }}\n")
+    return subprocess.run([NGINX, "-t", "-p", str(prefix) + "/", "-c",
+                           "nginx.conf", "-e", "stderr"],
+                          capture_output=True, text=True)
+
+
 @pytest.fixture(scope="session")
 def module():
     # as the C tests do: without the fixtures, report skipped, not failed

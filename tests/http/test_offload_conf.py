@@ -1,21 +1,10 @@
 """sd_offload: the values nginx -t accepts and the one it refuses, named."""
-import subprocess
-
-from conftest import MODEL, NGINX, free_port
+from conftest import nginx_t
 
 
 def check(module, tmp_path, value):
-    prefix = tmp_path / value.replace(",", "_")
-    (prefix / "logs").mkdir(parents=True)
-    (prefix / "nginx.conf").write_text(
-        f"load_module {module};\nerror_log stderr;\npid nginx.pid;\n"
-        f"events {{}}\nhttp {{ sd_model tiny {MODEL} default;\n"
-        f"sd_offload {value};\n"
-        f"server {{ listen 127.0.0.1:{free_port()}; "
-        f"location / {{ sd_api; }} }} }}\n")
-    return subprocess.run([NGINX, "-t", "-p", str(prefix) + "/", "-c",
-                           "nginx.conf", "-e", "stderr"],
-                          capture_output=True, text=True)
+    return nginx_t(module, tmp_path, value.replace(",", "_"),
+                   http=f"sd_offload {value};")
 
 
 def test_offload_values(module, tmp_path):

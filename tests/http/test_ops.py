@@ -19,8 +19,8 @@ import pytest
 import requests
 import yaml
 
-from conftest import (FAST, MODEL, NGINX, ROOT, Nginx, free_port, raw_post,
-                      read_response, wait_state)
+from conftest import (FAST, MODEL, NGINX, ROOT, Nginx, free_port, nginx_t,
+                      raw_post, read_response, wait_state)
 
 DOCKER = ROOT / "docker"
 K8S = DOCKER / "k8s"
@@ -507,17 +507,9 @@ def test_prometheus_scrapes_queue_depth(nginx_factory, tmp_path):
 
 def test_device_list_directive(module, tmp_path):
     def check(device):
-        prefix = tmp_path / device.replace(":", "_").replace(",", "_")
-        (prefix / "logs").mkdir(parents=True)
-        (prefix / "nginx.conf").write_text(
-            f"load_module {module};\nerror_log stderr;\npid nginx.pid;\n"
-            f"events {{}}\nhttp {{ sd_model tiny {MODEL} default;\n"
-            f"sd_device {device};\n"
-            f"server {{ listen 127.0.0.1:{free_port()}; "
-            f"location / {{ sd_api; }} }} }}\n")
-        return subprocess.run([NGINX, "-t", "-p", str(prefix) + "/", "-c",
-                               "nginx.conf", "-e", "stderr"],
-                              capture_output=True, text=True)
+        return nginx_t(module, tmp_path,
+                       device.replace(":", "_").replace(",", "_"),
+                       http=f"sd_device {device};")
 
     for ok in ("cuda:0,1", "cuda:1,0,3", "cuda:2", "cuda", "cpu"):
         r = check(ok)

@@ -6,24 +6,9 @@ and step_cache in the result cache's key, from the body or the directive.
 Nothing here looks at the pixels: what step caching does to them is the
 engine's (sd.h) and its tests'."""
 
-import subprocess
-
-from conftest import FAST, MODEL, NGINX, free_port
+from conftest import FAST, nginx_t
 from test_cache import cached_server, memcached, metric  # noqa
 from test_cache_key import wait_items
-
-
-def nginx_t(module, tmp_path, name, http="", server="", loc=""):
-    prefix = tmp_path / name
-    (prefix / "logs").mkdir(parents=True)
-    (prefix / "nginx.conf").write_text(
-        f"load_module {module};\nerror_log stderr;\npid nginx.pid;\n"
-        f"events {{}}\nhttp {{ sd_model tiny {MODEL} default;\n{http}\n"
-        f"server {{ listen 127.0.0.1:{free_port()}; {server}\n"
-        f"location / {{ sd_api; {loc} }} }} }}\n")
-    return subprocess.run([NGINX, "-t", "-p", str(prefix) + "/", "-c",
-                           "nginx.conf", "-e", "stderr"],
-                          capture_output=True, text=True)
 
 
 def test_directive_values(module, tmp_path):
