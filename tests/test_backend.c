@@ -323,24 +323,33 @@ case_qkv_split(sd_backend *be, size_t *n, double *ms)
 }
 
 
-/* the VAE decoder's GroupNorm + SiLU: 32 groups of a 512-channel map */
+/* GroupNorm (32 groups) + SiLU with weights and bias over (B, H, W, C) */
 static float *
-case_group_norm(sd_backend *be, size_t *n, double *ms)
+group_norm_silu(sd_backend *be, size_t *n, double *ms, int64_t bsz,
+    int64_t h, int64_t w, int64_t c, float bias)
 {
     sd_err      err = {0};
     sd_status   s;
     float      *out;
-    sd_tensor  *x = MK(be, ACT, 3.0f, 1, 128, 128, 512);
-    sd_tensor  *w = MK(be, WGT, 1.0f, 512);
-    sd_tensor  *b = MK(be, WGT, 1.0f, 512);
-    sd_tensor  *y = MK(be, ACT, 0.0f, 1, 128, 128, 512);
+    sd_tensor  *x = MK(be, ACT, 3.0f, bsz, h, w, c);
+    sd_tensor  *g = MK(be, WGT, 1.0f, c);
+    sd_tensor  *b = MK(be, WGT, bias, c);
+    sd_tensor  *y = MK(be, ACT, 0.0f, bsz, h, w, c);
 
-    T_TIMED(be, ms, sd_group_norm(&err, y, x, 32, w, b, 1e-6f,
+    T_TIMED(be, ms, sd_group_norm(&err, y, x, 32, g, b, 1e-6f,
                                   SD_ACT_SILU));
     T_CASE_END(y);
-    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(b);
+    sd_tensor_free(x); sd_tensor_free(g); sd_tensor_free(b);
     sd_tensor_free(y);
     return out;
+}
+
+
+/* the VAE decoder's GroupNorm + SiLU: 32 groups of a 512-channel map */
+static float *
+case_group_norm(sd_backend *be, size_t *n, double *ms)
+{
+    return group_norm_silu(be, n, ms, 1, 128, 128, 512, 1.0f);
 }
 
 
@@ -368,20 +377,7 @@ case_group_norm_odd(sd_backend *be, size_t *n, double *ms)
 static float *
 case_group_norm_v8(sd_backend *be, size_t *n, double *ms)
 {
-    sd_err      err = {0};
-    sd_status   s;
-    float      *out;
-    sd_tensor  *x = MK(be, ACT, 3.0f, 2, 37, 29, 128);
-    sd_tensor  *w = MK(be, WGT, 1.0f, 128);
-    sd_tensor  *b = MK(be, WGT, 0.5f, 128);
-    sd_tensor  *y = MK(be, ACT, 0.0f, 2, 37, 29, 128);
-
-    T_TIMED(be, ms, sd_group_norm(&err, y, x, 32, w, b, 1e-6f,
-                                  SD_ACT_SILU));
-    T_CASE_END(y);
-    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(b);
-    sd_tensor_free(y);
-    return out;
+    return group_norm_silu(be, n, ms, 2, 37, 29, 128, 0.5f);
 }
 
 
