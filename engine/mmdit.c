@@ -1563,11 +1563,6 @@ sd_mmdit_forward_fb(sd_err *err, sd_mmdit *m, const sd_tensor *x,
                                      sd_mmdit_step_run, st);
         }
     }
-    if (step == 0) {
-        k->full_steps = 0;
-        k->run = 0;
-    }
-
     key[6] = k->hs->data;
     key[7] = k->rest->data;
     SD_TRY(sd_backend_replay(err, m->be, &m->rec_fb[0], key, key_len,
