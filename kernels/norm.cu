@@ -689,34 +689,62 @@ gn_stats_slow(const T *x, double *part, int64_t hw, int64_t c, int groups)
 }
 
 
-__global__ void
-gn_final(const double *part, float2 *stats, int splits, int groups, int nbg,
-    float eps)
-{
-    int  i = blockIdx.x * blockDim.x + threadIdx.x, s;
+/*
+ * Pass 2: one block per (b, g) merges the splits' states, each thread a
+ * strided share of them, then the threads' states in a tree (Chan's
+ * merge in double). (A single thread per group walking every split took
+ * 0.37 ms at 528 splits: more than the stats pass itself.)
+ */
+#define SD_GN_FINAL_THREADS  128
 
-    if (i >= nbg) {
+__device__ __forceinline__ void
+gn_chan(double *an, double *am, double *aq, double bn, double bm, double bq)
+{
+    double  tot, d;
+
+    if (bn == 0.0) {
         return;
     }
-    int     b = i / groups, g = i % groups;
-    double  an = 0.0, am = 0.0, aq = 0.0;
+    tot = *an + bn;
+    d = bm - *am;
+    *am += d * bn / tot;
+    *aq += bq + d * d * *an * bn / tot;
+    *an = tot;
+}
 
-    for (s = 0; s < splits; s++) {
+
+__global__ void
+gn_final(const double *part, float2 *stats, int splits, int groups,
+    float eps)
+{
+    __shared__ double  rn[SD_GN_FINAL_THREADS], rm[SD_GN_FINAL_THREADS];
+    __shared__ double  rq[SD_GN_FINAL_THREADS];
+    int                i = blockIdx.x, b = i / groups, g = i % groups;
+    int                t = threadIdx.x, s, k;
+    double             an = 0.0, am = 0.0, aq = 0.0;
+
+    for (s = t; s < splits; s += SD_GN_FINAL_THREADS) {
         const double  *p = part + ((int64_t) (b * splits + s) * groups + g)
                                   * 3;
-        double         bn = p[0], d, tot;
 
-        if (bn == 0.0) {
-            continue;
-        }
-        tot = an + bn;
-        d = p[1] - am;
-        am += d * bn / tot;
-        aq += p[2] + d * d * an * bn / tot;
-        an = tot;
+        gn_chan(&an, &am, &aq, p[0], p[1], p[2]);
     }
-    stats[i] = make_float2((float) am,
-                           (float) (1.0 / sqrt(aq / (an > 0 ? an : 1) + eps)));
+    rn[t] = an;
+    rm[t] = am;
+    rq[t] = aq;
+    __syncthreads();
+    for (k = SD_GN_FINAL_THREADS / 2; k; k >>= 1) {
+        if (t < k) {
+            gn_chan(&rn[t], &rm[t], &rq[t], rn[t + k], rm[t + k], rq[t + k]);
+        }
+        __syncthreads();
+    }
+    if (t == 0) {
+        stats[i] = make_float2((float) rm[0],
+                               (float) (1.0 / sqrt(rq[0] / (rn[0] > 0 ? rn[0]
+                                                                      : 1)
+                                                   + eps)));
+    }
 }
 
 
@@ -752,7 +780,11 @@ gn_apply(T *y, const T *x, const T *w, const T *bb, const float2 *stats,
 }
 
 
-/* gn_apply for BF16, 8 channels per thread, 32-bit indices */
+/*
+ * gn_apply for BF16, 8 channels per thread, 32-bit indices: each channel's
+ * (x - mean) rstd w + b as one fma, SiLU with the fast exponential and
+ * division (its error is far below BF16's rounding of the result).
+ */
 __global__ void
 gn_apply_bf16x8(__nv_bfloat16 *y, const __nv_bfloat16 *x,
     const __nv_bfloat16 *w, const __nv_bfloat16 *bb, const float2 *stats,
@@ -777,20 +809,19 @@ gn_apply_bf16x8(__nv_bfloat16 *y, const __nv_bfloat16 *x,
     {
         const float2  *sb = stats + (e / hwc) * groups;
         unsigned       g = ch / cg, rem = ch - g * cg;
+        float2         st = sb[g];
 
         for (kk = 0; kk < 8; kk++, rem++) {
-            float2  st;
-            float   v;
+            float  a, v;
 
             if (rem == cg) {            /* the next group's channels */
-                g++;
+                st = sb[++g];
                 rem = 0;
             }
-            st = sb[g];
-            v = (f[kk] - st.x) * st.y;
-            v = w ? v * wv[kk] : v;
-            v = bb ? v + bv[kk] : v;
-            f[kk] = gn_act(v, act);
+            a = w ? st.y * wv[kk] : st.y;
+            v = fmaf(f[kk], a, (bb ? bv[kk] : 0.0f) - st.x * a);
+            f[kk] = act == SD_ACT_SILU ? __fdividef(v, 1.0f + __expf(-v))
+                                       : v;
         }
     }
     *(uint4 *) (y + e) = sd_pack8(f);
@@ -877,9 +908,9 @@ group_norm_t(sd_err *err, sd_cuda *c, T *y, const T *x, const T *w,
             x, part, hw, ch, groups);
     }
     SD_CU_LAUNCHED();
-    gn_final<<<(nbg + 127) / 128, 128, 0, c->stream>>>(part, stats,
-                                                       (int) splits, groups,
-                                                       nbg, eps);
+    gn_final<<<nbg, SD_GN_FINAL_THREADS, 0, c->stream>>>(part, stats,
+                                                         (int) splits,
+                                                         groups, eps);
     SD_CU_LAUNCHED();
     if (sizeof(T) == 2 && ch % 8 == 0 && n < ((int64_t) 1 << 31)
         && aligned16(x) && aligned16(y) && (w == NULL || aligned16(w))
