@@ -23,6 +23,14 @@ int sd_cuda_fattn_ok(int device);
 cudaError_t sd_cuda_fattn_bf16(void *o, const void *q, const void *k,
     const void *v, int b, int lq, int lk, int h, float scale,
     cudaStream_t st);
+cudaError_t sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8,
+    const void *vt8, const float *sqk, const float *sv, int b, int lq,
+    int lk, int h, cudaStream_t st);
+cudaError_t sd_cuda_fattn_quant_rows(void *q8, const void *q, const float *s,
+    int b, int l, int h, cudaStream_t st);
+cudaError_t sd_cuda_fattn_quant_vt(void *vt8, const void *v, const float *s,
+    int b, int l, int h, cudaStream_t st);
+int sd_cuda_fattn_lp(int lk);
 
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { \
     printf("cuda error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, \
@@ -102,6 +110,54 @@ fill(std::vector<__nv_bfloat16> &x, float amp)
 }
 
 
+/* median ms of one call of f, back to back after warm-up */
+template <typename F>
+static double
+time_ms(F f)
+{
+    cudaEvent_t          e0, e1;
+    std::vector<float>   t;
+
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    for (int i = 0; i < 20; i++) {
+        CK(f());
+    }
+    for (int r = 0; r < 15; r++) {
+        float  x;
+
+        CK(cudaEventRecord(e0));
+        for (int i = 0; i < 10; i++) {
+            CK(f());
+        }
+        CK(cudaEventRecord(e1));
+        CK(cudaEventSynchronize(e1));
+        CK(cudaEventElapsedTime(&x, e0, e1));
+        t.push_back(x / 10);
+    }
+    std::sort(t.begin(), t.end());
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    return t[t.size() / 2];
+}
+
+
+/* per-(b, h) max |x| of (B, L, H * 64) */
+static std::vector<float>
+amax(const std::vector<__nv_bfloat16> &x, int b, int l, int h)
+{
+    std::vector<float>  m((size_t) b * h, 0.f);
+
+    for (size_t i = 0; i < x.size(); i++) {
+        int    hi = (int) (i / 64 % h), bi = (int) (i / 64 / h / l);
+        float  a = fabsf(__bfloat162float(x[i]));
+
+        m[bi * h + hi] = std::max(m[bi * h + hi], a);
+    }
+    return m;
+}
+
+
 static int
 run(int b, int lq, int lk, int h, float amp, int rstep, int timed)
 {
@@ -111,7 +167,8 @@ run(int b, int lq, int lk, int h, float amp, int rstep, int timed)
     float          *ref, scale = 0.125f;
     int             nr = (lq + rstep - 1) / rstep, nref = b * h * nr;
     std::vector<float>  hr((size_t) nref * 64);
-    double          e2 = 0, r2 = 0, emax = 0, ms = 0;
+    double          e2 = 0, r2 = 0, emax = 0, ms = 0, e8 = 0, ms8 = 0;
+    double          msq = 0, fl = 4.0 * b * h * (double) lq * lk * 64;
 
     fill(hq, amp);
     fill(hk, amp);
@@ -154,36 +211,79 @@ run(int b, int lq, int lk, int h, float amp, int rstep, int timed)
     }
 
     if (timed) {
-        cudaEvent_t          e0, e1;
-        std::vector<float>   t;
-
-        CK(cudaEventCreate(&e0));
-        CK(cudaEventCreate(&e1));
-        for (int i = 0; i < 20; i++) {
-            CK(sd_cuda_fattn_bf16(o, q, k, v, b, lq, lk, h, scale, 0));
-        }
-        for (int r = 0; r < 15; r++) {
-            float  x;
-
-            CK(cudaEventRecord(e0));
-            for (int i = 0; i < 10; i++) {
-                CK(sd_cuda_fattn_bf16(o, q, k, v, b, lq, lk, h, scale, 0));
-            }
-            CK(cudaEventRecord(e1));
-            CK(cudaEventSynchronize(e1));
-            CK(cudaEventElapsedTime(&x, e0, e1));
-            t.push_back(x / 10);
-        }
-        std::sort(t.begin(), t.end());
-        ms = t[t.size() / 2];
+        ms = time_ms([&] {
+            return sd_cuda_fattn_bf16(o, q, k, v, b, lq, lk, h, scale, 0);
+        });
     }
 
-    printf("| %d | %d | %d | %d | %.1f | %.3e | %.3e | %.4f | %.0f |\n", b,
-           lq, lk, h, amp, sqrt(e2 / r2), emax, ms,
-           ms > 0 ? 4.0 * b * h * (double) lq * lk * 64 / (ms * 1e-3) / 1e12
-                  : 0.0);
+    /* E4M3: per-(b, h) scales from max |x| (Q and K as the product) */
+    {
+        std::vector<float>  aq = amax(hq, b, lq, h), ak = amax(hk, b, lk, h);
+        std::vector<float>  av = amax(hv, b, lk, h), sq(b * h), sk(b * h);
+        std::vector<float>  sqk(b * h), sv(b * h);
+        int                 lp = sd_cuda_fattn_lp(lk);
+        float              *dsq, *dsk, *dsqk, *dsv;
+        void               *q8, *k8, *vt8;
+
+        for (int i = 0; i < b * h; i++) {
+            sq[i] = std::max(aq[i], 1e-30f) / 448.f;
+            sk[i] = std::max(ak[i], 1e-30f) / 448.f;
+            sv[i] = std::max(av[i], 1e-30f) / 448.f;
+            sqk[i] = scale * 1.4426950408889634f * sq[i] * sk[i];
+        }
+        CK(cudaMalloc(&dsq, b * h * 4)); CK(cudaMalloc(&dsk, b * h * 4));
+        CK(cudaMalloc(&dsqk, b * h * 4)); CK(cudaMalloc(&dsv, b * h * 4));
+        CK(cudaMemcpy(dsq, sq.data(), b * h * 4, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(dsk, sk.data(), b * h * 4, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(dsqk, sqk.data(), b * h * 4, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(dsv, sv.data(), b * h * 4, cudaMemcpyHostToDevice));
+        CK(cudaMalloc(&q8, nq)); CK(cudaMalloc(&k8, nk));
+        CK(cudaMalloc(&vt8, (size_t) b * h * 64 * lp));
+        CK(sd_cuda_fattn_quant_rows(q8, q, dsq, b, lq, h, 0));
+        CK(sd_cuda_fattn_quant_rows(k8, k, dsk, b, lk, h, 0));
+        CK(sd_cuda_fattn_quant_vt(vt8, v, dsv, b, lk, h, 0));
+        CK(cudaMemset(o, 0xff, nq * 2));
+        CK(sd_cuda_fattn_fp8(o, q8, k8, vt8, dsqk, dsv, b, lq, lk, h, 0));
+        CK(cudaDeviceSynchronize());
+        CK(cudaMemcpy(ho.data(), o, nq * 2, cudaMemcpyDeviceToHost));
+        e8 = 0;
+        for (int i = 0; i < nref; i++) {
+            int  ri = i % nr, hi = i / nr % h, bi = i / nr / h;
+            int  row = ri * rstep;
+
+            for (int d = 0; d < 64; d++) {
+                double  x = __bfloat162float(
+                    ho[((size_t) bi * lq + row) * h * 64 + hi * 64 + d]);
+                double  y = hr[(size_t) i * 64 + d];
+
+                e8 += isnan(x) ? INFINITY : (x - y) * (x - y);
+            }
+        }
+        if (timed) {
+            ms8 = time_ms([&] {
+                return sd_cuda_fattn_fp8(o, q8, k8, vt8, dsqk, dsv, b, lq,
+                                         lk, h, 0);
+            });
+            msq = time_ms([&] {
+                cudaError_t  e = sd_cuda_fattn_quant_rows(q8, q, dsq, b, lq,
+                                                          h, 0);
+                if (e == cudaSuccess) {
+                    e = sd_cuda_fattn_quant_rows(k8, k, dsk, b, lk, h, 0);
+                }
+                return e == cudaSuccess
+                    ? sd_cuda_fattn_quant_vt(vt8, v, dsv, b, lk, h, 0) : e;
+            });
+        }
+        cudaFree(dsq); cudaFree(dsk); cudaFree(dsqk); cudaFree(dsv);
+        cudaFree(q8); cudaFree(k8); cudaFree(vt8);
+    }
+
+    printf("| %d | %d | %d | %d | %.1f | %.3e | %.3e | %.4f | %.0f | %.3e "
+           "| %.4f | %.0f | %.4f |\n", b, lq, lk, h, amp, sqrt(e2 / r2), emax,
+           ms, ms > 0 ? fl / (ms * 1e-3) / 1e12 : 0.0, sqrt(e8 / r2), ms8,
+           ms8 > 0 ? fl / (ms8 * 1e-3) / 1e12 : 0.0, msq);
     cudaFree(q); cudaFree(k); cudaFree(v); cudaFree(o); cudaFree(ref);
-    return sqrt(e2 / r2) < 1e-2 ? 0 : 1;
+    return sqrt(e2 / r2) < 1e-2 && sqrt(e8 / r2) < 8e-2 ? 0 : 1;
 }
 
 
@@ -213,8 +313,10 @@ main(int argc, char **argv)
         printf("fattn: not available on this device\n");
         return 1;
     }
-    printf("| B | Lq | Lk | H | amp | rel L2 | max abs | ms | TFLOP/s |\n");
-    printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    printf("| B | Lq | Lk | H | amp | BF16 rel L2 | max abs | ms | TFLOP/s "
+           "| E4M3 rel L2 | ms | TFLOP/s | quantize ms |\n");
+    printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+           "| --- | --- |\n");
     bad += run(1, 128, 128, 1, 1.f, 1, 0);
     bad += run(1, 77, 77, 2, 1.f, 1, 0);
     bad += run(2, 333, 333, 3, 2.f, 1, 0);

@@ -15,7 +15,9 @@
 #   offload  the text encoders in host memory (goldens, memory, encode)
 #   check2  the pipeline goldens, the prompt encoder, E4M3 norms on/off
 #   final   our FP8 bench and server beside diffusers' e2e in one call
-#   fattn   the own attention kernel alone (fattn_check: error, time)
+#   fattn   the own attention kernel alone (fattn_check: error, time),
+#           BF16 and E4M3
+#   vaeprof the VAE decoder's ops timed one by one (Medium, BF16, 1 step)
 #   attn    fattn, test_backend, the GPU goldens in BF16, Large and Medium
 #           benches in BF16 and FP8 (the attention kernel's effect)
 #   stepcache  Large FP8 with step caching at a few thresholds: speed,
@@ -74,6 +76,48 @@ bf16_tests() {
         run "test_$t (cuda-bf16)" "$t-cuda-bf16.log" env \
             SD_TEST_DEVICE=cuda-bf16 $G/bin/test_$t
     done
+}
+
+# the VAE decoder's ops: Medium in BF16, one step, every op timed
+stage_vaeprof() {
+    randmodel medium
+    bench medium bench-medium-vae.log "bench medium bf16, 1 step, profile" \
+        --precision bf16 --steps 1 --profile 1
+    grep -E '^\|' $L/bench-medium-vae.log
+}
+
+# the VAE decoder's kernels one by one under ncu (durations, memory and
+# compute throughput): Medium in BF16, one step, one run
+stage_vaencu() {
+    randmodel medium
+    run "ncu: VAE kernels" ncu-vae.log ncu --kernel-name \
+        'regex:gn_|upsample|fprop|conv|implicit|nhwc|vae' \
+        --launch-skip 0 --launch-count 400 --section SpeedOfLight \
+        --csv --page raw --metrics gpu__time_duration.sum \
+        $G/bin/sd-cli bench --model /dev/shm/sd-medium --precision bf16 \
+        --steps 1 --runs 1
+    python3 - $L/ncu-vae.log <<'PYEOF'
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 5]
+hdr = next((r for r in rows if 'Kernel Name' in r), None)
+if hdr is None:
+    print('no ncu rows'); sys.exit(0)
+ki, di = hdr.index('Kernel Name'), hdr.index('gpu__time_duration.sum')
+gi = hdr.index('Grid Size') if 'Grid Size' in hdr else None
+agg = collections.OrderedDict()
+for r in rows[rows.index(hdr) + 2:]:
+    try:
+        d = float(r[di])
+    except ValueError:
+        continue
+    k = (r[ki][:60], r[gi] if gi is not None else '')
+    a = agg.setdefault(k, [0, 0.0])
+    a[0] += 1; a[1] += d
+print('| kernel | grid | calls | total (' + rows[rows.index(hdr) + 1][di] + ' / 1000) |')
+print('| --- | --- | --- | --- |')
+for (k, g), (n, d) in sorted(agg.items(), key=lambda x: -x[1][1])[:60]:
+    print(f'| {k} | {g} | {n} | {d / 1e3:.1f} |')
+PYEOF
 }
 
 stage_attn() {
