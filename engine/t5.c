@@ -25,18 +25,8 @@ typedef struct {
 } sd_t5_layer;
 
 
-/*
- * On a backend whose activations are narrower than F32 (BF16 on the GPU)
- * the residual stream x is kept in F32 beside them ("wide"): the norms
- * read it and write F32, cast to the activation dtype for the products,
- * whose outputs are cast back before the add. x's roundings were most of
- * T5's BF16 error (2e-2 of the tiny model's hidden states; CLIP's is
- * 7e-3). The norm weights are F32 copies then. A pass over (L, D) costs
- * microseconds; the products stay in the activation dtype.
- */
 struct sd_t5 {
     sd_backend     *be;
-    int             wide;           /* F32 residual stream, F32 norms */
     int             d_model, d_kv, heads, ffn, layers, vocab;
     int             buckets, max_distance;
     int             gated;
@@ -159,27 +149,6 @@ t5_load_bias(sd_err *err, sd_t5 *t, const sd_st *st)
 }
 
 
-/* *w replaced by its F32 copy in device memory (a norm's weight) */
-static sd_status
-t5_widen(sd_err *err, sd_backend *be, sd_tensor **w)
-{
-    static const int  perm[4] = { 0, 1, 2, 3 };
-    sd_tensor        *f;
-    sd_status         s;
-
-    SD_TRY(sd_tensor_new_as(err, be, SD_MEM_WEIGHT, SD_DT_F32, (*w)->ndim,
-                            (*w)->ne, &f));
-    s = sd_permute(err, f, *w, perm);
-    if (s != SD_OK) {
-        sd_tensor_free(f);
-        return s;
-    }
-    sd_tensor_free(*w);
-    *w = f;
-    return SD_OK;
-}
-
-
 sd_status
 sd_t5_load(sd_err *err, sd_backend *be, const char *dir, sd_t5 **out)
 {
@@ -233,15 +202,6 @@ sd_t5_load(sd_err *err, sd_backend *be, const char *dir, sd_t5 **out)
         }
     }
     be->load_mem = SD_MEM_WEIGHT;
-
-    t->wide = be->act_dtype != SD_DT_F32;
-    if (t->wide) {
-        SD_TRY_GOTO(s, t5_widen(err, be, &t->final_ln), fail);
-        for (i = 0; i < t->layers; i++) {
-            SD_TRY_GOTO(s, t5_widen(err, be, &t->layer[i].ln1), fail);
-            SD_TRY_GOTO(s, t5_widen(err, be, &t->layer[i].ln2), fail);
-        }
-    }
 
     sd_st_close(st);
     *out = t;
@@ -360,52 +320,14 @@ t5_position_bias(sd_err *err, sd_t5 *t, int len, sd_tensor **out)
 }
 
 
-/* y = x, cast to y's dtype (a permute that keeps the order) */
-static sd_status
-t5_cast(sd_err *err, sd_tensor *y, const sd_tensor *x)
-{
-    static const int  perm[4] = { 0, 1, 2, 3 };
-
-    return sd_permute(err, y, x, perm);
-}
-
-
-/* x += y, y in the activation dtype cast into tmp first when wide */
-static sd_status
-t5_residual(sd_err *err, const sd_t5 *t, sd_tensor *x, sd_tensor *y,
-    sd_tensor *tmp)
-{
-    if (t->wide) {
-        SD_TRY(t5_cast(err, tmp, y));
-        y = tmp;
-    }
-    return sd_add(err, x, x, y);
-}
-
-
-/* h = rms(x) w, through n (F32) when wide */
-static sd_status
-t5_norm(sd_err *err, const sd_t5 *t, sd_tensor *h, const sd_tensor *x,
-    const sd_tensor *w, sd_tensor *n)
-{
-    if (!t->wide) {
-        return sd_rms_norm(err, h, x, w, t->eps);
-    }
-    SD_TRY(sd_rms_norm(err, n, x, w, t->eps));
-    return t5_cast(err, h, n);
-}
-
-
 sd_status
 sd_t5_forward(sd_err *err, sd_t5 *t, const int32_t *ids, int batch, int len,
     sd_tensor **hidden)
 {
     sd_tensor  *x = NULL, *h = NULL, *q = NULL, *k = NULL, *v = NULL;
     sd_tensor  *a = NULL, *f0 = NULL, *f1 = NULL, *bias = NULL;
-    sd_tensor  *x32 = NULL, *n32 = NULL, *res;
     sd_status   s;
     int64_t     inner = (int64_t) t->heads * t->d_kv;
-    int64_t     shape[3] = { batch, len, t->d_model };
     int         i;
 
     *hidden = NULL;
@@ -417,13 +339,6 @@ sd_t5_forward(sd_err *err, sd_t5 *t, const int32_t *ids, int batch, int len,
                 out);
     SD_TRY_GOTO(s, sd_tensor_new3(err, t->be, batch, len, t->d_model, &h),
                 out);
-    if (t->wide) {
-        SD_TRY_GOTO(s, sd_tensor_new_as(err, t->be, SD_MEM_ACT, SD_DT_F32, 3,
-                                        shape, &x32), out);
-        SD_TRY_GOTO(s, sd_tensor_new_as(err, t->be, SD_MEM_ACT, SD_DT_F32, 3,
-                                        shape, &n32), out);
-    }
-    res = t->wide ? x32 : x;
     SD_TRY_GOTO(s, sd_tensor_new3(err, t->be, batch, len, inner, &q), out);
     SD_TRY_GOTO(s, sd_tensor_new3(err, t->be, batch, len, inner, &k), out);
     SD_TRY_GOTO(s, sd_tensor_new3(err, t->be, batch, len, inner, &v), out);
@@ -437,25 +352,22 @@ sd_t5_forward(sd_err *err, sd_t5 *t, const int32_t *ids, int batch, int len,
 
     /* embed_tokens(ids); dropout is identity */
     SD_TRY_GOTO(s, sd_embed(err, x, t->embed, ids), out);
-    if (t->wide) {
-        SD_TRY_GOTO(s, t5_cast(err, x32, x), out);
-    }
 
     for (i = 0; i < t->layers; i++) {
         const sd_t5_layer  *l = &t->layer[i];
 
         /* T5LayerSelfAttention: x + o(attn(q, k, v of rms(x)) + bias) */
-        SD_TRY_GOTO(s, t5_norm(err, t, h, res, l->ln1, n32), out);
+        SD_TRY_GOTO(s, sd_rms_norm(err, h, x, l->ln1, t->eps), out);
         SD_TRY_GOTO(s, sd_linear(err, q, h, l->q, NULL), out);
         SD_TRY_GOTO(s, sd_linear(err, k, h, l->k, NULL), out);
         SD_TRY_GOTO(s, sd_linear(err, v, h, l->v, NULL), out);
         SD_TRY_GOTO(s, sd_attention(err, a, q, k, v, t->heads, 0, bias, 1.0f),
                     out);
         SD_TRY_GOTO(s, sd_linear(err, h, a, l->o, NULL), out);
-        SD_TRY_GOTO(s, t5_residual(err, t, res, h, n32), out);
+        SD_TRY_GOTO(s, sd_add(err, x, x, h), out);
 
         /* T5LayerFF: x + wo(act(wi_0(rms(x))) * wi_1(rms(x))) */
-        SD_TRY_GOTO(s, t5_norm(err, t, h, res, l->ln2, n32), out);
+        SD_TRY_GOTO(s, sd_rms_norm(err, h, x, l->ln2, t->eps), out);
         SD_TRY_GOTO(s, sd_linear(err, f0, h, l->wi0, NULL), out);
         SD_TRY_GOTO(s, sd_act_apply(err, f0, f0, t->act), out);
         if (t->gated) {
@@ -463,19 +375,17 @@ sd_t5_forward(sd_err *err, sd_t5 *t, const int32_t *ids, int batch, int len,
             SD_TRY_GOTO(s, sd_mul(err, f0, f0, f1), out);
         }
         SD_TRY_GOTO(s, sd_linear(err, h, f0, l->wo, NULL), out);
-        SD_TRY_GOTO(s, t5_residual(err, t, res, h, n32), out);
+        SD_TRY_GOTO(s, sd_add(err, x, x, h), out);
     }
 
     /* final_layer_norm */
-    SD_TRY_GOTO(s, t5_norm(err, t, x, res, t->final_ln, n32), out);
+    SD_TRY_GOTO(s, sd_rms_norm(err, x, x, t->final_ln, t->eps), out);
     *hidden = x;
     x = NULL;
     s = SD_OK;
 
 out:
     sd_tensor_free(x);
-    sd_tensor_free(x32);
-    sd_tensor_free(n32);
     sd_tensor_free(h);
     sd_tensor_free(q);
     sd_tensor_free(k);
