@@ -107,7 +107,7 @@ gi = hdr.index('Grid Size') if 'Grid Size' in hdr else None
 agg = collections.OrderedDict()
 for r in rows[rows.index(hdr) + 2:]:
     try:
-        d = float(r[di])
+        d = float(r[di].replace(",", ""))
     except ValueError:
         continue
     k = (r[ki][:60], r[gi] if gi is not None else '')
