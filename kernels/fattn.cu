@@ -44,18 +44,20 @@
 #define FA_BOX      64                  /* rows of one TMA box */
 #define FA_BN       128                 /* key rows per tile */
 #define FA_STAGES   3                   /* K/V tiles in flight */
-#define FA_TILE     (FA_BN * FA_D * 2)  /* bytes of one K or V tile */
 
-typedef struct {
-    __nv_bfloat16   q[FA_NWG * 64 * FA_D];
-    __nv_bfloat16   k[FA_STAGES][FA_BN * FA_D];
-    __nv_bfloat16   v[FA_STAGES][FA_BN * FA_D];
-    uint64_t        full[FA_STAGES];
-    uint64_t        empty[FA_STAGES];
-    uint64_t        qbar;
-} fa_smem;
+/* the kernel's shared memory; EB bytes an element (2: BF16, 1: E4M3,
+   where v holds V^T) */
+template <int EB>
+struct fa_smem {
+    uint8_t    q[FA_NWG * 64 * FA_D * EB];
+    uint8_t    k[FA_STAGES][FA_BN * FA_D * EB];
+    uint8_t    v[FA_STAGES][FA_BN * FA_D * EB];
+    uint64_t   full[FA_STAGES];
+    uint64_t   empty[FA_STAGES];
+    uint64_t   qbar;
+};
 
-#define FA_SMEM_BYTES  (sizeof(fa_smem) + 1024)
+#define FA_SMEM_BYTES(eb)  (sizeof(fa_smem<eb>) + 1024)
 
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -188,35 +190,37 @@ fa_pack_bf16(float lo, float hi)
 }
 
 
+/*
+ * The accumulator operands of the wgmma wrappers below: 64 (m64n128) or
+ * 32 (m64n64) floats, as the asm's first operands and as its text.
+ */
+#define FA_ACC8(d, i)                                                       \
+    "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]),             \
+    "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+#define FA_ACC32(d)                                                         \
+    FA_ACC8(d, 0), FA_ACC8(d, 8), FA_ACC8(d, 16), FA_ACC8(d, 24)
+#define FA_ACC64(d)                                                         \
+    FA_ACC32(d), FA_ACC8(d, 32), FA_ACC8(d, 40), FA_ACC8(d, 48),            \
+    FA_ACC8(d, 56)
+#define FA_R0_31                                                            \
+    "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, "     \
+    "%29, %30, %31"
+#define FA_REGS32  "{" FA_R0_31 "}"
+#define FA_REGS64                                                           \
+    "{" FA_R0_31 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, " \
+    "%43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "     \
+    "%56, %57, %58, %59, %60, %61, %62, %63}"
+
+
 static __device__ __forceinline__ void
 fa_wgmma_m64n128k16_ss_bf16(float *d, uint64_t da, uint64_t db, int acc)
 {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-        "{"
-        "%0, %1, %2, %3, %4, %5, %6, %7,"
-        "%8, %9, %10, %11, %12, %13, %14, %15,"
-        "%16, %17, %18, %19, %20, %21, %22, %23,"
-        "%24, %25, %26, %27, %28, %29, %30, %31,"
-        "%32, %33, %34, %35, %36, %37, %38, %39,"
-        "%40, %41, %42, %43, %44, %45, %46, %47,"
-        "%48, %49, %50, %51, %52, %53, %54, %55,"
-        "%56, %57, %58, %59, %60, %61, %62, %63"
-        "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]),
-          "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]),
-          "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
-          "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
-          "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-          "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
-          "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]),
-          "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),
-          "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]),
-          "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
-          "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        FA_REGS64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : FA_ACC64(d)
         : "l"(da), "l"(db), "r"(acc));
 }
 
@@ -225,19 +229,8 @@ fa_wgmma_m64n64k16_rs_bf16(float *d, const uint32_t *a, uint64_t db)
 {
     asm volatile(
         "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-        "{"
-        "%0, %1, %2, %3, %4, %5, %6, %7,"
-        "%8, %9, %10, %11, %12, %13, %14, %15,"
-        "%16, %17, %18, %19, %20, %21, %22, %23,"
-        "%24, %25, %26, %27, %28, %29, %30, %31"
-        "}, {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]),
-          "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]),
-          "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
-          "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
-          "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-          "+f"(d[30]), "+f"(d[31])
+        FA_REGS32 ", {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
+        : FA_ACC32(d)
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
 }
 
@@ -298,7 +291,7 @@ fa_softmax(float *s, float *m, float *l, float *a, float sl2, int valid,
 
 /* P as the A operand of O += P V: k16 step kk = score columns 16 kk.. */
 static __device__ __forceinline__ void
-fa_pack_p(uint32_t *pa, const float *s)
+fa_pack_p_bf16(uint32_t *pa, const float *s)
 {
     for (int kk = 0; kk < 8; kk++) {
         const float  *p0 = &s[8 * kk], *p1 = &s[8 * kk + 4];
@@ -326,7 +319,7 @@ fa_rescale(float *o, const float *a)
 /* S (64 x 128) = Q (64 x 64) K^T: four k16 steps, 32 bytes apart inside
    the swizzled rows */
 static __device__ __forceinline__ void
-fa_issue_qk(float *s, uint64_t dq, const void *k)
+fa_issue_qk_bf16(float *s, uint64_t dq, const void *k)
 {
     uint64_t  dk = fa_desc(k, 16);
 
@@ -339,7 +332,7 @@ fa_issue_qk(float *s, uint64_t dq, const void *k)
 /* O (64 x 64) += P (64 x 128) V (128 x 64): V is the MN-major operand,
    each k16 step 16 rows = 2048 bytes further */
 static __device__ __forceinline__ void
-fa_issue_pv(float *o, const uint32_t *pa, const void *v)
+fa_issue_pv_bf16(float *o, const uint32_t *pa, const void *v)
 {
     uint64_t  dv = fa_desc(v, 1024);
 
@@ -390,29 +383,8 @@ fa_wgmma_m64n128k32_ss_e4m3(float *d, uint64_t da, uint64_t db, int acc)
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
-        "{"
-        "%0, %1, %2, %3, %4, %5, %6, %7,"
-        "%8, %9, %10, %11, %12, %13, %14, %15,"
-        "%16, %17, %18, %19, %20, %21, %22, %23,"
-        "%24, %25, %26, %27, %28, %29, %30, %31,"
-        "%32, %33, %34, %35, %36, %37, %38, %39,"
-        "%40, %41, %42, %43, %44, %45, %46, %47,"
-        "%48, %49, %50, %51, %52, %53, %54, %55,"
-        "%56, %57, %58, %59, %60, %61, %62, %63"
-        "}, %64, %65, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]),
-          "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]),
-          "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
-          "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
-          "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-          "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
-          "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]),
-          "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),
-          "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]),
-          "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
-          "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        FA_REGS64 ", %64, %65, p, 1, 1;\n}\n"
+        : FA_ACC64(d)
         : "l"(da), "l"(db), "r"(acc));
 }
 
@@ -422,19 +394,8 @@ fa_wgmma_m64n64k32_rs_e4m3(float *d, const uint32_t *a, uint64_t db)
 {
     asm volatile(
         "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
-        "{"
-        "%0, %1, %2, %3, %4, %5, %6, %7,"
-        "%8, %9, %10, %11, %12, %13, %14, %15,"
-        "%16, %17, %18, %19, %20, %21, %22, %23,"
-        "%24, %25, %26, %27, %28, %29, %30, %31"
-        "}, {%32, %33, %34, %35}, %36, 1, 1, 1;\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]),
-          "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]),
-          "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
-          "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
-          "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-          "+f"(d[30]), "+f"(d[31])
+        FA_REGS32 ", {%32, %33, %34, %35}, %36, 1, 1, 1;\n"
+        : FA_ACC32(d)
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
 }
 
@@ -479,30 +440,82 @@ fa_issue_pv8(float *o, const uint32_t *pa, const void *vt)
 }
 
 
+/* the BF16 (EB 2) or E4M3 (EB 1) form of each step */
+template <int EB>
+static __device__ __forceinline__ void
+fa_issue_qk(float *s, uint64_t dq, const void *k)
+{
+    if (EB == 1) {
+        fa_issue_qk8(s, dq, k);
+    } else {
+        fa_issue_qk_bf16(s, dq, k);
+    }
+}
+
+
+template <int EB>
+static __device__ __forceinline__ void
+fa_pack_p(uint32_t *pa, const float *s)
+{
+    if (EB == 1) {
+        fa_pack_p8(pa, s);
+    } else {
+        fa_pack_p_bf16(pa, s);
+    }
+}
+
+
+template <int EB>
+static __device__ __forceinline__ void
+fa_issue_pv(float *o, const uint32_t *pa, const void *v)
+{
+    if (EB == 1) {
+        fa_issue_pv8(o, pa, v);
+    } else {
+        fa_issue_pv_bf16(o, pa, v);
+    }
+}
+
+
 #endif /* __CUDA_ARCH_FEAT_SM90_ALL */
 
 
 /*
  * grid (ceil(Lq / (64 FA_NWG)), H, B), 128 (FA_NWG + 1) threads:
  * warpgroup 0 the producer, 1..FA_NWG the consumers of query rows
- * [64 (wg - 1), 64 wg) of the block.
- * o: (B, Lq, H * 64) BF16; sl2 = scale * log2(e). The product of tile
- * j + 1's scores and tile j's P V are in flight while tile j + 1's softmax
- * runs (FlashAttention-3's intra-warpgroup overlap).
+ * [64 (wg - 1), 64 wg) of the block. o: (B, Lq, H * 64) BF16. The product
+ * of tile j + 1's scores and tile j's P V are in flight while tile
+ * j + 1's softmax runs (FlashAttention-3's intra-warpgroup overlap).
+ *
+ * EB 2: BF16 q, k, v (B, L, H * 64); sl2 = scale * log2(e).
+ * EB 1, the E4M3 variant (measured, not yet used by attention.cu: the step
+ * would need Q, K and V^T quantized by the kernel that writes them, and
+ * the FP8 policy's sweep to accept its error; H200, B = 2, 4429 tokens:
+ * 38 heads 0.673 ms, 567 TFLOP/s, where the BF16 kernel took 0.78-0.81;
+ * 24 heads 554 TFLOP/s; error against F32 5.4e-2, P and V rounded to 3
+ * mantissa bits, BF16 2.3e-3; packing P with integer operations instead
+ * of cvt was slower, 539 TFLOP/s; tests/gpu/fattn_check.cu runs it):
+ * q, k (B, L, H * 64) E4M3, v = V^T (B, H, 64, Lp) E4M3 with its keys
+ * permuted (fa8_perm) and zeros past Lk; sl2 = sqk[b H + h], the product
+ * of Q's and K's scales times scale log2(e); the output is scaled by
+ * sv[b H + h], V's. P is rounded to E4M3 as exp2(x - m + 8): P in
+ * [0, 256], so E4M3's normal range reaches 2^-14 of a row's largest.
  */
+template <int EB>
 __global__ void __launch_bounds__(128 * (FA_NWG + 1), 1)
-fattn_bf16_kernel(const __grid_constant__ CUtensorMap tq,
+fattn_kernel(const __grid_constant__ CUtensorMap tq,
     const __grid_constant__ CUtensorMap tk,
     const __grid_constant__ CUtensorMap tv, __nv_bfloat16 *o, int lq,
-    int lk, float sl2)
+    int lk, float sl2, const float *sqk, const float *sv)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ unsigned char  fa_raw[];
-    fa_smem  *sm = (fa_smem *) (((uintptr_t) fa_raw + 1023)
-                                & ~(uintptr_t) 1023);
-    int       wg = threadIdx.x / 128, t = threadIdx.x % 128;
-    int       qb = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-    int       hh = gridDim.y, nkv = (lk + FA_BN - 1) / FA_BN, j, s;
+    fa_smem<EB>  *sm = (fa_smem<EB> *) (((uintptr_t) fa_raw + 1023)
+                                        & ~(uintptr_t) 1023);
+    int           wg = threadIdx.x / 128, t = threadIdx.x % 128;
+    int           qb = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    int           hh = gridDim.y, nkv = (lk + FA_BN - 1) / FA_BN, j, s;
+    const int     box = 64 * FA_D * EB;     /* bytes of a 64-row box */
 
     if (threadIdx.x == 0) {
         for (s = 0; s < FA_STAGES; s++) {
@@ -517,23 +530,36 @@ fattn_bf16_kernel(const __grid_constant__ CUtensorMap tq,
     if (wg == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
         if (t == 0) {
-            fa_mbar_expect(&sm->qbar, FA_NWG * 64 * FA_D * 2);
+            fa_mbar_expect(&sm->qbar, FA_NWG * box);
             for (j = 0; j < FA_NWG; j++) {
-                fa_tma_load(sm->q + j * 64 * FA_D, &tq, h,
-                            (qb * FA_NWG + j) * 64, b, &sm->qbar);
+                fa_tma_load(sm->q + j * box, &tq, h, (qb * FA_NWG + j) * 64,
+                            b, &sm->qbar);
             }
             for (j = 0; j < nkv; j++) {
                 s = j % FA_STAGES;
                 if (j >= FA_STAGES) {
                     fa_mbar_wait(&sm->empty[s], (j / FA_STAGES - 1) & 1);
                 }
-                fa_mbar_expect(&sm->full[s], 2 * FA_TILE);
+                fa_mbar_expect(&sm->full[s], 4 * box);
                 fa_tma_load(sm->k[s], &tk, h, j * FA_BN, b, &sm->full[s]);
-                fa_tma_load(sm->k[s] + 64 * FA_D, &tk, h, j * FA_BN + 64, b,
+                fa_tma_load(sm->k[s] + box, &tk, h, j * FA_BN + 64, b,
                             &sm->full[s]);
-                fa_tma_load(sm->v[s], &tv, h, j * FA_BN, b, &sm->full[s]);
-                fa_tma_load(sm->v[s] + 64 * FA_D, &tv, h, j * FA_BN + 64, b,
-                            &sm->full[s]);
+                if (EB == 1) {
+                    /* V^T: (Lp, 64, H, B), a box of 128 keys x 64 rows */
+                    asm volatile("cp.async.bulk.tensor.4d.shared::cluster"
+                                 ".global.mbarrier::complete_tx::bytes [%0],"
+                                 " [%1, {%2, %3, %4, %5}], [%6];"
+                                 :: "r"(fa_smem_addr(sm->v[s])),
+                                    "l"((uint64_t) &tv), "r"(j * FA_BN),
+                                    "r"(0), "r"(h), "r"(b),
+                                    "r"(fa_smem_addr(&sm->full[s]))
+                                 : "memory");
+                } else {
+                    fa_tma_load(sm->v[s], &tv, h, j * FA_BN, b,
+                                &sm->full[s]);
+                    fa_tma_load(sm->v[s] + box, &tv, h, j * FA_BN + 64, b,
+                                &sm->full[s]);
+                }
             }
         }
         return;
@@ -545,10 +571,15 @@ fattn_bf16_kernel(const __grid_constant__ CUtensorMap tq,
     {
         int       w = t / 32, lane = t % 32, g = lane / 4, qd = lane % 4;
         int       cw = wg - 1, i;
-        float     oacc[32], sacc[64], m[2], l[2], a[2];
+        float     oacc[32], sacc[64], m[2], l[2], a[2], vs = 1.f;
+        float     off = EB == 1 ? 8.f : 0.f;
         uint32_t  pa[32];
         uint64_t  dq;
 
+        if (EB == 1) {
+            sl2 = sqk[b * hh + h];
+            vs = sv[b * hh + h];
+        }
         for (i = 0; i < 32; i++) {
             oacc[i] = 0.f;
         }
@@ -556,19 +587,20 @@ fattn_bf16_kernel(const __grid_constant__ CUtensorMap tq,
         l[0] = l[1] = 0.f;
 
         fa_mbar_wait(&sm->qbar, 0);
-        dq = fa_desc(sm->q + cw * 64 * FA_D, 16);
+        dq = EB == 1 ? fa_desc8(sm->q + cw * box, 512, 2)
+                     : fa_desc(sm->q + cw * box, 16);
 
         /* tile 0's scores and softmax; then each step issues tile j's
            scores and tile j - 1's P V, and runs tile j's softmax while
            the P V product is in flight */
         fa_mbar_wait(&sm->full[0], 0);
         fa_wgmma_fence();
-        fa_issue_qk(sacc, dq, sm->k[0]);
+        fa_issue_qk<EB>(sacc, dq, sm->k[0]);
         fa_wgmma_commit();
         fa_wgmma_wait0();
         fa_fence_regs(sacc, 64);
-        fa_softmax(sacc, m, l, a, sl2, lk, qd, 0.f);
-        fa_pack_p(pa, sacc);
+        fa_softmax(sacc, m, l, a, sl2, lk, qd, off);
+        fa_pack_p<EB>(pa, sacc);
 
         for (j = 1; j < nkv; j++) {
             int  sp = (j - 1) % FA_STAGES;
@@ -576,207 +608,26 @@ fattn_bf16_kernel(const __grid_constant__ CUtensorMap tq,
             s = j % FA_STAGES;
             fa_mbar_wait(&sm->full[s], (j / FA_STAGES) & 1);
             fa_wgmma_fence();
-            fa_issue_qk(sacc, dq, sm->k[s]);
+            fa_issue_qk<EB>(sacc, dq, sm->k[s]);
             fa_wgmma_commit();
-            fa_issue_pv(oacc, pa, sm->v[sp]);
+            fa_issue_pv<EB>(oacc, pa, sm->v[sp]);
             fa_wgmma_commit();
             asm volatile("wgmma.wait_group.sync.aligned 1;\n"
                          ::: "memory");
             fa_fence_regs(sacc, 64);
-            fa_softmax(sacc, m, l, a, sl2, lk - j * FA_BN, qd, 0.f);
+            fa_softmax(sacc, m, l, a, sl2, lk - j * FA_BN, qd, off);
             fa_wgmma_wait0();
             fa_fence_regs(oacc, 32);
             if (lane == 0) {
                 fa_mbar_arrive(&sm->empty[sp]);
             }
             fa_rescale(oacc, a);
-            fa_pack_p(pa, sacc);
+            fa_pack_p<EB>(pa, sacc);
         }
 
         s = (nkv - 1) % FA_STAGES;
         fa_wgmma_fence();
-        fa_issue_pv(oacc, pa, sm->v[s]);
-        fa_wgmma_commit();
-        fa_wgmma_wait0();
-        fa_fence_regs(oacc, 32);
-
-        l[0] += __shfl_xor_sync(0xffffffff, l[0], 1);
-        l[0] += __shfl_xor_sync(0xffffffff, l[0], 2);
-        l[1] += __shfl_xor_sync(0xffffffff, l[1], 1);
-        l[1] += __shfl_xor_sync(0xffffffff, l[1], 2);
-        l[0] = 1.f / l[0];
-        l[1] = 1.f / l[1];
-
-        {
-            int64_t  row0 = (int64_t) (qb * FA_NWG + cw) * 64 + 16 * w
-                            + g;
-            int64_t  ld = (int64_t) hh * FA_D;
-
-            for (i = 0; i < 32; i += 4) {
-                int64_t  col = (int64_t) h * FA_D + 8 * (i / 4) + 2 * qd;
-
-                if (row0 < lq) {
-                    *(uint32_t *) &o[((int64_t) b * lq + row0) * ld + col] =
-                        fa_pack_bf16(oacc[i] * l[0], oacc[i + 1] * l[0]);
-                }
-                if (row0 + 8 < lq) {
-                    *(uint32_t *) &o[((int64_t) b * lq + row0 + 8) * ld
-                                     + col] =
-                        fa_pack_bf16(oacc[i + 2] * l[1],
-                                     oacc[i + 3] * l[1]);
-                }
-            }
-        }
-    }
-#else
-    (void) tq;
-    (void) tk;
-    (void) tv;
-    (void) o;
-    (void) lq;
-    (void) lk;
-    (void) sl2;
-#endif
-}
-
-
-/*
- * The E4M3 kernel (measured, not yet used by attention.cu: the step would
- * need Q, K and V^T quantized by the kernel that writes them, and the FP8
- * policy's sweep to accept its error). H200, B = 2, 4429 tokens: 38 heads
- * 0.673 ms, 567 TFLOP/s (BF16 kernel 0.78-0.81), 24 heads 554 TFLOP/s;
- * error against F32 5.4e-2 (E4M3's 3 mantissa bits on P and V; BF16:
- * 2.3e-3). Packing P with integer operations instead of cvt was slower
- * (539 TFLOP/s). tests/gpu/fattn_check.cu runs it.
- * q8, k8 (B, L, H * 64) E4M3, vt8 (B, H, 64, Lp) E4M3
- * with the keys permuted (fa8_perm) and zeros past Lk; sqk[b H + h] the
- * product of Q's and K's scales times scale log2(e), sv[b H + h] V's
- * scale. The same pipeline as the BF16 kernel, tiles half the bytes; P
- * is rounded to E4M3 as exp2(x - m + 8) (P in [0, 256]: E4M3's normal
- * range then reaches 2^-14 of a row's largest weight).
- */
-typedef struct {
-    uint8_t   q[FA_NWG * 64 * FA_D];
-    uint8_t   k[FA_STAGES][FA_BN * FA_D];
-    uint8_t   vt[FA_STAGES][FA_D * FA_BN];
-    uint64_t  full[FA_STAGES];
-    uint64_t  empty[FA_STAGES];
-    uint64_t  qbar;
-} fa8_smem;
-
-#define FA8_SMEM_BYTES  (sizeof(fa8_smem) + 1024)
-#define FA8_TILE        (FA_BN * FA_D)  /* bytes of one K or V^T tile */
-
-
-__global__ void __launch_bounds__(128 * (FA_NWG + 1), 1)
-fattn_fp8_kernel(const __grid_constant__ CUtensorMap tq,
-    const __grid_constant__ CUtensorMap tk,
-    const __grid_constant__ CUtensorMap tv, __nv_bfloat16 *o, int lq,
-    int lk, const float *sqk, const float *sv)
-{
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    extern __shared__ unsigned char  fa_raw[];
-    fa8_smem  *sm = (fa8_smem *) (((uintptr_t) fa_raw + 1023)
-                                  & ~(uintptr_t) 1023);
-    int        wg = threadIdx.x / 128, t = threadIdx.x % 128;
-    int        qb = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-    int        hh = gridDim.y, nkv = (lk + FA_BN - 1) / FA_BN, j, s;
-
-    if (threadIdx.x == 0) {
-        for (s = 0; s < FA_STAGES; s++) {
-            fa_mbar_init(&sm->full[s], 1);
-            fa_mbar_init(&sm->empty[s], 4 * FA_NWG);
-        }
-        fa_mbar_init(&sm->qbar, 1);
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncthreads();
-
-    if (wg == 0) {
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
-        if (t == 0) {
-            fa_mbar_expect(&sm->qbar, FA_NWG * 64 * FA_D);
-            for (j = 0; j < FA_NWG; j++) {
-                fa_tma_load(sm->q + j * 64 * FA_D, &tq, h,
-                            (qb * FA_NWG + j) * 64, b, &sm->qbar);
-            }
-            for (j = 0; j < nkv; j++) {
-                s = j % FA_STAGES;
-                if (j >= FA_STAGES) {
-                    fa_mbar_wait(&sm->empty[s], (j / FA_STAGES - 1) & 1);
-                }
-                fa_mbar_expect(&sm->full[s], 2 * FA8_TILE);
-                fa_tma_load(sm->k[s], &tk, h, j * FA_BN, b, &sm->full[s]);
-                fa_tma_load(sm->k[s] + 64 * FA_D, &tk, h, j * FA_BN + 64, b,
-                            &sm->full[s]);
-                /* V^T: (Lp, 64, H, B), a box of 128 keys x 64 rows */
-                asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global"
-                             ".mbarrier::complete_tx::bytes [%0], [%1, {%2,"
-                             " %3, %4, %5}], [%6];"
-                             :: "r"(fa_smem_addr(sm->vt[s])),
-                                "l"((uint64_t) &tv), "r"(j * FA_BN), "r"(0),
-                                "r"(h), "r"(b),
-                                "r"(fa_smem_addr(&sm->full[s]))
-                             : "memory");
-            }
-        }
-        return;
-    }
-
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 160;\n");
-
-    {
-        int       w = t / 32, lane = t % 32, g = lane / 4, qd = lane % 4;
-        int       cw = wg - 1, i;
-        float     oacc[32], sacc[64], m[2], l[2], a[2];
-        float     sl2 = sqk[b * hh + h], vs = sv[b * hh + h];
-        uint32_t  pa[16];
-        uint64_t  dq;
-
-        for (i = 0; i < 32; i++) {
-            oacc[i] = 0.f;
-        }
-        m[0] = m[1] = -INFINITY;
-        l[0] = l[1] = 0.f;
-
-        fa_mbar_wait(&sm->qbar, 0);
-        dq = fa_desc8(sm->q + cw * 64 * FA_D, 512, 2);
-
-        fa_mbar_wait(&sm->full[0], 0);
-        fa_wgmma_fence();
-        fa_issue_qk8(sacc, dq, sm->k[0]);
-        fa_wgmma_commit();
-        fa_wgmma_wait0();
-        fa_fence_regs(sacc, 64);
-        fa_softmax(sacc, m, l, a, sl2, lk, qd, 8.f);
-        fa_pack_p8(pa, sacc);
-
-        for (j = 1; j < nkv; j++) {
-            int  sp = (j - 1) % FA_STAGES;
-
-            s = j % FA_STAGES;
-            fa_mbar_wait(&sm->full[s], (j / FA_STAGES) & 1);
-            fa_wgmma_fence();
-            fa_issue_qk8(sacc, dq, sm->k[s]);
-            fa_wgmma_commit();
-            fa_issue_pv8(oacc, pa, sm->vt[sp]);
-            fa_wgmma_commit();
-            asm volatile("wgmma.wait_group.sync.aligned 1;\n"
-                         ::: "memory");
-            fa_fence_regs(sacc, 64);
-            fa_softmax(sacc, m, l, a, sl2, lk - j * FA_BN, qd, 8.f);
-            fa_wgmma_wait0();
-            fa_fence_regs(oacc, 32);
-            if (lane == 0) {
-                fa_mbar_arrive(&sm->empty[sp]);
-            }
-            fa_rescale(oacc, a);
-            fa_pack_p8(pa, sacc);
-        }
-
-        s = (nkv - 1) % FA_STAGES;
-        fa_wgmma_fence();
-        fa_issue_pv8(oacc, pa, sm->vt[s]);
+        fa_issue_pv<EB>(oacc, pa, sm->v[s]);
         fa_wgmma_commit();
         fa_wgmma_wait0();
         fa_fence_regs(oacc, 32);
@@ -816,6 +667,7 @@ fattn_fp8_kernel(const __grid_constant__ CUtensorMap tq,
     (void) o;
     (void) lq;
     (void) lk;
+    (void) sl2;
     (void) sqk;
     (void) sv;
 #endif
@@ -976,15 +828,15 @@ sd_cuda_fattn_ok(int device)
         || cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor,
                                   device) != cudaSuccess
         || major != 9 || minor != 0 || !fa_encode_load()
-        || cudaFuncGetAttributes(&fa, (const void *) fattn_bf16_kernel)
+        || cudaFuncGetAttributes(&fa, (const void *) fattn_kernel<2>)
                != cudaSuccess
         || fa.binaryVersion < 90
-        || cudaFuncSetAttribute((const void *) fattn_bf16_kernel,
+        || cudaFuncSetAttribute((const void *) fattn_kernel<2>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int) FA_SMEM_BYTES) != cudaSuccess
-        || cudaFuncSetAttribute((const void *) fattn_fp8_kernel,
+                                (int) FA_SMEM_BYTES(2)) != cudaSuccess
+        || cudaFuncSetAttribute((const void *) fattn_kernel<1>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int) FA8_SMEM_BYTES) != cudaSuccess)
+                                (int) FA_SMEM_BYTES(1)) != cudaSuccess)
     {
         (void) cudaGetLastError();
         return 0;
@@ -1018,10 +870,10 @@ sd_cuda_fattn_bf16(void *o, const void *q, const void *k, const void *v,
     {
         return cudaErrorInvalidValue;
     }
-    fattn_bf16_kernel<<<dim3((lq + 64 * FA_NWG - 1) / (64 * FA_NWG), h, b),
-           128 * (FA_NWG + 1), FA_SMEM_BYTES, st>>>(
+    fattn_kernel<2><<<dim3((lq + 64 * FA_NWG - 1) / (64 * FA_NWG), h, b),
+                      128 * (FA_NWG + 1), FA_SMEM_BYTES(2), st>>>(
         mq, mk, mv, (__nv_bfloat16 *) o, lq, lk,
-        scale * 1.4426950408889634f);
+        scale * 1.4426950408889634f, NULL, NULL);
     return cudaGetLastError();
 }
 
@@ -1074,7 +926,7 @@ sd_cuda_fattn_lp(int lk)
  * o = softmax(scale q k^T) v per head from E4M3 operands: q8 (B, Lq,
  * H * 64), k8 (B, Lk, H * 64), vt8 (B, H, 64, sd_cuda_fattn_lp(Lk)) as
  * fattn_quant_vt writes it; sqk, sv: B H floats on the device (see
- * fattn_fp8_kernel). o BF16. sd_cuda_fattn_ok() first.
+ * fattn_kernel). o BF16. sd_cuda_fattn_ok() first.
  */
 cudaError_t
 sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8, const void *vt8,
@@ -1089,9 +941,9 @@ sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8, const void *vt8,
     {
         return cudaErrorInvalidValue;
     }
-    fattn_fp8_kernel<<<dim3((lq + 64 * FA_NWG - 1) / (64 * FA_NWG), h, b),
-           128 * (FA_NWG + 1), FA8_SMEM_BYTES, st>>>(
-        mq, mk, mv, (__nv_bfloat16 *) o, lq, lk, sqk, sv);
+    fattn_kernel<1><<<dim3((lq + 64 * FA_NWG - 1) / (64 * FA_NWG), h, b),
+                      128 * (FA_NWG + 1), FA_SMEM_BYTES(1), st>>>(
+        mq, mk, mv, (__nv_bfloat16 *) o, lq, lk, 0.f, sqk, sv);
     return cudaGetLastError();
 }
 
