@@ -3,20 +3,19 @@
  * through libpng.
  *
  * The encoder cuts the image into strips of a fixed number of rows and
- * compresses them in parallel, as pigz does: a thread takes a strip,
- * filters its rows with the Sub filter into a buffer of its own and
- * deflates them at level 1 into a raw deflate stream that a sync flush
- * ends (the last strip: the final block). One after another, behind a
- * zlib header and before the Adler-32 of all the filtered bytes, the
- * strips make one zlib stream; each strip's data is one IDAT chunk,
- * written straight into a place reserved for it in the PNG buffer, and the
- * chunks are moved together at the end. A strip starts with an empty
- * window (no dictionary from the one before): 0.3% larger on a photo, 3%
- * on a smooth gradient, and nothing to hash twice. Level 1 and the Sub
- * filter alone: about a tenth larger than libpng's defaults (level 6,
+ * compresses them in parallel, as pigz does: a thread takes a strip, filters
+ * its rows one by one with the Sub filter and deflates them at level 1 into
+ * a raw deflate stream that a sync flush ends (the last strip: the final
+ * block). One after another, behind a zlib header and before the Adler-32 of
+ * all the filtered bytes, the strips make one zlib stream; each strip's data
+ * is one IDAT chunk, written straight into a place reserved for it in the
+ * PNG buffer, and the chunks are moved together at the end. A strip starts
+ * with an empty window (no dictionary from the one before): 0.3% larger on a
+ * photo, 3% on a smooth gradient, and nothing to hash twice. Level 1 and the
+ * Sub filter alone: about a tenth larger than libpng's defaults (level 6,
  * every filter tried per row) and 2.4 times faster on one core, which
- * matters next to a GPU that makes the image in two seconds; the strips
- * then use up to SD_PNG_MAX_THREADS cores.
+ * matters next to a GPU that makes the image in two seconds; the strips then
+ * use up to SD_PNG_MAX_THREADS cores.
  *
  * The infotext travels as A1111 (through PIL) writes it: a tEXt chunk
  * "parameters" in Latin-1 when every character fits, else an uncompressed
@@ -109,7 +108,6 @@ typedef struct {
     int             w;
     int             h;
     size_t          row;                /* 1 + 3w: a filtered row */
-    int             strip_rows;
     sd_png_strip   *strips;
     int             n;
     unsigned char  *png;                /* malloc'd */
@@ -128,10 +126,10 @@ static unsigned char *sd_png_put32(unsigned char *p, uint32_t v);
 static unsigned char *sd_png_chunk_begin(unsigned char *p, const char *type);
 static unsigned char *sd_png_chunk_end(unsigned char *p, size_t n);
 static void sd_png_filter(unsigned char *restrict dst,
-    const uint8_t *restrict rgb, int w, int rows);
+    const uint8_t *restrict rgb, int w);
 static size_t sd_png_bound(size_t len);
 static int sd_png_strip_deflate(sd_png_job *job, z_stream *zs,
-    unsigned char *buf, int i);
+    unsigned char *row, int i);
 static void *sd_png_job_run(void *arg);
 static int sd_png_job_start(sd_png_job *job);
 static size_t sd_png_strips(sd_png_job *job, size_t off);
@@ -296,67 +294,57 @@ sd_png_chunk_end(unsigned char *p, size_t n)
 
 
 /*
- * The Sub filter (type 1) on rows rows of w pixels: each byte less the
- * same channel of the pixel to its left. dst: (rows, 1 + 3w), the filter
- * type first.
+ * The Sub filter (type 1) on a row of w pixels: each byte less the same
+ * channel of the pixel to its left. dst: 1 + 3w bytes, the filter type
+ * first.
  */
 static void
 sd_png_filter(unsigned char *restrict dst, const uint8_t *restrict rgb,
-    int w, int rows)
+    int w)
 {
     size_t  n, i;
-    int     y;
 
     n = (size_t) w * 3;
-    for (y = 0; y < rows; y++) {
-        *dst++ = 1;
-        dst[0] = rgb[0];
-        dst[1] = rgb[1];
-        dst[2] = rgb[2];
-        for (i = 3; i < n; i++) {
-            dst[i] = (unsigned char) (rgb[i] - rgb[i - 3]);
-        }
-        dst += n;
-        rgb += n;
+    dst[0] = 1;
+    dst[1] = rgb[0];
+    dst[2] = rgb[1];
+    dst[3] = rgb[2];
+    for (i = 3; i < n; i++) {
+        dst[1 + i] = (unsigned char) (rgb[i] - rgb[i - 3]);
     }
 }
 
 
 /*
- * The room a strip's deflate data may take: zlib's conservative bound for
- * any level and memory level (fixed Huffman codes at worst, about 1/8
- * over) rather than its tight one for the default parameters, plus the
- * sync flush's empty stored block and the zlib header or Adler-32.
- * Reserved rather than used: pages past what deflate writes are never
- * touched, and the final realloc() gives the rest back.
+ * The room a strip's deflate data may take: compressBound(), zlib's bound
+ * for compress2() at any level, holds for the same stream with the same
+ * window and memory level, raw here (6 bytes less); plus 64 for the sync
+ * flush's empty stored block (5 bytes) and the zlib header or Adler-32.
+ * Anything beyond would be refused, never written.
  */
 static size_t
 sd_png_bound(size_t len)
 {
-    return len + (len >> 3) + (len >> 7) + 64;
+    return (size_t) compressBound((uLong) len) + 64;
 }
 
 
 /*
  * Compress strip i into its place in the PNG buffer: the zlib header
- * first for the first strip, then the raw deflate data of its filtered
- * rows, ended by a sync flush (the last strip: by the final block, 4 bytes
- * kept free for the Adler-32). buf has room for job->strip_rows filtered
- * rows. Returns Z_OK or the failing zlib code.
+ * first for the first strip, then the raw deflate data of its rows,
+ * filtered one by one into row, ended by a sync flush (the last strip: by
+ * the final block, 4 bytes kept free for the Adler-32). Returns Z_OK or
+ * the failing zlib code.
  */
 static int
-sd_png_strip_deflate(sd_png_job *job, z_stream *zs, unsigned char *buf,
+sd_png_strip_deflate(sd_png_job *job, z_stream *zs, unsigned char *row,
     int i)
 {
     sd_png_strip   *st = &job->strips[i];
+    const uint8_t  *px;
     unsigned char  *out;
-    size_t          len;
-    int             rc, last;
-
-    /* buf: (st->rows, 1 + 3w) */
-    sd_png_filter(buf, job->rgb + (size_t) st->y0 * (size_t) job->w * 3,
-                  job->w, st->rows);
-    len = (size_t) st->rows * job->row;
+    uLong           adler;
+    int             y, rc, flush, last;
 
     rc = deflateReset(zs);
     if (rc != Z_OK) {
@@ -370,25 +358,39 @@ sd_png_strip_deflate(sd_png_job *job, z_stream *zs, unsigned char *buf,
         out[1] = 0x01;                  /* level 1; 0x7801 % 31 == 0 */
         st->out_len = 2;
     }
-
-    last = (i == job->n - 1);
-    zs->next_in = buf;
-    zs->avail_in = (uInt) len;
     zs->next_out = out + st->out_len;
     zs->avail_out = (uInt) (st->cap - st->out_len - 4);
 
-    rc = deflate(zs, last ? Z_FINISH : Z_SYNC_FLUSH);
-    if (rc == Z_STREAM_ERROR) {
-        return rc;
-    }
-    if (last ? rc != Z_STREAM_END
-             : rc != Z_OK || zs->avail_in > 0 || zs->avail_out == 0)
-    {
-        return Z_BUF_ERROR;             /* beyond the bound: never seen */
-    }
-    st->out_len = st->cap - 4 - zs->avail_out;
+    last = (i == job->n - 1);
+    adler = adler32(0, NULL, 0);
+    px = job->rgb + (size_t) st->y0 * (job->row - 1);
 
-    st->adler = (uint32_t) adler32(1, buf, (uInt) len);
+    for (y = 0; y < st->rows; y++) {
+        sd_png_filter(row, px, job->w);
+        px += job->row - 1;
+        adler = adler32(adler, row, (uInt) job->row);
+
+        flush = Z_NO_FLUSH;
+        if (y == st->rows - 1) {
+            flush = last ? Z_FINISH : Z_SYNC_FLUSH;
+        }
+        zs->next_in = row;
+        zs->avail_in = (uInt) job->row;
+
+        rc = deflate(zs, flush);
+        if (rc == Z_STREAM_ERROR) {
+            return rc;
+        }
+        if (zs->avail_in > 0 || zs->avail_out == 0) {
+            return Z_BUF_ERROR;         /* beyond the bound: never seen */
+        }
+    }
+    if (last && rc != Z_STREAM_END) {
+        return Z_BUF_ERROR;
+    }
+
+    st->out_len = st->cap - 4 - zs->avail_out;
+    st->adler = (uint32_t) adler;
     st->crc = (uint32_t) crc32(crc32(0, (const Bytef *) "IDAT", 4), out,
                                (uInt) st->out_len);
     return Z_OK;
@@ -397,21 +399,21 @@ sd_png_strip_deflate(sd_png_job *job, z_stream *zs, unsigned char *buf,
 
 /*
  * A compressing thread: strips in the order taken, until none is left or
- * one failed; its own compressor and buffer of filtered rows, reused strip
- * to strip (filtered where they are compressed, while in the cache).
+ * one failed; its own compressor and a filtered row, reused strip to strip
+ * (a row is filtered where it is compressed, while in the cache).
  */
 static void *
 sd_png_job_run(void *arg)
 {
     sd_png_job     *job = arg;
     z_stream        zs;
-    unsigned char  *buf;
+    unsigned char  *row;
     int             i, rc, none;
 
     memset(&zs, 0, sizeof(zs));
-    buf = malloc((size_t) job->strip_rows * job->row);
+    row = malloc(job->row);
     rc = Z_MEM_ERROR;
-    if (buf != NULL) {
+    if (row != NULL) {
         rc = deflateInit2(&zs, SD_PNG_ZLEVEL, Z_DEFLATED, -15, 8,
                           Z_DEFAULT_STRATEGY);
     }
@@ -421,7 +423,7 @@ sd_png_job_run(void *arg)
         if (i >= job->n) {
             break;
         }
-        rc = sd_png_strip_deflate(job, &zs, buf, i);
+        rc = sd_png_strip_deflate(job, &zs, row, i);
     }
 
     if (rc != Z_OK) {
@@ -429,7 +431,7 @@ sd_png_job_run(void *arg)
         atomic_compare_exchange_strong(&job->failed, &none, rc);
     }
     deflateEnd(&zs);
-    free(buf);
+    free(row);
 
     return NULL;
 }
@@ -488,7 +490,6 @@ sd_png_strips(sd_png_job *job, size_t off)
 
     rows = (int) ((SD_PNG_STRIP_BYTES + job->row - 1) / job->row);
     rows = rows < job->h ? rows : job->h;
-    job->strip_rows = rows;
 
     job->n = (job->h + rows - 1) / rows;
     job->strips = calloc((size_t) job->n, sizeof(sd_png_strip));
@@ -640,8 +641,8 @@ sd_png_encode(sd_err *err, const uint8_t *rgb, int w, int h,
     job.h = h;
     job.row = 1 + (size_t) w * 3;
 
-    /* the places reserved for the strips, 1/8 over their rows, must not
-       wrap around (a 32-bit size_t only) */
+    /* the places reserved for the strips, a little over their rows, must
+       not wrap around (a 32-bit size_t only) */
     if ((size_t) h > SIZE_MAX / 4 / job.row) {
         s = sd_errorf(err, SD_ERR_NOMEM, "sd_png_encode(): a %dx%d image "
                       "is too large for this machine", w, h);
@@ -680,12 +681,8 @@ sd_png_encode(sd_err *err, const uint8_t *rgb, int w, int h,
     p = sd_png_head(job.png, &job, text, tlen, latin1);
     p = sd_png_tail(p, &job);
 
-    /* give back the pages reserved and not needed */
+    *png = job.png;
     *png_len = (size_t) (p - job.png);
-    *png = realloc(job.png, *png_len);
-    if (*png == NULL) {
-        *png = job.png;
-    }
     job.png = NULL;
 
 done:
