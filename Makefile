@@ -5,14 +5,15 @@
 CC       ?= cc
 NVCC     ?= $(shell command -v nvcc 2>/dev/null)
 BUILD    := build
-PKGS     := libcjson libpng openblas libutf8proc libjpeg libwebp libwebpmux
+PKGS     := libcjson libpng zlib openblas libutf8proc libjpeg libwebp \
+            libwebpmux
 # Recursively expanded on purpose: "make deps test" installs the packages
 # before any recipe asks pkg-config for their flags.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 # Debian packages the build, the tests and the server need.
-DEB_PKGS := build-essential pkg-config libcjson-dev libpng-dev \
+DEB_PKGS := build-essential pkg-config libcjson-dev libpng-dev zlib1g-dev \
             libopenblas-dev libutf8proc-dev libjpeg62-turbo-dev libwebp-dev \
             nginx nginx-dev python3 \
             python3-pytest python3-requests python3-numpy openssl curl \

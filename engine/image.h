@@ -1,6 +1,7 @@
 /*
- * image.h: PNG encoding and decoding through libpng, with the A1111 infotext
- * carried in a tEXt chunk named "parameters".
+ * image.h: PNG encoding (zlib, on several threads) and infotext reading
+ * (libpng), with the A1111 infotext carried in a text chunk named
+ * "parameters": tEXt, or iTXt when the text does not fit Latin-1.
  */
 
 #ifndef SD_IMAGE_H
@@ -11,7 +12,12 @@
 #include "sd_err.h"
 
 
-/* rgb: (h, w, 3) uint8. infotext may be NULL. *png is malloc'd. */
+/*
+ * rgb: (h, w, 3) uint8, w and h at most 1000000. infotext may be NULL.
+ * *png is malloc'd. The bytes depend on the pixels and the text alone, not
+ * on the machine's CPUs; a large image is compressed on up to 8 threads,
+ * joined before the call returns.
+ */
 sd_status sd_png_encode(sd_err *err, const uint8_t *rgb, int w, int h,
     const char *infotext, unsigned char **png, size_t *png_len);
 

@@ -3,16 +3,22 @@
  *
  * Pixels are checked by decoding with libpng itself; the infotext chunk type
  * (tEXt for Latin-1 text, iTXt otherwise, as A1111 writes them) is checked
- * in the bytes. Malformed input must give SD_ERR_FORMAT, never a crash (run
- * under -fsanitize=address,undefined).
+ * in the bytes. The encoder's own chunks are walked: every CRC, the IDAT
+ * chunks' zlib stream inflated back to the Sub-filtered rows, sizes that
+ * cut the rows into uneven strips, the same bytes from two encodings.
+ * Malformed input must give SD_ERR_FORMAT, never a crash (run under
+ * -fsanitize=address,undefined). The time of one 1024x1024 encoding is
+ * printed, never checked.
  */
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <png.h>
+#include <zlib.h>
 
 #include "t.h"
 #include "image.h"
@@ -42,25 +48,59 @@ t_make_rgb(int w, int h)
 }
 
 
-/* Is there a chunk of this type? Walks the chunk list, not the bytes. */
+/* Random pixels (a fixed xorshift stream): what deflate cannot shrink. */
+static uint8_t *
+t_make_noise(int w, int h, uint32_t seed)
+{
+    uint8_t   *rgb;
+    uint32_t   x = seed | 1;
+    size_t     i, n = (size_t) w * (size_t) h * 3;
+
+    rgb = malloc(n);
+    if (rgb != NULL) {
+        for (i = 0; i < n; i++) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            rgb[i] = (uint8_t) (x >> 24);
+        }
+    }
+    return rgb;
+}
+
+
+static uint32_t
+t_get32(const unsigned char *p)
+{
+    return ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16)
+           | ((uint32_t) p[2] << 8) | p[3];
+}
+
+
+/* The chunks of this type. Walks the chunk list, not the bytes. */
 static int
-t_has_chunk(const unsigned char *png, size_t len, const char *type)
+t_count_chunks(const unsigned char *png, size_t len, const char *type)
 {
     size_t    pos = 8;
     uint32_t  n;
+    int       k = 0;
 
     while (pos + 12 <= len) {
-        n = ((uint32_t) png[pos] << 24) | ((uint32_t) png[pos + 1] << 16)
-            | ((uint32_t) png[pos + 2] << 8) | png[pos + 3];
-        if (memcmp(png + pos + 4, type, 4) == 0) {
-            return 1;
-        }
+        n = t_get32(png + pos);
+        k += memcmp(png + pos + 4, type, 4) == 0;
         if (n > len - pos - 12) {
-            return 0;
+            break;
         }
         pos += 12 + n;
     }
-    return 0;
+    return k;
+}
+
+
+static int
+t_has_chunk(const unsigned char *png, size_t len, const char *type)
+{
+    return t_count_chunks(png, len, type) > 0;
 }
 
 
@@ -91,29 +131,113 @@ t_decode(const unsigned char *png, size_t len, uint8_t **rgb, int *w, int *h)
 }
 
 
-static void
-t_round_trip(const char *what, int w, int h, const char *text,
-    const char *chunk)
+/*
+ * The chunks one by one: signature, IHDR (w x h, 8-bit RGB), every CRC,
+ * IDAT chunks in one run, IEND last; the IDAT data one zlib stream (its
+ * Adler-32 checked by zlib) that inflates to h Sub-filtered rows of rgb.
+ * Returns the number of IDAT chunks.
+ */
+static int
+t_walk(const char *what, const unsigned char *png, size_t len,
+    const uint8_t *rgb, int w, int h)
+{
+    static const unsigned char  sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n',
+                                           0x1a, '\n' };
+    unsigned char  *z, *raw, *r;
+    const uint8_t  *px;
+    size_t          pos, zlen = 0, row, rawlen, got, i;
+    uLong           src;
+    uint32_t        n;
+    int             nidat = 0, ended = 0, bad_crc = 0, runs = 0, last = 0;
+    int             y, bad_rows = 0;
+
+    T_CHECK(len > 8 + 25 && memcmp(png, sig, 8) == 0
+            && t_get32(png + 8) == 13 && memcmp(png + 12, "IHDR", 4) == 0
+            && t_get32(png + 16) == (uint32_t) w
+            && t_get32(png + 20) == (uint32_t) h
+            && memcmp(png + 24, "\x08\x02\x00\x00\x00", 5) == 0,
+            "%s: signature or IHDR", what);
+
+    z = malloc(len);
+    if (z == NULL) {
+        T_CHECK(0, "out of memory");
+        return 0;
+    }
+    for (pos = 8; pos + 12 <= len && !ended; pos += 12 + n) {
+        n = t_get32(png + pos);
+        if (n > len - pos - 12) {
+            break;
+        }
+        bad_crc += crc32(0, png + pos + 4, n + 4)
+                   != t_get32(png + pos + 8 + n);
+        if (memcmp(png + pos + 4, "IDAT", 4) == 0) {
+            memcpy(z + zlen, png + pos + 8, n);
+            zlen += n;
+            nidat++;
+            runs += !last;
+        }
+        last = memcmp(png + pos + 4, "IDAT", 4) == 0;
+        ended = memcmp(png + pos + 4, "IEND", 4) == 0 && n == 0;
+    }
+    T_CHECK(ended && pos == len, "%s: no IEND at the end", what);
+    T_CHECK(bad_crc == 0, "%s: %d bad CRCs", what, bad_crc);
+    T_CHECK(nidat > 0 && runs == 1, "%s: %d IDAT chunks in %d runs", what,
+            nidat, runs);
+
+    row = 1 + (size_t) w * 3;
+    rawlen = row * (size_t) h;
+    raw = malloc(rawlen + 1);
+    if (raw == NULL) {
+        T_CHECK(0, "out of memory");
+        free(z);
+        return nidat;
+    }
+    got = rawlen + 1;
+    src = zlen;
+    T_CHECK(uncompress2(raw, &got, z, &src) == Z_OK && got == rawlen
+            && src == zlen, "%s: the IDAT data is not one zlib stream of "
+            "%zu bytes (%zu, %lu of %zu read)", what, rawlen, got, src, zlen);
+
+    for (y = 0; y < h && got == rawlen; y++) {
+        r = raw + (size_t) y * row;
+        px = rgb + (size_t) y * (row - 1);
+        bad_rows += r[0] != 1;
+        for (i = 0; i < row - 1; i++) {
+            if ((uint8_t) (r[1 + i] + (i >= 3 ? px[i - 3] : 0)) != px[i]) {
+                bad_rows++;
+                break;
+            }
+        }
+    }
+    T_CHECK(bad_rows == 0, "%s: %d rows not Sub-filtered pixels", what,
+            bad_rows);
+
+    free(raw);
+    free(z);
+    return nidat;
+}
+
+
+/*
+ * Encode rgb, decode it with libpng and read its text back; the chunks
+ * checked by t_walk. Returns the PNG (malloc'd) for more checks, or NULL.
+ */
+static unsigned char *
+t_round_trip_rgb(const char *what, const uint8_t *rgb, int w, int h,
+    const char *text, const char *chunk, size_t *png_len)
 {
     sd_err          err;
     unsigned char  *png = NULL;
     size_t          len = 0;
-    uint8_t        *rgb, *back = NULL;
+    uint8_t        *back = NULL;
     char           *got = NULL;
     int             gw = 0, gh = 0;
 
     sd_err_clear(&err);
-    rgb = t_make_rgb(w, h);
-    if (rgb == NULL) {
-        T_CHECK(0, "out of memory");
-        return;
-    }
-
     T_CHECK(sd_png_encode(&err, rgb, w, h, text, &png, &len) == SD_OK,
             "%s: encode: %s", what, err.msg);
     if (png == NULL) {
-        free(rgb);
-        return;
+        return NULL;
     }
 
     T_CHECK(t_decode(png, len, &back, &gw, &gh) == 0, "%s: libpng decode",
@@ -139,9 +263,29 @@ t_round_trip(const char *what, int w, int h, const char *text,
                                                               : "iTXt"),
                 "%s: the other text chunk type is present too", what);
     }
+    t_walk(what, png, len, rgb, w, h);
 
     free(got);
     free(back);
+    *png_len = len;
+    return png;
+}
+
+
+static void
+t_round_trip(const char *what, int w, int h, const char *text,
+    const char *chunk)
+{
+    unsigned char  *png;
+    uint8_t        *rgb;
+    size_t          len;
+
+    rgb = t_make_rgb(w, h);
+    if (rgb == NULL) {
+        T_CHECK(0, "out of memory");
+        return;
+    }
+    png = t_round_trip_rgb(what, rgb, w, h, text, chunk, &len);
     free(png);
     free(rgb);
 }
@@ -309,6 +453,154 @@ t_malformed(const char *text)
 }
 
 
+/*
+ * Random pixels at sizes of one strip, of a few uneven strips and of many,
+ * with each kind of text: the same pixels, the same text, and the same
+ * bytes from a second encoding.
+ */
+static void
+t_noise(void)
+{
+    static const struct {
+        int  w;
+        int  h;
+    } sizes[] = {
+        { 1, 1 }, { 7, 3 }, { 63, 129 }, { 64, 64 }, { 300, 517 },
+        { 1024, 1024 }
+    };
+    static const struct {
+        const char  *text;
+        const char  *chunk;
+    } texts[] = {
+        { "a cat\nSteps: 28, Sampler: Euler, caf\xc3\xa9 \xc2\xa9", "tEXt" },
+        { "\xe7\x8c\xab \xf0\x9f\x90\xb1\nSteps: 28", "iTXt" },
+        { NULL, NULL }
+    };
+    sd_err          err;
+    unsigned char  *png, *again;
+    uint8_t        *rgb;
+    size_t          len, len2, k, j;
+    char            what[64];
+    int             w, h;
+
+    for (k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        w = sizes[k].w;
+        h = sizes[k].h;
+        rgb = t_make_noise(w, h, (uint32_t) (w * 7919 + h));
+        if (rgb == NULL) {
+            T_CHECK(0, "out of memory");
+            return;
+        }
+
+        for (j = 0; j < sizeof(texts) / sizeof(texts[0]); j++) {
+            snprintf(what, sizeof(what), "noise %dx%d %s", w, h,
+                     texts[j].chunk ? texts[j].chunk : "no text");
+            png = t_round_trip_rgb(what, rgb, w, h, texts[j].text,
+                                   texts[j].chunk, &len);
+            if (png == NULL) {
+                continue;
+            }
+
+            sd_err_clear(&err);
+            again = NULL;
+            len2 = 0;
+            T_CHECK(sd_png_encode(&err, rgb, w, h, texts[j].text, &again,
+                                  &len2) == SD_OK
+                    && len2 == len && memcmp(again, png, len) == 0,
+                    "%s: a second encoding gave other bytes", what);
+            if (w == 1024) {
+                T_CHECK(t_count_chunks(png, len, "IDAT") > 1,
+                        "%s: one IDAT chunk: no strips", what);
+            }
+            free(again);
+            free(png);
+        }
+        free(rgb);
+    }
+}
+
+
+/* A damaged IDAT chunk (its CRC, or a data byte): libpng refuses it. */
+static void
+t_bad_crc(void)
+{
+    sd_err          err;
+    unsigned char  *png = NULL;
+    uint8_t        *rgb, *back;
+    size_t          len = 0, pos;
+    uint32_t        n = 0;
+    int             w, h, k;
+
+    sd_err_clear(&err);
+    rgb = t_make_noise(63, 129, 5);
+    if (rgb == NULL
+        || sd_png_encode(&err, rgb, 63, 129, "Steps: 4", &png, &len) != SD_OK)
+    {
+        T_CHECK(0, "encode: %s", err.msg);
+        free(rgb);
+        return;
+    }
+
+    for (pos = 8; pos + 12 <= len; pos += 12 + n) {
+        n = t_get32(png + pos);
+        if (memcmp(png + pos + 4, "IDAT", 4) == 0) {
+            break;
+        }
+    }
+    T_CHECK(pos + 12 <= len, "no IDAT chunk");
+
+    for (k = 0; k < 2 && pos + 12 <= len; k++) {
+        /* the CRC's last byte, then a byte in the middle of the data */
+        png[k == 0 ? pos + 11 + n : pos + 8 + n / 2] ^= 0x20;
+        back = NULL;
+        T_CHECK(t_decode(png, len, &back, &w, &h) != 0,
+                "libpng decoded a PNG with a damaged IDAT %s",
+                k == 0 ? "CRC" : "data byte");
+        free(back);
+        png[k == 0 ? pos + 11 + n : pos + 8 + n / 2] ^= 0x20;
+    }
+
+    free(png);
+    free(rgb);
+}
+
+
+/* Printed, never checked: the machine's speed is no test result. */
+static void
+t_encode_time(void)
+{
+    struct timespec  t0, t1;
+    sd_err           err;
+    unsigned char   *png;
+    uint8_t         *rgb;
+    size_t           len = 0;
+    double           ms, best = 0;
+    int              k;
+
+    rgb = t_make_noise(1024, 1024, 42);
+    if (rgb == NULL) {
+        return;
+    }
+    for (k = 0; k < 5; k++) {
+        sd_err_clear(&err);
+        png = NULL;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        if (sd_png_encode(&err, rgb, 1024, 1024, "Steps: 28", &png, &len)
+            != SD_OK)
+        {
+            break;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        free(png);
+        ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+        best = (k == 0 || ms < best) ? ms : best;
+    }
+    printf("   sd_png_encode 1024x1024 random pixels: %.1f ms (best of 5), "
+           "%zu bytes\n", best, len);
+    free(rgb);
+}
+
+
 static void
 t_bad_input(void)
 {
@@ -339,6 +631,10 @@ t_bad_input(void)
     sd_err_clear(&err);
     T_CHECK(sd_png_encode(&err, NULL, 1, 1, NULL, &png, &len)
             == SD_ERR_INVALID, "NULL pixels accepted");
+    sd_err_clear(&err);
+    T_CHECK(sd_png_encode(&err, px, 1000001, 1, NULL, &png, &len)
+            == SD_ERR_INVALID && png == NULL && len == 0,
+            "a width over libpng's limit accepted");
 }
 
 
@@ -369,10 +665,13 @@ main(void)
         free(big);
     }
 
+    t_noise();
     t_text_after_idat();
     t_malformed("Steps: 4, Seed: 42");
     t_malformed(NULL);
+    t_bad_crc();
     t_bad_input();
+    t_encode_time();
 
     return T_DONE();
 }
