@@ -315,6 +315,21 @@ sd_cli_fp8_model(int argc, char **argv)
 }
 
 
+/* 1 if a names one tensor of ref at least (the file holds the component). */
+static int
+shares_a_name(const sd_st *ref, const sd_st *a)
+{
+    size_t  k;
+
+    for (k = 0; k < sd_st_count(ref); k++) {
+        if (sd_st_find(a, sd_st_at(ref, k)->name) != NULL) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+
 /* The comparison of one component: counts and worst errors. */
 typedef struct {
     size_t          n, missing, equal;
@@ -373,12 +388,15 @@ cmp_tensor(const sd_st_tensor *r, const sd_st_tensor *a,
 /*
  * fp8-check MODEL_DIR FILE [--scale tensor|channel] [--keep KINDS]
  * [--max-error F]: every weight of the diffusers folder's components
- * against FILE's (mapped) and against quantize-at-load of the folder.
+ * against FILE's (mapped) and against quantize-at-load of the folder. A
+ * component FILE has no weight of is skipped before the folder's is
+ * quantized (a transformer file need not wait for T5-XXL's 4.7 G weights);
+ * a FILE with no weight of any component fails.
  */
 int
 sd_cli_fp8_check(int argc, char **argv)
 {
-    int             i, nq, bad;
+    int             i, nq, bad, compared;
     char            dir[PATH_MAX];
     size_t          k;
     sd_st          *ref, *a, *q;
@@ -406,7 +424,10 @@ sd_cli_fp8_check(int argc, char **argv)
         return 2;
     }
 
-    bad = 0;
+    if (sd_fp8_keep_check(&err, keep) != SD_OK) {
+        return sd_cli_fail("fp8-check", &err);
+    }
+    bad = compared = 0;
     printf("%-15s %7s %7s %7s %9s %9s  %s\n", "component", "tensors",
            "missing", "=load", "vs bf16", "vs load", "worst tensor");
     for (i = 0; i < 5; i++) {
@@ -418,16 +439,26 @@ sd_cli_fp8_check(int argc, char **argv)
         }
         ref = a = q = NULL;
         if (sd_st_open_dir(&err, dir, &ref) != SD_OK
-            || sd_st_open_dir(&err, dir, &q) != SD_OK
-            || sd_ckpt_quantize(&err, q, strcmp(scale, "channel") == 0,
-                                keep, &nq) != SD_OK
             || sd_ckpt_open_file(&err, argv[1], comps[i], &a) != SD_OK)
         {
             sd_st_close(ref);
-            sd_st_close(q);
             if (i == 3 && err.status == SD_ERR_IO) {
                 continue;                       /* no T5 in the folder */
             }
+            return sd_cli_fail(comps[i], &err);
+        }
+        if (!shares_a_name(ref, a)) {
+            sd_st_close(ref);                   /* the file lacks it: */
+            sd_st_close(a);                     /* nothing to quantize */
+            continue;
+        }
+        if (sd_st_open_dir(&err, dir, &q) != SD_OK
+            || sd_ckpt_quantize(&err, q, strcmp(scale, "channel") == 0,
+                                keep, &nq) != SD_OK)
+        {
+            sd_st_close(ref);
+            sd_st_close(q);
+            sd_st_close(a);
             return sd_cli_fail(comps[i], &err);
         }
 
@@ -443,18 +474,18 @@ sd_cli_fp8_check(int argc, char **argv)
             }
             cmp_tensor(r, ta, tq, &c);
         }
-        if (c.n == c.missing) {
-            sd_st_close(ref);
-            sd_st_close(q);
-            sd_st_close(a);
-            continue;                           /* the file lacks it */
-        }
+        compared++;
         printf("%-15s %7zu %7zu %7zu %9.4f %9.4f  %s\n", comps[i], c.n,
                c.missing, c.equal, c.worst_ref, c.worst_q, c.worst_name);
         bad += c.missing > 0 || c.worst_ref > maxerr;
         sd_st_close(ref);
         sd_st_close(q);
         sd_st_close(a);
+    }
+    if (compared == 0) {
+        fprintf(stderr, "sd-cli: fp8-check: \"%s\" holds no weight of "
+                "\"%s\" under a name read here\n", argv[1], argv[0]);
+        return 1;
     }
     return bad ? 1 : 0;
 }
