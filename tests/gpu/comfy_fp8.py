@@ -6,6 +6,7 @@ the inverse of diffusers' scripts/convert_sd3_to_diffusers.py, derived here.
 
     python3 tests/gpu/comfy_fp8.py MODEL_DIR OUT.safetensors
         [--form scaled_fp8|comfy_quant] [--keep KINDS] [--device cpu|cuda]
+        [--own-io]
 
 MODEL_DIR: a diffusers SD3.5 folder (Large, Large Turbo, Medium) or its
 transformer/ folder, holding one *.safetensors file or shards listed in a
@@ -47,8 +48,8 @@ by a host scalar multiplies by 1/s) and the quotient, clamped to +-448
 Without torch.float8_e4m3fn (torch before 2.1) e4m3_codes() rounds the
 same way in float32 torch ops. The safetensors package reads the tensors
 where it is installed, and writes the file where torch has float8 too;
-otherwise the format is read and written here (the header's JSON, then the
-tensors' bytes in its order, streamed).
+otherwise, or with --own-io, the format is read and written here (the
+header's JSON, then the tensors' bytes in its order, streamed).
 """
 
 import argparse
@@ -89,7 +90,7 @@ class Source:
     """The transformer's tensors: name -> (dtype name, shape), read on
     demand, from one file or the shards of an index."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, pkg):
         names = sorted(os.listdir(folder))
         index = [n for n in names if n.endswith(".safetensors.index.json")]
         if len(index) > 1:
@@ -106,7 +107,7 @@ class Source:
             wmap = None
         self.meta, self.where, self.handles = {}, {}, []
         for n in files:
-            h = StFile(os.path.join(folder, n))
+            h = StFile(os.path.join(folder, n), pkg)
             self.handles.append(h)
             for k, dt, shape in h.list():
                 if k in self.meta:
@@ -127,18 +128,18 @@ class Source:
 class StFile:
     """One safetensors file: 8-byte header length, JSON header, the data.
     The header is read here; a tensor comes from the safetensors package
-    where it is installed, else as a view of a private mapping."""
+    (pkg), else as a view of a private mapping."""
 
-    def __init__(self, path):
+    def __init__(self, path, pkg):
         self.path = path
         with open(path, "rb") as f:
             n = struct.unpack("<Q", f.read(8))[0]
             self.hdr = json.loads(f.read(n))
             self.base = 8 + n
-            if safe_open is None:
+            if not pkg:
                 self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
         self.hdr.pop("__metadata__", None)
-        self.f = safe_open(path, framework="pt") if safe_open else None
+        self.f = safe_open(path, framework="pt") if pkg else None
 
     def list(self):
         for k, v in self.hdr.items():
@@ -479,17 +480,20 @@ def main():
                     "--keep: kind names, mmdit, none, default)")
     ap.add_argument("--device", default="cpu", help="where the scales and "
                     "casts are computed (cpu, cuda)")
+    ap.add_argument("--own-io", action="store_true", help="read and write "
+                    "the format here even where the safetensors package is")
     a = ap.parse_args()
 
     t0 = time.time()
     folder = a.model
     if os.path.isdir(os.path.join(folder, "transformer")):
         folder = os.path.join(folder, "transformer")
-    src = Source(folder)
+    read_pkg = safe_open is not None and not a.own_io
+    src = Source(folder, read_pkg)
     plan = mmdit_plan(src, count_layers(src, folder))
     stats = {"fp8": 0, "kinds": {}}
     outs = plan_outs(src, plan, a.form, fp8_kinds(a.keep), a.device, stats)
-    pkg = save_file is not None and F8 is not None
+    pkg = read_pkg and F8 is not None
     (write_package if pkg else write_own)(a.out, outs)
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(stats["kinds"].items()))
     print(f"{a.out}: {len(outs)} tensors, {stats['fp8']} FP8 E4M3 with "
@@ -497,6 +501,7 @@ def main():
           f"{os.path.getsize(a.out) / 2**30:.2f} GiB; torch "
           f"{torch.__version__}, E4M3 by "
           f"{'its float8 cast' if F8 is not None else 'e4m3_codes()'}, "
+          f"read by {'safetensors' if read_pkg else 'this script'}, "
           f"written by {'safetensors' if pkg else 'this script'}; "
           f"{time.time() - t0:.1f} s")
 
