@@ -777,7 +777,7 @@ sd_ckpt_quantize(sd_err *err, sd_st *st, int per_row, const char *keep,
     int *nq)
 {
     float         *f, *sc;
-    size_t         i, n;
+    size_t         i, n, big;
     int64_t        rows, cols;
     sd_status      s;
     uint8_t       *q;
@@ -786,7 +786,27 @@ sd_ckpt_quantize(sd_err *err, sd_st *st, int per_row, const char *keep,
     *nq = 0;
     SD_TRY(sd_fp8_keep_check(err, keep));
 
+    /* one F32 buffer for the largest weight serves every one: a fresh
+       buffer per weight faults its pages in anew each time */
     n = sd_st_count(st);
+    big = 0;
+    for (i = 0; i < n; i++) {
+        t = sd_st_at_mut(st, i);
+        if (!sd_ckpt_is_fp8(t->dtype) && sd_ckpt_is_float(t->dtype)
+            && sd_fp8_wanted(t->name, t->ndim, t->shape, keep)
+            && (size_t) t->numel > big)
+        {
+            big = (size_t) t->numel;
+        }
+    }
+    if (big == 0) {
+        return SD_OK;
+    }
+    f = sd_malloc(err, big * sizeof(float), "fp8 source");
+    if (f == NULL) {
+        return SD_ERR_NOMEM;
+    }
+
     for (i = 0; i < n; i++) {
         t = sd_st_at_mut(st, i);
         if (sd_ckpt_is_fp8(t->dtype) || !sd_ckpt_is_float(t->dtype)
@@ -801,8 +821,7 @@ sd_ckpt_quantize(sd_err *err, sd_st *st, int per_row, const char *keep,
         q = sd_st_hold(err, st, (size_t) t->numel, "fp8 weight");
         sc = sd_st_hold(err, st, (size_t) (per_row ? rows : 1)
                         * sizeof(float), "fp8 scales");
-        f = sd_malloc(err, (size_t) t->numel * sizeof(float), "fp8 source");
-        if (q == NULL || sc == NULL || f == NULL) {
+        if (q == NULL || sc == NULL) {
             free(f);
             return SD_ERR_NOMEM;
         }
@@ -811,8 +830,8 @@ sd_ckpt_quantize(sd_err *err, sd_st *st, int per_row, const char *keep,
         if (s == SD_OK) {
             s = sd_fp8_quantize(err, f, rows, cols, per_row, q, sc);
         }
-        free(f);
         if (s != SD_OK) {
+            free(f);
             return sd_errorf(err, s, "quantizing \"%s\"", t->name);
         }
 
@@ -824,6 +843,7 @@ sd_ckpt_quantize(sd_err *err, sd_st *st, int per_row, const char *keep,
         t->input_scale = 0.0f;
         (*nq)++;
     }
+    free(f);
     return SD_OK;
 }
 

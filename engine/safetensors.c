@@ -1129,7 +1129,7 @@ float
 sd_f8e4m3_to_f32(uint8_t v)
 {
     float     f;
-    uint32_t  exp, mant;
+    uint32_t  exp, mant, u;
 
     exp = (v >> 3) & 0xf;
     mant = v & 0x7;
@@ -1141,7 +1141,9 @@ sd_f8e4m3_to_f32(uint8_t v)
         f = (float) mant * 0x1p-9f;
 
     } else {
-        f = ldexpf((float) (8 + mant), (int) exp - 10);
+        /* rebiased in place (as sd_f16_to_f32): no libm call per value */
+        u = ((exp - 7 + 127) << 23) | (mant << 20);
+        memcpy(&f, &u, sizeof(f));
     }
 
     return (v & 0x80) ? -f : f;

@@ -83,7 +83,7 @@ sd_cli_usage(void)
         "[--keep K]\n"
         "         [--max-error F]\n"
         "encode and txt2img also take --device cpu|cuda[:N] and --precision "
-        "fp32|bf16.\n");
+        "fp32|bf16|fp8\n(bf16 and fp8 on the GPU).\n");
     return 2;
 }
 

@@ -3,11 +3,17 @@
  * an FP8 file in ComfyUI's naming from a diffusers folder, "fp8-model"
  * makes a model folder the server opens from a diffusers folder (configs,
  * tokenizers, scheduler, VAE) and single-file checkpoints (a ComfyUI /
- * SAI SD3.5 file, a T5 fp8_scaled file) put in place of components.
+ * SAI SD3.5 file, a T5 fp8_scaled file) put in place of components,
+ * "fp8-check" compares a file with the folder and with quantize-at-load.
  *
  * Invariant: fp8-model only makes folders and symbolic links (absolute
  * targets); nothing is copied, and every replaced component is opened and
  * mapped once before the command reports success.
+ *
+ * Threads: fp8-check's workers only read the three sd_st of a component
+ * (the folder's, the file's, quantize-at-load's), which the command owns
+ * and closes after joining them; each owns its buffers and counts, and
+ * the job's mutex guards the next tensor's index and the totals.
  */
 
 #include <errno.h>
@@ -17,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -315,16 +323,72 @@ sd_cli_fp8_model(int argc, char **argv)
 }
 
 
-/* The comparison of one component: counts and worst errors. */
+/* 1 if a names one tensor of ref at least (the file holds the component). */
+static int
+shares_a_name(const sd_st *ref, const sd_st *a)
+{
+    size_t  k;
+
+    for (k = 0; k < sd_st_count(ref); k++) {
+        if (sd_st_find(a, sd_st_at(ref, k)->name) != NULL) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+
+/*
+ * The comparison of one component, or of a worker's share of it: counts
+ * and worst errors, and the tensors read as F32 into buffers kept from
+ * tensor to tensor (fresh ones each time cost as much as the comparison:
+ * every page faulted in anew).
+ */
 typedef struct {
     size_t          n, missing, equal;
     double          worst_ref, worst_q;
-    char            worst_name[256];
+    size_t          worst_at;           /* index in ref of worst_ref */
+    float          *x, *y, *z;
+    size_t          cap;
 } sd_cli_fp8_cmp;
 
 
+/* The tensors of one component shared among the workers. */
+typedef struct {
+    const sd_st      *ref, *a, *q;
+    size_t            next;             /* the next index in ref to take */
+    pthread_mutex_t   mu;
+    sd_cli_fp8_cmp    total;
+} sd_cli_fp8_job;
+
+
+#define SD_CLI_FP8_THREADS  8
+
+
+/* x, y, z of c for n values at least; -1 if out of memory */
+static int
+cmp_reserve(sd_cli_fp8_cmp *c, size_t n)
+{
+    float  *p;
+
+    if (n <= c->cap) {
+        return 0;
+    }
+    free(c->x);
+    free(c->y);
+    free(c->z);
+    c->x = malloc(n * sizeof(float));
+    c->y = malloc(n * sizeof(float));
+    c->z = malloc(n * sizeof(float));
+    p = c->x && c->y && c->z ? c->x : NULL;
+    c->cap = p ? n : 0;
+    return p ? 0 : -1;
+}
+
+
+/* ref[k] against file a's tensor and quantize-at-load's tensor q */
 static void
-cmp_tensor(const sd_st_tensor *r, const sd_st_tensor *a,
+cmp_tensor(size_t k, const sd_st_tensor *r, const sd_st_tensor *a,
     const sd_st_tensor *q, sd_cli_fp8_cmp *c)
 {
     float    *x, *y, *z;
@@ -332,20 +396,19 @@ cmp_tensor(const sd_st_tensor *r, const sd_st_tensor *a,
     int64_t   i;
     sd_err    err = {0};
 
-    x = malloc((size_t) r->numel * sizeof(float));
-    y = malloc((size_t) r->numel * sizeof(float));
-    z = malloc((size_t) r->numel * sizeof(float));
-    if (x == NULL || y == NULL || z == NULL
-        || sd_st_read_f32(&err, r, x) != SD_OK
-        || sd_st_read_f32(&err, a, y) != SD_OK
-        || sd_st_read_f32(&err, q, z) != SD_OK)
+    c->n++;
+    if (a == NULL || q == NULL || a->numel != r->numel
+        || cmp_reserve(c, (size_t) r->numel) != 0
+        || sd_st_read_f32(&err, r, c->x) != SD_OK
+        || sd_st_read_f32(&err, a, c->y) != SD_OK
+        || sd_st_read_f32(&err, q, c->z) != SD_OK)
     {
         c->missing++;
-        free(x);
-        free(y);
-        free(z);
         return;
     }
+    x = c->x;
+    y = c->y;
+    z = c->z;
 
     dr = dq = nr = nq = 0;
     for (i = 0; i < r->numel; i++) {
@@ -359,34 +422,124 @@ cmp_tensor(const sd_st_tensor *r, const sd_st_tensor *a,
     c->equal += memcmp(y, z, (size_t) r->numel * sizeof(float)) == 0;
     if (dr > c->worst_ref) {
         c->worst_ref = dr;
-        snprintf(c->worst_name, sizeof(c->worst_name), "%s", r->name);
+        c->worst_at = k;
     }
     if (dq > c->worst_q) {
         c->worst_q = dq;
     }
-    free(x);
-    free(y);
-    free(z);
+}
+
+
+/* from's counts into to; the worst of the two (the first one on a tie) */
+static void
+cmp_merge(sd_cli_fp8_cmp *to, const sd_cli_fp8_cmp *from)
+{
+    to->n += from->n;
+    to->missing += from->missing;
+    to->equal += from->equal;
+    if (from->worst_ref > to->worst_ref
+        || (from->worst_ref == to->worst_ref
+            && from->worst_at < to->worst_at))
+    {
+        to->worst_ref = from->worst_ref;
+        to->worst_at = from->worst_at;
+    }
+    if (from->worst_q > to->worst_q) {
+        to->worst_q = from->worst_q;
+    }
+}
+
+
+/* A worker: the next tensor of the job until none is left. */
+static void *
+cmp_worker(void *arg)
+{
+    size_t                k;
+    sd_cli_fp8_job       *job = arg;
+    sd_cli_fp8_cmp        c;
+    const sd_st_tensor   *r;
+
+    memset(&c, 0, sizeof(c));
+    c.worst_at = SIZE_MAX;
+    for ( ;; ) {
+        pthread_mutex_lock(&job->mu);
+        k = job->next++;
+        pthread_mutex_unlock(&job->mu);
+        if (k >= sd_st_count(job->ref)) {
+            break;
+        }
+        r = sd_st_at(job->ref, k);
+        cmp_tensor(k, r, sd_st_find(job->a, r->name),
+                   sd_st_find(job->q, r->name), &c);
+    }
+    free(c.x);
+    free(c.y);
+    free(c.z);
+
+    pthread_mutex_lock(&job->mu);
+    cmp_merge(&job->total, &c);
+    pthread_mutex_unlock(&job->mu);
+    return NULL;
+}
+
+
+/*
+ * Every tensor of ref against a and q, by up to SD_CLI_FP8_THREADS
+ * threads (this one among them): the tensors are only read.
+ */
+static void
+cmp_component(const sd_st *ref, const sd_st *a, const sd_st *q,
+    sd_cli_fp8_cmp *c)
+{
+    int             i, n, started;
+    long            cpus;
+    pthread_t       tid[SD_CLI_FP8_THREADS];
+    sd_cli_fp8_job  job;
+
+    memset(&job, 0, sizeof(job));
+    job.ref = ref;
+    job.a = a;
+    job.q = q;
+    job.total.worst_at = SIZE_MAX;
+    pthread_mutex_init(&job.mu, NULL);
+
+    cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    n = cpus < 1 ? 1 : cpus > SD_CLI_FP8_THREADS ? SD_CLI_FP8_THREADS
+                                                 : (int) cpus;
+    started = 0;
+    for (i = 1; i < n; i++) {
+        if (pthread_create(&tid[started], NULL, cmp_worker, &job) != 0) {
+            break;                              /* fewer workers */
+        }
+        started++;
+    }
+    cmp_worker(&job);
+    for (i = 0; i < started; i++) {
+        pthread_join(tid[i], NULL);
+    }
+    pthread_mutex_destroy(&job.mu);
+    *c = job.total;
 }
 
 
 /*
  * fp8-check MODEL_DIR FILE [--scale tensor|channel] [--keep KINDS]
  * [--max-error F]: every weight of the diffusers folder's components
- * against FILE's (mapped) and against quantize-at-load of the folder.
+ * against FILE's (mapped) and against quantize-at-load of the folder. A
+ * component FILE has no weight of is skipped before the folder's is
+ * quantized (a transformer file need not wait for T5-XXL's 4.7 G weights);
+ * a FILE with no weight of any component fails.
  */
 int
 sd_cli_fp8_check(int argc, char **argv)
 {
-    int             i, nq, bad;
+    int             i, nq, bad, compared;
     char            dir[PATH_MAX];
-    size_t          k;
     sd_st          *ref, *a, *q;
     sd_err          err = {0};
     double          maxerr = 0.1;
     const char     *scale = "tensor", *keep = NULL;
     sd_cli_fp8_cmp  c;
-    const sd_st_tensor  *r, *ta, *tq;
 
     static const char  *comps[5] = {
         "transformer", "text_encoder", "text_encoder_2", "text_encoder_3",
@@ -406,7 +559,10 @@ sd_cli_fp8_check(int argc, char **argv)
         return 2;
     }
 
-    bad = 0;
+    if (sd_fp8_keep_check(&err, keep) != SD_OK) {
+        return sd_cli_fail("fp8-check", &err);
+    }
+    bad = compared = 0;
     printf("%-15s %7s %7s %7s %9s %9s  %s\n", "component", "tensors",
            "missing", "=load", "vs bf16", "vs load", "worst tensor");
     for (i = 0; i < 5; i++) {
@@ -418,43 +574,44 @@ sd_cli_fp8_check(int argc, char **argv)
         }
         ref = a = q = NULL;
         if (sd_st_open_dir(&err, dir, &ref) != SD_OK
-            || sd_st_open_dir(&err, dir, &q) != SD_OK
-            || sd_ckpt_quantize(&err, q, strcmp(scale, "channel") == 0,
-                                keep, &nq) != SD_OK
             || sd_ckpt_open_file(&err, argv[1], comps[i], &a) != SD_OK)
         {
             sd_st_close(ref);
-            sd_st_close(q);
             if (i == 3 && err.status == SD_ERR_IO) {
                 continue;                       /* no T5 in the folder */
             }
             return sd_cli_fail(comps[i], &err);
         }
-
-        memset(&c, 0, sizeof(c));
-        for (k = 0; k < sd_st_count(ref); k++) {
-            r = sd_st_at(ref, k);
-            ta = sd_st_find(a, r->name);
-            tq = sd_st_find(q, r->name);
-            c.n++;
-            if (ta == NULL || tq == NULL || ta->numel != r->numel) {
-                c.missing++;
-                continue;
-            }
-            cmp_tensor(r, ta, tq, &c);
+        if (!shares_a_name(ref, a)) {
+            sd_st_close(ref);                   /* the file lacks it: */
+            sd_st_close(a);                     /* nothing to quantize */
+            continue;
         }
-        if (c.n == c.missing) {
+        if (sd_st_open_dir(&err, dir, &q) != SD_OK
+            || sd_ckpt_quantize(&err, q, strcmp(scale, "channel") == 0,
+                                keep, &nq) != SD_OK)
+        {
             sd_st_close(ref);
             sd_st_close(q);
             sd_st_close(a);
-            continue;                           /* the file lacks it */
+            return sd_cli_fail(comps[i], &err);
         }
+
+        cmp_component(ref, a, q, &c);
+        compared++;
         printf("%-15s %7zu %7zu %7zu %9.4f %9.4f  %s\n", comps[i], c.n,
-               c.missing, c.equal, c.worst_ref, c.worst_q, c.worst_name);
+               c.missing, c.equal, c.worst_ref, c.worst_q,
+               c.worst_at < sd_st_count(ref)
+               ? sd_st_at(ref, c.worst_at)->name : "");
         bad += c.missing > 0 || c.worst_ref > maxerr;
         sd_st_close(ref);
         sd_st_close(q);
         sd_st_close(a);
+    }
+    if (compared == 0) {
+        fprintf(stderr, "sd-cli: fp8-check: \"%s\" holds no weight of "
+                "\"%s\" under a name read here\n", argv[1], argv[0]);
+        return 1;
     }
     return bad ? 1 : 0;
 }

@@ -3,12 +3,17 @@
  * search, the quantizer, every scale form of FP8 checkpoints and malformed
  * scale tensors (small files written here), the ComfyUI / SAI key map on a
  * file built from the tiny fixture transformer (our writer and an
- * independent Python writer, tests/fp8/comfy_fp8.py), quantize-at-load, and
- * the tiny pipeline's final latents from the FP8 file against BF16 (on
- * the backend of SD_TEST_DEVICE, as the golden tests: cpu, cuda, cuda-bf16).
+ * independent Python writer, tests/fp8/comfy_fp8.py), quantize-at-load,
+ * the PyTorch writer of tests/gpu/run.sh's comfy stage (tests/gpu/
+ * comfy_fp8.py, both forms, Large and Medium, where a python3 has torch)
+ * with the stage's commands on the CPU, and the tiny pipeline's final
+ * latents from the FP8 files against BF16 (on the backend of
+ * SD_TEST_DEVICE, as the golden tests: cpu, cuda, cuda-bf16).
  *
  * Invariant: every comparison between two FP8 paths is exact (the same
- * codes times the same scales); only FP8 against BF16 has a tolerance.
+ * codes times the same scales), but a per-tensor file's fused q, k, v
+ * against quantize-at-load's one scale each; only FP8 against BF16 has a
+ * tolerance.
  */
 
 #include <stdint.h>
@@ -657,6 +662,240 @@ test_key_map(void)
 }
 
 
+/* ---- an independent PyTorch writer: tests/gpu/comfy_fp8.py ----------- */
+
+
+/* A python3 that imports torch (and so numpy): its path, or NULL. */
+static const char *
+torch_python(void)
+{
+    static const char  *cands[] = { "python3", "/usr/bin/python3" };
+    char                cmd[256];
+    size_t              i;
+
+    for (i = 0; i < sizeof(cands) / sizeof(cands[0]); i++) {
+        snprintf(cmd, sizeof(cmd), "%s -c 'import torch, numpy' "
+                 ">/dev/null 2>&1", cands[i]);
+        if (system(cmd) == 0) {
+            return cands[i];
+        }
+    }
+    return NULL;
+}
+
+
+/* q, k or v of a fused qkv: one scale for the three in a per-tensor file */
+static int
+qkv_part(const char *name)
+{
+    static const char  *parts[] = {
+        ".to_q.weight", ".to_k.weight", ".to_v.weight",
+        ".add_q_proj.weight", ".add_k_proj.weight", ".add_v_proj.weight"
+    };
+    size_t  i, n = strlen(name), m;
+
+    for (i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        m = strlen(parts[i]);
+        if (n >= m && strcmp(name + n - m, parts[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+
+/*
+ * file a against quantize-at-load (per tensor) of the folder: FP8 exactly
+ * where load is, every tensor bit for bit equal but q, k and v; those
+ * within the E4M3 error of BF16.
+ */
+static void
+like_load(const sd_st *ref, const sd_st *a, const sd_st *load,
+    const char *what)
+{
+    size_t               i, n, same, f8, qkv, other;
+    float               *x, *y, *r;
+    double               rel, worst;
+    sd_err               err = {0};
+    const sd_st_tensor  *t, *ta, *tl;
+
+    same = f8 = qkv = other = 0;
+    worst = 0;
+    for (i = 0; i < sd_st_count(ref); i++) {
+        t = sd_st_at(ref, i);
+        ta = sd_st_find(a, t->name);
+        tl = sd_st_find(load, t->name);
+        if (ta == NULL || tl == NULL || ta->numel != t->numel) {
+            continue;                           /* same_weights counts it */
+        }
+        f8 += (ta->dtype == SD_DT_F8_E4M3) != (tl->dtype == SD_DT_F8_E4M3);
+        n = (size_t) t->numel;
+        x = malloc(n * sizeof(float));
+        y = malloc(n * sizeof(float));
+        r = malloc(n * sizeof(float));
+        if (x && y && r && sd_st_read_f32(&err, ta, x) == SD_OK
+            && sd_st_read_f32(&err, tl, y) == SD_OK
+            && sd_st_read_f32(&err, t, r) == SD_OK)
+        {
+            if (memcmp(x, y, n * sizeof(float)) == 0) {
+                same++;
+            } else if (qkv_part(t->name)) {
+                rel = t_rel_l2(x, r, n);
+                worst = rel > worst ? rel : worst;
+                qkv++;
+            } else if (other++ < 3) {
+                printf("   %s: \"%s\" differs from quantize-at-load\n", what,
+                       t->name);
+            }
+        }
+        free(x);
+        free(y);
+        free(r);
+    }
+    printf("   %s: %zu of %zu tensors equal to quantize-at-load, %zu q/k/v "
+           "differ (worst rel. L2 to BF16 %.4f)\n", what, same,
+           sd_st_count(ref), qkv, worst);
+    T_CHECK(f8 == 0, "%s: %zu tensors FP8 in one and not the other", what,
+            f8);
+    T_CHECK(other == 0 && same + qkv == sd_st_count(ref) && worst < 0.05,
+            "%s: %zu equal, %zu q/k/v parts and %zu others differ (q/k/v "
+            "rel. L2 %.4f)", what, same, qkv, other, worst);
+}
+
+
+static void
+test_torch_writer(void)
+{
+    int                  f, m, rc;
+    char                 model[512], dir[600], ours[512], py[512];
+    char                 cmd[2048], what[128];
+    double               rel;
+    sd_st               *ref, *load, *a, *b;
+    sd_err               err = {0};
+    const char          *python = torch_python();
+    const sd_st_tensor  *t;
+
+    static const char  *models[] = { "large", "medium" };
+    static const char  *forms[] = { "scaled_fp8", "comfy_quant" };
+
+    if (python == NULL) {
+        T_SKIP("no python3 with torch: tests/gpu/comfy_fp8.py not run");
+        return;
+    }
+    for (m = 0; m < 2; m++) {
+        snprintf(model, sizeof(model), "%s/tiny-sd35-%s", t_fixtures(),
+                 models[m]);
+        snprintf(dir, sizeof(dir), "%s/transformer", model);
+        if (access(dir, R_OK) != 0) {
+            T_SKIP("no tiny fixture at %s", dir);
+            continue;
+        }
+        snprintf(cmd, sizeof(cmd), "ours_%s.safetensors", models[m]);
+        t_path(ours, sizeof(ours), cmd);
+        ref = load = NULL;
+        if (sd_ckpt_write_fp8(&err, model, ours, 0, NULL) != SD_OK
+            || sd_st_open_dir(&err, dir, &ref) != SD_OK
+            || sd_st_open_dir(&err, dir, &load) != SD_OK
+            || sd_ckpt_quantize(&err, load, 0, NULL, &rc) != SD_OK)
+        {
+            T_CHECK(0, "%s: %s", models[m], err.msg);
+            sd_st_close(ref);
+            sd_st_close(load);
+            continue;
+        }
+        for (f = 0; f < 2; f++) {
+            snprintf(cmd, sizeof(cmd), "torch_%s_%s.safetensors", models[m],
+                     forms[f]);
+            t_path(py, sizeof(py), cmd);
+            snprintf(cmd, sizeof(cmd), "%s tests/gpu/comfy_fp8.py '%s' '%s' "
+                     "--form %s", python, model, py, forms[f]);
+            fflush(stdout);
+            rc = system(cmd);
+            T_CHECK(rc == 0, "%s: exited %d", cmd, rc);
+            a = b = NULL;
+            if (rc != 0
+                || sd_ckpt_open_file(&err, py, "transformer", &a) != SD_OK
+                || sd_ckpt_open_file(&err, ours, "transformer", &b) != SD_OK)
+            {
+                T_CHECK(rc != 0, "open %s: %s", py, err.msg);
+                sd_st_close(a);
+                continue;
+            }
+            snprintf(what, sizeof(what), "tiny %s, torch %s", models[m],
+                     forms[f]);
+            /* the same bytes as our per-tensor writer, names mapped */
+            same_weights(ref, a, b, what, &rel);
+            like_load(ref, a, load, what);
+            t = sd_st_find(a, f ? "model.diffusion_model.joint_blocks.0."
+                                  "x_block.attn.qkv.comfy_quant"
+                                : "model.diffusion_model.scaled_fp8");
+            T_CHECK(t != NULL, "%s: its form's marker", what);
+            t = sd_st_find(a, "transformer_blocks.1.ff.net.2.weight");
+            T_CHECK(t != NULL && t->dtype == SD_DT_F8_E4M3 && t->n_scale == 1
+                    && t->input_scale == 1.0f, "%s: FP8 ff.net.2 with one "
+                    "scale and input scale 1", what);
+            t = sd_st_find(a, "transformer_blocks.0.attn2.to_k.weight");
+            T_CHECK(m == 0 ? t == NULL : t != NULL && t->n_scale == 1,
+                    "%s: attn2 only in Medium", what);
+            sd_st_close(a);
+            sd_st_close(b);
+        }
+        sd_st_close(ref);
+        sd_st_close(load);
+    }
+}
+
+
+/*
+ * What tests/gpu/run.sh's comfy stage runs, on the CPU and the tiny Large:
+ * fp8-check of the torch file, fp8-model, txt2img --dump from that folder
+ * and from the BF16 one, dump_cmp.py between the two.
+ */
+static void
+test_torch_cli(void)
+{
+    int          rc;
+    char         model[512], py[512], cmd[8192], out[4096];
+    FILE        *p;
+    size_t       n;
+    const char  *cli = getenv("SD_CLI"), *python = torch_python();
+
+    cli = (cli && *cli) ? cli : "build/sd-cli";
+    tiny_dir(model, sizeof(model));
+    t_path(py, sizeof(py), "torch_large_scaled_fp8.safetensors");
+    if (python == NULL || access(py, R_OK) != 0 || access(cli, X_OK) != 0) {
+        T_SKIP("no torch file or no %s: the comfy stage's commands not run",
+               cli);
+        return;
+    }
+    snprintf(cmd, sizeof(cmd),
+             "%s fp8-check '%s' '%s' && echo check=0 || echo check=$?;"
+             " %s fp8-model '%s/torchmodel' --base '%s' --file '%s' &&"
+             " for m in '%s/torchmodel' '%s'; do"
+             "   %s txt2img --model \"$m\" --prompt 'a red fox' --width 64"
+             "   --height 64 --steps 2 --seed 7"
+             "   --dump \"%s/torch-dump-$(basename \"$m\").safetensors\""
+             "   || exit 1;"
+             " done &&"
+             " %s tests/gpu/dump_cmp.py '%s/torch-dump-torchmodel.safetensors'"
+             " '%s/torch-dump-%s.safetensors' 2>&1",
+             cli, model, py, cli, tdir, model, py, tdir, model, cli, tdir,
+             python, tdir, tdir, strrchr(model, '/') + 1);
+    fflush(stdout);
+    p = popen(cmd, "r");
+    n = p ? fread(out, 1, sizeof(out) - 1, p) : 0;
+    out[n] = '\0';
+    rc = p ? pclose(p) : -1;
+    printf("%s", out);
+    T_CHECK(rc == 0 && strstr(out, "check=0") != NULL
+            && strstr(out, "transformer         107       0") != NULL,
+            "fp8-check of the torch file: %s", out);
+    T_CHECK(strstr(out, "final_latents_rel_l2 ") != NULL
+            && strstr(out, "image_psnr_db ") != NULL,
+            "fp8-model, txt2img from it and dump_cmp.py: %s", out);
+}
+
+
 /* ---- policy ---------------------------------------------------------- */
 
 
@@ -799,6 +1038,8 @@ test_pipeline_fp8(void)
         { "comfy_py.safetensors",
           "transformer vae text_encoder text_encoder_2 text_encoder_3",
           "the Python ComfyUI bundle (every part)", 0.25 },
+        { "torch_large_scaled_fp8.safetensors", "transformer",
+          "the PyTorch scaled_fp8 file (transformer)", 0.1 },
     };
 
     tiny_dir(model, sizeof(model));
@@ -911,6 +1152,8 @@ main(void)
     test_scale_forms();
     test_policy();
     test_key_map();
+    test_torch_writer();
+    test_torch_cli();
     test_pipeline_fp8();
     test_cli();
 

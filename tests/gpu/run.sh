@@ -24,6 +24,9 @@
 #           steps reused, the image against the uncached one
 #   bf16    test_backend, the BF16 goldens, Large in BF16 beside diffusers'
 #           step (one step's error, step, VAE) and through nginx
+#   comfy   Large's transformer as ComfyUI fp8_scaled files written by
+#           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
+#           the image in FP8 from the file against quantize-at-load
 # Logs go to $OUT (one file per stage); a summary prints last.
 set -u
 cd "$(dirname "$0")/../.."
@@ -537,6 +540,122 @@ stage_capacity() {
     [ -n "$files" ] && python3 tests/gpu/scale_bench.py report $files \
         --out $o > /dev/null
     cat $o/scale.md
+}
+
+# ComfyUI's layout from a writer that is not ours, on the GPU: the issue's
+# "an FP8 checkpoint in ComfyUI's layout written by a script that is not
+# ours loads and matches quantize-at-load". tests/gpu/comfy_fp8.py writes
+# the random Large's transformer in both forms (comfy_quant: its casts on
+# the CPU, read and written by the script itself; scaled_fp8: casts on the
+# GPU, the safetensors package), sd-cli fp8-check compares each with
+# quantize-at-load (on the CPU, in the background), fp8-model makes a
+# folder of the scaled_fp8 file, and one request (1024x1024, COMFY_STEPS
+# steps (28), cfg 4.5, seed 7) runs from it in FP8 on the GPU, from the
+# BF16 folder quantized at load (per channel, on the GPU), and in BF16;
+# dump_cmp.py compares their final latents and images; once the checks are
+# done, sd-cli bench times both FP8 folders alone. The table prints last
+# (and goes to comfy.md), the two FP8 images go to $OUT. A random Large,
+# two 8 GB files and two checks of them: run it alone in a device call.
+stage_comfy() {
+    local d=/dev/shm/sd-large c=/dev/shm/comfy-large s=${COMFY_STEPS:-28}
+    local m form dev io name dir prec a b checks=
+    randmodel large
+    for m in comfy_quant:cpu:--own-io scaled_fp8:cuda:; do
+        IFS=: read -r form dev io <<< "$m"
+        STAGE_TIMEOUT=${COMFY_TIMEOUT:-400} run "comfy_fp8.py large ($form)" \
+            comfy-write-$form.log python3 tests/gpu/comfy_fp8.py $d \
+            $c-$form.safetensors --form $form --device $dev $io
+        STAGE_TIMEOUT=${COMFY_TIMEOUT:-400} run "fp8-check large ($form)" \
+            comfy-check-$form.log $G/bin/sd-cli fp8-check $d \
+            $c-$form.safetensors &
+        checks="$checks $!"
+    done
+    rm -rf $c-model
+    run "fp8-model large (scaled_fp8 file)" comfy-model.log $G/bin/sd-cli \
+        fp8-model $c-model --base $d --file $c-scaled_fp8.safetensors
+    for m in file:$c-model:fp8 load:$d:fp8 bf16:$d:bf16; do
+        IFS=: read -r name dir prec <<< "$m"
+        run "txt2img large $prec ($name)" comfy-txt2img-$name.log \
+            $G/bin/sd-cli txt2img --model $dir --device cuda \
+            --precision $prec --prompt "a futuristic cityscape at sunset" \
+            --width 1024 --height 1024 --steps $s --cfg 4.5 --seed 7 \
+            --output /tmp/sd/comfy-$name.png \
+            --dump /tmp/sd/comfy-$name.safetensors
+    done
+    for m in file:load file:bf16 load:bf16; do
+        IFS=: read -r a b <<< "$m"
+        run "dump_cmp $a vs $b" comfy-cmp-$a-$b.log python3 \
+            tests/gpu/dump_cmp.py /tmp/sd/comfy-$a.safetensors \
+            /tmp/sd/comfy-$b.safetensors
+    done
+    wait $checks
+    rm -f $c-comfy_quant.safetensors       # /dev/shm is memory
+    run "bench large fp8 (quantize-at-load)" comfy-bench-load.log \
+        $G/bin/sd-cli bench --model $d --precision fp8 --runs 2 --steps $s
+    run "bench large fp8 (scaled_fp8 file)" comfy-bench-file.log \
+        $G/bin/sd-cli bench --model $c-model --precision fp8 --runs 2 \
+        --steps $s
+    cp /tmp/sd/comfy-file.png /tmp/sd/comfy-load.png "$OUT/" 2>/dev/null
+    rm -rf $c-model $c-scaled_fp8.safetensors
+    comfy_table $s | tee $L/comfy.md
+}
+
+# the comfy stage's logs as one table (a value missing reads empty)
+comfy_table() {     # steps
+    local r
+    cell() {        # log row: the value of the bench row starting with row
+        grep -F "| $2" "$L/$1" 2>/dev/null | head -1 \
+            | awk -F'|' '{ gsub(/^ +| +$/, "", $3); print $3 }'
+    }
+    label() {       # log row: the whole label of that row, else row
+        grep -F "| $2" "$L/$1" 2>/dev/null | head -1 \
+            | awk -F'|' '{ gsub(/^ +| +$/, "", $2); print $2 }' | grep . \
+            || echo "$2"
+    }
+    val() {         # log key: the value of a dump_cmp.py line
+        awk -v k="$2" '$1 == k { print $2 }' "$L/$1" 2>/dev/null
+    }
+    check() {       # form: fp8-check's transformer row
+        awk '$1 == "transformer" { printf "%s / %s / %s / %s / %s", $2, $3,
+             $4, $5, $6 }' "$L/comfy-check-$1.log" 2>/dev/null
+    }
+    wrote() {       # form: size and time of comfy_fp8.py's file
+        local f=$L/comfy-write-$1.log
+        echo "$(grep -oE '[0-9.]+ GiB' $f 2>/dev/null) in" \
+             "$(grep -oE '[0-9.]+ s$' $f 2>/dev/null)"
+    }
+    echo
+    echo "| Large, 1024x1024, $1 steps, cfg 4.5, seed 7, FP8 on the GPU |" \
+         "BF16 folder, quantize-at-load | ComfyUI scaled_fp8 file" \
+         "(comfy_fp8.py) |"
+    echo "| --- | --- | --- |"
+    echo "| comfy_fp8.py: size, time (scaled_fp8: casts on cuda," \
+         "safetensors; comfy_quant: cpu, own I/O) | |" \
+         "$(wrote scaled_fp8); comfy_quant: $(wrote comfy_quant) |"
+    echo "| fp8-check, transformer: tensors / missing / =load / vs BF16 /" \
+         "vs load | | $(check scaled_fp8); comfy_quant:" \
+         "$(check comfy_quant) |"
+    echo "| final latents vs quantize-at-load, rel. L2 | 0 |" \
+         "$(val comfy-cmp-file-load.log final_latents_rel_l2) |"
+    echo "| latents after step 1 vs quantize-at-load, rel. L2 | 0 |" \
+         "$(val comfy-cmp-file-load.log step0_rel_l2) |"
+    echo "| image vs quantize-at-load, PSNR (dB) | |" \
+         "$(val comfy-cmp-file-load.log image_psnr_db) |"
+    echo "| final latents vs BF16, rel. L2 |" \
+         "$(val comfy-cmp-load-bf16.log final_latents_rel_l2) |" \
+         "$(val comfy-cmp-file-bf16.log final_latents_rel_l2) |"
+    echo "| image vs BF16, PSNR (dB) |" \
+         "$(val comfy-cmp-load-bf16.log image_psnr_db) |" \
+         "$(val comfy-cmp-file-bf16.log image_psnr_db) |"
+    for r in "load (weights" "denoising step, median" "end to end" \
+             "weights: transformer" "weights: text encoders" \
+             "activation workspace" "GPU memory in use" "backend memory"; do
+        grep -qF "| $r" "$L/comfy-bench-load.log" \
+                        "$L/comfy-bench-file.log" 2>/dev/null || continue
+        echo "| bench: $(label comfy-bench-load.log "$r") |" \
+             "$(cell comfy-bench-load.log "$r") |" \
+             "$(cell comfy-bench-file.log "$r") |"
+    done
 }
 
 for s in "${@:-check}"; do
