@@ -560,7 +560,8 @@ stage_comfy() {
     local d=/dev/shm/sd-large c=/dev/shm/comfy-large s=${COMFY_STEPS:-28}
     local m form dev io name dir prec a b checks=
     randmodel large
-    for m in comfy_quant:cpu:--own-io scaled_fp8:cuda:; do
+    # COMFY_FORMS: form:device:flags of each file written (both by default)
+    for m in ${COMFY_FORMS:-comfy_quant:cpu:--own-io scaled_fp8:cuda:}; do
         IFS=: read -r form dev io <<< "$m"
         STAGE_TIMEOUT=${COMFY_TIMEOUT:-400} run "comfy_fp8.py large ($form)" \
             comfy-write-$form.log python3 tests/gpu/comfy_fp8.py $d \
@@ -589,7 +590,7 @@ stage_comfy() {
             /tmp/sd/comfy-$b.safetensors
     done
     wait $checks
-    rm -f $c-comfy_quant.safetensors       # /dev/shm is memory
+    rm -f $c-comfy_quant.safetensors        # /dev/shm is memory
     run "bench large fp8 (quantize-at-load)" comfy-bench-load.log \
         $G/bin/sd-cli bench --model $d --precision fp8 --runs 2 --steps $s
     run "bench large fp8 (scaled_fp8 file)" comfy-bench-file.log \
