@@ -116,6 +116,39 @@ tensor_new(sd_err *err, sd_backend *be, sd_mem mem, sd_dtype dt, int ndim,
 }
 
 
+
+/*
+ * be->round_bf16: the F32 values of t rounded to BF16 (sd_round_bf16), as
+ * a BF16 tensor would hold them. s passes through.
+ */
+static sd_status
+sd_round_out(sd_status s, sd_tensor *t)
+{
+    if (s == SD_OK && t != NULL && t->be->round_bf16
+        && t->dtype == SD_DT_F32 && t->data != NULL)
+    {
+        sd_round_bf16(t->data, sd_numel(t));
+    }
+    return s;
+}
+
+
+void
+sd_round_bf16(float *f, int64_t n)
+{
+    int64_t   i;
+    uint32_t  u;
+
+    for (i = 0; i < n; i++) {
+        memcpy(&u, &f[i], sizeof(u));
+        if ((u & 0x7f800000u) != 0x7f800000u) {     /* not inf or NaN */
+            u += 0x7fffu + ((u >> 16) & 1u);        /* to nearest, even */
+        }
+        u &= 0xffff0000u;
+        memcpy(&f[i], &u, sizeof(u));
+    }
+}
+
 sd_status
 sd_tensor_new(sd_err *err, sd_backend *be, int ndim, const int64_t *shape,
     sd_tensor **out)
@@ -280,7 +313,7 @@ sd_tensor_reshape(sd_err *err, sd_tensor *t, int ndim, const int64_t *shape)
 sd_status
 sd_tensor_upload(sd_err *err, sd_tensor *t, const float *src)
 {
-    return t->be->ops->upload(err, t, src);
+    return sd_round_out(t->be->ops->upload(err, t, src), t);
 }
 
 
@@ -529,7 +562,7 @@ sd_linear_act(sd_err *err, sd_tensor *y, const sd_tensor *x,
     {
         return dtype_err(err, "linear", x, y);
     }
-    return y->be->ops->linear(err, y, x, w, b, act);
+    return sd_round_out(y->be->ops->linear(err, y, x, w, b, act), y);
 }
 
 
@@ -557,7 +590,7 @@ sd_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x, int64_t r0,
     if (!same_dtype(y, x)) {
         return dtype_err(err, "linear_rows", x, y);
     }
-    return y->be->ops->linear_rows(err, y, x, r0, w, b);
+    return sd_round_out(y->be->ops->linear_rows(err, y, x, r0, w, b), y);
 }
 
 
@@ -574,7 +607,7 @@ sd_layer_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     if (!same_dtype(y, x)) {
         return dtype_err(err, "layer_norm", x, y);
     }
-    return y->be->ops->layer_norm(err, y, x, w, b, eps);
+    return sd_round_out(y->be->ops->layer_norm(err, y, x, w, b, eps), y);
 }
 
 
@@ -603,7 +636,8 @@ sd_norm_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *shift, const sd_tensor *scale, float eps)
 {
     SD_TRY(mod_check(err, "norm_modulate", y, x, shift, scale));
-    return y->be->ops->norm_modulate(err, y, x, shift, scale, eps);
+    return sd_round_out(y->be->ops->norm_modulate(err, y, x, shift, scale,
+                                                   eps), y);
 }
 
 
@@ -619,7 +653,7 @@ sd_rms_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     if (!same_dtype(y, x)) {
         return dtype_err(err, "rms_norm", x, y);
     }
-    return y->be->ops->rms_norm(err, y, x, w, eps);
+    return sd_round_out(y->be->ops->rms_norm(err, y, x, w, eps), y);
 }
 
 
@@ -647,7 +681,9 @@ sd_qkv_split(sd_err *err, sd_tensor *q, sd_tensor *k, sd_tensor *v,
     if (!same_dtype(q, src) || !same_dtype(k, src) || !same_dtype(v, src)) {
         return dtype_err(err, "qkv_split", src, q);
     }
-    return q->be->ops->qkv_split(err, q, k, v, r0, src, nq, nk, heads, eps);
+    return sd_round_out(sd_round_out(sd_round_out(
+               q->be->ops->qkv_split(err, q, k, v, r0, src, nq, nk, heads,
+                                     eps), q), k), v);
 }
 
 
@@ -664,7 +700,8 @@ sd_group_norm(sd_err *err, sd_tensor *y, const sd_tensor *x, int groups,
     if (!same_dtype(y, x)) {
         return dtype_err(err, "group_norm", x, y);
     }
-    return y->be->ops->group_norm(err, y, x, groups, w, b, eps, act);
+    return sd_round_out(y->be->ops->group_norm(err, y, x, groups, w, b, eps,
+                                                act), y);
 }
 
 
@@ -681,7 +718,7 @@ sd_act_apply(sd_err *err, sd_tensor *y, const sd_tensor *x, sd_act kind)
         return y->data == x->data ? SD_OK
                : sd_copy2d(err, y, 0, 0, x, 0, 0, 1, sd_numel(x));
     }
-    return y->be->ops->act(err, y, x, kind);
+    return sd_round_out(y->be->ops->act(err, y, x, kind), y);
 }
 
 
@@ -697,7 +734,7 @@ binary(sd_err *err, sd_tensor *y, const sd_tensor *a, const sd_tensor *b,
     if (!same_dtype(y, a) || !same_dtype(a, b)) {
         return dtype_err(err, name, a, same_dtype(y, a) ? b : y);
     }
-    return y->be->ops->binary(err, y, a, b, op);
+    return sd_round_out(y->be->ops->binary(err, y, a, b, op), y);
 }
 
 
@@ -724,7 +761,7 @@ sd_scale(sd_err *err, sd_tensor *y, const sd_tensor *x, float s, float add)
     if (!same_dtype(y, x)) {
         return dtype_err(err, "scale", x, y);
     }
-    return y->be->ops->scale(err, y, x, s, add);
+    return sd_round_out(y->be->ops->scale(err, y, x, s, add), y);
 }
 
 
@@ -751,8 +788,8 @@ sd_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
     {
         return dtype_err(err, "attention", q, same_dtype(q, k) ? v : k);
     }
-    return o->be->ops->attention(err, o, q, k, v, heads, causal, bias,
-                                 scale);
+    return sd_round_out(o->be->ops->attention(err, o, q, k, v, heads, causal,
+                                              bias, scale), o);
 }
 
 
@@ -777,7 +814,7 @@ sd_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
     if (!same_dtype(y, x)) {
         return dtype_err(err, "conv2d", x, y);
     }
-    return y->be->ops->conv2d(err, y, x, w, b, stride, pad);
+    return sd_round_out(y->be->ops->conv2d(err, y, x, w, b, stride, pad), y);
 }
 
 
@@ -793,7 +830,7 @@ sd_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
     if (!same_dtype(y, x)) {
         return dtype_err(err, "upsample2x", x, y);
     }
-    return y->be->ops->upsample2x(err, y, x);
+    return sd_round_out(y->be->ops->upsample2x(err, y, x), y);
 }
 
 
@@ -814,7 +851,7 @@ sd_embed(sd_err *err, sd_tensor *y, const sd_tensor *table,
                              (long long) table->ne[0]);
         }
     }
-    return y->be->ops->embed(err, y, table, ids);
+    return sd_round_out(y->be->ops->embed(err, y, table, ids), y);
 }
 
 
@@ -826,7 +863,7 @@ sd_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
     if (!same_dtype(y, x)) {
         return dtype_err(err, "modulate", x, y);
     }
-    return y->be->ops->modulate(err, y, x, shift, scale);
+    return sd_round_out(y->be->ops->modulate(err, y, x, shift, scale), y);
 }
 
 
@@ -842,7 +879,7 @@ sd_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
     if (!same_dtype(x, g) || !same_dtype(x, y)) {
         return dtype_err(err, "gate_add", x, same_dtype(x, g) ? y : g);
     }
-    return x->be->ops->gate_add(err, x, g, y);
+    return sd_round_out(x->be->ops->gate_add(err, x, g, y), x);
 }
 
 
@@ -876,8 +913,9 @@ sd_copy2d(sd_err *err, sd_tensor *dst, int64_t dst_off, int64_t dst_stride,
     if (rows == 0 || cols == 0) {
         return SD_OK;
     }
-    return dst->be->ops->copy2d(err, dst, dst_off, dst_stride, src, src_off,
-                                src_stride, rows, cols);
+    return sd_round_out(dst->be->ops->copy2d(err, dst, dst_off, dst_stride,
+                                             src, src_off, src_stride, rows,
+                                             cols), dst);
 }
 
 
@@ -897,7 +935,7 @@ sd_permute(sd_err *err, sd_tensor *y, const sd_tensor *x, const int *perm)
         }
         seen |= 1 << perm[i];
     }
-    return y->be->ops->permute(err, y, x, perm);
+    return sd_round_out(y->be->ops->permute(err, y, x, perm), y);
 }
 
 

@@ -181,6 +181,13 @@ struct sd_backend {
                                                matrices (0: SD_MEM_WEIGHT);
                                                set by a loader for its
                                                component */
+    /* CPU only, a study tool (SD_CPU_ROUND_BF16=1): every op's output
+       and every upload rounded to BF16 values, as a BF16 backend stores
+       its activations, and attention's P too, as the GPU's kernels round
+       it for the tensor cores; the arithmetic inside an op stays F32.
+       The tiny pipelines' errors then come within a few percent of the
+       GPU's BF16 ones (README) */
+    int                     round_bf16;
     size_t                  bytes_in_use;
     size_t                  bytes_peak;
     void                   *impl;
@@ -191,6 +198,10 @@ enum { SD_BIN_ADD = 0, SD_BIN_MUL };
 
 
 sd_status sd_backend_cpu_create(sd_err *err, int threads, sd_backend **out);
+
+/* f[0..n) rounded to the nearest BF16 value, ties to even (inf and NaN
+   kept): what storing them as BF16 keeps */
+void sd_round_bf16(float *f, int64_t n);
 /*
  * "t5", "clip", "t5,clip" or "text" (both), "none" or "": the SD_OFFLOAD_*
  * mask; -1 for anything else.

@@ -422,6 +422,9 @@ cpu_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
             for (j = 0; j < lim; j++) {
                 sr[j] = (float) (sr[j] / sum);
             }
+            if (o->be->round_bf16) {            /* P as the GPU's BF16 */
+                sd_round_bf16(sr, lim);
+            }
             for (j = lim; j < lk; j++) {
                 sr[j] = 0.0f;
             }
@@ -736,6 +739,8 @@ sd_backend_cpu_create(sd_err *err, int threads, sd_backend **out)
         openblas_set_num_threads(threads);
     }
     be->ops = &sd_cpu_ops;
+    be->round_bf16 = getenv("SD_CPU_ROUND_BF16") != NULL
+                     && strcmp(getenv("SD_CPU_ROUND_BF16"), "1") == 0;
     be->act_dtype = SD_DT_F32;
     be->weight_dtype = SD_DT_F32;
     be->impl = cpu;

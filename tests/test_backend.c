@@ -755,6 +755,90 @@ check_abs_diff(sd_backend *be)
 }
 
 
+/*
+ * SD_CPU_ROUND_BF16=1: a linear's output and an attention's hold BF16
+ * values only, an upload too; the attention differs from the unrounded
+ * one by about BF16's rounding (its P is rounded as well).
+ */
+static void
+check_round_bf16(sd_backend *plain)
+{
+    enum { N = 8, K = 64, L = 40, H = 2, D = 32 };
+    sd_err       err = {0};
+    sd_backend  *be = NULL;
+    sd_tensor   *x[2] = { NULL }, *w[2] = { NULL }, *y[2] = { NULL };
+    sd_tensor   *q[2] = { NULL }, *o[2] = { NULL };
+    float        hx[N * K], hw[K * K], hq[L * H * D], hy[2][N * K];
+    float        ho[2][L * H * D];
+    int          i, j, bad = 0, changed = 0;
+    uint32_t     u;
+
+    setenv("SD_CPU_ROUND_BF16", "1", 1);
+    if (sd_backend_cpu_create(&err, 0, &be) != SD_OK) {
+        unsetenv("SD_CPU_ROUND_BF16");
+        T_CHECK(0, "cpu backend (round_bf16): %s", err.msg);
+        return;
+    }
+    unsetenv("SD_CPU_ROUND_BF16");
+    T_CHECK(be->round_bf16 && !plain->round_bf16, "SD_CPU_ROUND_BF16=1 "
+            "sets round_bf16 on the backend it creates only");
+    for (i = 0; i < N * K; i++) {
+        hx[i] = sinf(0.37f * (float) i) + 1e-4f;
+    }
+    for (i = 0; i < K * K; i++) {
+        hw[i] = cosf(0.11f * (float) i) / 8.0f;
+    }
+    for (i = 0; i < L * H * D; i++) {
+        hq[i] = sinf(0.013f * (float) (i * i % 977));
+    }
+    for (j = 0; j < 2; j++) {
+        sd_backend  *b = j ? be : plain;
+
+        if (sd_tensor_new2(&err, b, N, K, &x[j]) != SD_OK
+            || sd_tensor_new2(&err, b, K, K, &w[j]) != SD_OK
+            || sd_tensor_new2(&err, b, N, K, &y[j]) != SD_OK
+            || sd_tensor_new3(&err, b, 1, L, H * D, &q[j]) != SD_OK
+            || sd_tensor_new3(&err, b, 1, L, H * D, &o[j]) != SD_OK
+            || sd_tensor_upload(&err, x[j], hx) != SD_OK
+            || sd_tensor_upload(&err, w[j], hw) != SD_OK
+            || sd_tensor_upload(&err, q[j], hq) != SD_OK
+            || sd_linear(&err, y[j], x[j], w[j], NULL) != SD_OK
+            || sd_attention(&err, o[j], q[j], q[j], q[j], H, 0, NULL,
+                            0.5f) != SD_OK
+            || sd_tensor_download(&err, y[j], hy[j]) != SD_OK
+            || sd_tensor_download(&err, o[j], ho[j]) != SD_OK)
+        {
+            T_CHECK(0, "round_bf16 ops: %s", err.msg);
+            goto out;
+        }
+    }
+    for (i = 0; i < N * K; i++) {
+        memcpy(&u, &hy[1][i], sizeof(u));
+        bad += (u & 0xffff) != 0;
+        changed += hy[1][i] != hy[0][i];
+    }
+    for (i = 0; i < L * H * D; i++) {
+        memcpy(&u, &ho[1][i], sizeof(u));
+        bad += (u & 0xffff) != 0;
+    }
+    T_CHECK(bad == 0 && changed > N * K / 2, "round_bf16: %d values not "
+            "BF16, %d of %d rounded", bad, changed, N * K);
+    {
+        double  e = t_rel_l2(ho[1], ho[0], L * H * D);
+
+        T_CHECK(e > 1e-4 && e < 1e-2, "round_bf16 attention vs F32: rel L2 "
+                "%.3g", e);
+    }
+
+out:
+    for (j = 0; j < 2; j++) {
+        sd_tensor_free(x[j]); sd_tensor_free(w[j]); sd_tensor_free(y[j]);
+        sd_tensor_free(q[j]); sd_tensor_free(o[j]);
+    }
+    sd_backend_destroy(be);
+}
+
+
 /* Fused ops of the CPU backend against the ops they replace. */
 static void
 check_cpu_fusions(sd_backend *be)
@@ -1617,6 +1701,7 @@ main(void)
     }
     check_cpu_fusions(cpu);
     check_abs_diff(cpu);
+    check_round_bf16(cpu);
 #ifdef SD_HAVE_CUDA
     check_cuda(cpu);
 #else
