@@ -181,6 +181,12 @@ struct sd_backend {
                                                matrices (0: SD_MEM_WEIGHT);
                                                set by a loader for its
                                                component */
+    /* CLIP-L and CLIP-G keep F32 weights and activations on a BF16
+       backend (precision bf16: sd_backend_cuda_create sets it for BF16,
+       sd_fp8_apply clears it, FP8's memory bound keeps CLIP in BF16):
+       with BF16 activations the text encoders made half of the tiny
+       Medium's BF16 error (README); CLIP is 0.8 B parameters, a few ms */
+    int                     clip_f32;
     /* CPU only, a study tool (SD_CPU_ROUND_BF16=1): every op's output
        and every upload rounded to BF16 values, as a BF16 backend stores
        its activations, and attention's P too, as the GPU's kernels round

@@ -27,6 +27,9 @@ typedef struct {
 
 struct sd_clip {
     sd_backend     *be;
+    int             f32;            /* be->clip_f32 on a narrower backend:
+                                       F32 weights and activations, the
+                                       outputs cast to the backend's */
     int             width, heads, layers, ffn, proj, max_pos, vocab;
     int             eos_id;
     float           eps;
@@ -144,8 +147,35 @@ clip_config(sd_err *err, sd_clip *c, const char *dir)
 }
 
 
+static sd_status clip_load(sd_err *err, sd_backend *be, const char *dir,
+    sd_clip **out);
+
+
 sd_status
 sd_clip_load(sd_err *err, sd_backend *be, const char *dir, sd_clip **out)
+{
+    sd_dtype    wd = be->weight_dtype;
+    sd_dtype  (*wp)(const sd_backend *, const char *, int,
+                    const int64_t *) = be->weight_policy;
+    int         f32 = be->clip_f32 && be->act_dtype != SD_DT_F32;
+    sd_status   s;
+
+    if (f32) {
+        be->weight_dtype = SD_DT_F32;
+        be->weight_policy = NULL;
+    }
+    s = clip_load(err, be, dir, out);
+    be->weight_dtype = wd;
+    be->weight_policy = wp;
+    if (s == SD_OK) {
+        (*out)->f32 = f32;
+    }
+    return s;
+}
+
+
+static sd_status
+clip_load(sd_err *err, sd_backend *be, const char *dir, sd_clip **out)
 {
     sd_clip   *c;
     sd_st     *st = NULL;
@@ -285,8 +315,71 @@ sd_clip_forward(sd_err *err, sd_clip *c, const int32_t *ids, int batch,
 }
 
 
+/* *t (F32) replaced by its copy in dtype dt */
+static sd_status
+clip_narrow(sd_err *err, sd_backend *be, sd_dtype dt, sd_tensor **t)
+{
+    static const int  perm[4] = { 0, 1, 2, 3 };
+    sd_tensor        *n;
+    sd_status         s;
+
+    if (*t == NULL) {
+        return SD_OK;
+    }
+    SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, dt, (*t)->ndim, (*t)->ne,
+                            &n));
+    s = sd_permute(err, n, *t, perm);
+    sd_tensor_free(*t);
+    *t = n;
+    if (s != SD_OK) {
+        sd_tensor_free(n);
+        *t = NULL;
+    }
+    return s;
+}
+
+
+static sd_status clip_forward(sd_err *err, sd_clip *c, const int32_t *ids,
+    int batch, int len, int skip, sd_tensor **penultimate, sd_tensor **last,
+    sd_tensor **embeds);
+
+
 sd_status
 sd_clip_forward_skip(sd_err *err, sd_clip *c, const int32_t *ids, int batch,
+    int len, int skip, sd_tensor **penultimate, sd_tensor **last,
+    sd_tensor **embeds)
+{
+    sd_tensor  *t[3] = { NULL, NULL, NULL };
+    sd_dtype    act = c->be->act_dtype;
+    sd_status   s;
+    int         i;
+
+    if (!c->f32) {
+        return clip_forward(err, c, ids, batch, len, skip, penultimate,
+                            last, embeds);
+    }
+    /* F32 inside (be->clip_f32), the outputs in the backend's dtype */
+    c->be->act_dtype = SD_DT_F32;
+    s = clip_forward(err, c, ids, batch, len, skip,
+                     penultimate ? &t[0] : NULL, last ? &t[1] : NULL,
+                     embeds ? &t[2] : NULL);
+    c->be->act_dtype = act;
+    for (i = 0; i < 3 && s == SD_OK; i++) {
+        s = clip_narrow(err, c->be, act, &t[i]);
+    }
+    if (s != SD_OK) {
+        sd_tensors_free(t, 3);
+        return s;
+    }
+    if (penultimate) *penultimate = t[0];
+    if (last) *last = t[1];
+    if (embeds) *embeds = t[2];
+    return SD_OK;
+}
+
+
+static sd_status
+clip_forward(sd_err *err, sd_clip *c, const int32_t *ids, int batch,
     int len, int skip, sd_tensor **penultimate, sd_tensor **last,
     sd_tensor **embeds)
 {

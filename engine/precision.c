@@ -217,4 +217,5 @@ sd_fp8_apply(sd_backend *be, unsigned mask)
 {
     be->fp8_kinds = mask;
     be->weight_policy = sd_fp8_weight_policy;
+    be->clip_f32 = 0;           /* FP8's memory bound: CLIP stays BF16 */
 }

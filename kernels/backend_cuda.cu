@@ -1172,6 +1172,7 @@ sd_backend_cuda_create(sd_err *err, int device, sd_dtype act,
     be->impl = c;
     be->act_dtype = act;
     be->weight_dtype = act;
+    be->clip_f32 = act == SD_DT_BF16;   /* sd_fp8_apply clears it */
     /* norm_modulate writes E4M3 for the FP8 products after it (BF16 only;
        SD_CUDA_NO_FP8_ACT=1: the products quantize their input instead) */
     be->fp8_act = act == SD_DT_BF16

@@ -81,6 +81,19 @@ bf16_tests() {
     done
 }
 
+# CLIP in F32 on the BF16 backend: the BF16 goldens and prompt encoder,
+# FP8's unchanged, Large BF16's text encoding time and memory
+stage_clipf32() {
+    bf16_tests encoders pipeline promptenc
+    run "test_pipeline (cuda-fp8)" pipeline-cuda-fp8.log env \
+        SD_TEST_DEVICE=cuda-fp8 $G/bin/test_pipeline
+    randmodel large
+    bench large bench-large-bf16.log "bench large bf16" --precision bf16
+    grep -E '^\|' $L/bench-large-bf16.log | head -20
+    grep -E 'final_latents|t5.hidden|clip_g.penultimate' \
+        $L/pipeline-cuda-bf16.log $L/encoders-cuda-bf16.log | head -30
+}
+
 # the VAE decoder's ops: Medium in BF16, one step, every op timed
 stage_vaeprof() {
     randmodel medium
