@@ -97,6 +97,13 @@ check_policy(void)
     T_CHECK(sd_fp8_weight_policy(&be, "pos_embed.proj.weight", 4,
                                  (int64_t[]) { 64, 16, 2, 2 })
             == SD_DT_BF16, "conv: BF16");
+
+    /* a BF16 backend runs CLIP in F32; FP8 keeps it BF16 (memory) */
+    memset(&be, 0, sizeof(be));
+    be.clip_f32 = 1;
+    sd_fp8_apply(&be, 1u << SD_FP8_IMG_QKV);
+    T_CHECK(!be.clip_f32 && be.weight_policy == sd_fp8_weight_policy,
+            "sd_fp8_apply: CLIP back to BF16, the FP8 policy on");
 }
 
 
