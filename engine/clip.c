@@ -358,6 +358,9 @@ sd_clip_forward_skip(sd_err *err, sd_clip *c, const int32_t *ids, int batch,
         return clip_forward(err, c, ids, batch, len, skip, penultimate,
                             last, embeds);
     }
+    if (penultimate) *penultimate = NULL;
+    if (last) *last = NULL;
+    if (embeds) *embeds = NULL;
     /* F32 inside (be->clip_f32), the outputs in the backend's dtype */
     c->be->act_dtype = SD_DT_F32;
     s = clip_forward(err, c, ids, batch, len, skip,
