@@ -31,6 +31,16 @@ typedef enum {
 const char *sd_status_str(sd_status s);
 
 
+/*
+ * The engine's numerics: raised whenever the same request can give other
+ * pixels or bytes than before (a precision choice, a kernel's rounding, the
+ * image encoder). The nginx module's result cache keys on it, so an
+ * upgraded server never answers with an image its own engine would not
+ * make. 2: CLIP in F32 under BF16, the parallel PNG encoder (2026-12-01).
+ */
+#define SD_NUMERICS  "2"
+
+
 typedef enum {
     SD_RNG_CUDA = 0,        /* torch CUDA generator (Philox): A1111 default */
     SD_RNG_CPU              /* torch CPU generator (mt19937): ComfyUI */

@@ -5,7 +5,8 @@
  * A txt2img or img2img request with a fixed seed is a pure function of its
  * canonical form: every field that changes the pixels (an img2img's init
  * images and mask by their pixels), the answer's image format, the
- * model's hash, the device and the precision. Its MD5, under a namespace
+ * model's hash, the device, the precision and the engine's numerics
+ * (SD_NUMERICS). Its MD5, under a namespace
  * that is the MD5 of the tenant, names a memcached entry that holds the
  * images and infotexts of the whole answer (and the sampler that ran);
  * the answer itself (task id, parameters, info) is built again for each
@@ -302,6 +303,7 @@ ngx_http_sd_cache_key(ngx_http_request_t *r, ngx_http_sd_job_t *job)
 
     ngx_md5_init(&md5);
     ngx_http_sd_cache_str(&md5, "format", NGX_HTTP_SD_CACHE_MAGIC);
+    ngx_http_sd_cache_str(&md5, "numerics", SD_NUMERICS);
     ngx_md5_update(&md5, ctx->tenant.data, ctx->tenant.len);
     ngx_http_sd_cache_str(&md5, "model", (char *) m->name.data);
     ngx_http_sd_cache_str(&md5, "hash", m->hash);
