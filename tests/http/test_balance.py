@@ -68,12 +68,15 @@ def test_device_per_worker(nginx_factory):
                          ("cuda", {"cuda:0", "cuda:1"})):
         n = nginx_factory(workers=2, http=f"sd_device {device};",
                           wait_ready=False)
-        for _ in range(200):
+        # a worker names its device once it has started: wait for both
+        # (a slow machine may still show one as "cpu" for a while)
+        deadline = time.monotonic() + 60
+        while True:
             text = n.get("/metrics").text
             got = set(re.findall(
                 r'(?m)^sd_gpu_memory_total_bytes\{worker="\d+",'
                 r'device="([^"]+)"\} \d+$', text))
-            if len(got) == 2:
+            if got == want or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         assert got == want, text
