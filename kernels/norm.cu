@@ -479,6 +479,23 @@ sd_cuda_qkv_split(sd_err *err, sd_tensor *q, sd_tensor *k, sd_tensor *v,
  */
 
 
+/* state a (n, mean, m2) merged with state b (Chan et al.); bn 0: a stays */
+__device__ __forceinline__ void
+gn_chan(double *an, double *am, double *aq, double bn, double bm, double bq)
+{
+    double  tot, d;
+
+    if (bn == 0.0) {
+        return;
+    }
+    tot = *an + bn;
+    d = bm - *am;
+    *am += d * bn / tot;
+    *aq += bq + d * d * *an * bn / tot;
+    *an = tot;
+}
+
+
 /*
  * A block's Welford states into part[g * 3 + (n, mean, m2)] per group g:
  * slot i (of slots) holds channel i % c, its count, shifted sums and
@@ -497,18 +514,13 @@ gn_merge(const float *sn, const float *s1, const float *s2, const float *sr,
         for (j = 0; j < slots; j += cc) {
             for (u = 0; u < cg; u++) {
                 int     i = j + g * cg + u;
-                double  bn = sn[i], bm, bq, d, tot;
+                double  bn = sn[i];
 
                 if (bn == 0.0) {
                     continue;
                 }
-                bm = sr[i] + s1[i] / bn;
-                bq = (double) s2[i] - (double) s1[i] * s1[i] / bn;
-                tot = an + bn;
-                d = bm - am;
-                am += d * bn / tot;
-                aq += bq + d * d * an * bn / tot;
-                an = tot;
+                gn_chan(&an, &am, &aq, bn, sr[i] + s1[i] / bn,
+                        (double) s2[i] - (double) s1[i] * s1[i] / bn);
             }
         }
         part[g * 3 + 0] = an;
@@ -696,21 +708,6 @@ gn_stats_slow(const T *x, double *part, int64_t hw, int64_t c, int groups)
  * 0.37 ms at 528 splits: more than the stats pass itself.)
  */
 #define SD_GN_FINAL_THREADS  128
-
-__device__ __forceinline__ void
-gn_chan(double *an, double *am, double *aq, double bn, double bm, double bq)
-{
-    double  tot, d;
-
-    if (bn == 0.0) {
-        return;
-    }
-    tot = *an + bn;
-    d = bm - *am;
-    *am += d * bn / tot;
-    *aq += bq + d * d * *an * bn / tot;
-    *an = tot;
-}
 
 
 __global__ void
