@@ -116,7 +116,6 @@ tensor_new(sd_err *err, sd_backend *be, sd_mem mem, sd_dtype dt, int ndim,
 }
 
 
-
 /*
  * be->round_bf16: the F32 values of t rounded to BF16 (sd_round_bf16), as
  * a BF16 tensor would hold them. s passes through.
@@ -148,6 +147,7 @@ sd_round_bf16(float *f, int64_t n)
         memcpy(&f[i], &u, sizeof(u));
     }
 }
+
 
 sd_status
 sd_tensor_new(sd_err *err, sd_backend *be, int ndim, const int64_t *shape,

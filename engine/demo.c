@@ -52,7 +52,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -60,7 +59,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#include <unistd.h>
 
 #include "demo.h"
 #include "safetensors.h"
@@ -911,9 +909,7 @@ static sd_status
 sd_demo_st_generate(sd_demo_st *w)
 {
     sd_demo_job  job;
-    pthread_t    tid[SD_DEMO_MAX_THREADS];
-    long         cpus;
-    int          nt, started, k;
+    int          nt;
     size_t       i;
 
     if (w->nbig == 0) {
@@ -933,21 +929,10 @@ sd_demo_st_generate(sd_demo_st *w)
     }
     atomic_init(&job.next, 0);
 
-    cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    nt = w->threads > 0 ? w->threads : (cpus > 0 ? (int) cpus : 1);
+    nt = w->threads > 0 ? w->threads : sd_cpus(SD_DEMO_MAX_THREADS);
     nt = nt < SD_DEMO_MAX_THREADS ? nt : SD_DEMO_MAX_THREADS;
     nt = (int64_t) nt < job.nchunks ? nt : (int) job.nchunks;
-
-    started = 0;
-    for (k = 0; k < nt - 1; k++) {
-        if (pthread_create(&tid[started], NULL, sd_demo_job_run, &job) == 0) {
-            started++;
-        }
-    }
-    sd_demo_job_run(&job);
-    for (k = 0; k < started; k++) {
-        pthread_join(tid[k], NULL);
-    }
+    sd_run_workers(sd_demo_job_run, &job, nt);
     w->nbig = 0;
     return SD_OK;
 }

@@ -37,13 +37,11 @@
  * holds on every path.
  */
 
-#include <pthread.h>
 #include <setjmp.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <png.h>
 #define ZLIB_CONST
@@ -446,30 +444,16 @@ sd_png_job_run(void *arg)
 static int
 sd_png_job_start(sd_png_job *job)
 {
-    pthread_t  tid[SD_PNG_MAX_THREADS - 1];
-    long       cpus;
-    int        nt, started, k;
+    int  nt = 1;
 
     atomic_init(&job->next, 0);
     atomic_init(&job->failed, Z_OK);
 
-    nt = 1;
     if (job->n >= SD_PNG_MIN_STRIPS) {
-        cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        nt = cpus < SD_PNG_MAX_THREADS ? (int) cpus : SD_PNG_MAX_THREADS;
+        nt = sd_cpus(SD_PNG_MAX_THREADS);
         nt = nt < job->n ? nt : job->n;
     }
-
-    started = 0;
-    for (k = 0; k < nt - 1; k++) {
-        if (pthread_create(&tid[started], NULL, sd_png_job_run, job) == 0) {
-            started++;
-        }
-    }
-    sd_png_job_run(job);
-    for (k = 0; k < started; k++) {
-        pthread_join(tid[k], NULL);
-    }
+    sd_run_workers(sd_png_job_run, job, nt);
 
     return atomic_load(&job->failed);
 }

@@ -491,9 +491,6 @@ static void
 cmp_component(const sd_st *ref, const sd_st *a, const sd_st *q,
     sd_cli_fp8_cmp *c)
 {
-    int             i, n, started;
-    long            cpus;
-    pthread_t       tid[SD_CLI_FP8_THREADS];
     sd_cli_fp8_job  job;
 
     memset(&job, 0, sizeof(job));
@@ -503,20 +500,7 @@ cmp_component(const sd_st *ref, const sd_st *a, const sd_st *q,
     job.total.worst_at = SIZE_MAX;
     pthread_mutex_init(&job.mu, NULL);
 
-    cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    n = cpus < 1 ? 1 : cpus > SD_CLI_FP8_THREADS ? SD_CLI_FP8_THREADS
-                                                 : (int) cpus;
-    started = 0;
-    for (i = 1; i < n; i++) {
-        if (pthread_create(&tid[started], NULL, cmp_worker, &job) != 0) {
-            break;                              /* fewer workers */
-        }
-        started++;
-    }
-    cmp_worker(&job);
-    for (i = 0; i < started; i++) {
-        pthread_join(tid[i], NULL);
-    }
+    sd_run_workers(cmp_worker, &job, sd_cpus(SD_CLI_FP8_THREADS));
     pthread_mutex_destroy(&job.mu);
     *c = job.total;
 }

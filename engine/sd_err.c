@@ -5,10 +5,12 @@
  */
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sd_err.h"
 
@@ -124,4 +126,32 @@ sd_path_join(sd_err *err, char *dst, size_t dstlen, const char *a,
                          a, b);
     }
     return SD_OK;
+}
+
+
+int
+sd_cpus(int max)
+{
+    long  n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    return n < 1 ? 1 : (n > max ? max : (int) n);
+}
+
+
+void
+sd_run_workers(void *(*fn)(void *), void *arg, int n)
+{
+    pthread_t  tid[SD_MAX_WORKERS - 1];
+    int        started = 0, k;
+
+    n = n < SD_MAX_WORKERS ? n : SD_MAX_WORKERS;
+    for (k = 0; k < n - 1; k++) {
+        if (pthread_create(&tid[started], NULL, fn, arg) == 0) {
+            started++;
+        }
+    }
+    fn(arg);
+    for (k = 0; k < started; k++) {
+        pthread_join(tid[k], NULL);
+    }
 }

@@ -58,4 +58,16 @@ sd_status sd_read_file(sd_err *err, const char *path, char **data,
 sd_status sd_path_join(sd_err *err, char *dst, size_t dstlen, const char *a,
     const char *b);
 
+/* The online CPUs, within [1, max]. */
+int sd_cpus(int max);
+
+/*
+ * fn(arg) on n threads (at most SD_MAX_WORKERS): n - 1 started ones and
+ * the calling thread, all joined before it returns; one that cannot be
+ * started is left out. fn takes its work from arg until none is left, so
+ * fewer threads only take longer.
+ */
+#define SD_MAX_WORKERS  64
+void sd_run_workers(void *(*fn)(void *), void *arg, int n);
+
 #endif /* SD_ERR_H */
