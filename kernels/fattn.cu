@@ -480,6 +480,14 @@ fa_issue_pv(float *o, const uint32_t *pa, const void *v)
 #endif /* __CUDA_ARCH_FEAT_SM90_ALL */
 
 
+/* V's E4M3 scale from its largest magnitude: amax / 448 (1 for zeros) */
+static __device__ __forceinline__ float
+fa8_vscale(float amax)
+{
+    return amax > 0.f ? amax * (1.f / 448.f) : 1.f;
+}
+
+
 /*
  * grid (ceil(Lq / (64 FA_NWG)), H, B), 128 (FA_NWG + 1) threads:
  * warpgroup 0 the producer, 1..FA_NWG the consumers of query rows
@@ -488,25 +496,24 @@ fa_issue_pv(float *o, const uint32_t *pa, const void *v)
  * j + 1's softmax runs (FlashAttention-3's intra-warpgroup overlap).
  *
  * EB 2: BF16 q, k, v (B, L, H * 64); sl2 = scale * log2(e).
- * EB 1, the E4M3 variant (measured, not yet used by attention.cu: the step
- * would need Q, K and V^T quantized by the kernel that writes them, and
- * the FP8 policy's sweep to accept its error; H200, B = 2, 4429 tokens:
- * 38 heads 0.673 ms, 567 TFLOP/s, where the BF16 kernel took 0.78-0.81;
- * 24 heads 554 TFLOP/s; error against F32 5.4e-2, P and V rounded to 3
- * mantissa bits, BF16 2.3e-3; packing P with integer operations instead
- * of cvt was slower, 539 TFLOP/s; tests/gpu/fattn_check.cu runs it):
+ * EB 1, the E4M3 variant (attention.cu's sd_cuda_attention_fp8, the
+ * MMDiT's joint attention under the FP8 policy's "attn" kind; H200, B = 2,
+ * 4429 tokens: 38 heads 0.673 ms, 567 TFLOP/s, where the BF16 kernel took
+ * 0.78-0.81; 24 heads 554 TFLOP/s; error against F32 5.4e-2, P and V
+ * rounded to 3 mantissa bits, BF16 2.3e-3; packing P with integer
+ * operations instead of cvt was slower, 539 TFLOP/s):
  * q, k (B, L, H * 64) E4M3, v = V^T (B, H, 64, Lp) E4M3 with its keys
- * permuted (fa8_perm) and zeros past Lk; sl2 = sqk[b H + h], the product
- * of Q's and K's scales times scale log2(e); the output is scaled by
- * sv[b H + h], V's. P is rounded to E4M3 as exp2(x - m + 8): P in
- * [0, 256], so E4M3's normal range reaches 2^-14 of a row's largest.
+ * permuted (fa8_perm) and zeros past Lk; sl2 = Q's scale times K's times
+ * scale log2(e); the output is scaled by V's scale, fa8_vscale(vamax[b H
+ * + h]). P is rounded to E4M3 as exp2(x - m + 8): P in [0, 256], so
+ * E4M3's normal range reaches 2^-14 of a row's largest.
  */
 template <int EB>
 __global__ void __launch_bounds__(128 * (FA_NWG + 1), 1)
 fattn_kernel(const __grid_constant__ CUtensorMap tq,
     const __grid_constant__ CUtensorMap tk,
     const __grid_constant__ CUtensorMap tv, __nv_bfloat16 *o, int lq,
-    int lk, float sl2, const float *sqk, const float *sv)
+    int lk, float sl2, const float *vamax)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ unsigned char  fa_raw[];
@@ -577,8 +584,7 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
         uint64_t  dq;
 
         if (EB == 1) {
-            sl2 = sqk[b * hh + h];
-            vs = sv[b * hh + h];
+            vs = fa8_vscale(vamax[b * hh + h]);
         }
         for (i = 0; i < 32; i++) {
             oacc[i] = 0.f;
@@ -668,8 +674,7 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
     (void) lq;
     (void) lk;
     (void) sl2;
-    (void) sqk;
-    (void) sv;
+    (void) vamax;
 #endif
 }
 
@@ -685,19 +690,17 @@ fa8_perm(int p)
 
 
 /*
- * x (B, L, H * 64) BF16 -> y E4M3 rows: y = x / s[b H + h]. One thread
- * per 8 elements.
+ * x BF16 -> y E4M3: y = x / s, one thread per 8 elements (the check's
+ * stand-in for qkv_split_fp8, which quantizes Q and K as it writes them).
  */
 __global__ void
-fattn_quant_rows(uint8_t *y, const __nv_bfloat16 *x, const float *s,
-    int64_t n8, int l, int h)
+fattn_quant_rows(uint8_t *y, const __nv_bfloat16 *x, float s, int64_t n8)
 {
     int64_t  i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
 
     if (i < n8) {
         int64_t  e = i * 8;
-        int      hi = (int) (e / 64 % h), bi = (int) (e / 64 / h / l);
-        float    r = 1.f / s[bi * h + hi];
+        float    r = 1.f / s;
         uint4    v = *(const uint4 *) (x + e);
         const __nv_bfloat16  *p = (const __nv_bfloat16 *) &v;
         uint2    o;
@@ -722,35 +725,67 @@ fattn_quant_rows(uint8_t *y, const __nv_bfloat16 *x, const float *s,
 
 /*
  * v (B, L, H * 64) BF16 -> vt (B, H, 64, Lp) E4M3, keys permuted within
- * groups of 16, zeros past L: vt = v / s[b H + h]. Block (64, 4) per 64
- * keys of one (b, h): a 64 x 64 tile through shared memory.
+ * groups of 16, zeros past L: vt = v / fa8_vscale(vamax[b H + h]).
+ * 256 threads per 128 keys of one (b, h), through shared memory: each
+ * thread reads 16-byte rows pieces (8 values of d) and writes 16-byte
+ * pieces of V^T rows (16 keys of one d). Lp is a multiple of 16.
+ * (One value per thread each way took 0.053 ms at B 2 x 4429 x 38 heads,
+ * 1.2 TB/s.)
  */
-__global__ void
-fattn_quant_vt(uint8_t *vt, const __nv_bfloat16 *v, const float *s, int l,
-    int lp, int h)
+#define FA_VT_KEYS  128
+
+__global__ void __launch_bounds__(256)
+fattn_quant_vt(uint8_t *vt, const __nv_bfloat16 *v, const float *vamax,
+    int l, int lp, int h)
 {
-    __shared__ float  tile[64][65];
-    int               k0 = blockIdx.x * 64, hi = blockIdx.y, bi = blockIdx.z;
-    int               tx = threadIdx.x, ty = threadIdx.y, r;
-    float             rs = 1.f / s[bi * h + hi];
+    __shared__ float  tile[FA_VT_KEYS][FA_D + 1];
+    int               k0 = blockIdx.x * FA_VT_KEYS, hi = blockIdx.y;
+    int               bi = blockIdx.z, t = threadIdx.x, i, j;
+    float             rs = 1.f / fa8_vscale(vamax[bi * h + hi]);
 
-    for (r = ty; r < 64; r += 4) {
-        int  key = k0 + r;
+    /* 128 keys x 8 pieces of 8 values */
+    for (i = t; i < FA_VT_KEYS * 8; i += 256) {
+        int    r = i / 8, d0 = (i % 8) * 8, key = k0 + r;
+        float  f[8];
 
-        tile[r][tx] = key < l
-            ? __bfloat162float(v[((int64_t) bi * l + key) * h * 64
-                                 + hi * 64 + tx]) * rs
-            : 0.f;
+        if (key < l) {
+            uint4  u = *(const uint4 *) (v + ((int64_t) bi * l + key) * h
+                                             * FA_D + hi * FA_D + d0);
+
+            sd_unpack8(u, f);
+        } else {
+            for (j = 0; j < 8; j++) {
+                f[j] = 0.f;
+            }
+        }
+        for (j = 0; j < 8; j++) {
+            tile[r][d0 + j] = f[j] * rs;
+        }
     }
     __syncthreads();
-    for (r = ty; r < 64; r += 4) {         /* r: the row d of V^T */
-        int  p = k0 + tx;
+    /* 64 rows d x 8 pieces of 16 positions */
+    for (i = t; i < FA_D * (FA_VT_KEYS / 16); i += 256) {
+        int       d = i / (FA_VT_KEYS / 16), p0 = (i % (FA_VT_KEYS / 16)) * 16;
+        uint32_t  w[4];
 
-        if (p < lp) {
-            vt[(((int64_t) bi * h + hi) * 64 + r) * lp + p] =
-                (uint8_t) __nv_cvt_float_to_fp8(tile[fa8_perm(tx)][r],
-                                                __NV_SATFINITE, __NV_E4M3);
+        if (k0 + p0 >= lp) {
+            continue;
         }
+        for (j = 0; j < 4; j++) {
+            float  a0 = tile[fa8_perm(p0 + 4 * j)][d];
+            float  a1 = tile[fa8_perm(p0 + 4 * j + 1)][d];
+            float  a2 = tile[fa8_perm(p0 + 4 * j + 2)][d];
+            float  a3 = tile[fa8_perm(p0 + 4 * j + 3)][d];
+
+            w[j] = (uint32_t) __nv_cvt_float2_to_fp8x2(make_float2(a0, a1),
+                                                        __NV_SATFINITE,
+                                                        __NV_E4M3)
+                   | ((uint32_t) __nv_cvt_float2_to_fp8x2(
+                          make_float2(a2, a3), __NV_SATFINITE, __NV_E4M3)
+                      << 16);
+        }
+        *(uint4 *) (vt + (((int64_t) bi * h + hi) * FA_D + d) * lp + k0
+                    + p0) = make_uint4(w[0], w[1], w[2], w[3]);
     }
 }
 
@@ -873,7 +908,7 @@ sd_cuda_fattn_bf16(void *o, const void *q, const void *k, const void *v,
     fattn_kernel<2><<<dim3((lq + 64 * FA_NWG - 1) / (64 * FA_NWG), h, b),
                       128 * (FA_NWG + 1), FA_SMEM_BYTES(2), st>>>(
         mq, mk, mv, (__nv_bfloat16 *) o, lq, lk,
-        scale * 1.4426950408889634f, NULL, NULL);
+        scale * 1.4426950408889634f, NULL);
     return cudaGetLastError();
 }
 
@@ -924,14 +959,15 @@ sd_cuda_fattn_lp(int lk)
 
 /*
  * o = softmax(scale q k^T) v per head from E4M3 operands: q8 (B, Lq,
- * H * 64), k8 (B, Lk, H * 64), vt8 (B, H, 64, sd_cuda_fattn_lp(Lk)) as
- * fattn_quant_vt writes it; sqk, sv: B H floats on the device (see
- * fattn_kernel). o BF16. sd_cuda_fattn_ok() first.
+ * H * 64) holding Q / sq, k8 (B, Lk, H * 64) holding K / sk, vt8 (B, H,
+ * 64, sd_cuda_fattn_lp(Lk)) as fattn_quant_vt writes it from V and vamax
+ * (B H floats on the device: each head's largest |V|). o BF16.
+ * sd_cuda_fattn_ok() first.
  */
 cudaError_t
 sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8, const void *vt8,
-    const float *sqk, const float *sv, int b, int lq, int lk, int h,
-    cudaStream_t st)
+    float sq, float sk, const float *vamax, int b, int lq, int lk, int h,
+    float scale, cudaStream_t st)
 {
     CUtensorMap  mq, mk, mv;
 
@@ -943,32 +979,36 @@ sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8, const void *vt8,
     }
     fattn_kernel<1><<<dim3((lq + 64 * FA_NWG - 1) / (64 * FA_NWG), h, b),
                       128 * (FA_NWG + 1), FA_SMEM_BYTES(1), st>>>(
-        mq, mk, mv, (__nv_bfloat16 *) o, lq, lk, 0.f, sqk, sv);
+        mq, mk, mv, (__nv_bfloat16 *) o, lq, lk,
+        scale * 1.4426950408889634f * sq * sk, vamax);
     return cudaGetLastError();
 }
 
 
-/* q (B, L, H * 64) BF16 -> q8 E4M3 with per-(b, h) scales s */
+/* x (n elements, n a multiple of 8, 16-byte aligned) BF16 -> y = x / s
+   in E4M3 */
 cudaError_t
-sd_cuda_fattn_quant_rows(void *q8, const void *q, const float *s, int b,
-    int l, int h, cudaStream_t st)
+sd_cuda_fattn_quant_rows(void *y, const void *x, float s, int64_t n,
+    cudaStream_t st)
 {
-    int64_t  n8 = (int64_t) b * l * h * 8;
+    int64_t  n8 = n / 8;
 
     fattn_quant_rows<<<(unsigned) ((n8 + 255) / 256), 256, 0, st>>>(
-        (uint8_t *) q8, (const __nv_bfloat16 *) q, s, n8, l, h);
+        (uint8_t *) y, (const __nv_bfloat16 *) x, s, n8);
     return cudaGetLastError();
 }
 
 
-/* v (B, L, H * 64) BF16 -> vt8 (B, H, 64, Lp) E4M3, scales s */
+/* v (B, L, H * 64) BF16 -> vt8 (B, H, 64, Lp) E4M3 with each head's scale
+   from vamax (B H floats on the device) */
 cudaError_t
-sd_cuda_fattn_quant_vt(void *vt8, const void *v, const float *s, int b,
+sd_cuda_fattn_quant_vt(void *vt8, const void *v, const float *vamax, int b,
     int l, int h, cudaStream_t st)
 {
     int  lp = sd_cuda_fattn_lp(l);
 
-    fattn_quant_vt<<<dim3((lp + 63) / 64, h, b), dim3(64, 4), 0, st>>>(
-        (uint8_t *) vt8, (const __nv_bfloat16 *) v, s, l, lp, h);
+    fattn_quant_vt<<<dim3((lp + FA_VT_KEYS - 1) / FA_VT_KEYS, h, b), 256,
+                     0, st>>>(
+        (uint8_t *) vt8, (const __nv_bfloat16 *) v, vamax, l, lp, h);
     return cudaGetLastError();
 }
