@@ -5,6 +5,7 @@
  * in its error; the backends then trust their arguments.
  */
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -790,6 +791,91 @@ sd_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
     }
     return sd_round_out(o->be->ops->attention(err, o, q, k, v, heads, causal,
                                               bias, scale), o);
+}
+
+
+static sd_status
+fp8_attn_missing(sd_err *err, const sd_backend *be, const char *op)
+{
+    return sd_errorf(err, SD_ERR_UNSUPPORTED, "%s: the %s backend has no "
+                     "FP8 attention", op, be->ops->name);
+}
+
+
+static int
+fp8_attn_scales_ok(float sq, float sk)
+{
+    return sq > 0.0f && sk > 0.0f && !isinf(sq) && !isinf(sk);
+}
+
+
+sd_status
+sd_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8, sd_tensor *v,
+    sd_tensor *vamax, int64_t r0, const sd_tensor *src, const sd_tensor *nq,
+    const sd_tensor *nk, int heads, float eps, float sq, float sk)
+{
+    int64_t  b, n, w;
+
+    if (q8->be->ops->qkv_split_fp8 == NULL) {
+        return fp8_attn_missing(err, q8->be, "qkv_split_fp8");
+    }
+    if (src->ndim != 3 || q8->ndim != 3 || src->ne[2] % 3 != 0) {
+        return shape_err(err, "qkv_split_fp8", "src and q", src, q8);
+    }
+    b = src->ne[0];
+    n = src->ne[1];
+    w = src->ne[2] / 3;
+    if (heads <= 0 || w % heads != 0 || q8->ne[0] != b || q8->ne[2] != w
+        || r0 < 0 || r0 + n > q8->ne[1]
+        || sd_numel(k8) != sd_numel(q8) || sd_numel(v) != sd_numel(q8)
+        || nq == NULL || nk == NULL || sd_numel(nq) != w / heads
+        || sd_numel(nk) != w / heads || sd_numel(vamax) != b * heads)
+    {
+        return shape_err(err, "qkv_split_fp8", "src and q", src, q8);
+    }
+    if (q8->dtype != SD_DT_F8_E4M3 || k8->dtype != SD_DT_F8_E4M3
+        || !same_dtype(v, src) || vamax->dtype != SD_DT_F32)
+    {
+        return dtype_err(err, "qkv_split_fp8", src, q8);
+    }
+    if (!fp8_attn_scales_ok(sq, sk)) {
+        return sd_errorf(err, SD_ERR_INVALID, "qkv_split_fp8: scales %g "
+                         "and %g", (double) sq, (double) sk);
+    }
+    return q8->be->ops->qkv_split_fp8(err, q8, k8, v, vamax, r0, src, nq, nk,
+                                      heads, eps, sq, sk);
+}
+
+
+sd_status
+sd_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
+    const sd_tensor *k8, const sd_tensor *v, const sd_tensor *vamax,
+    int heads, float sq, float sk, float scale)
+{
+    if (o->be->ops->attention_fp8 == NULL) {
+        return fp8_attn_missing(err, o->be, "attention_fp8");
+    }
+    if (q8->ndim != 3 || k8->ndim != 3 || v->ndim != 3 || o->ndim != 3
+        || heads <= 0 || q8->ne[2] % heads != 0
+        || k8->ne[0] != q8->ne[0] || v->ne[0] != q8->ne[0]
+        || k8->ne[2] != q8->ne[2] || v->ne[2] != q8->ne[2]
+        || k8->ne[1] != v->ne[1]
+        || o->ne[0] != q8->ne[0] || o->ne[1] != q8->ne[1]
+        || o->ne[2] != q8->ne[2] || sd_numel(vamax) != q8->ne[0] * heads)
+    {
+        return shape_err(err, "attention_fp8", "q and k/v/o", q8, k8);
+    }
+    if (q8->dtype != SD_DT_F8_E4M3 || k8->dtype != SD_DT_F8_E4M3
+        || !same_dtype(o, v) || vamax->dtype != SD_DT_F32)
+    {
+        return dtype_err(err, "attention_fp8", q8, v);
+    }
+    if (!fp8_attn_scales_ok(sq, sk)) {
+        return sd_errorf(err, SD_ERR_INVALID, "attention_fp8: scales %g "
+                         "and %g", (double) sq, (double) sk);
+    }
+    return o->be->ops->attention_fp8(err, o, q8, k8, v, vamax, heads, sq, sk,
+                                     scale);
 }
 
 

@@ -155,6 +155,15 @@ typedef struct {
         int64_t src_stride, int64_t rows, int64_t cols);
     sd_status (*permute)(sd_err *err, sd_tensor *y, const sd_tensor *x,
         const int *perm);
+    /* optional (NULL: none; see sd_backend.fp8_attn): the E4M3 attention
+       pair, sd_qkv_split_fp8 and sd_attention_fp8 */
+    sd_status (*qkv_split_fp8)(sd_err *err, sd_tensor *q8, sd_tensor *k8,
+        sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *src,
+        const sd_tensor *nq, const sd_tensor *nk, int heads, float eps,
+        float sq, float sk);
+    sd_status (*attention_fp8)(sd_err *err, sd_tensor *o,
+        const sd_tensor *q8, const sd_tensor *k8, const sd_tensor *v,
+        const sd_tensor *vamax, int heads, float sq, float sk, float scale);
 
     void (*destroy)(sd_backend *be);
 } sd_backend_ops;
@@ -177,6 +186,9 @@ struct sd_backend {
                                                E4M3 rows with their scales
                                                for a linear with E4M3
                                                weights (never on the CPU) */
+    int                     fp8_attn;       /* qkv_split_fp8 and
+                                               attention_fp8 run here at
+                                               heads of 64 (Hopper) */
     sd_mem                  load_mem;       /* where sd_weight_load puts
                                                matrices (0: SD_MEM_WEIGHT);
                                                set by a loader for its
@@ -357,6 +369,25 @@ sd_status sd_scale(sd_err *err, sd_tensor *y, const sd_tensor *x, float s,
 sd_status sd_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
     const sd_tensor *k, const sd_tensor *v, int heads, int causal,
     const sd_tensor *bias, float scale);
+/*
+ * The joint attention in FP8 (backends with fp8_attn): sd_qkv_split_fp8 is
+ * sd_qkv_split (norms required) writing q8 = q / sq and k8 = k / sk in
+ * E4M3 (E4M3 activations: each row's scale set to sq or sk) and v in the
+ * activation dtype, and maxing each (b, h)'s largest |v| into vamax (F32,
+ * B * heads; zero it before the first split of a sequence, e.g. with
+ * sd_scale(vamax, vamax, 0, 0)). sq and sk are fixed, so the split of each
+ * part of the sequence can run apart: 8 max|norm weight| / 448 bounds an
+ * RMS-normalized head of 64 (|x_i| <= sqrt(64) rms). sd_attention_fp8 is
+ * sd_attention (no mask, no bias) from those: V quantized per (b, h) with
+ * vamax / 448, P rounded to E4M3 in the kernel, o in the activation dtype.
+ */
+sd_status sd_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,
+    sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *src,
+    const sd_tensor *nq, const sd_tensor *nk, int heads, float eps,
+    float sq, float sk);
+sd_status sd_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
+    const sd_tensor *k8, const sd_tensor *v, const sd_tensor *vamax,
+    int heads, float sq, float sk, float scale);
 /* x: (B, H, W, Ci), w: (Co, kh, kw, Ci), b: (Co) or NULL -> (B, Ho, Wo, Co) */
 sd_status sd_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, int stride, int pad);

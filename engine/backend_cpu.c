@@ -716,7 +716,9 @@ static const sd_backend_ops  sd_cpu_ops = {
     cpu_norm_modulate, cpu_rms_norm,
     cpu_qkv_split, cpu_group_norm, cpu_act, cpu_binary, cpu_scale,
     cpu_attention, cpu_conv2d, cpu_upsample2x, cpu_embed, cpu_modulate,
-    cpu_gate_add, cpu_abs_diff_sum, cpu_copy2d, cpu_permute, cpu_destroy
+    cpu_gate_add, cpu_abs_diff_sum, cpu_copy2d, cpu_permute,
+    NULL, NULL,             /* no FP8 attention: F32 only */
+    cpu_destroy
 };
 
 

@@ -883,6 +883,42 @@ cuda_scale(sd_err *err, sd_tensor *y, const sd_tensor *x, float s,
 }
 
 
+static sd_status
+cuda_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8, sd_tensor *v,
+    sd_tensor *vamax, int64_t r0, const sd_tensor *src, const sd_tensor *nq,
+    const sd_tensor *nk, int heads, float eps, float sq, float sk)
+{
+    SD_CUDA_OP(q8, sd_cuda_qkv_split_fp8(err, q8, k8, v, vamax, r0, src, nq,
+                                          nk, heads, eps, sq, sk),
+               "qkv_split_fp8 %lldx%lld", LL(src->ne[0] * src->ne[1]),
+               LL(src->ne[2]));
+}
+
+
+/* measures its own scratch (V^T) */
+static sd_status
+cuda_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
+    const sd_tensor *k8, const sd_tensor *v, const sd_tensor *vamax,
+    int heads, float sq, float sk, float scale)
+{
+    sd_cuda    *c = sd_cuda_of(o);
+    sd_status   s;
+    char        k_[72];
+    int         i = -1;
+
+    if (c->profiling && !c->measuring) {
+        snprintf(k_, sizeof(k_), "attention e4m3 %lldx%lldx%lldx%lld",
+                 LL(q8->ne[0]), LL(q8->ne[1]), LL(heads),
+                 LL(q8->ne[2] / heads));
+        i = sd_cuda_prof_begin(c, k_);
+    }
+    s = sd_cuda_attention_fp8(err, o, q8, k8, v, vamax, heads, sq, sk,
+                              scale);
+    sd_cuda_prof_end(c, i);
+    return s;
+}
+
+
 /* attention measures its own scratch */
 static sd_status
 cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
@@ -1057,6 +1093,7 @@ static const sd_backend_ops  sd_cuda_ops = {
     cuda_qkv_split, cuda_group_norm, cuda_act, cuda_binary, cuda_scale,
     cuda_attention, cuda_conv2d, cuda_upsample2x, cuda_embed, cuda_modulate,
     cuda_gate_add, cuda_abs_diff_sum, cuda_copy2d, cuda_permute,
+    cuda_qkv_split_fp8, cuda_attention_fp8,
     cuda_destroy
 };
 
@@ -1183,6 +1220,8 @@ sd_backend_cuda_create(sd_err *err, int device, sd_dtype act,
         cuda_destroy(be);
         return s;
     }
+    /* the E4M3 attention: Hopper's own kernel, BF16 activations */
+    be->fp8_attn = act == SD_DT_BF16 && c->fattn_ok;
     *out = be;
     return SD_OK;
 }

@@ -322,6 +322,12 @@ void sd_cuda_prof_end(sd_cuda *c, int slot);
 sd_status sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y,
     const sd_tensor *x, const sd_tensor *shift, const sd_tensor *scale,
     float eps);
+/* fp8.cu: the QKV split into E4M3 q, k (fixed scales) and BF16 v with its
+   per-head max |v| (the FP8 attention's input) */
+sd_status sd_cuda_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,
+    sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *src,
+    const sd_tensor *nq, const sd_tensor *nk, int heads, float eps,
+    float sq, float sk);
 
 /* Activation scratch inside an op (measured like any tensor). */
 sd_status sd_cuda_scratch(sd_err *err, sd_cuda *c, size_t n, void **p);
@@ -372,12 +378,21 @@ sd_status sd_cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
     const sd_tensor *k, const sd_tensor *v, int heads, int causal,
     const sd_tensor *bias, float scale);
 void sd_cuda_attention_free(sd_cuda *c);
+sd_status sd_cuda_attention_fp8(sd_err *err, sd_tensor *o,
+    const sd_tensor *q8, const sd_tensor *k8, const sd_tensor *v,
+    const sd_tensor *vamax, int heads, float sq, float sk, float scale);
 
 /* fattn.cu */
 int sd_cuda_fattn_ok(int device);
 cudaError_t sd_cuda_fattn_bf16(void *o, const void *q, const void *k,
     const void *v, int b, int lq, int lk, int h, float scale,
     cudaStream_t st);
+int sd_cuda_fattn_lp(int lk);
+cudaError_t sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8,
+    const void *vt8, float sq, float sk, const float *vamax, int b, int lq,
+    int lk, int h, float scale, cudaStream_t st);
+cudaError_t sd_cuda_fattn_quant_vt(void *vt8, const void *v,
+    const float *vamax, int b, int l, int h, cudaStream_t st);
 
 /* conv.cu */
 sd_status sd_cuda_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x,

@@ -153,6 +153,109 @@ sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
 
 
 /*
+ * The QKV split of qkv_split_bf16x8 (norm.cu) for the FP8 attention: q and
+ * k written as E4M3 divided by the fixed scales sq and sk (each row's
+ * scale stored, so the rows read back as any E4M3 activation), v as BF16,
+ * and each (b, h)'s largest |v| maxed into vamax (B H floats; nonnegative
+ * floats order as their bits, so an integer atomicMax). One thread per 8
+ * values; a head is g = d / 8 lanes, every lane in the shuffles.
+ */
+__global__ void
+qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
+    __nv_bfloat16 *v, float *vamax, const __nv_bfloat16 *src,
+    const __nv_bfloat16 *nq, const __nv_bfloat16 *nk, unsigned total,
+    unsigned per_row, unsigned n, unsigned l, unsigned r0, unsigned w,
+    unsigned d, unsigned g, unsigned heads, float eps, float sq, float sk)
+{
+    unsigned  t = blockIdx.x * blockDim.x + threadIdx.x;
+    unsigned  row = 0, e = 0, part = 0, col = 0, s, kk, drow;
+    int       active = t < total;
+    float     f[8], wv[8], ss = 0.0f, am = 0.0f, inv, r;
+
+    if (active) {
+        row = t / per_row;
+        e = (t % per_row) * 8;
+        part = e / w;
+        col = e % w;
+        sd_unpack8(*(const uint4 *) (src + (size_t) row * 3 * w + e), f);
+        for (kk = 0; kk < 8; kk++) {
+            ss += f[kk] * f[kk];
+            am = fmaxf(am, fabsf(f[kk]));
+        }
+    }
+    for (s = g / 2; s; s >>= 1) {
+        ss += __shfl_xor_sync(0xffffffffu, ss, s);
+        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, s));
+    }
+    if (!active) {
+        return;
+    }
+    drow = (row / n) * l + r0 + row % n;
+    if (part == 2) {
+        *(uint4 *) (v + (size_t) drow * w + col) = sd_pack8(f);
+        if (col % d == 0) {
+            atomicMax((unsigned *) &vamax[(row / n) * heads + col / d],
+                      __float_as_uint(am));
+        }
+        return;
+    }
+    inv = rsqrtf(ss / (float) d + eps);
+    sd_unpack8(*(const uint4 *) ((part == 0 ? nq : nk) + col % d), wv);
+    r = 1.0f / (part == 0 ? sq : sk);
+    for (kk = 0; kk < 8; kk++) {
+        f[kk] *= inv * wv[kk] * r;
+    }
+    {
+        uint2  o;
+
+        o.x = (uint32_t) fp8x2(f[0], f[1]) | ((uint32_t) fp8x2(f[2], f[3])
+                                               << 16);
+        o.y = (uint32_t) fp8x2(f[4], f[5]) | ((uint32_t) fp8x2(f[6], f[7])
+                                               << 16);
+        *(uint2 *) ((part == 0 ? q : k) + (size_t) drow * w + col) = o;
+    }
+    if (col == 0) {
+        (part == 0 ? qs : ks)[drow] = part == 0 ? sq : sk;
+    }
+}
+
+
+sd_status
+sd_cuda_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,
+    sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *src,
+    const sd_tensor *nq, const sd_tensor *nk, int heads, float eps,
+    float sq, float sk)
+{
+    int64_t    rows = src->ne[0] * src->ne[1], w = src->ne[2] / 3;
+    int64_t    d = w / heads, g = d / 8, total = rows * (3 * w / 8);
+    uintptr_t  al = (uintptr_t) src->data | (uintptr_t) q8->data
+                    | (uintptr_t) k8->data | (uintptr_t) v->data
+                    | (uintptr_t) nq->data | (uintptr_t) nk->data;
+
+    if (src->dtype != SD_DT_BF16 || nq->dtype != SD_DT_BF16
+        || nk->dtype != SD_DT_BF16 || d % 8 != 0 || g > 32
+        || (g & (g - 1)) != 0 || total >= ((int64_t) 1 << 31)
+        || (al & 15) != 0 || q8->scale == NULL || k8->scale == NULL)
+    {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: qkv_split into "
+                         "E4M3 takes aligned BF16 rows and heads of 8 to 256 "
+                         "(a power of two over 8; %lld)", (long long) d);
+    }
+    qkv_split_fp8_kernel<<<(unsigned) ((total + 255) / 256), 256, 0,
+                           sd_cuda_of(q8)->stream>>>(
+        (uint8_t *) q8->data, (uint8_t *) k8->data, q8->scale, k8->scale,
+        (__nv_bfloat16 *) v->data, (float *) vamax->data,
+        (const __nv_bfloat16 *) src->data, (const __nv_bfloat16 *) nq->data,
+        (const __nv_bfloat16 *) nk->data, (unsigned) total,
+        (unsigned) (3 * w / 8), (unsigned) src->ne[1], (unsigned) q8->ne[1],
+        (unsigned) r0, (unsigned) w, (unsigned) d, (unsigned) g,
+        (unsigned) heads, eps, sq, sk);
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}
+
+
+/*
  * One warp per row: rows (b, r), b < nb, r < n, read from
  * x[(b L + r0 + r) K ...] (BF16, K % 8 == 0), written compact to
  * q[(b n + r) K ...] with scale[b n + r].

@@ -1617,6 +1617,205 @@ bench_fp8(sd_backend *be)
 }
 
 
+/* t: a new tensor of be's activation dtype holding h */
+static sd_tensor *
+mk_from(sd_backend *be, int ndim, const int64_t *shape, const float *h)
+{
+    sd_tensor  *t = NULL;
+    sd_err      err = {0};
+
+    if (sd_tensor_new_as(&err, be, SD_MEM_ACT, be->act_dtype, ndim, shape,
+                         &t) != SD_OK
+        || sd_tensor_upload(&err, t, h) != SD_OK)
+    {
+        printf("   tensor: %s\n", err.msg);
+        sd_tensor_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+
+/*
+ * The FP8 attention pair (the policy's "attn" kind) against the CPU: two
+ * streams split into one joint sequence (qkv_split_fp8 at rows 0 and lx),
+ * q and k against the CPU's split rounded to E4M3 with the same fixed
+ * scales, v and its per-head maxima exactly; then attention_fp8 against
+ * the CPU's F32 attention of those E4M3 values (V rounded per head as the
+ * kernel does; the rest is P in E4M3) and against the unquantized one.
+ */
+static void
+check_attn_fp8(sd_backend *cpu, sd_backend *be)
+{
+    static const int64_t  shapes[][3] = {       /* lx, lc, heads */
+        { 300, 77, 3 }, { 1024, 154, 2 }, { 64, 1, 1 }
+    };
+    enum { B = 2, D = 64 };
+    size_t  si;
+
+    if (!be->fp8_attn) {
+        T_SKIP("FP8 attention: not on this GPU (sm_90 only)");
+        return;
+    }
+    t_round = 1;
+    for (si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        int64_t     lx = shapes[si][0], lc = shapes[si][1], l = lx + lc;
+        int         h = (int) shapes[si][2];
+        int64_t     w = (int64_t) h * D, nl = B * l * w, i, bi, hi, r;
+        int64_t     sx[3] = { B, lx, 3 * w }, sc[3] = { B, lc, 3 * w };
+        int64_t     sl[3] = { B, l, w }, sd = D, sv = B * h;
+        float      *hx = host_rand(B * lx * 3 * w, 3.0f);
+        float      *hc = host_rand(B * lc * 3 * w, 3.0f);
+        float      *hn[4], *ref[3] = { NULL }, *got[3] = { NULL };
+        float      *gam = NULL, *go = NULL, *eo = NULL, *uo = NULL, amax[4];
+        float       sq, sk, vs;
+        sd_tensor  *cx, *cc, *cn[4], *cq, *ck, *cv, *co, *gx, *gc, *gn[4];
+        sd_tensor  *q8 = NULL, *k8 = NULL, *gv, *go_t, *gamax = NULL;
+        sd_err      err = {0};
+        size_t      n;
+        double      e;
+        int         j, ok;
+
+        for (j = 0; j < 4; j++) {
+            /* norm weights: q, k of the image stream, then the text's */
+            hn[j] = host_rand(D, 1.0f + 0.5f * (float) j);
+            amax[j] = 0.0f;
+            for (i = 0; hn[j] && i < D; i++) {
+                amax[j] = fmaxf(amax[j], fabsf(hn[j][i]));
+            }
+            cn[j] = mk_from(cpu, 1, &sd, hn[j]);
+            gn[j] = mk_from(be, 1, &sd, hn[j]);
+        }
+        sq = 8.0f * fmaxf(amax[0], amax[2]) / 448.0f;
+        sk = 8.0f * fmaxf(amax[1], amax[3]) / 448.0f;
+        cx = mk_from(cpu, 3, sx, hx);
+        cc = mk_from(cpu, 3, sc, hc);
+        gx = mk_from(be, 3, sx, hx);
+        gc = mk_from(be, 3, sc, hc);
+        cq = MK(cpu, ACT, 0.0f, B, l, w);
+        ck = MK(cpu, ACT, 0.0f, B, l, w);
+        cv = MK(cpu, ACT, 0.0f, B, l, w);
+        co = MK(cpu, ACT, 0.0f, B, l, w);
+        gv = MK(be, ACT, 0.0f, B, l, w);
+        go_t = MK(be, ACT, 0.0f, B, l, w);
+        ok = sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sl,
+                              &q8) == SD_OK
+             && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sl,
+                                 &k8) == SD_OK
+             && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F32, 1, &sv,
+                                 &gamax) == SD_OK;
+        T_CHECK(ok, "fp8 attention buffers: %s", err.msg);
+        if (!(ok && hx && hc && cx && cc && gx && gc && cq && ck && cv && co
+              && gv && go_t && cn[0] && cn[1] && cn[2] && cn[3] && gn[0]
+              && gn[1] && gn[2] && gn[3]))
+        {
+            goto next;
+        }
+        T_CHECK(sd_qkv_split(&err, cq, ck, cv, 0, cx, cn[0], cn[1], h,
+                             1e-6f) == SD_OK
+                && sd_qkv_split(&err, cq, ck, cv, lx, cc, cn[2], cn[3], h,
+                                1e-6f) == SD_OK
+                && sd_scale(&err, gamax, gamax, 0.0f, 0.0f) == SD_OK
+                && sd_qkv_split_fp8(&err, q8, k8, gv, gamax, 0, gx, gn[0],
+                                    gn[1], h, 1e-6f, sq, sk) == SD_OK
+                && sd_qkv_split_fp8(&err, q8, k8, gv, gamax, lx, gc, gn[2],
+                                    gn[3], h, 1e-6f, sq, sk) == SD_OK,
+                "qkv_split_fp8: %s", err.msg);
+        ref[0] = host_of(cq, &n);
+        ref[1] = host_of(ck, &n);
+        ref[2] = host_of(cv, &n);
+        got[0] = host_of(q8, &n);
+        got[1] = host_of(k8, &n);
+        got[2] = host_of(gv, &n);
+        gam = host_of(gamax, &n);
+        if (!(ref[0] && ref[1] && ref[2] && got[0] && got[1] && got[2]
+              && gam))
+        {
+            goto next;
+        }
+        /* the unquantized attention first, then the reference's inputs
+           rounded as the GPU's are */
+        T_CHECK(sd_attention(&err, co, cq, ck, cv, h, 0, NULL, 0.125f)
+                == SD_OK, "cpu attention: %s", err.msg);
+        uo = host_of(co, &n);
+        for (i = 0; i < nl; i++) {
+            ref[0][i] = ref_e4m3(ref[0][i] / sq) * sq;
+            ref[1][i] = ref_e4m3(ref[1][i] / sk) * sk;
+        }
+        e = t_rel_l2(got[0], ref[0], (size_t) nl);
+        printf("   qkv_split_fp8 %lld+%lld x %d heads: q rel L2 %.2e, k "
+               "%.2e vs the CPU's in E4M3\n", (long long) lx, (long long) lc,
+               h, e, t_rel_l2(got[1], ref[1], (size_t) nl));
+        T_CHECK(e < 5e-3 && t_rel_l2(got[1], ref[1], (size_t) nl) < 5e-3,
+                "qkv_split_fp8 q/k: %.3g", e);
+        T_CHECK(t_rel_l2(got[2], ref[2], (size_t) nl) == 0.0,
+                "qkv_split_fp8 v differs from the split");
+        for (bi = 0, ok = 1; bi < B; bi++) {
+            for (hi = 0; hi < h; hi++) {
+                float  m = 0.0f;
+
+                for (r = 0; r < l; r++) {
+                    for (j = 0; j < D; j++) {
+                        m = fmaxf(m, fabsf(ref[2][(bi * l + r) * w + hi * D
+                                                  + j]));
+                    }
+                }
+                ok &= gam[bi * h + hi] == m;
+                vs = m > 0.0f ? m / 448.0f : 1.0f;
+                for (r = 0; r < l; r++) {
+                    for (j = 0; j < D; j++) {
+                        float  *x = &ref[2][(bi * l + r) * w + hi * D + j];
+
+                        *x = ref_e4m3(*x / vs) * vs;
+                    }
+                }
+            }
+        }
+        T_CHECK(ok, "qkv_split_fp8: per-head max |v| differs");
+
+        T_CHECK(sd_attention_fp8(&err, go_t, q8, k8, gv, gamax, h, sq, sk,
+                                 0.125f) == SD_OK,
+                "attention_fp8: %s", err.msg);
+        go = host_of(go_t, &n);
+        for (j = 0; j < 3; j++) {
+            sd_tensor_upload(&err, j == 0 ? cq : j == 1 ? ck : cv, ref[j]);
+        }
+        T_CHECK(sd_attention(&err, co, cq, ck, cv, h, 0, NULL, 0.125f)
+                == SD_OK, "cpu attention: %s", err.msg);
+        eo = host_of(co, &n);
+        if (go && eo && uo) {
+            e = t_rel_l2(go, eo, (size_t) nl);
+            printf("   attention_fp8 %lldx%lldx%dx64: rel L2 %.2e vs the "
+                   "CPU on its E4M3 inputs, %.2e vs unquantized\n",
+                   (long long) B, (long long) l, h, e,
+                   t_rel_l2(go, uo, (size_t) nl));
+            T_CHECK(e < 3e-2, "attention_fp8 vs E4M3 inputs: %.3g", e);
+            T_CHECK(t_rel_l2(go, uo, (size_t) nl) < 8e-2,
+                    "attention_fp8 vs unquantized: %.3g",
+                    t_rel_l2(go, uo, (size_t) nl));
+        }
+
+    next:
+        free(hx); free(hc); free(gam); free(go); free(eo); free(uo);
+        for (j = 0; j < 3; j++) {
+            free(ref[j]);
+            free(got[j]);
+        }
+        for (j = 0; j < 4; j++) {
+            free(hn[j]);
+            sd_tensor_free(cn[j]);
+            sd_tensor_free(gn[j]);
+        }
+        sd_tensor_free(cx); sd_tensor_free(cc); sd_tensor_free(gx);
+        sd_tensor_free(gc); sd_tensor_free(cq); sd_tensor_free(ck);
+        sd_tensor_free(cv); sd_tensor_free(co); sd_tensor_free(gv);
+        sd_tensor_free(go_t); sd_tensor_free(q8); sd_tensor_free(k8);
+        sd_tensor_free(gamax);
+    }
+    t_round = 0;
+}
+
+
 /* A request over the workspace is an error, and the next one works. */
 static void
 check_oom(sd_backend *be)
@@ -1662,6 +1861,7 @@ check_cuda(sd_backend *cpu)
     check_sdpa_full(bf);
     check_fp8(bf, 1);
     check_norm_fp8(cpu, bf);
+    check_attn_fp8(cpu, bf);
     check_host_weights(bf);
     bench_fp8(bf);
     {
@@ -1688,6 +1888,31 @@ check_cuda(sd_backend *cpu)
 #endif
 
 
+/* The CPU has no FP8 attention: both ops say so, naming the op */
+static void
+check_attn_fp8_cpu(sd_backend *cpu)
+{
+    sd_err      err = {0};
+    sd_tensor  *t = MK(cpu, ACT, 1.0f, 1, 4, 64);
+    sd_status   s;
+
+    if (t == NULL) {
+        T_CHECK(0, "cpu tensor");
+        return;
+    }
+    s = sd_qkv_split_fp8(&err, t, t, t, t, 0, t, t, t, 1, 1e-6f, 1.0f, 1.0f);
+    T_CHECK(s == SD_ERR_UNSUPPORTED && strstr(err.msg, "qkv_split_fp8")
+            && strstr(err.msg, "no FP8 attention"),
+            "cpu qkv_split_fp8: %d %s", s, err.msg);
+    sd_err_clear(&err);
+    s = sd_attention_fp8(&err, t, t, t, t, t, 1, 1.0f, 1.0f, 0.125f);
+    T_CHECK(s == SD_ERR_UNSUPPORTED && strstr(err.msg, "attention_fp8"),
+            "cpu attention_fp8: %d %s", s, err.msg);
+    T_CHECK(cpu->fp8_attn == 0, "the CPU claims FP8 attention");
+    sd_tensor_free(t);
+}
+
+
 int
 main(void)
 {
@@ -1702,6 +1927,7 @@ main(void)
     check_cpu_fusions(cpu);
     check_abs_diff(cpu);
     check_round_bf16(cpu);
+    check_attn_fp8_cpu(cpu);
 #ifdef SD_HAVE_CUDA
     check_cuda(cpu);
 #else
