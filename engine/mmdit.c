@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "mmdit.h"
+#include "precision.h"
 
 
 #define SD_MMDIT_EPS        1e-6f       /* every LayerNorm and RMSNorm */
@@ -47,6 +48,10 @@ typedef struct {
     sd_mmdit_linear out;                /* to_out.0 or to_add_out; may be
                                            empty (context_pre_only) */
     sd_tensor      *norm[2];            /* norm_q, norm_k: (head_dim) */
+    float           qk8[2];             /* with the FP8 attention: the fixed
+                                           E4M3 scales of q and k of the
+                                           sequence it writes into (both
+                                           streams of the joint one) */
 } sd_mmdit_attn;
 
 
@@ -86,6 +91,8 @@ struct sd_mmdit {
 
     int            *dual;               /* num_layers flags from config */
     int             qk_norm;            /* qk_norm == "rms_norm" */
+    int             attn8;              /* attention in FP8 (the policy's
+                                           "attn" kind, sd_attention_fp8) */
 
     sd_tensor_list  owned;              /* every weight, for sd_mmdit_free */
     void           *rec;                /* a recorded cached step
@@ -336,6 +343,68 @@ sd_mmdit_block_load(sd_err *err, sd_mmdit *m, const sd_st *st, int i)
 }
 
 
+/*
+ * The FP8 attention's fixed scales of q and k for the attentions a and b
+ * (b NULL, or the other stream of the same sequence): an RMS-normalized
+ * head of d values has |x_i| <= sqrt(d) rms, so |q_i| <= sqrt(d)
+ * max|norm_q| over both streams, E4M3's 448 at the bound.
+ */
+static sd_status
+sd_mmdit_qk8(sd_err *err, sd_mmdit *m, sd_mmdit_attn *a, sd_mmdit_attn *b)
+{
+    int64_t  d = m->info.head_dim, i;
+    float   *h, amax;
+    int      j, t;
+
+    h = sd_malloc(err, (size_t) d * sizeof(float), "fp8 attention scales");
+    if (h == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    for (j = 0; j < 2; j++) {
+        amax = 0.0f;
+        for (t = 0; t < (b ? 2 : 1); t++) {
+            const sd_tensor  *nw = (t == 0 ? a : b)->norm[j];
+
+            if (sd_tensor_download(err, nw, h) != SD_OK) {
+                free(h);
+                return err->status;
+            }
+            for (i = 0; i < d; i++) {
+                amax = fmaxf(amax, fabsf(h[i]));
+            }
+        }
+        a->qk8[j] = amax > 0.0f && isfinite(amax)
+                    ? (float) sqrt((double) d) * amax / 448.0f : 1.0f;
+        if (b) {
+            b->qk8[j] = a->qk8[j];
+        }
+    }
+    free(h);
+    return SD_OK;
+}
+
+
+/* m->attn8 and every attention's q, k scales when it is on */
+static sd_status
+sd_mmdit_attn8_init(sd_err *err, sd_mmdit *m)
+{
+    const sd_backend  *be = m->be;
+    int                i;
+
+    m->attn8 = be->fp8_attn && (be->fp8_kinds & (1u << SD_FP8_ATTN))
+               && m->qk_norm && m->info.head_dim == 64;
+    for (i = 0; m->attn8 && i < m->info.num_layers; i++) {
+        sd_mmdit_block  *b = &m->blocks[i];
+
+        SD_TRY(sd_mmdit_qk8(err, m, &b->attn_x, &b->attn_c));
+        if (b->dual) {
+            SD_TRY(sd_mmdit_qk8(err, m, &b->attn2, NULL));
+        }
+    }
+    return SD_OK;
+}
+
+
 /* SD3Transformer2DModel.__init__ */
 static sd_status
 sd_mmdit_load_weights(sd_err *err, sd_mmdit *m, const sd_st *st)
@@ -387,6 +456,8 @@ sd_mmdit_load_weights(sd_err *err, sd_mmdit *m, const sd_st *st)
     for (i = 0; i < in->num_layers; i++) {
         SD_TRY(sd_mmdit_block_load(err, m, st, i));
     }
+
+    SD_TRY(sd_mmdit_attn8_init(err, m));
 
     SD_TRY(sd_mmdit_linear_load(err, m, st, "norm_out.linear", 2 * w, w,
                                 &m->norm_out));
@@ -607,6 +678,9 @@ typedef struct {
     /* E4M3 twins of hx, nx, nc (be->fp8_act): a norm that feeds a
        product with E4M3 weights writes its rows quantized */
     sd_tensor      *hx8, *nx8, *nc8;
+    /* the FP8 attention (m->attn8): E4M3 q, k of the joint sequence (v
+       stays in v) and each (b, h)'s largest |v| */
+    sd_tensor      *q8, *k8, *vamax;
 } sd_mmdit_acts;
 
 
@@ -669,6 +743,16 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
     SD_TRY(sd_tensor_new3(err, be, b, lc, 3 * w, &a->tc));
     SD_TRY(sd_tensor_new3(err, be, b, lx, f, &a->fx));
     SD_TRY(sd_tensor_new3(err, be, b, lc, f, &a->fc));
+    if (m->attn8) {
+        int64_t  sq[3] = { b, l, w }, sv = b * m->info.heads;
+
+        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sq,
+                                &a->q8));
+        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sq,
+                                &a->k8));
+        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F32, 1, &sv,
+                                &a->vamax));
+    }
     if (be->fp8_act && sd_mmdit_any_fp8(m)) {
         int64_t  sx[3] = { b, lx, w }, sc[3] = { b, lc, w };
 
@@ -704,9 +788,15 @@ sd_mmdit_norm_out(const sd_tensor *w, sd_tensor *bf, sd_tensor *f8)
 static sd_status
 sd_mmdit_project(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
     const sd_tensor *h, sd_tensor *t, sd_tensor *q, sd_tensor *k,
-    sd_tensor *v, int64_t r0)
+    sd_tensor *v, sd_tensor *vamax, int64_t r0)
 {
     SD_TRY(sd_mmdit_linear_fwd(err, t, h, &at->qkv));
+    if (q->dtype == SD_DT_F8_E4M3) {
+        /* FP8 attention: q, k are the E4M3 buffers */
+        return sd_qkv_split_fp8(err, q, k, v, vamax, r0, t, at->norm[0],
+                                at->norm[1], m->info.heads, SD_MMDIT_EPS,
+                                at->qk8[0], at->qk8[1]);
+    }
     return sd_qkv_split(err, q, k, v, r0, t, at->norm[0], at->norm[1],
                         m->info.heads, SD_MMDIT_EPS);
 }
@@ -714,11 +804,34 @@ sd_mmdit_project(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
 
 /* F.scaled_dot_product_attention over q, k, v into o, scale 1/sqrt(D) */
 static sd_status
-sd_mmdit_sdpa(sd_err *err, sd_mmdit *m, sd_tensor *o, const sd_tensor *q,
-    const sd_tensor *k, const sd_tensor *v)
+sd_mmdit_sdpa(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
+    sd_tensor *o, const sd_tensor *q, const sd_tensor *k,
+    const sd_tensor *v, const sd_tensor *vamax)
 {
-    return sd_attention(err, o, q, k, v, m->info.heads, 0, NULL,
-                        (float) (1.0 / sqrt(m->info.head_dim)));
+    float  scale = (float) (1.0 / sqrt(m->info.head_dim));
+
+    if (q->dtype == SD_DT_F8_E4M3) {
+        return sd_attention_fp8(err, o, q, k, v, vamax, m->info.heads,
+                                at->qk8[0], at->qk8[1], scale);
+    }
+    return sd_attention(err, o, q, k, v, m->info.heads, 0, NULL, scale);
+}
+
+
+/* The joint sequence's q and k as the projections write them: E4M3 with
+   the FP8 attention (its v maxima zeroed first), else a->q, a->k */
+static sd_status
+sd_mmdit_seq_begin(sd_err *err, sd_mmdit *m, sd_mmdit_acts *a,
+    sd_tensor **q, sd_tensor **k)
+{
+    if (m->attn8) {
+        *q = a->q8;
+        *k = a->k8;
+        return sd_scale(err, a->vamax, a->vamax, 0.0f, 0.0f);
+    }
+    *q = a->q;
+    *k = a->k;
+    return SD_OK;
 }
 
 
@@ -731,16 +844,17 @@ static sd_status
 sd_mmdit_attn2(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
     sd_mmdit_acts *a)
 {
-    sd_tensor  qv, kv, vv, ov;
+    sd_tensor  qv, kv, vv, ov, *q, *k;
 
-    SD_TRY(sd_tensor_view(err, a->q, 0, 3, a->hx->ne, &qv));
-    SD_TRY(sd_tensor_view(err, a->k, 0, 3, a->hx->ne, &kv));
+    SD_TRY(sd_mmdit_seq_begin(err, m, a, &q, &k));
+    SD_TRY(sd_tensor_view(err, q, 0, 3, a->hx->ne, &qv));
+    SD_TRY(sd_tensor_view(err, k, 0, 3, a->hx->ne, &kv));
     SD_TRY(sd_tensor_view(err, a->v, 0, 3, a->hx->ne, &vv));
     SD_TRY(sd_tensor_view(err, a->o, 0, 3, a->hx->ne, &ov));
     SD_TRY(sd_mmdit_project(err, m, at, sd_mmdit_norm_out(at->qkv.w, a->nx,
                                                           a->nx8),
-                            a->tx, &qv, &kv, &vv, 0));
-    SD_TRY(sd_mmdit_sdpa(err, m, &ov, &qv, &kv, &vv));
+                            a->tx, &qv, &kv, &vv, a->vamax, 0));
+    SD_TRY(sd_mmdit_sdpa(err, m, at, &ov, &qv, &kv, &vv, a->vamax));
     return sd_mmdit_linear_fwd(err, a->ax, &ov, &at->out);
 }
 
@@ -791,7 +905,7 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
            G_MSA2 };
     const sd_mmdit_block  *blk = &m->blocks[bi];
     sd_backend            *be = m->be;
-    sd_tensor             *mod = NULL, *cmod = NULL, *hx, *nc;
+    sd_tensor             *mod = NULL, *cmod = NULL, *hx, *nc, *sq, *sk;
     sd_tensor              k[9], ck[6], mv, cmv;
     sd_status              s;
     int64_t                lx = x->ne[1];
@@ -812,6 +926,7 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
 
     /* lane 1: norm1_context (AdaLayerNormContinuous chunks are (scale,
        shift)), the text stream's q, k, v into rows Lx.. */
+    SD_TRY_GOTO(s, sd_mmdit_seq_begin(err, m, a, &sq, &sk), done);
     SD_TRY_GOTO(s, sd_backend_lane(err, be, 1), done);
     nc = sd_mmdit_norm_out(blk->attn_c.qkv.w, a->nc, a->nc8);
     if (blk->pre_only) {
@@ -821,7 +936,7 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
                                          &ck[SC_MSA]), done);
     }
     SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_c, nc, a->tc,
-                                    a->q, a->k, a->v, lx), done);
+                                    sq, sk, a->v, a->vamax, lx), done);
 
     /* lane 0: "norm_hidden_states = norm(x) * (1 + scale_msa) +
        shift_msa" (ZeroX also "norm_hidden_states2" from the same norm),
@@ -837,12 +952,13 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
                                          &k[SC_MSA2]), done);
     }
     SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_x, hx, a->tx,
-                                    a->q, a->k, a->v, 0), done);
+                                    sq, sk, a->v, a->vamax, 0), done);
 
     /* the joint attention, then each stream's part of it: to_add_out
        (lane 1, unless context_pre_only), to_out.0 (lane 0) */
     SD_TRY_GOTO(s, sd_backend_join(err, be), done);
-    SD_TRY_GOTO(s, sd_mmdit_sdpa(err, m, a->o, a->q, a->k, a->v), done);
+    SD_TRY_GOTO(s, sd_mmdit_sdpa(err, m, &blk->attn_x, a->o, sq, sk, a->v,
+                                 a->vamax), done);
     if (!blk->pre_only) {
         SD_TRY_GOTO(s, sd_backend_lane(err, be, 1), done);
         SD_TRY_GOTO(s, sd_linear_rows(err, a->ac, a->o, lx, blk->attn_c.out.w,

@@ -13,7 +13,7 @@
 static const char *const kind_names[SD_FP8_NKINDS] = {
     "img_qkv", "img_out", "img_ff_up", "img_ff_down",
     "txt_qkv", "txt_out", "txt_ff_up", "txt_ff_down",
-    "adaln",
+    "adaln", "attn",
     "t5_qkv", "t5_out", "t5_ff_up", "t5_ff_down",
     "clip"
 };

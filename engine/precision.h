@@ -26,6 +26,9 @@ typedef enum {
     SD_FP8_TXT_FF_UP,
     SD_FP8_TXT_FF_DOWN,
     SD_FP8_ADALN,           /* the blocks' adaLN modulation linears */
+    SD_FP8_ATTN,            /* the MMDiT's attention itself (no weight):
+                               E4M3 Q, K, V and P (sd_attention_fp8), on
+                               backends with fp8_attn */
     SD_FP8_T5_QKV,          /* T5-XXL self-attention q/k/v */
     SD_FP8_T5_OUT,          /* T5-XXL attention output (o) */
     SD_FP8_T5_FF_UP,        /* T5-XXL gated-GELU wi_0 / wi_1 */

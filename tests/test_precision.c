@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "t.h"
+#include "fp8_policy.h"
 #include "precision.h"
 
 
@@ -68,6 +69,17 @@ check_lists(void)
             "group t5: %x", m);
     T_CHECK(sd_fp8_parse_kinds("mmdit", &m, bad, sizeof(bad)) == 0
             && m == (1u << SD_FP8_T5_QKV) - 1, "group mmdit: %x", m);
+    T_CHECK((m & (1u << SD_FP8_ATTN)) != 0, "group mmdit: no attn");
+    /* the attention itself: a kind with no weight of its own */
+    T_CHECK(sd_fp8_parse_kinds("attn", &m, bad, sizeof(bad)) == 0
+            && m == 1u << SD_FP8_ATTN
+            && strcmp(sd_fp8_kinds_str(m, buf, sizeof(buf)), "attn") == 0,
+            "kind attn: %x %s", m, buf);
+    T_CHECK(strcmp(sd_fp8_layer_kind("transformer_blocks.0.attn.to_q.weight"),
+                   "img_qkv") == 0
+            && strcmp(sd_fp8_layer_kind("transformer_blocks.0.attn.weight"),
+                      "other") == 0,
+            "no weight is of kind attn");
     T_CHECK(sd_fp8_parse_kinds("", &m, bad, sizeof(bad)) == 0 && m == 0,
             "empty list");
     T_CHECK(sd_fp8_parse_kinds("img_qkv,ff_down", &m, bad, sizeof(bad))
