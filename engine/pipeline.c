@@ -17,6 +17,7 @@
  */
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -512,6 +513,69 @@ run_step(void *ctx, int i, int steps, const float *den)
 
 
 /*
+ * The decoder's (3, H, W) output in [-1, 1] to 8-bit RGB (H, W, 3) as
+ * VaeImageProcessor does: (x / 2 + 0.5).clamp(0, 1) * 255, rounded half to
+ * even (nearbyintf's default mode: adding and taking away 1.5 2^23 rounds
+ * a float in [0, 2^22) to an integer the same way, without a libm call).
+ * Spread over threads in chunks of rows: a 1024^2 image took 10-16 ms on
+ * one core.
+ */
+#define SD_RGB8_CHUNK  (64 * 1024)      /* pixels a worker takes at once */
+
+typedef struct {
+    const float    *px;                 /* (3, hw) */
+    uint8_t        *rgb;                /* (hw, 3) */
+    int64_t         hw;
+    atomic_llong    next;               /* the next chunk to take */
+} sd_rgb8_job;
+
+
+static inline uint8_t
+sd_to_u8(float x)
+{
+    float  v = x / 2.0f + 0.5f;
+
+    v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+    return (uint8_t) ((v * 255.0f + 0x1.8p23f) - 0x1.8p23f);
+}
+
+
+static void *
+sd_rgb8_worker(void *arg)
+{
+    sd_rgb8_job  *job = arg;
+    int64_t       c, k, end, hw = job->hw;
+
+    for (;;) {
+        c = atomic_fetch_add(&job->next, 1);
+        if (c * SD_RGB8_CHUNK >= hw) {
+            return NULL;
+        }
+        end = (c + 1) * SD_RGB8_CHUNK < hw ? (c + 1) * SD_RGB8_CHUNK : hw;
+        for (k = c * SD_RGB8_CHUNK; k < end; k++) {
+            job->rgb[3 * k] = sd_to_u8(job->px[k]);
+            job->rgb[3 * k + 1] = sd_to_u8(job->px[hw + k]);
+            job->rgb[3 * k + 2] = sd_to_u8(job->px[2 * hw + k]);
+        }
+    }
+}
+
+
+void
+sd_image_to_rgb8(const float *px, int64_t hw, uint8_t *rgb)
+{
+    sd_rgb8_job  job;
+    int          n = (int) ((hw + SD_RGB8_CHUNK - 1) / SD_RGB8_CHUNK);
+
+    job.px = px;
+    job.rgb = rgb;
+    job.hw = hw;
+    atomic_init(&job.next, 0);
+    sd_run_workers(sd_rgb8_worker, &job, sd_cpus(n < 8 ? n : 8));
+}
+
+
+/*
  * VAE decode of latents / scaling + shift, mapped to 8-bit RGB (H, W, 3),
  * one image at a time (the decoder's activations are the largest of the
  * pipeline; one image bounds them whatever the batch).
@@ -528,7 +592,7 @@ decode(sd_err *err, sd_model *m, const sd_pipe_args *a, sd_pipe_bufs *b,
     sd_tensor  *img = NULL, lv;
     float      *px;
     sd_status   s = SD_OK;
-    int         i, c;
+    int         i;
 
     SD_TRY(sd_tensor_download(err, b->lat, b->host));
     for (k = 0; k < n; k++) {
@@ -551,18 +615,7 @@ decode(sd_err *err, sd_model *m, const sd_pipe_args *a, sd_pipe_bufs *b,
             break;
         }
 
-        /* VaeImageProcessor: (x / 2 + 0.5).clamp(0, 1), * 255, round */
-        for (c = 0; c < 3; c++) {
-            const float  *src = px + c * hw;
-            uint8_t      *dst = rgb + (int64_t) i * hw * 3 + c;
-
-            for (k = 0; k < hw; k++) {
-                float v = src[k] / 2.0f + 0.5f;
-
-                v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
-                dst[k * 3] = (uint8_t) nearbyintf(v * 255.0f);
-            }
-        }
+        sd_image_to_rgb8(px, hw, rgb + (int64_t) i * hw * 3);
     }
 
 out:

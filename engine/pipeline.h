@@ -111,6 +111,13 @@ sd_status sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
 int sd_img2img_start(int *steps, float strength, int requested);
 
 /*
+ * A decoded image (3, hw) in [-1, 1] as 8-bit RGB (hw, 3), as diffusers'
+ * VaeImageProcessor makes it: round((x / 2 + 0.5).clamp(0, 1) * 255), half
+ * to even. On up to 8 threads.
+ */
+void sd_image_to_rgb8(const float *px, int64_t hw, uint8_t *rgb);
+
+/*
  * torch.nn.functional.interpolate of (B, C, h, w) latents to (oh, ow) for
  * the latent upscale modes ("Latent" bilinear, "(bicubic)", "(nearest)",
  * "(nearest-exact)"; the antialiased ones equal theirs when enlarging).

@@ -297,6 +297,49 @@ check_graphs(sd_model *m)
 #endif
 
 
+/*
+ * sd_image_to_rgb8 against VaeImageProcessor's formula with nearbyintf:
+ * every value on a fine grid of [-1.25, 1.25] (ties at .5 included: x =
+ * (2 j + 1) / 255 - 1 lands on them), more pixels than one chunk, each
+ * channel its own plane.
+ */
+static void
+check_rgb8(void)
+{
+    int64_t   hw = 3 * 65536 + 77, k, bad = 0;
+    float    *px = malloc((size_t) hw * 3 * sizeof(float));
+    uint8_t  *rgb = malloc((size_t) hw * 3);
+
+    if (px == NULL || rgb == NULL) {
+        T_CHECK(0, "memory");
+        free(px);
+        free(rgb);
+        return;
+    }
+    for (k = 0; k < hw * 3; k++) {
+        px[k] = k % 3 == 0 ? -1.25f + 2.5f * (float) (k / 3) / (float) hw
+              : k % 3 == 1 ? (float) (2 * (k % 255) + 1) / 255.0f - 1.0f
+              : (float) ((k * 7919) % 2001) / 1000.0f - 1.0f;
+    }
+    sd_image_to_rgb8(px, hw, rgb);
+    for (k = 0; k < hw * 3 && bad < 5; k++) {
+        int64_t  p = k / 3, c = k % 3;
+        float    v = px[c * hw + p] / 2.0f + 0.5f;
+
+        v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+        if (rgb[k] != (uint8_t) nearbyintf(v * 255.0f)) {
+            printf("   pixel %lld channel %lld: %u, expected %u\n",
+                   (long long) p, (long long) c, rgb[k],
+                   (uint8_t) nearbyintf(v * 255.0f));
+            bad++;
+        }
+    }
+    T_CHECK(bad == 0, "sd_image_to_rgb8 differs from nearbyintf");
+    free(px);
+    free(rgb);
+}
+
+
 int
 main(void)
 {
@@ -315,6 +358,7 @@ main(void)
     T_CHECK(sg[0] == 1.0f && sg[4] == 0.0f && ts[0] == 1000.0f
             && fabsf(sg[1] - 0.857692f) < 1e-5f, "schedule %g %g", sg[1],
             sg[3]);
+    check_rgb8();
 
     if (t_golden_open(&g, &cases) != 0) {
         return T_DONE();
