@@ -24,6 +24,9 @@
 #           steps reused, the image against the uncached one
 #   bf16    test_backend, the BF16 goldens, Large in BF16 beside diffusers'
 #           step (one step's error, step, VAE) and through nginx
+#   attn8   the FP8 attention (policy kind "attn"): fattn_check,
+#           test_backend, the FP8 goldens, Large FP8 with and without it,
+#           fp8-sweep --kinds attn on the tiny models and Large
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
 #           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
 #           the image in FP8 from the file against quantize-at-load
@@ -413,6 +416,24 @@ stage_stepfp8() {
     done
 }
 
+stage_attn8() {
+    run "fattn_check" fattn.log $G/bin/fattn_check
+    run "test_backend" backend.log $G/bin/test_backend
+    stage_fp8check
+    randmodel large
+    bench large bench-large-fp8.log "bench large fp8 (attn e4m3)" \
+        --precision fp8
+    bench large bench-large-fp8-keepattn.log "bench large fp8 (attn bf16)" \
+        --precision fp8 --fp8-keep attn
+    for m in large medium; do
+        run "fp8-sweep tiny $m attn" sweep-tiny-$m-attn.log $G/bin/sd-cli \
+            fp8-sweep --model $SD_FIXTURES/tiny-sd35-$m --width 256 \
+            --height 256 --kinds attn
+    done
+    run "fp8-sweep large attn" sweep-large-attn.log $G/bin/sd-cli fp8-sweep \
+        --model /dev/shm/sd-large --prompts tests/gpu/sweep_prompts.txt \
+        --kinds attn
+}
 stage_sweeptiny() {
     run "fp8-sweep tiny large" sweep-tiny-large.log $G/bin/sd-cli fp8-sweep \
         --model $SD_FIXTURES/tiny-sd35-large --width 256 --height 256
