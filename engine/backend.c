@@ -596,6 +596,40 @@ sd_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x, int64_t r0,
 
 
 sd_status
+sd_linear_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *gate,
+    const sd_tensor *h, int64_t r0, const sd_tensor *w, const sd_tensor *b)
+{
+    sd_tensor  *y = NULL;
+    sd_status   s;
+
+    if (h->ndim != 3 || x->ndim != 3 || w->ndim != 2
+        || h->ne[2] != w->ne[1] || x->ne[2] != w->ne[0]
+        || x->ne[0] != h->ne[0] || r0 < 0 || r0 + x->ne[1] > h->ne[1]
+        || sd_numel(gate) != x->ne[0] * x->ne[2])
+    {
+        return shape_err(err, "linear_gate_add", "x, h and weight", h, x);
+    }
+    if (b && sd_numel(b) != w->ne[0]) {
+        return shape_err(err, "linear_gate_add", "bias", b, w);
+    }
+    if (!same_dtype(x, h) || !same_dtype(x, gate)) {
+        return dtype_err(err, "linear_gate_add", h, x);
+    }
+    if (x->be->ops->linear_gate_add) {
+        return sd_round_out(x->be->ops->linear_gate_add(err, x, gate, h, r0,
+                                                        w, b), x);
+    }
+    SD_TRY(sd_tensor_new(err, x->be, 3, x->ne, &y));
+    s = sd_linear_rows(err, y, h, r0, w, b);
+    if (s == SD_OK) {
+        s = sd_gate_add(err, x, gate, y);
+    }
+    sd_tensor_free(y);
+    return s;
+}
+
+
+sd_status
 sd_layer_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, float eps)
 {

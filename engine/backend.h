@@ -164,6 +164,10 @@ typedef struct {
     sd_status (*attention_fp8)(sd_err *err, sd_tensor *o,
         const sd_tensor *q8, const sd_tensor *k8, const sd_tensor *v,
         const sd_tensor *vamax, int heads, float sq, float sk, float scale);
+    /* optional (NULL: linear_rows into a new tensor, then gate_add) */
+    sd_status (*linear_gate_add)(sd_err *err, sd_tensor *x,
+        const sd_tensor *gate, const sd_tensor *h, int64_t r0,
+        const sd_tensor *w, const sd_tensor *b);
 
     void (*destroy)(sd_backend *be);
 } sd_backend_ops;
@@ -324,6 +328,16 @@ sd_status sd_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
  */
 sd_status sd_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x,
     int64_t r0, const sd_tensor *w, const sd_tensor *b);
+/*
+ * The gated residual update after a projection, per batch:
+ * x: (B, n, out) += gate: (B, out) * (h[:, r0 : r0 + n] @ w^T + b),
+ * h: (B, L, in). sd_linear_rows then sd_gate_add, in one op so that a
+ * backend may fold the gate and the residual into the product (the CUDA
+ * backend's FP8 products add into x; their rounding then differs from the
+ * two ops': one BF16 rounding of x instead of two).
+ */
+sd_status sd_linear_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *gate,
+    const sd_tensor *h, int64_t r0, const sd_tensor *w, const sd_tensor *b);
 /* y = act(x @ w^T + b), the activation fused into the product */
 sd_status sd_linear_act(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, sd_act act);

@@ -718,6 +718,7 @@ static const sd_backend_ops  sd_cpu_ops = {
     cpu_attention, cpu_conv2d, cpu_upsample2x, cpu_embed, cpu_modulate,
     cpu_gate_add, cpu_abs_diff_sum, cpu_copy2d, cpu_permute,
     NULL, NULL,             /* no FP8 attention: F32 only */
+    NULL,                   /* linear_gate_add: linear_rows, gate_add */
     cpu_destroy
 };
 

@@ -669,8 +669,7 @@ sd_mmdit_mod_get(sd_err *err, sd_mmdit *m, const sd_mmdit_mods *src,
 typedef struct {
     sd_tensor      *hx;         /* (B, Lx, W) normalized image stream */
     sd_tensor      *nx;         /* (B, Lx, W) the ZeroX second one, or NULL */
-    sd_tensor      *ax;         /* (B, Lx, W) an image-stream output */
-    sd_tensor      *nc, *ac;    /* (B, Lc, W) the same for the text */
+    sd_tensor      *nc;         /* (B, Lc, W) the same for the text */
     sd_tensor      *q, *k, *v;  /* (B, L, W) the joint sequence */
     sd_tensor      *o;          /* (B, L, W) attention output */
     sd_tensor      *tx, *tc;    /* (B, Lx | Lc, 3 W) fused projections */
@@ -732,11 +731,11 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
         SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->nx));
     }
     SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->hx));
-    SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->ax));
     SD_TRY(sd_tensor_new3(err, be, b, lc, w, &a->nc));
-    SD_TRY(sd_tensor_new3(err, be, b, lc, w, &a->ac));
-    SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->q));
-    SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->k));
+    if (!m->attn8) {                    /* else q8, k8 below */
+        SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->q));
+        SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->k));
+    }
     SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->v));
     SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->o));
     SD_TRY(sd_tensor_new3(err, be, b, lx, 3 * w, &a->tx));
@@ -837,12 +836,12 @@ sd_mmdit_seq_begin(sd_err *err, sd_mmdit *m, sd_mmdit_acts *a,
 
 /*
  * attn2 of an MMDiT-X block: image-only self-attention of nx, output
- * projected into a->ax. Uses the first Lx rows' worth of the joint
+ * projected and added into x with its gate. Uses the first Lx rows' worth of the joint
  * buffers, viewed as (B, Lx, W).
  */
 static sd_status
 sd_mmdit_attn2(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
-    sd_mmdit_acts *a)
+    sd_mmdit_acts *a, sd_tensor *x, const sd_tensor *gate)
 {
     sd_tensor  qv, kv, vv, ov, *q, *k;
 
@@ -855,7 +854,7 @@ sd_mmdit_attn2(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
                                                           a->nx8),
                             a->tx, &qv, &kv, &vv, a->vamax, 0));
     SD_TRY(sd_mmdit_sdpa(err, m, at, &ov, &qv, &kv, &vv, a->vamax));
-    return sd_mmdit_linear_fwd(err, a->ax, &ov, &at->out);
+    return sd_linear_gate_add(err, x, gate, &ov, 0, at->out.w, at->out.b);
 }
 
 
@@ -867,7 +866,7 @@ sd_mmdit_attn2(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
  */
 static sd_status
 sd_mmdit_ff_fwd(sd_err *err, const sd_mmdit_ff *ff, const sd_tensor *x,
-    sd_tensor *hbuf, sd_tensor *y)
+    sd_tensor *hbuf, sd_tensor *res, const sd_tensor *gate)
 {
     sd_tensor  h;
     int64_t    shape[3] = { x->ne[0], x->ne[1], ff->proj.w->ne[0] };
@@ -875,7 +874,8 @@ sd_mmdit_ff_fwd(sd_err *err, const sd_mmdit_ff *ff, const sd_tensor *x,
     SD_TRY(sd_tensor_view(err, hbuf, 0, 3, shape, &h));
     SD_TRY(sd_linear_act(err, &h, x, ff->proj.w, ff->proj.b,
                          SD_ACT_GELU_TANH));
-    return sd_linear(err, y, &h, ff->down.w, ff->down.b);
+    return sd_linear_gate_add(err, res, gate, &h, 0, ff->down.w,
+                              ff->down.b);
 }
 
 
@@ -961,35 +961,35 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
                                  a->vamax), done);
     if (!blk->pre_only) {
         SD_TRY_GOTO(s, sd_backend_lane(err, be, 1), done);
-        SD_TRY_GOTO(s, sd_linear_rows(err, a->ac, a->o, lx, blk->attn_c.out.w,
-                                      blk->attn_c.out.b), done);
+        /* "encoder_hidden_states = encoder_hidden_states + c_gate_msa *
+           context_attn_output" */
+        SD_TRY_GOTO(s, sd_linear_gate_add(err, c, &ck[G_MSA], a->o, lx,
+                                          blk->attn_c.out.w,
+                                          blk->attn_c.out.b), done);
         SD_TRY_GOTO(s, sd_backend_lane(err, be, 0), done);
     }
-    SD_TRY_GOTO(s, sd_linear_rows(err, a->ax, a->o, 0, blk->attn_x.out.w,
-                                  blk->attn_x.out.b), done);
     /* "hidden_states = hidden_states + gate_msa * attn_output" */
-    SD_TRY_GOTO(s, sd_gate_add(err, x, &k[G_MSA], a->ax), done);
+    SD_TRY_GOTO(s, sd_linear_gate_add(err, x, &k[G_MSA], a->o, 0,
+                                      blk->attn_x.out.w, blk->attn_x.out.b),
+                done);
 
     if (blk->dual) {
         /* "attn_output2 = self.attn2(hidden_states=norm_hidden_states2)":
            it reuses the joint buffers, so lane 1 must be done with o */
         SD_TRY_GOTO(s, sd_backend_join(err, be), done);
-        SD_TRY_GOTO(s, sd_mmdit_attn2(err, m, &blk->attn2, a), done);
-        SD_TRY_GOTO(s, sd_gate_add(err, x, &k[G_MSA2], a->ax), done);
+        SD_TRY_GOTO(s, sd_mmdit_attn2(err, m, &blk->attn2, a, x,
+                                      &k[G_MSA2]), done);
     }
 
     if (!blk->pre_only) {
-        /* lane 1: "encoder_hidden_states = encoder_hidden_states +
-           c_gate_msa * context_attn_output", norm2_context, modulate,
-           ff_context, "+ c_gate_mlp * context_ff_output" */
+        /* lane 1: norm2_context, modulate, ff_context, "+ c_gate_mlp *
+           context_ff_output" */
         SD_TRY_GOTO(s, sd_backend_lane(err, be, 1), done);
-        SD_TRY_GOTO(s, sd_gate_add(err, c, &ck[G_MSA], a->ac), done);
         nc = sd_mmdit_norm_out(blk->ff_context.proj.w, a->nc, a->nc8);
         SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, nc, c, &ck[SH_MLP],
                                          &ck[SC_MLP]), done);
-        SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, &blk->ff_context, nc, a->fc,
-                                       a->ac), done);
-        SD_TRY_GOTO(s, sd_gate_add(err, c, &ck[G_MLP], a->ac), done);
+        SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, &blk->ff_context, nc, a->fc, c,
+                                       &ck[G_MLP]), done);
         SD_TRY_GOTO(s, sd_backend_lane(err, be, 0), done);
     }
 
@@ -998,8 +998,8 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
     hx = sd_mmdit_norm_out(blk->ff.proj.w, a->hx, a->hx8);
     SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, hx, x, &k[SH_MLP], &k[SC_MLP]),
                 done);
-    SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, &blk->ff, hx, a->fx, a->ax), done);
-    SD_TRY_GOTO(s, sd_gate_add(err, x, &k[G_MLP], a->ax), done);
+    SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, &blk->ff, hx, a->fx, x, &k[G_MLP]),
+                done);
     s = SD_OK;
 
 done:

@@ -37,8 +37,10 @@ const char *sd_status_str(sd_status s);
  * image encoder). The nginx module's result cache keys on it, so an
  * upgraded server never answers with an image its own engine would not
  * make. 2: CLIP in F32 under BF16, the parallel PNG encoder (2026-12-01).
+ * 3: FP8 attention in the FP8 policy, the gated residual updates inside the
+ * FP8 products (one rounding instead of two) (2026-12-01).
  */
-#define SD_NUMERICS  "2"
+#define SD_NUMERICS  "3"
 
 
 typedef enum {

@@ -990,6 +990,46 @@ cuda_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
 }
 
 
+/*
+ * x += gate (h rows w^T + b): FP8 products that add into x where they
+ * exist (sd_cuda_linear_gate_fp8), else the product into scratch and
+ * gate_add.
+ */
+static sd_status
+cuda_linear_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *gate,
+    const sd_tensor *h, int64_t r0, const sd_tensor *w, const sd_tensor *b)
+{
+    sd_cuda    *c = sd_cuda_of(x);
+    sd_tensor   y;
+    void       *scr = NULL;
+    sd_status   s;
+
+    if (w->mem != SD_MEM_HOST
+        && sd_cuda_linear_gate_fp8_fits(x, gate, h, w, b))
+    {
+        if (c->measuring) {
+            return sd_cuda_linear_gate_fp8(err, x, gate, h, r0, w, b);
+        }
+        SD_CUDA_OP(x, sd_cuda_linear_gate_fp8(err, x, gate, h, r0, w, b),
+                   "linear_gate fp8 %lldx%lld->%lld%s",
+                   LL(x->ne[0] * x->ne[1]), LL(w->ne[1]), LL(w->ne[0]),
+                   b ? " +b" : "");
+    }
+    SD_TRY(sd_cuda_scratch(err, c, sd_tensor_nbytes(x), &scr));
+    y = *x;
+    y.data = scr;
+    y.scale = NULL;
+    y.n_scale = 0;
+    y.view = 1;
+    s = cuda_linear_rows(err, &y, h, r0, w, b);
+    if (s == SD_OK) {
+        s = cuda_gate_add(err, x, gate, &y);
+    }
+    sd_cuda_scratch_free(c, scr);
+    return s;
+}
+
+
 static sd_status
 cuda_abs_diff_sum(sd_err *err, sd_tensor *out, const sd_tensor *a,
     const sd_tensor *b)
@@ -1093,7 +1133,7 @@ static const sd_backend_ops  sd_cuda_ops = {
     cuda_qkv_split, cuda_group_norm, cuda_act, cuda_binary, cuda_scale,
     cuda_attention, cuda_conv2d, cuda_upsample2x, cuda_embed, cuda_modulate,
     cuda_gate_add, cuda_abs_diff_sum, cuda_copy2d, cuda_permute,
-    cuda_qkv_split_fp8, cuda_attention_fp8,
+    cuda_qkv_split_fp8, cuda_attention_fp8, cuda_linear_gate_add,
     cuda_destroy
 };
 

@@ -348,6 +348,9 @@ typedef struct {
     int             fp8;                /* E4M3 a, b with per-row (a) and
                                            per-column (b) F32 scales */
     int             no_fast_accum;      /* fp8: promote partial sums */
+    int             accumulate;         /* D += the product (beta 1, C is
+                                           D): its algorithm is timed in
+                                           a buffer of its own */
 } sd_cuda_gemm_shape;
 
 sd_status sd_cuda_gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g,
@@ -366,6 +369,13 @@ sd_status sd_cuda_fp8_download(sd_err *err, const sd_tensor *t, float *dst);
 sd_status sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, sd_act act, int64_t nb,
     int64_t n, int64_t L, int64_t r0);
+/* x += gate (h[:, r0 : r0 + n] w^T + b) in FP8 products that add into x
+   (see sd_linear_gate_add), where _fits says they exist */
+int sd_cuda_linear_gate_fp8_fits(const sd_tensor *x, const sd_tensor *gate,
+    const sd_tensor *h, const sd_tensor *w, const sd_tensor *b);
+sd_status sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x,
+    const sd_tensor *gate, const sd_tensor *h, int64_t r0,
+    const sd_tensor *w, const sd_tensor *b);
 void sd_cuda_staging_free(sd_cuda *c);
 
 sd_status sd_cuda_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,

@@ -153,54 +153,60 @@ sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
 
 
 /*
- * The QKV split of qkv_split_bf16x8 (norm.cu) for the FP8 attention: q and
- * k written as E4M3 divided by the fixed scales sq and sk (each row's
- * scale stored, so the rows read back as any E4M3 activation), v as BF16,
- * and each (b, h)'s largest |v| maxed into vamax (B H floats; nonnegative
- * floats order as their bits, so an integer atomicMax). One thread per 8
- * values; a head is g = d / 8 lanes, every lane in the shuffles.
+ * The QKV split for the FP8 attention: q and k written as E4M3 divided by
+ * the fixed scales sq and sk (each row's scale stored, so the rows read
+ * back as any E4M3 activation), v as BF16, and each (b, h)'s largest |v|
+ * maxed into vamax (B H floats; nonnegative floats order as their bits,
+ * so an integer atomicMax). Grid (3 heads, row blocks, B): a block takes
+ * one head of one part (q, k or v) for 256 / g rows of one batch, g = d / 8
+ * lanes a row, 8 values a lane; so v's maximum is reduced over the block's
+ * rows before one atomic per warp (one per row and head was 311 k atomics
+ * on 76 addresses a call at the Large shape).
  */
-__global__ void
+__global__ void __launch_bounds__(256)
 qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
     __nv_bfloat16 *v, float *vamax, const __nv_bfloat16 *src,
-    const __nv_bfloat16 *nq, const __nv_bfloat16 *nk, unsigned total,
-    unsigned per_row, unsigned n, unsigned l, unsigned r0, unsigned w,
-    unsigned d, unsigned g, unsigned heads, float eps, float sq, float sk)
+    const __nv_bfloat16 *nq, const __nv_bfloat16 *nk, unsigned n,
+    unsigned l, unsigned r0, unsigned w, unsigned d, unsigned g,
+    unsigned heads, float eps, float sq, float sk)
 {
-    unsigned  t = blockIdx.x * blockDim.x + threadIdx.x;
-    unsigned  row = 0, e = 0, part = 0, col = 0, s, kk, drow;
-    int       active = t < total;
+    unsigned  part = blockIdx.x / heads, head = blockIdx.x % heads;
+    unsigned  bi = blockIdx.z, lane = threadIdx.x % g, s, kk;
+    unsigned  ri = blockIdx.y * (256 / g) + threadIdx.x / g;
+    unsigned  col = head * d + lane * 8;
+    int       active = ri < n;
     float     f[8], wv[8], ss = 0.0f, am = 0.0f, inv, r;
+    size_t    drow = (size_t) bi * l + r0 + ri;
 
     if (active) {
-        row = t / per_row;
-        e = (t % per_row) * 8;
-        part = e / w;
-        col = e % w;
-        sd_unpack8(*(const uint4 *) (src + (size_t) row * 3 * w + e), f);
+        sd_unpack8(*(const uint4 *) (src + ((size_t) bi * n + ri) * 3 * w
+                                     + part * w + col), f);
         for (kk = 0; kk < 8; kk++) {
             ss += f[kk] * f[kk];
             am = fmaxf(am, fabsf(f[kk]));
         }
     }
-    for (s = g / 2; s; s >>= 1) {
-        ss += __shfl_xor_sync(0xffffffffu, ss, s);
-        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, s));
-    }
-    if (!active) {
-        return;
-    }
-    drow = (row / n) * l + r0 + row % n;
-    if (part == 2) {
-        *(uint4 *) (v + (size_t) drow * w + col) = sd_pack8(f);
-        if (col % d == 0) {
-            atomicMax((unsigned *) &vamax[(row / n) * heads + col / d],
+    if (part == 2) {                    /* uniform in the block */
+        if (active) {
+            *(uint4 *) (v + drow * w + col) = sd_pack8(f);
+        }
+        for (s = 16; s; s >>= 1) {
+            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, s));
+        }
+        if (threadIdx.x % 32 == 0) {
+            atomicMax((unsigned *) &vamax[bi * heads + head],
                       __float_as_uint(am));
         }
         return;
     }
+    for (s = g / 2; s; s >>= 1) {
+        ss += __shfl_xor_sync(0xffffffffu, ss, s);
+    }
+    if (!active) {
+        return;
+    }
     inv = rsqrtf(ss / (float) d + eps);
-    sd_unpack8(*(const uint4 *) ((part == 0 ? nq : nk) + col % d), wv);
+    sd_unpack8(*(const uint4 *) ((part == 0 ? nq : nk) + lane * 8), wv);
     r = 1.0f / (part == 0 ? sq : sk);
     for (kk = 0; kk < 8; kk++) {
         f[kk] *= inv * wv[kk] * r;
@@ -212,7 +218,7 @@ qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
                                                << 16);
         o.y = (uint32_t) fp8x2(f[4], f[5]) | ((uint32_t) fp8x2(f[6], f[7])
                                                << 16);
-        *(uint2 *) ((part == 0 ? q : k) + (size_t) drow * w + col) = o;
+        *(uint2 *) ((part == 0 ? q : k) + drow * w + col) = o;
     }
     if (col == 0) {
         (part == 0 ? qs : ks)[drow] = part == 0 ? sq : sk;
@@ -235,21 +241,24 @@ sd_cuda_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,
     if (src->dtype != SD_DT_BF16 || nq->dtype != SD_DT_BF16
         || nk->dtype != SD_DT_BF16 || d % 8 != 0 || g > 32
         || (g & (g - 1)) != 0 || total >= ((int64_t) 1 << 31)
-        || (al & 15) != 0 || q8->scale == NULL || k8->scale == NULL)
+        || (al & 15) != 0 || q8->scale == NULL || k8->scale == NULL
+        || 3 * heads > 65535 || src->ne[0] > 65535)
     {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: qkv_split into "
                          "E4M3 takes aligned BF16 rows and heads of 8 to 256 "
                          "(a power of two over 8; %lld)", (long long) d);
     }
-    qkv_split_fp8_kernel<<<(unsigned) ((total + 255) / 256), 256, 0,
+    qkv_split_fp8_kernel<<<dim3((unsigned) (3 * heads),
+                                (unsigned) ((src->ne[1] + 256 / g - 1)
+                                            / (256 / g)),
+                                (unsigned) src->ne[0]), 256, 0,
                            sd_cuda_of(q8)->stream>>>(
         (uint8_t *) q8->data, (uint8_t *) k8->data, q8->scale, k8->scale,
         (__nv_bfloat16 *) v->data, (float *) vamax->data,
         (const __nv_bfloat16 *) src->data, (const __nv_bfloat16 *) nq->data,
-        (const __nv_bfloat16 *) nk->data, (unsigned) total,
-        (unsigned) (3 * w / 8), (unsigned) src->ne[1], (unsigned) q8->ne[1],
-        (unsigned) r0, (unsigned) w, (unsigned) d, (unsigned) g,
-        (unsigned) heads, eps, sq, sk);
+        (const __nv_bfloat16 *) nk->data, (unsigned) src->ne[1],
+        (unsigned) q8->ne[1], (unsigned) r0, (unsigned) w, (unsigned) d,
+        (unsigned) g, (unsigned) heads, eps, sq, sk);
     SD_CU_LAUNCHED();
     return SD_OK;
 }
@@ -551,6 +560,136 @@ linear_widened(sd_err *err, sd_tensor *y, const sd_tensor *x,
     wv.view = 1;
     s = rows_op ? sd_cuda_linear_rows(err, y, x, r0, &wv, b)
                 : sd_cuda_linear(err, y, x, &wv, b, act);
+    sd_cuda_scratch_free(c, scr);
+    return s;
+}
+
+
+/* Per batch: the weight's row scales times the gate, the bias times the
+   gate (sd_cuda_linear_gate_fp8) */
+__global__ void
+gate_scales_kernel(float *sw, __nv_bfloat16 *bb, const float *wscale,
+    const __nv_bfloat16 *gate, const __nv_bfloat16 *bias, int64_t nb,
+    int64_t out)
+{
+    int64_t  i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
+
+    if (i < nb * out) {
+        float  g = __bfloat162float(gate[i]);
+
+        sw[i] = wscale[i % out] * g;
+        if (bias) {
+            bb[i] = __float2bfloat16(__bfloat162float(bias[i % out]) * g);
+        }
+    }
+}
+
+
+/*
+ * x (B, n, out) += gate (B, out) * (h[:, r0 : r0 + n] (B, L, in) w^T + b):
+ * the gated residual update after a projection with the gate and the
+ * residual in the FP8 product itself, one product per batch: D = x + (A
+ * (wscale gate_b)) (B bscale) + gate_b bias, beta 1 with C = D = x (so no
+ * product's output is written and read again). The rows are quantized per
+ * row as sd_cuda_linear_fp8 does. Only where sd_cuda_linear_gate_fp8_fits
+ * (cuBLASLt has no FP8 algorithm for some row counts; widened weights).
+ */
+/* The product sd_cuda_linear_gate_fp8 runs for a batch, or 0: none */
+static int
+gate_shape(sd_cuda *c, const sd_tensor *x, const sd_tensor *gate,
+    const sd_tensor *h, const sd_tensor *w, const sd_tensor *b,
+    sd_cuda_gemm_shape *g)
+{
+    int64_t  n = x->ne[1], out = w->ne[0], K = w->ne[1];
+
+    /* each batch's rows and scales start 16-byte aligned: n % 16 */
+    if (c->fp8_widen || w->dtype != SD_DT_F8_E4M3 || w->scale == NULL
+        || w->n_scale != out || h->dtype != SD_DT_BF16
+        || x->dtype != SD_DT_BF16 || gate->dtype != SD_DT_BF16
+        || (b && b->dtype != SD_DT_BF16) || K % 16 != 0 || out % 16 != 0
+        || n % 16 != 0)
+    {
+        return 0;
+    }
+    memset(g, 0, sizeof(*g));
+    g->transa = 1;
+    g->m = out;
+    g->n = n;
+    g->k = K;
+    g->lda = K;
+    g->ldb = K;
+    g->ldd = out;
+    g->batch = 1;
+    g->ta = SD_DT_F8_E4M3;
+    g->tb = SD_DT_F8_E4M3;
+    g->td = SD_DT_BF16;
+    g->bias = b != NULL;
+    g->fp8 = 1;
+    g->accumulate = 1;
+    return sd_cuda_gemm_has_algo(c, g);
+}
+
+
+int
+sd_cuda_linear_gate_fp8_fits(const sd_tensor *x, const sd_tensor *gate,
+    const sd_tensor *h, const sd_tensor *w, const sd_tensor *b)
+{
+    sd_cuda_gemm_shape  g;
+
+    return gate_shape(sd_cuda_of(x), x, gate, h, w, b, &g);
+}
+
+
+sd_status
+sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
+    const sd_tensor *h, int64_t r0, const sd_tensor *w, const sd_tensor *b)
+{
+    sd_cuda             *c = sd_cuda_of(x);
+    sd_cuda_gemm_shape   g;
+    int64_t              nb = x->ne[0], n = x->ne[1], out = w->ne[0];
+    int64_t              K = w->ne[1], rows = nb * n, i;
+    size_t               qb, sb, wb, bbz;
+    void                *scr;
+    uint8_t             *q;
+    float               *qs, *sw;
+    __nv_bfloat16       *bb;
+    cudaError_t          e;
+    sd_status            s = SD_OK;
+
+    if (!gate_shape(c, x, gate, h, w, b, &g)) {
+        return sd_errorf(err, SD_ERR_INTERNAL, "linear_gate: no FP8 "
+                         "product for %lld rows", (long long) n);
+    }
+    qb = ((size_t) (rows * K) + 255) & ~(size_t) 255;
+    sb = ((size_t) rows * sizeof(float) + 255) & ~(size_t) 255;
+    wb = ((size_t) (nb * out) * sizeof(float) + 255) & ~(size_t) 255;
+    bbz = (size_t) (nb * out) * 2;
+    SD_TRY(sd_cuda_scratch(err, c, qb + sb + wb + bbz, &scr));
+    if (c->measuring) {
+        sd_cuda_scratch_free(c, scr);
+        return SD_OK;
+    }
+    q = (uint8_t *) scr;
+    qs = (float *) (void *) ((char *) scr + qb);
+    sw = (float *) (void *) ((char *) scr + qb + sb);
+    bb = (__nv_bfloat16 *) (void *) ((char *) scr + qb + sb + wb);
+    quant_rows_kernel<<<sd_cuda_blocks(rows, 8), 256, 0, c->stream>>>(
+        (const __nv_bfloat16 *) h->data, q, qs, rows, rows, K, n, h->ne[1],
+        r0);
+    gate_scales_kernel<<<(unsigned) ((nb * out + 255) / 256), 256, 0,
+                         c->stream>>>(
+        sw, bb, w->scale, (const __nv_bfloat16 *) gate->data,
+        b ? (const __nv_bfloat16 *) b->data : NULL, nb, out);
+    e = cudaGetLastError();
+    if (e != cudaSuccess) {
+        s = sd_cuda_fail(err, e, "linear_gate", __FILE__, __LINE__);
+    }
+    for (i = 0; i < nb && s == SD_OK; i++) {
+        s = sd_cuda_gemm_scaled(err, c, &g, w->data, q + i * n * K,
+                                (__nv_bfloat16 *) x->data + i * n * out,
+                                b ? (const void *) (bb + i * out) : NULL,
+                                sw + i * out, qs + i * n);
+    }
     sd_cuda_scratch_free(c, scr);
     return s;
 }

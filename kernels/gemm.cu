@@ -209,7 +209,7 @@ run(sd_err *err, sd_cuda *c, sd_cuda_gemm_plan *p,
     const cublasLtMatmulAlgo_t *algo, float alpha, const void *a,
     const void *b, void *d)
 {
-    float  beta = 0.0f;
+    float  beta = p->key.g.accumulate ? 1.0f : 0.0f;
 
     SD_LT(cublasLtMatmul(c->lt, p->desc, &alpha, a, p->la, b, p->lb, &beta,
                          d, p->ld, d, p->ld, algo,
@@ -232,6 +232,7 @@ plan_choose(sd_err *err, sd_cuda *c, sd_cuda_gemm_plan *p, float alpha,
     int                              n = 0, i, r, best = -1, k;
     float                            ms, best_ms = 0.0f;
     sd_status                        s = SD_OK;
+    void                            *tmp = NULL;
     cublasLtMatmulPreferenceAttributes_t  prefs[4] = {
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
@@ -266,6 +267,15 @@ plan_choose(sd_err *err, sd_cuda *c, sd_cuda_gemm_plan *p, float alpha,
         p->chosen = 1;
         return SD_OK;
     }
+    if (p->key.g.accumulate) {
+        /* the candidates' runs add into D: time them in a scratch D */
+        const sd_cuda_gemm_shape  *g = &p->key.g;
+
+        tmp = NULL;
+        SD_CU(cudaMalloc(&tmp, (size_t) (g->ldd * g->n)
+                               * sd_dtype_size(g->td)));
+        d = tmp;
+    }
     SD_CU(cudaEventCreate(&e0));
     SD_CU(cudaEventCreate(&e1));
     for (i = 0; i < n && i < SD_GEMM_TRY; i++) {
@@ -295,6 +305,9 @@ plan_choose(sd_err *err, sd_cuda *c, sd_cuda_gemm_plan *p, float alpha,
     }
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
+    if (tmp) {
+        cudaFree(tmp);              /* synchronizes: outside captures */
+    }
     if (s != SD_OK) {
         return s;
     }

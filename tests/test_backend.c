@@ -1816,6 +1816,126 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
 }
 
 
+/*
+ * linear_gate_add with FP8 weights: x += gate (h[:, r0 : r0 + n] w^T + b)
+ * with the gate and the residual inside the FP8 products (rows a multiple
+ * of 16; the profile names the op's path), against the same update in
+ * double on the E4M3-rounded rows and weights; and rows where cuBLASLt has
+ * no such product (n 24): linear_rows into scratch, then gate_add. The
+ * CPU backend composes the same two ops (checked beside it).
+ */
+static void
+check_gate_fp8(sd_backend *cpu, sd_backend *be)
+{
+    static const int64_t  cases[][3] = { { 64, 8, 1 }, { 24, 5, 0 } };
+    enum { B = 2, L = 80, K = 512, O = 256 };
+    size_t  ci;
+
+    for (ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
+        int64_t     n = cases[ci][0], r0 = cases[ci][1], i, j, bi;
+        int         fused = (int) cases[ci][2];
+        sd_err      err = {0};
+        sd_tensor  *w = NULL, *h, *x, *g, *bias, *cw, *ch, *cx, *cg, *cb;
+        float      *hw, *hh, *hx, *hg, *hb, *wq = NULL, *hq = NULL;
+        float      *got = NULL, *cgot = NULL, *upd = NULL, *exp = NULL;
+        char        rep[8192];
+        size_t      nn;
+        double      e;
+
+        t_round = 1;
+        t_rng = 777 + ci;
+        hw = host_rand(O * K, 0.05f);
+        hh = host_rand(B * L * K, 2.0f);
+        hx = host_rand(B * n * O, 1.0f);
+        hg = host_rand(B * O, 1.0f);
+        hb = host_rand(O, 0.5f);
+        h = MK(be, ACT, 0.0f, B, L, K);
+        x = MK(be, ACT, 0.0f, B, n, O);
+        g = MK(be, ACT, 0.0f, B, O);
+        bias = MK(be, WGT, 0.0f, O);
+        cw = MK(cpu, WGT, 0.0f, O, K);
+        ch = MK(cpu, ACT, 0.0f, B, L, K);
+        cx = MK(cpu, ACT, 0.0f, B, n, O);
+        cg = MK(cpu, ACT, 0.0f, B, O);
+        cb = MK(cpu, WGT, 0.0f, O);
+        T_CHECK(sd_tensor_new_as(&err, be, SD_MEM_WEIGHT, SD_DT_F8_E4M3, 2,
+                                 (int64_t[]) { O, K }, &w) == SD_OK,
+                "fp8 weight: %s", err.msg);
+        if (!(w && h && x && g && bias && cw && ch && cx && cg && cb && hw
+              && hh && hx && hg && hb))
+        {
+            goto next;
+        }
+        be->ops->upload_from(&err, w, hw, SD_DT_F32, NULL, 0);
+        sd_tensor_upload(&err, h, hh);
+        sd_tensor_upload(&err, x, hx);
+        sd_tensor_upload(&err, g, hg);
+        sd_tensor_upload(&err, bias, hb);
+        sd_tensor_upload(&err, cw, hw);
+        sd_tensor_upload(&err, ch, hh);
+        sd_tensor_upload(&err, cx, hx);
+        sd_tensor_upload(&err, cg, hg);
+        sd_tensor_upload(&err, cb, hb);
+
+        sd_cuda_profile(be, 1);
+        T_CHECK(sd_linear_gate_add(&err, x, g, h, r0, w, bias) == SD_OK,
+                "linear_gate_add fp8: %s", err.msg);
+        sd_cuda_profile_report(be, rep, sizeof(rep));
+        sd_cuda_profile(be, 0);
+        T_CHECK((strstr(rep, "linear_gate fp8") != NULL) == fused,
+                "linear_gate_add n %lld: %s the FP8 product that adds, "
+                "profile:\n%s", (long long) n, fused ? "not" : "", rep);
+        T_CHECK(sd_linear_gate_add(&err, cx, cg, ch, r0, cw, cb) == SD_OK,
+                "cpu linear_gate_add: %s", err.msg);
+
+        /* the update in double on E4M3 rows (per row) and weights */
+        wq = malloc(sizeof(float) * O * K);
+        hq = malloc(sizeof(float) * B * n * K);
+        exp = malloc(sizeof(float) * B * n * O);
+        upd = malloc(sizeof(float) * B * n * O);
+        got = host_of(x, &nn);
+        cgot = host_of(cx, &nn);
+        if (!(wq && hq && exp && upd && got && cgot)) {
+            goto next;
+        }
+        memcpy(wq, hw, sizeof(float) * O * K);
+        ref_quant_rows(wq, O, K);
+        for (bi = 0; bi < B; bi++) {
+            memcpy(hq + bi * n * K, hh + (bi * L + r0) * K,
+                   sizeof(float) * n * K);
+        }
+        ref_quant_rows(hq, B * n, K);
+        ref_linear(hq, wq, hb, exp, B * n, K, O, 0);
+        for (i = 0; i < B * n; i++) {
+            for (j = 0; j < O; j++) {
+                exp[i * O + j] *= hg[(i / n) * O + j];
+                upd[i * O + j] = got[i * O + j] - hx[i * O + j];
+            }
+        }
+        e = t_rel_l2(upd, exp, (size_t) (B * n * O));
+        printf("   linear_gate_add fp8 %lldx%d->%d (%s): update rel L2 "
+               "%.2e vs the E4M3 reference\n", (long long) (B * n), K, O,
+               fused ? "in the product" : "product, then gate_add", e);
+        T_CHECK(e < 2e-2, "linear_gate_add fp8 update: %.3g", e);
+        for (i = 0; i < B * n * O; i++) {
+            upd[i] = cgot[i] - hx[i];
+        }
+        e = t_rel_l2(upd, exp, (size_t) (B * n * O));
+        T_CHECK(e < 6e-2, "cpu linear_gate_add vs the E4M3 update: %.3g",
+                e);
+
+    next:
+        free(hw); free(hh); free(hx); free(hg); free(hb); free(wq);
+        free(hq); free(exp); free(upd); free(got); free(cgot);
+        sd_tensor_free(w); sd_tensor_free(h); sd_tensor_free(x);
+        sd_tensor_free(g); sd_tensor_free(bias); sd_tensor_free(cw);
+        sd_tensor_free(ch); sd_tensor_free(cx); sd_tensor_free(cg);
+        sd_tensor_free(cb);
+        t_round = 0;
+    }
+}
+
+
 /* A request over the workspace is an error, and the next one works. */
 static void
 check_oom(sd_backend *be)
@@ -1862,6 +1982,7 @@ check_cuda(sd_backend *cpu)
     check_fp8(bf, 1);
     check_norm_fp8(cpu, bf);
     check_attn_fp8(cpu, bf);
+    check_gate_fp8(cpu, bf);
     check_host_weights(bf);
     bench_fp8(bf);
     {
@@ -1886,6 +2007,46 @@ check_cuda(sd_backend *cpu)
     sd_backend_destroy(bf);
 }
 #endif
+
+
+/* linear_gate_add on the CPU: linear_rows then gate_add, bit for bit;
+   shapes checked, naming the op */
+static void
+check_gate_cpu(sd_backend *cpu)
+{
+    sd_err      err = {0};
+    sd_tensor  *h = MK(cpu, ACT, 1.0f, 2, 9, 32);
+    sd_tensor  *w = MK(cpu, WGT, 0.2f, 24, 32);
+    sd_tensor  *b = MK(cpu, WGT, 0.5f, 24);
+    sd_tensor  *g = MK(cpu, ACT, 1.0f, 2, 24);
+    sd_tensor  *x1 = MK(cpu, ACT, 1.0f, 2, 5, 24);
+    sd_tensor  *x2 = MK(cpu, ACT, 0.0f, 2, 5, 24);
+    sd_tensor  *y = MK(cpu, ACT, 0.0f, 2, 5, 24);
+    float      *a = NULL, *c = NULL;
+    size_t      n1, n2;
+
+    if (h && w && b && g && x1 && x2 && y) {
+        sd_copy2d(&err, x2, 0, 24, x1, 0, 24, 10, 24);
+        T_CHECK(sd_linear_gate_add(&err, x1, g, h, 3, w, b) == SD_OK
+                && sd_linear_rows(&err, y, h, 3, w, b) == SD_OK
+                && sd_gate_add(&err, x2, g, y) == SD_OK,
+                "cpu linear_gate_add: %s", err.msg);
+        a = host_of(x1, &n1);
+        c = host_of(x2, &n2);
+        T_CHECK(a && c && n1 == n2 && memcmp(a, c, n1 * sizeof(float)) == 0,
+                "linear_gate_add differs from linear_rows + gate_add");
+        T_CHECK(sd_linear_gate_add(&err, x1, g, h, 5, w, b)
+                    == SD_ERR_INTERNAL && strstr(err.msg, "linear_gate_add"),
+                "rows past h: %s", err.msg);
+    } else {
+        T_CHECK(0, "cpu tensors");
+    }
+    free(a);
+    free(c);
+    sd_tensor_free(h); sd_tensor_free(w); sd_tensor_free(b);
+    sd_tensor_free(g); sd_tensor_free(x1); sd_tensor_free(x2);
+    sd_tensor_free(y);
+}
 
 
 /* The CPU has no FP8 attention: both ops say so, naming the op */
@@ -1928,6 +2089,7 @@ main(void)
     check_abs_diff(cpu);
     check_round_bf16(cpu);
     check_attn_fp8_cpu(cpu);
+    check_gate_cpu(cpu);
 #ifdef SD_HAVE_CUDA
     check_cuda(cpu);
 #else

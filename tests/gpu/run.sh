@@ -27,6 +27,8 @@
 #   attn8   the FP8 attention (policy kind "attn"): fattn_check,
 #           test_backend, the FP8 goldens, Large FP8 with and without it,
 #           fp8-sweep --kinds attn on the tiny models and Large
+#   fp8err  one step beside diffusers (FP8, BF16) and fp8-sweep --kinds
+#           attn on Large and Medium (the default policy's error)
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
 #           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
 #           the image in FP8 from the file against quantize-at-load
@@ -382,6 +384,8 @@ stage_final() {
     pipeline_tests
     randmodel large
     bench large bench-large-fp8.log "bench large fp8" --precision fp8
+    bench large bench-large-fp8-keepattn.log \
+        "bench large fp8, attention in bf16" --precision fp8 --fp8-keep attn
     bench large bench-turbo-fp8.log "bench large fp8, 4 steps cfg 1" \
         --precision fp8 --steps 4 --cfg 1
     nginx_large_fp8
@@ -433,6 +437,15 @@ stage_attn8() {
     run "fp8-sweep large attn" sweep-large-attn.log $G/bin/sd-cli fp8-sweep \
         --model /dev/shm/sd-large --prompts tests/gpu/sweep_prompts.txt \
         --kinds attn
+}
+stage_fp8err() {
+    stage_stepfp8
+    for m in large medium; do
+        randmodel $m
+        run "fp8-sweep $m attn" sweep-$m-attn.log $G/bin/sd-cli fp8-sweep \
+            --model /dev/shm/sd-$m --prompts tests/gpu/sweep_prompts.txt \
+            --kinds attn
+    done
 }
 stage_sweeptiny() {
     run "fp8-sweep tiny large" sweep-tiny-large.log $G/bin/sd-cli fp8-sweep \
