@@ -27,6 +27,8 @@
 #   attn8   the FP8 attention (policy kind "attn"): fattn_check,
 #           test_backend, the FP8 goldens, Large FP8 with and without it,
 #           fp8-sweep --kinds attn on the tiny models and Large
+#   nolanes Large FP8 with the text stream's work on the image stream's
+#           queue, profiled: each op's own time
 #   fp8err  one step beside diffusers (FP8, BF16) and fp8-sweep --kinds
 #           attn on Large and Medium (the default policy's error)
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
@@ -446,6 +448,12 @@ stage_fp8err() {
             --model /dev/shm/sd-$m --prompts tests/gpu/sweep_prompts.txt \
             --kinds attn
     done
+}
+stage_nolanes() {      # every op on one stream, timed: their own costs
+    randmodel large
+    run "bench large fp8, one stream, profile" bench-large-nolanes.log \
+        env SD_CUDA_NO_LANES=1 $G/bin/sd-cli bench \
+        --model /dev/shm/sd-large --precision fp8 --runs 2 --profile 1
 }
 stage_sweeptiny() {
     run "fp8-sweep tiny large" sweep-tiny-large.log $G/bin/sd-cli fp8-sweep \
