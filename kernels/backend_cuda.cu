@@ -514,23 +514,31 @@ sd_cuda_prof_end(sd_cuda *c, int slot)
 
 /* Ops: measuring mode returns before any launch; profiling times each. */
 
-#define SD_CUDA_OP(t, call, ...)                                            \
+/* An op timed when profiling; it runs while measuring too (an op that
+   measures its own scratch) */
+#define SD_CUDA_OP_MEASURED(t, call, ...)                                   \
     do {                                                                    \
         sd_cuda    *c_ = sd_cuda_of(t);                                     \
         sd_status   s_;                                                     \
         char        k_[72];                                                 \
         int         i_ = -1;                                                \
                                                                             \
-        if (c_->measuring) {                                                \
-            return SD_OK;                                                   \
-        }                                                                   \
-        if (c_->profiling) {                                                \
+        if (c_->profiling && !c_->measuring) {                              \
             snprintf(k_, sizeof(k_), __VA_ARGS__);                          \
             i_ = sd_cuda_prof_begin(c_, k_);                                \
         }                                                                   \
         s_ = (call);                                                        \
         sd_cuda_prof_end(c_, i_);                                           \
         return s_;                                                          \
+    } while (0)
+
+/* An op without scratch: nothing to do while measuring */
+#define SD_CUDA_OP(t, call, ...)                                            \
+    do {                                                                    \
+        if (sd_cuda_of(t)->measuring) {                                     \
+            return SD_OK;                                                   \
+        }                                                                   \
+        SD_CUDA_OP_MEASURED(t, call, __VA_ARGS__);                          \
     } while (0)
 
 #define LL(v)  ((long long) (v))
@@ -602,15 +610,12 @@ cuda_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
     }
 
     if (w->dtype == SD_DT_F8_E4M3) {
-        if (sd_cuda_of(y)->measuring) {     /* counts its scratch */
-            return sd_cuda_linear_fp8(err, y, x, w, b, act, 1, rows, rows,
-                                      0);
-        }
-        SD_CUDA_OP(y, sd_cuda_linear_fp8(err, y, x, w, b, act, 1, rows,
-                                         rows, 0),
-                   "linear fp8 %lldx%lld->%lld%s%s", LL(rows), LL(w->ne[1]),
-                   LL(w->ne[0]), b ? " +b" : "",
-                   act != SD_ACT_NONE ? " +act" : "");
+        /* counts its scratch */
+        SD_CUDA_OP_MEASURED(y, sd_cuda_linear_fp8(err, y, x, w, b, act, 1,
+                                                  rows, rows, 0),
+                            "linear fp8 %lldx%lld->%lld%s%s", LL(rows),
+                            LL(w->ne[1]), LL(w->ne[0]), b ? " +b" : "",
+                            act != SD_ACT_NONE ? " +act" : "");
     }
     SD_CUDA_OP(y, sd_cuda_linear(err, y, x, w, b, act),
                "linear %lldx%lld->%lld%s%s", LL(sd_numel(x) / w->ne[1]),
@@ -627,15 +632,12 @@ cuda_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x, int64_t r0,
         return staged(err, y, x, w, b, SD_ACT_NONE, r0);
     }
     if (w->dtype == SD_DT_F8_E4M3) {
-        if (sd_cuda_of(y)->measuring) {
-            return sd_cuda_linear_fp8(err, y, x, w, b, SD_ACT_NONE,
-                                      x->ne[0], y->ne[1], x->ne[1], r0);
-        }
-        SD_CUDA_OP(y, sd_cuda_linear_fp8(err, y, x, w, b, SD_ACT_NONE,
-                                         x->ne[0], y->ne[1], x->ne[1], r0),
-                   "linear_rows fp8 %lldx%lld->%lld%s",
-                   LL(y->ne[0] * y->ne[1]), LL(w->ne[1]), LL(w->ne[0]),
-                   b ? " +b" : "");
+        SD_CUDA_OP_MEASURED(y, sd_cuda_linear_fp8(err, y, x, w, b,
+                                                  SD_ACT_NONE, x->ne[0],
+                                                  y->ne[1], x->ne[1], r0),
+                            "linear_rows fp8 %lldx%lld->%lld%s",
+                            LL(y->ne[0] * y->ne[1]), LL(w->ne[1]),
+                            LL(w->ne[0]), b ? " +b" : "");
     }
     SD_CUDA_OP(y, sd_cuda_linear_rows(err, y, x, r0, w, b),
                "linear_rows %lldx%lld->%lld%s", LL(y->ne[0] * y->ne[1]),
@@ -901,46 +903,24 @@ cuda_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
     const sd_tensor *k8, const sd_tensor *v, const sd_tensor *vamax,
     int heads, float sq, float sk, float scale)
 {
-    sd_cuda    *c = sd_cuda_of(o);
-    sd_status   s;
-    char        k_[72];
-    int         i = -1;
-
-    if (c->profiling && !c->measuring) {
-        snprintf(k_, sizeof(k_), "attention e4m3 %lldx%lldx%lldx%lld",
-                 LL(q8->ne[0]), LL(q8->ne[1]), LL(heads),
-                 LL(q8->ne[2] / heads));
-        i = sd_cuda_prof_begin(c, k_);
-    }
-    s = sd_cuda_attention_fp8(err, o, q8, k8, v, vamax, heads, sq, sk,
-                              scale);
-    sd_cuda_prof_end(c, i);
-    return s;
+    SD_CUDA_OP_MEASURED(o, sd_cuda_attention_fp8(err, o, q8, k8, v, vamax,
+                                                 heads, sq, sk, scale),
+                        "attention e4m3 %lldx%lldx%lldx%lld", LL(q8->ne[0]),
+                        LL(q8->ne[1]), LL(heads), LL(q8->ne[2] / heads));
 }
 
 
-/* attention measures its own scratch */
+/* attention measures its own scratch (the GEMM path's chunks) */
 static sd_status
 cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
     const sd_tensor *k, const sd_tensor *v, int heads, int causal,
     const sd_tensor *bias, float scale)
 {
-    sd_cuda    *c = sd_cuda_of(o);
-    sd_status   s;
-    char        k_[72];
-    int         i = -1;
-
-    /* measuring: the GEMM path counts its own scratch */
-    if (c->profiling && !c->measuring) {
-        snprintf(k_, sizeof(k_), "attention %lldx%lldx%lldx%lld%s%s",
-                 LL(q->ne[0]), LL(q->ne[1]), LL(heads),
-                 LL(q->ne[2] / heads), causal ? " causal" : "",
-                 bias ? " bias" : "");
-        i = sd_cuda_prof_begin(c, k_);
-    }
-    s = sd_cuda_attention(err, o, q, k, v, heads, causal, bias, scale);
-    sd_cuda_prof_end(c, i);
-    return s;
+    SD_CUDA_OP_MEASURED(o, sd_cuda_attention(err, o, q, k, v, heads, causal,
+                                             bias, scale),
+                        "attention %lldx%lldx%lldx%lld%s%s", LL(q->ne[0]),
+                        LL(q->ne[1]), LL(heads), LL(q->ne[2] / heads),
+                        causal ? " causal" : "", bias ? " bias" : "");
 }
 
 
@@ -1007,13 +987,11 @@ cuda_linear_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *gate,
     if (w->mem != SD_MEM_HOST
         && sd_cuda_linear_gate_fp8_fits(x, gate, h, w, b))
     {
-        if (c->measuring) {
-            return sd_cuda_linear_gate_fp8(err, x, gate, h, r0, w, b);
-        }
-        SD_CUDA_OP(x, sd_cuda_linear_gate_fp8(err, x, gate, h, r0, w, b),
-                   "linear_gate fp8 %lldx%lld->%lld%s",
-                   LL(x->ne[0] * x->ne[1]), LL(w->ne[1]), LL(w->ne[0]),
-                   b ? " +b" : "");
+        SD_CUDA_OP_MEASURED(x, sd_cuda_linear_gate_fp8(err, x, gate, h, r0,
+                                                       w, b),
+                            "linear_gate fp8 %lldx%lld->%lld%s",
+                            LL(x->ne[0] * x->ne[1]), LL(w->ne[1]),
+                            LL(w->ne[0]), b ? " +b" : "");
     }
     SD_TRY(sd_cuda_scratch(err, c, sd_tensor_nbytes(x), &scr));
     y = *x;
