@@ -583,6 +583,11 @@ vae_norm_silu(sd_err *err, sd_vae *v, const sd_vae_param *p,
  * ResnetBlock2D.forward (resnet.py):
  *   h = conv1(silu(norm1(x))); h = conv2(dropout(silu(norm2(h))))
  *   x = conv_shortcut(x) if in != out; return (x + h) / 1.0
+ * With a shortcut, it runs first: x is then needed no more and norm1 runs
+ * in place on it; norm2 always runs in place. At full resolution (the
+ * decoder's last block, 256 channels in, 128 out) that leaves x's norm
+ * out of the peak: x, its norm and conv1's output were 1.28 GB at 1024^2.
+ * *xp is consumed (NULL on failure once taken).
  */
 static sd_status
 vae_resnet(sd_err *err, sd_vae *v, const sd_vae_resnet *r, sd_tensor **xp)
@@ -591,26 +596,25 @@ vae_resnet(sd_err *err, sd_vae *v, const sd_vae_resnet *r, sd_tensor **xp)
     sd_status   s;
 
     /* x: (B, H, W, cin) -> h: (B, H, W, cout) */
-    SD_TRY(vae_norm_silu(err, v, &r->norm1, x, &h));
-    SD_TRY_GOTO(s, vae_conv_fwd(err, v, &r->conv1, &h), fail);
-    {
-        sd_tensor  *t;
-
-        SD_TRY_GOTO(s, vae_norm_silu(err, v, &r->norm2, h, &t), fail);
-        sd_tensor_free(h);
-        h = t;
-    }
-    SD_TRY_GOTO(s, vae_conv_fwd(err, v, &r->conv2, &h), fail);
-
     if (r->shortcut.w != NULL) {
         /* sc: (B, H, W, cout) = conv_shortcut(x), 1x1 */
-        SD_TRY_GOTO(s, vae_conv_new(err, v, &r->shortcut, x, &sc), fail);
-        SD_TRY_GOTO(s, sd_add(err, h, h, sc), fail);
-        sd_tensor_free(sc);
+        SD_TRY(vae_conv_new(err, v, &r->shortcut, x, &sc));
+        h = x;
+        x = NULL;
+        *xp = NULL;
+        SD_TRY_GOTO(s, sd_group_norm(err, h, h, v->groups, r->norm1.w,
+                                     r->norm1.b, SD_VAE_EPS, SD_ACT_SILU),
+                    fail);
     } else {
-        SD_TRY_GOTO(s, sd_add(err, h, h, x), fail);
+        SD_TRY(vae_norm_silu(err, v, &r->norm1, x, &h));
     }
+    SD_TRY_GOTO(s, vae_conv_fwd(err, v, &r->conv1, &h), fail);
+    SD_TRY_GOTO(s, sd_group_norm(err, h, h, v->groups, r->norm2.w,
+                                 r->norm2.b, SD_VAE_EPS, SD_ACT_SILU), fail);
+    SD_TRY_GOTO(s, vae_conv_fwd(err, v, &r->conv2, &h), fail);
+    SD_TRY_GOTO(s, sd_add(err, h, h, sc ? sc : x), fail);
 
+    sd_tensor_free(sc);
     sd_tensor_free(x);
     *xp = h;
     return SD_OK;
@@ -742,19 +746,16 @@ vae_upsample(sd_err *err, sd_vae *v, const sd_vae_param *cv, sd_tensor **xp)
     sd_tensor  *x = *xp, *u;
     sd_status   s;
 
-    /* u: (B, 2H, 2W, C) */
+    /* u: (B, 2H, 2W, C); x is freed before the conv (out of its peak) */
     SD_TRY(vae_new(err, v, x, x->ne[3], 2 * x->ne[1], 2 * x->ne[2], &u));
     s = sd_upsample2x(err, u, x);
-    if (s == SD_OK) {
-        s = vae_conv_fwd(err, v, cv, &u);
-    }
     if (s != SD_OK) {
         sd_tensor_free(u);
         return s;
     }
     sd_tensor_free(x);
     *xp = u;
-    return SD_OK;
+    return vae_conv_fwd(err, v, cv, xp);
 }
 
 
