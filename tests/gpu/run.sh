@@ -27,6 +27,8 @@
 #   attn8   the FP8 attention (policy kind "attn"): fattn_check,
 #           test_backend, the FP8 goldens, Large FP8 with and without it,
 #           fp8-sweep --kinds attn on the tiny models and Large
+#   verify  test_backend, the VAE and pipeline goldens in BF16 and FP8,
+#           the offload stage's benches, Large FP8 through nginx
 #   nolanes Large FP8 with the text stream's work on the image stream's
 #           queue, profiled: each op's own time
 #   fp8err  one step beside diffusers (FP8, BF16) and fp8-sweep --kinds
@@ -454,6 +456,17 @@ stage_nolanes() {      # every op on one stream, timed: their own costs
     run "bench large fp8, one stream, profile" bench-large-nolanes.log \
         env SD_CUDA_NO_LANES=1 $G/bin/sd-cli bench \
         --model /dev/shm/sd-large --precision fp8 --runs 2 --profile 1
+}
+stage_verify() {       # the last call of a session: tests and figures
+    run "test_backend" backend.log $G/bin/test_backend
+    for dev in cuda-bf16 cuda-fp8; do
+        for t in vae pipeline; do
+            run "test_$t ($dev)" "$t-$dev.log" env SD_TEST_DEVICE=$dev \
+                $G/bin/test_$t
+        done
+    done
+    stage_offload
+    nginx_large_fp8
 }
 stage_sweeptiny() {
     run "fp8-sweep tiny large" sweep-tiny-large.log $G/bin/sd-cli fp8-sweep \
