@@ -29,6 +29,8 @@
 #           fp8-sweep --kinds attn on the tiny models and Large
 #   verify  test_backend, the VAE and pipeline goldens in BF16 and FP8,
 #           the offload stage's benches, Large FP8 through nginx
+#   vaemem  the VAE and pipeline goldens in BF16 and FP8, Large FP8's
+#           memory (the decoder sets the workspace's high-water mark)
 #   nolanes Large FP8 with the text stream's work on the image stream's
 #           queue, profiled: each op's own time
 #   fp8err  one step beside diffusers (FP8, BF16) and fp8-sweep --kinds
@@ -467,6 +469,17 @@ stage_verify() {       # the last call of a session: tests and figures
     done
     stage_offload
     nginx_large_fp8
+}
+stage_vaemem() {       # the decoder's goldens and the workspace it sets
+    for dev in cuda-bf16 cuda-fp8; do
+        for t in vae pipeline; do
+            run "test_$t ($dev)" "$t-$dev.log" env SD_TEST_DEVICE=$dev \
+                $G/bin/test_$t
+        done
+    done
+    randmodel large
+    run "bench large fp8" bench-large-fp8.log $G/bin/sd-cli bench \
+        --model /dev/shm/sd-large --precision fp8 --runs 2
 }
 stage_sweeptiny() {
     run "fp8-sweep tiny large" sweep-tiny-large.log $G/bin/sd-cli fp8-sweep \
