@@ -43,7 +43,9 @@
 #define FA_NWG      3                   /* consumer warpgroups */
 #define FA_BOX      64                  /* rows of one TMA box */
 #define FA_BN       128                 /* key rows per tile */
+#ifndef FA_STAGES                       /* -DFA_STAGES=N: a variant for */
 #define FA_STAGES   3                   /* K/V tiles in flight */
+#endif                                  /* fattn_check to measure */
 
 /* the kernel's shared memory; EB bytes an element (2: BF16, 1: E4M3,
    where v holds V^T) */

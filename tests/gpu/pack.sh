@@ -16,6 +16,10 @@ cp build/tests/test_* "$out/bin/"
 # the own attention kernel alone (sm_90a), for tests/gpu/run.sh fattn
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
     -o "$out/bin/fattn_check" tests/gpu/fattn_check.cu kernels/fattn.cu
+# a variant with four K/V stages (the E4M3 tiles are half the bytes)
+nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
+    -DFA_STAGES=4 -o "$out/bin/fattn_check_s4" tests/gpu/fattn_check.cu \
+    kernels/fattn.cu
 for l in libcjson.so.1 libpng16.so.16 libutf8proc.so.2 libgfortran.so.5 \
          libjpeg.so.62 libwebp.so.7 libwebpmux.so.3 libsharpyuv.so.0 \
          libquadmath.so.0; do
