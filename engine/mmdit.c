@@ -836,8 +836,8 @@ sd_mmdit_seq_begin(sd_err *err, sd_mmdit *m, sd_mmdit_acts *a,
 
 /*
  * attn2 of an MMDiT-X block: image-only self-attention of nx, output
- * projected and added into x with its gate. Uses the first Lx rows' worth of the joint
- * buffers, viewed as (B, Lx, W).
+ * projected and added into x with its gate. Uses the first Lx rows' worth
+ * of the joint buffers, viewed as (B, Lx, W).
  */
 static sd_status
 sd_mmdit_attn2(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
