@@ -5,8 +5,8 @@
  * A txt2img or img2img request with a fixed seed is a pure function of its
  * canonical form: every field that changes the pixels (an img2img's init
  * images and mask by their pixels), the answer's image format, the
- * model's hash, the device, the precision and the engine's numerics
- * (SD_NUMERICS). Its MD5, under a namespace
+ * model's hash, the device, the precision (with sd_fp8_keep under FP8)
+ * and the engine's numerics (SD_NUMERICS). Its MD5, under a namespace
  * that is the MD5 of the tenant, names a memcached entry that holds the
  * images and infotexts of the whole answer (and the sampler that ran);
  * the answer itself (task id, parameters, info) is built again for each
@@ -309,6 +309,12 @@ ngx_http_sd_cache_key(ngx_http_request_t *r, ngx_http_sd_job_t *job)
     ngx_http_sd_cache_str(&md5, "hash", m->hash);
     ngx_http_sd_cache_num(&md5, "device", smcf->device);
     ngx_http_sd_cache_num(&md5, "precision", smcf->precision);
+    if (smcf->precision == SD_PRECISION_FP8) {
+        /* the FP8 policy's kinds kept in BF16 change the pixels too */
+        ngx_http_sd_cache_str(&md5, "fp8_keep",
+                              smcf->fp8_keep.len
+                              ? (const char *) smcf->fp8_keep.data : "");
+    }
     ngx_http_sd_cache_num(&md5, "rng", q->rng);
     ngx_http_sd_cache_num(&md5, "width", q->width);
     ngx_http_sd_cache_num(&md5, "height", q->height);
