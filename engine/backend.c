@@ -692,27 +692,37 @@ sd_rms_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
 }
 
 
+/* The shapes of sd_qkv_split and sd_qkv_split_fp8 (norms both or none) */
+static sd_status
+qkv_split_shapes(sd_err *err, const char *op, const sd_tensor *q,
+    const sd_tensor *k, const sd_tensor *v, int64_t r0, const sd_tensor *src,
+    const sd_tensor *nq, const sd_tensor *nk, int heads)
+{
+    int64_t  w;
+
+    if (src->ndim != 3 || q->ndim != 3 || src->ne[2] % 3 != 0) {
+        return shape_err(err, op, "src and q", src, q);
+    }
+    w = src->ne[2] / 3;
+    if (heads <= 0 || w % heads != 0 || q->ne[0] != src->ne[0]
+        || q->ne[2] != w || r0 < 0 || r0 + src->ne[1] > q->ne[1]
+        || sd_numel(k) != sd_numel(q) || sd_numel(v) != sd_numel(q)
+        || (nq && sd_numel(nq) != w / heads)
+        || (nk && sd_numel(nk) != w / heads) || (nq == NULL) != (nk == NULL))
+    {
+        return shape_err(err, op, "src and q", src, q);
+    }
+    return SD_OK;
+}
+
+
 sd_status
 sd_qkv_split(sd_err *err, sd_tensor *q, sd_tensor *k, sd_tensor *v,
     int64_t r0, const sd_tensor *src, const sd_tensor *nq,
     const sd_tensor *nk, int heads, float eps)
 {
-    int64_t  b, n, w;
-
-    if (src->ndim != 3 || q->ndim != 3 || src->ne[2] % 3 != 0) {
-        return shape_err(err, "qkv_split", "src and q", src, q);
-    }
-    b = src->ne[0];
-    n = src->ne[1];
-    w = src->ne[2] / 3;
-    if (heads <= 0 || w % heads != 0 || q->ne[0] != b || q->ne[2] != w
-        || r0 < 0 || r0 + n > q->ne[1]
-        || sd_numel(k) != sd_numel(q) || sd_numel(v) != sd_numel(q)
-        || (nq && sd_numel(nq) != w / heads)
-        || (nk && sd_numel(nk) != w / heads) || (nq == NULL) != (nk == NULL))
-    {
-        return shape_err(err, "qkv_split", "src and q", src, q);
-    }
+    SD_TRY(qkv_split_shapes(err, "qkv_split", q, k, v, r0, src, nq, nk,
+                            heads));
     if (!same_dtype(q, src) || !same_dtype(k, src) || !same_dtype(v, src)) {
         return dtype_err(err, "qkv_split", src, q);
     }
@@ -800,10 +810,10 @@ sd_scale(sd_err *err, sd_tensor *y, const sd_tensor *x, float s, float add)
 }
 
 
-sd_status
-sd_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
-    const sd_tensor *k, const sd_tensor *v, int heads, int causal,
-    const sd_tensor *bias, float scale)
+/* The shapes of sd_attention and sd_attention_fp8 */
+static sd_status
+attention_shapes(sd_err *err, const char *op, const sd_tensor *o,
+    const sd_tensor *q, const sd_tensor *k, const sd_tensor *v, int heads)
 {
     if (q->ndim != 3 || k->ndim != 3 || v->ndim != 3 || o->ndim != 3
         || heads <= 0 || q->ne[2] % heads != 0
@@ -813,8 +823,18 @@ sd_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
         || o->ne[0] != q->ne[0] || o->ne[1] != q->ne[1]
         || o->ne[2] != q->ne[2])
     {
-        return shape_err(err, "attention", "q and k/v/o", q, k);
+        return shape_err(err, op, "q and k/v/o", q, k);
     }
+    return SD_OK;
+}
+
+
+sd_status
+sd_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
+    const sd_tensor *k, const sd_tensor *v, int heads, int causal,
+    const sd_tensor *bias, float scale)
+{
+    SD_TRY(attention_shapes(err, "attention", o, q, k, v, heads));
     if (bias && (sd_numel(bias) != (int64_t) heads * q->ne[1] * k->ne[1])) {
         return shape_err(err, "attention", "bias", bias, q);
     }
@@ -848,24 +868,14 @@ sd_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8, sd_tensor *v,
     sd_tensor *vamax, int64_t r0, const sd_tensor *src, const sd_tensor *nq,
     const sd_tensor *nk, int heads, float eps, float sq, float sk)
 {
-    int64_t  b, n, w;
-
     if (q8->be->ops->qkv_split_fp8 == NULL) {
         return fp8_attn_missing(err, q8->be, "qkv_split_fp8");
     }
-    if (src->ndim != 3 || q8->ndim != 3 || src->ne[2] % 3 != 0) {
-        return shape_err(err, "qkv_split_fp8", "src and q", src, q8);
-    }
-    b = src->ne[0];
-    n = src->ne[1];
-    w = src->ne[2] / 3;
-    if (heads <= 0 || w % heads != 0 || q8->ne[0] != b || q8->ne[2] != w
-        || r0 < 0 || r0 + n > q8->ne[1]
-        || sd_numel(k8) != sd_numel(q8) || sd_numel(v) != sd_numel(q8)
-        || nq == NULL || nk == NULL || sd_numel(nq) != w / heads
-        || sd_numel(nk) != w / heads || sd_numel(vamax) != b * heads)
-    {
-        return shape_err(err, "qkv_split_fp8", "src and q", src, q8);
+    SD_TRY(qkv_split_shapes(err, "qkv_split_fp8", q8, k8, v, r0, src, nq, nk,
+                            heads));
+    if (nq == NULL || sd_numel(vamax) != src->ne[0] * heads) {
+        return shape_err(err, "qkv_split_fp8", "norms and v maxima", src,
+                         vamax);
     }
     if (q8->dtype != SD_DT_F8_E4M3 || k8->dtype != SD_DT_F8_E4M3
         || !same_dtype(v, src) || vamax->dtype != SD_DT_F32)
@@ -889,15 +899,9 @@ sd_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
     if (o->be->ops->attention_fp8 == NULL) {
         return fp8_attn_missing(err, o->be, "attention_fp8");
     }
-    if (q8->ndim != 3 || k8->ndim != 3 || v->ndim != 3 || o->ndim != 3
-        || heads <= 0 || q8->ne[2] % heads != 0
-        || k8->ne[0] != q8->ne[0] || v->ne[0] != q8->ne[0]
-        || k8->ne[2] != q8->ne[2] || v->ne[2] != q8->ne[2]
-        || k8->ne[1] != v->ne[1]
-        || o->ne[0] != q8->ne[0] || o->ne[1] != q8->ne[1]
-        || o->ne[2] != q8->ne[2] || sd_numel(vamax) != q8->ne[0] * heads)
-    {
-        return shape_err(err, "attention_fp8", "q and k/v/o", q8, k8);
+    SD_TRY(attention_shapes(err, "attention_fp8", o, q8, k8, v, heads));
+    if (sd_numel(vamax) != q8->ne[0] * heads) {
+        return shape_err(err, "attention_fp8", "v maxima", vamax, q8);
     }
     if (q8->dtype != SD_DT_F8_E4M3 || k8->dtype != SD_DT_F8_E4M3
         || !same_dtype(o, v) || vamax->dtype != SD_DT_F32)
