@@ -565,6 +565,29 @@ linear_widened(sd_err *err, sd_tensor *y, const sd_tensor *x,
 }
 
 
+/* The FP8 product D (out x rows, BF16) = (W wscale)(X xscale)^T of E4M3
+   W (out, K) and X (rows, K) with per-row scales (+ bias of out) */
+static void
+fp8_shape(sd_cuda_gemm_shape *g, int64_t out, int64_t rows, int64_t K,
+    int bias)
+{
+    memset(g, 0, sizeof(*g));
+    g->transa = 1;
+    g->m = out;
+    g->n = rows;
+    g->k = K;
+    g->lda = K;
+    g->ldb = K;
+    g->ldd = out;
+    g->batch = 1;
+    g->ta = SD_DT_F8_E4M3;
+    g->tb = SD_DT_F8_E4M3;
+    g->td = SD_DT_BF16;
+    g->bias = bias;
+    g->fp8 = 1;
+}
+
+
 /* Per batch: the weight's row scales times the gate, the bias times the
    gate (sd_cuda_linear_gate_fp8) */
 __global__ void
@@ -585,15 +608,6 @@ gate_scales_kernel(float *sw, __nv_bfloat16 *bb, const float *wscale,
 }
 
 
-/*
- * x (B, n, out) += gate (B, out) * (h[:, r0 : r0 + n] (B, L, in) w^T + b):
- * the gated residual update after a projection with the gate and the
- * residual in the FP8 product itself, one product per batch: D = x + (A
- * (wscale gate_b)) (B bscale) + gate_b bias, beta 1 with C = D = x (so no
- * product's output is written and read again). The rows are quantized per
- * row as sd_cuda_linear_fp8 does. Only where sd_cuda_linear_gate_fp8_fits
- * (cuBLASLt has no FP8 algorithm for some row counts; widened weights).
- */
 /* The product sd_cuda_linear_gate_fp8 runs for a batch, or 0: none */
 static int
 gate_shape(sd_cuda *c, const sd_tensor *x, const sd_tensor *gate,
@@ -611,20 +625,7 @@ gate_shape(sd_cuda *c, const sd_tensor *x, const sd_tensor *gate,
     {
         return 0;
     }
-    memset(g, 0, sizeof(*g));
-    g->transa = 1;
-    g->m = out;
-    g->n = n;
-    g->k = K;
-    g->lda = K;
-    g->ldb = K;
-    g->ldd = out;
-    g->batch = 1;
-    g->ta = SD_DT_F8_E4M3;
-    g->tb = SD_DT_F8_E4M3;
-    g->td = SD_DT_BF16;
-    g->bias = b != NULL;
-    g->fp8 = 1;
+    fp8_shape(g, out, n, K, b != NULL);
     g->accumulate = 1;
     return sd_cuda_gemm_has_algo(c, g);
 }
@@ -640,6 +641,15 @@ sd_cuda_linear_gate_fp8_fits(const sd_tensor *x, const sd_tensor *gate,
 }
 
 
+/*
+ * x (B, n, out) += gate (B, out) * (h[:, r0 : r0 + n] (B, L, in) w^T + b):
+ * the gated residual update after a projection with the gate and the
+ * residual in the FP8 product itself, one product per batch: D = x + (A
+ * (wscale gate_b)) (B bscale) + gate_b bias, beta 1 with C = D = x (so no
+ * product's output is written and read again). The rows are quantized per
+ * row as sd_cuda_linear_fp8 does. Only where sd_cuda_linear_gate_fp8_fits
+ * (cuBLASLt has no FP8 algorithm for some row counts; widened weights).
+ */
 sd_status
 sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
     const sd_tensor *h, int64_t r0, const sd_tensor *w, const sd_tensor *b)
@@ -794,22 +804,8 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
                          "%lld: both sizes must be multiples of 16",
                          (long long) out, (long long) K);
     }
-    memset(&g, 0, sizeof(g));
-    g.transa = 1;
-    g.transb = 0;
-    g.m = out;
-    g.n = rows;
-    g.k = K;
-    g.lda = K;
-    g.ldb = K;
-    g.ldd = out;
-    g.batch = 1;
-    g.ta = SD_DT_F8_E4M3;
-    g.tb = SD_DT_F8_E4M3;
-    g.td = y->dtype;
+    fp8_shape(&g, out, rows, K, b != NULL);
     g.act = fused ? act : SD_ACT_NONE;
-    g.bias = b != NULL;
-    g.fp8 = 1;
     g.sms = c->lane ? c->lane1_sms : 0;
     if (!c->fp8_widen && !sd_cuda_gemm_has_algo(c, &g)) {
         static const int64_t  pads[] = { 16, 64, 128, 256 };

@@ -271,7 +271,6 @@ plan_choose(sd_err *err, sd_cuda *c, sd_cuda_gemm_plan *p, float alpha,
         /* the candidates' runs add into D: time them in a scratch D */
         const sd_cuda_gemm_shape  *g = &p->key.g;
 
-        tmp = NULL;
         SD_CU(cudaMalloc(&tmp, (size_t) (g->ldd * g->n)
                                * sd_dtype_size(g->td)));
         d = tmp;
