@@ -732,16 +732,6 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
     }
     SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->hx));
     SD_TRY(sd_tensor_new3(err, be, b, lc, w, &a->nc));
-    if (!m->attn8) {                    /* else q8, k8 below */
-        SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->q));
-        SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->k));
-    }
-    SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->v));
-    SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->o));
-    SD_TRY(sd_tensor_new3(err, be, b, lx, 3 * w, &a->tx));
-    SD_TRY(sd_tensor_new3(err, be, b, lc, 3 * w, &a->tc));
-    SD_TRY(sd_tensor_new3(err, be, b, lx, f, &a->fx));
-    SD_TRY(sd_tensor_new3(err, be, b, lc, f, &a->fc));
     if (m->attn8) {
         int64_t  sq[3] = { b, l, w }, sv = b * m->info.heads;
 
@@ -751,7 +741,16 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
                                 &a->k8));
         SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F32, 1, &sv,
                                 &a->vamax));
+    } else {
+        SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->q));
+        SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->k));
     }
+    SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->v));
+    SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->o));
+    SD_TRY(sd_tensor_new3(err, be, b, lx, 3 * w, &a->tx));
+    SD_TRY(sd_tensor_new3(err, be, b, lc, 3 * w, &a->tc));
+    SD_TRY(sd_tensor_new3(err, be, b, lx, f, &a->fx));
+    SD_TRY(sd_tensor_new3(err, be, b, lc, f, &a->fc));
     if (be->fp8_act && sd_mmdit_any_fp8(m)) {
         int64_t  sx[3] = { b, lx, w }, sc[3] = { b, lc, w };
 
