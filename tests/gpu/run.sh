@@ -460,24 +460,22 @@ stage_nolanes() {      # every op on one stream, timed: their own costs
         env SD_CUDA_NO_LANES=1 $G/bin/sd-cli bench \
         --model /dev/shm/sd-large --precision fp8 --runs 2 --profile 1
 }
-stage_verify() {       # the last call of a session: tests and figures
-    run "test_backend" backend.log $G/bin/test_backend
+vae_goldens() {        # the VAE and pipeline goldens in BF16 and FP8
     for dev in cuda-bf16 cuda-fp8; do
         for t in vae pipeline; do
             run "test_$t ($dev)" "$t-$dev.log" env SD_TEST_DEVICE=$dev \
                 $G/bin/test_$t
         done
     done
+}
+stage_verify() {       # the last call of a session: tests and figures
+    run "test_backend" backend.log $G/bin/test_backend
+    vae_goldens
     stage_offload
     nginx_large_fp8
 }
 stage_vaemem() {       # the decoder's goldens and the workspace it sets
-    for dev in cuda-bf16 cuda-fp8; do
-        for t in vae pipeline; do
-            run "test_$t ($dev)" "$t-$dev.log" env SD_TEST_DEVICE=$dev \
-                $G/bin/test_$t
-        done
-    done
+    vae_goldens
     randmodel large
     run "bench large fp8" bench-large-fp8.log $G/bin/sd-cli bench \
         --model /dev/shm/sd-large --precision fp8 --runs 2
