@@ -856,10 +856,23 @@ fp8_attn_missing(sd_err *err, const sd_backend *be, const char *op)
 }
 
 
-static int
-fp8_attn_scales_ok(float sq, float sk)
+/* What both FP8 attention ops take: E4M3 q8 and k8, F32 V maxima, and
+   finite positive scales */
+static sd_status
+fp8_attn_args(sd_err *err, const char *op, const sd_tensor *q8,
+    const sd_tensor *k8, const sd_tensor *vamax, float sq, float sk)
 {
-    return sq > 0.0f && sk > 0.0f && !isinf(sq) && !isinf(sk);
+    if (q8->dtype != SD_DT_F8_E4M3 || k8->dtype != SD_DT_F8_E4M3) {
+        return dtype_err(err, op, q8, k8);
+    }
+    if (vamax->dtype != SD_DT_F32) {
+        return dtype_err(err, op, q8, vamax);
+    }
+    if (!(sq > 0.0f && sk > 0.0f && !isinf(sq) && !isinf(sk))) {
+        return sd_errorf(err, SD_ERR_INVALID, "%s: scales %g and %g", op,
+                         (double) sq, (double) sk);
+    }
+    return SD_OK;
 }
 
 
@@ -877,15 +890,10 @@ sd_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8, sd_tensor *v,
         return shape_err(err, "qkv_split_fp8", "norms and v maxima", src,
                          vamax);
     }
-    if (q8->dtype != SD_DT_F8_E4M3 || k8->dtype != SD_DT_F8_E4M3
-        || !same_dtype(v, src) || vamax->dtype != SD_DT_F32)
-    {
-        return dtype_err(err, "qkv_split_fp8", src, q8);
+    if (!same_dtype(v, src)) {
+        return dtype_err(err, "qkv_split_fp8", src, v);
     }
-    if (!fp8_attn_scales_ok(sq, sk)) {
-        return sd_errorf(err, SD_ERR_INVALID, "qkv_split_fp8: scales %g "
-                         "and %g", (double) sq, (double) sk);
-    }
+    SD_TRY(fp8_attn_args(err, "qkv_split_fp8", q8, k8, vamax, sq, sk));
     return q8->be->ops->qkv_split_fp8(err, q8, k8, v, vamax, r0, src, nq, nk,
                                       heads, eps, sq, sk);
 }
@@ -903,15 +911,10 @@ sd_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
     if (sd_numel(vamax) != q8->ne[0] * heads) {
         return shape_err(err, "attention_fp8", "v maxima", vamax, q8);
     }
-    if (q8->dtype != SD_DT_F8_E4M3 || k8->dtype != SD_DT_F8_E4M3
-        || !same_dtype(o, v) || vamax->dtype != SD_DT_F32)
-    {
-        return dtype_err(err, "attention_fp8", q8, v);
+    if (!same_dtype(o, v)) {
+        return dtype_err(err, "attention_fp8", v, o);
     }
-    if (!fp8_attn_scales_ok(sq, sk)) {
-        return sd_errorf(err, SD_ERR_INVALID, "attention_fp8: scales %g "
-                         "and %g", (double) sq, (double) sk);
-    }
+    SD_TRY(fp8_attn_args(err, "attention_fp8", q8, k8, vamax, sq, sk));
     return o->be->ops->attention_fp8(err, o, q8, k8, v, vamax, heads, sq, sk,
                                      scale);
 }
