@@ -88,6 +88,21 @@ edit_schedule(sd_err *err, const char *prompt, int base, int hires,
 }
 
 
+int
+sd_prompt_edited(const char *prompt, int steps)
+{
+    sd_prompt_sched  ps;
+    sd_err           err = {0};
+    int              edited = 0;
+
+    if (edit_schedule(&err, prompt, steps, 0, &ps, &edited) != SD_OK) {
+        edited = 1;             /* unparsable here: the plain path decides */
+    }
+    sd_prompt_sched_free(&ps);
+    return edited;
+}
+
+
 /* the texts of both schedules into ed->own, padded to one chunk count */
 static sd_status
 edit_encode(sd_err *err, sd_tcache *tcache, sd_model *m, int clip_skip,

@@ -28,6 +28,13 @@ sd_status sd_cond_pad_pair(sd_err *err, sd_tcache *tcache, sd_model *m,
 
 
 /*
+ * 1 when prompt uses prompt editing or alternation at steps (its schedule
+ * is more than the prompt itself), or cannot be parsed; no encoding.
+ */
+int sd_prompt_edited(const char *prompt, int steps);
+
+
+/*
  * Prompt editing for one pass: the schedules of the prompt and (cfg_on)
  * the negative, each text encoded through the cache and copied, all padded
  * to one chunk count; segment i (n of them) ends before step end[i] and

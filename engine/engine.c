@@ -23,6 +23,7 @@
 #include "inpaint.h"
 #include "pipeline.h"
 #include "prompt.h"
+#include "promptenc.h"
 #include "rng.h"
 #include "sampler.h"
 #include "sd.h"
@@ -169,6 +170,8 @@ struct sd_engine {
     sd_tcache          *tcache;         /* NULL: none; under lock */
     int                 cuda;           /* the backend is the GPU's */
     char                device[640];
+    int64_t             group_px;       /* pixels a shared pass may hold
+                                           (the workspace's); 0: any */
 };
 
 
@@ -351,6 +354,8 @@ sd_engine_open(const sd_engine_config *cfg, sd_engine **out, char *errbuf,
     if (s == SD_OK && cfg->device == SD_DEVICE_CUDA) {
         s = sd_pipe_reserve(&err, e->model, cfg->ws_bytes, cfg->ws_width,
                             cfg->ws_height, cfg->ws_batch);
+        e->group_px = (int64_t) cfg->ws_width * cfg->ws_height
+                      * cfg->ws_batch;
     }
 #endif
     if (s != SD_OK) {
@@ -1094,6 +1099,38 @@ hires_init(sd_err *err, sd_engine *e, const sd_request *r, const float *lat,
 }
 
 
+/*
+ * The next image of res: its seeds, prompts (as sent), pixels, infotext
+ * (of info, the request as it ran) and PNG.
+ */
+static sd_status
+result_image(sd_err *err, sd_engine *e, const sd_request *info,
+    const uint8_t *pix, int iw, int ih, uint64_t seed, uint64_t subseed,
+    sd_result *res)
+{
+    sd_image  *img = &res->images[res->n_images];
+
+    img->seed = seed;
+    img->subseed = subseed;
+    img->width = iw;
+    img->height = ih;
+    img->prompt = strdup(info->prompt);
+    img->negative_prompt = strdup(info->negative_prompt);
+    img->rgb = malloc((size_t) iw * ih * 3);
+    res->n_images++;
+    if (img->prompt == NULL || img->negative_prompt == NULL
+        || img->rgb == NULL)
+    {
+        return sd_errorf(err, SD_ERR_NOMEM, "out of memory for an image's "
+                         "prompts and pixels");
+    }
+    memcpy(img->rgb, pix, (size_t) iw * ih * 3);
+    SD_TRY(sd_infotext(err, e->model, info, seed, subseed, &img->infotext));
+    return sd_png_encode(err, pix, iw, ih, img->infotext, &img->png,
+                         &img->png_len);
+}
+
+
 static sd_status
 generate(sd_err *err, sd_engine *e, const sd_request *r,
     sd_progress_fn progress, void *data, volatile int *cancel,
@@ -1328,7 +1365,6 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
         }
 
         for (i = 0; i < r->batch_size; i++) {
-            sd_image       *img = &res->images[res->n_images];
             const uint8_t  *pix = rgb + i * px;
             int             iw = tw, ih = th;
 
@@ -1342,24 +1378,6 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
                 iw = ow[i];
                 ih = oh[i];
             }
-            img->seed = a.seeds[i];
-            img->subseed = a.subseeds[i];
-            img->width = iw;
-            img->height = ih;
-            img->prompt = strdup(r->prompt);
-            img->negative_prompt = strdup(r->negative_prompt);
-            img->rgb = malloc((size_t) iw * ih * 3);
-            if (img->rgb) {
-                memcpy(img->rgb, pix, (size_t) iw * ih * 3);
-            }
-            if (img->prompt == NULL || img->negative_prompt == NULL
-                || img->rgb == NULL)
-            {
-                res->n_images++;
-                s = sd_errorf(err, SD_ERR_NOMEM, "out of memory for an "
-                              "image's prompts and pixels");
-                goto out;
-            }
             if (fb_off && rinfo.step_cache > 0.0f) {
                 /* the workspace could not hold the step cache: none ran */
                 rinfo.step_cache = 0.0f;
@@ -1369,12 +1387,9 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
                                            "this size\n");
                 }
             }
-            SD_TRY_GOTO(s, sd_infotext(err, e->model, &rinfo, img->seed,
-                                       img->subseed, &img->infotext), out);
-            res->n_images++;
-            SD_TRY_GOTO(s, sd_png_encode(err, pix, iw, ih,
-                                         img->infotext, &img->png,
-                                         &img->png_len), out);
+            SD_TRY_GOTO(s, result_image(err, e, &rinfo, pix, iw, ih,
+                                        a.seeds[i], a.subseeds[i], res),
+                        out);
         }
 
     next:
@@ -1495,4 +1510,471 @@ sd_engine_gpu_memory(const sd_engine *e, size_t *used, size_t *total,
     set_errbuf(errbuf, errlen, &err);
     return s;
 #endif
+}
+
+
+/* ---- batching across requests (sd.h: sd_generate_group) ---- */
+
+static float
+request_eta(const sd_request *r)
+{
+    return r->eta < 0.0f ? 1.0f : r->eta;       /* opts.eta_ancestral */
+}
+
+
+static int
+groupable_one(const sd_request *r)
+{
+    return r->n_iter == 1 && r->n_init_images == 0 && !r->enable_hr
+           && r->slg_scale == 0.0f && r->step_cache == 0.0f
+           && r->batch_size >= 1 && r->batch_size <= 64
+           && r->seed >= 0 && r->subseed >= 0
+           && !sd_prompt_edited(r->prompt, r->steps)
+           && !(r->cfg_scale > 1.0f
+                && sd_prompt_edited(r->negative_prompt, r->steps));
+}
+
+
+int
+sd_request_groupable(const sd_request *a, const sd_request *b)
+{
+    sd_sampler  sa, sb;
+    sd_sched    ca, cb;
+    int         fb;
+
+    if (a == NULL || !groupable_one(a)) {
+        return 0;
+    }
+    if (b == NULL) {
+        return 1;
+    }
+    if (!groupable_one(b)) {
+        return 0;
+    }
+    sd_sampler_resolve(a->sampler, a->scheduler, &sa, &ca, &fb);
+    sd_sampler_resolve(b->sampler, b->scheduler, &sb, &cb, &fb);
+    return a->width == b->width && a->height == b->height
+           && a->steps == b->steps && sa == sb && ca == cb
+           && request_eta(a) == request_eta(b)
+           && a->eta_noise_seed_delta == b->eta_noise_seed_delta
+           && a->rng == b->rng
+           && a->subseed_strength == b->subseed_strength
+           && (a->cfg_scale > 1.0f) == (b->cfg_scale > 1.0f);
+}
+
+
+int
+sd_engine_group_images(const sd_engine *e, int width, int height)
+{
+    int64_t  n;
+
+    if (e == NULL || width < 1 || height < 1) {
+        return 1;
+    }
+    if (e->group_px <= 0) {
+        return 64;
+    }
+    n = e->group_px / ((int64_t) width * height);
+    return n < 1 ? 1 : n > 64 ? 64 : (int) n;
+}
+
+
+enum { SD_G_OUT, SD_G_RUN, SD_G_STOP, SD_G_ABORT };
+
+typedef struct {
+    const sd_request   *r;
+    sd_result          *res;
+    sd_err              err;
+    sd_status           st;
+    sd_cond             c, n;           /* own copies, padded to a pair */
+    int                 chunks;
+    int                 first, count;   /* its images in the batch */
+    int                 state;          /* SD_G_* */
+    int                 stop_at;        /* steps done when it stopped */
+    int                 solo;           /* runs alone after the others */
+} sd_group_member;
+
+typedef struct {
+    sd_group_member    *mb;
+    int                 n;
+    sd_progress_fn      progress;
+    void *const        *pdata;
+    volatile int *const *cancel;
+    volatile int       *img_stop;
+    volatile int        cancel_all;
+} sd_group;
+
+
+/* member k's progress data and cancel flag (the arrays may be NULL) */
+#define G_DATA(g, k)  ((g)->pdata ? (g)->pdata[k] : NULL)
+#define G_FLAG(g, k)  ((g)->cancel && (g)->cancel[k] ? *(g)->cancel[k] : 0)
+
+
+/* The conditioning of text as a copy this call owns (the text cache's
+   entries last two calls only). */
+static sd_status
+own_cond(sd_err *err, sd_engine *e, const char *text, int clip_skip,
+    sd_result *res, sd_cond *dst)
+{
+    sd_cond         tmp;
+    const sd_cond  *out;
+    sd_status       s;
+
+    memset(&tmp, 0, sizeof(tmp));
+    SD_TRY(encode_prompt(err, e, text, clip_skip, res, &tmp, &out));
+    s = sd_cond_pad_chunks(err, e->model, out, out,
+                           sd_cond_chunks(e->model, out), dst);
+    sd_cond_free(&tmp);
+    return s;
+}
+
+
+/*
+ * A member's request checked and encoded (prompt, and negative when
+ * guided, evened out in chunks as generate() does), its result begun.
+ */
+static sd_status
+member_prepare(sd_engine *e, sd_group_member *g)
+{
+    const sd_request  *r = g->r;
+    sd_err            *err = &g->err;
+    sd_pipe_args       a;
+    sd_cond            pc, pn;
+    const sd_cond     *cp = &g->c, *np = &g->n;
+    sd_status          s;
+
+    memset(&pc, 0, sizeof(pc));
+    memset(&pn, 0, sizeof(pn));
+    SD_TRY(check_request(err, r));
+    pipe_args(r, &a);
+    SD_TRY(sd_pipe_validate(err, e->model, &a));
+    g->res->images = sd_calloc(err, r->batch_size, sizeof(sd_image),
+                               "results");
+    if (g->res->images == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    request_sampler(r, &g->res->sampler, &g->res->scheduler);
+    g->res->width = g->res->first_pass_width = r->width;
+    g->res->height = g->res->first_pass_height = r->height;
+
+    SD_TRY(own_cond(err, e, r->prompt, r->clip_skip, g->res, &g->c));
+    if (r->cfg_scale > 1.0f) {
+        SD_TRY(own_cond(err, e, r->negative_prompt, r->clip_skip, g->res,
+                        &g->n));
+        s = sd_cond_pad_pair(err, e->tcache, e->model, r->clip_skip, &cp,
+                             &np, &pc, &pn);
+        if (s == SD_OK && cp == &pc) {
+            sd_cond_free(&g->c);
+            g->c = pc;
+            memset(&pc, 0, sizeof(pc));
+        }
+        if (s == SD_OK && np == &pn) {
+            sd_cond_free(&g->n);
+            g->n = pn;
+            memset(&pn, 0, sizeof(pn));
+        }
+        sd_cond_free(&pc);
+        sd_cond_free(&pn);
+        SD_TRY(s);
+    }
+    g->chunks = sd_cond_chunks(e->model, &g->c);
+    return SD_OK;
+}
+
+
+/*
+ * The pass's progress: each member's own callback, then its cancel flag.
+ * A member stopped (interrupt, skip) before the last step keeps that
+ * step's estimate (img_stop); one aborted goes on unseen until the pass
+ * ends. With no member left running the pass stops.
+ */
+static void
+group_progress(void *data, int job, int jobs, int step, int steps)
+{
+    sd_group         *g = data;
+    sd_group_member  *m;
+    int               k, i, flag, live = 0, stopped = 0;
+
+    (void) job;
+    (void) jobs;
+    for (k = 0; k < g->n; k++) {
+        m = &g->mb[k];
+        stopped |= m->state == SD_G_STOP;
+        if (m->state != SD_G_RUN) {
+            continue;
+        }
+        if (g->progress) {
+            g->progress(G_DATA(g, k), 0, 1, step, steps);
+        }
+        flag = G_FLAG(g, k);
+        if (flag == 0 || (flag != SD_CANCEL_ABORT && step >= steps)) {
+            live++;
+            continue;
+        }
+        m->stop_at = step;
+        if (flag == SD_CANCEL_ABORT) {
+            m->state = SD_G_ABORT;
+            continue;
+        }
+        m->state = SD_G_STOP;
+        stopped = 1;
+        for (i = 0; i < m->count; i++) {
+            g->img_stop[m->first + i] = 1;
+        }
+    }
+    if (live == 0) {
+        g->cancel_all = stopped ? SD_CANCEL_STOP : SD_CANCEL_ABORT;
+    }
+}
+
+
+/* A member's images out of the pass's pixels, as generate() makes them. */
+static void
+member_images(sd_engine *e, sd_group_member *g, const sd_pipe_args *a,
+    const uint8_t *rgb)
+{
+    const sd_request  *r = g->r;
+    size_t             px = (size_t) r->width * r->height * 3;
+    int                i;
+
+    g->res->iterations = 1;
+    for (i = 0; i < g->count && g->st == SD_OK; i++) {
+        g->st = result_image(&g->err, e, r, rgb + (g->first + i) * px,
+                             r->width, r->height, a->seeds[g->first + i],
+                             a->subseeds[g->first + i], g->res);
+    }
+}
+
+
+/*
+ * The shared pass over the members in SD_G_RUN: their images side by
+ * side, each with its conditioning, guidance and seeds. SD_ERR_NOMEM
+ * (the pass did not fit) is returned for the caller to run them alone;
+ * any other failure is every member's.
+ */
+static sd_status
+group_pass(sd_engine *e, sd_group *g)
+{
+    sd_group_member  *lead = NULL, *m;
+    sd_pipe_args      a;
+    sd_err            err = {0};
+    const sd_cond    *ic[64], *in[64];
+    float             cfg[64];
+    volatile int      stop[64];
+    uint8_t          *rgb = NULL;
+    sd_status         s;
+    int               k, i, total = 0, flag;
+
+    memset((void *) stop, 0, sizeof(stop));
+    for (k = 0; k < g->n; k++) {
+        m = &g->mb[k];
+        if (m->state != SD_G_RUN) {
+            continue;
+        }
+        if (lead == NULL) {
+            lead = m;
+        }
+        m->first = total;
+        m->count = m->r->batch_size;
+        for (i = 0; i < m->count; i++) {
+            ic[total + i] = &m->c;
+            in[total + i] = &m->n;
+            cfg[total + i] = m->r->cfg_scale;
+        }
+        total += m->count;
+    }
+    if (lead == NULL) {
+        return SD_OK;
+    }
+
+    pipe_args(lead->r, &a);
+    a.batch = total;
+    a.jobs = 1;
+    for (k = 0; k < g->n; k++) {
+        m = &g->mb[k];
+        if (m->state != SD_G_RUN) {
+            continue;
+        }
+        /* A1111's seeds of image i of its request (sd.h) */
+        for (i = 0; i < m->count; i++) {
+            a.seeds[m->first + i] = (uint64_t) sd_image_seed(m->r->seed,
+                                        m->r->subseed_strength, i);
+            a.subseeds[m->first + i] = (uint64_t) sd_image_subseed(
+                                           m->r->subseed, i);
+        }
+        /* the iteration begins: progress 0, then its flag (generate()) */
+        if (g->progress) {
+            g->progress(G_DATA(g, k), 0, 1, 0, m->r->steps);
+        }
+        flag = G_FLAG(g, k);
+        if (flag) {
+            m->stop_at = 0;
+            m->state = flag == SD_CANCEL_ABORT ? SD_G_ABORT : SD_G_STOP;
+            for (i = 0; i < m->count; i++) {
+                stop[m->first + i] = 1;
+            }
+        }
+    }
+    a.img_cond = ic;
+    a.img_ncond = in;
+    a.img_cfg = cfg;
+    a.img_stop = stop;
+    g->img_stop = stop;
+    g->cancel_all = 0;
+    a.progress = group_progress;
+    a.progress_data = g;
+    a.cancel = &g->cancel_all;
+    for (k = 0, flag = 0; k < g->n; k++) {
+        flag |= g->mb[k].state == SD_G_RUN;
+    }
+    if (!flag) {
+        rgb = NULL;             /* everyone stopped before the first step */
+        s = SD_OK;
+    } else {
+        s = sd_pipe_txt2img(&err, e->model, &a, &lead->c, &lead->n, &rgb,
+                            NULL);
+    }
+    if (s == SD_ERR_NOMEM) {
+        return s;
+    }
+
+    for (k = 0; k < g->n; k++) {
+        m = &g->mb[k];
+        if (m->state == SD_G_OUT) {
+            continue;
+        }
+        if (m->state == SD_G_ABORT) {
+            m->st = m->stop_at == 0
+                    ? sd_errorf(&m->err, SD_ERR_CANCELLED, "cancelled "
+                                "before iteration 1 of 1")
+                    : sd_errorf(&m->err, SD_ERR_CANCELLED, "cancelled at "
+                                "step %d of %d", m->stop_at + 1,
+                                m->r->steps);
+        } else if (s != SD_OK) {
+            m->st = sd_errorf(&m->err, err.status, "%s", err.msg);
+        } else if (m->state == SD_G_STOP && m->stop_at == 0) {
+            m->st = SD_OK;      /* stopped before its first step: none */
+        } else if (rgb) {
+            member_images(e, m, &a, rgb);
+        }
+        if (G_FLAG(g, k) == SD_CANCEL_SKIP) {
+            *g->cancel[k] = 0;  /* skipped: as after an iteration */
+        }
+        m->state = SD_G_OUT;
+    }
+    free(rgb);
+    return SD_OK;
+}
+
+
+void
+sd_generate_group(sd_engine *e, int n, const sd_request *const *reqs,
+    sd_progress_fn progress, void *const *progress_data,
+    volatile int *const *cancel, sd_result *res, sd_status *status,
+    char *const *errbuf, size_t errlen)
+{
+    sd_group_member  *mb, *lead = NULL;
+    sd_group          g;
+    sd_err            err = {0};
+    sd_status         s = SD_OK;
+    int               k, images = 0;
+
+    for (k = 0; k < n; k++) {
+        memset(&res[k], 0, sizeof(res[k]));
+        status[k] = SD_OK;
+    }
+    mb = calloc(n > 0 ? n : 1, sizeof(*mb));
+    if (e == NULL || reqs == NULL || errbuf == NULL || mb == NULL) {
+        sd_errorf(&err, e && reqs ? SD_ERR_NOMEM : SD_ERR_INVALID,
+                  e && reqs ? "out of memory for a batch of requests"
+                            : "no engine or requests");
+        for (k = 0; k < n; k++) {
+            status[k] = err.status;
+            if (errbuf) {
+                set_errbuf(errbuf[k], errlen, &err);
+            }
+        }
+        free(mb);
+        return;
+    }
+
+    pthread_mutex_lock(&e->lock);
+#ifdef SD_HAVE_CUDA
+    if (e->cuda) {
+        s = sd_cuda_bind(&err, e->be);
+    }
+#endif
+    memset(&g, 0, sizeof(g));
+    g.mb = mb;
+    g.n = n;
+    g.progress = progress;
+    g.pdata = progress_data;
+    g.cancel = cancel;
+
+    /* who shares the pass: those that can with the first, their prompts
+       of its chunk count, up to 64 images; the others alone, after */
+    for (k = 0; k < n && s == SD_OK; k++) {
+        sd_group_member  *m = &mb[k];
+
+        m->r = reqs[k];
+        m->res = &res[k];
+        m->state = SD_G_OUT;
+        if (reqs[k] == NULL) {
+            m->st = sd_errorf(&m->err, SD_ERR_INVALID, "no request");
+            continue;
+        }
+        if (!sd_request_groupable(lead ? lead->r : reqs[k],
+                                  lead ? reqs[k] : NULL)
+            || images + reqs[k]->batch_size > 64)
+        {
+            m->solo = 1;
+            continue;
+        }
+        m->st = member_prepare(e, m);
+        if (m->st != SD_OK) {
+            sd_result_free(m->res);
+            continue;
+        }
+        if (lead && m->chunks != lead->chunks) {
+            sd_result_free(m->res);
+            m->solo = 1;
+            continue;
+        }
+        lead = lead ? lead : m;
+        m->state = SD_G_RUN;
+        images += reqs[k]->batch_size;
+    }
+
+    if (s != SD_OK) {
+        for (k = 0; k < n; k++) {
+            mb[k].st = sd_errorf(&mb[k].err, err.status, "%s", err.msg);
+        }
+    } else if (images > 0 && group_pass(e, &g) == SD_ERR_NOMEM) {
+        for (k = 0; k < n; k++) {
+            if (mb[k].state != SD_G_OUT) {
+                sd_result_free(mb[k].res);
+                mb[k].solo = 1;
+                mb[k].state = SD_G_OUT;
+            }
+        }
+    }
+
+    for (k = 0; k < n; k++) {
+        sd_group_member  *m = &mb[k];
+
+        if (s == SD_OK && m->solo) {
+            sd_err_clear(&m->err);
+            m->st = generate(&m->err, e, m->r, progress, G_DATA(&g, k),
+                             g.cancel ? cancel[k] : NULL, m->res);
+        }
+        if (m->st != SD_OK) {
+            sd_result_free(m->res);
+            set_errbuf(errbuf[k], errlen, &m->err);
+        }
+        status[k] = m->st;
+        sd_cond_free(&m->c);
+        sd_cond_free(&m->n);
+    }
+    pthread_mutex_unlock(&e->lock);
+    free(mb);
 }

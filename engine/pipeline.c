@@ -262,6 +262,11 @@ typedef struct {
     /* prompt editing: a cache per segment of steps */
     sd_pipe_seg     *seg;
     int              nseg, seg_cur;
+    /* batching across requests: the denoised estimates of the images
+       frozen by img_stop (host, batch x per), which of them are */
+    float           *frozen;
+    unsigned char    is_frozen[64];
+    int              n_frozen;
 } sd_pipe_bufs;
 
 
@@ -311,22 +316,53 @@ bufs_free(sd_pipe_bufs *b)
     }
     free(b->seg);
     free(b->host);
+    free(b->frozen);
 }
 
 
-/* out = uncond + cfg * (cond - uncond), on the two halves of pred. */
+/*
+ * v = uncond + cfg * (cond - uncond), uncond and cond the rows of pred at
+ * offsets un and co, each of v's shape (v may be the uncond rows).
+ */
 static sd_status
-guide(sd_err *err, sd_tensor *v, sd_tensor *pred, sd_tensor *tmp, float cfg)
+guide_at(sd_err *err, sd_tensor *v, sd_tensor *pred, int64_t un_at,
+    int64_t co_at, sd_tensor *tmp, float cfg)
 {
     sd_tensor  un, co;
-    int64_t    n = sd_numel(v);
 
-    SD_TRY(sd_tensor_view(err, pred, 0, v->ndim, v->ne, &un));
-    SD_TRY(sd_tensor_view(err, pred, n, v->ndim, v->ne, &co));
+    SD_TRY(sd_tensor_view(err, pred, un_at, v->ndim, v->ne, &un));
+    SD_TRY(sd_tensor_view(err, pred, co_at, v->ndim, v->ne, &co));
     SD_TRY(sd_scale(err, tmp, &un, -1.0f, 0.0f));
     SD_TRY(sd_add(err, tmp, &co, tmp));
     SD_TRY(sd_scale(err, tmp, tmp, cfg, 0.0f));
     return sd_add(err, v, &un, tmp);
+}
+
+
+/*
+ * The guided prediction over the uncond half of pred: every image with
+ * cfg, or (batching across requests) image i with cfgs[i].
+ */
+static sd_status
+guide(sd_err *err, sd_tensor *v, sd_tensor *pred, sd_tensor *tmp, float cfg,
+    const float *cfgs)
+{
+    sd_tensor  vi, ti;
+    int64_t    n = sd_numel(v), bsz = v->ne[0], per = n / bsz, ne[4];
+    int64_t    i;
+
+    if (cfgs == NULL) {
+        return guide_at(err, v, pred, 0, n, tmp, cfg);
+    }
+    memcpy(ne, v->ne, sizeof(ne));
+    ne[0] = 1;
+    for (i = 0; i < bsz; i++) {
+        SD_TRY(sd_tensor_view(err, v, i * per, v->ndim, ne, &vi));
+        SD_TRY(sd_tensor_view(err, tmp, i * per, v->ndim, ne, &ti));
+        SD_TRY(guide_at(err, &vi, pred, i * per, n + i * per, &ti,
+                        cfgs[i]));
+    }
+    return SD_OK;
 }
 
 
@@ -454,7 +490,7 @@ run_denoise(void *ctx, const float *x, float sigma, int j, float *den)
                                        b->out));
         SD_TRY(sd_tensor_view(err, b->out, 0, b->lat->ndim, b->lat->ne, &v));
         /* guided prediction written over the uncond half */
-        SD_TRY(guide(err, &v, b->out, b->tmp, a->cfg));
+        SD_TRY(guide(err, &v, b->out, b->tmp, a->cfg, a->img_cfg));
 
         if (a->slg_scale != 0.0f && a->slg_n_layers > 0
             && j > r->steps * a->slg_start && j < r->steps * a->slg_stop)
@@ -486,6 +522,36 @@ run_denoise(void *ctx, const float *x, float sigma, int j, float *den)
 }
 
 
+/*
+ * Batching across requests: the images img_stop names keep this step's
+ * denoised estimate (the first time only). Returns 1 once every image is.
+ */
+static int
+freeze(sd_pipe_run *r, const float *den)
+{
+    const sd_pipe_args  *a = r->a;
+    sd_pipe_bufs        *b = r->b;
+    size_t               per = sd_numel(b->lat) / a->batch;
+    int                  i;
+
+    for (i = 0; i < a->batch; i++) {
+        if (!a->img_stop[i] || b->is_frozen[i]) {
+            continue;
+        }
+        if (b->frozen == NULL) {
+            b->frozen = malloc(a->batch * per * sizeof(float));
+            if (b->frozen == NULL) {
+                continue;       /* kept running: decoded at its end */
+            }
+        }
+        memcpy(b->frozen + i * per, den + i * per, per * sizeof(float));
+        b->is_frozen[i] = 1;
+        b->n_frozen++;
+    }
+    return b->n_frozen == a->batch;
+}
+
+
 /* After each step: the dump, progress, then the cancel flag. */
 static int
 run_step(void *ctx, int i, int steps, const float *den)
@@ -501,6 +567,11 @@ run_step(void *ctx, int i, int steps, const float *den)
     }
     if (a->progress) {
         a->progress(a->progress_data, a->job, a->jobs, i + 1, steps);
+    }
+    if (a->img_stop && freeze(r, den) && i + 1 < steps) {
+        r->stop = SD_CANCEL_STOP;       /* every image frozen */
+        r->stop_at = i + 1;
+        return 1;
     }
     flag = a->cancel ? *a->cancel : 0;
     if (flag && i + 1 < steps) {
@@ -799,6 +870,38 @@ latent_new(sd_err *err, sd_backend *be, int64_t b, int64_t c, int64_t h,
 }
 
 
+/*
+ * Batching across requests: image i's conditioning (and its negative's,
+ * cfg_on) into its rows of the context and pooled batches.
+ */
+static sd_status
+img_conds(sd_err *err, const sd_pipe_args *a, sd_pipe_bufs *b, int cfg_on)
+{
+    int  i, bsz = a->batch;
+
+    for (i = 0; i < bsz; i++) {
+        const sd_cond  *c = a->img_cond[i];
+        const sd_cond  *u = cfg_on ? a->img_ncond[i] : NULL;
+
+        if (c->context->ne[1] != b->ctx->ne[1]
+            || (u && u->context->ne[1] != b->ctx->ne[1]))
+        {
+            return sd_errorf(err, SD_ERR_INTERNAL, "batched requests: "
+                             "contexts of different lengths");
+        }
+        if (cfg_on) {
+            SD_TRY(repeat_into(err, b->ctx, i, 1, u->context));
+            SD_TRY(repeat_into(err, b->pool, i, 1, u->pooled));
+        }
+        SD_TRY(repeat_into(err, b->ctx, (cfg_on ? bsz : 0) + i, 1,
+                           c->context));
+        SD_TRY(repeat_into(err, b->pool, (cfg_on ? bsz : 0) + i, 1,
+                           c->pooled));
+    }
+    return SD_OK;
+}
+
+
 static sd_status
 alloc_bufs(sd_err *err, sd_model *m, const sd_pipe_args *a,
     const sd_cond *cond, const sd_cond *ncond, sd_pipe_bufs *b, int c,
@@ -822,9 +925,15 @@ alloc_bufs(sd_err *err, sd_model *m, const sd_pipe_args *a,
         return SD_ERR_NOMEM;
     }
 
-    /* prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds]) */
     if (cfg_on) {
         SD_TRY(latent_new(err, be, bb, c, h, w, &b->in));
+    }
+    if (a->img_cond) {
+        return img_conds(err, a, b, cfg_on);
+    }
+
+    /* prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds]) */
+    if (cfg_on) {
         SD_TRY(repeat_into(err, b->ctx, 0, bsz, ncond->context));
         SD_TRY(repeat_into(err, b->ctx, bsz, bsz, cond->context));
         SD_TRY(repeat_into(err, b->pool, 0, bsz, ncond->pooled));
@@ -1043,6 +1152,12 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
         s = sd_errorf(err, SD_ERR_CANCELLED, "cancelled at step %d of %d",
                       run.stop_at + 1, steps);
         goto out;
+    }
+    for (i = 0; i < a->batch; i++) {
+        if (b.is_frozen[i]) {
+            memcpy(b.host + i * per, b.frozen + i * per,
+                   per * sizeof(float));
+        }
     }
     mask_blend(a, b.host, per, (int64_t) h * w);
     SD_TRY_GOTO(s, sd_tensor_upload(err, b.lat, b.host), out);

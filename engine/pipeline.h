@@ -60,6 +60,17 @@ typedef struct {
     float               step_cache;
     int                *steps_cached;
     int                *step_cache_off;
+    /* batching across requests (sd_generate_group): image i of the batch
+       is conditioned on img_cond[i] / img_ncond[i] and guided with
+       img_cfg[i] (NULL: cond / ncond and cfg for every image; every
+       context of the same rows, cfg > 1 on all or none); img_stop[i],
+       raised by the progress callback after a step, freezes image i at
+       that step's denoised estimate (its request interrupted or gone),
+       which is what gets decoded for it; once every image is frozen the
+       sampling stops as after SD_CANCEL_STOP */
+    const sd_cond     **img_cond, **img_ncond;
+    const float        *img_cfg;
+    volatile int       *img_stop;
 } sd_pipe_args;
 
 

@@ -387,4 +387,48 @@ sd_status sd_generate(sd_engine *e, const sd_request *req,
     sd_progress_fn progress, void *progress_data, volatile int *cancel,
     sd_result *res, char *errbuf, size_t errlen);
 
+/*
+ * Batching across requests. Requests that wait together can share every
+ * forward pass of the transformer (cond and uncond of each, their images
+ * side by side), each with its own prompt, negative prompt, cfg_scale,
+ * seeds, progress, cancel flag and result. sd_request_groupable(a, NULL):
+ * a can share passes at all (txt2img without hires fix, one iteration,
+ * no skip-layer guidance, no step caching, no prompt editing or
+ * alternation); sd_request_groupable(a, b): a and b can share them (both
+ * can, and the same size, steps, sampler and scheduler as resolved, eta,
+ * eta_noise_seed_delta, rng, subseed_strength, and guidance on in both or
+ * in neither). Seeds must be resolved (not -1). The caller bounds the
+ * images: at most 64 in all, and sd_engine_group_images() for the size.
+ */
+int sd_request_groupable(const sd_request *a, const sd_request *b);
+
+/*
+ * How many images of width x height one shared forward pass may hold: on
+ * the GPU what the activation workspace was sized for (ws_width x
+ * ws_height x ws_batch pixels, at least 1), on the CPU 64.
+ */
+int sd_engine_group_images(const sd_engine *e, int width, int height);
+
+/*
+ * Runs n requests with shared forward passes. Each request k gets its own
+ * answer: status[k], res[k] and, on failure, errbuf[k] (errlen bytes), as
+ * sd_generate() would give it; progress(progress_data[k], 0, 1, step,
+ * steps) reports its steps and *cancel[k] (NULL: none) is polled after
+ * each: ABORT fails only that request (SD_ERR_CANCELLED); STOP and SKIP
+ * keep its latest denoised estimate as its image (the others go on; its
+ * answer comes with theirs) and SKIP is cleared afterwards. Requests that
+ * cannot share passes with the first (sd_request_groupable), or whose
+ * prompts encode to another CLIP chunk count than the first's (padding
+ * would change their images), run alone after the others, as does
+ * everyone when the shared pass did not fit in memory. An image comes out
+ * as its request alone makes it, up to the summation order of products
+ * over more rows (the libraries pick kernels by the row count): on the CPU
+ * a few values one level apart; a pass of one request gives its bytes.
+ */
+void sd_generate_group(sd_engine *e, int n, const sd_request *const *reqs,
+    sd_progress_fn progress, void *const *progress_data,
+    volatile int *const *cancel, sd_result *res, sd_status *status,
+    char *const *errbuf, size_t errlen);
+
+
 #endif /* SD_H */

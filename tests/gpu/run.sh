@@ -35,6 +35,8 @@
 #           queue, profiled: each op's own time
 #   fp8err  one step beside diffusers (FP8, BF16) and fp8-sweep --kinds
 #           attn on Large and Medium (the default policy's error)
+#   batchceil  Large and Medium FP8 at 1, 2 and 4 images a forward pass
+#           (the ceiling of batching requests together: images per second)
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
 #           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
 #           the image in FP8 from the file against quantize-at-load
@@ -473,6 +475,17 @@ stage_verify() {       # the last call of a session: tests and figures
     vae_goldens
     stage_offload
     nginx_large_fp8
+}
+# what one forward pass of several images gains over one image a pass:
+# the ceiling of batching requests (BATCH_STEPS steps, default 12)
+stage_batchceil() {
+    for m in large medium; do
+        randmodel $m
+        for b in 1 2 4; do
+            bench $m bench-$m-fp8-b$b.log "bench $m fp8, batch $b" \
+                --precision fp8 --steps ${BATCH_STEPS:-12} --batch $b
+        done
+    done
 }
 stage_vaemem() {       # the decoder's goldens and the workspace it sets
     vae_goldens
