@@ -172,9 +172,13 @@ ngx_http_sd_metrics_handler(ngx_http_request_t *r)
                 "# HELP sd_steps_cached_total Sampling steps that reused "
                 "the transformer's residual (step caching).\n"
                 "# TYPE sd_steps_cached_total counter\n"
-                "sd_steps_cached_total %uA\n",
+                "sd_steps_cached_total %uA\n"
+                "# HELP sd_jobs_batched_total Jobs that shared their "
+                "forward passes with other requests (sd_batch).\n"
+                "# TYPE sd_jobs_batched_total counter\n"
+                "sd_jobs_batched_total %uA\n",
                 shm->images, shm->jobs_failed, shm->jobs_cancelled,
-                shm->steps_cached);
+                shm->steps_cached, shm->jobs_batched);
 
     p = ngx_slprintf(p, last,
                 "# HELP sd_queue_depth Jobs waiting, per worker.\n"

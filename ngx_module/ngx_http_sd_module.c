@@ -149,6 +149,15 @@ static ngx_command_t  ngx_http_sd_commands[] = {
       offsetof(ngx_http_sd_main_conf_t, parallel),
       NULL },
 
+    /* sd_batch N: images one forward pass may take from several queued
+       requests (batching across requests); 1: each request alone */
+    { ngx_string("sd_batch"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sd_main_conf_t, batch),
+      NULL },
+
     /* sd_shm_size SIZE: the zone shared by the workers */
     { ngx_string("sd_shm_size"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -428,6 +437,7 @@ ngx_http_sd_create_main_conf(ngx_conf_t *cf)
     smcf->gpu_ws_batch = NGX_CONF_UNSET;
     smcf->queue_size = NGX_CONF_UNSET_UINT;
     smcf->parallel = NGX_CONF_UNSET_UINT;
+    smcf->batch = NGX_CONF_UNSET_UINT;
     smcf->shm_size = NGX_CONF_UNSET_SIZE;
     smcf->shutdown_timeout = NGX_CONF_UNSET_MSEC;
     ngx_http_sd_breaker_conf_create(&smcf->breaker);
@@ -453,6 +463,7 @@ ngx_http_sd_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(smcf->gpu_ws_batch, 0);
     ngx_conf_init_uint_value(smcf->queue_size, 16);
     ngx_conf_init_uint_value(smcf->parallel, 1);
+    ngx_conf_init_uint_value(smcf->batch, 1);
     ngx_conf_init_size_value(smcf->shm_size, 1024 * 1024);
     ngx_conf_init_msec_value(smcf->shutdown_timeout, 300000);
     ngx_http_sd_breaker_conf_merge(&smcf->breaker);
@@ -481,6 +492,12 @@ ngx_http_sd_init_main_conf(ngx_conf_t *cf, void *conf)
     if (smcf->parallel == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"sd_parallel\" must be at least 1");
+        return NGX_CONF_ERROR;
+    }
+
+    if (smcf->batch == 0 || smcf->batch > 64) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"sd_batch\" must be between 1 and 64");
         return NGX_CONF_ERROR;
     }
 

@@ -129,6 +129,7 @@ typedef struct {
     ngx_thread_pool_t         *thread_pool;
     ngx_uint_t                 queue_size;
     ngx_uint_t                 parallel;
+    ngx_uint_t                 batch;       /* images a shared pass takes */
     size_t                     shm_size;
     ngx_shm_zone_t            *shm_zone;
     ngx_msec_t                 shutdown_timeout;
@@ -232,6 +233,7 @@ typedef struct {
     ngx_atomic_t               jobs_failed;
     ngx_atomic_t               jobs_cancelled;
     ngx_atomic_t               steps_cached;    /* sd_result.steps_cached */
+    ngx_atomic_t               jobs_batched;    /* shared their passes */
     ngx_atomic_t               queued[NGX_HTTP_SD_MAX_WORKERS];
     ngx_atomic_t               running[NGX_HTTP_SD_MAX_WORKERS];
     ngx_atomic_t               memory[NGX_HTTP_SD_MAX_WORKERS];
@@ -316,6 +318,7 @@ typedef struct {
     ngx_queue_t                jobs;        /* running: in the thread pool */
     ngx_uint_t                 queued;
     ngx_uint_t                 running;
+    ngx_uint_t                 tasks;       /* thread tasks: a batch is one */
     ngx_uint_t                 slot;        /* in the zone, owned by pid */
     ngx_atomic_uint_t          unload_gen;
     ngx_atomic_uint_t          reload_gen;
@@ -334,6 +337,13 @@ struct ngx_http_sd_job_s {
     ngx_http_sd_tenant_t      *tenant;
     ngx_queue_t                queue;       /* tenant->jobs, or w->jobs */
     ngx_uint_t                 state;       /* QUEUED or RUNNING */
+    /*
+     * batching across requests (sd_batch): the jobs that share the
+     * leader's thread task and forward passes, linked from the leader;
+     * each keeps its own request, flags, result and answer
+     */
+    ngx_http_sd_job_t         *batch_next;
+    unsigned                   follower:1;  /* runs in a leader's task */
     ngx_uint_t                 model;
     sd_engine                 *engine;
     ngx_http_sd_shm_task_t    *slot;

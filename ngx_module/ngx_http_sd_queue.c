@@ -43,6 +43,10 @@ static void ngx_http_sd_fail_queued(ngx_http_sd_job_t *job,
     ngx_uint_t level, const char *error, const char *msg);
 static void ngx_http_sd_shutdown_queued(ngx_http_sd_job_t *job);
 static ngx_int_t ngx_http_sd_start(ngx_http_sd_job_t *job);
+static void ngx_http_sd_batch_gather(ngx_http_sd_job_t *lead);
+static void ngx_http_sd_running(ngx_http_sd_job_t *job);
+static void ngx_http_sd_batch_thread(ngx_http_sd_job_t *lead);
+static void ngx_http_sd_job_answer(ngx_http_sd_job_t *job);
 static void ngx_http_sd_job_end(ngx_http_sd_job_t *job);
 static void ngx_http_sd_job_thread(void *data, ngx_log_t *log);
 static ngx_int_t ngx_http_sd_job_stopped(ngx_http_sd_job_t *job);
@@ -428,7 +432,7 @@ ngx_http_sd_dispatch(void)
 
     w = &ngx_http_sd_worker;
 
-    while (w->running < w->smcf->parallel && !ngx_queue_empty(&w->ring)) {
+    while (w->tasks < w->smcf->parallel && !ngx_queue_empty(&w->ring)) {
 
         q = ngx_queue_head(&w->ring);
         t = ngx_queue_data(q, ngx_http_sd_tenant_t, ring);
@@ -614,6 +618,8 @@ ngx_http_sd_terminate(void)
 static ngx_int_t
 ngx_http_sd_start(ngx_http_sd_job_t *job)
 {
+    ngx_uint_t             n;
+    ngx_http_sd_job_t     *f;
     ngx_http_sd_model_t   *m;
     ngx_http_sd_worker_t  *w;
 
@@ -621,9 +627,11 @@ ngx_http_sd_start(ngx_http_sd_job_t *job)
     m = &w->models[job->model];
 
     job->engine = m->engine;
-    job->state = NGX_HTTP_SD_TASK_RUNNING;
-    job->started_at = ngx_current_msec;
-    job->skip_seen = job->slot->skip_req;
+    job->batch_next = NULL;
+
+    /* the queued jobs that share its passes, linked before the thread
+       can see the list */
+    ngx_http_sd_batch_gather(job);
 
     job->task.ctx = job;
     job->task.handler = ngx_http_sd_job_thread;
@@ -635,8 +643,50 @@ ngx_http_sd_start(ngx_http_sd_job_t *job)
         ngx_log_error(NGX_LOG_ALERT, job->r->connection->log, 0,
                       "ngx_thread_task_post() failed for sd task \"%s\"",
                       job->id);
+        for (f = job->batch_next; f; f = f->batch_next) {
+            f->follower = 0;
+        }
+        job->batch_next = NULL;
         return NGX_ERROR;
     }
+
+    w->tasks++;
+    n = 0;
+
+    for (f = job; f; f = f->batch_next) {
+        ngx_http_sd_running(f);
+        n++;
+    }
+
+    if (n > 1) {
+        (void) ngx_atomic_fetch_add(&w->shm->jobs_batched, n);
+
+        ngx_log_error(NGX_LOG_INFO, job->r->connection->log, 0,
+                      "sd task \"%s\" shares its forward passes with %ui "
+                      "more", job->id, n - 1);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, job->r->connection->log, 0,
+                   "sd task \"%s\" started, %ui running",
+                   job->id, w->running);
+
+    return NGX_OK;
+}
+
+
+/* A job, leader or follower, from the queue into the running ones. */
+
+static void
+ngx_http_sd_running(ngx_http_sd_job_t *job)
+{
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+
+    job->engine = w->models[job->model].engine;
+    job->state = NGX_HTTP_SD_TASK_RUNNING;
+    job->started_at = ngx_current_msec;
+    job->skip_seen = job->slot->skip_req;
 
     ngx_http_sd_unqueue(job);
     ngx_queue_insert_tail(&w->jobs, &job->queue);
@@ -647,16 +697,97 @@ ngx_http_sd_start(ngx_http_sd_job_t *job)
     job->slot->start_ms = ngx_http_sd_now_ms();
     job->slot->state = NGX_HTTP_SD_TASK_RUNNING;
 
-    m->running++;
+    w->models[job->model].running++;
     w->running++;
     job->tenant->running++;
     (void) ngx_atomic_fetch_add(&w->shm->running[w->slot], 1);
+}
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, job->r->connection->log, 0,
-                   "sd task \"%s\" started, %ui running",
-                   job->id, w->running);
 
-    return NGX_OK;
+/*
+ * Batching across requests (sd_batch N > 1): the queued jobs of the
+ * leader's model that can share its forward passes
+ * (sd_request_groupable: same size, steps and sampler, plain txt2img),
+ * taken in dispatch order (the tenants' ring, then each one's FIFO) while
+ * their images fit: N, and what the engine's workspace holds at that size.
+ * They leave the queue with the leader and answer with it. A job that
+ * sd_test_gate holds never follows (a leader's gate holds the batch).
+ */
+
+static ngx_int_t
+ngx_http_sd_gated(ngx_http_sd_job_t *job)
+{
+    struct stat  st;
+
+    return job->gate && stat(job->gate, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+
+static void
+ngx_http_sd_batch_gather(ngx_http_sd_job_t *lead)
+{
+    int                    images, limit, b;
+    ngx_uint_t             k, i, more;
+    ngx_queue_t           *q, *jq;
+    ngx_http_sd_job_t     *job, **tail;
+    ngx_http_sd_tenant_t  *t;
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+
+    if (w->smcf->batch <= 1 || !sd_request_groupable(&lead->in.req, NULL))
+    {
+        return;
+    }
+
+    images = lead->in.req.batch_size;
+    limit = sd_engine_group_images(lead->engine, lead->in.req.width,
+                                   lead->in.req.height);
+    limit = ngx_min(limit, (int) w->smcf->batch);
+    tail = &lead->batch_next;
+
+    /* the order of ngx_http_sd_positions(): k-th job of every tenant */
+    for (k = 0; images < limit; k++) {
+        more = 0;
+
+        for (q = ngx_queue_head(&w->ring);
+             q != ngx_queue_sentinel(&w->ring);
+             q = ngx_queue_next(q))
+        {
+            t = ngx_queue_data(q, ngx_http_sd_tenant_t, ring);
+
+            if (k >= t->queued) {
+                continue;
+            }
+
+            more = 1;
+
+            jq = ngx_queue_head(&t->jobs);
+            for (i = 0; i < k; i++) {
+                jq = ngx_queue_next(jq);
+            }
+
+            job = ngx_queue_data(jq, ngx_http_sd_job_t, queue);
+            b = job->in.req.batch_size;
+
+            if (job == lead || job->follower || ngx_http_sd_gated(job)
+                || job->model != lead->model || images + b > limit
+                || !sd_request_groupable(&lead->in.req, &job->in.req))
+            {
+                continue;
+            }
+
+            job->follower = 1;
+            job->batch_next = NULL;
+            *tail = job;
+            tail = &job->batch_next;
+            images += b;
+        }
+
+        if (!more) {
+            break;
+        }
+    }
 }
 
 
@@ -706,6 +837,11 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
         ngx_http_sd_gate_wait(job);
     }
 
+    if (job->batch_next) {
+        ngx_http_sd_batch_thread(job);
+        return;
+    }
+
     if (ngx_http_sd_job_stopped(job)) {
         job->status = SD_ERR_CANCELLED;
         return;
@@ -732,6 +868,78 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
     if (ngx_http_sd_images_output(job, &job->result) != NGX_OK) {
         sd_result_free(&job->result);
         job->status = SD_ERR_INTERNAL;
+    }
+}
+
+
+/*
+ * The thread side of a batch: the leader (its gate passed) and its
+ * followers through one sd_generate_group(); each job's progress callback
+ * and cancel flag are its own, as are its status, result and images.
+ */
+
+static void
+ngx_http_sd_batch_thread(ngx_http_sd_job_t *lead)
+{
+    int                 n, k, injected;
+    uint64_t            now;
+    sd_status           st[64];
+    sd_result           res[64];
+    ngx_http_sd_job_t  *job, *jobs[64];
+    const sd_request   *reqs[64];
+    void               *data[64];
+    volatile int       *cancel[64];
+    char               *err[64];
+
+    ngx_memzero(reqs, sizeof(reqs));
+    ngx_memzero(data, sizeof(data));
+    ngx_memzero(cancel, sizeof(cancel));
+    ngx_memzero(err, sizeof(err));
+
+    /* tests: the breaker's injected failure is every member's */
+    injected = ngx_http_sd_breaker_injected(lead->err, sizeof(lead->err));
+
+    now = ngx_http_sd_mono_ns();
+    n = 0;
+
+    for (job = lead; job && n < 64; job = job->batch_next) {
+        job->gate_step = job == lead ? job->gate_step : -1;
+        job->last_step_ns = now;
+
+        if (injected) {
+            job->status = SD_ERR_BACKEND;
+            ngx_memcpy(job->err, lead->err, sizeof(job->err));
+            continue;
+        }
+
+        jobs[n] = job;
+        reqs[n] = &job->in.req;
+        data[n] = job;
+        cancel[n] = &job->cancel;
+        err[n] = job->err;
+        n++;
+    }
+
+    if (injected) {
+        return;
+    }
+
+    sd_generate_group(lead->engine, n, reqs, ngx_http_sd_job_progress, data,
+                      cancel, res, st, err, sizeof(lead->err));
+
+    for (k = 0; k < n; k++) {
+        job = jobs[k];
+        job->result = res[k];
+
+        if (st[k] != SD_OK) {
+            job->status = st[k];
+            continue;
+        }
+
+        if (ngx_http_sd_images_output(job, &job->result) != NGX_OK) {
+            sd_result_free(&job->result);
+            job->status = SD_ERR_INTERNAL;
+        }
     }
 }
 
@@ -908,6 +1116,10 @@ ngx_http_sd_job_end(ngx_http_sd_job_t *job)
 
     ngx_queue_remove(&job->queue);
 
+    if (!job->follower) {
+        w->tasks--;
+    }
+
     w->models[job->model].running--;
     w->running--;
     t->running--;
@@ -943,6 +1155,21 @@ ngx_http_sd_job_done(ngx_event_t *ev)
 {
     ngx_http_sd_job_t *job = ev->data;
 
+    ngx_http_sd_job_t  *next;
+
+    /* the leader, then the jobs that shared its passes (sd_batch) */
+    for ( /* void */ ; job; job = next) {
+        next = job->batch_next;
+        ngx_http_sd_job_answer(job);
+    }
+}
+
+
+/* A job whose thread has ended: answered (or let go), finalized, freed. */
+
+static void
+ngx_http_sd_job_answer(ngx_http_sd_job_t *job)
+{
     ngx_int_t            rc;
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
@@ -1081,6 +1308,9 @@ ngx_http_sd_abort(ngx_http_request_t *r)
 
     if (job->state == NGX_HTTP_SD_TASK_RUNNING) {
         /* the completion handler finalizes with 499 */
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "sd task \"%s\": the client went away, stopping it",
+                      job->id);
         job->client_gone = 1;
         job->cancel = SD_CANCEL_ABORT;
         return;
