@@ -41,8 +41,9 @@ on_step(void *data, int job, int jobs, int step, int steps)
  * How far an image of a shared pass may be from the same request alone:
  * the products see more rows, and OpenBLAS (the GPU's libraries too)
  * picks its kernels, so its summation order, by the row count. On the
- * CPU a few values end one level apart (at most 1 in 1000 of them); a
- * pass of one request alone is the same bytes.
+ * CPU a few values end one level apart (at most 1 in 1000 of them; on the
+ * H200 none did, in BF16 and FP8); a pass of one request alone is the
+ * same bytes.
  */
 static int  max_diff_allowed = 1;
 static int  on_gpu;
@@ -81,7 +82,12 @@ same_images(const sd_result *res, const sd_result *ref, const char *what,
             n_off += d > 0;
             big += d > max_diff_allowed;
         }
-        T_CHECK(big == 0 && (size_t) n_off * 1000 <= px, "%s: image %d, %d "
+        if (on_gpu) {
+            printf("   %s: image %d, %d of %zu values differ\n", what, i,
+                   n_off, px);
+        }
+        T_CHECK(big == 0 && (size_t) n_off * 1000 <= px,
+                "%s: image %d, %d "
                 "values differ, %d by more than %d from the request alone",
                 what, i, n_off, big, max_diff_allowed);
         if (exact) {
@@ -444,8 +450,7 @@ main(void)
                         : strcmp(d, "cuda-bf16") == 0 ? SD_PRECISION_BF16
                         : SD_PRECISION_FP32;
         cfg.ws_width = cfg.ws_height = 256;
-        max_diff_allowed = 8;       /* TODO measured */
-        on_gpu = 1;
+        on_gpu = 1;     /* the H200, BF16 and FP8: 0 values differ */
         printf("   device %s\n", d);
     }
     if (sd_engine_open(&cfg, &e, msg, sizeof(msg)) != SD_OK) {

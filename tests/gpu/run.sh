@@ -36,7 +36,11 @@
 #   fp8err  one step beside diffusers (FP8, BF16) and fp8-sweep --kinds
 #           attn on Large and Medium (the default policy's error)
 #   batchceil  Large and Medium FP8 at 1, 2 and 4 images a forward pass
-#           (the ceiling of batching requests together: images per second)
+#           (the ceiling of batching requests together: images per second;
+#           CEIL_SIZE 1024, CEIL_MODELS "large medium")
+#   batch   batching across requests through nginx: sd_batch 1 against 4,
+#           1/4/8 clients, 1024^2 and 512^2 (scale_bench.py, target 1.15x)
+#   group   test_group on the GPU (shared passes against requests alone)
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
 #           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
 #           the image in FP8 from the file against quantize-at-load
@@ -476,14 +480,54 @@ stage_verify() {       # the last call of a session: tests and figures
     stage_offload
     nginx_large_fp8
 }
+# batching across requests through nginx: sd_batch 1 (each request
+# alone) against sd_batch BATCH_N (4) at 1, 4 and 8 clients, for each size
+# of BATCH_SIZES (1024 512); the report ($OUT/batch/SIZE/scale.md) gives
+# images/min against one request at a time, and 4 clients with sd_batch
+# over it against the 1.15x target. BATCH_MODEL (large), BATCH_PRECISION
+# (fp8), BATCH_DURATION (s per level, 20), BATCH_LEVELS (1,4,8)
+stage_batch() {
+    local m=${BATCH_MODEL:-large} pr=${BATCH_PRECISION:-fp8} s b o
+    local d=/dev/shm/sd-${BATCH_MODEL:-large} args
+    randmodel $m
+    for s in ${BATCH_SIZES:-1024 512}; do
+        o=$OUT/batch/$s
+        mkdir -p $o
+        args="--duration ${BATCH_DURATION:-20} --steps ${BATCH_STEPS:-28}
+              --width $s --height $s --levels ${BATCH_LEVELS:-1,4,8}"
+        for b in 1 ${BATCH_N:-4}; do
+            serve_workers $d b$b-$s 7874 1 cuda:0 $pr "sd_batch $b;"
+            run "batch: $m $pr ${s}^2, sd_batch $b" batch-$s-$b.log \
+                python3 tests/gpu/scale_bench.py run http://127.0.0.1:7874 \
+                --label "sd_batch $b" $args --out $o/b$b.json
+            stop_workers b$b-$s 7874
+        done
+        run "batch report ${s}^2" batch-report-$s.log python3 \
+            tests/gpu/scale_bench.py report $o/b1.json $o/b${BATCH_N:-4}.json \
+            --out $o --at 4 --target 1.15
+        cat $L/batch-report-$s.log
+    done
+}
+
+# the group test on the GPU: images of shared passes against alone
+stage_group() {
+    for dev in cuda-bf16 cuda-fp8; do
+        run "test_group ($dev)" group-$dev.log env SD_TEST_DEVICE=$dev \
+            $G/bin/test_group
+    done
+    grep -h "largest difference\|FAIL" $L/group-*.log
+}
+
 # what one forward pass of several images gains over one image a pass:
 # the ceiling of batching requests (BATCH_STEPS steps, default 12)
 stage_batchceil() {
-    for m in large medium; do
+    for m in ${CEIL_MODELS:-large medium}; do
         randmodel $m
         for b in 1 2 4; do
-            bench $m bench-$m-fp8-b$b.log "bench $m fp8, batch $b" \
-                --precision fp8 --steps ${BATCH_STEPS:-12} --batch $b
+            bench $m bench-$m-fp8-b$b-${CEIL_SIZE:-1024}.log \
+                "bench $m fp8 ${CEIL_SIZE:-1024}^2, batch $b" \
+                --precision fp8 --steps ${CEIL_STEPS:-12} --batch $b \
+                --width ${CEIL_SIZE:-1024} --height ${CEIL_SIZE:-1024}
         done
     done
 }
@@ -526,7 +570,7 @@ stage_demo() {
 # nginx serving MODEL with WORKERS workers on DEVICE (sd_device: "cuda"
 # puts worker N on GPU N), the access log in the sd format of
 # docker/nginx.conf.template
-serve_workers() {   # model-dir name port workers device precision
+serve_workers() {   # model-dir name port workers device precision [http]
     local p=/tmp/sd/serve-$2
     mkdir -p /tmp/ngx $p/logs $p/tmp /var/lib/nginx
     for deb in $G/debs/*.deb; do dpkg -x "$deb" /tmp/ngx; done
@@ -554,6 +598,7 @@ http {
     sd_precision $6;
     sd_thread_pool sd;
     sd_queue_size 64;
+    ${7:-}
     server {
         listen 127.0.0.1:$3;
         location /sdapi/v1/ { sd_api; }
