@@ -285,18 +285,27 @@ main(int argc, char **argv)
 {
     int  bad = 0;
 
-    if (argc > 1) {             /* prof H: three calls, for ncu */
-        size_t  n = (size_t) 2 * 4429 * atoi(argv[1]) * 64 * 2;
+    if (argc > 1) {             /* prof H [e4m3]: three calls, for ncu */
+        int     hh = atoi(argv[1]), e4 = argc > 2;
+        size_t  n = (size_t) 2 * 4429 * hh * 64 * 2;
         void   *q, *k, *v, *o;
+        float  *vamax;
 
         sd_cuda_fattn_ok(0);
         CK(cudaMalloc(&q, n)); CK(cudaMalloc(&k, n));
         CK(cudaMalloc(&v, n)); CK(cudaMalloc(&o, n));
+        CK(cudaMalloc(&vamax, 2 * hh * sizeof(float)));
         CK(cudaMemset(q, 0, n)); CK(cudaMemset(k, 0, n));
         CK(cudaMemset(v, 0, n));
+        CK(cudaMemset(vamax, 0, 2 * hh * sizeof(float)));
         for (int i = 0; i < 3; i++) {
-            CK(sd_cuda_fattn_bf16(o, q, k, v, 2, 4429, 4429, atoi(argv[1]),
-                                  0.125f, 0));
+            if (e4) {       /* zeros: q8, k8 and V^T (Lp >= 4429) all 0 */
+                CK(sd_cuda_fattn_fp8(o, q, k, v, 1.f, 1.f, vamax, 2, 4429,
+                                     4429, hh, 0.125f, 0));
+            } else {
+                CK(sd_cuda_fattn_bf16(o, q, k, v, 2, 4429, 4429, hh, 0.125f,
+                                      0));
+            }
         }
         CK(cudaDeviceSynchronize());
         return 0;

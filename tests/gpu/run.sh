@@ -18,6 +18,7 @@
 #   fattn   the own attention kernel alone (fattn_check: error, time),
 #           BF16 and E4M3
 #   vaeprof the VAE decoder's ops timed one by one (Medium, BF16, 1 step)
+#   fattnncu  the E4M3 attention kernel under ncu, its SASS opcode counts
 #   attn    fattn, test_backend, the GPU goldens in BF16, Large and Medium
 #           benches in BF16 and FP8 (the attention kernel's effect)
 #   stepcache  Large FP8 with step caching at a few thresholds: speed,
@@ -151,6 +152,33 @@ print('| kernel | grid | calls | total (' + rows[rows.index(hdr) + 1][di] + ' / 
 print('| --- | --- | --- | --- |')
 for (k, g), (n, d) in sorted(agg.items(), key=lambda x: -x[1][1])[:60]:
     print(f'| {k} | {g} | {n} | {d / 1e3:.1f} |')
+PYEOF
+}
+
+# the E4M3 attention kernel under ncu (B 2, 4429 tokens, 38 heads): where
+# its time goes (pipes, stalls, instruction mix), and its SASS opcodes
+stage_fattnncu() {
+    run "ncu: fattn E4M3" ncu-fattn.log ncu --kernel-name regex:fattn_kernel \
+        --launch-skip 1 --launch-count 1 --set full \
+        $G/bin/fattn_check 38 e4m3
+    cuobjdump -sass -fun fattn_kernel $G/bin/fattn_check > $L/fattn.sass \
+        2>&1 || cuobjdump -sass $G/bin/fattn_check > $L/fattn.sass 2>&1
+    grep -E "Duration|Throughput|Pipe|Issue|Stall|Executed Ipc|Warp Cycles|\
+Eligible|Active Warps|Registers|Occupancy|Branch" $L/ncu-fattn.log | head -80
+    python3 - $L/fattn.sass <<'PYEOF'
+import re, sys, collections
+fn, cnt = None, collections.OrderedDict()
+for line in open(sys.argv[1], errors='replace'):
+    m = re.search(r'Function : (\S+)', line)
+    if m:
+        fn = m.group(1); cnt[fn] = collections.Counter(); continue
+    m = re.search(r'/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)', line)
+    if fn and m:
+        cnt[fn][m.group(1).split('.')[0]] += 1
+for fn, c in cnt.items():
+    if 'fattn_kernel' in fn:
+        print(fn[:80], sum(c.values()), 'instructions')
+        print('  ', ', '.join(f'{k} {v}' for k, v in c.most_common(30)))
 PYEOF
 }
 
