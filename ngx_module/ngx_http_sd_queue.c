@@ -38,6 +38,9 @@
 static ngx_http_sd_tenant_t *ngx_http_sd_tenant_get(ngx_str_t *name);
 static void ngx_http_sd_tenant_put(ngx_http_sd_tenant_t *t);
 static void ngx_http_sd_unqueue(ngx_http_sd_job_t *job);
+typedef ngx_int_t (*ngx_http_sd_walk_pt)(ngx_http_sd_job_t *job,
+    void *data);
+static void ngx_http_sd_queued_walk(ngx_http_sd_walk_pt fn, void *data);
 static void ngx_http_sd_positions(void);
 static void ngx_http_sd_fail_queued(ngx_http_sd_job_t *job,
     ngx_uint_t level, const char *error, const char *msg);
@@ -301,19 +304,22 @@ ngx_http_sd_unqueue(ngx_http_sd_job_t *job)
 }
 
 
-/* Writes each queued job's place in dispatch order to its task slot. */
+/*
+ * Calls fn on each queued job in dispatch order (the first job of every
+ * tenant in the ring's order, then the second of each, and so on) until fn
+ * returns NGX_DONE.
+ */
 
 static void
-ngx_http_sd_positions(void)
+ngx_http_sd_queued_walk(ngx_http_sd_walk_pt fn, void *data)
 {
-    ngx_uint_t             pos, k, i, more;
+    ngx_uint_t             k, i, more;
     ngx_queue_t           *q, *jq;
     ngx_http_sd_job_t     *job;
     ngx_http_sd_tenant_t  *t;
     ngx_http_sd_worker_t  *w;
 
     w = &ngx_http_sd_worker;
-    pos = 1;
 
     for (k = 0; ; k++) {
         more = 0;
@@ -334,14 +340,40 @@ ngx_http_sd_positions(void)
             }
 
             job = ngx_queue_data(jq, ngx_http_sd_job_t, queue);
-            job->slot->position = pos++;
             more = 1;
+
+            if (fn(job, data) == NGX_DONE) {
+                return;
+            }
         }
 
         if (!more) {
-            break;
+            return;
         }
     }
+}
+
+
+static ngx_int_t
+ngx_http_sd_position(ngx_http_sd_job_t *job, void *data)
+{
+    ngx_uint_t  *pos = data;
+
+    job->slot->position = (*pos)++;
+
+    return NGX_OK;
+}
+
+
+/* Writes each queued job's place in dispatch order to its task slot. */
+
+static void
+ngx_http_sd_positions(void)
+{
+    ngx_uint_t  pos;
+
+    pos = 1;
+    ngx_http_sd_queued_walk(ngx_http_sd_position, &pos);
 }
 
 
@@ -723,14 +755,44 @@ ngx_http_sd_gated(ngx_http_sd_job_t *job)
 }
 
 
+typedef struct {
+    ngx_http_sd_job_t     *lead;
+    ngx_http_sd_job_t    **tail;
+    int                    images;
+    int                    limit;
+} ngx_http_sd_gather_t;
+
+
+static ngx_int_t
+ngx_http_sd_batch_join(ngx_http_sd_job_t *job, void *data)
+{
+    ngx_http_sd_gather_t *g = data;
+
+    int  b;
+
+    b = job->in.req.batch_size;
+
+    if (job == g->lead || job->follower || job->model != g->lead->model
+        || g->images + b > g->limit || ngx_http_sd_gated(job)
+        || !sd_request_groupable(&g->lead->in.req, &job->in.req))
+    {
+        return NGX_OK;
+    }
+
+    job->follower = 1;
+    job->batch_next = NULL;
+    *g->tail = job;
+    g->tail = &job->batch_next;
+    g->images += b;
+
+    return g->images < g->limit ? NGX_OK : NGX_DONE;
+}
+
+
 static void
 ngx_http_sd_batch_gather(ngx_http_sd_job_t *lead)
 {
-    int                    images, limit, b;
-    ngx_uint_t             k, i, more;
-    ngx_queue_t           *q, *jq;
-    ngx_http_sd_job_t     *job, **tail;
-    ngx_http_sd_tenant_t  *t;
+    ngx_http_sd_gather_t   g;
     ngx_http_sd_worker_t  *w;
 
     w = &ngx_http_sd_worker;
@@ -740,53 +802,15 @@ ngx_http_sd_batch_gather(ngx_http_sd_job_t *lead)
         return;
     }
 
-    images = lead->in.req.batch_size;
-    limit = sd_engine_group_images(lead->engine, lead->in.req.width,
-                                   lead->in.req.height);
-    limit = ngx_min(limit, (int) w->smcf->batch);
-    tail = &lead->batch_next;
+    g.lead = lead;
+    g.tail = &lead->batch_next;
+    g.images = lead->in.req.batch_size;
+    g.limit = sd_engine_group_images(lead->engine, lead->in.req.width,
+                                     lead->in.req.height);
+    g.limit = ngx_min(g.limit, (int) w->smcf->batch);
 
-    /* the order of ngx_http_sd_positions(): k-th job of every tenant */
-    for (k = 0; images < limit; k++) {
-        more = 0;
-
-        for (q = ngx_queue_head(&w->ring);
-             q != ngx_queue_sentinel(&w->ring);
-             q = ngx_queue_next(q))
-        {
-            t = ngx_queue_data(q, ngx_http_sd_tenant_t, ring);
-
-            if (k >= t->queued) {
-                continue;
-            }
-
-            more = 1;
-
-            jq = ngx_queue_head(&t->jobs);
-            for (i = 0; i < k; i++) {
-                jq = ngx_queue_next(jq);
-            }
-
-            job = ngx_queue_data(jq, ngx_http_sd_job_t, queue);
-            b = job->in.req.batch_size;
-
-            if (job == lead || job->follower || ngx_http_sd_gated(job)
-                || job->model != lead->model || images + b > limit
-                || !sd_request_groupable(&lead->in.req, &job->in.req))
-            {
-                continue;
-            }
-
-            job->follower = 1;
-            job->batch_next = NULL;
-            *tail = job;
-            tail = &job->batch_next;
-            images += b;
-        }
-
-        if (!more) {
-            break;
-        }
+    if (g.images < g.limit) {
+        ngx_http_sd_queued_walk(ngx_http_sd_batch_join, &g);
     }
 }
 
