@@ -8,6 +8,7 @@ its release lets the first queued one take the rest along."""
 
 import base64
 import json
+import signal
 import time
 
 import sdutil
@@ -190,3 +191,57 @@ def test_batch_directive_checked(module, tmp_path):
     assert r.returncode != 0
     r = nginx_t(module, tmp_path, "ok", http="sd_batch 64;")
     assert r.returncode == 0, r.stderr
+
+
+def held_batch(n):
+    """b1 leads b2 and b3, held after its first step."""
+    socks = line_up(n, MEMBERS, lead_step=1)
+    n.release("hold")
+    assert read_response(socks.pop("hold"))[0] == 200
+    wait_state(n, "b1")
+    for t in ("b2", "b3"):
+        wait_state(n, t, started=False)
+    return socks
+
+
+def test_batch_quit_finishes(nginx_factory):
+    n = nginx_factory(http="sd_batch 8;")
+    socks = held_batch(n)
+    n.proc.send_signal(signal.SIGQUIT)
+    time.sleep(0.5)
+    assert n.proc.poll() is None            # waits for the whole batch
+    n.release("b1")
+    for t, s in socks.items():
+        status, _, body = read_response(s)
+        assert status == 200, t
+        assert len(body["images"]) == MEMBERS[t].get("batch_size", 1)
+    n.proc.wait(30)
+
+
+def test_batch_sigterm_answers_every_member(nginx_factory):
+    n = nginx_factory(http="sd_batch 8;")
+    socks = held_batch(n)                   # b1 never released
+    n.proc.send_signal(signal.SIGTERM)
+    for t, s in socks.items():
+        status, headers, body = read_response(s, timeout=20)
+        assert status == 503, t
+        assert body == {"detail": "shutting down"}
+        assert int(headers["retry-after"]) > 0
+    n.proc.wait(30)
+
+
+def test_batch_leaves_no_ghosts(nginx_factory):
+    n = nginx_factory(http="sd_batch 8;")
+    socks = held_batch(n)
+    running = [line for line in n.get("/metrics").text.splitlines()
+               if line.startswith("sd_jobs_running{")]
+    assert running and float(running[0].split()[-1]) == 3
+    n.release("b1")
+    assert all(read_response(s)[0] == 200 for s in socks.values())
+    assert n.get("/internal/pending-tasks").json() == {"size": 0,
+                                                       "tasks": []}
+    assert n.get("/sdapi/v1/progress").json()["state"]["job"] == ""
+    m = n.get("/metrics").text
+    for name in ("sd_jobs_running{", "sd_queue_depth{"):
+        assert all(float(line.split()[-1]) == 0 for line in m.splitlines()
+                   if line.startswith(name)), m
