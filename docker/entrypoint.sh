@@ -16,6 +16,8 @@ set -eu
 : "${SD_DEVICE:=cuda}"             # cuda | cuda:N | cuda:N,M,... | cpu
 : "${SD_PRECISION:=auto}"          # auto | fp32 | bf16 | fp8
 : "${SD_QUEUE_SIZE:=16}"           # jobs waiting, per worker
+: "${SD_BATCH:=1}"                 # sd_batch: images one forward pass takes
+                                   # from several queued requests; 1 = off
 : "${SD_TENANT_QUEUE:=4}"          # a tenant's jobs waiting or running
 : "${SD_TENANT_RATE:=5r/s}"
 : "${SD_TENANT_BURST:=10}"
@@ -48,6 +50,7 @@ check SD_WORKERS "$SD_WORKERS" 'auto|[0-9]+'
 check SD_DEVICE "$SD_DEVICE" 'cpu|cuda|cuda:[0-9]+(,[0-9]+)*'
 check SD_PRECISION "$SD_PRECISION" 'auto|fp32|bf16|fp8'
 check SD_QUEUE_SIZE "$SD_QUEUE_SIZE" '[0-9]+'
+check SD_BATCH "$SD_BATCH" '[1-9]|[1-5][0-9]|6[0-4]'
 check SD_TENANT_QUEUE "$SD_TENANT_QUEUE" '[0-9]+'
 check SD_TENANT_RATE "$SD_TENANT_RATE" '[0-9]+r/[sm]'
 check SD_TENANT_BURST "$SD_TENANT_BURST" '[0-9]+'
@@ -126,6 +129,7 @@ render() {
         -e "s#@SD_DEVICE@#$SD_DEVICE#g" \
         -e "s#@SD_PRECISION@#$SD_PRECISION#g" \
         -e "s#@SD_QUEUE_SIZE@#$SD_QUEUE_SIZE#g" \
+        -e "s#@SD_BATCH@#$SD_BATCH#g" \
         -e "s#@SD_SHUTDOWN_TIMEOUT@#$SD_SHUTDOWN_TIMEOUT#g" \
         -e "s#@SD_TENANT_RATE@#$SD_TENANT_RATE#g" \
         -e "s#@SD_TENANT_BURST@#$SD_TENANT_BURST#g" \

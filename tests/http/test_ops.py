@@ -124,7 +124,8 @@ def render(tmp, env):
 
 def test_entrypoint_rejects_bad_values(tmp_path):
     for k, v in (("SD_PORT", "80; evil"), ("SD_DEVICE", "tpu"),
-                 ("MAX_RESOLUTION", "big"), ("SD_PRECISION", "int4")):
+                 ("MAX_RESOLUTION", "big"), ("SD_PRECISION", "int4"),
+                 ("SD_BATCH", "0"), ("SD_BATCH", "65")):
         r, _ = render(tmp_path, {k: v})
         assert r.returncode != 0 and k in r.stderr, (k, r.stderr)
 
@@ -137,7 +138,7 @@ def test_entrypoint_renders_a_config_nginx_serves(module, tmp_path):
         "SD_PORT": str(port),
         "SD_API_KEYS_FILE": str(keys), "MAX_RESOLUTION": "128",
         "SD_MAX_STEPS": "4", "SD_WORKERS": "auto", "SD_TENANT_QUEUE": "1",
-        "SD_MODEL": "tiny", "SD_LOG_LEVEL": "info",
+        "SD_MODEL": "tiny", "SD_LOG_LEVEL": "info", "SD_BATCH": "4",
         "SD_ACCESS_LOG": str(tmp_path / "rendered" / "access.log")})
     assert r.returncode == 0, r.stderr
     conf = (out / "nginx.conf").read_text()
@@ -145,6 +146,7 @@ def test_entrypoint_renders_a_config_nginx_serves(module, tmp_path):
     assert "worker_processes  1;" in conf
     assert f"sd_max_pixels      {128 * 128};" in conf
     assert f"sd_model             tiny {MODEL} default;" in conf
+    assert "sd_batch             4;" in conf
 
     t = subprocess.run([NGINX, "-t", "-p", str(out) + "/", "-c",
                         "nginx.conf", "-e", "stderr"],
