@@ -218,9 +218,9 @@ group(sd_engine *e, int n, sd_request *r, member_t *m, sd_result *res,
 }
 
 
-/* three requests of one size: different prompts, negatives, cfg, seeds,
-   batch sizes; one more that cannot share (other steps) and one whose
-   prompt is two CLIP chunks long */
+/* r[0..4]: three requests of one size (different prompts, negatives,
+   cfg, seeds, batch sizes), one that cannot share (other steps) and one
+   whose prompt is two CLIP chunks long */
 static void
 requests(sd_request *r)
 {
@@ -325,7 +325,7 @@ check_one(sd_engine *e)
 static void
 check_cancel(sd_engine *e)
 {
-    sd_request  r[3];
+    sd_request  r[5];       /* requests() fills five */
     member_t    m[3];
     sd_result   ref[3], res[3];
     sd_status   st[3];
@@ -407,7 +407,7 @@ check_cancel(sd_engine *e)
 static void
 check_errors(sd_engine *e)
 {
-    sd_request  r[3];
+    sd_request  r[5];       /* requests() fills five */
     member_t    m[3];
     sd_result   res[3];
     sd_status   st[3];
