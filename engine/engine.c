@@ -1515,13 +1515,6 @@ sd_engine_gpu_memory(const sd_engine *e, size_t *used, size_t *total,
 
 /* ---- batching across requests (sd.h: sd_generate_group) ---- */
 
-static float
-request_eta(const sd_request *r)
-{
-    return r->eta < 0.0f ? 1.0f : r->eta;       /* opts.eta_ancestral */
-}
-
-
 static int
 groupable_one(const sd_request *r)
 {
@@ -1538,9 +1531,7 @@ groupable_one(const sd_request *r)
 int
 sd_request_groupable(const sd_request *a, const sd_request *b)
 {
-    sd_sampler  sa, sb;
-    sd_sched    ca, cb;
-    int         fb;
+    sd_pipe_args  pa, pb;
 
     if (a == NULL || !groupable_one(a)) {
         return 0;
@@ -1551,15 +1542,16 @@ sd_request_groupable(const sd_request *a, const sd_request *b)
     if (!groupable_one(b)) {
         return 0;
     }
-    sd_sampler_resolve(a->sampler, a->scheduler, &sa, &ca, &fb);
-    sd_sampler_resolve(b->sampler, b->scheduler, &sb, &cb, &fb);
-    return a->width == b->width && a->height == b->height
-           && a->steps == b->steps && sa == sb && ca == cb
-           && request_eta(a) == request_eta(b)
-           && a->eta_noise_seed_delta == b->eta_noise_seed_delta
-           && a->rng == b->rng
-           && a->subseed_strength == b->subseed_strength
-           && (a->cfg_scale > 1.0f) == (b->cfg_scale > 1.0f);
+    /* the pass runs on the first's pipeline arguments: b's must agree
+       on all but the per-image ones (batch, cfg_scale, seeds) */
+    pipe_args(a, &pa);
+    pipe_args(b, &pb);
+    return pa.width == pb.width && pa.height == pb.height
+           && pa.steps == pb.steps && pa.sampler == pb.sampler
+           && pa.sched == pb.sched && pa.eta == pb.eta
+           && pa.ensd == pb.ensd && pa.rng == pb.rng
+           && pa.subseed_strength == pb.subseed_strength
+           && (pa.cfg > 1.0f) == (pb.cfg > 1.0f);
 }
 
 
@@ -1763,9 +1755,8 @@ group_pass(sd_engine *e, sd_group *g)
     volatile int      stop[64];
     uint8_t          *rgb = NULL;
     sd_status         s;
-    int               k, i, total = 0, flag;
+    int               k, i, total = 0, flag, running = 0;
 
-    memset((void *) stop, 0, sizeof(stop));
     for (k = 0; k < g->n; k++) {
         m = &g->mb[k];
         if (m->state != SD_G_RUN) {
@@ -1773,35 +1764,11 @@ group_pass(sd_engine *e, sd_group *g)
         }
         if (lead == NULL) {
             lead = m;
+            pipe_args(lead->r, &a);
         }
         m->first = total;
         m->count = m->r->batch_size;
-        for (i = 0; i < m->count; i++) {
-            ic[total + i] = &m->c;
-            in[total + i] = &m->n;
-            cfg[total + i] = m->r->cfg_scale;
-        }
         total += m->count;
-    }
-    if (lead == NULL) {
-        return SD_OK;
-    }
-
-    pipe_args(lead->r, &a);
-    a.batch = total;
-    a.jobs = 1;
-    for (k = 0; k < g->n; k++) {
-        m = &g->mb[k];
-        if (m->state != SD_G_RUN) {
-            continue;
-        }
-        /* A1111's seeds of image i of its request (sd.h) */
-        for (i = 0; i < m->count; i++) {
-            a.seeds[m->first + i] = (uint64_t) sd_image_seed(m->r->seed,
-                                        m->r->subseed_strength, i);
-            a.subseeds[m->first + i] = (uint64_t) sd_image_subseed(
-                                           m->r->subseed, i);
-        }
         /* the iteration begins: progress 0, then its flag (generate()) */
         if (g->progress) {
             g->progress(G_DATA(g, k), 0, 1, 0, m->r->steps);
@@ -1810,11 +1777,26 @@ group_pass(sd_engine *e, sd_group *g)
         if (flag) {
             m->stop_at = 0;
             m->state = flag == SD_CANCEL_ABORT ? SD_G_ABORT : SD_G_STOP;
-            for (i = 0; i < m->count; i++) {
-                stop[m->first + i] = 1;
-            }
+        }
+        running += m->state == SD_G_RUN;
+        for (i = m->first; i < total; i++) {
+            ic[i] = &m->c;
+            in[i] = &m->n;
+            cfg[i] = m->r->cfg_scale;
+            stop[i] = flag != 0;
+            /* A1111's seeds of image i - first of its request (sd.h) */
+            a.seeds[i] = (uint64_t) sd_image_seed(m->r->seed,
+                             m->r->subseed_strength, i - m->first);
+            a.subseeds[i] = (uint64_t) sd_image_subseed(m->r->subseed,
+                                                        i - m->first);
         }
     }
+    if (lead == NULL) {
+        return SD_OK;
+    }
+
+    a.batch = total;
+    a.jobs = 1;
     a.img_cond = ic;
     a.img_ncond = in;
     a.img_cfg = cfg;
@@ -1824,12 +1806,8 @@ group_pass(sd_engine *e, sd_group *g)
     a.progress = group_progress;
     a.progress_data = g;
     a.cancel = &g->cancel_all;
-    for (k = 0, flag = 0; k < g->n; k++) {
-        flag |= g->mb[k].state == SD_G_RUN;
-    }
-    if (!flag) {
-        rgb = NULL;             /* everyone stopped before the first step */
-        s = SD_OK;
+    if (running == 0) {
+        s = SD_OK;              /* everyone stopped before the first step */
     } else {
         s = sd_pipe_txt2img(&err, e->model, &a, &lead->c, &lead->n, &rgb,
                             NULL);
