@@ -161,6 +161,13 @@ sd_pipe_validate(sd_err *err, const sd_model *m, const sd_pipe_args *a)
         return sd_errorf(err, SD_ERR_INVALID, "batch_size: must be between 1 "
                          "and 64 (got %d)", a->batch);
     }
+    if (a->img_cond && (a->slg_scale != 0.0f || a->n_seg > 0 || a->init)) {
+        /* per-image conditioning fills the context batch once; skip-layer
+           guidance and prompt editing would refill it from one prompt */
+        return sd_errorf(err, SD_ERR_INTERNAL, "batched requests: no "
+                         "skip-layer guidance, prompt editing or init "
+                         "images");
+    }
     if (!(a->subseed_strength >= 0.0f && a->subseed_strength <= 1.0f)) {
         return sd_errorf(err, SD_ERR_INVALID, "subseed_strength: must be "
                          "between 0 and 1");

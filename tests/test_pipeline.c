@@ -165,6 +165,31 @@ check_validation(sd_model *m)
     sd_err_clear(&err);
     T_CHECK(sd_pipe_validate(&err, m, &a) == SD_ERR_INVALID
             && strstr(err.msg, "height"), "height too big: %s", err.msg);
+    a.height = 64;
+
+    /* per-image conditioning (batching across requests) refuses what
+       would refill the context batch from one prompt */
+    {
+        static const sd_cond  *none[1];
+        static const int       seg_end[1] = { 2 };
+
+        a.img_cond = none;
+        a.slg_scale = 2.0f;
+        sd_err_clear(&err);
+        T_CHECK(sd_pipe_validate(&err, m, &a) == SD_ERR_INTERNAL
+                && strstr(err.msg, "batched requests"),
+                "img_cond with skip-layer guidance: %s", err.msg);
+        a.slg_scale = 0.0f;
+        a.n_seg = 1;
+        a.seg_end = seg_end;
+        sd_err_clear(&err);
+        T_CHECK(sd_pipe_validate(&err, m, &a) == SD_ERR_INTERNAL,
+                "img_cond with prompt editing: %s", err.msg);
+        a.n_seg = 0;
+        sd_err_clear(&err);
+        T_CHECK(sd_pipe_validate(&err, m, &a) == SD_OK,
+                "img_cond alone: %s", err.msg);
+    }
 }
 
 
