@@ -905,7 +905,7 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
 static void
 ngx_http_sd_batch_thread(ngx_http_sd_job_t *lead)
 {
-    int                 n, k, injected;
+    int                 n, k;
     uint64_t            now;
     sd_status           st[64];
     sd_result           res[64];
@@ -915,37 +915,29 @@ ngx_http_sd_batch_thread(ngx_http_sd_job_t *lead)
     volatile int       *cancel[64];
     char               *err[64];
 
-    ngx_memzero(reqs, sizeof(reqs));
-    ngx_memzero(data, sizeof(data));
-    ngx_memzero(cancel, sizeof(cancel));
-    ngx_memzero(err, sizeof(err));
-
     /* tests: the breaker's injected failure is every member's */
-    injected = ngx_http_sd_breaker_injected(lead->err, sizeof(lead->err));
+    if (ngx_http_sd_breaker_injected(lead->err, sizeof(lead->err))) {
+        for (job = lead; job; job = job->batch_next) {
+            job->status = SD_ERR_BACKEND;
+            ngx_memcpy(job->err, lead->err, sizeof(job->err));
+        }
+        return;
+    }
 
     now = ngx_http_sd_mono_ns();
     n = 0;
 
     for (job = lead; job && n < 64; job = job->batch_next) {
-        job->gate_step = job == lead ? job->gate_step : -1;
-        job->last_step_ns = now;
-
-        if (injected) {
-            job->status = SD_ERR_BACKEND;
-            ngx_memcpy(job->err, lead->err, sizeof(job->err));
-            continue;
+        if (job != lead) {
+            job->gate_step = -1;        /* the leader's gate holds all */
         }
-
+        job->last_step_ns = now;
         jobs[n] = job;
         reqs[n] = &job->in.req;
         data[n] = job;
         cancel[n] = &job->cancel;
         err[n] = job->err;
         n++;
-    }
-
-    if (injected) {
-        return;
     }
 
     sd_generate_group(lead->engine, n, reqs, ngx_http_sd_job_progress, data,
