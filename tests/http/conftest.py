@@ -295,6 +295,14 @@ def rewrite_example(text, module, model, ports):
     return USER + "\n" + text
 
 
+def metric(n, name):
+    """The value of an unlabelled metric on /metrics, or None."""
+    for line in n.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
 def raw_post(n, path, body, headers=None):
     """Sends a POST on its own connection and returns the socket, so that a
     test can read the answer later or close the connection (an abort)."""

@@ -13,7 +13,7 @@ import time
 
 import sdutil
 
-from conftest import raw_post, read_response, wait_state
+from conftest import metric, raw_post, read_response, wait_state
 
 BASE = {"width": 64, "height": 64, "steps": 3, "cfg_scale": 4.5,
         "sampler_name": "Euler"}
@@ -26,13 +26,6 @@ MEMBERS = {
                batch_size=2),
     "b3": dict(BASE, prompt="a green cone", seed=33, cfg_scale=3.0),
 }
-
-
-def metric(n, name):
-    for line in n.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
 
 
 def pixels(b64):

@@ -12,17 +12,11 @@ import time
 
 import sdutil
 
-from conftest import FAST, SLOW, raw_post, read_response, wait_state
+from conftest import (FAST, SLOW, metric, raw_post, read_response,
+                      wait_state)
 
 MEDIUM = {"prompt": "medium", "width": 128, "height": 128, "steps": 6,
           "cfg_scale": 1.0, "seed": 3}
-
-
-def metric(n, name):
-    for line in n.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
 
 
 def test_concurrent_requests(nginx_factory):
