@@ -123,8 +123,7 @@ edit_encode(sd_err *err, sd_tcache *tcache, sd_model *m, int clip_skip,
                              &out));
         k = sd_cond_chunks(m, out);
         most = k > most ? k : most;
-        if (sd_cond_pad_chunks(err, m, out, out, k, &ed->own[i])
-            != SD_OK)
+        if (sd_cond_copy(err, m, out, &ed->own[i]) != SD_OK)
         {
             sd_cond_free(&tmp);
             return err->status;

@@ -1614,8 +1614,7 @@ own_cond(sd_err *err, sd_engine *e, const char *text, int clip_skip,
 
     memset(&tmp, 0, sizeof(tmp));
     SD_TRY(encode_prompt(err, e, text, clip_skip, res, &tmp, &out));
-    s = sd_cond_pad_chunks(err, e->model, out, out,
-                           sd_cond_chunks(e->model, out), dst);
+    s = sd_cond_copy(err, e->model, out, dst);
     sd_cond_free(&tmp);
     return s;
 }

@@ -446,3 +446,11 @@ sd_cond_pad_chunks(sd_err *err, const sd_model *m, const sd_cond *c,
     return sd_copy2d(err, out->pooled, 0, 0, c->pooled, 0, 0, 1,
                      c->pooled->ne[1]);
 }
+
+
+sd_status
+sd_cond_copy(sd_err *err, const sd_model *m, const sd_cond *c, sd_cond *out)
+{
+    /* padded to its own chunk count: nothing added */
+    return sd_cond_pad_chunks(err, m, c, c, sd_cond_chunks(m, c), out);
+}

@@ -78,4 +78,8 @@ int sd_cond_chunks(const sd_model *m, const sd_cond *c);
 sd_status sd_cond_pad_chunks(sd_err *err, const sd_model *m,
     const sd_cond *c, const sd_cond *empty, int n_chunks, sd_cond *out);
 
+/* A copy of c's context and pooled into *out, that the caller owns. */
+sd_status sd_cond_copy(sd_err *err, const sd_model *m, const sd_cond *c,
+    sd_cond *out);
+
 #endif /* SD_PROMPTENC_H */
