@@ -20,6 +20,9 @@ nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
     -DFA_STAGES=4 -o "$out/bin/fattn_check_s4" tests/gpu/fattn_check.cu \
     kernels/fattn.cu
+# the MMDiT's FP8 products through cuBLASLt, each way they could be issued
+nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a \
+    -o "$out/bin/gemm_probe" tests/gpu/gemm_probe.cu -lcublasLt
 for l in libcjson.so.1 libpng16.so.16 libutf8proc.so.2 libgfortran.so.5 \
          libjpeg.so.62 libwebp.so.7 libwebpmux.so.3 libsharpyuv.so.0 \
          libquadmath.so.0; do
