@@ -41,6 +41,13 @@
 #           CEIL_SIZE 1024, CEIL_MODELS "large medium")
 #   batch   batching across requests through nginx: sd_batch 1 against 4,
 #           1/4/8 clients, 1024^2 and 512^2 (scale_bench.py, target 1.15x)
+#   gemmprobe  the FP8 products at the MMDiT's shapes, each way they could
+#           be issued (tests/gpu/gemm_probe.cu), and Large and Medium FP8
+#           profiled with every op on one stream
+#   kernels Large and Medium FP8 under ncu (graphs off, 2 steps): each
+#           kernel's own time without the profile's events (ncu_table.py;
+#           NCU_MODELS, NCU_KERNELS: a regex of kernel names)
+#   benchfp8  sd-cli bench of Large and Medium in FP8 (as served)
 #   group   test_group on the GPU (shared passes against requests alone)
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
 #           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
@@ -493,6 +500,36 @@ stage_nolanes() {      # every op on one stream, timed: their own costs
     run "bench large fp8, one stream, profile" bench-large-nolanes.log \
         env SD_CUDA_NO_LANES=1 $G/bin/sd-cli bench \
         --model /dev/shm/sd-large --precision fp8 --runs 2 --profile 1
+}
+stage_gemmprobe() {
+    run "gemm_probe" gemm-probe.log $G/bin/gemm_probe
+    grep -E '^\|' $L/gemm-probe.log
+    stage_nolanes
+    randmodel medium
+    run "bench medium fp8, one stream, profile" bench-medium-nolanes.log \
+        env SD_CUDA_NO_LANES=1 $G/bin/sd-cli bench \
+        --model /dev/shm/sd-medium --precision fp8 --runs 2 --profile 1
+}
+stage_kernels() {
+    local m
+    for m in ${NCU_MODELS:-large medium}; do
+        randmodel $m
+        run "ncu: kernel times, $m fp8" ncu-kernels-$m.log env \
+            SD_CUDA_NO_GRAPHS=1 ncu --clock-control none \
+            --metrics gpu__time_duration.sum --csv \
+            --kernel-name regex:"${NCU_KERNELS:-quant|norm|qkv_split|fattn|gate|modul|xmma|gemm|cutlass|sm90|add|copy|elementwise|act}" \
+            $G/bin/sd-cli bench --model /dev/shm/sd-$m --precision fp8 \
+            --runs 1 --steps 2
+        python3 tests/gpu/ncu_table.py $L/ncu-kernels-$m.log --top 30 \
+            > $L/ncu-table-$m.log
+        cat $L/ncu-table-$m.log
+    done
+}
+stage_benchfp8() {     # Large and Medium FP8 benches as served (lanes, graphs)
+    randmodel large
+    bench large bench-large-fp8.log "bench large fp8" --precision fp8
+    randmodel medium
+    bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
 }
 vae_goldens() {        # the VAE and pipeline goldens in BF16 and FP8
     for dev in cuda-bf16 cuda-fp8; do
