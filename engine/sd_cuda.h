@@ -70,6 +70,14 @@ void sd_cuda_graph_stats(const sd_backend *be, long *recorded, long *replayed,
  */
 long sd_cuda_fp8_widened(const sd_backend *be);
 
+/*
+ * The FP8 products' per-row quantization alone (tests): x (rows, K) BF16 ->
+ * q8 (rp >= rows, K) E4M3 activations with their row scales (amax / 448);
+ * rows past x's are zeros with scale 1.
+ */
+sd_status sd_cuda_fp8_quant_rows(sd_err *err, sd_tensor *q8,
+    const sd_tensor *x);
+
 /* Route every attention through the GEMM path (tests, comparisons). */
 void sd_cuda_set_no_sdpa(sd_backend *be, int on);
 

@@ -775,23 +775,30 @@ fattn_quant_vt(uint8_t *vt, const __nv_bfloat16 *v, const float *vamax,
     int               bi = blockIdx.z, t = threadIdx.x, i, j;
     float             rs = 1.f / fa8_vscale(vamax[bi * h + hi]);
 
-    /* 128 keys x 8 pieces of 8 values */
-    for (i = t; i < FA_VT_KEYS * 8; i += 256) {
-        int    r = i / 8, d0 = (i % 8) * 8, key = k0 + r;
-        float  f[8];
+    /* 128 keys x 8 pieces of 8 values, a thread's four loads issued
+       together (one at a time ran at 2.3 TB/s at the Large shape) */
+    {
+        uint4  u[FA_VT_KEYS * 8 / 256];
 
-        if (key < l) {
-            uint4  u = *(const uint4 *) (v + ((int64_t) bi * l + key) * h
-                                             * FA_D + hi * FA_D + d0);
+        #pragma unroll
+        for (i = 0; i < FA_VT_KEYS * 8 / 256; i++) {
+            int  r = (t + 256 * i) / 8, d0 = ((t + 256 * i) % 8) * 8;
 
-            sd_unpack8(u, f);
-        } else {
-            for (j = 0; j < 8; j++) {
-                f[j] = 0.f;
+            u[i] = make_uint4(0, 0, 0, 0);      /* BF16 zeros */
+            if (k0 + r < l) {
+                u[i] = *(const uint4 *) (v + ((int64_t) bi * l + k0 + r)
+                                             * h * FA_D + hi * FA_D + d0);
             }
         }
-        for (j = 0; j < 8; j++) {
-            tile[r][d0 + j] = f[j] * rs;
+        #pragma unroll
+        for (i = 0; i < FA_VT_KEYS * 8 / 256; i++) {
+            int    r = (t + 256 * i) / 8, d0 = ((t + 256 * i) % 8) * 8;
+            float  f[8];
+
+            sd_unpack8(u[i], f);
+            for (j = 0; j < 8; j++) {
+                tile[r][d0 + j] = f[j] * rs;
+            }
         }
     }
     __syncthreads();

@@ -50,29 +50,84 @@ warp_max(float v)
  * with one F32 scale per row (row amax / 448), the input of an FP8
  * product: what the quantize pass of sd_cuda_linear_fp8 would make of the
  * BF16 result, from the F32 values and in one pass over the row. One warp
- * per row; the row stays packed in registers (MAXV uint4 per lane).
+ * per row, the row packed in registers (MAXV uint4 a lane, loaded first);
+ * the shift and scale of the block's first row's batch are staged once in
+ * shared memory for the block's 8 rows (rows of another batch read them
+ * from global memory). Reading them from global memory for every row, after
+ * the statistics, ran at half the memory's rate (0.035 ms for 8192 x 2432
+ * on the H200); a block a row with the vectors in registers was slower
+ * still (0.042: three block-wide reductions a row).
  */
+#define NM_THREADS  256
+
 template <int MAXV>
-__global__ void
+__global__ void __launch_bounds__(NM_THREADS)
 norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     const __nv_bfloat16 *shift, const __nv_bfloat16 *scale, int rows,
     int c, int rows_per_batch, float eps)
 {
-    int            row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    extern __shared__ uint4  nm_mod[];          /* shift, then scale */
+    int            row0 = blockIdx.x * (NM_THREADS / 32);
+    int            row = row0 + threadIdx.x / 32, b0 = row0 / rows_per_batch;
     int            lane = threadIdx.x & 31, nv = c >> 3, i, k, j;
     float          v[8], p[8], q[8], amax = 0.0f, mean, inv, qi;
+    float          sum = 0.0f, var = 0.0f;
     uint4          raw[MAXV];
-    const uint4   *sh, *sc;
+    const uint4   *sh, *sc, *xr = (const uint4 *) (x + (size_t) row * c);
     uint2         *yr;
 
+    if (row < rows) {
+        #pragma unroll
+        for (i = 0; i < MAXV; i++) {
+            if (lane + 32 * i < nv) {
+                raw[i] = xr[lane + 32 * i];
+            }
+        }
+    }
+    sh = (const uint4 *) (shift + (size_t) b0 * c);
+    sc = (const uint4 *) (scale + (size_t) b0 * c);
+    for (i = threadIdx.x; i < 2 * nv; i += NM_THREADS) {
+        nm_mod[i] = i < nv ? sh[i] : sc[i - nv];
+    }
+    if (row < rows) {
+        /* sd_row_load_stats' sums, in its order */
+        #pragma unroll
+        for (i = 0; i < MAXV; i++) {
+            if (lane + 32 * i < nv) {
+                sd_unpack8(raw[i], v);
+                #pragma unroll
+                for (k = 0; k < 8; k++) {
+                    sum += v[k];
+                }
+            }
+        }
+        mean = sd_warp_sum(sum) / (float) c;
+        #pragma unroll
+        for (i = 0; i < MAXV; i++) {
+            if (lane + 32 * i < nv) {
+                sd_unpack8(raw[i], v);
+                #pragma unroll
+                for (k = 0; k < 8; k++) {
+                    float  d = v[k] - mean;
+
+                    var += d * d;
+                }
+            }
+        }
+        inv = rsqrtf(sd_warp_sum(var) / (float) c + eps);
+    }
+    __syncthreads();
     if (row >= rows) {
         return;
     }
+    if (row / rows_per_batch == b0) {
+        sh = nm_mod;
+        sc = nm_mod + nv;
+    } else {
+        sh = (const uint4 *) (shift + (size_t) (row / rows_per_batch) * c);
+        sc = (const uint4 *) (scale + (size_t) (row / rows_per_batch) * c);
+    }
     yr = (uint2 *) (y + (size_t) row * c);
-    sh = (const uint4 *) (shift + (size_t) (row / rows_per_batch) * c);
-    sc = (const uint4 *) (scale + (size_t) (row / rows_per_batch) * c);
-    sd_row_load_stats<MAXV>((const uint4 *) (x + (size_t) row * c), raw,
-                            lane, c, 0, eps, &mean, &inv);
 
     /* the modulated row's amax, then the row in E4M3 */
     #pragma unroll
@@ -124,7 +179,6 @@ sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
 {
     sd_cuda   *c = sd_cuda_of(y);
     int64_t    ch = x->ne[2], rows = sd_numel(x) / ch, nv = ch / 8;
-    unsigned   blocks = (unsigned) ((rows + 7) / 8);
     uintptr_t  al = (uintptr_t) x->data | (uintptr_t) y->data
                     | (uintptr_t) shift->data | (uintptr_t) scale->data;
 
@@ -136,17 +190,28 @@ sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
                          "E4M3 takes aligned BF16 rows of a multiple of 8 up "
                          "to 3072 wide (%lld)", (long long) ch);
     }
-#define SD_NMF_ARGS                                                             (uint8_t *) y->data, y->scale, (const __nv_bfloat16 *) x->data,             (const __nv_bfloat16 *) shift->data,                                        (const __nv_bfloat16 *) scale->data, (int) rows, (int) ch,                  (int) x->ne[1], eps
-    if (nv <= 64) {
-        norm_mod_fp8_kernel<2><<<blocks, 256, 0, c->stream>>>(SD_NMF_ARGS);
-    } else if (nv <= 128) {
-        norm_mod_fp8_kernel<4><<<blocks, 256, 0, c->stream>>>(SD_NMF_ARGS);
-    } else if (nv <= 256) {
-        norm_mod_fp8_kernel<8><<<blocks, 256, 0, c->stream>>>(SD_NMF_ARGS);
-    } else {
-        norm_mod_fp8_kernel<12><<<blocks, 256, 0, c->stream>>>(SD_NMF_ARGS);
+#define SD_NMF(m)                                                           \
+    norm_mod_fp8_kernel<m><<<(unsigned) ((rows + 7) / 8), NM_THREADS,      \
+                             (size_t) (2 * nv) * 16, c->stream>>>(          \
+        (uint8_t *) y->data, y->scale, (const __nv_bfloat16 *) x->data,    \
+        (const __nv_bfloat16 *) shift->data,                               \
+        (const __nv_bfloat16 *) scale->data, (int) rows, (int) ch,         \
+        (int) x->ne[1], eps)
+    if (rows == 0) {
+        return SD_OK;
     }
-#undef SD_NMF_ARGS
+    if (nv <= 64) {
+        SD_NMF(2);
+    } else if (nv <= 128) {
+        SD_NMF(4);
+    } else if (nv <= 256) {
+        SD_NMF(8);
+    } else if (nv <= 320) {
+        SD_NMF(10);
+    } else {
+        SD_NMF(12);
+    }
+#undef SD_NMF
     SD_CU_LAUNCHED();
     return SD_OK;
 }
@@ -158,11 +223,15 @@ sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
  * back as any E4M3 activation), v as BF16, and each (b, h)'s largest |v|
  * maxed into vamax (B H floats; nonnegative floats order as their bits,
  * so an integer atomicMax). Grid (3 heads, row blocks, B): a block takes
- * one head of one part (q, k or v) for 256 / g rows of one batch, g = d / 8
- * lanes a row, 8 values a lane; so v's maximum is reduced over the block's
- * rows before one atomic per warp (one per row and head was 311 k atomics
- * on 76 addresses a call at the Large shape).
+ * one head of one part (q, k or v) for QS_ROWS x 256 / g rows of one
+ * batch, g = d / 8 lanes a row, 8 values a lane, QS_ROWS rows a thread
+ * (their loads issued together: one row a thread ran at half the memory's
+ * rate, 0.112 ms at the Large shape); v's maximum is reduced over the
+ * block's rows before one atomic per warp (one per row and head was 311 k
+ * atomics on 76 addresses a call at the Large shape).
  */
+#define QS_ROWS  4
+
 __global__ void __launch_bounds__(256)
 qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
     __nv_bfloat16 *v, float *vamax, const __nv_bfloat16 *src,
@@ -171,24 +240,34 @@ qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
     unsigned heads, float eps, float sq, float sk)
 {
     unsigned  part = blockIdx.x / heads, head = blockIdx.x % heads;
-    unsigned  bi = blockIdx.z, lane = threadIdx.x % g, s, kk;
-    unsigned  ri = blockIdx.y * (256 / g) + threadIdx.x / g;
-    unsigned  col = head * d + lane * 8;
-    int       active = ri < n;
-    float     f[8], wv[8], ss = 0.0f, am = 0.0f, inv, r;
-    size_t    drow = (size_t) bi * l + r0 + ri;
+    unsigned  bi = blockIdx.z, lane = threadIdx.x % g, s, kk, j;
+    unsigned  per = 256 / g, col = head * d + lane * 8;
+    unsigned  ri0 = blockIdx.y * per * QS_ROWS + threadIdx.x / g;
+    float     f[8], wv[8], ss[QS_ROWS], am = 0.0f, r;
+    uint4     raw[QS_ROWS];
 
-    if (active) {
-        sd_unpack8(*(const uint4 *) (src + ((size_t) bi * n + ri) * 3 * w
-                                     + part * w + col), f);
-        for (kk = 0; kk < 8; kk++) {
-            ss += f[kk] * f[kk];
-            am = fmaxf(am, fabsf(f[kk]));
+    #pragma unroll
+    for (j = 0; j < QS_ROWS; j++) {
+        unsigned  ri = ri0 + j * per;
+
+        if (ri < n) {
+            raw[j] = *(const uint4 *) (src + ((size_t) bi * n + ri) * 3 * w
+                                       + part * w + col);
         }
     }
     if (part == 2) {                    /* uniform in the block */
-        if (active) {
-            *(uint4 *) (v + drow * w + col) = sd_pack8(f);
+        #pragma unroll
+        for (j = 0; j < QS_ROWS; j++) {
+            unsigned  ri = ri0 + j * per;
+
+            if (ri < n) {
+                sd_unpack8(raw[j], f);
+                for (kk = 0; kk < 8; kk++) {
+                    am = fmaxf(am, fabsf(f[kk]));
+                }
+                *(uint4 *) (v + ((size_t) bi * l + r0 + ri) * w + col) =
+                    raw[j];
+            }
         }
         for (s = 16; s; s >>= 1) {
             am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, s));
@@ -199,29 +278,47 @@ qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
         }
         return;
     }
+    #pragma unroll
+    for (j = 0; j < QS_ROWS; j++) {
+        ss[j] = 0.0f;
+        if (ri0 + j * per < n) {
+            sd_unpack8(raw[j], f);
+            for (kk = 0; kk < 8; kk++) {
+                ss[j] += f[kk] * f[kk];
+            }
+        }
+    }
     for (s = g / 2; s; s >>= 1) {
-        ss += __shfl_xor_sync(0xffffffffu, ss, s);
+        #pragma unroll
+        for (j = 0; j < QS_ROWS; j++) {
+            ss[j] += __shfl_xor_sync(0xffffffffu, ss[j], s);
+        }
     }
-    if (!active) {
-        return;
-    }
-    inv = rsqrtf(ss / (float) d + eps);
     sd_unpack8(*(const uint4 *) ((part == 0 ? nq : nk) + lane * 8), wv);
     r = 1.0f / (part == 0 ? sq : sk);
-    for (kk = 0; kk < 8; kk++) {
-        f[kk] *= inv * wv[kk] * r;
-    }
-    {
-        uint2  o;
+    #pragma unroll
+    for (j = 0; j < QS_ROWS; j++) {
+        unsigned  ri = ri0 + j * per;
+        size_t    drow = (size_t) bi * l + r0 + ri;
+        float     inv;
+        uint2     o;
 
+        if (ri >= n) {
+            continue;
+        }
+        inv = rsqrtf(ss[j] / (float) d + eps);
+        sd_unpack8(raw[j], f);
+        for (kk = 0; kk < 8; kk++) {
+            f[kk] *= inv * wv[kk] * r;
+        }
         o.x = (uint32_t) fp8x2(f[0], f[1]) | ((uint32_t) fp8x2(f[2], f[3])
                                                << 16);
         o.y = (uint32_t) fp8x2(f[4], f[5]) | ((uint32_t) fp8x2(f[6], f[7])
                                                << 16);
         *(uint2 *) ((part == 0 ? q : k) + drow * w + col) = o;
-    }
-    if (col == 0) {
-        (part == 0 ? qs : ks)[drow] = part == 0 ? sq : sk;
+        if (col == 0) {
+            (part == 0 ? qs : ks)[drow] = part == 0 ? sq : sk;
+        }
     }
 }
 
@@ -249,8 +346,8 @@ sd_cuda_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,
                          "(a power of two over 8; %lld)", (long long) d);
     }
     qkv_split_fp8_kernel<<<dim3((unsigned) (3 * heads),
-                                (unsigned) ((src->ne[1] + 256 / g - 1)
-                                            / (256 / g)),
+                                (unsigned) ((src->ne[1] + QS_ROWS * (256 / g)
+                                             - 1) / (QS_ROWS * (256 / g))),
                                 (unsigned) src->ne[0]), 256, 0,
                            sd_cuda_of(q8)->stream>>>(
         (uint8_t *) q8->data, (uint8_t *) k8->data, q8->scale, k8->scale,
@@ -265,49 +362,91 @@ sd_cuda_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,
 
 
 /*
- * One warp per row: rows (b, r), b < nb, r < n, read from
- * x[(b L + r0 + r) K ...] (BF16, K % 8 == 0), written compact to
- * q[(b n + r) K ...] with scale[b n + r].
+ * Per-row E4M3 quantization of BF16 activation rows, the input of an FP8
+ * product: rows (b, r), b < nb, r < n, read from x[(b L + r0 + r) K ...]
+ * (K % 8 == 0), written compact to q[(b n + r) K ...] with scale[b n + r]
+ * = row amax / 448; rows from `rows` up to `rp` (the GEMM's padding) are
+ * zeros with scale 1. One block of QR_THREADS a row, the row held in
+ * registers (MAXV uint4 a thread; MAXV 0: any length, read twice): every
+ * load is issued before the first reduction, and the row is read once (a warp a row reading it twice ran
+ * at about half the memory's rate: 0.11 ms for 8192 x 9728).
  */
-__global__ void
+#define QR_THREADS  256
+
+template <int MAXV>
+__global__ void __launch_bounds__(QR_THREADS)
 quant_rows_kernel(const __nv_bfloat16 *x, uint8_t *q, float *scale,
-    int64_t rows, int64_t rp, int64_t K, int64_t n, int64_t L, int64_t r0)
+    int64_t rows, int64_t K, int64_t n, int64_t L, int64_t r0)
 {
-    int64_t       row = (int64_t) blockIdx.x * (blockDim.x / 32)
-                        + threadIdx.x / 32;
-    int           lane = threadIdx.x & 31;
-    int64_t       b, r, i, nv = K / 8;
-    const uint4  *src;
-    uint2        *dst;
-    float         amax = 0.0f, inv, f[8];
-    int           k;
+    __shared__ float  part[QR_THREADS / 32];
+    int64_t           row = blockIdx.x, b, r;
+    int               t = threadIdx.x, nv = (int) (K / 8), i, k;
+    uint4             raw[MAXV > 0 ? MAXV : 1];
+    const uint4      *src;
+    uint2            *dst = (uint2 *) (q + row * K);
+    float             amax = 0.0f, inv, f[8];
 
     if (row >= rows) {
         /* padding rows up to the GEMM's multiple of 16: zeros */
-        if (row < rp) {
-            dst = (uint2 *) (q + row * K);
-            for (i = lane; i < nv; i += 32) {
-                dst[i] = make_uint2(0, 0);
-            }
-            if (lane == 0) {
-                scale[row] = 1.0f;
-            }
+        for (i = t; i < nv; i += QR_THREADS) {
+            dst[i] = make_uint2(0, 0);
+        }
+        if (t == 0) {
+            scale[row] = 1.0f;
         }
         return;
     }
     b = row / n;
     r = row - b * n;
     src = (const uint4 *) (x + (b * L + r0 + r) * K);
-    for (i = lane; i < nv; i += 32) {
+    #pragma unroll
+    for (i = 0; i < MAXV; i++) {
+        if (t + QR_THREADS * i < nv) {
+            raw[i] = src[t + QR_THREADS * i];
+        }
+    }
+    #pragma unroll
+    for (i = 0; i < MAXV; i++) {
+        if (t + QR_THREADS * i < nv) {
+            sd_unpack8(raw[i], f);
+            #pragma unroll
+            for (k = 0; k < 8; k++) {
+                amax = fmaxf(amax, fabsf(f[k]));
+            }
+        }
+    }
+    for (i = MAXV ? nv : t; i < nv; i += QR_THREADS) {
+        /* MAXV 0: rows of any length, read twice */
         sd_unpack8(src[i], f);
         for (k = 0; k < 8; k++) {
             amax = fmaxf(amax, fabsf(f[k]));
         }
     }
     amax = warp_max(amax);
+    if ((t & 31) == 0) {
+        part[t / 32] = amax;
+    }
+    __syncthreads();
+    amax = part[0];
+    #pragma unroll
+    for (i = 1; i < QR_THREADS / 32; i++) {
+        amax = fmaxf(amax, part[i]);
+    }
     inv = amax > 0.0f ? E4M3_MAX / amax : 1.0f;
-    dst = (uint2 *) (q + row * K);
-    for (i = lane; i < nv; i += 32) {
+    #pragma unroll
+    for (i = 0; i < MAXV; i++) {
+        if (t + QR_THREADS * i < nv) {
+            uint2  o;
+
+            sd_unpack8(raw[i], f);
+            o.x = (uint32_t) fp8x2(f[0] * inv, f[1] * inv)
+                  | ((uint32_t) fp8x2(f[2] * inv, f[3] * inv) << 16);
+            o.y = (uint32_t) fp8x2(f[4] * inv, f[5] * inv)
+                  | ((uint32_t) fp8x2(f[6] * inv, f[7] * inv) << 16);
+            dst[t + QR_THREADS * i] = o;
+        }
+    }
+    for (i = MAXV ? nv : t; i < nv; i += QR_THREADS) {
         uint2  o;
 
         sd_unpack8(src[i], f);
@@ -317,9 +456,65 @@ quant_rows_kernel(const __nv_bfloat16 *x, uint8_t *q, float *scale,
               | ((uint32_t) fp8x2(f[6] * inv, f[7] * inv) << 16);
         dst[i] = o;
     }
-    if (lane == 0) {
+    if (t == 0) {
         scale[row] = amax > 0.0f ? amax / E4M3_MAX : 1.0f;
     }
+}
+
+
+/* quant_rows_kernel for rp rows (rows of them from x) */
+static cudaError_t
+quant_rows(cudaStream_t st, const __nv_bfloat16 *x, uint8_t *q,
+    float *scale, int64_t rows, int64_t rp, int64_t K, int64_t n, int64_t L,
+    int64_t r0)
+{
+    int64_t  per = (K / 8 + QR_THREADS - 1) / QR_THREADS;
+
+#define SD_QR(m)                                                            \
+    quant_rows_kernel<m><<<(unsigned) rp, QR_THREADS, 0, st>>>(             \
+        x, q, scale, rows, K, n, L, r0)
+    if (rp <= 0) {
+        return cudaSuccess;
+    }
+    if (per <= 1) {
+        SD_QR(1);
+    } else if (per <= 2) {
+        SD_QR(2);
+    } else if (per <= 3) {
+        SD_QR(3);
+    } else if (per <= 5) {
+        SD_QR(5);
+    } else if (per <= 8) {
+        SD_QR(8);
+    } else {
+        SD_QR(0);
+    }
+#undef SD_QR
+    return cudaGetLastError();
+}
+
+
+/* the activation rows' quantization alone (sd_cuda.h; tests) */
+sd_status
+sd_cuda_fp8_quant_rows(sd_err *err, sd_tensor *q8, const sd_tensor *x)
+{
+    int64_t      K = x->ne[x->ndim - 1], rows = sd_numel(x) / K;
+    int64_t      rp = sd_numel(q8) / K;
+    cudaError_t  e;
+
+    if (x->dtype != SD_DT_BF16 || q8->dtype != SD_DT_F8_E4M3
+        || q8->scale == NULL || q8->ne[q8->ndim - 1] != K || rp < rows
+        || K % 8 != 0)
+    {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: quant_rows takes "
+                         "BF16 rows of a multiple of 8 into at least as many "
+                         "E4M3 rows of the same length");
+    }
+    e = quant_rows(sd_cuda_of(q8)->stream, (const __nv_bfloat16 *) x->data,
+                   (uint8_t *) q8->data, q8->scale, rows, rp, K, rows, rows,
+                   0);
+    return e == cudaSuccess ? SD_OK
+           : sd_cuda_fail(err, e, "quant_rows", __FILE__, __LINE__);
 }
 
 
@@ -683,9 +878,13 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
     qs = (float *) (void *) ((char *) scr + qb);
     sw = (float *) (void *) ((char *) scr + qb + sb);
     bb = (__nv_bfloat16 *) (void *) ((char *) scr + qb + sb + wb);
-    quant_rows_kernel<<<sd_cuda_blocks(rows, 8), 256, 0, c->stream>>>(
-        (const __nv_bfloat16 *) h->data, q, qs, rows, rows, K, n, h->ne[1],
-        r0);
+    e = quant_rows(c->stream, (const __nv_bfloat16 *) h->data, q, qs, rows,
+                   rows, K, n, h->ne[1], r0);
+    if (e != cudaSuccess) {
+        sd_cuda_scratch_free(c, scr);
+        return sd_cuda_fail(err, e, "linear_gate: quant_rows", __FILE__,
+                            __LINE__);
+    }
     gate_scales_kernel<<<(unsigned) ((nb * out + 255) / 256), 256, 0,
                          c->stream>>>(
         sw, bb, w->scale, (const __nv_bfloat16 *) gate->data,
@@ -781,6 +980,7 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
     int                  fused = act == SD_ACT_NONE
                                  || act == SD_ACT_GELU_TANH;
     sd_status            s;
+    cudaError_t          e = cudaSuccess;
 
     if ((x->dtype != SD_DT_BF16 && x->dtype != SD_DT_F8_E4M3)
         || y->dtype != SD_DT_BF16 || (b && b->dtype != SD_DT_BF16))
@@ -864,15 +1064,14 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
         cudaMemsetAsync(qs + rows, 0, (size_t) (rp - rows) * sizeof(float),
                         c->stream);
     } else {
-        quant_rows_kernel<<<sd_cuda_blocks(rp, 8), 256, 0, c->stream>>>(
-            (const __nv_bfloat16 *) x->data, q, qs, rows, rp, K, n, L, r0);
+        e = quant_rows(c->stream, (const __nv_bfloat16 *) x->data, q, qs,
+                       rows, rp, K, n, L, r0);
     }
-    {
-        cudaError_t  e = cudaGetLastError();
-
-        s = e == cudaSuccess ? SD_OK
-            : sd_cuda_fail(err, e, "quant_rows", __FILE__, __LINE__);
+    if (e == cudaSuccess) {
+        e = cudaGetLastError();
     }
+    s = e == cudaSuccess ? SD_OK
+        : sd_cuda_fail(err, e, "quant_rows", __FILE__, __LINE__);
     if (s == SD_OK) {
         g.sms = 0;                      /* sd_cuda_gemm sets it */
         s = sd_cuda_gemm_scaled(err, c, &g, w->data, q, dst,

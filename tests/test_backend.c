@@ -1458,16 +1458,78 @@ check_host_weights(sd_backend *be)
 
 
 /*
+ * The FP8 products' per-row quantization of BF16 rows at widths that take
+ * each of its kernel's forms (a row in 1, 2, 3, 5 or 8 registers a thread,
+ * and any length), against the reference's rounding value for value, with
+ * the GEMM's padding rows zero.
+ */
+static void
+check_quant_rows(sd_backend *be)
+{
+    static const int64_t  ks[] = { 512, 2432, 4608, 9728, 16384, 17408 };
+    enum { R = 19, RP = 32 };
+    sd_err      err = {0};
+    size_t      i, n;
+    int64_t     j;
+
+    t_round = 1;
+    t_rng = 777;
+    for (i = 0; i < sizeof(ks) / sizeof(ks[0]); i++) {
+        int64_t     K = ks[i];
+        float      *hx = host_rand(R * K, 3.0f), *got;
+        sd_tensor  *x = MK(be, ACT, 0.0f, R, K), *q8 = NULL;
+        long        bad = 0, pad = 0;
+
+        for (j = 0; j < R; j++) {       /* an outlier at a row's end */
+            hx[j * K + K - 1 - j] *= 32.0f;
+        }
+        T_CHECK(sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 2,
+                                 (int64_t[]) { RP, K }, &q8) == SD_OK,
+                "E4M3 rows: %s", err.msg);
+        if (x == NULL || q8 == NULL || hx == NULL) {
+            free(hx);
+            sd_tensor_free(x);
+            sd_tensor_free(q8);
+            continue;
+        }
+        sd_tensor_upload(&err, x, hx);
+        T_CHECK(sd_cuda_fp8_quant_rows(&err, q8, x) == SD_OK,
+                "quant_rows K %lld: %s", (long long) K, err.msg);
+        got = host_of(q8, &n);
+        ref_quant_rows(hx, R, K);
+        for (j = 0; got && j < (int64_t) n; j++) {
+            if (j < R * K) {
+                bad += got[j] != hx[j];
+            } else {
+                pad += got[j] != 0.0f;
+            }
+        }
+        printf("   quant_rows %dx%lld (+%d padding rows): %ld values differ "
+               "from the reference, %ld padding values not zero\n", R,
+               (long long) K, RP - R, bad, pad);
+        T_CHECK(got && bad == 0 && pad == 0, "quant_rows K %lld: %ld values "
+                "differ, %ld padding values", (long long) K, bad, pad);
+        free(got);
+        free(hx);
+        sd_tensor_free(x);
+        sd_tensor_free(q8);
+    }
+    t_round = 0;
+}
+
+
+/*
  * norm_modulate writing E4M3 rows with their scales (the input of an FP8
  * product, quantized by the kernel that makes it), against the CPU's
  * norm_modulate quantized per row as the reference does; then the product
  * from those rows against the product that quantizes a BF16 norm itself,
- * and the widened product from them.
+ * and the widened product from them. Rows of C values (the kernel keeps 2
+ * to 12 vectors of 8 a lane).
  */
 static void
-check_norm_fp8(sd_backend *cpu, sd_backend *be)
+check_norm_fp8(sd_backend *cpu, sd_backend *be, int C)
 {
-    enum { B = 2, L = 40, C = 512, O = 256 };
+    enum { B = 2, L = 40, O = 256 };
     sd_err      err = {0};
     sd_tensor  *xc, *shc, *scc, *yc, *x, *sh, *sc, *y8 = NULL, *yb, *w = NULL;
     sd_tensor  *o1, *o2;
@@ -1518,8 +1580,8 @@ check_norm_fp8(sd_backend *cpu, sd_backend *be)
     if (ref && got && n == n1) {
         ref_quant_rows(ref, B * L, C);
         e = t_rel_l2(got, ref, n);
-        printf("   norm_modulate -> E4M3 rows: rel L2 %.2e vs the CPU's "
-               "quantized per row\n", e);
+        printf("   norm_modulate -> E4M3 rows of %d: rel L2 %.2e vs the "
+               "CPU's quantized per row\n", C, e);
         T_CHECK(e < 5e-3, "norm_modulate E4M3: %.3g", e);
     }
     free(got);
@@ -1980,7 +2042,11 @@ check_cuda(sd_backend *cpu)
     check_fattn(cpu, bf);
     check_sdpa_full(bf);
     check_fp8(bf, 1);
-    check_norm_fp8(cpu, bf);
+    check_quant_rows(bf);
+    check_norm_fp8(cpu, bf, 512);
+    check_norm_fp8(cpu, bf, 1536);
+    check_norm_fp8(cpu, bf, 2432);
+    check_norm_fp8(cpu, bf, 3072);
     check_attn_fp8(cpu, bf);
     check_gate_fp8(cpu, bf);
     check_host_weights(bf);
@@ -1995,7 +2061,7 @@ check_cuda(sd_backend *cpu)
         {
             printf("   %s\n", sd_cuda_info(wd));
             check_fp8(wd, 0);
-            check_norm_fp8(cpu, wd);
+            check_norm_fp8(cpu, wd, 512);
         } else {
             T_CHECK(0, "cuda backend (fp8 widened): %s", err.msg);
         }
