@@ -48,6 +48,7 @@
 #           kernel's own time without the profile's events (ncu_table.py;
 #           NCU_MODELS, NCU_KERNELS: a regex of kernel names)
 #   benchfp8  sd-cli bench of Large and Medium in FP8 (as served)
+#   turboprof  Large FP8 at 4 steps, cfg 1, with every op timed
 #   group   test_group on the GPU (shared passes against requests alone)
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
 #           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
@@ -530,6 +531,11 @@ stage_benchfp8() {     # Large and Medium FP8 benches as served (lanes, graphs)
     bench large bench-large-fp8.log "bench large fp8" --precision fp8
     randmodel medium
     bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
+}
+stage_turboprof() {    # Large FP8 at 4 steps, cfg 1, every op timed
+    randmodel large
+    bench large bench-turbo-prof.log "bench large fp8, 4 steps cfg 1, profile" \
+        --precision fp8 --steps 4 --cfg 1 --profile 1
 }
 vae_goldens() {        # the VAE and pipeline goldens in BF16 and FP8
     for dev in cuda-bf16 cuda-fp8; do
