@@ -243,10 +243,12 @@ sd_warp_sum(float v)
 
 /*
  * A BF16 row of c values held by one warp, packed, MAXV uint4 per lane
- * (lane l holds 8-value groups l, l + 32, ...): loads it into raw and
- * gives the mean (0 when rms) and 1 / sqrt(variance + eps) about it.
+ * (lane l holds 8-value groups l, l + 32, ...): loads it from xr into raw
+ * (LOAD false: raw holds it already, loaded earlier by the caller; xr is
+ * not read) and gives the mean (0 when rms) and 1 / sqrt(variance + eps)
+ * about it.
  */
-template <int MAXV>
+template <int MAXV, bool LOAD = true>
 __device__ __forceinline__ void
 sd_row_load_stats(const uint4 *xr, uint4 *raw, int lane, int c, int rms,
     float eps, float *mean, float *inv)
@@ -257,7 +259,9 @@ sd_row_load_stats(const uint4 *xr, uint4 *raw, int lane, int c, int rms,
     #pragma unroll
     for (i = 0; i < MAXV; i++) {
         if (lane + 32 * i < nv) {
-            raw[i] = xr[lane + 32 * i];
+            if (LOAD) {
+                raw[i] = xr[lane + 32 * i];
+            }
             sd_unpack8(raw[i], v);
             #pragma unroll
             for (k = 0; k < 8; k++) {

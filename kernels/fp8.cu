@@ -33,6 +33,18 @@ fp8x2(float a, float b)
 }
 
 
+/* eight values to E4M3, packed in their order */
+__device__ __forceinline__ uint2
+fp8x8(const float *f)
+{
+    uint2  o;
+
+    o.x = (uint32_t) fp8x2(f[0], f[1]) | ((uint32_t) fp8x2(f[2], f[3]) << 16);
+    o.y = (uint32_t) fp8x2(f[4], f[5]) | ((uint32_t) fp8x2(f[6], f[7]) << 16);
+    return o;
+}
+
+
 __device__ __forceinline__ float
 warp_max(float v)
 {
@@ -71,7 +83,6 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     int            row = row0 + threadIdx.x / 32, b0 = row0 / rows_per_batch;
     int            lane = threadIdx.x & 31, nv = c >> 3, i, k, j;
     float          v[8], p[8], q[8], amax = 0.0f, mean, inv, qi;
-    float          sum = 0.0f, var = 0.0f;
     uint4          raw[MAXV];
     const uint4   *sh, *sc, *xr = (const uint4 *) (x + (size_t) row * c);
     uint2         *yr;
@@ -90,31 +101,9 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
         nm_mod[i] = i < nv ? sh[i] : sc[i - nv];
     }
     if (row < rows) {
-        /* sd_row_load_stats' sums, in its order */
-        #pragma unroll
-        for (i = 0; i < MAXV; i++) {
-            if (lane + 32 * i < nv) {
-                sd_unpack8(raw[i], v);
-                #pragma unroll
-                for (k = 0; k < 8; k++) {
-                    sum += v[k];
-                }
-            }
-        }
-        mean = sd_warp_sum(sum) / (float) c;
-        #pragma unroll
-        for (i = 0; i < MAXV; i++) {
-            if (lane + 32 * i < nv) {
-                sd_unpack8(raw[i], v);
-                #pragma unroll
-                for (k = 0; k < 8; k++) {
-                    float  d = v[k] - mean;
-
-                    var += d * d;
-                }
-            }
-        }
-        inv = rsqrtf(sd_warp_sum(var) / (float) c + eps);
+        /* the row is in raw already (loaded before the staging) */
+        sd_row_load_stats<MAXV, false>(NULL, raw, lane, c, 0, eps, &mean,
+                                       &inv);
     }
     __syncthreads();
     if (row >= rows) {
@@ -150,7 +139,6 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     for (i = 0; i < MAXV; i++) {
         j = lane + 32 * i;
         if (j < nv) {
-            uint2  o;
             float  f[8];
 
             sd_unpack8(raw[i], v);
@@ -160,11 +148,7 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
             for (k = 0; k < 8; k++) {
                 f[k] = ((v[k] - mean) * inv * (1.0f + q[k]) + p[k]) * qi;
             }
-            o.x = (uint32_t) fp8x2(f[0], f[1])
-                  | ((uint32_t) fp8x2(f[2], f[3]) << 16);
-            o.y = (uint32_t) fp8x2(f[4], f[5])
-                  | ((uint32_t) fp8x2(f[6], f[7]) << 16);
-            yr[j] = o;
+            yr[j] = fp8x8(f);
         }
     }
     if (lane == 0) {
@@ -301,7 +285,6 @@ qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
         unsigned  ri = ri0 + j * per;
         size_t    drow = (size_t) bi * l + r0 + ri;
         float     inv;
-        uint2     o;
 
         if (ri >= n) {
             continue;
@@ -311,11 +294,7 @@ qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
         for (kk = 0; kk < 8; kk++) {
             f[kk] *= inv * wv[kk] * r;
         }
-        o.x = (uint32_t) fp8x2(f[0], f[1]) | ((uint32_t) fp8x2(f[2], f[3])
-                                               << 16);
-        o.y = (uint32_t) fp8x2(f[4], f[5]) | ((uint32_t) fp8x2(f[6], f[7])
-                                               << 16);
-        *(uint2 *) ((part == 0 ? q : k) + drow * w + col) = o;
+        *(uint2 *) ((part == 0 ? q : k) + drow * w + col) = fp8x8(f);
         if (col == 0) {
             (part == 0 ? qs : ks)[drow] = part == 0 ? sq : sk;
         }
@@ -436,25 +415,19 @@ quant_rows_kernel(const __nv_bfloat16 *x, uint8_t *q, float *scale,
     #pragma unroll
     for (i = 0; i < MAXV; i++) {
         if (t + QR_THREADS * i < nv) {
-            uint2  o;
-
             sd_unpack8(raw[i], f);
-            o.x = (uint32_t) fp8x2(f[0] * inv, f[1] * inv)
-                  | ((uint32_t) fp8x2(f[2] * inv, f[3] * inv) << 16);
-            o.y = (uint32_t) fp8x2(f[4] * inv, f[5] * inv)
-                  | ((uint32_t) fp8x2(f[6] * inv, f[7] * inv) << 16);
-            dst[t + QR_THREADS * i] = o;
+            for (k = 0; k < 8; k++) {
+                f[k] *= inv;
+            }
+            dst[t + QR_THREADS * i] = fp8x8(f);
         }
     }
     for (i = MAXV ? nv : t; i < nv; i += QR_THREADS) {
-        uint2  o;
-
         sd_unpack8(src[i], f);
-        o.x = (uint32_t) fp8x2(f[0] * inv, f[1] * inv)
-              | ((uint32_t) fp8x2(f[2] * inv, f[3] * inv) << 16);
-        o.y = (uint32_t) fp8x2(f[4] * inv, f[5] * inv)
-              | ((uint32_t) fp8x2(f[6] * inv, f[7] * inv) << 16);
-        dst[i] = o;
+        for (k = 0; k < 8; k++) {
+            f[k] *= inv;
+        }
+        dst[i] = fp8x8(f);
     }
     if (t == 0) {
         scale[row] = amax > 0.0f ? amax / E4M3_MAX : 1.0f;
