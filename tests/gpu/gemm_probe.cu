@@ -292,6 +292,12 @@ run1(const shape *s, plan *p, int i, const ops *o, cudaStream_t st, int w)
     const void  *alpha = s->avec ? (const void *) o->alpha
                                  : (const void *) &one;
 
+    /* this call's scales (a half's gated weight scales, its row scales):
+       the descriptor holds pointers, read when the call is queued */
+    LT(cublasLtMatmulDescSetAttribute(p->desc,
+           CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &o->as, sizeof(o->as)));
+    LT(cublasLtMatmulDescSetAttribute(p->desc,
+           CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &o->bs, sizeof(o->bs)));
     return cublasLtMatmul(lt, p->desc, alpha, o->a, p->la, o->b, p->lb,
                           s->beta1 ? &one : &zero, s->d8 ? o->c : o->d,
                           p->lc, o->d, p->ld,
@@ -347,6 +353,22 @@ row(const char *model, const char *what, const char *how, double flop,
 }
 
 
+/* the operands of the two CFG halves' products: rows of x, residual rows
+   of d, the A scales (weight scales times the gate) and the row scales */
+static void
+halves(ops h[2], const ops *o, const uint8_t *x, __nv_bfloat16 *d,
+    const float *as, const float *xs, int64_t n, int64_t K, int64_t out)
+{
+    for (int b = 0; b < 2; b++) {
+        h[b] = *o;
+        h[b].b = x + b * n * K;
+        h[b].d = d + b * n * out;
+        h[b].as = as + b * out;
+        h[b].bs = xs + b * n;
+    }
+}
+
+
 static void
 down(const char *model, const char *what, int64_t out, int64_t K,
     int64_t n, uint8_t *w, uint8_t *x, __nv_bfloat16 *res, float *ws_,
@@ -380,13 +402,7 @@ down(const char *model, const char *what, int64_t out, int64_t K,
         for (i = 0; i < p.nres; i++) {
             ops  h[2];
 
-            for (int b = 0; b < 2; b++) {
-                h[b] = o;
-                h[b].b = x + b * n * K;
-                h[b].d = res + b * n * out;
-                h[b].as = gate_ws + b * out;
-                h[b].bs = xs + b * n;
-            }
+            halves(h, &o, x, res, gate_ws, xs, n, K, out);
             if (run1(&s, &p, i, &h[0], 0, 0) != CUBLAS_STATUS_SUCCESS) {
                 continue;
             }
@@ -424,13 +440,7 @@ down(const char *model, const char *what, int64_t out, int64_t K,
             for (i = 0; i < pl[0].nres; i++) {
                 ops  h[2];
 
-                for (int b = 0; b < 2; b++) {
-                    h[b] = o;
-                    h[b].b = x + b * n * K;
-                    h[b].d = res + b * n * out;
-                    h[b].as = gate_ws + b * out;
-                    h[b].bs = xs + b * n;
-                }
+                halves(h, &o, x, res, gate_ws, xs, n, K, out);
                 if (run1(&s, &pl[0], i, &h[0], st[0], 0)
                     != CUBLAS_STATUS_SUCCESS)
                 {
@@ -483,7 +493,7 @@ down(const char *model, const char *what, int64_t out, int64_t K,
         float         *g2;
         shape          t = s;
         plan           pt;
-        ops            h;
+        ops            h[2];
 
         CK(cudaMalloc(&r1, nd * 2));
         CK(cudaMalloc(&r2, nd * 2));
@@ -507,15 +517,10 @@ down(const char *model, const char *what, int64_t out, int64_t K,
                           cudaMemcpyHostToDevice));
         }
         t.batch = 1; t.avec = 0;
-        h = o;
-        plan_make(&t, &pt, &h, 1);
-        for (int b = 0; b < 2; b++) {
-            h.b = x + b * n * K;
-            h.d = r2 + b * n * out;
-            h.as = g2 + b * out;
-            h.bs = xs + b * n;
-            run1(&t, &pt, 0, &h, 0, 0);
-        }
+        plan_make(&t, &pt, &o, 1);
+        halves(h, &o, x, r2, g2, xs, n, K, out);
+        run1(&t, &pt, 0, &h[0], 0, 0);
+        run1(&t, &pt, 0, &h[1], 0, 0);
         CK(cudaMemset(dm, 0, 4));
         max_rel<<<(nd + 255) / 256, 256>>>(r1, r2, nd, dm);
         CK(cudaMemcpy(&hm, dm, 4, cudaMemcpyDeviceToHost));
