@@ -17,7 +17,6 @@
  */
 
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -604,7 +603,6 @@ typedef struct {
     const float    *px;                 /* (3, hw) */
     uint8_t        *rgb;                /* (hw, 3) */
     int64_t         hw;
-    atomic_llong    next;               /* the next chunk to take */
 } sd_rgb8_job;
 
 
@@ -618,23 +616,16 @@ sd_to_u8(float x)
 }
 
 
-static void *
-sd_rgb8_worker(void *arg)
+static void
+sd_rgb8_chunk(void *arg, int64_t k0, int64_t k1)
 {
     sd_rgb8_job  *job = arg;
-    int64_t       c, k, end, hw = job->hw;
+    int64_t       k, hw = job->hw;
 
-    for (;;) {
-        c = atomic_fetch_add(&job->next, 1);
-        if (c * SD_RGB8_CHUNK >= hw) {
-            return NULL;
-        }
-        end = (c + 1) * SD_RGB8_CHUNK < hw ? (c + 1) * SD_RGB8_CHUNK : hw;
-        for (k = c * SD_RGB8_CHUNK; k < end; k++) {
-            job->rgb[3 * k] = sd_to_u8(job->px[k]);
-            job->rgb[3 * k + 1] = sd_to_u8(job->px[hw + k]);
-            job->rgb[3 * k + 2] = sd_to_u8(job->px[2 * hw + k]);
-        }
+    for (k = k0; k < k1; k++) {
+        job->rgb[3 * k] = sd_to_u8(job->px[k]);
+        job->rgb[3 * k + 1] = sd_to_u8(job->px[hw + k]);
+        job->rgb[3 * k + 2] = sd_to_u8(job->px[2 * hw + k]);
     }
 }
 
@@ -643,13 +634,11 @@ void
 sd_image_to_rgb8(const float *px, int64_t hw, uint8_t *rgb)
 {
     sd_rgb8_job  job;
-    int          n = (int) ((hw + SD_RGB8_CHUNK - 1) / SD_RGB8_CHUNK);
 
     job.px = px;
     job.rgb = rgb;
     job.hw = hw;
-    atomic_init(&job.next, 0);
-    sd_run_workers(sd_rgb8_worker, &job, sd_cpus(n < 8 ? n : 8));
+    sd_run_chunks(sd_rgb8_chunk, &job, hw, SD_RGB8_CHUNK, 8);
 }
 
 

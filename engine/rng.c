@@ -40,7 +40,6 @@
  */
 
 #include <math.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -619,29 +618,18 @@ sd_randn_cuda_range(uint64_t seed, float *out, size_t i0, size_t i1,
 #define SD_RANDN_THREADS  16
 
 typedef struct {
-    uint64_t        seed, threads;
-    float          *out;
-    size_t          n;
-    atomic_size_t   next;
+    uint64_t    seed, threads;
+    float      *out;
 } sd_randn_job;
 
 
-static void *
-sd_randn_worker(void *arg)
+static void
+sd_randn_chunk(void *arg, int64_t i0, int64_t i1)
 {
     sd_randn_job  *job = arg;
-    size_t         c, end;
 
-    for (;;) {
-        c = atomic_fetch_add(&job->next, 1);
-        if (c * SD_RANDN_CHUNK >= job->n) {
-            return NULL;
-        }
-        end = (c + 1) * SD_RANDN_CHUNK < job->n ? (c + 1) * SD_RANDN_CHUNK
-                                                : job->n;
-        sd_randn_cuda_range(job->seed, job->out, c * SD_RANDN_CHUNK, end,
-                            job->threads);
-    }
+    sd_randn_cuda_range(job->seed, job->out, (size_t) i0, (size_t) i1,
+                        job->threads);
 }
 
 
@@ -650,7 +638,6 @@ sd_randn_cuda(uint64_t seed, float *out, size_t n)
 {
     sd_randn_job  job;
     uint64_t      grid;
-    size_t        chunks = (n + SD_RANDN_CHUNK - 1) / SD_RANDN_CHUNK;
 
     if (n == 0) {
         return;
@@ -663,13 +650,6 @@ sd_randn_cuda(uint64_t seed, float *out, size_t n)
     job.seed = seed;
     job.threads = grid * SD_CUDA_BLOCK;
     job.out = out;
-    job.n = n;
-    atomic_init(&job.next, 0);
-    if (chunks < 2) {
-        sd_randn_cuda_range(seed, out, 0, n, job.threads);
-        return;
-    }
-    sd_run_workers(sd_randn_worker, &job,
-                   sd_cpus(chunks < SD_RANDN_THREADS ? (int) chunks
-                                                     : SD_RANDN_THREADS));
+    sd_run_chunks(sd_randn_chunk, &job, (int64_t) n, SD_RANDN_CHUNK,
+                  SD_RANDN_THREADS);
 }

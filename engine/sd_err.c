@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,4 +156,53 @@ sd_run_workers(void *(*fn)(void *), void *arg, int n)
     for (k = 0; k < started; k++) {
         pthread_join(tid[k], NULL);
     }
+}
+
+
+typedef struct {
+    void           (*fn)(void *arg, int64_t i0, int64_t i1);
+    void            *arg;
+    int64_t          n, chunk;
+    atomic_llong     next;              /* the next chunk to take */
+} sd_chunks_job;
+
+
+static void *
+sd_chunks_worker(void *arg)
+{
+    sd_chunks_job  *job = arg;
+    int64_t         c, end;
+
+    for (;;) {
+        c = atomic_fetch_add(&job->next, 1);
+        if (c * job->chunk >= job->n) {
+            return NULL;
+        }
+        end = (c + 1) * job->chunk < job->n ? (c + 1) * job->chunk : job->n;
+        job->fn(job->arg, c * job->chunk, end);
+    }
+}
+
+
+void
+sd_run_chunks(void (*fn)(void *arg, int64_t i0, int64_t i1), void *arg,
+    int64_t n, int64_t chunk, int max_threads)
+{
+    sd_chunks_job  job;
+    int64_t        chunks = (n + chunk - 1) / chunk;
+
+    if (n <= 0) {
+        return;
+    }
+    if (chunks < 2) {
+        fn(arg, 0, n);
+        return;
+    }
+    job.fn = fn;
+    job.arg = arg;
+    job.n = n;
+    job.chunk = chunk;
+    atomic_init(&job.next, 0);
+    sd_run_workers(sd_chunks_worker, &job,
+                   sd_cpus(chunks < max_threads ? (int) chunks : max_threads));
 }

@@ -10,6 +10,7 @@
 #define SD_ERR_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "sd.h"
 
 
@@ -69,5 +70,13 @@ int sd_cpus(int max);
  */
 #define SD_MAX_WORKERS  64
 void sd_run_workers(void *(*fn)(void *), void *arg, int n);
+
+/*
+ * fn(arg, i0, i1) over [0, n) in chunks of `chunk`, taken in turn by up to
+ * max_threads threads (sd_cpus); one chunk runs in the calling thread. fn
+ * must not depend on which thread runs a chunk.
+ */
+void sd_run_chunks(void (*fn)(void *arg, int64_t i0, int64_t i1), void *arg,
+    int64_t n, int64_t chunk, int max_threads);
 
 #endif /* SD_ERR_H */
