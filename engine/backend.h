@@ -168,6 +168,10 @@ typedef struct {
     sd_status (*linear_gate_add)(sd_err *err, sd_tensor *x,
         const sd_tensor *gate, const sd_tensor *h, int64_t r0,
         const sd_tensor *w, const sd_tensor *b);
+    /* optional (NULL: download, then sd_image_to_rgb8 on the host): a
+       decoded image (1, 3, H, W) in [-1, 1] as host RGB bytes (H, W, 3),
+       rounded as sd_image_to_rgb8 rounds, byte for byte */
+    sd_status (*to_rgb8)(sd_err *err, const sd_tensor *img, uint8_t *rgb);
 
     void (*destroy)(sd_backend *be);
 } sd_backend_ops;

@@ -643,6 +643,36 @@ sd_image_to_rgb8(const float *px, int64_t hw, uint8_t *rgb)
 
 
 /*
+ * img: (1, 3, H, W) -> rgb (H, W, 3): the backend's own conversion where
+ * it has one (the bytes alone come back from a GPU), else the floats
+ * downloaded into px (*px allocated on first use) and converted here.
+ */
+static sd_status
+image_rgb8(sd_err *err, const sd_tensor *img, float **px, uint8_t *rgb)
+{
+    int64_t  hw = img->ne[2] * img->ne[3];
+
+    if (img->ndim != 4 || img->ne[0] != 1 || img->ne[1] != 3) {
+        return sd_errorf(err, SD_ERR_INTERNAL, "decode: image of %d "
+                         "dimensions, %lld channels", img->ndim,
+                         (long long) img->ne[1]);
+    }
+    if (img->be->ops->to_rgb8) {
+        return img->be->ops->to_rgb8(err, img, rgb);
+    }
+    if (*px == NULL) {
+        *px = sd_malloc(err, (size_t) hw * 3 * sizeof(float), "image");
+        if (*px == NULL) {
+            return SD_ERR_NOMEM;
+        }
+    }
+    SD_TRY(sd_tensor_download(err, img, *px));
+    sd_image_to_rgb8(*px, hw, rgb);
+    return SD_OK;
+}
+
+
+/*
  * VAE decode of latents / scaling + shift, mapped to 8-bit RGB (H, W, 3),
  * one image at a time (the decoder's activations are the largest of the
  * pipeline; one image bounds them whatever the batch).
@@ -657,7 +687,7 @@ decode(sd_err *err, sd_model *m, const sd_pipe_args *a, sd_pipe_bufs *b,
     int64_t    hw = (int64_t) a->width * a->height;
     int64_t    shape[4] = { 1, b->lat->ne[1], b->lat->ne[2], b->lat->ne[3] };
     sd_tensor  *img = NULL, lv;
-    float      *px;
+    float      *px = NULL;
     sd_status   s = SD_OK;
     int         i;
 
@@ -667,22 +697,13 @@ decode(sd_err *err, sd_model *m, const sd_pipe_args *a, sd_pipe_bufs *b,
     }
     SD_TRY(sd_tensor_upload(err, b->lat, b->host));
 
-    px = sd_malloc(err, (size_t) hw * 3 * sizeof(float), "image");
-    if (px == NULL) {
-        return SD_ERR_NOMEM;
-    }
     for (i = 0; i < a->batch && s == SD_OK; i++) {
         SD_TRY_GOTO(s, sd_tensor_view(err, b->lat, i * per, 4, shape, &lv),
                     out);
         SD_TRY_GOTO(s, sd_vae_decode(err, m->vae, &lv, &img), out);
-        s = sd_tensor_download(err, img, px);
+        s = image_rgb8(err, img, &px, rgb + (int64_t) i * hw * 3);
         sd_tensor_free(img);
         img = NULL;
-        if (s != SD_OK) {
-            break;
-        }
-
-        sd_image_to_rgb8(px, hw, rgb + (int64_t) i * hw * 3);
     }
 
 out:

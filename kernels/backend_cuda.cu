@@ -658,6 +658,7 @@ cuda_lane(sd_err *err, sd_backend *be, int lane)
         return SD_OK;
     }
     if (lane == 1) {
+        c->lane1_open = 1;
         SD_CU(cudaEventRecord(c->fork_ev, c->streams[0]));
         SD_CU(cudaStreamWaitEvent(c->streams[1], c->fork_ev, 0));
     }
@@ -674,6 +675,7 @@ cuda_join(sd_err *err, sd_backend *be)
 
     c->lane = 0;
     c->stream = c->streams[0];
+    c->lane1_open = 0;
     if (c->measuring || c->no_lanes) {
         release_deferred(c);
         return SD_OK;
@@ -1041,6 +1043,14 @@ cuda_permute(sd_err *err, sd_tensor *y, const sd_tensor *x, const int *perm)
 }
 
 
+static sd_status
+cuda_to_rgb8(sd_err *err, const sd_tensor *img, uint8_t *rgb)
+{
+    SD_CUDA_OP_MEASURED(img, sd_cuda_to_rgb8(err, img, rgb), "to_rgb8 %lld",
+               LL(sd_numel(img)));
+}
+
+
 static void
 cuda_destroy(sd_backend *be)
 {
@@ -1112,7 +1122,7 @@ static const sd_backend_ops  sd_cuda_ops = {
     cuda_attention, cuda_conv2d, cuda_upsample2x, cuda_embed, cuda_modulate,
     cuda_gate_add, cuda_abs_diff_sum, cuda_copy2d, cuda_permute,
     cuda_qkv_split_fp8, cuda_attention_fp8, cuda_linear_gate_add,
-    cuda_destroy
+    cuda_to_rgb8, cuda_destroy
 };
 
 
@@ -1150,6 +1160,8 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     /* measurement knobs for the text stream's lane */
     c->lane1_sms = getenv("SD_CUDA_LANE1_SMS")
                    ? atoi(getenv("SD_CUDA_LANE1_SMS")) : 0;
+    c->lane0_sms = getenv("SD_CUDA_LANE0_SMS")
+                   ? atoi(getenv("SD_CUDA_LANE0_SMS")) : 0;
     /* FP8 products with per-row x per-token scales need sm_90 */
     c->fp8_widen = p.major < 9 || (getenv("SD_CUDA_FP8_WIDEN")
                                    && strcmp(getenv("SD_CUDA_FP8_WIDEN"),

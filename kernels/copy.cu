@@ -157,3 +157,74 @@ sd_cuda_permute(sd_err *err, sd_tensor *y, const sd_tensor *x,
                                x->data, &p, sd_numel(y))));
     return SD_OK;
 }
+
+
+/*
+ * The decoded image's bytes, pipeline.c's sd_image_to_rgb8 on the device:
+ * round((x / 2 + 0.5).clamp(0, 1) * 255), half to even by adding and
+ * subtracting 1.5 * 2^23, every step rounded on its own (no contraction
+ * into an FMA, which would skip the rounding of v * 255). x (3, hw) planar
+ * -> rgb (hw, 3); a thread per pixel.
+ */
+static __device__ __forceinline__ uint8_t
+rgb8_of(float x)
+{
+    float  v = __fadd_rn(__fmul_rn(x, 0.5f), 0.5f);
+
+    v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+    return (uint8_t) __fsub_rn(__fadd_rn(__fmul_rn(v, 255.0f), 0x1.8p23f),
+                               0x1.8p23f);
+}
+
+
+template <typename S>
+__global__ void
+rgb8_kernel(uint8_t *rgb, const S *x, int64_t hw)
+{
+    int64_t  i;
+
+    for (i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < hw;
+         i += (int64_t) gridDim.x * blockDim.x)
+    {
+        rgb[3 * i] = rgb8_of(sd_get(x + i));
+        rgb[3 * i + 1] = rgb8_of(sd_get(x + hw + i));
+        rgb[3 * i + 2] = rgb8_of(sd_get(x + 2 * hw + i));
+    }
+}
+
+
+/* img (1, 3, H, W) F32 or BF16 -> rgb (H, W, 3) host bytes */
+sd_status
+sd_cuda_to_rgb8(sd_err *err, const sd_tensor *img, uint8_t *rgb)
+{
+    sd_cuda   *c = sd_cuda_of(img);
+    int64_t    hw = img->ne[2] * img->ne[3];
+    unsigned   blocks = sd_cuda_blocks(hw, SD_CP_THREADS);
+    void      *d = NULL;
+    sd_status  s = SD_OK;
+
+    if (img->dtype != SD_DT_F32 && img->dtype != SD_DT_BF16) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: to_rgb8 of %s",
+                         sd_dtype_name(img->dtype));
+    }
+    SD_TRY(sd_cuda_scratch(err, c, (size_t) hw * 3, &d));
+    if (c->measuring) {
+        /* the workspace sizing: the scratch counted, no kernel */
+        memset(rgb, 0, (size_t) hw * 3);
+        sd_cuda_scratch_free(c, d);
+        return SD_OK;
+    }
+    SD_CUDA_DISPATCH(err, img->dtype, S,
+        rgb8_kernel<S><<<blocks, SD_CP_THREADS, 0, c->stream>>>(
+            (uint8_t *) d, (const S *) img->data, hw));
+    if (cudaGetLastError() != cudaSuccess
+        || cudaMemcpyAsync(rgb, d, (size_t) hw * 3, cudaMemcpyDefault,
+                           c->stream) != cudaSuccess
+        || cudaStreamSynchronize(c->stream) != cudaSuccess)
+    {
+        s = sd_cuda_fail(err, cudaGetLastError(), "to_rgb8", __FILE__,
+                         __LINE__);
+    }
+    sd_cuda_scratch_free(c, d);
+    return s;
+}

@@ -23,6 +23,7 @@
 #include "t.h"
 #include "arena.h"
 #include "backend.h"
+#include "pipeline.h"
 #ifdef SD_HAVE_CUDA
 #include "sd_cuda.h"
 #endif
@@ -1519,6 +1520,57 @@ check_quant_rows(sd_backend *be)
 
 
 /*
+ * The decoded image's bytes made on the GPU (to_rgb8) against the host's
+ * sd_image_to_rgb8 on the same floats: every BF16 value of [-1.5, 1.5]
+ * (the roundings' ties and the clamps among them), the rest random, in an
+ * image of odd sizes.
+ */
+static void
+check_to_rgb8(sd_backend *be)
+{
+    enum { H = 105, W = 107 };
+    sd_err      err = {0};
+    int64_t     hw = (int64_t) H * W, n = 3 * hw, j = 0;
+    float      *hx = host_rand(n, 1.6f), *px = malloc((size_t) n * 4);
+    uint8_t    *got = malloc((size_t) n), *ref = malloc((size_t) n);
+    sd_tensor  *x = MK(be, ACT, 0.0f, 1, 3, H, W);
+    uint32_t    u;
+    long        bad = 0;
+
+    if (!hx || !px || !got || !ref || !x || !be->ops->to_rgb8) {
+        T_CHECK(be->ops->to_rgb8 != NULL, "cuda: no to_rgb8");
+        goto out;
+    }
+    for (u = 0; u < 0x10000 && j < n; u++) {
+        float  f = sd_bf16_to_f32((uint16_t) u);
+
+        if (f >= -1.5f && f <= 1.5f) {
+            hx[j++] = f;
+        }
+    }
+    sd_tensor_upload(&err, x, hx);
+    T_CHECK(be->ops->to_rgb8(&err, x, got) == SD_OK, "to_rgb8: %s",
+            err.msg);
+    T_CHECK(sd_tensor_download(&err, x, px) == SD_OK, "download: %s",
+            err.msg);
+    sd_image_to_rgb8(px, hw, ref);
+    for (j = 0; j < n; j++) {
+        bad += got[j] != ref[j];
+    }
+    printf("   to_rgb8 %s 3x%dx%d: %ld bytes differ from the host's\n",
+           sd_dtype_name(x->dtype), H, W, bad);
+    T_CHECK(bad == 0, "to_rgb8 (%s): %ld bytes differ",
+            sd_dtype_name(x->dtype), bad);
+out:
+    free(hx);
+    free(px);
+    free(got);
+    free(ref);
+    sd_tensor_free(x);
+}
+
+
+/*
  * norm_modulate writing E4M3 rows with their scales (the input of an FP8
  * product, quantized by the kernel that makes it), against the CPU's
  * norm_modulate quantized per row as the reference does; then the product
@@ -2043,6 +2095,8 @@ check_cuda(sd_backend *cpu)
     check_sdpa_full(bf);
     check_fp8(bf, 1);
     check_quant_rows(bf);
+    check_to_rgb8(f32);
+    check_to_rgb8(bf);
     check_norm_fp8(cpu, bf, 512);
     check_norm_fp8(cpu, bf, 1536);
     check_norm_fp8(cpu, bf, 2432);
