@@ -49,6 +49,11 @@
 #           NCU_MODELS, NCU_KERNELS: a regex of kernel names)
 #   benchfp8  sd-cli bench of Large and Medium in FP8 (as served)
 #   turboprof  Large FP8 at 4 steps, cfg 1, with every op timed
+#   smsplit test_backend; Large FP8 with the image lane's products held
+#           to SMS0 SMs while the text lane (its products on SMS1) runs
+#           beside them (SD_CUDA_LANE0_SMS / _LANE1_SMS; SMSPLIT pairs,
+#           "0:0 116:16 ..."); Large at 4 steps cfg 1 with the split
+#           TURBO_SPLIT (default none), and profiled
 #   group   test_group on the GPU (shared passes against requests alone)
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
 #           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
@@ -532,6 +537,25 @@ stage_benchfp8() {     # Large and Medium FP8 benches as served (lanes, graphs)
     randmodel medium
     bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
 }
+stage_smsplit() {
+    local p a b i=0 ts=${TURBO_SPLIT:-0:0}
+    run "test_backend" backend.log $G/bin/test_backend
+    randmodel large
+    for p in ${SMSPLIT:-0:0 116:16 124:8 108:24 0:0}; do
+        a=${p%%:*}
+        b=${p##*:}
+        i=$((i + 1))
+        SD_CUDA_LANE0_SMS=$a SD_CUDA_LANE1_SMS=$b bench large \
+            bench-large-sms$i-$a-$b.log \
+            "bench large fp8, lane 0 on $a SMs, lane 1 on $b" \
+            --precision fp8
+    done
+    SD_CUDA_LANE0_SMS=${ts%%:*} SD_CUDA_LANE1_SMS=${ts##*:} \
+        bench large bench-turbo-fp8.log "bench large fp8, 4 steps cfg 1" \
+        --precision fp8 --steps 4 --cfg 1
+    stage_turboprof
+}
+
 stage_turboprof() {    # Large FP8 at 4 steps, cfg 1, every op timed
     randmodel large
     bench large bench-turbo-prof.log "bench large fp8, 4 steps cfg 1, profile" \
