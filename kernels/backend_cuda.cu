@@ -658,7 +658,6 @@ cuda_lane(sd_err *err, sd_backend *be, int lane)
         return SD_OK;
     }
     if (lane == 1) {
-        c->lane1_open = 1;
         SD_CU(cudaEventRecord(c->fork_ev, c->streams[0]));
         SD_CU(cudaStreamWaitEvent(c->streams[1], c->fork_ev, 0));
     }
@@ -675,7 +674,6 @@ cuda_join(sd_err *err, sd_backend *be)
 
     c->lane = 0;
     c->stream = c->streams[0];
-    c->lane1_open = 0;
     if (c->measuring || c->no_lanes) {
         release_deferred(c);
         return SD_OK;
@@ -1160,8 +1158,6 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     /* measurement knobs for the text stream's lane */
     c->lane1_sms = getenv("SD_CUDA_LANE1_SMS")
                    ? atoi(getenv("SD_CUDA_LANE1_SMS")) : 0;
-    c->lane0_sms = getenv("SD_CUDA_LANE0_SMS")
-                   ? atoi(getenv("SD_CUDA_LANE0_SMS")) : 0;
     /* FP8 products with per-row x per-token scales need sm_90 */
     c->fp8_widen = p.major < 9 || (getenv("SD_CUDA_FP8_WIDEN")
                                    && strcmp(getenv("SD_CUDA_FP8_WIDEN"),

@@ -74,9 +74,6 @@ typedef struct {
     int                 lane;
     int                 lane1_sms;      /* SD_CUDA_LANE1_SMS: SMs a lane-1
                                            product may use, 0: all */
-    int                 lane0_sms;      /* SD_CUDA_LANE0_SMS: the same for
-                                           lane 0 while lane 1 is open */
-    int                 lane1_open;     /* lane 1 forked, not yet joined */
     int                 no_lanes;       /* SD_CUDA_NO_LANES=1: one queue */
     cublasLtHandle_t    lt;
     cudnnHandle_t       dnn;
@@ -367,7 +364,6 @@ sd_status sd_cuda_gemm_scaled(sd_err *err, sd_cuda *c,
     const sd_cuda_gemm_shape *g, const void *a, const void *b, void *d,
     const void *bias, const float *ascale, const float *bscale);
 void sd_cuda_gemm_free(sd_cuda *c);
-int sd_cuda_gemm_sms(const sd_cuda *c);
 int sd_cuda_gemm_has_algo(sd_cuda *c, const sd_cuda_gemm_shape *g);
 
 /* fp8.cu */

@@ -979,7 +979,7 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
     }
     fp8_shape(&g, out, rows, K, b != NULL);
     g.act = fused ? act : SD_ACT_NONE;
-    g.sms = sd_cuda_gemm_sms(c);
+    g.sms = c->lane ? c->lane1_sms : 0;
     if (!c->fp8_widen && !sd_cuda_gemm_has_algo(c, &g)) {
         static const int64_t  pads[] = { 16, 64, 128, 256 };
         size_t                i;

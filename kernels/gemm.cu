@@ -347,18 +347,6 @@ sd_cuda_gemm_scaled(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g,
 }
 
 
-/* SMs a product queued now may target (the measurement knobs): lane 1's
-   share, or lane 0's while lane 1 runs beside it; 0: all */
-int
-sd_cuda_gemm_sms(const sd_cuda *c)
-{
-    if (c->lane) {
-        return c->lane1_sms;
-    }
-    return c->lane1_open ? c->lane0_sms : 0;
-}
-
-
 static sd_status
 gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g, float alpha,
     const void *a, const void *b, void *d, const void *bias,
@@ -370,7 +358,7 @@ gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g, float alpha,
 
     memset(&key, 0, sizeof(key));
     key.g = *g;
-    key.g.sms = sd_cuda_gemm_sms(c);
+    key.g.sms = c->lane ? c->lane1_sms : 0;
     key.align[0] = align_of(a);
     key.align[1] = align_of(b);
     key.align[2] = align_of(d);

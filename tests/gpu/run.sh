@@ -46,14 +46,12 @@
 #           profiled with every op on one stream
 #   kernels Large and Medium FP8 under ncu (graphs off, 2 steps): each
 #           kernel's own time without the profile's events (ncu_table.py;
-#           NCU_MODELS, NCU_KERNELS: a regex of kernel names)
+#           NCU_MODELS, NCU_KERNELS: a regex of kernel names, NCU_ARGS:
+#           more bench arguments, NCU_TOP: rows of the table)
 #   benchfp8  sd-cli bench of Large and Medium in FP8 (as served)
 #   turboprof  Large FP8 at 4 steps, cfg 1, with every op timed
-#   smsplit test_backend; Large FP8 with the image lane's products held
-#           to SMS0 SMs while the text lane (its products on SMS1) runs
-#           beside them (SD_CUDA_LANE0_SMS / _LANE1_SMS; SMSPLIT pairs,
-#           "0:0 116:16 ..."); Large at 4 steps cfg 1 with the split
-#           TURBO_SPLIT (default none), and profiled
+#   latejoin  the lanes joined at each block's end against not (Large,
+#           Medium, 4 steps), after test_pipeline and test_group in FP8
 #   group   test_group on the GPU (shared passes against requests alone)
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
 #           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
@@ -525,8 +523,8 @@ stage_kernels() {
             --metrics gpu__time_duration.sum --csv \
             --kernel-name regex:"${NCU_KERNELS:-quant|norm|qkv_split|fattn|gate|modul|xmma|gemm|cutlass|sm90|add|copy|elementwise|act}" \
             $G/bin/sd-cli bench --model /dev/shm/sd-$m --precision fp8 \
-            --runs 1 --steps 2
-        python3 tests/gpu/ncu_table.py $L/ncu-kernels-$m.log --top 30 \
+            --runs 1 --steps 2 ${NCU_ARGS:-}
+        python3 tests/gpu/ncu_table.py $L/ncu-kernels-$m.log --top ${NCU_TOP:-30} \
             > $L/ncu-table-$m.log
         cat $L/ncu-table-$m.log
     done
@@ -537,23 +535,34 @@ stage_benchfp8() {     # Large and Medium FP8 benches as served (lanes, graphs)
     randmodel medium
     bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
 }
-stage_smsplit() {
-    local p a b i=0 ts=${TURBO_SPLIT:-0:0}
-    run "test_backend" backend.log $G/bin/test_backend
+# the lanes joined at every block's end (SD_MMDIT_BLOCK_JOIN=1) against
+# lane 1's tail running on into the next block, in turn: Large, Medium,
+# Large at 4 steps cfg 1; first the pipeline and group tests in FP8
+stage_latejoin() {
+    local j r
+    run "test_pipeline (cuda-fp8)" pipeline-cuda-fp8.log env \
+        SD_TEST_DEVICE=cuda-fp8 $G/bin/test_pipeline
+    run "test_group (cuda-fp8)" group-cuda-fp8.log env \
+        SD_TEST_DEVICE=cuda-fp8 $G/bin/test_group
     randmodel large
-    for p in ${SMSPLIT:-0:0 116:16 124:8 108:24 0:0}; do
-        a=${p%%:*}
-        b=${p##*:}
-        i=$((i + 1))
-        SD_CUDA_LANE0_SMS=$a SD_CUDA_LANE1_SMS=$b bench large \
-            bench-large-sms$i-$a-$b.log \
-            "bench large fp8, lane 0 on $a SMs, lane 1 on $b" \
-            --precision fp8
+    randmodel medium
+    for r in 1 2; do
+        for j in 1 0; do
+            SD_MMDIT_BLOCK_JOIN=$j bench large bench-large-join$j-$r.log \
+                "bench large fp8, block join $j ($r)" --precision fp8
+        done
     done
-    SD_CUDA_LANE0_SMS=${ts%%:*} SD_CUDA_LANE1_SMS=${ts##*:} \
-        bench large bench-turbo-fp8.log "bench large fp8, 4 steps cfg 1" \
-        --precision fp8 --steps 4 --cfg 1
-    stage_turboprof
+    for j in 1 0; do
+        SD_MMDIT_BLOCK_JOIN=$j bench medium bench-medium-join$j.log \
+            "bench medium fp8, block join $j" --precision fp8
+        SD_MMDIT_BLOCK_JOIN=$j bench large bench-turbo-join$j.log \
+            "bench large fp8 4 steps cfg 1, block join $j" --precision fp8 \
+            --steps 4 --cfg 1
+    done
+    for f in $L/bench-*join*.log; do
+        echo "$(basename $f): $(grep -E 'denoising step, median|end to end' \
+            $f | tr '\n' ' ')"
+    done
 }
 
 stage_turboprof() {    # Large FP8 at 4 steps, cfg 1, every op timed
