@@ -93,6 +93,9 @@ struct sd_mmdit {
     int             qk_norm;            /* qk_norm == "rms_norm" */
     int             attn8;              /* attention in FP8 (the policy's
                                            "attn" kind, sd_attention_fp8) */
+    int             block_join;         /* SD_MMDIT_BLOCK_JOIN=1 (a
+                                           measurement knob): the lanes
+                                           join at every block's end */
 
     sd_tensor_list  owned;              /* every weight, for sd_mmdit_free */
     void           *rec;                /* a recorded cached step
@@ -480,6 +483,8 @@ sd_mmdit_load(sd_err *err, sd_backend *be, const char *dir, sd_mmdit **out)
         return SD_ERR_NOMEM;
     }
     m->be = be;
+    m->block_join = getenv("SD_MMDIT_BLOCK_JOIN") != NULL
+                    && strcmp(getenv("SD_MMDIT_BLOCK_JOIN"), "1") == 0;
 
     SD_TRY_GOTO(s, sd_mmdit_read_config(err, m, dir), failed);
 
@@ -1002,8 +1007,13 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
     s = SD_OK;
 
 done:
-    /* both lanes done before anything is freed or reused */
-    if (sd_backend_join(err, be) != SD_OK && s == SD_OK) {
+    /* both lanes done before anything is freed or reused: at once on an
+       error or when this block made its own modulation; else lane 1's
+       tail (the text stream's FF) runs on beside the next block's image
+       stream, up to the join before its attention or the caller's */
+    if ((s != SD_OK || mod || cmod || m->block_join)
+        && sd_backend_join(err, be) != SD_OK && s == SD_OK)
+    {
         s = err->status;
     }
     sd_tensor_free(mod);
@@ -1282,6 +1292,8 @@ sd_mmdit_run(sd_err *err, sd_mmdit *m, const sd_tensor *x, sd_tensor *c,
                         done);
         }
     }
+    /* the last block's lane 1 done before its buffers go */
+    SD_TRY_GOTO(s, sd_backend_join(err, m->be), done);
     sd_mmdit_acts_free(&acts);
 
     /* norm_out, proj_out, unpatchify: out: (B, C, H, W) */
@@ -1572,6 +1584,9 @@ sd_mmdit_fb_blocks(sd_err *err, sd_mmdit_step *st, int i0, int i1)
                              k->cx->ne[1], &acts));
     for (i = i0; i < i1 && s == SD_OK; i++) {
         s = sd_mmdit_block_fwd(err, st->m, i, k->hs, k->cx, &src, &acts);
+    }
+    if (s == SD_OK) {
+        s = sd_backend_join(err, st->m->be);
     }
     sd_mmdit_acts_free(&acts);
     return s;
