@@ -535,11 +535,11 @@ stage_benchfp8() {     # Large and Medium FP8 benches as served (lanes, graphs)
     randmodel medium
     bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
 }
-# the lanes joined at every block's end (SD_MMDIT_BLOCK_JOIN=1) against
-# lane 1's tail running on into the next block, in turn: Large, Medium,
-# Large at 4 steps cfg 1; first the pipeline and group tests in FP8
+# the lanes joined at each block's end (SD_MMDIT_BLOCK_JOIN=1) against
+# lane 1's tail running on into the next block, in turn (Large twice,
+# Medium, 4 steps cfg 1), after the FP8 pipeline and group tests
 stage_latejoin() {
-    local j r
+    local r j
     run "test_pipeline (cuda-fp8)" pipeline-cuda-fp8.log env \
         SD_TEST_DEVICE=cuda-fp8 $G/bin/test_pipeline
     run "test_group (cuda-fp8)" group-cuda-fp8.log env \
@@ -548,18 +548,17 @@ stage_latejoin() {
     randmodel medium
     for r in 1 2; do
         for j in 1 0; do
-            SD_MMDIT_BLOCK_JOIN=$j bench large bench-large-join$j-$r.log \
-                "bench large fp8, block join $j ($r)" --precision fp8
+            SD_MMDIT_BLOCK_JOIN=$j bench large bench-large-j$j-$r.log \
+                "large fp8, block join $j ($r)" --precision fp8
         done
     done
     for j in 1 0; do
-        SD_MMDIT_BLOCK_JOIN=$j bench medium bench-medium-join$j.log \
-            "bench medium fp8, block join $j" --precision fp8
-        SD_MMDIT_BLOCK_JOIN=$j bench large bench-turbo-join$j.log \
-            "bench large fp8 4 steps cfg 1, block join $j" --precision fp8 \
-            --steps 4 --cfg 1
+        SD_MMDIT_BLOCK_JOIN=$j bench medium bench-medium-j$j.log \
+            "medium fp8, block join $j" --precision fp8
+        SD_MMDIT_BLOCK_JOIN=$j bench large bench-turbo-j$j.log \
+            "4 steps cfg 1, block join $j" --precision fp8 --steps 4 --cfg 1
     done
-    for f in $L/bench-*join*.log; do
+    for f in $L/bench-*-j*.log; do
         echo "$(basename $f): $(grep -E 'denoising step, median|end to end' \
             $f | tr '\n' ' ')"
     done
