@@ -15,6 +15,8 @@
 #   offload  the text encoders in host memory (goldens, memory, encode)
 #   check2  the pipeline goldens, the prompt encoder, E4M3 norms on/off
 #   final   our FP8 bench and server beside diffusers' e2e in one call
+#   finalfirst  the same figures first, then test_backend and the
+#           pipeline goldens (for a call the device's time may cut)
 #   fattn   the own attention kernel alone (fattn_check: error, time),
 #           BF16 and E4M3
 #   vaeprof the VAE decoder's ops timed one by one (Medium, BF16, 1 step)
@@ -447,6 +449,25 @@ stage_final() {
         "diffusers e2e large (bf16 eager, fp8 compiled)" e2e-ref-large.log \
         env PYTHONPATH=$G/ref/src:$G/bench python3 \
         $G/bench/e2e_peer.py $SD_FIXTURES/tiny-sd35-large --compile
+}
+
+# final's figures first, then its tests (a call cut short by the device's
+# time still brings back what ran): Large FP8 bench and server, 4 steps,
+# diffusers' e2e, Medium, test_backend, the pipeline goldens
+stage_finalfirst() {
+    randmodel large
+    bench large bench-large-fp8.log "bench large fp8" --precision fp8
+    nginx_large_fp8
+    bench large bench-turbo-fp8.log "bench large fp8, 4 steps cfg 1" \
+        --precision fp8 --steps 4 --cfg 1
+    STAGE_TIMEOUT=${REF_TIMEOUT:-330} run \
+        "diffusers e2e large (bf16 eager, fp8 compiled)" e2e-ref-large.log \
+        env PYTHONPATH=$G/ref/src:$G/bench python3 \
+        $G/bench/e2e_peer.py $SD_FIXTURES/tiny-sd35-large --compile
+    randmodel medium
+    bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
+    run "test_backend" backend.log $G/bin/test_backend
+    pipeline_tests
 }
 
 # the path of GPUs without FP8 products (A100), forced on the H200
