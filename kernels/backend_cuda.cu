@@ -1044,8 +1044,8 @@ cuda_permute(sd_err *err, sd_tensor *y, const sd_tensor *x, const int *perm)
 static sd_status
 cuda_to_rgb8(sd_err *err, const sd_tensor *img, uint8_t *rgb)
 {
-    SD_CUDA_OP_MEASURED(img, sd_cuda_to_rgb8(err, img, rgb), "to_rgb8 %lld",
-               LL(sd_numel(img)));
+    SD_CUDA_OP_MEASURED(img, sd_cuda_to_rgb8(err, img, rgb),
+                        "to_rgb8 %lld", LL(sd_numel(img)));
 }
 
 

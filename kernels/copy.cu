@@ -197,11 +197,12 @@ rgb8_kernel(uint8_t *rgb, const S *x, int64_t hw)
 sd_status
 sd_cuda_to_rgb8(sd_err *err, const sd_tensor *img, uint8_t *rgb)
 {
-    sd_cuda   *c = sd_cuda_of(img);
-    int64_t    hw = img->ne[2] * img->ne[3];
-    unsigned   blocks = sd_cuda_blocks(hw, SD_CP_THREADS);
-    void      *d = NULL;
-    sd_status  s = SD_OK;
+    sd_cuda     *c = sd_cuda_of(img);
+    int64_t      hw = img->ne[2] * img->ne[3];
+    unsigned     blocks = sd_cuda_blocks(hw, SD_CP_THREADS);
+    void        *d = NULL;
+    sd_status    s = SD_OK;
+    cudaError_t  e;
 
     if (img->dtype != SD_DT_F32 && img->dtype != SD_DT_BF16) {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: to_rgb8 of %s",
@@ -217,13 +218,16 @@ sd_cuda_to_rgb8(sd_err *err, const sd_tensor *img, uint8_t *rgb)
     SD_CUDA_DISPATCH(err, img->dtype, S,
         rgb8_kernel<S><<<blocks, SD_CP_THREADS, 0, c->stream>>>(
             (uint8_t *) d, (const S *) img->data, hw));
-    if (cudaGetLastError() != cudaSuccess
-        || cudaMemcpyAsync(rgb, d, (size_t) hw * 3, cudaMemcpyDefault,
-                           c->stream) != cudaSuccess
-        || cudaStreamSynchronize(c->stream) != cudaSuccess)
-    {
-        s = sd_cuda_fail(err, cudaGetLastError(), "to_rgb8", __FILE__,
-                         __LINE__);
+    e = cudaGetLastError();
+    if (e == cudaSuccess) {
+        e = cudaMemcpyAsync(rgb, d, (size_t) hw * 3, cudaMemcpyDefault,
+                            c->stream);
+    }
+    if (e == cudaSuccess) {
+        e = cudaStreamSynchronize(c->stream);
+    }
+    if (e != cudaSuccess) {
+        s = sd_cuda_fail(err, e, "to_rgb8", __FILE__, __LINE__);
     }
     sd_cuda_scratch_free(c, d);
     return s;
