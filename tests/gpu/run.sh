@@ -429,6 +429,14 @@ stage_check2() {
 # FP8 beside the reference's best in one call: the op and prompt-encoder
 # checks, our bench (Large FP8, Medium FP8) and nginx, then diffusers'
 # whole pipeline in BF16 eager and with FP8 linears + torch.compile
+# diffusers' whole Large pipeline (BF16 eager, FP8 linears compiled)
+ref_e2e_large() {
+    STAGE_TIMEOUT=${REF_TIMEOUT:-330} run \
+        "diffusers e2e large (bf16 eager, fp8 compiled)" e2e-ref-large.log \
+        env PYTHONPATH=$G/ref/src:$G/bench python3 \
+        $G/bench/e2e_peer.py $SD_FIXTURES/tiny-sd35-large --compile
+}
+
 stage_final() {
     run "test_backend" backend.log $G/bin/test_backend
     run "test_promptenc (cuda)" promptenc-cuda.log env SD_TEST_DEVICE=cuda \
@@ -445,10 +453,7 @@ stage_final() {
     nginx_large_fp8
     randmodel medium
     bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
-    STAGE_TIMEOUT=${REF_TIMEOUT:-330} run \
-        "diffusers e2e large (bf16 eager, fp8 compiled)" e2e-ref-large.log \
-        env PYTHONPATH=$G/ref/src:$G/bench python3 \
-        $G/bench/e2e_peer.py $SD_FIXTURES/tiny-sd35-large --compile
+    ref_e2e_large
 }
 
 # final's figures first, then its tests (a call cut short by the device's
@@ -460,10 +465,7 @@ stage_finalfirst() {
     nginx_large_fp8
     bench large bench-turbo-fp8.log "bench large fp8, 4 steps cfg 1" \
         --precision fp8 --steps 4 --cfg 1
-    STAGE_TIMEOUT=${REF_TIMEOUT:-330} run \
-        "diffusers e2e large (bf16 eager, fp8 compiled)" e2e-ref-large.log \
-        env PYTHONPATH=$G/ref/src:$G/bench python3 \
-        $G/bench/e2e_peer.py $SD_FIXTURES/tiny-sd35-large --compile
+    ref_e2e_large
     randmodel medium
     bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
     run "test_backend" backend.log $G/bin/test_backend
