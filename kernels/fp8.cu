@@ -62,29 +62,38 @@ warp_max(float v)
  * with one F32 scale per row (row amax / 448), the input of an FP8
  * product: what the quantize pass of sd_cuda_linear_fp8 would make of the
  * BF16 result, from the F32 values and in one pass over the row. One warp
- * per row, the row packed in registers (MAXV uint4 a lane, loaded first);
- * the shift and scale of the block's first row's batch are staged once in
- * shared memory for the block's 8 rows (rows of another batch read them
- * from global memory). Reading them from global memory for every row, after
- * the statistics, ran at half the memory's rate (0.035 ms for 8192 x 2432
- * on the H200); a block a row with the vectors in registers was slower
- * still (0.042: three block-wide reductions a row).
+ * per row, the row packed in registers (MAXV uint4 a lane, loaded first).
+ * The shift and 1 + scale of the batches of the block's 8 rows (at most
+ * two; rows of a third, with batches under 8 rows, read them from global
+ * memory) are staged once a block in shared memory as F32, four vectors of
+ * nv float4 (shift of columns 8j..8j+3, of 8j+4..8j+7, then 1 + scale
+ * alike: a warp reads consecutive float4s). Staged as BF16 the two passes
+ * over the row unpacked both vectors and added the 1 again for every
+ * element: 0.033 ms for 8192 x 2432 on the H200 (1.8 TB/s), bound by the
+ * arithmetic, not the memory. The values are the same: 1.0f + scale
+ * rounds the same wherever it is computed. Reading the vectors from global
+ * memory for every row ran at half the memory's rate (0.035 ms); a block
+ * a row with the vectors in registers was slower still (0.042: three
+ * block-wide reductions a row).
  */
 #define NM_THREADS  256
+#define NM_ROWS     (NM_THREADS / 32)
 
 template <int MAXV>
-__global__ void __launch_bounds__(NM_THREADS)
+__global__ void __launch_bounds__(NM_THREADS, MAXV <= 10 ? 3 : 2)
 norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     const __nv_bfloat16 *shift, const __nv_bfloat16 *scale, int rows,
     int c, int rows_per_batch, float eps)
 {
-    extern __shared__ uint4  nm_mod[];          /* shift, then scale */
-    int            row0 = blockIdx.x * (NM_THREADS / 32);
+    extern __shared__ float4  nm_mod[];         /* 1 or 2 sets of 4 nv */
+    int            row0 = blockIdx.x * NM_ROWS;
     int            row = row0 + threadIdx.x / 32, b0 = row0 / rows_per_batch;
-    int            lane = threadIdx.x & 31, nv = c >> 3, i, k, j;
+    int            lane = threadIdx.x & 31, nv = c >> 3, i, k, j, b, nset;
+    int            last = min(row0 + NM_ROWS, rows) - 1;
     float          v[8], p[8], q[8], amax = 0.0f, mean, inv, qi;
     uint4          raw[MAXV];
-    const uint4   *sh, *sc, *xr = (const uint4 *) (x + (size_t) row * c);
+    const uint4   *xr = (const uint4 *) (x + (size_t) row * c);
+    const float4  *st = NULL;
     uint2         *yr;
 
     if (row < rows) {
@@ -95,10 +104,21 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
             }
         }
     }
-    sh = (const uint4 *) (shift + (size_t) b0 * c);
-    sc = (const uint4 *) (scale + (size_t) b0 * c);
-    for (i = threadIdx.x; i < 2 * nv; i += NM_THREADS) {
-        nm_mod[i] = i < nv ? sh[i] : sc[i - nv];
+    /* stage batch b0's vectors, and b0 + 1's when the block reaches it */
+    nset = last / rows_per_batch > b0 ? 2 : 1;
+    for (i = threadIdx.x; i < nset * nv; i += NM_THREADS) {
+        int      s = i / nv, jj = i - s * nv;
+        size_t   o = (size_t) (b0 + s) * c + (size_t) jj * 8;
+        float4  *d = nm_mod + (size_t) s * 4 * nv;
+
+        sd_unpack8(*(const uint4 *) (shift + o), p);
+        sd_unpack8(*(const uint4 *) (scale + o), q);
+        d[jj] = make_float4(p[0], p[1], p[2], p[3]);
+        d[nv + jj] = make_float4(p[4], p[5], p[6], p[7]);
+        d[2 * nv + jj] = make_float4(1.0f + q[0], 1.0f + q[1], 1.0f + q[2],
+                                     1.0f + q[3]);
+        d[3 * nv + jj] = make_float4(1.0f + q[4], 1.0f + q[5], 1.0f + q[6],
+                                     1.0f + q[7]);
     }
     if (row < rows) {
         /* the row is in raw already (loaded before the staging) */
@@ -109,14 +129,14 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     if (row >= rows) {
         return;
     }
-    if (row / rows_per_batch == b0) {
-        sh = nm_mod;
-        sc = nm_mod + nv;
-    } else {
-        sh = (const uint4 *) (shift + (size_t) (row / rows_per_batch) * c);
-        sc = (const uint4 *) (scale + (size_t) (row / rows_per_batch) * c);
+    b = row / rows_per_batch;
+    if (b - b0 < nset) {
+        st = nm_mod + (size_t) (b - b0) * 4 * nv;
     }
     yr = (uint2 *) (y + (size_t) row * c);
+
+    /* shift (p) and 1 + scale (q) of columns 8j.. */
+#define NM_VECS(j)                                                              do {                                                                            if (st) {                                                                       float4  a0 = st[j], a1 = st[nv + (j)], c0 = st[2 * nv + (j)],                        c1 = st[3 * nv + (j)];                                                                                                                          p[0] = a0.x; p[1] = a0.y; p[2] = a0.z; p[3] = a0.w;                         p[4] = a1.x; p[5] = a1.y; p[6] = a1.z; p[7] = a1.w;                         q[0] = c0.x; q[1] = c0.y; q[2] = c0.z; q[3] = c0.w;                         q[4] = c1.x; q[5] = c1.y; q[6] = c1.z; q[7] = c1.w;                     } else {                                                                        size_t  o = (size_t) b * c + (size_t) (j) * 8;                                                                                                          sd_unpack8(*(const uint4 *) (shift + o), p);                                sd_unpack8(*(const uint4 *) (scale + o), q);                                for (k = 0; k < 8; k++) {                                                       q[k] = 1.0f + q[k];                                                     }                                                                       }                                                                       } while (0)
 
     /* the modulated row's amax, then the row in E4M3 */
     #pragma unroll
@@ -124,12 +144,10 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
         j = lane + 32 * i;
         if (j < nv) {
             sd_unpack8(raw[i], v);
-            sd_unpack8(sh[j], p);
-            sd_unpack8(sc[j], q);
+            NM_VECS(j);
             #pragma unroll
             for (k = 0; k < 8; k++) {
-                amax = fmaxf(amax, fabsf((v[k] - mean) * inv
-                                         * (1.0f + q[k]) + p[k]));
+                amax = fmaxf(amax, fabsf((v[k] - mean) * inv * q[k] + p[k]));
             }
         }
     }
@@ -142,15 +160,15 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
             float  f[8];
 
             sd_unpack8(raw[i], v);
-            sd_unpack8(sh[j], p);
-            sd_unpack8(sc[j], q);
+            NM_VECS(j);
             #pragma unroll
             for (k = 0; k < 8; k++) {
-                f[k] = ((v[k] - mean) * inv * (1.0f + q[k]) + p[k]) * qi;
+                f[k] = ((v[k] - mean) * inv * q[k] + p[k]) * qi;
             }
             yr[j] = fp8x8(f);
         }
     }
+#undef NM_VECS
     if (lane == 0) {
         ys[row] = amax > 0.0f ? amax / E4M3_MAX : 1.0f;
     }
@@ -162,7 +180,7 @@ sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *shift, const sd_tensor *scale, float eps)
 {
     sd_cuda   *c = sd_cuda_of(y);
-    int64_t    ch = x->ne[2], rows = sd_numel(x) / ch, nv = ch / 8;
+    int64_t    ch = x->ne[2], rows = sd_numel(x) / ch, nv = ch / 8, sets;
     uintptr_t  al = (uintptr_t) x->data | (uintptr_t) y->data
                     | (uintptr_t) shift->data | (uintptr_t) scale->data;
 
@@ -175,8 +193,9 @@ sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
                          "to 3072 wide (%lld)", (long long) ch);
     }
 #define SD_NMF(m)                                                           \
-    norm_mod_fp8_kernel<m><<<(unsigned) ((rows + 7) / 8), NM_THREADS,      \
-                             (size_t) (2 * nv) * 16, c->stream>>>(          \
+    norm_mod_fp8_kernel<m><<<(unsigned) ((rows + NM_ROWS - 1) / NM_ROWS),  \
+                             NM_THREADS, (size_t) sets * 4 * nv * 16,       \
+                             c->stream>>>(                                  \
         (uint8_t *) y->data, y->scale, (const __nv_bfloat16 *) x->data,    \
         (const __nv_bfloat16 *) shift->data,                               \
         (const __nv_bfloat16 *) scale->data, (int) rows, (int) ch,         \
@@ -184,6 +203,9 @@ sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
     if (rows == 0) {
         return SD_OK;
     }
+    /* a block's rows reach a second batch unless batches are whole blocks
+       (4 nv float4 a set: 48 KiB at the largest, 3072 columns) */
+    sets = x->ne[1] % NM_ROWS == 0 ? 1 : 2;
     if (nv <= 64) {
         SD_NMF(2);
     } else if (nv <= 128) {
