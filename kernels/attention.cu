@@ -6,7 +6,9 @@
  *    joint attention), our own kernel (fattn.cu) or cuDNN's fused SDPA,
  *    whichever is faster at the shape: both are timed the first time a
  *    shape runs outside a graph capture, and the pick is kept with the
- *    shape's cuDNN plan (SD_CUDA_NO_FATTN=1: cuDNN only).
+ *    shape's cuDNN plan (SD_CUDA_NO_FATTN=1: cuDNN only); cuDNN must be
+ *    5% faster to be picked, so that every process picks alike (the two
+ *    round differently) unless SD_CUDA_TIMED_PICK=1.
  *    cuDNN's fused SDPA (the single-node CUDNN_BACKEND_OPERATION_SDPA_FWD
  *    of the cuDNN >= 9.13 backend C API) for BF16 without mask or bias and
  *    head size a multiple of 8 up to 128: the MMDiT's joint attention.
@@ -40,6 +42,8 @@
 
 #define SD_ATT_SCRATCH   ((int64_t) 256 << 20)
 #define SD_ATT_PICK_REPS 3              /* timed calls of each kernel */
+#define SD_ATT_PICK_MARGIN 0.95f        /* cuDNN's time, at most, against
+                                           ours for cuDNN to be picked */
 #define SD_SDPA_UIDS     5
 
 
@@ -364,8 +368,9 @@ fattn_run(sd_err *err, sd_cuda *c, sd_tensor *o, const sd_tensor *q,
 
 /*
  * Times our kernel and cuDNN's at the shape (a warm-up, then
- * SD_ATT_PICK_REPS calls each) and keeps the faster. Outside a capture
- * only: it synchronizes.
+ * SD_ATT_PICK_REPS calls each) and keeps the faster (cuDNN by
+ * SD_ATT_PICK_MARGIN unless c->det is 0). Outside a capture only: it
+ * synchronizes.
  */
 static sd_status
 attention_pick(sd_err *err, sd_cuda *c, sd_cuda_sdpa_plan *p, sd_tensor *o,
@@ -400,7 +405,10 @@ attention_pick(sd_err *err, sd_cuda *c, sd_cuda_sdpa_plan *p, sd_tensor *o,
             cudaEventElapsedTime(&p->ms[i], ev[i], ev[i + 1]);
             p->ms[i] /= SD_ATT_PICK_REPS;
         }
-        p->pick = p->ms[1] < p->ms[0];
+        /* with c->det, cuDNN wins only by a clear margin: the same pick
+           in every process unless the two are within noise of it */
+        p->pick = c->det ? p->ms[0] >= SD_ATT_PICK_MARGIN * p->ms[1]
+                         : p->ms[1] < p->ms[0];
     }
     for (i = 0; i < 3; i++) {
         if (ev[i]) {

@@ -1164,6 +1164,11 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
                                              "1") == 0);
     c->no_lanes = getenv("SD_CUDA_NO_LANES")
                   && strcmp(getenv("SD_CUDA_NO_LANES"), "1") == 0;
+    /* kernels chosen by the libraries' heuristics (the same in every
+       process), unless SD_CUDA_TIMED_PICK=1 (the fastest of a few timed
+       runs: a close call may go either way, and the images with it) */
+    c->det = !(getenv("SD_CUDA_TIMED_PICK")
+               && strcmp(getenv("SD_CUDA_TIMED_PICK"), "1") == 0);
     c->no_graphs = getenv("SD_CUDA_NO_GRAPHS")
                    && strcmp(getenv("SD_CUDA_NO_GRAPHS"), "1") == 0;
     c->fattn_ok = !(getenv("SD_CUDA_NO_FATTN")

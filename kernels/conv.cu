@@ -5,10 +5,12 @@
  * Rules it relies on: x and y are CUDNN_TENSOR_NHWC tensors, the filter
  * (Co, kh, kw, Ci) is cuDNN's NHWC filter format (KRSC); compute type F32;
  * BF16 runs with CUDNN_TENSOR_OP_MATH, F32 with CUDNN_FMA_MATH so the F32
- * backend never uses TF32 tensor cores. The algorithm is found once per
- * shape (cudnnFindConvolutionForwardAlgorithmEx on the real operands,
- * limited to the library workspace), skipping any result whose math type
- * differs from the one asked. These are cuDNN's classic convolution calls,
+ * backend never uses TF32 tensor cores. The algorithm is chosen once per
+ * shape: cuDNN's heuristic ranking (cudnnGetConvolutionForwardAlgorithm_v7,
+ * the same in every process), or with SD_CUDA_TIMED_PICK=1 the fastest on
+ * the real operands (cudnnFindConvolutionForwardAlgorithmEx, limited to
+ * the library workspace), skipping any result whose math type differs
+ * from the one asked or whose workspace does not fit. These are cuDNN's classic convolution calls,
  * present through cuDNN 9 (marked for removal in a later major version).
  */
 
@@ -109,10 +111,17 @@ plan_choose(sd_err *err, sd_cuda *c, sd_cuda_conv_plan *p,
                                         : CUDNN_FMA_MATH;
     int                            n = 0, i;
 
-    SD_DNN(cudnnFindConvolutionForwardAlgorithmEx(c->dnn, p->xd, x->data,
-               p->wd, w->data, p->cd, p->yd, y->data,
-               CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf, c->lib_ws,
-               SD_CUDA_LIB_WS));
+    if (c->det) {
+        /* the heuristic's ranking: the same algorithm in every process */
+        SD_DNN(cudnnGetConvolutionForwardAlgorithm_v7(c->dnn, p->xd, p->wd,
+                   p->cd, p->yd, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n,
+                   perf));
+    } else {
+        SD_DNN(cudnnFindConvolutionForwardAlgorithmEx(c->dnn, p->xd,
+                   x->data, p->wd, w->data, p->cd, p->yd, y->data,
+                   CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf, c->lib_ws,
+                   SD_CUDA_LIB_WS));
+    }
     for (i = 0; i < n; i++) {
         if (perf[i].status != CUDNN_STATUS_SUCCESS
             || perf[i].memory > SD_CUDA_LIB_WS

@@ -75,6 +75,11 @@ typedef struct {
     int                 lane1_sms;      /* SD_CUDA_LANE1_SMS: SMs a lane-1
                                            product may use, 0: all */
     int                 no_lanes;       /* SD_CUDA_NO_LANES=1: one queue */
+    int                 det;            /* GEMM and convolution algorithms
+                                           by the libraries' heuristics,
+                                           not by timing; the attention's
+                                           pick with a margin (unless
+                                           SD_CUDA_TIMED_PICK=1) */
     cublasLtHandle_t    lt;
     cudnnHandle_t       dnn;
     int                 sms;

@@ -2068,6 +2068,111 @@ check_oom(sd_backend *be)
 }
 
 
+/*
+ * One backend's products and convolution at MMDiT and VAE shapes, from
+ * inputs made by seed: a BF16 product, an FP8 product with GELU, a 3x3
+ * convolution. out[i] gets each result on the host (NULL on a failure).
+ */
+static void
+picks_run(sd_backend *be, float **out, size_t *n)
+{
+    sd_err      err = {0};
+    sd_tensor  *x = NULL, *w = NULL, *y = NULL, *w8 = NULL, *b = NULL;
+    float      *hw = NULL;
+    int         i;
+
+    for (i = 0; i < 3; i++) {
+        out[i] = NULL;
+    }
+    t_round = 1;
+    t_rng = 4242;
+    x = MK(be, ACT, 1.0f, 1024, 2432);
+    w = MK(be, WGT, 0.02f, 2432, 2432);
+    y = MK(be, ACT, 0.0f, 1024, 2432);
+    if (x && w && y && sd_linear(&err, y, x, w, NULL) == SD_OK) {
+        out[0] = host_of(y, &n[0]);
+    }
+    T_CHECK(out[0] != NULL, "picks: bf16 product: %s", err.msg);
+    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(y);
+
+    x = MK(be, ACT, 1.0f, 4096, 2432);
+    y = MK(be, ACT, 0.0f, 4096, 9728);
+    b = MK(be, WGT, 0.1f, 9728);
+    hw = host_rand((int64_t) 9728 * 2432, 0.05f);
+    if (x && y && b && hw
+        && sd_tensor_new_as(&err, be, SD_MEM_WEIGHT, SD_DT_F8_E4M3, 2,
+                            (int64_t[]) { 9728, 2432 }, &w8) == SD_OK
+        && be->ops->upload_from(&err, w8, hw, SD_DT_F32, NULL, 0) == SD_OK
+        && sd_linear_act(&err, y, x, w8, b, SD_ACT_GELU_TANH) == SD_OK)
+    {
+        out[1] = host_of(y, &n[1]);
+    }
+    T_CHECK(out[1] != NULL, "picks: fp8 product: %s", err.msg);
+    free(hw);
+    sd_tensor_free(x); sd_tensor_free(y); sd_tensor_free(b);
+    sd_tensor_free(w8);
+
+    x = MK(be, ACT, 1.0f, 1, 256, 256, 128);
+    w = MK(be, WGT, 0.03f, 128, 3, 3, 128);
+    b = MK(be, WGT, 0.1f, 128);
+    y = MK(be, ACT, 0.0f, 1, 256, 256, 128);
+    if (x && w && b && y && sd_conv2d(&err, y, x, w, b, 1, 1) == SD_OK) {
+        out[2] = host_of(y, &n[2]);
+    }
+    T_CHECK(out[2] != NULL, "picks: conv: %s", err.msg);
+    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(b);
+    sd_tensor_free(y);
+}
+
+
+/*
+ * Kernels are chosen by the libraries' heuristics, not by timing, so two
+ * backends (as two processes would) compute the same bits from the same
+ * inputs: the same seed gives the same image on every server start and
+ * every replica on the same card and libraries. (Chosen by timing,
+ * SD_CUDA_TIMED_PICK=1, two processes gave one seed's image 35 dB apart.)
+ */
+static void
+check_same_picks(void)
+{
+    static const char  *what[3] = { "bf16 product 1024x2432->2432",
+                                    "fp8 product + gelu 4096x2432->9728",
+                                    "conv 3x3 256x256x128->128" };
+    sd_backend         *be[2] = { NULL, NULL };
+    sd_err              err = {0};
+    float              *out[2][3];
+    size_t              n[2][3];
+    int                 i, k;
+
+    for (k = 0; k < 2; k++) {
+        if (sd_backend_cuda_create(&err, 0, SD_DT_BF16, &be[k]) != SD_OK
+            || sd_cuda_reserve(&err, be[k], (size_t) 1 << 30) != SD_OK)
+        {
+            T_CHECK(0, "cuda backend %d: %s", k, err.msg);
+            sd_backend_destroy(be[0]);
+            sd_backend_destroy(be[1]);
+            return;
+        }
+    }
+    for (k = 0; k < 2; k++) {
+        picks_run(be[k], out[k], n[k]);
+    }
+    for (i = 0; i < 3; i++) {
+        int  same = out[0][i] && out[1][i] && n[0][i] == n[1][i]
+                    && memcmp(out[0][i], out[1][i],
+                              n[0][i] * sizeof(float)) == 0;
+
+        printf("   two backends, %s: %s\n", what[i],
+               same ? "the same bits" : "DIFFERENT");
+        T_CHECK(same, "two backends computed %s differently", what[i]);
+        free(out[0][i]);
+        free(out[1][i]);
+    }
+    sd_backend_destroy(be[0]);
+    sd_backend_destroy(be[1]);
+}
+
+
 static void
 check_cuda(sd_backend *cpu)
 {
@@ -2125,6 +2230,7 @@ check_cuda(sd_backend *cpu)
     check_oom(bf);
     sd_backend_destroy(f32);
     sd_backend_destroy(bf);
+    check_same_picks();
 }
 #endif
 
