@@ -54,6 +54,10 @@
 #   turboprof  Large FP8 at 4 steps, cfg 1, with every op timed
 #   latejoin  the lanes joined at each block's end against not (Large,
 #           Medium, 4 steps), after test_pipeline and test_group in FP8
+#   det     kernels chosen by the libraries' heuristics (the default)
+#           against by timing (SD_CUDA_TIMED_PICK=1): txt2img twice in
+#           separate processes each way (the same bytes?), Large and Medium
+#           benches
 #   group   test_group on the GPU (shared passes against requests alone)
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
 #           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
@@ -583,6 +587,47 @@ stage_latejoin() {
     done
     for f in $L/bench-*-j*.log; do
         echo "$(basename $f): $(grep -E 'denoising step, median|end to end' \
+            $f | tr '\n' ' ')"
+    done
+}
+
+stage_det() {          # kernels by heuristics against by timing
+    local r v
+    randmodel large
+    randmodel medium
+    for v in "heur 1" "heur 2" "timed 1" "timed 2"; do
+        set -- $v
+        run "txt2img 4 steps, picks $1 ($2)" txt2img-$1-$2.log env \
+            SD_CUDA_TIMED_PICK=$([ $1 = timed ] && echo 1) \
+            $G/bin/sd-cli txt2img --model /dev/shm/sd-large --device cuda \
+            --precision fp8 --prompt "a lighthouse at dusk" --steps 4 \
+            --seed 7 --output /tmp/sd/d-$1-$2.png \
+            --dump /tmp/sd/d-$1-$2.safetensors
+    done
+    for v in "heur-1 heur-2" "timed-1 timed-2" "heur-1 timed-1"; do
+        set -- $v
+        cmp -s /tmp/sd/d-$1.png /tmp/sd/d-$2.png \
+            && cmp -s /tmp/sd/d-$1.safetensors /tmp/sd/d-$2.safetensors \
+            && echo "png and dump $1 = $2: identical" | tee -a $summary \
+            || echo "png or dump $1 vs $2: DIFFER" | tee -a $summary
+        python3 tests/gpu/dump_cmp.py /tmp/sd/d-$1.safetensors \
+            /tmp/sd/d-$2.safetensors 2>&1 | sed "s/^/$1 vs $2: /" \
+            | tee -a $summary
+    done
+    set --
+    for r in 1 2; do
+        for v in timed heur; do
+            SD_CUDA_TIMED_PICK=$([ $v = timed ] && echo 1) \
+                bench large bench-large-$v-$r.log "large fp8, $v ($r)" \
+                --precision fp8
+        done
+    done
+    for v in timed heur; do
+        SD_CUDA_TIMED_PICK=$([ $v = timed ] && echo 1) \
+            bench medium bench-medium-$v.log "medium fp8, $v" --precision fp8
+    done
+    for f in $L/bench-*.log; do
+        echo "$(basename $f): $(grep -E 'denoising step, median|VAE decode|end to end' \
             $f | tr '\n' ' ')"
     done
 }
