@@ -17,6 +17,8 @@
 #   final   our FP8 bench and server beside diffusers' e2e in one call
 #   finalfirst  the same figures first, then test_backend and the
 #           pipeline goldens (for a call the device's time may cut)
+#   sameseed  one seed's 4-step Large FP8 image in two processes: the
+#           same bytes (the kernels' picks do not depend on timing)
 #   fattn   the own attention kernel alone (fattn_check: error, time),
 #           BF16 and E4M3
 #   vaeprof the VAE decoder's ops timed one by one (Medium, BF16, 1 step)
@@ -463,6 +465,21 @@ stage_final() {
 # final's figures first, then its tests (a call cut short by the device's
 # time still brings back what ran): Large FP8 bench and server, 4 steps,
 # diffusers' e2e, Medium, test_backend, the pipeline goldens
+stage_sameseed() {     # one seed in two processes, default picks: same bytes?
+    local r
+    [ -d /dev/shm/sd-large ] || randmodel large
+    for r in 1 2; do
+        run "txt2img 4 steps, process $r" txt2img-seed-$r.log \
+            $G/bin/sd-cli txt2img --model /dev/shm/sd-large --device cuda \
+            --precision fp8 --prompt "a lighthouse at dusk" --steps 4 \
+            --seed 7 --output /tmp/sd/s-$r.png --dump /tmp/sd/s-$r.safetensors
+    done
+    cmp -s /tmp/sd/s-1.png /tmp/sd/s-2.png \
+        && cmp -s /tmp/sd/s-1.safetensors /tmp/sd/s-2.safetensors \
+        && echo "one seed, two processes: png and dump identical" \
+           | tee -a $summary \
+        || echo "one seed, two processes: DIFFER" | tee -a $summary
+}
 stage_finalfirst() {
     randmodel large
     bench large bench-large-fp8.log "bench large fp8" --precision fp8
