@@ -10,8 +10,9 @@
  * the same in every process), or with SD_CUDA_TIMED_PICK=1 the fastest on
  * the real operands (cudnnFindConvolutionForwardAlgorithmEx, limited to
  * the library workspace), skipping any result whose math type differs
- * from the one asked or whose workspace does not fit. These are cuDNN's classic convolution calls,
- * present through cuDNN 9 (marked for removal in a later major version).
+ * from the one asked or whose workspace does not fit. These are cuDNN's
+ * classic convolution calls, present through cuDNN 9 (marked for removal
+ * in a later major version).
  */
 
 #include <stdio.h>

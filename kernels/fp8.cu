@@ -79,6 +79,32 @@ warp_max(float v)
 #define NM_THREADS  256
 #define NM_ROWS     (NM_THREADS / 32)
 
+/* shift (p) and 1 + scale (q) of columns 8j..8j+7: from the staged set
+   st, or from global memory at row offset o (a third batch's rows) */
+static __device__ __forceinline__ void
+nm_vecs(const float4 *st, int nv, const __nv_bfloat16 *shift,
+    const __nv_bfloat16 *scale, size_t o, int j, float *p, float *q)
+{
+    int  k;
+
+    if (st) {
+        float4  a0 = st[j], a1 = st[nv + j], c0 = st[2 * nv + j];
+        float4  c1 = st[3 * nv + j];
+
+        p[0] = a0.x; p[1] = a0.y; p[2] = a0.z; p[3] = a0.w;
+        p[4] = a1.x; p[5] = a1.y; p[6] = a1.z; p[7] = a1.w;
+        q[0] = c0.x; q[1] = c0.y; q[2] = c0.z; q[3] = c0.w;
+        q[4] = c1.x; q[5] = c1.y; q[6] = c1.z; q[7] = c1.w;
+        return;
+    }
+    sd_unpack8(*(const uint4 *) (shift + o + (size_t) j * 8), p);
+    sd_unpack8(*(const uint4 *) (scale + o + (size_t) j * 8), q);
+    for (k = 0; k < 8; k++) {
+        q[k] = 1.0f + q[k];
+    }
+}
+
+
 template <int MAXV>
 __global__ void __launch_bounds__(NM_THREADS, MAXV <= 10 ? 3 : 2)
 norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
@@ -135,16 +161,13 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     }
     yr = (uint2 *) (y + (size_t) row * c);
 
-    /* shift (p) and 1 + scale (q) of columns 8j.. */
-#define NM_VECS(j)                                                              do {                                                                            if (st) {                                                                       float4  a0 = st[j], a1 = st[nv + (j)], c0 = st[2 * nv + (j)],                        c1 = st[3 * nv + (j)];                                                                                                                          p[0] = a0.x; p[1] = a0.y; p[2] = a0.z; p[3] = a0.w;                         p[4] = a1.x; p[5] = a1.y; p[6] = a1.z; p[7] = a1.w;                         q[0] = c0.x; q[1] = c0.y; q[2] = c0.z; q[3] = c0.w;                         q[4] = c1.x; q[5] = c1.y; q[6] = c1.z; q[7] = c1.w;                     } else {                                                                        size_t  o = (size_t) b * c + (size_t) (j) * 8;                                                                                                          sd_unpack8(*(const uint4 *) (shift + o), p);                                sd_unpack8(*(const uint4 *) (scale + o), q);                                for (k = 0; k < 8; k++) {                                                       q[k] = 1.0f + q[k];                                                     }                                                                       }                                                                       } while (0)
-
     /* the modulated row's amax, then the row in E4M3 */
     #pragma unroll
     for (i = 0; i < MAXV; i++) {
         j = lane + 32 * i;
         if (j < nv) {
             sd_unpack8(raw[i], v);
-            NM_VECS(j);
+            nm_vecs(st, nv, shift, scale, (size_t) b * c, j, p, q);
             #pragma unroll
             for (k = 0; k < 8; k++) {
                 amax = fmaxf(amax, fabsf((v[k] - mean) * inv * q[k] + p[k]));
@@ -160,7 +183,7 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
             float  f[8];
 
             sd_unpack8(raw[i], v);
-            NM_VECS(j);
+            nm_vecs(st, nv, shift, scale, (size_t) b * c, j, p, q);
             #pragma unroll
             for (k = 0; k < 8; k++) {
                 f[k] = ((v[k] - mean) * inv * q[k] + p[k]) * qi;
@@ -168,7 +191,6 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
             yr[j] = fp8x8(f);
         }
     }
-#undef NM_VECS
     if (lane == 0) {
         ys[row] = amax > 0.0f ? amax / E4M3_MAX : 1.0f;
     }
