@@ -1205,6 +1205,14 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
         snprintf(c->info + l, sizeof(c->info) - l, ", FP8 weights widened "
                  "to BF16 per layer");
     }
+    if (!c->det) {
+        size_t  l = strlen(c->info);
+
+        /* said where the card is named: replicas compare their logs */
+        snprintf(c->info + l, sizeof(c->info) - l, ", kernels picked by "
+                 "timing (SD_CUDA_TIMED_PICK=1: images may differ between "
+                 "processes)");
+    }
     return SD_OK;
 }
 
