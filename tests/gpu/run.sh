@@ -360,6 +360,36 @@ bench() {       # model log name [bench args]
     run "$name" $log $G/bin/sd-cli bench --model /dev/shm/sd-$m --runs 3 "$@"
 }
 
+# each bench log's step and end-to-end lines (and those matching $1) on one
+# line: bench_lines EXTRA-REGEX LOG...
+bench_lines() {
+    local x=${1:+|$1} f
+    shift
+    for f in "$@"; do
+        echo "$(basename $f): $(grep -E "denoising step, median|end to end$x" \
+            $f | tr '\n' ' ')"
+    done
+}
+
+# one seed's 4-step Large FP8 image as /tmp/sd/NAME.png and its dump
+# (the caller's environment chooses what to vary)
+txt2img_dump() {    # name
+    run "txt2img 4 steps, $1" txt2img-$1.log $G/bin/sd-cli txt2img \
+        --model /dev/shm/sd-large --device cuda --precision fp8 \
+        --prompt "a lighthouse at dusk" --steps 4 --seed 7 \
+        --output /tmp/sd/$1.png --dump /tmp/sd/$1.safetensors
+}
+
+# whether two txt2img_dump results are the same bytes, and how far apart
+same_image() {      # name-a name-b
+    cmp -s /tmp/sd/$1.png /tmp/sd/$2.png \
+        && cmp -s /tmp/sd/$1.safetensors /tmp/sd/$2.safetensors \
+        && echo "png and dump $1 = $2: identical" | tee -a $summary \
+        || echo "png or dump $1 vs $2: DIFFER" | tee -a $summary
+    python3 tests/gpu/dump_cmp.py /tmp/sd/$1.safetensors \
+        /tmp/sd/$2.safetensors 2>&1 | sed "s/^/$1 vs $2: /" | tee -a $summary
+}
+
 # the pipeline's golden tests on the GPU in BF16 and FP8 (they also check
 # that recorded steps give the images launched ones do)
 pipeline_tests() {
@@ -432,9 +462,6 @@ stage_check2() {
         --precision fp8 --offload text
 }
 
-# FP8 beside the reference's best in one call: the op and prompt-encoder
-# checks, our bench (Large FP8, Medium FP8) and nginx, then diffusers'
-# whole pipeline in BF16 eager and with FP8 linears + torch.compile
 # diffusers' whole Large pipeline (BF16 eager, FP8 linears compiled)
 ref_e2e_large() {
     STAGE_TIMEOUT=${REF_TIMEOUT:-330} run \
@@ -443,6 +470,9 @@ ref_e2e_large() {
         $G/bench/e2e_peer.py $SD_FIXTURES/tiny-sd35-large --compile
 }
 
+# FP8 beside the reference's best in one call: the op and prompt-encoder
+# checks, our bench (Large FP8, Medium FP8) and nginx, then diffusers'
+# whole pipeline in BF16 eager and with FP8 linears + torch.compile
 stage_final() {
     run "test_backend" backend.log $G/bin/test_backend
     run "test_promptenc (cuda)" promptenc-cuda.log env SD_TEST_DEVICE=cuda \
@@ -462,24 +492,15 @@ stage_final() {
     ref_e2e_large
 }
 
+stage_sameseed() {     # one seed in two processes, default picks: same bytes?
+    randmodel large
+    txt2img_dump seed-1
+    txt2img_dump seed-2
+    same_image seed-1 seed-2
+}
 # final's figures first, then its tests (a call cut short by the device's
 # time still brings back what ran): Large FP8 bench and server, 4 steps,
 # diffusers' e2e, Medium, test_backend, the pipeline goldens
-stage_sameseed() {     # one seed in two processes, default picks: same bytes?
-    local r
-    [ -d /dev/shm/sd-large ] || randmodel large
-    for r in 1 2; do
-        run "txt2img 4 steps, process $r" txt2img-seed-$r.log \
-            $G/bin/sd-cli txt2img --model /dev/shm/sd-large --device cuda \
-            --precision fp8 --prompt "a lighthouse at dusk" --steps 4 \
-            --seed 7 --output /tmp/sd/s-$r.png --dump /tmp/sd/s-$r.safetensors
-    done
-    cmp -s /tmp/sd/s-1.png /tmp/sd/s-2.png \
-        && cmp -s /tmp/sd/s-1.safetensors /tmp/sd/s-2.safetensors \
-        && echo "one seed, two processes: png and dump identical" \
-           | tee -a $summary \
-        || echo "one seed, two processes: DIFFER" | tee -a $summary
-}
 stage_finalfirst() {
     randmodel large
     bench large bench-large-fp8.log "bench large fp8" --precision fp8
@@ -602,36 +623,19 @@ stage_latejoin() {
         SD_MMDIT_BLOCK_JOIN=$j bench large bench-turbo-j$j.log \
             "4 steps cfg 1, block join $j" --precision fp8 --steps 4 --cfg 1
     done
-    for f in $L/bench-*-j*.log; do
-        echo "$(basename $f): $(grep -E 'denoising step, median|end to end' \
-            $f | tr '\n' ' ')"
-    done
+    bench_lines '' $L/bench-*-j*.log
 }
 
 stage_det() {          # kernels by heuristics against by timing
     local r v
     randmodel large
     randmodel medium
-    for v in "heur 1" "heur 2" "timed 1" "timed 2"; do
-        set -- $v
-        run "txt2img 4 steps, picks $1 ($2)" txt2img-$1-$2.log env \
-            SD_CUDA_TIMED_PICK=$([ $1 = timed ] && echo 1) \
-            $G/bin/sd-cli txt2img --model /dev/shm/sd-large --device cuda \
-            --precision fp8 --prompt "a lighthouse at dusk" --steps 4 \
-            --seed 7 --output /tmp/sd/d-$1-$2.png \
-            --dump /tmp/sd/d-$1-$2.safetensors
+    for v in heur-1 heur-2 timed-1 timed-2; do
+        SD_CUDA_TIMED_PICK=$([ ${v%-*} = timed ] && echo 1) txt2img_dump $v
     done
-    for v in "heur-1 heur-2" "timed-1 timed-2" "heur-1 timed-1"; do
-        set -- $v
-        cmp -s /tmp/sd/d-$1.png /tmp/sd/d-$2.png \
-            && cmp -s /tmp/sd/d-$1.safetensors /tmp/sd/d-$2.safetensors \
-            && echo "png and dump $1 = $2: identical" | tee -a $summary \
-            || echo "png or dump $1 vs $2: DIFFER" | tee -a $summary
-        python3 tests/gpu/dump_cmp.py /tmp/sd/d-$1.safetensors \
-            /tmp/sd/d-$2.safetensors 2>&1 | sed "s/^/$1 vs $2: /" \
-            | tee -a $summary
-    done
-    set --
+    same_image heur-1 heur-2
+    same_image timed-1 timed-2
+    same_image heur-1 timed-1
     for r in 1 2; do
         for v in timed heur; do
             SD_CUDA_TIMED_PICK=$([ $v = timed ] && echo 1) \
@@ -643,10 +647,7 @@ stage_det() {          # kernels by heuristics against by timing
         SD_CUDA_TIMED_PICK=$([ $v = timed ] && echo 1) \
             bench medium bench-medium-$v.log "medium fp8, $v" --precision fp8
     done
-    for f in $L/bench-*.log; do
-        echo "$(basename $f): $(grep -E 'denoising step, median|VAE decode|end to end' \
-            $f | tr '\n' ' ')"
-    done
+    bench_lines 'VAE decode' $L/bench-*.log
 }
 
 stage_turboprof() {    # Large FP8 at 4 steps, cfg 1, every op timed
