@@ -1531,13 +1531,14 @@ check_to_rgb8(sd_backend *be)
     enum { H = 105, W = 107 };
     sd_err      err = {0};
     int64_t     hw = (int64_t) H * W, n = 3 * hw, j = 0;
-    float      *hx = host_rand(n, 1.6f), *px = malloc((size_t) n * 4);
+    float      *hx = host_rand(n, 1.6f), *px = NULL;
     uint8_t    *got = malloc((size_t) n), *ref = malloc((size_t) n);
     sd_tensor  *x = MK(be, ACT, 0.0f, 1, 3, H, W);
     uint32_t    u;
+    size_t      np;
     long        bad = 0;
 
-    if (!hx || !px || !got || !ref || !x || !be->ops->to_rgb8) {
+    if (!hx || !got || !ref || !x || !be->ops->to_rgb8) {
         T_CHECK(be->ops->to_rgb8 != NULL, "cuda: no to_rgb8");
         goto out;
     }
@@ -1551,8 +1552,11 @@ check_to_rgb8(sd_backend *be)
     sd_tensor_upload(&err, x, hx);
     T_CHECK(be->ops->to_rgb8(&err, x, got) == SD_OK, "to_rgb8: %s",
             err.msg);
-    T_CHECK(sd_tensor_download(&err, x, px) == SD_OK, "download: %s",
-            err.msg);
+    px = host_of(x, &np);           /* the floats the device holds */
+    T_CHECK(px != NULL && np == (size_t) n, "to_rgb8: download");
+    if (px == NULL) {
+        goto out;
+    }
     sd_image_to_rgb8(px, hw, ref);
     for (j = 0; j < n; j++) {
         bad += got[j] != ref[j];
