@@ -579,8 +579,10 @@ sd_cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
  * o = softmax(scale (sq q8) (sk k8)^T) v per head, the E4M3 variant of
  * fattn.cu: q8, k8 E4M3 (B, L, H * 64) holding Q / sq and K / sk, v BF16
  * with each (b, h)'s largest |v| in vamax (B H floats, as qkv_split_fp8
- * leaves them); V^T is quantized into scratch first. Hopper only (the
- * backend's fp8_attn), lane 0.
+ * leaves them); V^T is quantized into scratch first. o BF16, or E4M3 with
+ * one scale per row (the out projections' input: every row of a batch
+ * gets the bound of its V, fa8_vscale of the largest vamax, so no second
+ * pass quantizes o). Hopper only (the backend's fp8_attn), lane 0.
  */
 sd_status
 sd_cuda_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
@@ -597,12 +599,15 @@ sd_cuda_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
         return sd_errorf(err, SD_ERR_INTERNAL, "cuda: attention on lane 1");
     }
     if (!c->fattn_ok || q8->ne[2] != (int64_t) heads * 64
-        || v->dtype != SD_DT_BF16 || o->dtype != SD_DT_BF16
+        || v->dtype != SD_DT_BF16
+        || (o->dtype != SD_DT_BF16
+            && !(o->dtype == SD_DT_F8_E4M3 && o->scale
+                 && o->n_scale >= b * lq))
         || lq > INT32_MAX || lk > INT32_MAX || b > 65535 || heads > 65535)
     {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: E4M3 attention "
-                         "needs Hopper's own kernel, heads of 64 and BF16 v "
-                         "and o");
+                         "needs Hopper's own kernel, heads of 64, BF16 v "
+                         "and BF16 o or E4M3 o with its rows' scales");
     }
     SD_TRY(sd_cuda_scratch(err, c, (size_t) (b * heads * 64)
                                    * (size_t) sd_cuda_fattn_lp((int) lk),
@@ -615,6 +620,8 @@ sd_cuda_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
             e = sd_cuda_fattn_fp8(o->data, q8->data, k8->data, vt, sq, sk,
                                   (const float *) vamax->data, (int) b,
                                   (int) lq, (int) lk, heads, scale,
+                                  o->dtype == SD_DT_F8_E4M3 ? o->scale
+                                                            : NULL,
                                   c->stream);
         }
         if (e != cudaSuccess) {

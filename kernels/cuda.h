@@ -409,7 +409,7 @@ cudaError_t sd_cuda_fattn_bf16(void *o, const void *q, const void *k,
 int sd_cuda_fattn_lp(int lk);
 cudaError_t sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8,
     const void *vt8, float sq, float sk, const float *vamax, int b, int lq,
-    int lk, int h, float scale, cudaStream_t st);
+    int lk, int h, float scale, float *osc, cudaStream_t st);
 cudaError_t sd_cuda_fattn_quant_vt(void *vt8, const void *v,
     const float *vamax, int b, int l, int h, cudaStream_t st);
 

@@ -545,7 +545,7 @@ __global__ void __launch_bounds__(128 * (FA_NWG + 1), 1)
 fattn_kernel(const __grid_constant__ CUtensorMap tq,
     const __grid_constant__ CUtensorMap tk,
     const __grid_constant__ CUtensorMap tv, __nv_bfloat16 *o, int lq,
-    int lk, float sl2, const float *vamax)
+    int lk, float sl2, const float *vamax, float *osc)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ unsigned char  fa_raw[];
@@ -611,12 +611,25 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
         int       w = t / 32, lane = t % 32, g = lane / 4, qd = lane % 4;
         int       cw = wg - 1, i;
         float     oacc[32], sacc[64], m[2], l[2], a[2], vs = 1.f;
-        float     off = EB == 1 ? 8.f : 0.f;
+        float     off = EB == 1 ? 8.f : 0.f, so = 1.f;
         uint32_t  pa[32];
         uint64_t  dq;
 
         if (EB == 1) {
             vs = fa8_vscale(vamax[b * hh + h]);
+        }
+        if (EB == 1 && osc) {
+            /* E4M3 output: its scale (below) loaded here, where the wait
+               for Q hides it, not after the loop */
+            float  mx = 0.f;
+
+            for (i = lane; i < hh; i += 32) {
+                mx = fmaxf(mx, vamax[b * hh + i]);
+            }
+            for (i = 16; i > 0; i >>= 1) {
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, i));
+            }
+            so = fa8_vscale(mx);
         }
         for (i = 0; i < 32; i++) {
             oacc[i] = 0.f;
@@ -677,7 +690,49 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
         l[0] = vs / l[0];
         l[1] = vs / l[1];
 
-        {
+        if (EB == 1 && osc) {
+            /* E4M3 rows for the out projection: one scale for batch b's
+               rows, the largest of its heads' V scales, which bounds |O|
+               (a convex combination of V's rows), so no code passes 448 */
+            int64_t   row0 = (int64_t) (qb * FA_NWG + cw) * 64 + 16 * w
+                             + g;
+            int64_t   ld = (int64_t) hh * FA_D;
+            uint8_t  *o8 = (uint8_t *) o;
+
+            l[0] /= so;
+            l[1] /= so;
+            /* a lane holds 2 codes of row row0 and 2 of row0 + 8 in each
+               group of 8 columns: lanes qd, qd ^ 1 swap halves so the
+               even one stores 4 codes of row0, the odd one 4 of row0 + 8 */
+            for (i = 0; i < 32; i += 4) {
+                int64_t   col = (int64_t) h * FA_D + 8 * (i / 4)
+                                + 2 * (qd & ~1);
+                uint32_t  lo = __nv_cvt_float2_to_fp8x2(
+                                   make_float2(oacc[i] * l[0],
+                                               oacc[i + 1] * l[0]),
+                                   __NV_SATFINITE, __NV_E4M3);
+                uint32_t  hi = __nv_cvt_float2_to_fp8x2(
+                                   make_float2(oacc[i + 2] * l[1],
+                                               oacc[i + 3] * l[1]),
+                                   __NV_SATFINITE, __NV_E4M3);
+                uint32_t  got = __shfl_xor_sync(0xffffffff,
+                                                qd & 1 ? lo : hi, 1);
+                int64_t   row = qd & 1 ? row0 + 8 : row0;
+
+                if (row < lq) {
+                    *(uint32_t *) &o8[((int64_t) b * lq + row) * ld + col] =
+                        qd & 1 ? got | (hi << 16) : lo | (got << 16);
+                }
+            }
+            if (h == 0 && qd == 0) {
+                if (row0 < lq) {
+                    osc[(int64_t) b * lq + row0] = so;
+                }
+                if (row0 + 8 < lq) {
+                    osc[(int64_t) b * lq + row0 + 8] = so;
+                }
+            }
+        } else {
             int64_t  row0 = (int64_t) (qb * FA_NWG + cw) * 64 + 16 * w
                             + g;
             int64_t  ld = (int64_t) hh * FA_D;
@@ -707,6 +762,7 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
     (void) lk;
     (void) sl2;
     (void) vamax;
+    (void) osc;
 #endif
 }
 
@@ -947,7 +1003,7 @@ sd_cuda_fattn_bf16(void *o, const void *q, const void *k, const void *v,
     fattn_kernel<2><<<dim3((lq + 64 * FA_NWG - 1) / (64 * FA_NWG), h, b),
                       128 * (FA_NWG + 1), FA_SMEM_BYTES(2), st>>>(
         mq, mk, mv, (__nv_bfloat16 *) o, lq, lk,
-        scale * 1.4426950408889634f, NULL);
+        scale * 1.4426950408889634f, NULL, NULL);
     return cudaGetLastError();
 }
 
@@ -1000,13 +1056,15 @@ sd_cuda_fattn_lp(int lk)
  * o = softmax(scale q k^T) v per head from E4M3 operands: q8 (B, Lq,
  * H * 64) holding Q / sq, k8 (B, Lk, H * 64) holding K / sk, vt8 (B, H,
  * 64, sd_cuda_fattn_lp(Lk)) as fattn_quant_vt writes it from V and vamax
- * (B H floats on the device: each head's largest |V|). o BF16.
+ * (B H floats on the device: each head's largest |V|). o BF16, or with
+ * osc E4M3 (B, Lq, H * 64) and osc (B Lq floats) its rows' scales: one
+ * per batch, fa8_vscale of the batch's largest vamax.
  * sd_cuda_fattn_ok() first.
  */
 cudaError_t
 sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8, const void *vt8,
     float sq, float sk, const float *vamax, int b, int lq, int lk, int h,
-    float scale, cudaStream_t st)
+    float scale, float *osc, cudaStream_t st)
 {
     CUtensorMap  mq, mk, mv;
 
@@ -1019,7 +1077,7 @@ sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8, const void *vt8,
     fattn_kernel<1><<<dim3((lq + 64 * FA_NWG - 1) / (64 * FA_NWG), h, b),
                       128 * (FA_NWG + 1), FA_SMEM_BYTES(1), st>>>(
         mq, mk, mv, (__nv_bfloat16 *) o, lq, lk,
-        scale * 1.4426950408889634f * sq * sk, vamax);
+        scale * 1.4426950408889634f * sq * sk, vamax, osc);
     return cudaGetLastError();
 }
 
