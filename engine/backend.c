@@ -588,7 +588,10 @@ sd_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x, int64_t r0,
     if (b && sd_numel(b) != w->ne[0]) {
         return shape_err(err, "linear_rows", "bias", b, w);
     }
-    if (!same_dtype(y, x)) {
+    if (!same_dtype(y, x)
+        && !(x->dtype == SD_DT_F8_E4M3 && w->dtype == SD_DT_F8_E4M3
+             && x->be->fp8_act))
+    {
         return dtype_err(err, "linear_rows", x, y);
     }
     return sd_round_out(y->be->ops->linear_rows(err, y, x, r0, w, b), y);
@@ -612,7 +615,11 @@ sd_linear_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *gate,
     if (b && sd_numel(b) != w->ne[0]) {
         return shape_err(err, "linear_gate_add", "bias", b, w);
     }
-    if (!same_dtype(x, h) || !same_dtype(x, gate)) {
+    if ((!same_dtype(x, h)
+         && !(h->dtype == SD_DT_F8_E4M3 && w->dtype == SD_DT_F8_E4M3
+              && x->be->fp8_act))
+        || !same_dtype(x, gate))
+    {
         return dtype_err(err, "linear_gate_add", h, x);
     }
     if (x->be->ops->linear_gate_add) {
@@ -911,7 +918,8 @@ sd_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
     if (sd_numel(vamax) != q8->ne[0] * heads) {
         return shape_err(err, "attention_fp8", "v maxima", vamax, q8);
     }
-    if (!same_dtype(o, v)) {
+    if (!same_dtype(o, v) && !(o->dtype == SD_DT_F8_E4M3 && o->be->fp8_act)) {
+        /* o E4M3: rows with their scales for an FP8 product */
         return dtype_err(err, "attention_fp8", v, o);
     }
     SD_TRY(fp8_attn_args(err, "attention_fp8", q8, k8, vamax, sq, sk));

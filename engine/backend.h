@@ -328,7 +328,8 @@ sd_status sd_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b);
 /*
  * A product over a block of rows of each batch:
- * y: (B, n, out) = x[:, r0 : r0 + n, :] @ w^T + b, x: (B, L, in).
+ * y: (B, n, out) = x[:, r0 : r0 + n, :] @ w^T + b, x: (B, L, in); x may be
+ * E4M3 rows with their scales where w is E4M3 (be->fp8_act).
  */
 sd_status sd_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x,
     int64_t r0, const sd_tensor *w, const sd_tensor *b);
@@ -397,7 +398,10 @@ sd_status sd_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
  * part of the sequence can run apart: 8 max|norm weight| / 448 bounds an
  * RMS-normalized head of 64 (|x_i| <= sqrt(64) rms). sd_attention_fp8 is
  * sd_attention (no mask, no bias) from those: V quantized per (b, h) with
- * vamax / 448, P rounded to E4M3 in the kernel, o in the activation dtype.
+ * vamax / 448, P rounded to E4M3 in the kernel, o in the activation dtype
+ * or (be->fp8_act) E4M3 for products with E4M3 weights: every row of batch
+ * b scaled by max_h vamax[b, h] / 448, which bounds |o| (no second pass
+ * quantizes it; sd_linear_rows and sd_linear_gate_add take such rows).
  */
 sd_status sd_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,
     sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *src,

@@ -830,7 +830,10 @@ gate_shape(sd_cuda *c, const sd_tensor *x, const sd_tensor *gate,
 
     /* each batch's rows and scales start 16-byte aligned: n % 16 */
     if (c->fp8_widen || w->dtype != SD_DT_F8_E4M3 || w->scale == NULL
-        || w->n_scale != out || h->dtype != SD_DT_BF16
+        || w->n_scale != out
+        || (h->dtype != SD_DT_BF16
+            && !(h->dtype == SD_DT_F8_E4M3 && h->scale
+                 && h->n_scale >= h->ne[0] * h->ne[1]))
         || x->dtype != SD_DT_BF16 || gate->dtype != SD_DT_BF16
         || (b && b->dtype != SD_DT_BF16) || K % 16 != 0 || out % 16 != 0
         || n % 16 != 0)
@@ -859,8 +862,10 @@ sd_cuda_linear_gate_fp8_fits(const sd_tensor *x, const sd_tensor *gate,
  * residual in the FP8 product itself, one product per batch: D = x + (A
  * (wscale gate_b)) (B bscale) + gate_b bias, beta 1 with C = D = x (so no
  * product's output is written and read again). The rows are quantized per
- * row as sd_cuda_linear_fp8 does. Only where sd_cuda_linear_gate_fp8_fits
- * (cuBLASLt has no FP8 algorithm for some row counts; widened weights).
+ * row as sd_cuda_linear_fp8 does, or are E4M3 already (the attention's
+ * output: read in place, their scales copied to one aligned block a
+ * batch). Only where sd_cuda_linear_gate_fp8_fits (cuBLASLt has no FP8
+ * algorithm for some row counts; widened weights).
  */
 sd_status
 sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
@@ -869,7 +874,7 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
     sd_cuda             *c = sd_cuda_of(x);
     sd_cuda_gemm_shape   g;
     int64_t              nb = x->ne[0], n = x->ne[1], out = w->ne[0];
-    int64_t              K = w->ne[1], rows = nb * n, i;
+    int64_t              K = w->ne[1], rows = nb * n, i, qst = n * K;
     size_t               qb, sb, wb, bbz;
     void                *scr;
     uint8_t             *q;
@@ -882,7 +887,8 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
         return sd_errorf(err, SD_ERR_INTERNAL, "linear_gate: no FP8 "
                          "product for %lld rows", (long long) n);
     }
-    qb = ((size_t) (rows * K) + 255) & ~(size_t) 255;
+    qb = h->dtype == SD_DT_F8_E4M3
+         ? 0 : ((size_t) (rows * K) + 255) & ~(size_t) 255;
     sb = ((size_t) rows * sizeof(float) + 255) & ~(size_t) 255;
     wb = ((size_t) (nb * out) * sizeof(float) + 255) & ~(size_t) 255;
     bbz = (size_t) (nb * out) * 2;
@@ -895,11 +901,23 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
     qs = (float *) (void *) ((char *) scr + qb);
     sw = (float *) (void *) ((char *) scr + qb + sb);
     bb = (__nv_bfloat16 *) (void *) ((char *) scr + qb + sb + wb);
-    e = quant_rows(c->stream, (const __nv_bfloat16 *) h->data, q, qs, rows,
-                   rows, K, n, h->ne[1], r0);
+    if (h->dtype == SD_DT_F8_E4M3) {
+        /* batch i's rows in place at q + i qst, their scales at qs + i n */
+        q = (uint8_t *) h->data + r0 * K;
+        qst = h->ne[1] * K;
+        e = cudaMemcpy2DAsync(qs, (size_t) n * sizeof(float), h->scale + r0,
+                              (size_t) h->ne[1] * sizeof(float),
+                              (size_t) n * sizeof(float), (size_t) nb,
+                              cudaMemcpyDeviceToDevice, c->stream);
+    } else {
+        e = quant_rows(c->stream, (const __nv_bfloat16 *) h->data, q, qs,
+                       rows, rows, K, n, h->ne[1], r0);
+    }
     if (e != cudaSuccess) {
         sd_cuda_scratch_free(c, scr);
-        return sd_cuda_fail(err, e, "linear_gate: quant_rows", __FILE__,
+        return sd_cuda_fail(err, e, h->dtype == SD_DT_F8_E4M3
+                                    ? "linear_gate: row scales"
+                                    : "linear_gate: quant_rows", __FILE__,
                             __LINE__);
     }
     gate_scales_kernel<<<(unsigned) ((nb * out + 255) / 256), 256, 0,
@@ -911,7 +929,7 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
         s = sd_cuda_fail(err, e, "linear_gate", __FILE__, __LINE__);
     }
     for (i = 0; i < nb && s == SD_OK; i++) {
-        s = sd_cuda_gemm_scaled(err, c, &g, w->data, q + i * n * K,
+        s = sd_cuda_gemm_scaled(err, c, &g, w->data, q + i * qst,
                                 (__nv_bfloat16 *) x->data + i * n * out,
                                 b ? (const void *) (bb + i * out) : NULL,
                                 sw + i * out, qs + i * n);
@@ -944,10 +962,12 @@ dequant_rows_kernel(const uint8_t *q, const float *scale, __nv_bfloat16 *x,
 }
 
 
-/* The widened product of E4M3 activations: dequantized to BF16 first */
+/* The widened product of E4M3 activations: dequantized to BF16 first
+   (all of x; rows_op: rows r0.. of each batch into y, as linear_rows) */
 static sd_status
 widened_from_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
-    const sd_tensor *w, const sd_tensor *b, sd_act act)
+    const sd_tensor *w, const sd_tensor *b, sd_act act, int rows_op,
+    int64_t r0)
 {
     sd_cuda    *c = sd_cuda_of(y);
     int64_t     K = x->ne[x->ndim - 1], n8 = sd_numel(x) / 8;
@@ -967,7 +987,7 @@ widened_from_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
             (const uint8_t *) x->data, x->scale, (__nv_bfloat16 *) scr, n8,
             K);
     }
-    s = linear_widened(err, y, &xv, w, b, act, 0, 0);
+    s = linear_widened(err, y, &xv, w, b, act, rows_op, r0);
     sd_cuda_scratch_free(c, scr);
     return s;
 }
@@ -1007,14 +1027,13 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
                          sd_dtype_name(x->dtype));
     }
     if (x->dtype == SD_DT_F8_E4M3
-        && (!(nb == 1 && n == L && r0 == 0) || x->scale == NULL
-            || x->n_scale != rows))
+        && (x->scale == NULL || x->n_scale < nb * L))
     {
-        /* quantized by the op that made them (norm_modulate): whole
-           tensors with per-row scales */
+        /* quantized by the op that made them (norm_modulate, the FP8
+           attention): per-row scales of all nb L rows */
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: E4M3 activations "
-                         "of %lld rows (%lld scales) into a row range",
-                         (long long) rows, (long long) x->n_scale);
+                         "of %lld rows with %lld scales",
+                         (long long) (nb * L), (long long) x->n_scale);
     }
     if (K % 16 != 0 || out % 16 != 0 || w->scale == NULL) {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: FP8 weight %lldx"
@@ -1041,7 +1060,8 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
             c->fp8_widened_calls++;         /* FP8 GEMMs exist, not this */
         }
         if (x->dtype == SD_DT_F8_E4M3) {
-            return widened_from_fp8(err, y, x, w, b, act);
+            return widened_from_fp8(err, y, x, w, b, act,
+                                    !(nb == 1 && n == L && r0 == 0), r0);
         }
         return linear_widened(err, y, x, w, b, act,
                               !(nb == 1 && n == L && r0 == 0), r0);
@@ -1049,7 +1069,9 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
     qb = ((size_t) (rp * K) + 255) & ~(size_t) 255;
     sb = ((size_t) rp * sizeof(float) + 255) & ~(size_t) 255;
     db = rp != rows ? (size_t) (rp * out) * 2 : 0;
-    if (x->dtype == SD_DT_F8_E4M3 && rp == rows) {
+    if (x->dtype == SD_DT_F8_E4M3 && rp == rows && nb == 1 && n == L
+        && r0 == 0)
+    {
         /* already E4M3 with its scales: the product alone */
         if (c->measuring) {
             return SD_OK;
@@ -1071,15 +1093,28 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
     qs = (float *) (void *) ((char *) scr + qb);
     dst = db ? (void *) ((char *) scr + qb + sb) : y->data;
     if (x->dtype == SD_DT_F8_E4M3) {
-        /* E4M3 rows padded: copied, the padding zeros (scale 0) */
-        cudaMemcpyAsync(q, x->data, (size_t) (rows * K),
-                        cudaMemcpyDeviceToDevice, c->stream);
-        cudaMemsetAsync(q + rows * K, 0, (size_t) ((rp - rows) * K),
-                        c->stream);
-        cudaMemcpyAsync(qs, x->scale, (size_t) rows * sizeof(float),
-                        cudaMemcpyDeviceToDevice, c->stream);
-        cudaMemsetAsync(qs + rows, 0, (size_t) (rp - rows) * sizeof(float),
-                        c->stream);
+        /* E4M3 rows r0.. of each batch (or padded): copied with their
+           scales, the padding zeros (scale 0) */
+        e = cudaMemcpy2DAsync(q, (size_t) (n * K),
+                              (const uint8_t *) x->data + r0 * K,
+                              (size_t) (L * K), (size_t) (n * K),
+                              (size_t) nb, cudaMemcpyDeviceToDevice,
+                              c->stream);
+        if (e == cudaSuccess) {
+            e = cudaMemcpy2DAsync(qs, (size_t) n * sizeof(float),
+                                  x->scale + r0, (size_t) L * sizeof(float),
+                                  (size_t) n * sizeof(float), (size_t) nb,
+                                  cudaMemcpyDeviceToDevice, c->stream);
+        }
+        if (e == cudaSuccess && rp > rows) {
+            e = cudaMemsetAsync(q + rows * K, 0, (size_t) ((rp - rows) * K),
+                                c->stream);
+        }
+        if (e == cudaSuccess && rp > rows) {
+            e = cudaMemsetAsync(qs + rows, 0,
+                                (size_t) (rp - rows) * sizeof(float),
+                                c->stream);
+        }
     } else {
         e = quant_rows(c->stream, (const __nv_bfloat16 *) x->data, q, qs,
                        rows, rp, K, n, L, r0);

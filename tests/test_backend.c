@@ -1786,6 +1786,8 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
         float      *hc = host_rand(B * lc * 3 * w, 3.0f);
         float      *hn[4], *ref[3] = { NULL }, *got[3] = { NULL };
         float      *gam = NULL, *go = NULL, *eo = NULL, *uo = NULL, amax[4];
+        float      *g8 = NULL;
+        sd_tensor  *o8 = NULL;
         float       sq, sk, vs;
         sd_tensor  *cx, *cc, *cn[4], *cq, *ck, *cv, *co, *gx, *gc, *gn[4];
         sd_tensor  *q8 = NULL, *k8 = NULL, *gv, *go_t, *gamax = NULL;
@@ -1913,8 +1915,50 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
                     t_rel_l2(go, uo, (size_t) nl));
         }
 
+        /* E4M3 output (an out projection's input): every row of batch b
+           scaled by max_h vamax[b, h] / 448, so each value over that
+           scale is an E4M3 code within 448; the values as the BF16
+           output's rounded once more */
+        ok = sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sl,
+                              &o8) == SD_OK;
+        T_CHECK(ok && sd_attention_fp8(&err, o8, q8, k8, gv, gamax, h, sq,
+                                       sk, 0.125f) == SD_OK,
+                "attention_fp8 into E4M3: %s", err.msg);
+        g8 = ok ? host_of(o8, &n) : NULL;
+        if (g8 && go && eo) {
+            int  codes = 1;
+
+            for (bi = 0; bi < B; bi++) {
+                float  m = 0.0f, os;
+
+                for (hi = 0; hi < h; hi++) {
+                    m = fmaxf(m, gam[bi * h + hi]);
+                }
+                os = m > 0.0f ? m / 448.0f : 1.0f;
+                for (i = bi * l * w; i < (bi + 1) * l * w; i++) {
+                    float  c = g8[i] / os;
+
+                    /* c is code times os over os: equal to a few ulp */
+                    codes &= fabsf(c) <= 448.0f * (1.0f + 1e-6f)
+                             && fabsf(ref_e4m3(c) - c) <= 1e-6f * fabsf(c);
+                }
+            }
+            e = t_rel_l2(g8, go, (size_t) nl);
+            printf("   attention_fp8 into E4M3 rows: rel L2 %.2e vs its "
+                   "BF16 output, %.2e vs the CPU on E4M3 inputs\n", e,
+                   t_rel_l2(g8, eo, (size_t) nl));
+            T_CHECK(codes, "attention_fp8 E4M3 rows: a value is not a "
+                    "code of its batch's scale");
+            T_CHECK(e < 4e-2, "attention_fp8 E4M3 vs BF16 output: %.3g", e);
+            T_CHECK(t_rel_l2(g8, eo, (size_t) nl) < 5e-2,
+                    "attention_fp8 E4M3 vs the CPU: %.3g",
+                    t_rel_l2(g8, eo, (size_t) nl));
+        }
+
     next:
         free(hx); free(hc); free(gam); free(go); free(eo); free(uo);
+        free(g8);
+        sd_tensor_free(o8);
         for (j = 0; j < 3; j++) {
             free(ref[j]);
             free(got[j]);
@@ -1945,15 +1989,19 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
 static void
 check_gate_fp8(sd_backend *cpu, sd_backend *be)
 {
-    static const int64_t  cases[][3] = { { 64, 8, 1 }, { 24, 5, 0 } };
+    static const int64_t  cases[][4] = {       /* n, r0, fused, E4M3 h */
+        { 64, 8, 1, 0 }, { 24, 5, 0, 0 }, { 64, 8, 1, 1 }, { 24, 5, 0, 1 },
+        { 80, 0, 1, 1 }
+    };
     enum { B = 2, L = 80, K = 512, O = 256 };
     size_t  ci;
 
     for (ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
         int64_t     n = cases[ci][0], r0 = cases[ci][1], i, j, bi;
-        int         fused = (int) cases[ci][2];
+        int         fused = (int) cases[ci][2], e4 = (int) cases[ci][3];
         sd_err      err = {0};
         sd_tensor  *w = NULL, *h, *x, *g, *bias, *cw, *ch, *cx, *cg, *cb;
+        sd_tensor  *h8 = NULL, h8v;
         float      *hw, *hh, *hx, *hg, *hb, *wq = NULL, *hq = NULL;
         float      *got = NULL, *cgot = NULL, *upd = NULL, *exp = NULL;
         char        rep[8192];
@@ -1979,6 +2027,27 @@ check_gate_fp8(sd_backend *cpu, sd_backend *be)
         T_CHECK(sd_tensor_new_as(&err, be, SD_MEM_WEIGHT, SD_DT_F8_E4M3, 2,
                                  (int64_t[]) { O, K }, &w) == SD_OK,
                 "fp8 weight: %s", err.msg);
+        if (e4) {
+            /* h as E4M3 rows with their scales (as the FP8 attention
+               writes its output), quantized per row by the upload */
+            int  ok = hh
+                      && sd_tensor_new_as(&err, be, SD_MEM_ACT,
+                                          SD_DT_F8_E4M3, 2,
+                                          (int64_t[]) { B * L, K }, &h8)
+                         == SD_OK
+                      && be->ops->upload_from(&err, h8, hh, SD_DT_F32, NULL,
+                                              0) == SD_OK
+                      && sd_tensor_view(&err, h8, 0, 3,
+                                        (int64_t[]) { B, L, K }, &h8v)
+                         == SD_OK;
+
+            T_CHECK(ok, "E4M3 rows: %s", err.msg);
+            if (!ok) {
+                goto next;
+            }
+            free(hh);
+            hh = host_of(h8, &nn);      /* the rows' values */
+        }
         if (!(w && h && x && g && bias && cw && ch && cx && cg && cb && hw
               && hh && hx && hg && hb))
         {
@@ -1996,8 +2065,8 @@ check_gate_fp8(sd_backend *cpu, sd_backend *be)
         sd_tensor_upload(&err, cb, hb);
 
         sd_cuda_profile(be, 1);
-        T_CHECK(sd_linear_gate_add(&err, x, g, h, r0, w, bias) == SD_OK,
-                "linear_gate_add fp8: %s", err.msg);
+        T_CHECK(sd_linear_gate_add(&err, x, g, e4 ? &h8v : h, r0, w, bias)
+                == SD_OK, "linear_gate_add fp8: %s", err.msg);
         sd_cuda_profile_report(be, rep, sizeof(rep));
         sd_cuda_profile(be, 0);
         T_CHECK((strstr(rep, "linear_gate fp8") != NULL) == fused,
@@ -2022,7 +2091,9 @@ check_gate_fp8(sd_backend *cpu, sd_backend *be)
             memcpy(hq + bi * n * K, hh + (bi * L + r0) * K,
                    sizeof(float) * n * K);
         }
-        ref_quant_rows(hq, B * n, K);
+        if (!e4) {
+            ref_quant_rows(hq, B * n, K);       /* E4M3 h: its values */
+        }
         ref_linear(hq, wq, hb, exp, B * n, K, O, 0);
         for (i = 0; i < B * n; i++) {
             for (j = 0; j < O; j++) {
@@ -2031,9 +2102,10 @@ check_gate_fp8(sd_backend *cpu, sd_backend *be)
             }
         }
         e = t_rel_l2(upd, exp, (size_t) (B * n * O));
-        printf("   linear_gate_add fp8 %lldx%d->%d (%s): update rel L2 "
+        printf("   linear_gate_add fp8 %lldx%d->%d (%s%s): update rel L2 "
                "%.2e vs the E4M3 reference\n", (long long) (B * n), K, O,
-               fused ? "in the product" : "product, then gate_add", e);
+               fused ? "in the product" : "product, then gate_add",
+               e4 ? ", E4M3 rows" : "", e);
         T_CHECK(e < 2e-2, "linear_gate_add fp8 update: %.3g", e);
         for (i = 0; i < B * n * O; i++) {
             upd[i] = cgot[i] - hx[i];
@@ -2048,7 +2120,7 @@ check_gate_fp8(sd_backend *cpu, sd_backend *be)
         sd_tensor_free(w); sd_tensor_free(h); sd_tensor_free(x);
         sd_tensor_free(g); sd_tensor_free(bias); sd_tensor_free(cw);
         sd_tensor_free(ch); sd_tensor_free(cx); sd_tensor_free(cg);
-        sd_tensor_free(cb);
+        sd_tensor_free(cb); sd_tensor_free(h8);
         t_round = 0;
     }
 }
