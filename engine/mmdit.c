@@ -96,6 +96,10 @@ struct sd_mmdit {
     int             block_join;         /* SD_MMDIT_BLOCK_JOIN=1 (a
                                            measurement knob): the lanes
                                            join at every block's end */
+    int             o_bf16;             /* SD_MMDIT_O_BF16=1: the FP8
+                                           attention writes BF16 and
+                                           the out projections quantize
+                                           it (A/B; else E4M3 rows) */
 
     sd_tensor_list  owned;              /* every weight, for sd_mmdit_free */
     void           *rec;                /* a recorded cached step
@@ -485,6 +489,8 @@ sd_mmdit_load(sd_err *err, sd_backend *be, const char *dir, sd_mmdit **out)
     m->be = be;
     m->block_join = getenv("SD_MMDIT_BLOCK_JOIN") != NULL
                     && strcmp(getenv("SD_MMDIT_BLOCK_JOIN"), "1") == 0;
+    m->o_bf16 = getenv("SD_MMDIT_O_BF16") != NULL
+                && strcmp(getenv("SD_MMDIT_O_BF16"), "1") == 0;
 
     SD_TRY_GOTO(s, sd_mmdit_read_config(err, m, dir), failed);
 
@@ -685,6 +691,10 @@ typedef struct {
     /* the FP8 attention (m->attn8): E4M3 q, k of the joint sequence (v
        stays in v) and each (b, h)'s largest |v| */
     sd_tensor      *q8, *k8, *vamax;
+    /* (B, L, W) E4M3 attention output with its rows' scales, for out
+       projections with E4M3 weights (be->fp8_act; o then only where one
+       has BF16 weights) */
+    sd_tensor      *o8;
 } sd_mmdit_acts;
 
 
@@ -718,19 +728,52 @@ sd_mmdit_any_fp8(const sd_mmdit *m)
 }
 
 
+/* Whether the attention before out projections w1 and w2 (NULL: none)
+   writes E4M3 rows: the FP8 attention feeding E4M3 weights */
+static int
+sd_mmdit_o8(const sd_mmdit *m, const sd_tensor *w1, const sd_tensor *w2)
+{
+    return m->attn8 && m->be->fp8_act && !m->o_bf16
+           && w1->dtype == SD_DT_F8_E4M3
+           && (w2 == NULL || w2->dtype == SD_DT_F8_E4M3);
+}
+
+
+/* A block's joint attention output: 1 E4M3 (sd_mmdit_o8), 0 BF16; attn2's
+   with second 1 */
+static int
+sd_mmdit_block_o8(const sd_mmdit *m, const sd_mmdit_block *k, int second)
+{
+    if (second) {
+        return sd_mmdit_o8(m, k->attn2.out.w, NULL);
+    }
+    return sd_mmdit_o8(m, k->attn_x.out.w,
+                       k->pre_only ? NULL : k->attn_c.out.w);
+}
+
+
 static sd_status
 sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
     int64_t lc, sd_mmdit_acts *a)
 {
     sd_backend  *be = m->be;
     int64_t      w = m->info.width, f = 0, l = lx + lc;
-    int          i, dual = 0;
+    int          i, dual = 0, o8 = 0, obf = 0;
 
     memset(a, 0, sizeof(*a));
     for (i = 0; i < m->info.num_layers; i++) {
-        f = m->blocks[i].ff.proj.w->ne[0] > f ? m->blocks[i].ff.proj.w->ne[0]
-                                              : f;
-        dual |= m->blocks[i].dual;
+        const sd_mmdit_block  *k = &m->blocks[i];
+        int                    j;
+
+        f = k->ff.proj.w->ne[0] > f ? k->ff.proj.w->ne[0] : f;
+        dual |= k->dual;
+        for (j = 0; j < (k->dual ? 2 : 1); j++) {
+            if (sd_mmdit_block_o8(m, k, j)) {
+                o8 = 1;
+            } else {
+                obf = 1;
+            }
+        }
     }
     if (dual) {
         SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->nx));
@@ -751,7 +794,15 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
         SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->k));
     }
     SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->v));
-    SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->o));
+    if (obf) {
+        SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->o));
+    }
+    if (o8) {
+        int64_t  so[3] = { b, l, w };
+
+        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, so,
+                                &a->o8));
+    }
     SD_TRY(sd_tensor_new3(err, be, b, lx, 3 * w, &a->tx));
     SD_TRY(sd_tensor_new3(err, be, b, lc, 3 * w, &a->tc));
     SD_TRY(sd_tensor_new3(err, be, b, lx, f, &a->fx));
@@ -853,7 +904,9 @@ sd_mmdit_attn2(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
     SD_TRY(sd_tensor_view(err, q, 0, 3, a->hx->ne, &qv));
     SD_TRY(sd_tensor_view(err, k, 0, 3, a->hx->ne, &kv));
     SD_TRY(sd_tensor_view(err, a->v, 0, 3, a->hx->ne, &vv));
-    SD_TRY(sd_tensor_view(err, a->o, 0, 3, a->hx->ne, &ov));
+    SD_TRY(sd_tensor_view(err, sd_mmdit_o8(m, at->out.w, NULL) ? a->o8
+                                                               : a->o,
+                          0, 3, a->hx->ne, &ov));
     SD_TRY(sd_mmdit_project(err, m, at, sd_mmdit_norm_out(at->qkv.w, a->nx,
                                                           a->nx8),
                             a->tx, &qv, &kv, &vv, a->vamax, 0));
@@ -910,6 +963,7 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
     const sd_mmdit_block  *blk = &m->blocks[bi];
     sd_backend            *be = m->be;
     sd_tensor             *mod = NULL, *cmod = NULL, *hx, *nc, *sq, *sk;
+    sd_tensor             *o = sd_mmdit_block_o8(m, blk, 0) ? a->o8 : a->o;
     sd_tensor              k[9], ck[6], mv, cmv;
     sd_status              s;
     int64_t                lx = x->ne[1];
@@ -961,19 +1015,19 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
     /* the joint attention, then each stream's part of it: to_add_out
        (lane 1, unless context_pre_only), to_out.0 (lane 0) */
     SD_TRY_GOTO(s, sd_backend_join(err, be), done);
-    SD_TRY_GOTO(s, sd_mmdit_sdpa(err, m, &blk->attn_x, a->o, sq, sk, a->v,
+    SD_TRY_GOTO(s, sd_mmdit_sdpa(err, m, &blk->attn_x, o, sq, sk, a->v,
                                  a->vamax), done);
     if (!blk->pre_only) {
         SD_TRY_GOTO(s, sd_backend_lane(err, be, 1), done);
         /* "encoder_hidden_states = encoder_hidden_states + c_gate_msa *
            context_attn_output" */
-        SD_TRY_GOTO(s, sd_linear_gate_add(err, c, &ck[G_MSA], a->o, lx,
+        SD_TRY_GOTO(s, sd_linear_gate_add(err, c, &ck[G_MSA], o, lx,
                                           blk->attn_c.out.w,
                                           blk->attn_c.out.b), done);
         SD_TRY_GOTO(s, sd_backend_lane(err, be, 0), done);
     }
     /* "hidden_states = hidden_states + gate_msa * attn_output" */
-    SD_TRY_GOTO(s, sd_linear_gate_add(err, x, &k[G_MSA], a->o, 0,
+    SD_TRY_GOTO(s, sd_linear_gate_add(err, x, &k[G_MSA], o, 0,
                                       blk->attn_x.out.w, blk->attn_x.out.b),
                 done);
 

@@ -60,6 +60,15 @@
 #           against by timing (SD_CUDA_TIMED_PICK=1): txt2img twice in
 #           separate processes each way (the same bytes?), Large and Medium
 #           benches
+#   o8      the FP8 attention writing E4M3 rows for the out projections
+#           against BF16 and a quantizing pass (SD_MMDIT_O_BF16=1):
+#           fattn_check, test_backend, the FP8 goldens, Large and Medium
+#           benches in turn, one seed's image and fp8-sweep --kinds attn
+#           each way (O8_SWEEP=0: no sweep)
+#   side    the gated per-batch products with odd batches on a side
+#           stream against all on lane 0 (SD_CUDA_GATE_SIDE=0): test_backend,
+#           one seed's image each way (the same bytes?), Large, Medium and
+#           4-step benches in turn
 #   group   test_group on the GPU (shared passes against requests alone)
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
 #           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
@@ -648,6 +657,69 @@ stage_det() {          # kernels by heuristics against by timing
             bench medium bench-medium-$v.log "medium fp8, $v" --precision fp8
     done
     bench_lines 'VAE decode' $L/bench-*.log
+}
+
+stage_o8() {           # attention output in E4M3 against BF16 + a pass
+    local r v
+    run "fattn_check" fattn.log $G/bin/fattn_check
+    grep -E '^\|' $L/fattn.log
+    run "test_backend" backend.log $G/bin/test_backend
+    run "test_pipeline (cuda-fp8)" pipeline-cuda-fp8.log env \
+        SD_TEST_DEVICE=cuda-fp8 $G/bin/test_pipeline
+    randmodel large
+    randmodel medium
+    for v in o8 obf; do
+        SD_MMDIT_O_BF16=$([ $v = obf ] && echo 1) txt2img_dump $v
+    done
+    same_image o8 obf
+    for r in 1 2; do
+        for v in obf o8; do
+            SD_MMDIT_O_BF16=$([ $v = obf ] && echo 1) \
+                bench large bench-large-$v-$r.log "large fp8, $v ($r)" \
+                --precision fp8
+        done
+    done
+    for v in obf o8; do
+        SD_MMDIT_O_BF16=$([ $v = obf ] && echo 1) \
+            bench medium bench-medium-$v.log "medium fp8, $v" --precision fp8
+    done
+    bench_lines 'whole process' $L/bench-*.log
+    [ "${O8_SWEEP:-1}" = 1 ] || return 0
+    for v in o8 obf; do
+        SD_MMDIT_O_BF16=$([ $v = obf ] && echo 1) \
+            run "fp8-sweep large attn, $v" sweep-large-$v.log \
+            $G/bin/sd-cli fp8-sweep --model /dev/shm/sd-large \
+            --prompts tests/gpu/sweep_prompts.txt --kinds attn
+        grep -E '^\|' $L/sweep-large-$v.log
+    done
+}
+
+stage_side() {         # gated products of odd batches on a side stream
+    local r v
+    run "fattn_check" fattn.log $G/bin/fattn_check
+    grep -E '^\|' $L/fattn.log
+    run "test_backend" backend.log $G/bin/test_backend
+    randmodel large
+    randmodel medium
+    for v in side noside; do
+        SD_CUDA_GATE_SIDE=$([ $v = noside ] && echo 0) txt2img_dump $v
+    done
+    same_image side noside
+    for r in 1 2; do
+        for v in noside side; do
+            SD_CUDA_GATE_SIDE=$([ $v = noside ] && echo 0 || echo 1) \
+                bench large bench-large-$v-$r.log "large fp8, $v ($r)" \
+                --precision fp8
+        done
+    done
+    for v in noside side; do
+        SD_CUDA_GATE_SIDE=$([ $v = noside ] && echo 0 || echo 1) \
+            bench medium bench-medium-$v.log "medium fp8, $v" --precision fp8
+        SD_CUDA_GATE_SIDE=$([ $v = noside ] && echo 0 || echo 1) \
+            bench large bench-turbo-$v.log "4 steps cfg 1, $v" \
+            --precision fp8 --steps 4 --cfg 1
+    done
+    bench_lines 'whole process' $L/bench-*.log
 }
 
 stage_turboprof() {    # Large FP8 at 4 steps, cfg 1, every op timed
