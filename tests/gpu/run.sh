@@ -65,10 +65,9 @@
 #           fattn_check, test_backend, the FP8 goldens, Large and Medium
 #           benches in turn, one seed's image and fp8-sweep --kinds attn
 #           each way (O8_SWEEP=0: no sweep)
-#   side    the gated per-batch products with odd batches on a side
-#           stream against all on lane 0 (SD_CUDA_GATE_SIDE=0): test_backend,
-#           one seed's image each way (the same bytes?), Large, Medium and
-#           4-step benches in turn
+#   vt      V's transposition into E4M3, swizzled tile against the one
+#           before (SD_CUDA_VT_OLD=1): fattn_check, one seed's image (the
+#           same bytes?), Large benches in turn
 #   group   test_group on the GPU (shared passes against requests alone)
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
 #           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
@@ -694,32 +693,26 @@ stage_o8() {           # attention output in E4M3 against BF16 + a pass
     done
 }
 
-stage_side() {         # gated products of odd batches on a side stream
+stage_vt() {           # V^T's swizzled tile against the old one
     local r v
-    run "fattn_check" fattn.log $G/bin/fattn_check
-    grep -E '^\|' $L/fattn.log
-    run "test_backend" backend.log $G/bin/test_backend
-    randmodel large
-    randmodel medium
-    for v in side noside; do
-        SD_CUDA_GATE_SIDE=$([ $v = noside ] && echo 0) txt2img_dump $v
+    for v in new old; do
+        SD_CUDA_VT_OLD=$([ $v = old ] && echo 1) run "fattn_check, vt $v" \
+            fattn-vt-$v.log $G/bin/fattn_check
+        grep -E '^\| 2 \| 4' $L/fattn-vt-$v.log
     done
-    same_image side noside
+    randmodel large
+    for v in new old; do
+        SD_CUDA_VT_OLD=$([ $v = old ] && echo 1) txt2img_dump vt-$v
+    done
+    same_image vt-new vt-old
     for r in 1 2; do
-        for v in noside side; do
-            SD_CUDA_GATE_SIDE=$([ $v = noside ] && echo 0 || echo 1) \
-                bench large bench-large-$v-$r.log "large fp8, $v ($r)" \
+        for v in old new; do
+            SD_CUDA_VT_OLD=$([ $v = old ] && echo 1) \
+                bench large bench-large-vt$v-$r.log "large fp8, vt $v ($r)" \
                 --precision fp8
         done
     done
-    for v in noside side; do
-        SD_CUDA_GATE_SIDE=$([ $v = noside ] && echo 0 || echo 1) \
-            bench medium bench-medium-$v.log "medium fp8, $v" --precision fp8
-        SD_CUDA_GATE_SIDE=$([ $v = noside ] && echo 0 || echo 1) \
-            bench large bench-turbo-$v.log "4 steps cfg 1, $v" \
-            --precision fp8 --steps 4 --cfg 1
-    done
-    bench_lines 'whole process' $L/bench-*.log
+    bench_lines '' $L/bench-large-vt*.log
 }
 
 stage_turboprof() {    # Large FP8 at 4 steps, cfg 1, every op timed
