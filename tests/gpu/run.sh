@@ -65,9 +65,6 @@
 #           fattn_check, test_backend, the FP8 goldens, Large and Medium
 #           benches in turn, one seed's image and fp8-sweep --kinds attn
 #           each way (O8_SWEEP=0: no sweep)
-#   vt      V's transposition into E4M3, swizzled tile against the one
-#           before (SD_CUDA_VT_OLD=1): fattn_check, one seed's image (the
-#           same bytes?), Large benches in turn
 #   group   test_group on the GPU (shared passes against requests alone)
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
 #           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
@@ -691,28 +688,6 @@ stage_o8() {           # attention output in E4M3 against BF16 + a pass
             --prompts tests/gpu/sweep_prompts.txt --kinds attn
         grep -E '^\|' $L/sweep-large-$v.log
     done
-}
-
-stage_vt() {           # V^T's swizzled tile against the old one
-    local r v
-    for v in new old; do
-        SD_CUDA_VT_OLD=$([ $v = old ] && echo 1) run "fattn_check, vt $v" \
-            fattn-vt-$v.log $G/bin/fattn_check
-        grep -E '^\| 2 \| 4' $L/fattn-vt-$v.log
-    done
-    randmodel large
-    for v in new old; do
-        SD_CUDA_VT_OLD=$([ $v = old ] && echo 1) txt2img_dump vt-$v
-    done
-    same_image vt-new vt-old
-    for r in 1 2; do
-        for v in old new; do
-            SD_CUDA_VT_OLD=$([ $v = old ] && echo 1) \
-                bench large bench-large-vt$v-$r.log "large fp8, vt $v ($r)" \
-                --precision fp8
-        done
-    done
-    bench_lines '' $L/bench-large-vt*.log
 }
 
 stage_turboprof() {    # Large FP8 at 4 steps, cfg 1, every op timed
