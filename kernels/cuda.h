@@ -360,6 +360,12 @@ typedef struct {
     int             accumulate;         /* D += the product (beta 1, C is
                                            D): its algorithm is timed in
                                            a buffer of its own */
+    int             b_stride_align;     /* B's pointers step by multiples
+                                           of this many bytes from an
+                                           aligned base: the plan assumes
+                                           no more, so each of them gets
+                                           the same algorithm (0: B's own
+                                           pointer's alignment) */
 } sd_cuda_gemm_shape;
 
 sd_status sd_cuda_gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g,

@@ -902,9 +902,13 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
     sw = (float *) (void *) ((char *) scr + qb + sb);
     bb = (__nv_bfloat16 *) (void *) ((char *) scr + qb + sb + wb);
     if (h->dtype == SD_DT_F8_E4M3) {
-        /* batch i's rows in place at q + i qst, their scales at qs + i n */
+        /* batch i's rows in place at q + i qst, their scales at qs + i n;
+           every batch's product planned for rows K bytes apart (the
+           alignment all of them share), so a batch's algorithm and bits
+           do not depend on where it sits in a group of requests */
         q = (uint8_t *) h->data + r0 * K;
         qst = h->ne[1] * K;
+        g.b_stride_align = (int) (K & -K);
         e = cudaMemcpy2DAsync(qs, (size_t) n * sizeof(float), h->scale + r0,
                               (size_t) h->ne[1] * sizeof(float),
                               (size_t) n * sizeof(float), (size_t) nb,

@@ -379,6 +379,9 @@ gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g, float alpha,
         key.align[1] = min_align(key.align[1], g->sb * sd_dtype_size(g->tb));
         key.align[2] = min_align(key.align[2], g->sd * sd_dtype_size(g->td));
     }
+    if (g->b_stride_align > 0) {
+        key.align[1] = min_align(key.align[1], g->b_stride_align);
+    }
 
     for (p = c->gemm; p; p = p->next) {
         if (memcmp(&p->key, &key, sizeof(key)) == 0) {
