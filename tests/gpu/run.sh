@@ -631,6 +631,27 @@ stage_latejoin() {
     bench_lines '' $L/bench-*-j*.log
 }
 
+# Large FP8 twice and Medium once with a knob on and off, in turn:
+# ab_benches VAR ON OFF (VAR=1 for the runs named ON; logs
+# bench-large-NAME-R.log, bench-medium-NAME.log)
+ab_benches() {
+    local var=$1 on=$2 off=$3 r v
+    for r in 1 2 medium; do
+        for v in $on $off; do
+            (
+                [ $v = $on ] && export $var=1
+                if [ $r = medium ]; then
+                    bench medium bench-medium-$v.log "medium fp8, $v" \
+                        --precision fp8
+                else
+                    bench large bench-large-$v-$r.log "large fp8, $v ($r)" \
+                        --precision fp8
+                fi
+            )
+        done
+    done
+}
+
 stage_det() {          # kernels by heuristics against by timing
     local r v
     randmodel large
@@ -641,17 +662,7 @@ stage_det() {          # kernels by heuristics against by timing
     same_image heur-1 heur-2
     same_image timed-1 timed-2
     same_image heur-1 timed-1
-    for r in 1 2; do
-        for v in timed heur; do
-            SD_CUDA_TIMED_PICK=$([ $v = timed ] && echo 1) \
-                bench large bench-large-$v-$r.log "large fp8, $v ($r)" \
-                --precision fp8
-        done
-    done
-    for v in timed heur; do
-        SD_CUDA_TIMED_PICK=$([ $v = timed ] && echo 1) \
-            bench medium bench-medium-$v.log "medium fp8, $v" --precision fp8
-    done
+    ab_benches SD_CUDA_TIMED_PICK timed heur
     bench_lines 'VAE decode' $L/bench-*.log
 }
 
@@ -668,17 +679,7 @@ stage_o8() {           # attention output in E4M3 against BF16 + a pass
         SD_MMDIT_O_BF16=$([ $v = obf ] && echo 1) txt2img_dump $v
     done
     same_image o8 obf
-    for r in 1 2; do
-        for v in obf o8; do
-            SD_MMDIT_O_BF16=$([ $v = obf ] && echo 1) \
-                bench large bench-large-$v-$r.log "large fp8, $v ($r)" \
-                --precision fp8
-        done
-    done
-    for v in obf o8; do
-        SD_MMDIT_O_BF16=$([ $v = obf ] && echo 1) \
-            bench medium bench-medium-$v.log "medium fp8, $v" --precision fp8
-    done
+    ab_benches SD_MMDIT_O_BF16 obf o8
     bench_lines 'whole process' $L/bench-*.log
     [ "${O8_SWEEP:-1}" = 1 ] || return 0
     for v in o8 obf; do
