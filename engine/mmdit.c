@@ -600,21 +600,29 @@ sd_mmdit_modulation(sd_err *err, sd_mmdit *m, const sd_mmdit_linear *lin,
 
 
 /*
- * Per-image constants (sd_mmdit_cache_new): for every step of a schedule,
- * each block's adaLN modulation and the final norm's, already chunked,
- * one row of all: (S, P) per step: block i's norm1 (6|9, B, W) at moff[i],
- * its norm1_context (6|2, B, W) at coff[i], the final norm's (2, B, W) at
- * foff. A step runs from cur (P): its row copied there first, so every
- * step reads the same addresses (a recorded step replays unchanged). And
- * the context embedder's output ctx: (B, Lc, W), which no step changes.
+ * Per-image constants (sd_mmdit_cache_new): for up to SD_MMDIT_CACHE_STEPS
+ * steps of a schedule at a time (rows c0..), each block's adaLN modulation
+ * and the final norm's, already chunked, one row of all: (C, P) per step:
+ * block i's norm1 (6|9, B, W) at moff[i], its norm1_context (6|2, B, W) at
+ * coff[i], the final norm's (2, B, W) at foff. A step outside the rows
+ * held refills them from that step on (one product per modulation for C
+ * steps: the weights read once per C steps, and the memory bounded
+ * whatever the step count, so a workspace measured with C steps holds any
+ * schedule). A step runs from cur (P): its row copied there first, so
+ * every step reads the same addresses (a recorded step replays
+ * unchanged). And the context embedder's output ctx: (B, Lc, W), which no
+ * step changes.
  */
 struct sd_mmdit_cache {
     int             steps, layers;
+    int             chunk, c0;          /* C rows held, from step c0 */
+    float          *t;                  /* the steps' timesteps (host) */
     int64_t         batch;
     int64_t         per_step;           /* P */
     int64_t        *moff, *coff;        /* layers each */
     int64_t         foff;
     sd_tensor      *all, *cur;
+    sd_tensor      *pooled;             /* (B, pooled_dim), for refills */
     sd_tensor      *ctx;
 
     /*
@@ -1427,7 +1435,9 @@ sd_mmdit_cache_free(sd_mmdit_cache *cache)
     sd_mmdit_fb_free(cache);
     sd_tensor_free(cache->all);
     sd_tensor_free(cache->cur);
+    sd_tensor_free(cache->pooled);
     sd_tensor_free(cache->ctx);
+    free(cache->t);
     free(cache);
 }
 
@@ -1462,7 +1472,8 @@ sd_mmdit_cache_step_cache_on(const sd_mmdit_cache *cache)
 }
 
 
-/* lin(temb_silu): (S B, n W) into all[:, off : off + n B W] as (S, n, B, W) */
+/* lin(temb_silu): (S B, n W) into all[:S, off : off + n B W] as (S, n, B,
+   W), S = the steps filled */
 static sd_status
 sd_mmdit_cache_mod(sd_err *err, sd_mmdit *m, const sd_mmdit_linear *lin,
     const sd_tensor *temb_silu, sd_mmdit_cache *cache, int64_t off)
@@ -1471,7 +1482,7 @@ sd_mmdit_cache_mod(sd_err *err, sd_mmdit *m, const sd_mmdit_linear *lin,
     sd_tensor        *mod = NULL, *tmp = NULL;
     sd_status         s;
     int64_t           w = m->info.width, n = lin->w->ne[0] / w;
-    int64_t           b = cache->batch, steps = cache->steps;
+    int64_t           b = cache->batch, steps = temb_silu->ne[0] / b;
 
     SD_TRY(sd_tensor_new2(err, m->be, steps * b, n * w, &mod));
     s = sd_mmdit_linear_fwd(err, mod, temb_silu, lin);
@@ -1494,16 +1505,71 @@ sd_mmdit_cache_mod(sd_err *err, sd_mmdit *m, const sd_mmdit_linear *lin,
 }
 
 
+/* Rows 0.. of all for steps c0 .. c0 + C - 1 (those the schedule has) */
+static sd_status
+sd_mmdit_cache_fill(sd_err *err, sd_mmdit *m, sd_mmdit_cache *cache, int c0)
+{
+    sd_tensor  *prep = NULL, *temb = NULL, *temb_silu = NULL;
+    float      *ts;
+    sd_status   s;
+    int64_t     b = cache->batch, cw = m->info.width;
+    int64_t     np = sd_numel(cache->pooled);
+    int         n = cache->steps - c0, i, k;
+
+    n = n < cache->chunk ? n : cache->chunk;
+    ts = sd_malloc(err, (size_t) n * b * sizeof(float), "timesteps");
+    if (ts == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    /* rows s B + j: step c0 + s, batch j: its timestep, pooled[j] */
+    for (i = 0; i < n; i++) {
+        for (k = 0; k < b; k++) {
+            ts[i * b + k] = cache->t[c0 + i];
+        }
+    }
+    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, n * b, cache->pooled->ne[1],
+                                  &prep), done);
+    for (i = 0; i < n; i++) {
+        SD_TRY_GOTO(s, sd_copy2d(err, prep, i * np, 0, cache->pooled, 0, 0,
+                                 1, np), done);
+    }
+    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, n * b, cw, &temb), done);
+    SD_TRY_GOTO(s, sd_mmdit_time_text(err, m, ts, prep, temb), done);
+    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, n * b, cw, &temb_silu), done);
+    SD_TRY_GOTO(s, sd_act_apply(err, temb_silu, temb, SD_ACT_SILU), done);
+    for (i = 0; i < cache->layers; i++) {
+        SD_TRY_GOTO(s, sd_mmdit_cache_mod(err, m, &m->blocks[i].norm1,
+                                          temb_silu, cache, cache->moff[i]),
+                    done);
+        SD_TRY_GOTO(s, sd_mmdit_cache_mod(err, m, &m->blocks[i].norm1_context,
+                                          temb_silu, cache, cache->coff[i]),
+                    done);
+    }
+    SD_TRY_GOTO(s, sd_mmdit_cache_mod(err, m, &m->norm_out, temb_silu, cache,
+                                      cache->foff), done);
+    cache->c0 = c0;
+    s = SD_OK;
+
+done:
+    if (s != SD_OK) {
+        cache->c0 = -1;                 /* no rows to trust */
+    }
+    sd_tensor_free(prep);
+    sd_tensor_free(temb);
+    sd_tensor_free(temb_silu);
+    free(ts);
+    return s;
+}
+
+
 sd_status
 sd_mmdit_cache_new(sd_err *err, sd_mmdit *m, const float *t, int steps,
     const sd_tensor *context, const sd_tensor *pooled, sd_mmdit_cache **out)
 {
     sd_mmdit_cache  *cache;
-    sd_tensor       *prep = NULL, *temb = NULL, *temb_silu = NULL;
-    float           *ts = NULL;
     sd_status        s;
     int64_t          b = pooled->ne[0], cw = m->info.width, p = 0;
-    int              i, k, nl = m->info.num_layers;
+    int              i, nl = m->info.num_layers;
 
     *out = NULL;
     if (steps < 1 || pooled->ndim != 2 || context->ndim != 3
@@ -1514,13 +1580,19 @@ sd_mmdit_cache_new(sd_err *err, sd_mmdit *m, const float *t, int steps,
     }
     cache = sd_calloc(err, 1, sizeof(*cache) + 2 * nl * sizeof(int64_t),
                       "transformer cache");
-    ts = sd_malloc(err, (size_t) steps * b * sizeof(float), "timesteps");
-    if (cache == NULL || ts == NULL) {
-        free(cache);
-        free(ts);
+    if (cache == NULL) {
         return SD_ERR_NOMEM;
     }
+    cache->t = sd_malloc(err, (size_t) steps * sizeof(float), "timesteps");
+    if (cache->t == NULL) {
+        free(cache);
+        return SD_ERR_NOMEM;
+    }
+    memcpy(cache->t, t, (size_t) steps * sizeof(float));
     cache->steps = steps;
+    cache->chunk = steps < SD_MMDIT_CACHE_STEPS ? steps
+                                                 : SD_MMDIT_CACHE_STEPS;
+    cache->c0 = -1;
     cache->layers = nl;
     cache->batch = b;
     cache->moff = (int64_t *) (cache + 1);
@@ -1536,54 +1608,23 @@ sd_mmdit_cache_new(sd_err *err, sd_mmdit *m, const float *t, int steps,
     cache->foff = p;
     p += m->norm_out.w->ne[0] * b;
     cache->per_step = p;
-    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, steps, p, &cache->all), fail);
-    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, 1, p, &cache->cur), fail);
-
-    /* rows s B + j: step s, batch j: timestep t[s], pooled[j] */
-    for (i = 0; i < steps; i++) {
-        for (k = 0; k < b; k++) {
-            ts[i * b + k] = t[i];
-        }
-    }
-    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, steps * b, pooled->ne[1],
-                                  &prep), fail);
-    for (i = 0; i < steps; i++) {
-        SD_TRY_GOTO(s, sd_copy2d(err, prep, i * sd_numel(pooled), 0, pooled,
-                                 0, 0, 1, sd_numel(pooled)), fail);
-    }
-    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, steps * b, cw, &temb), fail);
-    SD_TRY_GOTO(s, sd_mmdit_time_text(err, m, ts, prep, temb), fail);
-    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, steps * b, cw, &temb_silu),
+    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, cache->chunk, p, &cache->all),
                 fail);
-    SD_TRY_GOTO(s, sd_act_apply(err, temb_silu, temb, SD_ACT_SILU), fail);
-
-    for (i = 0; i < nl; i++) {
-        SD_TRY_GOTO(s, sd_mmdit_cache_mod(err, m, &m->blocks[i].norm1,
-                                          temb_silu, cache, cache->moff[i]),
-                    fail);
-        SD_TRY_GOTO(s, sd_mmdit_cache_mod(err, m, &m->blocks[i].norm1_context,
-                                          temb_silu, cache, cache->coff[i]),
-                    fail);
-    }
-    SD_TRY_GOTO(s, sd_mmdit_cache_mod(err, m, &m->norm_out, temb_silu, cache,
-                                      cache->foff), fail);
+    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, 1, p, &cache->cur), fail);
+    SD_TRY_GOTO(s, sd_tensor_new2(err, m->be, b, pooled->ne[1],
+                                  &cache->pooled), fail);
+    SD_TRY_GOTO(s, sd_copy2d(err, cache->pooled, 0, 0, pooled, 0, 0, 1,
+                             sd_numel(pooled)), fail);
+    SD_TRY_GOTO(s, sd_mmdit_cache_fill(err, m, cache, 0), fail);
 
     SD_TRY_GOTO(s, sd_tensor_new3(err, m->be, b, context->ne[1], cw,
                                   &cache->ctx), fail);
     SD_TRY_GOTO(s, sd_mmdit_linear_fwd(err, cache->ctx, context,
                                        &m->context_embedder), fail);
-    sd_tensor_free(prep);
-    sd_tensor_free(temb);
-    sd_tensor_free(temb_silu);
-    free(ts);
     *out = cache;
     return SD_OK;
 
 fail:
-    sd_tensor_free(prep);
-    sd_tensor_free(temb);
-    sd_tensor_free(temb_silu);
-    free(ts);
     sd_mmdit_cache_free(cache);
     return s;
 }
@@ -1790,9 +1831,16 @@ sd_mmdit_forward_cached(sd_err *err, sd_mmdit *m, const sd_tensor *x,
     }
     SD_TRY(sd_mmdit_check_x(err, m, x, out));
 
-    /* this step's modulations where every step reads them */
+    /* this step's modulations where every step reads them (the rows
+       refilled from this step on when it is past those held) */
+    if (cache->c0 < 0 || step < cache->c0
+        || step >= cache->c0 + cache->chunk)
+    {
+        SD_TRY(sd_mmdit_cache_fill(err, m, cache, step));
+    }
     SD_TRY(sd_copy2d(err, cache->cur, 0, 0, cache->all,
-                     step * cache->per_step, 0, 1, cache->per_step));
+                     (step - cache->c0) * cache->per_step, 0, 1,
+                     cache->per_step));
 
     /* the same buffers and sizes replay the same recording */
     st.m = m;

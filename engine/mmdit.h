@@ -50,8 +50,13 @@ sd_status sd_mmdit_forward(sd_err *err, sd_mmdit *m, const sd_tensor *x,
  * every block's adaLN modulation for each of the steps timesteps t (the
  * same for every batch row), and the embedded context, computed once;
  * context: (B, L, joint_dim), pooled: (B, pooled_dim). Activations: free
- * it before the end of the request.
+ * it before the end of the request. The modulations are held for up to
+ * SD_MMDIT_CACHE_STEPS steps at a time (computed again for the next ones
+ * when a step passes them): its memory does not grow with the step count,
+ * so a workspace measured with that many steps holds any schedule.
  */
+#define SD_MMDIT_CACHE_STEPS  16
+
 typedef struct sd_mmdit_cache  sd_mmdit_cache;
 
 sd_status sd_mmdit_cache_new(sd_err *err, sd_mmdit *m, const float *t,

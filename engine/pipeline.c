@@ -301,11 +301,26 @@ step_cache_report(const sd_pipe_args *a, const sd_pipe_bufs *b)
 }
 
 
+/* the per-image transformer caches, once sampling is done: the decoder
+   then has their workspace (a workspace measured for the decoder's peak
+   holds a schedule of any length) */
 static void
-bufs_free(sd_pipe_bufs *b)
+caches_free(sd_pipe_bufs *b)
 {
     int  i;
 
+    sd_mmdit_cache_free(b->cache);
+    b->cache = NULL;
+    for (i = 0; i < b->nseg; i++) {
+        sd_mmdit_cache_free(b->seg[i].cache);
+        b->seg[i].cache = NULL;
+    }
+}
+
+
+static void
+bufs_free(sd_pipe_bufs *b)
+{
     sd_tensor_free(b->lat);
     sd_tensor_free(b->in);
     sd_tensor_free(b->out);
@@ -316,10 +331,7 @@ bufs_free(sd_pipe_bufs *b)
     sd_tensor_free(b->pool1);
     sd_tensor_free(b->skip);
     sd_tensor_free(b->x0);
-    sd_mmdit_cache_free(b->cache);
-    for (i = 0; i < b->nseg; i++) {
-        sd_mmdit_cache_free(b->seg[i].cache);
-    }
+    caches_free(b);
     free(b->seg);
     free(b->host);
     free(b->frozen);
@@ -1158,6 +1170,7 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     sa.ctx = &run;
     s = sd_sample(err, &sa, sigmas, ns, b.host, den);
     step_cache_report(a, &b);
+    caches_free(&b);
     if (s != SD_OK) {
         goto out;
     }

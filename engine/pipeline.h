@@ -153,7 +153,8 @@ sd_status sd_pipe_encode_image(sd_err *err, sd_model *m, const uint8_t *rgb,
  * 0, else what a width x height request of batch images needs (sizes
  * above the position table are clamped to it), measured by running it:
  * empty prompts (zero conditioning when the model has no text encoders),
- * one CFG step, the decode, in the backend's measuring mode.
+ * SD_MMDIT_CACHE_STEPS CFG steps (the most the transformer cache
+ * holds at once), the decode, in the backend's measuring mode.
  */
 sd_status sd_pipe_reserve(sd_err *err, sd_model *m, size_t ws_bytes,
     int width, int height, int batch);

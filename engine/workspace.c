@@ -2,7 +2,10 @@
  * workspace.c: sizing the GPU activation workspace of a loaded model
  * (pipeline.h, sd_pipe_reserve). The measured run is the request itself in
  * the backend's measuring mode: every op allocates and frees as it would,
- * nothing is computed, and the high-water mark is what to reserve.
+ * nothing is computed, and the high-water mark is what to reserve. It
+ * runs SD_MMDIT_CACHE_STEPS steps: the per-image cache holds at most that
+ * many steps' modulations, so the mark holds for any step count (with one
+ * step a 28-step image at 512x512, batch 2, ran out of it).
  */
 
 #ifdef SD_HAVE_CUDA
@@ -64,7 +67,9 @@ sd_pipe_reserve(sd_err *err, sd_model *m, size_t ws_bytes, int width,
     a.width = a.width > side ? side : a.width;
     a.height = a.height > side ? side : a.height;
     a.batch = batch > 0 ? (batch < 64 ? batch : 64) : SD_PIPE_WS_BATCH;
-    a.steps = 1;
+    /* the transformer's per-image cache holds up to this many steps'
+       modulations, whatever the schedule (mmdit.h) */
+    a.steps = SD_MMDIT_CACHE_STEPS;
     a.cfg = 4.5f;
     a.sampler = SD_SAMPLER_EULER_A;
     a.eta = 1.0f;

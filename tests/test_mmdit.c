@@ -180,6 +180,42 @@ t_model(sd_backend *be, const sd_st *g, const char *model)
         T_CHECK(be->bytes_in_use == before, "%s: cache leaked", model);
     }
 
+    /* a schedule longer than the cache holds at once: steps in later
+       rows, and back to an earlier one, equal uncached calls (the rows
+       computed again from each) */
+    {
+        enum { NS = 2 * SD_MMDIT_CACHE_STEPS + 5 };
+        static const int  at[] = { 1, SD_MMDIT_CACHE_STEPS + 3, NS - 1, 2 };
+        float             sched[NS];
+        sd_mmdit_cache   *cache = NULL;
+        size_t            j;
+        double            worst = 0.0;
+
+        for (j = 0; j < NS; j++) {
+            sched[j] = 1000.0f - 999.0f * (float) j / (NS - 1);
+        }
+        s = sd_mmdit_cache_new(&err, m, sched, NS, ctx, pooled, &cache);
+        for (j = 0; j < sizeof(at) / sizeof(at[0]) && s == SD_OK; j++) {
+            float  tj[2] = { sched[at[j]], sched[at[j]] };
+
+            s = sd_mmdit_forward(&err, m, x, tj, ctx, pooled, NULL, 0, out);
+            if (s == SD_OK && got) {
+                sd_tensor_download(&err, out, got);
+                s = sd_mmdit_forward_cached(&err, m, x, cache, at[j], out);
+            }
+            if (s == SD_OK && got && got2) {
+                sd_tensor_download(&err, out, got2);
+                e = t_rel_l2(got2, got, n);
+                worst = e > worst || e != e ? e : worst;
+            }
+        }
+        T_CHECK(s == SD_OK, "%s: %d-step cache: %s", model, NS, err.msg);
+        T_CHECK(worst < t_tol(1e-6, 1e-2), "%s: %d-step cache vs uncached "
+                "%.3g", model, NS, worst);
+        sd_mmdit_cache_free(cache);
+        T_CHECK(be->bytes_in_use == before, "%s: long cache leaked", model);
+    }
+
     /* the last (context_pre_only) block can be skipped too */
     skip[0] = in->num_layers - 1;
     s = sd_mmdit_forward(&err, m, x, t, ctx, pooled, skip, 1, out);
