@@ -65,6 +65,8 @@
 #           fattn_check, test_backend, the FP8 goldens, Large and Medium
 #           benches in turn, one seed's image and fp8-sweep --kinds attn
 #           each way (O8_SWEEP=0: no sweep)
+#   ws512   512x512, batch 2, 28 steps in the workspace measured for it
+#           (the transformer cache's steps), and the FP8 goldens
 #   group   test_group on the GPU (shared passes against requests alone)
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
 #           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
@@ -689,6 +691,19 @@ stage_o8() {           # attention output in E4M3 against BF16 + a pass
             --prompts tests/gpu/sweep_prompts.txt --kinds attn
         grep -E '^\|' $L/sweep-large-$v.log
     done
+}
+
+# the workspace measured with the cache's 16 steps: session 7's shortfall
+# (512x512, batch 2, 28 steps ran out of it) and the FP8 goldens
+stage_ws512() {
+    run "test_pipeline (cuda-fp8)" pipeline-cuda-fp8.log env \
+        SD_TEST_DEVICE=cuda-fp8 $G/bin/test_pipeline
+    randmodel large
+    run "bench large fp8 512x512 batch 2" bench-512-b2.log $G/bin/sd-cli \
+        bench --model /dev/shm/sd-large --precision fp8 --runs 1 \
+        --width 512 --height 512 --batch 2
+    grep -E 'denoising step|end to end|workspace|graphs|rror' \
+        $L/bench-512-b2.log
 }
 
 stage_turboprof() {    # Large FP8 at 4 steps, cfg 1, every op timed
