@@ -693,7 +693,7 @@ stage_o8() {           # attention output in E4M3 against BF16 + a pass
     done
 }
 
-# the workspace measured with the cache's 16 steps: session 7's shortfall
+# the workspace measured with the cache's 32 steps: session 7's shortfall
 # (512x512, batch 2, 28 steps ran out of it) and the FP8 goldens
 stage_ws512() {
     run "test_pipeline (cuda-fp8)" pipeline-cuda-fp8.log env \
