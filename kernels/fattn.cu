@@ -538,7 +538,9 @@ fa8_vscale(float amax)
  * permuted (fa8_perm) and zeros past Lk; sl2 = Q's scale times K's times
  * scale log2(e); the output is scaled by V's scale, fa8_vscale(vamax[b H
  * + h]). P is rounded to E4M3 as exp2(x - m + 8): P in [0, 256], so
- * E4M3's normal range reaches 2^-14 of a row's largest.
+ * E4M3's normal range reaches 2^-14 of a row's largest. With osc the
+ * output is E4M3 too (o read as bytes) and osc[b Lq + row] its rows'
+ * scale, fa8_vscale of batch b's largest vamax (written by head 0).
  */
 template <int EB>
 __global__ void __launch_bounds__(128 * (FA_NWG + 1), 1)
