@@ -544,6 +544,17 @@ same_dtype(const sd_tensor *a, const sd_tensor *b)
 }
 
 
+/* E4M3 rows with their scales into a product with E4M3 weights: the
+   activations a backend with fp8_act writes (norm_modulate, the FP8
+   attention) */
+static int
+e4m3_into(const sd_tensor *x, const sd_tensor *w)
+{
+    return x->dtype == SD_DT_F8_E4M3 && w->dtype == SD_DT_F8_E4M3
+           && x->be->fp8_act;
+}
+
+
 sd_status
 sd_linear_act(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, sd_act act)
@@ -557,10 +568,7 @@ sd_linear_act(sd_err *err, sd_tensor *y, const sd_tensor *x,
     if (b && sd_numel(b) != w->ne[0]) {
         return shape_err(err, "linear", "bias", b, w);
     }
-    if (!same_dtype(y, x)
-        && !(x->dtype == SD_DT_F8_E4M3 && w->dtype == SD_DT_F8_E4M3
-             && x->be->fp8_act))
-    {
+    if (!same_dtype(y, x) && !e4m3_into(x, w)) {
         return dtype_err(err, "linear", x, y);
     }
     return sd_round_out(y->be->ops->linear(err, y, x, w, b, act), y);
@@ -588,10 +596,7 @@ sd_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x, int64_t r0,
     if (b && sd_numel(b) != w->ne[0]) {
         return shape_err(err, "linear_rows", "bias", b, w);
     }
-    if (!same_dtype(y, x)
-        && !(x->dtype == SD_DT_F8_E4M3 && w->dtype == SD_DT_F8_E4M3
-             && x->be->fp8_act))
-    {
+    if (!same_dtype(y, x) && !e4m3_into(x, w)) {
         return dtype_err(err, "linear_rows", x, y);
     }
     return sd_round_out(y->be->ops->linear_rows(err, y, x, r0, w, b), y);
@@ -615,11 +620,7 @@ sd_linear_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *gate,
     if (b && sd_numel(b) != w->ne[0]) {
         return shape_err(err, "linear_gate_add", "bias", b, w);
     }
-    if ((!same_dtype(x, h)
-         && !(h->dtype == SD_DT_F8_E4M3 && w->dtype == SD_DT_F8_E4M3
-              && x->be->fp8_act))
-        || !same_dtype(x, gate))
-    {
+    if ((!same_dtype(x, h) && !e4m3_into(h, w)) || !same_dtype(x, gate)) {
         return dtype_err(err, "linear_gate_add", h, x);
     }
     if (x->be->ops->linear_gate_add) {
