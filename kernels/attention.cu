@@ -600,9 +600,7 @@ sd_cuda_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
     }
     if (!c->fattn_ok || q8->ne[2] != (int64_t) heads * 64
         || v->dtype != SD_DT_BF16
-        || (o->dtype != SD_DT_BF16
-            && !(o->dtype == SD_DT_F8_E4M3 && o->scale
-                 && o->n_scale >= b * lq))
+        || (o->dtype != SD_DT_BF16 && !sd_cuda_e4m3_rows(o, b * lq))
         || lq > INT32_MAX || lk > INT32_MAX || b > 65535 || heads > 65535)
     {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: E4M3 attention "

@@ -314,6 +314,15 @@ sd_row_load_stats(const uint4 *xr, uint4 *raw, int lane, int c, int rms,
     } while (0)
 
 
+/* t holds E4M3 rows with one scale per row for at least rows rows (the
+   activations norm_modulate and the FP8 attention write) */
+static inline int
+sd_cuda_e4m3_rows(const sd_tensor *t, int64_t rows)
+{
+    return t->dtype == SD_DT_F8_E4M3 && t->scale && t->n_scale >= rows;
+}
+
+
 static inline unsigned
 sd_cuda_blocks(int64_t n, int threads)
 {

@@ -616,6 +616,7 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
         float     off = EB == 1 ? 8.f : 0.f, so = 1.f;
         uint32_t  pa[32];
         uint64_t  dq;
+        int64_t   row0, ld;
 
         if (EB == 1) {
             vs = fa8_vscale(vamax[b * hh + h]);
@@ -692,13 +693,14 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
         l[0] = vs / l[0];
         l[1] = vs / l[1];
 
+        /* the lane's rows row0 and row0 + 8 of o, rows ld elements long */
+        row0 = (int64_t) (qb * FA_NWG + cw) * 64 + 16 * w + g;
+        ld = (int64_t) hh * FA_D;
+
         if (EB == 1 && osc) {
             /* E4M3 rows for the out projection: one scale for batch b's
                rows, the largest of its heads' V scales, which bounds |O|
                (a convex combination of V's rows), so no code passes 448 */
-            int64_t   row0 = (int64_t) (qb * FA_NWG + cw) * 64 + 16 * w
-                             + g;
-            int64_t   ld = (int64_t) hh * FA_D;
             uint8_t  *o8 = (uint8_t *) o;
 
             l[0] /= so;
@@ -735,10 +737,6 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
                 }
             }
         } else {
-            int64_t  row0 = (int64_t) (qb * FA_NWG + cw) * 64 + 16 * w
-                            + g;
-            int64_t  ld = (int64_t) hh * FA_D;
-
             for (i = 0; i < 32; i += 4) {
                 int64_t  col = (int64_t) h * FA_D + 8 * (i / 4) + 2 * qd;
 

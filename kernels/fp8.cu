@@ -511,6 +511,19 @@ quant_rows(cudaStream_t st, const __nv_bfloat16 *x, uint8_t *q,
 }
 
 
+/* The scales of E4M3 rows r0 .. r0 + n of each of nb batches of L rows
+   (x's, one a row) into qs, n a batch */
+static cudaError_t
+gather_scales(cudaStream_t st, float *qs, const sd_tensor *x, int64_t nb,
+    int64_t n, int64_t L, int64_t r0)
+{
+    return cudaMemcpy2DAsync(qs, (size_t) n * sizeof(float), x->scale + r0,
+                             (size_t) L * sizeof(float),
+                             (size_t) n * sizeof(float), (size_t) nb,
+                             cudaMemcpyDeviceToDevice, st);
+}
+
+
 /* the activation rows' quantization alone (sd_cuda.h; tests) */
 sd_status
 sd_cuda_fp8_quant_rows(sd_err *err, sd_tensor *q8, const sd_tensor *x)
@@ -832,8 +845,7 @@ gate_shape(sd_cuda *c, const sd_tensor *x, const sd_tensor *gate,
     if (c->fp8_widen || w->dtype != SD_DT_F8_E4M3 || w->scale == NULL
         || w->n_scale != out
         || (h->dtype != SD_DT_BF16
-            && !(h->dtype == SD_DT_F8_E4M3 && h->scale
-                 && h->n_scale >= h->ne[0] * h->ne[1]))
+            && !sd_cuda_e4m3_rows(h, h->ne[0] * h->ne[1]))
         || x->dtype != SD_DT_BF16 || gate->dtype != SD_DT_BF16
         || (b && b->dtype != SD_DT_BF16) || K % 16 != 0 || out % 16 != 0
         || n % 16 != 0)
@@ -909,10 +921,7 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
         q = (uint8_t *) h->data + r0 * K;
         qst = h->ne[1] * K;
         g.b_stride_align = (int) (K & -K);
-        e = cudaMemcpy2DAsync(qs, (size_t) n * sizeof(float), h->scale + r0,
-                              (size_t) h->ne[1] * sizeof(float),
-                              (size_t) n * sizeof(float), (size_t) nb,
-                              cudaMemcpyDeviceToDevice, c->stream);
+        e = gather_scales(c->stream, qs, h, nb, n, h->ne[1], r0);
     } else {
         e = quant_rows(c->stream, (const __nv_bfloat16 *) h->data, q, qs,
                        rows, rows, K, n, h->ne[1], r0);
@@ -1020,6 +1029,7 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
     float               *qs;
     int                  fused = act == SD_ACT_NONE
                                  || act == SD_ACT_GELU_TANH;
+    int                  whole = nb == 1 && n == L && r0 == 0;
     sd_status            s;
     cudaError_t          e = cudaSuccess;
 
@@ -1030,9 +1040,7 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
                          "BF16 activations, not %s",
                          sd_dtype_name(x->dtype));
     }
-    if (x->dtype == SD_DT_F8_E4M3
-        && (x->scale == NULL || x->n_scale < nb * L))
-    {
+    if (x->dtype == SD_DT_F8_E4M3 && !sd_cuda_e4m3_rows(x, nb * L)) {
         /* quantized by the op that made them (norm_modulate, the FP8
            attention): per-row scales of all nb L rows */
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: E4M3 activations "
@@ -1064,18 +1072,14 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
             c->fp8_widened_calls++;         /* FP8 GEMMs exist, not this */
         }
         if (x->dtype == SD_DT_F8_E4M3) {
-            return widened_from_fp8(err, y, x, w, b, act,
-                                    !(nb == 1 && n == L && r0 == 0), r0);
+            return widened_from_fp8(err, y, x, w, b, act, !whole, r0);
         }
-        return linear_widened(err, y, x, w, b, act,
-                              !(nb == 1 && n == L && r0 == 0), r0);
+        return linear_widened(err, y, x, w, b, act, !whole, r0);
     }
     qb = ((size_t) (rp * K) + 255) & ~(size_t) 255;
     sb = ((size_t) rp * sizeof(float) + 255) & ~(size_t) 255;
     db = rp != rows ? (size_t) (rp * out) * 2 : 0;
-    if (x->dtype == SD_DT_F8_E4M3 && rp == rows && nb == 1 && n == L
-        && r0 == 0)
-    {
+    if (x->dtype == SD_DT_F8_E4M3 && rp == rows && whole) {
         /* already E4M3 with its scales: the product alone */
         if (c->measuring) {
             return SD_OK;
@@ -1105,10 +1109,7 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
                               (size_t) nb, cudaMemcpyDeviceToDevice,
                               c->stream);
         if (e == cudaSuccess) {
-            e = cudaMemcpy2DAsync(qs, (size_t) n * sizeof(float),
-                                  x->scale + r0, (size_t) L * sizeof(float),
-                                  (size_t) n * sizeof(float), (size_t) nb,
-                                  cudaMemcpyDeviceToDevice, c->stream);
+            e = gather_scales(c->stream, qs, x, nb, n, L, r0);
         }
         if (e == cudaSuccess && rp > rows) {
             e = cudaMemsetAsync(q + rows * K, 0, (size_t) ((rp - rows) * K),
