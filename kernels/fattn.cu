@@ -56,6 +56,26 @@
 #ifndef FA_STAGES                       /* -DFA_STAGES=N: a variant for */
 #define FA_STAGES   3                   /* K/V tiles in flight */
 #endif                                  /* fattn_check to measure */
+/*
+ * How the E4M3 kernel sums P's rows. 1: on the tensor cores, each tile's
+ * P times a column of ones (a row of V^T's 8 extra rows, FA_VX) into a
+ * zeroed accumulator, added to l in F32 once the tile's products are
+ * done: H200, B 2 x 4429, 38 heads 0.615-0.619 ms, 616-621 TFLOP/s, 24
+ * heads 604-610, error against F32 unchanged (5.4e-2). 0 (-DFA_SUMV=0,
+ * as the BF16 kernel does): 64 additions a thread and tile on the FMA
+ * pipe, 594-597 and 580-581 in the same call; the Large step 73.0
+ * against 74.0 ms. The ones as a 65th column of the P V product itself
+ * (72 columns, the sums accumulated across all tiles inside the tensor
+ * cores) ran 624 / 614 but erred 8.6e-2: FP8 products accumulate with
+ * fewer bits than F32, which a sum of positive terms growing to 10^5
+ * shows.
+ */
+#ifndef FA_SUMV
+#define FA_SUMV     1
+#endif
+/* bytes after each E4M3 V^T stage (FA_SUMV 1): 8 more rows of V^T, a row
+   of ones and 7 of zeros, the B operand of the sums' product */
+#define FA_VX(eb)   ((eb) == 1 && FA_SUMV ? 1024 : 0)
 
 /* the kernel's shared memory; EB bytes an element (2: BF16, 1: E4M3,
    where v holds V^T) */
@@ -63,7 +83,7 @@ template <int EB>
 struct fa_smem {
     uint8_t    q[FA_NWG * 64 * FA_D * EB];
     uint8_t    k[FA_STAGES][FA_BN * FA_D * EB];
-    uint8_t    v[FA_STAGES][FA_BN * FA_D * EB];
+    uint8_t    v[FA_STAGES][FA_BN * FA_D * EB + FA_VX(EB)];
     uint64_t   full[FA_STAGES];
     uint64_t   empty[FA_STAGES];
     uint64_t   qbar;
@@ -256,11 +276,13 @@ fa_wgmma_m64n64k16_rs_bf16(float *d, const uint32_t *a, uint64_t db)
  * wgmma accumulator layout); columns from valid on are masked. m, l: the
  * running maximum (in log2 units) and this thread's part of the sum of
  * rows g and g + 8; a: the factor the output accumulated so far takes.
- * P = exp2(x - m + off): 0 for BF16, 8 for E4M3 (P up to 256).
+ * P = exp2(x - m + off): 0 for BF16, 8 for E4M3 (P up to 256). With sum
+ * 0 l is left alone (a product on the tensor cores adds the rows:
+ * FA_SUMV).
  */
 static __device__ __forceinline__ void
 fa_softmax(float *s, float *m, float *l, float *a, float sl2, int valid,
-    int qd, float off)
+    int qd, float off, int sum)
 {
     float  mx0 = -INFINITY, mx1 = -INFINITY, mn0, mn1, r0 = 0.f, r1 = 0.f;
     int    i;
@@ -301,6 +323,15 @@ fa_softmax(float *s, float *m, float *l, float *a, float sl2, int valid,
     m[1] = mn1;
     mn0 -= off;
     mn1 -= off;
+    if (!sum) {
+        for (i = 0; i < 64; i += 4) {
+            s[i] = fa_exp2(fmaf(s[i], sl2, -mn0));
+            s[i + 1] = fa_exp2(fmaf(s[i + 1], sl2, -mn0));
+            s[i + 2] = fa_exp2(fmaf(s[i + 2], sl2, -mn1));
+            s[i + 3] = fa_exp2(fmaf(s[i + 3], sl2, -mn1));
+        }
+        return;
+    }
     {
         /* the sums in four parts a row, 4 additions deep, not 16 */
         float  p0[4] = { 0.f, 0.f, 0.f, 0.f }, p1[4] = { 0.f, 0.f, 0.f, 0.f };
@@ -432,6 +463,18 @@ fa_wgmma_m64n64k32_rs_e4m3(float *d, const uint32_t *a, uint64_t db)
 }
 
 
+/* P's row sums (FA_SUMV 1): 8 columns, the first against a row of ones */
+static __device__ __forceinline__ void
+fa_wgmma_m64n8k32_rs_e4m3(float *d, const uint32_t *a, uint64_t db)
+{
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n8k32.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, 1, 1, 1;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+}
+
+
 /* S (64 x 128) = Q K^T in E4M3: two k32 steps, 32 bytes apart inside the
    64-byte swizzled rows */
 static __device__ __forceinline__ void
@@ -460,14 +503,21 @@ fa_pack_p8(uint32_t *pa, const float *s)
 }
 
 
-/* O (64 x 64) += P (64 x 128) V (128 x 64), V^T rows 128 keys = 128 bytes */
+/* O (64 x 64) += P (64 x 128) V (128 x 64), V^T rows 128 keys = 128 bytes;
+   with FA_SUMV t (zeros) += P's row sums: t[0] and t[2] in quad lane 0 */
 static __device__ __forceinline__ void
-fa_issue_pv8(float *o, const uint32_t *pa, const void *vt)
+fa_issue_pv8(float *o, float *t, const uint32_t *pa, const void *vt)
 {
     uint64_t  dv = fa_desc8(vt, 1024, 1);
+    uint64_t  d1 = fa_desc8((const uint8_t *) vt + FA_BN * FA_D, 1024, 1);
 
     for (int kk = 0; kk < 4; kk++) {
         fa_wgmma_m64n64k32_rs_e4m3(o, &pa[4 * kk], dv + 2 * kk);
+    }
+    if (FA_SUMV) {
+        for (int kk = 0; kk < 4; kk++) {
+            fa_wgmma_m64n8k32_rs_e4m3(t, &pa[4 * kk], d1 + 2 * kk);
+        }
     }
 }
 
@@ -499,10 +549,10 @@ fa_pack_p(uint32_t *pa, const float *s)
 
 template <int EB>
 static __device__ __forceinline__ void
-fa_issue_pv(float *o, const uint32_t *pa, const void *v)
+fa_issue_pv(float *o, float *t, const uint32_t *pa, const void *v)
 {
     if (EB == 1) {
-        fa_issue_pv8(o, pa, v);
+        fa_issue_pv8(o, t, pa, v);
     } else {
         fa_issue_pv_bf16(o, pa, v);
     }
@@ -566,6 +616,18 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
         fa_mbar_init(&sm->qbar, 1);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
+    if (FA_VX(EB)) {
+        /* V^T's rows 64..71 after each stage's tile (TMA never writes
+           them): ones (E4M3 0x38; a row of equal bytes is its own
+           swizzle), then zeros; made visible to wgmma's reads */
+        const int  nw = FA_VX(EB) ? FA_VX(EB) / 4 : 1;     /* words */
+
+        for (j = threadIdx.x; j < FA_STAGES * nw; j += blockDim.x) {
+            *(uint32_t *) (sm->v[j / nw] + FA_BN * FA_D * EB + 4 * (j % nw))
+                = j % nw < 32 ? 0x38383838u : 0u;
+        }
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    }
     __syncthreads();
 
     if (wg == 0) {
@@ -612,7 +674,9 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
     {
         int       w = t / 32, lane = t % 32, g = lane / 4, qd = lane % 4;
         int       cw = wg - 1, i;
+        const int sv = EB == 1 && FA_SUMV;      /* sums on tensor cores */
         float     oacc[32], sacc[64], m[2], l[2], a[2], vs = 1.f;
+        float     t8[4] = { 0.f, 0.f, 0.f, 0.f };
         float     off = EB == 1 ? 8.f : 0.f, so = 1.f;
         uint32_t  pa[32];
         uint64_t  dq;
@@ -653,7 +717,7 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
         fa_wgmma_commit();
         fa_wgmma_wait0();
         fa_fence_regs(sacc, 64);
-        fa_softmax(sacc, m, l, a, sl2, lk, qd, off);
+        fa_softmax(sacc, m, l, a, sl2, lk, qd, off, !sv);
         fa_pack_p<EB>(pa, sacc);
 
         for (j = 1; j < nkv; j++) {
@@ -664,16 +728,23 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
             fa_wgmma_fence();
             fa_issue_qk<EB>(sacc, dq, sm->k[s]);
             fa_wgmma_commit();
-            fa_issue_pv<EB>(oacc, pa, sm->v[sp]);
+            fa_issue_pv<EB>(oacc, t8, pa, sm->v[sp]);
             fa_wgmma_commit();
             asm volatile("wgmma.wait_group.sync.aligned 1;\n"
                          ::: "memory");
             fa_fence_regs(sacc, 64);
-            fa_softmax(sacc, m, l, a, sl2, lk - j * FA_BN, qd, off);
+            fa_softmax(sacc, m, l, a, sl2, lk - j * FA_BN, qd, off, !sv);
             fa_wgmma_wait0();
             fa_fence_regs(oacc, 32);
             if (lane == 0) {
                 fa_mbar_arrive(&sm->empty[sp]);
+            }
+            if (sv) {
+                /* tile j - 1's sums, in F32 from here on */
+                fa_fence_regs(t8, 4);
+                l[0] = (l[0] + t8[0]) * a[0];
+                l[1] = (l[1] + t8[2]) * a[1];
+                t8[0] = t8[1] = t8[2] = t8[3] = 0.f;
             }
             fa_rescale(oacc, a);
             fa_pack_p<EB>(pa, sacc);
@@ -681,15 +752,22 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
 
         s = (nkv - 1) % FA_STAGES;
         fa_wgmma_fence();
-        fa_issue_pv<EB>(oacc, pa, sm->v[s]);
+        fa_issue_pv<EB>(oacc, t8, pa, sm->v[s]);
         fa_wgmma_commit();
         fa_wgmma_wait0();
         fa_fence_regs(oacc, 32);
 
-        l[0] += __shfl_xor_sync(0xffffffff, l[0], 1);
-        l[0] += __shfl_xor_sync(0xffffffff, l[0], 2);
-        l[1] += __shfl_xor_sync(0xffffffff, l[1], 1);
-        l[1] += __shfl_xor_sync(0xffffffff, l[1], 2);
+        if (sv) {
+            /* quad lane 0's sums: rows g and g + 8 */
+            fa_fence_regs(t8, 4);
+            l[0] = __shfl_sync(0xffffffff, l[0] + t8[0], lane & ~3);
+            l[1] = __shfl_sync(0xffffffff, l[1] + t8[2], lane & ~3);
+        } else {
+            l[0] += __shfl_xor_sync(0xffffffff, l[0], 1);
+            l[0] += __shfl_xor_sync(0xffffffff, l[0], 2);
+            l[1] += __shfl_xor_sync(0xffffffff, l[1], 1);
+            l[1] += __shfl_xor_sync(0xffffffff, l[1], 2);
+        }
         l[0] = vs / l[0];
         l[1] = vs / l[1];
 

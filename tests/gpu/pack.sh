@@ -20,6 +20,28 @@ nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
     -DFA_STAGES=4 -o "$out/bin/fattn_check_s4" tests/gpu/fattn_check.cu \
     kernels/fattn.cu
+# PACK_VARIANT="-DX=Y ...": sd-cli-var and fattn_check_var built with those
+# flags on the kernels of PACK_VARIANT_SRC (default kernels/fattn.cu), for
+# run.sh var to time against the default in one call
+if [ "${PACK_VARIANT:-}" ]; then
+    v=.dev/build-var
+    rm -rf $v && cp -a build $v && rm -f $v/libsd.a $v/sd-cli
+    for f in ${PACK_VARIANT_SRC:-kernels/fattn.cu}; do
+        rm -f "$v/${f%.cu}.o"
+    done
+    make BUILD=$v NVFLAGS="-O3 -std=c++17 \$(CUDA_ARCH) -Xcompiler \
+-fPIC,-Wall,-Wextra -Iengine $PACK_VARIANT" $v/sd-cli >/dev/null
+    cp $v/sd-cli "$out/bin/sd-cli-var"
+    nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
+        $PACK_VARIANT -o "$out/bin/fattn_check_var" tests/gpu/fattn_check.cu \
+        kernels/fattn.cu
+fi
+# PACK_FATTN_VARIANTS="name:-DX=1,-DY=2 ...": fattn_check_x<name> each
+for nv in ${PACK_FATTN_VARIANTS:-}; do
+    nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
+        $(echo "${nv#*:}" | tr , ' ') -o "$out/bin/fattn_check_x${nv%%:*}" \
+        tests/gpu/fattn_check.cu kernels/fattn.cu
+done
 # the MMDiT's FP8 products through cuBLASLt, each way they could be issued
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a \
     -o "$out/bin/gemm_probe" tests/gpu/gemm_probe.cu -lcublasLt

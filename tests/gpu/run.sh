@@ -67,6 +67,11 @@
 #           each way (O8_SWEEP=0: no sweep)
 #   ws512   512x512, batch 2, 28 steps in the workspace measured for it
 #           (the transformer cache's steps), and the FP8 goldens
+#   sweepattn  fp8-sweep --kinds attn on the random Large (the default
+#           policy and the FP8 attention alone against BF16)
+#   var     the variant build (pack.sh's PACK_VARIANT: sd-cli-var,
+#           fattn_check_var) against the default, in turn: kernel, image,
+#           Large and Medium benches
 #   group   test_group on the GPU (shared passes against requests alone)
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
 #           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
@@ -364,7 +369,8 @@ stage_fp8() {
 bench() {       # model log name [bench args]
     local m=$1 log=$2 name=$3
     shift 3
-    run "$name" $log $G/bin/sd-cli bench --model /dev/shm/sd-$m --runs 3 "$@"
+    run "$name" $log ${SDCLI:-$G/bin/sd-cli} bench --model /dev/shm/sd-$m \
+        --runs 3 "$@"
 }
 
 # each bench log's step and end-to-end lines (and those matching $1) on one
@@ -381,7 +387,7 @@ bench_lines() {
 # one seed's 4-step Large FP8 image as /tmp/sd/NAME.png and its dump
 # (the caller's environment chooses what to vary)
 txt2img_dump() {    # name
-    run "txt2img 4 steps, $1" txt2img-$1.log $G/bin/sd-cli txt2img \
+    run "txt2img 4 steps, $1" txt2img-$1.log ${SDCLI:-$G/bin/sd-cli} txt2img \
         --model /dev/shm/sd-large --device cuda --precision fp8 \
         --prompt "a lighthouse at dusk" --steps 4 --seed 7 \
         --output /tmp/sd/$1.png --dump /tmp/sd/$1.safetensors
@@ -691,6 +697,78 @@ stage_o8() {           # attention output in E4M3 against BF16 + a pass
             --prompts tests/gpu/sweep_prompts.txt --kinds attn
         grep -E '^\|' $L/sweep-large-$v.log
     done
+}
+
+# the FP8 policy's error against our BF16 on the random Large (28 steps,
+# the sweep prompts): the default policy, and the attention (attn) alone
+stage_sweepattn() {
+    randmodel large
+    run "fp8-sweep large attn" sweep-large-attn.log $G/bin/sd-cli fp8-sweep \
+        --model /dev/shm/sd-large --prompts tests/gpu/sweep_prompts.txt \
+        --kinds attn
+    grep -E '^\|' $L/sweep-large-attn.log
+}
+
+# the variant build (pack.sh's PACK_VARIANT) against the default in turn:
+# fattn_check twice each, one seed's 4-step image each, Large twice and
+# Medium once each
+stage_var() {
+    local r v
+    run "test_backend" backend.log $G/bin/test_backend
+    for r in 1 2; do
+        run "fattn_check ($r)" fattn-$r.log $G/bin/fattn_check
+        run "fattn_check, variant ($r)" fattn-var-$r.log \
+            $G/bin/fattn_check_var
+    done
+    for v in $G/bin/fattn_check_x*; do
+        [ -x $v ] && run "$(basename $v)" $(basename $v).log $v
+    done
+    grep -E '^\||fattn:' $L/fattn*.log
+    randmodel large
+    randmodel medium
+    SDCLI=$G/bin/sd-cli txt2img_dump def
+    SDCLI=$G/bin/sd-cli-var txt2img_dump var
+    same_image def var
+    nvidia-smi --query-gpu=clocks.sm,clocks.mem,power.draw,temperature.gpu \
+        --format=csv,noheader,nounits -lms 250 > $L/clocks.log 2>&1 &
+    local smi=$!
+    for r in 1 2 medium; do
+        for v in def var; do
+            local cli=$G/bin/sd-cli
+            [ $v = var ] && cli=$G/bin/sd-cli-var
+            if [ $r = medium ]; then
+                SDCLI=$cli bench medium bench-medium-$v.log \
+                    "medium fp8, $v" --precision fp8
+            else
+                SDCLI=$cli bench large bench-large-$v-$r.log \
+                    "large fp8, $v ($r)" --precision fp8
+            fi
+        done
+    done
+    kill $smi 2>/dev/null
+    bench_lines 'whole process' $L/bench-*.log
+    clock_summary $L/clocks.log
+}
+
+# the SM clock, power and temperature nvidia-smi logged (-lms) while the
+# benches ran: samples at more than 150 W (under load), their quartiles
+clock_summary() {   # log
+    python3 - "$1" <<'PYEOF' | tee -a $summary
+import sys
+rows = []
+for line in open(sys.argv[1]):
+    try:
+        rows.append([float(x) for x in line.split(',')])
+    except ValueError:
+        pass
+busy = [r for r in rows if len(r) == 4 and r[2] > 150]
+def q(i):
+    v = sorted(r[i] for r in busy)
+    return '/'.join('%.0f' % v[int(f * (len(v) - 1))] for f in (0.1, 0.5, 0.9))
+if busy:
+    print('under load (%d of %d samples): SM MHz %s, memory MHz %s, W %s, C %s'
+          % (len(busy), len(rows), q(0), q(1), q(2), q(3)))
+PYEOF
 }
 
 # the workspace measured with the cache's 32 steps: session 7's shortfall
