@@ -323,15 +323,6 @@ fa_softmax(float *s, float *m, float *l, float *a, float sl2, int valid,
     m[1] = mn1;
     mn0 -= off;
     mn1 -= off;
-    if (!sum) {
-        for (i = 0; i < 64; i += 4) {
-            s[i] = fa_exp2(fmaf(s[i], sl2, -mn0));
-            s[i + 1] = fa_exp2(fmaf(s[i + 1], sl2, -mn0));
-            s[i + 2] = fa_exp2(fmaf(s[i + 2], sl2, -mn1));
-            s[i + 3] = fa_exp2(fmaf(s[i + 3], sl2, -mn1));
-        }
-        return;
-    }
     {
         /* the sums in four parts a row, 4 additions deep, not 16 */
         float  p0[4] = { 0.f, 0.f, 0.f, 0.f }, p1[4] = { 0.f, 0.f, 0.f, 0.f };
@@ -341,14 +332,18 @@ fa_softmax(float *s, float *m, float *l, float *a, float sl2, int valid,
             s[i + 1] = fa_exp2(fmaf(s[i + 1], sl2, -mn0));
             s[i + 2] = fa_exp2(fmaf(s[i + 2], sl2, -mn1));
             s[i + 3] = fa_exp2(fmaf(s[i + 3], sl2, -mn1));
-            p0[(i / 4) & 3] += s[i] + s[i + 1];
-            p1[(i / 4) & 3] += s[i + 2] + s[i + 3];
+            if (sum) {
+                p0[(i / 4) & 3] += s[i] + s[i + 1];
+                p1[(i / 4) & 3] += s[i + 2] + s[i + 3];
+            }
         }
         r0 = (p0[0] + p0[1]) + (p0[2] + p0[3]);
         r1 = (p1[0] + p1[1]) + (p1[2] + p1[3]);
     }
-    l[0] = l[0] * a[0] + r0;
-    l[1] = l[1] * a[1] + r1;
+    if (sum) {
+        l[0] = l[0] * a[0] + r0;
+        l[1] = l[1] * a[1] + r1;
+    }
 }
 
 

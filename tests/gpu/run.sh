@@ -640,14 +640,14 @@ stage_latejoin() {
 }
 
 # Large FP8 twice and Medium once with a knob on and off, in turn:
-# ab_benches VAR ON OFF (VAR=1 for the runs named ON; logs
-# bench-large-NAME-R.log, bench-medium-NAME.log)
+# ab_benches VAR ON OFF [VALUE] (VAR=VALUE, default 1, for the runs named
+# ON; logs bench-large-NAME-R.log, bench-medium-NAME.log)
 ab_benches() {
-    local var=$1 on=$2 off=$3 r v
+    local var=$1 on=$2 off=$3 val=${4:-1} r v
     for r in 1 2 medium; do
         for v in $on $off; do
             (
-                [ $v = $on ] && export $var=1
+                [ $v = $on ] && export $var="$val"
                 if [ $r = medium ]; then
                     bench medium bench-medium-$v.log "medium fp8, $v" \
                         --precision fp8
@@ -732,26 +732,15 @@ stage_var() {
     nvidia-smi --query-gpu=clocks.sm,clocks.mem,power.draw,temperature.gpu \
         --format=csv,noheader,nounits -lms 250 > $L/clocks.log 2>&1 &
     local smi=$!
-    for r in 1 2 medium; do
-        for v in def var; do
-            local cli=$G/bin/sd-cli
-            [ $v = var ] && cli=$G/bin/sd-cli-var
-            if [ $r = medium ]; then
-                SDCLI=$cli bench medium bench-medium-$v.log \
-                    "medium fp8, $v" --precision fp8
-            else
-                SDCLI=$cli bench large bench-large-$v-$r.log \
-                    "large fp8, $v ($r)" --precision fp8
-            fi
-        done
-    done
+    ab_benches SDCLI var def $G/bin/sd-cli-var
     kill $smi 2>/dev/null
     bench_lines 'whole process' $L/bench-*.log
     clock_summary $L/clocks.log
 }
 
 # the SM clock, power and temperature nvidia-smi logged (-lms) while the
-# benches ran: samples at more than 150 W (under load), their quartiles
+# benches ran: of the samples over 150 W (under load), the 10th, 50th and
+# 90th percentiles
 clock_summary() {   # log
     python3 - "$1" <<'PYEOF' | tee -a $summary
 import sys
