@@ -38,9 +38,12 @@ const char *sd_status_str(sd_status s);
  * upgraded server never answers with an image its own engine would not
  * make. 2: CLIP in F32 under BF16, the parallel PNG encoder (2026-12-01).
  * 3: FP8 attention in the FP8 policy, the gated residual updates inside the
- * FP8 products (one rounding instead of two) (2026-12-01).
+ * FP8 products (one rounding instead of two) (2026-12-01). 4: the FP8
+ * attention writes E4M3 rows for the out projections (one scale an image,
+ * no per-token pass) and sums P's rows from its E4M3 values on the tensor
+ * cores (2026-12-02).
  */
-#define SD_NUMERICS  "3"
+#define SD_NUMERICS  "4"
 
 
 typedef enum {
