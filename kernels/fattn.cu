@@ -575,8 +575,9 @@ fa8_vscale(float amax)
  * EB 2: BF16 q, k, v (B, L, H * 64); sl2 = scale * log2(e).
  * EB 1, the E4M3 variant (attention.cu's sd_cuda_attention_fp8, the
  * MMDiT's joint attention under the FP8 policy's "attn" kind; H200, B = 2,
- * 4429 tokens: 38 heads 0.636 ms, 600 TFLOP/s, where the BF16 kernel took
- * 0.80; 24 heads 584 TFLOP/s; error against F32 5.4e-2, P and V
+ * 4429 tokens: 38 heads 0.615-0.619 ms, 616-621 TFLOP/s with P's row sums
+ * on the tensor cores (FA_SUMV; 0.636 before), where the BF16 kernel took
+ * 0.80; 24 heads 604-610 TFLOP/s; error against F32 5.4e-2, P and V
  * rounded to 3 mantissa bits, BF16 2.3e-3; packing P with integer
  * operations instead of cvt was slower, 539 TFLOP/s):
  * q, k (B, L, H * 64) E4M3, v = V^T (B, H, 64, Lp) E4M3 with its keys
