@@ -13,9 +13,18 @@ make -j"$(nproc)" all module >/dev/null
 rm -rf "$out" && mkdir -p "$out/lib" "$out/bin" "$out/debs"
 cp build/sd-cli build/ngx_http_sd_module.so "$out/bin/"
 cp build/tests/test_* "$out/bin/"
-# the own attention kernel alone (sm_90a), for tests/gpu/run.sh fattn
+# the own attention kernel alone (sm_90a), for tests/gpu/run.sh fattn;
+# ptxas saying it serialized the kernel's wgmma (C7511: too few registers
+# for the products to overlap the softmax) stops the pack
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
-    -o "$out/bin/fattn_check" tests/gpu/fattn_check.cu kernels/fattn.cu
+    -o "$out/bin/fattn_check" tests/gpu/fattn_check.cu kernels/fattn.cu \
+    2> "$out/fattn-ptxas.txt" || { cat "$out/fattn-ptxas.txt"; exit 1; }
+if grep -q C7511 "$out/fattn-ptxas.txt"; then
+    cat "$out/fattn-ptxas.txt" >&2
+    echo "pack: ptxas serialized fattn_kernel's wgmma" >&2
+    exit 1
+fi
+rm -f "$out/fattn-ptxas.txt"
 # a variant with four K/V stages (the E4M3 tiles are half the bytes)
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
     -DFA_STAGES=4 -o "$out/bin/fattn_check_s4" tests/gpu/fattn_check.cu \
