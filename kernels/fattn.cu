@@ -59,8 +59,8 @@
 /*
  * How the E4M3 kernel sums P's rows. 1: on the tensor cores, each tile's
  * P times a column of ones (a row of V^T's 8 extra rows, FA_VX) into a
- * zeroed accumulator, added to l in F32 once the tile's products are
- * done: H200, B 2 x 4429, 38 heads 0.615-0.619 ms, 616-621 TFLOP/s, 24
+ * fresh accumulator, added to l in F32 once the tile's products are
+ * done: H200, B 2 x 4429, 38 heads 0.612-0.619 ms, 616-623 TFLOP/s, 24
  * heads 604-610, error against F32 unchanged (5.4e-2). 0 (-DFA_SUMV=0,
  * as the BF16 kernel does): 64 additions a thread and tile on the FMA
  * pipe, 594-597 and 580-581 in the same call; the Large step 73.0
@@ -460,13 +460,14 @@ fa_wgmma_m64n64k32_rs_e4m3(float *d, const uint32_t *a, uint64_t db)
 
 /* P's row sums (FA_SUMV 1): 8 columns, the first against a row of ones */
 static __device__ __forceinline__ void
-fa_wgmma_m64n8k32_rs_e4m3(float *d, const uint32_t *a, uint64_t db)
+fa_wgmma_m64n8k32_rs_e4m3(float *d, const uint32_t *a, uint64_t db, int acc)
 {
     asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n8k32.f32.e4m3.e4m3 "
-        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, 1, 1, 1;\n"
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, p, 1, 1;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc));
 }
 
 
@@ -499,7 +500,9 @@ fa_pack_p8(uint32_t *pa, const float *s)
 
 
 /* O (64 x 64) += P (64 x 128) V (128 x 64), V^T rows 128 keys = 128 bytes;
-   with FA_SUMV t (zeros) += P's row sums: t[0] and t[2] in quad lane 0 */
+   with FA_SUMV t = P's row sums, its first step not reading t (zeroing t
+   between the products made ptxas fence them): t[0] and t[2] in quad
+   lane 0 */
 static __device__ __forceinline__ void
 fa_issue_pv8(float *o, float *t, const uint32_t *pa, const void *vt)
 {
@@ -511,7 +514,7 @@ fa_issue_pv8(float *o, float *t, const uint32_t *pa, const void *vt)
     }
     if (FA_SUMV) {
         for (int kk = 0; kk < 4; kk++) {
-            fa_wgmma_m64n8k32_rs_e4m3(t, &pa[4 * kk], d1 + 2 * kk);
+            fa_wgmma_m64n8k32_rs_e4m3(t, &pa[4 * kk], d1 + 2 * kk, kk > 0);
         }
     }
 }
@@ -740,7 +743,6 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
                 fa_fence_regs(t8, 4);
                 l[0] = (l[0] + t8[0]) * a[0];
                 l[1] = (l[1] + t8[2]) * a[1];
-                t8[0] = t8[1] = t8[2] = t8[3] = 0.f;
             }
             fa_rescale(oacc, a);
             fa_pack_p<EB>(pa, sacc);
