@@ -661,7 +661,7 @@ ab_benches() {
 }
 
 stage_det() {          # kernels by heuristics against by timing
-    local r v
+    local v
     randmodel large
     randmodel medium
     for v in heur-1 heur-2 timed-1 timed-2; do
@@ -675,7 +675,7 @@ stage_det() {          # kernels by heuristics against by timing
 }
 
 stage_o8() {           # attention output in E4M3 against BF16 + a pass
-    local r v
+    local v
     run "fattn_check" fattn.log $G/bin/fattn_check
     grep -E '^\|' $L/fattn.log
     run "test_backend" backend.log $G/bin/test_backend
@@ -691,22 +691,25 @@ stage_o8() {           # attention output in E4M3 against BF16 + a pass
     bench_lines 'whole process' $L/bench-*.log
     [ "${O8_SWEEP:-1}" = 1 ] || return 0
     for v in o8 obf; do
-        SD_MMDIT_O_BF16=$([ $v = obf ] && echo 1) \
-            run "fp8-sweep large attn, $v" sweep-large-$v.log \
-            $G/bin/sd-cli fp8-sweep --model /dev/shm/sd-large \
-            --prompts tests/gpu/sweep_prompts.txt --kinds attn
-        grep -E '^\|' $L/sweep-large-$v.log
+        SD_MMDIT_O_BF16=$([ $v = obf ] && echo 1) sweep_large_attn $v
     done
+}
+
+# fp8-sweep --kinds attn on the random Large with the sweep prompts into
+# sweep-large-NAME.log, its table printed (the caller's environment
+# chooses what to vary)
+sweep_large_attn() {    # name
+    run "fp8-sweep large attn, $1" sweep-large-$1.log $G/bin/sd-cli \
+        fp8-sweep --model /dev/shm/sd-large \
+        --prompts tests/gpu/sweep_prompts.txt --kinds attn
+    grep -E '^\|' $L/sweep-large-$1.log
 }
 
 # the FP8 policy's error against our BF16 on the random Large (28 steps,
 # the sweep prompts): the default policy, and the attention (attn) alone
 stage_sweepattn() {
     randmodel large
-    run "fp8-sweep large attn" sweep-large-attn.log $G/bin/sd-cli fp8-sweep \
-        --model /dev/shm/sd-large --prompts tests/gpu/sweep_prompts.txt \
-        --kinds attn
-    grep -E '^\|' $L/sweep-large-attn.log
+    sweep_large_attn default
 }
 
 # the variant build (pack.sh's PACK_VARIANT) against the default in turn:
