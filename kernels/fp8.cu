@@ -1114,11 +1114,11 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
         if (e == cudaSuccess && rp > rows) {
             e = cudaMemsetAsync(q + rows * K, 0, (size_t) ((rp - rows) * K),
                                 c->stream);
-        }
-        if (e == cudaSuccess && rp > rows) {
-            e = cudaMemsetAsync(qs + rows, 0,
-                                (size_t) (rp - rows) * sizeof(float),
-                                c->stream);
+            if (e == cudaSuccess) {
+                e = cudaMemsetAsync(qs + rows, 0,
+                                    (size_t) (rp - rows) * sizeof(float),
+                                    c->stream);
+            }
         }
     } else {
         e = quant_rows(c->stream, (const __nv_bfloat16 *) x->data, q, qs,
