@@ -743,8 +743,7 @@ sd_backend_cpu_create(sd_err *err, int threads, sd_backend **out)
         openblas_set_num_threads(threads);
     }
     be->ops = &sd_cpu_ops;
-    be->round_bf16 = getenv("SD_CPU_ROUND_BF16") != NULL
-                     && strcmp(getenv("SD_CPU_ROUND_BF16"), "1") == 0;
+    be->round_bf16 = sd_env_on("SD_CPU_ROUND_BF16");
     be->act_dtype = SD_DT_F32;
     be->weight_dtype = SD_DT_F32;
     be->impl = cpu;

@@ -487,10 +487,8 @@ sd_mmdit_load(sd_err *err, sd_backend *be, const char *dir, sd_mmdit **out)
         return SD_ERR_NOMEM;
     }
     m->be = be;
-    m->block_join = getenv("SD_MMDIT_BLOCK_JOIN") != NULL
-                    && strcmp(getenv("SD_MMDIT_BLOCK_JOIN"), "1") == 0;
-    m->o_bf16 = getenv("SD_MMDIT_O_BF16") != NULL
-                && strcmp(getenv("SD_MMDIT_O_BF16"), "1") == 0;
+    m->block_join = sd_env_on("SD_MMDIT_BLOCK_JOIN");
+    m->o_bf16 = sd_env_on("SD_MMDIT_O_BF16");
 
     SD_TRY_GOTO(s, sd_mmdit_read_config(err, m, dir), failed);
 

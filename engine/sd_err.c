@@ -140,6 +140,15 @@ sd_cpus(int max)
 }
 
 
+int
+sd_env_on(const char *name)
+{
+    const char  *v = getenv(name);
+
+    return v != NULL && strcmp(v, "1") == 0;
+}
+
+
 void
 sd_run_workers(void *(*fn)(void *), void *arg, int n)
 {

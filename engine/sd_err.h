@@ -62,6 +62,9 @@ sd_status sd_path_join(sd_err *err, char *dst, size_t dstlen, const char *a,
 /* The online CPUs, within [1, max]. */
 int sd_cpus(int max);
 
+/* Whether the environment variable name is set to "1" (a knob). */
+int sd_env_on(const char *name);
+
 /*
  * fn(arg) on n threads (at most SD_MAX_WORKERS): n - 1 started ones and
  * the calling thread, all joined before it returns; one that cannot be

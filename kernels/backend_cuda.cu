@@ -1159,21 +1159,14 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     c->lane1_sms = getenv("SD_CUDA_LANE1_SMS")
                    ? atoi(getenv("SD_CUDA_LANE1_SMS")) : 0;
     /* FP8 products with per-row x per-token scales need sm_90 */
-    c->fp8_widen = p.major < 9 || (getenv("SD_CUDA_FP8_WIDEN")
-                                   && strcmp(getenv("SD_CUDA_FP8_WIDEN"),
-                                             "1") == 0);
-    c->no_lanes = getenv("SD_CUDA_NO_LANES")
-                  && strcmp(getenv("SD_CUDA_NO_LANES"), "1") == 0;
+    c->fp8_widen = p.major < 9 || sd_env_on("SD_CUDA_FP8_WIDEN");
+    c->no_lanes = sd_env_on("SD_CUDA_NO_LANES");
     /* kernels chosen by the libraries' heuristics (the same in every
        process), unless SD_CUDA_TIMED_PICK=1 (the fastest of a few timed
        runs: a close call may go either way, and the images with it) */
-    c->det = !(getenv("SD_CUDA_TIMED_PICK")
-               && strcmp(getenv("SD_CUDA_TIMED_PICK"), "1") == 0);
-    c->no_graphs = getenv("SD_CUDA_NO_GRAPHS")
-                   && strcmp(getenv("SD_CUDA_NO_GRAPHS"), "1") == 0;
-    c->fattn_ok = !(getenv("SD_CUDA_NO_FATTN")
-                    && strcmp(getenv("SD_CUDA_NO_FATTN"), "1") == 0)
-                  && sd_cuda_fattn_ok(device);
+    c->det = !sd_env_on("SD_CUDA_TIMED_PICK");
+    c->no_graphs = sd_env_on("SD_CUDA_NO_GRAPHS");
+    c->fattn_ok = !sd_env_on("SD_CUDA_NO_FATTN") && sd_cuda_fattn_ok(device);
     SD_CU(cudaStreamCreateWithFlags(&c->streams[0], cudaStreamNonBlocking));
     SD_CU(cudaStreamCreateWithFlags(&c->streams[1], cudaStreamNonBlocking));
     SD_CU(cudaEventCreateWithFlags(&c->fork_ev, cudaEventDisableTiming));
@@ -1251,9 +1244,7 @@ sd_backend_cuda_create(sd_err *err, int device, sd_dtype act,
     be->clip_f32 = act == SD_DT_BF16;   /* sd_fp8_apply clears it */
     /* norm_modulate writes E4M3 for the FP8 products after it (BF16 only;
        SD_CUDA_NO_FP8_ACT=1: the products quantize their input instead) */
-    be->fp8_act = act == SD_DT_BF16
-                  && !(getenv("SD_CUDA_NO_FP8_ACT")
-                       && strcmp(getenv("SD_CUDA_NO_FP8_ACT"), "1") == 0);
+    be->fp8_act = act == SD_DT_BF16 && !sd_env_on("SD_CUDA_NO_FP8_ACT");
     s = cuda_init(err, c, device);
     if (s != SD_OK) {
         cuda_destroy(be);
