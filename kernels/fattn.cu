@@ -49,6 +49,15 @@
  * maximum grew by more than 0.75 (577; E4M3's P then up to 2^8.75).
  * 24 heads: 584 (8.7 waves of one block an SM; the last query block of
  * a head holds 13 of its 192 rows).
+ * Session 13, under ncu at 38 heads: the XU pipe (MUFU.EX2, and the
+ * F2FP conversions of P to E4M3, half an instruction an element) 72%
+ * busy, the tensor pipe 37%, issue 53%, 0.86 eligible warps a scheduler.
+ * One group of four exponentials in 16, 8, 4 or 2 as a degree-2
+ * polynomial on the FMA pipe (no conversion instructions: the 1.5 2^23
+ * shift rounds, the integer part added to the exponent field) took the
+ * XU down to 66 / 62 / 52 / 32% and the kernel from 624 to 613 / 596 /
+ * 587 / 540 TFLOP/s: the added instructions lengthen the softmax between
+ * the products, which are waited for, more than the XU's queue did.
  */
 #define FA_NWG      3                   /* consumer warpgroups */
 #define FA_BOX      64                  /* rows of one TMA box */

@@ -71,7 +71,12 @@ warp_max(float v)
  * over the row unpacked both vectors and added the 1 again for every
  * element: 0.033 ms for 8192 x 2432 on the H200 (1.8 TB/s), bound by the
  * arithmetic, not the memory. The values are the same: 1.0f + scale
- * rounds the same wherever it is computed. Reading the vectors from global
+ * rounds the same wherever it is computed. The first pass keeps the
+ * modulated row as F32 (8 MAXV registers a lane; raw is dead once read)
+ * and the second only scales and converts it, where it unpacked, read the
+ * vectors and modulated again (the same bytes; two blocks an SM, not
+ * three: Large step 72.44 / 72.65 against 72.78 / 72.75 ms, Medium 31.70
+ * against 32.13, in turn in one call). Reading the vectors from global
  * memory for every row ran at half the memory's rate (0.035 ms); a block
  * a row with the vectors in registers was slower still (0.042: three
  * block-wide reductions a row).
@@ -106,7 +111,7 @@ nm_vecs(const float4 *st, int nv, const __nv_bfloat16 *shift,
 
 
 template <int MAXV>
-__global__ void __launch_bounds__(NM_THREADS, MAXV <= 10 ? 3 : 2)
+__global__ void __launch_bounds__(NM_THREADS, 2)
 norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     const __nv_bfloat16 *shift, const __nv_bfloat16 *scale, int rows,
     int c, int rows_per_batch, float eps)
@@ -117,6 +122,7 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     int            lane = threadIdx.x & 31, nv = c >> 3, i, k, j, b, nset;
     int            last = min(row0 + NM_ROWS, rows) - 1;
     float          v[8], p[8], q[8], amax = 0.0f, mean, inv, qi;
+    float          u[MAXV][8];              /* the modulated row */
     uint4          raw[MAXV];
     const uint4   *xr = (const uint4 *) (x + (size_t) row * c);
     const float4  *st = NULL;
@@ -161,7 +167,7 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     }
     yr = (uint2 *) (y + (size_t) row * c);
 
-    /* the modulated row's amax, then the row in E4M3 */
+    /* the modulated row and its amax, then the row in E4M3 */
     #pragma unroll
     for (i = 0; i < MAXV; i++) {
         j = lane + 32 * i;
@@ -170,7 +176,8 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
             nm_vecs(st, nv, shift, scale, (size_t) b * c, j, p, q);
             #pragma unroll
             for (k = 0; k < 8; k++) {
-                amax = fmaxf(amax, fabsf((v[k] - mean) * inv * q[k] + p[k]));
+                u[i][k] = (v[k] - mean) * inv * q[k] + p[k];
+                amax = fmaxf(amax, fabsf(u[i][k]));
             }
         }
     }
@@ -182,11 +189,9 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
         if (j < nv) {
             float  f[8];
 
-            sd_unpack8(raw[i], v);
-            nm_vecs(st, nv, shift, scale, (size_t) b * c, j, p, q);
             #pragma unroll
             for (k = 0; k < 8; k++) {
-                f[k] = ((v[k] - mean) * inv * q[k] + p[k]) * qi;
+                f[k] = u[i][k] * qi;
             }
             yr[j] = fp8x8(f);
         }

@@ -23,6 +23,8 @@
 #           BF16 and E4M3
 #   vaeprof the VAE decoder's ops timed one by one (Medium, BF16, 1 step)
 #   fattnncu  the E4M3 attention kernel under ncu, its SASS opcode counts
+#   fattnpipes  the E4M3 attention kernel's pipe use under ncu, the
+#           default build and each pack.sh PACK_FATTN_VARIANTS build
 #   attn    fattn, test_backend, the GPU goldens in BF16, Large and Medium
 #           benches in BF16 and FP8 (the attention kernel's effect)
 #   stepcache  Large FP8 with step caching at a few thresholds: speed,
@@ -211,6 +213,22 @@ for fn, c in cnt.items():
         print(fn[:80], sum(c.values()), 'instructions')
         print('  ', ', '.join(f'{k} {v}' for k, v in c.most_common(30)))
 PYEOF
+}
+
+# the E4M3 attention kernel's pipes under ncu (each pipe's share of its
+# peak, issue slots, eligible warps), the default build and each
+# fattn_check_x* variant, 38 heads
+stage_fattnpipes() {
+    local b
+    for b in $G/bin/fattn_check $G/bin/fattn_check_x*; do
+        [ -x $b ] || continue
+        run "ncu pipes: $(basename $b)" ncu-pipes-$(basename $b).log ncu \
+            --kernel-name regex:fattn_kernel --launch-skip 1 --launch-count 1 \
+            --metrics "regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active,regex:sm__pipe_.*_cycles_active\.avg\.pct_of_peak_sustained_active,sm__issue_active.avg.pct_of_peak_sustained_active,smsp__warps_eligible.avg.per_cycle_active,gpu__time_duration.sum" \
+            $b 38 e4m3
+        grep -E 'pipe|issue|eligible|duration' $L/ncu-pipes-$(basename $b).log \
+            | awk '$NF != "0" && $NF != "0.00"' | tee -a $summary
+    done
 }
 
 stage_attn() {
