@@ -884,6 +884,33 @@ fp8_attn_args(sd_err *err, const char *op, const sd_tensor *q8,
 }
 
 
+int
+sd_fp8_attn_scales(float qmax, float kmax, int64_t d, float scale, float *sq,
+    float *sk)
+{
+    double  q, k, s8, e;
+
+    if (!(qmax > 0.0f && kmax > 0.0f && isfinite(qmax) && isfinite(kmax)
+          && d > 0 && scale > 0.0f))
+    {
+        return -1;
+    }
+    q = sqrt((double) d) * qmax / 112.0;
+    k = sqrt((double) d) * kmax / 448.0;
+    s8 = 8.0 * scale * 1.4426950408889634 * q * k;
+    e = ceil(log2(s8));
+    if (e < -14.0) {
+        e = -14.0;
+    }
+    if (e > 0.0) {
+        return -1;
+    }
+    *sq = (float) (q * exp2(e) / s8);
+    *sk = (float) k;
+    return 0;
+}
+
+
 sd_status
 sd_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8, sd_tensor *v,
     sd_tensor *vamax, int64_t r0, const sd_tensor *src, const sd_tensor *nq,

@@ -395,14 +395,27 @@ sd_status sd_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
  * activation dtype, and maxing each (b, h)'s largest |v| into vamax (F32,
  * B * heads; zero it before the first split of a sequence, e.g. with
  * sd_scale(vamax, vamax, 0, 0)). sq and sk are fixed, so the split of each
- * part of the sequence can run apart: 8 max|norm weight| / 448 bounds an
- * RMS-normalized head of 64 (|x_i| <= sqrt(64) rms). sd_attention_fp8 is
+ * part of the sequence can run apart: sd_fp8_attn_scales makes them from
+ * the norms' largest weights. sd_attention_fp8 is
  * sd_attention (no mask, no bias) from those: V quantized per (b, h) with
  * vamax / 448, P rounded to E4M3 in the kernel, o in the activation dtype
  * or (be->fp8_act) E4M3 for products with E4M3 weights: every row of batch
  * b scaled by max_h vamax[b, h] / 448, which bounds |o| (no second pass
  * quantizes it; sd_linear_rows and sd_linear_gate_add take such rows).
  */
+/*
+ * The FP8 attention's fixed scales sq, sk of q and k for heads of d with
+ * RMSNorm weights of largest magnitude qmax, kmax, softmax scale scale: an
+ * RMS-normalized head has |x|_2 = sqrt(d) rms, so |k / sk|_2 <= 448 (E4M3's
+ * largest at the bound) and |q / sq|_2 <= 112, which keeps every score
+ * |q k| / (sq sk) under 50176 (the kernel accumulates scores in F16, up to
+ * 65504); sq is raised so that 8 scale log2(e) sq sk is a power of two of
+ * at least 2^-14 (the kernel scales the F16 scores by it exactly). -1 when
+ * no such scales exist (zero or non-finite weights, or the power above
+ * 1: norm weights past about 25): the attention stays in BF16.
+ */
+int sd_fp8_attn_scales(float qmax, float kmax, int64_t d, float scale,
+    float *sq, float *sk);
 sd_status sd_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,
     sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *src,
     const sd_tensor *nq, const sd_tensor *nk, int heads, float eps,

@@ -352,15 +352,15 @@ sd_mmdit_block_load(sd_err *err, sd_mmdit *m, const sd_st *st, int i)
 
 /*
  * The FP8 attention's fixed scales of q and k for the attentions a and b
- * (b NULL, or the other stream of the same sequence): an RMS-normalized
- * head of d values has |x_i| <= sqrt(d) rms, so |q_i| <= sqrt(d)
- * max|norm_q| over both streams, E4M3's 448 at the bound.
+ * (b NULL, or the other stream of the same sequence), from the largest
+ * |norm_q| and |norm_k| over both streams (sd_fp8_attn_scales). Norms no
+ * such scales fit turn the FP8 attention off for the model (m->attn8 0).
  */
 static sd_status
 sd_mmdit_qk8(sd_err *err, sd_mmdit *m, sd_mmdit_attn *a, sd_mmdit_attn *b)
 {
     int64_t  d = m->info.head_dim, i;
-    float   *h, amax;
+    float   *h, amax[2];
     int      j, t;
 
     h = sd_malloc(err, (size_t) d * sizeof(float), "fp8 attention scales");
@@ -368,7 +368,7 @@ sd_mmdit_qk8(sd_err *err, sd_mmdit *m, sd_mmdit_attn *a, sd_mmdit_attn *b)
         return SD_ERR_NOMEM;
     }
     for (j = 0; j < 2; j++) {
-        amax = 0.0f;
+        amax[j] = 0.0f;
         for (t = 0; t < (b ? 2 : 1); t++) {
             const sd_tensor  *nw = (t == 0 ? a : b)->norm[j];
 
@@ -377,16 +377,22 @@ sd_mmdit_qk8(sd_err *err, sd_mmdit *m, sd_mmdit_attn *a, sd_mmdit_attn *b)
                 return err->status;
             }
             for (i = 0; i < d; i++) {
-                amax = fmaxf(amax, fabsf(h[i]));
+                amax[j] = fmaxf(amax[j], fabsf(h[i]));
             }
-        }
-        a->qk8[j] = amax > 0.0f && isfinite(amax)
-                    ? (float) sqrt((double) d) * amax / 448.0f : 1.0f;
-        if (b) {
-            b->qk8[j] = a->qk8[j];
         }
     }
     free(h);
+    if (sd_fp8_attn_scales(amax[0], amax[1], d,
+                           (float) (1.0 / sqrt((double) d)), &a->qk8[0],
+                           &a->qk8[1]) != 0)
+    {
+        m->attn8 = 0;
+        return SD_OK;
+    }
+    if (b) {
+        b->qk8[0] = a->qk8[0];
+        b->qk8[1] = a->qk8[1];
+    }
     return SD_OK;
 }
 

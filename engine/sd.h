@@ -41,9 +41,11 @@ const char *sd_status_str(sd_status s);
  * FP8 products (one rounding instead of two) (2026-12-01). 4: the FP8
  * attention writes E4M3 rows for the out projections (one scale an image,
  * no per-token pass) and sums P's rows from its E4M3 values on the tensor
- * cores (2026-12-02).
+ * cores (2026-12-02). 5: the FP8 attention's scores in F16 and P's codes
+ * from each octave's linear ramp, Q's scale set for them
+ * (sd_fp8_attn_scales) (2026-12-02, session 13).
  */
-#define SD_NUMERICS  "4"
+#define SD_NUMERICS  "5"
 
 
 typedef enum {

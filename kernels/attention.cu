@@ -607,6 +607,13 @@ sd_cuda_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
                          "needs Hopper's own kernel, heads of 64, BF16 v "
                          "and BF16 o or E4M3 o with its rows' scales");
     }
+    if (!sd_cuda_fattn_fp8_scales_ok(sq, sk, scale)) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: E4M3 attention "
+                         "takes q and k scales with 8 scale log2(e) sq sk "
+                         "a power of two from 2^-14 to 1 "
+                         "(sd_fp8_attn_scales), not %g and %g", (double) sq,
+                         (double) sk);
+    }
     SD_TRY(sd_cuda_scratch(err, c, (size_t) (b * heads * 64)
                                    * (size_t) sd_cuda_fattn_lp((int) lk),
                            &vt));

@@ -422,6 +422,7 @@ cudaError_t sd_cuda_fattn_bf16(void *o, const void *q, const void *k,
     const void *v, int b, int lq, int lk, int h, float scale,
     cudaStream_t st);
 int sd_cuda_fattn_lp(int lk);
+int sd_cuda_fattn_fp8_scales_ok(float sq, float sk, float scale);
 cudaError_t sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8,
     const void *vt8, float sq, float sk, const float *vamax, int b, int lq,
     int lk, int h, float scale, float *osc, cudaStream_t st);

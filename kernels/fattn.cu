@@ -21,11 +21,13 @@
  * kernel and sd_cuda_fattn_ok() says no, so attention.cu uses cuDNN.
  */
 
+#include <math.h>
 #include <stdint.h>
 
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
+#include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
 #include "cuda.h"
@@ -53,48 +55,65 @@
  * F2FP conversions of P to E4M3, half an instruction an element) 72%
  * busy, the tensor pipe 37%, issue 53%, 0.86 eligible warps a scheduler.
  * One group of four exponentials in 16, 8, 4 or 2 as a degree-2
- * polynomial on the FMA pipe (no conversion instructions: the 1.5 2^23
- * shift rounds, the integer part added to the exponent field) took the
- * XU down to 66 / 62 / 52 / 32% and the kernel from 624 to 613 / 596 /
- * 587 / 540 TFLOP/s: the added instructions lengthen the softmax between
- * the products, which are waited for, more than the XU's queue did.
+ * polynomial on the FMA pipe took the XU down to 66 / 62 / 52 / 32% and
+ * the kernel from 624 to 613 / 596 / 587 / 540 TFLOP/s; ex2.approx.f16x2
+ * is two MUFU.EX2.F16 (no pair at once). What took it to 816 and, with a
+ * fourth K/V stage the freed registers allow, 831-834 (24 heads 804 ->
+ * 827, error against F32 5.42e-2 -> 5.73e-2): the E4M3 scores below.
  */
 #define FA_NWG      3                   /* consumer warpgroups */
 #define FA_BOX      64                  /* rows of one TMA box */
 #define FA_BN       128                 /* key rows per tile */
-#ifndef FA_STAGES                       /* -DFA_STAGES=N: a variant for */
-#define FA_STAGES   3                   /* K/V tiles in flight */
-#endif                                  /* fattn_check to measure */
-/*
- * How the E4M3 kernel sums P's rows. 1: on the tensor cores, each tile's
- * P times a column of ones (a row of V^T's 8 extra rows, FA_VX) into a
- * fresh accumulator, added to l in F32 once the tile's products are
- * done: H200, B 2 x 4429, 38 heads 0.612-0.619 ms, 616-623 TFLOP/s, 24
- * heads 604-610, error against F32 unchanged (5.4e-2). 0 (-DFA_SUMV=0,
- * as the BF16 kernel does): 64 additions a thread and tile on the FMA
- * pipe, 594-597 and 580-581 in the same call; the Large step 73.0
- * against 74.0 ms. The ones as a 65th column of the P V product itself
- * (72 columns, the sums accumulated across all tiles inside the tensor
- * cores) ran 624 / 614 but erred 8.6e-2: FP8 products accumulate with
- * fewer bits than F32, which a sum of positive terms growing to 10^5
- * shows.
- */
-#ifndef FA_SUMV
-#define FA_SUMV     1
+#ifndef FA_STAGES                       /* -DFA_STAGES=N, -DFA_STAGES8=N: */
+#define FA_STAGES   3                   /* K/V tiles in flight, BF16 and */
+#endif                                  /* E4M3, variants for fattn_check */
+#ifndef FA_STAGES8
+#define FA_STAGES8  4
 #endif
-/* bytes after each E4M3 V^T stage (FA_SUMV 1): 8 more rows of V^T, a row
-   of ones and 7 of zeros, the B operand of the sums' product */
-#define FA_VX(eb)   ((eb) == 1 && FA_SUMV ? 1024 : 0)
+#define FA_NST(eb)  ((eb) == 1 ? FA_STAGES8 : FA_STAGES)
+/*
+ * The E4M3 kernel's scores and P. S = Q K^T accumulates in F16 (wgmma
+ * .f16: 32 registers a thread, not 64), which the caller's scales allow
+ * (sd_fp8_attn_scales: |Q codes|_2 <= 112, |K codes|_2 <= 448, so |S| <=
+ * 50176 < 65504) and make s8 = 8 scale log2(e) sq sk a power of two. The
+ * softmax runs on half pairs, and P's E4M3 codes come from one fma.f16x2
+ * a pair, no exponential and no conversion: code = round(8 x + 55.5) for
+ * x = S sl2 - m + 8 is the low byte of fma(S, s8, 1536 + 55 - k) (the
+ * halves from 1024 to 2048 are the integers), clamped at 1536 (code 0),
+ * two codes a register gathered by a byte permute. A code c reads as
+ * 2^(c / 8 - 7) along each octave's linear ramp (E4M3's mantissa is
+ * linear within the octave), so P is 2^x up to that ramp's ripple (+-3%
+ * with the 0.5) and the code's rounding; the row sums come from the same
+ * codes on the tensor cores (below), so the ripple only reweights keys.
+ * The running maximum less 8 is moved up to the grid (k + 0.5) / 8 with
+ * 1591 - k a whole half, which makes the fma's constant exact; P <= 256.
+ * A CPU simulation of the output's error from P alone at logits of unit
+ * spread: 2.62e-2 with P rounded to E4M3, 3.02e-2 with the ramp.
+ * The F32 scores with the ramp's codes (no F16): 640 TFLOP/s; F16 scores
+ * with exponentials of half pairs: 556.
+ *
+ * The row sums: each tile's P times a column of ones (a row of V^T's 8
+ * extra rows, FA_VX) into a fresh m64n8k32 accumulator, added to l in F32
+ * once the tile's products are done (session 12: 616-623 against 594-597
+ * TFLOP/s with 64 additions a thread and tile on the FMA pipe). The ones
+ * as a 65th column of the P V product itself (72 columns, the sums
+ * accumulated across all tiles inside the tensor cores) ran 624 / 614 but
+ * erred 8.6e-2: FP8 products accumulate with fewer bits than F32, which a
+ * sum of positive terms growing to 10^5 shows.
+ */
+/* bytes after each E4M3 V^T stage: 8 more rows of V^T, a row of ones and
+   7 of zeros, the B operand of the sums' product */
+#define FA_VX(eb)   ((eb) == 1 ? 1024 : 0)
 
 /* the kernel's shared memory; EB bytes an element (2: BF16, 1: E4M3,
    where v holds V^T) */
 template <int EB>
 struct fa_smem {
     uint8_t    q[FA_NWG * 64 * FA_D * EB];
-    uint8_t    k[FA_STAGES][FA_BN * FA_D * EB];
-    uint8_t    v[FA_STAGES][FA_BN * FA_D * EB + FA_VX(EB)];
-    uint64_t   full[FA_STAGES];
-    uint64_t   empty[FA_STAGES];
+    uint8_t    k[FA_NST(EB)][FA_BN * FA_D * EB];
+    uint8_t    v[FA_NST(EB)][FA_BN * FA_D * EB + FA_VX(EB)];
+    uint64_t   full[FA_NST(EB)];
+    uint64_t   empty[FA_NST(EB)];
     uint64_t   qbar;
 };
 
@@ -280,18 +299,16 @@ fa_wgmma_m64n64k16_rs_bf16(float *d, const uint32_t *a, uint64_t db)
 
 
 /*
- * The online softmax of one score tile, in place: s[4 n + 2 r + c] is
- * row 16 w + g + 8 r, column 8 n + 2 qd + c of the 64 x 128 tile (the
- * wgmma accumulator layout); columns from valid on are masked. m, l: the
- * running maximum (in log2 units) and this thread's part of the sum of
- * rows g and g + 8; a: the factor the output accumulated so far takes.
- * P = exp2(x - m + off): 0 for BF16, 8 for E4M3 (P up to 256). With sum
- * 0 l is left alone (a product on the tensor cores adds the rows:
- * FA_SUMV).
+ * The BF16 kernel's online softmax of one score tile, in place: s[4 n + 2
+ * r + c] is row 16 w + g + 8 r, column 8 n + 2 qd + c of the 64 x 128
+ * tile (the wgmma accumulator layout); columns from valid on are masked.
+ * m, l: the running maximum (in log2 units) and this thread's part of the
+ * sum of rows g and g + 8; a: the factor the output accumulated so far
+ * takes. P = exp2(x - m).
  */
 static __device__ __forceinline__ void
 fa_softmax(float *s, float *m, float *l, float *a, float sl2, int valid,
-    int qd, float off, int sum)
+    int qd)
 {
     float  mx0 = -INFINITY, mx1 = -INFINITY, mn0, mn1, r0 = 0.f, r1 = 0.f;
     int    i;
@@ -330,8 +347,6 @@ fa_softmax(float *s, float *m, float *l, float *a, float sl2, int valid,
     a[1] = fa_exp2(m[1] - mn1);
     m[0] = mn0;
     m[1] = mn1;
-    mn0 -= off;
-    mn1 -= off;
     {
         /* the sums in four parts a row, 4 additions deep, not 16 */
         float  p0[4] = { 0.f, 0.f, 0.f, 0.f }, p1[4] = { 0.f, 0.f, 0.f, 0.f };
@@ -341,18 +356,14 @@ fa_softmax(float *s, float *m, float *l, float *a, float sl2, int valid,
             s[i + 1] = fa_exp2(fmaf(s[i + 1], sl2, -mn0));
             s[i + 2] = fa_exp2(fmaf(s[i + 2], sl2, -mn1));
             s[i + 3] = fa_exp2(fmaf(s[i + 3], sl2, -mn1));
-            if (sum) {
-                p0[(i / 4) & 3] += s[i] + s[i + 1];
-                p1[(i / 4) & 3] += s[i + 2] + s[i + 3];
-            }
+            p0[(i / 4) & 3] += s[i] + s[i + 1];
+            p1[(i / 4) & 3] += s[i + 2] + s[i + 3];
         }
         r0 = (p0[0] + p0[1]) + (p0[2] + p0[3]);
         r1 = (p1[0] + p1[1]) + (p1[2] + p1[3]);
     }
-    if (sum) {
-        l[0] = l[0] * a[0] + r0;
-        l[1] = l[1] * a[1] + r1;
-    }
+    l[0] = l[0] * a[0] + r0;
+    l[1] = l[1] * a[1] + r1;
 }
 
 
@@ -432,30 +443,6 @@ fa_desc8(const void *p, uint32_t sbo, uint64_t layout)
 }
 
 
-static __device__ __forceinline__ uint32_t
-fa_pack_e4m3x4(float a, float b, float c, float d)
-{
-    uint32_t  lo = __nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE,
-                                            __NV_E4M3);
-    uint32_t  hi = __nv_cvt_float2_to_fp8x2(make_float2(c, d), __NV_SATFINITE,
-                                            __NV_E4M3);
-
-    return lo | (hi << 16);
-}
-
-
-static __device__ __forceinline__ void
-fa_wgmma_m64n128k32_ss_e4m3(float *d, uint64_t da, uint64_t db, int acc)
-{
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
-        FA_REGS64 ", %64, %65, p, 1, 1;\n}\n"
-        : FA_ACC64(d)
-        : "l"(da), "l"(db), "r"(acc));
-}
-
-
 static __device__ __forceinline__ void
 fa_wgmma_m64n64k32_rs_e4m3(float *d, const uint32_t *a, uint64_t db)
 {
@@ -467,7 +454,7 @@ fa_wgmma_m64n64k32_rs_e4m3(float *d, const uint32_t *a, uint64_t db)
 }
 
 
-/* P's row sums (FA_SUMV 1): 8 columns, the first against a row of ones */
+/* P's row sums: 8 columns, the first against a row of ones */
 static __device__ __forceinline__ void
 fa_wgmma_m64n8k32_rs_e4m3(float *d, const uint32_t *a, uint64_t db, int acc)
 {
@@ -480,38 +467,144 @@ fa_wgmma_m64n8k32_rs_e4m3(float *d, const uint32_t *a, uint64_t db, int acc)
 }
 
 
-/* S (64 x 128) = Q K^T in E4M3: two k32 steps, 32 bytes apart inside the
-   64-byte swizzled rows */
+#define FA_RACC8(d, i)                                                      \
+    "+r"(d[i]), "+r"(d[i + 1]), "+r"(d[i + 2]), "+r"(d[i + 3]),             \
+    "+r"(d[i + 4]), "+r"(d[i + 5]), "+r"(d[i + 6]), "+r"(d[i + 7])
+
+
+/* S (64 x 128) = Q K^T in E4M3 with F16 accumulators, two k32 steps 32
+   bytes apart inside the 64-byte swizzled rows: register i holds the F32
+   layout's slots 2 i (low half) and 2 i + 1 */
 static __device__ __forceinline__ void
-fa_issue_qk8(float *s, uint64_t dq, const void *k)
+fa_issue_qk8(uint32_t *d, uint64_t dq, const void *k)
 {
     uint64_t  dk = fa_desc8(k, 512, 2);
 
     for (int kk = 0; kk < 2; kk++) {
-        fa_wgmma_m64n128k32_ss_e4m3(s, dq + 2 * kk, dk + 2 * kk, kk > 0);
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n128k32.f16.e4m3.e4m3 "
+            FA_REGS32 ", %32, %33, p, 1, 1;\n}\n"
+            : FA_RACC8(d, 0), FA_RACC8(d, 8), FA_RACC8(d, 16),
+              FA_RACC8(d, 24)
+            : "l"(dq + 2 * kk), "l"(dk + 2 * kk), "r"(kk > 0 ? 1 : 0));
     }
 }
 
 
-/* P as E4M3 A operands: k32 step kk = score columns 32 kk.., permuted */
 static __device__ __forceinline__ void
-fa_pack_p8(uint32_t *pa, const float *s)
+fa_fence_u32(uint32_t *r, int n)
+{
+    for (int i = 0; i < n; i++) {
+        asm volatile("" : "+r"(r[i]) :: "memory");
+    }
+}
+
+
+static __device__ __forceinline__ uint32_t
+fa_hmax2(uint32_t x, uint32_t y)
+{
+    uint32_t  d;
+
+    asm("max.f16x2 %0, %1, %2;" : "=r"(d) : "r"(x), "r"(y));
+    return d;
+}
+
+
+/*
+ * The E4M3 kernel's online softmax of a tile of F16 scores, in place, into
+ * P's codes (the low bytes of each half; see FA_NST's comment): even
+ * registers are row g, odd ones row g + 8, register i columns 8 (i / 2) +
+ * 2 qd and + 1. m: the running maxima (log2 units, on the grid (k + 0.5)
+ * / 8 + 8); a: the factors the output so far takes. s8 = 8 sl2, a power
+ * of two (the launcher checks).
+ */
+static __device__ __forceinline__ void
+fa_softmax8(uint32_t *s, float *m, float *a, float s8, int valid, int qd)
+{
+    uint32_t  x[16], mm, c0, c1, h8;
+    float     mx0, mx1, mn0, mn1, k0, k1;
+    int       i;
+
+    if (valid < FA_BN) {
+        for (i = 0; i < 32; i++) {
+            int  col = 8 * (i / 2) + 2 * qd;
+
+            if (col >= valid) {
+                s[i] = 0xfc00fc00u;                     /* -inf, -inf */
+            } else if (col + 1 >= valid) {
+                s[i] = (s[i] & 0xffffu) | 0xfc000000u;
+            }
+        }
+    }
+    /* the maxima of the even (row g) and odd (row g + 8) registers */
+    for (i = 0; i < 16; i++) {
+        x[i] = fa_hmax2(s[i], s[i + 16]);
+    }
+    for (i = 0; i < 8; i++) {
+        x[i] = fa_hmax2(x[i], x[i + 8]);
+    }
+    for (i = 0; i < 4; i++) {
+        x[i] = fa_hmax2(x[i], x[i + 4]);
+    }
+    x[0] = fa_hmax2(x[0], x[2]);
+    x[1] = fa_hmax2(x[1], x[3]);
+    /* each row's two halves folded: (row g, row g + 8), then the quad */
+    mm = fa_hmax2(__byte_perm(x[0], x[1], 0x5410),
+                  __byte_perm(x[0], x[1], 0x7632));
+    mm = fa_hmax2(mm, __shfl_xor_sync(0xffffffff, mm, 1));
+    mm = fa_hmax2(mm, __shfl_xor_sync(0xffffffff, mm, 2));
+    mx0 = __half2float(__ushort_as_half((unsigned short) (mm & 0xffffu)));
+    mx1 = __half2float(__ushort_as_half((unsigned short) (mm >> 16)));
+    /* the new maxima less 8, up to (k + 0.5) / 8 with 1591 - k a whole
+       half (the fma's constant) */
+    s8 = __half2float(__float2half_rn(s8));     /* the power of two */
+    mn0 = fmaxf(m[0], mx0 * s8 * 0.125f);
+    mn1 = fmaxf(m[1], mx1 * s8 * 0.125f);
+    k0 = ceilf(fmaf(8.f, mn0 - 8.f, -0.5f));
+    k1 = ceilf(fmaf(8.f, mn1 - 8.f, -0.5f));
+    c0 = __half_as_ushort(__float2half_rd(1591.f - k0));
+    c1 = __half_as_ushort(__float2half_rd(1591.f - k1));
+    k0 = 1591.f - __half2float(__ushort_as_half((unsigned short) c0));
+    k1 = 1591.f - __half2float(__ushort_as_half((unsigned short) c1));
+    mn0 = fmaf(k0 + 0.5f, 0.125f, 8.f);
+    mn1 = fmaf(k1 + 0.5f, 0.125f, 8.f);
+    a[0] = fa_exp2(m[0] - mn0);
+    a[1] = fa_exp2(m[1] - mn1);
+    m[0] = mn0;
+    m[1] = mn1;
+    c0 *= 0x10001u;
+    c1 *= 0x10001u;
+    h8 = (uint32_t) __half_as_ushort(__float2half_rn(s8)) * 0x10001u;
+    for (i = 0; i < 32; i++) {
+        uint32_t  t;
+
+        asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(t)
+            : "r"(s[i]), "r"(h8), "r"(i & 1 ? c1 : c0));
+        s[i] = fa_hmax2(t, 0x66006600u);                /* 1536: code 0 */
+    }
+}
+
+
+/* P's codes (bytes 0 and 2 of each register) as E4M3 A operands: k32
+   step kk = score columns 32 kk.., in the keys' permuted order */
+static __device__ __forceinline__ void
+fa_pack_p8(uint32_t *pa, const uint32_t *s)
 {
     for (int kk = 0; kk < 4; kk++) {
-        const float  *p = &s[16 * kk];
+        const uint32_t  *p = &s[8 * kk];
 
-        pa[4 * kk] = fa_pack_e4m3x4(p[0], p[1], p[4], p[5]);
-        pa[4 * kk + 1] = fa_pack_e4m3x4(p[2], p[3], p[6], p[7]);
-        pa[4 * kk + 2] = fa_pack_e4m3x4(p[8], p[9], p[12], p[13]);
-        pa[4 * kk + 3] = fa_pack_e4m3x4(p[10], p[11], p[14], p[15]);
+        pa[4 * kk] = __byte_perm(p[0], p[2], 0x6420);
+        pa[4 * kk + 1] = __byte_perm(p[1], p[3], 0x6420);
+        pa[4 * kk + 2] = __byte_perm(p[4], p[6], 0x6420);
+        pa[4 * kk + 3] = __byte_perm(p[5], p[7], 0x6420);
     }
 }
 
 
 /* O (64 x 64) += P (64 x 128) V (128 x 64), V^T rows 128 keys = 128 bytes;
-   with FA_SUMV t = P's row sums, its first step not reading t (zeroing t
-   between the products made ptxas fence them): t[0] and t[2] in quad
-   lane 0 */
+   t = P's row sums, its first step not reading t (zeroing t between the
+   products made ptxas fence them): t[0] and t[2] in quad lane 0 */
 static __device__ __forceinline__ void
 fa_issue_pv8(float *o, float *t, const uint32_t *pa, const void *vt)
 {
@@ -521,39 +614,13 @@ fa_issue_pv8(float *o, float *t, const uint32_t *pa, const void *vt)
     for (int kk = 0; kk < 4; kk++) {
         fa_wgmma_m64n64k32_rs_e4m3(o, &pa[4 * kk], dv + 2 * kk);
     }
-    if (FA_SUMV) {
-        for (int kk = 0; kk < 4; kk++) {
-            fa_wgmma_m64n8k32_rs_e4m3(t, &pa[4 * kk], d1 + 2 * kk, kk > 0);
-        }
+    for (int kk = 0; kk < 4; kk++) {
+        fa_wgmma_m64n8k32_rs_e4m3(t, &pa[4 * kk], d1 + 2 * kk, kk > 0);
     }
 }
 
 
-/* the BF16 (EB 2) or E4M3 (EB 1) form of each step */
-template <int EB>
-static __device__ __forceinline__ void
-fa_issue_qk(float *s, uint64_t dq, const void *k)
-{
-    if (EB == 1) {
-        fa_issue_qk8(s, dq, k);
-    } else {
-        fa_issue_qk_bf16(s, dq, k);
-    }
-}
-
-
-template <int EB>
-static __device__ __forceinline__ void
-fa_pack_p(uint32_t *pa, const float *s)
-{
-    if (EB == 1) {
-        fa_pack_p8(pa, s);
-    } else {
-        fa_pack_p_bf16(pa, s);
-    }
-}
-
-
+/* the BF16 (EB 2) or E4M3 (EB 1) P V product */
 template <int EB>
 static __device__ __forceinline__ void
 fa_issue_pv(float *o, float *t, const uint32_t *pa, const void *v)
@@ -587,17 +654,16 @@ fa8_vscale(float amax)
  * EB 2: BF16 q, k, v (B, L, H * 64); sl2 = scale * log2(e).
  * EB 1, the E4M3 variant (attention.cu's sd_cuda_attention_fp8, the
  * MMDiT's joint attention under the FP8 policy's "attn" kind; H200, B = 2,
- * 4429 tokens: 38 heads 0.615-0.619 ms, 616-621 TFLOP/s with P's row sums
- * on the tensor cores (FA_SUMV; 0.636 before), where the BF16 kernel took
- * 0.80; 24 heads 604-610 TFLOP/s; error against F32 5.4e-2, P and V
- * rounded to 3 mantissa bits, BF16 2.3e-3; packing P with integer
- * operations instead of cvt was slower, 539 TFLOP/s):
+ * 4429 tokens: 38 heads 0.458-0.459 ms, 831-834 TFLOP/s, where the BF16
+ * kernel takes 0.80 and cuDNN's BF16 SDPA 0.93; 24 heads 827-828; error
+ * against F32 5.7e-2, P and V at 3 mantissa bits, BF16 2.3e-3):
  * q, k (B, L, H * 64) E4M3, v = V^T (B, H, 64, Lp) E4M3 with its keys
  * permuted (fa8_perm) and zeros past Lk; sl2 = Q's scale times K's times
- * scale log2(e); the output is scaled by V's scale, fa8_vscale(vamax[b H
- * + h]). P is rounded to E4M3 as exp2(x - m + 8): P in [0, 256], so
- * E4M3's normal range reaches 2^-14 of a row's largest. With osc the
- * output is E4M3 too (o read as bytes) and osc[b Lq + row] its rows'
+ * scale log2(e), 8 sl2 a power of two (sd_fp8_attn_scales); the output is
+ * scaled by V's scale, fa8_vscale(vamax[b H + h]). P's codes are the
+ * linear ramp of FA_NST's comment, P in [0, 256], so E4M3's normal range
+ * reaches 2^-14 of a row's largest. With osc the output is E4M3 too (o
+ * read as bytes) and osc[b Lq + row] its rows'
  * scale, fa8_vscale of batch b's largest vamax (written by head 0).
  */
 template <int EB>
@@ -617,7 +683,7 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
     const int     box = 64 * FA_D * EB;     /* bytes of a 64-row box */
 
     if (threadIdx.x == 0) {
-        for (s = 0; s < FA_STAGES; s++) {
+        for (s = 0; s < FA_NST(EB); s++) {
             fa_mbar_init(&sm->full[s], 1);
             fa_mbar_init(&sm->empty[s], 4 * FA_NWG);
         }
@@ -630,7 +696,7 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
            swizzle), then zeros; made visible to wgmma's reads */
         const int  nw = FA_VX(EB) ? FA_VX(EB) / 4 : 1;     /* words */
 
-        for (j = threadIdx.x; j < FA_STAGES * nw; j += blockDim.x) {
+        for (j = threadIdx.x; j < FA_NST(EB) * nw; j += blockDim.x) {
             *(uint32_t *) (sm->v[j / nw] + FA_BN * FA_D * EB + 4 * (j % nw))
                 = j % nw < 32 ? 0x38383838u : 0u;
         }
@@ -647,9 +713,9 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
                             b, &sm->qbar);
             }
             for (j = 0; j < nkv; j++) {
-                s = j % FA_STAGES;
-                if (j >= FA_STAGES) {
-                    fa_mbar_wait(&sm->empty[s], (j / FA_STAGES - 1) & 1);
+                s = j % FA_NST(EB);
+                if (j >= FA_NST(EB)) {
+                    fa_mbar_wait(&sm->empty[s], (j / FA_NST(EB) - 1) & 1);
                 }
                 fa_mbar_expect(&sm->full[s], 4 * box);
                 fa_tma_load(sm->k[s], &tk, h, j * FA_BN, b, &sm->full[s]);
@@ -682,10 +748,11 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
     {
         int       w = t / 32, lane = t % 32, g = lane / 4, qd = lane % 4;
         int       cw = wg - 1, i;
-        const int sv = EB == 1 && FA_SUMV;      /* sums on tensor cores */
+        const int sv = EB == 1;         /* F16 scores, sums on tensor cores */
         float     oacc[32], sacc[64], m[2], l[2], a[2], vs = 1.f;
+        uint32_t  sh[32];
         float     t8[4] = { 0.f, 0.f, 0.f, 0.f };
-        float     off = EB == 1 ? 8.f : 0.f, so = 1.f;
+        float     so = 1.f;
         uint32_t  pa[32];
         uint64_t  dq;
         int64_t   row0, ld;
@@ -718,30 +785,49 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
 
         /* tile 0's scores and softmax; then each step issues tile j's
            scores and tile j - 1's P V, and runs tile j's softmax while
-           the P V product is in flight */
+           the P V product is in flight (E4M3: F16 scores in sh) */
         fa_mbar_wait(&sm->full[0], 0);
         fa_wgmma_fence();
-        fa_issue_qk<EB>(sacc, dq, sm->k[0]);
+        if (sv) {
+            fa_issue_qk8(sh, dq, sm->k[0]);
+        } else {
+            fa_issue_qk_bf16(sacc, dq, sm->k[0]);
+        }
         fa_wgmma_commit();
         fa_wgmma_wait0();
-        fa_fence_regs(sacc, 64);
-        fa_softmax(sacc, m, l, a, sl2, lk, qd, off, !sv);
-        fa_pack_p<EB>(pa, sacc);
+        if (sv) {
+            fa_fence_u32(sh, 32);
+            fa_softmax8(sh, m, a, 8.f * sl2, lk, qd);
+            fa_pack_p8(pa, sh);
+        } else {
+            fa_fence_regs(sacc, 64);
+            fa_softmax(sacc, m, l, a, sl2, lk, qd);
+            fa_pack_p_bf16(pa, sacc);
+        }
 
         for (j = 1; j < nkv; j++) {
-            int  sp = (j - 1) % FA_STAGES;
+            int  sp = (j - 1) % FA_NST(EB);
 
-            s = j % FA_STAGES;
-            fa_mbar_wait(&sm->full[s], (j / FA_STAGES) & 1);
+            s = j % FA_NST(EB);
+            fa_mbar_wait(&sm->full[s], (j / FA_NST(EB)) & 1);
             fa_wgmma_fence();
-            fa_issue_qk<EB>(sacc, dq, sm->k[s]);
+            if (sv) {
+                fa_issue_qk8(sh, dq, sm->k[s]);
+            } else {
+                fa_issue_qk_bf16(sacc, dq, sm->k[s]);
+            }
             fa_wgmma_commit();
             fa_issue_pv<EB>(oacc, t8, pa, sm->v[sp]);
             fa_wgmma_commit();
             asm volatile("wgmma.wait_group.sync.aligned 1;\n"
                          ::: "memory");
-            fa_fence_regs(sacc, 64);
-            fa_softmax(sacc, m, l, a, sl2, lk - j * FA_BN, qd, off, !sv);
+            if (sv) {
+                fa_fence_u32(sh, 32);
+                fa_softmax8(sh, m, a, 8.f * sl2, lk - j * FA_BN, qd);
+            } else {
+                fa_fence_regs(sacc, 64);
+                fa_softmax(sacc, m, l, a, sl2, lk - j * FA_BN, qd);
+            }
             fa_wgmma_wait0();
             fa_fence_regs(oacc, 32);
             if (lane == 0) {
@@ -754,10 +840,14 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
                 l[1] = (l[1] + t8[2]) * a[1];
             }
             fa_rescale(oacc, a);
-            fa_pack_p<EB>(pa, sacc);
+            if (sv) {
+                fa_pack_p8(pa, sh);
+            } else {
+                fa_pack_p_bf16(pa, sacc);
+            }
         }
 
-        s = (nkv - 1) % FA_STAGES;
+        s = (nkv - 1) % FA_NST(EB);
         fa_wgmma_fence();
         fa_issue_pv<EB>(oacc, t8, pa, sm->v[s]);
         fa_wgmma_commit();
@@ -1164,14 +1254,29 @@ sd_cuda_fattn_lp(int lk)
 }
 
 
+/* The E4M3 kernel's scales: s8 = 8 scale log2(e) sq sk a power of two
+   (its F16 scores scale by it exactly) from 2^-14 to 1 (the constant of
+   its codes' fma stays a half); sd_fp8_attn_scales makes such scales */
+int
+sd_cuda_fattn_fp8_scales_ok(float sq, float sk, float scale)
+{
+    double  s8 = 8.0 * scale * 1.4426950408889634 * sq * sk;
+    double  p = s8 > 0.0 ? exp2(nearbyint(log2(s8))) : 0.0;
+
+    return s8 > 0.0 && fabs(s8 / p - 1.0) < 0x1p-14 && p >= 0x1p-14
+           && p <= 1.0;
+}
+
+
 /*
  * o = softmax(scale q k^T) v per head from E4M3 operands: q8 (B, Lq,
  * H * 64) holding Q / sq, k8 (B, Lk, H * 64) holding K / sk, vt8 (B, H,
  * 64, sd_cuda_fattn_lp(Lk)) as fattn_quant_vt writes it from V and vamax
  * (B H floats on the device: each head's largest |V|). o BF16, or with
  * osc E4M3 (B, Lq, H * 64) and osc (B Lq floats) its rows' scales: one
- * per batch, fa8_vscale of the batch's largest vamax.
- * sd_cuda_fattn_ok() first.
+ * per batch, fa8_vscale of the batch's largest vamax. The scales as
+ * sd_cuda_fattn_fp8_scales_ok takes them, and |Q K^T| / (sq sk) < 65504
+ * (F16). sd_cuda_fattn_ok() first.
  */
 cudaError_t
 sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8, const void *vt8,
@@ -1180,7 +1285,8 @@ sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8, const void *vt8,
 {
     CUtensorMap  mq, mk, mv;
 
-    if (!fa_encode_load() || !fa_map8(&mq, q8, b, lq, h)
+    if (!sd_cuda_fattn_fp8_scales_ok(sq, sk, scale)
+        || !fa_encode_load() || !fa_map8(&mq, q8, b, lq, h)
         || !fa_map8(&mk, k8, b, lk, h)
         || !fa_map_vt8(&mv, vt8, b, sd_cuda_fattn_lp(lk), h))
     {

@@ -121,8 +121,8 @@ stage_check() {
 
 stage_fattn() {
     run "fattn_check" fattn.log $G/bin/fattn_check
-    run "fattn_check, 4 K/V stages" fattn-s4.log $G/bin/fattn_check_s4
-    grep -E '^\|' $L/fattn.log $L/fattn-s4.log
+    run "fattn_check, 3 E4M3 K/V stages" fattn-s3.log $G/bin/fattn_check_s3
+    grep -E '^\|' $L/fattn.log $L/fattn-s3.log
 }
 
 # stage tests on the GPU in BF16: bf16_tests NAME...
