@@ -57,9 +57,10 @@
  * One group of four exponentials in 16, 8, 4 or 2 as a degree-2
  * polynomial on the FMA pipe took the XU down to 66 / 62 / 52 / 32% and
  * the kernel from 624 to 613 / 596 / 587 / 540 TFLOP/s; ex2.approx.f16x2
- * is two MUFU.EX2.F16 (no pair at once). What took it to 816 and, with a
- * fourth K/V stage the freed registers allow, 831-834 (24 heads 804 ->
- * 827, error against F32 5.42e-2 -> 5.73e-2): the E4M3 scores below.
+ * is two MUFU.EX2.F16 (no pair at once). What took it to 816 (24 heads
+ * 804; error against F32 5.42e-2 -> 5.73e-2): the E4M3 scores below;
+ * with a fourth K/V stage, which the freed registers allow, 831-834 (24
+ * heads 827-828) in that call, 817 against three stages' 816 in the next.
  */
 #define FA_NWG      3                   /* consumer warpgroups */
 #define FA_BOX      64                  /* rows of one TMA box */
@@ -654,9 +655,10 @@ fa8_vscale(float amax)
  * EB 2: BF16 q, k, v (B, L, H * 64); sl2 = scale * log2(e).
  * EB 1, the E4M3 variant (attention.cu's sd_cuda_attention_fp8, the
  * MMDiT's joint attention under the FP8 policy's "attn" kind; H200, B = 2,
- * 4429 tokens: 38 heads 0.458-0.459 ms, 831-834 TFLOP/s, where the BF16
- * kernel takes 0.80 and cuDNN's BF16 SDPA 0.93; 24 heads 827-828; error
- * against F32 5.7e-2, P and V at 3 mantissa bits, BF16 2.3e-3):
+ * 4429 tokens: 38 heads 0.458-0.468 ms, 816-834 TFLOP/s over two calls,
+ * where the BF16 kernel takes 0.76-0.80 and cuDNN's BF16 SDPA 0.93; 24
+ * heads 801-828; error against F32 5.7e-2, P and V at 3 mantissa bits,
+ * BF16 2.3e-3):
  * q, k (B, L, H * 64) E4M3, v = V^T (B, H, 64, Lp) E4M3 with its keys
  * permuted (fa8_perm) and zeros past Lk; sl2 = Q's scale times K's times
  * scale log2(e), 8 sl2 a power of two (sd_fp8_attn_scales); the output is
