@@ -350,6 +350,15 @@ sd_mmdit_block_load(sd_err *err, sd_mmdit *m, const sd_st *st, int i)
 }
 
 
+/* F.scaled_dot_product_attention's default scale, 1/sqrt(D): the
+   attention's, and the one the FP8 attention's q and k scales are set for */
+static float
+sd_mmdit_attn_scale(const sd_mmdit *m)
+{
+    return (float) (1.0 / sqrt((double) m->info.head_dim));
+}
+
+
 /*
  * The FP8 attention's fixed scales of q and k for the attentions a and b
  * (b NULL, or the other stream of the same sequence), from the largest
@@ -382,9 +391,8 @@ sd_mmdit_qk8(sd_err *err, sd_mmdit *m, sd_mmdit_attn *a, sd_mmdit_attn *b)
         }
     }
     free(h);
-    if (sd_fp8_attn_scales(amax[0], amax[1], d,
-                           (float) (1.0 / sqrt((double) d)), &a->qk8[0],
-                           &a->qk8[1]) != 0)
+    if (sd_fp8_attn_scales(amax[0], amax[1], d, sd_mmdit_attn_scale(m),
+                           &a->qk8[0], &a->qk8[1]) != 0)
     {
         m->attn8 = 0;
         return SD_OK;
@@ -874,7 +882,7 @@ sd_mmdit_sdpa(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
     sd_tensor *o, const sd_tensor *q, const sd_tensor *k,
     const sd_tensor *v, const sd_tensor *vamax)
 {
-    float  scale = (float) (1.0 / sqrt(m->info.head_dim));
+    float  scale = sd_mmdit_attn_scale(m);
 
     if (q->dtype == SD_DT_F8_E4M3) {
         return sd_attention_fp8(err, o, q, k, v, vamax, m->info.heads,
