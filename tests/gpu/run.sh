@@ -74,6 +74,8 @@
 #   var     the variant build (pack.sh's PACK_VARIANT: sd-cli-var,
 #           fattn_check_var) against the default, in turn: kernel, image,
 #           Large and Medium benches
+#   varbench  the same without the attention kernel's checks
+#           (test_backend, image, benches)
 #   group   test_group on the GPU (shared passes against requests alone)
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
 #           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
@@ -745,6 +747,16 @@ stage_var() {
         [ -x $v ] && run "$(basename $v)" $(basename $v).log $v
     done
     grep -E '^\||fattn:' $L/fattn*.log
+    var_benches
+}
+# the variant build against the default without the attention kernel's
+# checks (a variant of other kernels): test_backend, image, benches
+stage_varbench() {
+    run "test_backend" backend.log $G/bin/test_backend
+    var_benches
+}
+var_benches() {
+    local smi
     randmodel large
     randmodel medium
     SDCLI=$G/bin/sd-cli txt2img_dump def
@@ -752,7 +764,7 @@ stage_var() {
     same_image def var
     nvidia-smi --query-gpu=clocks.sm,clocks.mem,power.draw,temperature.gpu \
         --format=csv,noheader,nounits -lms 250 > $L/clocks.log 2>&1 &
-    local smi=$!
+    smi=$!
     ab_benches SDCLI var def $G/bin/sd-cli-var
     kill $smi 2>/dev/null
     bench_lines 'whole process' $L/bench-*.log
