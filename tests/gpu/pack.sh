@@ -29,18 +29,21 @@ rm -f "$out/fattn-ptxas.txt"
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
     -DFA_STAGES8=3 -o "$out/bin/fattn_check_s3" tests/gpu/fattn_check.cu \
     kernels/fattn.cu
-# PACK_VARIANT="-DX=Y ...": sd-cli-var and fattn_check_var built with those
-# flags on the kernels of PACK_VARIANT_SRC (default kernels/fattn.cu), for
-# run.sh var to time against the default in one call
+# PACK_VARIANT="-DX=Y ...": sd-cli-var, test_backend_var and fattn_check_var
+# built with those flags on the kernels of PACK_VARIANT_SRC (default
+# kernels/fattn.cu), for run.sh var to time against the default in one call
 if [ "${PACK_VARIANT:-}" ]; then
     v=.dev/build-var
     rm -rf $v && cp -a build $v && rm -f $v/libsd.a $v/sd-cli
     for f in ${PACK_VARIANT_SRC:-kernels/fattn.cu}; do
         rm -f "$v/${f%.cu}.o"
     done
+    rm -f $v/tests/test_backend
     make BUILD=$v NVFLAGS="-O3 -std=c++17 \$(CUDA_ARCH) -Xcompiler \
--fPIC,-Wall,-Wextra -Iengine $PACK_VARIANT" $v/sd-cli >/dev/null
+-fPIC,-Wall,-Wextra -Iengine $PACK_VARIANT" $v/sd-cli $v/tests/test_backend \
+        >/dev/null
     cp $v/sd-cli "$out/bin/sd-cli-var"
+    cp $v/tests/test_backend "$out/bin/test_backend_var"
     nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
         $PACK_VARIANT -o "$out/bin/fattn_check_var" tests/gpu/fattn_check.cu \
         kernels/fattn.cu

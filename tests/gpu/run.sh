@@ -753,6 +753,7 @@ stage_var() {
 # checks (a variant of other kernels): test_backend, image, benches
 stage_varbench() {
     run "test_backend" backend.log $G/bin/test_backend
+    run "test_backend, variant" backend-var.log $G/bin/test_backend_var
     var_benches
 }
 var_benches() {
