@@ -61,6 +61,12 @@
  * 804; error against F32 5.42e-2 -> 5.73e-2): the E4M3 scores below;
  * with a fourth K/V stage, which the freed registers allow, 831-834 (24
  * heads 827-828) in that call, 817 against three stages' 816 in the next.
+ * Session 14, no gain (the same output bits): the scores two tiles deep
+ * (tile j + 1's Q K^T issued with tile j - 1's P V before tile j's
+ * softmax; 728-750 against 802-821: 136 bytes of spills at 128 registers);
+ * no producer warpgroup, the last consumer warp done with a stage
+ * refilling it (168 registers, no spills: 728-730 one or two tiles deep);
+ * a tail block's idle consumers leaving (within the noise).
  */
 #define FA_NWG      3                   /* consumer warpgroups */
 #define FA_BOX      64                  /* rows of one TMA box */
@@ -744,7 +750,8 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
         return;
     }
 
-    /* 128 x 24 + 3 x 128 x 160 registers of the 64 K */
+    /* 128 x 24 + 3 x 128 x 160 registers of the 64 K (ptxas still
+       compiles the consumers for the launch's 128 a thread) */
     asm volatile("setmaxnreg.inc.sync.aligned.u32 160;\n");
 
     {
