@@ -74,8 +74,9 @@
 #   var     the variant build (pack.sh's PACK_VARIANT: sd-cli-var,
 #           fattn_check_var) against the default, in turn: kernel, image,
 #           Large and Medium benches
-#   varbench  the same without the attention kernel's checks
-#           (test_backend, image, benches)
+#   varbench  the same without the attention kernel's checks, with
+#           both builds' test_backend (test_backend_var): a variant of
+#           other kernels
 #   group   test_group on the GPU (shared passes against requests alone)
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
 #           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
@@ -750,7 +751,8 @@ stage_var() {
     var_benches
 }
 # the variant build against the default without the attention kernel's
-# checks (a variant of other kernels): test_backend, image, benches
+# checks (a variant of other kernels): both builds' test_backend, image,
+# benches
 stage_varbench() {
     run "test_backend" backend.log $G/bin/test_backend
     run "test_backend, variant" backend-var.log $G/bin/test_backend_var
