@@ -1580,10 +1580,10 @@ out:
  * norm_modulate quantized per row as the reference does; then the product
  * from those rows against the product that quantizes a BF16 norm itself,
  * and the widened product from them. B batches of L rows of C values (the
- * kernel keeps 2 to 12 vectors of 8 a lane). With L 2200 each warp of the
- * CUDA kernel streams several rows through its three buffers and runs
- * cross batches; with L 2 a run holds four batches, two of them read from
- * global memory (the product is checked at the small shapes only).
+ * kernel keeps 2 to 12 vectors of 8 a lane). With L 2200 the CUDA
+ * kernel's blocks of 8 rows fill many waves; with L 2 a block holds four
+ * batches, two of them read from global memory (the product is checked at
+ * the small shapes only).
  */
 static void
 check_norm_fp8(sd_backend *cpu, sd_backend *be, int C, int B, int L)
