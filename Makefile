@@ -89,10 +89,11 @@ $(BUILD)/%.o: %.cu $(wildcard kernels/*.h engine/*.h)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
-# The own attention kernel needs Hopper's arch-specific code (wgmma,
-# setmaxnreg): sm_90a replaces sm_90 for this file alone, so an H100/H200
-# loads that code and no plain sm_90 stand-in.
+# The own attention kernel and FP8 product need Hopper's arch-specific
+# code (wgmma, setmaxnreg): sm_90a replaces sm_90 for these files alone,
+# so an H100/H200 loads that code and no plain sm_90 stand-in.
 $(BUILD)/kernels/fattn.o: CUDA_ARCH := $(subst compute_90$(comma)code=sm_90,compute_90a$(comma)code=sm_90a,$(CUDA_ARCH))
+$(BUILD)/kernels/gemm8.o: CUDA_ARCH := $(subst compute_90$(comma)code=sm_90,compute_90a$(comma)code=sm_90a,$(CUDA_ARCH))
 
 $(LIB): $(ENGINE_OBJ) $(KERNEL_OBJ)
 	@mkdir -p $(dir $@)

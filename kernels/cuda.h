@@ -117,6 +117,9 @@ typedef struct {
                                            SD_CUDA_NO_FATTN is not 1 */
     int                 fattn_mode;     /* 1 wherever it fits, 0 where
                                            faster, -1 never */
+    int                 g8_ok;          /* SD_CUDA_G8=1 and gemm8.cu runs
+                                           here (sm_90a): the QKV product
+                                           and FP8 split fused */
     int                 no_graphs;      /* SD_CUDA_NO_GRAPHS=1: never record */
     int                 capturing;      /* a recording is being captured */
     long                graph_records, graph_replays, graph_failures;
@@ -428,6 +431,43 @@ cudaError_t sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8,
     int lk, int h, float scale, float *osc, cudaStream_t st);
 cudaError_t sd_cuda_fattn_quant_vt(void *vt8, const void *v,
     const float *vamax, int b, int l, int h, cudaStream_t st);
+
+/* gemm8.cu */
+/*
+ * The QKV split fused into the FP8 product (sd_cuda_g8_qkv): the
+ * product's columns are q | k | v, each w wide (w % 128 == 0, heads of
+ * 64); row r of the product is row (r / n) l + r0 + r % n of q8, k8 and
+ * v (batches of n rows placed at r0 in sequences of l). q and k are
+ * RMS-normalized per head with the weights nq, nk (BF16, 64 each) and
+ * written as E4M3 divided by sq, sk (each row's scale in qs, ks set to
+ * sq, sk); v is written as BF16 and each (b, head)'s largest |v| maxed
+ * into vamax: what fp8.cu's qkv_split_fp8_kernel does with the
+ * product's BF16 rows. A zeroed struct: no split (w 0).
+ */
+typedef struct {
+    uint8_t              *q8, *k8;
+    float                *qs, *ks;
+    __nv_bfloat16        *v;
+    float                *vamax;
+    const __nv_bfloat16  *nq, *nk;
+    int                   w, n, l, r0, heads;
+    float                 eps, sq, sk;
+} sd_cuda_g8_split;
+
+int sd_cuda_g8_ok(int device);
+cudaError_t sd_cuda_g8_gemm(void *d, int64_t ldd, const void *a,
+    int64_t lda, const void *b, int64_t ldb, int m, int n, int k,
+    const float *sa, const float *sb, const void *bias, int gelu, int tile,
+    int sms, cudaStream_t st);
+cudaError_t sd_cuda_g8_qkv(const void *a, int64_t lda, const void *b,
+    int64_t ldb, int m, int k, const float *sa, const float *sb,
+    const void *bias, const sd_cuda_g8_split *p, int sms, cudaStream_t st);
+int sd_cuda_linear_qkv_fp8_fits(const sd_tensor *q8, const sd_tensor *v,
+    const sd_tensor *x, const sd_tensor *w, const sd_tensor *b, int heads);
+sd_status sd_cuda_linear_qkv_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,
+    sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, const sd_tensor *nq,
+    const sd_tensor *nk, int heads, float eps, float sq, float sk);
 
 /* conv.cu */
 sd_status sd_cuda_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x,

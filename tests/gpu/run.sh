@@ -47,6 +47,11 @@
 #           CEIL_SIZE 1024, CEIL_MODELS "large medium")
 #   batch   batching across requests through nginx: sd_batch 1 against 4,
 #           1/4/8 clients, 1024^2 and 512^2 (scale_bench.py, target 1.15x)
+#   gemm8   the own FP8 product (kernels/gemm8.cu) against cuBLASLt at
+#           the MMDiT's shapes (gemm8_check: error, time, the fused QKV
+#           split against the split on the CPU); test_backend, one seed's
+#           image and Large and Medium benches with the fused QKV split
+#           (SD_CUDA_G8=1) and without, in turn
 #   gemmprobe  the FP8 products at the MMDiT's shapes, each way they could
 #           be issued (tests/gpu/gemm_probe.cu), and Large and Medium FP8
 #           profiled with every op on one stream
@@ -603,6 +608,19 @@ stage_nolanes() {      # every op on one stream, timed: their own costs
     run "bench large fp8, one stream, profile" bench-large-nolanes.log \
         env SD_CUDA_NO_LANES=1 $G/bin/sd-cli bench \
         --model /dev/shm/sd-large --precision fp8 --runs 2 --profile 1
+}
+stage_gemm8() {
+    run "gemm8_check" gemm8.log $G/bin/gemm8_check
+    grep -E '^\|' $L/gemm8.log
+    run "test_backend" backend.log $G/bin/test_backend
+    grep -E 'linear_qkv_fp8' $L/backend.log
+    randmodel large
+    randmodel medium
+    SD_CUDA_G8=1 txt2img_dump g8
+    txt2img_dump nog8
+    same_image g8 nog8
+    ab_benches SD_CUDA_G8 g8 nog8
+    bench_lines 'denoising step' $L/bench-*.log
 }
 stage_gemmprobe() {
     run "gemm_probe" gemm-probe.log $G/bin/gemm_probe

@@ -1,0 +1,951 @@
+/*
+ * gemm8.cu: an own FP8 matrix product for Hopper (sm_90a), for the
+ * MMDiT's linears: D (M x N) = epilogue(A (M x K) B (N x K)^T), A and B
+ * E4M3 rows (K-major, the only layout FP8 wgmma reads), F32 accumulation
+ * without promotion (what cuBLASLt's FAST_ACCUM does), and the epilogue
+ * d = acc sa[m] sb[n] + bias[n], optionally GELU (tanh form), written as
+ * BF16: what the engine's cuBLASLt products with outer-vector scales and
+ * the BIAS / GELU_BIAS epilogues compute, bit for bit at the MMDiT's
+ * shapes. It is the base for epilogues cuBLASLt cannot fuse; the one
+ * written is the QKV split (sd_cuda_g8_split: RMSNorm per head, q and k
+ * in E4M3, v and its maxima), behind SD_CUDA_G8=1.
+ *
+ * A persistent kernel, one block an SM, 384 threads: warpgroup 0 is the
+ * producer (one thread issues TMA copies of a BM x 128-byte tile of A and
+ * a BN x 128-byte tile of B into four stages, 128-byte swizzle),
+ * warpgroups 1 and 2 the consumers, each owning BM / 2 rows of the
+ * BM x BN output tile (128 x 256 or 256 x 128) and accumulating with
+ * m64nBNk32 wgmma from shared memory. Tiles go to blocks round-robin, M
+ * fastest (a wave's blocks share B's tile and A stays in L2); the
+ * producer runs ahead into a block's next tile while its consumers write
+ * one out: 64 x 64 chunks through shared memory, stored by TMA.
+ *
+ * Measured on the H200 (tests/gpu/gemm8_check.cu, session 15): 0.86-0.90
+ * of cuBLASLt's speed where K is 1536-2432 (QKV 1,324 TFLOP/s at 256 x 128
+ * against 1,489; the GELU product 1,278 at 128 x 256 against 1,412), at
+ * par where K is 6144-9728 (the feed-forward's second product 1,401
+ * against 1,408). The main loop alone runs at about 1,630 TFLOP/s; what
+ * is lost is the epilogue, about 1.5-2.5 us a tile in which the tensor
+ * cores idle (two consumers on one tile finish together). Not kept:
+ * three stages at 128 x 256 with room for the whole output tile (the
+ * main loop then waits for its loads: 1,253 at K 9728), the output
+ * written from registers (4-byte stores: 790-1,040), a chunk read back
+ * from shared memory and stored by the threads (the same as TMA), B's
+ * rows permuted so each thread holds 8 consecutive columns (16-byte
+ * stores: the same at 256 x 128), clusters of two blocks sharing B's
+ * tile by multicast (0.3-0.6: each stage then waits for both blocks'
+ * consumers across SMs, and four stages do not cover that).
+ *
+ * The invariant that is not obvious: a stage is refilled only after every
+ * consumer warp has waited for the products that read it (the empty
+ * barrier counts 8 arrivals, one a consumer warp).
+ *
+ * Only sm_90a runs it; other targets compile an empty kernel and
+ * sd_cuda_g8_ok() says no.
+ */
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#include <cuda_fp8.h>
+
+#include "cuda.h"
+
+
+#define G8_BK       128                 /* bytes of K a stage */
+#define G8_THREADS  384
+#define G8_EBUF     (64 * 128)          /* an output chunk: 64 x 64 BF16 */
+#define G8_ST       4                   /* stages */
+
+/*
+ * A tile is BM x BN: each consumer warpgroup owns BM / 2 rows, BM / 128
+ * m64 products a k32 step. Four stages of BM + BN rows of 128 bytes and
+ * two 64 x 64 BF16 output chunks a consumer fit in 227 KiB when BM + BN
+ * is 384 (no room to align: the dynamic shared memory must start
+ * 1024-byte aligned, which sd_cuda_g8_ok checks).
+ */
+template <int BM, int BN>
+struct g8_smem {
+    uint8_t   a[G8_ST][BM * G8_BK];
+    uint8_t   b[G8_ST][BN * G8_BK];
+    uint8_t   e[2][2][G8_EBUF];         /* a consumer's output chunks */
+    float     cs[BN];                   /* the tile's column scales */
+    float     cb[BN];                   /* and bias */
+    float     nw[2][64];                /* the QKV split's norm weights */
+    uint64_t  full[G8_ST];
+    uint64_t  empty[G8_ST];
+};
+
+#define G8_SMEM_BYTES(bm, bn)  sizeof(g8_smem<bm, bn>)
+
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+static __device__ __forceinline__ uint32_t
+g8_smem_addr(const void *p)
+{
+    return (uint32_t) __cvta_generic_to_shared(p);
+}
+
+
+static __device__ __forceinline__ void
+g8_mbar_init(uint64_t *bar, int count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;"
+                 :: "r"(g8_smem_addr(bar)), "r"(count));
+}
+
+
+static __device__ __forceinline__ void
+g8_mbar_expect(uint64_t *bar, uint32_t bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
+                 :: "r"(g8_smem_addr(bar)), "r"(bytes) : "memory");
+}
+
+
+static __device__ __forceinline__ void
+g8_mbar_arrive(uint64_t *bar)
+{
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];"
+                 :: "r"(g8_smem_addr(bar)) : "memory");
+}
+
+
+static __device__ __forceinline__ void
+g8_mbar_wait(uint64_t *bar, int phase)
+{
+    uint32_t  done;
+
+    do {
+        asm volatile("{\n.reg .pred p;\n"
+                     "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     "selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done) : "r"(g8_smem_addr(bar)), "r"(phase)
+                     : "memory");
+    } while (!done);
+}
+
+
+/* a (128 bytes of K, rows) box of a 2-D (K, rows) map at (k, row) */
+static __device__ __forceinline__ void
+g8_tma_load(void *dst, const CUtensorMap *map, int k, int row,
+    uint64_t *bar)
+{
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global"
+                 ".mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+                 :: "r"(g8_smem_addr(dst)), "l"((uint64_t) map), "r"(k),
+                    "r"(row), "r"(g8_smem_addr(bar))
+                 : "memory");
+}
+
+
+/*
+ * A wgmma shared-memory descriptor for a K-major operand of 128-byte rows
+ * in the 128-byte swizzle: 8-row groups 1024 bytes apart (the leading
+ * offset is unused by a swizzled K-major operand). Each k32 step of a
+ * stage starts 32 bytes further: 2 in the address field.
+ */
+static __device__ __forceinline__ uint64_t
+g8_desc(const void *p)
+{
+    uint64_t  d;
+
+    d = (uint64_t) ((g8_smem_addr(p) & 0x3ffff) >> 4);
+    d |= (uint64_t) 1 << 16;
+    d |= (uint64_t) (1024 >> 4) << 32;
+    d |= (uint64_t) 1 << 62;
+    return d;
+}
+
+
+static __device__ __forceinline__ void
+g8_wgmma_fence(void)
+{
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+
+
+static __device__ __forceinline__ void
+g8_wgmma_commit(void)
+{
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+
+
+template <int N>
+static __device__ __forceinline__ void
+g8_wgmma_wait(void)
+{
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N)
+                 : "memory");
+}
+
+
+/* D (64 x n, F32 registers) += A (64 x 32) B (n x 32)^T, both E4M3 in
+   shared memory; acc 0: D = A B^T */
+static __device__ __forceinline__ void
+g8_wgmma_n128(float *d, uint64_t da, uint64_t db, int acc)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, "
+        "%14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, "
+        "%27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, "
+        "%40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, "
+        "%53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+        ", %64, %65, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]),
+          "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]),
+          "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
+          "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
+          "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+          "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+          "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]),
+          "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),
+          "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]),
+          "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
+          "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(da), "l"(db), "r"(acc));
+}
+
+
+static __device__ __forceinline__ void
+g8_wgmma_n256(float *d, uint64_t da, uint64_t db, int acc)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, "
+        "%14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, "
+        "%27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, "
+        "%40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, "
+        "%53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, "
+        "%66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, "
+        "%79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, "
+        "%92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, "
+        "%104, %105, %106, %107, %108, %109, %110, %111, %112, %113, "
+        "%114, %115, %116, %117, %118, %119, %120, %121, %122, %123, "
+        "%124, %125, %126, %127}"
+        ", %128, %129, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]),
+          "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]),
+          "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
+          "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
+          "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+          "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+          "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]),
+          "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),
+          "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]),
+          "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
+          "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]),
+          "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]),
+          "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]),
+          "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]),
+          "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]),
+          "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]),
+          "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]),
+          "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]),
+          "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+          "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]),
+          "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+          "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]),
+          "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : "l"(da), "l"(db), "r"(acc));
+}
+
+
+template <int BN>
+static __device__ __forceinline__ void
+g8_mma(float *d, uint64_t da, uint64_t db, int acc)
+{
+    if constexpr (BN == 256) {
+        g8_wgmma_n256(d, da, db, acc);
+    } else {
+        g8_wgmma_n128(d, da, db, acc);
+    }
+}
+
+
+/* SD3's feed-forward activation, the tanh form (cuBLASLt's GELU) */
+static __device__ __forceinline__ float
+g8_gelu(float x)
+{
+    float  u = 0.7978845608f * (x + 0.044715f * x * x * x), th;
+
+    asm("tanh.approx.f32 %0, %1;" : "=f"(th) : "f"(u));
+    return 0.5f * x * (1.f + th);
+}
+
+
+static __device__ __forceinline__ uint32_t
+g8_pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162  v = __floats2bfloat162_rn(lo, hi);
+
+    return *(uint32_t *) &v;
+}
+
+/*
+ * The QKV split of one 64 x 64 chunk of the product's output (one head
+ * of q, k or v): a[4 kk + 2 rr + e] is row gr0 + rl0 + 8 rr, column
+ * hcol + 8 kk + 2 (lane % 4) + e before the scales (acc sa[row] sb[col]
+ * + bias[col], rounded to BF16 as the product's output would be). q, k:
+ * RMS-normalized per row, E4M3 into a 64 x 64-byte buffer (16-byte unit
+ * u of row r at u ^ ((r / 2) % 4)), v: BF16 into 64 x 128 bytes
+ * (u ^ (r % 8)); both conflict-free. Then, after the warpgroup's
+ * barrier, read back as 16-byte row pieces and stored at their rows of
+ * the sequence (a buffer is written again two chunks on, after the
+ * barrier of the chunk between: every thread is done reading it).
+ */
+static __device__ __forceinline__ void
+g8_qkv_chunk(const sd_cuda_g8_split &p, const float *cs, const float *cb,
+    const float (*nw)[64], const float *a, float sa0, float sa1,
+    uint32_t buf, int gr0, int m, int hcol, int t, int cw)
+{
+    int    lane = t % 32, qd = lane % 4, rl0 = (t / 32) * 16 + lane / 4;
+    int    part = hcol / p.w, hc = hcol - part * p.w, kk, rr, i;
+    float  x[32];
+
+    #pragma unroll
+    for (kk = 0; kk < 8; kk++) {
+        int     cl = 8 * kk + 2 * qd;
+        float2  sc = *(const float2 *) &cs[cl];
+        float2  bi = *(const float2 *) &cb[cl];
+
+        #pragma unroll
+        for (rr = 0; rr < 2; rr++) {
+            float  sr = rr ? sa1 : sa0;
+
+            x[4 * kk + 2 * rr] = __bfloat162float(__float2bfloat16_rn(
+                a[4 * kk + 2 * rr] * sr * sc.x + bi.x));
+            x[4 * kk + 2 * rr + 1] = __bfloat162float(__float2bfloat16_rn(
+                a[4 * kk + 2 * rr + 1] * sr * sc.y + bi.y));
+        }
+    }
+    if (part < 2) {
+        const float  *wv = nw[part];
+        float         r = 1.f / (part == 0 ? p.sq : p.sk);
+
+        #pragma unroll
+        for (rr = 0; rr < 2; rr++) {
+            int    row = rl0 + 8 * rr;
+            float  ss = 0.f, inv;
+
+            #pragma unroll
+            for (kk = 0; kk < 8; kk++) {
+                ss += x[4 * kk + 2 * rr] * x[4 * kk + 2 * rr];
+                ss += x[4 * kk + 2 * rr + 1] * x[4 * kk + 2 * rr + 1];
+            }
+            ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+            ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+            inv = rsqrtf(ss / 64.f + p.eps);
+            #pragma unroll
+            for (kk = 0; kk < 8; kk++) {
+                int       cl = 8 * kk + 2 * qd;
+                uint32_t  o = buf + row * 64
+                              + (((kk / 2) ^ ((row / 2) & 3)) << 4)
+                              + (kk & 1) * 8 + 2 * qd;
+                uint16_t  v2 = (uint16_t) __nv_cvt_float2_to_fp8x2(
+                    make_float2(x[4 * kk + 2 * rr] * (inv * wv[cl] * r),
+                                x[4 * kk + 2 * rr + 1]
+                                * (inv * wv[cl + 1] * r)),
+                    __NV_SATFINITE, __NV_E4M3);
+
+                asm volatile("st.shared.b16 [%0], %1;" :: "r"(o), "h"(v2));
+            }
+        }
+        asm volatile("bar.sync %0, 128;" :: "r"(2 + cw) : "memory");
+        #pragma unroll
+        for (i = 0; i < 2; i++) {
+            int    row = t / 4 + 32 * i, u = t % 4, gr = gr0 + row;
+            uint4  val;
+
+            asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];"
+                         : "=r"(val.x), "=r"(val.y), "=r"(val.z),
+                           "=r"(val.w)
+                         : "r"(buf + row * 64 + ((u ^ ((row / 2) & 3)) << 4))
+                         : "memory");
+            if (gr < m) {
+                int      bi = gr / p.n;
+                int64_t  drow = (int64_t) bi * p.l + p.r0 + gr - bi * p.n;
+
+                *(uint4 *) ((part == 0 ? p.q8 : p.k8) + drow * p.w + hc
+                            + 16 * u) = val;
+                if (hc == 0 && u == 0) {
+                    (part == 0 ? p.qs : p.ks)[drow] =
+                        part == 0 ? p.sq : p.sk;
+                }
+            }
+        }
+        return;
+    }
+    {
+        /* v: the chunk's largest |v| (rows past m count 0), one atomic
+           a warp when its 16 rows are of one batch, else one a row */
+        float  am[2] = { 0.f, 0.f };
+        int    g0 = gr0 + rl0 - lane / 4, b0 = g0 / p.n;
+        int    one = (g0 + 15) / p.n == b0;
+
+        #pragma unroll
+        for (rr = 0; rr < 2; rr++) {
+            int  row = rl0 + 8 * rr;
+
+            #pragma unroll
+            for (kk = 0; kk < 8; kk++) {
+                uint32_t  o = buf + row * 128 + ((kk ^ (row & 7)) << 4)
+                              + 4 * qd;
+
+                am[rr] = fmaxf(am[rr], fmaxf(fabsf(x[4 * kk + 2 * rr]),
+                                             fabsf(x[4 * kk + 2 * rr + 1])));
+                asm volatile("st.shared.b32 [%0], %1;"
+                             :: "r"(o), "r"(g8_pack_bf16(
+                                 x[4 * kk + 2 * rr],
+                                 x[4 * kk + 2 * rr + 1])));
+            }
+            am[rr] = gr0 + row < m ? am[rr] : 0.f;
+            am[rr] = fmaxf(am[rr], __shfl_xor_sync(0xffffffffu, am[rr], 1));
+            am[rr] = fmaxf(am[rr], __shfl_xor_sync(0xffffffffu, am[rr], 2));
+        }
+        if (one) {
+            float  wm = fmaxf(am[0], am[1]);
+
+            for (i = 4; i < 32; i *= 2) {
+                wm = fmaxf(wm, __shfl_xor_sync(0xffffffffu, wm, i));
+            }
+            if (lane == 0 && wm > 0.f) {
+                atomicMax((unsigned *) &p.vamax[b0 * p.heads + hc / 64],
+                          __float_as_uint(wm));
+            }
+        } else if (qd == 0) {
+            for (rr = 0; rr < 2; rr++) {
+                int  gr = gr0 + rl0 + 8 * rr;
+
+                if (gr < m && am[rr] > 0.f) {
+                    atomicMax((unsigned *) &p.vamax[(gr / p.n) * p.heads
+                                                    + hc / 64],
+                              __float_as_uint(am[rr]));
+                }
+            }
+        }
+    }
+    asm volatile("bar.sync %0, 128;" :: "r"(2 + cw) : "memory");
+    #pragma unroll
+    for (i = 0; i < 4; i++) {
+        int    row = t / 8 + 16 * i, u = t % 8, gr = gr0 + row;
+        uint4  val;
+
+        asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(val.x), "=r"(val.y), "=r"(val.z), "=r"(val.w)
+                     : "r"(buf + row * 128 + ((u ^ (row & 7)) << 4))
+                     : "memory");
+        if (gr < m) {
+            int      bi = gr / p.n;
+            int64_t  drow = (int64_t) bi * p.l + p.r0 + gr - bi * p.n;
+
+            *(uint4 *) (p.v + drow * p.w + hc + 8 * u) = val;
+        }
+    }
+}
+
+#endif /* __CUDA_ARCH_FEAT_SM90_ALL */
+
+
+/*
+ * grid: min(tiles, SMs) blocks of G8_THREADS; d = acc sa[row] sb[col]
+ * (+ bias[col]) (GELU) as BF16 through the map td, or with qkv.w the
+ * QKV split (g8_qkv_chunk). A thread of consumer
+ * warp w holds, of each 64 x BN accumulator of its warpgroup, rows
+ * 16 w + lane / 4 and 8 more, columns 8 j + 2 (lane % 4) and the next:
+ * acc[mi][4 j ...].
+ */
+template <int BM, int BN>
+__global__ void __launch_bounds__(G8_THREADS, 1)
+g8_kernel(const __grid_constant__ CUtensorMap ta,
+    const __grid_constant__ CUtensorMap tb,
+    const __grid_constant__ CUtensorMap td, int m, int n, int k,
+    const float *sa, const float *sb, const __nv_bfloat16 *bias, int gelu,
+    const sd_cuda_g8_split qkv)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    const int         MI = BM / 128;    /* m64 products a warpgroup */
+    extern __shared__ __align__(1024) unsigned char  g8_raw[];
+    g8_smem<BM, BN>  *sm = (g8_smem<BM, BN> *) g8_raw;
+    int               wg = threadIdx.x / 128, t = threadIdx.x % 128;
+    int               mt = (m + BM - 1) / BM, nt = (n + BN - 1) / BN;
+    int               tiles = mt * nt, nk = (k + G8_BK - 1) / G8_BK;
+    int               tile, kb, s, it = 0;
+
+    if (threadIdx.x == 0) {
+        for (s = 0; s < G8_ST; s++) {
+            g8_mbar_init(&sm->full[s], 1);
+            g8_mbar_init(&sm->empty[s], 8);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+        if (t == 0) {
+            for (tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+                int  m0 = (tile % mt) * BM, n0 = (tile / mt) * BN;
+
+                for (kb = 0; kb < nk; kb++, it++) {
+                    s = it % G8_ST;
+                    if (it >= G8_ST) {
+                        g8_mbar_wait(&sm->empty[s], (it / G8_ST - 1) & 1);
+                    }
+                    g8_mbar_expect(&sm->full[s], (BM + BN) * G8_BK);
+                    g8_tma_load(sm->a[s], &ta, kb * G8_BK, m0, &sm->full[s]);
+                    g8_tma_load(sm->b[s], &tb, kb * G8_BK, n0, &sm->full[s]);
+                }
+            }
+        }
+        return;
+    }
+
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+
+    {
+        int       cw = wg - 1, w = t / 32, lane = t % 32, j, kk, mi, ec = 0;
+        int       rl0 = w * 16 + lane / 4;  /* the thread's first row */
+        float     acc[MI][BN / 2];
+        uint32_t  eb = g8_smem_addr(sm->e[cw][0]);
+
+        if (qkv.w && threadIdx.x < 256) {
+            /* visible to both consumers after the first tile's
+               products (bar.sync 1 below) */
+            int  i = threadIdx.x - 128;
+
+            sm->nw[i / 64][i % 64] = __bfloat162float(
+                (i < 64 ? qkv.nq : qkv.nk)[i % 64]);
+        }
+
+        for (mi = 0; mi < MI; mi++) {
+            for (j = 0; j < BN / 2; j++) {
+                acc[mi][j] = 0.f;
+            }
+        }
+        for (tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+            int    m0 = (tile % mt) * BM, n0 = (tile / mt) * BN;
+            int    mw = m0 + cw * (BM / 2);     /* the warpgroup's rows */
+            float  sa0[MI], sa1[MI], csv = 0.f, cbv = 0.f;
+            int    cj = threadIdx.x - 128;
+
+            /* the tile's row and column scales and bias, loaded now and
+               used after the products (which hide the loads) */
+            if (cj < BN && n0 + cj < n) {
+                csv = sb[n0 + cj];
+                cbv = bias ? __bfloat162float(bias[n0 + cj]) : 0.f;
+            }
+            for (mi = 0; mi < MI; mi++) {
+                int  r0 = mw + 64 * mi + rl0, r1 = r0 + 8;
+
+                sa0[mi] = r0 < m ? sa[r0] : 0.f;
+                sa1[mi] = r1 < m ? sa[r1] : 0.f;
+            }
+
+            for (kb = 0; kb < nk; kb++, it++) {
+                uint64_t  da, db;
+
+                s = it % G8_ST;
+                g8_mbar_wait(&sm->full[s], (it / G8_ST) & 1);
+                da = g8_desc(sm->a[s] + cw * (BM / 2) * G8_BK);
+                db = g8_desc(sm->b[s]);
+                g8_wgmma_fence();
+                #pragma unroll
+                for (kk = 0; kk < G8_BK / 32; kk++) {
+                    #pragma unroll
+                    for (mi = 0; mi < MI; mi++) {
+                        /* 64 rows of 128 bytes: 8192 bytes, 512 units */
+                        g8_mma<BN>(acc[mi], da + 512 * mi + 2 * kk,
+                                   db + 2 * kk, kb > 0 || kk > 0);
+                    }
+                }
+                g8_wgmma_commit();
+                if (kb > 0) {
+                    /* the previous stage's products are done: free it */
+                    g8_wgmma_wait<1>();
+                    if (lane == 0) {
+                        g8_mbar_arrive(&sm->empty[(it - 1) % G8_ST]);
+                    }
+                }
+            }
+            g8_wgmma_wait<0>();
+            if (lane == 0) {
+                g8_mbar_arrive(&sm->empty[(it - 1) % G8_ST]);
+            }
+            /* both consumers are past the last tile's epilogue */
+            asm volatile("bar.sync 1, 256;" ::: "memory");
+            if (cj < BN) {
+                sm->cs[cj] = csv;
+                sm->cb[cj] = cbv;
+            }
+            asm volatile("bar.sync 1, 256;" ::: "memory");
+
+            /* the output through shared memory, a 64 x 64 chunk at a time
+               in two buffers, each in the 128-byte swizzle (16-byte unit
+               u of row r at u ^ (r % 8): a warp's 32 words land in 32
+               banks) and stored by TMA */
+            #pragma unroll
+            for (mi = 0; mi < MI; mi++) {
+                #pragma unroll
+                for (int c = 0; c < BN / 64; c++, ec++) {
+                    uint32_t  buf = eb + (ec & 1) * G8_EBUF;
+
+                    if (qkv.w) {
+                        /* never with TMA stores: one barrier a chunk
+                           keeps the buffers apart (g8_qkv_chunk) */
+                        g8_qkv_chunk(qkv, sm->cs + 64 * c, sm->cb + 64 * c,
+                                     sm->nw, acc[mi] + 32 * c, sa0[mi],
+                                     sa1[mi], buf, mw + 64 * mi, m,
+                                     n0 + 64 * c, t, cw);
+                        continue;
+                    }
+                    if (t == 0) {
+                        /* the store that read this buffer is done */
+                        asm volatile("cp.async.bulk.wait_group.read 1;"
+                                     ::: "memory");
+                    }
+                    asm volatile("bar.sync %0, 128;" :: "r"(2 + cw)
+                                 : "memory");
+                    #pragma unroll
+                    for (kk = 0; kk < 8; kk++) {
+                        int       jj = 8 * c + kk;
+                        int       cl = 8 * jj + 2 * (lane % 4);
+                        float2    sc = *(const float2 *) &sm->cs[cl];
+                        float2    bi = *(const float2 *) &sm->cb[cl];
+                        float     v00, v01, v10, v11;
+                        uint32_t  o0, o1;
+
+                        v00 = acc[mi][4 * jj] * sa0[mi] * sc.x + bi.x;
+                        v01 = acc[mi][4 * jj + 1] * sa0[mi] * sc.y + bi.y;
+                        v10 = acc[mi][4 * jj + 2] * sa1[mi] * sc.x + bi.x;
+                        v11 = acc[mi][4 * jj + 3] * sa1[mi] * sc.y + bi.y;
+                        if (gelu) {
+                            v00 = g8_gelu(v00);
+                            v01 = g8_gelu(v01);
+                            v10 = g8_gelu(v10);
+                            v11 = g8_gelu(v11);
+                        }
+                        o0 = buf + rl0 * 128 + ((kk ^ (rl0 & 7)) << 4)
+                             + 4 * (lane % 4);
+                        o1 = o0 + 8 * 128;  /* row + 8: the same swizzle */
+                        asm volatile("st.shared.b32 [%0], %1;"
+                                     :: "r"(o0),
+                                        "r"(g8_pack_bf16(v00, v01)));
+                        asm volatile("st.shared.b32 [%0], %1;"
+                                     :: "r"(o1),
+                                        "r"(g8_pack_bf16(v10, v11)));
+                    }
+                    asm volatile("fence.proxy.async.shared::cta;"
+                                 ::: "memory");
+                    asm volatile("bar.sync %0, 128;" :: "r"(2 + cw)
+                                 : "memory");
+                    if (t == 0) {
+                        asm volatile(
+                            "cp.async.bulk.tensor.2d.global.shared::cta"
+                            ".bulk_group [%0, {%1, %2}], [%3];\n"
+                            "cp.async.bulk.commit_group;"
+                            :: "l"((uint64_t) &td), "r"(n0 + 64 * c),
+                               "r"(mw + 64 * mi), "r"(buf)
+                            : "memory");
+                    }
+                }
+            }
+        }
+        if (t == 0) {
+            asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
+        }
+    }
+#endif
+}
+
+
+/* the low bits of the dynamic shared memory's address (the kernel's
+   swizzled buffers need 0 mod 1024) */
+__global__ void
+g8_probe_kernel(int *out)
+{
+    extern __shared__ __align__(1024) unsigned char  g8_praw[];
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    *out = (int) (__cvta_generic_to_shared(g8_praw) & 1023);
+#else
+    *out = -1;
+#endif
+}
+
+
+/* cuTensorMapEncodeTiled through the runtime: no link against libcuda */
+static PFN_cuTensorMapEncodeTiled_v12000  g8_encode;
+static int                                g8_encode_tried;
+static int                                g8_sms;
+
+
+static int
+g8_encode_load(void)
+{
+    cudaDriverEntryPointQueryResult  q;
+    void                            *fn = NULL;
+
+    if (!g8_encode_tried) {
+        g8_encode_tried = 1;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn,
+                                             12000, cudaEnableDefault, &q)
+                == cudaSuccess
+            && q == cudaDriverEntryPointSuccess)
+        {
+            g8_encode = (PFN_cuTensorMapEncodeTiled_v12000) fn;
+        }
+        (void) cudaGetLastError();
+    }
+    return g8_encode != NULL;
+}
+
+
+/* rows x k E4M3 (row stride ld bytes) as (K, rows), boxes of 128 x box */
+static int
+g8_map(CUtensorMap *mp, const void *p, int64_t rows, int64_t k, int64_t ld,
+    int box)
+{
+    cuuint64_t  dims[2] = { (cuuint64_t) k, (cuuint64_t) rows };
+    cuuint64_t  strides[1] = { (cuuint64_t) ld };
+    cuuint32_t  bx[2] = { G8_BK, (cuuint32_t) box }, es[2] = { 1, 1 };
+
+    return g8_encode(mp, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, (void *) p, dims,
+                     strides, bx, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                     CU_TENSOR_MAP_SWIZZLE_128B,
+                     CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+
+/*
+ * Whether the kernel runs on this device: sm_90 with the sm_90a code
+ * loaded, a driver with TMA, dynamic shared memory 1024-byte aligned.
+ * Synchronizes: call it at start-up.
+ */
+int
+sd_cuda_g8_ok(int device)
+{
+    cudaDeviceProp  p;
+    int            *dv, hv = -1;
+    const int       big = (int) G8_SMEM_BYTES(256, 128);
+
+    if (cudaGetDeviceProperties(&p, device) != cudaSuccess || p.major != 9
+        || !g8_encode_load()
+        || cudaFuncSetAttribute(g8_probe_kernel,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                big) != cudaSuccess)
+    {
+        (void) cudaGetLastError();
+        return 0;
+    }
+    if (cudaMalloc((void **) &dv, sizeof(int)) != cudaSuccess) {
+        (void) cudaGetLastError();
+        return 0;
+    }
+    g8_probe_kernel<<<1, 1, big>>>(dv);
+    if (cudaMemcpy(&hv, dv, sizeof(int), cudaMemcpyDeviceToHost)
+        != cudaSuccess)
+    {
+        hv = -1;
+    }
+    cudaFree(dv);
+    (void) cudaGetLastError();
+    g8_sms = p.multiProcessorCount;
+    /* the kernels' shared memory, set once here (not while a stream is
+       being captured into a graph) */
+    if (hv != 0
+        || cudaFuncSetAttribute(g8_kernel<128, 256>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int) G8_SMEM_BYTES(128, 256)) != cudaSuccess
+        || cudaFuncSetAttribute(g8_kernel<256, 128>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int) G8_SMEM_BYTES(256, 128)) != cudaSuccess)
+    {
+        (void) cudaGetLastError();
+        return 0;
+    }
+    return 1;
+}
+
+
+template <int BM, int BN>
+static cudaError_t
+g8_launch(const void *a, int64_t lda, const void *b, int64_t ldb,
+    const CUtensorMap *td, int m, int n, int k, const float *sa,
+    const float *sb, const void *bias, int gelu,
+    const sd_cuda_g8_split *qkv, int sms, cudaStream_t st)
+{
+    CUtensorMap  ta, tb;
+    int          tiles = ((m + BM - 1) / BM) * ((n + BN - 1) / BN);
+
+    if (!g8_map(&ta, a, m, k, lda, BM) || !g8_map(&tb, b, n, k, ldb, BN)) {
+        return cudaErrorInvalidValue;
+    }
+    g8_kernel<BM, BN><<<tiles < sms ? tiles : sms, G8_THREADS,
+                        G8_SMEM_BYTES(BM, BN), st>>>(
+        ta, tb, *td, m, n, k, sa, sb, (const __nv_bfloat16 *) bias, gelu,
+        *qkv);
+    return cudaGetLastError();
+}
+
+
+/*
+ * d (m x n BF16, row stride ldd elements) = (a (m x k E4M3, row stride
+ * lda bytes) b (n x k E4M3, ldb)^T) sa[row] sb[col] + bias[col] (BF16,
+ * NULL: none), GELU'd when gelu; tile: BM * 1000 + BN (128256, 256128);
+ * sms: blocks at most (0: every SM). k, lda, ldb multiples of 16, n and
+ * ldd of 8, a, b and d 16-byte aligned; sd_cuda_g8_ok() must have said
+ * yes.
+ */
+cudaError_t
+sd_cuda_g8_gemm(void *d, int64_t ldd, const void *a, int64_t lda,
+    const void *b, int64_t ldb, int m, int n, int k, const float *sa,
+    const float *sb, const void *bias, int gelu, int tile, int sms,
+    cudaStream_t st)
+{
+    CUtensorMap  td;
+    sd_cuda_g8_split       none;
+    cuuint64_t   dims[2] = { (cuuint64_t) n, (cuuint64_t) m };
+    cuuint64_t   strides[1] = { (cuuint64_t) ldd * 2 };
+    cuuint32_t   bx[2] = { 64, 64 }, es[2] = { 1, 1 };
+
+    if (g8_encode == NULL || m <= 0 || n <= 0 || k <= 0 || k % 16 != 0
+        || lda % 16 != 0 || ldb % 16 != 0 || n % 8 != 0 || ldd % 8 != 0
+        || (((uintptr_t) a | (uintptr_t) b | (uintptr_t) d) & 15) != 0
+        || sa == NULL || sb == NULL
+        || g8_encode(&td, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, d, dims,
+                     strides, bx, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                     CU_TENSOR_MAP_SWIZZLE_128B,
+                     CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+    {
+        return cudaErrorInvalidValue;
+    }
+    if (sms <= 0 || sms > g8_sms) {
+        sms = g8_sms;
+    }
+    memset(&none, 0, sizeof(none));
+    switch (tile) {
+    case 128256:
+        return g8_launch<128, 256>(a, lda, b, ldb, &td, m, n, k, sa, sb,
+                                   bias, gelu, &none, sms, st);
+    case 256128:
+        return g8_launch<256, 128>(a, lda, b, ldb, &td, m, n, k, sa, sb,
+                                   bias, gelu, &none, sms, st);
+    default:
+        return cudaErrorInvalidValue;
+    }
+}
+
+
+/*
+ * The QKV product with the split fused (sd_cuda_g8_split): a (m x k E4M3
+ * rows) times b (3 w x k E4M3 rows) with scales sa, sb and bias, into
+ * p's q8, k8, v, vamax; w % 128 == 0.
+ */
+cudaError_t
+sd_cuda_g8_qkv(const void *a, int64_t lda, const void *b, int64_t ldb,
+    int m, int k, const float *sa, const float *sb, const void *bias,
+    const sd_cuda_g8_split *p, int sms, cudaStream_t st)
+{
+    CUtensorMap  td;
+
+    if (g8_encode == NULL || m <= 0 || k <= 0 || k % 16 != 0
+        || lda % 16 != 0 || ldb % 16 != 0 || p->w <= 0 || p->w % 128 != 0
+        || p->n <= 0 || p->heads * 64 != p->w
+        || (((uintptr_t) a | (uintptr_t) b) & 15) != 0 || sa == NULL
+        || sb == NULL)
+    {
+        return cudaErrorInvalidValue;
+    }
+    if (sms <= 0 || sms > g8_sms) {
+        sms = g8_sms;
+    }
+    memset(&td, 0, sizeof(td));         /* no TMA store in this mode */
+    return g8_launch<256, 128>(a, lda, b, ldb, &td, m, 3 * p->w, k, sa, sb,
+                               bias, 0, p, sms, st);
+}
+
+
+#if !defined(G8_STANDALONE)   /* tests/gpu/gemm8_check.cu: the kernel alone */
+
+/*
+ * Whether sd_cuda_linear_qkv_fp8 takes these: x (B, n, K) E4M3 rows with
+ * their scales, w (3 W, K) E4M3 with row scales on the device, BF16 bias
+ * (or none), v and the norms BF16, W = 64 heads, a multiple of 128.
+ */
+int
+sd_cuda_linear_qkv_fp8_fits(const sd_tensor *q8, const sd_tensor *v,
+    const sd_tensor *x, const sd_tensor *w, const sd_tensor *b, int heads)
+{
+    int64_t  rows = x->ne[0] * x->ne[1], wd = w->ne[0] / 3;
+
+    return x->dtype == SD_DT_F8_E4M3 && sd_cuda_e4m3_rows(x, rows)
+           && w->dtype == SD_DT_F8_E4M3 && w->scale != NULL
+           && w->mem != SD_MEM_HOST && (b == NULL || b->dtype == SD_DT_BF16)
+           && v->dtype == SD_DT_BF16 && q8->scale != NULL
+           && wd % 128 == 0 && wd == (int64_t) heads * 64
+           && w->ne[1] % 16 == 0 && rows < (1 << 30)
+           && (((uintptr_t) x->data | (uintptr_t) w->data
+                | (uintptr_t) q8->data | (uintptr_t) v->data) & 15) == 0;
+}
+
+
+sd_status
+sd_cuda_linear_qkv_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,
+    sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, const sd_tensor *nq,
+    const sd_tensor *nk, int heads, float eps, float sq, float sk)
+{
+    sd_cuda           *c = sd_cuda_of(q8);
+    sd_cuda_g8_split   p;
+    cudaError_t        e;
+
+    if (nq->dtype != SD_DT_BF16 || nk->dtype != SD_DT_BF16) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: the fused QKV "
+                         "split takes BF16 norms");
+    }
+    memset(&p, 0, sizeof(p));
+    p.q8 = (uint8_t *) q8->data;
+    p.k8 = (uint8_t *) k8->data;
+    p.qs = q8->scale;
+    p.ks = k8->scale;
+    p.v = (__nv_bfloat16 *) v->data;
+    p.vamax = (float *) vamax->data;
+    p.nq = (const __nv_bfloat16 *) nq->data;
+    p.nk = (const __nv_bfloat16 *) nk->data;
+    p.w = (int) (w->ne[0] / 3);
+    p.n = (int) x->ne[1];
+    p.l = (int) q8->ne[1];
+    p.r0 = (int) r0;
+    p.heads = heads;
+    p.eps = eps;
+    p.sq = sq;
+    p.sk = sk;
+    e = sd_cuda_g8_qkv(x->data, w->ne[1], w->data, w->ne[1],
+                       (int) (x->ne[0] * x->ne[1]), (int) w->ne[1], x->scale,
+                       w->scale, b ? b->data : NULL, &p,
+                       c->lane ? c->lane1_sms : 0, c->stream);
+    if (e != cudaSuccess) {
+        return sd_cuda_fail(err, e, "linear_qkv_fp8", __FILE__, __LINE__);
+    }
+    return SD_OK;
+}
+
+#endif /* G8_STANDALONE */

@@ -1,0 +1,599 @@
+/*
+ * gemm8_check.cu: the own FP8 product (kernels/gemm8.cu) against the
+ * engine's cuBLASLt call (outer-vector scales, fast accumulation, BIAS or
+ * GELU_BIAS epilogue, BF16 out, the heuristic's first algorithm: what
+ * gemm.cu runs) at the MMDiT's shapes, on the GPU machine: each output's
+ * error against a reference computed on the CPU (E4M3 products summed in
+ * F64) at 4096 sampled entries, the largest difference between the two over
+ * every entry, and the time per call (median of 7 rounds of 10
+ * back-to-back calls after warm-up, the two taking turns). Prints a table.
+ *
+ * Build (tests/gpu/pack.sh): nvcc -O3 -std=c++17 -gencode
+ *   arch=compute_90a,code=sm_90a -Iengine -DG8_STANDALONE
+ *   tests/gpu/gemm8_check.cu kernels/gemm8.cu -lcublasLt
+ * Usage: gemm8_check [name ...]   (default: every shape)
+ */
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdint.h>
+#include <algorithm>
+#include <vector>
+
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+#include <cublasLt.h>
+
+#include "../../kernels/cuda.h"
+
+#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { \
+    printf("cuda error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, \
+           __LINE__); exit(1); } } while (0)
+#define LT(x) do { cublasStatus_t s_ = (x); if (s_ != CUBLAS_STATUS_SUCCESS) \
+    { printf("cublasLt status %d at %s:%d\n", (int) s_, __FILE__, \
+             __LINE__); exit(1); } } while (0)
+
+#define NSAMP  4096
+#define ROUNDS 7
+#define CALLS  10
+
+static cublasLtHandle_t  lt;
+static void             *ws;
+static const size_t      WS = 32u << 20;
+static const float      *gsa, *gsb;
+static const __nv_bfloat16  *gbias;
+
+
+static __device__ __host__ uint32_t
+mix(uint32_t h)
+{
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    h *= 3266489917u;
+    h ^= h >> 16;
+    return h;
+}
+
+
+/* E4M3 codes of values in [-1, 1) */
+__global__ void
+fill_e4m3(uint8_t *p, int64_t n, uint32_t seed)
+{
+    int64_t  i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
+
+    if (i < n) {
+        uint32_t       h = mix((uint32_t) i * 2654435761u ^ seed);
+        __nv_fp8_e4m3  v((float) ((int) (h & 0xffff) - 32768) / 32768.f);
+
+        p[i] = v.__x;
+    }
+}
+
+
+__global__ void
+fill_f32(float *p, int64_t n, float lo, float hi, uint32_t seed)
+{
+    int64_t  i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
+
+    if (i < n) {
+        uint32_t  h = mix((uint32_t) i ^ seed);
+
+        p[i] = lo + (hi - lo) * (float) (h & 0xffff) / 65536.f;
+    }
+}
+
+
+__global__ void
+fill_bf16(__nv_bfloat16 *p, int64_t n, float amp, uint32_t seed)
+{
+    int64_t  i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
+
+    if (i < n) {
+        uint32_t  h = mix((uint32_t) i ^ seed);
+
+        p[i] = __float2bfloat16(amp * ((float) (h & 0xffff) - 32768.f)
+                                / 32768.f);
+    }
+}
+
+
+typedef struct {
+    const char  *name;
+    int          m, n, k, gelu;
+} shape;
+
+static const shape  shapes[] = {
+    { "qkv",        8192, 7296, 2432, 0 },
+    { "ff-up",      8192, 9728, 2432, 1 },
+    { "ff-down",    8192, 2432, 9728, 0 },
+    { "out",        8192, 2432, 2432, 0 },
+    { "txt-qkv",     666, 7296, 2432, 0 },
+    { "txt-down",    666, 2432, 9728, 0 },
+    { "m-qkv",      8192, 4608, 1536, 0 },
+    { "m-ff-up",    8192, 6144, 1536, 1 },
+    { "m-ff-down",  8192, 1536, 6144, 0 },
+};
+
+
+typedef struct {
+    cublasLtMatmulDesc_t    desc;
+    cublasLtMatrixLayout_t  la, lb, ld;
+    cublasLtMatmulAlgo_t    algo;
+} plan;
+
+
+/* row-major Y (m, n) = X (m, k) W (n, k)^T as column-major W^T X */
+static int
+plan_make(plan *p, const shape *s, const float *wsc, const float *xsc,
+    const void *bias)
+{
+    cublasOperation_t  ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    cublasLtEpilogue_t epi = s->gelu ? CUBLASLT_EPILOGUE_GELU_BIAS
+                                     : CUBLASLT_EPILOGUE_BIAS;
+    cublasLtMatmulMatrixScale_t  mode =
+        CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+    int8_t             fast = 1;
+    cudaDataType_t     bt = CUDA_R_16BF;
+    cublasLtMatmulPreference_t       pref;
+    cublasLtMatmulHeuristicResult_t  res;
+    uint64_t           wsz = WS;
+    int                nres = 0;
+
+    LT(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA,
+                                      &ta, sizeof(ta)));
+    LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB,
+                                      &tb, sizeof(tb)));
+    LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                      &epi, sizeof(epi)));
+    LT(cublasLtMatmulDescSetAttribute(p->desc,
+           CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof(mode)));
+    LT(cublasLtMatmulDescSetAttribute(p->desc,
+           CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof(mode)));
+    LT(cublasLtMatmulDescSetAttribute(p->desc,
+           CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)));
+    LT(cublasLtMatmulDescSetAttribute(p->desc,
+           CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &wsc, sizeof(wsc)));
+    LT(cublasLtMatmulDescSetAttribute(p->desc,
+           CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &xsc, sizeof(xsc)));
+    LT(cublasLtMatmulDescSetAttribute(p->desc,
+           CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
+    LT(cublasLtMatmulDescSetAttribute(p->desc,
+           CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    LT(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_8F_E4M3, s->k, s->n, s->k));
+    LT(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_8F_E4M3, s->k, s->m, s->k));
+    LT(cublasLtMatrixLayoutCreate(&p->ld, CUDA_R_16BF, s->n, s->m, s->n));
+    LT(cublasLtMatmulPreferenceCreate(&pref));
+    LT(cublasLtMatmulPreferenceSetAttribute(pref,
+           CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsz, sizeof(wsz)));
+    if (cublasLtMatmulAlgoGetHeuristic(lt, p->desc, p->la, p->lb, p->ld,
+                                       p->ld, pref, 1, &res, &nres)
+        != CUBLAS_STATUS_SUCCESS)
+    {
+        nres = 0;
+    }
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (nres > 0) {
+        p->algo = res.algo;
+    }
+    return nres > 0;
+}
+
+
+static void
+plan_run(plan *p, const void *w, const void *x, void *y)
+{
+    float  one = 1.f, zero = 0.f;
+
+    LT(cublasLtMatmul(lt, p->desc, &one, w, p->la, x, p->lb, &zero, y,
+                      p->ld, y, p->ld, &p->algo, ws, WS, 0));
+}
+
+
+static void
+plan_free(plan *p)
+{
+    cublasLtMatrixLayoutDestroy(p->la);
+    cublasLtMatrixLayoutDestroy(p->lb);
+    cublasLtMatrixLayoutDestroy(p->ld);
+    cublasLtMatmulDescDestroy(p->desc);
+}
+
+
+static float
+bf2f(uint16_t h)
+{
+    uint32_t  u = (uint32_t) h << 16;
+    float     f;
+
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+
+/* an E4M3 code's value (no NaN codes are written) */
+static double
+e4m3d(uint8_t c)
+{
+    int     e = (c >> 3) & 15, f = c & 7;
+    double  v = e ? ldexp(1.0 + f / 8.0, e - 7) : ldexp(f / 8.0, -6);
+
+    return c & 0x80 ? -v : v;
+}
+
+
+/* the exact outputs at the sampled (row, col), on the CPU: F64 sums of
+   the E4M3 products */
+static void
+reference(std::vector<double> &out, const std::vector<int> &rc,
+    const uint8_t *a, const uint8_t *b, const shape *s)
+{
+    std::vector<uint8_t>  ha((size_t) s->m * s->k), hb((size_t) s->n * s->k);
+    std::vector<float>    hsa(s->m), hsb(s->n);
+    std::vector<uint16_t> hbias(s->n);
+    double                lut[256];
+
+    for (int i = 0; i < 256; i++) {
+        lut[i] = e4m3d((uint8_t) i);
+    }
+    CK(cudaMemcpy(ha.data(), a, ha.size(), cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hb.data(), b, hb.size(), cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hsa.data(), gsa, hsa.size() * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hsb.data(), gsb, hsb.size() * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hbias.data(), gbias, hbias.size() * 2,
+                  cudaMemcpyDeviceToHost));
+    for (int i = 0; i < NSAMP; i++) {
+        int             r = rc[2 * i], c = rc[2 * i + 1];
+        const uint8_t  *ar = &ha[(size_t) r * s->k];
+        const uint8_t  *br = &hb[(size_t) c * s->k];
+        double          v = 0.0;
+
+        for (int j = 0; j < s->k; j++) {
+            v += lut[ar[j]] * lut[br[j]];
+        }
+        v = v * hsa[r] * hsb[c] + bf2f(hbias[c]);
+        if (s->gelu) {
+            v = 0.5 * v * (1.0 + tanh(0.7978845608028654
+                                      * (v + 0.044715 * v * v * v)));
+        }
+        out[i] = v;
+    }
+}
+
+
+/* largest |x - ref| over the samples, relative to the samples' rms */
+static double
+sample_err(const uint16_t *y, int n, const int *rc, const double *ref)
+{
+    double  e = 0.0, ss = 0.0;
+
+    for (int i = 0; i < NSAMP; i++) {
+        double  x = bf2f(y[(int64_t) rc[2 * i] * n + rc[2 * i + 1]]);
+
+        e = std::max(e, fabs(x - ref[i]));
+        ss += ref[i] * ref[i];
+    }
+    return e / sqrt(ss / NSAMP + 1e-30);
+}
+
+
+static float
+median(std::vector<float> v)
+{
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+
+/*
+ * The QKV product with the split fused (sd_cuda_g8_qkv)
+ * against the split done here on the CPU from cuBLASLt's BF16 product y
+ * (m = B n rows, columns q | k | v), every row: E4M3 codes of q and k
+ * (the largest code difference and how many differ), v's BF16 bits, the
+ * (b, head) maxima of |v|. Rows go to (b L + r0 + r) of buffers of
+ * B L rows; prints one line and the fused call's time. 0: agrees.
+ */
+static int
+qkv_check(const shape *s, const uint8_t *a, const uint8_t *b,
+    const float *sa, const float *sb, const __nv_bfloat16 *bias,
+    const void *y, float cublas_ms, cudaEvent_t e0, cudaEvent_t e1)
+{
+    int      w = s->n / 3, heads = w / 64, nb = 2, n = s->m / nb;
+    int      l = n + 333, r0 = 0, bad = 0, maxd = 0;
+    int64_t  ndiff = 0, vdiff = 0, rowsz = (int64_t) nb * l;
+    sd_cuda_g8_split  p;
+    std::vector<uint16_t>  hy((size_t) s->m * s->n), hv(rowsz * w),
+                           hn(128);
+    std::vector<uint8_t>   hq(rowsz * w), hk(rowsz * w);
+    std::vector<float>     hqs(rowsz), hks(rowsz), ham(nb * heads),
+                           ram(nb * heads, 0.f);
+    std::vector<float>     tms;
+    float                  ms;
+
+    memset(&p, 0, sizeof(p));
+    CK(cudaMalloc((void **) &p.q8, rowsz * w));
+    CK(cudaMalloc((void **) &p.k8, rowsz * w));
+    CK(cudaMalloc((void **) &p.qs, rowsz * 4));
+    CK(cudaMalloc((void **) &p.ks, rowsz * 4));
+    CK(cudaMalloc((void **) &p.v, rowsz * w * 2));
+    CK(cudaMalloc((void **) &p.vamax, nb * heads * 4));
+    CK(cudaMalloc((void **) &p.nq, 256));
+    p.nk = p.nq + 64;
+    fill_bf16<<<1, 128>>>((__nv_bfloat16 *) p.nq, 128, 1.f, 23u);
+    CK(cudaMemset(p.vamax, 0, nb * heads * 4));
+    p.w = w;
+    p.n = n;
+    p.l = l;
+    p.r0 = r0;
+    p.heads = heads;
+    p.eps = 1e-6f;
+    p.sq = 8.f / 112.f;
+    p.sk = 8.f / 448.f;
+    CK(sd_cuda_g8_qkv(a, s->k, b, s->k, s->m, s->k, sa, sb, bias, &p, 0,
+                      0));
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(hy.data(), y, hy.size() * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hq.data(), p.q8, hq.size(), cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hk.data(), p.k8, hk.size(), cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hv.data(), p.v, hv.size() * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hqs.data(), p.qs, hqs.size() * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hks.data(), p.ks, hks.size() * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(ham.data(), p.vamax, ham.size() * 4,
+                  cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hn.data(), p.nq, 256, cudaMemcpyDeviceToHost));
+    for (int r = 0; r < s->m; r++) {
+        int64_t          dr = (int64_t) (r / n) * l + r0 + r % n;
+        const uint16_t  *yr = &hy[(size_t) r * s->n];
+
+        for (int part = 0; part < 2; part++) {
+            const uint8_t  *got = (part ? hk : hq).data() + dr * w;
+            float           rs = 1.f / (part ? p.sk : p.sq);
+
+            if ((part ? hks : hqs)[dr] != (part ? p.sk : p.sq)) {
+                bad++;
+            }
+            for (int h = 0; h < heads; h++) {
+                float  ss = 0.f, inv;
+
+                for (int e = 0; e < 64; e++) {
+                    float  x = bf2f(yr[part * w + 64 * h + e]);
+
+                    ss += x * x;
+                }
+                inv = 1.f / sqrtf(ss / 64.f + p.eps);
+                for (int e = 0; e < 64; e++) {
+                    float  x = bf2f(yr[part * w + 64 * h + e]);
+                    __nv_fp8_e4m3  c(x * (inv * bf2f(hn[64 * part + e])
+                                          * rs));
+                    int    g = got[64 * h + e], dd;
+
+                    /* codes of one sign order as their magnitudes */
+                    dd = ((g & 0x80) ? -(g & 0x7f) : g)
+                         - ((c.__x & 0x80) ? -(c.__x & 0x7f) : c.__x);
+                    dd = dd < 0 ? -dd : dd;
+                    ndiff += dd != 0;
+                    maxd = std::max(maxd, dd);
+                }
+            }
+        }
+        for (int j = 0; j < w; j++) {
+            uint16_t  x = yr[2 * w + j];
+            float     f = fabsf(bf2f(x));
+            int       bh = (r / n) * heads + j / 64;
+
+            vdiff += hv[dr * w + j] != x;
+            ram[bh] = std::max(ram[bh], f);
+        }
+    }
+    for (int i = 0; i < nb * heads; i++) {
+        bad += ham[i] != ram[i];
+    }
+    for (int rr = 0; rr < ROUNDS; rr++) {
+        CK(cudaEventRecord(e0, 0));
+        for (int j = 0; j < CALLS; j++) {
+            CK(sd_cuda_g8_qkv(a, s->k, b, s->k, s->m, s->k, sa, sb, bias,
+                              &p, 0, 0));
+        }
+        CK(cudaEventRecord(e1, 0));
+        CK(cudaEventSynchronize(e1));
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        tms.push_back(ms / CALLS);
+    }
+    printf("| %s, split fused | %d x %d x %d | %.4f (product alone) | | "
+           "256 x 128 | %.4f | %.0f | | q, k codes differing: %lld of "
+           "%lld (at most %d apart) | v bits differing: %lld | "
+           "scales, maxima wrong: %d |\n", s->name, s->m, s->n, s->k,
+           cublas_ms, median(tms),
+           2.0 * s->m * s->n * s->k / median(tms) / 1e9,
+           (long long) ndiff, (long long) 2 * s->m * w, maxd,
+           (long long) vdiff, bad);
+    cudaFree(p.q8);
+    cudaFree(p.k8);
+    cudaFree(p.qs);
+    cudaFree(p.ks);
+    cudaFree(p.v);
+    cudaFree(p.vamax);
+    cudaFree((void *) p.nq);
+    /* a code apart at a rounding tie is allowed (sums in another order) */
+    return maxd > 1 || ndiff > (int64_t) s->m * w / 1000 || vdiff || bad;
+}
+
+
+int
+main(int argc, char **argv)
+{
+    /* tiles: BM * 1000 + BN */
+    const int   bns[] = { 128256, 256128 };
+    const int   nbn = (int) (sizeof(bns) / sizeof(bns[0]));
+    int64_t     ma = 0, mb = 0, mm = 0, mn = 0, md = 0;
+    uint8_t    *a, *b;
+    float      *sa, *sb;
+    __nv_bfloat16  *bias;
+    void       *y0, *y1;
+    cudaEvent_t e0, e1;
+    size_t      nsh = sizeof(shapes) / sizeof(shapes[0]);
+    int         fails = 0;
+
+    if (!sd_cuda_g8_ok(0)) {
+        printf("gemm8_check: the sm_90a kernel does not run here\n");
+        return 1;
+    }
+    printf("cuBLASLt %zu\n", cublasLtGetVersion());
+    LT(cublasLtCreate(&lt));
+    CK(cudaMalloc(&ws, WS));
+    for (size_t i = 0; i < nsh; i++) {
+        const shape *s = &shapes[i];
+
+        ma = std::max(ma, (int64_t) s->m * s->k);
+        mb = std::max(mb, (int64_t) s->n * s->k);
+        mm = std::max(mm, (int64_t) s->m);
+        mn = std::max(mn, (int64_t) s->n);
+        md = std::max(md, (int64_t) s->m * s->n);
+    }
+    CK(cudaMalloc((void **) &a, ma));
+    CK(cudaMalloc((void **) &b, mb));
+    CK(cudaMalloc((void **) &sa, mm * 4));
+    CK(cudaMalloc((void **) &sb, mn * 4));
+    CK(cudaMalloc((void **) &bias, mn * 2));
+    CK(cudaMalloc(&y0, md * 2));
+    CK(cudaMalloc(&y1, md * 2));
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+
+    printf("| shape | M x N x K | cuBLASLt ms | TFLOP/s | BN | own ms "
+           "| TFLOP/s | speed own / cuBLASLt | err own | err cuBLASLt "
+           "| max diff / rms |\n");
+    printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+           "| --- |\n");
+    for (size_t i = 0; i < nsh; i++) {
+        const shape  *s = &shapes[i];
+        std::vector<int>       rc(2 * NSAMP);
+        std::vector<double>    ref(NSAMP);
+        std::vector<uint16_t>  h0((size_t) s->m * s->n), h1(h0.size());
+        double        flop = 2.0 * s->m * s->n * s->k, ec, ss = 0.0;
+        float         ms;
+        plan          p;
+        int           want = argc < 2, j;
+
+        for (j = 1; j < argc; j++) {
+            want |= strcmp(argv[j], s->name) == 0;
+        }
+        if (!want) {
+            continue;
+        }
+        fill_e4m3<<<(unsigned) ((s->m * (int64_t) s->k + 255) / 256), 256>>>(
+            a, (int64_t) s->m * s->k, 17u + (uint32_t) i);
+        fill_e4m3<<<(unsigned) ((s->n * (int64_t) s->k + 255) / 256), 256>>>(
+            b, (int64_t) s->n * s->k, 91u + (uint32_t) i);
+        /* scales as the engine's: amax / 448 of rows of unit size */
+        fill_f32<<<(s->m + 255) / 256, 256>>>(sa, s->m, 0.5f / 448.f,
+                                               4.f / 448.f, 5u);
+        fill_f32<<<(s->n + 255) / 256, 256>>>(sb, s->n, 0.02f / 448.f,
+                                               0.2f / 448.f, 7u);
+        fill_bf16<<<(s->n + 255) / 256, 256>>>(bias, s->n, 0.5f, 11u);
+        for (j = 0; j < NSAMP; j++) {
+            rc[2 * j] = (int) (mix(2u * j + 1u) % (uint32_t) s->m);
+            rc[2 * j + 1] = (int) (mix(2u * j + 7919u) % (uint32_t) s->n);
+        }
+        gsa = sa;
+        gsb = sb;
+        gbias = bias;
+        reference(ref, rc, a, b, s);
+        if (!plan_make(&p, s, sb, sa, bias)) {
+            printf("| %s | cuBLASLt: no algorithm |\n", s->name);
+            continue;
+        }
+        plan_run(&p, b, a, y0);
+        CK(cudaDeviceSynchronize());
+        CK(cudaMemcpy(h0.data(), y0, h0.size() * 2, cudaMemcpyDeviceToHost));
+        ec = sample_err(h0.data(), s->n, rc.data(), ref.data());
+        for (size_t q = 0; q < h0.size(); q++) {
+            ss += (double) bf2f(h0[q]) * bf2f(h0[q]);
+        }
+        ss = sqrt(ss / (double) h0.size());
+
+        for (int bi = 0; bi < nbn; bi++) {
+            std::vector<float>  tc, to;
+            double              eo, mx = 0.0;
+            cudaError_t         er;
+
+            CK(cudaMemset(y1, 0xff, (size_t) s->m * s->n * 2));
+            er = sd_cuda_g8_gemm(y1, s->n, a, s->k, b, s->k, s->m, s->n,
+                                 s->k, sa, sb, bias, s->gelu, bns[bi], 0, 0);
+            if (er != cudaSuccess) {
+                printf("| %s | tile %d: %s |\n", s->name, bns[bi],
+                       cudaGetErrorString(er));
+                fails++;
+                continue;
+            }
+            CK(cudaDeviceSynchronize());
+            CK(cudaMemcpy(h1.data(), y1, h1.size() * 2,
+                          cudaMemcpyDeviceToHost));
+            eo = sample_err(h1.data(), s->n, rc.data(), ref.data());
+            for (size_t q = 0; q < h1.size(); q++) {
+                double  dd = fabs((double) bf2f(h1[q]) - bf2f(h0[q]));
+
+                mx = dd == dd ? std::max(mx, dd) : INFINITY;
+            }
+            for (int r = 0; r < ROUNDS; r++) {
+                plan_run(&p, b, a, y0);
+                CK(cudaEventRecord(e0, 0));
+                for (j = 0; j < CALLS; j++) {
+                    plan_run(&p, b, a, y0);
+                }
+                CK(cudaEventRecord(e1, 0));
+                CK(cudaEventSynchronize(e1));
+                CK(cudaEventElapsedTime(&ms, e0, e1));
+                tc.push_back(ms / CALLS);
+                CK(sd_cuda_g8_gemm(y1, s->n, a, s->k, b, s->k, s->m, s->n,
+                                   s->k, sa, sb, bias, s->gelu, bns[bi], 0,
+                                   0));
+                CK(cudaEventRecord(e0, 0));
+                for (j = 0; j < CALLS; j++) {
+                    CK(sd_cuda_g8_gemm(y1, s->n, a, s->k, b, s->k, s->m,
+                                       s->n, s->k, sa, sb, bias, s->gelu,
+                                       bns[bi], 0, 0));
+                }
+                CK(cudaEventRecord(e1, 0));
+                CK(cudaEventSynchronize(e1));
+                CK(cudaEventElapsedTime(&ms, e0, e1));
+                to.push_back(ms / CALLS);
+            }
+            /* an own output off by more than BF16's rounding of the two
+               sums' difference fails the check */
+            if (!(mx / ss < 0.05) || !(eo < 2.0 * ec + 0.02)) {
+                fails++;
+            }
+            printf("| %s | %d x %d x %d | %.4f | %.0f | %d x %d | %.4f "
+                   "| %.0f | %.3f | %.2e | %.2e | %.2e |\n", s->name, s->m,
+                   s->n, s->k, median(tc), flop / median(tc) / 1e9,
+                   bns[bi] / 1000, bns[bi] % 1000,
+                   median(to), flop / median(to) / 1e9,
+                   median(tc) / median(to), eo, ec, mx / ss);
+        }
+        if (strstr(s->name, "qkv") && s->m % 2 == 0) {
+            std::vector<float>  tc;
+
+            plan_run(&p, b, a, y0);     /* y0: cuBLASLt's product again */
+            for (int r = 0; r < ROUNDS; r++) {
+                CK(cudaEventRecord(e0, 0));
+                for (j = 0; j < CALLS; j++) {
+                    plan_run(&p, b, a, y0);
+                }
+                CK(cudaEventRecord(e1, 0));
+                CK(cudaEventSynchronize(e1));
+                CK(cudaEventElapsedTime(&ms, e0, e1));
+                tc.push_back(ms / CALLS);
+            }
+            fails += qkv_check(s, a, b, sa, sb, bias, y0, median(tc), e0,
+                               e1);
+        }
+        plan_free(&p);
+    }
+    printf("gemm8_check: %s\n", fails ? "FAILED" : "ok");
+    return fails ? 1 : 0;
+}
