@@ -935,6 +935,38 @@ sd_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8, sd_tensor *v,
 
 
 sd_status
+sd_linear_qkv_fp8(sd_err *err, sd_tensor *t, sd_tensor *q8, sd_tensor *k8,
+    sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, const sd_tensor *nq,
+    const sd_tensor *nk, int heads, float eps, float sq, float sk)
+{
+    if (q8->be->ops->linear_qkv_fp8 == NULL) {
+        SD_TRY(sd_linear(err, t, x, w, b));
+        return sd_qkv_split_fp8(err, q8, k8, v, vamax, r0, t, nq, nk, heads,
+                                eps, sq, sk);
+    }
+    if (x->ndim != 3 || w->ndim != 2 || t->ndim != 3 || x->ne[2] != w->ne[1]
+        || t->ne[0] != x->ne[0] || t->ne[1] != x->ne[1]
+        || t->ne[2] != w->ne[0] || (b && sd_numel(b) != w->ne[0]))
+    {
+        return shape_err(err, "linear_qkv_fp8", "x, weight and t", x, t);
+    }
+    SD_TRY(qkv_split_shapes(err, "linear_qkv_fp8", q8, k8, v, r0, t, nq, nk,
+                            heads));
+    if (nq == NULL || sd_numel(vamax) != t->ne[0] * heads) {
+        return shape_err(err, "linear_qkv_fp8", "norms and v maxima", t,
+                         vamax);
+    }
+    if (!same_dtype(v, t) || (!same_dtype(t, x) && !e4m3_into(x, w))) {
+        return dtype_err(err, "linear_qkv_fp8", x, v);
+    }
+    SD_TRY(fp8_attn_args(err, "linear_qkv_fp8", q8, k8, vamax, sq, sk));
+    return q8->be->ops->linear_qkv_fp8(err, t, q8, k8, v, vamax, r0, x, w, b,
+                                       nq, nk, heads, eps, sq, sk);
+}
+
+
+sd_status
 sd_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
     const sd_tensor *k8, const sd_tensor *v, const sd_tensor *vamax,
     int heads, float sq, float sk, float scale)

@@ -168,6 +168,13 @@ typedef struct {
     sd_status (*linear_gate_add)(sd_err *err, sd_tensor *x,
         const sd_tensor *gate, const sd_tensor *h, int64_t r0,
         const sd_tensor *w, const sd_tensor *b);
+    /* optional (NULL: linear into t, then qkv_split_fp8): the QKV
+       projection and the FP8 split at once, sd_linear_qkv_fp8 */
+    sd_status (*linear_qkv_fp8)(sd_err *err, sd_tensor *t, sd_tensor *q8,
+        sd_tensor *k8, sd_tensor *v, sd_tensor *vamax, int64_t r0,
+        const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+        const sd_tensor *nq, const sd_tensor *nk, int heads, float eps,
+        float sq, float sk);
     /* optional (NULL: download, then sd_image_to_rgb8 on the host): a
        decoded image (1, 3, H, W) in [-1, 1] as host RGB bytes (H, W, 3),
        rounded as sd_image_to_rgb8 rounds, byte for byte */
@@ -418,6 +425,16 @@ int sd_fp8_attn_scales(float qmax, float kmax, int64_t d, float scale,
     float *sq, float *sk);
 sd_status sd_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,
     sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *src,
+    const sd_tensor *nq, const sd_tensor *nk, int heads, float eps,
+    float sq, float sk);
+/*
+ * sd_linear(t, x, w, b) then sd_qkv_split_fp8(q8, k8, v, vamax, r0, t,
+ * ...): one stream's QKV projection into the FP8 attention's buffers. A
+ * backend may do both in one pass (linear_qkv_fp8) and leave t unwritten.
+ */
+sd_status sd_linear_qkv_fp8(sd_err *err, sd_tensor *t, sd_tensor *q8,
+    sd_tensor *k8, sd_tensor *v, sd_tensor *vamax, int64_t r0,
+    const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
     const sd_tensor *nq, const sd_tensor *nk, int heads, float eps,
     float sq, float sk);
 sd_status sd_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,

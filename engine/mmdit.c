@@ -864,13 +864,15 @@ sd_mmdit_project(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
     const sd_tensor *h, sd_tensor *t, sd_tensor *q, sd_tensor *k,
     sd_tensor *v, sd_tensor *vamax, int64_t r0)
 {
-    SD_TRY(sd_mmdit_linear_fwd(err, t, h, &at->qkv));
     if (q->dtype == SD_DT_F8_E4M3) {
-        /* FP8 attention: q, k are the E4M3 buffers */
-        return sd_qkv_split_fp8(err, q, k, v, vamax, r0, t, at->norm[0],
-                                at->norm[1], m->info.heads, SD_MMDIT_EPS,
-                                at->qk8[0], at->qk8[1]);
+        /* FP8 attention: q, k are the E4M3 buffers (the product and the
+           split may be one pass: t then stays unwritten) */
+        return sd_linear_qkv_fp8(err, t, q, k, v, vamax, r0, h, at->qkv.w,
+                                 at->qkv.b, at->norm[0], at->norm[1],
+                                 m->info.heads, SD_MMDIT_EPS, at->qk8[0],
+                                 at->qk8[1]);
     }
+    SD_TRY(sd_mmdit_linear_fwd(err, t, h, &at->qkv));
     return sd_qkv_split(err, q, k, v, r0, t, at->norm[0], at->norm[1],
                         m->info.heads, SD_MMDIT_EPS);
 }

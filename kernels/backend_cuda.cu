@@ -897,6 +897,34 @@ cuda_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8, sd_tensor *v,
 }
 
 
+/*
+ * The QKV projection and the FP8 split: one pass of gemm8.cu's product
+ * where it fits (sm_90a, x E4M3 rows with their scales, E4M3 weights on
+ * the device, widths a multiple of 128), else the product into t and the
+ * split.
+ */
+static sd_status
+cuda_linear_qkv_fp8(sd_err *err, sd_tensor *t, sd_tensor *q8, sd_tensor *k8,
+    sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, const sd_tensor *nq,
+    const sd_tensor *nk, int heads, float eps, float sq, float sk)
+{
+    if (sd_cuda_of(q8)->g8_ok
+        && sd_cuda_linear_qkv_fp8_fits(q8, v, x, w, b, heads))
+    {
+        SD_CUDA_OP(q8, sd_cuda_linear_qkv_fp8(err, q8, k8, v, vamax, r0, x,
+                                              w, b, nq, nk, heads, eps, sq,
+                                              sk),
+                   "linear_qkv fp8 %lldx%lld->%lld%s",
+                   LL(x->ne[0] * x->ne[1]), LL(w->ne[1]), LL(w->ne[0]),
+                   b ? " +b" : "");
+    }
+    SD_TRY(cuda_linear(err, t, x, w, b, SD_ACT_NONE));
+    return cuda_qkv_split_fp8(err, q8, k8, v, vamax, r0, t, nq, nk, heads,
+                              eps, sq, sk);
+}
+
+
 /* measures its own scratch (V^T) */
 static sd_status
 cuda_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
@@ -1120,7 +1148,7 @@ static const sd_backend_ops  sd_cuda_ops = {
     cuda_attention, cuda_conv2d, cuda_upsample2x, cuda_embed, cuda_modulate,
     cuda_gate_add, cuda_abs_diff_sum, cuda_copy2d, cuda_permute,
     cuda_qkv_split_fp8, cuda_attention_fp8, cuda_linear_gate_add,
-    cuda_to_rgb8, cuda_destroy
+    cuda_linear_qkv_fp8, cuda_to_rgb8, cuda_destroy
 };
 
 
@@ -1167,6 +1195,9 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     c->det = !sd_env_on("SD_CUDA_TIMED_PICK");
     c->no_graphs = sd_env_on("SD_CUDA_NO_GRAPHS");
     c->fattn_ok = !sd_env_on("SD_CUDA_NO_FATTN") && sd_cuda_fattn_ok(device);
+    /* the QKV product and the FP8 split in one pass of gemm8.cu: opt-in,
+       since it measured slower than cuBLASLt and the split (README) */
+    c->g8_ok = sd_env_on("SD_CUDA_G8") && sd_cuda_g8_ok(device);
     SD_CU(cudaStreamCreateWithFlags(&c->streams[0], cudaStreamNonBlocking));
     SD_CU(cudaStreamCreateWithFlags(&c->streams[1], cudaStreamNonBlocking));
     SD_CU(cudaEventCreateWithFlags(&c->fork_ev, cudaEventDisableTiming));
@@ -1197,6 +1228,12 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
 
         snprintf(c->info + l, sizeof(c->info) - l, ", FP8 weights widened "
                  "to BF16 per layer");
+    }
+    if (c->g8_ok) {
+        size_t  l = strlen(c->info);
+
+        snprintf(c->info + l, sizeof(c->info) - l, ", QKV product and FP8 "
+                 "split fused");
     }
     if (!c->det) {
         size_t  l = strlen(c->info);

@@ -1986,6 +1986,210 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
 
 
 /*
+ * The QKV projection with the FP8 split in one op (sd_linear_qkv_fp8:
+ * gemm8.cu's fused product on sm_90a with SD_CUDA_G8=1) against the same
+ * product and split as two ops on the same backend (cuBLASLt, then
+ * qkv_split_fp8), and, with ref set, against the CPU: the product in
+ * double of the GPU's E4M3 rows and weights, rounded to BF16, split on
+ * the CPU, q and k rounded to E4M3 with the fixed scales. Two streams of
+ * B = 2 (lx image rows at 0, lc text rows at lx) into one joint
+ * sequence; x is norm_modulate's E4M3 rows.
+ */
+static void
+check_qkv_fp8(sd_backend *cpu, sd_backend *be, int64_t lx, int64_t lc,
+    int h, int ref)
+{
+    enum { B = 2, D = 64 };
+    int64_t     w = (int64_t) h * D, l = lx + lc, ls[2] = { lx, lc };
+    int64_t     sl[3] = { B, l, w }, sv = B * h, sd = D, i, j;
+    sd_tensor  *q8[2] = { NULL }, *k8[2] = { NULL }, *v[2] = { NULL };
+    sd_tensor  *am[2] = { NULL }, *x8[2] = { NULL }, *wt[2] = { NULL };
+    sd_tensor  *bias[2] = { NULL }, *nq[2] = { NULL }, *nk[2] = { NULL };
+    sd_tensor  *t[2] = { NULL };
+    float      *g[2][4] = { { NULL } }, *hn[2][2] = { { NULL } };
+    float       sq = 1.0f, sk = 1.0f, qm = 0.0f, km = 0.0f;
+    sd_err      err = {0};
+    size_t      n;
+    int         st, way, ok = 1;
+
+    if (!be->fp8_attn || !be->fp8_act) {
+        T_SKIP("fused QKV split: no FP8 attention on this GPU");
+        return;
+    }
+    t_round = 1;
+    t_rng = 4242 + (uint64_t) lx;
+    for (st = 0; st < 2 && ok; st++) {
+        int64_t     rows = ls[st], sx[3] = { B, rows, w };
+        int64_t     sw[2] = { 3 * w, w }, sb = 3 * w, sm2[2] = { B, w };
+        float      *hx = host_rand(B * rows * w, 3.0f);
+        float      *hs = host_rand(B * w, 0.5f), *hq = host_rand(B * w, 0.5f);
+        float      *hw = host_rand(3 * w * w, 0.05f);
+        float      *hb = host_rand(3 * w, 0.2f);
+        sd_tensor  *x = mk_from(be, 3, sx, hx), *sh = mk_from(be, 2, sm2, hs);
+        sd_tensor  *sc = mk_from(be, 2, sm2, hq);
+        int64_t     s3[3] = { B, rows, 3 * w };
+
+        hn[st][0] = host_rand(D, 1.0f + 0.25f * (float) st);
+        hn[st][1] = host_rand(D, 1.5f - 0.25f * (float) st);
+        for (i = 0; hn[st][0] && hn[st][1] && i < D; i++) {
+            qm = fmaxf(qm, fabsf(hn[st][0][i]));
+            km = fmaxf(km, fabsf(hn[st][1][i]));
+        }
+        nq[st] = mk_from(be, 1, &sd, hn[st][0]);
+        nk[st] = mk_from(be, 1, &sd, hn[st][1]);
+        bias[st] = mk_from(be, 1, &sb, hb);
+        ok = x && sh && sc && hw && nq[st] && nk[st] && bias[st]
+             && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sx,
+                                 &x8[st]) == SD_OK
+             && sd_tensor_new_as(&err, be, SD_MEM_WEIGHT, SD_DT_F8_E4M3, 2,
+                                 sw, &wt[st]) == SD_OK
+             && sd_tensor_new_as(&err, be, SD_MEM_ACT, be->act_dtype, 3, s3,
+                                 &t[st]) == SD_OK
+             && be->ops->upload_from(&err, wt[st], hw, SD_DT_F32, NULL, 0)
+                == SD_OK
+             && sd_norm_modulate(&err, x8[st], x, sh, sc, 1e-6f) == SD_OK;
+        T_CHECK(ok, "fused QKV inputs: %s", err.msg);
+        free(hx); free(hs); free(hq); free(hw); free(hb);
+        sd_tensor_free(x); sd_tensor_free(sh); sd_tensor_free(sc);
+    }
+    if (!ok) {
+        goto done;
+    }
+    T_CHECK(sd_fp8_attn_scales(qm, km, D, 0.125f, &sq, &sk) == 0,
+            "sd_fp8_attn_scales");
+    /* way 0: the op (fused where it runs), way 1: product, then split */
+    for (way = 0; way < 2 && ok; way++) {
+        ok = sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sl,
+                              &q8[way]) == SD_OK
+             && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sl,
+                                 &k8[way]) == SD_OK
+             && sd_tensor_new_as(&err, be, SD_MEM_ACT, be->act_dtype, 3, sl,
+                                 &v[way]) == SD_OK
+             && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F32, 1, &sv,
+                                 &am[way]) == SD_OK
+             && sd_scale(&err, am[way], am[way], 0.0f, 0.0f) == SD_OK;
+        for (st = 0; st < 2 && ok; st++) {
+            int64_t  r0 = st ? lx : 0;
+
+            if (way == 0) {
+                ok = sd_linear_qkv_fp8(&err, t[st], q8[0], k8[0], v[0],
+                                       am[0], r0, x8[st], wt[st], bias[st],
+                                       nq[st], nk[st], h, 1e-6f, sq, sk)
+                     == SD_OK;
+            } else {
+                ok = sd_linear(&err, t[st], x8[st], wt[st], bias[st])
+                     == SD_OK
+                     && sd_qkv_split_fp8(&err, q8[1], k8[1], v[1], am[1], r0,
+                                         t[st], nq[st], nk[st], h, 1e-6f, sq,
+                                         sk) == SD_OK;
+            }
+        }
+        T_CHECK(ok, "linear_qkv_fp8 (way %d): %s", way, err.msg);
+        if (ok) {
+            g[way][0] = host_of(q8[way], &n);
+            g[way][1] = host_of(k8[way], &n);
+            g[way][2] = host_of(v[way], &n);
+            g[way][3] = host_of(am[way], &n);
+        }
+    }
+    if (!ok || !g[0][0] || !g[0][1] || !g[0][2] || !g[0][3] || !g[1][0]
+        || !g[1][1] || !g[1][2] || !g[1][3])
+    {
+        goto done;
+    }
+    {
+        double  eq = t_rel_l2(g[0][0], g[1][0], (size_t) (B * l * w));
+        double  ek = t_rel_l2(g[0][1], g[1][1], (size_t) (B * l * w));
+        double  ev = t_rel_l2(g[0][2], g[1][2], (size_t) (B * l * w));
+        double  ea = t_rel_l2(g[0][3], g[1][3], (size_t) sv);
+
+        printf("   linear_qkv_fp8 %lld+%lld x %d heads (%s): against the "
+               "product and split apart: q %.2e, k %.2e, v %.2e, max |v| "
+               "%.2e\n", (long long) lx, (long long) lc, h,
+               strstr(sd_cuda_info(be), "split fused") ? "fused" : "apart",
+               eq, ek, ev, ea);
+        /* E4M3 codes a step apart where a BF16 input sits at a tie;
+           v and its maxima from F32 sums in another order */
+        T_CHECK(eq < 5e-3 && ek < 5e-3 && ev < 5e-3 && ea < 5e-3,
+                "linear_qkv_fp8 against two ops: %.3g %.3g %.3g %.3g", eq,
+                ek, ev, ea);
+    }
+    if (ref) {
+        /* the CPU: the product of the GPU's E4M3 rows and weights in
+           double, BF16, the split in F32, q and k rounded to E4M3 */
+        sd_tensor  *cq = MK(cpu, ACT, 0.0f, B, l, w);
+        sd_tensor  *ck = MK(cpu, ACT, 0.0f, B, l, w);
+        sd_tensor  *cv = MK(cpu, ACT, 0.0f, B, l, w);
+        float      *rf[3] = { NULL };
+        double      e[3];
+
+        for (st = 0; st < 2 && cq && ck && cv; st++) {
+            int64_t     rows = ls[st], s3[3] = { B, rows, 3 * w };
+            float      *hx = host_of(x8[st], &n), *hw = host_of(wt[st], &n);
+            float      *hb = host_of(bias[st], &n);
+            float      *y = malloc(sizeof(float) * B * rows * 3 * w);
+            sd_tensor  *ct = NULL, *cn[2];
+
+            if (hx && hw && hb && y) {
+                ref_linear(hx, hw, hb, y, B * rows, w, 3 * w, 0);
+                for (i = 0; i < B * rows * 3 * w; i++) {
+                    y[i] = sd_bf16_to_f32(sd_f32_to_bf16(y[i]));
+                }
+                ct = mk_from(cpu, 3, s3, y);
+            }
+            cn[0] = mk_from(cpu, 1, &sd, hn[st][0]);
+            cn[1] = mk_from(cpu, 1, &sd, hn[st][1]);
+            T_CHECK(ct && cn[0] && cn[1]
+                    && sd_qkv_split(&err, cq, ck, cv, st ? lx : 0, ct, cn[0],
+                                    cn[1], h, 1e-6f) == SD_OK,
+                    "cpu qkv_split: %s", err.msg);
+            sd_tensor_free(ct);
+            sd_tensor_free(cn[0]);
+            sd_tensor_free(cn[1]);
+            free(hx); free(hw); free(hb); free(y);
+        }
+        rf[0] = host_of(cq, &n);
+        rf[1] = host_of(ck, &n);
+        rf[2] = host_of(cv, &n);
+        if (rf[0] && rf[1] && rf[2]) {
+            for (j = 0; j < B * l * w; j++) {
+                rf[0][j] = ref_e4m3(rf[0][j] / sq) * sq;
+                rf[1][j] = ref_e4m3(rf[1][j] / sk) * sk;
+            }
+            for (j = 0; j < 3; j++) {
+                e[j] = t_rel_l2(g[0][j], rf[j], (size_t) (B * l * w));
+            }
+            printf("   linear_qkv_fp8 %lld+%lld x %d heads: against the "
+                   "CPU: q %.2e, k %.2e, v %.2e\n", (long long) lx,
+                   (long long) lc, h, e[0], e[1], e[2]);
+            T_CHECK(e[0] < 1e-2 && e[1] < 1e-2 && e[2] < 1e-2,
+                    "linear_qkv_fp8 against the CPU: %.3g %.3g %.3g", e[0],
+                    e[1], e[2]);
+        }
+        for (j = 0; j < 3; j++) {
+            free(rf[j]);
+        }
+        sd_tensor_free(cq); sd_tensor_free(ck); sd_tensor_free(cv);
+    }
+
+done:
+    for (way = 0; way < 2; way++) {
+        for (j = 0; j < 4; j++) {
+            free(g[way][j]);
+        }
+        sd_tensor_free(q8[way]); sd_tensor_free(k8[way]);
+        sd_tensor_free(v[way]); sd_tensor_free(am[way]);
+    }
+    for (st = 0; st < 2; st++) {
+        free(hn[st][0]); free(hn[st][1]);
+        sd_tensor_free(x8[st]); sd_tensor_free(wt[st]);
+        sd_tensor_free(bias[st]); sd_tensor_free(nq[st]);
+        sd_tensor_free(nk[st]); sd_tensor_free(t[st]);
+    }
+}
+
+
+/*
  * linear_gate_add with FP8 weights: x += gate (h[:, r0 : r0 + n] w^T + b)
  * with the gate and the residual inside the FP8 products (rows a multiple
  * of 16; the profile names the op's path), against the same update in
@@ -2312,6 +2516,24 @@ check_cuda(sd_backend *cpu)
         }
         unsetenv("SD_CUDA_FP8_WIDEN");
         sd_backend_destroy(wd);
+    }
+    {
+        /* the QKV product and FP8 split fused (opt-in: SD_CUDA_G8=1) */
+        sd_backend  *g8 = NULL;
+
+        setenv("SD_CUDA_G8", "1", 1);
+        if (sd_backend_cuda_create(&err, 0, SD_DT_BF16, &g8) == SD_OK
+            && sd_cuda_reserve(&err, g8, (size_t) 1 << 30) == SD_OK)
+        {
+            printf("   %s\n", sd_cuda_info(g8));
+            check_qkv_fp8(cpu, g8, 300, 77, 2, 1);
+            check_qkv_fp8(cpu, g8, 130, 1, 4, 1);
+            check_qkv_fp8(cpu, g8, 1024, 154, 38, 0);
+        } else {
+            T_CHECK(0, "cuda backend (SD_CUDA_G8): %s", err.msg);
+        }
+        unsetenv("SD_CUDA_G8");
+        sd_backend_destroy(g8);
     }
     check_oom(bf);
     sd_backend_destroy(f32);
