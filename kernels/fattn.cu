@@ -31,6 +31,7 @@
 #include <cuda_fp8.h>
 
 #include "cuda.h"
+#include "sm90.h"
 
 
 #define FA_D        64                  /* head size */
@@ -129,52 +130,6 @@ struct fa_smem {
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
-static __device__ __forceinline__ uint32_t
-fa_smem_addr(const void *p)
-{
-    return (uint32_t) __cvta_generic_to_shared(p);
-}
-
-
-static __device__ __forceinline__ void
-fa_mbar_init(uint64_t *bar, int count)
-{
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;"
-                 :: "r"(fa_smem_addr(bar)), "r"(count));
-}
-
-
-static __device__ __forceinline__ void
-fa_mbar_expect(uint64_t *bar, uint32_t bytes)
-{
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
-                 :: "r"(fa_smem_addr(bar)), "r"(bytes) : "memory");
-}
-
-
-static __device__ __forceinline__ void
-fa_mbar_arrive(uint64_t *bar)
-{
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];"
-                 :: "r"(fa_smem_addr(bar)) : "memory");
-}
-
-
-static __device__ __forceinline__ void
-fa_mbar_wait(uint64_t *bar, int phase)
-{
-    uint32_t  done;
-
-    do {
-        asm volatile("{\n.reg .pred p;\n"
-                     "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                     "selp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done) : "r"(fa_smem_addr(bar)), "r"(phase)
-                     : "memory");
-    } while (!done);
-}
-
-
 /* one (64 x rows) box of the (64, H, L, B) view into shared memory */
 static __device__ __forceinline__ void
 fa_tma_load(void *dst, const CUtensorMap *map, int h, int row, int b,
@@ -183,8 +138,8 @@ fa_tma_load(void *dst, const CUtensorMap *map, int h, int row, int b,
     asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global"
                  ".mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}],"
                  " [%6];"
-                 :: "r"(fa_smem_addr(dst)), "l"((uint64_t) map), "r"(0),
-                    "r"(h), "r"(row), "r"(b), "r"(fa_smem_addr(bar))
+                 :: "r"(sm90_smem_addr(dst)), "l"((uint64_t) map), "r"(0),
+                    "r"(h), "r"(row), "r"(b), "r"(sm90_smem_addr(bar))
                  : "memory");
 }
 
@@ -199,32 +154,11 @@ fa_desc(const void *p, uint32_t lbo)
 {
     uint64_t  d;
 
-    d = (uint64_t) ((fa_smem_addr(p) & 0x3ffff) >> 4);
+    d = (uint64_t) ((sm90_smem_addr(p) & 0x3ffff) >> 4);
     d |= (uint64_t) ((lbo & 0x3ffff) >> 4) << 16;
     d |= (uint64_t) (1024 >> 4) << 32;
     d |= (uint64_t) 1 << 62;
     return d;
-}
-
-
-static __device__ __forceinline__ void
-fa_wgmma_fence(void)
-{
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-}
-
-
-static __device__ __forceinline__ void
-fa_wgmma_commit(void)
-{
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-
-
-static __device__ __forceinline__ void
-fa_wgmma_wait0(void)
-{
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
 
 
@@ -442,7 +376,7 @@ fa_desc8(const void *p, uint32_t sbo, uint64_t layout)
 {
     uint64_t  d;
 
-    d = (uint64_t) ((fa_smem_addr(p) & 0x3ffff) >> 4);
+    d = (uint64_t) ((sm90_smem_addr(p) & 0x3ffff) >> 4);
     d |= (uint64_t) 1 << 16;
     d |= (uint64_t) ((sbo & 0x3ffff) >> 4) << 32;
     d |= layout << 62;
@@ -692,10 +626,10 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
 
     if (threadIdx.x == 0) {
         for (s = 0; s < FA_NST(EB); s++) {
-            fa_mbar_init(&sm->full[s], 1);
-            fa_mbar_init(&sm->empty[s], 4 * FA_NWG);
+            sm90_mbar_init(&sm->full[s], 1);
+            sm90_mbar_init(&sm->empty[s], 4 * FA_NWG);
         }
-        fa_mbar_init(&sm->qbar, 1);
+        sm90_mbar_init(&sm->qbar, 1);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     if (FA_VX(EB)) {
@@ -715,7 +649,7 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
     if (wg == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
         if (t == 0) {
-            fa_mbar_expect(&sm->qbar, FA_NWG * box);
+            sm90_mbar_expect(&sm->qbar, FA_NWG * box);
             for (j = 0; j < FA_NWG; j++) {
                 fa_tma_load(sm->q + j * box, &tq, h, (qb * FA_NWG + j) * 64,
                             b, &sm->qbar);
@@ -723,9 +657,9 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
             for (j = 0; j < nkv; j++) {
                 s = j % FA_NST(EB);
                 if (j >= FA_NST(EB)) {
-                    fa_mbar_wait(&sm->empty[s], (j / FA_NST(EB) - 1) & 1);
+                    sm90_mbar_wait(&sm->empty[s], (j / FA_NST(EB) - 1) & 1);
                 }
-                fa_mbar_expect(&sm->full[s], 4 * box);
+                sm90_mbar_expect(&sm->full[s], 4 * box);
                 fa_tma_load(sm->k[s], &tk, h, j * FA_BN, b, &sm->full[s]);
                 fa_tma_load(sm->k[s] + box, &tk, h, j * FA_BN + 64, b,
                             &sm->full[s]);
@@ -734,10 +668,10 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
                     asm volatile("cp.async.bulk.tensor.4d.shared::cluster"
                                  ".global.mbarrier::complete_tx::bytes [%0],"
                                  " [%1, {%2, %3, %4, %5}], [%6];"
-                                 :: "r"(fa_smem_addr(sm->v[s])),
+                                 :: "r"(sm90_smem_addr(sm->v[s])),
                                     "l"((uint64_t) &tv), "r"(j * FA_BN),
                                     "r"(0), "r"(h), "r"(b),
-                                    "r"(fa_smem_addr(&sm->full[s]))
+                                    "r"(sm90_smem_addr(&sm->full[s]))
                                  : "memory");
                 } else {
                     fa_tma_load(sm->v[s], &tv, h, j * FA_BN, b,
@@ -788,22 +722,22 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
         m[0] = m[1] = -INFINITY;
         l[0] = l[1] = 0.f;
 
-        fa_mbar_wait(&sm->qbar, 0);
+        sm90_mbar_wait(&sm->qbar, 0);
         dq = EB == 1 ? fa_desc8(sm->q + cw * box, 512, 2)
                      : fa_desc(sm->q + cw * box, 16);
 
         /* tile 0's scores and softmax; then each step issues tile j's
            scores and tile j - 1's P V, and runs tile j's softmax while
            the P V product is in flight (E4M3: F16 scores in sh) */
-        fa_mbar_wait(&sm->full[0], 0);
-        fa_wgmma_fence();
+        sm90_mbar_wait(&sm->full[0], 0);
+        sm90_wgmma_fence();
         if (sv) {
             fa_issue_qk8(sh, dq, sm->k[0]);
         } else {
             fa_issue_qk_bf16(sacc, dq, sm->k[0]);
         }
-        fa_wgmma_commit();
-        fa_wgmma_wait0();
+        sm90_wgmma_commit();
+        sm90_wgmma_wait<0>();
         if (sv) {
             fa_fence_u32(sh, 32);
             fa_softmax8(sh, m, a, 8.f * sl2, lk, qd);
@@ -818,16 +752,16 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
             int  sp = (j - 1) % FA_NST(EB);
 
             s = j % FA_NST(EB);
-            fa_mbar_wait(&sm->full[s], (j / FA_NST(EB)) & 1);
-            fa_wgmma_fence();
+            sm90_mbar_wait(&sm->full[s], (j / FA_NST(EB)) & 1);
+            sm90_wgmma_fence();
             if (sv) {
                 fa_issue_qk8(sh, dq, sm->k[s]);
             } else {
                 fa_issue_qk_bf16(sacc, dq, sm->k[s]);
             }
-            fa_wgmma_commit();
+            sm90_wgmma_commit();
             fa_issue_pv<EB>(oacc, t8, pa, sm->v[sp]);
-            fa_wgmma_commit();
+            sm90_wgmma_commit();
             asm volatile("wgmma.wait_group.sync.aligned 1;\n"
                          ::: "memory");
             if (sv) {
@@ -837,10 +771,10 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
                 fa_fence_regs(sacc, 64);
                 fa_softmax(sacc, m, l, a, sl2, lk - j * FA_BN, qd);
             }
-            fa_wgmma_wait0();
+            sm90_wgmma_wait<0>();
             fa_fence_regs(oacc, 32);
             if (lane == 0) {
-                fa_mbar_arrive(&sm->empty[sp]);
+                sm90_mbar_arrive(&sm->empty[sp]);
             }
             if (sv) {
                 /* tile j - 1's sums, in F32 from here on */
@@ -857,10 +791,10 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
         }
 
         s = (nkv - 1) % FA_NST(EB);
-        fa_wgmma_fence();
+        sm90_wgmma_fence();
         fa_issue_pv<EB>(oacc, t8, pa, sm->v[s]);
-        fa_wgmma_commit();
-        fa_wgmma_wait0();
+        sm90_wgmma_commit();
+        sm90_wgmma_wait<0>();
         fa_fence_regs(oacc, 32);
 
         if (sv) {

@@ -54,6 +54,7 @@
 #include <cuda_fp8.h>
 
 #include "cuda.h"
+#include "sm90.h"
 
 
 #define G8_BK       128                 /* bytes of K a stage */
@@ -85,52 +86,6 @@ struct g8_smem {
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
-static __device__ __forceinline__ uint32_t
-g8_smem_addr(const void *p)
-{
-    return (uint32_t) __cvta_generic_to_shared(p);
-}
-
-
-static __device__ __forceinline__ void
-g8_mbar_init(uint64_t *bar, int count)
-{
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;"
-                 :: "r"(g8_smem_addr(bar)), "r"(count));
-}
-
-
-static __device__ __forceinline__ void
-g8_mbar_expect(uint64_t *bar, uint32_t bytes)
-{
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
-                 :: "r"(g8_smem_addr(bar)), "r"(bytes) : "memory");
-}
-
-
-static __device__ __forceinline__ void
-g8_mbar_arrive(uint64_t *bar)
-{
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];"
-                 :: "r"(g8_smem_addr(bar)) : "memory");
-}
-
-
-static __device__ __forceinline__ void
-g8_mbar_wait(uint64_t *bar, int phase)
-{
-    uint32_t  done;
-
-    do {
-        asm volatile("{\n.reg .pred p;\n"
-                     "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                     "selp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done) : "r"(g8_smem_addr(bar)), "r"(phase)
-                     : "memory");
-    } while (!done);
-}
-
-
 /* a (128 bytes of K, rows) box of a 2-D (K, rows) map at (k, row) */
 static __device__ __forceinline__ void
 g8_tma_load(void *dst, const CUtensorMap *map, int k, int row,
@@ -138,8 +93,8 @@ g8_tma_load(void *dst, const CUtensorMap *map, int k, int row,
 {
     asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global"
                  ".mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
-                 :: "r"(g8_smem_addr(dst)), "l"((uint64_t) map), "r"(k),
-                    "r"(row), "r"(g8_smem_addr(bar))
+                 :: "r"(sm90_smem_addr(dst)), "l"((uint64_t) map), "r"(k),
+                    "r"(row), "r"(sm90_smem_addr(bar))
                  : "memory");
 }
 
@@ -155,34 +110,11 @@ g8_desc(const void *p)
 {
     uint64_t  d;
 
-    d = (uint64_t) ((g8_smem_addr(p) & 0x3ffff) >> 4);
+    d = (uint64_t) ((sm90_smem_addr(p) & 0x3ffff) >> 4);
     d |= (uint64_t) 1 << 16;
     d |= (uint64_t) (1024 >> 4) << 32;
     d |= (uint64_t) 1 << 62;
     return d;
-}
-
-
-static __device__ __forceinline__ void
-g8_wgmma_fence(void)
-{
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-}
-
-
-static __device__ __forceinline__ void
-g8_wgmma_commit(void)
-{
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-
-
-template <int N>
-static __device__ __forceinline__ void
-g8_wgmma_wait(void)
-{
-    asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N)
-                 : "memory");
 }
 
 
@@ -489,8 +421,8 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
 
     if (threadIdx.x == 0) {
         for (s = 0; s < G8_ST; s++) {
-            g8_mbar_init(&sm->full[s], 1);
-            g8_mbar_init(&sm->empty[s], 8);
+            sm90_mbar_init(&sm->full[s], 1);
+            sm90_mbar_init(&sm->empty[s], 8);
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
@@ -505,9 +437,9 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                 for (kb = 0; kb < nk; kb++, it++) {
                     s = it % G8_ST;
                     if (it >= G8_ST) {
-                        g8_mbar_wait(&sm->empty[s], (it / G8_ST - 1) & 1);
+                        sm90_mbar_wait(&sm->empty[s], (it / G8_ST - 1) & 1);
                     }
-                    g8_mbar_expect(&sm->full[s], (BM + BN) * G8_BK);
+                    sm90_mbar_expect(&sm->full[s], (BM + BN) * G8_BK);
                     g8_tma_load(sm->a[s], &ta, kb * G8_BK, m0, &sm->full[s]);
                     g8_tma_load(sm->b[s], &tb, kb * G8_BK, n0, &sm->full[s]);
                 }
@@ -522,7 +454,7 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
         int       cw = wg - 1, w = t / 32, lane = t % 32, j, kk, mi, ec = 0;
         int       rl0 = w * 16 + lane / 4;  /* the thread's first row */
         float     acc[MI][BN / 2];
-        uint32_t  eb = g8_smem_addr(sm->e[cw][0]);
+        uint32_t  eb = sm90_smem_addr(sm->e[cw][0]);
 
         if (qkv.w && threadIdx.x < 256) {
             /* visible to both consumers after the first tile's
@@ -561,10 +493,10 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                 uint64_t  da, db;
 
                 s = it % G8_ST;
-                g8_mbar_wait(&sm->full[s], (it / G8_ST) & 1);
+                sm90_mbar_wait(&sm->full[s], (it / G8_ST) & 1);
                 da = g8_desc(sm->a[s] + cw * (BM / 2) * G8_BK);
                 db = g8_desc(sm->b[s]);
-                g8_wgmma_fence();
+                sm90_wgmma_fence();
                 #pragma unroll
                 for (kk = 0; kk < G8_BK / 32; kk++) {
                     #pragma unroll
@@ -574,18 +506,18 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                                    db + 2 * kk, kb > 0 || kk > 0);
                     }
                 }
-                g8_wgmma_commit();
+                sm90_wgmma_commit();
                 if (kb > 0) {
                     /* the previous stage's products are done: free it */
-                    g8_wgmma_wait<1>();
+                    sm90_wgmma_wait<1>();
                     if (lane == 0) {
-                        g8_mbar_arrive(&sm->empty[(it - 1) % G8_ST]);
+                        sm90_mbar_arrive(&sm->empty[(it - 1) % G8_ST]);
                     }
                 }
             }
-            g8_wgmma_wait<0>();
+            sm90_wgmma_wait<0>();
             if (lane == 0) {
-                g8_mbar_arrive(&sm->empty[(it - 1) % G8_ST]);
+                sm90_mbar_arrive(&sm->empty[(it - 1) % G8_ST]);
             }
             /* both consumers are past the last tile's epilogue */
             asm volatile("bar.sync 1, 256;" ::: "memory");
