@@ -191,27 +191,6 @@ fa_pack_bf16(float lo, float hi)
 }
 
 
-/*
- * The accumulator operands of the wgmma wrappers below: 64 (m64n128) or
- * 32 (m64n64) floats, as the asm's first operands and as its text.
- */
-#define FA_ACC8(d, i)                                                       \
-    "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]),             \
-    "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
-#define FA_ACC32(d)                                                         \
-    FA_ACC8(d, 0), FA_ACC8(d, 8), FA_ACC8(d, 16), FA_ACC8(d, 24)
-#define FA_ACC64(d)                                                         \
-    FA_ACC32(d), FA_ACC8(d, 32), FA_ACC8(d, 40), FA_ACC8(d, 48),            \
-    FA_ACC8(d, 56)
-#define FA_R0_31                                                            \
-    "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
-    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, "     \
-    "%29, %30, %31"
-#define FA_REGS32  "{" FA_R0_31 "}"
-#define FA_REGS64                                                           \
-    "{" FA_R0_31 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, " \
-    "%43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "     \
-    "%56, %57, %58, %59, %60, %61, %62, %63}"
 
 
 static __device__ __forceinline__ void
@@ -220,8 +199,8 @@ fa_wgmma_m64n128k16_ss_bf16(float *d, uint64_t da, uint64_t db, int acc)
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-        FA_REGS64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : FA_ACC64(d)
+        SM90_REGS64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : SM90_ACC64(d)
         : "l"(da), "l"(db), "r"(acc));
 }
 
@@ -230,8 +209,8 @@ fa_wgmma_m64n64k16_rs_bf16(float *d, const uint32_t *a, uint64_t db)
 {
     asm volatile(
         "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-        FA_REGS32 ", {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
-        : FA_ACC32(d)
+        SM90_REGS32 ", {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
+        : SM90_ACC32(d, 0)
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
 }
 
@@ -389,8 +368,8 @@ fa_wgmma_m64n64k32_rs_e4m3(float *d, const uint32_t *a, uint64_t db)
 {
     asm volatile(
         "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
-        FA_REGS32 ", {%32, %33, %34, %35}, %36, 1, 1, 1;\n"
-        : FA_ACC32(d)
+        SM90_REGS32 ", {%32, %33, %34, %35}, %36, 1, 1, 1;\n"
+        : SM90_ACC32(d, 0)
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
 }
 
@@ -425,7 +404,7 @@ fa_issue_qk8(uint32_t *d, uint64_t dq, const void *k)
         asm volatile(
             "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
             "wgmma.mma_async.sync.aligned.m64n128k32.f16.e4m3.e4m3 "
-            FA_REGS32 ", %32, %33, p, 1, 1;\n}\n"
+            SM90_REGS32 ", %32, %33, p, 1, 1;\n}\n"
             : FA_RACC8(d, 0), FA_RACC8(d, 8), FA_RACC8(d, 16),
               FA_RACC8(d, 24)
             : "l"(dq + 2 * kk), "l"(dk + 2 * kk), "r"(kk > 0 ? 1 : 0));
@@ -1031,32 +1010,6 @@ fattn_quant_vt(uint8_t *vt, const __nv_bfloat16 *v, const float *vamax,
 }
 
 
-/* cuTensorMapEncodeTiled through the runtime: no link against libcuda */
-static PFN_cuTensorMapEncodeTiled_v12000  fa_encode;
-static int                                fa_encode_tried;
-
-
-static int
-fa_encode_load(void)
-{
-    cudaDriverEntryPointQueryResult  q;
-    void                            *fn = NULL;
-
-    if (!fa_encode_tried) {
-        fa_encode_tried = 1;
-        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn,
-                                             12000, cudaEnableDefault, &q)
-                == cudaSuccess
-            && q == cudaDriverEntryPointSuccess)
-        {
-            fa_encode = (PFN_cuTensorMapEncodeTiled_v12000) fn;
-        }
-        (void) cudaGetLastError();
-    }
-    return fa_encode != NULL;
-}
-
-
 /* the (64, H, L, B) view of a (B, L, H * 64) BF16 tensor, 128-row boxes */
 static int
 fa_map(CUtensorMap *m, const void *p, int64_t b, int64_t l, int64_t h)
@@ -1065,13 +1018,10 @@ fa_map(CUtensorMap *m, const void *p, int64_t b, int64_t l, int64_t h)
                             (cuuint64_t) b };
     cuuint64_t  strides[3] = { FA_D * 2, (cuuint64_t) (h * FA_D * 2),
                                (cuuint64_t) (l * h * FA_D * 2) };
-    cuuint32_t  box[4] = { FA_D, 1, FA_BOX, 1 }, es[4] = { 1, 1, 1, 1 };
+    cuuint32_t  box[4] = { FA_D, 1, FA_BOX, 1 };
 
-    return fa_encode(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, (void *) p,
-                     dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                     CU_TENSOR_MAP_SWIZZLE_128B,
-                     CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+    return sm90_map(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, p, dims,
+                    strides, box, CU_TENSOR_MAP_SWIZZLE_128B);
 }
 
 
@@ -1102,7 +1052,7 @@ sd_cuda_fattn_ok(int device)
                                device) != cudaSuccess
         || cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor,
                                   device) != cudaSuccess
-        || major != 9 || minor != 0 || !fa_encode_load()
+        || major != 9 || minor != 0 || sm90_tensor_map_encode() == NULL
         || cudaFuncGetAttributes(&fa, (const void *) fattn_kernel<2>)
                != cudaSuccess
         || fa.binaryVersion < 90
@@ -1140,7 +1090,7 @@ sd_cuda_fattn_bf16(void *o, const void *q, const void *k, const void *v,
 {
     CUtensorMap  mq, mk, mv;
 
-    if (!fa_encode_load() || !fa_map(&mq, q, b, lq, h)
+    if (sm90_tensor_map_encode() == NULL || !fa_map(&mq, q, b, lq, h)
         || !fa_map(&mk, k, b, lk, h) || !fa_map(&mv, v, b, lk, h))
     {
         return cudaErrorInvalidValue;
@@ -1161,13 +1111,10 @@ fa_map8(CUtensorMap *m, const void *p, int64_t b, int64_t l, int64_t h)
                             (cuuint64_t) b };
     cuuint64_t  strides[3] = { FA_D, (cuuint64_t) (h * FA_D),
                                (cuuint64_t) (l * h * FA_D) };
-    cuuint32_t  box[4] = { FA_D, 1, FA_BOX, 1 }, es[4] = { 1, 1, 1, 1 };
+    cuuint32_t  box[4] = { FA_D, 1, FA_BOX, 1 };
 
-    return fa_encode(m, CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, (void *) p,
-                     dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                     CU_TENSOR_MAP_SWIZZLE_64B,
-                     CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+    return sm90_map(m, CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, p, dims, strides,
+                    box, CU_TENSOR_MAP_SWIZZLE_64B);
 }
 
 
@@ -1179,13 +1126,10 @@ fa_map_vt8(CUtensorMap *m, const void *p, int64_t b, int64_t lp, int64_t h)
                             (cuuint64_t) b };
     cuuint64_t  strides[3] = { (cuuint64_t) lp, (cuuint64_t) (lp * FA_D),
                                (cuuint64_t) (h * lp * FA_D) };
-    cuuint32_t  box[4] = { FA_BN, FA_D, 1, 1 }, es[4] = { 1, 1, 1, 1 };
+    cuuint32_t  box[4] = { FA_BN, FA_D, 1, 1 };
 
-    return fa_encode(m, CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, (void *) p,
-                     dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                     CU_TENSOR_MAP_SWIZZLE_128B,
-                     CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+    return sm90_map(m, CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, p, dims, strides,
+                    box, CU_TENSOR_MAP_SWIZZLE_128B);
 }
 
 
@@ -1229,7 +1173,7 @@ sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8, const void *vt8,
     CUtensorMap  mq, mk, mv;
 
     if (!sd_cuda_fattn_fp8_scales_ok(sq, sk, scale)
-        || !fa_encode_load() || !fa_map8(&mq, q8, b, lq, h)
+        || sm90_tensor_map_encode() == NULL || !fa_map8(&mq, q8, b, lq, h)
         || !fa_map8(&mk, k8, b, lk, h)
         || !fa_map_vt8(&mv, vt8, b, sd_cuda_fattn_lp(lk), h))
     {

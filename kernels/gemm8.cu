@@ -126,25 +126,8 @@ g8_wgmma_n128(float *d, uint64_t da, uint64_t db, int acc)
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, "
-        "%14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, "
-        "%27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, "
-        "%40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, "
-        "%53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
-        ", %64, %65, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]),
-          "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]),
-          "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
-          "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
-          "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-          "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
-          "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]),
-          "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),
-          "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]),
-          "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
-          "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        SM90_REGS64 ", %64, %65, p, 1, 1;\n}\n"
+        : SM90_ACC64(d)
         : "l"(da), "l"(db), "r"(acc));
 }
 
@@ -155,45 +138,8 @@ g8_wgmma_n256(float *d, uint64_t da, uint64_t db, int acc)
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, "
-        "%14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, "
-        "%27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, "
-        "%40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, "
-        "%53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, "
-        "%66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, "
-        "%79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, "
-        "%92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, "
-        "%104, %105, %106, %107, %108, %109, %110, %111, %112, %113, "
-        "%114, %115, %116, %117, %118, %119, %120, %121, %122, %123, "
-        "%124, %125, %126, %127}"
-        ", %128, %129, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]),
-          "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]),
-          "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
-          "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
-          "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-          "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
-          "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]),
-          "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),
-          "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]),
-          "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
-          "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]),
-          "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]),
-          "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]),
-          "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
-          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]),
-          "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]),
-          "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]),
-          "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]),
-          "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
-          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]),
-          "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
-          "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]),
-          "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
-          "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]),
-          "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        SM90_REGS128 ", %128, %129, p, 1, 1;\n}\n"
+        : SM90_ACC128(d)
         : "l"(da), "l"(db), "r"(acc));
 }
 
@@ -621,31 +567,7 @@ g8_probe_kernel(int *out)
 }
 
 
-/* cuTensorMapEncodeTiled through the runtime: no link against libcuda */
-static PFN_cuTensorMapEncodeTiled_v12000  g8_encode;
-static int                                g8_encode_tried;
-static int                                g8_sms;
-
-
-static int
-g8_encode_load(void)
-{
-    cudaDriverEntryPointQueryResult  q;
-    void                            *fn = NULL;
-
-    if (!g8_encode_tried) {
-        g8_encode_tried = 1;
-        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn,
-                                             12000, cudaEnableDefault, &q)
-                == cudaSuccess
-            && q == cudaDriverEntryPointSuccess)
-        {
-            g8_encode = (PFN_cuTensorMapEncodeTiled_v12000) fn;
-        }
-        (void) cudaGetLastError();
-    }
-    return g8_encode != NULL;
-}
+static int  g8_sms;                     /* sd_cuda_g8_ok's card's */
 
 
 /* rows x k E4M3 (row stride ld bytes) as (K, rows), boxes of 128 x box */
@@ -655,13 +577,10 @@ g8_map(CUtensorMap *mp, const void *p, int64_t rows, int64_t k, int64_t ld,
 {
     cuuint64_t  dims[2] = { (cuuint64_t) k, (cuuint64_t) rows };
     cuuint64_t  strides[1] = { (cuuint64_t) ld };
-    cuuint32_t  bx[2] = { G8_BK, (cuuint32_t) box }, es[2] = { 1, 1 };
+    cuuint32_t  bx[2] = { G8_BK, (cuuint32_t) box };
 
-    return g8_encode(mp, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, (void *) p, dims,
-                     strides, bx, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                     CU_TENSOR_MAP_SWIZZLE_128B,
-                     CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+    return sm90_map(mp, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, p, dims, strides,
+                    bx, CU_TENSOR_MAP_SWIZZLE_128B);
 }
 
 
@@ -678,7 +597,7 @@ sd_cuda_g8_ok(int device)
     const int       big = (int) G8_SMEM_BYTES(256, 128);
 
     if (cudaGetDeviceProperties(&p, device) != cudaSuccess || p.major != 9
-        || !g8_encode_load()
+        || sm90_tensor_map_encode() == NULL
         || cudaFuncSetAttribute(g8_probe_kernel,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 big) != cudaSuccess)
@@ -751,21 +670,18 @@ sd_cuda_g8_gemm(void *d, int64_t ldd, const void *a, int64_t lda,
     const float *sb, const void *bias, int gelu, int tile, int sms,
     cudaStream_t st)
 {
-    CUtensorMap  td;
-    sd_cuda_g8_split       none;
-    cuuint64_t   dims[2] = { (cuuint64_t) n, (cuuint64_t) m };
-    cuuint64_t   strides[1] = { (cuuint64_t) ldd * 2 };
-    cuuint32_t   bx[2] = { 64, 64 }, es[2] = { 1, 1 };
+    CUtensorMap       td;
+    sd_cuda_g8_split  none;
+    cuuint64_t        dims[2] = { (cuuint64_t) n, (cuuint64_t) m };
+    cuuint64_t        strides[1] = { (cuuint64_t) ldd * 2 };
+    cuuint32_t        bx[2] = { 64, 64 };
 
-    if (g8_encode == NULL || m <= 0 || n <= 0 || k <= 0 || k % 16 != 0
-        || lda % 16 != 0 || ldb % 16 != 0 || n % 8 != 0 || ldd % 8 != 0
+    if (m <= 0 || n <= 0 || k <= 0 || k % 16 != 0 || lda % 16 != 0
+        || ldb % 16 != 0 || n % 8 != 0 || ldd % 8 != 0
         || (((uintptr_t) a | (uintptr_t) b | (uintptr_t) d) & 15) != 0
         || sa == NULL || sb == NULL
-        || g8_encode(&td, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, d, dims,
-                     strides, bx, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                     CU_TENSOR_MAP_SWIZZLE_128B,
-                     CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+        || !sm90_map(&td, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, d, dims,
+                     strides, bx, CU_TENSOR_MAP_SWIZZLE_128B))
     {
         return cudaErrorInvalidValue;
     }
@@ -798,8 +714,8 @@ sd_cuda_g8_qkv(const void *a, int64_t lda, const void *b, int64_t ldb,
 {
     CUtensorMap  td;
 
-    if (g8_encode == NULL || m <= 0 || k <= 0 || k % 16 != 0
-        || lda % 16 != 0 || ldb % 16 != 0 || p->w <= 0 || p->w % 128 != 0
+    if (m <= 0 || k <= 0 || k % 16 != 0 || lda % 16 != 0 || ldb % 16 != 0
+        || p->w <= 0 || p->w % 128 != 0
         || p->n <= 0 || p->heads * 64 != p->w
         || (((uintptr_t) a | (uintptr_t) b) & 15) != 0 || sa == NULL
         || sb == NULL)
