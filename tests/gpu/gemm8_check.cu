@@ -281,6 +281,33 @@ sample_err(const uint16_t *y, int n, const int *rc, const double *ref)
 }
 
 
+/* one call of f's time: CALLS back-to-back calls after warm untimed */
+template <typename F>
+static float
+round_ms(F f, int warm)
+{
+    static cudaEvent_t  e0, e1;
+    float               ms;
+    int                 i;
+
+    if (e0 == NULL) {
+        CK(cudaEventCreate(&e0));
+        CK(cudaEventCreate(&e1));
+    }
+    for (i = 0; i < warm; i++) {
+        f();
+    }
+    CK(cudaEventRecord(e0, 0));
+    for (i = 0; i < CALLS; i++) {
+        f();
+    }
+    CK(cudaEventRecord(e1, 0));
+    CK(cudaEventSynchronize(e1));
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    return ms / CALLS;
+}
+
+
 static float
 median(std::vector<float> v)
 {
@@ -300,7 +327,7 @@ median(std::vector<float> v)
 static int
 qkv_check(const shape *s, const uint8_t *a, const uint8_t *b,
     const float *sa, const float *sb, const __nv_bfloat16 *bias,
-    const void *y, float cublas_ms, cudaEvent_t e0, cudaEvent_t e1)
+    const void *y, float cublas_ms)
 {
     int      w = s->n / 3, heads = w / 64, nb = 2, n = s->m / nb;
     int      l = n + 333, r0 = 0, bad = 0, maxd = 0;
@@ -312,7 +339,6 @@ qkv_check(const shape *s, const uint8_t *a, const uint8_t *b,
     std::vector<float>     hqs(rowsz), hks(rowsz), ham(nb * heads),
                            ram(nb * heads, 0.f);
     std::vector<float>     tms;
-    float                  ms;
 
     memset(&p, 0, sizeof(p));
     CK(cudaMalloc((void **) &p.q8, rowsz * w));
@@ -393,15 +419,10 @@ qkv_check(const shape *s, const uint8_t *a, const uint8_t *b,
         bad += ham[i] != ram[i];
     }
     for (int rr = 0; rr < ROUNDS; rr++) {
-        CK(cudaEventRecord(e0, 0));
-        for (int j = 0; j < CALLS; j++) {
+        tms.push_back(round_ms([&] {
             CK(sd_cuda_g8_qkv(a, s->k, b, s->k, s->m, s->k, sa, sb, bias,
                               &p, 0, 0));
-        }
-        CK(cudaEventRecord(e1, 0));
-        CK(cudaEventSynchronize(e1));
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        tms.push_back(ms / CALLS);
+        }, 0));
     }
     printf("| %s, split fused | %d x %d x %d | %.4f (product alone) | | "
            "256 x 128 | %.4f | %.0f | | q, k codes differing: %lld of "
@@ -434,7 +455,6 @@ main(int argc, char **argv)
     float      *sa, *sb;
     __nv_bfloat16  *bias;
     void       *y0, *y1;
-    cudaEvent_t e0, e1;
     size_t      nsh = sizeof(shapes) / sizeof(shapes[0]);
     int         fails = 0;
 
@@ -461,8 +481,6 @@ main(int argc, char **argv)
     CK(cudaMalloc((void **) &bias, mn * 2));
     CK(cudaMalloc(&y0, md * 2));
     CK(cudaMalloc(&y1, md * 2));
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
 
     printf("| shape | M x N x K | cuBLASLt ms | TFLOP/s | BN | own ms "
            "| TFLOP/s | speed own / cuBLASLt | err own | err cuBLASLt "
@@ -475,7 +493,6 @@ main(int argc, char **argv)
         std::vector<double>    ref(NSAMP);
         std::vector<uint16_t>  h0((size_t) s->m * s->n), h1(h0.size());
         double        flop = 2.0 * s->m * s->n * s->k, ec, ss = 0.0;
-        float         ms;
         plan          p;
         int           want = argc < 2, j;
 
@@ -540,28 +557,12 @@ main(int argc, char **argv)
                 mx = dd == dd ? std::max(mx, dd) : INFINITY;
             }
             for (int r = 0; r < ROUNDS; r++) {
-                plan_run(&p, b, a, y0);
-                CK(cudaEventRecord(e0, 0));
-                for (j = 0; j < CALLS; j++) {
-                    plan_run(&p, b, a, y0);
-                }
-                CK(cudaEventRecord(e1, 0));
-                CK(cudaEventSynchronize(e1));
-                CK(cudaEventElapsedTime(&ms, e0, e1));
-                tc.push_back(ms / CALLS);
-                CK(sd_cuda_g8_gemm(y1, s->n, a, s->k, b, s->k, s->m, s->n,
-                                   s->k, sa, sb, bias, s->gelu, bns[bi], 0,
-                                   0));
-                CK(cudaEventRecord(e0, 0));
-                for (j = 0; j < CALLS; j++) {
+                tc.push_back(round_ms([&] { plan_run(&p, b, a, y0); }, 1));
+                to.push_back(round_ms([&] {
                     CK(sd_cuda_g8_gemm(y1, s->n, a, s->k, b, s->k, s->m,
                                        s->n, s->k, sa, sb, bias, s->gelu,
                                        bns[bi], 0, 0));
-                }
-                CK(cudaEventRecord(e1, 0));
-                CK(cudaEventSynchronize(e1));
-                CK(cudaEventElapsedTime(&ms, e0, e1));
-                to.push_back(ms / CALLS);
+                }, 1));
             }
             /* an own output off by more than BF16's rounding of the two
                sums' difference fails the check */
@@ -578,19 +579,12 @@ main(int argc, char **argv)
         if (strstr(s->name, "qkv") && s->m % 2 == 0) {
             std::vector<float>  tc;
 
-            plan_run(&p, b, a, y0);     /* y0: cuBLASLt's product again */
+            /* y0: cuBLASLt's product again */
             for (int r = 0; r < ROUNDS; r++) {
-                CK(cudaEventRecord(e0, 0));
-                for (j = 0; j < CALLS; j++) {
-                    plan_run(&p, b, a, y0);
-                }
-                CK(cudaEventRecord(e1, 0));
-                CK(cudaEventSynchronize(e1));
-                CK(cudaEventElapsedTime(&ms, e0, e1));
-                tc.push_back(ms / CALLS);
+                tc.push_back(round_ms([&] { plan_run(&p, b, a, y0); },
+                                      r == 0));
             }
-            fails += qkv_check(s, a, b, sa, sb, bias, y0, median(tc), e0,
-                               e1);
+            fails += qkv_check(s, a, b, sa, sb, bias, y0, median(tc));
         }
         plan_free(&p);
     }
