@@ -120,6 +120,13 @@ typedef struct {
     int                 g8_ok;          /* SD_CUDA_G8=1 and gemm8.cu runs
                                            here (sm_90a): the QKV product
                                            and FP8 split fused */
+    int                 g8_hw;          /* gemm8.cu runs here (sm_90a) */
+    int                 ffh8;           /* g8_hw and not SD_CUDA_NO_FFH8:
+                                           be->fp8_ffh */
+    const void        **wn_known;       /* FP8 weights (data) whose rows'
+                                           largest norm is set
+                                           (SD_CUDA_WSCALES) */
+    int                 wn_n, wn_cap;
     int                 no_graphs;      /* SD_CUDA_NO_GRAPHS=1: never record */
     int                 capturing;      /* a recording is being captured */
     long                graph_records, graph_replays, graph_failures;
@@ -317,6 +324,11 @@ sd_row_load_stats(const uint4 *xr, uint4 *raw, int lane, int c, int rms,
     } while (0)
 
 
+/* An FP8 weight's scales: one a row, then the largest L2 norm of its
+   rows (scales included; 0: not known), which sd_cuda_fp8_upload sets
+   where gemm8.cu runs and sd_cuda_linear_rows8 bounds its rows with */
+#define SD_CUDA_WSCALES(t)  ((size_t) ((t)->ne[0] + 1) * sizeof(float))
+
 /* t holds E4M3 rows with one scale per row for at least rows rows (the
    activations norm_modulate and the FP8 attention write) */
 static inline int
@@ -454,7 +466,31 @@ typedef struct {
     float                 eps, sq, sk;
 } sd_cuda_g8_split;
 
+/*
+ * The product written as E4M3 rows (sd_cuda_g8_gemm with q.ys set): each
+ * row r's output divided by ys[r] = bound_r / 448 and rounded to E4M3
+ * (saturating), ys written, where bound_r = (rn[r] cst[0] + cst[1]) G8_QM
+ * bounds |d| over the row before any output exists: rn[r] is row r of
+ * A's L2 norm (its scale included), cst[0] the largest L2 norm of B's
+ * rows (theirs included), cst[1] the largest |bias| (Cauchy-Schwarz;
+ * GELU never grows a magnitude). sd_cuda_g8_rownorm makes rn and cst.
+ * A zeroed struct: BF16 output.
+ */
+typedef struct {
+    float                *ys;
+    const float          *rn, *cst;
+} sd_cuda_g8_q;
+
 int sd_cuda_g8_ok(int device);
+cudaError_t sd_cuda_g8_rownorm(float *rn, float *cst, const void *a,
+    int64_t lda, const float *sa, int m, int k, const float *bmax,
+    const void *bias, int n, cudaStream_t st);
+cudaError_t sd_cuda_g8_wnorm(float *out, const void *b, const float *sb,
+    int n, int k, cudaStream_t st);
+cudaError_t sd_cuda_g8_gemm8(void *d, int64_t ldd, const void *a,
+    int64_t lda, const void *b, int64_t ldb, int m, int n, int k,
+    const float *sa, const float *sb, const void *bias, int gelu,
+    const sd_cuda_g8_q *q, int tile, int sms, cudaStream_t st);
 cudaError_t sd_cuda_g8_gemm(void *d, int64_t ldd, const void *a,
     int64_t lda, const void *b, int64_t ldb, int m, int n, int k,
     const float *sa, const float *sb, const void *bias, int gelu, int tile,
@@ -462,6 +498,10 @@ cudaError_t sd_cuda_g8_gemm(void *d, int64_t ldd, const void *a,
 cudaError_t sd_cuda_g8_qkv(const void *a, int64_t lda, const void *b,
     int64_t ldb, int m, int k, const float *sa, const float *sb,
     const void *bias, const sd_cuda_g8_split *p, int sms, cudaStream_t st);
+int sd_cuda_linear_rows8_fits(const sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, sd_act act);
+sd_status sd_cuda_linear_rows8(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, sd_act act);
 int sd_cuda_linear_qkv_fp8_fits(const sd_tensor *q8, const sd_tensor *v,
     const sd_tensor *x, const sd_tensor *w, const sd_tensor *b, int heads);
 sd_status sd_cuda_linear_qkv_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,

@@ -6,9 +6,14 @@
  * d = acc sa[m] sb[n] + bias[n], optionally GELU (tanh form), written as
  * BF16: what the engine's cuBLASLt products with outer-vector scales and
  * the BIAS / GELU_BIAS epilogues compute, bit for bit at the MMDiT's
- * shapes. It is the base for epilogues cuBLASLt cannot fuse; the one
- * written is the QKV split (sd_cuda_g8_split: RMSNorm per head, q and k
- * in E4M3, v and its maxima), behind SD_CUDA_G8=1.
+ * shapes. It is the base for epilogues cuBLASLt cannot fuse: the
+ * output as E4M3 rows with one scale a row (sd_cuda_g8_q), each row's
+ * scale a bound of its values known before the product (the row norms of
+ * A and B: Cauchy-Schwarz), which the feed-forward's GELU product uses by
+ * default (sd_cuda_linear_rows8: the hidden layer then needs no pass to
+ * find its rows' maxima and quantize them before the second product);
+ * and the QKV split (sd_cuda_g8_split: RMSNorm per head, q and k in
+ * E4M3, v and its maxima), behind SD_CUDA_G8=1.
  *
  * A persistent kernel, one block an SM, 384 threads: warpgroup 0 is the
  * producer (one thread issues TMA copies of a BM x 128-byte tile of A and
@@ -35,6 +40,10 @@
  * stores: the same at 256 x 128), clusters of two blocks sharing B's
  * tile by multicast (0.3-0.6: each stage then waits for both blocks'
  * consumers across SMs, and four stages do not cover that).
+ * The E4M3 rows (session 16): the GELU product 8192 x 9728 x 2432 in
+ * 0.300 ms (0.305 with BF16 out; cuBLASLt's BF16 0.278 plus the rows'
+ * quantization pass 0.054), the norms' pass 0.010; the Large step 66.0
+ * -> 64.9 ms, Medium 28.0 -> 27.4 (tests/gpu/run.sh ffh8, in turn).
  *
  * The invariant that is not obvious: a stage is refilled only after every
  * consumer warp has waited for the products that read it (the empty
@@ -61,6 +70,9 @@
 #define G8_THREADS  384
 #define G8_EBUF     (64 * 128)          /* an output chunk: 64 x 64 BF16 */
 #define G8_ST       4                   /* stages */
+#define G8_QM       1.03125f            /* the E4M3 output's bound's
+                                           margin: 1 + 2^-5 covers the
+                                           sums' and tanh's rounding */
 
 /*
  * A tile is BM x BN: each consumer warpgroup owns BM / 2 rows, BM / 128
@@ -337,6 +349,99 @@ g8_qkv_chunk(const sd_cuda_g8_split &p, const float *cs, const float *cb,
     }
 }
 
+
+/*
+ * The tile's output as E4M3 rows (sd_cuda_g8_q): a warpgroup's BM / 2 x BN
+ * in 64 x 128-byte chunks (the BF16 chunks' bytes), each row divided by
+ * its bound's share of 448 (ys, written by the tiles of the first
+ * columns), the codes two bytes a store into the 128-byte swizzle (unit
+ * u of row r at u ^ (r % 8)), stored by TMA in turn through the
+ * consumer's two buffers. ec counts the consumer's chunks so far.
+ */
+template <int MI, int BN>
+static __device__ __forceinline__ void
+g8_out_e4m3(float (*acc)[BN / 2], const float *cs, const float *cb,
+    const float *sa0, const float *sa1, const float *rn0, const float *rn1,
+    float qw, float qb, float *ys, int gelu, uint32_t eb, int ec,
+    const CUtensorMap *td, int m, int n0, int mw, int t, int cw)
+{
+    int  lane = t % 32, rl0 = (t / 32) * 16 + lane / 4;
+    int  mi, c, kk;
+
+    #pragma unroll
+    for (mi = 0; mi < MI; mi++) {
+        float  b0 = (rn0[mi] * qw + qb) * G8_QM;
+        float  b1 = (rn1[mi] * qw + qb) * G8_QM;
+        float  q0 = b0 > 0.f ? 448.f / b0 : 1.f;
+        float  q1 = b1 > 0.f ? 448.f / b1 : 1.f;
+        int    r0 = mw + 64 * mi + rl0;
+
+        if (n0 == 0 && lane % 4 == 0) {
+            if (r0 < m) {
+                ys[r0] = b0 > 0.f ? b0 / 448.f : 1.f;
+            }
+            if (r0 + 8 < m) {
+                ys[r0 + 8] = b1 > 0.f ? b1 / 448.f : 1.f;
+            }
+        }
+        #pragma unroll
+        for (c = 0; c < BN / 128; c++, ec++) {
+            uint32_t  buf = eb + (ec & 1) * G8_EBUF;
+
+            if (t == 0) {
+                asm volatile("cp.async.bulk.wait_group.read 1;" ::: "memory");
+            }
+            asm volatile("bar.sync %0, 128;" :: "r"(2 + cw)
+                         : "memory");
+            #pragma unroll
+            for (kk = 0; kk < 16; kk++) {
+                int       jj = 16 * c + kk;
+                int       cl = 8 * jj + 2 * (lane % 4);
+                float2    sc = *(const float2 *) &cs[cl];
+                float2    bi = *(const float2 *) &cb[cl];
+                float     v00, v01, v10, v11;
+                uint32_t  o0, o1;
+
+                v00 = acc[mi][4 * jj] * sa0[mi] * sc.x + bi.x;
+                v01 = acc[mi][4 * jj + 1] * sa0[mi] * sc.y + bi.y;
+                v10 = acc[mi][4 * jj + 2] * sa1[mi] * sc.x + bi.x;
+                v11 = acc[mi][4 * jj + 3] * sa1[mi] * sc.y + bi.y;
+                if (gelu) {
+                    v00 = g8_gelu(v00);
+                    v01 = g8_gelu(v01);
+                    v10 = g8_gelu(v10);
+                    v11 = g8_gelu(v11);
+                }
+                o0 = buf + rl0 * 128 + (((kk >> 1) ^ (rl0 & 7)) << 4)
+                     + (kk & 1) * 8 + 2 * (lane % 4);
+                o1 = o0 + 8 * 128;      /* row + 8: the same swizzle */
+                asm volatile("st.shared.b16 [%0], %1;"
+                             :: "r"(o0), "h"((uint16_t)
+                                 __nv_cvt_float2_to_fp8x2(
+                                     make_float2(v00 * q0, v01 * q0),
+                                     __NV_SATFINITE, __NV_E4M3)));
+                asm volatile("st.shared.b16 [%0], %1;"
+                             :: "r"(o1), "h"((uint16_t)
+                                 __nv_cvt_float2_to_fp8x2(
+                                     make_float2(v10 * q1, v11 * q1),
+                                     __NV_SATFINITE, __NV_E4M3)));
+            }
+            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+            asm volatile("bar.sync %0, 128;" :: "r"(2 + cw)
+                         : "memory");
+            if (t == 0) {
+                asm volatile(
+                    "cp.async.bulk.tensor.2d.global.shared::cta"
+                    ".bulk_group [%0, {%1, %2}], [%3];\n"
+                    "cp.async.bulk.commit_group;"
+                    :: "l"((uint64_t) td), "r"(n0 + 128 * c),
+                       "r"(mw + 64 * mi), "r"(buf)
+                    : "memory");
+            }
+        }
+    }
+}
+
 #endif /* __CUDA_ARCH_FEAT_SM90_ALL */
 
 
@@ -354,7 +459,7 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
     const __grid_constant__ CUtensorMap tb,
     const __grid_constant__ CUtensorMap td, int m, int n, int k,
     const float *sa, const float *sb, const __nv_bfloat16 *bias, int gelu,
-    const sd_cuda_g8_split qkv)
+    const sd_cuda_g8_q q8o, const sd_cuda_g8_split qkv)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     const int         MI = BM / 128;    /* m64 products a warpgroup */
@@ -400,7 +505,13 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
         int       cw = wg - 1, w = t / 32, lane = t % 32, j, kk, mi, ec = 0;
         int       rl0 = w * 16 + lane / 4;  /* the thread's first row */
         float     acc[MI][BN / 2];
+        float     qw = 0.f, qb = 0.f;       /* E4M3 output: cst */
         uint32_t  eb = sm90_smem_addr(sm->e[cw][0]);
+
+        if (q8o.ys) {
+            qw = q8o.cst[0];
+            qb = q8o.cst[1];
+        }
 
         if (qkv.w && threadIdx.x < 256) {
             /* visible to both consumers after the first tile's
@@ -419,7 +530,7 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
         for (tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
             int    m0 = (tile % mt) * BM, n0 = (tile / mt) * BN;
             int    mw = m0 + cw * (BM / 2);     /* the warpgroup's rows */
-            float  sa0[MI], sa1[MI], csv = 0.f, cbv = 0.f;
+            float  sa0[MI], sa1[MI], rn0[MI], rn1[MI], csv = 0.f, cbv = 0.f;
             int    cj = threadIdx.x - 128;
 
             /* the tile's row and column scales and bias, loaded now and
@@ -433,6 +544,8 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
 
                 sa0[mi] = r0 < m ? sa[r0] : 0.f;
                 sa1[mi] = r1 < m ? sa[r1] : 0.f;
+                rn0[mi] = q8o.ys && r0 < m ? q8o.rn[r0] : 0.f;
+                rn1[mi] = q8o.ys && r1 < m ? q8o.rn[r1] : 0.f;
             }
 
             for (kb = 0; kb < nk; kb++, it++) {
@@ -473,6 +586,13 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
             }
             asm volatile("bar.sync 1, 256;" ::: "memory");
 
+            if (q8o.ys) {
+                g8_out_e4m3<MI, BN>(acc, sm->cs, sm->cb, sa0, sa1, rn0,
+                                    rn1, qw, qb, q8o.ys, gelu, eb, ec, &td,
+                                    m, n0, mw, t, cw);
+                ec += MI * (BN / 128);
+                continue;
+            }
             /* the output through shared memory, a 64 x 64 chunk at a time
                in two buffers, each in the 128-byte swizzle (16-byte unit
                u of row r at u ^ (r % 8): a warp's 32 words land in 32
@@ -639,7 +759,7 @@ template <int BM, int BN>
 static cudaError_t
 g8_launch(const void *a, int64_t lda, const void *b, int64_t ldb,
     const CUtensorMap *td, int m, int n, int k, const float *sa,
-    const float *sb, const void *bias, int gelu,
+    const float *sb, const void *bias, int gelu, const sd_cuda_g8_q *q,
     const sd_cuda_g8_split *qkv, int sms, cudaStream_t st)
 {
     CUtensorMap  ta, tb;
@@ -651,7 +771,7 @@ g8_launch(const void *a, int64_t lda, const void *b, int64_t ldb,
     g8_kernel<BM, BN><<<tiles < sms ? tiles : sms, G8_THREADS,
                         G8_SMEM_BYTES(BM, BN), st>>>(
         ta, tb, *td, m, n, k, sa, sb, (const __nv_bfloat16 *) bias, gelu,
-        *qkv);
+        *q, *qkv);
     return cudaGetLastError();
 }
 
@@ -672,6 +792,7 @@ sd_cuda_g8_gemm(void *d, int64_t ldd, const void *a, int64_t lda,
 {
     CUtensorMap       td;
     sd_cuda_g8_split  none;
+    sd_cuda_g8_q      bf;
     cuuint64_t        dims[2] = { (cuuint64_t) n, (cuuint64_t) m };
     cuuint64_t        strides[1] = { (cuuint64_t) ldd * 2 };
     cuuint32_t        bx[2] = { 64, 64 };
@@ -689,16 +810,196 @@ sd_cuda_g8_gemm(void *d, int64_t ldd, const void *a, int64_t lda,
         sms = g8_sms;
     }
     memset(&none, 0, sizeof(none));
+    memset(&bf, 0, sizeof(bf));
     switch (tile) {
     case 128256:
         return g8_launch<128, 256>(a, lda, b, ldb, &td, m, n, k, sa, sb,
-                                   bias, gelu, &none, sms, st);
+                                   bias, gelu, &bf, &none, sms, st);
     case 256128:
         return g8_launch<256, 128>(a, lda, b, ldb, &td, m, n, k, sa, sb,
-                                   bias, gelu, &none, sms, st);
+                                   bias, gelu, &bf, &none, sms, st);
     default:
         return cudaErrorInvalidValue;
     }
+}
+
+
+/*
+ * sd_cuda_g8_gemm's product written as E4M3 rows (sd_cuda_g8_q): d (m x n
+ * bytes, row stride ldd) and q->ys (m); n and ldd multiples of 16.
+ */
+cudaError_t
+sd_cuda_g8_gemm8(void *d, int64_t ldd, const void *a, int64_t lda,
+    const void *b, int64_t ldb, int m, int n, int k, const float *sa,
+    const float *sb, const void *bias, int gelu, const sd_cuda_g8_q *q,
+    int tile, int sms, cudaStream_t st)
+{
+    CUtensorMap       td;
+    sd_cuda_g8_split  none;
+    cuuint64_t        dims[2] = { (cuuint64_t) n, (cuuint64_t) m };
+    cuuint64_t        strides[1] = { (cuuint64_t) ldd };
+    cuuint32_t        bx[2] = { 128, 64 };
+
+    if (m <= 0 || n <= 0 || k <= 0 || k % 16 != 0 || lda % 16 != 0
+        || ldb % 16 != 0 || n % 16 != 0 || ldd % 16 != 0
+        || (((uintptr_t) a | (uintptr_t) b | (uintptr_t) d) & 15) != 0
+        || sa == NULL || sb == NULL || q == NULL || q->ys == NULL
+        || q->rn == NULL || q->cst == NULL
+        || !sm90_map(&td, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, d, dims,
+                     strides, bx, CU_TENSOR_MAP_SWIZZLE_128B))
+    {
+        return cudaErrorInvalidValue;
+    }
+    if (sms <= 0 || sms > g8_sms) {
+        sms = g8_sms;
+    }
+    memset(&none, 0, sizeof(none));
+    switch (tile) {
+    case 128256:
+        return g8_launch<128, 256>(a, lda, b, ldb, &td, m, n, k, sa, sb,
+                                   bias, gelu, q, &none, sms, st);
+    case 256128:
+        return g8_launch<256, 128>(a, lda, b, ldb, &td, m, n, k, sa, sb,
+                                   bias, gelu, q, &none, sms, st);
+    default:
+        return cudaErrorInvalidValue;
+    }
+}
+
+
+/* sum of squares of 16 E4M3 codes */
+static __device__ __forceinline__ float
+g8_ss16(uint4 u)
+{
+    const uint32_t  w[4] = { u.x, u.y, u.z, u.w };
+    float           ss = 0.f;
+    int             i, h;
+
+    #pragma unroll
+    for (i = 0; i < 4; i++) {
+        #pragma unroll
+        for (h = 0; h < 2; h++) {
+            __half2_raw  r = __nv_cvt_fp8x2_to_halfraw2(
+                (__nv_fp8x2_storage_t) (w[i] >> (16 * h)), __NV_E4M3);
+            float2       f = __half22float2(*(__half2 *) &r);
+
+            ss = fmaf(f.x, f.x, ss);
+            ss = fmaf(f.y, f.y, ss);
+        }
+    }
+    return ss;
+}
+
+
+/*
+ * One warp a row: rn[r] = sa[r] |a_r|_2 (E4M3 codes, k % 16 == 0); the
+ * block past the rows' writes cst[0] = *wn, cst[1] = max |bias| (0: none).
+ */
+__global__ void
+g8_rownorm_kernel(float *rn, float *cst, const uint8_t *a, int64_t lda,
+    const float *sa, int m, int k, const float *wn,
+    const __nv_bfloat16 *bias, int n)
+{
+    int    w = threadIdx.x / 32, lane = threadIdx.x % 32, i;
+    int    row = blockIdx.x * 8 + w;
+    float  v = 0.f;
+
+    if ((int) blockIdx.x == (m + 7) / 8) {
+        __shared__ float  part[8];
+
+        for (i = threadIdx.x; bias && i < n; i += blockDim.x) {
+            v = fmaxf(v, fabsf(__bfloat162float(bias[i])));
+        }
+        for (i = 16; i; i >>= 1) {
+            v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, i));
+        }
+        if (lane == 0) {
+            part[w] = v;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            for (i = 1; i < 8; i++) {
+                v = fmaxf(v, part[i]);
+            }
+            cst[0] = *wn;
+            cst[1] = v;
+        }
+        return;
+    }
+    if (row >= m) {
+        return;
+    }
+    for (i = lane; i < k / 16; i += 32) {
+        v += g8_ss16(*(const uint4 *) (a + (int64_t) row * lda + 16 * i));
+    }
+    for (i = 16; i; i >>= 1) {
+        v += __shfl_xor_sync(0xffffffffu, v, i);
+    }
+    if (lane == 0) {
+        rn[row] = sa[row] * sqrtf(v);
+    }
+}
+
+
+/* *out = max over rows of sb[r] |b_r|_2 (out zeroed first) */
+__global__ void
+g8_wnorm_kernel(float *out, const uint8_t *b, const float *sb, int n, int k)
+{
+    int    row = blockIdx.x * 8 + threadIdx.x / 32, lane = threadIdx.x % 32;
+    int    i;
+    float  v = 0.f;
+
+    if (row >= n) {
+        return;
+    }
+    for (i = lane; i < k / 16; i += 32) {
+        v += g8_ss16(*(const uint4 *) (b + (int64_t) row * k + 16 * i));
+    }
+    for (i = 16; i; i >>= 1) {
+        v += __shfl_xor_sync(0xffffffffu, v, i);
+    }
+    if (lane == 0) {
+        /* nonnegative floats order as their bits */
+        atomicMax((unsigned *) out, __float_as_uint(sb[row] * sqrtf(v)));
+    }
+}
+
+
+/* sd_cuda_g8_q's rn and cst for a (m x k E4M3, stride lda) with row
+   scales sa, *wn (device: sd_cuda_g8_wnorm of B) and bias (n, or NULL) */
+cudaError_t
+sd_cuda_g8_rownorm(float *rn, float *cst, const void *a, int64_t lda,
+    const float *sa, int m, int k, const float *wn, const void *bias, int n,
+    cudaStream_t st)
+{
+    if (m <= 0 || k % 16 != 0 || lda % 16 != 0 || ((uintptr_t) a & 15)) {
+        return cudaErrorInvalidValue;
+    }
+    g8_rownorm_kernel<<<(unsigned) ((m + 7) / 8 + 1), 256, 0, st>>>(
+        rn, cst, (const uint8_t *) a, lda, sa, m, k, wn,
+        (const __nv_bfloat16 *) bias, n);
+    return cudaGetLastError();
+}
+
+
+/* *out (device) = the largest L2 norm of b's rows (n x k E4M3, scales
+   sb), the bound's cst[0] */
+cudaError_t
+sd_cuda_g8_wnorm(float *out, const void *b, const float *sb, int n, int k,
+    cudaStream_t st)
+{
+    cudaError_t  e;
+
+    if (n <= 0 || k % 16 != 0 || ((uintptr_t) b & 15)) {
+        return cudaErrorInvalidValue;
+    }
+    e = cudaMemsetAsync(out, 0, sizeof(float), st);
+    if (e != cudaSuccess) {
+        return e;
+    }
+    g8_wnorm_kernel<<<(unsigned) ((n + 7) / 8), 256, 0, st>>>(
+        out, (const uint8_t *) b, sb, n, k);
+    return cudaGetLastError();
 }
 
 
@@ -726,12 +1027,131 @@ sd_cuda_g8_qkv(const void *a, int64_t lda, const void *b, int64_t ldb,
         sms = g8_sms;
     }
     memset(&td, 0, sizeof(td));         /* no TMA store in this mode */
-    return g8_launch<256, 128>(a, lda, b, ldb, &td, m, 3 * p->w, k, sa, sb,
-                               bias, 0, p, sms, st);
+    {
+        sd_cuda_g8_q  bf;
+
+        memset(&bf, 0, sizeof(bf));
+        return g8_launch<256, 128>(a, lda, b, ldb, &td, m, 3 * p->w, k, sa,
+                                   sb, bias, 0, &bf, p, sms, st);
+    }
 }
 
 
 #if !defined(G8_STANDALONE)   /* tests/gpu/gemm8_check.cu: the kernel alone */
+
+/*
+ * Whether sd_cuda_linear_rows8 takes these: y and x E4M3 rows with their
+ * scales, w an E4M3 weight of its own (not a view: its scales' last slot
+ * holds the rows' largest norm, SD_CUDA_WSCALES) on the device, BF16 bias
+ * or none, GELU (tanh) or no activation, K and N multiples of 16.
+ */
+int
+sd_cuda_linear_rows8_fits(const sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, sd_act act)
+{
+    int64_t  rows = sd_numel(x) / (x->ne[x->ndim - 1] ? x->ne[x->ndim - 1]
+                                                      : 1);
+
+    return sd_cuda_of(y)->ffh8 && sd_cuda_e4m3_rows(x, rows)
+           && sd_cuda_e4m3_rows(y, rows) && w->dtype == SD_DT_F8_E4M3
+           && w->ndim == 2 && w->scale != NULL && w->n_scale == w->ne[0]
+           && !w->view && w->mem == SD_MEM_WEIGHT
+           && (b == NULL || b->dtype == SD_DT_BF16)
+           && (act == SD_ACT_NONE || act == SD_ACT_GELU_TANH)
+           && w->ne[1] % 16 == 0 && w->ne[0] % 16 == 0
+           && x->ne[x->ndim - 1] == w->ne[1] && rows > 0
+           && rows < (1 << 30) && w->ne[0] < (1 << 30)
+           && (((uintptr_t) x->data | (uintptr_t) w->data
+                | (uintptr_t) y->data) & 15) == 0;
+}
+
+
+/* w's rows' largest norm into its last scale slot, once a weight (the
+   first product; synchronized unless a graph is being captured, where
+   stream order alone keeps it before the product) */
+static sd_status
+g8_weight_norm(sd_err *err, sd_cuda *c, const sd_tensor *w)
+{
+    cudaError_t  e;
+    int          i;
+
+    for (i = 0; i < c->wn_n; i++) {
+        if (c->wn_known[i] == w->data) {
+            return SD_OK;
+        }
+    }
+    if (c->wn_n == c->wn_cap) {
+        int           cap = c->wn_cap ? 2 * c->wn_cap : 64;
+        const void  **p = (const void **) realloc(c->wn_known,
+                                                  (size_t) cap
+                                                  * sizeof(*p));
+
+        if (p == NULL) {
+            return sd_errorf(err, SD_ERR_NOMEM, "out of host memory");
+        }
+        c->wn_known = p;
+        c->wn_cap = cap;
+    }
+    e = sd_cuda_g8_wnorm(w->scale + w->ne[0], w->data, w->scale,
+                         (int) w->ne[0], (int) w->ne[1], c->stream);
+    if (e == cudaSuccess && !c->capturing) {
+        e = cudaStreamSynchronize(c->stream);
+    }
+    if (e != cudaSuccess) {
+        return sd_cuda_fail(err, e, "linear_rows8: weight norm", __FILE__,
+                            __LINE__);
+    }
+    c->wn_known[c->wn_n++] = w->data;
+    return SD_OK;
+}
+
+
+/*
+ * y (rows x N E4M3 rows, scales y->scale) = act(x w^T + b) through
+ * gemm8.cu with the output rows' scales bounded before the product
+ * (sd_cuda_g8_q): a pass over x for its rows' norms, then the product.
+ * Only where sd_cuda_linear_rows8_fits.
+ */
+sd_status
+sd_cuda_linear_rows8(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, sd_act act)
+{
+    sd_cuda       *c = sd_cuda_of(y);
+    int64_t        K = w->ne[1], N = w->ne[0], rows = sd_numel(x) / K;
+    size_t         rb = ((size_t) rows * sizeof(float) + 255) & ~(size_t) 255;
+    void          *scr;
+    float         *rn, *cst;
+    sd_cuda_g8_q   q;
+    cudaError_t    e;
+
+    SD_TRY(g8_weight_norm(err, c, w));
+    SD_TRY(sd_cuda_scratch(err, c, rb + 256, &scr));
+    if (c->measuring) {
+        sd_cuda_scratch_free(c, scr);
+        return SD_OK;
+    }
+    rn = (float *) scr;
+    cst = (float *) (void *) ((char *) scr + rb);
+    q.ys = y->scale;
+    q.rn = rn;
+    q.cst = cst;
+    e = sd_cuda_g8_rownorm(rn, cst, x->data, K, x->scale, (int) rows,
+                           (int) K, w->scale + N, b ? b->data : NULL,
+                           (int) N, c->stream);
+    if (e == cudaSuccess) {
+        e = sd_cuda_g8_gemm8(y->data, N, x->data, K, w->data, K, (int) rows,
+                             (int) N, (int) K, x->scale, w->scale,
+                             b ? b->data : NULL, act == SD_ACT_GELU_TANH,
+                             &q, 128256, c->lane ? c->lane1_sms : 0,
+                             c->stream);
+    }
+    sd_cuda_scratch_free(c, scr);
+    if (e != cudaSuccess) {
+        return sd_cuda_fail(err, e, "linear_rows8", __FILE__, __LINE__);
+    }
+    return SD_OK;
+}
+
 
 /*
  * Whether sd_cuda_linear_qkv_fp8 takes these: x (B, n, K) E4M3 rows with

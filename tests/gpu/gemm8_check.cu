@@ -113,6 +113,7 @@ static const shape  shapes[] = {
     { "out",        8192, 2432, 2432, 0 },
     { "txt-qkv",     666, 7296, 2432, 0 },
     { "txt-down",    666, 2432, 9728, 0 },
+    { "txt-up",      666, 9728, 2432, 1 },
     { "m-qkv",      8192, 4608, 1536, 0 },
     { "m-ff-up",    8192, 6144, 1536, 1 },
     { "m-ff-down",  8192, 1536, 6144, 0 },
@@ -444,6 +445,164 @@ qkv_check(const shape *s, const uint8_t *a, const uint8_t *b,
 }
 
 
+/* an E4M3 code's order on the integers (codes of one sign order as their
+   magnitudes) */
+static int
+code_ord(int c)
+{
+    return (c & 0x80) ? -(c & 0x7f) : c;
+}
+
+
+/*
+ * The product written as E4M3 rows (sd_cuda_g8_gemm8, the feed-forward's
+ * hidden layer for the next product): the row scales against the bound
+ * computed here in F64 (sd_cuda_g8_q), every code against cuBLASLt's BF16
+ * output y divided by the same scale and rounded here, the sampled
+ * error against the F64 reference (and what rounding the reference itself
+ * to E4M3 with these scales errs), how much of E4M3's range the rows use,
+ * and the times: the norms' pass, the product (each tile). 0: agrees.
+ */
+static int
+e4m3_check(const shape *s, const uint8_t *a, const uint8_t *b,
+    const float *sa, const float *sb, const __nv_bfloat16 *bias,
+    const void *y, const std::vector<int> &rc, const std::vector<double> &ref,
+    const int *tiles, int ntiles)
+{
+    std::vector<uint8_t>   ha((size_t) s->m * s->k), hb((size_t) s->n * s->k),
+                           hq((size_t) s->m * s->n);
+    std::vector<uint16_t>  hy((size_t) s->m * s->n), hbias(s->n);
+    std::vector<float>     hsa(s->m), hsb(s->n), hys(s->m), hc(2);
+    std::vector<double>    bnd(s->m), use;
+    double                 lut[256], wmax = 0.0, bmax = 0.0, emax = 0.0;
+    float                 *rn, *cst, *wn, *ys;
+    uint8_t               *q;
+    sd_cuda_g8_q           qq;
+    int                    fails = 0;
+
+    for (int i = 0; i < 256; i++) {
+        lut[i] = e4m3d((uint8_t) i);
+    }
+    CK(cudaMalloc((void **) &rn, s->m * 4));
+    CK(cudaMalloc((void **) &ys, s->m * 4));
+    CK(cudaMalloc((void **) &cst, 16));
+    CK(cudaMalloc((void **) &wn, 16));
+    CK(cudaMalloc((void **) &q, (size_t) s->m * s->n));
+    CK(cudaMemcpy(ha.data(), a, ha.size(), cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hb.data(), b, hb.size(), cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hsa.data(), sa, hsa.size() * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hsb.data(), sb, hsb.size() * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hbias.data(), bias, hbias.size() * 2,
+                  cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hy.data(), y, hy.size() * 2, cudaMemcpyDeviceToHost));
+    for (int c = 0; c < s->n; c++) {
+        double  ss = 0.0;
+
+        for (int j = 0; j < s->k; j++) {
+            ss += lut[hb[(size_t) c * s->k + j]] * lut[hb[(size_t) c * s->k
+                                                        + j]];
+        }
+        wmax = std::max(wmax, hsb[c] * sqrt(ss));
+        bmax = std::max(bmax, fabs((double) bf2f(hbias[c])));
+    }
+    for (int r = 0; r < s->m; r++) {
+        double  ss = 0.0;
+
+        for (int j = 0; j < s->k; j++) {
+            ss += lut[ha[(size_t) r * s->k + j]] * lut[ha[(size_t) r * s->k
+                                                        + j]];
+        }
+        bnd[r] = (hsa[r] * sqrt(ss) * wmax + bmax) * 1.03125;
+    }
+    memset(&qq, 0, sizeof(qq));
+    qq.ys = ys;
+    qq.rn = rn;
+    qq.cst = cst;
+    CK(sd_cuda_g8_wnorm(wn, b, sb, s->n, s->k, 0));
+    CK(sd_cuda_g8_rownorm(rn, cst, a, s->k, sa, s->m, s->k, wn, bias, s->n,
+                          0));
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(hc.data(), cst, 8, cudaMemcpyDeviceToHost));
+    for (int ti = 0; ti < ntiles; ti++) {
+        std::vector<float>  tq, tn;
+        int64_t             ndiff = 0;
+        int                 maxd = 0, bad = 0;
+        double              e = 0.0, ei = 0.0, ss = 0.0;
+
+        CK(cudaMemset(q, 0x7f, (size_t) s->m * s->n));
+        CK(cudaMemset(ys, 0, s->m * 4));
+        CK(sd_cuda_g8_gemm8(q, s->n, a, s->k, b, s->k, s->m, s->n, s->k, sa,
+                            sb, bias, s->gelu, &qq, tiles[ti], 0, 0));
+        CK(cudaDeviceSynchronize());
+        CK(cudaMemcpy(hq.data(), q, hq.size(), cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(hys.data(), ys, hys.size() * 4,
+                      cudaMemcpyDeviceToHost));
+        use.clear();
+        for (int r = 0; r < s->m; r++) {
+            double  want = bnd[r] > 0.0 ? bnd[r] / 448.0 : 1.0, am = 0.0;
+
+            emax = std::max(emax, fabs(hys[r] - want) / want);
+            bad += !(fabs(hys[r] - want) <= 1e-4 * want);
+            for (int c = 0; c < s->n; c++) {
+                float          x = bf2f(hy[(size_t) r * s->n + c]);
+                __nv_fp8_e4m3  cc(x / hys[r]);
+                int            g = hq[(size_t) r * s->n + c], dd;
+
+                dd = abs(code_ord(g) - code_ord(cc.__x));
+                ndiff += dd != 0;
+                maxd = std::max(maxd, dd);
+                am = std::max(am, (double) fabsf(x));
+            }
+            use.push_back(am / (hys[r] * 448.0));
+        }
+        for (int i = 0; i < NSAMP; i++) {
+            int             r = rc[2 * i], c = rc[2 * i + 1];
+            __nv_fp8_e4m3   ci((float) (ref[i] / hys[r]));
+
+            e = std::max(e, fabs(lut[hq[(size_t) r * s->n + c]] * hys[r]
+                                 - ref[i]));
+            ei = std::max(ei, fabs(lut[ci.__x] * hys[r] - ref[i]));
+            ss += ref[i] * ref[i];
+        }
+        ss = sqrt(ss / NSAMP + 1e-30);
+        for (int rr = 0; rr < ROUNDS; rr++) {
+            tn.push_back(round_ms([&] {
+                CK(sd_cuda_g8_rownorm(rn, cst, a, s->k, sa, s->m, s->k, wn,
+                                      bias, s->n, 0));
+            }, 1));
+            tq.push_back(round_ms([&] {
+                CK(sd_cuda_g8_gemm8(q, s->n, a, s->k, b, s->k, s->m, s->n,
+                                    s->k, sa, sb, bias, s->gelu, &qq,
+                                    tiles[ti], 0, 0));
+            }, 1));
+        }
+        std::sort(use.begin(), use.end());
+        printf("| %s, E4M3 rows | %d x %d x %d | norms %.4f | | %d x %d "
+               "| %.4f | %.0f | | codes differing from cuBLASLt's rounded: "
+               "%lld of %lld (at most %d apart) | err %.2e (E4M3 of the "
+               "exact sums: %.2e) | row scales off: %d (at most %.1e); "
+               "rows' largest code / 448: median %.3f, min %.3f |\n",
+               s->name, s->m, s->n, s->k, median(tn), tiles[ti] / 1000,
+               tiles[ti] % 1000, median(tq),
+               2.0 * s->m * s->n * s->k / median(tq) / 1e9,
+               (long long) ndiff, (long long) s->m * s->n, maxd, e / ss,
+               ei / ss, bad, emax, use[use.size() / 2], use[0]);
+        /* a code apart where BF16's rounding of the sum moved it across
+           an E4M3 tie (double rounding: about 1.7% of the codes) */
+        fails += bad || maxd > 1 || ndiff > (int64_t) s->m * s->n / 20
+                 || !(e <= 1.5 * ei + 1e-3 * ss)
+                 || !(hc[0] > 0.f && fabs(hc[0] - wmax) <= 1e-4 * wmax)
+                 || !(fabs(hc[1] - bmax) <= 1e-6 * bmax);
+    }
+    cudaFree(rn);
+    cudaFree(ys);
+    cudaFree(cst);
+    cudaFree(wn);
+    cudaFree(q);
+    return fails;
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -575,6 +734,13 @@ main(int argc, char **argv)
                    bns[bi] / 1000, bns[bi] % 1000,
                    median(to), flop / median(to) / 1e9,
                    median(tc) / median(to), eo, ec, mx / ss);
+        }
+        if (s->gelu) {
+            /* y0: cuBLASLt's product again */
+            plan_run(&p, b, a, y0);
+            CK(cudaDeviceSynchronize());
+            fails += e4m3_check(s, a, b, sa, sb, bias, y0, rc, ref, bns,
+                                nbn);
         }
         if (strstr(s->name, "qkv") && s->m % 2 == 0) {
             std::vector<float>  tc;
