@@ -571,6 +571,15 @@ sd_linear_act(sd_err *err, sd_tensor *y, const sd_tensor *x,
     if (!same_dtype(y, x) && !e4m3_into(x, w)) {
         return dtype_err(err, "linear", x, y);
     }
+    if (y->dtype == SD_DT_F8_E4M3
+        && !(y->be->fp8_ffh && e4m3_into(x, w) && y->scale
+             && (act == SD_ACT_NONE || act == SD_ACT_GELU_TANH)))
+    {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "linear: E4M3 output "
+                         "takes E4M3 rows through E4M3 weights, GELU (tanh) "
+                         "or no activation, on a backend that writes them "
+                         "(fp8_ffh)");
+    }
     return sd_round_out(y->be->ops->linear(err, y, x, w, b, act), y);
 }
 

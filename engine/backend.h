@@ -204,6 +204,13 @@ struct sd_backend {
     int                     fp8_attn;       /* qkv_split_fp8 and
                                                attention_fp8 run here at
                                                heads of 64 (Hopper) */
+    int                     fp8_ffh;        /* linear with GELU_TANH or no
+                                               activation may write E4M3
+                                               rows (y E4M3, with row
+                                               scales) from E4M3 rows
+                                               through E4M3 weights: the
+                                               feed-forward's hidden layer,
+                                               sd_linear_act (Hopper) */
     sd_mem                  load_mem;       /* where sd_weight_load puts
                                                matrices (0: SD_MEM_WEIGHT);
                                                set by a loader for its
@@ -350,7 +357,14 @@ sd_status sd_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x,
  */
 sd_status sd_linear_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *gate,
     const sd_tensor *h, int64_t r0, const sd_tensor *w, const sd_tensor *b);
-/* y = act(x @ w^T + b), the activation fused into the product */
+/*
+ * y = act(x @ w^T + b), the activation fused into the product. Where
+ * be->fp8_ffh, y may be E4M3 rows (with one scale a row) when x is E4M3
+ * rows, w E4M3 and act SD_ACT_GELU_TANH or none: each row's scale is
+ * then bound / 448 with bound = (|x_r|_2 max_n |w_n|_2 + max |b|) 1.03125
+ * (Cauchy-Schwarz; GELU never grows a magnitude), known before the
+ * product, so no pass over the output finds its rows' maxima.
+ */
 sd_status sd_linear_act(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, sd_act act);
 /* over the last dimension; w, b may be NULL */

@@ -715,6 +715,10 @@ typedef struct {
        projections with E4M3 weights (be->fp8_act; o then only where one
        has BF16 weights) */
     sd_tensor      *o8;
+    /* (B, Lx, F) E4M3 twin of fx: the image stream's feed-forward hidden
+       layer as E4M3 rows (be->fp8_ffh, sd_mmdit_ffh8; fx then only where
+       a block's is not) */
+    sd_tensor      *fx8;
 } sd_mmdit_acts;
 
 
@@ -748,6 +752,18 @@ sd_mmdit_any_fp8(const sd_mmdit *m)
 }
 
 
+/* Whether a feed-forward's GELU product writes its hidden layer as E4M3
+   rows for the second product (sd_linear_act into E4M3): both weights
+   E4M3, its input E4M3 rows from the norm (be->fp8_act) */
+static int
+sd_mmdit_ffh8(const sd_mmdit *m, const sd_mmdit_ff *ff)
+{
+    return m->be->fp8_ffh && m->be->fp8_act
+           && ff->proj.w->dtype == SD_DT_F8_E4M3
+           && ff->down.w->dtype == SD_DT_F8_E4M3;
+}
+
+
 /* Whether the attention before out projections w1 and w2 (NULL: none)
    writes E4M3 rows: the FP8 attention feeding E4M3 weights */
 static int
@@ -778,7 +794,7 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
 {
     sd_backend  *be = m->be;
     int64_t      w = m->info.width, f = 0, l = lx + lc;
-    int          i, dual = 0, o8 = 0, obf = 0;
+    int          i, dual = 0, o8 = 0, obf = 0, f8 = 0, fbf = 0;
 
     memset(a, 0, sizeof(*a));
     for (i = 0; i < m->info.num_layers; i++) {
@@ -787,6 +803,11 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
 
         f = k->ff.proj.w->ne[0] > f ? k->ff.proj.w->ne[0] : f;
         dual |= k->dual;
+        if (sd_mmdit_ffh8(m, &k->ff)) {
+            f8 = 1;
+        } else {
+            fbf = 1;
+        }
         for (j = 0; j < (k->dual ? 2 : 1); j++) {
             if (sd_mmdit_block_o8(m, k, j)) {
                 o8 = 1;
@@ -825,7 +846,15 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
     }
     SD_TRY(sd_tensor_new3(err, be, b, lx, 3 * w, &a->tx));
     SD_TRY(sd_tensor_new3(err, be, b, lc, 3 * w, &a->tc));
-    SD_TRY(sd_tensor_new3(err, be, b, lx, f, &a->fx));
+    if (fbf) {
+        SD_TRY(sd_tensor_new3(err, be, b, lx, f, &a->fx));
+    }
+    if (f8) {
+        int64_t  sf[3] = { b, lx, f };
+
+        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sf,
+                                &a->fx8));
+    }
     SD_TRY(sd_tensor_new3(err, be, b, lc, f, &a->fc));
     if (be->fp8_act && sd_mmdit_any_fp8(m)) {
         int64_t  sx[3] = { b, lx, w }, sc[3] = { b, lc, w };
@@ -941,16 +970,19 @@ sd_mmdit_attn2(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
  * FeedForward(dim, dim_out=dim, activation_fn="gelu-approximate"):
  * net.0 = GELU(proj, approximate="tanh"), net.2 = Linear.
  * x: (B, n, W) -> y: (B, n, W) through h: (B, n, F) (a view of the
- * preallocated hidden buffer).
+ * preallocated hidden buffer: hbuf8, E4M3 rows, where not NULL and x is
+ * E4M3 rows, else hbuf).
  */
 static sd_status
 sd_mmdit_ff_fwd(sd_err *err, const sd_mmdit_ff *ff, const sd_tensor *x,
-    sd_tensor *hbuf, sd_tensor *res, const sd_tensor *gate)
+    sd_tensor *hbuf, sd_tensor *hbuf8, sd_tensor *res, const sd_tensor *gate)
 {
     sd_tensor  h;
     int64_t    shape[3] = { x->ne[0], x->ne[1], ff->proj.w->ne[0] };
 
-    SD_TRY(sd_tensor_view(err, hbuf, 0, 3, shape, &h));
+    SD_TRY(sd_tensor_view(err, hbuf8 && x->dtype == SD_DT_F8_E4M3 ? hbuf8
+                                                                   : hbuf,
+                          0, 3, shape, &h));
     SD_TRY(sd_linear_act(err, &h, x, ff->proj.w, ff->proj.b,
                          SD_ACT_GELU_TANH));
     return sd_linear_gate_add(err, res, gate, &h, 0, ff->down.w,
@@ -1068,8 +1100,8 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
         nc = sd_mmdit_norm_out(blk->ff_context.proj.w, a->nc, a->nc8);
         SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, nc, c, &ck[SH_MLP],
                                          &ck[SC_MLP]), done);
-        SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, &blk->ff_context, nc, a->fc, c,
-                                       &ck[G_MLP]), done);
+        SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, &blk->ff_context, nc, a->fc,
+                                       NULL, c, &ck[G_MLP]), done);
         SD_TRY_GOTO(s, sd_backend_lane(err, be, 0), done);
     }
 
@@ -1078,8 +1110,10 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
     hx = sd_mmdit_norm_out(blk->ff.proj.w, a->hx, a->hx8);
     SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, hx, x, &k[SH_MLP], &k[SC_MLP]),
                 done);
-    SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, &blk->ff, hx, a->fx, x, &k[G_MLP]),
-                done);
+    SD_TRY_GOTO(s, sd_mmdit_ff_fwd(err, &blk->ff, hx, a->fx,
+                                   sd_mmdit_ffh8(m, &blk->ff) ? a->fx8
+                                                              : NULL,
+                                   x, &k[G_MLP]), done);
     s = SD_OK;
 
 done:

@@ -43,9 +43,12 @@ const char *sd_status_str(sd_status s);
  * no per-token pass) and sums P's rows from its E4M3 values on the tensor
  * cores (2026-12-02). 5: the FP8 attention's scores in F16 and P's codes
  * from each octave's linear ramp, Q's scale set for them
- * (sd_fp8_attn_scales) (2026-12-02, session 13).
+ * (sd_fp8_attn_scales) (2026-12-02, session 13). 6: the image stream's
+ * feed-forward hidden layer written as E4M3 rows by its GELU product, each
+ * row's scale a bound of its values (Cauchy-Schwarz), not its maximum
+ * (2026-12-02, session 16).
  */
-#define SD_NUMERICS  "5"
+#define SD_NUMERICS  "6"
 
 
 typedef enum {

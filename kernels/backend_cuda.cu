@@ -233,8 +233,8 @@ host_tensor_alloc(sd_err *err, sd_cuda *c, sd_tensor *t)
 
     if (t->dtype == SD_DT_F8_E4M3 && t->ndim == 2) {
         SD_TRY(host_alloc(err, c, n, &t->data));
-        if (host_alloc(err, c, (size_t) t->ne[0] * sizeof(float),
-                       (void **) &t->scale) != SD_OK)
+        if (host_alloc(err, c, SD_CUDA_WSCALES(t), (void **) &t->scale)
+            != SD_OK)
         {
             cudaFreeHost(t->data);
             c->host_bytes -= n;
@@ -270,8 +270,9 @@ cuda_alloc(sd_err *err, sd_backend *be, sd_tensor *t)
     } else if (t->dtype == SD_DT_F8_E4M3 && t->mem == SD_MEM_WEIGHT
         && t->ndim == 2)
     {
-        /* FP8 weights: the bytes, then one F32 scale per row */
-        size_t  sn = (size_t) t->ne[0] * sizeof(float);
+        /* FP8 weights: the bytes, then one F32 scale per row and the
+           rows' largest norm (SD_CUDA_WSCALES) */
+        size_t  sn = SD_CUDA_WSCALES(t);
 
         SD_TRY(weight_alloc(err, c, n, &t->data));
         if (weight_alloc(err, c, sn, (void **) &t->scale) != SD_OK) {
@@ -316,7 +317,7 @@ cuda_release(sd_backend *be, sd_tensor *t)
         c->host_bytes -= sd_tensor_nbytes(t);
         cudaFreeHost(t->data);
         if (t->scale) {
-            c->host_bytes -= (size_t) t->n_scale * sizeof(float);
+            c->host_bytes -= SD_CUDA_WSCALES(t);
             cudaFreeHost(t->scale);
             t->scale = NULL;
         }
@@ -324,9 +325,16 @@ cuda_release(sd_backend *be, sd_tensor *t)
         return;
     }
     if (t->mem == SD_MEM_WEIGHT) {
+        for (i = 0; i < c->wn_n; i++) {
+            if (c->wn_known[i] == t->data) {
+                /* its norm goes with it (the address may come back) */
+                c->wn_known[i] = c->wn_known[--c->wn_n];
+                break;
+            }
+        }
         weight_free(c, t->data, sd_tensor_nbytes(t));
         if (t->scale) {
-            weight_free(c, t->scale, (size_t) t->n_scale * sizeof(float));
+            weight_free(c, t->scale, SD_CUDA_WSCALES(t));
             t->scale = NULL;
         }
     } else {
@@ -609,6 +617,19 @@ cuda_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
         return staged(err, y, x, w, b, act, -1);
     }
 
+    if (y->dtype == SD_DT_F8_E4M3) {
+        /* E4M3 rows out (be->fp8_ffh; sd_linear_act checked the rest) */
+        if (!sd_cuda_linear_rows8_fits(y, x, w, b, act)) {
+            return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: no E4M3 "
+                             "product for %lld x %lld -> %lld", LL(rows),
+                             LL(w->ne[1]), LL(w->ne[0]));
+        }
+        SD_CUDA_OP_MEASURED(y, sd_cuda_linear_rows8(err, y, x, w, b, act),
+                            "linear fp8 %lldx%lld->%lld%s%s e4m3 rows",
+                            LL(rows), LL(w->ne[1]), LL(w->ne[0]),
+                            b ? " +b" : "",
+                            act != SD_ACT_NONE ? " +act" : "");
+    }
     if (w->dtype == SD_DT_F8_E4M3) {
         /* counts its scratch */
         SD_CUDA_OP_MEASURED(y, sd_cuda_linear_fp8(err, y, x, w, b, act, 1,
@@ -1098,6 +1119,7 @@ cuda_destroy(sd_backend *be)
             }
             free(c->prof);
         }
+        free(c->wn_known);
         sd_cuda_gemm_free(c);
         sd_cuda_staging_free(c);
         sd_cuda_attention_free(c);
@@ -1197,7 +1219,12 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     c->fattn_ok = !sd_env_on("SD_CUDA_NO_FATTN") && sd_cuda_fattn_ok(device);
     /* the QKV product and the FP8 split in one pass of gemm8.cu: opt-in,
        since it measured slower than cuBLASLt and the split (README) */
-    c->g8_ok = sd_env_on("SD_CUDA_G8") && sd_cuda_g8_ok(device);
+    c->g8_hw = sd_cuda_g8_ok(device);
+    c->g8_ok = sd_env_on("SD_CUDA_G8") && c->g8_hw;
+    /* the feed-forward's GELU product writes E4M3 rows for the next
+       product (gemm8.cu), unless SD_CUDA_NO_FFH8=1: cuBLASLt's product
+       into BF16, then a pass quantizing each row */
+    c->ffh8 = c->g8_hw && !sd_env_on("SD_CUDA_NO_FFH8");
     SD_CU(cudaStreamCreateWithFlags(&c->streams[0], cudaStreamNonBlocking));
     SD_CU(cudaStreamCreateWithFlags(&c->streams[1], cudaStreamNonBlocking));
     SD_CU(cudaEventCreateWithFlags(&c->fork_ev, cudaEventDisableTiming));
@@ -1228,6 +1255,12 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
 
         snprintf(c->info + l, sizeof(c->info) - l, ", FP8 weights widened "
                  "to BF16 per layer");
+    }
+    if (c->ffh8) {
+        size_t  l = strlen(c->info);
+
+        snprintf(c->info + l, sizeof(c->info) - l, ", feed-forward hidden "
+                 "layer in E4M3 rows");
     }
     if (c->g8_ok) {
         size_t  l = strlen(c->info);
@@ -1289,6 +1322,7 @@ sd_backend_cuda_create(sd_err *err, int device, sd_dtype act,
     }
     /* the E4M3 attention: Hopper's own kernel, BF16 activations */
     be->fp8_attn = act == SD_DT_BF16 && c->fattn_ok;
+    be->fp8_ffh = be->fp8_act && c->ffh8;
     *out = be;
     return SD_OK;
 }

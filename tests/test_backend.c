@@ -23,6 +23,7 @@
 #include "t.h"
 #include "arena.h"
 #include "backend.h"
+#include "fp8.h"
 #include "pipeline.h"
 #ifdef SD_HAVE_CUDA
 #include "sd_cuda.h"
@@ -1986,6 +1987,164 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
 
 
 /*
+ * The feed-forward's hidden layer as E4M3 rows (be->fp8_ffh: gemm8.cu's
+ * GELU product writes them, no pass finds the rows' maxima): against the
+ * CPU reference of the same arithmetic (the product in double of the
+ * GPU's E4M3 input rows and weights, GELU, each row divided by its bound
+ * (|x_r|_2 max_n |w_n|_2 + max |b|) 1.03125 / 448 and rounded to E4M3),
+ * against the unquantized GELU, and the whole feed-forward (the second
+ * product with its gated residual) against the same ops through a BF16
+ * hidden layer. B = 2 batches of n rows: n % 16 == 0 takes the gated FP8
+ * product, n = 300 the product then gate_add.
+ */
+static void
+check_ffh8(sd_backend *be, int64_t n, int64_t K, int64_t F)
+{
+    enum { B = 2 };
+    int64_t     rows = B * n, i, j, sx[3] = { B, n, K }, sh[3] = { B, n, F };
+    int64_t     sm2[2] = { B, K }, sw1[2] = { F, K }, sw2[2] = { K, F };
+    sd_err      err = {0};
+    sd_tensor  *x = NULL, *x8 = NULL, *shf = NULL, *scl = NULL, *w1 = NULL;
+    sd_tensor  *w2 = NULL, *b1 = NULL, *b2 = NULL, *gate = NULL;
+    sd_tensor  *h8 = NULL, *h = NULL, *r[2] = { NULL, NULL };
+    float      *hx = NULL, *hs = NULL, *hc = NULL, *hw1 = NULL, *hw2 = NULL;
+    float      *hb1 = NULL, *hb2 = NULL, *hg = NULL, *hr = NULL;
+    float      *gx = NULL, *gw = NULL, *gh = NULL, *ref = NULL, *rq = NULL;
+    float      *out[2] = { NULL, NULL };
+    char        rep[8192];
+    size_t      nn;
+    int         ok, way;
+
+    if (!be->fp8_ffh) {
+        T_SKIP("E4M3 hidden layer: gemm8.cu does not run on this GPU");
+        return;
+    }
+    t_round = 1;
+    t_rng = 9090 + (uint64_t) n;
+    hx = host_rand(rows * K, 3.0f);
+    hs = host_rand(B * K, 0.5f);
+    hc = host_rand(B * K, 0.5f);
+    hw1 = host_rand(F * K, 0.06f);
+    hw2 = host_rand(K * F, 0.03f);
+    hb1 = host_rand(F, 0.3f);
+    hb2 = host_rand(K, 0.2f);
+    hg = host_rand(B * K, 1.0f);
+    hr = host_rand(rows * K, 1.0f);
+    x = mk_from(be, 3, sx, hx);
+    shf = mk_from(be, 2, sm2, hs);
+    scl = mk_from(be, 2, sm2, hc);
+    b1 = mk_from(be, 1, &F, hb1);
+    b2 = mk_from(be, 1, &K, hb2);
+    gate = mk_from(be, 2, sm2, hg);
+    r[0] = mk_from(be, 3, sx, hr);
+    r[1] = mk_from(be, 3, sx, hr);
+    ok = x && shf && scl && b1 && b2 && gate && r[0] && r[1] && hw1 && hw2
+         && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sx, &x8)
+            == SD_OK
+         && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sh, &h8)
+            == SD_OK
+         && sd_tensor_new_as(&err, be, SD_MEM_ACT, be->act_dtype, 3, sh, &h)
+            == SD_OK
+         && sd_tensor_new_as(&err, be, SD_MEM_WEIGHT, SD_DT_F8_E4M3, 2, sw1,
+                             &w1) == SD_OK
+         && sd_tensor_new_as(&err, be, SD_MEM_WEIGHT, SD_DT_F8_E4M3, 2, sw2,
+                             &w2) == SD_OK
+         && be->ops->upload_from(&err, w1, hw1, SD_DT_F32, NULL, 0) == SD_OK
+         && be->ops->upload_from(&err, w2, hw2, SD_DT_F32, NULL, 0) == SD_OK
+         && sd_norm_modulate(&err, x8, x, shf, scl, 1e-6f) == SD_OK;
+    T_CHECK(ok, "E4M3 hidden layer inputs: %s", err.msg);
+    if (!ok) {
+        goto done;
+    }
+    for (way = 0; way < 2 && ok; way++) {
+        sd_tensor  *hid = way == 0 ? h8 : h;
+
+        sd_cuda_profile(be, way == 0);
+        ok = sd_linear_act(&err, hid, x8, w1, b1, SD_ACT_GELU_TANH) == SD_OK
+             && sd_linear_gate_add(&err, r[way], gate, hid, 0, w2, b2)
+                == SD_OK;
+        if (way == 0) {
+            sd_cuda_profile_report(be, rep, sizeof(rep));
+            sd_cuda_profile(be, 0);
+            T_CHECK(ok && strstr(rep, "e4m3 rows") != NULL,
+                    "the E4M3 hidden layer's product did not run: %s\n%s",
+                    err.msg, rep);
+        }
+        T_CHECK(ok, "feed-forward (way %d): %s", way, err.msg);
+        out[way] = ok ? host_of(r[way], &nn) : NULL;
+    }
+    gx = host_of(x8, &nn);
+    gw = host_of(w1, &nn);
+    gh = host_of(h8, &nn);
+    ref = malloc(sizeof(float) * rows * F);
+    rq = malloc(sizeof(float) * rows * F);
+    if (!ok || !gx || !gw || !gh || !ref || !rq || !out[0] || !out[1]) {
+        goto done;
+    }
+    ref_linear(gx, gw, hb1, ref, rows, K, F, 1);
+    {
+        double  wmax = 0.0, bmax = 0.0, eq, eg, ef;
+
+        for (j = 0; j < F; j++) {
+            double  ss = 0.0;
+
+            for (i = 0; i < K; i++) {
+                ss += (double) gw[j * K + i] * gw[j * K + i];
+            }
+            wmax = fmax(wmax, sqrt(ss));
+            /* the bias as the GPU holds it: BF16 */
+            bmax = fmax(bmax, fabs(sd_bf16_to_f32(sd_f32_to_bf16(hb1[j]))));
+        }
+        for (i = 0; i < rows; i++) {
+            double  ss = 0.0, bound;
+            float   ys;
+
+            for (j = 0; j < K; j++) {
+                ss += (double) gx[i * K + j] * gx[i * K + j];
+            }
+            bound = (sqrt(ss) * wmax + bmax) * 1.03125;
+            ys = bound > 0.0 ? (float) (bound / 448.0) : 1.0f;
+            for (j = 0; j < F; j++) {
+                rq[i * F + j] = sd_e4m3_to_f32(sd_f32_to_e4m3(
+                                    ref[i * F + j] / ys)) * ys;
+            }
+        }
+        eq = t_rel_l2(gh, rq, (size_t) (rows * F));
+        eg = t_rel_l2(gh, ref, (size_t) (rows * F));
+        ef = 0.0;
+        for (i = 0; i < rows * K; i++) {
+            out[0][i] -= hr[i];
+            out[1][i] -= hr[i];
+        }
+        ef = t_rel_l2(out[0], out[1], (size_t) (rows * K));
+        printf("   E4M3 hidden layer %lldx%lld->%lld: against the CPU's "
+               "E4M3 rows %.2e, the unquantized GELU %.2e; the "
+               "feed-forward's update against a BF16 hidden layer %.2e\n",
+               (long long) rows, (long long) K, (long long) F, eq, eg, ef);
+        /* codes a step apart where F32 sums in another order sit at a
+           rounding tie; E4M3's own error; the update through E4M3 rows
+           whose scales differ from per-row maxima */
+        T_CHECK(eq < 1e-2, "E4M3 hidden layer against the CPU: %.3g", eq);
+        T_CHECK(eg > 5e-3 && eg < 6e-2, "E4M3 hidden layer against the "
+                "unquantized GELU: %.3g", eg);
+        T_CHECK(ef < 5e-2, "feed-forward through the E4M3 hidden layer: "
+                "%.3g", ef);
+    }
+
+done:
+    free(hx); free(hs); free(hc); free(hw1); free(hw2); free(hb1);
+    free(hb2); free(hg); free(hr); free(gx); free(gw); free(gh); free(ref);
+    free(rq); free(out[0]); free(out[1]);
+    sd_tensor_free(x); sd_tensor_free(x8); sd_tensor_free(shf);
+    sd_tensor_free(scl); sd_tensor_free(w1); sd_tensor_free(w2);
+    sd_tensor_free(b1); sd_tensor_free(b2); sd_tensor_free(gate);
+    sd_tensor_free(h8); sd_tensor_free(h); sd_tensor_free(r[0]);
+    sd_tensor_free(r[1]);
+    t_round = 0;
+}
+
+
+/*
  * The QKV projection with the FP8 split in one op (sd_linear_qkv_fp8:
  * gemm8.cu's fused product on sm_90a with SD_CUDA_G8=1) against the same
  * product and split as two ops on the same backend (cuBLASLt, then
@@ -2498,6 +2657,8 @@ check_cuda(sd_backend *cpu)
     check_norm_fp8(cpu, bf, 512, 4, 2);
     check_attn_fp8(cpu, bf);
     check_gate_fp8(cpu, bf);
+    check_ffh8(bf, 512, 256, 1024);
+    check_ffh8(bf, 300, 512, 2048);
     check_host_weights(bf);
     bench_fp8(bf);
     {

@@ -47,6 +47,8 @@
 #           CEIL_SIZE 1024, CEIL_MODELS "large medium")
 #   batch   batching across requests through nginx: sd_batch 1 against 4,
 #           1/4/8 clients, 1024^2 and 512^2 (scale_bench.py, target 1.15x)
+#   ffh8    the feed-forward's hidden layer as E4M3 rows (gemm8.cu)
+#           against cuBLASLt's BF16 product and a row pass, in turn
 #   gemm8   the own FP8 product (kernels/gemm8.cu) against cuBLASLt at
 #           the MMDiT's shapes (gemm8_check: error, time, the fused QKV
 #           split against the split on the CPU); test_backend, one seed's
@@ -621,6 +623,33 @@ stage_gemm8() {
     same_image g8 nog8
     ab_benches SD_CUDA_G8 g8 nog8
     bench_lines 'denoising step' $L/bench-*.log
+}
+# the feed-forward's hidden layer as E4M3 rows from gemm8.cu's GELU product
+# (default) against cuBLASLt's BF16 product and a pass quantizing its rows
+# (SD_CUDA_NO_FFH8=1): the kernel, test_backend, the FP8 goldens, one
+# seed's image, the benches in turn, and (FFH8_SWEEP=1) the default
+# policy's error against BF16 each way
+stage_ffh8() {
+    local v
+    run "gemm8_check, GELU shapes" gemm8.log $G/bin/gemm8_check ff-up \
+        m-ff-up txt-up
+    grep -E '^\||gemm8_check' $L/gemm8.log
+    run "test_backend" backend.log $G/bin/test_backend
+    grep -E 'E4M3 hidden|passed' $L/backend.log
+    run "test_pipeline (cuda-fp8)" pipeline-cuda-fp8.log env \
+        SD_TEST_DEVICE=cuda-fp8 $G/bin/test_pipeline
+    randmodel large
+    randmodel medium
+    for v in ffh8 ffbf; do
+        SD_CUDA_NO_FFH8=$([ $v = ffbf ] && echo 1) txt2img_dump $v
+    done
+    same_image ffh8 ffbf
+    ab_benches SD_CUDA_NO_FFH8 ffbf ffh8
+    bench_lines 'whole process' $L/bench-*.log
+    [ "${FFH8_SWEEP:-0}" = 1 ] || return 0
+    for v in ffh8 ffbf; do
+        SD_CUDA_NO_FFH8=$([ $v = ffbf ] && echo 1) sweep_large_attn $v
+    done
 }
 stage_gemmprobe() {
     run "gemm_probe" gemm-probe.log $G/bin/gemm_probe
