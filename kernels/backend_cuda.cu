@@ -306,6 +306,22 @@ cuda_alloc(sd_err *err, sd_backend *be, sd_tensor *t)
 }
 
 
+/* a weight's rows' norm (sd_cuda.wn_known) is no longer known: its
+   memory is freed or written again */
+static void
+wn_forget(sd_cuda *c, const void *data)
+{
+    int  i;
+
+    for (i = 0; i < c->wn_n; i++) {
+        if (c->wn_known[i] == data) {
+            c->wn_known[i] = c->wn_known[--c->wn_n];
+            return;
+        }
+    }
+}
+
+
 static void
 cuda_release(sd_backend *be, sd_tensor *t)
 {
@@ -325,13 +341,7 @@ cuda_release(sd_backend *be, sd_tensor *t)
         return;
     }
     if (t->mem == SD_MEM_WEIGHT) {
-        for (i = 0; i < c->wn_n; i++) {
-            if (c->wn_known[i] == t->data) {
-                /* its norm goes with it (the address may come back) */
-                c->wn_known[i] = c->wn_known[--c->wn_n];
-                break;
-            }
-        }
+        wn_forget(c, t->data);          /* the address may come back */
         weight_free(c, t->data, sd_tensor_nbytes(t));
         if (t->scale) {
             weight_free(c, t->scale, SD_CUDA_WSCALES(t));
@@ -357,6 +367,9 @@ cuda_upload_raw(sd_err *err, sd_tensor *t, const void *src)
 
     if (c->measuring && t->mem == SD_MEM_ACT) {
         return SD_OK;
+    }
+    if (t->mem == SD_MEM_WEIGHT) {
+        wn_forget(c, t->data);
     }
     SD_CU(cudaMemcpyAsync(t->data, src, sd_tensor_nbytes(t),
                           cudaMemcpyDefault, c->stream));
@@ -393,6 +406,7 @@ static sd_status
 cuda_upload_from(sd_err *err, sd_tensor *t, const void *src, sd_dtype sdt,
     const float *scales, int64_t n_scale)
 {
+    wn_forget(sd_cuda_of(t), t->data);
     return sd_cuda_fp8_upload(err, t, src, sdt, scales, n_scale);
 }
 

@@ -867,6 +867,10 @@ sd_cuda_g8_gemm8(void *d, int64_t ldd, const void *a, int64_t lda,
 }
 
 
+#define G8_RN  5                        /* g8_rownorm_kernel's loads a
+                                           lane at once: K up to 2560 in
+                                           one turn */
+
 /* sum of squares of 16 E4M3 codes */
 static __device__ __forceinline__ float
 g8_ss16(uint4 u)
@@ -929,8 +933,24 @@ g8_rownorm_kernel(float *rn, float *cst, const uint8_t *a, int64_t lda,
     if (row >= m) {
         return;
     }
-    for (i = lane; i < k / 16; i += 32) {
-        v += g8_ss16(*(const uint4 *) (a + (int64_t) row * lda + 16 * i));
+    /* G8_RN loads a lane issued together, then summed (one load a turn
+       of a loop waited on each: 10 us for 8192 x 2432 on the H200) */
+    for (int j0 = 0; j0 < k / 16; j0 += 32 * G8_RN) {
+        uint4  u[G8_RN];
+        int    j;
+
+        #pragma unroll
+        for (j = 0; j < G8_RN; j++) {
+            int  c = j0 + 32 * j + lane;
+
+            u[j] = c < k / 16 ? *(const uint4 *) (a + (int64_t) row * lda
+                                                  + 16 * c)
+                              : make_uint4(0, 0, 0, 0);
+        }
+        #pragma unroll
+        for (j = 0; j < G8_RN; j++) {
+            v += g8_ss16(u[j]);
+        }
     }
     for (i = 16; i; i >>= 1) {
         v += __shfl_xor_sync(0xffffffffu, v, i);

@@ -74,6 +74,54 @@ fill_e4m3(uint8_t *p, int64_t n, uint32_t seed)
 }
 
 
+/* rows of k normal values times sd, quantized per row as the engine's
+   activations and weights are: codes of v 448 / amax, scale amax / 448;
+   one block of 256 a row */
+__global__ void
+fill_gauss_rows(uint8_t *p, float *scale, int k, float sd, uint32_t seed)
+{
+    __shared__ float  part[8];
+    int64_t           r = blockIdx.x;
+    float             am = 0.f, inv;
+    int               j;
+
+    for (j = threadIdx.x; j < k; j += 256) {
+        uint32_t  h1 = mix((uint32_t) (r * k + j) * 2u ^ seed);
+        uint32_t  h2 = mix((uint32_t) (r * k + j) * 2u + 1u ^ seed);
+        float     u1 = ((h1 >> 8) + 1) / 16777217.f, u2 = (h2 >> 8)
+                                                       / 16777216.f;
+
+        am = fmaxf(am, fabsf(sqrtf(-2.f * logf(u1))
+                             * cosf(6.2831853f * u2)));
+    }
+    for (j = 16; j; j >>= 1) {
+        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, j));
+    }
+    if (threadIdx.x % 32 == 0) {
+        part[threadIdx.x / 32] = am;
+    }
+    __syncthreads();
+    am = 0.f;
+    for (j = 0; j < 8; j++) {
+        am = fmaxf(am, part[j]);
+    }
+    inv = 448.f / am;
+    for (j = threadIdx.x; j < k; j += 256) {
+        uint32_t  h1 = mix((uint32_t) (r * k + j) * 2u ^ seed);
+        uint32_t  h2 = mix((uint32_t) (r * k + j) * 2u + 1u ^ seed);
+        float     u1 = ((h1 >> 8) + 1) / 16777217.f, u2 = (h2 >> 8)
+                                                       / 16777216.f;
+        __nv_fp8_e4m3  v(sqrtf(-2.f * logf(u1)) * cosf(6.2831853f * u2)
+                         * inv);
+
+        p[r * k + j] = v.__x;
+    }
+    if (threadIdx.x == 0) {
+        scale[r] = am / 448.f * sd;
+    }
+}
+
+
 __global__ void
 fill_f32(float *p, int64_t n, float lo, float hi, uint32_t seed)
 {
@@ -736,7 +784,13 @@ main(int argc, char **argv)
                    median(tc) / median(to), eo, ec, mx / ss);
         }
         if (s->gelu) {
-            /* y0: cuBLASLt's product again */
+            /* inputs as a random model's: normal rows quantized per row
+               (the norm's output, weights of 0.02), a bias of 0.05 */
+            fill_gauss_rows<<<s->m, 256>>>(a, sa, s->k, 1.f, 3u);
+            fill_gauss_rows<<<s->n, 256>>>(b, sb, s->k, 0.02f, 9u);
+            fill_bf16<<<(s->n + 255) / 256, 256>>>(bias, s->n, 0.05f, 13u);
+            reference(ref, rc, a, b, s);
+            /* y0: cuBLASLt's product of them */
             plan_run(&p, b, a, y0);
             CK(cudaDeviceSynchronize());
             fails += e4m3_check(s, a, b, sa, sb, bias, y0, rc, ref, bns,
