@@ -629,11 +629,14 @@ stage_gemm8() {
 # (SD_CUDA_NO_FFH8=1): the kernel, test_backend, the FP8 goldens, one
 # seed's image, the benches in turn, and (FFH8_SWEEP=1) the default
 # policy's error against BF16 each way
-stage_ffh8() {
-    local v
+stage_g8gelu() {       # gemm8_check at the GELU products' shapes alone
     run "gemm8_check, GELU shapes" gemm8.log $G/bin/gemm8_check ff-up \
         m-ff-up txt-up
     grep -E '^\||gemm8_check' $L/gemm8.log
+}
+stage_ffh8() {
+    local v
+    stage_g8gelu
     run "test_backend" backend.log $G/bin/test_backend
     grep -E 'E4M3 hidden|passed' $L/backend.log
     run "test_pipeline (cuda-fp8)" pipeline-cuda-fp8.log env \
