@@ -469,22 +469,21 @@ typedef struct {
 /*
  * The product written as E4M3 rows (sd_cuda_g8_gemm with q.ys set): each
  * row r's output divided by ys[r] = bound_r / 448 and rounded to E4M3
- * (saturating), ys written, where bound_r = (rn[r] cst[0] + cst[1]) G8_QM
- * bounds |d| over the row before any output exists: rn[r] is row r of
- * A's L2 norm (its scale included), cst[0] the largest L2 norm of B's
- * rows (theirs included), cst[1] the largest |bias| (Cauchy-Schwarz;
- * GELU never grows a magnitude). sd_cuda_g8_rownorm makes rn and cst.
- * A zeroed struct: BF16 output.
+ * (saturating), ys written, where bound_r = (rn[r] *wn + max |bias|)
+ * G8_QM bounds |d| over the row before any output exists: rn[r] is row
+ * r of A's L2 norm (its scale included; sd_cuda_g8_rownorm), *wn the
+ * largest L2 norm of B's rows (theirs included; sd_cuda_g8_wnorm)
+ * (Cauchy-Schwarz; GELU never grows a magnitude). A zeroed struct: BF16
+ * output.
  */
 typedef struct {
     float                *ys;
-    const float          *rn, *cst;
+    const float          *rn, *wn;
 } sd_cuda_g8_q;
 
 int sd_cuda_g8_ok(int device);
-cudaError_t sd_cuda_g8_rownorm(float *rn, float *cst, const void *a,
-    int64_t lda, const float *sa, int m, int k, const float *bmax,
-    const void *bias, int n, cudaStream_t st);
+cudaError_t sd_cuda_g8_rownorm(float *rn, const void *a, int64_t lda,
+    const float *sa, int m, int k, cudaStream_t st);
 cudaError_t sd_cuda_g8_wnorm(float *out, const void *b, const float *sb,
     int n, int k, cudaStream_t st);
 cudaError_t sd_cuda_g8_gemm8(void *d, int64_t ldd, const void *a,
