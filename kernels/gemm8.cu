@@ -179,6 +179,26 @@ g8_gelu(float x)
 }
 
 
+/* a thread's four outputs of an accumulator's column pair: rows r and
+   r + 8 (a[0..1], a[2..3]) with their scales s0, s1, the columns' scales
+   sc and bias bi, GELU'd when gelu */
+static __device__ __forceinline__ void
+g8_out4(float *v, const float *a, float s0, float s1, float2 sc, float2 bi,
+    int gelu)
+{
+    v[0] = a[0] * s0 * sc.x + bi.x;
+    v[1] = a[1] * s0 * sc.y + bi.y;
+    v[2] = a[2] * s1 * sc.x + bi.x;
+    v[3] = a[3] * s1 * sc.y + bi.y;
+    if (gelu) {
+        v[0] = g8_gelu(v[0]);
+        v[1] = g8_gelu(v[1]);
+        v[2] = g8_gelu(v[2]);
+        v[3] = g8_gelu(v[3]);
+    }
+}
+
+
 static __device__ __forceinline__ uint32_t
 g8_pack_bf16(float lo, float hi)
 {
@@ -397,33 +417,24 @@ g8_out_e4m3(float (*acc)[BN / 2], const float *cs, const float *cb,
             for (kk = 0; kk < 16; kk++) {
                 int       jj = 16 * c + kk;
                 int       cl = 8 * jj + 2 * (lane % 4);
-                float2    sc = *(const float2 *) &cs[cl];
-                float2    bi = *(const float2 *) &cb[cl];
-                float     v00, v01, v10, v11;
+                float     v[4];
                 uint32_t  o0, o1;
 
-                v00 = acc[mi][4 * jj] * sa0[mi] * sc.x + bi.x;
-                v01 = acc[mi][4 * jj + 1] * sa0[mi] * sc.y + bi.y;
-                v10 = acc[mi][4 * jj + 2] * sa1[mi] * sc.x + bi.x;
-                v11 = acc[mi][4 * jj + 3] * sa1[mi] * sc.y + bi.y;
-                if (gelu) {
-                    v00 = g8_gelu(v00);
-                    v01 = g8_gelu(v01);
-                    v10 = g8_gelu(v10);
-                    v11 = g8_gelu(v11);
-                }
+                g8_out4(v, acc[mi] + 4 * jj, sa0[mi], sa1[mi],
+                        *(const float2 *) &cs[cl], *(const float2 *) &cb[cl],
+                        gelu);
                 o0 = buf + rl0 * 128 + (((kk >> 1) ^ (rl0 & 7)) << 4)
                      + (kk & 1) * 8 + 2 * (lane % 4);
                 o1 = o0 + 8 * 128;      /* row + 8: the same swizzle */
                 asm volatile("st.shared.b16 [%0], %1;"
                              :: "r"(o0), "h"((uint16_t)
                                  __nv_cvt_float2_to_fp8x2(
-                                     make_float2(v00 * q0, v01 * q0),
+                                     make_float2(v[0] * q0, v[1] * q0),
                                      __NV_SATFINITE, __NV_E4M3)));
                 asm volatile("st.shared.b16 [%0], %1;"
                              :: "r"(o1), "h"((uint16_t)
                                  __nv_cvt_float2_to_fp8x2(
-                                     make_float2(v10 * q1, v11 * q1),
+                                     make_float2(v[2] * q1, v[3] * q1),
                                      __NV_SATFINITE, __NV_E4M3)));
             }
             asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
@@ -642,30 +653,21 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                     for (kk = 0; kk < 8; kk++) {
                         int       jj = 8 * c + kk;
                         int       cl = 8 * jj + 2 * (lane % 4);
-                        float2    sc = *(const float2 *) &sm->cs[cl];
-                        float2    bi = *(const float2 *) &sm->cb[cl];
-                        float     v00, v01, v10, v11;
+                        float     v[4];
                         uint32_t  o0, o1;
 
-                        v00 = acc[mi][4 * jj] * sa0[mi] * sc.x + bi.x;
-                        v01 = acc[mi][4 * jj + 1] * sa0[mi] * sc.y + bi.y;
-                        v10 = acc[mi][4 * jj + 2] * sa1[mi] * sc.x + bi.x;
-                        v11 = acc[mi][4 * jj + 3] * sa1[mi] * sc.y + bi.y;
-                        if (gelu) {
-                            v00 = g8_gelu(v00);
-                            v01 = g8_gelu(v01);
-                            v10 = g8_gelu(v10);
-                            v11 = g8_gelu(v11);
-                        }
+                        g8_out4(v, acc[mi] + 4 * jj, sa0[mi], sa1[mi],
+                                *(const float2 *) &sm->cs[cl],
+                                *(const float2 *) &sm->cb[cl], gelu);
                         o0 = buf + rl0 * 128 + ((kk ^ (rl0 & 7)) << 4)
                              + 4 * (lane % 4);
                         o1 = o0 + 8 * 128;  /* row + 8: the same swizzle */
                         asm volatile("st.shared.b32 [%0], %1;"
                                      :: "r"(o0),
-                                        "r"(g8_pack_bf16(v00, v01)));
+                                        "r"(g8_pack_bf16(v[0], v[1])));
                         asm volatile("st.shared.b32 [%0], %1;"
                                      :: "r"(o1),
-                                        "r"(g8_pack_bf16(v10, v11)));
+                                        "r"(g8_pack_bf16(v[2], v[3])));
                     }
                     asm volatile("fence.proxy.async.shared::cta;"
                                  ::: "memory");

@@ -643,16 +643,7 @@ stage_ffh8() {
         SD_TEST_DEVICE=cuda-fp8 $G/bin/test_pipeline
     randmodel large
     randmodel medium
-    for v in ffh8 ffbf; do
-        SD_CUDA_NO_FFH8=$([ $v = ffbf ] && echo 1) txt2img_dump $v
-    done
-    same_image ffh8 ffbf
-    ab_benches SD_CUDA_NO_FFH8 ffbf ffh8
-    bench_lines 'whole process' $L/bench-*.log
-    [ "${FFH8_SWEEP:-0}" = 1 ] || return 0
-    for v in ffh8 ffbf; do
-        SD_CUDA_NO_FFH8=$([ $v = ffbf ] && echo 1) sweep_large_attn $v
-    done
+    ab_knob SD_CUDA_NO_FFH8 ffbf ffh8 ${FFH8_SWEEP:-0}
 }
 stage_gemmprobe() {
     run "gemm_probe" gemm-probe.log $G/bin/gemm_probe
@@ -731,6 +722,23 @@ ab_benches() {
     done
 }
 
+# a knob's A/B: one seed's 4-step image each way, the benches in turn
+# (ab_benches) with VAR=1 for the runs named ON and unset for OFF, and
+# with SWEEP 1 the FP8 policy's error each way (sweep_large_attn)
+ab_knob() {     # VAR ON OFF [SWEEP]
+    local var=$1 on=$2 off=$3 v
+    for v in $off $on; do
+        ( [ $v = $on ] && export $var=1; txt2img_dump $v )
+    done
+    same_image $off $on
+    ab_benches $var $on $off
+    bench_lines 'whole process' $L/bench-*.log
+    [ "${4:-0}" = 1 ] || return 0
+    for v in $off $on; do
+        ( [ $v = $on ] && export $var=1; sweep_large_attn $v )
+    done
+}
+
 stage_det() {          # kernels by heuristics against by timing
     local v
     randmodel large
@@ -754,16 +762,7 @@ stage_o8() {           # attention output in E4M3 against BF16 + a pass
         SD_TEST_DEVICE=cuda-fp8 $G/bin/test_pipeline
     randmodel large
     randmodel medium
-    for v in o8 obf; do
-        SD_MMDIT_O_BF16=$([ $v = obf ] && echo 1) txt2img_dump $v
-    done
-    same_image o8 obf
-    ab_benches SD_MMDIT_O_BF16 obf o8
-    bench_lines 'whole process' $L/bench-*.log
-    [ "${O8_SWEEP:-1}" = 1 ] || return 0
-    for v in o8 obf; do
-        SD_MMDIT_O_BF16=$([ $v = obf ] && echo 1) sweep_large_attn $v
-    done
+    ab_knob SD_MMDIT_O_BF16 obf o8 ${O8_SWEEP:-1}
 }
 
 # fp8-sweep --kinds attn on the random Large with the sweep prompts into
