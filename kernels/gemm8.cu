@@ -370,6 +370,37 @@ g8_qkv_chunk(const sd_cuda_g8_split &p, const float *cs, const float *cb,
 }
 
 
+/* An output chunk's buffer may be written: the TMA store that read it
+   last is done (the consumer's thread 0 waits, its warpgroup with it) */
+static __device__ __forceinline__ void
+g8_chunk_begin(int t, int cw)
+{
+    if (t == 0) {
+        asm volatile("cp.async.bulk.wait_group.read 1;" ::: "memory");
+    }
+    asm volatile("bar.sync %0, 128;" :: "r"(2 + cw) : "memory");
+}
+
+
+/* The chunk in buf, written by the warpgroup's threads, stored by TMA
+   through the map td at (column x, row y) */
+static __device__ __forceinline__ void
+g8_chunk_store(int t, int cw, const CUtensorMap *td, int x, int y,
+    uint32_t buf)
+{
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    asm volatile("bar.sync %0, 128;" :: "r"(2 + cw) : "memory");
+    if (t == 0) {
+        asm volatile(
+            "cp.async.bulk.tensor.2d.global.shared::cta"
+            ".bulk_group [%0, {%1, %2}], [%3];\n"
+            "cp.async.bulk.commit_group;"
+            :: "l"((uint64_t) td), "r"(x), "r"(y), "r"(buf)
+            : "memory");
+    }
+}
+
+
 /*
  * The tile's output as E4M3 rows (sd_cuda_g8_q): a warpgroup's BM / 2 x BN
  * in 64 x 128-byte chunks (the BF16 chunks' bytes), each row divided by
@@ -408,11 +439,7 @@ g8_out_e4m3(float (*acc)[BN / 2], const float *cs, const float *cb,
         for (c = 0; c < BN / 128; c++, ec++) {
             uint32_t  buf = eb + (ec & 1) * G8_EBUF;
 
-            if (t == 0) {
-                asm volatile("cp.async.bulk.wait_group.read 1;" ::: "memory");
-            }
-            asm volatile("bar.sync %0, 128;" :: "r"(2 + cw)
-                         : "memory");
+            g8_chunk_begin(t, cw);
             #pragma unroll
             for (kk = 0; kk < 16; kk++) {
                 int       jj = 16 * c + kk;
@@ -437,18 +464,7 @@ g8_out_e4m3(float (*acc)[BN / 2], const float *cs, const float *cb,
                                      make_float2(v[2] * q1, v[3] * q1),
                                      __NV_SATFINITE, __NV_E4M3)));
             }
-            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-            asm volatile("bar.sync %0, 128;" :: "r"(2 + cw)
-                         : "memory");
-            if (t == 0) {
-                asm volatile(
-                    "cp.async.bulk.tensor.2d.global.shared::cta"
-                    ".bulk_group [%0, {%1, %2}], [%3];\n"
-                    "cp.async.bulk.commit_group;"
-                    :: "l"((uint64_t) td), "r"(n0 + 128 * c),
-                       "r"(mw + 64 * mi), "r"(buf)
-                    : "memory");
-            }
+            g8_chunk_store(t, cw, td, n0 + 128 * c, mw + 64 * mi, buf);
         }
     }
 }
@@ -642,13 +658,7 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                                      n0 + 64 * c, t, cw);
                         continue;
                     }
-                    if (t == 0) {
-                        /* the store that read this buffer is done */
-                        asm volatile("cp.async.bulk.wait_group.read 1;"
-                                     ::: "memory");
-                    }
-                    asm volatile("bar.sync %0, 128;" :: "r"(2 + cw)
-                                 : "memory");
+                    g8_chunk_begin(t, cw);
                     #pragma unroll
                     for (kk = 0; kk < 8; kk++) {
                         int       jj = 8 * c + kk;
@@ -669,19 +679,8 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                                      :: "r"(o1),
                                         "r"(g8_pack_bf16(v[2], v[3])));
                     }
-                    asm volatile("fence.proxy.async.shared::cta;"
-                                 ::: "memory");
-                    asm volatile("bar.sync %0, 128;" :: "r"(2 + cw)
-                                 : "memory");
-                    if (t == 0) {
-                        asm volatile(
-                            "cp.async.bulk.tensor.2d.global.shared::cta"
-                            ".bulk_group [%0, {%1, %2}], [%3];\n"
-                            "cp.async.bulk.commit_group;"
-                            :: "l"((uint64_t) &td), "r"(n0 + 64 * c),
-                               "r"(mw + 64 * mi), "r"(buf)
-                            : "memory");
-                    }
+                    g8_chunk_store(t, cw, &td, n0 + 64 * c, mw + 64 * mi,
+                                   buf);
                 }
             }
         }
