@@ -208,9 +208,12 @@ struct sd_backend {
                                                activation may write E4M3
                                                rows (y E4M3, with row
                                                scales) from E4M3 rows
-                                               through E4M3 weights: the
-                                               feed-forward's hidden layer,
-                                               sd_linear_act (Hopper) */
+                                               through E4M3 weights (a
+                                               weight of its own, both
+                                               dimensions multiples of 16):
+                                               the feed-forward's hidden
+                                               layer, sd_linear_act
+                                               (Hopper) */
     sd_mem                  load_mem;       /* where sd_weight_load puts
                                                matrices (0: SD_MEM_WEIGHT);
                                                set by a loader for its

@@ -754,13 +754,15 @@ sd_mmdit_any_fp8(const sd_mmdit *m)
 
 /* Whether a feed-forward's GELU product writes its hidden layer as E4M3
    rows for the second product (sd_linear_act into E4M3): both weights
-   E4M3, its input E4M3 rows from the norm (be->fp8_act) */
+   E4M3, the first's dimensions multiples of 16 (be->fp8_ffh's terms),
+   its input E4M3 rows from the norm (be->fp8_act) */
 static int
 sd_mmdit_ffh8(const sd_mmdit *m, const sd_mmdit_ff *ff)
 {
     return m->be->fp8_ffh && m->be->fp8_act
            && ff->proj.w->dtype == SD_DT_F8_E4M3
-           && ff->down.w->dtype == SD_DT_F8_E4M3;
+           && ff->down.w->dtype == SD_DT_F8_E4M3 && !ff->proj.w->view
+           && ff->proj.w->ne[0] % 16 == 0 && ff->proj.w->ne[1] % 16 == 0;
 }
 
 
