@@ -213,10 +213,7 @@ g8_out4_q(float *v, const float *a, float s0, float s1, float2 sc,
 #if defined(G8_GELU2)
     int  i;
 
-    v[0] = a[0] * s0 * sc.x + bi.x;
-    v[1] = a[1] * s0 * sc.y + bi.y;
-    v[2] = a[2] * s1 * sc.x + bi.x;
-    v[3] = a[3] * s1 * sc.y + bi.y;
+    g8_out4(v, a, s0, s1, sc, bi, 0);
     #pragma unroll
     for (i = 0; i < 4; i++) {
         float  q = i < 2 ? q0 : q1;
