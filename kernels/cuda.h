@@ -325,8 +325,9 @@ sd_row_load_stats(const uint4 *xr, uint4 *raw, int lane, int c, int rms,
 
 
 /* An FP8 weight's scales: one a row, then the largest L2 norm of its
-   rows (scales included; 0: not known), which sd_cuda_fp8_upload sets
-   where gemm8.cu runs and sd_cuda_linear_rows8 bounds its rows with */
+   rows (scales included), which sd_cuda_linear_rows8 finds at the
+   weight's first E4M3-rows product (sd_cuda.wn_known lists the weights
+   whose norm is set) and bounds its output rows with */
 #define SD_CUDA_WSCALES(t)  ((size_t) ((t)->ne[0] + 1) * sizeof(float))
 
 /* t holds E4M3 rows with one scale per row for at least rows rows (the
@@ -467,7 +468,7 @@ typedef struct {
 } sd_cuda_g8_split;
 
 /*
- * The product written as E4M3 rows (sd_cuda_g8_gemm with q.ys set): each
+ * The product written as E4M3 rows (sd_cuda_g8_gemm8): each
  * row r's output divided by ys[r] = bound_r / 448 and rounded to E4M3
  * (saturating), ys written, where bound_r = (rn[r] *wn + max |bias|)
  * G8_QM bounds |d| over the row before any output exists: rn[r] is row
