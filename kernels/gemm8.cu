@@ -44,6 +44,17 @@
  * 0.300 ms (0.305 with BF16 out; cuBLASLt's BF16 0.278 plus the rows'
  * quantization pass 0.054), the norms' pass 0.010; the Large step 66.0
  * -> 64.9 ms, Medium 28.0 -> 27.4 (tests/gpu/run.sh ffh8, in turn).
+ * Not kept (session 17, gemm8_check in turn in one call): GELU with the
+ * row multiplier folded into its half (5 operations and the tanh an
+ * output against 8): 0.3008 / 0.3007 ms against 0.3020 / 0.3019, so the
+ * epilogue's arithmetic does not bound it; the consumers let apart
+ * between tiles (each thread reading its columns' scales and bias from
+ * L1 instead of a copy both stage between two barriers, and the second
+ * consumer started a stage behind, so one's epilogue could run beside
+ * the other's products): slower at every shape (QKV 0.227 against 0.220,
+ * the E4M3 GELU product 0.308 against 0.301, the out projection 0.081
+ * against 0.077; the Large step 65.52 / 65.68 against 65.29 / 65.36 ms):
+ * a consumer ahead holds stages the producer would refill.
  *
  * The invariant that is not obvious: a stage is refilled only after every
  * consumer warp has waited for the products that read it (the empty
@@ -199,43 +210,16 @@ g8_out4(float *v, const float *a, float s0, float s1, float2 sc, float2 bi,
 }
 
 
-/*
- * g8_out4 times the rows' E4M3 multipliers q0, q1 (the E4M3 epilogue).
- * -DG8_GELU2 (a variant for gemm8_check, not built by default): GELU as
- * q x / 2 (1 + tanh(x (c0 + c1 x^2))), the multiplier folded into the
- * half: 5 operations and the tanh an output where the default takes 8,
- * to measure whether the epilogue's arithmetic bounds it.
- */
+/* g8_out4 times the rows' E4M3 multipliers q0, q1 (the E4M3 epilogue) */
 static __device__ __forceinline__ void
 g8_out4_q(float *v, const float *a, float s0, float s1, float2 sc,
     float2 bi, int gelu, float q0, float q1)
 {
-#if defined(G8_GELU2)
-    int  i;
-
-    g8_out4(v, a, s0, s1, sc, bi, 0);
-    #pragma unroll
-    for (i = 0; i < 4; i++) {
-        float  q = i < 2 ? q0 : q1;
-
-        if (gelu) {
-            float  x = v[i], u = x * fmaf(x * x, 0.0356774081f,
-                                           0.7978845608f), th, h;
-
-            asm("tanh.approx.f32 %0, %1;" : "=f"(th) : "f"(u));
-            h = x * (0.5f * q);
-            v[i] = fmaf(h, th, h);
-        } else {
-            v[i] *= q;
-        }
-    }
-#else
     g8_out4(v, a, s0, s1, sc, bi, gelu);
     v[0] *= q0;
     v[1] *= q0;
     v[2] *= q1;
     v[3] *= q1;
-#endif
 }
 
 

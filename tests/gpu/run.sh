@@ -47,8 +47,6 @@
 #           CEIL_SIZE 1024, CEIL_MODELS "large medium")
 #   batch   batching across requests through nginx: sd_batch 1 against 4,
 #           1/4/8 clients, 1024^2 and 512^2 (scale_bench.py, target 1.15x)
-#   g8var   gemm8_check against its -DG8_GELU2 build (GELU's arithmetic
-#           folded into the E4M3 epilogue), in turn
 #   ffh8    the feed-forward's hidden layer as E4M3 rows (gemm8.cu)
 #           against cuBLASLt's BF16 product and a row pass, in turn
 #   gemm8   the own FP8 product (kernels/gemm8.cu) against cuBLASLt at
@@ -635,16 +633,6 @@ stage_g8gelu() {       # gemm8_check at the GELU products' shapes alone
     run "gemm8_check, GELU shapes" gemm8.log $G/bin/gemm8_check ff-up \
         m-ff-up txt-up
     grep -E '^\||gemm8_check' $L/gemm8.log
-}
-stage_g8var() {        # gemm8_check and its G8_GELU2 variant, in turn
-    local r
-    for r in 1 2; do
-        run "gemm8_check, GELU shapes ($r)" gemm8-$r.log \
-            $G/bin/gemm8_check ff-up m-ff-up
-        run "gemm8_check -DG8_GELU2, GELU shapes ($r)" gemm8-gelu2-$r.log \
-            $G/bin/gemm8_check_gelu2 ff-up m-ff-up
-    done
-    grep -E 'E4M3 rows|gemm8_check' $L/gemm8-*.log
 }
 stage_ffh8() {
     local v
