@@ -709,7 +709,10 @@ typedef struct {
        product with E4M3 weights writes its rows quantized */
     sd_tensor      *hx8, *nx8, *nc8;
     /* the FP8 attention (m->attn8): E4M3 q, k of the joint sequence (v
-       stays in v) and each (b, h)'s largest |v| */
+       stays in v) and each (b, h)'s largest |v|: a slot of B x heads
+       floats an attention of the pass (block i's joint one 2 i, its attn2
+       2 i + 1), all zeroed once when the activations are taken (one
+       launch a pass, not one an attention) */
     sd_tensor      *q8, *k8, *vamax;
     /* (B, L, W) E4M3 attention output with its rows' scales, for out
        projections with E4M3 weights (be->fp8_act; o then only where one
@@ -824,7 +827,8 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
     SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->hx));
     SD_TRY(sd_tensor_new3(err, be, b, lc, w, &a->nc));
     if (m->attn8) {
-        int64_t  sq[3] = { b, l, w }, sv = b * m->info.heads;
+        int64_t  sq[3] = { b, l, w };
+        int64_t  sv = 2 * (int64_t) m->info.num_layers * b * m->info.heads;
 
         SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sq,
                                 &a->q8));
@@ -832,6 +836,7 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
                                 &a->k8));
         SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F32, 1, &sv,
                                 &a->vamax));
+        SD_TRY(sd_scale(err, a->vamax, a->vamax, 0.0f, 0.0f));
     } else {
         SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->q));
         SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->k));
@@ -926,15 +931,22 @@ sd_mmdit_sdpa(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
 
 
 /* The joint sequence's q and k as the projections write them: E4M3 with
-   the FP8 attention (its v maxima zeroed first), else a->q, a->k */
+   the FP8 attention, and *vam the v maxima of slot (zero: taken once per
+   pass, sd_mmdit_acts_new), else a->q, a->k and *vam NULL */
 static sd_status
-sd_mmdit_seq_begin(sd_err *err, sd_mmdit *m, sd_mmdit_acts *a,
-    sd_tensor **q, sd_tensor **k)
+sd_mmdit_seq_begin(sd_err *err, sd_mmdit *m, sd_mmdit_acts *a, int slot,
+    sd_tensor **q, sd_tensor **k, sd_tensor *vm, sd_tensor **vam)
 {
+    int64_t  n;
+
+    *vam = NULL;
     if (m->attn8) {
         *q = a->q8;
         *k = a->k8;
-        return sd_scale(err, a->vamax, a->vamax, 0.0f, 0.0f);
+        n = sd_numel(a->vamax) / (2 * (int64_t) m->info.num_layers);
+        SD_TRY(sd_tensor_view(err, a->vamax, slot * n, 1, &n, vm));
+        *vam = vm;
+        return SD_OK;
     }
     *q = a->q;
     *k = a->k;
@@ -948,12 +960,12 @@ sd_mmdit_seq_begin(sd_err *err, sd_mmdit *m, sd_mmdit_acts *a,
  * of the joint buffers, viewed as (B, Lx, W).
  */
 static sd_status
-sd_mmdit_attn2(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
+sd_mmdit_attn2(sd_err *err, sd_mmdit *m, int bi, const sd_mmdit_attn *at,
     sd_mmdit_acts *a, sd_tensor *x, const sd_tensor *gate)
 {
-    sd_tensor  qv, kv, vv, ov, *q, *k;
+    sd_tensor  qv, kv, vv, ov, vm, *q, *k, *vam;
 
-    SD_TRY(sd_mmdit_seq_begin(err, m, a, &q, &k));
+    SD_TRY(sd_mmdit_seq_begin(err, m, a, 2 * bi + 1, &q, &k, &vm, &vam));
     SD_TRY(sd_tensor_view(err, q, 0, 3, a->hx->ne, &qv));
     SD_TRY(sd_tensor_view(err, k, 0, 3, a->hx->ne, &kv));
     SD_TRY(sd_tensor_view(err, a->v, 0, 3, a->hx->ne, &vv));
@@ -962,8 +974,8 @@ sd_mmdit_attn2(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
                           0, 3, a->hx->ne, &ov));
     SD_TRY(sd_mmdit_project(err, m, at, sd_mmdit_norm_out(at->qkv.w, a->nx,
                                                           a->nx8),
-                            a->tx, &qv, &kv, &vv, a->vamax, 0));
-    SD_TRY(sd_mmdit_sdpa(err, m, at, &ov, &qv, &kv, &vv, a->vamax));
+                            a->tx, &qv, &kv, &vv, vam, 0));
+    SD_TRY(sd_mmdit_sdpa(err, m, at, &ov, &qv, &kv, &vv, vam));
     return sd_linear_gate_add(err, x, gate, &ov, 0, at->out.w, at->out.b);
 }
 
@@ -1019,6 +1031,7 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
     const sd_mmdit_block  *blk = &m->blocks[bi];
     sd_backend            *be = m->be;
     sd_tensor             *mod = NULL, *cmod = NULL, *hx, *nc, *sq, *sk;
+    sd_tensor             *vam, vm;
     sd_tensor             *o = sd_mmdit_block_o8(m, blk, 0) ? a->o8 : a->o;
     sd_tensor              k[9], ck[6], mv, cmv;
     sd_status              s;
@@ -1040,7 +1053,8 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
 
     /* lane 1: norm1_context (AdaLayerNormContinuous chunks are (scale,
        shift)), the text stream's q, k, v into rows Lx.. */
-    SD_TRY_GOTO(s, sd_mmdit_seq_begin(err, m, a, &sq, &sk), done);
+    SD_TRY_GOTO(s, sd_mmdit_seq_begin(err, m, a, 2 * bi, &sq, &sk, &vm,
+                                      &vam), done);
     SD_TRY_GOTO(s, sd_backend_lane(err, be, 1), done);
     nc = sd_mmdit_norm_out(blk->attn_c.qkv.w, a->nc, a->nc8);
     if (blk->pre_only) {
@@ -1050,7 +1064,7 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
                                          &ck[SC_MSA]), done);
     }
     SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_c, nc, a->tc,
-                                    sq, sk, a->v, a->vamax, lx), done);
+                                    sq, sk, a->v, vam, lx), done);
 
     /* lane 0: "norm_hidden_states = norm(x) * (1 + scale_msa) +
        shift_msa" (ZeroX also "norm_hidden_states2" from the same norm),
@@ -1066,13 +1080,13 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
                                          &k[SC_MSA2]), done);
     }
     SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_x, hx, a->tx,
-                                    sq, sk, a->v, a->vamax, 0), done);
+                                    sq, sk, a->v, vam, 0), done);
 
     /* the joint attention, then each stream's part of it: to_add_out
        (lane 1, unless context_pre_only), to_out.0 (lane 0) */
     SD_TRY_GOTO(s, sd_backend_join(err, be), done);
     SD_TRY_GOTO(s, sd_mmdit_sdpa(err, m, &blk->attn_x, o, sq, sk, a->v,
-                                 a->vamax), done);
+                                 vam), done);
     if (!blk->pre_only) {
         SD_TRY_GOTO(s, sd_backend_lane(err, be, 1), done);
         /* "encoder_hidden_states = encoder_hidden_states + c_gate_msa *
@@ -1091,7 +1105,7 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
         /* "attn_output2 = self.attn2(hidden_states=norm_hidden_states2)":
            it reuses the joint buffers, so lane 1 must be done with o */
         SD_TRY_GOTO(s, sd_backend_join(err, be), done);
-        SD_TRY_GOTO(s, sd_mmdit_attn2(err, m, &blk->attn2, a, x,
+        SD_TRY_GOTO(s, sd_mmdit_attn2(err, m, bi, &blk->attn2, a, x,
                                       &k[G_MSA2]), done);
     }
 

@@ -823,11 +823,14 @@ fp8_shape(sd_cuda_gemm_shape *g, int64_t out, int64_t rows, int64_t K,
 
 
 /* Per batch: the weight's row scales times the gate, the bias times the
-   gate (sd_cuda_linear_gate_fp8) */
+   gate (sd_cuda_linear_gate_fp8); with qs, also the E4M3 rows' scales of
+   each batch (rows r0 .. r0 + n of L in hs) gathered to qs + b n, one
+   aligned block a batch (one launch where a copy node and a kernel ran) */
 __global__ void
 gate_scales_kernel(float *sw, __nv_bfloat16 *bb, const float *wscale,
     const __nv_bfloat16 *gate, const __nv_bfloat16 *bias, int64_t nb,
-    int64_t out)
+    int64_t out, float *qs, const float *hs, int64_t n, int64_t L,
+    int64_t r0)
 {
     int64_t  i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
 
@@ -838,6 +841,9 @@ gate_scales_kernel(float *sw, __nv_bfloat16 *bb, const float *wscale,
         if (bias) {
             bb[i] = __float2bfloat16(__bfloat162float(bias[i % out]) * g);
         }
+    }
+    if (qs && i < nb * n) {
+        qs[i] = hs[(i / n) * L + r0 + i % n];
     }
 }
 
@@ -900,6 +906,7 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
     void                *scr;
     uint8_t             *q;
     float               *qs, *sw;
+    const float         *gs = NULL;     /* h's scales to gather into qs */
     __nv_bfloat16       *bb;
     cudaError_t          e;
     sd_status            s = SD_OK;
@@ -923,14 +930,21 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
     sw = (float *) (void *) ((char *) scr + qb + sb);
     bb = (__nv_bfloat16 *) (void *) ((char *) scr + qb + sb + wb);
     if (h->dtype == SD_DT_F8_E4M3) {
-        /* batch i's rows in place at q + i qst, their scales at qs + i n;
+        /* batch i's rows in place at q + i qst, their scales at qs + i n
+           (gathered there by gate_scales_kernel, or in place when the
+           batches' rows are all of h's and its scales 16-byte aligned);
            every batch's product planned for rows K bytes apart (the
            alignment all of them share), so a batch's algorithm and bits
            do not depend on where it sits in a group of requests */
         q = (uint8_t *) h->data + r0 * K;
         qst = h->ne[1] * K;
         g.b_stride_align = (int) (K & -K);
-        e = gather_scales(c->stream, qs, h, nb, n, h->ne[1], r0);
+        if (r0 == 0 && h->ne[1] == n && ((uintptr_t) h->scale & 15) == 0) {
+            qs = h->scale;
+        } else {
+            gs = h->scale;
+        }
+        e = cudaSuccess;
     } else {
         e = quant_rows(c->stream, (const __nv_bfloat16 *) h->data, q, qs,
                        rows, rows, K, n, h->ne[1], r0);
@@ -942,10 +956,12 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
                                     : "linear_gate: quant_rows", __FILE__,
                             __LINE__);
     }
-    gate_scales_kernel<<<(unsigned) ((nb * out + 255) / 256), 256, 0,
+    gate_scales_kernel<<<(unsigned) (((gs ? nb * (out > n ? out : n)
+                                          : nb * out) + 255) / 256), 256, 0,
                          c->stream>>>(
         sw, bb, w->scale, (const __nv_bfloat16 *) gate->data,
-        b ? (const __nv_bfloat16 *) b->data : NULL, nb, out);
+        b ? (const __nv_bfloat16 *) b->data : NULL, nb, out,
+        gs ? qs : NULL, gs, n, h->ne[1], r0);
     e = cudaGetLastError();
     if (e != cudaSuccess) {
         s = sd_cuda_fail(err, e, "linear_gate", __FILE__, __LINE__);

@@ -48,6 +48,18 @@ if [ "${PACK_VARIANT:-}" ]; then
         $PACK_VARIANT -o "$out/bin/fattn_check_var" tests/gpu/fattn_check.cu \
         kernels/fattn.cu
 fi
+# PACK_BASE=REV: sd-cli-var and test_backend_var built from revision REV
+# instead (a worktree in .dev/base), for run.sh varbench to time the tree
+# against it in one call
+if [ "${PACK_BASE:-}" ]; then
+    b=.dev/base
+    rm -rf $b && git worktree prune
+    git worktree add -f --detach $b "$PACK_BASE" >/dev/null 2>&1
+    make -C $b -j"$(nproc)" build/sd-cli build/tests/test_backend >/dev/null
+    cp $b/build/sd-cli "$out/bin/sd-cli-var"
+    cp $b/build/tests/test_backend "$out/bin/test_backend_var"
+    rm -rf $b && git worktree prune
+fi
 # PACK_FATTN_VARIANTS="name:-DX=1,-DY=2 ...": fattn_check_x<name> each
 for nv in ${PACK_FATTN_VARIANTS:-}; do
     nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \

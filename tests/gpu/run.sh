@@ -83,7 +83,8 @@
 #           Large and Medium benches
 #   varbench  the same without the attention kernel's checks, with
 #           both builds' test_backend (test_backend_var): a variant of
-#           other kernels
+#           other kernels, or (pack.sh's PACK_BASE) the tree against an
+#           earlier revision
 #   group   test_group on the GPU (shared passes against requests alone)
 #   comfy   Large's transformer as ComfyUI fp8_scaled files written by
 #           tests/gpu/comfy_fp8.py (PyTorch), both forms: fp8-check, and
