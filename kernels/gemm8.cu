@@ -497,23 +497,41 @@ g8_out_e4m3(float (*acc)[BN / 2], const float *cs, const float *cb,
 
 
 /*
+ * The epilogues, a template argument of the kernel: BF16 out, E4M3 rows
+ * (sd_cuda_g8_q), the QKV split (sd_cuda_g8_split), the first two GELU'd
+ * or not (G8_E_GELU). One kernel a kind, not one with run-time branches
+ * around every kind's code: that kernel held 8,192 instructions, and at
+ * the QKV shape its consumers spent a fifth of their time in the
+ * epilogue, a third of it waiting for instructions to be fetched (ncu's
+ * stall samples, session 17).
+ */
+#define G8_E_BF16   0
+#define G8_E_GELU   1
+#define G8_E_Q8     2
+#define G8_E_SPLIT  4
+
+/*
  * grid: min(tiles, SMs) blocks of G8_THREADS; d = acc sa[row] sb[col]
- * (+ bias[col]) (GELU) as BF16 through the map td, or with qkv.w the
- * QKV split (g8_qkv_chunk). A thread of consumer
+ * (+ bias[col]) (GELU) as BF16 through the map td, or as E4M3 rows
+ * (q8o), or the QKV split (qkv: g8_qkv_chunk), as EPI says. A thread of
+ * consumer
  * warp w holds, of each 64 x BN accumulator of its warpgroup, rows
  * 16 w + lane / 4 and 8 more, columns 8 j + 2 (lane % 4) and the next:
  * acc[mi][4 j ...].
  */
-template <int BM, int BN>
+template <int BM, int BN, int EPI>
 __global__ void __launch_bounds__(G8_THREADS, 1)
 g8_kernel(const __grid_constant__ CUtensorMap ta,
     const __grid_constant__ CUtensorMap tb,
     const __grid_constant__ CUtensorMap td, int m, int n, int k,
-    const float *sa, const float *sb, const __nv_bfloat16 *bias, int gelu,
+    const float *sa, const float *sb, const __nv_bfloat16 *bias,
     const sd_cuda_g8_q q8o, const sd_cuda_g8_split qkv)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     const int         MI = BM / 128;    /* m64 products a warpgroup */
+    constexpr int     gelu = EPI & G8_E_GELU;
+    constexpr bool    q8 = (EPI & G8_E_Q8) != 0;
+    constexpr bool    split = EPI == G8_E_SPLIT;
     extern __shared__ __align__(1024) unsigned char  g8_raw[];
     g8_smem<BM, BN>  *sm = (g8_smem<BM, BN> *) g8_raw;
     int               wg = threadIdx.x / 128, t = threadIdx.x % 128;
@@ -560,7 +578,7 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                                                norm of B's rows, |bias| */
         uint32_t  eb = sm90_smem_addr(sm->e[cw][0]);
 
-        if (q8o.ys) {
+        if (q8) {
             /* the bias's largest magnitude, by both consumers while the
                first stages load (cb, free until the first epilogue) */
             int    i = threadIdx.x - 128;
@@ -583,7 +601,7 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
             asm volatile("bar.sync 1, 256;" ::: "memory");
         }
 
-        if (qkv.w && threadIdx.x < 256) {
+        if (split && threadIdx.x < 256) {
             /* visible to both consumers after the first tile's
                products (bar.sync 1 below) */
             int  i = threadIdx.x - 128;
@@ -614,8 +632,8 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
 
                 sa0[mi] = r0 < m ? sa[r0] : 0.f;
                 sa1[mi] = r1 < m ? sa[r1] : 0.f;
-                rn0[mi] = q8o.ys && r0 < m ? q8o.rn[r0] : 0.f;
-                rn1[mi] = q8o.ys && r1 < m ? q8o.rn[r1] : 0.f;
+                rn0[mi] = q8 && r0 < m ? q8o.rn[r0] : 0.f;
+                rn1[mi] = q8 && r1 < m ? q8o.rn[r1] : 0.f;
             }
 
             for (kb = 0; kb < nk; kb++, it++) {
@@ -656,55 +674,55 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
             }
             asm volatile("bar.sync 1, 256;" ::: "memory");
 
-            if (q8o.ys) {
+            if constexpr (q8) {
                 g8_out_e4m3<MI, BN>(acc, sm->cs, sm->cb, sa0, sa1, rn0,
                                     rn1, qw, qb, q8o.ys, gelu, eb, ec, &td,
                                     m, n0, mw, t, cw);
                 ec += MI * (BN / 128);
-                continue;
-            }
-            /* the output through shared memory, a 64 x 64 chunk at a time
-               in two buffers, each in the 128-byte swizzle (16-byte unit
-               u of row r at u ^ (r % 8): a warp's 32 words land in 32
-               banks) and stored by TMA */
-            #pragma unroll
-            for (mi = 0; mi < MI; mi++) {
+            } else {
+                /* the output through shared memory, a 64 x 64 chunk at a time
+                   in two buffers, each in the 128-byte swizzle (16-byte unit
+                   u of row r at u ^ (r % 8): a warp's 32 words land in 32
+                   banks) and stored by TMA */
                 #pragma unroll
-                for (int c = 0; c < BN / 64; c++, ec++) {
-                    uint32_t  buf = eb + (ec & 1) * G8_EBUF;
-
-                    if (qkv.w) {
-                        /* never with TMA stores: one barrier a chunk
-                           keeps the buffers apart (g8_qkv_chunk) */
-                        g8_qkv_chunk(qkv, sm->cs + 64 * c, sm->cb + 64 * c,
-                                     sm->nw, acc[mi] + 32 * c, sa0[mi],
-                                     sa1[mi], buf, mw + 64 * mi, m,
-                                     n0 + 64 * c, t, cw);
-                        continue;
-                    }
-                    g8_chunk_begin(t, cw);
+                for (mi = 0; mi < MI; mi++) {
                     #pragma unroll
-                    for (kk = 0; kk < 8; kk++) {
-                        int       jj = 8 * c + kk;
-                        int       cl = 8 * jj + 2 * (lane % 4);
-                        float     v[4];
-                        uint32_t  o0, o1;
+                    for (int c = 0; c < BN / 64; c++, ec++) {
+                        uint32_t  buf = eb + (ec & 1) * G8_EBUF;
 
-                        g8_out4(v, acc[mi] + 4 * jj, sa0[mi], sa1[mi],
-                                *(const float2 *) &sm->cs[cl],
-                                *(const float2 *) &sm->cb[cl], gelu);
-                        o0 = buf + rl0 * 128 + ((kk ^ (rl0 & 7)) << 4)
-                             + 4 * (lane % 4);
-                        o1 = o0 + 8 * 128;  /* row + 8: the same swizzle */
-                        asm volatile("st.shared.b32 [%0], %1;"
-                                     :: "r"(o0),
-                                        "r"(g8_pack_bf16(v[0], v[1])));
-                        asm volatile("st.shared.b32 [%0], %1;"
-                                     :: "r"(o1),
-                                        "r"(g8_pack_bf16(v[2], v[3])));
+                        if constexpr (split) {
+                            /* never with TMA stores: one barrier a chunk
+                               keeps the buffers apart (g8_qkv_chunk) */
+                            g8_qkv_chunk(qkv, sm->cs + 64 * c, sm->cb + 64 * c,
+                                         sm->nw, acc[mi] + 32 * c, sa0[mi],
+                                         sa1[mi], buf, mw + 64 * mi, m,
+                                         n0 + 64 * c, t, cw);
+                            continue;
+                        }
+                        g8_chunk_begin(t, cw);
+                        #pragma unroll
+                        for (kk = 0; kk < 8; kk++) {
+                            int       jj = 8 * c + kk;
+                            int       cl = 8 * jj + 2 * (lane % 4);
+                            float     v[4];
+                            uint32_t  o0, o1;
+
+                            g8_out4(v, acc[mi] + 4 * jj, sa0[mi], sa1[mi],
+                                    *(const float2 *) &sm->cs[cl],
+                                    *(const float2 *) &sm->cb[cl], gelu);
+                            o0 = buf + rl0 * 128 + ((kk ^ (rl0 & 7)) << 4)
+                                 + 4 * (lane % 4);
+                            o1 = o0 + 8 * 128;  /* row + 8: the same swizzle */
+                            asm volatile("st.shared.b32 [%0], %1;"
+                                         :: "r"(o0),
+                                            "r"(g8_pack_bf16(v[0], v[1])));
+                            asm volatile("st.shared.b32 [%0], %1;"
+                                         :: "r"(o1),
+                                            "r"(g8_pack_bf16(v[2], v[3])));
+                        }
+                        g8_chunk_store(t, cw, &td, n0 + 64 * c, mw + 64 * mi,
+                                       buf);
                     }
-                    g8_chunk_store(t, cw, &td, n0 + 64 * c, mw + 64 * mi,
-                                   buf);
                 }
             }
         }
@@ -713,6 +731,30 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
         }
     }
 #endif
+}
+
+
+/* every epilogue's kernel of a tile shape may take its shared memory */
+template <int BM, int BN>
+static cudaError_t
+g8_smem_attr(void)
+{
+    static const void  *f[] = {
+        (const void *) g8_kernel<BM, BN, G8_E_BF16>,
+        (const void *) g8_kernel<BM, BN, G8_E_BF16 | G8_E_GELU>,
+        (const void *) g8_kernel<BM, BN, G8_E_Q8>,
+        (const void *) g8_kernel<BM, BN, G8_E_Q8 | G8_E_GELU>,
+        (const void *) g8_kernel<BM, BN, G8_E_SPLIT>,
+    };
+    size_t              i;
+    cudaError_t         e = cudaSuccess;
+
+    for (i = 0; i < sizeof(f) / sizeof(f[0]) && e == cudaSuccess; i++) {
+        e = cudaFuncSetAttribute(f[i],
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int) G8_SMEM_BYTES(BM, BN));
+    }
+    return e;
 }
 
 
@@ -784,13 +826,8 @@ sd_cuda_g8_ok(int device)
     g8_sms = p.multiProcessorCount;
     /* the kernels' shared memory, set once here (not while a stream is
        being captured into a graph) */
-    if (hv != 0
-        || cudaFuncSetAttribute(g8_kernel<128, 256>,
-                                cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int) G8_SMEM_BYTES(128, 256)) != cudaSuccess
-        || cudaFuncSetAttribute(g8_kernel<256, 128>,
-                                cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int) G8_SMEM_BYTES(256, 128)) != cudaSuccess)
+    if (hv != 0 || g8_smem_attr<128, 256>() != cudaSuccess
+        || g8_smem_attr<256, 128>() != cudaSuccess)
     {
         (void) cudaGetLastError();
         return 0;
@@ -806,16 +843,41 @@ g8_launch(const void *a, int64_t lda, const void *b, int64_t ldb,
     const float *sb, const void *bias, int gelu, const sd_cuda_g8_q *q,
     const sd_cuda_g8_split *qkv, int sms, cudaStream_t st)
 {
-    CUtensorMap  ta, tb;
-    int          tiles = ((m + BM - 1) / BM) * ((n + BN - 1) / BN);
+    CUtensorMap           ta, tb;
+    int                   tiles = ((m + BM - 1) / BM) * ((n + BN - 1) / BN);
+    unsigned              grid = (unsigned) (tiles < sms ? tiles : sms);
+    size_t                smem = G8_SMEM_BYTES(BM, BN);
+    const __nv_bfloat16  *bi = (const __nv_bfloat16 *) bias;
+    int                   epi = qkv->w ? G8_E_SPLIT
+                                : (q->ys ? G8_E_Q8 : G8_E_BF16)
+                                  | (gelu ? G8_E_GELU : 0);
 
-    if (!g8_map(&ta, a, m, k, lda, BM) || !g8_map(&tb, b, n, k, ldb, BN)) {
+    if ((qkv->w && (gelu || q->ys)) || !g8_map(&ta, a, m, k, lda, BM)
+        || !g8_map(&tb, b, n, k, ldb, BN))
+    {
         return cudaErrorInvalidValue;
     }
-    g8_kernel<BM, BN><<<tiles < sms ? tiles : sms, G8_THREADS,
-                        G8_SMEM_BYTES(BM, BN), st>>>(
-        ta, tb, *td, m, n, k, sa, sb, (const __nv_bfloat16 *) bias, gelu,
-        *q, *qkv);
+#define G8_GO(e)                                                            \
+    g8_kernel<BM, BN, e><<<grid, G8_THREADS, smem, st>>>(                  \
+        ta, tb, *td, m, n, k, sa, sb, bi, *q, *qkv)
+    switch (epi) {
+    case G8_E_BF16:
+        G8_GO(G8_E_BF16);
+        break;
+    case G8_E_BF16 | G8_E_GELU:
+        G8_GO(G8_E_BF16 | G8_E_GELU);
+        break;
+    case G8_E_Q8:
+        G8_GO(G8_E_Q8);
+        break;
+    case G8_E_Q8 | G8_E_GELU:
+        G8_GO(G8_E_Q8 | G8_E_GELU);
+        break;
+    default:
+        G8_GO(G8_E_SPLIT);
+        break;
+    }
+#undef G8_GO
     return cudaGetLastError();
 }
 

@@ -47,6 +47,10 @@
 #           CEIL_SIZE 1024, CEIL_MODELS "large medium")
 #   batch   batching across requests through nginx: sd_batch 1 against 4,
 #           1/4/8 clients, 1024^2 and 512^2 (scale_bench.py, target 1.15x)
+#   last    a session's last call: gemm8_check, finalfirst, a bench of
+#           pack.sh's PACK_BASE revision, sameseed, group
+#   g8ncu   gemm8's kernel at the QKV shape under ncu: stalls, pipes and
+#           each SASS instruction's stall samples
 #   ffh8    the feed-forward's hidden layer as E4M3 rows (gemm8.cu)
 #           against cuBLASLt's BF16 product and a row pass, in turn
 #   gemm8   the own FP8 product (kernels/gemm8.cu) against cuBLASLt at
@@ -556,6 +560,23 @@ stage_finalfirst() {
     pipeline_tests
 }
 
+# a session's last call: gemm8_check at the MMDiT's shapes, finalfirst's
+# figures and tests, one Large bench of sd-cli-var (pack.sh's PACK_BASE:
+# the revision before) after the tree's, one seed in two processes, the
+# group tests
+stage_last() {
+    run "gemm8_check" gemm8.log $G/bin/gemm8_check qkv ff-up ff-down out \
+        m-qkv m-ff-up
+    grep -E '^\| [a-z-]+(, [a-zE4M3 ]+)? \|' $L/gemm8.log
+    stage_finalfirst
+    if [ -x $G/bin/sd-cli-var ]; then
+        SDCLI=$G/bin/sd-cli-var bench large bench-large-fp8-base.log \
+            "bench large fp8, base revision" --precision fp8
+    fi
+    stage_sameseed
+    stage_group
+}
+
 # the path of GPUs without FP8 products (A100), forced on the H200
 stage_widen() {
     randmodel large
@@ -634,6 +655,20 @@ stage_g8gelu() {       # gemm8_check at the GELU products' shapes alone
     run "gemm8_check, GELU shapes" gemm8.log $G/bin/gemm8_check ff-up \
         m-ff-up txt-up
     grep -E '^\||gemm8_check' $L/gemm8.log
+}
+# gemm8's kernel under ncu (the first launch at the QKV shape): where its
+# time goes (pipes, stalls, issue) and each SASS instruction's stall
+# samples (g8-sass.csv), to see what its epilogue waits for
+stage_g8ncu() {
+    run "ncu: g8_kernel, QKV shape" ncu-g8.log ncu --kernel-name \
+        regex:g8_kernel --launch-skip 0 --launch-count 1 --set full \
+        --import-source no -o /tmp/sd/g8 -f $G/bin/gemm8_check qkv
+    ncu -i /tmp/sd/g8.ncu-rep --page details > $L/ncu-g8-details.log 2>&1
+    ncu -i /tmp/sd/g8.ncu-rep --page source --csv --print-source sass \
+        > $L/g8-sass.csv 2>&1
+    grep -E "Duration|Throughput|Pipe|Issue|Stall|Executed Ipc|Warp Cycles|\
+Eligible|Active Warps|Registers|Grid Size|Block Size" \
+        $L/ncu-g8-details.log | head -60
 }
 stage_ffh8() {
     local v
