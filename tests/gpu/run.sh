@@ -656,16 +656,20 @@ stage_g8gelu() {       # gemm8_check at the GELU products' shapes alone
         m-ff-up txt-up
     grep -E '^\||gemm8_check' $L/gemm8.log
 }
-# gemm8's kernel under ncu (the first launch at the QKV shape): where its
-# time goes (pipes, stalls, issue) and each SASS instruction's stall
-# samples (g8-sass.csv), to see what its epilogue waits for
+# gemm8's kernel under ncu (G8NCU_SHAPE's launch G8NCU_SKIP, default the
+# first at the QKV shape; ff-up and 156: the E4M3 GELU product, after the
+# BF16 products' 2 x 78 launches): where its time goes (pipes, stalls,
+# issue) and each SASS instruction's stall samples (g8-sass.csv)
 stage_g8ncu() {
-    run "ncu: g8_kernel, QKV shape" ncu-g8.log ncu --kernel-name \
-        regex:g8_kernel --launch-skip 0 --launch-count 1 --set full \
-        --import-source no -o /tmp/sd/g8 -f $G/bin/gemm8_check qkv
+    run "ncu: g8_kernel, ${G8NCU_SHAPE:-qkv}" ncu-g8.log ncu --kernel-name \
+        regex:g8_kernel --launch-skip ${G8NCU_SKIP:-0} --launch-count 1 \
+        --set full --import-source no -o /tmp/sd/g8 -f $G/bin/gemm8_check \
+        ${G8NCU_SHAPE:-qkv}
     ncu -i /tmp/sd/g8.ncu-rep --page details > $L/ncu-g8-details.log 2>&1
     ncu -i /tmp/sd/g8.ncu-rep --page source --csv --print-source sass \
         > $L/g8-sass.csv 2>&1
+    python3 tests/gpu/ncu_sass.py $L/g8-sass.csv > $L/g8-sass.txt 2>&1
+    head -50 $L/g8-sass.txt
     grep -E "Duration|Throughput|Pipe|Issue|Stall|Executed Ipc|Warp Cycles|\
 Eligible|Active Warps|Registers|Grid Size|Block Size" \
         $L/ncu-g8-details.log | head -60
