@@ -51,6 +51,8 @@
 #           pack.sh's PACK_BASE revision, sameseed, group
 #   g8ncu   gemm8's kernel at the QKV shape under ncu: stalls, pipes and
 #           each SASS instruction's stall samples
+#   g8tanh  gemm8_check against its -DG8_TANH16 build (GELU's tanh in F16
+#           pairs), in turn; with PACK_VARIANT the pipeline too (varbench)
 #   ffh8    the feed-forward's hidden layer as E4M3 rows (gemm8.cu)
 #           against cuBLASLt's BF16 product and a row pass, in turn
 #   gemm8   the own FP8 product (kernels/gemm8.cu) against cuBLASLt at
@@ -673,6 +675,22 @@ stage_g8ncu() {
     grep -E "Duration|Throughput|Pipe|Issue|Stall|Executed Ipc|Warp Cycles|\
 Eligible|Active Warps|Registers|Grid Size|Block Size" \
         $L/ncu-g8-details.log | head -60
+}
+# gemm8_check and its G8_TANH16 build (GELU's tanh in F16 pairs: half the
+# MUFU operations), in turn at the GELU shapes; with PACK_VARIANT=
+# "-DG8_TANH16" PACK_VARIANT_SRC=kernels/gemm8.cu the pipeline too
+stage_g8tanh() {
+    local r
+    for r in 1 2; do
+        run "gemm8_check, GELU shapes ($r)" gemm8-$r.log \
+            $G/bin/gemm8_check ff-up m-ff-up txt-up
+        run "gemm8_check -DG8_TANH16, GELU shapes ($r)" \
+            gemm8-tanh16-$r.log $G/bin/gemm8_check_tanh16 ff-up m-ff-up \
+            txt-up
+    done
+    grep -E 'E4M3 rows|gemm8_check' $L/gemm8-*.log
+    [ -x $G/bin/sd-cli-var ] && stage_varbench
+    return 0
 }
 stage_ffh8() {
     local v
