@@ -944,17 +944,14 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
         } else {
             gs = h->scale;
         }
-        e = cudaSuccess;
     } else {
         e = quant_rows(c->stream, (const __nv_bfloat16 *) h->data, q, qs,
                        rows, rows, K, n, h->ne[1], r0);
-    }
-    if (e != cudaSuccess) {
-        sd_cuda_scratch_free(c, scr);
-        return sd_cuda_fail(err, e, h->dtype == SD_DT_F8_E4M3
-                                    ? "linear_gate: row scales"
-                                    : "linear_gate: quant_rows", __FILE__,
-                            __LINE__);
+        if (e != cudaSuccess) {
+            sd_cuda_scratch_free(c, scr);
+            return sd_cuda_fail(err, e, "linear_gate: quant_rows", __FILE__,
+                                __LINE__);
+        }
     }
     gate_scales_kernel<<<(unsigned) (((gs ? nb * (out > n ? out : n)
                                           : nb * out) + 255) / 256), 256, 0,
