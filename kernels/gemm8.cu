@@ -882,7 +882,7 @@ g8_launch(const void *a, int64_t lda, const void *b, int64_t ldb,
 {
     CUtensorMap           ta, tb;
     int                   tiles = ((m + BM - 1) / BM) * ((n + BN - 1) / BN);
-    unsigned              grid = (unsigned) (tiles < sms ? tiles : sms);
+    unsigned              grid;
     size_t                smem = G8_SMEM_BYTES(BM, BN);
     const __nv_bfloat16  *bi = (const __nv_bfloat16 *) bias;
     int                   epi = qkv->w ? G8_E_SPLIT
@@ -894,6 +894,10 @@ g8_launch(const void *a, int64_t lda, const void *b, int64_t ldb,
     {
         return cudaErrorInvalidValue;
     }
+    if (sms <= 0 || sms > g8_sms) {
+        sms = g8_sms;                   /* 0: every SM */
+    }
+    grid = (unsigned) (tiles < sms ? tiles : sms);
 #define G8_GO(e)                                                            \
     g8_kernel<BM, BN, e><<<grid, G8_THREADS, smem, st>>>(                  \
         ta, tb, *td, m, n, k, sa, sb, bi, *q, *qkv)
@@ -949,9 +953,6 @@ sd_cuda_g8_gemm(void *d, int64_t ldd, const void *a, int64_t lda,
     {
         return cudaErrorInvalidValue;
     }
-    if (sms <= 0 || sms > g8_sms) {
-        sms = g8_sms;
-    }
     memset(&none, 0, sizeof(none));
     memset(&bf, 0, sizeof(bf));
     switch (tile) {
@@ -992,9 +993,6 @@ sd_cuda_g8_gemm8(void *d, int64_t ldd, const void *a, int64_t lda,
                      strides, bx, CU_TENSOR_MAP_SWIZZLE_128B))
     {
         return cudaErrorInvalidValue;
-    }
-    if (sms <= 0 || sms > g8_sms) {
-        sms = g8_sms;
     }
     memset(&none, 0, sizeof(none));
     switch (tile) {
@@ -1156,9 +1154,6 @@ sd_cuda_g8_qkv(const void *a, int64_t lda, const void *b, int64_t ldb,
         || sb == NULL)
     {
         return cudaErrorInvalidValue;
-    }
-    if (sms <= 0 || sms > g8_sms) {
-        sms = g8_sms;
     }
     memset(&td, 0, sizeof(td));         /* no TMA store in this mode */
     {
