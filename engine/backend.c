@@ -920,80 +920,92 @@ sd_fp8_attn_scales(float qmax, float kmax, int64_t d, float scale, float *sq,
 }
 
 
-sd_status
-sd_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8, sd_tensor *v,
-    sd_tensor *vamax, int64_t r0, const sd_tensor *src, const sd_tensor *nq,
-    const sd_tensor *nk, int heads, float eps, float sq, float sk)
+/* The shapes of V^T and its tiles' scales for B x heads heads of 64 and
+   l keys (sd_qkv_split_fp8's comment) */
+static sd_status
+fp8_vt_shapes(sd_err *err, const char *op, const sd_tensor *vt,
+    const sd_tensor *vts, const sd_tensor *vamax, int64_t b, int heads,
+    int64_t l)
 {
-    if (q8->be->ops->qkv_split_fp8 == NULL) {
-        return fp8_attn_missing(err, q8->be, "qkv_split_fp8");
+    if (vt->dtype != SD_DT_U8 || vts->dtype != SD_DT_F32) {
+        return dtype_err(err, op, vt, vts);
     }
-    SD_TRY(qkv_split_shapes(err, "qkv_split_fp8", q8, k8, v, r0, src, nq, nk,
-                            heads));
-    if (nq == NULL || sd_numel(vamax) != src->ne[0] * heads) {
-        return shape_err(err, "qkv_split_fp8", "norms and v maxima", src,
-                         vamax);
+    if (vt->ndim != 4 || vt->ne[0] != b || vt->ne[1] != heads
+        || vt->ne[2] != 64 || vt->ne[3] != sd_fp8_vt_len(l)
+        || sd_numel(vts) != b * heads * sd_fp8_vt_tiles(l)
+        || sd_numel(vamax) != b * heads)
+    {
+        return shape_err(err, op, "v^t, its scales and v maxima", vt, vts);
     }
-    if (!same_dtype(v, src)) {
-        return dtype_err(err, "qkv_split_fp8", src, v);
-    }
-    SD_TRY(fp8_attn_args(err, "qkv_split_fp8", q8, k8, vamax, sq, sk));
-    return q8->be->ops->qkv_split_fp8(err, q8, k8, v, vamax, r0, src, nq, nk,
-                                      heads, eps, sq, sk);
+    return SD_OK;
 }
 
 
 sd_status
-sd_linear_qkv_fp8(sd_err *err, sd_tensor *t, sd_tensor *q8, sd_tensor *k8,
-    sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *x,
-    const sd_tensor *w, const sd_tensor *b, const sd_tensor *nq,
-    const sd_tensor *nk, int heads, float eps, float sq, float sk)
+sd_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8, sd_tensor *vt,
+    sd_tensor *vts, sd_tensor *vamax, const sd_tensor *const src[2],
+    const sd_tensor *const nq[2], const sd_tensor *const nk[2], int heads,
+    float eps, float sq, float sk)
 {
-    if (q8->be->ops->linear_qkv_fp8 == NULL) {
-        SD_TRY(sd_linear(err, t, x, w, b));
-        return sd_qkv_split_fp8(err, q8, k8, v, vamax, r0, t, nq, nk, heads,
-                                eps, sq, sk);
+    int64_t  n = 0;
+    int      i;
+
+    if (q8->be->ops->qkv_split_fp8 == NULL) {
+        return fp8_attn_missing(err, q8->be, "qkv_split_fp8");
     }
-    if (x->ndim != 3 || w->ndim != 2 || t->ndim != 3 || x->ne[2] != w->ne[1]
-        || t->ne[0] != x->ne[0] || t->ne[1] != x->ne[1]
-        || t->ne[2] != w->ne[0] || (b && sd_numel(b) != w->ne[0]))
-    {
-        return shape_err(err, "linear_qkv_fp8", "x, weight and t", x, t);
+    for (i = 0; i < 2; i++) {
+        if (src[i] == NULL) {
+            if (i == 0) {
+                return sd_errorf(err, SD_ERR_INVALID, "qkv_split_fp8: no "
+                                 "first source");
+            }
+            continue;
+        }
+        SD_TRY(qkv_split_shapes(err, "qkv_split_fp8", q8, k8, q8, n, src[i],
+                                nq[i], nk[i], heads));
+        if (nq[i] == NULL) {
+            return shape_err(err, "qkv_split_fp8", "norms", src[i], q8);
+        }
+        if (src[i]->dtype != src[0]->dtype) {
+            return dtype_err(err, "qkv_split_fp8", src[0], src[i]);
+        }
+        n += src[i]->ne[1];
     }
-    SD_TRY(qkv_split_shapes(err, "linear_qkv_fp8", q8, k8, v, r0, t, nq, nk,
-                            heads));
-    if (nq == NULL || sd_numel(vamax) != t->ne[0] * heads) {
-        return shape_err(err, "linear_qkv_fp8", "norms and v maxima", t,
-                         vamax);
+    if (n != q8->ne[1] || q8->ne[2] != (int64_t) heads * 64) {
+        return shape_err(err, "qkv_split_fp8", "sources (not the whole "
+                         "sequence, or heads not of 64)", src[0], q8);
     }
-    if (!same_dtype(v, t) || (!same_dtype(t, x) && !e4m3_into(x, w))) {
-        return dtype_err(err, "linear_qkv_fp8", x, v);
-    }
-    SD_TRY(fp8_attn_args(err, "linear_qkv_fp8", q8, k8, vamax, sq, sk));
-    return q8->be->ops->linear_qkv_fp8(err, t, q8, k8, v, vamax, r0, x, w, b,
-                                       nq, nk, heads, eps, sq, sk);
+    SD_TRY(fp8_attn_args(err, "qkv_split_fp8", q8, k8, vamax, sq, sk));
+    SD_TRY(fp8_vt_shapes(err, "qkv_split_fp8", vt, vts, vamax, q8->ne[0],
+                         heads, n));
+    return q8->be->ops->qkv_split_fp8(err, q8, k8, vt, vts, vamax, src, nq,
+                                      nk, heads, eps, sq, sk);
 }
 
 
 sd_status
 sd_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
-    const sd_tensor *k8, const sd_tensor *v, const sd_tensor *vamax,
-    int heads, float sq, float sk, float scale)
+    const sd_tensor *k8, const sd_tensor *vt, const sd_tensor *vts,
+    const sd_tensor *vamax, int heads, float sq, float sk, float scale)
 {
     if (o->be->ops->attention_fp8 == NULL) {
         return fp8_attn_missing(err, o->be, "attention_fp8");
     }
-    SD_TRY(attention_shapes(err, "attention_fp8", o, q8, k8, v, heads));
-    if (sd_numel(vamax) != q8->ne[0] * heads) {
-        return shape_err(err, "attention_fp8", "v maxima", vamax, q8);
+    SD_TRY(attention_shapes(err, "attention_fp8", o, q8, k8, k8, heads));
+    if (q8->ne[2] != (int64_t) heads * 64) {
+        return shape_err(err, "attention_fp8", "heads (not of 64)", q8, o);
     }
-    if (!same_dtype(o, v) && !(o->dtype == SD_DT_F8_E4M3 && o->be->fp8_act)) {
+    SD_TRY(fp8_vt_shapes(err, "attention_fp8", vt, vts, vamax, q8->ne[0],
+                         heads, k8->ne[1]));
+    if (o->dtype != o->be->act_dtype
+        && !(o->dtype == SD_DT_F8_E4M3 && o->be->fp8_act))
+    {
         /* o E4M3: rows with their scales for an FP8 product */
-        return dtype_err(err, "attention_fp8", v, o);
+        return dtype_err(err, "attention_fp8", q8, o);
     }
     SD_TRY(fp8_attn_args(err, "attention_fp8", q8, k8, vamax, sq, sk));
-    return o->be->ops->attention_fp8(err, o, q8, k8, v, vamax, heads, sq, sk,
-                                     scale);
+    return o->be->ops->attention_fp8(err, o, q8, k8, vt, vts, vamax, heads,
+                                     sq, sk, scale);
 }
 
 

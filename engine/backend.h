@@ -158,23 +158,18 @@ typedef struct {
     /* optional (NULL: none; see sd_backend.fp8_attn): the E4M3 attention
        pair, sd_qkv_split_fp8 and sd_attention_fp8 */
     sd_status (*qkv_split_fp8)(sd_err *err, sd_tensor *q8, sd_tensor *k8,
-        sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *src,
-        const sd_tensor *nq, const sd_tensor *nk, int heads, float eps,
-        float sq, float sk);
+        sd_tensor *vt, sd_tensor *vts, sd_tensor *vamax,
+        const sd_tensor *const src[2], const sd_tensor *const nq[2],
+        const sd_tensor *const nk[2], int heads, float eps, float sq,
+        float sk);
     sd_status (*attention_fp8)(sd_err *err, sd_tensor *o,
-        const sd_tensor *q8, const sd_tensor *k8, const sd_tensor *v,
-        const sd_tensor *vamax, int heads, float sq, float sk, float scale);
+        const sd_tensor *q8, const sd_tensor *k8, const sd_tensor *vt,
+        const sd_tensor *vts, const sd_tensor *vamax, int heads, float sq,
+        float sk, float scale);
     /* optional (NULL: linear_rows into a new tensor, then gate_add) */
     sd_status (*linear_gate_add)(sd_err *err, sd_tensor *x,
         const sd_tensor *gate, const sd_tensor *h, int64_t r0,
         const sd_tensor *w, const sd_tensor *b);
-    /* optional (NULL: linear into t, then qkv_split_fp8): the QKV
-       projection and the FP8 split at once, sd_linear_qkv_fp8 */
-    sd_status (*linear_qkv_fp8)(sd_err *err, sd_tensor *t, sd_tensor *q8,
-        sd_tensor *k8, sd_tensor *v, sd_tensor *vamax, int64_t r0,
-        const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
-        const sd_tensor *nq, const sd_tensor *nk, int heads, float eps,
-        float sq, float sk);
     /* optional (NULL: download, then sd_image_to_rgb8 on the host): a
        decoded image (1, 3, H, W) in [-1, 1] as host RGB bytes (H, W, 3),
        rounded as sd_image_to_rgb8 rounds, byte for byte */
@@ -413,20 +408,55 @@ sd_status sd_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
     const sd_tensor *k, const sd_tensor *v, int heads, int causal,
     const sd_tensor *bias, float scale);
 /*
- * The joint attention in FP8 (backends with fp8_attn): sd_qkv_split_fp8 is
- * sd_qkv_split (norms required) writing q8 = q / sq and k8 = k / sk in
- * E4M3 (E4M3 activations: each row's scale set to sq or sk) and v in the
- * activation dtype, and maxing each (b, h)'s largest |v| into vamax (F32,
- * B * heads; zero it before the first split of a sequence, e.g. with
- * sd_scale(vamax, vamax, 0, 0)). sq and sk are fixed, so the split of each
- * part of the sequence can run apart: sd_fp8_attn_scales makes them from
- * the norms' largest weights. sd_attention_fp8 is
- * sd_attention (no mask, no bias) from those: V quantized per (b, h) with
- * vamax / 448, P rounded to E4M3 in the kernel, o in the activation dtype
- * or (be->fp8_act) E4M3 for products with E4M3 weights: every row of batch
- * b scaled by max_h vamax[b, h] / 448, which bounds |o| (no second pass
- * quantizes it; sd_linear_rows and sd_linear_gate_add take such rows).
+ * The joint attention in FP8 (backends with fp8_attn), heads of 64.
+ * sd_qkv_split_fp8 is sd_qkv_split (norms required) of the whole joint
+ * sequence at once: src[0] (B, n0, 3 W) gives rows [0, n0), src[1]
+ * (B, n1, 3 W, or NULL and n1 = 0) rows [n0, L), L = n0 + n1 = q8's
+ * rows, each part with its norms nq[i], nk[i]. It writes q8 = q / sq and
+ * k8 = k / sk in E4M3 (E4M3 activations: each row's scale set to sq or
+ * sk) and V transposed in E4M3 codes (the attention's operand): vt (B,
+ * heads, 64, sd_fp8_vt_len(L)) bytes (SD_DT_U8), row d of head h holding
+ * v[b, key, h 64 + d] / vts[b, h, key / SD_FP8_VT_TILE] for each key,
+ * where a tile's scale, vts (B, heads, sd_fp8_vt_tiles(L)) F32, is
+ * max(2^-64, the tile's largest |v| of that head) / 448; within each
+ * group of 16 keys column p holds key sd_fp8_vt_key(p); columns past L
+ * are zeros. Each (b, h)'s largest |v| is maxed into vamax (F32, B *
+ * heads; zero it before, e.g. with sd_scale(vamax, vamax, 0, 0)). sq and
+ * sk are fixed (sd_fp8_attn_scales makes them from the norms' largest
+ * weights). sd_attention_fp8 is sd_attention (no mask, no bias) from
+ * those: V's codes times their tile's scale, P rounded to E4M3 in the
+ * kernel, o in the activation dtype or (be->fp8_act) E4M3 for products
+ * with E4M3 weights: every row of batch b scaled by max_h vamax[b, h] /
+ * 448, which bounds |o| (no second pass quantizes it; sd_linear_rows and
+ * sd_linear_gate_add take such rows).
  */
+#define SD_FP8_VT_TILE  128
+
+/* columns of vt: the keys rounded up to 16 */
+static inline int64_t
+sd_fp8_vt_len(int64_t l)
+{
+    return (l + 15) & ~(int64_t) 15;
+}
+
+/* tiles of SD_FP8_VT_TILE keys, each with its scale in vts */
+static inline int64_t
+sd_fp8_vt_tiles(int64_t l)
+{
+    return (l + SD_FP8_VT_TILE - 1) / SD_FP8_VT_TILE;
+}
+
+/* the key at column p of vt: position 4 t + j of a group of 16 holds key
+   8 (j >> 1) + 2 t + (j & 1) (what lane t of a quad of the kernel's P
+   registers holds at slot j) */
+static inline int64_t
+sd_fp8_vt_key(int64_t p)
+{
+    int64_t  j = p & 3, t = (p >> 2) & 3;
+
+    return (p & ~(int64_t) 15) + 8 * (j >> 1) + 2 * t + (j & 1);
+}
+
 /*
  * The FP8 attention's fixed scales sq, sk of q and k for heads of d with
  * RMSNorm weights of largest magnitude qmax, kmax, softmax scale scale: an
@@ -441,22 +471,12 @@ sd_status sd_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
 int sd_fp8_attn_scales(float qmax, float kmax, int64_t d, float scale,
     float *sq, float *sk);
 sd_status sd_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,
-    sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *src,
-    const sd_tensor *nq, const sd_tensor *nk, int heads, float eps,
-    float sq, float sk);
-/*
- * sd_linear(t, x, w, b) then sd_qkv_split_fp8(q8, k8, v, vamax, r0, t,
- * ...): one stream's QKV projection into the FP8 attention's buffers. A
- * backend may do both in one pass (linear_qkv_fp8) and leave t unwritten.
- */
-sd_status sd_linear_qkv_fp8(sd_err *err, sd_tensor *t, sd_tensor *q8,
-    sd_tensor *k8, sd_tensor *v, sd_tensor *vamax, int64_t r0,
-    const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
-    const sd_tensor *nq, const sd_tensor *nk, int heads, float eps,
-    float sq, float sk);
+    sd_tensor *vt, sd_tensor *vts, sd_tensor *vamax,
+    const sd_tensor *const src[2], const sd_tensor *const nq[2],
+    const sd_tensor *const nk[2], int heads, float eps, float sq, float sk);
 sd_status sd_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
-    const sd_tensor *k8, const sd_tensor *v, const sd_tensor *vamax,
-    int heads, float sq, float sk, float scale);
+    const sd_tensor *k8, const sd_tensor *vt, const sd_tensor *vts,
+    const sd_tensor *vamax, int heads, float sq, float sk, float scale);
 /* x: (B, H, W, Ci), w: (Co, kh, kw, Ci), b: (Co) or NULL -> (B, Ho, Wo, Co) */
 sd_status sd_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, int stride, int pad);

@@ -719,7 +719,6 @@ static const sd_backend_ops  sd_cpu_ops = {
     cpu_gate_add, cpu_abs_diff_sum, cpu_copy2d, cpu_permute,
     NULL, NULL,             /* no FP8 attention: F32 only */
     NULL,                   /* linear_gate_add: linear_rows, gate_add */
-    NULL,                   /* linear_qkv_fp8: no FP8 attention */
     NULL,                   /* to_rgb8: the host's conversion as it is */
     cpu_destroy
 };

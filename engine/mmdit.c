@@ -701,19 +701,21 @@ typedef struct {
     sd_tensor      *hx;         /* (B, Lx, W) normalized image stream */
     sd_tensor      *nx;         /* (B, Lx, W) the ZeroX second one, or NULL */
     sd_tensor      *nc;         /* (B, Lc, W) the same for the text */
-    sd_tensor      *q, *k, *v;  /* (B, L, W) the joint sequence */
+    sd_tensor      *q, *k, *v;  /* (B, L, W) the joint sequence (q, k: not
+                                   with the FP8 attention; v: neither) */
     sd_tensor      *o;          /* (B, L, W) attention output */
     sd_tensor      *tx, *tc;    /* (B, Lx | Lc, 3 W) fused projections */
     sd_tensor      *fx, *fc;    /* (B, Lx | Lc, F) feed-forward hidden */
     /* E4M3 twins of hx, nx, nc (be->fp8_act): a norm that feeds a
        product with E4M3 weights writes its rows quantized */
     sd_tensor      *hx8, *nx8, *nc8;
-    /* the FP8 attention (m->attn8): E4M3 q, k of the joint sequence (v
-       stays in v) and each (b, h)'s largest |v|: a slot of B x heads
-       floats an attention of the pass (block i's joint one 2 i, its attn2
-       2 i + 1), all zeroed once when the activations are taken (one
-       launch a pass, not one an attention) */
-    sd_tensor      *q8, *k8, *vamax;
+    /* the FP8 attention (m->attn8): E4M3 q, k of the joint sequence, V^T's
+       E4M3 codes vt8 (B, heads, 64, Lp) with its tiles' scales vts (B,
+       heads, tiles; sd_qkv_split_fp8), and each (b, h)'s largest |v|: a
+       slot of B x heads floats an attention of the pass (block i's joint
+       one 2 i, its attn2 2 i + 1), all zeroed once when the activations
+       are taken (one launch a pass, not one an attention) */
+    sd_tensor      *q8, *k8, *vt8, *vts, *vamax;
     /* (B, L, W) E4M3 attention output with its rows' scales, for out
        projections with E4M3 weights (be->fp8_act; o then only where one
        has BF16 weights) */
@@ -834,14 +836,21 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
                                 &a->q8));
         SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sq,
                                 &a->k8));
+        int64_t  svt[4] = { b, m->info.heads, 64, sd_fp8_vt_len(l) };
+        int64_t  sts = b * m->info.heads * sd_fp8_vt_tiles(l);
+
+        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_U8, 4, svt,
+                                &a->vt8));
+        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F32, 1, &sts,
+                                &a->vts));
         SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F32, 1, &sv,
                                 &a->vamax));
         SD_TRY(sd_scale(err, a->vamax, a->vamax, 0.0f, 0.0f));
     } else {
         SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->q));
         SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->k));
+        SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->v));
     }
-    SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->v));
     if (obf) {
         SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->o));
     }
@@ -893,64 +902,83 @@ sd_mmdit_norm_out(const sd_tensor *w, sd_tensor *bf, sd_tensor *f8)
  * "torch.cat([query, encoder_hidden_states_query_proj], dim=2)", with
  * q, k, v as one product into t: (B, n, 3 W).
  * h: (B, n, W) -> rows [r0, r0 + n) of each batch of q, k, v: (B, L', W)
- * (L' = L, or Lx for attn2: views of the joint buffers).
+ * (L' = L, or Lx for attn2: views of the joint buffers). With the FP8
+ * attention only the product: sd_mmdit_split8 splits both streams' at
+ * once (q, k, v and r0 unused).
  */
 static sd_status
 sd_mmdit_project(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
     const sd_tensor *h, sd_tensor *t, sd_tensor *q, sd_tensor *k,
-    sd_tensor *v, sd_tensor *vamax, int64_t r0)
+    sd_tensor *v, int64_t r0)
 {
-    if (q->dtype == SD_DT_F8_E4M3) {
-        /* FP8 attention: q, k are the E4M3 buffers (the product and the
-           split may be one pass: t then stays unwritten) */
-        return sd_linear_qkv_fp8(err, t, q, k, v, vamax, r0, h, at->qkv.w,
-                                 at->qkv.b, at->norm[0], at->norm[1],
-                                 m->info.heads, SD_MMDIT_EPS, at->qk8[0],
-                                 at->qk8[1]);
-    }
     SD_TRY(sd_mmdit_linear_fwd(err, t, h, &at->qkv));
+    if (m->attn8) {
+        return SD_OK;
+    }
     return sd_qkv_split(err, q, k, v, r0, t, at->norm[0], at->norm[1],
                         m->info.heads, SD_MMDIT_EPS);
 }
 
 
-/* F.scaled_dot_product_attention over q, k, v into o, scale 1/sqrt(D) */
-static sd_status
-sd_mmdit_sdpa(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
-    sd_tensor *o, const sd_tensor *q, const sd_tensor *k,
-    const sd_tensor *v, const sd_tensor *vamax)
-{
-    float  scale = sd_mmdit_attn_scale(m);
+/*
+ * The FP8 attention's inputs for a sequence of l tokens (the joint one,
+ * or attn2's image tokens): E4M3 q, k (views of the joint buffers as
+ * (B, l, W)), V^T's codes and tiles' scales (views sized for l), the v
+ * maxima of slot (zero: taken once per pass, sd_mmdit_acts_new).
+ */
+typedef struct {
+    sd_tensor  q, k, vt, vts, vam;
+} sd_mmdit_seq8;
 
-    if (q->dtype == SD_DT_F8_E4M3) {
-        return sd_attention_fp8(err, o, q, k, v, vamax, m->info.heads,
-                                at->qk8[0], at->qk8[1], scale);
-    }
-    return sd_attention(err, o, q, k, v, m->info.heads, 0, NULL, scale);
+static sd_status
+sd_mmdit_seq8_begin(sd_err *err, sd_mmdit *m, sd_mmdit_acts *a, int slot,
+    int64_t l, sd_mmdit_seq8 *s)
+{
+    int64_t  b = a->q8->ne[0], h = m->info.heads;
+    int64_t  sq[3] = { b, l, a->q8->ne[2] };
+    int64_t  svt[4] = { b, h, 64, sd_fp8_vt_len(l) };
+    int64_t  nts = b * h * sd_fp8_vt_tiles(l), n = b * h;
+
+    SD_TRY(sd_tensor_view(err, a->q8, 0, 3, sq, &s->q));
+    SD_TRY(sd_tensor_view(err, a->k8, 0, 3, sq, &s->k));
+    SD_TRY(sd_tensor_view(err, a->vt8, 0, 4, svt, &s->vt));
+    SD_TRY(sd_tensor_view(err, a->vts, 0, 1, &nts, &s->vts));
+    return sd_tensor_view(err, a->vamax, slot * n, 1, &n, &s->vam);
 }
 
 
-/* The joint sequence's q and k as the projections write them: E4M3 with
-   the FP8 attention, and *vam the v maxima of slot (zero: taken once per
-   pass, sd_mmdit_acts_new), else a->q, a->k and *vam NULL */
+/* both streams' products (xt: rows from 0, ct: after them, or NULL) split
+   into the FP8 attention's inputs at once */
 static sd_status
-sd_mmdit_seq_begin(sd_err *err, sd_mmdit *m, sd_mmdit_acts *a, int slot,
-    sd_tensor **q, sd_tensor **k, sd_tensor *vm, sd_tensor **vam)
+sd_mmdit_split8(sd_err *err, sd_mmdit *m, sd_mmdit_seq8 *s,
+    const sd_mmdit_attn *ax, const sd_tensor *xt, const sd_mmdit_attn *ac,
+    const sd_tensor *ct)
 {
-    int64_t  n;
+    const sd_tensor  *src[2] = { xt, ct };
+    const sd_tensor  *nq[2] = { ax->norm[0], ac ? ac->norm[0] : NULL };
+    const sd_tensor  *nk[2] = { ax->norm[1], ac ? ac->norm[1] : NULL };
 
-    *vam = NULL;
+    return sd_qkv_split_fp8(err, &s->q, &s->k, &s->vt, &s->vts, &s->vam,
+                            src, nq, nk, m->info.heads, SD_MMDIT_EPS,
+                            ax->qk8[0], ax->qk8[1]);
+}
+
+
+/* F.scaled_dot_product_attention over q, k, v into o, scale 1/sqrt(D):
+   with the FP8 attention from s (q, k, v NULL) */
+static sd_status
+sd_mmdit_sdpa(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
+    sd_tensor *o, const sd_tensor *q, const sd_tensor *k,
+    const sd_tensor *v, const sd_mmdit_seq8 *s)
+{
+    float  scale = sd_mmdit_attn_scale(m);
+
     if (m->attn8) {
-        *q = a->q8;
-        *k = a->k8;
-        n = sd_numel(a->vamax) / (2 * (int64_t) m->info.num_layers);
-        SD_TRY(sd_tensor_view(err, a->vamax, slot * n, 1, &n, vm));
-        *vam = vm;
-        return SD_OK;
+        return sd_attention_fp8(err, o, &s->q, &s->k, &s->vt, &s->vts,
+                                &s->vam, m->info.heads, at->qk8[0],
+                                at->qk8[1], scale);
     }
-    *q = a->q;
-    *k = a->k;
-    return SD_OK;
+    return sd_attention(err, o, q, k, v, m->info.heads, 0, NULL, scale);
 }
 
 
@@ -963,19 +991,27 @@ static sd_status
 sd_mmdit_attn2(sd_err *err, sd_mmdit *m, int bi, const sd_mmdit_attn *at,
     sd_mmdit_acts *a, sd_tensor *x, const sd_tensor *gate)
 {
-    sd_tensor  qv, kv, vv, ov, vm, *q, *k, *vam;
+    sd_tensor      qv, kv, vv, ov;
+    sd_mmdit_seq8  s8;
+    const sd_tensor  *nx = sd_mmdit_norm_out(at->qkv.w, a->nx, a->nx8);
 
-    SD_TRY(sd_mmdit_seq_begin(err, m, a, 2 * bi + 1, &q, &k, &vm, &vam));
-    SD_TRY(sd_tensor_view(err, q, 0, 3, a->hx->ne, &qv));
-    SD_TRY(sd_tensor_view(err, k, 0, 3, a->hx->ne, &kv));
-    SD_TRY(sd_tensor_view(err, a->v, 0, 3, a->hx->ne, &vv));
     SD_TRY(sd_tensor_view(err, sd_mmdit_o8(m, at->out.w, NULL) ? a->o8
                                                                : a->o,
                           0, 3, a->hx->ne, &ov));
-    SD_TRY(sd_mmdit_project(err, m, at, sd_mmdit_norm_out(at->qkv.w, a->nx,
-                                                          a->nx8),
-                            a->tx, &qv, &kv, &vv, vam, 0));
-    SD_TRY(sd_mmdit_sdpa(err, m, at, &ov, &qv, &kv, &vv, vam));
+    if (m->attn8) {
+        SD_TRY(sd_mmdit_seq8_begin(err, m, a, 2 * bi + 1, a->hx->ne[1],
+                                   &s8));
+        SD_TRY(sd_mmdit_project(err, m, at, nx, a->tx, NULL, NULL, NULL,
+                                0));
+        SD_TRY(sd_mmdit_split8(err, m, &s8, at, a->tx, NULL, NULL));
+        SD_TRY(sd_mmdit_sdpa(err, m, at, &ov, NULL, NULL, NULL, &s8));
+    } else {
+        SD_TRY(sd_tensor_view(err, a->q, 0, 3, a->hx->ne, &qv));
+        SD_TRY(sd_tensor_view(err, a->k, 0, 3, a->hx->ne, &kv));
+        SD_TRY(sd_tensor_view(err, a->v, 0, 3, a->hx->ne, &vv));
+        SD_TRY(sd_mmdit_project(err, m, at, nx, a->tx, &qv, &kv, &vv, 0));
+        SD_TRY(sd_mmdit_sdpa(err, m, at, &ov, &qv, &kv, &vv, NULL));
+    }
     return sd_linear_gate_add(err, x, gate, &ov, 0, at->out.w, at->out.b);
 }
 
@@ -1030,9 +1066,9 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
            G_MSA2 };
     const sd_mmdit_block  *blk = &m->blocks[bi];
     sd_backend            *be = m->be;
-    sd_tensor             *mod = NULL, *cmod = NULL, *hx, *nc, *sq, *sk;
-    sd_tensor             *vam, vm;
+    sd_tensor             *mod = NULL, *cmod = NULL, *hx, *nc;
     sd_tensor             *o = sd_mmdit_block_o8(m, blk, 0) ? a->o8 : a->o;
+    sd_mmdit_seq8          s8;
     sd_tensor              k[9], ck[6], mv, cmv;
     sd_status              s;
     int64_t                lx = x->ne[1];
@@ -1052,9 +1088,12 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
     }
 
     /* lane 1: norm1_context (AdaLayerNormContinuous chunks are (scale,
-       shift)), the text stream's q, k, v into rows Lx.. */
-    SD_TRY_GOTO(s, sd_mmdit_seq_begin(err, m, a, 2 * bi, &sq, &sk, &vm,
-                                      &vam), done);
+       shift)), the text stream's q, k, v into rows Lx.. (with the FP8
+       attention its product; both streams are split after the join) */
+    if (m->attn8) {
+        SD_TRY_GOTO(s, sd_mmdit_seq8_begin(err, m, a, 2 * bi, a->q8->ne[1],
+                                           &s8), done);
+    }
     SD_TRY_GOTO(s, sd_backend_lane(err, be, 1), done);
     nc = sd_mmdit_norm_out(blk->attn_c.qkv.w, a->nc, a->nc8);
     if (blk->pre_only) {
@@ -1063,8 +1102,8 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
         SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, nc, c, &ck[SH_MSA],
                                          &ck[SC_MSA]), done);
     }
-    SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_c, nc, a->tc,
-                                    sq, sk, a->v, vam, lx), done);
+    SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_c, nc, a->tc, a->q,
+                                    a->k, a->v, lx), done);
 
     /* lane 0: "norm_hidden_states = norm(x) * (1 + scale_msa) +
        shift_msa" (ZeroX also "norm_hidden_states2" from the same norm),
@@ -1079,14 +1118,18 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
                                              a->nx8), x, &k[SH_MSA2],
                                          &k[SC_MSA2]), done);
     }
-    SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_x, hx, a->tx,
-                                    sq, sk, a->v, vam, 0), done);
+    SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_x, hx, a->tx, a->q,
+                                    a->k, a->v, 0), done);
 
     /* the joint attention, then each stream's part of it: to_add_out
        (lane 1, unless context_pre_only), to_out.0 (lane 0) */
     SD_TRY_GOTO(s, sd_backend_join(err, be), done);
-    SD_TRY_GOTO(s, sd_mmdit_sdpa(err, m, &blk->attn_x, o, sq, sk, a->v,
-                                 vam), done);
+    if (m->attn8) {
+        SD_TRY_GOTO(s, sd_mmdit_split8(err, m, &s8, &blk->attn_x, a->tx,
+                                       &blk->attn_c, a->tc), done);
+    }
+    SD_TRY_GOTO(s, sd_mmdit_sdpa(err, m, &blk->attn_x, o, a->q, a->k, a->v,
+                                 &s8), done);
     if (!blk->pre_only) {
         SD_TRY_GOTO(s, sd_backend_lane(err, be, 1), done);
         /* "encoder_hidden_states = encoder_hidden_states + c_gate_msa *

@@ -20,8 +20,9 @@
  *    of heuristic mode A that finalizes; its workspace comes from the
  *    library workspace.
  *    sd_cuda_attention_fp8: the same joint attention from E4M3 Q and K
- *    (qkv_split_fp8 writes them) and BF16 V, which it quantizes per head
- *    into V^T for fattn.cu's E4M3 kernel (the FP8 policy's "attn" kind).
+ *    and V^T in E4M3 with a scale a tile of keys (qkv_split_fp8 writes
+ *    them all) through fattn.cu's E4M3 kernel (the FP8 policy's "attn"
+ *    kind).
  * 2. Products through cuBLASLt and a row softmax, for everything else
  *    (F32 validation, CLIP's causal mask, T5's position bias, the VAE's
  *    head of 512): per batch, a chunk of queries at a time, scores
@@ -577,35 +578,32 @@ sd_cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
 
 /*
  * o = softmax(scale (sq q8) (sk k8)^T) v per head, the E4M3 variant of
- * fattn.cu: q8, k8 E4M3 (B, L, H * 64) holding Q / sq and K / sk, v BF16
- * with each (b, h)'s largest |v| in vamax (B H floats, as qkv_split_fp8
- * leaves them); V^T is quantized into scratch first. o BF16, or E4M3 with
- * one scale per row (the out projections' input: every row of a batch
- * gets the bound of its V, fa8_vscale of the largest vamax, so no second
- * pass quantizes o). Hopper only (the backend's fp8_attn), lane 0.
+ * fattn.cu: q8, k8 E4M3 (B, L, H * 64) holding Q / sq and K / sk, V^T's
+ * codes vt and its tiles' scales vts as qkv_split_fp8 writes them, vamax
+ * each (b, h)'s largest |v|. o BF16, or E4M3 with one scale per row (the
+ * out projections' input: every row of a batch gets the bound of its V,
+ * fa8_vscale of the largest vamax, so no second pass quantizes o).
+ * Hopper only (the backend's fp8_attn), lane 0.
  */
 sd_status
 sd_cuda_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
-    const sd_tensor *k8, const sd_tensor *v, const sd_tensor *vamax,
-    int heads, float sq, float sk, float scale)
+    const sd_tensor *k8, const sd_tensor *vt, const sd_tensor *vts,
+    const sd_tensor *vamax, int heads, float sq, float sk, float scale)
 {
     sd_cuda      *c = sd_cuda_of(o);
     int64_t       b = q8->ne[0], lq = q8->ne[1], lk = k8->ne[1];
-    void         *vt = NULL;
     cudaError_t   e;
-    sd_status     s;
 
     if (c->lane != 0) {
         return sd_errorf(err, SD_ERR_INTERNAL, "cuda: attention on lane 1");
     }
     if (!c->fattn_ok || q8->ne[2] != (int64_t) heads * 64
-        || v->dtype != SD_DT_BF16
         || (o->dtype != SD_DT_BF16 && !sd_cuda_e4m3_rows(o, b * lq))
         || lq > INT32_MAX || lk > INT32_MAX || b > 65535 || heads > 65535)
     {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: E4M3 attention "
-                         "needs Hopper's own kernel, heads of 64, BF16 v "
-                         "and BF16 o or E4M3 o with its rows' scales");
+                         "needs Hopper's own kernel, heads of 64 and BF16 "
+                         "o or E4M3 o with its rows' scales");
     }
     if (!sd_cuda_fattn_fp8_scales_ok(sq, sk, scale)) {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: E4M3 attention "
@@ -614,25 +612,14 @@ sd_cuda_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
                          "(sd_fp8_attn_scales), not %g and %g", (double) sq,
                          (double) sk);
     }
-    SD_TRY(sd_cuda_scratch(err, c, (size_t) (b * heads * 64)
-                                   * (size_t) sd_cuda_fattn_lp((int) lk),
-                           &vt));
-    s = SD_OK;
-    if (!c->measuring) {
-        e = sd_cuda_fattn_quant_vt(vt, v->data, (const float *) vamax->data,
-                                   (int) b, (int) lk, heads, c->stream);
-        if (e == cudaSuccess) {
-            e = sd_cuda_fattn_fp8(o->data, q8->data, k8->data, vt, sq, sk,
-                                  (const float *) vamax->data, (int) b,
-                                  (int) lq, (int) lk, heads, scale,
-                                  o->dtype == SD_DT_F8_E4M3 ? o->scale
-                                                            : NULL,
-                                  c->stream);
-        }
-        if (e != cudaSuccess) {
-            s = sd_cuda_fail(err, e, "fattn e4m3", __FILE__, __LINE__);
-        }
+    e = sd_cuda_fattn_fp8(o->data, q8->data, k8->data, vt->data,
+                          (const float *) vts->data, sq, sk,
+                          (const float *) vamax->data, (int) b, (int) lq,
+                          (int) lk, heads, scale,
+                          o->dtype == SD_DT_F8_E4M3 ? o->scale : NULL,
+                          c->stream);
+    if (e != cudaSuccess) {
+        return sd_cuda_fail(err, e, "fattn e4m3", __FILE__, __LINE__);
     }
-    sd_cuda_scratch_free(c, vt);
-    return s;
+    return SD_OK;
 }

@@ -283,7 +283,10 @@ cuda_alloc(sd_err *err, sd_backend *be, sd_tensor *t)
         t->n_scale = t->ne[0];
         c->weight_bytes += n + sn;
         n = 0;
-    } else if (t->dtype != SD_DT_F32 && t->dtype != SD_DT_BF16) {
+    } else if (t->dtype != SD_DT_F32 && t->dtype != SD_DT_BF16
+               && !(t->dtype == SD_DT_U8 && t->mem == SD_MEM_ACT))
+    {
+        /* U8 activations: the FP8 attention's V^T codes (no upload) */
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: %s tensors are not "
                          "supported", sd_dtype_name(t->dtype));
     }
@@ -388,6 +391,10 @@ cuda_upload(sd_err *err, sd_tensor *t, const float *src)
     if (t->dtype == SD_DT_F32) {
         return cuda_upload_raw(err, t, src);
     }
+    if (t->dtype == SD_DT_U8) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: upload into %s",
+                         sd_dtype_name(t->dtype));
+    }
     h = (uint16_t *) sd_malloc(err, (size_t) n * sizeof(uint16_t),
                                "upload");
     if (h == NULL) {
@@ -430,6 +437,27 @@ cuda_download(sd_err *err, const sd_tensor *t, float *dst)
         SD_CU(cudaMemcpyAsync(dst, t->data, (size_t) n * sizeof(float),
                               cudaMemcpyDefault, c->stream));
         SD_CU(cudaStreamSynchronize(c->stream));
+        return SD_OK;
+    }
+    if (t->dtype == SD_DT_U8) {
+        /* bytes (the FP8 attention's V^T codes) as their values */
+        uint8_t  *u = (uint8_t *) sd_malloc(err, (size_t) n, "download");
+
+        if (u == NULL) {
+            return SD_ERR_NOMEM;
+        }
+        if (cudaMemcpyAsync(u, t->data, (size_t) n, cudaMemcpyDefault,
+                            c->stream) != cudaSuccess
+            || cudaStreamSynchronize(c->stream) != cudaSuccess)
+        {
+            free(u);
+            return sd_cuda_fail(err, cudaGetLastError(), "download",
+                                __FILE__, __LINE__);
+        }
+        for (i = 0; i < n; i++) {
+            dst[i] = (float) u[i];
+        }
+        free(u);
         return SD_OK;
     }
     h = (uint16_t *) sd_malloc(err, (size_t) n * sizeof(uint16_t),
@@ -921,55 +949,27 @@ cuda_scale(sd_err *err, sd_tensor *y, const sd_tensor *x, float s,
 
 
 static sd_status
-cuda_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8, sd_tensor *v,
-    sd_tensor *vamax, int64_t r0, const sd_tensor *src, const sd_tensor *nq,
-    const sd_tensor *nk, int heads, float eps, float sq, float sk)
+cuda_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8, sd_tensor *vt,
+    sd_tensor *vts, sd_tensor *vamax, const sd_tensor *const src[2],
+    const sd_tensor *const nq[2], const sd_tensor *const nk[2], int heads,
+    float eps, float sq, float sk)
 {
-    SD_CUDA_OP(q8, sd_cuda_qkv_split_fp8(err, q8, k8, v, vamax, r0, src, nq,
-                                          nk, heads, eps, sq, sk),
-               "qkv_split_fp8 %lldx%lld", LL(src->ne[0] * src->ne[1]),
-               LL(src->ne[2]));
+    SD_CUDA_OP(q8, sd_cuda_qkv_split_fp8(err, q8, k8, vt, vts, vamax, src,
+                                          nq, nk, heads, eps, sq, sk),
+               "qkv_split_fp8 %lldx%lld", LL(q8->ne[0] * q8->ne[1]),
+               LL(src[0]->ne[2]));
 }
 
 
-/*
- * The QKV projection and the FP8 split: one pass of gemm8.cu's product
- * where it fits (sm_90a, x E4M3 rows with their scales, E4M3 weights on
- * the device, widths a multiple of 128), else the product into t and the
- * split.
- */
-static sd_status
-cuda_linear_qkv_fp8(sd_err *err, sd_tensor *t, sd_tensor *q8, sd_tensor *k8,
-    sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *x,
-    const sd_tensor *w, const sd_tensor *b, const sd_tensor *nq,
-    const sd_tensor *nk, int heads, float eps, float sq, float sk)
-{
-    if (sd_cuda_of(q8)->g8_ok
-        && sd_cuda_linear_qkv_fp8_fits(q8, v, x, w, b, heads))
-    {
-        SD_CUDA_OP(q8, sd_cuda_linear_qkv_fp8(err, q8, k8, v, vamax, r0, x,
-                                              w, b, nq, nk, heads, eps, sq,
-                                              sk),
-                   "linear_qkv fp8 %lldx%lld->%lld%s",
-                   LL(x->ne[0] * x->ne[1]), LL(w->ne[1]), LL(w->ne[0]),
-                   b ? " +b" : "");
-    }
-    SD_TRY(cuda_linear(err, t, x, w, b, SD_ACT_NONE));
-    return cuda_qkv_split_fp8(err, q8, k8, v, vamax, r0, t, nq, nk, heads,
-                              eps, sq, sk);
-}
-
-
-/* measures its own scratch (V^T) */
 static sd_status
 cuda_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
-    const sd_tensor *k8, const sd_tensor *v, const sd_tensor *vamax,
-    int heads, float sq, float sk, float scale)
+    const sd_tensor *k8, const sd_tensor *vt, const sd_tensor *vts,
+    const sd_tensor *vamax, int heads, float sq, float sk, float scale)
 {
-    SD_CUDA_OP_MEASURED(o, sd_cuda_attention_fp8(err, o, q8, k8, v, vamax,
-                                                 heads, sq, sk, scale),
-                        "attention e4m3 %lldx%lldx%lldx%lld", LL(q8->ne[0]),
-                        LL(q8->ne[1]), LL(heads), LL(q8->ne[2] / heads));
+    SD_CUDA_OP(o, sd_cuda_attention_fp8(err, o, q8, k8, vt, vts, vamax,
+                                        heads, sq, sk, scale),
+               "attention e4m3 %lldx%lldx%lldx%lld", LL(q8->ne[0]),
+               LL(q8->ne[1]), LL(heads), LL(q8->ne[2] / heads));
 }
 
 
@@ -1184,7 +1184,7 @@ static const sd_backend_ops  sd_cuda_ops = {
     cuda_attention, cuda_conv2d, cuda_upsample2x, cuda_embed, cuda_modulate,
     cuda_gate_add, cuda_abs_diff_sum, cuda_copy2d, cuda_permute,
     cuda_qkv_split_fp8, cuda_attention_fp8, cuda_linear_gate_add,
-    cuda_linear_qkv_fp8, cuda_to_rgb8, cuda_destroy
+    cuda_to_rgb8, cuda_destroy
 };
 
 
@@ -1231,10 +1231,7 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     c->det = !sd_env_on("SD_CUDA_TIMED_PICK");
     c->no_graphs = sd_env_on("SD_CUDA_NO_GRAPHS");
     c->fattn_ok = !sd_env_on("SD_CUDA_NO_FATTN") && sd_cuda_fattn_ok(device);
-    /* the QKV product and the FP8 split in one pass of gemm8.cu: opt-in,
-       since it measured slower than cuBLASLt and the split (README) */
     c->g8_hw = sd_cuda_g8_ok(device);
-    c->g8_ok = sd_env_on("SD_CUDA_G8") && c->g8_hw;
     /* the feed-forward's GELU product writes E4M3 rows for the next
        product (gemm8.cu), unless SD_CUDA_NO_FFH8=1: cuBLASLt's product
        into BF16, then a pass quantizing each row */
@@ -1275,12 +1272,6 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
 
         snprintf(c->info + l, sizeof(c->info) - l, ", feed-forward hidden "
                  "layer in E4M3 rows");
-    }
-    if (c->g8_ok) {
-        size_t  l = strlen(c->info);
-
-        snprintf(c->info + l, sizeof(c->info) - l, ", QKV product and FP8 "
-                 "split fused");
     }
     if (!c->det) {
         size_t  l = strlen(c->info);

@@ -117,9 +117,6 @@ typedef struct {
                                            SD_CUDA_NO_FATTN is not 1 */
     int                 fattn_mode;     /* 1 wherever it fits, 0 where
                                            faster, -1 never */
-    int                 g8_ok;          /* SD_CUDA_G8=1 and gemm8.cu runs
-                                           here (sm_90a): the QKV product
-                                           and FP8 split fused */
     int                 g8_hw;          /* gemm8.cu runs here (sm_90a) */
     int                 ffh8;           /* g8_hw and not SD_CUDA_NO_FFH8:
                                            be->fp8_ffh */
@@ -356,12 +353,13 @@ void sd_cuda_prof_end(sd_cuda *c, int slot);
 sd_status sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y,
     const sd_tensor *x, const sd_tensor *shift, const sd_tensor *scale,
     float eps);
-/* fp8.cu: the QKV split into E4M3 q, k (fixed scales) and BF16 v with its
-   per-head max |v| (the FP8 attention's input) */
+/* fp8.cu: the joint sequence's QKV split into E4M3 q, k (fixed scales)
+   and V^T's E4M3 codes with a scale a tile of keys, and the per-head max
+   |v| (the FP8 attention's input, sd_qkv_split_fp8) */
 sd_status sd_cuda_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,
-    sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *src,
-    const sd_tensor *nq, const sd_tensor *nk, int heads, float eps,
-    float sq, float sk);
+    sd_tensor *vt, sd_tensor *vts, sd_tensor *vamax,
+    const sd_tensor *const src[2], const sd_tensor *const nq[2],
+    const sd_tensor *const nk[2], int heads, float eps, float sq, float sk);
 
 /* Activation scratch inside an op (measured like any tensor). */
 sd_status sd_cuda_scratch(sd_err *err, sd_cuda *c, size_t n, void **p);
@@ -429,44 +427,24 @@ sd_status sd_cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
     const sd_tensor *bias, float scale);
 void sd_cuda_attention_free(sd_cuda *c);
 sd_status sd_cuda_attention_fp8(sd_err *err, sd_tensor *o,
-    const sd_tensor *q8, const sd_tensor *k8, const sd_tensor *v,
-    const sd_tensor *vamax, int heads, float sq, float sk, float scale);
+    const sd_tensor *q8, const sd_tensor *k8, const sd_tensor *vt,
+    const sd_tensor *vts, const sd_tensor *vamax, int heads, float sq,
+    float sk, float scale);
 
 /* fattn.cu */
 int sd_cuda_fattn_ok(int device);
 cudaError_t sd_cuda_fattn_bf16(void *o, const void *q, const void *k,
     const void *v, int b, int lq, int lk, int h, float scale,
     cudaStream_t st);
-int sd_cuda_fattn_lp(int lk);
 int sd_cuda_fattn_fp8_scales_ok(float sq, float sk, float scale);
 cudaError_t sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8,
-    const void *vt8, float sq, float sk, const float *vamax, int b, int lq,
-    int lk, int h, float scale, float *osc, cudaStream_t st);
-cudaError_t sd_cuda_fattn_quant_vt(void *vt8, const void *v,
-    const float *vamax, int b, int l, int h, cudaStream_t st);
+    const void *vt8, const float *vts, float sq, float sk,
+    const float *vamax, int b, int lq, int lk, int h, float scale,
+    float *osc, cudaStream_t st);
+cudaError_t sd_cuda_fattn_quant_vt(void *vt8, float *vts, float *vamax,
+    const void *v, int b, int l, int h, cudaStream_t st);
 
 /* gemm8.cu */
-/*
- * The QKV split fused into the FP8 product (sd_cuda_g8_qkv): the
- * product's columns are q | k | v, each w wide (w % 128 == 0, heads of
- * 64); row r of the product is row (r / n) l + r0 + r % n of q8, k8 and
- * v (batches of n rows placed at r0 in sequences of l). q and k are
- * RMS-normalized per head with the weights nq, nk (BF16, 64 each) and
- * written as E4M3 divided by sq, sk (each row's scale in qs, ks set to
- * sq, sk); v is written as BF16 and each (b, head)'s largest |v| maxed
- * into vamax: what fp8.cu's qkv_split_fp8_kernel does with the
- * product's BF16 rows. A zeroed struct: no split (w 0).
- */
-typedef struct {
-    uint8_t              *q8, *k8;
-    float                *qs, *ks;
-    __nv_bfloat16        *v;
-    float                *vamax;
-    const __nv_bfloat16  *nq, *nk;
-    int                   w, n, l, r0, heads;
-    float                 eps, sq, sk;
-} sd_cuda_g8_split;
-
 /*
  * The product written as E4M3 rows (sd_cuda_g8_gemm8): each
  * row r's output divided by ys[r] = bound_r / 448 and rounded to E4M3
@@ -495,19 +473,10 @@ cudaError_t sd_cuda_g8_gemm(void *d, int64_t ldd, const void *a,
     int64_t lda, const void *b, int64_t ldb, int m, int n, int k,
     const float *sa, const float *sb, const void *bias, int gelu, int tile,
     int sms, cudaStream_t st);
-cudaError_t sd_cuda_g8_qkv(const void *a, int64_t lda, const void *b,
-    int64_t ldb, int m, int k, const float *sa, const float *sb,
-    const void *bias, const sd_cuda_g8_split *p, int sms, cudaStream_t st);
 int sd_cuda_linear_rows8_fits(const sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, sd_act act);
 sd_status sd_cuda_linear_rows8(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, sd_act act);
-int sd_cuda_linear_qkv_fp8_fits(const sd_tensor *q8, const sd_tensor *v,
-    const sd_tensor *x, const sd_tensor *w, const sd_tensor *b, int heads);
-sd_status sd_cuda_linear_qkv_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,
-    sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *x,
-    const sd_tensor *w, const sd_tensor *b, const sd_tensor *nq,
-    const sd_tensor *nk, int heads, float eps, float sq, float sk);
 
 /* conv.cu */
 sd_status sd_cuda_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x,

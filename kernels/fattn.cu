@@ -32,6 +32,7 @@
 
 #include "cuda.h"
 #include "sm90.h"
+#include "vt8.h"
 
 
 #define FA_D        64                  /* head size */
@@ -342,11 +343,11 @@ fa_issue_pv_bf16(float *o, const uint32_t *pa, const void *v)
 
 /*
  * The E4M3 kernel's pieces. FP8 wgmma reads both operands K-major, so V
- * arrives transposed ((B, H, 64, Lp) E4M3, written by fattn_quant), and
+ * arrives transposed ((B, H, 64, Lp) E4M3, vt8.h's layout), and
  * P, the A operand from registers, must hold four consecutive k of a row
  * per register where the score accumulator holds pairs 8 columns apart.
  * Instead of shuffling P between threads, the keys of V^T are permuted
- * within each group of 16 (fa8_perm): position 4 t + j of a group holds
+ * within each group of 16 (vt8_key): position 4 t + j of a group holds
  * key 8 (j >> 1) + 2 t + (j & 1), which is exactly what thread t of a
  * quad holds at slot j. The sum over keys does not care about the order.
  */
@@ -553,15 +554,16 @@ fa_issue_pv(float *o, float *t, const uint32_t *pa, const void *v)
 }
 
 
-#endif /* __CUDA_ARCH_FEAT_SM90_ALL */
-
-
-/* V's E4M3 scale from its largest magnitude: amax / 448 (1 for zeros) */
+/* the E4M3 output's scale from V's largest magnitude: amax / 448 (1 for
+   zeros) */
 static __device__ __forceinline__ float
 fa8_vscale(float amax)
 {
     return amax > 0.f ? amax * (1.f / 448.f) : 1.f;
 }
+
+
+#endif /* __CUDA_ARCH_FEAT_SM90_ALL */
 
 
 /*
@@ -579,9 +581,12 @@ fa8_vscale(float amax)
  * heads 801-828; error against F32 5.7e-2, P and V at 3 mantissa bits,
  * BF16 2.3e-3):
  * q, k (B, L, H * 64) E4M3, v = V^T (B, H, 64, Lp) E4M3 with its keys
- * permuted (fa8_perm) and zeros past Lk; sl2 = Q's scale times K's times
- * scale log2(e), 8 sl2 a power of two (sd_fp8_attn_scales); the output is
- * scaled by V's scale, fa8_vscale(vamax[b H + h]). P's codes are the
+ * permuted (vt8_key) and zeros past Lk, vts its tiles' scales (vt8.h:
+ * one a K/V tile); sl2 = Q's scale times K's times scale log2(e), 8 sl2
+ * a power of two (sd_fp8_attn_scales); O is kept in the units of the
+ * scale of the tile whose P V product comes next (each tile's rescale
+ * of O by the softmax also multiplies by the ratio of the two tiles'
+ * scales), and the last tile's scales the output. P's codes are the
  * linear ramp of FA_NST's comment, P in [0, 256], so E4M3's normal range
  * reaches 2^-14 of a row's largest. With osc the output is E4M3 too (o
  * read as bytes) and osc[b Lq + row] its rows'
@@ -592,7 +597,7 @@ __global__ void __launch_bounds__(128 * (FA_NWG + 1), 1)
 fattn_kernel(const __grid_constant__ CUtensorMap tq,
     const __grid_constant__ CUtensorMap tk,
     const __grid_constant__ CUtensorMap tv, __nv_bfloat16 *o, int lq,
-    int lk, float sl2, const float *vamax, float *osc)
+    int lk, float sl2, const float *vts, const float *vamax, float *osc)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ unsigned char  fa_raw[];
@@ -674,13 +679,17 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
         float     oacc[32], sacc[64], m[2], l[2], a[2], vs = 1.f;
         uint32_t  sh[32];
         float     t8[4] = { 0.f, 0.f, 0.f, 0.f };
-        float     so = 1.f;
+        float     so = 1.f, ar[2];
         uint32_t  pa[32];
         uint64_t  dq;
         int64_t   row0, ld;
 
         if (EB == 1) {
-            vs = fa8_vscale(vamax[b * hh + h]);
+            /* O is kept in units of the scale of the tile whose P V is
+               next: each tile's rescale of O also multiplies by the last
+               tile's scale over the next one's */
+            vts += ((int64_t) b * hh + h) * nkv;
+            vs = vts[0];
         }
         if (EB == 1 && osc) {
             /* E4M3 output: its scale (below) loaded here, where the wait
@@ -728,7 +737,8 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
         }
 
         for (j = 1; j < nkv; j++) {
-            int  sp = (j - 1) % FA_NST(EB);
+            int    sp = (j - 1) % FA_NST(EB);
+            float  vn = EB == 1 ? vts[j] : 1.f;
 
             s = j % FA_NST(EB);
             sm90_mbar_wait(&sm->full[s], (j / FA_NST(EB)) & 1);
@@ -761,7 +771,16 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
                 l[0] = (l[0] + t8[0]) * a[0];
                 l[1] = (l[1] + t8[2]) * a[1];
             }
-            fa_rescale(oacc, a);
+            if (EB == 1) {
+                float  ratio = vs / vn;
+
+                ar[0] = a[0] * ratio;
+                ar[1] = a[1] * ratio;
+                vs = vn;
+                fa_rescale(oacc, ar);
+            } else {
+                fa_rescale(oacc, a);
+            }
             if (sv) {
                 fa_pack_p8(pa, sh);
             } else {
@@ -858,19 +877,10 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
     (void) lq;
     (void) lk;
     (void) sl2;
+    (void) vts;
     (void) vamax;
     (void) osc;
 #endif
-}
-
-
-/* key held at position p of V^T (see fa_desc8's comment) */
-static __device__ __forceinline__ int
-fa8_perm(int p)
-{
-    int  j = p & 3, t = (p >> 2) & 3;
-
-    return (p & ~15) + 8 * (j >> 1) + 2 * t + (j & 1);
 }
 
 
@@ -909,104 +919,33 @@ fattn_quant_rows(uint8_t *y, const __nv_bfloat16 *x, float s, int64_t n8)
 
 
 /*
- * v (B, L, H * 64) BF16 -> vt (B, H, 64, Lp) E4M3, keys permuted within
- * groups of 16, zeros past L: vt = v / fa8_vscale(vamax[b H + h]).
- * 256 threads per 128 keys of one (b, h), through shared memory: each
- * thread reads 16-byte rows pieces (8 values of d) and writes 16-byte
- * pieces of V^T rows (16 keys of one d). Lp is a multiple of 16.
- * The tile (key r, d) sits at column d ^ 4 ((r / 16) % 8) of row r (64
- * floats): the 8 lanes that read one d for keys 16 apart then hit 8
- * different banks, and the writes go as float4 halves (a lane's first or
- * second four values by lane bit 2, each half picked with selects, not a
- * run-time index that would put the values in local memory), 8 lanes over
- * all 32 banks. H200, B 2 x 4429 x 38 heads: 0.0237 ms against 0.0242 with
- * rows of 65 floats (4-way conflicts on the reads); the Large step 73.29 /
- * 73.05 against 73.38 / 73.60 ms in alternating runs; the same bytes. (One
- * value per thread each way took 0.053 ms.)
+ * v (B, L, H * 64) BF16 -> V^T as vt8.h writes it (the check's stand-in
+ * for fp8.cu's QKV split, which writes it from the product's rows): a
+ * block of VT8_THREADS a tile of VT8_KEYS keys of one (b, h), grid
+ * (tiles, H, B); vts (B, H, tiles) the tiles' scales, vamax (B, H) maxed.
  */
-#define FA_VT_KEYS  128
-
-static __device__ __forceinline__ int
-fa_vt_col(int r, int d)
+__global__ void __launch_bounds__(VT8_THREADS)
+fattn_quant_vt(uint8_t *vt, float *vts, float *vamax,
+    const __nv_bfloat16 *v, int l, int lp, int h)
 {
-    return d ^ (((r >> 4) & 7) << 2);
-}
+    int   k0 = blockIdx.x * VT8_KEYS, hi = blockIdx.y, bi = blockIdx.z;
+    int   t = threadIdx.x, i;
+    uint4 u[VT8_ROWS];
 
-__global__ void __launch_bounds__(256)
-fattn_quant_vt(uint8_t *vt, const __nv_bfloat16 *v, const float *vamax,
-    int l, int lp, int h)
-{
-    __shared__ float4  tile4[FA_VT_KEYS * FA_D / 4];
-    float             *tile = (float *) tile4;
-    int                k0 = blockIdx.x * FA_VT_KEYS, hi = blockIdx.y;
-    int                bi = blockIdx.z, t = threadIdx.x, i, j;
-    float              rs = 1.f / fa8_vscale(vamax[bi * h + hi]);
+    /* a thread's loads issued together (one at a time ran at 2.3 TB/s) */
+    #pragma unroll
+    for (i = 0; i < VT8_ROWS; i++) {
+        int  r = t / 8 + 32 * i, d0 = (t % 8) * 8;
 
-    /* 128 keys x 8 pieces of 8 values, a thread's four loads issued
-       together (one at a time ran at 2.3 TB/s at the Large shape) */
-    {
-        uint4  u[FA_VT_KEYS * 8 / 256];
-
-        #pragma unroll
-        for (i = 0; i < FA_VT_KEYS * 8 / 256; i++) {
-            int  r = (t + 256 * i) / 8, d0 = ((t + 256 * i) % 8) * 8;
-
-            u[i] = make_uint4(0, 0, 0, 0);      /* BF16 zeros */
-            if (k0 + r < l) {
-                u[i] = *(const uint4 *) (v + ((int64_t) bi * l + k0 + r)
-                                             * h * FA_D + hi * FA_D + d0);
-            }
-        }
-        #pragma unroll
-        for (i = 0; i < FA_VT_KEYS * 8 / 256; i++) {
-            int    r = (t + 256 * i) / 8, d0 = ((t + 256 * i) % 8) * 8;
-            int    first = (t >> 2) & 1;
-            float  f[8];
-
-            sd_unpack8(u[i], f);
-            for (j = 0; j < 8; j++) {
-                f[j] *= rs;
-            }
-            {
-                float4  f03 = make_float4(f[0], f[1], f[2], f[3]);
-                float4  f47 = make_float4(f[4], f[5], f[6], f[7]);
-
-                /* selects, not a run-time index into f (local memory) */
-                tile4[(r * FA_D + fa_vt_col(r, d0 + 4 * first)) / 4] =
-                    first ? f47 : f03;
-                tile4[(r * FA_D + fa_vt_col(r, d0 + 4 * (first ^ 1))) / 4] =
-                    first ? f03 : f47;
-            }
+        u[i] = make_uint4(0, 0, 0, 0);          /* BF16 zeros */
+        if (k0 + r < l) {
+            u[i] = *(const uint4 *) (v + ((int64_t) bi * l + k0 + r) * h
+                                         * VT8_D + hi * VT8_D + d0);
         }
     }
-    __syncthreads();
-    /* 64 rows d x 8 pieces of 16 positions */
-    for (i = t; i < FA_D * (FA_VT_KEYS / 16); i += 256) {
-        int       d = i / (FA_VT_KEYS / 16), p0 = (i % (FA_VT_KEYS / 16)) * 16;
-        uint32_t  w[4];
-
-        if (k0 + p0 >= lp) {
-            continue;
-        }
-        for (j = 0; j < 4; j++) {
-            int    r0 = fa8_perm(p0 + 4 * j), r1 = fa8_perm(p0 + 4 * j + 1);
-            int    r2 = fa8_perm(p0 + 4 * j + 2);
-            int    r3 = fa8_perm(p0 + 4 * j + 3);
-            float  a0 = tile[r0 * FA_D + fa_vt_col(r0, d)];
-            float  a1 = tile[r1 * FA_D + fa_vt_col(r1, d)];
-            float  a2 = tile[r2 * FA_D + fa_vt_col(r2, d)];
-            float  a3 = tile[r3 * FA_D + fa_vt_col(r3, d)];
-
-            w[j] = (uint32_t) __nv_cvt_float2_to_fp8x2(make_float2(a0, a1),
-                                                        __NV_SATFINITE,
-                                                        __NV_E4M3)
-                   | ((uint32_t) __nv_cvt_float2_to_fp8x2(
-                          make_float2(a2, a3), __NV_SATFINITE, __NV_E4M3)
-                      << 16);
-        }
-        *(uint4 *) (vt + (((int64_t) bi * h + hi) * FA_D + d) * lp + k0
-                    + p0) = make_uint4(w[0], w[1], w[2], w[3]);
-    }
+    vt8_tile(u, vt + ((int64_t) bi * h + hi) * VT8_D * lp, k0, lp,
+             vts + ((int64_t) bi * h + hi) * gridDim.x + blockIdx.x,
+             vamax + bi * h + hi);
 }
 
 
@@ -1098,7 +1037,7 @@ sd_cuda_fattn_bf16(void *o, const void *q, const void *k, const void *v,
     fattn_kernel<2><<<dim3((lq + 64 * FA_NWG - 1) / (64 * FA_NWG), h, b),
                       128 * (FA_NWG + 1), FA_SMEM_BYTES(2), st>>>(
         mq, mk, mv, (__nv_bfloat16 *) o, lq, lk,
-        scale * 1.4426950408889634f, NULL, NULL);
+        scale * 1.4426950408889634f, NULL, NULL, NULL);
     return cudaGetLastError();
 }
 
@@ -1133,14 +1072,6 @@ fa_map_vt8(CUtensorMap *m, const void *p, int64_t b, int64_t lp, int64_t h)
 }
 
 
-/* rows of V^T: the keys rounded up to 16 (TMA strides are 16-byte) */
-int
-sd_cuda_fattn_lp(int lk)
-{
-    return (lk + 15) & ~15;
-}
-
-
 /* The E4M3 kernel's scales: s8 = 8 scale log2(e) sq sk a power of two
    (its F16 scores scale by it exactly) from 2^-14 to 1 (the constant of
    its codes' fma stays a half); sd_fp8_attn_scales makes such scales */
@@ -1157,32 +1088,33 @@ sd_cuda_fattn_fp8_scales_ok(float sq, float sk, float scale)
 
 /*
  * o = softmax(scale q k^T) v per head from E4M3 operands: q8 (B, Lq,
- * H * 64) holding Q / sq, k8 (B, Lk, H * 64) holding K / sk, vt8 (B, H,
- * 64, sd_cuda_fattn_lp(Lk)) as fattn_quant_vt writes it from V and vamax
- * (B H floats on the device: each head's largest |V|). o BF16, or with
- * osc E4M3 (B, Lq, H * 64) and osc (B Lq floats) its rows' scales: one
- * per batch, fa8_vscale of the batch's largest vamax. The scales as
+ * H * 64) holding Q / sq, k8 (B, Lk, H * 64) holding K / sk, vt8 and vts
+ * V^T's codes and its tiles' scales as vt8.h writes them (B, H, 64,
+ * sd_fp8_vt_len(Lk) bytes; B, H, sd_fp8_vt_tiles(Lk) floats), vamax (B H
+ * floats on the device: each head's largest |V|). o BF16, or with osc
+ * E4M3 (B, Lq, H * 64) and osc (B Lq floats) its rows' scales: one per
+ * batch, fa8_vscale of the batch's largest vamax. The scales as
  * sd_cuda_fattn_fp8_scales_ok takes them, and |Q K^T| / (sq sk) < 65504
  * (F16). sd_cuda_fattn_ok() first.
  */
 cudaError_t
 sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8, const void *vt8,
-    float sq, float sk, const float *vamax, int b, int lq, int lk, int h,
-    float scale, float *osc, cudaStream_t st)
+    const float *vts, float sq, float sk, const float *vamax, int b, int lq,
+    int lk, int h, float scale, float *osc, cudaStream_t st)
 {
     CUtensorMap  mq, mk, mv;
 
     if (!sd_cuda_fattn_fp8_scales_ok(sq, sk, scale)
         || sm90_tensor_map_encode() == NULL || !fa_map8(&mq, q8, b, lq, h)
         || !fa_map8(&mk, k8, b, lk, h)
-        || !fa_map_vt8(&mv, vt8, b, sd_cuda_fattn_lp(lk), h))
+        || !fa_map_vt8(&mv, vt8, b, sd_fp8_vt_len(lk), h))
     {
         return cudaErrorInvalidValue;
     }
     fattn_kernel<1><<<dim3((lq + 64 * FA_NWG - 1) / (64 * FA_NWG), h, b),
                       128 * (FA_NWG + 1), FA_SMEM_BYTES(1), st>>>(
         mq, mk, mv, (__nv_bfloat16 *) o, lq, lk,
-        scale * 1.4426950408889634f * sq * sk, vamax, osc);
+        scale * 1.4426950408889634f * sq * sk, vts, vamax, osc);
     return cudaGetLastError();
 }
 
@@ -1201,16 +1133,16 @@ sd_cuda_fattn_quant_rows(void *y, const void *x, float s, int64_t n,
 }
 
 
-/* v (B, L, H * 64) BF16 -> vt8 (B, H, 64, Lp) E4M3 with each head's scale
-   from vamax (B H floats on the device) */
+/* v (B, L, H * 64) BF16 -> vt8, vts as vt8.h writes them, each head's
+   largest |v| maxed into vamax (B H floats, zeroed by the caller) */
 cudaError_t
-sd_cuda_fattn_quant_vt(void *vt8, const void *v, const float *vamax, int b,
-    int l, int h, cudaStream_t st)
+sd_cuda_fattn_quant_vt(void *vt8, float *vts, float *vamax, const void *v,
+    int b, int l, int h, cudaStream_t st)
 {
-    int  lp = sd_cuda_fattn_lp(l);
+    int  lp = (int) sd_fp8_vt_len(l);
 
-    fattn_quant_vt<<<dim3((lp + FA_VT_KEYS - 1) / FA_VT_KEYS, h, b), 256,
-                     0, st>>>(
-        (uint8_t *) vt8, (const __nv_bfloat16 *) v, vamax, l, lp, h);
+    fattn_quant_vt<<<dim3((unsigned) sd_fp8_vt_tiles(l), h, b),
+                     VT8_THREADS, 0, st>>>(
+        (uint8_t *) vt8, vts, vamax, (const __nv_bfloat16 *) v, l, lp, h);
     return cudaGetLastError();
 }

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "cuda.h"
+#include "vt8.h"
 
 
 #define E4M3_MAX  448.0f
@@ -255,97 +256,92 @@ sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
 
 
 /*
- * The QKV split for the FP8 attention: q and k written as E4M3 divided by
- * the fixed scales sq and sk (each row's scale stored, so the rows read
- * back as any E4M3 activation), v as BF16, and each (b, h)'s largest |v|
- * maxed into vamax (B H floats; nonnegative floats order as their bits,
- * so an integer atomicMax). Grid (3 heads, row blocks, B): a block takes
- * one head of one part (q, k or v) for QS_ROWS x 256 / g rows of one
- * batch, g = d / 8 lanes a row, 8 values a lane, QS_ROWS rows a thread
- * (their loads issued together: one row a thread ran at half the memory's
- * rate, 0.112 ms at the Large shape); v's maximum is reduced over the
- * block's rows before one atomic per warp (one per row and head was 311 k
- * atomics on 76 addresses a call at the Large shape).
+ * The QKV split for the FP8 attention, the joint sequence at once (rows
+ * [0, n0) from src0, [n0, l) from src1, each part with its norms): q and
+ * k written as E4M3 divided by the fixed scales sq and sk (each row's
+ * scale stored, so the rows read back as any E4M3 activation), V
+ * transposed into vt's E4M3 codes with a scale a tile of 128 keys
+ * (vt8.h; vts, and each (b, h)'s largest |v| maxed into vamax). Grid
+ * (3 heads, tiles, B): a block takes one head of one part (q, k or v)
+ * for one tile's 128 rows of one batch, 8 lanes a row (heads of 64), 8
+ * values a lane, QS_ROWS rows a thread (their loads issued together: one
+ * row a thread ran at half the memory's rate, 0.112 ms at the Large
+ * shape). Until 2026-12-02 v went out in BF16 with per-head maxima and a
+ * pass of its own (0.022 ms a layer at the Large shape) quantized and
+ * transposed it; the tile's scale is what lets the split write V^T
+ * itself: a block sees its tile whole.
  */
 #define QS_ROWS  4
 
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(VT8_THREADS)
 qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
-    __nv_bfloat16 *v, float *vamax, const __nv_bfloat16 *src,
-    const __nv_bfloat16 *nq, const __nv_bfloat16 *nk, unsigned n,
-    unsigned l, unsigned r0, unsigned w, unsigned d, unsigned g,
-    unsigned heads, float eps, float sq, float sk)
+    uint8_t *vt, float *vts, float *vamax, const __nv_bfloat16 *src0,
+    const __nv_bfloat16 *src1, const __nv_bfloat16 *nq0,
+    const __nv_bfloat16 *nk0, const __nv_bfloat16 *nq1,
+    const __nv_bfloat16 *nk1, unsigned n0, unsigned l, unsigned lp,
+    unsigned w, unsigned heads, float eps, float sq, float sk)
 {
     unsigned  part = blockIdx.x / heads, head = blockIdx.x % heads;
-    unsigned  bi = blockIdx.z, lane = threadIdx.x % g, s, kk, j;
-    unsigned  per = 256 / g, col = head * d + lane * 8;
-    unsigned  ri0 = blockIdx.y * per * QS_ROWS + threadIdx.x / g;
-    float     f[8], wv[8], ss[QS_ROWS], am = 0.0f, r;
+    unsigned  bi = blockIdx.z, lane = threadIdx.x % 8, s, kk, j;
+    unsigned  col = head * VT8_D + lane * 8, n1 = l - n0;
+    unsigned  ri0 = blockIdx.y * VT8_KEYS + threadIdx.x / 8;
+    float     f[8], w0[8], w1[8], ss[QS_ROWS], r;
     uint4     raw[QS_ROWS];
 
     #pragma unroll
     for (j = 0; j < QS_ROWS; j++) {
-        unsigned  ri = ri0 + j * per;
+        unsigned  ri = ri0 + j * 32;
 
-        if (ri < n) {
-            raw[j] = *(const uint4 *) (src + ((size_t) bi * n + ri) * 3 * w
+        raw[j] = make_uint4(0, 0, 0, 0);
+        if (ri < n0) {
+            raw[j] = *(const uint4 *) (src0 + ((size_t) bi * n0 + ri) * 3 * w
                                        + part * w + col);
+        } else if (ri < l) {
+            raw[j] = *(const uint4 *) (src1 + ((size_t) bi * n1 + ri - n0)
+                                              * 3 * w + part * w + col);
         }
     }
     if (part == 2) {                    /* uniform in the block */
-        #pragma unroll
-        for (j = 0; j < QS_ROWS; j++) {
-            unsigned  ri = ri0 + j * per;
+        size_t  bh = (size_t) bi * heads + head;
 
-            if (ri < n) {
-                sd_unpack8(raw[j], f);
-                for (kk = 0; kk < 8; kk++) {
-                    am = fmaxf(am, fabsf(f[kk]));
-                }
-                *(uint4 *) (v + ((size_t) bi * l + r0 + ri) * w + col) =
-                    raw[j];
-            }
-        }
-        for (s = 16; s; s >>= 1) {
-            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, s));
-        }
-        if (threadIdx.x % 32 == 0) {
-            atomicMax((unsigned *) &vamax[bi * heads + head],
-                      __float_as_uint(am));
-        }
+        vt8_tile(raw, vt + bh * VT8_D * lp, (int) (blockIdx.y * VT8_KEYS),
+                 (int) lp, vts + bh * gridDim.y + blockIdx.y, vamax + bh);
         return;
     }
     #pragma unroll
     for (j = 0; j < QS_ROWS; j++) {
         ss[j] = 0.0f;
-        if (ri0 + j * per < n) {
-            sd_unpack8(raw[j], f);
-            for (kk = 0; kk < 8; kk++) {
-                ss[j] += f[kk] * f[kk];
-            }
+        sd_unpack8(raw[j], f);
+        for (kk = 0; kk < 8; kk++) {
+            ss[j] += f[kk] * f[kk];
         }
     }
-    for (s = g / 2; s; s >>= 1) {
+    for (s = 4; s; s >>= 1) {
         #pragma unroll
         for (j = 0; j < QS_ROWS; j++) {
             ss[j] += __shfl_xor_sync(0xffffffffu, ss[j], s);
         }
     }
-    sd_unpack8(*(const uint4 *) ((part == 0 ? nq : nk) + lane * 8), wv);
+    sd_unpack8(*(const uint4 *) ((part == 0 ? nq0 : nk0) + lane * 8), w0);
+    sd_unpack8(*(const uint4 *) (src1 ? (part == 0 ? nq1 : nk1) + lane * 8
+                                      : (part == 0 ? nq0 : nk0) + lane * 8),
+               w1);
     r = 1.0f / (part == 0 ? sq : sk);
     #pragma unroll
     for (j = 0; j < QS_ROWS; j++) {
-        unsigned  ri = ri0 + j * per;
-        size_t    drow = (size_t) bi * l + r0 + ri;
+        unsigned  ri = ri0 + j * 32;
+        int       first = ri < n0;
+        size_t    drow = (size_t) bi * l + ri;
         float     inv;
 
-        if (ri >= n) {
+        if (ri >= l) {
             continue;
         }
-        inv = rsqrtf(ss[j] / (float) d + eps);
+        inv = rsqrtf(ss[j] / (float) VT8_D + eps);
         sd_unpack8(raw[j], f);
+        #pragma unroll
         for (kk = 0; kk < 8; kk++) {
-            f[kk] *= inv * wv[kk] * r;
+            f[kk] *= inv * (first ? w0[kk] : w1[kk]) * r;
         }
         *(uint2 *) ((part == 0 ? q : k) + drow * w + col) = fp8x8(f);
         if (col == 0) {
@@ -357,37 +353,46 @@ qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
 
 sd_status
 sd_cuda_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,
-    sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *src,
-    const sd_tensor *nq, const sd_tensor *nk, int heads, float eps,
-    float sq, float sk)
+    sd_tensor *vt, sd_tensor *vts, sd_tensor *vamax,
+    const sd_tensor *const src[2], const sd_tensor *const nq[2],
+    const sd_tensor *const nk[2], int heads, float eps, float sq, float sk)
 {
-    int64_t    rows = src->ne[0] * src->ne[1], w = src->ne[2] / 3;
-    int64_t    d = w / heads, g = d / 8, total = rows * (3 * w / 8);
-    uintptr_t  al = (uintptr_t) src->data | (uintptr_t) q8->data
-                    | (uintptr_t) k8->data | (uintptr_t) v->data
-                    | (uintptr_t) nq->data | (uintptr_t) nk->data;
+    int64_t    b = q8->ne[0], l = q8->ne[1], w = q8->ne[2];
+    int64_t    n0 = src[0]->ne[1], nt = sd_fp8_vt_tiles(l);
+    uintptr_t  al = (uintptr_t) src[0]->data | (uintptr_t) q8->data
+                    | (uintptr_t) k8->data | (uintptr_t) vt->data
+                    | (uintptr_t) nq[0]->data | (uintptr_t) nk[0]->data;
+    int        i, ok = 1;
 
-    if (src->dtype != SD_DT_BF16 || nq->dtype != SD_DT_BF16
-        || nk->dtype != SD_DT_BF16 || d % 8 != 0 || g > 32
-        || (g & (g - 1)) != 0 || total >= ((int64_t) 1 << 31)
-        || (al & 15) != 0 || q8->scale == NULL || k8->scale == NULL
-        || 3 * heads > 65535 || src->ne[0] > 65535)
+    for (i = 0; i < 2; i++) {
+        if (src[i] == NULL) {
+            continue;
+        }
+        al |= (uintptr_t) src[i]->data | (uintptr_t) nq[i]->data
+              | (uintptr_t) nk[i]->data;
+        ok &= src[i]->dtype == SD_DT_BF16 && nq[i]->dtype == SD_DT_BF16
+              && nk[i]->dtype == SD_DT_BF16;
+    }
+    if (!ok || w != (int64_t) heads * VT8_D || (al & 15) != 0
+        || q8->scale == NULL || k8->scale == NULL || 3 * heads > 65535
+        || b > 65535 || nt > 65535 || b * l * 3 * w >= ((int64_t) 1 << 31))
     {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: qkv_split into "
-                         "E4M3 takes aligned BF16 rows and heads of 8 to 256 "
-                         "(a power of two over 8; %lld)", (long long) d);
+                         "E4M3 takes aligned BF16 rows and heads of 64");
     }
-    qkv_split_fp8_kernel<<<dim3((unsigned) (3 * heads),
-                                (unsigned) ((src->ne[1] + QS_ROWS * (256 / g)
-                                             - 1) / (QS_ROWS * (256 / g))),
-                                (unsigned) src->ne[0]), 256, 0,
+    qkv_split_fp8_kernel<<<dim3((unsigned) (3 * heads), (unsigned) nt,
+                                (unsigned) b), VT8_THREADS, 0,
                            sd_cuda_of(q8)->stream>>>(
         (uint8_t *) q8->data, (uint8_t *) k8->data, q8->scale, k8->scale,
-        (__nv_bfloat16 *) v->data, (float *) vamax->data,
-        (const __nv_bfloat16 *) src->data, (const __nv_bfloat16 *) nq->data,
-        (const __nv_bfloat16 *) nk->data, (unsigned) src->ne[1],
-        (unsigned) q8->ne[1], (unsigned) r0, (unsigned) w, (unsigned) d,
-        (unsigned) g, (unsigned) heads, eps, sq, sk);
+        (uint8_t *) vt->data, (float *) vts->data, (float *) vamax->data,
+        (const __nv_bfloat16 *) src[0]->data,
+        src[1] ? (const __nv_bfloat16 *) src[1]->data : NULL,
+        (const __nv_bfloat16 *) nq[0]->data,
+        (const __nv_bfloat16 *) nk[0]->data,
+        src[1] ? (const __nv_bfloat16 *) nq[1]->data : NULL,
+        src[1] ? (const __nv_bfloat16 *) nk[1]->data : NULL,
+        (unsigned) n0, (unsigned) l, (unsigned) sd_fp8_vt_len(l),
+        (unsigned) w, (unsigned) heads, eps, sq, sk);
     SD_CU_LAUNCHED();
     return SD_OK;
 }

@@ -11,9 +11,12 @@
  * scale a bound of its values known before the product (the row norms of
  * A and B: Cauchy-Schwarz), which the feed-forward's GELU product uses by
  * default (sd_cuda_linear_rows8: the hidden layer then needs no pass to
- * find its rows' maxima and quantize them before the second product);
- * and the QKV split (sd_cuda_g8_split: RMSNorm per head, q and k in
- * E4M3, v and its maxima), behind SD_CUDA_G8=1.
+ * find its rows' maxima and quantize them before the second product).
+ * The QKV split fused as an epilogue (SD_CUDA_G8=1) was removed on
+ * 2026-12-02: slower than cuBLASLt and the split's pass (66.61 against
+ * 65.29 ms a Large step; gemm8_check 0.2516 ms against 0.197 + 0.052),
+ * and the split now writes V^T for the attention from both streams at
+ * once.
  *
  * A persistent kernel, one block an SM, 384 threads: warpgroup 0 is the
  * producer (one thread issues TMA copies of a BM x 128-byte tile of A and
@@ -58,6 +61,10 @@
  * the E4M3 GELU product 0.308 against 0.301, the out projection 0.081
  * against 0.077; the Large step 65.52 / 65.68 against 65.29 / 65.36 ms):
  * a consumer ahead holds stages the producer would refill.
+ * Not kept (2026-12-02, H100): GELU's tanh of a pair in one
+ * tanh.approx.f16x2 (-DG8_TANH16): the E4M3 GELU rows 0.3053 / 0.3060 ms
+ * against 0.3002 / 0.3008, error 1.89e-1 against 1.82e-1 (codes up to 5
+ * apart), the Large step 67.35 / 67.15 ms against 67.41 / 67.18: no gain.
  *
  * The invariant that is not obvious: a stage is refilled only after every
  * consumer warp has waited for the products that read it (the empty
@@ -103,7 +110,6 @@ struct g8_smem {
     uint8_t   e[2][2][G8_EBUF];         /* a consumer's output chunks */
     float     cs[BN];                   /* the tile's column scales */
     float     cb[BN];                   /* and bias */
-    float     nw[2][64];                /* the QKV split's norm weights */
     uint64_t  full[G8_ST];
     uint64_t  empty[G8_ST];
 };
@@ -183,33 +189,6 @@ g8_mma(float *d, uint64_t da, uint64_t db, int acc)
 }
 
 
-#if defined(G8_TANH16)
-/*
- * -DG8_TANH16 (a variant gemm8_check measures, not built by default; not
- * yet run on the GPU): GELU of a pair with one tanh.approx.f16x2, half
- * the MUFU operations of two tanh.approx.f32 (16 a clock an SM: at a
- * 128 x 256 tile's 32,768 outputs about 2,000 clocks of the epilogue,
- * which folding GELU's other arithmetic did not shorten). The tanh's
- * argument rounded to F16 and its result to F16's step near 1 (2^-11):
- * about the error tanh.approx.f32 has already (2^-10.99), far under the
- * E4M3 output's.
- */
-static __device__ __forceinline__ void
-g8_gelu2(float *x0, float *x1)
-{
-    float     u0 = 0.7978845608f * (*x0 + 0.044715f * *x0 * *x0 * *x0);
-    float     u1 = 0.7978845608f * (*x1 + 0.044715f * *x1 * *x1 * *x1);
-    __half2   h = __floats2half2_rn(u0, u1), t;
-    uint32_t  hi = *(uint32_t *) &h, to;
-    float2    tf;
-
-    asm("tanh.approx.f16x2 %0, %1;" : "=r"(to) : "r"(hi));
-    t = *(__half2 *) &to;
-    tf = __half22float2(t);
-    *x0 = 0.5f * *x0 * (1.f + tf.x);
-    *x1 = 0.5f * *x1 * (1.f + tf.y);
-}
-#else
 /* SD3's feed-forward activation, the tanh form (cuBLASLt's GELU) */
 static __device__ __forceinline__ float
 g8_gelu(float x)
@@ -219,7 +198,6 @@ g8_gelu(float x)
     asm("tanh.approx.f32 %0, %1;" : "=f"(th) : "f"(u));
     return 0.5f * x * (1.f + th);
 }
-#endif
 
 
 /* a thread's four outputs of an accumulator's column pair: rows r and
@@ -234,15 +212,10 @@ g8_out4(float *v, const float *a, float s0, float s1, float2 sc, float2 bi,
     v[2] = a[2] * s1 * sc.x + bi.x;
     v[3] = a[3] * s1 * sc.y + bi.y;
     if (gelu) {
-#if defined(G8_TANH16)
-        g8_gelu2(&v[0], &v[1]);
-        g8_gelu2(&v[2], &v[3]);
-#else
         v[0] = g8_gelu(v[0]);
         v[1] = g8_gelu(v[1]);
         v[2] = g8_gelu(v[2]);
         v[3] = g8_gelu(v[3]);
-#endif
     }
 }
 
@@ -266,168 +239,6 @@ g8_pack_bf16(float lo, float hi)
     __nv_bfloat162  v = __floats2bfloat162_rn(lo, hi);
 
     return *(uint32_t *) &v;
-}
-
-/*
- * The QKV split of one 64 x 64 chunk of the product's output (one head
- * of q, k or v): a[4 kk + 2 rr + e] is row gr0 + rl0 + 8 rr, column
- * hcol + 8 kk + 2 (lane % 4) + e before the scales (acc sa[row] sb[col]
- * + bias[col], rounded to BF16 as the product's output would be). q, k:
- * RMS-normalized per row, E4M3 into a 64 x 64-byte buffer (16-byte unit
- * u of row r at u ^ ((r / 2) % 4)), v: BF16 into 64 x 128 bytes
- * (u ^ (r % 8)); both conflict-free. Then, after the warpgroup's
- * barrier, read back as 16-byte row pieces and stored at their rows of
- * the sequence (a buffer is written again two chunks on, after the
- * barrier of the chunk between: every thread is done reading it).
- */
-static __device__ __forceinline__ void
-g8_qkv_chunk(const sd_cuda_g8_split &p, const float *cs, const float *cb,
-    const float (*nw)[64], const float *a, float sa0, float sa1,
-    uint32_t buf, int gr0, int m, int hcol, int t, int cw)
-{
-    int    lane = t % 32, qd = lane % 4, rl0 = (t / 32) * 16 + lane / 4;
-    int    part = hcol / p.w, hc = hcol - part * p.w, kk, rr, i;
-    float  x[32];
-
-    #pragma unroll
-    for (kk = 0; kk < 8; kk++) {
-        int     cl = 8 * kk + 2 * qd;
-        float2  sc = *(const float2 *) &cs[cl];
-        float2  bi = *(const float2 *) &cb[cl];
-
-        #pragma unroll
-        for (rr = 0; rr < 2; rr++) {
-            float  sr = rr ? sa1 : sa0;
-
-            x[4 * kk + 2 * rr] = __bfloat162float(__float2bfloat16_rn(
-                a[4 * kk + 2 * rr] * sr * sc.x + bi.x));
-            x[4 * kk + 2 * rr + 1] = __bfloat162float(__float2bfloat16_rn(
-                a[4 * kk + 2 * rr + 1] * sr * sc.y + bi.y));
-        }
-    }
-    if (part < 2) {
-        const float  *wv = nw[part];
-        float         r = 1.f / (part == 0 ? p.sq : p.sk);
-
-        #pragma unroll
-        for (rr = 0; rr < 2; rr++) {
-            int    row = rl0 + 8 * rr;
-            float  ss = 0.f, inv;
-
-            #pragma unroll
-            for (kk = 0; kk < 8; kk++) {
-                ss += x[4 * kk + 2 * rr] * x[4 * kk + 2 * rr];
-                ss += x[4 * kk + 2 * rr + 1] * x[4 * kk + 2 * rr + 1];
-            }
-            ss += __shfl_xor_sync(0xffffffffu, ss, 1);
-            ss += __shfl_xor_sync(0xffffffffu, ss, 2);
-            inv = rsqrtf(ss / 64.f + p.eps);
-            #pragma unroll
-            for (kk = 0; kk < 8; kk++) {
-                int       cl = 8 * kk + 2 * qd;
-                uint32_t  o = buf + row * 64
-                              + (((kk / 2) ^ ((row / 2) & 3)) << 4)
-                              + (kk & 1) * 8 + 2 * qd;
-                uint16_t  v2 = (uint16_t) __nv_cvt_float2_to_fp8x2(
-                    make_float2(x[4 * kk + 2 * rr] * (inv * wv[cl] * r),
-                                x[4 * kk + 2 * rr + 1]
-                                * (inv * wv[cl + 1] * r)),
-                    __NV_SATFINITE, __NV_E4M3);
-
-                asm volatile("st.shared.b16 [%0], %1;" :: "r"(o), "h"(v2));
-            }
-        }
-        asm volatile("bar.sync %0, 128;" :: "r"(2 + cw) : "memory");
-        #pragma unroll
-        for (i = 0; i < 2; i++) {
-            int    row = t / 4 + 32 * i, u = t % 4, gr = gr0 + row;
-            uint4  val;
-
-            asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];"
-                         : "=r"(val.x), "=r"(val.y), "=r"(val.z),
-                           "=r"(val.w)
-                         : "r"(buf + row * 64 + ((u ^ ((row / 2) & 3)) << 4))
-                         : "memory");
-            if (gr < m) {
-                int      bi = gr / p.n;
-                int64_t  drow = (int64_t) bi * p.l + p.r0 + gr - bi * p.n;
-
-                *(uint4 *) ((part == 0 ? p.q8 : p.k8) + drow * p.w + hc
-                            + 16 * u) = val;
-                if (hc == 0 && u == 0) {
-                    (part == 0 ? p.qs : p.ks)[drow] =
-                        part == 0 ? p.sq : p.sk;
-                }
-            }
-        }
-        return;
-    }
-    {
-        /* v: the chunk's largest |v| (rows past m count 0), one atomic
-           a warp when its 16 rows are of one batch, else one a row */
-        float  am[2] = { 0.f, 0.f };
-        int    g0 = gr0 + rl0 - lane / 4, b0 = g0 / p.n;
-        int    one = (g0 + 15) / p.n == b0;
-
-        #pragma unroll
-        for (rr = 0; rr < 2; rr++) {
-            int  row = rl0 + 8 * rr;
-
-            #pragma unroll
-            for (kk = 0; kk < 8; kk++) {
-                uint32_t  o = buf + row * 128 + ((kk ^ (row & 7)) << 4)
-                              + 4 * qd;
-
-                am[rr] = fmaxf(am[rr], fmaxf(fabsf(x[4 * kk + 2 * rr]),
-                                             fabsf(x[4 * kk + 2 * rr + 1])));
-                asm volatile("st.shared.b32 [%0], %1;"
-                             :: "r"(o), "r"(g8_pack_bf16(
-                                 x[4 * kk + 2 * rr],
-                                 x[4 * kk + 2 * rr + 1])));
-            }
-            am[rr] = gr0 + row < m ? am[rr] : 0.f;
-            am[rr] = fmaxf(am[rr], __shfl_xor_sync(0xffffffffu, am[rr], 1));
-            am[rr] = fmaxf(am[rr], __shfl_xor_sync(0xffffffffu, am[rr], 2));
-        }
-        if (one) {
-            float  wm = fmaxf(am[0], am[1]);
-
-            for (i = 4; i < 32; i *= 2) {
-                wm = fmaxf(wm, __shfl_xor_sync(0xffffffffu, wm, i));
-            }
-            if (lane == 0 && wm > 0.f) {
-                atomicMax((unsigned *) &p.vamax[b0 * p.heads + hc / 64],
-                          __float_as_uint(wm));
-            }
-        } else if (qd == 0) {
-            for (rr = 0; rr < 2; rr++) {
-                int  gr = gr0 + rl0 + 8 * rr;
-
-                if (gr < m && am[rr] > 0.f) {
-                    atomicMax((unsigned *) &p.vamax[(gr / p.n) * p.heads
-                                                    + hc / 64],
-                              __float_as_uint(am[rr]));
-                }
-            }
-        }
-    }
-    asm volatile("bar.sync %0, 128;" :: "r"(2 + cw) : "memory");
-    #pragma unroll
-    for (i = 0; i < 4; i++) {
-        int    row = t / 8 + 16 * i, u = t % 8, gr = gr0 + row;
-        uint4  val;
-
-        asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];"
-                     : "=r"(val.x), "=r"(val.y), "=r"(val.z), "=r"(val.w)
-                     : "r"(buf + row * 128 + ((u ^ (row & 7)) << 4))
-                     : "memory");
-        if (gr < m) {
-            int      bi = gr / p.n;
-            int64_t  drow = (int64_t) bi * p.l + p.r0 + gr - bi * p.n;
-
-            *(uint4 *) (p.v + drow * p.w + hc + 8 * u) = val;
-        }
-    }
 }
 
 
@@ -534,27 +345,23 @@ g8_out_e4m3(float (*acc)[BN / 2], const float *cs, const float *cb,
 
 
 /*
- * The epilogues, a template argument of the kernel: BF16 out, E4M3 rows
- * (sd_cuda_g8_q), the QKV split (sd_cuda_g8_split), the first two GELU'd
- * or not (G8_E_GELU). One kernel a kind, not one with run-time branches
- * around every kind's code: that kernel held 8,192 instructions, and at
- * the QKV shape its consumers spent a fifth of their time in the
- * epilogue, a third of it waiting for instructions to be fetched (ncu's
- * stall samples, session 17).
+ * The epilogues, a template argument of the kernel: BF16 out or E4M3 rows
+ * (sd_cuda_g8_q), either GELU'd or not (G8_E_GELU). One kernel a kind,
+ * not one with run-time branches around every kind's code: that kernel
+ * held 8,192 instructions, and at the QKV shape its consumers spent a
+ * fifth of their time in the epilogue, a third of it waiting for
+ * instructions to be fetched (ncu's stall samples, session 17).
  */
 #define G8_E_BF16   0
 #define G8_E_GELU   1
 #define G8_E_Q8     2
-#define G8_E_SPLIT  4
 
 /*
  * grid: min(tiles, SMs) blocks of G8_THREADS; d = acc sa[row] sb[col]
  * (+ bias[col]) (GELU) as BF16 through the map td, or as E4M3 rows
- * (q8o), or the QKV split (qkv: g8_qkv_chunk), as EPI says. A thread of
- * consumer
- * warp w holds, of each 64 x BN accumulator of its warpgroup, rows
- * 16 w + lane / 4 and 8 more, columns 8 j + 2 (lane % 4) and the next:
- * acc[mi][4 j ...].
+ * (q8o), as EPI says. A thread of consumer warp w holds, of each 64 x BN
+ * accumulator of its warpgroup, rows 16 w + lane / 4 and 8 more, columns
+ * 8 j + 2 (lane % 4) and the next: acc[mi][4 j ...].
  */
 template <int BM, int BN, int EPI>
 __global__ void __launch_bounds__(G8_THREADS, 1)
@@ -562,13 +369,12 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
     const __grid_constant__ CUtensorMap tb,
     const __grid_constant__ CUtensorMap td, int m, int n, int k,
     const float *sa, const float *sb, const __nv_bfloat16 *bias,
-    const sd_cuda_g8_q q8o, const sd_cuda_g8_split qkv)
+    const sd_cuda_g8_q q8o)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     const int         MI = BM / 128;    /* m64 products a warpgroup */
     constexpr int     gelu = EPI & G8_E_GELU;
     constexpr bool    q8 = (EPI & G8_E_Q8) != 0;
-    constexpr bool    split = EPI == G8_E_SPLIT;
     extern __shared__ __align__(1024) unsigned char  g8_raw[];
     g8_smem<BM, BN>  *sm = (g8_smem<BM, BN> *) g8_raw;
     int               wg = threadIdx.x / 128, t = threadIdx.x % 128;
@@ -636,15 +442,6 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                 qb = fmaxf(qb, sm->cb[i]);
             }
             asm volatile("bar.sync 1, 256;" ::: "memory");
-        }
-
-        if (split && threadIdx.x < 256) {
-            /* visible to both consumers after the first tile's
-               products (bar.sync 1 below) */
-            int  i = threadIdx.x - 128;
-
-            sm->nw[i / 64][i % 64] = __bfloat162float(
-                (i < 64 ? qkv.nq : qkv.nk)[i % 64]);
         }
 
         for (mi = 0; mi < MI; mi++) {
@@ -727,15 +524,6 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                     for (int c = 0; c < BN / 64; c++, ec++) {
                         uint32_t  buf = eb + (ec & 1) * G8_EBUF;
 
-                        if constexpr (split) {
-                            /* never with TMA stores: one barrier a chunk
-                               keeps the buffers apart (g8_qkv_chunk) */
-                            g8_qkv_chunk(qkv, sm->cs + 64 * c, sm->cb + 64 * c,
-                                         sm->nw, acc[mi] + 32 * c, sa0[mi],
-                                         sa1[mi], buf, mw + 64 * mi, m,
-                                         n0 + 64 * c, t, cw);
-                            continue;
-                        }
                         g8_chunk_begin(t, cw);
                         #pragma unroll
                         for (kk = 0; kk < 8; kk++) {
@@ -781,7 +569,6 @@ g8_smem_attr(void)
         (const void *) g8_kernel<BM, BN, G8_E_BF16 | G8_E_GELU>,
         (const void *) g8_kernel<BM, BN, G8_E_Q8>,
         (const void *) g8_kernel<BM, BN, G8_E_Q8 | G8_E_GELU>,
-        (const void *) g8_kernel<BM, BN, G8_E_SPLIT>,
     };
     size_t              i;
     cudaError_t         e = cudaSuccess;
@@ -878,20 +665,17 @@ static cudaError_t
 g8_launch(const void *a, int64_t lda, const void *b, int64_t ldb,
     const CUtensorMap *td, int m, int n, int k, const float *sa,
     const float *sb, const void *bias, int gelu, const sd_cuda_g8_q *q,
-    const sd_cuda_g8_split *qkv, int sms, cudaStream_t st)
+    int sms, cudaStream_t st)
 {
     CUtensorMap           ta, tb;
     int                   tiles = ((m + BM - 1) / BM) * ((n + BN - 1) / BN);
     unsigned              grid;
     size_t                smem = G8_SMEM_BYTES(BM, BN);
     const __nv_bfloat16  *bi = (const __nv_bfloat16 *) bias;
-    int                   epi = qkv->w ? G8_E_SPLIT
-                                : (q->ys ? G8_E_Q8 : G8_E_BF16)
-                                  | (gelu ? G8_E_GELU : 0);
+    int                   epi = (q->ys ? G8_E_Q8 : G8_E_BF16)
+                                | (gelu ? G8_E_GELU : 0);
 
-    if ((qkv->w && (gelu || q->ys)) || !g8_map(&ta, a, m, k, lda, BM)
-        || !g8_map(&tb, b, n, k, ldb, BN))
-    {
+    if (!g8_map(&ta, a, m, k, lda, BM) || !g8_map(&tb, b, n, k, ldb, BN)) {
         return cudaErrorInvalidValue;
     }
     if (sms <= 0 || sms > g8_sms) {
@@ -900,7 +684,7 @@ g8_launch(const void *a, int64_t lda, const void *b, int64_t ldb,
     grid = (unsigned) (tiles < sms ? tiles : sms);
 #define G8_GO(e)                                                            \
     g8_kernel<BM, BN, e><<<grid, G8_THREADS, smem, st>>>(                  \
-        ta, tb, *td, m, n, k, sa, sb, bi, *q, *qkv)
+        ta, tb, *td, m, n, k, sa, sb, bi, *q)
     switch (epi) {
     case G8_E_BF16:
         G8_GO(G8_E_BF16);
@@ -913,9 +697,6 @@ g8_launch(const void *a, int64_t lda, const void *b, int64_t ldb,
         break;
     case G8_E_Q8 | G8_E_GELU:
         G8_GO(G8_E_Q8 | G8_E_GELU);
-        break;
-    default:
-        G8_GO(G8_E_SPLIT);
         break;
     }
 #undef G8_GO
@@ -937,12 +718,11 @@ sd_cuda_g8_gemm(void *d, int64_t ldd, const void *a, int64_t lda,
     const float *sb, const void *bias, int gelu, int tile, int sms,
     cudaStream_t st)
 {
-    CUtensorMap       td;
-    sd_cuda_g8_split  none;
-    sd_cuda_g8_q      bf;
-    cuuint64_t        dims[2] = { (cuuint64_t) n, (cuuint64_t) m };
-    cuuint64_t        strides[1] = { (cuuint64_t) ldd * 2 };
-    cuuint32_t        bx[2] = { 64, 64 };
+    CUtensorMap   td;
+    sd_cuda_g8_q  bf;
+    cuuint64_t    dims[2] = { (cuuint64_t) n, (cuuint64_t) m };
+    cuuint64_t    strides[1] = { (cuuint64_t) ldd * 2 };
+    cuuint32_t    bx[2] = { 64, 64 };
 
     if (m <= 0 || n <= 0 || k <= 0 || k % 16 != 0 || lda % 16 != 0
         || ldb % 16 != 0 || n % 8 != 0 || ldd % 8 != 0
@@ -953,15 +733,14 @@ sd_cuda_g8_gemm(void *d, int64_t ldd, const void *a, int64_t lda,
     {
         return cudaErrorInvalidValue;
     }
-    memset(&none, 0, sizeof(none));
     memset(&bf, 0, sizeof(bf));
     switch (tile) {
     case 128256:
         return g8_launch<128, 256>(a, lda, b, ldb, &td, m, n, k, sa, sb,
-                                   bias, gelu, &bf, &none, sms, st);
+                                   bias, gelu, &bf, sms, st);
     case 256128:
         return g8_launch<256, 128>(a, lda, b, ldb, &td, m, n, k, sa, sb,
-                                   bias, gelu, &bf, &none, sms, st);
+                                   bias, gelu, &bf, sms, st);
     default:
         return cudaErrorInvalidValue;
     }
@@ -978,11 +757,10 @@ sd_cuda_g8_gemm8(void *d, int64_t ldd, const void *a, int64_t lda,
     const float *sb, const void *bias, int gelu, const sd_cuda_g8_q *q,
     int tile, int sms, cudaStream_t st)
 {
-    CUtensorMap       td;
-    sd_cuda_g8_split  none;
-    cuuint64_t        dims[2] = { (cuuint64_t) n, (cuuint64_t) m };
-    cuuint64_t        strides[1] = { (cuuint64_t) ldd };
-    cuuint32_t        bx[2] = { 128, 64 };
+    CUtensorMap  td;
+    cuuint64_t   dims[2] = { (cuuint64_t) n, (cuuint64_t) m };
+    cuuint64_t   strides[1] = { (cuuint64_t) ldd };
+    cuuint32_t   bx[2] = { 128, 64 };
 
     if (m <= 0 || n <= 0 || k <= 0 || k % 16 != 0 || lda % 16 != 0
         || ldb % 16 != 0 || n % 16 != 0 || ldd % 16 != 0
@@ -994,14 +772,13 @@ sd_cuda_g8_gemm8(void *d, int64_t ldd, const void *a, int64_t lda,
     {
         return cudaErrorInvalidValue;
     }
-    memset(&none, 0, sizeof(none));
     switch (tile) {
     case 128256:
         return g8_launch<128, 256>(a, lda, b, ldb, &td, m, n, k, sa, sb,
-                                   bias, gelu, q, &none, sms, st);
+                                   bias, gelu, q, sms, st);
     case 256128:
         return g8_launch<256, 128>(a, lda, b, ldb, &td, m, n, k, sa, sb,
-                                   bias, gelu, q, &none, sms, st);
+                                   bias, gelu, q, sms, st);
     default:
         return cudaErrorInvalidValue;
     }
@@ -1135,37 +912,6 @@ sd_cuda_g8_wnorm(float *out, const void *b, const float *sb, int n, int k,
 }
 
 
-/*
- * The QKV product with the split fused (sd_cuda_g8_split): a (m x k E4M3
- * rows) times b (3 w x k E4M3 rows) with scales sa, sb and bias, into
- * p's q8, k8, v, vamax; w % 128 == 0.
- */
-cudaError_t
-sd_cuda_g8_qkv(const void *a, int64_t lda, const void *b, int64_t ldb,
-    int m, int k, const float *sa, const float *sb, const void *bias,
-    const sd_cuda_g8_split *p, int sms, cudaStream_t st)
-{
-    CUtensorMap  td;
-
-    if (m <= 0 || k <= 0 || k % 16 != 0 || lda % 16 != 0 || ldb % 16 != 0
-        || p->w <= 0 || p->w % 128 != 0
-        || p->n <= 0 || p->heads * 64 != p->w
-        || (((uintptr_t) a | (uintptr_t) b) & 15) != 0 || sa == NULL
-        || sb == NULL)
-    {
-        return cudaErrorInvalidValue;
-    }
-    memset(&td, 0, sizeof(td));         /* no TMA store in this mode */
-    {
-        sd_cuda_g8_q  bf;
-
-        memset(&bf, 0, sizeof(bf));
-        return g8_launch<256, 128>(a, lda, b, ldb, &td, m, 3 * p->w, k, sa,
-                                   sb, bias, 0, &bf, p, sms, st);
-    }
-}
-
-
 #if !defined(G8_STANDALONE)   /* tests/gpu/gemm8_check.cu: the kernel alone */
 
 /*
@@ -1275,70 +1021,6 @@ sd_cuda_linear_rows8(sd_err *err, sd_tensor *y, const sd_tensor *x,
     sd_cuda_scratch_free(c, scr);
     if (e != cudaSuccess) {
         return sd_cuda_fail(err, e, "linear_rows8", __FILE__, __LINE__);
-    }
-    return SD_OK;
-}
-
-
-/*
- * Whether sd_cuda_linear_qkv_fp8 takes these: x (B, n, K) E4M3 rows with
- * their scales, w (3 W, K) E4M3 with row scales on the device, BF16 bias
- * (or none), v and the norms BF16, W = 64 heads, a multiple of 128.
- */
-int
-sd_cuda_linear_qkv_fp8_fits(const sd_tensor *q8, const sd_tensor *v,
-    const sd_tensor *x, const sd_tensor *w, const sd_tensor *b, int heads)
-{
-    int64_t  rows = x->ne[0] * x->ne[1], wd = w->ne[0] / 3;
-
-    return x->dtype == SD_DT_F8_E4M3 && sd_cuda_e4m3_rows(x, rows)
-           && w->dtype == SD_DT_F8_E4M3 && w->scale != NULL
-           && w->mem != SD_MEM_HOST && (b == NULL || b->dtype == SD_DT_BF16)
-           && v->dtype == SD_DT_BF16 && q8->scale != NULL
-           && wd % 128 == 0 && wd == (int64_t) heads * 64
-           && w->ne[1] % 16 == 0 && rows < (1 << 30)
-           && (((uintptr_t) x->data | (uintptr_t) w->data
-                | (uintptr_t) q8->data | (uintptr_t) v->data) & 15) == 0;
-}
-
-
-sd_status
-sd_cuda_linear_qkv_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,
-    sd_tensor *v, sd_tensor *vamax, int64_t r0, const sd_tensor *x,
-    const sd_tensor *w, const sd_tensor *b, const sd_tensor *nq,
-    const sd_tensor *nk, int heads, float eps, float sq, float sk)
-{
-    sd_cuda           *c = sd_cuda_of(q8);
-    sd_cuda_g8_split   p;
-    cudaError_t        e;
-
-    if (nq->dtype != SD_DT_BF16 || nk->dtype != SD_DT_BF16) {
-        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: the fused QKV "
-                         "split takes BF16 norms");
-    }
-    memset(&p, 0, sizeof(p));
-    p.q8 = (uint8_t *) q8->data;
-    p.k8 = (uint8_t *) k8->data;
-    p.qs = q8->scale;
-    p.ks = k8->scale;
-    p.v = (__nv_bfloat16 *) v->data;
-    p.vamax = (float *) vamax->data;
-    p.nq = (const __nv_bfloat16 *) nq->data;
-    p.nk = (const __nv_bfloat16 *) nk->data;
-    p.w = (int) (w->ne[0] / 3);
-    p.n = (int) x->ne[1];
-    p.l = (int) q8->ne[1];
-    p.r0 = (int) r0;
-    p.heads = heads;
-    p.eps = eps;
-    p.sq = sq;
-    p.sk = sk;
-    e = sd_cuda_g8_qkv(x->data, w->ne[1], w->data, w->ne[1],
-                       (int) (x->ne[0] * x->ne[1]), (int) w->ne[1], x->scale,
-                       w->scale, b ? b->data : NULL, &p,
-                       c->lane ? c->lane1_sms : 0, c->stream);
-    if (e != cudaSuccess) {
-        return sd_cuda_fail(err, e, "linear_qkv_fp8", __FILE__, __LINE__);
     }
     return SD_OK;
 }

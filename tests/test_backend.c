@@ -1761,21 +1761,42 @@ mk_from(sd_backend *be, int ndim, const int64_t *shape, const float *h)
 }
 
 
+/* an E4M3 code's value */
+static float
+e4m3_val(uint8_t c)
+{
+    int    e = (c >> 3) & 0xf, m = c & 7;
+    float  v = e == 0 ? ldexpf((float) m, -9)
+                      : ldexpf(1.0f + (float) m / 8.0f, e - 7);
+
+    return (c & 0x80) ? -v : v;
+}
+
+
 /*
  * The FP8 attention pair (the policy's "attn" kind) against the CPU: two
- * streams split into one joint sequence (qkv_split_fp8 at rows 0 and lx),
- * q and k against the CPU's split rounded to E4M3 with the same fixed
- * scales, v and its per-head maxima exactly; then attention_fp8 against
- * the CPU's F32 attention of those E4M3 values (V rounded per head as the
- * kernel does; the rest is P in E4M3) and against the unquantized one.
+ * streams split into one joint sequence at once (qkv_split_fp8, the image
+ * rows then the text's), q and k against the CPU's split rounded to E4M3
+ * with the same fixed scales; V^T's codes, its tiles' scales and the
+ * per-head maxima exactly against the CPU's v quantized per tile of 128
+ * keys (the tiles straddle the two parts where lx is not a multiple of
+ * 128; the parts' v of different magnitudes, so a tile's scale differs
+ * from the next one's by up to 60x); then attention_fp8 against the
+ * CPU's F32 attention of those E4M3 values (the rest is P in E4M3) and
+ * against the unquantized one.
  */
 static void
 check_attn_fp8(sd_backend *cpu, sd_backend *be)
 {
-    static const int64_t  shapes[][3] = {       /* lx, lc, heads */
-        { 300, 77, 3 }, { 1024, 154, 2 }, { 64, 1, 1 }
+    static const struct {
+        int64_t  lx, lc;
+        int      h;
+        float    ax, ac;                /* the parts' magnitudes */
+    } shapes[] = {
+        { 300, 77, 3, 3.0f, 3.0f }, { 1024, 154, 2, 3.0f, 0.05f },
+        { 200, 77, 1, 0.05f, 3.0f }, { 64, 1, 1, 3.0f, 3.0f }
     };
-    enum { B = 2, D = 64 };
+    enum { B = 2, D = 64, TL = SD_FP8_VT_TILE };
     size_t  si;
 
     if (!be->fp8_attn) {
@@ -1784,24 +1805,27 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
     }
     t_round = 1;
     for (si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
-        int64_t     lx = shapes[si][0], lc = shapes[si][1], l = lx + lc;
-        int         h = (int) shapes[si][2];
-        int64_t     w = (int64_t) h * D, nl = B * l * w, i, bi, hi, r;
+        int64_t     lx = shapes[si].lx, lc = shapes[si].lc, l = lx + lc;
+        int         h = shapes[si].h;
+        int64_t     w = (int64_t) h * D, nl = B * l * w, i, bi, hi, r, p;
+        int64_t     lp = sd_fp8_vt_len(l), nt = sd_fp8_vt_tiles(l);
         int64_t     sx[3] = { B, lx, 3 * w }, sc[3] = { B, lc, 3 * w };
         int64_t     sl[3] = { B, l, w }, sd = D, sv = B * h;
-        float      *hx = host_rand(B * lx * 3 * w, 3.0f);
-        float      *hc = host_rand(B * lc * 3 * w, 3.0f);
-        float      *hn[4], *ref[3] = { NULL }, *got[3] = { NULL };
+        int64_t     svt[4] = { B, h, D, lp }, sts = B * h * nt;
+        float      *hx = host_rand(B * lx * 3 * w, shapes[si].ax);
+        float      *hc = host_rand(B * lc * 3 * w, shapes[si].ac);
+        float      *hn[4], *ref[3] = { NULL }, *got[2] = { NULL };
         float      *gam = NULL, *go = NULL, *eo = NULL, *uo = NULL, amax[4];
-        float      *g8 = NULL;
-        sd_tensor  *o8 = NULL;
-        float       sq = 1.0f, sk = 1.0f, vs;
+        float      *g8 = NULL, *gvt = NULL, *gts = NULL;
+        sd_tensor  *o8 = NULL, *vt = NULL, *vts = NULL;
+        float       sq = 1.0f, sk = 1.0f;
         sd_tensor  *cx, *cc, *cn[4], *cq, *ck, *cv, *co, *gx, *gc, *gn[4];
-        sd_tensor  *q8 = NULL, *k8 = NULL, *gv, *go_t, *gamax = NULL;
+        sd_tensor  *q8 = NULL, *k8 = NULL, *go_t, *gamax = NULL;
+        const sd_tensor  *src[2], *nq[2], *nk[2];
         sd_err      err = {0};
         size_t      n;
         double      e;
-        int         j, ok;
+        int         j, ok, bad_codes = 0, bad_scales = 0, bad_max = 0;
 
         for (j = 0; j < 4; j++) {
             /* norm weights: q, k of the image stream, then the text's */
@@ -1824,39 +1848,47 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
         ck = MK(cpu, ACT, 0.0f, B, l, w);
         cv = MK(cpu, ACT, 0.0f, B, l, w);
         co = MK(cpu, ACT, 0.0f, B, l, w);
-        gv = MK(be, ACT, 0.0f, B, l, w);
         go_t = MK(be, ACT, 0.0f, B, l, w);
         ok = sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sl,
                               &q8) == SD_OK
              && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sl,
                                  &k8) == SD_OK
+             && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_U8, 4, svt,
+                                 &vt) == SD_OK
+             && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F32, 1, &sts,
+                                 &vts) == SD_OK
              && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F32, 1, &sv,
                                  &gamax) == SD_OK;
         T_CHECK(ok, "fp8 attention buffers: %s", err.msg);
         if (!(ok && hx && hc && cx && cc && gx && gc && cq && ck && cv && co
-              && gv && go_t && cn[0] && cn[1] && cn[2] && cn[3] && gn[0]
-              && gn[1] && gn[2] && gn[3]))
+              && go_t && cn[0] && cn[1] && cn[2] && cn[3] && gn[0] && gn[1]
+              && gn[2] && gn[3]))
         {
             goto next;
         }
+        src[0] = gx;
+        src[1] = gc;
+        nq[0] = gn[0];
+        nq[1] = gn[2];
+        nk[0] = gn[1];
+        nk[1] = gn[3];
         T_CHECK(sd_qkv_split(&err, cq, ck, cv, 0, cx, cn[0], cn[1], h,
                              1e-6f) == SD_OK
                 && sd_qkv_split(&err, cq, ck, cv, lx, cc, cn[2], cn[3], h,
                                 1e-6f) == SD_OK
                 && sd_scale(&err, gamax, gamax, 0.0f, 0.0f) == SD_OK
-                && sd_qkv_split_fp8(&err, q8, k8, gv, gamax, 0, gx, gn[0],
-                                    gn[1], h, 1e-6f, sq, sk) == SD_OK
-                && sd_qkv_split_fp8(&err, q8, k8, gv, gamax, lx, gc, gn[2],
-                                    gn[3], h, 1e-6f, sq, sk) == SD_OK,
+                && sd_qkv_split_fp8(&err, q8, k8, vt, vts, gamax, src, nq,
+                                    nk, h, 1e-6f, sq, sk) == SD_OK,
                 "qkv_split_fp8: %s", err.msg);
         ref[0] = host_of(cq, &n);
         ref[1] = host_of(ck, &n);
         ref[2] = host_of(cv, &n);
         got[0] = host_of(q8, &n);
         got[1] = host_of(k8, &n);
-        got[2] = host_of(gv, &n);
+        gvt = host_of(vt, &n);
+        gts = host_of(vts, &n);
         gam = host_of(gamax, &n);
-        if (!(ref[0] && ref[1] && ref[2] && got[0] && got[1] && got[2]
+        if (!(ref[0] && ref[1] && ref[2] && got[0] && got[1] && gvt && gts
               && gam))
         {
             goto next;
@@ -1876,33 +1908,54 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
                h, e, t_rel_l2(got[1], ref[1], (size_t) nl));
         T_CHECK(e < 5e-3 && t_rel_l2(got[1], ref[1], (size_t) nl) < 5e-3,
                 "qkv_split_fp8 q/k: %.3g", e);
-        T_CHECK(t_rel_l2(got[2], ref[2], (size_t) nl) == 0.0,
-                "qkv_split_fp8 v differs from the split");
-        for (bi = 0, ok = 1; bi < B; bi++) {
+        /* V^T: each tile's scale, each column's code (zeros past l), and
+           the reference's v replaced by its codes' values */
+        for (bi = 0; bi < B; bi++) {
             for (hi = 0; hi < h; hi++) {
-                float  m = 0.0f;
+                const float  *c = gvt + (bi * h + hi) * D * lp;
+                float         hm = 0.0f;
+                int64_t       t;
 
-                for (r = 0; r < l; r++) {
-                    for (j = 0; j < D; j++) {
-                        m = fmaxf(m, fabsf(ref[2][(bi * l + r) * w + hi * D
-                                                  + j]));
+                for (t = 0; t < nt; t++) {
+                    float  m = 0.0f, s;
+
+                    for (r = t * TL; r < l && r < (t + 1) * TL; r++) {
+                        for (j = 0; j < D; j++) {
+                            m = fmaxf(m, fabsf(ref[2][(bi * l + r) * w
+                                                      + hi * D + j]));
+                        }
+                    }
+                    s = fmaxf(m, 0x1p-64f) / 448.0f;
+                    bad_scales += gts[(bi * h + hi) * nt + t] != s;
+                    hm = fmaxf(hm, m);
+                    for (p = t * TL; p < lp && p < (t + 1) * TL; p++) {
+                        r = sd_fp8_vt_key(p);
+                        for (j = 0; j < D; j++) {
+                            float  *x = &ref[2][(bi * l + r) * w + hi * D
+                                                + j];
+                            float   want = r < l ? ref_e4m3(*x / s) : 0.0f;
+
+                            bad_codes += e4m3_val((uint8_t) c[j * lp + p])
+                                         != want;
+                            if (r < l) {
+                                *x = want * s;
+                            }
+                        }
                     }
                 }
-                ok &= gam[bi * h + hi] == m;
-                vs = m > 0.0f ? m / 448.0f : 1.0f;
-                for (r = 0; r < l; r++) {
-                    for (j = 0; j < D; j++) {
-                        float  *x = &ref[2][(bi * l + r) * w + hi * D + j];
-
-                        *x = ref_e4m3(*x / vs) * vs;
-                    }
-                }
+                bad_max += gam[bi * h + hi] != hm;
             }
         }
-        T_CHECK(ok, "qkv_split_fp8: per-head max |v| differs");
+        printf("   qkv_split_fp8 V^T: %lld tiles a head, codes differing "
+               "%d of %lld, tiles' scales %d, head maxima %d\n",
+               (long long) nt, bad_codes, (long long) (B * h * D * lp),
+               bad_scales, bad_max);
+        T_CHECK(bad_codes == 0 && bad_scales == 0 && bad_max == 0,
+                "qkv_split_fp8 V^T: %d codes, %d scales, %d maxima differ",
+                bad_codes, bad_scales, bad_max);
 
-        T_CHECK(sd_attention_fp8(&err, go_t, q8, k8, gv, gamax, h, sq, sk,
-                                 0.125f) == SD_OK,
+        T_CHECK(sd_attention_fp8(&err, go_t, q8, k8, vt, vts, gamax, h, sq,
+                                 sk, 0.125f) == SD_OK,
                 "attention_fp8: %s", err.msg);
         go = host_of(go_t, &n);
         for (j = 0; j < 3; j++) {
@@ -1931,8 +1984,8 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
            output's rounded once more */
         ok = sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sl,
                               &o8) == SD_OK;
-        T_CHECK(ok && sd_attention_fp8(&err, o8, q8, k8, gv, gamax, h, sq,
-                                       sk, 0.125f) == SD_OK,
+        T_CHECK(ok && sd_attention_fp8(&err, o8, q8, k8, vt, vts, gamax, h,
+                                       sq, sk, 0.125f) == SD_OK,
                 "attention_fp8 into E4M3: %s", err.msg);
         g8 = ok ? host_of(o8, &n) : NULL;
         if (g8 && go && eo) {
@@ -1965,10 +2018,12 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
 
     next:
         free(hx); free(hc); free(gam); free(go); free(eo); free(uo);
-        free(g8);
+        free(g8); free(gvt); free(gts);
         sd_tensor_free(o8);
         for (j = 0; j < 3; j++) {
             free(ref[j]);
+        }
+        for (j = 0; j < 2; j++) {
             free(got[j]);
         }
         for (j = 0; j < 4; j++) {
@@ -1978,9 +2033,9 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
         }
         sd_tensor_free(cx); sd_tensor_free(cc); sd_tensor_free(gx);
         sd_tensor_free(gc); sd_tensor_free(cq); sd_tensor_free(ck);
-        sd_tensor_free(cv); sd_tensor_free(co); sd_tensor_free(gv);
-        sd_tensor_free(go_t); sd_tensor_free(q8); sd_tensor_free(k8);
-        sd_tensor_free(gamax);
+        sd_tensor_free(cv); sd_tensor_free(co); sd_tensor_free(vt);
+        sd_tensor_free(vts); sd_tensor_free(go_t); sd_tensor_free(q8);
+        sd_tensor_free(k8); sd_tensor_free(gamax);
     }
     t_round = 0;
 }
@@ -2187,210 +2242,6 @@ done:
     sd_tensor_free(h8); sd_tensor_free(h); sd_tensor_free(r[0]);
     sd_tensor_free(r[1]);
     t_round = 0;
-}
-
-
-/*
- * The QKV projection with the FP8 split in one op (sd_linear_qkv_fp8:
- * gemm8.cu's fused product on sm_90a with SD_CUDA_G8=1) against the same
- * product and split as two ops on the same backend (cuBLASLt, then
- * qkv_split_fp8), and, with ref set, against the CPU: the product in
- * double of the GPU's E4M3 rows and weights, rounded to BF16, split on
- * the CPU, q and k rounded to E4M3 with the fixed scales. Two streams of
- * B = 2 (lx image rows at 0, lc text rows at lx) into one joint
- * sequence; x is norm_modulate's E4M3 rows.
- */
-static void
-check_qkv_fp8(sd_backend *cpu, sd_backend *be, int64_t lx, int64_t lc,
-    int h, int ref)
-{
-    enum { B = 2, D = 64 };
-    int64_t     w = (int64_t) h * D, l = lx + lc, ls[2] = { lx, lc };
-    int64_t     sl[3] = { B, l, w }, sv = B * h, sd = D, i, j;
-    sd_tensor  *q8[2] = { NULL }, *k8[2] = { NULL }, *v[2] = { NULL };
-    sd_tensor  *am[2] = { NULL }, *x8[2] = { NULL }, *wt[2] = { NULL };
-    sd_tensor  *bias[2] = { NULL }, *nq[2] = { NULL }, *nk[2] = { NULL };
-    sd_tensor  *t[2] = { NULL };
-    float      *g[2][4] = { { NULL } }, *hn[2][2] = { { NULL } };
-    float       sq = 1.0f, sk = 1.0f, qm = 0.0f, km = 0.0f;
-    sd_err      err = {0};
-    size_t      n;
-    int         st, way, ok = 1;
-
-    if (!be->fp8_attn || !be->fp8_act) {
-        T_SKIP("fused QKV split: no FP8 attention on this GPU");
-        return;
-    }
-    t_round = 1;
-    t_rng = 4242 + (uint64_t) lx;
-    for (st = 0; st < 2 && ok; st++) {
-        int64_t     rows = ls[st], sx[3] = { B, rows, w };
-        int64_t     sw[2] = { 3 * w, w }, sb = 3 * w, sm2[2] = { B, w };
-        float      *hx = host_rand(B * rows * w, 3.0f);
-        float      *hs = host_rand(B * w, 0.5f), *hq = host_rand(B * w, 0.5f);
-        float      *hw = host_rand(3 * w * w, 0.05f);
-        float      *hb = host_rand(3 * w, 0.2f);
-        sd_tensor  *x = mk_from(be, 3, sx, hx), *sh = mk_from(be, 2, sm2, hs);
-        sd_tensor  *sc = mk_from(be, 2, sm2, hq);
-        int64_t     s3[3] = { B, rows, 3 * w };
-
-        hn[st][0] = host_rand(D, 1.0f + 0.25f * (float) st);
-        hn[st][1] = host_rand(D, 1.5f - 0.25f * (float) st);
-        for (i = 0; hn[st][0] && hn[st][1] && i < D; i++) {
-            qm = fmaxf(qm, fabsf(hn[st][0][i]));
-            km = fmaxf(km, fabsf(hn[st][1][i]));
-        }
-        nq[st] = mk_from(be, 1, &sd, hn[st][0]);
-        nk[st] = mk_from(be, 1, &sd, hn[st][1]);
-        bias[st] = mk_from(be, 1, &sb, hb);
-        ok = x && sh && sc && hw && nq[st] && nk[st] && bias[st]
-             && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sx,
-                                 &x8[st]) == SD_OK
-             && sd_tensor_new_as(&err, be, SD_MEM_WEIGHT, SD_DT_F8_E4M3, 2,
-                                 sw, &wt[st]) == SD_OK
-             && sd_tensor_new_as(&err, be, SD_MEM_ACT, be->act_dtype, 3, s3,
-                                 &t[st]) == SD_OK
-             && be->ops->upload_from(&err, wt[st], hw, SD_DT_F32, NULL, 0)
-                == SD_OK
-             && sd_norm_modulate(&err, x8[st], x, sh, sc, 1e-6f) == SD_OK;
-        T_CHECK(ok, "fused QKV inputs: %s", err.msg);
-        free(hx); free(hs); free(hq); free(hw); free(hb);
-        sd_tensor_free(x); sd_tensor_free(sh); sd_tensor_free(sc);
-    }
-    if (!ok) {
-        goto done;
-    }
-    T_CHECK(sd_fp8_attn_scales(qm, km, D, 0.125f, &sq, &sk) == 0,
-            "sd_fp8_attn_scales");
-    /* way 0: the op (fused where it runs), way 1: product, then split */
-    for (way = 0; way < 2 && ok; way++) {
-        ok = sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sl,
-                              &q8[way]) == SD_OK
-             && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sl,
-                                 &k8[way]) == SD_OK
-             && sd_tensor_new_as(&err, be, SD_MEM_ACT, be->act_dtype, 3, sl,
-                                 &v[way]) == SD_OK
-             && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F32, 1, &sv,
-                                 &am[way]) == SD_OK
-             && sd_scale(&err, am[way], am[way], 0.0f, 0.0f) == SD_OK;
-        for (st = 0; st < 2 && ok; st++) {
-            int64_t  r0 = st ? lx : 0;
-
-            if (way == 0) {
-                ok = sd_linear_qkv_fp8(&err, t[st], q8[0], k8[0], v[0],
-                                       am[0], r0, x8[st], wt[st], bias[st],
-                                       nq[st], nk[st], h, 1e-6f, sq, sk)
-                     == SD_OK;
-            } else {
-                ok = sd_linear(&err, t[st], x8[st], wt[st], bias[st])
-                     == SD_OK
-                     && sd_qkv_split_fp8(&err, q8[1], k8[1], v[1], am[1], r0,
-                                         t[st], nq[st], nk[st], h, 1e-6f, sq,
-                                         sk) == SD_OK;
-            }
-        }
-        T_CHECK(ok, "linear_qkv_fp8 (way %d): %s", way, err.msg);
-        if (ok) {
-            g[way][0] = host_of(q8[way], &n);
-            g[way][1] = host_of(k8[way], &n);
-            g[way][2] = host_of(v[way], &n);
-            g[way][3] = host_of(am[way], &n);
-        }
-    }
-    if (!ok || !g[0][0] || !g[0][1] || !g[0][2] || !g[0][3] || !g[1][0]
-        || !g[1][1] || !g[1][2] || !g[1][3])
-    {
-        goto done;
-    }
-    {
-        double  eq = t_rel_l2(g[0][0], g[1][0], (size_t) (B * l * w));
-        double  ek = t_rel_l2(g[0][1], g[1][1], (size_t) (B * l * w));
-        double  ev = t_rel_l2(g[0][2], g[1][2], (size_t) (B * l * w));
-        double  ea = t_rel_l2(g[0][3], g[1][3], (size_t) sv);
-
-        printf("   linear_qkv_fp8 %lld+%lld x %d heads (%s): against the "
-               "product and split apart: q %.2e, k %.2e, v %.2e, max |v| "
-               "%.2e\n", (long long) lx, (long long) lc, h,
-               strstr(sd_cuda_info(be), "split fused") ? "fused" : "apart",
-               eq, ek, ev, ea);
-        /* E4M3 codes a step apart where a BF16 input sits at a tie;
-           v and its maxima from F32 sums in another order */
-        T_CHECK(eq < 5e-3 && ek < 5e-3 && ev < 5e-3 && ea < 5e-3,
-                "linear_qkv_fp8 against two ops: %.3g %.3g %.3g %.3g", eq,
-                ek, ev, ea);
-    }
-    if (ref) {
-        /* the CPU: the product of the GPU's E4M3 rows and weights in
-           double, BF16, the split in F32, q and k rounded to E4M3 */
-        sd_tensor  *cq = MK(cpu, ACT, 0.0f, B, l, w);
-        sd_tensor  *ck = MK(cpu, ACT, 0.0f, B, l, w);
-        sd_tensor  *cv = MK(cpu, ACT, 0.0f, B, l, w);
-        float      *rf[3] = { NULL };
-        double      e[3];
-
-        for (st = 0; st < 2 && cq && ck && cv; st++) {
-            int64_t     rows = ls[st], s3[3] = { B, rows, 3 * w };
-            float      *hx = host_of(x8[st], &n), *hw = host_of(wt[st], &n);
-            float      *hb = host_of(bias[st], &n);
-            float      *y = malloc(sizeof(float) * B * rows * 3 * w);
-            sd_tensor  *ct = NULL, *cn[2];
-
-            if (hx && hw && hb && y) {
-                ref_linear(hx, hw, hb, y, B * rows, w, 3 * w, 0);
-                for (i = 0; i < B * rows * 3 * w; i++) {
-                    y[i] = sd_bf16_to_f32(sd_f32_to_bf16(y[i]));
-                }
-                ct = mk_from(cpu, 3, s3, y);
-            }
-            cn[0] = mk_from(cpu, 1, &sd, hn[st][0]);
-            cn[1] = mk_from(cpu, 1, &sd, hn[st][1]);
-            T_CHECK(ct && cn[0] && cn[1]
-                    && sd_qkv_split(&err, cq, ck, cv, st ? lx : 0, ct, cn[0],
-                                    cn[1], h, 1e-6f) == SD_OK,
-                    "cpu qkv_split: %s", err.msg);
-            sd_tensor_free(ct);
-            sd_tensor_free(cn[0]);
-            sd_tensor_free(cn[1]);
-            free(hx); free(hw); free(hb); free(y);
-        }
-        rf[0] = host_of(cq, &n);
-        rf[1] = host_of(ck, &n);
-        rf[2] = host_of(cv, &n);
-        if (rf[0] && rf[1] && rf[2]) {
-            for (j = 0; j < B * l * w; j++) {
-                rf[0][j] = ref_e4m3(rf[0][j] / sq) * sq;
-                rf[1][j] = ref_e4m3(rf[1][j] / sk) * sk;
-            }
-            for (j = 0; j < 3; j++) {
-                e[j] = t_rel_l2(g[0][j], rf[j], (size_t) (B * l * w));
-            }
-            printf("   linear_qkv_fp8 %lld+%lld x %d heads: against the "
-                   "CPU: q %.2e, k %.2e, v %.2e\n", (long long) lx,
-                   (long long) lc, h, e[0], e[1], e[2]);
-            T_CHECK(e[0] < 1e-2 && e[1] < 1e-2 && e[2] < 1e-2,
-                    "linear_qkv_fp8 against the CPU: %.3g %.3g %.3g", e[0],
-                    e[1], e[2]);
-        }
-        for (j = 0; j < 3; j++) {
-            free(rf[j]);
-        }
-        sd_tensor_free(cq); sd_tensor_free(ck); sd_tensor_free(cv);
-    }
-
-done:
-    for (way = 0; way < 2; way++) {
-        for (j = 0; j < 4; j++) {
-            free(g[way][j]);
-        }
-        sd_tensor_free(q8[way]); sd_tensor_free(k8[way]);
-        sd_tensor_free(v[way]); sd_tensor_free(am[way]);
-    }
-    for (st = 0; st < 2; st++) {
-        free(hn[st][0]); free(hn[st][1]);
-        sd_tensor_free(x8[st]); sd_tensor_free(wt[st]);
-        sd_tensor_free(bias[st]); sd_tensor_free(nq[st]);
-        sd_tensor_free(nk[st]); sd_tensor_free(t[st]);
-    }
 }
 
 
@@ -2724,24 +2575,6 @@ check_cuda(sd_backend *cpu)
         unsetenv("SD_CUDA_FP8_WIDEN");
         sd_backend_destroy(wd);
     }
-    {
-        /* the QKV product and FP8 split fused (opt-in: SD_CUDA_G8=1) */
-        sd_backend  *g8 = NULL;
-
-        setenv("SD_CUDA_G8", "1", 1);
-        if (sd_backend_cuda_create(&err, 0, SD_DT_BF16, &g8) == SD_OK
-            && sd_cuda_reserve(&err, g8, (size_t) 1 << 30) == SD_OK)
-        {
-            printf("   %s\n", sd_cuda_info(g8));
-            check_qkv_fp8(cpu, g8, 300, 77, 2, 1);
-            check_qkv_fp8(cpu, g8, 130, 1, 4, 1);
-            check_qkv_fp8(cpu, g8, 1024, 154, 38, 0);
-        } else {
-            T_CHECK(0, "cuda backend (SD_CUDA_G8): %s", err.msg);
-        }
-        unsetenv("SD_CUDA_G8");
-        sd_backend_destroy(g8);
-    }
     check_oom(bf);
     sd_backend_destroy(f32);
     sd_backend_destroy(bf);
@@ -2802,16 +2635,51 @@ check_attn_fp8_cpu(sd_backend *cpu)
         T_CHECK(0, "cpu tensor");
         return;
     }
-    s = sd_qkv_split_fp8(&err, t, t, t, t, 0, t, t, t, 1, 1e-6f, 1.0f, 1.0f);
+    {
+        const sd_tensor  *src[2] = { t, NULL }, *nq[2] = { t, NULL };
+
+        s = sd_qkv_split_fp8(&err, t, t, t, t, t, src, nq, nq, 1, 1e-6f,
+                             1.0f, 1.0f);
+    }
     T_CHECK(s == SD_ERR_UNSUPPORTED && strstr(err.msg, "qkv_split_fp8")
             && strstr(err.msg, "no FP8 attention"),
             "cpu qkv_split_fp8: %d %s", s, err.msg);
     sd_err_clear(&err);
-    s = sd_attention_fp8(&err, t, t, t, t, t, 1, 1.0f, 1.0f, 0.125f);
+    s = sd_attention_fp8(&err, t, t, t, t, t, t, 1, 1.0f, 1.0f, 0.125f);
     T_CHECK(s == SD_ERR_UNSUPPORTED && strstr(err.msg, "attention_fp8"),
             "cpu attention_fp8: %d %s", s, err.msg);
     T_CHECK(cpu->fp8_attn == 0, "the CPU claims FP8 attention");
     sd_tensor_free(t);
+}
+
+
+/*
+ * V^T's layout (sd_qkv_split_fp8): the columns of each group of 16 are a
+ * permutation of its keys, lane t of a quad holding keys 2 t, 2 t + 1, 8
+ * + 2 t, 9 + 2 t at its four slots; its length and tiles.
+ */
+static void
+check_fp8_vt_layout(void)
+{
+    int64_t  p, seen[3] = { 0, 0, 0 };
+    int      ok = 1;
+
+    for (p = 0; p < 48; p++) {
+        int64_t  k = sd_fp8_vt_key(p);
+
+        ok &= k / 16 == p / 16 && !(seen[p / 16] & ((int64_t) 1 << (k % 16)));
+        seen[p / 16] |= (int64_t) 1 << (k % 16);
+    }
+    T_CHECK(ok && seen[0] == 0xffff && seen[1] == 0xffff
+            && seen[2] == 0xffff, "sd_fp8_vt_key is not a permutation of "
+            "each group of 16");
+    T_CHECK(sd_fp8_vt_key(4 * 3 + 0) == 6 && sd_fp8_vt_key(4 * 3 + 1) == 7
+            && sd_fp8_vt_key(4 * 3 + 2) == 14
+            && sd_fp8_vt_key(4 * 3 + 3) == 15 && sd_fp8_vt_key(16) == 16,
+            "sd_fp8_vt_key: quad lane 3's keys");
+    T_CHECK(sd_fp8_vt_len(4429) == 4432 && sd_fp8_vt_len(4096) == 4096
+            && sd_fp8_vt_tiles(4429) == 35 && sd_fp8_vt_tiles(4096) == 32
+            && sd_fp8_vt_tiles(1) == 1, "V^T's length and tiles");
 }
 
 
@@ -2871,6 +2739,7 @@ main(void)
     check_abs_diff(cpu);
     check_round_bf16(cpu);
     check_attn_fp8_cpu(cpu);
+    check_fp8_vt_layout();
     check_fp8_attn_scales();
     check_gate_cpu(cpu);
 #ifdef SD_HAVE_CUDA

@@ -24,13 +24,13 @@ cudaError_t sd_cuda_fattn_bf16(void *o, const void *q, const void *k,
     const void *v, int b, int lq, int lk, int h, float scale,
     cudaStream_t st);
 cudaError_t sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8,
-    const void *vt8, float sq, float sk, const float *vamax, int b, int lq,
-    int lk, int h, float scale, float *osc, cudaStream_t st);
+    const void *vt8, const float *vts, float sq, float sk,
+    const float *vamax, int b, int lq, int lk, int h, float scale,
+    float *osc, cudaStream_t st);
 cudaError_t sd_cuda_fattn_quant_rows(void *y, const void *x, float s,
     int64_t n, cudaStream_t st);
-cudaError_t sd_cuda_fattn_quant_vt(void *vt8, const void *v,
-    const float *vamax, int b, int l, int h, cudaStream_t st);
-int sd_cuda_fattn_lp(int lk);
+cudaError_t sd_cuda_fattn_quant_vt(void *vt8, float *vts, float *vamax,
+    const void *v, int b, int l, int h, cudaStream_t st);
 
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { \
     printf("cuda error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, \
@@ -233,12 +233,12 @@ run(int b, int lq, int lk, int h, float amp, int rstep, int timed)
     }
 
     /* E4M3: Q and K with one scale each (the step's are static bounds
-       from the RMSNorm weights), V with one per (b, h) from its max |x| */
+       from the RMSNorm weights), V with one per tile of 128 keys of each
+       (b, h) from its max |x| (the QKV split's V^T, vt8.h) */
     {
         std::vector<float>  aq = amax(hq, b, lq, h), ak = amax(hk, b, lk, h);
-        std::vector<float>  av = amax(hv, b, lk, h);
-        int                 lp = sd_cuda_fattn_lp(lk);
-        float              *dav, sq, sk;
+        int                 lp = (lk + 15) & ~15, nt = (lk + 127) / 128;
+        float              *dav, *dvts, sq, sk;
         void               *q8, *k8, *vt8;
 
         /* Q's codes up to 28 (Gaussian rows: scores far under F16's
@@ -254,15 +254,16 @@ run(int b, int lq, int lk, int h, float amp, int rstep, int timed)
             sq = (float) (sq * exp2(std::max(ceil(log2(s8)), -14.0)) / s8);
         }
         CK(cudaMalloc(&dav, b * h * 4));
-        CK(cudaMemcpy(dav, av.data(), b * h * 4, cudaMemcpyHostToDevice));
+        CK(cudaMemset(dav, 0, b * h * 4));
+        CK(cudaMalloc(&dvts, (size_t) b * h * nt * 4));
         CK(cudaMalloc(&q8, nq)); CK(cudaMalloc(&k8, nk));
         CK(cudaMalloc(&vt8, (size_t) b * h * 64 * lp));
         CK(sd_cuda_fattn_quant_rows(q8, q, sq, (int64_t) nq, 0));
         CK(sd_cuda_fattn_quant_rows(k8, k, sk, (int64_t) nk, 0));
-        CK(sd_cuda_fattn_quant_vt(vt8, v, dav, b, lk, h, 0));
+        CK(sd_cuda_fattn_quant_vt(vt8, dvts, dav, v, b, lk, h, 0));
         CK(cudaMemset(o, 0xff, nq * 2));
-        CK(sd_cuda_fattn_fp8(o, q8, k8, vt8, sq, sk, dav, b, lq, lk, h,
-                             scale, NULL, 0));
+        CK(sd_cuda_fattn_fp8(o, q8, k8, vt8, dvts, sq, sk, dav, b, lq, lk,
+                             h, scale, NULL, 0));
         CK(cudaDeviceSynchronize());
         CK(cudaMemcpy(ho.data(), o, nq * 2, cudaMemcpyDeviceToHost));
         /* FNV-1a of the whole output: builds that should agree bit for
@@ -297,8 +298,8 @@ run(int b, int lq, int lk, int h, float amp, int rstep, int timed)
             CK(cudaMalloc(&osc, hs.size() * 4));
             CK(cudaMemset(o, 0xff, nq));
             CK(cudaMemset(osc, 0xff, hs.size() * 4));
-            CK(sd_cuda_fattn_fp8(o, q8, k8, vt8, sq, sk, dav, b, lq, lk, h,
-                                 scale, osc, 0));
+            CK(sd_cuda_fattn_fp8(o, q8, k8, vt8, dvts, sq, sk, dav, b, lq,
+                                 lk, h, scale, osc, 0));
             CK(cudaDeviceSynchronize());
             CK(cudaMemcpy(h8.data(), o, nq, cudaMemcpyDeviceToHost));
             CK(cudaMemcpy(hs.data(), osc, hs.size() * 4,
@@ -320,22 +321,24 @@ run(int b, int lq, int lk, int h, float amp, int rstep, int timed)
             }
             if (timed) {
                 ms8o = time_ms([&] {
-                    return sd_cuda_fattn_fp8(o, q8, k8, vt8, sq, sk, dav, b,
-                                             lq, lk, h, scale, osc, 0);
+                    return sd_cuda_fattn_fp8(o, q8, k8, vt8, dvts, sq, sk,
+                                             dav, b, lq, lk, h, scale, osc,
+                                             0);
                 });
             }
             cudaFree(osc);
         }
         if (timed) {
             ms8 = time_ms([&] {
-                return sd_cuda_fattn_fp8(o, q8, k8, vt8, sq, sk, dav, b, lq,
-                                         lk, h, scale, NULL, 0);
+                return sd_cuda_fattn_fp8(o, q8, k8, vt8, dvts, sq, sk, dav, b,
+                                         lq, lk, h, scale, NULL, 0);
             });
             msq = time_ms([&] {
-                return sd_cuda_fattn_quant_vt(vt8, v, dav, b, lk, h, 0);
+                return sd_cuda_fattn_quant_vt(vt8, dvts, dav, v, b, lk, h,
+                                              0);
             });
         }
-        cudaFree(dav);
+        cudaFree(dav); cudaFree(dvts);
         cudaFree(q8); cudaFree(k8); cudaFree(vt8);
     }
 
@@ -364,7 +367,8 @@ main(int argc, char **argv)
         int     hh = atoi(argv[1]), e4 = argc > 2;
         size_t  n = (size_t) 2 * 4429 * hh * 64 * 2;
         void   *q, *k, *v, *o;
-        float  *vamax;
+        float  *vamax, *vts;
+        std::vector<float>  ones((size_t) 2 * hh * 35, 1.f);
 
         sd_cuda_fattn_ok(0);
         CK(cudaMalloc(&q, n)); CK(cudaMalloc(&k, n));
@@ -373,11 +377,15 @@ main(int argc, char **argv)
         CK(cudaMemset(q, 0, n)); CK(cudaMemset(k, 0, n));
         CK(cudaMemset(v, 0, n));
         CK(cudaMemset(vamax, 0, 2 * hh * sizeof(float)));
+        CK(cudaMalloc(&vts, ones.size() * sizeof(float)));
+        CK(cudaMemcpy(vts, ones.data(), ones.size() * sizeof(float),
+                      cudaMemcpyHostToDevice));
         for (int i = 0; i < 3; i++) {
             if (e4) {       /* zeros: q8, k8 and V^T (Lp >= 4429) all 0 */
                 /* sq ln 2: 8 scale log2(e) sq sk = 1 */
-                CK(sd_cuda_fattn_fp8(o, q, k, v, 0.6931472f, 1.f, vamax, 2,
-                                     4429, 4429, hh, 0.125f, NULL, 0));
+                CK(sd_cuda_fattn_fp8(o, q, k, v, vts, 0.6931472f, 1.f,
+                                     vamax, 2, 4429, 4429, hh, 0.125f, NULL,
+                                     0));
             } else {
                 CK(sd_cuda_fattn_bf16(o, q, k, v, 2, 4429, 4429, hh, 0.125f,
                                       0));

@@ -66,14 +66,10 @@ for nv in ${PACK_FATTN_VARIANTS:-}; do
         $(echo "${nv#*:}" | tr , ' ') -o "$out/bin/fattn_check_x${nv%%:*}" \
         tests/gpu/fattn_check.cu kernels/fattn.cu
 done
-# the own FP8 product against cuBLASLt (run.sh gemm8, g8gelu), and its
-# variant with GELU's tanh in F16 pairs (-DG8_TANH16, run.sh g8tanh)
-for v in "" TANH16; do
-    nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
-        -DG8_STANDALONE ${v:+-DG8_$v} \
-        -o "$out/bin/gemm8_check${v:+_$(echo $v | tr A-Z a-z)}" \
-        tests/gpu/gemm8_check.cu kernels/gemm8.cu -lcublasLt
-done
+# the own FP8 product against cuBLASLt (run.sh gemm8, g8gelu)
+nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
+    -DG8_STANDALONE -o "$out/bin/gemm8_check" tests/gpu/gemm8_check.cu \
+    kernels/gemm8.cu -lcublasLt
 # the MMDiT's FP8 products through cuBLASLt, each way they could be issued
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a \
     -o "$out/bin/gemm_probe" tests/gpu/gemm_probe.cu -lcublasLt

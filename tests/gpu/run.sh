@@ -51,15 +51,12 @@
 #           pack.sh's PACK_BASE revision, sameseed, group
 #   g8ncu   gemm8's kernel at the QKV shape under ncu: stalls, pipes and
 #           each SASS instruction's stall samples
-#   g8tanh  gemm8_check against its -DG8_TANH16 build (GELU's tanh in F16
-#           pairs), in turn; with PACK_VARIANT the pipeline too (varbench)
 #   ffh8    the feed-forward's hidden layer as E4M3 rows (gemm8.cu)
 #           against cuBLASLt's BF16 product and a row pass, in turn
 #   gemm8   the own FP8 product (kernels/gemm8.cu) against cuBLASLt at
-#           the MMDiT's shapes (gemm8_check: error, time, the fused QKV
-#           split against the split on the CPU); test_backend, one seed's
-#           image and Large and Medium benches with the fused QKV split
-#           (SD_CUDA_G8=1) and without, in turn
+#           the MMDiT's shapes (gemm8_check: error, time)
+#   splitncu  the QKV split and attention kernels of a Large FP8 step
+#           under ncu, the tree's and PACK_BASE's builds
 #   gemmprobe  the FP8 products at the MMDiT's shapes, each way they could
 #           be issued (tests/gpu/gemm_probe.cu), and Large and Medium FP8
 #           profiled with every op on one stream
@@ -638,15 +635,6 @@ stage_nolanes() {      # every op on one stream, timed: their own costs
 stage_gemm8() {
     run "gemm8_check" gemm8.log $G/bin/gemm8_check
     grep -E '^\|' $L/gemm8.log
-    run "test_backend" backend.log $G/bin/test_backend
-    grep -E 'linear_qkv_fp8' $L/backend.log
-    randmodel large
-    randmodel medium
-    SD_CUDA_G8=1 txt2img_dump g8
-    txt2img_dump nog8
-    same_image g8 nog8
-    ab_benches SD_CUDA_G8 g8 nog8
-    bench_lines 'denoising step' $L/bench-*.log
 }
 # the feed-forward's hidden layer as E4M3 rows from gemm8.cu's GELU product
 # (default) against cuBLASLt's BF16 product and a pass quantizing its rows
@@ -675,22 +663,6 @@ stage_g8ncu() {
     grep -E "Duration|Throughput|Pipe|Issue|Stall|Executed Ipc|Warp Cycles|\
 Eligible|Active Warps|Registers|Grid Size|Block Size" \
         $L/ncu-g8-details.log | head -60
-}
-# gemm8_check and its G8_TANH16 build (GELU's tanh in F16 pairs: half the
-# MUFU operations), in turn at the GELU shapes; with PACK_VARIANT=
-# "-DG8_TANH16" PACK_VARIANT_SRC=kernels/gemm8.cu the pipeline too
-stage_g8tanh() {
-    local r
-    for r in 1 2; do
-        run "gemm8_check, GELU shapes ($r)" gemm8-$r.log \
-            $G/bin/gemm8_check ff-up m-ff-up txt-up
-        run "gemm8_check -DG8_TANH16, GELU shapes ($r)" \
-            gemm8-tanh16-$r.log $G/bin/gemm8_check_tanh16 ff-up m-ff-up \
-            txt-up
-    done
-    grep -E 'E4M3 rows|gemm8_check' $L/gemm8-*.log
-    [ -x $G/bin/sd-cli-var ] && stage_varbench
-    return 0
 }
 stage_ffh8() {
     local v
@@ -725,6 +697,26 @@ stage_kernels() {
         python3 tests/gpu/ncu_table.py $L/ncu-kernels-$m.log --top ${NCU_TOP:-30} \
             > $L/ncu-table-$m.log
         cat $L/ncu-table-$m.log
+    done
+}
+# the QKV split and the attention's kernels of one Large FP8 step under ncu
+# (graphs off), the tree's build and sd-cli-var's (pack.sh's PACK_BASE):
+# the joint split writing V^T (2026-12-02) against the two splits and V's
+# transposition pass before it
+stage_splitncu() {
+    local b
+    randmodel large
+    for b in sd-cli sd-cli-var; do
+        [ -x $G/bin/$b ] || continue
+        run "ncu: split and attention kernels, $b" ncu-split-$b.log env \
+            SD_CUDA_NO_GRAPHS=1 ncu --clock-control none \
+            --metrics gpu__time_duration.sum --csv \
+            --kernel-name regex:"qkv_split|quant_vt|fattn_kernel" \
+            $G/bin/$b bench --model /dev/shm/sd-large --precision fp8 \
+            --runs 1 --steps 1
+        python3 tests/gpu/ncu_table.py $L/ncu-split-$b.log \
+            > $L/ncu-split-table-$b.log
+        cat $L/ncu-split-table-$b.log
     done
 }
 stage_benchfp8() {     # Large and Medium FP8 benches as served (lanes, graphs)
