@@ -60,8 +60,8 @@ vt8_col(int r, int d)
  * tile's codes into vt (the (b, h)'s 64 rows of lp bytes) at columns k0
  * .. k0 + 127 below lp, its scale to *vts, and maxes its largest |v| into
  * *vamax (nonnegative floats order as their bits: an integer atomicMax).
- * Each code is the value divided by the scale, rounded to E4M3 (IEEE
- * division: the same codes as a host's).
+ * Each code is the value times the scale's F32 reciprocal, rounded to
+ * E4M3 (both IEEE: the same codes as a host's).
  */
 static __device__ __forceinline__ void
 vt8_tile(const uint4 *u, uint8_t *vt, int k0, int lp, float *vts,
@@ -71,7 +71,7 @@ vt8_tile(const uint4 *u, uint8_t *vt, int k0, int lp, float *vts,
     __shared__ float   part[VT8_THREADS / 32];
     float             *tile = (float *) tile4;
     int                t = threadIdx.x, i, j;
-    float              am = 0.f, s;
+    float              am = 0.f, s, rs;
 
     #pragma unroll
     for (i = 0; i < VT8_ROWS; i++) {
@@ -104,6 +104,7 @@ vt8_tile(const uint4 *u, uint8_t *vt, int k0, int lp, float *vts,
         am = fmaxf(am, part[i]);
     }
     s = fmaxf(am, 0x1p-64f) / 448.f;
+    rs = 1.f / s;
     if (t == 0) {
         *vts = s;
         atomicMax((unsigned *) vamax, __float_as_uint(am));
@@ -120,10 +121,10 @@ vt8_tile(const uint4 *u, uint8_t *vt, int k0, int lp, float *vts,
             int    r0 = vt8_key(p0 + 4 * j), r1 = vt8_key(p0 + 4 * j + 1);
             int    r2 = vt8_key(p0 + 4 * j + 2);
             int    r3 = vt8_key(p0 + 4 * j + 3);
-            float  a0 = tile[r0 * VT8_D + vt8_col(r0, d)] / s;
-            float  a1 = tile[r1 * VT8_D + vt8_col(r1, d)] / s;
-            float  a2 = tile[r2 * VT8_D + vt8_col(r2, d)] / s;
-            float  a3 = tile[r3 * VT8_D + vt8_col(r3, d)] / s;
+            float  a0 = tile[r0 * VT8_D + vt8_col(r0, d)] * rs;
+            float  a1 = tile[r1 * VT8_D + vt8_col(r1, d)] * rs;
+            float  a2 = tile[r2 * VT8_D + vt8_col(r2, d)] * rs;
+            float  a3 = tile[r3 * VT8_D + vt8_col(r3, d)] * rs;
 
             w[j] = (uint32_t) __nv_cvt_float2_to_fp8x2(make_float2(a0, a1),
                                                         __NV_SATFINITE,

@@ -1917,7 +1917,7 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
                 int64_t       t;
 
                 for (t = 0; t < nt; t++) {
-                    float  m = 0.0f, s;
+                    float  m = 0.0f, s, rs;
 
                     for (r = t * TL; r < l && r < (t + 1) * TL; r++) {
                         for (j = 0; j < D; j++) {
@@ -1926,6 +1926,7 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
                         }
                     }
                     s = fmaxf(m, 0x1p-64f) / 448.0f;
+                    rs = 1.0f / s;
                     bad_scales += gts[(bi * h + hi) * nt + t] != s;
                     hm = fmaxf(hm, m);
                     for (p = t * TL; p < lp && p < (t + 1) * TL; p++) {
@@ -1933,7 +1934,8 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
                         for (j = 0; j < D; j++) {
                             float  *x = &ref[2][(bi * l + r) * w + hi * D
                                                 + j];
-                            float   want = r < l ? ref_e4m3(*x / s) : 0.0f;
+                            float   want = r < l ? ref_e4m3(*x * rs)
+                                                 : 0.0f;
 
                             bad_codes += e4m3_val((uint8_t) c[j * lp + p])
                                          != want;
