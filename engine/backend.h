@@ -420,8 +420,9 @@ sd_status sd_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
  * SD_FP8_VT_TILE] for each key, where a tile's scale, vts (B, heads,
  * sd_fp8_vt_tiles(L)) F32, is max(2^-64, the tile's largest |v| of that
  * head) / 448; within each group of 16 keys column p holds key
- * sd_fp8_vt_key(p); columns past L are zeros. Each (b, h)'s largest |v| is maxed into vamax (F32, B *
- * heads; zero it before, e.g. with sd_scale(vamax, vamax, 0, 0)). sq and
+ * sd_fp8_vt_key(p); columns past L are zeros. Each (b, h)'s largest |v|
+ * is maxed into vamax (F32, B * heads; zero it before, e.g. with
+ * sd_scale(vamax, vamax, 0, 0)). sq and
  * sk are fixed (sd_fp8_attn_scales makes them from the norms' largest
  * weights). sd_attention_fp8 is sd_attention (no mask, no bias) from
  * those: V's codes times their tile's scale, P rounded to E4M3 in the

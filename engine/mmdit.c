@@ -831,14 +831,13 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
     if (m->attn8) {
         int64_t  sq[3] = { b, l, w };
         int64_t  sv = 2 * (int64_t) m->info.num_layers * b * m->info.heads;
+        int64_t  svt[4] = { b, m->info.heads, 64, sd_fp8_vt_len(l) };
+        int64_t  sts = b * m->info.heads * sd_fp8_vt_tiles(l);
 
         SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sq,
                                 &a->q8));
         SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sq,
                                 &a->k8));
-        int64_t  svt[4] = { b, m->info.heads, 64, sd_fp8_vt_len(l) };
-        int64_t  sts = b * m->info.heads * sd_fp8_vt_tiles(l);
-
         SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_U8, 4, svt,
                                 &a->vt8));
         SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F32, 1, &sts,
@@ -991,9 +990,9 @@ static sd_status
 sd_mmdit_attn2(sd_err *err, sd_mmdit *m, int bi, const sd_mmdit_attn *at,
     sd_mmdit_acts *a, sd_tensor *x, const sd_tensor *gate)
 {
-    sd_tensor      qv, kv, vv, ov;
-    sd_mmdit_seq8  s8;
     const sd_tensor  *nx = sd_mmdit_norm_out(at->qkv.w, a->nx, a->nx8);
+    sd_tensor         qv, kv, vv, ov;
+    sd_mmdit_seq8     s8;
 
     SD_TRY(sd_tensor_view(err, sd_mmdit_o8(m, at->out.w, NULL) ? a->o8
                                                                : a->o,

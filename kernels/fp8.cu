@@ -271,7 +271,7 @@ sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
  * transposed it; the tile's scale is what lets the split write V^T
  * itself: a block sees its tile whole.
  */
-#define QS_ROWS  4
+#define QS_ROWS  VT8_ROWS        /* vt8_tile's keys a thread, 32 apart */
 
 __global__ void __launch_bounds__(VT8_THREADS)
 qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
@@ -290,7 +290,7 @@ qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
 
     #pragma unroll
     for (j = 0; j < QS_ROWS; j++) {
-        unsigned  ri = ri0 + j * 32;
+        unsigned  ri = ri0 + j * (VT8_THREADS / 8);
 
         raw[j] = make_uint4(0, 0, 0, 0);
         if (ri < n0) {
@@ -329,7 +329,7 @@ qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
     r = 1.0f / (part == 0 ? sq : sk);
     #pragma unroll
     for (j = 0; j < QS_ROWS; j++) {
-        unsigned  ri = ri0 + j * 32;
+        unsigned  ri = ri0 + j * (VT8_THREADS / 8);
         int       first = ri < n0;
         size_t    drow = (size_t) bi * l + ri;
         float     inv;

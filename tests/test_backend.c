@@ -1761,18 +1761,6 @@ mk_from(sd_backend *be, int ndim, const int64_t *shape, const float *h)
 }
 
 
-/* an E4M3 code's value */
-static float
-e4m3_val(uint8_t c)
-{
-    int    e = (c >> 3) & 0xf, m = c & 7;
-    float  v = e == 0 ? ldexpf((float) m, -9)
-                      : ldexpf(1.0f + (float) m / 8.0f, e - 7);
-
-    return (c & 0x80) ? -v : v;
-}
-
-
 /*
  * The FP8 attention pair (the policy's "attn" kind) against the CPU: two
  * streams split into one joint sequence at once (qkv_split_fp8, the image
@@ -1932,14 +1920,15 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
                     for (p = t * TL; p < lp && p < (t + 1) * TL; p++) {
                         r = sd_fp8_vt_key(p);
                         for (j = 0; j < D; j++) {
-                            float  *x = &ref[2][(bi * l + r) * w + hi * D
-                                                + j];
-                            float   want = r < l ? ref_e4m3(*x * rs)
-                                                 : 0.0f;
+                            float  *x = NULL, want = 0.0f;
 
-                            bad_codes += e4m3_val((uint8_t) c[j * lp + p])
-                                         != want;
-                            if (r < l) {
+                            if (r < l) {    /* columns past l: zeros */
+                                x = &ref[2][(bi * l + r) * w + hi * D + j];
+                                want = ref_e4m3(*x * rs);
+                            }
+                            bad_codes += sd_e4m3_to_f32(
+                                             (uint8_t) c[j * lp + p]) != want;
+                            if (x) {
                                 *x = want * s;
                             }
                         }
