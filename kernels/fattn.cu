@@ -935,7 +935,7 @@ fattn_quant_vt(uint8_t *vt, float *vts, float *vamax,
     /* a thread's loads issued together (one at a time ran at 2.3 TB/s) */
     #pragma unroll
     for (i = 0; i < VT8_ROWS; i++) {
-        int  r = t / 8 + 32 * i, d0 = (t % 8) * 8;
+        int  r = vt8_row(t, i), d0 = (t % 8) * 8;
 
         u[i] = make_uint4(0, 0, 0, 0);          /* BF16 zeros */
         if (k0 + r < l) {

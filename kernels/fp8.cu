@@ -271,7 +271,7 @@ sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
  * transposed it; the tile's scale is what lets the split write V^T
  * itself: a block sees its tile whole.
  */
-#define QS_ROWS  VT8_ROWS        /* vt8_tile's keys a thread, 32 apart */
+#define QS_ROWS  VT8_ROWS        /* vt8_tile's keys a thread */
 
 __global__ void __launch_bounds__(VT8_THREADS)
 qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
@@ -284,13 +284,16 @@ qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
     unsigned  part = blockIdx.x / heads, head = blockIdx.x % heads;
     unsigned  bi = blockIdx.z, lane = threadIdx.x % 8, s, kk, j;
     unsigned  col = head * VT8_D + lane * 8, n1 = l - n0;
-    unsigned  ri0 = blockIdx.y * VT8_KEYS + threadIdx.x / 8;
+    unsigned  ri0 = blockIdx.y * VT8_KEYS;
     float     f[8], w0[8], w1[8], ss[QS_ROWS], r;
     uint4     raw[QS_ROWS];
 
+    /* a thread's rows: vt8_tile's keys for v, 32 apart for q and k (no
+       more registers than the loop that writes them needs) */
     #pragma unroll
     for (j = 0; j < QS_ROWS; j++) {
-        unsigned  ri = ri0 + j * (VT8_THREADS / 8);
+        unsigned  ri = ri0 + (part == 2 ? vt8_row((int) threadIdx.x, (int) j)
+                                        : threadIdx.x / 8 + 32 * j);
 
         raw[j] = make_uint4(0, 0, 0, 0);
         if (ri < n0) {
@@ -329,7 +332,7 @@ qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
     r = 1.0f / (part == 0 ? sq : sk);
     #pragma unroll
     for (j = 0; j < QS_ROWS; j++) {
-        unsigned  ri = ri0 + j * (VT8_THREADS / 8);
+        unsigned  ri = ri0 + threadIdx.x / 8 + 32 * j;
         int       first = ri < n0;
         size_t    drow = (size_t) bi * l + ri;
         float     inv;
