@@ -17,6 +17,7 @@
  *   quant   a per-row BF16 -> E4M3 pass over the GELU product's output
  *
  * Prints one table. Build: nvcc -O3 -o gemm_probe gemm_probe.cu -lcublasLt
+ * Usage: gemm_probe [ROWS a batch, default 4096]
  */
 
 #include <math.h>
@@ -568,19 +569,21 @@ up(const char *model, int64_t F, int64_t W, int64_t n, uint8_t *w,
 
 
 int
-main(void)
+main(int argc, char **argv)
 {
     struct { const char *name; int64_t W, F; } m[2] = {
         { "Large", 2432, 9728 }, { "Medium", 1536, 6144 }
     };
-    int64_t  n = 4096;
+    /* rows a batch: the image stream's 4096 at 1024^2, or e.g. 333 (the
+       text stream's) as the first argument */
+    int64_t  n = argc > 1 ? atoll(argv[1]) : 4096;
     int      v;
     cudaDeviceProp  pr;
 
     CK(cudaGetDeviceProperties(&pr, 0));
     nsm = pr.multiProcessorCount;
-    printf("%s, %d SMs, cuBLASLt %zu\n\n", pr.name, nsm,
-           cublasLtGetVersion());
+    printf("%s, %d SMs, cuBLASLt %zu, %lld rows a batch\n\n", pr.name, nsm,
+           cublasLtGetVersion(), (long long) n);
     LT(cublasLtCreate(&lt));
     CK(cudaMalloc(&ws[0], WS));
     CK(cudaMalloc(&ws[1], WS));

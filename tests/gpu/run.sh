@@ -719,6 +719,30 @@ stage_splitncu() {
         cat $L/ncu-split-table-$b.log
     done
 }
+# gemm_probe at PROBE_ROWS rows a batch (default the text stream's 333):
+# which of the ways to issue the gated products cuBLASLt has algorithms for
+stage_probe() {
+    run "gemm_probe ${PROBE_ROWS:-333}" gemm-probe-${PROBE_ROWS:-333}.log \
+        $G/bin/gemm_probe ${PROBE_ROWS:-333}
+    grep -E '^\||rows' $L/gemm-probe-${PROBE_ROWS:-333}.log
+}
+# the E4M3 attention kernel's SASS in the tree's build and sd-cli-var's:
+# instruction counts and the first lines that differ
+stage_fattnsass() {
+    local b
+    for b in sd-cli sd-cli-var; do
+        [ -x $G/bin/$b ] || continue
+        cuobjdump -sass $G/bin/$b 2>/dev/null | awk '
+            /Function : / { p = ($0 ~ /fattn_kernelILi1/) }
+            p' | sed -n 's@^ *\/\*[0-9a-f]*\*\/ *@@p' | sed 's@ *;.*@@' \
+            > $L/fattn-sass-$b.txt
+        echo "$b: $(wc -l < $L/fattn-sass-$b.txt) instructions"
+    done
+    diff $L/fattn-sass-sd-cli-var.txt $L/fattn-sass-sd-cli.txt \
+        > $L/fattn-sass.diff
+    echo "diff lines: $(wc -l < $L/fattn-sass.diff)"
+    head -40 $L/fattn-sass.diff
+}
 stage_benchfp8() {     # Large and Medium FP8 benches as served (lanes, graphs)
     randmodel large
     bench large bench-large-fp8.log "bench large fp8" --precision fp8
