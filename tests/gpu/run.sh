@@ -576,6 +576,17 @@ stage_last() {
     stage_group
 }
 
+# the FP8 policy's error against our BF16 on the random Large (28 steps,
+# the sweep's prompts): BF16, the default policy, all kinds, attention
+# alone; the last call's error figures
+stage_sweeplarge() {
+    randmodel large
+    run "fp8-sweep large attn" sweep-large-attn.log $G/bin/sd-cli fp8-sweep \
+        --model /dev/shm/sd-large --prompts tests/gpu/sweep_prompts.txt \
+        --kinds attn
+    grep -E '^\|' $L/sweep-large-attn.log
+}
+
 # the path of GPUs without FP8 products (A100), forced on the H200
 stage_widen() {
     randmodel large
