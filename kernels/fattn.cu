@@ -69,6 +69,13 @@
  * no producer warpgroup, the last consumer warp done with a stage
  * refilling it (168 registers, no spills: 728-730 one or two tiles deep);
  * a tail block's idle consumers leaving (within the noise).
+ * Session 19 (2026-12-02, ncu in the pipeline, graphs off, against the
+ * revision before in one call), not kept: each stream's output rows
+ * written apart (the same bits; ptxas scheduled the main loop anew:
+ * 0.4652 ms a layer against 0.4498), the tiles' V scales staged in
+ * shared memory once a block (0.4573 against 0.4525), an instance with
+ * the E4M3 output alone (0.4515 against 0.4501). Any change here, the
+ * epilogue's too, moves the main loop's schedule: measure it.
  */
 #define FA_NWG      3                   /* consumer warpgroups */
 #define FA_BOX      64                  /* rows of one TMA box */

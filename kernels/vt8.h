@@ -66,7 +66,7 @@ vt8_row(int t, int i)
  * E4M3 (both IEEE: the same codes as a host's). The codes' words are
  * staged as rows d of 32 words, word g of row d at (g + 4 (d / 8)) % 32:
  * a warp's writes of one d then hit 32 banks, and a row's four words of
- * 16 keys stay one aligned uint4. (Until 2026-12-03 the tile went through
+ * 16 keys stay one aligned uint4. (Until 2026-12-02 the tile went through
  * shared memory as floats, 32 KB a block, each code made from four reads
  * of it: the joint split 0.0564 ms a layer against 0.0559 now, H200, ncu,
  * one call; the same codes.)
