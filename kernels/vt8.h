@@ -105,9 +105,9 @@ vt8_tile(const uint4 *u, uint8_t *vt, int k0, int lp, float *vts,
         *vts = s;
         atomicMax((unsigned *) vamax, __float_as_uint(am));
     }
-    /* the codes of keys i and i + 1 (rows 2 i and 2 i + 1 of u), each d's
-       pair a half of its word; the values unpacked again from u (fewer
-       registers than keeping 32 floats) */
+    /* u[2 i] and u[2 i + 1] (the keys at columns 4 g + 2 i and 4 g + 2 i
+       + 1) make half i of each d's word; the values unpacked again from
+       u (fewer registers than keeping 32 floats) */
     {
         uint32_t  wd[8];
         float     f1[8];
