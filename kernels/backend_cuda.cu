@@ -423,7 +423,8 @@ cuda_download(sd_err *err, const sd_tensor *t, float *dst)
 {
     sd_cuda   *c = sd_cuda_of(t);
     int64_t    n = sd_numel(t), i;
-    uint16_t  *h;
+    size_t     es;
+    uint8_t   *h;
 
     if (t->dtype == SD_DT_F8_E4M3) {
         return sd_cuda_fp8_download(err, t, dst);
@@ -439,34 +440,14 @@ cuda_download(sd_err *err, const sd_tensor *t, float *dst)
         SD_CU(cudaStreamSynchronize(c->stream));
         return SD_OK;
     }
-    if (t->dtype == SD_DT_U8) {
-        /* bytes (the FP8 attention's V^T codes) as their values */
-        uint8_t  *u = (uint8_t *) sd_malloc(err, (size_t) n, "download");
-
-        if (u == NULL) {
-            return SD_ERR_NOMEM;
-        }
-        if (cudaMemcpyAsync(u, t->data, (size_t) n, cudaMemcpyDefault,
-                            c->stream) != cudaSuccess
-            || cudaStreamSynchronize(c->stream) != cudaSuccess)
-        {
-            free(u);
-            return sd_cuda_fail(err, cudaGetLastError(), "download",
-                                __FILE__, __LINE__);
-        }
-        for (i = 0; i < n; i++) {
-            dst[i] = (float) u[i];
-        }
-        free(u);
-        return SD_OK;
-    }
-    h = (uint16_t *) sd_malloc(err, (size_t) n * sizeof(uint16_t),
-                               "download");
+    /* BF16, or U8 bytes (the FP8 attention's V^T codes) as their values */
+    es = t->dtype == SD_DT_U8 ? 1 : sizeof(uint16_t);
+    h = (uint8_t *) sd_malloc(err, (size_t) n * es, "download");
     if (h == NULL) {
         return SD_ERR_NOMEM;
     }
-    if (cudaMemcpyAsync(h, t->data, (size_t) n * sizeof(uint16_t),
-                        cudaMemcpyDefault, c->stream) != cudaSuccess
+    if (cudaMemcpyAsync(h, t->data, (size_t) n * es, cudaMemcpyDefault,
+                        c->stream) != cudaSuccess
         || cudaStreamSynchronize(c->stream) != cudaSuccess)
     {
         free(h);
@@ -474,7 +455,8 @@ cuda_download(sd_err *err, const sd_tensor *t, float *dst)
                             __LINE__);
     }
     for (i = 0; i < n; i++) {
-        dst[i] = sd_bf16_to_f32(h[i]);
+        dst[i] = es == 1 ? (float) h[i]
+                         : sd_bf16_to_f32(((const uint16_t *) h)[i]);
     }
     free(h);
     return SD_OK;

@@ -362,9 +362,8 @@ sd_cuda_qkv_split_fp8(sd_err *err, sd_tensor *q8, sd_tensor *k8,
 {
     int64_t    b = q8->ne[0], l = q8->ne[1], w = q8->ne[2];
     int64_t    n0 = src[0]->ne[1], nt = sd_fp8_vt_tiles(l);
-    uintptr_t  al = (uintptr_t) src[0]->data | (uintptr_t) q8->data
-                    | (uintptr_t) k8->data | (uintptr_t) vt->data
-                    | (uintptr_t) nq[0]->data | (uintptr_t) nk[0]->data;
+    uintptr_t  al = (uintptr_t) q8->data | (uintptr_t) k8->data
+                    | (uintptr_t) vt->data;     /* and each source's */
     int        i, ok = 1;
 
     for (i = 0; i < 2; i++) {
