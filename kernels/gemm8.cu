@@ -23,7 +23,10 @@
  * a BN x 128-byte tile of B into four stages, 128-byte swizzle),
  * warpgroups 1 and 2 the consumers, each owning BM / 2 rows of the
  * BM x BN output tile (128 x 256 or 256 x 128) and accumulating with
- * m64nBNk32 wgmma from shared memory. Tiles go to blocks round-robin, M
+ * m64nBNk32 wgmma from shared memory. Or ping-pong (session 20): each
+ * consumer owns whole tiles (128 x 128 or 192 x 128) and the two take
+ * turns at the tensor cores, one's epilogue beside the other's main loop
+ * (g8_smem). Tiles go to blocks round-robin, M
  * fastest (a wave's blocks share B's tile and A stays in L2); the
  * producer runs ahead into a block's next tile while its consumers write
  * one out: 64 x 64 chunks through shared memory, stored by TMA.
@@ -61,6 +64,22 @@
  * the E4M3 GELU product 0.308 against 0.301, the out projection 0.081
  * against 0.077; the Large step 65.52 / 65.68 against 65.29 / 65.36 ms):
  * a consumer ahead holds stages the producer would refill.
+ * Session 20 (gemm8_check in one call, cuBLASLt's time in turn): the
+ * ping-pong schedule. 128 x 128 tiles (six stages) hide the epilogue
+ * (QKV 0.2039 ms against 0.2115 at 256 x 128; cuBLASLt 0.1955) but their
+ * main loop reads more bytes a product: at K 9728 0.3256 against 0.2735
+ * (0.2864 with the tiles N fastest, B staying in L2). 192 x 128 (four
+ * stages; the consumers at 240 registers, the producer at 24, else the
+ * E4M3 epilogue spilled): QKV 0.1943 N fastest (cuBLASLt 0.1954), the
+ * GELU product with E4M3 rows 0.2832 against 0.3010 (kept: g8_rows_tile),
+ * the out projection 0.0721 against cuBLASLt's 0.0749 (which the engine
+ * runs with the gate and residual fused: not moved), the second product
+ * 0.2837 against 0.2774. Not kept: the QKV product writing its q and k
+ * thirds as the attention's E4M3 inputs itself (each head's RMS over a
+ * quad's 16 values a thread, codes through shared memory, copied out a
+ * row at a time; v as BF16 for the split): the same codes as the split,
+ * but 0.2244 ms against cuBLASLt's 0.1942 (its epilogue spilled and was
+ * not hidden), more than the split's q and k part it would save.
  * Not kept (2026-12-02, H100): GELU's tanh of a pair in one
  * tanh.approx.f16x2 (-DG8_TANH16): the E4M3 GELU rows 0.3053 / 0.3060 ms
  * against 0.3002 / 0.3008, error 1.89e-1 against 1.82e-1 (codes up to 5
@@ -92,6 +111,9 @@
 #define G8_THREADS  384
 #define G8_EBUF     (64 * 128)          /* an output chunk: 64 x 64 BF16 */
 #define G8_ST       4                   /* stages */
+#ifndef G8_ST_PP
+#define G8_ST_PP    6                   /* stages of the ping-pong tiles */
+#endif
 #define G8_QM       1.03125f            /* the E4M3 output's bound's
                                            margin: 1 + 2^-5 covers the
                                            sums' and tanh's rounding */
@@ -102,19 +124,31 @@
  * two 64 x 64 BF16 output chunks a consumer fit in 227 KiB when BM + BN
  * is 384 (no room to align: the dynamic shared memory must start
  * 1024-byte aligned, which sd_cuda_g8_ok checks).
+ * With PP (ping-pong) each consumer owns whole tiles, the block's even
+ * and odd ones, and the two run their main loops in turn (named barriers
+ * 4 and 5), so one's epilogue runs beside the other's products: BM x BN
+ * is 128 x 128 or 192 x 128 (BM / 64 m64 products), as many stages as
+ * fit (6 or 4), each read by one consumer, a set of column scales a
+ * consumer.
  */
-template <int BM, int BN>
+template <int BM, int BN, bool PP>
 struct g8_smem {
-    uint8_t   a[G8_ST][BM * G8_BK];
-    uint8_t   b[G8_ST][BN * G8_BK];
+    /* stages: as many as fit beside the output chunks (PP) */
+    static constexpr int  FIT = (227 * 1024 - 4 * G8_EBUF - 16 * BN - 256)
+                                / ((BM + BN) * G8_BK);
+    static constexpr int  ST = !PP ? G8_ST : FIT < G8_ST_PP ? FIT
+                                                             : G8_ST_PP;
+    static constexpr int  NC = PP ? 2 : 1;  /* column sets: a tile's */
+    uint8_t   a[ST][BM * G8_BK];
+    uint8_t   b[ST][BN * G8_BK];
     uint8_t   e[2][2][G8_EBUF];         /* a consumer's output chunks */
-    float     cs[BN];                   /* the tile's column scales */
-    float     cb[BN];                   /* and bias */
-    uint64_t  full[G8_ST];
-    uint64_t  empty[G8_ST];
+    float     cs[NC][BN];               /* the tile's column scales */
+    float     cb[NC][BN];               /* and bias */
+    uint64_t  full[ST];
+    uint64_t  empty[ST];
 };
 
-#define G8_SMEM_BYTES(bm, bn)  sizeof(g8_smem<bm, bn>)
+#define G8_SMEM_BYTES(bm, bn, pp)  sizeof(g8_smem<bm, bn, pp>)
 
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -363,44 +397,59 @@ g8_out_e4m3(float (*acc)[BN / 2], const float *cs, const float *cb,
  * accumulator of its warpgroup, rows 16 w + lane / 4 and 8 more, columns
  * 8 j + 2 (lane % 4) and the next: acc[mi][4 j ...].
  */
-template <int BM, int BN, int EPI>
+template <int BM, int BN, int EPI, bool PP>
 __global__ void __launch_bounds__(G8_THREADS, 1)
 g8_kernel(const __grid_constant__ CUtensorMap ta,
     const __grid_constant__ CUtensorMap tb,
-    const __grid_constant__ CUtensorMap td, int m, int n, int k,
+    const __grid_constant__ CUtensorMap td, int m, int n, int k, int nf,
     const float *sa, const float *sb, const __nv_bfloat16 *bias,
     const sd_cuda_g8_q q8o)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    const int         MI = BM / 128;    /* m64 products a warpgroup */
+    typedef g8_smem<BM, BN, PP>  smem_t;
+    constexpr int     ST = smem_t::ST;
+    constexpr int     MI = PP ? BM / 64 : BM / 128; /* m64 products a
+                                                       warpgroup */
+    constexpr int     CR = PP ? BM : BM / 2;  /* a consumer's rows */
+    constexpr int     TS = PP ? 2 : 1;  /* a consumer's stride in tiles */
     constexpr int     gelu = EPI & G8_E_GELU;
     constexpr bool    q8 = (EPI & G8_E_Q8) != 0;
     extern __shared__ __align__(1024) unsigned char  g8_raw[];
-    g8_smem<BM, BN>  *sm = (g8_smem<BM, BN> *) g8_raw;
+    smem_t           *sm = (smem_t *) g8_raw;
     int               wg = threadIdx.x / 128, t = threadIdx.x % 128;
     int               mt = (m + BM - 1) / BM, nt = (n + BN - 1) / BN;
     int               tiles = mt * nt, nk = (k + G8_BK - 1) / G8_BK;
     int               tile, kb, s, it = 0;
+    int               ntl;              /* the block's tiles */
+
+    ntl = tiles > (int) blockIdx.x
+          ? (tiles - 1 - (int) blockIdx.x) / (int) gridDim.x + 1 : 0;
 
     if (threadIdx.x == 0) {
-        for (s = 0; s < G8_ST; s++) {
+        for (s = 0; s < ST; s++) {
             sm90_mbar_init(&sm->full[s], 1);
-            sm90_mbar_init(&sm->empty[s], 8);
+            sm90_mbar_init(&sm->empty[s], PP ? 4 : 8);
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
 
     if (wg == 0) {
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+        /* 192-row tiles: the consumers' 192 accumulators need 240 */
+        if constexpr (BM == 192) {
+            asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
+        } else {
+            asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+        }
         if (t == 0) {
             for (tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-                int  m0 = (tile % mt) * BM, n0 = (tile / mt) * BN;
+                int  m0 = (nf ? tile / nt : tile % mt) * BM;
+                int  n0 = (nf ? tile % nt : tile / mt) * BN;
 
                 for (kb = 0; kb < nk; kb++, it++) {
-                    s = it % G8_ST;
-                    if (it >= G8_ST) {
-                        sm90_mbar_wait(&sm->empty[s], (it / G8_ST - 1) & 1);
+                    s = it % ST;
+                    if (it >= ST) {
+                        sm90_mbar_wait(&sm->empty[s], (it / ST - 1) & 1);
                     }
                     sm90_mbar_expect(&sm->full[s], (BM + BN) * G8_BK);
                     g8_tma_load(sm->a[s], &ta, kb * G8_BK, m0, &sm->full[s]);
@@ -411,10 +460,17 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
         return;
     }
 
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+    if constexpr (BM == 192) {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n");
+    } else {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+    }
 
     {
         int       cw = wg - 1, w = t / 32, lane = t % 32, j, kk, mi, ec = 0;
+        int       lt;                       /* the tile's index in the
+                                               block's */
+        float    *ccs = sm->cs[PP ? cw : 0], *ccb = sm->cb[PP ? cw : 0];
         int       rl0 = w * 16 + lane / 4;  /* the thread's first row */
         float     acc[MI][BN / 2];
         float     qw = 0.f, qb = 0.f;       /* E4M3 output: the largest
@@ -435,11 +491,11 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                 v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, i));
             }
             if (lane == 0) {
-                sm->cb[(threadIdx.x - 128) / 32] = v;
+                sm->cb[0][(threadIdx.x - 128) / 32] = v;
             }
             asm volatile("bar.sync 1, 256;" ::: "memory");
             for (i = 0; i < 8; i++) {
-                qb = fmaxf(qb, sm->cb[i]);
+                qb = fmaxf(qb, sm->cb[0][i]);
             }
             asm volatile("bar.sync 1, 256;" ::: "memory");
         }
@@ -449,11 +505,16 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                 acc[mi][j] = 0.f;
             }
         }
-        for (tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-            int    m0 = (tile % mt) * BM, n0 = (tile / mt) * BN;
-            int    mw = m0 + cw * (BM / 2);     /* the warpgroup's rows */
+        for (lt = PP ? cw : 0; lt < ntl; lt += TS) {
+            int    m0, n0, mw;
             float  sa0[MI], sa1[MI], rn0[MI], rn1[MI], csv = 0.f, cbv = 0.f;
-            int    cj = threadIdx.x - 128;
+            int    cj = PP ? t : threadIdx.x - 128;
+
+            tile = (int) blockIdx.x + lt * (int) gridDim.x;
+            m0 = (nf ? tile / nt : tile % mt) * BM;
+            n0 = (nf ? tile % nt : tile / mt) * BN;
+            mw = m0 + (PP ? 0 : cw * (BM / 2)); /* the warpgroup's rows */
+            it = lt * nk;               /* the tile's first stage's use */
 
             /* the tile's row and column scales and bias, loaded now and
                used after the products (which hide the loads) */
@@ -470,12 +531,18 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                 rn1[mi] = q8 && r1 < m ? q8o.rn[r1] : 0.f;
             }
 
+            if (PP && lt > 0) {
+                /* the other consumer's main loop is issued: its stages'
+                   full barriers are all past, so this tile's are at most
+                   a phase ahead */
+                asm volatile("bar.sync %0, 256;" :: "r"(4 + cw) : "memory");
+            }
             for (kb = 0; kb < nk; kb++, it++) {
                 uint64_t  da, db;
 
-                s = it % G8_ST;
-                sm90_mbar_wait(&sm->full[s], (it / G8_ST) & 1);
-                da = g8_desc(sm->a[s] + cw * (BM / 2) * G8_BK);
+                s = it % ST;
+                sm90_mbar_wait(&sm->full[s], (it / ST) & 1);
+                da = g8_desc(sm->a[s] + (PP ? 0 : cw * CR * G8_BK));
                 db = g8_desc(sm->b[s]);
                 sm90_wgmma_fence();
                 #pragma unroll
@@ -492,24 +559,38 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                     /* the previous stage's products are done: free it */
                     sm90_wgmma_wait<1>();
                     if (lane == 0) {
-                        sm90_mbar_arrive(&sm->empty[(it - 1) % G8_ST]);
+                        sm90_mbar_arrive(&sm->empty[(it - 1) % ST]);
                     }
                 }
             }
+            if (PP && lt + 1 < ntl) {
+                /* the other consumer's next tile may start its loop */
+                asm volatile("bar.arrive %0, 256;" :: "r"(5 - cw)
+                             : "memory");
+            }
             sm90_wgmma_wait<0>();
             if (lane == 0) {
-                sm90_mbar_arrive(&sm->empty[(it - 1) % G8_ST]);
+                sm90_mbar_arrive(&sm->empty[(it - 1) % ST]);
             }
-            /* both consumers are past the last tile's epilogue */
-            asm volatile("bar.sync 1, 256;" ::: "memory");
+            /* the consumers (PP: this one) are past the last tile's
+               epilogue */
+            if (PP) {
+                asm volatile("bar.sync %0, 128;" :: "r"(2 + cw) : "memory");
+            } else {
+                asm volatile("bar.sync 1, 256;" ::: "memory");
+            }
             if (cj < BN) {
-                sm->cs[cj] = csv;
-                sm->cb[cj] = cbv;
+                ccs[cj] = csv;
+                ccb[cj] = cbv;
             }
-            asm volatile("bar.sync 1, 256;" ::: "memory");
+            if (PP) {
+                asm volatile("bar.sync %0, 128;" :: "r"(2 + cw) : "memory");
+            } else {
+                asm volatile("bar.sync 1, 256;" ::: "memory");
+            }
 
             if constexpr (q8) {
-                g8_out_e4m3<MI, BN>(acc, sm->cs, sm->cb, sa0, sa1, rn0,
+                g8_out_e4m3<MI, BN>(acc, ccs, ccb, sa0, sa1, rn0,
                                     rn1, qw, qb, q8o.ys, gelu, eb, ec, &td,
                                     m, n0, mw, t, cw);
                 ec += MI * (BN / 128);
@@ -533,8 +614,8 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                             uint32_t  o0, o1;
 
                             g8_out4(v, acc[mi] + 4 * jj, sa0[mi], sa1[mi],
-                                    *(const float2 *) &sm->cs[cl],
-                                    *(const float2 *) &sm->cb[cl], gelu);
+                                    *(const float2 *) &ccs[cl],
+                                    *(const float2 *) &ccb[cl], gelu);
                             o0 = buf + rl0 * 128 + ((kk ^ (rl0 & 7)) << 4)
                                  + 4 * (lane % 4);
                             o1 = o0 + 8 * 128;  /* row + 8: the same swizzle */
@@ -560,15 +641,15 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
 
 
 /* every epilogue's kernel of a tile shape may take its shared memory */
-template <int BM, int BN>
+template <int BM, int BN, bool PP>
 static cudaError_t
 g8_smem_attr(void)
 {
     static const void  *f[] = {
-        (const void *) g8_kernel<BM, BN, G8_E_BF16>,
-        (const void *) g8_kernel<BM, BN, G8_E_BF16 | G8_E_GELU>,
-        (const void *) g8_kernel<BM, BN, G8_E_Q8>,
-        (const void *) g8_kernel<BM, BN, G8_E_Q8 | G8_E_GELU>,
+        (const void *) g8_kernel<BM, BN, G8_E_BF16, PP>,
+        (const void *) g8_kernel<BM, BN, G8_E_BF16 | G8_E_GELU, PP>,
+        (const void *) g8_kernel<BM, BN, G8_E_Q8, PP>,
+        (const void *) g8_kernel<BM, BN, G8_E_Q8 | G8_E_GELU, PP>,
     };
     size_t              i;
     cudaError_t         e = cudaSuccess;
@@ -576,7 +657,7 @@ g8_smem_attr(void)
     for (i = 0; i < sizeof(f) / sizeof(f[0]) && e == cudaSuccess; i++) {
         e = cudaFuncSetAttribute(f[i],
                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 (int) G8_SMEM_BYTES(BM, BN));
+                                 (int) G8_SMEM_BYTES(BM, BN, PP));
     }
     return e;
 }
@@ -624,7 +705,7 @@ sd_cuda_g8_ok(int device)
 {
     cudaDeviceProp  p;
     int            *dv, hv = -1;
-    const int       big = (int) G8_SMEM_BYTES(256, 128);
+    const int       big = (int) G8_SMEM_BYTES(128, 128, true);
 
     if (cudaGetDeviceProperties(&p, device) != cudaSuccess || p.major != 9
         || sm90_tensor_map_encode() == NULL
@@ -650,8 +731,10 @@ sd_cuda_g8_ok(int device)
     g8_sms = p.multiProcessorCount;
     /* the kernels' shared memory, set once here (not while a stream is
        being captured into a graph) */
-    if (hv != 0 || g8_smem_attr<128, 256>() != cudaSuccess
-        || g8_smem_attr<256, 128>() != cudaSuccess)
+    if (hv != 0 || g8_smem_attr<128, 256, false>() != cudaSuccess
+        || g8_smem_attr<256, 128, false>() != cudaSuccess
+        || g8_smem_attr<128, 128, true>() != cudaSuccess
+        || g8_smem_attr<192, 128, true>() != cudaSuccess)
     {
         (void) cudaGetLastError();
         return 0;
@@ -660,17 +743,17 @@ sd_cuda_g8_ok(int device)
 }
 
 
-template <int BM, int BN>
+template <int BM, int BN, bool PP>
 static cudaError_t
 g8_launch(const void *a, int64_t lda, const void *b, int64_t ldb,
     const CUtensorMap *td, int m, int n, int k, const float *sa,
     const float *sb, const void *bias, int gelu, const sd_cuda_g8_q *q,
-    int sms, cudaStream_t st)
+    int nf, int sms, cudaStream_t st)
 {
     CUtensorMap           ta, tb;
     int                   tiles = ((m + BM - 1) / BM) * ((n + BN - 1) / BN);
     unsigned              grid;
-    size_t                smem = G8_SMEM_BYTES(BM, BN);
+    size_t                smem = G8_SMEM_BYTES(BM, BN, PP);
     const __nv_bfloat16  *bi = (const __nv_bfloat16 *) bias;
     int                   epi = (q->ys ? G8_E_Q8 : G8_E_BF16)
                                 | (gelu ? G8_E_GELU : 0);
@@ -683,8 +766,8 @@ g8_launch(const void *a, int64_t lda, const void *b, int64_t ldb,
     }
     grid = (unsigned) (tiles < sms ? tiles : sms);
 #define G8_GO(e)                                                            \
-    g8_kernel<BM, BN, e><<<grid, G8_THREADS, smem, st>>>(                  \
-        ta, tb, *td, m, n, k, sa, sb, bi, *q)
+    g8_kernel<BM, BN, e, PP><<<grid, G8_THREADS, smem, st>>>(              \
+        ta, tb, *td, m, n, k, nf, sa, sb, bi, *q)
     switch (epi) {
     case G8_E_BF16:
         G8_GO(G8_E_BF16);
@@ -707,7 +790,9 @@ g8_launch(const void *a, int64_t lda, const void *b, int64_t ldb,
 /*
  * d (m x n BF16, row stride ldd elements) = (a (m x k E4M3, row stride
  * lda bytes) b (n x k E4M3, ldb)^T) sa[row] sb[col] + bias[col] (BF16,
- * NULL: none), GELU'd when gelu; tile: BM * 1000 + BN (128256, 256128);
+ * NULL: none), GELU'd when gelu; tile: BM * 1000 + BN (128256, 256128,
+ * or 128128 and 192128: a tile a consumer in turn, ping-pong), plus
+ * 1000000 for tiles in the order N fastest (else M fastest);
  * sms: blocks at most (0: every SM). k, lda, ldb multiples of 16, n and
  * ldd of 8, a, b and d 16-byte aligned; sd_cuda_g8_ok() must have said
  * yes.
@@ -734,13 +819,23 @@ sd_cuda_g8_gemm(void *d, int64_t ldd, const void *a, int64_t lda,
         return cudaErrorInvalidValue;
     }
     memset(&bf, 0, sizeof(bf));
-    switch (tile) {
+    switch (tile % 1000000) {
     case 128256:
-        return g8_launch<128, 256>(a, lda, b, ldb, &td, m, n, k, sa, sb,
-                                   bias, gelu, &bf, sms, st);
+        return g8_launch<128, 256, false>(a, lda, b, ldb, &td, m, n, k, sa,
+                                          sb, bias, gelu, &bf, tile / 1000000,
+                                          sms, st);
     case 256128:
-        return g8_launch<256, 128>(a, lda, b, ldb, &td, m, n, k, sa, sb,
-                                   bias, gelu, &bf, sms, st);
+        return g8_launch<256, 128, false>(a, lda, b, ldb, &td, m, n, k, sa,
+                                          sb, bias, gelu, &bf, tile / 1000000,
+                                          sms, st);
+    case 128128:                        /* ping-pong */
+        return g8_launch<128, 128, true>(a, lda, b, ldb, &td, m, n, k, sa,
+                                         sb, bias, gelu, &bf, tile / 1000000,
+                                         sms, st);
+    case 192128:                        /* ping-pong */
+        return g8_launch<192, 128, true>(a, lda, b, ldb, &td, m, n, k, sa,
+                                         sb, bias, gelu, &bf, tile / 1000000,
+                                         sms, st);
     default:
         return cudaErrorInvalidValue;
     }
@@ -772,13 +867,23 @@ sd_cuda_g8_gemm8(void *d, int64_t ldd, const void *a, int64_t lda,
     {
         return cudaErrorInvalidValue;
     }
-    switch (tile) {
+    switch (tile % 1000000) {
     case 128256:
-        return g8_launch<128, 256>(a, lda, b, ldb, &td, m, n, k, sa, sb,
-                                   bias, gelu, q, sms, st);
+        return g8_launch<128, 256, false>(a, lda, b, ldb, &td, m, n, k, sa,
+                                          sb, bias, gelu, q, tile / 1000000,
+                                          sms, st);
     case 256128:
-        return g8_launch<256, 128>(a, lda, b, ldb, &td, m, n, k, sa, sb,
-                                   bias, gelu, q, sms, st);
+        return g8_launch<256, 128, false>(a, lda, b, ldb, &td, m, n, k, sa,
+                                          sb, bias, gelu, q, tile / 1000000,
+                                          sms, st);
+    case 128128:                        /* ping-pong */
+        return g8_launch<128, 128, true>(a, lda, b, ldb, &td, m, n, k, sa,
+                                         sb, bias, gelu, q, tile / 1000000,
+                                         sms, st);
+    case 192128:                        /* ping-pong */
+        return g8_launch<192, 128, true>(a, lda, b, ldb, &td, m, n, k, sa,
+                                         sb, bias, gelu, q, tile / 1000000,
+                                         sms, st);
     default:
         return cudaErrorInvalidValue;
     }
@@ -982,6 +1087,20 @@ g8_weight_norm(sd_err *err, sd_cuda *c, const sd_tensor *w)
 
 
 /*
+ * The tile of the E4M3-rows product, measured (gemm8_check, H200, session
+ * 20): ping-pong 192 x 128, N fastest, where the rows fill the card (the
+ * Large GELU product 8192 x 9728 x 2432: 0.2832 ms against 0.3010 at 128
+ * x 256; Medium's 8192 x 6144 x 1536: 0.1325 against 0.1391), 128 x 256
+ * for the text stream's few rows (666: 0.0361 against 0.0399 or more).
+ */
+static int
+g8_rows_tile(int64_t rows)
+{
+    return rows >= 4096 ? 1192128 : 128256;
+}
+
+
+/*
  * y (rows x N E4M3 rows, scales y->scale) = act(x w^T + b) through
  * gemm8.cu with the output rows' scales bounded before the product
  * (sd_cuda_g8_q): a pass over x for its rows' norms, then the product.
@@ -1015,8 +1134,8 @@ sd_cuda_linear_rows8(sd_err *err, sd_tensor *y, const sd_tensor *x,
         e = sd_cuda_g8_gemm8(y->data, N, x->data, K, w->data, K, (int) rows,
                              (int) N, (int) K, x->scale, w->scale,
                              b ? b->data : NULL, act == SD_ACT_GELU_TANH,
-                             &q, 128256, c->lane ? c->lane1_sms : 0,
-                             c->stream);
+                             &q, g8_rows_tile(rows),
+                             c->lane ? c->lane1_sms : 0, c->stream);
     }
     sd_cuda_scratch_free(c, scr);
     if (e != cudaSuccess) {

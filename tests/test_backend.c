@@ -2547,6 +2547,9 @@ check_cuda(sd_backend *cpu)
     check_gate_fp8(cpu, bf);
     check_ffh8(bf, 512, 256, 1024);
     check_ffh8(bf, 300, 512, 2048);
+    /* rows enough for the ping-pong 192 x 128 tiles (gemm8.cu's
+       g8_rows_tile), the last one partial, 2-3 tiles a block */
+    check_ffh8(bf, 4160, 256, 2048);
     check_host_weights(bf);
     bench_fp8(bf);
     {

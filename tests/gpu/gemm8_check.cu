@@ -37,6 +37,16 @@
              __LINE__); exit(1); } } while (0)
 
 #define NSAMP  4096
+
+/* a tile code's (sd_cuda_g8_gemm) schedule and order, for the table */
+static const char *
+tile_tag(int tile)
+{
+    int  pp = tile % 1000000 == 128128 || tile % 1000000 == 192128;
+
+    return tile >= 1000000 ? (pp ? " pp, N fast" : " N fast")
+                           : (pp ? " pp" : "");
+}
 #define ROUNDS 7
 #define CALLS  10
 
@@ -494,13 +504,14 @@ e4m3_check(const shape *s, const uint8_t *a, const uint8_t *b,
             }, 1));
         }
         std::sort(use.begin(), use.end());
-        printf("| %s, E4M3 rows | %d x %d x %d | norms %.4f | | %d x %d "
+        printf("| %s, E4M3 rows | %d x %d x %d | norms %.4f | | %d x %d%s "
                "| %.4f | %.0f | | codes differing from cuBLASLt's rounded: "
                "%lld of %lld (at most %d apart) | err %.2e (E4M3 of the "
                "exact sums: %.2e) | row scales off: %d (at most %.1e); "
                "rows' largest code / 448: median %.3f, min %.3f |\n",
-               s->name, s->m, s->n, s->k, median(tn), tiles[ti] / 1000,
-               tiles[ti] % 1000, median(tq),
+               s->name, s->m, s->n, s->k, median(tn),
+               tiles[ti] / 1000 % 1000, tiles[ti] % 1000, tile_tag(tiles[ti]),
+               median(tq),
                2.0 * s->m * s->n * s->k / median(tq) / 1e9,
                (long long) ndiff, (long long) s->m * s->n, maxd, e / ss,
                ei / ss, bad, emax, use[use.size() / 2], use[0]);
@@ -522,7 +533,8 @@ int
 main(int argc, char **argv)
 {
     /* tiles: BM * 1000 + BN */
-    const int   bns[] = { 128256, 256128 };
+    /* + 1000000: N fastest; 1128128, 1192128: ping-pong (gemm8.cu) */
+    const int   bns[] = { 128256, 256128, 1128128, 1192128 };
     const int   nbn = (int) (sizeof(bns) / sizeof(bns[0]));
     int64_t     ma = 0, mb = 0, mm = 0, mn = 0, md = 0;
     uint8_t    *a, *b;
@@ -643,10 +655,10 @@ main(int argc, char **argv)
             if (!(mx / ss < 0.05) || !(eo < 2.0 * ec + 0.02)) {
                 fails++;
             }
-            printf("| %s | %d x %d x %d | %.4f | %.0f | %d x %d | %.4f "
+            printf("| %s | %d x %d x %d | %.4f | %.0f | %d x %d%s | %.4f "
                    "| %.0f | %.3f | %.2e | %.2e | %.2e |\n", s->name, s->m,
                    s->n, s->k, median(tc), flop / median(tc) / 1e9,
-                   bns[bi] / 1000, bns[bi] % 1000,
+                   bns[bi] / 1000 % 1000, bns[bi] % 1000, tile_tag(bns[bi]),
                    median(to), flop / median(to) / 1e9,
                    median(tc) / median(to), eo, ec, mx / ss);
         }
