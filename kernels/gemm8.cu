@@ -76,10 +76,12 @@
  * runs with the gate and residual fused: not moved), the second product
  * 0.2837 against 0.2774. Not kept: the QKV product writing its q and k
  * thirds as the attention's E4M3 inputs itself (each head's RMS over a
- * quad's 16 values a thread, codes through shared memory, copied out a
- * row at a time; v as BF16 for the split): the same codes as the split,
- * but 0.2244 ms against cuBLASLt's 0.1942 (its epilogue spilled and was
- * not hidden), more than the split's q and k part it would save.
+ * quad's 16 values a thread, codes through shared memory stored by TMA
+ * through a 3-D map; v as BF16 for the split): the split's codes to the
+ * bit, but 0.2201 ms at 128 x 128 (192 x 128 spilled: 0.2244) against
+ * cuBLASLt's 0.1959, about the split's q and k part it saves: the Large
+ * step 64.85 / 64.56 ms against 64.75 / 64.54, Medium 27.13 against
+ * 27.18, in turn.
  * Not kept (2026-12-02, H100): GELU's tanh of a pair in one
  * tanh.approx.f16x2 (-DG8_TANH16): the E4M3 GELU rows 0.3053 / 0.3060 ms
  * against 0.3002 / 0.3008, error 1.89e-1 against 1.82e-1 (codes up to 5
