@@ -789,6 +789,34 @@ g8_launch(const void *a, int64_t lda, const void *b, int64_t ldb,
 }
 
 
+/* g8_launch of a tile code (sd_cuda_g8_gemm's tile) */
+static cudaError_t
+g8_tile_launch(int tile, const void *a, int64_t lda, const void *b,
+    int64_t ldb, const CUtensorMap *td, int m, int n, int k, const float *sa,
+    const float *sb, const void *bias, int gelu, const sd_cuda_g8_q *q,
+    int sms, cudaStream_t st)
+{
+    int  nf = tile / 1000000;
+
+    switch (tile % 1000000) {
+    case 128256:
+        return g8_launch<128, 256, false>(a, lda, b, ldb, td, m, n, k, sa,
+                                          sb, bias, gelu, q, nf, sms, st);
+    case 256128:
+        return g8_launch<256, 128, false>(a, lda, b, ldb, td, m, n, k, sa,
+                                          sb, bias, gelu, q, nf, sms, st);
+    case 128128:                        /* ping-pong */
+        return g8_launch<128, 128, true>(a, lda, b, ldb, td, m, n, k, sa,
+                                         sb, bias, gelu, q, nf, sms, st);
+    case 192128:                        /* ping-pong */
+        return g8_launch<192, 128, true>(a, lda, b, ldb, td, m, n, k, sa,
+                                         sb, bias, gelu, q, nf, sms, st);
+    default:
+        return cudaErrorInvalidValue;
+    }
+}
+
+
 /*
  * d (m x n BF16, row stride ldd elements) = (a (m x k E4M3, row stride
  * lda bytes) b (n x k E4M3, ldb)^T) sa[row] sb[col] + bias[col] (BF16,
@@ -821,26 +849,8 @@ sd_cuda_g8_gemm(void *d, int64_t ldd, const void *a, int64_t lda,
         return cudaErrorInvalidValue;
     }
     memset(&bf, 0, sizeof(bf));
-    switch (tile % 1000000) {
-    case 128256:
-        return g8_launch<128, 256, false>(a, lda, b, ldb, &td, m, n, k, sa,
-                                          sb, bias, gelu, &bf, tile / 1000000,
-                                          sms, st);
-    case 256128:
-        return g8_launch<256, 128, false>(a, lda, b, ldb, &td, m, n, k, sa,
-                                          sb, bias, gelu, &bf, tile / 1000000,
-                                          sms, st);
-    case 128128:                        /* ping-pong */
-        return g8_launch<128, 128, true>(a, lda, b, ldb, &td, m, n, k, sa,
-                                         sb, bias, gelu, &bf, tile / 1000000,
-                                         sms, st);
-    case 192128:                        /* ping-pong */
-        return g8_launch<192, 128, true>(a, lda, b, ldb, &td, m, n, k, sa,
-                                         sb, bias, gelu, &bf, tile / 1000000,
-                                         sms, st);
-    default:
-        return cudaErrorInvalidValue;
-    }
+    return g8_tile_launch(tile, a, lda, b, ldb, &td, m, n, k, sa, sb, bias,
+                          gelu, &bf, sms, st);
 }
 
 
@@ -869,26 +879,8 @@ sd_cuda_g8_gemm8(void *d, int64_t ldd, const void *a, int64_t lda,
     {
         return cudaErrorInvalidValue;
     }
-    switch (tile % 1000000) {
-    case 128256:
-        return g8_launch<128, 256, false>(a, lda, b, ldb, &td, m, n, k, sa,
-                                          sb, bias, gelu, q, tile / 1000000,
-                                          sms, st);
-    case 256128:
-        return g8_launch<256, 128, false>(a, lda, b, ldb, &td, m, n, k, sa,
-                                          sb, bias, gelu, q, tile / 1000000,
-                                          sms, st);
-    case 128128:                        /* ping-pong */
-        return g8_launch<128, 128, true>(a, lda, b, ldb, &td, m, n, k, sa,
-                                         sb, bias, gelu, q, tile / 1000000,
-                                         sms, st);
-    case 192128:                        /* ping-pong */
-        return g8_launch<192, 128, true>(a, lda, b, ldb, &td, m, n, k, sa,
-                                         sb, bias, gelu, q, tile / 1000000,
-                                         sms, st);
-    default:
-        return cudaErrorInvalidValue;
-    }
+    return g8_tile_launch(tile, a, lda, b, ldb, &td, m, n, k, sa, sb, bias,
+                          gelu, q, sms, st);
 }
 
 
