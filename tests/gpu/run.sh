@@ -55,6 +55,10 @@
 #           against cuBLASLt's BF16 product and a row pass, in turn
 #   gemm8   the own FP8 product (kernels/gemm8.cu) against cuBLASLt at
 #           the MMDiT's shapes (gemm8_check: error, time)
+#   g8sustain  gemm8_check at G8_SHAPES (default qkv ff-up ff-down out)
+#           timed under sustained load (G8_SUSTAIN_MS, default 2000, of
+#           both kernels in turn before each shape's rounds: the clock the
+#           power limit holds, as in a step), SM clock and power logged
 #   splitncu  the QKV split and attention kernels of a Large FP8 step
 #           under ncu, the tree's and PACK_BASE's builds
 #   gemmprobe  the FP8 products at the MMDiT's shapes, each way they could
@@ -646,6 +650,18 @@ stage_nolanes() {      # every op on one stream, timed: their own costs
 stage_gemm8() {
     run "gemm8_check" gemm8.log $G/bin/gemm8_check
     grep -E '^\|' $L/gemm8.log
+}
+stage_g8sustain() {
+    local smi
+    nvidia-smi --query-gpu=clocks.sm,clocks.mem,power.draw,temperature.gpu \
+        --format=csv,noheader,nounits -lms 100 > $L/clocks-g8.log 2>&1 &
+    smi=$!
+    run "gemm8_check, sustained" gemm8-sustained.log env \
+        G8_SUSTAIN_MS=${G8_SUSTAIN_MS:-2000} $G/bin/gemm8_check \
+        ${G8_SHAPES:-qkv ff-up ff-down out}
+    kill $smi 2>/dev/null
+    grep -E '^\|' $L/gemm8-sustained.log | cut -d'|' -f2-9
+    clock_summary $L/clocks-g8.log
 }
 # the feed-forward's hidden layer as E4M3 rows from gemm8.cu's GELU product
 # (default) against cuBLASLt's BF16 product and a pass quantizing its rows
