@@ -290,6 +290,20 @@ g8_chunk_begin(int t, int cw)
 }
 
 
+/* The consumers that share a tile's column scales meet: both (cooperative
+   tiles), or consumer cw alone (PP: a set of its own) */
+template <bool PP>
+static __device__ __forceinline__ void
+g8_cols_sync(int cw)
+{
+    if (PP) {
+        asm volatile("bar.sync %0, 128;" :: "r"(2 + cw) : "memory");
+    } else {
+        asm volatile("bar.sync 1, 256;" ::: "memory");
+    }
+}
+
+
 /* The chunk in buf, written by the warpgroup's threads, stored by TMA
    through the map td at (column x, row y) */
 static __device__ __forceinline__ void
@@ -576,20 +590,12 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
             }
             /* the consumers (PP: this one) are past the last tile's
                epilogue */
-            if (PP) {
-                asm volatile("bar.sync %0, 128;" :: "r"(2 + cw) : "memory");
-            } else {
-                asm volatile("bar.sync 1, 256;" ::: "memory");
-            }
+            g8_cols_sync<PP>(cw);
             if (cj < BN) {
                 ccs[cj] = csv;
                 ccb[cj] = cbv;
             }
-            if (PP) {
-                asm volatile("bar.sync %0, 128;" :: "r"(2 + cw) : "memory");
-            } else {
-                asm volatile("bar.sync 1, 256;" ::: "memory");
-            }
+            g8_cols_sync<PP>(cw);
 
             if constexpr (q8) {
                 g8_out_e4m3<MI, BN>(acc, ccs, ccb, sa0, sa1, rn0,

@@ -41,6 +41,8 @@
              __LINE__); exit(1); } } while (0)
 
 #define NSAMP  4096
+#define ROUNDS 7
+#define CALLS  10
 
 /* a tile code's (sd_cuda_g8_gemm) schedule and order, for the table */
 static const char *
@@ -51,8 +53,7 @@ tile_tag(int tile)
     return tile >= 1000000 ? (pp ? " pp, N fast" : " N fast")
                            : (pp ? " pp" : "");
 }
-#define ROUNDS 7
-#define CALLS  10
+
 
 static cublasLtHandle_t  lt;
 static void             *ws;

@@ -652,14 +652,9 @@ stage_gemm8() {
     grep -E '^\|' $L/gemm8.log
 }
 stage_g8sustain() {
-    local smi
-    nvidia-smi --query-gpu=clocks.sm,clocks.mem,power.draw,temperature.gpu \
-        --format=csv,noheader,nounits -lms 100 > $L/clocks-g8.log 2>&1 &
-    smi=$!
-    run "gemm8_check, sustained" gemm8-sustained.log env \
-        G8_SUSTAIN_MS=${G8_SUSTAIN_MS:-2000} $G/bin/gemm8_check \
-        ${G8_SHAPES:-qkv ff-up ff-down out}
-    kill $smi 2>/dev/null
+    with_clocks $L/clocks-g8.log 100 run "gemm8_check, sustained" \
+        gemm8-sustained.log env G8_SUSTAIN_MS=${G8_SUSTAIN_MS:-2000} \
+        $G/bin/gemm8_check ${G8_SHAPES:-qkv ff-up ff-down out}
     grep -E '^\|' $L/gemm8-sustained.log | cut -d'|' -f2-9
     clock_summary $L/clocks-g8.log
 }
@@ -909,19 +904,26 @@ stage_varbench() {
     var_benches
 }
 var_benches() {
-    local smi
     randmodel large
     randmodel medium
     SDCLI=$G/bin/sd-cli txt2img_dump def
     SDCLI=$G/bin/sd-cli-var txt2img_dump var
     same_image def var
-    nvidia-smi --query-gpu=clocks.sm,clocks.mem,power.draw,temperature.gpu \
-        --format=csv,noheader,nounits -lms 250 > $L/clocks.log 2>&1 &
-    smi=$!
-    ab_benches SDCLI var def $G/bin/sd-cli-var
-    kill $smi 2>/dev/null
+    with_clocks $L/clocks.log 250 ab_benches SDCLI var def $G/bin/sd-cli-var
     bench_lines 'whole process' $L/bench-*.log
     clock_summary $L/clocks.log
+}
+
+# "$@" with nvidia-smi logging the SM and memory clocks, power and
+# temperature every MS ms into LOG (clock_summary reads it)
+with_clocks() {     # LOG MS command...
+    local log=$1 ms=$2 smi
+    shift 2
+    nvidia-smi --query-gpu=clocks.sm,clocks.mem,power.draw,temperature.gpu \
+        --format=csv,noheader,nounits -lms $ms > $log 2>&1 &
+    smi=$!
+    "$@"
+    kill $smi 2>/dev/null
 }
 
 # the SM clock, power and temperature nvidia-smi logged (-lms) while the
