@@ -23,9 +23,11 @@
  *    and V^T in E4M3 with a scale a tile of keys (qkv_split_fp8 writes
  *    them all) through fattn.cu's E4M3 kernel (the FP8 policy's "attn"
  *    kind).
- * 2. Products through cuBLASLt and a row softmax, for everything else
- *    (F32 validation, CLIP's causal mask, T5's position bias, the VAE's
- *    head of 512): per batch, a chunk of queries at a time, scores
+ * 2. BF16 at head size 64 with a causal mask or a bias (CLIP, T5):
+ *    sattn.cu's kernel (SD_CUDA_NO_SATTN=1: the next path instead).
+ * 3. Products through cuBLASLt and a row softmax, for everything else
+ *    (F32 validation, the VAE's head of 512; the text encoders' with
+ *    SD_CUDA_NO_SATTN): per batch, a chunk of queries at a time, scores
  *    S (H, cq, Lk) in F32 = scale Q K^T (one strided-batched product over
  *    the heads), P = softmax(S + bias) in the activation dtype, O = P V.
  *    The chunk keeps S and P under SD_ATT_SCRATCH bytes, so memory stays
@@ -339,6 +341,24 @@ sdpa_fits(const sd_cuda *c, const sd_tensor *q, int heads, int causal,
 }
 
 
+/* Whether sattn.cu takes a call cuDNN's SDPA does not: BF16 at head size
+   64, a bias of (H, Lq, Lk) BF16 */
+static int
+sattn_fits(const sd_cuda *c, const sd_tensor *o, const sd_tensor *q,
+    const sd_tensor *k, const sd_tensor *v, int heads,
+    const sd_tensor *bias)
+{
+    return !c->no_sattn && q->dtype == SD_DT_BF16 && k->dtype == SD_DT_BF16
+           && v->dtype == SD_DT_BF16 && o->dtype == SD_DT_BF16
+           && q->ne[2] == (int64_t) heads * 64 && heads <= 65535
+           && q->ne[0] <= 65535 && q->ne[1] <= INT32_MAX
+           && k->ne[1] <= INT32_MAX
+           && (bias == NULL
+               || (bias->dtype == SD_DT_BF16 && bias->ne[0] == heads
+                   && bias->ne[1] == q->ne[1] && bias->ne[2] == k->ne[1]));
+}
+
+
 /* Whether our kernel takes the call: see sdpa_fits, and head size 64. */
 static int
 fattn_fits(const sd_cuda *c, const sd_tensor *q, const sd_tensor *k,
@@ -571,6 +591,21 @@ sd_cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
             return fattn_run(err, c, o, q, k, v, heads, scale);
         }
         return sdpa_run(err, c, p, o, q, k, v, scale);
+    }
+    if (sattn_fits(c, o, q, k, v, heads, bias)) {
+        cudaError_t  e;
+
+        if (c->measuring) {
+            return SD_OK;
+        }
+        e = sd_cuda_sattn_bf16(o->data, q->data, k->data, v->data,
+                               bias ? bias->data : NULL, (int) q->ne[0],
+                               (int) q->ne[1], (int) k->ne[1], heads,
+                               causal, scale, c->stream);
+        if (e != cudaSuccess) {
+            return sd_cuda_fail(err, e, "sattn", __FILE__, __LINE__);
+        }
+        return SD_OK;
     }
     return gemm_attention(err, c, o, q, k, v, heads, causal, bias, scale);
 }

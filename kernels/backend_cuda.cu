@@ -1207,6 +1207,7 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     /* FP8 products with per-row x per-token scales need sm_90 */
     c->fp8_widen = p.major < 9 || sd_env_on("SD_CUDA_FP8_WIDEN");
     c->no_lanes = sd_env_on("SD_CUDA_NO_LANES");
+    c->no_sattn = sd_env_on("SD_CUDA_NO_SATTN");
     /* kernels chosen by the libraries' heuristics (the same in every
        process), unless SD_CUDA_TIMED_PICK=1 (the fastest of a few timed
        runs: a close call may go either way, and the images with it) */

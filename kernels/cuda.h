@@ -113,6 +113,9 @@ typedef struct {
     sd_cuda_sdpa_plan  *sdpa;
     sd_cuda_conv_plan  *conv;
     int                 no_sdpa;        /* force the GEMM attention path */
+    int                 no_sattn;       /* SD_CUDA_NO_SATTN: the causal and
+                                           biased attention by the GEMM
+                                           path, not sattn.cu */
     int                 fattn_ok;       /* fattn.cu runs here (sm_90a) and
                                            SD_CUDA_NO_FATTN is not 1 */
     int                 fattn_mode;     /* 1 wherever it fits, 0 where
@@ -443,6 +446,11 @@ cudaError_t sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8,
     float *osc, cudaStream_t st);
 cudaError_t sd_cuda_fattn_quant_vt(void *vt8, float *vts, float *vamax,
     const void *v, int b, int l, int h, cudaStream_t st);
+
+/* sattn.cu: BF16, head size 64, causal mask or bias (H, Lq, Lk) */
+cudaError_t sd_cuda_sattn_bf16(void *o, const void *q, const void *k,
+    const void *v, const void *bias, int b, int lq, int lk, int h,
+    int causal, float scale, cudaStream_t st);
 
 /* gemm8.cu */
 /*

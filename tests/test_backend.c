@@ -671,6 +671,54 @@ case_attn_bias(sd_backend *be, size_t *n, double *ms)
 }
 
 
+/* sattn.cu's edges: causal over 4 key tiles, the last partial (so whole
+   tiles are masked for the first query blocks); a bias with more keys
+   than queries, neither a multiple of the 64-row tiles */
+static float *
+case_attn_edges(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *q = MK(be, ACT, 2.0f, 2, 200, 2 * 64);
+    sd_tensor  *k = MK(be, ACT, 2.0f, 2, 200, 2 * 64);
+    sd_tensor  *v = MK(be, ACT, 1.0f, 2, 200, 2 * 64);
+    sd_tensor  *o = MK(be, ACT, 0.0f, 2, 200, 2 * 64);
+    sd_tensor  *q2 = MK(be, ACT, 1.0f, 1, 100, 3 * 64);
+    sd_tensor  *k2 = MK(be, ACT, 1.0f, 1, 130, 3 * 64);
+    sd_tensor  *v2 = MK(be, ACT, 1.0f, 1, 130, 3 * 64);
+    sd_tensor  *b2 = MK(be, ACT, 4.0f, 3, 100, 130);
+    sd_tensor  *o2 = MK(be, ACT, 0.0f, 1, 100, 3 * 64);
+    float      *out2 = NULL;
+    size_t      n2 = 0;
+
+    T_TIMED(be, ms, sd_attention(&err, o, q, k, v, 2, 1, NULL, 0.125f));
+    if (s == SD_OK) {
+        s = sd_attention(&err, o2, q2, k2, v2, 3, 0, b2, 1.0f);
+    }
+    T_CASE_END(o);
+    /* the two outputs as one: o's values, then o2's */
+    if (out) {
+        float  *cat;
+
+        out2 = host_of(o2, &n2);
+        cat = out2 ? realloc(out, (*n + n2) * sizeof(float)) : NULL;
+        if (cat) {
+            memcpy(cat + *n, out2, n2 * sizeof(float));
+            *n += n2;
+        } else {
+            free(out);
+        }
+        out = cat;
+    }
+    free(out2);
+    sd_tensor_free(q); sd_tensor_free(k); sd_tensor_free(v);
+    sd_tensor_free(o); sd_tensor_free(q2); sd_tensor_free(k2);
+    sd_tensor_free(v2); sd_tensor_free(b2); sd_tensor_free(o2);
+    return out;
+}
+
+
 /* the VAE's mid-block attention: one head of 512 */
 static float *
 case_attn_vae(sd_backend *be, size_t *n, double *ms)
@@ -721,6 +769,8 @@ static const t_case  t_cases[] = {
       4.0 * 4429 * 4429 * 4 * 64 },
     { "attention causal 2x77x12x64", case_attn_causal, 0 },
     { "attention bias 256x64x64", case_attn_bias, 0 },
+    { "attention causal 2x200x2x64, bias 100|130x3x64", case_attn_edges,
+      0 },
     { "attention 4096x1x512", case_attn_vae,
       4.0 * 4096 * 4096 * 512 },
 };

@@ -70,6 +70,12 @@
 #           more bench arguments, NCU_TOP: rows of the table)
 #   benchfp8  sd-cli bench of Large and Medium in FP8 (as served)
 #   turboprof  Large FP8 at 4 steps, cfg 1, with every op timed
+#   encvae  what a new prompt's encode and the VAE decode cost: Large FP8
+#           at 2 steps, profiled (every op timed) and not, with the
+#           libraries' heuristic picks and timed picks (SD_CUDA_TIMED_PICK)
+#   sattn   the text encoders' attention by sattn.cu against the GEMM
+#           path (SD_CUDA_NO_SATTN=1): test_backend, the encoder goldens,
+#           Large FP8 benches at 2 steps in turn (text encoding's rows)
 #   latejoin  the lanes joined at each block's end against not (Large,
 #           Medium, 4 steps), after test_pipeline and test_group in FP8
 #   det     kernels chosen by the libraries' heuristics (the default)
@@ -961,6 +967,40 @@ stage_ws512() {
         $L/bench-512-b2.log
 }
 
+stage_encvae() {       # text encoding and VAE: profile, picks
+    local v
+    randmodel large
+    for v in heur timed heur2; do
+        (
+            [ $v = timed ] && export SD_CUDA_TIMED_PICK=1
+            bench large bench-ev-$v.log "large fp8 2 steps, $v" \
+                --precision fp8 --steps 2 --cfg 4.5
+        )
+    done
+    bench large bench-ev-prof.log "large fp8 2 steps, profile" \
+        --precision fp8 --steps 2 --cfg 4.5 --profile 1
+    bench_lines 'VAE|text enc' $L/bench-ev-*.log
+}
+stage_sattn() {        # text encoders' attention: sattn.cu or GEMM path
+    local v r dev
+    run "test_backend" backend.log $G/bin/test_backend
+    grep -E "attention (causal|bias)" $L/backend.log
+    for dev in cuda cuda-fp8; do
+        run "test_encoders ($dev)" encoders-$dev.log env \
+            SD_TEST_DEVICE=$dev $G/bin/test_encoders
+    done
+    randmodel large
+    for r in 1 2; do
+        for v in sattn gemm; do
+            (
+                [ $v = gemm ] && export SD_CUDA_NO_SATTN=1
+                bench large bench-sa-$v-$r.log "large fp8 2 steps, $v ($r)" \
+                    --precision fp8 --steps 2 --cfg 4.5
+            )
+        done
+    done
+    bench_lines 'text enc|VAE' $L/bench-sa-*.log
+}
 stage_turboprof() {    # Large FP8 at 4 steps, cfg 1, every op timed
     randmodel large
     bench large bench-turbo-prof.log "bench large fp8, 4 steps cfg 1, profile" \
