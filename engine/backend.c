@@ -1009,9 +1009,9 @@ sd_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
 }
 
 
-sd_status
-sd_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
-    const sd_tensor *b, int stride, int pad)
+static sd_status
+conv2d_check(sd_err *err, const sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, int stride, int pad)
 {
     int64_t  ho, wo;
 
@@ -1030,7 +1030,39 @@ sd_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
     if (!same_dtype(y, x)) {
         return dtype_err(err, "conv2d", x, y);
     }
+    return SD_OK;
+}
+
+
+sd_status
+sd_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x, const sd_tensor *w,
+    const sd_tensor *b, int stride, int pad)
+{
+    SD_TRY(conv2d_check(err, y, x, w, b, stride, pad));
     return sd_round_out(y->be->ops->conv2d(err, y, x, w, b, stride, pad), y);
+}
+
+
+sd_status
+sd_conv2d_add(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, int stride, int pad)
+{
+    sd_tensor  *t = NULL;
+    sd_status   s;
+
+    SD_TRY(conv2d_check(err, y, x, w, b, stride, pad));
+    if (y->be->ops->conv2d_add) {
+        return sd_round_out(y->be->ops->conv2d_add(err, y, x, w, b, stride,
+                                                   pad), y);
+    }
+    SD_TRY(sd_tensor_new_as(err, y->be, SD_MEM_ACT, y->dtype, y->ndim, y->ne,
+                            &t));
+    s = sd_conv2d(err, t, x, w, b, stride, pad);
+    if (s == SD_OK) {
+        s = sd_add(err, y, y, t);
+    }
+    sd_tensor_free(t);
+    return s;
 }
 
 

@@ -174,6 +174,10 @@ typedef struct {
        decoded image (1, 3, H, W) in [-1, 1] as host RGB bytes (H, W, 3),
        rounded as sd_image_to_rgb8 rounds, byte for byte */
     sd_status (*to_rgb8)(sd_err *err, const sd_tensor *img, uint8_t *rgb);
+    /* optional (NULL: conv2d into a new tensor, then add): y += conv(x) +
+       b, so a backend may fold the sum into the convolution */
+    sd_status (*conv2d_add)(sd_err *err, sd_tensor *y, const sd_tensor *x,
+        const sd_tensor *w, const sd_tensor *b, int stride, int pad);
 
     void (*destroy)(sd_backend *be);
 } sd_backend_ops;
@@ -480,6 +484,9 @@ sd_status sd_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
     const sd_tensor *vamax, int heads, float sq, float sk, float scale);
 /* x: (B, H, W, Ci), w: (Co, kh, kw, Ci), b: (Co) or NULL -> (B, Ho, Wo, Co) */
 sd_status sd_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, int stride, int pad);
+/* y: (B, Ho, Wo, Co) += conv2d(x, w, b): a residual sum */
+sd_status sd_conv2d_add(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, int stride, int pad);
 /* nearest, x: (B, H, W, C) -> (B, 2H, 2W, C) */
 sd_status sd_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x);

@@ -720,6 +720,7 @@ static const sd_backend_ops  sd_cpu_ops = {
     NULL, NULL,             /* no FP8 attention: F32 only */
     NULL,                   /* linear_gate_add: linear_rows, gate_add */
     NULL,                   /* to_rgb8: the host's conversion as it is */
+    NULL,                   /* conv2d_add: conv2d, add */
     cpu_destroy
 };
 

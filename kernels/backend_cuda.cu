@@ -981,6 +981,18 @@ cuda_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x,
 
 
 static sd_status
+cuda_conv2d_add(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, int stride, int pad)
+{
+    /* its fallback's scratch is workspace: measured */
+    SD_CUDA_OP_MEASURED(y, sd_cuda_conv2d_add(err, y, x, w, b, stride, pad),
+                        "conv_add %lldx%lldx%lld->%lld k%lld s%d",
+                        LL(x->ne[1]), LL(x->ne[2]), LL(x->ne[3]),
+                        LL(w->ne[0]), LL(w->ne[1]), stride);
+}
+
+
+static sd_status
 cuda_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
 {
     SD_CUDA_OP(y, sd_cuda_upsample2x(err, y, x), "upsample2x %lld",
@@ -1166,7 +1178,7 @@ static const sd_backend_ops  sd_cuda_ops = {
     cuda_attention, cuda_conv2d, cuda_upsample2x, cuda_embed, cuda_modulate,
     cuda_gate_add, cuda_abs_diff_sum, cuda_copy2d, cuda_permute,
     cuda_qkv_split_fp8, cuda_attention_fp8, cuda_linear_gate_add,
-    cuda_to_rgb8, cuda_destroy
+    cuda_to_rgb8, cuda_conv2d_add, cuda_destroy
 };
 
 
@@ -1208,6 +1220,7 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     c->fp8_widen = p.major < 9 || sd_env_on("SD_CUDA_FP8_WIDEN");
     c->no_lanes = sd_env_on("SD_CUDA_NO_LANES");
     c->no_sattn = sd_env_on("SD_CUDA_NO_SATTN");
+    c->conv_fused = !sd_env_on("SD_CUDA_NO_CONV_FUSED");
     /* kernels chosen by the libraries' heuristics (the same in every
        process), unless SD_CUDA_TIMED_PICK=1 (the fastest of a few timed
        runs: a close call may go either way, and the images with it) */

@@ -113,6 +113,8 @@ typedef struct {
     sd_cuda_sdpa_plan  *sdpa;
     sd_cuda_conv_plan  *conv;
     int                 no_sdpa;        /* force the GEMM attention path */
+    int                 conv_fused;     /* conv.cu's conv_fuse rule, unless
+                                           SD_CUDA_NO_CONV_FUSED */
     int                 no_sattn;       /* SD_CUDA_NO_SATTN: the causal and
                                            biased attention by the GEMM
                                            path, not sattn.cu */
@@ -487,6 +489,8 @@ sd_status sd_cuda_linear_rows8(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, sd_act act);
 
 /* conv.cu */
+sd_status sd_cuda_conv2d_add(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, int stride, int pad);
 sd_status sd_cuda_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, int stride, int pad);
 void sd_cuda_conv_free(sd_cuda *c);

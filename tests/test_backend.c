@@ -671,6 +671,63 @@ case_attn_bias(sd_backend *be, size_t *n, double *ms)
 }
 
 
+/* conv2d with the bias, and conv2d_add into a residual, at 2^25 output
+   values (1x1; conv.cu's fused cuDNN call from there up), then
+   conv2d_add at 3x3 below it (the convolution into scratch and a sum) */
+static float *
+case_conv_fused(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out = NULL, *part;
+    size_t      np = 0, i;
+    sd_tensor  *x = MK(be, ACT, 1.0f, 1, 1024, 1024, 32);
+    sd_tensor  *w = MK(be, WGT, 0.2f, 32, 1, 1, 32);
+    sd_tensor  *b = MK(be, WGT, 0.1f, 32);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 1, 1024, 1024, 32);
+    sd_tensor  *r = MK(be, ACT, 1.0f, 1, 1024, 1024, 32);
+    sd_tensor  *xs = MK(be, ACT, 1.0f, 2, 24, 20, 64);
+    sd_tensor  *ws = MK(be, WGT, 0.05f, 64, 3, 3, 64);
+    sd_tensor  *bs = MK(be, WGT, 0.1f, 64);
+    sd_tensor  *rs = MK(be, ACT, 1.0f, 2, 24, 20, 64);
+    sd_tensor  *outs[3] = { y, r, rs };
+
+    T_TIMED(be, ms, sd_conv2d(&err, y, x, w, b, 1, 0));
+    if (s == SD_OK) {
+        s = sd_conv2d_add(&err, r, x, w, b, 1, 0);
+    }
+    if (s == SD_OK) {
+        s = sd_conv2d_add(&err, rs, xs, ws, bs, 1, 1);
+    }
+    /* the three outputs as one */
+    *n = 0;
+    for (i = 0; i < 3 && s == SD_OK; i++) {
+        float  *cat;
+
+        part = host_of(outs[i], &np);
+        cat = part ? realloc(out, (*n + np) * sizeof(float)) : NULL;
+        if (cat == NULL) {
+            free(part);
+            s = SD_ERR_NOMEM;
+            break;
+        }
+        memcpy(cat + *n, part, np * sizeof(float));
+        *n += np;
+        out = cat;
+        free(part);
+    }
+    if (s != SD_OK) {
+        printf("   op failed: %s\n", err.msg);
+        free(out);
+        out = NULL;
+    }
+    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(b);
+    sd_tensor_free(y); sd_tensor_free(r); sd_tensor_free(xs);
+    sd_tensor_free(ws); sd_tensor_free(bs); sd_tensor_free(rs);
+    return out;
+}
+
+
 /* sattn.cu's edges: causal over 4 key tiles, the last partial (so whole
    tiles are masked for the first query blocks); a bias with more keys
    than queries, neither a multiple of the 64-row tiles */
@@ -761,6 +818,7 @@ static const t_case  t_cases[] = {
     { "conv3x3 64x64x512->512", case_conv3,
       2.0 * 64 * 64 * 512 * 512 * 9 },
     { "conv s2 + conv->3", case_conv_small, 0 },
+    { "conv 1x1 1024^2 +b, conv_add 1x1 and 3x3", case_conv_fused, 0 },
     { "conv patch 2x2 16->2432", case_conv_patch,
       2.0 * 2 * 64 * 64 * 2432 * 64 },
     { "upsample2x, embed", case_upsample_embed, 0 },

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """txt2img through nginx from an HTTP client: waits for the model, times
-the whole request (JSON in, base64 PNG out) after a warm-up, then checks
+the whole request (JSON in, base64 PNG out) after a warm-up, with the
+prompt of the warm-up (the text cache holds its encoding) and with a new
+prompt each request (encoded each time; the negative prompt as before, so
+held), then checks
 that a request larger than the GPU workspace answers 500 with the reason
 and that the next request still works. Prints a table.
 Usage: http_bench.py URL [--width W] [--height H] [--steps N] [--runs N]
@@ -38,8 +41,9 @@ while time.time() - t0 < 600:
 ready = time.time() - t0
 
 
-def txt2img(w, h, steps, batch=1, seed=1234):
-    body = {'prompt': 'a futuristic cityscape at sunset, cyberpunk style',
+def txt2img(w, h, steps, batch=1, seed=1234,
+            prompt='a futuristic cityscape at sunset, cyberpunk style'):
+    body = {'prompt': prompt,
             'negative_prompt': 'blurry, low-res, distortion',
             'width': w, 'height': h, 'steps': steps, 'cfg_scale': a.cfg,
             'seed': seed, 'batch_size': batch, 'sampler_name': 'Euler'}
@@ -56,6 +60,13 @@ for i in range(a.runs):
     ok = ok and r.status_code == 200
     times.append(dt)
 png = base64.b64decode(r.json()['images'][0]) if ok else b''
+fresh = []
+for i in range(a.runs):
+    r, dt = txt2img(a.width, a.height, a.steps, seed=200 + i,
+                    prompt=f'a lighthouse on a cliff at dawn, view {i}, '
+                           f'oil painting number {1000 + i}')
+    ok = ok and r.status_code == 200
+    fresh.append(dt)
 bw, bh, bb = (int(x) for x in a.big.split('x'))
 big, bdt = txt2img(bw, bh, 2, batch=bb)
 after, adt = txt2img(512, 512, 4)
@@ -65,6 +76,9 @@ print(f'| ready (load + workspace sizing) | {ready:.1f} s |')
 print(f'| txt2img {a.width}x{a.height}, {a.steps} steps, cfg {a.cfg}, '
       f'median of {a.runs} | {statistics.median(times):.3f} s |')
 print(f'| all runs | {", ".join(f"{t:.3f}" for t in times)} s |')
+print(f'| txt2img, a new prompt each request, median of {a.runs} | '
+      f'{statistics.median(fresh):.3f} s |')
+print(f'| all runs, new prompts | {", ".join(f"{t:.3f}" for t in fresh)} s |')
 print(f'| PNG bytes | {len(png)} |')
 print(f'| {bw}x{bh} batch {bb}: status | {big.status_code}: '
       f'{big.text[:160]!r} |')

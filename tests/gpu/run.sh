@@ -76,6 +76,13 @@
 #   sattn   the text encoders' attention by sattn.cu against the GEMM
 #           path (SD_CUDA_NO_SATTN=1): test_backend, the encoder goldens,
 #           Large FP8 benches at 2 steps in turn (text encoding's rows)
+#   convfused  the convolutions' bias and the resnets' sums in cuDNN's
+#           fused call (conv.cu's rule) against none of them
+#           (SD_CUDA_NO_CONV_FUSED=1): the VAE goldens each way, Large FP8
+#           benches at 2 steps in turn (VAE decode), the default profiled
+#   convadd the convolutions' bias and the VAE resnets' sums in cuDNN's
+#           fused call: the op tests, the VAE, MMDiT and pipeline goldens,
+#           then varbench (tree against PACK_BASE)
 #   latejoin  the lanes joined at each block's end against not (Large,
 #           Medium, 4 steps), after test_pipeline and test_group in FP8
 #   det     kernels chosen by the libraries' heuristics (the default)
@@ -916,7 +923,7 @@ var_benches() {
     SDCLI=$G/bin/sd-cli-var txt2img_dump var
     same_image def var
     with_clocks $L/clocks.log 250 ab_benches SDCLI var def $G/bin/sd-cli-var
-    bench_lines 'whole process' $L/bench-*.log
+    bench_lines 'whole process|VAE|text enc' $L/bench-*.log
     clock_summary $L/clocks.log
 }
 
@@ -1000,6 +1007,41 @@ stage_sattn() {        # text encoders' attention: sattn.cu or GEMM path
         done
     done
     bench_lines 'text enc|VAE' $L/bench-sa-*.log
+}
+stage_convfused() {    # conv + bias fused by cuDNN, or conv then bias
+    local v r dev
+    for dev in cuda cuda-bf16; do
+        run "test_vae ($dev, not fused)" vae-$dev-plain.log env \
+            SD_CUDA_NO_CONV_FUSED=1 SD_TEST_DEVICE=$dev $G/bin/test_vae
+    done
+    randmodel large
+    for r in 1 2; do
+        for v in fused plain; do
+            (
+                [ $v = plain ] && export SD_CUDA_NO_CONV_FUSED=1
+                bench large bench-cf-$v-$r.log "large fp8 2 steps, $v ($r)" \
+                    --precision fp8 --steps 2 --cfg 4.5
+            )
+        done
+    done
+    bench large bench-cf-fused-prof.log "large fp8 2 steps, fused, profile" \
+        --precision fp8 --steps 2 --profile 1
+    bench_lines 'VAE' $L/bench-cf-*.log
+    grep -E "^\| conv" $L/bench-cf-fused-prof.log
+}
+stage_convadd() {      # fused conv bias and residual
+    local dev t
+    run "test_backend" backend.log $G/bin/test_backend
+    grep -E "conv" $L/backend.log
+    for dev in cuda cuda-bf16; do
+        for t in vae mmdit; do
+            run "test_$t ($dev)" $t-$dev.log env SD_TEST_DEVICE=$dev \
+                $G/bin/test_$t
+        done
+    done
+    run "test_pipeline (cuda-fp8)" pipeline-cuda-fp8.log env \
+        SD_TEST_DEVICE=cuda-fp8 $G/bin/test_pipeline
+    var_benches
 }
 stage_turboprof() {    # Large FP8 at 4 steps, cfg 1, every op timed
     randmodel large
