@@ -110,6 +110,33 @@ host_of(const sd_tensor *t, size_t *n)
 }
 
 
+/* Several outputs downloaded as one array, in order (malloc'd; NULL on
+   a failed download or allocation) */
+static float *
+host_of_all(sd_tensor *const *t, int k, size_t *n)
+{
+    float   *out = NULL, *part, *cat;
+    size_t   np;
+    int      i;
+
+    *n = 0;
+    for (i = 0; i < k; i++) {
+        part = host_of(t[i], &np);
+        cat = part ? realloc(out, (*n + np) * sizeof(float)) : NULL;
+        if (cat == NULL) {
+            free(part);
+            free(out);
+            return NULL;
+        }
+        memcpy(cat + *n, part, np * sizeof(float));
+        *n += np;
+        out = cat;
+        free(part);
+    }
+    return out;
+}
+
+
 static double
 now_ms(void)
 {
@@ -679,8 +706,7 @@ case_conv_fused(sd_backend *be, size_t *n, double *ms)
 {
     sd_err      err = {0};
     sd_status   s;
-    float      *out = NULL, *part;
-    size_t      np = 0, i;
+    float      *out;
     sd_tensor  *x = MK(be, ACT, 1.0f, 1, 1024, 1024, 32);
     sd_tensor  *w = MK(be, WGT, 0.2f, 32, 1, 1, 32);
     sd_tensor  *b = MK(be, WGT, 0.1f, 32);
@@ -699,27 +725,11 @@ case_conv_fused(sd_backend *be, size_t *n, double *ms)
     if (s == SD_OK) {
         s = sd_conv2d_add(&err, rs, xs, ws, bs, 1, 1);
     }
-    /* the three outputs as one */
-    *n = 0;
-    for (i = 0; i < 3 && s == SD_OK; i++) {
-        float  *cat;
-
-        part = host_of(outs[i], &np);
-        cat = part ? realloc(out, (*n + np) * sizeof(float)) : NULL;
-        if (cat == NULL) {
-            free(part);
-            s = SD_ERR_NOMEM;
-            break;
-        }
-        memcpy(cat + *n, part, np * sizeof(float));
-        *n += np;
-        out = cat;
-        free(part);
-    }
     if (s != SD_OK) {
         printf("   op failed: %s\n", err.msg);
-        free(out);
         out = NULL;
+    } else {
+        out = host_of_all(outs, 3, n);
     }
     sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(b);
     sd_tensor_free(y); sd_tensor_free(r); sd_tensor_free(xs);
@@ -746,29 +756,18 @@ case_attn_edges(sd_backend *be, size_t *n, double *ms)
     sd_tensor  *v2 = MK(be, ACT, 1.0f, 1, 130, 3 * 64);
     sd_tensor  *b2 = MK(be, ACT, 4.0f, 3, 100, 130);
     sd_tensor  *o2 = MK(be, ACT, 0.0f, 1, 100, 3 * 64);
-    float      *out2 = NULL;
-    size_t      n2 = 0;
+    sd_tensor  *outs[2] = { o, o2 };
 
     T_TIMED(be, ms, sd_attention(&err, o, q, k, v, 2, 1, NULL, 0.125f));
     if (s == SD_OK) {
         s = sd_attention(&err, o2, q2, k2, v2, 3, 0, b2, 1.0f);
     }
-    T_CASE_END(o);
-    /* the two outputs as one: o's values, then o2's */
-    if (out) {
-        float  *cat;
-
-        out2 = host_of(o2, &n2);
-        cat = out2 ? realloc(out, (*n + n2) * sizeof(float)) : NULL;
-        if (cat) {
-            memcpy(cat + *n, out2, n2 * sizeof(float));
-            *n += n2;
-        } else {
-            free(out);
-        }
-        out = cat;
+    if (s != SD_OK) {
+        printf("   op failed: %s\n", err.msg);
+        out = NULL;
+    } else {
+        out = host_of_all(outs, 2, n);     /* o's values, then o2's */
     }
-    free(out2);
     sd_tensor_free(q); sd_tensor_free(k); sd_tensor_free(v);
     sd_tensor_free(o); sd_tensor_free(q2); sd_tensor_free(k2);
     sd_tensor_free(v2); sd_tensor_free(b2); sd_tensor_free(o2);

@@ -988,42 +988,39 @@ stage_encvae() {       # text encoding and VAE: profile, picks
         --precision fp8 --steps 2 --cfg 4.5 --profile 1
     bench_lines 'VAE|text enc' $L/bench-ev-*.log
 }
+# Large FP8 at 2 steps, each way twice in turn, VAR=1 for the runs named
+# ON: bench-PRE-{ON,OFF}-{1,2}.log
+ab_short() {    # VAR ON OFF PRE
+    local var=$1 on=$2 off=$3 pre=$4 r v
+    randmodel large
+    for r in 1 2; do
+        for v in $on $off; do
+            (
+                [ $v = $on ] && export $var=1
+                bench large bench-$pre-$v-$r.log "large fp8 2 steps, $v ($r)" \
+                    --precision fp8 --steps 2 --cfg 4.5
+            )
+        done
+    done
+}
 stage_sattn() {        # text encoders' attention: sattn.cu or GEMM path
-    local v r dev
+    local dev
     run "test_backend" backend.log $G/bin/test_backend
     grep -E "attention (causal|bias)" $L/backend.log
     for dev in cuda cuda-fp8; do
         run "test_encoders ($dev)" encoders-$dev.log env \
             SD_TEST_DEVICE=$dev $G/bin/test_encoders
     done
-    randmodel large
-    for r in 1 2; do
-        for v in sattn gemm; do
-            (
-                [ $v = gemm ] && export SD_CUDA_NO_SATTN=1
-                bench large bench-sa-$v-$r.log "large fp8 2 steps, $v ($r)" \
-                    --precision fp8 --steps 2 --cfg 4.5
-            )
-        done
-    done
+    ab_short SD_CUDA_NO_SATTN gemm sattn sa
     bench_lines 'text enc|VAE' $L/bench-sa-*.log
 }
 stage_convfused() {    # conv + bias fused by cuDNN, or conv then bias
-    local v r dev
+    local dev
     for dev in cuda cuda-bf16; do
         run "test_vae ($dev, not fused)" vae-$dev-plain.log env \
             SD_CUDA_NO_CONV_FUSED=1 SD_TEST_DEVICE=$dev $G/bin/test_vae
     done
-    randmodel large
-    for r in 1 2; do
-        for v in fused plain; do
-            (
-                [ $v = plain ] && export SD_CUDA_NO_CONV_FUSED=1
-                bench large bench-cf-$v-$r.log "large fp8 2 steps, $v ($r)" \
-                    --precision fp8 --steps 2 --cfg 4.5
-            )
-        done
-    done
+    ab_short SD_CUDA_NO_CONV_FUSED plain fused cf
     bench large bench-cf-fused-prof.log "large fp8 2 steps, fused, profile" \
         --precision fp8 --steps 2 --profile 1
     bench_lines 'VAE' $L/bench-cf-*.log
