@@ -83,6 +83,10 @@
 #   convadd the convolutions' bias and the VAE resnets' sums in cuDNN's
 #           fused call: the op tests, the VAE, MMDiT and pipeline goldens,
 #           then varbench (tree against PACK_BASE)
+#   tcache  Large FP8 through nginx with the text cache off
+#           (sd_text_cache 0) and on: a repeated prompt's and new prompts'
+#           times (a new prompt's cached conditioning moves the workspace's
+#           layout, so the step's recording would not apply)
 #   latejoin  the lanes joined at each block's end against not (Large,
 #           Medium, 4 steps), after test_pipeline and test_group in FP8
 #   det     kernels chosen by the libraries' heuristics (the default)
@@ -303,13 +307,13 @@ stage_tinyref() {
 
 # nginx from Debian's packages in a prefix, the module built with the
 # engine, serving MODEL on the GPU; the HTTP client times txt2img
-serve() {       # model-dir name port
+serve() {       # model-dir name port (SERVE_EXTRA: http-level directives)
     local p=/tmp/sd/serve-$2
     mkdir -p /tmp/ngx $p/logs $p/tmp /var/lib/nginx
     for deb in $G/debs/*.deb; do dpkg -x "$deb" /tmp/ngx; done
     sed -e "s#^\( *sd_model  *\)[^ ]*  *[^ ;]*#\1$2 $1#" \
         -e "s#^load_module .*;#load_module $G/bin/ngx_http_sd_module.so;#" \
-        -e "s#sd_device       cpu;#sd_device cuda; sd_precision ${PREC:-bf16};#" \
+        -e "s#sd_device       cpu;#sd_device cuda; sd_precision ${PREC:-bf16}; ${SERVE_EXTRA:-}#" \
         -e "s#127\.0\.0\.1:7860#127.0.0.1:$3#" \
         -e "s#^error_log .*;#error_log logs/error.log notice;\nenv LD_LIBRARY_PATH;#" \
         conf/nginx.conf > $p/nginx.conf
@@ -1039,6 +1043,19 @@ stage_convadd() {      # fused conv bias and residual
     run "test_pipeline (cuda-fp8)" pipeline-cuda-fp8.log env \
         SD_TEST_DEVICE=cuda-fp8 $G/bin/test_pipeline
     var_benches
+}
+stage_tcache() {       # nginx with the text cache off and on
+    local v
+    randmodel large
+    for v in off on; do
+        SERVE_EXTRA=$([ $v = off ] && echo "sd_text_cache 0;") PREC=fp8 \
+            serve /dev/shm/sd-large large 7863
+        run "nginx large fp8, text cache $v" nginx-tcache-$v.log python3 \
+            tests/gpu/http_bench.py http://127.0.0.1:7863 --steps 28
+        grep -E "median|all runs" $L/nginx-tcache-$v.log
+        /tmp/ngx/usr/sbin/nginx -p /tmp/sd/serve-large/ -c nginx.conf -s quit
+        sleep 3
+    done
 }
 stage_turboprof() {    # Large FP8 at 4 steps, cfg 1, every op timed
     randmodel large
