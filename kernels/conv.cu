@@ -265,7 +265,8 @@ fused_run(sd_cuda *c, sd_cuda_conv_plan *p, sd_tensor *y, const sd_tensor *x,
     if (!fused_ready(c, p, y, x)) {
         return 0;
     }
-    /* z is y: read only when acc (alpha2 1) */
+    /* z is y: its values count only when acc (alpha2 1); with alpha2 0
+       a y of NaNs gives the convolution (test_backend, cuDNN 9.19) */
     st = cudnnConvolutionBiasActivationForward(c->dnn, &one, p->xd, x->data,
              p->wd, w->data, p->cd,
              CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, c->lib_ws,
