@@ -960,6 +960,50 @@ out:
 }
 
 
+/* sd_conv2d_add (the CPU composes conv2d and add) against the two ops,
+   and a wrong-shaped sum refused with the op's name */
+static void
+check_conv_add_cpu(sd_backend *be)
+{
+    sd_err      err = {0};
+    float      *a = NULL, *b = NULL;
+    size_t      na = 0, nb = 0;
+    sd_tensor  *x, *w, *bb, *r1, *r2, *t, *bad;
+
+    t_rng = 11;
+    x = MK(be, ACT, 1.0f, 2, 9, 7, 16);
+    w = MK(be, WGT, 0.1f, 24, 3, 3, 16);
+    bb = MK(be, WGT, 0.5f, 24);
+    r1 = MK(be, ACT, 1.0f, 2, 9, 7, 24);
+    r2 = MK(be, ACT, 0.0f, 2, 9, 7, 24);
+    t = MK(be, ACT, 0.0f, 2, 9, 7, 24);
+    bad = MK(be, ACT, 0.0f, 2, 9, 7, 16);
+    if (!(x && w && bb && r1 && r2 && t && bad)) {
+        T_CHECK(0, "conv_add tensors");
+        goto out;
+    }
+    sd_copy2d(&err, r2, 0, 0, r1, 0, 0, 1, sd_numel(r1));
+    T_CHECK(sd_conv2d_add(&err, r1, x, w, bb, 1, 1) == SD_OK,
+            "conv2d_add: %s", err.msg);
+    T_CHECK(sd_conv2d(&err, t, x, w, bb, 1, 1) == SD_OK
+            && sd_add(&err, r2, r2, t) == SD_OK, "conv2d, add: %s", err.msg);
+    a = host_of(r1, &na);
+    b = host_of(r2, &nb);
+    T_CHECK(a && b && na == nb && memcmp(a, b, na * sizeof(float)) == 0,
+            "conv2d_add differs from conv2d then add");
+    sd_err_clear(&err);
+    T_CHECK(sd_conv2d_add(&err, bad, x, w, bb, 1, 1) != SD_OK
+            && strstr(err.msg, "conv2d") != NULL,
+            "conv2d_add into 16 channels of 24: \"%s\"", err.msg);
+out:
+    free(a);
+    free(b);
+    sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(bb);
+    sd_tensor_free(r1); sd_tensor_free(r2); sd_tensor_free(t);
+    sd_tensor_free(bad);
+}
+
+
 /* Fused ops of the CPU backend against the ops they replace. */
 static void
 check_cpu_fusions(sd_backend *be)
@@ -2849,6 +2893,7 @@ main(void)
         return T_DONE();
     }
     check_cpu_fusions(cpu);
+    check_conv_add_cpu(cpu);
     check_abs_diff(cpu);
     check_round_bf16(cpu);
     check_attn_fp8_cpu(cpu);
