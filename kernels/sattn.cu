@@ -64,8 +64,8 @@ sa_pack(float lo, float hi)
 __device__ __forceinline__ uint32_t
 sa_pack_bf(__nv_bfloat16 lo, __nv_bfloat16 hi)
 {
-    return (uint32_t) *(const unsigned short *) &lo
-           | (uint32_t) *(const unsigned short *) &hi << 16;
+    return (uint32_t) __bfloat16_as_ushort(lo)
+           | (uint32_t) __bfloat16_as_ushort(hi) << 16;
 }
 
 
