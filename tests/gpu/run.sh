@@ -71,8 +71,8 @@
 #   benchfp8  sd-cli bench of Large and Medium in FP8 (as served)
 #   turboprof  Large FP8 at 4 steps, cfg 1, with every op timed
 #   encvae  what a new prompt's encode and the VAE decode cost: Large FP8
-#           at 2 steps, profiled (every op timed) and not, with the
-#           libraries' heuristic picks and timed picks (SD_CUDA_TIMED_PICK)
+#           at 2 steps with timed picks (SD_CUDA_TIMED_PICK) and the
+#           libraries' heuristic ones in turn (ab_short), then profiled
 #   sattn   the text encoders' attention by sattn.cu against the GEMM
 #           path (SD_CUDA_NO_SATTN=1): test_backend, the encoder goldens,
 #           Large FP8 benches at 2 steps in turn (text encoding's rows)
@@ -467,14 +467,15 @@ pipeline_tests() {
 
 # Large FP8 through nginx from an HTTP client, with the server's own step
 # histogram and error log
-nginx_large_fp8() {
+nginx_large_fp8() {    # [NAME: the logs' name, default nginx-large-fp8]
+    local n=${1:-nginx-large-fp8}
     PREC=fp8 serve /dev/shm/sd-large large 7863
-    run "nginx large fp8 txt2img 1024" nginx-large-fp8.log python3 \
+    run "${n//-/ } txt2img 1024" $n.log python3 \
         tests/gpu/http_bench.py http://127.0.0.1:7863 --steps 28
     curl -s http://127.0.0.1:7863/metrics \
         | grep -E "^sd_step_seconds_(sum|count)" \
-        > "$L/nginx-large-fp8-metrics.txt" 2>&1
-    cp /tmp/sd/serve-large/logs/error.log "$L/nginx-large-fp8-error.log"
+        > "$L/$n-metrics.txt" 2>&1
+    cp /tmp/sd/serve-large/logs/error.log "$L/$n-error.log"
     /tmp/ngx/usr/sbin/nginx -p /tmp/sd/serve-large/ -c nginx.conf -s quit
     sleep 3
 }
@@ -979,15 +980,7 @@ stage_ws512() {
 }
 
 stage_encvae() {       # text encoding and VAE: profile, picks
-    local v
-    randmodel large
-    for v in heur timed heur2; do
-        (
-            [ $v = timed ] && export SD_CUDA_TIMED_PICK=1
-            bench large bench-ev-$v.log "large fp8 2 steps, $v" \
-                --precision fp8 --steps 2 --cfg 4.5
-        )
-    done
+    ab_short SD_CUDA_TIMED_PICK timed heur ev
     bench large bench-ev-prof.log "large fp8 2 steps, profile" \
         --precision fp8 --steps 2 --cfg 4.5 --profile 1
     bench_lines 'VAE|text enc' $L/bench-ev-*.log
@@ -1048,13 +1041,9 @@ stage_tcache() {       # nginx with the text cache off and on
     local v
     randmodel large
     for v in off on; do
-        SERVE_EXTRA=$([ $v = off ] && echo "sd_text_cache 0;") PREC=fp8 \
-            serve /dev/shm/sd-large large 7863
-        run "nginx large fp8, text cache $v" nginx-tcache-$v.log python3 \
-            tests/gpu/http_bench.py http://127.0.0.1:7863 --steps 28
+        SERVE_EXTRA=$([ $v = off ] && echo "sd_text_cache 0;") \
+            nginx_large_fp8 nginx-tcache-$v
         grep -E "median|all runs" $L/nginx-tcache-$v.log
-        /tmp/ngx/usr/sbin/nginx -p /tmp/sd/serve-large/ -c nginx.conf -s quit
-        sleep 3
     done
 }
 stage_turboprof() {    # Large FP8 at 4 steps, cfg 1, every op timed
