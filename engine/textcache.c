@@ -129,6 +129,33 @@ list_push(sd_tcache *tc, sd_tentry *en)
 }
 
 
+/*
+ * An entry's tensor moved out of the activation workspace into the weight
+ * arena: kept entries in the workspace would change its layout at every
+ * miss, so the transformer's recorded step (a CUDA graph recorded for one
+ * layout) would be recorded again for the next image, and they would take
+ * room the workspace was sized without (sd_pipe_reserve).
+ */
+static sd_status
+cond_keep(sd_err *err, sd_tensor **t)
+{
+    sd_tensor  *w;
+
+    if (*t == NULL || (*t)->mem != SD_MEM_ACT) {
+        return SD_OK;
+    }
+    SD_TRY(sd_tensor_new_as(err, (*t)->be, SD_MEM_WEIGHT, (*t)->dtype,
+                            (*t)->ndim, (*t)->ne, &w));
+    if (sd_copy2d(err, w, 0, 0, *t, 0, 0, 1, sd_numel(*t)) != SD_OK) {
+        sd_tensor_free(w);
+        return err->status;
+    }
+    sd_tensor_free(*t);
+    *t = w;
+    return SD_OK;
+}
+
+
 /* keep only what the pipeline reads: context and pooled */
 static void
 cond_trim(sd_cond *c)
@@ -211,6 +238,12 @@ sd_tcache_get(sd_err *err, sd_tcache *tc, sd_model *m, const char *prompt,
         return err->status;
     }
     cond_trim(&en->cond);
+    if (cond_keep(err, &en->cond.context) != SD_OK
+        || cond_keep(err, &en->cond.pooled) != SD_OK)
+    {
+        entry_free(en);
+        return err->status;
+    }
 
     if (pin) {
         *pin = en;

@@ -5,7 +5,10 @@
  *
  * The entries' tensors stay in the backend's memory (device memory on the
  * GPU, in the backend's activation dtype): a hit costs nothing to upload.
- * Only context and pooled are kept; the encoders' intermediates are freed.
+ * Only context and pooled are kept, moved into the weight arena; the
+ * encoders' intermediates are freed, so a miss leaves the activation
+ * workspace as it found it (the same layout: a transformer step recorded
+ * as a CUDA graph replays for the next image, whose prompt is new).
  * The empty prompt (the common negative) is kept apart, once per model,
  * and never evicted.
  *

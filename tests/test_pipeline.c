@@ -13,6 +13,7 @@
 #endif
 #include "pipeline.h"
 #include "safetensors.h"
+#include "textcache.h"
 
 
 static void
@@ -267,10 +268,13 @@ check_graphs(sd_model *m)
     sd_pipe_args  a;
     sd_cond       c, n;
     sd_err        err = {0};
-    uint8_t      *off = NULL, *off2 = NULL, *on = NULL;
+    uint8_t      *off = NULL, *off2 = NULL, *on = NULL, *on2 = NULL;
     size_t        px = 64 * 64 * 3, i, diff = 0;
     long          r0, p0, f0, r1, p1, f1;
     const char   *why;
+    sd_tcache    *tc;
+    sd_cond       tmp;
+    const sd_cond *nc = NULL;
 
     if (strcmp(m->be->ops->name, "cuda") != 0) {
         return;
@@ -313,9 +317,30 @@ check_graphs(sd_model *m)
                 "graphs: %zu of %zu bytes differ from the launched run",
                 diff, px);
     }
+
+    /* a new prompt through the text cache (a miss keeps its entry) leaves
+       the workspace's layout alone: the next image replays every step */
+    tc = sd_tcache_new(4);
+    if (tc && sd_tcache_get(&err, tc, m, "a blue sphere", 0, &tmp, &nc)
+              == SD_OK)
+    {
+        sd_cuda_graph_stats(m->be, &r0, &p0, &f0, &why);
+        T_CHECK(sd_pipe_txt2img(&err, m, &a, nc, &n, &on2, NULL) == SD_OK,
+                "graphs after a cache miss: %s", err.msg);
+        sd_cuda_graph_stats(m->be, &r1, &p1, &f1, &why);
+        printf("   after a text cache miss: %ld recorded, %ld replayed\n",
+               r1 - r0, p1 - p0);
+        T_CHECK(f1 == f0 && r1 == r0 && p1 - p0 == a.steps,
+                "graphs after a text cache miss: %ld recorded, %ld "
+                "replayed, %ld failed (%s)", r1 - r0, p1 - p0, f1 - f0, why);
+    } else {
+        T_CHECK(0, "text cache: %s", err.msg);
+    }
+    sd_tcache_free(tc);
     free(off);
     free(off2);
     free(on);
+    free(on2);
     sd_cond_free(&c);
     sd_cond_free(&n);
 }

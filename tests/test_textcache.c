@@ -57,6 +57,10 @@ check_lru(sd_model *m)
             && a != &tmp, "miss: %s", err.msg);
     T_CHECK(sd_tcache_get(&err, tc, m, "a red cube", 0, &tmp, &a2) == SD_OK
             && a2 == a, "hit: the same entry");
+    /* kept outside the activation workspace (textcache.h) */
+    T_CHECK(a->context->mem == SD_MEM_WEIGHT && a->pooled->mem
+            == SD_MEM_WEIGHT, "entry memory: %d %d", a->context->mem,
+            a->pooled->mem);
 
     memset(&ref, 0, sizeof(ref));
     T_CHECK(sd_cond_encode(&err, m, "a red cube", &ref) == SD_OK
