@@ -83,6 +83,8 @@
 #   convadd the convolutions' bias and the VAE resnets' sums in cuDNN's
 #           fused call: the op tests, the VAE, MMDiT and pipeline goldens,
 #           then varbench (tree against PACK_BASE)
+#   pipetests  test_pipeline in BF16 and FP8 on the GPU
+#   medprof Medium FP8 at 2 steps with every op on one lane, profiled
 #   tcache  Large FP8 through nginx with the text cache off
 #           (sd_text_cache 0) and on: a repeated prompt's and new prompts'
 #           times (a new prompt's cached conditioning moves the workspace's
@@ -902,6 +904,7 @@ stage_sweepattn() {
 stage_var() {
     local r v
     run "test_backend" backend.log $G/bin/test_backend
+    run "test_backend, variant" backend-var.log $G/bin/test_backend_var
     for r in 1 2; do
         run "fattn_check ($r)" fattn-$r.log $G/bin/fattn_check
         run "fattn_check, variant ($r)" fattn-var-$r.log \
@@ -1045,6 +1048,15 @@ stage_tcache() {       # nginx with the text cache off and on
             nginx_large_fp8 nginx-tcache-$v
         grep -E "median|all runs" $L/nginx-tcache-$v.log
     done
+}
+stage_pipetests() {    # the pipeline goldens in BF16 and FP8 (graphs too)
+    pipeline_tests
+}
+stage_medprof() {      # Medium FP8, 2 steps, every op on one lane, timed
+    randmodel medium
+    SD_CUDA_NO_LANES=1 bench medium bench-medium-prof.log \
+        "medium fp8 2 steps, one lane, profile" --precision fp8 --steps 2 \
+        --profile 1
 }
 stage_turboprof() {    # Large FP8 at 4 steps, cfg 1, every op timed
     randmodel large
