@@ -784,6 +784,65 @@ sd_act_apply(sd_err *err, sd_tensor *y, const sd_tensor *x, sd_act kind)
 }
 
 
+sd_status
+sd_gated_act(sd_err *err, sd_tensor *y, const sd_tensor *x, sd_act act)
+{
+    sd_tensor  *g = NULL;
+    sd_status   s;
+    int64_t     f = last_dim(y), rows;
+
+    /* x: (N..., 2F) = [a | g], y: (N..., F) */
+    if (f < 1 || last_dim(x) != 2 * f || rows_of(x) != rows_of(y)) {
+        return shape_err(err, "gated_act", "x (N, 2F) and y (N, F)", x, y);
+    }
+    if (!same_dtype(y, x)) {
+        return dtype_err(err, "gated_act", x, y);
+    }
+    if (y->data == x->data) {
+        return sd_errorf(err, SD_ERR_INTERNAL, "gated_act: y is x");
+    }
+    if (y->be->ops->gated_act) {
+        return sd_round_out(y->be->ops->gated_act(err, y, x, act), y);
+    }
+    /* y = act(a), then y *= a copy of g */
+    rows = rows_of(y);
+    SD_TRY(sd_tensor_new_as(err, y->be, SD_MEM_ACT, y->dtype, y->ndim, y->ne,
+                            &g));
+    s = sd_copy2d(err, y, 0, f, x, 0, 2 * f, rows, f);
+    if (s == SD_OK) {
+        s = sd_act_apply(err, y, y, act);
+    }
+    if (s == SD_OK) {
+        s = sd_copy2d(err, g, 0, f, x, f, 2 * f, rows, f);
+    }
+    if (s == SD_OK) {
+        s = sd_mul(err, y, y, g);
+    }
+    sd_tensor_free(g);
+    return s;
+}
+
+
+sd_status
+sd_euler_step(sd_err *err, sd_tensor *x, const sd_tensor *den, float s0,
+    float ds)
+{
+    if (sd_numel(x) != sd_numel(den)) {
+        return shape_err(err, "euler_step", "x and den", x, den);
+    }
+    if (x->dtype != SD_DT_F32 || (den->dtype != SD_DT_F32
+                                  && den->dtype != x->be->act_dtype))
+    {
+        return dtype_err(err, "euler_step", den, x);
+    }
+    if (x->be->ops->euler_step == NULL) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "euler_step: not on the "
+                         "%s backend", x->be->ops->name);
+    }
+    return x->be->ops->euler_step(err, x, den, s0, ds);
+}
+
+
 static sd_status
 binary(sd_err *err, sd_tensor *y, const sd_tensor *a, const sd_tensor *b,
     int op)
@@ -1200,6 +1259,34 @@ sd_status
 sd_backend_sync(sd_err *err, sd_backend *be)
 {
     return be->ops->sync ? be->ops->sync(err, be) : SD_OK;
+}
+
+
+int
+sd_backend_queued(const sd_backend *be)
+{
+    return be->ops->mark != NULL && be->ops->wait_mark != NULL;
+}
+
+
+sd_status
+sd_backend_mark(sd_err *err, sd_backend *be, int slot)
+{
+    if (slot != 0 && slot != 1) {
+        return sd_errorf(err, SD_ERR_INTERNAL, "mark slot %d", slot);
+    }
+    return sd_backend_queued(be) ? be->ops->mark(err, be, slot) : SD_OK;
+}
+
+
+sd_status
+sd_backend_wait_mark(sd_err *err, sd_backend *be, int slot)
+{
+    if (slot != 0 && slot != 1) {
+        return sd_errorf(err, SD_ERR_INTERNAL, "mark slot %d", slot);
+    }
+    return sd_backend_queued(be) ? be->ops->wait_mark(err, be, slot)
+                                 : SD_OK;
 }
 
 

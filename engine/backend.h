@@ -178,6 +178,16 @@ typedef struct {
        b, so a backend may fold the sum into the convolution */
     sd_status (*conv2d_add)(sd_err *err, sd_tensor *y, const sd_tensor *x,
         const sd_tensor *w, const sd_tensor *b, int stride, int pad);
+    /* optional (NULL: copy2d of each half, act, mul): sd_gated_act */
+    sd_status (*gated_act)(sd_err *err, sd_tensor *y, const sd_tensor *x,
+        sd_act act);
+    /* optional (NULL: ops are done when they return): sd_backend_mark,
+       sd_backend_wait_mark */
+    sd_status (*mark)(sd_err *err, sd_backend *be, int slot);
+    sd_status (*wait_mark)(sd_err *err, sd_backend *be, int slot);
+    /* optional (NULL: sd_euler_step refuses) */
+    sd_status (*euler_step)(sd_err *err, sd_tensor *x, const sd_tensor *den,
+        float s0, float ds);
 
     void (*destroy)(sd_backend *be);
 } sd_backend_ops;
@@ -252,6 +262,17 @@ int sd_offload_parse(const char *s, unsigned *mask);
 void sd_backend_destroy(sd_backend *be);
 /* Wait for the backend's queued work (a no-op on the CPU). */
 sd_status sd_backend_sync(sd_err *err, sd_backend *be);
+/*
+ * Whether ops return before their work is done (a GPU's queue). Then
+ * sd_backend_mark(be, slot) marks the work queued so far (slot 0 or 1)
+ * and sd_backend_wait_mark(be, slot) waits for what the slot's last mark
+ * covers, not for what was queued after it: a host keeps work queued
+ * ahead while it waits for earlier work. Both are no-ops where ops finish
+ * as they return.
+ */
+int sd_backend_queued(const sd_backend *be);
+sd_status sd_backend_mark(sd_err *err, sd_backend *be, int slot);
+sd_status sd_backend_wait_mark(sd_err *err, sd_backend *be, int slot);
 /*
  * Two lanes of work: after sd_backend_lane(be, 1) ops go to a second queue
  * that starts after everything queued so far; sd_backend_lane(be, 0) goes
@@ -396,6 +417,21 @@ sd_status sd_group_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     sd_act act);
 sd_status sd_act_apply(sd_err *err, sd_tensor *y, const sd_tensor *x,
     sd_act kind);
+/*
+ * A gated activation (T5's gated-GELU, GEGLU): x: (N..., 2F) = [a | g]
+ * per row -> y: (N..., F) = act(a) * g, computed in F32 and rounded once
+ * to y's dtype. y must not overlap x.
+ */
+sd_status sd_gated_act(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    sd_act act);
+/*
+ * One Euler step of the latents, as the host's sampler loop computes it
+ * (sampler.c): x (F32) = x + ((x - den) / s0) * ds per element, each op
+ * rounded to F32 (no fused multiply-add), den F32 or the activation dtype
+ * (read as its F32 value). Backends with a euler_step op only.
+ */
+sd_status sd_euler_step(sd_err *err, sd_tensor *x, const sd_tensor *den,
+    float s0, float ds);
 sd_status sd_add(sd_err *err, sd_tensor *y, const sd_tensor *a,
     const sd_tensor *b);
 sd_status sd_mul(sd_err *err, sd_tensor *y, const sd_tensor *a,

@@ -327,6 +327,44 @@ cpu_act(sd_err *err, sd_tensor *y, const sd_tensor *x, sd_act kind)
 }
 
 
+/* y: (N, F) = act(x[:, :F]) * x[:, F:], x: (N, 2F) */
+static sd_status
+cpu_gated_act(sd_err *err, sd_tensor *y, const sd_tensor *x, sd_act act)
+{
+    int64_t  f = cols_of(y), n = numel(y) / f, r, j;
+
+    (void) err;
+    for (r = 0; r < n; r++) {
+        const float  *xr = F(x) + r * 2 * f;
+        float        *yr = F(y) + r * f;
+
+        for (j = 0; j < f; j++) {
+            yr[j] = cpu_act1(xr[j], act) * xr[f + j];
+        }
+    }
+    return SD_OK;
+}
+
+
+/* x += ((x - den) / s0) * ds, each op rounded (sampler.c's Euler loop) */
+static sd_status
+cpu_euler_step(sd_err *err, sd_tensor *x, const sd_tensor *den, float s0,
+    float ds)
+{
+    int64_t       n = numel(x), i;
+    float        *px = F(x);
+    const float  *pd = F(den);
+
+    (void) err;
+    for (i = 0; i < n; i++) {
+        float  d = (px[i] - pd[i]) / s0;
+
+        px[i] = px[i] + d * ds;
+    }
+    return SD_OK;
+}
+
+
 static sd_status
 cpu_binary(sd_err *err, sd_tensor *y, const sd_tensor *a, const sd_tensor *b,
     int op)
@@ -721,6 +759,9 @@ static const sd_backend_ops  sd_cpu_ops = {
     NULL,                   /* linear_gate_add: linear_rows, gate_add */
     NULL,                   /* to_rgb8: the host's conversion as it is */
     NULL,                   /* conv2d_add: conv2d, add */
+    cpu_gated_act,
+    NULL, NULL,             /* mark, wait_mark: ops finish as they return */
+    cpu_euler_step,
     cpu_destroy
 };
 

@@ -913,6 +913,50 @@ cuda_act(sd_err *err, sd_tensor *y, const sd_tensor *x, sd_act kind)
 
 
 static sd_status
+cuda_gated_act(sd_err *err, sd_tensor *y, const sd_tensor *x, sd_act kind)
+{
+    SD_CUDA_OP(y, sd_cuda_gated_act(err, y, x, kind), "gated_act %lldx%lld",
+               LL(sd_numel(y) / y->ne[y->ndim - 1]), LL(y->ne[y->ndim - 1]));
+}
+
+
+static sd_status
+cuda_euler_step(sd_err *err, sd_tensor *x, const sd_tensor *den, float s0,
+    float ds)
+{
+    SD_CUDA_OP(x, sd_cuda_euler_step(err, x, den, s0, ds), "euler_step %lld",
+               LL(sd_numel(x)));
+}
+
+
+/* Marks: an event on lane 0 (the lanes join there before a step ends) */
+static sd_status
+cuda_mark(sd_err *err, sd_backend *be, int slot)
+{
+    sd_cuda  *c = (sd_cuda *) be->impl;
+
+    if (c->measuring) {
+        return SD_OK;
+    }
+    SD_CU(cudaEventRecord(c->mark_ev[slot], c->streams[0]));
+    return SD_OK;
+}
+
+
+static sd_status
+cuda_wait_mark(sd_err *err, sd_backend *be, int slot)
+{
+    sd_cuda  *c = (sd_cuda *) be->impl;
+
+    if (c->measuring) {
+        return SD_OK;
+    }
+    SD_CU(cudaEventSynchronize(c->mark_ev[slot]));
+    return SD_OK;
+}
+
+
+static sd_status
 cuda_binary(sd_err *err, sd_tensor *y, const sd_tensor *a,
     const sd_tensor *b, int op)
 {
@@ -1161,6 +1205,11 @@ cuda_destroy(sd_backend *be)
         if (c->join_ev) {
             cudaEventDestroy(c->join_ev);
         }
+        for (i = 0; i < 2; i++) {
+            if (c->mark_ev[i]) {
+                cudaEventDestroy(c->mark_ev[i]);
+            }
+        }
         free(c);
     }
     free(be);
@@ -1178,7 +1227,8 @@ static const sd_backend_ops  sd_cuda_ops = {
     cuda_attention, cuda_conv2d, cuda_upsample2x, cuda_embed, cuda_modulate,
     cuda_gate_add, cuda_abs_diff_sum, cuda_copy2d, cuda_permute,
     cuda_qkv_split_fp8, cuda_attention_fp8, cuda_linear_gate_add,
-    cuda_to_rgb8, cuda_conv2d_add, cuda_destroy
+    cuda_to_rgb8, cuda_conv2d_add, cuda_gated_act, cuda_mark,
+    cuda_wait_mark, cuda_euler_step, cuda_destroy
 };
 
 
@@ -1236,6 +1286,8 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     SD_CU(cudaStreamCreateWithFlags(&c->streams[1], cudaStreamNonBlocking));
     SD_CU(cudaEventCreateWithFlags(&c->fork_ev, cudaEventDisableTiming));
     SD_CU(cudaEventCreateWithFlags(&c->join_ev, cudaEventDisableTiming));
+    SD_CU(cudaEventCreateWithFlags(&c->mark_ev[0], cudaEventDisableTiming));
+    SD_CU(cudaEventCreateWithFlags(&c->mark_ev[1], cudaEventDisableTiming));
     c->stream = c->streams[0];
     SD_LT(cublasLtCreate(&c->lt));
     SD_DNN(cudnnCreate(&c->dnn));

@@ -71,6 +71,7 @@ typedef struct {
     cudaStream_t        stream;         /* the current lane's stream */
     cudaStream_t        streams[2];     /* lane 0, lane 1 */
     cudaEvent_t         fork_ev, join_ev;
+    cudaEvent_t         mark_ev[2];     /* sd_backend_mark's slots */
     int                 lane;
     int                 lane1_sms;      /* SD_CUDA_LANE1_SMS: SMs a lane-1
                                            product may use, 0: all */
@@ -514,6 +515,10 @@ sd_status sd_cuda_group_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
 /* elementwise.cu */
 sd_status sd_cuda_act(sd_err *err, sd_tensor *y, const sd_tensor *x,
     sd_act kind);
+sd_status sd_cuda_gated_act(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    sd_act kind);
+sd_status sd_cuda_euler_step(sd_err *err, sd_tensor *x, const sd_tensor *den,
+    float s0, float ds);
 sd_status sd_cuda_binary(sd_err *err, sd_tensor *y, const sd_tensor *a,
     const sd_tensor *b, int op);
 sd_status sd_cuda_scale(sd_err *err, sd_tensor *y, const sd_tensor *x,

@@ -1,9 +1,9 @@
 /*
- * elementwise.cu: the CUDA backend's pointwise ops (activations, add, mul,
- * scale, modulate, gate + residual, conv bias), nearest upsampling, the
- * embedding gather and the attention fallback's row softmax. Each kernel
- * reads its operands in their storage type and computes in F32, as the
- * CPU reference (backend_cpu.c) does.
+ * elementwise.cu: the CUDA backend's pointwise ops (activations, the gated
+ * activation, add, mul, scale, modulate, gate + residual, conv bias),
+ * nearest upsampling, the embedding gather and the attention fallback's
+ * row softmax. Each kernel reads its operands in their storage type and
+ * computes in F32, as the CPU reference (backend_cpu.c) does.
  *
  * Invariant: shapes were checked by backend.c; every launcher checks the
  * launch with cudaGetLastError().
@@ -69,6 +69,108 @@ sd_cuda_act(sd_err *err, sd_tensor *y, const sd_tensor *x, sd_act kind)
                         sd_cuda_of(y)->stream>>>((T *) y->data,
                                                  (const T *) x->data, n,
                                                  (int) kind));
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}
+
+
+/* y (N, F) = act(x[:, :F]) * x[:, F:], x (N, 2F): one output a thread */
+template <typename T>
+__global__ void
+gated_act_kernel(T *y, const T *x, int64_t n, int64_t f, int kind)
+{
+    int64_t  i;
+
+    for (i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n;
+         i += (int64_t) gridDim.x * blockDim.x)
+    {
+        const T  *xr = x + (i / f) * 2 * f + i % f;
+
+        sd_put(y + i, act_f(sd_get(xr), kind) * sd_get(xr + f));
+    }
+}
+
+
+/*
+ * The BF16 fast path: 8 outputs (16 bytes) per thread, 32-bit indices;
+ * f a multiple of 8 (a thread's 8 stay in one row) and n below 2^31.
+ */
+__global__ void
+gated_act_bf16x8(__nv_bfloat16 *y, const __nv_bfloat16 *x, unsigned n8,
+    unsigned f, int kind)
+{
+    unsigned              i = blockIdx.x * blockDim.x + threadIdx.x, e, k;
+    const __nv_bfloat16  *xr;
+    float                 a[8], g[8];
+
+    if (i >= n8) {
+        return;
+    }
+    e = i * 8;
+    xr = x + (size_t) (e / f) * 2 * f + e % f;
+    sd_unpack8(*(const uint4 *) xr, a);
+    sd_unpack8(*(const uint4 *) (xr + f), g);
+    for (k = 0; k < 8; k++) {
+        a[k] = act_f(a[k], kind) * g[k];
+    }
+    ((uint4 *) y)[i] = sd_pack8(a);
+}
+
+
+sd_status
+sd_cuda_gated_act(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    sd_act kind)
+{
+    int64_t  n = sd_numel(y), f = y->ne[y->ndim - 1];
+
+    if (n > 0 && f % 8 == 0 && vec8(y, n) && vec8(x, 2 * n)) {
+        unsigned  n8 = (unsigned) (n / 8);
+
+        gated_act_bf16x8<<<(n8 + 255) / 256, 256, 0,
+                           sd_cuda_of(y)->stream>>>(
+            (__nv_bfloat16 *) y->data, (const __nv_bfloat16 *) x->data, n8,
+            (unsigned) f, (int) kind);
+        SD_CU_LAUNCHED();
+        return SD_OK;
+    }
+
+    SD_CUDA_DISPATCH(err, y->dtype, T,
+        gated_act_kernel<T><<<sd_cuda_blocks(n, SD_EW_THREADS),
+                              SD_EW_THREADS, 0, sd_cuda_of(y)->stream>>>(
+            (T *) y->data, (const T *) x->data, n, f, (int) kind));
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}
+
+
+/* x += ((x - den) / s0) * ds, each op rounded as the host's sampler loop
+   rounds it (no contraction into a fused multiply-add) */
+template <typename T>
+__global__ void
+euler_step_kernel(float *x, const T *den, int64_t n, float s0, float ds)
+{
+    int64_t  i;
+
+    for (i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n;
+         i += (int64_t) gridDim.x * blockDim.x)
+    {
+        float  d = __fdiv_rn(__fsub_rn(x[i], sd_get(den + i)), s0);
+
+        x[i] = __fadd_rn(x[i], __fmul_rn(d, ds));
+    }
+}
+
+
+sd_status
+sd_cuda_euler_step(sd_err *err, sd_tensor *x, const sd_tensor *den,
+    float s0, float ds)
+{
+    int64_t  n = sd_numel(x);
+
+    SD_CUDA_DISPATCH(err, den->dtype, T,
+        euler_step_kernel<T><<<sd_cuda_blocks(n, SD_EW_THREADS),
+                               SD_EW_THREADS, 0, sd_cuda_of(x)->stream>>>(
+            (float *) x->data, (const T *) den->data, n, s0, ds));
     SD_CU_LAUNCHED();
     return SD_OK;
 }

@@ -4,7 +4,8 @@
  *
  * Everywhere (CI too): the arena allocator, and each fused op of the CPU
  * backend against the unfused ops it replaces (linear + act, LayerNorm +
- * modulate, the QKV split with per-head RMSNorm, GroupNorm + SiLU).
+ * modulate, the QKV split with per-head RMSNorm, GroupNorm + SiLU, the
+ * gated activation).
  * With a CUDA build and a GPU: each case runs on the CPU and on the GPU in
  * F32 (tolerance 2e-5: no TF32 anywhere) and in BF16 (inputs rounded to
  * BF16 on both sides, tolerance 1e-2), at SD3.5 shapes, printing the error
@@ -457,6 +458,76 @@ case_acts(sd_backend *be, size_t *n, double *ms)
 }
 
 
+/* the gated activation: T5-XXL's gated-GELU at 256 tokens (the BF16
+   8-wide path), then rows of 37 (neither 8-wide nor a block's multiple)
+   with each other activation, and rows of 24 with SiLU (8-wide, 5 rows) */
+static float *
+case_gated_act(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out = NULL;
+    sd_tensor  *x = MK(be, ACT, 4.0f, 1, 256, 2 * 10240);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 1, 256, 10240);
+    sd_tensor  *xo = MK(be, ACT, 4.0f, 3, 7, 2 * 37);
+    sd_tensor  *yo[3] = {
+        MK(be, ACT, 0.0f, 3, 7, 37), MK(be, ACT, 0.0f, 3, 7, 37),
+        MK(be, ACT, 0.0f, 3, 7, 37)
+    };
+    sd_tensor  *xs = MK(be, ACT, 4.0f, 5, 2 * 24);
+    sd_tensor  *ys = MK(be, ACT, 0.0f, 5, 24);
+    sd_tensor  *outs[5] = { y, yo[0], yo[1], yo[2], ys };
+    int         k;
+
+    T_TIMED(be, ms, sd_gated_act(&err, y, x, SD_ACT_GELU_TANH));
+    for (k = 0; k < 3 && s == SD_OK; k++) {
+        s = sd_gated_act(&err, yo[k], xo, k == 0 ? SD_ACT_GELU
+                                          : k == 1 ? SD_ACT_QUICK_GELU
+                                          : SD_ACT_NONE);
+    }
+    if (s == SD_OK) {
+        s = sd_gated_act(&err, ys, xs, SD_ACT_SILU);
+    }
+    if (s != SD_OK) {
+        printf("   op failed: %s\n", err.msg);
+    } else {
+        out = host_of_all(outs, 5, n);
+    }
+    sd_tensor_free(x); sd_tensor_free(y); sd_tensor_free(xo);
+    sd_tensors_free(yo, 3); sd_tensor_free(xs); sd_tensor_free(ys);
+    return out;
+}
+
+
+/* one Euler step of Large's 1024^2 latents (x F32, the estimate in the
+   activation dtype): sampler.c's floats, so F32 matches bit for bit */
+static float *
+case_euler(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s = SD_ERR_NOMEM;
+    float      *out = NULL, *h = host_rand(2 * 16 * 128 * 128, 3.0f);
+    sd_tensor  *x = NULL, *den = MK(be, ACT, 3.0f, 2, 16, 128, 128);
+
+    if (h && den
+        && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F32, 4, den->ne, &x)
+           == SD_OK
+        && sd_tensor_upload(&err, x, h) == SD_OK)
+    {
+        T_TIMED(be, ms, sd_euler_step(&err, x, den, 0.8125f, -0.0703125f));
+    }
+    if (s != SD_OK) {
+        printf("   op failed: %s\n", err.msg);
+    } else {
+        out = host_of(x, n);
+    }
+    free(h);
+    sd_tensor_free(x);
+    sd_tensor_free(den);
+    return out;
+}
+
+
 /* add, mul, scale, modulate, gate_add on one (2, 333, 256) tensor */
 static float *
 case_pointwise(sd_backend *be, size_t *n, double *ms)
@@ -825,6 +896,8 @@ static const t_case  t_cases[] = {
     { "group_norm+silu 37x29x128 (32 groups)", case_group_norm_v8, 0 },
     { "abs_diff_sum 2x4096x2432", case_abs_diff, 0 },
     { "act gelu/tanh/quick/silu", case_acts, 0 },
+    { "gated_act 256x2x10240, 21x2x37, 5x2x24", case_gated_act, 0 },
+    { "euler_step 2x16x128x128", case_euler, 0 },
     { "add mul scale modulate gate_add", case_pointwise, 0 },
     { "conv3x3 64x64x512->512", case_conv3,
       2.0 * 64 * 64 * 512 * 512 * 9 },
@@ -2780,6 +2853,129 @@ check_gate_cpu(sd_backend *cpu)
 }
 
 
+/*
+ * sd_gated_act on the CPU against act of a copy of the first halves times
+ * a copy of the second halves (sd_act_apply, sd_mul), bit for bit, for
+ * every activation; the same through backend.c's generic fallback (the
+ * table's gated_act NULL); a wrong shape refused naming the op.
+ */
+static void
+check_gated_cpu(sd_backend *cpu)
+{
+    sd_backend_ops         ops;
+    const sd_backend_ops  *keep = cpu->ops;
+    sd_err                 err = {0};
+    sd_tensor             *x, *y, *a, *g, *bad;
+    float                 *hy = NULL, *ha = NULL;
+    size_t                 ny, na;
+    int                    k, fb;
+
+    t_rng = 13;
+    x = MK(cpu, ACT, 4.0f, 2, 5, 2 * 24);
+    y = MK(cpu, ACT, 0.0f, 2, 5, 24);
+    a = MK(cpu, ACT, 0.0f, 2, 5, 24);
+    g = MK(cpu, ACT, 0.0f, 2, 5, 24);
+    bad = MK(cpu, ACT, 0.0f, 2, 5, 23);
+    if (!(x && y && a && g && bad)) {
+        T_CHECK(0, "gated_act tensors");
+        goto out;
+    }
+    ops = *keep;
+    ops.gated_act = NULL;
+    for (fb = 0; fb < 2; fb++) {
+        cpu->ops = fb ? &ops : keep;
+        for (k = SD_ACT_NONE; k <= SD_ACT_SILU; k++) {
+            T_CHECK(sd_gated_act(&err, y, x, (sd_act) k) == SD_OK
+                    && sd_copy2d(&err, a, 0, 24, x, 0, 48, 10, 24) == SD_OK
+                    && sd_copy2d(&err, g, 0, 24, x, 24, 48, 10, 24) == SD_OK
+                    && sd_act_apply(&err, a, a, (sd_act) k) == SD_OK
+                    && sd_mul(&err, a, a, g) == SD_OK,
+                    "gated_act (act %d%s): %s", k, fb ? ", fallback" : "",
+                    err.msg);
+            hy = host_of(y, &ny);
+            ha = host_of(a, &na);
+            T_CHECK(hy && ha && ny == na
+                    && memcmp(hy, ha, ny * sizeof(float)) == 0,
+                    "gated_act (act %d%s) differs from act then mul", k,
+                    fb ? ", fallback" : "");
+            free(hy);
+            free(ha);
+            hy = ha = NULL;
+        }
+    }
+    cpu->ops = keep;
+    sd_err_clear(&err);
+    T_CHECK(sd_gated_act(&err, bad, x, SD_ACT_GELU_TANH) == SD_ERR_INTERNAL
+            && strstr(err.msg, "gated_act") != NULL,
+            "gated_act into 23 columns of 2 x 24: \"%s\"", err.msg);
+    sd_err_clear(&err);
+    T_CHECK(sd_gated_act(&err, y, y, SD_ACT_GELU_TANH) == SD_ERR_INTERNAL
+            && strstr(err.msg, "gated_act") != NULL,
+            "gated_act of 24 columns into 24: \"%s\"", err.msg);
+out:
+    cpu->ops = keep;
+    sd_tensor_free(x); sd_tensor_free(y); sd_tensor_free(a);
+    sd_tensor_free(g); sd_tensor_free(bad);
+}
+
+
+/*
+ * sd_euler_step on the CPU against sampler.c's loop on the same floats,
+ * bit for bit; a wrong-sized estimate refused naming the op;
+ * the CPU's ops finish as they return: not queued, marks no-ops, a slot
+ * but 0 and 1 refused.
+ */
+static void
+check_euler_cpu(sd_backend *cpu)
+{
+    sd_err      err = {0};
+    sd_tensor  *x = MK(cpu, ACT, 3.0f, 3, 1000), *den = MK(cpu, ACT, 3.0f,
+                                                           3, 1000);
+    sd_tensor  *bad = MK(cpu, ACT, 1.0f, 3, 999);
+    float      *hx = NULL, *hd = NULL, *hy = NULL;
+    size_t      nx, nd, ny, k, diff = 0;
+    double      s0 = 0.71875, s1 = 0.640625;
+
+    if (!(x && den && bad)) {
+        T_CHECK(0, "euler tensors");
+        goto out;
+    }
+    hx = host_of(x, &nx);
+    hd = host_of(den, &nd);
+    T_CHECK(hx && hd && sd_euler_step(&err, x, den, (float) s0,
+                                      (float) (s1 - s0)) == SD_OK,
+            "euler_step: %s", err.msg);
+    hy = host_of(x, &ny);
+    if (hx && hd && hy) {
+        for (k = 0; k < nx; k++) {
+            float  d = (hx[k] - hd[k]) / (float) s0;
+
+            hx[k] = hx[k] + d * (float) (s1 - s0);
+            diff += memcmp(&hx[k], &hy[k], sizeof(float)) != 0;
+        }
+    }
+    T_CHECK(hy && diff == 0, "euler_step: %zu of %zu floats differ from "
+            "the sampler's loop", diff, nx);
+    sd_err_clear(&err);
+    T_CHECK(sd_euler_step(&err, x, bad, 0.5f, -0.1f) != SD_OK
+            && strstr(err.msg, "euler_step") != NULL,
+            "euler_step with 2997 estimates for 3000: \"%s\"", err.msg);
+    T_CHECK(!sd_backend_queued(cpu)
+            && sd_backend_mark(&err, cpu, 1) == SD_OK
+            && sd_backend_wait_mark(&err, cpu, 1) == SD_OK
+            && sd_backend_mark(&err, cpu, 2) == SD_ERR_INTERNAL,
+            "cpu marks: queued %d, \"%s\"", sd_backend_queued(cpu),
+            err.msg);
+out:
+    free(hx);
+    free(hd);
+    free(hy);
+    sd_tensor_free(x);
+    sd_tensor_free(den);
+    sd_tensor_free(bad);
+}
+
+
 /* The CPU has no FP8 attention: both ops say so, naming the op */
 static void
 check_attn_fp8_cpu(sd_backend *cpu)
@@ -2900,6 +3096,8 @@ main(void)
     check_fp8_vt_layout();
     check_fp8_attn_scales();
     check_gate_cpu(cpu);
+    check_gated_cpu(cpu);
+    check_euler_cpu(cpu);
 #ifdef SD_HAVE_CUDA
     check_cuda(cpu);
 #else
