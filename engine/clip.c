@@ -7,6 +7,9 @@
  * a causal mask; "penultimate" is hidden_states[-2], the input of the last
  * layer, without the final layer norm; the pooled output is the final-norm
  * hidden state at the first EOS token (eos_token_id from the config).
+ *
+ * q_proj, k_proj, v_proj are one (3 d, d) weight and (3 d) bias, as the
+ * MMDiT's: one product, which sd_qkv_split copies apart.
  */
 
 #include <math.h>
@@ -18,9 +21,11 @@
 #include "textenc.h"
 
 
+/* tensor pointers only (sd_clip_free frees them as an array) */
 typedef struct {
     sd_tensor  *ln1_w, *ln1_b, *ln2_w, *ln2_b;
-    sd_tensor  *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b;
+    sd_tensor  *qkv_w, *qkv_b;      /* (3 d, d), (3 d): q, k, v rows */
+    sd_tensor  *o_w, *o_b;
     sd_tensor  *fc1_w, *fc1_b, *fc2_w, *fc2_b;
 } sd_clip_layer;
 
@@ -51,6 +56,32 @@ clip_weight(sd_err *err, sd_clip *c, const sd_st *st, const char *fmt,
 }
 
 
+/* q_proj, k_proj, v_proj of layer i stacked into l->qkv_w, l->qkv_b (in
+   the dtype and memory sd_weight_load would give each: clip_f32 set F32
+   as the backend's weight dtype while CLIP loads) */
+static sd_status
+clip_load_qkv(sd_err *err, sd_clip *c, const sd_st *st, int i,
+    sd_clip_layer *l)
+{
+    static const char *const  proj[3] = { "q_proj", "k_proj", "v_proj" };
+    char                      wn[3][128], bn[3][128];
+    const char               *wp[3], *bp[3];
+    int64_t                   rows[3] = { c->width, c->width, c->width };
+    int                       j;
+
+    for (j = 0; j < 3; j++) {
+        snprintf(wn[j], sizeof(wn[j]), "text_model.encoder.layers.%d."
+                 "self_attn.%s.weight", i, proj[j]);
+        snprintf(bn[j], sizeof(bn[j]), "text_model.encoder.layers.%d."
+                 "self_attn.%s.bias", i, proj[j]);
+        wp[j] = wn[j];
+        bp[j] = bn[j];
+    }
+    return sd_weight_load_cat(err, c->be, st, wp, bp, 3, rows, c->width,
+                              &l->qkv_w, &l->qkv_b);
+}
+
+
 static sd_status
 clip_load_layer(sd_err *err, sd_clip *c, const sd_st *st, int i)
 {
@@ -67,12 +98,7 @@ clip_load_layer(sd_err *err, sd_clip *c, const sd_st *st, int i)
     W(ln1_b, "layer_norm1.bias", 1, d, 0);
     W(ln2_w, "layer_norm2.weight", 1, d, 0);
     W(ln2_b, "layer_norm2.bias", 1, d, 0);
-    W(q_w, "self_attn.q_proj.weight", 2, d, d);
-    W(q_b, "self_attn.q_proj.bias", 1, d, 0);
-    W(k_w, "self_attn.k_proj.weight", 2, d, d);
-    W(k_b, "self_attn.k_proj.bias", 1, d, 0);
-    W(v_w, "self_attn.v_proj.weight", 2, d, d);
-    W(v_b, "self_attn.v_proj.bias", 1, d, 0);
+    SD_TRY(clip_load_qkv(err, c, st, i, l));
     W(o_w, "self_attn.out_proj.weight", 2, d, d);
     W(o_b, "self_attn.out_proj.bias", 1, d, 0);
     W(fc1_w, "mlp.fc1.weight", 2, c->ffn, d);
@@ -279,19 +305,22 @@ sd_clip_max_len(const sd_clip *c)
 }
 
 
-/* x: (B, L, d) += attn(ln1(x)); x += mlp(ln2(x)). Scratch tensors given. */
+/*
+ * x: (B, L, d) += attn(ln1(x)); x += mlp(ln2(x)). Scratch tensors given:
+ * qkv (B, L, 3 d), q, k, v (B, L, d), f (B, L, ffn).
+ */
 static sd_status
 clip_layer_forward(sd_err *err, sd_clip *c, const sd_clip_layer *l,
-    sd_tensor *x, sd_tensor *h, sd_tensor *q, sd_tensor *k, sd_tensor *v,
-    sd_tensor *f)
+    sd_tensor *x, sd_tensor *h, sd_tensor *qkv, sd_tensor *q, sd_tensor *k,
+    sd_tensor *v, sd_tensor *f)
 {
     int  d = c->width;
 
-    /* CLIPEncoderLayer.forward: residual + self_attn(layer_norm1(x)) */
+    /* CLIPEncoderLayer.forward: residual + self_attn(layer_norm1(x));
+       q_proj, k_proj, v_proj as one product [q | k | v], split */
     SD_TRY(sd_layer_norm(err, h, x, l->ln1_w, l->ln1_b, c->eps));
-    SD_TRY(sd_linear(err, q, h, l->q_w, l->q_b));
-    SD_TRY(sd_linear(err, k, h, l->k_w, l->k_b));
-    SD_TRY(sd_linear(err, v, h, l->v_w, l->v_b));
+    SD_TRY(sd_linear(err, qkv, h, l->qkv_w, l->qkv_b));
+    SD_TRY(sd_qkv_split(err, q, k, v, 0, qkv, NULL, NULL, c->heads, c->eps));
     SD_TRY(sd_attention(err, h, q, k, v, c->heads, 1, NULL,
                         1.0f / sqrtf((float) (d / c->heads))));
     SD_TRY(sd_linear(err, q, h, l->o_w, l->o_b));
@@ -386,8 +415,9 @@ clip_forward(sd_err *err, sd_clip *c, const int32_t *ids, int batch,
     int len, int skip, sd_tensor **penultimate, sd_tensor **last,
     sd_tensor **embeds)
 {
-    sd_tensor  *x = NULL, *h = NULL, *q = NULL, *k = NULL, *v = NULL;
-    sd_tensor  *f = NULL, *pen = NULL, *fin = NULL, *pool = NULL, *emb = NULL;
+    sd_tensor  *x = NULL, *h = NULL, *qkv = NULL, *q = NULL, *k = NULL;
+    sd_tensor  *v = NULL, *f = NULL, *pen = NULL, *fin = NULL, *pool = NULL;
+    sd_tensor  *emb = NULL;
     sd_tensor   row, pos;
     sd_status   s;
     int64_t     n = (int64_t) batch * len;
@@ -408,6 +438,8 @@ clip_forward(sd_err *err, sd_clip *c, const int32_t *ids, int batch,
 
     SD_TRY_GOTO(s, sd_tensor_new3(err, c->be, batch, len, c->width, &x), out);
     SD_TRY_GOTO(s, sd_tensor_new3(err, c->be, batch, len, c->width, &h), out);
+    SD_TRY_GOTO(s, sd_tensor_new3(err, c->be, batch, len, 3 * c->width,
+                                  &qkv), out);
     SD_TRY_GOTO(s, sd_tensor_new3(err, c->be, batch, len, c->width, &q), out);
     SD_TRY_GOTO(s, sd_tensor_new3(err, c->be, batch, len, c->width, &k), out);
     SD_TRY_GOTO(s, sd_tensor_new3(err, c->be, batch, len, c->width, &v), out);
@@ -433,8 +465,8 @@ clip_forward(sd_err *err, sd_clip *c, const int32_t *ids, int batch,
             SD_TRY_GOTO(s, sd_copy2d(err, pen, 0, 0, x, 0, 0, 1, n * c->width),
                         out);
         }
-        SD_TRY_GOTO(s, clip_layer_forward(err, c, &c->layer[i], x, h, q, k, v,
-                                          f), out);
+        SD_TRY_GOTO(s, clip_layer_forward(err, c, &c->layer[i], x, h, qkv, q,
+                                          k, v, f), out);
     }
 
     /* final_layer_norm */
@@ -475,6 +507,7 @@ clip_forward(sd_err *err, sd_clip *c, const int32_t *ids, int batch,
 out:
     sd_tensor_free(x);
     sd_tensor_free(h);
+    sd_tensor_free(qkv);
     sd_tensor_free(q);
     sd_tensor_free(k);
     sd_tensor_free(v);

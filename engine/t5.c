@@ -9,6 +9,11 @@
  * feed-forward; final RMS norm. The bias buckets are computed on the host in
  * float32 exactly as the reference does, since a bucket boundary decided by
  * one rounding would change the output.
+ *
+ * Products are fused as the MMDiT's: q, k, v are one (3 inner, d_model)
+ * weight whose product sd_qkv_split copies apart, and the gated
+ * feed-forward's wi_0, wi_1 one (2 d_ff, d_model) weight whose product
+ * sd_gated_act turns into act(wi_0 x) * wi_1 x in one pass.
  */
 
 #include <math.h>
@@ -20,8 +25,14 @@
 #include "textenc.h"
 
 
+/* tensor pointers only (sd_t5_free frees them as an array) */
 typedef struct {
-    sd_tensor  *ln1, *q, *k, *v, *o, *ln2, *wi0, *wi1, *wo;
+    sd_tensor  *ln1;
+    sd_tensor  *qkv;                /* (3 inner, d_model): q, k, v rows */
+    sd_tensor  *o, *ln2;
+    sd_tensor  *wi;                 /* (2 d_ff, d_model): wi_0 then wi_1
+                                       rows; not gated: wi (d_ff, d_model) */
+    sd_tensor  *wo;
 } sd_t5_layer;
 
 
@@ -97,9 +108,37 @@ t5_config(sd_err *err, sd_t5 *t, const char *dir)
 }
 
 
+/* encoder.block.<i>.layer.<suffix[j]> stacked into one weight *out */
+static sd_status
+t5_load_cat(sd_err *err, sd_t5 *t, const sd_st *st, int i,
+    const char *const *suffix, int n, int64_t rows, sd_tensor **out)
+{
+    char         names[3][256];
+    const char  *wn[3];
+    int64_t      r[3] = { rows, rows, rows };
+    sd_tensor   *none;              /* no biases: stays NULL */
+    int          j;
+
+    for (j = 0; j < n; j++) {
+        snprintf(names[j], sizeof(names[j]), "encoder.block.%d.layer.%s", i,
+                 suffix[j]);
+        wn[j] = names[j];
+    }
+    return sd_weight_load_cat(err, t->be, st, wn, NULL, n, r, t->d_model,
+                              out, &none);
+}
+
+
 static sd_status
 t5_load_layer(sd_err *err, sd_t5 *t, const sd_st *st, int i)
 {
+    static const char *const  qkv[3] = {
+        "0.SelfAttention.q.weight", "0.SelfAttention.k.weight",
+        "0.SelfAttention.v.weight"
+    };
+    static const char *const  wi[2] = {
+        "1.DenseReluDense.wi_0.weight", "1.DenseReluDense.wi_1.weight"
+    };
     sd_t5_layer  *l = &t->layer[i];
     char          name[256];
     int64_t       inner = (int64_t) t->heads * t->d_kv;
@@ -114,16 +153,13 @@ t5_load_layer(sd_err *err, sd_t5 *t, const sd_st *st, int i)
     } while (0)
 
     W(ln1, "0.layer_norm.weight", 1, t->d_model, 0);
-    W(q, "0.SelfAttention.q.weight", 2, inner, t->d_model);
-    W(k, "0.SelfAttention.k.weight", 2, inner, t->d_model);
-    W(v, "0.SelfAttention.v.weight", 2, inner, t->d_model);
+    SD_TRY(t5_load_cat(err, t, st, i, qkv, 3, inner, &l->qkv));
     W(o, "0.SelfAttention.o.weight", 2, t->d_model, inner);
     W(ln2, "1.layer_norm.weight", 1, t->d_model, 0);
     if (t->gated) {
-        W(wi0, "1.DenseReluDense.wi_0.weight", 2, t->ffn, t->d_model);
-        W(wi1, "1.DenseReluDense.wi_1.weight", 2, t->ffn, t->d_model);
+        SD_TRY(t5_load_cat(err, t, st, i, wi, 2, t->ffn, &l->wi));
     } else {
-        W(wi0, "1.DenseReluDense.wi.weight", 2, t->ffn, t->d_model);
+        W(wi, "1.DenseReluDense.wi.weight", 2, t->ffn, t->d_model);
     }
     W(wo, "1.DenseReluDense.wo.weight", 2, t->d_model, t->ffn);
 
@@ -324,8 +360,8 @@ sd_status
 sd_t5_forward(sd_err *err, sd_t5 *t, const int32_t *ids, int batch, int len,
     sd_tensor **hidden)
 {
-    sd_tensor  *x = NULL, *h = NULL, *q = NULL, *k = NULL, *v = NULL;
-    sd_tensor  *a = NULL, *f0 = NULL, *f1 = NULL, *bias = NULL;
+    sd_tensor  *x = NULL, *h = NULL, *qkv = NULL, *q = NULL, *k = NULL;
+    sd_tensor  *v = NULL, *a = NULL, *f = NULL, *g = NULL, *bias = NULL;
     sd_status   s;
     int64_t     inner = (int64_t) t->heads * t->d_kv;
     int         i;
@@ -339,13 +375,19 @@ sd_t5_forward(sd_err *err, sd_t5 *t, const int32_t *ids, int batch, int len,
                 out);
     SD_TRY_GOTO(s, sd_tensor_new3(err, t->be, batch, len, t->d_model, &h),
                 out);
+    SD_TRY_GOTO(s, sd_tensor_new3(err, t->be, batch, len, 3 * inner, &qkv),
+                out);
     SD_TRY_GOTO(s, sd_tensor_new3(err, t->be, batch, len, inner, &q), out);
     SD_TRY_GOTO(s, sd_tensor_new3(err, t->be, batch, len, inner, &k), out);
     SD_TRY_GOTO(s, sd_tensor_new3(err, t->be, batch, len, inner, &v), out);
     SD_TRY_GOTO(s, sd_tensor_new3(err, t->be, batch, len, inner, &a), out);
-    SD_TRY_GOTO(s, sd_tensor_new3(err, t->be, batch, len, t->ffn, &f0), out);
+    /* f: wi's product, (B, L, 2 d_ff) gated ([wi_0 | wi_1]); g: the gated
+       activation, (B, L, d_ff) */
+    SD_TRY_GOTO(s, sd_tensor_new3(err, t->be, batch, len,
+                                  (t->gated ? 2 : 1) * (int64_t) t->ffn, &f),
+                out);
     if (t->gated) {
-        SD_TRY_GOTO(s, sd_tensor_new3(err, t->be, batch, len, t->ffn, &f1),
+        SD_TRY_GOTO(s, sd_tensor_new3(err, t->be, batch, len, t->ffn, &g),
                     out);
     }
     SD_TRY_GOTO(s, t5_position_bias(err, t, len, &bias), out);
@@ -356,25 +398,28 @@ sd_t5_forward(sd_err *err, sd_t5 *t, const int32_t *ids, int batch, int len,
     for (i = 0; i < t->layers; i++) {
         const sd_t5_layer  *l = &t->layer[i];
 
-        /* T5LayerSelfAttention: x + o(attn(q, k, v of rms(x)) + bias) */
+        /* T5LayerSelfAttention: x + o(attn(q, k, v of rms(x)) + bias);
+           qkv: (B, L, 3 inner) = [q | k | v], split into q, k, v */
         SD_TRY_GOTO(s, sd_rms_norm(err, h, x, l->ln1, t->eps), out);
-        SD_TRY_GOTO(s, sd_linear(err, q, h, l->q, NULL), out);
-        SD_TRY_GOTO(s, sd_linear(err, k, h, l->k, NULL), out);
-        SD_TRY_GOTO(s, sd_linear(err, v, h, l->v, NULL), out);
+        SD_TRY_GOTO(s, sd_linear(err, qkv, h, l->qkv, NULL), out);
+        SD_TRY_GOTO(s, sd_qkv_split(err, q, k, v, 0, qkv, NULL, NULL,
+                                    t->heads, t->eps), out);
         SD_TRY_GOTO(s, sd_attention(err, a, q, k, v, t->heads, 0, bias, 1.0f),
                     out);
         SD_TRY_GOTO(s, sd_linear(err, h, a, l->o, NULL), out);
         SD_TRY_GOTO(s, sd_add(err, x, x, h), out);
 
-        /* T5LayerFF: x + wo(act(wi_0(rms(x))) * wi_1(rms(x))) */
+        /* T5LayerFF: x + wo(act(wi_0(rms(x))) * wi_1(rms(x))), gated;
+           x + wo(act(wi(rms(x)))) not */
         SD_TRY_GOTO(s, sd_rms_norm(err, h, x, l->ln2, t->eps), out);
-        SD_TRY_GOTO(s, sd_linear(err, f0, h, l->wi0, NULL), out);
-        SD_TRY_GOTO(s, sd_act_apply(err, f0, f0, t->act), out);
+        SD_TRY_GOTO(s, sd_linear(err, f, h, l->wi, NULL), out);
         if (t->gated) {
-            SD_TRY_GOTO(s, sd_linear(err, f1, h, l->wi1, NULL), out);
-            SD_TRY_GOTO(s, sd_mul(err, f0, f0, f1), out);
+            SD_TRY_GOTO(s, sd_gated_act(err, g, f, t->act), out);
+            SD_TRY_GOTO(s, sd_linear(err, h, g, l->wo, NULL), out);
+        } else {
+            SD_TRY_GOTO(s, sd_act_apply(err, f, f, t->act), out);
+            SD_TRY_GOTO(s, sd_linear(err, h, f, l->wo, NULL), out);
         }
-        SD_TRY_GOTO(s, sd_linear(err, h, f0, l->wo, NULL), out);
         SD_TRY_GOTO(s, sd_add(err, x, x, h), out);
     }
 
@@ -387,11 +432,12 @@ sd_t5_forward(sd_err *err, sd_t5 *t, const int32_t *ids, int batch, int len,
 out:
     sd_tensor_free(x);
     sd_tensor_free(h);
+    sd_tensor_free(qkv);
     sd_tensor_free(q);
     sd_tensor_free(k);
     sd_tensor_free(v);
     sd_tensor_free(a);
-    sd_tensor_free(f0);
-    sd_tensor_free(f1);
+    sd_tensor_free(f);
+    sd_tensor_free(g);
     return s;
 }
