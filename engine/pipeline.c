@@ -480,9 +480,8 @@ seg_select(sd_err *err, sd_pipe_run *r, int *j, sd_mmdit_cache **cache)
  * skip-layer guidance), x0 = x - sigma v.
  */
 static sd_status
-run_denoise(void *ctx, const float *x, float sigma, int j, float *den)
+denoise_core(sd_pipe_run *r, float sigma, int j)
 {
-    sd_pipe_run         *r = ctx;
     sd_err              *err = r->err;
     const sd_pipe_args  *a = r->a;
     sd_pipe_bufs        *b = r->b;
@@ -497,7 +496,6 @@ run_denoise(void *ctx, const float *x, float sigma, int j, float *den)
     for (k = 0; k < (cfg_on ? 2 : 1) * bsz; k++) {
         t2[k] = sigma * (float) m->train_steps;
     }
-    SD_TRY(sd_tensor_upload(err, b->lat, x));
     SD_TRY(seg_select(err, r, &cj, &cache));
 
     if (cfg_on) {
@@ -533,9 +531,22 @@ run_denoise(void *ctx, const float *x, float sigma, int j, float *den)
     /* x0 = x - sigma v: the denoised estimate */
     SD_TRY(sd_scale(err, b->x0, &v, -sigma, 0.0f));
     SD_TRY(sd_add(err, b->x0, b->x0, b->lat));
-    SD_TRY(sd_tensor_download(err, b->x0, den));
-    mask_blend(a, den, n / bsz, b->lat->ne[2] * b->lat->ne[3]);
     b->have_x0 = 1;
+    return SD_OK;
+}
+
+
+static sd_status
+run_denoise(void *ctx, const float *x, float sigma, int j, float *den)
+{
+    sd_pipe_run   *r = ctx;
+    sd_pipe_bufs  *b = r->b;
+    int64_t        n = sd_numel(b->lat);
+
+    SD_TRY(sd_tensor_upload(r->err, b->lat, x));
+    SD_TRY(denoise_core(r, sigma, j));
+    SD_TRY(sd_tensor_download(r->err, b->x0, den));
+    mask_blend(r->a, den, n / r->a->batch, b->lat->ne[2] * b->lat->ne[3]);
     return SD_OK;
 }
 
@@ -598,6 +609,103 @@ run_step(void *ctx, int i, int steps, const float *den)
         return 1;
     }
     return 0;
+}
+
+
+/*
+ * Euler (and DDIM, the same update) with the latents on the device, for
+ * backends that queue work (sd_backend_queued): where sd_sample uploads x
+ * and downloads the denoised estimate every step (two synchronizations,
+ * the GPU idle while the host converts, steps and converts back), the
+ * latents stay in x32 (F32, as the host keeps them) and the host keeps one
+ * step queued ahead of the one it waits for, reporting each step's
+ * progress and reading the cancel flag once that step is done. The same
+ * floats as sd_sample: the transformer's input is x32 rounded as an upload
+ * rounds it, and sd_euler_step rounds each op of the update as the host's
+ * loop does. Each step first copies x32 and x0 aside (prev32, prev0), so a
+ * stop seen after step i, when step i + 1 is already queued, returns step
+ * i's latents and estimate, as sd_sample would. On return x and den hold
+ * what sd_sample leaves there.
+ */
+static sd_status
+sample_device(sd_err *err, sd_pipe_run *r, const float *sig, int ns,
+    float *x, float *den)
+{
+    sd_pipe_bufs  *b = r->b;
+    sd_backend    *be = b->lat->be;
+    sd_tensor     *x32 = NULL, *prev32 = NULL, *prev0 = NULL;
+    sd_tensor     *out32, *out0;
+    int64_t        n = sd_numel(b->lat);
+    int            i, steps = ns - 1, done = 0;
+    sd_status      s;
+
+    SD_TRY_GOTO(s, sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F32,
+                                    b->lat->ndim, b->lat->ne, &x32), out);
+    SD_TRY_GOTO(s, sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F32,
+                                    b->lat->ndim, b->lat->ne, &prev32), out);
+    SD_TRY_GOTO(s, sd_tensor_new_as(err, be, SD_MEM_ACT, b->x0->dtype,
+                                    b->x0->ndim, b->x0->ne, &prev0), out);
+    SD_TRY_GOTO(s, sd_tensor_upload(err, x32, x), out);
+
+    for (i = 0; i < steps; i++) {
+        double  s0 = sig[i], s1 = sig[i + 1];
+
+        if (i > 0) {
+            /* step i - 1's result, kept for a stop seen after it */
+            SD_TRY_GOTO(s, sd_copy2d(err, prev32, 0, 0, x32, 0, 0, 1, n),
+                        out);
+            SD_TRY_GOTO(s, sd_copy2d(err, prev0, 0, 0, b->x0, 0, 0, 1, n),
+                        out);
+        }
+        SD_TRY_GOTO(s, sd_copy2d(err, b->lat, 0, 0, x32, 0, 0, 1, n), out);
+        SD_TRY_GOTO(s, denoise_core(r, (float) s0, i), out);
+        SD_TRY_GOTO(s, sd_euler_step(err, x32, b->x0, (float) s0,
+                                     (float) (s1 - s0)), out);
+        SD_TRY_GOTO(s, sd_backend_mark(err, be, i & 1), out);
+        if (i > 0) {
+            SD_TRY_GOTO(s, sd_backend_wait_mark(err, be, (i - 1) & 1),
+                        out);
+            if (run_step(r, i - 1, steps, NULL)) {
+                break;                  /* step i's work is discarded */
+            }
+        }
+        done = i + 1;
+    }
+    if (done == steps) {
+        SD_TRY_GOTO(s, sd_backend_wait_mark(err, be, (steps - 1) & 1),
+                    out);
+        run_step(r, steps - 1, steps, NULL);
+        out32 = x32;
+        out0 = b->x0;
+    } else {
+        out32 = prev32;
+        out0 = prev0;
+    }
+    SD_TRY_GOTO(s, sd_backend_sync(err, be), out);
+    SD_TRY_GOTO(s, sd_tensor_download(err, out32, x), out);
+    SD_TRY_GOTO(s, sd_tensor_download(err, out0, den), out);
+    s = SD_OK;
+
+out:
+    sd_tensor_free(x32);
+    sd_tensor_free(prev32);
+    sd_tensor_free(prev0);
+    return s;
+}
+
+
+/* the device loop above applies: its sampler, nothing per step on the host
+   but progress and the cancel flag (SD_PIPE_HOST_SAMPLER=1: sd_sample) */
+static int
+device_sampling(const sd_pipe_run *r)
+{
+    const sd_pipe_args  *a = r->a;
+    const char          *e = getenv("SD_PIPE_HOST_SAMPLER");
+
+    return (a->sampler == SD_SAMPLER_EULER || a->sampler == SD_SAMPLER_DDIM)
+           && sd_backend_queued(r->b->lat->be) && a->img_stop == NULL
+           && r->step0 == NULL && (a->mask == NULL || a->init == NULL)
+           && !(e && e[0] == '1');
 }
 
 
@@ -1168,7 +1276,9 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     sa.noise = run_noise;
     sa.on_step = run_step;
     sa.ctx = &run;
-    s = sd_sample(err, &sa, sigmas, ns, b.host, den);
+    s = device_sampling(&run)
+        ? sample_device(err, &run, sigmas, ns, b.host, den)
+        : sd_sample(err, &sa, sigmas, ns, b.host, den);
     step_cache_report(a, &b);
     caches_free(&b);
     if (s != SD_OK) {

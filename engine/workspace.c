@@ -71,8 +71,9 @@ sd_pipe_reserve(sd_err *err, sd_model *m, size_t ws_bytes, int width,
        modulations, whatever the schedule (mmdit.h) */
     a.steps = SD_MMDIT_CACHE_STEPS;
     a.cfg = 4.5f;
-    a.sampler = SD_SAMPLER_EULER_A;
-    a.eta = 1.0f;
+    /* Euler: on a GPU its latents stay on the device (pipeline.c's
+       sample_device), which takes what the host's samplers take and more */
+    a.sampler = SD_SAMPLER_EULER;
     a.jobs = 1;
     for (i = 0; i < a.batch; i++) {
         a.seeds[i] = (uint64_t) i;

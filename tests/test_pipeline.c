@@ -347,6 +347,99 @@ check_graphs(sd_model *m)
 #endif
 
 
+#ifdef SD_HAVE_CUDA
+/*
+ * Euler with the latents on the device (pipeline.c's sample_device, the
+ * default on a GPU) against the host's sampler loop (SD_PIPE_HOST_SAMPLER
+ * =1): the same final latents, float for float, and the same image; and
+ * the same for a cancel flag raised at step 3 (A1111's interrupt: the
+ * estimate of the step before decoded in both).
+ */
+static void
+stop_at_3(void *data, int job, int jobs, int step, int steps)
+{
+    volatile int  *flag = data;
+
+    (void) job;
+    (void) jobs;
+    (void) steps;
+    if (step == 3) {
+        *flag = SD_CANCEL_STOP;
+    }
+}
+
+
+static void
+check_device_sampler(sd_model *m)
+{
+    sd_pipe_args   a;
+    sd_cond        c, n;
+    sd_err         err = {0};
+    uint8_t       *img[4] = { NULL, NULL, NULL, NULL };
+    float         *lat[4] = { NULL, NULL, NULL, NULL };
+    uint8_t       *none = NULL;         /* latents_out: nothing decoded */
+    size_t         per = 16 * 8 * 8;
+    volatile int   flag = 0;
+    int            k;
+
+    if (strcmp(m->be->ops->name, "cuda") != 0) {
+        return;
+    }
+    memset(&a, 0, sizeof(a));
+    a.width = 64;
+    a.height = 64;
+    a.steps = 6;
+    a.batch = 1;
+    a.cfg = 4.0f;
+    a.seeds[0] = 5;
+    a.rng = SD_RNG_CPU;
+    a.sampler = SD_SAMPLER_EULER;
+    if (sd_cond_encode(&err, m, "a green cone", &c) != SD_OK
+        || sd_cond_encode(&err, m, "", &n) != SD_OK)
+    {
+        T_CHECK(0, "device sampler encode: %s", err.msg);
+        return;
+    }
+    for (k = 0; k < 4; k++) {
+        lat[k] = calloc(per * 4, sizeof(float));
+        a.latents_out = NULL;
+        a.cancel = k >= 2 ? &flag : NULL;
+        a.progress = k >= 2 ? stop_at_3 : NULL;
+        a.progress_data = (void *) &flag;
+        flag = 0;
+        if (k & 1) {
+            setenv("SD_PIPE_HOST_SAMPLER", "1", 1);
+        } else {
+            unsetenv("SD_PIPE_HOST_SAMPLER");
+        }
+        T_CHECK(sd_pipe_txt2img(&err, m, &a, &c, &n, &img[k], NULL) == SD_OK
+                && img[k] != NULL, "device sampler %d: %s", k, err.msg);
+        a.latents_out = lat[k];
+        flag = 0;
+        T_CHECK(sd_pipe_txt2img(&err, m, &a, &c, &n, &none, NULL) == SD_OK
+                && none == NULL, "device sampler %d, latents: %s", k,
+                err.msg);
+    }
+    unsetenv("SD_PIPE_HOST_SAMPLER");
+    for (k = 0; k < 4; k += 2) {
+        T_CHECK(img[k] && img[k + 1]
+                && memcmp(img[k], img[k + 1], 64 * 64 * 3) == 0
+                && memcmp(lat[k], lat[k + 1], per * 4 * sizeof(float)) == 0,
+                "device sampler%s: the image or latents differ from the "
+                "host's loop", k ? " (stopped at step 3)" : "");
+    }
+    T_CHECK(img[0] && img[2] && memcmp(img[0], img[2], 64 * 64 * 3) != 0,
+            "device sampler: the stopped image is the full one");
+    for (k = 0; k < 4; k++) {
+        free(img[k]);
+        free(lat[k]);
+    }
+    sd_cond_free(&c);
+    sd_cond_free(&n);
+}
+#endif
+
+
 /*
  * sd_image_to_rgb8 against VaeImageProcessor's formula with nearbyintf:
  * every value on a fine grid of [-1.25, 1.25] (ties at .5 included: x =
@@ -434,6 +527,7 @@ main(void)
             check_validation(m);
 #ifdef SD_HAVE_CUDA
             check_graphs(m);
+            check_device_sampler(m);
 #endif
         } else {
             check_slg(m);
