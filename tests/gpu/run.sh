@@ -85,6 +85,15 @@
 #           then varbench (tree against PACK_BASE)
 #   pipetests  test_pipeline in BF16 and FP8 on the GPU
 #   medprof Medium FP8 at 2 steps with every op on one lane, profiled
+#   encab   the text encoders' tests on the GPU, then Large FP8 at 2
+#           steps, the tree and PACK_BASE in turn (text encoding's rows)
+#   devsampler  Large (twice) and Medium FP8 with Euler's latents on the
+#           device (the default) and on the host (SD_PIPE_HOST_SAMPLER=1)
+#   final22 session 22's last call: the encoders' and pipeline tests on
+#           the GPU, last, Euler's latents on the device against the host
+#           (Large twice and Medium), tcachemem
+#   tcachemem  the GPU's memory in use before and after 40 new prompts
+#           fill the text cache (Large FP8 through nginx)
 #   tcache  Large FP8 through nginx with the text cache off
 #           (sd_text_cache 0) and on: a repeated prompt's and new prompts'
 #           times (a new prompt's cached conditioning moves the workspace's
@@ -1057,6 +1066,93 @@ stage_medprof() {      # Medium FP8, 2 steps, every op on one lane, timed
     SD_CUDA_NO_LANES=1 bench medium bench-medium-prof.log \
         "medium fp8 2 steps, one lane, profile" --precision fp8 --steps 2 \
         --profile 1
+}
+stage_encab() {        # text encoding: the tree against PACK_BASE
+    local dev r v
+    run "test_backend" backend.log $G/bin/test_backend
+    grep -E "gated" $L/backend.log
+    for dev in cuda cuda-fp8; do
+        run "test_encoders ($dev)" encoders-$dev.log env \
+            SD_TEST_DEVICE=$dev $G/bin/test_encoders
+    done
+    pipeline_tests
+    randmodel large
+    for r in 1 2; do
+        for v in tree base; do
+            SDCLI=$G/bin/sd-cli$([ $v = base ] && echo -var) \
+                bench large bench-enc-$v-$r.log \
+                "large fp8 2 steps, $v ($r)" --precision fp8 --steps 2
+        done
+    done
+    bench_lines 'text enc|whole process' $L/bench-enc-*.log
+}
+stage_devsampler() {   # Euler's latents on the device against the host
+    randmodel large
+    randmodel medium
+    ab_benches SD_PIPE_HOST_SAMPLER host dev
+    bench_lines 'VAE' $L/bench-large-host-*.log $L/bench-large-dev-*.log \
+        $L/bench-medium-*.log
+}
+stage_final22() {      # session 22's last call: its checks, then last
+    local dev v
+    for dev in cuda cuda-fp8; do
+        run "test_encoders ($dev)" encoders-$dev.log env \
+            SD_TEST_DEVICE=$dev $G/bin/test_encoders
+    done
+    pipeline_tests
+    grep -E "graphs|device sampler" $L/pipeline-*.log | head
+    stage_last
+    for v in host dev host dev; do
+        (
+            [ $v = host ] && export SD_PIPE_HOST_SAMPLER=1
+            bench large bench-ds-large-$v.log "large fp8, sampler $v" \
+                --precision fp8
+        )
+    done
+    for v in host dev; do
+        (
+            [ $v = host ] && export SD_PIPE_HOST_SAMPLER=1
+            bench medium bench-ds-medium-$v.log "medium fp8, sampler $v" \
+                --precision fp8
+        )
+    done
+    bench_lines 'text enc|VAE' $L/bench-ds-*.log
+    stage_tcachemem
+}
+stage_tcachemem() {    # GPU memory before and after the text cache fills
+    randmodel large
+    PREC=fp8 serve /dev/shm/sd-large large 7863
+    run "text cache filling: GPU memory" tcache-mem.log python3 - <<'PYEOF'
+import re, time, requests
+u = 'http://127.0.0.1:7863'
+def body(p):
+    return {'prompt': p, 'steps': 1, 'width': 64, 'height': 64}
+for _ in range(600):
+    try:
+        if requests.post(u + '/sdapi/v1/txt2img', json=body('x'),
+                         timeout=600).status_code == 200:
+            break
+    except requests.RequestException:
+        pass
+    time.sleep(1)
+def used():
+    m = requests.get(u + '/metrics').text
+    return sum(float(x) for x in re.findall(
+        r'^sd_gpu_memory_used_bytes\{[^}]*\} (\S+)', m, re.M))
+time.sleep(2.5)
+before = used()
+for i in range(40):
+    r = requests.post(u + '/sdapi/v1/txt2img', json=body(f'prompt {i}'),
+                      timeout=600)
+    assert r.status_code == 200, r.text[:300]
+time.sleep(2.5)
+after = used()
+print(f'| GPU memory in use before / after 40 new prompts (text cache 32) '
+      f'| {before / 2**30:.3f} / {after / 2**30:.3f} GiB |')
+PYEOF
+    grep -E "^\|" $L/tcache-mem.log | tee -a $summary
+    /tmp/ngx/usr/sbin/nginx -p /tmp/sd/serve-large/ -c nginx.conf -s quit
+    sleep 3
 }
 stage_turboprof() {    # Large FP8 at 4 steps, cfg 1, every op timed
     randmodel large
