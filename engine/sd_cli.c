@@ -65,7 +65,7 @@ sd_cli_usage(void)
         "         [--fp8-keep KINDS] [--offload t5|clip|text] [--width W] "
         "[--height H]\n"
         "         [--steps N] [--cfg F] [--batch N] [--runs N] "
-        "[--profile 1]\n"
+        "[--profile 1] [--sampler NAME]\n"
         "  sd-cli fp8-sweep --model DIR [--device cuda[:N]] "
         "[--prompts FILE]\n"
         "         [--kinds KINDS] [--width W] [--height H] [--steps N] "

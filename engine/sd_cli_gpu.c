@@ -3,7 +3,7 @@
  *
  *   sd-cli bench --model DIR [--device cuda[:N]] [--precision bf16|fp32]
  *                [--width W] [--height H] [--steps N] [--cfg F] [--batch N]
- *                [--runs N] [--prompt TEXT] [--negative TEXT]
+ *                [--runs N] [--prompt TEXT] [--negative TEXT] [--sampler NAME]
  *   sd-cli step --model DIR --ref FILE [--ref-log FILE] [--device ...]
  *               [--precision ...] [--reps N]
  *
@@ -286,6 +286,7 @@ int
 sd_cli_bench(int argc, char **argv)
 {
     const char      *model = NULL, *device = "cuda", *precision = NULL;
+    const char      *sampler = NULL;
     const char      *prompt = "a futuristic cityscape at sunset, cyberpunk "
                               "style";
     const char      *negative = "blurry, low-res, distortion";
@@ -319,6 +320,7 @@ sd_cli_bench(int argc, char **argv)
         { "--profile",   .i = &profile, .lo = 0, .hi = 1 },
         { "--cfg",       .d = &cfg },
         { "--step-cache", .d = &step_cache },
+        { "--sampler",   .s = &sampler },
     };
 
     memset(&c, 0, sizeof(c));
@@ -363,6 +365,12 @@ sd_cli_bench(int argc, char **argv)
     a.progress_data = clk;
     a.step_cache = (float) step_cache;
     a.steps_cached = &cached;
+    a.eta = 1.0f;
+    if (sampler && sd_sampler_parse(&err, sampler, &a.sampler) != SD_OK) {
+        fprintf(stderr, "sd-cli: --sampler: %s\n", err.msg);
+        rc = 2;
+        goto out;
+    }
     clk->be = be;
     if (sd_pipe_validate(&err, m, &a) != SD_OK) {
         fprintf(stderr, "sd-cli: %s\n", err.msg);
@@ -420,9 +428,10 @@ sd_cli_bench(int argc, char **argv)
         goto out;
     }
 
-    printf("\n| %s, %dx%d, %d steps, cfg %.1f, batch %d, %s %s | |\n",
+    printf("\n| %s, %dx%d, %d steps, cfg %.1f, batch %d, %s %s%s%s | |\n",
            m->name, width, height, steps, cfg, batch,
-           device ? device : "cpu", precision ? precision : "");
+           device ? device : "cpu", precision ? precision : "",
+           sampler ? ", sampler " : "", sampler ? sampler : "");
     printf("| --- | --- |\n");
     printf("| load (weights + workspace sizing) | %.2f s |\n", load_s);
     printf("| text encoding (prompt + negative), median | %.1f ms |\n",
