@@ -258,6 +258,42 @@ check_slg(sd_model *m)
 
 #ifdef SD_HAVE_CUDA
 /*
+ * The GPU checks' request: 64x64, 6 steps, cfg 4, Euler, the CPU's noise,
+ * seed; prompt and "" encoded into c and n. 0 (nothing to free) on the
+ * CPU or when encoding fails (reported).
+ */
+static int
+gpu_request(sd_model *m, const char *prompt, uint64_t seed, sd_pipe_args *a,
+    sd_cond *c, sd_cond *n)
+{
+    sd_err  err = {0};
+
+    if (strcmp(m->be->ops->name, "cuda") != 0) {
+        return 0;
+    }
+    memset(a, 0, sizeof(*a));
+    a->width = 64;
+    a->height = 64;
+    a->steps = 6;
+    a->batch = 1;
+    a->cfg = 4.0f;
+    a->seeds[0] = seed;
+    a->rng = SD_RNG_CPU;
+    a->sampler = SD_SAMPLER_EULER;
+    if (sd_cond_encode(&err, m, prompt, c) != SD_OK) {
+        T_CHECK(0, "encoding \"%s\": %s", prompt, err.msg);
+        return 0;
+    }
+    if (sd_cond_encode(&err, m, "", n) != SD_OK) {
+        T_CHECK(0, "encoding \"\": %s", err.msg);
+        sd_cond_free(c);
+        return 0;
+    }
+    return 1;
+}
+
+
+/*
  * Recorded steps (CUDA graphs): the same image with the transformer's steps
  * replayed from one recording as with every op launched, and the steps
  * after the second are replays.
@@ -276,21 +312,7 @@ check_graphs(sd_model *m)
     sd_cond       tmp;
     const sd_cond *nc = NULL;
 
-    if (strcmp(m->be->ops->name, "cuda") != 0) {
-        return;
-    }
-    memset(&a, 0, sizeof(a));
-    a.width = 64;
-    a.height = 64;
-    a.steps = 6;
-    a.batch = 1;
-    a.cfg = 4.0f;
-    a.seeds[0] = 11;
-    a.rng = SD_RNG_CPU;
-    if (sd_cond_encode(&err, m, "a red cube", &c) != SD_OK
-        || sd_cond_encode(&err, m, "", &n) != SD_OK)
-    {
-        T_CHECK(0, "graphs encode: %s", err.msg);
+    if (!gpu_request(m, "a red cube", 11, &a, &c, &n)) {
         return;
     }
     sd_cuda_set_graphs(m->be, 0);
@@ -382,22 +404,7 @@ check_device_sampler(sd_model *m)
     volatile int   flag = 0;
     int            k;
 
-    if (strcmp(m->be->ops->name, "cuda") != 0) {
-        return;
-    }
-    memset(&a, 0, sizeof(a));
-    a.width = 64;
-    a.height = 64;
-    a.steps = 6;
-    a.batch = 1;
-    a.cfg = 4.0f;
-    a.seeds[0] = 5;
-    a.rng = SD_RNG_CPU;
-    a.sampler = SD_SAMPLER_EULER;
-    if (sd_cond_encode(&err, m, "a green cone", &c) != SD_OK
-        || sd_cond_encode(&err, m, "", &n) != SD_OK)
-    {
-        T_CHECK(0, "device sampler encode: %s", err.msg);
+    if (!gpu_request(m, "a green cone", 5, &a, &c, &n)) {
         return;
     }
     for (k = 0; k < 4; k++) {

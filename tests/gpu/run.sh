@@ -1012,14 +1012,18 @@ ab_short() {    # VAR ON OFF PRE
         done
     done
 }
-stage_sattn() {        # text encoders' attention: sattn.cu or GEMM path
+# the text encoders' golden tests on the GPU in BF16 and FP8
+encoder_tests() {
     local dev
-    run "test_backend" backend.log $G/bin/test_backend
-    grep -E "attention (causal|bias)" $L/backend.log
     for dev in cuda cuda-fp8; do
         run "test_encoders ($dev)" encoders-$dev.log env \
             SD_TEST_DEVICE=$dev $G/bin/test_encoders
     done
+}
+stage_sattn() {        # text encoders' attention: sattn.cu or GEMM path
+    run "test_backend" backend.log $G/bin/test_backend
+    grep -E "attention (causal|bias)" $L/backend.log
+    encoder_tests
     ab_short SD_CUDA_NO_SATTN gemm sattn sa
     bench_lines 'text enc|VAE' $L/bench-sa-*.log
 }
@@ -1068,13 +1072,10 @@ stage_medprof() {      # Medium FP8, 2 steps, every op on one lane, timed
         --profile 1
 }
 stage_encab() {        # text encoding: the tree against PACK_BASE
-    local dev r v
+    local r v
     run "test_backend" backend.log $G/bin/test_backend
     grep -E "gated" $L/backend.log
-    for dev in cuda cuda-fp8; do
-        run "test_encoders ($dev)" encoders-$dev.log env \
-            SD_TEST_DEVICE=$dev $G/bin/test_encoders
-    done
+    encoder_tests
     pipeline_tests
     randmodel large
     for r in 1 2; do
@@ -1094,11 +1095,8 @@ stage_devsampler() {   # Euler's latents on the device against the host
         $L/bench-medium-*.log
 }
 stage_final22() {      # session 22's last call: its checks, then last
-    local dev v
-    for dev in cuda cuda-fp8; do
-        run "test_encoders ($dev)" encoders-$dev.log env \
-            SD_TEST_DEVICE=$dev $G/bin/test_encoders
-    done
+    local v
+    encoder_tests
     pipeline_tests
     grep -E "graphs|device sampler" $L/pipeline-*.log | head
     stage_last
