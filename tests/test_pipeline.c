@@ -256,21 +256,17 @@ check_slg(sd_model *m)
 }
 
 
-#ifdef SD_HAVE_CUDA
 /*
- * The GPU checks' request: 64x64, 6 steps, cfg 4, Euler, the CPU's noise,
- * seed; prompt and "" encoded into c and n. 0 (nothing to free) on the
- * CPU or when encoding fails (reported).
+ * The graph and sampler checks' request: 64x64, 6 steps, cfg 4, Euler, the
+ * CPU's noise, seed; prompt and "" encoded into c and n. 0 (nothing to
+ * free) when encoding fails (reported).
  */
 static int
-gpu_request(sd_model *m, const char *prompt, uint64_t seed, sd_pipe_args *a,
-    sd_cond *c, sd_cond *n)
+small_request(sd_model *m, const char *prompt, uint64_t seed,
+    sd_pipe_args *a, sd_cond *c, sd_cond *n)
 {
     sd_err  err = {0};
 
-    if (strcmp(m->be->ops->name, "cuda") != 0) {
-        return 0;
-    }
     memset(a, 0, sizeof(*a));
     a->width = 64;
     a->height = 64;
@@ -293,6 +289,7 @@ gpu_request(sd_model *m, const char *prompt, uint64_t seed, sd_pipe_args *a,
 }
 
 
+#ifdef SD_HAVE_CUDA
 /*
  * Recorded steps (CUDA graphs): the same image with the transformer's steps
  * replayed from one recording as with every op launched, and the steps
@@ -312,7 +309,9 @@ check_graphs(sd_model *m)
     sd_cond       tmp;
     const sd_cond *nc = NULL;
 
-    if (!gpu_request(m, "a red cube", 11, &a, &c, &n)) {
+    if (strcmp(m->be->ops->name, "cuda") != 0
+        || !small_request(m, "a red cube", 11, &a, &c, &n))
+    {
         return;
     }
     sd_cuda_set_graphs(m->be, 0);
@@ -369,14 +368,24 @@ check_graphs(sd_model *m)
 #endif
 
 
-#ifdef SD_HAVE_CUDA
 /*
  * Euler with the latents on the device (pipeline.c's sample_device, the
  * default on a GPU) against the host's sampler loop (SD_PIPE_HOST_SAMPLER
  * =1): the same final latents, float for float, and the same image; and
  * the same for a cancel flag raised at step 3 (A1111's interrupt: the
- * estimate of the step before decoded in both).
+ * estimate of the step before decoded in both). On the CPU, whose ops
+ * finish as they return, through a copy of its ops with marks (no-ops):
+ * the device loop's order, copies and stop on the CPU's exact ops.
  */
+static sd_status
+mark_none(sd_err *err, sd_backend *be, int slot)
+{
+    (void) err;
+    (void) be;
+    (void) slot;
+    return SD_OK;
+}
+
 static void
 stop_at_3(void *data, int job, int jobs, int step, int steps)
 {
@@ -394,6 +403,8 @@ stop_at_3(void *data, int job, int jobs, int step, int steps)
 static void
 check_device_sampler(sd_model *m)
 {
+    const sd_backend_ops  *keep = m->be->ops;
+    sd_backend_ops         queued = *keep;
     sd_pipe_args   a;
     sd_cond        c, n;
     sd_err         err = {0};
@@ -404,8 +415,13 @@ check_device_sampler(sd_model *m)
     volatile int   flag = 0;
     int            k;
 
-    if (!gpu_request(m, "a green cone", 5, &a, &c, &n)) {
+    if (!small_request(m, "a green cone", 5, &a, &c, &n)) {
         return;
+    }
+    if (!sd_backend_queued(m->be)) {
+        queued.mark = mark_none;
+        queued.wait_mark = mark_none;
+        m->be->ops = &queued;
     }
     for (k = 0; k < 4; k++) {
         lat[k] = calloc(per * 4, sizeof(float));
@@ -428,6 +444,7 @@ check_device_sampler(sd_model *m)
                 err.msg);
     }
     unsetenv("SD_PIPE_HOST_SAMPLER");
+    m->be->ops = keep;
     for (k = 0; k < 4; k += 2) {
         T_CHECK(img[k] && img[k + 1]
                 && memcmp(img[k], img[k + 1], 64 * 64 * 3) == 0
@@ -444,7 +461,6 @@ check_device_sampler(sd_model *m)
     sd_cond_free(&c);
     sd_cond_free(&n);
 }
-#endif
 
 
 /*
@@ -534,8 +550,8 @@ main(void)
             check_validation(m);
 #ifdef SD_HAVE_CUDA
             check_graphs(m);
-            check_device_sampler(m);
 #endif
+            check_device_sampler(m);
         } else {
             check_slg(m);
         }
