@@ -477,7 +477,9 @@ seg_select(sd_err *err, sd_pipe_run *r, int *j, sd_mmdit_cache **cache)
 
 /*
  * The guided denoised estimate at sigmas[j]: v = guided prediction (with
- * skip-layer guidance), x0 = x - sigma v.
+ * skip-layer guidance), x0 = x - sigma v, into b->x0 from the latents in
+ * b->lat (run_denoise uploads them and downloads x0 for the host's
+ * samplers; sample_device keeps both on the device).
  */
 static sd_status
 denoise_core(sd_pipe_run *r, float sigma, int j)
