@@ -480,46 +480,60 @@ sd_conv_weight_load(sd_err *err, sd_backend *be, const sd_st *st,
 }
 
 
+/* "<prefix>.<part>.<kind>" into name (256 bytes) */
+static sd_status
+cat_name(sd_err *err, char *name, const char *prefix, const char *part,
+    const char *kind)
+{
+    if (snprintf(name, 256, "%s.%s.%s", prefix, part, kind) >= 256) {
+        return sd_errorf(err, SD_ERR_INTERNAL, "tensor name \"%s.%s.%s\" "
+                         "too long", prefix, part, kind);
+    }
+    return SD_OK;
+}
+
+
 sd_status
 sd_weight_load_cat(sd_err *err, sd_backend *be, const sd_st *st,
-    const char *const *wnames, const char *const *bnames, int n,
-    const int64_t *rows, int64_t in, sd_tensor **w, sd_tensor **b)
+    const char *prefix, const char *const *parts, int n, int64_t rows,
+    int64_t in, int bias, sd_tensor **w, sd_tensor **b)
 {
     const sd_st_tensor  *st_t;
     sd_status            s;
-    int64_t              total = 0, off, shape[2];
+    int64_t              shape[2];
+    char                 name[256];
     int                  i;
 
     *w = NULL;
     *b = NULL;
-    for (i = 0; i < n; i++) {
-        total += rows[i];
-    }
-    shape[0] = total;
+    shape[0] = n * rows;
     shape[1] = in;
+    SD_TRY_GOTO(s, cat_name(err, name, prefix, parts[0], "weight"), fail);
     SD_TRY_GOTO(s, tensor_new(err, be, weight_mem(be, 2),
-                              sd_backend_weight_dtype(be, wnames[0], 2,
-                                                      shape),
+                              sd_backend_weight_dtype(be, name, 2, shape),
                               2, shape, w), fail);
-    if (bnames && bnames[0]) {
+    if (bias) {
+        SD_TRY_GOTO(s, cat_name(err, name, prefix, parts[0], "bias"), fail);
         SD_TRY_GOTO(s, tensor_new(err, be, SD_MEM_WEIGHT,
-                                  sd_backend_weight_dtype(be, bnames[0], 1,
-                                                          shape),
+                                  sd_backend_weight_dtype(be, name, 1, shape),
                                   1, shape, b), fail);
     }
 
-    for (i = 0, off = 0; i < n; off += rows[i], i++) {
+    shape[0] = rows;
+    for (i = 0; i < n; i++) {
         sd_tensor  v;
 
-        shape[0] = rows[i];
-        SD_TRY_GOTO(s, sd_st_get(err, st, wnames[i], 2, shape, &st_t), fail);
-        SD_TRY_GOTO(s, sd_tensor_view(err, *w, off * in, 2, shape, &v),
+        SD_TRY_GOTO(s, cat_name(err, name, prefix, parts[i], "weight"), fail);
+        SD_TRY_GOTO(s, sd_st_get(err, st, name, 2, shape, &st_t), fail);
+        SD_TRY_GOTO(s, sd_tensor_view(err, *w, i * rows * in, 2, shape, &v),
                     fail);
         SD_TRY_GOTO(s, weight_fill(err, &v, st_t), fail);
         if (*b) {
-            SD_TRY_GOTO(s, sd_st_get(err, st, bnames[i], 1, shape, &st_t),
+            SD_TRY_GOTO(s, cat_name(err, name, prefix, parts[i], "bias"),
                         fail);
-            SD_TRY_GOTO(s, sd_tensor_view(err, *b, off, 1, shape, &v), fail);
+            SD_TRY_GOTO(s, sd_st_get(err, st, name, 1, shape, &st_t), fail);
+            SD_TRY_GOTO(s, sd_tensor_view(err, *b, i * rows, 1, shape, &v),
+                        fail);
             SD_TRY_GOTO(s, weight_fill(err, &v, st_t), fail);
         }
     }

@@ -350,14 +350,14 @@ sd_status sd_weight_load(sd_err *err, sd_backend *be, const sd_st *st,
 sd_status sd_conv_weight_load(sd_err *err, sd_backend *be, const sd_st *st,
     const char *name, const int64_t shape[4], sd_tensor **out);
 /*
- * n checkpoint matrices (rows_i, in) stacked into one weight
- * (sum rows_i, in), and their biases (rows_i) into one (sum rows_i), in
- * the order given: fused projections (q, k, v) run as one product.
- * bias names may be NULL (no bias: *b stays NULL).
+ * n checkpoint matrices "<prefix>.<parts[i]>.weight" (rows, in) stacked
+ * into one weight (n rows, in), and with bias their "<prefix>.<parts[i]>
+ * .bias" (rows) into one (n rows), in the order given: fused projections
+ * (q, k, v) run as one product. Without bias *b stays NULL.
  */
 sd_status sd_weight_load_cat(sd_err *err, sd_backend *be, const sd_st *st,
-    const char *const *wnames, const char *const *bnames, int n,
-    const int64_t *rows, int64_t in, sd_tensor **w, sd_tensor **b);
+    const char *prefix, const char *const *parts, int n, int64_t rows,
+    int64_t in, int bias, sd_tensor **w, sd_tensor **b);
 
 /* Ops; y may alias x for the elementwise ones. */
 /* y: (N..., out) = x: (N..., in) @ w: (out, in)^T + b: (out) */

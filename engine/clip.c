@@ -64,21 +64,12 @@ clip_load_qkv(sd_err *err, sd_clip *c, const sd_st *st, int i,
     sd_clip_layer *l)
 {
     static const char *const  proj[3] = { "q_proj", "k_proj", "v_proj" };
-    char                      wn[3][128], bn[3][128];
-    const char               *wp[3], *bp[3];
-    int64_t                   rows[3] = { c->width, c->width, c->width };
-    int                       j;
+    char                      prefix[64];
 
-    for (j = 0; j < 3; j++) {
-        snprintf(wn[j], sizeof(wn[j]), "text_model.encoder.layers.%d."
-                 "self_attn.%s.weight", i, proj[j]);
-        snprintf(bn[j], sizeof(bn[j]), "text_model.encoder.layers.%d."
-                 "self_attn.%s.bias", i, proj[j]);
-        wp[j] = wn[j];
-        bp[j] = bn[j];
-    }
-    return sd_weight_load_cat(err, c->be, st, wp, bp, 3, rows, c->width,
-                              &l->qkv_w, &l->qkv_b);
+    snprintf(prefix, sizeof(prefix), "text_model.encoder.layers.%d."
+             "self_attn", i);
+    return sd_weight_load_cat(err, c->be, st, prefix, proj, 3, c->width,
+                              c->width, 1, &l->qkv_w, &l->qkv_b);
 }
 
 

@@ -261,21 +261,12 @@ static sd_status
 sd_mmdit_attn_load(sd_err *err, sd_mmdit *m, const sd_st *st,
     const char *prefix, const char *const names[6], sd_mmdit_attn *a)
 {
-    char         name[SD_MMDIT_NAME_LEN], wn[3][SD_MMDIT_NAME_LEN];
-    char         bn[3][SD_MMDIT_NAME_LEN];
-    const char  *wp[3], *bp[3];
+    char         name[SD_MMDIT_NAME_LEN];
     int64_t      w = m->info.width, d = m->info.head_dim;
-    int64_t      rows[3] = { w, w, w };
     int          j;
 
     /* to_q, to_k, to_v as one (3 W, W) weight and (3 W) bias */
-    for (j = 0; j < 3; j++) {
-        snprintf(wn[j], sizeof(wn[j]), "%s.%s.weight", prefix, names[j]);
-        snprintf(bn[j], sizeof(bn[j]), "%s.%s.bias", prefix, names[j]);
-        wp[j] = wn[j];
-        bp[j] = bn[j];
-    }
-    SD_TRY(sd_weight_load_cat(err, m->be, st, wp, bp, 3, rows, w,
+    SD_TRY(sd_weight_load_cat(err, m->be, st, prefix, names, 3, w, w, 1,
                               &a->qkv.w, &a->qkv.b));
     SD_TRY(sd_tensor_list_add(err, &m->owned, a->qkv.w));
     SD_TRY(sd_tensor_list_add(err, &m->owned, a->qkv.b));

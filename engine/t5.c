@@ -108,24 +108,17 @@ t5_config(sd_err *err, sd_t5 *t, const char *dir)
 }
 
 
-/* encoder.block.<i>.layer.<suffix[j]> stacked into one weight *out */
+/* encoder.block.<i>.layer.<part[j]>.weight stacked into one weight *out */
 static sd_status
 t5_load_cat(sd_err *err, sd_t5 *t, const sd_st *st, int i,
-    const char *const *suffix, int n, int64_t rows, sd_tensor **out)
+    const char *const *part, int n, int64_t rows, sd_tensor **out)
 {
-    char         names[3][256];
-    const char  *wn[3];
-    int64_t      r[3] = { rows, rows, rows };
-    sd_tensor   *none;              /* no biases: stays NULL */
-    int          j;
+    char        prefix[64];
+    sd_tensor  *none;               /* no biases: stays NULL */
 
-    for (j = 0; j < n; j++) {
-        snprintf(names[j], sizeof(names[j]), "encoder.block.%d.layer.%s", i,
-                 suffix[j]);
-        wn[j] = names[j];
-    }
-    return sd_weight_load_cat(err, t->be, st, wn, NULL, n, r, t->d_model,
-                              out, &none);
+    snprintf(prefix, sizeof(prefix), "encoder.block.%d.layer", i);
+    return sd_weight_load_cat(err, t->be, st, prefix, part, n, rows,
+                              t->d_model, 0, out, &none);
 }
 
 
@@ -133,11 +126,10 @@ static sd_status
 t5_load_layer(sd_err *err, sd_t5 *t, const sd_st *st, int i)
 {
     static const char *const  qkv[3] = {
-        "0.SelfAttention.q.weight", "0.SelfAttention.k.weight",
-        "0.SelfAttention.v.weight"
+        "0.SelfAttention.q", "0.SelfAttention.k", "0.SelfAttention.v"
     };
     static const char *const  wi[2] = {
-        "1.DenseReluDense.wi_0.weight", "1.DenseReluDense.wi_1.weight"
+        "1.DenseReluDense.wi_0", "1.DenseReluDense.wi_1"
     };
     sd_t5_layer  *l = &t->layer[i];
     char          name[256];
