@@ -624,10 +624,11 @@ run_step(void *ctx, int i, int steps, const float *den)
  * progress and reading the cancel flag once that step is done. The same
  * floats as sd_sample: the transformer's input is x32 rounded as an upload
  * rounds it, and sd_euler_step rounds each op of the update as the host's
- * loop does. Each step first copies x32 and x0 aside (prev32, prev0), so a
- * stop seen after step i, when step i + 1 is already queued, returns step
- * i's latents and estimate, as sd_sample would. On return x and den hold
- * what sd_sample leaves there.
+ * loop does. Each step first copies x0 aside (prev0), so a stop seen
+ * after step i, when step i + 1 is already queued, returns step i's
+ * estimate, as sd_sample would. On return den holds what sd_sample leaves
+ * there, and x too unless a step stopped the loop (the pipeline then
+ * decodes den, or fails: x is not read).
  */
 static sd_status
 sample_device(sd_err *err, sd_pipe_run *r, const float *sig, int ns,
@@ -635,16 +636,13 @@ sample_device(sd_err *err, sd_pipe_run *r, const float *sig, int ns,
 {
     sd_pipe_bufs  *b = r->b;
     sd_backend    *be = b->lat->be;
-    sd_tensor     *x32 = NULL, *prev32 = NULL, *prev0 = NULL;
-    sd_tensor     *out32, *out0;
+    sd_tensor     *x32 = NULL, *prev0 = NULL;
     int64_t        n = sd_numel(b->lat);
     int            i, steps = ns - 1, done = 0;
     sd_status      s;
 
     SD_TRY_GOTO(s, sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F32,
                                     b->lat->ndim, b->lat->ne, &x32), out);
-    SD_TRY_GOTO(s, sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F32,
-                                    b->lat->ndim, b->lat->ne, &prev32), out);
     SD_TRY_GOTO(s, sd_tensor_new_as(err, be, SD_MEM_ACT, b->x0->dtype,
                                     b->x0->ndim, b->x0->ne, &prev0), out);
     SD_TRY_GOTO(s, sd_tensor_upload(err, x32, x), out);
@@ -653,9 +651,7 @@ sample_device(sd_err *err, sd_pipe_run *r, const float *sig, int ns,
         double  s0 = sig[i], s1 = sig[i + 1];
 
         if (i > 0) {
-            /* step i - 1's result, kept for a stop seen after it */
-            SD_TRY_GOTO(s, sd_copy2d(err, prev32, 0, 0, x32, 0, 0, 1, n),
-                        out);
+            /* step i - 1's estimate, kept for a stop seen after it */
             SD_TRY_GOTO(s, sd_copy2d(err, prev0, 0, 0, b->x0, 0, 0, 1, n),
                         out);
         }
@@ -677,20 +673,16 @@ sample_device(sd_err *err, sd_pipe_run *r, const float *sig, int ns,
         SD_TRY_GOTO(s, sd_backend_wait_mark(err, be, (steps - 1) & 1),
                     out);
         run_step(r, steps - 1, steps, NULL);
-        out32 = x32;
-        out0 = b->x0;
+        SD_TRY_GOTO(s, sd_tensor_download(err, x32, x), out);
+        SD_TRY_GOTO(s, sd_tensor_download(err, b->x0, den), out);
     } else {
-        out32 = prev32;
-        out0 = prev0;
+        /* after step i's queued work, as downloads wait for the queue */
+        SD_TRY_GOTO(s, sd_tensor_download(err, prev0, den), out);
     }
-    SD_TRY_GOTO(s, sd_backend_sync(err, be), out);
-    SD_TRY_GOTO(s, sd_tensor_download(err, out32, x), out);
-    SD_TRY_GOTO(s, sd_tensor_download(err, out0, den), out);
     s = SD_OK;
 
 out:
     sd_tensor_free(x32);
-    sd_tensor_free(prev32);
     sd_tensor_free(prev0);
     return s;
 }
