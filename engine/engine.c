@@ -1109,6 +1109,8 @@ result_image(sd_err *err, sd_engine *e, const sd_request *info,
     sd_result *res)
 {
     sd_image  *img = &res->images[res->n_images];
+    sd_status  s;
+    double     t0;
 
     img->seed = seed;
     img->subseed = subseed;
@@ -1126,8 +1128,11 @@ result_image(sd_err *err, sd_engine *e, const sd_request *info,
     }
     memcpy(img->rgb, pix, (size_t) iw * ih * 3);
     SD_TRY(sd_infotext(err, e->model, info, seed, subseed, &img->infotext));
-    return sd_png_encode(err, pix, iw, ih, img->infotext, &img->png,
-                         &img->png_len);
+    t0 = sd_seconds();
+    s = sd_png_encode(err, pix, iw, ih, img->infotext, &img->png,
+                      &img->png_len);
+    res->time_png += sd_seconds() - t0;
+    return s;
 }
 
 
@@ -1155,6 +1160,8 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     size_t        per = (size_t) 16 * (r->height / 8) * (r->width / 8);
     int           it, i, k, flag, fb_off = 0;
     sd_request    rinfo = *r;
+    sd_pipe_times pt = {0};
+    double        t0;
 
     memset(&c, 0, sizeof(c));
     memset(&n, 0, sizeof(n));
@@ -1172,6 +1179,7 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     a.cancel = cancel;
     a.steps_cached = &res->steps_cached;
     a.step_cache_off = &fb_off;
+    a.times = &pt;
     SD_TRY(sd_pipe_validate(err, e->model, &a));
 
     seed = r->seed == -1 ? random_seed() : (uint64_t) r->seed;
@@ -1187,6 +1195,7 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     res->height = res->first_pass_height = r->height;
 
     /* through the text cache when the engine has one (textcache.h) */
+    t0 = sd_seconds();
     SD_TRY_GOTO(s, encode_prompt(err, e, r->prompt, r->clip_skip, res, &c,
                                  &cp), out);
     if (r->cfg_scale > 1.0f) {
@@ -1204,6 +1213,7 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     }
     pc = cp;
     pn = np ? np : &n;
+    res->time_text += sd_seconds() - t0;
 
     if (r->enable_hr) {
         int  fb, c16 = sd_vae_latent_channels(e->model->vae);
@@ -1249,6 +1259,7 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
             s = SD_ERR_NOMEM;
             goto out;
         }
+        t0 = sd_seconds();
         if (r->hr_prompt && r->hr_prompt[0]
             && strcmp(r->hr_prompt, r->prompt) != 0)
         {
@@ -1283,6 +1294,7 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
                                             r->clip_skip, &pc, &pn, &pad[2],
                                             &pad[3]), out);
         }
+        res->time_text += sd_seconds() - t0;
     }
 
     if (r->n_init_images > 0 && r->mask.gray != NULL) {
@@ -1407,6 +1419,9 @@ generate(sd_err *err, sd_engine *e, const sd_request *r,
     s = SD_OK;
 
 out:
+    res->time_setup += pt.setup;
+    res->time_steps += pt.steps;
+    res->time_decode += pt.decode;
     free(rgb);
     free(init);
     free(first);
@@ -1612,10 +1627,13 @@ own_cond(sd_err *err, sd_engine *e, const char *text, int clip_skip,
     const sd_cond  *out;
     sd_status       s;
 
+    double          t0 = sd_seconds();
+
     memset(&tmp, 0, sizeof(tmp));
     SD_TRY(encode_prompt(err, e, text, clip_skip, res, &tmp, &out));
     s = sd_cond_copy(err, e->model, out, dst);
     sd_cond_free(&tmp);
+    res->time_text += sd_seconds() - t0;
     return s;
 }
 
@@ -1754,6 +1772,7 @@ group_pass(sd_engine *e, sd_group *g)
     volatile int      stop[64];
     uint8_t          *rgb = NULL;
     sd_status         s;
+    sd_pipe_times     pt = {0};
     int               k, i, total = 0, flag, running = 0;
 
     for (k = 0; k < g->n; k++) {
@@ -1805,6 +1824,7 @@ group_pass(sd_engine *e, sd_group *g)
     a.progress = group_progress;
     a.progress_data = g;
     a.cancel = &g->cancel_all;
+    a.times = &pt;
     if (running == 0) {
         s = SD_OK;              /* everyone stopped before the first step */
     } else {
@@ -1820,6 +1840,10 @@ group_pass(sd_engine *e, sd_group *g)
         if (m->state == SD_G_OUT) {
             continue;
         }
+        /* the shared pass's time is each member's */
+        m->res->time_setup += pt.setup;
+        m->res->time_steps += pt.steps;
+        m->res->time_decode += pt.decode;
         if (m->state == SD_G_ABORT) {
             m->st = m->stop_at == 0
                     ? sd_errorf(&m->err, SD_ERR_CANCELLED, "cancelled "

@@ -1149,6 +1149,7 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     float          *sigmas = NULL, *ts = NULL, *den = NULL;
     int             c, h, w, i, ns, steps, flag;
     size_t          per;
+    double          t0 = sd_seconds(), t1;
 
     *rgb = NULL;
     memset(&b, 0, sizeof(b));
@@ -1270,9 +1271,16 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     sa.noise = run_noise;
     sa.on_step = run_step;
     sa.ctx = &run;
+    t1 = sd_seconds();
+    if (a->times) {
+        a->times->setup += t1 - t0;
+    }
     s = device_sampling(&run)
         ? sample_device(err, &run, sigmas, ns, b.host, den)
         : sd_sample(err, &sa, sigmas, ns, b.host, den);
+    if (a->times) {
+        a->times->steps += sd_seconds() - t1;
+    }
     step_cache_report(a, &b);
     caches_free(&b);
     if (s != SD_OK) {
@@ -1311,7 +1319,11 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
         s = SD_ERR_NOMEM;
         goto out;
     }
+    t1 = sd_seconds();
     s = decode(err, m, a, &b, *rgb);
+    if (a->times) {
+        a->times->decode += sd_seconds() - t1;
+    }
     if (s != SD_OK) {
         free(*rgb);
         *rgb = NULL;

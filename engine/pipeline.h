@@ -17,6 +17,17 @@
 
 
 
+/*
+ * Where sd_pipe_txt2img's time went, in seconds of wall time on the calling
+ * thread, added to: setup (schedule, buffers, the per-image embeddings and
+ * modulations, the noise), the denoising steps (until the last estimate is
+ * back on the host), the VAE decode with the pixels' download. GPU work
+ * that setup queues may run on into the steps' time.
+ */
+typedef struct {
+    double              setup, steps, decode;
+} sd_pipe_times;
+
 typedef struct {
     int                 width, height, steps, batch;
     sd_sampler          sampler;
@@ -71,6 +82,7 @@ typedef struct {
     const sd_cond     **img_cond, **img_ncond;
     const float        *img_cfg;
     volatile int       *img_stop;
+    sd_pipe_times      *times;          /* NULL, or added to (above) */
 } sd_pipe_args;
 
 

@@ -344,6 +344,16 @@ typedef struct {
      */
     int             iterations;
     int             steps_cached;   /* steps that reused the residual */
+    /*
+     * Where the time went, in seconds of wall time on the calling thread,
+     * summed over iterations and passes: text encoding (a text cache hit
+     * costs next to nothing), per-image setup (schedule, embeddings and
+     * modulations, noise), denoising steps, VAE decode with the pixels'
+     * download, PNG encoding. GPU work is waited for where a phase needs
+     * its results (the last step's estimate, the pixels).
+     */
+    double          time_text, time_setup, time_steps, time_decode;
+    double          time_png;
 } sd_result;
 
 void sd_result_free(sd_result *res);

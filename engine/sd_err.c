@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sd_err.h"
@@ -137,6 +138,16 @@ sd_cpus(int max)
     long  n = sysconf(_SC_NPROCESSORS_ONLN);
 
     return n < 1 ? 1 : (n > max ? max : (int) n);
+}
+
+
+double
+sd_seconds(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
 }
 
 

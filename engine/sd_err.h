@@ -62,6 +62,9 @@ sd_status sd_path_join(sd_err *err, char *dst, size_t dstlen, const char *a,
 /* The online CPUs, within [1, max]. */
 int sd_cpus(int max);
 
+/* Seconds on the monotonic clock (for durations only). */
+double sd_seconds(void);
+
 /* Whether the environment variable name is set to "1" (a knob). */
 int sd_env_on(const char *name);
 

@@ -491,11 +491,15 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
     cJSON       *o, *s;
     ngx_str_t    src, dst;
     sd_image    *img;
+    sd_result   *res = &job->result;
+    struct timespec  t0, t1;
 
     /* an interrupted or skipped job succeeds with what it decoded */
     if (job->status != SD_OK) {
         return ngx_http_sd_job_error(r, job);
     }
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
 
     /* ngx_http_sd_cache.c: a fixed-seed result, whole, for the next */
     ngx_http_sd_cache_store(job);
@@ -583,6 +587,24 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
                       "sd task \"%s\" interrupted after %d of %d "
                       "iterations", job->id, job->result.iterations,
                       job->in.n_iter);
+    }
+
+    if (res->time_steps > 0) {
+        /* where the request's time went (sd.h), and this answer's JSON */
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "sd task \"%s\": %d image(s), text %.1f ms, setup "
+                      "%.1f ms, steps %.1f ms, VAE %.1f ms, PNG %.1f ms, "
+                      "answer %.1f ms, since the request came %M ms",
+                      job->id, res->n_images,
+                      res->time_text * 1e3, res->time_setup * 1e3,
+                      res->time_steps * 1e3, res->time_decode * 1e3,
+                      res->time_png * 1e3,
+                      (double) (t1.tv_sec - t0.tv_sec) * 1e3
+                      + (double) (t1.tv_nsec - t0.tv_nsec) * 1e-6,
+                      (ngx_msec_t) ((ngx_timeofday()->sec - r->start_sec)
+                                    * 1000 + ngx_timeofday()->msec
+                                    - r->start_msec));
     }
 
     return ngx_http_sd_send_body(r, NGX_HTTP_OK, buf, p - buf);

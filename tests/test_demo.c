@@ -297,12 +297,24 @@ check_engine(const char *dir)
     {
         T_CHECK(0, "sd_generate: %s", msg);
     } else {
+        double  wall = now() - t1;
+
         T_CHECK(res.n_images == 1 && res.images[0].png_len > 8
                 && memcmp(res.images[0].png, "\x89PNG\r\n\x1a\n", 8) == 0,
                 "sd_generate: no PNG");
+        /* every phase ran, and the phases fit in the call's wall time */
+        T_CHECK(res.time_text > 0 && res.time_setup > 0
+                && res.time_steps > 0 && res.time_decode > 0
+                && res.time_png > 0
+                && res.time_text + res.time_setup + res.time_steps
+                   + res.time_decode + res.time_png <= wall,
+                "sd_generate's times: text %g, setup %g, steps %g, "
+                "decode %g, PNG %g s; the call %g s", res.time_text,
+                res.time_setup, res.time_steps, res.time_decode,
+                res.time_png, wall);
         printf("engine: load %.3f s, generate %dx%d, %d steps %.3f s, "
                "PNG %zu bytes\n", t1 - t0, req.width, req.height, req.steps,
-               now() - t1, res.n_images ? res.images[0].png_len : 0);
+               wall, res.n_images ? res.images[0].png_len : 0);
         sd_result_free(&res);
     }
     sd_engine_close(e);

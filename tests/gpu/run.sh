@@ -84,6 +84,8 @@
 #           fused call: the op tests, the VAE, MMDiT and pipeline goldens,
 #           then varbench (tree against PACK_BASE)
 #   pipetests  test_pipeline in BF16 and FP8 on the GPU
+#   nginxtime  Large FP8 through nginx, its error log at info: each
+#           request's time by phase (text, setup, steps, VAE, PNG, answer)
 #   medprof Medium FP8 at 2 steps with every op on one lane, profiled
 #   encab   the text encoders' tests on the GPU, then Large FP8 at 2
 #           steps, the tree and PACK_BASE in turn (text encoding's rows)
@@ -326,7 +328,7 @@ serve() {       # model-dir name port (SERVE_EXTRA: http-level directives)
         -e "s#^load_module .*;#load_module $G/bin/ngx_http_sd_module.so;#" \
         -e "s#sd_device       cpu;#sd_device cuda; sd_precision ${PREC:-bf16}; ${SERVE_EXTRA:-}#" \
         -e "s#127\.0\.0\.1:7860#127.0.0.1:$3#" \
-        -e "s#^error_log .*;#error_log logs/error.log notice;\nenv LD_LIBRARY_PATH;#" \
+        -e "s#^error_log .*;#error_log logs/error.log ${ERRLOG_LEVEL:-notice};\nenv LD_LIBRARY_PATH;#" \
         conf/nginx.conf > $p/nginx.conf
     /tmp/ngx/usr/sbin/nginx -p $p/ -c nginx.conf -e $p/logs/error.log \
         -g "daemon on;"
@@ -484,7 +486,7 @@ nginx_large_fp8() {    # [NAME: the logs' name, default nginx-large-fp8]
     run "${n//-/ } txt2img 1024" $n.log python3 \
         tests/gpu/http_bench.py http://127.0.0.1:7863 --steps 28
     curl -s http://127.0.0.1:7863/metrics \
-        | grep -E "^sd_step_seconds_(sum|count)" \
+        | grep -E "^sd_(step|request)_seconds_(sum|count)" \
         > "$L/$n-metrics.txt" 2>&1
     cp /tmp/sd/serve-large/logs/error.log "$L/$n-error.log"
     /tmp/ngx/usr/sbin/nginx -p /tmp/sd/serve-large/ -c nginx.conf -s quit
@@ -1061,6 +1063,14 @@ stage_tcache() {       # nginx with the text cache off and on
             nginx_large_fp8 nginx-tcache-$v
         grep -E "median|all runs" $L/nginx-tcache-$v.log
     done
+}
+stage_nginxtime() {    # where a request's time goes through nginx
+    randmodel large
+    ERRLOG_LEVEL=info nginx_large_fp8 nginx-time
+    grep -E "median|all runs" $L/nginx-time.log
+    grep -E "image\(s\), text" $L/nginx-time-error.log \
+        | sed -e 's/.*sd task/sd task/' -e 's/, client:.*//'
+    cat $L/nginx-time-metrics.txt
 }
 stage_pipetests() {    # the pipeline goldens in BF16 and FP8 (graphs too)
     pipeline_tests
