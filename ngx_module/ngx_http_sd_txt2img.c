@@ -492,6 +492,7 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
     ngx_str_t    src, dst;
     sd_image    *img;
     sd_result   *res = &job->result;
+    ngx_time_t  *tp;
     struct timespec  t0, t1;
 
     /* an interrupted or skipped job succeeds with what it decoded */
@@ -592,6 +593,7 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
     if (res->time_steps > 0) {
         /* where the request's time went (sd.h), and this answer's JSON */
         clock_gettime(CLOCK_MONOTONIC, &t1);
+        tp = ngx_timeofday();
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "sd task \"%s\": %d image(s), text %.1f ms, setup "
                       "%.1f ms, steps %.1f ms, VAE %.1f ms, PNG %.1f ms, "
@@ -602,9 +604,8 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
                       res->time_png * 1e3,
                       (double) (t1.tv_sec - t0.tv_sec) * 1e3
                       + (double) (t1.tv_nsec - t0.tv_nsec) * 1e-6,
-                      (ngx_msec_t) ((ngx_timeofday()->sec - r->start_sec)
-                                    * 1000 + ngx_timeofday()->msec
-                                    - r->start_msec));
+                      (ngx_msec_t) ((tp->sec - r->start_sec) * 1000
+                                    + tp->msec - r->start_msec));
     }
 
     return ngx_http_sd_send_body(r, NGX_HTTP_OK, buf, p - buf);
