@@ -4,7 +4,7 @@
  * Pixels are checked by decoding with libpng itself; the infotext chunk type
  * (tEXt for Latin-1 text, iTXt otherwise, as A1111 writes them) is checked
  * in the bytes. The encoder's own chunks are walked: every CRC, the IDAT
- * chunks' zlib stream inflated back to the Sub-filtered rows, sizes that
+ * chunks' zlib stream inflated back to the filtered rows, sizes that
  * cut the rows into uneven strips, the same bytes from two encodings.
  * Malformed input must give SD_ERR_FORMAT, never a crash (run under
  * -fsanitize=address,undefined). The time of one 1024x1024 encoding is
@@ -134,7 +134,8 @@ t_decode(const unsigned char *png, size_t len, uint8_t **rgb, int *w, int *h)
 /*
  * The chunks one by one: signature, IHDR (w x h, 8-bit RGB), every CRC,
  * IDAT chunks in one run, IEND last; the IDAT data one zlib stream (its
- * Adler-32 checked by zlib) that inflates to h Sub-filtered rows of rgb.
+ * Adler-32 checked by zlib) that inflates to h filtered rows of rgb (the
+ * first Sub, the others Paeth).
  * Returns the number of IDAT chunks.
  */
 static int
@@ -144,7 +145,7 @@ t_walk(const char *what, const unsigned char *png, size_t len,
     static const unsigned char  sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n',
                                            0x1a, '\n' };
     unsigned char  *z, *raw, *r;
-    const uint8_t  *px;
+    const uint8_t  *px, *up;
     size_t          pos, zlen = 0, row, rawlen, got, i;
     uLong           src;
     uint32_t        n;
@@ -198,19 +199,28 @@ t_walk(const char *what, const unsigned char *png, size_t len,
             && src == zlen, "%s: the IDAT data is not one zlib stream of "
             "%zu bytes (%zu, %lu of %zu read)", what, rawlen, got, src, zlen);
 
+    /* the first row Sub-filtered, the others Paeth, as the spec writes
+       the predictor */
     for (y = 0; y < h && got == rawlen; y++) {
         r = raw + (size_t) y * row;
         px = rgb + (size_t) y * (row - 1);
-        bad_rows += r[0] != 1;
+        up = y > 0 ? px - (row - 1) : NULL;
+        bad_rows += r[0] != (y == 0 ? 1 : 4);
         for (i = 0; i < row - 1; i++) {
-            if ((uint8_t) (r[1 + i] + (i >= 3 ? px[i - 3] : 0)) != px[i]) {
+            int  a = i >= 3 ? px[i - 3] : 0, b = up ? up[i] : 0;
+            int  c = up && i >= 3 ? up[i - 3] : 0, p = a + b - c;
+            int  pa = abs(p - a), pb = abs(p - b), pc = abs(p - c);
+            int  pred = up == NULL ? a
+                        : pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+
+            if ((uint8_t) (r[1 + i] + pred) != px[i]) {
                 bad_rows++;
                 break;
             }
         }
     }
-    T_CHECK(bad_rows == 0, "%s: %d rows not Sub-filtered pixels", what,
-            bad_rows);
+    T_CHECK(bad_rows == 0, "%s: %d rows not Sub- (first) or Paeth-filtered "
+            "pixels", what, bad_rows);
 
     free(raw);
     free(z);
