@@ -42,9 +42,33 @@ ngx_int_t
 ngx_http_sd_send_body(ngx_http_request_t *r, ngx_uint_t status, u_char *p,
     size_t len)
 {
-    ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = p;
+    b->last = p + len;
+    b->memory = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_sd_send_chain(r, status, &out, len);
+}
+
+
+/* JSON of len bytes in memory buffers; the last one ends the body. */
+
+ngx_int_t
+ngx_http_sd_send_chain(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_chain_t *out, off_t len)
+{
+    ngx_int_t     rc;
+    ngx_chain_t  *cl;
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = len;
@@ -57,21 +81,11 @@ ngx_http_sd_send_body(ngx_http_request_t *r, ngx_uint_t status, u_char *p,
         return rc;
     }
 
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
+    for (cl = out; cl->next; cl = cl->next) { /* void */ }
+    cl->buf->last_buf = (r == r->main) ? 1 : 0;
+    cl->buf->last_in_chain = 1;
 
-    b->pos = p;
-    b->last = p + len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_output_filter(r, out);
 }
 
 

@@ -52,6 +52,7 @@ static void ngx_http_sd_batch_thread(ngx_http_sd_job_t *lead);
 static void ngx_http_sd_job_answer(ngx_http_sd_job_t *job);
 static void ngx_http_sd_job_end(ngx_http_sd_job_t *job);
 static void ngx_http_sd_job_thread(void *data, ngx_log_t *log);
+static void ngx_http_sd_images_json(ngx_http_sd_job_t *job);
 static ngx_int_t ngx_http_sd_job_stopped(ngx_http_sd_job_t *job);
 static ngx_int_t ngx_http_sd_images_output(ngx_http_sd_job_t *job,
     sd_result *res);
@@ -129,6 +130,7 @@ void
 ngx_http_sd_job_free(ngx_http_sd_job_t *job)
 {
     sd_result_free(&job->result);
+    ngx_free(job->images_json);
     ngx_http_sd_txt2img_free(&job->in);
     ngx_free(job->gate);
     ngx_free(job);
@@ -892,7 +894,65 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
     if (ngx_http_sd_images_output(job, &job->result) != NGX_OK) {
         sd_result_free(&job->result);
         job->status = SD_ERR_INTERNAL;
+        return;
     }
+
+    ngx_http_sd_images_json(job);
+}
+
+
+/*
+ * In the thread, when the answer sends images: their base64 as the
+ * answer's JSON strings, "a","b", so that the event loop only sends them
+ * (a 1024x1024 image's 3.8 MB took it ~4 ms). Without memory the answer
+ * makes them itself.
+ */
+
+static void
+ngx_http_sd_images_json(ngx_http_sd_job_t *job)
+{
+    int        k;
+    size_t     len = 0;
+    u_char    *p;
+    ngx_str_t  src, dst;
+    sd_image  *img;
+    struct timespec  t0, t1;
+
+    if (!job->in.send_images || job->result.n_images == 0) {
+        return;
+    }
+
+    for (k = 0; k < job->result.n_images; k++) {
+        len += ngx_base64_encoded_length(job->result.images[k].png_len) + 3;
+    }
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    job->images_json = ngx_alloc(len, ngx_cycle->log);
+    if (job->images_json == NULL) {
+        return;
+    }
+
+    p = job->images_json;
+    for (k = 0; k < job->result.n_images; k++) {
+        img = &job->result.images[k];
+
+        if (k) {
+            *p++ = ',';
+        }
+
+        *p++ = '"';
+        src.data = img->png;
+        src.len = img->png_len;
+        dst.data = p;
+        ngx_encode_base64(&dst, &src);
+        p += dst.len;
+        *p++ = '"';
+    }
+
+    job->images_json_len = p - job->images_json;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    job->images_json_s = (double) (t1.tv_sec - t0.tv_sec)
+                         + (double) (t1.tv_nsec - t0.tv_nsec) * 1e-9;
 }
 
 
@@ -955,7 +1015,10 @@ ngx_http_sd_batch_thread(ngx_http_sd_job_t *lead)
         if (ngx_http_sd_images_output(job, &job->result) != NGX_OK) {
             sd_result_free(&job->result);
             job->status = SD_ERR_INTERNAL;
+            continue;
         }
+
+        ngx_http_sd_images_json(job);
     }
 }
 

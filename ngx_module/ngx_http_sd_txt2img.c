@@ -479,6 +479,142 @@ ngx_http_sd_info(ngx_http_sd_job_t *job)
 }
 
 
+/*
+ * What the logs say of a job that ran: a sampler it ran as another, an
+ * interrupt, and at info where the request's time went (sd.h's times, the
+ * base64 made in the thread, this answer's JSON since t0).
+ */
+
+static void
+ngx_http_sd_txt2img_log(ngx_http_request_t *r, ngx_http_sd_job_t *job,
+    const struct timespec *t0)
+{
+    sd_result        *res = &job->result;
+    ngx_time_t       *tp;
+    struct timespec   t1;
+
+    if (job->result.iterations && job->result.sampler
+        && (ngx_strcasecmp((u_char *) job->result.sampler,
+                           (u_char *) job->in.sampler) != 0
+            || ngx_strcasecmp((u_char *) job->result.scheduler,
+                              (u_char *) job->in.scheduler) != 0))
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "sd task \"%s\": sampler \"%s\" / \"%s\" ran as "
+                      "\"%s\" / \"%s\"", job->id, job->in.sampler,
+                      job->in.scheduler, job->result.sampler,
+                      job->result.scheduler);
+    }
+
+    if (job->interrupted) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "sd task \"%s\" interrupted after %d of %d "
+                      "iterations", job->id, job->result.iterations,
+                      job->in.n_iter);
+    }
+
+    if (res->time_steps > 0) {
+        /* where the request's time went (sd.h), and this answer's JSON */
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "sd task \"%s\": base64 in the thread %.1f ms",
+                      job->id, job->images_json_s * 1e3);
+        tp = ngx_timeofday();
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "sd task \"%s\": %d image(s), text %.1f ms, setup "
+                      "%.1f ms, steps %.1f ms, VAE %.1f ms, PNG %.1f ms, "
+                      "answer %.1f ms, since the request came %M ms",
+                      job->id, res->n_images,
+                      res->time_text * 1e3, res->time_setup * 1e3,
+                      res->time_steps * 1e3, res->time_decode * 1e3,
+                      res->time_png * 1e3,
+                      (double) (t1.tv_sec - t0->tv_sec) * 1e3
+                      + (double) (t1.tv_nsec - t0->tv_nsec) * 1e-6,
+                      (ngx_msec_t) ((tp->sec - r->start_sec) * 1000
+                                    + tp->msec - r->start_msec));
+    }
+
+}
+
+
+static void
+ngx_http_sd_free_cleanup(void *data)
+{
+    ngx_free(data);
+}
+
+
+/*
+ * The answer around the images the thread made (job->images_json, which
+ * the request's pool then owns): {"images":[ them ],"parameters":...,
+ * "info":...} in three buffers, the images not copied.
+ */
+
+static ngx_int_t
+ngx_http_sd_txt2img_send(ngx_http_request_t *r, ngx_http_sd_job_t *job,
+    const char *params, const char *info, const struct timespec *t0)
+{
+    size_t               tlen;
+    u_char              *tail;
+    ngx_buf_t           *b[3];
+    ngx_chain_t         *cl[3];
+    ngx_uint_t           i;
+    ngx_pool_cleanup_t  *cln;
+
+    static u_char        head[] = "{\"images\":[";
+
+    tlen = sizeof("],\"parameters\":,\"info\":}") - 1 + ngx_strlen(params)
+           + ngx_strlen(info);
+    tail = ngx_pnalloc(r->pool, tlen);
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+
+    if (tail == NULL || cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_sd_free_cleanup;
+    cln->data = job->images_json;
+
+    b[0] = ngx_calloc_buf(r->pool);
+    b[1] = ngx_calloc_buf(r->pool);
+    b[2] = ngx_calloc_buf(r->pool);
+    cl[0] = ngx_alloc_chain_link(r->pool);
+    cl[1] = ngx_alloc_chain_link(r->pool);
+    cl[2] = ngx_alloc_chain_link(r->pool);
+
+    if (b[1]) {
+        b[1]->pos = job->images_json;
+        b[1]->last = job->images_json + job->images_json_len;
+    }
+    job->images_json = NULL;            /* the pool's, whatever comes */
+
+    for (i = 0; i < 3; i++) {
+        if (b[i] == NULL || cl[i] == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    b[0]->pos = head;
+    b[0]->last = head + sizeof(head) - 1;
+    b[2]->pos = tail;
+    b[2]->last = ngx_sprintf(tail, "],\"parameters\":%s,\"info\":%s}",
+                             params, info);
+
+    for (i = 0; i < 3; i++) {
+        b[i]->memory = 1;
+        cl[i]->buf = b[i];
+        cl[i]->next = i < 2 ? cl[i + 1] : NULL;
+    }
+
+    ngx_http_sd_txt2img_log(r, job, t0);
+
+    return ngx_http_sd_send_chain(r, NGX_HTTP_OK, cl[0],
+                                  (off_t) (sizeof(head) - 1
+                                           + job->images_json_len
+                                           + (b[2]->last - tail)));
+}
+
+
 /* The answer to a job that ran: images, parameters, info. */
 
 ngx_int_t
@@ -491,9 +627,8 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
     cJSON       *o, *s;
     ngx_str_t    src, dst;
     sd_image    *img;
-    sd_result   *res = &job->result;
-    ngx_time_t  *tp;
-    struct timespec  t0, t1;
+    ngx_int_t    rc;
+    struct timespec  t0;
 
     /* an interrupted or skipped job succeeds with what it decoded */
     if (job->status != SD_OK) {
@@ -525,6 +660,13 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
         cJSON_free(info);
         cJSON_free(params);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (job->images_json) {
+        rc = ngx_http_sd_txt2img_send(r, job, params, info, &t0);
+        cJSON_free(info);
+        cJSON_free(params);
+        return rc;
     }
 
     /* {"images":["...",...],"parameters":{...},"info":"..."} */
@@ -570,43 +712,7 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
     cJSON_free(info);
     cJSON_free(params);
 
-    if (job->result.iterations && job->result.sampler
-        && (ngx_strcasecmp((u_char *) job->result.sampler,
-                           (u_char *) job->in.sampler) != 0
-            || ngx_strcasecmp((u_char *) job->result.scheduler,
-                              (u_char *) job->in.scheduler) != 0))
-    {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "sd task \"%s\": sampler \"%s\" / \"%s\" ran as "
-                      "\"%s\" / \"%s\"", job->id, job->in.sampler,
-                      job->in.scheduler, job->result.sampler,
-                      job->result.scheduler);
-    }
-
-    if (job->interrupted) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "sd task \"%s\" interrupted after %d of %d "
-                      "iterations", job->id, job->result.iterations,
-                      job->in.n_iter);
-    }
-
-    if (res->time_steps > 0) {
-        /* where the request's time went (sd.h), and this answer's JSON */
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        tp = ngx_timeofday();
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "sd task \"%s\": %d image(s), text %.1f ms, setup "
-                      "%.1f ms, steps %.1f ms, VAE %.1f ms, PNG %.1f ms, "
-                      "answer %.1f ms, since the request came %M ms",
-                      job->id, res->n_images,
-                      res->time_text * 1e3, res->time_setup * 1e3,
-                      res->time_steps * 1e3, res->time_decode * 1e3,
-                      res->time_png * 1e3,
-                      (double) (t1.tv_sec - t0.tv_sec) * 1e3
-                      + (double) (t1.tv_nsec - t0.tv_nsec) * 1e-6,
-                      (ngx_msec_t) ((tp->sec - r->start_sec) * 1000
-                                    + tp->msec - r->start_msec));
-    }
+    ngx_http_sd_txt2img_log(r, job, &t0);
 
     return ngx_http_sd_send_body(r, NGX_HTTP_OK, buf, p - buf);
 }
