@@ -50,6 +50,7 @@
 #include <zlib.h>
 
 #include "image.h"
+#include "sd.h"
 
 
 #define SD_PNG_KEY          "parameters"
@@ -60,7 +61,7 @@
 #define SD_PNG_ZLEVEL       1
 /* a strip holds at least this many filtered bytes (one row at least) */
 #define SD_PNG_STRIP_BYTES  (128 * 1024)
-#define SD_PNG_MAX_THREADS  8
+#define SD_PNG_MAX_THREADS  16
 /* fewer strips (under 384 to 512 KiB of rows; 512x256 has 3): no threads */
 #define SD_PNG_MIN_STRIPS   4
 
@@ -850,4 +851,65 @@ done:
     free(ctx.found);
 
     return s;
+}
+
+
+/* ---- base64 (sd.h) ---- */
+
+#define SD_B64_CHUNK    65536           /* 3-byte groups a chunk */
+#define SD_B64_THREADS  8
+
+static const char  sd_b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+typedef struct {
+    char                 *dst;
+    const unsigned char  *src;
+} sd_b64_job;
+
+
+/* groups [g0, g1) of 3 bytes into 4 characters each */
+static void
+sd_b64_groups(void *arg, int64_t g0, int64_t g1)
+{
+    sd_b64_job           *job = arg;
+    const unsigned char  *s = job->src + g0 * 3;
+    char                 *d = job->dst + g0 * 4;
+    int64_t               g;
+
+    for (g = g0; g < g1; g++) {
+        d[0] = sd_b64[s[0] >> 2];
+        d[1] = sd_b64[((s[0] & 3) << 4) | (s[1] >> 4)];
+        d[2] = sd_b64[((s[1] & 15) << 2) | (s[2] >> 6)];
+        d[3] = sd_b64[s[2] & 63];
+        s += 3;
+        d += 4;
+    }
+}
+
+
+size_t
+sd_base64_encode(char *dst, const unsigned char *src, size_t n)
+{
+    sd_b64_job            job = { dst, src };
+    int64_t               groups = (int64_t) (n / 3);
+    const unsigned char  *s = src + groups * 3;
+    char                 *d = dst + groups * 4;
+
+    if (groups > 0) {
+        sd_run_chunks(sd_b64_groups, &job, groups, SD_B64_CHUNK,
+                      SD_B64_THREADS);
+    }
+    if (n % 3 == 1) {
+        d[0] = sd_b64[s[0] >> 2];
+        d[1] = sd_b64[(s[0] & 3) << 4];
+        d[2] = '=';
+        d[3] = '=';
+    } else if (n % 3 == 2) {
+        d[0] = sd_b64[s[0] >> 2];
+        d[1] = sd_b64[((s[0] & 3) << 4) | (s[1] >> 4)];
+        d[2] = sd_b64[(s[1] & 15) << 2];
+        d[3] = '=';
+    }
+    return SD_BASE64_LEN(n);
 }

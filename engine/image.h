@@ -15,7 +15,7 @@
 /*
  * rgb: (h, w, 3) uint8, w and h at most 1000000. infotext may be NULL.
  * *png is malloc'd. The bytes depend on the pixels and the text alone, not
- * on the machine's CPUs; a large image is compressed on up to 8 threads,
+ * on the machine's CPUs; a large image is compressed on up to 16 threads,
  * joined before the call returns.
  */
 sd_status sd_png_encode(sd_err *err, const uint8_t *rgb, int w, int h,

@@ -152,6 +152,15 @@ sd_status sd_model_hash_dir(const char *dir, char out[16], char *errbuf,
 /* The version string of the infotext ("Version: ..."). */
 const char *sd_version(void);
 
+/*
+ * n bytes of src as base64 (RFC 4648: padded, no line breaks) into dst,
+ * which holds SD_BASE64_LEN(n) bytes (no NUL is written); an image's
+ * megabytes are encoded on up to 8 threads, joined before it returns.
+ * Returns SD_BASE64_LEN(n).
+ */
+#define SD_BASE64_LEN(n)  (((n) + 2) / 3 * 4)
+size_t sd_base64_encode(char *dst, const unsigned char *src, size_t n);
+
 /* NULL-terminated lists of the A1111 names this engine accepts. */
 const char *const *sd_sampler_names(void);
 const char *const *sd_scheduler_names(void);

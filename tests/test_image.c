@@ -22,6 +22,7 @@
 
 #include "t.h"
 #include "image.h"
+#include "sd.h"
 #include "sd_err.h"
 
 
@@ -648,6 +649,83 @@ t_bad_input(void)
 }
 
 
+/*
+ * sd_base64_encode against a bit-by-bit encoder: every length up to 200
+ * (the padding of each), "Man" and RFC 4648's vectors, and 3 MB of noise
+ * (the threaded path, chunks meeting inside a group's worth of bytes).
+ */
+static void
+t_base64(void)
+{
+    static const char  *abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu"
+                              "vwxyz0123456789+/";
+    static const char  *rfc[7][2] = {
+        { "", "" }, { "f", "Zg==" }, { "fo", "Zm8=" }, { "foo", "Zm9v" },
+        { "foob", "Zm9vYg==" }, { "fooba", "Zm9vYmE=" },
+        { "foobar", "Zm9vYmFy" },
+    };
+    size_t          n, i, k, big = 3 * 1024 * 1024 + 2;
+    unsigned char  *src;
+    char           *got, *want;
+    uint32_t        acc, x = 12345;
+    int             bits, bad = 0, j;
+    char            buf[16];
+
+    for (j = 0; j < 7; j++) {
+        n = strlen(rfc[j][0]);
+        memset(buf, 0, sizeof(buf));
+        T_CHECK(sd_base64_encode(buf, (const unsigned char *) rfc[j][0], n)
+                == strlen(rfc[j][1]) && strcmp(buf, rfc[j][1]) == 0,
+                "base64 of \"%s\": \"%s\"", rfc[j][0], buf);
+    }
+
+    src = malloc(big);
+    got = malloc(SD_BASE64_LEN(big) + 1);
+    want = malloc(SD_BASE64_LEN(big) + 1);
+    if (src == NULL || got == NULL || want == NULL) {
+        T_CHECK(0, "out of memory");
+        goto done;
+    }
+    for (i = 0; i < big; i++) {
+        x = x * 1103515245u + 12345u;
+        src[i] = (unsigned char) (x >> 16);
+    }
+    for (n = 0; n <= big; n = n < 200 ? n + 1 : big) {
+        /* bit by bit: 6 bits a character, zero bits, then '=' */
+        k = 0;
+        acc = 0;
+        bits = 0;
+        for (i = 0; i < n; i++) {
+            acc = (acc << 8) | src[i];
+            bits += 8;
+            while (bits >= 6) {
+                want[k++] = abc[(acc >> (bits - 6)) & 63];
+                bits -= 6;
+            }
+        }
+        if (bits > 0) {
+            want[k++] = abc[(acc << (6 - bits)) & 63];
+        }
+        while (k % 4) {
+            want[k++] = '=';
+        }
+        memset(got, '#', SD_BASE64_LEN(n) + 1);
+        bad += sd_base64_encode(got, src, n) != k
+               || memcmp(got, want, k) != 0 || got[k] != '#';
+        if (n == big) {
+            break;
+        }
+    }
+    T_CHECK(bad == 0, "base64: %d of 201 lengths differ from a bit-by-bit "
+            "encoder (or wrote past the end)", bad);
+
+done:
+    free(src);
+    free(got);
+    free(want);
+}
+
+
 int
 main(void)
 {
@@ -676,6 +754,7 @@ main(void)
     }
 
     t_noise();
+    t_base64();
     t_text_after_idat();
     t_malformed("Steps: 4, Seed: 42");
     t_malformed(NULL);
