@@ -31,21 +31,23 @@ nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
     kernels/fattn.cu
 # PACK_VARIANT="-DX=Y ...": sd-cli-var, test_backend_var and fattn_check_var
 # built with those flags on the kernels of PACK_VARIANT_SRC (default
-# kernels/fattn.cu), for run.sh var to time against the default in one call
-if [ "${PACK_VARIANT:-}" ]; then
+# kernels/fattn.cu), for run.sh var to time against the default in one call;
+# PACK_VARIANT_CFLAGS="-DX=Y ...": the same for C sources of
+# PACK_VARIANT_SRC (engine/pipeline.c ...)
+if [ "${PACK_VARIANT:-}${PACK_VARIANT_CFLAGS:-}" ]; then
     v=.dev/build-var
     rm -rf $v && cp -a build $v && rm -f $v/libsd.a $v/sd-cli
     for f in ${PACK_VARIANT_SRC:-kernels/fattn.cu}; do
-        rm -f "$v/${f%.cu}.o"
+        rm -f "$v/${f%.*}.o"
     done
     rm -f $v/tests/test_backend
-    make BUILD=$v NVFLAGS="-O3 -std=c++17 \$(CUDA_ARCH) -Xcompiler \
--fPIC,-Wall,-Wextra -Iengine $PACK_VARIANT" $v/sd-cli $v/tests/test_backend \
+    CFLAGS="-O2 -g ${PACK_VARIANT_CFLAGS:-}" make BUILD=$v NVFLAGS="-O3 -std=c++17 \$(CUDA_ARCH) -Xcompiler \
+-fPIC,-Wall,-Wextra -Iengine ${PACK_VARIANT:-}" $v/sd-cli $v/tests/test_backend \
         >/dev/null
     cp $v/sd-cli "$out/bin/sd-cli-var"
     cp $v/tests/test_backend "$out/bin/test_backend_var"
     nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
-        $PACK_VARIANT -o "$out/bin/fattn_check_var" tests/gpu/fattn_check.cu \
+        ${PACK_VARIANT:-} -o "$out/bin/fattn_check_var" tests/gpu/fattn_check.cu \
         kernels/fattn.cu
 fi
 # PACK_BASE=REV: sd-cli-var and test_backend_var built from revision REV

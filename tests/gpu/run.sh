@@ -84,6 +84,8 @@
 #           fused call: the op tests, the VAE, MMDiT and pipeline goldens,
 #           then varbench (tree against PACK_BASE)
 #   pipetests  test_pipeline in BF16 and FP8 on the GPU
+#   setuptrace  a Large FP8 image's setup by part (sd-cli-var built with
+#           PACK_VARIANT_CFLAGS=-DSD_PIPE_TRACE PACK_VARIANT_SRC=engine/pipeline.c)
 #   nginxtime  Large FP8 through nginx, its error log at info: each
 #           request's time by phase (text, setup, steps, VAE, PNG, answer)
 #   medprof Medium FP8 at 2 steps with every op on one lane, profiled
@@ -1068,9 +1070,16 @@ stage_nginxtime() {    # where a request's time goes through nginx
     randmodel large
     ERRLOG_LEVEL=info nginx_large_fp8 nginx-time
     grep -E "median|all runs" $L/nginx-time.log
-    grep -E "image\(s\), text" $L/nginx-time-error.log \
+    grep -E "image\(s\), text|base64 in the thread" $L/nginx-time-error.log \
         | sed -e 's/.*sd task/sd task/' -e 's/, client:.*//'
     cat $L/nginx-time-metrics.txt
+}
+stage_setuptrace() {   # a Large image's setup by part (sd-cli-var built
+                       # with PACK_VARIANT_CFLAGS=-DSD_PIPE_TRACE)
+    randmodel large
+    SDCLI=$G/bin/sd-cli-var bench large bench-trace.log "large fp8 trace" \
+        --precision fp8 --steps 4
+    grep -E "^trace" $L/bench-trace.log
 }
 stage_pipetests() {    # the pipeline goldens in BF16 and FP8 (graphs too)
     pipeline_tests
