@@ -23,6 +23,9 @@
 
 #include "pipeline.h"
 #include "rng.h"
+#ifdef SD_PIPE_TRACE
+#include <stdio.h>
+#endif
 
 
 void
@@ -1272,7 +1275,19 @@ sd_pipe_txt2img(sd_err *err, sd_model *m, const sd_pipe_args *a,
     /* the timestep and text embeddings and every adaLN modulation of every
        step, and the embedded context: once per image, queued while another
        thread draws the noise */
+#ifdef SD_PIPE_TRACE
+    double tr1 = sd_seconds();
+#endif
     SD_TRY_GOTO(s, noise_and_caches(err, m, a, &b, ts, steps, c, h, w), out);
+#ifdef SD_PIPE_TRACE
+    {
+        double tr2 = sd_seconds();
+        sd_backend_sync(err, m->be);
+        fprintf(stderr, "trace: bufs %.2f noise and caches %.2f, caches' "
+                "GPU work left %.2f ms\n", (tr1 - t0) * 1e3,
+                (tr2 - tr1) * 1e3, (sd_seconds() - tr2) * 1e3);
+    }
+#endif
     if (b.cache) {
         sd_mmdit_cache_set_step_cache(b.cache, a->step_cache);
     }

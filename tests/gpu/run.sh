@@ -85,7 +85,8 @@
 #           then varbench (tree against PACK_BASE)
 #   pipetests  test_pipeline in BF16 and FP8 on the GPU
 #   setuptrace  a Large FP8 image's setup by part (sd-cli-var built with
-#           PACK_VARIANT_CFLAGS=-DSD_PIPE_TRACE PACK_VARIANT_SRC=engine/pipeline.c)
+#           PACK_VARIANT_CFLAGS=-DSD_PIPE_TRACE PACK_VARIANT_SRC=engine/pipeline.c:
+#           pipeline.c's trace lines, compiled only with that flag)
 #   nginxtime  Large FP8 through nginx, its error log at info: each
 #           request's time by phase (text, setup, steps, VAE, PNG, answer)
 #   medprof Medium FP8 at 2 steps with every op on one lane, profiled
