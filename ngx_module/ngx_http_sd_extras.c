@@ -370,22 +370,23 @@ ngx_http_sd_extras_one(ngx_http_sd_extras_t *x,
         oh = x->to_h;
     }
 
-    if (ngx_http_sd_png_write(up, ow, oh, &png, &png_len) != 0) {
-        free(up);
-        snprintf(x->err, sizeof(x->err), "the image could not be encoded");
-        return -1;
-    }
-
-    free(up);
-
     if (x->out.format == NGX_HTTP_SD_FMT_PNG) {
+        rc = ngx_http_sd_png_write(up, ow, oh, &png, &png_len);
+        free(up);
+        if (rc != 0) {
+            snprintf(x->err, sizeof(x->err), "the image could not be "
+                     "encoded");
+            return -1;
+        }
         im->out = png;
         im->out_len = png_len;
 
     } else {
-        rc = ngx_http_sd_image_output(png, png_len, NULL, &x->out, &im->out,
-                                      &im->out_len, x->err, sizeof(x->err));
-        free(png);
+        /* JPEG or WebP straight from the pixels */
+        rc = ngx_http_sd_image_output(NULL, 0, up, ow, oh, NULL, &x->out,
+                                      &im->out, &im->out_len, x->err,
+                                      sizeof(x->err));
+        free(up);
         if (rc != 0) {
             return -1;
         }

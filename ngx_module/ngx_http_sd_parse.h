@@ -187,8 +187,9 @@ int ngx_http_sd_png_strip_info(const unsigned char *p, size_t len,
     unsigned char **out, size_t *out_len);
 unsigned char *ngx_http_sd_exif_usercomment(const char *text, size_t *len);
 int ngx_http_sd_image_output(const unsigned char *png, size_t len,
-    const char *infotext, const ngx_http_sd_output_t *o,
-    unsigned char **out, size_t *out_len, char *err, size_t errlen);
+    const unsigned char *pix, int pw, int ph, const char *infotext,
+    const ngx_http_sd_output_t *o, unsigned char **out, size_t *out_len,
+    char *err, size_t errlen);
 int ngx_http_sd_image_decode(const unsigned char *p, size_t len,
     unsigned char **rgb, int *w, int *h, char *err, size_t errlen);
 

@@ -1038,7 +1038,8 @@ ngx_http_sd_images_output(ngx_http_sd_job_t *job, sd_result *res)
     for (k = 0; k < res->n_images; k++) {
         img = &res->images[k];
 
-        if (ngx_http_sd_image_output(img->png, img->png_len, img->infotext,
+        if (ngx_http_sd_image_output(img->png, img->png_len, img->rgb,
+                                     img->width, img->height, img->infotext,
                                      &job->in.out, &out, &len, job->err,
                                      sizeof(job->err))
             != 0)

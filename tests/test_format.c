@@ -56,9 +56,9 @@ t_images(void)
 {
     int                   w, h, x;
     char                  err[256], *text;
-    size_t                png_len, len, n;
+    size_t                png_len, len, n, pix_len = 0;
     sd_err                e = {0};
-    unsigned char        *png, *out, *rgb;
+    unsigned char        *png, *out, *rgb, *pix_out;
     uint8_t               src[16 * 8 * 3];
     ngx_http_sd_output_t  o;
 
@@ -92,8 +92,8 @@ t_images(void)
     o.lossless = 0;
 
     o.format = NGX_HTTP_SD_FMT_JPEG;
-    T_CHECK(ngx_http_sd_image_output(png, png_len, "a cat", &o, &out, &len,
-                                     err, sizeof(err)) == 0
+    T_CHECK(ngx_http_sd_image_output(png, png_len, NULL, 0, 0, "a cat", &o,
+                                     &out, &len, err, sizeof(err)) == 0
             && len > 3 && out[0] == 0xff && out[1] == 0xd8, "JPEG: %s", err);
     T_CHECK(ngx_http_sd_image_decode(out, len, &rgb, &w, &h, err,
                                      sizeof(err)) == 0 && w == 16 && h == 8,
@@ -103,8 +103,8 @@ t_images(void)
 
     o.format = NGX_HTTP_SD_FMT_WEBP;
     o.lossless = 1;
-    T_CHECK(ngx_http_sd_image_output(png, png_len, "a cat", &o, &out, &len,
-                                     err, sizeof(err)) == 0
+    T_CHECK(ngx_http_sd_image_output(png, png_len, NULL, 0, 0, "a cat", &o,
+                                     &out, &len, err, sizeof(err)) == 0
             && len > 12 && memcmp(out + 8, "WEBP", 4) == 0, "WebP: %s", err);
     rgb = NULL;
     T_CHECK(ngx_http_sd_image_decode(out, len, &rgb, &w, &h, err,
@@ -112,6 +112,15 @@ t_images(void)
             && memcmp(rgb, src, sizeof(src)) == 0, "lossless WebP: %s",
             err);
     free(rgb);
+
+    /* from the pixels themselves (no PNG): the same lossless WebP */
+    pix_out = NULL;
+    T_CHECK(ngx_http_sd_image_output(NULL, 0, src, 16, 8, "a cat", &o,
+                                     &pix_out, &pix_len, err, sizeof(err))
+            == 0 && pix_len == len && memcmp(pix_out, out, len) == 0,
+            "WebP from pixels: %s (%zu bytes against %zu)", err, pix_len,
+            len);
+    free(pix_out);
 
     /* the EXIF chunk holds the TIFF of the comment */
     for (n = 12; n + 8 <= len && memcmp(out + n, "EXIF", 4) != 0; ) {
