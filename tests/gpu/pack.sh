@@ -50,16 +50,18 @@ if [ "${PACK_VARIANT:-}${PACK_VARIANT_CFLAGS:-}" ]; then
         ${PACK_VARIANT:-} -o "$out/bin/fattn_check_var" tests/gpu/fattn_check.cu \
         kernels/fattn.cu
 fi
-# PACK_BASE=REV: sd-cli-var and test_backend_var built from revision REV
-# instead (a worktree in .dev/base), for run.sh varbench to time the tree
-# against it in one call
+# PACK_BASE=REV: sd-cli-var, test_backend_var and ngx_http_sd_module_var.so
+# built from revision REV instead (a worktree in .dev/base), for run.sh
+# varbench and nginxab to time the tree against it in one call
 if [ "${PACK_BASE:-}" ]; then
     b=.dev/base
     rm -rf $b && git worktree prune
     git worktree add -f --detach $b "$PACK_BASE" >/dev/null 2>&1
     make -C $b -j"$(nproc)" build/sd-cli build/tests/test_backend >/dev/null
+    make -C $b module >/dev/null
     cp $b/build/sd-cli "$out/bin/sd-cli-var"
     cp $b/build/tests/test_backend "$out/bin/test_backend_var"
+    cp $b/build/ngx_http_sd_module.so "$out/bin/ngx_http_sd_module_var.so"
     rm -rf $b && git worktree prune
 fi
 # PACK_FATTN_VARIANTS="name:-DX=1,-DY=2 ...": fattn_check_x<name> each

@@ -87,6 +87,10 @@
 #   setuptrace  a Large FP8 image's setup by part (sd-cli-var built with
 #           PACK_VARIANT_CFLAGS=-DSD_PIPE_TRACE PACK_VARIANT_SRC=engine/pipeline.c:
 #           pipeline.c's trace lines, compiled only with that flag)
+#   nginxab the tree's module against PACK_BASE's through nginx, Large
+#           FP8, twice in turn
+#   final23 session 23's last call: last with nginx's error log at info
+#           (each request's phases), then nginxab
 #   nginxtime  Large FP8 through nginx, its error log at info: each
 #           request's time by phase (text, setup, steps, VAE, PNG, answer)
 #   medprof Medium FP8 at 2 steps with every op on one lane, profiled
@@ -322,13 +326,14 @@ stage_tinyref() {
 }
 
 # nginx from Debian's packages in a prefix, the module built with the
-# engine, serving MODEL on the GPU; the HTTP client times txt2img
+# engine (SD_MODULE: another build of it), serving MODEL on the GPU; the
+# HTTP client times txt2img
 serve() {       # model-dir name port (SERVE_EXTRA: http-level directives)
     local p=/tmp/sd/serve-$2
     mkdir -p /tmp/ngx $p/logs $p/tmp /var/lib/nginx
     for deb in $G/debs/*.deb; do dpkg -x "$deb" /tmp/ngx; done
     sed -e "s#^\( *sd_model  *\)[^ ]*  *[^ ;]*#\1$2 $1#" \
-        -e "s#^load_module .*;#load_module $G/bin/ngx_http_sd_module.so;#" \
+        -e "s#^load_module .*;#load_module ${SD_MODULE:-$G/bin/ngx_http_sd_module.so};#" \
         -e "s#sd_device       cpu;#sd_device cuda; sd_precision ${PREC:-bf16}; ${SERVE_EXTRA:-}#" \
         -e "s#127\.0\.0\.1:7860#127.0.0.1:$3#" \
         -e "s#^error_log .*;#error_log logs/error.log ${ERRLOG_LEVEL:-notice};\nenv LD_LIBRARY_PATH;#" \
@@ -1074,6 +1079,25 @@ stage_nginxtime() {    # where a request's time goes through nginx
     grep -E "image\(s\), text|base64 in the thread" $L/nginx-time-error.log \
         | sed -e 's/.*sd task/sd task/' -e 's/, client:.*//'
     cat $L/nginx-time-metrics.txt
+}
+stage_nginxab() {      # through nginx: the tree's module and PACK_BASE's
+    local r v
+    randmodel large
+    for r in 1 2; do
+        for v in tree base; do
+            SD_MODULE=$G/bin/ngx_http_sd_module$([ $v = base ] && echo _var).so \
+                nginx_large_fp8 nginx-ab-$v-$r
+            grep -E "median|all runs" $L/nginx-ab-$v-$r.log
+        done
+    done
+}
+stage_final23() {      # session 23's last call: last (nginx's error log at
+                       # info: each request's phases), then nginxab
+    ERRLOG_LEVEL=info stage_last
+    grep -E "image\(s\), text|base64 in the thread" \
+        $L/nginx-large-fp8-error.log \
+        | sed -e 's/.*sd task/sd task/' -e 's/, client:.*//'
+    stage_nginxab
 }
 stage_setuptrace() {   # a Large image's setup by part (sd-cli-var built
                        # with PACK_VARIANT_CFLAGS=-DSD_PIPE_TRACE)
