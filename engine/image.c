@@ -128,8 +128,8 @@ static unsigned char *sd_png_chunk_begin(unsigned char *p, const char *type);
 static unsigned char *sd_png_chunk_end(unsigned char *p, size_t n);
 static void sd_png_filter(unsigned char *restrict dst,
     const uint8_t *restrict rgb, const uint8_t *restrict up, int w);
-static void sd_png_paeth48(unsigned char *restrict dst,
-    const uint8_t *restrict rgb, const uint8_t *restrict up);
+static inline void sd_png_paeth(unsigned char *restrict dst,
+    const uint8_t *restrict rgb, const uint8_t *restrict up, size_t n);
 static size_t sd_png_bound(size_t len);
 static int sd_png_strip_deflate(sd_png_job *job, z_stream *zs,
     unsigned char *row, int i);
@@ -309,7 +309,6 @@ sd_png_filter(unsigned char *restrict dst, const uint8_t *restrict rgb,
     const uint8_t *restrict up, int w)
 {
     size_t  n, i;
-    int     a, b, c, pa, pb, pc, pr;
 
     n = (size_t) w * 3;
     dst[1] = (unsigned char) (rgb[0] - (up ? up[0] : 0));
@@ -325,30 +324,21 @@ sd_png_filter(unsigned char *restrict dst, const uint8_t *restrict rgb,
     dst[0] = 4;
     /* blocks of a fixed 48 bytes, which compilers vectorize at -O2 */
     for (i = 3; i + 48 <= n; i += 48) {
-        sd_png_paeth48(dst + 1 + i, rgb + i, up + i);
+        sd_png_paeth(dst + 1 + i, rgb + i, up + i, 48);
     }
-    for (; i < n; i++) {
-        a = rgb[i - 3];
-        b = up[i];
-        c = up[i - 3];
-        pa = abs(b - c);
-        pb = abs(a - c);
-        pc = abs(a + b - 2 * c);
-        pr = (pb < pa && pb <= pc) ? b : a;
-        pr = (pc < pa && pc < pb) ? c : pr;
-        dst[1 + i] = (unsigned char) (rgb[i] - pr);
-    }
+    sd_png_paeth(dst + 1 + i, rgb + i, up + i, n - i);
 }
 
 
-/* Paeth on 48 bytes whose left neighbours lie 3 bytes before (above). */
-static void
-sd_png_paeth48(unsigned char *restrict dst, const uint8_t *restrict rgb,
-    const uint8_t *restrict up)
+/* Paeth on n bytes whose left neighbours lie 3 bytes before (above). */
+static inline void
+sd_png_paeth(unsigned char *restrict dst, const uint8_t *restrict rgb,
+    const uint8_t *restrict up, size_t n)
 {
-    int  k, a, b, c, pa, pb, pc, pr;
+    size_t  k;
+    int     a, b, c, pa, pb, pc, pr;
 
-    for (k = 0; k < 48; k++) {
+    for (k = 0; k < n; k++) {
         a = rgb[k - 3];
         b = up[k];
         c = up[k - 3];
