@@ -555,7 +555,7 @@ ngx_http_sd_txt2img_send(ngx_http_request_t *r, ngx_http_sd_job_t *job,
     const char *params, const char *info, const struct timespec *t0)
 {
     size_t               tlen;
-    u_char              *tail;
+    u_char              *tail, *images;
     ngx_buf_t           *b[3];
     ngx_chain_t         *cl[3];
     ngx_uint_t           i;
@@ -572,23 +572,15 @@ ngx_http_sd_txt2img_send(ngx_http_request_t *r, ngx_http_sd_job_t *job,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* the images are the pool's from here, whatever comes */
     cln->handler = ngx_http_sd_free_cleanup;
     cln->data = job->images_json;
-
-    b[0] = ngx_calloc_buf(r->pool);
-    b[1] = ngx_calloc_buf(r->pool);
-    b[2] = ngx_calloc_buf(r->pool);
-    cl[0] = ngx_alloc_chain_link(r->pool);
-    cl[1] = ngx_alloc_chain_link(r->pool);
-    cl[2] = ngx_alloc_chain_link(r->pool);
-
-    if (b[1]) {
-        b[1]->pos = job->images_json;
-        b[1]->last = job->images_json + job->images_json_len;
-    }
-    job->images_json = NULL;            /* the pool's, whatever comes */
+    images = job->images_json;
+    job->images_json = NULL;
 
     for (i = 0; i < 3; i++) {
+        b[i] = ngx_calloc_buf(r->pool);
+        cl[i] = ngx_alloc_chain_link(r->pool);
         if (b[i] == NULL || cl[i] == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -596,6 +588,8 @@ ngx_http_sd_txt2img_send(ngx_http_request_t *r, ngx_http_sd_job_t *job,
 
     b[0]->pos = head;
     b[0]->last = head + sizeof(head) - 1;
+    b[1]->pos = images;
+    b[1]->last = images + job->images_json_len;
     b[2]->pos = tail;
     b[2]->last = ngx_sprintf(tail, "],\"parameters\":%s,\"info\":%s}",
                              params, info);
