@@ -1156,6 +1156,22 @@ sd_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
 
 
 sd_status
+sd_subpixel2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
+{
+    if (x->ndim != 4 || y->ndim != 4 || y->ne[0] != x->ne[0]
+        || x->ne[3] != 4 * y->ne[3] || y->ne[1] != 2 * (x->ne[1] - 1)
+        || y->ne[2] != 2 * (x->ne[2] - 1) || x->ne[1] < 2 || x->ne[2] < 2)
+    {
+        return shape_err(err, "subpixel2x", "shapes", x, y);
+    }
+    if (!same_dtype(y, x)) {
+        return dtype_err(err, "subpixel2x", x, y);
+    }
+    return sd_round_out(y->be->ops->subpixel2x(err, y, x), y);
+}
+
+
+sd_status
 sd_embed(sd_err *err, sd_tensor *y, const sd_tensor *table,
     const int32_t *ids)
 {

@@ -188,6 +188,7 @@ typedef struct {
     /* optional (NULL: sd_euler_step refuses) */
     sd_status (*euler_step)(sd_err *err, sd_tensor *x, const sd_tensor *den,
         float s0, float ds);
+    sd_status (*subpixel2x)(sd_err *err, sd_tensor *y, const sd_tensor *x);
 
     void (*destroy)(sd_backend *be);
 } sd_backend_ops;
@@ -526,6 +527,15 @@ sd_status sd_conv2d_add(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, int stride, int pad);
 /* nearest, x: (B, H, W, C) -> (B, 2H, 2W, C) */
 sd_status sd_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x);
+/*
+ * The four phases of a 2x upsampled image interleaved: x (B, H+1, W+1,
+ * 4C), channel block p = 2a + c holding phase (a, c) shifted by (a, c):
+ * y[b, 2i+a, 2j+c, :] = x[b, i+a, j+c, p C : (p+1) C] -> y (B, 2H, 2W, C).
+ * A nearest 2x upsample followed by a 3x3 convolution (pad 1) is a 2x2
+ * convolution (pad 1) of the small image into the four phases (sd_vae),
+ * then this.
+ */
+sd_status sd_subpixel2x(sd_err *err, sd_tensor *y, const sd_tensor *x);
 /* y: (N, C) = table[ids[i]] for i < N; ids are host memory */
 sd_status sd_embed(sd_err *err, sd_tensor *y, const sd_tensor *table,
     const int32_t *ids);

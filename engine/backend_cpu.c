@@ -567,6 +567,30 @@ cpu_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
 }
 
 
+/* y[b, 2i+a, 2j+c, :] = x[b, i+a, j+c, (2a+c) C : (2a+c+1) C] */
+static sd_status
+cpu_subpixel2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
+{
+    int64_t  h = y->ne[1], w = y->ne[2], c = y->ne[3];
+    int64_t  xh = x->ne[1], xw = x->ne[2], r;
+
+    (void) err;
+    for (r = 0; r < y->ne[0] * h; r++) {
+        int64_t  bi = r / h, oy = r % h, a = oy & 1, i = oy >> 1, ox;
+        float   *yr = F(y) + r * w * c;
+
+        for (ox = 0; ox < w; ox++) {
+            int64_t  cc = ox & 1, j = ox >> 1;
+
+            memcpy(yr + ox * c, F(x) + ((bi * xh + i + a) * xw + j + cc)
+                                       * 4 * c + (2 * a + cc) * c,
+                   c * sizeof(float));
+        }
+    }
+    return SD_OK;
+}
+
+
 static sd_status
 cpu_embed(sd_err *err, sd_tensor *y, const sd_tensor *table,
     const int32_t *ids)
@@ -762,6 +786,7 @@ static const sd_backend_ops  sd_cpu_ops = {
     cpu_gated_act,
     NULL, NULL,             /* mark, wait_mark: ops finish as they return */
     cpu_euler_step,
+    cpu_subpixel2x,
     cpu_destroy
 };
 

@@ -268,6 +268,88 @@ vae_conv(sd_err *err, sd_vae *v, const sd_st *st, sd_vae_param *p,
 }
 
 
+/*
+ * Upsample2D's conv in its sub-pixel form. A nearest 2x upsample then a
+ * 3x3 conv (pad 1) makes output pixel (2i+a, 2j+c) from the small image's
+ * rows i-1+a, i+a and columns j-1+c, j+c alone, each weighted by the sum
+ * of the 3x3 taps that land on it: tap (ky, kx) on the 2x2 tap
+ * ((a+ky+1)/2 - a, (c+kx+1)/2 - c). Phase p = 2a + c gets the output
+ * channels [p Co, (p+1) Co) of a (4 Co, 2, 2, Ci) weight (taps summed in
+ * F32, then stored in the weight's dtype), the bias repeated; a 2x2 conv
+ * with pad 1 then gives (H+1) x (W+1) pixels, of which phase (a, c) reads
+ * those shifted by (a, c) (sd_subpixel2x). 4/9 of the multiply-adds, and
+ * no upsampled copy of the input.
+ */
+static sd_status
+vae_conv_subpixel(sd_err *err, sd_vae *v, const sd_st *st, sd_vae_param *p,
+    int64_t co, int64_t ci, const char *prefix)
+{
+    int64_t     s3[4] = { co, ci, 3, 3 }, s2[4] = { 4 * co, 2, 2, ci };
+    int64_t     o, k, a, c, ky, kx, n3 = co * 9 * ci, n2 = 4 * co * 4 * ci;
+    sd_tensor  *w3 = NULL, *b3 = NULL;
+    float      *h3 = NULL, *h2 = NULL, *hb = NULL;
+    char        name[224];
+    sd_status   s;
+
+    snprintf(name, sizeof(name), "%s.weight", prefix);
+    SD_TRY_GOTO(s, sd_conv_weight_load(err, v->be, st, name, s3, &w3), out);
+    snprintf(name, sizeof(name), "%s.bias", prefix);
+    SD_TRY_GOTO(s, sd_weight_load(err, v->be, st, name, 1, &co, &b3), out);
+
+    h3 = sd_malloc(err, (size_t) n3 * sizeof(float), "VAE upsampler conv");
+    h2 = sd_calloc(err, (size_t) n2, sizeof(float), "VAE upsampler conv");
+    hb = sd_malloc(err, (size_t) 4 * co * sizeof(float), "VAE bias");
+    if (h3 == NULL || h2 == NULL || hb == NULL) {
+        s = SD_ERR_NOMEM;
+        goto out;
+    }
+    SD_TRY_GOTO(s, sd_tensor_download(err, w3, h3), out);
+    SD_TRY_GOTO(s, sd_tensor_download(err, b3, hb), out);
+
+    /* w3 (Co, 3, 3, Ci) -> h2 (4 Co, 2, 2, Ci) */
+    for (a = 0; a < 2; a++) {
+        for (c = 0; c < 2; c++) {
+            for (o = 0; o < co; o++) {
+                for (ky = 0; ky < 3; ky++) {
+                    for (kx = 0; kx < 3; kx++) {
+                        const float  *src = h3 + ((o * 3 + ky) * 3 + kx) * ci;
+                        float        *dst = h2 + ((((2 * a + c) * co + o) * 2
+                                                  + (a + ky + 1) / 2 - a) * 2
+                                                 + (c + kx + 1) / 2 - c) * ci;
+
+                        for (k = 0; k < ci; k++) {
+                            dst[k] += src[k];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (k = 1; k < 4; k++) {
+        memcpy(hb + k * co, hb, (size_t) co * sizeof(float));
+    }
+
+    SD_TRY_GOTO(s, sd_tensor_new_as(err, v->be, SD_MEM_WEIGHT, w3->dtype, 4,
+                                    s2, &p->w), out);
+    SD_TRY_GOTO(s, sd_tensor_list_add(err, &v->owned, p->w), out);
+    SD_TRY_GOTO(s, sd_tensor_upload(err, p->w, h2), out);
+    o = 4 * co;
+    SD_TRY_GOTO(s, sd_tensor_new_as(err, v->be, SD_MEM_WEIGHT, b3->dtype, 1,
+                                    &o, &p->b), out);
+    SD_TRY_GOTO(s, sd_tensor_list_add(err, &v->owned, p->b), out);
+    SD_TRY_GOTO(s, sd_tensor_upload(err, p->b, hb), out);
+    s = SD_OK;
+
+out:
+    sd_tensor_free(w3);
+    sd_tensor_free(b3);
+    free(h3);
+    free(h2);
+    free(hb);
+    return s;
+}
+
+
 static sd_status
 vae_norm(sd_err *err, sd_vae *v, const sd_st *st, sd_vae_param *p,
     int64_t c, const char *prefix)
@@ -408,7 +490,7 @@ vae_load_decoder(sd_err *err, sd_vae *v, const sd_st *st)
         if (i < nb - 1) {
             snprintf(n, sizeof(n), "decoder.up_blocks.%d.upsamplers.0.conv",
                      i);
-            SD_TRY(vae_conv(err, v, st, &b->sample, cout, cout, 3, n));
+            SD_TRY(vae_conv_subpixel(err, v, st, &b->sample, cout, cout, n));
         }
     }
 
@@ -744,23 +826,38 @@ fail:
 }
 
 
-/* Upsample2D (upsampling.py): nearest 2x, then conv 3x3 pad 1. */
+/*
+ * Upsample2D (upsampling.py): nearest 2x, then conv 3x3 pad 1, as the 2x2
+ * conv of its sub-pixel form (vae_conv_subpixel) and the phases
+ * interleaved. x is freed before the output is made (out of its peak).
+ */
 static sd_status
 vae_upsample(sd_err *err, sd_vae *v, const sd_vae_param *cv, sd_tensor **xp)
 {
-    sd_tensor  *x = *xp, *u;
+    sd_tensor  *x = *xp, *p = NULL, *y = NULL;
+    int64_t     h = x->ne[1], w = x->ne[2], co = cv->w->ne[0] / 4;
     sd_status   s;
 
-    /* u: (B, 2H, 2W, C); x is freed before the conv (out of its peak) */
-    SD_TRY(vae_new(err, v, x, x->ne[3], 2 * x->ne[1], 2 * x->ne[2], &u));
-    s = sd_upsample2x(err, u, x);
+    /* p: (B, H+1, W+1, 4 Co), the four phases */
+    SD_TRY(vae_new(err, v, x, 4 * co, h + 1, w + 1, &p));
+    s = sd_conv2d(err, p, x, cv->w, cv->b, 1, 1);
     if (s != SD_OK) {
-        sd_tensor_free(u);
+        sd_tensor_free(p);
         return s;
     }
     sd_tensor_free(x);
-    *xp = u;
-    return vae_conv_fwd(err, v, cv, xp);
+    *xp = NULL;
+    s = vae_new(err, v, p, co, 2 * h, 2 * w, &y);
+    if (s == SD_OK) {
+        s = sd_subpixel2x(err, y, p);
+    }
+    sd_tensor_free(p);
+    if (s != SD_OK) {
+        sd_tensor_free(y);
+        return s;
+    }
+    *xp = y;
+    return SD_OK;
 }
 
 

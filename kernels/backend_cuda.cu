@@ -1045,6 +1045,14 @@ cuda_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
 
 
 static sd_status
+cuda_subpixel2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
+{
+    SD_CUDA_OP(y, sd_cuda_subpixel2x(err, y, x), "subpixel2x %lld",
+               LL(sd_numel(y)));
+}
+
+
+static sd_status
 cuda_embed(sd_err *err, sd_tensor *y, const sd_tensor *table,
     const int32_t *ids)
 {
@@ -1228,7 +1236,7 @@ static const sd_backend_ops  sd_cuda_ops = {
     cuda_gate_add, cuda_abs_diff_sum, cuda_copy2d, cuda_permute,
     cuda_qkv_split_fp8, cuda_attention_fp8, cuda_linear_gate_add,
     cuda_to_rgb8, cuda_conv2d_add, cuda_gated_act, cuda_mark,
-    cuda_wait_mark, cuda_euler_step, cuda_destroy
+    cuda_wait_mark, cuda_euler_step, cuda_subpixel2x, cuda_destroy
 };
 
 

@@ -530,6 +530,7 @@ sd_status sd_cuda_gate_add(sd_err *err, sd_tensor *x, const sd_tensor *g,
 sd_status sd_cuda_abs_diff_sum(sd_err *err, sd_tensor *out,
     const sd_tensor *a, const sd_tensor *b);
 sd_status sd_cuda_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x);
+sd_status sd_cuda_subpixel2x(sd_err *err, sd_tensor *y, const sd_tensor *x);
 sd_status sd_cuda_embed(sd_err *err, sd_tensor *y, const sd_tensor *table,
     const int32_t *ids);
 sd_status sd_cuda_softmax_rows(sd_err *err, sd_cuda *c, const float *s,

@@ -578,6 +578,59 @@ sd_cuda_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
 }
 
 
+/*
+ * y[b, 2i+a, 2j+c, :] = x[b, i+a, j+c, (2a+c) C : (2a+c+1) C], V the unit
+ * (an element, or 16 bytes: cv units a pixel's C channels)
+ */
+template <typename V>
+__global__ void
+subpixel_kernel(V *y, const V *x, int64_t n, int64_t h, int64_t w,
+    int64_t cv)
+{
+    int64_t  i;
+
+    for (i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n;
+         i += (int64_t) gridDim.x * blockDim.x)
+    {
+        int64_t  ch = i % cv, p = i / cv, ox = p % w, r = p / w;
+        int64_t  oy = r % h, bi = r / h, a = oy & 1, c = ox & 1;
+
+        y[i] = x[((bi * (h / 2 + 1) + (oy >> 1) + a) * (w / 2 + 1)
+                  + (ox >> 1) + c) * 4 * cv + (2 * a + c) * cv + ch];
+    }
+}
+
+
+sd_status
+sd_cuda_subpixel2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
+{
+    int64_t  n = sd_numel(y);
+    size_t   es = sd_dtype_size(y->dtype);
+    cudaStream_t  st = sd_cuda_of(y)->stream;
+
+    if ((y->ne[3] * es) % 16 == 0 && ((uintptr_t) x->data & 15) == 0
+        && ((uintptr_t) y->data & 15) == 0)
+    {
+        int64_t  nv = n * (int64_t) es / 16;
+
+        subpixel_kernel<uint4><<<sd_cuda_blocks(nv, SD_EW_THREADS),
+                                 SD_EW_THREADS, 0, st>>>(
+            (uint4 *) y->data, (const uint4 *) x->data, nv, y->ne[1],
+            y->ne[2], y->ne[3] * (int64_t) es / 16);
+        SD_CU_LAUNCHED();
+        return SD_OK;
+    }
+
+    SD_CUDA_DISPATCH(err, y->dtype, T,
+        subpixel_kernel<T><<<sd_cuda_blocks(n, SD_EW_THREADS),
+                             SD_EW_THREADS, 0, st>>>(
+            (T *) y->data, (const T *) x->data, n, y->ne[1], y->ne[2],
+            y->ne[3]));
+    SD_CU_LAUNCHED();
+    return SD_OK;
+}
+
+
 /* y (N, C) = table[ids]; table of the weight dtype, converted */
 template <typename T, typename W>
 __global__ void

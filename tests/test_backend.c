@@ -632,6 +632,34 @@ case_conv_patch(sd_backend *be, size_t *n, double *ms)
 }
 
 
+/* the phases of a 2x upsample interleaved: the 16-byte path (64 channels)
+   and the element path (3 channels) */
+static float *
+case_subpixel(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out = NULL;
+    sd_tensor  *x1 = MK(be, ACT, 1.0f, 2, 9, 13, 256);
+    sd_tensor  *x2 = MK(be, ACT, 1.0f, 1, 5, 6, 12);
+    sd_tensor  *y[2] = { MK(be, ACT, 0.0f, 2, 16, 24, 64),
+                         MK(be, ACT, 0.0f, 1, 8, 10, 3) };
+
+    T_TIMED(be, ms, sd_subpixel2x(&err, y[0], x1));
+    if (s == SD_OK) {
+        s = sd_subpixel2x(&err, y[1], x2);
+    }
+    if (s == SD_OK) {
+        out = host_of_all(y, 2, n);
+    } else {
+        printf("   %s\n", err.msg);
+    }
+    sd_tensor_free(x1); sd_tensor_free(x2);
+    sd_tensor_free(y[0]); sd_tensor_free(y[1]);
+    return out;
+}
+
+
 static float *
 case_upsample_embed(sd_backend *be, size_t *n, double *ms)
 {
@@ -906,6 +934,7 @@ static const t_case  t_cases[] = {
     { "conv patch 2x2 16->2432", case_conv_patch,
       2.0 * 2 * 64 * 64 * 2432 * 64 },
     { "upsample2x, embed", case_upsample_embed, 0 },
+    { "subpixel2x 2x9x13x256, 1x5x6x12", case_subpixel, 0 },
     { "copy2d, permute, casts", case_copies, 0 },
     { "attention 4429x4x64", case_attn_joint,
       4.0 * 4429 * 4429 * 4 * 64 },
@@ -2976,6 +3005,99 @@ out:
 }
 
 
+/*
+ * The sub-pixel form of a nearest 2x upsample and a 3x3 conv (pad 1), as
+ * the VAE builds it (vae.c): a 2x2 conv (pad 1) into four phases whose
+ * weights sum the 3x3 taps, then subpixel2x, against the upsample and the
+ * conv themselves, on an odd-sized image (its borders).
+ */
+static void
+check_subpixel_cpu(sd_backend *cpu)
+{
+    sd_err      err = {0};
+    sd_tensor  *x = MK(cpu, ACT, 1.0f, 1, 5, 7, 3);
+    sd_tensor  *w3 = MK(cpu, WGT, 1.0f, 4, 3, 3, 3);
+    sd_tensor  *b = MK(cpu, WGT, 1.0f, 4);
+    sd_tensor  *u = MK(cpu, ACT, 0.0f, 1, 10, 14, 3);
+    sd_tensor  *ref = MK(cpu, ACT, 0.0f, 1, 10, 14, 4);
+    sd_tensor  *w2 = MK(cpu, WGT, 0.0f, 16, 2, 2, 3);
+    sd_tensor  *b4 = MK(cpu, WGT, 0.0f, 16);
+    sd_tensor  *p = MK(cpu, ACT, 0.0f, 1, 6, 8, 16);
+    sd_tensor  *y = MK(cpu, ACT, 0.0f, 1, 10, 14, 4);
+    float       h3[108], h2[192] = { 0 }, hb[16], *hr = NULL, *hy = NULL;
+    size_t      nr, ny, k;
+    double      worst = 0;
+    int         a, c, o, ky, kx, i;
+    sd_status   s;
+
+    if (!(x && w3 && b && u && ref && w2 && b4 && p && y)) {
+        T_CHECK(0, "subpixel tensors");
+        goto out;
+    }
+    s = sd_upsample2x(&err, u, x);
+    if (s == SD_OK) {
+        s = sd_conv2d(&err, ref, u, w3, b, 1, 1);
+    }
+    if (s == SD_OK) {
+        s = sd_tensor_download(&err, w3, h3);
+    }
+    if (s == SD_OK) {
+        s = sd_tensor_download(&err, b, hb);
+    }
+    for (a = 0; a < 2; a++) {
+        for (c = 0; c < 2; c++) {
+            for (o = 0; o < 4; o++) {
+                for (ky = 0; ky < 3; ky++) {
+                    for (kx = 0; kx < 3; kx++) {
+                        /* upsampled row 2i+a+ky-1 is row i+(a+ky+1)/2-1,
+                           the 2x2 conv's tap (a+ky+1)/2-a at output i+a */
+                        for (i = 0; i < 3; i++) {
+                            h2[((((2 * a + c) * 4 + o) * 2
+                                 + (a + ky + 1) / 2 - a) * 2
+                                + (c + kx + 1) / 2 - c) * 3 + i] +=
+                                h3[((o * 3 + ky) * 3 + kx) * 3 + i];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (k = 4; k < 16; k++) {
+        hb[k] = hb[k % 4];
+    }
+    if (s == SD_OK) {
+        s = sd_tensor_upload(&err, w2, h2);
+    }
+    if (s == SD_OK) {
+        s = sd_tensor_upload(&err, b4, hb);
+    }
+    if (s == SD_OK) {
+        s = sd_conv2d(&err, p, x, w2, b4, 1, 1);
+    }
+    if (s == SD_OK) {
+        s = sd_subpixel2x(&err, y, p);
+    }
+    T_CHECK(s == SD_OK, "subpixel: %s", err.msg);
+    hr = host_of(ref, &nr);
+    hy = host_of(y, &ny);
+    for (k = 0; hr && hy && k < nr; k++) {
+        worst = fmax(worst, fabs((double) hr[k] - hy[k]));
+    }
+    T_CHECK(hr && hy && nr == ny && worst < 1e-5, "subpixel 2x2 conv + "
+            "subpixel2x against upsample2x + 3x3 conv: %.3g apart", worst);
+    sd_err_clear(&err);
+    T_CHECK(sd_subpixel2x(&err, u, p) != SD_OK
+            && strstr(err.msg, "subpixel2x") != NULL,
+            "subpixel2x into 3 channels from 16: \"%s\"", err.msg);
+out:
+    free(hr);
+    free(hy);
+    sd_tensor_free(x); sd_tensor_free(w3); sd_tensor_free(b);
+    sd_tensor_free(u); sd_tensor_free(ref); sd_tensor_free(w2);
+    sd_tensor_free(b4); sd_tensor_free(p); sd_tensor_free(y);
+}
+
+
 /* The CPU has no FP8 attention: both ops say so, naming the op */
 static void
 check_attn_fp8_cpu(sd_backend *cpu)
@@ -3098,6 +3220,7 @@ main(void)
     check_gate_cpu(cpu);
     check_gated_cpu(cpu);
     check_euler_cpu(cpu);
+    check_subpixel_cpu(cpu);
 #ifdef SD_HAVE_CUDA
     check_cuda(cpu);
 #else

@@ -87,6 +87,9 @@
 #   setuptrace  a Large FP8 image's setup by part (sd-cli-var built with
 #           PACK_VARIANT_CFLAGS=-DSD_PIPE_TRACE PACK_VARIANT_SRC=engine/pipeline.c:
 #           pipeline.c's trace lines, compiled only with that flag)
+#   subpixel  the VAE's upsamplers as sub-pixel 2x2 convs: test_backend,
+#           test_vae on the GPU (FP8's and BF16's), test_pipeline in FP8,
+#           Large FP8 at 2 steps, the tree and PACK_BASE in turn (VAE row)
 #   nginxab the tree's module against PACK_BASE's through nginx, Large
 #           FP8, twice in turn
 #   final23 session 23's last call: last with nginx's error log at info
@@ -1079,6 +1082,27 @@ stage_nginxtime() {    # where a request's time goes through nginx
     grep -E "image\(s\), text|base64 in the thread" $L/nginx-time-error.log \
         | sed -e 's/.*sd task/sd task/' -e 's/, client:.*//'
     cat $L/nginx-time-metrics.txt
+}
+stage_subpixel() {     # the VAE's upsamplers as sub-pixel 2x2 convs
+    local dev r v
+    run "test_backend" backend.log $G/bin/test_backend
+    grep -E "subpixel|upsample" $L/backend.log
+    for dev in cuda cuda-bf16; do
+        run "test_vae ($dev)" vae-$dev.log env SD_TEST_DEVICE=$dev \
+            $G/bin/test_vae
+        grep -E "decoded|image" $L/vae-$dev.log
+    done
+    run "test_pipeline (cuda-fp8)" pipeline-cuda-fp8.log env \
+        SD_TEST_DEVICE=cuda-fp8 $G/bin/test_pipeline
+    randmodel large
+    for r in 1 2 3; do
+        for v in tree base; do
+            SDCLI=$G/bin/sd-cli$([ $v = base ] && echo -var) \
+                bench large bench-sp-$v-$r.log "large fp8 2 steps, $v ($r)" \
+                --precision fp8 --steps 2
+        done
+    done
+    bench_lines 'VAE|whole process' $L/bench-sp-*.log
 }
 stage_nginxab() {      # through nginx: the tree's module and PACK_BASE's
     local r v
