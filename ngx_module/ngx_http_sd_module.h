@@ -376,8 +376,8 @@ struct ngx_http_sd_job_s {
      */
     sd_result                  result;
     /* the images as the answer's JSON strings, "..." base64 and comma
-       separated, made by the thread when the answer sends them (malloc'd;
-       NULL: the answer makes them, as for results from the cache) */
+       separated, when the answer sends any (ngx_http_sd_images_json;
+       malloc'd) */
     u_char                    *images_json;
     size_t                     images_json_len;
     double                     images_json_s;   /* seconds it took */
@@ -431,6 +431,7 @@ ngx_uint_t ngx_http_sd_route_unparsed(ngx_http_request_t *r);
 /* ngx_http_sd_answer.c */
 ngx_int_t ngx_http_sd_add_header(ngx_http_request_t *r, const char *key,
     u_char *value, size_t len, ngx_table_elt_t **out);
+ngx_int_t ngx_http_sd_images_json(ngx_http_sd_job_t *job);
 ngx_int_t ngx_http_sd_send_chain(ngx_http_request_t *r, ngx_uint_t status,
     ngx_chain_t *out, off_t len);
 ngx_int_t ngx_http_sd_send_body(ngx_http_request_t *r, ngx_uint_t status,

@@ -52,7 +52,6 @@ static void ngx_http_sd_batch_thread(ngx_http_sd_job_t *lead);
 static void ngx_http_sd_job_answer(ngx_http_sd_job_t *job);
 static void ngx_http_sd_job_end(ngx_http_sd_job_t *job);
 static void ngx_http_sd_job_thread(void *data, ngx_log_t *log);
-static void ngx_http_sd_images_json(ngx_http_sd_job_t *job);
 static ngx_int_t ngx_http_sd_job_stopped(ngx_http_sd_job_t *job);
 static ngx_int_t ngx_http_sd_images_output(ngx_http_sd_job_t *job,
     sd_result *res);
@@ -897,18 +896,19 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
         return;
     }
 
-    ngx_http_sd_images_json(job);
+    (void) ngx_http_sd_images_json(job);    /* else the answer tries */
 }
 
 
 /*
- * In the thread, when the answer sends images: their base64 as the
- * answer's JSON strings, "a","b" (sd_base64_encode, on several threads), so
- * that the event loop only sends them (a 1024x1024 image's 3.8 MB took it
- * ~4 ms). Without memory the answer makes them itself.
+ * The images as the answer's JSON strings, "a","b" (sd_base64_encode, on
+ * several threads), into job->images_json when the answer sends any: made
+ * by the job's thread, so that the event loop only sends them (a 1024x1024
+ * image's 3.8 MB took it ~4 ms), or by the answer for results from the
+ * cache or when the thread found no memory (NGX_ERROR there).
  */
 
-static void
+ngx_int_t
 ngx_http_sd_images_json(ngx_http_sd_job_t *job)
 {
     int        k;
@@ -918,7 +918,7 @@ ngx_http_sd_images_json(ngx_http_sd_job_t *job)
     struct timespec  t0, t1;
 
     if (!job->in.send_images || job->result.n_images == 0) {
-        return;
+        return NGX_OK;
     }
 
     for (k = 0; k < job->result.n_images; k++) {
@@ -928,7 +928,7 @@ ngx_http_sd_images_json(ngx_http_sd_job_t *job)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     job->images_json = ngx_alloc(len, ngx_cycle->log);
     if (job->images_json == NULL) {
-        return;
+        return NGX_ERROR;
     }
 
     p = job->images_json;
@@ -948,6 +948,7 @@ ngx_http_sd_images_json(ngx_http_sd_job_t *job)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     job->images_json_s = (double) (t1.tv_sec - t0.tv_sec)
                          + (double) (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    return NGX_OK;
 }
 
 
@@ -1013,7 +1014,7 @@ ngx_http_sd_batch_thread(ngx_http_sd_job_t *lead)
             continue;
         }
 
-        ngx_http_sd_images_json(job);
+        (void) ngx_http_sd_images_json(job);
     }
 }
 

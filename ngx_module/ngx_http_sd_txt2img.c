@@ -545,9 +545,10 @@ ngx_http_sd_free_cleanup(void *data)
 
 
 /*
- * The answer around the images the thread made (job->images_json, which
- * the request's pool then owns): {"images":[ them ],"parameters":...,
- * "info":...} in three buffers, the images not copied.
+ * The answer around the images' JSON strings (job->images_json, which the
+ * request's pool then owns; none without images): {"images":[ them ],
+ * "parameters":...,"info":...} in two or three buffers, the images not
+ * copied.
  */
 
 static ngx_int_t
@@ -555,10 +556,11 @@ ngx_http_sd_txt2img_send(ngx_http_request_t *r, ngx_http_sd_job_t *job,
     const char *params, const char *info, const struct timespec *t0)
 {
     size_t               tlen;
-    u_char              *tail, *images;
+    u_char              *tail;
+    off_t                len;
     ngx_buf_t           *b[3];
     ngx_chain_t         *cl[3];
-    ngx_uint_t           i;
+    ngx_uint_t           i, n;
     ngx_pool_cleanup_t  *cln;
 
     static u_char        head[] = "{\"images\":[";
@@ -575,37 +577,40 @@ ngx_http_sd_txt2img_send(ngx_http_request_t *r, ngx_http_sd_job_t *job,
     /* the images are the pool's from here, whatever comes */
     cln->handler = ngx_http_sd_free_cleanup;
     cln->data = job->images_json;
-    images = job->images_json;
     job->images_json = NULL;
 
-    for (i = 0; i < 3; i++) {
+    n = cln->data ? 3 : 2;
+    for (i = 0; i < n; i++) {
         b[i] = ngx_calloc_buf(r->pool);
         cl[i] = ngx_alloc_chain_link(r->pool);
         if (b[i] == NULL || cl[i] == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
+        b[i]->memory = 1;
+        cl[i]->buf = b[i];
+        cl[i]->next = NULL;
+        if (i > 0) {
+            cl[i - 1]->next = cl[i];
+        }
     }
 
     b[0]->pos = head;
     b[0]->last = head + sizeof(head) - 1;
-    b[1]->pos = images;
-    b[1]->last = images + job->images_json_len;
-    b[2]->pos = tail;
-    b[2]->last = ngx_sprintf(tail, "],\"parameters\":%s,\"info\":%s}",
-                             params, info);
+    if (n == 3) {
+        b[1]->pos = cln->data;
+        b[1]->last = b[1]->pos + job->images_json_len;
+    }
+    b[n - 1]->pos = tail;
+    b[n - 1]->last = ngx_sprintf(tail, "],\"parameters\":%s,\"info\":%s}",
+                                 params, info);
 
-    for (i = 0; i < 3; i++) {
-        b[i]->memory = 1;
-        cl[i]->buf = b[i];
-        cl[i]->next = i < 2 ? cl[i + 1] : NULL;
+    for (i = 0, len = 0; i < n; i++) {
+        len += b[i]->last - b[i]->pos;
     }
 
     ngx_http_sd_txt2img_log(r, job, t0);
 
-    return ngx_http_sd_send_chain(r, NGX_HTTP_OK, cl[0],
-                                  (off_t) (sizeof(head) - 1
-                                           + job->images_json_len
-                                           + (b[2]->last - tail)));
+    return ngx_http_sd_send_chain(r, NGX_HTTP_OK, cl[0], len);
 }
 
 
@@ -614,13 +619,8 @@ ngx_http_sd_txt2img_send(ngx_http_request_t *r, ngx_http_sd_job_t *job,
 ngx_int_t
 ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
 {
-    int          k;
     char        *params, *info;
-    size_t       len;
-    u_char      *buf, *p;
     cJSON       *o, *s;
-    ngx_str_t    src, dst;
-    sd_image    *img;
     ngx_int_t    rc;
     struct timespec  t0;
 
@@ -656,57 +656,15 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (job->images_json) {
-        rc = ngx_http_sd_txt2img_send(r, job, params, info, &t0);
-        cJSON_free(info);
-        cJSON_free(params);
-        return rc;
-    }
-
-    /* {"images":["...",...],"parameters":{...},"info":"..."} */
-    len = sizeof("{\"images\":[],\"parameters\":,\"info\":}") - 1
-          + ngx_strlen(params) + ngx_strlen(info);
-
-    if (job->in.send_images) {
-        for (k = 0; k < job->result.n_images; k++) {
-            img = &job->result.images[k];
-            len += ngx_base64_encoded_length(img->png_len) + 3;
-        }
-    }
-
-    buf = ngx_pnalloc(r->pool, len);
-    if (buf == NULL) {
+    /* made by the job's thread, except for results from the cache */
+    if (job->images_json == NULL && ngx_http_sd_images_json(job) != NGX_OK) {
         cJSON_free(info);
         cJSON_free(params);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = ngx_cpymem(buf, "{\"images\":[", sizeof("{\"images\":[") - 1);
-
-    if (job->in.send_images) {
-        for (k = 0; k < job->result.n_images; k++) {
-            img = &job->result.images[k];
-
-            if (k) {
-                *p++ = ',';
-            }
-
-            *p++ = '"';
-            src.data = img->png;
-            src.len = img->png_len;
-            dst.data = p;
-            ngx_encode_base64(&dst, &src);
-            p += dst.len;
-            *p++ = '"';
-        }
-    }
-
-    p = ngx_sprintf(p, "],\"parameters\":%s,\"info\":%s}", params, info);
-
+    rc = ngx_http_sd_txt2img_send(r, job, params, info, &t0);
     cJSON_free(info);
     cJSON_free(params);
-
-    ngx_http_sd_txt2img_log(r, job, &t0);
-
-    return ngx_http_sd_send_body(r, NGX_HTTP_OK, buf, p - buf);
+    return rc;
 }
