@@ -268,6 +268,33 @@ vae_conv(sd_err *err, sd_vae *v, const sd_st *st, sd_vae_param *p,
 }
 
 
+void
+sd_vae_subpixel_weights(const float *w3, int64_t co, int64_t ci, float *w2)
+{
+    int64_t  a, c, o, ky, kx, k;
+
+    memset(w2, 0, (size_t) (16 * co * ci) * sizeof(float));
+    for (a = 0; a < 2; a++) {
+        for (c = 0; c < 2; c++) {
+            for (o = 0; o < co; o++) {
+                for (ky = 0; ky < 3; ky++) {
+                    for (kx = 0; kx < 3; kx++) {
+                        const float  *src = w3 + ((o * 3 + ky) * 3 + kx) * ci;
+                        float        *dst = w2 + ((((2 * a + c) * co + o) * 2
+                                                  + (a + ky + 1) / 2 - a) * 2
+                                                 + (c + kx + 1) / 2 - c) * ci;
+
+                        for (k = 0; k < ci; k++) {
+                            dst[k] += src[k];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+
 /*
  * Upsample2D's conv in its sub-pixel form. A nearest 2x upsample then a
  * 3x3 conv (pad 1) makes output pixel (2i+a, 2j+c) from the small image's
@@ -285,7 +312,7 @@ vae_conv_subpixel(sd_err *err, sd_vae *v, const sd_st *st, sd_vae_param *p,
     int64_t co, int64_t ci, const char *prefix)
 {
     int64_t     s3[4] = { co, ci, 3, 3 }, s2[4] = { 4 * co, 2, 2, ci };
-    int64_t     o, k, a, c, ky, kx, n3 = co * 9 * ci, n2 = 4 * co * 4 * ci;
+    int64_t     o, k, n3 = co * 9 * ci, n2 = 4 * co * 4 * ci;
     sd_tensor  *w3 = NULL, *b3 = NULL;
     float      *h3 = NULL, *h2 = NULL, *hb = NULL;
     char        name[224];
@@ -297,7 +324,7 @@ vae_conv_subpixel(sd_err *err, sd_vae *v, const sd_st *st, sd_vae_param *p,
     SD_TRY_GOTO(s, sd_weight_load(err, v->be, st, name, 1, &co, &b3), out);
 
     h3 = sd_malloc(err, (size_t) n3 * sizeof(float), "VAE upsampler conv");
-    h2 = sd_calloc(err, (size_t) n2, sizeof(float), "VAE upsampler conv");
+    h2 = sd_malloc(err, (size_t) n2 * sizeof(float), "VAE upsampler conv");
     hb = sd_malloc(err, (size_t) 4 * co * sizeof(float), "VAE bias");
     if (h3 == NULL || h2 == NULL || hb == NULL) {
         s = SD_ERR_NOMEM;
@@ -306,25 +333,7 @@ vae_conv_subpixel(sd_err *err, sd_vae *v, const sd_st *st, sd_vae_param *p,
     SD_TRY_GOTO(s, sd_tensor_download(err, w3, h3), out);
     SD_TRY_GOTO(s, sd_tensor_download(err, b3, hb), out);
 
-    /* w3 (Co, 3, 3, Ci) -> h2 (4 Co, 2, 2, Ci) */
-    for (a = 0; a < 2; a++) {
-        for (c = 0; c < 2; c++) {
-            for (o = 0; o < co; o++) {
-                for (ky = 0; ky < 3; ky++) {
-                    for (kx = 0; kx < 3; kx++) {
-                        const float  *src = h3 + ((o * 3 + ky) * 3 + kx) * ci;
-                        float        *dst = h2 + ((((2 * a + c) * co + o) * 2
-                                                  + (a + ky + 1) / 2 - a) * 2
-                                                 + (c + kx + 1) / 2 - c) * ci;
-
-                        for (k = 0; k < ci; k++) {
-                            dst[k] += src[k];
-                        }
-                    }
-                }
-            }
-        }
-    }
+    sd_vae_subpixel_weights(h3, co, ci, h2);
     for (k = 1; k < 4; k++) {
         memcpy(hb + k * co, hb, (size_t) co * sizeof(float));
     }

@@ -18,6 +18,13 @@ sd_status sd_vae_load(sd_err *err, sd_backend *be, const char *dir,
     sd_vae **out);
 void sd_vae_free(sd_vae *v);
 
+/*
+ * An Upsample2D conv's weight w3 (Co, 3, 3, Ci) in its sub-pixel form w2
+ * (4 Co, 2, 2, Ci), F32 (vae.c: the decoder's upsamplers run as a 2x2 conv
+ * with pad 1 into four phases, then sd_subpixel2x).
+ */
+void sd_vae_subpixel_weights(const float *w3, int64_t co, int64_t ci,
+    float *w2);
 float sd_vae_scaling_factor(const sd_vae *v);
 float sd_vae_shift_factor(const sd_vae *v);
 int sd_vae_latent_channels(const sd_vae *v);

@@ -26,6 +26,7 @@
 #include "backend.h"
 #include "fp8.h"
 #include "pipeline.h"
+#include "vae.h"
 #ifdef SD_HAVE_CUDA
 #include "sd_cuda.h"
 #endif
@@ -3006,10 +3007,10 @@ out:
 
 
 /*
- * The sub-pixel form of a nearest 2x upsample and a 3x3 conv (pad 1), as
- * the VAE builds it (vae.c): a 2x2 conv (pad 1) into four phases whose
- * weights sum the 3x3 taps, then subpixel2x, against the upsample and the
- * conv themselves, on an odd-sized image (its borders).
+ * The sub-pixel form of a nearest 2x upsample and a 3x3 conv (pad 1), with
+ * the VAE's own weights (sd_vae_subpixel_weights): a 2x2 conv (pad 1) into
+ * four phases whose weights sum the 3x3 taps, then subpixel2x, against the
+ * upsample and the conv themselves, on an odd-sized image (its borders).
  */
 static void
 check_subpixel_cpu(sd_backend *cpu)
@@ -3024,10 +3025,9 @@ check_subpixel_cpu(sd_backend *cpu)
     sd_tensor  *b4 = MK(cpu, WGT, 0.0f, 16);
     sd_tensor  *p = MK(cpu, ACT, 0.0f, 1, 6, 8, 16);
     sd_tensor  *y = MK(cpu, ACT, 0.0f, 1, 10, 14, 4);
-    float       h3[108], h2[192] = { 0 }, hb[16], *hr = NULL, *hy = NULL;
+    float       h3[108], h2[192], hb[16], *hr = NULL, *hy = NULL;
     size_t      nr, ny, k;
     double      worst = 0;
-    int         a, c, o, ky, kx, i;
     sd_status   s;
 
     if (!(x && w3 && b && u && ref && w2 && b4 && p && y)) {
@@ -3044,24 +3044,7 @@ check_subpixel_cpu(sd_backend *cpu)
     if (s == SD_OK) {
         s = sd_tensor_download(&err, b, hb);
     }
-    for (a = 0; a < 2; a++) {
-        for (c = 0; c < 2; c++) {
-            for (o = 0; o < 4; o++) {
-                for (ky = 0; ky < 3; ky++) {
-                    for (kx = 0; kx < 3; kx++) {
-                        /* upsampled row 2i+a+ky-1 is row i+(a+ky+1)/2-1,
-                           the 2x2 conv's tap (a+ky+1)/2-a at output i+a */
-                        for (i = 0; i < 3; i++) {
-                            h2[((((2 * a + c) * 4 + o) * 2
-                                 + (a + ky + 1) / 2 - a) * 2
-                                + (c + kx + 1) / 2 - c) * 3 + i] +=
-                                h3[((o * 3 + ky) * 3 + kx) * 3 + i];
-                        }
-                    }
-                }
-            }
-        }
-    }
+    sd_vae_subpixel_weights(h3, 4, 3, h2);
     for (k = 4; k < 16; k++) {
         hb[k] = hb[k % 4];
     }
