@@ -26,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cJSON.h>
 
@@ -41,16 +40,6 @@
 
 #define SD_BENCH_MAX_STEPS  1000
 #define SD_BENCH_MAX_RUNS   32
-
-
-static double
-now_s(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 
 static int
@@ -103,7 +92,7 @@ bench_progress(void *data, int job, int jobs, int step, int steps)
     (void) steps;
     sd_backend_sync(&err, c->be);
     if (step <= SD_BENCH_MAX_STEPS) {
-        c->t[step] = now_s();
+        c->t[step] = sd_seconds();
         c->n = step;
     }
 }
@@ -177,7 +166,7 @@ bench_text_get(sd_tcache *tc, sd_backend *be, sd_model *m,
     double          t0;
 
     sd_backend_sync(&err, be);
-    t0 = now_s();
+    t0 = sd_seconds();
     if (sd_tcache_get(&err, tc, m, prompt, 0, &tmp, &out) != SD_OK
         || (negative && sd_tcache_get(&err, tc, m, negative, 0, &tmp, &out)
                         != SD_OK))
@@ -185,7 +174,7 @@ bench_text_get(sd_tcache *tc, sd_backend *be, sd_model *m,
         return sd_cli_fail("encoding", &err);
     }
     sd_backend_sync(&err, be);
-    *ms = (now_s() - t0) * 1e3;
+    *ms = (sd_seconds() - t0) * 1e3;
     return 0;
 }
 
@@ -337,7 +326,7 @@ sd_cli_bench(int argc, char **argv)
         goto out;
     }
 
-    t0 = now_s();
+    t0 = sd_seconds();
     if ((rc = sd_cli_backend(device, precision, &be, &err)) != 0) {
         goto out;
     }
@@ -349,7 +338,7 @@ sd_cli_bench(int argc, char **argv)
     if (sd_cli_reserve(m, width, height, batch, &err) != 0) {
         goto out;
     }
-    load_s = now_s() - t0;
+    load_s = sd_seconds() - t0;
 
     memset(&a, 0, sizeof(a));
     a.width = width;
@@ -387,7 +376,7 @@ sd_cli_bench(int argc, char **argv)
         }
 #endif
         sd_backend_sync(&err, be);
-        t0 = now_s();
+        t0 = sd_seconds();
         if (sd_cond_encode(&err, m, prompt, &c) != SD_OK
             || (cfg > 1.0 && sd_cond_encode(&err, m, negative, &n) != SD_OK))
         {
@@ -395,7 +384,7 @@ sd_cli_bench(int argc, char **argv)
             goto out;
         }
         sd_backend_sync(&err, be);
-        t1 = now_s();
+        t1 = sd_seconds();
         clk->t[0] = t1;
         clk->n = 0;
         if (sd_pipe_txt2img(&err, m, &a, &c, &n, &rgb, NULL) != SD_OK) {
@@ -403,7 +392,7 @@ sd_cli_bench(int argc, char **argv)
             goto out;
         }
         sd_backend_sync(&err, be);
-        t3 = now_s();
+        t3 = sd_seconds();
         t2 = clk->t[clk->n];
         free(rgb);
         rgb = NULL;
@@ -644,7 +633,7 @@ sd_cli_step(int argc, char **argv)
     /* warm-up, then reps timed calls */
     for (r = -1; r < reps; r++) {
         sd_backend_sync(&err, be);
-        t0 = now_s();
+        t0 = sd_seconds();
         if (sd_mmdit_forward(&err, m->dit, x, ht, ctx, pool, NULL, 0, y)
             != SD_OK)
         {
@@ -653,7 +642,7 @@ sd_cli_step(int argc, char **argv)
         }
         sd_backend_sync(&err, be);
         if (r >= 0) {
-            ms[r] = (now_s() - t0) * 1e3;
+            ms[r] = (sd_seconds() - t0) * 1e3;
         }
     }
     out = malloc((size_t) rf->numel * sizeof(float));
@@ -672,7 +661,7 @@ sd_cli_step(int argc, char **argv)
     z = upload_new(be, SD_DT_F32, 4, tz->shape, hz, &err);
     for (r = -1; z && r < reps; r++) {
         sd_backend_sync(&err, be);
-        t0 = now_s();
+        t0 = sd_seconds();
         sd_tensor_free(img);
         img = NULL;
         if (sd_vae_decode(&err, m->vae, z, &img) != SD_OK) {
@@ -681,7 +670,7 @@ sd_cli_step(int argc, char **argv)
         }
         sd_backend_sync(&err, be);
         if (r >= 0) {
-            vms[r] = (now_s() - t0) * 1e3;
+            vms[r] = (sd_seconds() - t0) * 1e3;
         }
     }
     img_h = malloc((size_t) iff->numel * sizeof(float));

@@ -69,7 +69,6 @@ static ngx_int_t ngx_http_sd_model_close(ngx_uint_t i);
 static void ngx_http_sd_model_close_thread(void *data, ngx_log_t *log);
 static void ngx_http_sd_model_closed(ngx_event_t *ev);
 static void ngx_http_sd_memory_gauge(void);
-static uint64_t ngx_http_sd_mono_ns(void);
 
 
 static ngx_http_sd_tenant_t *
@@ -816,7 +815,7 @@ ngx_http_sd_batch_gather(ngx_http_sd_job_t *lead)
 }
 
 
-static uint64_t
+uint64_t
 ngx_http_sd_mono_ns(void)
 {
     struct timespec  ts;
@@ -915,7 +914,7 @@ ngx_http_sd_images_json(ngx_http_sd_job_t *job)
     size_t     len = 0;
     u_char    *p;
     sd_image  *img;
-    struct timespec  t0, t1;
+    uint64_t   t0;
 
     if (!job->in.send_images || job->result.n_images == 0) {
         return NGX_OK;
@@ -925,7 +924,7 @@ ngx_http_sd_images_json(ngx_http_sd_job_t *job)
         len += SD_BASE64_LEN(job->result.images[k].png_len) + 3;
     }
 
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    t0 = ngx_http_sd_mono_ns();
     job->images_json = ngx_alloc(len, ngx_cycle->log);
     if (job->images_json == NULL) {
         return NGX_ERROR;
@@ -945,9 +944,7 @@ ngx_http_sd_images_json(ngx_http_sd_job_t *job)
     }
 
     job->images_json_len = p - job->images_json;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    job->images_json_s = (double) (t1.tv_sec - t0.tv_sec)
-                         + (double) (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    job->images_json_s = (double) (ngx_http_sd_mono_ns() - t0) * 1e-9;
     return NGX_OK;
 }
 

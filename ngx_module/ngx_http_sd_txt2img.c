@@ -487,11 +487,11 @@ ngx_http_sd_info(ngx_http_sd_job_t *job)
 
 static void
 ngx_http_sd_txt2img_log(ngx_http_request_t *r, ngx_http_sd_job_t *job,
-    const struct timespec *t0)
+    uint64_t t0)
 {
-    sd_result        *res = &job->result;
-    ngx_time_t       *tp;
-    struct timespec   t1;
+    sd_result   *res = &job->result;
+    ngx_time_t  *tp;
+    uint64_t     t1;
 
     if (job->result.iterations && job->result.sampler
         && (ngx_strcasecmp((u_char *) job->result.sampler,
@@ -515,7 +515,7 @@ ngx_http_sd_txt2img_log(ngx_http_request_t *r, ngx_http_sd_job_t *job,
 
     if (res->time_steps > 0) {
         /* where the request's time went (sd.h), and this answer's JSON */
-        clock_gettime(CLOCK_MONOTONIC, &t1);
+        t1 = ngx_http_sd_mono_ns();
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "sd task \"%s\": base64 in the thread %.1f ms",
                       job->id, job->images_json_s * 1e3);
@@ -528,8 +528,7 @@ ngx_http_sd_txt2img_log(ngx_http_request_t *r, ngx_http_sd_job_t *job,
                       res->time_text * 1e3, res->time_setup * 1e3,
                       res->time_steps * 1e3, res->time_decode * 1e3,
                       res->time_png * 1e3,
-                      (double) (t1.tv_sec - t0->tv_sec) * 1e3
-                      + (double) (t1.tv_nsec - t0->tv_nsec) * 1e-6,
+                      (double) (t1 - t0) * 1e-6,
                       (ngx_msec_t) ((tp->sec - r->start_sec) * 1000
                                     + tp->msec - r->start_msec));
     }
@@ -553,7 +552,7 @@ ngx_http_sd_free_cleanup(void *data)
 
 static ngx_int_t
 ngx_http_sd_txt2img_send(ngx_http_request_t *r, ngx_http_sd_job_t *job,
-    const char *params, const char *info, const struct timespec *t0)
+    const char *params, const char *info, uint64_t t0)
 {
     size_t               tlen;
     u_char              *tail;
@@ -622,14 +621,14 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
     char        *params, *info;
     cJSON       *o, *s;
     ngx_int_t    rc;
-    struct timespec  t0;
+    uint64_t     t0;
 
     /* an interrupted or skipped job succeeds with what it decoded */
     if (job->status != SD_OK) {
         return ngx_http_sd_job_error(r, job);
     }
 
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    t0 = ngx_http_sd_mono_ns();
 
     /* ngx_http_sd_cache.c: a fixed-seed result, whole, for the next */
     ngx_http_sd_cache_store(job);
@@ -663,7 +662,7 @@ ngx_http_sd_txt2img_respond(ngx_http_request_t *r, ngx_http_sd_job_t *job)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_sd_txt2img_send(r, job, params, info, &t0);
+    rc = ngx_http_sd_txt2img_send(r, job, params, info, t0);
     cJSON_free(info);
     cJSON_free(params);
     return rc;
