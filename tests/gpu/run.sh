@@ -1075,12 +1075,16 @@ stage_tcache() {       # nginx with the text cache off and on
         grep -E "median|all runs" $L/nginx-tcache-$v.log
     done
 }
+# each request's phases from an nginx error log written at info
+phase_lines() {        # ERROR-LOG
+    grep -E "image\(s\), text|base64 in the thread" "$1" \
+        | sed -e 's/.*sd task/sd task/' -e 's/, client:.*//'
+}
 stage_nginxtime() {    # where a request's time goes through nginx
     randmodel large
     ERRLOG_LEVEL=info nginx_large_fp8 nginx-time
     grep -E "median|all runs" $L/nginx-time.log
-    grep -E "image\(s\), text|base64 in the thread" $L/nginx-time-error.log \
-        | sed -e 's/.*sd task/sd task/' -e 's/, client:.*//'
+    phase_lines $L/nginx-time-error.log
     cat $L/nginx-time-metrics.txt
 }
 stage_subpixel() {     # the VAE's upsamplers as sub-pixel 2x2 convs
@@ -1118,9 +1122,7 @@ stage_nginxab() {      # through nginx: the tree's module and PACK_BASE's
 stage_final23() {      # session 23's last call: last (nginx's error log at
                        # info: each request's phases), then nginxab
     ERRLOG_LEVEL=info stage_last
-    grep -E "image\(s\), text|base64 in the thread" \
-        $L/nginx-large-fp8-error.log \
-        | sed -e 's/.*sd task/sd task/' -e 's/, client:.*//'
+    phase_lines $L/nginx-large-fp8-error.log
     stage_nginxab
 }
 stage_setuptrace() {   # a Large image's setup by part (sd-cli-var built
