@@ -1172,6 +1172,25 @@ sd_subpixel2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
 
 
 sd_status
+sd_zero(sd_err *err, sd_tensor *t)
+{
+    float      *z;
+    sd_status   s;
+
+    if (t->be->ops->zero) {
+        return t->be->ops->zero(err, t);
+    }
+    z = sd_calloc(err, (size_t) sd_numel(t) + 1, sizeof(float), "zeros");
+    if (z == NULL) {
+        return SD_ERR_NOMEM;
+    }
+    s = sd_tensor_upload(err, t, z);
+    free(z);
+    return s;
+}
+
+
+sd_status
 sd_embed(sd_err *err, sd_tensor *y, const sd_tensor *table,
     const int32_t *ids)
 {

@@ -189,6 +189,8 @@ typedef struct {
     sd_status (*euler_step)(sd_err *err, sd_tensor *x, const sd_tensor *den,
         float s0, float ds);
     sd_status (*subpixel2x)(sd_err *err, sd_tensor *y, const sd_tensor *x);
+    /* optional (NULL: zeros uploaded) */
+    sd_status (*zero)(sd_err *err, sd_tensor *t);
 
     void (*destroy)(sd_backend *be);
 } sd_backend_ops;
@@ -280,8 +282,10 @@ sd_status sd_backend_wait_mark(sd_err *err, sd_backend *be, int slot);
  * back to the first; sd_backend_join() makes lane 0 wait for lane 1 (and
  * selects lane 0). Independent work (the MMDiT's text stream beside its
  * image stream) overlaps on a GPU; the CPU runs everything in order.
- * Memory that lane 1 touches must stay allocated until the join: the
- * allocators do not know the lanes.
+ * Activation memory freed after the fork is released at the join (a
+ * backend whose lanes run at once must not hand it to another op while
+ * either lane's queued work may still read it), so a lane's work frees
+ * its buffers as ops do on one queue.
  */
 sd_status sd_backend_lane(sd_err *err, sd_backend *be, int lane);
 sd_status sd_backend_join(sd_err *err, sd_backend *be);
@@ -536,6 +540,8 @@ sd_status sd_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x);
  * then this.
  */
 sd_status sd_subpixel2x(sd_err *err, sd_tensor *y, const sd_tensor *x);
+/* t = 0, every element (queued like an op: no wait for earlier work) */
+sd_status sd_zero(sd_err *err, sd_tensor *t);
 /* y: (N, C) = table[ids[i]] for i < N; ids are host memory */
 sd_status sd_embed(sd_err *err, sd_tensor *y, const sd_tensor *table,
     const int32_t *ids);

@@ -764,6 +764,15 @@ cpu_destroy(sd_backend *be)
 
 
 static sd_status
+cpu_zero(sd_err *err, sd_tensor *t)
+{
+    (void) err;
+    memset(t->data, 0, sd_tensor_nbytes(t));
+    return SD_OK;
+}
+
+
+static sd_status
 cpu_upload_raw(sd_err *err, sd_tensor *t, const void *src)
 {
     return cpu_upload(err, t, src);
@@ -787,6 +796,7 @@ static const sd_backend_ops  sd_cpu_ops = {
     NULL, NULL,             /* mark, wait_mark: ops finish as they return */
     cpu_euler_step,
     cpu_subpixel2x,
+    cpu_zero,
     cpu_destroy
 };
 

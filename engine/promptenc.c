@@ -319,7 +319,6 @@ cond_build(sd_err *err, sd_model *m, const sd_prompt_tokens *pt, int t5_len,
     int64_t  j = m->joint_dim;
     int64_t  lg = (int64_t) pt->n_chunks * pt->chunk_len;
     int64_t  t5 = m->t5 ? pt->t5_len : (t5_len > 0 ? t5_len : lg);
-    float   *zero;
 
     if (dl + dg > j) {
         return sd_errorf(err, SD_ERR_FORMAT, "model \"%s\": CLIP widths %lld "
@@ -327,16 +326,7 @@ cond_build(sd_err *err, sd_model *m, const sd_prompt_tokens *pt, int t5_len,
                          (long long) dl, (long long) dg, (long long) j);
     }
     SD_TRY(sd_tensor_new3(err, m->be, 1, lg + t5, j, &c->context));
-    zero = sd_calloc(err, (size_t) ((lg + t5) * j), sizeof(float),
-                     "context");
-    if (zero == NULL) {
-        return SD_ERR_NOMEM;
-    }
-    if (sd_tensor_upload(err, c->context, zero) != SD_OK) {
-        free(zero);
-        return err->status;
-    }
-    free(zero);
+    SD_TRY(sd_zero(err, c->context));
 
     /* torch.cat([l_out, g_out], -1), F.pad to 4096; chunks one after the
        other (torch.hstack(zs)); then torch.cat([lg_out, t5_out], -2) */
@@ -393,20 +383,28 @@ sd_cond_encode_prompt(sd_err *err, sd_model *m, const char *text,
     pt.ids = NULL;
     pt.ids_t5 = NULL;
 
+    /* T5 on lane 1 beside the two CLIPs: their products of 77 rows, and
+       T5's of 256, each leave most of a GPU idle */
+    if (m->t5) {
+        SD_TRY_GOTO(s, sd_backend_lane(err, m->be, 1), join);
+        SD_TRY_GOTO(s, sd_t5_forward(err, m->t5, c->ids_t5, 1, pt.t5_len,
+                                     &c->t5), join);
+        SD_TRY_GOTO(s, sd_backend_lane(err, m->be, 0), join);
+    }
     SD_TRY_GOTO(s, sd_clip_forward_skip(err, m->clip_l, c->ids_l, n, L,
                                         clip_skip, &c->pen_l, NULL,
-                                        &c->emb_l), fail);
+                                        &c->emb_l), join);
     SD_TRY_GOTO(s, sd_clip_forward_skip(err, m->clip_g, c->ids_g, n, L,
                                         clip_skip, &c->pen_g, NULL,
-                                        &c->emb_g), fail);
-    if (m->t5) {
-        SD_TRY_GOTO(s, sd_t5_forward(err, m->t5, c->ids_t5, 1, pt.t5_len,
-                                     &c->t5), fail);
-    }
+                                        &c->emb_g), join);
+    SD_TRY_GOTO(s, sd_backend_join(err, m->be), fail);
     SD_TRY_GOTO(s, cond_build(err, m, &pt, t5_len, c), fail);
     sd_prompt_tokens_free(&pt);
     return SD_OK;
 
+join:
+    /* lane 0 again, the lanes' memory released (the first error stays) */
+    (void) sd_backend_join(err, m->be);
 fail:
     sd_prompt_tokens_free(&pt);
     sd_cond_free(c);

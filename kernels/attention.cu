@@ -455,7 +455,8 @@ gemm_attention(sd_err *err, sd_cuda *c, sd_tensor *o, const sd_tensor *q,
     sd_status            s = SD_OK;
 
     /* query rows per chunk: S (F32) and P for all heads within budget */
-    cq = SD_ATT_SCRATCH / ((int64_t) heads * lk * (4 + (int64_t) es));
+    cq = (c->att_scratch > 0 ? c->att_scratch : SD_ATT_SCRATCH)
+         / ((int64_t) heads * lk * (4 + (int64_t) es));
     cq = cq < 1 ? 1 : (cq > lq ? lq : cq);
 
     SD_TRY(sd_cuda_scratch(err, c, (size_t) (heads * cq * lk) * 4,

@@ -146,6 +146,9 @@ act_release(sd_cuda *c, void *p)
 }
 
 
+static void release_deferred(sd_cuda *c);
+
+
 sd_status
 sd_cuda_scratch(sd_err *err, sd_cuda *c, size_t n, void **p)
 {
@@ -159,13 +162,22 @@ sd_cuda_scratch_free(sd_cuda *c, void *p)
     if (p == NULL) {
         return;
     }
-    /* while lane 1 runs, an op queued on one lane may still read scratch
-       the other lane would be handed next: hold it until the join */
-    if (c->forked && c->ndeferred < (int) (sizeof(c->deferred)
-                                           / sizeof(c->deferred[0])))
-    {
-        c->deferred[c->ndeferred++] = p;
-        return;
+    /* while lane 1 runs, an op queued on one lane may still read memory
+       the other lane would be handed next: hold it until the join (with
+       no room left to hold it, wait for both lanes' work instead) */
+    if (c->forked) {
+        if (c->ndeferred < (int) (sizeof(c->deferred)
+                                  / sizeof(c->deferred[0])))
+        {
+            c->deferred[c->ndeferred++] = p;
+            return;
+        }
+        if (!c->measuring) {
+            (void) cudaStreamSynchronize(c->streams[1]);
+            (void) cudaStreamSynchronize(c->streams[0]);
+        }
+        release_deferred(c);
+        c->forked = 1;
     }
     act_release(c, p);
 }
@@ -351,7 +363,7 @@ cuda_release(sd_backend *be, sd_tensor *t)
             t->scale = NULL;
         }
     } else {
-        act_release(c, t->data);
+        sd_cuda_scratch_free(c, t->data);   /* at the join, while forked */
         if (t->dtype == SD_DT_F8_E4M3) {
             t->scale = NULL;            /* in the same block */
         }
@@ -377,6 +389,24 @@ cuda_upload_raw(sd_err *err, sd_tensor *t, const void *src)
     SD_CU(cudaMemcpyAsync(t->data, src, sd_tensor_nbytes(t),
                           cudaMemcpyDefault, c->stream));
     SD_CU(cudaStreamSynchronize(c->stream));
+    return SD_OK;
+}
+
+
+/* queued on the current lane: the context's padding, without a host
+   buffer, a copy or a wait */
+static sd_status
+cuda_zero(sd_err *err, sd_tensor *t)
+{
+    sd_cuda  *c = sd_cuda_of(t);
+
+    if (c->measuring && t->mem == SD_MEM_ACT) {
+        return SD_OK;
+    }
+    if (t->mem == SD_MEM_WEIGHT) {
+        wn_forget(c, t->data);
+    }
+    SD_CU(cudaMemsetAsync(t->data, 0, sd_tensor_nbytes(t), c->stream));
     return SD_OK;
 }
 
@@ -1236,7 +1266,8 @@ static const sd_backend_ops  sd_cuda_ops = {
     cuda_gate_add, cuda_abs_diff_sum, cuda_copy2d, cuda_permute,
     cuda_qkv_split_fp8, cuda_attention_fp8, cuda_linear_gate_add,
     cuda_to_rgb8, cuda_conv2d_add, cuda_gated_act, cuda_mark,
-    cuda_wait_mark, cuda_euler_step, cuda_subpixel2x, cuda_destroy
+    cuda_wait_mark, cuda_euler_step, cuda_subpixel2x, cuda_zero,
+    cuda_destroy
 };
 
 
@@ -1274,6 +1305,9 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     /* measurement knobs for the text stream's lane */
     c->lane1_sms = getenv("SD_CUDA_LANE1_SMS")
                    ? atoi(getenv("SD_CUDA_LANE1_SMS")) : 0;
+    c->att_scratch = getenv("SD_CUDA_ATT_SCRATCH_MB")
+                     ? (int64_t) atoi(getenv("SD_CUDA_ATT_SCRATCH_MB")) << 20
+                     : 0;
     /* FP8 products with per-row x per-token scales need sm_90 */
     c->fp8_widen = p.major < 9 || sd_env_on("SD_CUDA_FP8_WIDEN");
     c->no_lanes = sd_env_on("SD_CUDA_NO_LANES");

@@ -33,7 +33,7 @@ extern "C" {
                                                     the device idles */
 #define SD_CUDA_LIB_WS       ((size_t) 256 << 20) /* cuBLASLt + cuDNN */
 #define SD_CUDA_LT_WS        ((size_t) 32 << 20) /* cuBLASLt's share */
-#define SD_CUDA_SMALL        ((size_t) 4 << 20)  /* stats, ids */
+#define SD_CUDA_SMALL        ((size_t) 4 << 20)  /* GroupNorm stats */
 #define SD_CUDA_MAX_CHUNKS   1024
 #define SD_CUDA_FAKE_BASE    ((char *) (uintptr_t) 4096) /* measuring */
 
@@ -73,6 +73,9 @@ typedef struct {
     cudaEvent_t         fork_ev, join_ev;
     cudaEvent_t         mark_ev[2];     /* sd_backend_mark's slots */
     int                 lane;
+    int64_t             att_scratch;    /* SD_CUDA_ATT_SCRATCH_MB: bytes of
+                                           S and P a chunk of the products
+                                           path (attention.cu), 0: default */
     int                 lane1_sms;      /* SD_CUDA_LANE1_SMS: SMs a lane-1
                                            product may use, 0: all */
     int                 no_lanes;       /* SD_CUDA_NO_LANES=1: one queue */
@@ -105,7 +108,8 @@ typedef struct {
                                            BF16 per layer (sm < 9.0, or
                                            SD_CUDA_FP8_WIDEN=1) */
     int                 forked;         /* lane 1 in use since the last join:
-                                           scratch frees wait for the join */
+                                           activation memory freed (tensors,
+                                           scratch) is released at the join */
     void               *deferred[256];
     int                 ndeferred;
 

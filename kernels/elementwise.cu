@@ -631,10 +631,21 @@ sd_cuda_subpixel2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
 }
 
 
-/* y (N, C) = table[ids]; table of the weight dtype, converted */
+/*
+ * y (N, C) = table[ids]; table of the weight dtype, converted. The ids
+ * travel in the launch's parameters, SD_EMBED_IDS rows a launch: no
+ * buffer shared between calls (or lanes) and no wait for the copy, so a
+ * text encoder's first op does not stop the host queueing the rest.
+ */
+#define SD_EMBED_IDS  512
+
+typedef struct {
+    int32_t  id[SD_EMBED_IDS];
+} sd_embed_ids;
+
 template <typename T, typename W>
 __global__ void
-embed_kernel(T *y, const W *table, const int32_t *ids, int64_t n,
+embed_kernel(T *y, const W *table, const sd_embed_ids ids, int64_t n,
     int64_t c)
 {
     int64_t  i;
@@ -642,7 +653,7 @@ embed_kernel(T *y, const W *table, const int32_t *ids, int64_t n,
     for (i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n;
          i += (int64_t) gridDim.x * blockDim.x)
     {
-        sd_put(y + i, sd_get(table + (int64_t) ids[i / c] * c + i % c));
+        sd_put(y + i, sd_get(table + (int64_t) ids.id[i / c] * c + i % c));
     }
 }
 
@@ -651,29 +662,29 @@ sd_status
 sd_cuda_embed(sd_err *err, sd_tensor *y, const sd_tensor *table,
     const int32_t *ids)
 {
-    sd_cuda  *c = sd_cuda_of(y);
-    int64_t   cols = table->ne[1], rows = sd_numel(y) / cols;
-    int64_t   n = sd_numel(y);
+    sd_cuda       *c = sd_cuda_of(y);
+    int64_t        cols = table->ne[1], rows = sd_numel(y) / cols, r0, n;
+    sd_embed_ids   p;
+    int            k, nr;
 
-    if ((size_t) rows * sizeof(int32_t) > SD_CUDA_SMALL) {
-        return sd_errorf(err, SD_ERR_INVALID, "cuda embed: %lld ids",
-                         (long long) rows);
-    }
-    SD_CU(cudaMemcpyAsync(c->small, ids, (size_t) rows * sizeof(int32_t),
-                          cudaMemcpyHostToDevice, c->stream));
     if (table->dtype != y->dtype) {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda embed: %s table for "
                          "%s output", sd_dtype_name(table->dtype),
                          sd_dtype_name(y->dtype));
     }
-    SD_CUDA_DISPATCH(err, y->dtype, T,
-        embed_kernel<T, T><<<sd_cuda_blocks(n, SD_EW_THREADS),
-                             SD_EW_THREADS, 0, c->stream>>>(
-            (T *) y->data, (const T *) table->data,
-            (const int32_t *) c->small, n, cols));
-    SD_CU_LAUNCHED();
-    /* the ids buffer is reused by the next call: wait for this one */
-    SD_CU(cudaStreamSynchronize(c->stream));
+    for (r0 = 0; r0 < rows; r0 += SD_EMBED_IDS) {
+        nr = (int) (rows - r0 < SD_EMBED_IDS ? rows - r0 : SD_EMBED_IDS);
+        for (k = 0; k < SD_EMBED_IDS; k++) {
+            p.id[k] = k < nr ? ids[r0 + k] : 0;
+        }
+        n = (int64_t) nr * cols;
+        SD_CUDA_DISPATCH(err, y->dtype, T,
+            embed_kernel<T, T><<<sd_cuda_blocks(n, SD_EW_THREADS),
+                                 SD_EW_THREADS, 0, c->stream>>>(
+                (T *) y->data + r0 * cols, (const T *) table->data, p, n,
+                cols));
+        SD_CU_LAUNCHED();
+    }
     return SD_OK;
 }
 

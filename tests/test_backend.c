@@ -666,35 +666,34 @@ case_upsample_embed(sd_backend *be, size_t *n, double *ms)
 {
     sd_err      err = {0};
     sd_status   s;
-    float      *out = NULL, *h1 = NULL, *h2 = NULL;
-    size_t      n1 = 0, n2 = 0;
-    int32_t     ids[77];
+    float      *out = NULL;
+    int32_t     ids[600];
     int         i;
     sd_tensor  *x = MK(be, ACT, 1.0f, 2, 16, 24, 64);
-    sd_tensor  *y = MK(be, ACT, 0.0f, 2, 32, 48, 64);
     sd_tensor  *tab = MK(be, WGT, 1.0f, 1000, 96);
-    sd_tensor  *e = MK(be, ACT, 0.0f, 1, 77, 96);
+    /* more ids than one launch of the GPU's embedding carries; a tensor
+       of random values that sd_zero clears */
+    sd_tensor  *y[3] = { MK(be, ACT, 0.0f, 2, 32, 48, 64),
+                         MK(be, ACT, 0.0f, 1, 600, 96),
+                         MK(be, ACT, 1.0f, 3, 5, 7) };
 
-    for (i = 0; i < 77; i++) {
+    for (i = 0; i < 600; i++) {
         ids[i] = (i * 37 + 11) % 1000;
     }
-    T_TIMED(be, ms, sd_upsample2x(&err, y, x));
+    T_TIMED(be, ms, sd_upsample2x(&err, y[0], x));
     if (s == SD_OK) {
-        s = sd_embed(&err, e, tab, ids);
+        s = sd_embed(&err, y[1], tab, ids);
     }
     if (s == SD_OK) {
-        h1 = host_of(y, &n1);
-        h2 = host_of(e, &n2);
-        out = malloc((n1 + n2) * sizeof(float));
+        s = sd_zero(&err, y[2]);
     }
-    if (out && h1 && h2) {
-        memcpy(out, h1, n1 * sizeof(float));
-        memcpy(out + n1, h2, n2 * sizeof(float));
-        *n = n1 + n2;
+    if (s == SD_OK) {
+        out = host_of_all(y, 3, n);
+    } else {
+        printf("   %s\n", err.msg);
     }
-    free(h1); free(h2);
-    sd_tensor_free(x); sd_tensor_free(y); sd_tensor_free(tab);
-    sd_tensor_free(e);
+    sd_tensor_free(x); sd_tensor_free(tab);
+    sd_tensors_free(y, 3);
     return out;
 }
 
@@ -934,7 +933,7 @@ static const t_case  t_cases[] = {
     { "conv 1x1 1024^2 +b, conv_add 1x1 and 3x3", case_conv_fused, 0 },
     { "conv patch 2x2 16->2432", case_conv_patch,
       2.0 * 2 * 64 * 64 * 2432 * 64 },
-    { "upsample2x, embed", case_upsample_embed, 0 },
+    { "upsample2x, embed 600 ids, zero", case_upsample_embed, 0 },
     { "subpixel2x 2x9x13x256, 1x5x6x12", case_subpixel, 0 },
     { "copy2d, permute, casts", case_copies, 0 },
     { "attention 4429x4x64", case_attn_joint,
@@ -3182,6 +3181,29 @@ check_fp8_attn_scales(void)
 }
 
 
+/* sd_zero clears every element of a tensor of random values */
+static void
+check_zero_cpu(sd_backend *cpu)
+{
+    sd_err      err = {0};
+    sd_tensor  *t = MK(cpu, ACT, 1.0f, 3, 5, 7);
+    float      *h = NULL;
+    size_t      n = 0, i, nz = 0;
+
+    T_CHECK(t && sd_zero(&err, t) == SD_OK, "zero: %s", err.msg);
+    if (t) {
+        h = host_of(t, &n);
+    }
+    for (i = 0; h && i < n; i++) {
+        nz += h[i] != 0.0f;
+    }
+    T_CHECK(h && n == 105 && nz == 0, "zero: %zu of %zu elements not 0", nz,
+            n);
+    free(h);
+    sd_tensor_free(t);
+}
+
+
 int
 main(void)
 {
@@ -3204,6 +3226,7 @@ main(void)
     check_gated_cpu(cpu);
     check_euler_cpu(cpu);
     check_subpixel_cpu(cpu);
+    check_zero_cpu(cpu);
 #ifdef SD_HAVE_CUDA
     check_cuda(cpu);
 #else

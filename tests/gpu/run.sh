@@ -90,6 +90,9 @@
 #   subpixel  the VAE's upsamplers as sub-pixel 2x2 convs: test_backend,
 #           test_vae on the GPU (FP8's and BF16's), test_pipeline in FP8,
 #           Large FP8 at 2 steps, the tree and PACK_BASE in turn (VAE row)
+#   attscratch  Medium FP8, 1 step, profiled, at several sizes of the
+#           attention products path's chunk (SD_CUDA_ATT_SCRATCH_MB: the
+#           VAE's head of 512): its time, the VAE's, the workspace
 #   nginxab the tree's module against PACK_BASE's through nginx, Large
 #           FP8, twice in turn
 #   final23 session 23's last call: last with nginx's error log at info
@@ -217,7 +220,7 @@ stage_vaeprof() {
 stage_vaencu() {
     randmodel medium
     run "ncu: VAE kernels" ncu-vae.log ncu --kernel-name \
-        'regex:gn_|upsample|fprop|conv|implicit|nhwc|vae' \
+        'regex:gn_|upsample|subpixel|softmax|rgb8|fprop|conv|implicit|nhwc|vae' \
         --launch-skip 0 --launch-count 400 --section SpeedOfLight \
         --csv --page raw --metrics gpu__time_duration.sum \
         $G/bin/sd-cli bench --model /dev/shm/sd-medium --precision bf16 \
@@ -1125,6 +1128,20 @@ stage_final23() {      # session 23's last call: last (nginx's error log at
     phase_lines $L/nginx-large-fp8-error.log
     stage_nginxab
 }
+stage_attscratch() {   # the VAE's attention (head 512, the products path)
+                       # by the bytes of S and P a chunk of queries keeps
+    local mb
+    randmodel medium
+    for mb in 256 32 64 128 512 1024; do
+        SD_CUDA_ATT_SCRATCH_MB=$mb bench medium bench-as-$mb.log \
+            "medium fp8 1 step, attention scratch $mb MB, profile" \
+            --precision fp8 --steps 1 --profile 1
+    done
+    for mb in 256 32 64 128 512 1024; do
+        echo "$mb MB: $(grep -E 'attention 1x16384|VAE decode|activation workspace' \
+            $L/bench-as-$mb.log | tr '\n' ' ')"
+    done
+}
 stage_setuptrace() {   # a Large image's setup by part (sd-cli-var built
                        # with PACK_VARIANT_CFLAGS=-DSD_PIPE_TRACE)
     randmodel large
@@ -1144,7 +1161,7 @@ stage_medprof() {      # Medium FP8, 2 steps, every op on one lane, timed
 stage_encab() {        # text encoding: the tree against PACK_BASE
     local r v
     run "test_backend" backend.log $G/bin/test_backend
-    grep -E "gated" $L/backend.log
+    grep -E "gated|embed" $L/backend.log
     encoder_tests
     pipeline_tests
     randmodel large
