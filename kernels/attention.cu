@@ -568,15 +568,18 @@ sd_cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
 {
     sd_cuda  *c = sd_cuda_of(o);
 
-    if (c->lane != 0) {
-        /* cuDNN's handle and workspace belong to lane 0, and the GEMM
-           path's scratch is freed when the call returns */
-        return sd_errorf(err, SD_ERR_INTERNAL, "cuda: attention on lane 1");
-    }
     if (sdpa_fits(c, q, heads, causal, bias)) {
         sd_cuda_sdpa_plan  *p;
         int                 fa = fattn_fits(c, q, k, heads);
 
+        if (c->lane != 0) {
+            /* cuDNN's handle and workspace belong to lane 0 (the text
+               encoders' attention, sattn or the products, may run on
+               either: the products' scratch waits for the join) */
+            return sd_errorf(err, SD_ERR_INTERNAL, "cuda: attention of "
+                             "heads of %lld on lane 1",
+                             (long long) (q->ne[2] / heads));
+        }
         if (c->measuring) {
             return SD_OK;
         }
