@@ -40,6 +40,7 @@
  */
 
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -80,7 +81,7 @@ static void sd_randn_cpu_small(sd_mt19937 *mt, float *out, size_t n);
 static void sd_philox4x32_10(const uint32_t ctr[4], uint32_t k0, uint32_t k1,
     uint32_t out[4]);
 static float sd_nv_logf(float a);
-static uint32_t sd_sfu_square(uint32_t t);
+static uint32_t sd_sfu_square_of(uint32_t t);
 static float sd_sfu_quadrant(uint32_t r);
 static float sd_sfu_turn(uint32_t k);
 static uint32_t sd_sfu_fixed(float v);
@@ -376,8 +377,9 @@ sd_philox4x32_10(const uint32_t ctr[4], uint32_t k0, uint32_t k1,
 }
 
 
-/* libdevice __nv_logf as nvcc emits it (PTX of CUDA 12), for a > 0. */
-static float
+/* libdevice __nv_logf as nvcc emits it (PTX of CUDA 12), for a > 0.
+   Inlined into each build of sd_randn_cuda_range (below). */
+static inline __attribute__((always_inline)) float
 sd_nv_logf(float a)
 {
     float    i = 0.0f, m, e, f, p, r;
@@ -488,7 +490,7 @@ static const struct {
 
 /* sq(t): partial products of weight 2^18 and above of t * t, then >> 19. */
 static uint32_t
-sd_sfu_square(uint32_t t)
+sd_sfu_square_of(uint32_t t)
 {
     uint64_t  sum = 0;
     int       a;
@@ -500,6 +502,22 @@ sd_sfu_square(uint32_t t)
     }
 
     return (uint32_t) (sum >> 19);
+}
+
+
+/* sq(t) for every t < 2^17, made once (512 KB): the loop above was a
+   quarter of an element's time */
+static uint32_t         sd_sfu_sq[1u << 17];
+static pthread_once_t   sd_sfu_sq_once = PTHREAD_ONCE_INIT;
+
+static void
+sd_sfu_sq_init(void)
+{
+    uint32_t  t;
+
+    for (t = 0; t < (1u << 17); t++) {
+        sd_sfu_sq[t] = sd_sfu_square_of(t);
+    }
 }
 
 
@@ -517,13 +535,13 @@ sd_sfu_quadrant(uint32_t r)
 
     p = ((int64_t) sd_sfu_coef[j].c0 << 12)
         + (int64_t) sd_sfu_coef[j].c1 * t
-        - (int64_t) sd_sfu_coef[j].c2 * sd_sfu_square(t);
+        - (int64_t) sd_sfu_coef[j].c2 * sd_sfu_sq[t];
 
     /* to float toward zero (p is below 2^38, so d is exact; p >= 0) */
     d = (double) p;
     f = (float) d;
     if ((double) f > d) {
-        f = nextafterf(f, 0.0f);
+        f = sd_f32(sd_f32_bits(f) - 1);     /* toward zero: f > 0 here */
     }
 
     return f * sd_f32(0x2D000000u);                     /* 2^-37, exact */
@@ -561,14 +579,23 @@ sd_sfu_fixed(float v)
     p = (double) v * (double) sd_f32(0x3E22F983u);      /* exact product */
     rev = (float) p;
     if ((double) rev > p) {
-        rev = nextafterf(rev, 0.0f);
+        rev = sd_f32(sd_f32_bits(rev) - 1); /* toward zero: rev > 0 */
     }
 
     return (uint32_t) ((double) rev * 33554432.0);      /* floor(rev 2^25) */
 }
 
 
-/* elements [i0, i1) of sd_randn_cuda's n, T = threads */
+/*
+ * elements [i0, i1) of sd_randn_cuda's n, T = threads. Built twice on
+ * x86-64, picked when the program loads: with the FMA instructions (each
+ * fmaf() one instruction, not a call into libm) and without; an fmaf()
+ * rounds once either way and nothing else is fused (fp-contract is off),
+ * so both give the same bits.
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("fma", "default")))
+#endif
 static void
 sd_randn_cuda_range(uint64_t seed, float *out, size_t i0, size_t i1,
     uint64_t threads)
@@ -642,6 +669,7 @@ sd_randn_cuda(uint64_t seed, float *out, size_t n)
     if (n == 0) {
         return;
     }
+    (void) pthread_once(&sd_sfu_sq_once, sd_sfu_sq_init);
 
     grid = (n + SD_CUDA_BLOCK - 1) / SD_CUDA_BLOCK;
     if (grid > SD_CUDA_MAX_GRID) {
