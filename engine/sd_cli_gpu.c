@@ -126,8 +126,9 @@ print_memory(sd_model *m)
             const char  *why;
 
             sd_cuda_graph_stats(m->be, &rec, &rep, &fail, &why);
-            printf("| transformer steps as CUDA graphs (recorded / "
-                   "replayed / failed) | %ld / %ld / %ld%s%s |\n", rec, rep,
+            printf("| CUDA graphs: transformer steps, per-image "
+                   "modulations (recorded / replayed / failed) | "
+                   "%ld / %ld / %ld%s%s |\n", rec, rep,
                    fail, why[0] ? ": " : "", why);
             printf("| FP8 products widened to BF16 (no FP8 algorithm) | "
                    "%ld |\n", sd_cuda_fp8_widened(m->be));
