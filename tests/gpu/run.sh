@@ -93,6 +93,9 @@
 #   attscratch  Medium FP8, 1 step, profiled, at several sizes of the
 #           attention products path's chunk (SD_CUDA_ATT_SCRATCH_MB: the
 #           VAE's head of 512): its time, the VAE's, the workspace
+#   final24 session 24's last call: the pipeline and group tests, the
+#           figures of final23 without gemm8_check, test_backend and
+#           sameseed (a session with little device time left)
 #   nginxab the tree's module against PACK_BASE's through nginx, Large
 #           FP8, twice in turn
 #   final23 session 23's last call: last with nginx's error log at info
@@ -1141,6 +1144,27 @@ stage_attscratch() {   # the VAE's attention (head 512, the products path)
         echo "$mb MB: $(grep -E 'attention 1x16384|VAE decode|activation workspace' \
             $L/bench-as-$mb.log | tr '\n' ' ')"
     done
+}
+stage_final24() {      # session 24's last call, slimmer than final23:
+                       # the pipeline and group tests, Large FP8's bench,
+                       # nginx (info log), Turbo, diffusers' two runs,
+                       # Medium, PACK_BASE's bench, then nginxab
+    pipeline_tests
+    stage_group
+    randmodel large
+    bench large bench-large-fp8.log "bench large fp8" --precision fp8
+    ERRLOG_LEVEL=info nginx_large_fp8
+    phase_lines $L/nginx-large-fp8-error.log
+    bench large bench-turbo-fp8.log "bench large fp8, 4 steps cfg 1" \
+        --precision fp8 --steps 4 --cfg 1
+    ref_e2e_large
+    randmodel medium
+    bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
+    if [ -x $G/bin/sd-cli-var ]; then
+        SDCLI=$G/bin/sd-cli-var bench large bench-large-fp8-base.log \
+            "bench large fp8, base revision" --precision fp8
+    fi
+    stage_nginxab
 }
 stage_setuptrace() {   # a Large image's setup by part (sd-cli-var built
                        # with PACK_VARIANT_CFLAGS=-DSD_PIPE_TRACE)
