@@ -375,16 +375,32 @@ cuda_release(sd_backend *be, sd_tensor *t)
 
 /* Transfers: synchronous with the stream (pageable host memory). */
 
+/*
+ * Before t's bytes are written from outside the ops (an upload, a fill):
+ * 0 when nothing is to be written (an activation while the workspace is
+ * measured: its address is not real); a weight's known norms are
+ * forgotten.
+ */
+static int
+cuda_write_begin(sd_cuda *c, const sd_tensor *t)
+{
+    if (c->measuring && t->mem == SD_MEM_ACT) {
+        return 0;
+    }
+    if (t->mem == SD_MEM_WEIGHT) {
+        wn_forget(c, t->data);
+    }
+    return 1;
+}
+
+
 static sd_status
 cuda_upload_raw(sd_err *err, sd_tensor *t, const void *src)
 {
     sd_cuda  *c = sd_cuda_of(t);
 
-    if (c->measuring && t->mem == SD_MEM_ACT) {
+    if (!cuda_write_begin(c, t)) {
         return SD_OK;
-    }
-    if (t->mem == SD_MEM_WEIGHT) {
-        wn_forget(c, t->data);
     }
     SD_CU(cudaMemcpyAsync(t->data, src, sd_tensor_nbytes(t),
                           cudaMemcpyDefault, c->stream));
@@ -400,11 +416,8 @@ cuda_zero(sd_err *err, sd_tensor *t)
 {
     sd_cuda  *c = sd_cuda_of(t);
 
-    if (c->measuring && t->mem == SD_MEM_ACT) {
+    if (!cuda_write_begin(c, t)) {
         return SD_OK;
-    }
-    if (t->mem == SD_MEM_WEIGHT) {
-        wn_forget(c, t->data);
     }
     SD_CU(cudaMemsetAsync(t->data, 0, sd_tensor_nbytes(t), c->stream));
     return SD_OK;
