@@ -1172,6 +1172,21 @@ sd_subpixel2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
 
 
 sd_status
+sd_backend_randn_cuda(sd_err *err, sd_backend *be, uint64_t seed, float *out,
+    size_t n)
+{
+    if (be->ops->randn_cuda) {
+        return be->ops->randn_cuda(err, be, seed, out, n);
+    }
+    (void) seed;
+    (void) out;
+    (void) n;
+    return sd_errorf(err, SD_ERR_UNSUPPORTED, "%s: the noise is drawn on "
+                     "the host", be->ops->name);
+}
+
+
+sd_status
 sd_zero(sd_err *err, sd_tensor *t)
 {
     float      *z;

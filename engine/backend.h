@@ -191,6 +191,9 @@ typedef struct {
     sd_status (*subpixel2x)(sd_err *err, sd_tensor *y, const sd_tensor *x);
     /* optional (NULL: zeros uploaded) */
     sd_status (*zero)(sd_err *err, sd_tensor *t);
+    /* optional (NULL: rng.c's sd_randn_cuda on the host) */
+    sd_status (*randn_cuda)(sd_err *err, sd_backend *be, uint64_t seed,
+        float *out, size_t n);
 
     void (*destroy)(sd_backend *be);
 } sd_backend_ops;
@@ -540,6 +543,15 @@ sd_status sd_upsample2x(sd_err *err, sd_tensor *y, const sd_tensor *x);
  * then this.
  */
 sd_status sd_subpixel2x(sd_err *err, sd_tensor *y, const sd_tensor *x);
+/*
+ * torch.randn(n) on a fresh CUDA generator seeded with seed into host
+ * memory out: sd_randn_cuda's values, drawn by the device where it draws
+ * exactly those (the CUDA backend on sm_90; waits for the work queued
+ * before it). SD_ERR_UNSUPPORTED, named, where the device does not: the
+ * caller draws them on the host (sd_randn_cuda).
+ */
+sd_status sd_backend_randn_cuda(sd_err *err, sd_backend *be, uint64_t seed,
+    float *out, size_t n);
 /* t = 0, every element (queued like an op: no wait for earlier work) */
 sd_status sd_zero(sd_err *err, sd_tensor *t);
 /* y: (N, C) = table[ids[i]] for i < N; ids are host memory */

@@ -797,6 +797,7 @@ static const sd_backend_ops  sd_cpu_ops = {
     cpu_euler_step,
     cpu_subpixel2x,
     cpu_zero,
+    NULL,                   /* randn_cuda: rng.c's emulation */
     cpu_destroy
 };
 

@@ -1167,13 +1167,61 @@ noise_run(void *arg)
 
 
 /*
+ * The noise of every image drawn by the device where it draws torch's CUDA
+ * generator exactly (sd_backend_randn_cuda): *done 1; else nothing drawn,
+ * *done 0, for the host to draw (the device's kernel and a 1 MB download
+ * take ~0.2 ms of a 1024x1024 image's setup, the host ~1-1.5 ms).
+ */
+static sd_status
+noise_device(sd_err *err, sd_model *m, const sd_pipe_args *a, float *host,
+    int c, int h, int w, int *done)
+{
+    size_t      per = (size_t) c * h * w;
+    float      *sub = NULL;
+    sd_status   s = SD_OK;
+    int         i;
+
+    *done = 0;
+    if (a->rng == SD_RNG_CPU) {
+        return SD_OK;
+    }
+    for (i = 0; i < a->batch && s == SD_OK; i++) {
+        s = sd_backend_randn_cuda(err, m->be, a->seeds[i], host + i * per,
+                                  per);
+        if (s == SD_ERR_UNSUPPORTED && i == 0) {
+            sd_err_clear(err);          /* the host draws them */
+            return SD_OK;
+        }
+        if (s != SD_OK || a->subseed_strength <= 0.0f) {
+            continue;
+        }
+        if (sub == NULL) {
+            sub = sd_malloc(err, per * sizeof(float), "variation noise");
+            if (sub == NULL) {
+                return SD_ERR_NOMEM;
+            }
+        }
+        s = sd_backend_randn_cuda(err, m->be, a->subseeds[i], sub, per);
+        if (s == SD_OK) {
+            sd_noise_slerp(a->subseed_strength, host + i * per, sub, c, h,
+                           w);
+        }
+    }
+    free(sub);
+    *done = s == SD_OK;
+    return s;
+}
+
+
+/*
  * latents = randn per image, seed + i (prepare_latents; flow noise_scaling
  * at sigmas[0] = 1 is the noise itself) into b->host, drawn on a thread of
  * its own (or this one, when none starts) while this one queues the
  * per-image caches: a 1024x1024 image's noise took the host ~4 ms and the
  * caches' queueing ~3 ms on the H200 machine (session 23), since made
  * faster (rng.c) and recorded (sd_mmdit_cache_fill); the setup phase
- * took 2.7-3.7 ms after. Both are waited for on every path.
+ * took 2.7-3.7 ms after. Both are waited for on every path. Where the
+ * device draws the noise itself (noise_device), no thread is started.
  */
 static sd_status
 noise_and_caches(sd_err *err, sd_model *m, const sd_pipe_args *a,
@@ -1182,8 +1230,13 @@ noise_and_caches(sd_err *err, sd_model *m, const sd_pipe_args *a,
     sd_pipe_noise  nz;
     pthread_t      tid;
     sd_status      s;
-    int            started;
+    int            started, done;
 
+    /* drawn by the device, first (its download waits for what is queued) */
+    SD_TRY(noise_device(err, m, a, b->host, c, h, w, &done));
+    if (done) {
+        return caches_new(err, m, a, b, ts, steps);
+    }
     memset(&nz, 0, sizeof(nz));
     nz.a = a;
     nz.host = b->host;

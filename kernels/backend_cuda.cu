@@ -18,6 +18,11 @@
 
 #include "cuda.h"
 
+extern "C" {
+#include "rng.h"
+}
+
+
 
 /* Errors */
 
@@ -964,6 +969,24 @@ cuda_gated_act(sd_err *err, sd_tensor *y, const sd_tensor *x, sd_act kind)
 
 
 static sd_status
+cuda_randn(sd_err *err, sd_backend *be, uint64_t seed, float *out, size_t n)
+{
+    sd_cuda  *c = (sd_cuda *) be->impl;
+
+    if (!c->randn_dev) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: the noise is drawn "
+                         "on the host (a GPU other than sm_90, or "
+                         "SD_CUDA_HOST_NOISE=1)");
+    }
+    if (c->measuring) {
+        sd_randn_cuda(seed, out, n);    /* no kernels while measuring */
+        return SD_OK;
+    }
+    return sd_cuda_randn(err, c, seed, out, n);
+}
+
+
+static sd_status
 cuda_euler_step(sd_err *err, sd_tensor *x, const sd_tensor *den, float s0,
     float ds)
 {
@@ -1280,7 +1303,7 @@ static const sd_backend_ops  sd_cuda_ops = {
     cuda_qkv_split_fp8, cuda_attention_fp8, cuda_linear_gate_add,
     cuda_to_rgb8, cuda_conv2d_add, cuda_gated_act, cuda_mark,
     cuda_wait_mark, cuda_euler_step, cuda_subpixel2x, cuda_zero,
-    cuda_destroy
+    cuda_randn, cuda_destroy
 };
 
 
@@ -1324,6 +1347,8 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     /* FP8 products with per-row x per-token scales need sm_90 */
     c->fp8_widen = p.major < 9 || sd_env_on("SD_CUDA_FP8_WIDEN");
     c->no_lanes = sd_env_on("SD_CUDA_NO_LANES");
+    c->randn_dev = p.major == 9 && p.minor == 0
+                   && !sd_env_on("SD_CUDA_HOST_NOISE");
     c->no_sattn = sd_env_on("SD_CUDA_NO_SATTN");
     c->conv_fused = !sd_env_on("SD_CUDA_NO_CONV_FUSED");
     /* kernels chosen by the libraries' heuristics (the same in every

@@ -79,6 +79,10 @@ typedef struct {
     int                 lane1_sms;      /* SD_CUDA_LANE1_SMS: SMs a lane-1
                                            product may use, 0: all */
     int                 no_lanes;       /* SD_CUDA_NO_LANES=1: one queue */
+    int                 randn_dev;      /* torch's CUDA noise drawn on the
+                                           device (sm_90, where rng.c's
+                                           emulation is exact), unless
+                                           SD_CUDA_HOST_NOISE=1 */
     int                 det;            /* GEMM and convolution algorithms
                                            by the libraries' heuristics,
                                            not by timing; the attention's
@@ -521,6 +525,8 @@ sd_status sd_cuda_act(sd_err *err, sd_tensor *y, const sd_tensor *x,
     sd_act kind);
 sd_status sd_cuda_gated_act(sd_err *err, sd_tensor *y, const sd_tensor *x,
     sd_act kind);
+sd_status sd_cuda_randn(sd_err *err, sd_cuda *c, uint64_t seed, float *out,
+    size_t n);
 sd_status sd_cuda_euler_step(sd_err *err, sd_tensor *x, const sd_tensor *den,
     float s0, float ds);
 sd_status sd_cuda_binary(sd_err *err, sd_tensor *y, const sd_tensor *a,

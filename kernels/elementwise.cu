@@ -11,6 +11,8 @@
 
 #include <math.h>
 
+#include <curand_kernel.h>
+
 #include "cuda.h"
 
 
@@ -628,6 +630,69 @@ sd_cuda_subpixel2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
             y->ne[3]));
     SD_CU_LAUNCHED();
     return SD_OK;
+}
+
+
+/*
+ * torch.randn on a fresh CUDA generator as torch draws it
+ * (distribution_elementwise_grid_stride_kernel with curand_normal4, which
+ * this calls): element i = t + 4 T k + T j is component j of thread t's
+ * k-th curand_normal4, T the threads of torch's grid for n (rng.c's
+ * sd_randn_cuda: 256 * min(ceil(n / 256), 132 * 8)), whatever this
+ * launch's own grid. Then "rand * std + mean" with 1 and 0.
+ */
+__global__ void
+randn_kernel(float *out, unsigned long long seed, int64_t n, int64_t tt)
+{
+    int64_t  i;
+
+    for (i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n;
+         i += (int64_t) gridDim.x * blockDim.x)
+    {
+        int64_t                     k = i / (4 * tt), r = i % (4 * tt);
+        int64_t                     j = r / tt, t = r % tt;
+        curandStatePhilox4_32_10_t  st;
+        float4                      v;
+        float                       x;
+
+        curand_init(seed, (unsigned long long) t,
+                    (unsigned long long) (4 * k), &st);
+        v = curand_normal4(&st);
+        x = j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w;
+        out[i] = __fadd_rn(__fmul_rn(x, 1.0f), 0.0f);
+    }
+}
+
+
+sd_status
+sd_cuda_randn(sd_err *err, sd_cuda *c, uint64_t seed, float *out, size_t n)
+{
+    int64_t      grid = ((int64_t) n + 255) / 256;
+    float       *d = NULL;
+    cudaError_t  e;
+    sd_status    s = SD_OK;
+
+    if (n == 0) {
+        return SD_OK;
+    }
+    grid = grid < 132 * 8 ? grid : 132 * 8;
+    SD_TRY(sd_cuda_scratch(err, c, n * sizeof(float), (void **) &d));
+    randn_kernel<<<sd_cuda_blocks((int64_t) n, SD_EW_THREADS), SD_EW_THREADS,
+                   0, c->stream>>>(d, (unsigned long long) seed, (int64_t) n,
+                                   grid * 256);
+    e = cudaGetLastError();
+    if (e == cudaSuccess) {
+        e = cudaMemcpyAsync(out, d, n * sizeof(float), cudaMemcpyDefault,
+                            c->stream);
+    }
+    if (e == cudaSuccess) {
+        e = cudaStreamSynchronize(c->stream);
+    }
+    if (e != cudaSuccess) {
+        s = sd_cuda_fail(err, e, "randn", __FILE__, __LINE__);
+    }
+    sd_cuda_scratch_free(c, d);
+    return s;
 }
 
 
