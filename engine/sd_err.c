@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -132,11 +133,22 @@ sd_path_join(sd_err *err, char *dst, size_t dstlen, const char *a,
 }
 
 
+/*
+ * The CPUs this thread may run on (its affinity: taskset, a container's
+ * cpuset), else those online; at least 1, at most max.
+ */
 int
 sd_cpus(int max)
 {
-    long  n = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t  set;
+    long       n = 0;
 
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        n = CPU_COUNT(&set);
+    }
+    if (n < 1) {
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+    }
     return n < 1 ? 1 : (n > max ? max : (int) n);
 }
 

@@ -59,7 +59,7 @@ sd_status sd_read_file(sd_err *err, const char *path, char **data,
 sd_status sd_path_join(sd_err *err, char *dst, size_t dstlen, const char *a,
     const char *b);
 
-/* The online CPUs, within [1, max]. */
+/* The CPUs this thread may run on (its affinity), within [1, max]. */
 int sd_cpus(int max);
 
 /* Seconds on the monotonic clock (for durations only). */

@@ -77,6 +77,11 @@ nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
 # the MMDiT's FP8 products through cuBLASLt, each way they could be issued
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a \
     -o "$out/bin/gemm_probe" tests/gpu/gemm_probe.cu -lcublasLt
+# PNG encoding's time by the cores it has (run.sh png)
+cc -std=c11 -O2 -Wall -Wextra -D_GNU_SOURCE -Iengine \
+    -o "$out/bin/png_bench" tests/gpu/png_bench.c build/libsd.a \
+    $(pkg-config --libs libcjson libpng zlib openblas libutf8proc libjpeg \
+      libwebp libwebpmux) -lpthread -lm
 for l in libcjson.so.1 libpng16.so.16 libutf8proc.so.2 libgfortran.so.5 \
          libjpeg.so.62 libwebp.so.7 libwebpmux.so.3 libsharpyuv.so.0 \
          libquadmath.so.0; do
@@ -86,7 +91,7 @@ cp -L /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
       "$out/lib/"
 (cd "$out/debs" && apt-get download -q nginx nginx-common >/dev/null 2>&1) \
     || echo "pack: nginx packages not downloaded" >&2
-tar cf - -C "$(dirname "$fx")" "$(basename "$fx")" | xz -1 -T0 \
+tar cf - -C "$(dirname "$fx")" "$(basename "$fx")" | xz -6 -T0 \
     > "$out/fixtures.tar.xz"
 if [ -d ../shared/bench ]; then
     cp -r ../shared/bench "$out/bench"

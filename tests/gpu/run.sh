@@ -93,6 +93,13 @@
 #   attscratch  Medium FP8, 1 step, profiled, at several sizes of the
 #           attention products path's chunk (SD_CUDA_ATT_SCRATCH_MB: the
 #           VAE's head of 512): its time, the VAE's, the workspace
+#   devnoise  torch's CUDA noise drawn on the device (sm_90) against the
+#           host's emulation: test_backend (bit for bit), the pipeline
+#           tests, Large FP8 2-step benches each way, nginx's phases
+#   png     PNG encoding's time (tests/gpu/png_bench.c) on 1, 4, 8, 16 and
+#           every CPU (taskset): noise, a gradient, a Large 1024^2 result
+#   medclocks  Medium's and Large's FP8 bench with nvidia-smi sampling the
+#           SM clock and power (whether the step runs at the power limit)
 #   final24 session 24's last call: the pipeline and group tests, the
 #           figures of final23 without gemm8_check, test_backend and
 #           sameseed (a session with little device time left)
@@ -1144,6 +1151,50 @@ stage_attscratch() {   # the VAE's attention (head 512, the products path)
         echo "$mb MB: $(grep -E 'attention 1x16384|VAE decode|activation workspace' \
             $L/bench-as-$mb.log | tr '\n' ' ')"
     done
+}
+stage_devnoise() {     # torch's CUDA noise drawn on the device against
+                       # the host's emulation (SD_CUDA_HOST_NOISE=1)
+    run "test_backend" backend.log $G/bin/test_backend
+    grep -E "randn" $L/backend.log
+    pipeline_tests
+    ab_short SD_CUDA_HOST_NOISE host dev dn
+    bench_lines 'whole process' $L/bench-dn-*.log
+    randmodel large
+    ERRLOG_LEVEL=info nginx_large_fp8 nginx-devnoise
+    grep -E "median|all runs" $L/nginx-devnoise.log
+    phase_lines $L/nginx-devnoise-error.log
+}
+stage_png() {          # PNG encoding by the cores it may use
+    local cpus
+    nproc | sed 's/^/nproc: /' | tee -a $summary
+    grep -m1 "model name" /proc/cpuinfo | tee -a $summary
+    randmodel large
+    run "txt2img 1024 4 steps" txt2img-png.log $G/bin/sd-cli txt2img \
+        --model /dev/shm/sd-large --device cuda --precision fp8 \
+        --prompt "a lighthouse at dusk" --steps 4 --seed 7 --width 1024 \
+        --height 1024 --output /tmp/sd/png-large.png
+    for cpus in 0 0-3 0-7 0-15 all; do
+        if [ $cpus = all ]; then
+            run "png_bench, every cpu" png-all.log $G/bin/png_bench \
+                /tmp/sd/png-large.png
+        else
+            run "png_bench, cpus $cpus" png-$cpus.log taskset -c $cpus \
+                $G/bin/png_bench /tmp/sd/png-large.png
+        fi
+        grep -E "^png" $L/png-$cpus.log | tee -a $summary
+    done
+}
+stage_medclocks() {    # Medium FP8's bench with the SM clock and power
+    randmodel medium
+    with_clocks $L/clocks-medium.log 100 bench medium \
+        bench-medium-clk.log "bench medium fp8, clocks" --precision fp8
+    bench_lines '' $L/bench-medium-clk.log
+    clock_summary $L/clocks-medium.log
+    randmodel large
+    with_clocks $L/clocks-large.log 100 bench large \
+        bench-large-clk.log "bench large fp8, clocks" --precision fp8
+    bench_lines '' $L/bench-large-clk.log
+    clock_summary $L/clocks-large.log
 }
 stage_final24() {      # session 24's last call, slimmer than final23:
                        # the pipeline and group tests, Large FP8's bench,
