@@ -60,7 +60,10 @@
 #define SD_PNG_TEXT_MAX     (0x7fffffffu - 15)
 #define SD_PNG_ZLEVEL       1
 /* a strip holds at least this many filtered bytes (one row at least) */
-#define SD_PNG_STRIP_BYTES  (128 * 1024)
+#ifndef SD_PNG_STRIP_KB
+#define SD_PNG_STRIP_KB     128
+#endif
+#define SD_PNG_STRIP_BYTES  (SD_PNG_STRIP_KB * 1024)
 #define SD_PNG_MAX_THREADS  16
 /* fewer strips (under 384 to 512 KiB of rows; 512x256 has 3): no threads */
 #define SD_PNG_MIN_STRIPS   4
@@ -304,6 +307,9 @@ sd_png_chunk_end(unsigned char *p, size_t n)
  * form: a (left), b (above) or c (above left), whichever is nearest to
  * a + b - c, ties to a then b.
  */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
 static void
 sd_png_filter(unsigned char *restrict dst, const uint8_t *restrict rgb,
     const uint8_t *restrict up, int w)

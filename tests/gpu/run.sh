@@ -100,6 +100,9 @@
 #           every CPU (taskset): noise, a gradient, a Large 1024^2 result
 #   medclocks  Medium's and Large's FP8 bench with nvidia-smi sampling the
 #           SM clock and power (whether the step runs at the power limit)
+#   medab   Medium FP8 8-step benches with the engine's knobs in turn:
+#           default, SD_CUDA_NO_LANES, SD_MMDIT_BLOCK_JOIN,
+#           SD_CUDA_TIMED_PICK; Large's default and timed picks
 #   final24 session 24's last call: the pipeline and group tests, the
 #           figures of final23 without gemm8_check, test_backend and
 #           sameseed (a session with little device time left)
@@ -1195,6 +1198,35 @@ stage_medclocks() {    # Medium FP8's bench with the SM clock and power
         bench-large-clk.log "bench large fp8, clocks" --precision fp8
     bench_lines '' $L/bench-large-clk.log
     clock_summary $L/clocks-large.log
+}
+stage_medab() {        # Medium FP8's step by the engine's knobs, in turn
+    local r v
+    randmodel medium
+    for r in 1 2; do
+        for v in def lanes0 join timed; do
+            (
+                case $v in
+                lanes0) export SD_CUDA_NO_LANES=1 ;;
+                join)   export SD_MMDIT_BLOCK_JOIN=1 ;;
+                timed)  export SD_CUDA_TIMED_PICK=1 ;;
+                esac
+                bench medium bench-medab-$v-$r.log "medium fp8, $v ($r)" \
+                    --precision fp8 --steps 8
+            )
+        done
+    done
+    bench_lines '' $L/bench-medab-*.log | tee -a $summary
+    randmodel large
+    for r in 1 2; do
+        for v in def timed; do
+            (
+                [ $v = timed ] && export SD_CUDA_TIMED_PICK=1
+                bench large bench-largeab-$v-$r.log "large fp8, $v ($r)" \
+                    --precision fp8 --steps 8
+            )
+        done
+    done
+    bench_lines '' $L/bench-largeab-*.log | tee -a $summary
 }
 stage_final24() {      # session 24's last call, slimmer than final23:
                        # the pipeline and group tests, Large FP8's bench,
