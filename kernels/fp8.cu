@@ -84,7 +84,13 @@ warp_max(float v)
  * cp.async, a block an SM and each warp's next rows in flight (session
  * 14): 0.0329 ms (three rows in flight a warp, the row in registers) and
  * 0.0308 (512 threads, two rows, read back each pass): each row's three
- * warp reductions are not hidden with one block an SM.
+ * warp reductions are not hidden with one block an SM. Rows of up to 1536
+ * (Medium's) keep 6 vectors a lane, not 8: 76 registers, three blocks an
+ * SM where 94 held two, so more rows are in flight while each one's
+ * reductions wait (session 25, in turn in one call: Medium's step 25.98 /
+ * 26.02 ms against 26.26 / 26.43, the image the same bytes;
+ * SD_CUDA_NM_WIDE=1 keeps 8, for measuring). Large's 2432 keep 10
+ * vectors (118 registers, two blocks).
  */
 #define NM_THREADS  256
 #define NM_ROWS     (NM_THREADS / 32)
@@ -116,7 +122,7 @@ nm_vecs(const float4 *st, int nv, const __nv_bfloat16 *shift,
 
 
 template <int MAXV>
-__global__ void __launch_bounds__(NM_THREADS, 2)
+__global__ void __launch_bounds__(NM_THREADS, MAXV <= 6 ? 3 : 2)
 norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     const __nv_bfloat16 *shift, const __nv_bfloat16 *scale, int rows,
     int c, int rows_per_batch, float eps)
@@ -242,6 +248,8 @@ sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
         SD_NMF(2);
     } else if (nv <= 128) {
         SD_NMF(4);
+    } else if (nv <= 192 && !c->nm_wide) {
+        SD_NMF(6);
     } else if (nv <= 256) {
         SD_NMF(8);
     } else if (nv <= 320) {

@@ -103,6 +103,10 @@
 #   medab   Medium FP8 8-step benches with the engine's knobs in turn:
 #           default, SD_CUDA_NO_LANES, SD_MMDIT_BLOCK_JOIN,
 #           SD_CUDA_TIMED_PICK; Large's default and timed picks
+#   nmab    Medium's norm_modulate into E4M3 on 6 vectors a lane against
+#           8 (SD_CUDA_NM_WIDE=1): the same image's bytes, 8-step benches
+#   final25 session 25's last call: test_backend, pipeline and group
+#           tests, nmab, then final24's figures without PACK_BASE's
 #   final24 session 24's last call: the pipeline and group tests, the
 #           figures of final23 without gemm8_check, test_backend and
 #           sameseed (a session with little device time left)
@@ -1227,6 +1231,50 @@ stage_medab() {        # Medium FP8's step by the engine's knobs, in turn
         done
     done
     bench_lines '' $L/bench-largeab-*.log | tee -a $summary
+}
+stage_nmab() {         # Medium's norm_modulate into E4M3 on 6 vectors a
+                       # lane (3 blocks an SM) against 8 (SD_CUDA_NM_WIDE)
+    local r v
+    randmodel medium
+    for v in nm6 nm8; do
+        (
+            [ $v = nm8 ] && export SD_CUDA_NM_WIDE=1
+            run "txt2img medium 4 steps, $v" txt2img-med-$v.log \
+                $G/bin/sd-cli txt2img --model /dev/shm/sd-medium --device \
+                cuda --precision fp8 --prompt "a lighthouse at dusk" \
+                --steps 4 --seed 7 --output /tmp/sd/med-$v.png \
+                --dump /tmp/sd/med-$v.safetensors
+        )
+    done
+    same_image med-nm6 med-nm8
+    for r in 1 2; do
+        for v in nm6 nm8; do
+            (
+                [ $v = nm8 ] && export SD_CUDA_NM_WIDE=1
+                bench medium bench-nm-$v-$r.log "medium fp8, $v ($r)" \
+                    --precision fp8 --steps 8
+            )
+        done
+    done
+    bench_lines '' $L/bench-nm-*.log | tee -a $summary
+}
+stage_final25() {      # session 25's last call: test_backend, the
+                       # pipeline and group tests, nmab, Large FP8's bench,
+                       # nginx (info log), Turbo, diffusers' two runs,
+                       # Medium
+    run "test_backend" backend.log $G/bin/test_backend
+    grep -E "norm_modulate -> E4M3|randn" $L/backend.log | tee -a $summary
+    pipeline_tests
+    stage_group
+    stage_nmab
+    randmodel large
+    bench large bench-large-fp8.log "bench large fp8" --precision fp8
+    ERRLOG_LEVEL=info nginx_large_fp8
+    phase_lines $L/nginx-large-fp8-error.log
+    bench large bench-turbo-fp8.log "bench large fp8, 4 steps cfg 1" \
+        --precision fp8 --steps 4 --cfg 1
+    ref_e2e_large
+    bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
 }
 stage_final24() {      # session 24's last call, slimmer than final23:
                        # the pipeline and group tests, Large FP8's bench,
