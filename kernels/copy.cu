@@ -201,8 +201,6 @@ sd_cuda_to_rgb8(sd_err *err, const sd_tensor *img, uint8_t *rgb)
     int64_t      hw = img->ne[2] * img->ne[3];
     unsigned     blocks = sd_cuda_blocks(hw, SD_CP_THREADS);
     void        *d = NULL;
-    sd_status    s = SD_OK;
-    cudaError_t  e;
 
     if (img->dtype != SD_DT_F32 && img->dtype != SD_DT_BF16) {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: to_rgb8 of %s",
@@ -218,16 +216,26 @@ sd_cuda_to_rgb8(sd_err *err, const sd_tensor *img, uint8_t *rgb)
     SD_CUDA_DISPATCH(err, img->dtype, S,
         rgb8_kernel<S><<<blocks, SD_CP_THREADS, 0, c->stream>>>(
             (uint8_t *) d, (const S *) img->data, hw));
-    e = cudaGetLastError();
+    return sd_cuda_download_scratch(err, c, rgb, d, (size_t) hw * 3,
+                                    "to_rgb8");
+}
+
+
+sd_status
+sd_cuda_download_scratch(sd_err *err, sd_cuda *c, void *dst, void *d,
+    size_t n, const char *what)
+{
+    cudaError_t  e = cudaGetLastError();
+    sd_status    s = SD_OK;
+
     if (e == cudaSuccess) {
-        e = cudaMemcpyAsync(rgb, d, (size_t) hw * 3, cudaMemcpyDefault,
-                            c->stream);
+        e = cudaMemcpyAsync(dst, d, n, cudaMemcpyDefault, c->stream);
     }
     if (e == cudaSuccess) {
         e = cudaStreamSynchronize(c->stream);
     }
     if (e != cudaSuccess) {
-        s = sd_cuda_fail(err, e, "to_rgb8", __FILE__, __LINE__);
+        s = sd_cuda_fail(err, e, what, __FILE__, __LINE__);
     }
     sd_cuda_scratch_free(c, d);
     return s;

@@ -561,5 +561,12 @@ sd_status sd_cuda_permute(sd_err *err, sd_tensor *y, const sd_tensor *x,
 sd_status sd_cuda_convert(sd_err *err, sd_cuda *c, void *dst, sd_dtype dt,
     const void *src, sd_dtype st, int64_t n);
 sd_status sd_cuda_to_rgb8(sd_err *err, const sd_tensor *img, uint8_t *rgb);
+/*
+ * After the kernel that wrote scratch d (queued on c->stream): its launch
+ * checked, d's n bytes copied to host dst and waited for, d released on
+ * every path. what names the op in the error.
+ */
+sd_status sd_cuda_download_scratch(sd_err *err, sd_cuda *c, void *dst,
+    void *d, size_t n, const char *what);
 
 #endif /* SD_KERNELS_CUDA_H */

@@ -667,10 +667,8 @@ randn_kernel(float *out, unsigned long long seed, int64_t n, int64_t tt)
 sd_status
 sd_cuda_randn(sd_err *err, sd_cuda *c, uint64_t seed, float *out, size_t n)
 {
-    int64_t      grid = ((int64_t) n + 255) / 256;
-    float       *d = NULL;
-    cudaError_t  e;
-    sd_status    s = SD_OK;
+    int64_t  grid = ((int64_t) n + 255) / 256;
+    float   *d = NULL;
 
     if (n == 0) {
         return SD_OK;
@@ -680,19 +678,8 @@ sd_cuda_randn(sd_err *err, sd_cuda *c, uint64_t seed, float *out, size_t n)
     randn_kernel<<<sd_cuda_blocks((int64_t) n, SD_EW_THREADS), SD_EW_THREADS,
                    0, c->stream>>>(d, (unsigned long long) seed, (int64_t) n,
                                    grid * 256);
-    e = cudaGetLastError();
-    if (e == cudaSuccess) {
-        e = cudaMemcpyAsync(out, d, n * sizeof(float), cudaMemcpyDefault,
-                            c->stream);
-    }
-    if (e == cudaSuccess) {
-        e = cudaStreamSynchronize(c->stream);
-    }
-    if (e != cudaSuccess) {
-        s = sd_cuda_fail(err, e, "randn", __FILE__, __LINE__);
-    }
-    sd_cuda_scratch_free(c, d);
-    return s;
+    return sd_cuda_download_scratch(err, c, out, d, n * sizeof(float),
+                                    "randn");
 }
 
 

@@ -1032,18 +1032,24 @@ stage_encvae() {       # text encoding and VAE: profile, picks
 }
 # Large FP8 at 2 steps, each way twice in turn, VAR=1 for the runs named
 # ON: bench-PRE-{ON,OFF}-{1,2}.log
-ab_short() {    # VAR ON OFF PRE
-    local var=$1 on=$2 off=$3 pre=$4 r v
-    randmodel large
+# MODEL's FP8 bench of STEPS steps with VAR=1 (ON) and without (OFF), in
+# turn, twice: bench-PRE-{ON,OFF}-{1,2}.log
+ab_bench() {    # MODEL VAR ON OFF PRE STEPS
+    local m=$1 var=$2 on=$3 off=$4 pre=$5 steps=$6 r v
+    randmodel $m
     for r in 1 2; do
         for v in $on $off; do
             (
                 [ $v = $on ] && export $var=1
-                bench large bench-$pre-$v-$r.log "large fp8 2 steps, $v ($r)" \
-                    --precision fp8 --steps 2 --cfg 4.5
+                bench $m bench-$pre-$v-$r.log \
+                    "$m fp8 $steps steps, $v ($r)" --precision fp8 \
+                    --steps $steps --cfg 4.5
             )
         done
     done
+}
+ab_short() {    # VAR ON OFF PRE: Large, 2 steps
+    ab_bench large "$1" "$2" "$3" "$4" 2
 }
 # the text encoders' golden tests on the GPU in BF16 and FP8
 encoder_tests() {
@@ -1220,16 +1226,7 @@ stage_medab() {        # Medium FP8's step by the engine's knobs, in turn
         done
     done
     bench_lines '' $L/bench-medab-*.log | tee -a $summary
-    randmodel large
-    for r in 1 2; do
-        for v in def timed; do
-            (
-                [ $v = timed ] && export SD_CUDA_TIMED_PICK=1
-                bench large bench-largeab-$v-$r.log "large fp8, $v ($r)" \
-                    --precision fp8 --steps 8
-            )
-        done
-    done
+    ab_bench large SD_CUDA_TIMED_PICK timed def largeab 8
     bench_lines '' $L/bench-largeab-*.log | tee -a $summary
 }
 stage_nmab() {         # Medium's norm_modulate into E4M3 on 6 vectors a
@@ -1247,16 +1244,21 @@ stage_nmab() {         # Medium's norm_modulate into E4M3 on 6 vectors a
         )
     done
     same_image med-nm6 med-nm8
-    for r in 1 2; do
-        for v in nm6 nm8; do
-            (
-                [ $v = nm8 ] && export SD_CUDA_NM_WIDE=1
-                bench medium bench-nm-$v-$r.log "medium fp8, $v ($r)" \
-                    --precision fp8 --steps 8
-            )
-        done
-    done
+    ab_bench medium SD_CUDA_NM_WIDE nm8 nm6 nm 8
     bench_lines '' $L/bench-nm-*.log | tee -a $summary
+}
+# the README table's figures: Large FP8's bench, nginx (its log at info:
+# each request's phases), Turbo's shape, diffusers' two runs, Medium FP8
+table_figures() {
+    randmodel large
+    bench large bench-large-fp8.log "bench large fp8" --precision fp8
+    ERRLOG_LEVEL=info nginx_large_fp8
+    phase_lines $L/nginx-large-fp8-error.log
+    bench large bench-turbo-fp8.log "bench large fp8, 4 steps cfg 1" \
+        --precision fp8 --steps 4 --cfg 1
+    ref_e2e_large
+    randmodel medium
+    bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
 }
 stage_final25() {      # session 25's last call: test_backend, the
                        # pipeline and group tests, nmab, Large FP8's bench,
@@ -1267,14 +1269,7 @@ stage_final25() {      # session 25's last call: test_backend, the
     pipeline_tests
     stage_group
     stage_nmab
-    randmodel large
-    bench large bench-large-fp8.log "bench large fp8" --precision fp8
-    ERRLOG_LEVEL=info nginx_large_fp8
-    phase_lines $L/nginx-large-fp8-error.log
-    bench large bench-turbo-fp8.log "bench large fp8, 4 steps cfg 1" \
-        --precision fp8 --steps 4 --cfg 1
-    ref_e2e_large
-    bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
+    table_figures
 }
 stage_final24() {      # session 24's last call, slimmer than final23:
                        # the pipeline and group tests, Large FP8's bench,
@@ -1282,15 +1277,7 @@ stage_final24() {      # session 24's last call, slimmer than final23:
                        # Medium, PACK_BASE's bench, then nginxab
     pipeline_tests
     stage_group
-    randmodel large
-    bench large bench-large-fp8.log "bench large fp8" --precision fp8
-    ERRLOG_LEVEL=info nginx_large_fp8
-    phase_lines $L/nginx-large-fp8-error.log
-    bench large bench-turbo-fp8.log "bench large fp8, 4 steps cfg 1" \
-        --precision fp8 --steps 4 --cfg 1
-    ref_e2e_large
-    randmodel medium
-    bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
+    table_figures
     if [ -x $G/bin/sd-cli-var ]; then
         SDCLI=$G/bin/sd-cli-var bench large bench-large-fp8-base.log \
             "bench large fp8, base revision" --precision fp8
