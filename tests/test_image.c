@@ -11,6 +11,7 @@
  * printed, never checked.
  */
 
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -469,6 +470,62 @@ t_malformed(const char *text)
  * with each kind of text: the same pixels, the same text, and the same
  * bytes from a second encoding.
  */
+/*
+ * sd_cpus follows the thread's affinity (taskset, a cpuset), and the PNG
+ * encoder's bytes do not depend on how many threads compress them: a
+ * 1024x1024 image encoded with every CPU the thread may use and again
+ * pinned to one (where sd_cpus says 1 and the strips go to one thread).
+ */
+static void
+t_cpus_affinity(void)
+{
+    cpu_set_t       all, one;
+    sd_err          err;
+    uint8_t        *rgb;
+    unsigned char  *a = NULL, *b = NULL;
+    size_t          la = 0, lb = 0;
+    int             i, n;
+
+    if (sched_getaffinity(0, sizeof(all), &all) != 0) {
+        T_SKIP("sched_getaffinity: no affinity mask here");
+        return;
+    }
+    n = CPU_COUNT(&all);
+    T_CHECK(sd_cpus(1024) == n && sd_cpus(1) == 1,
+            "sd_cpus: %d and %d for an affinity of %d CPUs", sd_cpus(1024),
+            sd_cpus(1), n);
+    rgb = t_make_noise(1024, 1024, 4242);
+    T_CHECK(rgb != NULL, "out of memory");
+    if (rgb == NULL) {
+        return;
+    }
+    memset(&err, 0, sizeof(err));
+    T_CHECK(sd_png_encode(&err, rgb, 1024, 1024, "cpus", &a, &la) == SD_OK,
+            "encode on %d CPUs: %s", n, err.msg);
+
+    for (i = 0; i < CPU_SETSIZE && !CPU_ISSET(i, &all); i++) {
+    }
+    CPU_ZERO(&one);
+    CPU_SET(i, &one);
+    if (sched_setaffinity(0, sizeof(one), &one) == 0) {
+        T_CHECK(sd_cpus(16) == 1, "sd_cpus pinned to CPU %d: %d", i,
+                sd_cpus(16));
+        T_CHECK(sd_png_encode(&err, rgb, 1024, 1024, "cpus", &b, &lb)
+                == SD_OK, "encode on one CPU: %s", err.msg);
+        T_CHECK(sched_setaffinity(0, sizeof(all), &all) == 0,
+                "affinity restored");
+        T_CHECK(a && b && la == lb && memcmp(a, b, la) == 0,
+                "the PNG on one CPU differs from the PNG on %d (%zu and %zu "
+                "bytes)", n, la, lb);
+    } else {
+        T_SKIP("sched_setaffinity refused here");
+    }
+    free(a);
+    free(b);
+    free(rgb);
+}
+
+
 static void
 t_noise(void)
 {
@@ -754,6 +811,7 @@ main(void)
     }
 
     t_noise();
+    t_cpus_affinity();
     t_base64();
     t_text_after_idat();
     t_malformed("Steps: 4, Seed: 42");
