@@ -103,6 +103,8 @@
 #   medab   Medium FP8 8-step benches with the engine's knobs in turn:
 #           default, SD_CUDA_NO_LANES, SD_MMDIT_BLOCK_JOIN,
 #           SD_CUDA_TIMED_PICK; Large's default and timed picks
+#   largeprof  Large FP8, 2 steps, every op on one queue and timed
+#           (bench --profile 1): where a step's time goes
 #   nmab    Medium's norm_modulate into E4M3 on 6 vectors a lane against
 #           8 (SD_CUDA_NM_WIDE=1): the same image's bytes, 8-step benches
 #   final25 session 25's last call: test_backend, pipeline and group
@@ -1298,6 +1300,12 @@ stage_medprof() {      # Medium FP8, 2 steps, every op on one lane, timed
     randmodel medium
     SD_CUDA_NO_LANES=1 bench medium bench-medium-prof.log \
         "medium fp8 2 steps, one lane, profile" --precision fp8 --steps 2 \
+        --profile 1
+}
+stage_largeprof() {    # Large FP8, 2 steps, every op on one lane, timed
+    randmodel large
+    SD_CUDA_NO_LANES=1 bench large bench-large-prof.log \
+        "large fp8 2 steps, one lane, profile" --precision fp8 --steps 2 \
         --profile 1
 }
 stage_encab() {        # text encoding: the tree against PACK_BASE
