@@ -198,19 +198,38 @@ sd_pipe_validate(sd_err *err, const sd_model *m, const sd_pipe_args *a)
 }
 
 
-/* Fill the host noise of image i: randn(seed) [slerp randn(subseed)]. */
+/*
+ * randn(seed) into out: drawn by dev (sd_backend_randn_cuda: torch's CUDA
+ * generator; SD_ERR_UNSUPPORTED where it cannot), or on the host when dev
+ * is NULL, on the generator a->rng names.
+ */
 static sd_status
-make_noise(sd_err *err, const sd_pipe_args *a, int i, float *dst, int c,
-    int h, int w)
+draw_noise(sd_err *err, sd_backend *dev, const sd_pipe_args *a,
+    uint64_t seed, float *out, size_t n)
 {
-    size_t  n = (size_t) c * h * w;
-    float  *sub;
-
-    if (a->rng == SD_RNG_CPU) {
-        sd_randn_cpu(a->seeds[i], dst, n);
-    } else {
-        sd_randn_cuda(a->seeds[i], dst, n);
+    if (dev) {
+        return sd_backend_randn_cuda(err, dev, seed, out, n);
     }
+    if (a->rng == SD_RNG_CPU) {
+        sd_randn_cpu(seed, out, n);
+    } else {
+        sd_randn_cuda(seed, out, n);
+    }
+    return SD_OK;
+}
+
+
+/* Fill the host noise of image i: randn(seed) [slerp randn(subseed)],
+   drawn as draw_noise does. */
+static sd_status
+make_noise(sd_err *err, const sd_pipe_args *a, sd_backend *dev, int i,
+    float *dst, int c, int h, int w)
+{
+    size_t     n = (size_t) c * h * w;
+    float     *sub;
+    sd_status  s;
+
+    SD_TRY(draw_noise(err, dev, a, a->seeds[i], dst, n));
     if (a->subseed_strength <= 0.0f) {
         return SD_OK;
     }
@@ -218,14 +237,12 @@ make_noise(sd_err *err, const sd_pipe_args *a, int i, float *dst, int c,
     if (sub == NULL) {
         return SD_ERR_NOMEM;
     }
-    if (a->rng == SD_RNG_CPU) {
-        sd_randn_cpu(a->subseeds[i], sub, n);
-    } else {
-        sd_randn_cuda(a->subseeds[i], sub, n);
+    s = draw_noise(err, dev, a, a->subseeds[i], sub, n);
+    if (s == SD_OK) {
+        sd_noise_slerp(a->subseed_strength, dst, sub, c, h, w);
     }
-    sd_noise_slerp(a->subseed_strength, dst, sub, c, h, w);
     free(sub);
-    return SD_OK;
+    return s;
 }
 
 
@@ -1159,8 +1176,8 @@ noise_run(void *arg)
 
     nz->s = SD_OK;
     for (i = 0; i < nz->a->batch && nz->s == SD_OK; i++) {
-        nz->s = make_noise(&nz->err, nz->a, i, nz->host + i * per, nz->c,
-                           nz->h, nz->w);
+        nz->s = make_noise(&nz->err, nz->a, NULL, i, nz->host + i * per,
+                           nz->c, nz->h, nz->w);
     }
     return NULL;
 }
@@ -1177,39 +1194,23 @@ noise_device(sd_err *err, sd_model *m, const sd_pipe_args *a, float *host,
     int c, int h, int w, int *done)
 {
     size_t      per = (size_t) c * h * w;
-    float      *sub = NULL;
-    sd_status   s = SD_OK;
+    sd_status   s;
     int         i;
 
     *done = 0;
     if (a->rng == SD_RNG_CPU) {
         return SD_OK;
     }
-    for (i = 0; i < a->batch && s == SD_OK; i++) {
-        s = sd_backend_randn_cuda(err, m->be, a->seeds[i], host + i * per,
-                                  per);
+    for (i = 0; i < a->batch; i++) {
+        s = make_noise(err, a, m->be, i, host + i * per, c, h, w);
         if (s == SD_ERR_UNSUPPORTED && i == 0) {
             sd_err_clear(err);          /* the host draws them */
             return SD_OK;
         }
-        if (s != SD_OK || a->subseed_strength <= 0.0f) {
-            continue;
-        }
-        if (sub == NULL) {
-            sub = sd_malloc(err, per * sizeof(float), "variation noise");
-            if (sub == NULL) {
-                return SD_ERR_NOMEM;
-            }
-        }
-        s = sd_backend_randn_cuda(err, m->be, a->subseeds[i], sub, per);
-        if (s == SD_OK) {
-            sd_noise_slerp(a->subseed_strength, host + i * per, sub, c, h,
-                           w);
-        }
+        SD_TRY(s);
     }
-    free(sub);
-    *done = s == SD_OK;
-    return s;
+    *done = 1;
+    return SD_OK;
 }
 
 
