@@ -660,23 +660,28 @@ sd_randn_chunk(void *arg, int64_t i0, int64_t i1)
 }
 
 
+uint64_t
+sd_randn_cuda_threads(size_t n)
+{
+    uint64_t  grid = (n + SD_CUDA_BLOCK - 1) / SD_CUDA_BLOCK;
+
+    return (grid < SD_CUDA_MAX_GRID ? grid : SD_CUDA_MAX_GRID)
+           * SD_CUDA_BLOCK;
+}
+
+
 void
 sd_randn_cuda(uint64_t seed, float *out, size_t n)
 {
     sd_randn_job  job;
-    uint64_t      grid;
 
     if (n == 0) {
         return;
     }
     (void) pthread_once(&sd_sfu_sq_once, sd_sfu_sq_init);
 
-    grid = (n + SD_CUDA_BLOCK - 1) / SD_CUDA_BLOCK;
-    if (grid > SD_CUDA_MAX_GRID) {
-        grid = SD_CUDA_MAX_GRID;
-    }
     job.seed = seed;
-    job.threads = grid * SD_CUDA_BLOCK;
+    job.threads = sd_randn_cuda_threads(n);
     job.out = out;
     sd_run_chunks(sd_randn_chunk, &job, (int64_t) n, SD_RANDN_CHUNK,
                   SD_RANDN_THREADS);

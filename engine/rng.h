@@ -17,5 +17,9 @@
 
 void sd_randn_cpu(uint64_t seed, float *out, size_t n);
 void sd_randn_cuda(uint64_t seed, float *out, size_t n);
+/* the threads of torch's grid-stride kernel for n values (its grid capped
+   at an H100's 132 SMs x 8 blocks of 256), which sd_randn_cuda assumes and
+   the CUDA backend's own draw (kernels/elementwise.cu) uses */
+uint64_t sd_randn_cuda_threads(size_t n);
 
 #endif /* SD_RNG_H */

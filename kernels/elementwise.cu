@@ -15,6 +15,10 @@
 
 #include "cuda.h"
 
+extern "C" {
+#include "rng.h"
+}
+
 
 #define SD_EW_THREADS  256
 
@@ -637,9 +641,9 @@ sd_cuda_subpixel2x(sd_err *err, sd_tensor *y, const sd_tensor *x)
  * torch.randn on a fresh CUDA generator as torch draws it
  * (distribution_elementwise_grid_stride_kernel with curand_normal4, which
  * this calls): element i = t + 4 T k + T j is component j of thread t's
- * k-th curand_normal4, T the threads of torch's grid for n (rng.c's
- * sd_randn_cuda: 256 * min(ceil(n / 256), 132 * 8)), whatever this
- * launch's own grid. Then "rand * std + mean" with 1 and 0.
+ * k-th curand_normal4, T the threads of torch's grid for n
+ * (sd_randn_cuda_threads, rng.c's), whatever this launch's own grid.
+ * Then "rand * std + mean" with 1 and 0.
  */
 __global__ void
 randn_kernel(float *out, unsigned long long seed, int64_t n, int64_t tt)
@@ -667,17 +671,15 @@ randn_kernel(float *out, unsigned long long seed, int64_t n, int64_t tt)
 sd_status
 sd_cuda_randn(sd_err *err, sd_cuda *c, uint64_t seed, float *out, size_t n)
 {
-    int64_t  grid = ((int64_t) n + 255) / 256;
-    float   *d = NULL;
+    float  *d = NULL;
 
     if (n == 0) {
         return SD_OK;
     }
-    grid = grid < 132 * 8 ? grid : 132 * 8;
     SD_TRY(sd_cuda_scratch(err, c, n * sizeof(float), (void **) &d));
     randn_kernel<<<sd_cuda_blocks((int64_t) n, SD_EW_THREADS), SD_EW_THREADS,
                    0, c->stream>>>(d, (unsigned long long) seed, (int64_t) n,
-                                   grid * 256);
+                                   (int64_t) sd_randn_cuda_threads(n));
     return sd_cuda_download_scratch(err, c, out, d, n * sizeof(float),
                                     "randn");
 }
