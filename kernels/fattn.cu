@@ -87,6 +87,10 @@
 #define FA_STAGES8  4
 #endif
 #define FA_NST(eb)  ((eb) == 1 ? FA_STAGES8 : FA_STAGES)
+#ifndef FA_MASK_ALL                     /* -DFA_MASK_ALL=1: every tile's */
+#define FA_MASK_ALL 0                   /* softmax checks for keys past */
+#endif                                  /* the end (the kernel before
+                                           2026-12-03), for measuring */
 /*
  * The E4M3 kernel's scores and P. S = Q K^T accumulates in F16 (wgmma
  * .f16: 32 registers a thread, not 64), which the caller's scales allow
@@ -570,6 +574,70 @@ fa8_vscale(float amax)
 }
 
 
+/*
+ * One K/V tile j > 0 of a consumer warpgroup's main loop: tile j's scores
+ * issued with tile j - 1's P V, tile j's softmax while that product runs,
+ * then O rescaled and tile j's P packed for the next step. LAST: the
+ * sequence's last tile, whose keys past lk are masked; every other tile
+ * has FA_BN keys, and its softmax no masking.
+ */
+template <int EB, bool LAST>
+static __device__ __forceinline__ void
+fa_tile(fa_smem<EB> *sm, int j, int lk, float sl2, int qd, int lane,
+    uint64_t dq, const float *vts, uint32_t *sh, float *sacc, float *oacc,
+    float *t8, uint32_t *pa, float *m, float *l, float *a, float *vs)
+{
+    const int  sv = EB == 1;            /* F16 scores, sums on tensor cores */
+    const int  valid = LAST ? lk - j * FA_BN : FA_BN;
+    int        sp = (j - 1) % FA_NST(EB), s = j % FA_NST(EB);
+    float      vn = EB == 1 ? vts[j] : 1.f, ar[2];
+
+    sm90_mbar_wait(&sm->full[s], (j / FA_NST(EB)) & 1);
+    sm90_wgmma_fence();
+    if (sv) {
+        fa_issue_qk8(sh, dq, sm->k[s]);
+    } else {
+        fa_issue_qk_bf16(sacc, dq, sm->k[s]);
+    }
+    sm90_wgmma_commit();
+    fa_issue_pv<EB>(oacc, t8, pa, sm->v[sp]);
+    sm90_wgmma_commit();
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+    if (sv) {
+        fa_fence_u32(sh, 32);
+        fa_softmax8(sh, m, a, 8.f * sl2, valid, qd);
+    } else {
+        fa_fence_regs(sacc, 64);
+        fa_softmax(sacc, m, l, a, sl2, valid, qd);
+    }
+    sm90_wgmma_wait<0>();
+    fa_fence_regs(oacc, 32);
+    if (lane == 0) {
+        sm90_mbar_arrive(&sm->empty[sp]);
+    }
+    if (sv) {
+        /* tile j - 1's sums, in F32 from here on */
+        fa_fence_regs(t8, 4);
+        l[0] = (l[0] + t8[0]) * a[0];
+        l[1] = (l[1] + t8[2]) * a[1];
+    }
+    if (EB == 1) {
+        float  ratio = *vs / vn;
+
+        ar[0] = a[0] * ratio;
+        ar[1] = a[1] * ratio;
+        *vs = vn;
+        fa_rescale(oacc, ar);
+    } else {
+        fa_rescale(oacc, a);
+    }
+    if (sv) {
+        fa_pack_p8(pa, sh);
+    } else {
+        fa_pack_p_bf16(pa, sacc);
+    }
+}
+
 #endif /* __CUDA_ARCH_FEAT_SM90_ALL */
 
 
@@ -686,7 +754,7 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
         float     oacc[32], sacc[64], m[2], l[2], a[2], vs = 1.f;
         uint32_t  sh[32];
         float     t8[4] = { 0.f, 0.f, 0.f, 0.f };
-        float     so = 1.f, ar[2];
+        float     so = 1.f;
         uint32_t  pa[32];
         uint64_t  dq;
         int64_t   row0, ld;
@@ -743,56 +811,17 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
             fa_pack_p_bf16(pa, sacc);
         }
 
-        for (j = 1; j < nkv; j++) {
-            int    sp = (j - 1) % FA_NST(EB);
-            float  vn = EB == 1 ? vts[j] : 1.f;
-
-            s = j % FA_NST(EB);
-            sm90_mbar_wait(&sm->full[s], (j / FA_NST(EB)) & 1);
-            sm90_wgmma_fence();
-            if (sv) {
-                fa_issue_qk8(sh, dq, sm->k[s]);
-            } else {
-                fa_issue_qk_bf16(sacc, dq, sm->k[s]);
-            }
-            sm90_wgmma_commit();
-            fa_issue_pv<EB>(oacc, t8, pa, sm->v[sp]);
-            sm90_wgmma_commit();
-            asm volatile("wgmma.wait_group.sync.aligned 1;\n"
-                         ::: "memory");
-            if (sv) {
-                fa_fence_u32(sh, 32);
-                fa_softmax8(sh, m, a, 8.f * sl2, lk - j * FA_BN, qd);
-            } else {
-                fa_fence_regs(sacc, 64);
-                fa_softmax(sacc, m, l, a, sl2, lk - j * FA_BN, qd);
-            }
-            sm90_wgmma_wait<0>();
-            fa_fence_regs(oacc, 32);
-            if (lane == 0) {
-                sm90_mbar_arrive(&sm->empty[sp]);
-            }
-            if (sv) {
-                /* tile j - 1's sums, in F32 from here on */
-                fa_fence_regs(t8, 4);
-                l[0] = (l[0] + t8[0]) * a[0];
-                l[1] = (l[1] + t8[2]) * a[1];
-            }
-            if (EB == 1) {
-                float  ratio = vs / vn;
-
-                ar[0] = a[0] * ratio;
-                ar[1] = a[1] * ratio;
-                vs = vn;
-                fa_rescale(oacc, ar);
-            } else {
-                fa_rescale(oacc, a);
-            }
-            if (sv) {
-                fa_pack_p8(pa, sh);
-            } else {
-                fa_pack_p_bf16(pa, sacc);
-            }
+        /* every tile but the last has FA_BN keys: its softmax has no
+           masking, whose branch made ptxas copy the 32 score registers
+           out of the product's accumulators in every tile */
+        for (j = 1; j + 1 < nkv; j++) {
+            fa_tile<EB, FA_MASK_ALL != 0>(sm, j, lk, sl2, qd, lane, dq, vts,
+                                          sh, sacc, oacc, t8, pa, m, l, a,
+                                          &vs);
+        }
+        if (nkv > 1) {
+            fa_tile<EB, true>(sm, nkv - 1, lk, sl2, qd, lane, dq, vts, sh,
+                              sacc, oacc, t8, pa, m, l, a, &vs);
         }
 
         s = (nkv - 1) % FA_NST(EB);

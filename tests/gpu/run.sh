@@ -23,6 +23,14 @@
 #           BF16 and E4M3
 #   vaeprof the VAE decoder's ops timed one by one (Medium, BF16, 1 step)
 #   fattnncu  the E4M3 attention kernel under ncu, its SASS opcode counts
+#   peelab  the attention's last K/V tile peeled from its main loop (no
+#           masking branch in the other tiles) against fattn_check_xmaskall
+#           (pack.sh PACK_FATTN_VARIANTS="maskall:-DFA_MASK_ALL=1") in turn,
+#           its stall samples, test_backend, the pipeline tests, then
+#           Large's and Medium's 8-step benches against sd-cli-var
+#           (PACK_BASE=HEAD) in turn, one seed's image each way
+#   fattnstall  the E4M3 attention kernel's warp stall samples by SASS
+#           instruction (ncu's source page, ncu_sass.py), 38 heads
 #   fattnpipes  the E4M3 attention kernel's pipe use under ncu, the
 #           default build and each pack.sh PACK_FATTN_VARIANTS build
 #   attn    fattn, test_backend, the GPU goldens in BF16, Large and Medium
@@ -107,6 +115,8 @@
 #           (bench --profile 1): where a step's time goes
 #   nmab    Medium's norm_modulate into E4M3 on 6 vectors a lane against
 #           8 (SD_CUDA_NM_WIDE=1): the same image's bytes, 8-step benches
+#   final26 session 26's last call: the pipeline tests and the table's
+#           figures (table_figures), nothing else
 #   final25 session 25's last call: test_backend, pipeline and group
 #           tests, nmab, then final24's figures without PACK_BASE's
 #   final24 session 24's last call: the pipeline and group tests, the
@@ -293,6 +303,55 @@ for fn, c in cnt.items():
         print(fn[:80], sum(c.values()), 'instructions')
         print('  ', ', '.join(f'{k} {v}' for k, v in c.most_common(30)))
 PYEOF
+}
+
+stage_peelab() {
+    local r b
+    for r in 1 2; do
+        for b in fattn_check fattn_check_xmaskall; do
+            run "$b ($r)" $b-$r.log $G/bin/$b
+        done
+    done
+    grep -E '\| (4429|4096) ' $L/fattn_check*-[12].log | tee -a $summary
+    stage_fattnstall
+    run "test_backend" backend.log $G/bin/test_backend
+    grep -E "attention" $L/backend.log | head -20
+    pipeline_tests
+    randmodel large
+    SDCLI=$G/bin/sd-cli txt2img_dump peel
+    SDCLI=$G/bin/sd-cli-var txt2img_dump base
+    same_image base peel
+    for r in 1 2; do
+        for b in sd-cli sd-cli-var; do
+            SDCLI=$G/bin/$b bench large bench-peel-$b-$r.log \
+                "large fp8 8 steps, $b ($r)" --precision fp8 --steps 8
+        done
+    done
+    randmodel medium
+    for r in 1 2; do
+        for b in sd-cli sd-cli-var; do
+            SDCLI=$G/bin/$b bench medium bench-peelm-$b-$r.log \
+                "medium fp8 8 steps, $b ($r)" --precision fp8 --steps 8
+        done
+    done
+    bench_lines '' $L/bench-peel*.log | tee -a $summary
+}
+# the E4M3 attention kernel's warp stall samples per SASS instruction
+# (ncu_sass.py: each reason's share, the instructions with the most
+# samples, the samples between the warpgroup waits and barriers), 38 heads
+stage_fattnstall() {
+    run "ncu: fattn E4M3 stall samples" ncu-fattn-stall.log ncu \
+        --kernel-name regex:fattn_kernel --launch-skip 1 --launch-count 1 \
+        --set full --import-source no -o /tmp/sd/fa -f \
+        $G/bin/fattn_check 38 e4m3
+    ncu -i /tmp/sd/fa.ncu-rep --page details > $L/ncu-fa-details.log 2>&1
+    ncu -i /tmp/sd/fa.ncu-rep --page source --csv --print-source sass \
+        > $L/fa-sass.csv 2>&1
+    python3 tests/gpu/ncu_sass.py $L/fa-sass.csv --top 40 \
+        --mark 'WARPGROUP\.DEPBAR|SYNCS|BAR\.|EXIT' > $L/fa-sass.txt 2>&1
+    head -150 $L/fa-sass.txt
+    grep -E "Duration|Throughput|Pipe|Issue|Stall|Executed Ipc|Warp Cycles|\
+Eligible|Active Warps|Registers|SM Frequency" $L/ncu-fa-details.log | head -60
 }
 
 # the E4M3 attention kernel's pipes under ncu (each pipe's share of its
@@ -1261,6 +1320,12 @@ table_figures() {
     ref_e2e_large
     randmodel medium
     bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
+}
+stage_final26() {      # session 26's last call (little device time
+                       # left): the pipeline tests, then the table's
+                       # figures (table_figures)
+    pipeline_tests
+    table_figures
 }
 stage_final25() {      # session 25's last call: test_backend, the
                        # pipeline and group tests, nmab, Large FP8's bench,
