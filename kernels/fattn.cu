@@ -76,6 +76,12 @@
  * shared memory once a block (0.4573 against 0.4525), an instance with
  * the E4M3 output alone (0.4515 against 0.4501). Any change here, the
  * epilogue's too, moves the main loop's schedule: measure it.
+ * Session 26 (ncu's warp stall samples per SASS instruction, run.sh
+ * fattnstall): the E4M3 main loop was 296 instructions a warp and tile,
+ * issue-bound (issue slots 58% busy), 32 of them moves of the score
+ * accumulators that ptxas made to merge the softmax's masking branch.
+ * Only the last tile masks now (fa_tile's LAST): 262 instructions, 38
+ * heads 0.4544 / 0.4554 ms against 0.4738 / 0.4705, the same bits.
  */
 #define FA_NWG      3                   /* consumer warpgroups */
 #define FA_BOX      64                  /* rows of one TMA box */
@@ -651,7 +657,7 @@ fa_tile(fa_smem<EB> *sm, int j, int lk, float sl2, int qd, int lane,
  * EB 2: BF16 q, k, v (B, L, H * 64); sl2 = scale * log2(e).
  * EB 1, the E4M3 variant (attention.cu's sd_cuda_attention_fp8, the
  * MMDiT's joint attention under the FP8 policy's "attn" kind; H200, B = 2,
- * 4429 tokens: 38 heads 0.458-0.468 ms, 816-834 TFLOP/s over two calls,
+ * 4429 tokens: 38 heads 0.454-0.455 ms, 838-840 TFLOP/s (session 26),
  * where the BF16 kernel takes 0.76-0.80 and cuDNN's BF16 SDPA 0.93; 24
  * heads 801-828; error against F32 5.7e-2, P and V at 3 mantissa bits,
  * BF16 2.3e-3):
