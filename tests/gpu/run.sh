@@ -321,20 +321,20 @@ stage_peelab() {
     SDCLI=$G/bin/sd-cli txt2img_dump peel
     SDCLI=$G/bin/sd-cli-var txt2img_dump base
     same_image base peel
-    for r in 1 2; do
-        for b in sd-cli sd-cli-var; do
-            SDCLI=$G/bin/$b bench large bench-peel-$b-$r.log \
-                "large fp8 8 steps, $b ($r)" --precision fp8 --steps 8
-        done
-    done
+    var_steps large peel
     randmodel medium
+    var_steps medium peelm
+    bench_lines '' $L/bench-peel*.log | tee -a $summary
+}
+# MODEL's 8-step FP8 bench by sd-cli and sd-cli-var in turn, twice
+var_steps() {      # MODEL PREFIX
+    local r b
     for r in 1 2; do
         for b in sd-cli sd-cli-var; do
-            SDCLI=$G/bin/$b bench medium bench-peelm-$b-$r.log \
-                "medium fp8 8 steps, $b ($r)" --precision fp8 --steps 8
+            SDCLI=$G/bin/$b bench $1 bench-$2-$b-$r.log \
+                "$1 fp8 8 steps, $b ($r)" --precision fp8 --steps 8
         done
     done
-    bench_lines '' $L/bench-peel*.log | tee -a $summary
 }
 # the E4M3 attention kernel's warp stall samples per SASS instruction
 # (ncu_sass.py: each reason's share, the instructions with the most
