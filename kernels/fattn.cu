@@ -81,7 +81,13 @@
  * issue-bound (issue slots 58% busy), 32 of them moves of the score
  * accumulators that ptxas made to merge the softmax's masking branch.
  * Only the last tile masks now (fa_tile's LAST): 262 instructions, 38
- * heads 0.4544 / 0.4554 ms against 0.4738 / 0.4705, the same bits.
+ * heads 0.4544 / 0.4554 ms against 0.4738 / 0.4705, the same bits. Then
+ * a tile's stage indices in unsigned arithmetic and its K and V
+ * descriptors as stage 0's plus the stages' stride, not built from each
+ * stage's address (uniform-datapath instructions take issue slots too):
+ * 38 heads 0.4372 / 0.4437 ms against 0.4573 / 0.4513 (E4M3 out, the
+ * engine's: 0.4101 / 0.4116 against 0.4248 / 0.4258), 24 heads 0.2778 /
+ * 0.2823 against 0.2896 / 0.2867, the same bits (run.sh fattnvar).
  */
 #define FA_NWG      3                   /* consumer warpgroups */
 #define FA_BOX      64                  /* rows of one TMA box */
@@ -414,10 +420,8 @@ fa_wgmma_m64n8k32_rs_e4m3(float *d, const uint32_t *a, uint64_t db, int acc)
    bytes apart inside the 64-byte swizzled rows: register i holds the F32
    layout's slots 2 i (low half) and 2 i + 1 */
 static __device__ __forceinline__ void
-fa_issue_qk8(uint32_t *d, uint64_t dq, const void *k)
+fa_issue_qk8d(uint32_t *d, uint64_t dq, uint64_t dk)
 {
-    uint64_t  dk = fa_desc8(k, 512, 2);
-
     for (int kk = 0; kk < 2; kk++) {
         asm volatile(
             "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
@@ -427,6 +431,14 @@ fa_issue_qk8(uint32_t *d, uint64_t dq, const void *k)
               FA_RACC8(d, 24)
             : "l"(dq + 2 * kk), "l"(dk + 2 * kk), "r"(kk > 0 ? 1 : 0));
     }
+}
+
+
+/* the same from K's tile in shared memory */
+static __device__ __forceinline__ void
+fa_issue_qk8(uint32_t *d, uint64_t dq, const void *k)
+{
+    fa_issue_qk8d(d, dq, fa_desc8(k, 512, 2));
 }
 
 
@@ -544,10 +556,11 @@ fa_pack_p8(uint32_t *pa, const uint32_t *s)
    t = P's row sums, its first step not reading t (zeroing t between the
    products made ptxas fence them): t[0] and t[2] in quad lane 0 */
 static __device__ __forceinline__ void
-fa_issue_pv8(float *o, float *t, const uint32_t *pa, const void *vt)
+fa_issue_pv8d(float *o, float *t, const uint32_t *pa, uint64_t dv)
 {
-    uint64_t  dv = fa_desc8(vt, 1024, 1);
-    uint64_t  d1 = fa_desc8((const uint8_t *) vt + FA_BN * FA_D, 1024, 1);
+    /* the 8 rows after the tile: its bytes >> 4 further (shared memory
+       addresses stay below 2^18, so the descriptor's field never wraps) */
+    uint64_t  d1 = dv + ((FA_BN * FA_D) >> 4);
 
     for (int kk = 0; kk < 4; kk++) {
         fa_wgmma_m64n64k32_rs_e4m3(o, &pa[4 * kk], dv + 2 * kk);
@@ -555,6 +568,13 @@ fa_issue_pv8(float *o, float *t, const uint32_t *pa, const void *vt)
     for (int kk = 0; kk < 4; kk++) {
         fa_wgmma_m64n8k32_rs_e4m3(t, &pa[4 * kk], d1 + 2 * kk, kk > 0);
     }
+}
+
+
+static __device__ __forceinline__ void
+fa_issue_pv8(float *o, float *t, const uint32_t *pa, const void *vt)
+{
+    fa_issue_pv8d(o, t, pa, fa_desc8(vt, 1024, 1));
 }
 
 
@@ -593,20 +613,33 @@ fa_tile(fa_smem<EB> *sm, int j, int lk, float sl2, int qd, int lane,
     uint64_t dq, const float *vts, uint32_t *sh, float *sacc, float *oacc,
     float *t8, uint32_t *pa, float *m, float *l, float *a, float *vs)
 {
-    const int  sv = EB == 1;            /* F16 scores, sums on tensor cores */
-    const int  valid = LAST ? lk - j * FA_BN : FA_BN;
-    int        sp = (j - 1) % FA_NST(EB), s = j % FA_NST(EB);
-    float      vn = EB == 1 ? vts[j] : 1.f, ar[2];
+    const int       sv = EB == 1;       /* F16 scores, sums on tensor
+                                           cores */
+    const int       valid = LAST ? lk - j * FA_BN : FA_BN;
+    const unsigned  uj = (unsigned) j;  /* j > 0: the stages' arithmetic
+                                           unsigned (no sign fix-ups) */
+    int             sp = (int) ((uj - 1) % FA_NST(EB));
+    int             s = (int) (uj % FA_NST(EB));
+    float           vn = EB == 1 ? vts[j] : 1.f, ar[2];
 
-    sm90_mbar_wait(&sm->full[s], (j / FA_NST(EB)) & 1);
+    sm90_mbar_wait(&sm->full[s], (int) ((uj / FA_NST(EB)) & 1));
     sm90_wgmma_fence();
     if (sv) {
-        fa_issue_qk8(sh, dq, sm->k[s]);
+        /* stage s's descriptors from stage 0's (loop-invariant) and the
+           stages' stride, where each was built from its address */
+        fa_issue_qk8d(sh, dq, fa_desc8(sm->k[0], 512, 2)
+                              + (uint64_t) s * (sizeof(sm->k[0]) >> 4));
     } else {
         fa_issue_qk_bf16(sacc, dq, sm->k[s]);
     }
     sm90_wgmma_commit();
-    fa_issue_pv<EB>(oacc, t8, pa, sm->v[sp]);
+    if (sv) {
+        fa_issue_pv8d(oacc, t8, pa, fa_desc8(sm->v[0], 1024, 1)
+                                    + (uint64_t) sp
+                                      * (sizeof(sm->v[0]) >> 4));
+    } else {
+        fa_issue_pv<EB>(oacc, t8, pa, sm->v[sp]);
+    }
     sm90_wgmma_commit();
     asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
     if (sv) {
@@ -657,7 +690,7 @@ fa_tile(fa_smem<EB> *sm, int j, int lk, float sl2, int qd, int lane,
  * EB 2: BF16 q, k, v (B, L, H * 64); sl2 = scale * log2(e).
  * EB 1, the E4M3 variant (attention.cu's sd_cuda_attention_fp8, the
  * MMDiT's joint attention under the FP8 policy's "attn" kind; H200, B = 2,
- * 4429 tokens: 38 heads 0.454-0.455 ms, 838-840 TFLOP/s (session 26),
+ * 4429 tokens: 38 heads 0.437-0.444 ms, 860-873 TFLOP/s (session 26),
  * where the BF16 kernel takes 0.76-0.80 and cuDNN's BF16 SDPA 0.93; 24
  * heads 801-828; error against F32 5.7e-2, P and V at 3 mantissa bits,
  * BF16 2.3e-3):

@@ -23,6 +23,9 @@
 #           BF16 and E4M3
 #   vaeprof the VAE decoder's ops timed one by one (Medium, BF16, 1 step)
 #   fattnncu  the E4M3 attention kernel under ncu, its SASS opcode counts
+#   fattnvar  fattn_check against fattn_check_var (pack.sh PACK_VARIANT's
+#           build, or one put there by hand) in turn, twice: the
+#           kernel's time at the MMDiT's shapes and its output's hash
 #   peelab  the attention's last K/V tile peeled from its main loop (no
 #           masking branch in the other tiles) against fattn_check_xmaskall
 #           (pack.sh PACK_FATTN_VARIANTS="maskall:-DFA_MASK_ALL=1") in turn,
@@ -305,6 +308,15 @@ for fn, c in cnt.items():
 PYEOF
 }
 
+stage_fattnvar() {
+    local r b
+    for r in 1 2; do
+        for b in fattn_check fattn_check_var; do
+            run "$b ($r)" $b-$r.log $G/bin/$b
+        done
+    done
+    grep -E '\| (4429|4096) ' $L/fattn_check*-[12].log | tee -a $summary
+}
 stage_peelab() {
     local r b
     for r in 1 2; do
