@@ -308,23 +308,22 @@ for fn, c in cnt.items():
 PYEOF
 }
 
-stage_fattnvar() {
+# fattn_check and the build named OTHER in turn, twice: the MMDiT's rows
+fattn_turns() {    # OTHER
     local r b
     for r in 1 2; do
-        for b in fattn_check fattn_check_var; do
+        for b in fattn_check $1; do
             run "$b ($r)" $b-$r.log $G/bin/$b
         done
     done
     grep -E '\| (4429|4096) ' $L/fattn_check*-[12].log | tee -a $summary
 }
+stage_fattnvar() {
+    fattn_turns fattn_check_var
+}
 stage_peelab() {
     local r b
-    for r in 1 2; do
-        for b in fattn_check fattn_check_xmaskall; do
-            run "$b ($r)" $b-$r.log $G/bin/$b
-        done
-    done
-    grep -E '\| (4429|4096) ' $L/fattn_check*-[12].log | tee -a $summary
+    fattn_turns fattn_check_xmaskall
     stage_fattnstall
     run "test_backend" backend.log $G/bin/test_backend
     grep -E "attention" $L/backend.log | head -20
