@@ -322,7 +322,6 @@ stage_fattnvar() {
     fattn_turns fattn_check_var
 }
 stage_peelab() {
-    local r b
     fattn_turns fattn_check_xmaskall
     stage_fattnstall
     run "test_backend" backend.log $G/bin/test_backend
