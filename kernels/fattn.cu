@@ -625,8 +625,9 @@ fa_tile(fa_smem<EB> *sm, int j, int lk, float sl2, int qd, int lane,
     sm90_mbar_wait(&sm->full[s], (int) ((uj / FA_NST(EB)) & 1));
     sm90_wgmma_fence();
     if (sv) {
-        /* stage s's descriptors from stage 0's (loop-invariant) and the
-           stages' stride, where each was built from its address */
+        /* stage s's descriptors: stage 0's (loop-invariant) plus s
+           strides, fewer instructions than building each from its
+           stage's address; the same descriptors */
         fa_issue_qk8d(sh, dq, fa_desc8(sm->k[0], 512, 2)
                               + (uint64_t) s * (sizeof(sm->k[0]) >> 4));
     } else {
