@@ -466,11 +466,6 @@ t_malformed(const char *text)
 
 
 /*
- * Random pixels at sizes of one strip, of a few uneven strips and of many,
- * with each kind of text: the same pixels, the same text, and the same
- * bytes from a second encoding.
- */
-/*
  * sd_cpus follows the thread's affinity (taskset, a cpuset), and the PNG
  * encoder's bytes do not depend on how many threads compress them: a
  * 1024x1024 image encoded with every CPU the thread may use and again
@@ -526,6 +521,11 @@ t_cpus_affinity(void)
 }
 
 
+/*
+ * Random pixels at sizes of one strip, of a few uneven strips and of many,
+ * with each kind of text: the same pixels, the same text, and the same
+ * bytes from a second encoding.
+ */
 static void
 t_noise(void)
 {
