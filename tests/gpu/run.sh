@@ -552,11 +552,12 @@ bench_lines() {
     done
 }
 
-# one seed's 4-step Large FP8 image as /tmp/sd/NAME.png and its dump
-# (the caller's environment chooses what to vary)
-txt2img_dump() {    # name
-    run "txt2img 4 steps, $1" txt2img-$1.log ${SDCLI:-$G/bin/sd-cli} txt2img \
-        --model /dev/shm/sd-large --device cuda --precision fp8 \
+# one seed's 4-step FP8 image of MODEL (default large) as /tmp/sd/NAME.png
+# and its dump (the caller's environment chooses what to vary)
+txt2img_dump() {    # name [model]
+    run "txt2img ${2:-large} 4 steps, $1" txt2img-$1.log \
+        ${SDCLI:-$G/bin/sd-cli} txt2img \
+        --model /dev/shm/sd-${2:-large} --device cuda --precision fp8 \
         --prompt "a lighthouse at dusk" --steps 4 --seed 7 \
         --output /tmp/sd/$1.png --dump /tmp/sd/$1.safetensors
 }
@@ -1305,14 +1306,7 @@ stage_nmab() {         # Medium's norm_modulate into E4M3 on 6 vectors a
     local r v
     randmodel medium
     for v in nm6 nm8; do
-        (
-            [ $v = nm8 ] && export SD_CUDA_NM_WIDE=1
-            run "txt2img medium 4 steps, $v" txt2img-med-$v.log \
-                $G/bin/sd-cli txt2img --model /dev/shm/sd-medium --device \
-                cuda --precision fp8 --prompt "a lighthouse at dusk" \
-                --steps 4 --seed 7 --output /tmp/sd/med-$v.png \
-                --dump /tmp/sd/med-$v.safetensors
-        )
+        ( [ $v = nm8 ] && export SD_CUDA_NM_WIDE=1; txt2img_dump med-$v medium )
     done
     same_image med-nm6 med-nm8
     ab_bench medium SD_CUDA_NM_WIDE nm8 nm6 nm 8
