@@ -1303,10 +1303,13 @@ stage_medab() {        # Medium FP8's step by the engine's knobs, in turn
 }
 stage_nmab() {         # Medium's norm_modulate into E4M3 on 6 vectors a
                        # lane (3 blocks an SM) against 8 (SD_CUDA_NM_WIDE)
-    local r v
+    local v
     randmodel medium
     for v in nm6 nm8; do
-        ( [ $v = nm8 ] && export SD_CUDA_NM_WIDE=1; txt2img_dump med-$v medium )
+        (
+            [ $v = nm8 ] && export SD_CUDA_NM_WIDE=1
+            txt2img_dump med-$v medium
+        )
     done
     same_image med-nm6 med-nm8
     ab_bench medium SD_CUDA_NM_WIDE nm8 nm6 nm 8
