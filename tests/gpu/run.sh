@@ -1328,6 +1328,15 @@ table_figures() {
     randmodel medium
     bench medium bench-medium-fp8.log "bench medium fp8" --precision fp8
 }
+stage_final27() {      # session 27's last call: the pipeline tests,
+                       # Large's 8-step bench against PACK_BASE's in turn
+                       # (var_steps), then the table's figures
+    pipeline_tests
+    randmodel large
+    var_steps large f27
+    bench_lines '' $L/bench-f27*.log | tee -a $summary
+    table_figures
+}
 stage_final26() {      # session 26's last call (little device time
                        # left): the pipeline tests, then the table's
                        # figures (table_figures)
