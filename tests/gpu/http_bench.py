@@ -3,12 +3,15 @@
 the whole request (JSON in, base64 PNG out) after a warm-up, with the
 prompt of the warm-up (the text cache holds its encoding) and with a new
 prompt each request (encoded each time; the negative prompt as before, so
-held), then checks
+held), with the warm-up's prompt again through http.client (the time to
+the answer's last byte, without the requests library's reading of it in
+10 kB pieces, which is the client's own cost), then checks
 that a request larger than the GPU workspace answers 500 with the reason
 and that the next request still works. Prints a table.
 Usage: http_bench.py URL [--width W] [--height H] [--steps N] [--runs N]
                          [--big WxHxB]"""
-import argparse, base64, json, statistics, sys, time
+import argparse, base64, http.client, json, statistics, sys, time
+import urllib.parse
 import requests
 
 ap = argparse.ArgumentParser()
@@ -52,6 +55,27 @@ def txt2img(w, h, steps, batch=1, seed=1234,
     return r, time.time() - t
 
 
+def txt2img_raw(w, h, steps, seed):
+    """The same request as txt2img's through http.client: (status, the
+    body's bytes, seconds from before the connection to the last byte)"""
+    u = urllib.parse.urlsplit(a.url)
+    body = json.dumps({'prompt': 'a futuristic cityscape at sunset, '
+                                 'cyberpunk style',
+                       'negative_prompt': 'blurry, low-res, distortion',
+                       'width': w, 'height': h, 'steps': steps,
+                       'cfg_scale': a.cfg, 'seed': seed, 'batch_size': 1,
+                       'sampler_name': 'Euler'})
+    t = time.time()
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
+    c.request('POST', '/sdapi/v1/txt2img', body,
+              {'Content-Type': 'application/json'})
+    resp = c.getresponse()
+    data = resp.read()
+    dt = time.time() - t
+    c.close()
+    return resp.status, data, dt
+
+
 r, _ = txt2img(a.width, a.height, a.steps)          # warm-up
 ok = r.status_code == 200
 times = []
@@ -67,6 +91,11 @@ for i in range(a.runs):
                            f'oil painting number {1000 + i}')
     ok = ok and r.status_code == 200
     fresh.append(dt)
+raw = []
+for i in range(a.runs):
+    st, data, dt = txt2img_raw(a.width, a.height, a.steps, 300 + i)
+    ok = ok and st == 200 and len(json.loads(data)['images']) == 1
+    raw.append(dt)
 bw, bh, bb = (int(x) for x in a.big.split('x'))
 big, bdt = txt2img(bw, bh, 2, batch=bb)
 after, adt = txt2img(512, 512, 4)
@@ -79,6 +108,9 @@ print(f'| all runs | {", ".join(f"{t:.3f}" for t in times)} s |')
 print(f'| txt2img, a new prompt each request, median of {a.runs} | '
       f'{statistics.median(fresh):.3f} s |')
 print(f'| all runs, new prompts | {", ".join(f"{t:.3f}" for t in fresh)} s |')
+print(f'| the same prompt, to the answer\'s last byte (http.client), '
+      f'median of {a.runs} | {statistics.median(raw):.3f} s |')
+print(f'| all runs, http.client | {", ".join(f"{t:.3f}" for t in raw)} s |')
 print(f'| PNG bytes | {len(png)} |')
 print(f'| {bw}x{bh} batch {bb}: status | {big.status_code}: '
       f'{big.text[:160]!r} |')

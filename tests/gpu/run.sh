@@ -1337,6 +1337,14 @@ stage_final27() {      # session 27's last call: the pipeline tests,
     bench_lines '' $L/bench-f27*.log | tee -a $summary
     table_figures
 }
+stage_s27c() {         # the attention's ncu samples (the tree's kernel),
+                       # then Large through nginx with http_bench's
+                       # http.client rows
+    stage_fattnstall
+    randmodel large
+    ERRLOG_LEVEL=info nginx_large_fp8
+    phase_lines $L/nginx-large-fp8-error.log
+}
 stage_final26() {      # session 26's last call (little device time
                        # left): the pipeline tests, then the table's
                        # figures (table_figures)
