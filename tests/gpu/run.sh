@@ -118,6 +118,10 @@
 #           (bench --profile 1): where a step's time goes
 #   nmab    Medium's norm_modulate into E4M3 on 6 vectors a lane against
 #           8 (SD_CUDA_NM_WIDE=1): the same image's bytes, 8-step benches
+#   final27 session 27's last call: the pipeline tests, Large's step against
+#           PACK_BASE's in turn, the table's figures
+#   s27c    the attention's ncu samples, then Large through nginx with
+#           http_bench's http.client rows (to the answer's last byte)
 #   final26 session 26's last call: the pipeline tests and the table's
 #           figures (table_figures), nothing else
 #   final25 session 25's last call: test_backend, pipeline and group
