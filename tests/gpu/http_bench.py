@@ -4,8 +4,8 @@ the whole request (JSON in, base64 PNG out) after a warm-up, with the
 prompt of the warm-up (the text cache holds its encoding) and with a new
 prompt each request (encoded each time; the negative prompt as before, so
 held), with the warm-up's prompt again through http.client (the time to
-the answer's last byte, without the requests library's reading of it in
-10 kB pieces, which is the client's own cost), then checks
+the answer's last byte, without the requests library's own costs: it
+reads the answer in 10 kB pieces, among others), then checks
 that a request larger than the GPU workspace answers 500 with the reason
 and that the next request still works. Prints a table.
 Usage: http_bench.py URL [--width W] [--height H] [--steps N] [--runs N]
