@@ -118,6 +118,8 @@
 #           (bench --profile 1): where a step's time goes
 #   nmab    Medium's norm_modulate into E4M3 on 6 vectors a lane against
 #           8 (SD_CUDA_NM_WIDE=1): the same image's bytes, 8-step benches
+#   lanesab Medium's and Large's FP8 step with the text lane's products
+#           held to 16, 33 or 66 SMs (SD_CUDA_LANE1_SMS), in turn
 #   final27 session 27's last call: the pipeline tests, Large's step against
 #           PACK_BASE's in turn, the table's figures
 #   s27c    the attention's ncu samples, then Large through nginx with
@@ -1348,6 +1350,22 @@ stage_s27c() {         # the attention's ncu samples (the tree's kernel),
     randmodel large
     ERRLOG_LEVEL=info nginx_large_fp8
     phase_lines $L/nginx-large-fp8-error.log
+}
+stage_lanesab() {      # Medium's and Large's 8-step FP8 benches with
+                       # the text lane's products held to N SMs
+                       # (SD_CUDA_LANE1_SMS; 0: all), in turn, twice
+    local m r n
+    for m in medium large; do
+        randmodel $m
+        for r in 1 2; do
+            for n in 0 16 33 66; do
+                SD_CUDA_LANE1_SMS=$n bench $m bench-lanes-$m-$n-$r.log \
+                    "$m fp8 8 steps, lane 1 on ${n} SMs ($r)" \
+                    --precision fp8 --steps 8
+            done
+        done
+    done
+    bench_lines '' $L/bench-lanes-*.log | tee -a $summary
 }
 stage_final26() {      # session 26's last call (little device time
                        # left): the pipeline tests, then the table's
