@@ -199,15 +199,15 @@ sd_pipe_validate(sd_err *err, const sd_model *m, const sd_pipe_args *a)
 
 
 /*
- * randn(seed) into out: drawn by dev (sd_backend_randn_cuda: torch's CUDA
- * generator; SD_ERR_UNSUPPORTED where it cannot), or on the host when dev
- * is NULL, on the generator a->rng names.
+ * randn(seed) into out on the generator a->rng names: torch's CUDA one by
+ * dev where one is given (sd_backend_randn_cuda; SD_ERR_UNSUPPORTED where
+ * it cannot), else on the host. The CPU generator is always the host's.
  */
 static sd_status
 draw_noise(sd_err *err, sd_backend *dev, const sd_pipe_args *a,
     uint64_t seed, float *out, size_t n)
 {
-    if (dev) {
+    if (dev && a->rng != SD_RNG_CPU) {
         return sd_backend_randn_cuda(err, dev, seed, out, n);
     }
     if (a->rng == SD_RNG_CPU) {
