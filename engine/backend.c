@@ -1178,9 +1178,6 @@ sd_backend_randn_cuda(sd_err *err, sd_backend *be, uint64_t seed, float *out,
     if (be->ops->randn_cuda) {
         return be->ops->randn_cuda(err, be, seed, out, n);
     }
-    (void) seed;
-    (void) out;
-    (void) n;
     return sd_errorf(err, SD_ERR_UNSUPPORTED, "%s: the noise is drawn on "
                      "the host", be->ops->name);
 }

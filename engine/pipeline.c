@@ -207,11 +207,10 @@ static sd_status
 draw_noise(sd_err *err, sd_backend *dev, const sd_pipe_args *a,
     uint64_t seed, float *out, size_t n)
 {
-    if (dev && a->rng != SD_RNG_CPU) {
-        return sd_backend_randn_cuda(err, dev, seed, out, n);
-    }
     if (a->rng == SD_RNG_CPU) {
         sd_randn_cpu(seed, out, n);
+    } else if (dev) {
+        return sd_backend_randn_cuda(err, dev, seed, out, n);
     } else {
         sd_randn_cuda(seed, out, n);
     }
