@@ -44,12 +44,16 @@ while time.time() - t0 < 600:
 ready = time.time() - t0
 
 
-def txt2img(w, h, steps, batch=1, seed=1234,
+def request(w, h, steps, batch=1, seed=1234,
             prompt='a futuristic cityscape at sunset, cyberpunk style'):
-    body = {'prompt': prompt,
+    return {'prompt': prompt,
             'negative_prompt': 'blurry, low-res, distortion',
             'width': w, 'height': h, 'steps': steps, 'cfg_scale': a.cfg,
             'seed': seed, 'batch_size': batch, 'sampler_name': 'Euler'}
+
+
+def txt2img(w, h, steps, batch=1, seed=1234, **kw):
+    body = request(w, h, steps, batch, seed, **kw)
     t = time.time()
     r = requests.post(a.url + '/sdapi/v1/txt2img', json=body, timeout=600)
     return r, time.time() - t
@@ -59,12 +63,7 @@ def txt2img_raw(w, h, steps, seed):
     """The same request as txt2img's through http.client: (status, the
     body's bytes, seconds from before the connection to the last byte)"""
     u = urllib.parse.urlsplit(a.url)
-    body = json.dumps({'prompt': 'a futuristic cityscape at sunset, '
-                                 'cyberpunk style',
-                       'negative_prompt': 'blurry, low-res, distortion',
-                       'width': w, 'height': h, 'steps': steps,
-                       'cfg_scale': a.cfg, 'seed': seed, 'batch_size': 1,
-                       'sampler_name': 'Euler'})
+    body = json.dumps(request(w, h, steps, seed=seed))
     t = time.time()
     c = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
     c.request('POST', '/sdapi/v1/txt2img', body,

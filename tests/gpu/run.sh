@@ -1260,10 +1260,7 @@ stage_png() {          # PNG encoding by the cores it may use
     nproc | sed 's/^/nproc: /' | tee -a $summary
     grep -m1 "model name" /proc/cpuinfo | tee -a $summary
     randmodel large
-    run "txt2img 1024 4 steps" txt2img-png.log $G/bin/sd-cli txt2img \
-        --model /dev/shm/sd-large --device cuda --precision fp8 \
-        --prompt "a lighthouse at dusk" --steps 4 --seed 7 --width 1024 \
-        --height 1024 --output /tmp/sd/png-large.png
+    txt2img_dump png-large          # 1024x1024: sd-cli's default
     for cpus in 0 0-3 0-7 0-15 all; do
         if [ $cpus = all ]; then
             run "png_bench, every cpu" png-all.log $G/bin/png_bench \
