@@ -172,6 +172,9 @@ struct sd_engine {
     char                device[640];
     int64_t             group_px;       /* pixels a shared pass may hold
                                            (the workspace's); 0: any */
+    volatile int        lost;           /* the device failed (sd_engine_
+                                           lost); set under lock */
+    char                lost_why[256];  /* its error, set before lost */
 };
 
 
@@ -228,6 +231,90 @@ set_errbuf(char *errbuf, size_t errlen, const sd_err *err)
         snprintf(errbuf, errlen, "%s",
                  err->msg[0] ? err->msg : sd_status_str(err->status));
     }
+}
+
+
+/* A call on an engine whose device failed: SD_ERR_DEVICE at once. */
+static sd_status
+engine_check_lost(sd_err *err, const sd_engine *e)
+{
+    if (e->lost) {
+        return sd_errorf(err, SD_ERR_DEVICE, "the device failed earlier in "
+                         "this process (%s): no more work runs here until "
+                         "the process restarts", e->lost_why);
+    }
+    return SD_OK;
+}
+
+
+/*
+ * After a call failed with s and err: if the device is gone (the call said
+ * so, or the context's sticky error says so whatever the call met first),
+ * the status becomes SD_ERR_DEVICE and the engine is marked lost.
+ */
+static sd_status
+engine_note_failure(sd_err *err, sd_engine *e, sd_status s)
+{
+#ifdef SD_HAVE_CUDA
+    char  why[128], msg[sizeof(err->msg)];
+
+    if (s != SD_OK && s != SD_ERR_DEVICE && e->cuda
+        && sd_cuda_lost(why, sizeof(why)))
+    {
+        snprintf(msg, sizeof(msg), "the GPU failed: %.120s (%.360s)", why,
+                 err->msg);
+        sd_err_clear(err);
+        s = sd_errorf(err, SD_ERR_DEVICE, "%s", msg);
+    }
+#endif
+    if (s == SD_ERR_DEVICE && !e->lost) {
+        snprintf(e->lost_why, sizeof(e->lost_why), "%.250s", err->msg);
+        e->lost = 1;
+    }
+    return s;
+}
+
+
+int
+sd_engine_lost(const sd_engine *e)
+{
+    return e != NULL && e->lost;
+}
+
+
+sd_status
+sd_engine_inject_fault(sd_engine *e, char *errbuf, size_t errlen)
+{
+    sd_err     err = {0};
+    sd_status  s = SD_OK;
+
+    if (e == NULL) {
+        return SD_ERR_INVALID;
+    }
+    pthread_mutex_lock(&e->lock);
+#ifdef SD_HAVE_CUDA
+    if (e->cuda) {
+        /* the trap meets the next call, as a real fault would */
+        s = sd_cuda_bind(&err, e->be);
+        if (s == SD_OK) {
+            s = sd_cuda_inject_fault(&err, e->be);
+        }
+        s = engine_note_failure(&err, e, s);
+        pthread_mutex_unlock(&e->lock);
+        if (s != SD_OK) {
+            set_errbuf(errbuf, errlen, &err);
+        }
+        return s;
+    }
+#endif
+    s = sd_errorf(&err, SD_ERR_DEVICE, "injected device fault "
+                  "(sd_engine_inject_fault)");
+    (void) engine_note_failure(&err, e, s);
+    pthread_mutex_unlock(&e->lock);
+    /* this call does not fail: the next one meets the fault */
+    (void) errbuf;
+    (void) errlen;
+    return SD_OK;
 }
 
 
@@ -1462,18 +1549,17 @@ sd_generate(sd_engine *e, const sd_request *req, sd_progress_fn progress,
     }
 
     pthread_mutex_lock(&e->lock);
+    s = engine_check_lost(&err, e);
 #ifdef SD_HAVE_CUDA
     /* the calling thread (an nginx thread-pool thread) uses our GPU */
-    if (e->cuda) {
+    if (s == SD_OK && e->cuda) {
         s = sd_cuda_bind(&err, e->be);
-        if (s != SD_OK) {
-            pthread_mutex_unlock(&e->lock);
-            set_errbuf(errbuf, errlen, &err);
-            return s;
-        }
     }
 #endif
-    s = generate(&err, e, req, progress, progress_data, cancel, res);
+    if (s == SD_OK) {
+        s = generate(&err, e, req, progress, progress_data, cancel, res);
+    }
+    s = engine_note_failure(&err, e, s);
     pthread_mutex_unlock(&e->lock);
 
     if (s != SD_OK) {
@@ -1900,11 +1986,13 @@ sd_generate_group(sd_engine *e, int n, const sd_request *const *reqs,
     }
 
     pthread_mutex_lock(&e->lock);
+    s = engine_check_lost(&err, e);
 #ifdef SD_HAVE_CUDA
-    if (e->cuda) {
+    if (s == SD_OK && e->cuda) {
         s = sd_cuda_bind(&err, e->be);
     }
 #endif
+    s = engine_note_failure(&err, e, s);
     memset(&g, 0, sizeof(g));
     g.mb = mb;
     g.n = n;
@@ -1965,9 +2053,14 @@ sd_generate_group(sd_engine *e, int n, const sd_request *const *reqs,
 
         if (s == SD_OK && m->solo) {
             sd_err_clear(&m->err);
-            m->st = generate(&m->err, e, m->r, progress, G_DATA(&g, k),
-                             g.cancel ? cancel[k] : NULL, m->res);
+            m->st = engine_check_lost(&m->err, e);
+            if (m->st == SD_OK) {
+                m->st = generate(&m->err, e, m->r, progress, G_DATA(&g, k),
+                                 g.cancel ? cancel[k] : NULL, m->res);
+            }
         }
+        /* a member that failed with the device: each failure after it too */
+        m->st = engine_note_failure(&m->err, e, m->st);
         if (m->st != SD_OK) {
             sd_result_free(m->res);
             set_errbuf(errbuf[k], errlen, &m->err);

@@ -25,7 +25,11 @@ typedef enum {
     SD_ERR_UNSUPPORTED,     /* valid but not implemented here */
     SD_ERR_CANCELLED,       /* the cancel flag was raised */
     SD_ERR_BACKEND,         /* a compute backend call failed */
-    SD_ERR_INTERNAL         /* an invariant broke: a bug */
+    SD_ERR_INTERNAL,        /* an invariant broke: a bug */
+    SD_ERR_DEVICE           /* the device failed (a GPU fault, an
+                               uncorrectable memory error): its state is
+                               lost and no more work runs in this process
+                               (sd_engine_lost); a new process can go on */
 } sd_status;
 
 const char *sd_status_str(sd_status s);
@@ -141,6 +145,21 @@ sd_status sd_engine_gpu_memory(const sd_engine *e, size_t *used,
 /* The text-conditioning cache's counters; any thread may read them. */
 void sd_engine_text_cache_stats(const sd_engine *e, uint64_t *hits,
     uint64_t *misses, int *entries);
+/*
+ * Whether the engine's device failed (a call answered SD_ERR_DEVICE): a
+ * GPU fault or an uncorrectable memory error leaves the process's CUDA
+ * context unusable until the process ends, so every later call answers
+ * SD_ERR_DEVICE at once; a server ends the process and starts another.
+ * Any thread may ask.
+ */
+int sd_engine_lost(const sd_engine *e);
+/*
+ * Tests only: a device fault as the hardware would raise it. On the GPU a
+ * kernel that traps, left for the next call to meet (the context then
+ * fails as after a real fault); on the CPU the engine marks itself lost.
+ * The next sd_generate() answers SD_ERR_DEVICE.
+ */
+sd_status sd_engine_inject_fault(sd_engine *e, char *errbuf, size_t errlen);
 
 /*
  * The hash A1111 shows as "Model hash", of a model folder without loading

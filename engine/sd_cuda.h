@@ -38,6 +38,16 @@ sd_status sd_backend_cuda_create(sd_err *err, int device, sd_dtype act,
 /* Make be's device current in the calling thread. */
 sd_status sd_cuda_bind(sd_err *err, sd_backend *be);
 
+/*
+ * Whether the process's CUDA context has failed for good (a sticky error:
+ * an illegal address, a trap, an uncorrectable ECC error, ...): 1 with the
+ * error's text in why, else 0. Asks the runtime; cheap, called on errors.
+ */
+int sd_cuda_lost(char *why, size_t len);
+
+/* Tests only: a kernel that traps, on be's stream (sd_engine_inject_fault) */
+sd_status sd_cuda_inject_fault(sd_err *err, sd_backend *be);
+
 /* Measuring mode on/off; off returns the workspace bytes the run needed. */
 void sd_cuda_measure_begin(sd_backend *be);
 size_t sd_cuda_measure_end(sd_backend *be);

@@ -18,6 +18,7 @@ sd_status_str(sd_status s)
     case SD_ERR_CANCELLED:   return "cancelled";
     case SD_ERR_BACKEND:     return "backend failure";
     case SD_ERR_INTERNAL:    return "internal error";
+    case SD_ERR_DEVICE:      return "device failure";
     }
     return "unknown status";
 }

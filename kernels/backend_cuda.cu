@@ -26,12 +26,59 @@ extern "C" {
 
 /* Errors */
 
+/*
+ * The errors after which the context is gone for the process's lifetime
+ * (the runtime's documentation: "the process must be terminated and
+ * relaunched"): every later call answers the same error.
+ */
+static int
+sd_cuda_sticky(cudaError_t e)
+{
+    switch (e) {
+    case cudaErrorECCUncorrectable:
+    case cudaErrorNvlinkUncorrectable:
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorLaunchFailure:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+
+extern "C" int
+sd_cuda_lost(char *why, size_t len)
+{
+    cudaError_t  e;
+
+    /* a sticky error stays the last error; else a query that syncs
+       nothing and fails only if the context has */
+    e = cudaPeekAtLastError();
+    if (!sd_cuda_sticky(e)) {
+        e = cudaStreamQuery(cudaStreamLegacy);
+    }
+    if (!sd_cuda_sticky(e)) {
+        return 0;
+    }
+    if (why && len) {
+        snprintf(why, len, "%s", cudaGetErrorString(e));
+    }
+    return 1;
+}
+
+
 sd_status
 sd_cuda_fail(sd_err *err, cudaError_t e, const char *call, const char *file,
     int line)
 {
     sd_status  s = (e == cudaErrorMemoryAllocation) ? SD_ERR_NOMEM
-                                                     : SD_ERR_BACKEND;
+                   : sd_cuda_sticky(e) ? SD_ERR_DEVICE : SD_ERR_BACKEND;
 
     (void) cudaGetLastError();      /* clear a non-sticky error */
     return sd_errorf(err, s, "cuda: %s failed: %s (%s:%d)", call,
@@ -45,7 +92,13 @@ sd_cuda_lt_fail(sd_err *err, cublasStatus_t e, const char *call,
 {
     sd_status  s = (e == CUBLAS_STATUS_ALLOC_FAILED) ? SD_ERR_NOMEM
                                                       : SD_ERR_BACKEND;
+    char       why[96];
 
+    if (sd_cuda_lost(why, sizeof(why))) {
+        return sd_errorf(err, SD_ERR_DEVICE, "cublasLt: %s failed: status "
+                         "%d, the GPU failed: %s (%s:%d)", call, (int) e,
+                         why, file, line);
+    }
     return sd_errorf(err, s, "cublasLt: %s failed: status %d (%s:%d)", call,
                      (int) e, file, line);
 }
@@ -57,7 +110,13 @@ sd_cuda_dnn_fail(sd_err *err, cudnnStatus_t e, const char *call,
 {
     sd_status  s = (e == CUDNN_STATUS_ALLOC_FAILED) ? SD_ERR_NOMEM
                                                      : SD_ERR_BACKEND;
+    char       why[96];
 
+    if (sd_cuda_lost(why, sizeof(why))) {
+        return sd_errorf(err, SD_ERR_DEVICE, "cudnn: %s failed: %s, the GPU "
+                         "failed: %s (%s:%d)", call, cudnnGetErrorString(e),
+                         why, file, line);
+    }
     return sd_errorf(err, s, "cudnn: %s failed: %s (%s:%d)", call,
                      cudnnGetErrorString(e), file, line);
 }
@@ -1466,6 +1525,23 @@ extern "C" sd_status
 sd_cuda_bind(sd_err *err, sd_backend *be)
 {
     SD_CU(cudaSetDevice(((sd_cuda *) be->impl)->device));
+    return SD_OK;
+}
+
+
+/* a device-side fault, as an illegal address or an assertion would raise */
+__global__ void
+sd_cuda_fault_kernel(void)
+{
+    __trap();
+}
+
+
+extern "C" sd_status
+sd_cuda_inject_fault(sd_err *err, sd_backend *be)
+{
+    sd_cuda_fault_kernel<<<1, 1, 0, ((sd_cuda *) be->impl)->stream>>>();
+    SD_CU_LAUNCHED();
     return SD_OK;
 }
 

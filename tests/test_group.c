@@ -429,6 +429,57 @@ check_errors(sd_engine *e)
 }
 
 
+/*
+ * A device fault (sd_engine_inject_fault: on the GPU a kernel that traps,
+ * for the next call to meet as a real fault's sticky error; on the CPU the
+ * engine marks itself lost): that call answers SD_ERR_DEVICE with the
+ * fault's text, every call after it at once, alone or grouped, and the
+ * engine still closes. Last: on the GPU the process's context is gone.
+ */
+static void
+check_device_fault(sd_engine *e)
+{
+    sd_request         r;
+    sd_result          res[2];
+    sd_status          s, st[2];
+    const sd_request  *rp[2] = { &r, &r };
+    char               msg[256], m0[256], m1[256], *ep[2] = { m0, m1 };
+
+    sd_request_init(&r);
+    r.prompt = "a fault";
+    r.width = 64;
+    r.height = 64;
+    r.steps = 2;
+    r.seed = 3;
+    T_CHECK(!sd_engine_lost(e), "not lost before the fault");
+    msg[0] = '\0';
+    s = sd_engine_inject_fault(e, msg, sizeof(msg));
+    T_CHECK(s == SD_OK, "inject: %s %s", sd_status_str(s), msg);
+
+    msg[0] = '\0';
+    s = sd_generate(e, &r, NULL, NULL, NULL, &res[0], msg, sizeof(msg));
+    T_CHECK(s == SD_ERR_DEVICE && res[0].n_images == 0 && sd_engine_lost(e)
+            && strstr(msg, on_gpu ? "unspecified launch failure"
+                                  : "injected device fault"),
+            "the call after the fault: %s: %s", sd_status_str(s), msg);
+    sd_result_free(&res[0]);
+
+    s = sd_generate(e, &r, NULL, NULL, NULL, &res[0], msg, sizeof(msg));
+    T_CHECK(s == SD_ERR_DEVICE && strstr(msg, "failed earlier"),
+            "the call after that: %s: %s", sd_status_str(s), msg);
+    sd_result_free(&res[0]);
+
+    sd_generate_group(e, 2, rp, NULL, NULL, NULL, res, st, ep, 256);
+    T_CHECK(st[0] == SD_ERR_DEVICE && st[1] == SD_ERR_DEVICE
+            && res[0].n_images == 0 && res[1].n_images == 0
+            && strstr(m1, "failed earlier"),
+            "a group after it: %s, %s: %s", sd_status_str(st[0]),
+            sd_status_str(st[1]), m1);
+    sd_result_free(&res[0]);
+    sd_result_free(&res[1]);
+}
+
+
 int
 main(void)
 {
@@ -463,6 +514,7 @@ main(void)
     check_cancel(e);
     check_errors(e);
     printf("   largest difference from a request alone: %d levels\n", worst);
+    check_device_fault(e);              /* last: it ends the context */
     sd_engine_close(e);
     return T_DONE();
 }
