@@ -288,6 +288,16 @@ ngx_http_sd_job_error(ngx_http_request_t *r, ngx_http_sd_job_t *job)
                                        "shutting down", job->retry_after);
     }
 
+    if (job->status == SD_ERR_DEVICE) {
+        /* the worker restarts (logged once, at crit, by the queue) */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "sd task \"%s\" failed: the GPU failed: %s",
+                      job->id, job->err);
+        return ngx_http_sd_send_detail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "GPU failure: the worker restarts",
+                                       job->retry_after);
+    }
+
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                   "sd_generate() failed for task \"%s\": %s: %s",
                   job->id, sd_status_str(job->status), job->err);

@@ -176,9 +176,13 @@ ngx_http_sd_metrics_handler(ngx_http_request_t *r)
                 "# HELP sd_jobs_batched_total Jobs that shared their "
                 "forward passes with other requests (sd_batch).\n"
                 "# TYPE sd_jobs_batched_total counter\n"
-                "sd_jobs_batched_total %uA\n",
+                "sd_jobs_batched_total %uA\n"
+                "# HELP sd_device_failures_total GPU faults after which "
+                "a worker restarted.\n"
+                "# TYPE sd_device_failures_total counter\n"
+                "sd_device_failures_total %uA\n",
                 shm->images, shm->jobs_failed, shm->jobs_cancelled,
-                shm->steps_cached, shm->jobs_batched);
+                shm->steps_cached, shm->jobs_batched, shm->device_failures);
 
     p = ngx_slprintf(p, last,
                 "# HELP sd_queue_depth Jobs waiting, per worker.\n"

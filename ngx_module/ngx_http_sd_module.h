@@ -234,6 +234,8 @@ typedef struct {
     ngx_atomic_t               jobs_cancelled;
     ngx_atomic_t               steps_cached;    /* sd_result.steps_cached */
     ngx_atomic_t               jobs_batched;    /* shared their passes */
+    ngx_atomic_t               device_failures; /* GPU faults: workers
+                                                   that restarted */
     ngx_atomic_t               queued[NGX_HTTP_SD_MAX_WORKERS];
     ngx_atomic_t               running[NGX_HTTP_SD_MAX_WORKERS];
     ngx_atomic_t               memory[NGX_HTTP_SD_MAX_WORKERS];
@@ -327,6 +329,7 @@ typedef struct {
     unsigned                   active:1;
     unsigned                   exiting:1;
     unsigned                   shutdown:1;  /* the bound has passed */
+    unsigned                   lost:1;      /* the GPU failed: exiting */
 } ngx_http_sd_worker_t;
 
 

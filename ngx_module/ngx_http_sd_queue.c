@@ -57,6 +57,8 @@ static ngx_int_t ngx_http_sd_images_output(ngx_http_sd_job_t *job,
     sd_result *res);
 static void ngx_http_sd_gate_open(ngx_http_sd_job_t *job);
 static void ngx_http_sd_gate_wait(ngx_http_sd_job_t *job);
+static void ngx_http_sd_fault_gate(ngx_http_sd_job_t *job);
+static void ngx_http_sd_device_lost(ngx_http_sd_job_t *job);
 static void ngx_http_sd_job_progress(void *data, int job, int jobs, int step,
     int steps);
 static void ngx_http_sd_job_done(ngx_event_t *ev);
@@ -472,6 +474,12 @@ ngx_http_sd_dispatch(void)
                              queue);
         m = &w->models[job->model];
 
+        if (w->lost) {
+            /* the GPU failed: nothing more runs in this process */
+            ngx_http_sd_shutdown_queued(job);
+            continue;
+        }
+
         if (m->state == NGX_HTTP_SD_FAILED) {
             /* the load's failure is logged once, by the load */
             ngx_http_sd_fail_queued(job, NGX_LOG_INFO, "ModelLoadError",
@@ -876,6 +884,8 @@ ngx_http_sd_job_thread(void *data, ngx_log_t *log)
         return;
     }
 
+    ngx_http_sd_fault_gate(job);
+
     job->last_step_ns = ngx_http_sd_mono_ns();
 
     /* in.req: n_iter, and the seeds resolved (never -1) */
@@ -976,6 +986,8 @@ ngx_http_sd_batch_thread(ngx_http_sd_job_t *lead)
         }
         return;
     }
+
+    ngx_http_sd_fault_gate(lead);
 
     now = ngx_http_sd_mono_ns();
     n = 0;
@@ -1105,6 +1117,72 @@ ngx_http_sd_gate_wait(ngx_http_sd_job_t *job)
     {
         (void) usleep(5000);
     }
+}
+
+
+/*
+ * Tests only (sd_test_gate DIR): a file DIR/device-fault makes the job meet
+ * a device fault as a GPU's would come (sd_engine_inject_fault). The file
+ * is taken away first, so one job meets it: the worker that restarts after
+ * it does not.
+ */
+
+static void
+ngx_http_sd_fault_gate(ngx_http_sd_job_t *job)
+{
+    u_char                    path[NGX_MAX_PATH];
+    ngx_http_sd_main_conf_t  *smcf;
+
+    smcf = ngx_http_sd_worker.smcf;
+
+    if (smcf == NULL || smcf->test_gate.len == 0
+        || smcf->test_gate.len + sizeof("/device-fault") > sizeof(path))
+    {
+        return;
+    }
+
+    (void) ngx_snprintf(path, sizeof(path), "%V/device-fault%Z",
+                        &smcf->test_gate);
+
+    if (unlink((char *) path) != 0) {
+        return;
+    }
+
+    (void) sd_engine_inject_fault(job->engine, job->err, sizeof(job->err));
+}
+
+
+/*
+ * A job met a failed device (SD_ERR_DEVICE: a GPU fault, an uncorrectable
+ * memory error). The process's CUDA context is gone until it ends, so the
+ * worker stops: its jobs answer 503 with Retry-After (this one by its
+ * answer, the queued ones as at a shutdown), new ones too, and it exits as
+ * a graceful quit would; the master starts a new worker, whose engine
+ * loads on a new context.
+ */
+
+static void
+ngx_http_sd_device_lost(ngx_http_sd_job_t *job)
+{
+    ngx_http_sd_worker_t  *w;
+
+    w = &ngx_http_sd_worker;
+
+    if (w->lost) {
+        return;
+    }
+
+    w->lost = 1;
+    w->shutdown = 1;
+
+    (void) ngx_atomic_fetch_add(&w->shm->device_failures, 1);
+
+    ngx_log_error(NGX_LOG_CRIT, w->log, 0,
+                  "sd: the GPU failed (task \"%s\": %s): this worker answers "
+                  "its jobs 503 and exits, the master starts another",
+                  job->id, job->err);
+
+    ngx_quit = 1;
 }
 
 
@@ -1253,6 +1331,10 @@ ngx_http_sd_job_answer(ngx_http_sd_job_t *job)
 
     ngx_http_sd_ops_job_done(job);
     ngx_http_sd_job_end(job);
+
+    if (job->status == SD_ERR_DEVICE) {
+        ngx_http_sd_device_lost(job);
+    }
 
     r->main->blocked--;
 

@@ -411,7 +411,18 @@ ngx_http_sd_ping(ngx_http_request_t *r, cJSON *body)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    if (w->lost) {
+        /* the GPU failed: the worker exits, the next one loads anew */
+        status = "device failed";
+    }
+
     cJSON_AddStringToObject(o, "status", status);
+
+    if (w->lost) {
+        rc = ngx_http_sd_send_json(r, NGX_HTTP_SERVICE_UNAVAILABLE, o);
+        cJSON_Delete(o);
+        return rc;
+    }
 
     /* ngx_http_sd_breaker.c: an open breaker routes the probes away */
     breaker = ngx_http_sd_breaker_state();

@@ -1,7 +1,8 @@
 """Reloads, shutdowns and dead workers: a graceful reload or quit finishes
 the running and queued jobs (bounded by sd_shutdown_timeout, then 503 with
-Retry-After), SIGTERM answers 503 at once, and what a dead worker leaves in
-the shared zone (tasks, gauges) is reaped. Jobs are held by their gate
+Retry-After), SIGTERM answers 503 at once, what a dead worker leaves in
+the shared zone (tasks, gauges) is reaped, and a worker whose GPU failed
+answers its jobs 503 and is replaced. Jobs are held by their gate
 (sd_test_gate), so nothing here depends on the machine's speed."""
 
 import signal
@@ -194,3 +195,48 @@ def test_killed_worker_among_two(nginx_factory):
     assert set(other) <= set(n.workers())
     until(lambda: len(gauge(metrics(n), "sd_engine_ready")) == 2)
     assert len(gauge(metrics(n), "sd_worker_info")) == 2
+
+
+def test_device_fault_restarts_worker(nginx_factory):
+    """A GPU fault (SD_ERR_DEVICE: the process's CUDA context is gone until
+    it ends), injected through the tests' switch (a file
+    sd_test_gate/device-fault: the next job meets one; the file is taken
+    away): the job answers 503 with Retry-After, so does the job queued
+    behind it (never run), the worker logs it at crit and exits, and the
+    master's new worker answers."""
+    n = nginx_factory(loc="sd_tenant $http_x_tenant;")
+    n.expected.append(r"the GPU failed \(task \"f1\": the device failed "
+                      r"earlier in this process \(injected device fault")
+    (pid,) = n.workers()
+    n.gate("f1")
+    s1 = raw_post(n, "/sdapi/v1/txt2img", dict(JOB, force_task_id="f1"))
+    wait_state(n, "f1", started=False)
+    s2 = raw_post(n, "/sdapi/v1/txt2img", dict(JOB, force_task_id="f2"))
+    wait_state(n, "f2", "queued")
+    fault = n.prefix / "gates" / "device-fault"
+    fault.write_text("")
+    n.release("f1")
+
+    status, headers, body = read_response(s1, timeout=30)
+    assert status == 503, body
+    assert body == {"detail": "GPU failure: the worker restarts"}
+    assert int(headers["retry-after"]) > 0
+    status, headers, body = read_response(s2, timeout=30)
+    assert status == 503, body
+    assert body["detail"] == "shutting down" and "retry-after" in headers
+    assert not fault.exists()
+
+    # the master starts another worker; its engine loads on a new context
+    until(lambda: n.workers() and pid not in n.workers(), what="respawn")
+    until(lambda: n.get("/internal/ping").json()["status"] == "ready",
+          what="the new worker's engine")
+    r = n.post("/sdapi/v1/txt2img", JOB)
+    assert r.status_code == 200, r.text
+    m = metrics(n)
+    assert gauge(m, "sd_device_failures_total") == {"": 1.0}
+    assert len(gauge(m, "sd_engine_ready")) == 1
+    no_ghosts(n)
+    logs = n.logs()
+    assert f"worker process {pid} exited with code 0" in logs
+    assert "sd task \"f1\" failed: the GPU failed: the device failed " \
+           "earlier in this process (injected device fault" in logs
