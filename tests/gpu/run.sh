@@ -124,6 +124,17 @@
 #           PACK_BASE's in turn, the table's figures
 #   s27c    the attention's ncu samples, then Large through nginx with
 #           http_bench's http.client rows (to the answer's last byte)
+#   devicefault  a GPU fault (a kernel that traps: the context's sticky
+#           error) injected through nginx (sd_test_gate's device-fault)
+#           on the tiny model and on Large FP8: the job answers 503, the
+#           worker restarts, the next request answers (device_fault.py);
+#           test_group's fault check on the GPU
+#   sanitize  compute-sanitizer's memcheck, synccheck, racecheck and
+#           initcheck over the GPU's stage tests on the tiny models (every
+#           kernel of a txt2img in FP8 and BF16: our attention, products,
+#           splits, norms, the VAE's, the libraries'), then memcheck over
+#           test_backend (SAN_TOOLS, SAN_TESTS choose; SAN_BACKEND=0: not;
+#           SAN_OPTS_<tool>: more options of that tool; SAN_BACKEND_TOOL)
 #   final26 session 26's last call: the pipeline tests and the table's
 #           figures (table_figures), nothing else
 #   final25 session 25's last call: test_backend, pipeline and group
@@ -1339,6 +1350,60 @@ stage_final27() {      # session 27's last call: the pipeline tests,
     var_steps large f27
     bench_lines '' $L/bench-f27*.log | tee -a $summary
     table_figures
+}
+# compute-sanitizer over the GPU's tests: each tool a run, its errors'
+# count in the summary (exit 99 on an error the tool reports)
+san() {     # tool name log test-binary [env...]
+    local tool=$1 name=$2 log=$3 bin=$4
+    shift 4
+    local extra
+    eval "extra=\${SAN_OPTS_$tool:-}"
+    run "$tool: $name" $log env "$@" $CS --tool $tool --error-exitcode 99 \
+        --print-limit 30 $extra $G/bin/$bin
+    grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|=+ (Invalid|Uninit|Race|Barrier|Error)' \
+        $L/$log | sort | uniq -c | head -8 | tee -a $summary
+}
+stage_sanitize() {
+    local tool t dev
+    CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+    $CS --version > $L/cs-version.txt 2>&1
+    $CS --help > $L/cs-help.txt 2>&1
+    head -3 $L/cs-version.txt | tee -a $summary
+    for tool in ${SAN_TOOLS:-memcheck synccheck racecheck initcheck}; do
+        for t in ${SAN_TESTS:-pipeline:cuda-fp8 pipeline:cuda-bf16 vae:cuda-bf16}; do
+            dev=${t#*:}
+            STAGE_TIMEOUT=${SAN_TIMEOUT:-150} san $tool "test_${t%%:*} ($dev)" \
+                cs-$tool-${t%%:*}-$dev.log test_${t%%:*} SD_TEST_DEVICE=$dev
+        done
+    done
+    if [ "${SAN_BACKEND:-1}" = 1 ]; then
+        tool=${SAN_BACKEND_TOOL:-memcheck}
+        STAGE_TIMEOUT=${SAN_BACKEND_TIMEOUT:-300} san $tool test_backend \
+            cs-$tool-backend.log test_backend
+    fi
+}
+stage_devicefault() {
+    local m port=7870
+    run "test_group (cuda-fp8)" group-cuda-fp8.log env \
+        SD_TEST_DEVICE=cuda-fp8 $G/bin/test_group
+    grep -E "fault|FAIL" $L/group-cuda-fp8.log | head -5 | tee -a $summary
+    randmodel large
+    for m in tiny large; do
+        local dir=/dev/shm/sd-large size=1024 steps=4
+        [ $m = tiny ] && dir=/tmp/sd/fixtures/tiny-sd35-large size=256
+        # the worker (nobody under a root master) takes the file away
+        mkdir -p /tmp/sd/gates-$m && chmod 777 /tmp/sd/gates-$m
+        PREC=fp8 SERVE_EXTRA="sd_test_gate /tmp/sd/gates-$m;" \
+            serve $dir $m $port
+        run "device fault through nginx ($m)" devfault-$m.log python3 \
+            tests/gpu/device_fault.py http://127.0.0.1:$port \
+            /tmp/sd/gates-$m /tmp/sd/serve-$m/logs/error.log \
+            --size $size --steps $steps
+        cp /tmp/sd/serve-$m/logs/error.log $L/devfault-$m-error.log
+        /tmp/ngx/usr/sbin/nginx -p /tmp/sd/serve-$m/ -c nginx.conf -s quit
+        grep -E '^\|' $L/devfault-$m.log | tee -a $summary
+        port=$((port + 1))
+    done
 }
 stage_s27c() {         # the attention's ncu samples (the tree's kernel),
                        # then Large through nginx with http_bench's
