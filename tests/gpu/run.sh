@@ -129,6 +129,8 @@
 #           on the tiny model and on Large FP8: the job answers 503, the
 #           worker restarts, the next request answers (device_fault.py);
 #           test_group's fault check on the GPU
+#   gnncu   the VAE's GroupNorm kernels (stats, merge, apply) under ncu at
+#           Large's 1024^2 decode: time and DRAM throughput of each
 #   sanitize  compute-sanitizer's memcheck, synccheck, racecheck and
 #           initcheck over the GPU's stage tests on the tiny models (every
 #           kernel of a txt2img in FP8 and BF16: our attention, products,
@@ -1381,6 +1383,39 @@ stage_sanitize() {
         STAGE_TIMEOUT=${SAN_BACKEND_TIMEOUT:-300} san $tool test_backend \
             cs-$tool-backend.log test_backend
     fi
+}
+stage_gnncu() {
+    randmodel large
+    run "ncu: GroupNorm kernels" ncu-gn.log ncu --kernel-name regex:gn_ \
+        --launch-count 100 --csv --page raw --metrics \
+gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,\
+dram__bytes.sum,launch__grid_size \
+        $G/bin/sd-cli bench --model /dev/shm/sd-large --precision fp8 \
+        --steps 1 --runs 1
+    python3 - $L/ncu-gn.log <<'PYEOF' | tee -a $summary
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 5]
+hdr = next((r for r in rows if 'Kernel Name' in r), None)
+if hdr is None:
+    print('no ncu rows'); sys.exit(0)
+ix = {k: hdr.index(k) for k in hdr}
+agg = collections.OrderedDict()
+for r in rows[rows.index(hdr) + 2:]:
+    try:
+        t = float(r[ix['gpu__time_duration.sum']].replace(',', ''))
+        b = float(r[ix['dram__bytes.sum']].replace(',', ''))
+        pct = float(r[ix['dram__throughput.avg.pct_of_peak_sustained_elapsed']])
+    except (ValueError, KeyError):
+        continue
+    k = (r[ix['Kernel Name']][:40], r[ix['launch__grid_size']])
+    a = agg.setdefault(k, [0, 0.0, 0.0, 0.0])
+    a[0] += 1; a[1] += t; a[2] += b; a[3] += pct
+print('| GN kernel | grid | calls | us each | MB each | GB/s | DRAM % |')
+print('| --- | --- | --- | --- | --- | --- | --- |')
+for (k, g), (n, t, b, p) in sorted(agg.items(), key=lambda x: -x[1][1]):
+    print(f'| {k} | {g} | {n} | {t / n / 1e3:.1f} | {b / n / 1e6:.0f} | '
+          f'{b / t:.0f} | {p / n:.0f} |')
+PYEOF
 }
 stage_devicefault() {
     local m port=7870
