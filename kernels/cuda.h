@@ -79,6 +79,8 @@ typedef struct {
     int                 lane1_sms;      /* SD_CUDA_LANE1_SMS: SMs a lane-1
                                            product may use, 0: all */
     int                 no_lanes;       /* SD_CUDA_NO_LANES=1: one queue */
+    int                 gn_old;         /* SD_CUDA_GN_OLD=1: GroupNorm's
+                                           apply as before 2026-12-03 */
     int                 nm_wide;        /* SD_CUDA_NM_WIDE=1: norm_modulate
                                            into E4M3 of rows of 1025-1536
                                            on 8 vectors a lane (the 6 of

@@ -403,6 +403,26 @@ case_group_norm_odd(sd_backend *be, size_t *n, double *ms)
 }
 
 
+/* no weight, bias or activation, 16 channels a group, B 2, a pixel count
+   no block's step divides: the BF16 path with each thread's channels
+   fixed (gn_apply_cv8) */
+static float *
+case_group_norm_plain(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s;
+    float      *out;
+    sd_tensor  *x = MK(be, ACT, 3.0f, 2, 9, 7, 256);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 2, 9, 7, 256);
+
+    T_TIMED(be, ms, sd_group_norm(&err, y, x, 16, NULL, NULL, 1e-6f,
+                                  SD_ACT_NONE));
+    T_CASE_END(y);
+    sd_tensor_free(x); sd_tensor_free(y);
+    return out;
+}
+
+
 /* 8-channel loads whose 8 channels span two groups (4 per group), a
    pixel count that no split divides, weights, bias and SiLU: the
    vectorized BF16 path */
@@ -923,6 +943,7 @@ static const t_case  t_cases[] = {
     { "group_norm+silu 128x128x512", case_group_norm, 0 },
     { "group_norm 24x20x48 (8 groups)", case_group_norm_odd, 0 },
     { "group_norm+silu 37x29x128 (32 groups)", case_group_norm_v8, 0 },
+    { "group_norm 9x7x256 (16 groups, no affine)", case_group_norm_plain, 0 },
     { "abs_diff_sum 2x4096x2432", case_abs_diff, 0 },
     { "act gelu/tanh/quick/silu", case_acts, 0 },
     { "gated_act 256x2x10240, 21x2x37, 5x2x24", case_gated_act, 0 },

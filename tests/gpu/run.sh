@@ -129,6 +129,10 @@
 #           on the tiny model and on Large FP8: the job answers 503, the
 #           worker restarts, the next request answers (device_fault.py);
 #           test_group's fault check on the GPU
+#   gnab    GroupNorm's apply with each thread's channels fixed against
+#           the one before (SD_CUDA_GN_OLD=1): test_backend, the VAE
+#           goldens, one seed's image each way (the same bytes?), Large
+#           FP8 2-step benches in turn (VAE decode), then gnncu
 #   gnncu   the VAE's GroupNorm kernels (stats, merge, apply) under ncu at
 #           Large's 1024^2 decode: time and DRAM throughput of each
 #   sanitize  compute-sanitizer's memcheck, synccheck, racecheck and
@@ -1383,6 +1387,21 @@ stage_sanitize() {
         STAGE_TIMEOUT=${SAN_BACKEND_TIMEOUT:-300} san $tool test_backend \
             cs-$tool-backend.log test_backend
     fi
+}
+stage_gnab() {
+    run "test_backend" backend.log $G/bin/test_backend
+    grep -E "group_norm|FAIL" $L/backend.log | head -12 | tee -a $summary
+    for dev in cuda-bf16 cuda-fp8; do
+        run "test_vae ($dev)" vae-$dev.log env SD_TEST_DEVICE=$dev \
+            $G/bin/test_vae
+    done
+    randmodel large
+    txt2img_dump gnnew
+    SD_CUDA_GN_OLD=1 txt2img_dump gnold
+    same_image gnnew gnold
+    ab_short SD_CUDA_GN_OLD old new gn
+    bench_lines 'VAE' $L/bench-gn-*.log | tee -a $summary
+    stage_gnncu
 }
 stage_gnncu() {
     randmodel large
