@@ -827,10 +827,11 @@ gn_apply_bf16x8(__nv_bfloat16 *y, const __nv_bfloat16 *x,
 
 /*
  * gn_apply for BF16 where a thread's 8 channels stay its own (C / 8
- * divides the block's 256 threads): each thread folds its channels' mean, 1/std,
- * weight and bias into one multiplier and offset once, then walks the
- * block's pixels G8_AP loads at a time, with no index division per
- * vector; the same arithmetic as gn_apply_bf16x8, so the same bits.
+ * divides the block's 256 threads): each thread folds its channels'
+ * mean, 1/std, weight and bias into one multiplier and offset once, then
+ * walks the block's pixels SD_GN_AP loads at a time, with no index
+ * division per vector; the same arithmetic as gn_apply_bf16x8, so the
+ * same bits.
  * Grid (blocks, B); block j of batch b takes pixels [j ppb, (j + 1) ppb).
  * Under ncu (run.sh gnncu, base clocks) the VAE's 1024^2 x 128 apply
  * takes 150.2 us, 3.4 TB/s; gn_apply_bf16x8, with its index arithmetic
