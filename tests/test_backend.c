@@ -385,17 +385,18 @@ case_group_norm(sd_backend *be, size_t *n, double *ms)
 }
 
 
-/* channels that neither divide nor are divided by 256: the generic path */
+/* GroupNorm without weight, bias or activation over (B, H, W, C) */
 static float *
-case_group_norm_odd(sd_backend *be, size_t *n, double *ms)
+group_norm_bare(sd_backend *be, size_t *n, double *ms, int64_t bsz,
+    int64_t h, int64_t w, int64_t c, int groups)
 {
     sd_err      err = {0};
     sd_status   s;
     float      *out;
-    sd_tensor  *x = MK(be, ACT, 3.0f, 2, 24, 20, 48);
-    sd_tensor  *y = MK(be, ACT, 0.0f, 2, 24, 20, 48);
+    sd_tensor  *x = MK(be, ACT, 3.0f, bsz, h, w, c);
+    sd_tensor  *y = MK(be, ACT, 0.0f, bsz, h, w, c);
 
-    T_TIMED(be, ms, sd_group_norm(&err, y, x, 8, NULL, NULL, 1e-6f,
+    T_TIMED(be, ms, sd_group_norm(&err, y, x, groups, NULL, NULL, 1e-6f,
                                   SD_ACT_NONE));
     T_CASE_END(y);
     sd_tensor_free(x); sd_tensor_free(y);
@@ -403,23 +404,20 @@ case_group_norm_odd(sd_backend *be, size_t *n, double *ms)
 }
 
 
-/* no weight, bias or activation, 16 channels a group, B 2, a pixel count
-   no block's step divides: the BF16 path with each thread's channels
-   fixed (gn_apply_cv8) */
+/* channels that neither divide nor are divided by 256: the generic path */
+static float *
+case_group_norm_odd(sd_backend *be, size_t *n, double *ms)
+{
+    return group_norm_bare(be, n, ms, 2, 24, 20, 48, 8);
+}
+
+
+/* 16 channels a group, B 2, a pixel count no block's step divides: the
+   BF16 path with each thread's channels fixed (gn_apply_cv8) */
 static float *
 case_group_norm_plain(sd_backend *be, size_t *n, double *ms)
 {
-    sd_err      err = {0};
-    sd_status   s;
-    float      *out;
-    sd_tensor  *x = MK(be, ACT, 3.0f, 2, 9, 7, 256);
-    sd_tensor  *y = MK(be, ACT, 0.0f, 2, 9, 7, 256);
-
-    T_TIMED(be, ms, sd_group_norm(&err, y, x, 16, NULL, NULL, 1e-6f,
-                                  SD_ACT_NONE));
-    T_CASE_END(y);
-    sd_tensor_free(x); sd_tensor_free(y);
-    return out;
+    return group_norm_bare(be, n, ms, 2, 9, 7, 256, 16);
 }
 
 
