@@ -238,3 +238,38 @@ def test_batch_leaves_no_ghosts(nginx_factory):
     for name in ("sd_jobs_running{", "sd_queue_depth{"):
         assert all(float(line.split()[-1]) == 0 for line in m.splitlines()
                    if line.startswith(name)), m
+
+
+def test_device_fault_in_a_batch(nginx_factory):
+    """A GPU fault met by a shared pass (sd_test_gate's device-fault file,
+    taken by the batch's thread): every member answers 503 with
+    Retry-After, the worker is replaced, the next request answers."""
+    n = nginx_factory(http="sd_batch 8;")
+    n.expected.append(r"the GPU failed \(task \"b1\": the device failed "
+                      r"earlier in this process \(injected device fault")
+    (pid,) = n.workers()
+    n.gate("hold", step=1)              # past its own look at the switch
+    hold = raw_post(n, "/sdapi/v1/txt2img", dict(HOLD, force_task_id="hold"))
+    wait_state(n, "hold")
+    socks = {}
+    for task, body in MEMBERS.items():
+        socks[task] = raw_post(n, "/sdapi/v1/txt2img",
+                               dict(body, force_task_id=task))
+        wait_state(n, task, "queued")
+    (n.prefix / "gates" / "device-fault").write_text("")
+    n.release("hold")
+    assert read_response(hold)[0] == 200
+    for task, s in socks.items():
+        status, headers, body = read_response(s)
+        assert status == 503, (task, body)
+        assert body == {"detail": "GPU failure: the worker restarts"}
+        assert "retry-after" in headers
+    assert not (n.prefix / "gates" / "device-fault").exists()
+    deadline = time.time() + 60
+    while not (n.workers() and pid not in n.workers()
+               and n.get("/internal/ping").json()["status"] == "ready"):
+        assert time.time() < deadline, "no new worker"
+        time.sleep(0.05)
+    r = n.post("/sdapi/v1/txt2img", dict(MEMBERS["b1"]))
+    assert r.status_code == 200, r.text
+    assert metric(n, "sd_device_failures_total") == 1
