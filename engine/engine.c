@@ -292,29 +292,30 @@ sd_engine_inject_fault(sd_engine *e, char *errbuf, size_t errlen)
         return SD_ERR_INVALID;
     }
     pthread_mutex_lock(&e->lock);
+    if (!e->cuda) {
+        /* no device to fault: the engine marks itself lost, and this call
+           does not fail (the next one meets it) */
+        sd_err  f = {0};
+
+        (void) engine_note_failure(&f, e, sd_errorf(&f, SD_ERR_DEVICE,
+                                   "injected device fault "
+                                   "(sd_engine_inject_fault)"));
+    }
 #ifdef SD_HAVE_CUDA
-    if (e->cuda) {
+    else {
         /* the trap meets the next call, as a real fault would */
         s = sd_cuda_bind(&err, e->be);
         if (s == SD_OK) {
             s = sd_cuda_inject_fault(&err, e->be);
         }
         s = engine_note_failure(&err, e, s);
-        pthread_mutex_unlock(&e->lock);
-        if (s != SD_OK) {
-            set_errbuf(errbuf, errlen, &err);
-        }
-        return s;
     }
 #endif
-    s = sd_errorf(&err, SD_ERR_DEVICE, "injected device fault "
-                  "(sd_engine_inject_fault)");
-    (void) engine_note_failure(&err, e, s);
     pthread_mutex_unlock(&e->lock);
-    /* this call does not fail: the next one meets the fault */
-    (void) errbuf;
-    (void) errlen;
-    return SD_OK;
+    if (s != SD_OK) {
+        set_errbuf(errbuf, errlen, &err);
+    }
+    return s;
 }
 
 

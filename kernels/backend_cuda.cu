@@ -92,13 +92,7 @@ sd_cuda_lt_fail(sd_err *err, cublasStatus_t e, const char *call,
 {
     sd_status  s = (e == CUBLAS_STATUS_ALLOC_FAILED) ? SD_ERR_NOMEM
                                                       : SD_ERR_BACKEND;
-    char       why[96];
 
-    if (sd_cuda_lost(why, sizeof(why))) {
-        return sd_errorf(err, SD_ERR_DEVICE, "cublasLt: %s failed: status "
-                         "%d, the GPU failed: %s (%s:%d)", call, (int) e,
-                         why, file, line);
-    }
     return sd_errorf(err, s, "cublasLt: %s failed: status %d (%s:%d)", call,
                      (int) e, file, line);
 }
@@ -110,13 +104,7 @@ sd_cuda_dnn_fail(sd_err *err, cudnnStatus_t e, const char *call,
 {
     sd_status  s = (e == CUDNN_STATUS_ALLOC_FAILED) ? SD_ERR_NOMEM
                                                      : SD_ERR_BACKEND;
-    char       why[96];
 
-    if (sd_cuda_lost(why, sizeof(why))) {
-        return sd_errorf(err, SD_ERR_DEVICE, "cudnn: %s failed: %s, the GPU "
-                         "failed: %s (%s:%d)", call, cudnnGetErrorString(e),
-                         why, file, line);
-    }
     return sd_errorf(err, s, "cudnn: %s failed: %s (%s:%d)", call,
                      cudnnGetErrorString(e), file, line);
 }
