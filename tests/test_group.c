@@ -445,12 +445,8 @@ check_device_fault(sd_engine *e)
     const sd_request  *rp[2] = { &r, &r };
     char               msg[256], m0[256], m1[256], *ep[2] = { m0, m1 };
 
-    sd_request_init(&r);
+    base_request(&r);
     r.prompt = "a fault";
-    r.width = 64;
-    r.height = 64;
-    r.steps = 2;
-    r.seed = 3;
     T_CHECK(!sd_engine_lost(e), "not lost before the fault");
     msg[0] = '\0';
     s = sd_engine_inject_fault(e, msg, sizeof(msg));
