@@ -287,22 +287,12 @@ ngx_http_sd_breaker_state(void)
 ngx_int_t
 ngx_http_sd_breaker_injected(char *err, size_t len)
 {
-    u_char                    path[NGX_MAX_PATH];
-    struct stat               st;
-    ngx_http_sd_main_conf_t  *smcf;
+    u_char       path[NGX_MAX_PATH];
+    struct stat  st;
 
-    smcf = ngx_http_sd_worker.smcf;
-
-    if (smcf == NULL || smcf->test_gate.len == 0
-        || smcf->test_gate.len + sizeof("/engine-fail") > sizeof(path))
+    if (ngx_http_sd_test_file(path, sizeof(path), "engine-fail") != NGX_OK
+        || stat((char *) path, &st) != 0)
     {
-        return 0;
-    }
-
-    (void) ngx_snprintf(path, sizeof(path), "%V/engine-fail%Z",
-                        &smcf->test_gate);
-
-    if (stat((char *) path, &st) != 0) {
         return 0;
     }
 

@@ -436,6 +436,10 @@ ngx_int_t ngx_http_sd_add_header(ngx_http_request_t *r, const char *key,
     u_char *value, size_t len, ngx_table_elt_t **out);
 ngx_int_t ngx_http_sd_images_json(ngx_http_sd_job_t *job);
 uint64_t ngx_http_sd_mono_ns(void);     /* the monotonic clock */
+/* sd_test_gate's file NAME as a path into path[size]; NGX_DECLINED: no
+   sd_test_gate, or too long */
+ngx_int_t ngx_http_sd_test_file(u_char *path, size_t size,
+    const char *name);
 ngx_int_t ngx_http_sd_send_chain(ngx_http_request_t *r, ngx_uint_t status,
     ngx_chain_t *out, off_t len);
 ngx_int_t ngx_http_sd_send_body(ngx_http_request_t *r, ngx_uint_t status,

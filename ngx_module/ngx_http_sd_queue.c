@@ -1130,25 +1130,34 @@ ngx_http_sd_gate_wait(ngx_http_sd_job_t *job)
 static void
 ngx_http_sd_fault_gate(ngx_http_sd_job_t *job)
 {
-    u_char                    path[NGX_MAX_PATH];
+    u_char  path[NGX_MAX_PATH];
+
+    if (ngx_http_sd_test_file(path, sizeof(path), "device-fault") != NGX_OK
+        || unlink((char *) path) != 0)
+    {
+        return;
+    }
+
+    (void) sd_engine_inject_fault(job->engine, job->err, sizeof(job->err));
+}
+
+
+ngx_int_t
+ngx_http_sd_test_file(u_char *path, size_t size, const char *name)
+{
     ngx_http_sd_main_conf_t  *smcf;
 
     smcf = ngx_http_sd_worker.smcf;
 
     if (smcf == NULL || smcf->test_gate.len == 0
-        || smcf->test_gate.len + sizeof("/device-fault") > sizeof(path))
+        || smcf->test_gate.len + ngx_strlen(name) + 2 > size)
     {
-        return;
+        return NGX_DECLINED;
     }
 
-    (void) ngx_snprintf(path, sizeof(path), "%V/device-fault%Z",
-                        &smcf->test_gate);
+    (void) ngx_snprintf(path, size, "%V/%s%Z", &smcf->test_gate, name);
 
-    if (unlink((char *) path) != 0) {
-        return;
-    }
-
-    (void) sd_engine_inject_fault(job->engine, job->err, sizeof(job->err));
+    return NGX_OK;
 }
 
 
