@@ -339,6 +339,17 @@ def read_response(s, timeout=120):
     return status, headers, json.loads(body) if body else None
 
 
+def until(cond, timeout=30, what="condition"):
+    """cond()'s first true value, polled every 50 ms for timeout seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def wait_state(n, task, state="active", timeout=60, headers=None,
                started=True):
     """Polls /internal/progress until the task is in the given state (for

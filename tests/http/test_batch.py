@@ -13,7 +13,7 @@ import time
 
 import sdutil
 
-from conftest import metric, raw_post, read_response, wait_state
+from conftest import metric, raw_post, read_response, until, wait_state
 
 BASE = {"width": 64, "height": 64, "steps": 3, "cfg_scale": 4.5,
         "sampler_name": "Euler"}
@@ -265,11 +265,9 @@ def test_device_fault_in_a_batch(nginx_factory):
         assert body == {"detail": "GPU failure: the worker restarts"}
         assert "retry-after" in headers
     assert not (n.prefix / "gates" / "device-fault").exists()
-    deadline = time.time() + 60
-    while not (n.workers() and pid not in n.workers()
-               and n.get("/internal/ping").json()["status"] == "ready"):
-        assert time.time() < deadline, "no new worker"
-        time.sleep(0.05)
+    until(lambda: n.workers() and pid not in n.workers()
+          and n.get("/internal/ping").json()["status"] == "ready",
+          timeout=60, what="a new worker")
     r = n.post("/sdapi/v1/txt2img", dict(MEMBERS["b1"]))
     assert r.status_code == 200, r.text
     assert metric(n, "sd_device_failures_total") == 1

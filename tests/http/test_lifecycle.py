@@ -8,7 +8,7 @@ answers its jobs 503 and is replaced. Jobs are held by their gate
 import signal
 import time
 
-from conftest import FAST, raw_post, read_response, wait_state
+from conftest import FAST, raw_post, read_response, until, wait_state
 
 JOB = dict(FAST, steps=3)
 
@@ -25,16 +25,6 @@ def gauge(text, name):
             key, _, value = line.rpartition(" ")
             out[key[len(name):]] = float(value)
     return out
-
-
-def until(cond, timeout=30, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def no_ghosts(n):
@@ -204,7 +194,7 @@ def test_device_fault_restarts_worker(nginx_factory):
     away): the job answers 503 with Retry-After, so does the job queued
     behind it (never run), the worker logs it at crit and exits, and the
     master's new worker answers."""
-    n = nginx_factory(loc="sd_tenant $http_x_tenant;")
+    n = nginx_factory()
     n.expected.append(r"the GPU failed \(task \"f1\": the device failed "
                       r"earlier in this process \(injected device fault")
     (pid,) = n.workers()
