@@ -468,64 +468,89 @@ sd_cuda_qkv_split(sd_err *err, sd_tensor *q, sd_tensor *k, sd_tensor *v,
  * GroupNorm over x (B, HW, C), groups of cg = C / G channels.
  * Pass 1 (gn_stats): grid (splits, B); block (s, b) walks a contiguous
  * range of pixels. With 256 threads and C dividing 256 (or 256 dividing
- * C), thread t always meets the same channels, so it keeps one Welford
- * state per channel it owns (at most 4); the block then merges the states
- * of each group in double: part[(b * splits + s) * G + g] = (n, mean, m2).
- * Pass 2 (gn_final): merge the splits per (b, g) into mean and 1/std.
+ * C), thread t always meets the same channels, so it keeps one state per
+ * channel it owns (at most 4): its count and the sums of its values and
+ * squares, shifted by its first value (F32, no cancellation). The block
+ * then sums each group's states in double about one shift, the mean of
+ * the group's first state: part[((b * splits + s) * G + g) * 4] =
+ * (n, shift, sum (x - shift), sum (x - shift)^2).
+ * Pass 2 (gn_final): one block per (b, g) sums the splits' states about
+ * one shift (the first split's mean) into mean and 1/std.
  * Pass 3 (gn_apply): y = act((x - mean) * rstd * w + b).
  * BF16 with C dividing 2048 reads 8 channels a load in pass 1
  * (gn_stats_bf16x8); other channel counts use gn_stats_slow: one block per
- * (b, g). Both per-block kernels merge their states with gn_merge.
+ * (b, g). Moving a state's sums to another shift d away is two products
+ * and sums (s1 + n d, s2 + d (2 s1 + n d)), so both merges are sums in a
+ * fixed order: a warp a group in pass 1, a tree in pass 2. They were
+ * Chan's merges in double, a division each, one thread a group walking
+ * its 64 states in turn (session 28 under ncu: 38.8 us for the 128^2 x
+ * 512 stats pass, whose reads take a fraction of that, and 8.9 us for
+ * each pass 2).
  */
+#define SD_GN_PART  4               /* doubles a (split, group) state */
 
 
-/* state a (n, mean, m2) merged with state b (Chan et al.); bn 0: a stays */
+/* (n, s1, s2) about shift r, moved to shift to, added to the sums */
 __device__ __forceinline__ void
-gn_chan(double *an, double *am, double *aq, double bn, double bm, double bq)
+gn_move(double n, double r, double s1, double s2, double to, double *an,
+    double *a1, double *a2)
 {
-    double  tot, d;
+    double  d = r - to;
 
-    if (bn == 0.0) {
-        return;
+    *an += n;
+    *a1 += s1 + n * d;
+    *a2 += s2 + d * (2.0 * s1 + n * d);
+}
+
+
+__device__ __forceinline__ double
+gn_warp_sum(double v)
+{
+    int  o;
+
+    for (o = 16; o > 0; o >>= 1) {
+        v += __shfl_xor_sync(0xffffffffu, v, o);
     }
-    tot = *an + bn;
-    d = bm - *am;
-    *am += d * bn / tot;
-    *aq += bq + d * d * *an * bn / tot;
-    *an = tot;
+    return v;
 }
 
 
 /*
- * A block's Welford states into part[g * 3 + (n, mean, m2)] per group g:
- * slot i (of slots) holds channel i % c, its count, shifted sums and
- * shift; thread g merges group g's slots in double.
+ * A block's states into part[g * SD_GN_PART + ...] per group g: slot i (of
+ * slots) holds channel i % cc, its count sn, shifted sums s1, s2 and shift
+ * sr. Warp w sums groups w, w + warps, ...: lane l the group's slots l,
+ * l + 32, ... about the group's shift, then the warp's lanes in a tree.
+ * The shift is the mean of the group's first slot (its first channel's
+ * values in the thread that met it first), or 0 where that slot is empty.
  */
 __device__ void
 gn_merge(const float *sn, const float *s1, const float *s2, const float *sr,
     int slots, int cc, int groups, double *part)
 {
-    int  cg = cc / groups;
+    int  cg = cc / groups, per = slots / groups, lane = threadIdx.x & 31;
 
-    for (int g = threadIdx.x; g < groups; g += blockDim.x) {
-        double   an = 0.0, am = 0.0, aq = 0.0;
-        int      j, u;
+    for (int g = threadIdx.x / 32; g < groups; g += blockDim.x / 32) {
+        int     i0 = g * cg, k;
+        double  an = 0.0, a1 = 0.0, a2 = 0.0;
+        double  sh = sn[i0] > 0.0f ? (double) sr[i0]
+                                     + (double) s1[i0] / (double) sn[i0]
+                                   : 0.0;
 
-        for (j = 0; j < slots; j += cc) {
-            for (u = 0; u < cg; u++) {
-                int     i = j + g * cg + u;
-                double  bn = sn[i];
+        for (k = lane; k < per; k += 32) {
+            /* the group's k-th slot: channel g cg + k % cg, row k / cg */
+            int  i = (k / cg) * cc + i0 + k % cg;
 
-                if (bn == 0.0) {
-                    continue;
-                }
-                gn_chan(&an, &am, &aq, bn, sr[i] + s1[i] / bn,
-                        (double) s2[i] - (double) s1[i] * s1[i] / bn);
-            }
+            gn_move(sn[i], sr[i], s1[i], s2[i], sh, &an, &a1, &a2);
         }
-        part[g * 3 + 0] = an;
-        part[g * 3 + 1] = am;
-        part[g * 3 + 2] = aq;
+        an = gn_warp_sum(an);
+        a1 = gn_warp_sum(a1);
+        a2 = gn_warp_sum(a2);
+        if (lane == 0) {
+            part[g * SD_GN_PART + 0] = an;
+            part[g * SD_GN_PART + 1] = sh;
+            part[g * SD_GN_PART + 2] = a1;
+            part[g * SD_GN_PART + 3] = a2;
+        }
     }
 }
 
@@ -598,7 +623,7 @@ gn_stats_bf16x8(const __nv_bfloat16 *x, double *part, int64_t hw, int cc,
     }
     __syncthreads();
     gn_merge(sn, s1, s2, sr, SD_GN_V8_SLOTS, cc, groups,
-             part + (b * splits + s) * groups * 3);
+             part + (b * splits + s) * groups * SD_GN_PART);
 }
 
 
@@ -654,7 +679,7 @@ gn_stats(const T *x, double *part, int64_t hw, int64_t c, int groups,
     __syncthreads();
 
     gn_merge(sn, s1, s2, sr, SD_NORM_THREADS * CPT, cc, groups,
-             part + (b * splits + s) * groups * 3);
+             part + (b * splits + s) * groups * SD_GN_PART);
 }
 
 
@@ -694,18 +719,21 @@ gn_stats_slow(const T *x, double *part, int64_t hw, int64_t c, int groups)
         __syncthreads();
     }
     if (t == 0) {
-        part[(b * groups + g) * 3 + 0] = (double) n;
-        part[(b * groups + g) * 3 + 1] = mean;
-        part[(b * groups + g) * 3 + 2] = r2[0];
+        /* (n, shift, sum (x - shift), sum (x - shift)^2), shift = mean */
+        part[(b * groups + g) * SD_GN_PART + 0] = (double) n;
+        part[(b * groups + g) * SD_GN_PART + 1] = mean;
+        part[(b * groups + g) * SD_GN_PART + 2] = 0.0;
+        part[(b * groups + g) * SD_GN_PART + 3] = r2[0];
     }
 }
 
 
 /*
- * Pass 2: one block per (b, g) merges the splits' states, each thread a
- * strided share of them, then the threads' states in a tree (Chan's
- * merge in double). (A single thread per group walking every split took
- * 0.37 ms at 528 splits: more than the stats pass itself.)
+ * Pass 2: one block per (b, g) sums the splits' states about one shift,
+ * the first split's mean (split 0 always holds pixels), each thread a
+ * strided share of them, then the threads' sums in a tree. (A single
+ * thread per group walking every split took 0.37 ms at 528 splits: more
+ * than the stats pass itself.)
  */
 #define SD_GN_FINAL_THREADS  128
 
@@ -714,33 +742,39 @@ __global__ void
 gn_final(const double *part, float2 *stats, int splits, int groups,
     float eps)
 {
-    __shared__ double  rn[SD_GN_FINAL_THREADS], rm[SD_GN_FINAL_THREADS];
-    __shared__ double  rq[SD_GN_FINAL_THREADS];
+    __shared__ double  rn[SD_GN_FINAL_THREADS], r1[SD_GN_FINAL_THREADS];
+    __shared__ double  r2[SD_GN_FINAL_THREADS];
     int                i = blockIdx.x, b = i / groups, g = i % groups;
     int                t = threadIdx.x, s, k;
-    double             an = 0.0, am = 0.0, aq = 0.0;
+    const double      *p0 = part + ((int64_t) b * splits * groups + g)
+                                   * SD_GN_PART;
+    double             an = 0.0, a1 = 0.0, a2 = 0.0, sh, m, var;
 
+    sh = p0[0] > 0.0 ? p0[1] + p0[2] / p0[0] : 0.0;
     for (s = t; s < splits; s += SD_GN_FINAL_THREADS) {
-        const double  *p = part + ((int64_t) (b * splits + s) * groups + g)
-                                  * 3;
+        const double  *p = p0 + (int64_t) s * groups * SD_GN_PART;
 
-        gn_chan(&an, &am, &aq, p[0], p[1], p[2]);
+        gn_move(p[0], p[1], p[2], p[3], sh, &an, &a1, &a2);
     }
     rn[t] = an;
-    rm[t] = am;
-    rq[t] = aq;
+    r1[t] = a1;
+    r2[t] = a2;
     __syncthreads();
     for (k = SD_GN_FINAL_THREADS / 2; k; k >>= 1) {
         if (t < k) {
-            gn_chan(&rn[t], &rm[t], &rq[t], rn[t + k], rm[t + k], rq[t + k]);
+            rn[t] += rn[t + k];
+            r1[t] += r1[t + k];
+            r2[t] += r2[t + k];
         }
         __syncthreads();
     }
     if (t == 0) {
-        stats[i] = make_float2((float) rm[0],
-                               (float) (1.0 / sqrt(rq[0] / (rn[0] > 0 ? rn[0]
-                                                                      : 1)
-                                                   + eps)));
+        an = rn[0] > 0.0 ? rn[0] : 1.0;
+        m = r1[0] / an;
+        var = r2[0] / an - m * m;
+        var = var > 0.0 ? var : 0.0;
+        stats[i] = make_float2((float) (sh + m),
+                               (float) (1.0 / sqrt(var + eps)));
     }
 }
 
@@ -921,19 +955,19 @@ group_norm_t(sd_err *err, sd_cuda *c, T *y, const T *x, const T *w,
         splits = splits > hw / 64 ? hw / 64 : splits;
         splits = splits < 1 ? 1 : (splits > 1024 ? 1024 : splits);
     }
-    if ((size_t) (bsz * splits * groups * 3) * sizeof(double)
+    if ((size_t) (bsz * splits * groups * SD_GN_PART) * sizeof(double)
         + (size_t) nbg * sizeof(float2) > SD_CUDA_SMALL)
     {
         splits = 1;
         cpt = 0;
     }
-    if ((size_t) (bsz * groups * 3) * sizeof(double)
+    if ((size_t) (bsz * groups * SD_GN_PART) * sizeof(double)
         + (size_t) nbg * sizeof(float2) > SD_CUDA_SMALL)
     {
         return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda group_norm: %lld "
                          "images of %d groups", (long long) bsz, groups);
     }
-    stats = (float2 *) (part + bsz * splits * groups * 3);
+    stats = (float2 *) (part + bsz * splits * groups * SD_GN_PART);
 
     if (sizeof(T) == 2 && cpt && SD_GN_V8_SLOTS % ch == 0 && ch % 8 == 0
         && aligned16(x))

@@ -431,6 +431,36 @@ case_group_norm_v8(sd_backend *be, size_t *n, double *ms)
 }
 
 
+/* values about 100 (spread 4): the stats' sums about their shifts, the
+   shifts far from 0, 512 channels in 32 groups, B 2, 24 splits of 65
+   pixels (the last shorter), so threads meet unequal counts */
+static float *
+case_group_norm_offset(sd_backend *be, size_t *n, double *ms)
+{
+    sd_err      err = {0};
+    sd_status   s = SD_ERR_NOMEM;
+    float      *out = NULL, *h = host_rand(2 * 33 * 47 * 512, 4.0f);
+    sd_tensor  *x = MK(be, ACT, 0.0f, 2, 33, 47, 512);
+    sd_tensor  *y = MK(be, ACT, 0.0f, 2, 33, 47, 512);
+    int64_t     i;
+
+    for (i = 0; h && i < 2 * 33 * 47 * 512; i++) {
+        h[i] += 100.0f;
+        if (t_round) {
+            h[i] = sd_bf16_to_f32(sd_f32_to_bf16(h[i]));
+        }
+    }
+    if (h && x && y && sd_tensor_upload(&err, x, h) == SD_OK) {
+        T_TIMED(be, ms, sd_group_norm(&err, y, x, 32, NULL, NULL, 1e-6f,
+                                      SD_ACT_NONE));
+    }
+    T_CASE_END(y);
+    free(h);
+    sd_tensor_free(x); sd_tensor_free(y);
+    return out;
+}
+
+
 /* the step cache's measure: (sum |a - b|, sum |b|) as two F32 */
 static float *
 case_abs_diff(sd_backend *be, size_t *n, double *ms)
@@ -942,6 +972,7 @@ static const t_case  t_cases[] = {
     { "group_norm 24x20x48 (8 groups)", case_group_norm_odd, 0 },
     { "group_norm+silu 37x29x128 (32 groups)", case_group_norm_v8, 0 },
     { "group_norm 9x7x256 (16 groups, no affine)", case_group_norm_plain, 0 },
+    { "group_norm 33x47x512 about 100", case_group_norm_offset, 0 },
     { "abs_diff_sum 2x4096x2432", case_abs_diff, 0 },
     { "act gelu/tanh/quick/silu", case_acts, 0 },
     { "gated_act 256x2x10240, 21x2x37, 5x2x24", case_gated_act, 0 },
