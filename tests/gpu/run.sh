@@ -53,6 +53,10 @@
 #           queue, profiled: each op's own time
 #   fp8err  one step beside diffusers (FP8, BF16) and fp8-sweep --kinds
 #           attn on Large and Medium (the default policy's error)
+#   s29a    the GroupNorm's merges as sums against PACK_BASE (tests, image,
+#           VAE time, ncu), then norm_mod_fp8 and qkv_split_fp8 under ncu
+#   nmprof  norm_mod_fp8 (the image rows' launch) under ncu, every op of
+#           Large FP8's step on one queue timed
 #   batchceil  Large and Medium FP8 at 1, 2 and 4 images a forward pass
 #           (the ceiling of batching requests together: images per second;
 #           CEIL_SIZE 1024, CEIL_MODELS "large medium")
@@ -1435,6 +1439,84 @@ for (k, g), (n, t, b, p) in sorted(agg.items(), key=lambda x: -x[1][1]):
     print(f'| {k} | {g} | {n} | {t / n / 1e3:.1f} | {b / n / 1e6:.0f} | '
           f'{b / t:.0f} | {p / n:.0f} |')
 PYEOF
+}
+# a pass of the step under ncu, every section, and its warp stalls by SASS
+# instruction: ncu_pass KERNEL-REGEX NAME [GRID] (Large FP8, one step; the
+# first launch whose grid is GRID blocks, else the seventh)
+ncu_pass() {
+    local skip=6
+    randmodel large
+    if [ "${3:-}" ]; then
+        run "ncu: $2 launches" ncu-$2-list.log ncu --kernel-name "regex:$1" \
+            --launch-count 16 --csv --page raw --metrics \
+            gpu__time_duration.sum,launch__grid_size $G/bin/sd-cli bench \
+            --model /dev/shm/sd-large --precision fp8 --steps 1 --runs 1
+        skip=$(python3 - $L/ncu-$2-list.log $3 <<'PYEOF'
+import csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 5]
+hdr = next((r for r in rows if 'Kernel Name' in r), None)
+gi = hdr.index('launch__grid_size') if hdr else -1
+n = 0
+for r in (rows[rows.index(hdr) + 2:] if hdr else []):
+    if r[gi].replace(',', '') == sys.argv[2]:
+        print(n); break
+    n += 1
+else:
+    print(6)
+PYEOF
+)
+        echo "ncu: $2 launch $skip has grid $3" | tee -a $summary
+    fi
+    run "ncu: $2 full" ncu-$2.log ncu --kernel-name "regex:$1" \
+        --launch-skip $skip --launch-count 1 --set full --import-source no \
+        -o /tmp/sd/$2 -f $G/bin/sd-cli bench --model /dev/shm/sd-large \
+        --precision fp8 --steps 1 --runs 1
+    ncu -i /tmp/sd/$2.ncu-rep --page details > $L/ncu-$2-details.log 2>&1
+    ncu -i /tmp/sd/$2.ncu-rep --page source --csv --print-source sass \
+        > $L/$2-sass.csv 2>&1
+    python3 tests/gpu/ncu_sass.py $L/$2-sass.csv --top 30 \
+        --mark 'SHFL|BAR\.|EXIT' > $L/$2-sass.txt 2>&1
+    grep -E 'Grid Size|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Issue Slots Busy|Eligible Warps|Warp Cycles Per Issued|Block Limit Reg|Executed Instructions  |SM Frequency' \
+        $L/ncu-$2-details.log | head -20 | tee -a $summary
+    head -48 $L/$2-sass.txt | tee -a $summary
+}
+# the LayerNorm + modulate pass into E4M3 of the image rows under ncu, and
+# every op of Large FP8's step on one queue, timed
+stage_nmprof() {
+    ncu_pass 'norm_mod_fp8' nm 1024
+    run "bench large fp8, one stream, 2 steps, profile" \
+        bench-large-nolanes.log env SD_CUDA_NO_LANES=1 $G/bin/sd-cli bench \
+        --model /dev/shm/sd-large --precision fp8 --runs 1 --steps 2 \
+        --profile 1
+    grep -iE 'norm|split|gate|gelu|attention|linear' \
+        $L/bench-large-nolanes.log | head -40 | tee -a $summary
+}
+# session 29's first call: the GroupNorm's merges as sums (test_backend,
+# test_vae, one seed's image and the VAE's time against PACK_BASE's in
+# turn, the GN kernels under ncu), then the LayerNorm + modulate pass and
+# the QKV split under ncu
+stage_s29a() {
+    local r b
+    run "test_backend" backend.log $G/bin/test_backend
+    grep -E "group_norm|FAIL|passed" $L/backend.log | head -16 | tee -a $summary
+    for dev in cuda-bf16 cuda-fp8; do
+        run "test_vae ($dev)" vae-$dev.log env SD_TEST_DEVICE=$dev \
+            $G/bin/test_vae
+    done
+    randmodel large
+    txt2img_dump gnsum
+    SDCLI=$G/bin/sd-cli-var txt2img_dump gnbase
+    same_image gnsum gnbase
+    for r in 1 2; do
+        for b in sd-cli sd-cli-var; do
+            SDCLI=$G/bin/$b bench large bench-gn-$b-$r.log \
+                "large fp8 2 steps, $b ($r)" --precision fp8 --steps 2
+        done
+    done
+    bench_lines 'VAE' $L/bench-gn-*.log | tee -a $summary
+    stage_gnncu
+    ncu_pass 'norm_mod_fp8' nm
+    ncu_pass 'qkv_split_fp8' qs
 }
 stage_devicefault() {
     local m port=7870
