@@ -1395,6 +1395,7 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     c->fp8_widen = p.major < 9 || sd_env_on("SD_CUDA_FP8_WIDEN");
     c->no_lanes = sd_env_on("SD_CUDA_NO_LANES");
     c->nm_wide = sd_env_on("SD_CUDA_NM_WIDE");
+    c->nm_generic = sd_env_on("SD_CUDA_NM_GENERIC");
     c->gn_old = sd_env_on("SD_CUDA_GN_OLD");
     c->randn_dev = p.major == 9 && p.minor == 0
                    && !sd_env_on("SD_CUDA_HOST_NOISE");

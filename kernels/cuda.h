@@ -81,6 +81,10 @@ typedef struct {
     int                 no_lanes;       /* SD_CUDA_NO_LANES=1: one queue */
     int                 gn_old;         /* SD_CUDA_GN_OLD=1: GroupNorm's
                                            apply as before 2026-12-03 */
+    int                 nm_generic;     /* SD_CUDA_NM_GENERIC=1:
+                                           norm_modulate into E4M3 with
+                                           the width known at run time
+                                           only, measuring */
     int                 nm_wide;        /* SD_CUDA_NM_WIDE=1: norm_modulate
                                            into E4M3 of rows of 1025-1536
                                            on 8 vectors a lane (the 6 of
@@ -231,18 +235,20 @@ sd_put<__nv_bfloat16>(__nv_bfloat16 *p, float v)
 
 
 /* 8 BF16 values (16 bytes) to and from floats, for the memory-bound
-   passes. */
+   passes. A BF16 is the high half of its F32, so each word's two values
+   are the word shifted up and the word masked: two instructions a pair
+   (__bfloat1622float2 took three: its high half moved down, then up;
+   norm_mod_fp8_kernel executed 1,785 instructions a row of 2432, 390 of
+   them unpacking, H200, ncu, session 29). The same bits. */
 __device__ __forceinline__ void
 sd_unpack8(uint4 u, float *f)
 {
-    const __nv_bfloat162  *h = (const __nv_bfloat162 *) &u;
-    int                    k;
+    const uint32_t  w[4] = { u.x, u.y, u.z, u.w };
+    int             k;
 
     for (k = 0; k < 4; k++) {
-        float2  t = __bfloat1622float2(h[k]);
-
-        f[2 * k] = t.x;
-        f[2 * k + 1] = t.y;
+        f[2 * k] = __uint_as_float(w[k] << 16);
+        f[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
     }
 }
 
@@ -278,19 +284,19 @@ sd_warp_sum(float v)
  * (lane l holds 8-value groups l, l + 32, ...): loads it from xr into raw
  * (LOAD false: raw holds it already, loaded earlier by the caller; xr is
  * not read) and gives the mean (0 when rms) and 1 / sqrt(variance + eps)
- * about it.
+ * about it. NVC: c / 8 when known at compile time (0: c's).
  */
-template <int MAXV, bool LOAD = true>
+template <int MAXV, bool LOAD = true, int NVC = 0>
 __device__ __forceinline__ void
 sd_row_load_stats(const uint4 *xr, uint4 *raw, int lane, int c, int rms,
     float eps, float *mean, float *inv)
 {
-    int    nv = c >> 3, i, k;
+    int    nv = NVC ? NVC : c >> 3, i, k;
     float  v[8], sum = 0.0f, var = 0.0f, m = 0.0f;
 
     #pragma unroll
     for (i = 0; i < MAXV; i++) {
-        if (lane + 32 * i < nv) {
+        if ((NVC && 32 * i + 31 < NVC) || lane + 32 * i < nv) {
             if (LOAD) {
                 raw[i] = xr[lane + 32 * i];
             }
@@ -306,7 +312,7 @@ sd_row_load_stats(const uint4 *xr, uint4 *raw, int lane, int c, int rms,
     }
     #pragma unroll
     for (i = 0; i < MAXV; i++) {
-        if (lane + 32 * i < nv) {
+        if ((NVC && 32 * i + 31 < NVC) || lane + 32 * i < nv) {
             sd_unpack8(raw[i], v);
             #pragma unroll
             for (k = 0; k < 8; k++) {

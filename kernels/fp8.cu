@@ -97,13 +97,14 @@ warp_max(float v)
 
 /* shift (p) and 1 + scale (q) of columns 8j..8j+7: from the staged set
    st, or from global memory at row offset o (a third batch's rows) */
+template <bool STAGED>
 static __device__ __forceinline__ void
 nm_vecs(const float4 *st, int nv, const __nv_bfloat16 *shift,
     const __nv_bfloat16 *scale, size_t o, int j, float *p, float *q)
 {
     int  k;
 
-    if (st) {
+    if (STAGED || st) {
         float4  a0 = st[j], a1 = st[nv + j], c0 = st[2 * nv + j];
         float4  c1 = st[3 * nv + j];
 
@@ -121,16 +122,32 @@ nm_vecs(const float4 *st, int nv, const __nv_bfloat16 *shift,
 }
 
 
-template <int MAXV>
+/* vector i of the lane's row exists (all lanes' before the last, when NVC
+   is known) */
+#define NM_IN(i)                                                            \
+    (NVC ? (32 * (i) + 31 < NVC || lane + 32 * (i) < NVC)                   \
+         : lane + 32 * (i) < nv)
+
+/*
+ * NVC: the row's vectors (c / 8) known at compile time, for the MMDiTs'
+ * widths (Large 304, Medium 192), with batches of at least NM_ROWS rows
+ * (a block's rows then meet at most the two staged sets): the guards of
+ * the row's vectors fold to the last one and the staged set is never
+ * absent, so the loops have no branches (they had a convergence region
+ * each, ~250 of the 1,785 instructions a row of 2432: ncu, session 29);
+ * the same arithmetic. NVC 0: any width and batch.
+ */
+template <int MAXV, int NVC>
 __global__ void __launch_bounds__(NM_THREADS, MAXV <= 6 ? 3 : 2)
 norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     const __nv_bfloat16 *shift, const __nv_bfloat16 *scale, int rows,
-    int c, int rows_per_batch, float eps)
+    int c_rt, int rows_per_batch, float eps)
 {
     extern __shared__ float4  nm_mod[];         /* 1 or 2 sets of 4 nv */
+    const int      c = NVC ? 8 * NVC : c_rt, nv = c >> 3;
     int            row0 = blockIdx.x * NM_ROWS;
     int            row = row0 + threadIdx.x / 32, b0 = row0 / rows_per_batch;
-    int            lane = threadIdx.x & 31, nv = c >> 3, i, k, j, b, nset;
+    int            lane = threadIdx.x & 31, i, k, j, b, nset;
     int            last = min(row0 + NM_ROWS, rows) - 1;
     float          v[8], p[8], q[8], amax = 0.0f, mean, inv, qi;
     float          u[MAXV][8];              /* the modulated row */
@@ -142,7 +159,7 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     if (row < rows) {
         #pragma unroll
         for (i = 0; i < MAXV; i++) {
-            if (lane + 32 * i < nv) {
+            if (NM_IN(i)) {
                 raw[i] = xr[lane + 32 * i];
             }
         }
@@ -165,15 +182,15 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     }
     if (row < rows) {
         /* the row is in raw already (loaded before the staging) */
-        sd_row_load_stats<MAXV, false>(NULL, raw, lane, c, 0, eps, &mean,
-                                       &inv);
+        sd_row_load_stats<MAXV, false, NVC>(NULL, raw, lane, c, 0, eps,
+                                            &mean, &inv);
     }
     __syncthreads();
     if (row >= rows) {
         return;
     }
     b = row / rows_per_batch;
-    if (b - b0 < nset) {
+    if (NVC || b - b0 < nset) {
         st = nm_mod + (size_t) (b - b0) * 4 * nv;
     }
     yr = (uint2 *) (y + (size_t) row * c);
@@ -182,9 +199,9 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     #pragma unroll
     for (i = 0; i < MAXV; i++) {
         j = lane + 32 * i;
-        if (j < nv) {
+        if (NM_IN(i)) {
             sd_unpack8(raw[i], v);
-            nm_vecs(st, nv, shift, scale, (size_t) b * c, j, p, q);
+            nm_vecs<NVC != 0>(st, nv, shift, scale, (size_t) b * c, j, p, q);
             #pragma unroll
             for (k = 0; k < 8; k++) {
                 u[i][k] = (v[k] - mean) * inv * q[k] + p[k];
@@ -197,7 +214,7 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     #pragma unroll
     for (i = 0; i < MAXV; i++) {
         j = lane + 32 * i;
-        if (j < nv) {
+        if (NM_IN(i)) {
             float  f[8];
 
             #pragma unroll
@@ -219,6 +236,7 @@ sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
 {
     sd_cuda   *c = sd_cuda_of(y);
     int64_t    ch = x->ne[2], rows = sd_numel(x) / ch, nv = ch / 8, sets;
+    int        fixed;
     uintptr_t  al = (uintptr_t) x->data | (uintptr_t) y->data
                     | (uintptr_t) shift->data | (uintptr_t) scale->data;
 
@@ -230,10 +248,11 @@ sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
                          "E4M3 takes aligned BF16 rows of a multiple of 8 up "
                          "to 3072 wide (%lld)", (long long) ch);
     }
-#define SD_NMF(m)                                                           \
-    norm_mod_fp8_kernel<m><<<(unsigned) ((rows + NM_ROWS - 1) / NM_ROWS),  \
-                             NM_THREADS, (size_t) sets * 4 * nv * 16,       \
-                             c->stream>>>(                                  \
+#define SD_NMF(m, nvc)                                                      \
+    norm_mod_fp8_kernel<m, nvc><<<(unsigned) ((rows + NM_ROWS - 1)         \
+                                              / NM_ROWS),                  \
+                                  NM_THREADS, (size_t) sets * 4 * nv * 16,  \
+                                  c->stream>>>(                             \
         (uint8_t *) y->data, y->scale, (const __nv_bfloat16 *) x->data,    \
         (const __nv_bfloat16 *) shift->data,                               \
         (const __nv_bfloat16 *) scale->data, (int) rows, (int) ch,         \
@@ -244,18 +263,23 @@ sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
     /* a block's rows reach a second batch unless batches are whole blocks
        (4 nv float4 a set: 48 KiB at the largest, 3072 columns) */
     sets = x->ne[1] % NM_ROWS == 0 ? 1 : 2;
+    fixed = x->ne[1] >= NM_ROWS && !c->nm_generic;
     if (nv <= 64) {
-        SD_NMF(2);
+        SD_NMF(2, 0);
     } else if (nv <= 128) {
-        SD_NMF(4);
+        SD_NMF(4, 0);
+    } else if (nv == 192 && fixed && !c->nm_wide) {
+        SD_NMF(6, 192);
     } else if (nv <= 192 && !c->nm_wide) {
-        SD_NMF(6);
+        SD_NMF(6, 0);
     } else if (nv <= 256) {
-        SD_NMF(8);
+        SD_NMF(8, 0);
+    } else if (nv == 304 && fixed) {
+        SD_NMF(10, 304);
     } else if (nv <= 320) {
-        SD_NMF(10);
+        SD_NMF(10, 0);
     } else {
-        SD_NMF(12);
+        SD_NMF(12, 0);
     }
 #undef SD_NMF
     SD_CU_LAUNCHED();

@@ -2900,6 +2900,10 @@ check_cuda(sd_backend *cpu)
     check_norm_fp8(cpu, bf, 3072, 2, 40);
     check_norm_fp8(cpu, bf, 2432, 2, 2200);
     check_norm_fp8(cpu, bf, 1536, 2, 2200);
+    /* batches that are not whole blocks of 8 rows (two staged sets):
+       Large's text rows, and three batches of Medium's width */
+    check_norm_fp8(cpu, bf, 2432, 2, 37);
+    check_norm_fp8(cpu, bf, 1536, 3, 13);
     check_norm_fp8(cpu, bf, 512, 4, 2);
     check_attn_fp8(cpu, bf);
     check_gate_fp8(cpu, bf);
