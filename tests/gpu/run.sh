@@ -57,6 +57,8 @@
 #           VAE time, ncu), then norm_mod_fp8 and qkv_split_fp8 under ncu
 #   nmprof  norm_mod_fp8 (the image rows' launch) under ncu, every op of
 #           Large FP8's step on one queue timed
+#   s29b    unpack and norm_mod_fp8 diets against PACK_BASE: test_backend,
+#           image, ncu, Large/Medium benches in turn
 #   batchceil  Large and Medium FP8 at 1, 2 and 4 images a forward pass
 #           (the ceiling of batching requests together: images per second;
 #           CEIL_SIZE 1024, CEIL_MODELS "large medium")
@@ -1480,16 +1482,37 @@ PYEOF
         $L/ncu-$2-details.log | head -20 | tee -a $summary
     head -48 $L/$2-sass.txt | tee -a $summary
 }
-# the LayerNorm + modulate pass into E4M3 of the image rows under ncu, and
-# every op of Large FP8's step on one queue, timed
+# the LayerNorm + modulate pass into E4M3 of the image rows under ncu, one
+# warp a row (the default) against 2 and 4 (SD_CUDA_NM_TEAM): Large's and
+# Medium's 8-step benches in turn, one seed's image each way, the team
+# kernels under ncu, test_backend with each
 stage_nmprof() {
+    local r t m
     ncu_pass 'norm_mod_fp8' nm 1024
-    run "bench large fp8, one stream, 2 steps, profile" \
-        bench-large-nolanes.log env SD_CUDA_NO_LANES=1 $G/bin/sd-cli bench \
-        --model /dev/shm/sd-large --precision fp8 --runs 1 --steps 2 \
-        --profile 1
-    grep -iE 'norm|split|gate|gelu|attention|linear' \
-        $L/bench-large-nolanes.log | head -40 | tee -a $summary
+    for m in large medium; do
+        randmodel $m
+        for r in 1 2; do
+            for t in 0 2 4; do
+                SD_CUDA_NM_TEAM=$t bench $m bench-nm-$m-t$t-$r.log \
+                    "$m fp8 8 steps, nm team $t ($r)" --precision fp8 \
+                    --steps 8
+            done
+        done
+        bench_lines '' $L/bench-nm-$m-*.log | tee -a $summary
+    done
+    for t in 0 2 4; do
+        SD_CUDA_NM_TEAM=$t txt2img_dump nmt$t
+    done
+    same_image nmt2 nmt0
+    same_image nmt4 nmt0
+    SD_CUDA_NM_TEAM=2 ncu_pass 'norm_mod_fp8' nm2 2048
+    SD_CUDA_NM_TEAM=4 ncu_pass 'norm_mod_fp8' nm4 4096
+    for t in 2 4; do
+        SD_CUDA_NM_TEAM=$t run "test_backend (nm team $t)" backend-t$t.log \
+            $G/bin/test_backend
+        grep -E "norm_modulate|FAIL" $L/backend-t$t.log | head -12 \
+            | tee -a $summary
+    done
 }
 # session 29's first call: the GroupNorm's merges as sums (test_backend,
 # test_vae, one seed's image and the VAE's time against PACK_BASE's in
@@ -1517,6 +1540,66 @@ stage_s29a() {
     stage_gnncu
     ncu_pass 'norm_mod_fp8' nm
     ncu_pass 'qkv_split_fp8' qs
+}
+# norm_mod_fp8 and qkv_split_fp8 of a Large FP8 step under ncu (time and
+# instructions a launch) for each of sd-cli and sd-cli-var
+ncu_nmqs() {
+    local b
+    randmodel large
+    for b in sd-cli sd-cli-var; do
+        run "ncu: norm_mod, qkv_split ($b)" ncu-nmqs-$b.log ncu \
+            --kernel-name 'regex:norm_mod_fp8|qkv_split_fp8' \
+            --launch-count 12 --csv --page raw --metrics \
+            gpu__time_duration.sum,smsp__inst_executed.sum,launch__grid_size \
+            $G/bin/$b bench --model /dev/shm/sd-large --precision fp8 \
+            --steps 1 --runs 1
+        python3 - $L/ncu-nmqs-$b.log $b <<'PYEOF' | tee -a $summary
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 5]
+hdr = next((r for r in rows if 'Kernel Name' in r), None)
+if hdr is None:
+    print('no ncu rows'); sys.exit(0)
+ix = {k: hdr.index(k) for k in hdr}
+agg = collections.OrderedDict()
+for r in rows[rows.index(hdr) + 2:]:
+    try:
+        t = float(r[ix['gpu__time_duration.sum']].replace(',', ''))
+        n = float(r[ix['smsp__inst_executed.sum']].replace(',', ''))
+    except (ValueError, KeyError):
+        continue
+    k = (r[ix['Kernel Name']].split('(')[0][:40], r[ix['launch__grid_size']])
+    a = agg.setdefault(k, [0, 0.0, 0.0])
+    a[0] += 1; a[1] += t; a[2] += n
+for (k, g), (c, t, n) in agg.items():
+    print(f'{sys.argv[2]}: {k} grid {g}: {c} launches, {t / c / 1e3:.1f} us, '
+          f'{n / c / 1e6:.2f} M instructions each')
+PYEOF
+    done
+}
+# session 29: BF16 unpacked in two instructions a pair, norm_mod_fp8 with
+# the MMDiTs' widths at compile time: test_backend, one seed's image
+# against PACK_BASE's (the same bits expected), the kernels under ncu,
+# Large's and Medium's 8-step benches against PACK_BASE's in turn, Medium
+# with SD_CUDA_NM_GENERIC=1
+stage_s29b() {
+    local r
+    run "test_backend" backend.log $G/bin/test_backend
+    grep -E "norm_modulate|qkv_split|FAIL" $L/backend.log | head -20 \
+        | tee -a $summary
+    randmodel large
+    txt2img_dump nmfix
+    SDCLI=$G/bin/sd-cli-var txt2img_dump nmbase
+    same_image nmfix nmbase
+    ncu_nmqs
+    var_steps large s29
+    bench_lines '' $L/bench-s29*.log | tee -a $summary
+    randmodel medium
+    var_steps medium m29
+    for r in 1 2; do
+        SD_CUDA_NM_GENERIC=1 bench medium bench-m29gen-$r.log \
+            "medium fp8 8 steps, NM_GENERIC ($r)" --precision fp8 --steps 8
+    done
+    bench_lines '' $L/bench-m29*.log | tee -a $summary
 }
 stage_devicefault() {
     local m port=7870
