@@ -55,10 +55,10 @@
 #           attn on Large and Medium (the default policy's error)
 #   s29a    the GroupNorm's merges as sums against PACK_BASE (tests, image,
 #           VAE time, ncu), then norm_mod_fp8 and qkv_split_fp8 under ncu
-#   nmprof  norm_mod_fp8 (the image rows' launch) under ncu, every op of
-#           Large FP8's step on one queue timed
+#   nmprof  norm_mod_fp8 (the image rows' launch) under ncu's full set
 #   s29b    unpack and norm_mod_fp8 diets against PACK_BASE: test_backend,
 #           image, ncu, Large/Medium benches in turn
+#   final29 the table's figures (table_figures) alone
 #   batchceil  Large and Medium FP8 at 1, 2 and 4 images a forward pass
 #           (the ceiling of batching requests together: images per second;
 #           CEIL_SIZE 1024, CEIL_MODELS "large medium")
@@ -1482,37 +1482,10 @@ PYEOF
         $L/ncu-$2-details.log | head -20 | tee -a $summary
     head -48 $L/$2-sass.txt | tee -a $summary
 }
-# the LayerNorm + modulate pass into E4M3 of the image rows under ncu, one
-# warp a row (the default) against 2 and 4 (SD_CUDA_NM_TEAM): Large's and
-# Medium's 8-step benches in turn, one seed's image each way, the team
-# kernels under ncu, test_backend with each
+# the LayerNorm + modulate pass into E4M3 of the image rows under ncu's full
+# set (session 29 also timed 2 and 4 warps a row here: not kept, README)
 stage_nmprof() {
-    local r t m
     ncu_pass 'norm_mod_fp8' nm 1024
-    for m in large medium; do
-        randmodel $m
-        for r in 1 2; do
-            for t in 0 2 4; do
-                SD_CUDA_NM_TEAM=$t bench $m bench-nm-$m-t$t-$r.log \
-                    "$m fp8 8 steps, nm team $t ($r)" --precision fp8 \
-                    --steps 8
-            done
-        done
-        bench_lines '' $L/bench-nm-$m-*.log | tee -a $summary
-    done
-    for t in 0 2 4; do
-        SD_CUDA_NM_TEAM=$t txt2img_dump nmt$t
-    done
-    same_image nmt2 nmt0
-    same_image nmt4 nmt0
-    SD_CUDA_NM_TEAM=2 ncu_pass 'norm_mod_fp8' nm2 2048
-    SD_CUDA_NM_TEAM=4 ncu_pass 'norm_mod_fp8' nm4 4096
-    for t in 2 4; do
-        SD_CUDA_NM_TEAM=$t run "test_backend (nm team $t)" backend-t$t.log \
-            $G/bin/test_backend
-        grep -E "norm_modulate|FAIL" $L/backend-t$t.log | head -12 \
-            | tee -a $summary
-    done
 }
 # session 29's first call: the GroupNorm's merges as sums (test_backend,
 # test_vae, one seed's image and the VAE's time against PACK_BASE's in
@@ -1600,6 +1573,10 @@ stage_s29b() {
             "medium fp8 8 steps, NM_GENERIC ($r)" --precision fp8 --steps 8
     done
     bench_lines '' $L/bench-m29*.log | tee -a $summary
+}
+# session 29's table: its figures alone (the kernels' checks ran in s29b)
+stage_final29() {
+    table_figures
 }
 stage_devicefault() {
     local m port=7870
