@@ -317,23 +317,46 @@ qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
     unsigned  bi = blockIdx.z, lane = threadIdx.x % 8, s, kk, j;
     unsigned  col = head * VT8_D + lane * 8, n1 = l - n0;
     unsigned  ri0 = blockIdx.y * VT8_KEYS;
+    int       one = (ri0 + VT8_KEYS <= n0)
+                    || (ri0 >= n0 && ri0 + VT8_KEYS <= l);
     float     f[8], w0[8], w1[8], ss[QS_ROWS], r;
     uint4     raw[QS_ROWS];
 
     /* a thread's rows: vt8_tile's keys for v, 32 apart for q and k (no
-       more registers than the loop that writes them needs) */
-    #pragma unroll
-    for (j = 0; j < QS_ROWS; j++) {
-        unsigned  ri = ri0 + (part == 2 ? vt8_row((int) threadIdx.x, (int) j)
-                                        : threadIdx.x / 8 + 32 * j);
+       more registers than the loop that writes them needs). A tile whose
+       rows all come from one source and lie below l (all but the joint
+       sequence's boundary tile and its last) is one base a block and
+       fixed strides: no source test, bound or 64-bit product a row. */
+    if (one) {
+        const __nv_bfloat16  *base = (ri0 < n0 ? src0 + ((size_t) bi * n0
+                                                         + ri0) * 3 * w
+                                               : src1 + ((size_t) bi * n1
+                                                         + ri0 - n0) * 3 * w)
+                                     + part * w + col;
 
-        raw[j] = make_uint4(0, 0, 0, 0);
-        if (ri < n0) {
-            raw[j] = *(const uint4 *) (src0 + ((size_t) bi * n0 + ri) * 3 * w
-                                       + part * w + col);
-        } else if (ri < l) {
-            raw[j] = *(const uint4 *) (src1 + ((size_t) bi * n1 + ri - n0)
-                                              * 3 * w + part * w + col);
+        #pragma unroll
+        for (j = 0; j < QS_ROWS; j++) {
+            unsigned  o = part == 2 ? vt8_row((int) threadIdx.x, (int) j)
+                                    : threadIdx.x / 8 + 32 * j;
+
+            raw[j] = *(const uint4 *) (base + o * 3 * w);
+        }
+    } else {
+        #pragma unroll
+        for (j = 0; j < QS_ROWS; j++) {
+            unsigned  ri = ri0 + (part == 2 ? vt8_row((int) threadIdx.x,
+                                                      (int) j)
+                                            : threadIdx.x / 8 + 32 * j);
+
+            raw[j] = make_uint4(0, 0, 0, 0);
+            if (ri < n0) {
+                raw[j] = *(const uint4 *) (src0 + ((size_t) bi * n0 + ri)
+                                                  * 3 * w + part * w + col);
+            } else if (ri < l) {
+                raw[j] = *(const uint4 *) (src1 + ((size_t) bi * n1 + ri
+                                                   - n0) * 3 * w + part * w
+                                           + col);
+            }
         }
     }
     if (part == 2) {                    /* uniform in the block */
@@ -357,11 +380,36 @@ qkv_split_fp8_kernel(uint8_t *q, uint8_t *k, float *qs, float *ks,
             ss[j] += __shfl_xor_sync(0xffffffffu, ss[j], s);
         }
     }
+    r = 1.0f / (part == 0 ? sq : sk);
+    if (one) {
+        /* the tile's norm weights, its first row's output and its rows 32
+           apart: the same products as below */
+        size_t    drow = (size_t) bi * l + ri0 + threadIdx.x / 8;
+        uint8_t  *d = (part == 0 ? q : k) + drow * w + col;
+
+        sd_unpack8(*(const uint4 *) ((part == 0 ? (ri0 < n0 ? nq0 : nq1)
+                                                : (ri0 < n0 ? nk0 : nk1))
+                                     + lane * 8), w0);
+        #pragma unroll
+        for (j = 0; j < QS_ROWS; j++) {
+            float  inv = rsqrtf(ss[j] / (float) VT8_D + eps);
+
+            sd_unpack8(raw[j], f);
+            #pragma unroll
+            for (kk = 0; kk < 8; kk++) {
+                f[kk] *= inv * w0[kk] * r;
+            }
+            *(uint2 *) (d + (size_t) (32 * j) * w) = fp8x8(f);
+            if (col == 0) {
+                (part == 0 ? qs : ks)[drow + 32 * j] = part == 0 ? sq : sk;
+            }
+        }
+        return;
+    }
     sd_unpack8(*(const uint4 *) ((part == 0 ? nq0 : nk0) + lane * 8), w0);
     sd_unpack8(*(const uint4 *) (src1 ? (part == 0 ? nq1 : nk1) + lane * 8
                                       : (part == 0 ? nq0 : nk0) + lane * 8),
                w1);
-    r = 1.0f / (part == 0 ? sq : sk);
     #pragma unroll
     for (j = 0; j < QS_ROWS; j++) {
         unsigned  ri = ri0 + threadIdx.x / 8 + 32 * j;
