@@ -58,6 +58,7 @@
 #   nmprof  norm_mod_fp8 (the image rows' launch) under ncu's full set
 #   s29b    unpack and norm_mod_fp8 diets against PACK_BASE: test_backend,
 #           image, ncu, Large/Medium benches in turn
+#   s29c    the QKV split's one-source tiles against PACK_BASE
 #   final29 the table's figures (table_figures) alone
 #   batchceil  Large and Medium FP8 at 1, 2 and 4 images a forward pass
 #           (the ceiling of batching requests together: images per second;
@@ -1577,6 +1578,21 @@ stage_s29b() {
 # session 29's table: its figures alone (the kernels' checks ran in s29b)
 stage_final29() {
     table_figures
+}
+# session 29: the QKV split's tiles from one source with one base and
+# fixed strides: test_backend, one seed's image against PACK_BASE's (the
+# same bits expected), the kernels under ncu, Large's 8-step benches in
+# turn
+stage_s29c() {
+    run "test_backend" backend.log $G/bin/test_backend
+    grep -E "qkv_split|FAIL" $L/backend.log | head -12 | tee -a $summary
+    randmodel large
+    txt2img_dump qsone
+    SDCLI=$G/bin/sd-cli-var txt2img_dump qsbase
+    same_image qsone qsbase
+    ncu_nmqs
+    var_steps large s29c
+    bench_lines '' $L/bench-s29c*.log | tee -a $summary
 }
 stage_devicefault() {
     local m port=7870
