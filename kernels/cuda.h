@@ -238,7 +238,7 @@ sd_put<__nv_bfloat16>(__nv_bfloat16 *p, float v)
    passes. A BF16 is the high half of its F32, so each word's two values
    are the word shifted up and the word masked: two instructions a pair
    (__bfloat1622float2 took three: its high half moved down, then up;
-   norm_mod_fp8_kernel executed 1,785 instructions a row of 2432, 390 of
+   norm_mod_fp8_kernel executed 1,785 instructions a row of 2432, ~340 of
    them unpacking, H200, ncu, session 29). The same bits. */
 __device__ __forceinline__ void
 sd_unpack8(uint4 u, float *f)
