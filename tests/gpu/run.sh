@@ -287,28 +287,7 @@ stage_vaencu() {
         --csv --page raw --metrics gpu__time_duration.sum \
         $G/bin/sd-cli bench --model /dev/shm/sd-medium --precision bf16 \
         --steps 1 --runs 1
-    python3 - $L/ncu-vae.log <<'PYEOF'
-import csv, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 5]
-hdr = next((r for r in rows if 'Kernel Name' in r), None)
-if hdr is None:
-    print('no ncu rows'); sys.exit(0)
-ki, di = hdr.index('Kernel Name'), hdr.index('gpu__time_duration.sum')
-gi = hdr.index('Grid Size') if 'Grid Size' in hdr else None
-agg = collections.OrderedDict()
-for r in rows[rows.index(hdr) + 2:]:
-    try:
-        d = float(r[di].replace(",", ""))
-    except ValueError:
-        continue
-    k = (r[ki][:60], r[gi] if gi is not None else '')
-    a = agg.setdefault(k, [0, 0.0])
-    a[0] += 1; a[1] += d
-print('| kernel | grid | calls | total (' + rows[rows.index(hdr) + 1][di] + ' / 1000) |')
-print('| --- | --- | --- | --- |')
-for (k, g), (n, d) in sorted(agg.items(), key=lambda x: -x[1][1])[:60]:
-    print(f'| {k} | {g} | {n} | {d / 1e3:.1f} |')
-PYEOF
+    python3 tests/gpu/ncu_raw.py $L/ncu-vae.log --title 'VAE kernel'
 }
 
 # the E4M3 attention kernel under ncu (B 2, 4429 tokens, 38 heads): where
@@ -1418,30 +1397,8 @@ gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,\
 dram__bytes.sum,launch__grid_size \
         $G/bin/sd-cli bench --model /dev/shm/sd-large --precision fp8 \
         --steps 1 --runs 1
-    python3 - $L/ncu-gn.log <<'PYEOF' | tee -a $summary
-import csv, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 5]
-hdr = next((r for r in rows if 'Kernel Name' in r), None)
-if hdr is None:
-    print('no ncu rows'); sys.exit(0)
-ix = {k: hdr.index(k) for k in hdr}
-agg = collections.OrderedDict()
-for r in rows[rows.index(hdr) + 2:]:
-    try:
-        t = float(r[ix['gpu__time_duration.sum']].replace(',', ''))
-        b = float(r[ix['dram__bytes.sum']].replace(',', ''))
-        pct = float(r[ix['dram__throughput.avg.pct_of_peak_sustained_elapsed']])
-    except (ValueError, KeyError):
-        continue
-    k = (r[ix['Kernel Name']][:40], r[ix['launch__grid_size']])
-    a = agg.setdefault(k, [0, 0.0, 0.0, 0.0])
-    a[0] += 1; a[1] += t; a[2] += b; a[3] += pct
-print('| GN kernel | grid | calls | us each | MB each | GB/s | DRAM % |')
-print('| --- | --- | --- | --- | --- | --- | --- |')
-for (k, g), (n, t, b, p) in sorted(agg.items(), key=lambda x: -x[1][1]):
-    print(f'| {k} | {g} | {n} | {t / n / 1e3:.1f} | {b / n / 1e6:.0f} | '
-          f'{b / t:.0f} | {p / n:.0f} |')
-PYEOF
+    python3 tests/gpu/ncu_raw.py $L/ncu-gn.log --title 'GN kernel' \
+        | tee -a $summary
 }
 # a pass of the step under ncu, every section, and its warp stalls by SASS
 # instruction: ncu_pass KERNEL-REGEX NAME [GRID] (Large FP8, one step; the
@@ -1454,21 +1411,10 @@ ncu_pass() {
             --launch-count 16 --csv --page raw --metrics \
             gpu__time_duration.sum,launch__grid_size $G/bin/sd-cli bench \
             --model /dev/shm/sd-large --precision fp8 --steps 1 --runs 1
-        skip=$(python3 - $L/ncu-$2-list.log $3 <<'PYEOF'
-import csv, sys
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 5]
-hdr = next((r for r in rows if 'Kernel Name' in r), None)
-gi = hdr.index('launch__grid_size') if hdr else -1
-n = 0
-for r in (rows[rows.index(hdr) + 2:] if hdr else []):
-    if r[gi].replace(',', '') == sys.argv[2]:
-        print(n); break
-    n += 1
-else:
-    print(6)
-PYEOF
-)
-        echo "ncu: $2 launch $skip has grid $3" | tee -a $summary
+        skip=$(python3 tests/gpu/ncu_raw.py $L/ncu-$2-list.log \
+            --first-grid $3 --default 6)
+        echo "ncu: $2: launch $skip (the first of grid $3, else the seventh)" \
+            | tee -a $summary
     fi
     run "ncu: $2 full" ncu-$2.log ncu --kernel-name "regex:$1" \
         --launch-skip $skip --launch-count 1 --set full --import-source no \
@@ -1527,27 +1473,8 @@ ncu_nmqs() {
             gpu__time_duration.sum,smsp__inst_executed.sum,launch__grid_size \
             $G/bin/$b bench --model /dev/shm/sd-large --precision fp8 \
             --steps 1 --runs 1
-        python3 - $L/ncu-nmqs-$b.log $b <<'PYEOF' | tee -a $summary
-import csv, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 5]
-hdr = next((r for r in rows if 'Kernel Name' in r), None)
-if hdr is None:
-    print('no ncu rows'); sys.exit(0)
-ix = {k: hdr.index(k) for k in hdr}
-agg = collections.OrderedDict()
-for r in rows[rows.index(hdr) + 2:]:
-    try:
-        t = float(r[ix['gpu__time_duration.sum']].replace(',', ''))
-        n = float(r[ix['smsp__inst_executed.sum']].replace(',', ''))
-    except (ValueError, KeyError):
-        continue
-    k = (r[ix['Kernel Name']].split('(')[0][:40], r[ix['launch__grid_size']])
-    a = agg.setdefault(k, [0, 0.0, 0.0])
-    a[0] += 1; a[1] += t; a[2] += n
-for (k, g), (c, t, n) in agg.items():
-    print(f'{sys.argv[2]}: {k} grid {g}: {c} launches, {t / c / 1e3:.1f} us, '
-          f'{n / c / 1e6:.2f} M instructions each')
-PYEOF
+        python3 tests/gpu/ncu_raw.py $L/ncu-nmqs-$b.log --title "$b" \
+            --sort first | tee -a $summary
     done
 }
 # session 29: BF16 unpacked in two instructions a pair, norm_mod_fp8 with
