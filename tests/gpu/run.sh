@@ -346,14 +346,28 @@ stage_peelab() {
     bench_lines '' $L/bench-peel*.log | tee -a $summary
 }
 # MODEL's 8-step FP8 bench by sd-cli and sd-cli-var in turn, twice
-var_steps() {      # MODEL PREFIX
+var_steps() {      # MODEL PREFIX [STEPS, default 8]
     local r b
     for r in 1 2; do
         for b in sd-cli sd-cli-var; do
             SDCLI=$G/bin/$b bench $1 bench-$2-$b-$r.log \
-                "$1 fp8 8 steps, $b ($r)" --precision fp8 --steps 8
+                "$1 fp8 ${3:-8} steps, $b ($r)" --precision fp8 \
+                --steps ${3:-8}
         done
     done
+}
+# test_backend, and its lines matching REGEX (and any failure) in the
+# summary
+backend_grep() {   # REGEX
+    run "test_backend" backend.log $G/bin/test_backend
+    grep -E "$1|FAIL" $L/backend.log | head -20 | tee -a $summary
+}
+# one seed's image by sd-cli and by sd-cli-var (PACK_BASE's), compared
+image_vs_var() {   # NAME
+    randmodel large
+    txt2img_dump $1
+    SDCLI=$G/bin/sd-cli-var txt2img_dump $1-base
+    same_image $1 $1-base
 }
 # the E4M3 attention kernel's warp stall samples per SASS instruction
 # (ncu_sass.py: each reason's share, the instructions with the most
@@ -1375,8 +1389,7 @@ stage_sanitize() {
     fi
 }
 stage_gnab() {
-    run "test_backend" backend.log $G/bin/test_backend
-    grep -E "group_norm|FAIL" $L/backend.log | head -12 | tee -a $summary
+    backend_grep group_norm
     for dev in cuda-bf16 cuda-fp8; do
         run "test_vae ($dev)" vae-$dev.log env SD_TEST_DEVICE=$dev \
             $G/bin/test_vae
@@ -1439,23 +1452,13 @@ stage_nmprof() {
 # turn, the GN kernels under ncu), then the LayerNorm + modulate pass and
 # the QKV split under ncu
 stage_s29a() {
-    local r b
-    run "test_backend" backend.log $G/bin/test_backend
-    grep -E "group_norm|FAIL|passed" $L/backend.log | head -16 | tee -a $summary
+    backend_grep 'group_norm|passed'
     for dev in cuda-bf16 cuda-fp8; do
         run "test_vae ($dev)" vae-$dev.log env SD_TEST_DEVICE=$dev \
             $G/bin/test_vae
     done
-    randmodel large
-    txt2img_dump gnsum
-    SDCLI=$G/bin/sd-cli-var txt2img_dump gnbase
-    same_image gnsum gnbase
-    for r in 1 2; do
-        for b in sd-cli sd-cli-var; do
-            SDCLI=$G/bin/$b bench large bench-gn-$b-$r.log \
-                "large fp8 2 steps, $b ($r)" --precision fp8 --steps 2
-        done
-    done
+    image_vs_var gnsum
+    var_steps large gn 2
     bench_lines 'VAE' $L/bench-gn-*.log | tee -a $summary
     stage_gnncu
     ncu_pass 'norm_mod_fp8' nm
@@ -1484,13 +1487,8 @@ ncu_nmqs() {
 # with SD_CUDA_NM_GENERIC=1
 stage_s29b() {
     local r
-    run "test_backend" backend.log $G/bin/test_backend
-    grep -E "norm_modulate|qkv_split|FAIL" $L/backend.log | head -20 \
-        | tee -a $summary
-    randmodel large
-    txt2img_dump nmfix
-    SDCLI=$G/bin/sd-cli-var txt2img_dump nmbase
-    same_image nmfix nmbase
+    backend_grep 'norm_modulate|qkv_split'
+    image_vs_var nmfix
     ncu_nmqs
     var_steps large s29
     bench_lines '' $L/bench-s29*.log | tee -a $summary
@@ -1511,12 +1509,8 @@ stage_final29() {
 # same bits expected), the kernels under ncu, Large's 8-step benches in
 # turn
 stage_s29c() {
-    run "test_backend" backend.log $G/bin/test_backend
-    grep -E "qkv_split|FAIL" $L/backend.log | head -12 | tee -a $summary
-    randmodel large
-    txt2img_dump qsone
-    SDCLI=$G/bin/sd-cli-var txt2img_dump qsbase
-    same_image qsone qsbase
+    backend_grep qkv_split
+    image_vs_var qsone
     ncu_nmqs
     var_steps large s29c
     bench_lines '' $L/bench-s29c*.log | tee -a $summary
