@@ -267,8 +267,11 @@ sd_pack8(const float *f)
 }
 
 
-__device__ __forceinline__ float
-sd_warp_sum(float v)
+/* v summed over the warp's lanes (F32 or F64), every lane the sum, in
+   one fixed order */
+template <typename T>
+__device__ __forceinline__ T
+sd_warp_sum(T v)
 {
     int  k;
 

@@ -503,18 +503,6 @@ gn_move(double n, double r, double s1, double s2, double to, double *an,
 }
 
 
-__device__ __forceinline__ double
-gn_warp_sum(double v)
-{
-    int  o;
-
-    for (o = 16; o > 0; o >>= 1) {
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    }
-    return v;
-}
-
-
 /*
  * A block's states into part[g * SD_GN_PART + ...] per group g: slot i (of
  * slots) holds channel i % cc, its count sn, shifted sums s1, s2 and shift
@@ -542,9 +530,9 @@ gn_merge(const float *sn, const float *s1, const float *s2, const float *sr,
 
             gn_move(sn[i], sr[i], s1[i], s2[i], sh, &an, &a1, &a2);
         }
-        an = gn_warp_sum(an);
-        a1 = gn_warp_sum(a1);
-        a2 = gn_warp_sum(a2);
+        an = sd_warp_sum(an);
+        a1 = sd_warp_sum(a1);
+        a2 = sd_warp_sum(a2);
         if (lane == 0) {
             part[g * SD_GN_PART + 0] = an;
             part[g * SD_GN_PART + 1] = sh;
