@@ -282,6 +282,18 @@ sd_warp_sum(T v)
 }
 
 
+/* whether lane holds vector i of a warp's row of nv vectors (lane l holds
+   l, l + 32, ...): with NVC (nv known at compile time) every lane holds
+   those before the last, so only the last one's test is left */
+template <int NVC>
+__device__ __forceinline__ bool
+sd_lane_has(int lane, int i, int nv)
+{
+    return NVC ? 32 * i + 31 < NVC || lane + 32 * i < NVC
+               : lane + 32 * i < nv;
+}
+
+
 /*
  * A BF16 row of c values held by one warp, packed, MAXV uint4 per lane
  * (lane l holds 8-value groups l, l + 32, ...): loads it from xr into raw
@@ -299,7 +311,7 @@ sd_row_load_stats(const uint4 *xr, uint4 *raw, int lane, int c, int rms,
 
     #pragma unroll
     for (i = 0; i < MAXV; i++) {
-        if ((NVC && 32 * i + 31 < NVC) || lane + 32 * i < nv) {
+        if (sd_lane_has<NVC>(lane, i, nv)) {
             if (LOAD) {
                 raw[i] = xr[lane + 32 * i];
             }
@@ -315,7 +327,7 @@ sd_row_load_stats(const uint4 *xr, uint4 *raw, int lane, int c, int rms,
     }
     #pragma unroll
     for (i = 0; i < MAXV; i++) {
-        if ((NVC && 32 * i + 31 < NVC) || lane + 32 * i < nv) {
+        if (sd_lane_has<NVC>(lane, i, nv)) {
             sd_unpack8(raw[i], v);
             #pragma unroll
             for (k = 0; k < 8; k++) {

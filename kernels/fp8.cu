@@ -122,12 +122,6 @@ nm_vecs(const float4 *st, int nv, const __nv_bfloat16 *shift,
 }
 
 
-/* vector i of the lane's row exists (all lanes' before the last, when NVC
-   is known) */
-#define NM_IN(i)                                                            \
-    (NVC ? (32 * (i) + 31 < NVC || lane + 32 * (i) < NVC)                   \
-         : lane + 32 * (i) < nv)
-
 /*
  * NVC: the row's vectors (c / 8) known at compile time, for the MMDiTs'
  * widths (Large 304, Medium 192), with batches of at least NM_ROWS rows
@@ -159,7 +153,7 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     if (row < rows) {
         #pragma unroll
         for (i = 0; i < MAXV; i++) {
-            if (NM_IN(i)) {
+            if (sd_lane_has<NVC>(lane, i, nv)) {
                 raw[i] = xr[lane + 32 * i];
             }
         }
@@ -199,7 +193,7 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     #pragma unroll
     for (i = 0; i < MAXV; i++) {
         j = lane + 32 * i;
-        if (NM_IN(i)) {
+        if (sd_lane_has<NVC>(lane, i, nv)) {
             sd_unpack8(raw[i], v);
             nm_vecs<NVC != 0>(st, nv, shift, scale, (size_t) b * c, j, p, q);
             #pragma unroll
@@ -214,7 +208,7 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     #pragma unroll
     for (i = 0; i < MAXV; i++) {
         j = lane + 32 * i;
-        if (NM_IN(i)) {
+        if (sd_lane_has<NVC>(lane, i, nv)) {
             float  f[8];
 
             #pragma unroll
