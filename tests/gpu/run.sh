@@ -373,18 +373,28 @@ image_vs_var() {   # NAME
 # (ncu_sass.py: each reason's share, the instructions with the most
 # samples, the samples between the warpgroup waits and barriers), 38 heads
 stage_fattnstall() {
-    run "ncu: fattn E4M3 stall samples" ncu-fattn-stall.log ncu \
-        --kernel-name regex:fattn_kernel --launch-skip 1 --launch-count 1 \
-        --set full --import-source no -o /tmp/sd/fa -f \
+    ncu_full fa fattn_kernel 1 40 'WARPGROUP\.DEPBAR|SYNCS|BAR\.|EXIT' \
         $G/bin/fattn_check 38 e4m3
-    ncu -i /tmp/sd/fa.ncu-rep --page details > $L/ncu-fa-details.log 2>&1
-    ncu -i /tmp/sd/fa.ncu-rep --page source --csv --print-source sass \
-        > $L/fa-sass.csv 2>&1
-    python3 tests/gpu/ncu_sass.py $L/fa-sass.csv --top 40 \
-        --mark 'WARPGROUP\.DEPBAR|SYNCS|BAR\.|EXIT' > $L/fa-sass.txt 2>&1
     head -150 $L/fa-sass.txt
     grep -E "Duration|Throughput|Pipe|Issue|Stall|Executed Ipc|Warp Cycles|\
 Eligible|Active Warps|Registers|SM Frequency" $L/ncu-fa-details.log | head -60
+}
+# KERNEL-REGEX's launch SKIP under ncu's full set, run by COMMAND: the
+# report /tmp/sd/NAME.ncu-rep, its details page (ncu-NAME-details.log),
+# its SASS with stall samples (NAME-sass.csv) and ncu_sass.py's summary of
+# them (NAME-sass.txt: its TOP instructions, samples between MARK's; ''
+# MARK: ncu_sass.py's default)
+ncu_full() {    # NAME KERNEL-REGEX SKIP TOP MARK COMMAND...
+    local n=$1 re=$2 skip=$3 top=$4 mark=$5
+    shift 5
+    run "ncu: $n, full set" ncu-$n.log ncu --kernel-name "regex:$re" \
+        --launch-skip $skip --launch-count 1 --set full --import-source no \
+        -o /tmp/sd/$n -f "$@"
+    ncu -i /tmp/sd/$n.ncu-rep --page details > $L/ncu-$n-details.log 2>&1
+    ncu -i /tmp/sd/$n.ncu-rep --page source --csv --print-source sass \
+        > $L/$n-sass.csv 2>&1
+    python3 tests/gpu/ncu_sass.py $L/$n-sass.csv --top $top \
+        ${mark:+--mark "$mark"} > $L/$n-sass.txt 2>&1
 }
 
 # the E4M3 attention kernel's pipes under ncu (each pipe's share of its
@@ -830,14 +840,8 @@ stage_g8gelu() {       # gemm8_check at the GELU products' shapes alone
 # BF16 products' 2 x 78 launches): where its time goes (pipes, stalls,
 # issue) and each SASS instruction's stall samples (g8-sass.csv)
 stage_g8ncu() {
-    run "ncu: g8_kernel, ${G8NCU_SHAPE:-qkv}" ncu-g8.log ncu --kernel-name \
-        regex:g8_kernel --launch-skip ${G8NCU_SKIP:-0} --launch-count 1 \
-        --set full --import-source no -o /tmp/sd/g8 -f $G/bin/gemm8_check \
+    ncu_full g8 g8_kernel ${G8NCU_SKIP:-0} 25 '' $G/bin/gemm8_check \
         ${G8NCU_SHAPE:-qkv}
-    ncu -i /tmp/sd/g8.ncu-rep --page details > $L/ncu-g8-details.log 2>&1
-    ncu -i /tmp/sd/g8.ncu-rep --page source --csv --print-source sass \
-        > $L/g8-sass.csv 2>&1
-    python3 tests/gpu/ncu_sass.py $L/g8-sass.csv > $L/g8-sass.txt 2>&1
     head -50 $L/g8-sass.txt
     grep -E "Duration|Throughput|Pipe|Issue|Stall|Executed Ipc|Warp Cycles|\
 Eligible|Active Warps|Registers|Grid Size|Block Size" \
@@ -1429,15 +1433,8 @@ ncu_pass() {
         echo "ncu: $2: launch $skip (the first of grid $3, else the seventh)" \
             | tee -a $summary
     fi
-    run "ncu: $2 full" ncu-$2.log ncu --kernel-name "regex:$1" \
-        --launch-skip $skip --launch-count 1 --set full --import-source no \
-        -o /tmp/sd/$2 -f $G/bin/sd-cli bench --model /dev/shm/sd-large \
-        --precision fp8 --steps 1 --runs 1
-    ncu -i /tmp/sd/$2.ncu-rep --page details > $L/ncu-$2-details.log 2>&1
-    ncu -i /tmp/sd/$2.ncu-rep --page source --csv --print-source sass \
-        > $L/$2-sass.csv 2>&1
-    python3 tests/gpu/ncu_sass.py $L/$2-sass.csv --top 30 \
-        --mark 'SHFL|BAR\.|EXIT' > $L/$2-sass.txt 2>&1
+    ncu_full $2 "$1" $skip 30 'SHFL|BAR\.|EXIT' $G/bin/sd-cli bench \
+        --model /dev/shm/sd-large --precision fp8 --steps 1 --runs 1
     grep -E 'Grid Size|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Issue Slots Busy|Eligible Warps|Warp Cycles Per Issued|Block Limit Reg|Executed Instructions  |SM Frequency' \
         $L/ncu-$2-details.log | head -20 | tee -a $summary
     head -48 $L/$2-sass.txt | tee -a $summary
