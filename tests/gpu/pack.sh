@@ -77,6 +77,12 @@ nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
 # the MMDiT's FP8 products through cuBLASLt, each way they could be issued
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a \
     -o "$out/bin/gemm_probe" tests/gpu/gemm_probe.cu -lcublasLt
+# every kernel's start and end under CUPTI (run.sh ktrace), with the
+# CUPTI library it was built against
+cc -O2 -Wall -Wextra -shared -fPIC -I/usr/local/cuda/include \
+    -o "$out/bin/libktrace.so" tests/gpu/ktrace.c \
+    -L/usr/local/cuda/lib64 -lcupti
+cp -L /usr/local/cuda/lib64/libcupti.so.13 "$out/lib/"
 # PNG encoding's time by the cores it has (run.sh png)
 cc -std=c11 -O2 -Wall -Wextra -D_GNU_SOURCE -Iengine \
     -o "$out/bin/png_bench" tests/gpu/png_bench.c build/libsd.a \

@@ -60,6 +60,9 @@
 #           image, ncu, Large/Medium benches in turn
 #   s29c    the QKV split's one-source tiles against PACK_BASE
 #   final29 the table's figures (table_figures) alone
+#   ktrace  Large's and Medium's FP8 benches with every kernel's device
+#           start and end (CUPTI, ktrace.c): a step's idle time, its
+#           streams' gaps and overlap, each kernel's time under load
 #   batchceil  Large and Medium FP8 at 1, 2 and 4 images a forward pass
 #           (the ceiling of batching requests together: images per second;
 #           CEIL_SIZE 1024, CEIL_MODELS "large medium")
@@ -1496,6 +1499,28 @@ stage_s29b() {
             "medium fp8 8 steps, NM_GENERIC ($r)" --precision fp8 --steps 8
     done
     bench_lines '' $L/bench-m29*.log | tee -a $summary
+}
+# where a step's time goes under its real load: every kernel's device
+# start and end through CUPTI (tests/gpu/ktrace.c) in Large's and
+# Medium's FP8 benches, untraced benches beside them (the tracing's own
+# cost), ktrace.py's tables (graph replays: wall, idle, each stream's busy
+# time and gaps; each kernel's time) and one replay kernel by kernel
+stage_ktrace() {
+    local m
+    for m in ${KT_MODELS:-large medium}; do
+        randmodel $m
+        bench $m bench-kt0-$m.log "$m fp8, untraced" --precision fp8 \
+            ${KT_ARGS:-}
+        run "$m fp8, traced" bench-kt1-$m.log env \
+            CUDA_INJECTION64_PATH=$G/bin/libktrace.so \
+            KTRACE_OUT=/tmp/sd/kt-$m.csv ${SDCLI:-$G/bin/sd-cli} bench \
+            --model /dev/shm/sd-$m --runs 3 --precision fp8 ${KT_ARGS:-}
+        python3 tests/gpu/ktrace.py /tmp/sd/kt-$m.csv --skip 2 --top 45 \
+            --timeline $L/kt-timeline-$m.txt > $L/kt-$m.txt 2>&1
+        xz -T0 -1 -c /tmp/sd/kt-$m.csv > $L/kt-$m.csv.xz
+        head -8 $L/kt-$m.txt | tee -a $summary
+        bench_lines '' $L/bench-kt?-$m.log | tee -a $summary
+    done
 }
 # session 29's table: its figures alone (the kernels' checks ran in s29b)
 stage_final29() {
