@@ -30,6 +30,16 @@ kt_request(uint8_t **buf, size_t *size, size_t *max_records)
     *max_records = 0;
 }
 
+/* a line's first five fields: start, end, stream, graph, node */
+static void
+kt_head(uint64_t start, uint64_t end, uint32_t stream, uint32_t graph,
+    uint64_t node)
+{
+    fprintf(kt_out, "%llu,%llu,%u,%u,%llu,", (unsigned long long) start,
+            (unsigned long long) end, stream, graph,
+            (unsigned long long) node);
+}
+
 static void CUPTIAPI
 kt_complete(CUcontext ctx, uint32_t stream, uint8_t *buf, size_t size,
     size_t valid)
@@ -39,41 +49,32 @@ kt_complete(CUcontext ctx, uint32_t stream, uint8_t *buf, size_t size,
 
     (void) ctx;
     (void) size;
-    while (cuptiActivityGetNextRecord(buf, valid, &rec) == CUPTI_SUCCESS) {
-        const CUpti_ActivityKernel10 *k;
-
-        if (rec->kind == CUPTI_ACTIVITY_KIND_MEMSET && kt_out) {
+    while (kt_out
+           && cuptiActivityGetNextRecord(buf, valid, &rec) == CUPTI_SUCCESS)
+    {
+        if (rec->kind == CUPTI_ACTIVITY_KIND_MEMSET) {
             const CUpti_ActivityMemset4 *m = (const void *) rec;
 
-            fprintf(kt_out, "%llu,%llu,%u,%u,%llu,%llu,0,0,[memset]\n",
-                    (unsigned long long) m->start,
-                    (unsigned long long) m->end, m->streamId, m->graphId,
-                    (unsigned long long) m->graphNodeId,
+            kt_head(m->start, m->end, m->streamId, m->graphId,
+                    m->graphNodeId);
+            fprintf(kt_out, "%llu,0,0,[memset]\n",
                     (unsigned long long) m->bytes);
-            continue;
-        }
-        if (rec->kind == CUPTI_ACTIVITY_KIND_MEMCPY && kt_out) {
+        } else if (rec->kind == CUPTI_ACTIVITY_KIND_MEMCPY) {
             const CUpti_ActivityMemcpy6 *m = (const void *) rec;
 
-            fprintf(kt_out, "%llu,%llu,%u,%u,%llu,%llu,0,0,[memcpy %u>%u]\n",
-                    (unsigned long long) m->start,
-                    (unsigned long long) m->end, m->streamId, m->graphId,
-                    (unsigned long long) m->graphNodeId,
+            kt_head(m->start, m->end, m->streamId, m->graphId,
+                    m->graphNodeId);
+            fprintf(kt_out, "%llu,0,0,[memcpy %u>%u]\n",
                     (unsigned long long) m->bytes, m->srcKind, m->dstKind);
-            continue;
-        }
-        if (rec->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL
-            && rec->kind != CUPTI_ACTIVITY_KIND_KERNEL)
+        } else if (rec->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL
+                   || rec->kind == CUPTI_ACTIVITY_KIND_KERNEL)
         {
-            continue;
-        }
-        k = (const CUpti_ActivityKernel10 *) rec;
-        if (kt_out) {
-            fprintf(kt_out, "%llu,%llu,%u,%u,%llu,%ux%ux%u,%u,%u,%s\n",
-                    (unsigned long long) k->start,
-                    (unsigned long long) k->end, k->streamId, k->graphId,
-                    (unsigned long long) k->graphNodeId, k->gridX,
-                    k->gridY, k->gridZ, k->blockX * k->blockY * k->blockZ,
+            const CUpti_ActivityKernel10 *k = (const void *) rec;
+
+            kt_head(k->start, k->end, k->streamId, k->graphId,
+                    k->graphNodeId);
+            fprintf(kt_out, "%ux%ux%u,%u,%u,%s\n", k->gridX, k->gridY,
+                    k->gridZ, k->blockX * k->blockY * k->blockZ,
                     (unsigned) k->registersPerThread,
                     k->name ? k->name : "?");
         }
