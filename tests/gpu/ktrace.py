@@ -43,6 +43,16 @@ def union(iv):
     return tot
 
 
+def gaps_before(x):
+    """each row's start minus the end of the row before it on its stream
+    (None for a stream's first)"""
+    prev, out = {}, []
+    for r in x:
+        out.append(r[0] - prev[r[2]] if r[2] in prev else None)
+        prev[r[2]] = r[1]
+    return out
+
+
 def main():
     skip = int(arg('--skip', '2'))
     top = int(arg('--top', '40'))
@@ -81,10 +91,12 @@ def main():
             t1 = max(r[1] for r in x)
             walls.append((t1 - t0) / 1e6)
             idles.append((t1 - t0 - union([(r[0], r[1]) for r in x])) / 1e6)
+            gb = gaps_before(x)
             for s in {r[2] for r in x}:
                 ks = [r for r in x if r[2] == s]
                 busy = union([(r[0], r[1]) for r in ks]) / 1e6
-                gaps = sum(max(0, b[0] - a[1]) for a, b in zip(ks, ks[1:]))
+                gaps = sum(max(0, g) for r, g in zip(x, gb)
+                           if r[2] == s and g is not None)
                 per.setdefault(s, []).append((busy, gaps / 1e6, len(ks)))
         streams = '; '.join(
             f'{s}: {statistics.median(v[0] for v in vals):.2f} / '
@@ -105,12 +117,8 @@ def main():
     print('| --- | --- | --- | --- | --- | --- | --- |')
     stat = {}
     for x in lst:
-        prev = {}
-        for r in x:
-            key = (r[6], r[5], r[2])
-            gap = r[0] - prev[r[2]] if r[2] in prev else None
-            prev[r[2]] = r[1]
-            d = stat.setdefault(key, {'d': [], 'g': [], 'n': 0})
+        for r, gap in zip(x, gaps_before(x)):
+            d = stat.setdefault((r[6], r[5], r[2]), {'d': [], 'g': []})
             d['d'].append((r[1] - r[0]) / 1e3)
             if gap is not None:
                 d['g'].append(gap / 1e3)
@@ -127,12 +135,10 @@ def main():
         med = sorted(range(len(lst)), key=lambda i: walls[i])[len(lst) // 2]
         x = lst[med]
         t0 = x[0][0]
-        prev = {}
         with open(tl, 'w') as f:
             f.write('start_us dur_us gap_us stream grid kernel\n')
-            for r in x:
-                gap = (r[0] - prev[r[2]]) / 1e3 if r[2] in prev else 0
-                prev[r[2]] = r[1]
+            for r, g in zip(x, gaps_before(x)):
+                gap = g / 1e3 if g is not None else 0
                 f.write(f'{(r[0] - t0) / 1e3:10.1f} {(r[1] - r[0]) / 1e3:8.1f}'
                         f' {gap:7.1f} {r[2]:3d} {r[5]:>12} {r[6]}\n')
 

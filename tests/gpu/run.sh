@@ -1511,10 +1511,9 @@ stage_ktrace() {
         randmodel $m
         bench $m bench-kt0-$m.log "$m fp8, untraced" --precision fp8 \
             ${KT_ARGS:-}
-        run "$m fp8, traced" bench-kt1-$m.log env \
-            CUDA_INJECTION64_PATH=$G/bin/libktrace.so \
-            KTRACE_OUT=/tmp/sd/kt-$m.csv ${SDCLI:-$G/bin/sd-cli} bench \
-            --model /dev/shm/sd-$m --runs 3 --precision fp8 ${KT_ARGS:-}
+        CUDA_INJECTION64_PATH=$G/bin/libktrace.so \
+            KTRACE_OUT=/tmp/sd/kt-$m.csv bench $m bench-kt1-$m.log \
+            "$m fp8, traced" --precision fp8 ${KT_ARGS:-}
         python3 tests/gpu/ktrace.py /tmp/sd/kt-$m.csv --skip 2 --top 45 \
             --timeline $L/kt-timeline-$m.txt > $L/kt-$m.txt 2>&1
         xz -T0 -1 -c /tmp/sd/kt-$m.csv > $L/kt-$m.csv.xz
