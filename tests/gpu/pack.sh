@@ -77,6 +77,11 @@ nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
 # the MMDiT's FP8 products through cuBLASLt, each way they could be issued
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a \
     -o "$out/bin/gemm_probe" tests/gpu/gemm_probe.cu -lcublasLt
+# cuBLASLt's algorithms for the image stream's products under sustained
+# load (run.sh ltsustain)
+nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a \
+    -o "$out/bin/gemm_sustain" tests/gpu/gemm_sustain.cu -lcublasLt -ldl \
+    -lpthread
 # every kernel's start and end under CUPTI (run.sh ktrace), with the
 # CUPTI library it was built against
 cc -O2 -Wall -Wextra -shared -fPIC -I/usr/local/cuda/include \

@@ -63,6 +63,10 @@
 #   ktrace  Large's and Medium's FP8 benches with every kernel's device
 #           start and end (CUPTI, ktrace.c): a step's idle time, its
 #           streams' gaps and overlap, each kernel's time under load
+#   ltsustain  cuBLASLt's algorithms for the image stream's products,
+#           every configuration it accepts, the fastest in a burst then
+#           under sustained load (gemm_sustain.cu: time, clock, power,
+#           energy a call)
 #   batchceil  Large and Medium FP8 at 1, 2 and 4 images a forward pass
 #           (the ceiling of batching requests together: images per second;
 #           CEIL_SIZE 1024, CEIL_MODELS "large medium")
@@ -1499,6 +1503,10 @@ stage_s29b() {
             "medium fp8 8 steps, NM_GENERIC ($r)" --precision fp8 --steps 8
     done
     bench_lines '' $L/bench-m29*.log | tee -a $summary
+}
+stage_ltsustain() {
+    ENUM=1 run "gemm_sustain" gemm-sustain.log $G/bin/gemm_sustain
+    grep -E '^\||candidates|cuBLASLt' $L/gemm-sustain.log | tee -a $summary
 }
 # where a step's time goes under its real load: every kernel's device
 # start and end through CUPTI (tests/gpu/ktrace.c) in Large's and
