@@ -307,11 +307,48 @@ plan_make(plan *p, const shape *s)
 /* the candidate's configuration string (below) */
 static const char *cfg(const cublasLtMatmulAlgo_t *a);
 
+/* the distinct ids (at most max) of a cap that is an array of uint32_t;
+   none listed: one, 0 (undefined) */
+static int
+cap_ids(const cublasLtMatmulAlgo_t *a, cublasLtMatmulAlgoCapAttributes_t at,
+    uint32_t *ids, int max)
+{
+    size_t     sz = 0, got = 0;
+    uint32_t  *all;
+    int        n, k = 0;
+
+    cublasLtMatmulAlgoCapGetAttribute(a, at, NULL, 0, &sz);
+    n = (int) (sz / 4);
+    all = (uint32_t *) calloc(n ? n : 1, 4);
+    if (n == 0 || all == NULL
+        || cublasLtMatmulAlgoCapGetAttribute(a, at, all, sz, &got)
+           != CUBLAS_STATUS_SUCCESS)
+    {
+        free(all);
+        ids[0] = 0;
+        return 1;
+    }
+    for (int i = 0; i < n && k < max; i++) {
+        int  seen = 0;
+
+        for (int j = 0; j < k && !seen; j++) {
+            seen = ids[j] == all[i];
+        }
+        if (!seen) {
+            ids[k++] = all[i];
+        }
+    }
+    free(all);
+    return k ? k : (ids[0] = 0, 1);
+}
+
 /* p->al: the heuristic's candidates, then (ENUM=1) every configuration of
    every algorithm cuBLASLt has for these types that cublasLtMatmulAlgoCheck
    accepts for the shape: tiles and stages from the algorithm's caps, the
-   cluster shapes auto, 1x1, 2x1, 1x2, 2x2, 4x1, 1x4, every custom option,
-   no split-K, no swizzle; duplicates of a configuration dropped */
+   cluster shapes auto, 1x1, 2x1, 1x2, 2x2, 4x1, 1x4, every custom option
+   (at most 64), no split-K, no swizzle; duplicates of a configuration
+   dropped; the first MAXCAND in the algorithms' order (cuBLASLt 13.1 on
+   the H200 accepts more: its algorithm 66 lists over 512 tiles) */
 static void
 enumerate(plan *p)
 {
@@ -347,21 +384,10 @@ enumerate(plan *p)
         {
             continue;
         }
-        cublasLtMatmulAlgoCapGetAttribute(&a, CUBLASLT_ALGO_CAP_TILE_IDS,
-                                          NULL, 0, &sz);
-        nt = (int) (sz / 4);
-        if (nt > 512) nt = 512;
-        if (nt == 0) { tiles[0] = 0; nt = 1; }
-        else cublasLtMatmulAlgoCapGetAttribute(&a, CUBLASLT_ALGO_CAP_TILE_IDS,
-                                               tiles, nt * 4, &sz);
-        sz = 0;
-        cublasLtMatmulAlgoCapGetAttribute(&a, CUBLASLT_ALGO_CAP_STAGES_IDS,
-                                          NULL, 0, &sz);
-        nst = (int) (sz / 4);
-        if (nst > 128) nst = 128;
-        if (nst == 0) { stages[0] = 0; nst = 1; }
-        else cublasLtMatmulAlgoCapGetAttribute(&a,
-                 CUBLASLT_ALGO_CAP_STAGES_IDS, stages, nst * 4, &sz);
+        /* the caps' arrays read whole (their size asked first), each id
+           kept once */
+        nt = cap_ids(&a, CUBLASLT_ALGO_CAP_TILE_IDS, tiles, 512);
+        nst = cap_ids(&a, CUBLASLT_ALGO_CAP_STAGES_IDS, stages, 128);
         cublasLtMatmulAlgoCapGetAttribute(&a,
             CUBLASLT_ALGO_CAP_CUSTOM_OPTION_MAX, &cmax, sizeof(cmax), &sz);
         if (cmax > 63) cmax = 63;
