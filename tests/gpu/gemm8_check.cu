@@ -32,13 +32,7 @@
 #include <cublasLt.h>
 
 #include "../../kernels/cuda.h"
-
-#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { \
-    printf("cuda error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, \
-           __LINE__); exit(1); } } while (0)
-#define LT(x) do { cublasStatus_t s_ = (x); if (s_ != CUBLAS_STATUS_SUCCESS) \
-    { printf("cublasLt status %d at %s:%d\n", (int) s_, __FILE__, \
-             __LINE__); exit(1); } } while (0)
+#include "lt_common.cuh"
 
 #define NSAMP  4096
 #define ROUNDS 7
@@ -195,37 +189,18 @@ static int
 plan_make(plan *p, const shape *s, const float *wsc, const float *xsc,
     const void *bias)
 {
-    cublasOperation_t  ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cublasLtEpilogue_t epi = s->gelu ? CUBLASLT_EPILOGUE_GELU_BIAS
                                      : CUBLASLT_EPILOGUE_BIAS;
-    cublasLtMatmulMatrixScale_t  mode =
-        CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
-    int8_t             fast = 1;
-    cudaDataType_t     bt = CUDA_R_16BF;
     cublasLtMatmulPreference_t       pref;
     cublasLtMatmulHeuristicResult_t  res;
     uint64_t           wsz = WS;
     int                nres = 0;
 
-    LT(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA,
-                                      &ta, sizeof(ta)));
-    LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB,
-                                      &tb, sizeof(tb)));
-    LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
-                                      &epi, sizeof(epi)));
-    LT(cublasLtMatmulDescSetAttribute(p->desc,
-           CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof(mode)));
-    LT(cublasLtMatmulDescSetAttribute(p->desc,
-           CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof(mode)));
-    LT(cublasLtMatmulDescSetAttribute(p->desc,
-           CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)));
+    lt_fp8_desc(&p->desc, epi);
     LT(cublasLtMatmulDescSetAttribute(p->desc,
            CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &wsc, sizeof(wsc)));
     LT(cublasLtMatmulDescSetAttribute(p->desc,
            CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &xsc, sizeof(xsc)));
-    LT(cublasLtMatmulDescSetAttribute(p->desc,
-           CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
     LT(cublasLtMatmulDescSetAttribute(p->desc,
            CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     LT(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_8F_E4M3, s->k, s->n, s->k));

@@ -33,64 +33,12 @@
 #include <cuda_fp8.h>
 #include <cublasLt.h>
 
-#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { \
-    printf("cuda error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, \
-           __LINE__); exit(1); } } while (0)
-#define LT(x) do { cublasStatus_t s_ = (x); if (s_ != CUBLAS_STATUS_SUCCESS) \
-    { printf("cublasLt status %d at %s:%d\n", (int) s_, __FILE__, \
-             __LINE__); exit(1); } } while (0)
+#include "lt_common.cuh"
 
 static cublasLtHandle_t  lt;
 static void             *ws[2];
 static const size_t      WS = 32u << 20;
 static int               nsm;
-
-
-__global__ void
-fill_e4m3(uint8_t *p, int64_t n, uint32_t seed)
-{
-    int64_t  i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
-
-    if (i < n) {
-        uint32_t  h = (uint32_t) i * 2654435761u ^ seed;
-
-        h ^= h >> 15;
-        h *= 2246822519u;
-        h ^= h >> 13;
-        __nv_fp8_e4m3  v((float) ((int) (h & 0xffff) - 32768) / 32768.f);
-        p[i] = v.__x;
-    }
-}
-
-
-__global__ void
-fill_f32(float *p, int64_t n, float lo, float hi, uint32_t seed)
-{
-    int64_t  i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
-
-    if (i < n) {
-        uint32_t  h = (uint32_t) i * 2246822519u ^ seed;
-
-        h ^= h >> 13;
-        h *= 2654435761u;
-        h ^= h >> 16;
-        p[i] = lo + (hi - lo) * (float) (h & 0xffff) / 65536.f;
-    }
-}
-
-
-__global__ void
-fill_bf16(__nv_bfloat16 *p, int64_t n, uint32_t seed)
-{
-    int64_t  i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
-
-    if (i < n) {
-        uint32_t  h = (uint32_t) i * 2654435761u ^ seed;
-
-        h ^= h >> 16;
-        p[i] = __float2bfloat16((float) ((int) (h & 0xfff) - 2048) / 2048.f);
-    }
-}
 
 
 /* per-row E4M3 quantization, one block of 256 threads a row */
@@ -500,7 +448,7 @@ down(const char *model, const char *what, int64_t out, int64_t K,
         CK(cudaMalloc(&r2, nd * 2));
         CK(cudaMalloc(&dm, 4));
         CK(cudaMalloc(&g2, 2 * out * 4));
-        fill_bf16<<<(nd + 255) / 256, 256>>>(r1, nd, 7);
+        lt_fill_bf16<<<(nd + 255) / 256, 256>>>(r1, nd, 7);
         CK(cudaMemcpy(r2, r1, nd * 2, cudaMemcpyDeviceToDevice));
         o.d = r1;
         run1(&s, &p2, 0, &o, 0, 0);
@@ -611,18 +559,18 @@ main(int argc, char **argv)
         CK(cudaMalloc(&amax, 4));
         CK(cudaMalloc(&qs, 2 * n * 4));
         CK(cudaMalloc(&d8, 2 * n * F * 2));
-        fill_e4m3<<<(W * F + 255) / 256, 256>>>(wd, W * F, 1);
-        fill_e4m3<<<(W * F + 255) / 256, 256>>>(wu, W * F, 2);
-        fill_e4m3<<<(W * W + 255) / 256, 256>>>(wo, W * W, 3);
-        fill_e4m3<<<(2 * n * F + 255) / 256, 256>>>(xh, 2 * n * F, 4);
-        fill_e4m3<<<(2 * n * W + 255) / 256, 256>>>(xw, 2 * n * W, 5);
-        fill_bf16<<<(2 * n * W + 255) / 256, 256>>>(res, 2 * n * W, 6);
-        fill_bf16<<<(2 * n * F + 255) / 256, 256>>>(hb, 2 * n * F, 8);
-        fill_bf16<<<(F + 255) / 256, 256>>>(bias, F, 9);
-        fill_f32<<<(F + 255) / 256, 256>>>(sw, F, 1e-3f, 2e-3f, 10);
-        fill_f32<<<(2 * n + 255) / 256, 256>>>(sx, 2 * n, 1e-2f, 2e-2f, 11);
-        fill_f32<<<(2 * F + 255) / 256, 256>>>(g, 2 * F, -1.f, 1.f, 12);
-        fill_f32<<<1, 1>>>(one, 1, 1.f, 1.f, 0);
+        lt_fill_e4m3<<<(W * F + 255) / 256, 256>>>(wd, W * F, 1);
+        lt_fill_e4m3<<<(W * F + 255) / 256, 256>>>(wu, W * F, 2);
+        lt_fill_e4m3<<<(W * W + 255) / 256, 256>>>(wo, W * W, 3);
+        lt_fill_e4m3<<<(2 * n * F + 255) / 256, 256>>>(xh, 2 * n * F, 4);
+        lt_fill_e4m3<<<(2 * n * W + 255) / 256, 256>>>(xw, 2 * n * W, 5);
+        lt_fill_bf16<<<(2 * n * W + 255) / 256, 256>>>(res, 2 * n * W, 6);
+        lt_fill_bf16<<<(2 * n * F + 255) / 256, 256>>>(hb, 2 * n * F, 8);
+        lt_fill_bf16<<<(F + 255) / 256, 256>>>(bias, F, 9);
+        lt_fill_f32<<<(F + 255) / 256, 256>>>(sw, F, 1e-3f, 2e-3f, 10);
+        lt_fill_f32<<<(2 * n + 255) / 256, 256>>>(sx, 2 * n, 1e-2f, 2e-2f, 11);
+        lt_fill_f32<<<(2 * F + 255) / 256, 256>>>(g, 2 * F, -1.f, 1.f, 12);
+        lt_fill_f32<<<1, 1>>>(one, 1, 1.f, 1.f, 0);
         CK(cudaDeviceSynchronize());
 
         down(m[v].name, "down (FF 2nd)", W, F, n, wd, xh, res, sw, sx, g);

@@ -47,12 +47,7 @@
 #include <cuda_fp8.h>
 #include <cublasLt.h>
 
-#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { \
-    printf("cuda error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, \
-           __LINE__); exit(1); } } while (0)
-#define LT(x) do { cublasStatus_t s_ = (x); if (s_ != CUBLAS_STATUS_SUCCESS) \
-    { printf("cublasLt status %d at %s:%d\n", (int) s_, __FILE__, \
-             __LINE__); exit(1); } } while (0)
+#include "lt_common.cuh"
 
 #define NCAND  16
 #define MAXCAND 2048
@@ -104,74 +99,54 @@ energy_mj(void)
 }
 
 
-/* the sampler: SM clock (NVML_CLOCK_SM 1) and power every 5 ms while on */
-static volatile int  sampling, stop_sampler;
-static double        s_mhz, s_w;
-static long          s_n;
+/* the sampler: SM clock (NVML_CLOCK_SM 1) and power every 5 ms while
+   sampling; its sums under s_mu */
+static pthread_mutex_t  s_mu = PTHREAD_MUTEX_INITIALIZER;
+static int              sampling, stop_sampler;
+static double           s_mhz, s_w;
+static long             s_n;
+
+/* sampling on (sums zeroed) or off; off: the window's means */
+static void
+sample_window(int on, double *mhz, double *w)
+{
+    pthread_mutex_lock(&s_mu);
+    if (on) {
+        s_mhz = s_w = 0;
+        s_n = 0;
+    } else {
+        *mhz = s_n ? s_mhz / s_n : 0;
+        *w = s_n ? s_w / s_n : 0;
+    }
+    sampling = on;
+    pthread_mutex_unlock(&s_mu);
+}
 
 static void *
 sampler(void *arg)
 {
     (void) arg;
-    while (!stop_sampler) {
-        if (sampling && have_nvml) {
-            unsigned  c = 0, p = 0;
+    for (;;) {
+        unsigned  c = 0, p = 0;
+        int       ok = have_nvml && nv_clock(dev, 1, &c) == 0
+                       && nv_power(dev, &p) == 0;
 
-            if (nv_clock(dev, 1, &c) == 0 && nv_power(dev, &p) == 0) {
-                s_mhz += c;
-                s_w += p / 1000.0;
-                s_n++;
-            }
+        pthread_mutex_lock(&s_mu);
+        if (stop_sampler) {
+            pthread_mutex_unlock(&s_mu);
+            break;
         }
+        if (sampling && ok) {
+            s_mhz += c;
+            s_w += p / 1000.0;
+            s_n++;
+        }
+        pthread_mutex_unlock(&s_mu);
         usleep(5000);
     }
     return NULL;
 }
 
-
-__global__ void
-fill_e4m3(uint8_t *p, int64_t n, uint32_t seed)
-{
-    int64_t  i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
-
-    if (i < n) {
-        uint32_t  h = (uint32_t) i * 2654435761u ^ seed;
-
-        h ^= h >> 15;
-        h *= 2246822519u;
-        h ^= h >> 13;
-        __nv_fp8_e4m3  v((float) ((int) (h & 0xffff) - 32768) / 8192.f);
-        p[i] = v.__x;
-    }
-}
-
-__global__ void
-fill_f32(float *p, int64_t n, float lo, float hi, uint32_t seed)
-{
-    int64_t  i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
-
-    if (i < n) {
-        uint32_t  h = (uint32_t) i * 2246822519u ^ seed;
-
-        h ^= h >> 13;
-        h *= 2654435761u;
-        h ^= h >> 16;
-        p[i] = lo + (hi - lo) * (float) (h & 0xffff) / 65536.f;
-    }
-}
-
-__global__ void
-fill_bf16(__nv_bfloat16 *p, int64_t n, uint32_t seed)
-{
-    int64_t  i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
-
-    if (i < n) {
-        uint32_t  h = (uint32_t) i * 2654435761u ^ seed;
-
-        h ^= h >> 16;
-        p[i] = __float2bfloat16((float) ((int) (h & 0xfff) - 2048) / 2048.f);
-    }
-}
 
 static unsigned
 nblk(int64_t n)
@@ -214,33 +189,13 @@ typedef struct {
 static void
 plan_make(plan *p, const shape *s)
 {
-    cublasOperation_t            ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    cublasLtEpilogue_t           epi = CUBLASLT_EPILOGUE_BIAS;
-    cublasLtMatmulMatrixScale_t  mode =
-        CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
-    cudaDataType_t               bt = CUDA_R_16BF;
-    int8_t                       fast = 1;
     cublasLtMatmulPreference_t   pref;
     uint64_t                     wsz = WS;
     int64_t                      rows = s->rows * s->halves;
 
     memset(p, 0, sizeof(*p));
     p->s = s;
-    LT(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA,
-                                      &ta, sizeof(ta)));
-    LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB,
-                                      &tb, sizeof(tb)));
-    LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
-                                      &epi, sizeof(epi)));
-    LT(cublasLtMatmulDescSetAttribute(p->desc,
-           CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof(mode)));
-    LT(cublasLtMatmulDescSetAttribute(p->desc,
-           CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof(mode)));
-    LT(cublasLtMatmulDescSetAttribute(p->desc,
-           CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)));
-    LT(cublasLtMatmulDescSetAttribute(p->desc,
-           CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
+    lt_fp8_desc(&p->desc, CUBLASLT_EPILOGUE_BIAS);
     LT(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_8F_E4M3, s->K, s->out,
                                   s->K));
     LT(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_8F_E4M3, s->K, s->rows,
@@ -255,14 +210,15 @@ plan_make(plan *p, const shape *s)
     CK(cudaMalloc(&p->ws, s->halves * s->out * 4));
     CK(cudaMalloc(&p->xs, rows * 4));
     CK(cudaMalloc(&p->lws, WS));
-    fill_e4m3<<<nblk(s->out * s->K), 256>>>(p->w, s->out * s->K, 1);
-    fill_e4m3<<<nblk(rows * s->K), 256>>>(p->x, rows * s->K, 2);
-    fill_bf16<<<nblk(rows * s->out), 256>>>(p->d, rows * s->out, 3);
-    fill_bf16<<<nblk(s->halves * s->out), 256>>>(p->bias,
-                                                 s->halves * s->out, 4);
-    fill_f32<<<nblk(s->halves * s->out), 256>>>(p->ws, s->halves * s->out,
-                                                1e-3f, 2e-3f, 5);
-    fill_f32<<<nblk(rows), 256>>>(p->xs, rows, 1e-2f, 2e-2f, 6);
+    lt_fill_e4m3<<<nblk(s->out * s->K), 256>>>(p->w, s->out * s->K, 1);
+    lt_fill_e4m3<<<nblk(rows * s->K), 256>>>(p->x, rows * s->K, 2);
+    lt_fill_bf16<<<nblk(rows * s->out), 256>>>(p->d, rows * s->out, 3);
+    lt_fill_bf16<<<nblk(s->halves * s->out), 256>>>(p->bias,
+                                                    s->halves * s->out, 4);
+    lt_fill_f32<<<nblk(s->halves * s->out), 256>>>(p->ws,
+                                                   s->halves * s->out, 1e-3f,
+                                                   2e-3f, 5);
+    lt_fill_f32<<<nblk(rows), 256>>>(p->xs, rows, 1e-2f, 2e-2f, 6);
     CK(cudaDeviceSynchronize());
 
     /* the scale and bias pointers set before the heuristic, as the engine
@@ -496,9 +452,7 @@ sustain(plan *p, int i, double ms, int stats)
     step(p, i);
     CK(cudaDeviceSynchronize());
     if (stats) {
-        s_mhz = s_w = 0;
-        s_n = 0;
-        sampling = 1;
+        sample_window(1, NULL, NULL);
         j0 = energy_mj();
     }
     CK(cudaEventRecord(e0, 0));
@@ -517,10 +471,8 @@ sustain(plan *p, int i, double ms, int stats)
     CK(cudaEventElapsedTime(&el, e0, e1));
     m.ms = el / n;
     if (stats) {
-        sampling = 0;
+        sample_window(0, &m.mhz, &m.w);
         j1 = energy_mj();
-        m.mhz = s_n ? s_mhz / s_n : 0;
-        m.w = s_n ? s_w / s_n : 0;
         m.mj = have_nvml ? (double) (j1 - j0) / n : 0;
     }
     cudaEventDestroy(e0);
@@ -681,7 +633,9 @@ main(int argc, char **argv)
         cudaFree(p.w); cudaFree(p.x); cudaFree(p.d); cudaFree(p.bias);
         cudaFree(p.ws); cudaFree(p.xs); cudaFree(p.lws);
     }
+    pthread_mutex_lock(&s_mu);
     stop_sampler = 1;
+    pthread_mutex_unlock(&s_mu);
     pthread_join(th, NULL);
     return 0;
 }
