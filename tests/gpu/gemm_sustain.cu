@@ -304,7 +304,7 @@ cap_ids(const cublasLtMatmulAlgo_t *a, cublasLtMatmulAlgoCapAttributes_t at,
    cluster shapes auto, 1x1, 2x1, 1x2, 2x2, 4x1, 1x4, every custom option
    (at most 64), no split-K, no swizzle; duplicates of a configuration
    dropped; the first MAXCAND in the algorithms' order (cuBLASLt 13.1 on
-   the H200 accepts more: its algorithm 66 lists over 512 tiles) */
+   the H200 accepts more: its algorithm 66 lists 512 tiles or more) */
 static void
 enumerate(plan *p)
 {
