@@ -311,6 +311,7 @@ enumerate(plan *p)
     static const uint16_t  cl[7] = { 0, 2, 3, 5, 6, 4, 8 };
     int                    ids[64], nid = 0, have;
     static char            seen[MAXCAND][96];
+    char                   mine[96];       /* this configuration's */
     const char            *e = getenv("ENUM");
 
     p->na = 0;
@@ -377,13 +378,14 @@ enumerate(plan *p)
             {
                 continue;
             }
+            snprintf(mine, sizeof(mine), "%s", cfg(&b));
             have = 0;
             for (int j = 0; j < p->na && !have; j++) {
-                have = !strcmp(seen[j], cfg(&b));
+                have = !strcmp(seen[j], mine);
             }
             if (!have) {
                 p->al[p->na] = b;
-                snprintf(seen[p->na], 96, "%s", cfg(&b));
+                memcpy(seen[p->na], mine, sizeof(mine));
                 p->na++;
             }
         }
