@@ -467,7 +467,9 @@ sd_status sd_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
  * v[b, key, h 64 + d] times the F32 reciprocal of vts[b, h, key /
  * SD_FP8_VT_TILE] for each key, where a tile's scale, vts (B, heads,
  * sd_fp8_vt_tiles(L)) F32, is max(2^-64, the tile's largest |v| of that
- * head) / 448; within each group of 16 keys column p holds key
+ * head) / 448 rounded up to a power of two (so the kernel's output is
+ * rescaled only where two tiles' scales differ); within each group of 16
+ * keys column p holds key
  * sd_fp8_vt_key(p); columns past L are zeros. Each (b, h)'s largest |v|
  * is maxed into vamax (F32, B * heads; zero it before, e.g. with
  * sd_scale(vamax, vamax, 0, 0)). sq and

@@ -104,6 +104,33 @@
 #endif                                  /* the end (the kernel before
                                            2026-12-03), for measuring */
 /*
+ * FA_LAZY (E4M3 kernel): a row's running maximum m moves only when a
+ * tile's maximum passes it by more than FA_LAZY_HEAD (log2 units), and
+ * then to FA_LAZY_OVER above that maximum, so after the first tiles most
+ * tiles leave every m of a warp where it was; the output accumulated so
+ * far is rescaled only when some row of the warp moved or the two tiles'
+ * V scales (powers of two, vt8.h) differ: its 32 multiplications a
+ * thread, and the scales' division, were an eighth of the main loop's
+ * instructions. P's largest code is then round(8 (8 + 0.75) + 55.5) = 126
+ * (448, E4M3's largest; 127 would be NaN), and just after a move P peaks
+ * at 2^(8 - 1.25). -DFA_LAZY=0: every tile rescales (the kernel before
+ * 2026-12-04), for measuring. Measured (H200, session 32, against
+ * FA_LAZY=0 in turn, both with vt8.h's powers of two): the main loop the
+ * same 248 SASS instructions, 32 of them now skipped where no row moved;
+ * fattn_check within its spread (38 heads 0.4430 / 0.4520 ms against
+ * 0.4534 / 0.4579, E4M3 out 0.4336 / 0.4298 against 0.4131 / 0.4199: the
+ * kernel is bound by its softmax's latency, not its issue slots); in the
+ * pipeline, where the card holds its power limit, Large's 28-step step
+ * 62.77 / 62.49 ms against 62.82 / 62.73 and 63.87 / 63.73 against 63.92
+ * / 64.08, Medium's 25.77 / 25.58 against 25.82 / 25.73 and 26.26
+ * against 26.39; error against F32 5.749e-2 against 5.730e-2 (38 heads).
+ */
+#ifndef FA_LAZY
+#define FA_LAZY       1
+#endif
+#define FA_LAZY_HEAD  0.75f
+#define FA_LAZY_OVER  1.25f
+/*
  * The E4M3 kernel's scores and P. S = Q K^T accumulates in F16 (wgmma
  * .f16: 32 registers a thread, not 64), which the caller's scales allow
  * (sd_fp8_attn_scales: |Q codes|_2 <= 112, |K codes|_2 <= 448, so |S| <=
@@ -507,10 +534,19 @@ fa_softmax8(uint32_t *s, float *m, float *a, float s8, int valid, int qd)
     mx0 = __half2float(__ushort_as_half((unsigned short) (mm & 0xffffu)));
     mx1 = __half2float(__ushort_as_half((unsigned short) (mm >> 16)));
     /* the new maxima less 8, up to (k + 0.5) / 8 with 1591 - k a whole
-       half (the fma's constant) */
+       half (the fma's constant); FA_LAZY: m where it was (on the grid,
+       so the lines below give it back exactly and a = 1) unless the
+       tile's maximum passed it by more than FA_LAZY_HEAD */
     s8 = __half2float(__float2half_rn(s8));     /* the power of two */
-    mn0 = fmaxf(m[0], mx0 * s8 * 0.125f);
-    mn1 = fmaxf(m[1], mx1 * s8 * 0.125f);
+    mx0 *= s8 * 0.125f;
+    mx1 *= s8 * 0.125f;
+#if FA_LAZY
+    mn0 = mx0 > m[0] + FA_LAZY_HEAD ? mx0 + FA_LAZY_OVER : m[0];
+    mn1 = mx1 > m[1] + FA_LAZY_HEAD ? mx1 + FA_LAZY_OVER : m[1];
+#else
+    mn0 = fmaxf(m[0], mx0);
+    mn1 = fmaxf(m[1], mx1);
+#endif
     k0 = ceilf(fmaf(8.f, mn0 - 8.f, -0.5f));
     k1 = ceilf(fmaf(8.f, mn1 - 8.f, -0.5f));
     c0 = __half_as_ushort(__float2half_rd(1591.f - k0));
@@ -519,8 +555,13 @@ fa_softmax8(uint32_t *s, float *m, float *a, float s8, int valid, int qd)
     k1 = 1591.f - __half2float(__ushort_as_half((unsigned short) c1));
     mn0 = fmaf(k0 + 0.5f, 0.125f, 8.f);
     mn1 = fmaf(k1 + 0.5f, 0.125f, 8.f);
+#if FA_LAZY
+    a[0] = mn0 == m[0] ? 1.f : fa_exp2(m[0] - mn0);   /* exactly 1 */
+    a[1] = mn1 == m[1] ? 1.f : fa_exp2(m[1] - mn1);
+#else
     a[0] = fa_exp2(m[0] - mn0);
     a[1] = fa_exp2(m[1] - mn1);
+#endif
     m[0] = mn0;
     m[1] = mn1;
     c0 *= 0x10001u;
@@ -662,12 +703,27 @@ fa_tile(fa_smem<EB> *sm, int j, int lk, float sl2, int qd, int lane,
         l[1] = (l[1] + t8[2]) * a[1];
     }
     if (EB == 1) {
+#if FA_LAZY
+        /* the scales are powers of two (vt8.h): their ratio from the
+           exponents, exactly; O rescaled only where a row of the warp
+           needs it */
+        float  ratio = __uint_as_float(__float_as_uint(*vs)
+                                       - __float_as_uint(vn) + 0x3f800000u);
+
+        ar[0] = a[0] * ratio;
+        ar[1] = a[1] * ratio;
+        *vs = vn;
+        if (__any_sync(0xffffffffu, ar[0] != 1.f || ar[1] != 1.f)) {
+            fa_rescale(oacc, ar);
+        }
+#else
         float  ratio = *vs / vn;
 
         ar[0] = a[0] * ratio;
         ar[1] = a[1] * ratio;
         *vs = vn;
         fa_rescale(oacc, ar);
+#endif
     } else {
         fa_rescale(oacc, a);
     }

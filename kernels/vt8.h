@@ -55,6 +55,17 @@ vt8_row(int t, int i)
 }
 
 
+/* the least power of two >= s (s positive, normal, below 2^127) */
+static __device__ __forceinline__ float
+vt8_pow2_up(float s)
+{
+    uint32_t  u = __float_as_uint(s);
+
+    return __uint_as_float((u & 0x7fffffu) ? (u & 0xff800000u) + 0x800000u
+                                           : u);
+}
+
+
 /*
  * One tile by the VT8_THREADS threads of a block (all must call it):
  * thread t holds u[i], the 8 BF16 values from d0 = 8 (t % 8) of the
@@ -62,8 +73,13 @@ vt8_row(int t, int i)
  * tile's codes into vt (the (b, h)'s 64 rows of lp bytes) at columns k0
  * .. k0 + 127 below lp, its scale to *vts, and maxes its largest |v| into
  * *vamax (nonnegative floats order as their bits: an integer atomicMax).
- * Each code is the value times the scale's F32 reciprocal, rounded to
- * E4M3 (both IEEE: the same codes as a host's). The codes' words are
+ * The scale is max(2^-64, the largest |v|) / 448 rounded up to a power of
+ * two (the tile's largest code between 224 and 448: E4M3's precision is
+ * the same in every octave), so that two tiles' scales differ by a power
+ * of two or not at all and the attention rescales its output only where
+ * they differ (fattn.cu's FA_LAZY). Each code is the value times the
+ * scale's reciprocal, rounded to E4M3 (exact and IEEE: the same codes as a
+ * host's). The codes' words are
  * staged as rows d of 32 words, word g of row d at (g + 4 (d / 8)) % 32:
  * a warp's writes of one d then hit 32 banks, and a row's four words of
  * 16 keys stay one aligned uint4. (Until 2026-12-02 the tile went through
@@ -99,7 +115,7 @@ vt8_tile(const uint4 *u, uint8_t *vt, int k0, int lp, float *vts,
     for (i = 0; i < VT8_THREADS / 32; i++) {
         am = fmaxf(am, part[i]);
     }
-    s = fmaxf(am, 0x1p-64f) / 448.f;
+    s = vt8_pow2_up(fmaxf(am, 0x1p-64f) / 448.f);
     rs = 1.f / s;
     if (t == 0) {
         *vts = s;

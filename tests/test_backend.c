@@ -2222,6 +2222,7 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
 
                 for (t = 0; t < nt; t++) {
                     float  m = 0.0f, s, rs;
+                    int    ex;
 
                     for (r = t * TL; r < l && r < (t + 1) * TL; r++) {
                         for (j = 0; j < D; j++) {
@@ -2229,7 +2230,11 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
                                                       + hi * D + j]));
                         }
                     }
+                    /* rounded up to a power of two (vt8.h) */
                     s = fmaxf(m, 0x1p-64f) / 448.0f;
+                    if (frexpf(s, &ex) != 0.5f) {
+                        s = ldexpf(1.0f, ex);
+                    }
                     rs = 1.0f / s;
                     bad_scales += gts[(bi * h + hi) * nt + t] != s;
                     hm = fmaxf(hm, m);

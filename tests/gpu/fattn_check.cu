@@ -172,8 +172,15 @@ amax(const std::vector<__nv_bfloat16> &x, int b, int l, int h)
 }
 
 
+/*
+ * One shape: errors, and with timed its times. ramp: K's rows scaled by 1
+ * to 3 and V's by 1 to 2^6 along the keys, so a row's largest score and
+ * V's tiles' scales grow from tile to tile (the E4M3 kernel's running
+ * maxima then move, and its output is rescaled, late in the rows too).
+ */
 static int
-run(int b, int lq, int lk, int h, float amp, int rstep, int timed)
+run(int b, int lq, int lk, int h, float amp, int rstep, int timed,
+    int ramp = 0)
 {
     size_t   nq = (size_t) b * lq * h * 64, nk = (size_t) b * lk * h * 64;
     std::vector<__nv_bfloat16>  hq(nq), hk(nk), hv(nk), ho(nq);
@@ -189,6 +196,14 @@ run(int b, int lq, int lk, int h, float amp, int rstep, int timed)
     fill(hq, amp);
     fill(hk, amp);
     fill(hv, 1.f);
+    for (size_t i = 0; ramp && i < nk; i++) {
+        double  f = (double) (i / ((size_t) h * 64) % lk) / lk;
+
+        hk[i] = __float2bfloat16(__bfloat162float(hk[i])
+                                 * (float) (1.0 + 2.0 * f));
+        hv[i] = __float2bfloat16(__bfloat162float(hv[i])
+                                 * (float) exp2(6.0 * f));
+    }
     CK(cudaMalloc(&q, nq * 2));
     CK(cudaMalloc(&k, nk * 2));
     CK(cudaMalloc(&v, nk * 2));
@@ -342,17 +357,20 @@ run(int b, int lq, int lk, int h, float amp, int rstep, int timed)
         cudaFree(q8); cudaFree(k8); cudaFree(vt8);
     }
 
-    printf("| %d | %d | %d | %d | %.1f | %.3e | %.3e | %.4f | %.0f | %.3e "
+    printf("| %d | %d | %d | %d | %.1f%s | %.3e | %.3e | %.4f | %.0f | %.3e "
            "| %.4f | %.0f | %.3e | %.4f | %.4f | %016llx |\n", b, lq, lk, h,
-           amp, sqrt(e2 / r2), emax, ms,
+           amp, ramp ? " ramp" : "", sqrt(e2 / r2), emax, ms,
            ms > 0 ? fl / (ms * 1e-3) / 1e12 : 0.0, sqrt(e8 / r2), ms8,
            ms8 > 0 ? fl / (ms8 * 1e-3) / 1e12 : 0.0, sqrt(e8o / r2), ms8o,
            msq, (unsigned long long) h8sum);
     cudaFree(q); cudaFree(k); cudaFree(v); cudaFree(o); cudaFree(ref);
     /* E4M3's Q and K errors grow with the logits: bounded at amplitude 1
-       (the MMDiT's RMS-normalized heads are near it), reported above */
+       (the MMDiT's RMS-normalized heads are near it), reported above; the
+       ramp's keys up to 3 times larger: 7.5e-2 to 8.9e-2 (H200, 2026-12-04,
+       with and without FA_LAZY) */
     return sqrt(e2 / r2) < 1e-2
-           && (amp > 1.f ? sqrt(e8 / r2) < 0.25 : sqrt(e8 / r2) < 8e-2)
+           && (amp > 1.f ? sqrt(e8 / r2) < 0.25
+                         : sqrt(e8 / r2) < (ramp ? 0.12 : 8e-2))
            && sqrt(e8o / r2) < sqrt(e8 / r2) + 4e-2
            ? 0 : 1;
 }
@@ -413,6 +431,8 @@ main(int argc, char **argv)
     bad += run(2, 4429, 4429, 38, 3.f, 37, 0);
     bad += run(2, 4429, 4429, 24, 1.f, 37, 1);
     bad += run(2, 4096, 4096, 24, 1.f, 37, 1);
+    bad += run(1, 300, 1000, 2, 1.f, 1, 0, 1);
+    bad += run(2, 4429, 4429, 24, 1.f, 37, 0, 1);
     printf("fattn: %s\n", bad ? "FAILED" : "ok");
     return bad;
 }

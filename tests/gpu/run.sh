@@ -200,6 +200,7 @@
 #   var     the variant build (pack.sh's PACK_VARIANT: sd-cli-var,
 #           fattn_check_var) against the default, in turn: kernel, image,
 #           Large and Medium benches
+#   varsteps  the same, benches only: 28 steps, twice each, in turn
 #   varbench  the same without the attention kernel's checks, with
 #           both builds' test_backend (test_backend_var): a variant of
 #           other kernels, or (pack.sh's PACK_BASE) the tree against an
@@ -1063,6 +1064,21 @@ stage_var() {
     done
     grep -E '^\||fattn:' $L/fattn*.log
     var_benches
+}
+# the variant build against the default, benches only: fattn_check once
+# each, Large's and Medium's 28-step FP8 benches in turn, twice each
+# (var_steps), the clocks logged beside
+stage_varsteps() {
+    run "fattn_check" fattn-1.log $G/bin/fattn_check
+    run "fattn_check, variant" fattn-var-1.log $G/bin/fattn_check_var
+    grep -E '^\| 2 \| 4429|fattn:' $L/fattn*.log | tee -a $summary
+    randmodel large
+    randmodel medium
+    with_clocks $L/clocks.log 250 var_steps large vs 28
+    with_clocks $L/clocks-m.log 250 var_steps medium vsm 28
+    bench_lines '' $L/bench-vs*.log | tee -a $summary
+    clock_summary $L/clocks.log
+    clock_summary $L/clocks-m.log
 }
 # the variant build against the default without the attention kernel's
 # checks (a variant of other kernels): both builds' test_backend, image,
