@@ -753,8 +753,9 @@ fa_tile(fa_smem<EB> *sm, int j, int lk, float sl2, int qd, int lane,
  * BF16 2.3e-3):
  * q, k (B, L, H * 64) E4M3, v = V^T (B, H, 64, Lp) E4M3 with its keys
  * permuted (vt8_key) and zeros past Lk, vts its tiles' scales (vt8.h:
- * one a K/V tile); sl2 = Q's scale times K's times scale log2(e), 8 sl2
- * a power of two (sd_fp8_attn_scales); O is kept in the units of the
+ * one a K/V tile, each a power of two, which FA_LAZY's ratio of two of
+ * them from their exponents needs); sl2 = Q's scale times K's times
+ * scale log2(e), 8 sl2 a power of two (sd_fp8_attn_scales); O is kept in the units of the
  * scale of the tile whose P V product comes next (each tile's rescale
  * of O by the softmax also multiplies by the ratio of the two tiles'
  * scales), and the last tile's scales the output. P's codes are the
