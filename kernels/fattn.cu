@@ -109,14 +109,15 @@
  * then to FA_LAZY_OVER above that maximum, so after the first tiles most
  * tiles leave every m of a warp where it was; the output accumulated so
  * far is rescaled only when some row of the warp moved or the two tiles'
- * V scales (powers of two, vt8.h) differ: its 32 multiplications a
- * thread, and the scales' division, were an eighth of the main loop's
- * instructions. P's largest code is then round(8 (8 + 0.75) + 55.5) = 126
+ * V scales (powers of two, vt8.h) differ (its 32 multiplications a
+ * thread are skipped otherwise), and the scales' ratio comes from their
+ * exponents (no IEEE division in the loop). P's largest code is then round(8 (8 + 0.75) + 55.5) = 126
  * (448, E4M3's largest; 127 would be NaN), and just after a move P peaks
  * at 2^(8 - 1.25). -DFA_LAZY=0: every tile rescales (the kernel before
  * 2026-12-04), for measuring. Measured (H200, session 32, against
- * FA_LAZY=0 in turn, both with vt8.h's powers of two): the main loop the
- * same 248 SASS instructions, 32 of them now skipped where no row moved;
+ * FA_LAZY=0 in turn, both with vt8.h's powers of two): the main loop
+ * about 248 SASS instructions either way, 32 of them now skipped where
+ * no row moved;
  * fattn_check within its spread (38 heads 0.4430 / 0.4520 ms against
  * 0.4534 / 0.4579, E4M3 out 0.4336 / 0.4298 against 0.4131 / 0.4199: the
  * kernel is bound by its softmax's latency, not its issue slots); in the
