@@ -111,14 +111,14 @@
  * far is rescaled only when some row of the warp moved or the two tiles'
  * V scales (powers of two, vt8.h) differ (its 32 multiplications a
  * thread are skipped otherwise), and the scales' ratio comes from their
- * exponents (no IEEE division in the loop). P's largest code is then round(8 (8 + 0.75) + 55.5) = 126
- * (448, E4M3's largest; 127 would be NaN), and just after a move P peaks
- * at 2^(8 - 1.25). -DFA_LAZY=0: every tile rescales (the kernel before
- * 2026-12-04), for measuring. Measured (H200, session 32, against
- * FA_LAZY=0 in turn, both with vt8.h's powers of two): the main loop
- * about 248 SASS instructions either way, 32 of them now skipped where
- * no row moved;
- * fattn_check within its spread (38 heads 0.4430 / 0.4520 ms against
+ * exponents (no IEEE division in the loop). P's largest code is then
+ * round(8 (8 + 0.75) + 55.5) = 126 (448, E4M3's largest; 127 would be
+ * NaN), and just after a move P peaks at 2^(8 - 1.25). -DFA_LAZY=0:
+ * every tile rescales (the kernel before 2026-12-04), for measuring.
+ * Measured (H200, session 32, against FA_LAZY=0 in turn, both with
+ * vt8.h's powers of two): the main loop about 248 SASS instructions
+ * either way, 32 of them now skipped where no row moved; fattn_check
+ * within its spread (38 heads 0.4430 / 0.4520 ms against
  * 0.4534 / 0.4579, E4M3 out 0.4336 / 0.4298 against 0.4131 / 0.4199: the
  * kernel is bound by its softmax's latency, not its issue slots); in the
  * pipeline, where the card holds its power limit, Large's 28-step step
@@ -556,13 +556,9 @@ fa_softmax8(uint32_t *s, float *m, float *a, float s8, int valid, int qd)
     k1 = 1591.f - __half2float(__ushort_as_half((unsigned short) c1));
     mn0 = fmaf(k0 + 0.5f, 0.125f, 8.f);
     mn1 = fmaf(k1 + 0.5f, 0.125f, 8.f);
-#if FA_LAZY
-    a[0] = mn0 == m[0] ? 1.f : fa_exp2(m[0] - mn0);   /* exactly 1 */
-    a[1] = mn1 == m[1] ? 1.f : fa_exp2(m[1] - mn1);
-#else
-    a[0] = fa_exp2(m[0] - mn0);
-    a[1] = fa_exp2(m[1] - mn1);
-#endif
+    /* FA_LAZY: exactly 1 where m stayed */
+    a[0] = FA_LAZY && mn0 == m[0] ? 1.f : fa_exp2(m[0] - mn0);
+    a[1] = FA_LAZY && mn1 == m[1] ? 1.f : fa_exp2(m[1] - mn1);
     m[0] = mn0;
     m[1] = mn1;
     c0 *= 0x10001u;
@@ -704,27 +700,22 @@ fa_tile(fa_smem<EB> *sm, int j, int lk, float sl2, int qd, int lane,
         l[1] = (l[1] + t8[2]) * a[1];
     }
     if (EB == 1) {
-#if FA_LAZY
-        /* the scales are powers of two (vt8.h): their ratio from the
-           exponents, exactly; O rescaled only where a row of the warp
+        /* FA_LAZY: the scales are powers of two (vt8.h), their ratio from
+           the exponents, exactly; O rescaled only where a row of the warp
            needs it */
-        float  ratio = __uint_as_float(__float_as_uint(*vs)
-                                       - __float_as_uint(vn) + 0x3f800000u);
+        float  ratio = FA_LAZY
+                       ? __uint_as_float(__float_as_uint(*vs)
+                                         - __float_as_uint(vn) + 0x3f800000u)
+                       : *vs / vn;
 
         ar[0] = a[0] * ratio;
         ar[1] = a[1] * ratio;
         *vs = vn;
-        if (__any_sync(0xffffffffu, ar[0] != 1.f || ar[1] != 1.f)) {
+        if (!FA_LAZY
+            || __any_sync(0xffffffffu, ar[0] != 1.f || ar[1] != 1.f))
+        {
             fa_rescale(oacc, ar);
         }
-#else
-        float  ratio = *vs / vn;
-
-        ar[0] = a[0] * ratio;
-        ar[1] = a[1] * ratio;
-        *vs = vn;
-        fa_rescale(oacc, ar);
-#endif
     } else {
         fa_rescale(oacc, a);
     }
@@ -756,14 +747,15 @@ fa_tile(fa_smem<EB> *sm, int j, int lk, float sl2, int qd, int lane,
  * permuted (vt8_key) and zeros past Lk, vts its tiles' scales (vt8.h:
  * one a K/V tile, each a power of two, which FA_LAZY's ratio of two of
  * them from their exponents needs); sl2 = Q's scale times K's times
- * scale log2(e), 8 sl2 a power of two (sd_fp8_attn_scales); O is kept in the units of the
- * scale of the tile whose P V product comes next (each tile's rescale
- * of O by the softmax also multiplies by the ratio of the two tiles'
- * scales), and the last tile's scales the output. P's codes are the
- * linear ramp of FA_NST's comment, P in [0, 256], so E4M3's normal range
- * reaches 2^-14 of a row's largest. With osc the output is E4M3 too (o
- * read as bytes) and osc[b Lq + row] its rows'
- * scale, fa8_vscale of batch b's largest vamax (written by head 0).
+ * scale log2(e), 8 sl2 a power of two (sd_fp8_attn_scales); O is kept
+ * in the units of the scale of the tile whose P V product comes next
+ * (each tile's rescale of O by the softmax also multiplies by the ratio
+ * of the two tiles' scales), and the last tile's scales the output. P's
+ * codes are the linear ramp of FA_NST's comment, P in [0, 448] (FA_LAZY;
+ * [0, 256] without), so E4M3's normal range reaches 2^-12.75 of a row's
+ * largest just after its maximum moved (2^-14 without FA_LAZY). With
+ * osc the output is E4M3 too (o read as bytes) and osc[b Lq + row] its
+ * rows' scale, fa8_vscale of batch b's largest vamax (written by head 0).
  */
 template <int EB>
 __global__ void __launch_bounds__(128 * (FA_NWG + 1), 1)
