@@ -146,7 +146,8 @@
  * with the 0.5) and the code's rounding; the row sums come from the same
  * codes on the tensor cores (below), so the ripple only reweights keys.
  * The running maximum less 8 is moved up to the grid (k + 0.5) / 8 with
- * 1591 - k a whole half, which makes the fma's constant exact; P <= 256.
+ * 1591 - k a whole half, which makes the fma's constant exact; P <= 256
+ * (448 with FA_LAZY).
  * A CPU simulation of the output's error from P alone at logits of unit
  * spread: 2.62e-2 with P rounded to E4M3, 3.02e-2 with the ramp.
  * The F32 scores with the ramp's codes (no F16): 640 TFLOP/s; F16 scores
