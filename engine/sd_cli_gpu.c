@@ -132,6 +132,8 @@ print_memory(sd_model *m)
                    fail, why[0] ? ": " : "", why);
             printf("| FP8 products widened to BF16 (no FP8 algorithm) | "
                    "%ld |\n", sd_cuda_fp8_widened(m->be));
+            printf("| CUDA graphs: memset nodes made kernel nodes | %ld |\n",
+                   sd_cuda_graph_memsets(m->be));
         }
         {
             char   info[2048], *line, *save = NULL;

@@ -81,6 +81,13 @@ void sd_cuda_graph_stats(const sd_backend *be, long *recorded, long *replayed,
 long sd_cuda_fp8_widened(const sd_backend *be);
 
 /*
+ * Memset nodes of the recordings replaced by kernel nodes since creation
+ * (cuBLASLt's counter before each product: a product starts sooner after
+ * a kernel than after a memset node; SD_CUDA_MEMSET_NODES=1 keeps them).
+ */
+long sd_cuda_graph_memsets(const sd_backend *be);
+
+/*
  * The FP8 products' per-row quantization alone (tests): x (rows, K) BF16 ->
  * q8 (rp >= rows, K) E4M3 activations with their row scales (amax / 448);
  * rows past x's are zeros with scale 1.

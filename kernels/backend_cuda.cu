@@ -901,6 +901,9 @@ cuda_replay(sd_err *err, sd_backend *be, void **recp, const void *key,
         s = sd_errorf(err, SD_ERR_INTERNAL, "the recorded work left "
                       "workspace taken");
     }
+    if (s == SD_OK && e == cudaSuccess && c->memset_kernels) {
+        e = sd_cuda_graph_memsets_as_kernels(g, &c->graph_memsets);
+    }
     if (s == SD_OK && e == cudaSuccess) {
         if (r->exec && cudaGraphExecUpdate(r->exec, g, &info)
                        != cudaSuccess)
@@ -1406,6 +1409,9 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
        runs: a close call may go either way, and the images with it) */
     c->det = !sd_env_on("SD_CUDA_TIMED_PICK");
     c->no_graphs = sd_env_on("SD_CUDA_NO_GRAPHS");
+    /* the recordings' memset nodes as kernel nodes (graph.cu), unless
+       SD_CUDA_MEMSET_NODES=1 */
+    c->memset_kernels = !sd_env_on("SD_CUDA_MEMSET_NODES");
     c->fattn_ok = !sd_env_on("SD_CUDA_NO_FATTN") && sd_cuda_fattn_ok(device);
     c->g8_hw = sd_cuda_g8_ok(device);
     /* the feed-forward's GELU product writes E4M3 rows for the next
@@ -1702,6 +1708,13 @@ extern "C" long
 sd_cuda_fp8_widened(const sd_backend *be)
 {
     return ((const sd_cuda *) be->impl)->fp8_widened_calls;
+}
+
+
+long
+sd_cuda_graph_memsets(const sd_backend *be)
+{
+    return ((const sd_cuda *) be->impl)->graph_memsets;
 }
 
 

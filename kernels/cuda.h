@@ -26,6 +26,8 @@ extern "C" {
 #include "sd_cuda.h"
 }
 
+#include "graph.h"
+
 
 #define SD_CUDA_ALIGN        256                 /* every block's offset */
 #define SD_CUDA_CHUNK        ((size_t) 256 << 20) /* weight arena chunk:
@@ -149,6 +151,9 @@ typedef struct {
                                            (SD_CUDA_WSCALES) */
     int                 wn_n, wn_cap;
     int                 no_graphs;      /* SD_CUDA_NO_GRAPHS=1: never record */
+    int                 memset_kernels; /* a recording's small memset nodes
+                                           as kernel nodes (graph.cu) */
+    long                graph_memsets;  /* memset nodes made kernels */
     int                 capturing;      /* a recording is being captured */
     long                graph_records, graph_replays, graph_failures;
     size_t              host_bytes;     /* SD_MEM_HOST weights */

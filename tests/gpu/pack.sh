@@ -70,6 +70,9 @@ for nv in ${PACK_FATTN_VARIANTS:-}; do
         $(echo "${nv#*:}" | tr , ' ') -o "$out/bin/fattn_check_x${nv%%:*}" \
         tests/gpu/fattn_check.cu kernels/fattn.cu
 done
+# the recordings' memset nodes as kernels (kernels/graph.cu)
+nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a \
+    -o "$out/bin/graph_check" tests/gpu/graph_check.cu kernels/graph.cu
 # the own FP8 product against cuBLASLt (run.sh gemm8, g8gelu)
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
     -DG8_STANDALONE -o "$out/bin/gemm8_check" tests/gpu/gemm8_check.cu \

@@ -63,6 +63,9 @@
 #   ktrace  Large's and Medium's FP8 benches with every kernel's device
 #           start and end (CUPTI, ktrace.c): a step's idle time, its
 #           streams' gaps and overlap, each kernel's time under load
+#   mskt    the recordings' memset nodes as kernel nodes (default)
+#           against memset nodes: graph_check, image, pipeline tests,
+#           Medium traced, Large/Medium benches in turn
 #   ltsustain  cuBLASLt's algorithms for the image stream's products,
 #           every configuration it accepts, the fastest in a burst then
 #           under sustained load (gemm_sustain.cu: time, clock, power,
@@ -738,14 +741,16 @@ stage_finalfirst() {
     pipeline_tests
 }
 
-# a session's last call: gemm8_check at the MMDiT's shapes, finalfirst's
-# figures and tests, one Large bench of sd-cli-var (pack.sh's PACK_BASE:
-# the revision before) after the tree's, one seed in two processes, the
-# group tests
+# a session's last call: gemm8_check at the MMDiT's shapes, graph_check,
+# finalfirst's figures and tests, one Large bench of sd-cli-var (pack.sh's
+# PACK_BASE: the revision before) after the tree's, one seed in two
+# processes, the group tests
 stage_last() {
     run "gemm8_check" gemm8.log $G/bin/gemm8_check qkv ff-up ff-down out \
         m-qkv m-ff-up
     grep -E '^\| [a-z-]+(, [a-zE4M3 ]+)? \|' $L/gemm8.log
+    run "graph_check" graph-check.log $G/bin/graph_check
+    tail -2 $L/graph-check.log | tee -a $summary
     stage_finalfirst
     if [ -x $G/bin/sd-cli-var ]; then
         SDCLI=$G/bin/sd-cli-var bench large bench-large-fp8-base.log \
@@ -1544,6 +1549,55 @@ stage_ktrace() {
         head -8 $L/kt-$m.txt | tee -a $summary
         bench_lines '' $L/bench-kt?-$m.log | tee -a $summary
     done
+}
+# session 33: the recordings' small memset nodes (cuBLASLt's counter
+# before each product) as kernel nodes (the default, "ker") against
+# SD_CUDA_MEMSET_NODES=1 ("node"): graph_check, one seed's image each way,
+# the pipeline's tests, Medium traced (MS_TRACE, default "ker"), Large's
+# and Medium's 28-step benches in turn, twice
+ms_on() {          # node | ker: exports its knob
+    [ $1 = node ] && export SD_CUDA_MEMSET_NODES=1
+    return 0
+}
+stage_mskt() {
+    local v r m
+    run "graph_check" graph-check.log $G/bin/graph_check
+    tail -3 $L/graph-check.log | tee -a $summary
+    randmodel large
+    randmodel medium
+    for v in node ker; do
+        ( ms_on $v; txt2img_dump ms-$v )
+    done
+    same_image ms-node ms-ker
+    pipeline_tests
+    tail -n 2 $L/pipeline-cuda-*.log | tee -a $summary
+    for v in ${MS_TRACE-ker}; do
+        (
+            ms_on $v
+            CUDA_INJECTION64_PATH=$G/bin/libktrace.so \
+                KTRACE_OUT=/tmp/sd/kt-$v.csv bench medium bench-kt-$v.log \
+                "medium fp8 traced, $v" --precision fp8
+        )
+        python3 tests/gpu/ktrace.py /tmp/sd/kt-$v.csv --skip 2 --top 45 \
+            --timeline $L/kt-timeline-$v.txt > $L/kt-$v.txt 2>&1
+        xz -T0 -1 -c /tmp/sd/kt-$v.csv > $L/kt-$v.csv.xz
+        head -5 $L/kt-$v.txt | tee -a $summary
+    done
+    ms_benches() {
+        for r in 1 2; do
+            for m in large medium; do
+                for v in ${MS_WAYS:-node ker}; do
+                    ( ms_on $v; bench $m bench-$m-ms$v-$r.log \
+                        "$m fp8, $v ($r)" --precision fp8 )
+                done
+            done
+        done
+    }
+    with_clocks $L/clocks.log 250 ms_benches
+    grep -h "memset nodes" $L/bench-*-ms*-1.log | sort | uniq -c \
+        | tee -a $summary
+    bench_lines '' $L/bench-*-ms*-?.log | tee -a $summary
+    clock_summary $L/clocks.log
 }
 # session 29's table: its figures alone (the kernels' checks ran in s29b)
 stage_final29() {
