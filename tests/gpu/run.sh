@@ -755,6 +755,11 @@ stage_last() {
     if [ -x $G/bin/sd-cli-var ]; then
         SDCLI=$G/bin/sd-cli-var bench large bench-large-fp8-base.log \
             "bench large fp8, base revision" --precision fp8
+        SDCLI=$G/bin/sd-cli-var bench medium bench-medium-fp8-base.log \
+            "bench medium fp8, base revision" --precision fp8
+        bench medium bench-medium-fp8-2.log "bench medium fp8 (2)" \
+            --precision fp8
+        bench_lines '' $L/bench-*-fp8*.log | tee -a $summary
     fi
     stage_sameseed
     stage_group
