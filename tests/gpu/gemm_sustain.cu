@@ -1,10 +1,10 @@
 /*
  * gemm_sustain.cu: cuBLASLt's algorithms for the MMDiT image stream's FP8
  * products, each timed under sustained load, on the GPU machine. A Large
- * step holds the card at its power limit (README, Measured), where a
- * product's time follows the energy it spends more than its time in a
- * short burst; the engine runs the heuristic's first candidate (the
- * deterministic pick; the heuristic offers one at these shapes).
+ * step holds the card at its power limit (docs/perf-history.md, session
+ * 30), where a product's time follows the energy it spends more than its
+ * time in a short burst; the engine runs the heuristic's first candidate
+ * (the deterministic pick; the heuristic offers one at these shapes).
  *
  * For each shape, as the engine issues it (E4M3 x E4M3 -> BF16, per-row
  * outer-vector scales, fast accumulation, BF16 bias, the engine's alignment
