@@ -66,6 +66,8 @@
 #   mskt    the recordings' memset nodes as kernel nodes (default)
 #           against memset nodes: graph_check, image, pipeline tests,
 #           Medium traced, Large/Medium benches in turn
+#   gpre    the tree against PACK_BASE, the same bits expected: tests,
+#           images, Large/Medium benches in turn
 #   ltsustain  cuBLASLt's algorithms for the image stream's products,
 #           every configuration it accepts, the fastest in a burst then
 #           under sustained load (gemm_sustain.cu: time, clock, power,
@@ -1602,6 +1604,38 @@ stage_mskt() {
     grep -h "memset nodes" $L/bench-*-ms*-1.log | sort | uniq -c \
         | tee -a $summary
     bench_lines '' $L/bench-*-ms*-?.log | tee -a $summary
+    clock_summary $L/clocks.log
+}
+# session 33: a tree against PACK_BASE, the same bits expected:
+# test_backend, the pipeline's tests, one seed's Large and Medium images
+# each way, Large's and Medium's 28-step benches in turn, twice (it timed
+# the gated products' scales made with the per-image table, not kept:
+# docs/perf-history.md, session 33)
+stage_gpre() {
+    local r m b
+    backend_grep "${GP_GREP:-gate scales made ahead}"
+    pipeline_tests
+    tail -n 1 $L/pipeline-cuda-*.log | tee -a $summary
+    randmodel large
+    randmodel medium
+    for m in large medium; do
+        SDCLI=$G/bin/sd-cli txt2img_dump gp-$m-tree $m
+        SDCLI=$G/bin/sd-cli-var txt2img_dump gp-$m-base $m
+        same_image gp-$m-tree gp-$m-base
+    done
+    gp_benches() {
+        for r in 1 2; do
+            for m in large medium; do
+                for b in sd-cli sd-cli-var; do
+                    SDCLI=$G/bin/$b bench $m bench-gp-$m-$b-$r.log \
+                        "$m fp8, $b ($r)" --precision fp8
+                done
+            done
+        done
+    }
+    with_clocks $L/clocks.log 250 gp_benches
+    grep -h "GPU memory in use" $L/bench-gp-*-1.log | tee -a $summary
+    bench_lines '' $L/bench-gp-*.log | tee -a $summary
     clock_summary $L/clocks.log
 }
 # session 29's table: its figures alone (the kernels' checks ran in s29b)
