@@ -112,6 +112,21 @@ add_kernel(cudaGraph_t g, const cudaGraphNode_t *dep, size_t nd, void *f,
 }
 
 
+/* product_kernel's arguments: the addresses of its values */
+static void
+product_args(void **a, void *z, void *out, void *nz, void *y, void *n,
+    void *bad, void *over)
+{
+    a[0] = z;
+    a[1] = out;
+    a[2] = nz;
+    a[3] = y;
+    a[4] = n;
+    a[5] = bad;
+    a[6] = over;
+}
+
+
 static size_t
 deps(cudaGraphNode_t n)
 {
@@ -157,35 +172,15 @@ check(void)
     a1[1] = &ny;
     k1 = add_kernel(g, NULL, 0, (void *) pass_kernel, NY / 256, 256, a1);
     m1 = add_memset(g, &k1, 1, z, 0, 0xbeefu, 2, 3, 1);
-    ap1[0] = &z;
-    ap1[1] = &o[1];
-    ap1[2] = &nz3;
-    ap1[3] = &y;
-    ap1[4] = &ny;
-    ap1[5] = &bad;
-    ap1[6] = &one;
+    product_args(ap1, &z, &o[1], &nz3, &y, &ny, &bad, &one);
     p1 = add_kernel(g, &m1, 1, (void *) product_kernel, NY / 256, 256, ap1);
     m2 = add_memset(g, &p1, 1, z, 0, 0x5au, 1, 4, 1);
-    ap2[0] = &z;
-    ap2[1] = &o[2];
-    ap2[2] = &nz4;
-    ap2[3] = &ynull;
-    ap2[4] = &zero;
-    ap2[5] = &badnull;
-    ap2[6] = &zero;
+    product_args(ap2, &z, &o[2], &nz4, &ynull, &zero, &badnull, &zero);
     p2 = add_kernel(g, &m2, 1, (void *) product_kernel, 1, 32, ap2);
-    ak3[0] = &v;
-    ak3[1] = &o[3];
-    for (j = 2; j < 7; j++) {
-        ak3[j] = ap2[j];
-    }
+    product_args(ak3, &v, &o[3], &nz4, &ynull, &zero, &badnull, &zero);
     k3 = add_kernel(g, &p2, 1, (void *) product_kernel, 1, 32, ak3);
     m4 = add_memset(g, &k3, 1, v, 0, 0x66u, 1, 4, 1);
-    ap4[0] = &v;
-    ap4[1] = &o[4];
-    for (j = 2; j < 7; j++) {
-        ap4[j] = ap2[j];
-    }
+    product_args(ap4, &v, &o[4], &nz4, &ynull, &zero, &badnull, &zero);
     p4 = add_kernel(g, &m4, 1, (void *) product_kernel, 1, 32, ap4);
     (void) add_memset(g, &p4, 1, w, 0, 0x3cu, 1, WB, 1);
 
