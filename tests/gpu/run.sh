@@ -376,10 +376,10 @@ backend_grep() {   # REGEX
     grep -E "$1|FAIL" $L/backend.log | head -20 | tee -a $summary
 }
 # one seed's image by sd-cli and by sd-cli-var (PACK_BASE's), compared
-image_vs_var() {   # NAME
-    randmodel large
-    txt2img_dump $1
-    SDCLI=$G/bin/sd-cli-var txt2img_dump $1-base
+image_vs_var() {   # NAME [MODEL, default large]
+    randmodel ${2:-large}
+    txt2img_dump $1 ${2:-large}
+    SDCLI=$G/bin/sd-cli-var txt2img_dump $1-base ${2:-large}
     same_image $1 $1-base
 }
 # the E4M3 attention kernel's warp stall samples per SASS instruction
@@ -1612,26 +1612,16 @@ stage_mskt() {
 # the gated products' scales made with the per-image table, not kept:
 # docs/perf-history.md, session 33)
 stage_gpre() {
-    local r m b
+    local m
     backend_grep "${GP_GREP:-gate scales made ahead}"
     pipeline_tests
     tail -n 1 $L/pipeline-cuda-*.log | tee -a $summary
-    randmodel large
-    randmodel medium
     for m in large medium; do
-        SDCLI=$G/bin/sd-cli txt2img_dump gp-$m-tree $m
-        SDCLI=$G/bin/sd-cli-var txt2img_dump gp-$m-base $m
-        same_image gp-$m-tree gp-$m-base
+        image_vs_var gp-$m $m
     done
     gp_benches() {
-        for r in 1 2; do
-            for m in large medium; do
-                for b in sd-cli sd-cli-var; do
-                    SDCLI=$G/bin/$b bench $m bench-gp-$m-$b-$r.log \
-                        "$m fp8, $b ($r)" --precision fp8
-                done
-            done
-        done
+        var_steps large gp-large 28
+        var_steps medium gp-medium 28
     }
     with_clocks $L/clocks.log 250 gp_benches
     grep -h "GPU memory in use" $L/bench-gp-*-1.log | tee -a $summary
