@@ -26,8 +26,12 @@
  * tile, stages, cluster shape, split-K, swizzle, custom option, inner
  * shape, reduction scheme, the enum values of cublasLt.h).
  *
+ * With VALUES=1, the heuristic's first candidate only, under sustained
+ * load with operands of different values (values()): whether the codes'
+ * range moves a product's energy.
+ *
  * Build: nvcc -O3 -o gemm_sustain gemm_sustain.cu -lcublasLt -ldl -lpthread
- * Usage: [ENUM=1] [SUSTAIN_MS=N] gemm_sustain [SHAPE...]  (large-qkv
+ * Usage: [ENUM=1|VALUES=1] [SUSTAIN_MS=N] gemm_sustain [SHAPE...]  (large-qkv
  *        large-out large-down medium-qkv medium-out medium-down; default
  *        all)
  */
@@ -505,6 +509,135 @@ burst(plan *p, int i)
     return el / 20;
 }
 
+/* rows of n normal values (a hash's Box-Muller), each row quantized to
+   E4M3 as the engine quantizes weights and activations: its largest
+   magnitude to top; one block a row */
+__global__ void
+fill_rows_normal(uint8_t *p, int64_t n, float top, uint32_t seed)
+{
+    __shared__ float  red[32];
+    uint8_t          *row = p + (int64_t) blockIdx.x * n;
+    float             am = 0.f, q;
+
+    for (int pass = 0; pass < 2; pass++) {
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+            uint32_t  h = (uint32_t) ((int64_t) blockIdx.x * n + i)
+                          * 2654435761u ^ seed;
+            uint32_t  g;
+            float     u1, u2, v;
+
+            h ^= h >> 15; h *= 2246822519u; h ^= h >> 13;
+            g = h * 3266489917u ^ (seed * 668265263u); g ^= g >> 16;
+            u1 = ((h >> 8) + 1) * (1.f / 16777217.f);
+            u2 = (g >> 8) * (1.f / 16777216.f);
+            v = sqrtf(-2.f * logf(u1)) * cospif(2.f * u2);
+            if (pass == 0) {
+                am = fmaxf(am, fabsf(v));
+            } else {
+                __nv_fp8_e4m3  c(v * q);
+                row[i] = c.__x;
+            }
+        }
+        if (pass == 0) {
+            for (int o = 16; o > 0; o >>= 1) {
+                am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, o));
+            }
+            if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = am;
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                for (int w = 1; w < (int) (blockDim.x >> 5); w++) {
+                    red[0] = fmaxf(red[0], red[w]);
+                }
+            }
+            __syncthreads();
+            q = red[0] > 0.f ? top / red[0] : 1.f;
+        }
+    }
+}
+
+/* uniform values in [-top, top) (lt_fill_e4m3's times top) */
+__global__ void
+fill_uniform(uint8_t *p, int64_t n, float top, uint32_t seed)
+{
+    int64_t  i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
+
+    if (i < n) {
+        uint32_t  h = (uint32_t) i * 2654435761u ^ seed;
+
+        h ^= h >> 15;
+        h *= 2246822519u;
+        h ^= h >> 13;
+        __nv_fp8_e4m3  v(top * (float) ((int) (h & 0xffff) - 32768)
+                         / 32768.f);
+        p[i] = v.__x;
+    }
+}
+
+/* VALUES=1: the heuristic's first candidate under sustained load with
+   operands of each kind in turn (two rounds, the second in reverse):
+   normal rows quantized to a row maximum of 448 (the engine's), of other
+   powers of two, each operand alone at 1, and uniform values */
+typedef struct { const char *name; int uni; float wtop, xtop; } fill;
+
+static void
+values(plan *p, double win)
+{
+    static const fill  f[] = {
+        { "normal, rows to 448 (the engine's)", 0, 448.f, 448.f },
+        { "normal, rows to 256",  0, 256.f, 256.f },
+        { "normal, rows to 64",   0, 64.f,  64.f },
+        { "normal, rows to 16",   0, 16.f,  16.f },
+        { "normal, rows to 4",    0, 4.f,   4.f },
+        { "normal, rows to 1",    0, 1.f,   1.f },
+        { "normal, rows to 0.25", 0, .25f,  .25f },
+        { "normal, W 448, X 1",   0, 448.f, 1.f },
+        { "normal, W 1, X 448",   0, 1.f,   448.f },
+        { "uniform [-1, 1)",      1, 1.f,   1.f },
+        { "uniform [-4, 4)",      1, 4.f,   4.f },
+    };
+    const shape  *s = p->s;
+    int           nf = (int) (sizeof(f) / sizeof(f[0]));
+    int64_t       rows = s->rows * s->halves;
+    meas          m[16][2];
+
+    printf("| shape | operands | ms a step (rounds) | vs the engine's | "
+           "MHz | W | mJ a step | vs the engine's |\n");
+    printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    for (int r = 0; r < 2; r++) {
+        for (int k = 0; k < nf; k++) {
+            int  j = r ? nf - 1 - k : k;
+
+            if (f[j].uni) {
+                fill_uniform<<<nblk(s->out * s->K), 256>>>(p->w,
+                    s->out * s->K, f[j].wtop, 1);
+                fill_uniform<<<nblk(rows * s->K), 256>>>(p->x, rows * s->K,
+                                                          f[j].xtop, 2);
+            } else {
+                fill_rows_normal<<<(unsigned) s->out, 256>>>(p->w, s->K,
+                                                             f[j].wtop, 1);
+                fill_rows_normal<<<(unsigned) rows, 256>>>(p->x, s->K,
+                                                          f[j].xtop, 2);
+            }
+            CK(cudaDeviceSynchronize());
+            sustain(p, 0, r == 0 && k == 0 ? 2000 : 300, 0);
+            m[j][r] = sustain(p, 0, win, 1);
+        }
+    }
+    for (int j = 0; j < nf; j++) {
+        double  t = (m[j][0].ms + m[j][1].ms) / 2;
+        double  t0 = (m[0][0].ms + m[0][1].ms) / 2;
+        double  e = (m[j][0].mj + m[j][1].mj) / 2;
+        double  e0 = (m[0][0].mj + m[0][1].mj) / 2;
+
+        printf("| %s | %s | %.4f (%.4f / %.4f) | %+.1f%% | %.0f | %.0f | "
+               "%.1f | %+.1f%% |\n", s->name, f[j].name, t, m[j][0].ms,
+               m[j][1].ms, 100.0 * (t / t0 - 1.0),
+               (m[j][0].mhz + m[j][1].mhz) / 2, (m[j][0].w + m[j][1].w) / 2,
+               e, 100.0 * (e / e0 - 1.0));
+    }
+    fflush(stdout);
+}
+
 /* the candidate's configuration as one string: algorithm id, tile,
    stages, cluster shape, split-K, swizzle, custom option, inner shape,
    reduction scheme */
@@ -562,6 +695,14 @@ main(int argc, char **argv)
         }
         plan_make(&p, &shapes[si]);
         enumerate(&p);
+        if (getenv("VALUES") != NULL && atoi(getenv("VALUES")) != 0
+            && p.na > 0)
+        {
+            values(&p, win);
+            cudaFree(p.w); cudaFree(p.x); cudaFree(p.d); cudaFree(p.bias);
+            cudaFree(p.ws); cudaFree(p.xs); cudaFree(p.lws);
+            continue;
+        }
         if (p.na == 0) {
             printf("%s: no candidates\n", shapes[si].name);
             continue;
