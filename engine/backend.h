@@ -218,7 +218,10 @@ struct sd_backend {
                                                weights (never on the CPU) */
     int                     fp8_attn;       /* qkv_split_fp8 and
                                                attention_fp8 run here at
-                                               heads of 64 (Hopper) */
+                                               heads of 64 (Hopper), on
+                                               either lane (sd_attention
+                                               on a queued backend only
+                                               on lane 0) */
     int                     fp8_ffh;        /* linear with GELU_TANH or no
                                                activation may write E4M3
                                                rows (y E4M3, with row

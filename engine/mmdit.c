@@ -100,6 +100,12 @@ struct sd_mmdit {
                                            attention writes BF16 and
                                            the out projections quantize
                                            it (A/B; else E4M3 rows) */
+    int             attn2_serial;       /* SD_MMDIT_ATTN2_SERIAL=1 (A/B):
+                                           attn2 after the joint attention
+                                           on lane 0, in the joint
+                                           buffers (else on lane 1 beside
+                                           it, in its own, where it can:
+                                           sd_mmdit_attn2_beside) */
 
     sd_tensor_list  owned;              /* every weight, for sd_mmdit_free */
     void           *rec;                /* a recorded cached step
@@ -496,6 +502,7 @@ sd_mmdit_load(sd_err *err, sd_backend *be, const char *dir, sd_mmdit **out)
     m->be = be;
     m->block_join = sd_env_on("SD_MMDIT_BLOCK_JOIN");
     m->o_bf16 = sd_env_on("SD_MMDIT_O_BF16");
+    m->attn2_serial = sd_env_on("SD_MMDIT_ATTN2_SERIAL");
 
     SD_TRY_GOTO(s, sd_mmdit_read_config(err, m, dir), failed);
 
@@ -718,6 +725,13 @@ typedef struct {
        layer as E4M3 rows (be->fp8_ffh, sd_mmdit_ffh8; fx then only where
        a block's is not) */
     sd_tensor      *fx8;
+    /* attn2's own buffers (MMDiT-X, unless m->attn2_serial), so that it
+       runs on lane 1 beside the joint attention: its product tx2 (B, Lx,
+       3 W), its q, k, v (B, Lx, W) or with the FP8 attention q8b, k8b,
+       vt8b, vtsb (as q8, k8, vt8, vts for Lx tokens), its output o2
+       (BF16) or o28 (E4M3 rows), each as the block's out projection
+       takes it */
+    sd_tensor      *tx2, *q2, *k2, *v2, *q8b, *k8b, *vt8b, *vtsb, *o2, *o28;
 } sd_mmdit_acts;
 
 
@@ -786,6 +800,64 @@ sd_mmdit_block_o8(const sd_mmdit *m, const sd_mmdit_block *k, int second)
     }
     return sd_mmdit_o8(m, k->attn_x.out.w,
                        k->pre_only ? NULL : k->attn_c.out.w);
+}
+
+
+/* Whether MMDiT-X's attn2 runs on lane 1 beside the joint attention, in
+   its own buffers: unless SD_MMDIT_ATTN2_SERIAL=1, with the FP8 attention
+   (which may run on lane 1) or where the lanes run in order (the CPU) */
+static int
+sd_mmdit_attn2_beside(const sd_mmdit *m)
+{
+    return !m->attn2_serial && (m->attn8 || !sd_backend_queued(m->be));
+}
+
+
+/* attn2's own buffers (sd_mmdit_acts) for B batches of Lx tokens */
+static sd_status
+sd_mmdit_acts_attn2(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
+    sd_mmdit_acts *a)
+{
+    sd_backend  *be = m->be;
+    int64_t      w = m->info.width, h = m->info.heads;
+    int64_t      sx[3] = { b, lx, w };
+    int          i, o8 = 0, obf = 0;
+
+    for (i = 0; i < m->info.num_layers; i++) {
+        if (m->blocks[i].dual) {
+            if (sd_mmdit_block_o8(m, &m->blocks[i], 1)) {
+                o8 = 1;
+            } else {
+                obf = 1;
+            }
+        }
+    }
+    SD_TRY(sd_tensor_new3(err, be, b, lx, 3 * w, &a->tx2));
+    if (m->attn8) {
+        int64_t  svt[4] = { b, h, 64, sd_fp8_vt_len(lx) };
+        int64_t  sts = b * h * sd_fp8_vt_tiles(lx);
+
+        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sx,
+                                &a->q8b));
+        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sx,
+                                &a->k8b));
+        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_U8, 4, svt,
+                                &a->vt8b));
+        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F32, 1, &sts,
+                                &a->vtsb));
+    } else {
+        SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->q2));
+        SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->k2));
+        SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->v2));
+    }
+    if (obf) {
+        SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->o2));
+    }
+    if (o8) {
+        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sx,
+                                &a->o28));
+    }
+    return SD_OK;
 }
 
 
@@ -865,6 +937,9 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
                                 &a->fx8));
     }
     SD_TRY(sd_tensor_new3(err, be, b, lc, f, &a->fc));
+    if (dual && sd_mmdit_attn2_beside(m)) {
+        SD_TRY(sd_mmdit_acts_attn2(err, m, b, lx, a));
+    }
     if (be->fp8_act && sd_mmdit_any_fp8(m)) {
         int64_t  sx[3] = { b, lx, w }, sc[3] = { b, lc, w };
 
@@ -916,8 +991,9 @@ sd_mmdit_project(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
 /*
  * The FP8 attention's inputs for a sequence of l tokens (the joint one,
  * or attn2's image tokens): E4M3 q, k (views of the joint buffers as
- * (B, l, W)), V^T's codes and tiles' scales (views sized for l), the v
- * maxima of slot (zero: taken once per pass, sd_mmdit_acts_new).
+ * (B, l, W), or of attn2's own where it has them and slot is odd), V^T's
+ * codes and tiles' scales (views sized for l), the v maxima of slot
+ * (zero: taken once per pass, sd_mmdit_acts_new).
  */
 typedef struct {
     sd_tensor  q, k, vt, vts, vam;
@@ -931,11 +1007,13 @@ sd_mmdit_seq8_begin(sd_err *err, sd_mmdit *m, sd_mmdit_acts *a, int slot,
     int64_t  sq[3] = { b, l, a->q8->ne[2] };
     int64_t  svt[4] = { b, h, 64, sd_fp8_vt_len(l) };
     int64_t  nts = b * h * sd_fp8_vt_tiles(l), n = b * h;
+    int      own = (slot & 1) && a->q8b != NULL;
 
-    SD_TRY(sd_tensor_view(err, a->q8, 0, 3, sq, &s->q));
-    SD_TRY(sd_tensor_view(err, a->k8, 0, 3, sq, &s->k));
-    SD_TRY(sd_tensor_view(err, a->vt8, 0, 4, svt, &s->vt));
-    SD_TRY(sd_tensor_view(err, a->vts, 0, 1, &nts, &s->vts));
+    SD_TRY(sd_tensor_view(err, own ? a->q8b : a->q8, 0, 3, sq, &s->q));
+    SD_TRY(sd_tensor_view(err, own ? a->k8b : a->k8, 0, 3, sq, &s->k));
+    SD_TRY(sd_tensor_view(err, own ? a->vt8b : a->vt8, 0, 4, svt, &s->vt));
+    SD_TRY(sd_tensor_view(err, own ? a->vtsb : a->vts, 0, 1, &nts,
+                          &s->vts));
     return sd_tensor_view(err, a->vamax, slot * n, 1, &n, &s->vam);
 }
 
@@ -976,35 +1054,57 @@ sd_mmdit_sdpa(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
 
 
 /*
- * attn2 of an MMDiT-X block: image-only self-attention of nx, output
- * projected and added into x with its gate. Uses the first Lx rows' worth
- * of the joint buffers, viewed as (B, Lx, W).
+ * attn2 of an MMDiT-X block: image-only self-attention of nx, its output
+ * (B, Lx, W) in *ov (sd_mmdit_attn2_out), then projected and added into x
+ * with its gate (sd_mmdit_attn2_add). In its own buffers where the
+ * activations have them (a->tx2: it then runs beside the joint attention),
+ * else in the first Lx rows' worth of the joint buffers, viewed as (B, Lx,
+ * W).
  */
 static sd_status
+sd_mmdit_attn2_out(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
+    sd_mmdit_acts *a, sd_tensor *ov)
+{
+    int  o8 = sd_mmdit_o8(m, at->out.w, NULL);
+
+    if (a->tx2 != NULL) {
+        return sd_tensor_view(err, o8 ? a->o28 : a->o2, 0, 3, a->hx->ne,
+                              ov);
+    }
+    return sd_tensor_view(err, o8 ? a->o8 : a->o, 0, 3, a->hx->ne, ov);
+}
+
+static sd_status
 sd_mmdit_attn2(sd_err *err, sd_mmdit *m, int bi, const sd_mmdit_attn *at,
-    sd_mmdit_acts *a, sd_tensor *x, const sd_tensor *gate)
+    sd_mmdit_acts *a)
 {
     const sd_tensor  *nx = sd_mmdit_norm_out(at->qkv.w, a->nx, a->nx8);
+    sd_tensor        *t = a->tx2 ? a->tx2 : a->tx;
     sd_tensor         qv, kv, vv, ov;
     sd_mmdit_seq8     s8;
 
-    SD_TRY(sd_tensor_view(err, sd_mmdit_o8(m, at->out.w, NULL) ? a->o8
-                                                               : a->o,
-                          0, 3, a->hx->ne, &ov));
+    SD_TRY(sd_mmdit_attn2_out(err, m, at, a, &ov));
     if (m->attn8) {
         SD_TRY(sd_mmdit_seq8_begin(err, m, a, 2 * bi + 1, a->hx->ne[1],
                                    &s8));
-        SD_TRY(sd_mmdit_project(err, m, at, nx, a->tx, NULL, NULL, NULL,
-                                0));
-        SD_TRY(sd_mmdit_split8(err, m, &s8, at, a->tx, NULL, NULL));
-        SD_TRY(sd_mmdit_sdpa(err, m, at, &ov, NULL, NULL, NULL, &s8));
-    } else {
-        SD_TRY(sd_tensor_view(err, a->q, 0, 3, a->hx->ne, &qv));
-        SD_TRY(sd_tensor_view(err, a->k, 0, 3, a->hx->ne, &kv));
-        SD_TRY(sd_tensor_view(err, a->v, 0, 3, a->hx->ne, &vv));
-        SD_TRY(sd_mmdit_project(err, m, at, nx, a->tx, &qv, &kv, &vv, 0));
-        SD_TRY(sd_mmdit_sdpa(err, m, at, &ov, &qv, &kv, &vv, NULL));
+        SD_TRY(sd_mmdit_project(err, m, at, nx, t, NULL, NULL, NULL, 0));
+        SD_TRY(sd_mmdit_split8(err, m, &s8, at, t, NULL, NULL));
+        return sd_mmdit_sdpa(err, m, at, &ov, NULL, NULL, NULL, &s8);
     }
+    SD_TRY(sd_tensor_view(err, a->q2 ? a->q2 : a->q, 0, 3, a->hx->ne, &qv));
+    SD_TRY(sd_tensor_view(err, a->k2 ? a->k2 : a->k, 0, 3, a->hx->ne, &kv));
+    SD_TRY(sd_tensor_view(err, a->v2 ? a->v2 : a->v, 0, 3, a->hx->ne, &vv));
+    SD_TRY(sd_mmdit_project(err, m, at, nx, t, &qv, &kv, &vv, 0));
+    return sd_mmdit_sdpa(err, m, at, &ov, &qv, &kv, &vv, NULL);
+}
+
+static sd_status
+sd_mmdit_attn2_add(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
+    sd_mmdit_acts *a, sd_tensor *x, const sd_tensor *gate)
+{
+    sd_tensor  ov;
+
+    SD_TRY(sd_mmdit_attn2_out(err, m, at, a, &ov));
     return sd_linear_gate_add(err, x, gate, &ov, 0, at->out.w, at->out.b);
 }
 
@@ -1115,8 +1215,17 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
                                     a->k, a->v, 0), done);
 
     /* the joint attention, then each stream's part of it: to_add_out
-       (lane 1, unless context_pre_only), to_out.0 (lane 0) */
+       (lane 1, unless context_pre_only), to_out.0 (lane 0); in its own
+       buffers attn2 ("attn_output2 = self.attn2(hidden_states=
+       norm_hidden_states2)") runs on lane 1 beside it, up to its output
+       (its projection is added after the joint one's, as the reference
+       adds them) */
     SD_TRY_GOTO(s, sd_backend_join(err, be), done);
+    if (blk->dual && a->tx2 != NULL) {
+        SD_TRY_GOTO(s, sd_backend_lane(err, be, 1), done);
+        SD_TRY_GOTO(s, sd_mmdit_attn2(err, m, bi, &blk->attn2, a), done);
+        SD_TRY_GOTO(s, sd_backend_lane(err, be, 0), done);
+    }
     if (m->attn8) {
         SD_TRY_GOTO(s, sd_mmdit_split8(err, m, &s8, &blk->attn_x, a->tx,
                                        &blk->attn_c, a->tc), done);
@@ -1138,11 +1247,16 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
                 done);
 
     if (blk->dual) {
-        /* "attn_output2 = self.attn2(hidden_states=norm_hidden_states2)":
-           it reuses the joint buffers, so lane 1 must be done with o */
+        /* "hidden_states = hidden_states + gate_msa2 * attn_output2":
+           lane 1 done with attn2 (in its own buffers) or, in the joint
+           buffers, with o, which attn2 then reuses */
         SD_TRY_GOTO(s, sd_backend_join(err, be), done);
-        SD_TRY_GOTO(s, sd_mmdit_attn2(err, m, bi, &blk->attn2, a, x,
-                                      &k[G_MSA2]), done);
+        if (a->tx2 == NULL) {
+            SD_TRY_GOTO(s, sd_mmdit_attn2(err, m, bi, &blk->attn2, a),
+                        done);
+        }
+        SD_TRY_GOTO(s, sd_mmdit_attn2_add(err, m, &blk->attn2, a, x,
+                                          &k[G_MSA2]), done);
     }
 
     if (!blk->pre_only) {

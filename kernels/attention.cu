@@ -627,7 +627,9 @@ sd_cuda_attention(sd_err *err, sd_tensor *o, const sd_tensor *q,
  * each (b, h)'s largest |v|. o BF16, or E4M3 with one scale per row (the
  * out projections' input: every row of a batch gets the bound of its V,
  * fa8_vscale of the largest vamax, so no second pass quantizes o).
- * Hopper only (the backend's fp8_attn), lane 0.
+ * Hopper only (the backend's fp8_attn), on either lane: it takes no
+ * handle or workspace of the backend's (MMDiT-X's attn2 runs on lane 1
+ * beside the joint attention).
  */
 sd_status
 sd_cuda_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
@@ -638,9 +640,6 @@ sd_cuda_attention_fp8(sd_err *err, sd_tensor *o, const sd_tensor *q8,
     int64_t       b = q8->ne[0], lq = q8->ne[1], lk = k8->ne[1];
     cudaError_t   e;
 
-    if (c->lane != 0) {
-        return sd_errorf(err, SD_ERR_INTERNAL, "cuda: attention on lane 1");
-    }
     if (!c->fattn_ok || q8->ne[2] != (int64_t) heads * 64
         || (o->dtype != SD_DT_BF16 && !sd_cuda_e4m3_rows(o, b * lq))
         || lq > INT32_MAX || lk > INT32_MAX || b > 65535 || heads > 65535)

@@ -136,6 +136,31 @@ t_model(sd_backend *be, const sd_st *g, const char *model)
         T_CHECK(e < t_tol(1e-4, 3e-2), "%s: rel L2 %.3g", model, e);
     }
 
+    /* attn2 of the MMDiT-X blocks in its own buffers, beside the joint
+       attention (lane 1), against it after the joint attention in the
+       joint buffers (SD_MMDIT_ATTN2_SERIAL=1): the same bytes */
+    if (s == SD_OK && got && got2) {
+        sd_mmdit  *m2 = NULL;
+
+        setenv("SD_MMDIT_ATTN2_SERIAL", "1", 1);
+        s = sd_mmdit_load(&err, be, dir, &m2);
+        unsetenv("SD_MMDIT_ATTN2_SERIAL");
+        if (s == SD_OK) {
+            s = sd_mmdit_forward(&err, m2, x, t, ctx, pooled, NULL, 0, out);
+        }
+        T_CHECK(s == SD_OK, "%s: attn2 serial: %s", model, err.msg);
+        if (s == SD_OK) {
+            sd_tensor_download(&err, out, got2);
+            T_CHECK(memcmp(got, got2, n * sizeof(float)) == 0,
+                    "%s: attn2 beside the joint attention differs from "
+                    "attn2 after it (rel L2 %.3g)", model,
+                    t_rel_l2(got2, got, n));
+        }
+        sd_mmdit_free(m2);
+        T_CHECK(be->bytes_in_use == before, "%s: the second model leaked "
+                "%zu bytes", model, be->bytes_in_use - before);
+    }
+
     /* skip-layer guidance: skipping a block changes the output */
     skip[0] = in->num_layers > 1 ? 1 : 0;
     s = sd_mmdit_forward(&err, m, x, t, ctx, pooled, skip, 1, out);

@@ -68,6 +68,9 @@
 #           Medium traced, Large/Medium benches in turn
 #   gpre    the tree against PACK_BASE, the same bits expected: tests,
 #           images, Large/Medium benches in turn
+#   a2lane  Medium's attn2 beside the joint attention against after it
+#           (SD_MMDIT_ATTN2_SERIAL=1): test_mmdit, pipeline tests, images,
+#           benches in turn
 #   ltsustain  cuBLASLt's algorithms for the image stream's products,
 #           every configuration it accepts, the fastest in a burst then
 #           under sustained load (gemm_sustain.cu: time, clock, power,
@@ -1626,6 +1629,42 @@ stage_gpre() {
     with_clocks $L/clocks.log 250 gp_benches
     grep -h "GPU memory in use" $L/bench-gp-*-1.log | tee -a $summary
     bench_lines '' $L/bench-gp-*.log | tee -a $summary
+    clock_summary $L/clocks.log
+}
+# an environment variable's A/B of sd-cli's 28-step bench, in turn, twice:
+# env_steps MODEL PREFIX VAR=VALUE (logs bench-PREFIX-{on,off}-R.log; "off"
+# has VAR=VALUE set)
+env_steps() {      # MODEL PREFIX VAR=VALUE
+    local r
+    for r in 1 2; do
+        bench $1 bench-$2-on-$r.log "$1 fp8 28 steps ($r)" --precision fp8
+        SDCLI="env $3 $G/bin/sd-cli" bench $1 bench-$2-off-$r.log \
+            "$1 fp8 28 steps, $3 ($r)" --precision fp8
+    done
+}
+# session 34: Medium's attn2 in its own buffers on lane 1 beside the joint
+# attention, against SD_MMDIT_ATTN2_SERIAL=1 (after it on lane 0): the
+# transformer's bytes both ways (test_mmdit on the GPU), the pipeline
+# tests, one seed's Medium image both ways, Medium's benches in turn
+stage_a2lane() {
+    local dev
+    for dev in cuda-fp8 cuda-bf16; do
+        run "test_mmdit ($dev)" mmdit-$dev.log env SD_TEST_DEVICE=$dev \
+            $G/bin/test_mmdit
+        grep -E "passed|FAIL" $L/mmdit-$dev.log | tee -a $summary
+    done
+    pipeline_tests
+    tail -n 1 $L/pipeline-cuda-*.log | tee -a $summary
+    randmodel medium
+    txt2img_dump a2-medium medium
+    SD_MMDIT_ATTN2_SERIAL=1 txt2img_dump a2-medium-serial medium
+    same_image a2-medium a2-medium-serial
+    a2_benches() {
+        env_steps medium a2-medium SD_MMDIT_ATTN2_SERIAL=1
+    }
+    with_clocks $L/clocks.log 250 a2_benches
+    grep -h "GPU memory in use" $L/bench-a2-*-1.log | tee -a $summary
+    bench_lines '' $L/bench-a2-*.log | tee -a $summary
     clock_summary $L/clocks.log
 }
 # session 29's table: its figures alone (the kernels' checks ran in s29b)
