@@ -708,6 +708,24 @@ sd_norm_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
 
 
 sd_status
+sd_norm_modulate2(sd_err *err, sd_tensor *y, sd_tensor *y2,
+    const sd_tensor *x, const sd_tensor *shift, const sd_tensor *scale,
+    const sd_tensor *shift2, const sd_tensor *scale2, float eps)
+{
+    SD_TRY(mod_check(err, "norm_modulate2", y, x, shift, scale));
+    SD_TRY(mod_check(err, "norm_modulate2", y2, x, shift2, scale2));
+    if (y->be->ops->norm_modulate2 == NULL) {
+        SD_TRY(sd_norm_modulate(err, y, x, shift, scale, eps));
+        return sd_norm_modulate(err, y2, x, shift2, scale2, eps);
+    }
+    SD_TRY(sd_round_out(y->be->ops->norm_modulate2(err, y, y2, x, shift,
+                                                    scale, shift2, scale2,
+                                                    eps), y));
+    return sd_round_out(SD_OK, y2);
+}
+
+
+sd_status
 sd_rms_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, float eps)
 {

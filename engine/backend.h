@@ -194,6 +194,11 @@ typedef struct {
     /* optional (NULL: rng.c's sd_randn_cuda on the host) */
     sd_status (*randn_cuda)(sd_err *err, sd_backend *be, uint64_t seed,
         float *out, size_t n);
+    /* optional (NULL: norm_modulate twice): sd_norm_modulate2; a backend
+       may take only some cases and do the rest with its norm_modulate */
+    sd_status (*norm_modulate2)(sd_err *err, sd_tensor *y, sd_tensor *y2,
+        const sd_tensor *x, const sd_tensor *shift, const sd_tensor *scale,
+        const sd_tensor *shift2, const sd_tensor *scale2, float eps);
 
     void (*destroy)(sd_backend *be);
 } sd_backend_ops;
@@ -410,6 +415,15 @@ sd_status sd_layer_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
  */
 sd_status sd_norm_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *shift, const sd_tensor *scale, float eps);
+/*
+ * Two modulations of one LayerNorm (MMDiT-X's norm_hidden_states and
+ * norm_hidden_states2): y from shift, scale and y2 from shift2, scale2,
+ * each as sd_norm_modulate writes it (the same values, bit for bit); a
+ * backend may read x once for both.
+ */
+sd_status sd_norm_modulate2(sd_err *err, sd_tensor *y, sd_tensor *y2,
+    const sd_tensor *x, const sd_tensor *shift, const sd_tensor *scale,
+    const sd_tensor *shift2, const sd_tensor *scale2, float eps);
 /* over the last dimension (which may be a head: x viewed as (N, d)) */
 sd_status sd_rms_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, float eps);

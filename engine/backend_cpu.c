@@ -798,6 +798,7 @@ static const sd_backend_ops  sd_cpu_ops = {
     cpu_subpixel2x,
     cpu_zero,
     NULL,                   /* randn_cuda: rng.c's emulation */
+    NULL,                   /* norm_modulate2: norm_modulate twice */
     cpu_destroy
 };
 

@@ -1203,13 +1203,16 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
        the image stream's q, k, v into rows 0.. */
     SD_TRY_GOTO(s, sd_backend_lane(err, be, 0), done);
     hx = sd_mmdit_norm_out(blk->attn_x.qkv.w, a->hx, a->hx8);
-    SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, hx, x, &k[SH_MSA], &k[SC_MSA]),
-                done);
     if (blk->dual) {
-        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, sd_mmdit_norm_out(
+        /* both from one pass over x where the backend can */
+        SD_TRY_GOTO(s, sd_norm_modulate2(err, hx, sd_mmdit_norm_out(
                                              blk->attn2.qkv.w, a->nx,
-                                             a->nx8), x, &k[SH_MSA2],
-                                         &k[SC_MSA2]), done);
+                                             a->nx8), x, &k[SH_MSA],
+                                         &k[SC_MSA], &k[SH_MSA2],
+                                         &k[SC_MSA2], SD_MMDIT_EPS), done);
+    } else {
+        SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, hx, x, &k[SH_MSA],
+                                         &k[SC_MSA]), done);
     }
     SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_x, hx, a->tx, a->q,
                                     a->k, a->v, 0), done);

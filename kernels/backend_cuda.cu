@@ -971,6 +971,28 @@ cuda_norm_modulate(sd_err *err, sd_tensor *y, const sd_tensor *x,
 }
 
 
+/* two modulations of one norm: one pass into E4M3 rows where the kernel
+   takes them (sd_cuda_norm_modulate2_fits), else (or SD_CUDA_NM_SPLIT=1)
+   norm_modulate twice */
+static sd_status
+cuda_norm_modulate2(sd_err *err, sd_tensor *y, sd_tensor *y2,
+    const sd_tensor *x, const sd_tensor *shift, const sd_tensor *scale,
+    const sd_tensor *shift2, const sd_tensor *scale2, float eps)
+{
+    if (sd_cuda_of(y)->nm_split
+        || !sd_cuda_norm_modulate2_fits(y, y2, x, shift, scale, shift2,
+                                        scale2))
+    {
+        SD_TRY(cuda_norm_modulate(err, y, x, shift, scale, eps));
+        return cuda_norm_modulate(err, y2, x, shift2, scale2, eps);
+    }
+    SD_CUDA_OP(y, sd_cuda_norm_modulate2_fp8(err, y, y2, x, shift, scale,
+                                             shift2, scale2, eps),
+               "norm_modulate2 %lldx%lld", LL(x->ne[0] * x->ne[1]),
+               LL(x->ne[2]));
+}
+
+
 static sd_status
 cuda_rms_norm(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, float eps)
@@ -1353,7 +1375,7 @@ static const sd_backend_ops  sd_cuda_ops = {
     cuda_qkv_split_fp8, cuda_attention_fp8, cuda_linear_gate_add,
     cuda_to_rgb8, cuda_conv2d_add, cuda_gated_act, cuda_mark,
     cuda_wait_mark, cuda_euler_step, cuda_subpixel2x, cuda_zero,
-    cuda_randn, cuda_destroy
+    cuda_randn, cuda_norm_modulate2, cuda_destroy
 };
 
 
@@ -1399,6 +1421,7 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     c->no_lanes = sd_env_on("SD_CUDA_NO_LANES");
     c->nm_wide = sd_env_on("SD_CUDA_NM_WIDE");
     c->nm_generic = sd_env_on("SD_CUDA_NM_GENERIC");
+    c->nm_split = sd_env_on("SD_CUDA_NM_SPLIT");
     c->gn_old = sd_env_on("SD_CUDA_GN_OLD");
     c->randn_dev = p.major == 9 && p.minor == 0
                    && !sd_env_on("SD_CUDA_HOST_NOISE");

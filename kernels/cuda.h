@@ -91,6 +91,10 @@ typedef struct {
                                            into E4M3 of rows of 1025-1536
                                            on 8 vectors a lane (the 6 of
                                            Medium's 1536 on 8), measuring */
+    int                 nm_split;       /* SD_CUDA_NM_SPLIT=1: two
+                                           modulations of one norm
+                                           (norm_modulate2) as two
+                                           launches, measuring */
     int                 randn_dev;      /* torch's CUDA noise drawn on the
                                            device (sm_90, where rng.c's
                                            emulation is exact), unless
@@ -399,6 +403,15 @@ void sd_cuda_prof_end(sd_cuda *c, int slot);
 sd_status sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y,
     const sd_tensor *x, const sd_tensor *shift, const sd_tensor *scale,
     float eps);
+/* fp8.cu: two modulations of one such norm in one pass, each output as
+   sd_cuda_norm_modulate_fp8 writes it (the same bytes), where _fits */
+int sd_cuda_norm_modulate2_fits(const sd_tensor *y, const sd_tensor *y2,
+    const sd_tensor *x, const sd_tensor *shift, const sd_tensor *scale,
+    const sd_tensor *shift2, const sd_tensor *scale2);
+sd_status sd_cuda_norm_modulate2_fp8(sd_err *err, sd_tensor *y,
+    sd_tensor *y2, const sd_tensor *x, const sd_tensor *shift,
+    const sd_tensor *scale, const sd_tensor *shift2,
+    const sd_tensor *scale2, float eps);
 /* fp8.cu: the joint sequence's QKV split into E4M3 q, k (fixed scales)
    and V^T's E4M3 codes with a scale a tile of keys, and the per-head max
    |v| (the FP8 attention's input, sd_qkv_split_fp8) */

@@ -130,24 +130,31 @@ nm_vecs(const float4 *st, int nv, const __nv_bfloat16 *shift,
  * absent, so the loops have no branches (they had a convergence region
  * each, ~250 of the 1,785 instructions a row of 2432: ncu, session 29);
  * the same arithmetic. NVC 0: any width and batch.
+ * NOUT 2: a second modulation of the same norm (shift2, scale2) into y2,
+ * ys2 (MMDiT-X's norm_hidden_states2), each output as a launch of its own
+ * would write it, the row read once; raw then stays live through both
+ * outputs (two blocks an SM).
  */
-template <int MAXV, int NVC>
-__global__ void __launch_bounds__(NM_THREADS, MAXV <= 6 ? 3 : 2)
+template <int MAXV, int NVC, int NOUT>
+__global__ void __launch_bounds__(NM_THREADS,
+                                  MAXV <= 6 && NOUT == 1 ? 3 : 2)
 norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     const __nv_bfloat16 *shift, const __nv_bfloat16 *scale, int rows,
-    int c_rt, int rows_per_batch, float eps)
+    int c_rt, int rows_per_batch, float eps, uint8_t *y2, float *ys2,
+    const __nv_bfloat16 *shift2, const __nv_bfloat16 *scale2)
 {
-    extern __shared__ float4  nm_mod[];         /* 1 or 2 sets of 4 nv */
+    extern __shared__ float4  nm_mod[];         /* NOUT x 1 or 2 sets of
+                                                   4 nv */
     const int      c = NVC ? 8 * NVC : c_rt, nv = c >> 3;
     int            row0 = blockIdx.x * NM_ROWS;
     int            row = row0 + threadIdx.x / 32, b0 = row0 / rows_per_batch;
-    int            lane = threadIdx.x & 31, i, k, j, b, nset;
+    int            lane = threadIdx.x & 31, i, k, j, b, nset, o;
     int            last = min(row0 + NM_ROWS, rows) - 1;
-    float          v[8], p[8], q[8], amax = 0.0f, mean, inv, qi;
+    float          v[8], p[8], q[8], amax, mean, inv, qi;
     float          u[MAXV][8];              /* the modulated row */
     uint4          raw[MAXV];
     const uint4   *xr = (const uint4 *) (x + (size_t) row * c);
-    const float4  *st = NULL;
+    const float4  *st;
     uint2         *yr;
 
     if (row < rows) {
@@ -158,15 +165,20 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
             }
         }
     }
-    /* stage batch b0's vectors, and b0 + 1's when the block reaches it */
+    /* stage batch b0's vectors, and b0 + 1's when the block reaches it
+       (of each output's modulation) */
     nset = last / rows_per_batch > b0 ? 2 : 1;
-    for (i = threadIdx.x; i < nset * nv; i += NM_THREADS) {
-        int      s = i / nv, jj = i - s * nv;
-        size_t   o = (size_t) (b0 + s) * c + (size_t) jj * 8;
-        float4  *d = nm_mod + (size_t) s * 4 * nv;
+    for (i = threadIdx.x; i < NOUT * nset * nv; i += NM_THREADS) {
+        int                   oo = NOUT > 1 ? i / (nset * nv) : 0;
+        int                   r = i - oo * nset * nv;
+        int                   s = r / nv, jj = r - s * nv;
+        size_t                off = (size_t) (b0 + s) * c + (size_t) jj * 8;
+        float4               *d = nm_mod + (size_t) (oo * nset + s) * 4 * nv;
+        const __nv_bfloat16  *sh = NOUT > 1 && oo ? shift2 : shift;
+        const __nv_bfloat16  *sc = NOUT > 1 && oo ? scale2 : scale;
 
-        sd_unpack8(*(const uint4 *) (shift + o), p);
-        sd_unpack8(*(const uint4 *) (scale + o), q);
+        sd_unpack8(*(const uint4 *) (sh + off), p);
+        sd_unpack8(*(const uint4 *) (sc + off), q);
         d[jj] = make_float4(p[0], p[1], p[2], p[3]);
         d[nv + jj] = make_float4(p[4], p[5], p[6], p[7]);
         d[2 * nv + jj] = make_float4(1.0f + q[0], 1.0f + q[1], 1.0f + q[2],
@@ -184,79 +196,86 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
         return;
     }
     b = row / rows_per_batch;
-    if (NVC || b - b0 < nset) {
-        st = nm_mod + (size_t) (b - b0) * 4 * nv;
-    }
-    yr = (uint2 *) (y + (size_t) row * c);
 
-    /* the modulated row and its amax, then the row in E4M3 */
     #pragma unroll
-    for (i = 0; i < MAXV; i++) {
-        j = lane + 32 * i;
-        if (sd_lane_has<NVC>(lane, i, nv)) {
-            sd_unpack8(raw[i], v);
-            nm_vecs<NVC != 0>(st, nv, shift, scale, (size_t) b * c, j, p, q);
-            #pragma unroll
-            for (k = 0; k < 8; k++) {
-                u[i][k] = (v[k] - mean) * inv * q[k] + p[k];
-                amax = fmaxf(amax, fabsf(u[i][k]));
+    for (o = 0; o < NOUT; o++) {
+        const __nv_bfloat16  *sh = o ? shift2 : shift;
+        const __nv_bfloat16  *sc = o ? scale2 : scale;
+
+        st = NULL;
+        amax = 0.0f;
+        if (NVC || b - b0 < nset) {
+            st = nm_mod + (size_t) (o * nset + b - b0) * 4 * nv;
+        }
+        yr = (uint2 *) ((o ? y2 : y) + (size_t) row * c);
+        /* the modulated row and its amax, then the row in E4M3 */
+        #pragma unroll
+        for (i = 0; i < MAXV; i++) {
+            j = lane + 32 * i;
+            if (sd_lane_has<NVC>(lane, i, nv)) {
+                sd_unpack8(raw[i], v);
+                nm_vecs<NVC != 0>(st, nv, sh, sc, (size_t) b * c, j, p, q);
+                #pragma unroll
+                for (k = 0; k < 8; k++) {
+                    u[i][k] = (v[k] - mean) * inv * q[k] + p[k];
+                    amax = fmaxf(amax, fabsf(u[i][k]));
+                }
             }
         }
-    }
-    amax = warp_max(amax);
-    qi = amax > 0.0f ? E4M3_MAX / amax : 1.0f;
-    #pragma unroll
-    for (i = 0; i < MAXV; i++) {
-        j = lane + 32 * i;
-        if (sd_lane_has<NVC>(lane, i, nv)) {
-            float  f[8];
+        amax = warp_max(amax);
+        qi = amax > 0.0f ? E4M3_MAX / amax : 1.0f;
+        #pragma unroll
+        for (i = 0; i < MAXV; i++) {
+            j = lane + 32 * i;
+            if (sd_lane_has<NVC>(lane, i, nv)) {
+                float  f[8];
 
-            #pragma unroll
-            for (k = 0; k < 8; k++) {
-                f[k] = u[i][k] * qi;
+                #pragma unroll
+                for (k = 0; k < 8; k++) {
+                    f[k] = u[i][k] * qi;
+                }
+                yr[j] = fp8x8(f);
             }
-            yr[j] = fp8x8(f);
         }
-    }
-    if (lane == 0) {
-        ys[row] = amax > 0.0f ? amax / E4M3_MAX : 1.0f;
+        if (lane == 0) {
+            (o ? ys2 : ys)[row] = amax > 0.0f ? amax / E4M3_MAX : 1.0f;
+        }
     }
 }
 
 
-sd_status
-sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
-    const sd_tensor *shift, const sd_tensor *scale, float eps)
+/* y (and y2 with its own shift2, scale2 where NOUT is 2) from x's rows:
+   the launch of norm_mod_fp8_kernel for x's width */
+template <int NOUT>
+static sd_status
+nm_launch(sd_err *err, sd_tensor *y, sd_tensor *y2, const sd_tensor *x,
+    const sd_tensor *shift, const sd_tensor *scale, const sd_tensor *shift2,
+    const sd_tensor *scale2, float eps)
 {
     sd_cuda   *c = sd_cuda_of(y);
     int64_t    ch = x->ne[2], rows = sd_numel(x) / ch, nv = ch / 8, sets;
     int        fixed;
-    uintptr_t  al = (uintptr_t) x->data | (uintptr_t) y->data
-                    | (uintptr_t) shift->data | (uintptr_t) scale->data;
+    size_t     smem;
 
-    if (x->dtype != SD_DT_BF16 || shift->dtype != SD_DT_BF16
-        || y->scale == NULL || y->n_scale != rows || ch % 8 != 0
-        || nv > 32 * 12 || (al & 15) != 0 || rows > 0x7fffffff)
-    {
-        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: norm_modulate into "
-                         "E4M3 takes aligned BF16 rows of a multiple of 8 up "
-                         "to 3072 wide (%lld)", (long long) ch);
-    }
 #define SD_NMF(m, nvc)                                                      \
-    norm_mod_fp8_kernel<m, nvc><<<(unsigned) ((rows + NM_ROWS - 1)         \
-                                              / NM_ROWS),                  \
-                                  NM_THREADS, (size_t) sets * 4 * nv * 16,  \
-                                  c->stream>>>(                             \
+    norm_mod_fp8_kernel<m, nvc, NOUT><<<(unsigned) ((rows + NM_ROWS - 1)   \
+                                                    / NM_ROWS),            \
+                                        NM_THREADS, smem, c->stream>>>(     \
         (uint8_t *) y->data, y->scale, (const __nv_bfloat16 *) x->data,    \
         (const __nv_bfloat16 *) shift->data,                               \
         (const __nv_bfloat16 *) scale->data, (int) rows, (int) ch,         \
-        (int) x->ne[1], eps)
+        (int) x->ne[1], eps, y2 ? (uint8_t *) y2->data : NULL,             \
+        y2 ? y2->scale : NULL,                                             \
+        shift2 ? (const __nv_bfloat16 *) shift2->data : NULL,              \
+        scale2 ? (const __nv_bfloat16 *) scale2->data : NULL)
     if (rows == 0) {
         return SD_OK;
     }
     /* a block's rows reach a second batch unless batches are whole blocks
-       (4 nv float4 a set: 48 KiB at the largest, 3072 columns) */
+       (4 nv float4 a set: 48 KiB at the largest, 3072 columns, one
+       output; the caller keeps two outputs' sets within 48 KiB) */
     sets = x->ne[1] % NM_ROWS == 0 ? 1 : 2;
+    smem = (size_t) NOUT * sets * 4 * nv * 16;
     fixed = x->ne[1] >= NM_ROWS && !c->nm_generic;
     if (nv <= 64) {
         SD_NMF(2, 0);
@@ -268,16 +287,90 @@ sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
         SD_NMF(6, 0);
     } else if (nv <= 256) {
         SD_NMF(8, 0);
-    } else if (nv == 304 && fixed) {
-        SD_NMF(10, 304);
-    } else if (nv <= 320) {
-        SD_NMF(10, 0);
-    } else {
-        SD_NMF(12, 0);
+    } else if constexpr (NOUT == 1) {
+        /* two outputs keep to 256 vectors (2048 columns): wider ones
+           spill (sd_cuda_norm_modulate2_fits) */
+        if (nv == 304 && fixed) {
+            SD_NMF(10, 304);
+        } else if (nv <= 320) {
+            SD_NMF(10, 0);
+        } else {
+            SD_NMF(12, 0);
+        }
     }
 #undef SD_NMF
     SD_CU_LAUNCHED();
     return SD_OK;
+}
+
+
+/* whether norm_mod_fp8_kernel takes y from x, shift, scale (NULL: yes) */
+static const char *
+nm_unfit(const sd_tensor *y, const sd_tensor *x, const sd_tensor *shift,
+    const sd_tensor *scale)
+{
+    int64_t    ch = x->ne[2], rows = sd_numel(x) / ch, nv = ch / 8;
+    uintptr_t  al = (uintptr_t) x->data | (uintptr_t) y->data
+                    | (uintptr_t) shift->data | (uintptr_t) scale->data;
+
+    if (x->dtype != SD_DT_BF16 || shift->dtype != SD_DT_BF16
+        || y->dtype != SD_DT_F8_E4M3 || y->scale == NULL
+        || y->n_scale != rows || ch % 8 != 0 || nv > 32 * 12
+        || (al & 15) != 0 || rows > 0x7fffffff)
+    {
+        return "aligned BF16 rows of a multiple of 8 up to 3072 wide";
+    }
+    return NULL;
+}
+
+
+sd_status
+sd_cuda_norm_modulate_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *shift, const sd_tensor *scale, float eps)
+{
+    const char  *why = nm_unfit(y, x, shift, scale);
+
+    if (why != NULL) {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: norm_modulate into "
+                         "E4M3 takes %s (%lld)", why, (long long) x->ne[2]);
+    }
+    return nm_launch<1>(err, y, NULL, x, shift, scale, NULL, NULL, eps);
+}
+
+
+/* Whether sd_cuda_norm_modulate2_fp8 takes these: both outputs E4M3 as
+   sd_cuda_norm_modulate_fp8 takes each, up to 2048 columns (wider rows'
+   kernels spill with two outputs), their staged modulations within 48 KiB
+   of shared memory (1536 columns where batches are not whole blocks) */
+int
+sd_cuda_norm_modulate2_fits(const sd_tensor *y, const sd_tensor *y2,
+    const sd_tensor *x, const sd_tensor *shift, const sd_tensor *scale,
+    const sd_tensor *shift2, const sd_tensor *scale2)
+{
+    int64_t  sets = x->ne[1] % NM_ROWS == 0 ? 1 : 2;
+
+    return nm_unfit(y, x, shift, scale) == NULL
+           && nm_unfit(y2, x, shift2, scale2) == NULL
+           && x->ne[2] <= 2048
+           && 2 * sets * 4 * (x->ne[2] / 8) * 16 <= 48 * 1024;
+}
+
+
+sd_status
+sd_cuda_norm_modulate2_fp8(sd_err *err, sd_tensor *y, sd_tensor *y2,
+    const sd_tensor *x, const sd_tensor *shift, const sd_tensor *scale,
+    const sd_tensor *shift2, const sd_tensor *scale2, float eps)
+{
+    if (!sd_cuda_norm_modulate2_fits(y, y2, x, shift, scale, shift2,
+                                     scale2))
+    {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: two modulations "
+                         "of one norm into E4M3 take what norm_modulate "
+                         "into E4M3 takes, with at most 768 columns where "
+                         "batches are not whole blocks of 8 rows, 1536 "
+                         "where they are (%lld)", (long long) x->ne[2]);
+    }
+    return nm_launch<2>(err, y, y2, x, shift, scale, shift2, scale2, eps);
 }
 
 

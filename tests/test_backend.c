@@ -1218,6 +1218,33 @@ check_cpu_fusions(sd_backend *be)
     T_CHECK(a && b && t_rel_l2(a, b, na) < 1e-7, "norm_modulate: %s",
             err.msg);
     free(a); free(b);
+    /* two modulations at once: y1 again and the swapped one into y2, each
+       norm_modulate's bytes; a second shift of the wrong size is refused
+       with the op's name */
+    {
+        sd_tensor  *y3 = MK(be, ACT, 0.0f, 3, 40, 64);
+        sd_tensor  *bad = MK(be, ACT, 1.0f, 2, 64);
+        float      *c = NULL, *d = NULL;
+        size_t      nc = 0, nd = 0;
+
+        T_CHECK(sd_norm_modulate2(&err, y2, y3, x, sh, sc, sc, sh, 1e-6f)
+                == SD_OK, "norm_modulate2: %s", err.msg);
+        a = host_of(y1, &na);
+        b = host_of(y2, &nb);
+        sd_norm_modulate(&err, y1, x, sc, sh, 1e-6f);
+        c = host_of(y1, &nc);
+        d = host_of(y3, &nd);
+        T_CHECK(a && b && c && d && na == nb && nc == nd
+                && memcmp(a, b, na * sizeof(float)) == 0
+                && memcmp(c, d, nc * sizeof(float)) == 0,
+                "norm_modulate2: not each norm_modulate's bytes");
+        sd_err_clear(&err);
+        T_CHECK(sd_norm_modulate2(&err, y2, y3, x, sh, sc, bad, sh, 1e-6f)
+                == SD_ERR_INTERNAL && strstr(err.msg, "norm_modulate2"),
+                "norm_modulate2, a bad shift: %s", err.msg);
+        free(a); free(b); free(c); free(d);
+        sd_tensor_free(y3); sd_tensor_free(bad);
+    }
     sd_tensor_free(x); sd_tensor_free(sh); sd_tensor_free(sc);
     sd_tensor_free(y1); sd_tensor_free(y2);
 
@@ -1892,6 +1919,48 @@ out:
 
 
 /*
+ * Two modulations of one norm into E4M3 rows (sd_norm_modulate2: the CUDA
+ * kernel's one pass where it takes the width, else two launches): the
+ * first output the bytes of y8 (sd_norm_modulate with sh, sc), the second
+ * those of sd_norm_modulate with the modulation swapped (sc, sh).
+ */
+static void
+check_norm2_fp8(sd_backend *be, const sd_tensor *x, const sd_tensor *sh,
+    const sd_tensor *sc, const sd_tensor *y8, int B, int L, int C)
+{
+    sd_err      err = {0};
+    sd_tensor  *p8 = NULL, *q8 = NULL, *r8 = NULL;
+    int64_t     shape[3] = { B, L, C };
+    float      *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+    size_t      na = 0, nb = 0, nc = 0, nd = 0;
+
+    T_CHECK(sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, shape,
+                             &p8) == SD_OK
+            && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3,
+                                shape, &q8) == SD_OK
+            && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3,
+                                shape, &r8) == SD_OK
+            && sd_norm_modulate2(&err, p8, q8, x, sh, sc, sc, sh, 1e-6f)
+               == SD_OK
+            && sd_norm_modulate(&err, r8, x, sc, sh, 1e-6f) == SD_OK,
+            "norm_modulate2 into E4M3 %dx%dx%d: %s", B, L, C, err.msg);
+    if (p8 && q8 && r8) {
+        a = host_of(p8, &na);
+        b = host_of(y8, &nb);
+        c = host_of(q8, &nc);
+        d = host_of(r8, &nd);
+    }
+    T_CHECK(a && b && c && d && na == nb && nc == nd
+            && memcmp(a, b, na * sizeof(float)) == 0
+            && memcmp(c, d, nc * sizeof(float)) == 0,
+            "norm_modulate2 into E4M3 %dx%dx%d: not each norm_modulate's "
+            "bytes", B, L, C);
+    free(a); free(b); free(c); free(d);
+    sd_tensor_free(p8); sd_tensor_free(q8); sd_tensor_free(r8);
+}
+
+
+/*
  * norm_modulate writing E4M3 rows with their scales (the input of an FP8
  * product, quantized by the kernel that makes it), against the CPU's
  * norm_modulate quantized per row as the reference does; then the product
@@ -1961,6 +2030,7 @@ check_norm_fp8(sd_backend *cpu, sd_backend *be, int C, int B, int L)
         T_CHECK(e < 5e-3, "norm_modulate E4M3 %dx%dx%d: %.3g", B, L, C, e);
     }
     free(got);
+    check_norm2_fp8(be, x, sh, sc, y8, B, L, C);
     if (L > 64) {
         goto done;
     }

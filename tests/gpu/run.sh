@@ -68,6 +68,8 @@
 #           Medium traced, Large/Medium benches in turn
 #   gpre    the tree against PACK_BASE, the same bits expected: tests,
 #           images, Large/Medium benches in turn
+#   nm2     MMDiT-X's two modulations of one norm in one pass against two
+#           launches (SD_CUDA_NM_SPLIT=1), and against session 33's way
 #   a2lane  Medium's attn2 beside the joint attention against after it
 #           (SD_MMDIT_ATTN2_SERIAL=1): test_mmdit, pipeline tests, images,
 #           benches in turn
@@ -1665,6 +1667,40 @@ stage_a2lane() {
     with_clocks $L/clocks.log 250 a2_benches
     grep -h "GPU memory in use" $L/bench-a2-*-1.log | tee -a $summary
     bench_lines '' $L/bench-a2-*.log | tee -a $summary
+    clock_summary $L/clocks.log
+}
+# session 34: MMDiT-X's two modulations of one norm in one pass
+# (norm_modulate2) against two launches (SD_CUDA_NM_SPLIT=1): test_backend,
+# test_mmdit, the pipeline tests, one seed's Medium image both ways, then
+# Medium's 28-step benches in turn: the tree, two launches, and two
+# launches with attn2 after the joint attention (session 33's way)
+stage_nm2() {
+    local dev r
+    backend_grep "norm_modulate2|norm_modulate -> E4M3"
+    for dev in cuda-fp8 cuda-bf16; do
+        run "test_mmdit ($dev)" mmdit-$dev.log env SD_TEST_DEVICE=$dev \
+            $G/bin/test_mmdit
+    done
+    pipeline_tests
+    tail -n 1 $L/pipeline-cuda-*.log $L/mmdit-cuda-*.log | tee -a $summary
+    randmodel medium
+    txt2img_dump nm2-medium medium
+    SD_CUDA_NM_SPLIT=1 txt2img_dump nm2-medium-split medium
+    same_image nm2-medium nm2-medium-split
+    nm2_benches() {
+        for r in 1 2; do
+            bench medium bench-nm2-tree-$r.log "medium fp8 28 steps ($r)" \
+                --precision fp8
+            SDCLI="env SD_CUDA_NM_SPLIT=1 $G/bin/sd-cli" bench medium \
+                bench-nm2-split-$r.log "medium, NM_SPLIT ($r)" --precision fp8
+            SDCLI="env SD_CUDA_NM_SPLIT=1 SD_MMDIT_ATTN2_SERIAL=1 \
+                $G/bin/sd-cli" bench medium bench-nm2-s33-$r.log \
+                "medium, NM_SPLIT, ATTN2_SERIAL ($r)" --precision fp8
+        done
+    }
+    with_clocks $L/clocks.log 250 nm2_benches
+    grep -h "GPU memory in use" $L/bench-nm2-*-1.log | tee -a $summary
+    bench_lines '' $L/bench-nm2-*.log | tee -a $summary
     clock_summary $L/clocks.log
 }
 # session 29's table: its figures alone (the kernels' checks ran in s29b)
