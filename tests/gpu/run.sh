@@ -68,6 +68,8 @@
 #           Medium traced, Large/Medium benches in turn
 #   gpre    the tree against PACK_BASE, the same bits expected: tests,
 #           images, Large/Medium benches in turn
+#   s34ab   the tree against PACK_BASE: images, Large/Medium 28-step benches
+#           in turn
 #   nm2     MMDiT-X's two modulations of one norm in one pass against two
 #           launches (SD_CUDA_NM_SPLIT=1), and against session 33's way
 #   a2lane  Medium's attn2 beside the joint attention against after it
@@ -1702,6 +1704,18 @@ stage_nm2() {
     grep -h "GPU memory in use" $L/bench-nm2-*-1.log | tee -a $summary
     bench_lines '' $L/bench-nm2-*.log | tee -a $summary
     clock_summary $L/clocks.log
+}
+# session 34's tree against PACK_BASE (session 33's revision): one seed's
+# Large and Medium images (the same bits expected), then both models'
+# 28-step benches in turn, twice
+stage_s34ab() {
+    image_vs_var s34-large large
+    image_vs_var s34-medium medium
+    with_clocks $L/clocks.log 250 var_steps large s34l 28
+    with_clocks $L/clocks-m.log 250 var_steps medium s34m 28
+    bench_lines '' $L/bench-s34*.log | tee -a $summary
+    clock_summary $L/clocks.log
+    clock_summary $L/clocks-m.log
 }
 # session 29's table: its figures alone (the kernels' checks ran in s29b)
 stage_final29() {
