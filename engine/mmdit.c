@@ -881,7 +881,10 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
         } else {
             fbf = 1;
         }
-        for (j = 0; j < (k->dual ? 2 : 1); j++) {
+        /* attn2's output in the joint buffers unless it has its own */
+        for (j = 0; j < (k->dual && !sd_mmdit_attn2_beside(m) ? 2 : 1);
+             j++)
+        {
             if (sd_mmdit_block_o8(m, k, j)) {
                 o8 = 1;
             } else {

@@ -297,6 +297,10 @@ nm_launch(sd_err *err, sd_tensor *y, sd_tensor *y2, const sd_tensor *x,
         } else {
             SD_NMF(12, 0);
         }
+    } else {
+        return sd_errorf(err, SD_ERR_UNSUPPORTED, "cuda: two modulations "
+                         "of one norm into E4M3 take rows of at most 2048, "
+                         "not %lld", (long long) ch);
     }
 #undef SD_NMF
     SD_CU_LAUNCHED();
