@@ -562,14 +562,7 @@ fill_uniform(uint8_t *p, int64_t n, float top, uint32_t seed)
     int64_t  i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
 
     if (i < n) {
-        uint32_t  h = (uint32_t) i * 2654435761u ^ seed;
-
-        h ^= h >> 15;
-        h *= 2246822519u;
-        h ^= h >> 13;
-        __nv_fp8_e4m3  v(top * (float) ((int) (h & 0xffff) - 32768)
-                         / 32768.f);
-        p[i] = v.__x;
+        p[i] = lt_e4m3_uniform(i, seed, top);
     }
 }
 

@@ -26,6 +26,19 @@
              __LINE__); exit(1); } } while (0)
 
 
+/* the E4M3 code of element i's value in [-top, top) */
+static __device__ __forceinline__ uint8_t
+lt_e4m3_uniform(int64_t i, uint32_t seed, float top)
+{
+    uint32_t  h = (uint32_t) i * 2654435761u ^ seed;
+
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    __nv_fp8_e4m3  v(top * ((float) ((int) (h & 0xffff) - 32768) / 32768.f));
+    return v.__x;
+}
+
 /* E4M3 codes of values in [-1, 1) */
 __global__ void
 lt_fill_e4m3(uint8_t *p, int64_t n, uint32_t seed)
@@ -33,13 +46,7 @@ lt_fill_e4m3(uint8_t *p, int64_t n, uint32_t seed)
     int64_t  i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
 
     if (i < n) {
-        uint32_t  h = (uint32_t) i * 2654435761u ^ seed;
-
-        h ^= h >> 15;
-        h *= 2246822519u;
-        h ^= h >> 13;
-        __nv_fp8_e4m3  v((float) ((int) (h & 0xffff) - 32768) / 32768.f);
-        p[i] = v.__x;
+        p[i] = lt_e4m3_uniform(i, seed, 1.f);
     }
 }
 
