@@ -691,6 +691,19 @@ sd_mmdit_mod_get(sd_err *err, sd_mmdit *m, const sd_mmdit_mods *src,
 
 
 /*
+ * An attention's buffers for B batches of l tokens: q, k, v (B, l, W),
+ * or with the FP8 attention (m->attn8) E4M3 q8, k8 and V^T's E4M3 codes
+ * vt8 (B, heads, 64, Lp) with its tiles' scales vts (B, heads, tiles;
+ * sd_qkv_split_fp8); its output o (BF16) and o8 (E4M3 rows with their
+ * scales, for out projections with E4M3 weights: be->fp8_act), each only
+ * where an out projection takes it (sd_mmdit_attn_bufs).
+ */
+typedef struct {
+    sd_tensor  *q, *k, *v, *q8, *k8, *vt8, *vts, *o, *o8;
+} sd_mmdit_abuf;
+
+
+/*
  * A forward pass's activations, taken once before the first block and
  * reused by every block (no allocation inside the loop; and the text
  * stream's work may still run on lane 1 when the image stream's ends, so
@@ -702,36 +715,27 @@ typedef struct {
     sd_tensor      *hx;         /* (B, Lx, W) normalized image stream */
     sd_tensor      *nx;         /* (B, Lx, W) the ZeroX second one, or NULL */
     sd_tensor      *nc;         /* (B, Lc, W) the same for the text */
-    sd_tensor      *q, *k, *v;  /* (B, L, W) the joint sequence (q, k: not
-                                   with the FP8 attention; v: neither) */
-    sd_tensor      *o;          /* (B, L, W) attention output */
+    sd_mmdit_abuf   j;          /* the joint sequence's attention (L) */
     sd_tensor      *tx, *tc;    /* (B, Lx | Lc, 3 W) fused projections */
     sd_tensor      *fx, *fc;    /* (B, Lx | Lc, F) feed-forward hidden */
     /* E4M3 twins of hx, nx, nc (be->fp8_act): a norm that feeds a
        product with E4M3 weights writes its rows quantized */
     sd_tensor      *hx8, *nx8, *nc8;
-    /* the FP8 attention (m->attn8): E4M3 q, k of the joint sequence, V^T's
-       E4M3 codes vt8 (B, heads, 64, Lp) with its tiles' scales vts (B,
-       heads, tiles; sd_qkv_split_fp8), and each (b, h)'s largest |v|: a
-       slot of B x heads floats an attention of the pass (block i's joint
-       one 2 i, its attn2 2 i + 1), all zeroed once when the activations
-       are taken (one launch a pass, not one an attention) */
-    sd_tensor      *q8, *k8, *vt8, *vts, *vamax;
-    /* (B, L, W) E4M3 attention output with its rows' scales, for out
-       projections with E4M3 weights (be->fp8_act; o then only where one
-       has BF16 weights) */
-    sd_tensor      *o8;
+    /* the FP8 attention (m->attn8): each (b, h)'s largest |v|, a slot of
+       B x heads floats an attention of the pass (block i's joint one 2 i,
+       its attn2 2 i + 1), all zeroed once when the activations are taken
+       (one launch a pass, not one an attention) */
+    sd_tensor      *vamax;
     /* (B, Lx, F) E4M3 twin of fx: the image stream's feed-forward hidden
        layer as E4M3 rows (be->fp8_ffh, sd_mmdit_ffh8; fx then only where
        a block's is not) */
     sd_tensor      *fx8;
-    /* attn2's own buffers (MMDiT-X, unless m->attn2_serial), so that it
-       runs on lane 1 beside the joint attention: its product tx2 (B, Lx,
-       3 W), its q, k, v (B, Lx, W) or with the FP8 attention q8b, k8b,
-       vt8b, vtsb (as q8, k8, vt8, vts for Lx tokens), its output o2
-       (BF16) or o28 (E4M3 rows), each as the block's out projection
-       takes it */
-    sd_tensor      *tx2, *q2, *k2, *v2, *q8b, *k8b, *vt8b, *vtsb, *o2, *o28;
+    /* attn2's own buffers (MMDiT-X, where sd_mmdit_attn2_beside), so that
+       it runs on lane 1 beside the joint attention: its product tx2 (B,
+       Lx, 3 W) and its attention's (Lx); else tx2 NULL and attn2 uses the
+       first Lx rows' worth of the joint ones */
+    sd_tensor      *tx2;
+    sd_mmdit_abuf   a2;
 } sd_mmdit_acts;
 
 
@@ -813,49 +817,39 @@ sd_mmdit_attn2_beside(const sd_mmdit *m)
 }
 
 
-/* attn2's own buffers (sd_mmdit_acts) for B batches of Lx tokens */
+/* An attention's buffers (sd_mmdit_abuf) for B batches of l tokens, its
+   output as BF16 where bf, as E4M3 rows where f8 */
 static sd_status
-sd_mmdit_acts_attn2(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
-    sd_mmdit_acts *a)
+sd_mmdit_attn_bufs(sd_err *err, sd_mmdit *m, int64_t b, int64_t l, int bf,
+    int f8, sd_mmdit_abuf *ab)
 {
     sd_backend  *be = m->be;
     int64_t      w = m->info.width, h = m->info.heads;
-    int64_t      sx[3] = { b, lx, w };
-    int          i, o8 = 0, obf = 0;
+    int64_t      sq[3] = { b, l, w };
 
-    for (i = 0; i < m->info.num_layers; i++) {
-        if (m->blocks[i].dual) {
-            if (sd_mmdit_block_o8(m, &m->blocks[i], 1)) {
-                o8 = 1;
-            } else {
-                obf = 1;
-            }
-        }
-    }
-    SD_TRY(sd_tensor_new3(err, be, b, lx, 3 * w, &a->tx2));
     if (m->attn8) {
-        int64_t  svt[4] = { b, h, 64, sd_fp8_vt_len(lx) };
-        int64_t  sts = b * h * sd_fp8_vt_tiles(lx);
+        int64_t  svt[4] = { b, h, 64, sd_fp8_vt_len(l) };
+        int64_t  sts = b * h * sd_fp8_vt_tiles(l);
 
-        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sx,
-                                &a->q8b));
-        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sx,
-                                &a->k8b));
+        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sq,
+                                &ab->q8));
+        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sq,
+                                &ab->k8));
         SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_U8, 4, svt,
-                                &a->vt8b));
+                                &ab->vt8));
         SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F32, 1, &sts,
-                                &a->vtsb));
+                                &ab->vts));
     } else {
-        SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->q2));
-        SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->k2));
-        SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->v2));
+        SD_TRY(sd_tensor_new3(err, be, b, l, w, &ab->q));
+        SD_TRY(sd_tensor_new3(err, be, b, l, w, &ab->k));
+        SD_TRY(sd_tensor_new3(err, be, b, l, w, &ab->v));
     }
-    if (obf) {
-        SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->o2));
+    if (bf) {
+        SD_TRY(sd_tensor_new3(err, be, b, l, w, &ab->o));
     }
-    if (o8) {
-        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sx,
-                                &a->o28));
+    if (f8) {
+        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sq,
+                                &ab->o8));
     }
     return SD_OK;
 }
@@ -867,9 +861,11 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
 {
     sd_backend  *be = m->be;
     int64_t      w = m->info.width, f = 0, l = lx + lc;
-    int          i, dual = 0, o8 = 0, obf = 0, f8 = 0, fbf = 0;
+    int          i, dual = 0, f8 = 0, fbf = 0, beside;
+    int          o8[2] = { 0, 0 }, obf[2] = { 0, 0 };  /* joint, attn2 */
 
     memset(a, 0, sizeof(*a));
+    beside = sd_mmdit_attn2_beside(m);
     for (i = 0; i < m->info.num_layers; i++) {
         const sd_mmdit_block  *k = &m->blocks[i];
         int                    j;
@@ -881,14 +877,14 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
         } else {
             fbf = 1;
         }
-        /* attn2's output in the joint buffers unless it has its own */
-        for (j = 0; j < (k->dual && !sd_mmdit_attn2_beside(m) ? 2 : 1);
-             j++)
-        {
+        /* attn2's output in its own buffers (beside) or the joint ones */
+        for (j = 0; j < (k->dual ? 2 : 1); j++) {
+            int  at = j && beside;
+
             if (sd_mmdit_block_o8(m, k, j)) {
-                o8 = 1;
+                o8[at] = 1;
             } else {
-                obf = 1;
+                obf[at] = 1;
             }
         }
     }
@@ -897,36 +893,13 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
     }
     SD_TRY(sd_tensor_new3(err, be, b, lx, w, &a->hx));
     SD_TRY(sd_tensor_new3(err, be, b, lc, w, &a->nc));
+    SD_TRY(sd_mmdit_attn_bufs(err, m, b, l, obf[0], o8[0], &a->j));
     if (m->attn8) {
-        int64_t  sq[3] = { b, l, w };
         int64_t  sv = 2 * (int64_t) m->info.num_layers * b * m->info.heads;
-        int64_t  svt[4] = { b, m->info.heads, 64, sd_fp8_vt_len(l) };
-        int64_t  sts = b * m->info.heads * sd_fp8_vt_tiles(l);
 
-        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sq,
-                                &a->q8));
-        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sq,
-                                &a->k8));
-        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_U8, 4, svt,
-                                &a->vt8));
-        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F32, 1, &sts,
-                                &a->vts));
         SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F32, 1, &sv,
                                 &a->vamax));
         SD_TRY(sd_scale(err, a->vamax, a->vamax, 0.0f, 0.0f));
-    } else {
-        SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->q));
-        SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->k));
-        SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->v));
-    }
-    if (obf) {
-        SD_TRY(sd_tensor_new3(err, be, b, l, w, &a->o));
-    }
-    if (o8) {
-        int64_t  so[3] = { b, l, w };
-
-        SD_TRY(sd_tensor_new_as(err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, so,
-                                &a->o8));
     }
     SD_TRY(sd_tensor_new3(err, be, b, lx, 3 * w, &a->tx));
     SD_TRY(sd_tensor_new3(err, be, b, lc, 3 * w, &a->tc));
@@ -940,8 +913,9 @@ sd_mmdit_acts_new(sd_err *err, sd_mmdit *m, int64_t b, int64_t lx,
                                 &a->fx8));
     }
     SD_TRY(sd_tensor_new3(err, be, b, lc, f, &a->fc));
-    if (dual && sd_mmdit_attn2_beside(m)) {
-        SD_TRY(sd_mmdit_acts_attn2(err, m, b, lx, a));
+    if (dual && beside) {
+        SD_TRY(sd_tensor_new3(err, be, b, lx, 3 * w, &a->tx2));
+        SD_TRY(sd_mmdit_attn_bufs(err, m, b, lx, obf[1], o8[1], &a->a2));
     }
     if (be->fp8_act && sd_mmdit_any_fp8(m)) {
         int64_t  sx[3] = { b, lx, w }, sc[3] = { b, lc, w };
@@ -993,31 +967,28 @@ sd_mmdit_project(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
 
 /*
  * The FP8 attention's inputs for a sequence of l tokens (the joint one,
- * or attn2's image tokens): E4M3 q, k (views of the joint buffers as
- * (B, l, W), or of attn2's own where it has them and slot is odd), V^T's
- * codes and tiles' scales (views sized for l), the v maxima of slot
- * (zero: taken once per pass, sd_mmdit_acts_new).
+ * or attn2's image tokens) from the buffers ab: E4M3 q, k (views as (B,
+ * l, W)), V^T's codes and tiles' scales (views sized for l), the v maxima
+ * of slot (zero: taken once per pass, sd_mmdit_acts_new).
  */
 typedef struct {
     sd_tensor  q, k, vt, vts, vam;
 } sd_mmdit_seq8;
 
 static sd_status
-sd_mmdit_seq8_begin(sd_err *err, sd_mmdit *m, sd_mmdit_acts *a, int slot,
-    int64_t l, sd_mmdit_seq8 *s)
+sd_mmdit_seq8_begin(sd_err *err, sd_mmdit *m, const sd_mmdit_abuf *ab,
+    sd_tensor *vamax, int slot, int64_t l, sd_mmdit_seq8 *s)
 {
-    int64_t  b = a->q8->ne[0], h = m->info.heads;
-    int64_t  sq[3] = { b, l, a->q8->ne[2] };
+    int64_t  b = ab->q8->ne[0], h = m->info.heads;
+    int64_t  sq[3] = { b, l, ab->q8->ne[2] };
     int64_t  svt[4] = { b, h, 64, sd_fp8_vt_len(l) };
     int64_t  nts = b * h * sd_fp8_vt_tiles(l), n = b * h;
-    int      own = (slot & 1) && a->q8b != NULL;
 
-    SD_TRY(sd_tensor_view(err, own ? a->q8b : a->q8, 0, 3, sq, &s->q));
-    SD_TRY(sd_tensor_view(err, own ? a->k8b : a->k8, 0, 3, sq, &s->k));
-    SD_TRY(sd_tensor_view(err, own ? a->vt8b : a->vt8, 0, 4, svt, &s->vt));
-    SD_TRY(sd_tensor_view(err, own ? a->vtsb : a->vts, 0, 1, &nts,
-                          &s->vts));
-    return sd_tensor_view(err, a->vamax, slot * n, 1, &n, &s->vam);
+    SD_TRY(sd_tensor_view(err, ab->q8, 0, 3, sq, &s->q));
+    SD_TRY(sd_tensor_view(err, ab->k8, 0, 3, sq, &s->k));
+    SD_TRY(sd_tensor_view(err, ab->vt8, 0, 4, svt, &s->vt));
+    SD_TRY(sd_tensor_view(err, ab->vts, 0, 1, &nts, &s->vts));
+    return sd_tensor_view(err, vamax, slot * n, 1, &n, &s->vam);
 }
 
 
@@ -1068,13 +1039,11 @@ static sd_status
 sd_mmdit_attn2_out(sd_err *err, sd_mmdit *m, const sd_mmdit_attn *at,
     sd_mmdit_acts *a, sd_tensor *ov)
 {
-    int  o8 = sd_mmdit_o8(m, at->out.w, NULL);
+    const sd_mmdit_abuf  *ab = a->tx2 ? &a->a2 : &a->j;
 
-    if (a->tx2 != NULL) {
-        return sd_tensor_view(err, o8 ? a->o28 : a->o2, 0, 3, a->hx->ne,
-                              ov);
-    }
-    return sd_tensor_view(err, o8 ? a->o8 : a->o, 0, 3, a->hx->ne, ov);
+    return sd_tensor_view(err, sd_mmdit_o8(m, at->out.w, NULL) ? ab->o8
+                                                               : ab->o,
+                          0, 3, a->hx->ne, ov);
 }
 
 static sd_status
@@ -1083,20 +1052,21 @@ sd_mmdit_attn2(sd_err *err, sd_mmdit *m, int bi, const sd_mmdit_attn *at,
 {
     const sd_tensor  *nx = sd_mmdit_norm_out(at->qkv.w, a->nx, a->nx8);
     sd_tensor        *t = a->tx2 ? a->tx2 : a->tx;
+    sd_mmdit_abuf    *ab = a->tx2 ? &a->a2 : &a->j;
     sd_tensor         qv, kv, vv, ov;
     sd_mmdit_seq8     s8;
 
     SD_TRY(sd_mmdit_attn2_out(err, m, at, a, &ov));
     if (m->attn8) {
-        SD_TRY(sd_mmdit_seq8_begin(err, m, a, 2 * bi + 1, a->hx->ne[1],
-                                   &s8));
+        SD_TRY(sd_mmdit_seq8_begin(err, m, ab, a->vamax, 2 * bi + 1,
+                                   a->hx->ne[1], &s8));
         SD_TRY(sd_mmdit_project(err, m, at, nx, t, NULL, NULL, NULL, 0));
         SD_TRY(sd_mmdit_split8(err, m, &s8, at, t, NULL, NULL));
         return sd_mmdit_sdpa(err, m, at, &ov, NULL, NULL, NULL, &s8);
     }
-    SD_TRY(sd_tensor_view(err, a->q2 ? a->q2 : a->q, 0, 3, a->hx->ne, &qv));
-    SD_TRY(sd_tensor_view(err, a->k2 ? a->k2 : a->k, 0, 3, a->hx->ne, &kv));
-    SD_TRY(sd_tensor_view(err, a->v2 ? a->v2 : a->v, 0, 3, a->hx->ne, &vv));
+    SD_TRY(sd_tensor_view(err, ab->q, 0, 3, a->hx->ne, &qv));
+    SD_TRY(sd_tensor_view(err, ab->k, 0, 3, a->hx->ne, &kv));
+    SD_TRY(sd_tensor_view(err, ab->v, 0, 3, a->hx->ne, &vv));
     SD_TRY(sd_mmdit_project(err, m, at, nx, t, &qv, &kv, &vv, 0));
     return sd_mmdit_sdpa(err, m, at, &ov, &qv, &kv, &vv, NULL);
 }
@@ -1163,7 +1133,8 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
     const sd_mmdit_block  *blk = &m->blocks[bi];
     sd_backend            *be = m->be;
     sd_tensor             *mod = NULL, *cmod = NULL, *hx, *nc;
-    sd_tensor             *o = sd_mmdit_block_o8(m, blk, 0) ? a->o8 : a->o;
+    sd_tensor             *o = sd_mmdit_block_o8(m, blk, 0) ? a->j.o8
+                                                            : a->j.o;
     sd_mmdit_seq8          s8;
     sd_tensor              k[9], ck[6], mv, cmv;
     sd_status              s;
@@ -1187,8 +1158,8 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
        shift)), the text stream's q, k, v into rows Lx.. (with the FP8
        attention its product; both streams are split after the join) */
     if (m->attn8) {
-        SD_TRY_GOTO(s, sd_mmdit_seq8_begin(err, m, a, 2 * bi, a->q8->ne[1],
-                                           &s8), done);
+        SD_TRY_GOTO(s, sd_mmdit_seq8_begin(err, m, &a->j, a->vamax, 2 * bi,
+                                           a->j.q8->ne[1], &s8), done);
     }
     SD_TRY_GOTO(s, sd_backend_lane(err, be, 1), done);
     nc = sd_mmdit_norm_out(blk->attn_c.qkv.w, a->nc, a->nc8);
@@ -1198,8 +1169,8 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
         SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, nc, c, &ck[SH_MSA],
                                          &ck[SC_MSA]), done);
     }
-    SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_c, nc, a->tc, a->q,
-                                    a->k, a->v, lx), done);
+    SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_c, nc, a->tc, a->j.q,
+                                    a->j.k, a->j.v, lx), done);
 
     /* lane 0: "norm_hidden_states = norm(x) * (1 + scale_msa) +
        shift_msa" (ZeroX also "norm_hidden_states2" from the same norm),
@@ -1217,8 +1188,8 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
         SD_TRY_GOTO(s, sd_mmdit_norm_mod(err, hx, x, &k[SH_MSA],
                                          &k[SC_MSA]), done);
     }
-    SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_x, hx, a->tx, a->q,
-                                    a->k, a->v, 0), done);
+    SD_TRY_GOTO(s, sd_mmdit_project(err, m, &blk->attn_x, hx, a->tx, a->j.q,
+                                    a->j.k, a->j.v, 0), done);
 
     /* the joint attention, then each stream's part of it: to_add_out
        (lane 1, unless context_pre_only), to_out.0 (lane 0); in its own
@@ -1236,7 +1207,7 @@ sd_mmdit_block_fwd(sd_err *err, sd_mmdit *m, int bi, sd_tensor *x,
         SD_TRY_GOTO(s, sd_mmdit_split8(err, m, &s8, &blk->attn_x, a->tx,
                                        &blk->attn_c, a->tc), done);
     }
-    SD_TRY_GOTO(s, sd_mmdit_sdpa(err, m, &blk->attn_x, o, a->q, a->k, a->v,
+    SD_TRY_GOTO(s, sd_mmdit_sdpa(err, m, &blk->attn_x, o, a->j.q, a->j.k, a->j.v,
                                  &s8), done);
     if (!blk->pre_only) {
         SD_TRY_GOTO(s, sd_backend_lane(err, be, 1), done);
