@@ -334,8 +334,8 @@ cuda_alloc(sd_err *err, sd_backend *be, sd_tensor *t)
     } else if (t->dtype == SD_DT_F8_E4M3 && t->mem == SD_MEM_WEIGHT
         && t->ndim == 2)
     {
-        /* FP8 weights: the bytes, then one F32 scale per row and the
-           rows' largest norm (SD_CUDA_WSCALES) */
+        /* FP8 weights: the bytes, then one F32 scale per row, the
+           rows' largest norm and a bias's magnitude (SD_CUDA_WSCALES) */
         size_t  sn = SD_CUDA_WSCALES(t);
 
         SD_TRY(weight_alloc(err, c, n, &t->data));
@@ -373,17 +373,19 @@ cuda_alloc(sd_err *err, sd_backend *be, sd_tensor *t)
 }
 
 
-/* a weight's rows' norm (sd_cuda.wn_known) is no longer known: its
-   memory is freed or written again */
+/* the weights' norms found with data as their weight or their bias
+   (sd_cuda.wn_known) are no longer known: its memory is freed or written
+   again */
 static void
 wn_forget(sd_cuda *c, const void *data)
 {
-    int  i;
+    int  i = 0;
 
-    for (i = 0; i < c->wn_n; i++) {
-        if (c->wn_known[i] == data) {
+    while (i < c->wn_n) {
+        if (c->wn_known[i].w == data || c->wn_known[i].bias == data) {
             c->wn_known[i] = c->wn_known[--c->wn_n];
-            return;
+        } else {
+            i++;
         }
     }
 }

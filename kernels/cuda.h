@@ -68,6 +68,12 @@ typedef struct {
     int                 ready;          /* events created */
 } sd_cuda_prof;
 
+/* a weight whose SD_CUDA_WSCALES slots are set, with the bias (data, or
+   NULL) they were found with */
+typedef struct {
+    const void         *w, *bias;
+} sd_cuda_wn;
+
 typedef struct {
     int                 device;
     cudaStream_t        stream;         /* the current lane's stream */
@@ -150,8 +156,9 @@ typedef struct {
     int                 g8_hw;          /* gemm8.cu runs here (sm_90a) */
     int                 ffh8;           /* g8_hw and not SD_CUDA_NO_FFH8:
                                            be->fp8_ffh */
-    const void        **wn_known;       /* FP8 weights (data) whose rows'
-                                           largest norm is set
+    sd_cuda_wn         *wn_known;       /* FP8 weights whose rows' largest
+                                           norm (and their bias's largest
+                                           magnitude) is set
                                            (SD_CUDA_WSCALES) */
     int                 wn_n, wn_cap;
     int                 no_graphs;      /* SD_CUDA_NO_GRAPHS=1: never record */
@@ -372,10 +379,11 @@ sd_row_load_stats(const uint4 *xr, uint4 *raw, int lane, int c, int rms,
 
 
 /* An FP8 weight's scales: one a row, then the largest L2 norm of its
-   rows (scales included), which sd_cuda_linear_rows8 finds at the
+   rows (scales included) and the largest magnitude of the bias it is
+   used with (0 without one), which sd_cuda_linear_rows8 finds at the
    weight's first E4M3-rows product (sd_cuda.wn_known lists the weights
-   whose norm is set) and bounds its output rows with */
-#define SD_CUDA_WSCALES(t)  ((size_t) ((t)->ne[0] + 1) * sizeof(float))
+   whose slots are set, with that bias) and bounds its output rows with */
+#define SD_CUDA_WSCALES(t)  ((size_t) ((t)->ne[0] + 2) * sizeof(float))
 
 /* t holds E4M3 rows with one scale per row for at least rows rows (the
    activations norm_modulate and the FP8 attention write) */
@@ -516,19 +524,21 @@ cudaError_t sd_cuda_sattn_bf16(void *o, const void *q, const void *k,
  * G8_QM bounds |d| over the row before any output exists: rn[r] is row
  * r of A's L2 norm (its scale included; sd_cuda_g8_rownorm), *wn the
  * largest L2 norm of B's rows (theirs included; sd_cuda_g8_wnorm)
- * (Cauchy-Schwarz; GELU never grows a magnitude). A zeroed struct: BF16
+ * (Cauchy-Schwarz; GELU never grows a magnitude). max |bias| is *bm
+ * where bm is set (found once a weight: sd_cuda_g8_wnorm), else each
+ * launch finds it before its first product. A zeroed struct: BF16
  * output.
  */
 typedef struct {
     float                *ys;
-    const float          *rn, *wn;
+    const float          *rn, *wn, *bm;
 } sd_cuda_g8_q;
 
 int sd_cuda_g8_ok(int device);
 cudaError_t sd_cuda_g8_rownorm(float *rn, const void *a, int64_t lda,
     const float *sa, int m, int k, cudaStream_t st);
 cudaError_t sd_cuda_g8_wnorm(float *out, const void *b, const float *sb,
-    int n, int k, cudaStream_t st);
+    int n, int k, const void *bias, cudaStream_t st);
 cudaError_t sd_cuda_g8_gemm8(void *d, int64_t ldd, const void *a,
     int64_t lda, const void *b, int64_t ldb, int m, int n, int k,
     const float *sa, const float *sb, const void *bias, int gelu,

@@ -493,7 +493,11 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                                                norm of B's rows, |bias| */
         uint32_t  eb = sm90_smem_addr(sm->e[cw][0]);
 
-        if (q8) {
+        if (q8 && q8o.bm) {
+            /* the bias's largest magnitude, found once a weight */
+            qw = *q8o.wn;
+            qb = *q8o.bm;
+        } else if (q8) {
             /* the bias's largest magnitude, by both consumers while the
                first stages load (cb, free until the first epilogue) */
             int    i = threadIdx.x - 128;
@@ -958,9 +962,11 @@ g8_rownorm_kernel(float *rn, const uint8_t *a, int64_t lda, const float *sa,
 }
 
 
-/* *out = max over rows of sb[r] |b_r|_2 (out zeroed first) */
+/* out[0] = max over rows of sb[r] |b_r|_2, out[1] = max |bias| (out
+   zeroed first) */
 __global__ void
-g8_wnorm_kernel(float *out, const uint8_t *b, const float *sb, int n, int k)
+g8_wnorm_kernel(float *out, const uint8_t *b, const float *sb, int n, int k,
+    const __nv_bfloat16 *bias)
 {
     int    row = blockIdx.x * 8 + threadIdx.x / 32, lane = threadIdx.x % 32;
     int    i;
@@ -978,6 +984,10 @@ g8_wnorm_kernel(float *out, const uint8_t *b, const float *sb, int n, int k)
     if (lane == 0) {
         /* nonnegative floats order as their bits */
         atomicMax((unsigned *) out, __float_as_uint(sb[row] * sqrtf(v)));
+        if (bias) {
+            atomicMax((unsigned *) out + 1,
+                      __float_as_uint(fabsf(__bfloat162float(bias[row]))));
+        }
     }
 }
 
@@ -996,23 +1006,24 @@ sd_cuda_g8_rownorm(float *rn, const void *a, int64_t lda, const float *sa,
 }
 
 
-/* *out (device) = the largest L2 norm of b's rows (n x k E4M3, scales
-   sb), sd_cuda_g8_q's wn */
+/* out[0] (device) = the largest L2 norm of b's rows (n x k E4M3, scales
+   sb), sd_cuda_g8_q's wn; out[1] = the largest magnitude of bias (n BF16,
+   or none: 0), sd_cuda_g8_q's bm */
 cudaError_t
 sd_cuda_g8_wnorm(float *out, const void *b, const float *sb, int n, int k,
-    cudaStream_t st)
+    const void *bias, cudaStream_t st)
 {
     cudaError_t  e;
 
     if (n <= 0 || k % 16 != 0 || ((uintptr_t) b & 15)) {
         return cudaErrorInvalidValue;
     }
-    e = cudaMemsetAsync(out, 0, sizeof(float), st);
+    e = cudaMemsetAsync(out, 0, 2 * sizeof(float), st);
     if (e != cudaSuccess) {
         return e;
     }
     g8_wnorm_kernel<<<(unsigned) ((n + 7) / 8), 256, 0, st>>>(
-        out, (const uint8_t *) b, sb, n, k);
+        out, (const uint8_t *) b, sb, n, k, (const __nv_bfloat16 *) bias);
     return cudaGetLastError();
 }
 
@@ -1046,25 +1057,34 @@ sd_cuda_linear_rows8_fits(const sd_tensor *y, const sd_tensor *x,
 }
 
 
-/* w's rows' largest norm into its last scale slot, once a weight (the
-   first product; synchronized unless a graph is being captured, where
-   stream order alone keeps it before the product) */
+/*
+ * w's rows' largest norm and bias's largest magnitude into its last two
+ * scale slots, once a weight and bias (the first product; synchronized
+ * unless a graph is being captured, where stream order alone keeps it
+ * before the product). bias is a weight of its own or NULL: its writes
+ * and its release forget it (wn_forget), which an activation's or a
+ * view's would not.
+ */
 static sd_status
-g8_weight_norm(sd_err *err, sd_cuda *c, const sd_tensor *w)
+g8_weight_norm(sd_err *err, sd_cuda *c, const sd_tensor *w,
+    const sd_tensor *bias)
 {
+    const void  *bd = bias ? bias->data : NULL;
     cudaError_t  e;
     int          i;
 
     for (i = 0; i < c->wn_n; i++) {
-        if (c->wn_known[i] == w->data) {
+        if (c->wn_known[i].w == w->data && c->wn_known[i].bias == bd) {
             return SD_OK;
         }
+        if (c->wn_known[i].w == w->data) {
+            break;                      /* found with another bias */
+        }
     }
-    if (c->wn_n == c->wn_cap) {
-        int           cap = c->wn_cap ? 2 * c->wn_cap : 64;
-        const void  **p = (const void **) realloc(c->wn_known,
-                                                  (size_t) cap
-                                                  * sizeof(*p));
+    if (i == c->wn_n && c->wn_n == c->wn_cap) {
+        int          cap = c->wn_cap ? 2 * c->wn_cap : 64;
+        sd_cuda_wn  *p = (sd_cuda_wn *) realloc(c->wn_known,
+                                                (size_t) cap * sizeof(*p));
 
         if (p == NULL) {
             return sd_errorf(err, SD_ERR_NOMEM, "out of host memory");
@@ -1073,7 +1093,7 @@ g8_weight_norm(sd_err *err, sd_cuda *c, const sd_tensor *w)
         c->wn_cap = cap;
     }
     e = sd_cuda_g8_wnorm(w->scale + w->ne[0], w->data, w->scale,
-                         (int) w->ne[0], (int) w->ne[1], c->stream);
+                         (int) w->ne[0], (int) w->ne[1], bd, c->stream);
     if (e == cudaSuccess && !c->capturing) {
         e = cudaStreamSynchronize(c->stream);
     }
@@ -1081,7 +1101,9 @@ g8_weight_norm(sd_err *err, sd_cuda *c, const sd_tensor *w)
         return sd_cuda_fail(err, e, "linear_rows8: weight norm", __FILE__,
                             __LINE__);
     }
-    c->wn_known[c->wn_n++] = w->data;
+    c->wn_known[i].w = w->data;
+    c->wn_known[i].bias = bd;
+    c->wn_n += i == c->wn_n;
     return SD_OK;
 }
 
@@ -1118,8 +1140,11 @@ sd_cuda_linear_rows8(sd_err *err, sd_tensor *y, const sd_tensor *x,
     void          *scr;
     sd_cuda_g8_q   q;
     cudaError_t    e;
+    int            bk;
 
-    SD_TRY(g8_weight_norm(err, c, w));
+    /* a bias's magnitude is kept only where its changes are seen */
+    bk = b == NULL || (b->mem == SD_MEM_WEIGHT && !b->view);
+    SD_TRY(g8_weight_norm(err, c, w, bk ? b : NULL));
     SD_TRY(sd_cuda_scratch(err, c, (size_t) rows * sizeof(float), &scr));
     if (c->measuring) {
         sd_cuda_scratch_free(c, scr);
@@ -1128,6 +1153,7 @@ sd_cuda_linear_rows8(sd_err *err, sd_tensor *y, const sd_tensor *x,
     q.ys = y->scale;
     q.rn = (const float *) scr;
     q.wn = w->scale + N;
+    q.bm = bk ? w->scale + N + 1 : NULL;
     e = sd_cuda_g8_rownorm((float *) scr, x->data, K, x->scale, (int) rows,
                            (int) K, c->stream);
     if (e == cudaSuccess) {

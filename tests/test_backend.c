@@ -2477,6 +2477,67 @@ ffh8_ref_err(const float *gh, const float *gx, const float *gw,
 
 
 /*
+ * check_ffh8's bias as a weight of its own, whose largest magnitude is
+ * found once with the weight's norm (SD_CUDA_WSCALES), not by each
+ * launch: the same codes as with the bias an activation (gh, which each
+ * launch searched); the bias written again 1000 times larger (then the
+ * bias outweighs the rows' bound without it), then another bias twice as
+ * large with the same weight: each magnitude found again (a stale one
+ * would clip the rows), against the CPU's E4M3 rows.
+ */
+static void
+ffh8_bias_weight(sd_backend *be, sd_tensor *h8, sd_tensor *x8,
+    sd_tensor *w1, const float *gw, const float *gx, const float *gh,
+    float *hb1, int64_t rows, int64_t K, int64_t F)
+{
+    sd_err      err = {0};
+    sd_tensor  *bw[2] = { NULL, NULL };
+    float      *g = NULL;
+    size_t      nn;
+    int64_t     i;
+    double      eq, eg;
+    int         ok, j;
+
+    (void) K;
+    ok = sd_tensor_new_as(&err, be, SD_MEM_WEIGHT, SD_DT_BF16, 1, &F, &bw[0])
+         == SD_OK
+         && sd_tensor_new_as(&err, be, SD_MEM_WEIGHT, SD_DT_BF16, 1, &F,
+                             &bw[1]) == SD_OK
+         && sd_tensor_upload(&err, bw[0], hb1) == SD_OK
+         && sd_linear_act(&err, h8, x8, w1, bw[0], SD_ACT_GELU_TANH)
+            == SD_OK;
+    g = ok ? host_of(h8, &nn) : NULL;
+    T_CHECK(g != NULL && memcmp(g, gh, sizeof(float) * rows * F) == 0,
+            "E4M3 hidden layer, the bias a weight: not the codes of the "
+            "bias an activation (%s)", err.msg);
+    for (j = 0; j < 2 && ok; j++) {
+        for (i = 0; i < F; i++) {
+            hb1[i] *= j == 0 ? 1000.0f : 2.0f;
+        }
+        ok = sd_tensor_upload(&err, bw[j], hb1) == SD_OK
+             && sd_linear_act(&err, h8, x8, w1, bw[j], SD_ACT_GELU_TANH)
+                == SD_OK;
+        free(g);
+        g = ok ? host_of(h8, &nn) : NULL;
+        T_CHECK(g != NULL, "E4M3 hidden layer, %s: %s", j == 0
+                ? "the bias written again" : "another bias", err.msg);
+        if (g) {
+            eq = ffh8_ref_err(g, gx, gw, hb1, rows, K, F, &eg);
+            printf("   E4M3 hidden layer, %s: against the CPU %.2e, the "
+                   "unquantized GELU %.2e\n", j == 0
+                   ? "the bias a weight written again 1000x" : "another "
+                   "bias weight 2x", eq, eg);
+            T_CHECK(eq < 1e-2, "E4M3 hidden layer, %s: %.3g", j == 0
+                    ? "the bias written again" : "another bias", eq);
+        }
+    }
+    free(g);
+    sd_tensor_free(bw[0]);
+    sd_tensor_free(bw[1]);
+}
+
+
+/*
  * The feed-forward's hidden layer as E4M3 rows (be->fp8_ffh: gemm8.cu's
  * GELU product writes them, no pass finds the rows' maxima): against the
  * CPU reference of the same arithmetic (the product in double of the
@@ -2611,6 +2672,9 @@ check_ffh8(sd_backend *be, int64_t n, int64_t K, int64_t F)
                    "the CPU %.2e, the unquantized GELU %.2e\n", eq, eg);
             T_CHECK(eq < 1e-2 && eg < 6e-2, "E4M3 hidden layer after the "
                     "weight was written again: %.3g, %.3g", eq, eg);
+        }
+        if (gw && gh) {
+            ffh8_bias_weight(be, h8, x8, w1, gw, gx, gh, hb1, rows, K, F);
         }
     }
 

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <stdint.h>
 #include <algorithm>
 #include <vector>
@@ -381,6 +382,20 @@ main(int argc, char **argv)
 {
     int  bad = 0;
 
+    if (argc > 1 && strcmp(argv[1], "sweep") == 0) {
+        /* a block's fixed cost (launch, Q, the first tiles' loads, the
+           output) against its cost a key tile: B 2, 33 heads, L a
+           multiple of 384 (whole query blocks of 192 rows and key tiles
+           of 128), so the 66 L / 192 blocks are whole waves of 132 */
+        printf("| B | Lq | Lk | H | amp | BF16 rel L2 | max abs | ms "
+               "| TFLOP/s | E4M3 rel L2 | ms | TFLOP/s | E4M3 out: rel L2 "
+               "| ms | V^T quantize ms | E4M3 BF16 out FNV-1a |\n");
+        for (int l = 1920; l <= 7680; l += 1920) {
+            bad += run(2, l, l, 33, 1.f, 97, 1);
+        }
+        printf("fattn sweep: %s\n", bad ? "FAILED" : "ok");
+        return bad;
+    }
     if (argc > 1) {             /* prof H [e4m3]: three calls, for ncu */
         int     hh = atoi(argv[1]), e4 = argc > 2;
         size_t  n = (size_t) 2 * 4429 * hh * 64 * 2;

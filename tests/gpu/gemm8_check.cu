@@ -395,14 +395,15 @@ e4m3_check(const shape *s, const uint8_t *a, const uint8_t *b,
     const int *tiles, int ntiles)
 {
     std::vector<uint8_t>   ha((size_t) s->m * s->k), hb((size_t) s->n * s->k),
-                           hq((size_t) s->m * s->n);
+                           hq((size_t) s->m * s->n), hq2((size_t) s->m * s->n);
     std::vector<uint16_t>  hy((size_t) s->m * s->n), hbias(s->n);
-    std::vector<float>     hsa(s->m), hsb(s->n), hys(s->m), hc(2);
+    std::vector<float>     hsa(s->m), hsb(s->n), hys(s->m), hys2(s->m), hc(2);
     std::vector<double>    bnd(s->m), use;
     double                 lut[256], wmax = 0.0, bmax = 0.0, emax = 0.0;
     float                 *rn, *wn, *ys;
     uint8_t               *q;
-    sd_cuda_g8_q           qq;
+    sd_cuda_g8_q           qq, qs;      /* max |bias| found once / by
+                                           each launch */
     int                    fails = 0;
 
     for (int i = 0; i < 256; i++) {
@@ -442,16 +443,28 @@ e4m3_check(const shape *s, const uint8_t *a, const uint8_t *b,
     qq.ys = ys;
     qq.rn = rn;
     qq.wn = wn;
-    CK(sd_cuda_g8_wnorm(wn, b, sb, s->n, s->k, 0));
+    qq.bm = wn + 1;
+    qs = qq;
+    qs.bm = NULL;
+    CK(sd_cuda_g8_wnorm(wn, b, sb, s->n, s->k, bias, 0));
     CK(sd_cuda_g8_rownorm(rn, a, s->k, sa, s->m, s->k, 0));
     CK(cudaDeviceSynchronize());
-    CK(cudaMemcpy(hc.data(), wn, 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hc.data(), wn, 8, cudaMemcpyDeviceToHost));
     for (int ti = 0; ti < ntiles; ti++) {
-        std::vector<float>  tq, tn;
+        std::vector<float>  tq, tn, ts;
         int64_t             ndiff = 0;
-        int                 maxd = 0, bad = 0;
+        int                 maxd = 0, bad = 0, same;
         double              e = 0.0, ei = 0.0, ss = 0.0;
 
+        /* the bias's magnitude searched by the launch: the same bytes */
+        CK(cudaMemset(q, 0x7f, (size_t) s->m * s->n));
+        CK(cudaMemset(ys, 0, s->m * 4));
+        CK(sd_cuda_g8_gemm8(q, s->n, a, s->k, b, s->k, s->m, s->n, s->k, sa,
+                            sb, bias, s->gelu, &qs, tiles[ti], 0, 0));
+        CK(cudaDeviceSynchronize());
+        CK(cudaMemcpy(hq2.data(), q, hq2.size(), cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(hys2.data(), ys, hys2.size() * 4,
+                      cudaMemcpyDeviceToHost));
         CK(cudaMemset(q, 0x7f, (size_t) s->m * s->n));
         CK(cudaMemset(ys, 0, s->m * 4));
         CK(sd_cuda_g8_gemm8(q, s->n, a, s->k, b, s->k, s->m, s->n, s->k, sa,
@@ -460,6 +473,7 @@ e4m3_check(const shape *s, const uint8_t *a, const uint8_t *b,
         CK(cudaMemcpy(hq.data(), q, hq.size(), cudaMemcpyDeviceToHost));
         CK(cudaMemcpy(hys.data(), ys, hys.size() * 4,
                       cudaMemcpyDeviceToHost));
+        same = hq == hq2 && hys == hys2;
         use.clear();
         for (int r = 0; r < s->m; r++) {
             double  want = bnd[r] > 0.0 ? bnd[r] / 448.0 : 1.0, am = 0.0;
@@ -504,24 +518,32 @@ e4m3_check(const shape *s, const uint8_t *a, const uint8_t *b,
                                     s->k, sa, sb, bias, s->gelu, &qq,
                                     tiles[ti], 0, 0));
             }, 1));
+            ts.push_back(round_ms([&] {
+                CK(sd_cuda_g8_gemm8(q, s->n, a, s->k, b, s->k, s->m, s->n,
+                                    s->k, sa, sb, bias, s->gelu, &qs,
+                                    tiles[ti], 0, 0));
+            }, 1));
         }
         std::sort(use.begin(), use.end());
         printf("| %s, E4M3 rows | %d x %d x %d | norms %.4f | | %d x %d%s "
                "| %.4f | %.0f | | codes differing from cuBLASLt's rounded: "
                "%lld of %lld (at most %d apart) | err %.2e (E4M3 of the "
                "exact sums: %.2e) | row scales off: %d (at most %.1e); "
-               "rows' largest code / 448: median %.3f, min %.3f |\n",
+               "rows' largest code / 448: median %.3f, min %.3f; "
+               "max |bias| searched by each launch: %.4f ms, %s |\n",
                s->name, s->m, s->n, s->k, median(tn),
                tiles[ti] / 1000 % 1000, tiles[ti] % 1000, tile_tag(tiles[ti]),
                median(tq),
                2.0 * s->m * s->n * s->k / median(tq) / 1e9,
                (long long) ndiff, (long long) s->m * s->n, maxd, e / ss,
-               ei / ss, bad, emax, use[use.size() / 2], use[0]);
+               ei / ss, bad, emax, use[use.size() / 2], use[0], median(ts),
+               same ? "the same bytes" : "BYTES DIFFER");
         /* a code apart where BF16's rounding of the sum moved it across
            an E4M3 tie (double rounding: about 1.7% of the codes) */
         fails += bad || maxd > 1 || ndiff > (int64_t) s->m * s->n / 20
                  || !(e <= 1.5 * ei + 1e-3 * ss)
-                 || !(hc[0] > 0.f && fabs(hc[0] - wmax) <= 1e-4 * wmax);
+                 || !(hc[0] > 0.f && fabs(hc[0] - wmax) <= 1e-4 * wmax)
+                 || hc[1] != (float) bmax || !same;
     }
     cudaFree(rn);
     cudaFree(ys);

@@ -70,6 +70,13 @@
 #           images, Large/Medium benches in turn
 #   s34ab   the tree against PACK_BASE: images, Large/Medium 28-step benches
 #           in turn
+#   fsweep  the E4M3 attention's time at 33 heads, B 2, 1920-7680 tokens
+#           (whole waves of blocks): a block's fixed cost against its cost
+#           a key tile
+#   s35     the E4M3 GELU product with its bias's largest magnitude found
+#           once a weight against by each launch (gemm8_check at the GELU
+#           shapes, test_backend's hidden-layer checks), then the tree
+#           against PACK_BASE as s34ab
 #   nm2     MMDiT-X's two modulations of one norm in one pass against two
 #           launches (SD_CUDA_NM_SPLIT=1), and against session 33's way
 #   a2lane  Medium's attn2 beside the joint attention against after it
@@ -1716,6 +1723,15 @@ stage_s34ab() {
     bench_lines '' $L/bench-s34*.log | tee -a $summary
     clock_summary $L/clocks.log
     clock_summary $L/clocks-m.log
+}
+stage_fsweep() {
+    run "fattn_check sweep" fattn-sweep.log $G/bin/fattn_check sweep
+    grep -E '^\||fattn' $L/fattn-sweep.log | tee -a $summary
+}
+stage_s35() {
+    stage_g8gelu
+    backend_grep "E4M3 hidden layer"
+    stage_s34ab
 }
 # session 29's table: its figures alone (the kernels' checks ran in s29b)
 stage_final29() {
