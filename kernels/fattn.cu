@@ -23,6 +23,8 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -88,6 +90,19 @@
  * 38 heads 0.4372 / 0.4437 ms against 0.4573 / 0.4513 (E4M3 out, the
  * engine's: 0.4101 / 0.4116 against 0.4248 / 0.4258), 24 heads 0.2778 /
  * 0.2823 against 0.2896 / 0.2867, the same bits (run.sh fattnvar).
+ * Session 35: a block's fixed cost (its launch, Q's and the first K/V
+ * tiles' loads, the ramp before the products overlap, the output),
+ * fitted from whole waves of blocks at 1920-7680 tokens (fattn_check
+ * sweep, 33 heads): about 3.5 us against 0.79 us a K/V tile, a tenth of
+ * a 4429-token block. So the kernel is persistent: one block an SM takes
+ * its units in turn, the producer loading the next unit's Q (two
+ * buffers) and K/V tiles while the consumers finish one (run.sh pers, in
+ * turn against a block a unit, SD_CUDA_FATTN_UNITS=1, the same bits):
+ * 38 heads 0.4172 ms against 0.4359 (E4M3 out, the engine's: 0.3910
+ * against 0.4116), 24 heads 0.2522 against 0.2774 (0.2539 against
+ * 0.2690), 24 heads at 4096 tokens 0.2117 against 0.2297; the 28-step
+ * step Large 61.59 / 61.40 ms against 61.84 / 62.01, Medium 24.67 /
+ * 24.56 against 24.88 / 24.84.
  */
 #define FA_NWG      3                   /* consumer warpgroups */
 #define FA_BOX      64                  /* rows of one TMA box */
@@ -170,12 +185,14 @@
    where v holds V^T) */
 template <int EB>
 struct fa_smem {
-    uint8_t    q[FA_NWG * 64 * FA_D * EB];
+    uint8_t    q[2][FA_NWG * 64 * FA_D * EB];  /* a block's units' Q in
+                                                  turn */
     uint8_t    k[FA_NST(EB)][FA_BN * FA_D * EB];
     uint8_t    v[FA_NST(EB)][FA_BN * FA_D * EB + FA_VX(EB)];
     uint64_t   full[FA_NST(EB)];
     uint64_t   empty[FA_NST(EB)];
-    uint64_t   qbar;
+    uint64_t   qbar[2];                 /* q[i] loaded */
+    uint64_t   qfree[2];                /* q[i] read by the last scores */
 };
 
 #define FA_SMEM_BYTES(eb)  (sizeof(fa_smem<eb>) + 1024)
@@ -648,15 +665,16 @@ fa8_vscale(float amax)
  */
 template <int EB, bool LAST>
 static __device__ __forceinline__ void
-fa_tile(fa_smem<EB> *sm, int j, int lk, float sl2, int qd, int lane,
-    uint64_t dq, const float *vts, uint32_t *sh, float *sacc, float *oacc,
-    float *t8, uint32_t *pa, float *m, float *l, float *a, float *vs)
+fa_tile(fa_smem<EB> *sm, int j, unsigned uj, int lk, float sl2, int qd,
+    int lane, uint64_t dq, const float *vts, uint32_t *sh, float *sacc,
+    float *oacc, float *t8, uint32_t *pa, float *m, float *l, float *a,
+    float *vs)
 {
     const int       sv = EB == 1;       /* F16 scores, sums on tensor
                                            cores */
     const int       valid = LAST ? lk - j * FA_BN : FA_BN;
-    const unsigned  uj = (unsigned) j;  /* j > 0: the stages' arithmetic
-                                           unsigned (no sign fix-ups) */
+    /* uj: the tile's index among the block's (its units' tiles in turn),
+       > 0, which picks its stage and phase (unsigned: no sign fix-ups) */
     int             sp = (int) ((uj - 1) % FA_NST(EB));
     int             s = (int) (uj % FA_NST(EB));
     float           vn = EB == 1 ? vts[j] : 1.f, ar[2];
@@ -727,13 +745,200 @@ fa_tile(fa_smem<EB> *sm, int j, int lk, float sl2, int qd, int lane,
     }
 }
 
+
+/*
+ * One unit of the kernel (query block qb of head h of batch b) by a
+ * consumer warpgroup cw (thread t of it): the block's n-th unit, whose
+ * K/V tiles follow the block's it0 tiles before it in the stages.
+ */
+template <int EB>
+static __device__ __forceinline__ void
+fa_unit(fa_smem<EB> *sm, __nv_bfloat16 *o, int lq, int lk, float sl2,
+    const float *vts, const float *vamax, float *osc, int hh, int nkv,
+    int qb, int h, int b, int n, unsigned it0, int t, int cw)
+{
+    const int     box = 64 * FA_D * EB;     /* bytes of a 64-row box */
+    const int     sv = EB == 1;         /* F16 scores, sums on tensor
+                                           cores */
+    int           w = t / 32, lane = t % 32, g = lane / 4, qd = lane % 4;
+    int           i, j, s, s0 = (int) (it0 % FA_NST(EB));
+    float         oacc[32], sacc[64], m[2], l[2], a[2], vs = 1.f;
+    uint32_t      sh[32];
+    float         t8[4] = { 0.f, 0.f, 0.f, 0.f };
+    float         so = 1.f;
+    uint32_t      pa[32];
+    uint64_t      dq;
+    int64_t       row0, ld;
+    const float  *vt = vts;
+
+    if (EB == 1) {
+        /* O is kept in units of the scale of the tile whose P V is
+           next: each tile's rescale of O also multiplies by the last
+           tile's scale over the next one's */
+        vt = vts + ((int64_t) b * hh + h) * nkv;
+        vs = vt[0];
+    }
+    if (EB == 1 && osc) {
+        /* E4M3 output: its scale (below) loaded here, where the wait
+           for Q hides it, not after the loop */
+        float  mx = 0.f;
+
+        for (i = lane; i < hh; i += 32) {
+            mx = fmaxf(mx, vamax[b * hh + i]);
+        }
+        for (i = 16; i > 0; i >>= 1) {
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, i));
+        }
+        so = fa8_vscale(mx);
+    }
+    for (i = 0; i < 32; i++) {
+        oacc[i] = 0.f;
+    }
+    m[0] = m[1] = -INFINITY;
+    l[0] = l[1] = 0.f;
+
+    sm90_mbar_wait(&sm->qbar[n & 1], (n / 2) & 1);
+    dq = EB == 1 ? fa_desc8(sm->q[n & 1] + cw * box, 512, 2)
+                 : fa_desc(sm->q[n & 1] + cw * box, 16);
+
+    /* tile 0's scores and softmax; then each step issues tile j's
+       scores and tile j - 1's P V, and runs tile j's softmax while
+       the P V product is in flight (E4M3: F16 scores in sh) */
+    sm90_mbar_wait(&sm->full[s0], (int) ((it0 / FA_NST(EB)) & 1));
+    sm90_wgmma_fence();
+    if (sv) {
+        fa_issue_qk8(sh, dq, sm->k[s0]);
+    } else {
+        fa_issue_qk_bf16(sacc, dq, sm->k[s0]);
+    }
+    sm90_wgmma_commit();
+    sm90_wgmma_wait<0>();
+    if (sv) {
+        fa_fence_u32(sh, 32);
+        fa_softmax8(sh, m, a, 8.f * sl2, lk, qd);
+        fa_pack_p8(pa, sh);
+    } else {
+        fa_fence_regs(sacc, 64);
+        fa_softmax(sacc, m, l, a, sl2, lk, qd);
+        fa_pack_p_bf16(pa, sacc);
+    }
+
+    /* every tile but the last has FA_BN keys: its softmax has no
+       masking, whose branch made ptxas copy the 32 score registers
+       out of the product's accumulators in every tile */
+    for (j = 1; j + 1 < nkv; j++) {
+        fa_tile<EB, FA_MASK_ALL != 0>(sm, j, it0 + (unsigned) j, lk,
+                                      sl2, qd, lane, dq, vt, sh, sacc,
+                                      oacc, t8, pa, m, l, a, &vs);
+    }
+    if (nkv > 1) {
+        fa_tile<EB, true>(sm, nkv - 1, it0 + (unsigned) nkv - 1, lk,
+                          sl2, qd, lane, dq, vt, sh, sacc, oacc, t8, pa,
+                          m, l, a, &vs);
+    }
+    /* the unit's scores are done: its Q buffer may take the unit
+       after the next */
+    if (lane == 0) {
+        sm90_mbar_arrive(&sm->qfree[n & 1]);
+    }
+
+    s = (int) ((it0 + (unsigned) nkv - 1) % FA_NST(EB));
+    sm90_wgmma_fence();
+    fa_issue_pv<EB>(oacc, t8, pa, sm->v[s]);
+    sm90_wgmma_commit();
+    sm90_wgmma_wait<0>();
+    fa_fence_regs(oacc, 32);
+    if (lane == 0) {
+        sm90_mbar_arrive(&sm->empty[s]);    /* the last tile's stage */
+    }
+
+    if (sv) {
+        /* quad lane 0's sums: rows g and g + 8 */
+        fa_fence_regs(t8, 4);
+        l[0] = __shfl_sync(0xffffffff, l[0] + t8[0], lane & ~3);
+        l[1] = __shfl_sync(0xffffffff, l[1] + t8[2], lane & ~3);
+    } else {
+        l[0] += __shfl_xor_sync(0xffffffff, l[0], 1);
+        l[0] += __shfl_xor_sync(0xffffffff, l[0], 2);
+        l[1] += __shfl_xor_sync(0xffffffff, l[1], 1);
+        l[1] += __shfl_xor_sync(0xffffffff, l[1], 2);
+    }
+    l[0] = vs / l[0];
+    l[1] = vs / l[1];
+
+    /* the lane's rows row0 and row0 + 8 of o, rows ld elements long */
+    row0 = (int64_t) (qb * FA_NWG + cw) * 64 + 16 * w + g;
+    ld = (int64_t) hh * FA_D;
+
+    if (EB == 1 && osc) {
+        /* E4M3 rows for the out projection: one scale for batch b's
+           rows, the largest of its heads' V scales, which bounds |O|
+           (a convex combination of V's rows), so no code passes 448 */
+        uint8_t  *o8 = (uint8_t *) o;
+
+        l[0] /= so;
+        l[1] /= so;
+        /* a lane holds 2 codes of row row0 and 2 of row0 + 8 in each
+           group of 8 columns: lanes qd, qd ^ 1 swap halves so the
+           even one stores 4 codes of row0, the odd one 4 of row0 + 8 */
+        for (i = 0; i < 32; i += 4) {
+            int64_t   col = (int64_t) h * FA_D + 8 * (i / 4)
+                            + 2 * (qd & ~1);
+            uint32_t  lo = __nv_cvt_float2_to_fp8x2(
+                               make_float2(oacc[i] * l[0],
+                                           oacc[i + 1] * l[0]),
+                               __NV_SATFINITE, __NV_E4M3);
+            uint32_t  hi = __nv_cvt_float2_to_fp8x2(
+                               make_float2(oacc[i + 2] * l[1],
+                                           oacc[i + 3] * l[1]),
+                               __NV_SATFINITE, __NV_E4M3);
+            uint32_t  got = __shfl_xor_sync(0xffffffff,
+                                            qd & 1 ? lo : hi, 1);
+            int64_t   row = qd & 1 ? row0 + 8 : row0;
+
+            if (row < lq) {
+                *(uint32_t *) &o8[((int64_t) b * lq + row) * ld + col] =
+                    qd & 1 ? got | (hi << 16) : lo | (got << 16);
+            }
+        }
+        if (h == 0 && qd == 0) {
+            if (row0 < lq) {
+                osc[(int64_t) b * lq + row0] = so;
+            }
+            if (row0 + 8 < lq) {
+                osc[(int64_t) b * lq + row0 + 8] = so;
+            }
+        }
+    } else {
+        for (i = 0; i < 32; i += 4) {
+            int64_t  col = (int64_t) h * FA_D + 8 * (i / 4) + 2 * qd;
+
+            if (row0 < lq) {
+                *(uint32_t *) &o[((int64_t) b * lq + row0) * ld + col] =
+                    fa_pack_bf16(oacc[i] * l[0], oacc[i + 1] * l[0]);
+            }
+            if (row0 + 8 < lq) {
+                *(uint32_t *) &o[((int64_t) b * lq + row0 + 8) * ld
+                                 + col] =
+                    fa_pack_bf16(oacc[i + 2] * l[1],
+                                 oacc[i + 3] * l[1]);
+            }
+        }
+    }
+}
+
 #endif /* __CUDA_ARCH_FEAT_SM90_ALL */
 
 
 /*
- * grid (ceil(Lq / (64 FA_NWG)), H, B), 128 (FA_NWG + 1) threads:
+ * Units of ceil(Lq / (64 FA_NWG)) query blocks x H x B (query block
+ * fastest), unit u to block u mod grid, each block's in turn (a
+ * persistent kernel where the grid is the SMs: the producer loads the
+ * next unit's Q, into the other of two buffers, and its first K/V tiles
+ * while the consumers finish one; a grid of one block a unit is the
+ * kernel before 2026-12-04), 128 (FA_NWG + 1) threads:
  * warpgroup 0 the producer, 1..FA_NWG the consumers of query rows
- * [64 (wg - 1), 64 wg) of the block. o: (B, Lq, H * 64) BF16. The product
+ * [64 (wg - 1), 64 wg) of the unit. o: (B, Lq, H * 64) BF16. The product
  * of tile j + 1's scores and tile j's P V are in flight while tile
  * j + 1's softmax runs (FlashAttention-3's intra-warpgroup overlap).
  *
@@ -763,15 +968,16 @@ __global__ void __launch_bounds__(128 * (FA_NWG + 1), 1)
 fattn_kernel(const __grid_constant__ CUtensorMap tq,
     const __grid_constant__ CUtensorMap tk,
     const __grid_constant__ CUtensorMap tv, __nv_bfloat16 *o, int lq,
-    int lk, float sl2, const float *vts, const float *vamax, float *osc)
+    int lk, float sl2, const float *vts, const float *vamax, float *osc,
+    int hh, int units)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ unsigned char  fa_raw[];
     fa_smem<EB>  *sm = (fa_smem<EB> *) (((uintptr_t) fa_raw + 1023)
                                         & ~(uintptr_t) 1023);
     int           wg = threadIdx.x / 128, t = threadIdx.x % 128;
-    int           qb = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-    int           hh = gridDim.y, nkv = (lk + FA_BN - 1) / FA_BN, j, s;
+    int           nqb = (lq + 64 * FA_NWG - 1) / (64 * FA_NWG);
+    int           nkv = (lk + FA_BN - 1) / FA_BN, j, s, u, n;
     const int     box = 64 * FA_D * EB;     /* bytes of a 64-row box */
 
     if (threadIdx.x == 0) {
@@ -779,7 +985,10 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
             sm90_mbar_init(&sm->full[s], 1);
             sm90_mbar_init(&sm->empty[s], 4 * FA_NWG);
         }
-        sm90_mbar_init(&sm->qbar, 1);
+        for (s = 0; s < 2; s++) {
+            sm90_mbar_init(&sm->qbar[s], 1);
+            sm90_mbar_init(&sm->qfree[s], 4 * FA_NWG);
+        }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     if (FA_VX(EB)) {
@@ -799,35 +1008,50 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
     if (wg == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
         if (t == 0) {
-            sm90_mbar_expect(&sm->qbar, FA_NWG * box);
-            for (j = 0; j < FA_NWG; j++) {
-                fa_tma_load(sm->q + j * box, &tq, h, (qb * FA_NWG + j) * 64,
-                            b, &sm->qbar);
-            }
-            for (j = 0; j < nkv; j++) {
-                s = j % FA_NST(EB);
-                if (j >= FA_NST(EB)) {
-                    sm90_mbar_wait(&sm->empty[s], (j / FA_NST(EB) - 1) & 1);
+            unsigned  it = 0;           /* the block's K/V tiles so far */
+
+            for (u = blockIdx.x, n = 0; u < units; u += gridDim.x, n++) {
+                int  qb = u % nqb, h = u / nqb % hh, b = u / nqb / hh;
+                int  qs = n & 1;
+
+                if (n >= 2) {
+                    /* the unit two before read this Q buffer */
+                    sm90_mbar_wait(&sm->qfree[qs], (n / 2 - 1) & 1);
                 }
-                sm90_mbar_expect(&sm->full[s], 4 * box);
-                fa_tma_load(sm->k[s], &tk, h, j * FA_BN, b, &sm->full[s]);
-                fa_tma_load(sm->k[s] + box, &tk, h, j * FA_BN + 64, b,
-                            &sm->full[s]);
-                if (EB == 1) {
-                    /* V^T: (Lp, 64, H, B), a box of 128 keys x 64 rows */
-                    asm volatile("cp.async.bulk.tensor.4d.shared::cluster"
-                                 ".global.mbarrier::complete_tx::bytes [%0],"
-                                 " [%1, {%2, %3, %4, %5}], [%6];"
-                                 :: "r"(sm90_smem_addr(sm->v[s])),
-                                    "l"((uint64_t) &tv), "r"(j * FA_BN),
-                                    "r"(0), "r"(h), "r"(b),
-                                    "r"(sm90_smem_addr(&sm->full[s]))
-                                 : "memory");
-                } else {
-                    fa_tma_load(sm->v[s], &tv, h, j * FA_BN, b,
+                sm90_mbar_expect(&sm->qbar[qs], FA_NWG * box);
+                for (j = 0; j < FA_NWG; j++) {
+                    fa_tma_load(sm->q[qs] + j * box, &tq, h,
+                                (qb * FA_NWG + j) * 64, b, &sm->qbar[qs]);
+                }
+                for (j = 0; j < nkv; j++, it++) {
+                    s = (int) (it % FA_NST(EB));
+                    if (it >= FA_NST(EB)) {
+                        sm90_mbar_wait(&sm->empty[s],
+                                       (int) ((it / FA_NST(EB) - 1) & 1));
+                    }
+                    sm90_mbar_expect(&sm->full[s], 4 * box);
+                    fa_tma_load(sm->k[s], &tk, h, j * FA_BN, b,
                                 &sm->full[s]);
-                    fa_tma_load(sm->v[s] + box, &tv, h, j * FA_BN + 64, b,
+                    fa_tma_load(sm->k[s] + box, &tk, h, j * FA_BN + 64, b,
                                 &sm->full[s]);
+                    if (EB == 1) {
+                        /* V^T: (Lp, 64, H, B), a box of 128 keys x 64
+                           rows */
+                        asm volatile("cp.async.bulk.tensor.4d.shared::"
+                                     "cluster.global.mbarrier::complete_tx"
+                                     "::bytes [%0], [%1, {%2, %3, %4, %5}],"
+                                     " [%6];"
+                                     :: "r"(sm90_smem_addr(sm->v[s])),
+                                        "l"((uint64_t) &tv), "r"(j * FA_BN),
+                                        "r"(0), "r"(h), "r"(b),
+                                        "r"(sm90_smem_addr(&sm->full[s]))
+                                     : "memory");
+                    } else {
+                        fa_tma_load(sm->v[s], &tv, h, j * FA_BN, b,
+                                    &sm->full[s]);
+                        fa_tma_load(sm->v[s] + box, &tv, h, j * FA_BN + 64,
+                                    b, &sm->full[s]);
+                    }
                 }
             }
         }
@@ -839,161 +1063,15 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
     asm volatile("setmaxnreg.inc.sync.aligned.u32 160;\n");
 
     {
-        int       w = t / 32, lane = t % 32, g = lane / 4, qd = lane % 4;
-        int       cw = wg - 1, i;
-        const int sv = EB == 1;         /* F16 scores, sums on tensor cores */
-        float     oacc[32], sacc[64], m[2], l[2], a[2], vs = 1.f;
-        uint32_t  sh[32];
-        float     t8[4] = { 0.f, 0.f, 0.f, 0.f };
-        float     so = 1.f;
-        uint32_t  pa[32];
-        uint64_t  dq;
-        int64_t   row0, ld;
+        unsigned  it0 = 0;              /* the block's K/V tiles before
+                                           the unit's */
 
-        if (EB == 1) {
-            /* O is kept in units of the scale of the tile whose P V is
-               next: each tile's rescale of O also multiplies by the last
-               tile's scale over the next one's */
-            vts += ((int64_t) b * hh + h) * nkv;
-            vs = vts[0];
-        }
-        if (EB == 1 && osc) {
-            /* E4M3 output: its scale (below) loaded here, where the wait
-               for Q hides it, not after the loop */
-            float  mx = 0.f;
-
-            for (i = lane; i < hh; i += 32) {
-                mx = fmaxf(mx, vamax[b * hh + i]);
-            }
-            for (i = 16; i > 0; i >>= 1) {
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, i));
-            }
-            so = fa8_vscale(mx);
-        }
-        for (i = 0; i < 32; i++) {
-            oacc[i] = 0.f;
-        }
-        m[0] = m[1] = -INFINITY;
-        l[0] = l[1] = 0.f;
-
-        sm90_mbar_wait(&sm->qbar, 0);
-        dq = EB == 1 ? fa_desc8(sm->q + cw * box, 512, 2)
-                     : fa_desc(sm->q + cw * box, 16);
-
-        /* tile 0's scores and softmax; then each step issues tile j's
-           scores and tile j - 1's P V, and runs tile j's softmax while
-           the P V product is in flight (E4M3: F16 scores in sh) */
-        sm90_mbar_wait(&sm->full[0], 0);
-        sm90_wgmma_fence();
-        if (sv) {
-            fa_issue_qk8(sh, dq, sm->k[0]);
-        } else {
-            fa_issue_qk_bf16(sacc, dq, sm->k[0]);
-        }
-        sm90_wgmma_commit();
-        sm90_wgmma_wait<0>();
-        if (sv) {
-            fa_fence_u32(sh, 32);
-            fa_softmax8(sh, m, a, 8.f * sl2, lk, qd);
-            fa_pack_p8(pa, sh);
-        } else {
-            fa_fence_regs(sacc, 64);
-            fa_softmax(sacc, m, l, a, sl2, lk, qd);
-            fa_pack_p_bf16(pa, sacc);
-        }
-
-        /* every tile but the last has FA_BN keys: its softmax has no
-           masking, whose branch made ptxas copy the 32 score registers
-           out of the product's accumulators in every tile */
-        for (j = 1; j + 1 < nkv; j++) {
-            fa_tile<EB, FA_MASK_ALL != 0>(sm, j, lk, sl2, qd, lane, dq, vts,
-                                          sh, sacc, oacc, t8, pa, m, l, a,
-                                          &vs);
-        }
-        if (nkv > 1) {
-            fa_tile<EB, true>(sm, nkv - 1, lk, sl2, qd, lane, dq, vts, sh,
-                              sacc, oacc, t8, pa, m, l, a, &vs);
-        }
-
-        s = (nkv - 1) % FA_NST(EB);
-        sm90_wgmma_fence();
-        fa_issue_pv<EB>(oacc, t8, pa, sm->v[s]);
-        sm90_wgmma_commit();
-        sm90_wgmma_wait<0>();
-        fa_fence_regs(oacc, 32);
-
-        if (sv) {
-            /* quad lane 0's sums: rows g and g + 8 */
-            fa_fence_regs(t8, 4);
-            l[0] = __shfl_sync(0xffffffff, l[0] + t8[0], lane & ~3);
-            l[1] = __shfl_sync(0xffffffff, l[1] + t8[2], lane & ~3);
-        } else {
-            l[0] += __shfl_xor_sync(0xffffffff, l[0], 1);
-            l[0] += __shfl_xor_sync(0xffffffff, l[0], 2);
-            l[1] += __shfl_xor_sync(0xffffffff, l[1], 1);
-            l[1] += __shfl_xor_sync(0xffffffff, l[1], 2);
-        }
-        l[0] = vs / l[0];
-        l[1] = vs / l[1];
-
-        /* the lane's rows row0 and row0 + 8 of o, rows ld elements long */
-        row0 = (int64_t) (qb * FA_NWG + cw) * 64 + 16 * w + g;
-        ld = (int64_t) hh * FA_D;
-
-        if (EB == 1 && osc) {
-            /* E4M3 rows for the out projection: one scale for batch b's
-               rows, the largest of its heads' V scales, which bounds |O|
-               (a convex combination of V's rows), so no code passes 448 */
-            uint8_t  *o8 = (uint8_t *) o;
-
-            l[0] /= so;
-            l[1] /= so;
-            /* a lane holds 2 codes of row row0 and 2 of row0 + 8 in each
-               group of 8 columns: lanes qd, qd ^ 1 swap halves so the
-               even one stores 4 codes of row0, the odd one 4 of row0 + 8 */
-            for (i = 0; i < 32; i += 4) {
-                int64_t   col = (int64_t) h * FA_D + 8 * (i / 4)
-                                + 2 * (qd & ~1);
-                uint32_t  lo = __nv_cvt_float2_to_fp8x2(
-                                   make_float2(oacc[i] * l[0],
-                                               oacc[i + 1] * l[0]),
-                                   __NV_SATFINITE, __NV_E4M3);
-                uint32_t  hi = __nv_cvt_float2_to_fp8x2(
-                                   make_float2(oacc[i + 2] * l[1],
-                                               oacc[i + 3] * l[1]),
-                                   __NV_SATFINITE, __NV_E4M3);
-                uint32_t  got = __shfl_xor_sync(0xffffffff,
-                                                qd & 1 ? lo : hi, 1);
-                int64_t   row = qd & 1 ? row0 + 8 : row0;
-
-                if (row < lq) {
-                    *(uint32_t *) &o8[((int64_t) b * lq + row) * ld + col] =
-                        qd & 1 ? got | (hi << 16) : lo | (got << 16);
-                }
-            }
-            if (h == 0 && qd == 0) {
-                if (row0 < lq) {
-                    osc[(int64_t) b * lq + row0] = so;
-                }
-                if (row0 + 8 < lq) {
-                    osc[(int64_t) b * lq + row0 + 8] = so;
-                }
-            }
-        } else {
-            for (i = 0; i < 32; i += 4) {
-                int64_t  col = (int64_t) h * FA_D + 8 * (i / 4) + 2 * qd;
-
-                if (row0 < lq) {
-                    *(uint32_t *) &o[((int64_t) b * lq + row0) * ld + col] =
-                        fa_pack_bf16(oacc[i] * l[0], oacc[i + 1] * l[0]);
-                }
-                if (row0 + 8 < lq) {
-                    *(uint32_t *) &o[((int64_t) b * lq + row0 + 8) * ld
-                                     + col] =
-                        fa_pack_bf16(oacc[i + 2] * l[1],
-                                     oacc[i + 3] * l[1]);
-                }
-            }
+        for (u = blockIdx.x, n = 0; u < units;
+             u += gridDim.x, n++, it0 += (unsigned) nkv)
+        {
+            fa_unit<EB>(sm, o, lq, lk, sl2, vts, vamax, osc, hh, nkv,
+                        u % nqb, u / nqb % hh, u / nqb / hh, n, it0, t,
+                        wg - 1);
         }
     }
 #else
@@ -1007,6 +1085,8 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
     (void) vts;
     (void) vamax;
     (void) osc;
+    (void) hh;
+    (void) units;
 #endif
 }
 
@@ -1147,6 +1227,35 @@ sd_cuda_fattn_ok(int device)
 
 
 /*
+ * The kernel's units (query blocks x heads x batches) and its grid: one
+ * block an SM, each taking its units in turn, or one block a unit where
+ * there are fewer units or SD_CUDA_FATTN_UNITS=1 (the kernel before
+ * 2026-12-04, each block's launch, Q and first K/V tiles between units).
+ */
+static int
+fa_units(int b, int lq, int h)
+{
+    return (lq + 64 * FA_NWG - 1) / (64 * FA_NWG) * h * b;
+}
+
+static unsigned
+fa_grid(int units)
+{
+    const char  *e = getenv("SD_CUDA_FATTN_UNITS");
+    int          dev, sms = 0;
+
+    if ((e && strcmp(e, "1") == 0) || cudaGetDevice(&dev) != cudaSuccess
+        || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)
+           != cudaSuccess)
+    {
+        (void) cudaGetLastError();
+        return (unsigned) units;
+    }
+    return (unsigned) (sms > 0 && sms < units ? sms : units);
+}
+
+
+/*
  * o = softmax(scale q k^T) v per head; q, o: (B, Lq, H * 64), k, v:
  * (B, Lk, H * 64), all BF16, on the stream. sd_cuda_fattn_ok() first.
  */
@@ -1161,10 +1270,11 @@ sd_cuda_fattn_bf16(void *o, const void *q, const void *k, const void *v,
     {
         return cudaErrorInvalidValue;
     }
-    fattn_kernel<2><<<dim3((lq + 64 * FA_NWG - 1) / (64 * FA_NWG), h, b),
-                      128 * (FA_NWG + 1), FA_SMEM_BYTES(2), st>>>(
+    fattn_kernel<2><<<fa_grid(fa_units(b, lq, h)), 128 * (FA_NWG + 1),
+                      FA_SMEM_BYTES(2), st>>>(
         mq, mk, mv, (__nv_bfloat16 *) o, lq, lk,
-        scale * 1.4426950408889634f, NULL, NULL, NULL);
+        scale * 1.4426950408889634f, NULL, NULL, NULL, h,
+        fa_units(b, lq, h));
     return cudaGetLastError();
 }
 
@@ -1238,10 +1348,11 @@ sd_cuda_fattn_fp8(void *o, const void *q8, const void *k8, const void *vt8,
     {
         return cudaErrorInvalidValue;
     }
-    fattn_kernel<1><<<dim3((lq + 64 * FA_NWG - 1) / (64 * FA_NWG), h, b),
-                      128 * (FA_NWG + 1), FA_SMEM_BYTES(1), st>>>(
+    fattn_kernel<1><<<fa_grid(fa_units(b, lq, h)), 128 * (FA_NWG + 1),
+                      FA_SMEM_BYTES(1), st>>>(
         mq, mk, mv, (__nv_bfloat16 *) o, lq, lk,
-        scale * 1.4426950408889634f * sq * sk, vts, vamax, osc);
+        scale * 1.4426950408889634f * sq * sk, vts, vamax, osc, h,
+        fa_units(b, lq, h));
     return cudaGetLastError();
 }
 

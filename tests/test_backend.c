@@ -2512,7 +2512,12 @@ ffh8_bias_weight(sd_backend *be, sd_tensor *h8, sd_tensor *x8,
             "bias an activation (%s)", err.msg);
     for (j = 0; j < 2 && ok; j++) {
         for (i = 0; i < F; i++) {
-            hb1[i] *= j == 0 ? 1000.0f : 2.0f;
+            /* BF16 values, as the GPU holds them: the reference's sums
+               then round as the GPU's (a bias this large moves codes
+               across E4M3's ties by its own rounding) */
+            hb1[i] = sd_bf16_to_f32(sd_f32_to_bf16(hb1[i]
+                                                   * (j == 0 ? 1000.0f
+                                                             : 2.0f)));
         }
         ok = sd_tensor_upload(&err, bw[j], hb1) == SD_OK
              && sd_linear_act(&err, h8, x8, w1, bw[j], SD_ACT_GELU_TANH)

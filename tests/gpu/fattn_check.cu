@@ -387,6 +387,10 @@ main(int argc, char **argv)
            output) against its cost a key tile: B 2, 33 heads, L a
            multiple of 384 (whole query blocks of 192 rows and key tiles
            of 128), so the 66 L / 192 blocks are whole waves of 132 */
+        if (!sd_cuda_fattn_ok(0)) {
+            printf("fattn: not available on this device\n");
+            return 1;
+        }
         printf("| B | Lq | Lk | H | amp | BF16 rel L2 | max abs | ms "
                "| TFLOP/s | E4M3 rel L2 | ms | TFLOP/s | E4M3 out: rel L2 "
                "| ms | V^T quantize ms | E4M3 BF16 out FNV-1a |\n");

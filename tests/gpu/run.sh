@@ -73,6 +73,10 @@
 #   fsweep  the E4M3 attention's time at 33 heads, B 2, 1920-7680 tokens
 #           (whole waves of blocks): a block's fixed cost against its cost
 #           a key tile
+#   pers    the attention persistent (a block an SM) against a block a
+#           unit (SD_CUDA_FATTN_UNITS=1): fattn_check, its sweep, images,
+#           Large/Medium benches in turn
+#   s35t    test_backend, its E4M3 hidden-layer lines
 #   s35     the E4M3 GELU product with its bias's largest magnitude found
 #           once a weight against by each launch (gemm8_check at the GELU
 #           shapes, test_backend's hidden-layer checks), then the tree
@@ -1727,6 +1731,38 @@ stage_s34ab() {
 stage_fsweep() {
     run "fattn_check sweep" fattn-sweep.log $G/bin/fattn_check sweep
     grep -E '^\||fattn' $L/fattn-sweep.log | tee -a $summary
+}
+# session 35: the attention kernel persistent (one block an SM taking its
+# units in turn) against one block a unit (SD_CUDA_FATTN_UNITS=1):
+# fattn_check and its sweep both ways, one seed's Large and Medium images
+# both ways (the same bits expected), Large's and Medium's 28-step benches
+# in turn
+stage_pers() {
+    local m
+    run "fattn_check" fattn.log $G/bin/fattn_check
+    run "fattn_check, a block a unit" fattn-units.log \
+        env SD_CUDA_FATTN_UNITS=1 $G/bin/fattn_check
+    grep -E '^\||fattn' $L/fattn.log $L/fattn-units.log | tee -a $summary
+    run "fattn_check sweep" fattn-sweep.log $G/bin/fattn_check sweep
+    run "fattn_check sweep, a block a unit" fattn-sweep-units.log \
+        env SD_CUDA_FATTN_UNITS=1 $G/bin/fattn_check sweep
+    grep -E '^\| 2 |fattn' $L/fattn-sweep*.log | tee -a $summary
+    for m in large medium; do
+        randmodel $m
+        txt2img_dump pe-$m $m
+        SD_CUDA_FATTN_UNITS=1 txt2img_dump pe-$m-units $m
+        same_image pe-$m pe-$m-units
+    done
+    pe_benches() {
+        env_steps large pe-large SD_CUDA_FATTN_UNITS=1
+        env_steps medium pe-medium SD_CUDA_FATTN_UNITS=1
+    }
+    with_clocks $L/clocks.log 250 pe_benches
+    bench_lines '' $L/bench-pe-*.log | tee -a $summary
+    clock_summary $L/clocks.log
+}
+stage_s35t() {     # test_backend's E4M3 hidden-layer checks
+    backend_grep "E4M3 hidden layer"
 }
 stage_s35() {
     stage_g8gelu
