@@ -103,6 +103,14 @@
  * 0.2690), 24 heads at 4096 tokens 0.2117 against 0.2297; the 28-step
  * step Large 61.59 / 61.40 ms against 61.84 / 62.01, Medium 24.67 /
  * 24.56 against 24.88 / 24.84.
+ * Session 36, not kept (the same bits, run.sh xu): a consumer's next
+ * unit's tile 0 scores and softmax issued beside the last P V product of
+ * the unit before (as the main loop overlaps tiles), that unit's output
+ * stored after them, and the E4M3 rows' scale found once a batch entry:
+ * 38 heads 0.4230 / 0.4308 ms against 0.4211 / 0.4170 (E4M3 out 0.3943 /
+ * 0.3950 against 0.3930 / 0.3930), 24 heads 0.2684 / 0.2751 against
+ * 0.2656 / 0.2581; Large's step 61.76 / 61.34 against 61.49 / 60.54:
+ * while one warpgroup ramps up, the other two keep the tensor cores busy.
  */
 #define FA_NWG      3                   /* consumer warpgroups */
 #define FA_BOX      64                  /* rows of one TMA box */
@@ -1231,6 +1239,8 @@ sd_cuda_fattn_ok(int device)
  * block an SM, each taking its units in turn, or one block a unit where
  * there are fewer units or SD_CUDA_FATTN_UNITS=1 (the kernel before
  * 2026-12-04, each block's launch, Q and first K/V tiles between units).
+ * SD_CUDA_FATTN_GRID=N: at most N blocks (test_backend: every unit's
+ * output the same bits whatever block takes it, after whichever unit).
  */
 static int
 fa_units(int b, int lq, int h)
@@ -1242,8 +1252,12 @@ static unsigned
 fa_grid(int units)
 {
     const char  *e = getenv("SD_CUDA_FATTN_UNITS");
+    const char  *g = getenv("SD_CUDA_FATTN_GRID");
     int          dev, sms = 0;
 
+    if (g && atoi(g) > 0) {
+        return (unsigned) (atoi(g) < units ? atoi(g) : units);
+    }
     if ((e && strcmp(e, "1") == 0) || cudaGetDevice(&dev) != cudaSuccess
         || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)
            != cudaSuccess)

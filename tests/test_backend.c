@@ -1411,9 +1411,9 @@ check_fattn(sd_backend *cpu, sd_backend *be)
         { 1, 300, 1000, 2 }, { 2, 1000, 77, 2 }, { 1, 4429, 4429, 4 },
         { 1, 193, 129, 1 }
     };
-    size_t   i, n1, n2;
+    size_t   i, n1, n2, n3;
     double   ms, e;
-    float   *a, *b;
+    float   *a, *b, *c;
 
     if (!sd_cuda_set_fattn(be, 1)) {
         T_SKIP("own attention kernel: not on this GPU (sm_90 only)");
@@ -1436,8 +1436,20 @@ check_fattn(sd_backend *cpu, sd_backend *be)
         T_CHECK(e < 1e-2, "own attention %lldx%lld|%lldx%lld: rel L2 %.3g",
                 (long long) fa_b, (long long) fa_lq, (long long) fa_lk,
                 (long long) fa_h, e);
+        /* the kernel is persistent: on 3 blocks, each taking many units
+           in turn (the next one's first tile beside the last one's P V),
+           every unit's output is the same bits */
+        setenv("SD_CUDA_FATTN_GRID", "3", 1);
+        t_rng = 99 + i;
+        c = case_attn_shape(be, &n3, &ms);
+        unsetenv("SD_CUDA_FATTN_GRID");
+        T_CHECK(b && c && n3 == n2 && memcmp(b, c, n2 * sizeof(*b)) == 0,
+                "own attention %lldx%lld|%lldx%lld on 3 blocks: other bits",
+                (long long) fa_b, (long long) fa_lq, (long long) fa_lk,
+                (long long) fa_h);
         free(a);
         free(b);
+        free(c);
     }
     t_round = 0;
     sd_cuda_set_fattn(be, 0);
@@ -2396,6 +2408,29 @@ check_attn_fp8(sd_backend *cpu, sd_backend *be)
                     "code of its batch's scale");
             T_CHECK(e < 4e-2, "attention_fp8 E4M3 vs BF16 output: %.3g", e);
             T_CHECK(ec < 5e-2, "attention_fp8 E4M3 vs the CPU: %.3g", ec);
+        }
+        if (g8 && go) {
+            /* on 3 blocks, each taking many units in turn, across batch
+               entries (the E4M3 rows' scale found again): the same bits
+               either way */
+            float  *r1 = NULL, *r2 = NULL;
+
+            setenv("SD_CUDA_FATTN_GRID", "3", 1);
+            if (sd_attention_fp8(&err, go_t, q8, k8, vt, vts, gamax, h, sq,
+                                 sk, 0.125f) == SD_OK
+                && sd_attention_fp8(&err, o8, q8, k8, vt, vts, gamax, h, sq,
+                                    sk, 0.125f) == SD_OK)
+            {
+                r1 = host_of(go_t, &n);
+                r2 = host_of(o8, &n);
+            }
+            unsetenv("SD_CUDA_FATTN_GRID");
+            T_CHECK(r1 && r2 && memcmp(r1, go, (size_t) nl * sizeof(*go)) == 0
+                    && memcmp(r2, g8, (size_t) nl * sizeof(*g8)) == 0,
+                    "attention_fp8 %lldx%lldx%d on 3 blocks: other bits",
+                    (long long) B, (long long) l, h);
+            free(r1);
+            free(r2);
         }
 
     next:

@@ -77,6 +77,12 @@
 #           unit (SD_CUDA_FATTN_UNITS=1): fattn_check, its sweep, images,
 #           Large/Medium benches in turn
 #   s35t    test_backend, its E4M3 hidden-layer lines
+#   xu      fattn_check against fattn_check_xxu0 (pack.sh
+#           PACK_FATTN_VARIANTS="xu0:...") in turn; test_backend's
+#           attention lines; the pipeline tests; the tree against
+#           PACK_BASE (images, Large/Medium 28-step benches in turn).
+#           Session 36 ran it with the tree's kernel overlapping units
+#           (FA_XU, not kept: fattn.cu's notes) and xu0 -DFA_XU=0
 #   s35     the E4M3 GELU product with its bias's largest magnitude found
 #           once a weight against by each launch (gemm8_check at the GELU
 #           shapes, test_backend's hidden-layer checks), then the tree
@@ -1759,6 +1765,24 @@ stage_pers() {
     }
     with_clocks $L/clocks.log 250 pe_benches
     bench_lines '' $L/bench-pe-*.log | tee -a $summary
+    clock_summary $L/clocks.log
+}
+# session 36: a kernel variant (FA_XU then: a consumer's next unit's tile
+# 0 scores and softmax beside its last P V) against another build and
+# against PACK_BASE; the same bits expected
+stage_xu() {
+    fattn_turns fattn_check_xxu0
+    grep -E "FNV|fattn" $L/fattn_check-1.log | tee -a $summary
+    backend_grep "attention|3 blocks"
+    pipeline_tests
+    image_vs_var xu-large large
+    image_vs_var xu-medium medium
+    xu_benches() {
+        var_steps large xul 28
+        var_steps medium xum 28
+    }
+    with_clocks $L/clocks.log 250 xu_benches
+    bench_lines '' $L/bench-xu*.log | tee -a $summary
     clock_summary $L/clocks.log
 }
 stage_s35t() {     # test_backend's E4M3 hidden-layer checks
