@@ -1335,6 +1335,16 @@ cuda_destroy(sd_backend *be)
         sd_arena_free_all(&c->measure);
         cudaFree(c->lib_ws);
         cudaFree(c->lt_ws1);
+        cudaFree(c->lt_ws2);
+        if (c->side) {
+            cudaStreamSynchronize(c->side);
+            cudaStreamDestroy(c->side);
+        }
+        for (i = 0; i < 2; i++) {
+            if (c->side_ev[i]) {
+                cudaEventDestroy(c->side_ev[i]);
+            }
+        }
         cudaFree(c->small);
         if (c->dnn) {
             cudnnDestroy(c->dnn);
@@ -1421,6 +1431,7 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     /* FP8 products with per-row x per-token scales need sm_90 */
     c->fp8_widen = p.major < 9 || sd_env_on("SD_CUDA_FP8_WIDEN");
     c->no_lanes = sd_env_on("SD_CUDA_NO_LANES");
+    c->gate_fork = !sd_env_on("SD_CUDA_GATE_SERIAL");
     c->nm_wide = sd_env_on("SD_CUDA_NM_WIDE");
     c->nm_generic = sd_env_on("SD_CUDA_NM_GENERIC");
     c->nm_split = sd_env_on("SD_CUDA_NM_SPLIT");
@@ -1445,6 +1456,9 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     c->ffh8 = c->g8_hw && !sd_env_on("SD_CUDA_NO_FFH8");
     SD_CU(cudaStreamCreateWithFlags(&c->streams[0], cudaStreamNonBlocking));
     SD_CU(cudaStreamCreateWithFlags(&c->streams[1], cudaStreamNonBlocking));
+    SD_CU(cudaStreamCreateWithFlags(&c->side, cudaStreamNonBlocking));
+    SD_CU(cudaEventCreateWithFlags(&c->side_ev[0], cudaEventDisableTiming));
+    SD_CU(cudaEventCreateWithFlags(&c->side_ev[1], cudaEventDisableTiming));
     SD_CU(cudaEventCreateWithFlags(&c->fork_ev, cudaEventDisableTiming));
     SD_CU(cudaEventCreateWithFlags(&c->join_ev, cudaEventDisableTiming));
     SD_CU(cudaEventCreateWithFlags(&c->mark_ev[0], cudaEventDisableTiming));
@@ -1455,6 +1469,9 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     SD_DNN(cudnnSetStream(c->dnn, c->stream));
     SD_CU(cudaMalloc(&c->lib_ws, SD_CUDA_LIB_WS));
     SD_CU(cudaMalloc(&c->lt_ws1, SD_CUDA_LT_WS));
+    if (c->gate_fork) {
+        SD_CU(cudaMalloc(&c->lt_ws2, SD_CUDA_LT_WS));
+    }
     SD_CU(cudaMalloc(&c->small, SD_CUDA_SMALL));
     if (sd_arena_init(&c->measure, (size_t) 1 << 50, SD_CUDA_ALIGN) != 0) {
         return sd_errorf(err, SD_ERR_NOMEM, "out of host memory");

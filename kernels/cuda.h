@@ -79,6 +79,14 @@ typedef struct {
     cudaStream_t        stream;         /* the current lane's stream */
     cudaStream_t        streams[2];     /* lane 0, lane 1 */
     cudaEvent_t         fork_ev, join_ev;
+    cudaStream_t        side;           /* lane 0's gated products' odd
+                                           batch entries beside the even
+                                           ones (unless
+                                           SD_CUDA_GATE_SERIAL=1) */
+    cudaEvent_t         side_ev[2];
+    int                 gate_fork;
+    int                 on_side;        /* ops go to side: its cuBLASLt
+                                           workspace */
     cudaEvent_t         mark_ev[2];     /* sd_backend_mark's slots */
     int                 lane;
     int64_t             att_scratch;    /* SD_CUDA_ATT_SCRATCH_MB: bytes of
@@ -116,6 +124,7 @@ typedef struct {
 
     void               *lib_ws;         /* SD_CUDA_LIB_WS bytes, lane 0 */
     void               *lt_ws1;         /* cuBLASLt's on lane 1 */
+    void               *lt_ws2;         /* cuBLASLt's on side */
     void               *small;          /* SD_CUDA_SMALL bytes */
 
     sd_cuda_chunk       chunks[SD_CUDA_MAX_CHUNKS];

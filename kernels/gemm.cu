@@ -217,7 +217,9 @@ run(sd_err *err, sd_cuda *c, sd_cuda_gemm_plan *p,
 
     SD_LT(cublasLtMatmul(c->lt, p->desc, &alpha, a, p->la, b, p->lb, &beta,
                          d, p->ld, d, p->ld, algo,
-                         c->lane ? c->lt_ws1 : c->lib_ws, SD_CUDA_LT_WS,
+                         c->on_side ? c->lt_ws2
+                                    : c->lane ? c->lt_ws1 : c->lib_ws,
+                         SD_CUDA_LT_WS,
                          c->stream));
     return SD_OK;
 }

@@ -77,6 +77,11 @@
 #           unit (SD_CUDA_FATTN_UNITS=1): fattn_check, its sweep, images,
 #           Large/Medium benches in turn
 #   s35t    test_backend, its E4M3 hidden-layer lines
+#   gfork   lane 0's gated products' odd batch entries on a side stream
+#           beside the even ones (session 36's SD_CUDA_GATE_FORK=1, now
+#           the default: run it with GF_ENV=SD_CUDA_GATE_SERIAL=1) against
+#           one after the other: images, FP8 pipeline tests, Large/Medium
+#           28-step benches in turn, a Large step traced each way
 #   xu      fattn_check against fattn_check_xxu0 (pack.sh
 #           PACK_FATTN_VARIANTS="xu0:...") in turn; test_backend's
 #           attention lines; the pipeline tests; the tree against
@@ -1784,6 +1789,39 @@ stage_xu() {
     with_clocks $L/clocks.log 250 xu_benches
     bench_lines '' $L/bench-xu*.log | tee -a $summary
     clock_summary $L/clocks.log
+}
+# one traced Large or Medium FP8 bench (ktrace.c), its table's head
+kt_one() {         # NAME MODEL
+    CUDA_INJECTION64_PATH=$G/bin/libktrace.so \
+        KTRACE_OUT=/tmp/sd/kt-$1.csv bench $2 bench-kt-$1.log \
+        "$2 fp8, traced ($1)" --precision fp8
+    python3 tests/gpu/ktrace.py /tmp/sd/kt-$1.csv --skip 2 --top 45 \
+        --timeline $L/kt-timeline-$1.txt > $L/kt-$1.txt 2>&1
+    xz -T0 -1 -c /tmp/sd/kt-$1.csv > $L/kt-$1.csv.xz
+    head -8 $L/kt-$1.txt | tee -a $summary
+}
+# session 36: the gated products' batch entries beside each other
+# (SD_CUDA_GATE_FORK=1 then; env_steps' "off" logs take GF_ENV) against
+# in turn ("on")
+stage_gfork() {
+    local m v=${GF_ENV:-SD_CUDA_GATE_FORK=1}
+    for m in large medium; do
+        randmodel $m
+        txt2img_dump gf-$m $m
+        eval "$v txt2img_dump gf-$m-fork $m"
+        same_image gf-$m gf-$m-fork
+    done
+    run "test_pipeline (cuda-fp8), $v" pipeline-fork.log env \
+        $v SD_TEST_DEVICE=cuda-fp8 $G/bin/test_pipeline
+    gf_benches() {
+        env_steps large gfl $v
+        env_steps medium gfm $v
+    }
+    with_clocks $L/clocks.log 250 gf_benches
+    bench_lines '' $L/bench-gf*.log | tee -a $summary
+    clock_summary $L/clocks.log
+    kt_one serial large
+    eval "$v kt_one fork large"
 }
 stage_s35t() {     # test_backend's E4M3 hidden-layer checks
     backend_grep "E4M3 hidden layer"
