@@ -1644,7 +1644,8 @@ sd_cuda_memory(sd_err *err, sd_backend *be, sd_cuda_mem *out)
     out->weights = c->weight_bytes;
     out->workspace = c->ws_ready ? c->ws.size : 0;
     out->ws_high = c->ws_ready ? c->ws.high : 0;
-    out->library = SD_CUDA_LIB_WS + SD_CUDA_LT_WS + SD_CUDA_SMALL;
+    out->library = SD_CUDA_LIB_WS + SD_CUDA_LT_WS + SD_CUDA_SMALL
+                   + (c->lt_ws2 ? SD_CUDA_LT_WS : 0);
     out->device_used = tot - fr;
     out->device_total = tot;
     out->host = c->host_bytes;
