@@ -790,6 +790,10 @@ stage_last() {
             "bench medium fp8, base revision" --precision fp8
         bench medium bench-medium-fp8-2.log "bench medium fp8 (2)" \
             --precision fp8
+        bench large bench-large-fp8-2.log "bench large fp8 (2)" \
+            --precision fp8
+        SDCLI=$G/bin/sd-cli-var bench large bench-large-fp8-base2.log \
+            "bench large fp8, base revision (2)" --precision fp8
         bench_lines '' $L/bench-*-fp8*.log | tee -a $summary
     fi
     stage_sameseed
