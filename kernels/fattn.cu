@@ -755,6 +755,42 @@ fa_tile(fa_smem<EB> *sm, int j, unsigned uj, int lk, float sl2, int qd,
 
 
 /*
+ * FA_IDLE (default 1): a consumer warpgroup whose 64 query rows all lie
+ * past Lq (the last query block of a head: at 4429 tokens its 13 rows are
+ * the first warpgroup's, the other two have none) runs no products: it
+ * only keeps the barriers' count, waiting for each of the unit's K/V
+ * tiles as the others do (so it never arrives a phase early) and
+ * releasing it. Its rows were computed from Q's zero padding and never
+ * stored, so the output's bits do not change. -DFA_IDLE=0: it computes
+ * them, as before.
+ */
+#ifndef FA_IDLE
+#define FA_IDLE  1
+#endif
+
+template <int EB>
+static __device__ __forceinline__ void
+fa_idle(fa_smem<EB> *sm, int nkv, int n, unsigned it0, int lane)
+{
+    int  j;
+
+    sm90_mbar_wait(&sm->qbar[n & 1], (n / 2) & 1);
+    for (j = 0; j < nkv; j++) {
+        unsigned  it = it0 + (unsigned) j;
+        int       s = (int) (it % FA_NST(EB));
+
+        sm90_mbar_wait(&sm->full[s], (int) ((it / FA_NST(EB)) & 1));
+        if (lane == 0) {
+            sm90_mbar_arrive(&sm->empty[s]);
+        }
+    }
+    if (lane == 0) {
+        sm90_mbar_arrive(&sm->qfree[n & 1]);
+    }
+}
+
+
+/*
  * One unit of the kernel (query block qb of head h of batch b) by a
  * consumer warpgroup cw (thread t of it): the block's n-th unit, whose
  * K/V tiles follow the block's it0 tiles before it in the stages.
@@ -779,6 +815,10 @@ fa_unit(fa_smem<EB> *sm, __nv_bfloat16 *o, int lq, int lk, float sl2,
     int64_t       row0, ld;
     const float  *vt = vts;
 
+    if (FA_IDLE && (qb * FA_NWG + cw) * 64 >= lq) {
+        fa_idle<EB>(sm, nkv, n, it0, lane);
+        return;
+    }
     if (EB == 1) {
         /* O is kept in units of the scale of the tile whose P V is
            next: each tile's rescale of O also multiplies by the last

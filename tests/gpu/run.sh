@@ -82,12 +82,13 @@
 #           the default: run it with GF_ENV=SD_CUDA_GATE_SERIAL=1) against
 #           one after the other: images, FP8 pipeline tests, Large/Medium
 #           28-step benches in turn, a Large step traced each way
-#   xu      fattn_check against fattn_check_xxu0 (pack.sh
+#   xu      fattn_check against fattn_check_x$FA_VAR (default xu0; pack.sh
 #           PACK_FATTN_VARIANTS="xu0:...") in turn; test_backend's
 #           attention lines; the pipeline tests; the tree against
 #           PACK_BASE (images, Large/Medium 28-step benches in turn).
 #           Session 36 ran it with the tree's kernel overlapping units
-#           (FA_XU, not kept: fattn.cu's notes) and xu0 -DFA_XU=0
+#           (FA_XU, not kept: fattn.cu's notes) and xu0 -DFA_XU=0, then
+#           with FA_VAR=idle0 ("idle0:-DFA_IDLE=0")
 #   s35     the E4M3 GELU product with its bias's largest magnitude found
 #           once a weight against by each launch (gemm8_check at the GELU
 #           shapes, test_backend's hidden-layer checks), then the tree
@@ -1780,7 +1781,7 @@ stage_pers() {
 # 0 scores and softmax beside its last P V) against another build and
 # against PACK_BASE; the same bits expected
 stage_xu() {
-    fattn_turns fattn_check_xxu0
+    fattn_turns fattn_check_x${FA_VAR:-xu0}
     grep -E "FNV|fattn" $L/fattn_check-1.log | tee -a $summary
     backend_grep "attention|3 blocks"
     pipeline_tests
