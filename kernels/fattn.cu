@@ -111,6 +111,13 @@
  * 0.3950 against 0.3930 / 0.3930), 24 heads 0.2684 / 0.2751 against
  * 0.2656 / 0.2581; Large's step 61.76 / 61.34 against 61.49 / 60.54:
  * while one warpgroup ramps up, the other two keep the tensor cores busy.
+ * Nor (run.sh xu, FA_VAR=idle0) a consumer warpgroup with no query rows
+ * in its unit (the last query block's second and third at 4429 tokens)
+ * skipping the products and only waiting for and releasing each K/V
+ * stage: the same bits, but 38 heads 0.4661 / 0.4661 ms against 0.4314 /
+ * 0.4268 (BF16 0.866 against 0.815), Large's step 64.22 / 64.11 against
+ * 63.00 / 62.47, Medium's 25.93 / 25.72 against 25.05 / 25.18: the early
+ * return changes how ptxas schedules the main loop.
  */
 #define FA_NWG      3                   /* consumer warpgroups */
 #define FA_BOX      64                  /* rows of one TMA box */
@@ -755,42 +762,6 @@ fa_tile(fa_smem<EB> *sm, int j, unsigned uj, int lk, float sl2, int qd,
 
 
 /*
- * FA_IDLE (default 1): a consumer warpgroup whose 64 query rows all lie
- * past Lq (the last query block of a head: at 4429 tokens its 13 rows are
- * the first warpgroup's, the other two have none) runs no products: it
- * only keeps the barriers' count, waiting for each of the unit's K/V
- * tiles as the others do (so it never arrives a phase early) and
- * releasing it. Its rows were computed from Q's zero padding and never
- * stored, so the output's bits do not change. -DFA_IDLE=0: it computes
- * them, as before.
- */
-#ifndef FA_IDLE
-#define FA_IDLE  1
-#endif
-
-template <int EB>
-static __device__ __forceinline__ void
-fa_idle(fa_smem<EB> *sm, int nkv, int n, unsigned it0, int lane)
-{
-    int  j;
-
-    sm90_mbar_wait(&sm->qbar[n & 1], (n / 2) & 1);
-    for (j = 0; j < nkv; j++) {
-        unsigned  it = it0 + (unsigned) j;
-        int       s = (int) (it % FA_NST(EB));
-
-        sm90_mbar_wait(&sm->full[s], (int) ((it / FA_NST(EB)) & 1));
-        if (lane == 0) {
-            sm90_mbar_arrive(&sm->empty[s]);
-        }
-    }
-    if (lane == 0) {
-        sm90_mbar_arrive(&sm->qfree[n & 1]);
-    }
-}
-
-
-/*
  * One unit of the kernel (query block qb of head h of batch b) by a
  * consumer warpgroup cw (thread t of it): the block's n-th unit, whose
  * K/V tiles follow the block's it0 tiles before it in the stages.
@@ -815,10 +786,6 @@ fa_unit(fa_smem<EB> *sm, __nv_bfloat16 *o, int lq, int lk, float sl2,
     int64_t       row0, ld;
     const float  *vt = vts;
 
-    if (FA_IDLE && (qb * FA_NWG + cw) * 64 >= lq) {
-        fa_idle<EB>(sm, nkv, n, it0, lane);
-        return;
-    }
     if (EB == 1) {
         /* O is kept in units of the scale of the tile whose P V is
            next: each tile's rescale of O also multiplies by the last
