@@ -377,6 +377,20 @@ run(int b, int lq, int lk, int h, float amp, int rstep, int timed,
 }
 
 
+/* the table's header (rule: its separator line too) */
+static void
+header(int rule)
+{
+    printf("| B | Lq | Lk | H | amp | BF16 rel L2 | max abs | ms | TFLOP/s "
+           "| E4M3 rel L2 | ms | TFLOP/s | E4M3 out: rel L2 | ms "
+           "| V^T quantize ms | E4M3 BF16 out FNV-1a |\n");
+    if (rule) {
+        printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- "
+               "| --- | --- | --- | --- | --- | --- | --- |\n");
+    }
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -391,9 +405,7 @@ main(int argc, char **argv)
             printf("fattn: not available on this device\n");
             return 1;
         }
-        printf("| B | Lq | Lk | H | amp | BF16 rel L2 | max abs | ms "
-               "| TFLOP/s | E4M3 rel L2 | ms | TFLOP/s | E4M3 out: rel L2 "
-               "| ms | V^T quantize ms | E4M3 BF16 out FNV-1a |\n");
+        header(0);
         for (int l = 1920; l <= 7680; l += 1920) {
             bad += run(2, l, l, 33, 1.f, 97, 1);
         }
@@ -436,11 +448,7 @@ main(int argc, char **argv)
         printf("fattn: not available on this device\n");
         return 1;
     }
-    printf("| B | Lq | Lk | H | amp | BF16 rel L2 | max abs | ms | TFLOP/s "
-           "| E4M3 rel L2 | ms | TFLOP/s | E4M3 out: rel L2 | ms "
-           "| V^T quantize ms | E4M3 BF16 out FNV-1a |\n");
-    printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
-           "| --- | --- | --- | --- | --- |\n");
+    header(1);
     bad += run(1, 128, 128, 1, 1.f, 1, 0);
     bad += run(1, 77, 77, 2, 1.f, 1, 0);
     bad += run(2, 333, 333, 3, 2.f, 1, 0);

@@ -456,23 +456,22 @@ e4m3_check(const shape *s, const uint8_t *a, const uint8_t *b,
         int                 maxd = 0, bad = 0, same;
         double              e = 0.0, ei = 0.0, ss = 0.0;
 
-        /* the bias's magnitude searched by the launch: the same bytes */
-        CK(cudaMemset(q, 0x7f, (size_t) s->m * s->n));
-        CK(cudaMemset(ys, 0, s->m * 4));
-        CK(sd_cuda_g8_gemm8(q, s->n, a, s->k, b, s->k, s->m, s->n, s->k, sa,
-                            sb, bias, s->gelu, &qs, tiles[ti], 0, 0));
-        CK(cudaDeviceSynchronize());
-        CK(cudaMemcpy(hq2.data(), q, hq2.size(), cudaMemcpyDeviceToHost));
-        CK(cudaMemcpy(hys2.data(), ys, hys2.size() * 4,
-                      cudaMemcpyDeviceToHost));
-        CK(cudaMemset(q, 0x7f, (size_t) s->m * s->n));
-        CK(cudaMemset(ys, 0, s->m * 4));
-        CK(sd_cuda_g8_gemm8(q, s->n, a, s->k, b, s->k, s->m, s->n, s->k, sa,
-                            sb, bias, s->gelu, &qq, tiles[ti], 0, 0));
-        CK(cudaDeviceSynchronize());
-        CK(cudaMemcpy(hq.data(), q, hq.size(), cudaMemcpyDeviceToHost));
-        CK(cudaMemcpy(hys.data(), ys, hys.size() * 4,
-                      cudaMemcpyDeviceToHost));
+        /* the codes and row scales with qp's bias magnitude: found once
+           (qq) or searched by the launch (qs), the same bytes */
+        auto  codes = [&](sd_cuda_g8_q *qp, std::vector<uint8_t> &oq,
+                          std::vector<float> &oys) {
+            CK(cudaMemset(q, 0x7f, (size_t) s->m * s->n));
+            CK(cudaMemset(ys, 0, s->m * 4));
+            CK(sd_cuda_g8_gemm8(q, s->n, a, s->k, b, s->k, s->m, s->n, s->k,
+                                sa, sb, bias, s->gelu, qp, tiles[ti], 0, 0));
+            CK(cudaDeviceSynchronize());
+            CK(cudaMemcpy(oq.data(), q, oq.size(), cudaMemcpyDeviceToHost));
+            CK(cudaMemcpy(oys.data(), ys, oys.size() * 4,
+                          cudaMemcpyDeviceToHost));
+        };
+
+        codes(&qs, hq2, hys2);
+        codes(&qq, hq, hys);
         same = hq == hq2 && hys == hys2;
         use.clear();
         for (int r = 0; r < s->m; r++) {
