@@ -1335,11 +1335,11 @@ cuda_destroy(sd_backend *be)
         sd_arena_free_all(&c->measure);
         cudaFree(c->lib_ws);
         cudaFree(c->lt_ws1);
-        cudaFree(c->lt_ws2);
         if (c->side) {
             cudaStreamSynchronize(c->side);
             cudaStreamDestroy(c->side);
         }
+        cudaFree(c->lt_ws2);
         for (i = 0; i < 2; i++) {
             if (c->side_ev[i]) {
                 cudaEventDestroy(c->side_ev[i]);
