@@ -1094,6 +1094,20 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
         return sd_errorf(err, SD_ERR_INTERNAL, "linear_gate: no FP8 "
                          "product for %lld rows", (long long) n);
     }
+    if (c->gate_sms && c->lane == 0 && c->sms > 0) {
+        /* SD_CUDA_GATE_SMS=1 (measuring): as many SMs as the product's
+           waves of 128 x 128 tiles need, the last wave whole, where the
+           last of ceil(tiles / SMs) waves left SMs idle (608 tiles of
+           a Large batch entry: 5 waves of 122, not 4.6 of 132); the
+           others are the text stream's meanwhile */
+        int64_t  tiles = ((out + 127) / 128) * ((n + 127) / 128);
+        int64_t  waves = (tiles + c->sms - 1) / c->sms;
+
+        g.sms = (int) ((tiles + waves - 1) / waves);
+        if (g.sms >= c->sms || !sd_cuda_gemm_has_algo(c, &g)) {
+            g.sms = 0;
+        }
+    }
     qb = h->dtype == SD_DT_F8_E4M3
          ? 0 : ((size_t) (rows * K) + 255) & ~(size_t) 255;
     sb = ((size_t) rows * sizeof(float) + 255) & ~(size_t) 255;
