@@ -1432,7 +1432,6 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     c->fp8_widen = p.major < 9 || sd_env_on("SD_CUDA_FP8_WIDEN");
     c->no_lanes = sd_env_on("SD_CUDA_NO_LANES");
     c->gate_fork = !sd_env_on("SD_CUDA_GATE_SERIAL");
-    c->gate_sms = sd_env_on("SD_CUDA_GATE_SMS");
     c->nm_wide = sd_env_on("SD_CUDA_NM_WIDE");
     c->nm_generic = sd_env_on("SD_CUDA_NM_GENERIC");
     c->nm_split = sd_env_on("SD_CUDA_NM_SPLIT");

@@ -85,10 +85,6 @@ typedef struct {
                                            SD_CUDA_GATE_SERIAL=1) */
     cudaEvent_t         side_ev[2];
     int                 gate_fork;
-    int                 gate_sms;       /* SD_CUDA_GATE_SMS=1 (measuring):
-                                           lane 0's gated products on the
-                                           fewest SMs that keep their
-                                           waves of 128 x 128 tiles */
     int                 on_side;        /* ops go to side: its cuBLASLt
                                            workspace */
     cudaEvent_t         mark_ev[2];     /* sd_backend_mark's slots */

@@ -1094,20 +1094,6 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
         return sd_errorf(err, SD_ERR_INTERNAL, "linear_gate: no FP8 "
                          "product for %lld rows", (long long) n);
     }
-    if (c->gate_sms && c->lane == 0 && c->sms > 0) {
-        /* SD_CUDA_GATE_SMS=1 (measuring): as many SMs as the product's
-           waves of 128 x 128 tiles need, the last wave whole, where the
-           last of ceil(tiles / SMs) waves left SMs idle (608 tiles of
-           a Large batch entry: 5 waves of 122, not 4.6 of 132); the
-           others are the text stream's meanwhile */
-        int64_t  tiles = ((out + 127) / 128) * ((n + 127) / 128);
-        int64_t  waves = (tiles + c->sms - 1) / c->sms;
-
-        g.sms = (int) ((tiles + waves - 1) / waves);
-        if (g.sms >= c->sms || !sd_cuda_gemm_has_algo(c, &g)) {
-            g.sms = 0;
-        }
-    }
     qb = h->dtype == SD_DT_F8_E4M3
          ? 0 : ((size_t) (rows * K) + 255) & ~(size_t) 255;
     sb = ((size_t) rows * sizeof(float) + 255) & ~(size_t) 255;
@@ -1162,7 +1148,12 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
        waited for the one before and its launch; SD_CUDA_GATE_SERIAL=1:
        one after the other. H200 (run.sh gfork, in turn): Medium's
        28-step step 24.58 / 24.44 ms against 24.75 / 24.78, Large's
-       61.16 / 61.94 against 61.72 / 61.74 */
+       61.16 / 61.94 against 61.72 / 61.74. Not kept (session 36, run.sh
+       gsms, the same bits): each product on the fewest SMs that keep its
+       waves of 128 x 128 tiles (a Large entry's 608 tiles: 5 waves of
+       122 SMs, not 4.6 of 132; the rest the text stream's), through
+       cuBLASLt's SM count target: Large 62.16 / 61.97 ms against 61.67 /
+       61.99 */
     fork = c->gate_fork && nb > 1 && c->lane == 0 && !c->no_lanes
            && !c->profiling && s == SD_OK;
     if (fork) {

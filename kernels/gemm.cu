@@ -370,7 +370,7 @@ gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g, float alpha,
 
     memset(&key, 0, sizeof(key));
     key.g = *g;
-    key.g.sms = c->lane ? c->lane1_sms : g->sms;
+    key.g.sms = c->lane ? c->lane1_sms : 0;
     key.align[0] = align_of(a);
     key.align[1] = align_of(b);
     key.align[2] = align_of(d);

@@ -77,9 +77,6 @@
 #           unit (SD_CUDA_FATTN_UNITS=1): fattn_check, its sweep, images,
 #           Large/Medium benches in turn
 #   s35t    test_backend, its E4M3 hidden-layer lines
-#   gsms    lane 0's gated products on the fewest SMs that keep their
-#           waves (SD_CUDA_GATE_SMS=1) against all SMs: one seed's Large
-#           image both ways, Large's 28-step benches in turn
 #   gfork   lane 0's gated products' odd batch entries on a side stream
 #           beside the even ones (session 36's SD_CUDA_GATE_FORK=1, now
 #           the default: run it with GF_ENV=SD_CUDA_GATE_SERIAL=1) against
@@ -1830,19 +1827,6 @@ stage_gfork() {
     clock_summary $L/clocks.log
     kt_one serial large
     eval "$v kt_one fork large"
-}
-# session 36: SD_CUDA_GATE_SMS=1 ("off" logs) against the default ("on")
-stage_gsms() {
-    randmodel large
-    txt2img_dump gs-large large
-    SD_CUDA_GATE_SMS=1 txt2img_dump gs-large-sms large
-    same_image gs-large gs-large-sms
-    gs_benches() {
-        env_steps large gsl SD_CUDA_GATE_SMS=1
-    }
-    with_clocks $L/clocks.log 250 gs_benches
-    bench_lines '' $L/bench-gsl*.log | tee -a $summary
-    clock_summary $L/clocks.log
 }
 stage_s35t() {     # test_backend's E4M3 hidden-layer checks
     backend_grep "E4M3 hidden layer"
