@@ -1148,12 +1148,12 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
        waited for the one before and its launch; SD_CUDA_GATE_SERIAL=1:
        one after the other. H200 (run.sh gfork, in turn): Medium's
        28-step step 24.58 / 24.44 ms against 24.75 / 24.78, Large's
-       61.16 / 61.94 against 61.72 / 61.74. Not kept (session 36, run.sh
-       gsms, the same bits): each product on the fewest SMs that keep its
-       waves of 128 x 128 tiles (a Large entry's 608 tiles: 5 waves of
-       122 SMs, not 4.6 of 132; the rest the text stream's), through
-       cuBLASLt's SM count target: Large 62.16 / 61.97 ms against 61.67 /
-       61.99 */
+       61.16 / 61.94 against 61.72 / 61.74. Not kept (session 36,
+       650592a's run.sh gsms, the same bits): each product on the fewest
+       SMs that keep its waves of 128 x 128 tiles (a Large entry's 608
+       tiles: 5 waves of 122 SMs, not 4.6 of 132; the rest the text
+       stream's), through cuBLASLt's SM count target: Large 62.16 /
+       61.97 ms against 61.67 / 61.99 */
     fork = c->gate_fork && nb > 1 && c->lane == 0 && !c->no_lanes
            && !c->profiling && s == SD_OK;
     if (fork) {
