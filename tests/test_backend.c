@@ -2737,26 +2737,32 @@ done:
  * of 16; the profile names the op's path), against the same update in
  * double on the E4M3-rounded rows and weights; and rows where cuBLASLt has
  * no such product (n 24): linear_rows into scratch, then gate_add. The
- * CPU backend composes the same two ops (checked beside it).
+ * CPU backend composes the same two ops (checked beside it). 3 and 4
+ * batch entries (requests batched together): on the GPU the odd entries'
+ * products run on a side stream beside the even ones'.
  */
 static void
 check_gate_fp8(sd_backend *cpu, sd_backend *be)
 {
-    static const int64_t  cases[][4] = {       /* n, r0, fused, E4M3 h */
-        { 64, 8, 1, 0 }, { 24, 5, 0, 0 }, { 64, 8, 1, 1 }, { 24, 5, 0, 1 },
-        { 80, 0, 1, 1 }
+    static const int64_t  cases[][5] = {   /* n, r0, fused, E4M3 h, B */
+        { 64, 8, 1, 0, 2 }, { 24, 5, 0, 0, 2 }, { 64, 8, 1, 1, 2 },
+        { 24, 5, 0, 1, 2 }, { 80, 0, 1, 1, 2 }, { 64, 8, 1, 1, 4 },
+        { 80, 0, 1, 0, 3 }
     };
-    enum { B = 2, L = 80, K = 512, O = 256 };
+    enum { L = 80, K = 512, O = 256 };
     size_t  ci;
 
     for (ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
         int64_t     n = cases[ci][0], r0 = cases[ci][1], i, j, bi;
+        int64_t     B = cases[ci][4];
         int         fused = (int) cases[ci][2], e4 = (int) cases[ci][3];
         sd_err      err = {0};
-        sd_tensor  *w = NULL, *h, *x, *g, *bias, *cw, *ch, *cx, *cg, *cb;
+        sd_tensor  *w = NULL, *h, *x, *x2 = NULL, *g, *bias, *cw, *ch, *cx;
+        sd_tensor  *cg, *cb;
         sd_tensor  *h8 = NULL, h8v;
         float      *hw, *hh, *hx, *hg, *hb, *wq = NULL, *hq = NULL;
-        float      *got = NULL, *cgot = NULL, *upd = NULL, *exp = NULL;
+        float      *got = NULL, *got2 = NULL, *cgot = NULL, *upd = NULL;
+        float      *exp = NULL;
         char        rep[8192];
         size_t      nn;
         double      e;
@@ -2825,6 +2831,12 @@ check_gate_fp8(sd_backend *cpu, sd_backend *be)
         T_CHECK((strstr(rep, "linear_gate fp8") != NULL) == fused,
                 "linear_gate_add n %lld: %s the FP8 product that adds, "
                 "profile:\n%s", (long long) n, fused ? "not" : "", rep);
+        /* unprofiled (on the GPU the odd batch entries' products on the
+           side stream; profiled, each in turn): the same bits */
+        x2 = MK(be, ACT, 0.0f, B, n, O);
+        sd_tensor_upload(&err, x2, hx);
+        T_CHECK(sd_linear_gate_add(&err, x2, g, e4 ? &h8v : h, r0, w, bias)
+                == SD_OK, "linear_gate_add fp8 (2): %s", err.msg);
         T_CHECK(sd_linear_gate_add(&err, cx, cg, ch, r0, cw, cb) == SD_OK,
                 "cpu linear_gate_add: %s", err.msg);
 
@@ -2834,10 +2846,14 @@ check_gate_fp8(sd_backend *cpu, sd_backend *be)
         exp = malloc(sizeof(float) * B * n * O);
         upd = malloc(sizeof(float) * B * n * O);
         got = host_of(x, &nn);
+        got2 = host_of(x2, &nn);
         cgot = host_of(cx, &nn);
-        if (!(wq && hq && exp && upd && got && cgot)) {
+        if (!(wq && hq && exp && upd && got && got2 && cgot)) {
             goto next;
         }
+        T_CHECK(memcmp(got, got2, sizeof(float) * (size_t) (B * n * O)) == 0,
+                "linear_gate_add fp8 %lld batch entries: profiled and not, "
+                "other bits", (long long) B);
         memcpy(wq, hw, sizeof(float) * O * K);
         ref_quant_rows(wq, O, K);
         for (bi = 0; bi < B; bi++) {
@@ -2869,8 +2885,9 @@ check_gate_fp8(sd_backend *cpu, sd_backend *be)
 
     next:
         free(hw); free(hh); free(hx); free(hg); free(hb); free(wq);
-        free(hq); free(exp); free(upd); free(got); free(cgot);
+        free(hq); free(exp); free(upd); free(got); free(got2); free(cgot);
         sd_tensor_free(w); sd_tensor_free(h); sd_tensor_free(x);
+        sd_tensor_free(x2);
         sd_tensor_free(g); sd_tensor_free(bias); sd_tensor_free(cw);
         sd_tensor_free(ch); sd_tensor_free(cx); sd_tensor_free(cg);
         sd_tensor_free(cb); sd_tensor_free(h8);
