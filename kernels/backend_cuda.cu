@@ -1431,7 +1431,6 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     /* FP8 products with per-row x per-token scales need sm_90 */
     c->fp8_widen = p.major < 9 || sd_env_on("SD_CUDA_FP8_WIDEN");
     c->no_lanes = sd_env_on("SD_CUDA_NO_LANES");
-    c->gate_fork = !sd_env_on("SD_CUDA_GATE_SERIAL");
     c->nm_wide = sd_env_on("SD_CUDA_NM_WIDE");
     c->nm_generic = sd_env_on("SD_CUDA_NM_GENERIC");
     c->nm_split = sd_env_on("SD_CUDA_NM_SPLIT");
@@ -1469,7 +1468,7 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
     SD_DNN(cudnnSetStream(c->dnn, c->stream));
     SD_CU(cudaMalloc(&c->lib_ws, SD_CUDA_LIB_WS));
     SD_CU(cudaMalloc(&c->lt_ws1, SD_CUDA_LT_WS));
-    if (c->gate_fork) {
+    if (!sd_env_on("SD_CUDA_GATE_SERIAL")) {
         SD_CU(cudaMalloc(&c->lt_ws2, SD_CUDA_LT_WS));
     }
     SD_CU(cudaMalloc(&c->small, SD_CUDA_SMALL));

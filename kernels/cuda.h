@@ -81,10 +81,9 @@ typedef struct {
     cudaEvent_t         fork_ev, join_ev;
     cudaStream_t        side;           /* lane 0's gated products' odd
                                            batch entries beside the even
-                                           ones (unless
+                                           ones (where lt_ws2 is: unless
                                            SD_CUDA_GATE_SERIAL=1) */
     cudaEvent_t         side_ev[2];
-    int                 gate_fork;
     int                 on_side;        /* ops go to side: its cuBLASLt
                                            workspace */
     cudaEvent_t         mark_ev[2];     /* sd_backend_mark's slots */
@@ -124,7 +123,8 @@ typedef struct {
 
     void               *lib_ws;         /* SD_CUDA_LIB_WS bytes, lane 0 */
     void               *lt_ws1;         /* cuBLASLt's on lane 1 */
-    void               *lt_ws2;         /* cuBLASLt's on side */
+    void               *lt_ws2;         /* cuBLASLt's on side, NULL:
+                                           the side stream unused */
     void               *small;          /* SD_CUDA_SMALL bytes */
 
     sd_cuda_chunk       chunks[SD_CUDA_MAX_CHUNKS];

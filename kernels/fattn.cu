@@ -1260,10 +1260,10 @@ fa_grid(int units)
 {
     const char  *e = getenv("SD_CUDA_FATTN_UNITS");
     const char  *g = getenv("SD_CUDA_FATTN_GRID");
-    int          dev, sms = 0;
+    int          dev, sms = 0, cap = g ? atoi(g) : 0;
 
-    if (g && atoi(g) > 0) {
-        return (unsigned) (atoi(g) < units ? atoi(g) : units);
+    if (cap > 0) {
+        return (unsigned) (cap < units ? cap : units);
     }
     if ((e && strcmp(e, "1") == 0) || cudaGetDevice(&dev) != cudaSuccess
         || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)

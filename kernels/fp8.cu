@@ -1154,7 +1154,7 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
        tiles: 5 waves of 122 SMs, not 4.6 of 132; the rest the text
        stream's), through cuBLASLt's SM count target: Large 62.16 /
        61.97 ms against 61.67 / 61.99 */
-    fork = c->gate_fork && nb > 1 && c->lane == 0 && !c->no_lanes
+    fork = c->lt_ws2 != NULL && nb > 1 && c->lane == 0 && !c->no_lanes
            && !c->profiling && s == SD_OK;
     if (fork) {
         e = cudaEventRecord(c->side_ev[0], c->stream);

@@ -1437,8 +1437,8 @@ check_fattn(sd_backend *cpu, sd_backend *be)
                 (long long) fa_b, (long long) fa_lq, (long long) fa_lk,
                 (long long) fa_h, e);
         /* the kernel is persistent: on 3 blocks, each taking many units
-           in turn (the next one's first tile beside the last one's P V),
-           every unit's output is the same bits */
+           in turn (Q double-buffered, the K/V stages' count running
+           across units), every unit's output is the same bits */
         setenv("SD_CUDA_FATTN_GRID", "3", 1);
         t_rng = 99 + i;
         c = case_attn_shape(be, &n3, &ms);
