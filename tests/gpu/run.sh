@@ -77,6 +77,8 @@
 #           unit (SD_CUDA_FATTN_UNITS=1): fattn_check, its sweep, images,
 #           Large/Medium benches in turn
 #   s35t    test_backend, its E4M3 hidden-layer lines
+#   s37t    test_backend's gate and 3-block lines, the pipeline tests,
+#           sameseed, Large/Medium 28-step benches with the clock
 #   gfork   lane 0's gated products' odd batch entries on a side stream
 #           beside the even ones (session 36's SD_CUDA_GATE_FORK=1, now
 #           the default: run it with GF_ENV=SD_CUDA_GATE_SERIAL=1) against
@@ -1827,6 +1829,28 @@ stage_gfork() {
     clock_summary $L/clocks.log
     kt_one serial large
     eval "$v kt_one fork large"
+}
+# session 37: the checks added after session 36's last call (test_backend's
+# gated FP8 product at 3 and 4 batch entries, profiled against not; every
+# attention shape on 3 blocks), the pipeline tests, one seed's image in
+# two processes, Large's and Medium's 28-step benches with the clock
+stage_s37t() {
+    backend_grep "linear_gate_add fp8|3 blocks|passed"
+    pipeline_tests
+    stage_sameseed
+    s37_benches() {
+        local r
+        for r in 1 2; do
+            bench large bench-s37-large-$r.log "large fp8 28 steps ($r)" \
+                --precision fp8
+        done
+        randmodel medium
+        bench medium bench-s37-medium.log "medium fp8 28 steps" \
+            --precision fp8
+    }
+    with_clocks $L/clocks.log 250 s37_benches
+    bench_lines '' $L/bench-s37*.log | tee -a $summary
+    clock_summary $L/clocks.log
 }
 stage_s35t() {     # test_backend's E4M3 hidden-layer checks
     backend_grep "E4M3 hidden layer"
