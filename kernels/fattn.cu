@@ -762,6 +762,45 @@ fa_tile(fa_smem<EB> *sm, int j, unsigned uj, int lk, float sl2, int qd,
 
 
 /*
+ * FA_IDLE (to be measured; -DFA_IDLE=0: the kernel before): a consumer
+ * warpgroup whose 64 query rows all lie past Lq (the last query block of
+ * a head: at 4429 tokens its 13 rows are the first warpgroup's, the other
+ * two have none) runs no products for that unit: it only keeps the
+ * barriers' count, waiting for each of the unit's K/V tiles as the others
+ * do (so it never arrives a phase early) and releasing it, and the Q
+ * buffer. Its rows were computed from Q's zero padding and never stored,
+ * so the output's bits do not change. Session 36 made this an early
+ * return inside fa_unit, which moved ptxas's schedule of the main loop
+ * (8% slower); here it is a call of its own (noinline) from the unit
+ * loop, so fa_unit's code is the same as without it.
+ */
+#ifndef FA_IDLE
+#define FA_IDLE  1
+#endif
+
+template <int EB>
+static __device__ __noinline__ void
+fa_idle(fa_smem<EB> *sm, int nkv, int n, unsigned it0, int lane)
+{
+    int  j;
+
+    sm90_mbar_wait(&sm->qbar[n & 1], (n / 2) & 1);
+    for (j = 0; j < nkv; j++) {
+        unsigned  it = it0 + (unsigned) j;
+        int       s = (int) (it % FA_NST(EB));
+
+        sm90_mbar_wait(&sm->full[s], (int) ((it / FA_NST(EB)) & 1));
+        if (lane == 0) {
+            sm90_mbar_arrive(&sm->empty[s]);
+        }
+    }
+    if (lane == 0) {
+        sm90_mbar_arrive(&sm->qfree[n & 1]);
+    }
+}
+
+
+/*
  * One unit of the kernel (query block qb of head h of batch b) by a
  * consumer warpgroup cw (thread t of it): the block's n-th unit, whose
  * K/V tiles follow the block's it0 tiles before it in the stages.
@@ -1084,6 +1123,10 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
         for (u = blockIdx.x, n = 0; u < units;
              u += gridDim.x, n++, it0 += (unsigned) nkv)
         {
+            if (FA_IDLE && ((u % nqb) * FA_NWG + wg - 1) * 64 >= lq) {
+                fa_idle<EB>(sm, nkv, n, it0, t % 32);
+                continue;
+            }
             fa_unit<EB>(sm, o, lq, lk, sl2, vts, vamax, osc, hh, nkv,
                         u % nqb, u / nqb % hh, u / nqb / hh, n, it0, t,
                         wg - 1);

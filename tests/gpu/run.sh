@@ -79,6 +79,9 @@
 #   s35t    test_backend, its E4M3 hidden-layer lines
 #   s37t    test_backend's gate and 3-block lines, the pipeline tests,
 #           sameseed, Large/Medium 28-step benches with the clock
+#   s37b    Medium's 28-step benches, then Large's, with the clock
+#   s37i    FA_IDLE as a call of its own against -DFA_IDLE=0: SASS
+#           counts, then xu with FA_VAR=idle0
 #   gfork   lane 0's gated products' odd batch entries on a side stream
 #           beside the even ones (session 36's SD_CUDA_GATE_FORK=1, now
 #           the default: run it with GF_ENV=SD_CUDA_GATE_SERIAL=1) against
@@ -1851,6 +1854,39 @@ stage_s37t() {
     with_clocks $L/clocks.log 250 s37_benches
     bench_lines '' $L/bench-s37*.log | tee -a $summary
     clock_summary $L/clocks.log
+}
+# session 37's second call: Medium's 28-step bench (the first call's did
+# not build its model), then Large's again, with the clock
+stage_s37b() {
+    s37b_benches() {
+        local r
+        randmodel medium
+        for r in 1 2; do
+            bench medium bench-s37b-medium-$r.log \
+                "medium fp8 28 steps ($r)" --precision fp8
+        done
+        randmodel large
+        bench large bench-s37b-large.log "large fp8 28 steps" \
+            --precision fp8
+    }
+    with_clocks $L/clocks.log 250 s37b_benches
+    bench_lines '' $L/bench-s37b*.log | tee -a $summary
+    clock_summary $L/clocks.log
+}
+# session 37: FA_IDLE as a call of its own (pack.sh
+# PACK_FATTN_VARIANTS="idle0:-DFA_IDLE=0", PACK_BASE the revision before):
+# the E4M3 kernel's SASS instructions each way (cuobjdump, where the
+# machine has it), then stage xu with FA_VAR=idle0
+stage_s37i() {
+    local f k=_Z12fattn_kernelILi1EEv14CUtensorMap_stS0_S0_P13__nv_bfloat16iifPKfS4_Pfii
+    if command -v cuobjdump > /dev/null; then
+        for f in fattn_check fattn_check_xidle0; do
+            cuobjdump -sass -fun $k $G/bin/$f > $L/sass-$f.txt 2>&1
+            echo "$f: E4M3 kernel $(grep -cE '/\*[0-9a-f]{4}\*/' \
+                $L/sass-$f.txt) SASS instructions" | tee -a $summary
+        done
+    fi
+    FA_VAR=idle0 stage_xu
 }
 stage_s35t() {     # test_backend's E4M3 hidden-layer checks
     backend_grep "E4M3 hidden layer"
