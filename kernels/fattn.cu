@@ -1119,11 +1119,15 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
     {
         unsigned  it0 = 0;              /* the block's K/V tiles before
                                            the unit's */
+        /* the consumer warpgroup's index as ptxas can see it is the
+           same in every lane of a warp (a shuffle from lane 0), so the
+           branch on it keeps the loop's values on the uniform datapath */
+        int       cwu = __shfl_sync(0xffffffffu, wg - 1, 0);
 
         for (u = blockIdx.x, n = 0; u < units;
              u += gridDim.x, n++, it0 += (unsigned) nkv)
         {
-            if (FA_IDLE && ((u % nqb) * FA_NWG + wg - 1) * 64 >= lq) {
+            if (FA_IDLE && ((u % nqb) * FA_NWG + cwu) * 64 >= lq) {
                 fa_idle<EB>(sm, nkv, n, it0, t % 32);
                 continue;
             }
