@@ -117,7 +117,8 @@
  * stage: the same bits, but 38 heads 0.4661 / 0.4661 ms against 0.4314 /
  * 0.4268 (BF16 0.866 against 0.815), Large's step 64.22 / 64.11 against
  * 63.00 / 62.47, Medium's 25.93 / 25.72 against 25.05 / 25.18: the early
- * return changes how ptxas schedules the main loop.
+ * return changes how ptxas schedules the main loop. Session 37 kept it
+ * as a call from the unit loop on a warp-uniform index (FA_IDLE below).
  */
 #define FA_NWG      3                   /* consumer warpgroups */
 #define FA_BOX      64                  /* rows of one TMA box */
@@ -762,7 +763,7 @@ fa_tile(fa_smem<EB> *sm, int j, unsigned uj, int lk, float sl2, int qd,
 
 
 /*
- * FA_IDLE (to be measured; -DFA_IDLE=0: the kernel before): a consumer
+ * FA_IDLE (-DFA_IDLE=0: the kernel before 2026-12-04): a consumer
  * warpgroup whose 64 query rows all lie past Lq (the last query block of
  * a head: at 4429 tokens its 13 rows are the first warpgroup's, the other
  * two have none) runs no products for that unit: it only keeps the
@@ -772,7 +773,21 @@ fa_tile(fa_smem<EB> *sm, int j, unsigned uj, int lk, float sl2, int qd,
  * so the output's bits do not change. Session 36 made this an early
  * return inside fa_unit, which moved ptxas's schedule of the main loop
  * (8% slower); here it is a call of its own (noinline) from the unit
- * loop, so fa_unit's code is the same as without it.
+ * loop, on the warpgroup's index made warp-uniform for ptxas (a shuffle
+ * from lane 0), so fa_unit's code is what it is without it. As a plain
+ * branch on wg it cost 224 more SASS instructions (the loop's stage and
+ * descriptor arithmetic moved off the uniform datapath): 38 heads 0.459 /
+ * 0.470 ms against 0.429 / 0.423 (H200, run.sh s37i at 138c537). With
+ * the shuffle, 64 more (about fa_idle's own), in turn on one H200 (run.sh
+ * s37i, the same output hashes and image bytes): 38 heads 0.4266 /
+ * 0.4220 ms against 0.4306 / 0.4288 (E4M3 out 0.3933 / 0.4049 against
+ * 0.3937 / 0.3942; BF16 0.790 / 0.800 against 0.800 / 0.811), 24 heads
+ * 0.2576 / 0.2718 against 0.2737 / 0.2686; Large's 28-step step 63.07 /
+ * 62.88 ms against 63.27 / 63.27, Medium's 25.20 / 24.96 against 25.04 /
+ * 25.16. It cannot shorten the kernel by waves (the 1,748 full units of
+ * 38 heads still take 14 of 132 blocks); it spares the card the idle
+ * rows' products and softmax, 2 of the 3 warpgroups of 76 of 1,824
+ * units, which under the power limit is what a step is made of.
  */
 #ifndef FA_IDLE
 #define FA_IDLE  1
