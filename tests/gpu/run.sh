@@ -78,7 +78,7 @@
 #           Large/Medium benches in turn
 #   s35t    test_backend, its E4M3 hidden-layer lines
 #   s37t    test_backend's gate and 3-block lines, the pipeline tests,
-#           sameseed, Large/Medium 28-step benches with the clock
+#           sameseed, then s37b
 #   s37b    Medium's 28-step benches, then Large's, with the clock
 #   s37i    FA_IDLE as a call of its own against -DFA_IDLE=0: SASS
 #           counts, then xu with FA_VAR=idle0
@@ -1836,24 +1836,13 @@ stage_gfork() {
 # session 37: the checks added after session 36's last call (test_backend's
 # gated FP8 product at 3 and 4 batch entries, profiled against not; every
 # attention shape on 3 blocks), the pipeline tests, one seed's image in
-# two processes, Large's and Medium's 28-step benches with the clock
+# two processes, then s37b's benches (the call that ran this at ee8881a
+# had Large's twice and Medium's, which did not build Medium's model)
 stage_s37t() {
     backend_grep "linear_gate_add fp8|3 blocks|passed"
     pipeline_tests
     stage_sameseed
-    s37_benches() {
-        local r
-        for r in 1 2; do
-            bench large bench-s37-large-$r.log "large fp8 28 steps ($r)" \
-                --precision fp8
-        done
-        randmodel medium
-        bench medium bench-s37-medium.log "medium fp8 28 steps" \
-            --precision fp8
-    }
-    with_clocks $L/clocks.log 250 s37_benches
-    bench_lines '' $L/bench-s37*.log | tee -a $summary
-    clock_summary $L/clocks.log
+    stage_s37b
 }
 # session 37's second call: Medium's 28-step bench (the first call's did
 # not build its model), then Large's again, with the clock
