@@ -110,6 +110,9 @@
 
 
 #define G8_BK       128                 /* bytes of K a stage */
+#ifndef G8_WGU
+#define G8_WGU      1                   /* g8_kernel's warpgroup index */
+#endif                                  /* warp-uniform (below) */
 #define G8_THREADS  384
 #define G8_EBUF     (64 * 128)          /* an output chunk: 64 x 64 BF16 */
 #define G8_ST       4                   /* stages */
@@ -432,7 +435,15 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
     constexpr bool    q8 = (EPI & G8_E_Q8) != 0;
     extern __shared__ __align__(1024) unsigned char  g8_raw[];
     smem_t           *sm = (smem_t *) g8_raw;
-    int               wg = threadIdx.x / 128, t = threadIdx.x % 128;
+    /* G8_WGU: the warpgroup's index as a shuffle from lane 0, so ptxas
+       sees it is the same in every lane of a warp and keeps what derives
+       from it (the ping-pong consumers' tile loop, stages, descriptors)
+       on the uniform datapath (fattn.cu's FA_IDLE; to be measured:
+       run.sh s37g against -DG8_WGU=0) */
+    int               wg = G8_WGU ? __shfl_sync(0xffffffffu,
+                                                (int) threadIdx.x / 128, 0)
+                                  : (int) threadIdx.x / 128;
+    int               t = threadIdx.x % 128;
     int               mt = (m + BM - 1) / BM, nt = (n + BN - 1) / BN;
     int               tiles = mt * nt, nk = (k + G8_BK - 1) / G8_BK;
     int               tile, kb, s, it = 0;

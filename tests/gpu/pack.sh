@@ -77,6 +77,13 @@ nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a \
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
     -DG8_STANDALONE -o "$out/bin/gemm8_check" tests/gpu/gemm8_check.cu \
     kernels/gemm8.cu -lcublasLt
+# PACK_G8_VARIANTS="name:-DX=1,-DY=2 ...": gemm8_check_x<name> each
+for nv in ${PACK_G8_VARIANTS:-}; do
+    nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
+        -DG8_STANDALONE $(echo "${nv#*:}" | tr , ' ') \
+        -o "$out/bin/gemm8_check_x${nv%%:*}" tests/gpu/gemm8_check.cu \
+        kernels/gemm8.cu -lcublasLt
+done
 # the MMDiT's FP8 products through cuBLASLt, each way they could be issued
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a \
     -o "$out/bin/gemm_probe" tests/gpu/gemm_probe.cu -lcublasLt

@@ -82,6 +82,7 @@
 #   s37b    Medium's 28-step benches, then Large's, with the clock
 #   s37i    FA_IDLE as a call of its own against -DFA_IDLE=0: SASS
 #           counts, then xu with FA_VAR=idle0
+#   s37g    gemm8's warp-uniform warpgroup index against -DG8_WGU=0
 #   gfork   lane 0's gated products' odd batch entries on a side stream
 #           beside the even ones (session 36's SD_CUDA_GATE_FORK=1, now
 #           the default: run it with GF_ENV=SD_CUDA_GATE_SERIAL=1) against
@@ -1876,6 +1877,25 @@ stage_s37i() {
         done
     fi
     FA_VAR=idle0 stage_xu
+}
+# session 37: gemm8's warpgroup index made warp-uniform (G8_WGU) against
+# -DG8_WGU=0 (pack.sh PACK_G8_VARIANTS="wgu0:-DG8_WGU=0", PACK_BASE the
+# revision before): gemm8_check at the GELU shape in turn, test_backend's
+# hidden-layer lines, one seed's Large image, Large's 28-step benches in
+# turn
+stage_s37g() {
+    local r
+    for r in 1 2; do
+        run "gemm8_check ($r)" gemm8-$r.log $G/bin/gemm8_check ff-up
+        run "gemm8_check_xwgu0 ($r)" gemm8-x-$r.log \
+            $G/bin/gemm8_check_xwgu0 ff-up
+    done
+    grep -E '^\| ff-up' $L/gemm8-1.log $L/gemm8-x-1.log $L/gemm8-2.log \
+        $L/gemm8-x-2.log | cut -c1-160 | tee -a $summary
+    backend_grep "E4M3 hidden layer|passed"
+    image_vs_var s37g large
+    var_steps large s37g 28
+    bench_lines '' $L/bench-s37g*.log | tee -a $summary
 }
 stage_s35t() {     # test_backend's E4M3 hidden-layer checks
     backend_grep "E4M3 hidden layer"
