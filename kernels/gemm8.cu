@@ -438,8 +438,15 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
     /* G8_WGU: the warpgroup's index as a shuffle from lane 0, so ptxas
        sees it is the same in every lane of a warp and keeps what derives
        from it (the ping-pong consumers' tile loop, stages, descriptors)
-       on the uniform datapath (fattn.cu's FA_IDLE; to be measured:
-       run.sh s37g against -DG8_WGU=0) */
+       on the uniform datapath (as fattn.cu's FA_IDLE): 112-160 fewer
+       SASS instructions in the ping-pong kernels. H200, run.sh s37g in
+       turn against -DG8_WGU=0 (the same bits: one seed's Large image
+       identical, test_backend 490/490): the GELU product with E4M3 rows
+       (192 x 128 ping-pong, the engine's) 0.2657 / 0.2656 ms against
+       0.2822 / 0.2819, its BF16 form 0.2662 / 0.2659 against 0.2778 /
+       0.2781 (cuBLASLt 0.2744), 128 x 128 ping-pong 0.2853 / 0.2847
+       against 0.2995 / 0.3010; Large's 28-step step 60.77 / 60.74 ms
+       against 61.28 / 61.35 */
     int               wg = G8_WGU ? __shfl_sync(0xffffffffu,
                                                 (int) threadIdx.x / 128, 0)
                                   : (int) threadIdx.x / 128;
