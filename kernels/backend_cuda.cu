@@ -1453,6 +1453,7 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
        product (gemm8.cu), unless SD_CUDA_NO_FFH8=1: cuBLASLt's product
        into BF16, then a pass quantizing each row */
     c->ffh8 = c->g8_hw && !sd_env_on("SD_CUDA_NO_FFH8");
+    c->g8_qkv = c->g8_hw && sd_env_on("SD_CUDA_G8_QKV");
     SD_CU(cudaStreamCreateWithFlags(&c->streams[0], cudaStreamNonBlocking));
     SD_CU(cudaStreamCreateWithFlags(&c->streams[1], cudaStreamNonBlocking));
     SD_CU(cudaStreamCreateWithFlags(&c->side, cudaStreamNonBlocking));

@@ -163,6 +163,10 @@ typedef struct {
     int                 fattn_mode;     /* 1 wherever it fits, 0 where
                                            faster, -1 never */
     int                 g8_hw;          /* gemm8.cu runs here (sm_90a) */
+    int                 g8_qkv;         /* g8_hw and SD_CUDA_G8_QKV=1 (to
+                                           be measured): products of E4M3
+                                           rows, 4096 or more, no
+                                           activation, through gemm8.cu */
     int                 ffh8;           /* g8_hw and not SD_CUDA_NO_FFH8:
                                            be->fp8_ffh */
     sd_cuda_wn         *wn_known;       /* FP8 weights whose rows' largest

@@ -792,6 +792,12 @@ fa_tile(fa_smem<EB> *sm, int j, unsigned uj, int lk, float sl2, int qd,
 #ifndef FA_IDLE
 #define FA_IDLE  1
 #endif
+/* FA_CWU (to be measured, pack.sh PACK_FATTN_VARIANTS="cwu1:-DFA_CWU=1"):
+   fa_unit given the warp-uniform index too, so Q's descriptor may stay
+   on the uniform datapath (cubin: 16 fewer instructions at E4M3) */
+#ifndef FA_CWU
+#define FA_CWU   0
+#endif
 
 template <int EB>
 static __device__ __noinline__ void
@@ -1148,7 +1154,7 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
             }
             fa_unit<EB>(sm, o, lq, lk, sl2, vts, vamax, osc, hh, nkv,
                         u % nqb, u / nqb % hh, u / nqb / hh, n, it0, t,
-                        wg - 1);
+                        FA_CWU ? cwu : wg - 1);
         }
     }
 #else

@@ -1329,6 +1329,25 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
         if (c->measuring) {
             return SD_OK;
         }
+        if (c->g8_qkv && act == SD_ACT_NONE && rows >= 4096
+            && rows <= 0x7fffffff && out <= 0x7fffffff && K <= 0x7fffffff)
+        {
+            /* SD_CUDA_G8_QKV=1 (to be measured; the image stream's QKV
+               product): gemm8.cu's 192 x 128 ping-pong tiles, N fastest,
+               the same bits as cuBLASLt's at the MMDiT's QKV shapes
+               (gemm8_check: 0 difference). Operands it does not take
+               (alignment) go on to cuBLASLt. */
+            e = sd_cuda_g8_gemm(y->data, out, x->data, K, w->data, K,
+                                (int) rows, (int) out, (int) K, x->scale,
+                                w->scale, b ? b->data : NULL, 0, 1192128,
+                                c->lane ? c->lane1_sms : 0, c->stream);
+            if (e != cudaErrorInvalidValue) {
+                return e == cudaSuccess
+                       ? SD_OK
+                       : sd_cuda_fail(err, e, "linear_fp8: gemm8",
+                                      __FILE__, __LINE__);
+            }
+        }
         g.sms = 0;
         s = sd_cuda_gemm_scaled(err, c, &g, w->data, x->data, y->data,
                                 b ? b->data : NULL, w->scale, x->scale);

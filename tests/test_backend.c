@@ -2578,6 +2578,143 @@ ffh8_bias_weight(sd_backend *be, sd_tensor *h8, sd_tensor *x8,
 
 
 /*
+ * One product of E4M3 rows (norm_modulate's of hx with shift hs and scale
+ * hc: B = 2 batches of n rows of K) and the E4M3 weight hw (O x K) with
+ * the bias hb, no activation, on be: the rows and weight as read back
+ * (dequantized) and the BF16 output, malloc'd; 0 on failure.
+ */
+static int
+g8qkv_run(sd_backend *be, int64_t n, int64_t K, int64_t O, const float *hx,
+    const float *hs, const float *hc, const float *hw, const float *hb,
+    float **gx, float **gw, float **gy)
+{
+    int64_t     sx[3] = { 2, n, K }, sy[3] = { 2, n, O }, sm2[2] = { 2, K };
+    int64_t     sw[2] = { O, K };
+    sd_err      err = {0};
+    sd_tensor  *x, *shf, *scl, *b, *x8 = NULL, *w = NULL, *y = NULL;
+    size_t      nn;
+    int         ok;
+
+    x = mk_from(be, 3, sx, hx);
+    shf = mk_from(be, 2, sm2, hs);
+    scl = mk_from(be, 2, sm2, hc);
+    b = mk_from(be, 1, &O, hb);
+    ok = x && shf && scl && b
+         && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 3, sx, &x8)
+            == SD_OK
+         && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_BF16, 3, sy, &y)
+            == SD_OK
+         && sd_tensor_new_as(&err, be, SD_MEM_WEIGHT, SD_DT_F8_E4M3, 2, sw,
+                             &w) == SD_OK
+         && be->ops->upload_from(&err, w, hw, SD_DT_F32, NULL, 0) == SD_OK
+         && sd_norm_modulate(&err, x8, x, shf, scl, 1e-6f) == SD_OK
+         && sd_linear_act(&err, y, x8, w, b, SD_ACT_NONE) == SD_OK;
+    T_CHECK(ok, "E4M3 rows product: %s", err.msg);
+    *gx = ok ? host_of(x8, &nn) : NULL;
+    *gw = ok ? host_of(w, &nn) : NULL;
+    *gy = ok ? host_of(y, &nn) : NULL;
+    sd_tensor_free(x);
+    sd_tensor_free(x8);
+    sd_tensor_free(shf);
+    sd_tensor_free(scl);
+    sd_tensor_free(w);
+    sd_tensor_free(b);
+    sd_tensor_free(y);
+    return ok && *gx && *gw && *gy;
+}
+
+
+/*
+ * SD_CUDA_G8_QKV=1 (to be measured): a product of 4096 or more E4M3 rows
+ * with no activation (the image stream's QKV) through gemm8.cu, against
+ * the CPU's sums (double) of the same E4M3 rows and weight, and against
+ * the default backend's product (cuBLASLt's) of the same inputs: within
+ * BF16's rounding of each; whether the bits are the same is printed
+ * (gemm8_check found them so at the MMDiT's QKV shapes).
+ */
+static void
+check_g8_qkv(sd_backend *be)
+{
+    const int64_t  n = 2080, K = 256, O = 384, rows = 2 * n;
+    sd_backend    *gq = NULL;
+    sd_err         err = {0};
+    float         *hx, *hs, *hc, *hw, *hb, *ref = NULL;
+    float         *gx[2] = { NULL, NULL }, *gw[2] = { NULL, NULL };
+    float         *gy[2] = { NULL, NULL };
+    int64_t        r, o, k;
+    int            ok;
+
+    if (!be->fp8_ffh) {
+        T_SKIP("SD_CUDA_G8_QKV: gemm8.cu does not run on this GPU");
+        return;
+    }
+    t_round = 1;
+    t_rng = 5150;
+    hx = host_rand(rows * K, 3.0f);
+    hs = host_rand(2 * K, 0.5f);
+    hc = host_rand(2 * K, 0.5f);
+    hw = host_rand(O * K, 0.06f);
+    hb = host_rand(O, 0.3f);
+    setenv("SD_CUDA_G8_QKV", "1", 1);
+    ok = sd_backend_cuda_create(&err, 0, SD_DT_BF16, &gq) == SD_OK
+         && sd_cuda_reserve(&err, gq, (size_t) 1 << 30) == SD_OK;
+    unsetenv("SD_CUDA_G8_QKV");
+    T_CHECK(ok, "cuda backend (SD_CUDA_G8_QKV=1): %s", err.msg);
+    ok = ok && hx && hs && hc && hw && hb
+         && g8qkv_run(be, n, K, O, hx, hs, hc, hw, hb, &gx[0], &gw[0],
+                      &gy[0])
+         && g8qkv_run(gq, n, K, O, hx, hs, hc, hw, hb, &gx[1], &gw[1],
+                      &gy[1]);
+    ref = ok ? malloc((size_t) (rows * O) * sizeof(float)) : NULL;
+    if (ref) {
+        double  e0, e1, e01;
+        int     same;
+
+        T_CHECK(memcmp(gx[0], gx[1], (size_t) (rows * K) * sizeof(float))
+                == 0 && memcmp(gw[0], gw[1], (size_t) (O * K)
+                               * sizeof(float)) == 0,
+                "SD_CUDA_G8_QKV: the two backends' E4M3 inputs differ");
+        for (r = 0; r < rows; r++) {
+            for (o = 0; o < O; o++) {
+                double  acc = hb[o];
+
+                for (k = 0; k < K; k++) {
+                    acc += (double) gx[0][r * K + k] * gw[0][o * K + k];
+                }
+                ref[r * O + o] = (float) acc;
+            }
+        }
+        e0 = t_rel_l2(gy[0], ref, (size_t) (rows * O));
+        e1 = t_rel_l2(gy[1], ref, (size_t) (rows * O));
+        e01 = t_rel_l2(gy[1], gy[0], (size_t) (rows * O));
+        same = memcmp(gy[0], gy[1], (size_t) (rows * O) * sizeof(float))
+               == 0;
+        printf("   linear fp8 %lldx%lld->%lld, E4M3 rows, SD_CUDA_G8_QKV=1: "
+               "rel L2 %.2e to the CPU (cuBLASLt's %.2e), %.2e to "
+               "cuBLASLt's, %s bits\n", (long long) rows, (long long) K,
+               (long long) O, e1, e0, e01, same ? "the same" : "other");
+        /* BF16 output: rounding near 2^-9 of each value */
+        T_CHECK(e1 < 1e-2, "SD_CUDA_G8_QKV product against the CPU: %.3g",
+                e1);
+        T_CHECK(e01 < 1e-2, "SD_CUDA_G8_QKV product against cuBLASLt's: "
+                "%.3g", e01);
+    }
+    free(ref);
+    for (k = 0; k < 2; k++) {
+        free(gx[k]);
+        free(gw[k]);
+        free(gy[k]);
+    }
+    free(hx);
+    free(hs);
+    free(hc);
+    free(hw);
+    free(hb);
+    sd_backend_destroy(gq);
+}
+
+
+/*
  * The feed-forward's hidden layer as E4M3 rows (be->fp8_ffh: gemm8.cu's
  * GELU product writes them, no pass finds the rows' maxima): against the
  * CPU reference of the same arithmetic (the product in double of the
@@ -3108,6 +3245,7 @@ check_cuda(sd_backend *cpu)
     /* rows enough for the ping-pong 192 x 128 tiles (gemm8.cu's
        g8_rows_tile), the last one partial, 2-3 tiles a block */
     check_ffh8(bf, 4160, 256, 2048);
+    check_g8_qkv(bf);
     check_host_weights(bf);
     bench_fp8(bf);
     {

@@ -83,6 +83,8 @@
 #   s37i    FA_IDLE as a call of its own against -DFA_IDLE=0: SASS
 #           counts, then xu with FA_VAR=idle0
 #   s37g    gemm8's warp-uniform warpgroup index against -DG8_WGU=0
+#   g8qkv   (for session 38) the QKV product through gemm8.cu
+#           (SD_CUDA_G8_QKV=1) against cuBLASLt's; FA_CWU where built
 #   gfork   lane 0's gated products' odd batch entries on a side stream
 #           beside the even ones (session 36's SD_CUDA_GATE_FORK=1, now
 #           the default: run it with GF_ENV=SD_CUDA_GATE_SERIAL=1) against
@@ -410,6 +412,17 @@ var_steps() {      # MODEL PREFIX [STEPS, default 8]
 backend_grep() {   # REGEX
     run "test_backend" backend.log $G/bin/test_backend
     grep -E "$1|FAIL" $L/backend.log | head -20 | tee -a $summary
+}
+# one seed's Large and Medium images as they are and with VAR=VALUE in
+# the environment, compared (the same bytes expected)
+env_images() {      # PREFIX VAR=VALUE
+    local m
+    for m in large medium; do
+        randmodel $m
+        txt2img_dump $1-$m $m
+        eval "$2 txt2img_dump $1-$m-env $m"
+        same_image $1-$m $1-$m-env
+    done
 }
 # one seed's image by sd-cli and by sd-cli-var (PACK_BASE's), compared
 image_vs_var() {   # NAME [MODEL, default large]
@@ -1760,7 +1773,6 @@ stage_fsweep() {
 # both ways (the same bits expected), Large's and Medium's 28-step benches
 # in turn
 stage_pers() {
-    local m
     run "fattn_check" fattn.log $G/bin/fattn_check
     run "fattn_check, a block a unit" fattn-units.log \
         env SD_CUDA_FATTN_UNITS=1 $G/bin/fattn_check
@@ -1769,12 +1781,7 @@ stage_pers() {
     run "fattn_check sweep, a block a unit" fattn-sweep-units.log \
         env SD_CUDA_FATTN_UNITS=1 $G/bin/fattn_check sweep
     grep -E '^\| 2 |fattn' $L/fattn-sweep*.log | tee -a $summary
-    for m in large medium; do
-        randmodel $m
-        txt2img_dump pe-$m $m
-        SD_CUDA_FATTN_UNITS=1 txt2img_dump pe-$m-units $m
-        same_image pe-$m pe-$m-units
-    done
+    env_images pe SD_CUDA_FATTN_UNITS=1
     pe_benches() {
         env_steps large pe-large SD_CUDA_FATTN_UNITS=1
         env_steps medium pe-medium SD_CUDA_FATTN_UNITS=1
@@ -1896,6 +1903,30 @@ stage_s37g() {
     image_vs_var s37g large
     var_steps large s37g 28
     bench_lines '' $L/bench-s37g*.log | tee -a $summary
+}
+# prepared in session 37 for the next (no device time was left): the image
+# stream's QKV product through gemm8.cu (SD_CUDA_G8_QKV=1, the same bits
+# expected) against cuBLASLt's: images both ways, the FP8 pipeline tests
+# with it, gemm8_check at the QKV shapes, Large/Medium 28-step benches in
+# turn; and, where pack.sh built it (PACK_FATTN_VARIANTS="cwu1:-DFA_CWU=1"),
+# fattn_check against the attention with its consumer index warp-uniform
+# in fa_unit too
+stage_g8qkv() {
+    env_images gq SD_CUDA_G8_QKV=1
+    run "test_pipeline (cuda-fp8), SD_CUDA_G8_QKV=1" pipeline-g8qkv.log \
+        env SD_CUDA_G8_QKV=1 SD_TEST_DEVICE=cuda-fp8 $G/bin/test_pipeline
+    run "gemm8_check qkv" gemm8-qkv.log $G/bin/gemm8_check qkv m-qkv
+    grep -E '^\| (m-)?qkv' $L/gemm8-qkv.log | cut -c1-160 | tee -a $summary
+    if [ -x $G/bin/fattn_check_xcwu1 ]; then
+        fattn_turns fattn_check_xcwu1
+    fi
+    gq_benches() {
+        env_steps large gql SD_CUDA_G8_QKV=1
+        env_steps medium gqm SD_CUDA_G8_QKV=1
+    }
+    with_clocks $L/clocks.log 250 gq_benches
+    bench_lines '' $L/bench-gq*.log | tee -a $summary
+    clock_summary $L/clocks.log
 }
 stage_s35t() {     # test_backend's E4M3 hidden-layer checks
     backend_grep "E4M3 hidden layer"
