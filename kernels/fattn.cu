@@ -1140,10 +1140,9 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
     {
         unsigned  it0 = 0;              /* the block's K/V tiles before
                                            the unit's */
-        /* the consumer warpgroup's index as ptxas can see it is the
-           same in every lane of a warp (a shuffle from lane 0), so the
+        /* the consumer warpgroup's index, warp-uniform to ptxas, so the
            branch on it keeps the loop's values on the uniform datapath */
-        int       cwu = __shfl_sync(0xffffffffu, wg - 1, 0);
+        int       cwu = sm90_uniform(wg - 1);
 
         for (u = blockIdx.x, n = 0; u < units;
              u += gridDim.x, n++, it0 += (unsigned) nkv)

@@ -435,10 +435,10 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
     constexpr bool    q8 = (EPI & G8_E_Q8) != 0;
     extern __shared__ __align__(1024) unsigned char  g8_raw[];
     smem_t           *sm = (smem_t *) g8_raw;
-    /* G8_WGU: the warpgroup's index as a shuffle from lane 0, so ptxas
-       sees it is the same in every lane of a warp and keeps what derives
-       from it (the ping-pong consumers' tile loop, stages, descriptors)
-       on the uniform datapath (as fattn.cu's FA_IDLE): 112-160 fewer
+    /* G8_WGU: the warpgroup's index warp-uniform to ptxas
+       (sm90_uniform), which keeps what derives from it (the ping-pong
+       consumers' tile loop, stages, descriptors) on the uniform
+       datapath (as fattn.cu's FA_IDLE): 112-160 fewer
        SASS instructions in the ping-pong kernels. H200, run.sh s37g in
        turn against -DG8_WGU=0 (the same bits: one seed's Large image
        identical, test_backend 490/490): the GELU product with E4M3 rows
@@ -447,8 +447,7 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
        0.2781 (cuBLASLt 0.2744), 128 x 128 ping-pong 0.2853 / 0.2847
        against 0.2995 / 0.3010; Large's 28-step step 60.77 / 60.74 ms
        against 61.28 / 61.35 */
-    int               wg = G8_WGU ? __shfl_sync(0xffffffffu,
-                                                (int) threadIdx.x / 128, 0)
+    int               wg = G8_WGU ? sm90_uniform((int) threadIdx.x / 128)
                                   : (int) threadIdx.x / 128;
     int               t = threadIdx.x % 128;
     int               mt = (m + BM - 1) / BM, nt = (n + BN - 1) / BN;

@@ -98,6 +98,19 @@ sm90_map(CUtensorMap *m, CUtensorMapDataType dt, cuuint32_t rank,
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
+/* v, the same in every lane of the warp (a warpgroup's index), as a
+   shuffle from lane 0: ptxas then knows it is warp-uniform and keeps
+   what is derived from it (loop counters, stages, descriptors) on the
+   uniform datapath, where threadIdx.x / 128 put it on the vector one
+   (fattn.cu's FA_IDLE, gemm8.cu's G8_WGU: 64 and 112-160 fewer SASS
+   instructions) */
+static __device__ __forceinline__ int
+sm90_uniform(int v)
+{
+    return __shfl_sync(0xffffffffu, v, 0);
+}
+
+
 static __device__ __forceinline__ uint32_t
 sm90_smem_addr(const void *p)
 {
