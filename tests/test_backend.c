@@ -2577,6 +2577,27 @@ ffh8_bias_weight(sd_backend *be, sd_tensor *h8, sd_tensor *x8,
 }
 
 
+/* A BF16 CUDA backend created with VAR=1 in the environment (which the
+   backend reads when it is created), 1 GiB reserved; NULL with err set
+   on failure */
+static sd_backend *
+cuda_with_env(sd_err *err, const char *var)
+{
+    sd_backend  *be = NULL;
+    int          ok;
+
+    setenv(var, "1", 1);
+    ok = sd_backend_cuda_create(err, 0, SD_DT_BF16, &be) == SD_OK
+         && sd_cuda_reserve(err, be, (size_t) 1 << 30) == SD_OK;
+    unsetenv(var);
+    if (!ok) {
+        sd_backend_destroy(be);
+        be = NULL;
+    }
+    return be;
+}
+
+
 /*
  * One product of E4M3 rows (norm_modulate's of hx with shift hs and scale
  * hc: B = 2 batches of n rows of K) and the E4M3 weight hw (O x K) with
@@ -2641,8 +2662,7 @@ check_g8_qkv(sd_backend *be)
     float         *hx, *hs, *hc, *hw, *hb, *ref = NULL;
     float         *gx[2] = { NULL, NULL }, *gw[2] = { NULL, NULL };
     float         *gy[2] = { NULL, NULL };
-    int64_t        r, o, k;
-    int            ok;
+    int            k, ok;
 
     if (!be->fp8_ffh) {
         T_SKIP("SD_CUDA_G8_QKV: gemm8.cu does not run on this GPU");
@@ -2655,10 +2675,8 @@ check_g8_qkv(sd_backend *be)
     hc = host_rand(2 * K, 0.5f);
     hw = host_rand(O * K, 0.06f);
     hb = host_rand(O, 0.3f);
-    setenv("SD_CUDA_G8_QKV", "1", 1);
-    ok = sd_backend_cuda_create(&err, 0, SD_DT_BF16, &gq) == SD_OK
-         && sd_cuda_reserve(&err, gq, (size_t) 1 << 30) == SD_OK;
-    unsetenv("SD_CUDA_G8_QKV");
+    gq = cuda_with_env(&err, "SD_CUDA_G8_QKV");
+    ok = gq != NULL;
     T_CHECK(ok, "cuda backend (SD_CUDA_G8_QKV=1): %s", err.msg);
     ok = ok && hx && hs && hc && hw && hb
          && g8qkv_run(be, n, K, O, hx, hs, hc, hw, hb, &gx[0], &gw[0],
@@ -2674,16 +2692,7 @@ check_g8_qkv(sd_backend *be)
                 == 0 && memcmp(gw[0], gw[1], (size_t) (O * K)
                                * sizeof(float)) == 0,
                 "SD_CUDA_G8_QKV: the two backends' E4M3 inputs differ");
-        for (r = 0; r < rows; r++) {
-            for (o = 0; o < O; o++) {
-                double  acc = hb[o];
-
-                for (k = 0; k < K; k++) {
-                    acc += (double) gx[0][r * K + k] * gw[0][o * K + k];
-                }
-                ref[r * O + o] = (float) acc;
-            }
-        }
+        ref_linear(gx[0], gw[0], hb, ref, rows, K, O, 0);
         e0 = t_rel_l2(gy[0], ref, (size_t) (rows * O));
         e1 = t_rel_l2(gy[1], ref, (size_t) (rows * O));
         e01 = t_rel_l2(gy[1], gy[0], (size_t) (rows * O));
@@ -3250,19 +3259,15 @@ check_cuda(sd_backend *cpu)
     bench_fp8(bf);
     {
         /* the path of GPUs without FP8 products, forced */
-        sd_backend  *wd = NULL;
+        sd_backend  *wd = cuda_with_env(&err, "SD_CUDA_FP8_WIDEN");
 
-        setenv("SD_CUDA_FP8_WIDEN", "1", 1);
-        if (sd_backend_cuda_create(&err, 0, SD_DT_BF16, &wd) == SD_OK
-            && sd_cuda_reserve(&err, wd, (size_t) 1 << 30) == SD_OK)
-        {
+        if (wd) {
             printf("   %s\n", sd_cuda_info(wd));
             check_fp8(wd, 0);
             check_norm_fp8(cpu, wd, 512, 2, 40);
         } else {
             T_CHECK(0, "cuda backend (fp8 widened): %s", err.msg);
         }
-        unsetenv("SD_CUDA_FP8_WIDEN");
         sd_backend_destroy(wd);
     }
     check_oom(bf);
