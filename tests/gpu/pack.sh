@@ -64,12 +64,20 @@ if [ "${PACK_BASE:-}" ]; then
     cp $b/build/ngx_http_sd_module.so "$out/bin/ngx_http_sd_module_var.so"
     rm -rf $b && git worktree prune
 fi
+# variants LIST TOOL NVCC-ARGS...: for each "name:-DX=1,-DY=2" of LIST,
+# bin/TOOL_x<name> built from NVCC-ARGS with those flags
+variants() {
+    local list=$1 tool=$2 nv
+    shift 2
+    for nv in $list; do
+        nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
+            $(echo "${nv#*:}" | tr , ' ') -o "$out/bin/${tool}_x${nv%%:*}" \
+            "$@"
+    done
+}
 # PACK_FATTN_VARIANTS="name:-DX=1,-DY=2 ...": fattn_check_x<name> each
-for nv in ${PACK_FATTN_VARIANTS:-}; do
-    nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
-        $(echo "${nv#*:}" | tr , ' ') -o "$out/bin/fattn_check_x${nv%%:*}" \
-        tests/gpu/fattn_check.cu kernels/fattn.cu
-done
+variants "${PACK_FATTN_VARIANTS:-}" fattn_check tests/gpu/fattn_check.cu \
+    kernels/fattn.cu
 # the recordings' memset nodes as kernels (kernels/graph.cu)
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a \
     -o "$out/bin/graph_check" tests/gpu/graph_check.cu kernels/graph.cu
@@ -78,12 +86,8 @@ nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
     -DG8_STANDALONE -o "$out/bin/gemm8_check" tests/gpu/gemm8_check.cu \
     kernels/gemm8.cu -lcublasLt
 # PACK_G8_VARIANTS="name:-DX=1,-DY=2 ...": gemm8_check_x<name> each
-for nv in ${PACK_G8_VARIANTS:-}; do
-    nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iengine \
-        -DG8_STANDALONE $(echo "${nv#*:}" | tr , ' ') \
-        -o "$out/bin/gemm8_check_x${nv%%:*}" tests/gpu/gemm8_check.cu \
-        kernels/gemm8.cu -lcublasLt
-done
+variants "${PACK_G8_VARIANTS:-}" gemm8_check -DG8_STANDALONE \
+    tests/gpu/gemm8_check.cu kernels/gemm8.cu -lcublasLt
 # the MMDiT's FP8 products through cuBLASLt, each way they could be issued
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a \
     -o "$out/bin/gemm_probe" tests/gpu/gemm_probe.cu -lcublasLt

@@ -369,13 +369,19 @@ PYEOF
 }
 
 # fattn_check and the build named OTHER in turn, twice: the MMDiT's rows
-fattn_turns() {    # OTHER
-    local r b
+# BASE and OTHER (binaries in $G/bin) in turn, twice, with ARGS: logs
+# BASE-1.log, OTHER-1.log, BASE-2.log, OTHER-2.log
+bin_turns() {      # BASE OTHER [ARGS...]
+    local r b base=$1 other=$2
+    shift 2
     for r in 1 2; do
-        for b in fattn_check $1; do
-            run "$b ($r)" $b-$r.log $G/bin/$b
+        for b in $base $other; do
+            run "$b ($r)" $b-$r.log $G/bin/$b "$@"
         done
     done
+}
+fattn_turns() {    # OTHER
+    bin_turns fattn_check $1
     grep -E '\| (4429|4096) ' $L/fattn_check*-[12].log | tee -a $summary
 }
 stage_fattnvar() {
@@ -1891,14 +1897,9 @@ stage_s37i() {
 # hidden-layer lines, one seed's Large image, Large's 28-step benches in
 # turn
 stage_s37g() {
-    local r
-    for r in 1 2; do
-        run "gemm8_check ($r)" gemm8-$r.log $G/bin/gemm8_check ff-up
-        run "gemm8_check_xwgu0 ($r)" gemm8-x-$r.log \
-            $G/bin/gemm8_check_xwgu0 ff-up
-    done
-    grep -E '^\| ff-up' $L/gemm8-1.log $L/gemm8-x-1.log $L/gemm8-2.log \
-        $L/gemm8-x-2.log | cut -c1-160 | tee -a $summary
+    bin_turns gemm8_check gemm8_check_xwgu0 ff-up
+    grep -E '^\| ff-up' $L/gemm8_check*-[12].log | cut -c1-160 \
+        | tee -a $summary
     backend_grep "E4M3 hidden layer|passed"
     image_vs_var s37g large
     var_steps large s37g 28
