@@ -1454,6 +1454,7 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
        into BF16, then a pass quantizing each row */
     c->ffh8 = c->g8_hw && !sd_env_on("SD_CUDA_NO_FFH8");
     c->g8_qkv = c->g8_hw && sd_env_on("SD_CUDA_G8_QKV");
+    c->g8_gate = c->g8_hw && sd_env_on("SD_CUDA_G8_GATE");
     SD_CU(cudaStreamCreateWithFlags(&c->streams[0], cudaStreamNonBlocking));
     SD_CU(cudaStreamCreateWithFlags(&c->streams[1], cudaStreamNonBlocking));
     SD_CU(cudaStreamCreateWithFlags(&c->side, cudaStreamNonBlocking));

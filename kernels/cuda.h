@@ -163,10 +163,14 @@ typedef struct {
     int                 fattn_mode;     /* 1 wherever it fits, 0 where
                                            faster, -1 never */
     int                 g8_hw;          /* gemm8.cu runs here (sm_90a) */
-    int                 g8_qkv;         /* g8_hw and SD_CUDA_G8_QKV=1 (to
-                                           be measured): products of E4M3
+    int                 g8_qkv;         /* g8_hw and SD_CUDA_G8_QKV=1
+                                           (measured, off): products of E4M3
                                            rows, 4096 or more, no
                                            activation, through gemm8.cu */
+    int                 g8_gate;        /* g8_hw and SD_CUDA_G8_GATE=1
+                                           (measured, off): the gated
+                                           products of E4M3 rows, every
+                                           batch in one gemm8.cu launch */
     int                 ffh8;           /* g8_hw and not SD_CUDA_NO_FFH8:
                                            be->fp8_ffh */
     sd_cuda_wn         *wn_known;       /* FP8 weights whose rows' largest
@@ -559,6 +563,10 @@ cudaError_t sd_cuda_g8_gemm8(void *d, int64_t ldd, const void *a,
 cudaError_t sd_cuda_g8_gemm(void *d, int64_t ldd, const void *a,
     int64_t lda, const void *b, int64_t ldb, int m, int n, int k,
     const float *sa, const float *sb, const void *bias, int gelu, int tile,
+    int sms, cudaStream_t st);
+cudaError_t sd_cuda_g8_gate(void *x, const void *a, int64_t ldz,
+    const float *sa, int64_t hl, const void *b, const float *sb,
+    const void *bias, const void *gate, int nb, int m, int n, int k,
     int sms, cudaStream_t st);
 int sd_cuda_linear_rows8_fits(const sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, sd_act act);

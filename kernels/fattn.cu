@@ -792,12 +792,10 @@ fa_tile(fa_smem<EB> *sm, int j, unsigned uj, int lk, float sl2, int qd,
 #ifndef FA_IDLE
 #define FA_IDLE  1
 #endif
-/* FA_CWU (to be measured, pack.sh PACK_FATTN_VARIANTS="cwu1:-DFA_CWU=1"):
-   fa_unit given the warp-uniform index too, so Q's descriptor may stay
-   on the uniform datapath (cubin: 16 fewer instructions at E4M3) */
-#ifndef FA_CWU
-#define FA_CWU   0
-#endif
+/* Not kept (session 38, run.sh g8qkv, fattn_check in turn, the same
+   hashes): fa_unit given the warp-uniform index too (-DFA_CWU=1, Q's
+   descriptor on the uniform datapath, 16 fewer SASS instructions at
+   E4M3): 38 heads 0.4300 / 0.4286 ms against 0.4190 / 0.4205. */
 
 template <int EB>
 static __device__ __noinline__ void
@@ -1153,7 +1151,7 @@ fattn_kernel(const __grid_constant__ CUtensorMap tq,
             }
             fa_unit<EB>(sm, o, lq, lk, sl2, vts, vamax, osc, hh, nkv,
                         u % nqb, u / nqb % hh, u / nqb / hh, n, it0, t,
-                        FA_CWU ? cwu : wg - 1);
+                        wg - 1);
         }
     }
 #else

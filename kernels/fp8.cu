@@ -1094,6 +1094,43 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
         return sd_errorf(err, SD_ERR_INTERNAL, "linear_gate: no FP8 "
                          "product for %lld rows", (long long) n);
     }
+    if (c->g8_gate && h->dtype == SD_DT_F8_E4M3 && nb <= 0x7fffffff
+        && n <= 0x7fffffff && out <= 0x7fffffff && K <= 0x7fffffff)
+    {
+        /* SD_CUDA_G8_GATE=1: every batch's product in one gemm8.cu
+           launch with the gate folded into its column scales and the
+           residual loaded by TMA into its epilogue (no scales pass, no
+           side stream); operands it does not take (alignment) go on to
+           cuBLASLt. Measured and not the default (session 38, H200, in
+           turn; test_backend: the update 2.1-3.2e-3 from the E4M3
+           reference, cuBLASLt's 2.8-3.8e-3): Large's 28-step step 63.18
+           / 63.07 ms against 61.51 / 61.59, 62.49 / 62.19 against 61.13
+           / 60.80, Medium's 25.22 / 25.32 against 24.58 / 24.69. Traced
+           (ktrace), the gated products took the same device time as
+           cuBLASLt's (16.71 ms a step, 202.5 us a launch for both
+           entries, against 16.77), but the text stream's kernels ran
+           longer beside them (the norm passes 2.77 -> 3.38 ms a step,
+           its products 3.80 -> 4.60, quant_rows 0.36 -> 0.65; the
+           attention 18.67 -> 19.01, the GELU product 11.15 -> 11.56)
+           and the step
+           traced 60.94 ms against 59.21. Capping its blocks at 122 SMs
+           (the rest left to the text stream) did not help: 62.59 / 62.70
+           ms. */
+        if (c->measuring) {
+            return SD_OK;
+        }
+        e = sd_cuda_g8_gate(x->data, (const uint8_t *) h->data + r0 * K,
+                            h->ne[1] * K, h->scale + r0, h->ne[1], w->data,
+                            w->scale, b ? b->data : NULL, gate->data,
+                            (int) nb, (int) n, (int) out, (int) K,
+                            c->lane ? c->lane1_sms : 0, c->stream);
+        if (e != cudaErrorInvalidValue) {
+            return e == cudaSuccess
+                   ? SD_OK
+                   : sd_cuda_fail(err, e, "linear_gate: gemm8", __FILE__,
+                                  __LINE__);
+        }
+    }
     qb = h->dtype == SD_DT_F8_E4M3
          ? 0 : ((size_t) (rows * K) + 255) & ~(size_t) 255;
     sb = ((size_t) rows * sizeof(float) + 255) & ~(size_t) 255;
@@ -1332,10 +1369,14 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
         if (c->g8_qkv && act == SD_ACT_NONE && rows >= 4096
             && rows <= 0x7fffffff && out <= 0x7fffffff && K <= 0x7fffffff)
         {
-            /* SD_CUDA_G8_QKV=1 (to be measured; the image stream's QKV
-               product): gemm8.cu's 192 x 128 ping-pong tiles, N fastest,
-               the same bits as cuBLASLt's at the MMDiT's QKV shapes
-               (gemm8_check: 0 difference). Operands it does not take
+            /* SD_CUDA_G8_QKV=1 (the image stream's QKV product):
+               gemm8.cu's 192 x 128 ping-pong tiles, N fastest (the same
+               bits as gemm8_check's cuBLASLt plan at the MMDiT's QKV
+               shapes, other bits than the engine's: one seed's image 35
+               dB from the default's). Measured and not the default
+               (session 38, run.sh g8qkv, in turn): Large's 28-step step
+               61.20 / 60.69 ms against 61.38 / 61.40, Medium's 24.44 /
+               24.49 against 24.30 / 24.47. Operands it does not take
                (alignment) go on to cuBLASLt. */
             e = sd_cuda_g8_gemm(y->data, out, x->data, K, w->data, K,
                                 (int) rows, (int) out, (int) K, x->scale,

@@ -82,6 +82,13 @@
  * cuBLASLt's 0.1959, about the split's q and k part it saves: the Large
  * step 64.85 / 64.56 ms against 64.75 / 64.54, Medium 27.13 against
  * 27.18, in turn.
+ * Session 38: G8_E_RES, the gated products (x += gate (h w^T + b)) of
+ * both batch entries in one launch, 128 x 128 ping-pong tiles within a
+ * batch (A and x through 3-D maps), the gate folded into the tile's
+ * column scales and bias, each tile's residual loaded by TMA into a
+ * buffer a chunk (5 stages) while its products run; the same device time
+ * as cuBLASLt's two launches a step, but the step slower (fp8.cu,
+ * SD_CUDA_G8_GATE: off by default).
  * Not kept (2026-12-02, H100): GELU's tanh of a pair in one
  * tanh.approx.f16x2 (-DG8_TANH16): the E4M3 GELU rows 0.3053 / 0.3060 ms
  * against 0.3002 / 0.3008, error 1.89e-1 against 1.82e-1 (codes up to 5
@@ -136,24 +143,45 @@
  * fit (6 or 4), each read by one consumer, a set of column scales a
  * consumer.
  */
-template <int BM, int BN, bool PP>
+template <int BM, int BN, bool PP, int NE = 2>
 struct g8_smem {
     /* stages: as many as fit beside the output chunks (PP) */
-    static constexpr int  FIT = (227 * 1024 - 4 * G8_EBUF - 16 * BN - 256)
-                                / ((BM + BN) * G8_BK);
+    static constexpr int  FIT = (227 * 1024 - 2 * NE * G8_EBUF - 16 * BN
+                                 - 256) / ((BM + BN) * G8_BK);
     static constexpr int  ST = !PP ? G8_ST : FIT < G8_ST_PP ? FIT
                                                              : G8_ST_PP;
     static constexpr int  NC = PP ? 2 : 1;  /* column sets: a tile's */
     uint8_t   a[ST][BM * G8_BK];
     uint8_t   b[ST][BN * G8_BK];
-    uint8_t   e[2][2][G8_EBUF];         /* a consumer's output chunks */
+    uint8_t   e[2][NE][G8_EBUF];        /* a consumer's output chunks */
     float     cs[NC][BN];               /* the tile's column scales */
     float     cb[NC][BN];               /* and bias */
     uint64_t  full[ST];
     uint64_t  empty[ST];
+    uint64_t  res[2];                   /* a consumer's residual chunks
+                                           are in (G8_E_RES) */
 };
 
 #define G8_SMEM_BYTES(bm, bn, pp)  sizeof(g8_smem<bm, bn, pp>)
+/* G8_E_RES's: a buffer for each of a consumer's chunks of a tile */
+#define G8_RES_NE(bm, bn)          ((bm) / 64 * ((bn) / 64))
+#define G8_SMEM_RES(bm, bn)                                                 \
+    sizeof(g8_smem<bm, bn, true, G8_RES_NE(bm, bn)>)
+
+
+/*
+ * G8_E_RES: x (nb batches of rows x n BF16) += gate_b (a_b w^T sa sb +
+ * bias): a batch's tiles are its own (A, the row scales and x indexed by
+ * batch), the gate folded into the tile's column scales and bias as
+ * sd_cuda_linear_gate_fp8's gate_scales_kernel folds it (the F32
+ * product, the bias times the gate rounded to BF16).
+ */
+typedef struct {
+    const __nv_bfloat16  *gate;         /* (nb, n) */
+    int64_t               hl;           /* the row scales' stride between
+                                           batches */
+    int                   nb;
+} g8_res;
 
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -167,6 +195,20 @@ g8_tma_load(void *dst, const CUtensorMap *map, int k, int row,
                  ".mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
                  :: "r"(sm90_smem_addr(dst)), "l"((uint64_t) map), "r"(k),
                     "r"(row), "r"(sm90_smem_addr(bar))
+                 : "memory");
+}
+
+
+/* g8_tma_load through a 3-D (K, rows, batch) map, batch z */
+static __device__ __forceinline__ void
+g8_tma_load3(void *dst, const CUtensorMap *map, int k, int row, int z,
+    uint64_t *bar)
+{
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global"
+                 ".mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}],"
+                 " [%5];"
+                 :: "r"(sm90_smem_addr(dst)), "l"((uint64_t) map), "r"(k),
+                    "r"(row), "r"(z), "r"(sm90_smem_addr(bar))
                  : "memory");
 }
 
@@ -326,6 +368,35 @@ g8_chunk_store(int t, int cw, const CUtensorMap *td, int x, int y,
 }
 
 
+/* g8_chunk_store through a 3-D (columns, rows, batch) map, batch z */
+static __device__ __forceinline__ void
+g8_chunk_store3(int t, int cw, const CUtensorMap *td, int x, int y, int z,
+    uint32_t buf)
+{
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    asm volatile("bar.sync %0, 128;" :: "r"(2 + cw) : "memory");
+    if (t == 0) {
+        asm volatile(
+            "cp.async.bulk.tensor.3d.global.shared::cta"
+            ".bulk_group [%0, {%1, %2, %3}], [%4];\n"
+            "cp.async.bulk.commit_group;"
+            :: "l"((uint64_t) td), "r"(x), "r"(y), "r"(z), "r"(buf)
+            : "memory");
+    }
+}
+
+
+/* a BF16 pair from shared memory as two floats */
+static __device__ __forceinline__ float2
+g8_ld_bf16x2(uint32_t a)
+{
+    uint32_t  u;
+
+    asm volatile("ld.shared.b32 %0, [%1];" : "=r"(u) : "r"(a) : "memory");
+    return __bfloat1622float2(*(__nv_bfloat162 *) &u);
+}
+
+
 /*
  * The tile's output as E4M3 rows (sd_cuda_g8_q): a warpgroup's BM / 2 x BN
  * in 64 x 128-byte chunks (the BF16 chunks' bytes), each row divided by
@@ -408,6 +479,8 @@ g8_out_e4m3(float (*acc)[BN / 2], const float *cs, const float *cb,
 #define G8_E_BF16   0
 #define G8_E_GELU   1
 #define G8_E_Q8     2
+#define G8_E_RES    4                   /* BF16 plus the residual, by
+                                           batch (g8_res; ping-pong) */
 
 /*
  * grid: min(tiles, SMs) blocks of G8_THREADS; d = acc sa[row] sb[col]
@@ -422,10 +495,11 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
     const __grid_constant__ CUtensorMap tb,
     const __grid_constant__ CUtensorMap td, int m, int n, int k, int nf,
     const float *sa, const float *sb, const __nv_bfloat16 *bias,
-    const sd_cuda_g8_q q8o)
+    const sd_cuda_g8_q q8o, const g8_res rs)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    typedef g8_smem<BM, BN, PP>  smem_t;
+    constexpr bool    res = (EPI & G8_E_RES) != 0;
+    typedef g8_smem<BM, BN, PP, res ? G8_RES_NE(BM, BN) : 2>  smem_t;
     constexpr int     ST = smem_t::ST;
     constexpr int     MI = PP ? BM / 64 : BM / 128; /* m64 products a
                                                        warpgroup */
@@ -433,6 +507,7 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
     constexpr int     TS = PP ? 2 : 1;  /* a consumer's stride in tiles */
     constexpr int     gelu = EPI & G8_E_GELU;
     constexpr bool    q8 = (EPI & G8_E_Q8) != 0;
+    static_assert(!res || (PP && !q8 && !gelu), "G8_E_RES: ping-pong, BF16");
     extern __shared__ __align__(1024) unsigned char  g8_raw[];
     smem_t           *sm = (smem_t *) g8_raw;
     /* G8_WGU: the warpgroup's index warp-uniform to ptxas
@@ -450,7 +525,9 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
     int               wg = G8_WGU ? sm90_uniform((int) threadIdx.x / 128)
                                   : (int) threadIdx.x / 128;
     int               t = threadIdx.x % 128;
-    int               mt = (m + BM - 1) / BM, nt = (n + BN - 1) / BN;
+    /* G8_E_RES: m is a batch's rows, mb its row tiles */
+    int               mb = (m + BM - 1) / BM, nt = (n + BN - 1) / BN;
+    int               mt = res ? mb * rs.nb : mb;
     int               tiles = mt * nt, nk = (k + G8_BK - 1) / G8_BK;
     int               tile, kb, s, it = 0;
     int               ntl;              /* the block's tiles */
@@ -462,6 +539,10 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
         for (s = 0; s < ST; s++) {
             sm90_mbar_init(&sm->full[s], 1);
             sm90_mbar_init(&sm->empty[s], PP ? 4 : 8);
+        }
+        if (res) {
+            sm90_mbar_init(&sm->res[0], 1);
+            sm90_mbar_init(&sm->res[1], 1);
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
@@ -476,7 +557,8 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
         }
         if (t == 0) {
             for (tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-                int  m0 = (nf ? tile / nt : tile % mt) * BM;
+                int  mx = nf ? tile / nt : tile % mt;
+                int  m0 = (res ? mx % mb : mx) * BM, z = res ? mx / mb : 0;
                 int  n0 = (nf ? tile % nt : tile / mt) * BN;
 
                 for (kb = 0; kb < nk; kb++, it++) {
@@ -485,7 +567,13 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                         sm90_mbar_wait(&sm->empty[s], (it / ST - 1) & 1);
                     }
                     sm90_mbar_expect(&sm->full[s], (BM + BN) * G8_BK);
-                    g8_tma_load(sm->a[s], &ta, kb * G8_BK, m0, &sm->full[s]);
+                    if constexpr (res) {
+                        g8_tma_load3(sm->a[s], &ta, kb * G8_BK, m0, z,
+                                     &sm->full[s]);
+                    } else {
+                        g8_tma_load(sm->a[s], &ta, kb * G8_BK, m0,
+                                    &sm->full[s]);
+                    }
                     g8_tma_load(sm->b[s], &tb, kb * G8_BK, n0, &sm->full[s]);
                 }
             }
@@ -543,27 +631,68 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
             }
         }
         for (lt = PP ? cw : 0; lt < ntl; lt += TS) {
-            int    m0, n0, mw;
+            int    m0, n0, mw, mx, z;
             float  sa0[MI], sa1[MI], rn0[MI], rn1[MI], csv = 0.f, cbv = 0.f;
             int    cj = PP ? t : threadIdx.x - 128;
+            const float  *sat;
 
             tile = (int) blockIdx.x + lt * (int) gridDim.x;
-            m0 = (nf ? tile / nt : tile % mt) * BM;
+            mx = nf ? tile / nt : tile % mt;
+            m0 = (res ? mx % mb : mx) * BM;
+            z = res ? mx / mb : 0;      /* G8_E_RES: the tile's batch */
             n0 = (nf ? tile % nt : tile / mt) * BN;
             mw = m0 + (PP ? 0 : cw * (BM / 2)); /* the warpgroup's rows */
             it = lt * nk;               /* the tile's first stage's use */
+            sat = res ? sa + z * rs.hl : sa;
+
+            if (res && t == 0) {
+                /* the tile's residual, a chunk a buffer, loaded while the
+                   products run: the stores that read the buffers last
+                   (this consumer's tile before) are past reading */
+                int  nc = 0;
+
+                asm volatile("cp.async.bulk.wait_group.read 0;"
+                             ::: "memory");
+                #pragma unroll
+                for (mi = 0; mi < MI; mi++) {
+                    #pragma unroll
+                    for (int c = 0; c < BN / 64; c++) {
+                        nc += mw + 64 * mi < m && n0 + 64 * c < n;
+                    }
+                }
+                /* (chunks wholly past the rows or columns: none) */
+                sm90_mbar_expect(&sm->res[cw], nc * G8_EBUF);
+                #pragma unroll
+                for (mi = 0; mi < MI; mi++) {
+                    #pragma unroll
+                    for (int c = 0; c < BN / 64; c++) {
+                        if (mw + 64 * mi < m && n0 + 64 * c < n) {
+                            g8_tma_load3(sm->e[cw][mi * (BN / 64) + c], &td,
+                                         n0 + 64 * c, mw + 64 * mi, z,
+                                         &sm->res[cw]);
+                        }
+                    }
+                }
+            }
 
             /* the tile's row and column scales and bias, loaded now and
                used after the products (which hide the loads) */
             if (cj < BN && n0 + cj < n) {
                 csv = sb[n0 + cj];
                 cbv = bias ? __bfloat162float(bias[n0 + cj]) : 0.f;
+                if (res) {
+                    float  g = __bfloat162float(rs.gate[(int64_t) z * n
+                                                        + n0 + cj]);
+
+                    csv *= g;
+                    cbv = __bfloat162float(__float2bfloat16(cbv * g));
+                }
             }
             for (mi = 0; mi < MI; mi++) {
                 int  r0 = mw + 64 * mi + rl0, r1 = r0 + 8;
 
-                sa0[mi] = r0 < m ? sa[r0] : 0.f;
-                sa1[mi] = r1 < m ? sa[r1] : 0.f;
+                sa0[mi] = r0 < m ? sat[r0] : 0.f;
+                sa1[mi] = r1 < m ? sat[r1] : 0.f;
                 rn0[mi] = q8 && r0 < m ? q8o.rn[r0] : 0.f;
                 rn1[mi] = q8 && r1 < m ? q8o.rn[r1] : 0.f;
             }
@@ -618,7 +747,48 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
             }
             g8_cols_sync<PP>(cw);
 
-            if constexpr (q8) {
+            if constexpr (res) {
+                /* each chunk in its own buffer over its residual */
+                sm90_mbar_wait(&sm->res[cw], (lt >> 1) & 1);
+                #pragma unroll
+                for (mi = 0; mi < MI; mi++) {
+                    #pragma unroll
+                    for (int c = 0; c < BN / 64; c++) {
+                        uint32_t  buf = eb + (mi * (BN / 64) + c) * G8_EBUF;
+
+                        if (mw + 64 * mi >= m || n0 + 64 * c >= n) {
+                            continue;   /* the warpgroup's alike */
+                        }
+                        #pragma unroll
+                        for (kk = 0; kk < 8; kk++) {
+                            int       jj = 8 * c + kk;
+                            int       cl = 8 * jj + 2 * (lane % 4);
+                            float     v[4];
+                            float2    x0, x1;
+                            uint32_t  o0, o1;
+
+                            g8_out4(v, acc[mi] + 4 * jj, sa0[mi], sa1[mi],
+                                    *(const float2 *) &ccs[cl],
+                                    *(const float2 *) &ccb[cl], 0);
+                            o0 = buf + rl0 * 128 + ((kk ^ (rl0 & 7)) << 4)
+                                 + 4 * (lane % 4);
+                            o1 = o0 + 8 * 128;
+                            x0 = g8_ld_bf16x2(o0);
+                            x1 = g8_ld_bf16x2(o1);
+                            asm volatile("st.shared.b32 [%0], %1;"
+                                         :: "r"(o0),
+                                            "r"(g8_pack_bf16(v[0] + x0.x,
+                                                             v[1] + x0.y)));
+                            asm volatile("st.shared.b32 [%0], %1;"
+                                         :: "r"(o1),
+                                            "r"(g8_pack_bf16(v[2] + x1.x,
+                                                             v[3] + x1.y)));
+                        }
+                        g8_chunk_store3(t, cw, &td, n0 + 64 * c,
+                                        mw + 64 * mi, z, buf);
+                    }
+                }
+            } else if constexpr (q8) {
                 g8_out_e4m3<MI, BN>(acc, ccs, ccb, sa0, sa1, rn0,
                                     rn1, qw, qb, q8o.ys, gelu, eb, ec, &td,
                                     m, n0, mw, t, cw);
@@ -692,6 +862,10 @@ g8_smem_attr(void)
 }
 
 
+/* G8_E_RES's kernel: 128 x 128 ping-pong tiles, N fastest */
+#define G8_RES_KERNEL  g8_kernel<128, 128, G8_E_RES, true>
+
+
 /* the low bits of the dynamic shared memory's address (the kernel's
    swizzled buffers need 0 mod 1024) */
 __global__ void
@@ -763,7 +937,10 @@ sd_cuda_g8_ok(int device)
     if (hv != 0 || g8_smem_attr<128, 256, false>() != cudaSuccess
         || g8_smem_attr<256, 128, false>() != cudaSuccess
         || g8_smem_attr<128, 128, true>() != cudaSuccess
-        || g8_smem_attr<192, 128, true>() != cudaSuccess)
+        || g8_smem_attr<192, 128, true>() != cudaSuccess
+        || cudaFuncSetAttribute(G8_RES_KERNEL,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int) G8_SMEM_RES(128, 128)) != cudaSuccess)
     {
         (void) cudaGetLastError();
         return 0;
@@ -786,7 +963,9 @@ g8_launch(const void *a, int64_t lda, const void *b, int64_t ldb,
     const __nv_bfloat16  *bi = (const __nv_bfloat16 *) bias;
     int                   epi = (q->ys ? G8_E_Q8 : G8_E_BF16)
                                 | (gelu ? G8_E_GELU : 0);
+    g8_res                rs;
 
+    memset(&rs, 0, sizeof(rs));
     if (!g8_map(&ta, a, m, k, lda, BM) || !g8_map(&tb, b, n, k, ldb, BN)) {
         return cudaErrorInvalidValue;
     }
@@ -796,7 +975,7 @@ g8_launch(const void *a, int64_t lda, const void *b, int64_t ldb,
     grid = (unsigned) (tiles < sms ? tiles : sms);
 #define G8_GO(e)                                                            \
     g8_kernel<BM, BN, e, PP><<<grid, G8_THREADS, smem, st>>>(              \
-        ta, tb, *td, m, n, k, nf, sa, sb, bi, *q)
+        ta, tb, *td, m, n, k, nf, sa, sb, bi, *q, rs)
     switch (epi) {
     case G8_E_BF16:
         G8_GO(G8_E_BF16);
@@ -908,6 +1087,61 @@ sd_cuda_g8_gemm8(void *d, int64_t ldd, const void *a, int64_t lda,
     }
     return g8_tile_launch(tile, a, lda, b, ldb, &td, m, n, k, sa, sb, bias,
                           gelu, q, sms, st);
+}
+
+
+/*
+ * x (nb batches of m x n BF16, contiguous) += gate_b (a_b b^T sa_b sb +
+ * bias) (G8_E_RES): batch z's rows of a (E4M3, row stride k bytes) start
+ * at a + z ldz bytes and their scales at sa + z hl; b (n x k E4M3) with
+ * its row scales sb, bias (n BF16) or none, gate (nb x n BF16). Both
+ * batches in one launch of 128 x 128 ping-pong tiles, N fastest, a tile
+ * within one batch (A, x through 3-D maps); each tile's residual loaded
+ * by TMA into a buffer a chunk while its products run. k and ldz
+ * multiples of 16, n of 8, x, a and b 16-byte aligned; sms: blocks at
+ * most (0: every SM).
+ */
+cudaError_t
+sd_cuda_g8_gate(void *x, const void *a, int64_t ldz, const float *sa,
+    int64_t hl, const void *b, const float *sb, const void *bias,
+    const void *gate, int nb, int m, int n, int k, int sms, cudaStream_t st)
+{
+    CUtensorMap   ta, tb, td;
+    cuuint64_t    ad[3] = { (cuuint64_t) k, (cuuint64_t) m, (cuuint64_t) nb };
+    cuuint64_t    as[2] = { (cuuint64_t) k, (cuuint64_t) ldz };
+    cuuint32_t    abx[3] = { G8_BK, 128, 1 };
+    cuuint64_t    dd[3] = { (cuuint64_t) n, (cuuint64_t) m, (cuuint64_t) nb };
+    cuuint64_t    ds[2] = { (cuuint64_t) n * 2, (cuuint64_t) n * m * 2 };
+    cuuint32_t    dbx[3] = { 64, 64, 1 };
+    sd_cuda_g8_q  q;
+    g8_res        rs;
+    int           tiles, grid;
+
+    if (nb <= 0 || m <= 0 || n <= 0 || k <= 0 || k % 16 != 0
+        || ldz % 16 != 0 || n % 8 != 0 || sa == NULL || sb == NULL
+        || gate == NULL
+        || (((uintptr_t) a | (uintptr_t) b | (uintptr_t) x) & 15) != 0
+        || !sm90_map(&ta, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, a, ad, as, abx,
+                     CU_TENSOR_MAP_SWIZZLE_128B)
+        || !g8_map(&tb, b, n, k, k, 128)
+        || !sm90_map(&td, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, x, dd, ds,
+                     dbx, CU_TENSOR_MAP_SWIZZLE_128B))
+    {
+        return cudaErrorInvalidValue;
+    }
+    memset(&q, 0, sizeof(q));
+    rs.gate = (const __nv_bfloat16 *) gate;
+    rs.hl = hl;
+    rs.nb = nb;
+    if (sms <= 0 || sms > g8_sms) {
+        sms = g8_sms;
+    }
+    tiles = nb * ((m + 127) / 128) * ((n + 127) / 128);
+    grid = tiles < sms ? tiles : sms;
+    G8_RES_KERNEL<<<(unsigned) grid, G8_THREADS, G8_SMEM_RES(128, 128),
+                    st>>>(ta, tb, td, m, n, k, 1, sa, sb,
+                          (const __nv_bfloat16 *) bias, q, rs);
+    return cudaGetLastError();
 }
 
 

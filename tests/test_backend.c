@@ -2646,7 +2646,7 @@ g8qkv_run(sd_backend *be, int64_t n, int64_t K, int64_t O, const float *hx,
 
 
 /*
- * SD_CUDA_G8_QKV=1 (to be measured): a product of 4096 or more E4M3 rows
+ * SD_CUDA_G8_QKV=1 (measured, off by default): a product of 4096 or more E4M3 rows
  * with no activation (the image stream's QKV) through gemm8.cu, against
  * the CPU's sums (double) of the same E4M3 rows and weight, and against
  * the default backend's product (cuBLASLt's) of the same inputs: within
@@ -3042,6 +3042,147 @@ check_gate_fp8(sd_backend *cpu, sd_backend *be)
 }
 
 
+/* x (B, n, O) += g (B, O) (h[:, r0 : r0 + n] w^T + b) on be with h as
+   E4M3 rows (uploaded from hh, quantized per row); x's result, and the
+   rows' values in *hv, on the host */
+static float *
+gate8_run(sd_backend *be, int64_t B, int64_t L, int64_t n, int64_t r0,
+    int64_t K, int64_t O, const float *hh, const float *hx, const float *hg,
+    const float *hw, const float *hb, float **hv)
+{
+    sd_err      err = {0};
+    sd_tensor  *w = NULL, *h8 = NULL, h8v, *x, *g, *bias;
+    float      *got = NULL;
+    size_t      nn;
+    int         ok;
+
+    x = MK(be, ACT, 0.0f, B, n, O);
+    g = MK(be, ACT, 0.0f, B, O);
+    bias = MK(be, WGT, 0.0f, O);
+    ok = x && g && bias
+         && sd_tensor_new_as(&err, be, SD_MEM_WEIGHT, SD_DT_F8_E4M3, 2,
+                             (int64_t[]) { O, K }, &w) == SD_OK
+         && sd_tensor_new_as(&err, be, SD_MEM_ACT, SD_DT_F8_E4M3, 2,
+                             (int64_t[]) { B * L, K }, &h8) == SD_OK
+         && be->ops->upload_from(&err, h8, hh, SD_DT_F32, NULL, 0) == SD_OK
+         && sd_tensor_view(&err, h8, 0, 3, (int64_t[]) { B, L, K }, &h8v)
+            == SD_OK
+         && be->ops->upload_from(&err, w, hw, SD_DT_F32, NULL, 0) == SD_OK
+         && sd_tensor_upload(&err, x, hx) == SD_OK
+         && sd_tensor_upload(&err, g, hg) == SD_OK
+         && sd_tensor_upload(&err, bias, hb) == SD_OK;
+    T_CHECK(ok, "gated E4M3 product's inputs: %s", err.msg);
+    if (ok) {
+        T_CHECK(sd_linear_gate_add(&err, x, g, &h8v, r0, w, bias) == SD_OK,
+                "linear_gate_add (E4M3 rows): %s", err.msg);
+        got = host_of(x, &nn);
+        *hv = host_of(h8, &nn);
+    }
+    sd_tensor_free(w);
+    sd_tensor_free(h8);
+    sd_tensor_free(x);
+    sd_tensor_free(g);
+    sd_tensor_free(bias);
+    return got;
+}
+
+
+/*
+ * SD_CUDA_G8_GATE=1 (measured, off by default): the gated products of E4M3 rows by
+ * gemm8.cu, every batch entry in one launch (tiles within a batch, the
+ * residual loaded by TMA into the epilogue), against the update in double
+ * on the same E4M3 rows and weight and against the default backend's
+ * (cuBLASLt's, a product a batch entry); whether the bits are the same
+ * is printed. Shapes with a batch's last tile of rows part full, columns
+ * two and a half tiles, rows from r0 of L, 2 and 3 entries.
+ */
+static void
+check_g8_gate(sd_backend *be)
+{
+    static const int64_t  cases[][6] = {   /* B, L, n, r0, K, O */
+        { 2, 300, 272, 16, 512, 320 }, { 3, 144, 144, 0, 256, 256 },
+        { 2, 600, 512, 40, 2432, 384 }
+    };
+    sd_backend  *gq;
+    sd_err       err = {0};
+    size_t       ci;
+
+    if (!be->fp8_ffh) {
+        T_SKIP("SD_CUDA_G8_GATE: gemm8.cu does not run on this GPU");
+        return;
+    }
+    gq = cuda_with_env(&err, "SD_CUDA_G8_GATE");
+    T_CHECK(gq != NULL, "cuda backend (SD_CUDA_G8_GATE=1): %s", err.msg);
+    for (ci = 0; gq && ci < sizeof(cases) / sizeof(cases[0]); ci++) {
+        int64_t  B = cases[ci][0], L = cases[ci][1], n = cases[ci][2];
+        int64_t  r0 = cases[ci][3], K = cases[ci][4], O = cases[ci][5];
+        int64_t  i, j, bi, nx = B * n * O;
+        float   *hw, *hh, *hx, *hg, *hb, *wq = NULL, *hq = NULL;
+        float   *ref = NULL, *up0 = NULL, *up1 = NULL;
+        float   *got0 = NULL, *got1 = NULL, *hv0 = NULL, *hv1 = NULL;
+
+        t_round = 1;
+        t_rng = 9100 + ci;
+        hw = host_rand(O * K, 0.05f);
+        hh = host_rand(B * L * K, 2.0f);
+        hx = host_rand(nx, 1.0f);
+        hg = host_rand(B * O, 1.0f);
+        hb = host_rand(O, 0.5f);
+        if (hw && hh && hx && hg && hb) {
+            got0 = gate8_run(be, B, L, n, r0, K, O, hh, hx, hg, hw, hb,
+                             &hv0);
+            got1 = gate8_run(gq, B, L, n, r0, K, O, hh, hx, hg, hw, hb,
+                             &hv1);
+        }
+        wq = malloc(sizeof(float) * (size_t) (O * K));
+        hq = malloc(sizeof(float) * (size_t) (B * n * K));
+        ref = malloc(sizeof(float) * (size_t) nx);
+        up0 = malloc(sizeof(float) * (size_t) nx);
+        up1 = malloc(sizeof(float) * (size_t) nx);
+        if (got0 && got1 && hv0 && hv1 && wq && hq && ref && up0 && up1) {
+            double  e0, e1, e01;
+            int     same;
+
+            T_CHECK(memcmp(hv0, hv1, sizeof(float) * (size_t) (B * L * K))
+                    == 0, "SD_CUDA_G8_GATE: the backends' E4M3 rows differ");
+            memcpy(wq, hw, sizeof(float) * (size_t) (O * K));
+            ref_quant_rows(wq, O, K);
+            for (bi = 0; bi < B; bi++) {
+                memcpy(hq + bi * n * K, hv0 + (bi * L + r0) * K,
+                       sizeof(float) * (size_t) (n * K));
+            }
+            ref_linear(hq, wq, hb, ref, B * n, K, O, 0);
+            for (i = 0; i < B * n; i++) {
+                for (j = 0; j < O; j++) {
+                    ref[i * O + j] *= hg[(i / n) * O + j];
+                    up0[i * O + j] = got0[i * O + j] - hx[i * O + j];
+                    up1[i * O + j] = got1[i * O + j] - hx[i * O + j];
+                }
+            }
+            e0 = t_rel_l2(up0, ref, (size_t) nx);
+            e1 = t_rel_l2(up1, ref, (size_t) nx);
+            e01 = t_rel_l2(got1, got0, (size_t) nx);
+            same = memcmp(got0, got1, sizeof(float) * (size_t) nx) == 0;
+            printf("   linear_gate_add fp8 %lld x (%lld of %lld from %lld) "
+                   "x %lld -> %lld, SD_CUDA_G8_GATE=1: update rel L2 %.2e "
+                   "(cuBLASLt's %.2e), x %.2e to cuBLASLt's, %s bits\n",
+                   (long long) B, (long long) n, (long long) L,
+                   (long long) r0, (long long) K, (long long) O, e1, e0,
+                   e01, same ? "the same" : "other");
+            T_CHECK(e1 < 2e-2, "SD_CUDA_G8_GATE update: %.3g", e1);
+            /* x is BF16: each value rounded near 2^-9 either way */
+            T_CHECK(e01 < 1e-2, "SD_CUDA_G8_GATE against cuBLASLt's: %.3g",
+                    e01);
+        }
+        free(hw); free(hh); free(hx); free(hg); free(hb); free(wq);
+        free(hq); free(ref); free(up0); free(up1); free(got0); free(got1);
+        free(hv0); free(hv1);
+        t_round = 0;
+    }
+    sd_backend_destroy(gq);
+}
+
+
 /* A request over the workspace is an error, and the next one works. */
 static void
 check_oom(sd_backend *be)
@@ -3255,6 +3396,7 @@ check_cuda(sd_backend *cpu)
        g8_rows_tile), the last one partial, 2-3 tiles a block */
     check_ffh8(bf, 4160, 256, 2048);
     check_g8_qkv(bf);
+    check_g8_gate(bf);
     check_host_weights(bf);
     bench_fp8(bf);
     {
