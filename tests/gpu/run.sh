@@ -83,7 +83,12 @@
 #   s37i    FA_IDLE as a call of its own against -DFA_IDLE=0: SASS
 #           counts, then xu with FA_VAR=idle0
 #   s37g    gemm8's warp-uniform warpgroup index against -DG8_WGU=0
-#   g8qkv   (for session 38) the QKV product through gemm8.cu
+#   g8gate  the gated products through gemm8.cu (SD_CUDA_G8_GATE=1)
+#           against cuBLASLt's: test_backend, images, pipeline tests,
+#           Large/Medium benches in turn (Large with SD_CUDA_G8_QKV=1 too)
+#   ggkt    the same traced each way (ktrace), then Large's benches in
+#           turn
+#   g8qkv   (session 38) the QKV product through gemm8.cu
 #           (SD_CUDA_G8_QKV=1) against cuBLASLt's; FA_CWU where built
 #   gfork   lane 0's gated products' odd batch entries on a side stream
 #           beside the even ones (session 36's SD_CUDA_GATE_FORK=1, now
@@ -1905,19 +1910,26 @@ stage_s37g() {
     var_steps large s37g 28
     bench_lines '' $L/bench-s37g*.log | tee -a $summary
 }
-# prepared in session 37 for the next (no device time was left): the image
-# stream's QKV product through gemm8.cu (SD_CUDA_G8_QKV=1, the same bits
-# expected) against cuBLASLt's: images both ways, the FP8 pipeline tests
-# with it, gemm8_check at the QKV shapes, Large/Medium 28-step benches in
-# turn; and, where pack.sh built it (PACK_FATTN_VARIANTS="cwu1:-DFA_CWU=1"),
-# fattn_check against the attention with its consumer index warp-uniform
-# in fa_unit too
+# session 38's first call (prepared in session 37): the image stream's QKV
+# product through gemm8.cu (SD_CUDA_G8_QKV=1) against cuBLASLt's: images
+# both ways, test_backend, the FP8 pipeline tests with it, gemm8_check at
+# the QKV and gated shapes (and the SASS of both check tools),
+# Large/Medium 28-step benches in turn; and, where pack.sh built it,
+# fattn_check against a variant in turn (session 38:
+# PACK_FATTN_VARIANTS="cwu1:-DFA_CWU=1", a switch since removed)
 stage_g8qkv() {
     env_images gq SD_CUDA_G8_QKV=1
     run "test_pipeline (cuda-fp8), SD_CUDA_G8_QKV=1" pipeline-g8qkv.log \
         env SD_CUDA_G8_QKV=1 SD_TEST_DEVICE=cuda-fp8 $G/bin/test_pipeline
-    run "gemm8_check qkv" gemm8-qkv.log $G/bin/gemm8_check qkv m-qkv
-    grep -E '^\| (m-)?qkv' $L/gemm8-qkv.log | cut -c1-160 | tee -a $summary
+    backend_grep "SD_CUDA_G8_QKV|passed"
+    run "gemm8_check qkv" gemm8-qkv.log $G/bin/gemm8_check qkv m-qkv \
+        ff-down out m-ff-down
+    grep -E '^\| (m-)?(qkv|out|ff-down)' $L/gemm8-qkv.log | cut -c1-160 \
+        | tee -a $summary
+    if command -v cuobjdump > /dev/null; then
+        cuobjdump -sass $G/bin/gemm8_check > $L/gemm8_check.sass 2>&1
+        cuobjdump -sass $G/bin/fattn_check > $L/fattn_check.sass 2>&1
+    fi
     if [ -x $G/bin/fattn_check_xcwu1 ]; then
         fattn_turns fattn_check_xcwu1
     fi
@@ -1928,6 +1940,52 @@ stage_g8qkv() {
     with_clocks $L/clocks.log 250 gq_benches
     bench_lines '' $L/bench-gq*.log | tee -a $summary
     clock_summary $L/clocks.log
+}
+# session 38: the gated products of E4M3 rows by gemm8.cu, every batch
+# entry in one launch with the residual loaded by TMA into the epilogue
+# (SD_CUDA_G8_GATE=1) against cuBLASLt's a batch entry: test_backend's
+# check (against the E4M3 reference and cuBLASLt's), images both ways,
+# the FP8 pipeline tests with it, Large/Medium 28-step benches in turn;
+# Large with SD_CUDA_G8_QKV=1 too
+stage_g8gate() {
+    backend_grep "SD_CUDA_G8_GATE|passed"
+    env_images gg SD_CUDA_G8_GATE=1
+    run "test_pipeline (cuda-fp8), SD_CUDA_G8_GATE=1" pipeline-g8gate.log \
+        env SD_CUDA_G8_GATE=1 SD_TEST_DEVICE=cuda-fp8 $G/bin/test_pipeline
+    gg_benches() {
+        env_steps large ggl SD_CUDA_G8_GATE=1
+        env_steps large ggq "SD_CUDA_G8_GATE=1 SD_CUDA_G8_QKV=1"
+        env_steps medium ggm SD_CUDA_G8_GATE=1
+    }
+    with_clocks $L/clocks.log 250 gg_benches
+    bench_lines '' $L/bench-gg*.log | tee -a $summary
+    clock_summary $L/clocks.log
+}
+# the same, traced (ktrace: each kernel's time under load, lanes) each
+# way, then Large's benches in turn. Session 38 also ran a third way, the
+# gemm8 gated products' blocks capped at 122 SMs (a knob since removed:
+# 62.59 / 62.70 ms against 62.49 / 62.19 uncapped, 61.13 / 60.80 for
+# cuBLASLt's)
+stage_ggkt() {
+    local v r
+    randmodel large
+    for v in off on; do
+        ( [ $v = on ] && export SD_CUDA_G8_GATE=1
+          CUDA_INJECTION64_PATH=$G/bin/libktrace.so \
+              KTRACE_OUT=/tmp/sd/kt-$v.csv bench large bench-ggkt-$v.log \
+              "large fp8, traced, gate $v" --precision fp8
+          python3 tests/gpu/ktrace.py /tmp/sd/kt-$v.csv --skip 2 --top 45 \
+              --timeline $L/kt-timeline-$v.txt > $L/kt-$v.txt 2>&1
+          xz -T0 -1 -c /tmp/sd/kt-$v.csv > $L/kt-$v.csv.xz
+          head -8 $L/kt-$v.txt | tee -a $summary )
+    done
+    for r in 1 2; do
+        bench large bench-ggs-0-$r.log "large fp8 ($r)" --precision fp8
+        SDCLI="env SD_CUDA_G8_GATE=1 $G/bin/sd-cli" bench large \
+            bench-ggs-g-$r.log "large fp8, SD_CUDA_G8_GATE=1 ($r)" \
+            --precision fp8
+    done
+    bench_lines '' $L/bench-ggkt-*.log $L/bench-ggs-*.log | tee -a $summary
 }
 stage_s35t() {     # test_backend's E4M3 hidden-layer checks
     backend_grep "E4M3 hidden layer"
