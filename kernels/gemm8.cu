@@ -349,14 +349,23 @@ g8_cols_sync(int cw)
 }
 
 
+/* The chunk's writes by the warpgroup's threads seen by TMA, the
+   warpgroup met */
+static __device__ __forceinline__ void
+g8_chunk_ready(int cw)
+{
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    asm volatile("bar.sync %0, 128;" :: "r"(2 + cw) : "memory");
+}
+
+
 /* The chunk in buf, written by the warpgroup's threads, stored by TMA
    through the map td at (column x, row y) */
 static __device__ __forceinline__ void
 g8_chunk_store(int t, int cw, const CUtensorMap *td, int x, int y,
     uint32_t buf)
 {
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-    asm volatile("bar.sync %0, 128;" :: "r"(2 + cw) : "memory");
+    g8_chunk_ready(cw);
     if (t == 0) {
         asm volatile(
             "cp.async.bulk.tensor.2d.global.shared::cta"
@@ -373,8 +382,7 @@ static __device__ __forceinline__ void
 g8_chunk_store3(int t, int cw, const CUtensorMap *td, int x, int y, int z,
     uint32_t buf)
 {
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-    asm volatile("bar.sync %0, 128;" :: "r"(2 + cw) : "memory");
+    g8_chunk_ready(cw);
     if (t == 0) {
         asm volatile(
             "cp.async.bulk.tensor.3d.global.shared::cta"
@@ -747,48 +755,7 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
             }
             g8_cols_sync<PP>(cw);
 
-            if constexpr (res) {
-                /* each chunk in its own buffer over its residual */
-                sm90_mbar_wait(&sm->res[cw], (lt >> 1) & 1);
-                #pragma unroll
-                for (mi = 0; mi < MI; mi++) {
-                    #pragma unroll
-                    for (int c = 0; c < BN / 64; c++) {
-                        uint32_t  buf = eb + (mi * (BN / 64) + c) * G8_EBUF;
-
-                        if (mw + 64 * mi >= m || n0 + 64 * c >= n) {
-                            continue;   /* the warpgroup's alike */
-                        }
-                        #pragma unroll
-                        for (kk = 0; kk < 8; kk++) {
-                            int       jj = 8 * c + kk;
-                            int       cl = 8 * jj + 2 * (lane % 4);
-                            float     v[4];
-                            float2    x0, x1;
-                            uint32_t  o0, o1;
-
-                            g8_out4(v, acc[mi] + 4 * jj, sa0[mi], sa1[mi],
-                                    *(const float2 *) &ccs[cl],
-                                    *(const float2 *) &ccb[cl], 0);
-                            o0 = buf + rl0 * 128 + ((kk ^ (rl0 & 7)) << 4)
-                                 + 4 * (lane % 4);
-                            o1 = o0 + 8 * 128;
-                            x0 = g8_ld_bf16x2(o0);
-                            x1 = g8_ld_bf16x2(o1);
-                            asm volatile("st.shared.b32 [%0], %1;"
-                                         :: "r"(o0),
-                                            "r"(g8_pack_bf16(v[0] + x0.x,
-                                                             v[1] + x0.y)));
-                            asm volatile("st.shared.b32 [%0], %1;"
-                                         :: "r"(o1),
-                                            "r"(g8_pack_bf16(v[2] + x1.x,
-                                                             v[3] + x1.y)));
-                        }
-                        g8_chunk_store3(t, cw, &td, n0 + 64 * c,
-                                        mw + 64 * mi, z, buf);
-                    }
-                }
-            } else if constexpr (q8) {
+            if constexpr (q8) {
                 g8_out_e4m3<MI, BN>(acc, ccs, ccb, sa0, sa1, rn0,
                                     rn1, qw, qb, q8o.ys, gelu, eb, ec, &td,
                                     m, n0, mw, t, cw);
@@ -797,14 +764,24 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                 /* the output through shared memory, a 64 x 64 chunk at a time
                    in two buffers, each in the 128-byte swizzle (16-byte unit
                    u of row r at u ^ (r % 8): a warp's 32 words land in 32
-                   banks) and stored by TMA */
+                   banks) and stored by TMA; G8_E_RES: each chunk in its own
+                   buffer over its residual */
+                if (res) {
+                    sm90_mbar_wait(&sm->res[cw], (lt >> 1) & 1);
+                }
                 #pragma unroll
                 for (mi = 0; mi < MI; mi++) {
                     #pragma unroll
                     for (int c = 0; c < BN / 64; c++, ec++) {
-                        uint32_t  buf = eb + (ec & 1) * G8_EBUF;
+                        uint32_t  buf = eb + (res ? mi * (BN / 64) + c
+                                                  : ec & 1) * G8_EBUF;
 
-                        g8_chunk_begin(t, cw);
+                        if (res && (mw + 64 * mi >= m || n0 + 64 * c >= n)) {
+                            continue;   /* the warpgroup's alike */
+                        }
+                        if (!res) {
+                            g8_chunk_begin(t, cw);
+                        }
                         #pragma unroll
                         for (kk = 0; kk < 8; kk++) {
                             int       jj = 8 * c + kk;
@@ -818,6 +795,15 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                             o0 = buf + rl0 * 128 + ((kk ^ (rl0 & 7)) << 4)
                                  + 4 * (lane % 4);
                             o1 = o0 + 8 * 128;  /* row + 8: the same swizzle */
+                            if (res) {
+                                float2  x0 = g8_ld_bf16x2(o0);
+                                float2  x1 = g8_ld_bf16x2(o1);
+
+                                v[0] += x0.x;
+                                v[1] += x0.y;
+                                v[2] += x1.x;
+                                v[3] += x1.y;
+                            }
                             asm volatile("st.shared.b32 [%0], %1;"
                                          :: "r"(o0),
                                             "r"(g8_pack_bf16(v[0], v[1])));
@@ -825,8 +811,13 @@ g8_kernel(const __grid_constant__ CUtensorMap ta,
                                          :: "r"(o1),
                                             "r"(g8_pack_bf16(v[2], v[3])));
                         }
-                        g8_chunk_store(t, cw, &td, n0 + 64 * c, mw + 64 * mi,
-                                       buf);
+                        if (res) {
+                            g8_chunk_store3(t, cw, &td, n0 + 64 * c,
+                                            mw + 64 * mi, z, buf);
+                        } else {
+                            g8_chunk_store(t, cw, &td, n0 + 64 * c,
+                                           mw + 64 * mi, buf);
+                        }
                     }
                 }
             }

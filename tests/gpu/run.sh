@@ -1605,19 +1605,27 @@ stage_ltsustain() {
 # Medium's FP8 benches, untraced benches beside them (the tracing's own
 # cost), ktrace.py's tables (graph replays: wall, idle, each stream's busy
 # time and gaps; each kernel's time) and one replay kernel by kernel
+# MODEL's FP8 bench traced (ktrace): the tables in kt-TAG.txt and
+# kt-timeline-TAG.txt, the trace kept as kt-TAG.csv.xz, the tables' first
+# HEAD lines in the summary
+kt_bench() {       # MODEL TAG LOG NAME HEAD [BENCH ARGS...]
+    local m=$1 tag=$2 log=$3 name=$4 n=$5
+    shift 5
+    CUDA_INJECTION64_PATH=$G/bin/libktrace.so \
+        KTRACE_OUT=/tmp/sd/kt-$tag.csv bench $m $log "$name" \
+        --precision fp8 "$@"
+    python3 tests/gpu/ktrace.py /tmp/sd/kt-$tag.csv --skip 2 --top 45 \
+        --timeline $L/kt-timeline-$tag.txt > $L/kt-$tag.txt 2>&1
+    xz -T0 -1 -c /tmp/sd/kt-$tag.csv > $L/kt-$tag.csv.xz
+    head -$n $L/kt-$tag.txt | tee -a $summary
+}
 stage_ktrace() {
     local m
     for m in ${KT_MODELS:-large medium}; do
         randmodel $m
         bench $m bench-kt0-$m.log "$m fp8, untraced" --precision fp8 \
             ${KT_ARGS:-}
-        CUDA_INJECTION64_PATH=$G/bin/libktrace.so \
-            KTRACE_OUT=/tmp/sd/kt-$m.csv bench $m bench-kt1-$m.log \
-            "$m fp8, traced" --precision fp8 ${KT_ARGS:-}
-        python3 tests/gpu/ktrace.py /tmp/sd/kt-$m.csv --skip 2 --top 45 \
-            --timeline $L/kt-timeline-$m.txt > $L/kt-$m.txt 2>&1
-        xz -T0 -1 -c /tmp/sd/kt-$m.csv > $L/kt-$m.csv.xz
-        head -8 $L/kt-$m.txt | tee -a $summary
+        kt_bench $m $m bench-kt1-$m.log "$m fp8, traced" 8 ${KT_ARGS:-}
         bench_lines '' $L/bench-kt?-$m.log | tee -a $summary
     done
 }
@@ -1643,16 +1651,8 @@ stage_mskt() {
     pipeline_tests
     tail -n 2 $L/pipeline-cuda-*.log | tee -a $summary
     for v in ${MS_TRACE-ker}; do
-        (
-            ms_on $v
-            CUDA_INJECTION64_PATH=$G/bin/libktrace.so \
-                KTRACE_OUT=/tmp/sd/kt-$v.csv bench medium bench-kt-$v.log \
-                "medium fp8 traced, $v" --precision fp8
-        )
-        python3 tests/gpu/ktrace.py /tmp/sd/kt-$v.csv --skip 2 --top 45 \
-            --timeline $L/kt-timeline-$v.txt > $L/kt-$v.txt 2>&1
-        xz -T0 -1 -c /tmp/sd/kt-$v.csv > $L/kt-$v.csv.xz
-        head -5 $L/kt-$v.txt | tee -a $summary
+        ( ms_on $v
+          kt_bench medium $v bench-kt-$v.log "medium fp8 traced, $v" 5 )
     done
     ms_benches() {
         for r in 1 2; do
@@ -1971,13 +1971,7 @@ stage_ggkt() {
     randmodel large
     for v in off on; do
         ( [ $v = on ] && export SD_CUDA_G8_GATE=1
-          CUDA_INJECTION64_PATH=$G/bin/libktrace.so \
-              KTRACE_OUT=/tmp/sd/kt-$v.csv bench large bench-ggkt-$v.log \
-              "large fp8, traced, gate $v" --precision fp8
-          python3 tests/gpu/ktrace.py /tmp/sd/kt-$v.csv --skip 2 --top 45 \
-              --timeline $L/kt-timeline-$v.txt > $L/kt-$v.txt 2>&1
-          xz -T0 -1 -c /tmp/sd/kt-$v.csv > $L/kt-$v.csv.xz
-          head -8 $L/kt-$v.txt | tee -a $summary )
+          kt_bench large $v bench-ggkt-$v.log "large fp8, traced, gate $v" 8 )
     done
     for r in 1 2; do
         bench large bench-ggs-0-$r.log "large fp8 ($r)" --precision fp8
