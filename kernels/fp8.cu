@@ -1112,10 +1112,9 @@ sd_cuda_linear_gate_fp8(sd_err *err, sd_tensor *x, const sd_tensor *gate,
            longer beside them (the norm passes 2.77 -> 3.38 ms a step,
            its products 3.80 -> 4.60, quant_rows 0.36 -> 0.65; the
            attention 18.67 -> 19.01, the GELU product 11.15 -> 11.56)
-           and the step
-           traced 60.94 ms against 59.21. Capping its blocks at 122 SMs
-           (the rest left to the text stream) did not help: 62.59 / 62.70
-           ms. */
+           and the step traced 60.94 ms against 59.21. Capping its blocks
+           at 122 SMs (the rest left to the text stream) did not help:
+           62.59 / 62.70 ms. */
         if (c->measuring) {
             return SD_OK;
         }

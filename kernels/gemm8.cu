@@ -875,6 +875,17 @@ g8_probe_kernel(int *out)
 static int  g8_sms;                     /* sd_cuda_g8_ok's card's */
 
 
+/* a persistent launch's blocks: one a tile, sms at most (0: every SM) */
+static unsigned
+g8_grid(int tiles, int sms)
+{
+    if (sms <= 0 || sms > g8_sms) {
+        sms = g8_sms;
+    }
+    return (unsigned) (tiles < sms ? tiles : sms);
+}
+
+
 /* rows x k E4M3 (row stride ld bytes) as (K, rows), boxes of 128 x box */
 static int
 g8_map(CUtensorMap *mp, const void *p, int64_t rows, int64_t k, int64_t ld,
@@ -960,10 +971,7 @@ g8_launch(const void *a, int64_t lda, const void *b, int64_t ldb,
     if (!g8_map(&ta, a, m, k, lda, BM) || !g8_map(&tb, b, n, k, ldb, BN)) {
         return cudaErrorInvalidValue;
     }
-    if (sms <= 0 || sms > g8_sms) {
-        sms = g8_sms;                   /* 0: every SM */
-    }
-    grid = (unsigned) (tiles < sms ? tiles : sms);
+    grid = g8_grid(tiles, sms);
 #define G8_GO(e)                                                            \
     g8_kernel<BM, BN, e, PP><<<grid, G8_THREADS, smem, st>>>(              \
         ta, tb, *td, m, n, k, nf, sa, sb, bi, *q, rs)
@@ -1106,7 +1114,7 @@ sd_cuda_g8_gate(void *x, const void *a, int64_t ldz, const float *sa,
     cuuint32_t    dbx[3] = { 64, 64, 1 };
     sd_cuda_g8_q  q;
     g8_res        rs;
-    int           tiles, grid;
+    int           tiles;
 
     if (nb <= 0 || m <= 0 || n <= 0 || k <= 0 || k % 16 != 0
         || ldz % 16 != 0 || n % 8 != 0 || sa == NULL || sb == NULL
@@ -1124,12 +1132,8 @@ sd_cuda_g8_gate(void *x, const void *a, int64_t ldz, const float *sa,
     rs.gate = (const __nv_bfloat16 *) gate;
     rs.hl = hl;
     rs.nb = nb;
-    if (sms <= 0 || sms > g8_sms) {
-        sms = g8_sms;
-    }
     tiles = nb * ((m + 127) / 128) * ((n + 127) / 128);
-    grid = tiles < sms ? tiles : sms;
-    G8_RES_KERNEL<<<(unsigned) grid, G8_THREADS, G8_SMEM_RES(128, 128),
+    G8_RES_KERNEL<<<g8_grid(tiles, sms), G8_THREADS, G8_SMEM_RES(128, 128),
                     st>>>(ta, tb, td, m, n, k, 1, sa, sb,
                           (const __nv_bfloat16 *) bias, q, rs);
     return cudaGetLastError();

@@ -2646,11 +2646,11 @@ g8qkv_run(sd_backend *be, int64_t n, int64_t K, int64_t O, const float *hx,
 
 
 /*
- * SD_CUDA_G8_QKV=1 (measured, off by default): a product of 4096 or more E4M3 rows
- * with no activation (the image stream's QKV) through gemm8.cu, against
- * the CPU's sums (double) of the same E4M3 rows and weight, and against
- * the default backend's product (cuBLASLt's) of the same inputs: within
- * BF16's rounding of each; whether the bits are the same is printed
+ * SD_CUDA_G8_QKV=1 (measured, off by default): a product of 4096 or more
+ * E4M3 rows with no activation (the image stream's QKV) through gemm8.cu,
+ * against the CPU's sums (double) of the same E4M3 rows and weight, and
+ * against the default backend's product (cuBLASLt's) of the same inputs:
+ * within BF16's rounding of each; whether the bits are the same is printed
  * (gemm8_check found them so at the MMDiT's QKV shapes).
  */
 static void
@@ -2878,6 +2878,48 @@ done:
 
 
 /*
+ * The gated update g (B, O) (h[:, r0 : r0 + n] w^T + b) in double, with
+ * w's rows (O x K) rounded to E4M3 per row and h's (B, L, K) rows too,
+ * unless they hold E4M3 values already (h_e4m3): malloc'd, B n x O; NULL
+ * when out of memory.
+ */
+static float *
+ref_gate_update(const float *hw, const float *hh, const float *hg,
+    const float *hb, int64_t B, int64_t L, int64_t n, int64_t r0, int64_t K,
+    int64_t O, int h_e4m3)
+{
+    float    *wq = malloc(sizeof(float) * (size_t) (O * K));
+    float    *hq = malloc(sizeof(float) * (size_t) (B * n * K));
+    float    *exp = malloc(sizeof(float) * (size_t) (B * n * O));
+    int64_t   i, j, bi;
+
+    if (wq && hq && exp) {
+        memcpy(wq, hw, sizeof(float) * (size_t) (O * K));
+        ref_quant_rows(wq, O, K);
+        for (bi = 0; bi < B; bi++) {
+            memcpy(hq + bi * n * K, hh + (bi * L + r0) * K,
+                   sizeof(float) * (size_t) (n * K));
+        }
+        if (!h_e4m3) {
+            ref_quant_rows(hq, B * n, K);
+        }
+        ref_linear(hq, wq, hb, exp, B * n, K, O, 0);
+        for (i = 0; i < B * n; i++) {
+            for (j = 0; j < O; j++) {
+                exp[i * O + j] *= hg[(i / n) * O + j];
+            }
+        }
+    } else {
+        free(exp);
+        exp = NULL;
+    }
+    free(wq);
+    free(hq);
+    return exp;
+}
+
+
+/*
  * linear_gate_add with FP8 weights: x += gate (h[:, r0 : r0 + n] w^T + b)
  * with the gate and the residual inside the FP8 products (rows a multiple
  * of 16; the profile names the op's path), against the same update in
@@ -2899,14 +2941,14 @@ check_gate_fp8(sd_backend *cpu, sd_backend *be)
     size_t  ci;
 
     for (ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
-        int64_t     n = cases[ci][0], r0 = cases[ci][1], i, j, bi;
+        int64_t     n = cases[ci][0], r0 = cases[ci][1], i;
         int64_t     B = cases[ci][4];
         int         fused = (int) cases[ci][2], e4 = (int) cases[ci][3];
         sd_err      err = {0};
         sd_tensor  *w = NULL, *h, *x, *x2 = NULL, *g, *bias, *cw, *ch, *cx;
         sd_tensor  *cg, *cb;
         sd_tensor  *h8 = NULL, h8v;
-        float      *hw, *hh, *hx, *hg, *hb, *wq = NULL, *hq = NULL;
+        float      *hw, *hh, *hx, *hg, *hb;
         float      *got = NULL, *got2 = NULL, *cgot = NULL, *upd = NULL;
         float      *exp = NULL;
         char        rep[8192];
@@ -2986,35 +3028,21 @@ check_gate_fp8(sd_backend *cpu, sd_backend *be)
         T_CHECK(sd_linear_gate_add(&err, cx, cg, ch, r0, cw, cb) == SD_OK,
                 "cpu linear_gate_add: %s", err.msg);
 
-        /* the update in double on E4M3 rows (per row) and weights */
-        wq = malloc(sizeof(float) * O * K);
-        hq = malloc(sizeof(float) * B * n * K);
-        exp = malloc(sizeof(float) * B * n * O);
+        /* the update in double on E4M3 rows (per row) and weights (h's
+           values where they are E4M3 rows) */
+        exp = ref_gate_update(hw, hh, hg, hb, B, L, n, r0, K, O, e4);
         upd = malloc(sizeof(float) * B * n * O);
         got = host_of(x, &nn);
         got2 = host_of(x2, &nn);
         cgot = host_of(cx, &nn);
-        if (!(wq && hq && exp && upd && got && got2 && cgot)) {
+        if (!(exp && upd && got && got2 && cgot)) {
             goto next;
         }
         T_CHECK(memcmp(got, got2, sizeof(float) * (size_t) (B * n * O)) == 0,
                 "linear_gate_add fp8 %lld batch entries: profiled and not, "
                 "other bits", (long long) B);
-        memcpy(wq, hw, sizeof(float) * O * K);
-        ref_quant_rows(wq, O, K);
-        for (bi = 0; bi < B; bi++) {
-            memcpy(hq + bi * n * K, hh + (bi * L + r0) * K,
-                   sizeof(float) * n * K);
-        }
-        if (!e4) {
-            ref_quant_rows(hq, B * n, K);       /* E4M3 h: its values */
-        }
-        ref_linear(hq, wq, hb, exp, B * n, K, O, 0);
-        for (i = 0; i < B * n; i++) {
-            for (j = 0; j < O; j++) {
-                exp[i * O + j] *= hg[(i / n) * O + j];
-                upd[i * O + j] = got[i * O + j] - hx[i * O + j];
-            }
+        for (i = 0; i < B * n * O; i++) {
+            upd[i] = got[i] - hx[i];
         }
         e = t_rel_l2(upd, exp, (size_t) (B * n * O));
         printf("   linear_gate_add fp8 %lldx%d->%d (%s%s): update rel L2 "
@@ -3030,8 +3058,8 @@ check_gate_fp8(sd_backend *cpu, sd_backend *be)
                 e);
 
     next:
-        free(hw); free(hh); free(hx); free(hg); free(hb); free(wq);
-        free(hq); free(exp); free(upd); free(got); free(got2); free(cgot);
+        free(hw); free(hh); free(hx); free(hg); free(hb);
+        free(exp); free(upd); free(got); free(got2); free(cgot);
         sd_tensor_free(w); sd_tensor_free(h); sd_tensor_free(x);
         sd_tensor_free(x2);
         sd_tensor_free(g); sd_tensor_free(bias); sd_tensor_free(cw);
@@ -3088,13 +3116,14 @@ gate8_run(sd_backend *be, int64_t B, int64_t L, int64_t n, int64_t r0,
 
 
 /*
- * SD_CUDA_G8_GATE=1 (measured, off by default): the gated products of E4M3 rows by
- * gemm8.cu, every batch entry in one launch (tiles within a batch, the
- * residual loaded by TMA into the epilogue), against the update in double
- * on the same E4M3 rows and weight and against the default backend's
- * (cuBLASLt's, a product a batch entry); whether the bits are the same
- * is printed. Shapes with a batch's last tile of rows part full, columns
- * two and a half tiles, rows from r0 of L, 2 and 3 entries.
+ * SD_CUDA_G8_GATE=1 (measured, off by default): the gated products of
+ * E4M3 rows by gemm8.cu, every batch entry in one launch (tiles within a
+ * batch, the residual loaded by TMA into the epilogue), against the
+ * update in double on the same E4M3 rows and weight and against the
+ * default backend's (cuBLASLt's, a product a batch entry); whether the
+ * bits are the same is printed. Shapes with a batch's last tile of rows
+ * part full, columns two and a half tiles, rows from r0 of L, 2 and 3
+ * entries.
  */
 static void
 check_g8_gate(sd_backend *be)
@@ -3116,8 +3145,8 @@ check_g8_gate(sd_backend *be)
     for (ci = 0; gq && ci < sizeof(cases) / sizeof(cases[0]); ci++) {
         int64_t  B = cases[ci][0], L = cases[ci][1], n = cases[ci][2];
         int64_t  r0 = cases[ci][3], K = cases[ci][4], O = cases[ci][5];
-        int64_t  i, j, bi, nx = B * n * O;
-        float   *hw, *hh, *hx, *hg, *hb, *wq = NULL, *hq = NULL;
+        int64_t  i, nx = B * n * O;
+        float   *hw, *hh, *hx, *hg, *hb;
         float   *ref = NULL, *up0 = NULL, *up1 = NULL;
         float   *got0 = NULL, *got1 = NULL, *hv0 = NULL, *hv1 = NULL;
 
@@ -3134,30 +3163,20 @@ check_g8_gate(sd_backend *be)
             got1 = gate8_run(gq, B, L, n, r0, K, O, hh, hx, hg, hw, hb,
                              &hv1);
         }
-        wq = malloc(sizeof(float) * (size_t) (O * K));
-        hq = malloc(sizeof(float) * (size_t) (B * n * K));
-        ref = malloc(sizeof(float) * (size_t) nx);
+        /* the E4M3 rows' values as read back */
+        ref = hv0 ? ref_gate_update(hw, hv0, hg, hb, B, L, n, r0, K, O, 1)
+                  : NULL;
         up0 = malloc(sizeof(float) * (size_t) nx);
         up1 = malloc(sizeof(float) * (size_t) nx);
-        if (got0 && got1 && hv0 && hv1 && wq && hq && ref && up0 && up1) {
+        if (got0 && got1 && hv0 && hv1 && ref && up0 && up1) {
             double  e0, e1, e01;
             int     same;
 
             T_CHECK(memcmp(hv0, hv1, sizeof(float) * (size_t) (B * L * K))
                     == 0, "SD_CUDA_G8_GATE: the backends' E4M3 rows differ");
-            memcpy(wq, hw, sizeof(float) * (size_t) (O * K));
-            ref_quant_rows(wq, O, K);
-            for (bi = 0; bi < B; bi++) {
-                memcpy(hq + bi * n * K, hv0 + (bi * L + r0) * K,
-                       sizeof(float) * (size_t) (n * K));
-            }
-            ref_linear(hq, wq, hb, ref, B * n, K, O, 0);
-            for (i = 0; i < B * n; i++) {
-                for (j = 0; j < O; j++) {
-                    ref[i * O + j] *= hg[(i / n) * O + j];
-                    up0[i * O + j] = got0[i * O + j] - hx[i * O + j];
-                    up1[i * O + j] = got1[i * O + j] - hx[i * O + j];
-                }
+            for (i = 0; i < nx; i++) {
+                up0[i] = got0[i] - hx[i];
+                up1[i] = got1[i] - hx[i];
             }
             e0 = t_rel_l2(up0, ref, (size_t) nx);
             e1 = t_rel_l2(up1, ref, (size_t) nx);
@@ -3174,8 +3193,8 @@ check_g8_gate(sd_backend *be)
             T_CHECK(e01 < 1e-2, "SD_CUDA_G8_GATE against cuBLASLt's: %.3g",
                     e01);
         }
-        free(hw); free(hh); free(hx); free(hg); free(hb); free(wq);
-        free(hq); free(ref); free(up0); free(up1); free(got0); free(got1);
+        free(hw); free(hh); free(hx); free(hg); free(hb);
+        free(ref); free(up0); free(up1); free(got0); free(got1);
         free(hv0); free(hv1);
         t_round = 0;
     }

@@ -1967,18 +1967,13 @@ stage_g8gate() {
 # 62.59 / 62.70 ms against 62.49 / 62.19 uncapped, 61.13 / 60.80 for
 # cuBLASLt's)
 stage_ggkt() {
-    local v r
+    local v
     randmodel large
     for v in off on; do
         ( [ $v = on ] && export SD_CUDA_G8_GATE=1
           kt_bench large $v bench-ggkt-$v.log "large fp8, traced, gate $v" 8 )
     done
-    for r in 1 2; do
-        bench large bench-ggs-0-$r.log "large fp8 ($r)" --precision fp8
-        SDCLI="env SD_CUDA_G8_GATE=1 $G/bin/sd-cli" bench large \
-            bench-ggs-g-$r.log "large fp8, SD_CUDA_G8_GATE=1 ($r)" \
-            --precision fp8
-    done
+    env_steps large ggs SD_CUDA_G8_GATE=1
     bench_lines '' $L/bench-ggkt-*.log $L/bench-ggs-*.log | tee -a $summary
 }
 stage_s35t() {     # test_backend's E4M3 hidden-layer checks
