@@ -1439,6 +1439,7 @@ cuda_init(sd_err *err, sd_cuda *c, int device)
                    && !sd_env_on("SD_CUDA_HOST_NOISE");
     c->no_sattn = sd_env_on("SD_CUDA_NO_SATTN");
     c->conv_fused = !sd_env_on("SD_CUDA_NO_CONV_FUSED");
+    c->conv_patch = !sd_env_on("SD_CUDA_PATCH_CUDNN");
     /* kernels chosen by the libraries' heuristics (the same in every
        process), unless SD_CUDA_TIMED_PICK=1 (the fastest of a few timed
        runs: a close call may go either way, and the images with it) */

@@ -2,7 +2,8 @@
  * conv.cu: 2D convolutions of the CUDA backend through cuDNN's convolution
  * forward, channels-last, then the bias as one pass; from 2^25 output
  * values up the bias, and a residual sum (sd_cuda_conv2d_add), in cuDNN's
- * fused call instead (conv_fuse).
+ * fused call instead (conv_fuse). A patch embedding (kernel = stride, no
+ * padding) is a gather and one cuBLASLt product instead (patch_conv).
  *
  * Rules it relies on: x and y are CUDNN_TENSOR_NHWC tensors, the filter
  * (Co, kh, kw, Ci) is cuDNN's NHWC filter format (KRSC); compute type F32;
@@ -280,6 +281,108 @@ fused_run(sd_cuda *c, sd_cuda_conv_plan *p, sd_tensor *y, const sd_tensor *x,
 }
 
 
+/*
+ * A convolution whose kernel is its stride (2 or more), without padding:
+ * the MMDiT's patch embedding, 2 x 2 over 16 latent channels. Each output
+ * position's patch is a row of the filter's (kh, kw, Ci) order
+ * (patch_rows_kernel gathers them, 16 bytes a thread), so y (B h w, Co) =
+ * rows w (Co, kh kw Ci)^T + b (+ y) is one cuBLASLt product with the bias
+ * (and the residual, beta 1) in its epilogue, rounded once. cuDNN ran
+ * Large's 1024^2 one (2 x 64 x 64 x 2432 from 2 x 128 x 128 x 16) in 62.5
+ * us plus a 16.1 us bias pass, each step (ktrace, session 38); the
+ * gather and the product take 2.4 and 21.7 us (and cuBLASLt's 1.2 us
+ * counter memset; ktrace, session 39, H200). In turn in one call: Large's
+ * 28-step step 61.47 / 61.33 ms against 61.83 / 61.58 (within a card's
+ * spread), one seed's 4-step image 35.0 dB from cuDNN's (other sums).
+ * SD_CUDA_PATCH_CUDNN=1: cuDNN's, for measuring.
+ */
+__global__ void
+patch_rows_kernel(uint4 *rows, const __nv_bfloat16 *x, int64_t n8, int kv,
+    int p, int ci, int64_t H, int64_t W, int64_t h, int64_t w)
+{
+    int64_t  t = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
+    int64_t  r, j, bi, i, b;
+    int      e, cc, kx, ky;
+
+    if (t >= n8) {
+        return;
+    }
+    r = t / kv;                         /* the output position (b, i, j) */
+    e = (int) (t - r * kv) * 8;         /* the row's element: (ky, kx, cc) */
+    j = r % w;
+    bi = r / w;
+    i = bi % h;
+    b = bi / h;
+    cc = e % ci;
+    kx = (e / ci) % p;
+    ky = e / (ci * p);
+    rows[t] = *(const uint4 *) (x + (((b * H + p * i + ky) * W + p * j + kx)
+                                     * ci + cc));
+}
+
+
+static int
+patch_conv(const sd_cuda *c, const sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, int stride, int pad)
+{
+    return c->conv_patch && pad == 0 && stride >= 2
+           && w->ne[1] == stride && w->ne[2] == stride
+           && x->dtype == SD_DT_BF16 && y->dtype == SD_DT_BF16
+           && w->dtype == SD_DT_BF16 && (b == NULL || b->dtype == SD_DT_BF16)
+           && w->ne[3] == x->ne[3] && x->ne[3] % 8 == 0
+           && y->ne[0] == x->ne[0] && y->ne[3] == w->ne[0]
+           && y->ne[1] == x->ne[1] / stride && y->ne[2] == x->ne[2] / stride
+           && (w->ne[0] * stride * stride * x->ne[3]) % 8 == 0
+           && ((uintptr_t) x->data & 15) == 0
+           && sd_numel(y) / y->ne[3] < ((int64_t) 1 << 31);
+}
+
+
+/* y = rows(x) w^T + b, or y += that when acc (patch_conv holds) */
+static sd_status
+patch_run(sd_err *err, sd_cuda *c, sd_tensor *y, const sd_tensor *x,
+    const sd_tensor *w, const sd_tensor *b, int p, int acc)
+{
+    int64_t             m = sd_numel(y) / y->ne[3], k = p * p * x->ne[3];
+    int64_t             n8 = m * k / 8;
+    sd_cuda_gemm_shape  g;
+    void               *scr;
+    cudaError_t         e;
+    sd_status           s;
+
+    SD_TRY(sd_cuda_scratch(err, c, (size_t) (m * k) * 2, &scr));
+    if (c->measuring) {
+        sd_cuda_scratch_free(c, scr);
+        return SD_OK;
+    }
+    patch_rows_kernel<<<sd_cuda_blocks(n8, 256), 256, 0, c->stream>>>(
+        (uint4 *) scr, (const __nv_bfloat16 *) x->data, n8, (int) (k / 8),
+        p, (int) x->ne[3], x->ne[1], x->ne[2], y->ne[1], y->ne[2]);
+    e = cudaGetLastError();
+    s = e == cudaSuccess
+        ? SD_OK : sd_cuda_fail(err, e, "patch rows", __FILE__, __LINE__);
+    if (s == SD_OK) {
+        memset(&g, 0, sizeof(g));
+        g.transa = 1;                   /* as sd_cuda_linear */
+        g.m = w->ne[0];
+        g.n = m;
+        g.k = k;
+        g.lda = k;
+        g.ldb = k;
+        g.ldd = w->ne[0];
+        g.batch = 1;
+        g.ta = g.tb = g.td = SD_DT_BF16;
+        g.act = SD_ACT_NONE;
+        g.bias = b != NULL;
+        g.accumulate = acc;
+        s = sd_cuda_gemm(err, c, &g, 1.0f, w->data, scr, y->data,
+                         b ? b->data : NULL);
+    }
+    sd_cuda_scratch_free(c, scr);
+    return s;
+}
+
+
 sd_status
 sd_cuda_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x,
     const sd_tensor *w, const sd_tensor *b, int stride, int pad)
@@ -288,6 +391,9 @@ sd_cuda_conv2d(sd_err *err, sd_tensor *y, const sd_tensor *x,
     sd_cuda_conv_plan  *p;
     float               one = 1.0f, zero = 0.0f;
 
+    if (patch_conv(c, y, x, w, b, stride, pad)) {
+        return patch_run(err, c, y, x, w, b, stride, 0);
+    }
     SD_TRY(conv_plan(err, c, y, x, w, stride, pad, &p));
     if (conv_fuse(c, y, x, b) && fused_run(c, p, y, x, w, b, 0)) {
         return SD_OK;
@@ -314,6 +420,9 @@ sd_cuda_conv2d_add(sd_err *err, sd_tensor *y, const sd_tensor *x,
     void               *scr = NULL;
     sd_status           s;
 
+    if (patch_conv(c, y, x, w, b, stride, pad)) {
+        return patch_run(err, c, y, x, w, b, stride, 1);
+    }
     if (conv_fuse(c, y, x, b)) {
         if (c->measuring) {
             return SD_OK;

@@ -155,6 +155,8 @@ typedef struct {
     int                 no_sdpa;        /* force the GEMM attention path */
     int                 conv_fused;     /* conv.cu's conv_fuse rule, unless
                                            SD_CUDA_NO_CONV_FUSED */
+    int                 conv_patch;     /* conv.cu's patch_conv rule, unless
+                                           SD_CUDA_PATCH_CUDNN */
     int                 no_sattn;       /* SD_CUDA_NO_SATTN: the causal and
                                            biased attention by the GEMM
                                            path, not sattn.cu */

@@ -662,7 +662,11 @@ case_conv_small(sd_backend *be, size_t *n, double *ms)
 }
 
 
-/* the MMDiT's patch embedding: 2x2 stride 2, 16 -> 2432 */
+/* the MMDiT's patch embedding: 2x2 stride 2, 16 -> 2432 (on the GPU a
+   gather and one product, conv.cu's patch_conv); then conv2d_add of a
+   4x4 stride 4 patch into a residual, sizes not multiples of the stride
+   (the last rows and columns left out), and 2x2 over 12 channels (not a
+   multiple of 8: cuDNN's) */
 static float *
 case_conv_patch(sd_backend *be, size_t *n, double *ms)
 {
@@ -673,11 +677,32 @@ case_conv_patch(sd_backend *be, size_t *n, double *ms)
     sd_tensor  *w = MK(be, WGT, 0.1f, 2432, 2, 2, 16);
     sd_tensor  *b = MK(be, WGT, 0.1f, 2432);
     sd_tensor  *y = MK(be, ACT, 0.0f, 2, 64, 64, 2432);
+    sd_tensor  *x4 = MK(be, ACT, 1.0f, 3, 18, 23, 8);
+    sd_tensor  *w4 = MK(be, WGT, 0.1f, 40, 4, 4, 8);
+    sd_tensor  *b4 = MK(be, WGT, 0.1f, 40);
+    sd_tensor  *r4 = MK(be, ACT, 1.0f, 3, 4, 5, 40);
+    sd_tensor  *xc = MK(be, ACT, 1.0f, 1, 10, 14, 12);
+    sd_tensor  *wc = MK(be, WGT, 0.1f, 24, 2, 2, 12);
+    sd_tensor  *yc = MK(be, ACT, 0.0f, 1, 5, 7, 24);
+    sd_tensor  *outs[3] = { y, r4, yc };
 
     T_TIMED(be, ms, sd_conv2d(&err, y, x, w, b, 2, 0));
-    T_CASE_END(y);
+    if (s == SD_OK) {
+        s = sd_conv2d_add(&err, r4, x4, w4, b4, 4, 0);
+    }
+    if (s == SD_OK) {
+        s = sd_conv2d(&err, yc, xc, wc, NULL, 2, 0);
+    }
+    if (s != SD_OK) {
+        printf("   op failed: %s\n", err.msg);
+        out = NULL;
+    } else {
+        out = host_of_all(outs, 3, n);
+    }
     sd_tensor_free(x); sd_tensor_free(w); sd_tensor_free(b);
-    sd_tensor_free(y);
+    sd_tensor_free(y); sd_tensor_free(x4); sd_tensor_free(w4);
+    sd_tensor_free(b4); sd_tensor_free(r4); sd_tensor_free(xc);
+    sd_tensor_free(wc); sd_tensor_free(yc);
     return out;
 }
 
@@ -982,7 +1007,7 @@ static const t_case  t_cases[] = {
       2.0 * 64 * 64 * 512 * 512 * 9 },
     { "conv s2 + conv->3", case_conv_small, 0 },
     { "conv 1x1 1024^2 +b, conv_add 1x1 and 3x3", case_conv_fused, 0 },
-    { "conv patch 2x2 16->2432", case_conv_patch,
+    { "conv patch 2x2 16->2432, 4x4 add, 2x2 of 12", case_conv_patch,
       2.0 * 2 * 64 * 64 * 2432 * 64 },
     { "upsample2x, embed 600 ids, zero", case_upsample_embed, 0 },
     { "subpixel2x 2x9x13x256, 1x5x6x12", case_subpixel, 0 },

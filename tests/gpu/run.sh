@@ -88,6 +88,8 @@
 #           Large/Medium benches in turn (Large with SD_CUDA_G8_QKV=1 too)
 #   ggkt    the same traced each way (ktrace), then Large's benches in
 #           turn
+#   s39     (session 39) the patch embedding as one product against
+#           cuDNN's (SD_CUDA_PATCH_CUDNN=1), then SD_CUDA_G8_QKV=1 again
 #   g8qkv   (session 38) the QKV product through gemm8.cu
 #           (SD_CUDA_G8_QKV=1) against cuBLASLt's; FA_CWU where built
 #   gfork   lane 0's gated products' odd batch entries on a side stream
@@ -1939,6 +1941,31 @@ stage_g8qkv() {
     }
     with_clocks $L/clocks.log 250 gq_benches
     bench_lines '' $L/bench-gq*.log | tee -a $summary
+    clock_summary $L/clocks.log
+}
+# session 39: the MMDiT's patch embedding as a gather and one cuBLASLt
+# product (conv.cu's patch_conv) against cuDNN's convolution and a bias
+# pass (SD_CUDA_PATCH_CUDNN=1): test_backend's conv lines, images both
+# ways, the FP8 pipeline tests, Large traced (the step's first kernels),
+# Large's 28-step benches in turn; then the QKV product by gemm8.cu
+# (SD_CUDA_G8_QKV=1) against cuBLASLt's again, Large and Medium in turn
+stage_s39() {
+    backend_grep "conv|passed"
+    env_images pc SD_CUDA_PATCH_CUDNN=1
+    run "test_pipeline (cuda-fp8)" pipeline-cuda-fp8.log env \
+        SD_TEST_DEVICE=cuda-fp8 $G/bin/test_pipeline
+    tail -n 1 $L/pipeline-cuda-fp8.log | tee -a $summary
+    randmodel large
+    kt_bench large s39 bench-kt-s39.log "large fp8, traced" 8
+    grep -E "conv|cutlass|patch_rows|nvjet_sm90_tst|bias_bf16" \
+        $L/kt-s39.txt | head -8 | tee -a $summary
+    s39_benches() {
+        env_steps large pcl SD_CUDA_PATCH_CUDNN=1
+        env_steps large gql SD_CUDA_G8_QKV=1
+        env_steps medium gqm SD_CUDA_G8_QKV=1
+    }
+    with_clocks $L/clocks.log 250 s39_benches
+    bench_lines '' $L/bench-pcl*.log $L/bench-gq*.log | tee -a $summary
     clock_summary $L/clocks.log
 }
 # session 38: the gated products of E4M3 rows by gemm8.cu, every batch
