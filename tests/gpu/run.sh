@@ -90,6 +90,8 @@
 #           turn
 #   s39     (session 39) the patch embedding as one product against
 #           cuDNN's (SD_CUDA_PATCH_CUDNN=1), then SD_CUDA_G8_QKV=1 again
+#   s39n    the norm pass into E4M3 unpacking its row twice against
+#           PACK_BASE: tests, images (the same bits), ncu, benches
 #   g8qkv   (session 38) the QKV product through gemm8.cu
 #           (SD_CUDA_G8_QKV=1) against cuBLASLt's; FA_CWU where built
 #   gfork   lane 0's gated products' odd batch entries on a side stream
@@ -1967,6 +1969,20 @@ stage_s39() {
     with_clocks $L/clocks.log 250 s39_benches
     bench_lines '' $L/bench-pcl*.log $L/bench-gq*.log | tee -a $summary
     clock_summary $L/clocks.log
+}
+# session 39's second: the LayerNorm + modulate pass into E4M3 unpacking
+# the row twice, not three times (fp8.cu's NM_UNPACK1), against PACK_BASE
+# (the same bits expected): test_backend's norm lines, one seed's Large
+# and Medium images against the base's, both passes under ncu each way,
+# Large's and Medium's 8-step benches in turn
+stage_s39n() {
+    backend_grep "norm_modulate|passed"
+    image_vs_var nmu large
+    image_vs_var nmum medium
+    ncu_nmqs
+    var_steps large s39n
+    var_steps medium s39m
+    bench_lines '' $L/bench-s39?-*.log | tee -a $summary
 }
 # session 38: the gated products of E4M3 rows by gemm8.cu, every batch
 # entry in one launch with the residual loaded by TMA into the epilogue
