@@ -330,19 +330,20 @@ sd_lane_has(int lane, int i, int nv)
 
 
 /*
- * A BF16 row of c values held by one warp, packed, MAXV uint4 per lane
- * (lane l holds 8-value groups l, l + 32, ...): loads it from xr into raw
- * (LOAD false: raw holds it already, loaded earlier by the caller; xr is
- * not read) and gives the mean (0 when rms) and 1 / sqrt(variance + eps)
- * about it. NVC: c / 8 when known at compile time (0: c's).
+ * A warp's BF16 row of c values, packed, MAXV uint4 per lane (lane l
+ * holds 8-value groups l, l + 32, ...; NVC: c / 8 when known at compile
+ * time, 0: c's). sd_row_sum: the lane's part of its sum, loading it from
+ * xr into raw on the way (LOAD false: raw holds it already; xr is not
+ * read). sd_row_inv: 1 / sqrt(variance about m + eps) over the warp; with
+ * u, the row unpacked there too, for a caller that reads it again
+ * (fp8.cu's norm pass).
  */
 template <int MAXV, bool LOAD = true, int NVC = 0>
-__device__ __forceinline__ void
-sd_row_load_stats(const uint4 *xr, uint4 *raw, int lane, int c, int rms,
-    float eps, float *mean, float *inv)
+__device__ __forceinline__ float
+sd_row_sum(const uint4 *xr, uint4 *raw, int lane, int c)
 {
     int    nv = NVC ? NVC : c >> 3, i, k;
-    float  v[8], sum = 0.0f, var = 0.0f, m = 0.0f;
+    float  v[8], sum = 0.0f;
 
     #pragma unroll
     for (i = 0; i < MAXV; i++) {
@@ -357,22 +358,48 @@ sd_row_load_stats(const uint4 *xr, uint4 *raw, int lane, int c, int rms,
             }
         }
     }
-    if (!rms) {
-        m = sd_warp_sum(sum) / (float) c;
-    }
+    return sum;
+}
+
+template <int MAXV, int NVC = 0>
+__device__ __forceinline__ float
+sd_row_inv(const uint4 *raw, float (*u)[8], int lane, int c, float m,
+    float eps)
+{
+    int    nv = NVC ? NVC : c >> 3, i, k;
+    float  v[8], var = 0.0f;
+
     #pragma unroll
     for (i = 0; i < MAXV; i++) {
         if (sd_lane_has<NVC>(lane, i, nv)) {
-            sd_unpack8(raw[i], v);
+            float  *w = u ? u[i] : v;
+
+            sd_unpack8(raw[i], w);
             #pragma unroll
             for (k = 0; k < 8; k++) {
-                float d = v[k] - m;
+                float d = w[k] - m;
                 var += d * d;
             }
         }
     }
+    return rsqrtf(sd_warp_sum(var) / (float) c + eps);
+}
+
+
+/* The row (sd_row_sum's), its mean (0 when rms) and 1 / sqrt(variance +
+   eps) about it. */
+template <int MAXV, bool LOAD = true, int NVC = 0>
+__device__ __forceinline__ void
+sd_row_load_stats(const uint4 *xr, uint4 *raw, int lane, int c, int rms,
+    float eps, float *mean, float *inv)
+{
+    float  sum = sd_row_sum<MAXV, LOAD, NVC>(xr, raw, lane, c), m = 0.0f;
+
+    if (!rms) {
+        m = sd_warp_sum(sum) / (float) c;
+    }
     *mean = m;
-    *inv = rsqrtf(sd_warp_sum(var) / (float) c + eps);
+    *inv = sd_row_inv<MAXV, NVC>(raw, (float (*)[8]) NULL, lane, c, m, eps);
 }
 
 

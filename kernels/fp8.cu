@@ -123,73 +123,26 @@ nm_vecs(const float4 *st, int nv, const __nv_bfloat16 *shift,
 
 
 /*
- * sd_row_load_stats's mean and 1 / sqrt(variance + eps) of a warp's row
- * in raw in two parts, the same sums in the same order (so the same
- * bits), the row unpacked into u by the variance's sum for the
- * modulation to read and overwrite: sd_row_load_stats unpacks it for each
- * of its two sums and the modulation a third time, one instruction an
- * element each time (76 of the pass's ~1,230 instructions a row of 2432
- * saved). The variance's sum runs after the block's barrier: before it,
- * ptxas held u's 80 registers through the staging of the modulation
- * vectors (64-72 bytes of spills at Large's width); after it, no spills
- * (Large 127 registers as before; Medium's 6-vector kernel 79, where it
- * spilled 32 bytes at 80), cubin text 1,512 -> 1,384 instructions
- * (Medium's 1,136 -> 1,024). H200 (run.sh s39n against 6c6ab6e, the same
- * image bytes): under ncu the image rows' launch 27.5 us and 9.35 M
- * instructions against 28.1 and 10.07; Large's 8-step step 60.14 / 60.25
- * ms against 60.19 / 60.37 in turn, Medium's 24.17 / 24.01 against 24.19
- * / 24.18. NM_UNPACK1 0: the kernel before, for measuring.
+ * The norm pass's statistics as sd_row_load_stats's, the same sums in the
+ * same order (so the same bits), in two parts (sd_row_sum, sd_row_inv),
+ * the row unpacked into u by the variance's sum for the modulation to
+ * read and overwrite: sd_row_load_stats unpacks it for each of its two
+ * sums and the modulation a third time, one instruction an element each
+ * time (76 of the pass's ~1,230 instructions a row of 2432 saved). The
+ * variance's sum runs after the block's barrier: before it, ptxas held
+ * u's 80 registers through the staging of the modulation vectors (64-72
+ * bytes of spills at Large's width); after it, no spills (Large 127
+ * registers as before; Medium's 6-vector kernel 79, where it spilled 32
+ * bytes at 80), cubin text 1,512 -> 1,384 instructions (Medium's 1,136 ->
+ * 1,024). H200 (run.sh s39n against 6c6ab6e, the same image bytes): under
+ * ncu the image rows' launch 27.5 us and 9.35 M instructions against 28.1
+ * and 10.07; Large's 8-step step 60.14 / 60.25 ms against 60.19 / 60.37 in
+ * turn, Medium's 24.17 / 24.01 against 24.19 / 24.18. NM_UNPACK1 0: the
+ * kernel before, for measuring.
  */
 #ifndef NM_UNPACK1
 #define NM_UNPACK1  1
 #endif
-
-/* the row's mean from raw (as sd_row_load_stats's first sum) */
-template <int MAXV, int NVC>
-static __device__ __forceinline__ float
-nm_mean(const uint4 *raw, int lane, int c)
-{
-    int    nv = NVC ? NVC : c >> 3, i, k;
-    float  sum = 0.0f, v[8];
-
-    #pragma unroll
-    for (i = 0; i < MAXV; i++) {
-        if (sd_lane_has<NVC>(lane, i, nv)) {
-            sd_unpack8(raw[i], v);
-            #pragma unroll
-            for (k = 0; k < 8; k++) {
-                sum += v[k];
-            }
-        }
-    }
-    return sd_warp_sum(sum) / (float) c;
-}
-
-
-/* raw unpacked into u, and 1 / sqrt(variance about m + eps) (as
-   sd_row_load_stats's second sum) */
-template <int MAXV, int NVC>
-static __device__ __forceinline__ float
-nm_var_u(const uint4 *raw, float (*u)[8], int lane, int c, float m,
-    float eps)
-{
-    int    nv = NVC ? NVC : c >> 3, i, k;
-    float  var = 0.0f;
-
-    #pragma unroll
-    for (i = 0; i < MAXV; i++) {
-        if (sd_lane_has<NVC>(lane, i, nv)) {
-            sd_unpack8(raw[i], u[i]);
-            #pragma unroll
-            for (k = 0; k < 8; k++) {
-                float d = u[i][k] - m;
-                var += d * d;
-            }
-        }
-    }
-    return rsqrtf(sd_warp_sum(var) / (float) c + eps);
-}
-
 
 /*
  * NVC: the row's vectors (c / 8) known at compile time, for the MMDiTs'
@@ -260,7 +213,9 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
            output: unpacked once into u, which the modulation then
            overwrites (NM_UNPACK1) */
         if (NOUT == 1 && NM_UNPACK1) {
-            mean = nm_mean<MAXV, NVC>(raw, lane, c);
+            mean = sd_warp_sum(sd_row_sum<MAXV, false, NVC>(NULL, raw,
+                                                             lane, c))
+                   / (float) c;
         } else {
             sd_row_load_stats<MAXV, false, NVC>(NULL, raw, lane, c, 0, eps,
                                                 &mean, &inv);
@@ -273,7 +228,7 @@ norm_mod_fp8_kernel(uint8_t *y, float *ys, const __nv_bfloat16 *x,
     if (NOUT == 1 && NM_UNPACK1) {
         /* after the barrier, which keeps ptxas from holding u through the
            staging */
-        inv = nm_var_u<MAXV, NVC>(raw, u, lane, c, mean, eps);
+        inv = sd_row_inv<MAXV, NVC>(raw, u, lane, c, mean, eps);
     }
     b = row / rows_per_batch;
 
