@@ -332,7 +332,6 @@ patch_conv(const sd_cuda *c, const sd_tensor *y, const sd_tensor *x,
            && w->ne[3] == x->ne[3] && x->ne[3] % 8 == 0
            && y->ne[0] == x->ne[0] && y->ne[3] == w->ne[0]
            && y->ne[1] == x->ne[1] / stride && y->ne[2] == x->ne[2] / stride
-           && (w->ne[0] * stride * stride * x->ne[3]) % 8 == 0
            && ((uintptr_t) x->data & 15) == 0
            && sd_numel(y) / y->ne[3] < ((int64_t) 1 << 31);
 }
@@ -362,18 +361,8 @@ patch_run(sd_err *err, sd_cuda *c, sd_tensor *y, const sd_tensor *x,
     s = e == cudaSuccess
         ? SD_OK : sd_cuda_fail(err, e, "patch rows", __FILE__, __LINE__);
     if (s == SD_OK) {
-        memset(&g, 0, sizeof(g));
-        g.transa = 1;                   /* as sd_cuda_linear */
-        g.m = w->ne[0];
-        g.n = m;
-        g.k = k;
-        g.lda = k;
-        g.ldb = k;
-        g.ldd = w->ne[0];
-        g.batch = 1;
-        g.ta = g.tb = g.td = SD_DT_BF16;
-        g.act = SD_ACT_NONE;
-        g.bias = b != NULL;
+        sd_cuda_linear_shape(&g, w->ne[0], m, k, SD_DT_BF16, SD_DT_BF16,
+                             SD_DT_BF16, b != NULL);
         g.accumulate = acc;
         s = sd_cuda_gemm(err, c, &g, 1.0f, w->data, scr, y->data,
                          b ? b->data : NULL);

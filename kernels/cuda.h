@@ -504,6 +504,8 @@ typedef struct {
                                            pointer's alignment) */
 } sd_cuda_gemm_shape;
 
+void sd_cuda_linear_shape(sd_cuda_gemm_shape *g, int64_t out, int64_t rows,
+    int64_t in, sd_dtype tw, sd_dtype tx, sd_dtype ty, int bias);
 sd_status sd_cuda_gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g,
     float alpha, const void *a, const void *b, void *d, const void *bias);
 /* FP8 (g->fp8): D = (A ascale[m-row]) (B bscale[n-col]) (+ bias, act) */

@@ -1025,19 +1025,8 @@ static void
 fp8_shape(sd_cuda_gemm_shape *g, int64_t out, int64_t rows, int64_t K,
     int bias)
 {
-    memset(g, 0, sizeof(*g));
-    g->transa = 1;
-    g->m = out;
-    g->n = rows;
-    g->k = K;
-    g->lda = K;
-    g->ldb = K;
-    g->ldd = out;
-    g->batch = 1;
-    g->ta = SD_DT_F8_E4M3;
-    g->tb = SD_DT_F8_E4M3;
-    g->td = SD_DT_BF16;
-    g->bias = bias;
+    sd_cuda_linear_shape(g, out, rows, K, SD_DT_F8_E4M3, SD_DT_F8_E4M3,
+                         SD_DT_BF16, bias);
     g->fp8 = 1;
 }
 

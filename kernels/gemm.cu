@@ -430,6 +430,29 @@ gemm(sd_err *err, sd_cuda *c, const sd_cuda_gemm_shape *g, float alpha,
 }
 
 
+/* The shape of y (rows, out) = x (rows, in) w (out, in)^T (+ bias of
+   out), as cuBLASLt's column-major D (out x rows) = op(W) X: one matrix,
+   no activation, no accumulation (the caller sets those, a batch, FP8) */
+void
+sd_cuda_linear_shape(sd_cuda_gemm_shape *g, int64_t out, int64_t rows,
+    int64_t in, sd_dtype tw, sd_dtype tx, sd_dtype ty, int bias)
+{
+    memset(g, 0, sizeof(*g));
+    g->transa = 1;
+    g->m = out;
+    g->n = rows;
+    g->k = in;
+    g->lda = in;
+    g->ldb = in;
+    g->ldd = out;
+    g->batch = 1;
+    g->ta = tw;
+    g->tb = tx;
+    g->td = ty;
+    g->bias = bias;
+}
+
+
 /* y: (rows, out) = act(x: (rows, in) w: (out, in)^T + b) */
 sd_status
 sd_cuda_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
@@ -446,21 +469,9 @@ sd_cuda_linear(sd_err *err, sd_tensor *y, const sd_tensor *x,
                          "with %s activations", sd_dtype_name(w->dtype),
                          sd_dtype_name(x->dtype));
     }
-    memset(&g, 0, sizeof(g));
-    g.transa = 1;
-    g.transb = 0;
-    g.m = out;
-    g.n = sd_numel(x) / in;
-    g.k = in;
-    g.lda = in;
-    g.ldb = in;
-    g.ldd = out;
-    g.batch = 1;
-    g.ta = w->dtype;
-    g.tb = x->dtype;
-    g.td = y->dtype;
+    sd_cuda_linear_shape(&g, out, sd_numel(x) / in, in, w->dtype, x->dtype,
+                         y->dtype, b != NULL);
     g.act = fused ? act : SD_ACT_NONE;
-    g.bias = b != NULL;
     SD_TRY(sd_cuda_gemm(err, c, &g, 1.0f, w->data, x->data, y->data,
                         b ? b->data : NULL));
     return fused ? SD_OK : sd_cuda_act(err, y, y, act);
@@ -481,22 +492,11 @@ sd_cuda_linear_rows(sd_err *err, sd_tensor *y, const sd_tensor *x,
                          "weights with %s activations",
                          sd_dtype_name(w->dtype), sd_dtype_name(x->dtype));
     }
-    memset(&g, 0, sizeof(g));
-    g.transa = 1;
-    g.m = out;
-    g.n = y->ne[1];
-    g.k = in;
-    g.lda = in;
-    g.ldb = in;
-    g.ldd = out;
+    sd_cuda_linear_shape(&g, out, y->ne[1], in, w->dtype, x->dtype,
+                         y->dtype, b != NULL);
     g.batch = (int) x->ne[0];
-    g.sa = 0;
     g.sb = x->ne[1] * in;
     g.sd = y->ne[1] * out;
-    g.ta = w->dtype;
-    g.tb = x->dtype;
-    g.td = y->dtype;
-    g.bias = b != NULL;
     return sd_cuda_gemm(err, sd_cuda_of(y), &g, 1.0f, w->data,
                         (const char *) x->data + r0 * in * es, y->data,
                         b ? b->data : NULL);
