@@ -1406,7 +1406,10 @@ sd_cuda_linear_fp8(sd_err *err, sd_tensor *y, const sd_tensor *x,
                dB from the default's). Measured and not the default
                (session 38, run.sh g8qkv, in turn): Large's 28-step step
                61.20 / 60.69 ms against 61.38 / 61.40, Medium's 24.44 /
-               24.49 against 24.30 / 24.47. Operands it does not take
+               24.49 against 24.30 / 24.47; session 39 (run.sh s39,
+               another card): Large 61.80 / 61.95 against 61.44 / 61.74,
+               Medium 24.41 / 24.39 against 24.60 / 24.54. Operands it
+               does not take
                (alignment) go on to cuBLASLt. */
             e = sd_cuda_g8_gemm(y->data, out, x->data, K, w->data, K,
                                 (int) rows, (int) out, (int) K, x->scale,
